@@ -1,0 +1,84 @@
+/* ops.h — CPU reference kernels (float32, contiguous row-major buffers).
+ * The readable spec every other backend is checked against. GEMMs go to
+ * OpenBLAS; element-wise, norm and softmax kernels are threaded with OpenMP.
+ * Shapes are in comments; all counts are int64_t. Output buffers may not
+ * alias inputs unless a function says so. */
+#ifndef TDM_OPS_CPU_H
+#define TDM_OPS_CPU_H
+
+#include <stdint.h>
+
+/* y[M,N] = x[M,K] · W[N,K]^T (+ b[N] if b != NULL). (torch.nn.Linear) */
+void tdm_cpu_linear(float *y, const float *x, const float *W, const float *b,
+                    int64_t M, int64_t K, int64_t N);
+
+/* C[M,N] = alpha · op(A) · op(B) + beta · C, row-major, lda/ldb/ldc as in BLAS. */
+void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc);
+
+/* 2-D convolution (torch.nn.Conv2d, groups=1, dilation=1):
+ * x (B, Cin, H, W), w (Cout, Cin, kh, kw), b (Cout) or NULL,
+ * y (B, Cout, Ho, Wo) with Ho = (H + 2*pad - kh)/stride + 1.
+ * `scratch` holds at least tdm_cpu_conv2d_scratch(...) floats (im2col). */
+int64_t tdm_cpu_conv2d_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                               int64_t stride, int64_t pad);
+void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
+                    int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch);
+/* Same with asymmetric padding (top, bottom, left, right), for the VAE
+ * encoder's downsample (pad right/bottom by 1, then stride 2, pad 0). */
+void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
+                         int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                         int64_t kh, int64_t kw, int64_t stride,
+                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch);
+
+/* GroupNorm over x (B, C, S) with G groups, affine gamma/beta (C);
+ * y may alias x. If silu != 0, applies SiLU after the affine. */
+void tdm_cpu_group_norm(float *y, const float *x, const float *gamma, const float *beta,
+                        int64_t B, int64_t C, int64_t S, int64_t G, float eps, int silu);
+
+/* LayerNorm over the last dim of x (rows, D); y may alias x. */
+void tdm_cpu_layer_norm(float *y, const float *x, const float *gamma, const float *beta,
+                        int64_t rows, int64_t D, float eps);
+
+/* In-place activations over n elements. */
+void tdm_cpu_silu(float *x, int64_t n);
+void tdm_cpu_gelu(float *x, int64_t n);        /* exact erf GELU */
+void tdm_cpu_gelu_tanh(float *x, int64_t n);   /* tanh approximation */
+void tdm_cpu_quick_gelu(float *x, int64_t n);  /* x * sigmoid(1.702 x) */
+
+/* GEGLU: h (rows, 2F) → y (rows, F), y = h[:, :F] * gelu(h[:, F:]) (diffusers GEGLU). */
+void tdm_cpu_geglu(float *y, const float *h, int64_t rows, int64_t F);
+
+/* Element-wise: y = a + b (n), y may alias a or b. */
+void tdm_cpu_add(float *y, const float *a, const float *b, int64_t n);
+/* x (B, C, S) += v (B, C) broadcast over S. */
+void tdm_cpu_add_channel_bias(float *x, const float *v, int64_t B, int64_t C, int64_t S);
+/* y = a * s (n), y may alias a. */
+void tdm_cpu_scale(float *y, const float *a, float s, int64_t n);
+
+/* Row-wise softmax of x (rows, n) in place. */
+void tdm_cpu_softmax(float *x, int64_t rows, int64_t n);
+
+/* Multi-head attention, tokens-major layout (as Linear outputs):
+ * q (B, Tq, H*D), k (B, Tk, H*D), v (B, Tk, H*D) → o (B, Tq, H*D).
+ * o = softmax(q k^T * scale [+ causal mask]) v per head. Works in query
+ * tiles so the score matrix never exceeds tile × Tk floats per thread. */
+void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
+                       int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                       float scale, int causal);
+
+/* Layout changes. (B, C, S) → (B, S, C) and back. */
+void tdm_cpu_transpose_cs(float *y, const float *x, int64_t B, int64_t C, int64_t S);
+void tdm_cpu_transpose_sc(float *y, const float *x, int64_t B, int64_t S, int64_t C);
+
+/* Nearest-neighbour 2× upsampling: x (B, C, H, W) → y (B, C, 2H, 2W). */
+void tdm_cpu_upsample_nearest2x(float *y, const float *x, int64_t B, int64_t C,
+                                int64_t H, int64_t W);
+
+/* Concatenate along channels: a (B, Ca, S), b (B, Cb, S) → y (B, Ca+Cb, S). */
+void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *b, int64_t Cb,
+                             int64_t B, int64_t S);
+
+#endif

@@ -1,0 +1,242 @@
+/* core.c — status text, last error, logging, dtypes and fp16/bf16
+ * conversion, devices with memory accounting, tensors, thread count. */
+#include "core/core.h"
+
+#include <omp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- errors ---------------------------------------------------------- */
+
+static _Thread_local char tdm_errbuf[1024];
+
+tdm_status tdm_errorf(tdm_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tdm_errbuf, sizeof tdm_errbuf, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+const char *tdm_last_error(void) { return tdm_errbuf; }
+
+const char *tdm_status_name(tdm_status st) {
+    switch (st) {
+    case TDM_OK: return "ok";
+    case TDM_ERR_INVALID_ARG: return "invalid argument";
+    case TDM_ERR_IO: return "io";
+    case TDM_ERR_FORMAT: return "format";
+    case TDM_ERR_MODEL: return "model";
+    case TDM_ERR_UNSUPPORTED: return "unsupported";
+    case TDM_ERR_NOMEM: return "out of memory";
+    case TDM_ERR_INTERNAL: return "internal";
+    }
+    return "unknown";
+}
+
+/* ---- logging --------------------------------------------------------- */
+
+static int tdm_log_threshold(void) {
+    const char *e = getenv("TANDEM_LOG");
+    if (!e) return TDM_LOG_WARN;
+    if (!strcasecmp(e, "error")) return TDM_LOG_ERROR;
+    if (!strcasecmp(e, "info")) return TDM_LOG_INFO;
+    if (!strcasecmp(e, "debug")) return TDM_LOG_DEBUG;
+    return TDM_LOG_WARN;
+}
+
+void tdm_log(tdm_log_level lv, const char *fmt, ...) {
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    if ((int)lv > tdm_log_threshold()) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tandem: %s: ", names[lv]);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---- dtypes ---------------------------------------------------------- */
+
+static const struct { const char *name; size_t size; } tdm_dtypes[TDM_DTYPE_COUNT] = {
+    [TDM_F32] = {"F32", 4}, [TDM_F16] = {"F16", 2},   [TDM_BF16] = {"BF16", 2},
+    [TDM_F64] = {"F64", 8}, [TDM_I8] = {"I8", 1},     [TDM_U8] = {"U8", 1},
+    [TDM_I16] = {"I16", 2}, [TDM_U16] = {"U16", 2},   [TDM_I32] = {"I32", 4},
+    [TDM_U32] = {"U32", 4}, [TDM_I64] = {"I64", 8},   [TDM_U64] = {"U64", 8},
+    [TDM_BOOL] = {"BOOL", 1},
+};
+
+size_t tdm_dtype_size(tdm_dtype t) {
+    return (unsigned)t < TDM_DTYPE_COUNT ? tdm_dtypes[t].size : 0;
+}
+
+const char *tdm_dtype_name(tdm_dtype t) {
+    return (unsigned)t < TDM_DTYPE_COUNT ? tdm_dtypes[t].name : "?";
+}
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+float tdm_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) return u2f(sign | 0x7f800000u | (man << 13));   /* inf/nan */
+    if (exp == 0) {                                                    /* zero/subnormal */
+        float v = (float)man * (1.0f / 16777216.0f);                   /* man * 2^-24 */
+        return sign ? -v : v;
+    }
+    return u2f(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t tdm_f32_to_f16(float f) {
+    uint32_t u = f2u(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t au = u & 0x7fffffffu;
+    if (au >= 0x7f800000u) return sign | (au > 0x7f800000u ? 0x7e00 : 0x7c00);
+    if (au >= 0x477ff000u) return sign | 0x7c00;                       /* overflow → inf */
+    if (au < 0x38800000u) {                                            /* subnormal half */
+        float a = u2f(au) * 16777216.0f;                               /* in units of 2^-24 */
+        /* round to nearest even via float arithmetic */
+        float r = a + 8388608.0f;                                      /* 2^23 forces rounding */
+        uint32_t m = f2u(r) - f2u(8388608.0f);
+        return sign | (uint16_t)m;
+    }
+    uint32_t mant_odd = (au >> 13) & 1;
+    au += 0xfffu + mant_odd;
+    au -= (112u << 23);
+    return sign | (uint16_t)(au >> 13);
+}
+
+float tdm_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t tdm_f32_to_bf16(float f) {
+    uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t n) {
+    switch (t) {
+    case TDM_F32: memcpy(dst, src, (size_t)n * 4); break;
+#define CONV(T, EXPR)                                                          \
+    {                                                                          \
+        const T *s = (const T *)src;                                           \
+        _Pragma("omp parallel for if (n > 65536)")                             \
+        for (int64_t i = 0; i < n; i++) dst[i] = (EXPR);                       \
+    } break
+    case TDM_F16: CONV(uint16_t, tdm_f16_to_f32(s[i]));
+    case TDM_BF16: CONV(uint16_t, tdm_bf16_to_f32(s[i]));
+    case TDM_F64: CONV(double, (float)s[i]);
+    case TDM_I8: CONV(int8_t, (float)s[i]);
+    case TDM_U8: CONV(uint8_t, (float)s[i]);
+    case TDM_BOOL: CONV(uint8_t, (float)(s[i] != 0));
+    case TDM_I16: CONV(int16_t, (float)s[i]);
+    case TDM_U16: CONV(uint16_t, (float)s[i]);
+    case TDM_I32: CONV(int32_t, (float)s[i]);
+    case TDM_U32: CONV(uint32_t, (float)s[i]);
+    case TDM_I64: CONV(int64_t, (float)s[i]);
+    case TDM_U64: CONV(uint64_t, (float)s[i]);
+#undef CONV
+    default: return tdm_errorf(TDM_ERR_INTERNAL, "cannot convert dtype %d to F32", (int)t);
+    }
+    return TDM_OK;
+}
+
+/* ---- devices ---------------------------------------------------------- */
+
+void tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index) {
+    memset(d, 0, sizeof *d);
+    d->kind = kind;
+    d->index = index;
+}
+
+void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
+    if (bytes < 0 || (uint64_t)bytes > SIZE_MAX - 64) {
+        tdm_errorf(TDM_ERR_NOMEM, "%s: invalid size %lld bytes", what, (long long)bytes);
+        return NULL;
+    }
+    if (d && d->cap_bytes > 0 && d->cur_bytes + bytes > d->cap_bytes) {
+        tdm_errorf(TDM_ERR_NOMEM, "%s: needs %lld bytes but cpu:%d has %lld of its %lld-byte cap free",
+                   what, (long long)bytes, d->index, (long long)(d->cap_bytes - d->cur_bytes),
+                   (long long)d->cap_bytes);
+        return NULL;
+    }
+    size_t sz = ((size_t)bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (!p) {
+        tdm_errorf(TDM_ERR_NOMEM, "%s: out of host memory allocating %lld bytes", what,
+                   (long long)bytes);
+        return NULL;
+    }
+    memset(p, 0, sz);
+    if (d) {
+        d->cur_bytes += bytes;
+        if (d->cur_bytes > d->peak_bytes) d->peak_bytes = d->cur_bytes;
+    }
+    return p;
+}
+
+void tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes) {
+    if (!p) return;
+    free(p);
+    if (d) d->cur_bytes -= bytes;
+}
+
+/* ---- tensors ------------------------------------------------------------ */
+
+tdm_status tdm_tensor_create(tdm_tensor_t **out, tdm_device_t *dev, tdm_dtype dt, int ndim,
+                             const int64_t *shape, const char *what) {
+    *out = NULL;
+    if (ndim < 0 || ndim > TDM_MAX_DIMS)
+        return tdm_errorf(TDM_ERR_INTERNAL, "%s: %d dims (max %d)", what, ndim, TDM_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        if (!tdm_mul_ok(n, shape[i], &n))
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: element count overflows", what);
+    int64_t bytes;
+    if (!tdm_mul_ok(n, (int64_t)tdm_dtype_size(dt), &bytes))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: byte size overflows", what);
+    tdm_tensor_t *t = calloc(1, sizeof *t);
+    if (!t) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", what);
+    t->data = tdm_dev_alloc(dev, bytes, what);
+    if (!t->data) { free(t); return TDM_ERR_NOMEM; }
+    t->dtype = dt;
+    t->ndim = ndim;
+    t->dev = dev;
+    t->nbytes = bytes;
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->stride[i] = s;
+        s *= shape[i];
+    }
+    *out = t;
+    return TDM_OK;
+}
+
+void tdm_tensor_free(tdm_tensor_t *t) {
+    if (!t) return;
+    if (t->nbytes) tdm_dev_free(t->dev, t->data, t->nbytes);
+    free(t);
+}
+
+int64_t tdm_tensor_numel(const tdm_tensor_t *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+extern void openblas_set_num_threads(int);
+
+void tdm_set_num_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int tdm_get_num_threads(void) { return omp_get_max_threads(); }

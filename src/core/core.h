@@ -1,0 +1,107 @@
+/* core.h — internal core of tandem: status codes, last-error text, logging,
+ * dtypes, fp16/bf16 conversion, devices with memory accounting, tensors.
+ * Not public API (see include/tandem.h); every layer above includes this. */
+#ifndef TDM_CORE_H
+#define TDM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "tandem.h"
+
+/* ---- errors ----------------------------------------------------------
+ * tdm_errorf() records a message for tdm_last_error() (thread-local) and
+ * returns the status, so call sites read `return tdm_errorf(TDM_ERR_IO, ...)`.
+ * Messages name the file, tensor or flag at fault and have no trailing '\n'. */
+tdm_status tdm_errorf(tdm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Jump to `fail` when a tdm_status-returning call fails; keeps its message. */
+#define TDM_TRY(call)                                                          \
+    do {                                                                       \
+        st = (call);                                                           \
+        if (st != TDM_OK) goto fail;                                           \
+    } while (0)
+
+/* ---- overflow-checked sizes ---------------------------------------- */
+/* *out = a * b; returns 0 on overflow (a, b >= 0). */
+static inline int tdm_mul_ok(int64_t a, int64_t b, int64_t *out) {
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* ---- dtypes --------------------------------------------------------- */
+typedef enum {
+    TDM_F32 = 0, TDM_F16, TDM_BF16, TDM_F64,
+    TDM_I8, TDM_U8, TDM_I16, TDM_U16, TDM_I32, TDM_U32, TDM_I64, TDM_U64,
+    TDM_BOOL,
+    TDM_DTYPE_COUNT
+} tdm_dtype;
+
+size_t      tdm_dtype_size(tdm_dtype t);
+const char *tdm_dtype_name(tdm_dtype t);      /* safetensors spelling, e.g. "F16" */
+
+float    tdm_f16_to_f32(uint16_t h);
+uint16_t tdm_f32_to_f16(float f);             /* round to nearest even */
+float    tdm_bf16_to_f32(uint16_t h);
+uint16_t tdm_f32_to_bf16(float f);            /* round to nearest even */
+
+/* Convert n elements of `src` (any float or integer dtype) to float32. */
+tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t n);
+
+/* ---- devices ----------------------------------------------------------
+ * A device is where tensors live and what their bytes are counted
+ * against. Only CPU devices exist in this build; several logical CPU
+ * devices (cpu:0, cpu:1, ...) may exist, each with its own counters. */
+typedef enum { TDM_DEV_CPU = 0, TDM_DEV_CUDA = 1 } tdm_device_kind;
+
+typedef struct tdm_device {
+    tdm_device_kind kind;
+    int      index;
+    int64_t  cur_bytes;    /* bytes allocated now */
+    int64_t  peak_bytes;   /* high-water mark of cur_bytes */
+    int64_t  cap_bytes;    /* 0 = no cap */
+} tdm_device_t;
+
+/* Process-independent default CPU device for code without a context. */
+void        tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index);
+/* Allocates `bytes` (64-byte aligned, zero-filled) counted against `d`.
+ * Returns NULL and sets the last error (naming `what`) on failure. */
+void       *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what);
+void        tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes);
+
+/* ---- tensors ----------------------------------------------------------
+ * Contiguous row-major unless a view says otherwise. Element counts and
+ * offsets are 64-bit. A tensor created with tdm_tensor_create owns its
+ * data; tdm_tensor_free(NULL) is a no-op. */
+#define TDM_MAX_DIMS 5
+typedef struct tdm_tensor {
+    tdm_dtype     dtype;
+    int           ndim;
+    int64_t       shape[TDM_MAX_DIMS];
+    int64_t       stride[TDM_MAX_DIMS];   /* in elements */
+    tdm_device_t *dev;
+    void         *data;
+    int64_t       nbytes;                 /* owned bytes, 0 for views */
+} tdm_tensor_t;
+
+tdm_status tdm_tensor_create(tdm_tensor_t **out, tdm_device_t *dev, tdm_dtype dt,
+                             int ndim, const int64_t *shape, const char *what);
+void       tdm_tensor_free(tdm_tensor_t *t);
+int64_t    tdm_tensor_numel(const tdm_tensor_t *t);
+static inline float *tdm_f32(const tdm_tensor_t *t) { return (float *)t->data; }
+
+/* ---- logging --------------------------------------------------------- */
+typedef enum { TDM_LOG_ERROR = 0, TDM_LOG_WARN, TDM_LOG_INFO, TDM_LOG_DEBUG } tdm_log_level;
+/* Writes "tandem: <level>: msg" to stderr when level <= the level set by
+ * TANDEM_LOG (error|warn|info|debug; default warn). */
+void tdm_log(tdm_log_level lv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- threads --------------------------------------------------------- */
+/* Number of worker threads for CPU kernels (OpenMP + OpenBLAS). */
+void tdm_set_num_threads(int n);
+int  tdm_get_num_threads(void);
+
+#endif

@@ -1,0 +1,31 @@
+/* folder.h — diffusers model folders: resolving `--model` (a directory or
+ * ORG/NAME in the Hugging Face cache), reading model_index.json, and finding
+ * each component's config and weight files (variants, sharded indexes). */
+#ifndef TDM_FOLDER_H
+#define TDM_FOLDER_H
+
+#include "core/core.h"
+
+#define TDM_PATH_MAX 4096
+
+/* Resolves `model` to a directory: an existing directory is used as is;
+ * otherwise "ORG/NAME" is looked up offline as
+ * $HF_HUB_CACHE or $HF_HOME/hub or ~/.cache/huggingface/hub, then
+ * models--ORG--NAME/snapshots/<rev>/ with rev from refs/main when present,
+ * else the only (or newest) snapshot. Error lists the places tried. */
+tdm_status tdm_folder_resolve(const char *model, char *out, size_t cap);
+
+/* Finds the weights of component `sub` (e.g. "unet") in `dir`:
+ * with variant V: diffusion_pytorch_model.V.safetensors / model.V.safetensors
+ * (or their .safetensors.index.json) before the plain names; without one,
+ * the plain names. Writes the path (file or index.json) into out. Error
+ * names the folder and the names tried (and notes .bin files are not read). */
+tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *variant,
+                              char *out, size_t cap);
+
+/* Joins dir/sub/file into out; error if it does not fit. */
+tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub,
+                         const char *file);
+int tdm_file_exists(const char *path);
+
+#endif

@@ -1,0 +1,68 @@
+/* safetensors.h — read-only access to .safetensors files through mmap,
+ * with every byte of the header validated, and to sharded checkpoints
+ * (*.safetensors.index.json). Not a writer except tdm_safetensors_write. */
+#ifndef TDM_SAFETENSORS_H
+#define TDM_SAFETENSORS_H
+
+#include "core/core.h"
+
+typedef struct {
+    char       *name;
+    tdm_dtype   dtype;
+    int         ndim;
+    int64_t     shape[TDM_MAX_DIMS];
+    const void *data;      /* points into the mapping */
+    int64_t     nbytes;
+    const char *file;      /* path of the file holding it */
+} tdm_st_tensor_t;
+
+typedef struct tdm_safetensors tdm_safetensors_t;   /* one mapped file */
+
+/* Maps and validates `path`: 8-byte little-endian header length within
+ * the file, JSON header, known dtypes, shapes with <= TDM_MAX_DIMS dims,
+ * offsets [begin, end) inside the data section, end - begin ==
+ * numel * dtype size (overflow-checked). OUT: *st. Errors name the file
+ * and the tensor. */
+tdm_status tdm_safetensors_open(tdm_safetensors_t **st, const char *path);
+void       tdm_safetensors_close(tdm_safetensors_t *st);
+int        tdm_safetensors_count(const tdm_safetensors_t *st);
+const tdm_st_tensor_t *tdm_safetensors_at(const tdm_safetensors_t *st, int i);
+const tdm_st_tensor_t *tdm_safetensors_find(const tdm_safetensors_t *st, const char *name);
+/* "__metadata__" value for key, or NULL. */
+const char *tdm_safetensors_meta(const tdm_safetensors_t *st, const char *key);
+
+/* Validates a header held in memory (the fuzz entry point): `buf` holds the
+ * whole file image of `len` bytes. */
+tdm_status tdm_safetensors_parse(tdm_safetensors_t **st, const uint8_t *buf, size_t len,
+                                 const char *name_for_errors);
+
+/* A set of files that together hold one component's weights: a single
+ * file, or the shards listed by an index.json. */
+typedef struct tdm_st_set tdm_st_set_t;
+
+/* Opens `path`: a .safetensors file or a .safetensors.index.json (every
+ * shard in its weight_map is opened; a tensor listed in the map must be in
+ * the shard the map names). OUT: *set. */
+tdm_status tdm_st_set_open(tdm_st_set_t **set, const char *path);
+void       tdm_st_set_close(tdm_st_set_t *set);
+const tdm_st_tensor_t *tdm_st_set_find(const tdm_st_set_t *set, const char *name);
+
+/* Loads tensor `name` as a new float32 tensor on `dev`, converting F16/BF16/
+ * F64. If ndim > 0 the stored shape must equal shape[0..ndim) (error names
+ * tensor, file, expected and found shapes); a missing tensor is an error
+ * naming it and the files searched. OUT: *out. */
+tdm_status tdm_st_set_load_f32(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
+                               int ndim, const int64_t *shape, tdm_tensor_t **out);
+/* Same for an optional tensor: *out = NULL when absent (no error). */
+tdm_status tdm_st_set_load_f32_opt(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
+                                   int ndim, const int64_t *shape, tdm_tensor_t **out);
+
+/* Writes a safetensors file of float32 tensors atomically (temporary name,
+ * then rename). names[i], shapes[i] (ndims[i] dims), data[i]; metadata is
+ * `nmeta` key/value pairs (may be 0). */
+tdm_status tdm_safetensors_write_f32(const char *path, int n, const char *const *names,
+                                     const int *ndims, const int64_t *const *shapes,
+                                     const float *const *data,
+                                     int nmeta, const char *const *meta_kv);
+
+#endif

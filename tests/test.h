@@ -1,0 +1,60 @@
+/* test.h — a minimal test harness: each test file defines TEST(name)
+ * functions, lists them in main via RUN(name), and ends with
+ * `return test_summary();`, which prints "N passed, N failed". A check that
+ * fails prints file:line and the measured values, and the test goes on. */
+#ifndef TDM_TEST_H
+#define TDM_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_npass, test_nfail, test_cur_failed;
+
+#define TEST(name) static void name(void)
+#define RUN(name)                                                              \
+    do {                                                                       \
+        test_cur_failed = 0;                                                   \
+        name();                                                                \
+        if (test_cur_failed) { test_nfail++; printf("FAIL %s\n", #name); }     \
+        else { test_npass++; printf("ok   %s\n", #name); }                     \
+        fflush(stdout);                                                        \
+    } while (0)
+
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            printf("  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
+            test_cur_failed = 1;                                               \
+        }                                                                      \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                   \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            printf("  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);  \
+            printf(__VA_ARGS__);                                               \
+            printf("\n");                                                      \
+            test_cur_failed = 1;                                               \
+        }                                                                      \
+    } while (0)
+
+/* Max |a-b| / max(|b|) over n floats: the normalized error used by the
+ * golden tests. */
+static inline double test_rel_err(const float *a, const float *b, long n) {
+    double md = 0, mb = 0;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= md)) md = d;                 /* NaN propagates */
+        if (fabs((double)b[i]) > mb) mb = fabs((double)b[i]);
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+static inline int test_summary(void) {
+    printf("%d passed, %d failed\n", test_npass, test_nfail);
+    return test_nfail ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+#endif
