@@ -1,0 +1,135 @@
+/* folder.c — diffusers folders: resolving --model (directory, or ORG/NAME
+ * in the offline Hugging Face cache) and locating component weights,
+ * variants and sharded indexes. */
+#include "io/folder.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int tdm_file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int dir_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub,
+                         const char *file) {
+    int n;
+    if (sub && *sub && file && *file) n = snprintf(out, cap, "%s/%s/%s", dir, sub, file);
+    else if (sub && *sub) n = snprintf(out, cap, "%s/%s", dir, sub);
+    else if (file && *file) n = snprintf(out, cap, "%s/%s", dir, file);
+    else n = snprintf(out, cap, "%s", dir);
+    if (n < 0 || (size_t)n >= cap)
+        return tdm_errorf(TDM_ERR_IO, "%s/%s/%s: path longer than %zu bytes", dir, sub ? sub : "",
+                          file ? file : "", cap);
+    return TDM_OK;
+}
+
+/* Reads the first line of a small text file (refs/main) into out. */
+static int read_ref(const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    if (!ok) return 0;
+    out[strcspn(out, " \r\n")] = 0;
+    return out[0] != 0 && !strchr(out, '/') && strcmp(out, "..") != 0;
+}
+
+/* Picks a snapshot in `snaps`: refs/main's revision when present, else the
+ * only or most recently modified snapshot folder. */
+static int pick_snapshot(const char *repo, char *out, size_t cap) {
+    char snaps[TDM_PATH_MAX], ref[256], p[TDM_PATH_MAX];
+    if ((size_t)snprintf(snaps, sizeof snaps, "%s/snapshots", repo) >= sizeof snaps) return 0;
+    if ((size_t)snprintf(p, sizeof p, "%s/refs/main", repo) < sizeof p && read_ref(p, ref, sizeof ref) &&
+        (size_t)snprintf(p, sizeof p, "%s/%s", snaps, ref) < sizeof p && dir_exists(p)) {
+        return (size_t)snprintf(out, cap, "%s", p) < cap;
+    }
+    DIR *d = opendir(snaps);
+    if (!d) return 0;
+    struct dirent *e;
+    time_t best = 0;
+    int found = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        struct stat sb;
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", snaps, e->d_name) >= sizeof p) continue;
+        if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
+        if (!found || sb.st_mtime > best) {
+            best = sb.st_mtime;
+            found = (size_t)snprintf(out, cap, "%s", p) < cap;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+tdm_status tdm_folder_resolve(const char *model, char *out, size_t cap) {
+    if (!model || !*model) return tdm_errorf(TDM_ERR_INVALID_ARG, "--model: empty model name");
+    if (dir_exists(model)) {
+        if ((size_t)snprintf(out, cap, "%s", model) >= cap)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--model %s: path too long", model);
+        return TDM_OK;
+    }
+    const char *slash = strchr(model, '/');
+    int looks_like_repo = slash && slash != model && slash[1] && !strchr(slash + 1, '/') &&
+                          model[0] != '.';
+    if (!looks_like_repo)
+        return tdm_errorf(TDM_ERR_IO, "--model %s: no such directory (and not an ORG/NAME repo id)", model);
+    char hub[TDM_PATH_MAX];
+    const char *e;
+    if ((e = getenv("HF_HUB_CACHE")) && *e) snprintf(hub, sizeof hub, "%s", e);
+    else if ((e = getenv("HF_HOME")) && *e) snprintf(hub, sizeof hub, "%s/hub", e);
+    else if ((e = getenv("XDG_CACHE_HOME")) && *e) snprintf(hub, sizeof hub, "%s/huggingface/hub", e);
+    else snprintf(hub, sizeof hub, "%s/.cache/huggingface/hub", getenv("HOME") ? getenv("HOME") : "");
+    char repo[TDM_PATH_MAX];
+    int n = snprintf(repo, sizeof repo, "%s/models--%.*s--%s", hub, (int)(slash - model), model,
+                     slash + 1);
+    if (n < 0 || (size_t)n >= sizeof repo)
+        return tdm_errorf(TDM_ERR_IO, "--model %s: cache path too long", model);
+    if (!pick_snapshot(repo, out, cap))
+        return tdm_errorf(TDM_ERR_IO,
+                          "--model %s: not a directory, and no snapshot in the Hugging Face cache at %s "
+                          "(set HF_HOME or HF_HUB_CACHE, or pass a folder)",
+                          model, repo);
+    return TDM_OK;
+}
+
+tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *variant, char *out,
+                              size_t cap) {
+    static const char *stems[] = {"diffusion_pytorch_model", "model"};
+    char name[256], tried[1024] = "";
+    size_t tl = 0;
+    for (int pass = (variant && *variant) ? 0 : 1; pass < 2; pass++) {
+        for (int s = 0; s < 2; s++) {
+            for (int idx = 0; idx < 2; idx++) {
+                if (pass == 0)
+                    snprintf(name, sizeof name, "%s.%s.safetensors%s", stems[s], variant,
+                             idx ? ".index.json" : "");
+                else
+                    snprintf(name, sizeof name, "%s.safetensors%s", stems[s], idx ? ".index.json" : "");
+                tdm_status st = tdm_path_join(out, cap, dir, sub, name);
+                if (st != TDM_OK) return st;
+                if (tdm_file_exists(out)) return TDM_OK;
+                if (tl < sizeof tried)
+                    tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? ", " : "", name);
+            }
+        }
+    }
+    char folder[TDM_PATH_MAX];
+    tdm_path_join(folder, sizeof folder, dir, sub, NULL);
+    char bin[TDM_PATH_MAX];
+    tdm_path_join(bin, sizeof bin, dir, sub, "diffusion_pytorch_model.bin");
+    int has_bin = tdm_file_exists(bin);
+    tdm_path_join(bin, sizeof bin, dir, sub, "pytorch_model.bin");
+    has_bin |= tdm_file_exists(bin);
+    return tdm_errorf(TDM_ERR_MODEL, "%s: no weights found (tried %s)%s", folder, tried,
+                      has_bin ? "; .bin (pickle) weights are not read, convert them to safetensors" : "");
+}

@@ -1,0 +1,462 @@
+/* safetensors.c — mmap reader for .safetensors files with full header
+ * validation, sharded sets (*.safetensors.index.json), float32 loading with
+ * shape checks, and an atomic float32 writer. Not a general JSON library:
+ * the header is parsed with cJSON. */
+#include "io/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/config.h"
+
+#define TDM_ST_MAX_HEADER (100LL << 20)   /* 100 MiB, as the reference loader */
+
+struct tdm_safetensors {
+    char            *path;
+    uint8_t         *map;        /* whole file (mmap) or NULL for parsed buffers */
+    size_t           map_len;
+    int              n;
+    tdm_st_tensor_t *tensors;
+    int              nmeta;
+    char           **meta;       /* key, value, key, value, ... */
+};
+
+static const struct { const char *name; tdm_dtype dt; } st_dtypes[] = {
+    {"F32", TDM_F32}, {"F16", TDM_F16}, {"BF16", TDM_BF16}, {"F64", TDM_F64},
+    {"I8", TDM_I8},   {"U8", TDM_U8},   {"I16", TDM_I16},   {"U16", TDM_U16},
+    {"I32", TDM_I32}, {"U32", TDM_U32}, {"I64", TDM_I64},   {"U64", TDM_U64},
+    {"BOOL", TDM_BOOL},
+};
+
+static int st_dtype_parse(const char *s, tdm_dtype *out) {
+    for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
+        if (!strcmp(s, st_dtypes[i].name)) { *out = st_dtypes[i].dt; return 1; }
+    return 0;
+}
+
+void tdm_safetensors_close(tdm_safetensors_t *st) {
+    if (!st) return;
+    for (int i = 0; i < st->n; i++) free(st->tensors[i].name);
+    for (int i = 0; i < 2 * st->nmeta; i++) free(st->meta[i]);
+    free(st->meta);
+    free(st->tensors);
+    if (st->map) munmap(st->map, st->map_len);
+    free(st->path);
+    free(st);
+}
+
+/* Reads a JSON number that must be a non-negative integer below 2^53. */
+static int st_uint(const cJSON *v, int64_t *out) {
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(int64_t)d) return 0;
+    *out = (int64_t)d;
+    return 1;
+}
+
+static tdm_status st_parse_entry(tdm_safetensors_t *st, const cJSON *e, tdm_st_tensor_t *t,
+                                 const uint8_t *data, int64_t data_len) {
+    const char *f = st->path, *name = t->name;
+    if (!cJSON_IsObject(e))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": header entry is not an object", f, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": missing or non-string dtype", f, name);
+    if (!st_dtype_parse(dt->valuestring, &t->dtype))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%.32s\"", f, name,
+                          dt->valuestring);
+    if (!cJSON_IsArray(sh))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": missing or non-array shape", f, name);
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > TDM_MAX_DIMS)
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": %d dims (at most %d supported)", f,
+                          name, nd, TDM_MAX_DIMS);
+    t->ndim = nd;
+    int64_t numel = 1;
+    int i = 0;
+    const cJSON *d;
+    cJSON_ArrayForEach(d, sh) {
+        if (!st_uint(d, &t->shape[i]))
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": shape[%d] is not a non-negative integer",
+                              f, name, i);
+        if (!tdm_mul_ok(numel, t->shape[i], &numel))
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": shape overflows", f, name);
+        i++;
+    }
+    int64_t nbytes;
+    if (!tdm_mul_ok(numel, (int64_t)tdm_dtype_size(t->dtype), &nbytes))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": byte size overflows", f, name);
+    int64_t b, en;
+    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
+        !st_uint(cJSON_GetArrayItem(off, 0), &b) || !st_uint(cJSON_GetArrayItem(off, 1), &en))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets must be [begin, end]", f,
+                          name);
+    if (b > en || en > data_len)
+        return tdm_errorf(TDM_ERR_FORMAT,
+                          "%s: tensor \"%s\": data_offsets [%lld, %lld] outside the %lld-byte data section",
+                          f, name, (long long)b, (long long)en, (long long)data_len);
+    if (en - b != nbytes)
+        return tdm_errorf(TDM_ERR_FORMAT,
+                          "%s: tensor \"%s\": shape and dtype %s need %lld bytes but data_offsets span %lld",
+                          f, name, tdm_dtype_name(t->dtype), (long long)nbytes, (long long)(en - b));
+    t->data = data + b;
+    t->nbytes = nbytes;
+    t->file = st->path;
+    return TDM_OK;
+}
+
+static int st_cmp_name(const void *a, const void *b) {
+    return strcmp(((const tdm_st_tensor_t *)a)->name, ((const tdm_st_tensor_t *)b)->name);
+}
+
+tdm_status tdm_safetensors_parse(tdm_safetensors_t **out, const uint8_t *buf, size_t len,
+                                 const char *name) {
+    tdm_status st = TDM_OK;
+    cJSON *hdr = NULL;
+    *out = NULL;
+    tdm_safetensors_t *s = calloc(1, sizeof *s);
+    if (!s) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", name);
+    s->path = strdup(name ? name : "<buffer>");
+    if (!s->path) { free(s); return tdm_errorf(TDM_ERR_NOMEM, "out of memory"); }
+    const char *f = s->path;
+    if (len < 8) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: %zu bytes is too short for a safetensors file", f, len); goto fail; }
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | buf[i];
+    if (hl > (uint64_t)TDM_ST_MAX_HEADER) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: header length %llu is larger than %lld bytes", f,
+                        (unsigned long long)hl, TDM_ST_MAX_HEADER);
+        goto fail;
+    }
+    if (hl > len - 8) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: header length %llu runs past the end of the %zu-byte file",
+                        f, (unsigned long long)hl, len);
+        goto fail;
+    }
+    if (hl < 2) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: empty header", f); goto fail; }
+    hdr = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hl);
+    if (!hdr || !cJSON_IsObject(hdr)) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: header is not a JSON object", f);
+        goto fail;
+    }
+    const uint8_t *data = buf + 8 + hl;
+    int64_t data_len = (int64_t)(len - 8 - hl);
+    int cnt = cJSON_GetArraySize(hdr);
+    s->tensors = calloc((size_t)cnt + 1, sizeof *s->tensors);
+    if (!s->tensors) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", f); goto fail; }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, hdr) {
+        if (!e->string) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: header entry without a name", f); goto fail; }
+        if (!strcmp(e->string, "__metadata__")) {
+            if (!cJSON_IsObject(e)) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: __metadata__ is not an object", f); goto fail; }
+            int m = cJSON_GetArraySize(e);
+            s->meta = calloc(2 * (size_t)m + 1, sizeof *s->meta);
+            if (!s->meta) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", f); goto fail; }
+            const cJSON *kv;
+            cJSON_ArrayForEach(kv, e) {
+                if (!cJSON_IsString(kv)) {
+                    st = tdm_errorf(TDM_ERR_FORMAT, "%s: __metadata__ value \"%s\" is not a string", f,
+                                    kv->string);
+                    goto fail;
+                }
+                s->meta[2 * s->nmeta] = strdup(kv->string);
+                s->meta[2 * s->nmeta + 1] = strdup(kv->valuestring);
+                s->nmeta++;
+                if (!s->meta[2 * s->nmeta - 2] || !s->meta[2 * s->nmeta - 1]) {
+                    st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", f);
+                    goto fail;
+                }
+            }
+            continue;
+        }
+        tdm_st_tensor_t *t = &s->tensors[s->n];
+        t->name = strdup(e->string);
+        if (!t->name) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", f); goto fail; }
+        s->n++;
+        TDM_TRY(st_parse_entry(s, e, t, data, data_len));
+    }
+    qsort(s->tensors, (size_t)s->n, sizeof *s->tensors, st_cmp_name);
+    for (int i = 1; i < s->n; i++)
+        if (!strcmp(s->tensors[i].name, s->tensors[i - 1].name)) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: tensor \"%s\" appears twice", f, s->tensors[i].name);
+            goto fail;
+        }
+    cJSON_Delete(hdr);
+    *out = s;
+    return TDM_OK;
+fail:
+    cJSON_Delete(hdr);
+    tdm_safetensors_close(s);
+    return st;
+}
+
+tdm_status tdm_safetensors_open(tdm_safetensors_t **out, const char *path) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return tdm_errorf(TDM_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t len = (size_t)sb.st_size;
+    if (len < 8) {
+        close(fd);
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: %zu bytes is too short for a safetensors file", path, len);
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return tdm_errorf(TDM_ERR_IO, "%s: cannot mmap: %s", path, strerror(errno));
+    tdm_status st = tdm_safetensors_parse(out, map, len, path);
+    if (st != TDM_OK) { munmap(map, len); return st; }
+    (*out)->map = map;
+    (*out)->map_len = len;
+    return TDM_OK;
+}
+
+int tdm_safetensors_count(const tdm_safetensors_t *st) { return st->n; }
+
+const tdm_st_tensor_t *tdm_safetensors_at(const tdm_safetensors_t *st, int i) {
+    return (i >= 0 && i < st->n) ? &st->tensors[i] : NULL;
+}
+
+const tdm_st_tensor_t *tdm_safetensors_find(const tdm_safetensors_t *st, const char *name) {
+    tdm_st_tensor_t key = {.name = (char *)name};
+    return bsearch(&key, st->tensors, (size_t)st->n, sizeof key, st_cmp_name);
+}
+
+const char *tdm_safetensors_meta(const tdm_safetensors_t *st, const char *key) {
+    for (int i = 0; i < st->nmeta; i++)
+        if (!strcmp(st->meta[2 * i], key)) return st->meta[2 * i + 1];
+    return NULL;
+}
+
+/* ---- sets ------------------------------------------------------------ */
+
+struct tdm_st_set {
+    char               *path;
+    int                 nfiles;
+    tdm_safetensors_t **files;
+};
+
+void tdm_st_set_close(tdm_st_set_t *set) {
+    if (!set) return;
+    for (int i = 0; i < set->nfiles; i++) tdm_safetensors_close(set->files[i]);
+    free(set->files);
+    free(set->path);
+    free(set);
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static tdm_status st_set_open_index(tdm_st_set_t *set, const char *path) {
+    tdm_json_t j;
+    tdm_status st = tdm_json_load(&j, path);
+    if (st != TDM_OK) return st;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(j.root, "weight_map");
+    if (!cJSON_IsObject(wm)) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: missing \"weight_map\" object", path);
+        goto fail;
+    }
+    int n = cJSON_GetArraySize(wm);
+    set->files = calloc((size_t)n + 1, sizeof *set->files);
+    if (!set->files) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm) {
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || !strcmp(e->valuestring, "..")) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: weight_map[\"%s\"] must name a shard file in the same folder",
+                            path, e->string);
+            goto fail;
+        }
+        char shard[4096];
+        if ((size_t)snprintf(shard, sizeof shard, "%s/%s", dir, e->valuestring) >= sizeof shard) {
+            st = tdm_errorf(TDM_ERR_IO, "%s: shard path too long", path);
+            goto fail;
+        }
+        tdm_safetensors_t *file = NULL;
+        for (int i = 0; i < set->nfiles; i++)
+            if (!strcmp(set->files[i]->path, shard)) file = set->files[i];
+        if (!file) {
+            TDM_TRY(tdm_safetensors_open(&file, shard));
+            set->files[set->nfiles++] = file;
+        }
+        if (!tdm_safetensors_find(file, e->string)) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: weight_map places tensor \"%s\" in %s, which does not hold it",
+                            path, e->string, shard);
+            goto fail;
+        }
+    }
+    if (set->nfiles == 0) st = tdm_errorf(TDM_ERR_FORMAT, "%s: weight_map is empty", path);
+fail:
+    tdm_json_free(&j);
+    return st;
+}
+
+tdm_status tdm_st_set_open(tdm_st_set_t **out, const char *path) {
+    *out = NULL;
+    tdm_status st = TDM_OK;
+    tdm_st_set_t *set = calloc(1, sizeof *set);
+    if (!set || !(set->path = strdup(path))) {
+        free(set);
+        return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    }
+    if (ends_with(path, ".json")) {
+        TDM_TRY(st_set_open_index(set, path));
+    } else {
+        set->files = calloc(1, sizeof *set->files);
+        if (!set->files) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+        TDM_TRY(tdm_safetensors_open(&set->files[0], path));
+        set->nfiles = 1;
+    }
+    *out = set;
+    return TDM_OK;
+fail:
+    tdm_st_set_close(set);
+    return st;
+}
+
+const tdm_st_tensor_t *tdm_st_set_find(const tdm_st_set_t *set, const char *name) {
+    for (int i = 0; i < set->nfiles; i++) {
+        const tdm_st_tensor_t *t = tdm_safetensors_find(set->files[i], name);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+static void shape_str(char *buf, size_t cap, int nd, const int64_t *sh) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < nd && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_t *dev, int ndim,
+                          const int64_t *shape, tdm_tensor_t **out, int optional) {
+    *out = NULL;
+    const tdm_st_tensor_t *t = tdm_st_set_find(set, name);
+    if (!t) {
+        if (optional) return TDM_OK;
+        return tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"%s\"", set->path, name);
+    }
+    if (ndim > 0) {
+        int same = t->ndim == ndim;
+        for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+        if (!same) {
+            char a[128], b[128];
+            shape_str(a, sizeof a, ndim, shape);
+            shape_str(b, sizeof b, t->ndim, t->shape);
+            return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" has shape %s, the config implies %s",
+                              t->file, name, b, a);
+        }
+    }
+    if (t->dtype == TDM_BOOL)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" has dtype BOOL, expected a float dtype",
+                          t->file, name);
+    tdm_tensor_t *r = NULL;
+    tdm_status st = tdm_tensor_create(&r, dev, TDM_F32, t->ndim, t->shape, name);
+    if (st != TDM_OK) return st;
+    st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
+    if (st != TDM_OK) { tdm_tensor_free(r); return st; }
+    *out = r;
+    return TDM_OK;
+}
+
+tdm_status tdm_st_set_load_f32(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
+                               int ndim, const int64_t *shape, tdm_tensor_t **out) {
+    return st_load(set, name, dev, ndim, shape, out, 0);
+}
+
+tdm_status tdm_st_set_load_f32_opt(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
+                                   int ndim, const int64_t *shape, tdm_tensor_t **out) {
+    return st_load(set, name, dev, ndim, shape, out, 1);
+}
+
+/* ---- writer ------------------------------------------------------------- */
+
+tdm_status tdm_safetensors_write_f32(const char *path, int n, const char *const *names,
+                                     const int *ndims, const int64_t *const *shapes,
+                                     const float *const *data, int nmeta,
+                                     const char *const *meta_kv) {
+    tdm_status st = TDM_OK;
+    char *hdr_txt = NULL, *tmp = NULL;
+    FILE *f = NULL;
+    int64_t *sizes = NULL;
+    cJSON *hdr = cJSON_CreateObject();
+    sizes = calloc((size_t)n + 1, sizeof *sizes);
+    if (!hdr || !sizes) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    if (nmeta > 0) {
+        cJSON *m = cJSON_AddObjectToObject(hdr, "__metadata__");
+        for (int i = 0; m && i < nmeta; i++) cJSON_AddStringToObject(m, meta_kv[2 * i], meta_kv[2 * i + 1]);
+    }
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t numel = 1;
+        for (int d = 0; d < ndims[i]; d++) numel *= shapes[i][d];
+        sizes[i] = numel * 4;
+        cJSON *e = cJSON_AddObjectToObject(hdr, names[i]);
+        if (!e) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+        cJSON_AddStringToObject(e, "dtype", "F32");
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        for (int d = 0; d < ndims[i]; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)shapes[i][d]));
+        cJSON *o = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(o, cJSON_CreateNumber((double)(off + sizes[i])));
+        off += sizes[i];
+    }
+    hdr_txt = cJSON_PrintUnformatted(hdr);
+    if (!hdr_txt) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    size_t hl = strlen(hdr_txt), padded = (hl + 7) & ~(size_t)7;
+    size_t plen = strlen(path);
+    tmp = malloc(plen + 16);
+    if (!tmp) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        st = tdm_errorf(TDM_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto fail;
+    }
+    f = fdopen(fd, "wb");
+    if (!f) { close(fd); st = tdm_errorf(TDM_ERR_IO, "%s: cannot write: %s", path, strerror(errno)); goto fail; }
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hdr_txt, 1, hl, f) == hl;
+    for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
+    for (int i = 0; ok && i < n; i++) ok = fwrite(data[i], 1, (size_t)sizes[i], f) == (size_t)sizes[i];
+    if (fclose(f) != 0) ok = 0;
+    f = NULL;
+    if (!ok) { st = tdm_errorf(TDM_ERR_IO, "%s: write failed: %s", path, strerror(errno)); goto fail; }
+    if (rename(tmp, path) != 0) {
+        st = tdm_errorf(TDM_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+        goto fail;
+    }
+    free(tmp);
+    tmp = NULL;
+fail:
+    if (f) fclose(f);
+    if (tmp) { unlink(tmp); free(tmp); }
+    free(hdr_txt);
+    free(sizes);
+    cJSON_Delete(hdr);
+    return st;
+}
