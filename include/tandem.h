@@ -54,16 +54,32 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **pipe, const char *model,
                              const tdm_pipeline_params_t *p);
 void       tdm_pipeline_close(tdm_pipeline_t *pipe);
 
-typedef enum { TDM_OUTPUT_PNG = 0, TDM_OUTPUT_LATENT = 1 } tdm_output_type;
+/* Facts about an opened pipeline, for defaults and output naming. */
+typedef struct {
+    const char *class_name;       /* model_index.json _class_name */
+    const char *scheduler;        /* scheduler class in use */
+    int         default_width;    /* unet sample_size * vae scale factor */
+    int         default_height;
+    int         vae_scale_factor; /* 2^(len(vae.block_out_channels)-1) */
+    int         latent_channels;
+    int         default_steps;    /* 50 */
+    float       default_guidance; /* 7.5 */
+} tdm_pipeline_info_t;
 
+void tdm_pipeline_info(const tdm_pipeline_t *pipe, tdm_pipeline_info_t *info);
+
+/* Peak and current bytes allocated by the pipeline's device(s). */
+void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *peak);
+
+/* One image: image i of a job uses its own generator seeded with seed+i,
+ * exactly as diffusers with generator=torch.Generator("cpu").manual_seed(seed+i). */
 typedef struct {
     const char *prompt;           /* UTF-8 */
     const char *negative_prompt;  /* NULL = "" */
-    uint64_t    seed;             /* torch.Generator("cpu").manual_seed(seed) */
-    int         steps;            /* 0 = pipeline default (50) */
-    float       guidance;         /* < 0 = pipeline default (7.5); <= 1 disables CFG */
-    int         width, height;    /* 0 = unet sample_size * vae scale */
-    int         num_images;       /* images drawn from one generator, default 1 */
+    uint64_t    seed;
+    int         steps;            /* 0 = pipeline default */
+    float       guidance;         /* NAN = pipeline default; <= 1 disables CFG (as diffusers) */
+    int         width, height;    /* 0 = pipeline default; multiples of 8 */
     /* Called after each denoising step (may be NULL). */
     void      (*on_step)(void *user, int step, int total);
     void       *user;
@@ -71,13 +87,13 @@ typedef struct {
 
 void tdm_generate_params_init(tdm_generate_params_t *p);
 
-/* Runs text-to-image. On success *latents_out (if not NULL) receives the
- * final latents [num_images, C, h, w] float32 (caller frees with free()),
- * and *rgb_out (if not NULL) the images as uint8 HWC RGB, num_images * h * w * 3
- * bytes (caller frees with free()). */
+/* Generates one image. latents (may be NULL) receives the final latents
+ * [1, latent_channels, height/f, width/f] float32 exactly as diffusers
+ * returns them for output_type="latent" (before VAE scaling); rgb (may be
+ * NULL; then the VAE is not run) receives height*width*3 bytes of 8-bit RGB,
+ * row-major. Buffers are the caller's. */
 tdm_status tdm_pipeline_generate(tdm_pipeline_t *pipe, const tdm_generate_params_t *p,
-                                 float **latents_out, int64_t latent_shape[4],
-                                 uint8_t **rgb_out);
+                                 float *latents, uint8_t *rgb);
 
 #ifdef __cplusplus
 }

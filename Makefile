@@ -1,0 +1,53 @@
+# Front end for the CMake build. `make demo` and `make test` install the
+# Debian packages they need (when missing), build, and run.
+BUILD       ?= build
+BUILD_ASAN  ?= build-asan
+JOBS        ?= $(shell nproc)
+DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev python3 python3-pip
+FUZZ_SECONDS ?= 60
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_MODEL  := tests/fixtures/pipelines/sd15-tiny
+DEMO_OUT    ?= out/demo
+
+.PHONY: all deps build demo test test-asan fuzz vocab bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./$(BUILD)/tandem generate --model $(DEMO_MODEL) \
+	  --prompt "a watercolor painting of a lighthouse at dawn" \
+	  --prompt "a red fox in fresh snow" --steps 20 --seed 7 --out $(DEMO_OUT)
+	@echo "images and manifest in $(DEMO_OUT)/"
+
+# The real CLIP vocabulary for the tokenizer parity test (from the
+# open_clip_torch wheel on PyPI; not committed).
+vocab:
+	@[ -f tests/fixtures/clip-vocab/vocab.json ] || bash tools/fetch_clip_vocab.sh
+
+test: build vocab
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: deps vocab
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTDM_SANITIZE=ON >/dev/null
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS)
+
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tools/run_fuzz.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz
