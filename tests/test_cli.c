@@ -1,0 +1,175 @@
+/* test_cli.c — `tandem generate` end to end through the binary: bad input
+ * gives one `tandem: error:` line naming the flag/file/tensor, a nonzero
+ * exit and no output files; good runs write images, latents and the
+ * manifest. Uses the tiny pipeline in tests/fixtures/pipelines/sd15-tiny. */
+// label: unit
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
+static char tmpdir[256];
+static char errtext[8192];
+
+/* Runs `tandem <args>` (args already shell-quoted); returns the exit code
+ * and leaves stderr in errtext. */
+static int run(const char *fmt, ...) {
+    char args[4096], cmd[8192], errf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
+    snprintf(cmd, sizeof cmd, "\"%s\" %s > /dev/null 2> \"%s\"", TDM_TANDEM_BIN, args, errf);
+    int rc = system(cmd);
+    errtext[0] = 0;
+    FILE *f = fopen(errf, "r");
+    if (f) {
+        size_t n = fread(errtext, 1, sizeof errtext - 1, f);
+        errtext[n] = 0;
+        fclose(f);
+    }
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static int exists(const char *fmt, ...) {
+    char p[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p, sizeof p, fmt, ap);
+    va_end(ap);
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* A failure: nonzero exit, exactly one line starting "tandem: error: "
+ * that contains `needle`. */
+static void expect_error(int rc, const char *needle) {
+    CHECK_MSG(rc != 0, "exit code 0, stderr: %s", errtext);
+    CHECK_MSG(!strncmp(errtext, "tandem: error: ", 15), "stderr: %s", errtext);
+    CHECK_MSG(strstr(errtext, needle) != NULL, "wanted \"%s\" in: %s", needle, errtext);
+    int lines = 0;
+    for (const char *p = errtext; *p; p++) lines += *p == '\n';
+    CHECK_MSG(lines == 1, "%d lines: %s", lines, errtext);
+}
+
+/* Copies the tiny pipeline into tmpdir/name for corruption tests. */
+static void copy_pipe(const char *name) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/%s' && cp -r '%s' '%s/%s'", tmpdir, name, PIPE, tmpdir, name);
+    CHECK(system(cmd) == 0);
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+TEST(flags_rejected) {
+    expect_error(run("generate --model '%s' --prompt x --width 60 --out '%s/o1'", PIPE, tmpdir), "--width 60");
+    expect_error(run("generate --model '%s' --prompt x --height 33 --out '%s/o1'", PIPE, tmpdir), "--height 33");
+    expect_error(run("generate --model '%s' --prompt x --steps 0 --out '%s/o1'", PIPE, tmpdir), "--steps 0");
+    expect_error(run("generate --model '%s' --prompt x --steps abc --out '%s/o1'", PIPE, tmpdir), "--steps abc");
+    expect_error(run("generate --model '%s' --out '%s/o1'", PIPE, tmpdir), "--prompt");
+    expect_error(run("generate --prompt x --out '%s/o1'", tmpdir), "--model");
+    expect_error(run("generate --model '%s' --prompt x --bogus 1", PIPE), "--bogus");
+    expect_error(run("generate --model '%s' --prompt x --output-type jpg", PIPE), "--output-type jpg");
+    expect_error(run("generate --model '%s' --prompt $'caf\\xc3(' --out '%s/o1'", PIPE, tmpdir), "invalid UTF-8");
+    expect_error(run("generate --model '%s' --prompt x --scheduler NoSuchScheduler --out '%s/o1'", PIPE, tmpdir),
+                 "NoSuchScheduler");
+    expect_error(run("generate --model '%s/nonexistent' --prompt x --out '%s/o1'", tmpdir, tmpdir), "nonexistent");
+    expect_error(run("generate --model '%s' --prompt x --device cuda:0 --out '%s/o1'", PIPE, tmpdir), "cuda:0");
+    CHECK(!exists("%s/o1", tmpdir));
+}
+
+TEST(unwritable_output) {
+    char f[512];
+    snprintf(f, sizeof f, "%s/plainfile", tmpdir);
+    write_file(f, "x");
+    expect_error(run("generate --model '%s' --prompt x --steps 1 --out '%s/sub'", PIPE, f), "--out");
+}
+
+TEST(bad_model_folders) {
+    char p[512];
+    copy_pipe("badclass");
+    snprintf(p, sizeof p, "%s/badclass/model_index.json", tmpdir);
+    write_file(p, "{\"_class_name\": \"KandinskyPipeline\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]}");
+    expect_error(run("generate --model '%s/badclass' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
+                 "KandinskyPipeline");
+
+    copy_pipe("badjson");
+    snprintf(p, sizeof p, "%s/badjson/unet/config.json", tmpdir);
+    write_file(p, "{\"in_channels\": 4,, }");
+    expect_error(run("generate --model '%s/badjson' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
+                 "unet/config.json");
+
+    copy_pipe("truncated");
+    snprintf(p, sizeof p, "%s/truncated/unet/diffusion_pytorch_model.safetensors", tmpdir);
+    CHECK(truncate(p, 1000) == 0);
+    expect_error(run("generate --model '%s/truncated' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
+                 "diffusion_pytorch_model.safetensors");
+
+    copy_pipe("empty");
+    snprintf(p, sizeof p, "%s/empty/vae/diffusion_pytorch_model.safetensors", tmpdir);
+    write_file(p, "");
+    expect_error(run("generate --model '%s/empty' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
+                 "vae/diffusion_pytorch_model.safetensors");
+
+    /* a config that disagrees with the stored tensors */
+    copy_pipe("shape");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "sed -i 's/\"layers_per_block\": [0-9]*/\"layers_per_block\": 3/' '%s/shape/unet/config.json'",
+             tmpdir);
+    CHECK(system(cmd) == 0);
+    expect_error(run("generate --model '%s/shape' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir), "unet");
+    CHECK(!exists("%s/o2", tmpdir));
+}
+
+TEST(generate_png_and_latents) {
+    int rc = run("generate --model '%s' --prompt 'a cat' --prompt 'a dog' --num-images-per-prompt 2 "
+                 "--steps 2 --seed 5 --quiet --out '%s/good'", PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    for (int i = 0; i < 4; i++) CHECK(exists("%s/good/%06d.png", tmpdir, i));
+    CHECK(!exists("%s/good/%06d.png", tmpdir, 4));
+    char p[512];
+    snprintf(p, sizeof p, "%s/good/manifest.jsonl", tmpdir);
+    FILE *f = fopen(p, "r");
+    CHECK(f != NULL);
+    int lines = 0;
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        char want[64];
+        snprintf(want, sizeof want, "\"seed\":%d", 5 + lines);
+        CHECK_MSG(strstr(line, want) != NULL, "line %d: %s", lines, line);
+        CHECK(strstr(line, lines < 2 ? "\"prompt\":\"a cat\"" : "\"prompt\":\"a dog\"") != NULL);
+        lines++;
+    }
+    if (f) fclose(f);
+    CHECK(lines == 4);
+
+    rc = run("generate --model '%s' --prompt 'a cat' --steps 2 --seed 5 --quiet --output-type latent "
+             "--out '%s/lat'", PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    CHECK(exists("%s/lat/000000.safetensors", tmpdir));
+    CHECK(!exists("%s/lat/000000.png", tmpdir));
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_cli_XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    RUN(flags_rejected);
+    RUN(unwritable_output);
+    RUN(bad_model_folders);
+    RUN(generate_png_and_latents);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) return 1;
+    return test_summary();
+}
