@@ -1,0 +1,669 @@
+/* vae.c — diffusers AutoencoderKL on the CPU in float32: config, weights,
+ * Encoder / Decoder forward (diffusers models/autoencoders/vae.py) built from
+ * ResnetBlock2D (temb None), the single-head mid-block Attention, Downsample2D
+ * (pad right/bottom by 1, 3×3 stride-2 conv) and Upsample2D (nearest 2×,
+ * 3×3 conv). Not here: tiling/slicing, latent scaling, the CUDA path.
+ *
+ * Forward passes run over three activation buffers of the largest
+ * activation size plus three attention buffers and one im2col scratch. A
+ * dry run of the same code (run_t.dry) sizes them first, so the shape logic
+ * exists once. */
+#include "models/vae.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "io/config.h"
+#include "io/folder.h"
+#include "io/safetensors.h"
+
+#define VAE_MAX_LEVELS 8
+#define VAE_MAX_LPB    64
+#define VAE_EPS        1e-6f
+
+/* ---- parameters -------------------------------------------------------- */
+
+typedef struct {
+    tdm_tensor_t *w, *b;     /* (cout, cin, k, k), (cout) */
+    int64_t cin, cout, k;
+} conv_t;
+
+typedef struct {
+    tdm_tensor_t *g, *b;     /* (c), (c) */
+    int64_t c;
+} norm_t;
+
+typedef struct {
+    norm_t n1, n2;
+    conv_t c1, c2, sc;       /* sc: 1×1 shortcut when cin != cout */
+    int64_t cin, cout;
+    int has_sc;
+} resnet_t;
+
+typedef struct {
+    norm_t gn;
+    tdm_tensor_t *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;   /* (c, c), (c) */
+    int64_t c;
+} attn_t;
+
+typedef struct {
+    resnet_t r0, r1;
+    attn_t at;
+    int has_attn;
+} mid_t;
+
+typedef struct {
+    resnet_t *res;           /* nres blocks */
+    int nres;
+    conv_t samp;             /* down- or upsampler conv */
+    int has_samp;
+} level_t;
+
+struct tdm_vae {
+    tdm_vae_info_t info;
+    tdm_device_t *dev;
+    int nlev;                /* len(block_out_channels) */
+    int64_t ch[VAE_MAX_LEVELS];
+    int64_t lpb, groups;
+    int mid_attn, use_qc, use_pqc;
+    /* encoder */
+    conv_t e_in, e_out;
+    level_t e_lev[VAE_MAX_LEVELS];
+    mid_t e_mid;
+    norm_t e_nout;
+    conv_t qc, pqc;
+    /* decoder; d_lev[i] runs i-th, at channels ch[nlev-1-i] */
+    conv_t d_in, d_out;
+    mid_t d_mid;
+    level_t d_lev[VAE_MAX_LEVELS];
+    norm_t d_nout;
+};
+
+/* ---- config ------------------------------------------------------------- */
+
+static const char *const vae_known_keys[] = {
+    "in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+    "layers_per_block", "act_fn", "latent_channels", "norm_num_groups", "sample_size",
+    "scaling_factor", "shift_factor", "latents_mean", "latents_std", "force_upcast",
+    "use_quant_conv", "use_post_quant_conv", "mid_block_add_attention", NULL};
+
+static tdm_status vae_parse_config(tdm_vae_t *v, const char *path) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    char s[64];
+    char types[VAE_MAX_LEVELS][64];
+    int n = 0, nt = 0;
+    int64_t ss[2];
+    TDM_TRY(tdm_json_load(&j, path));
+
+    /* every key must be one this code implements (or metadata: _name) */
+    const cJSON *it;
+    cJSON_ArrayForEach(it, j.root) {
+        if (!it->string || it->string[0] == '_') continue;
+        int known = 0;
+        for (int i = 0; vae_known_keys[i]; i++)
+            if (!strcmp(it->string, vae_known_keys[i])) known = 1;
+        if (!known) {
+            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: config key \"%s\" is not supported", path,
+                            it->string);
+            goto fail;
+        }
+    }
+    TDM_TRY(tdm_json_str(&j, "_class_name", "AutoencoderKL", s, sizeof s));
+    if (strcmp(s, "AutoencoderKL")) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: _class_name \"%s\" is not AutoencoderKL", path, s);
+        goto fail;
+    }
+
+    tdm_vae_info_t *in = &v->info;
+    TDM_TRY(tdm_json_int(&j, "in_channels", 3, &in->in_channels));
+    TDM_TRY(tdm_json_int(&j, "out_channels", 3, &in->out_channels));
+    TDM_TRY(tdm_json_int(&j, "latent_channels", 4, &in->latent_channels));
+    TDM_TRY(tdm_json_int(&j, "layers_per_block", 1, &v->lpb));
+    TDM_TRY(tdm_json_int(&j, "norm_num_groups", 32, &v->groups));
+    TDM_TRY(tdm_json_float(&j, "scaling_factor", 0.18215, &in->scaling_factor));
+    TDM_TRY(tdm_json_float(&j, "shift_factor", 0.0, &in->shift_factor));
+    TDM_TRY(tdm_json_bool(&j, "use_quant_conv", 1, &v->use_qc));
+    TDM_TRY(tdm_json_bool(&j, "use_post_quant_conv", 1, &v->use_pqc));
+    TDM_TRY(tdm_json_bool(&j, "mid_block_add_attention", 1, &v->mid_attn));
+    TDM_TRY(tdm_json_int_array(&j, "sample_size", 1, ss, 2, &n));
+    in->sample_size = n > 0 ? ss[0] : 32;
+
+    TDM_TRY(tdm_json_str(&j, "act_fn", "silu", s, sizeof s));
+    if (strcmp(s, "silu") && strcmp(s, "swish")) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: act_fn \"%s\" is not supported (silu only)",
+                        path, s);
+        goto fail;
+    }
+
+    TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 1, v->ch, VAE_MAX_LEVELS, &n));
+    if (n == 0) { v->ch[0] = 64; n = 1; }
+    v->nlev = n;
+    TDM_TRY(tdm_json_str_array(&j, "down_block_types", types, VAE_MAX_LEVELS, &nt));
+    if (nt == 0) { strcpy(types[0], "DownEncoderBlock2D"); nt = 1; }
+    if (nt != n) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: down_block_types has %d entries but "
+                        "block_out_channels has %d", path, nt, n);
+        goto fail;
+    }
+    for (int i = 0; i < nt; i++)
+        if (strcmp(types[i], "DownEncoderBlock2D")) {
+            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: down_block_types[%d] \"%s\" is not "
+                            "supported (DownEncoderBlock2D only)", path, i, types[i]);
+            goto fail;
+        }
+    TDM_TRY(tdm_json_str_array(&j, "up_block_types", types, VAE_MAX_LEVELS, &nt));
+    if (nt == 0) { strcpy(types[0], "UpDecoderBlock2D"); nt = 1; }
+    if (nt != n) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: up_block_types has %d entries but "
+                        "block_out_channels has %d", path, nt, n);
+        goto fail;
+    }
+    for (int i = 0; i < nt; i++)
+        if (strcmp(types[i], "UpDecoderBlock2D")) {
+            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: up_block_types[%d] \"%s\" is not "
+                            "supported (UpDecoderBlock2D only)", path, i, types[i]);
+            goto fail;
+        }
+
+    if (in->in_channels < 1 || in->out_channels < 1 || in->latent_channels < 1) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: in_channels, out_channels and latent_channels must "
+                        "be positive", path);
+        goto fail;
+    }
+    if (v->lpb < 1 || v->lpb > VAE_MAX_LPB) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: layers_per_block %lld is not supported (1..%d)",
+                        path, (long long)v->lpb, VAE_MAX_LPB);
+        goto fail;
+    }
+    for (int i = 0; i < n; i++)
+        if (v->ch[i] < 1 || v->groups < 1 || v->ch[i] % v->groups) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels[%d] = %lld is not a positive "
+                            "multiple of norm_num_groups %lld", path, i, (long long)v->ch[i],
+                            (long long)v->groups);
+            goto fail;
+        }
+    in->scale_factor = (int64_t)1 << (n - 1);
+fail:
+    tdm_json_free(&j);
+    return st;
+}
+
+/* ---- weights ------------------------------------------------------------- */
+
+typedef struct {
+    const tdm_st_set_t *set;
+    tdm_device_t *dev;
+} loader_t;
+
+static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int64_t *shape,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int64_t *shape,
+                     const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (len < 0 || (size_t)len >= sizeof name)
+        return tdm_errorf(TDM_ERR_INTERNAL, "tensor name too long: %s", name);
+    return tdm_st_set_load_f32(L->set, name, L->dev, ndim, shape, out);
+}
+
+/* buf = a "." b; a name that does not fit becomes "" (then a missing tensor). */
+static const char *pjoin(char *buf, size_t cap, const char *a, const char *b) {
+    int n = snprintf(buf, cap, "%s.%s", a, b);
+    if (n < 0 || (size_t)n >= cap) buf[0] = 0;
+    return buf;
+}
+
+static tdm_status ld_conv(const loader_t *L, conv_t *c, const char *pfx, int64_t cin,
+                          int64_t cout, int64_t k) {
+    tdm_status st;
+    int64_t ws[4] = {cout, cin, k, k};
+    c->cin = cin;
+    c->cout = cout;
+    c->k = k;
+    TDM_TRY(ld(L, &c->w, 4, ws, "%s.weight", pfx));
+    TDM_TRY(ld(L, &c->b, 1, &cout, "%s.bias", pfx));
+fail:
+    return st;
+}
+
+static tdm_status ld_norm(const loader_t *L, norm_t *n, const char *pfx, int64_t c) {
+    tdm_status st;
+    n->c = c;
+    TDM_TRY(ld(L, &n->g, 1, &c, "%s.weight", pfx));
+    TDM_TRY(ld(L, &n->b, 1, &c, "%s.bias", pfx));
+fail:
+    return st;
+}
+
+static tdm_status ld_resnet(const loader_t *L, resnet_t *r, const char *pfx, int64_t cin,
+                            int64_t cout) {
+    tdm_status st;
+    char p[200];
+    r->cin = cin;
+    r->cout = cout;
+    r->has_sc = cin != cout;
+#define SUB(s) pjoin(p, sizeof p, pfx, s)
+    TDM_TRY(ld_norm(L, &r->n1, SUB("norm1"), cin));
+    TDM_TRY(ld_conv(L, &r->c1, SUB("conv1"), cin, cout, 3));
+    TDM_TRY(ld_norm(L, &r->n2, SUB("norm2"), cout));
+    TDM_TRY(ld_conv(L, &r->c2, SUB("conv2"), cout, cout, 3));
+    if (r->has_sc) TDM_TRY(ld_conv(L, &r->sc, SUB("conv_shortcut"), cin, cout, 1));
+#undef SUB
+fail:
+    return st;
+}
+
+/* A linear of the mid-block attention: the current name, or the deprecated
+ * one diffusers still converts on load. */
+static tdm_status ld_attn_linear(const loader_t *L, tdm_tensor_t **w, tdm_tensor_t **b,
+                                 const char *pfx, const char *name, const char *old, int64_t c) {
+    tdm_status st;
+    int64_t ws[2] = {c, c};
+    char n[256];
+    snprintf(n, sizeof n, "%s.%s.weight", pfx, name);
+    if (!tdm_st_set_find(L->set, n)) {
+        snprintf(n, sizeof n, "%s.%s.weight", pfx, old);
+        if (tdm_st_set_find(L->set, n)) name = old;
+    }
+    TDM_TRY(ld(L, w, 2, ws, "%s.%s.weight", pfx, name));
+    TDM_TRY(ld(L, b, 1, &c, "%s.%s.bias", pfx, name));
+fail:
+    return st;
+}
+
+static tdm_status ld_mid(const loader_t *L, mid_t *m, const char *pfx, int64_t c, int attn) {
+    tdm_status st;
+    char p[200], a[200];
+    snprintf(p, sizeof p, "%s.resnets.0", pfx);
+    TDM_TRY(ld_resnet(L, &m->r0, p, c, c));
+    snprintf(p, sizeof p, "%s.resnets.1", pfx);
+    TDM_TRY(ld_resnet(L, &m->r1, p, c, c));
+    m->has_attn = attn;
+    if (attn) {
+        attn_t *t = &m->at;
+        t->c = c;
+        snprintf(a, sizeof a, "%s.attentions.0", pfx);
+        TDM_TRY(ld_norm(L, &t->gn, pjoin(p, sizeof p, a, "group_norm"), c));
+        TDM_TRY(ld_attn_linear(L, &t->wq, &t->bq, a, "to_q", "query", c));
+        TDM_TRY(ld_attn_linear(L, &t->wk, &t->bk, a, "to_k", "key", c));
+        TDM_TRY(ld_attn_linear(L, &t->wv, &t->bv, a, "to_v", "value", c));
+        TDM_TRY(ld_attn_linear(L, &t->wo, &t->bo, a, "to_out.0", "proj_attn", c));
+    }
+fail:
+    return st;
+}
+
+static tdm_status ld_level(const loader_t *L, level_t *lv, const char *pfx, int nres,
+                           int64_t cin, int64_t cout, int samp, const char *samp_name) {
+    tdm_status st;
+    char p[200];
+    lv->res = calloc((size_t)nres, sizeof *lv->res);
+    if (!lv->res) return tdm_errorf(TDM_ERR_NOMEM, "out of memory loading %s", pfx);
+    lv->nres = nres;
+    for (int j = 0; j < nres; j++) {
+        snprintf(p, sizeof p, "%s.resnets.%d", pfx, j);
+        TDM_TRY(ld_resnet(L, &lv->res[j], p, j == 0 ? cin : cout, cout));
+    }
+    lv->has_samp = samp;
+    if (samp) {
+        snprintf(p, sizeof p, "%s.%s.0.conv", pfx, samp_name);
+        TDM_TRY(ld_conv(L, &lv->samp, p, cout, cout, 3));
+    }
+fail:
+    return st;
+}
+
+static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
+    tdm_status st;
+    char p[200];
+    const int64_t *ch = v->ch;
+    int nl = v->nlev;
+    int64_t lat = v->info.latent_channels;
+
+    /* encoder */
+    TDM_TRY(ld_conv(L, &v->e_in, "encoder.conv_in", v->info.in_channels, ch[0], 3));
+    for (int i = 0; i < nl; i++) {
+        snprintf(p, sizeof p, "encoder.down_blocks.%d", i);
+        TDM_TRY(ld_level(L, &v->e_lev[i], p, (int)v->lpb, i == 0 ? ch[0] : ch[i - 1], ch[i],
+                         i < nl - 1, "downsamplers"));
+    }
+    TDM_TRY(ld_mid(L, &v->e_mid, "encoder.mid_block", ch[nl - 1], v->mid_attn));
+    TDM_TRY(ld_norm(L, &v->e_nout, "encoder.conv_norm_out", ch[nl - 1]));
+    TDM_TRY(ld_conv(L, &v->e_out, "encoder.conv_out", ch[nl - 1], 2 * lat, 3));
+    if (v->use_qc) TDM_TRY(ld_conv(L, &v->qc, "quant_conv", 2 * lat, 2 * lat, 1));
+    if (v->use_pqc) TDM_TRY(ld_conv(L, &v->pqc, "post_quant_conv", lat, lat, 1));
+
+    /* decoder */
+    TDM_TRY(ld_conv(L, &v->d_in, "decoder.conv_in", lat, ch[nl - 1], 3));
+    TDM_TRY(ld_mid(L, &v->d_mid, "decoder.mid_block", ch[nl - 1], v->mid_attn));
+    for (int i = 0; i < nl; i++) {
+        int64_t cin = ch[nl - 1 - (i > 0 ? i - 1 : 0)], cout = ch[nl - 1 - i];
+        snprintf(p, sizeof p, "decoder.up_blocks.%d", i);
+        TDM_TRY(ld_level(L, &v->d_lev[i], p, (int)v->lpb + 1, cin, cout, i < nl - 1,
+                         "upsamplers"));
+    }
+    TDM_TRY(ld_norm(L, &v->d_nout, "decoder.conv_norm_out", ch[0]));
+    TDM_TRY(ld_conv(L, &v->d_out, "decoder.conv_out", ch[0], v->info.out_channels, 3));
+fail:
+    return st;
+}
+
+tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
+                        tdm_device_t *dev) {
+    tdm_status st = TDM_OK;
+    tdm_st_set_t *set = NULL;
+    char path[TDM_PATH_MAX];
+    *out = NULL;
+    tdm_vae_t *v = calloc(1, sizeof *v);
+    if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory loading the VAE");
+    v->dev = dev;
+    TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+    TDM_TRY(vae_parse_config(v, path));
+    TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
+    TDM_TRY(tdm_st_set_open(&set, path));
+    loader_t L = {set, dev};
+    TDM_TRY(vae_load_weights(v, &L));
+    tdm_st_set_close(set);
+    *out = v;
+    return TDM_OK;
+fail:
+    tdm_st_set_close(set);
+    tdm_vae_free(v);
+    return st;
+}
+
+static void free_conv(conv_t *c) { tdm_tensor_free(c->w); tdm_tensor_free(c->b); }
+static void free_norm(norm_t *n) { tdm_tensor_free(n->g); tdm_tensor_free(n->b); }
+
+static void free_resnet(resnet_t *r) {
+    free_norm(&r->n1);
+    free_conv(&r->c1);
+    free_norm(&r->n2);
+    free_conv(&r->c2);
+    free_conv(&r->sc);
+}
+
+static void free_mid(mid_t *m) {
+    free_resnet(&m->r0);
+    free_resnet(&m->r1);
+    attn_t *a = &m->at;
+    free_norm(&a->gn);
+    tdm_tensor_t *ts[8] = {a->wq, a->bq, a->wk, a->bk, a->wv, a->bv, a->wo, a->bo};
+    for (int i = 0; i < 8; i++) tdm_tensor_free(ts[i]);
+}
+
+static void free_level(level_t *lv) {
+    if (lv->res)
+        for (int j = 0; j < lv->nres; j++) free_resnet(&lv->res[j]);
+    free(lv->res);
+    free_conv(&lv->samp);
+}
+
+void tdm_vae_free(tdm_vae_t *v) {
+    if (!v) return;
+    free_conv(&v->e_in);
+    free_conv(&v->e_out);
+    for (int i = 0; i < VAE_MAX_LEVELS; i++) {
+        free_level(&v->e_lev[i]);
+        free_level(&v->d_lev[i]);
+    }
+    free_mid(&v->e_mid);
+    free_norm(&v->e_nout);
+    free_conv(&v->qc);
+    free_conv(&v->pqc);
+    free_conv(&v->d_in);
+    free_conv(&v->d_out);
+    free_mid(&v->d_mid);
+    free_norm(&v->d_nout);
+    free(v);
+}
+
+const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v) { return &v->info; }
+
+/* ---- forward ---------------------------------------------------------------
+ * run_t carries the buffers. With dry != 0 every step only records the sizes
+ * it would need (act: one activation buffer, att: one attention buffer,
+ * scratch: im2col floats) and touches no memory. */
+
+typedef struct {
+    int dry;
+    int64_t need_act, need_att, need_scratch;
+    float *a, *t1, *t2;      /* activation buffers, need_act floats each */
+    float *q, *k, *v;        /* attention buffers, need_att floats each */
+    float *scratch;
+} run_t;
+
+static void need(int64_t *slot, int64_t n) { if (n > *slot) *slot = n; }
+
+static void swap_a_t1(run_t *r) { float *t = r->a; r->a = r->t1; r->t1 = t; }
+
+/* y (B, cout, Ho, Wo) = conv(x (B, cin, H, W)); down: pad (0,1,0,1), stride 2, no pad
+ * (Downsample2D with padding=0); else stride 1, pad k/2. */
+static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_t B, int64_t H,
+                     int64_t W, int down) {
+    int64_t pt = down ? 0 : c->k / 2, pb = down ? 1 : c->k / 2;
+    int64_t stride = down ? 2 : 1;
+    if (r->dry) {
+        int64_t Ho = (H + pt + pb - c->k) / stride + 1, Wo = (W + pt + pb - c->k) / stride + 1;
+        need(&r->need_scratch, tdm_cpu_conv2d_pad4_scratch(c->cin, H, W, c->k, c->k, stride, pt,
+                                                           pb, pt, pb));
+        need(&r->need_act, B * c->cin * H * W);
+        need(&r->need_act, B * c->cout * Ho * Wo);
+        return;
+    }
+    tdm_cpu_conv2d_pad4(y, x, tdm_f32(c->w), tdm_f32(c->b), B, c->cin, H, W, c->cout, c->k, c->k,
+                        stride, pt, pb, pt, pb, r->scratch);
+}
+
+static void run_norm(run_t *r, const norm_t *n, float *y, const float *x, int64_t B, int64_t S,
+                     int64_t G, int silu) {
+    if (r->dry) { need(&r->need_act, B * n->c * S); return; }
+    tdm_cpu_group_norm(y, x, tdm_f32(n->g), tdm_f32(n->b), B, n->c, S, G, VAE_EPS, silu);
+}
+
+/* ResnetBlock2D, temb None, output_scale_factor 1: r->a (B, cin, H, W) →
+ * r->a (B, cout, H, W) = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))). */
+static void run_resnet(run_t *r, const resnet_t *rn, int64_t B, int64_t H, int64_t W,
+                       int64_t G) {
+    int64_t S = H * W;
+    run_norm(r, &rn->n1, r->t1, r->a, B, S, G, 1);
+    run_conv(r, &rn->c1, r->t2, r->t1, B, H, W, 0);
+    run_norm(r, &rn->n2, r->t2, r->t2, B, S, G, 1);
+    run_conv(r, &rn->c2, r->t1, r->t2, B, H, W, 0);
+    if (rn->has_sc) run_conv(r, &rn->sc, r->t2, r->a, B, H, W, 0);
+    if (r->dry) return;
+    tdm_cpu_add(r->a, rn->has_sc ? r->t2 : r->a, r->t1, B * rn->cout * S);
+}
+
+/* Mid-block Attention (1 head of dim c, group norm, residual, rescale 1):
+ * r->a (B, c, S) += to_out(attn(to_q(n), to_k(n), to_v(n))), n = norm(x)ᵀ. */
+static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G) {
+    int64_t c = at->c;
+    if (r->dry) {
+        need(&r->need_act, B * c * S);
+        need(&r->need_att, B * c * S);
+        return;
+    }
+    tdm_cpu_group_norm(r->t1, r->a, tdm_f32(at->gn.g), tdm_f32(at->gn.b), B, c, S, G, VAE_EPS, 0);
+    tdm_cpu_transpose_cs(r->t2, r->t1, B, c, S);                    /* (B, S, c) */
+    tdm_cpu_linear(r->q, r->t2, tdm_f32(at->wq), tdm_f32(at->bq), B * S, c, c);
+    tdm_cpu_linear(r->k, r->t2, tdm_f32(at->wk), tdm_f32(at->bk), B * S, c, c);
+    tdm_cpu_linear(r->v, r->t2, tdm_f32(at->wv), tdm_f32(at->bv), B * S, c, c);
+    tdm_cpu_attention(r->t1, r->q, r->k, r->v, B, S, S, 1, c, (float)pow((double)c, -0.5), 0);
+    tdm_cpu_linear(r->q, r->t1, tdm_f32(at->wo), tdm_f32(at->bo), B * S, c, c);   /* (B, S, c) */
+    tdm_cpu_transpose_sc(r->t2, r->q, B, S, c);                     /* (B, c, S) */
+    tdm_cpu_add(r->a, r->a, r->t2, B * c * S);
+}
+
+static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t G) {
+    run_resnet(r, &m->r0, B, H, W, G);
+    if (m->has_attn) run_attn(r, &m->at, B, H * W, G);
+    run_resnet(r, &m->r1, B, H, W, G);
+}
+
+/* Decoder: z (B, L, h, w) → img (B, out, h*s, w*s). */
+static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, int64_t h,
+                       int64_t w, float *img) {
+    int64_t G = v->groups, H = h, W = w;
+    const float *x = z;
+    if (v->use_pqc) {
+        run_conv(r, &v->pqc, r->t2, z, B, H, W, 0);
+        x = r->t2;
+    }
+    run_conv(r, &v->d_in, r->a, x, B, H, W, 0);
+    run_mid(r, &v->d_mid, B, H, W, G);
+    for (int i = 0; i < v->nlev; i++) {
+        const level_t *lv = &v->d_lev[i];
+        for (int j = 0; j < lv->nres; j++) run_resnet(r, &lv->res[j], B, H, W, G);
+        if (lv->has_samp) {
+            int64_t C = lv->samp.cin;
+            if (r->dry) need(&r->need_act, B * C * 4 * H * W);
+            else tdm_cpu_upsample_nearest2x(r->t1, r->a, B, C, H, W);
+            H *= 2;
+            W *= 2;
+            run_conv(r, &lv->samp, r->a, r->t1, B, H, W, 0);
+        }
+    }
+    run_norm(r, &v->d_nout, r->t1, r->a, B, H * W, G, 1);
+    run_conv(r, &v->d_out, img, r->t1, B, H, W, 0);
+}
+
+/* Encoder + quant_conv: img (B, in, H, W) → moments (B, 2L, H/s, W/s); returns
+ * the buffer holding the moments (NULL in a dry run). */
+static const float *run_encode(run_t *r, const tdm_vae_t *v, const float *img, int64_t B,
+                               int64_t H, int64_t W) {
+    int64_t G = v->groups;
+    run_conv(r, &v->e_in, r->a, img, B, H, W, 0);
+    for (int i = 0; i < v->nlev; i++) {
+        const level_t *lv = &v->e_lev[i];
+        for (int j = 0; j < lv->nres; j++) run_resnet(r, &lv->res[j], B, H, W, G);
+        if (lv->has_samp) {
+            run_conv(r, &lv->samp, r->t1, r->a, B, H, W, 1);
+            swap_a_t1(r);
+            H = (H - 2) / 2 + 1;
+            W = (W - 2) / 2 + 1;
+        }
+    }
+    run_mid(r, &v->e_mid, B, H, W, G);
+    run_norm(r, &v->e_nout, r->t1, r->a, B, H * W, G, 1);
+    run_conv(r, &v->e_out, r->t2, r->t1, B, H, W, 0);
+    if (!v->use_qc) return r->t2;
+    run_conv(r, &v->qc, r->t1, r->t2, B, H, W, 0);
+    return r->t1;
+}
+
+/* Allocates the buffers a dry run asked for; all on v->dev. */
+static tdm_status run_alloc(run_t *r, tdm_device_t *dev) {
+    int64_t act, att, scr;
+    if (!tdm_mul_ok(r->need_act, 4, &act) || !tdm_mul_ok(r->need_att, 4, &att) ||
+        !tdm_mul_ok(r->need_scratch, 4, &scr))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "VAE: work buffer size overflows");
+    r->dry = 0;
+    if (!(r->a = tdm_dev_alloc(dev, act, "VAE activations")) ||
+        !(r->t1 = tdm_dev_alloc(dev, act, "VAE activations")) ||
+        !(r->t2 = tdm_dev_alloc(dev, act, "VAE activations")))
+        return TDM_ERR_NOMEM;
+    if (att > 0 && (!(r->q = tdm_dev_alloc(dev, att, "VAE attention")) ||
+                    !(r->k = tdm_dev_alloc(dev, att, "VAE attention")) ||
+                    !(r->v = tdm_dev_alloc(dev, att, "VAE attention"))))
+        return TDM_ERR_NOMEM;
+    if (scr > 0 && !(r->scratch = tdm_dev_alloc(dev, scr, "VAE im2col scratch")))
+        return TDM_ERR_NOMEM;
+    return TDM_OK;
+}
+
+static void run_free(run_t *r, tdm_device_t *dev) {
+    int64_t act = r->need_act * 4, att = r->need_att * 4;
+    tdm_dev_free(dev, r->a, act);
+    tdm_dev_free(dev, r->t1, act);
+    tdm_dev_free(dev, r->t2, act);
+    tdm_dev_free(dev, r->q, att);
+    tdm_dev_free(dev, r->k, att);
+    tdm_dev_free(dev, r->v, att);
+    tdm_dev_free(dev, r->scratch, r->need_scratch * 4);
+}
+
+/* Checks B * C * H * W (and the same at the other end) fits the counters. */
+static tdm_status check_dims(const char *what, int64_t B, int64_t C, int64_t H, int64_t W,
+                             int64_t scale) {
+    int64_t n;
+    if (B < 1 || H < 1 || W < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: batch %lld, size %lldx%lld must be positive",
+                          what, (long long)B, (long long)H, (long long)W);
+    if (!tdm_mul_ok(B, C, &n) || !tdm_mul_ok(n, H, &n) || !tdm_mul_ok(n, W, &n) ||
+        !tdm_mul_ok(n, scale, &n) || !tdm_mul_ok(n, scale, &n) || !tdm_mul_ok(n, 1024, &n))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: size %lldx%lldx%lldx%lld is too large",
+                          what, (long long)B, (long long)C, (long long)H, (long long)W);
+    return TDM_OK;
+}
+
+tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
+                          float *img) {
+    tdm_status st;
+    run_t r = {.dry = 1};
+    int64_t cmax = 0;
+    for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
+    TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w,
+                       v->info.scale_factor));
+    run_decode(&r, v, z, B, h, w, img);
+    TDM_TRY(run_alloc(&r, v->dev));
+    run_decode(&r, v, z, B, h, w, img);
+fail:
+    run_free(&r, v->dev);
+    return st;
+}
+
+tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
+                          float *mean, float *logvar) {
+    tdm_status st;
+    run_t r = {.dry = 1};
+    int64_t s = v->info.scale_factor, L = v->info.latent_channels, cmax = 0;
+    for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
+    TDM_TRY(check_dims("VAE encode", B, cmax + v->info.in_channels + 2 * L, H, W, 1));
+    if (H < s || W < s) {
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "VAE encode: image %lldx%lld is smaller than the "
+                        "VAE scale factor %lld", (long long)H, (long long)W, (long long)s);
+        goto fail;
+    }
+    run_encode(&r, v, img, B, H, W);
+    TDM_TRY(run_alloc(&r, v->dev));
+    const float *mom = run_encode(&r, v, img, B, H, W);   /* (B, 2L, h, w) */
+    int64_t S = (H / s) * (W / s);
+    for (int64_t b = 0; b < B; b++) {
+        const float *m = mom + b * 2 * L * S, *lv = m + L * S;
+        if (mean) memcpy(mean + b * L * S, m, (size_t)(L * S) * sizeof(float));
+        if (logvar)
+            for (int64_t i = 0; i < L * S; i++) {
+                float x = lv[i];                  /* torch.clamp keeps NaN */
+                logvar[b * L * S + i] = x < -30.0f ? -30.0f : (x > 20.0f ? 20.0f : x);
+            }
+    }
+fail:
+    run_free(&r, v->dev);
+    return st;
+}
+
+/* ---- post-processing ------------------------------------------------------ */
+
+void tdm_vae_to_rgb8(const float *img, int64_t B, int64_t H, int64_t W, uint8_t *out) {
+    int64_t S = H * W;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < 3; c++) {
+            const float *x = img + (b * 3 + c) * S;
+            uint8_t *o = out + b * S * 3 + c;
+            for (int64_t i = 0; i < S; i++) {
+                float t = x[i] * 0.5f;            /* exact: the sum below rounds once */
+                t = t + 0.5f;
+                t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
+                float u = t * 255.0f;
+                o[i * 3] = u == u ? (uint8_t)nearbyintf(u) : 0;   /* round half to even */
+            }
+        }
+}

@@ -1,0 +1,61 @@
+/* vae.h — diffusers AutoencoderKL (Stable Diffusion 1.x/2.x VAE, and the
+ * 16-channel, quant-conv-free variant FLUX uses) on the CPU in float32:
+ * config parsing, weight loading with shape checks, encoder and decoder
+ * forward passes, and the image post-processing of diffusers'
+ * VaeImageProcessor. Not here: tiling, slicing, latent scaling (the caller
+ * divides by scaling_factor and adds shift_factor, as the pipelines do). */
+#ifndef TDM_MODELS_VAE_H
+#define TDM_MODELS_VAE_H
+
+#include "core/core.h"
+
+typedef struct tdm_vae tdm_vae_t;
+
+typedef struct {
+    int64_t in_channels, out_channels, latent_channels;
+    int64_t scale_factor;      /* 2^(len(block_out_channels)-1) */
+    double  scaling_factor;
+    double  shift_factor;      /* 0 when null in the config */
+    int64_t sample_size;
+} tdm_vae_info_t;
+
+/* Loads the AutoencoderKL in root/sub (sub is usually "vae"): sub/config.json
+ * and the weights found by tdm_folder_weights(root, sub, variant). Every tensor
+ * is loaded as float32 onto `dev` (F16/BF16 converted) with its shape checked.
+ * Unknown config keys and unsupported values (block types, act_fn, ...) give
+ * TDM_ERR_UNSUPPORTED naming the key; a missing or misshapen tensor gives
+ * TDM_ERR_MODEL naming it. Attention weights saved under the deprecated names
+ * (query/key/value/proj_attn) are accepted, as diffusers converts them.
+ * OUT: *out, freed with tdm_vae_free. */
+tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
+                        tdm_device_t *dev);
+
+/* Frees the model and its weights; NULL is a no-op. */
+void tdm_vae_free(tdm_vae_t *v);
+
+/* The configuration summary (owned by v). */
+const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v);
+
+/* Decodes latents z (B, latent_channels, h, w) — already divided by
+ * scaling_factor and shifted by the caller — through post_quant_conv (when the
+ * config has one) and the decoder into img (B, out_channels, h*scale,
+ * w*scale), unclamped, as vae.decode(z).sample. Work buffers are taken from
+ * the model's device for the duration of the call. */
+tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
+                          float *img);
+
+/* Encodes img (B, in_channels, H, W), values in [-1, 1], through the encoder
+ * and quant_conv (when present) into the mean and logvar (B, latent_channels,
+ * H/scale, W/scale) (integer division; H and W must be >= scale) of
+ * diffusers' DiagonalGaussianDistribution; logvar is clamped to [-30, 20].
+ * Either output may be NULL. */
+tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
+                          float *mean, float *logvar);
+
+/* Converts decoded images (B, 3, H, W) to uint8 HWC RGB (B*H*W*3 bytes) as
+ * VaeImageProcessor.postprocess(output_type="pil") does in diffusers 0.42.1:
+ * x*0.5 + 0.5 clamped to [0, 1] in float32, then numpy's
+ * (x * 255).round().astype(uint8) (round half to even). NaN gives 0. */
+void tdm_vae_to_rgb8(const float *img, int64_t B, int64_t H, int64_t W, uint8_t *out);
+
+#endif
