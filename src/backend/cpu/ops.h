@@ -27,7 +27,12 @@ void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
                     int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                     int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch);
 /* Same with asymmetric padding (top, bottom, left, right), for the VAE
- * encoder's downsample (pad right/bottom by 1, then stride 2, pad 0). */
+ * encoder's downsample (pad right/bottom by 1, then stride 2, pad 0).
+ * `scratch` holds at least tdm_cpu_conv2d_pad4_scratch(...) floats. A 1×1,
+ * stride 1, unpadded conv needs no scratch (0 floats; scratch may be NULL). */
+int64_t tdm_cpu_conv2d_pad4_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                                    int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                                    int64_t pr);
 void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
                          int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                          int64_t kh, int64_t kw, int64_t stride,
@@ -63,11 +68,21 @@ void tdm_cpu_softmax(float *x, int64_t rows, int64_t n);
 
 /* Multi-head attention, tokens-major layout (as Linear outputs):
  * q (B, Tq, H*D), k (B, Tk, H*D), v (B, Tk, H*D) → o (B, Tq, H*D).
- * o = softmax(q k^T * scale [+ causal mask]) v per head. Works in query
- * tiles so the score matrix never exceeds tile × Tk floats per thread. */
+ * o = softmax(q k^T * scale [+ causal mask]) v per head. The causal mask is
+ * top-left aligned as torch's is_causal: query i sees keys j <= i. Works in
+ * query tiles (64 rows) so the score matrix never exceeds 64 × Tk floats per
+ * thread; parallel over batch × head × tile with OpenMP, OpenBLAS switched
+ * to one thread for the duration (process-wide). If the per-thread scratch
+ * cannot be allocated, falls back to tdm_cpu_attention_ref. o must not alias
+ * q, k or v. */
 void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                        float scale, int causal);
+/* Same result without BLAS and without any allocation (dot products in
+ * double, two passes over the keys per query): slow, the readable spec. */
+void tdm_cpu_attention_ref(float *o, const float *q, const float *k, const float *v,
+                           int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                           float scale, int causal);
 
 /* Layout changes. (B, C, S) → (B, S, C) and back. */
 void tdm_cpu_transpose_cs(float *y, const float *x, int64_t B, int64_t C, int64_t S);

@@ -1,0 +1,425 @@
+/* ops.c — CPU reference kernels (float32, contiguous row-major), the spec
+ * every other backend is checked against. Not a tensor library: callers pass
+ * raw buffers and sizes (see ops.h for every contract).
+ *
+ * Threading: GEMMs of linear / conv / gemm are single OpenBLAS calls that use
+ * OpenBLAS's own threads (set by tdm_set_num_threads). Element-wise, norm and
+ * softmax loops use `omp parallel for`. Attention is the one place that calls
+ * BLAS from inside an OpenMP region (parallel over batch × head × query tile);
+ * for that region OpenBLAS is switched to one thread and restored afterwards,
+ * so the two pools never oversubscribe the cores. That switch is process-wide:
+ * two application threads must not run tdm_cpu_attention at the same time as
+ * other BLAS-heavy ops if they rely on BLAS threading.
+ *
+ * Math follows torch: biased variance, erf GELU, tanh GELU, quick_gelu =
+ * x·sigmoid(1.702x), softmax with max subtraction. Reductions accumulate in
+ * double where it is cheap. */
+#include "backend/cpu/ops.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this many elements a loop runs on one thread. */
+#define TDM_OMP_MIN 32768
+
+/* Query rows per attention tile: the score tile is TILE × Tk floats per thread. */
+#define TDM_ATTN_TILE 64
+
+/* ---- GEMM ------------------------------------------------------------------ */
+
+/* cblas takes int sizes; rows beyond INT_MAX are done in chunks (M only; a
+ * single N, K or leading dimension past INT_MAX is not supported). */
+void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc) {
+    const int64_t chunk = INT_MAX / 2;
+    for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+        int64_t m = M - m0 < chunk ? M - m0 : chunk;
+        /* row m0 of op(A): A + m0*lda (no trans) or A + m0 (trans) */
+        const float *Am = transA ? A + m0 : A + m0 * lda;
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans, (int)m, (int)N, (int)K, alpha, Am,
+                    (int)lda, B, (int)ldb, beta, C + m0 * ldc, (int)ldc);
+    }
+}
+
+/* y (M, N) filled with b (N) per row, or zeros. */
+static void fill_rows(float *y, const float *b, int64_t M, int64_t N) {
+#pragma omp parallel for if (M * N > TDM_OMP_MIN)
+    for (int64_t i = 0; i < M; i++) {
+        if (b) memcpy(y + i * N, b, (size_t)N * sizeof(float));
+        else memset(y + i * N, 0, (size_t)N * sizeof(float));
+    }
+}
+
+void tdm_cpu_linear(float *y, const float *x, const float *W, const float *b,
+                    int64_t M, int64_t K, int64_t N) {
+    if (M <= 0 || N <= 0) return;
+    if (b) fill_rows(y, b, M, N);
+    /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
+    tdm_cpu_gemm(0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+}
+
+/* ---- convolution ------------------------------------------------------------ */
+
+int64_t tdm_cpu_conv2d_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                               int64_t stride, int64_t pad) {
+    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
+}
+
+int64_t tdm_cpu_conv2d_pad4_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                                    int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                                    int64_t pr) {
+    int64_t Ho = (H + pt + pb - kh) / stride + 1;
+    int64_t Wo = (W + pl + pr - kw) / stride + 1;
+    if (kh == 1 && kw == 1 && stride == 1 && pt == 0 && pb == 0 && pl == 0 && pr == 0)
+        return 0;                                   /* 1×1: the input is the column matrix */
+    return Cin * kh * kw * Ho * Wo;
+}
+
+/* col (Cin*kh*kw, Ho*Wo) from one image x (Cin, H, W). */
+static void im2col(float *col, const float *x, int64_t Cin, int64_t H, int64_t W,
+                   int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pl,
+                   int64_t Ho, int64_t Wo) {
+    int64_t K = Cin * kh * kw, P = Ho * Wo;
+#pragma omp parallel for if (K * P > TDM_OMP_MIN)
+    for (int64_t r = 0; r < K; r++) {
+        int64_t c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+        const float *xc = x + c * H * W;
+        float *dst = col + r * P;
+        for (int64_t oy = 0; oy < Ho; oy++) {
+            int64_t iy = oy * stride - pt + i;
+            float *d = dst + oy * Wo;
+            if (iy < 0 || iy >= H) {
+                memset(d, 0, (size_t)Wo * sizeof(float));
+                continue;
+            }
+            const float *xr = xc + iy * W;
+            for (int64_t ox = 0; ox < Wo; ox++) {
+                int64_t ix = ox * stride - pl + j;
+                d[ox] = (ix >= 0 && ix < W) ? xr[ix] : 0.0f;
+            }
+        }
+    }
+}
+
+void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
+                         int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                         int64_t kh, int64_t kw, int64_t stride,
+                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch) {
+    int64_t Ho = (H + pt + pb - kh) / stride + 1;
+    int64_t Wo = (W + pl + pr - kw) / stride + 1;
+    int64_t K = Cin * kh * kw, P = Ho * Wo;
+    int direct = kh == 1 && kw == 1 && stride == 1 && pt == 0 && pb == 0 && pl == 0 && pr == 0;
+    if (B <= 0 || Cout <= 0 || P <= 0) return;
+    for (int64_t n = 0; n < B; n++) {
+        const float *xn = x + n * Cin * H * W;
+        float *yn = y + n * Cout * P;
+        const float *col = xn;
+        if (!direct) {
+            im2col(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Ho, Wo);
+            col = scratch;
+        }
+        if (b) {
+#pragma omp parallel for if (Cout * P > TDM_OMP_MIN)
+            for (int64_t co = 0; co < Cout; co++)
+                for (int64_t p = 0; p < P; p++) yn[co * P + p] = b[co];
+        }
+        /* yn (Cout, P) = w (Cout, K) · col (K, P) [+ yn] */
+        tdm_cpu_gemm(0, 0, Cout, P, K, 1.0f, w, K, col, P, b ? 1.0f : 0.0f, yn, P);
+    }
+}
+
+void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
+                    int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch) {
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, pad, pad, pad,
+                        scratch);
+}
+
+/* ---- normalization ---------------------------------------------------------- */
+
+void tdm_cpu_group_norm(float *y, const float *x, const float *gamma, const float *beta,
+                        int64_t B, int64_t C, int64_t S, int64_t G, float eps, int silu) {
+    int64_t cg = C / G;            /* channels per group */
+    int64_t n = cg * S;            /* elements per group, contiguous */
+#pragma omp parallel for if (B * C * S > TDM_OMP_MIN)
+    for (int64_t bg = 0; bg < B * G; bg++) {
+        int64_t g = bg % G;
+        const float *xs = x + bg * n;
+        float *ys = y + bg * n;
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++) sum += xs[i];
+        double mean = sum / (double)n;
+        double sq = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double d = xs[i] - mean;
+            sq += d * d;
+        }
+        double var = sq / (double)n;
+        float rstd = (float)(1.0 / sqrt(var + (double)eps));
+        float meanf = (float)mean;
+        for (int64_t c = 0; c < cg; c++) {
+            int64_t ch = g * cg + c;
+            float ga = gamma ? gamma[ch] : 1.0f, be = beta ? beta[ch] : 0.0f;
+            float a = rstd * ga;
+            const float *xc = xs + c * S;
+            float *yc = ys + c * S;
+            for (int64_t s = 0; s < S; s++) {
+                float v = (xc[s] - meanf) * a + be;
+                if (silu) v = v / (1.0f + expf(-v));
+                yc[s] = v;
+            }
+        }
+    }
+}
+
+void tdm_cpu_layer_norm(float *y, const float *x, const float *gamma, const float *beta,
+                        int64_t rows, int64_t D, float eps) {
+#pragma omp parallel for if (rows * D > TDM_OMP_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D;
+        double sum = 0;
+        for (int64_t i = 0; i < D; i++) sum += xr[i];
+        double mean = sum / (double)D;
+        double sq = 0;
+        for (int64_t i = 0; i < D; i++) {
+            double d = xr[i] - mean;
+            sq += d * d;
+        }
+        float rstd = (float)(1.0 / sqrt(sq / (double)D + (double)eps));
+        float meanf = (float)mean;
+        for (int64_t i = 0; i < D; i++) {
+            float v = (xr[i] - meanf) * rstd;
+            if (gamma) v *= gamma[i];
+            if (beta) v += beta[i];
+            yr[i] = v;
+        }
+    }
+}
+
+/* ---- activations ------------------------------------------------------------ */
+
+static inline float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2)); }
+
+static inline float gelu_tanh(float v) {
+    const float k = 0.7978845608028654f;   /* sqrt(2/pi) */
+    return 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+}
+
+void tdm_cpu_silu(float *x, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+void tdm_cpu_gelu(float *x, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = gelu_erf(x[i]);
+}
+
+void tdm_cpu_gelu_tanh(float *x, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = gelu_tanh(x[i]);
+}
+
+void tdm_cpu_quick_gelu(float *x, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+void tdm_cpu_geglu(float *y, const float *h, int64_t rows, int64_t F) {
+#pragma omp parallel for if (rows * F > TDM_OMP_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = h + r * 2 * F, *g = a + F;
+        float *yr = y + r * F;
+        for (int64_t i = 0; i < F; i++) yr[i] = a[i] * gelu_erf(g[i]);
+    }
+}
+
+/* ---- element-wise ----------------------------------------------------------- */
+
+void tdm_cpu_add(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void tdm_cpu_add_channel_bias(float *x, const float *v, int64_t B, int64_t C, int64_t S) {
+#pragma omp parallel for if (B * C * S > TDM_OMP_MIN)
+    for (int64_t bc = 0; bc < B * C; bc++) {
+        float a = v[bc];
+        float *xs = x + bc * S;
+        for (int64_t s = 0; s < S; s++) xs[s] += a;
+    }
+}
+
+void tdm_cpu_scale(float *y, const float *a, float s, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * s;
+}
+
+/* ---- softmax ---------------------------------------------------------------- */
+
+/* One row in place: max subtraction, exp, sum in double, multiply by 1/sum.
+ * -INFINITY entries become 0; an all -INFINITY row becomes all 0. */
+static void softmax_row(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    if (mx == -INFINITY) {
+        memset(x, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float e = expf(x[i] - mx);
+        x[i] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void tdm_cpu_softmax(float *x, int64_t rows, int64_t n) {
+#pragma omp parallel for if (rows * n > TDM_OMP_MIN)
+    for (int64_t r = 0; r < rows; r++) softmax_row(x + r * n, n);
+}
+
+/* ---- attention -------------------------------------------------------------- */
+
+void tdm_cpu_attention_ref(float *o, const float *q, const float *k, const float *v,
+                           int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                           float scale, int causal) {
+    int64_t HD = H * D;
+#pragma omp parallel for collapse(2) if (B * H * Tq * Tk * D > TDM_OMP_MIN)
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        for (int64_t i = 0; i < Tq; i++) {
+            int64_t b = bh / H, h = bh % H;
+            const float *qi = q + (b * Tq + i) * HD + h * D;
+            const float *kb = k + b * Tk * HD + h * D;
+            const float *vb = v + b * Tk * HD + h * D;
+            float *oi = o + (b * Tq + i) * HD + h * D;
+            int64_t n = causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;   /* keys j < n are visible */
+            /* pass 1: max of scores */
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int64_t d = 0; d < D; d++) s += (double)qi[d] * kb[j * HD + d];
+                float sf = (float)s * scale;
+                if (sf > mx) mx = sf;
+            }
+            /* pass 2: o = Σ exp(s - max) v, normalized by Σ exp(s - max) */
+            for (int64_t d = 0; d < D; d++) oi[d] = 0.0f;
+            double sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0;
+                for (int64_t d = 0; d < D; d++) s += (double)qi[d] * kb[j * HD + d];
+                float p = expf((float)s * scale - mx);
+                sum += p;
+                for (int64_t d = 0; d < D; d++) oi[d] += p * vb[j * HD + d];
+            }
+            float inv = sum > 0 ? (float)(1.0 / sum) : 0.0f;
+            for (int64_t d = 0; d < D; d++) oi[d] *= inv;
+        }
+    }
+}
+
+void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
+                       int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                       float scale, int causal) {
+    int64_t HD = H * D;
+    int64_t ntile = (Tq + TDM_ATTN_TILE - 1) / TDM_ATTN_TILE;
+    int64_t ntask = B * H * ntile;
+    int failed = 0;
+    if (ntask <= 0) return;
+    if (Tk <= 0) {                       /* nothing to attend to: o = 0 */
+        memset(o, 0, (size_t)(B * Tq * HD) * sizeof(float));
+        return;
+    }
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel reduction(| : failed)
+    {
+        float *S = malloc((size_t)TDM_ATTN_TILE * (size_t)Tk * sizeof(float));   /* (tile, Tk) */
+        if (!S) failed = 1;
+#pragma omp for schedule(dynamic)
+        for (int64_t t = 0; t < ntask; t++) {
+            if (!S) continue;
+            int64_t b = t / (H * ntile), h = (t / ntile) % H, i0 = (t % ntile) * TDM_ATTN_TILE;
+            int64_t m = Tq - i0 < TDM_ATTN_TILE ? Tq - i0 : TDM_ATTN_TILE;
+            const float *qt = q + (b * Tq + i0) * HD + h * D;   /* (m, D), ld HD */
+            const float *kb = k + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
+            const float *vb = v + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
+            float *ot = o + (b * Tq + i0) * HD + h * D;         /* (m, D), ld HD */
+            /* keys visible to any row of this tile */
+            int64_t nk = causal ? (i0 + m < Tk ? i0 + m : Tk) : Tk;
+            /* S (m, nk) = scale · qt · kb^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, (int)D, scale,
+                        qt, (int)HD, kb, (int)HD, 0.0f, S, (int)nk);
+            if (causal)
+                for (int64_t r = 0; r < m; r++)
+                    for (int64_t j = i0 + r + 1; j < nk; j++) S[r * nk + j] = -INFINITY;
+            for (int64_t r = 0; r < m; r++) softmax_row(S + r * nk, nk);
+            /* ot (m, D) = S (m, nk) · vb (nk, D) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)nk, 1.0f,
+                        S, (int)nk, vb, (int)HD, 0.0f, ot, (int)HD);
+        }
+        free(S);
+    }
+    openblas_set_num_threads(blas_threads);
+    /* A thread without scratch skipped its tasks: redo everything with the
+     * scratch-free path (same results within float rounding). */
+    if (failed) tdm_cpu_attention_ref(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+}
+
+/* ---- layout ----------------------------------------------------------------- */
+
+#define TDM_TBLK 32
+
+void tdm_cpu_transpose_cs(float *y, const float *x, int64_t B, int64_t C, int64_t S) {
+    /* x (B, C, S) → y (B, S, C) */
+    int64_t nc = (C + TDM_TBLK - 1) / TDM_TBLK, ns = (S + TDM_TBLK - 1) / TDM_TBLK;
+#pragma omp parallel for collapse(3) if (B * C * S > TDM_OMP_MIN)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t cb = 0; cb < nc; cb++)
+            for (int64_t sb = 0; sb < ns; sb++) {
+                int64_t c1 = (cb + 1) * TDM_TBLK < C ? (cb + 1) * TDM_TBLK : C;
+                int64_t s1 = (sb + 1) * TDM_TBLK < S ? (sb + 1) * TDM_TBLK : S;
+                const float *xb = x + b * C * S;
+                float *yb = y + b * C * S;
+                for (int64_t c = cb * TDM_TBLK; c < c1; c++)
+                    for (int64_t s = sb * TDM_TBLK; s < s1; s++) yb[s * C + c] = xb[c * S + s];
+            }
+}
+
+void tdm_cpu_transpose_sc(float *y, const float *x, int64_t B, int64_t S, int64_t C) {
+    /* x (B, S, C) → y (B, C, S): the same transpose with the roles swapped */
+    tdm_cpu_transpose_cs(y, x, B, S, C);
+}
+
+void tdm_cpu_upsample_nearest2x(float *y, const float *x, int64_t B, int64_t C,
+                                int64_t H, int64_t W) {
+#pragma omp parallel for if (B * C * H * W > TDM_OMP_MIN / 4)
+    for (int64_t bc = 0; bc < B * C; bc++) {
+        const float *xs = x + bc * H * W;
+        float *ys = y + bc * 4 * H * W;
+        for (int64_t i = 0; i < H; i++) {
+            float *r0 = ys + (2 * i) * 2 * W;
+            for (int64_t j = 0; j < W; j++) r0[2 * j] = r0[2 * j + 1] = xs[i * W + j];
+            memcpy(r0 + 2 * W, r0, (size_t)(2 * W) * sizeof(float));
+        }
+    }
+}
+
+void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *b, int64_t Cb,
+                             int64_t B, int64_t S) {
+#pragma omp parallel for if (B * (Ca + Cb) * S > TDM_OMP_MIN)
+    for (int64_t n = 0; n < B; n++) {
+        float *yn = y + n * (Ca + Cb) * S;
+        memcpy(yn, a + n * Ca * S, (size_t)(Ca * S) * sizeof(float));
+        memcpy(yn + Ca * S, b + n * Cb * S, (size_t)(Cb * S) * sizeof(float));
+    }
+}

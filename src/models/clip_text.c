@@ -1,0 +1,295 @@
+/* clip_text.c — CLIPTextModel (transformers) forward in float32 on the CPU:
+ * token + position embeddings, pre-LN transformer layers with causal
+ * self-attention and an MLP (quick_gelu / gelu / tanh gelu), final
+ * LayerNorm, EOS pooling. Not a tokenizer and not the projection head. */
+#include "models/clip_text.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "io/config.h"
+#include "io/folder.h"
+#include "io/safetensors.h"
+
+typedef enum {
+    CLIP_ACT_QUICK_GELU = 0,
+    CLIP_ACT_GELU,        /* erf */
+    CLIP_ACT_GELU_TANH    /* gelu_new, gelu_pytorch_tanh */
+} clip_act;
+
+typedef struct {
+    tdm_tensor_t *ln1_w, *ln1_b;          /* (D) */
+    tdm_tensor_t *q_w, *k_w, *v_w, *o_w;  /* (D, D) */
+    tdm_tensor_t *q_b, *k_b, *v_b, *o_b;  /* (D) */
+    tdm_tensor_t *ln2_w, *ln2_b;          /* (D) */
+    tdm_tensor_t *fc1_w, *fc1_b;          /* (I, D), (I) */
+    tdm_tensor_t *fc2_w, *fc2_b;          /* (D, I), (D) */
+} clip_layer;
+
+struct tdm_clip_text {
+    int64_t vocab, D, I, L, heads, max_pos, eos;
+    float eps;
+    clip_act act;
+    tdm_device_t *dev;
+    tdm_tensor_t *tok_emb;      /* (vocab, D) */
+    tdm_tensor_t *pos_emb;      /* (max_pos, D) */
+    tdm_tensor_t *fln_w, *fln_b;/* (D) */
+    clip_layer *layers;         /* L */
+};
+
+/* ---- loading ----------------------------------------------------------------- */
+
+static tdm_status load_t(const tdm_st_set_t *set, tdm_device_t *dev, const char *prefix,
+                         const char *name, int ndim, int64_t d0, int64_t d1, tdm_tensor_t **out) {
+    char full[256];
+    int64_t shape[2] = {d0, d1};
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return tdm_st_set_load_f32(set, full, dev, ndim, shape, out);
+}
+
+static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    char act[64];
+    double eps = 0;
+    TDM_TRY(tdm_json_load(&j, path));
+    /* defaults: transformers CLIPTextConfig */
+    TDM_TRY(tdm_json_int(&j, "vocab_size", 49408, &m->vocab));
+    TDM_TRY(tdm_json_int(&j, "hidden_size", 512, &m->D));
+    TDM_TRY(tdm_json_int(&j, "intermediate_size", 2048, &m->I));
+    TDM_TRY(tdm_json_int(&j, "num_hidden_layers", 12, &m->L));
+    TDM_TRY(tdm_json_int(&j, "num_attention_heads", 8, &m->heads));
+    TDM_TRY(tdm_json_int(&j, "max_position_embeddings", 77, &m->max_pos));
+    TDM_TRY(tdm_json_int(&j, "eos_token_id", 49407, &m->eos));
+    TDM_TRY(tdm_json_float(&j, "layer_norm_eps", 1e-5, &eps));
+    TDM_TRY(tdm_json_str(&j, "hidden_act", "quick_gelu", act, sizeof act));
+    m->eps = (float)eps;
+    if (!strcmp(act, "quick_gelu")) m->act = CLIP_ACT_QUICK_GELU;
+    else if (!strcmp(act, "gelu")) m->act = CLIP_ACT_GELU;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) m->act = CLIP_ACT_GELU_TANH;
+    else {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED,
+                        "%s: hidden_act \"%s\" is not supported (quick_gelu, gelu, gelu_new, "
+                        "gelu_pytorch_tanh)", path, act);
+        goto fail;
+    }
+    /* sizes that bound every later computation */
+    const int64_t lim = (int64_t)1 << 24;
+    struct { const char *k; int64_t v, hi; } chk[] = {
+        {"vocab_size", m->vocab, (int64_t)1 << 26}, {"hidden_size", m->D, lim},
+        {"intermediate_size", m->I, lim},           {"num_hidden_layers", m->L, 4096},
+        {"num_attention_heads", m->heads, 4096},    {"max_position_embeddings", m->max_pos, lim},
+    };
+    for (size_t i = 0; i < sizeof chk / sizeof chk[0]; i++)
+        if (chk[i].v < 1 || chk[i].v > chk[i].hi) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: %s = %lld is out of range [1, %lld]", path,
+                            chk[i].k, (long long)chk[i].v, (long long)chk[i].hi);
+            goto fail;
+        }
+    if (m->D % m->heads != 0) {
+        st = tdm_errorf(TDM_ERR_MODEL,
+                        "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", path,
+                        (long long)m->D, (long long)m->heads);
+        goto fail;
+    }
+    if (!(m->eps > 0) || !isfinite(m->eps)) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: layer_norm_eps must be a positive number", path);
+        goto fail;
+    }
+fail:
+    tdm_json_free(&j);
+    return st;
+}
+
+tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
+                              const char *variant, tdm_device_t *dev) {
+    tdm_status st = TDM_OK;
+    tdm_clip_text_t *m = NULL;
+    tdm_st_set_t *set = NULL;
+    char path[TDM_PATH_MAX];
+    *out = NULL;
+    if (!root || !sub || !dev)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: root, sub and device are required");
+    m = calloc(1, sizeof *m);
+    if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
+    m->dev = dev;
+    TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+    TDM_TRY(read_config(m, path));
+    TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
+    TDM_TRY(tdm_st_set_open(&set, path));
+
+    /* transformers 4.x checkpoints prefix every name with "text_model." */
+    const char *pre = tdm_st_set_find(set, "text_model.embeddings.token_embedding.weight")
+                          ? "text_model."
+                          : "";
+    int64_t D = m->D, I = m->I;
+    TDM_TRY(load_t(set, dev, pre, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb));
+    TDM_TRY(load_t(set, dev, pre, "embeddings.position_embedding.weight", 2, m->max_pos, D,
+                   &m->pos_emb));
+    m->layers = calloc((size_t)m->L, sizeof *m->layers);
+    if (!m->layers) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
+        goto fail;
+    }
+    for (int64_t l = 0; l < m->L; l++) {
+        clip_layer *y = &m->layers[l];
+        char p[160];
+#define LT(field, name, nd, a, b)                                                        \
+    do {                                                                                 \
+        char nm_[224];                                                                   \
+        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
+        TDM_TRY(load_t(set, dev, pre, nm_, nd, a, b, &y->field));                        \
+    } while (0)
+        snprintf(p, sizeof p, "encoder.layers.%lld.", (long long)l);
+        LT(ln1_w, "layer_norm1.weight", 1, D, 0);
+        LT(ln1_b, "layer_norm1.bias", 1, D, 0);
+        LT(q_w, "self_attn.q_proj.weight", 2, D, D);
+        LT(q_b, "self_attn.q_proj.bias", 1, D, 0);
+        LT(k_w, "self_attn.k_proj.weight", 2, D, D);
+        LT(k_b, "self_attn.k_proj.bias", 1, D, 0);
+        LT(v_w, "self_attn.v_proj.weight", 2, D, D);
+        LT(v_b, "self_attn.v_proj.bias", 1, D, 0);
+        LT(o_w, "self_attn.out_proj.weight", 2, D, D);
+        LT(o_b, "self_attn.out_proj.bias", 1, D, 0);
+        LT(ln2_w, "layer_norm2.weight", 1, D, 0);
+        LT(ln2_b, "layer_norm2.bias", 1, D, 0);
+        LT(fc1_w, "mlp.fc1.weight", 2, I, D);
+        LT(fc1_b, "mlp.fc1.bias", 1, I, 0);
+        LT(fc2_w, "mlp.fc2.weight", 2, D, I);
+        LT(fc2_b, "mlp.fc2.bias", 1, D, 0);
+#undef LT
+    }
+    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.weight", 1, D, 0, &m->fln_w));
+    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.bias", 1, D, 0, &m->fln_b));
+    tdm_st_set_close(set);
+    *out = m;
+    return TDM_OK;
+fail:
+    tdm_st_set_close(set);
+    tdm_clip_text_free(m);
+    return st;
+}
+
+void tdm_clip_text_free(tdm_clip_text_t *m) {
+    if (!m) return;
+    if (m->layers) {
+        for (int64_t l = 0; l < m->L; l++) {
+            clip_layer *y = &m->layers[l];
+            tdm_tensor_t *ts[] = {y->ln1_w, y->ln1_b, y->q_w, y->q_b, y->k_w, y->k_b,
+                                  y->v_w,   y->v_b,   y->o_w, y->o_b, y->ln2_w, y->ln2_b,
+                                  y->fc1_w, y->fc1_b, y->fc2_w, y->fc2_b};
+            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) tdm_tensor_free(ts[i]);
+        }
+        free(m->layers);
+    }
+    tdm_tensor_free(m->tok_emb);
+    tdm_tensor_free(m->pos_emb);
+    tdm_tensor_free(m->fln_w);
+    tdm_tensor_free(m->fln_b);
+    free(m);
+}
+
+int64_t tdm_clip_text_hidden_size(const tdm_clip_text_t *m) { return m->D; }
+int64_t tdm_clip_text_max_positions(const tdm_clip_text_t *m) { return m->max_pos; }
+int64_t tdm_clip_text_num_hidden_layers(const tdm_clip_text_t *m) { return m->L; }
+
+/* ---- forward ----------------------------------------------------------------- */
+
+tdm_status tdm_clip_text_forward(tdm_clip_text_t *m, const int32_t *ids, int64_t B, int64_t T,
+                                 float *hidden, float *pooled) {
+    return tdm_clip_text_forward_skip(m, ids, B, T, 0, hidden, pooled);
+}
+
+tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
+                                      int64_t T, int64_t skip, float *hidden, float *pooled) {
+    tdm_status st = TDM_OK;
+    float *arena = NULL;
+    int64_t bytes = 0;
+    if (!m || !ids || !hidden)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: model, ids and hidden are required");
+    if (B < 1 || T < 1 || T > m->max_pos)
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "clip_text: batch %lld x %lld tokens; need batch >= 1 and 1 <= tokens "
+                          "<= max_position_embeddings %lld",
+                          (long long)B, (long long)T, (long long)m->max_pos);
+    if (skip < 0 || skip >= m->L)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: clip skip %lld not in [0, %lld)",
+                          (long long)skip, (long long)m->L);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t id = ids[b * T + t];
+            if (id < 0 || id >= m->vocab)
+                return tdm_errorf(TDM_ERR_INVALID_ARG,
+                                  "clip_text: token id %lld at batch %lld position %lld is "
+                                  "outside the vocabulary [0, %lld)",
+                                  (long long)id, (long long)b, (long long)t, (long long)m->vocab);
+        }
+
+    const int64_t D = m->D, I = m->I, H = m->heads, hd = D / H, N = B * T;
+    /* activations: x, h, q, k, v, a (N, D) and f (N, I) */
+    int64_t per_row = 6 * D + I, nfl;
+    if (!tdm_mul_ok(N, per_row, &nfl) || !tdm_mul_ok(nfl, (int64_t)sizeof(float), &bytes))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: batch %lld x %lld tokens is too large",
+                          (long long)B, (long long)T);
+    arena = tdm_dev_alloc(m->dev, bytes, "clip_text activations");
+    if (!arena) return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
+    float *x = arena;          /* (N, D) residual stream */
+    float *h = x + N * D;      /* (N, D) normalized */
+    float *q = h + N * D;      /* (B, T, H*hd) */
+    float *k = q + N * D;
+    float *v = k + N * D;
+    float *a = v + N * D;      /* (N, D) attention output */
+    float *f = a + N * D;      /* (N, I) MLP hidden */
+
+    /* embeddings: x[b, t] = tok_emb[ids[b, t]] + pos_emb[t] */
+    const float *te = tdm_f32(m->tok_emb), *pe = tdm_f32(m->pos_emb);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const float *tr = te + (int64_t)ids[b * T + t] * D, *pr = pe + t * D;
+            float *xr = x + (b * T + t) * D;
+            for (int64_t d = 0; d < D; d++) xr[d] = tr[d] + pr[d];
+        }
+
+    const float scale = 1.0f / sqrtf((float)hd);   /* head_dim ** -0.5 */
+    for (int64_t l = 0; l < m->L - skip; l++) {
+        const clip_layer *y = &m->layers[l];
+        /* self-attention block */
+        tdm_cpu_layer_norm(h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
+        tdm_cpu_linear(q, h, tdm_f32(y->q_w), tdm_f32(y->q_b), N, D, D);
+        tdm_cpu_linear(k, h, tdm_f32(y->k_w), tdm_f32(y->k_b), N, D, D);
+        tdm_cpu_linear(v, h, tdm_f32(y->v_w), tdm_f32(y->v_b), N, D, D);
+        tdm_cpu_attention(a, q, k, v, B, T, T, H, hd, scale, 1);
+        tdm_cpu_linear(h, a, tdm_f32(y->o_w), tdm_f32(y->o_b), N, D, D);
+        tdm_cpu_add(x, x, h, N * D);
+        /* MLP block */
+        tdm_cpu_layer_norm(h, x, tdm_f32(y->ln2_w), tdm_f32(y->ln2_b), N, D, m->eps);
+        tdm_cpu_linear(f, h, tdm_f32(y->fc1_w), tdm_f32(y->fc1_b), N, D, I);
+        switch (m->act) {
+        case CLIP_ACT_QUICK_GELU: tdm_cpu_quick_gelu(f, N * I); break;
+        case CLIP_ACT_GELU: tdm_cpu_gelu(f, N * I); break;
+        case CLIP_ACT_GELU_TANH: tdm_cpu_gelu_tanh(f, N * I); break;
+        }
+        tdm_cpu_linear(h, f, tdm_f32(y->fc2_w), tdm_f32(y->fc2_b), N, I, D);
+        tdm_cpu_add(x, x, h, N * D);
+    }
+    tdm_cpu_layer_norm(hidden, x, tdm_f32(m->fln_w), tdm_f32(m->fln_b), N, D, m->eps);
+
+    if (pooled) {
+        for (int64_t b = 0; b < B; b++) {
+            const int32_t *row = ids + b * T;
+            int64_t pos = 0;
+            if (m->eos == 2) {          /* legacy configs: first argmax of the ids */
+                for (int64_t t = 1; t < T; t++)
+                    if (row[t] > row[pos]) pos = t;
+            } else {                    /* first EOS; 0 when absent (argmax of all-zero) */
+                for (int64_t t = 0; t < T; t++)
+                    if (row[t] == m->eos) { pos = t; break; }
+            }
+            memcpy(pooled + b * D, hidden + (b * T + pos) * D, (size_t)D * sizeof(float));
+        }
+    }
+    tdm_dev_free(m->dev, arena, bytes);
+    return st;
+}

@@ -1,0 +1,55 @@
+/* clip_text.h — the CLIP text encoder (transformers CLIPTextModel) of Stable
+ * Diffusion 1.x/2.x folders, float32 on the CPU: config, weights, forward.
+ * Not a tokenizer (src/text/) and not the projection head
+ * (CLIPTextModelWithProjection's text_projection is not read). */
+#ifndef TDM_CLIP_TEXT_H
+#define TDM_CLIP_TEXT_H
+
+#include "core/core.h"
+
+typedef struct tdm_clip_text tdm_clip_text_t;
+
+/* Loads the text encoder of pipeline folder `root`, component `sub`
+ * (normally "text_encoder"): reads root/sub/config.json (absent keys take
+ * CLIPTextConfig's defaults) and the weights found by tdm_folder_weights(root,
+ * sub, variant) (variant may be NULL). Tensor names are accepted with the
+ * "text_model." prefix (transformers 4.x checkpoints) or without it
+ * (transformers 5). Every tensor's shape is checked against the config; the
+ * error names the tensor and the file. hidden_act must be quick_gelu, gelu,
+ * gelu_new or gelu_pytorch_tanh. Weights are converted to float32 tensors on
+ * `dev` (F16/BF16 files are accepted). OUT: *out, freed with
+ * tdm_clip_text_free. */
+tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
+                              const char *variant, tdm_device_t *dev);
+
+/* Frees the model and its weights; NULL is a no-op. */
+void tdm_clip_text_free(tdm_clip_text_t *m);
+
+/* Config values: hidden_size (D), max_position_embeddings (longest T),
+ * num_hidden_layers. */
+int64_t tdm_clip_text_hidden_size(const tdm_clip_text_t *m);
+int64_t tdm_clip_text_max_positions(const tdm_clip_text_t *m);
+int64_t tdm_clip_text_num_hidden_layers(const tdm_clip_text_t *m);
+
+/* ids (B, T) → hidden (B, T, D): last_hidden_state after final_layer_norm,
+ * causal self-attention, position ids 0..T-1, no padding mask (as diffusers
+ * calls the encoder). pooled (B, D) or NULL: the row of `hidden` at the
+ * position transformers pools: eos_token_id == 2 (legacy configs) → the
+ * first argmax of the ids; otherwise the first position whose id equals
+ * eos_token_id (position 0 when there is none). Errors: B or T < 1,
+ * T > max_position_embeddings, an id outside [0, vocab_size) (the message
+ * names batch row and position), activation memory over the device cap.
+ * Activation memory (B·T·(6D + intermediate) floats) is taken from the
+ * model's device for the call and released before returning. */
+tdm_status tdm_clip_text_forward(tdm_clip_text_t *m, const int32_t *ids, int64_t B, int64_t T,
+                                 float *hidden, float *pooled);
+
+/* Same, stopping `skip` layers before the end (diffusers `clip_skip`):
+ * hidden = final_layer_norm(hidden_states[-(skip + 1)]), i.e. the output of
+ * layer num_hidden_layers - skip, normalized. skip = 0 is
+ * tdm_clip_text_forward; 0 <= skip < num_hidden_layers. pooled (or NULL) is
+ * taken from this `hidden` by the same EOS rule. */
+tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
+                                      int64_t T, int64_t skip, float *hidden, float *pooled);
+
+#endif

@@ -1,0 +1,148 @@
+/* test_clip_text.c — CLIPTextModel forward against transformers. Golden
+ * values: tools/ref/clip_text_ref.py → tests/fixtures/clip_text/<name>/
+ * (text_encoder/ as save_pretrained writes it, expected.safetensors with
+ * ids, last_hidden, pooled, skip1). Tolerance: normalized error <= 1e-5.
+ * Also: a tensor of the wrong shape, ids outside the vocabulary, too many
+ * tokens, a missing folder. */
+// label: golden
+#include <stdint.h>
+
+#include "core/core.h"
+#include "io/safetensors.h"
+#include "models/clip_text.h"
+#include "test.h"
+
+#define TOL 1e-5
+#define FIX TDM_FIXTURES "/clip_text"
+
+static void golden_case(const char *name, int64_t want_layers) {
+    char path[1024];
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_clip_text_t *m = NULL;
+    tdm_safetensors_t *ex = NULL;
+    float *hid = NULL, *pool = NULL, *skip = NULL;
+    snprintf(path, sizeof path, "%s/%s", FIX, name);
+    tdm_status st = tdm_clip_text_load(&m, path, "text_encoder", NULL, &dev);
+    CHECK_MSG(st == TDM_OK, "%s: load: %s", name, tdm_last_error());
+    snprintf(path, sizeof path, "%s/%s/expected.safetensors", FIX, name);
+    tdm_status st2 = tdm_safetensors_open(&ex, path);
+    CHECK_MSG(st2 == TDM_OK, "%s: %s", name, tdm_last_error());
+    if (st != TDM_OK || st2 != TDM_OK) goto done;
+    CHECK(tdm_clip_text_num_hidden_layers(m) == want_layers);
+
+    const tdm_st_tensor_t *ids = tdm_safetensors_find(ex, "ids");
+    const tdm_st_tensor_t *lh = tdm_safetensors_find(ex, "last_hidden");
+    const tdm_st_tensor_t *po = tdm_safetensors_find(ex, "pooled");
+    const tdm_st_tensor_t *sk = tdm_safetensors_find(ex, "skip1");
+    CHECK(ids && lh && po && sk);
+    if (!ids || !lh || !po || !sk) goto done;
+    CHECK(ids->dtype == TDM_I32 && ids->ndim == 2);
+    int64_t B = ids->shape[0], T = ids->shape[1], D = tdm_clip_text_hidden_size(m);
+    CHECK(lh->nbytes == B * T * D * 4 && po->nbytes == B * D * 4 && sk->nbytes == B * T * D * 4);
+    CHECK(T <= tdm_clip_text_max_positions(m));
+    int32_t *idv = malloc((size_t)(B * T) * sizeof(int32_t));
+    float *ref_h = malloc((size_t)(B * T * D) * 4), *ref_p = malloc((size_t)(B * D) * 4);
+    float *ref_s = malloc((size_t)(B * T * D) * 4);
+    memcpy(idv, ids->data, (size_t)(B * T) * 4);
+    memcpy(ref_h, lh->data, (size_t)(B * T * D) * 4);
+    memcpy(ref_p, po->data, (size_t)(B * D) * 4);
+    memcpy(ref_s, sk->data, (size_t)(B * T * D) * 4);
+    hid = calloc((size_t)(B * T * D), 4);
+    pool = calloc((size_t)(B * D), 4);
+    skip = calloc((size_t)(B * T * D), 4);
+
+    int64_t before = dev.cur_bytes;
+    st = tdm_clip_text_forward(m, idv, B, T, hid, pool);
+    CHECK_MSG(st == TDM_OK, "%s: forward: %s", name, tdm_last_error());
+    CHECK_MSG(dev.cur_bytes == before, "%s: forward leaked %lld device bytes", name,
+              (long long)(dev.cur_bytes - before));
+    double e = test_rel_err(hid, ref_h, (long)(B * T * D));
+    CHECK_MSG(e <= TOL, "%s: last_hidden_state rel err %.3g", name, e);
+    e = test_rel_err(pool, ref_p, (long)(B * D));
+    CHECK_MSG(e <= TOL, "%s: pooler_output rel err %.3g", name, e);
+
+    st = tdm_clip_text_forward_skip(m, idv, B, T, 1, skip, NULL);
+    CHECK_MSG(st == TDM_OK, "%s: forward_skip: %s", name, tdm_last_error());
+    e = test_rel_err(skip, ref_s, (long)(B * T * D));
+    CHECK_MSG(e <= TOL, "%s: clip_skip=1 rel err %.3g", name, e);
+
+    /* a single row gives the same values as inside the batch */
+    st = tdm_clip_text_forward(m, idv + (B - 1) * T, 1, T, hid, pool);
+    CHECK(st == TDM_OK);
+    e = test_rel_err(hid, ref_h + (B - 1) * T * D, (long)(T * D));
+    CHECK_MSG(e <= TOL, "%s: single row rel err %.3g", name, e);
+
+    /* bad ids and sizes */
+    int32_t save = idv[1];
+    idv[1] = -1;
+    st = tdm_clip_text_forward(m, idv, B, T, hid, NULL);
+    CHECK_MSG(st == TDM_ERR_INVALID_ARG && strstr(tdm_last_error(), "position 1"), "%s: %s",
+              name, tdm_last_error());
+    idv[1] = 1 << 30;
+    st = tdm_clip_text_forward(m, idv, B, T, hid, NULL);
+    CHECK(st == TDM_ERR_INVALID_ARG);
+    idv[1] = save;
+    st = tdm_clip_text_forward(m, idv, 1, tdm_clip_text_max_positions(m) + 1, hid, NULL);
+    CHECK(st == TDM_ERR_INVALID_ARG);
+    st = tdm_clip_text_forward_skip(m, idv, B, T, want_layers, hid, NULL);
+    CHECK(st == TDM_ERR_INVALID_ARG);
+    free(idv); free(ref_h); free(ref_p); free(ref_s);
+done:
+    free(hid); free(pool); free(skip);
+    tdm_safetensors_close(ex);
+    tdm_clip_text_free(m);
+    CHECK_MSG(dev.cur_bytes == 0, "%s: %lld device bytes left after free", name,
+              (long long)dev.cur_bytes);
+}
+
+TEST(test_quick_gelu_eos2_prefixed) { golden_case("quick_eos2", 2); }
+TEST(test_gelu_eos) { golden_case("gelu_eos", 3); }
+TEST(test_tanh_gelu_no_eos) { golden_case("tanh_noeos", 2); }
+
+TEST(test_bad_shape) {
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_clip_text_t *m = NULL;
+    tdm_status st = tdm_clip_text_load(&m, FIX "/bad_shape", "text_encoder", NULL, &dev);
+    const char *msg = tdm_last_error();
+    CHECK(st == TDM_ERR_MODEL && m == NULL);
+    tdm_clip_text_free(m);
+    CHECK_MSG(strstr(msg, "encoder.layers.1.mlp.fc1.weight") && strstr(msg, "model.safetensors"),
+              "message: %s", msg);
+    CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left after a failed load", (long long)dev.cur_bytes);
+}
+
+TEST(test_missing_folder) {
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_clip_text_t *m = NULL;
+    tdm_status st = tdm_clip_text_load(&m, FIX "/no_such_model", "text_encoder", NULL, &dev);
+    CHECK(st != TDM_OK && m == NULL);
+    tdm_clip_text_free(m);
+    CHECK_MSG(strstr(tdm_last_error(), "no_such_model"), "message: %s", tdm_last_error());
+    tdm_clip_text_free(NULL);
+}
+
+/* A device cap smaller than the weights makes the load fail cleanly. */
+TEST(test_device_cap) {
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    dev.cap_bytes = 4096;
+    tdm_clip_text_t *m = NULL;
+    tdm_status st = tdm_clip_text_load(&m, FIX "/gelu_eos", "text_encoder", NULL, &dev);
+    CHECK_MSG(st == TDM_ERR_NOMEM && m == NULL, "status %s: %s", tdm_status_name(st),
+              tdm_last_error());
+    tdm_clip_text_free(m);
+    CHECK(dev.cur_bytes == 0);
+}
+
+int main(void) {
+    RUN(test_quick_gelu_eos2_prefixed);
+    RUN(test_gelu_eos);
+    RUN(test_tanh_gelu_no_eos);
+    RUN(test_bad_shape);
+    RUN(test_missing_folder);
+    RUN(test_device_cap);
+    return test_summary();
+}

@@ -1,0 +1,317 @@
+/* test_ops.c — the CPU kernels of src/backend/cpu/ops.c against torch
+ * (float32, CPU). Golden values: tools/ref/ops_ref.py →
+ * tests/fixtures/ops/ops.safetensors; the shapes of each case are repeated
+ * here. Tolerance: normalized error (max |a-b| / max |ref|) <= 1e-5. */
+// label: golden
+#include <math.h>
+#include <stdint.h>
+
+#include "backend/cpu/ops.h"
+#include "core/core.h"
+#include "io/safetensors.h"
+#include "test.h"
+
+#define TOL 1e-5
+
+static tdm_safetensors_t *g_st;
+
+/* A float32 copy of fixture tensor `name` with `n` elements, or NULL (and the
+ * test fails) when it is missing or has another size. */
+static float *fx(const char *name, int64_t n) {
+    const tdm_st_tensor_t *t = g_st ? tdm_safetensors_find(g_st, name) : NULL;
+    CHECK_MSG(t != NULL, "fixture tensor %s missing", name);
+    if (!t) return NULL;
+    CHECK_MSG(t->dtype == TDM_F32 && t->nbytes == n * 4, "%s: %lld bytes, expected %lld", name,
+              (long long)t->nbytes, (long long)n * 4);
+    if (t->dtype != TDM_F32 || t->nbytes != n * 4) return NULL;
+    float *p = malloc((size_t)n * sizeof(float) + 1);
+    memcpy(p, t->data, (size_t)n * sizeof(float));
+    return p;
+}
+
+static float *zalloc(int64_t n) { return calloc((size_t)n + 1, sizeof(float)); }
+
+static void check_close(const char *what, const float *got, const float *ref, int64_t n) {
+    if (!got || !ref) return;
+    double e = test_rel_err(got, ref, (long)n);
+    CHECK_MSG(e <= TOL, "%s: rel err %.3g > %.1g", what, e, TOL);
+}
+
+static void linear_case(const char *c, int64_t M, int64_t K, int64_t N, int bias) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s.x", c);
+    float *x = fx(nm, M * K);
+    snprintf(nm, sizeof nm, "%s.W", c);
+    float *W = fx(nm, N * K);
+    float *b = NULL;
+    if (bias) {
+        snprintf(nm, sizeof nm, "%s.b", c);
+        b = fx(nm, N);
+    }
+    snprintf(nm, sizeof nm, "%s.y", c);
+    float *ref = fx(nm, M * N), *y = zalloc(M * N);
+    if (x && W && ref && (b || !bias)) {
+        tdm_cpu_linear(y, x, W, b, M, K, N);
+        check_close(c, y, ref, M * N);
+    }
+    free(x); free(W); free(b); free(ref); free(y);
+}
+
+TEST(test_linear) {
+    linear_case("linear_a", 5, 7, 3, 1);
+    linear_case("linear_b", 13, 33, 17, 0);
+    linear_case("linear_c", 1, 64, 96, 1);
+}
+
+TEST(test_gemm) {
+    int64_t M = 6, N = 5, K = 9;
+    float *A = fx("gemm_tt.A", K * M), *B = fx("gemm_tt.B", N * K), *C = fx("gemm_tt.C", M * N);
+    float *ref = fx("gemm_tt.y", M * N);
+    if (A && B && C && ref) {
+        /* op(A) = A^T (A stored (K, M)), op(B) = B^T (B stored (N, K)) */
+        tdm_cpu_gemm(1, 1, M, N, K, 0.5f, A, M, B, K, 2.0f, C, N);
+        check_close("gemm_tt", C, ref, M * N);
+    }
+    free(A); free(B); free(C); free(ref);
+    A = fx("gemm_nn.A", M * K); B = fx("gemm_nn.B", K * N); ref = fx("gemm_nn.y", M * N);
+    C = zalloc(M * N);
+    for (int64_t i = 0; i < M * N; i++) C[i] = NAN;   /* beta 0 must ignore C */
+    if (A && B && ref) {
+        tdm_cpu_gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        check_close("gemm_nn", C, ref, M * N);
+    }
+    free(A); free(B); free(C); free(ref);
+}
+
+static void conv_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                      int64_t kh, int64_t kw, int64_t s, int64_t pt, int64_t pb, int64_t pl,
+                      int64_t pr, int bias) {
+    char nm[64];
+    int64_t Ho = (H + pt + pb - kh) / s + 1, Wo = (W + pl + pr - kw) / s + 1;
+    snprintf(nm, sizeof nm, "%s.x", c);
+    float *x = fx(nm, B * Cin * H * W);
+    snprintf(nm, sizeof nm, "%s.w", c);
+    float *w = fx(nm, Cout * Cin * kh * kw);
+    float *b = NULL;
+    if (bias) {
+        snprintf(nm, sizeof nm, "%s.b", c);
+        b = fx(nm, Cout);
+    }
+    snprintf(nm, sizeof nm, "%s.y", c);
+    float *ref = fx(nm, B * Cout * Ho * Wo), *y = zalloc(B * Cout * Ho * Wo);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    float *scratch = ns ? zalloc(ns) : NULL;
+    if (x && w && ref && (b || !bias)) {
+        int sym = pt == pb && pt == pl && pt == pr;
+        if (sym) {
+            CHECK(tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, s, pt) == ns);
+            tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, scratch);
+        } else {
+            tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr,
+                                scratch);
+        }
+        check_close(c, y, ref, B * Cout * Ho * Wo);
+    }
+    free(x); free(w); free(b); free(ref); free(y); free(scratch);
+}
+
+TEST(test_conv2d) {
+    conv_case("conv_3x3", 2, 3, 7, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1);
+    conv_case("conv_s2", 1, 4, 9, 8, 6, 3, 3, 2, 1, 1, 1, 1, 1);
+    conv_case("conv_1x1", 2, 5, 4, 6, 3, 1, 1, 1, 0, 0, 0, 0, 1);
+    conv_case("conv_nobias", 1, 2, 6, 7, 3, 3, 2, 1, 0, 0, 0, 0, 0);
+    conv_case("conv_pad4", 2, 3, 8, 7, 5, 3, 3, 2, 0, 1, 0, 1, 1);
+    conv_case("conv_1x1_s2", 1, 3, 5, 5, 2, 1, 1, 2, 0, 0, 0, 0, 0);
+}
+
+static void gn_case(const char *c, const char *fix, int64_t B, int64_t C, int64_t S, int64_t G,
+                    float eps, int silu) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s.x", c);
+    float *x = fx(nm, B * C * S);
+    snprintf(nm, sizeof nm, "%s.g", c);
+    float *g = fx(nm, C);
+    snprintf(nm, sizeof nm, "%s.b", c);
+    float *b = fx(nm, C);
+    snprintf(nm, sizeof nm, "%s.y", fix);
+    float *ref = fx(nm, B * C * S), *y = zalloc(B * C * S);
+    if (x && g && b && ref) {
+        tdm_cpu_group_norm(y, x, g, b, B, C, S, G, eps, silu);
+        check_close(fix, y, ref, B * C * S);
+        tdm_cpu_group_norm(x, x, g, b, B, C, S, G, eps, silu);   /* in place */
+        check_close("group_norm in place", x, ref, B * C * S);
+    }
+    free(x); free(g); free(b); free(ref); free(y);
+}
+
+TEST(test_group_norm) {
+    gn_case("group_norm", "group_norm", 2, 6, 10, 3, 1e-6f, 0);
+    gn_case("group_norm", "group_norm_silu", 2, 6, 10, 3, 1e-6f, 1);
+    gn_case("group_norm_32", "group_norm_32", 1, 64, 49, 32, 1e-5f, 0);
+}
+
+TEST(test_layer_norm) {
+    int64_t R = 5, D = 33;
+    float *x = fx("layer_norm.x", R * D), *g = fx("layer_norm.g", D), *b = fx("layer_norm.b", D);
+    float *ref = fx("layer_norm.y", R * D), *y = zalloc(R * D);
+    if (x && g && b && ref) {
+        tdm_cpu_layer_norm(y, x, g, b, R, D, 1e-5f);
+        check_close("layer_norm", y, ref, R * D);
+        tdm_cpu_layer_norm(x, x, g, b, R, D, 1e-5f);
+        check_close("layer_norm in place", x, ref, R * D);
+    }
+    free(x); free(g); free(b); free(ref); free(y);
+}
+
+TEST(test_activations) {
+    int64_t n = 1001;
+    const char *names[4] = {"act.silu", "act.gelu", "act.gelu_tanh", "act.quick_gelu"};
+    void (*fns[4])(float *, int64_t) = {tdm_cpu_silu, tdm_cpu_gelu, tdm_cpu_gelu_tanh,
+                                        tdm_cpu_quick_gelu};
+    for (int i = 0; i < 4; i++) {
+        float *x = fx("act.x", n), *ref = fx(names[i], n);
+        if (x && ref) {
+            fns[i](x, n);
+            check_close(names[i], x, ref, n);
+        }
+        free(x); free(ref);
+    }
+    int64_t R = 3, F = 17;
+    float *h = fx("geglu.h", R * 2 * F), *ref = fx("geglu.y", R * F), *y = zalloc(R * F);
+    if (h && ref) {
+        tdm_cpu_geglu(y, h, R, F);
+        check_close("geglu", y, ref, R * F);
+    }
+    free(h); free(ref); free(y);
+}
+
+TEST(test_softmax) {
+    float *x = fx("softmax.x", 4 * 37), *ref = fx("softmax.y", 4 * 37);
+    if (x && ref) {
+        tdm_cpu_softmax(x, 4, 37);
+        check_close("softmax", x, ref, 4 * 37);
+    }
+    free(x); free(ref);
+}
+
+static void attn_case(const char *c, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                      int causal) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s.q", c);
+    float *q = fx(nm, B * Tq * H * D);
+    snprintf(nm, sizeof nm, "%s.k", c);
+    float *k = fx(nm, B * Tk * H * D);
+    snprintf(nm, sizeof nm, "%s.v", c);
+    float *v = fx(nm, B * Tk * H * D);
+    snprintf(nm, sizeof nm, "%s.y", c);
+    float *ref = fx(nm, B * Tq * H * D), *o = zalloc(B * Tq * H * D);
+    if (q && k && v && ref) {
+        float scale = 1.0f / sqrtf((float)D);
+        tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        check_close(c, o, ref, B * Tq * H * D);
+        memset(o, 0, (size_t)(B * Tq * H * D) * sizeof(float));
+        tdm_cpu_attention_ref(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        snprintf(nm, sizeof nm, "%s (ref path)", c);
+        check_close(nm, o, ref, B * Tq * H * D);
+    }
+    free(q); free(k); free(v); free(ref); free(o);
+}
+
+TEST(test_attention) {
+    attn_case("attn_small", 2, 7, 11, 3, 8, 0);
+    attn_case("attn_causal", 1, 77, 77, 2, 40, 1);
+    attn_case("attn_long_q", 1, 130, 9, 1, 40, 0);
+    attn_case("attn_causal_rect", 2, 5, 9, 2, 8, 1);
+    attn_case("attn_one_key", 1, 3, 1, 2, 8, 0);
+}
+
+TEST(test_upsample) {
+    int64_t B = 2, C = 3, H = 5, W = 7;
+    float *x = fx("upsample.x", B * C * H * W), *ref = fx("upsample.y", B * C * 4 * H * W);
+    float *y = zalloc(B * C * 4 * H * W);
+    if (x && ref) {
+        tdm_cpu_upsample_nearest2x(y, x, B, C, H, W);
+        check_close("upsample", y, ref, B * C * 4 * H * W);
+    }
+    free(x); free(ref); free(y);
+}
+
+/* Layout and element-wise ops are exact: compared with their definitions. */
+TEST(test_layout_elementwise) {
+    int64_t B = 2, C = 5, S = 37, n = B * C * S;
+    float *x = zalloc(n), *t = zalloc(n), *u = zalloc(n), *v = zalloc(B * C);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)i * 0.5f - 7.0f;
+    for (int64_t i = 0; i < B * C; i++) v[i] = (float)i + 0.25f;
+    tdm_cpu_transpose_cs(t, x, B, C, S);
+    int ok = 1;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < S; s++)
+                ok &= t[(b * S + s) * C + c] == x[(b * C + c) * S + s];
+    CHECK_MSG(ok, "transpose_cs");
+    tdm_cpu_transpose_sc(u, t, B, S, C);
+    CHECK_MSG(memcmp(u, x, (size_t)n * sizeof(float)) == 0, "transpose_sc round trip");
+
+    tdm_cpu_add(u, x, x, n);
+    ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= u[i] == 2 * x[i];
+    CHECK_MSG(ok, "add");
+    tdm_cpu_scale(u, u, 0.5f, n);
+    CHECK_MSG(memcmp(u, x, (size_t)n * sizeof(float)) == 0, "scale in place");
+    tdm_cpu_add_channel_bias(u, v, B, C, S);
+    ok = 1;
+    for (int64_t i = 0; i < n; i++) ok &= u[i] == x[i] + v[i / S];
+    CHECK_MSG(ok, "add_channel_bias");
+
+    /* concat: (B, 2, S) ++ (B, 3, S) → (B, 5, S) */
+    float *a = zalloc(B * 2 * S), *bb = zalloc(B * 3 * S);
+    for (int64_t i = 0; i < B * 2 * S; i++) a[i] = (float)i;
+    for (int64_t i = 0; i < B * 3 * S; i++) bb[i] = -(float)i - 1;
+    tdm_cpu_concat_channels(u, a, 2, bb, 3, B, S);
+    ok = 1;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < 5; c++)
+            for (int64_t s = 0; s < S; s++) {
+                float want = c < 2 ? a[(b * 2 + c) * S + s] : bb[(b * 3 + c - 2) * S + s];
+                ok &= u[(b * 5 + c) * S + s] == want;
+            }
+    CHECK_MSG(ok, "concat_channels");
+    free(x); free(t); free(u); free(v); free(a); free(bb);
+}
+
+/* Larger than the OpenMP thresholds, so the threaded paths run too; the
+ * tiled attention is checked against the scratch-free reference path. */
+TEST(test_threaded_paths) {
+    int64_t B = 2, T = 200, H = 3, D = 16, n = B * T * H * D;
+    float *q = zalloc(n), *k = zalloc(n), *v = zalloc(n), *o1 = zalloc(n), *o2 = zalloc(n);
+    uint32_t r = 12345;
+    for (int64_t i = 0; i < n; i++) {
+        r = r * 1664525u + 1013904223u; q[i] = (float)(r >> 8) / 16777216.0f - 0.5f;
+        r = r * 1664525u + 1013904223u; k[i] = (float)(r >> 8) / 16777216.0f - 0.5f;
+        r = r * 1664525u + 1013904223u; v[i] = (float)(r >> 8) / 16777216.0f - 0.5f;
+    }
+    for (int causal = 0; causal < 2; causal++) {
+        tdm_cpu_attention(o1, q, k, v, B, T, T, H, D, 0.25f, causal);
+        tdm_cpu_attention_ref(o2, q, k, v, B, T, T, H, D, 0.25f, causal);
+        check_close(causal ? "attention causal vs ref" : "attention vs ref", o1, o2, n);
+    }
+    free(q); free(k); free(v); free(o1); free(o2);
+}
+
+int main(void) {
+    tdm_status st = tdm_safetensors_open(&g_st, TDM_FIXTURES "/ops/ops.safetensors");
+    if (st != TDM_OK) printf("cannot open fixtures: %s\n", tdm_last_error());
+    RUN(test_linear);
+    RUN(test_gemm);
+    RUN(test_conv2d);
+    RUN(test_group_norm);
+    RUN(test_layer_norm);
+    RUN(test_activations);
+    RUN(test_softmax);
+    RUN(test_attention);
+    RUN(test_upsample);
+    RUN(test_layout_elementwise);
+    RUN(test_threaded_paths);
+    tdm_safetensors_close(g_st);
+    return test_summary();
+}
