@@ -1,0 +1,740 @@
+/* unet2d.c — UNet2DConditionModel (SD1.x/2.x): config.json parsing and
+ * validation, weight loading with shape checks, and the forward pass that
+ * wires conv_in, the time embedding, down blocks (with their skip
+ * connections), the mid block, up blocks and the output head. The blocks
+ * themselves (ResNet, Transformer2D, resamplers) live in unet2d_blocks.c. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "io/config.h"
+#include "io/folder.h"
+#include "io/safetensors.h"
+#include "models/unet2d_internal.h"
+
+#define UNET_MAX_BLOCKS 8
+
+/* ---- config -------------------------------------------------------------- */
+
+typedef struct {
+    int     n;                                  /* number of blocks */
+    int64_t in_ch, out_ch, sample_size;
+    int64_t block_out[UNET_MAX_BLOCKS];
+    int64_t layers[UNET_MAX_BLOCKS];            /* layers_per_block */
+    int64_t heads[UNET_MAX_BLOCKS];             /* attention_head_dim (= number of heads) */
+    int64_t tlayers[UNET_MAX_BLOCKS];           /* transformer_layers_per_block */
+    int64_t cross_dim;
+    int     only_cross[UNET_MAX_BLOCKS];
+    int     down_cross[UNET_MAX_BLOCKS], up_cross[UNET_MAX_BLOCKS];
+    int64_t groups, down_pad;
+    double  eps, mid_scale, freq_shift;
+    int     flip, center, linear;
+} unet_cfg_t;
+
+static const cJSON *cfg_item(const tdm_json_t *j, const char *key) {
+    return cJSON_GetObjectItemCaseSensitive(j->root, key);
+}
+
+/* TDM_ERR_UNSUPPORTED naming the file, key and value. */
+static tdm_status cfg_unsupported(const tdm_json_t *j, const char *key, const char *why) {
+    const cJSON *v = cfg_item(j, key);
+    char *txt = v ? cJSON_PrintUnformatted(v) : NULL;
+    tdm_status st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported UNet config %s=%s%s%s",
+                               j->path, key, txt ? txt : "(absent)", why ? ": " : "",
+                               why ? why : "");
+    if (txt) cJSON_free(txt);
+    return st;
+}
+
+/* The key must be absent or null. */
+static tdm_status cfg_need_null(const tdm_json_t *j, const char *key) {
+    const cJSON *v = cfg_item(j, key);
+    if (v && !cJSON_IsNull(v)) return cfg_unsupported(j, key, "only null is supported");
+    return TDM_OK;
+}
+
+/* The key must be absent, null or false. */
+static tdm_status cfg_need_false(const tdm_json_t *j, const char *key) {
+    const cJSON *v = cfg_item(j, key);
+    if (v && !cJSON_IsNull(v) && !cJSON_IsFalse(v))
+        return cfg_unsupported(j, key, "only false is supported");
+    return TDM_OK;
+}
+
+/* The string key must be absent or one of the allowed values (NULL-terminated). */
+static tdm_status cfg_need_str(const tdm_json_t *j, const char *key, const char *const *ok) {
+    const cJSON *v = cfg_item(j, key);
+    if (!v) return TDM_OK;
+    if (cJSON_IsString(v))
+        for (int i = 0; ok[i]; i++)
+            if (strcmp(v->valuestring, ok[i]) == 0) return TDM_OK;
+    return cfg_unsupported(j, key, NULL);
+}
+
+/* The integer key must be absent or equal `want`. */
+static tdm_status cfg_need_int(const tdm_json_t *j, const char *key, int64_t want) {
+    tdm_status st;
+    int64_t v;
+    if ((st = tdm_json_int(j, key, want, &v)) != TDM_OK) return st;
+    if (v != want) return cfg_unsupported(j, key, NULL);
+    return TDM_OK;
+}
+
+/* An int or a per-block list of n ints (a scalar is repeated). */
+static tdm_status cfg_per_block(const tdm_json_t *j, const char *key, int64_t def, int n,
+                                int64_t *out) {
+    tdm_status st;
+    const cJSON *v = cfg_item(j, key);
+    int cnt = 0;
+    if (v && cJSON_IsArray(v)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            if (cJSON_IsArray(e)) return cfg_unsupported(j, key, "nested lists");
+        }
+    }
+    if ((st = tdm_json_int_array(j, key, 1, out, UNET_MAX_BLOCKS, &cnt)) != TDM_OK) return st;
+    if (!v || cJSON_IsNull(v)) {
+        for (int i = 0; i < n; i++) out[i] = def;
+    } else if (cJSON_IsNumber(v)) {
+        for (int i = 1; i < n; i++) out[i] = out[0];
+    } else if (cnt != n) {
+        return tdm_errorf(TDM_ERR_MODEL, "%s: %s has %d entries but there are %d blocks",
+                          j->path, key, cnt, n);
+    }
+    for (int i = 0; i < n; i++)
+        if (out[i] < 1) return cfg_unsupported(j, key, "values must be >= 1");
+    return TDM_OK;
+}
+
+static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    static const char *const k_class[] = {"UNet2DConditionModel", NULL};
+    static const char *const k_act[] = {"silu", "swish", NULL};
+    static const char *const k_mid[] = {"UNetMidBlock2DCrossAttn", NULL};
+    static const char *const k_default[] = {"default", NULL};
+    static const char *const k_pos[] = {"positional", NULL};
+    static const char *const k_no_null[] = {"norm_num_groups", "mid_block_type", NULL};
+    static const char *const k_null[] = {
+        "num_attention_heads", "class_embed_type", "addition_embed_type", "encoder_hid_dim",
+        "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds", "time_embedding_dim",
+        "time_embedding_act_fn", "timestep_post_act", "reverse_transformer_layers_per_block",
+        NULL};
+    static const int64_t def_out[4] = {320, 640, 1280, 1280};
+    char types[UNET_MAX_BLOCKS][64];
+    int nt = 0;
+    memset(c, 0, sizeof(*c));
+
+    TDM_TRY(cfg_need_str(j, "_class_name", k_class));
+    TDM_TRY(cfg_need_str(j, "act_fn", k_act));
+    TDM_TRY(cfg_need_str(j, "mid_block_type", k_mid));
+    TDM_TRY(cfg_need_str(j, "resnet_time_scale_shift", k_default));
+    TDM_TRY(cfg_need_str(j, "attention_type", k_default));
+    TDM_TRY(cfg_need_str(j, "time_embedding_type", k_pos));
+    for (int i = 0; k_null[i]; i++) TDM_TRY(cfg_need_null(j, k_null[i]));
+    for (int i = 0; k_no_null[i]; i++) {
+        const cJSON *v = cfg_item(j, k_no_null[i]);
+        if (v && cJSON_IsNull(v)) return cfg_unsupported(j, k_no_null[i], NULL);
+    }
+    TDM_TRY(cfg_need_false(j, "dual_cross_attention"));
+    TDM_TRY(cfg_need_false(j, "class_embeddings_concat"));
+    TDM_TRY(cfg_need_int(j, "conv_in_kernel", 3));
+    TDM_TRY(cfg_need_int(j, "conv_out_kernel", 3));
+
+    /* blocks */
+    {
+        const cJSON *v = cfg_item(j, "block_out_channels");
+        if (v && cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
+            return cfg_unsupported(j, "block_out_channels", "more than 8 blocks");
+    }
+    TDM_TRY(tdm_json_int_array(j, "block_out_channels", 0, c->block_out, UNET_MAX_BLOCKS, &c->n));
+    if (c->n == 0) {
+        c->n = 4;
+        memcpy(c->block_out, def_out, sizeof(def_out));
+    }
+    for (int i = 0; i < c->n; i++)
+        if (c->block_out[i] < 1) return cfg_unsupported(j, "block_out_channels", NULL);
+    if (cfg_item(j, "down_block_types")) {
+        {
+            const cJSON *v = cfg_item(j, "down_block_types");
+            if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
+                return cfg_unsupported(j, "down_block_types", "more than 8 blocks");
+        }
+        TDM_TRY(tdm_json_str_array(j, "down_block_types", types, UNET_MAX_BLOCKS, &nt));
+    } else {
+        nt = 4;
+        for (int i = 0; i < 4; i++)
+            strcpy(types[i], i < 3 ? "CrossAttnDownBlock2D" : "DownBlock2D");
+    }
+    if (nt != c->n)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: down_block_types has %d entries, "
+                          "block_out_channels %d", j->path, nt, c->n);
+    for (int i = 0; i < nt; i++) {
+        if (strcmp(types[i], "CrossAttnDownBlock2D") == 0) c->down_cross[i] = 1;
+        else if (strcmp(types[i], "DownBlock2D") == 0) c->down_cross[i] = 0;
+        else return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported UNet config "
+                               "down_block_types[%d]=\"%s\"", j->path, i, types[i]);
+    }
+    if (cfg_item(j, "up_block_types")) {
+        {
+            const cJSON *v = cfg_item(j, "up_block_types");
+            if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
+                return cfg_unsupported(j, "up_block_types", "more than 8 blocks");
+        }
+        TDM_TRY(tdm_json_str_array(j, "up_block_types", types, UNET_MAX_BLOCKS, &nt));
+    } else {
+        nt = 4;
+        for (int i = 0; i < 4; i++) strcpy(types[i], i == 0 ? "UpBlock2D" : "CrossAttnUpBlock2D");
+    }
+    if (nt != c->n)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: up_block_types has %d entries, "
+                          "block_out_channels %d", j->path, nt, c->n);
+    for (int i = 0; i < nt; i++) {
+        if (strcmp(types[i], "CrossAttnUpBlock2D") == 0) c->up_cross[i] = 1;
+        else if (strcmp(types[i], "UpBlock2D") == 0) c->up_cross[i] = 0;
+        else return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported UNet config "
+                               "up_block_types[%d]=\"%s\"", j->path, i, types[i]);
+    }
+
+    TDM_TRY(cfg_per_block(j, "layers_per_block", 2, c->n, c->layers));
+    TDM_TRY(cfg_per_block(j, "attention_head_dim", 8, c->n, c->heads));
+    TDM_TRY(cfg_per_block(j, "transformer_layers_per_block", 1, c->n, c->tlayers));
+    {
+        int64_t cd[UNET_MAX_BLOCKS];
+        TDM_TRY(cfg_per_block(j, "cross_attention_dim", 1280, c->n, cd));
+        for (int i = 1; i < c->n; i++)
+            if (cd[i] != cd[0])
+                return cfg_unsupported(j, "cross_attention_dim", "per-block values must agree");
+        c->cross_dim = cd[0];
+    }
+    {
+        const cJSON *v = cfg_item(j, "only_cross_attention");
+        if (v && cJSON_IsArray(v)) {
+            int i = 0;
+            const cJSON *e;
+            if (cJSON_GetArraySize(v) != c->n)
+                return tdm_errorf(TDM_ERR_MODEL, "%s: only_cross_attention has %d entries but "
+                                  "there are %d blocks", j->path, cJSON_GetArraySize(v), c->n);
+            cJSON_ArrayForEach(e, v) {
+                if (!cJSON_IsBool(e))
+                    return tdm_errorf(TDM_ERR_FORMAT, "%s: only_cross_attention[%d] must be a "
+                                      "boolean", j->path, i);
+                c->only_cross[i++] = cJSON_IsTrue(e);
+            }
+        } else {
+            int b;
+            TDM_TRY(tdm_json_bool(j, "only_cross_attention", 0, &b));
+            for (int i = 0; i < c->n; i++) c->only_cross[i] = b;
+        }
+    }
+    TDM_TRY(tdm_json_int(j, "in_channels", 4, &c->in_ch));
+    TDM_TRY(tdm_json_int(j, "out_channels", 4, &c->out_ch));
+    if (c->in_ch < 1) return cfg_unsupported(j, "in_channels", NULL);
+    if (c->out_ch < 1) return cfg_unsupported(j, "out_channels", NULL);
+    {
+        int64_t ss[2] = {0, 0};
+        int nss = 0;
+        TDM_TRY(tdm_json_int_array(j, "sample_size", 1, ss, 2, &nss));
+        c->sample_size = nss ? ss[0] : 0;
+    }
+    TDM_TRY(tdm_json_int(j, "norm_num_groups", 32, &c->groups));
+    if (c->groups < 1) return cfg_unsupported(j, "norm_num_groups", NULL);
+    TDM_TRY(tdm_json_float(j, "norm_eps", 1e-5, &c->eps));
+    TDM_TRY(tdm_json_float(j, "mid_block_scale_factor", 1.0, &c->mid_scale));
+    if (!(c->mid_scale != 0.0)) return cfg_unsupported(j, "mid_block_scale_factor", NULL);
+    TDM_TRY(tdm_json_float(j, "freq_shift", 0.0, &c->freq_shift));
+    TDM_TRY(tdm_json_bool(j, "flip_sin_to_cos", 1, &c->flip));
+    TDM_TRY(tdm_json_bool(j, "center_input_sample", 0, &c->center));
+    TDM_TRY(tdm_json_bool(j, "use_linear_projection", 0, &c->linear));
+    TDM_TRY(tdm_json_int(j, "downsample_padding", 1, &c->down_pad));
+    if (c->down_pad < 0 || c->down_pad > 1) return cfg_unsupported(j, "downsample_padding", NULL);
+    if (c->block_out[0] < 2)
+        return cfg_unsupported(j, "block_out_channels", "the time embedding needs >= 2 channels");
+    /* upcast_attention only changes half-precision runs; dropout is off in eval. */
+fail:
+    return st;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+typedef struct {
+    tdm_unet_t         *u;
+    const tdm_st_set_t *set;
+    const char         *cfg_path;
+} unet_loader_t;
+
+/* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst. */
+static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, const char *suffix,
+                     int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    tdm_status st;
+    tdm_unet_t *u = L->u;
+    char name[256];
+    int64_t shape[4] = {d0, d1, d2, d3};
+    tdm_tensor_t *t = NULL;
+    int len = snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", suffix);
+    if (len < 0 || (size_t)len >= sizeof(name))
+        return tdm_errorf(TDM_ERR_INTERNAL, "unet: tensor name too long: %s.%s", prefix, suffix);
+    if (u->ntensors == u->cap_tensors) {
+        int64_t cap = u->cap_tensors ? 2 * u->cap_tensors : 256;
+        tdm_tensor_t **p = realloc(u->tensors, (size_t)cap * sizeof(*p));
+        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the tensor list");
+        u->tensors = p;
+        u->cap_tensors = cap;
+    }
+    if ((st = tdm_st_set_load_f32(L->set, name, u->dev, ndim, shape, &t)) != TDM_OK) return st;
+    u->tensors[u->ntensors++] = t;
+    u->info.param_bytes += t->nbytes;
+    *dst = tdm_f32(t);
+    return TDM_OK;
+}
+
+static tdm_status check_groups(const unet_loader_t *L, int64_t C, int64_t G, const char *where) {
+    if (C % G != 0)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: norm_num_groups=%lld does not divide the %lld "
+                          "channels of %s", L->cfg_path, (long long)G, (long long)C, where);
+    return TDM_OK;
+}
+
+static tdm_status load_resnet(unet_loader_t *L, unet_resnet_t *r, const char *p, int64_t cin,
+                              int64_t cout, int64_t temb, const unet_cfg_t *c, double scale) {
+    tdm_status st = TDM_OK;
+    r->cin = cin;
+    r->cout = cout;
+    r->groups = c->groups;
+    r->eps = (float)c->eps;
+    r->out_scale = (float)scale;
+    TDM_TRY(check_groups(L, cin, c->groups, p));
+    TDM_TRY(check_groups(L, cout, c->groups, p));
+    TDM_TRY(ld(L, &r->norm1_w, p, "norm1.weight", 1, cin, 0, 0, 0));
+    TDM_TRY(ld(L, &r->norm1_b, p, "norm1.bias", 1, cin, 0, 0, 0));
+    TDM_TRY(ld(L, &r->conv1_w, p, "conv1.weight", 4, cout, cin, 3, 3));
+    TDM_TRY(ld(L, &r->conv1_b, p, "conv1.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(L, &r->temb_w, p, "time_emb_proj.weight", 2, cout, temb, 0, 0));
+    TDM_TRY(ld(L, &r->temb_b, p, "time_emb_proj.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(L, &r->norm2_w, p, "norm2.weight", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(L, &r->norm2_b, p, "norm2.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(L, &r->conv2_w, p, "conv2.weight", 4, cout, cout, 3, 3));
+    TDM_TRY(ld(L, &r->conv2_b, p, "conv2.bias", 1, cout, 0, 0, 0));
+    if (cin != cout) {
+        TDM_TRY(ld(L, &r->short_w, p, "conv_shortcut.weight", 4, cout, cin, 1, 1));
+        TDM_TRY(ld(L, &r->short_b, p, "conv_shortcut.bias", 1, cout, 0, 0, 0));
+    }
+fail:
+    return st;
+}
+
+static tdm_status load_attn(unet_loader_t *L, unet_attn_t *a, const char *p, int64_t dim,
+                            int64_t kv_dim, int cross) {
+    tdm_status st = TDM_OK;
+    a->kv_dim = kv_dim;
+    a->cross = cross;
+    TDM_TRY(ld(L, &a->q_w, p, "to_q.weight", 2, dim, dim, 0, 0));
+    TDM_TRY(ld(L, &a->k_w, p, "to_k.weight", 2, dim, kv_dim, 0, 0));
+    TDM_TRY(ld(L, &a->v_w, p, "to_v.weight", 2, dim, kv_dim, 0, 0));
+    TDM_TRY(ld(L, &a->o_w, p, "to_out.0.weight", 2, dim, dim, 0, 0));
+    TDM_TRY(ld(L, &a->o_b, p, "to_out.0.bias", 1, dim, 0, 0, 0));
+fail:
+    return st;
+}
+
+static tdm_status load_transformer(unet_loader_t *L, unet_transformer_t *t, const char *p,
+                                   int64_t C, int64_t heads, int64_t depth, int only_cross,
+                                   const unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    char q[256];
+    if (heads < 1 || C / heads < 1)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: attention_head_dim=%lld heads does not fit "
+                          "the %lld channels of %s", L->cfg_path, (long long)heads,
+                          (long long)C, p);
+    t->C = C;
+    t->heads = heads;
+    t->head_dim = C / heads;                 /* diffusers: out_channels // num_attention_heads */
+    t->inner = heads * t->head_dim;
+    t->depth = depth;
+    t->groups = c->groups;
+    t->linear = c->linear;
+    TDM_TRY(check_groups(L, C, c->groups, p));
+    t->blocks = calloc((size_t)depth, sizeof(*t->blocks));
+    if (!t->blocks) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for %s", p);
+    int64_t in = t->inner, k1 = c->linear ? 0 : 1;
+    TDM_TRY(ld(L, &t->norm_w, p, "norm.weight", 1, C, 0, 0, 0));
+    TDM_TRY(ld(L, &t->norm_b, p, "norm.bias", 1, C, 0, 0, 0));
+    TDM_TRY(ld(L, &t->pin_w, p, "proj_in.weight", k1 ? 4 : 2, in, C, 1, 1));
+    TDM_TRY(ld(L, &t->pin_b, p, "proj_in.bias", 1, in, 0, 0, 0));
+    for (int64_t i = 0; i < depth; i++) {
+        unet_tblock_t *b = &t->blocks[i];
+        snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
+        char qa[300];
+        TDM_TRY(ld(L, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
+        TDM_TRY(ld(L, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
+        snprintf(qa, sizeof(qa), "%s.attn1", q);
+        TDM_TRY(load_attn(L, &b->attn1, qa, in, only_cross ? c->cross_dim : in, only_cross));
+        TDM_TRY(ld(L, &b->n2_w, q, "norm2.weight", 1, in, 0, 0, 0));
+        TDM_TRY(ld(L, &b->n2_b, q, "norm2.bias", 1, in, 0, 0, 0));
+        snprintf(qa, sizeof(qa), "%s.attn2", q);
+        TDM_TRY(load_attn(L, &b->attn2, qa, in, c->cross_dim, 1));
+        TDM_TRY(ld(L, &b->n3_w, q, "norm3.weight", 1, in, 0, 0, 0));
+        TDM_TRY(ld(L, &b->n3_b, q, "norm3.bias", 1, in, 0, 0, 0));
+        TDM_TRY(ld(L, &b->ff1_w, q, "ff.net.0.proj.weight", 2, 8 * in, in, 0, 0));
+        TDM_TRY(ld(L, &b->ff1_b, q, "ff.net.0.proj.bias", 1, 8 * in, 0, 0, 0));
+        TDM_TRY(ld(L, &b->ff2_w, q, "ff.net.2.weight", 2, in, 4 * in, 0, 0));
+        TDM_TRY(ld(L, &b->ff2_b, q, "ff.net.2.bias", 1, in, 0, 0, 0));
+    }
+    TDM_TRY(ld(L, &t->pout_w, p, "proj_out.weight", k1 ? 4 : 2, C, in, 1, 1));
+    TDM_TRY(ld(L, &t->pout_b, p, "proj_out.bias", 1, C, 0, 0, 0));
+fail:
+    return st;
+}
+
+/* Allocates a block's resnet/attention arrays (nres resnets, nattn attentions). */
+static tdm_status block_alloc(unet_block_t *b, int64_t nres, int64_t nattn, int64_t cout) {
+    b->nres = nres;
+    b->nattn = nattn;
+    b->cross = nattn > 0;
+    b->cout = cout;
+    b->res = calloc((size_t)nres, sizeof(*b->res));
+    b->attn = nattn ? calloc((size_t)nattn, sizeof(*b->attn)) : NULL;
+    if (!b->res || (nattn && !b->attn))
+        return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the block table");
+    return TDM_OK;
+}
+
+static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    tdm_unet_t *u = L->u;
+    int n = c->n;
+    int64_t C0 = c->block_out[0], Td = 4 * C0;
+    char p[256];
+
+    TDM_TRY(ld(L, &u->conv_in_w, "", "conv_in.weight", 4, C0, c->in_ch, 3, 3));
+    TDM_TRY(ld(L, &u->conv_in_b, "", "conv_in.bias", 1, C0, 0, 0, 0));
+    TDM_TRY(ld(L, &u->t1_w, "", "time_embedding.linear_1.weight", 2, Td, C0, 0, 0));
+    TDM_TRY(ld(L, &u->t1_b, "", "time_embedding.linear_1.bias", 1, Td, 0, 0, 0));
+    TDM_TRY(ld(L, &u->t2_w, "", "time_embedding.linear_2.weight", 2, Td, Td, 0, 0));
+    TDM_TRY(ld(L, &u->t2_b, "", "time_embedding.linear_2.bias", 1, Td, 0, 0, 0));
+
+    for (int i = 0; i < n; i++) {
+        unet_block_t *b = &u->down[i];
+        int64_t cin = i == 0 ? C0 : c->block_out[i - 1], cout = c->block_out[i];
+        int64_t nl = c->layers[i];
+        TDM_TRY(block_alloc(b, nl, c->down_cross[i] ? nl : 0, cout));
+        for (int64_t j = 0; j < nl; j++) {
+            snprintf(p, sizeof(p), "down_blocks.%d.resnets.%lld", i, (long long)j);
+            TDM_TRY(load_resnet(L, &b->res[j], p, j == 0 ? cin : cout, cout, Td, c, 1.0));
+            if (!b->cross) continue;
+            snprintf(p, sizeof(p), "down_blocks.%d.attentions.%lld", i, (long long)j);
+            TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[i], c->tlayers[i],
+                                     c->only_cross[i], c));
+        }
+        if (i < n - 1) {
+            snprintf(p, sizeof(p), "down_blocks.%d.downsamplers.0.conv", i);
+            TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
+            TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
+        }
+    }
+
+    {   /* UNetMidBlock2DCrossAttn: resnet, (attention, resnet) x 1 */
+        int64_t Cm = c->block_out[n - 1];
+        TDM_TRY(block_alloc(&u->mid, 2, 1, Cm));
+        TDM_TRY(load_resnet(L, &u->mid.res[0], "mid_block.resnets.0", Cm, Cm, Td, c,
+                            c->mid_scale));
+        TDM_TRY(load_transformer(L, &u->mid.attn[0], "mid_block.attentions.0", Cm,
+                                 c->heads[n - 1], c->tlayers[n - 1], 0, c));
+        TDM_TRY(load_resnet(L, &u->mid.res[1], "mid_block.resnets.1", Cm, Cm, Td, c,
+                            c->mid_scale));
+    }
+
+    for (int i = 0; i < n; i++) {   /* up block i mirrors down block n-1-i */
+        unet_block_t *b = &u->up[i];
+        int r = n - 1 - i;
+        int64_t prev = i == 0 ? c->block_out[n - 1] : c->block_out[r + 1];
+        int64_t cout = c->block_out[r];
+        int64_t cin = c->block_out[r > 0 ? r - 1 : 0];
+        int64_t nl = c->layers[r] + 1;
+        TDM_TRY(block_alloc(b, nl, c->up_cross[i] ? nl : 0, cout));
+        for (int64_t j = 0; j < nl; j++) {
+            int64_t skip = j == nl - 1 ? cin : cout, rin = j == 0 ? prev : cout;
+            snprintf(p, sizeof(p), "up_blocks.%d.resnets.%lld", i, (long long)j);
+            TDM_TRY(load_resnet(L, &b->res[j], p, rin + skip, cout, Td, c, 1.0));
+            if (!b->cross) continue;
+            snprintf(p, sizeof(p), "up_blocks.%d.attentions.%lld", i, (long long)j);
+            TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[r], c->tlayers[r],
+                                     c->only_cross[r], c));
+        }
+        if (i < n - 1) {
+            snprintf(p, sizeof(p), "up_blocks.%d.upsamplers.0.conv", i);
+            TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
+            TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
+        }
+    }
+
+    TDM_TRY(check_groups(L, C0, c->groups, "conv_norm_out"));
+    TDM_TRY(ld(L, &u->norm_out_w, "", "conv_norm_out.weight", 1, C0, 0, 0, 0));
+    TDM_TRY(ld(L, &u->norm_out_b, "", "conv_norm_out.bias", 1, C0, 0, 0, 0));
+    TDM_TRY(ld(L, &u->conv_out_w, "", "conv_out.weight", 4, c->out_ch, C0, 3, 3));
+    TDM_TRY(ld(L, &u->conv_out_b, "", "conv_out.bias", 1, c->out_ch, 0, 0, 0));
+fail:
+    return st;
+}
+
+tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
+                         const char *variant, tdm_device_t *dev) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_st_set_t *set = NULL;
+    tdm_unet_t *u = NULL;
+    unet_cfg_t c;
+    char path[TDM_PATH_MAX], wpath[TDM_PATH_MAX];
+    *out = NULL;
+    if (!root || !sub || !dev)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_load: root, sub and dev are required");
+
+    TDM_TRY(tdm_path_join(path, sizeof(path), root, sub, "config.json"));
+    TDM_TRY(tdm_json_load(&j, path));
+    TDM_TRY(cfg_parse(&j, &c));
+    TDM_TRY(tdm_folder_weights(root, sub, variant, wpath, sizeof(wpath)));
+    TDM_TRY(tdm_st_set_open(&set, wpath));
+
+    u = calloc(1, sizeof(*u));
+    if (!u) { st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory"); goto fail; }
+    u->dev = dev;
+    u->nblocks = c.n;
+    memcpy(u->block_out, c.block_out, sizeof(c.block_out));
+    u->groups = c.groups;
+    u->eps = (float)c.eps;
+    u->flip_sin_to_cos = c.flip;
+    u->freq_shift = c.freq_shift;
+    u->center_input = c.center;
+    u->down_pad = c.down_pad;
+    u->info.in_channels = c.in_ch;
+    u->info.out_channels = c.out_ch;
+    u->info.sample_size = c.sample_size;
+    u->info.cross_attention_dim = c.cross_dim;
+    u->info.num_blocks = c.n;
+    u->info.num_downsamplers = c.n - 1;
+    u->info.time_embed_dim = 4 * c.block_out[0];
+    {
+        unet_loader_t L = {u, set, j.path};
+        TDM_TRY(load_model(&L, &c));
+    }
+    tdm_st_set_close(set);
+    tdm_json_free(&j);
+    *out = u;
+    return TDM_OK;
+fail:
+    tdm_unet_free(u);
+    tdm_st_set_close(set);
+    tdm_json_free(&j);
+    return st;
+}
+
+static void block_free(unet_block_t *b) {
+    if (b->attn)
+        for (int64_t i = 0; i < b->nattn; i++) free(b->attn[i].blocks);
+    free(b->attn);
+    free(b->res);
+}
+
+void tdm_unet_free(tdm_unet_t *u) {
+    if (!u) return;
+    for (int64_t i = 0; i < u->ntensors; i++) tdm_tensor_free(u->tensors[i]);
+    free(u->tensors);
+    for (int i = 0; i < UNET_MAX_BLOCKS; i++) {
+        block_free(&u->down[i]);
+        block_free(&u->up[i]);
+    }
+    block_free(&u->mid);
+    free(u);
+}
+
+const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u) { return u ? &u->info : NULL; }
+
+/* ---- forward ---------------------------------------------------------------- */
+
+typedef struct {
+    unet_buf_t buf;
+    int64_t    C, H, W;
+} unet_skip_t;
+
+/* The running activation: `cur` owns a buffer, or is empty while `hp`
+ * points into the newest skip connection. */
+typedef struct {
+    unet_buf_t   cur;
+    const float *hp;
+    int64_t      C, H, W;
+} unet_act_t;
+
+static void act_set(tdm_device_t *dev, unet_act_t *a, unet_buf_t nb, int64_t C, int64_t H,
+                    int64_t W) {
+    unet_buf_free(dev, &a->cur);
+    a->cur = nb;
+    a->hp = nb.p;
+    a->C = C;
+    a->H = H;
+    a->W = W;
+}
+
+/* Moves the running activation into the skip stack (it stays readable). */
+static void act_push(unet_act_t *a, unet_skip_t *skips, int64_t *ns) {
+    skips[*ns].buf = a->cur;
+    skips[*ns].C = a->C;
+    skips[*ns].H = a->H;
+    skips[*ns].W = a->W;
+    (*ns)++;
+    a->cur.p = NULL;
+    a->cur.n = 0;
+}
+
+static tdm_status run_block_layer(tdm_unet_t *u, const unet_block_t *b, int64_t j, unet_act_t *a,
+                                  int64_t B, const float *temb, const float *ctx, int64_t T) {
+    tdm_status st = TDM_OK;
+    unet_buf_t nb = {0};
+    const unet_resnet_t *r = &b->res[j];
+    if (r->cin != a->C)
+        return tdm_errorf(TDM_ERR_INTERNAL, "unet: resnet expects %lld channels, got %lld",
+                          (long long)r->cin, (long long)a->C);
+    TDM_TRY(unet_resnet_forward(u->dev, r, a->hp, B, a->H, a->W, temb, u->info.time_embed_dim,
+                                &nb));
+    act_set(u->dev, a, nb, r->cout, a->H, a->W);
+    if (b->cross && j < b->nattn) {
+        TDM_TRY(unet_transformer_forward(u->dev, &b->attn[j], a->hp, B, a->H, a->W, ctx, T, &nb));
+        act_set(u->dev, a, nb, a->C, a->H, a->W);
+    }
+fail:
+    return st;
+}
+
+tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
+                            const float *timesteps, const float *ctx, int64_t T, float *out) {
+    tdm_status st = TDM_OK;
+    tdm_device_t *dev;
+    unet_buf_t emb = {0}, t1 = {0}, temb = {0}, xin = {0}, nb = {0};
+    unet_skip_t *skips = NULL;
+    unet_act_t a = {{0}, NULL, 0, 0, 0};
+    int64_t ns = 0, nskips = 1, n, C0, Td, chk;
+    if (!u || !x || !timesteps || !ctx || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: NULL argument");
+    if (B < 1 || H < 1 || W < 1 || T < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld T=%lld "
+                          "must be >= 1", (long long)B, (long long)H, (long long)W, (long long)T);
+    dev = u->dev;
+    n = u->nblocks;
+    C0 = u->block_out[0];
+    Td = u->info.time_embed_dim;
+    {   /* every activation is at most B * H * W * 16 * (largest channel count) floats */
+        int64_t cmax = C0;
+        for (int64_t i = 0; i < n; i++)
+            if (u->block_out[i] > cmax) cmax = u->block_out[i];
+        if (!tdm_mul_ok(B, H, &chk) || !tdm_mul_ok(chk, W, &chk) || !tdm_mul_ok(chk, cmax, &chk) ||
+            !tdm_mul_ok(chk, 64, &chk) || !tdm_mul_ok(B * cmax, T, &chk) ||
+            !tdm_mul_ok(chk, 16, &chk))
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld "
+                              "T=%lld is too large", (long long)B, (long long)H, (long long)W,
+                              (long long)T);
+    }
+    for (int64_t i = 0; i < n; i++) nskips += u->down[i].nres + (u->down[i].samp_w ? 1 : 0);
+    skips = calloc((size_t)nskips, sizeof(*skips));
+    if (!skips) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the skip table");
+
+    /* time embedding: temb = SiLU(linear_2(SiLU(linear_1(sinusoid(t))))); the outer
+     * SiLU is the one every resnet applies before time_emb_proj. */
+    TDM_TRY(unet_buf_new(dev, &emb, B * C0, "unet timestep embedding"));
+    unet_timestep_embedding(emb.p, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
+    TDM_TRY(unet_buf_new(dev, &t1, B * Td, "unet time embedding"));
+    tdm_cpu_linear(t1.p, emb.p, u->t1_w, u->t1_b, B, C0, Td);
+    tdm_cpu_silu(t1.p, B * Td);
+    TDM_TRY(unet_buf_new(dev, &temb, B * Td, "unet time embedding"));
+    tdm_cpu_linear(temb.p, t1.p, u->t2_w, u->t2_b, B, Td, Td);
+    tdm_cpu_silu(temb.p, B * Td);
+    unet_buf_free(dev, &emb);
+    unet_buf_free(dev, &t1);
+
+    /* conv_in (optionally on 2x - 1) */
+    if (u->center_input) {
+        int64_t nx = B * u->info.in_channels * H * W;
+        TDM_TRY(unet_buf_new(dev, &xin, nx, "unet centered input"));
+        for (int64_t i = 0; i < nx; i++) xin.p[i] = 2.0f * x[i] - 1.0f;
+    }
+    TDM_TRY(unet_conv(dev, xin.p ? xin.p : x, B, u->info.in_channels, H, W, u->conv_in_w,
+                      u->conv_in_b, C0, 3, 1, 1, &nb, NULL, NULL));
+    unet_buf_free(dev, &xin);
+    act_set(dev, &a, nb, C0, H, W);
+    act_push(&a, skips, &ns);
+
+    /* down blocks: every layer's output and every downsampler's output is a skip */
+    for (int64_t i = 0; i < n; i++) {
+        const unet_block_t *b = &u->down[i];
+        for (int64_t j = 0; j < b->nres; j++) {
+            TDM_TRY(run_block_layer(u, b, j, &a, B, temb.p, ctx, T));
+            act_push(&a, skips, &ns);
+        }
+        if (b->samp_w) {
+            int64_t Ho, Wo;
+            TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 2,
+                              u->down_pad ? u->down_pad : -1, &nb, &Ho, &Wo));
+            act_set(dev, &a, nb, b->cout, Ho, Wo);
+            act_push(&a, skips, &ns);
+        }
+    }
+
+    /* mid block */
+    TDM_TRY(run_block_layer(u, &u->mid, 0, &a, B, temb.p, ctx, T));
+    TDM_TRY(run_block_layer(u, &u->mid, 1, &a, B, temb.p, ctx, T));
+
+    /* up blocks: each resnet takes cat([h, newest skip], dim=1) */
+    for (int64_t i = 0; i < n; i++) {
+        const unet_block_t *b = &u->up[i];
+        for (int64_t j = 0; j < b->nres; j++) {
+            unet_skip_t *s;
+            if (ns < 1) { st = tdm_errorf(TDM_ERR_INTERNAL, "unet: skip stack empty"); goto fail; }
+            s = &skips[ns - 1];
+            if (s->H != a.H || s->W != a.W) {
+                st = tdm_errorf(TDM_ERR_INTERNAL, "unet: skip %lldx%lld vs activation %lldx%lld",
+                                (long long)s->H, (long long)s->W, (long long)a.H, (long long)a.W);
+                goto fail;
+            }
+            TDM_TRY(unet_buf_new(dev, &nb, B * (a.C + s->C) * a.H * a.W, "unet concat"));
+            tdm_cpu_concat_channels(nb.p, a.hp, a.C, s->buf.p, s->C, B, a.H * a.W);
+            act_set(dev, &a, nb, a.C + s->C, a.H, a.W);
+            unet_buf_free(dev, &s->buf);
+            ns--;
+            TDM_TRY(run_block_layer(u, b, j, &a, B, temb.p, ctx, T));
+        }
+        if (b->samp_w) {
+            /* diffusers forwards upsample_size = the next skip's size when H or W
+             * is not a multiple of 2^num_upsamplers; otherwise that size is 2x. */
+            int64_t Ht = ns > 0 ? skips[ns - 1].H : 2 * a.H, Wt = ns > 0 ? skips[ns - 1].W : 2 * a.W;
+            TDM_TRY(unet_buf_new(dev, &nb, B * a.C * Ht * Wt, "unet upsample"));
+            unet_resize_nearest(nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
+            act_set(dev, &a, nb, a.C, Ht, Wt);
+            TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 1, 1,
+                              &nb, NULL, NULL));
+            act_set(dev, &a, nb, b->cout, a.H, a.W);
+        }
+    }
+
+    /* output head: conv_out(SiLU(conv_norm_out(h))) */
+    if (a.C != C0 || a.H != H || a.W != W) {
+        st = tdm_errorf(TDM_ERR_INTERNAL, "unet: up path ended at %lldx%lldx%lld",
+                        (long long)a.C, (long long)a.H, (long long)a.W);
+        goto fail;
+    }
+    TDM_TRY(unet_buf_new(dev, &nb, B * C0 * H * W, "unet norm_out"));
+    tdm_cpu_group_norm(nb.p, a.hp, u->norm_out_w, u->norm_out_b, B, C0, H * W, u->groups, u->eps,
+                       1);
+    act_set(dev, &a, nb, C0, H, W);
+    TDM_TRY(unet_conv(dev, a.hp, B, C0, H, W, u->conv_out_w, u->conv_out_b, u->info.out_channels,
+                      3, 1, 1, &nb, NULL, NULL));
+    memcpy(out, nb.p, (size_t)nb.n * sizeof(float));
+    unet_buf_free(dev, &nb);
+fail:
+    unet_buf_free(dev, &emb);
+    unet_buf_free(dev, &t1);
+    unet_buf_free(dev, &temb);
+    unet_buf_free(dev, &xin);
+    unet_buf_free(dev, &a.cur);
+    if (skips)
+        for (int64_t i = 0; i < nskips; i++) unet_buf_free(dev, &skips[i].buf);
+    free(skips);
+    return st;
+}

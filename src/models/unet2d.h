@@ -1,0 +1,56 @@
+/* unet2d.h — the diffusers UNet2DConditionModel of Stable Diffusion 1.x/2.x
+ * on the CPU backend: config parsing (the SD1.x/2.x family only), weight
+ * loading with every tensor's shape checked against the config, and a
+ * float32 forward pass that reproduces diffusers 0.42.
+ *
+ * Supported blocks: CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn,
+ * CrossAttnUpBlock2D, UpBlock2D. Not supported (TDM_ERR_UNSUPPORTED naming the
+ * key and value): class / addition embeddings, encoder_hid_dim projections,
+ * scale-shift resnets, dual cross attention, GLIGEN, non-positional time
+ * embeddings, explicit num_attention_heads (diffusers rejects it too). */
+#ifndef TDM_UNET2D_H
+#define TDM_UNET2D_H
+
+#include "core/core.h"
+
+typedef struct tdm_unet tdm_unet_t;
+
+typedef struct {
+    int64_t in_channels, out_channels;
+    int64_t sample_size;           /* latent size the model was trained at (first value) */
+    int64_t cross_attention_dim;   /* D of encoder_hidden_states */
+    int64_t num_blocks;            /* len(block_out_channels) */
+    int64_t num_downsamplers;      /* num_blocks - 1 */
+    int64_t time_embed_dim;        /* 4 * block_out_channels[0] */
+    int64_t param_bytes;           /* float32 bytes of all loaded weights */
+} tdm_unet_info_t;
+
+/* Loads the UNet of a diffusers folder: reads root/sub/config.json and the
+ * weights found by tdm_folder_weights(root, sub, variant) (a file or a
+ * sharded index; F16/BF16 converted to float32) onto `dev` (counted).
+ * Every tensor's shape is checked against the config; a missing or
+ * wrong-shaped tensor is an error naming the tensor and file. Unsupported
+ * config values give TDM_ERR_UNSUPPORTED naming the key and value.
+ * variant may be NULL. OUT: *out, freed with tdm_unet_free. */
+tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
+                         const char *variant, tdm_device_t *dev);
+
+/* Frees the model and its weights; NULL is a no-op. */
+void tdm_unet_free(tdm_unet_t *u);
+
+/* The model's sizes; valid until tdm_unet_free. */
+const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u);
+
+/* One UNet evaluation, as UNet2DConditionModel.forward(x, t, ctx).sample:
+ *   x         (B, in_channels, H, W)
+ *   timesteps (B)   one float per sample (pass the scalar t B times)
+ *   ctx       (B, T, cross_attention_dim)   encoder_hidden_states
+ *   out       (B, out_channels, H, W)       caller-allocated, must not alias x
+ * Any H, W >= 1 work: when they are not multiples of 2^num_downsamplers the
+ * upsamplers are sized from the skip connections, as diffusers forwards
+ * upsample_size. Activations are allocated from the model's device (counted
+ * there) and freed before return. */
+tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
+                            const float *timesteps, const float *ctx, int64_t T, float *out);
+
+#endif

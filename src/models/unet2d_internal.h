@@ -1,0 +1,114 @@
+/* unet2d_internal.h — structures and block-level forward functions shared by
+ * unet2d.c (config, loading, the whole forward) and unet2d_blocks.c (ResNet,
+ * Transformer2D, resamplers, time embedding). Not public API. */
+#ifndef TDM_UNET2D_INTERNAL_H
+#define TDM_UNET2D_INTERNAL_H
+
+#include "models/unet2d.h"
+
+/* ResnetBlock2D (time_embedding_norm "default", pre-norm, SiLU). */
+typedef struct {
+    int64_t cin, cout, groups;
+    float   eps, out_scale;                  /* output_scale_factor */
+    const float *norm1_w, *norm1_b;          /* (cin) */
+    const float *conv1_w, *conv1_b;          /* (cout, cin, 3, 3), (cout) */
+    const float *temb_w, *temb_b;            /* (cout, temb_dim), (cout) */
+    const float *norm2_w, *norm2_b;          /* (cout) */
+    const float *conv2_w, *conv2_b;          /* (cout, cout, 3, 3), (cout) */
+    const float *short_w, *short_b;          /* (cout, cin, 1, 1), (cout); NULL when cin == cout */
+} unet_resnet_t;
+
+/* Attention: to_q/to_k/to_v without bias, to_out.0 with bias. */
+typedef struct {
+    const float *q_w, *k_w, *v_w;            /* (inner, dim), (inner, kv_dim) x2 */
+    const float *o_w, *o_b;                  /* (dim, inner), (dim) */
+    int64_t kv_dim;                          /* dim (self) or cross_attention_dim */
+    int     cross;                           /* keys/values from encoder_hidden_states */
+} unet_attn_t;
+
+/* BasicTransformerBlock (layer_norm, GEGLU feed-forward, 4x inner). */
+typedef struct {
+    const float *n1_w, *n1_b, *n2_w, *n2_b, *n3_w, *n3_b;   /* (inner) */
+    unet_attn_t  attn1, attn2;
+    const float *ff1_w, *ff1_b;              /* (8*inner, inner), (8*inner) */
+    const float *ff2_w, *ff2_b;              /* (inner, 4*inner), (inner) */
+} unet_tblock_t;
+
+/* Transformer2DModel with continuous input. */
+typedef struct {
+    int64_t C, inner, heads, head_dim, depth, groups;
+    int     linear;                          /* use_linear_projection */
+    const float *norm_w, *norm_b;            /* (C) */
+    const float *pin_w, *pin_b;              /* (inner, C[,1,1]), (inner) */
+    const float *pout_w, *pout_b;            /* (C, inner[,1,1]), (C) */
+    unet_tblock_t *blocks;                   /* depth */
+} unet_transformer_t;
+
+/* One down or up block (or the mid block: resnets = nlayers+1, attns = nlayers). */
+typedef struct {
+    int      cross;                          /* has attentions */
+    int64_t  nres, nattn;
+    unet_resnet_t      *res;
+    unet_transformer_t *attn;
+    const float *samp_w, *samp_b;            /* downsampler/upsampler conv, NULL if none */
+    int64_t cout;
+} unet_block_t;
+
+struct tdm_unet {
+    tdm_unet_info_t info;
+    tdm_device_t   *dev;
+    /* config */
+    int64_t nblocks;
+    int64_t block_out[8];
+    int64_t groups;
+    float   eps;
+    int     flip_sin_to_cos;
+    double  freq_shift;
+    int     center_input;
+    int64_t down_pad;                        /* downsample_padding */
+    /* weights */
+    const float *conv_in_w, *conv_in_b;      /* (C0, in, 3, 3) */
+    const float *t1_w, *t1_b, *t2_w, *t2_b;  /* time_embedding.linear_1/2 */
+    unet_block_t down[8], mid, up[8];
+    const float *norm_out_w, *norm_out_b;    /* (C0) */
+    const float *conv_out_w, *conv_out_b;    /* (out, C0, 3, 3) */
+    /* ownership of the loaded tensors */
+    tdm_tensor_t **tensors;
+    int64_t ntensors, cap_tensors;
+};
+
+/* ---- activation buffers (counted on the device) ---------------------- */
+typedef struct { float *p; int64_t n; } unet_buf_t;
+
+tdm_status unet_buf_new(tdm_device_t *dev, unet_buf_t *b, int64_t n, const char *what);
+void       unet_buf_free(tdm_device_t *dev, unet_buf_t *b);
+
+/* ---- blocks (unet2d_blocks.c); outputs are new buffers, inputs untouched */
+
+/* emb (B, dim) = diffusers get_timestep_embedding(t, dim, flip, shift), scale 1. */
+void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim, int flip,
+                             double shift);
+
+/* y (B, cout, H, W) = resnet(x (B, cin, H, W), temb_act (B, temb_dim) = SiLU(temb)). */
+tdm_status unet_resnet_forward(tdm_device_t *dev, const unet_resnet_t *r, const float *x,
+                               int64_t B, int64_t H, int64_t W, const float *temb_act,
+                               int64_t temb_dim, unet_buf_t *y);
+
+/* y (B, C, H, W) = transformer(x (B, C, H, W), ctx (B, T, cross_attention_dim)). */
+tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t *t,
+                                    const float *x, int64_t B, int64_t H, int64_t W,
+                                    const float *ctx, int64_t T, unet_buf_t *y);
+
+/* y = conv2d(x) with a k×k kernel, stride, symmetric padding `pad`, or, when
+ * pad < 0, the (0, 1, 0, 1) padding of Downsample2D with padding 0.
+ * x (B, Cin, H, W) → y (B, Cout, Ho, Wo); *Ho, *Wo receive the output size. */
+tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
+                     int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
+                     int64_t stride, int64_t pad, unet_buf_t *y, int64_t *Ho, int64_t *Wo);
+
+/* Nearest-neighbour resize x (B, C, H, W) → y (B, C, Ho, Wo) with torch's
+ * F.interpolate(size=(Ho, Wo), mode="nearest") index rule. */
+void unet_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W,
+                         int64_t Ho, int64_t Wo);
+
+#endif

@@ -1,0 +1,234 @@
+// label: golden
+/* test_unet.c — the UNet2DConditionModel against diffusers: three tiny
+ * random-weight configs written by tools/ref/unet_ref.py (SD1.5 layout with
+ * fp16 variant weights, SD2 layout with linear projections and 77 tokens,
+ * uncommon config values with an odd input size), plus loader errors for a
+ * missing tensor, a wrong-shaped tensor and an unsupported config value. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/safetensors.h"
+#include "models/unet2d.h"
+#include "test.h"
+
+#define FIX TDM_FIXTURES "/unet"
+
+/* Runs fixture `name` (weights variant `variant`) and compares with diffusers. */
+static void run_golden(const char *name, const char *variant) {
+    char root[1024], io[1100];
+    tdm_device_t dev;
+    tdm_unet_t *u = NULL;
+    tdm_safetensors_t *st = NULL;
+    float *out = NULL;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    snprintf(root, sizeof(root), "%s/%s", FIX, name);
+    snprintf(io, sizeof(io), "%s/io.safetensors", root);
+
+    tdm_status s = tdm_unet_load(&u, root, "unet", variant, &dev);
+    CHECK_MSG(s == TDM_OK, "%s: load: %s", name, tdm_last_error());
+    if (s != TDM_OK) return;
+    int64_t wbytes = dev.cur_bytes;
+    CHECK(tdm_unet_info(u)->param_bytes == wbytes);
+    s = tdm_safetensors_open(&st, io);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    const tdm_st_tensor_t *x = tdm_safetensors_find(st, "x"), *t = tdm_safetensors_find(st, "t");
+    const tdm_st_tensor_t *ctx = tdm_safetensors_find(st, "ctx");
+    const tdm_st_tensor_t *ref = tdm_safetensors_find(st, "out");
+    CHECK(x && t && ctx && ref && x->dtype == TDM_F32 && ref->dtype == TDM_F32);
+    if (!(x && t && ctx && ref)) goto done;
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3], T = ctx->shape[1];
+    int64_t nout = ref->nbytes / 4;
+    CHECK(x->shape[1] == tdm_unet_info(u)->in_channels);
+    CHECK(ref->shape[1] == tdm_unet_info(u)->out_channels);
+    CHECK(ctx->shape[2] == tdm_unet_info(u)->cross_attention_dim);
+    out = malloc((size_t)nout * sizeof(float));
+    s = tdm_unet_forward(u, x->data, B, H, W, t->data, ctx->data, T, out);
+    CHECK_MSG(s == TDM_OK, "%s: forward: %s", name, tdm_last_error());
+    if (s == TDM_OK) {
+        double err = test_rel_err(out, ref->data, (long)nout);
+        printf("  %s: B=%lld %lldx%lld T=%lld rel err %.3g, activation peak %.1f KiB\n", name,
+               (long long)B, (long long)H, (long long)W, (long long)T, err,
+               (double)(dev.peak_bytes - wbytes) / 1024.0);
+        CHECK_MSG(err <= 1e-4, "%s: rel err %.3g", name, err);
+    }
+    CHECK_MSG(dev.cur_bytes == wbytes, "activations leaked: %lld bytes",
+              (long long)(dev.cur_bytes - wbytes));
+done:
+    free(out);
+    tdm_safetensors_close(st);
+    tdm_unet_free(u);
+    CHECK(dev.cur_bytes == 0);
+}
+
+TEST(unet_sd15_fp16_variant) { run_golden("sd15", "fp16"); }
+TEST(unet_sd2_linear_proj) { run_golden("sd2", NULL); }
+TEST(unet_misc_odd_size) { run_golden("misc", NULL); }
+
+/* ---- error paths: a copy of the sd2 fixture with one thing changed ---- */
+
+static int copy_file(const char *src, const char *dst) {
+    FILE *a = fopen(src, "rb"), *b = fopen(dst, "wb");
+    char buf[65536];
+    size_t n;
+    int ok = a && b;
+    while (ok && (n = fread(buf, 1, sizeof(buf), a)) > 0) ok = fwrite(buf, 1, n, b) == n;
+    if (a) fclose(a);
+    if (b && fclose(b) != 0) ok = 0;
+    return ok;
+}
+
+/* Writes <tmp>/unet/{config.json, weights} from fixture sd2, replacing the
+ * tensor `drop` (removed if reshape == 0, else given a wrong first dim). */
+static int make_broken(char *root, size_t cap, const char *drop, int reshape, const char *cfg_from,
+                       const char *cfg_to) {
+    char path[1200], src[1200];
+    tdm_safetensors_t *st = NULL;
+    snprintf(root, cap, "/tmp/tdm_test_unet_%d", (int)getpid());
+    mkdir(root, 0755);
+    snprintf(path, sizeof(path), "%s/unet", root);
+    mkdir(path, 0755);
+    /* config (optionally with one textual replacement) */
+    snprintf(src, sizeof(src), "%s/sd2/unet/config.json", FIX);
+    snprintf(path, sizeof(path), "%s/unet/config.json", root);
+    if (!cfg_from) {
+        if (!copy_file(src, path)) return 0;
+    } else {
+        FILE *f = fopen(src, "rb");
+        if (!f) return 0;
+        char txt[8192];
+        size_t n = fread(txt, 1, sizeof(txt) - 1, f);
+        fclose(f);
+        txt[n] = 0;
+        char *hit = strstr(txt, cfg_from);
+        if (!hit) return 0;
+        FILE *g = fopen(path, "wb");
+        if (!g) return 0;
+        fwrite(txt, 1, (size_t)(hit - txt), g);
+        fputs(cfg_to, g);
+        fputs(hit + strlen(cfg_from), g);
+        fclose(g);
+    }
+    /* weights */
+    snprintf(src, sizeof(src), "%s/sd2/unet/diffusion_pytorch_model.safetensors", FIX);
+    if (tdm_safetensors_open(&st, src) != TDM_OK) return 0;
+    int n = tdm_safetensors_count(st), k = 0;
+    const char **names = calloc((size_t)n, sizeof(*names));
+    int *nd = calloc((size_t)n, sizeof(*nd));
+    const int64_t **shapes = calloc((size_t)n, sizeof(*shapes));
+    const float **data = calloc((size_t)n, sizeof(*data));
+    int64_t (*sh)[TDM_MAX_DIMS] = calloc((size_t)n, sizeof(*sh));
+    for (int i = 0; i < n; i++) {
+        const tdm_st_tensor_t *t = tdm_safetensors_at(st, i);
+        int hit = drop && strcmp(t->name, drop) == 0;
+        if (hit && !reshape) continue;
+        names[k] = t->name;
+        nd[k] = t->ndim;
+        memcpy(sh[k], t->shape, sizeof(sh[k]));
+        if (hit) {   /* same bytes, different shape: (a, b) → (a/2, 2b) */
+            sh[k][0] /= 2;
+            sh[k][1] *= 2;
+        }
+        shapes[k] = sh[k];
+        data[k] = t->data;
+        k++;
+    }
+    snprintf(path, sizeof(path), "%s/unet/diffusion_pytorch_model.safetensors", root);
+    tdm_status s = tdm_safetensors_write_f32(path, k, names, nd, shapes, data, 0, NULL);
+    free(names);
+    free(nd);
+    free(shapes);
+    free(data);
+    free(sh);
+    tdm_safetensors_close(st);
+    return s == TDM_OK;
+}
+
+static void remove_broken(const char *root) {
+    char p[1200];
+    snprintf(p, sizeof(p), "%s/unet/config.json", root);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/unet/diffusion_pytorch_model.safetensors", root);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/unet", root);
+    rmdir(p);
+    rmdir(root);
+}
+
+static void expect_error(const char *drop, int reshape, const char *from, const char *to,
+                         tdm_status want, const char *needle1, const char *needle2) {
+    char root[512];
+    tdm_device_t dev;
+    tdm_unet_t *u = NULL;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    int ok = make_broken(root, sizeof(root), drop, reshape, from, to);
+    CHECK_MSG(ok, "could not build the broken fixture");
+    if (ok) {
+        tdm_status s = tdm_unet_load(&u, root, "unet", NULL, &dev);
+        const char *msg = tdm_last_error();
+        printf("  error as expected: %s\n", msg);
+        CHECK_MSG(s == want, "status %s, want %s (%s)", tdm_status_name(s),
+                  tdm_status_name(want), msg);
+        CHECK(u == NULL);
+        CHECK_MSG(strstr(msg, needle1) != NULL, "message lacks \"%s\": %s", needle1, msg);
+        if (needle2) CHECK_MSG(strstr(msg, needle2) != NULL, "message lacks \"%s\": %s",
+                               needle2, msg);
+        CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on the device", (long long)dev.cur_bytes);
+    }
+    tdm_unet_free(u);
+    remove_broken(root);
+}
+
+TEST(unet_missing_tensor) {
+    const char *n = "up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+    expect_error(n, 0, NULL, NULL, TDM_ERR_MODEL, n, "diffusion_pytorch_model.safetensors");
+}
+
+TEST(unet_wrong_shape) {
+    const char *n = "down_blocks.0.attentions.0.transformer_blocks.1.ff.net.0.proj.weight";
+    expect_error(n, 1, NULL, NULL, TDM_ERR_MODEL, n, "diffusion_pytorch_model.safetensors");
+}
+
+TEST(unet_unsupported_config) {
+    expect_error(NULL, 0, "\"class_embed_type\": null", "\"class_embed_type\": \"timestep\"",
+                 TDM_ERR_UNSUPPORTED, "class_embed_type", "timestep");
+    expect_error(NULL, 0, "\"resnet_time_scale_shift\": \"default\"",
+                 "\"resnet_time_scale_shift\": \"scale_shift\"", TDM_ERR_UNSUPPORTED,
+                 "resnet_time_scale_shift", "scale_shift");
+    expect_error(NULL, 0, "\"UpBlock2D\"", "\"AttnUpBlock2D\"", TDM_ERR_UNSUPPORTED,
+                 "up_block_types[0]", "AttnUpBlock2D");
+}
+
+TEST(unet_forward_bad_args) {
+    char root[1024];
+    tdm_device_t dev;
+    tdm_unet_t *u = NULL;
+    float dummy[4] = {0};
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    snprintf(root, sizeof(root), "%s/sd2", FIX);
+    tdm_status s = tdm_unet_load(&u, root, "unet", NULL, &dev);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) return;
+    CHECK(tdm_unet_forward(u, dummy, 0, 8, 8, dummy, dummy, 1, dummy) == TDM_ERR_INVALID_ARG);
+    CHECK(tdm_unet_forward(u, NULL, 1, 8, 8, dummy, dummy, 1, dummy) == TDM_ERR_INVALID_ARG);
+    CHECK(tdm_unet_forward(u, dummy, INT64_MAX / 2, 8, 8, dummy, dummy, 1, dummy) ==
+          TDM_ERR_INVALID_ARG);
+    tdm_unet_free(u);
+    tdm_unet_free(NULL);
+    CHECK(dev.cur_bytes == 0);
+}
+
+int main(void) {
+    RUN(unet_sd15_fp16_variant);
+    RUN(unet_sd2_linear_proj);
+    RUN(unet_misc_odd_size);
+    RUN(unet_missing_tensor);
+    RUN(unet_wrong_shape);
+    RUN(unet_unsupported_config);
+    RUN(unet_forward_bad_args);
+    return test_summary();
+}
