@@ -1,0 +1,856 @@
+/* clip_tokenizer.c — CLIP byte-level BPE tokenizer, matching transformers'
+ * CLIPTokenizer (tokenizers backend) as Stable Diffusion pipelines call it.
+ *
+ * Pipeline per text, as tokenizers runs it:
+ *   1. split out special tokens that are matched on the raw text
+ *      ("normalized": false), leftmost-longest;
+ *   2. normalize the rest: NFC, then per-character lower-casing;
+ *   3. split out special tokens matched on the normalized text;
+ *   4. pre-tokenize with CLIP's pattern
+ *        <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|
+ *        [\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+ *      (whitespace is dropped), then ByteLevel's GPT-2 split, which only
+ *      changes the two special-token-looking pieces ("<|", name, "|>");
+ *   5. BPE each word over its bytes (mapped to GPT-2's printable symbols,
+ *      "</w>" on the last one): repeatedly merge the adjacent pair of lowest
+ *      merge rank, leftmost first;
+ *   6. BOS + ids truncated to L-2 + EOS, padded to L with the pad id.
+ * Unicode classes, lower-casing and NFC data come from clip_unicode_tables.h.
+ * This is not a general tokenizer.json interpreter. */
+#include "text/clip_tokenizer.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text/clip_unicode_tables.h"
+
+#define CLIP_DEFAULT_MAX_LENGTH 77
+#define CLIP_MAX_FILE_BYTES ((int64_t)1 << 30)
+
+typedef struct {
+    int64_t off;     /* into pool */
+    int32_t len;
+    int32_t id;
+} clip_vent_t;
+
+typedef struct {
+    uint64_t key;    /* (left id << 32) | right id; UINT64_MAX = empty */
+    int32_t  rank;
+    int32_t  id;     /* id of the merged token */
+} clip_ment_t;
+
+typedef struct {
+    uint32_t *cps;   /* content as code points */
+    int64_t   n;
+    int32_t   id;
+    int       normalized;  /* matched on normalized text */
+} clip_added_t;
+
+struct tdm_clip_tok {
+    char        *pool;      /* vocab strings */
+    int64_t      pool_len;
+    clip_vent_t *vent;      /* vocab entries */
+    int64_t      nvocab;
+    int64_t     *vslot;     /* hash slots -> vent index, -1 empty */
+    int64_t      vcap;      /* power of two */
+    clip_ment_t *mslot;     /* merge hash slots */
+    int64_t      mcap;
+    int64_t      nmerges;
+    int32_t      byte_id[256];      /* GPT-2 symbol of a byte, -1 if absent */
+    int32_t      byte_eow_id[256];  /* same + "</w>" */
+    int32_t      unk_id;            /* -1 if the unk token is not in the vocab */
+    clip_added_t *added;
+    int          nadded;
+    int32_t      bos_id, eos_id, pad_id;
+    int          max_length;
+    int64_t      vocab_size;        /* vocab.json entries + added tokens outside it */
+    int32_t      next_added_id;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static uint64_t clip_hash(const void *p, int64_t n) {
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static uint64_t clip_mix(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+    return x;
+}
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer. */
+static tdm_status clip_read_file(const char *path, char **out, int64_t *len) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    tdm_status st = TDM_OK;
+    char *buf = NULL;
+    long sz = -1;
+    if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
+    if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        st = tdm_errorf(TDM_ERR_IO, "%s: cannot determine the file size", path);
+        goto fail;
+    }
+    if ((int64_t)sz > CLIP_MAX_FILE_BYTES) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: %ld bytes is too large for a tokenizer file", path, sz);
+        goto fail;
+    }
+    buf = malloc((size_t)sz + 1);
+    if (!buf) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    if (sz > 0 && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+        st = tdm_errorf(TDM_ERR_IO, "%s: read failed", path);
+        goto fail;
+    }
+    buf[sz] = '\0';
+    fclose(f);
+    *out = buf;
+    *len = sz;
+    return TDM_OK;
+fail:
+    free(buf);
+    fclose(f);
+    return st;
+}
+
+/* Parses a JSON object file. *root = NULL (and TDM_OK) if the file is
+ * absent and optional. */
+static tdm_status clip_read_json(const char *path, int optional, cJSON **root) {
+    *root = NULL;
+    if (optional) {
+        FILE *f = fopen(path, "rb");
+        if (!f && errno == ENOENT) return TDM_OK;
+        if (f) fclose(f);
+    }
+    char *text = NULL;
+    int64_t len = 0;
+    tdm_status st = clip_read_file(path, &text, &len);
+    if (st != TDM_OK) return st;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, (size_t)len, &end, 0);
+    if (!j) {
+        long off = end ? (long)(end - text) : -1;
+        free(text);
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: malformed JSON near byte %ld", path, off);
+    }
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: expected a JSON object", path);
+    }
+    *root = j;
+    return TDM_OK;
+}
+
+/* ---- UTF-8 ------------------------------------------------------------- */
+
+/* Decodes strict UTF-8 (no overlongs, surrogates or values > U+10FFFF).
+ * Returns the byte offset of the first invalid sequence, or -1 if valid. */
+static int64_t clip_utf8_decode(const unsigned char *s, int64_t n, uint32_t *cps, int64_t *ncp) {
+    int64_t i = 0, k = 0;
+    while (i < n) {
+        uint32_t c = s[i];
+        int len;
+        uint32_t min;
+        if (c < 0x80) { cps[k++] = c; i++; continue; }
+        else if ((c & 0xE0) == 0xC0) { len = 2; c &= 0x1F; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; c &= 0x0F; min = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; c &= 0x07; min = 0x10000; }
+        else return i;
+        if (i + len > n) return i;
+        for (int j = 1; j < len; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return i;
+            c = (c << 6) | (s[i + j] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return i;
+        cps[k++] = c;
+        i += len;
+    }
+    *ncp = k;
+    return -1;
+}
+
+static int clip_utf8_put(uint32_t c, unsigned char *o) {
+    if (c < 0x80) { o[0] = (unsigned char)c; return 1; }
+    if (c < 0x800) { o[0] = (unsigned char)(0xC0 | (c >> 6)); o[1] = (unsigned char)(0x80 | (c & 0x3F)); return 2; }
+    if (c < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (c >> 12)); o[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (c >> 18)); o[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* ---- Unicode data ------------------------------------------------------ */
+
+enum { CLIP_OTHER = 0, CLIP_SPACE = 1, CLIP_LETTER = 2, CLIP_NUMBER = 3 };
+
+static int clip_class(uint32_t c) {
+    int64_t lo = 0, hi = (int64_t)(sizeof clip_uni_class / sizeof clip_uni_class[0]) - 1;
+    while (lo <= hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (c < clip_uni_class[mid][0]) hi = mid - 1;
+        else if (c > clip_uni_class[mid][1]) lo = mid + 1;
+        else return (int)clip_uni_class[mid][2];
+    }
+    return CLIP_OTHER;
+}
+
+static int clip_ccc(uint32_t c) {
+    if (c < 0x300) return 0;
+    int64_t lo = 0, hi = (int64_t)(sizeof clip_uni_ccc / sizeof clip_uni_ccc[0]) - 1;
+    while (lo <= hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (c < clip_uni_ccc[mid][0]) hi = mid - 1;
+        else if (c > clip_uni_ccc[mid][1]) lo = mid + 1;
+        else return (int)clip_uni_ccc[mid][2];
+    }
+    return 0;
+}
+
+/* Index of row with first column c in a sorted table, or -1. */
+#define CLIP_FIND(tab, c, res)                                                 \
+    do {                                                                       \
+        int64_t lo_ = 0, hi_ = (int64_t)(sizeof tab / sizeof tab[0]) - 1;      \
+        (res) = -1;                                                            \
+        while (lo_ <= hi_) {                                                   \
+            int64_t mid_ = (lo_ + hi_) / 2;                                    \
+            if ((c) < tab[mid_][0]) hi_ = mid_ - 1;                            \
+            else if ((c) > tab[mid_][0]) lo_ = mid_ + 1;                       \
+            else { (res) = mid_; break; }                                      \
+        }                                                                      \
+    } while (0)
+
+enum { H_SBASE = 0xAC00, H_LBASE = 0x1100, H_VBASE = 0x1161, H_TBASE = 0x11A7,
+       H_LCOUNT = 19, H_VCOUNT = 21, H_TCOUNT = 28, H_NCOUNT = 588, H_SCOUNT = 11172 };
+
+/* Full canonical decomposition of c into o (at most 4 code points). */
+static int clip_decompose(uint32_t c, uint32_t *o) {
+    if (c < 0xC0) { o[0] = c; return 1; }
+    if (c >= H_SBASE && c < H_SBASE + H_SCOUNT) {
+        uint32_t s = c - H_SBASE;
+        o[0] = H_LBASE + s / H_NCOUNT;
+        o[1] = H_VBASE + (s % H_NCOUNT) / H_TCOUNT;
+        if (s % H_TCOUNT == 0) return 2;
+        o[2] = H_TBASE + s % H_TCOUNT;
+        return 3;
+    }
+    int64_t r;
+    CLIP_FIND(clip_uni_decomp, c, r);
+    if (r < 0) { o[0] = c; return 1; }
+    int n = 0;
+    for (int j = 1; j <= 4 && clip_uni_decomp[r][j]; j++) o[n++] = clip_uni_decomp[r][j];
+    return n;
+}
+
+/* Primary composite of (a, b), or 0. */
+static uint32_t clip_compose(uint32_t a, uint32_t b) {
+    if (a >= H_LBASE && a < H_LBASE + H_LCOUNT && b >= H_VBASE && b < H_VBASE + H_VCOUNT)
+        return H_SBASE + ((a - H_LBASE) * H_VCOUNT + (b - H_VBASE)) * H_TCOUNT;
+    if (a >= H_SBASE && a < H_SBASE + H_SCOUNT && (a - H_SBASE) % H_TCOUNT == 0 &&
+        b > H_TBASE && b < H_TBASE + H_TCOUNT)
+        return a + (b - H_TBASE);
+    int64_t lo = 0, hi = (int64_t)(sizeof clip_uni_comp / sizeof clip_uni_comp[0]) - 1;
+    while (lo <= hi) {
+        int64_t mid = (lo + hi) / 2;
+        const uint32_t *r = clip_uni_comp[mid];
+        if (a < r[0] || (a == r[0] && b < r[1])) hi = mid - 1;
+        else if (a > r[0] || b > r[1]) lo = mid + 1;
+        else return r[2];
+    }
+    return 0;
+}
+
+/* NFC of in[0..n) into out (room for 4n); returns the output length. */
+static int64_t clip_nfc(const uint32_t *in, int64_t n, uint32_t *out) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++) m += clip_decompose(in[i], out + m);
+    /* canonical ordering: stable sort of each run of non-starters */
+    for (int64_t i = 1; i < m; i++) {
+        int cc = clip_ccc(out[i]);
+        if (cc == 0) continue;
+        uint32_t c = out[i];
+        int64_t j = i;
+        while (j > 0 && clip_ccc(out[j - 1]) > cc) { out[j] = out[j - 1]; j--; }
+        out[j] = c;
+    }
+    if (m == 0) return 0;
+    /* canonical composition */
+    int64_t starter = 0, w = 1;
+    int last = clip_ccc(out[0]) ? 256 : 0;
+    for (int64_t i = 1; i < m; i++) {
+        uint32_t c = out[i];
+        int cc = clip_ccc(c);
+        uint32_t comp = clip_compose(out[starter], c);
+        if (comp && (last < cc || last == 0)) {
+            out[starter] = comp;
+            continue;
+        }
+        if (cc == 0) starter = w;
+        last = cc;
+        out[w++] = c;
+    }
+    return w;
+}
+
+/* Per-character lower-casing of in[0..n) into out (room for 2n). */
+static int64_t clip_lower(const uint32_t *in, int64_t n, uint32_t *out) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t c = in[i];
+        if (c < 0x80) { out[m++] = (c >= 'A' && c <= 'Z') ? c + 32 : c; continue; }
+        int64_t r;
+        CLIP_FIND(clip_uni_lower, c, r);
+        if (r < 0) { out[m++] = c; continue; }
+        out[m++] = clip_uni_lower[r][1];
+        if (clip_uni_lower[r][2]) out[m++] = clip_uni_lower[r][2];
+    }
+    return m;
+}
+
+/* ---- vocabulary and merges -------------------------------------------- */
+
+static int32_t clip_vocab_get(const tdm_clip_tok_t *t, const char *s, int64_t n) {
+    uint64_t h = clip_hash(s, n);
+    for (int64_t i = (int64_t)(h & (uint64_t)(t->vcap - 1));; i = (i + 1) & (t->vcap - 1)) {
+        int64_t e = t->vslot[i];
+        if (e < 0) return -1;
+        const clip_vent_t *v = &t->vent[e];
+        if (v->len == n && memcmp(t->pool + v->off, s, (size_t)n) == 0) return v->id;
+    }
+}
+
+static int clip_merge_get(const tdm_clip_tok_t *t, int32_t a, int32_t b, int32_t *rank,
+                          int32_t *id) {
+    if (t->mcap == 0 || a < 0 || b < 0) return 0;
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    for (int64_t i = (int64_t)(clip_mix(key) & (uint64_t)(t->mcap - 1));; i = (i + 1) & (t->mcap - 1)) {
+        const clip_ment_t *m = &t->mslot[i];
+        if (m->key == UINT64_MAX) return 0;
+        if (m->key == key) { *rank = m->rank; *id = m->id; return 1; }
+    }
+}
+
+static int64_t clip_pow2_at_least(int64_t n) {
+    int64_t c = 16;
+    while (c < n) c <<= 1;
+    return c;
+}
+
+static tdm_status clip_load_vocab(tdm_clip_tok_t *t, const char *path) {
+    cJSON *root = NULL;
+    tdm_status st = clip_read_json(path, 0, &root);
+    if (st != TDM_OK) return st;
+    int64_t n = 0, bytes = 0;
+    for (cJSON *e = root->child; e; e = e->next) {
+        if (!cJSON_IsNumber(e)) continue;  /* tokenizers skips non-numbers */
+        n++;
+        bytes += (int64_t)strlen(e->string);
+    }
+    if (n == 0) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: no tokens", path); goto fail; }
+    t->vcap = clip_pow2_at_least(2 * n);
+    t->vent = malloc((size_t)n * sizeof *t->vent);
+    t->vslot = malloc((size_t)t->vcap * sizeof *t->vslot);
+    t->pool = malloc((size_t)bytes + 1);
+    if (!t->vent || !t->vslot || !t->pool) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    for (int64_t i = 0; i < t->vcap; i++) t->vslot[i] = -1;
+    for (cJSON *e = root->child; e; e = e->next) {
+        if (!cJSON_IsNumber(e)) continue;
+        double d = e->valuedouble;
+        if (!(d >= 0 && d <= INT32_MAX) || d != (double)(int64_t)d) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: token \"%.40s\" has id %g (want an integer in [0, %d])",
+                            path, e->string, d, INT32_MAX);
+            goto fail;
+        }
+        int64_t len = (int64_t)strlen(e->string);
+        if (len > INT32_MAX / 2) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: token too long", path); goto fail; }
+        int32_t id = (int32_t)d;
+        /* a duplicated key keeps its last id, as a JSON map load does */
+        uint64_t h = clip_hash(e->string, len);
+        int64_t i = (int64_t)(h & (uint64_t)(t->vcap - 1));
+        for (;; i = (i + 1) & (t->vcap - 1)) {
+            int64_t s = t->vslot[i];
+            if (s < 0) break;
+            if (t->vent[s].len == len && memcmp(t->pool + t->vent[s].off, e->string, (size_t)len) == 0) break;
+        }
+        if (t->vslot[i] >= 0) { t->vent[t->vslot[i]].id = id; continue; }
+        clip_vent_t *v = &t->vent[t->nvocab];
+        v->off = t->pool_len;
+        v->len = (int32_t)len;
+        v->id = id;
+        memcpy(t->pool + t->pool_len, e->string, (size_t)len);
+        t->pool_len += len;
+        t->vslot[i] = t->nvocab++;
+        if (id >= t->next_added_id) t->next_added_id = id + 1;
+    }
+    t->vocab_size = t->nvocab;
+    if (t->next_added_id < t->nvocab) t->next_added_id = (int32_t)t->nvocab;
+    cJSON_Delete(root);
+    return TDM_OK;
+fail:
+    cJSON_Delete(root);
+    return st;
+}
+
+static tdm_status clip_load_merges(tdm_clip_tok_t *t, const char *path) {
+    char *text = NULL;
+    int64_t len = 0;
+    tdm_status st = clip_read_file(path, &text, &len);
+    if (st != TDM_OK) return st;
+    int64_t lines = 1;
+    for (int64_t i = 0; i < len; i++) lines += text[i] == '\n';
+    t->mcap = clip_pow2_at_least(2 * lines);
+    t->mslot = malloc((size_t)t->mcap * sizeof *t->mslot);
+    char *tok = malloc((size_t)len + 1);
+    if (!t->mslot || !tok) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    for (int64_t i = 0; i < t->mcap; i++) t->mslot[i].key = UINT64_MAX;
+    int64_t p = 0, lineno = 0, rank = 0;
+    while (p < len) {
+        int64_t e = p;
+        while (e < len && text[e] != '\n') e++;
+        int64_t next = e + 1;
+        lineno++;
+        if (e > p && text[e - 1] == '\r') e--;
+        const char *line = text + p;
+        int64_t n = e - p;
+        p = next;
+        if (n >= 8 && memcmp(line, "#version", 8) == 0) continue;
+        const char *sp = memchr(line, ' ', (size_t)n);
+        if (!sp || memchr(sp + 1, ' ', (size_t)(line + n - sp - 1))) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: line %lld: expected two tokens separated by one space",
+                            path, (long long)lineno);
+            goto fail;
+        }
+        int64_t na = sp - line, nb = n - na - 1;
+        int32_t a = clip_vocab_get(t, line, na), b = clip_vocab_get(t, sp + 1, nb);
+        memcpy(tok, line, (size_t)na);
+        memcpy(tok + na, sp + 1, (size_t)nb);
+        int32_t m = clip_vocab_get(t, tok, na + nb);
+        if (a < 0 || b < 0 || m < 0) {
+            const char *miss = a < 0 ? line : b < 0 ? sp + 1 : tok;
+            int mlen = (int)(a < 0 ? na : b < 0 ? nb : na + nb);
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: line %lld: token \"%.*s\" is not in vocab.json", path,
+                            (long long)lineno, mlen > 60 ? 60 : mlen, miss);
+            goto fail;
+        }
+        if (rank >= INT32_MAX) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: too many merges", path); goto fail; }
+        uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+        int64_t i = (int64_t)(clip_mix(key) & (uint64_t)(t->mcap - 1));
+        while (t->mslot[i].key != UINT64_MAX && t->mslot[i].key != key) i = (i + 1) & (t->mcap - 1);
+        if (t->mslot[i].key == UINT64_MAX) t->nmerges++;
+        t->mslot[i].key = key;   /* a repeated pair keeps its last rank, as tokenizers does */
+        t->mslot[i].rank = (int32_t)rank++;
+        t->mslot[i].id = m;
+    }
+    free(tok);
+    free(text);
+    return TDM_OK;
+fail:
+    free(tok);
+    free(text);
+    return st;
+}
+
+/* GPT-2's byte -> printable code point map. */
+static uint32_t clip_byte_symbol(int b) {
+    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
+    int n = 0;
+    for (int x = 0; x < b; x++)
+        if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF))) n++;
+    return 256u + (uint32_t)n;
+}
+
+/* ---- special tokens ------------------------------------------------------ */
+
+/* Adds (or, same content, replaces) an added token; sets *id. */
+static tdm_status clip_add_token(tdm_clip_tok_t *t, const char *content, int normalized,
+                                 int32_t fixed_id, int32_t *id, const char *path) {
+    int64_t blen = (int64_t)strlen(content);
+    uint32_t *cps = NULL;
+    int64_t n = 0;
+    if (blen == 0) return tdm_errorf(TDM_ERR_FORMAT, "%s: empty special token", path);
+    cps = malloc((size_t)blen * sizeof *cps);
+    if (!cps) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path);
+    int64_t bad = clip_utf8_decode((const unsigned char *)content, blen, cps, &n);
+    if (bad >= 0) {
+        free(cps);
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: special token is not valid UTF-8", path);
+    }
+    int32_t vid = clip_vocab_get(t, content, blen);
+    for (int i = 0; i < t->nadded; i++) {
+        clip_added_t *a = &t->added[i];
+        if (a->n == n && memcmp(a->cps, cps, (size_t)n * sizeof *cps) == 0) {
+            free(cps);
+            a->normalized = normalized;
+            *id = a->id;
+            return TDM_OK;
+        }
+    }
+    clip_added_t *grown = realloc(t->added, (size_t)(t->nadded + 1) * sizeof *grown);
+    if (!grown) { free(cps); return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); }
+    t->added = grown;
+    if (vid < 0) {
+        vid = fixed_id >= 0 ? fixed_id : t->next_added_id;
+        if (vid >= t->next_added_id) {
+            if (vid == INT32_MAX) { free(cps); return tdm_errorf(TDM_ERR_FORMAT, "%s: token id overflow", path); }
+            t->next_added_id = vid + 1;
+        }
+        t->vocab_size++;
+    }
+    t->added[t->nadded++] = (clip_added_t){cps, n, vid, normalized};
+    *id = vid;
+    return TDM_OK;
+}
+
+/* Content and "normalized" flag of a special-token value: a string, or an
+ * AddedToken object {"content": ..., "normalized": ..., "special": ...}.
+ * `special_default` is how transformers treats an object without "special"
+ * (true from special_tokens_map.json, false from tokenizer_config.json). */
+static tdm_status clip_token_value(const cJSON *v, int special_default, const cJSON *atd,
+                                   const char **content, int *normalized, const char *path,
+                                   const char *key) {
+    if (cJSON_IsString(v)) {
+        *content = v->valuestring;
+        *normalized = 0;
+        if (atd) {  /* a string names an entry of added_tokens_decoder */
+            for (const cJSON *e = atd->child; e; e = e->next) {
+                const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
+                if (cJSON_IsString(c) && strcmp(c->valuestring, v->valuestring) == 0) {
+                    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "normalized");
+                    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "special");
+                    int special = cJSON_IsBool(sp) ? cJSON_IsTrue(sp) : 0;
+                    *normalized = cJSON_IsBool(nm) ? cJSON_IsTrue(nm) : !special;
+                }
+            }
+        }
+        return TDM_OK;
+    }
+    if (cJSON_IsObject(v)) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(v, "content");
+        if (!cJSON_IsString(c))
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: \"%s\" has no string \"content\"", path, key);
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(v, "normalized");
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(v, "special");
+        int special = cJSON_IsBool(sp) ? cJSON_IsTrue(sp) : special_default;
+        *content = c->valuestring;
+        *normalized = cJSON_IsBool(nm) ? cJSON_IsTrue(nm) : !special;
+        return TDM_OK;
+    }
+    return tdm_errorf(TDM_ERR_FORMAT, "%s: \"%s\" must be a string or an object", path, key);
+}
+
+static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir) {
+    static const char *keys[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    static const char *defaults[4] = {"<|startoftext|>", "<|endoftext|>", "<|endoftext|>",
+                                      "<|endoftext|>"};
+    char cpath[4096], spath[4096];
+    cJSON *cfg = NULL, *stm = NULL;
+    tdm_status st = TDM_OK;
+    snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
+    snprintf(spath, sizeof spath, "%s/special_tokens_map.json", dir);
+    TDM_TRY(clip_read_json(cpath, 1, &cfg));
+    const cJSON *atd = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "added_tokens_decoder") : NULL;
+    if (atd && !cJSON_IsObject(atd)) atd = NULL;
+    /* special_tokens_map.json is read only when the config has no added_tokens_decoder */
+    if (!atd) TDM_TRY(clip_read_json(spath, 1, &stm));
+
+    t->max_length = CLIP_DEFAULT_MAX_LENGTH;
+    const cJSON *ml = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "model_max_length") : NULL;
+    if (ml && !cJSON_IsNull(ml)) {
+        if (!cJSON_IsNumber(ml) || !(ml->valuedouble >= 2)) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: \"model_max_length\" must be a number >= 2", cpath);
+            goto fail;
+        }
+        /* "no limit" sentinels (int(1e30)) keep CLIP's 77 positions */
+        if (ml->valuedouble <= (1 << 20)) t->max_length = (int)ml->valuedouble;
+    }
+
+    if (atd) {
+        for (const cJSON *e = atd->child; e; e = e->next) {
+            const char *content;
+            int normalized;
+            char *endp;
+            long id = strtol(e->string, &endp, 10);
+            if (*endp || id < 0 || id > INT32_MAX) {
+                st = tdm_errorf(TDM_ERR_FORMAT, "%s: added_tokens_decoder key \"%.20s\" is not an id",
+                                cpath, e->string);
+                goto fail;
+            }
+            TDM_TRY(clip_token_value(e, 0, NULL, &content, &normalized, cpath, "added_tokens_decoder"));
+            int32_t got;
+            TDM_TRY(clip_add_token(t, content, normalized, (int32_t)id, &got, cpath));
+        }
+    }
+    int32_t ids[4];
+    for (int k = 0; k < 4; k++) {
+        const cJSON *v = NULL;
+        const char *from = cpath;
+        int special_default = 0;
+        if (stm) {
+            v = cJSON_GetObjectItemCaseSensitive(stm, keys[k]);
+            if (v && !cJSON_IsNull(v)) { from = spath; special_default = 1; }
+            else v = NULL;
+        }
+        if (!v && cfg) {
+            v = cJSON_GetObjectItemCaseSensitive(cfg, keys[k]);
+            if (v && cJSON_IsNull(v)) v = NULL;
+        }
+        const char *content = defaults[k];
+        int normalized = 0;
+        if (v) TDM_TRY(clip_token_value(v, special_default, atd, &content, &normalized, from, keys[k]));
+        TDM_TRY(clip_add_token(t, content, normalized, -1, &ids[k], from));
+        if (k == 2) t->unk_id = clip_vocab_get(t, content, (int64_t)strlen(content));
+    }
+    t->bos_id = ids[0];
+    t->eos_id = ids[1];
+    t->pad_id = ids[3];
+fail:
+    cJSON_Delete(cfg);
+    cJSON_Delete(stm);
+    return st;
+}
+
+/* ---- load / free --------------------------------------------------------- */
+
+tdm_status tdm_clip_tok_load(tdm_clip_tok_t **out, const char *dir) {
+    tdm_status st = TDM_OK;
+    char path[4096];
+    *out = NULL;
+    if (!dir) return tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: no folder given");
+    if (strlen(dir) > sizeof path - 64)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%.200s...: path too long", dir);
+    tdm_clip_tok_t *t = calloc(1, sizeof *t);
+    if (!t) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", dir);
+    t->unk_id = -1;
+
+    snprintf(path, sizeof path, "%s/vocab.json", dir);
+    TDM_TRY(clip_load_vocab(t, path));
+    snprintf(path, sizeof path, "%s/merges.txt", dir);
+    TDM_TRY(clip_load_merges(t, path));
+    for (int b = 0; b < 256; b++) {
+        unsigned char s[16];
+        int n = clip_utf8_put(clip_byte_symbol(b), s);
+        t->byte_id[b] = clip_vocab_get(t, (const char *)s, n);
+        memcpy(s + n, "</w>", 4);
+        t->byte_eow_id[b] = clip_vocab_get(t, (const char *)s, n + 4);
+    }
+    TDM_TRY(clip_load_specials(t, dir));
+    *out = t;
+    return TDM_OK;
+fail:
+    tdm_clip_tok_free(t);
+    return st;
+}
+
+void tdm_clip_tok_free(tdm_clip_tok_t *t) {
+    if (!t) return;
+    for (int i = 0; i < t->nadded; i++) free(t->added[i].cps);
+    free(t->added);
+    free(t->pool);
+    free(t->vent);
+    free(t->vslot);
+    free(t->mslot);
+    free(t);
+}
+
+int tdm_clip_tok_max_length(const tdm_clip_tok_t *t) { return t->max_length; }
+int32_t tdm_clip_tok_pad_id(const tdm_clip_tok_t *t) { return t->pad_id; }
+int32_t tdm_clip_tok_eos_id(const tdm_clip_tok_t *t) { return t->eos_id; }
+int32_t tdm_clip_tok_bos_id(const tdm_clip_tok_t *t) { return t->bos_id; }
+int64_t tdm_clip_tok_vocab_size(const tdm_clip_tok_t *t) { return t->vocab_size; }
+
+/* ---- encoding ------------------------------------------------------------ */
+
+typedef struct {
+    const tdm_clip_tok_t *t;
+    int32_t *out;         /* token ids, room for cap */
+    int64_t  n, cap;
+    unsigned char *bytes; /* word scratch: UTF-8 bytes */
+    int32_t *sym;         /* word scratch: symbol ids */
+    int32_t *rank;        /* word scratch: rank of (sym[i], sym[i+1]) */
+} clip_enc_t;
+
+static int clip_full(const clip_enc_t *e) { return e->n >= e->cap; }
+
+static void clip_emit(clip_enc_t *e, int32_t id) {
+    if (e->n < e->cap) e->out[e->n++] = id;
+}
+
+/* BPE of one pre-tokenized word. */
+static tdm_status clip_bpe_word(clip_enc_t *e, const uint32_t *w, int64_t n) {
+    const tdm_clip_tok_t *t = e->t;
+    int64_t nb = 0;
+    for (int64_t i = 0; i < n; i++) nb += clip_utf8_put(w[i], e->bytes + nb);
+    for (int64_t i = 0; i < nb; i++) {
+        int32_t id = i == nb - 1 ? t->byte_eow_id[e->bytes[i]] : t->byte_id[e->bytes[i]];
+        if (id < 0) id = t->unk_id;
+        if (id < 0)
+            return tdm_errorf(TDM_ERR_MODEL,
+                              "clip tokenizer: byte 0x%02x has no symbol in vocab.json and no unk token",
+                              e->bytes[i]);
+        e->sym[i] = id;
+    }
+    int32_t mid;
+    for (int64_t i = 0; i + 1 < nb; i++)
+        if (!clip_merge_get(t, e->sym[i], e->sym[i + 1], &e->rank[i], &mid)) e->rank[i] = INT32_MAX;
+    int64_t m = nb;
+    for (;;) {
+        int64_t best = -1;
+        int32_t br = INT32_MAX;
+        for (int64_t i = 0; i + 1 < m; i++)
+            if (e->rank[i] < br) { br = e->rank[i]; best = i; }
+        if (best < 0) break;
+        int32_t r;
+        clip_merge_get(t, e->sym[best], e->sym[best + 1], &r, &mid);
+        e->sym[best] = mid;
+        memmove(e->sym + best + 1, e->sym + best + 2, (size_t)(m - best - 2) * sizeof *e->sym);
+        if (m - best - 3 > 0)
+            memmove(e->rank + best + 1, e->rank + best + 2, (size_t)(m - best - 3) * sizeof *e->rank);
+        m--;
+        if (best > 0 && !clip_merge_get(t, e->sym[best - 1], e->sym[best], &e->rank[best - 1], &r))
+            e->rank[best - 1] = INT32_MAX;
+        if (best + 1 < m && !clip_merge_get(t, e->sym[best], e->sym[best + 1], &e->rank[best], &r))
+            e->rank[best] = INT32_MAX;
+    }
+    for (int64_t i = 0; i < m; i++) clip_emit(e, e->sym[i]);
+    return TDM_OK;
+}
+
+static int clip_starts(const uint32_t *s, int64_t n, const char *lit) {
+    int64_t k = (int64_t)strlen(lit);
+    if (k > n) return 0;
+    for (int64_t i = 0; i < k; i++)
+        if (s[i] != (unsigned char)lit[i]) return 0;
+    return 1;
+}
+
+/* CLIP's pre-tokenizer pattern over normalized text, then BPE per word. */
+static tdm_status clip_pretokenize(clip_enc_t *e, const uint32_t *s, int64_t n) {
+    static const char *specials[2] = {"<|startoftext|>", "<|endoftext|>"};
+    static const char *contractions[7] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
+    tdm_status st = TDM_OK;
+    int64_t i = 0;
+    while (i < n && !clip_full(e)) {
+        int cls = clip_class(s[i]);
+        if (cls == CLIP_SPACE) { i++; continue; }
+        int64_t j = i;
+        int special = 0;
+        for (int k = 0; k < 2 && j == i; k++)
+            if (clip_starts(s + i, n - i, specials[k])) { j = i + (int64_t)strlen(specials[k]); special = 1; }
+        for (int k = 0; k < 7 && j == i; k++)
+            if (clip_starts(s + i, n - i, contractions[k])) j = i + (int64_t)strlen(contractions[k]);
+        if (j == i) {
+            if (cls == CLIP_LETTER) { while (j < n && clip_class(s[j]) == CLIP_LETTER) j++; }
+            else if (cls == CLIP_NUMBER) j = i + 1;
+            else { while (j < n && clip_class(s[j]) == CLIP_OTHER) j++; }
+        }
+        if (special) {  /* ByteLevel's GPT-2 split: "<|", name, "|>" */
+            st = clip_bpe_word(e, s + i, 2);
+            if (st == TDM_OK) st = clip_bpe_word(e, s + i + 2, j - i - 4);
+            if (st == TDM_OK) st = clip_bpe_word(e, s + j - 2, 2);
+        } else {
+            st = clip_bpe_word(e, s + i, j - i);
+        }
+        if (st != TDM_OK) return st;
+        i = j;
+    }
+    return TDM_OK;
+}
+
+/* Leftmost-longest match of an added token with the given `normalized`
+ * flag in s[from..n): returns its start (n if none), sets *len, *id. */
+static int64_t clip_find_added(const tdm_clip_tok_t *t, const uint32_t *s, int64_t n, int64_t from,
+                               int normalized, int64_t *len, int32_t *id) {
+    for (int64_t i = from; i < n; i++) {
+        int64_t best = 0;
+        for (int k = 0; k < t->nadded; k++) {
+            const clip_added_t *a = &t->added[k];
+            if (a->normalized != normalized || a->n > n - i || a->n <= best) continue;
+            if (memcmp(s + i, a->cps, (size_t)a->n * sizeof *s) == 0) { best = a->n; *id = a->id; }
+        }
+        if (best) { *len = best; return i; }
+    }
+    return n;
+}
+
+/* Normalizes a raw segment, splits out normalized added tokens, and
+ * pre-tokenizes the rest. nfc has room for 4n, low for 8n. */
+static tdm_status clip_segment(clip_enc_t *e, const uint32_t *s, int64_t n, uint32_t *nfc,
+                               uint32_t *low) {
+    int64_t m = clip_lower(nfc, clip_nfc(s, n, nfc), low);
+    int64_t p = 0;
+    while (p < m && !clip_full(e)) {
+        int64_t len = 0;
+        int32_t id = -1;
+        int64_t at = clip_find_added(e->t, low, m, p, 1, &len, &id);
+        tdm_status st = clip_pretokenize(e, low + p, at - p);
+        if (st != TDM_OK) return st;
+        if (at == m) break;
+        clip_emit(e, id);
+        p = at + len;
+    }
+    return TDM_OK;
+}
+
+tdm_status tdm_clip_tok_encode(const tdm_clip_tok_t *t, const char *utf8, int32_t *ids, int L) {
+    tdm_status st = TDM_OK;
+    uint32_t *cps = NULL, *nfc = NULL, *low = NULL;
+    clip_enc_t e = {0};
+    if (!t || !utf8 || !ids) return tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: NULL argument");
+    if (L < 2) return tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: max_length %d < 2", L);
+    int64_t nb = (int64_t)strlen(utf8);
+    if (nb > (INT64_MAX / 64) - 1 || (uint64_t)nb * 64 > SIZE_MAX / 2)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: text of %lld bytes is too long", (long long)nb);
+    int64_t n = 0;
+    cps = malloc((size_t)(nb + 1) * sizeof *cps);
+    nfc = malloc((size_t)(4 * nb + 4) * sizeof *nfc);
+    low = malloc((size_t)(8 * nb + 8) * sizeof *low);
+    e.bytes = malloc((size_t)(32 * nb + 32));
+    e.sym = malloc((size_t)(32 * nb + 32) * sizeof *e.sym);
+    e.rank = malloc((size_t)(32 * nb + 32) * sizeof *e.rank);
+    if (!cps || !nfc || !low || !e.bytes || !e.sym || !e.rank) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "clip tokenizer: out of memory for %lld bytes of text", (long long)nb);
+        goto fail;
+    }
+    int64_t bad = clip_utf8_decode((const unsigned char *)utf8, nb, cps, &n);
+    if (bad >= 0) {
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: invalid UTF-8 at byte offset %lld of the prompt",
+                        (long long)bad);
+        goto fail;
+    }
+    e.t = t;
+    e.out = ids + 1;
+    e.cap = L - 2;
+    int64_t p = 0;
+    while (p < n && !clip_full(&e)) {
+        int64_t len = 0;
+        int32_t id = -1;
+        int64_t at = clip_find_added(t, cps, n, p, 0, &len, &id);
+        TDM_TRY(clip_segment(&e, cps + p, at - p, nfc, low));
+        if (at == n) break;
+        clip_emit(&e, id);
+        p = at + len;
+    }
+    ids[0] = t->bos_id;
+    ids[1 + e.n] = t->eos_id;
+    for (int64_t i = 2 + e.n; i < L; i++) ids[i] = t->pad_id;
+fail:
+    free(cps);
+    free(nfc);
+    free(low);
+    free(e.bytes);
+    free(e.sym);
+    free(e.rank);
+    return st;
+}

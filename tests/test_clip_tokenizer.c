@@ -1,0 +1,320 @@
+/* test_clip_tokenizer.c — the CLIP tokenizer against ids produced by
+ * transformers' CLIPTokenizer (tests/fixtures/tokenizer/cases.json, written
+ * by tools/ref/tokenizer_ref.py) with the full CLIP vocabulary (SD1.x pad,
+ * SD2.x pad "!") and a truncated one, plus error cases on small vocabularies
+ * written here. The golden part needs tests/fixtures/clip-vocab/ (made by
+ * tools/fetch_clip_vocab.sh) and is skipped with a message without it. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "text/clip_tokenizer.h"
+
+#define VOCAB_DIR TDM_FIXTURES "/clip-vocab"
+#define CASES_JSON TDM_FIXTURES "/tokenizer/cases.json"
+
+static char tmpdir[256];
+
+static int have_vocab(void) {
+    struct stat sb;
+    return stat(VOCAB_DIR "/vocab.json", &sb) == 0 && stat(VOCAB_DIR "/sd2/vocab.json", &sb) == 0 &&
+           stat(VOCAB_DIR "/trunc/vocab.json", &sb) == 0;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) { printf("  cannot write %s\n", p); return; }
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A tiny tokenizer folder: byte symbols for a..e (+</w>), two merges. */
+static void make_tiny(const char *dir, const char *vocab, const char *merges) {
+    mkdir(dir, 0700);
+    write_file(dir, "vocab.json", vocab);
+    write_file(dir, "merges.txt", merges);
+}
+
+static const char *TINY_VOCAB =
+    "{\"a\":0,\"b\":1,\"c\":2,\"a</w>\":3,\"b</w>\":4,\"c</w>\":5,\"ab\":6,\"abc</w>\":7,"
+    "\"<|startoftext|>\":8,\"<|endoftext|>\":9}";
+static const char *TINY_MERGES = "#version: 0.2\na b\nab c</w>\n";
+
+static int one_line(const char *s) { return strchr(s, '\n') == NULL && s[0] != 0; }
+
+/* Runs every case of cases.json for one variant; returns the number of mismatches. */
+static int run_variant(const cJSON *cases, const char *key, const char *dir, int32_t want_pad) {
+    tdm_clip_tok_t *t = NULL;
+    tdm_status st = tdm_clip_tok_load(&t, dir);
+    CHECK_MSG(st == TDM_OK, "%s: %s", dir, tdm_last_error());
+    if (st != TDM_OK) return 1;
+    CHECK_MSG(tdm_clip_tok_pad_id(t) == want_pad, "%s pad id %d, want %d", key, tdm_clip_tok_pad_id(t),
+              want_pad);
+    int bad = 0, count = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) {
+        const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
+        int L = cJSON_GetObjectItem(c, "L")->valueint;
+        const cJSON *exp = cJSON_GetObjectItem(c, key);
+        int32_t *got = malloc((size_t)L * sizeof *got), *want = malloc((size_t)L * sizeof *want);
+        int n = cJSON_GetArraySize(exp);
+        for (int i = 0; i < L; i++) want[i] = i < n ? cJSON_GetArrayItem(exp, i)->valueint : want_pad;
+        st = tdm_clip_tok_encode(t, text, got, L);
+        count++;
+        if (st != TDM_OK) {
+            printf("  %s: encode \"%.40s\" failed: %s\n", key, text, tdm_last_error());
+            bad++;
+        } else {
+            for (int i = 0; i < L; i++) {
+                if (got[i] != want[i]) {
+                    printf("  %s: \"%.50s\" (L=%d): id[%d] = %d, transformers %d\n", key, text, L, i, got[i],
+                           want[i]);
+                    bad++;
+                    break;
+                }
+            }
+        }
+        free(got);
+        free(want);
+    }
+    CHECK_MSG(bad == 0, "%s: %d of %d strings differ from transformers", key, bad, count);
+    tdm_clip_tok_free(t);
+    return bad;
+}
+
+TEST(golden_full_vocab) {
+    char *text = slurp(CASES_JSON);
+    CHECK_MSG(text != NULL, "cannot read %s", CASES_JSON);
+    if (!text) return;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    CHECK(root != NULL);
+    if (!root) return;
+    const cJSON *cases = cJSON_GetObjectItem(root, "cases");
+    CHECK(cJSON_GetArraySize(cases) >= 60);
+    run_variant(cases, "sd1", VOCAB_DIR, 49407);
+    run_variant(cases, "sd2", VOCAB_DIR "/sd2", 0);
+    run_variant(cases, "trunc", VOCAB_DIR "/trunc", 0);
+    cJSON_Delete(root);
+}
+
+TEST(accessors_full_vocab) {
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, VOCAB_DIR) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    CHECK(tdm_clip_tok_max_length(t) == 77);
+    CHECK(tdm_clip_tok_bos_id(t) == 49406);
+    CHECK(tdm_clip_tok_eos_id(t) == 49407);
+    CHECK(tdm_clip_tok_pad_id(t) == 49407);
+    CHECK(tdm_clip_tok_vocab_size(t) == 49408);
+    int32_t ids[77];
+    CHECK(tdm_clip_tok_encode(t, "a photo of a cat", ids, 77) == TDM_OK);
+    static const int32_t want[7] = {49406, 320, 1125, 539, 320, 2368, 49407};
+    CHECK(memcmp(ids, want, sizeof want) == 0);
+    CHECK(ids[76] == 49407);
+    tdm_clip_tok_free(t);
+
+    CHECK_MSG(tdm_clip_tok_load(&t, VOCAB_DIR "/trunc") == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    CHECK(tdm_clip_tok_vocab_size(t) == 256 + 256 + 1000 + 2);
+    CHECK(tdm_clip_tok_bos_id(t) == 1512 && tdm_clip_tok_eos_id(t) == 1513 && tdm_clip_tok_pad_id(t) == 0);
+    tdm_clip_tok_free(t);
+}
+
+TEST(tiny_vocab_bpe) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/tiny", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    /* no config files: CLIPTokenizer's defaults, max length 77 */
+    CHECK(tdm_clip_tok_max_length(t) == 77);
+    CHECK(tdm_clip_tok_bos_id(t) == 8 && tdm_clip_tok_eos_id(t) == 9 && tdm_clip_tok_pad_id(t) == 9);
+    int32_t ids[8];
+    CHECK(tdm_clip_tok_encode(t, "ABC ab", ids, 8) == TDM_OK);
+    /* "abc" -> a b c</w> -> ab c</w> -> abc</w>; "ab" -> a b</w> (no "a b</w>" merge) */
+    CHECK(ids[0] == 8 && ids[1] == 7 && ids[2] == 0 && ids[3] == 4 && ids[4] == 9 && ids[7] == 9);
+    /* a byte with no symbol and <|endoftext|> as unk: the unk id */
+    CHECK(tdm_clip_tok_encode(t, "z", ids, 4) == TDM_OK);
+    CHECK(ids[1] == 9 && ids[2] == 9);
+    /* L = 2 keeps only BOS/EOS; L < 2 is an error */
+    CHECK(tdm_clip_tok_encode(t, "abc", ids, 2) == TDM_OK && ids[0] == 8 && ids[1] == 9);
+    CHECK(tdm_clip_tok_encode(t, "abc", ids, 1) == TDM_ERR_INVALID_ARG);
+    tdm_clip_tok_free(t);
+}
+
+TEST(invalid_utf8) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/tiny", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    static const struct { const char *s; const char *off; } bad[] = {
+        {"abc\x80", "offset 3"},            /* lone continuation byte */
+        {"a\xC0\xAF", "offset 1"},          /* overlong '/' */
+        {"ab\xE0\x80\x80", "offset 2"},     /* overlong NUL */
+        {"\xED\xA0\x80", "offset 0"},       /* UTF-16 surrogate */
+        {"abc\xE2\x82", "offset 3"},        /* truncated sequence */
+        {"\xF4\x90\x80\x80", "offset 0"},   /* above U+10FFFF */
+        {"ok \xFF", "offset 3"},            /* never valid */
+        {"\xC3(", "offset 0"},              /* bad continuation */
+    };
+    int32_t ids[77];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tdm_status st = tdm_clip_tok_encode(t, bad[i].s, ids, 77);
+        CHECK_MSG(st == TDM_ERR_INVALID_ARG, "case %zu: status %d", i, (int)st);
+        CHECK_MSG(strstr(tdm_last_error(), bad[i].off) != NULL, "case %zu: \"%s\" lacks \"%s\"", i,
+                  tdm_last_error(), bad[i].off);
+        CHECK(one_line(tdm_last_error()));
+    }
+    /* valid 4-byte and 3-byte sequences pass */
+    CHECK(tdm_clip_tok_encode(t, "\xF0\x9F\x99\x82 \xE2\x82\xAC", ids, 77) == TDM_OK);
+    tdm_clip_tok_free(t);
+}
+
+/* Loading `dir` fails with status `want` and a one-line message naming `file`. */
+static void expect_load_error(const char *dir, tdm_status want, const char *file) {
+    tdm_clip_tok_t *t = (tdm_clip_tok_t *)1;
+    tdm_status st = tdm_clip_tok_load(&t, dir);
+    CHECK_MSG(st == want, "%s: status %d, want %d (%s)", dir, (int)st, (int)want, tdm_last_error());
+    CHECK(t == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), file) != NULL, "\"%s\" does not name %s", tdm_last_error(), file);
+    CHECK(one_line(tdm_last_error()));
+    if (st == TDM_OK) tdm_clip_tok_free(t);
+}
+
+TEST(bad_files) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/missing-folder", tmpdir);
+    expect_load_error(dir, TDM_ERR_IO, "vocab.json");
+
+    snprintf(dir, sizeof dir, "%s/no-merges", tmpdir);
+    mkdir(dir, 0700);
+    write_file(dir, "vocab.json", TINY_VOCAB);
+    expect_load_error(dir, TDM_ERR_IO, "merges.txt");
+
+    snprintf(dir, sizeof dir, "%s/bad-json", tmpdir);
+    make_tiny(dir, "{\"a\": 0, \"b\": ", TINY_MERGES);
+    expect_load_error(dir, TDM_ERR_FORMAT, "vocab.json");
+
+    snprintf(dir, sizeof dir, "%s/not-object", tmpdir);
+    make_tiny(dir, "[\"a\", \"b\"]", TINY_MERGES);
+    expect_load_error(dir, TDM_ERR_FORMAT, "vocab.json");
+
+    snprintf(dir, sizeof dir, "%s/neg-id", tmpdir);
+    make_tiny(dir, "{\"a\": -1}", TINY_MERGES);
+    expect_load_error(dir, TDM_ERR_FORMAT, "vocab.json");
+
+    snprintf(dir, sizeof dir, "%s/empty-vocab", tmpdir);
+    make_tiny(dir, "{}", TINY_MERGES);
+    expect_load_error(dir, TDM_ERR_FORMAT, "vocab.json");
+
+    snprintf(dir, sizeof dir, "%s/merge-3-parts", tmpdir);
+    make_tiny(dir, TINY_VOCAB, "#version: 0.2\na b\na b c\n");
+    expect_load_error(dir, TDM_ERR_FORMAT, "merges.txt");
+    CHECK(strstr(tdm_last_error(), "line 3") != NULL);
+
+    snprintf(dir, sizeof dir, "%s/merge-empty-line", tmpdir);
+    make_tiny(dir, TINY_VOCAB, "#version: 0.2\n\na b\n");
+    expect_load_error(dir, TDM_ERR_FORMAT, "merges.txt");
+
+    snprintf(dir, sizeof dir, "%s/merge-unknown", tmpdir);
+    make_tiny(dir, TINY_VOCAB, "#version: 0.2\na q\n");
+    expect_load_error(dir, TDM_ERR_FORMAT, "merges.txt");
+    CHECK(strstr(tdm_last_error(), "\"q\"") != NULL);
+
+    snprintf(dir, sizeof dir, "%s/merge-result-unknown", tmpdir);
+    make_tiny(dir, TINY_VOCAB, "#version: 0.2\nb c\n");
+    expect_load_error(dir, TDM_ERR_FORMAT, "merges.txt");
+
+    snprintf(dir, sizeof dir, "%s/bad-config", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    write_file(dir, "tokenizer_config.json", "{\"model_max_length\": 77,");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer_config.json");
+
+    snprintf(dir, sizeof dir, "%s/bad-config-type", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    write_file(dir, "tokenizer_config.json", "{\"model_max_length\": \"77\"}");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer_config.json");
+
+    snprintf(dir, sizeof dir, "%s/bad-stm", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    write_file(dir, "special_tokens_map.json", "{\"pad_token\": 5}");
+    expect_load_error(dir, TDM_ERR_FORMAT, "special_tokens_map.json");
+
+    tdm_clip_tok_free(NULL);  /* no-op */
+}
+
+TEST(special_token_config) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/cfg", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    /* tokenizer_config.json with added_tokens_decoder: special_tokens_map.json is ignored */
+    write_file(dir, "tokenizer_config.json",
+               "{\"added_tokens_decoder\": {\"8\": {\"content\": \"<|startoftext|>\", \"normalized\": true, "
+               "\"special\": true}, \"9\": {\"content\": \"<|endoftext|>\", \"normalized\": false, "
+               "\"special\": true}}, \"bos_token\": \"<|startoftext|>\", \"eos_token\": \"<|endoftext|>\", "
+               "\"pad_token\": \"<|endoftext|>\", \"model_max_length\": 12}");
+    write_file(dir, "special_tokens_map.json", "{\"pad_token\": \"a\"}");
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    CHECK(tdm_clip_tok_max_length(t) == 12);
+    CHECK(tdm_clip_tok_pad_id(t) == 9);
+    int32_t ids[12];
+    /* BOS is matched after lower-casing, EOS only verbatim */
+    CHECK(tdm_clip_tok_encode(t, "<|StartOfText|><|endoftext|>", ids, 12) == TDM_OK);
+    CHECK(ids[1] == 8 && ids[2] == 9 && ids[3] == 9);
+    tdm_clip_tok_free(t);
+
+    /* no added_tokens_decoder: special_tokens_map.json overrides the config */
+    write_file(dir, "tokenizer_config.json", "{\"pad_token\": \"<|endoftext|>\"}");
+    write_file(dir, "special_tokens_map.json", "{\"pad_token\": {\"content\": \"a\"}}");
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    CHECK(tdm_clip_tok_pad_id(t) == 0);
+    /* pad "a" is a special token matched on the raw text, so "ab" is a + b</w> */
+    CHECK(tdm_clip_tok_encode(t, "ab", ids, 6) == TDM_OK);
+    CHECK(ids[1] == 0 && ids[2] == 4 && ids[3] == 9 && ids[4] == 0 && ids[5] == 0);
+    tdm_clip_tok_free(t);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_test_clip_tok_XXXXXX");
+    if (!mkdtemp(tmpdir)) { printf("cannot create a temporary folder\n"); return EXIT_FAILURE; }
+    if (have_vocab()) {
+        RUN(golden_full_vocab);
+        RUN(accessors_full_vocab);
+    } else {
+        printf("SKIP golden_full_vocab, accessors_full_vocab: %s is missing; "
+               "run tools/fetch_clip_vocab.sh\n", VOCAB_DIR);
+    }
+    RUN(tiny_vocab_bpe);
+    RUN(invalid_utf8);
+    RUN(bad_files);
+    RUN(special_token_config);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
+    return test_summary();
+}
