@@ -1,0 +1,512 @@
+/* sched.c — scheduler creation from scheduler_config.json (class selection,
+ * typed config keys with per-class defaults), the training tables (betas,
+ * alphas_cumprod, sigmas) computed as torch does in float32, the numpy
+ * float64 helpers shared by the families (linspace, arange, interp,
+ * Karras sigmas, sigma_to_t), and dispatch of the public calls. The
+ * per-family schedules and steps live in sched_alpha.c (PNDM, DDIM),
+ * sched_euler.c and sched_dpm.c. */
+#include "sched/sched_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/config.h"
+
+static const char *const k_class_names[TDM_SCHED_KIND_COUNT] = {
+    "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
+};
+
+#define SUPPORTED_LIST                                                                     \
+    "PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, "                               \
+    "EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler"
+
+/* ---- numpy / torch arithmetic ---------------------------------------- */
+
+void tdm_np_linspace(double start, double stop, int64_t n, double *out) {
+    if (n <= 0) return;
+    if (n == 1) { out[0] = start; return; }
+    double div = (double)(n - 1), delta = stop - start, step = delta / div;
+    for (int64_t i = 0; i < n; i++) {
+        double y = (step == 0) ? ((double)i / div) * delta : (double)i * step;
+        out[i] = y + start;
+    }
+    out[n - 1] = stop;
+}
+
+int64_t tdm_np_arange_down_len(double start, double step) {
+    double len = ceil((0.0 - start) / -step);
+    return len > 0 ? (int64_t)len : 0;
+}
+
+void tdm_np_arange_down(double start, double step, int64_t n, double *out) {
+    if (n <= 0) return;
+    out[0] = start;
+    if (n == 1) return;
+    out[1] = start + -step;
+    double delta = out[1] - out[0];
+    for (int64_t i = 2; i < n; i++) out[i] = start + (double)i * delta;
+}
+
+double tdm_np_interp_grid(double x, const float *fp, int64_t n) {
+    /* xp = 0, 1, ..., n-1 */
+    if (isnan(x)) return x;
+    if (x > (double)(n - 1)) return fp[n - 1];
+    if (x < 0.0) return fp[0];
+    int64_t j = (int64_t)floor(x);
+    if (j >= n - 1) return fp[n - 1];
+    if (x == (double)j) return fp[j];
+    double slope = ((double)fp[j + 1] - (double)fp[j]) / (double)((j + 1) - j);
+    double r = slope * (x - (double)j) + (double)fp[j];
+    if (isnan(r)) {
+        r = slope * (x - (double)(j + 1)) + (double)fp[j + 1];
+        if (isnan(r) && fp[j] == fp[j + 1]) r = fp[j];
+    }
+    return r;
+}
+
+double tdm_sigma_to_t(double sigma, const float *log_sigmas, int64_t n) {
+    double ls = log(sigma > 1e-10 || isnan(sigma) ? sigma : 1e-10);
+    int64_t low = 0;
+    for (int64_t k = 0; k < n; k++)
+        if (ls - (double)log_sigmas[k] >= 0) low = k;   /* last index where dist >= 0 */
+    if (low > n - 2) low = n - 2;
+    float lo = log_sigmas[low], hi = log_sigmas[low + 1];
+    float den = lo - hi;                                /* float32 - float32 */
+    double w = ((double)lo - ls) / (double)den;
+    if (w < 0) w = 0;
+    else if (w > 1) w = 1;
+    return (1.0 - w) * (double)low + w * (double)(low + 1);
+}
+
+void tdm_karras_sigmas(double sigma_min, double sigma_max, int64_t n, double *out) {
+    const double rho = 7.0;
+    tdm_np_linspace(0.0, 1.0, n, out);                  /* ramp */
+    double min_inv = pow(sigma_min, 1.0 / rho), max_inv = pow(sigma_max, 1.0 / rho);
+    for (int64_t k = 0; k < n; k++) out[k] = pow(max_inv + out[k] * (min_inv - max_inv), rho);
+}
+
+float tdm_sched_logf(float x) { return (float)log((double)x); }
+float tdm_sched_expf(float x) { return (float)exp((double)x); }
+
+int tdm_sched_index_for_timestep(const float *ts, int n, float t) {
+    int first = -1;
+    for (int k = 0; k < n; k++) {
+        if (ts[k] == t) {
+            if (first >= 0) return k;
+            first = k;
+        }
+    }
+    return first;
+}
+
+/* torch.linspace(a, b, n, dtype=float32) on CPU: float step, the first
+ * half counted up from start and the second half down from end, each
+ * value one fused multiply-add (as torch's build contracts it). */
+static void torch_linspace_f32(double a, double b, int64_t n, float *out) {
+    float start = (float)a, end = (float)b;
+    if (n == 1) { out[0] = start; return; }
+    float step = (end - start) / (float)(n - 1);
+    int64_t half = n / 2;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = i < half ? fmaf(step, (float)i, start) : fmaf(-step, (float)(n - 1 - i), end);
+}
+
+/* diffusers betas_for_alpha_bar(N) with the cosine transform, in Python
+ * float64, then cast to float32. */
+static double alpha_bar_cos(double t) { return pow(cos((t + 0.008) / 1.008 * M_PI / 2), 2.0); }
+
+/* ---- config ---------------------------------------------------------- */
+
+static tdm_status unsupported(const tdm_sched_t *s, const char *key, const char *val,
+                              const char *allowed) {
+    return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: %s \"%s\" is not supported by %s (supported: %s)",
+                      s->path, key, val, k_class_names[s->kind], allowed);
+}
+
+static tdm_status unsupported_true(const tdm_sched_t *s, const tdm_json_t *j, const char *key) {
+    int v = 0;
+    tdm_status st = tdm_json_bool(j, key, 0, &v);
+    if (st != TDM_OK) return st;
+    if (v)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: %s = true is not supported by %s", s->path,
+                          key, k_class_names[s->kind]);
+    return TDM_OK;
+}
+
+/* Reads the betas of the config into betas[N] (float32). */
+static tdm_status load_betas(tdm_sched_t *s, const tdm_json_t *j, double beta_start,
+                             double beta_end, float *betas) {
+    int64_t N = s->num_train_timesteps;
+    switch (s->beta_schedule) {
+    case TDM_BETAS_LINEAR: torch_linspace_f32(beta_start, beta_end, N, betas); break;
+    case TDM_BETAS_SCALED_LINEAR:
+        torch_linspace_f32(pow(beta_start, 0.5), pow(beta_end, 0.5), N, betas);
+        for (int64_t k = 0; k < N; k++) betas[k] = betas[k] * betas[k];
+        break;
+    case TDM_BETAS_SQUAREDCOS:
+        for (int64_t k = 0; k < N; k++) {
+            double t1 = (double)k / (double)N, t2 = (double)(k + 1) / (double)N;
+            double b = 1 - alpha_bar_cos(t2) / alpha_bar_cos(t1);
+            betas[k] = (float)(b < 0.999 ? b : 0.999);
+        }
+        break;
+    case TDM_BETAS_TRAINED: {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(j->root, "trained_betas");
+        if (!cJSON_IsArray(a))
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: key \"trained_betas\" must be an array",
+                              s->path);
+        if (cJSON_GetArraySize(a) != N)
+            return tdm_errorf(TDM_ERR_MODEL,
+                              "%s: \"trained_betas\" has %d entries, num_train_timesteps is %lld",
+                              s->path, cJSON_GetArraySize(a), (long long)N);
+        int64_t k = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, a) {
+            if (!cJSON_IsNumber(e))
+                return tdm_errorf(TDM_ERR_FORMAT,
+                                  "%s: key \"trained_betas\" entry %lld is not a number", s->path,
+                                  (long long)k);
+            betas[k++] = (float)e->valuedouble;
+        }
+        break;
+    }
+    }
+    return TDM_OK;
+}
+
+/* alphas_cumprod = torch.cumprod(1 - betas): float32 products accumulated
+ * in double (torch's CPU cumprod), each output rounded to float32. */
+static void cumprod_alphas(const float *betas, int64_t N, float *ac) {
+    double acc = 1.0;
+    for (int64_t k = 0; k < N; k++) {
+        float a = 1.0f - betas[k];
+        acc *= (double)a;
+        ac[k] = (float)acc;
+    }
+}
+
+/* diffusers rescale_zero_terminal_snr, in place on betas[N]. */
+static void rescale_zero_terminal_snr(float *betas, int64_t N, float *tmp) {
+    cumprod_alphas(betas, N, tmp);
+    for (int64_t k = 0; k < N; k++) tmp[k] = sqrtf(tmp[k]);
+    float s0 = tmp[0], sT = tmp[N - 1];
+    float scale = s0 / (s0 - sT);
+    for (int64_t k = 0; k < N; k++) {
+        tmp[k] = tmp[k] - sT;
+        tmp[k] = tmp[k] * scale;
+        tmp[k] = tmp[k] * tmp[k];                       /* alphas_bar */
+    }
+    float prev = tmp[0];
+    betas[0] = 1.0f - tmp[0];
+    for (int64_t k = 1; k < N; k++) {
+        float cur = tmp[k];
+        betas[k] = 1.0f - cur / prev;
+        prev = cur;
+    }
+}
+
+static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *class_name) {
+    tdm_status st = TDM_OK;
+    char cls[128], buf[64];
+    float *betas = NULL, *tmp = NULL;
+    if (class_name) {
+        if (strlen(class_name) >= sizeof cls)
+            return tdm_errorf(TDM_ERR_UNSUPPORTED, "scheduler class \"%.64s...\" is not supported (supported: %s)", class_name, SUPPORTED_LIST);
+        strcpy(cls, class_name);
+    } else {
+        TDM_TRY(tdm_json_str(j, "_class_name", "", cls, sizeof cls));
+        if (!cls[0])
+            return tdm_errorf(TDM_ERR_FORMAT,
+                              "%s: no \"_class_name\" and no scheduler class given (supported: %s)",
+                              s->path, SUPPORTED_LIST);
+    }
+    s->kind = TDM_SCHED_KIND_COUNT;
+    for (int k = 0; k < TDM_SCHED_KIND_COUNT; k++)
+        if (strcmp(cls, k_class_names[k]) == 0) s->kind = (tdm_sched_kind)k;
+    if (s->kind == TDM_SCHED_KIND_COUNT)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: scheduler class \"%s\" is not supported (supported: %s)",
+                          s->path, cls, SUPPORTED_LIST);
+    tdm_sched_kind kind = s->kind;
+    int is_alpha = kind == TDM_SCHED_PNDM || kind == TDM_SCHED_DDIM;
+
+    /* common keys */
+    int64_t N;
+    double beta_start, beta_end;
+    TDM_TRY(tdm_json_int(j, "num_train_timesteps", 1000, &N));
+    if (N < 2 || N > 100000)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: num_train_timesteps %lld is out of range [2, 100000]",
+                          s->path, (long long)N);
+    s->num_train_timesteps = N;
+    TDM_TRY(tdm_json_float(j, "beta_start", 0.0001, &beta_start));
+    TDM_TRY(tdm_json_float(j, "beta_end", 0.02, &beta_end));
+    TDM_TRY(tdm_json_str(j, "beta_schedule", "linear", buf, sizeof buf));
+    if (cJSON_GetObjectItemCaseSensitive(j->root, "trained_betas") &&
+        !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j->root, "trained_betas")))
+        s->beta_schedule = TDM_BETAS_TRAINED;
+    else if (!strcmp(buf, "linear")) s->beta_schedule = TDM_BETAS_LINEAR;
+    else if (!strcmp(buf, "scaled_linear")) s->beta_schedule = TDM_BETAS_SCALED_LINEAR;
+    else if (!strcmp(buf, "squaredcos_cap_v2")) s->beta_schedule = TDM_BETAS_SQUAREDCOS;
+    else return unsupported(s, "beta_schedule", buf, "linear, scaled_linear, squaredcos_cap_v2");
+
+    TDM_TRY(tdm_json_str(j, "timestep_spacing", is_alpha ? "leading" : "linspace", buf, sizeof buf));
+    if (!strcmp(buf, "linspace")) s->spacing = TDM_SPACING_LINSPACE;
+    else if (!strcmp(buf, "leading")) s->spacing = TDM_SPACING_LEADING;
+    else if (!strcmp(buf, "trailing")) s->spacing = TDM_SPACING_TRAILING;
+    else return unsupported(s, "timestep_spacing", buf, "linspace, leading, trailing");
+    TDM_TRY(tdm_json_int(j, "steps_offset", 0, &s->steps_offset));
+    if (s->steps_offset < 0 || s->steps_offset >= N)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: steps_offset %lld is out of range [0, %lld)",
+                          s->path, (long long)s->steps_offset, (long long)N);
+
+    TDM_TRY(tdm_json_str(j, "prediction_type", "epsilon", buf, sizeof buf));
+    if (!strcmp(buf, "epsilon")) s->pred = TDM_PRED_EPSILON;
+    else if (!strcmp(buf, "v_prediction")) s->pred = TDM_PRED_V;
+    else if (!strcmp(buf, "sample") && kind != TDM_SCHED_PNDM && kind != TDM_SCHED_EULER_A)
+        s->pred = TDM_PRED_SAMPLE;
+    else if (!strcmp(buf, "original_sample") && kind == TDM_SCHED_EULER) s->pred = TDM_PRED_SAMPLE;
+    else
+        return unsupported(s, "prediction_type", buf,
+                           (kind == TDM_SCHED_PNDM || kind == TDM_SCHED_EULER_A)
+                               ? "epsilon, v_prediction"
+                               : "epsilon, v_prediction, sample");
+
+    if (kind != TDM_SCHED_PNDM) TDM_TRY(tdm_json_bool(j, "rescale_betas_zero_snr", 0, &s->rescale_zero_snr));
+
+    /* per-class keys */
+    if (is_alpha) {
+        TDM_TRY(tdm_json_bool(j, "set_alpha_to_one", kind == TDM_SCHED_DDIM, &s->set_alpha_to_one));
+    }
+    if (kind == TDM_SCHED_PNDM) TDM_TRY(tdm_json_bool(j, "skip_prk_steps", 0, &s->skip_prk_steps));
+    if (kind == TDM_SCHED_DDIM) {
+        TDM_TRY(tdm_json_bool(j, "clip_sample", 1, &s->clip_sample));
+        TDM_TRY(tdm_json_float(j, "clip_sample_range", 1.0, &s->clip_sample_range));
+    }
+    if (kind == TDM_SCHED_DDIM || kind == TDM_SCHED_DPM) TDM_TRY(unsupported_true(s, j, "thresholding"));
+    if (kind == TDM_SCHED_EULER || kind == TDM_SCHED_DPM) {
+        TDM_TRY(tdm_json_bool(j, "use_karras_sigmas", 0, &s->use_karras));
+        TDM_TRY(unsupported_true(s, j, "use_exponential_sigmas"));
+        TDM_TRY(unsupported_true(s, j, "use_beta_sigmas"));
+        TDM_TRY(tdm_json_str(j, "final_sigmas_type", "zero", buf, sizeof buf));
+        if (!strcmp(buf, "sigma_min")) s->final_sigma_min = 1;
+        else if (strcmp(buf, "zero")) return unsupported(s, "final_sigmas_type", buf, "zero, sigma_min");
+    }
+    /* karras range: diffusers reads config.sigma_min/sigma_max whichever
+     * class wrote them (from_config keeps unknown keys as hidden config). */
+    {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, "sigma_min");
+        s->has_sigma_min = v && !cJSON_IsNull(v);
+        if (s->has_sigma_min) TDM_TRY(tdm_json_float(j, "sigma_min", 0, &s->sigma_min));
+        v = cJSON_GetObjectItemCaseSensitive(j->root, "sigma_max");
+        s->has_sigma_max = v && !cJSON_IsNull(v);
+        if (s->has_sigma_max) TDM_TRY(tdm_json_float(j, "sigma_max", 0, &s->sigma_max));
+    }
+    if (kind == TDM_SCHED_EULER) {
+        TDM_TRY(tdm_json_str(j, "interpolation_type", "linear", buf, sizeof buf));
+        if (strcmp(buf, "linear")) return unsupported(s, "interpolation_type", buf, "linear");
+        TDM_TRY(tdm_json_str(j, "timestep_type", "discrete", buf, sizeof buf));
+        if (strcmp(buf, "discrete") && strcmp(buf, "continuous"))
+            return unsupported(s, "timestep_type", buf, "discrete");
+        if (!strcmp(buf, "continuous") && s->pred == TDM_PRED_V)
+            return unsupported(s, "timestep_type", buf, "discrete (continuous with v_prediction is not)");
+    }
+    if (kind == TDM_SCHED_DPM) {
+        int64_t order;
+        TDM_TRY(tdm_json_int(j, "solver_order", 2, &order));
+        if (order < 1 || order > 3)
+            return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: solver_order %lld is not supported (1, 2 or 3)",
+                              s->path, (long long)order);
+        s->solver_order = (int)order;
+        TDM_TRY(tdm_json_str(j, "algorithm_type", "dpmsolver++", buf, sizeof buf));
+        if (strcmp(buf, "dpmsolver++") && strcmp(buf, "deis"))   /* diffusers maps deis to dpmsolver++ */
+            return unsupported(s, "algorithm_type", buf, "dpmsolver++");
+        TDM_TRY(tdm_json_str(j, "solver_type", "midpoint", buf, sizeof buf));
+        if (!strcmp(buf, "heun")) s->solver_heun = 1;
+        else if (strcmp(buf, "midpoint") && strcmp(buf, "logrho") && strcmp(buf, "bh1") && strcmp(buf, "bh2"))
+            return unsupported(s, "solver_type", buf, "midpoint, heun");
+        TDM_TRY(tdm_json_bool(j, "lower_order_final", 1, &s->lower_order_final));
+        TDM_TRY(tdm_json_bool(j, "euler_at_final", 0, &s->euler_at_final));
+        TDM_TRY(tdm_json_float(j, "lambda_min_clipped", -INFINITY, &s->lambda_min_clipped));
+        TDM_TRY(unsupported_true(s, j, "use_lu_lambdas"));
+        TDM_TRY(unsupported_true(s, j, "use_flow_sigmas"));
+        TDM_TRY(tdm_json_str(j, "variance_type", "", buf, sizeof buf));
+        if (buf[0]) return unsupported(s, "variance_type", buf, "null");
+    }
+
+    /* training tables */
+    betas = malloc((size_t)N * sizeof *betas);
+    tmp = malloc((size_t)N * sizeof *tmp);
+    s->alphas_cumprod = malloc((size_t)N * sizeof(float));
+    s->train_sigmas = malloc((size_t)N * sizeof(float));
+    if (!betas || !tmp || !s->alphas_cumprod || !s->train_sigmas) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory for scheduler tables", s->path);
+        goto fail;
+    }
+    TDM_TRY(load_betas(s, j, beta_start, beta_end, betas));
+    if (s->rescale_zero_snr) rescale_zero_terminal_snr(betas, N, tmp);
+    cumprod_alphas(betas, N, s->alphas_cumprod);
+    if (s->rescale_zero_snr && kind != TDM_SCHED_DDIM) s->alphas_cumprod[N - 1] = 0x1p-24f;
+    s->final_alpha_cumprod = s->set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
+    for (int64_t k = 0; k < N; k++) {
+        float ac = s->alphas_cumprod[k];
+        s->train_sigmas[k] = sqrtf((1.0f - ac) / ac);
+    }
+    free(betas);
+    free(tmp);
+    return TDM_OK;
+fail:
+    free(betas);
+    free(tmp);
+    return st;
+}
+
+/* ---- public ---------------------------------------------------------- */
+
+tdm_status tdm_sched_create(tdm_sched_t **out, const char *config_path, const char *class_name) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_sched_t *s = NULL;
+    *out = NULL;
+    if (!config_path) return tdm_errorf(TDM_ERR_INVALID_ARG, "scheduler: no config path given");
+    s = calloc(1, sizeof *s);
+    if (!s) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory for scheduler", config_path);
+    snprintf(s->path, sizeof s->path, "%s", config_path);
+    TDM_TRY(tdm_json_load(&j, config_path));
+    TDM_TRY(parse_config(s, &j, class_name));
+    tdm_json_free(&j);
+    *out = s;
+    return TDM_OK;
+fail:
+    tdm_json_free(&j);
+    tdm_sched_free(s);
+    return st;
+}
+
+static void free_schedule(tdm_sched_t *s) {
+    free(s->ts_int);
+    free(s->ts);
+    free(s->sigmas);
+    free(s->buf);
+    s->ts_int = NULL;
+    s->ts = NULL;
+    s->sigmas = NULL;
+    s->buf = NULL;
+    s->len = 0;
+    s->state_n = 0;
+}
+
+void tdm_sched_free(tdm_sched_t *s) {
+    if (!s) return;
+    free_schedule(s);
+    free(s->alphas_cumprod);
+    free(s->train_sigmas);
+    free(s);
+}
+
+const char *tdm_sched_class(const tdm_sched_t *s) { return k_class_names[s->kind]; }
+
+tdm_status tdm_sched_set_timesteps(tdm_sched_t *s, int n) {
+    free_schedule(s);
+    s->steps_taken = 0;
+    s->n_ets = 0;
+    s->has_cur_sample = 0;
+    s->lower_order_nums = 0;
+    s->n_prk = 0;
+    s->begin = 0;
+    s->init_noise_sigma = 1.0f;
+    if (n < 1 || n > s->num_train_timesteps)
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "%s: num_inference_steps %d is out of range [1, %lld]", s->path, n,
+                          (long long)s->num_train_timesteps);
+    s->num_inference_steps = n;
+    switch (s->kind) {
+    case TDM_SCHED_PNDM:
+    case TDM_SCHED_DDIM: return tdm_sched_alpha_set_timesteps(s, n);
+    case TDM_SCHED_EULER:
+    case TDM_SCHED_EULER_A: return tdm_sched_euler_set_timesteps(s, n);
+    case TDM_SCHED_DPM: return tdm_sched_dpm_set_timesteps(s, n);
+    default: break;
+    }
+    return tdm_errorf(TDM_ERR_INTERNAL, "scheduler kind %d", (int)s->kind);
+}
+
+int tdm_sched_len(const tdm_sched_t *s) { return s->len; }
+
+float tdm_sched_timestep(const tdm_sched_t *s, int i) {
+    if (i < 0 || i >= s->len) return NAN;
+    return s->ts[i];
+}
+
+float tdm_sched_sigma(const tdm_sched_t *s, int i) {
+    if (!s->sigmas || i < 0 || i > s->len) return 0.0f;
+    return s->sigmas[i];
+}
+
+float tdm_sched_init_noise_sigma(const tdm_sched_t *s) { return s->init_noise_sigma; }
+
+void tdm_sched_scale_model_input(tdm_sched_t *s, float *x, int64_t n, int i) {
+    if (s->kind != TDM_SCHED_EULER && s->kind != TDM_SCHED_EULER_A) return;
+    int si = s->begin + i;
+    if (i < 0 || si >= s->len) return;
+    float sigma = s->sigmas[si];
+    float d = sqrtf(sigma * sigma + 1.0f);
+    for (int64_t k = 0; k < n; k++) x[k] = x[k] / d;
+}
+
+tdm_status tdm_sched_state_alloc(tdm_sched_t *s, int64_t n) {
+    if (s->state_n == n) return TDM_OK;
+    if (s->state_n != 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "%s: scheduler step got %lld values, the run started with %lld",
+                          s->path, (long long)n, (long long)s->state_n);
+    int nbuf = s->kind == TDM_SCHED_PNDM ? 7 : s->kind == TDM_SCHED_DPM ? 4 : 1;
+    int64_t total;
+    if (!tdm_mul_ok(n, nbuf, &total) || total > (int64_t)(SIZE_MAX / sizeof(float)))
+        return tdm_errorf(TDM_ERR_NOMEM, "%s: scheduler state of %lld values is too large",
+                          s->path, (long long)n);
+    s->buf = malloc((size_t)total * sizeof(float));
+    if (!s->buf)
+        return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory for scheduler state (%lld values)",
+                          s->path, (long long)total);
+    float *p = s->buf;
+    s->tmp = p; p += n;
+    if (s->kind == TDM_SCHED_PNDM) {
+        for (int k = 0; k < 4; k++) { s->ets[k] = p; p += n; }
+        s->cur_sample = p; p += n;
+        s->cur_model_output = p; p += n;
+    } else if (s->kind == TDM_SCHED_DPM) {
+        for (int k = 0; k < 3; k++) { s->mo[k] = p; p += n; }
+    }
+    s->state_n = n;
+    return TDM_OK;
+}
+
+tdm_status tdm_sched_step(tdm_sched_t *s, int i, const float *model_out, float *sample,
+                          int64_t B, int64_t item, tdm_rng_t *rngs) {
+    int64_t n;
+    if (s->len == 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: scheduler step before set_timesteps", s->path);
+    if (i < 0 || i >= s->len)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: scheduler step %d is out of range [0, %d)",
+                          s->path, i, s->len);
+    if (B < 1 || item < 1 || !tdm_mul_ok(B, item, &n))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: scheduler step with batch %lld x %lld values",
+                          s->path, (long long)B, (long long)item);
+    if ((s->kind == TDM_SCHED_PNDM || s->kind == TDM_SCHED_DPM) && i != s->steps_taken)
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "%s: %s must be stepped in order: got step %d, expected %d", s->path,
+                          k_class_names[s->kind], i, s->steps_taken);
+    tdm_status st = tdm_sched_state_alloc(s, n);
+    if (st != TDM_OK) return st;
+    switch (s->kind) {
+    case TDM_SCHED_PNDM: st = tdm_sched_pndm_step(s, i, model_out, sample, n); break;
+    case TDM_SCHED_DDIM: st = tdm_sched_ddim_step(s, i, model_out, sample, n); break;
+    case TDM_SCHED_EULER:
+    case TDM_SCHED_EULER_A: st = tdm_sched_euler_step(s, i, model_out, sample, B, item, rngs); break;
+    case TDM_SCHED_DPM: st = tdm_sched_dpm_step(s, i, model_out, sample, n); break;
+    default: st = tdm_errorf(TDM_ERR_INTERNAL, "scheduler kind %d", (int)s->kind);
+    }
+    if (st == TDM_OK) s->steps_taken++;
+    return st;
+}

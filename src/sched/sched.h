@@ -1,0 +1,88 @@
+/* sched.h — the diffusers noise schedulers used by Stable Diffusion 1.x/2.x
+ * (PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler,
+ * EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler), selected by
+ * class name and configured from a diffusers scheduler_config.json.
+ *
+ * Each scheduler reproduces diffusers 0.42's arithmetic: the training
+ * tables (betas, alphas_cumprod, sigmas) and all per-step math in float32
+ * in torch's operation order, the timestep/sigma schedules in float64 as
+ * numpy computes them. The pipeline loop is
+ *
+ *     tdm_sched_set_timesteps(s, steps);
+ *     latents *= tdm_sched_init_noise_sigma(s);
+ *     for (i = 0; i < tdm_sched_len(s); i++) {
+ *         x = copy of latents; tdm_sched_scale_model_input(s, x, n, i);
+ *         eps = unet(x, tdm_sched_timestep(s, i));           (CFG-combined)
+ *         tdm_sched_step(s, i, eps, latents, B, item, rngs);
+ *     }
+ *
+ * Not here: img2img strength/begin_index, custom timestep/sigma lists,
+ * add_noise, FlowMatch schedulers. A scheduler holds per-run state (PNDM
+ * history, DPM-Solver model outputs); it is not safe to share one between
+ * threads. */
+#ifndef TDM_SCHED_H
+#define TDM_SCHED_H
+
+#include "core/core.h"
+#include "core/rng.h"
+
+typedef struct tdm_sched tdm_sched_t;
+
+/* Creates a scheduler from `config_path` (scheduler_config.json). When
+ * `class_name` is not NULL it replaces the file's "_class_name" while the
+ * file's keys are kept (diffusers from_config); keys a class does not use
+ * are ignored and missing keys take that class's defaults. Errors: the
+ * file cannot be read or a key has the wrong type (naming file and key);
+ * an unknown class (TDM_ERR_UNSUPPORTED naming it and listing the
+ * supported ones); a config value the class cannot run (TDM_ERR_UNSUPPORTED
+ * naming key and value). OUT: *out, freed with tdm_sched_free. */
+tdm_status tdm_sched_create(tdm_sched_t **out, const char *config_path, const char *class_name);
+
+/* Frees the scheduler and its state; NULL is a no-op. */
+void tdm_sched_free(tdm_sched_t *s);
+
+/* The diffusers class name the scheduler runs, e.g. "PNDMScheduler". */
+const char *tdm_sched_class(const tdm_sched_t *s);
+
+/* Builds the timestep (and sigma) schedule for `num_inference_steps`
+ * (1 .. num_train_timesteps) and resets all per-run state. Must be called
+ * before the other per-run functions. */
+tdm_status tdm_sched_set_timesteps(tdm_sched_t *s, int num_inference_steps);
+
+/* len(scheduler.timesteps): how many times the pipeline calls the model
+ * (PNDM with skip_prk_steps runs one more than the step count). 0 before
+ * set_timesteps. */
+int tdm_sched_len(const tdm_sched_t *s);
+
+/* timesteps[i] as the UNet receives it (integers for PNDM, DDIM and
+ * DPM-Solver, float32 for the Euler schedulers). i in [0, len). */
+float tdm_sched_timestep(const tdm_sched_t *s, int i);
+
+/* The sigma of loop index i (Euler, Euler-ancestral and DPM-Solver; their
+ * sigmas array has len + 1 entries, so i in [0, len]); 0 for the others.
+ * For tests and diagnostics. */
+float tdm_sched_sigma(const tdm_sched_t *s, int i);
+
+/* The factor the initial noise is multiplied by (1 for PNDM, DDIM and
+ * DPM-Solver; the largest sigma, or sqrt(sigma_max^2 + 1) with "leading"
+ * spacing, for the Euler schedulers). */
+float tdm_sched_init_noise_sigma(const tdm_sched_t *s);
+
+/* scale_model_input for loop index i: scales the n floats of x in place
+ * (x / sqrt(sigma^2 + 1) for the Euler schedulers; nothing for others). */
+void tdm_sched_scale_model_input(tdm_sched_t *s, float *x, int64_t n, int i);
+
+/* One denoising step for loop index i. `sample` holds B items of `item`
+ * floats each and is replaced by the previous (less noisy) sample;
+ * `model_out` (the CFG-combined model output) has the same shape. rngs[b]
+ * is the generator of batch item b: the ancestral noise of item b is
+ * torch.randn(item) drawn from it, as diffusers' randn_tensor does with a
+ * list of generators. rngs may be NULL for schedulers that draw no noise.
+ * PNDM and DPM-Solver keep a history and must be stepped with i = 0, 1, 2,
+ * ... in order after set_timesteps; B * item must stay the same during a
+ * run. Errors: out-of-order or out-of-range i, size change, missing rngs,
+ * allocation failure. */
+tdm_status tdm_sched_step(tdm_sched_t *s, int i, const float *model_out, float *sample,
+                          int64_t B, int64_t item, tdm_rng_t *rngs);
+
+#endif
