@@ -157,6 +157,7 @@ tdm_status tdm_safetensors_parse(tdm_safetensors_t **out, const uint8_t *buf, si
         if (!e->string) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: header entry without a name", f); goto fail; }
         if (!strcmp(e->string, "__metadata__")) {
             if (!cJSON_IsObject(e)) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: __metadata__ is not an object", f); goto fail; }
+            if (s->meta) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: __metadata__ appears twice", f); goto fail; }
             int m = cJSON_GetArraySize(e);
             s->meta = calloc(2 * (size_t)m + 1, sizeof *s->meta);
             if (!s->meta) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", f); goto fail; }
@@ -374,7 +375,22 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
     tdm_tensor_t *r = NULL;
     tdm_status st = tdm_tensor_create(&r, dev, TDM_F32, t->ndim, t->shape, name);
     if (st != TDM_OK) return st;
-    st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
+    /* The data section need not be aligned (any header length is legal):
+     * convert from an aligned copy when the element would be misaligned. */
+    const void *src = t->data;
+    void *aligned = NULL;
+    size_t es = tdm_dtype_size(t->dtype);
+    if (t->nbytes > 0 && es > 1 && (uintptr_t)src % es != 0) {
+        aligned = malloc((size_t)t->nbytes);
+        if (!aligned) {
+            tdm_tensor_free(r);
+            return tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of memory", t->file, name);
+        }
+        memcpy(aligned, src, (size_t)t->nbytes);
+        src = aligned;
+    }
+    st = tdm_convert_to_f32(tdm_f32(r), src, t->dtype, tdm_tensor_numel(r));
+    free(aligned);
     if (st != TDM_OK) { tdm_tensor_free(r); return st; }
     *out = r;
     return TDM_OK;
@@ -436,13 +452,15 @@ tdm_status tdm_safetensors_write_f32(const char *path, int n, const char *const 
         tmp = NULL;
         goto fail;
     }
+    (void)fchmod(fd, 0644);   /* mkstemp creates 0600; outputs are ordinary files */
     f = fdopen(fd, "wb");
     if (!f) { close(fd); st = tdm_errorf(TDM_ERR_IO, "%s: cannot write: %s", path, strerror(errno)); goto fail; }
     uint8_t le[8];
     for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hdr_txt, 1, hl, f) == hl;
     for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
-    for (int i = 0; ok && i < n; i++) ok = fwrite(data[i], 1, (size_t)sizes[i], f) == (size_t)sizes[i];
+    for (int i = 0; ok && i < n; i++)
+        ok = sizes[i] == 0 || fwrite(data[i], 1, (size_t)sizes[i], f) == (size_t)sizes[i];
     if (fclose(f) != 0) ok = 0;
     f = NULL;
     if (!ok) { st = tdm_errorf(TDM_ERR_IO, "%s: write failed: %s", path, strerror(errno)); goto fail; }

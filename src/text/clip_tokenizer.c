@@ -701,7 +701,7 @@ static tdm_status clip_bpe_word(clip_enc_t *e, const uint32_t *w, int64_t n) {
                               e->bytes[i]);
         e->sym[i] = id;
     }
-    int32_t mid;
+    int32_t mid = 0;
     for (int64_t i = 0; i + 1 < nb; i++)
         if (!clip_merge_get(t, e->sym[i], e->sym[i + 1], &e->rank[i], &mid)) e->rank[i] = INT32_MAX;
     int64_t m = nb;
