@@ -123,22 +123,26 @@ tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t 
     case TDM_F32: memcpy(dst, src, (size_t)n * 4); break;
 #define CONV(T, EXPR)                                                          \
     {                                                                          \
-        const T *s = (const T *)src;                                           \
+        const unsigned char *s8 = (const unsigned char *)src;                  \
         _Pragma("omp parallel for if (n > 65536)")                             \
-        for (int64_t i = 0; i < n; i++) dst[i] = (EXPR);                       \
+        for (int64_t i = 0; i < n; i++) {                                      \
+            T v;                                                               \
+            memcpy(&v, s8 + i * (int64_t)sizeof(T), sizeof(T));                \
+            dst[i] = (EXPR);                                                   \
+        }                                                                      \
     } break
-    case TDM_F16: CONV(uint16_t, tdm_f16_to_f32(s[i]));
-    case TDM_BF16: CONV(uint16_t, tdm_bf16_to_f32(s[i]));
-    case TDM_F64: CONV(double, (float)s[i]);
-    case TDM_I8: CONV(int8_t, (float)s[i]);
-    case TDM_U8: CONV(uint8_t, (float)s[i]);
-    case TDM_BOOL: CONV(uint8_t, (float)(s[i] != 0));
-    case TDM_I16: CONV(int16_t, (float)s[i]);
-    case TDM_U16: CONV(uint16_t, (float)s[i]);
-    case TDM_I32: CONV(int32_t, (float)s[i]);
-    case TDM_U32: CONV(uint32_t, (float)s[i]);
-    case TDM_I64: CONV(int64_t, (float)s[i]);
-    case TDM_U64: CONV(uint64_t, (float)s[i]);
+    case TDM_F16: CONV(uint16_t, tdm_f16_to_f32(v));
+    case TDM_BF16: CONV(uint16_t, tdm_bf16_to_f32(v));
+    case TDM_F64: CONV(double, (float)v);
+    case TDM_I8: CONV(int8_t, (float)v);
+    case TDM_U8: CONV(uint8_t, (float)v);
+    case TDM_BOOL: CONV(uint8_t, (float)(v != 0));
+    case TDM_I16: CONV(int16_t, (float)v);
+    case TDM_U16: CONV(uint16_t, (float)v);
+    case TDM_I32: CONV(int32_t, (float)v);
+    case TDM_U32: CONV(uint32_t, (float)v);
+    case TDM_I64: CONV(int64_t, (float)v);
+    case TDM_U64: CONV(uint64_t, (float)v);
 #undef CONV
     default: return tdm_errorf(TDM_ERR_INTERNAL, "cannot convert dtype %d to F32", (int)t);
     }
@@ -207,6 +211,7 @@ tdm_status tdm_tensor_create(tdm_tensor_t **out, tdm_device_t *dev, tdm_dtype dt
     t->ndim = ndim;
     t->dev = dev;
     t->nbytes = bytes;
+    t->owns = 1;
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         t->shape[i] = shape[i];
@@ -219,7 +224,7 @@ tdm_status tdm_tensor_create(tdm_tensor_t **out, tdm_device_t *dev, tdm_dtype dt
 
 void tdm_tensor_free(tdm_tensor_t *t) {
     if (!t) return;
-    if (t->nbytes) tdm_dev_free(t->dev, t->data, t->nbytes);
+    if (t->owns) tdm_dev_free(t->dev, t->data, t->nbytes);
     free(t);
 }
 

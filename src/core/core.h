@@ -84,7 +84,8 @@ typedef struct tdm_tensor {
     int64_t       stride[TDM_MAX_DIMS];   /* in elements */
     tdm_device_t *dev;
     void         *data;
-    int64_t       nbytes;                 /* owned bytes, 0 for views */
+    int64_t       nbytes;                 /* bytes of data */
+    int           owns;                   /* 1 if tdm_tensor_free releases data */
 } tdm_tensor_t;
 
 tdm_status tdm_tensor_create(tdm_tensor_t **out, tdm_device_t *dev, tdm_dtype dt,

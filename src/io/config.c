@@ -21,6 +21,15 @@ tdm_status tdm_json_parse(tdm_json_t *j, const char *text, size_t len, const cha
         }
         return tdm_errorf(TDM_ERR_FORMAT, "%s: malformed JSON near byte %ld", j->path, off);
     }
+    while (end && end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+        end++;
+    if (end && end < text + len && *end) {
+        long off = (long)(end - text);
+        cJSON_Delete(j->root);
+        j->root = NULL;
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: unexpected data after the JSON value at byte %ld",
+                          j->path, off);
+    }
     if (!cJSON_IsObject(j->root)) {
         cJSON_Delete(j->root);
         j->root = NULL;

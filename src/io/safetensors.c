@@ -375,22 +375,9 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
     tdm_tensor_t *r = NULL;
     tdm_status st = tdm_tensor_create(&r, dev, TDM_F32, t->ndim, t->shape, name);
     if (st != TDM_OK) return st;
-    /* The data section need not be aligned (any header length is legal):
-     * convert from an aligned copy when the element would be misaligned. */
-    const void *src = t->data;
-    void *aligned = NULL;
-    size_t es = tdm_dtype_size(t->dtype);
-    if (t->nbytes > 0 && es > 1 && (uintptr_t)src % es != 0) {
-        aligned = malloc((size_t)t->nbytes);
-        if (!aligned) {
-            tdm_tensor_free(r);
-            return tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of memory", t->file, name);
-        }
-        memcpy(aligned, src, (size_t)t->nbytes);
-        src = aligned;
-    }
-    st = tdm_convert_to_f32(tdm_f32(r), src, t->dtype, tdm_tensor_numel(r));
-    free(aligned);
+    /* tdm_convert_to_f32 reads elements with memcpy: the data section need
+     * not be aligned (any header length is legal). */
+    st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
     if (st != TDM_OK) { tdm_tensor_free(r); return st; }
     *out = r;
     return TDM_OK;
