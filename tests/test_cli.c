@@ -80,7 +80,7 @@ TEST(flags_rejected) {
     expect_error(run("generate --prompt x --out '%s/o1'", tmpdir), "--model");
     expect_error(run("generate --model '%s' --prompt x --bogus 1", PIPE), "--bogus");
     expect_error(run("generate --model '%s' --prompt x --output-type jpg", PIPE), "--output-type jpg");
-    expect_error(run("generate --model '%s' --prompt $'caf\\xc3(' --out '%s/o1'", PIPE, tmpdir), "invalid UTF-8");
+    expect_error(run("generate --model '%s' --prompt \"$(printf 'caf\\303(')\" --out '%s/o1'", PIPE, tmpdir), "invalid UTF-8");
     expect_error(run("generate --model '%s' --prompt x --scheduler NoSuchScheduler --out '%s/o1'", PIPE, tmpdir),
                  "NoSuchScheduler");
     expect_error(run("generate --model '%s/nonexistent' --prompt x --out '%s/o1'", tmpdir, tmpdir), "nonexistent");
