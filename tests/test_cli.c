@@ -154,6 +154,17 @@ TEST(generate_png_and_latents) {
     if (f) fclose(f);
     CHECK(lines == 4);
 
+    snprintf(p, sizeof p, "%s/prompts.txt", tmpdir);
+    write_file(p, "first prompt\r\n\nsecond prompt\n");
+    rc = run("generate --model '%s' --prompts-file '%s' --steps 1 --quiet --out '%s/pf'", PIPE, p, tmpdir);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    CHECK(exists("%s/pf/000001.png", tmpdir) && !exists("%s/pf/000002.png", tmpdir));
+    snprintf(p, sizeof p, "%s/pf/manifest.jsonl", tmpdir);
+    f = fopen(p, "r");
+    CHECK(f && fgets(line, sizeof line, f) && strstr(line, "\"prompt\":\"first prompt\""));
+    CHECK(f && fgets(line, sizeof line, f) && strstr(line, "\"prompt\":\"second prompt\""));
+    if (f) fclose(f);
+
     rc = run("generate --model '%s' --prompt 'a cat' --steps 2 --seed 5 --quiet --output-type latent "
              "--out '%s/lat'", PIPE, tmpdir);
     CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);

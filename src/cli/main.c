@@ -49,6 +49,7 @@ typedef struct {
     const char  *variant;
     const char  *device;
     int          report_memory;
+    int          first_owned;   /* prompts[first_owned..] were read from --prompts-file */
 } gen_args_t;
 
 static void usage(FILE *f) {
@@ -165,6 +166,7 @@ static void parse_generate(gen_args_t *a, int argc, char **argv) {
         } else die(2, "unknown flag %s (see tandem generate --help)", f);
     }
     if (!a->model) die(2, "--model: required");
+    a->first_owned = a->nprompts;
     if (a->prompts_file) read_prompts_file(a);
     if (a->nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
     if (a->width % 8) die(2, "--width %d: must be a multiple of 8", a->width);
@@ -343,6 +345,8 @@ static int cmd_generate(int argc, char **argv) {
                 (long long)peak, peak / 1048576.0, (long long)cur);
     }
     for (int64_t i = 0; i < nimages; i++) cJSON_free(lines[i]);
+    for (int i = a.first_owned; i < a.nprompts; i++) free((char *)a.prompts[i]);
+    free(a.prompts);
     free(lines);
     free(lat);
     free(rgb);
