@@ -47,7 +47,7 @@ test-asan: deps vocab
 	  ctest --output-on-failure -j $(JOBS)
 
 fuzz: deps
-	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tools/run_fuzz.sh
+	bash tools/run_fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz
