@@ -1,0 +1,409 @@
+/* t5.c — T5EncoderModel (transformers) forward in float32 on the CPU: token
+ * embedding, pre-RMS-norm blocks of bidirectional self-attention with the
+ * shared relative position bias (no score scaling, no biases) and a
+ * (gated) feed-forward, final RMS norm. The FLUX.1 text_encoder_2. Not the
+ * decoder and not a tokenizer. */
+#include "models/t5.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "io/config.h"
+#include "io/folder.h"
+#include "io/safetensors.h"
+
+typedef enum {
+    T5_ACT_RELU = 0,
+    T5_ACT_GELU,        /* erf */
+    T5_ACT_GELU_TANH,   /* gelu_new, gelu_pytorch_tanh */
+    T5_ACT_SILU
+} t5_act;
+
+typedef struct {
+    tdm_tensor_t *ln0_w;                  /* (D) before attention */
+    tdm_tensor_t *q_w, *k_w, *v_w;        /* (HK, D) with HK = H * d_kv */
+    tdm_tensor_t *o_w;                    /* (D, HK) */
+    tdm_tensor_t *ln1_w;                  /* (D) before the feed-forward */
+    tdm_tensor_t *wi0_w, *wi1_w;          /* (F, D); wi1 NULL when not gated (wi0 = wi) */
+    tdm_tensor_t *wo_w;                   /* (D, F) */
+} t5_block;
+
+struct tdm_t5 {
+    int64_t vocab, D, dkv, F, L, H, nbuckets, maxdist;
+    float eps;
+    int gated;
+    t5_act act;
+    tdm_device_t *dev;
+    tdm_tensor_t *emb;        /* (vocab, D) */
+    tdm_tensor_t *rel_bias;   /* (nbuckets, H), block 0's, shared by all blocks */
+    tdm_tensor_t *fln_w;      /* (D) */
+    t5_block *blocks;         /* L */
+};
+
+/* ---- relative position buckets ---------------------------------------------- */
+
+int64_t tdm_t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_distance) {
+    /* transformers T5Attention._relative_position_bucket, bidirectional=True,
+     * with its float32 arithmetic: the log-scale bucket is
+     * trunc(log(f32(n) / me) / f32(log(max_distance / me)) * (nb - me)). */
+    int64_t nb = num_buckets / 2;
+    int64_t ret = rel > 0 ? nb : 0;
+    int64_t n = rel < 0 ? -rel : rel;
+    int64_t me = nb / 2;
+    if (n < me) return ret + n;
+    float r = (float)n / (float)me;
+    float den = (float)log((double)max_distance / (double)me);
+    float v = logf(r) / den * (float)(nb - me);
+    int64_t big = nb - 1;
+    if (v < (float)(nb - 1 - me)) big = me + (int64_t)v;   /* v >= 0; truncation as .to(long) */
+    return ret + big;
+}
+
+/* ---- loading ----------------------------------------------------------------- */
+
+static tdm_status load_t(const tdm_st_set_t *set, tdm_device_t *dev, const char *name, int ndim,
+                         int64_t d0, int64_t d1, tdm_tensor_t **out) {
+    int64_t shape[2] = {d0, d1};
+    return tdm_st_set_load_f32(set, name, dev, ndim, shape, out);
+}
+
+static tdm_status parse_act(const char *name, const char *path, const char *key, t5_act *out) {
+    if (!strcmp(name, "relu")) *out = T5_ACT_RELU;
+    else if (!strcmp(name, "gelu")) *out = T5_ACT_GELU;
+    else if (!strcmp(name, "gelu_new") || !strcmp(name, "gelu_pytorch_tanh")) *out = T5_ACT_GELU_TANH;
+    else if (!strcmp(name, "silu") || !strcmp(name, "swish")) *out = T5_ACT_SILU;
+    else
+        return tdm_errorf(TDM_ERR_UNSUPPORTED,
+                          "%s: %s activation \"%s\" is not supported (relu, gelu, gelu_new, "
+                          "gelu_pytorch_tanh, silu, swish)", path, key, name);
+    return TDM_OK;
+}
+
+static tdm_status read_config(tdm_t5_t *m, const char *path) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    char ffp[64], act[64];
+    double eps = 0;
+    int gated = 0;
+    TDM_TRY(tdm_json_load(&j, path));
+    /* defaults: transformers T5Config */
+    TDM_TRY(tdm_json_int(&j, "vocab_size", 32128, &m->vocab));
+    TDM_TRY(tdm_json_int(&j, "d_model", 512, &m->D));
+    TDM_TRY(tdm_json_int(&j, "d_kv", 64, &m->dkv));
+    TDM_TRY(tdm_json_int(&j, "d_ff", 2048, &m->F));
+    TDM_TRY(tdm_json_int(&j, "num_layers", 6, &m->L));
+    TDM_TRY(tdm_json_int(&j, "num_heads", 8, &m->H));
+    TDM_TRY(tdm_json_int(&j, "relative_attention_num_buckets", 32, &m->nbuckets));
+    TDM_TRY(tdm_json_int(&j, "relative_attention_max_distance", 128, &m->maxdist));
+    TDM_TRY(tdm_json_float(&j, "layer_norm_epsilon", 1e-6, &eps));
+    TDM_TRY(tdm_json_str(&j, "feed_forward_proj", "relu", ffp, sizeof ffp));
+    m->eps = (float)eps;
+
+    /* T5Config: "ACT" or "gated-ACT"; "gated-gelu" means gelu_new. The keys
+     * is_gated_act and dense_act_fn, when present, override (as the config's
+     * keyword arguments do in transformers). */
+    const char *dash = strchr(ffp, '-');
+    if (dash && (strncmp(ffp, "gated-", 6) != 0 || strchr(dash + 1, '-') || !dash[1])) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED,
+                        "%s: feed_forward_proj \"%s\" is not of the form \"ACT\" or \"gated-ACT\"",
+                        path, ffp);
+        goto fail;
+    }
+    gated = dash != NULL;
+    snprintf(act, sizeof act, "%s", dash ? dash + 1 : ffp);
+    if (!strcmp(ffp, "gated-gelu")) snprintf(act, sizeof act, "gelu_new");
+    TDM_TRY(tdm_json_bool(&j, "is_gated_act", gated, &m->gated));
+    TDM_TRY(tdm_json_str(&j, "dense_act_fn", act, act, sizeof act));
+    TDM_TRY(parse_act(act, path, cJSON_GetObjectItemCaseSensitive(j.root, "dense_act_fn")
+                                     ? "dense_act_fn" : "feed_forward_proj", &m->act));
+
+    /* sizes that bound every later computation */
+    const int64_t lim = (int64_t)1 << 24;
+    struct { const char *k; int64_t v, lo, hi; } chk[] = {
+        {"vocab_size", m->vocab, 1, (int64_t)1 << 26},
+        {"d_model", m->D, 1, lim},
+        {"d_kv", m->dkv, 1, lim},
+        {"d_ff", m->F, 1, lim},
+        {"num_layers", m->L, 1, 4096},
+        {"num_heads", m->H, 1, 4096},
+        {"relative_attention_num_buckets", m->nbuckets, 4, 1 << 20},
+        {"relative_attention_max_distance", m->maxdist, 1, (int64_t)1 << 30},
+    };
+    for (size_t i = 0; i < sizeof chk / sizeof chk[0]; i++)
+        if (chk[i].v < chk[i].lo || chk[i].v > chk[i].hi) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: %s = %lld is out of range [%lld, %lld]", path,
+                            chk[i].k, (long long)chk[i].v, (long long)chk[i].lo,
+                            (long long)chk[i].hi);
+            goto fail;
+        }
+    if (m->H * m->dkv > lim) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: num_heads * d_kv = %lld is too large", path,
+                        (long long)(m->H * m->dkv));
+        goto fail;
+    }
+    /* the log-scale buckets start at num_buckets / 4 and need a larger max */
+    if (m->maxdist <= m->nbuckets / 4) {
+        st = tdm_errorf(TDM_ERR_MODEL,
+                        "%s: relative_attention_max_distance %lld must exceed "
+                        "relative_attention_num_buckets / 4 = %lld",
+                        path, (long long)m->maxdist, (long long)(m->nbuckets / 4));
+        goto fail;
+    }
+    if (!(m->eps > 0) || !isfinite(m->eps)) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: layer_norm_epsilon must be a positive number", path);
+        goto fail;
+    }
+fail:
+    tdm_json_free(&j);
+    return st;
+}
+
+tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const char *variant,
+                       tdm_device_t *dev) {
+    tdm_status st = TDM_OK;
+    tdm_t5_t *m = NULL;
+    tdm_st_set_t *set = NULL;
+    char path[TDM_PATH_MAX];
+    if (!out) return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: out is required");
+    *out = NULL;
+    if (!root || !sub || !dev)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: root, sub and device are required");
+    m = calloc(1, sizeof *m);
+    if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
+    m->dev = dev;
+    TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+    TDM_TRY(read_config(m, path));
+    TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
+    TDM_TRY(tdm_st_set_open(&set, path));
+
+    const int64_t D = m->D, HK = m->H * m->dkv, F = m->F;
+    /* tied embedding: T5EncoderModel saves shared.weight; some exports keep
+     * only encoder.embed_tokens.weight */
+    const char *emb = tdm_st_set_find(set, "shared.weight") ? "shared.weight"
+                                                            : "encoder.embed_tokens.weight";
+    TDM_TRY(load_t(set, dev, emb, 2, m->vocab, D, &m->emb));
+    TDM_TRY(load_t(set, dev, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                   2, m->nbuckets, m->H, &m->rel_bias));
+    m->blocks = calloc((size_t)m->L, sizeof *m->blocks);
+    if (!m->blocks) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
+        goto fail;
+    }
+    for (int64_t l = 0; l < m->L; l++) {
+        t5_block *y = &m->blocks[l];
+        char p[96];
+#define LT(field, name, nd, a, b)                                                        \
+    do {                                                                                 \
+        char nm_[192];                                                                   \
+        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
+        TDM_TRY(load_t(set, dev, nm_, nd, a, b, &y->field));                             \
+    } while (0)
+        snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
+        LT(ln0_w, "0.layer_norm.weight", 1, D, 0);
+        LT(q_w, "0.SelfAttention.q.weight", 2, HK, D);
+        LT(k_w, "0.SelfAttention.k.weight", 2, HK, D);
+        LT(v_w, "0.SelfAttention.v.weight", 2, HK, D);
+        LT(o_w, "0.SelfAttention.o.weight", 2, D, HK);
+        LT(ln1_w, "1.layer_norm.weight", 1, D, 0);
+        if (m->gated) {
+            LT(wi0_w, "1.DenseReluDense.wi_0.weight", 2, F, D);
+            LT(wi1_w, "1.DenseReluDense.wi_1.weight", 2, F, D);
+        } else {
+            LT(wi0_w, "1.DenseReluDense.wi.weight", 2, F, D);
+        }
+        LT(wo_w, "1.DenseReluDense.wo.weight", 2, D, F);
+#undef LT
+    }
+    TDM_TRY(load_t(set, dev, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w));
+    tdm_st_set_close(set);
+    *out = m;
+    return TDM_OK;
+fail:
+    tdm_st_set_close(set);
+    tdm_t5_free(m);
+    return st;
+}
+
+void tdm_t5_free(tdm_t5_t *m) {
+    if (!m) return;
+    if (m->blocks) {
+        for (int64_t l = 0; l < m->L; l++) {
+            t5_block *y = &m->blocks[l];
+            tdm_tensor_t *ts[] = {y->ln0_w, y->q_w, y->k_w, y->v_w, y->o_w,
+                                  y->ln1_w, y->wi0_w, y->wi1_w, y->wo_w};
+            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) tdm_tensor_free(ts[i]);
+        }
+        free(m->blocks);
+    }
+    tdm_tensor_free(m->emb);
+    tdm_tensor_free(m->rel_bias);
+    tdm_tensor_free(m->fln_w);
+    free(m);
+}
+
+int64_t tdm_t5_d_model(const tdm_t5_t *m) { return m->D; }
+int64_t tdm_t5_num_layers(const tdm_t5_t *m) { return m->L; }
+int64_t tdm_t5_vocab_size(const tdm_t5_t *m) { return m->vocab; }
+
+/* ---- kernels ------------------------------------------------------------------ */
+
+/* T5LayerNorm: y = w * (x * rsqrt(mean(x^2) + eps)) over rows of x (rows, D);
+ * no mean subtraction, no bias. y may alias x. */
+static void t5_rms_norm(float *y, const float *x, const float *w, int64_t rows, int64_t D,
+                        float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D;
+        double ss = 0;
+        for (int64_t d = 0; d < D; d++) ss += (double)xr[d] * (double)xr[d];
+        float var = (float)(ss / (double)D);
+        float inv = 1.0f / sqrtf(var + eps);
+        for (int64_t d = 0; d < D; d++) yr[d] = w[d] * (xr[d] * inv);
+    }
+}
+
+static void t5_relu(float *x, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* y = a * b element-wise (n); y may alias a. */
+static void t5_mul(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+
+/* Attention with an additive relative position bias and no score scaling:
+ * q, k, v (B, T, H*dk) as the Linear outputs lay them out → o (B, T, H*dk),
+ * o = softmax(q k^T + bias_h) v per batch row and head, where
+ * bias_h[i][j] = tab[h * (2T-1) + (j - i) + T - 1] (tab (H, 2T-1), one
+ * value per relative position). s is scratch of T*T floats. GEMMs through
+ * cblas_sgemm per (batch, head); softmax with the row max subtracted. */
+static void t5_attention_bias(float *o, const float *q, const float *k, const float *v,
+                              const float *tab, float *s, int64_t B, int64_t T, int64_t H,
+                              int64_t dk) {
+    const int64_t HK = H * dk;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *qb = q + b * T * HK + h * dk;
+            const float *kb = k + b * T * HK + h * dk;
+            const float *vb = v + b * T * HK + h * dk;
+            float *ob = o + b * T * HK + h * dk;
+            const float *th = tab + h * (2 * T - 1);
+            /* s (T, T) = q_bh (T, dk) · k_bh (T, dk)^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)dk, 1.0f,
+                        qb, (int)HK, kb, (int)HK, 0.0f, s, (int)T);
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < T; i++) {
+                float *row = s + i * T;
+                const float *bi = th + (T - 1 - i);   /* bi[j] = bias at rel j - i */
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < T; j++) {
+                    row[j] += bi[j];
+                    if (row[j] > mx) mx = row[j];
+                }
+                float sum = 0.0f;
+                for (int64_t j = 0; j < T; j++) {
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int64_t j = 0; j < T; j++) row[j] *= inv;
+            }
+            /* o_bh (T, dk) = s (T, T) · v_bh (T, dk) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)dk, (int)T, 1.0f,
+                        s, (int)T, vb, (int)HK, 0.0f, ob, (int)HK);
+        }
+}
+
+/* ---- forward ----------------------------------------------------------------- */
+
+tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T, float *hidden) {
+    float *arena = NULL;
+    int64_t bytes = 0;
+    if (!m || !ids || !hidden)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: model, ids and hidden are required");
+    /* cblas takes int sizes; T is bounded well inside them */
+    if (B < 1 || T < 1 || T > (1 << 20))
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "t5: batch %lld x %lld tokens; need batch >= 1 and 1 <= tokens <= %d",
+                          (long long)B, (long long)T, 1 << 20);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t id = ids[b * T + t];
+            if (id < 0 || id >= m->vocab)
+                return tdm_errorf(TDM_ERR_INVALID_ARG,
+                                  "t5: token id %lld at batch %lld position %lld is outside the "
+                                  "vocabulary [0, %lld)",
+                                  (long long)id, (long long)b, (long long)t, (long long)m->vocab);
+        }
+
+    const int64_t D = m->D, H = m->H, dk = m->dkv, HK = H * dk, F = m->F;
+    int64_t N, per_row, nfl, ntt, ntab;
+    /* x, h (N, D); q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated; s (T, T);
+     * tab (H, 2T-1) */
+    per_row = 2 * D + 4 * HK + (m->gated ? 2 : 1) * F;
+    if (!tdm_mul_ok(B, T, &N) || !tdm_mul_ok(N, per_row, &nfl) || !tdm_mul_ok(T, T, &ntt) ||
+        !tdm_mul_ok(H, 2 * T - 1, &ntab) || nfl > INT64_MAX / 4 - ntt - ntab ||
+        !tdm_mul_ok(nfl + ntt + ntab, (int64_t)sizeof(float), &bytes))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: batch %lld x %lld tokens is too large",
+                          (long long)B, (long long)T);
+    arena = tdm_dev_alloc(m->dev, bytes, "t5 activations");
+    if (!arena) return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
+    float *x = arena;          /* (N, D) residual stream */
+    float *h = x + N * D;      /* (N, D) normalized / block output */
+    float *q = h + N * D;      /* (B, T, H*dk) */
+    float *k = q + N * HK;
+    float *v = k + N * HK;
+    float *a = v + N * HK;     /* (N, HK) attention output */
+    float *f0 = a + N * HK;    /* (N, F) */
+    float *f1 = f0 + N * F;    /* (N, F) gated branch (gated only) */
+    float *s = f1 + (m->gated ? N * F : 0);   /* (T, T) scores */
+    float *tab = s + ntt;      /* (H, 2T-1) position bias per relative position */
+
+    /* x[b, t] = emb[ids[b, t]] */
+    const float *emb = tdm_f32(m->emb);
+    for (int64_t r = 0; r < N; r++)
+        memcpy(x + r * D, emb + (int64_t)ids[r] * D, (size_t)D * sizeof(float));
+
+    /* position bias of block 0: tab[h][rel + T - 1] = rel_bias[bucket(rel), h] */
+    const float *rb = tdm_f32(m->rel_bias);
+    for (int64_t rel = -(T - 1); rel <= T - 1; rel++) {
+        int64_t bk = tdm_t5_relative_bucket(rel, m->nbuckets, m->maxdist);
+        for (int64_t hh = 0; hh < H; hh++) tab[hh * (2 * T - 1) + rel + T - 1] = rb[bk * H + hh];
+    }
+
+    for (int64_t l = 0; l < m->L; l++) {
+        const t5_block *y = &m->blocks[l];
+        /* self-attention block */
+        t5_rms_norm(h, x, tdm_f32(y->ln0_w), N, D, m->eps);
+        tdm_cpu_linear(q, h, tdm_f32(y->q_w), NULL, N, D, HK);
+        tdm_cpu_linear(k, h, tdm_f32(y->k_w), NULL, N, D, HK);
+        tdm_cpu_linear(v, h, tdm_f32(y->v_w), NULL, N, D, HK);
+        t5_attention_bias(a, q, k, v, tab, s, B, T, H, dk);
+        tdm_cpu_linear(h, a, tdm_f32(y->o_w), NULL, N, HK, D);
+        tdm_cpu_add(x, x, h, N * D);
+        /* feed-forward block: wo(act(wi_0 h) * wi_1 h) or wo(act(wi h)) */
+        t5_rms_norm(h, x, tdm_f32(y->ln1_w), N, D, m->eps);
+        tdm_cpu_linear(f0, h, tdm_f32(y->wi0_w), NULL, N, D, F);
+        switch (m->act) {
+        case T5_ACT_RELU: t5_relu(f0, N * F); break;
+        case T5_ACT_GELU: tdm_cpu_gelu(f0, N * F); break;
+        case T5_ACT_GELU_TANH: tdm_cpu_gelu_tanh(f0, N * F); break;
+        case T5_ACT_SILU: tdm_cpu_silu(f0, N * F); break;
+        }
+        if (m->gated) {
+            tdm_cpu_linear(f1, h, tdm_f32(y->wi1_w), NULL, N, D, F);
+            t5_mul(f0, f0, f1, N * F);
+        }
+        tdm_cpu_linear(h, f0, tdm_f32(y->wo_w), NULL, N, F, D);
+        tdm_cpu_add(x, x, h, N * D);
+    }
+    t5_rms_norm(hidden, x, tdm_f32(m->fln_w), N, D, m->eps);
+    tdm_dev_free(m->dev, arena, bytes);
+    return TDM_OK;
+}
