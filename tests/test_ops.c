@@ -124,6 +124,94 @@ TEST(test_conv2d) {
     conv_case("conv_1x1_s2", 1, 3, 5, 5, 2, 1, 1, 2, 0, 0, 0, 0, 0);
 }
 
+/* y (B, Cout, Ho, Wo): a direct, double-accumulated conv, the reference of
+ * the tiled cases (no fixture: the shapes are too large to store). */
+static void conv_naive(float *y, const float *x, const float *w, const float *b, int64_t B,
+                       int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw,
+                       int64_t s, int64_t pt, int64_t pl, int64_t Ho, int64_t Wo) {
+    for (int64_t n = 0; n < B; n++)
+        for (int64_t co = 0; co < Cout; co++)
+            for (int64_t oy = 0; oy < Ho; oy++)
+                for (int64_t ox = 0; ox < Wo; ox++) {
+                    double acc = b ? b[co] : 0.0;
+                    for (int64_t c = 0; c < Cin; c++)
+                        for (int64_t i = 0; i < kh; i++) {
+                            int64_t iy = oy * s - pt + i;
+                            if (iy < 0 || iy >= H) continue;
+                            for (int64_t j = 0; j < kw; j++) {
+                                int64_t ix = ox * s - pl + j;
+                                if (ix < 0 || ix >= W) continue;
+                                acc += (double)x[((n * Cin + c) * H + iy) * W + ix] *
+                                       w[((co * Cin + c) * kh + i) * kw + j];
+                            }
+                        }
+                    y[((n * Cout + co) * Ho + oy) * Wo + ox] = (float)acc;
+                }
+}
+
+static void fill_rand(float *p, int64_t n, uint32_t seed) {
+    for (int64_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        p[i] = (float)(seed >> 8) / 16777216.0f - 0.5f;
+    }
+}
+
+/* One conv at the current tile cap against conv_naive; `rows` is the number
+ * of output rows per im2col tile the cap must give (the scratch is checked to
+ * be exactly that tile). */
+static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                       int64_t Cout, int64_t kh, int64_t kw, int64_t s, int64_t pt, int64_t pb,
+                       int64_t pl, int64_t pr, int64_t rows) {
+    int64_t Ho = (H + pt + pb - kh) / s + 1, Wo = (W + pl + pr - kw) / s + 1;
+    int64_t K = Cin * kh * kw, ny = B * Cout * Ho * Wo;
+    float *x = zalloc(B * Cin * H * W), *w = zalloc(Cout * K), *b = zalloc(Cout);
+    float *y = zalloc(ny), *ref = zalloc(ny);
+    fill_rand(x, B * Cin * H * W, 1u);
+    fill_rand(w, Cout * K, 2u);
+    fill_rand(b, Cout, 3u);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    CHECK_MSG(ns == K * rows * Wo, "%s: scratch %lld floats, expected %lld (%lld rows of %lld)",
+              c, (long long)ns, (long long)(K * rows * Wo), (long long)rows, (long long)Ho);
+    CHECK_MSG(ns <= K * Ho * Wo, "%s: scratch larger than the full im2col", c);
+    float *scratch = zalloc(ns);
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scratch);
+    conv_naive(ref, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pl, Ho, Wo);
+    double e = test_rel_err(y, ref, (long)ny);
+    printf("  %s: %lld of %lld output rows per tile, rel err %.3g\n", c, (long long)rows,
+           (long long)Ho, e);
+    CHECK_MSG(e <= TOL, "%s: rel err %.3g > %.1g", c, e, TOL);
+    free(x); free(w); free(b); free(y); free(ref); free(scratch);
+}
+
+/* The im2col is tiled over output rows (ops.c): tiles that do not divide Ho,
+ * one row per tile, strided and asymmetric padding, batch > 1, and one conv
+ * whose full im2col really exceeds the default cap. */
+TEST(test_conv2d_tiled) {
+    size_t cap = tdm_cpu_conv_tile_bytes();
+    /* 64 ch × 9 × 128² floats = 36 MiB of im2col > the 32 MiB default cap */
+    int64_t K = 64 * 9, Wo = 128, rows = (int64_t)(cap / 4) / (K * Wo);
+    if (rows > 128) rows = 128;
+    if (rows < 1) rows = 1;
+    CHECK_MSG(rows < 128, "the default tile cap (%zu bytes) no longer tiles the big case", cap);
+    tiled_case("tiled_default_cap", 1, 64, 128, 128, 4, 3, 3, 1, 1, 1, 1, 1, rows);
+
+    /* 6 rows of 16 ch × 9 × 40 floats: 37 rows → 6 full tiles + 1 row, threaded */
+    tdm_cpu_set_conv_tile_bytes((size_t)(16 * 9 * 40 * 6) * 4 + 100);
+    tiled_case("tiled_remainder", 2, 16, 37, 40, 7, 3, 3, 1, 1, 1, 1, 1, 6);
+    /* stride 2, pad (0,1,0,1): Ho = Wo = 20, 3 rows per tile */
+    tdm_cpu_set_conv_tile_bytes((size_t)(16 * 9 * 20 * 3) * 4);
+    tiled_case("tiled_s2_pad4", 1, 16, 40, 39, 5, 3, 3, 2, 0, 1, 0, 1, 3);
+    /* a cap below one row: one row per tile, 3×2 kernel, 1×1 stride 2 */
+    tdm_cpu_set_conv_tile_bytes(64);
+    tiled_case("tiled_one_row", 2, 3, 9, 11, 4, 3, 2, 1, 1, 1, 0, 0, 1);
+    tiled_case("tiled_1x1_s2", 1, 5, 9, 9, 3, 1, 1, 2, 0, 0, 0, 0, 1);
+    /* a cap above the full im2col: one tile, scratch = the full size */
+    tdm_cpu_set_conv_tile_bytes((size_t)1 << 40);
+    tiled_case("tiled_one_tile", 1, 4, 10, 12, 3, 3, 3, 1, 1, 1, 1, 1, 10);
+    tdm_cpu_set_conv_tile_bytes(0);
+    CHECK_MSG(tdm_cpu_conv_tile_bytes() == cap, "0 does not restore the default tile cap");
+}
+
 static void gn_case(const char *c, const char *fix, int64_t B, int64_t C, int64_t S, int64_t G,
                     float eps, int silu) {
     char nm[64];
@@ -304,6 +392,7 @@ int main(void) {
     RUN(test_linear);
     RUN(test_gemm);
     RUN(test_conv2d);
+    RUN(test_conv2d_tiled);
     RUN(test_group_norm);
     RUN(test_layer_norm);
     RUN(test_activations);

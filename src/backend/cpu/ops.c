@@ -2,14 +2,15 @@
  * every other backend is checked against. Not a tensor library: callers pass
  * raw buffers and sizes (see ops.h for every contract).
  *
- * Threading: GEMMs of linear / conv / gemm are single OpenBLAS calls that use
- * OpenBLAS's own threads (set by tdm_set_num_threads). Element-wise, norm and
- * softmax loops use `omp parallel for`. Attention is the one place that calls
- * BLAS from inside an OpenMP region (parallel over batch × head × query tile);
- * for that region OpenBLAS is switched to one thread and restored afterwards,
- * so the two pools never oversubscribe the cores. That switch is process-wide:
- * two application threads must not run tdm_cpu_attention at the same time as
- * other BLAS-heavy ops if they rely on BLAS threading.
+ * Threading: GEMMs of linear / gemm / 1×1 conv are single OpenBLAS calls that
+ * use OpenBLAS's own threads (set by tdm_set_num_threads). Element-wise, norm
+ * and softmax loops use `omp parallel for`. Attention (parallel over batch ×
+ * head × query tile) and the im2col convolution (parallel over the columns of
+ * each im2col tile) call BLAS from inside an OpenMP region; for that call
+ * OpenBLAS is switched to one thread and restored afterwards, so the two pools
+ * never oversubscribe the cores. That switch is process-wide: two application
+ * threads must not run tdm_cpu_attention or tdm_cpu_conv2d* at the same time
+ * as other BLAS-heavy ops if they rely on BLAS threading.
  *
  * Math follows torch: biased variance, erf GELU, tanh GELU, quick_gelu =
  * x·sigmoid(1.702x), softmax with max subtraction. Reductions accumulate in
@@ -19,6 +20,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +48,13 @@ void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
     }
 }
 
+/* y (C, S) filled with b[c] along each row c. */
+static void fill_channels(float *y, const float *b, int64_t C, int64_t S) {
+#pragma omp parallel for if (C * S > TDM_OMP_MIN)
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t s = 0; s < S; s++) y[c * S + s] = b[c];
+}
+
 /* y (M, N) filled with b (N) per row, or zeros. */
 static void fill_rows(float *y, const float *b, int64_t M, int64_t N) {
 #pragma omp parallel for if (M * N > TDM_OMP_MIN)
@@ -63,7 +72,43 @@ void tdm_cpu_linear(float *y, const float *x, const float *W, const float *b,
     tdm_cpu_gemm(0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
 }
 
-/* ---- convolution ------------------------------------------------------------ */
+/* ---- convolution ------------------------------------------------------------
+ * im2col + GEMM, tiled over output rows so the column buffer stays bounded:
+ * a tile of `rows` output rows is the (K = Cin*kh*kw, rows*Wo) matrix of the
+ * input patches under those rows, and y[:, tile] = w (Cout, K) · tile. The
+ * tile holds as many whole output rows as fit g_conv_tile_bytes (at least
+ * one), so the scratch is min(full im2col, about the cap). The same rule sizes
+ * the scratch (tdm_cpu_conv2d*_scratch) and cuts the tiles, so a caller that
+ * allocates what the _scratch function returns always has enough. */
+
+/* 32 MiB: a 512-channel 3×3 conv at 64² gets 28-row tiles (1792 GEMM
+ * columns, ~900 per thread at 2 threads). At 2 threads, caps of 8-64 MiB
+ * measured within noise of each other on the SD VAE decoder convs; much
+ * smaller tiles make each thread's GEMM too narrow. */
+#define TDM_CONV_TILE_BYTES_DEFAULT ((size_t)32 << 20)
+
+static size_t g_conv_tile_bytes = TDM_CONV_TILE_BYTES_DEFAULT;
+
+void tdm_cpu_set_conv_tile_bytes(size_t bytes) {
+    g_conv_tile_bytes = bytes ? bytes : TDM_CONV_TILE_BYTES_DEFAULT;
+}
+
+size_t tdm_cpu_conv_tile_bytes(void) { return g_conv_tile_bytes; }
+
+static int conv_is_direct(int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb,
+                          int64_t pl, int64_t pr) {
+    return kh == 1 && kw == 1 && stride == 1 && pt == 0 && pb == 0 && pl == 0 && pr == 0;
+}
+
+/* Output rows per column tile: as many as fit the cap, at least 1, at most Ho. */
+static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo) {
+    int64_t cap = (int64_t)(g_conv_tile_bytes / sizeof(float));
+    int64_t row = K * Wo;                           /* floats per output row */
+    int64_t rows = row > 0 ? cap / row : Ho;
+    if (rows < 1) rows = 1;
+    if (rows > Ho) rows = Ho;
+    return rows;
+}
 
 int64_t tdm_cpu_conv2d_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
                                int64_t stride, int64_t pad) {
@@ -75,37 +120,57 @@ int64_t tdm_cpu_conv2d_pad4_scratch(int64_t Cin, int64_t H, int64_t W, int64_t k
                                     int64_t pr) {
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
-    if (kh == 1 && kw == 1 && stride == 1 && pt == 0 && pb == 0 && pl == 0 && pr == 0)
+    int64_t K = Cin * kh * kw;
+    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr))
         return 0;                                   /* 1×1: the input is the column matrix */
-    return Cin * kh * kw * Ho * Wo;
+    if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
+    return K * conv_tile_rows(K, Ho, Wo) * Wo;
 }
 
-/* col (Cin*kh*kw, Ho*Wo) from one image x (Cin, H, W). */
-static void im2col(float *col, const float *x, int64_t Cin, int64_t H, int64_t W,
-                   int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pl,
-                   int64_t Ho, int64_t Wo) {
-    int64_t K = Cin * kh * kw, P = Ho * Wo;
-#pragma omp parallel for if (K * P > TDM_OMP_MIN)
+/* col (Cin*kh*kw, rows*Wo): the patches under output rows [oy0, oy0+rows) of
+ * one image x (Cin, H, W); taps that fall in the padding are 0. An orphaned
+ * `omp for`: called inside a parallel region, the team shares the rows and
+ * meets at its closing barrier; outside one, it runs on the calling thread. */
+static void im2col_rows(float *col, const float *x, int64_t Cin, int64_t H, int64_t W,
+                        int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pl,
+                        int64_t Wo, int64_t oy0, int64_t rows) {
+    int64_t K = Cin * kh * kw, N = rows * Wo;
+#pragma omp for
     for (int64_t r = 0; r < K; r++) {
         int64_t c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
         const float *xc = x + c * H * W;
-        float *dst = col + r * P;
-        for (int64_t oy = 0; oy < Ho; oy++) {
-            int64_t iy = oy * stride - pt + i;
-            float *d = dst + oy * Wo;
+        float *dst = col + r * N;
+        /* ox in [lo, hi) reads inside the row: 0 <= ox*stride - pl + j < W */
+        int64_t lo = pl - j > 0 ? (pl - j + stride - 1) / stride : 0;
+        int64_t hi = W + pl - j > 0 ? (W + pl - j + stride - 1) / stride : 0;
+        if (lo > Wo) lo = Wo;
+        if (hi > Wo) hi = Wo;
+        if (hi < lo) hi = lo;
+        for (int64_t t = 0; t < rows; t++) {
+            int64_t iy = (oy0 + t) * stride - pt + i;
+            float *d = dst + t * Wo;
             if (iy < 0 || iy >= H) {
                 memset(d, 0, (size_t)Wo * sizeof(float));
                 continue;
             }
-            const float *xr = xc + iy * W;
-            for (int64_t ox = 0; ox < Wo; ox++) {
-                int64_t ix = ox * stride - pl + j;
-                d[ox] = (ix >= 0 && ix < W) ? xr[ix] : 0.0f;
+            const float *xr = xc + iy * W;          /* d[ox] = xr[ox*stride - pl + j] */
+            if (lo > 0) memset(d, 0, (size_t)lo * sizeof(float));
+            if (stride == 1) {
+                if (hi > lo) memcpy(d + lo, xr + lo - pl + j, (size_t)(hi - lo) * sizeof(float));
+            } else {
+                for (int64_t ox = lo; ox < hi; ox++) d[ox] = xr[ox * stride - pl + j];
             }
+            if (hi < Wo) memset(d + hi, 0, (size_t)(Wo - hi) * sizeof(float));
         }
     }
 }
 
+/* Direct (1×1) convs are one GEMM on OpenBLAS's threads. Otherwise, per
+ * tile, one OpenMP team fills the column tile and then each thread multiplies
+ * its own slice of the tile's columns with a single-threaded GEMM: OpenBLAS
+ * is held at one thread for the whole conv, so the OpenMP and OpenBLAS pools
+ * never alternate tile by tile (each pool's idle threads spin-wait and would
+ * steal the other's cores). */
 void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
                          int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                          int64_t kh, int64_t kw, int64_t stride,
@@ -113,24 +178,43 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
     int64_t K = Cin * kh * kw, P = Ho * Wo;
-    int direct = kh == 1 && kw == 1 && stride == 1 && pt == 0 && pb == 0 && pl == 0 && pr == 0;
     if (B <= 0 || Cout <= 0 || P <= 0) return;
+    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) {
+        for (int64_t n = 0; n < B; n++) {
+            const float *xn = x + n * Cin * P;      /* (Cin, P): already the column matrix */
+            float *yn = y + n * Cout * P;
+            if (b) fill_channels(yn, b, Cout, P);
+            /* yn (Cout, P) = w (Cout, Cin) · xn (Cin, P) [+ yn] */
+            tdm_cpu_gemm(0, 0, Cout, P, Cin, 1.0f, w, Cin, xn, P, b ? 1.0f : 0.0f, yn, P);
+        }
+        return;
+    }
+    int64_t rows = conv_tile_rows(K, Ho, Wo);
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     for (int64_t n = 0; n < B; n++) {
         const float *xn = x + n * Cin * H * W;
         float *yn = y + n * Cout * P;
-        const float *col = xn;
-        if (!direct) {
-            im2col(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Ho, Wo);
-            col = scratch;
+        for (int64_t oy0 = 0; oy0 < Ho; oy0 += rows) {
+            int64_t nr = Ho - oy0 < rows ? Ho - oy0 : rows, N = nr * Wo;
+            float *yt = yn + oy0 * Wo;              /* (Cout, N), row stride P */
+#pragma omp parallel if (K * N > TDM_OMP_MIN)
+            {
+                im2col_rows(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
+                int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+                int64_t c0 = N * t / T, c1 = N * (t + 1) / T;
+                if (c1 > c0) {
+                    if (b)
+                        for (int64_t co = 0; co < Cout; co++)
+                            for (int64_t p = c0; p < c1; p++) yt[co * P + p] = b[co];
+                    /* yt[:, c0:c1] (Cout, c1-c0) = w (Cout, K) · tile[:, c0:c1] [+ yt] */
+                    tdm_cpu_gemm(0, 0, Cout, c1 - c0, K, 1.0f, w, K, scratch + c0, N,
+                                 b ? 1.0f : 0.0f, yt + c0, P);
+                }
+            }
         }
-        if (b) {
-#pragma omp parallel for if (Cout * P > TDM_OMP_MIN)
-            for (int64_t co = 0; co < Cout; co++)
-                for (int64_t p = 0; p < P; p++) yn[co * P + p] = b[co];
-        }
-        /* yn (Cout, P) = w (Cout, K) · col (K, P) [+ yn] */
-        tdm_cpu_gemm(0, 0, Cout, P, K, 1.0f, w, K, col, P, b ? 1.0f : 0.0f, yn, P);
     }
+    openblas_set_num_threads(blas_threads);
 }
 
 void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
