@@ -4,7 +4,7 @@
  * float64 helpers shared by the families (linspace, arange, interp,
  * Karras sigmas, sigma_to_t), and dispatch of the public calls. The
  * per-family schedules and steps live in sched_alpha.c (PNDM, DDIM),
- * sched_euler.c and sched_dpm.c. */
+ * sched_euler.c, sched_dpm.c and sched_flow.c. */
 #include "sched/sched_impl.h"
 
 #include <math.h>
@@ -16,11 +16,13 @@
 static const char *const k_class_names[TDM_SCHED_KIND_COUNT] = {
     "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler",
     "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler",
 };
 
 #define SUPPORTED_LIST                                                                     \
     "PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, "                               \
-    "EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler"
+    "EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler, "                       \
+    "FlowMatchEulerDiscreteScheduler"
 
 /* ---- numpy / torch arithmetic ---------------------------------------- */
 
@@ -207,6 +209,75 @@ static void rescale_zero_terminal_snr(float *betas, int64_t N, float *tmp) {
     }
 }
 
+/* The karras/exponential range keys: diffusers reads config.sigma_min and
+ * sigma_max whichever class wrote them (from_config keeps unknown keys as
+ * hidden config). */
+static tdm_status parse_sigma_range(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, "sigma_min");
+    s->has_sigma_min = v && !cJSON_IsNull(v);
+    if (s->has_sigma_min) TDM_TRY(tdm_json_float(j, "sigma_min", 0, &s->sigma_min));
+    v = cJSON_GetObjectItemCaseSensitive(j->root, "sigma_max");
+    s->has_sigma_max = v && !cJSON_IsNull(v);
+    if (s->has_sigma_max) TDM_TRY(tdm_json_float(j, "sigma_max", 0, &s->sigma_max));
+fail:
+    return st;
+}
+
+/* FlowMatchEulerDiscreteScheduler keys (every other key of the file is
+ * ignored, as diffusers' from_config does) and its training sigma range:
+ * sigmas = linspace(1, N, N)[::-1] / N in float32, shifted by `shift` in
+ * float32 unless use_dynamic_shifting. */
+static tdm_status parse_flow_config(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    int64_t N;
+    int beta = 0, stochastic = 0;
+    char buf[64];
+    TDM_TRY(tdm_json_int(j, "num_train_timesteps", 1000, &N));
+    if (N < 2 || N > 100000)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: num_train_timesteps %lld is out of range [2, 100000]",
+                          s->path, (long long)N);
+    s->num_train_timesteps = N;
+    TDM_TRY(tdm_json_float(j, "shift", 1.0, &s->shift));
+    TDM_TRY(tdm_json_bool(j, "use_dynamic_shifting", 0, &s->dynamic_shift));
+    TDM_TRY(tdm_json_float(j, "base_shift", 0.5, &s->base_shift));
+    TDM_TRY(tdm_json_float(j, "max_shift", 1.15, &s->max_shift));
+    TDM_TRY(tdm_json_float(j, "base_image_seq_len", 256, &s->base_seq_len));
+    TDM_TRY(tdm_json_float(j, "max_image_seq_len", 4096, &s->max_seq_len));
+    TDM_TRY(tdm_json_bool(j, "invert_sigmas", 0, &s->invert_sigmas));
+    /* not a FlowMatch key: FluxPipeline checks the config for it */
+    TDM_TRY(tdm_json_bool(j, "use_flow_sigmas", 0, &s->use_flow_sigmas));
+    TDM_TRY(tdm_json_float(j, "shift_terminal", 0.0, &s->shift_terminal));
+    if (s->shift_terminal == 1.0)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: shift_terminal 1.0 stretches the schedule by 1/0",
+                          s->path);
+    TDM_TRY(tdm_json_bool(j, "use_karras_sigmas", 0, &s->use_karras));
+    TDM_TRY(tdm_json_bool(j, "use_exponential_sigmas", 0, &s->use_exponential));
+    TDM_TRY(tdm_json_bool(j, "use_beta_sigmas", 0, &beta));
+    if (s->use_karras + s->use_exponential + beta > 1)
+        return tdm_errorf(TDM_ERR_MODEL,
+                          "%s: only one of use_karras_sigmas, use_exponential_sigmas and "
+                          "use_beta_sigmas can be true", s->path);
+    if (beta) return unsupported_true(s, j, "use_beta_sigmas");
+    TDM_TRY(tdm_json_str(j, "time_shift_type", "exponential", buf, sizeof buf));
+    if (!strcmp(buf, "linear")) s->time_shift_linear = 1;
+    else if (strcmp(buf, "exponential"))
+        return unsupported(s, "time_shift_type", buf, "exponential, linear");
+    TDM_TRY(tdm_json_bool(j, "stochastic_sampling", 0, &stochastic));
+    if (stochastic) return unsupported_true(s, j, "stochastic_sampling");
+    TDM_TRY(parse_sigma_range(s, j));
+    float hi = (float)N / (float)N, lo = 1.0f / (float)N;   /* timesteps / N */
+    if (!s->dynamic_shift) {
+        float sh = (float)s->shift, sh1 = (float)(s->shift - 1.0);
+        hi = sh * hi / (1.0f + sh1 * hi);
+        lo = sh * lo / (1.0f + sh1 * lo);
+    }
+    s->flow_sigma_max = hi;
+    s->flow_sigma_min = lo;
+fail:
+    return st;
+}
+
 static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *class_name) {
     tdm_status st = TDM_OK;
     char cls[128], buf[64];
@@ -229,6 +300,7 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: scheduler class \"%s\" is not supported (supported: %s)",
                           s->path, cls, SUPPORTED_LIST);
     tdm_sched_kind kind = s->kind;
+    if (kind == TDM_SCHED_FLOW) return parse_flow_config(s, j);
     int is_alpha = kind == TDM_SCHED_PNDM || kind == TDM_SCHED_DDIM;
 
     /* common keys */
@@ -292,16 +364,7 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
         if (!strcmp(buf, "sigma_min")) s->final_sigma_min = 1;
         else if (strcmp(buf, "zero")) return unsupported(s, "final_sigmas_type", buf, "zero, sigma_min");
     }
-    /* karras range: diffusers reads config.sigma_min/sigma_max whichever
-     * class wrote them (from_config keeps unknown keys as hidden config). */
-    {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, "sigma_min");
-        s->has_sigma_min = v && !cJSON_IsNull(v);
-        if (s->has_sigma_min) TDM_TRY(tdm_json_float(j, "sigma_min", 0, &s->sigma_min));
-        v = cJSON_GetObjectItemCaseSensitive(j->root, "sigma_max");
-        s->has_sigma_max = v && !cJSON_IsNull(v);
-        if (s->has_sigma_max) TDM_TRY(tdm_json_float(j, "sigma_max", 0, &s->sigma_max));
-    }
+    TDM_TRY(parse_sigma_range(s, j));
     if (kind == TDM_SCHED_EULER) {
         TDM_TRY(tdm_json_str(j, "interpolation_type", "linear", buf, sizeof buf));
         if (strcmp(buf, "linear")) return unsupported(s, "interpolation_type", buf, "linear");
@@ -406,7 +469,10 @@ void tdm_sched_free(tdm_sched_t *s) {
 
 const char *tdm_sched_class(const tdm_sched_t *s) { return k_class_names[s->kind]; }
 
-tdm_status tdm_sched_set_timesteps(tdm_sched_t *s, int n) {
+/* Drops the schedule and per-run state and checks the step count
+ * (1 .. num_train_timesteps; flow schedulers, whose timesteps are not
+ * indices into a table, 1 .. 100000). */
+static tdm_status reset_run(tdm_sched_t *s, int n) {
     free_schedule(s);
     s->steps_taken = 0;
     s->n_ets = 0;
@@ -415,21 +481,62 @@ tdm_status tdm_sched_set_timesteps(tdm_sched_t *s, int n) {
     s->n_prk = 0;
     s->begin = 0;
     s->init_noise_sigma = 1.0f;
-    if (n < 1 || n > s->num_train_timesteps)
-        return tdm_errorf(TDM_ERR_INVALID_ARG,
-                          "%s: num_inference_steps %d is out of range [1, %lld]", s->path, n,
-                          (long long)s->num_train_timesteps);
+    int64_t max = s->kind == TDM_SCHED_FLOW ? 100000 : s->num_train_timesteps;
+    if (n < 1 || n > max)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: num_inference_steps %d is out of range [1, %lld]",
+                          s->path, n, (long long)max);
     s->num_inference_steps = n;
+    return TDM_OK;
+}
+
+tdm_status tdm_sched_set_timesteps(tdm_sched_t *s, int n) {
+    tdm_status st = reset_run(s, n);
+    if (st != TDM_OK) return st;
     switch (s->kind) {
     case TDM_SCHED_PNDM:
     case TDM_SCHED_DDIM: return tdm_sched_alpha_set_timesteps(s, n);
     case TDM_SCHED_EULER:
     case TDM_SCHED_EULER_A: return tdm_sched_euler_set_timesteps(s, n);
     case TDM_SCHED_DPM: return tdm_sched_dpm_set_timesteps(s, n);
+    case TDM_SCHED_FLOW: return tdm_sched_flow_set_timesteps(s, n, NULL, NAN);
     default: break;
     }
     return tdm_errorf(TDM_ERR_INTERNAL, "scheduler kind %d", (int)s->kind);
 }
+
+tdm_status tdm_sched_set_timesteps_flow(tdm_sched_t *s, int n, const float *sigmas, double mu) {
+    if (s->kind != TDM_SCHED_FLOW)
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "%s: %s is not a flow-matching scheduler (pipeline sigmas and mu need "
+                          "FlowMatchEulerDiscreteScheduler)", s->path, k_class_names[s->kind]);
+    tdm_status st = reset_run(s, n);
+    if (st != TDM_OK) return st;
+    /* FluxPipeline passes no sigmas when the config has use_flow_sigmas */
+    if (s->use_flow_sigmas) return tdm_sched_flow_set_timesteps(s, n, NULL, mu);
+    if (sigmas) return tdm_sched_flow_set_timesteps(s, n, sigmas, mu);
+    /* FluxPipeline: np.linspace(1.0, 1 / n, n), handed over as float32 */
+    double *d = malloc((size_t)n * sizeof *d);
+    float *f = malloc((size_t)n * sizeof *f);
+    if (!d || !f) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory for %d sigmas", s->path, n);
+    } else {
+        tdm_np_linspace(1.0, 1.0 / (double)n, n, d);
+        for (int k = 0; k < n; k++) f[k] = (float)d[k];
+        st = tdm_sched_flow_set_timesteps(s, n, f, mu);
+    }
+    free(d);
+    free(f);
+    return st;
+}
+
+double tdm_sched_flux_mu(const tdm_sched_t *s, int64_t image_seq_len) {
+    if (s->kind != TDM_SCHED_FLOW || s->max_seq_len == s->base_seq_len) return NAN;
+    double m = (s->max_shift - s->base_shift) / (s->max_seq_len - s->base_seq_len);
+    double b = s->base_shift - m * s->base_seq_len;
+    return (double)image_seq_len * m + b;
+}
+
+int tdm_sched_is_flow(const tdm_sched_t *s) { return s->kind == TDM_SCHED_FLOW; }
 
 int tdm_sched_len(const tdm_sched_t *s) { return s->len; }
 
@@ -505,6 +612,7 @@ tdm_status tdm_sched_step(tdm_sched_t *s, int i, const float *model_out, float *
     case TDM_SCHED_EULER:
     case TDM_SCHED_EULER_A: st = tdm_sched_euler_step(s, i, model_out, sample, B, item, rngs); break;
     case TDM_SCHED_DPM: st = tdm_sched_dpm_step(s, i, model_out, sample, n); break;
+    case TDM_SCHED_FLOW: st = tdm_sched_flow_step(s, i, model_out, sample, n); break;
     default: st = tdm_errorf(TDM_ERR_INTERNAL, "scheduler kind %d", (int)s->kind);
     }
     if (st == TDM_OK) s->steps_taken++;

@@ -23,6 +23,7 @@ typedef enum {
     TDM_SCHED_EULER,
     TDM_SCHED_EULER_A,
     TDM_SCHED_DPM,
+    TDM_SCHED_FLOW,                 /* FlowMatchEulerDiscreteScheduler */
     TDM_SCHED_KIND_COUNT
 } tdm_sched_kind;
 
@@ -45,7 +46,7 @@ struct tdm_sched {
     int      skip_prk_steps;        /* PNDM */
     int      clip_sample;           /* DDIM */
     double   clip_sample_range;     /* DDIM */
-    int      use_karras;            /* Euler, DPM */
+    int      use_karras;            /* Euler, DPM, Flow */
     int      has_sigma_min, has_sigma_max;
     double   sigma_min, sigma_max;  /* karras range overrides (config keys) */
     int      final_sigma_min;       /* final_sigmas_type == "sigma_min" */
@@ -54,9 +55,19 @@ struct tdm_sched {
     int      lower_order_final;     /* DPM */
     int      euler_at_final;        /* DPM */
     double   lambda_min_clipped;    /* DPM */
+    int      use_exponential;       /* Flow: use_exponential_sigmas */
+    double   shift;                 /* Flow: static shift */
+    int      dynamic_shift;         /* Flow: use_dynamic_shifting */
+    int      time_shift_linear;     /* Flow: time_shift_type == "linear" */
+    double   base_shift, max_shift; /* Flow: calculate_shift inputs */
+    double   base_seq_len, max_seq_len;
+    int      invert_sigmas;         /* Flow */
+    int      use_flow_sigmas;       /* Flow: FluxPipeline then passes no sigmas */
+    double   shift_terminal;        /* Flow: 0 = none (diffusers: falsy) */
+    float    flow_sigma_max, flow_sigma_min;  /* Flow: sigmas[0], sigmas[-1] of the training table */
 
     /* ---- training tables, N entries each (float32 as torch) ---- */
-    float   *alphas_cumprod;
+    float   *alphas_cumprod;        /* NULL for Flow */
     float   *train_sigmas;          /* ((1 - ac) / ac) ** 0.5 */
     float    final_alpha_cumprod;
 
@@ -65,7 +76,7 @@ struct tdm_sched {
     int      len;                   /* len(timesteps) */
     int64_t *ts_int;                /* PNDM, DDIM, DPM: len */
     float   *ts;                    /* timesteps as float32: len */
-    float   *sigmas;                /* Euler, Euler-a, DPM: len + 1 */
+    float   *sigmas;                /* Euler, Euler-a, DPM, Flow: len + 1 */
     int      begin;                 /* step index of loop index 0 */
     float    init_noise_sigma;
     int      n_prk;                 /* PNDM: PRK warm-up entries at the front */
@@ -118,5 +129,10 @@ tdm_status tdm_sched_euler_step(tdm_sched_t *s, int i, const float *mo, float *x
                                 int64_t item, tdm_rng_t *rngs);
 tdm_status tdm_sched_dpm_set_timesteps(tdm_sched_t *s, int n);
 tdm_status tdm_sched_dpm_step(tdm_sched_t *s, int i, const float *mo, float *x, int64_t n);
+/* Flow: `sigmas` NULL = diffusers' default schedule from the training
+ * sigma range (float64), else the n caller sigmas (float32 path); mu NaN
+ * = not given. */
+tdm_status tdm_sched_flow_set_timesteps(tdm_sched_t *s, int n, const float *sigmas, double mu);
+tdm_status tdm_sched_flow_step(tdm_sched_t *s, int i, const float *mo, float *x, int64_t n);
 
 #endif
