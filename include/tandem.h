@@ -35,51 +35,103 @@ const char *tdm_last_error(void);
 /* A short name for a status code ("ok", "io", ...). */
 const char *tdm_status_name(tdm_status st);
 
-/* ---- pipelines --------------------------------------------------------- */
+/* ---- pipelines ---------------------------------------------------------
+ *
+ * A pipeline is a diffusers folder (StableDiffusionPipeline or FluxPipeline)
+ * run in three stages, each loading only its own components:
+ *   encode  (tokenizers + text encoders)  prompts → tdm_embeddings_t
+ *   denoise (UNet or transformer)         embeddings + seed → latents
+ *   decode  (VAE)                         latents → 8-bit RGB
+ * Opening reads only config files. A stage loads its components when it
+ * first runs and keeps them while it runs again; running another stage
+ * frees them first (unless keep_resident is set), so at most one stage's
+ * components are in memory. The stages give the same bytes whether run
+ * one-shot or one by one. */
 
 typedef struct tdm_pipeline tdm_pipeline_t;
 
 typedef struct {
-    const char *device;      /* "cpu" (default) */
-    int         num_threads; /* 0 = all cores */
-    const char *scheduler;   /* diffusers class name overriding the folder's, or NULL */
-    const char *variant;     /* weight variant such as "fp16", or NULL */
+    const char *device;        /* "cpu" (default) */
+    int         num_threads;   /* 0 = all cores */
+    const char *scheduler;     /* diffusers class name overriding the folder's, or NULL */
+    const char *variant;       /* weight variant such as "fp16", or NULL */
+    int         keep_resident; /* 1: keep each stage's components loaded after it ends */
 } tdm_pipeline_params_t;
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p);
 
-/* Opens a diffusers folder (or ORG/NAME resolved in the Hugging Face cache)
- * and loads its components. OUT: *pipe, freed with tdm_pipeline_close. */
+/* Opens a diffusers folder (or ORG/NAME resolved in the Hugging Face cache):
+ * reads model_index.json and the component configs, loads no weights.
+ * OUT: *pipe, freed with tdm_pipeline_close. */
 tdm_status tdm_pipeline_open(tdm_pipeline_t **pipe, const char *model,
                              const tdm_pipeline_params_t *p);
 void       tdm_pipeline_close(tdm_pipeline_t *pipe);
 
+typedef enum { TDM_PIPE_SD = 0, TDM_PIPE_FLUX = 1 } tdm_pipeline_kind;
+
 /* Facts about an opened pipeline, for defaults and output naming. */
 typedef struct {
+    tdm_pipeline_kind kind;
     const char *class_name;       /* model_index.json _class_name */
     const char *scheduler;        /* scheduler class in use */
-    int         default_width;    /* unet sample_size * vae scale factor */
+    int         default_width;    /* SD: unet sample_size * vae scale; FLUX: 1024 */
     int         default_height;
+    int         size_multiple;    /* width/height must be multiples of this (SD 8, FLUX 16) */
     int         vae_scale_factor; /* 2^(len(vae.block_out_channels)-1) */
     int         latent_channels;
-    int         default_steps;    /* 50 */
-    float       default_guidance; /* 7.5 */
+    int         default_steps;    /* SD 50; FLUX dev 28, schnell 4 */
+    float       default_guidance; /* SD 7.5; FLUX dev 3.5, schnell 0 */
+    int         default_max_sequence_length; /* FLUX dev 512, schnell 256; SD 77 */
+    int         uses_guidance;    /* SD: CFG when guidance > 1; FLUX: guidance embedding present */
 } tdm_pipeline_info_t;
 
 void tdm_pipeline_info(const tdm_pipeline_t *pipe, tdm_pipeline_info_t *info);
 
-/* Peak and current bytes allocated by the pipeline's device(s). */
+/* Bytes allocated now and the peak since open (or since the last call of
+ * tdm_pipeline_reset_peak), over the pipeline's device. */
 void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *peak);
+void tdm_pipeline_reset_peak(tdm_pipeline_t *pipe);
 
-/* One image: image i of a job uses its own generator seeded with seed+i,
- * exactly as diffusers with generator=torch.Generator("cpu").manual_seed(seed+i). */
+/* ---- stage 1: encode ------------------------------------------------------ */
+
+typedef struct tdm_embeddings tdm_embeddings_t;
+
 typedef struct {
-    const char *prompt;           /* UTF-8 */
-    const char *negative_prompt;  /* NULL = "" */
-    uint64_t    seed;
+    const char *const *prompts;    /* n UTF-8 prompts (CLIP prompt for FLUX) */
+    int                n;
+    const char *const *prompts_2;  /* FLUX: n T5 prompts, NULL = prompts */
+    const char        *negative_prompt; /* SD: NULL = "" */
+    int                with_negative;   /* SD: also encode the negative prompt (needed for CFG) */
+    int                max_sequence_length; /* FLUX T5 tokens, 0 = pipeline default; <= 512 */
+} tdm_encode_params_t;
+
+void tdm_encode_params_init(tdm_encode_params_t *p);
+
+/* Encodes prompts with the text encoders only. OUT: *emb (free with
+ * tdm_embeddings_free). SD: prompt_embeds [n, 77, D] (+ negative_prompt_embeds);
+ * FLUX: prompt_embeds [n, L, D] (T5), pooled_prompt_embeds [n, Dp] (CLIP),
+ * text_ids [L, 3]. */
+tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p,
+                               tdm_embeddings_t **emb);
+void       tdm_embeddings_free(tdm_embeddings_t *emb);
+int        tdm_embeddings_count(const tdm_embeddings_t *emb);
+/* Writes the embeddings as safetensors (atomically), with the prompts and
+ * parameters in the metadata plus `nmeta` extra key/value pairs. */
+tdm_status tdm_embeddings_save(const tdm_embeddings_t *emb, const char *path, int nmeta,
+                               const char *const *meta_kv);
+/* Reads embeddings written by tdm_embeddings_save (or by diffusers tensors
+ * of the same names) and checks they fit the pipeline's denoiser. */
+tdm_status tdm_embeddings_load(tdm_pipeline_t *pipe, const char *path, tdm_embeddings_t **emb);
+/* Prompt i as stored (NULL if unknown). */
+const char *tdm_embeddings_prompt(const tdm_embeddings_t *emb, int i);
+
+/* ---- stage 2: denoise ----------------------------------------------------- */
+
+typedef struct {
+    uint64_t    seed;             /* torch.Generator("cpu").manual_seed(seed) */
     int         steps;            /* 0 = pipeline default */
-    float       guidance;         /* NAN = pipeline default; <= 1 disables CFG (as diffusers) */
-    int         width, height;    /* 0 = pipeline default; multiples of 8 */
+    float       guidance;         /* NAN = pipeline default; SD: <= 1 disables CFG */
+    int         width, height;    /* 0 = pipeline default */
     /* Called after each denoising step (may be NULL). */
     void      (*on_step)(void *user, int step, int total);
     void       *user;
@@ -87,12 +139,34 @@ typedef struct {
 
 void tdm_generate_params_init(tdm_generate_params_t *p);
 
-/* Generates one image. latents (may be NULL) receives the final latents
- * [1, latent_channels, height/f, width/f] float32 exactly as diffusers
- * returns them for output_type="latent" (before VAE scaling); rgb (may be
- * NULL; then the VAE is not run) receives height*width*3 bytes of 8-bit RGB,
- * row-major. Buffers are the caller's. */
-tdm_status tdm_pipeline_generate(tdm_pipeline_t *pipe, const tdm_generate_params_t *p,
+/* The shape of one image's latents as diffusers returns them for
+ * output_type="latent": SD [1, C, h, w]; FLUX packed [1, h/2*w/2, 4C].
+ * Returns the number of dims (4 or 3); errors for sizes the pipeline
+ * cannot make (not multiples of info.size_multiple). */
+tdm_status tdm_pipeline_latent_shape(const tdm_pipeline_t *pipe, int width, int height,
+                                     int64_t shape[4], int *ndim);
+
+/* Denoises one image for prompt row `index` of `emb` with the denoiser only;
+ * latents receives the latent_shape floats. */
+tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
+                                const tdm_generate_params_t *p, float *latents);
+
+/* Frees every loaded component now (the next stage loads what it needs). */
+void tdm_pipeline_release(tdm_pipeline_t *pipe);
+
+/* ---- stage 3: decode ------------------------------------------------------ */
+
+/* Decodes one image's latents (latent_shape for width × height) with the VAE
+ * only into width*height*3 bytes of RGB. */
+tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
+                               uint8_t *rgb);
+
+/* ---- one-shot --------------------------------------------------------------- */
+
+/* encode → denoise → decode for one prompt. latents and rgb may be NULL
+ * (rgb NULL: the VAE is not run). */
+tdm_status tdm_pipeline_generate(tdm_pipeline_t *pipe, const char *prompt,
+                                 const char *negative_prompt, const tdm_generate_params_t *p,
                                  float *latents, uint8_t *rgb);
 
 #ifdef __cplusplus

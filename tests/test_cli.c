@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "io/png.h"
 #include "test.h"
 
 static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
@@ -172,6 +173,104 @@ TEST(generate_png_and_latents) {
     CHECK(!exists("%s/lat/000000.png", tmpdir));
 }
 
+static unsigned char *read_all(const char *path, long *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)*len + 1);
+    if (b && fread(b, 1, (size_t)*len, f) != (size_t)*len) { free(b); b = NULL; }
+    fclose(f);
+    return b;
+}
+
+/* The data section of a safetensors file (after the header). */
+static int same_tensor_data(const char *a, const char *b) {
+    long la = 0, lb = 0;
+    unsigned char *x = read_all(a, &la), *y = read_all(b, &lb);
+    int same = 0;
+    if (x && y && la > 8 && lb > 8) {
+        unsigned long ha = 0, hb = 0;
+        for (int i = 7; i >= 0; i--) { ha = ha << 8 | x[i]; hb = hb << 8 | y[i]; }
+        same = (long)(la - 8 - (long)ha) == (long)(lb - 8 - (long)hb) &&
+               !memcmp(x + 8 + ha, y + 8 + hb, (size_t)(la - 8 - (long)ha));
+    }
+    free(x);
+    free(y);
+    return same;
+}
+
+static int same_pixels(const char *a, const char *b) {
+    uint8_t *x = NULL, *y = NULL;
+    int wa, ha, wb, hb;
+    int ok = tdm_png_read(a, &x, &wa, &ha) == TDM_OK && tdm_png_read(b, &y, &wb, &hb) == TDM_OK &&
+             wa == wb && ha == hb && !memcmp(x, y, (size_t)wa * ha * 3);
+    free(x);
+    free(y);
+    return ok;
+}
+
+/* encode → generate --embeddings → decode equals one-shot generate, bit for bit. */
+static void staged_equals_oneshot(const char *pipe, const char *extra, const char *tag) {
+    int rc = run("generate --model '%s' --prompt 'a lighthouse' --prompt 'a fox' --steps 3 --seed 11 %s "
+                 "--quiet --out '%s/%s-one'", pipe, extra, tmpdir, tag);
+    CHECK_MSG(rc == 0, "%s one-shot png: %s", tag, errtext);
+    rc = run("generate --model '%s' --prompt 'a lighthouse' --prompt 'a fox' --steps 3 --seed 11 %s "
+             "--output-type latent --quiet --out '%s/%s-one'", pipe, extra, tmpdir, tag);
+    CHECK_MSG(rc == 0, "%s one-shot latent: %s", tag, errtext);
+    rc = run("encode --model '%s' --prompt 'a lighthouse' --prompt 'a fox' --quiet --out '%s/%s-emb.safetensors'",
+             pipe, tmpdir, tag);
+    CHECK_MSG(rc == 0, "%s encode: %s", tag, errtext);
+    rc = run("generate --model '%s' --embeddings '%s/%s-emb.safetensors' --steps 3 --seed 11 %s "
+             "--output-type latent --report-memory --quiet --out '%s/%s-staged'", pipe, tmpdir, tag, extra, tmpdir, tag);
+    CHECK_MSG(rc == 0, "%s generate --embeddings: %s", tag, errtext);
+    CHECK_MSG(strstr(errtext, "denoise stage peak") && !strstr(errtext, "encode stage"), "%s: %s", tag, errtext);
+    char a[512], b[512];
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/%s-one/%06d.safetensors", tmpdir, tag, i);
+        snprintf(b, sizeof b, "%s/%s-staged/%06d.safetensors", tmpdir, tag, i);
+        CHECK_MSG(same_tensor_data(a, b), "%s: latents %d differ between one-shot and staged", tag, i);
+        rc = run("decode --model '%s' --latents '%s' --report-memory --quiet --out '%s/%s-dec%d.png'", pipe, b,
+                 tmpdir, tag, i);
+        CHECK_MSG(rc == 0, "%s decode: %s", tag, errtext);
+        CHECK_MSG(strstr(errtext, "decode stage peak") != NULL, "%s", errtext);
+        snprintf(a, sizeof a, "%s/%s-one/%06d.png", tmpdir, tag, i);
+        snprintf(b, sizeof b, "%s/%s-dec%d.png", tmpdir, tag, i);
+        CHECK_MSG(same_pixels(a, b), "%s: image %d differs between one-shot and staged", tag, i);
+    }
+}
+
+TEST(staged_sd) { staged_equals_oneshot(PIPE, "--guidance 5", "sd"); }
+
+TEST(staged_errors) {
+    /* embeddings whose width does not fit the denoiser */
+    char other[512];
+    snprintf(other, sizeof other, "%s/pipelines/sd2-tiny-v", TDM_FIXTURES);
+    int rc = run("encode --model '%s' --prompt x --quiet --out '%s/emb-sd2.safetensors'", other, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    expect_error(run("generate --model '%s' --embeddings '%s/emb-sd2.safetensors' --steps 1 --out '%s/o3'", PIPE,
+                     tmpdir, tmpdir), "prompt_embeds width");
+    /* latents of the wrong size for --width/--height */
+    rc = run("generate --model '%s' --prompt x --steps 1 --output-type latent --quiet --out '%s/l4'", PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    expect_error(run("decode --model '%s' --latents '%s/l4/000000.safetensors' --width 32 --height 64 --out '%s/x.png'",
+                     PIPE, tmpdir, tmpdir), "do not fit --width 32 --height 64");
+    CHECK(!exists("%s/x.png", tmpdir));
+    /* a folder without the component a stage needs */
+    copy_pipe("novae");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/novae/vae/diffusion_pytorch_model.safetensors'", tmpdir);
+    CHECK(system(cmd) == 0);
+    expect_error(run("decode --model '%s/novae' --latents '%s/l4/000000.safetensors' --out '%s/y.png'", tmpdir,
+                     tmpdir, tmpdir), "vae");
+    CHECK(!exists("%s/y.png", tmpdir));
+    expect_error(run("generate --model '%s' --embeddings '%s/emb-sd2.safetensors' --prompt x --out '%s/o3'", PIPE,
+                     tmpdir, tmpdir), "--embeddings");
+    expect_error(run("encode --model '%s' --prompt x --prompt-2 y --out '%s/e.safetensors'", PIPE, tmpdir),
+                 "--prompt-2");
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_cli_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -179,6 +278,8 @@ int main(void) {
     RUN(unwritable_output);
     RUN(bad_model_folders);
     RUN(generate_png_and_latents);
+    RUN(staged_sd);
+    RUN(staged_errors);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;

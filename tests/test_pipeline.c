@@ -58,14 +58,14 @@ static void run_case(const cJSON *c) {
     for (int i = 0; lt && i < n && st == TDM_OK; i++) {
         tdm_generate_params_t gp;
         tdm_generate_params_init(&gp);
-        gp.prompt = cJSON_GetArrayItem(prompts, i / per)->valuestring;
-        gp.negative_prompt = cJSON_IsString(neg) ? neg->valuestring : NULL;
+        const char *prompt = cJSON_GetArrayItem(prompts, i / per)->valuestring;
+        const char *negative = cJSON_IsString(neg) ? neg->valuestring : NULL;
         gp.seed = (uint64_t)cJSON_GetArrayItem(seeds, i)->valuedouble;
         gp.steps = steps;
         gp.guidance = (float)g;
         gp.width = W;
         gp.height = H;
-        st = tdm_pipeline_generate(pipe, &gp, lat, rgb);
+        st = tdm_pipeline_generate(pipe, prompt, negative, &gp, lat, rgb);
         CHECK_MSG(st == TDM_OK, "%s[%d]: %s", name, i, tdm_last_error());
         if (st != TDM_OK) break;
         double e = test_rel_err(lat, (const float *)lt->data + i * item, (long)item);

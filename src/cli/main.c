@@ -1,4 +1,5 @@
-/* main.c — the `tandem` command: argument table, job list, output files,
+/* main.c — the `tandem` command: argument parsing, job list, the staged
+ * encode → denoise → decode flow over the public API, output files,
  * manifest and progress. The only place that prints to stdout and exits. */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -30,16 +31,22 @@ static void die(int code, const char *fmt, ...) {
 
 static void die_status(void) { die(1, "%s", tdm_last_error()); }
 
+/* All flags of all commands; each command rejects the ones it does not take. */
 typedef struct {
+    const char  *cmd;
     const char  *model;
     const char **prompts;
     int          nprompts;
+    int          first_owned;   /* prompts[first_owned..] were read from --prompts-file */
+    const char **prompts_2;
+    int          nprompts_2;
     const char  *prompts_file;
     const char  *negative;
     uint64_t     seed;
     int          steps;
     float        guidance;
     int          width, height;
+    int          max_seq;
     const char  *scheduler;
     int          per_prompt;
     int          latent_out;
@@ -49,19 +56,28 @@ typedef struct {
     const char  *variant;
     const char  *device;
     int          report_memory;
-    int          first_owned;   /* prompts[first_owned..] were read from --prompts-file */
-} gen_args_t;
+    int          keep_resident;
+    const char  *embeddings;
+    const char  *latents;
+} args_t;
 
 static void usage(FILE *f) {
-    fputs("usage: tandem generate --model DIR|ORG/NAME [--prompt TEXT]... [--prompts-file FILE]\n"
-          "                       [--negative-prompt TEXT] [--seed N] [--steps N] [--guidance G]\n"
-          "                       [--width W] [--height H] [--scheduler CLASSNAME]\n"
-          "                       [--num-images-per-prompt N] [--output-type png|latent] [--out DIR]\n"
-          "                       [--dtype fp32] [--device cpu] [--variant NAME] [--threads N]\n"
-          "                       [--report-memory] [--quiet]\n"
-          "       tandem --version\n"
-          "Image i of the job (prompts x images per prompt) uses seed+i and is written as\n"
-          "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n",
+    fputs("usage:\n"
+          "  tandem generate --model DIR|ORG/NAME [--prompt TEXT]... [--prompts-file FILE]\n"
+          "                  [--prompt-2 TEXT]... [--negative-prompt TEXT] [--seed N] [--steps N]\n"
+          "                  [--guidance G] [--width W] [--height H] [--max-sequence-length N]\n"
+          "                  [--scheduler CLASSNAME] [--num-images-per-prompt N]\n"
+          "                  [--output-type png|latent] [--out DIR] [--embeddings FILE]\n"
+          "                  [--dtype fp32] [--device cpu] [--variant NAME] [--threads N]\n"
+          "                  [--keep-resident] [--report-memory] [--quiet]\n"
+          "  tandem encode   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
+          "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
+          "  tandem decode   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
+          "                  --out FILE.png\n"
+          "  tandem --version\n"
+          "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
+          "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
+          "Stages load only their components: text encoders, then the denoiser, then the VAE.\n",
           f);
 }
 
@@ -96,12 +112,12 @@ static int utf8_valid(const char *s, size_t *bad) {
     return 1;
 }
 
-static void add_prompt(gen_args_t *a, const char *p) {
-    if (a->nprompts >= MAX_PROMPTS) die(2, "--prompt: more than %d prompts", MAX_PROMPTS);
-    a->prompts[a->nprompts++] = p;
+static void add_prompt(const char **list, int *n, const char *p, const char *flag) {
+    if (*n >= MAX_PROMPTS) die(2, "%s: more than %d prompts", flag, MAX_PROMPTS);
+    list[(*n)++] = p;
 }
 
-static void read_prompts_file(gen_args_t *a) {
+static void read_prompts_file(args_t *a) {
     FILE *f = fopen(a->prompts_file, "r");
     if (!f) die(1, "--prompts-file %s: %s", a->prompts_file, strerror(errno));
     char *line = NULL;
@@ -112,29 +128,53 @@ static void read_prompts_file(gen_args_t *a) {
         if (n == 0) continue;
         char *copy = strdup(line);
         if (!copy) die(1, "out of memory");
-        add_prompt(a, copy);
+        add_prompt(a->prompts, &a->nprompts, copy, "--prompts-file");
     }
     free(line);
     fclose(f);
 }
 
-static void parse_generate(gen_args_t *a, int argc, char **argv) {
+static void args_free(args_t *a) {
+    for (int i = a->first_owned; i < a->nprompts; i++) free((char *)a->prompts[i]);
+    free(a->prompts);
+    free(a->prompts_2);
+}
+
+/* Flags each command takes (space-separated, with spaces around). */
+static const char *GEN_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt --seed --steps "
+                               "--guidance --width --height --max-sequence-length --scheduler "
+                               "--num-images-per-prompt --output-type --out --threads --variant --device "
+                               "--dtype --embeddings --quiet --report-memory --keep-resident ";
+static const char *ENC_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt "
+                               "--max-sequence-length --out --threads --variant --device --dtype --quiet "
+                               "--report-memory ";
+static const char *DEC_FLAGS = " --model --latents --width --height --out --threads --variant --device "
+                               "--dtype --quiet --report-memory ";
+
+static void parse_args(args_t *a, const char *cmd, int argc, char **argv) {
+    const char *allowed = !strcmp(cmd, "generate") ? GEN_FLAGS : !strcmp(cmd, "encode") ? ENC_FLAGS : DEC_FLAGS;
     memset(a, 0, sizeof *a);
+    a->cmd = cmd;
     a->prompts = calloc(MAX_PROMPTS, sizeof *a->prompts);
-    if (!a->prompts) die(1, "out of memory");
+    a->prompts_2 = calloc(MAX_PROMPTS, sizeof *a->prompts_2);
+    if (!a->prompts || !a->prompts_2) die(1, "out of memory");
     a->guidance = NAN;
     a->per_prompt = 1;
-    a->out = "out";
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
+        if (strncmp(f, "--", 2) != 0) die(2, "unexpected argument \"%s\" (see tandem --help)", f);
+        char key[64];
+        snprintf(key, sizeof key, " %.60s ", f);
+        if (!strstr(allowed, key)) die(2, "%s: unknown flag for tandem %s (see tandem --help)", f, cmd);
         if (!strcmp(f, "--quiet")) { a->quiet = 1; continue; }
         if (!strcmp(f, "--report-memory")) { a->report_memory = 1; continue; }
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
-        if (strncmp(f, "--", 2) != 0) die(2, "unexpected argument \"%s\" (see tandem generate --help)", f);
+        if (!strcmp(f, "--keep-resident")) { a->keep_resident = 1; continue; }
         if (i + 1 >= argc) die(2, "%s: missing value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
-        else if (!strcmp(f, "--prompt")) add_prompt(a, v);
+        else if (!strcmp(f, "--prompt")) add_prompt(a->prompts, &a->nprompts, v, f);
+        else if (!strcmp(f, "--prompt-2")) add_prompt(a->prompts_2, &a->nprompts_2, v, f);
         else if (!strcmp(f, "--prompts-file")) a->prompts_file = v;
         else if (!strcmp(f, "--negative-prompt")) a->negative = v;
         else if (!strcmp(f, "--seed")) {
@@ -143,13 +183,14 @@ static void parse_generate(gen_args_t *a, int argc, char **argv) {
             unsigned long long s = strtoull(v, &end, 10);
             if (errno || end == v || *end || v[0] == '-') die(2, "--seed %s: expected a non-negative integer", v);
             a->seed = s;
-        } else if (!strcmp(f, "--steps")) a->steps = (int)parse_int(f, v, 1, 10000);
+        } else if (!strcmp(f, "--steps")) a->steps = (int)parse_int(f, v, 1, 1000);
         else if (!strcmp(f, "--guidance")) {
             char *end;
             a->guidance = strtof(v, &end);
             if (end == v || *end || !isfinite(a->guidance)) die(2, "--guidance %s: expected a number", v);
         } else if (!strcmp(f, "--width")) a->width = (int)parse_int(f, v, 8, 16384);
         else if (!strcmp(f, "--height")) a->height = (int)parse_int(f, v, 8, 16384);
+        else if (!strcmp(f, "--max-sequence-length")) a->max_seq = (int)parse_int(f, v, 1, 512);
         else if (!strcmp(f, "--scheduler")) a->scheduler = v;
         else if (!strcmp(f, "--num-images-per-prompt")) a->per_prompt = (int)parse_int(f, v, 1, 10000);
         else if (!strcmp(f, "--output-type")) {
@@ -160,29 +201,58 @@ static void parse_generate(gen_args_t *a, int argc, char **argv) {
         else if (!strcmp(f, "--threads")) a->threads = (int)parse_int(f, v, 1, 4096);
         else if (!strcmp(f, "--variant")) a->variant = v;
         else if (!strcmp(f, "--device")) a->device = v;
+        else if (!strcmp(f, "--embeddings")) a->embeddings = v;
+        else if (!strcmp(f, "--latents")) a->latents = v;
         else if (!strcmp(f, "--dtype")) {
             if (strcmp(v, "fp32") != 0)
                 die(2, "--dtype %s: the CPU backend computes in fp32 (fp16/bf16 weights are converted at load)", v);
-        } else die(2, "unknown flag %s (see tandem generate --help)", f);
+        }
     }
     if (!a->model) die(2, "--model: required");
     a->first_owned = a->nprompts;
     if (a->prompts_file) read_prompts_file(a);
-    if (a->nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
     if (a->width % 8) die(2, "--width %d: must be a multiple of 8", a->width);
     if (a->height % 8) die(2, "--height %d: must be a multiple of 8", a->height);
     size_t bad;
     for (int i = 0; i < a->nprompts; i++)
-        if (!utf8_valid(a->prompts[i], &bad))
-            die(2, "--prompt %d: invalid UTF-8 at byte %zu", i + 1, bad);
-    if (a->negative && !utf8_valid(a->negative, &bad))
-        die(2, "--negative-prompt: invalid UTF-8 at byte %zu", bad);
+        if (!utf8_valid(a->prompts[i], &bad)) die(2, "--prompt %d: invalid UTF-8 at byte %zu", i + 1, bad);
+    for (int i = 0; i < a->nprompts_2; i++)
+        if (!utf8_valid(a->prompts_2[i], &bad)) die(2, "--prompt-2 %d: invalid UTF-8 at byte %zu", i + 1, bad);
+    if (a->negative && !utf8_valid(a->negative, &bad)) die(2, "--negative-prompt: invalid UTF-8 at byte %zu", bad);
+    if (a->nprompts_2 && a->nprompts_2 != a->nprompts)
+        die(2, "--prompt-2: given %d times for %d prompts (give it once per --prompt)", a->nprompts_2, a->nprompts);
+}
+
+static tdm_pipeline_t *open_pipeline(const args_t *a) {
+    tdm_pipeline_params_t pp;
+    tdm_pipeline_params_init(&pp);
+    if (a->device) pp.device = a->device;
+    pp.num_threads = a->threads;
+    pp.scheduler = a->scheduler;
+    pp.variant = a->variant;
+    pp.keep_resident = a->keep_resident;
+    tdm_pipeline_t *pipe = NULL;
+    if (tdm_pipeline_open(&pipe, a->model, &pp) != TDM_OK) die_status();
+    return pipe;
+}
+
+/* The output folder this run created, removed at exit if still empty (a
+ * run that fails before writing anything leaves no trace). */
+static char created_dir[4096];
+
+static void remove_created_dir(void) {
+    if (created_dir[0]) rmdir(created_dir);
 }
 
 /* Creates `dir` (and parents) and checks a file can be created in it. */
 static void prepare_out_dir(const char *dir) {
+    struct stat sb0;
+    if (stat(dir, &sb0) != 0 && strlen(dir) < sizeof created_dir) {
+        strcpy(created_dir, dir);
+        atexit(remove_created_dir);
+    }
     char buf[4096];
-    if (strlen(dir) >= sizeof buf) die(2, "--out %s: path too long", dir);
+    if (strlen(dir) >= sizeof buf - 40) die(2, "--out %s: path too long", dir);
     strcpy(buf, dir);
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
@@ -200,17 +270,17 @@ static void prepare_out_dir(const char *dir) {
     unlink(buf);
 }
 
-typedef struct {
-    int    quiet, tty;
-    int    image, nimages;
-    double t0;
-} progress_t;
-
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+typedef struct {
+    int    quiet, tty;
+    int    image, nimages;
+    double t0;
+} progress_t;
 
 static void on_step(void *user, int step, int total) {
     progress_t *pr = user;
@@ -222,15 +292,25 @@ static void on_step(void *user, int step, int total) {
     fflush(stderr);
 }
 
+/* Prints and resets the peak of the stage just finished. */
+static void stage_memory(tdm_pipeline_t *pipe, const args_t *a, const char *stage) {
+    int64_t cur, peak;
+    tdm_pipeline_memory(pipe, &cur, &peak);
+    if (a->report_memory)
+        fprintf(stderr, "tandem: memory: %s stage peak %lld bytes (%.1f MiB)\n", stage, (long long)peak,
+                peak / 1048576.0);
+    tdm_pipeline_reset_peak(pipe);
+}
+
 /* Rewrites OUT/manifest.jsonl atomically from the lines so far. */
-static void write_manifest(const char *out, char **lines, int n) {
+static void write_manifest(const char *out, char **lines, int64_t n) {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/manifest.jsonl", out);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) die(1, "%s: cannot write: %s", tmp, strerror(errno));
     int ok = 1;
-    for (int i = 0; i < n && ok; i++) ok = fputs(lines[i], f) >= 0 && fputc('\n', f) != EOF;
+    for (int64_t i = 0; i < n && ok; i++) ok = !lines[i] || (fputs(lines[i], f) >= 0 && fputc('\n', f) != EOF);
     if (fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, path) != 0) {
         unlink(tmp);
@@ -238,119 +318,223 @@ static void write_manifest(const char *out, char **lines, int n) {
     }
 }
 
-static int cmd_generate(int argc, char **argv) {
-    gen_args_t a;
-    parse_generate(&a, argc, argv);
-    tdm_pipeline_params_t pp;
-    tdm_pipeline_params_init(&pp);
-    if (a.device) pp.device = a.device;
-    pp.num_threads = a.threads;
-    pp.scheduler = a.scheduler;
-    pp.variant = a.variant;
-    tdm_pipeline_t *pipe = NULL;
-    if (tdm_pipeline_open(&pipe, a.model, &pp) != TDM_OK) die_status();
+static int64_t shape_numel(const int64_t *shape, int nd) {
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    return n;
+}
+
+/* ---- tandem encode ---------------------------------------------------------- */
+
+static void fill_encode_params(const args_t *a, const tdm_pipeline_info_t *info, tdm_encode_params_t *ep,
+                               int with_negative) {
+    tdm_encode_params_init(ep);
+    ep->prompts = a->prompts;
+    ep->n = a->nprompts;
+    ep->prompts_2 = a->nprompts_2 ? a->prompts_2 : NULL;
+    ep->negative_prompt = a->negative;
+    ep->with_negative = info->kind == TDM_PIPE_SD && with_negative;
+    ep->max_sequence_length = a->max_seq;
+}
+
+static int cmd_encode(int argc, char **argv) {
+    args_t a;
+    parse_args(&a, "encode", argc, argv);
+    if (!a.out) die(2, "--out: required (a .safetensors file)");
+    if (a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
+    tdm_pipeline_t *pipe = open_pipeline(&a);
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);
-    int width = a.width ? a.width : info.default_width;
-    int height = a.height ? a.height : info.default_height;
-    int steps = a.steps ? a.steps : info.default_steps;
-    float guidance = isnan(a.guidance) ? info.default_guidance : a.guidance;
-    if (width % info.vae_scale_factor || height % info.vae_scale_factor)
-        die(2, "--width %d / --height %d: must be multiples of the VAE scale factor %d", width, height,
-            info.vae_scale_factor);
+    tdm_encode_params_t ep;
+    fill_encode_params(&a, &info, &ep, 1);   /* SD: always keep the negative, for any later guidance */
+    tdm_embeddings_t *emb = NULL;
+    if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
+    stage_memory(pipe, &a, "encode");
+    const char *meta[] = {"model", a.model, "pipeline", info.class_name};
+    if (tdm_embeddings_save(emb, a.out, 2, meta) != TDM_OK) die_status();
+    if (!a.quiet) fprintf(stderr, "tandem: %d prompt embedding%s -> %s\n", a.nprompts, a.nprompts == 1 ? "" : "s", a.out);
+    tdm_embeddings_free(emb);
+    tdm_pipeline_close(pipe);
+    args_free(&a);
+    return 0;
+}
+
+/* ---- tandem decode ------------------------------------------------------------- */
+
+static int cmd_decode(int argc, char **argv) {
+    args_t a;
+    parse_args(&a, "decode", argc, argv);
+    if (!a.latents) die(2, "--latents: required");
+    if (!a.out) die(2, "--out: required (a .png file)");
+    tdm_safetensors_t *f = NULL;
+    if (tdm_safetensors_open(&f, a.latents) != TDM_OK) die_status();
+    const tdm_st_tensor_t *t = tdm_safetensors_find(f, "latents");
+    if (!t) die(1, "%s: missing tensor \"latents\"", a.latents);
+    tdm_pipeline_t *pipe = open_pipeline(&a);
+    tdm_pipeline_info_t info;
+    tdm_pipeline_info(pipe, &info);
+    int W = a.width, H = a.height;
+    const char *size = tdm_safetensors_meta(f, "size");
+    int mw = 0, mh = 0;
+    if (size && sscanf(size, "%dx%d", &mw, &mh) == 2) {
+        if (!W) W = mw;
+        if (!H) H = mh;
+    }
+    if (info.kind == TDM_PIPE_SD && t->ndim == 4) {   /* SD latents carry the size */
+        if (!W) W = (int)t->shape[3] * info.vae_scale_factor;
+        if (!H) H = (int)t->shape[2] * info.vae_scale_factor;
+    }
+    if (!W || !H) die(2, "--width/--height: required for %s (its metadata has no size)", a.latents);
+    int64_t shape[4];
+    int nd;
+    if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) die_status();
+    int same = t->ndim == nd;
+    for (int i = 0; same && i < nd; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        char got[128] = "", want[128] = "";
+        for (int i = 0; i < t->ndim; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        for (int i = 0; i < nd; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? ", " : "", (long long)shape[i]);
+        die(1, "%s: latents [%s] do not fit --width %d --height %d (expected [%s])", a.latents, got, W, H, want);
+    }
+    int64_t n = shape_numel(shape, nd);
+    float *lat = malloc((size_t)n * sizeof *lat);
+    uint8_t *rgb = malloc((size_t)W * H * 3);
+    if (!lat || !rgb) die(1, "out of memory");
+    if (tdm_convert_to_f32(lat, t->data, t->dtype, n) != TDM_OK) die_status();
+    if (tdm_pipeline_decode(pipe, lat, W, H, rgb) != TDM_OK) die_status();
+    stage_memory(pipe, &a, "decode");
+    const char *params = tdm_safetensors_meta(f, "parameters");
+    const char *kv[] = {"parameters", params ? params : ""};
+    if (tdm_png_write(a.out, rgb, W, H, params ? 1 : 0, kv) != TDM_OK) die_status();
+    if (!a.quiet) fprintf(stderr, "tandem: decoded %s -> %s (%dx%d)\n", a.latents, a.out, W, H);
+    free(lat);
+    free(rgb);
+    tdm_safetensors_close(f);
+    tdm_pipeline_close(pipe);
+    args_free(&a);
+    return 0;
+}
+
+/* ---- tandem generate ------------------------------------------------------------- */
+
+static int cmd_generate(int argc, char **argv) {
+    args_t a;
+    parse_args(&a, "generate", argc, argv);
+    if (!a.out) a.out = "out";
+    if (a.embeddings && (a.nprompts || a.nprompts_2 || a.negative))
+        die(2, "--embeddings: give either prompts or an embeddings file, not both");
+    if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
+    tdm_pipeline_t *pipe = open_pipeline(&a);
+    tdm_pipeline_info_t info;
+    tdm_pipeline_info(pipe, &info);
+    const int W = a.width ? a.width : info.default_width, H = a.height ? a.height : info.default_height;
+    const int steps = a.steps ? a.steps : info.default_steps;
+    const float guidance = isnan(a.guidance) ? info.default_guidance : a.guidance;
+    int64_t shape[4];
+    int nd;
+    if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) die_status();
+    if (info.kind == TDM_PIPE_FLUX && a.max_seq > 512) die(2, "--max-sequence-length %d: must be at most 512", a.max_seq);
     prepare_out_dir(a.out);
 
-    int64_t nimages = (int64_t)a.nprompts * a.per_prompt;
-    int64_t h = height / info.vae_scale_factor, w = width / info.vae_scale_factor;
-    int64_t item = info.latent_channels * h * w;
-    float *lat = malloc((size_t)item * sizeof *lat);
-    uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)width * height * 3);
+    /* stage 1: prompt embeddings (text encoders only), or read them */
+    tdm_embeddings_t *emb = NULL;
+    if (a.embeddings) {
+        if (tdm_embeddings_load(pipe, a.embeddings, &emb) != TDM_OK) die_status();
+    } else {
+        tdm_encode_params_t ep;
+        fill_encode_params(&a, &info, &ep, guidance > 1.0f);
+        if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
+        stage_memory(pipe, &a, "encode");
+    }
+    const int nprompts = tdm_embeddings_count(emb);
+    const int64_t nimages = (int64_t)nprompts * a.per_prompt, item = shape_numel(shape, nd);
+    float *lat = malloc((size_t)(nimages * item) * sizeof *lat);
+    double *secs = calloc((size_t)nimages, sizeof *secs);
     char **lines = calloc((size_t)nimages + 1, sizeof *lines);
-    if (!lat || (!a.latent_out && !rgb) || !lines) die(1, "out of memory");
+    uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)W * H * 3);
+    if (!lat || !secs || !lines || (!a.latent_out && !rgb)) die(1, "out of memory for %lld images", (long long)nimages);
+
+    char sizebuf[32], params[8192];
+    snprintf(sizebuf, sizeof sizebuf, "%dx%d", W, H);
     progress_t pr = {.quiet = a.quiet, .tty = isatty(2), .nimages = (int)nimages};
     double job_t0 = now();
-    for (int64_t i = 0; i < nimages; i++) {
-        const char *prompt = a.prompts[i / a.per_prompt];
-        tdm_generate_params_t gp;
-        tdm_generate_params_init(&gp);
-        gp.prompt = prompt;
-        gp.negative_prompt = a.negative;
-        gp.seed = a.seed + (uint64_t)i;
-        gp.steps = steps;
-        gp.guidance = guidance;
-        gp.width = width;
-        gp.height = height;
-        gp.on_step = on_step;
-        gp.user = &pr;
-        pr.image = (int)i;
-        pr.t0 = now();
-        if (tdm_pipeline_generate(pipe, &gp, lat, rgb) != TDM_OK) die_status();
-        double secs = now() - pr.t0;
-        char file[64], path[4200];
-        snprintf(file, sizeof file, "%06lld.%s", (long long)i, a.latent_out ? "safetensors" : "png");
-        snprintf(path, sizeof path, "%s/%s", a.out, file);
-        char seedbuf[32], sizebuf[64], stepbuf[32], gbuf[32];
-        snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)gp.seed);
-        snprintf(sizebuf, sizeof sizebuf, "%dx%d", width, height);
-        snprintf(stepbuf, sizeof stepbuf, "%d", steps);
-        snprintf(gbuf, sizeof gbuf, "%g", guidance);
-        if (a.latent_out) {
-            const char *names[] = {"latents"};
-            int nd[] = {4};
-            int64_t shape[] = {1, info.latent_channels, h, w};
-            const int64_t *shapes[] = {shape};
-            const float *data[] = {lat};
-            const char *meta[] = {"prompt", prompt, "negative_prompt", a.negative ? a.negative : "",
-                                  "seed", seedbuf, "steps", stepbuf, "guidance", gbuf,
-                                  "size", sizebuf, "scheduler", info.scheduler};
-            if (tdm_safetensors_write_f32(path, 1, names, nd, shapes, data, 7, meta) != TDM_OK) die_status();
-        } else {
-            char params[8192];
+    for (int pass = 0; pass < (a.latent_out ? 1 : 2); pass++) {
+        /* pass 0: stage 2 (denoiser only) for every image; pass 1: stage 3 (VAE only) */
+        for (int64_t i = 0; i < nimages; i++) {
+            const int row = (int)(i / a.per_prompt);
+            const char *prompt = tdm_embeddings_prompt(emb, row);
+            tdm_generate_params_t gp;
+            tdm_generate_params_init(&gp);
+            gp.seed = a.seed + (uint64_t)i;
+            gp.steps = steps;
+            gp.guidance = guidance;
+            gp.width = W;
+            gp.height = H;
+            gp.on_step = on_step;
+            gp.user = &pr;
+            pr.image = (int)i;
+            pr.t0 = now();
+            float *li = lat + i * item;
+            if (pass == 0 && tdm_pipeline_denoise(pipe, emb, row, &gp, li) != TDM_OK) die_status();
+            if (pass == 1 && tdm_pipeline_decode(pipe, li, W, H, rgb) != TDM_OK) die_status();
+            secs[i] += now() - pr.t0;
+            if (pass == 0 && !a.latent_out) continue;   /* written after decoding */
+            char file[64], path[4200];
+            snprintf(file, sizeof file, "%06lld.%s", (long long)i, a.latent_out ? "safetensors" : "png");
+            snprintf(path, sizeof path, "%s/%s", a.out, file);
             snprintf(params, sizeof params,
                      "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, "
                      "Size: %dx%d, Model: %s, Version: tandem %s",
-                     prompt, a.negative ? a.negative : "", steps, info.scheduler, guidance,
-                     (unsigned long long)gp.seed, width, height, a.model, TANDEM_VERSION);
-            const char *kv[] = {"parameters", params};
-            if (tdm_png_write(path, rgb, width, height, 1, kv) != TDM_OK) die_status();
+                     prompt ? prompt : "", a.negative ? a.negative : "", steps, info.scheduler, guidance,
+                     (unsigned long long)gp.seed, W, H, a.model, TANDEM_VERSION);
+            if (a.latent_out) {
+                const char *names[] = {"latents"};
+                int nds[] = {nd};
+                const int64_t *shapes[] = {shape};
+                const float *data[] = {li};
+                const char *meta[] = {"size", sizebuf, "parameters", params};
+                if (tdm_safetensors_write_f32(path, 1, names, nds, shapes, data, 2, meta) != TDM_OK) die_status();
+            } else {
+                const char *kv[] = {"parameters", params};
+                if (tdm_png_write(path, rgb, W, H, 1, kv) != TDM_OK) die_status();
+            }
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "index", (double)i);
+            cJSON_AddStringToObject(o, "file", file);
+            cJSON_AddStringToObject(o, "prompt", prompt ? prompt : "");
+            if (a.nprompts_2) cJSON_AddStringToObject(o, "prompt_2", a.prompts_2[row]);
+            cJSON_AddStringToObject(o, "negative_prompt", a.negative ? a.negative : "");
+            cJSON_AddNumberToObject(o, "seed", (double)gp.seed);
+            cJSON_AddNumberToObject(o, "steps", steps);
+            cJSON_AddNumberToObject(o, "guidance", guidance);
+            cJSON_AddNumberToObject(o, "width", W);
+            cJSON_AddNumberToObject(o, "height", H);
+            if (info.kind == TDM_PIPE_FLUX)
+                cJSON_AddNumberToObject(o, "max_sequence_length", a.max_seq ? a.max_seq : info.default_max_sequence_length);
+            cJSON_AddStringToObject(o, "scheduler", info.scheduler);
+            cJSON_AddStringToObject(o, "model", a.model);
+            cJSON_AddStringToObject(o, "output_type", a.latent_out ? "latent" : "png");
+            cJSON_AddNumberToObject(o, "seconds", round(secs[i] * 1000) / 1000);
+            cJSON_AddNumberToObject(o, "rank", 0);
+            lines[i] = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+            if (!lines[i]) die(1, "out of memory");
+            write_manifest(a.out, lines, i + 1);
         }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "index", (double)i);
-        cJSON_AddStringToObject(o, "file", file);
-        cJSON_AddStringToObject(o, "prompt", prompt);
-        cJSON_AddStringToObject(o, "negative_prompt", a.negative ? a.negative : "");
-        cJSON_AddNumberToObject(o, "seed", (double)gp.seed);
-        cJSON_AddNumberToObject(o, "steps", steps);
-        cJSON_AddNumberToObject(o, "guidance", guidance);
-        cJSON_AddNumberToObject(o, "width", width);
-        cJSON_AddNumberToObject(o, "height", height);
-        cJSON_AddStringToObject(o, "scheduler", info.scheduler);
-        cJSON_AddStringToObject(o, "model", a.model);
-        cJSON_AddStringToObject(o, "output_type", a.latent_out ? "latent" : "png");
-        cJSON_AddNumberToObject(o, "seconds", round(secs * 1000) / 1000);
-        cJSON_AddNumberToObject(o, "rank", 0);
-        lines[i] = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!lines[i]) die(1, "out of memory");
-        write_manifest(a.out, lines, (int)i + 1);
+        stage_memory(pipe, &a, pass == 0 ? "denoise" : "decode");
     }
     double total = now() - job_t0;
     if (!a.quiet)
         fprintf(stderr, "tandem: %lld image%s in %.2fs (%.3f images/s) -> %s\n", (long long)nimages,
                 nimages == 1 ? "" : "s", total, nimages / (total > 0 ? total : 1e-9), a.out);
-    if (a.report_memory) {
-        int64_t cur, peak;
-        tdm_pipeline_memory(pipe, &cur, &peak);
-        fprintf(stderr, "tandem: memory: cpu peak %lld bytes (%.1f MiB), resident %lld bytes\n",
-                (long long)peak, peak / 1048576.0, (long long)cur);
-    }
     for (int64_t i = 0; i < nimages; i++) cJSON_free(lines[i]);
-    for (int i = a.first_owned; i < a.nprompts; i++) free((char *)a.prompts[i]);
-    free(a.prompts);
     free(lines);
+    free(secs);
     free(lat);
     free(rgb);
+    tdm_embeddings_free(emb);
     tdm_pipeline_close(pipe);
+    args_free(&a);
     return 0;
 }
 
@@ -359,5 +543,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) { printf("tandem %s\n", TANDEM_VERSION); return 0; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    die(2, "unknown command \"%s\" (commands: generate)", argv[1]);
+    if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "decode")) return cmd_decode(argc - 2, argv + 2);
+    die(2, "unknown command \"%s\" (commands: generate, encode, decode)", argv[1]);
 }

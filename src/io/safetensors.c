@@ -378,6 +378,13 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
     /* tdm_convert_to_f32 reads elements with memcpy: the data section need
      * not be aligned (any header length is legal). */
     st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
+    /* The float32 copy is what stays: let the kernel drop the mapped source
+     * pages now, so loading never holds a model twice in resident memory.
+     * (Private read-only file pages are re-read if touched again.) */
+    const long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t b = ((uintptr_t)t->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~((uintptr_t)pg - 1);
+    if (pg > 0 && e > b) madvise((void *)b, e - b, MADV_DONTNEED);
     if (st != TDM_OK) { tdm_tensor_free(r); return st; }
     *out = r;
     return TDM_OK;

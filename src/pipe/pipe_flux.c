@@ -1,0 +1,120 @@
+/* pipe_flux.c — the FLUX.1 stages, reproducing diffusers' FluxPipeline:
+ * CLIP pooled + T5 prompt embeddings, 2x2 latent packing with img_ids, the
+ * flow-matching loop with dynamic or static shift, and unpacking for the
+ * VAE. One image per call. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "pipe/pipe_internal.h"
+
+tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
+                           tdm_embeddings_t *e) {
+    tdm_status st = TDM_OK;
+    const int Lc = tdm_clip_tok_max_length(pipe->tok);
+    const int64_t Dc = tdm_clip_text_hidden_size(pipe->text);
+    int32_t *ids = malloc((size_t)(Lc > L ? Lc : L) * sizeof *ids);
+    float *hid = malloc((size_t)(Lc * Dc) * sizeof *hid);
+    if (!ids || !hid) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    if (Lc > tdm_clip_text_max_positions(pipe->text)) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: tokenizer model_max_length %d exceeds the text encoder's %lld positions",
+                        pipe->root, Lc, (long long)tdm_clip_text_max_positions(pipe->text));
+        goto fail;
+    }
+    for (int i = 0; i < p->n; i++) {
+        /* pooled_prompt_embeds: CLIP pooler_output of `prompt` */
+        TDM_TRY(tdm_clip_tok_encode(pipe->tok, p->prompts[i], ids, Lc));
+        TDM_TRY(tdm_clip_text_forward(pipe->text, ids, 1, Lc, hid, e->pooled + i * e->Dp));
+        /* prompt_embeds: T5 last_hidden_state of `prompt_2` (default: prompt) */
+        const char *t5p = p->prompts_2 ? p->prompts_2[i] : p->prompts[i];
+        TDM_TRY(tdm_t5_tok_encode(pipe->tok2, t5p, ids, L));
+        TDM_TRY(tdm_t5_forward(pipe->text2, ids, 1, L, e->pos + (int64_t)i * L * e->D));
+    }
+    /* text_ids: zeros (L, 3) — already zeroed by tdm_pipe_emb_alloc */
+fail:
+    free(hid);
+    free(ids);
+    return st;
+}
+
+/* (1, C, h, w) → (1, (h/2)(w/2), 4C): view(C, h/2, 2, w/2, 2).permute(1, 3, 0, 2, 4). */
+static void flux_pack(const float *lat, int64_t C, int64_t h, int64_t w, float *out) {
+    const int64_t h2 = h / 2, w2 = w / 2;
+    for (int64_t r = 0; r < h2; r++)
+        for (int64_t c = 0; c < w2; c++) {
+            float *o = out + (r * w2 + c) * 4 * C;
+            for (int64_t ch = 0; ch < C; ch++)
+                for (int dy = 0; dy < 2; dy++)
+                    for (int dx = 0; dx < 2; dx++)
+                        o[ch * 4 + dy * 2 + dx] = lat[(ch * h + 2 * r + dy) * w + 2 * c + dx];
+        }
+}
+
+void tdm_flux_unpack(const float *packed, int64_t C, int64_t h, int64_t w, float *out) {
+    const int64_t h2 = h / 2, w2 = w / 2;
+    for (int64_t r = 0; r < h2; r++)
+        for (int64_t c = 0; c < w2; c++) {
+            const float *p = packed + (r * w2 + c) * 4 * C;
+            for (int64_t ch = 0; ch < C; ch++)
+                for (int dy = 0; dy < 2; dy++)
+                    for (int dx = 0; dx < 2; dx++)
+                        out[(ch * h + 2 * r + dy) * w + 2 * c + dx] = p[ch * 4 + dy * 2 + dx];
+        }
+}
+
+tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int index,
+                            const tdm_generate_params_t *p, int width, int height, float *latents) {
+    const tdm_pipeline_info_t *info = &pipe->info;
+    const tdm_flux_info_t *fi = tdm_flux_info(pipe->flux);
+    const int steps = p->steps > 0 ? p->steps : info->default_steps;
+    const float g = isnan(p->guidance) ? info->default_guidance : p->guidance;
+    const int64_t C = fi->in_channels / 4;
+    const int64_t h = height / info->vae_scale_factor, w = width / info->vae_scale_factor;
+    const int64_t N = (h / 2) * (w / 2), item = N * 4 * C;
+    const int64_t L = e->L;
+    tdm_device_t *dev = &pipe->dev;
+    tdm_status st = TDM_OK;
+    float *noise = NULL, *ids = NULL, *pred = NULL;
+    int64_t nb = C * h * w * 4, idb = N * 3 * 4, pb = item * 4;
+    if (e->Dp != fi->pooled_projection_dim || e->D != fi->joint_attention_dim)
+        return tdm_errorf(TDM_ERR_MODEL, "embeddings of width %lld / pooled %lld do not fit the transformer "
+                          "(joint_attention_dim %lld, pooled_projection_dim %lld)", (long long)e->D,
+                          (long long)e->Dp, (long long)fi->joint_attention_dim,
+                          (long long)fi->pooled_projection_dim);
+    noise = tdm_dev_alloc(dev, nb, "initial noise");
+    ids = tdm_dev_alloc(dev, idb, "img_ids");
+    pred = tdm_dev_alloc(dev, pb, "transformer output");
+    if (!noise || !ids || !pred) { st = TDM_ERR_NOMEM; goto fail; }
+
+    /* randn_tensor((1, C, h, w), generator), then _pack_latents */
+    tdm_rng_t rng;
+    tdm_rng_seed(&rng, p->seed);
+    tdm_rng_randn(&rng, noise, C * h * w);
+    flux_pack(noise, C, h, w, latents);
+    /* _prepare_latent_image_ids: [0, row, col] over the packed grid */
+    for (int64_t r = 0; r < h / 2; r++)
+        for (int64_t c = 0; c < w / 2; c++) {
+            float *o = ids + (r * (w / 2) + c) * 3;
+            o[0] = 0.0f;
+            o[1] = (float)r;
+            o[2] = (float)c;
+        }
+    /* sigmas = linspace(1, 1/steps, steps); mu = calculate_shift(N, ...) */
+    TDM_TRY(tdm_sched_set_timesteps_flow(pipe->sched, steps, NULL, tdm_sched_flux_mu(pipe->sched, N)));
+    const float gv = g;
+    const int n = tdm_sched_len(pipe->sched);
+    for (int i = 0; i < n; i++) {
+        const float t = tdm_sched_timestep(pipe->sched, i) / 1000.0f;
+        TDM_TRY(tdm_flux_forward(pipe->flux, latents, 1, N, e->pos + (int64_t)index * L * e->D, L,
+                                 e->pooled + (int64_t)index * e->Dp, &t, fi->guidance_embeds ? &gv : NULL,
+                                 ids, e->text_ids, pred));
+        TDM_TRY(tdm_sched_step(pipe->sched, i, pred, latents, 1, item, NULL));
+        if (p->on_step) p->on_step(p->user, i + 1, n);
+    }
+fail:
+    tdm_dev_free(dev, pred, pb);
+    tdm_dev_free(dev, ids, idb);
+    tdm_dev_free(dev, noise, nb);
+    return st;
+}

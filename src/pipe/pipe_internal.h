@@ -1,0 +1,77 @@
+/* pipe_internal.h — the pipeline object shared by pipeline.c (open, stage
+ * residency, embeddings files) and the per-family stage code in pipe_sd.c
+ * and pipe_flux.c. Not public API. */
+#ifndef TDM_PIPE_INTERNAL_H
+#define TDM_PIPE_INTERNAL_H
+
+#include "core/core.h"
+#include "io/folder.h"
+#include "models/clip_text.h"
+#include "models/flux.h"
+#include "models/t5.h"
+#include "models/unet2d.h"
+#include "models/vae.h"
+#include "sched/sched.h"
+#include "text/clip_tokenizer.h"
+#include "text/t5_tokenizer.h"
+
+enum { TDM_STAGE_NONE = -1, TDM_STAGE_ENCODE = 0, TDM_STAGE_DENOISE = 1, TDM_STAGE_DECODE = 2 };
+
+struct tdm_pipeline {
+    char                root[TDM_PATH_MAX];
+    char                class_name[128];
+    char                variant[64];
+    int                 keep_resident;
+    tdm_pipeline_info_t info;
+    tdm_device_t        dev;
+    int                 stage;             /* stage whose components are loaded */
+    /* facts read from configs at open (no weights) */
+    double              vae_scaling_factor, vae_shift_factor;
+    int64_t             denoiser_in_channels;  /* unet in_channels / flux in_channels */
+    int64_t             ctx_dim;               /* cross_attention_dim / joint_attention_dim */
+    int64_t             pooled_dim;            /* FLUX pooled_projection_dim */
+    /* components, loaded per stage */
+    tdm_clip_tok_t     *tok;
+    tdm_clip_text_t    *text;
+    tdm_t5_tok_t       *tok2;
+    tdm_t5_t           *text2;
+    tdm_unet_t         *unet;
+    tdm_flux_t         *flux;
+    tdm_vae_t          *vae;
+    tdm_sched_t        *sched;             /* small: loaded at open, kept */
+};
+
+struct tdm_embeddings {
+    tdm_pipeline_kind kind;
+    int      n;            /* prompts */
+    int64_t  L, D;         /* tokens and width of prompt_embeds */
+    int64_t  Dp;           /* FLUX pooled width */
+    float   *pos;          /* (n, L, D) */
+    float   *neg;          /* SD: (n, L, D) or NULL */
+    float   *pooled;       /* FLUX: (n, Dp) */
+    float   *text_ids;     /* FLUX: (L, 3) */
+    char   **prompts;      /* n strings (may hold NULLs) */
+    char   **prompts_2;    /* FLUX: n strings or NULL */
+    char    *negative;     /* SD negative prompt or NULL */
+};
+
+/* Makes `stage` the loaded one: frees the other stages' components (unless
+ * keep_resident) and loads this stage's. */
+tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage);
+
+/* Allocates an embeddings object with room for n prompts (data zeroed). */
+tdm_status tdm_pipe_emb_alloc(tdm_embeddings_t **out, tdm_pipeline_kind kind, int n, int64_t L,
+                              int64_t D, int64_t Dp, int with_neg);
+
+/* Family stages. */
+tdm_status tdm_sd_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, tdm_embeddings_t *emb);
+tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
+                          const tdm_generate_params_t *p, int width, int height, float *latents);
+tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
+                           tdm_embeddings_t *emb);
+tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
+                            const tdm_generate_params_t *p, int width, int height, float *latents);
+/* FLUX latents (1, N, 4C) packed → (1, C, h, w) unpacked, as FluxPipeline._unpack_latents. */
+void tdm_flux_unpack(const float *packed, int64_t C, int64_t h, int64_t w, float *out);
+
+#endif

@@ -1,0 +1,99 @@
+/* pipe_sd.c — the Stable Diffusion 1.x/2.x stages, reproducing diffusers'
+ * StableDiffusionPipeline: CLIP prompt encoding, and the scheduler loop over
+ * the UNet with classifier-free guidance for one image (batch 1, CFG batch
+ * 2), so an image never depends on which other images a process makes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "pipe/pipe_internal.h"
+
+/* last_hidden_state of one text: (1, L, D). */
+static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, float *emb) {
+    int32_t *ids = malloc((size_t)L * sizeof *ids);
+    if (!ids) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    tdm_status st = tdm_clip_tok_encode(pipe->tok, text, ids, L);
+    if (st == TDM_OK) st = tdm_clip_text_forward(pipe->text, ids, 1, L, emb, NULL);
+    free(ids);
+    return st;
+}
+
+tdm_status tdm_sd_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, tdm_embeddings_t *e) {
+    tdm_status st = TDM_OK;
+    const int L = (int)e->L;
+    if (L > tdm_clip_text_max_positions(pipe->text))
+        return tdm_errorf(TDM_ERR_MODEL, "%s: tokenizer model_max_length %d exceeds the text encoder's %lld positions",
+                          pipe->root, L, (long long)tdm_clip_text_max_positions(pipe->text));
+    const int64_t row = e->L * e->D;
+    for (int i = 0; i < p->n; i++) {
+        if ((st = sd_encode_text(pipe, p->prompts[i], L, e->pos + i * row)) != TDM_OK) return st;
+    }
+    if (e->neg) {   /* one negative prompt for every row, as diffusers repeats it */
+        if ((st = sd_encode_text(pipe, p->negative_prompt ? p->negative_prompt : "", L, e->neg)) != TDM_OK)
+            return st;
+        for (int i = 1; i < p->n; i++) memcpy(e->neg + i * row, e->neg, (size_t)row * sizeof *e->neg);
+    }
+    return TDM_OK;
+}
+
+tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int index,
+                          const tdm_generate_params_t *p, int width, int height, float *latents) {
+    const tdm_pipeline_info_t *info = &pipe->info;
+    const int steps = p->steps > 0 ? p->steps : info->default_steps;
+    const float g = isnan(p->guidance) ? info->default_guidance : p->guidance;
+    const int cfg = g > 1.0f;   /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
+    if (cfg && !e->neg)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--guidance %g needs negative_prompt_embeds, which the "
+                          "embeddings lack (encode them with guidance > 1)", g);
+    const int64_t L = e->L, D = e->D, C = info->latent_channels;
+    const int64_t h = height / info->vae_scale_factor, w = width / info->vae_scale_factor;
+    const int64_t item = C * h * w;
+    const int nb = cfg ? 2 : 1;
+    tdm_device_t *dev = &pipe->dev;
+    tdm_status st = TDM_OK;
+    float *ctx = NULL, *in = NULL, *pred = NULL, *tt = NULL;
+    int64_t ctx_b = nb * L * D * 4, in_b = nb * item * 4;
+    ctx = tdm_dev_alloc(dev, ctx_b, "prompt embeddings");
+    in = tdm_dev_alloc(dev, in_b, "unet input");
+    pred = tdm_dev_alloc(dev, in_b, "unet output");
+    tt = tdm_dev_alloc(dev, nb * 4, "timesteps");
+    if (!ctx || !in || !pred || !tt) { st = TDM_ERR_NOMEM; goto fail; }
+    /* CFG batch is [negative, positive], as torch.cat([neg, pos]) */
+    if (cfg) {
+        memcpy(ctx, e->neg + index * L * D, (size_t)(L * D) * 4);
+        memcpy(ctx + L * D, e->pos + index * L * D, (size_t)(L * D) * 4);
+    } else {
+        memcpy(ctx, e->pos + index * L * D, (size_t)(L * D) * 4);
+    }
+
+    /* initial noise: randn_tensor((1, C, h, w), generator) * init_noise_sigma */
+    tdm_rng_t rng;
+    tdm_rng_seed(&rng, p->seed);
+    tdm_rng_randn(&rng, latents, item);
+    TDM_TRY(tdm_sched_set_timesteps(pipe->sched, steps));
+    const float sigma0 = tdm_sched_init_noise_sigma(pipe->sched);
+    for (int64_t k = 0; k < item; k++) latents[k] *= sigma0;
+
+    const int n = tdm_sched_len(pipe->sched);
+    for (int i = 0; i < n; i++) {
+        const float t = tdm_sched_timestep(pipe->sched, i);
+        for (int b = 0; b < nb; b++) {
+            memcpy(in + b * item, latents, (size_t)item * 4);
+            tt[b] = t;
+        }
+        tdm_sched_scale_model_input(pipe->sched, in, nb * item, i);
+        TDM_TRY(tdm_unet_forward(pipe->unet, in, nb, h, w, tt, ctx, L, pred));
+        if (cfg) {   /* uncond + g * (text - uncond) */
+            for (int64_t k = 0; k < item; k++) pred[k] = pred[k] + g * (pred[item + k] - pred[k]);
+        }
+        TDM_TRY(tdm_sched_step(pipe->sched, i, pred, latents, 1, item, &rng));
+        if (p->on_step) p->on_step(p->user, i + 1, n);
+    }
+fail:
+    tdm_dev_free(dev, tt, nb * 4);
+    tdm_dev_free(dev, pred, in_b);
+    tdm_dev_free(dev, in, in_b);
+    tdm_dev_free(dev, ctx, ctx_b);
+    return st;
+}

@@ -1,0 +1,607 @@
+/* pipeline.c — opening a diffusers folder (StableDiffusionPipeline or
+ * FluxPipeline) from its configs alone, stage residency (each stage loads
+ * only its components; entering a stage frees the others'), the stage entry
+ * points of the public API, and embeddings files. The per-family stage
+ * arithmetic lives in pipe_sd.c and pipe_flux.c. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "pipe/pipe_internal.h"
+
+void tdm_pipeline_params_init(tdm_pipeline_params_t *p) {
+    memset(p, 0, sizeof *p);
+    p->device = "cpu";
+}
+
+void tdm_generate_params_init(tdm_generate_params_t *p) {
+    memset(p, 0, sizeof *p);
+    p->guidance = NAN;
+}
+
+void tdm_encode_params_init(tdm_encode_params_t *p) { memset(p, 0, sizeof *p); }
+
+static void free_components(tdm_pipeline_t *pipe) {
+    tdm_clip_tok_free(pipe->tok);
+    tdm_clip_text_free(pipe->text);
+    tdm_t5_tok_free(pipe->tok2);
+    tdm_t5_free(pipe->text2);
+    tdm_unet_free(pipe->unet);
+    tdm_flux_free(pipe->flux);
+    tdm_vae_free(pipe->vae);
+    pipe->tok = NULL;
+    pipe->text = NULL;
+    pipe->tok2 = NULL;
+    pipe->text2 = NULL;
+    pipe->unet = NULL;
+    pipe->flux = NULL;
+    pipe->vae = NULL;
+    pipe->stage = TDM_STAGE_NONE;
+}
+
+void tdm_pipeline_release(tdm_pipeline_t *pipe) {
+    if (pipe) free_components(pipe);
+}
+
+void tdm_pipeline_close(tdm_pipeline_t *pipe) {
+    if (!pipe) return;
+    free_components(pipe);
+    tdm_sched_free(pipe->sched);
+    free(pipe);
+}
+
+/* Loads config `sub`/config.json of the pipeline into j. */
+static tdm_status load_config(const tdm_pipeline_t *pipe, const char *sub, tdm_json_t *j) {
+    char path[TDM_PATH_MAX];
+    tdm_status st = tdm_path_join(path, sizeof path, pipe->root, sub, "config.json");
+    if (st != TDM_OK) return st;
+    return tdm_json_load(j, path);
+}
+
+/* Reads the facts the pipeline needs before any weights are loaded. */
+static tdm_status read_configs(tdm_pipeline_t *pipe) {
+    tdm_json_t j = {0};
+    tdm_status st;
+    int64_t blocks[16];
+    int nb = 0;
+    int64_t lc;
+    TDM_TRY(load_config(pipe, "vae", &j));
+    TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 0, blocks, 16, &nb));
+    TDM_TRY(tdm_json_int(&j, "latent_channels", 4, &lc));
+    TDM_TRY(tdm_json_float(&j, "scaling_factor", 0.18215, &pipe->vae_scaling_factor));
+    TDM_TRY(tdm_json_float(&j, "shift_factor", 0.0, &pipe->vae_shift_factor));
+    if (nb < 1 || lc < 1) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels and latent_channels must be set", j.path);
+        goto fail;
+    }
+    tdm_json_free(&j);
+    pipe->info.vae_scale_factor = 1 << (nb - 1);
+    pipe->info.latent_channels = (int)lc;
+    if (pipe->info.kind == TDM_PIPE_SD) {
+        int64_t ss = 64, in = 4, cad = 768;
+        TDM_TRY(load_config(pipe, "unet", &j));
+        TDM_TRY(tdm_json_int(&j, "in_channels", 4, &in));
+        TDM_TRY(tdm_json_int(&j, "cross_attention_dim", 1280, &cad));
+        int n = 0;
+        TDM_TRY(tdm_json_int_array(&j, "sample_size", 1, blocks, 2, &n));
+        if (n > 0) ss = blocks[0];
+        pipe->denoiser_in_channels = in;
+        pipe->ctx_dim = cad;
+        pipe->info.default_width = pipe->info.default_height = (int)(ss * pipe->info.vae_scale_factor);
+        pipe->info.size_multiple = 8;
+        pipe->info.default_steps = 50;
+        pipe->info.default_guidance = 7.5f;
+        pipe->info.default_max_sequence_length = 77;
+        pipe->info.uses_guidance = 1;
+    } else {
+        int64_t in = 64, jad = 4096, ppd = 768;
+        int ge = 0;
+        TDM_TRY(load_config(pipe, "transformer", &j));
+        TDM_TRY(tdm_json_int(&j, "in_channels", 64, &in));
+        TDM_TRY(tdm_json_int(&j, "joint_attention_dim", 4096, &jad));
+        TDM_TRY(tdm_json_int(&j, "pooled_projection_dim", 768, &ppd));
+        TDM_TRY(tdm_json_bool(&j, "guidance_embeds", 0, &ge));
+        if (in != 4 * lc) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: in_channels %lld is not 4 x the VAE's latent_channels %lld",
+                            j.path, (long long)in, (long long)lc);
+            goto fail;
+        }
+        pipe->denoiser_in_channels = in;
+        pipe->ctx_dim = jad;
+        pipe->pooled_dim = ppd;
+        /* FluxPipeline: default_sample_size 128 → 128 * vae_scale_factor */
+        pipe->info.default_width = pipe->info.default_height = 128 * pipe->info.vae_scale_factor;
+        pipe->info.size_multiple = 2 * pipe->info.vae_scale_factor;
+        pipe->info.uses_guidance = ge;
+        /* dev (guidance-distilled) vs schnell (timestep-distilled) defaults */
+        pipe->info.default_steps = ge ? 28 : 4;
+        pipe->info.default_guidance = ge ? 3.5f : 0.0f;
+        pipe->info.default_max_sequence_length = ge ? 512 : 256;
+    }
+fail:
+    tdm_json_free(&j);
+    return st;
+}
+
+tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
+                             const tdm_pipeline_params_t *p) {
+    tdm_pipeline_params_t defaults;
+    tdm_status st;
+    tdm_json_t j = {0};
+    char path[TDM_PATH_MAX];
+    *out = NULL;
+    if (!p) { tdm_pipeline_params_init(&defaults); p = &defaults; }
+    if (p->device && strcmp(p->device, "cpu") != 0 && strncmp(p->device, "cpu:", 4) != 0)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: this build has only the CPU backend",
+                          p->device);
+    if (p->variant && strlen(p->variant) >= 64)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--variant %s: too long", p->variant);
+    tdm_pipeline_t *pipe = calloc(1, sizeof *pipe);
+    if (!pipe) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
+    pipe->stage = TDM_STAGE_NONE;
+    pipe->keep_resident = p->keep_resident;
+    if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);
+    if (p->num_threads > 0) tdm_set_num_threads(p->num_threads);
+    TDM_TRY(tdm_folder_resolve(model, pipe->root, sizeof pipe->root));
+    TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, NULL, "model_index.json"));
+    TDM_TRY(tdm_json_load(&j, path));
+    TDM_TRY(tdm_json_str(&j, "_class_name", "", pipe->class_name, sizeof pipe->class_name));
+    if (!strcmp(pipe->class_name, "StableDiffusionPipeline")) {
+        pipe->info.kind = TDM_PIPE_SD;
+    } else if (!strcmp(pipe->class_name, "FluxPipeline")) {
+        pipe->info.kind = TDM_PIPE_FLUX;
+    } else {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED,
+                        "%s: _class_name \"%s\" is not supported (supported: StableDiffusionPipeline, "
+                        "FluxPipeline)", path, pipe->class_name);
+        goto fail;
+    }
+    tdm_json_free(&j);
+    pipe->info.class_name = pipe->class_name;
+    TDM_TRY(read_configs(pipe));
+    TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
+    TDM_TRY(tdm_sched_create(&pipe->sched, path, p->scheduler));
+    if (pipe->info.kind == TDM_PIPE_FLUX && !tdm_sched_is_flow(pipe->sched)) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--scheduler %s: FLUX needs a flow-matching scheduler "
+                        "(FlowMatchEulerDiscreteScheduler)", tdm_sched_class(pipe->sched));
+        goto fail;
+    }
+    if (pipe->info.kind == TDM_PIPE_SD && tdm_sched_is_flow(pipe->sched)) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--scheduler %s: Stable Diffusion pipelines need a noise "
+                        "scheduler, not a flow-matching one", tdm_sched_class(pipe->sched));
+        goto fail;
+    }
+    pipe->info.scheduler = tdm_sched_class(pipe->sched);
+    *out = pipe;
+    return TDM_OK;
+fail:
+    tdm_json_free(&j);
+    tdm_pipeline_close(pipe);
+    return st;
+}
+
+void tdm_pipeline_info(const tdm_pipeline_t *pipe, tdm_pipeline_info_t *info) { *info = pipe->info; }
+
+void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *peak) {
+    if (current) *current = pipe->dev.cur_bytes;
+    if (peak) *peak = pipe->dev.peak_bytes;
+}
+
+void tdm_pipeline_reset_peak(tdm_pipeline_t *pipe) { pipe->dev.peak_bytes = pipe->dev.cur_bytes; }
+
+/* ---- stage residency ------------------------------------------------------ */
+
+static tdm_status need_component(const tdm_pipeline_t *pipe, const char *sub, const char *stage) {
+    char path[TDM_PATH_MAX];
+    struct stat sb;
+    tdm_status st = tdm_path_join(path, sizeof path, pipe->root, sub, NULL);
+    if (st != TDM_OK) return st;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return tdm_errorf(TDM_ERR_MODEL, "%s: component folder \"%s\" is missing (the %s stage needs it)",
+                          pipe->root, sub, stage);
+    return TDM_OK;
+}
+
+tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
+    tdm_status st = TDM_OK;
+    char path[TDM_PATH_MAX];
+    const char *var = pipe->variant[0] ? pipe->variant : NULL;
+    const int flux = pipe->info.kind == TDM_PIPE_FLUX;
+    if (pipe->stage == stage) return TDM_OK;
+    if (!pipe->keep_resident) free_components(pipe);
+    pipe->stage = TDM_STAGE_NONE;
+    if (stage == TDM_STAGE_ENCODE) {
+        TDM_TRY(need_component(pipe, "tokenizer", "encode"));
+        TDM_TRY(need_component(pipe, "text_encoder", "encode"));
+        if (!pipe->tok) {
+            TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer", NULL));
+            TDM_TRY(tdm_clip_tok_load(&pipe->tok, path));
+        }
+        if (!pipe->text) TDM_TRY(tdm_clip_text_load(&pipe->text, pipe->root, "text_encoder", var, &pipe->dev));
+        if (flux) {
+            TDM_TRY(need_component(pipe, "tokenizer_2", "encode"));
+            TDM_TRY(need_component(pipe, "text_encoder_2", "encode"));
+            if (!pipe->tok2) {
+                TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer_2", NULL));
+                TDM_TRY(tdm_t5_tok_load(&pipe->tok2, path));
+            }
+            if (!pipe->text2) TDM_TRY(tdm_t5_load(&pipe->text2, pipe->root, "text_encoder_2", var, &pipe->dev));
+            if (tdm_t5_d_model(pipe->text2) != pipe->ctx_dim) {
+                st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder_2 d_model %lld does not match the transformer's "
+                                "joint_attention_dim %lld", pipe->root, (long long)tdm_t5_d_model(pipe->text2),
+                                (long long)pipe->ctx_dim);
+                goto fail;
+            }
+            if (tdm_clip_text_hidden_size(pipe->text) != pipe->pooled_dim) {
+                st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the transformer's "
+                                "pooled_projection_dim %lld", pipe->root,
+                                (long long)tdm_clip_text_hidden_size(pipe->text), (long long)pipe->pooled_dim);
+                goto fail;
+            }
+        } else if (tdm_clip_text_hidden_size(pipe->text) != pipe->ctx_dim) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the unet's "
+                            "cross_attention_dim %lld", pipe->root,
+                            (long long)tdm_clip_text_hidden_size(pipe->text), (long long)pipe->ctx_dim);
+            goto fail;
+        }
+    } else if (stage == TDM_STAGE_DENOISE) {
+        if (flux) {
+            TDM_TRY(need_component(pipe, "transformer", "denoise"));
+            if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, &pipe->dev));
+        } else {
+            TDM_TRY(need_component(pipe, "unet", "denoise"));
+            if (!pipe->unet) TDM_TRY(tdm_unet_load(&pipe->unet, pipe->root, "unet", var, &pipe->dev));
+            if (tdm_unet_info(pipe->unet)->in_channels != pipe->info.latent_channels) {
+                st = tdm_errorf(TDM_ERR_MODEL, "%s: unet in_channels %lld does not match vae latent_channels %d",
+                                pipe->root, (long long)tdm_unet_info(pipe->unet)->in_channels,
+                                pipe->info.latent_channels);
+                goto fail;
+            }
+        }
+    } else if (stage == TDM_STAGE_DECODE) {
+        TDM_TRY(need_component(pipe, "vae", "decode"));
+        if (!pipe->vae) TDM_TRY(tdm_vae_load(&pipe->vae, pipe->root, "vae", var, &pipe->dev));
+    }
+    pipe->stage = stage;
+    return TDM_OK;
+fail:
+    free_components(pipe);
+    return st;
+}
+
+/* ---- embeddings ------------------------------------------------------------- */
+
+void tdm_embeddings_free(tdm_embeddings_t *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n; i++) {
+        if (e->prompts) free(e->prompts[i]);
+        if (e->prompts_2) free(e->prompts_2[i]);
+    }
+    free(e->prompts);
+    free(e->prompts_2);
+    free(e->negative);
+    free(e->pos);
+    free(e->neg);
+    free(e->pooled);
+    free(e->text_ids);
+    free(e);
+}
+
+int tdm_embeddings_count(const tdm_embeddings_t *e) { return e ? e->n : 0; }
+
+const char *tdm_embeddings_prompt(const tdm_embeddings_t *e, int i) {
+    return (e && e->prompts && i >= 0 && i < e->n) ? e->prompts[i] : NULL;
+}
+
+tdm_status tdm_pipe_emb_alloc(tdm_embeddings_t **out, tdm_pipeline_kind kind, int n, int64_t L,
+                              int64_t D, int64_t Dp, int with_neg) {
+    *out = NULL;
+    int64_t nld;
+    if (n < 1 || L < 1 || D < 1 || !tdm_mul_ok((int64_t)n * L, D, &nld) || nld > ((int64_t)1 << 40))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "embeddings of %d x %lld x %lld: invalid size", n,
+                          (long long)L, (long long)D);
+    tdm_embeddings_t *e = calloc(1, sizeof *e);
+    if (!e) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    e->kind = kind;
+    e->n = n;
+    e->L = L;
+    e->D = D;
+    e->Dp = Dp;
+    e->prompts = calloc((size_t)n, sizeof *e->prompts);
+    e->pos = calloc((size_t)nld, sizeof *e->pos);
+    int ok = e->prompts && e->pos;
+    if (with_neg) ok = ok && (e->neg = calloc((size_t)nld, sizeof *e->neg));
+    if (kind == TDM_PIPE_FLUX) {
+        e->prompts_2 = calloc((size_t)n, sizeof *e->prompts_2);
+        e->pooled = calloc((size_t)(n * Dp), sizeof *e->pooled);
+        e->text_ids = calloc((size_t)(L * 3), sizeof *e->text_ids);
+        ok = ok && e->prompts_2 && e->pooled && e->text_ids;
+    }
+    if (!ok) {
+        tdm_embeddings_free(e);
+        return tdm_errorf(TDM_ERR_NOMEM, "out of memory for %d prompt embeddings", n);
+    }
+    *out = e;
+    return TDM_OK;
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p,
+                               tdm_embeddings_t **out) {
+    tdm_status st;
+    tdm_embeddings_t *e = NULL;
+    *out = NULL;
+    if (!p || p->n < 1 || !p->prompts) return tdm_errorf(TDM_ERR_INVALID_ARG, "--prompt: no prompts to encode");
+    const int flux = pipe->info.kind == TDM_PIPE_FLUX;
+    int L = 0;
+    if (flux) {
+        L = p->max_sequence_length > 0 ? p->max_sequence_length : pipe->info.default_max_sequence_length;
+        if (L > 512)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-sequence-length %d: must be at most 512", L);
+        if (p->negative_prompt && *p->negative_prompt)
+            return tdm_errorf(TDM_ERR_UNSUPPORTED, "--negative-prompt: FluxPipeline uses no negative prompt "
+                              "(true CFG is not supported)");
+    } else if (p->prompts_2) {
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--prompt-2: only FLUX pipelines take a second prompt");
+    }
+    TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_ENCODE));
+    if (flux) {
+        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_FLUX, p->n, L, pipe->ctx_dim, pipe->pooled_dim, 0));
+        TDM_TRY(tdm_flux_encode(pipe, p, L, e));
+    } else {
+        L = tdm_clip_tok_max_length(pipe->tok);
+        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_SD, p->n, L, pipe->ctx_dim, 0, p->with_negative));
+        TDM_TRY(tdm_sd_encode(pipe, p, e));
+        if (p->with_negative && !(e->negative = strdup(p->negative_prompt ? p->negative_prompt : ""))) {
+            st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->n; i++) {
+        e->prompts[i] = dup_or_null(p->prompts[i]);
+        if (flux) e->prompts_2[i] = dup_or_null(p->prompts_2 ? p->prompts_2[i] : p->prompts[i]);
+    }
+    *out = e;
+    return TDM_OK;
+fail:
+    tdm_embeddings_free(e);
+    return st;
+}
+
+static char *json_strings(char *const *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(v[i] ? v[i] : ""));
+    char *s = a ? cJSON_PrintUnformatted(a) : NULL;
+    cJSON_Delete(a);
+    return s;
+}
+
+tdm_status tdm_embeddings_save(const tdm_embeddings_t *e, const char *path, int nmeta,
+                               const char *const *meta_kv) {
+    const char *names[4];
+    int nd[4];
+    int64_t s0[3] = {e->n, e->L, e->D}, s1[3] = {e->n, e->L, e->D}, s2[2] = {e->n, e->Dp},
+            s3[2] = {e->L, 3};
+    const int64_t *shapes[4];
+    const float *data[4];
+    int n = 0;
+    names[n] = "prompt_embeds"; nd[n] = 3; shapes[n] = s0; data[n++] = e->pos;
+    if (e->neg) { names[n] = "negative_prompt_embeds"; nd[n] = 3; shapes[n] = s1; data[n++] = e->neg; }
+    if (e->kind == TDM_PIPE_FLUX) {
+        names[n] = "pooled_prompt_embeds"; nd[n] = 2; shapes[n] = s2; data[n++] = e->pooled;
+        names[n] = "text_ids"; nd[n] = 2; shapes[n] = s3; data[n++] = e->text_ids;
+    }
+    char *prompts = json_strings(e->prompts, e->n);
+    char *prompts2 = e->prompts_2 ? json_strings(e->prompts_2, e->n) : NULL;
+    char lbuf[32];
+    snprintf(lbuf, sizeof lbuf, "%lld", (long long)e->L);
+    int m = 0;
+    const char **kv = calloc((size_t)(2 * nmeta + 10), sizeof *kv);
+    tdm_status st;
+    if (!prompts || (e->prompts_2 && !prompts2) || !kv) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    kv[m++] = "format"; kv[m++] = "tandem-embeddings";
+    kv[m++] = "prompts"; kv[m++] = prompts;
+    if (prompts2) { kv[m++] = "prompts_2"; kv[m++] = prompts2; }
+    if (e->negative) { kv[m++] = "negative_prompt"; kv[m++] = e->negative; }
+    kv[m++] = "max_sequence_length"; kv[m++] = lbuf;
+    for (int i = 0; i < 2 * nmeta; i++) kv[m++] = meta_kv[i];
+    st = tdm_safetensors_write_f32(path, n, names, nd, shapes, data, m / 2, kv);
+done:
+    free(kv);
+    cJSON_free(prompts);
+    cJSON_free(prompts2);
+    return st;
+}
+
+/* Reads a JSON string array from metadata into out[0..n) (missing → NULLs). */
+static void meta_strings(const tdm_safetensors_t *f, const char *key, char **out, int n) {
+    const char *s = tdm_safetensors_meta(f, key);
+    cJSON *a = s ? cJSON_Parse(s) : NULL;
+    if (cJSON_IsArray(a) && cJSON_GetArraySize(a) == n)
+        for (int i = 0; i < n; i++) {
+            const cJSON *v = cJSON_GetArrayItem(a, i);
+            if (cJSON_IsString(v)) out[i] = strdup(v->valuestring);
+        }
+    cJSON_Delete(a);
+}
+
+static tdm_status read_tensor(const tdm_safetensors_t *f, const char *path, const char *name, int ndim,
+                              const int64_t *shape, float *dst) {
+    const tdm_st_tensor_t *t = tdm_safetensors_find(f, name);
+    if (!t) return tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"%s\"", path, name);
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" has %d dims [%lld, ...], expected [%lld, %lld%s",
+                          path, name, t->ndim, t->ndim ? (long long)t->shape[0] : 0LL, (long long)shape[0],
+                          (long long)shape[1], ndim == 3 ? ", ...]" : "]");
+    return tdm_convert_to_f32(dst, t->data, t->dtype, t->nbytes / (int64_t)tdm_dtype_size(t->dtype));
+}
+
+tdm_status tdm_embeddings_load(tdm_pipeline_t *pipe, const char *path, tdm_embeddings_t **out) {
+    tdm_safetensors_t *f = NULL;
+    tdm_embeddings_t *e = NULL;
+    tdm_status st;
+    *out = NULL;
+    const int flux = pipe->info.kind == TDM_PIPE_FLUX;
+    TDM_TRY(tdm_safetensors_open(&f, path));
+    const tdm_st_tensor_t *pe = tdm_safetensors_find(f, "prompt_embeds");
+    if (!pe) { st = tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"prompt_embeds\"", path); goto fail; }
+    if (pe->ndim != 3 || pe->shape[0] < 1 || pe->shape[1] < 1 || pe->shape[0] > 1000000) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: prompt_embeds must be [prompts, tokens, width]", path);
+        goto fail;
+    }
+    if (pe->shape[2] != pipe->ctx_dim) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: prompt_embeds width %lld does not fit the %s (%s %lld)", path,
+                        (long long)pe->shape[2], flux ? "transformer" : "unet",
+                        flux ? "joint_attention_dim" : "cross_attention_dim", (long long)pipe->ctx_dim);
+        goto fail;
+    }
+    if (flux && pe->shape[1] > 512) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: prompt_embeds has %lld tokens, FLUX takes at most 512", path,
+                        (long long)pe->shape[1]);
+        goto fail;
+    }
+    int n = (int)pe->shape[0];
+    int64_t L = pe->shape[1];
+    int has_neg = !flux && tdm_safetensors_find(f, "negative_prompt_embeds") != NULL;
+    TDM_TRY(tdm_pipe_emb_alloc(&e, pipe->info.kind, n, L, pipe->ctx_dim, pipe->pooled_dim, has_neg));
+    int64_t s3[3] = {n, L, pipe->ctx_dim};
+    TDM_TRY(read_tensor(f, path, "prompt_embeds", 3, s3, e->pos));
+    if (has_neg) TDM_TRY(read_tensor(f, path, "negative_prompt_embeds", 3, s3, e->neg));
+    if (flux) {
+        int64_t sp[2] = {n, pipe->pooled_dim}, si[2] = {L, 3};
+        TDM_TRY(read_tensor(f, path, "pooled_prompt_embeds", 2, sp, e->pooled));
+        TDM_TRY(read_tensor(f, path, "text_ids", 2, si, e->text_ids));
+        meta_strings(f, "prompts_2", e->prompts_2, n);
+    }
+    meta_strings(f, "prompts", e->prompts, n);
+    const char *neg = tdm_safetensors_meta(f, "negative_prompt");
+    if (neg && !(e->negative = strdup(neg))) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    tdm_safetensors_close(f);
+    *out = e;
+    return TDM_OK;
+fail:
+    tdm_embeddings_free(e);
+    tdm_safetensors_close(f);
+    return st;
+}
+
+/* ---- denoise / decode / one-shot ------------------------------------------- */
+
+tdm_status tdm_pipeline_latent_shape(const tdm_pipeline_t *pipe, int width, int height,
+                                     int64_t shape[4], int *ndim) {
+    const tdm_pipeline_info_t *in = &pipe->info;
+    const int f = in->vae_scale_factor, m = in->size_multiple > f ? in->size_multiple : f;
+    if (width <= 0 || height <= 0 || width % m || height % m)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--width %d / --height %d: must be positive multiples of %d",
+                          width, height, m);
+    const int64_t h = height / f, w = width / f, C = in->latent_channels;
+    if (in->kind == TDM_PIPE_FLUX) {
+        shape[0] = 1;
+        shape[1] = (h / 2) * (w / 2);
+        shape[2] = 4 * C;
+        shape[3] = 0;
+        *ndim = 3;
+    } else {
+        shape[0] = 1;
+        shape[1] = C;
+        shape[2] = h;
+        shape[3] = w;
+        *ndim = 4;
+    }
+    return TDM_OK;
+}
+
+/* Resolves 0 width/height to the defaults and checks them. */
+static tdm_status resolve_size(const tdm_pipeline_t *pipe, const tdm_generate_params_t *p, int *w, int *h) {
+    int64_t shape[4];
+    int nd;
+    *w = p->width > 0 ? p->width : pipe->info.default_width;
+    *h = p->height > 0 ? p->height : pipe->info.default_height;
+    return tdm_pipeline_latent_shape(pipe, *w, *h, shape, &nd);
+}
+
+tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
+                                const tdm_generate_params_t *p, float *latents) {
+    tdm_status st;
+    int w, h;
+    if (!emb || index < 0 || index >= emb->n)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "prompt index %d outside the %d embeddings", index,
+                          emb ? emb->n : 0);
+    if (emb->kind != pipe->info.kind)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "embeddings were made for another pipeline family");
+    if (p->steps < 0) return tdm_errorf(TDM_ERR_INVALID_ARG, "--steps %d: must be at least 1", p->steps);
+    if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
+    if ((st = tdm_pipe_enter(pipe, TDM_STAGE_DENOISE)) != TDM_OK) return st;
+    if (pipe->info.kind == TDM_PIPE_FLUX) return tdm_flux_denoise(pipe, emb, index, p, w, h, latents);
+    return tdm_sd_denoise(pipe, emb, index, p, w, h, latents);
+}
+
+tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
+                               uint8_t *rgb) {
+    tdm_status st;
+    int64_t shape[4];
+    int nd;
+    float *z = NULL, *img = NULL;
+    int64_t zb = 0, ib = 0;
+    TDM_TRY(tdm_pipeline_latent_shape(pipe, width, height, shape, &nd));
+    TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_DECODE));
+    const tdm_vae_info_t *vi = tdm_vae_info(pipe->vae);
+    const int64_t f = pipe->info.vae_scale_factor, C = pipe->info.latent_channels;
+    const int64_t h = height / f, w = width / f, item = C * h * w;
+    zb = item * 4;
+    ib = vi->out_channels * (int64_t)height * width * 4;
+    z = tdm_dev_alloc(&pipe->dev, zb, "vae input");
+    img = tdm_dev_alloc(&pipe->dev, ib, "decoded image");
+    if (!z || !img) { st = TDM_ERR_NOMEM; goto fail; }
+    if (pipe->info.kind == TDM_PIPE_FLUX) tdm_flux_unpack(latents, C, h, w, z);
+    else memcpy(z, latents, (size_t)zb);
+    /* latents / scaling_factor + shift_factor, in float32 as torch */
+    const float sf = (float)vi->scaling_factor, sh = (float)vi->shift_factor;
+    for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
+    TDM_TRY(tdm_vae_decode(pipe->vae, z, 1, h, w, img));
+    tdm_vae_to_rgb8(img, 1, height, width, rgb);
+fail:
+    tdm_dev_free(&pipe->dev, img, ib);
+    tdm_dev_free(&pipe->dev, z, zb);
+    return st;
+}
+
+tdm_status tdm_pipeline_generate(tdm_pipeline_t *pipe, const char *prompt, const char *negative,
+                                 const tdm_generate_params_t *p, float *latents, uint8_t *rgb) {
+    tdm_status st;
+    tdm_embeddings_t *emb = NULL;
+    float *lat = latents;
+    int64_t shape[4] = {0, 0, 0, 0};
+    int nd = 0, w, h;
+    TDM_TRY(resolve_size(pipe, p, &w, &h));
+    TDM_TRY(tdm_pipeline_latent_shape(pipe, w, h, shape, &nd));
+    const float g = isnan(p->guidance) ? pipe->info.default_guidance : p->guidance;
+    tdm_encode_params_t ep;
+    tdm_encode_params_init(&ep);
+    ep.prompts = &prompt;
+    ep.n = 1;
+    ep.negative_prompt = negative;
+    ep.with_negative = pipe->info.kind == TDM_PIPE_SD && g > 1.0f;
+    TDM_TRY(tdm_pipeline_encode(pipe, &ep, &emb));
+    if (!lat) {
+        lat = malloc((size_t)(shape[0] * shape[1] * shape[2] * (nd == 4 ? shape[3] : 1)) * sizeof *lat + 1);
+        if (!lat) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    }
+    TDM_TRY(tdm_pipeline_denoise(pipe, emb, 0, p, lat));
+    if (rgb) TDM_TRY(tdm_pipeline_decode(pipe, lat, w, h, rgb));
+fail:
+    if (lat != latents) free(lat);
+    tdm_embeddings_free(emb);
+    return st;
+}
