@@ -1,0 +1,647 @@
+/* flux.c — FluxTransformer2DModel (FLUX.1): config.json parsing and
+ * validation, weight loading with shape checks, and the float32 forward pass:
+ * time/guidance/pooled-text embedding, x/context embedders, RoPE tables from
+ * the position ids, double-stream blocks, single-stream blocks, the final
+ * AdaLayerNormContinuous and proj_out.
+ *
+ * Activations use one layout throughout: the joint sequence (B, S, width)
+ * with S = T + N, text rows first ([txt, img], as diffusers concatenates for
+ * attention and for the single blocks). A double block works on the two row
+ * ranges ("segments") with separate weights; a single block on all S rows.
+ * The small kernels FLUX needs beyond backend/cpu/ops.h (per-head RMSNorm,
+ * interleaved RoPE, AdaLN modulation, gated residual) are static here. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/ops.h"
+#include "io/config.h"
+#include "io/folder.h"
+#include "io/safetensors.h"
+#include "models/flux.h"
+
+#define FLUX_TIME_DIM 256          /* Timesteps(num_channels=256) */
+#define FLUX_LN_EPS 1e-6f          /* every LayerNorm of the model */
+#define FLUX_RMS_EPS 1e-6f         /* norm_q/k, norm_added_q/k */
+#define FLUX_ROPE_THETA 10000.0
+
+/* ---- model structures ------------------------------------------------------- */
+
+typedef struct {
+    const float *w;                /* (out, in) */
+    const float *b;                /* (out) */
+} flux_lin_t;
+
+/* FluxTransformerBlock (double stream): image weights, then the text ones. */
+typedef struct {
+    flux_lin_t   mod, mod_ctx;                 /* norm1/norm1_context.linear (6D, D) */
+    flux_lin_t   q, k, v;                      /* attn.to_q/k/v (D, D) */
+    flux_lin_t   aq, ak, av;                   /* attn.add_q/k/v_proj (D, D) */
+    const float *nq, *nk, *naq, *nak;          /* attn.norm_q/k, norm_added_q/k (hd) */
+    flux_lin_t   out, add_out;                 /* attn.to_out.0, attn.to_add_out (D, D) */
+    flux_lin_t   ff1, ff2, cff1, cff2;         /* ff(_context).net.0.proj (4D, D), net.2 (D, 4D) */
+} flux_double_t;
+
+/* FluxSingleTransformerBlock. */
+typedef struct {
+    flux_lin_t   mod;                          /* norm.linear (3D, D) */
+    flux_lin_t   q, k, v;                      /* attn.to_q/k/v (D, D) */
+    const float *nq, *nk;                      /* attn.norm_q/k (hd) */
+    flux_lin_t   mlp;                          /* proj_mlp (4D, D) */
+    flux_lin_t   out;                          /* proj_out (D, 5D) */
+} flux_single_t;
+
+struct tdm_flux {
+    tdm_flux_info_t info;
+    tdm_device_t   *dev;
+    int64_t D, H, hd;                          /* inner dim, heads, head dim */
+    flux_lin_t x_emb, ctx_emb;                 /* (D, in), (D, joint) */
+    flux_lin_t t1, t2, g1, g2;                 /* timestep/guidance_embedder.linear_1/2 */
+    flux_lin_t p1, p2;                         /* text_embedder.linear_1/2 */
+    flux_lin_t norm_out;                       /* norm_out.linear (2D, D): scale, shift */
+    flux_lin_t proj_out;                       /* (out_channels, D) */
+    flux_double_t *dbl;                        /* num_layers */
+    flux_single_t *sgl;                        /* num_single_layers */
+    /* ownership of the loaded tensors */
+    tdm_tensor_t **tensors;
+    int64_t ntensors, cap_tensors;
+};
+
+/* ---- config ------------------------------------------------------------------- */
+
+static tdm_status cfg_unsupported(const tdm_json_t *j, const char *key, const char *why) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, key);
+    char *txt = v ? cJSON_PrintUnformatted(v) : NULL;
+    tdm_status st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported FLUX transformer config "
+                               "%s=%s%s%s", j->path, key, txt ? txt : "(absent)",
+                               why ? ": " : "", why ? why : "");
+    if (txt) cJSON_free(txt);
+    return st;
+}
+
+/* Integer key (default def) that must be >= lo. */
+static tdm_status cfg_int_min(const tdm_json_t *j, const char *key, int64_t def, int64_t lo,
+                              int64_t *out) {
+    tdm_status st = tdm_json_int(j, key, def, out);
+    if (st != TDM_OK) return st;
+    if (*out < lo) return cfg_unsupported(j, key, lo == 0 ? "must be >= 0" : "must be >= 1");
+    return TDM_OK;
+}
+
+static tdm_status cfg_parse(const tdm_json_t *j, tdm_flux_info_t *c) {
+    tdm_status st = TDM_OK;
+    char cls[64];
+    int64_t patch, sum = 0;
+    int n = 0;
+    memset(c, 0, sizeof(*c));
+    TDM_TRY(tdm_json_str(j, "_class_name", "FluxTransformer2DModel", cls, sizeof(cls)));
+    if (strcmp(cls, "FluxTransformer2DModel") != 0) return cfg_unsupported(j, "_class_name", NULL);
+    TDM_TRY(tdm_json_int(j, "patch_size", 1, &patch));
+    if (patch != 1) return cfg_unsupported(j, "patch_size", "only 1 (FLUX.1) is supported");
+    TDM_TRY(cfg_int_min(j, "in_channels", 64, 1, &c->in_channels));
+    TDM_TRY(cfg_int_min(j, "out_channels", 0, 0, &c->out_channels));   /* null → in_channels */
+    if (c->out_channels == 0) c->out_channels = c->in_channels;
+    TDM_TRY(cfg_int_min(j, "num_layers", 19, 0, &c->num_layers));
+    TDM_TRY(cfg_int_min(j, "num_single_layers", 38, 0, &c->num_single_layers));
+    TDM_TRY(cfg_int_min(j, "attention_head_dim", 128, 1, &c->attention_head_dim));
+    TDM_TRY(cfg_int_min(j, "num_attention_heads", 24, 1, &c->num_attention_heads));
+    TDM_TRY(cfg_int_min(j, "joint_attention_dim", 4096, 1, &c->joint_attention_dim));
+    TDM_TRY(cfg_int_min(j, "pooled_projection_dim", 768, 1, &c->pooled_projection_dim));
+    TDM_TRY(tdm_json_bool(j, "guidance_embeds", 0, &c->guidance_embeds));
+    {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, "axes_dims_rope");
+        if (v && cJSON_IsArray(v) && cJSON_GetArraySize(v) != 3)
+            return cfg_unsupported(j, "axes_dims_rope", "exactly 3 axes are supported");
+    }
+    TDM_TRY(tdm_json_int_array(j, "axes_dims_rope", 0, c->axes_dims_rope, 3, &n));
+    if (n == 0) {
+        c->axes_dims_rope[0] = 16;
+        c->axes_dims_rope[1] = 56;
+        c->axes_dims_rope[2] = 56;
+    } else if (n != 3) {
+        return cfg_unsupported(j, "axes_dims_rope", "exactly 3 axes are supported");
+    }
+    for (int i = 0; i < 3; i++) {
+        if (c->axes_dims_rope[i] < 0 || c->axes_dims_rope[i] % 2 != 0)
+            return cfg_unsupported(j, "axes_dims_rope", "each axis dim must be even and >= 0");
+        sum += c->axes_dims_rope[i];
+    }
+    if (sum != c->attention_head_dim)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: axes_dims_rope%s sums to %lld but "
+                          "attention_head_dim=%lld", j->path,
+                          n == 0 ? " (absent: default [16, 56, 56])" : "", (long long)sum,
+                          (long long)c->attention_head_dim);
+    {   /* inner dim and the 5x-wide single-block proj_out must fit comfortably */
+        int64_t D;
+        if (!tdm_mul_ok(c->attention_head_dim, c->num_attention_heads, &D) || D > (1 << 24))
+            return cfg_unsupported(j, "num_attention_heads", "inner dimension too large");
+    }
+fail:
+    return st;
+}
+
+/* ---- loading ------------------------------------------------------------------ */
+
+typedef struct {
+    tdm_flux_t         *m;
+    const tdm_st_set_t *set;
+} flux_loader_t;
+
+/* Loads "<prefix>.<suffix>" with shape (d0[, d1]) into *dst. */
+static tdm_status ld(flux_loader_t *L, const float **dst, const char *prefix, const char *suffix,
+                     int ndim, int64_t d0, int64_t d1) {
+    tdm_status st;
+    tdm_flux_t *m = L->m;
+    char name[256];
+    int64_t shape[2] = {d0, d1};
+    tdm_tensor_t *t = NULL;
+    int len = snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", suffix);
+    if (len < 0 || (size_t)len >= sizeof(name))
+        return tdm_errorf(TDM_ERR_INTERNAL, "flux: tensor name too long: %s.%s", prefix, suffix);
+    if (m->ntensors == m->cap_tensors) {
+        int64_t cap = m->cap_tensors ? 2 * m->cap_tensors : 256;
+        tdm_tensor_t **p = realloc(m->tensors, (size_t)cap * sizeof(*p));
+        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for the tensor list");
+        m->tensors = p;
+        m->cap_tensors = cap;
+    }
+    if ((st = tdm_st_set_load_f32(L->set, name, m->dev, ndim, shape, &t)) != TDM_OK) return st;
+    m->tensors[m->ntensors++] = t;
+    m->info.param_bytes += t->nbytes;
+    *dst = tdm_f32(t);
+    return TDM_OK;
+}
+
+/* Loads the Linear "<prefix>.<suffix>.{weight (out, in), bias (out)}". */
+static tdm_status ld_lin(flux_loader_t *L, flux_lin_t *l, const char *prefix, const char *suffix,
+                         int64_t out, int64_t in) {
+    tdm_status st;
+    char p[256];
+    int len = snprintf(p, sizeof(p), "%s%s%s", prefix, *prefix ? "." : "", suffix);
+    if (len < 0 || (size_t)len >= sizeof(p))
+        return tdm_errorf(TDM_ERR_INTERNAL, "flux: tensor name too long: %s.%s", prefix, suffix);
+    if ((st = ld(L, &l->w, p, "weight", 2, out, in)) != TDM_OK) return st;
+    return ld(L, &l->b, p, "bias", 1, out, 0);
+}
+
+static tdm_status load_double(flux_loader_t *L, flux_double_t *d, int64_t i) {
+    tdm_status st = TDM_OK;
+    int64_t D = L->m->D, hd = L->m->hd;
+    char p[128];
+    snprintf(p, sizeof(p), "transformer_blocks.%lld", (long long)i);
+    TDM_TRY(ld_lin(L, &d->mod, p, "norm1.linear", 6 * D, D));
+    TDM_TRY(ld_lin(L, &d->mod_ctx, p, "norm1_context.linear", 6 * D, D));
+    TDM_TRY(ld_lin(L, &d->q, p, "attn.to_q", D, D));
+    TDM_TRY(ld_lin(L, &d->k, p, "attn.to_k", D, D));
+    TDM_TRY(ld_lin(L, &d->v, p, "attn.to_v", D, D));
+    TDM_TRY(ld(L, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
+    TDM_TRY(ld(L, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(L, &d->aq, p, "attn.add_q_proj", D, D));
+    TDM_TRY(ld_lin(L, &d->ak, p, "attn.add_k_proj", D, D));
+    TDM_TRY(ld_lin(L, &d->av, p, "attn.add_v_proj", D, D));
+    TDM_TRY(ld(L, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
+    TDM_TRY(ld(L, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(L, &d->out, p, "attn.to_out.0", D, D));
+    TDM_TRY(ld_lin(L, &d->add_out, p, "attn.to_add_out", D, D));
+    TDM_TRY(ld_lin(L, &d->ff1, p, "ff.net.0.proj", 4 * D, D));
+    TDM_TRY(ld_lin(L, &d->ff2, p, "ff.net.2", D, 4 * D));
+    TDM_TRY(ld_lin(L, &d->cff1, p, "ff_context.net.0.proj", 4 * D, D));
+    TDM_TRY(ld_lin(L, &d->cff2, p, "ff_context.net.2", D, 4 * D));
+fail:
+    return st;
+}
+
+static tdm_status load_single(flux_loader_t *L, flux_single_t *s, int64_t i) {
+    tdm_status st = TDM_OK;
+    int64_t D = L->m->D, hd = L->m->hd;
+    char p[128];
+    snprintf(p, sizeof(p), "single_transformer_blocks.%lld", (long long)i);
+    TDM_TRY(ld_lin(L, &s->mod, p, "norm.linear", 3 * D, D));
+    TDM_TRY(ld_lin(L, &s->q, p, "attn.to_q", D, D));
+    TDM_TRY(ld_lin(L, &s->k, p, "attn.to_k", D, D));
+    TDM_TRY(ld_lin(L, &s->v, p, "attn.to_v", D, D));
+    TDM_TRY(ld(L, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
+    TDM_TRY(ld(L, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(L, &s->mlp, p, "proj_mlp", 4 * D, D));
+    TDM_TRY(ld_lin(L, &s->out, p, "proj_out", D, 5 * D));
+fail:
+    return st;
+}
+
+static tdm_status load_model(flux_loader_t *L) {
+    tdm_status st = TDM_OK;
+    tdm_flux_t *m = L->m;
+    const tdm_flux_info_t *c = &m->info;
+    int64_t D = m->D;
+    const char *te = "time_text_embed";
+    TDM_TRY(ld_lin(L, &m->x_emb, "", "x_embedder", D, c->in_channels));
+    TDM_TRY(ld_lin(L, &m->ctx_emb, "", "context_embedder", D, c->joint_attention_dim));
+    TDM_TRY(ld_lin(L, &m->t1, te, "timestep_embedder.linear_1", D, FLUX_TIME_DIM));
+    TDM_TRY(ld_lin(L, &m->t2, te, "timestep_embedder.linear_2", D, D));
+    if (c->guidance_embeds) {
+        TDM_TRY(ld_lin(L, &m->g1, te, "guidance_embedder.linear_1", D, FLUX_TIME_DIM));
+        TDM_TRY(ld_lin(L, &m->g2, te, "guidance_embedder.linear_2", D, D));
+    }
+    TDM_TRY(ld_lin(L, &m->p1, te, "text_embedder.linear_1", D, c->pooled_projection_dim));
+    TDM_TRY(ld_lin(L, &m->p2, te, "text_embedder.linear_2", D, D));
+    for (int64_t i = 0; i < c->num_layers; i++) TDM_TRY(load_double(L, &m->dbl[i], i));
+    for (int64_t i = 0; i < c->num_single_layers; i++) TDM_TRY(load_single(L, &m->sgl[i], i));
+    TDM_TRY(ld_lin(L, &m->norm_out, "", "norm_out.linear", 2 * D, D));
+    TDM_TRY(ld_lin(L, &m->proj_out, "", "proj_out", c->out_channels, D));
+fail:
+    return st;
+}
+
+tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
+                         const char *variant, tdm_device_t *dev) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_st_set_t *set = NULL;
+    tdm_flux_t *m = NULL;
+    tdm_flux_info_t c;
+    char path[TDM_PATH_MAX], wpath[TDM_PATH_MAX];
+    if (!out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_load: out is required");
+    *out = NULL;
+    if (!root || !sub || !dev)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_load: root, sub and dev are required");
+
+    TDM_TRY(tdm_path_join(path, sizeof(path), root, sub, "config.json"));
+    TDM_TRY(tdm_json_load(&j, path));
+    TDM_TRY(cfg_parse(&j, &c));
+    TDM_TRY(tdm_folder_weights(root, sub, variant, wpath, sizeof(wpath)));
+    TDM_TRY(tdm_st_set_open(&set, wpath));
+
+    m = calloc(1, sizeof(*m));
+    if (!m) { st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory"); goto fail; }
+    m->dev = dev;
+    m->info = c;
+    m->info.param_bytes = 0;
+    m->hd = c.attention_head_dim;
+    m->H = c.num_attention_heads;
+    m->D = m->hd * m->H;
+    if (c.num_layers > 0 && !(m->dbl = calloc((size_t)c.num_layers, sizeof(*m->dbl)))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld blocks",
+                        (long long)c.num_layers);
+        goto fail;
+    }
+    if (c.num_single_layers > 0 &&
+        !(m->sgl = calloc((size_t)c.num_single_layers, sizeof(*m->sgl)))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld single blocks",
+                        (long long)c.num_single_layers);
+        goto fail;
+    }
+    {
+        flux_loader_t L = {m, set};
+        TDM_TRY(load_model(&L));
+    }
+    tdm_st_set_close(set);
+    tdm_json_free(&j);
+    *out = m;
+    return TDM_OK;
+fail:
+    tdm_flux_free(m);
+    tdm_st_set_close(set);
+    tdm_json_free(&j);
+    return st;
+}
+
+void tdm_flux_free(tdm_flux_t *m) {
+    if (!m) return;
+    for (int64_t i = 0; i < m->ntensors; i++) tdm_tensor_free(m->tensors[i]);
+    free(m->tensors);
+    free(m->dbl);
+    free(m->sgl);
+    free(m);
+}
+
+const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m) { return m ? &m->info : NULL; }
+
+/* ---- kernels ---------------------------------------------------------------- */
+
+/* Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) in float32 as
+ * diffusers' get_timestep_embedding: exponent_i = -ln(10000) * i / half,
+ * freq = exp(exponent), arg = t * freq, emb = [cos(arg), sin(arg)]. exp, sin
+ * and cos are evaluated in double and rounded (within an ulp of torch).
+ * t (B) → emb (B, dim), dim even. */
+static void timestep_embed(float *emb, const float *t, int64_t B, int64_t dim) {
+    int64_t half = dim / 2;
+    float lnp = (float)(-log(10000.0));
+    for (int64_t n = 0; n < B; n++) {
+        float *e = emb + n * dim;
+        for (int64_t i = 0; i < half; i++) {
+            float ex = (lnp * (float)i) / (float)half;
+            float freq = (float)exp((double)ex);
+            float arg = t[n] * freq;
+            e[i] = (float)cos((double)arg);
+            e[half + i] = (float)sin((double)arg);
+        }
+    }
+}
+
+/* FluxPosEmbed: for each position s of ids (S, 3) and axis a of dim d_a,
+ * freq_j = 1 / theta^(2j / d_a) and angle = id[s][a] * freq_j in double;
+ * cos/sin rounded to float and each repeated twice (repeat_interleave_real).
+ * Axes are laid side by side: cos, sin (S, hd). */
+static void rope_tables(float *cosb, float *sinb, const float *ids, int64_t S,
+                        const int64_t *axes, int64_t hd) {
+    for (int64_t s = 0; s < S; s++) {
+        int64_t off = 0;
+        for (int a = 0; a < 3; a++) {
+            int64_t da = axes[a];
+            double pos = (double)ids[s * 3 + a];
+            for (int64_t jj = 0; jj < da / 2; jj++) {
+                double freq = 1.0 / pow(FLUX_ROPE_THETA, (double)(2 * jj) / (double)da);
+                double ang = pos * freq;
+                float c = (float)cos(ang), sn = (float)sin(ang);
+                cosb[s * hd + off + 2 * jj] = c;
+                cosb[s * hd + off + 2 * jj + 1] = c;
+                sinb[s * hd + off + 2 * jj] = sn;
+                sinb[s * hd + off + 2 * jj + 1] = sn;
+            }
+            off += da;
+        }
+    }
+}
+
+/* apply_rotary_emb (use_real, unbind dim -1) in place on x (B, S, H*hd):
+ * pairs (x0, x1) → (x0·cos − x1·sin, x1·cos + x0·sin) with the tables of the
+ * pair's position. */
+static void rope_apply(float *x, const float *cosb, const float *sinb, int64_t B, int64_t S,
+                       int64_t H, int64_t hd) {
+#pragma omp parallel for collapse(2) if (B * S * H * hd > 65536)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++) {
+            const float *c = cosb + s * hd, *sn = sinb + s * hd;
+            float *row = x + (b * S + s) * H * hd;
+            for (int64_t h = 0; h < H; h++) {
+                float *v = row + h * hd;
+                for (int64_t i = 0; i < hd; i += 2) {
+                    float x0 = v[i], x1 = v[i + 1];
+                    float r0 = x0 * c[i], r1 = x1 * c[i + 1];
+                    float s0 = x1 * sn[i], s1 = x0 * sn[i + 1];
+                    v[i] = r0 - s0;
+                    v[i + 1] = r1 + s1;
+                }
+            }
+        }
+}
+
+/* torch.nn.RMSNorm over each head: rows L of x (row stride H*hd, within batch
+ * b's segment), y = x * rsqrt(mean(x²) + eps) * w, in place. */
+static void seg_rms_heads(float *x, const float *w, int64_t B, int64_t S, int64_t r0, int64_t L,
+                          int64_t H, int64_t hd) {
+#pragma omp parallel for collapse(2) if (B * L * H * hd > 65536)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t r = 0; r < L; r++) {
+            float *row = x + (b * S + r0 + r) * H * hd;
+            for (int64_t h = 0; h < H; h++) {
+                float *v = row + h * hd;
+                double sq = 0;
+                for (int64_t i = 0; i < hd; i++) sq += (double)v[i] * (double)v[i];
+                float rs = (float)(1.0 / sqrt(sq / (double)hd + (double)FLUX_RMS_EPS));
+                for (int64_t i = 0; i < hd; i++) v[i] = (v[i] * rs) * w[i];
+            }
+        }
+}
+
+/* y = Linear(x) on segment rows [r0, r0+L) of every batch element:
+ * x (B, S, K), y (B, S, Nout). */
+static void seg_linear(float *y, const float *x, const flux_lin_t *l, int64_t B, int64_t S,
+                       int64_t r0, int64_t L, int64_t K, int64_t Nout) {
+    if (L == S) {
+        tdm_cpu_linear(y, x, l->w, l->b, B * S, K, Nout);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        tdm_cpu_linear(y + (b * S + r0) * Nout, x + (b * S + r0) * K, l->w, l->b, L, K, Nout);
+}
+
+/* AdaLN modulation on segment rows: y = LayerNorm(x) * (1 + scale[b]) + shift[b]
+ * (LayerNorm without affine, eps 1e-6). x, y (B, S, D); shift/scale rows of
+ * batch b at shift + b*mstride, scale + b*mstride (D each). */
+static void seg_ln_mod(float *y, const float *x, const float *shift, const float *scale,
+                       int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D) {
+    for (int64_t b = 0; b < B; b++) {
+        float *yb = y + (b * S + r0) * D;
+        const float *sh = shift + b * mstride, *sc = scale + b * mstride;
+        tdm_cpu_layer_norm(yb, x + (b * S + r0) * D, NULL, NULL, L, D, FLUX_LN_EPS);
+#pragma omp parallel for if (L * D > 65536)
+        for (int64_t r = 0; r < L; r++) {
+            float *v = yb + r * D;
+            for (int64_t i = 0; i < D; i++) v[i] = v[i] * (1.0f + sc[i]) + sh[i];
+        }
+    }
+}
+
+/* Gated residual on segment rows: x += gate[b] * y. x, y (B, S, D). */
+static void seg_gate_add(float *x, const float *y, const float *gate, int64_t mstride, int64_t B,
+                         int64_t S, int64_t r0, int64_t L, int64_t D) {
+    for (int64_t b = 0; b < B; b++) {
+        const float *g = gate + b * mstride;
+#pragma omp parallel for if (L * D > 65536)
+        for (int64_t r = 0; r < L; r++) {
+            float *xr = x + (b * S + r0 + r) * D;
+            const float *yr = y + (b * S + r0 + r) * D;
+            for (int64_t i = 0; i < D; i++) xr[i] = xr[i] + g[i] * yr[i];
+        }
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------ */
+
+/* The forward pass's activations, carved from one device allocation. */
+typedef struct {
+    float *tsc, *tproj, *th, *temb, *tmp, *semb;   /* embeddings: (B), (B,256), (B,D) x4 */
+    float *cosb, *sinb;                            /* RoPE tables (S, hd) */
+    float *x, *nx, *q, *k, *v, *o, *y;             /* (B, S, D) */
+    float *h;                                      /* (B, S, 5D): FF hidden / [attn, mlp] */
+    float *mod;                                    /* (2, B, 6D) modulation chunks */
+} flux_ws_t;
+
+/* Sizes (or, with base != NULL, places) the workspace; returns its floats or
+ * -1 on overflow. Every part starts on a 16-float (64-byte) boundary. */
+static int64_t ws_layout(flux_ws_t *w, float *base, int64_t B, int64_t S, int64_t D,
+                         int64_t hd) {
+    int64_t off = 0, BSD, BD, Shd, B6D;
+    if (!tdm_mul_ok(B, S, &BSD) || !tdm_mul_ok(BSD, D, &BSD) || BSD > INT64_MAX / 64 ||
+        !tdm_mul_ok(B, D, &BD) || BD > INT64_MAX / 64 || !tdm_mul_ok(S, hd, &Shd) ||
+        Shd > INT64_MAX / 64)
+        return -1;
+    B6D = 6 * BD;
+    struct { float **p; int64_t n; } parts[] = {
+        {&w->tsc, B}, {&w->tproj, B * FLUX_TIME_DIM}, {&w->th, BD}, {&w->temb, BD},
+        {&w->tmp, BD}, {&w->semb, BD}, {&w->cosb, Shd}, {&w->sinb, Shd},
+        {&w->x, BSD}, {&w->nx, BSD}, {&w->q, BSD}, {&w->k, BSD}, {&w->v, BSD}, {&w->o, BSD},
+        {&w->y, BSD}, {&w->h, 5 * BSD}, {&w->mod, 2 * B6D},
+    };
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        int64_t n = (parts[i].n + 15) / 16 * 16;
+        if (base) *parts[i].p = base + off;
+        if (n > INT64_MAX / 4 - off) return -1;
+        off += n;
+    }
+    return off;
+}
+
+/* Joint attention over all S rows: RoPE on q, k, then softmax(q kᵀ/√hd) v → o. */
+static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S) {
+    rope_apply(w->q, w->cosb, w->sinb, B, S, m->H, m->hd);
+    rope_apply(w->k, w->cosb, w->sinb, B, S, m->H, m->hd);
+    tdm_cpu_attention(w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
+                      (float)(1.0 / sqrt((double)m->hd)), 0);
+}
+
+/* FluxTransformerBlock on w->x (B, S, D): text rows [0, T), image rows [T, S). */
+static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t *w, int64_t B,
+                         int64_t T, int64_t N) {
+    int64_t D = m->D, S = T + N, H = m->H, hd = m->hd, ms = 6 * D;
+    float *modi = w->mod, *modt = w->mod + B * ms;
+    /* chunks of 6: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
+    tdm_cpu_linear(modi, w->semb, d->mod.w, d->mod.b, B, D, ms);
+    tdm_cpu_linear(modt, w->semb, d->mod_ctx.w, d->mod_ctx.b, B, D, ms);
+
+    /* attention: text takes the add_* projections, image the to_* ones */
+    seg_ln_mod(w->nx, w->x, modt, modt + D, ms, B, S, 0, T, D);
+    seg_ln_mod(w->nx, w->x, modi, modi + D, ms, B, S, T, N, D);
+    seg_linear(w->q, w->nx, &d->aq, B, S, 0, T, D, D);
+    seg_linear(w->k, w->nx, &d->ak, B, S, 0, T, D, D);
+    seg_linear(w->v, w->nx, &d->av, B, S, 0, T, D, D);
+    seg_linear(w->q, w->nx, &d->q, B, S, T, N, D, D);
+    seg_linear(w->k, w->nx, &d->k, B, S, T, N, D, D);
+    seg_linear(w->v, w->nx, &d->v, B, S, T, N, D, D);
+    seg_rms_heads(w->q, d->naq, B, S, 0, T, H, hd);
+    seg_rms_heads(w->k, d->nak, B, S, 0, T, H, hd);
+    seg_rms_heads(w->q, d->nq, B, S, T, N, H, hd);
+    seg_rms_heads(w->k, d->nk, B, S, T, N, H, hd);
+    joint_attention(m, w, B, S);
+    seg_linear(w->y, w->o, &d->add_out, B, S, 0, T, D, D);
+    seg_linear(w->y, w->o, &d->out, B, S, T, N, D, D);
+    seg_gate_add(w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
+    seg_gate_add(w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
+
+    /* feed-forwards: ff_context on text, ff on image, GELU (tanh) */
+    seg_ln_mod(w->nx, w->x, modt + 3 * D, modt + 4 * D, ms, B, S, 0, T, D);
+    seg_ln_mod(w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N, D);
+    seg_linear(w->h, w->nx, &d->cff1, B, S, 0, T, D, 4 * D);
+    seg_linear(w->h, w->nx, &d->ff1, B, S, T, N, D, 4 * D);
+    tdm_cpu_gelu_tanh(w->h, B * S * 4 * D);
+    seg_linear(w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
+    seg_linear(w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
+    seg_gate_add(w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
+    seg_gate_add(w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
+}
+
+/* FluxSingleTransformerBlock on all S rows of w->x (B, S, D):
+ * x += gate * proj_out([attn(nx), gelu_tanh(proj_mlp(nx))]). */
+static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t *w, int64_t B,
+                         int64_t S) {
+    int64_t D = m->D, H = m->H, hd = m->hd, ms = 3 * D, rows = B * S;
+    float *mod = w->mod;   /* shift, scale, gate */
+    tdm_cpu_linear(mod, w->semb, s->mod.w, s->mod.b, B, D, ms);
+    seg_ln_mod(w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D);
+
+    /* MLP branch straight into columns [D, 5D) of h (B*S, 5D) */
+#pragma omp parallel for if (rows * 4 * D > 65536)
+    for (int64_t r = 0; r < rows; r++) memcpy(w->h + r * 5 * D + D, s->mlp.b, 4 * D * sizeof(float));
+    tdm_cpu_gemm(0, 1, rows, 4 * D, D, 1.0f, w->nx, D, s->mlp.w, D, 1.0f, w->h + D, 5 * D);
+    tdm_cpu_gelu_tanh(w->h, rows * 5 * D);   /* columns [0, D) are overwritten below */
+
+    /* attention branch into columns [0, D) */
+    tdm_cpu_linear(w->q, w->nx, s->q.w, s->q.b, rows, D, D);
+    tdm_cpu_linear(w->k, w->nx, s->k.w, s->k.b, rows, D, D);
+    tdm_cpu_linear(w->v, w->nx, s->v.w, s->v.b, rows, D, D);
+    seg_rms_heads(w->q, s->nq, B, S, 0, S, H, hd);
+    seg_rms_heads(w->k, s->nk, B, S, 0, S, H, hd);
+    joint_attention(m, w, B, S);
+#pragma omp parallel for if (rows * D > 65536)
+    for (int64_t r = 0; r < rows; r++) memcpy(w->h + r * 5 * D, w->o + r * D, D * sizeof(float));
+
+    tdm_cpu_linear(w->y, w->h, s->out.w, s->out.b, rows, 5 * D, D);
+    seg_gate_add(w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
+}
+
+/* dst (B, D) = TimestepEmbedding(Timesteps(v * 1000)): linear_1, SiLU, linear_2. */
+static void time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *v, int64_t B,
+                          const flux_lin_t *l1, const flux_lin_t *l2, float *dst) {
+    int64_t D = m->D;
+    for (int64_t b = 0; b < B; b++) w->tsc[b] = v[b] * 1000.0f;
+    timestep_embed(w->tproj, w->tsc, B, FLUX_TIME_DIM);
+    tdm_cpu_linear(w->th, w->tproj, l1->w, l1->b, B, FLUX_TIME_DIM, D);
+    tdm_cpu_silu(w->th, B * D);
+    tdm_cpu_linear(dst, w->th, l2->w, l2->b, B, D, D);
+}
+
+tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
+                            const float *txt, int64_t T, const float *pooled,
+                            const float *timestep, const float *guidance,
+                            const float *img_ids, const float *txt_ids, float *out) {
+    flux_ws_t w;
+    float *base = NULL;
+    int64_t nws, S, D, C, Cout, J, P;
+    if (!m || !img || !txt || !pooled || !timestep || !img_ids || !txt_ids || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: NULL argument");
+    if (m->info.guidance_embeds && !guidance)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: this transformer has "
+                          "guidance_embeds=true (FLUX.1-dev style) and needs a guidance value");
+    if (!m->info.guidance_embeds && guidance)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: guidance given but this "
+                          "transformer has guidance_embeds=false (no guidance embedder)");
+    if (B < 1 || N < 1 || T < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld: need "
+                          "B >= 1, N >= 1, T >= 0", (long long)B, (long long)N, (long long)T);
+    if (N > INT64_MAX / 2 - T)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: N=%lld T=%lld too large",
+                          (long long)N, (long long)T);
+    S = T + N;
+    D = m->D;
+    C = m->info.in_channels;
+    Cout = m->info.out_channels;
+    J = m->info.joint_attention_dim;
+    P = m->info.pooled_projection_dim;
+    nws = ws_layout(&w, NULL, B, S, D, m->hd);
+    if (nws < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld is too "
+                          "large", (long long)B, (long long)N, (long long)T);
+    base = tdm_dev_alloc(m->dev, nws * (int64_t)sizeof(float), "flux activations");
+    if (!base) return TDM_ERR_NOMEM;
+    ws_layout(&w, base, B, S, D, m->hd);
+
+    /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
+    time_embedder(m, &w, timestep, B, &m->t1, &m->t2, w.temb);
+    if (guidance) {
+        time_embedder(m, &w, guidance, B, &m->g1, &m->g2, w.tmp);
+        tdm_cpu_add(w.temb, w.temb, w.tmp, B * D);
+    }
+    tdm_cpu_linear(w.th, pooled, m->p1.w, m->p1.b, B, P, D);
+    tdm_cpu_silu(w.th, B * D);
+    tdm_cpu_linear(w.tmp, w.th, m->p2.w, m->p2.b, B, D, D);
+    tdm_cpu_add(w.temb, w.temb, w.tmp, B * D);
+    /* every AdaLN linear sees SiLU(temb) */
+    memcpy(w.semb, w.temb, (size_t)(B * D) * sizeof(float));
+    tdm_cpu_silu(w.semb, B * D);
+
+    /* x = [context_embedder(txt), x_embedder(img)] per batch element */
+    for (int64_t b = 0; b < B; b++) {
+        tdm_cpu_linear(w.x + b * S * D, txt + b * T * J, m->ctx_emb.w, m->ctx_emb.b, T, J, D);
+        tdm_cpu_linear(w.x + (b * S + T) * D, img + b * N * C, m->x_emb.w, m->x_emb.b, N, C, D);
+    }
+
+    /* RoPE over ids = cat(txt_ids, img_ids) */
+    rope_tables(w.cosb, w.sinb, txt_ids, T, m->info.axes_dims_rope, m->hd);
+    rope_tables(w.cosb + T * m->hd, w.sinb + T * m->hd, img_ids, N, m->info.axes_dims_rope,
+                m->hd);
+
+    for (int64_t i = 0; i < m->info.num_layers; i++) double_block(m, &m->dbl[i], &w, B, T, N);
+    for (int64_t i = 0; i < m->info.num_single_layers; i++) single_block(m, &m->sgl[i], &w, B, S);
+
+    /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
+    tdm_cpu_linear(w.mod, w.semb, m->norm_out.w, m->norm_out.b, B, D, 2 * D);
+    seg_ln_mod(w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D);
+    for (int64_t b = 0; b < B; b++)
+        tdm_cpu_linear(out + b * N * Cout, w.nx + (b * S + T) * D, m->proj_out.w, m->proj_out.b,
+                       N, D, Cout);
+
+    tdm_dev_free(m->dev, base, nws * (int64_t)sizeof(float));
+    return TDM_OK;
+}

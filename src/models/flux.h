@@ -1,0 +1,69 @@
+/* flux.h — the diffusers FluxTransformer2DModel (FLUX.1 dev / schnell) on the
+ * CPU backend: config parsing, weight loading (single file, variant or
+ * sharded index) with every tensor's shape checked against the config, and a
+ * float32 forward pass that reproduces diffusers 0.42.
+ *
+ * Covered: the double-stream blocks (FluxTransformerBlock: AdaLayerNormZero
+ * on both streams, joint attention over [text, image] with per-head RMSNorm
+ * of q/k, RoPE, GELU-tanh feed-forwards), the single-stream blocks
+ * (FluxSingleTransformerBlock), the timestep / guidance / pooled-text
+ * embedding, AdaLayerNormContinuous and proj_out. Not covered (TDM_ERR_
+ * UNSUPPORTED naming the key): patch_size != 1, fused QKV checkpoints,
+ * IP-adapter and ControlNet residuals. Not a pipeline: packing latents,
+ * building ids and the scheduler loop belong to the caller. */
+#ifndef TDM_FLUX_H
+#define TDM_FLUX_H
+
+#include "core/core.h"
+
+typedef struct tdm_flux tdm_flux_t;
+
+typedef struct {
+    int64_t in_channels, out_channels;      /* out_channels = in_channels when null */
+    int64_t num_layers, num_single_layers;  /* double- and single-stream blocks */
+    int64_t attention_head_dim, num_attention_heads;
+    int64_t joint_attention_dim;            /* width of encoder_hidden_states (T5) */
+    int64_t pooled_projection_dim;          /* width of pooled_projections (CLIP) */
+    int64_t axes_dims_rope[3];              /* RoPE dims per id axis, sum = head dim */
+    int     guidance_embeds;                /* 1: FLUX.1-dev style guidance input */
+    int64_t param_bytes;                    /* float32 bytes of all loaded weights */
+} tdm_flux_info_t;
+
+/* Loads the transformer of a diffusers folder: reads root/sub/config.json and
+ * the weights found by tdm_folder_weights(root, sub, variant) — one file or a
+ * *.safetensors.index.json with its shards; F16/BF16 converted to float32 —
+ * onto `dev` (counted there). Every tensor's shape is checked against the
+ * config; a missing or wrong-shaped tensor is TDM_ERR_MODEL naming the tensor
+ * and file. Unsupported config values give TDM_ERR_UNSUPPORTED naming the key
+ * and value. variant may be NULL. OUT: *out, freed with tdm_flux_free. */
+tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
+                         const char *variant, tdm_device_t *dev);
+
+/* Frees the model and its weights; NULL is a no-op. */
+void tdm_flux_free(tdm_flux_t *m);
+
+/* The model's sizes; valid until tdm_flux_free. NULL for NULL. */
+const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m);
+
+/* One transformer evaluation, as FluxTransformer2DModel.forward(
+ * hidden_states=img, encoder_hidden_states=txt, pooled_projections=pooled,
+ * timestep, img_ids, txt_ids, guidance).sample:
+ *   img       (B, N, in_channels)        packed latents
+ *   txt       (B, T, joint_attention_dim)
+ *   pooled    (B, pooled_projection_dim)
+ *   timestep  (B)  as the pipeline passes it (sigma, i.e. t/1000); the model
+ *                  multiplies by 1000 inside
+ *   guidance  (B)  guidance scale, also multiplied by 1000 inside; required
+ *                  iff guidance_embeds, must be NULL otherwise (diffusers
+ *                  fails both ways too); either mistake is TDM_ERR_INVALID_ARG
+ *   img_ids   (N, 3), txt_ids (T, 3)   position ids as floats (shared by
+ *                  the whole batch); the RoPE sequence is [txt, img]
+ *   out       (B, N, out_channels)     caller-allocated, must not alias inputs
+ * Activations live in one workspace of about 12·B·(T+N)·inner floats
+ * allocated from the model's device (counted there) and freed before return. */
+tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
+                            const float *txt, int64_t T, const float *pooled,
+                            const float *timestep, const float *guidance,
+                            const float *img_ids, const float *txt_ids, float *out);
+
+#endif
