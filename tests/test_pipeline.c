@@ -12,20 +12,21 @@
 #include "tandem.h"
 #include "test.h"
 
-#define DIR TDM_FIXTURES "/pipelines"
 
 static double worst_lat = 0;
 static int worst_px = 0;
 
-static void run_case(const cJSON *c) {
+static void run_case(const char *dir, const cJSON *c) {
     const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
     const char *pipe_name = cJSON_GetObjectItem(c, "pipeline")->valuestring;
     const cJSON *sched = cJSON_GetObjectItem(c, "scheduler");
     int override = cJSON_IsTrue(cJSON_GetObjectItem(c, "scheduler_override"));
     const cJSON *prompts = cJSON_GetObjectItem(c, "prompts");
+    const cJSON *prompts2 = cJSON_GetObjectItem(c, "prompt_2");
     const cJSON *neg = cJSON_GetObjectItem(c, "negative_prompt");
     const cJSON *seeds = cJSON_GetObjectItem(c, "seeds");
     const cJSON *images = cJSON_GetObjectItem(c, "images");
+    const cJSON *msl = cJSON_GetObjectItem(c, "max_sequence_length");
     int per = cJSON_GetObjectItem(c, "num_images_per_prompt")->valueint;
     int steps = cJSON_GetObjectItem(c, "steps")->valueint;
     double g = cJSON_GetObjectItem(c, "guidance_scale")->valuedouble;
@@ -34,38 +35,63 @@ static void run_case(const cJSON *c) {
 
     tdm_pipeline_params_t pp;
     tdm_pipeline_params_init(&pp);
-    if (override) pp.scheduler = sched->valuestring;
+    if (override && cJSON_IsString(sched)) pp.scheduler = sched->valuestring;
+    pp.keep_resident = 1;
     tdm_pipeline_t *pipe = NULL;
-    snprintf(path, sizeof path, "%s/%s", DIR, pipe_name);
+    snprintf(path, sizeof path, "%s/%s", dir, pipe_name);
     tdm_status st = tdm_pipeline_open(&pipe, path, &pp);
     CHECK_MSG(st == TDM_OK, "%s: open: %s", name, tdm_last_error());
     if (st != TDM_OK) return;
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);
-    CHECK_MSG(!strcmp(info.scheduler, sched->valuestring), "%s: scheduler %s, want %s", name,
-              info.scheduler, sched->valuestring);
+    if (cJSON_IsString(sched))
+        CHECK_MSG(!strcmp(info.scheduler, sched->valuestring), "%s: scheduler %s, want %s", name,
+                  info.scheduler, sched->valuestring);
+
+    /* stage 1: all prompts at once, as the CLI does */
+    int np = cJSON_GetArraySize(prompts);
+    const char *pv[16], *p2v[16];
+    for (int k = 0; k < np && k < 16; k++) {
+        pv[k] = cJSON_GetArrayItem(prompts, k)->valuestring;
+        const cJSON *q = cJSON_IsArray(prompts2) ? cJSON_GetArrayItem(prompts2, k)
+                         : cJSON_IsString(prompts2) ? prompts2 : NULL;
+        p2v[k] = q && cJSON_IsString(q) ? q->valuestring : pv[k];
+    }
+    tdm_encode_params_t ep;
+    tdm_encode_params_init(&ep);
+    ep.prompts = pv;
+    ep.n = np;
+    ep.prompts_2 = info.kind == TDM_PIPE_FLUX ? p2v : NULL;
+    ep.negative_prompt = cJSON_IsString(neg) ? neg->valuestring : NULL;
+    ep.with_negative = info.kind == TDM_PIPE_SD && g > 1.0;
+    ep.max_sequence_length = cJSON_IsNumber(msl) ? msl->valueint : 0;
+    tdm_embeddings_t *emb = NULL;
+    st = tdm_pipeline_encode(pipe, &ep, &emb);
+    CHECK_MSG(st == TDM_OK, "%s: encode: %s", name, tdm_last_error());
 
     tdm_safetensors_t *exp = NULL;
-    snprintf(path, sizeof path, "%s/%s", DIR, cJSON_GetObjectItem(c, "latents")->valuestring);
-    st = tdm_safetensors_open(&exp, path);
-    CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
+    snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetObjectItem(c, "latents")->valuestring);
+    if (st == TDM_OK) {
+        st = tdm_safetensors_open(&exp, path);
+        CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
+    }
     const tdm_st_tensor_t *lt = exp ? tdm_safetensors_find(exp, "latents") : NULL;
-    CHECK(lt != NULL && lt->dtype == TDM_F32 && lt->ndim == 4);
+    CHECK(lt != NULL && lt->dtype == TDM_F32 && lt->ndim >= 3);
     int n = cJSON_GetArraySize(seeds);
-    int64_t item = lt ? lt->shape[1] * lt->shape[2] * lt->shape[3] : 0;
+    int64_t item = 1;
+    for (int d = 1; lt && d < lt->ndim; d++) item *= lt->shape[d];
     float *lat = malloc((size_t)item * 4 + 4);
     uint8_t *rgb = malloc((size_t)W * H * 3);
     for (int i = 0; lt && i < n && st == TDM_OK; i++) {
         tdm_generate_params_t gp;
         tdm_generate_params_init(&gp);
-        const char *prompt = cJSON_GetArrayItem(prompts, i / per)->valuestring;
-        const char *negative = cJSON_IsString(neg) ? neg->valuestring : NULL;
         gp.seed = (uint64_t)cJSON_GetArrayItem(seeds, i)->valuedouble;
         gp.steps = steps;
         gp.guidance = (float)g;
         gp.width = W;
         gp.height = H;
-        st = tdm_pipeline_generate(pipe, prompt, negative, &gp, lat, rgb);
+        st = tdm_pipeline_denoise(pipe, emb, i / per, &gp, lat);
+        if (st == TDM_OK) st = tdm_pipeline_decode(pipe, lat, W, H, rgb);
         CHECK_MSG(st == TDM_OK, "%s[%d]: %s", name, i, tdm_last_error());
         if (st != TDM_OK) break;
         double e = test_rel_err(lat, (const float *)lt->data + i * item, (long)item);
@@ -73,7 +99,7 @@ static void run_case(const cJSON *c) {
         if (!(e <= worst_lat)) worst_lat = e;
         uint8_t *ref = NULL;
         int rw = 0, rh = 0;
-        snprintf(path, sizeof path, "%s/%s", DIR, cJSON_GetArrayItem(images, i)->valuestring);
+        snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetArrayItem(images, i)->valuestring);
         CHECK_MSG(tdm_png_read(path, &ref, &rw, &rh) == TDM_OK, "%s", tdm_last_error());
         if (ref && rw == W && rh == H) {
             int maxd = 0, ndiff = 0;
@@ -92,28 +118,69 @@ static void run_case(const cJSON *c) {
     printf("  %-28s %d image(s)\n", name, n);
     free(lat);
     free(rgb);
+    tdm_embeddings_free(emb);
     tdm_safetensors_close(exp);
     tdm_pipeline_close(pipe);
 }
 
-static cJSON *cases;
-
-TEST(all_cases) {
-    const cJSON *arr = cJSON_GetObjectItem(cases, "cases");
-    CHECK(cJSON_GetArraySize(arr) >= 10);
-    const cJSON *c;
-    cJSON_ArrayForEach(c, arr) run_case(c);
-    printf("  worst latents rel err %.3g, worst pixel diff %d\n", worst_lat, worst_px);
+/* One-shot tdm_pipeline_generate (stages entered and left per call) gives the
+ * same latents as the staged run of the first case. */
+static void oneshot_matches(const char *dir, const cJSON *c) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetObjectItem(c, "pipeline")->valuestring);
+    tdm_pipeline_t *pipe = NULL;
+    CHECK_MSG(tdm_pipeline_open(&pipe, path, NULL) == TDM_OK, "%s", tdm_last_error());
+    if (!pipe) return;
+    tdm_safetensors_t *exp = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetObjectItem(c, "latents")->valuestring);
+    CHECK(tdm_safetensors_open(&exp, path) == TDM_OK);
+    const tdm_st_tensor_t *lt = exp ? tdm_safetensors_find(exp, "latents") : NULL;
+    int64_t item = 1;
+    for (int d = 1; lt && d < lt->ndim; d++) item *= lt->shape[d];
+    float *lat = malloc((size_t)item * 4 + 4);
+    tdm_generate_params_t gp;
+    tdm_generate_params_init(&gp);
+    gp.seed = (uint64_t)cJSON_GetArrayItem(cJSON_GetObjectItem(c, "seeds"), 0)->valuedouble;
+    gp.steps = cJSON_GetObjectItem(c, "steps")->valueint;
+    gp.guidance = (float)cJSON_GetObjectItem(c, "guidance_scale")->valuedouble;
+    gp.width = cJSON_GetObjectItem(c, "width")->valueint;
+    gp.height = cJSON_GetObjectItem(c, "height")->valueint;
+    const cJSON *neg = cJSON_GetObjectItem(c, "negative_prompt");
+    const cJSON *msl = cJSON_GetObjectItem(c, "max_sequence_length");
+    tdm_status st = TDM_ERR_INTERNAL;
+    if (!cJSON_IsNumber(msl) || msl->valueint == 512 || msl->valueint == 256)
+        st = tdm_pipeline_generate(pipe, cJSON_GetArrayItem(cJSON_GetObjectItem(c, "prompts"), 0)->valuestring,
+                                   cJSON_IsString(neg) ? neg->valuestring : NULL, &gp, lat, NULL);
+    if (st == TDM_OK && lt) {
+        double e = test_rel_err(lat, (const float *)lt->data, (long)item);
+        CHECK_MSG(e <= 1e-4, "one-shot %s: latents rel err %.3g", cJSON_GetObjectItem(c, "name")->valuestring, e);
+    }
+    free(lat);
+    tdm_safetensors_close(exp);
+    tdm_pipeline_close(pipe);
 }
 
-int main(void) {
+static void run_file(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/cases.json", dir);
     tdm_json_t j;
-    if (tdm_json_load(&j, DIR "/cases.json") != TDM_OK) {
-        printf("FAIL: %s\n", tdm_last_error());
-        return 1;
-    }
-    cases = j.root;
-    RUN(all_cases);
+    tdm_status st = tdm_json_load(&j, path);
+    CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
+    if (st != TDM_OK) return;
+    const cJSON *arr = cJSON_GetObjectItem(j.root, "cases");
+    CHECK(cJSON_GetArraySize(arr) >= 8);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, arr) run_case(dir, c);
+    oneshot_matches(dir, cJSON_GetArrayItem(arr, 0));
     tdm_json_free(&j);
+}
+
+TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines"); }
+TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines"); }
+
+int main(void) {
+    RUN(sd_cases);
+    RUN(flux_cases);
+    printf("  worst latents rel err %.3g, worst pixel diff %d\n", worst_lat, worst_px);
     return test_summary();
 }
