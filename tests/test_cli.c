@@ -212,15 +212,15 @@ static int same_pixels(const char *a, const char *b) {
 }
 
 /* encode → generate --embeddings → decode equals one-shot generate, bit for bit. */
-static void staged_equals_oneshot(const char *pipe, const char *extra, const char *tag) {
+static void staged_equals_oneshot(const char *pipe, const char *extra, const char *enc_extra, const char *tag) {
     int rc = run("generate --model '%s' --prompt 'a lighthouse' --prompt 'a fox' --steps 3 --seed 11 %s "
                  "--quiet --out '%s/%s-one'", pipe, extra, tmpdir, tag);
     CHECK_MSG(rc == 0, "%s one-shot png: %s", tag, errtext);
     rc = run("generate --model '%s' --prompt 'a lighthouse' --prompt 'a fox' --steps 3 --seed 11 %s "
              "--output-type latent --quiet --out '%s/%s-one'", pipe, extra, tmpdir, tag);
     CHECK_MSG(rc == 0, "%s one-shot latent: %s", tag, errtext);
-    rc = run("encode --model '%s' --prompt 'a lighthouse' --prompt 'a fox' --quiet --out '%s/%s-emb.safetensors'",
-             pipe, tmpdir, tag);
+    rc = run("encode --model '%s' --prompt 'a lighthouse' --prompt 'a fox' %s --quiet --out '%s/%s-emb.safetensors'",
+             pipe, enc_extra, tmpdir, tag);
     CHECK_MSG(rc == 0, "%s encode: %s", tag, errtext);
     rc = run("generate --model '%s' --embeddings '%s/%s-emb.safetensors' --steps 3 --seed 11 %s "
              "--output-type latent --report-memory --quiet --out '%s/%s-staged'", pipe, tmpdir, tag, extra, tmpdir, tag);
@@ -241,7 +241,53 @@ static void staged_equals_oneshot(const char *pipe, const char *extra, const cha
     }
 }
 
-TEST(staged_sd) { staged_equals_oneshot(PIPE, "--guidance 5", "sd"); }
+TEST(staged_sd) { staged_equals_oneshot(PIPE, "--guidance 5", "", "sd"); }
+
+TEST(staged_flux) {
+    char flux[512];
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
+    staged_equals_oneshot(flux, "--max-sequence-length 77 --width 64 --height 128", "--max-sequence-length 77", "flux");
+    /* schnell defaults: 4 steps, no guidance embedding */
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-schnell-tiny", TDM_FIXTURES);
+    staged_equals_oneshot(flux, "--width 64 --height 64", "", "schnell");
+}
+
+TEST(flux_errors) {
+    char flux[512];
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
+    expect_error(run("generate --model '%s' --prompt x --max-sequence-length 600 --out '%s/f1'", flux, tmpdir),
+                 "--max-sequence-length 600");
+    expect_error(run("generate --model '%s' --prompt x --width 72 --height 64 --out '%s/f1'", flux, tmpdir),
+                 "multiples of 16");
+    expect_error(run("generate --model '%s' --prompt x --negative-prompt y --steps 1 --width 64 --height 64 "
+                     "--out '%s/f1'", flux, tmpdir), "--negative-prompt");
+    expect_error(run("generate --model '%s' --prompt x --prompt-2 a --prompt-2 b --out '%s/f1'", flux, tmpdir),
+                 "--prompt-2");
+    CHECK(!exists("%s/f1", tmpdir));
+    /* a T5 tokenizer file of the wrong type */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/fbad' && cp -r '%s' '%s/fbad' && "
+             "sed -i 's/\"type\": *\"Unigram\"/\"type\": \"BPE\"/' '%s/fbad/tokenizer_2/tokenizer.json'",
+             tmpdir, flux, tmpdir, tmpdir);
+    CHECK(system(cmd) == 0);
+    expect_error(run("encode --model '%s/fbad' --prompt x --out '%s/fe.safetensors'", tmpdir, tmpdir), "BPE");
+    CHECK(!exists("%s/fe.safetensors", tmpdir));
+    /* a folder missing the component a stage needs */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/fbad/text_encoder_2'", tmpdir);
+    CHECK(system(cmd) == 0);
+    expect_error(run("encode --model '%s/fbad' --prompt x --out '%s/fe.safetensors'", tmpdir, tmpdir),
+                 "text_encoder_2");
+    /* embeddings from an SD pipeline do not fit the FLUX transformer */
+    expect_error(run("generate --model '%s' --embeddings '%s/emb-sd2.safetensors' --width 64 --height 64 "
+                     "--out '%s/f2'", flux, tmpdir, tmpdir), "prompt_embeds width");
+    /* FLUX latents of the wrong size for --width/--height */
+    int rc = run("generate --model '%s' --prompt x --steps 1 --width 64 --height 64 --max-sequence-length 8 "
+                 "--output-type latent --quiet --out '%s/fl'", flux, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    expect_error(run("decode --model '%s' --latents '%s/fl/000000.safetensors' --width 64 --height 128 "
+                     "--out '%s/fx.png'", flux, tmpdir, tmpdir), "do not fit");
+    CHECK(!exists("%s/fx.png", tmpdir));
+}
 
 TEST(staged_errors) {
     /* embeddings whose width does not fit the denoiser */
@@ -280,6 +326,8 @@ int main(void) {
     RUN(generate_png_and_latents);
     RUN(staged_sd);
     RUN(staged_errors);
+    RUN(staged_flux);
+    RUN(flux_errors);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;
