@@ -26,6 +26,7 @@ int main(int argc, char **argv) {
     tdm_set_num_threads(atoi(argv[7]));
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    dev.cache_enabled = 1;
     tdm_unet_t *u = NULL;
     double t0 = now();
     if (tdm_unet_load(&u, argv[1], "unet", NULL, &dev) != TDM_OK) {
@@ -58,6 +59,7 @@ int main(int argc, char **argv) {
            "\"peak_rss_mib\": %.1f, \"peak_tracked_mib\": %.1f}\n",
            load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
     tdm_unet_free(u);
+    tdm_dev_trim(&dev);
     free(x); free(ctx); free(out); free(ts);
     return 0;
 }

@@ -14,7 +14,7 @@ STEPS=${STEPS:-20}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" --target bench_unet tandem_cli >/dev/null
 echo "# $(date -u +%F) $(lscpu | sed -n 's/^Model name: *//p'), threads=$THREADS"
-OMP_NUM_THREADS=$THREADS ./build/bench_unet "$DIR" 64 64 2 77 "$ITERS" "$THREADS"
+OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$THREADS ./build/bench_unet "$DIR" 64 64 2 77 "$ITERS" "$THREADS"
 $PY bench/ref_cpu.py unet "$DIR" "$THREADS" "$ITERS"
 if [ "$STEPS" -gt 0 ]; then
   t0=$(date +%s.%N)

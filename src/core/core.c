@@ -169,7 +169,18 @@ void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
         return NULL;
     }
     size_t sz = ((size_t)bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, sz ? sz : 64);
+    void *p = NULL;
+    if (d && d->cache_enabled) {
+        for (int i = d->ncache - 1; i >= 0; i--)
+            if (d->cache_n[i] == (int64_t)sz) {
+                p = d->cache_p[i];
+                d->ncache--;
+                d->cache_p[i] = d->cache_p[d->ncache];
+                d->cache_n[i] = d->cache_n[d->ncache];
+                break;
+            }
+    }
+    if (!p) p = aligned_alloc(64, sz ? sz : 64);
     if (!p) {
         tdm_errorf(TDM_ERR_NOMEM, "%s: out of host memory allocating %lld bytes", what,
                    (long long)bytes);
@@ -185,8 +196,26 @@ void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
 
 void tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes) {
     if (!p) return;
-    free(p);
     if (d) d->cur_bytes -= bytes;
+    if (d && d->cache_enabled && bytes >= (1 << 16)) {
+        if (d->ncache == TDM_DEV_CACHE_SLOTS) {   /* evict the oldest */
+            free(d->cache_p[0]);
+            memmove(d->cache_p, d->cache_p + 1, (TDM_DEV_CACHE_SLOTS - 1) * sizeof d->cache_p[0]);
+            memmove(d->cache_n, d->cache_n + 1, (TDM_DEV_CACHE_SLOTS - 1) * sizeof d->cache_n[0]);
+            d->ncache--;
+        }
+        d->cache_p[d->ncache] = p;
+        d->cache_n[d->ncache] = (int64_t)(((size_t)bytes + 63) & ~(size_t)63);
+        d->ncache++;
+        return;
+    }
+    free(p);
+}
+
+void tdm_dev_trim(tdm_device_t *d) {
+    if (!d) return;
+    for (int i = 0; i < d->ncache; i++) free(d->cache_p[i]);
+    d->ncache = 0;
 }
 
 /* ---- tensors ------------------------------------------------------------ */

@@ -57,12 +57,22 @@ tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t 
  * devices (cpu:0, cpu:1, ...) may exist, each with its own counters. */
 typedef enum { TDM_DEV_CPU = 0, TDM_DEV_CUDA = 1 } tdm_device_kind;
 
+#define TDM_DEV_CACHE_SLOTS 64
+
 typedef struct tdm_device {
     tdm_device_kind kind;
     int      index;
-    int64_t  cur_bytes;    /* bytes allocated now */
+    int64_t  cur_bytes;    /* bytes allocated now (live, excluding the cache) */
     int64_t  peak_bytes;   /* high-water mark of cur_bytes */
     int64_t  cap_bytes;    /* 0 = no cap */
+    /* Reuse cache of freed large blocks (off unless cache_enabled): the
+     * same activation sizes recur every denoising step, so a freed block
+     * is handed out again instead of being returned to the OS and faulted
+     * back in. Emptied by tdm_dev_trim. */
+    int      cache_enabled;
+    int      ncache;
+    void    *cache_p[TDM_DEV_CACHE_SLOTS];
+    int64_t  cache_n[TDM_DEV_CACHE_SLOTS];
 } tdm_device_t;
 
 /* Process-independent default CPU device for code without a context. */
@@ -71,6 +81,8 @@ void        tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index);
  * Returns NULL and sets the last error (naming `what`) on failure. */
 void       *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what);
 void        tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes);
+/* Returns every cached block to the OS (no-op without a cache). */
+void        tdm_dev_trim(tdm_device_t *d);
 
 /* ---- tensors ----------------------------------------------------------
  * Contiguous row-major unless a view says otherwise. Element counts and

@@ -41,6 +41,7 @@ static void free_components(tdm_pipeline_t *pipe) {
     pipe->flux = NULL;
     pipe->vae = NULL;
     pipe->stage = TDM_STAGE_NONE;
+    tdm_dev_trim(&pipe->dev);
 }
 
 void tdm_pipeline_release(tdm_pipeline_t *pipe) {
@@ -143,6 +144,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     tdm_pipeline_t *pipe = calloc(1, sizeof *pipe);
     if (!pipe) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
+    pipe->dev.cache_enabled = 1;
     pipe->stage = TDM_STAGE_NONE;
     pipe->keep_resident = p->keep_resident;
     if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);

@@ -349,21 +349,46 @@ void tdm_cpu_scale(float *y, const float *a, float s, int64_t n) {
 
 /* One row in place: max subtraction, exp, sum in double, multiply by 1/sum.
  * -INFINITY entries become 0; an all -INFINITY row becomes all 0. */
+/* exp(x) in float32 without libm calls, so the loops around it vectorize:
+ * Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial,
+ * within 2 ulp of expf over [-87.3, 88.7] (inputs are clamped to it). */
+static inline float fast_expf(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.7f ? 88.7f : x;
+    /* round to nearest by the 1.5 * 2^23 trick (|x log2 e| < 2^22 here) */
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 static void softmax_row(float *x, int64_t n) {
     float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
-        if (x[i] > mx) mx = x[i];
+#pragma omp simd reduction(max : mx)
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     if (mx == -INFINITY) {
         memset(x, 0, (size_t)n * sizeof(float));
         return;
     }
-    double sum = 0;
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < n; i++) {
-        float e = expf(x[i] - mx);
+        /* -inf (masked) stays exactly 0 */
+        const float e = x[i] == -INFINITY ? 0.0f : fast_expf(x[i] - mx);
         x[i] = e;
         sum += e;
     }
-    float inv = (float)(1.0 / sum);
+    const float inv = 1.0f / sum;
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
