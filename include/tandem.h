@@ -161,6 +161,28 @@ void tdm_pipeline_release(tdm_pipeline_t *pipe);
 tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
                                uint8_t *rgb);
 
+/* ---- output files ------------------------------------------------------------ */
+
+/* Writes width*height*3 bytes of 8-bit RGB as a PNG, atomically (temporary
+ * name, then rename), with `parameters` (may be NULL) in a text chunk of
+ * that name (the A1111 convention). */
+tdm_status tdm_image_save_png(const char *path, const uint8_t *rgb, int width, int height,
+                              const char *parameters);
+
+/* Writes one image's latents (tdm_pipeline_latent_shape for width × height)
+ * as a safetensors file holding tensor "latents", atomically, with the size
+ * and `parameters` (may be NULL) in its metadata. */
+tdm_status tdm_latents_save(const tdm_pipeline_t *pipe, const char *path, const float *latents,
+                            int width, int height, const char *parameters);
+
+/* Reads latents written by tdm_latents_save (or a diffusers "latents"
+ * tensor of batch 1). *width/*height: 0 on input = take them from the
+ * file (its size metadata, or an SD latent's shape); the latents must fit
+ * the size. OUT: *latents (free()), *parameters (free(); NULL if none;
+ * may be passed as NULL). */
+tdm_status tdm_latents_load(const tdm_pipeline_t *pipe, const char *path, int *width, int *height,
+                            float **latents, char **parameters);
+
 /* ---- one-shot --------------------------------------------------------------- */
 
 /* encode → denoise → decode for one prompt. latents and rgb may be NULL

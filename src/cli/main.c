@@ -13,8 +13,6 @@
 #include <unistd.h>
 
 #include "tandem.h"
-#include "io/png.h"
-#include "io/safetensors.h"
 
 #define MAX_PROMPTS 100000
 
@@ -366,50 +364,20 @@ static int cmd_decode(int argc, char **argv) {
     parse_args(&a, "decode", argc, argv);
     if (!a.latents) die(2, "--latents: required");
     if (!a.out) die(2, "--out: required (a .png file)");
-    tdm_safetensors_t *f = NULL;
-    if (tdm_safetensors_open(&f, a.latents) != TDM_OK) die_status();
-    const tdm_st_tensor_t *t = tdm_safetensors_find(f, "latents");
-    if (!t) die(1, "%s: missing tensor \"latents\"", a.latents);
     tdm_pipeline_t *pipe = open_pipeline(&a);
-    tdm_pipeline_info_t info;
-    tdm_pipeline_info(pipe, &info);
     int W = a.width, H = a.height;
-    const char *size = tdm_safetensors_meta(f, "size");
-    int mw = 0, mh = 0;
-    if (size && sscanf(size, "%dx%d", &mw, &mh) == 2) {
-        if (!W) W = mw;
-        if (!H) H = mh;
-    }
-    if (info.kind == TDM_PIPE_SD && t->ndim == 4) {   /* SD latents carry the size */
-        if (!W) W = (int)t->shape[3] * info.vae_scale_factor;
-        if (!H) H = (int)t->shape[2] * info.vae_scale_factor;
-    }
-    if (!W || !H) die(2, "--width/--height: required for %s (its metadata has no size)", a.latents);
-    int64_t shape[4];
-    int nd;
-    if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) die_status();
-    int same = t->ndim == nd;
-    for (int i = 0; same && i < nd; i++) same = t->shape[i] == shape[i];
-    if (!same) {
-        char got[128] = "", want[128] = "";
-        for (int i = 0; i < t->ndim; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-        for (int i = 0; i < nd; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? ", " : "", (long long)shape[i]);
-        die(1, "%s: latents [%s] do not fit --width %d --height %d (expected [%s])", a.latents, got, W, H, want);
-    }
-    int64_t n = shape_numel(shape, nd);
-    float *lat = malloc((size_t)n * sizeof *lat);
+    float *lat = NULL;
+    char *params = NULL;
+    if (tdm_latents_load(pipe, a.latents, &W, &H, &lat, &params) != TDM_OK) die_status();
     uint8_t *rgb = malloc((size_t)W * H * 3);
-    if (!lat || !rgb) die(1, "out of memory");
-    if (tdm_convert_to_f32(lat, t->data, t->dtype, n) != TDM_OK) die_status();
+    if (!rgb) die(1, "out of memory");
     if (tdm_pipeline_decode(pipe, lat, W, H, rgb) != TDM_OK) die_status();
     stage_memory(pipe, &a, "decode");
-    const char *params = tdm_safetensors_meta(f, "parameters");
-    const char *kv[] = {"parameters", params ? params : ""};
-    if (tdm_png_write(a.out, rgb, W, H, params ? 1 : 0, kv) != TDM_OK) die_status();
+    if (tdm_image_save_png(a.out, rgb, W, H, params) != TDM_OK) die_status();
     if (!a.quiet) fprintf(stderr, "tandem: decoded %s -> %s (%dx%d)\n", a.latents, a.out, W, H);
     free(lat);
+    free(params);
     free(rgb);
-    tdm_safetensors_close(f);
     tdm_pipeline_close(pipe);
     args_free(&a);
     return 0;
@@ -454,8 +422,7 @@ static int cmd_generate(int argc, char **argv) {
     uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)W * H * 3);
     if (!lat || !secs || !lines || (!a.latent_out && !rgb)) die(1, "out of memory for %lld images", (long long)nimages);
 
-    char sizebuf[32], params[8192];
-    snprintf(sizebuf, sizeof sizebuf, "%dx%d", W, H);
+    char params[8192];
     progress_t pr = {.quiet = a.quiet, .tty = isatty(2), .nimages = (int)nimages};
     double job_t0 = now();
     for (int pass = 0; pass < (a.latent_out ? 1 : 2); pass++) {
@@ -487,17 +454,9 @@ static int cmd_generate(int argc, char **argv) {
                      "Size: %dx%d, Model: %s, Version: tandem %s",
                      prompt ? prompt : "", a.negative ? a.negative : "", steps, info.scheduler, guidance,
                      (unsigned long long)gp.seed, W, H, a.model, TANDEM_VERSION);
-            if (a.latent_out) {
-                const char *names[] = {"latents"};
-                int nds[] = {nd};
-                const int64_t *shapes[] = {shape};
-                const float *data[] = {li};
-                const char *meta[] = {"size", sizebuf, "parameters", params};
-                if (tdm_safetensors_write_f32(path, 1, names, nds, shapes, data, 2, meta) != TDM_OK) die_status();
-            } else {
-                const char *kv[] = {"parameters", params};
-                if (tdm_png_write(path, rgb, W, H, 1, kv) != TDM_OK) die_status();
-            }
+            tdm_status wst = a.latent_out ? tdm_latents_save(pipe, path, li, W, H, params)
+                                          : tdm_image_save_png(path, rgb, W, H, params);
+            if (wst != TDM_OK) die_status();
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "index", (double)i);
             cJSON_AddStringToObject(o, "file", file);

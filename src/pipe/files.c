@@ -1,0 +1,98 @@
+/* files.c — the public output-file helpers: PNG images and latents files
+ * (safetensors with tensor "latents" and size/parameters metadata), each
+ * written atomically and, for latents, checked against the pipeline's shape
+ * for the image size. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/png.h"
+#include "io/safetensors.h"
+#include "pipe/pipe_internal.h"
+
+tdm_status tdm_image_save_png(const char *path, const uint8_t *rgb, int width, int height,
+                              const char *parameters) {
+    const char *kv[] = {"parameters", parameters ? parameters : ""};
+    return tdm_png_write(path, rgb, width, height, parameters ? 1 : 0, kv);
+}
+
+tdm_status tdm_latents_save(const tdm_pipeline_t *pipe, const char *path, const float *latents,
+                            int width, int height, const char *parameters) {
+    int64_t shape[4];
+    int nd;
+    tdm_status st = tdm_pipeline_latent_shape(pipe, width, height, shape, &nd);
+    if (st != TDM_OK) return st;
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", width, height);
+    const char *names[] = {"latents"};
+    int nds[] = {nd};
+    const int64_t *shapes[] = {shape};
+    const float *data[] = {latents};
+    const char *meta[] = {"size", size, "parameters", parameters ? parameters : ""};
+    return tdm_safetensors_write_f32(path, 1, names, nds, shapes, data, parameters ? 2 : 1, meta);
+}
+
+static void dims_str(char *buf, size_t cap, int nd, const int64_t *sh) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < nd && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
+}
+
+tdm_status tdm_latents_load(const tdm_pipeline_t *pipe, const char *path, int *width, int *height,
+                            float **latents, char **parameters) {
+    tdm_safetensors_t *f = NULL;
+    tdm_status st;
+    float *lat = NULL;
+    *latents = NULL;
+    if (parameters) *parameters = NULL;
+    TDM_TRY(tdm_safetensors_open(&f, path));
+    const tdm_st_tensor_t *t = tdm_safetensors_find(f, "latents");
+    if (!t) { st = tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"latents\"", path); goto fail; }
+    int W = *width, H = *height, mw = 0, mh = 0;
+    const char *size = tdm_safetensors_meta(f, "size");
+    if (size && sscanf(size, "%dx%d", &mw, &mh) == 2) {
+        if (!W) W = mw;
+        if (!H) H = mh;
+    }
+    if (pipe->info.kind == TDM_PIPE_SD && t->ndim == 4) {   /* SD latents carry the size */
+        if (!W) W = (int)(t->shape[3] * pipe->info.vae_scale_factor);
+        if (!H) H = (int)(t->shape[2] * pipe->info.vae_scale_factor);
+    }
+    if (W <= 0 || H <= 0) {
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: --width/--height are required (the file has no size metadata)", path);
+        goto fail;
+    }
+    int64_t shape[4];
+    int nd;
+    TDM_TRY(tdm_pipeline_latent_shape(pipe, W, H, shape, &nd));
+    int same = t->ndim == nd;
+    for (int i = 0; same && i < nd; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        char got[128], want[128];
+        dims_str(got, sizeof got, t->ndim, t->shape);
+        dims_str(want, sizeof want, nd, shape);
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: latents [%s] do not fit --width %d --height %d (expected [%s])",
+                        path, got, W, H, want);
+        goto fail;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    lat = malloc((size_t)n * sizeof *lat);
+    if (!lat) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    TDM_TRY(tdm_convert_to_f32(lat, t->data, t->dtype, n));
+    const char *params = tdm_safetensors_meta(f, "parameters");
+    if (parameters && params && !(*parameters = strdup(params))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    *width = W;
+    *height = H;
+    *latents = lat;
+    tdm_safetensors_close(f);
+    return TDM_OK;
+fail:
+    free(lat);
+    tdm_safetensors_close(f);
+    return st;
+}
