@@ -176,7 +176,7 @@ tdm_status tdm_latents_save(const tdm_pipeline_t *pipe, const char *path, const 
                             int width, int height, const char *parameters);
 
 /* Reads latents written by tdm_latents_save (or a diffusers "latents"
- * tensor of batch 1). *width/*height: 0 on input = take them from the
+ * tensor of batch 1). width and height: 0 on input = take them from the
  * file (its size metadata, or an SD latent's shape); the latents must fit
  * the size. OUT: *latents (free()), *parameters (free(); NULL if none;
  * may be passed as NULL). */
