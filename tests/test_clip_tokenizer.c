@@ -2,8 +2,11 @@
  * transformers' CLIPTokenizer (tests/fixtures/tokenizer/cases.json, written
  * by tools/ref/tokenizer_ref.py) with the full CLIP vocabulary (SD1.x pad,
  * SD2.x pad "!") and a truncated one, plus error cases on small vocabularies
- * written here. The golden part needs tests/fixtures/clip-vocab/ (made by
- * tools/fetch_clip_vocab.sh) and is skipped with a message without it. */
+ * written here. The full-vocabulary part needs tests/fixtures/clip-vocab/
+ * (made by tools/fetch_clip_vocab.sh) and is skipped with a message without
+ * it. The truncated vocabulary is also read from tests/fixtures/tokenizer/
+ * json_only/ (committed): tokenizer.json + tokenizer_config.json as
+ * transformers 5's save_pretrained writes them, no vocab.json/merges.txt. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 
 #define VOCAB_DIR TDM_FIXTURES "/clip-vocab"
 #define CASES_JSON TDM_FIXTURES "/tokenizer/cases.json"
+#define JSON_ONLY_DIR TDM_FIXTURES "/tokenizer/json_only"
 
 static char tmpdir[256];
 
@@ -116,6 +120,119 @@ TEST(golden_full_vocab) {
     cJSON_Delete(root);
 }
 
+static cJSON *load_cases(void) {
+    char *text = slurp(CASES_JSON);
+    CHECK_MSG(text != NULL, "cannot read %s", CASES_JSON);
+    if (!text) return NULL;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    CHECK(root != NULL);
+    return root;
+}
+
+/* Writes `root` (consumed) to dir/name. */
+static void write_json(const char *dir, const char *name, cJSON *root) {
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    CHECK(text != NULL);
+    if (!text) return;
+    write_file(dir, name, text);
+    free(text);
+}
+
+TEST(golden_json_only) {
+    cJSON *root = load_cases();
+    if (!root) return;
+    const cJSON *cases = cJSON_GetObjectItem(root, "cases");
+    /* as saved: merges as ["a", "b"] pairs */
+    run_variant(cases, "trunc", JSON_ONLY_DIR, 0);
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, JSON_ONLY_DIR) == TDM_OK, "%s", tdm_last_error());
+    if (t) {
+        CHECK(tdm_clip_tok_vocab_size(t) == 256 + 256 + 1000 + 2);
+        CHECK(tdm_clip_tok_bos_id(t) == 1512 && tdm_clip_tok_eos_id(t) == 1513 && tdm_clip_tok_pad_id(t) == 0);
+        CHECK(tdm_clip_tok_max_length(t) == 77);
+        tdm_clip_tok_free(t);
+    }
+    /* the same file with merges as "a b" strings (older tokenizers files) */
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/json-str-merges", tmpdir);
+    mkdir(dir, 0700);
+    char *text = slurp(JSON_ONLY_DIR "/tokenizer.json");
+    cJSON *tj = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    cJSON *merges = cJSON_GetObjectItem(cJSON_GetObjectItem(tj, "model"), "merges");
+    CHECK(cJSON_GetArraySize(merges) == 1000);
+    int n = cJSON_GetArraySize(merges);
+    for (int i = 0; i < n; i++) {
+        const cJSON *m = cJSON_GetArrayItem(merges, i);
+        const char *a = cJSON_GetArrayItem(m, 0)->valuestring, *b = cJSON_GetArrayItem(m, 1)->valuestring;
+        char *joined = malloc(strlen(a) + strlen(b) + 2);
+        sprintf(joined, "%s %s", a, b);
+        cJSON_ReplaceItemInArray(merges, i, cJSON_CreateString(joined));
+        free(joined);
+    }
+    CHECK(tj != NULL);
+    if (!tj) { cJSON_Delete(root); return; }
+    write_json(dir, "tokenizer.json", tj);
+    text = slurp(JSON_ONLY_DIR "/tokenizer_config.json");
+    if (text) write_file(dir, "tokenizer_config.json", text);
+    free(text);
+    run_variant(cases, "trunc", dir, 0);
+    cJSON_Delete(root);
+}
+
+/* The full SD1.x vocabulary converted here to a tokenizer.json-only folder
+ * laid out as transformers 5 saves it (same added_tokens flags, the config
+ * naming the special tokens as strings), checked against cases.json. */
+TEST(golden_full_vocab_json) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/json-full", tmpdir);
+    mkdir(dir, 0700);
+    char *vtext = slurp(VOCAB_DIR "/vocab.json"), *mtext = slurp(VOCAB_DIR "/merges.txt");
+    cJSON *vocab = vtext ? cJSON_Parse(vtext) : NULL;
+    CHECK(vocab != NULL && mtext != NULL);
+    cJSON *tj = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(tj, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddStringToObject(model, "end_of_word_suffix", "</w>");
+    cJSON_AddItemToObject(model, "vocab", vocab ? vocab : cJSON_CreateObject());
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    for (char *line = mtext ? strtok(mtext, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "#version", 8) == 0) continue;
+        char *sp = strchr(line, ' ');
+        if (!sp) continue;
+        *sp = 0;
+        cJSON *pair = cJSON_CreateArray();
+        cJSON_AddItemToArray(pair, cJSON_CreateString(line));
+        cJSON_AddItemToArray(pair, cJSON_CreateString(sp + 1));
+        cJSON_AddItemToArray(merges, pair);
+    }
+    cJSON *added = cJSON_AddArrayToObject(tj, "added_tokens");
+    static const char *sp_content[2] = {"<|startoftext|>", "<|endoftext|>"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", 49406 + k);
+        cJSON_AddStringToObject(a, "content", sp_content[k]);
+        cJSON_AddBoolToObject(a, "normalized", k == 0);  /* pad "<|endoftext|>" was a plain string */
+        cJSON_AddBoolToObject(a, "special", 1);
+        cJSON_AddItemToArray(added, a);
+    }
+    free(vtext);
+    free(mtext);
+    write_json(dir, "tokenizer.json", tj);
+    write_file(dir, "tokenizer_config.json",
+               "{\"bos_token\": \"<|startoftext|>\", \"eos_token\": \"<|endoftext|>\", "
+               "\"unk_token\": \"<|endoftext|>\", \"pad_token\": \"<|endoftext|>\", \"model_max_length\": 77}");
+    cJSON *root = load_cases();
+    if (!root) return;
+    run_variant(cJSON_GetObjectItem(root, "cases"), "sd1", dir, 49407);
+    cJSON_Delete(root);
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (t) CHECK(tdm_clip_tok_vocab_size(t) == 49408);
+    tdm_clip_tok_free(t);
+}
+
 TEST(accessors_full_vocab) {
     tdm_clip_tok_t *t = NULL;
     CHECK_MSG(tdm_clip_tok_load(&t, VOCAB_DIR) == TDM_OK, "%s", tdm_last_error());
@@ -207,6 +324,8 @@ TEST(bad_files) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/missing-folder", tmpdir);
     expect_load_error(dir, TDM_ERR_IO, "vocab.json");
+    CHECK(strstr(tdm_last_error(), dir) && strstr(tdm_last_error(), "merges.txt") &&
+          strstr(tdm_last_error(), "tokenizer.json"));
 
     snprintf(dir, sizeof dir, "%s/no-merges", tmpdir);
     mkdir(dir, 0700);
@@ -265,6 +384,151 @@ TEST(bad_files) {
     tdm_clip_tok_free(NULL);  /* no-op */
 }
 
+/* TINY_VOCAB/TINY_MERGES as a tokenizer.json model; `merges` is the JSON of
+ * model.merges, `added` that of added_tokens. */
+static void write_tiny_json(const char *dir, const char *type, const char *merges, const char *added) {
+    char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"version\": \"1.0\", \"added_tokens\": %s, \"model\": {\"type\": \"%s\", "
+             "\"unk_token\": \"<|endoftext|>\", \"end_of_word_suffix\": \"</w>\", \"vocab\": %s, "
+             "\"merges\": %s}, \"post_processor\": {\"type\": \"RobertaProcessing\", "
+             "\"sep\": [\"<|endoftext|>\", 9], \"cls\": [\"<|startoftext|>\", 8]}}",
+             added, type, TINY_VOCAB, merges);
+    mkdir(dir, 0700);
+    write_file(dir, "tokenizer.json", buf);
+}
+
+static const char *TINY_ADDED =
+    "[{\"id\": 8, \"content\": \"<|startoftext|>\", \"normalized\": true, \"special\": true}, "
+    "{\"id\": 9, \"content\": \"<|endoftext|>\", \"normalized\": true, \"special\": true}]";
+
+TEST(tokenizer_json_tiny) {
+    char dir[300];
+    static const char *merge_forms[2] = {"[\"a b\", \"ab c</w>\"]", "[[\"a\", \"b\"], [\"ab\", \"c</w>\"]]"};
+    for (int f = 0; f < 2; f++) {
+        snprintf(dir, sizeof dir, "%s/json-tiny-%d", tmpdir, f);
+        write_tiny_json(dir, "BPE", merge_forms[f], TINY_ADDED);
+        tdm_clip_tok_t *t = NULL;
+        CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+        if (!t) continue;
+        CHECK(tdm_clip_tok_max_length(t) == 77 && tdm_clip_tok_vocab_size(t) == 10);
+        CHECK(tdm_clip_tok_bos_id(t) == 8 && tdm_clip_tok_eos_id(t) == 9 && tdm_clip_tok_pad_id(t) == 9);
+        int32_t ids[8];
+        CHECK(tdm_clip_tok_encode(t, "ABC ab", ids, 8) == TDM_OK);
+        CHECK(ids[0] == 8 && ids[1] == 7 && ids[2] == 0 && ids[3] == 4 && ids[4] == 9 && ids[7] == 9);
+        /* tokenizer.json's added tokens are "normalized": matched after lower-casing
+         * (special tokens left to their defaults keep those flags) */
+        CHECK(tdm_clip_tok_encode(t, "<|ENDOFTEXT|>c", ids, 8) == TDM_OK);
+        CHECK(ids[1] == 9 && ids[2] == 5 && ids[3] == 9);
+        tdm_clip_tok_free(t);
+    }
+
+    /* vocab.json + merges.txt win over tokenizer.json's model (here one without
+     * the "ab c</w>" merge). That is tandem's rule: transformers 5 would take
+     * tokenizer.json's model; real folders hold the same model in both.
+     * tokenizer.json's added tokens still give their flags, over
+     * special_tokens_map.json's, as in transformers. unk "c</w>" (id 5) tells a
+     * matched "<|endoftext|>" (9) from one split into unknown bytes (5 5 ...). */
+    snprintf(dir, sizeof dir, "%s/json-and-vocab", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    write_tiny_json(dir, "BPE", "[\"a b\"]", TINY_ADDED);
+    write_file(dir, "tokenizer_config.json", "{\"unk_token\": \"c</w>\"}");
+    write_file(dir, "special_tokens_map.json",
+               "{\"eos_token\": {\"content\": \"<|endoftext|>\", \"normalized\": false}}");
+    tdm_clip_tok_t *t = NULL;
+    int32_t ids[12];
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (t) {
+        CHECK(tdm_clip_tok_encode(t, "abc <|EndOfText|>", ids, 8) == TDM_OK);
+        CHECK_MSG(ids[1] == 7 && ids[2] == 9 && ids[3] == 9, "ids %d %d %d", ids[1], ids[2], ids[3]);
+        tdm_clip_tok_free(t);
+    }
+    /* with added_tokens_decoder in the config, tokenizer.json's added tokens
+     * are not read, and the decoder's flags override the eos_token object's */
+    write_file(dir, "tokenizer_config.json",
+               "{\"added_tokens_decoder\": {\"9\": {\"content\": \"<|endoftext|>\", \"normalized\": false, "
+               "\"special\": true}}, \"eos_token\": {\"content\": \"<|endoftext|>\", \"normalized\": true}, "
+               "\"unk_token\": \"c</w>\"}");
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (t) {
+        CHECK(tdm_clip_tok_encode(t, "<|EndOfText|>", ids, 12) == TDM_OK);
+        CHECK_MSG(ids[1] == 5 && ids[2] == 5, "ids %d %d", ids[1], ids[2]);
+        CHECK(tdm_clip_tok_encode(t, "<|endoftext|>", ids, 12) == TDM_OK);
+        CHECK(ids[1] == 9);
+        tdm_clip_tok_free(t);
+    }
+}
+
+TEST(tokenizer_json_errors) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/json-wordpiece", tmpdir);
+    write_tiny_json(dir, "WordPiece", "[]", TINY_ADDED);
+    expect_load_error(dir, TDM_ERR_UNSUPPORTED, "tokenizer.json");
+    CHECK(strstr(tdm_last_error(), "WordPiece") != NULL);
+
+    snprintf(dir, sizeof dir, "%s/json-no-type-no-merges", tmpdir);
+    mkdir(dir, 0700);
+    write_file(dir, "tokenizer.json", "{\"model\": {\"vocab\": {\"a\": 0}}}");
+    expect_load_error(dir, TDM_ERR_UNSUPPORTED, "tokenizer.json");
+
+    snprintf(dir, sizeof dir, "%s/json-no-type", tmpdir);  /* old files: BPE without "type" */
+    mkdir(dir, 0700);
+    write_file(dir, "tokenizer.json",
+               "{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}");
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    tdm_clip_tok_free(t);
+
+    snprintf(dir, sizeof dir, "%s/json-merge-unknown", tmpdir);
+    write_tiny_json(dir, "BPE", "[\"a b\", \"a q\"]", TINY_ADDED);
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+    CHECK(strstr(tdm_last_error(), "model.merges[1]") != NULL && strstr(tdm_last_error(), "\"q\"") != NULL);
+
+    snprintf(dir, sizeof dir, "%s/json-merge-3-parts", tmpdir);
+    write_tiny_json(dir, "BPE", "[\"a b c\"]", TINY_ADDED);
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    snprintf(dir, sizeof dir, "%s/json-merge-bad-pair", tmpdir);
+    write_tiny_json(dir, "BPE", "[[\"a\", \"b\"], [\"a\"]]", TINY_ADDED);
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+    CHECK(strstr(tdm_last_error(), "model.merges[1]") != NULL);
+
+    snprintf(dir, sizeof dir, "%s/json-merges-object", tmpdir);
+    write_tiny_json(dir, "BPE", "{}", TINY_ADDED);
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    snprintf(dir, sizeof dir, "%s/json-vocab-list", tmpdir);
+    mkdir(dir, 0700);
+    write_file(dir, "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": [\"a\"], \"merges\": []}}");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    snprintf(dir, sizeof dir, "%s/json-no-model", tmpdir);
+    mkdir(dir, 0700);
+    write_file(dir, "tokenizer.json", "{\"version\": \"1.0\"}");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    snprintf(dir, sizeof dir, "%s/json-bad-added", tmpdir);
+    write_tiny_json(dir, "BPE", "[]", "{}");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    snprintf(dir, sizeof dir, "%s/json-added-no-id", tmpdir);
+    write_tiny_json(dir, "BPE", "[]", "[{\"content\": \"<|endoftext|>\"}]");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    /* a malformed tokenizer.json fails the load even next to vocab.json + merges.txt */
+    snprintf(dir, sizeof dir, "%s/json-malformed", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    write_file(dir, "tokenizer.json", "{\"model\": ");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+
+    /* vocab.json without merges.txt, and no tokenizer.json */
+    snprintf(dir, sizeof dir, "%s/json-none", tmpdir);
+    mkdir(dir, 0700);
+    write_file(dir, "vocab.json", TINY_VOCAB);
+    expect_load_error(dir, TDM_ERR_IO, dir);
+    CHECK(strstr(tdm_last_error(), "tokenizer.json") && strstr(tdm_last_error(), "merges.txt is missing"));
+}
+
 TEST(special_token_config) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/cfg", tmpdir);
@@ -304,14 +568,18 @@ int main(void) {
     if (!mkdtemp(tmpdir)) { printf("cannot create a temporary folder\n"); return EXIT_FAILURE; }
     if (have_vocab()) {
         RUN(golden_full_vocab);
+        RUN(golden_full_vocab_json);
         RUN(accessors_full_vocab);
     } else {
-        printf("SKIP golden_full_vocab, accessors_full_vocab: %s is missing; "
+        printf("SKIP golden_full_vocab, golden_full_vocab_json, accessors_full_vocab: %s is missing; "
                "run tools/fetch_clip_vocab.sh\n", VOCAB_DIR);
     }
+    RUN(golden_json_only);
     RUN(tiny_vocab_bpe);
     RUN(invalid_utf8);
     RUN(bad_files);
+    RUN(tokenizer_json_tiny);
+    RUN(tokenizer_json_errors);
     RUN(special_token_config);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -16,6 +16,9 @@
  *      merge rank, leftmost first;
  *   6. BOS + ids truncated to L-2 + EOS, padded to L with the pad id.
  * Unicode classes, lower-casing and NFC data come from clip_unicode_tables.h.
+ * The vocabulary and merges come from vocab.json + merges.txt or, when those
+ * are absent (folders saved by transformers 5), from tokenizer.json's BPE
+ * model; steps 1-6 are CLIPTokenizer's own whichever file they come from.
  * This is not a general tokenizer.json interpreter. */
 #include "text/clip_tokenizer.h"
 
@@ -24,6 +27,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "text/clip_unicode_tables.h"
 
@@ -59,6 +63,7 @@ struct tdm_clip_tok {
     clip_ment_t *mslot;     /* merge hash slots */
     int64_t      mcap;
     int64_t      nmerges;
+    int64_t      next_rank;         /* rank of the next merge loaded */
     int32_t      byte_id[256];      /* GPT-2 symbol of a byte, -1 if absent */
     int32_t      byte_eow_id[256];  /* same + "</w>" */
     int32_t      unk_id;            /* -1 if the unk token is not in the vocab */
@@ -345,17 +350,19 @@ static int64_t clip_pow2_at_least(int64_t n) {
     return c;
 }
 
-static tdm_status clip_load_vocab(tdm_clip_tok_t *t, const char *path) {
-    cJSON *root = NULL;
-    tdm_status st = clip_read_json(path, 0, &root);
-    if (st != TDM_OK) return st;
+/* Builds the vocabulary from a {token: id} JSON object (vocab.json's root
+ * or tokenizer.json's model.vocab); `where` prefixes error messages after
+ * the path ("" or "model.vocab: "). */
+static tdm_status clip_vocab_build(tdm_clip_tok_t *t, const cJSON *root, const char *path,
+                                   const char *where) {
+    tdm_status st = TDM_OK;
     int64_t n = 0, bytes = 0;
     for (cJSON *e = root->child; e; e = e->next) {
         if (!cJSON_IsNumber(e)) continue;  /* tokenizers skips non-numbers */
         n++;
         bytes += (int64_t)strlen(e->string);
     }
-    if (n == 0) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: no tokens", path); goto fail; }
+    if (n == 0) return tdm_errorf(TDM_ERR_FORMAT, "%s: %sno tokens", path, where);
     t->vcap = clip_pow2_at_least(2 * n);
     t->vent = malloc((size_t)n * sizeof *t->vent);
     t->vslot = malloc((size_t)t->vcap * sizeof *t->vslot);
@@ -369,12 +376,12 @@ static tdm_status clip_load_vocab(tdm_clip_tok_t *t, const char *path) {
         if (!cJSON_IsNumber(e)) continue;
         double d = e->valuedouble;
         if (!(d >= 0 && d <= INT32_MAX) || d != (double)(int64_t)d) {
-            st = tdm_errorf(TDM_ERR_FORMAT, "%s: token \"%.40s\" has id %g (want an integer in [0, %d])",
-                            path, e->string, d, INT32_MAX);
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: %stoken \"%.40s\" has id %g (want an integer in [0, %d])",
+                            path, where, e->string, d, INT32_MAX);
             goto fail;
         }
         int64_t len = (int64_t)strlen(e->string);
-        if (len > INT32_MAX / 2) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: token too long", path); goto fail; }
+        if (len > INT32_MAX / 2) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: %stoken too long", path, where); goto fail; }
         int32_t id = (int32_t)d;
         /* a duplicated key keeps its last id, as a JSON map load does */
         uint64_t h = clip_hash(e->string, len);
@@ -396,26 +403,72 @@ static tdm_status clip_load_vocab(tdm_clip_tok_t *t, const char *path) {
     }
     t->vocab_size = t->nvocab;
     if (t->next_added_id < t->nvocab) t->next_added_id = (int32_t)t->nvocab;
-    cJSON_Delete(root);
-    return TDM_OK;
 fail:
+    return st;
+}
+
+static tdm_status clip_load_vocab(tdm_clip_tok_t *t, const char *path) {
+    cJSON *root = NULL;
+    tdm_status st = clip_read_json(path, 0, &root);
+    if (st != TDM_OK) return st;
+    st = clip_vocab_build(t, root, path, "");
     cJSON_Delete(root);
     return st;
 }
 
+/* Sizes the merge table for up to n merges. */
+static tdm_status clip_merges_alloc(tdm_clip_tok_t *t, int64_t n, const char *path) {
+    if (n > INT32_MAX) return tdm_errorf(TDM_ERR_FORMAT, "%s: too many merges", path);
+    t->mcap = clip_pow2_at_least(2 * n);
+    t->mslot = malloc((size_t)t->mcap * sizeof *t->mslot);
+    if (!t->mslot) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path);
+    for (int64_t i = 0; i < t->mcap; i++) t->mslot[i].key = UINT64_MAX;
+    return TDM_OK;
+}
+
+/* Adds merge (a, b) with the next rank. Both parts and their concatenation
+ * must be tokens; `tok` has room for na + nb bytes. Errors name the merge as
+ * "line <k>" of merges.txt (json = 0) or "model.merges[<k>]" (json = 1). */
+static tdm_status clip_merge_add(tdm_clip_tok_t *t, const char *a_s, int64_t na, const char *b_s,
+                                 int64_t nb, char *tok, const char *path, int json, int64_t k) {
+    int32_t a = clip_vocab_get(t, a_s, na), b = clip_vocab_get(t, b_s, nb);
+    memcpy(tok, a_s, (size_t)na);
+    memcpy(tok + na, b_s, (size_t)nb);
+    int32_t m = clip_vocab_get(t, tok, na + nb);
+    if (a < 0 || b < 0 || m < 0) {
+        const char *miss = a < 0 ? a_s : b < 0 ? b_s : tok;
+        int64_t ml = a < 0 ? na : b < 0 ? nb : na + nb;
+        int mlen = (int)(ml > 60 ? 60 : ml);
+        if (json)
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: model.merges[%lld]: token \"%.*s\" is not in model.vocab",
+                              path, (long long)k, mlen, miss);
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: line %lld: token \"%.*s\" is not in vocab.json", path,
+                          (long long)k, mlen, miss);
+    }
+    int64_t rank = t->next_rank;
+    if (rank >= INT32_MAX) return tdm_errorf(TDM_ERR_FORMAT, "%s: too many merges", path);
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    int64_t i = (int64_t)(clip_mix(key) & (uint64_t)(t->mcap - 1));
+    while (t->mslot[i].key != UINT64_MAX && t->mslot[i].key != key) i = (i + 1) & (t->mcap - 1);
+    if (t->mslot[i].key == UINT64_MAX) t->nmerges++;
+    t->mslot[i].key = key;   /* a repeated pair keeps its last rank, as tokenizers does */
+    t->mslot[i].rank = (int32_t)rank;
+    t->mslot[i].id = m;
+    t->next_rank = rank + 1;
+    return TDM_OK;
+}
+
 static tdm_status clip_load_merges(tdm_clip_tok_t *t, const char *path) {
-    char *text = NULL;
+    char *text = NULL, *tok = NULL;
     int64_t len = 0;
     tdm_status st = clip_read_file(path, &text, &len);
     if (st != TDM_OK) return st;
     int64_t lines = 1;
     for (int64_t i = 0; i < len; i++) lines += text[i] == '\n';
-    t->mcap = clip_pow2_at_least(2 * lines);
-    t->mslot = malloc((size_t)t->mcap * sizeof *t->mslot);
-    char *tok = malloc((size_t)len + 1);
-    if (!t->mslot || !tok) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-    for (int64_t i = 0; i < t->mcap; i++) t->mslot[i].key = UINT64_MAX;
-    int64_t p = 0, lineno = 0, rank = 0;
+    TDM_TRY(clip_merges_alloc(t, lines, path));
+    tok = malloc((size_t)len + 1);
+    if (!tok) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    int64_t p = 0, lineno = 0;
     while (p < len) {
         int64_t e = p;
         while (e < len && text[e] != '\n') e++;
@@ -432,33 +485,79 @@ static tdm_status clip_load_merges(tdm_clip_tok_t *t, const char *path) {
                             path, (long long)lineno);
             goto fail;
         }
-        int64_t na = sp - line, nb = n - na - 1;
-        int32_t a = clip_vocab_get(t, line, na), b = clip_vocab_get(t, sp + 1, nb);
-        memcpy(tok, line, (size_t)na);
-        memcpy(tok + na, sp + 1, (size_t)nb);
-        int32_t m = clip_vocab_get(t, tok, na + nb);
-        if (a < 0 || b < 0 || m < 0) {
-            const char *miss = a < 0 ? line : b < 0 ? sp + 1 : tok;
-            int mlen = (int)(a < 0 ? na : b < 0 ? nb : na + nb);
-            st = tdm_errorf(TDM_ERR_FORMAT, "%s: line %lld: token \"%.*s\" is not in vocab.json", path,
-                            (long long)lineno, mlen > 60 ? 60 : mlen, miss);
-            goto fail;
-        }
-        if (rank >= INT32_MAX) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: too many merges", path); goto fail; }
-        uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-        int64_t i = (int64_t)(clip_mix(key) & (uint64_t)(t->mcap - 1));
-        while (t->mslot[i].key != UINT64_MAX && t->mslot[i].key != key) i = (i + 1) & (t->mcap - 1);
-        if (t->mslot[i].key == UINT64_MAX) t->nmerges++;
-        t->mslot[i].key = key;   /* a repeated pair keeps its last rank, as tokenizers does */
-        t->mslot[i].rank = (int32_t)rank++;
-        t->mslot[i].id = m;
+        int64_t na = sp - line;
+        TDM_TRY(clip_merge_add(t, line, na, sp + 1, n - na - 1, tok, path, 0, lineno));
     }
-    free(tok);
-    free(text);
-    return TDM_OK;
 fail:
     free(tok);
     free(text);
+    return st;
+}
+
+/* Loads the model of a parsed tokenizer.json: model.vocab ({token: id})
+ * and model.merges (["a b", ...] or [["a", "b"], ...]). CLIPTokenizer
+ * rebuilds its BPE from just these two (with "</w>" as end-of-word suffix
+ * and the unk token of the config) and sets its own normalizer,
+ * pre-tokenizer and post-processor, so the file's other fields do not
+ * change the encoding and are not read. */
+static tdm_status clip_load_json_model(tdm_clip_tok_t *t, const cJSON *root, const char *path) {
+    tdm_status st = TDM_OK;
+    char *tok = NULL;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsObject(model)) return tdm_errorf(TDM_ERR_FORMAT, "%s: no \"model\" object", path);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (type && !cJSON_IsNull(type)) {
+        if (!cJSON_IsString(type)) return tdm_errorf(TDM_ERR_FORMAT, "%s: model.type must be a string", path);
+        if (strcmp(type->valuestring, "BPE") != 0)
+            return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: model type \"%.40s\" is not supported (CLIP needs \"BPE\")",
+                              path, type->valuestring);
+    } else if (!cJSON_IsArray(merges)) {  /* old files omit the type; a BPE model has merges */
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: the model has no type and no merges (CLIP needs \"BPE\")", path);
+    }
+    if (!cJSON_IsObject(vocab))
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: model.vocab must be an object {token: id}", path);
+    if (!cJSON_IsArray(merges)) return tdm_errorf(TDM_ERR_FORMAT, "%s: model.merges must be an array", path);
+    TDM_TRY(clip_vocab_build(t, vocab, path, "model.vocab: "));
+    int64_t n = 0, maxlen = 0;
+    for (const cJSON *m = merges->child; m; m = m->next, n++) {
+        int64_t l;
+        if (cJSON_IsString(m)) {
+            l = (int64_t)strlen(m->valuestring);
+        } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
+                   cJSON_IsString(m->child->next)) {
+            l = (int64_t)strlen(m->child->valuestring) + (int64_t)strlen(m->child->next->valuestring);
+        } else {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: model.merges[%lld]: expected \"a b\" or [\"a\", \"b\"]", path,
+                            (long long)n);
+            goto fail;
+        }
+        if (l > maxlen) maxlen = l;
+    }
+    TDM_TRY(clip_merges_alloc(t, n, path));
+    tok = malloc((size_t)maxlen + 1);
+    if (!tok) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    int64_t k = 0;
+    for (const cJSON *m = merges->child; m; m = m->next, k++) {
+        if (cJSON_IsString(m)) {
+            const char *line = m->valuestring;
+            int64_t len = (int64_t)strlen(line);
+            const char *sp = memchr(line, ' ', (size_t)len);
+            if (!sp || memchr(sp + 1, ' ', (size_t)(line + len - sp - 1))) {
+                st = tdm_errorf(TDM_ERR_FORMAT, "%s: model.merges[%lld]: expected two tokens separated by one space",
+                                path, (long long)k);
+                goto fail;
+            }
+            int64_t na = sp - line;
+            TDM_TRY(clip_merge_add(t, line, na, sp + 1, len - na - 1, tok, path, 1, k));
+        } else {
+            const char *a = m->child->valuestring, *b = m->child->next->valuestring;
+            TDM_TRY(clip_merge_add(t, a, (int64_t)strlen(a), b, (int64_t)strlen(b), tok, path, 1, k));
+        }
+    }
+fail:
+    free(tok);
     return st;
 }
 
@@ -513,30 +612,36 @@ static tdm_status clip_add_token(tdm_clip_tok_t *t, const char *content, int nor
     return TDM_OK;
 }
 
+/* If `content` is one of the added tokens in `known` (NULL: none), sets
+ * *normalized from that entry; the last entry with this content wins, as in
+ * a dict. */
+static void clip_known_flags(const cJSON *known, const char *content, int *normalized) {
+    if (!known) return;
+    for (const cJSON *e = known->child; e; e = e->next) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (cJSON_IsString(c) && strcmp(c->valuestring, content) == 0) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "normalized");
+            const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "special");
+            int special = cJSON_IsBool(sp) ? cJSON_IsTrue(sp) : 0;
+            *normalized = cJSON_IsBool(nm) ? cJSON_IsTrue(nm) : !special;
+        }
+    }
+}
+
 /* Content and "normalized" flag of a special-token value: a string, or an
  * AddedToken object {"content": ..., "normalized": ..., "special": ...}.
  * `special_default` is how transformers treats an object without "special"
- * (true from special_tokens_map.json, false from tokenizer_config.json). */
-static tdm_status clip_token_value(const cJSON *v, int special_default, const cJSON *atd,
+ * (true from special_tokens_map.json, false from tokenizer_config.json).
+ * `known` (NULL: none) lists the added tokens (added_tokens_decoder, or
+ * tokenizer.json's added_tokens); a value whose content is one of them takes
+ * that token's flags, as transformers swaps in the added token. */
+static tdm_status clip_token_value(const cJSON *v, int special_default, const cJSON *known,
                                    const char **content, int *normalized, const char *path,
                                    const char *key) {
     if (cJSON_IsString(v)) {
         *content = v->valuestring;
         *normalized = 0;
-        if (atd) {  /* a string names an entry of added_tokens_decoder */
-            for (const cJSON *e = atd->child; e; e = e->next) {
-                const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
-                if (cJSON_IsString(c) && strcmp(c->valuestring, v->valuestring) == 0) {
-                    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "normalized");
-                    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "special");
-                    int special = cJSON_IsBool(sp) ? cJSON_IsTrue(sp) : 0;
-                    *normalized = cJSON_IsBool(nm) ? cJSON_IsTrue(nm) : !special;
-                }
-            }
-        }
-        return TDM_OK;
-    }
-    if (cJSON_IsObject(v)) {
+    } else if (cJSON_IsObject(v)) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(v, "content");
         if (!cJSON_IsString(c))
             return tdm_errorf(TDM_ERR_FORMAT, "%s: \"%s\" has no string \"content\"", path, key);
@@ -545,12 +650,19 @@ static tdm_status clip_token_value(const cJSON *v, int special_default, const cJ
         int special = cJSON_IsBool(sp) ? cJSON_IsTrue(sp) : special_default;
         *content = c->valuestring;
         *normalized = cJSON_IsBool(nm) ? cJSON_IsTrue(nm) : !special;
-        return TDM_OK;
+    } else {
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: \"%s\" must be a string or an object", path, key);
     }
-    return tdm_errorf(TDM_ERR_FORMAT, "%s: \"%s\" must be a string or an object", path, key);
+    clip_known_flags(known, *content, normalized);
+    return TDM_OK;
 }
 
-static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir) {
+/* Special and added tokens from tokenizer_config.json, special_tokens_map.json
+ * and, when the config has no added_tokens_decoder, the "added_tokens" of
+ * tokenizer.json (`tj`, parsed from `jpath`; NULL if absent), as
+ * transformers' from_pretrained resolves them. */
+static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir, const cJSON *tj,
+                                     const char *jpath) {
     static const char *keys[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     static const char *defaults[4] = {"<|startoftext|>", "<|endoftext|>", "<|endoftext|>",
                                       "<|endoftext|>"};
@@ -564,6 +676,15 @@ static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir) {
     if (atd && !cJSON_IsObject(atd)) atd = NULL;
     /* special_tokens_map.json is read only when the config has no added_tokens_decoder */
     if (!atd) TDM_TRY(clip_read_json(spath, 1, &stm));
+    const cJSON *jadded = NULL;  /* tokenizer.json's added tokens, in the same case */
+    if (!atd && tj) {
+        jadded = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
+        if (jadded && cJSON_IsNull(jadded)) jadded = NULL;
+        if (jadded && !cJSON_IsArray(jadded)) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: \"added_tokens\" must be an array", jpath);
+            goto fail;
+        }
+    }
 
     t->max_length = CLIP_DEFAULT_MAX_LENGTH;
     const cJSON *ml = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "model_max_length") : NULL;
@@ -592,6 +713,28 @@ static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir) {
             TDM_TRY(clip_add_token(t, content, normalized, (int32_t)id, &got, cpath));
         }
     }
+    if (jadded) {
+        int64_t k = 0;
+        for (const cJSON *e = jadded->child; e; e = e->next, k++) {
+            if (!cJSON_IsObject(e)) {
+                st = tdm_errorf(TDM_ERR_FORMAT, "%s: added_tokens[%lld] must be an object", jpath, (long long)k);
+                goto fail;
+            }
+            const cJSON *idv = cJSON_GetObjectItemCaseSensitive(e, "id");
+            if (!cJSON_IsNumber(idv) || !(idv->valuedouble >= 0 && idv->valuedouble <= INT32_MAX) ||
+                idv->valuedouble != (double)(int64_t)idv->valuedouble) {
+                st = tdm_errorf(TDM_ERR_FORMAT, "%s: added_tokens[%lld] has no integer \"id\" in [0, %d]", jpath,
+                                (long long)k, INT32_MAX);
+                goto fail;
+            }
+            const char *content;
+            int normalized;
+            TDM_TRY(clip_token_value(e, 0, NULL, &content, &normalized, jpath, "added_tokens"));
+            int32_t got;
+            TDM_TRY(clip_add_token(t, content, normalized, (int32_t)idv->valuedouble, &got, jpath));
+        }
+    }
+    const cJSON *known = atd ? atd : jadded;
     int32_t ids[4];
     for (int k = 0; k < 4; k++) {
         const cJSON *v = NULL;
@@ -608,7 +751,8 @@ static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir) {
         }
         const char *content = defaults[k];
         int normalized = 0;
-        if (v) TDM_TRY(clip_token_value(v, special_default, atd, &content, &normalized, from, keys[k]));
+        if (v) TDM_TRY(clip_token_value(v, special_default, known, &content, &normalized, from, keys[k]));
+        else clip_known_flags(known, content, &normalized);  /* a default keeps an added token's flags */
         TDM_TRY(clip_add_token(t, content, normalized, -1, &ids[k], from));
         if (k == 2) t->unk_id = clip_vocab_get(t, content, (int64_t)strlen(content));
     }
@@ -623,21 +767,43 @@ fail:
 
 /* ---- load / free --------------------------------------------------------- */
 
+/* Whether `path` exists; an entry that cannot be checked (other than "no
+ * such file") counts as present so that opening it reports the error. */
+static int clip_exists(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0) return 1;
+    return errno != ENOENT && errno != ENOTDIR;
+}
+
 tdm_status tdm_clip_tok_load(tdm_clip_tok_t **out, const char *dir) {
     tdm_status st = TDM_OK;
-    char path[4096];
+    char vpath[4096], mpath[4096], jpath[4096];
+    cJSON *tj = NULL;
     *out = NULL;
     if (!dir) return tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: no folder given");
-    if (strlen(dir) > sizeof path - 64)
+    if (strlen(dir) > sizeof vpath - 64)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "%.200s...: path too long", dir);
     tdm_clip_tok_t *t = calloc(1, sizeof *t);
     if (!t) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", dir);
     t->unk_id = -1;
 
-    snprintf(path, sizeof path, "%s/vocab.json", dir);
-    TDM_TRY(clip_load_vocab(t, path));
-    snprintf(path, sizeof path, "%s/merges.txt", dir);
-    TDM_TRY(clip_load_merges(t, path));
+    /* vocab.json + merges.txt when both are there, else tokenizer.json's
+     * model; tokenizer.json's added tokens count in either case */
+    snprintf(vpath, sizeof vpath, "%s/vocab.json", dir);
+    snprintf(mpath, sizeof mpath, "%s/merges.txt", dir);
+    snprintf(jpath, sizeof jpath, "%s/tokenizer.json", dir);
+    int have_v = clip_exists(vpath), have_m = clip_exists(mpath), have_j = clip_exists(jpath);
+    if (have_j) TDM_TRY(clip_read_json(jpath, 0, &tj));
+    if (have_v && have_m) {
+        TDM_TRY(clip_load_vocab(t, vpath));
+        TDM_TRY(clip_load_merges(t, mpath));
+    } else if (have_j) {
+        TDM_TRY(clip_load_json_model(t, tj, jpath));
+    } else {
+        st = tdm_errorf(TDM_ERR_IO, "%s: no tokenizer: looked for vocab.json + merges.txt and for tokenizer.json (%s)",
+                        dir, have_v ? "merges.txt is missing" : have_m ? "vocab.json is missing" : "none is there");
+        goto fail;
+    }
     for (int b = 0; b < 256; b++) {
         unsigned char s[16];
         int n = clip_utf8_put(clip_byte_symbol(b), s);
@@ -645,10 +811,12 @@ tdm_status tdm_clip_tok_load(tdm_clip_tok_t **out, const char *dir) {
         memcpy(s + n, "</w>", 4);
         t->byte_eow_id[b] = clip_vocab_get(t, (const char *)s, n + 4);
     }
-    TDM_TRY(clip_load_specials(t, dir));
+    TDM_TRY(clip_load_specials(t, dir, tj, jpath));
+    cJSON_Delete(tj);
     *out = t;
     return TDM_OK;
 fail:
+    cJSON_Delete(tj);
     tdm_clip_tok_free(t);
     return st;
 }
@@ -697,7 +865,7 @@ static tdm_status clip_bpe_word(clip_enc_t *e, const uint32_t *w, int64_t n) {
         if (id < 0) id = t->unk_id;
         if (id < 0)
             return tdm_errorf(TDM_ERR_MODEL,
-                              "clip tokenizer: byte 0x%02x has no symbol in vocab.json and no unk token",
+                              "clip tokenizer: byte 0x%02x has no symbol in the vocabulary and no unk token",
                               e->bytes[i]);
         e->sym[i] = id;
     }

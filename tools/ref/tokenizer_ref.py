@@ -3,6 +3,9 @@
 needs transformers + tokenizers, e.g. /opt/refenv/bin/python).
 
     tokenizer_ref.py fixtures   # tests/fixtures/tokenizer/cases.json from transformers
+    tokenizer_ref.py jsononly   # tests/fixtures/tokenizer/json_only/: the truncated
+                                # vocabulary as transformers 5 saves it (tokenizer.json
+                                # + tokenizer_config.json), checked against cases.json
     tokenizer_ref.py tables     # src/text/clip_unicode_tables.h from tokenizers' own
                                 # normalizers and pre-tokenizer, probed per code point
     tokenizer_ref.py slowcheck  # compare against transformers 4.x's slow (Python)
@@ -148,6 +151,51 @@ def cmd_fixtures():
                            for c in out["cases"]))
         f.write("\n ]\n}\n")
     print(f"wrote {path}: {len(out['cases'])} cases")
+
+
+def _golden_mismatches(folder, key):
+    """Number of cases.json cases whose `key` ids transformers does not
+    reproduce when loading `folder`."""
+    with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", "cases.json"), encoding="utf-8") as f:
+        cases = json.load(f)["cases"]
+    tok = load(folder)
+    bad = 0
+    for c in cases:
+        ids, want = encode(tok, c["text"], c["L"]), c[key]
+        if ids[:len(want)] != want or any(x != tok.pad_token_id for x in ids[len(want):]):
+            bad += 1
+    return bad
+
+
+def cmd_jsononly():
+    """The "trunc" vocabulary saved by CLIPTokenizer.save_pretrained (transformers
+    5 writes only tokenizer.json and tokenizer_config.json), for the test of
+    loading a folder without vocab.json/merges.txt. Checks that transformers
+    gives cases.json's "trunc" ids from it, with merges as [a, b] pairs (as
+    saved) and as "a b" strings (older tokenizers files)."""
+    import shutil
+    import tempfile
+    out = os.path.join(ROOT, "tests", "fixtures", "tokenizer", "json_only")
+    with tempfile.TemporaryDirectory() as tmp:
+        load(os.path.join(VOCAB, "trunc")).save_pretrained(tmp)
+        names = sorted(os.listdir(tmp))
+        assert names == ["tokenizer.json", "tokenizer_config.json"], names
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        for n in names:
+            shutil.copy(os.path.join(tmp, n), out)
+        with open(os.path.join(tmp, "tokenizer.json"), encoding="utf-8") as f:
+            tj = json.load(f)
+        assert tj["model"]["type"] == "BPE" and isinstance(tj["model"]["merges"][0], list)
+        tj["model"]["merges"] = [" ".join(m) for m in tj["model"]["merges"]]
+        with open(os.path.join(tmp, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        bad_str = _golden_mismatches(tmp, "trunc")
+    bad_pairs = _golden_mismatches(out, "trunc")
+    print(f"wrote {out}: {names}; transformers differs from cases.json on {bad_pairs} (pair merges) "
+          f"and {bad_str} (string merges) cases")
+    if bad_pairs or bad_str:
+        sys.exit(1)
 
 
 def _classes():
@@ -357,7 +405,8 @@ def cmd_slowcheck():
 
 
 if __name__ == "__main__":
-    cmds = {"fixtures": cmd_fixtures, "tables": cmd_tables, "slowcheck": cmd_slowcheck}
+    cmds = {"fixtures": cmd_fixtures, "jsononly": cmd_jsononly, "tables": cmd_tables,
+            "slowcheck": cmd_slowcheck}
     if len(sys.argv) != 2 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
     cmds[sys.argv[1]]()
