@@ -87,10 +87,13 @@ typedef struct {
 
 void tdm_pipeline_info(const tdm_pipeline_t *pipe, tdm_pipeline_info_t *info);
 
-/* Bytes allocated now and the peak since open (or since the last call of
- * tdm_pipeline_reset_peak), over the pipeline's device. */
+typedef enum { TDM_STAGE_ENCODE = 0, TDM_STAGE_DENOISE = 1, TDM_STAGE_DECODE = 2 } tdm_stage;
+
+/* Bytes allocated now and the peak since open, over the pipeline's device. */
 void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *peak);
-void tdm_pipeline_reset_peak(tdm_pipeline_t *pipe);
+/* Peak bytes while `stage` ran (its components plus its work memory, after
+ * the previous stage's components were freed); 0 if it has not run. */
+int64_t tdm_pipeline_stage_peak(const tdm_pipeline_t *pipe, tdm_stage stage);
 
 /* ---- stage 1: encode ------------------------------------------------------ */
 

@@ -290,14 +290,13 @@ static void on_step(void *user, int step, int total) {
     fflush(stderr);
 }
 
-/* Prints and resets the peak of the stage just finished. */
-static void stage_memory(tdm_pipeline_t *pipe, const args_t *a, const char *stage) {
-    int64_t cur, peak;
-    tdm_pipeline_memory(pipe, &cur, &peak);
+/* Prints the peak of a stage that has run (with --report-memory). */
+static void stage_memory(tdm_pipeline_t *pipe, const args_t *a, tdm_stage stage) {
+    static const char *names[] = {"encode", "denoise", "decode"};
+    int64_t peak = tdm_pipeline_stage_peak(pipe, stage);
     if (a->report_memory)
-        fprintf(stderr, "tandem: memory: %s stage peak %lld bytes (%.1f MiB)\n", stage, (long long)peak,
+        fprintf(stderr, "tandem: memory: %s stage peak %lld bytes (%.1f MiB)\n", names[stage], (long long)peak,
                 peak / 1048576.0);
-    tdm_pipeline_reset_peak(pipe);
 }
 
 /* Rewrites OUT/manifest.jsonl atomically from the lines so far. */
@@ -347,7 +346,7 @@ static int cmd_encode(int argc, char **argv) {
     fill_encode_params(&a, &info, &ep, 1);   /* SD: always keep the negative, for any later guidance */
     tdm_embeddings_t *emb = NULL;
     if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
-    stage_memory(pipe, &a, "encode");
+    stage_memory(pipe, &a, TDM_STAGE_ENCODE);
     const char *meta[] = {"model", a.model, "pipeline", info.class_name};
     if (tdm_embeddings_save(emb, a.out, 2, meta) != TDM_OK) die_status();
     if (!a.quiet) fprintf(stderr, "tandem: %d prompt embedding%s -> %s\n", a.nprompts, a.nprompts == 1 ? "" : "s", a.out);
@@ -372,7 +371,7 @@ static int cmd_decode(int argc, char **argv) {
     uint8_t *rgb = malloc((size_t)W * H * 3);
     if (!rgb) die(1, "out of memory");
     if (tdm_pipeline_decode(pipe, lat, W, H, rgb) != TDM_OK) die_status();
-    stage_memory(pipe, &a, "decode");
+    stage_memory(pipe, &a, TDM_STAGE_DECODE);
     if (tdm_image_save_png(a.out, rgb, W, H, params) != TDM_OK) die_status();
     if (!a.quiet) fprintf(stderr, "tandem: decoded %s -> %s (%dx%d)\n", a.latents, a.out, W, H);
     free(lat);
@@ -412,7 +411,7 @@ static int cmd_generate(int argc, char **argv) {
         tdm_encode_params_t ep;
         fill_encode_params(&a, &info, &ep, guidance > 1.0f);
         if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
-        stage_memory(pipe, &a, "encode");
+        stage_memory(pipe, &a, TDM_STAGE_ENCODE);
     }
     const int nprompts = tdm_embeddings_count(emb);
     const int64_t nimages = (int64_t)nprompts * a.per_prompt, item = shape_numel(shape, nd);
@@ -480,7 +479,7 @@ static int cmd_generate(int argc, char **argv) {
             if (!lines[i]) die(1, "out of memory");
             write_manifest(a.out, lines, i + 1);
         }
-        stage_memory(pipe, &a, pass == 0 ? "denoise" : "decode");
+        stage_memory(pipe, &a, pass == 0 ? TDM_STAGE_DENOISE : TDM_STAGE_DECODE);
     }
     double total = now() - job_t0;
     if (!a.quiet)

@@ -15,7 +15,7 @@
 #include "text/clip_tokenizer.h"
 #include "text/t5_tokenizer.h"
 
-enum { TDM_STAGE_NONE = -1, TDM_STAGE_ENCODE = 0, TDM_STAGE_DENOISE = 1, TDM_STAGE_DECODE = 2 };
+enum { TDM_STAGE_NONE = -1 };
 
 struct tdm_pipeline {
     char                root[TDM_PATH_MAX];
@@ -25,6 +25,8 @@ struct tdm_pipeline {
     tdm_pipeline_info_t info;
     tdm_device_t        dev;
     int                 stage;             /* stage whose components are loaded */
+    int64_t             stage_peak[3];     /* per-stage peak bytes */
+    int64_t             total_peak;        /* peak since open */
     /* facts read from configs at open (no weights) */
     double              vae_scaling_factor, vae_shift_factor;
     int64_t             denoiser_in_channels;  /* unet in_channels / flux in_channels */
@@ -58,6 +60,9 @@ struct tdm_embeddings {
 /* Makes `stage` the loaded one: frees the other stages' components (unless
  * keep_resident) and loads this stage's. */
 tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage);
+
+/* Records the device peak as `stage`'s (call at the end of each stage call). */
+void tdm_pipe_stage_done(tdm_pipeline_t *pipe, int stage);
 
 /* Allocates an embeddings object with room for n prompts (data zeroed). */
 tdm_status tdm_pipe_emb_alloc(tdm_embeddings_t **out, tdm_pipeline_kind kind, int n, int64_t L,

@@ -191,10 +191,16 @@ void tdm_pipeline_info(const tdm_pipeline_t *pipe, tdm_pipeline_info_t *info) { 
 
 void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *peak) {
     if (current) *current = pipe->dev.cur_bytes;
-    if (peak) *peak = pipe->dev.peak_bytes;
+    if (peak) *peak = pipe->total_peak > pipe->dev.peak_bytes ? pipe->total_peak : pipe->dev.peak_bytes;
 }
 
-void tdm_pipeline_reset_peak(tdm_pipeline_t *pipe) { pipe->dev.peak_bytes = pipe->dev.cur_bytes; }
+int64_t tdm_pipeline_stage_peak(const tdm_pipeline_t *pipe, tdm_stage stage) {
+    return (unsigned)stage < 3 ? pipe->stage_peak[stage] : 0;
+}
+
+void tdm_pipe_stage_done(tdm_pipeline_t *pipe, int stage) {
+    if (pipe->dev.peak_bytes > pipe->stage_peak[stage]) pipe->stage_peak[stage] = pipe->dev.peak_bytes;
+}
 
 /* ---- stage residency ------------------------------------------------------ */
 
@@ -216,6 +222,9 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
     const int flux = pipe->info.kind == TDM_PIPE_FLUX;
     if (pipe->stage == stage) return TDM_OK;
     if (!pipe->keep_resident) free_components(pipe);
+    /* a new stage's peak starts from what is left after the switch */
+    if (pipe->dev.peak_bytes > pipe->total_peak) pipe->total_peak = pipe->dev.peak_bytes;
+    pipe->dev.peak_bytes = pipe->dev.cur_bytes;
     pipe->stage = TDM_STAGE_NONE;
     if (stage == TDM_STAGE_ENCODE) {
         TDM_TRY(need_component(pipe, "tokenizer", "encode"));
@@ -369,6 +378,7 @@ tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *
         e->prompts[i] = dup_or_null(p->prompts[i]);
         if (flux) e->prompts_2[i] = dup_or_null(p->prompts_2 ? p->prompts_2[i] : p->prompts[i]);
     }
+    tdm_pipe_stage_done(pipe, TDM_STAGE_ENCODE);
     *out = e;
     return TDM_OK;
 fail:
@@ -545,8 +555,10 @@ tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *em
     if (p->steps < 0) return tdm_errorf(TDM_ERR_INVALID_ARG, "--steps %d: must be at least 1", p->steps);
     if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
     if ((st = tdm_pipe_enter(pipe, TDM_STAGE_DENOISE)) != TDM_OK) return st;
-    if (pipe->info.kind == TDM_PIPE_FLUX) return tdm_flux_denoise(pipe, emb, index, p, w, h, latents);
-    return tdm_sd_denoise(pipe, emb, index, p, w, h, latents);
+    st = pipe->info.kind == TDM_PIPE_FLUX ? tdm_flux_denoise(pipe, emb, index, p, w, h, latents)
+                                          : tdm_sd_denoise(pipe, emb, index, p, w, h, latents);
+    tdm_pipe_stage_done(pipe, TDM_STAGE_DENOISE);
+    return st;
 }
 
 tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
@@ -573,6 +585,7 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
     TDM_TRY(tdm_vae_decode(pipe->vae, z, 1, h, w, img));
     tdm_vae_to_rgb8(img, 1, height, width, rgb);
+    tdm_pipe_stage_done(pipe, TDM_STAGE_DECODE);
 fail:
     tdm_dev_free(&pipe->dev, img, ib);
     tdm_dev_free(&pipe->dev, z, zb);
