@@ -14,6 +14,41 @@ int tdm_file_exists(const char *path) {
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+tdm_status tdm_file_read(const char *path, int64_t max_bytes, char **out, int64_t *len) {
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    tdm_status st = TDM_OK;
+    char *buf = NULL;
+    long sz = -1;
+    if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
+    if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        st = tdm_errorf(TDM_ERR_IO, "%s: cannot determine the file size", path);
+        goto fail;
+    }
+    if ((int64_t)sz > max_bytes) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: %ld bytes is larger than the %lld allowed", path, sz,
+                        (long long)max_bytes);
+        goto fail;
+    }
+    buf = malloc((size_t)sz + 1);
+    if (!buf) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
+    if (sz > 0 && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+        st = tdm_errorf(TDM_ERR_IO, "%s: read failed", path);
+        goto fail;
+    }
+    buf[sz] = '\0';
+    fclose(f);
+    *out = buf;
+    *len = sz;
+    return TDM_OK;
+fail:
+    free(buf);
+    fclose(f);
+    return st;
+}
+
 static int dir_exists(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);

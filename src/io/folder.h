@@ -28,4 +28,8 @@ tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub
                          const char *file);
 int tdm_file_exists(const char *path);
 
+/* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd
+ * buffer. OUT: *buf (free()), *len. Errors name the file. */
+tdm_status tdm_file_read(const char *path, int64_t max_bytes, char **buf, int64_t *len);
+
 #endif

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/folder.h"
 #include "text/clip_unicode_tables.h"
 
 #define CLIP_DEFAULT_MAX_LENGTH 77
@@ -90,39 +91,6 @@ static uint64_t clip_mix(uint64_t x) {
     return x;
 }
 
-/* Reads a whole file into a NUL-terminated malloc'd buffer. */
-static tdm_status clip_read_file(const char *path, char **out, int64_t *len) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    tdm_status st = TDM_OK;
-    char *buf = NULL;
-    long sz = -1;
-    if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
-    if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: cannot determine the file size", path);
-        goto fail;
-    }
-    if ((int64_t)sz > CLIP_MAX_FILE_BYTES) {
-        st = tdm_errorf(TDM_ERR_FORMAT, "%s: %ld bytes is too large for a tokenizer file", path, sz);
-        goto fail;
-    }
-    buf = malloc((size_t)sz + 1);
-    if (!buf) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-    if (sz > 0 && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: read failed", path);
-        goto fail;
-    }
-    buf[sz] = '\0';
-    fclose(f);
-    *out = buf;
-    *len = sz;
-    return TDM_OK;
-fail:
-    free(buf);
-    fclose(f);
-    return st;
-}
 
 /* Parses a JSON object file. *root = NULL (and TDM_OK) if the file is
  * absent and optional. */
@@ -135,7 +103,7 @@ static tdm_status clip_read_json(const char *path, int optional, cJSON **root) {
     }
     char *text = NULL;
     int64_t len = 0;
-    tdm_status st = clip_read_file(path, &text, &len);
+    tdm_status st = tdm_file_read(path, CLIP_MAX_FILE_BYTES, &text, &len);
     if (st != TDM_OK) return st;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, (size_t)len, &end, 0);
@@ -461,7 +429,7 @@ static tdm_status clip_merge_add(tdm_clip_tok_t *t, const char *a_s, int64_t na,
 static tdm_status clip_load_merges(tdm_clip_tok_t *t, const char *path) {
     char *text = NULL, *tok = NULL;
     int64_t len = 0;
-    tdm_status st = clip_read_file(path, &text, &len);
+    tdm_status st = tdm_file_read(path, CLIP_MAX_FILE_BYTES, &text, &len);
     if (st != TDM_OK) return st;
     int64_t lines = 1;
     for (int64_t i = 0; i < len; i++) lines += text[i] == '\n';

@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/folder.h"
+
 #define T5_DEFAULT_MAX_LENGTH 512
 #define T5_DEFAULT_EXTRA_IDS 100
 #define T5_MAX_FILE_BYTES ((int64_t)1 << 30)
@@ -265,39 +267,6 @@ static uint64_t t5_hash(const char *s, int64_t n) {
     return h;
 }
 
-/* Reads a whole file into a NUL-terminated malloc'd buffer. */
-static tdm_status t5_read_file(const char *path, char **out, int64_t *len) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    tdm_status st = TDM_OK;
-    char *buf = NULL;
-    long sz = -1;
-    if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
-    if (sz < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: cannot determine the file size", path);
-        goto fail;
-    }
-    if ((int64_t)sz > T5_MAX_FILE_BYTES) {
-        st = tdm_errorf(TDM_ERR_FORMAT, "%s: %ld bytes is too large for a tokenizer file", path, sz);
-        goto fail;
-    }
-    buf = malloc((size_t)sz + 1);
-    if (!buf) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-    if (sz > 0 && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: read failed", path);
-        goto fail;
-    }
-    buf[sz] = '\0';
-    fclose(f);
-    *out = buf;
-    *len = sz;
-    return TDM_OK;
-fail:
-    free(buf);
-    fclose(f);
-    return st;
-}
 
 static int t5_file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -317,7 +286,7 @@ static tdm_status t5_read_json(const char *path, int optional, cJSON **root) {
     }
     char *text = NULL;
     int64_t len = 0;
-    tdm_status st = t5_read_file(path, &text, &len);
+    tdm_status st = tdm_file_read(path, T5_MAX_FILE_BYTES, &text, &len);
     if (st != TDM_OK) return st;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, (size_t)len, &end, 0);
@@ -1093,7 +1062,7 @@ static tdm_status t5_load_spiece(tdm_t5_tok_t *t, const char *path, int64_t extr
     int64_t len = 0;
     tdm_status st;
     char *tmp = NULL;
-    TDM_TRY(t5_read_file(path, &buf, &len));
+    TDM_TRY(tdm_file_read(path, T5_MAX_FILE_BYTES, &buf, &len));
     t5_pb_t r = {(const unsigned char *)buf, (const unsigned char *)buf + len};
     t5_pb_field_t f;
     int64_t model_type = 1, unk_id = 0;
