@@ -180,13 +180,33 @@ void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
                 break;
             }
     }
-    if (!p) p = aligned_alloc(64, sz ? sz : 64);
-    if (!p) {
-        tdm_errorf(TDM_ERR_NOMEM, "%s: out of host memory allocating %lld bytes", what,
-                   (long long)bytes);
-        return NULL;
+    if (p) {   /* reused from the cache: zero it where it lives */
+        if (d->ops) {
+            if (!d->ops->zero(d, p, (int64_t)sz)) {
+                tdm_errorf(TDM_ERR_INTERNAL, "%s: clearing %lld bytes on device %d failed: %s", what,
+                           (long long)bytes, d->index, tdm_last_error());
+                d->ops->free(d, p);
+                return NULL;
+            }
+        } else {
+            memset(p, 0, sz);
+        }
+    } else if (d && d->ops) {
+        p = d->ops->alloc(d, (int64_t)(sz ? sz : 64));
+        if (!p) {
+            tdm_errorf(TDM_ERR_NOMEM, "%s: cannot allocate %lld bytes on device %d: %s", what,
+                       (long long)bytes, d->index, tdm_last_error());
+            return NULL;
+        }
+    } else {
+        p = aligned_alloc(64, sz ? sz : 64);
+        if (!p) {
+            tdm_errorf(TDM_ERR_NOMEM, "%s: out of host memory allocating %lld bytes", what,
+                       (long long)bytes);
+            return NULL;
+        }
+        memset(p, 0, sz);
     }
-    memset(p, 0, sz);
     if (d) {
         d->cur_bytes += bytes;
         if (d->cur_bytes > d->peak_bytes) d->peak_bytes = d->cur_bytes;
@@ -209,12 +229,32 @@ void tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes) {
         d->ncache++;
         return;
     }
-    free(p);
+    if (d && d->ops) d->ops->free(d, p);
+    else free(p);
+}
+
+tdm_status tdm_dev_upload(tdm_device_t *d, void *dst, const void *src, int64_t bytes, const char *what) {
+    if (bytes <= 0) return TDM_OK;
+    if (!d || !d->ops) { memcpy(dst, src, (size_t)bytes); return TDM_OK; }
+    if (!d->ops->upload(d, dst, src, bytes))
+        return tdm_errorf(TDM_ERR_INTERNAL, "%s: copy to device %d failed: %s", what, d->index, tdm_last_error());
+    return TDM_OK;
+}
+
+tdm_status tdm_dev_download(tdm_device_t *d, void *dst, const void *src, int64_t bytes, const char *what) {
+    if (bytes <= 0) return TDM_OK;
+    if (!d || !d->ops) { memcpy(dst, src, (size_t)bytes); return TDM_OK; }
+    if (!d->ops->download(d, dst, src, bytes))
+        return tdm_errorf(TDM_ERR_INTERNAL, "%s: copy from device %d failed: %s", what, d->index, tdm_last_error());
+    return TDM_OK;
 }
 
 void tdm_dev_trim(tdm_device_t *d) {
     if (!d) return;
-    for (int i = 0; i < d->ncache; i++) free(d->cache_p[i]);
+    for (int i = 0; i < d->ncache; i++) {
+        if (d->ops) d->ops->free(d, d->cache_p[i]);
+        else free(d->cache_p[i]);
+    }
     d->ncache = 0;
 }
 

@@ -59,6 +59,21 @@ typedef enum { TDM_DEV_CPU = 0, TDM_DEV_CUDA = 1 } tdm_device_kind;
 
 #define TDM_DEV_CACHE_SLOTS 64
 
+struct tdm_device;
+
+/* Memory functions of a non-host device (implemented by its backend, e.g.
+ * CUDA). A device with ops == NULL is host memory. Each returns nonzero on
+ * success; failures leave a message for tdm_last_error(). */
+typedef struct tdm_device_ops {
+    void *(*alloc)(struct tdm_device *d, int64_t bytes);       /* zero-filled */
+    void  (*free)(struct tdm_device *d, void *p);
+    int   (*zero)(struct tdm_device *d, void *p, int64_t bytes);
+    int   (*upload)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
+    int   (*download)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
+    int   (*copy)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
+    int   (*sync)(struct tdm_device *d);
+} tdm_device_ops_t;
+
 typedef struct tdm_device {
     tdm_device_kind kind;
     int      index;
@@ -73,6 +88,8 @@ typedef struct tdm_device {
     int      ncache;
     void    *cache_p[TDM_DEV_CACHE_SLOTS];
     int64_t  cache_n[TDM_DEV_CACHE_SLOTS];
+    const tdm_device_ops_t *ops;   /* NULL: host memory */
+    void    *impl;                 /* backend state (stream, BLAS handle, ...) */
 } tdm_device_t;
 
 /* Process-independent default CPU device for code without a context. */
@@ -83,6 +100,10 @@ void       *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what);
 void        tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes);
 /* Returns every cached block to the OS (no-op without a cache). */
 void        tdm_dev_trim(tdm_device_t *d);
+/* Host ↔ device transfers; plain memcpy for host devices. Errors name `what`. */
+tdm_status  tdm_dev_upload(tdm_device_t *d, void *dst, const void *src, int64_t bytes, const char *what);
+tdm_status  tdm_dev_download(tdm_device_t *d, void *dst, const void *src, int64_t bytes, const char *what);
+static inline int tdm_dev_is_host(const tdm_device_t *d) { return !d || !d->ops; }
 
 /* ---- tensors ----------------------------------------------------------
  * Contiguous row-major unless a view says otherwise. Element counts and

@@ -377,7 +377,15 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
     if (st != TDM_OK) return st;
     /* tdm_convert_to_f32 reads elements with memcpy: the data section need
      * not be aligned (any header length is legal). */
-    st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
+    if (tdm_dev_is_host(dev)) {
+        st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
+    } else {   /* convert on the host, then copy to the device */
+        float *tmp = malloc((size_t)r->nbytes + 4);
+        st = tmp ? tdm_convert_to_f32(tmp, t->data, t->dtype, tdm_tensor_numel(r))
+                 : tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
+        if (st == TDM_OK) st = tdm_dev_upload(dev, r->data, tmp, r->nbytes, name);
+        free(tmp);
+    }
     /* The float32 copy is what stays: let the kernel drop the mapped source
      * pages now, so loading never holds a model twice in resident memory.
      * (Private read-only file pages are re-read if touched again.) */

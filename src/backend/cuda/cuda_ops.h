@@ -1,0 +1,67 @@
+/* cuda_ops.h — launchers of the CUDA kernels, one per tdm_op_* (same
+ * semantics as the CPU reference in backend/cpu/ops.h), queued on the
+ * device's stream. C linkage; implemented in backend/cuda/*.cu. */
+#ifndef TDM_CUDA_OPS_H
+#define TDM_CUDA_OPS_H
+
+#include "core/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Makes `d` CUDA device `index` (cudaSetDevice, a stream, a cuBLAS handle,
+ * d->ops). Errors when no such device exists. */
+tdm_status tdm_cuda_device_init(tdm_device_t *d, int index);
+/* Releases what tdm_cuda_device_init made (after tdm_dev_trim). */
+void tdm_cuda_device_free(tdm_device_t *d);
+/* Number of CUDA devices (0 when there is no driver or GPU). */
+int tdm_cuda_device_count(void);
+
+void tdm_cuda_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
+                     int64_t M, int64_t K, int64_t N);
+void tdm_cuda_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc);
+int64_t tdm_cuda_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh,
+                                int64_t kw, int64_t stride, int64_t pad);
+void tdm_cuda_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
+                     int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
+                     int64_t kw, int64_t stride, int64_t pad, float *scratch);
+int64_t tdm_cuda_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W,
+                                     int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb,
+                                     int64_t pl, int64_t pr);
+void tdm_cuda_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float *w,
+                          const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                          int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pt,
+                          int64_t pb, int64_t pl, int64_t pr, float *scratch);
+void tdm_cuda_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma,
+                         const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps,
+                         int silu);
+void tdm_cuda_layer_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma,
+                         const float *beta, int64_t rows, int64_t D, float eps);
+void tdm_cuda_silu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_cuda_gelu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_cuda_gelu_tanh(tdm_device_t *dev, float *x, int64_t n);
+void tdm_cuda_quick_gelu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_cuda_geglu(tdm_device_t *dev, float *y, const float *h, int64_t rows, int64_t F);
+void tdm_cuda_add(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n);
+void tdm_cuda_add_channel_bias(tdm_device_t *dev, float *x, const float *v, int64_t B, int64_t C,
+                               int64_t S);
+void tdm_cuda_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t n);
+void tdm_cuda_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v,
+                        int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, float scale,
+                        int causal);
+void tdm_cuda_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                           int64_t S);
+void tdm_cuda_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t S,
+                           int64_t C);
+void tdm_cuda_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                                 int64_t H, int64_t W);
+void tdm_cuda_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca,
+                              const float *b, int64_t Cb, int64_t B, int64_t S);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,234 @@
+/* ops.c — dispatch of tdm_op_* to the CPU reference kernels or, in CUDA
+ * builds, to the CUDA launchers, by the kind of the device. */
+#include "backend/ops.h"
+
+#include "backend/cpu/ops.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
+
+
+void tdm_op_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b, int64_t M, int64_t K, int64_t N) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_linear(dev, y, x, W, b, M, K, N);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_linear(y, x, W, b, M, K, N);
+}
+
+void tdm_op_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_gemm(dev, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+int64_t tdm_op_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride, int64_t pad) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) return tdm_cuda_conv2d_scratch(dev, Cin, H, W, kh, kw, stride, pad);
+#endif
+    (void)dev;
+    return tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, stride, pad);
+}
+
+void tdm_op_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_conv2d(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, scratch);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, scratch);
+}
+
+int64_t tdm_op_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) return tdm_cuda_conv2d_pad4_scratch(dev, Cin, H, W, kh, kw, stride, pt, pb, pl, pr);
+#endif
+    (void)dev;
+    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pt, pb, pl, pr);
+}
+
+void tdm_op_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_conv2d_pad4(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pt, pb, pl, pr, scratch);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pt, pb, pl, pr, scratch);
+}
+
+void tdm_op_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps, int silu) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_group_norm(dev, y, x, gamma, beta, B, C, S, G, eps, silu);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_group_norm(y, x, gamma, beta, B, C, S, G, eps, silu);
+}
+
+void tdm_op_layer_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta, int64_t rows, int64_t D, float eps) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_layer_norm(dev, y, x, gamma, beta, rows, D, eps);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_layer_norm(y, x, gamma, beta, rows, D, eps);
+}
+
+void tdm_op_silu(tdm_device_t *dev, float *x, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_silu(dev, x, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_silu(x, n);
+}
+
+void tdm_op_gelu(tdm_device_t *dev, float *x, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_gelu(dev, x, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_gelu(x, n);
+}
+
+void tdm_op_gelu_tanh(tdm_device_t *dev, float *x, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_gelu_tanh(dev, x, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_gelu_tanh(x, n);
+}
+
+void tdm_op_quick_gelu(tdm_device_t *dev, float *x, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_quick_gelu(dev, x, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_quick_gelu(x, n);
+}
+
+void tdm_op_geglu(tdm_device_t *dev, float *y, const float *h, int64_t rows, int64_t F) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_geglu(dev, y, h, rows, F);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_geglu(y, h, rows, F);
+}
+
+void tdm_op_add(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_add(dev, y, a, b, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_add(y, a, b, n);
+}
+
+void tdm_op_add_channel_bias(tdm_device_t *dev, float *x, const float *v, int64_t B, int64_t C, int64_t S) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_add_channel_bias(dev, x, v, B, C, S);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_add_channel_bias(x, v, B, C, S);
+}
+
+void tdm_op_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_scale(dev, y, a, s, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_scale(y, a, s, n);
+}
+
+void tdm_op_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, float scale, int causal) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_attention(dev, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+}
+
+void tdm_op_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t S) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_transpose_cs(dev, y, x, B, C, S);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_transpose_cs(y, x, B, C, S);
+}
+
+void tdm_op_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t S, int64_t C) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_transpose_sc(dev, y, x, B, S, C);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_transpose_sc(y, x, B, S, C);
+}
+
+void tdm_op_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_upsample_nearest2x(dev, y, x, B, C, H, W);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_upsample_nearest2x(y, x, B, C, H, W);
+}
+
+void tdm_op_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca, const float *b, int64_t Cb, int64_t B, int64_t S) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_concat_channels(dev, y, a, Ca, b, Cb, B, S);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_concat_channels(y, a, Ca, b, Cb, B, S);
+}

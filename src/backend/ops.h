@@ -1,0 +1,55 @@
+/* ops.h — the device-dispatching ops every model calls. tdm_op_X(dev, ...)
+ * has exactly the semantics, shapes and aliasing rules of tdm_cpu_X in
+ * backend/cpu/ops.h (the reference), with every pointer living on `dev`:
+ * host memory for CPU devices, device memory for CUDA devices (where the
+ * op is queued on the device's stream; a failure is kept on the device and
+ * reported by the next tdm_dev_download / sync). */
+#ifndef TDM_OPS_H
+#define TDM_OPS_H
+
+#include "core/core.h"
+
+void tdm_op_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
+                   int64_t M, int64_t K, int64_t N);
+void tdm_op_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc);
+int64_t tdm_op_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh,
+                              int64_t kw, int64_t stride, int64_t pad);
+void tdm_op_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
+                   int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
+                   int64_t kw, int64_t stride, int64_t pad, float *scratch);
+int64_t tdm_op_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh,
+                                   int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl,
+                                   int64_t pr);
+void tdm_op_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
+                        int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
+                        int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                        float *scratch);
+void tdm_op_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma,
+                       const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps,
+                       int silu);
+void tdm_op_layer_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma,
+                       const float *beta, int64_t rows, int64_t D, float eps);
+void tdm_op_silu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_op_gelu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_op_gelu_tanh(tdm_device_t *dev, float *x, int64_t n);
+void tdm_op_quick_gelu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_op_geglu(tdm_device_t *dev, float *y, const float *h, int64_t rows, int64_t F);
+void tdm_op_add(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n);
+void tdm_op_add_channel_bias(tdm_device_t *dev, float *x, const float *v, int64_t B, int64_t C,
+                             int64_t S);
+void tdm_op_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t n);
+void tdm_op_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v,
+                      int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, float scale,
+                      int causal);
+void tdm_op_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                         int64_t S);
+void tdm_op_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t S,
+                         int64_t C);
+void tdm_op_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                               int64_t H, int64_t W);
+void tdm_op_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca, const float *b,
+                            int64_t Cb, int64_t B, int64_t S);
+
+#endif
