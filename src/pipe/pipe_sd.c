@@ -9,12 +9,16 @@
 #include "core/rng.h"
 #include "pipe/pipe_internal.h"
 
-/* last_hidden_state of one text: (1, L, D). */
+/* last_hidden_state of one text into host memory: (1, L, D). */
 static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, float *emb) {
+    const int64_t bytes = (int64_t)L * tdm_clip_text_hidden_size(pipe->text) * 4;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
-    if (!ids) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
-    tdm_status st = tdm_clip_tok_encode(pipe->tok, text, ids, L);
-    if (st == TDM_OK) st = tdm_clip_text_forward(pipe->text, ids, 1, L, emb, NULL);
+    float *d = tdm_dev_alloc(&pipe->dev, bytes, "prompt embeddings");
+    tdm_status st = ids && d ? TDM_OK : tdm_errorf(TDM_ERR_NOMEM, "out of memory for prompt embeddings");
+    if (st == TDM_OK) st = tdm_clip_tok_encode(pipe->tok, text, ids, L);
+    if (st == TDM_OK) st = tdm_clip_text_forward(pipe->text, ids, 1, L, d, NULL);
+    if (st == TDM_OK) st = tdm_dev_download(&pipe->dev, emb, d, bytes, "prompt embeddings");
+    tdm_dev_free(&pipe->dev, d, bytes);
     free(ids);
     return st;
 }
@@ -52,19 +56,23 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
     const int nb = cfg ? 2 : 1;
     tdm_device_t *dev = &pipe->dev;
     tdm_status st = TDM_OK;
-    float *ctx = NULL, *in = NULL, *pred = NULL, *tt = NULL;
-    int64_t ctx_b = nb * L * D * 4, in_b = nb * item * 4;
-    ctx = tdm_dev_alloc(dev, ctx_b, "prompt embeddings");
-    in = tdm_dev_alloc(dev, in_b, "unet input");
-    pred = tdm_dev_alloc(dev, in_b, "unet output");
-    tt = tdm_dev_alloc(dev, nb * 4, "timesteps");
-    if (!ctx || !in || !pred || !tt) { st = TDM_ERR_NOMEM; goto fail; }
+    /* host: latents, the UNet input and its output (scheduler and CFG run
+     * on the host); device: the same UNet input/output and the context */
+    float *in = NULL, *pred = NULL, *d_ctx = NULL, *d_in = NULL, *d_pred = NULL, tt[2];
+    const int64_t ctx_b = nb * L * D * 4, in_b = nb * item * 4;
+    in = malloc((size_t)in_b);
+    pred = malloc((size_t)in_b);
+    d_ctx = tdm_dev_alloc(dev, ctx_b, "prompt embeddings");
+    d_in = tdm_dev_alloc(dev, in_b, "unet input");
+    d_pred = tdm_dev_alloc(dev, in_b, "unet output");
+    if (!in || !pred) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!d_ctx || !d_in || !d_pred) { st = TDM_ERR_NOMEM; goto fail; }
     /* CFG batch is [negative, positive], as torch.cat([neg, pos]) */
     if (cfg) {
-        memcpy(ctx, e->neg + index * L * D, (size_t)(L * D) * 4);
-        memcpy(ctx + L * D, e->pos + index * L * D, (size_t)(L * D) * 4);
+        TDM_TRY(tdm_dev_upload(dev, d_ctx, e->neg + index * L * D, L * D * 4, "prompt embeddings"));
+        TDM_TRY(tdm_dev_upload(dev, d_ctx + L * D, e->pos + index * L * D, L * D * 4, "prompt embeddings"));
     } else {
-        memcpy(ctx, e->pos + index * L * D, (size_t)(L * D) * 4);
+        TDM_TRY(tdm_dev_upload(dev, d_ctx, e->pos + index * L * D, L * D * 4, "prompt embeddings"));
     }
 
     /* initial noise: randn_tensor((1, C, h, w), generator) * init_noise_sigma */
@@ -83,7 +91,9 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
             tt[b] = t;
         }
         tdm_sched_scale_model_input(pipe->sched, in, nb * item, i);
-        TDM_TRY(tdm_unet_forward(pipe->unet, in, nb, h, w, tt, ctx, L, pred));
+        TDM_TRY(tdm_dev_upload(dev, d_in, in, in_b, "unet input"));
+        TDM_TRY(tdm_unet_forward(pipe->unet, d_in, nb, h, w, tt, d_ctx, L, d_pred));
+        TDM_TRY(tdm_dev_download(dev, pred, d_pred, in_b, "unet output"));
         if (cfg) {   /* uncond + g * (text - uncond) */
             for (int64_t k = 0; k < item; k++) pred[k] = pred[k] + g * (pred[item + k] - pred[k]);
         }
@@ -91,9 +101,10 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
         if (p->on_step) p->on_step(p->user, i + 1, n);
     }
 fail:
-    tdm_dev_free(dev, tt, nb * 4);
-    tdm_dev_free(dev, pred, in_b);
-    tdm_dev_free(dev, in, in_b);
-    tdm_dev_free(dev, ctx, ctx_b);
+    tdm_dev_free(dev, d_pred, in_b);
+    tdm_dev_free(dev, d_in, in_b);
+    tdm_dev_free(dev, d_ctx, ctx_b);
+    free(pred);
+    free(in);
     return st;
 }

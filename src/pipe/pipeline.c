@@ -12,6 +12,9 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "pipe/pipe_internal.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p) {
     memset(p, 0, sizeof *p);
@@ -51,6 +54,9 @@ void tdm_pipeline_release(tdm_pipeline_t *pipe) {
 void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (!pipe) return;
     free_components(pipe);
+#ifdef TDM_HAVE_CUDA
+    if (pipe->dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->dev);
+#endif
     tdm_sched_free(pipe->sched);
     free(pipe);
 }
@@ -136,15 +142,37 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     char path[TDM_PATH_MAX];
     *out = NULL;
     if (!p) { tdm_pipeline_params_init(&defaults); p = &defaults; }
-    if (p->device && strcmp(p->device, "cpu") != 0 && strncmp(p->device, "cpu:", 4) != 0)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: this build has only the CPU backend",
-                          p->device);
+    int cuda_index = -1;
+    if (p->device && strcmp(p->device, "cpu") != 0 && strncmp(p->device, "cpu:", 4) != 0) {
+        char *end = NULL;
+        if (!strcmp(p->device, "cuda")) cuda_index = 0;
+        else if (!strncmp(p->device, "cuda:", 5)) cuda_index = (int)strtol(p->device + 5, &end, 10);
+        if (cuda_index < 0 || (end && (*end || end == p->device + 5)))
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: expected cpu or cuda:N", p->device);
+#ifndef TDM_HAVE_CUDA
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: this build has only the CPU backend "
+                          "(rebuild with the CUDA toolkit installed)", p->device);
+#endif
+    }
     if (p->variant && strlen(p->variant) >= 64)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--variant %s: too long", p->variant);
     tdm_pipeline_t *pipe = calloc(1, sizeof *pipe);
     if (!pipe) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
     pipe->dev.cache_enabled = 1;
+#ifdef TDM_HAVE_CUDA
+    if (cuda_index >= 0) {
+        int n = tdm_cuda_device_count();
+        if (cuda_index >= n) {
+            free(pipe);
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: no such CUDA device (%d found)",
+                              p->device, n);
+        }
+        st = tdm_cuda_device_init(&pipe->dev, cuda_index);
+        if (st != TDM_OK) { free(pipe); return st; }
+        pipe->dev.cache_enabled = 1;
+    }
+#endif
     pipe->stage = TDM_STAGE_NONE;
     pipe->keep_resident = p->keep_resident;
     if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);
@@ -165,6 +193,11 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     }
     tdm_json_free(&j);
     pipe->info.class_name = pipe->class_name;
+    if (pipe->info.kind == TDM_PIPE_FLUX && !tdm_dev_is_host(&pipe->dev)) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: FLUX pipelines run on the CPU only in this "
+                        "version (the T5 and FLUX transformer have no CUDA path yet)", p->device);
+        goto fail;
+    }
     TDM_TRY(read_configs(pipe));
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
     TDM_TRY(tdm_sched_create(&pipe->sched, path, p->scheduler));
@@ -566,7 +599,7 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     tdm_status st;
     int64_t shape[4];
     int nd;
-    float *z = NULL, *img = NULL;
+    float *z = NULL, *img = NULL, *dz = NULL, *dimg = NULL;
     int64_t zb = 0, ib = 0;
     TDM_TRY(tdm_pipeline_latent_shape(pipe, width, height, shape, &nd));
     TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_DECODE));
@@ -575,20 +608,26 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     const int64_t h = height / f, w = width / f, item = C * h * w;
     zb = item * 4;
     ib = vi->out_channels * (int64_t)height * width * 4;
-    z = tdm_dev_alloc(&pipe->dev, zb, "vae input");
-    img = tdm_dev_alloc(&pipe->dev, ib, "decoded image");
-    if (!z || !img) { st = TDM_ERR_NOMEM; goto fail; }
+    z = malloc((size_t)zb);
+    img = malloc((size_t)ib);
+    dz = tdm_dev_alloc(&pipe->dev, zb, "vae input");
+    dimg = tdm_dev_alloc(&pipe->dev, ib, "decoded image");
+    if (!z || !img || !dz || !dimg) { st = z && img ? TDM_ERR_NOMEM : tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (pipe->info.kind == TDM_PIPE_FLUX) tdm_flux_unpack(latents, C, h, w, z);
     else memcpy(z, latents, (size_t)zb);
     /* latents / scaling_factor + shift_factor, in float32 as torch */
     const float sf = (float)vi->scaling_factor, sh = (float)vi->shift_factor;
     for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
-    TDM_TRY(tdm_vae_decode(pipe->vae, z, 1, h, w, img));
+    TDM_TRY(tdm_dev_upload(&pipe->dev, dz, z, zb, "vae input"));
+    TDM_TRY(tdm_vae_decode(pipe->vae, dz, 1, h, w, dimg));
+    TDM_TRY(tdm_dev_download(&pipe->dev, img, dimg, ib, "decoded image"));
     tdm_vae_to_rgb8(img, 1, height, width, rgb);
     tdm_pipe_stage_done(pipe, TDM_STAGE_DECODE);
 fail:
-    tdm_dev_free(&pipe->dev, img, ib);
-    tdm_dev_free(&pipe->dev, z, zb);
+    tdm_dev_free(&pipe->dev, dimg, ib);
+    tdm_dev_free(&pipe->dev, dz, zb);
+    free(img);
+    free(z);
     return st;
 }
 
