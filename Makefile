@@ -2,6 +2,7 @@
 # Debian packages they need (when missing), build, and run.
 BUILD       ?= build
 BUILD_ASAN  ?= build-asan
+BUILD_CUDA  ?= build-cuda
 JOBS        ?= $(shell nproc)
 DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev python3 python3-pip
 FUZZ_SECONDS ?= 60
@@ -9,7 +10,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_MODEL  := tests/fixtures/pipelines/sd15-tiny
 DEMO_OUT    ?= out/demo
 
-.PHONY: all deps build demo test test-asan fuzz vocab bench clean
+.PHONY: all deps build demo test test-asan test-cuda fuzz vocab bench clean
 
 all: build
 
@@ -46,8 +47,15 @@ test-asan: deps vocab
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
+# The `cuda` tier: every CUDA op and model against the CPU reference. Needs
+# nvcc to build and a GPU to run (without one each test prints SKIP).
+test-cuda: deps
+	cmake -S . -B $(BUILD_CUDA) -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=ON >/dev/null
+	cmake --build $(BUILD_CUDA) -j $(JOBS)
+	cd $(BUILD_CUDA) && ctest -L cuda --output-on-failure
+
 fuzz: deps
 	bash tools/run_fuzz.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_CUDA) build-fuzz

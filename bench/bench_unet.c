@@ -1,14 +1,18 @@
 /* bench_unet.c — times one UNet2DConditionModel evaluation of a diffusers
- * folder on the CPU: tandem's side of bench/run_cpu.sh. Not a test.
- * usage: bench_unet ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS */
+ * folder: tandem's side of bench/run_cpu.sh and bench/run_gpu.sh. Not a test.
+ * usage: bench_unet ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS [cpu|cuda:N] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include "core/core.h"
 #include "core/rng.h"
 #include "models/unet2d.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 static double now(void) {
     struct timespec ts;
@@ -17,8 +21,8 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS\n", argv[0]);
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: %s ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS [cpu|cuda:N]\n", argv[0]);
         return 2;
     }
     int64_t H = atoll(argv[2]), W = atoll(argv[3]), B = atoll(argv[4]), T = atoll(argv[5]);
@@ -27,6 +31,18 @@ int main(int argc, char **argv) {
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     dev.cache_enabled = 1;
+    if (argc == 9 && !strncmp(argv[8], "cuda", 4)) {
+#ifdef TDM_HAVE_CUDA
+        if (tdm_cuda_device_init(&dev, argv[8][4] == ':' ? atoi(argv[8] + 5) : 0) != TDM_OK) {
+            fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
+            return 1;
+        }
+        dev.cache_enabled = 1;
+#else
+        fprintf(stderr, "bench_unet: built without CUDA\n");
+        return 1;
+#endif
+    }
     tdm_unet_t *u = NULL;
     double t0 = now();
     if (tdm_unet_load(&u, argv[1], "unet", NULL, &dev) != TDM_OK) {
@@ -36,16 +52,23 @@ int main(int argc, char **argv) {
     double load = now() - t0;
     const tdm_unet_info_t *info = tdm_unet_info(u);
     int64_t nx = B * info->in_channels * H * W, nc = B * T * info->cross_attention_dim;
-    float *x = malloc(nx * 4), *ctx = malloc(nc * 4), *out = malloc(nx * 4), *ts = malloc(B * 4);
+    float *hx = malloc(nx * 4), *hctx = malloc(nc * 4), *ts = malloc(B * 4);
+    float *x = tdm_dev_alloc(&dev, nx * 4, "x"), *ctx = tdm_dev_alloc(&dev, nc * 4, "ctx");
+    float *out = tdm_dev_alloc(&dev, nx * 4, "out");
     tdm_rng_t r;
     tdm_rng_seed(&r, 0);
-    tdm_rng_randn(&r, x, nx);
-    tdm_rng_randn(&r, ctx, nc);
+    tdm_rng_randn(&r, hx, nx);
+    tdm_rng_randn(&r, hctx, nc);
+    if (tdm_dev_upload(&dev, x, hx, nx * 4, "x") != TDM_OK || tdm_dev_upload(&dev, ctx, hctx, nc * 4, "ctx") != TDM_OK) {
+        fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
+        return 1;
+    }
     for (int b = 0; b < B; b++) ts[b] = 981;
     double best = 1e30, sum = 0;
     for (int i = 0; i < iters; i++) {
         t0 = now();
-        if (tdm_unet_forward(u, x, B, H, W, ts, ctx, T, out) != TDM_OK) {
+        if (tdm_unet_forward(u, x, B, H, W, ts, ctx, T, out) != TDM_OK ||
+            tdm_dev_download(&dev, hx, out, 4, "out") != TDM_OK) {   /* waits for the device */
             fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
             return 1;
         }
@@ -58,8 +81,14 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"tandem\", \"load_s\": %.3f, \"step_s_best\": %.4f, \"step_s_mean\": %.4f, "
            "\"peak_rss_mib\": %.1f, \"peak_tracked_mib\": %.1f}\n",
            load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
+    tdm_dev_free(&dev, x, nx * 4);
+    tdm_dev_free(&dev, ctx, nc * 4);
+    tdm_dev_free(&dev, out, nx * 4);
     tdm_unet_free(u);
     tdm_dev_trim(&dev);
-    free(x); free(ctx); free(out); free(ts);
+#ifdef TDM_HAVE_CUDA
+    if (dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&dev);
+#endif
+    free(hx); free(hctx); free(ts);
     return 0;
 }

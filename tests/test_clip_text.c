@@ -3,7 +3,8 @@
  * (text_encoder/ as save_pretrained writes it, expected.safetensors with
  * ids, last_hidden, pooled, skip1). Tolerance: normalized error <= 1e-5.
  * Also: a tensor of the wrong shape, ids outside the vocabulary, too many
- * tokens, a missing folder. */
+ * tokens, a missing folder; the golden cases on cuda:0 in CUDA builds with a
+ * GPU (host ids, outputs on the device). */
 // label: golden
 #include <stdint.h>
 
@@ -11,6 +12,9 @@
 #include "io/safetensors.h"
 #include "models/clip_text.h"
 #include "test.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 #define TOL 1e-5
 #define FIX TDM_FIXTURES "/clip_text"
@@ -100,6 +104,116 @@ TEST(test_quick_gelu_eos2_prefixed) { golden_case("quick_eos2", 2); }
 TEST(test_gelu_eos) { golden_case("gelu_eos", 3); }
 TEST(test_tanh_gelu_no_eos) { golden_case("tanh_noeos", 2); }
 
+#ifdef TDM_HAVE_CUDA
+#define CUDA_TOL 1e-4   /* the project bound for the CUDA path */
+
+/* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
+ * from the host, hidden / pooled / clip_skip=1 outputs allocated there,
+ * downloaded and compared with transformers. */
+static void golden_cuda(int index, const char *name) {
+    char path[1024];
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_status st = tdm_cuda_device_init(&dev, index);
+    CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    if (st != TDM_OK) return;
+    tdm_clip_text_t *m = NULL;
+    tdm_safetensors_t *ex = NULL;
+    float *hid = NULL, *pool = NULL, *dhid = NULL, *dpool = NULL;
+    float *ref_h = NULL, *ref_p = NULL, *ref_s = NULL;
+    int32_t *idv = NULL;
+    int64_t B = 0, T = 0, D = 0;
+    snprintf(path, sizeof path, "%s/%s", FIX, name);
+    st = tdm_clip_text_load(&m, path, "text_encoder", NULL, &dev);
+    CHECK_MSG(st == TDM_OK, "%s: load on cuda: %s", name, tdm_last_error());
+    if (st != TDM_OK) goto done;
+    snprintf(path, sizeof path, "%s/%s/expected.safetensors", FIX, name);
+    st = tdm_safetensors_open(&ex, path);
+    CHECK_MSG(st == TDM_OK, "%s: %s", name, tdm_last_error());
+    if (st != TDM_OK) goto done;
+    const tdm_st_tensor_t *ids = tdm_safetensors_find(ex, "ids");
+    const tdm_st_tensor_t *lh = tdm_safetensors_find(ex, "last_hidden");
+    const tdm_st_tensor_t *po = tdm_safetensors_find(ex, "pooled");
+    const tdm_st_tensor_t *sk = tdm_safetensors_find(ex, "skip1");
+    CHECK(ids && lh && po && sk && ids->dtype == TDM_I32 && lh->dtype == TDM_F32 &&
+          po->dtype == TDM_F32 && sk->dtype == TDM_F32);
+    if (!ids || !lh || !po || !sk) goto done;
+    B = ids->shape[0];
+    T = ids->shape[1];
+    D = tdm_clip_text_hidden_size(m);
+    CHECK(lh->nbytes == B * T * D * 4 && po->nbytes == B * D * 4 && sk->nbytes == B * T * D * 4);
+    if (lh->nbytes != B * T * D * 4 || po->nbytes != B * D * 4 || sk->nbytes != B * T * D * 4)
+        goto done;
+    ref_h = malloc((size_t)lh->nbytes);   /* aligned copies of the file's floats */
+    ref_p = malloc((size_t)po->nbytes);
+    ref_s = malloc((size_t)sk->nbytes);
+    idv = malloc((size_t)(B * T) * sizeof(int32_t));
+    hid = malloc((size_t)(B * T * D) * sizeof(float));
+    pool = malloc((size_t)(B * D) * sizeof(float));
+    dhid = tdm_dev_alloc(&dev, B * T * D * 4, "test hidden");
+    dpool = tdm_dev_alloc(&dev, B * D * 4, "test pooled");
+    CHECK_MSG(ref_h && ref_p && ref_s && idv && hid && pool && dhid && dpool, "%s",
+              tdm_last_error());
+    if (!ref_h || !ref_p || !ref_s || !idv || !hid || !pool || !dhid || !dpool) goto done;
+    memcpy(idv, ids->data, (size_t)(B * T) * sizeof(int32_t));
+    memcpy(ref_h, lh->data, (size_t)lh->nbytes);
+    memcpy(ref_p, po->data, (size_t)po->nbytes);
+    memcpy(ref_s, sk->data, (size_t)sk->nbytes);
+    int64_t before = dev.cur_bytes;
+
+    st = tdm_clip_text_forward(m, idv, B, T, dhid, dpool);
+    CHECK_MSG(st == TDM_OK, "%s: forward on cuda: %s", name, tdm_last_error());
+    if (st == TDM_OK) st = tdm_dev_download(&dev, hid, dhid, B * T * D * 4, "test hidden");
+    if (st == TDM_OK) st = tdm_dev_download(&dev, pool, dpool, B * D * 4, "test pooled");
+    CHECK_MSG(st == TDM_OK, "%s: download: %s", name, tdm_last_error());
+    if (st == TDM_OK) {
+        double eh = test_rel_err(hid, ref_h, (long)(B * T * D));
+        double ep = test_rel_err(pool, ref_p, (long)(B * D));
+        printf("  %s on cuda:%d: last_hidden rel err %.3g, pooled rel err %.3g\n", name, index,
+               eh, ep);
+        CHECK_MSG(eh <= CUDA_TOL && ep <= CUDA_TOL, "%s on cuda: hidden %g pooled %g", name, eh,
+                  ep);
+    }
+    CHECK_MSG(dev.cur_bytes == before, "%s: forward left %lld bytes on cuda", name,
+              (long long)(dev.cur_bytes - before));
+
+    st = tdm_clip_text_forward_skip(m, idv, B, T, 1, dhid, NULL);
+    CHECK_MSG(st == TDM_OK, "%s: forward_skip on cuda: %s", name, tdm_last_error());
+    if (st == TDM_OK) st = tdm_dev_download(&dev, hid, dhid, B * T * D * 4, "test hidden");
+    if (st == TDM_OK) {
+        double e = test_rel_err(hid, ref_s, (long)(B * T * D));
+        printf("  %s on cuda:%d: clip_skip=1 rel err %.3g\n", name, index, e);
+        CHECK_MSG(e <= CUDA_TOL, "%s on cuda: clip_skip=1 rel err %g", name, e);
+    }
+    CHECK_MSG(dev.cur_bytes == before, "%s: forward_skip left %lld bytes on cuda", name,
+              (long long)(dev.cur_bytes - before));
+done:
+    tdm_dev_free(&dev, dhid, B * T * D * 4);
+    tdm_dev_free(&dev, dpool, B * D * 4);
+    tdm_safetensors_close(ex);
+    tdm_clip_text_free(m);
+    CHECK_MSG(dev.cur_bytes == 0, "%s: %lld bytes left on cuda", name, (long long)dev.cur_bytes);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+    free(idv); free(hid); free(pool); free(ref_h); free(ref_p); free(ref_s);
+}
+#endif
+
+/* The golden cases on cuda:0 when this is a CUDA build with a GPU. */
+TEST(test_cuda_golden) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    golden_cuda(0, "quick_eos2");
+    golden_cuda(0, "gelu_eos");
+    golden_cuda(0, "tanh_noeos");
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
+
 TEST(test_bad_shape) {
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
@@ -141,6 +255,7 @@ int main(void) {
     RUN(test_quick_gelu_eos2_prefixed);
     RUN(test_gelu_eos);
     RUN(test_tanh_gelu_no_eos);
+    RUN(test_cuda_golden);
     RUN(test_bad_shape);
     RUN(test_missing_folder);
     RUN(test_device_cap);

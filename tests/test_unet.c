@@ -2,8 +2,9 @@
 /* test_unet.c — the UNet2DConditionModel against diffusers: three tiny
  * random-weight configs written by tools/ref/unet_ref.py (SD1.5 layout with
  * fp16 variant weights, SD2 layout with linear projections and 77 tokens,
- * uncommon config values with an odd input size), plus loader errors for a
- * missing tensor, a wrong-shaped tensor and an unsupported config value. */
+ * uncommon config values with an odd input size), on the CPU and, in CUDA
+ * builds with a GPU, on cuda:0; plus loader errors for a missing tensor, a
+ * wrong-shaped tensor and an unsupported config value. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 #include "io/safetensors.h"
 #include "models/unet2d.h"
 #include "test.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 #define FIX TDM_FIXTURES "/unet"
 
@@ -68,6 +72,94 @@ done:
 TEST(unet_sd15_fp16_variant) { run_golden("sd15", "fp16"); }
 TEST(unet_sd2_linear_proj) { run_golden("sd2", NULL); }
 TEST(unet_misc_odd_size) { run_golden("misc", NULL); }
+
+#ifdef TDM_HAVE_CUDA
+/* Fixture `name` on CUDA device `index`: weights loaded onto the GPU, x and
+ * ctx uploaded, timesteps passed from the host, the output downloaded and
+ * compared with diffusers as on the CPU. */
+static void run_golden_cuda(int index, const char *name, const char *variant) {
+    char root[1024], io[1100];
+    tdm_device_t dev;
+    tdm_unet_t *u = NULL;
+    tdm_safetensors_t *st = NULL;
+    float *out = NULL, *dx = NULL, *dctx = NULL, *dout = NULL;
+    int64_t nx = 0, nctx = 0, nout = 0, wbytes = 0;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_status s = tdm_cuda_device_init(&dev, index);
+    CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    if (s != TDM_OK) return;
+    snprintf(root, sizeof(root), "%s/%s", FIX, name);
+    snprintf(io, sizeof(io), "%s/io.safetensors", root);
+
+    s = tdm_unet_load(&u, root, "unet", variant, &dev);
+    CHECK_MSG(s == TDM_OK, "%s: load on cuda: %s", name, tdm_last_error());
+    if (s != TDM_OK) goto done;
+    wbytes = dev.cur_bytes;
+    CHECK(tdm_unet_info(u)->param_bytes == wbytes);
+    s = tdm_safetensors_open(&st, io);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    const tdm_st_tensor_t *x = tdm_safetensors_find(st, "x"), *t = tdm_safetensors_find(st, "t");
+    const tdm_st_tensor_t *ctx = tdm_safetensors_find(st, "ctx");
+    const tdm_st_tensor_t *ref = tdm_safetensors_find(st, "out");
+    CHECK(x && t && ctx && ref && x->dtype == TDM_F32 && ref->dtype == TDM_F32 &&
+          ctx->dtype == TDM_F32 && t->dtype == TDM_F32);
+    if (!(x && t && ctx && ref)) goto done;
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3], T = ctx->shape[1];
+    nx = x->nbytes / 4;
+    nctx = ctx->nbytes / 4;
+    nout = ref->nbytes / 4;
+    dx = tdm_dev_alloc(&dev, nx * 4, "test x");
+    dctx = tdm_dev_alloc(&dev, nctx * 4, "test ctx");
+    dout = tdm_dev_alloc(&dev, nout * 4, "test out");
+    out = malloc((size_t)nout * sizeof(float));
+    CHECK_MSG(dx && dctx && dout && out, "%s", tdm_last_error());
+    if (!(dx && dctx && dout && out)) goto done;
+    s = tdm_dev_upload(&dev, dx, x->data, nx * 4, "test x");
+    if (s == TDM_OK) s = tdm_dev_upload(&dev, dctx, ctx->data, nctx * 4, "test ctx");
+    CHECK_MSG(s == TDM_OK, "%s: upload: %s", name, tdm_last_error());
+    if (s != TDM_OK) goto done;
+    int64_t io_bytes = dev.cur_bytes;
+    s = tdm_unet_forward(u, dx, B, H, W, t->data, dctx, T, dout);
+    CHECK_MSG(s == TDM_OK, "%s: forward on cuda: %s", name, tdm_last_error());
+    if (s == TDM_OK) s = tdm_dev_download(&dev, out, dout, nout * 4, "test out");
+    CHECK_MSG(s == TDM_OK, "%s: download: %s", name, tdm_last_error());
+    if (s == TDM_OK) {
+        double err = test_rel_err(out, ref->data, (long)nout);
+        printf("  %s on cuda:%d: B=%lld %lldx%lld T=%lld rel err %.3g, activation peak "
+               "%.1f KiB\n", name, index, (long long)B, (long long)H, (long long)W,
+               (long long)T, err, (double)(dev.peak_bytes - io_bytes) / 1024.0);
+        CHECK_MSG(err <= 1e-4, "%s on cuda: rel err %.3g", name, err);
+    }
+    CHECK_MSG(dev.cur_bytes == io_bytes, "activations leaked on cuda: %lld bytes",
+              (long long)(dev.cur_bytes - io_bytes));
+done:
+    if (dx) tdm_dev_free(&dev, dx, nx * 4);
+    if (dctx) tdm_dev_free(&dev, dctx, nctx * 4);
+    if (dout) tdm_dev_free(&dev, dout, nout * 4);
+    free(out);
+    tdm_safetensors_close(st);
+    tdm_unet_free(u);
+    CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on cuda", (long long)dev.cur_bytes);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+}
+#endif
+
+/* The three fixtures on cuda:0 when this is a CUDA build with a GPU. */
+TEST(unet_cuda_golden) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    run_golden_cuda(0, "sd15", "fp16");
+    run_golden_cuda(0, "sd2", NULL);
+    run_golden_cuda(0, "misc", NULL);
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
 
 /* ---- error paths: a copy of the sd2 fixture with one thing changed ---- */
 
@@ -226,6 +318,7 @@ int main(void) {
     RUN(unet_sd15_fp16_variant);
     RUN(unet_sd2_linear_proj);
     RUN(unet_misc_odd_size);
+    RUN(unet_cuda_golden);
     RUN(unet_missing_tensor);
     RUN(unet_wrong_shape);
     RUN(unet_unsupported_config);

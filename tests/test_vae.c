@@ -2,7 +2,8 @@
 /* test_vae.c — AutoencoderKL against diffusers (fixtures written by
  * tools/ref/vae_ref.py): decode, encode (mean, logvar), the uint8
  * post-processing, and the load errors (missing tensor, wrong shape,
- * unsupported config) plus the deprecated attention names. */
+ * unsupported config) plus the deprecated attention names; the same golden
+ * decode and encode on cuda:0 in CUDA builds with a GPU. */
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,9 @@
 #include "io/safetensors.h"
 #include "models/vae.h"
 #include "test.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 #define FIX TDM_FIXTURES "/vae"
 #define TOL 1e-5   /* measured ~1.5e-6; the project bound is 1e-4 */
@@ -123,6 +127,124 @@ done:
 TEST(test_vae_sd) { golden("sd", 4, 2, 0.0); }
 TEST(test_vae_flux16) { golden("flux", 16, 4, 0.1159); }
 TEST(test_vae_f32_weights) { golden("f32", 4, 2, 0.0); }
+
+#ifdef TDM_HAVE_CUDA
+#define CUDA_TOL 1e-4   /* the project bound for the CUDA path */
+
+/* Uploads host floats (n) into a new buffer on dev; NULL on failure. */
+static float *dev_upload_new(tdm_device_t *dev, const float *h, int64_t n, const char *what) {
+    float *d = tdm_dev_alloc(dev, n * 4, what);
+    if (d && tdm_dev_upload(dev, d, h, n * 4, what) != TDM_OK) {
+        tdm_dev_free(dev, d, n * 4);
+        d = NULL;
+    }
+    return d;
+}
+
+/* Fixture `name` on CUDA device `index`: weights loaded onto the GPU, the
+ * inputs uploaded, decode and encode run there, the outputs downloaded and
+ * compared with diffusers; activations are given back after each call. */
+static void golden_cuda(int index, const char *name) {
+    char root[512], io_path[512];
+    snprintf(root, sizeof root, FIX "/%s", name);
+    snprintf(io_path, sizeof io_path, FIX "/%s/io.safetensors", name);
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_status st = tdm_cuda_device_init(&dev, index);
+    CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    if (st != TDM_OK) return;
+    tdm_vae_t *v = NULL;
+    tdm_safetensors_t *io = NULL;
+    float *z = NULL, *ref = NULL, *x = NULL, *rm = NULL, *rl = NULL, *img = NULL, *m = NULL,
+          *lv = NULL;
+    float *dz = NULL, *dimg = NULL, *dx = NULL, *dm = NULL, *dlv = NULL;
+    int64_t zs[4], is[4], xs[4], n = 0, ni = 0, nx = 0, nm = 0;
+    st = tdm_vae_load(&v, root, "vae", NULL, &dev);
+    CHECK_MSG(st == TDM_OK, "%s: load on cuda: %s", name, tdm_last_error());
+    if (st != TDM_OK) goto done;
+    int64_t wbytes = dev.cur_bytes;
+    CHECK(tdm_safetensors_open(&io, io_path) == TDM_OK);
+    if (!io) goto done;
+
+    /* decode */
+    z = io_f32(io, "dec_z", zs, &n);
+    ref = io_f32(io, "dec_img", is, &ni);
+    if (!z || !ref) { CHECK(0); goto done; }
+    img = malloc((size_t)ni * sizeof(float));
+    dz = dev_upload_new(&dev, z, n, "test z");
+    dimg = tdm_dev_alloc(&dev, ni * 4, "test img");
+    CHECK_MSG(img && dz && dimg, "%s", tdm_last_error());
+    if (!img || !dz || !dimg) goto done;
+    int64_t io_bytes = dev.cur_bytes;
+    st = tdm_vae_decode(v, dz, zs[0], zs[2], zs[3], dimg);
+    CHECK_MSG(st == TDM_OK, "%s: decode on cuda: %s", name, tdm_last_error());
+    if (st == TDM_OK) st = tdm_dev_download(&dev, img, dimg, ni * 4, "test img");
+    CHECK_MSG(st == TDM_OK, "%s: download: %s", name, tdm_last_error());
+    if (st == TDM_OK) {
+        double e = test_rel_err(img, ref, (long)ni);
+        printf("  %s decode on cuda:%d: rel err %.3g\n", name, index, e);
+        CHECK_MSG(e <= CUDA_TOL, "%s: decode on cuda rel err %g", name, e);
+    }
+    CHECK_MSG(dev.cur_bytes == io_bytes, "%s: decode left %lld bytes on cuda", name,
+              (long long)(dev.cur_bytes - io_bytes));
+
+    /* encode */
+    x = io_f32(io, "enc_img", xs, &nx);
+    rm = io_f32(io, "enc_mean", NULL, &nm);
+    rl = io_f32(io, "enc_logvar", NULL, &nm);
+    if (!x || !rm || !rl) { CHECK(0); goto done; }
+    m = malloc((size_t)nm * sizeof(float));
+    lv = malloc((size_t)nm * sizeof(float));
+    dx = dev_upload_new(&dev, x, nx, "test enc img");
+    dm = tdm_dev_alloc(&dev, nm * 4, "test mean");
+    dlv = tdm_dev_alloc(&dev, nm * 4, "test logvar");
+    CHECK_MSG(m && lv && dx && dm && dlv, "%s", tdm_last_error());
+    if (!m || !lv || !dx || !dm || !dlv) goto done;
+    io_bytes = dev.cur_bytes;
+    st = tdm_vae_encode(v, dx, xs[0], xs[2], xs[3], dm, dlv);
+    CHECK_MSG(st == TDM_OK, "%s: encode on cuda: %s", name, tdm_last_error());
+    if (st == TDM_OK) st = tdm_dev_download(&dev, m, dm, nm * 4, "test mean");
+    if (st == TDM_OK) st = tdm_dev_download(&dev, lv, dlv, nm * 4, "test logvar");
+    CHECK_MSG(st == TDM_OK, "%s: download: %s", name, tdm_last_error());
+    if (st == TDM_OK) {
+        double em = test_rel_err(m, rm, (long)nm), el = test_rel_err(lv, rl, (long)nm);
+        printf("  %s encode on cuda:%d: mean rel err %.3g, logvar rel err %.3g\n", name, index,
+               em, el);
+        CHECK_MSG(em <= CUDA_TOL && el <= CUDA_TOL, "%s on cuda: mean %g logvar %g", name, em,
+                  el);
+    }
+    CHECK_MSG(dev.cur_bytes == io_bytes, "%s: encode left %lld bytes on cuda", name,
+              (long long)(dev.cur_bytes - io_bytes));
+    CHECK(dev.cur_bytes - wbytes == (n + ni + nx + 2 * nm) * 4);
+done:
+    tdm_dev_free(&dev, dz, n * 4);
+    tdm_dev_free(&dev, dimg, ni * 4);
+    tdm_dev_free(&dev, dx, nx * 4);
+    tdm_dev_free(&dev, dm, nm * 4);
+    tdm_dev_free(&dev, dlv, nm * 4);
+    tdm_vae_free(v);
+    tdm_safetensors_close(io);
+    CHECK_MSG(dev.cur_bytes == 0, "%s: %lld bytes left on cuda", name, (long long)dev.cur_bytes);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+    free(z); free(ref); free(x); free(rm); free(rl); free(img); free(m); free(lv);
+}
+#endif
+
+/* The golden fixtures on cuda:0 when this is a CUDA build with a GPU. */
+TEST(test_vae_cuda_golden) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    golden_cuda(0, "sd");
+    golden_cuda(0, "flux");
+    golden_cuda(0, "f32");
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
 
 /* Post-processing: clamps, NaN, and round half to even (0.0 -> 127.5 -> 128). */
 TEST(test_vae_rgb8_rounding) {
@@ -323,6 +445,7 @@ int main(void) {
     RUN(test_vae_sd);
     RUN(test_vae_flux16);
     RUN(test_vae_f32_weights);
+    RUN(test_vae_cuda_golden);
     RUN(test_vae_rgb8_rounding);
     RUN(test_vae_missing_tensor);
     RUN(test_vae_wrong_shape);

@@ -232,3 +232,36 @@ void tdm_op_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t
     (void)dev;
     tdm_cpu_concat_channels(y, a, Ca, b, Cb, B, S);
 }
+
+void tdm_op_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_resize_nearest(dev, y, x, B, C, H, W, Ho, Wo);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_resize_nearest(y, x, B, C, H, W, Ho, Wo);
+}
+
+void tdm_op_gather_rows(tdm_device_t *dev, float *y, const float *table, const int32_t *idx, int64_t n, int64_t D) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_gather_rows(dev, y, table, idx, n, D);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_gather_rows(y, table, idx, n, D);
+}
+
+void tdm_op_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_clamp(dev, y, a, lo, hi, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_clamp(y, a, lo, hi, n);
+}

@@ -49,7 +49,13 @@ void tdm_op_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B,
                          int64_t C);
 void tdm_op_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
                                int64_t H, int64_t W);
+void tdm_op_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                           int64_t H, int64_t W, int64_t Ho, int64_t Wo);
 void tdm_op_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca, const float *b,
                             int64_t Cb, int64_t B, int64_t S);
+/* idx is HOST memory on every device (the CUDA op uploads it itself). */
+void tdm_op_gather_rows(tdm_device_t *dev, float *y, const float *table, const int32_t *idx,
+                        int64_t n, int64_t D);
+void tdm_op_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n);
 
 #endif

@@ -13,10 +13,14 @@
 static _Thread_local char tdm_errbuf[1024];
 
 tdm_status tdm_errorf(tdm_status st, const char *fmt, ...) {
+    /* format into a copy first: callers wrap the previous message, passing
+     * tdm_last_error() (this very buffer) as an argument */
+    char buf[sizeof tdm_errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tdm_errbuf, sizeof tdm_errbuf, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(tdm_errbuf, buf, sizeof buf);
     return st;
 }
 
@@ -219,7 +223,8 @@ void tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes) {
     if (d) d->cur_bytes -= bytes;
     if (d && d->cache_enabled && bytes >= (1 << 16)) {
         if (d->ncache == TDM_DEV_CACHE_SLOTS) {   /* evict the oldest */
-            free(d->cache_p[0]);
+            if (d->ops) d->ops->free(d, d->cache_p[0]);
+            else free(d->cache_p[0]);
             memmove(d->cache_p, d->cache_p + 1, (TDM_DEV_CACHE_SLOTS - 1) * sizeof d->cache_p[0]);
             memmove(d->cache_n, d->cache_n + 1, (TDM_DEV_CACHE_SLOTS - 1) * sizeof d->cache_n[0]);
             d->ncache--;

@@ -1,14 +1,16 @@
-/* clip_text.c — CLIPTextModel (transformers) forward in float32 on the CPU:
- * token + position embeddings, pre-LN transformer layers with causal
+/* clip_text.c — CLIPTextModel (transformers) forward in float32 on any
+ * device: token + position embeddings, pre-LN transformer layers with causal
  * self-attention and an MLP (quick_gelu / gelu / tanh gelu), final
- * LayerNorm, EOS pooling. Not a tokenizer and not the projection head. */
+ * LayerNorm, EOS pooling. Every step on activations or weights is a tdm_op_*
+ * on the model's device; only the token ids (host memory) are read here.
+ * Not a tokenizer and not the projection head. */
 #include "models/clip_text.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
@@ -206,6 +208,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
                                       int64_t T, int64_t skip, float *hidden, float *pooled) {
     tdm_status st = TDM_OK;
     float *arena = NULL;
+    int32_t *rows = NULL;
     int64_t bytes = 0;
     if (!m || !ids || !hidden)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: model, ids and hidden are required");
@@ -227,14 +230,22 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
                                   (long long)id, (long long)b, (long long)t, (long long)m->vocab);
         }
 
-    const int64_t D = m->D, I = m->I, H = m->heads, hd = D / H, N = B * T;
-    /* activations: x, h, q, k, v, a (N, D) and f (N, I) */
-    int64_t per_row = 6 * D + I, nfl;
-    if (!tdm_mul_ok(N, per_row, &nfl) || !tdm_mul_ok(nfl, (int64_t)sizeof(float), &bytes))
+    const int64_t D = m->D, I = m->I, H = m->heads, hd = D / H;
+    tdm_device_t *dev = m->dev;
+    /* activations: x, h, q, k, v, a (N, D) and f (N, I); pooled rows are
+     * gathered by int32 row number, so N must fit one */
+    int64_t N, per_row = 6 * D + I, nfl;
+    if (!tdm_mul_ok(B, T, &N) || N > INT32_MAX || !tdm_mul_ok(N, per_row, &nfl) ||
+        !tdm_mul_ok(nfl, (int64_t)sizeof(float), &bytes))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: batch %lld x %lld tokens is too large",
                           (long long)B, (long long)T);
-    arena = tdm_dev_alloc(m->dev, bytes, "clip_text activations");
-    if (!arena) return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
+    if (pooled && !(rows = malloc((size_t)B * sizeof *rows)))
+        return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
+    arena = tdm_dev_alloc(dev, bytes, "clip_text activations");
+    if (!arena) {
+        free(rows);
+        return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
+    }
     float *x = arena;          /* (N, D) residual stream */
     float *h = x + N * D;      /* (N, D) normalized */
     float *q = h + N * D;      /* (B, T, H*hd) */
@@ -243,38 +254,34 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     float *a = v + N * D;      /* (N, D) attention output */
     float *f = a + N * D;      /* (N, I) MLP hidden */
 
-    /* embeddings: x[b, t] = tok_emb[ids[b, t]] + pos_emb[t] */
-    const float *te = tdm_f32(m->tok_emb), *pe = tdm_f32(m->pos_emb);
+    /* embeddings: x[b, t] = tok_emb[ids[b, t]] + pos_emb[t] (ids checked above) */
+    tdm_op_gather_rows(dev, x, tdm_f32(m->tok_emb), ids, N, D);
     for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++) {
-            const float *tr = te + (int64_t)ids[b * T + t] * D, *pr = pe + t * D;
-            float *xr = x + (b * T + t) * D;
-            for (int64_t d = 0; d < D; d++) xr[d] = tr[d] + pr[d];
-        }
+        tdm_op_add(dev, x + b * T * D, x + b * T * D, tdm_f32(m->pos_emb), T * D);
 
     const float scale = 1.0f / sqrtf((float)hd);   /* head_dim ** -0.5 */
     for (int64_t l = 0; l < m->L - skip; l++) {
         const clip_layer *y = &m->layers[l];
         /* self-attention block */
-        tdm_cpu_layer_norm(h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
-        tdm_cpu_linear(q, h, tdm_f32(y->q_w), tdm_f32(y->q_b), N, D, D);
-        tdm_cpu_linear(k, h, tdm_f32(y->k_w), tdm_f32(y->k_b), N, D, D);
-        tdm_cpu_linear(v, h, tdm_f32(y->v_w), tdm_f32(y->v_b), N, D, D);
-        tdm_cpu_attention(a, q, k, v, B, T, T, H, hd, scale, 1);
-        tdm_cpu_linear(h, a, tdm_f32(y->o_w), tdm_f32(y->o_b), N, D, D);
-        tdm_cpu_add(x, x, h, N * D);
+        tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
+        tdm_op_linear(dev, q, h, tdm_f32(y->q_w), tdm_f32(y->q_b), N, D, D);
+        tdm_op_linear(dev, k, h, tdm_f32(y->k_w), tdm_f32(y->k_b), N, D, D);
+        tdm_op_linear(dev, v, h, tdm_f32(y->v_w), tdm_f32(y->v_b), N, D, D);
+        tdm_op_attention(dev, a, q, k, v, B, T, T, H, hd, scale, 1);   /* causal */
+        tdm_op_linear(dev, h, a, tdm_f32(y->o_w), tdm_f32(y->o_b), N, D, D);
+        tdm_op_add(dev, x, x, h, N * D);
         /* MLP block */
-        tdm_cpu_layer_norm(h, x, tdm_f32(y->ln2_w), tdm_f32(y->ln2_b), N, D, m->eps);
-        tdm_cpu_linear(f, h, tdm_f32(y->fc1_w), tdm_f32(y->fc1_b), N, D, I);
+        tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln2_w), tdm_f32(y->ln2_b), N, D, m->eps);
+        tdm_op_linear(dev, f, h, tdm_f32(y->fc1_w), tdm_f32(y->fc1_b), N, D, I);
         switch (m->act) {
-        case CLIP_ACT_QUICK_GELU: tdm_cpu_quick_gelu(f, N * I); break;
-        case CLIP_ACT_GELU: tdm_cpu_gelu(f, N * I); break;
-        case CLIP_ACT_GELU_TANH: tdm_cpu_gelu_tanh(f, N * I); break;
+        case CLIP_ACT_QUICK_GELU: tdm_op_quick_gelu(dev, f, N * I); break;
+        case CLIP_ACT_GELU: tdm_op_gelu(dev, f, N * I); break;
+        case CLIP_ACT_GELU_TANH: tdm_op_gelu_tanh(dev, f, N * I); break;
         }
-        tdm_cpu_linear(h, f, tdm_f32(y->fc2_w), tdm_f32(y->fc2_b), N, I, D);
-        tdm_cpu_add(x, x, h, N * D);
+        tdm_op_linear(dev, h, f, tdm_f32(y->fc2_w), tdm_f32(y->fc2_b), N, I, D);
+        tdm_op_add(dev, x, x, h, N * D);
     }
-    tdm_cpu_layer_norm(hidden, x, tdm_f32(m->fln_w), tdm_f32(m->fln_b), N, D, m->eps);
+    tdm_op_layer_norm(dev, hidden, x, tdm_f32(m->fln_w), tdm_f32(m->fln_b), N, D, m->eps);
 
     if (pooled) {
         for (int64_t b = 0; b < B; b++) {
@@ -287,9 +294,11 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
                 for (int64_t t = 0; t < T; t++)
                     if (row[t] == m->eos) { pos = t; break; }
             }
-            memcpy(pooled + b * D, hidden + (b * T + pos) * D, (size_t)D * sizeof(float));
+            rows[b] = (int32_t)(b * T + pos);   /* < N <= INT32_MAX */
         }
+        tdm_op_gather_rows(dev, pooled, hidden, rows, B, D);
     }
-    tdm_dev_free(m->dev, arena, bytes);
+    tdm_dev_free(dev, arena, bytes);
+    free(rows);
     return st;
 }

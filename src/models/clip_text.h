@@ -1,5 +1,6 @@
 /* clip_text.h — the CLIP text encoder (transformers CLIPTextModel) of Stable
- * Diffusion 1.x/2.x folders, float32 on the CPU: config, weights, forward.
+ * Diffusion 1.x/2.x folders, float32 on the device it is loaded onto (CPU or
+ * CUDA): config, weights, forward.
  * Not a tokenizer (src/text/) and not the projection head
  * (CLIPTextModelWithProjection's text_projection is not read). */
 #ifndef TDM_CLIP_TEXT_H
@@ -31,7 +32,10 @@ int64_t tdm_clip_text_hidden_size(const tdm_clip_text_t *m);
 int64_t tdm_clip_text_max_positions(const tdm_clip_text_t *m);
 int64_t tdm_clip_text_num_hidden_layers(const tdm_clip_text_t *m);
 
-/* ids (B, T) → hidden (B, T, D): last_hidden_state after final_layer_norm,
+/* ids (B, T), HOST memory on every device → hidden (B, T, D) and pooled,
+ * memory of the model's device (host memory for a CPU device; on a CUDA
+ * device the work is queued on its stream and the outputs are ready after
+ * tdm_dev_download). hidden: last_hidden_state after final_layer_norm,
  * causal self-attention, position ids 0..T-1, no padding mask (as diffusers
  * calls the encoder). pooled (B, D) or NULL: the row of `hidden` at the
  * position transformers pools: eos_token_id == 2 (legacy configs) → the

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
@@ -609,6 +609,7 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     tdm_status st = TDM_OK;
     tdm_device_t *dev;
     unet_buf_t emb = {0}, t1 = {0}, temb = {0}, xin = {0}, nb = {0};
+    float *emb_host = NULL;
     unet_skip_t *skips = NULL;
     unet_act_t a = {{0}, NULL, 0, 0, 0};
     int64_t ns = 0, nskips = 1, n, C0, Td, chk;
@@ -637,23 +638,36 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     if (!skips) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the skip table");
 
     /* time embedding: temb = SiLU(linear_2(SiLU(linear_1(sinusoid(t))))); the outer
-     * SiLU is the one every resnet applies before time_emb_proj. */
+     * SiLU is the one every resnet applies before time_emb_proj. The sinusoid
+     * (B x C0 floats) is computed on the host from the host timesteps. */
+    emb_host = malloc((size_t)(B * C0) * sizeof(float));
+    if (!emb_host) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the timestep embedding");
+        goto fail;
+    }
+    unet_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
     TDM_TRY(unet_buf_new(dev, &emb, B * C0, "unet timestep embedding"));
-    unet_timestep_embedding(emb.p, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
+    TDM_TRY(tdm_dev_upload(dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
+                           "unet timestep embedding"));
     TDM_TRY(unet_buf_new(dev, &t1, B * Td, "unet time embedding"));
-    tdm_cpu_linear(t1.p, emb.p, u->t1_w, u->t1_b, B, C0, Td);
-    tdm_cpu_silu(t1.p, B * Td);
+    tdm_op_linear(dev, t1.p, emb.p, u->t1_w, u->t1_b, B, C0, Td);
+    tdm_op_silu(dev, t1.p, B * Td);
     TDM_TRY(unet_buf_new(dev, &temb, B * Td, "unet time embedding"));
-    tdm_cpu_linear(temb.p, t1.p, u->t2_w, u->t2_b, B, Td, Td);
-    tdm_cpu_silu(temb.p, B * Td);
+    tdm_op_linear(dev, temb.p, t1.p, u->t2_w, u->t2_b, B, Td, Td);
+    tdm_op_silu(dev, temb.p, B * Td);
     unet_buf_free(dev, &emb);
     unet_buf_free(dev, &t1);
 
-    /* conv_in (optionally on 2x - 1) */
+    /* conv_in (optionally on 2x - 1: x * 2, then -1 added as the one
+     * "channel bias" of a (1, 1, nx) view; 2x is exact, so this is 2x - 1) */
     if (u->center_input) {
+        const float minus_one = -1.0f;
         int64_t nx = B * u->info.in_channels * H * W;
-        TDM_TRY(unet_buf_new(dev, &xin, nx, "unet centered input"));
-        for (int64_t i = 0; i < nx; i++) xin.p[i] = 2.0f * x[i] - 1.0f;
+        TDM_TRY(unet_buf_new(dev, &xin, nx + 1, "unet centered input"));
+        TDM_TRY(tdm_dev_upload(dev, xin.p + nx, &minus_one, (int64_t)sizeof(float),
+                               "unet centered input"));
+        tdm_op_scale(dev, xin.p, x, 2.0f, nx);
+        tdm_op_add_channel_bias(dev, xin.p, xin.p + nx, 1, 1, nx);
     }
     TDM_TRY(unet_conv(dev, xin.p ? xin.p : x, B, u->info.in_channels, H, W, u->conv_in_w,
                       u->conv_in_b, C0, 3, 1, 1, &nb, NULL, NULL));
@@ -694,7 +708,7 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
                 goto fail;
             }
             TDM_TRY(unet_buf_new(dev, &nb, B * (a.C + s->C) * a.H * a.W, "unet concat"));
-            tdm_cpu_concat_channels(nb.p, a.hp, a.C, s->buf.p, s->C, B, a.H * a.W);
+            tdm_op_concat_channels(dev, nb.p, a.hp, a.C, s->buf.p, s->C, B, a.H * a.W);
             act_set(dev, &a, nb, a.C + s->C, a.H, a.W);
             unet_buf_free(dev, &s->buf);
             ns--;
@@ -705,7 +719,7 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
              * is not a multiple of 2^num_upsamplers; otherwise that size is 2x. */
             int64_t Ht = ns > 0 ? skips[ns - 1].H : 2 * a.H, Wt = ns > 0 ? skips[ns - 1].W : 2 * a.W;
             TDM_TRY(unet_buf_new(dev, &nb, B * a.C * Ht * Wt, "unet upsample"));
-            unet_resize_nearest(nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
+            unet_resize_nearest(dev, nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
             act_set(dev, &a, nb, a.C, Ht, Wt);
             TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 1, 1,
                               &nb, NULL, NULL));
@@ -720,14 +734,13 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
         goto fail;
     }
     TDM_TRY(unet_buf_new(dev, &nb, B * C0 * H * W, "unet norm_out"));
-    tdm_cpu_group_norm(nb.p, a.hp, u->norm_out_w, u->norm_out_b, B, C0, H * W, u->groups, u->eps,
-                       1);
+    tdm_op_group_norm(dev, nb.p, a.hp, u->norm_out_w, u->norm_out_b, B, C0, H * W, u->groups,
+                      u->eps, 1);
     act_set(dev, &a, nb, C0, H, W);
-    TDM_TRY(unet_conv(dev, a.hp, B, C0, H, W, u->conv_out_w, u->conv_out_b, u->info.out_channels,
-                      3, 1, 1, &nb, NULL, NULL));
-    memcpy(out, nb.p, (size_t)nb.n * sizeof(float));
-    unet_buf_free(dev, &nb);
+    TDM_TRY(unet_conv_to(dev, a.hp, B, C0, H, W, u->conv_out_w, u->conv_out_b,
+                         u->info.out_channels, 3, 1, 1, out));
 fail:
+    free(emb_host);
     unet_buf_free(dev, &emb);
     unet_buf_free(dev, &t1);
     unet_buf_free(dev, &temb);

@@ -1,7 +1,8 @@
 /* unet2d.h — the diffusers UNet2DConditionModel of Stable Diffusion 1.x/2.x
- * on the CPU backend: config parsing (the SD1.x/2.x family only), weight
- * loading with every tensor's shape checked against the config, and a
- * float32 forward pass that reproduces diffusers 0.42.
+ * on any device (CPU or CUDA, through backend/ops.h): config parsing (the
+ * SD1.x/2.x family only), weight loading with every tensor's shape checked
+ * against the config, and a float32 forward pass that reproduces diffusers
+ * 0.42.
  *
  * Supported blocks: CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn,
  * CrossAttnUpBlock2D, UpBlock2D. Not supported (TDM_ERR_UNSUPPORTED naming the
@@ -42,14 +43,18 @@ void tdm_unet_free(tdm_unet_t *u);
 const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u);
 
 /* One UNet evaluation, as UNet2DConditionModel.forward(x, t, ctx).sample:
- *   x         (B, in_channels, H, W)
- *   timesteps (B)   one float per sample (pass the scalar t B times)
- *   ctx       (B, T, cross_attention_dim)   encoder_hidden_states
- *   out       (B, out_channels, H, W)       caller-allocated, must not alias x
- * Any H, W >= 1 work: when they are not multiples of 2^num_downsamplers the
- * upsamplers are sized from the skip connections, as diffusers forwards
- * upsample_size. Activations are allocated from the model's device (counted
- * there) and freed before return. */
+ *   x         (B, in_channels, H, W)        on the model's device
+ *   timesteps (B)   HOST array, one float per sample (pass the scalar t B times)
+ *   ctx       (B, T, cross_attention_dim)   encoder_hidden_states, on the device
+ *   out       (B, out_channels, H, W)       caller-allocated on the device, must
+ *                                           not alias x or ctx
+ * "On the device" is host memory for a CPU device and device memory for a
+ * CUDA device; on CUDA the work is queued on the device's stream and `out`
+ * is ready once tdm_dev_download (or a sync) returns. Any H, W >= 1 work:
+ * when they are not multiples of 2^num_downsamplers the upsamplers are sized
+ * from the skip connections, as diffusers forwards upsample_size.
+ * Activations are allocated from the model's device (counted there) and
+ * freed before return. */
 tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
                             const float *timesteps, const float *ctx, int64_t T, float *out);
 

@@ -1,13 +1,15 @@
-/* unet2d_blocks.c — the building blocks of the SD UNet on the CPU backend:
- * sinusoidal timestep embedding, ResnetBlock2D, Transformer2DModel with
+/* unet2d_blocks.c — the building blocks of the SD UNet: sinusoidal timestep
+ * embedding (host), ResnetBlock2D, Transformer2DModel with
  * BasicTransformerBlocks (self-attention, cross-attention, GEGLU
- * feed-forward), convolutions and nearest resizing. Each function reads its
- * inputs, writes a new device-counted buffer and frees its temporaries; it
- * does not know about block lists or skip connections (unet2d.c does). */
+ * feed-forward), convolutions and nearest resizing, all through the
+ * device-dispatching ops (backend/ops.h) on the model's device. Each function
+ * reads its inputs, writes a new device-counted buffer and frees its
+ * temporaries; it does not know about block lists or skip connections
+ * (unet2d.c does). */
 #include <math.h>
 #include <string.h>
 
-#include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "models/unet2d_internal.h"
 
 /* ---- buffers ---------------------------------------------------------- */
@@ -58,9 +60,12 @@ void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim,
 
 /* ---- convolution and resizing ------------------------------------------ */
 
-tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
-                     int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
-                     int64_t stride, int64_t pad, unet_buf_t *y, int64_t *Ho, int64_t *Wo) {
+/* The convolution of unet_conv / unet_conv_to: writes into `dst` when it is
+ * not NULL, else into a new buffer *y. */
+static tdm_status conv_run(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
+                           int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
+                           int64_t stride, int64_t pad, unet_buf_t *y, float *dst, int64_t *Ho,
+                           int64_t *Wo) {
     tdm_status st = TDM_OK;
     unet_buf_t scr = {0};
     int64_t pt = pad, pb = pad, pl = pad, pr = pad;
@@ -76,12 +81,17 @@ tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, 
         if (!tdm_mul_ok(Cin, k * k, &kk) || !tdm_mul_ok(ho, wo, &hw) || !tdm_mul_ok(kk, hw, &ns))
             return tdm_errorf(TDM_ERR_NOMEM, "unet: convolution scratch size overflow");
     }
-    ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, k, k, stride, pt, pb, pl, pr);
+    ns = tdm_op_conv2d_pad4_scratch(dev, Cin, H, W, k, k, stride, pt, pb, pl, pr);
     if (ns > 0) TDM_TRY(unet_buf_new(dev, &scr, ns, "unet conv scratch"));
-    if (!tdm_mul_ok(B * Cout, ho * wo, &ny))
-        return tdm_errorf(TDM_ERR_NOMEM, "unet: convolution output size overflow");
-    TDM_TRY(unet_buf_new(dev, y, ny, "unet activation"));
-    tdm_cpu_conv2d_pad4(y->p, x, w, b, B, Cin, H, W, Cout, k, k, stride, pt, pb, pl, pr, scr.p);
+    if (!tdm_mul_ok(B * Cout, ho * wo, &ny)) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "unet: convolution output size overflow");
+        goto fail;
+    }
+    if (!dst) {
+        TDM_TRY(unet_buf_new(dev, y, ny, "unet activation"));
+        dst = y->p;
+    }
+    tdm_op_conv2d_pad4(dev, dst, x, w, b, B, Cin, H, W, Cout, k, k, stride, pt, pb, pl, pr, scr.p);
     if (Ho) *Ho = ho;
     if (Wo) *Wo = wo;
 fail:
@@ -89,28 +99,25 @@ fail:
     return st;
 }
 
-void unet_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W,
-                         int64_t Ho, int64_t Wo) {
-    if (Ho == 2 * H && Wo == 2 * W) {
-        tdm_cpu_upsample_nearest2x(y, x, B, C, H, W);
-        return;
-    }
-    /* torch nearest_idx: same size → identity, 2x → i >> 1, otherwise
-     * min(floor(i * (float)in / out), in - 1) in float32. */
-    float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
-    for (int64_t bc = 0; bc < B * C; bc++) {
-        const float *xp = x + bc * H * W;
-        float *yp = y + bc * Ho * Wo;
-        for (int64_t i = 0; i < Ho; i++) {
-            int64_t si = Ho == H ? i : Ho == 2 * H ? i >> 1 : (int64_t)floorf((float)i * sh);
-            if (si > H - 1) si = H - 1;
-            for (int64_t j = 0; j < Wo; j++) {
-                int64_t sj = Wo == W ? j : Wo == 2 * W ? j >> 1 : (int64_t)floorf((float)j * sw);
-                if (sj > W - 1) sj = W - 1;
-                yp[i * Wo + j] = xp[si * W + sj];
-            }
-        }
-    }
+tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
+                     int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
+                     int64_t stride, int64_t pad, unet_buf_t *y, int64_t *Ho, int64_t *Wo) {
+    return conv_run(dev, x, B, Cin, H, W, w, b, Cout, k, stride, pad, y, NULL, Ho, Wo);
+}
+
+tdm_status unet_conv_to(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
+                        int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
+                        int64_t stride, int64_t pad, float *y) {
+    if (!y) return tdm_errorf(TDM_ERR_INVALID_ARG, "unet: convolution output is NULL");
+    return conv_run(dev, x, B, Cin, H, W, w, b, Cout, k, stride, pad, NULL, y, NULL, NULL);
+}
+
+void unet_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                         int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+    if (Ho == 2 * H && Wo == 2 * W)
+        tdm_op_upsample_nearest2x(dev, y, x, B, C, H, W);
+    else
+        tdm_op_resize_nearest(dev, y, x, B, C, H, W, Ho, Wo);
 }
 
 /* ---- ResnetBlock2D --------------------------------------------------------
@@ -125,26 +132,25 @@ tdm_status unet_resnet_forward(tdm_device_t *dev, const unet_resnet_t *r, const 
     int64_t S = H * W;
     y->p = NULL;
     TDM_TRY(unet_buf_new(dev, &t, B * r->cin * S, "unet resnet norm1"));
-    tdm_cpu_group_norm(t.p, x, r->norm1_w, r->norm1_b, B, r->cin, S, r->groups, r->eps, 1);
+    tdm_op_group_norm(dev, t.p, x, r->norm1_w, r->norm1_b, B, r->cin, S, r->groups, r->eps, 1);
     TDM_TRY(unet_conv(dev, t.p, B, r->cin, H, W, r->conv1_w, r->conv1_b, r->cout, 3, 1, 1, &h,
                       NULL, NULL));
     unet_buf_free(dev, &t);
     TDM_TRY(unet_buf_new(dev, &tp, B * r->cout, "unet resnet temb"));
-    tdm_cpu_linear(tp.p, temb_act, r->temb_w, r->temb_b, B, temb_dim, r->cout);
-    tdm_cpu_add_channel_bias(h.p, tp.p, B, r->cout, S);
-    tdm_cpu_group_norm(h.p, h.p, r->norm2_w, r->norm2_b, B, r->cout, S, r->groups, r->eps, 1);
+    tdm_op_linear(dev, tp.p, temb_act, r->temb_w, r->temb_b, B, temb_dim, r->cout);
+    tdm_op_add_channel_bias(dev, h.p, tp.p, B, r->cout, S);
+    tdm_op_group_norm(dev, h.p, h.p, r->norm2_w, r->norm2_b, B, r->cout, S, r->groups, r->eps, 1);
     TDM_TRY(unet_conv(dev, h.p, B, r->cout, H, W, r->conv2_w, r->conv2_b, r->cout, 3, 1, 1, y,
                       NULL, NULL));
     if (r->short_w) {
         TDM_TRY(unet_conv(dev, x, B, r->cin, H, W, r->short_w, r->short_b, r->cout, 1, 1, 0, &sc,
                           NULL, NULL));
-        tdm_cpu_add(y->p, sc.p, y->p, y->n);
+        tdm_op_add(dev, y->p, sc.p, y->p, y->n);
     } else {
-        tdm_cpu_add(y->p, x, y->p, y->n);
+        tdm_op_add(dev, y->p, x, y->p, y->n);
     }
-    if (r->out_scale != 1.0f) {
-        for (int64_t i = 0; i < y->n; i++) y->p[i] = y->p[i] / r->out_scale;
-    }
+    /* division as a scale by the reciprocal: within an ulp of diffusers' division */
+    if (r->out_scale != 1.0f) tdm_op_scale(dev, y->p, y->p, 1.0f / r->out_scale, y->n);
 fail:
     if (st != TDM_OK) unet_buf_free(dev, y);
     unet_buf_free(dev, &t);
@@ -169,13 +175,14 @@ static tdm_status attn_forward(tdm_device_t *dev, const unet_attn_t *a, float *t
     TDM_TRY(unet_buf_new(dev, &v, B * Tk * inner, "unet attention v"));
     TDM_TRY(unet_buf_new(dev, &o, B * S * inner, "unet attention out"));
     TDM_TRY(unet_buf_new(dev, &p, B * S * dim, "unet attention proj"));
-    tdm_cpu_linear(q.p, nrm, a->q_w, NULL, B * S, dim, inner);
-    tdm_cpu_linear(k.p, kv, a->k_w, NULL, B * Tk, a->kv_dim, inner);
-    tdm_cpu_linear(v.p, kv, a->v_w, NULL, B * Tk, a->kv_dim, inner);
+    tdm_op_linear(dev, q.p, nrm, a->q_w, NULL, B * S, dim, inner);
+    tdm_op_linear(dev, k.p, kv, a->k_w, NULL, B * Tk, a->kv_dim, inner);
+    tdm_op_linear(dev, v.p, kv, a->v_w, NULL, B * Tk, a->kv_dim, inner);
     int64_t d = inner / heads;
-    tdm_cpu_attention(o.p, q.p, k.p, v.p, B, S, Tk, heads, d, (float)(1.0 / sqrt((double)d)), 0);
-    tdm_cpu_linear(p.p, o.p, a->o_w, a->o_b, B * S, inner, dim);
-    tdm_cpu_add(tok, p.p, tok, B * S * dim);
+    tdm_op_attention(dev, o.p, q.p, k.p, v.p, B, S, Tk, heads, d,
+                     (float)(1.0 / sqrt((double)d)), 0);
+    tdm_op_linear(dev, p.p, o.p, a->o_w, a->o_b, B * S, inner, dim);
+    tdm_op_add(dev, tok, p.p, tok, B * S * dim);
 fail:
     unet_buf_free(dev, &q);
     unet_buf_free(dev, &k);
@@ -195,19 +202,19 @@ static tdm_status tblock_forward(tdm_device_t *dev, const unet_tblock_t *tb, flo
     unet_buf_t nrm = {0}, h = {0}, g = {0}, f = {0};
     int64_t rows = B * S, F = 4 * dim;
     TDM_TRY(unet_buf_new(dev, &nrm, rows * dim, "unet transformer norm"));
-    tdm_cpu_layer_norm(nrm.p, tok, tb->n1_w, tb->n1_b, rows, dim, 1e-5f);
+    tdm_op_layer_norm(dev, nrm.p, tok, tb->n1_w, tb->n1_b, rows, dim, 1e-5f);
     TDM_TRY(attn_forward(dev, &tb->attn1, tok, nrm.p, B, S, dim, dim, heads, ctx, T));
-    tdm_cpu_layer_norm(nrm.p, tok, tb->n2_w, tb->n2_b, rows, dim, 1e-5f);
+    tdm_op_layer_norm(dev, nrm.p, tok, tb->n2_w, tb->n2_b, rows, dim, 1e-5f);
     TDM_TRY(attn_forward(dev, &tb->attn2, tok, nrm.p, B, S, dim, dim, heads, ctx, T));
-    tdm_cpu_layer_norm(nrm.p, tok, tb->n3_w, tb->n3_b, rows, dim, 1e-5f);
+    tdm_op_layer_norm(dev, nrm.p, tok, tb->n3_w, tb->n3_b, rows, dim, 1e-5f);
     TDM_TRY(unet_buf_new(dev, &h, rows * 2 * F, "unet feed-forward proj"));
-    tdm_cpu_linear(h.p, nrm.p, tb->ff1_w, tb->ff1_b, rows, dim, 2 * F);
+    tdm_op_linear(dev, h.p, nrm.p, tb->ff1_w, tb->ff1_b, rows, dim, 2 * F);
     TDM_TRY(unet_buf_new(dev, &g, rows * F, "unet feed-forward geglu"));
-    tdm_cpu_geglu(g.p, h.p, rows, F);
+    tdm_op_geglu(dev, g.p, h.p, rows, F);
     unet_buf_free(dev, &h);
     TDM_TRY(unet_buf_new(dev, &f, rows * dim, "unet feed-forward out"));
-    tdm_cpu_linear(f.p, g.p, tb->ff2_w, tb->ff2_b, rows, F, dim);
-    tdm_cpu_add(tok, f.p, tok, rows * dim);
+    tdm_op_linear(dev, f.p, g.p, tb->ff2_w, tb->ff2_b, rows, F, dim);
+    tdm_op_add(dev, tok, f.p, tok, rows * dim);
 fail:
     unet_buf_free(dev, &nrm);
     unet_buf_free(dev, &h);
@@ -228,16 +235,16 @@ tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t 
     int64_t S = H * W, C = t->C, in = t->inner;
     y->p = NULL;
     TDM_TRY(unet_buf_new(dev, &nrm, B * C * S, "unet transformer groupnorm"));
-    tdm_cpu_group_norm(nrm.p, x, t->norm_w, t->norm_b, B, C, S, t->groups, 1e-6f, 0);
+    tdm_op_group_norm(dev, nrm.p, x, t->norm_w, t->norm_b, B, C, S, t->groups, 1e-6f, 0);
     TDM_TRY(unet_buf_new(dev, &tok, B * S * in, "unet transformer tokens"));
     if (!t->linear) {
         TDM_TRY(unet_conv(dev, nrm.p, B, C, H, W, t->pin_w, t->pin_b, in, 1, 1, 0, &a, NULL,
                           NULL));
-        tdm_cpu_transpose_cs(tok.p, a.p, B, in, S);           /* (B, in, S) → (B, S, in) */
+        tdm_op_transpose_cs(dev, tok.p, a.p, B, in, S);           /* (B, in, S) → (B, S, in) */
     } else {
         TDM_TRY(unet_buf_new(dev, &a, B * S * C, "unet transformer permute"));
-        tdm_cpu_transpose_cs(a.p, nrm.p, B, C, S);             /* (B, C, S) → (B, S, C) */
-        tdm_cpu_linear(tok.p, a.p, t->pin_w, t->pin_b, B * S, C, in);
+        tdm_op_transpose_cs(dev, a.p, nrm.p, B, C, S);            /* (B, C, S) → (B, S, C) */
+        tdm_op_linear(dev, tok.p, a.p, t->pin_w, t->pin_b, B * S, C, in);
     }
     unet_buf_free(dev, &a);
     unet_buf_free(dev, &nrm);
@@ -245,16 +252,16 @@ tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t 
         TDM_TRY(tblock_forward(dev, &t->blocks[i], tok.p, B, S, in, t->heads, ctx, T));
     if (!t->linear) {
         TDM_TRY(unet_buf_new(dev, &a, B * in * S, "unet transformer permute"));
-        tdm_cpu_transpose_sc(a.p, tok.p, B, S, in);            /* (B, S, in) → (B, in, S) */
+        tdm_op_transpose_sc(dev, a.p, tok.p, B, S, in);           /* (B, S, in) → (B, in, S) */
         TDM_TRY(unet_conv(dev, a.p, B, in, H, W, t->pout_w, t->pout_b, C, 1, 1, 0, y, NULL,
                           NULL));
     } else {
         TDM_TRY(unet_buf_new(dev, &a, B * S * C, "unet transformer proj_out"));
-        tdm_cpu_linear(a.p, tok.p, t->pout_w, t->pout_b, B * S, in, C);
+        tdm_op_linear(dev, a.p, tok.p, t->pout_w, t->pout_b, B * S, in, C);
         TDM_TRY(unet_buf_new(dev, y, B * C * S, "unet activation"));
-        tdm_cpu_transpose_sc(y->p, a.p, B, S, C);              /* (B, S, C) → (B, C, S) */
+        tdm_op_transpose_sc(dev, y->p, a.p, B, S, C);             /* (B, S, C) → (B, C, S) */
     }
-    tdm_cpu_add(y->p, y->p, x, y->n);
+    tdm_op_add(dev, y->p, y->p, x, y->n);
 fail:
     if (st != TDM_OK) unet_buf_free(dev, y);
     unet_buf_free(dev, &nrm);

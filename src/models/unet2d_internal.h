@@ -1,6 +1,8 @@
 /* unet2d_internal.h — structures and block-level forward functions shared by
  * unet2d.c (config, loading, the whole forward) and unet2d_blocks.c (ResNet,
- * Transformer2D, resamplers, time embedding). Not public API. */
+ * Transformer2D, resamplers, time embedding). Not public API. Every weight
+ * and activation pointer lives on the model's device; only the timestep
+ * embedding works on host memory. */
 #ifndef TDM_UNET2D_INTERNAL_H
 #define TDM_UNET2D_INTERNAL_H
 
@@ -85,7 +87,8 @@ void       unet_buf_free(tdm_device_t *dev, unet_buf_t *b);
 
 /* ---- blocks (unet2d_blocks.c); outputs are new buffers, inputs untouched */
 
-/* emb (B, dim) = diffusers get_timestep_embedding(t, dim, flip, shift), scale 1. */
+/* emb (B, dim) = diffusers get_timestep_embedding(t, dim, flip, shift), scale 1.
+ * Host memory: t and emb are host arrays. */
 void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim, int flip,
                              double shift);
 
@@ -105,10 +108,14 @@ tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t 
 tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
                      int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
                      int64_t stride, int64_t pad, unet_buf_t *y, int64_t *Ho, int64_t *Wo);
+/* Same, writing into the caller's y (B, Cout, Ho, Wo) on the device. */
+tdm_status unet_conv_to(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
+                        int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
+                        int64_t stride, int64_t pad, float *y);
 
 /* Nearest-neighbour resize x (B, C, H, W) → y (B, C, Ho, Wo) with torch's
  * F.interpolate(size=(Ho, Wo), mode="nearest") index rule. */
-void unet_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W,
-                         int64_t Ho, int64_t Wo);
+void unet_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                         int64_t H, int64_t W, int64_t Ho, int64_t Wo);
 
 #endif

@@ -1,8 +1,10 @@
-/* vae.c — diffusers AutoencoderKL on the CPU in float32: config, weights,
+/* vae.c — diffusers AutoencoderKL in float32 on any device: config, weights,
  * Encoder / Decoder forward (diffusers models/autoencoders/vae.py) built from
  * ResnetBlock2D (temb None), the single-head mid-block Attention, Downsample2D
  * (pad right/bottom by 1, 3×3 stride-2 conv) and Upsample2D (nearest 2×,
- * 3×3 conv). Not here: tiling/slicing, latent scaling, the CUDA path.
+ * 3×3 conv). Every step is a tdm_op_* on the model's device; this file never
+ * touches activation or weight memory itself. Not here: tiling/slicing,
+ * latent scaling, the kernels (backend/).
  *
  * Forward passes run over three activation buffers of the largest
  * activation size plus three attention buffers and one im2col scratch. A
@@ -15,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
@@ -433,6 +435,7 @@ const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v) { return &v->info; }
  * scratch: im2col floats) and touches no memory. */
 
 typedef struct {
+    tdm_device_t *dev;       /* where the weights and buffers live */
     int dry;
     int64_t need_act, need_att, need_scratch;
     float *a, *t1, *t2;      /* activation buffers, need_act floats each */
@@ -452,20 +455,20 @@ static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_
     int64_t stride = down ? 2 : 1;
     if (r->dry) {
         int64_t Ho = (H + pt + pb - c->k) / stride + 1, Wo = (W + pt + pb - c->k) / stride + 1;
-        need(&r->need_scratch, tdm_cpu_conv2d_pad4_scratch(c->cin, H, W, c->k, c->k, stride, pt,
-                                                           pb, pt, pb));
+        need(&r->need_scratch, tdm_op_conv2d_pad4_scratch(r->dev, c->cin, H, W, c->k, c->k,
+                                                          stride, pt, pb, pt, pb));
         need(&r->need_act, B * c->cin * H * W);
         need(&r->need_act, B * c->cout * Ho * Wo);
         return;
     }
-    tdm_cpu_conv2d_pad4(y, x, tdm_f32(c->w), tdm_f32(c->b), B, c->cin, H, W, c->cout, c->k, c->k,
-                        stride, pt, pb, pt, pb, r->scratch);
+    tdm_op_conv2d_pad4(r->dev, y, x, tdm_f32(c->w), tdm_f32(c->b), B, c->cin, H, W, c->cout,
+                       c->k, c->k, stride, pt, pb, pt, pb, r->scratch);
 }
 
 static void run_norm(run_t *r, const norm_t *n, float *y, const float *x, int64_t B, int64_t S,
                      int64_t G, int silu) {
     if (r->dry) { need(&r->need_act, B * n->c * S); return; }
-    tdm_cpu_group_norm(y, x, tdm_f32(n->g), tdm_f32(n->b), B, n->c, S, G, VAE_EPS, silu);
+    tdm_op_group_norm(r->dev, y, x, tdm_f32(n->g), tdm_f32(n->b), B, n->c, S, G, VAE_EPS, silu);
 }
 
 /* ResnetBlock2D, temb None, output_scale_factor 1: r->a (B, cin, H, W) →
@@ -479,7 +482,7 @@ static void run_resnet(run_t *r, const resnet_t *rn, int64_t B, int64_t H, int64
     run_conv(r, &rn->c2, r->t1, r->t2, B, H, W, 0);
     if (rn->has_sc) run_conv(r, &rn->sc, r->t2, r->a, B, H, W, 0);
     if (r->dry) return;
-    tdm_cpu_add(r->a, rn->has_sc ? r->t2 : r->a, r->t1, B * rn->cout * S);
+    tdm_op_add(r->dev, r->a, rn->has_sc ? r->t2 : r->a, r->t1, B * rn->cout * S);
 }
 
 /* Mid-block Attention (1 head of dim c, group norm, residual, rescale 1):
@@ -491,15 +494,17 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G
         need(&r->need_att, B * c * S);
         return;
     }
-    tdm_cpu_group_norm(r->t1, r->a, tdm_f32(at->gn.g), tdm_f32(at->gn.b), B, c, S, G, VAE_EPS, 0);
-    tdm_cpu_transpose_cs(r->t2, r->t1, B, c, S);                    /* (B, S, c) */
-    tdm_cpu_linear(r->q, r->t2, tdm_f32(at->wq), tdm_f32(at->bq), B * S, c, c);
-    tdm_cpu_linear(r->k, r->t2, tdm_f32(at->wk), tdm_f32(at->bk), B * S, c, c);
-    tdm_cpu_linear(r->v, r->t2, tdm_f32(at->wv), tdm_f32(at->bv), B * S, c, c);
-    tdm_cpu_attention(r->t1, r->q, r->k, r->v, B, S, S, 1, c, (float)pow((double)c, -0.5), 0);
-    tdm_cpu_linear(r->q, r->t1, tdm_f32(at->wo), tdm_f32(at->bo), B * S, c, c);   /* (B, S, c) */
-    tdm_cpu_transpose_sc(r->t2, r->q, B, S, c);                     /* (B, c, S) */
-    tdm_cpu_add(r->a, r->a, r->t2, B * c * S);
+    tdm_device_t *d = r->dev;
+    tdm_op_group_norm(d, r->t1, r->a, tdm_f32(at->gn.g), tdm_f32(at->gn.b), B, c, S, G, VAE_EPS,
+                      0);
+    tdm_op_transpose_cs(d, r->t2, r->t1, B, c, S);                  /* (B, S, c) */
+    tdm_op_linear(d, r->q, r->t2, tdm_f32(at->wq), tdm_f32(at->bq), B * S, c, c);
+    tdm_op_linear(d, r->k, r->t2, tdm_f32(at->wk), tdm_f32(at->bk), B * S, c, c);
+    tdm_op_linear(d, r->v, r->t2, tdm_f32(at->wv), tdm_f32(at->bv), B * S, c, c);
+    tdm_op_attention(d, r->t1, r->q, r->k, r->v, B, S, S, 1, c, (float)pow((double)c, -0.5), 0);
+    tdm_op_linear(d, r->q, r->t1, tdm_f32(at->wo), tdm_f32(at->bo), B * S, c, c);   /* (B, S, c) */
+    tdm_op_transpose_sc(d, r->t2, r->q, B, S, c);                   /* (B, c, S) */
+    tdm_op_add(d, r->a, r->a, r->t2, B * c * S);
 }
 
 static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t G) {
@@ -525,7 +530,7 @@ static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, 
         if (lv->has_samp) {
             int64_t C = lv->samp.cin;
             if (r->dry) need(&r->need_act, B * C * 4 * H * W);
-            else tdm_cpu_upsample_nearest2x(r->t1, r->a, B, C, H, W);
+            else tdm_op_upsample_nearest2x(r->dev, r->t1, r->a, B, C, H, W);
             H *= 2;
             W *= 2;
             run_conv(r, &lv->samp, r->a, r->t1, B, H, W, 0);
@@ -607,7 +612,7 @@ static tdm_status check_dims(const char *what, int64_t B, int64_t C, int64_t H, 
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img) {
     tdm_status st;
-    run_t r = {.dry = 1};
+    run_t r = {.dev = v->dev, .dry = 1};
     int64_t cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w,
@@ -623,7 +628,7 @@ fail:
 tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
                           float *mean, float *logvar) {
     tdm_status st;
-    run_t r = {.dry = 1};
+    run_t r = {.dev = v->dev, .dry = 1};
     int64_t s = v->info.scale_factor, L = v->info.latent_channels, cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE encode", B, cmax + v->info.in_channels + 2 * L, H, W, 1));
@@ -638,12 +643,8 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
     int64_t S = (H / s) * (W / s);
     for (int64_t b = 0; b < B; b++) {
         const float *m = mom + b * 2 * L * S, *lv = m + L * S;
-        if (mean) memcpy(mean + b * L * S, m, (size_t)(L * S) * sizeof(float));
-        if (logvar)
-            for (int64_t i = 0; i < L * S; i++) {
-                float x = lv[i];                  /* torch.clamp keeps NaN */
-                logvar[b * L * S + i] = x < -30.0f ? -30.0f : (x > 20.0f ? 20.0f : x);
-            }
+        if (mean) tdm_op_scale(v->dev, mean + b * L * S, m, 1.0f, L * S);   /* exact copy */
+        if (logvar) tdm_op_clamp(v->dev, logvar + b * L * S, lv, -30.0f, 20.0f, L * S);
     }
 fail:
     run_free(&r, v->dev);

@@ -1,6 +1,6 @@
 /* vae.h — diffusers AutoencoderKL (Stable Diffusion 1.x/2.x VAE, and the
- * 16-channel, quant-conv-free variant FLUX uses) on the CPU in float32:
- * config parsing, weight loading with shape checks, encoder and decoder
+ * 16-channel, quant-conv-free variant FLUX uses) in float32 on the device it
+ * is loaded onto (CPU or CUDA): config parsing, weight loading with shape checks, encoder and decoder
  * forward passes, and the image post-processing of diffusers'
  * VaeImageProcessor. Not here: tiling, slicing, latent scaling (the caller
  * divides by scaling_factor and adds shift_factor, as the pipelines do). */
@@ -39,8 +39,11 @@ const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v);
 /* Decodes latents z (B, latent_channels, h, w) — already divided by
  * scaling_factor and shifted by the caller — through post_quant_conv (when the
  * config has one) and the decoder into img (B, out_channels, h*scale,
- * w*scale), unclamped, as vae.decode(z).sample. Work buffers are taken from
- * the model's device for the duration of the call. */
+ * w*scale), unclamped, as vae.decode(z).sample. z and img are memory of the
+ * model's device (tdm_dev_alloc / tdm_dev_upload; host memory for a CPU
+ * device); on a CUDA device the work is queued on its stream and img is
+ * ready after tdm_dev_download. Work buffers are taken from the model's
+ * device for the duration of the call and given back before it returns. */
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img);
 
@@ -48,11 +51,13 @@ tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, in
  * and quant_conv (when present) into the mean and logvar (B, latent_channels,
  * H/scale, W/scale) (integer division; H and W must be >= scale) of
  * diffusers' DiagonalGaussianDistribution; logvar is clamped to [-30, 20].
- * Either output may be NULL. */
+ * img, mean and logvar are memory of the model's device, as for
+ * tdm_vae_decode. Either output may be NULL. */
 tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
                           float *mean, float *logvar);
 
-/* Converts decoded images (B, 3, H, W) to uint8 HWC RGB (B*H*W*3 bytes) as
+/* Converts decoded images (B, 3, H, W) in HOST memory (download a device's
+ * output first) to uint8 HWC RGB (B*H*W*3 bytes) as
  * VaeImageProcessor.postprocess(output_type="pil") does in diffusers 0.42.1:
  * x*0.5 + 0.5 clamped to [0, 1] in float32, then numpy's
  * (x * 255).round().astype(uint8) (round half to even). NaN gives 0. */

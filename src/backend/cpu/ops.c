@@ -523,6 +523,26 @@ void tdm_cpu_upsample_nearest2x(float *y, const float *x, int64_t B, int64_t C,
     }
 }
 
+/* torch's nearest source index for output index i of an axis in → out. */
+static int64_t nearest_src(int64_t i, int64_t in, int64_t out, float scale) {
+    int64_t s = out == in ? i : out == 2 * in ? i >> 1 : (int64_t)floorf((float)i * scale);
+    return s > in - 1 ? in - 1 : s;
+}
+
+void tdm_cpu_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int64_t H,
+                            int64_t W, int64_t Ho, int64_t Wo) {
+    float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
+#pragma omp parallel for if (B * C * Ho * Wo > TDM_OMP_MIN)
+    for (int64_t bc = 0; bc < B * C; bc++) {
+        const float *xp = x + bc * H * W;
+        float *yp = y + bc * Ho * Wo;
+        for (int64_t i = 0; i < Ho; i++) {
+            const float *xr = xp + nearest_src(i, H, Ho, sh) * W;
+            for (int64_t j = 0; j < Wo; j++) yp[i * Wo + j] = xr[nearest_src(j, W, Wo, sw)];
+        }
+    }
+}
+
 void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *b, int64_t Cb,
                              int64_t B, int64_t S) {
 #pragma omp parallel for if (B * (Ca + Cb) * S > TDM_OMP_MIN)
@@ -530,5 +550,20 @@ void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *
         float *yn = y + n * (Ca + Cb) * S;
         memcpy(yn, a + n * Ca * S, (size_t)(Ca * S) * sizeof(float));
         memcpy(yn + Ca * S, b + n * Cb * S, (size_t)(Cb * S) * sizeof(float));
+    }
+}
+
+void tdm_cpu_gather_rows(float *y, const float *table, const int32_t *idx, int64_t n,
+                         int64_t D) {
+#pragma omp parallel for if (n * D > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(y + i * D, table + (int64_t)idx[i] * D, (size_t)D * sizeof(float));
+}
+
+void tdm_cpu_clamp(float *y, const float *a, float lo, float hi, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float x = a[i];                           /* NaN fails both tests: kept */
+        y[i] = x < lo ? lo : (x > hi ? hi : x);
     }
 }

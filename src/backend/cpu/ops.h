@@ -103,8 +103,26 @@ void tdm_cpu_transpose_sc(float *y, const float *x, int64_t B, int64_t S, int64_
 void tdm_cpu_upsample_nearest2x(float *y, const float *x, int64_t B, int64_t C,
                                 int64_t H, int64_t W);
 
+/* Nearest-neighbour resize to any size, torch's F.interpolate(size=(Ho, Wo),
+ * mode="nearest") index rule: x (B, C, H, W) → y (B, C, Ho, Wo) with
+ * y[.., i, j] = x[.., si, sj], where per axis (in → out) the source index is
+ * i when out == in, i >> 1 when out == 2·in, and otherwise
+ * min(floor((float)i · ((float)in / (float)out)), in - 1) in float32. */
+void tdm_cpu_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int64_t H,
+                            int64_t W, int64_t Ho, int64_t Wo);
+
 /* Concatenate along channels: a (B, Ca, S), b (B, Cb, S) → y (B, Ca+Cb, S). */
 void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *b, int64_t Cb,
                              int64_t B, int64_t S);
+
+/* Row gather (torch.nn.Embedding, index_select on dim 0): y (n, D) with
+ * y[i, :] = table[idx[i], :]. idx (n) is HOST memory for every device (token
+ * ids, row numbers); each index must lie in the table (the caller checks).
+ * y must not alias table. */
+void tdm_cpu_gather_rows(float *y, const float *table, const int32_t *idx, int64_t n,
+                         int64_t D);
+
+/* y = clamp(a, lo, hi) (n) as torch.clamp: NaN stays NaN; y may alias a. */
+void tdm_cpu_clamp(float *y, const float *a, float lo, float hi, int64_t n);
 
 #endif

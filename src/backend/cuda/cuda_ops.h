@@ -1,6 +1,6 @@
 /* cuda_ops.h — launchers of the CUDA kernels, one per tdm_op_* (same
  * semantics as the CPU reference in backend/cpu/ops.h), queued on the
- * device's stream. C linkage; implemented in backend/cuda/*.cu. */
+ * device's stream. C linkage; implemented in the .cu files of backend/cuda. */
 #ifndef TDM_CUDA_OPS_H
 #define TDM_CUDA_OPS_H
 
@@ -58,8 +58,14 @@ void tdm_cuda_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t 
                            int64_t C);
 void tdm_cuda_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
                                  int64_t H, int64_t W);
+void tdm_cuda_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
+                             int64_t H, int64_t W, int64_t Ho, int64_t Wo);
 void tdm_cuda_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca,
                               const float *b, int64_t Cb, int64_t B, int64_t S);
+/* idx (n) is HOST memory: the launcher copies it to the device itself. */
+void tdm_cuda_gather_rows(tdm_device_t *dev, float *y, const float *table, const int32_t *idx,
+                          int64_t n, int64_t D);
+void tdm_cuda_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,57 @@
+"""PyTorch/diffusers side of the GPU UNet benchmark (bench/run_gpu.sh); not a test.
+
+  ref_gpu.py build DIR            save an SD1.5-architecture UNet with random weights (float32)
+  ref_gpu.py unet DIR DTYPE ITERS time one UNet step, 512x512, CFG batch 2, on cuda:0
+                                  (DTYPE fp32 with TF32 off, or fp16), SDPA attention
+"""
+import json, sys
+
+import torch
+
+
+def build(d):
+    from diffusers import UNet2DConditionModel
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768, attention_head_dim=8)
+    unet.save_pretrained(f"{d}/unet", safe_serialization=True)
+
+
+def step(d, dtype, iters):
+    from diffusers import UNet2DConditionModel
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dt = torch.float16 if dtype == "fp16" else torch.float32
+    unet = UNet2DConditionModel.from_pretrained(d, subfolder="unet", torch_dtype=dt).to("cuda").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 64, 64, generator=g).to("cuda", dt)
+    ctx = torch.randn(2, 77, 768, generator=g).to("cuda", dt)
+    t = torch.tensor([981, 981], device="cuda")
+    with torch.inference_mode():
+        for _ in range(3):
+            unet(x, t, encoder_hidden_states=ctx)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(iters):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            unet(x, t, encoder_hidden_states=ctx)
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+    times.sort()
+    print(json.dumps({"impl": "diffusers", "dtype": dtype, "torch": torch.__version__,
+                      "gpu": torch.cuda.get_device_name(0), "step_ms_median": round(times[len(times) // 2], 2),
+                      "step_ms_best": round(times[0], 2),
+                      "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "build":
+        build(sys.argv[2])
+    else:
+        step(sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -1,0 +1,193 @@
+/* attention.cu — multi-head attention in float32, flash style: one pass over
+ * the keys with an online softmax (running max and sum per query row), so the
+ * Tq × Tk score matrix never exists; memory is O(tile). Same contract as
+ * tdm_cpu_attention: q (B, Tq, H·D), k, v (B, Tk, H·D) → o (B, Tq, H·D),
+ * o = softmax(q k^T · scale [+ top-left causal mask]) v, any D up to 256.
+ *
+ * Work split: a block of 8 warps takes 32 query rows of one (batch, head);
+ * each warp owns 4 rows. Keys go through shared memory in tiles of 32: lane j
+ * scores key j against the warp's 4 rows (K rows padded to D+1 floats, so the
+ * 32 lanes hit 32 banks), the warp updates the running max / sum with shuffle
+ * reductions, then every lane accumulates its own output dims (d = lane +
+ * 32·i) over the tile's 32 keys. Plain FP32 FMAs; no tensor cores. */
+#include <math.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+#define ATT_WARPS 8
+#define ATT_ROWS 4                          /* query rows per warp */
+#define ATT_BQ (ATT_WARPS * ATT_ROWS)       /* query rows per block */
+#define ATT_BK 32                           /* keys per tile: one per lane */
+#define ATT_DMAX 256
+
+static size_t att_smem_bytes(int64_t D) {
+    /* Qs (BQ, D), Ks (BK, D+1), Vs (BK, D) */
+    return (size_t)(ATT_BQ * D + ATT_BK * (D + 1) + ATT_BK * D) * sizeof(float);
+}
+
+/* ND = ceil(D / 32) output dims per lane. */
+template <int ND>
+__global__ void __launch_bounds__(ATT_WARPS * 32)
+attention_kernel(float *o, const float *q, const float *k, const float *v, int64_t BH, int64_t H,
+                 int64_t Tq, int64_t Tk, int D, float scale, int causal) {
+    extern __shared__ float smem[];
+    float *Qs = smem;
+    float *Ks = Qs + ATT_BQ * D;
+    float *Vs = Ks + ATT_BK * (D + 1);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nthr = blockDim.x;
+    const int rbase = warp * ATT_ROWS;
+    const int64_t HD = H * D;
+    const int64_t i0 = (int64_t)blockIdx.x * ATT_BQ;
+
+    for (int64_t bh = blockIdx.y; bh < BH; bh += gridDim.y) {
+        const int64_t b = bh / H, h = bh % H;
+        const float *qb = q + b * Tq * HD + h * D;
+        const float *kb = k + b * Tk * HD + h * D;
+        const float *vb = v + b * Tk * HD + h * D;
+        float *ob = o + b * Tq * HD + h * D;
+
+        __syncthreads();   /* the previous (batch, head) is done with Qs */
+        for (int e = threadIdx.x; e < ATT_BQ * D; e += nthr) {
+            int r = e / D, dd = e % D;
+            int64_t qi = i0 + r;
+            Qs[e] = qi < Tq ? qb[qi * HD + dd] : 0.0f;
+        }
+
+        float m[ATT_ROWS], l[ATT_ROWS], acc[ATT_ROWS][ND];
+#pragma unroll
+        for (int r = 0; r < ATT_ROWS; r++) {
+            m[r] = -INFINITY;
+            l[r] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < ND; i++) acc[r][i] = 0.0f;
+        }
+
+        /* keys visible to any row of this block */
+        int64_t kend = causal ? (i0 + ATT_BQ < Tk ? i0 + ATT_BQ : Tk) : Tk;
+        for (int64_t j0 = 0; j0 < kend; j0 += ATT_BK) {
+            __syncthreads();   /* everyone is done with the previous tile */
+            for (int e = threadIdx.x; e < ATT_BK * D; e += nthr) {
+                int jr = e / D, dd = e % D;
+                int64_t j = j0 + jr;
+                bool in = j < Tk;
+                Ks[jr * (D + 1) + dd] = in ? kb[j * HD + dd] : 0.0f;
+                Vs[jr * D + dd] = in ? vb[j * HD + dd] : 0.0f;
+            }
+            __syncthreads();
+
+            /* scores of key j0 + lane against the warp's rows */
+            float s[ATT_ROWS];
+#pragma unroll
+            for (int r = 0; r < ATT_ROWS; r++) s[r] = 0.0f;
+            const float *kr = Ks + lane * (D + 1);
+            const float *qr = Qs + rbase * D;
+            for (int dd = 0; dd < D; dd++) {
+                float kv = kr[dd];
+#pragma unroll
+                for (int r = 0; r < ATT_ROWS; r++) s[r] = fmaf(qr[r * D + dd], kv, s[r]);
+            }
+
+            /* online softmax update; s[r] becomes the probability weight */
+            const int64_t j = j0 + lane;
+#pragma unroll
+            for (int r = 0; r < ATT_ROWS; r++) {
+                int64_t qi = i0 + rbase + r;
+                bool vis = j < Tk && (!causal || j <= qi);
+                float sc = vis ? s[r] * scale : -INFINITY;
+                float mt = sc;
+                for (int off = 16; off > 0; off >>= 1)
+                    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+                float mn = fmaxf(m[r], mt);
+                float p = 0.0f, alpha = 1.0f;
+                if (mn != -INFINITY) {
+                    p = vis ? expf(sc - mn) : 0.0f;
+                    alpha = expf(m[r] - mn);   /* 0 when m[r] was -inf */
+                }
+                float ps = p;
+                for (int off = 16; off > 0; off >>= 1)
+                    ps += __shfl_xor_sync(0xffffffffu, ps, off);
+                l[r] = l[r] * alpha + ps;
+                m[r] = mn;
+#pragma unroll
+                for (int i = 0; i < ND; i++) acc[r][i] *= alpha;
+                s[r] = p;
+            }
+
+            /* acc[r][d] += Σ_jj p[r][jj] · V[jj][d] over the tile */
+            int nk = kend - j0 < ATT_BK ? (int)(kend - j0) : ATT_BK;
+            for (int jj = 0; jj < nk; jj++) {
+                float pj[ATT_ROWS];
+#pragma unroll
+                for (int r = 0; r < ATT_ROWS; r++) pj[r] = __shfl_sync(0xffffffffu, s[r], jj);
+                const float *vr = Vs + jj * D;
+#pragma unroll
+                for (int i = 0; i < ND; i++) {
+                    int dd = lane + 32 * i;
+                    if (dd < D) {
+                        float vv = vr[dd];
+#pragma unroll
+                        for (int r = 0; r < ATT_ROWS; r++) acc[r][i] = fmaf(pj[r], vv, acc[r][i]);
+                    }
+                }
+            }
+        }
+
+#pragma unroll
+        for (int r = 0; r < ATT_ROWS; r++) {
+            int64_t qi = i0 + rbase + r;
+            if (qi >= Tq) continue;
+            float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < ND; i++) {
+                int dd = lane + 32 * i;
+                if (dd < D) ob[qi * HD + dd] = acc[r][i] * inv;
+            }
+        }
+    }
+}
+
+template <int ND>
+static cudaError_t launch_attention(cudaStream_t st, float *o, const float *q, const float *k,
+                                    const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                    int64_t D, float scale, int causal) {
+    size_t smem = att_smem_bytes(D);
+    cudaError_t e = cudaFuncSetAttribute(attention_kernel<ND>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    int64_t BH = B * H;
+    dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)(BH < 65535 ? BH : 65535));
+    attention_kernel<ND><<<grid, ATT_WARPS * 32, smem, st>>>(o, q, k, v, BH, H, Tq, Tk, (int)D,
+                                                             scale, causal);
+    return cudaSuccess;
+}
+
+extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, const float *k,
+                                   const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                   int64_t D, float scale, int causal) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    cudaError_t (*fn)(cudaStream_t, float *, const float *, const float *, const float *, int64_t,
+                      int64_t, int64_t, int64_t, int64_t, float, int) = NULL;
+    if (B <= 0 || Tq <= 0 || H <= 0 || D <= 0) return;
+    if (Tk <= 0) {   /* nothing to attend to: o = 0 */
+        TDM_CUDA_CHECK(cudaMemsetAsync(o, 0, (size_t)(B * Tq * H * D) * sizeof(float), c->stream));
+        return;
+    }
+    if (D > ATT_DMAX || (Tq + ATT_BQ - 1) / ATT_BQ > 0x7fffffff) {
+        tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "attention_kernel", __FILE__, __LINE__,
+                      "head dim above 256 or too many query rows");
+        return;
+    }
+    switch ((D + 31) / 32) {
+    case 1: fn = launch_attention<1>; break;
+    case 2: fn = launch_attention<2>; break;
+    case 3: fn = launch_attention<3>; break;
+    case 4: fn = launch_attention<4>; break;
+    case 5: fn = launch_attention<5>; break;
+    case 6: fn = launch_attention<6>; break;
+    case 7: fn = launch_attention<7>; break;
+    default: fn = launch_attention<8>; break;
+    }
+    TDM_CUDA_CHECK(fn(c->stream, o, q, k, v, B, Tq, Tk, H, D, scale, causal));
+    TDM_CUDA_LAUNCHED("attention_kernel");
+fail:;
+}

@@ -1,0 +1,204 @@
+/* device.cu — the CUDA device: init/free/count, the memory functions of
+ * tdm_device_ops_t (zero-filled cudaMalloc, copies on the device's stream)
+ * and the error bookkeeping every launcher uses. Not the kernels (ops.cu,
+ * attention.cu). Nothing here touches CUDA unless a CUDA device is asked
+ * for, so a binary linked with cudart runs on machines without a GPU. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+static tdm_cuda_impl_t *impl_of(tdm_device_t *d) { return (tdm_cuda_impl_t *)d->impl; }
+
+tdm_status tdm_cuda_fail(tdm_device_t *d, tdm_status st, const char *call, const char *file,
+                         int line, const char *what) {
+    /* clear the runtime's last-error slot so the next launch check does not
+     * blame the next kernel for this failure (sticky errors stay anyway) */
+    (void)cudaGetLastError();
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    int idx = d ? d->index : -1;
+    tdm_cuda_impl_t *c = d ? impl_of(d) : NULL;
+    if (c && c->err_status == TDM_OK) {
+        snprintf(c->err_msg, sizeof c->err_msg, "cuda:%d: %s failed (%s:%d): %s", idx, call, base,
+                 line, what);
+        c->err_status = st;
+    }
+    return tdm_errorf(st, "cuda:%d: %s failed (%s:%d): %s", idx, call, base, line, what);
+}
+
+tdm_cuda_impl_t *tdm_cuda_ctx(tdm_device_t *d) {
+    TDM_CUDA_CHECK(cudaSetDevice(d->index));
+fail:
+    return impl_of(d);
+}
+
+/* The kept failure as the last error; 1 when there is none. */
+static int report_kept(tdm_device_t *d) {
+    tdm_cuda_impl_t *c = impl_of(d);
+    if (c->err_status == TDM_OK) return 1;
+    tdm_errorf(c->err_status, "%s", c->err_msg);
+    return 0;
+}
+
+int tdm_cuda_device_count(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {          /* no driver, no GPU, CUDA_VISIBLE_DEVICES="" */
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+/* ---- tdm_device_ops_t ----------------------------------------------------- */
+
+static void *cuda_alloc(tdm_device_t *d, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, (size_t)bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        if (e == cudaErrorMemoryAllocation && cudaMemGetInfo(&fr, &tot) == cudaSuccess) {
+            tdm_errorf(TDM_ERR_NOMEM,
+                       "cuda:%d: out of GPU memory: needs %lld bytes, %lld of %lld bytes free; "
+                       "use a smaller size or batch, or offload (--device-map with --max-memory)",
+                       d->index, (long long)bytes, (long long)fr, (long long)tot);
+        } else {
+            (void)cudaGetLastError();
+            tdm_errorf(e == cudaErrorMemoryAllocation ? TDM_ERR_NOMEM : TDM_ERR_INTERNAL,
+                       "cuda:%d: cudaMalloc of %lld bytes failed: %s", d->index, (long long)bytes,
+                       cudaGetErrorString(e));
+        }
+        return NULL;
+    }
+    TDM_CUDA_CHECK(cudaMemsetAsync(p, 0, (size_t)bytes, c->stream));
+    return p;
+fail:
+    cudaFree(p);
+    return NULL;
+}
+
+static void cuda_free(tdm_device_t *d, void *p) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (!p) return;
+    /* ops queued on the stream may still use p */
+    TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+fail:
+    /* freed even after a failed sync; the failure is kept on the device */
+    (void)cudaFree(p);
+}
+
+static int cuda_zero(tdm_device_t *d, void *p, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaMemsetAsync(p, 0, (size_t)bytes, c->stream));
+    return 1;
+fail:
+    return 0;
+}
+
+static int cuda_upload(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyHostToDevice, c->stream));
+    /* the caller may reuse src as soon as this returns */
+    TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return report_kept(d);
+fail:
+    return 0;
+}
+
+static int cuda_download(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToHost, c->stream));
+    TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return report_kept(d);
+fail:
+    report_kept(d);   /* the first failure names the op that caused this one */
+    return 0;
+}
+
+static int cuda_copy(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, c->stream));
+    return 1;
+fail:
+    return 0;
+}
+
+static int cuda_sync(tdm_device_t *d) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return report_kept(d);
+fail:
+    report_kept(d);
+    return 0;
+}
+
+static const tdm_device_ops_t g_cuda_ops = {
+    cuda_alloc, cuda_free, cuda_zero, cuda_upload, cuda_download, cuda_copy, cuda_sync,
+};
+
+void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (bytes <= c->stage_bytes) return c->stage;
+    if (c->stage) {
+        TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));   /* earlier users are done */
+        TDM_CUDA_CHECK(cudaFree(c->stage));
+        c->stage = NULL;
+        c->stage_bytes = 0;
+    }
+    TDM_CUDA_CHECK(cudaMalloc(&c->stage, (size_t)bytes));
+    c->stage_bytes = bytes;
+    return c->stage;
+fail:
+    return NULL;
+}
+
+/* ---- init / free ------------------------------------------------------------ */
+
+tdm_status tdm_cuda_device_init(tdm_device_t *d, int index) {
+    tdm_status st = TDM_OK;
+    int n = tdm_cuda_device_count();
+    if (index < 0 || index >= n)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "cuda:%d: no such CUDA device (%d visible%s)", index,
+                          n, n == 0 ? ": no driver or GPU" : "");
+    tdm_cuda_impl_t *c = (tdm_cuda_impl_t *)calloc(1, sizeof *c);
+    if (!c) return tdm_errorf(TDM_ERR_NOMEM, "cuda:%d: out of host memory", index);
+    tdm_device_init(d, TDM_DEV_CUDA, index);
+    d->impl = c;
+    TDM_CUDA_CHECK(cudaSetDevice(index));
+    TDM_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    TDM_CUBLAS_CHECK(cublasCreate(&c->blas));
+    TDM_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
+    /* float32 correctness path: plain FP32 FMA GEMMs, no TF32 tensor cores */
+    TDM_CUBLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    d->ops = &g_cuda_ops;
+    return TDM_OK;
+fail:
+    st = c->err_status != TDM_OK ? c->err_status : TDM_ERR_INTERNAL;
+    {
+        char msg[sizeof c->err_msg];
+        memcpy(msg, c->err_msg, sizeof msg);
+        if (c->blas) cublasDestroy(c->blas);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        free(c);
+        d->impl = NULL;
+        return tdm_errorf(st, "%s", msg);
+    }
+}
+
+void tdm_cuda_device_free(tdm_device_t *d) {
+    if (!d || !d->impl) return;
+    tdm_cuda_impl_t *c = impl_of(d);
+    cudaSetDevice(d->index);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->stage) cudaFree(c->stage);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    (void)cudaGetLastError();
+    free(c);
+    d->impl = NULL;
+    d->ops = NULL;
+}

@@ -1,0 +1,508 @@
+/* ops.cu — CUDA launchers and kernels of the float32 ops (GEMM, convolution,
+ * normalization, activations, element-wise, layout), each with exactly the
+ * semantics of its CPU reference in backend/cpu/ops.c. Attention lives in
+ * attention.cu. Every launcher queues on the device's stream and returns at
+ * once; a failure is kept on the device (see device.cu) and reported by the
+ * next sync / download. All index arithmetic is 64-bit. */
+#include <math.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+/* ---- GEMM ------------------------------------------------------------------
+ * Row-major C (M, N) with leading dimension ldc is column-major C^T (N, M)
+ * with the same ldc, so C = op(A)·op(B) is computed as C^T = op(B)^T·op(A)^T:
+ * cuBLAS gets B first, (m, n, k) = (N, M, K), and each matrix's own
+ * transpose flag (a row-major matrix read column-major is its transpose). */
+static void gemm_rm(tdm_device_t *d, tdm_cuda_impl_t *c, int transA, int transB, int64_t M,
+                    int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                    transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ldb,
+                                    A, lda, &beta, C, ldc));
+fail:;
+}
+
+extern "C" void tdm_cuda_gemm(tdm_device_t *d, int transA, int transB, int64_t M, int64_t N,
+                              int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, float beta, float *C, int64_t ldc) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    gemm_rm(d, c, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* y (M, N): each row a copy of b (N). */
+__global__ void fill_rows_kernel(float *y, const float *b, int64_t M, int64_t N) {
+    int64_t n = M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = b[i % N];
+}
+
+extern "C" void tdm_cuda_linear(tdm_device_t *d, float *y, const float *x, const float *W,
+                                const float *b, int64_t M, int64_t K, int64_t N) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (M <= 0 || N <= 0) return;
+    if (b) {
+        fill_rows_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                           c->stream>>>(y, b, M, N);
+        TDM_CUDA_LAUNCHED("fill_rows_kernel");
+    }
+    /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
+    gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+fail:;
+}
+
+/* ---- convolution -----------------------------------------------------------
+ * im2col into the scratch + one cuBLAS GEMM per tile, as the CPU reference:
+ * a tile of whole output rows is the (K = Cin·kh·kw, rows·Wo) column matrix
+ * and y[:, tile] = w (Cout, K) · tile. The tile cap is a constant of this
+ * backend, so the _scratch functions and the convs always agree. */
+#define TDM_CUDA_CONV_TILE_BYTES ((int64_t)128 << 20)
+
+static int conv_is_direct(int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb,
+                          int64_t pl, int64_t pr) {
+    return kh == 1 && kw == 1 && stride == 1 && pt == 0 && pb == 0 && pl == 0 && pr == 0;
+}
+
+static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo) {
+    int64_t cap = TDM_CUDA_CONV_TILE_BYTES / (int64_t)sizeof(float);
+    int64_t row = K * Wo;
+    int64_t rows = row > 0 ? cap / row : Ho;
+    if (rows < 1) rows = 1;
+    if (rows > Ho) rows = Ho;
+    return rows;
+}
+
+extern "C" int64_t tdm_cuda_conv2d_pad4_scratch(tdm_device_t *d, int64_t Cin, int64_t H,
+                                                int64_t W, int64_t kh, int64_t kw, int64_t stride,
+                                                int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+    (void)d;
+    int64_t Ho = (H + pt + pb - kh) / stride + 1;
+    int64_t Wo = (W + pl + pr - kw) / stride + 1;
+    int64_t K = Cin * kh * kw;
+    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) return 0;
+    if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
+    return K * conv_tile_rows(K, Ho, Wo) * Wo;
+}
+
+extern "C" int64_t tdm_cuda_conv2d_scratch(tdm_device_t *d, int64_t Cin, int64_t H, int64_t W,
+                                           int64_t kh, int64_t kw, int64_t stride, int64_t pad) {
+    return tdm_cuda_conv2d_pad4_scratch(d, Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
+}
+
+/* col (K, rows·Wo): the patches of x (Cin, H, W) under output rows
+ * [oy0, oy0 + rows); taps in the padding are 0. One thread per element. */
+__global__ void im2col_kernel(float *col, const float *x, int64_t Cin, int64_t H, int64_t W,
+                              int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pl,
+                              int64_t Wo, int64_t oy0, int64_t rows) {
+    int64_t N = rows * Wo, n = Cin * kh * kw * N;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = e / N, p = e % N;
+        int64_t ch = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+        int64_t t = p / Wo, ox = p % Wo;
+        int64_t iy = (oy0 + t) * stride - pt + i, ix = ox * stride - pl + j;
+        col[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(ch * H + iy) * W + ix] : 0.0f;
+    }
+}
+
+/* y (B, C, S) filled with b[c]. */
+__global__ void fill_channels_kernel(float *y, const float *b, int64_t B, int64_t C, int64_t S) {
+    int64_t n = B * C * S;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = b[(i / S) % C];
+}
+
+extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, const float *w,
+                                     const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                                     int64_t Cout, int64_t kh, int64_t kw, int64_t stride,
+                                     int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                                     float *scratch) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    int64_t Ho = (H + pt + pb - kh) / stride + 1;
+    int64_t Wo = (W + pl + pr - kw) / stride + 1;
+    int64_t K = Cin * kh * kw, P = Ho * Wo;
+    const float alpha = 1.0f, beta = b ? 1.0f : 0.0f;
+    int64_t rows = conv_tile_rows(K, Ho, Wo);
+    if (B <= 0 || Cout <= 0 || P <= 0) return;
+    if (b) {
+        fill_channels_kernel<<<tdm_cuda_blocks(B * Cout * P, TDM_CUDA_THREADS), TDM_CUDA_THREADS,
+                               0, c->stream>>>(y, b, B, Cout, P);
+        TDM_CUDA_LAUNCHED("fill_channels_kernel");
+    }
+    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) {
+        /* per image: y_n (Cout, P) = w (Cout, Cin) · x_n (Cin, P) [+ y_n];
+         * column-major: y_n^T (P, Cout) = x_n^T (P, Cin) · w^T (Cin, Cout) */
+        TDM_CUBLAS_CHECK(cublasSgemmStridedBatched_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout,
+                                                      Cin, &alpha, x, P, Cin * P, w, Cin, 0,
+                                                      &beta, y, P, Cout * P, B));
+        return;
+    }
+    for (int64_t n = 0; n < B; n++) {
+        const float *xn = x + n * Cin * H * W;
+        float *yn = y + n * Cout * P;
+        for (int64_t oy0 = 0; oy0 < Ho; oy0 += rows) {
+            int64_t nr = Ho - oy0 < rows ? Ho - oy0 : rows, N = nr * Wo;
+            im2col_kernel<<<tdm_cuda_blocks(K * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                            c->stream>>>(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0,
+                                         nr);
+            TDM_CUDA_LAUNCHED("im2col_kernel");
+            /* y[:, tile] (Cout, N), row stride P = w (Cout, K) · col (K, N) [+ y] */
+            gemm_rm(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo, P);
+        }
+    }
+fail:;
+}
+
+extern "C" void tdm_cuda_conv2d(tdm_device_t *d, float *y, const float *x, const float *w,
+                                const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                                int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
+                                float *scratch) {
+    tdm_cuda_conv2d_pad4(d, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, pad, pad, pad,
+                         scratch);
+}
+
+/* ---- normalization ----------------------------------------------------------
+ * One block per group (group norm) or row (layer norm): two passes over the
+ * elements in double (sum, then squared deviations from the mean), as the
+ * CPU reference, then the affine pass in float. The block reads all of its
+ * elements before it writes any, so y may alias x. */
+#define TDM_NORM_THREADS 512
+
+/* Sum of v over the block (blockDim.x a multiple of 32, <= 1024); every
+ * thread gets the result. `sh` holds 32 doubles. */
+__device__ static double block_sum(double v, double *sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();   /* sh may still be read from a previous call */
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* x, y (B, C, S); block bg = b·G + g normalizes channels [g·cg, (g+1)·cg). */
+__global__ void group_norm_kernel(float *y, const float *x, const float *gamma,
+                                  const float *beta, int64_t G, int64_t cg, int64_t S, float eps,
+                                  int silu) {
+    __shared__ double sh[32];
+    int64_t bg = blockIdx.x, g = bg % G, n = cg * S;
+    const float *xs = x + bg * n;
+    float *ys = y + bg * n;
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xs[i];
+    double mean = block_sum(s, sh) / (double)n;
+    double q = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        double dv = xs[i] - mean;
+        q += dv * dv;
+    }
+    double var = block_sum(q, sh) / (double)n;
+    float rstd = (float)(1.0 / sqrt(var + (double)eps));
+    float meanf = (float)mean;
+    __syncthreads();   /* every thread has read x before any writes y */
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        int64_t ch = g * cg + i / S;
+        float ga = gamma ? gamma[ch] : 1.0f, be = beta ? beta[ch] : 0.0f;
+        float v = (xs[i] - meanf) * (rstd * ga) + be;
+        if (silu) v = v / (1.0f + expf(-v));
+        ys[i] = v;
+    }
+}
+
+extern "C" void tdm_cuda_group_norm(tdm_device_t *d, float *y, const float *x, const float *gamma,
+                                    const float *beta, int64_t B, int64_t C, int64_t S, int64_t G,
+                                    float eps, int silu) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (B <= 0 || G <= 0 || C <= 0 || S <= 0) return;
+    if (B * G > 0x7fffffff) {
+        tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "group_norm_kernel", __FILE__, __LINE__,
+                      "more than 2^31-1 groups");
+        return;
+    }
+    group_norm_kernel<<<(unsigned)(B * G), TDM_NORM_THREADS, 0, c->stream>>>(
+        y, x, gamma, beta, G, C / G, S, eps, silu);
+    TDM_CUDA_LAUNCHED("group_norm_kernel");
+fail:;
+}
+
+/* x, y (rows, D): block r normalizes row r. */
+__global__ void layer_norm_kernel(float *y, const float *x, const float *gamma,
+                                  const float *beta, int64_t D, float eps) {
+    __shared__ double sh[32];
+    const float *xr = x + (int64_t)blockIdx.x * D;
+    float *yr = y + (int64_t)blockIdx.x * D;
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i];
+    double mean = block_sum(s, sh) / (double)D;
+    double q = 0;
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        double dv = xr[i] - mean;
+        q += dv * dv;
+    }
+    float rstd = (float)(1.0 / sqrt(block_sum(q, sh) / (double)D + (double)eps));
+    float meanf = (float)mean;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = (xr[i] - meanf) * rstd;
+        if (gamma) v *= gamma[i];
+        if (beta) v += beta[i];
+        yr[i] = v;
+    }
+}
+
+extern "C" void tdm_cuda_layer_norm(tdm_device_t *d, float *y, const float *x, const float *gamma,
+                                    const float *beta, int64_t rows, int64_t D, float eps) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (rows <= 0 || D <= 0) return;
+    for (int64_t r0 = 0; r0 < rows; r0 += 0x7fffffff) {   /* grid.x limit */
+        int64_t nr = rows - r0 < 0x7fffffff ? rows - r0 : 0x7fffffff;
+        int threads = D >= 1024 ? 256 : D >= 256 ? 128 : 64;
+        layer_norm_kernel<<<(unsigned)nr, threads, 0, c->stream>>>(y + r0 * D, x + r0 * D, gamma,
+                                                                   beta, D, eps);
+        TDM_CUDA_LAUNCHED("layer_norm_kernel");
+    }
+fail:;
+}
+
+/* ---- activations and element-wise ------------------------------------------ */
+
+__device__ static inline float gelu_erf(float v) {
+    return 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
+}
+
+__device__ static inline float gelu_tanh(float v) {
+    const float k = 0.7978845608028654f;   /* sqrt(2/pi) */
+    return 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+}
+
+#define GRID_STRIDE(i, n)                                                          \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);      \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+__global__ void silu_kernel(float *x, int64_t n) {
+    GRID_STRIDE(i, n) x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+__global__ void gelu_kernel(float *x, int64_t n) { GRID_STRIDE(i, n) x[i] = gelu_erf(x[i]); }
+__global__ void gelu_tanh_kernel(float *x, int64_t n) { GRID_STRIDE(i, n) x[i] = gelu_tanh(x[i]); }
+__global__ void quick_gelu_kernel(float *x, int64_t n) {
+    GRID_STRIDE(i, n) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+/* h (rows, 2F) → y (rows, F) = h[:, :F] · gelu(h[:, F:]) */
+__global__ void geglu_kernel(float *y, const float *h, int64_t rows, int64_t F) {
+    GRID_STRIDE(i, rows * F) {
+        int64_t r = i / F, j = i % F;
+        const float *a = h + r * 2 * F;
+        y[i] = a[j] * gelu_erf(a[F + j]);
+    }
+}
+
+__global__ void add_kernel(float *y, const float *a, const float *b, int64_t n) {
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+/* x (B, C, S) += v (B, C) */
+__global__ void add_channel_bias_kernel(float *x, const float *v, int64_t BC, int64_t S) {
+    GRID_STRIDE(i, BC * S) x[i] += v[i / S];
+}
+
+__global__ void scale_kernel(float *y, const float *a, float s, int64_t n) {
+    GRID_STRIDE(i, n) y[i] = a[i] * s;
+}
+
+__global__ void clamp_kernel(float *y, const float *a, float lo, float hi, int64_t n) {
+    GRID_STRIDE(i, n) {
+        float x = a[i];   /* NaN fails both tests: kept */
+        y[i] = x < lo ? lo : (x > hi ? hi : x);
+    }
+}
+
+#define LAUNCH_1D(kernel, n, ...)                                                  \
+    do {                                                                           \
+        tdm_cuda_impl_t *c_ = tdm_cuda_ctx(d);                                     \
+        if ((n) <= 0) return;                                                      \
+        kernel<<<tdm_cuda_blocks((n), TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,      \
+                 c_->stream>>>(__VA_ARGS__);                                       \
+        TDM_CUDA_LAUNCHED(#kernel);                                                \
+    } while (0)
+
+extern "C" void tdm_cuda_silu(tdm_device_t *d, float *x, int64_t n) {
+    LAUNCH_1D(silu_kernel, n, x, n);
+fail:;
+}
+extern "C" void tdm_cuda_gelu(tdm_device_t *d, float *x, int64_t n) {
+    LAUNCH_1D(gelu_kernel, n, x, n);
+fail:;
+}
+extern "C" void tdm_cuda_gelu_tanh(tdm_device_t *d, float *x, int64_t n) {
+    LAUNCH_1D(gelu_tanh_kernel, n, x, n);
+fail:;
+}
+extern "C" void tdm_cuda_quick_gelu(tdm_device_t *d, float *x, int64_t n) {
+    LAUNCH_1D(quick_gelu_kernel, n, x, n);
+fail:;
+}
+extern "C" void tdm_cuda_geglu(tdm_device_t *d, float *y, const float *h, int64_t rows, int64_t F) {
+    LAUNCH_1D(geglu_kernel, rows * F, y, h, rows, F);
+fail:;
+}
+extern "C" void tdm_cuda_add(tdm_device_t *d, float *y, const float *a, const float *b, int64_t n) {
+    LAUNCH_1D(add_kernel, n, y, a, b, n);
+fail:;
+}
+extern "C" void tdm_cuda_add_channel_bias(tdm_device_t *d, float *x, const float *v, int64_t B,
+                                          int64_t C, int64_t S) {
+    LAUNCH_1D(add_channel_bias_kernel, B * C * S, x, v, B * C, S);
+fail:;
+}
+extern "C" void tdm_cuda_scale(tdm_device_t *d, float *y, const float *a, float s, int64_t n) {
+    LAUNCH_1D(scale_kernel, n, y, a, s, n);
+fail:;
+}
+extern "C" void tdm_cuda_clamp(tdm_device_t *d, float *y, const float *a, float lo, float hi,
+                               int64_t n) {
+    LAUNCH_1D(clamp_kernel, n, y, a, lo, hi, n);
+fail:;
+}
+
+/* ---- layout ------------------------------------------------------------------ */
+
+#define TDM_TBLK 32
+
+/* x (B, C, S) → y (B, S, C) through a 32×33 shared tile: reads along S and
+ * writes along C are both coalesced. grid (S tiles, C tiles, B), 32×8 threads;
+ * y and z grid dimensions stride over tiles past their limits. */
+__global__ void transpose_kernel(float *y, const float *x, int64_t B, int64_t C, int64_t S) {
+    __shared__ float t[TDM_TBLK][TDM_TBLK + 1];
+    int64_t nc = (C + TDM_TBLK - 1) / TDM_TBLK;
+    int64_t s0 = (int64_t)blockIdx.x * TDM_TBLK;
+    for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
+        const float *xb = x + b * C * S;
+        float *yb = y + b * C * S;
+        for (int64_t cb = blockIdx.y; cb < nc; cb += gridDim.y) {
+            int64_t c0 = cb * TDM_TBLK;
+            __syncthreads();
+            for (int r = threadIdx.y; r < TDM_TBLK; r += blockDim.y) {
+                int64_t ch = c0 + r, s = s0 + threadIdx.x;
+                if (ch < C && s < S) t[r][threadIdx.x] = xb[ch * S + s];
+            }
+            __syncthreads();
+            for (int r = threadIdx.y; r < TDM_TBLK; r += blockDim.y) {
+                int64_t s = s0 + r, ch = c0 + threadIdx.x;
+                if (ch < C && s < S) yb[s * C + ch] = t[threadIdx.x][r];
+            }
+        }
+    }
+}
+
+static void transpose(tdm_device_t *d, float *y, const float *x, int64_t B, int64_t C,
+                      int64_t S) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (B <= 0 || C <= 0 || S <= 0) return;
+    int64_t ns = (S + TDM_TBLK - 1) / TDM_TBLK, nc = (C + TDM_TBLK - 1) / TDM_TBLK;
+    if (ns > 0x7fffffff) {
+        tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "transpose_kernel", __FILE__, __LINE__,
+                      "too many columns");
+        return;
+    }
+    {
+        dim3 grid((unsigned)ns, (unsigned)(nc < 65535 ? nc : 65535),
+                  (unsigned)(B < 65535 ? B : 65535));
+        transpose_kernel<<<grid, dim3(TDM_TBLK, 8), 0, c->stream>>>(y, x, B, C, S);
+        TDM_CUDA_LAUNCHED("transpose_kernel");
+    }
+fail:;
+}
+
+extern "C" void tdm_cuda_transpose_cs(tdm_device_t *d, float *y, const float *x, int64_t B,
+                                      int64_t C, int64_t S) {
+    transpose(d, y, x, B, C, S);
+}
+
+extern "C" void tdm_cuda_transpose_sc(tdm_device_t *d, float *y, const float *x, int64_t B,
+                                      int64_t S, int64_t C) {
+    transpose(d, y, x, B, S, C);   /* the same transpose with the roles swapped */
+}
+
+/* x (BC, H, W) → y (BC, 2H, 2W), one thread per output element */
+__global__ void upsample_nearest2x_kernel(float *y, const float *x, int64_t BC, int64_t H,
+                                          int64_t W) {
+    int64_t Wo = 2 * W, HWo = 4 * H * W;
+    GRID_STRIDE(i, BC * HWo) {
+        int64_t bc = i / HWo, r = i % HWo, oy = r / Wo, ox = r % Wo;
+        y[i] = x[(bc * H + (oy >> 1)) * W + (ox >> 1)];
+    }
+}
+
+extern "C" void tdm_cuda_upsample_nearest2x(tdm_device_t *d, float *y, const float *x, int64_t B,
+                                            int64_t C, int64_t H, int64_t W) {
+    LAUNCH_1D(upsample_nearest2x_kernel, B * C * 4 * H * W, y, x, B * C, H, W);
+fail:;
+}
+
+/* torch's nearest source index (see tdm_cpu_resize_nearest), float32 math */
+__device__ static inline int64_t nearest_src(int64_t i, int64_t in, int64_t out, float scale) {
+    int64_t s = out == in ? i : out == 2 * in ? i >> 1 : (int64_t)floorf(__fmul_rn((float)i, scale));
+    return s > in - 1 ? in - 1 : s;
+}
+
+__global__ void resize_nearest_kernel(float *y, const float *x, int64_t BC, int64_t H, int64_t W,
+                                      int64_t Ho, int64_t Wo, float sh, float sw) {
+    int64_t P = Ho * Wo;
+    GRID_STRIDE(e, BC * P) {
+        int64_t bc = e / P, r = e % P, i = r / Wo, j = r % Wo;
+        y[e] = x[(bc * H + nearest_src(i, H, Ho, sh)) * W + nearest_src(j, W, Wo, sw)];
+    }
+}
+
+extern "C" void tdm_cuda_resize_nearest(tdm_device_t *d, float *y, const float *x, int64_t B,
+                                        int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+    float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
+    LAUNCH_1D(resize_nearest_kernel, B * C * Ho * Wo, y, x, B * C, H, W, Ho, Wo, sh, sw);
+fail:;
+}
+
+/* a (B, Ca, S), b (B, Cb, S) → y (B, Ca+Cb, S) */
+__global__ void concat_channels_kernel(float *y, const float *a, int64_t na, const float *b,
+                                       int64_t nb, int64_t B) {
+    int64_t n = na + nb;   /* floats per image of y */
+    GRID_STRIDE(i, B * n) {
+        int64_t bi = i / n, r = i % n;
+        y[i] = r < na ? a[bi * na + r] : b[bi * nb + (r - na)];
+    }
+}
+
+extern "C" void tdm_cuda_concat_channels(tdm_device_t *d, float *y, const float *a, int64_t Ca,
+                                         const float *b, int64_t Cb, int64_t B, int64_t S) {
+    LAUNCH_1D(concat_channels_kernel, B * (Ca + Cb) * S, y, a, Ca * S, b, Cb * S, B);
+fail:;
+}
+
+/* y (n, D)[i, :] = table[idx[i], :] */
+__global__ void gather_rows_kernel(float *y, const float *table, const int32_t *idx, int64_t n,
+                                   int64_t D) {
+    GRID_STRIDE(e, n * D) {
+        int64_t i = e / D, j = e % D;
+        y[e] = table[(int64_t)idx[i] * D + j];
+    }
+}
+
+extern "C" void tdm_cuda_gather_rows(tdm_device_t *d, float *y, const float *table,
+                                     const int32_t *idx, int64_t n, int64_t D) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    int32_t *didx = NULL;
+    if (n <= 0 || D <= 0) return;
+    didx = (int32_t *)tdm_cuda_stage(d, n * (int64_t)sizeof(int32_t));
+    if (!didx) return;
+    /* idx is host memory the caller may reuse at once: copy it before returning */
+    TDM_CUDA_CHECK(cudaMemcpyAsync(didx, idx, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   c->stream));
+    TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    gather_rows_kernel<<<tdm_cuda_blocks(n * D, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                         c->stream>>>(y, table, didx, n, D);
+    TDM_CUDA_LAUNCHED("gather_rows_kernel");
+fail:;
+}
