@@ -5,7 +5,7 @@
  * Also: a tensor of the wrong shape, ids outside the vocabulary, too many
  * tokens, a missing folder; the golden cases on cuda:0 in CUDA builds with a
  * GPU (host ids, outputs on the device). */
-// label: golden
+// label: golden;cuda
 #include <stdint.h>
 
 #include "core/core.h"

@@ -2,7 +2,7 @@
  * tests/fixtures/pipelines/cases.json (written by tools/ref/make_pipelines.py
  * from diffusers) is generated through the public API and compared with
  * diffusers' final latents (relative error <= 1e-4) and PNG pixels (±1). */
-// label: golden
+// label: golden;cuda
 #include <cjson/cJSON.h>
 #include <math.h>
 
@@ -10,11 +10,16 @@
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "tandem.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 #include "test.h"
 
 
 static double worst_lat = 0;
 static int worst_px = 0;
+
+static const char *g_device = "cpu";
 
 static void run_case(const char *dir, const cJSON *c) {
     const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
@@ -37,6 +42,7 @@ static void run_case(const char *dir, const cJSON *c) {
     tdm_pipeline_params_init(&pp);
     if (override && cJSON_IsString(sched)) pp.scheduler = sched->valuestring;
     pp.keep_resident = 1;
+    pp.device = g_device;
     tdm_pipeline_t *pipe = NULL;
     snprintf(path, sizeof path, "%s/%s", dir, pipe_name);
     tdm_status st = tdm_pipeline_open(&pipe, path, &pp);
@@ -178,9 +184,25 @@ static void run_file(const char *dir) {
 TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines"); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines"); }
 
+/* The SD cases again with every stage's model on cuda:0 (same tolerances). */
+TEST(sd_cases_cuda) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() == 0) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    g_device = "cuda:0";
+    run_file(TDM_FIXTURES "/pipelines");
+    g_device = "cpu";
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
+
 int main(void) {
     RUN(sd_cases);
     RUN(flux_cases);
+    RUN(sd_cases_cuda);
     printf("  worst latents rel err %.3g, worst pixel diff %d\n", worst_lat, worst_px);
     return test_summary();
 }

@@ -1,4 +1,4 @@
-// label: golden
+// label: golden;cuda
 /* test_unet.c — the UNet2DConditionModel against diffusers: three tiny
  * random-weight configs written by tools/ref/unet_ref.py (SD1.5 layout with
  * fp16 variant weights, SD2 layout with linear projections and 77 tokens,

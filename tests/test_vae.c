@@ -1,4 +1,4 @@
-// label: golden
+// label: golden;cuda
 /* test_vae.c — AutoencoderKL against diffusers (fixtures written by
  * tools/ref/vae_ref.py): decode, encode (mean, logvar), the uint8
  * post-processing, and the load errors (missing tensor, wrong shape,

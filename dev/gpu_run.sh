@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool): unpack the carried build dependencies (.deps, made from this
+# project's Debian packages: OpenBLAS, cJSON, libpng) and the diffusers wheel (.whl), build with
+# CUDA, run the `cuda`-labelled tests, then (BENCH=1) the GPU UNet benchmark. Logs go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+[ -f .deps/deps.tar.xz ] && tar xJf .deps/deps.tar.xz
+export PKG_CONFIG_PATH=$PWD/.deps/pkgconfig CMAKE_PREFIX_PATH=$PWD/.deps
+export LD_LIBRARY_PATH=$PWD/.deps/lib:${LD_LIBRARY_PATH:-}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/cmake.log" 2>&1 \
+  || { tail -20 "$OUT/cmake.log"; exit 1; }
+cmake --build build-gpu -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
+(cd build-gpu && ctest -L cuda --output-on-failure -j 4) 2>&1 | tee "$OUT/ctest.log" | tail -25
+if [ "${BENCH:-0}" = 1 ]; then
+  cmake --build build-gpu -j "$(nproc)" --target bench_unet >/dev/null 2>&1
+  ITERS=${ITERS:-10} bash bench/run_gpu.sh 2>&1 | grep -v Warning | tee "$OUT/bench.log"
+fi
