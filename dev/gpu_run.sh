@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU machine (device tool): unpack the carried build dependencies (.deps, made from this
+# On the GPU machine (device tool): unpack the carried build dependencies (.deps, made by
+# dev/make_gpu_deps.sh from this
 # project's Debian packages: OpenBLAS, cJSON, libpng) and the diffusers wheel (.whl), build with
 # CUDA, run the `cuda`-labelled tests, then (BENCH=1) the GPU UNet benchmark. Logs go to $OUT.
 set -uo pipefail
