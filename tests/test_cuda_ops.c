@@ -426,6 +426,77 @@ TEST(test_gather_rows) {
     free(table); free(y); free(y2);
 }
 
+/* ---- T5 encoder ops ------------------------------------------------------------------------ */
+
+static void rms_norm_case(int64_t rows, int64_t D, int with_w, int alias) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "rms_norm %lldx%lld w%d alias%d", (long long)rows, (long long)D,
+             with_w, alias);
+    float *x = hrand(rows * D, 3), *w = hrand(D, 2), *y = hzero(rows * D);
+    tdm_cpu_rms_norm(y, x, with_w ? w : NULL, rows, D, 1e-6f);
+    float *dx = up(x, rows * D), *dw = up(w, D), *dy = alias ? dx : dzero(rows * D);
+    tdm_op_rms_norm(&g_dev, dy, dx, with_w ? dw : NULL, rows, D, 1e-6f);
+    check_dev(nm, dy, y, rows * D, TOL);
+    if (!alias) dfree(dx, rows * D);
+    dfree(dw, D);
+    free(x); free(w); free(y);
+}
+
+/* q, k, v (B, T, H*D) and a bias table (H, 2T-1) with a wide range, as T5's
+ * learned position biases have. */
+static void attention_bias_case(int64_t B, int64_t T, int64_t H, int64_t D) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "attention_bias B%lld T%lld H%lld D%lld", (long long)B, (long long)T,
+             (long long)H, (long long)D);
+    int64_t n = B * T * H * D, nt = H * (2 * T - 1);
+    float *q = hrand(n, 1), *k = hrand(n, 1), *v = hrand(n, 1), *tab = hrand(nt, 8);
+    float *o = hzero(n), *s = hzero(tdm_cpu_attention_bias_scratch(T));
+    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+    int64_t ns = tdm_op_attention_bias_scratch(&g_dev, T);
+    float *dq = up(q, n), *dk = up(k, n), *dv = up(v, n), *dt = up(tab, nt), *dout = dzero(n);
+    float *ds = ns > 0 ? dzero(ns) : NULL;
+    tdm_op_attention_bias(&g_dev, dout, dq, dk, dv, dt, ds, B, T, H, D);
+    check_dev(nm, dout, o, n, TOL_GEMM);
+    if (ds) dfree(ds, ns);
+    dfree(dq, n); dfree(dk, n); dfree(dv, n); dfree(dt, nt);
+    free(q); free(k); free(v); free(tab); free(o); free(s);
+}
+
+TEST(test_t5_ops) {
+    rms_norm_case(7, 33, 1, 0);
+    rms_norm_case(5, 4096, 1, 1);     /* T5-XXL width, in place */
+    rms_norm_case(1000, 1, 0, 0);
+    rms_norm_case(77, 48, 0, 1);
+    int64_t ns[] = {1, 1000, 100003};
+    for (int i = 0; i < 3; i++) {
+        act_case("relu", tdm_cpu_relu, tdm_op_relu, ns[i]);
+        int64_t n = ns[i];
+        float *a = hrand(n, 5), *b = hrand(n, 5), *y = hzero(n);
+        float *da = up(a, n), *db = up(b, n), *dy = dzero(n);
+        tdm_cpu_mul(y, a, b, n);
+        tdm_op_mul(&g_dev, dy, da, db, n);
+        check_dev("mul", dy, y, n, TOL);
+        tdm_op_mul(&g_dev, da, da, db, n);   /* y aliases a */
+        check_dev("mul alias", da, y, n, TOL);
+        dfree(db, n);
+        free(a); free(b); free(y);
+    }
+    /* relu maps NaN to 0 on both devices */
+    float c[3] = {NAN, -2.0f, 3.0f}, got[3] = {1, 1, 1};
+    float *dc = up(c, 3);
+    tdm_op_relu(&g_dev, dc, 3);
+    CHECK(tdm_dev_download(&g_dev, got, dc, sizeof got, "relu") == TDM_OK);
+    CHECK(got[0] == 0.0f && got[1] == 0.0f && got[2] == 3.0f);
+    dfree(dc, 3);
+    attention_bias_case(2, 7, 4, 8);       /* the golden fixtures' shapes */
+    attention_bias_case(2, 64, 4, 16);
+    attention_bias_case(1, 1, 2, 64);      /* one token */
+    attention_bias_case(2, 77, 3, 40);     /* odd T, head dim not a multiple of 32 */
+    attention_bias_case(1, 512, 4, 64);    /* FLUX max_sequence_length, T5-XXL head dim */
+    attention_bias_case(1, 33, 2, 256);    /* largest head dim */
+    attention_bias_case(1, 5, 1, 1);
+}
+
 /* ---- device behaviour --------------------------------------------------------------------- */
 
 TEST(test_device_memory) {
@@ -477,6 +548,103 @@ TEST(test_error_kept) {
               tdm_last_error());
 }
 
+/* ---- transformer row ops (FLUX) ---------------------------------------------------------- */
+
+static void rope_case(int64_t B, int64_t S, int64_t H, int64_t hd) {
+    char nm[80];
+    int64_t n = B * S * H * hd;
+    snprintf(nm, sizeof nm, "rope_interleaved B=%lld S=%lld H=%lld hd=%lld", (long long)B,
+             (long long)S, (long long)H, (long long)hd);
+    float *x = hrand(n, 3), *cs = hrand(S * hd, 1), *sn = hrand(S * hd, 1);
+    float *dx = up(x, n), *dc = up(cs, S * hd), *ds = up(sn, S * hd);
+    tdm_cpu_rope_interleaved(x, cs, sn, B, S, H, hd);
+    tdm_op_rope_interleaved(&g_dev, dx, dc, ds, B, S, H, hd);
+    check_dev(nm, dx, x, n, TOL);
+    dfree(dc, S * hd);
+    dfree(ds, S * hd);
+    free(x); free(cs); free(sn);
+}
+
+static void rms_heads_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t H, int64_t hd) {
+    char nm[96];
+    int64_t n = B * S * H * hd;
+    snprintf(nm, sizeof nm, "rms_norm_heads B=%lld S=%lld rows [%lld,+%lld) H=%lld hd=%lld",
+             (long long)B, (long long)S, (long long)r0, (long long)L, (long long)H,
+             (long long)hd);
+    float *x = hrand(n, 4), *w = hrand(hd, 2);
+    float *dx = up(x, n), *dw = up(w, hd);
+    tdm_cpu_rms_norm_heads(x, w, B, S, r0, L, H, hd, 1e-6f);
+    tdm_op_rms_norm_heads(&g_dev, dx, dw, B, S, r0, L, H, hd, 1e-6f);
+    check_dev(nm, dx, x, n, TOL);
+    dfree(dw, hd);
+    free(x); free(w);
+}
+
+/* y starts random (rows outside the segment must stay); alias: y == x. */
+static void ln_mod_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D, int alias) {
+    char nm[96];
+    int64_t n = B * S * D, ms = 6 * D, nm_ = B * ms;
+    snprintf(nm, sizeof nm, "layer_norm_modulate B=%lld S=%lld rows [%lld,+%lld) D=%lld%s",
+             (long long)B, (long long)S, (long long)r0, (long long)L, (long long)D,
+             alias ? " in place" : "");
+    float *x = hrand(n, 5), *y = hrand(n, 1), *mod = hrand(nm_, 1);
+    float *dx = up(x, n), *dy = alias ? dx : up(y, n), *dm = up(mod, nm_);
+    float *hy = alias ? x : y;
+    tdm_cpu_layer_norm_modulate(hy, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
+    tdm_op_layer_norm_modulate(&g_dev, dy, dx, dm + 3 * D, dm + 4 * D, ms, B, S, r0, L, D,
+                               1e-6f);
+    check_dev(nm, dy, hy, n, TOL);
+    if (!alias) dfree(dx, n);
+    dfree(dm, nm_);
+    free(x); free(y); free(mod);
+}
+
+static void gated_add_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D) {
+    char nm[96];
+    int64_t n = B * S * D, ms = 3 * D, nm_ = B * ms;
+    snprintf(nm, sizeof nm, "gated_add_rows B=%lld S=%lld rows [%lld,+%lld) D=%lld",
+             (long long)B, (long long)S, (long long)r0, (long long)L, (long long)D);
+    float *x = hrand(n, 3), *y = hrand(n, 3), *mod = hrand(nm_, 2);
+    float *dx = up(x, n), *dy = up(y, n), *dm = up(mod, nm_);
+    tdm_cpu_gated_add_rows(x, y, mod + 2 * D, ms, B, S, r0, L, D);
+    tdm_op_gated_add_rows(&g_dev, dx, dy, dm + 2 * D, ms, B, S, r0, L, D);
+    check_dev(nm, dx, x, n, TOL);
+    dfree(dy, n);
+    dfree(dm, nm_);
+    free(x); free(y); free(mod);
+}
+
+/* Copies cols columns into column offset off of y (rows, ldy); ldx = 0 broadcasts. */
+static void copy_2d_case(int64_t rows, int64_t cols, int64_t ldy, int64_t off, int64_t ldx) {
+    char nm[96];
+    int64_t n = rows * ldy, nx = ldx ? rows * ldx : cols;
+    snprintf(nm, sizeof nm, "copy_2d rows=%lld cols=%lld ldy=%lld ldx=%lld", (long long)rows,
+             (long long)cols, (long long)ldy, (long long)ldx);
+    float *y = hrand(n, 1), *x = hrand(nx, 1);
+    float *dy = up(y, n), *dx = up(x, nx);
+    tdm_cpu_copy_2d(y + off, ldy, x, ldx, rows, cols);
+    tdm_op_copy_2d(&g_dev, dy + off, ldy, dx, ldx, rows, cols);
+    check_dev(nm, dy, y, n, TOL);
+    dfree(dx, nx);
+    free(x); free(y);
+}
+
+TEST(test_flux_row_ops) {
+    rope_case(2, 7, 3, 10);
+    rope_case(1, 300, 24, 128);
+    rms_heads_case(2, 9, 3, 4, 3, 40);
+    rms_heads_case(1, 100, 0, 100, 24, 128);
+    rms_heads_case(2, 5, 0, 5, 2, 8);
+    ln_mod_case(2, 11, 4, 7, 300, 0);
+    ln_mod_case(1, 50, 0, 50, 3072, 0);
+    ln_mod_case(2, 6, 0, 3, 33, 1);
+    gated_add_case(2, 11, 0, 4, 300);
+    gated_add_case(1, 37, 0, 37, 1000);
+    copy_2d_case(13, 40, 50, 10, 0);
+    copy_2d_case(13, 10, 50, 0, 10);
+    copy_2d_case(1, 1000, 1000, 0, 0);
+}
+
 int main(void) {
     if (tdm_cuda_device_count() <= 0) {
         printf("SKIP: no CUDA device\n");
@@ -499,6 +667,8 @@ int main(void) {
     RUN(test_transpose);
     RUN(test_upsample_resize_concat);
     RUN(test_gather_rows);
+    RUN(test_flux_row_ops);
+    RUN(test_t5_ops);
     RUN(test_device_memory);
     RUN(test_error_kept);
     tdm_dev_trim(&g_dev);

@@ -1,4 +1,4 @@
-// label: golden
+// label: golden;cuda
 /* test_flux.c — FluxTransformer2DModel against diffusers: three tiny
  * random-weight configs written by tools/ref/flux_ref.py (dev: guidance
  * embedder, 64 packed channels, head dim 16 with RoPE axes (4,6,6), sharded
@@ -6,7 +6,8 @@
  * timesteps, non-zero txt_ids; bf16: bf16 variant weights, 3 heads,
  * out_channels != in_channels, offset ids), plus loader errors (missing
  * tensor, wrong shape, unsupported config) and forward argument errors
- * (guidance missing / unexpected). */
+ * (guidance missing / unexpected). The three fixtures also run on cuda:0 in
+ * CUDA builds with a GPU (inputs uploaded, timesteps and ids from the host). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@
 #include "io/safetensors.h"
 #include "models/flux.h"
 #include "test.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 #define FIX TDM_FIXTURES "/flux"
 
@@ -85,6 +89,106 @@ done:
 TEST(flux_dev_sharded_guidance) { run_golden("dev", NULL); }
 TEST(flux_schnell) { run_golden("schnell", NULL); }
 TEST(flux_bf16_variant) { run_golden("bf16", "bf16"); }
+
+#ifdef TDM_HAVE_CUDA
+/* Uploads n floats of host h into a new buffer on dev (NULL on failure). */
+static float *dev_copy(tdm_device_t *dev, const float *h, int64_t n, const char *what) {
+    float *p = tdm_dev_alloc(dev, n * (int64_t)sizeof(float), what);
+    if (p && tdm_dev_upload(dev, p, h, n * (int64_t)sizeof(float), what) != TDM_OK) {
+        tdm_dev_free(dev, p, n * (int64_t)sizeof(float));
+        return NULL;
+    }
+    return p;
+}
+
+/* Fixture `name` on CUDA device `index`: weights loaded onto the GPU, img,
+ * txt and pooled uploaded, timestep, guidance and ids passed from the host,
+ * the output downloaded and compared with diffusers. */
+static void run_golden_cuda(int index, const char *name, const char *variant) {
+    char root[1024], io[1100];
+    tdm_device_t dev;
+    tdm_flux_t *m = NULL;
+    tdm_safetensors_t *st = NULL;
+    float *out = NULL, *dimg = NULL, *dtxt = NULL, *dpool = NULL, *dout = NULL;
+    int64_t nimg = 0, ntxt = 0, npool = 0, nout = 0, io_bytes = 0;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_status s = tdm_cuda_device_init(&dev, index);
+    CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    if (s != TDM_OK) return;
+    snprintf(root, sizeof(root), "%s/%s", FIX, name);
+    snprintf(io, sizeof(io), "%s/io.safetensors", root);
+
+    s = tdm_flux_load(&m, root, "transformer", variant, &dev);
+    CHECK_MSG(s == TDM_OK, "%s: load on cuda: %s", name, tdm_last_error());
+    if (s != TDM_OK) goto done;
+    const tdm_flux_info_t *info = tdm_flux_info(m);
+    CHECK(info->param_bytes == dev.cur_bytes);
+    s = tdm_safetensors_open(&st, io);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    int64_t si[TDM_MAX_DIMS], stx[TDM_MAX_DIMS], so[TDM_MAX_DIMS];
+    const float *img = io_get(st, "img", si), *txt = io_get(st, "txt", stx);
+    int64_t sp[TDM_MAX_DIMS];
+    const float *pooled = io_get(st, "pooled", sp), *t = io_get(st, "timestep", NULL);
+    const float *g = io_get(st, "guidance", NULL), *iid = io_get(st, "img_ids", NULL);
+    const float *tid = io_get(st, "txt_ids", NULL), *ref = io_get(st, "out", so);
+    CHECK(img && txt && pooled && t && iid && tid && ref);
+    if (!(img && txt && pooled && t && iid && tid && ref)) goto done;
+    int64_t B = si[0], N = si[1], T = stx[1];
+    nimg = B * N * si[2];
+    ntxt = B * T * stx[2];
+    npool = sp[0] * sp[1];
+    nout = so[0] * so[1] * so[2];
+    dimg = dev_copy(&dev, img, nimg, "test img");
+    dtxt = dev_copy(&dev, txt, ntxt, "test txt");
+    dpool = dev_copy(&dev, pooled, npool, "test pooled");
+    dout = tdm_dev_alloc(&dev, nout * (int64_t)sizeof(float), "test out");
+    out = malloc((size_t)nout * sizeof(float));
+    CHECK_MSG(dimg && dtxt && dpool && dout && out, "%s", tdm_last_error());
+    if (!(dimg && dtxt && dpool && dout && out)) goto done;
+    io_bytes = dev.cur_bytes;
+    s = tdm_flux_forward(m, dimg, B, N, dtxt, T, dpool, t, g, iid, tid, dout);
+    CHECK_MSG(s == TDM_OK, "%s: forward on cuda: %s", name, tdm_last_error());
+    if (s == TDM_OK) s = tdm_dev_download(&dev, out, dout, nout * (int64_t)sizeof(float),
+                                          "test out");
+    CHECK_MSG(s == TDM_OK, "%s: download: %s", name, tdm_last_error());
+    if (s == TDM_OK) {
+        double err = test_rel_err(out, ref, (long)nout);
+        printf("  %s on cuda:%d: B=%lld N=%lld T=%lld: rel err %.3g, activation peak %.1f "
+               "KiB\n", name, index, (long long)B, (long long)N, (long long)T, err,
+               (double)(dev.peak_bytes - io_bytes) / 1024.0);
+        CHECK_MSG(err <= 1e-4, "%s on cuda: rel err %.3g", name, err);
+    }
+    CHECK_MSG(dev.cur_bytes == io_bytes, "activations leaked on cuda: %lld bytes",
+              (long long)(dev.cur_bytes - io_bytes));
+done:
+    if (dimg) tdm_dev_free(&dev, dimg, nimg * (int64_t)sizeof(float));
+    if (dtxt) tdm_dev_free(&dev, dtxt, ntxt * (int64_t)sizeof(float));
+    if (dpool) tdm_dev_free(&dev, dpool, npool * (int64_t)sizeof(float));
+    if (dout) tdm_dev_free(&dev, dout, nout * (int64_t)sizeof(float));
+    free(out);
+    tdm_safetensors_close(st);
+    tdm_flux_free(m);
+    CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on cuda", (long long)dev.cur_bytes);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+}
+#endif
+
+/* The three fixtures on cuda:0 when this is a CUDA build with a GPU. */
+TEST(flux_cuda_golden) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    run_golden_cuda(0, "dev", NULL);
+    run_golden_cuda(0, "schnell", NULL);
+    run_golden_cuda(0, "bf16", "bf16");
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
 
 TEST(flux_info) {
     char root[1024];
@@ -287,6 +391,7 @@ int main(void) {
     RUN(flux_dev_sharded_guidance);
     RUN(flux_schnell);
     RUN(flux_bf16_variant);
+    RUN(flux_cuda_golden);
     RUN(flux_info);
     RUN(flux_missing_tensor);
     RUN(flux_wrong_shape);

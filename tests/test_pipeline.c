@@ -184,8 +184,8 @@ static void run_file(const char *dir) {
 TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines"); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines"); }
 
-/* The SD cases again with every stage's model on cuda:0 (same tolerances). */
-TEST(sd_cases_cuda) {
+/* The SD and FLUX cases again with every stage's model on cuda:0 (same tolerances). */
+TEST(cases_cuda) {
 #ifdef TDM_HAVE_CUDA
     if (tdm_cuda_device_count() == 0) {
         printf("  skipped: no CUDA device\n");
@@ -193,6 +193,7 @@ TEST(sd_cases_cuda) {
     }
     g_device = "cuda:0";
     run_file(TDM_FIXTURES "/pipelines");
+    run_file(TDM_FIXTURES "/flux_pipelines");
     g_device = "cpu";
 #else
     printf("  skipped: built without CUDA\n");
@@ -202,7 +203,7 @@ TEST(sd_cases_cuda) {
 int main(void) {
     RUN(sd_cases);
     RUN(flux_cases);
-    RUN(sd_cases_cuda);
+    RUN(cases_cuda);
     printf("  worst latents rel err %.3g, worst pixel diff %d\n", worst_lat, worst_px);
     return test_summary();
 }

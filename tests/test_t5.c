@@ -3,10 +3,13 @@
  * (text_encoder_2/ as save_pretrained writes it — sharded bf16, single-file
  * fp16 — and expected.safetensors with ids_t7, hidden_t7, ids_t64,
  * hidden_t64) and tests/fixtures/t5/buckets.safetensors (transformers'
- * relative position buckets). Tolerance: normalized error <= 1e-5.
+ * relative position buckets). Tolerance: normalized error <= 1e-5 (CPU).
  * Also: a tensor of the wrong shape, a missing relative_attention_bias, bad
- * configs, ids outside the vocabulary, a missing folder, a device cap. */
-// label: golden
+ * configs, ids outside the vocabulary, a missing folder, a device cap.
+ * The golden cases also run on cuda:0 in CUDA builds with a GPU (weights and
+ * hidden on the device, ids from the host; normalized error <= 1e-4), and
+ * print a skip line elsewhere. */
+// label: golden;cuda
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +18,9 @@
 #include "io/safetensors.h"
 #include "models/t5.h"
 #include "test.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 #define TOL 1e-5
 #define FIX TDM_FIXTURES "/t5"
@@ -107,6 +113,104 @@ TEST(test_gated_gelu_sharded_bf16) { golden_case("gg_sharded", 2, 32); }
 TEST(test_gated_gelu_inner_ne_dmodel_fp16) { golden_case("gg_fp16", 3, 48); }
 /* relu (not gated, DenseReluDense.wi), only encoder.embed_tokens.weight stored */
 TEST(test_relu_embed_tokens_only) { golden_case("relu_embed", 2, 16); }
+
+#ifdef TDM_HAVE_CUDA
+#define CUDA_TOL 1e-4   /* the project bound for the CUDA path */
+
+/* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
+ * from the host, hidden allocated there, downloaded and compared with
+ * transformers for T = 7 and 64 (whole batch and each row alone). */
+static void golden_cuda(int index, const char *name) {
+    char path[1024];
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_status st = tdm_cuda_device_init(&dev, index);
+    CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    if (st != TDM_OK) return;
+    tdm_t5_t *m = NULL;
+    tdm_safetensors_t *ex = NULL;
+    snprintf(path, sizeof path, "%s/%s", FIX, name);
+    st = tdm_t5_load(&m, path, "text_encoder_2", NULL, &dev);
+    CHECK_MSG(st == TDM_OK, "%s: load on cuda: %s", name, tdm_last_error());
+    if (st != TDM_OK) goto done;
+    snprintf(path, sizeof path, "%s/%s/expected.safetensors", FIX, name);
+    st = tdm_safetensors_open(&ex, path);
+    CHECK_MSG(st == TDM_OK, "%s: %s", name, tdm_last_error());
+    if (st != TDM_OK) goto done;
+    static const int Ts[] = {7, 64};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        int Tn = Ts[ti];
+        char key[32];
+        snprintf(key, sizeof key, "ids_t%d", Tn);
+        const tdm_st_tensor_t *ids = tdm_safetensors_find(ex, key);
+        snprintf(key, sizeof key, "hidden_t%d", Tn);
+        const tdm_st_tensor_t *ref = tdm_safetensors_find(ex, key);
+        CHECK_MSG(ids && ref, "%s: T=%d tensors missing", name, Tn);
+        if (!ids || !ref) continue;
+        int64_t B = ids->shape[0], T = ids->shape[1], D = tdm_t5_d_model(m), n = B * T * D;
+        CHECK(ids->dtype == TDM_I32 && ref->dtype == TDM_F32 && ref->nbytes == n * 4);
+        if (ref->nbytes != n * 4) continue;
+        int32_t *idv = malloc((size_t)(B * T) * sizeof(int32_t));
+        float *want = malloc((size_t)n * 4), *got = calloc((size_t)n, 4);
+        float *dhid = tdm_dev_alloc(&dev, n * 4, "test hidden");
+        CHECK_MSG(idv && want && got && dhid, "%s: %s", name, tdm_last_error());
+        if (idv && want && got && dhid) {
+            memcpy(idv, ids->data, (size_t)(B * T) * 4);
+            memcpy(want, ref->data, (size_t)n * 4);
+            int64_t before = dev.cur_bytes;
+            st = tdm_t5_forward(m, idv, B, T, dhid);
+            CHECK_MSG(st == TDM_OK, "%s: forward on cuda: %s", name, tdm_last_error());
+            if (st == TDM_OK) st = tdm_dev_download(&dev, got, dhid, n * 4, "test hidden");
+            CHECK_MSG(st == TDM_OK, "%s: download: %s", name, tdm_last_error());
+            if (st == TDM_OK) {
+                double e = test_rel_err(got, want, (long)n);
+                printf("  %s T=%lld on cuda:%d: last_hidden_state rel err %.3g\n", name,
+                       (long long)T, index, e);
+                CHECK_MSG(e <= CUDA_TOL, "%s: T=%lld on cuda rel err %.3g", name, (long long)T,
+                          e);
+            }
+            /* each row alone gives the values it has inside the batch */
+            for (int64_t b = 0; b < B; b++) {
+                st = tdm_t5_forward(m, idv + b * T, 1, T, dhid);
+                if (st == TDM_OK) st = tdm_dev_download(&dev, got, dhid, T * D * 4, "test row");
+                CHECK_MSG(st == TDM_OK, "%s: row %lld on cuda: %s", name, (long long)b,
+                          tdm_last_error());
+                if (st != TDM_OK) break;
+                double e = test_rel_err(got, want + b * T * D, (long)(T * D));
+                CHECK_MSG(e <= CUDA_TOL, "%s: T=%lld row %lld alone on cuda rel err %.3g", name,
+                          (long long)T, (long long)b, e);
+            }
+            CHECK_MSG(dev.cur_bytes == before, "%s: forward left %lld bytes on cuda", name,
+                      (long long)(dev.cur_bytes - before));
+        }
+        tdm_dev_free(&dev, dhid, n * 4);
+        free(idv);
+        free(want);
+        free(got);
+    }
+done:
+    tdm_safetensors_close(ex);
+    tdm_t5_free(m);
+    CHECK_MSG(dev.cur_bytes == 0, "%s: %lld bytes left on cuda", name, (long long)dev.cur_bytes);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+}
+#endif
+
+/* The golden cases on cuda:0 when this is a CUDA build with a GPU. */
+TEST(test_cuda_golden) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    golden_cuda(0, "gg_sharded");
+    golden_cuda(0, "gg_fp16");
+    golden_cuda(0, "relu_embed");
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
 
 /* tdm_t5_relative_bucket equals transformers' _relative_position_bucket. */
 TEST(test_relative_buckets) {
@@ -261,6 +365,7 @@ int main(void) {
     RUN(test_gated_gelu_sharded_bf16);
     RUN(test_gated_gelu_inner_ne_dmodel_fp16);
     RUN(test_relu_embed_tokens_only);
+    RUN(test_cuda_golden);
     RUN(test_relative_buckets);
     RUN(test_bad_shape);
     RUN(test_missing_relative_attention_bias);

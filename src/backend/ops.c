@@ -265,3 +265,117 @@ void tdm_op_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float h
     (void)dev;
     tdm_cpu_clamp(y, a, lo, hi, n);
 }
+
+void tdm_op_rms_norm(tdm_device_t *dev, float *y, const float *x, const float *w, int64_t rows, int64_t D, float eps) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_rms_norm(dev, y, x, w, rows, D, eps);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_rms_norm(y, x, w, rows, D, eps);
+}
+
+void tdm_op_relu(tdm_device_t *dev, float *x, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_relu(dev, x, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_relu(x, n);
+}
+
+void tdm_op_mul(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_mul(dev, y, a, b, n);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_mul(y, a, b, n);
+}
+
+int64_t tdm_op_attention_bias_scratch(tdm_device_t *dev, int64_t T) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) return tdm_cuda_attention_bias_scratch(dev, T);
+#endif
+    (void)dev;
+    return tdm_cpu_attention_bias_scratch(T);
+}
+
+void tdm_op_attention_bias(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v, const float *tab, float *s, int64_t B, int64_t T, int64_t H, int64_t D) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_attention_bias(dev, o, q, k, v, tab, s, B, T, H, D);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+}
+
+void tdm_op_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,
+                             int64_t B, int64_t S, int64_t H, int64_t hd) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_rope_interleaved(dev, x, cosb, sinb, B, S, H, hd);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_rope_interleaved(x, cosb, sinb, B, S, H, hd);
+}
+
+void tdm_op_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t B, int64_t S,
+                           int64_t r0, int64_t L, int64_t H, int64_t hd, float eps) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_rms_norm_heads(dev, x, w, B, S, r0, L, H, hd, eps);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_rms_norm_heads(x, w, B, S, r0, L, H, hd, eps);
+}
+
+void tdm_op_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, const float *shift,
+                                const float *scale, int64_t mstride, int64_t B, int64_t S,
+                                int64_t r0, int64_t L, int64_t D, float eps) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_layer_norm_modulate(dev, y, x, shift, scale, mstride, B, S, r0, L, D, eps);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_layer_norm_modulate(y, x, shift, scale, mstride, B, S, r0, L, D, eps);
+}
+
+void tdm_op_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const float *gate,
+                           int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L,
+                           int64_t D) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_gated_add_rows(dev, x, y, gate, mstride, B, S, r0, L, D);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_gated_add_rows(x, y, gate, mstride, B, S, r0, L, D);
+}
+
+void tdm_op_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
+                    int64_t rows, int64_t cols) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        tdm_cuda_copy_2d(dev, y, ldy, x, ldx, rows, cols);
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_copy_2d(y, ldy, x, ldx, rows, cols);
+}

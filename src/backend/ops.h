@@ -58,4 +58,30 @@ void tdm_op_gather_rows(tdm_device_t *dev, float *y, const float *table, const i
                         int64_t n, int64_t D);
 void tdm_op_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n);
 
+/* T5 encoder ops (see backend/cpu/ops.h). The scratch size is per device:
+ * T·T floats on the CPU, 0 on CUDA (s may then be NULL). */
+void tdm_op_rms_norm(tdm_device_t *dev, float *y, const float *x, const float *w, int64_t rows,
+                     int64_t D, float eps);
+void tdm_op_relu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_op_mul(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n);
+int64_t tdm_op_attention_bias_scratch(tdm_device_t *dev, int64_t T);
+void tdm_op_attention_bias(tdm_device_t *dev, float *o, const float *q, const float *k,
+                           const float *v, const float *tab, float *s, int64_t B, int64_t T,
+                           int64_t H, int64_t D);
+
+/* Transformer row ops (FLUX): see tdm_cpu_rope_interleaved and the others in
+ * backend/cpu/ops.h. */
+void tdm_op_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,
+                             int64_t B, int64_t S, int64_t H, int64_t hd);
+void tdm_op_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t B, int64_t S,
+                           int64_t r0, int64_t L, int64_t H, int64_t hd, float eps);
+void tdm_op_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, const float *shift,
+                                const float *scale, int64_t mstride, int64_t B, int64_t S,
+                                int64_t r0, int64_t L, int64_t D, float eps);
+void tdm_op_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const float *gate,
+                           int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L,
+                           int64_t D);
+void tdm_op_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
+                    int64_t rows, int64_t cols);
+
 #endif

@@ -8,13 +8,14 @@
  * with S = T + N, text rows first ([txt, img], as diffusers concatenates for
  * attention and for the single blocks). A double block works on the two row
  * ranges ("segments") with separate weights; a single block on all S rows.
- * The small kernels FLUX needs beyond backend/cpu/ops.h (per-head RMSNorm,
- * interleaved RoPE, AdaLN modulation, gated residual) are static here. */
+ * Every step is a device op (backend/ops.h), so the model runs where its
+ * weights were loaded; only the timestep sinusoid and the RoPE tables are
+ * made on the host (from host timesteps and ids) and uploaded. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
@@ -317,22 +318,23 @@ void tdm_flux_free(tdm_flux_t *m) {
 
 const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m) { return m ? &m->info : NULL; }
 
-/* ---- kernels ---------------------------------------------------------------- */
+/* ---- host-side tables ------------------------------------------------------- */
 
-/* Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) in float32 as
- * diffusers' get_timestep_embedding: exponent_i = -ln(10000) * i / half,
- * freq = exp(exponent), arg = t * freq, emb = [cos(arg), sin(arg)]. exp, sin
- * and cos are evaluated in double and rounded (within an ulp of torch).
- * t (B) → emb (B, dim), dim even. */
-static void timestep_embed(float *emb, const float *t, int64_t B, int64_t dim) {
+/* Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) of v * 1000 in
+ * float32 as diffusers' get_timestep_embedding: exponent_i = -ln(10000) * i /
+ * half, freq = exp(exponent), arg = (v * 1000) * freq, emb = [cos(arg),
+ * sin(arg)]. exp, sin and cos are evaluated in double and rounded (within an
+ * ulp of torch). v (B) → emb (B, dim), dim even; host memory. */
+static void timestep_embed(float *emb, const float *v, int64_t B, int64_t dim) {
     int64_t half = dim / 2;
     float lnp = (float)(-log(10000.0));
     for (int64_t n = 0; n < B; n++) {
         float *e = emb + n * dim;
+        float t = v[n] * 1000.0f;
         for (int64_t i = 0; i < half; i++) {
             float ex = (lnp * (float)i) / (float)half;
             float freq = (float)exp((double)ex);
-            float arg = t[n] * freq;
+            float arg = t * freq;
             e[i] = (float)cos((double)arg);
             e[half + i] = (float)sin((double)arg);
         }
@@ -342,7 +344,7 @@ static void timestep_embed(float *emb, const float *t, int64_t B, int64_t dim) {
 /* FluxPosEmbed: for each position s of ids (S, 3) and axis a of dim d_a,
  * freq_j = 1 / theta^(2j / d_a) and angle = id[s][a] * freq_j in double;
  * cos/sin rounded to float and each repeated twice (repeat_interleave_real).
- * Axes are laid side by side: cos, sin (S, hd). */
+ * Axes are laid side by side: cos, sin (S, hd); host memory. */
 static void rope_tables(float *cosb, float *sinb, const float *ids, int64_t S,
                         const int64_t *axes, int64_t hd) {
     for (int64_t s = 0; s < S; s++) {
@@ -364,95 +366,11 @@ static void rope_tables(float *cosb, float *sinb, const float *ids, int64_t S,
     }
 }
 
-/* apply_rotary_emb (use_real, unbind dim -1) in place on x (B, S, H*hd):
- * pairs (x0, x1) → (x0·cos − x1·sin, x1·cos + x0·sin) with the tables of the
- * pair's position. */
-static void rope_apply(float *x, const float *cosb, const float *sinb, int64_t B, int64_t S,
-                       int64_t H, int64_t hd) {
-#pragma omp parallel for collapse(2) if (B * S * H * hd > 65536)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t s = 0; s < S; s++) {
-            const float *c = cosb + s * hd, *sn = sinb + s * hd;
-            float *row = x + (b * S + s) * H * hd;
-            for (int64_t h = 0; h < H; h++) {
-                float *v = row + h * hd;
-                for (int64_t i = 0; i < hd; i += 2) {
-                    float x0 = v[i], x1 = v[i + 1];
-                    float r0 = x0 * c[i], r1 = x1 * c[i + 1];
-                    float s0 = x1 * sn[i], s1 = x0 * sn[i + 1];
-                    v[i] = r0 - s0;
-                    v[i + 1] = r1 + s1;
-                }
-            }
-        }
-}
-
-/* torch.nn.RMSNorm over each head: rows L of x (row stride H*hd, within batch
- * b's segment), y = x * rsqrt(mean(x²) + eps) * w, in place. */
-static void seg_rms_heads(float *x, const float *w, int64_t B, int64_t S, int64_t r0, int64_t L,
-                          int64_t H, int64_t hd) {
-#pragma omp parallel for collapse(2) if (B * L * H * hd > 65536)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t r = 0; r < L; r++) {
-            float *row = x + (b * S + r0 + r) * H * hd;
-            for (int64_t h = 0; h < H; h++) {
-                float *v = row + h * hd;
-                double sq = 0;
-                for (int64_t i = 0; i < hd; i++) sq += (double)v[i] * (double)v[i];
-                float rs = (float)(1.0 / sqrt(sq / (double)hd + (double)FLUX_RMS_EPS));
-                for (int64_t i = 0; i < hd; i++) v[i] = (v[i] * rs) * w[i];
-            }
-        }
-}
-
-/* y = Linear(x) on segment rows [r0, r0+L) of every batch element:
- * x (B, S, K), y (B, S, Nout). */
-static void seg_linear(float *y, const float *x, const flux_lin_t *l, int64_t B, int64_t S,
-                       int64_t r0, int64_t L, int64_t K, int64_t Nout) {
-    if (L == S) {
-        tdm_cpu_linear(y, x, l->w, l->b, B * S, K, Nout);
-        return;
-    }
-    for (int64_t b = 0; b < B; b++)
-        tdm_cpu_linear(y + (b * S + r0) * Nout, x + (b * S + r0) * K, l->w, l->b, L, K, Nout);
-}
-
-/* AdaLN modulation on segment rows: y = LayerNorm(x) * (1 + scale[b]) + shift[b]
- * (LayerNorm without affine, eps 1e-6). x, y (B, S, D); shift/scale rows of
- * batch b at shift + b*mstride, scale + b*mstride (D each). */
-static void seg_ln_mod(float *y, const float *x, const float *shift, const float *scale,
-                       int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D) {
-    for (int64_t b = 0; b < B; b++) {
-        float *yb = y + (b * S + r0) * D;
-        const float *sh = shift + b * mstride, *sc = scale + b * mstride;
-        tdm_cpu_layer_norm(yb, x + (b * S + r0) * D, NULL, NULL, L, D, FLUX_LN_EPS);
-#pragma omp parallel for if (L * D > 65536)
-        for (int64_t r = 0; r < L; r++) {
-            float *v = yb + r * D;
-            for (int64_t i = 0; i < D; i++) v[i] = v[i] * (1.0f + sc[i]) + sh[i];
-        }
-    }
-}
-
-/* Gated residual on segment rows: x += gate[b] * y. x, y (B, S, D). */
-static void seg_gate_add(float *x, const float *y, const float *gate, int64_t mstride, int64_t B,
-                         int64_t S, int64_t r0, int64_t L, int64_t D) {
-    for (int64_t b = 0; b < B; b++) {
-        const float *g = gate + b * mstride;
-#pragma omp parallel for if (L * D > 65536)
-        for (int64_t r = 0; r < L; r++) {
-            float *xr = x + (b * S + r0 + r) * D;
-            const float *yr = y + (b * S + r0 + r) * D;
-            for (int64_t i = 0; i < D; i++) xr[i] = xr[i] + g[i] * yr[i];
-        }
-    }
-}
-
 /* ---- forward ------------------------------------------------------------------ */
 
 /* The forward pass's activations, carved from one device allocation. */
 typedef struct {
-    float *tsc, *tproj, *th, *temb, *tmp, *semb;   /* embeddings: (B), (B,256), (B,D) x4 */
+    float *tproj, *th, *temb, *tmp, *semb;         /* embeddings: (B,256), (B,D) x4 */
     float *cosb, *sinb;                            /* RoPE tables (S, hd) */
     float *x, *nx, *q, *k, *v, *o, *y;             /* (B, S, D) */
     float *h;                                      /* (B, S, 5D): FF hidden / [attn, mlp] */
@@ -466,12 +384,12 @@ static int64_t ws_layout(flux_ws_t *w, float *base, int64_t B, int64_t S, int64_
     int64_t off = 0, BSD, BD, Shd, B6D;
     if (!tdm_mul_ok(B, S, &BSD) || !tdm_mul_ok(BSD, D, &BSD) || BSD > INT64_MAX / 64 ||
         !tdm_mul_ok(B, D, &BD) || BD > INT64_MAX / 64 || !tdm_mul_ok(S, hd, &Shd) ||
-        Shd > INT64_MAX / 64)
+        Shd > INT64_MAX / 64 || B > INT64_MAX / (4 * FLUX_TIME_DIM))
         return -1;
     B6D = 6 * BD;
     struct { float **p; int64_t n; } parts[] = {
-        {&w->tsc, B}, {&w->tproj, B * FLUX_TIME_DIM}, {&w->th, BD}, {&w->temb, BD},
-        {&w->tmp, BD}, {&w->semb, BD}, {&w->cosb, Shd}, {&w->sinb, Shd},
+        {&w->tproj, B * FLUX_TIME_DIM}, {&w->th, BD}, {&w->temb, BD}, {&w->tmp, BD},
+        {&w->semb, BD}, {&w->cosb, Shd}, {&w->sinb, Shd},
         {&w->x, BSD}, {&w->nx, BSD}, {&w->q, BSD}, {&w->k, BSD}, {&w->v, BSD}, {&w->o, BSD},
         {&w->y, BSD}, {&w->h, 5 * BSD}, {&w->mod, 2 * B6D},
     };
@@ -484,101 +402,126 @@ static int64_t ws_layout(flux_ws_t *w, float *base, int64_t B, int64_t S, int64_
     return off;
 }
 
+/* y = Linear(x) on segment rows [r0, r0+L) of every batch element:
+ * x (B, S, K), y (B, S, Nout). */
+static void seg_linear(tdm_device_t *dev, float *y, const float *x, const flux_lin_t *l,
+                       int64_t B, int64_t S, int64_t r0, int64_t L, int64_t K, int64_t Nout) {
+    if (L == S) {
+        tdm_op_linear(dev, y, x, l->w, l->b, B * S, K, Nout);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        tdm_op_linear(dev, y + (b * S + r0) * Nout, x + (b * S + r0) * K, l->w, l->b, L, K, Nout);
+}
+
 /* Joint attention over all S rows: RoPE on q, k, then softmax(q kᵀ/√hd) v → o. */
 static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S) {
-    rope_apply(w->q, w->cosb, w->sinb, B, S, m->H, m->hd);
-    rope_apply(w->k, w->cosb, w->sinb, B, S, m->H, m->hd);
-    tdm_cpu_attention(w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
-                      (float)(1.0 / sqrt((double)m->hd)), 0);
+    tdm_device_t *dev = m->dev;
+    tdm_op_rope_interleaved(dev, w->q, w->cosb, w->sinb, B, S, m->H, m->hd);
+    tdm_op_rope_interleaved(dev, w->k, w->cosb, w->sinb, B, S, m->H, m->hd);
+    tdm_op_attention(dev, w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
+                     (float)(1.0 / sqrt((double)m->hd)), 0);
 }
 
 /* FluxTransformerBlock on w->x (B, S, D): text rows [0, T), image rows [T, S). */
 static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t *w, int64_t B,
                          int64_t T, int64_t N) {
+    tdm_device_t *dev = m->dev;
     int64_t D = m->D, S = T + N, H = m->H, hd = m->hd, ms = 6 * D;
     float *modi = w->mod, *modt = w->mod + B * ms;
     /* chunks of 6: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
-    tdm_cpu_linear(modi, w->semb, d->mod.w, d->mod.b, B, D, ms);
-    tdm_cpu_linear(modt, w->semb, d->mod_ctx.w, d->mod_ctx.b, B, D, ms);
+    tdm_op_linear(dev, modi, w->semb, d->mod.w, d->mod.b, B, D, ms);
+    tdm_op_linear(dev, modt, w->semb, d->mod_ctx.w, d->mod_ctx.b, B, D, ms);
 
     /* attention: text takes the add_* projections, image the to_* ones */
-    seg_ln_mod(w->nx, w->x, modt, modt + D, ms, B, S, 0, T, D);
-    seg_ln_mod(w->nx, w->x, modi, modi + D, ms, B, S, T, N, D);
-    seg_linear(w->q, w->nx, &d->aq, B, S, 0, T, D, D);
-    seg_linear(w->k, w->nx, &d->ak, B, S, 0, T, D, D);
-    seg_linear(w->v, w->nx, &d->av, B, S, 0, T, D, D);
-    seg_linear(w->q, w->nx, &d->q, B, S, T, N, D, D);
-    seg_linear(w->k, w->nx, &d->k, B, S, T, N, D, D);
-    seg_linear(w->v, w->nx, &d->v, B, S, T, N, D, D);
-    seg_rms_heads(w->q, d->naq, B, S, 0, T, H, hd);
-    seg_rms_heads(w->k, d->nak, B, S, 0, T, H, hd);
-    seg_rms_heads(w->q, d->nq, B, S, T, N, H, hd);
-    seg_rms_heads(w->k, d->nk, B, S, T, N, H, hd);
+    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modt, modt + D, ms, B, S, 0, T, D, FLUX_LN_EPS);
+    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modi, modi + D, ms, B, S, T, N, D, FLUX_LN_EPS);
+    seg_linear(dev, w->q, w->nx, &d->aq, B, S, 0, T, D, D);
+    seg_linear(dev, w->k, w->nx, &d->ak, B, S, 0, T, D, D);
+    seg_linear(dev, w->v, w->nx, &d->av, B, S, 0, T, D, D);
+    seg_linear(dev, w->q, w->nx, &d->q, B, S, T, N, D, D);
+    seg_linear(dev, w->k, w->nx, &d->k, B, S, T, N, D, D);
+    seg_linear(dev, w->v, w->nx, &d->v, B, S, T, N, D, D);
+    tdm_op_rms_norm_heads(dev, w->q, d->naq, B, S, 0, T, H, hd, FLUX_RMS_EPS);
+    tdm_op_rms_norm_heads(dev, w->k, d->nak, B, S, 0, T, H, hd, FLUX_RMS_EPS);
+    tdm_op_rms_norm_heads(dev, w->q, d->nq, B, S, T, N, H, hd, FLUX_RMS_EPS);
+    tdm_op_rms_norm_heads(dev, w->k, d->nk, B, S, T, N, H, hd, FLUX_RMS_EPS);
     joint_attention(m, w, B, S);
-    seg_linear(w->y, w->o, &d->add_out, B, S, 0, T, D, D);
-    seg_linear(w->y, w->o, &d->out, B, S, T, N, D, D);
-    seg_gate_add(w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
-    seg_gate_add(w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
+    seg_linear(dev, w->y, w->o, &d->add_out, B, S, 0, T, D, D);
+    seg_linear(dev, w->y, w->o, &d->out, B, S, T, N, D, D);
+    tdm_op_gated_add_rows(dev, w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
+    tdm_op_gated_add_rows(dev, w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
 
     /* feed-forwards: ff_context on text, ff on image, GELU (tanh) */
-    seg_ln_mod(w->nx, w->x, modt + 3 * D, modt + 4 * D, ms, B, S, 0, T, D);
-    seg_ln_mod(w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N, D);
-    seg_linear(w->h, w->nx, &d->cff1, B, S, 0, T, D, 4 * D);
-    seg_linear(w->h, w->nx, &d->ff1, B, S, T, N, D, 4 * D);
-    tdm_cpu_gelu_tanh(w->h, B * S * 4 * D);
-    seg_linear(w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
-    seg_linear(w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
-    seg_gate_add(w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
-    seg_gate_add(w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
+    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modt + 3 * D, modt + 4 * D, ms, B, S, 0, T, D,
+                               FLUX_LN_EPS);
+    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N, D,
+                               FLUX_LN_EPS);
+    seg_linear(dev, w->h, w->nx, &d->cff1, B, S, 0, T, D, 4 * D);
+    seg_linear(dev, w->h, w->nx, &d->ff1, B, S, T, N, D, 4 * D);
+    tdm_op_gelu_tanh(dev, w->h, B * S * 4 * D);
+    seg_linear(dev, w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
+    seg_linear(dev, w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
+    tdm_op_gated_add_rows(dev, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
+    tdm_op_gated_add_rows(dev, w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
 }
 
 /* FluxSingleTransformerBlock on all S rows of w->x (B, S, D):
  * x += gate * proj_out([attn(nx), gelu_tanh(proj_mlp(nx))]). */
 static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t *w, int64_t B,
                          int64_t S) {
+    tdm_device_t *dev = m->dev;
     int64_t D = m->D, H = m->H, hd = m->hd, ms = 3 * D, rows = B * S;
     float *mod = w->mod;   /* shift, scale, gate */
-    tdm_cpu_linear(mod, w->semb, s->mod.w, s->mod.b, B, D, ms);
-    seg_ln_mod(w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D);
+    tdm_op_linear(dev, mod, w->semb, s->mod.w, s->mod.b, B, D, ms);
+    tdm_op_layer_norm_modulate(dev, w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D, FLUX_LN_EPS);
 
-    /* MLP branch straight into columns [D, 5D) of h (B*S, 5D) */
-#pragma omp parallel for if (rows * 4 * D > 65536)
-    for (int64_t r = 0; r < rows; r++) memcpy(w->h + r * 5 * D + D, s->mlp.b, 4 * D * sizeof(float));
-    tdm_cpu_gemm(0, 1, rows, 4 * D, D, 1.0f, w->nx, D, s->mlp.w, D, 1.0f, w->h + D, 5 * D);
-    tdm_cpu_gelu_tanh(w->h, rows * 5 * D);   /* columns [0, D) are overwritten below */
+    /* MLP branch straight into columns [D, 5D) of h (B*S, 5D): bias rows, then += nx·Wᵀ */
+    tdm_op_copy_2d(dev, w->h + D, 5 * D, s->mlp.b, 0, rows, 4 * D);
+    tdm_op_gemm(dev, 0, 1, rows, 4 * D, D, 1.0f, w->nx, D, s->mlp.w, D, 1.0f, w->h + D, 5 * D);
+    tdm_op_gelu_tanh(dev, w->h, rows * 5 * D);   /* columns [0, D) are overwritten below */
 
     /* attention branch into columns [0, D) */
-    tdm_cpu_linear(w->q, w->nx, s->q.w, s->q.b, rows, D, D);
-    tdm_cpu_linear(w->k, w->nx, s->k.w, s->k.b, rows, D, D);
-    tdm_cpu_linear(w->v, w->nx, s->v.w, s->v.b, rows, D, D);
-    seg_rms_heads(w->q, s->nq, B, S, 0, S, H, hd);
-    seg_rms_heads(w->k, s->nk, B, S, 0, S, H, hd);
+    tdm_op_linear(dev, w->q, w->nx, s->q.w, s->q.b, rows, D, D);
+    tdm_op_linear(dev, w->k, w->nx, s->k.w, s->k.b, rows, D, D);
+    tdm_op_linear(dev, w->v, w->nx, s->v.w, s->v.b, rows, D, D);
+    tdm_op_rms_norm_heads(dev, w->q, s->nq, B, S, 0, S, H, hd, FLUX_RMS_EPS);
+    tdm_op_rms_norm_heads(dev, w->k, s->nk, B, S, 0, S, H, hd, FLUX_RMS_EPS);
     joint_attention(m, w, B, S);
-#pragma omp parallel for if (rows * D > 65536)
-    for (int64_t r = 0; r < rows; r++) memcpy(w->h + r * 5 * D, w->o + r * D, D * sizeof(float));
+    tdm_op_copy_2d(dev, w->h, 5 * D, w->o, D, rows, D);
 
-    tdm_cpu_linear(w->y, w->h, s->out.w, s->out.b, rows, 5 * D, D);
-    seg_gate_add(w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
+    tdm_op_linear(dev, w->y, w->h, s->out.w, s->out.b, rows, 5 * D, D);
+    tdm_op_gated_add_rows(dev, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
 }
 
-/* dst (B, D) = TimestepEmbedding(Timesteps(v * 1000)): linear_1, SiLU, linear_2. */
-static void time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *v, int64_t B,
-                          const flux_lin_t *l1, const flux_lin_t *l2, float *dst) {
+/* dst (B, D) = TimestepEmbedding(Timesteps(v * 1000)): linear_1, SiLU, linear_2.
+ * v (B) is host memory; the sinusoid is made in `host` (B * 256 floats) and
+ * uploaded. */
+static tdm_status time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *v, int64_t B,
+                                const flux_lin_t *l1, const flux_lin_t *l2, float *dst,
+                                float *host) {
+    tdm_device_t *dev = m->dev;
     int64_t D = m->D;
-    for (int64_t b = 0; b < B; b++) w->tsc[b] = v[b] * 1000.0f;
-    timestep_embed(w->tproj, w->tsc, B, FLUX_TIME_DIM);
-    tdm_cpu_linear(w->th, w->tproj, l1->w, l1->b, B, FLUX_TIME_DIM, D);
-    tdm_cpu_silu(w->th, B * D);
-    tdm_cpu_linear(dst, w->th, l2->w, l2->b, B, D, D);
+    tdm_status st;
+    timestep_embed(host, v, B, FLUX_TIME_DIM);
+    st = tdm_dev_upload(dev, w->tproj, host, B * FLUX_TIME_DIM * (int64_t)sizeof(float),
+                        "flux timestep embedding");
+    if (st != TDM_OK) return st;
+    tdm_op_linear(dev, w->th, w->tproj, l1->w, l1->b, B, FLUX_TIME_DIM, D);
+    tdm_op_silu(dev, w->th, B * D);
+    tdm_op_linear(dev, dst, w->th, l2->w, l2->b, B, D, D);
+    return TDM_OK;
 }
 
 tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
                             const float *txt, int64_t T, const float *pooled,
                             const float *timestep, const float *guidance,
                             const float *img_ids, const float *txt_ids, float *out) {
+    tdm_status st = TDM_OK;
+    tdm_device_t *dev;
     flux_ws_t w;
-    float *base = NULL;
-    int64_t nws, S, D, C, Cout, J, P;
+    float *base = NULL, *host = NULL;
+    int64_t nws, nhost, S, D, C, Cout, J, P, hd;
     if (!m || !img || !txt || !pooled || !timestep || !img_ids || !txt_ids || !out)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: NULL argument");
     if (m->info.guidance_embeds && !guidance)
@@ -593,55 +536,69 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     if (N > INT64_MAX / 2 - T)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: N=%lld T=%lld too large",
                           (long long)N, (long long)T);
+    dev = m->dev;
     S = T + N;
     D = m->D;
+    hd = m->hd;
     C = m->info.in_channels;
     Cout = m->info.out_channels;
     J = m->info.joint_attention_dim;
     P = m->info.pooled_projection_dim;
-    nws = ws_layout(&w, NULL, B, S, D, m->hd);
+    nws = ws_layout(&w, NULL, B, S, D, hd);
     if (nws < 0)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld is too "
                           "large", (long long)B, (long long)N, (long long)T);
-    base = tdm_dev_alloc(m->dev, nws * (int64_t)sizeof(float), "flux activations");
-    if (!base) return TDM_ERR_NOMEM;
-    ws_layout(&w, base, B, S, D, m->hd);
+    /* host staging for the sinusoid (B, 256) and the RoPE tables 2 x (S, hd);
+     * ws_layout has bounded both products */
+    nhost = 2 * S * hd > B * FLUX_TIME_DIM ? 2 * S * hd : B * FLUX_TIME_DIM;
+    host = malloc((size_t)nhost * sizeof(float));
+    if (!host) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld host floats",
+                                 (long long)nhost);
+    base = tdm_dev_alloc(dev, nws * (int64_t)sizeof(float), "flux activations");
+    if (!base) { st = TDM_ERR_NOMEM; goto fail; }
+    ws_layout(&w, base, B, S, D, hd);
 
     /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
-    time_embedder(m, &w, timestep, B, &m->t1, &m->t2, w.temb);
+    TDM_TRY(time_embedder(m, &w, timestep, B, &m->t1, &m->t2, w.temb, host));
     if (guidance) {
-        time_embedder(m, &w, guidance, B, &m->g1, &m->g2, w.tmp);
-        tdm_cpu_add(w.temb, w.temb, w.tmp, B * D);
+        TDM_TRY(time_embedder(m, &w, guidance, B, &m->g1, &m->g2, w.tmp, host));
+        tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     }
-    tdm_cpu_linear(w.th, pooled, m->p1.w, m->p1.b, B, P, D);
-    tdm_cpu_silu(w.th, B * D);
-    tdm_cpu_linear(w.tmp, w.th, m->p2.w, m->p2.b, B, D, D);
-    tdm_cpu_add(w.temb, w.temb, w.tmp, B * D);
+    tdm_op_linear(dev, w.th, pooled, m->p1.w, m->p1.b, B, P, D);
+    tdm_op_silu(dev, w.th, B * D);
+    tdm_op_linear(dev, w.tmp, w.th, m->p2.w, m->p2.b, B, D, D);
+    tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     /* every AdaLN linear sees SiLU(temb) */
-    memcpy(w.semb, w.temb, (size_t)(B * D) * sizeof(float));
-    tdm_cpu_silu(w.semb, B * D);
+    tdm_op_copy_2d(dev, w.semb, 0, w.temb, 0, 1, B * D);
+    tdm_op_silu(dev, w.semb, B * D);
 
     /* x = [context_embedder(txt), x_embedder(img)] per batch element */
     for (int64_t b = 0; b < B; b++) {
-        tdm_cpu_linear(w.x + b * S * D, txt + b * T * J, m->ctx_emb.w, m->ctx_emb.b, T, J, D);
-        tdm_cpu_linear(w.x + (b * S + T) * D, img + b * N * C, m->x_emb.w, m->x_emb.b, N, C, D);
+        tdm_op_linear(dev, w.x + b * S * D, txt + b * T * J, m->ctx_emb.w, m->ctx_emb.b, T, J, D);
+        tdm_op_linear(dev, w.x + (b * S + T) * D, img + b * N * C, m->x_emb.w, m->x_emb.b, N, C,
+                      D);
     }
 
-    /* RoPE over ids = cat(txt_ids, img_ids) */
-    rope_tables(w.cosb, w.sinb, txt_ids, T, m->info.axes_dims_rope, m->hd);
-    rope_tables(w.cosb + T * m->hd, w.sinb + T * m->hd, img_ids, N, m->info.axes_dims_rope,
-                m->hd);
+    /* RoPE over ids = cat(txt_ids, img_ids), made on the host from the host ids */
+    rope_tables(host, host + S * hd, txt_ids, T, m->info.axes_dims_rope, hd);
+    rope_tables(host + T * hd, host + S * hd + T * hd, img_ids, N, m->info.axes_dims_rope, hd);
+    TDM_TRY(tdm_dev_upload(dev, w.cosb, host, S * hd * (int64_t)sizeof(float), "flux RoPE cos"));
+    TDM_TRY(tdm_dev_upload(dev, w.sinb, host + S * hd, S * hd * (int64_t)sizeof(float),
+                           "flux RoPE sin"));
 
     for (int64_t i = 0; i < m->info.num_layers; i++) double_block(m, &m->dbl[i], &w, B, T, N);
     for (int64_t i = 0; i < m->info.num_single_layers; i++) single_block(m, &m->sgl[i], &w, B, S);
 
     /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
-    tdm_cpu_linear(w.mod, w.semb, m->norm_out.w, m->norm_out.b, B, D, 2 * D);
-    seg_ln_mod(w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D);
+    tdm_op_linear(dev, w.mod, w.semb, m->norm_out.w, m->norm_out.b, B, D, 2 * D);
+    tdm_op_layer_norm_modulate(dev, w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D,
+                               FLUX_LN_EPS);
     for (int64_t b = 0; b < B; b++)
-        tdm_cpu_linear(out + b * N * Cout, w.nx + (b * S + T) * D, m->proj_out.w, m->proj_out.b,
-                       N, D, Cout);
+        tdm_op_linear(dev, out + b * N * Cout, w.nx + (b * S + T) * D, m->proj_out.w,
+                      m->proj_out.b, N, D, Cout);
 
-    tdm_dev_free(m->dev, base, nws * (int64_t)sizeof(float));
-    return TDM_OK;
+fail:
+    if (base) tdm_dev_free(dev, base, nws * (int64_t)sizeof(float));
+    free(host);
+    return st;
 }

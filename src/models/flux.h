@@ -1,5 +1,5 @@
-/* flux.h — the diffusers FluxTransformer2DModel (FLUX.1 dev / schnell) on the
- * CPU backend: config parsing, weight loading (single file, variant or
+/* flux.h — the diffusers FluxTransformer2DModel (FLUX.1 dev / schnell) on
+ * any device (CPU, or CUDA where built): config parsing, weight loading (single file, variant or
  * sharded index) with every tensor's shape checked against the config, and a
  * float32 forward pass that reproduces diffusers 0.42.
  *
@@ -47,7 +47,11 @@ const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m);
 
 /* One transformer evaluation, as FluxTransformer2DModel.forward(
  * hidden_states=img, encoder_hidden_states=txt, pooled_projections=pooled,
- * timestep, img_ids, txt_ids, guidance).sample:
+ * timestep, img_ids, txt_ids, guidance).sample. img, txt, pooled and out live
+ * on the model's device (host memory for a CPU device, device memory for a
+ * CUDA one); timestep, guidance, img_ids and txt_ids are HOST arrays on every
+ * device. On a CUDA device the work is queued on its stream; a failure of a
+ * queued op is reported by the next tdm_dev_download (e.g. of out).
  *   img       (B, N, in_channels)        packed latents
  *   txt       (B, T, joint_attention_dim)
  *   pooled    (B, pooled_projection_dim)
@@ -60,7 +64,9 @@ const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m);
  *                  the whole batch); the RoPE sequence is [txt, img]
  *   out       (B, N, out_channels)     caller-allocated, must not alias inputs
  * Activations live in one workspace of about 12·B·(T+N)·inner floats
- * allocated from the model's device (counted there) and freed before return. */
+ * allocated from the model's device (counted there) and freed before return;
+ * a host buffer of max(B·256, 2·(T+N)·head_dim) floats stages the sinusoid
+ * and the RoPE tables. */
 tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
                             const float *txt, int64_t T, const float *pooled,
                             const float *timestep, const float *guidance,

@@ -1,16 +1,17 @@
-/* t5.c — T5EncoderModel (transformers) forward in float32 on the CPU: token
- * embedding, pre-RMS-norm blocks of bidirectional self-attention with the
- * shared relative position bias (no score scaling, no biases) and a
- * (gated) feed-forward, final RMS norm. The FLUX.1 text_encoder_2. Not the
- * decoder and not a tokenizer. */
+/* t5.c — T5EncoderModel (transformers) forward in float32 on any device:
+ * token embedding, pre-RMS-norm blocks of bidirectional self-attention with
+ * the shared relative position bias (no score scaling, no biases) and a
+ * (gated) feed-forward, final RMS norm. The FLUX.1 text_encoder_2. Every
+ * step on activations or weights is a tdm_op_* on the model's device; only
+ * the token ids and the relative position buckets (host memory) are handled
+ * here. Not the decoder and not a tokenizer. */
 #include "models/t5.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
@@ -248,86 +249,15 @@ int64_t tdm_t5_d_model(const tdm_t5_t *m) { return m->D; }
 int64_t tdm_t5_num_layers(const tdm_t5_t *m) { return m->L; }
 int64_t tdm_t5_vocab_size(const tdm_t5_t *m) { return m->vocab; }
 
-/* ---- kernels ------------------------------------------------------------------ */
-
-/* T5LayerNorm: y = w * (x * rsqrt(mean(x^2) + eps)) over rows of x (rows, D);
- * no mean subtraction, no bias. y may alias x. */
-static void t5_rms_norm(float *y, const float *x, const float *w, int64_t rows, int64_t D,
-                        float eps) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * D;
-        float *yr = y + r * D;
-        double ss = 0;
-        for (int64_t d = 0; d < D; d++) ss += (double)xr[d] * (double)xr[d];
-        float var = (float)(ss / (double)D);
-        float inv = 1.0f / sqrtf(var + eps);
-        for (int64_t d = 0; d < D; d++) yr[d] = w[d] * (xr[d] * inv);
-    }
-}
-
-static void t5_relu(float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
-/* y = a * b element-wise (n); y may alias a. */
-static void t5_mul(float *y, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
-}
-
-/* Attention with an additive relative position bias and no score scaling:
- * q, k, v (B, T, H*dk) as the Linear outputs lay them out → o (B, T, H*dk),
- * o = softmax(q k^T + bias_h) v per batch row and head, where
- * bias_h[i][j] = tab[h * (2T-1) + (j - i) + T - 1] (tab (H, 2T-1), one
- * value per relative position). s is scratch of T*T floats. GEMMs through
- * cblas_sgemm per (batch, head); softmax with the row max subtracted. */
-static void t5_attention_bias(float *o, const float *q, const float *k, const float *v,
-                              const float *tab, float *s, int64_t B, int64_t T, int64_t H,
-                              int64_t dk) {
-    const int64_t HK = H * dk;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            const float *qb = q + b * T * HK + h * dk;
-            const float *kb = k + b * T * HK + h * dk;
-            const float *vb = v + b * T * HK + h * dk;
-            float *ob = o + b * T * HK + h * dk;
-            const float *th = tab + h * (2 * T - 1);
-            /* s (T, T) = q_bh (T, dk) · k_bh (T, dk)^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)dk, 1.0f,
-                        qb, (int)HK, kb, (int)HK, 0.0f, s, (int)T);
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < T; i++) {
-                float *row = s + i * T;
-                const float *bi = th + (T - 1 - i);   /* bi[j] = bias at rel j - i */
-                float mx = -INFINITY;
-                for (int64_t j = 0; j < T; j++) {
-                    row[j] += bi[j];
-                    if (row[j] > mx) mx = row[j];
-                }
-                float sum = 0.0f;
-                for (int64_t j = 0; j < T; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int64_t j = 0; j < T; j++) row[j] *= inv;
-            }
-            /* o_bh (T, dk) = s (T, T) · v_bh (T, dk) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)dk, (int)T, 1.0f,
-                        s, (int)T, vb, (int)HK, 0.0f, ob, (int)HK);
-        }
-}
-
 /* ---- forward ----------------------------------------------------------------- */
 
 tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T, float *hidden) {
     float *arena = NULL;
+    int32_t *buckets = NULL;
     int64_t bytes = 0;
     if (!m || !ids || !hidden)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: model, ids and hidden are required");
-    /* cblas takes int sizes; T is bounded well inside them */
+    /* the attention takes int sizes; T is bounded well inside them */
     if (B < 1 || T < 1 || T > (1 << 20))
         return tdm_errorf(TDM_ERR_INVALID_ARG,
                           "t5: batch %lld x %lld tokens; need batch >= 1 and 1 <= tokens <= %d",
@@ -342,18 +272,26 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
                                   (long long)id, (long long)b, (long long)t, (long long)m->vocab);
         }
 
-    const int64_t D = m->D, H = m->H, dk = m->dkv, HK = H * dk, F = m->F;
-    int64_t N, per_row, nfl, ntt, ntab;
-    /* x, h (N, D); q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated; s (T, T);
-     * tab (H, 2T-1) */
+    tdm_device_t *dev = m->dev;
+    const int64_t D = m->D, H = m->H, dk = m->dkv, HK = H * dk, F = m->F, R = 2 * T - 1;
+    int64_t N, per_row, nfl, ns, ntab;
+    /* x, h (N, D); q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated;
+     * s: the attention scratch of this device (T·T on the CPU, none on CUDA);
+     * tab (H, 2T-1) and its transpose rt (2T-1, H) */
     per_row = 2 * D + 4 * HK + (m->gated ? 2 : 1) * F;
-    if (!tdm_mul_ok(B, T, &N) || !tdm_mul_ok(N, per_row, &nfl) || !tdm_mul_ok(T, T, &ntt) ||
-        !tdm_mul_ok(H, 2 * T - 1, &ntab) || nfl > INT64_MAX / 4 - ntt - ntab ||
-        !tdm_mul_ok(nfl + ntt + ntab, (int64_t)sizeof(float), &bytes))
+    ns = tdm_op_attention_bias_scratch(dev, T);
+    if (!tdm_mul_ok(B, T, &N) || !tdm_mul_ok(N, per_row, &nfl) || !tdm_mul_ok(H, 2 * R, &ntab) ||
+        nfl > INT64_MAX / 4 - ns - ntab ||
+        !tdm_mul_ok(nfl + ns + ntab, (int64_t)sizeof(float), &bytes))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: batch %lld x %lld tokens is too large",
                           (long long)B, (long long)T);
-    arena = tdm_dev_alloc(m->dev, bytes, "t5 activations");
-    if (!arena) return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
+    buckets = malloc((size_t)R * sizeof *buckets);
+    if (!buckets) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
+    arena = tdm_dev_alloc(dev, bytes, "t5 activations");
+    if (!arena) {
+        free(buckets);
+        return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
+    }
     float *x = arena;          /* (N, D) residual stream */
     float *h = x + N * D;      /* (N, D) normalized / block output */
     float *q = h + N * D;      /* (B, T, H*dk) */
@@ -362,48 +300,48 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
     float *a = v + N * HK;     /* (N, HK) attention output */
     float *f0 = a + N * HK;    /* (N, F) */
     float *f1 = f0 + N * F;    /* (N, F) gated branch (gated only) */
-    float *s = f1 + (m->gated ? N * F : 0);   /* (T, T) scores */
-    float *tab = s + ntt;      /* (H, 2T-1) position bias per relative position */
+    float *s = f1 + (m->gated ? N * F : 0);   /* attention scratch (ns floats) */
+    float *tab = s + ns;       /* (H, 2T-1) position bias per relative position */
+    float *rt = tab + H * R;   /* (2T-1, H) rows of rel_bias per relative position */
 
-    /* x[b, t] = emb[ids[b, t]] */
-    const float *emb = tdm_f32(m->emb);
-    for (int64_t r = 0; r < N; r++)
-        memcpy(x + r * D, emb + (int64_t)ids[r] * D, (size_t)D * sizeof(float));
+    /* x[b, t] = emb[ids[b, t]] (ids checked above) */
+    tdm_op_gather_rows(dev, x, tdm_f32(m->emb), ids, N, D);
 
-    /* position bias of block 0: tab[h][rel + T - 1] = rel_bias[bucket(rel), h] */
-    const float *rb = tdm_f32(m->rel_bias);
-    for (int64_t rel = -(T - 1); rel <= T - 1; rel++) {
-        int64_t bk = tdm_t5_relative_bucket(rel, m->nbuckets, m->maxdist);
-        for (int64_t hh = 0; hh < H; hh++) tab[hh * (2 * T - 1) + rel + T - 1] = rb[bk * H + hh];
-    }
+    /* position bias of block 0: tab[h][rel + T - 1] = rel_bias[bucket(rel), h],
+     * gathered by bucket (host indices, each < nbuckets) and transposed */
+    for (int64_t rel = -(T - 1); rel <= T - 1; rel++)
+        buckets[rel + T - 1] = (int32_t)tdm_t5_relative_bucket(rel, m->nbuckets, m->maxdist);
+    tdm_op_gather_rows(dev, rt, tdm_f32(m->rel_bias), buckets, R, H);
+    tdm_op_transpose_sc(dev, tab, rt, 1, R, H);
 
     for (int64_t l = 0; l < m->L; l++) {
         const t5_block *y = &m->blocks[l];
         /* self-attention block */
-        t5_rms_norm(h, x, tdm_f32(y->ln0_w), N, D, m->eps);
-        tdm_cpu_linear(q, h, tdm_f32(y->q_w), NULL, N, D, HK);
-        tdm_cpu_linear(k, h, tdm_f32(y->k_w), NULL, N, D, HK);
-        tdm_cpu_linear(v, h, tdm_f32(y->v_w), NULL, N, D, HK);
-        t5_attention_bias(a, q, k, v, tab, s, B, T, H, dk);
-        tdm_cpu_linear(h, a, tdm_f32(y->o_w), NULL, N, HK, D);
-        tdm_cpu_add(x, x, h, N * D);
+        tdm_op_rms_norm(dev, h, x, tdm_f32(y->ln0_w), N, D, m->eps);
+        tdm_op_linear(dev, q, h, tdm_f32(y->q_w), NULL, N, D, HK);
+        tdm_op_linear(dev, k, h, tdm_f32(y->k_w), NULL, N, D, HK);
+        tdm_op_linear(dev, v, h, tdm_f32(y->v_w), NULL, N, D, HK);
+        tdm_op_attention_bias(dev, a, q, k, v, tab, s, B, T, H, dk);
+        tdm_op_linear(dev, h, a, tdm_f32(y->o_w), NULL, N, HK, D);
+        tdm_op_add(dev, x, x, h, N * D);
         /* feed-forward block: wo(act(wi_0 h) * wi_1 h) or wo(act(wi h)) */
-        t5_rms_norm(h, x, tdm_f32(y->ln1_w), N, D, m->eps);
-        tdm_cpu_linear(f0, h, tdm_f32(y->wi0_w), NULL, N, D, F);
+        tdm_op_rms_norm(dev, h, x, tdm_f32(y->ln1_w), N, D, m->eps);
+        tdm_op_linear(dev, f0, h, tdm_f32(y->wi0_w), NULL, N, D, F);
         switch (m->act) {
-        case T5_ACT_RELU: t5_relu(f0, N * F); break;
-        case T5_ACT_GELU: tdm_cpu_gelu(f0, N * F); break;
-        case T5_ACT_GELU_TANH: tdm_cpu_gelu_tanh(f0, N * F); break;
-        case T5_ACT_SILU: tdm_cpu_silu(f0, N * F); break;
+        case T5_ACT_RELU: tdm_op_relu(dev, f0, N * F); break;
+        case T5_ACT_GELU: tdm_op_gelu(dev, f0, N * F); break;
+        case T5_ACT_GELU_TANH: tdm_op_gelu_tanh(dev, f0, N * F); break;
+        case T5_ACT_SILU: tdm_op_silu(dev, f0, N * F); break;
         }
         if (m->gated) {
-            tdm_cpu_linear(f1, h, tdm_f32(y->wi1_w), NULL, N, D, F);
-            t5_mul(f0, f0, f1, N * F);
+            tdm_op_linear(dev, f1, h, tdm_f32(y->wi1_w), NULL, N, D, F);
+            tdm_op_mul(dev, f0, f0, f1, N * F);
         }
-        tdm_cpu_linear(h, f0, tdm_f32(y->wo_w), NULL, N, F, D);
-        tdm_cpu_add(x, x, h, N * D);
+        tdm_op_linear(dev, h, f0, tdm_f32(y->wo_w), NULL, N, F, D);
+        tdm_op_add(dev, x, x, h, N * D);
     }
-    t5_rms_norm(hidden, x, tdm_f32(m->fln_w), N, D, m->eps);
-    tdm_dev_free(m->dev, arena, bytes);
+    tdm_op_rms_norm(dev, hidden, x, tdm_f32(m->fln_w), N, D, m->eps);
+    tdm_dev_free(dev, arena, bytes);
+    free(buckets);
     return TDM_OK;
 }

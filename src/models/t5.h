@@ -1,5 +1,6 @@
 /* t5.h — the T5 encoder (transformers T5EncoderModel) that FLUX.1 folders
- * ship as text_encoder_2, float32 on the CPU: config, weights, forward.
+ * ship as text_encoder_2, float32 on any device (CPU or CUDA): config,
+ * weights, forward.
  * Encoder only (no decoder, no LM head) and no attention mask: FluxPipeline
  * calls text_encoder_2(input_ids)[0]. Not a tokenizer (src/text/). */
 #ifndef TDM_T5_H
@@ -54,11 +55,15 @@ int64_t tdm_t5_vocab_size(const tdm_t5_t *m);
 /* ids (B, T) → hidden (B, T, d_model): last_hidden_state (after
  * encoder.final_layer_norm), bidirectional self-attention over all T
  * positions (no padding mask), the relative position bias of block 0 added
- * to the unscaled q·k scores of every block. Errors: B or T < 1, an id
- * outside [0, vocab_size) (the message names batch row and position),
- * activation memory over the device cap. Activation memory (about
- * B·T·(2·d_model + 4·H·d_kv + 2·d_ff) + T·T + H·2T floats) is taken from
- * the model's device for the call and released before returning. */
+ * to the unscaled q·k scores of every block. ids are HOST int32 on every
+ * device; hidden lives on the model's device (host memory for a CPU device,
+ * device memory for CUDA, where the work is queued on the device's stream
+ * and a kernel failure is reported by the next tdm_dev_download / sync).
+ * Errors: B or T < 1, T > 2^20, an id outside [0, vocab_size) (the message
+ * names batch row and position), activation memory over the device cap.
+ * Activation memory (about B·T·(2·d_model + 4·H·d_kv + 2·d_ff) + 4·H·T
+ * floats, plus a T·T score matrix on the CPU) is taken from the model's
+ * device for the call and released before returning. */
 tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T, float *hidden);
 
 /* The bucket of relative position `rel` (key position − query position) in

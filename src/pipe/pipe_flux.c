@@ -12,11 +12,16 @@
 tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
                            tdm_embeddings_t *e) {
     tdm_status st = TDM_OK;
+    tdm_device_t *dev = &pipe->dev;
     const int Lc = tdm_clip_tok_max_length(pipe->tok);
     const int64_t Dc = tdm_clip_text_hidden_size(pipe->text);
+    const int64_t hid_b = (int64_t)Lc * Dc * 4, pool_b = e->Dp * 4, t5_b = (int64_t)L * e->D * 4;
     int32_t *ids = malloc((size_t)(Lc > L ? Lc : L) * sizeof *ids);
-    float *hid = malloc((size_t)(Lc * Dc) * sizeof *hid);
-    if (!ids || !hid) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    float *d_hid = tdm_dev_alloc(dev, hid_b, "CLIP hidden states");
+    float *d_pool = tdm_dev_alloc(dev, pool_b, "pooled prompt embeddings");
+    float *d_t5 = tdm_dev_alloc(dev, t5_b, "T5 prompt embeddings");
+    if (!ids) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!d_hid || !d_pool || !d_t5) { st = TDM_ERR_NOMEM; goto fail; }
     if (Lc > tdm_clip_text_max_positions(pipe->text)) {
         st = tdm_errorf(TDM_ERR_MODEL, "%s: tokenizer model_max_length %d exceeds the text encoder's %lld positions",
                         pipe->root, Lc, (long long)tdm_clip_text_max_positions(pipe->text));
@@ -25,15 +30,19 @@ tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, i
     for (int i = 0; i < p->n; i++) {
         /* pooled_prompt_embeds: CLIP pooler_output of `prompt` */
         TDM_TRY(tdm_clip_tok_encode(pipe->tok, p->prompts[i], ids, Lc));
-        TDM_TRY(tdm_clip_text_forward(pipe->text, ids, 1, Lc, hid, e->pooled + i * e->Dp));
+        TDM_TRY(tdm_clip_text_forward(pipe->text, ids, 1, Lc, d_hid, d_pool));
+        TDM_TRY(tdm_dev_download(dev, e->pooled + i * e->Dp, d_pool, pool_b, "pooled prompt embeddings"));
         /* prompt_embeds: T5 last_hidden_state of `prompt_2` (default: prompt) */
         const char *t5p = p->prompts_2 ? p->prompts_2[i] : p->prompts[i];
         TDM_TRY(tdm_t5_tok_encode(pipe->tok2, t5p, ids, L));
-        TDM_TRY(tdm_t5_forward(pipe->text2, ids, 1, L, e->pos + (int64_t)i * L * e->D));
+        TDM_TRY(tdm_t5_forward(pipe->text2, ids, 1, L, d_t5));
+        TDM_TRY(tdm_dev_download(dev, e->pos + (int64_t)i * L * e->D, d_t5, t5_b, "T5 prompt embeddings"));
     }
     /* text_ids: zeros (L, 3) — already zeroed by tdm_pipe_emb_alloc */
 fail:
-    free(hid);
+    tdm_dev_free(dev, d_t5, t5_b);
+    tdm_dev_free(dev, d_pool, pool_b);
+    tdm_dev_free(dev, d_hid, hid_b);
     free(ids);
     return st;
 }
@@ -73,19 +82,29 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
     const int64_t h = height / info->vae_scale_factor, w = width / info->vae_scale_factor;
     const int64_t N = (h / 2) * (w / 2), item = N * 4 * C;
     const int64_t L = e->L;
-    tdm_device_t *dev = &pipe->dev;
-    tdm_status st = TDM_OK;
-    float *noise = NULL, *ids = NULL, *pred = NULL;
-    int64_t nb = C * h * w * 4, idb = N * 3 * 4, pb = item * 4;
     if (e->Dp != fi->pooled_projection_dim || e->D != fi->joint_attention_dim)
         return tdm_errorf(TDM_ERR_MODEL, "embeddings of width %lld / pooled %lld do not fit the transformer "
                           "(joint_attention_dim %lld, pooled_projection_dim %lld)", (long long)e->D,
                           (long long)e->Dp, (long long)fi->joint_attention_dim,
                           (long long)fi->pooled_projection_dim);
-    noise = tdm_dev_alloc(dev, nb, "initial noise");
-    ids = tdm_dev_alloc(dev, idb, "img_ids");
-    pred = tdm_dev_alloc(dev, pb, "transformer output");
-    if (!noise || !ids || !pred) { st = TDM_ERR_NOMEM; goto fail; }
+    tdm_device_t *dev = &pipe->dev;
+    tdm_status st = TDM_OK;
+    /* host: noise, img_ids, the transformer output (the scheduler runs on the
+     * host); device: latents, text states, pooled, output */
+    float *noise = NULL, *ids = NULL, *pred = NULL, *d_lat = NULL, *d_txt = NULL, *d_pool = NULL,
+          *d_pred = NULL;
+    const int64_t nb = C * h * w * 4, pb = item * 4, txt_b = L * e->D * 4, pool_b = e->Dp * 4;
+    noise = malloc((size_t)nb);
+    ids = malloc((size_t)(N * 3 * 4));
+    pred = malloc((size_t)pb);
+    d_lat = tdm_dev_alloc(dev, pb, "latents");
+    d_pred = tdm_dev_alloc(dev, pb, "transformer output");
+    d_txt = tdm_dev_alloc(dev, txt_b, "prompt embeddings");
+    d_pool = tdm_dev_alloc(dev, pool_b, "pooled prompt embeddings");
+    if (!noise || !ids || !pred) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!d_lat || !d_pred || !d_txt || !d_pool) { st = TDM_ERR_NOMEM; goto fail; }
+    TDM_TRY(tdm_dev_upload(dev, d_txt, e->pos + (int64_t)index * L * e->D, txt_b, "prompt embeddings"));
+    TDM_TRY(tdm_dev_upload(dev, d_pool, e->pooled + (int64_t)index * e->Dp, pool_b, "pooled prompt embeddings"));
 
     /* randn_tensor((1, C, h, w), generator), then _pack_latents */
     tdm_rng_t rng;
@@ -106,15 +125,20 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
     const int n = tdm_sched_len(pipe->sched);
     for (int i = 0; i < n; i++) {
         const float t = tdm_sched_timestep(pipe->sched, i) / 1000.0f;
-        TDM_TRY(tdm_flux_forward(pipe->flux, latents, 1, N, e->pos + (int64_t)index * L * e->D, L,
-                                 e->pooled + (int64_t)index * e->Dp, &t, fi->guidance_embeds ? &gv : NULL,
-                                 ids, e->text_ids, pred));
+        TDM_TRY(tdm_dev_upload(dev, d_lat, latents, pb, "latents"));
+        TDM_TRY(tdm_flux_forward(pipe->flux, d_lat, 1, N, d_txt, L, d_pool, &t,
+                                 fi->guidance_embeds ? &gv : NULL, ids, e->text_ids, d_pred));
+        TDM_TRY(tdm_dev_download(dev, pred, d_pred, pb, "transformer output"));
         TDM_TRY(tdm_sched_step(pipe->sched, i, pred, latents, 1, item, NULL));
         if (p->on_step) p->on_step(p->user, i + 1, n);
     }
 fail:
-    tdm_dev_free(dev, pred, pb);
-    tdm_dev_free(dev, ids, idb);
-    tdm_dev_free(dev, noise, nb);
+    tdm_dev_free(dev, d_pool, pool_b);
+    tdm_dev_free(dev, d_txt, txt_b);
+    tdm_dev_free(dev, d_pred, pb);
+    tdm_dev_free(dev, d_lat, pb);
+    free(pred);
+    free(ids);
+    free(noise);
     return st;
 }

@@ -193,11 +193,6 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     }
     tdm_json_free(&j);
     pipe->info.class_name = pipe->class_name;
-    if (pipe->info.kind == TDM_PIPE_FLUX && !tdm_dev_is_host(&pipe->dev)) {
-        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: FLUX pipelines run on the CPU only in this "
-                        "version (the T5 and FLUX transformer have no CUDA path yet)", p->device);
-        goto fail;
-    }
     TDM_TRY(read_configs(pipe));
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
     TDM_TRY(tdm_sched_create(&pipe->sched, path, p->scheduler));

@@ -567,3 +567,142 @@ void tdm_cpu_clamp(float *y, const float *a, float lo, float hi, int64_t n) {
         y[i] = x < lo ? lo : (x > hi ? hi : x);
     }
 }
+
+/* ---- T5 encoder ops --------------------------------------------------------- */
+
+void tdm_cpu_rms_norm(float *y, const float *x, const float *w, int64_t rows, int64_t D,
+                      float eps) {
+#pragma omp parallel for if (rows * D > TDM_OMP_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D;
+        double ss = 0;
+        for (int64_t d = 0; d < D; d++) ss += (double)xr[d] * (double)xr[d];
+        float var = (float)(ss / (double)D);
+        float inv = 1.0f / sqrtf(var + eps);
+        for (int64_t d = 0; d < D; d++) yr[d] = (w ? w[d] : 1.0f) * (xr[d] * inv);
+    }
+}
+
+void tdm_cpu_relu(float *x, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void tdm_cpu_mul(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for if (n > TDM_OMP_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+
+int64_t tdm_cpu_attention_bias_scratch(int64_t T) { return T > 0 ? T * T : 0; }
+
+void tdm_cpu_attention_bias(float *o, const float *q, const float *k, const float *v,
+                            const float *tab, float *s, int64_t B, int64_t T, int64_t H,
+                            int64_t D) {
+    const int64_t HD = H * D;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *qb = q + b * T * HD + h * D;
+            const float *kb = k + b * T * HD + h * D;
+            const float *vb = v + b * T * HD + h * D;
+            float *ob = o + b * T * HD + h * D;
+            const float *th = tab + h * (2 * T - 1);
+            /* s (T, T) = q_bh (T, D) · k_bh (T, D)^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)D, 1.0f,
+                        qb, (int)HD, kb, (int)HD, 0.0f, s, (int)T);
+#pragma omp parallel for if (T * T > TDM_OMP_MIN)
+            for (int64_t i = 0; i < T; i++) {
+                float *row = s + i * T;
+                const float *bi = th + (T - 1 - i);   /* bi[j] = bias at rel j - i */
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < T; j++) {
+                    row[j] += bi[j];
+                    if (row[j] > mx) mx = row[j];
+                }
+                float sum = 0.0f;
+                for (int64_t j = 0; j < T; j++) {
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int64_t j = 0; j < T; j++) row[j] *= inv;
+            }
+            /* o_bh (T, D) = s (T, T) · v_bh (T, D) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)T, 1.0f,
+                        s, (int)T, vb, (int)HD, 0.0f, ob, (int)HD);
+        }
+}
+
+/* ---- transformer row ops (FLUX) --------------------------------------------- */
+
+void tdm_cpu_rope_interleaved(float *x, const float *cosb, const float *sinb, int64_t B,
+                              int64_t S, int64_t H, int64_t hd) {
+#pragma omp parallel for collapse(2) if (B * S * H * hd > TDM_OMP_MIN)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++) {
+            const float *c = cosb + s * hd, *sn = sinb + s * hd;
+            float *row = x + (b * S + s) * H * hd;
+            for (int64_t h = 0; h < H; h++) {
+                float *v = row + h * hd;
+                for (int64_t i = 0; i < hd; i += 2) {
+                    float x0 = v[i], x1 = v[i + 1];
+                    float r0 = x0 * c[i], r1 = x1 * c[i + 1];
+                    float s0 = x1 * sn[i], s1 = x0 * sn[i + 1];
+                    v[i] = r0 - s0;
+                    v[i + 1] = r1 + s1;
+                }
+            }
+        }
+}
+
+void tdm_cpu_rms_norm_heads(float *x, const float *w, int64_t B, int64_t S, int64_t r0,
+                            int64_t L, int64_t H, int64_t hd, float eps) {
+#pragma omp parallel for collapse(2) if (B * L * H * hd > TDM_OMP_MIN)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t r = 0; r < L; r++) {
+            float *row = x + (b * S + r0 + r) * H * hd;
+            for (int64_t h = 0; h < H; h++) {
+                float *v = row + h * hd;
+                double sq = 0;
+                for (int64_t i = 0; i < hd; i++) sq += (double)v[i] * (double)v[i];
+                float rs = (float)(1.0 / sqrt(sq / (double)hd + (double)eps));
+                for (int64_t i = 0; i < hd; i++) v[i] = (v[i] * rs) * w[i];
+            }
+        }
+}
+
+void tdm_cpu_layer_norm_modulate(float *y, const float *x, const float *shift,
+                                 const float *scale, int64_t mstride, int64_t B, int64_t S,
+                                 int64_t r0, int64_t L, int64_t D, float eps) {
+    for (int64_t b = 0; b < B; b++) {
+        float *yb = y + (b * S + r0) * D;
+        const float *sh = shift + b * mstride, *sc = scale + b * mstride;
+        tdm_cpu_layer_norm(yb, x + (b * S + r0) * D, NULL, NULL, L, D, eps);
+#pragma omp parallel for if (L * D > TDM_OMP_MIN)
+        for (int64_t r = 0; r < L; r++) {
+            float *v = yb + r * D;
+            for (int64_t i = 0; i < D; i++) v[i] = v[i] * (1.0f + sc[i]) + sh[i];
+        }
+    }
+}
+
+void tdm_cpu_gated_add_rows(float *x, const float *y, const float *gate, int64_t mstride,
+                            int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D) {
+    for (int64_t b = 0; b < B; b++) {
+        const float *g = gate + b * mstride;
+#pragma omp parallel for if (L * D > TDM_OMP_MIN)
+        for (int64_t r = 0; r < L; r++) {
+            float *xr = x + (b * S + r0 + r) * D;
+            const float *yr = y + (b * S + r0 + r) * D;
+            for (int64_t i = 0; i < D; i++) xr[i] = xr[i] + g[i] * yr[i];
+        }
+    }
+}
+
+void tdm_cpu_copy_2d(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows,
+                     int64_t cols) {
+    if (cols <= 0) return;
+#pragma omp parallel for if (rows * cols > TDM_OMP_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(y + r * ldy, x + r * ldx, (size_t)cols * sizeof(float));
+}

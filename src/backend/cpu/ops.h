@@ -125,4 +125,69 @@ void tdm_cpu_gather_rows(float *y, const float *table, const int32_t *idx, int64
 /* y = clamp(a, lo, hi) (n) as torch.clamp: NaN stays NaN; y may alias a. */
 void tdm_cpu_clamp(float *y, const float *a, float lo, float hi, int64_t n);
 
+/* ---- T5 encoder ops ---- */
+
+/* RMS norm (T5LayerNorm): y = w ⊙ (x · 1/sqrt(mean(x²) + eps)) over the rows
+ * of x (rows, D), with the sum of squares accumulated in double and the mean
+ * rounded to float before eps is added; no mean subtraction, no bias. w (D)
+ * may be NULL (all ones). y may alias x. */
+void tdm_cpu_rms_norm(float *y, const float *x, const float *w, int64_t rows, int64_t D,
+                      float eps);
+
+/* In-place ReLU over n elements: x = x > 0 ? x : 0 (NaN becomes 0). */
+void tdm_cpu_relu(float *x, int64_t n);
+
+/* Element-wise: y = a * b (n), y may alias a or b. */
+void tdm_cpu_mul(float *y, const float *a, const float *b, int64_t n);
+
+/* Self-attention with an additive relative position bias and no score
+ * scaling (T5): q, k, v (B, T, H*D) as the Linear outputs lay them out →
+ * o (B, T, H*D), o = softmax(q_bh k_bh^T + bias_h) v_bh per batch row and
+ * head, where bias_h[i][j] = tab[h * (2T-1) + (j - i) + T - 1]: tab (H, 2T-1)
+ * holds one value per head and relative position j - i in [-(T-1), T-1].
+ * Softmax with the row max subtracted. `s` is scratch of at least
+ * tdm_cpu_attention_bias_scratch(T) floats (T·T: one score matrix, GEMMs
+ * through cblas_sgemm per (batch, head)). T and H*D must fit an int. o must
+ * not alias q, k, v, tab or s. */
+int64_t tdm_cpu_attention_bias_scratch(int64_t T);
+void tdm_cpu_attention_bias(float *o, const float *q, const float *k, const float *v,
+                            const float *tab, float *s, int64_t B, int64_t T, int64_t H,
+                            int64_t D);
+
+/* ---- transformer row ops (FLUX) ---------------------------------------------
+ * x (B, S, width) is B sequences of S rows; a "segment" is rows [r0, r0+L)
+ * of every sequence (L = 0 does nothing). Modulation vectors of batch b sit
+ * at base + b*mstride. */
+
+/* Interleaved rotary embedding (diffusers apply_rotary_emb, use_real,
+ * unbind dim -1) in place on x (B, S, H*hd), hd even: each pair (x0, x1) →
+ * (x0·cos[s][i] − x1·sin[s][i], x1·cos[s][i+1] + x0·sin[s][i+1]) with the
+ * tables cosb, sinb (S, hd) of the row's position s. */
+void tdm_cpu_rope_interleaved(float *x, const float *cosb, const float *sinb, int64_t B,
+                              int64_t S, int64_t H, int64_t hd);
+
+/* Per-head RMSNorm (torch.nn.RMSNorm(hd), weight w (hd)) in place on segment
+ * rows of x (B, S, H*hd): v = v * (1/sqrt(mean(v²) + eps)) * w per head, the
+ * mean of squares summed in double. */
+void tdm_cpu_rms_norm_heads(float *x, const float *w, int64_t B, int64_t S, int64_t r0,
+                            int64_t L, int64_t H, int64_t hd, float eps);
+
+/* AdaLN modulation on segment rows of x, y (B, S, D): y = LayerNorm(x) *
+ * (1 + scale[b]) + shift[b] (LayerNorm without affine, as tdm_cpu_layer_norm);
+ * shift, scale (D) of batch b at shift + b*mstride, scale + b*mstride. Rows
+ * outside the segment are untouched; y may alias x. */
+void tdm_cpu_layer_norm_modulate(float *y, const float *x, const float *shift,
+                                 const float *scale, int64_t mstride, int64_t B, int64_t S,
+                                 int64_t r0, int64_t L, int64_t D, float eps);
+
+/* Gated residual on segment rows: x += gate[b] * y, x, y (B, S, D), gate (D)
+ * of batch b at gate + b*mstride. y must not alias x. */
+void tdm_cpu_gated_add_rows(float *x, const float *y, const float *gate, int64_t mstride,
+                            int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D);
+
+/* Strided 2-D copy: y[r*ldy + c] = x[r*ldx + c] for rows × cols; ldx = 0
+ * broadcasts the one row x (cols) to every row of y. y must not overlap x. */
+void tdm_cpu_copy_2d(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows,
+                     int64_t cols);
+
 #endif

@@ -67,6 +67,31 @@ void tdm_cuda_gather_rows(tdm_device_t *dev, float *y, const float *table, const
                           int64_t n, int64_t D);
 void tdm_cuda_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n);
 
+/* T5 encoder ops (ops_t5.cu). attention_bias needs no scratch on CUDA
+ * (flash style): the scratch size is 0 and s is ignored. */
+void tdm_cuda_rms_norm(tdm_device_t *dev, float *y, const float *x, const float *w, int64_t rows,
+                       int64_t D, float eps);
+void tdm_cuda_relu(tdm_device_t *dev, float *x, int64_t n);
+void tdm_cuda_mul(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n);
+int64_t tdm_cuda_attention_bias_scratch(tdm_device_t *dev, int64_t T);
+void tdm_cuda_attention_bias(tdm_device_t *dev, float *o, const float *q, const float *k,
+                             const float *v, const float *tab, float *s, int64_t B, int64_t T,
+                             int64_t H, int64_t D);
+
+/* Transformer row ops (FLUX), in ops_flux.cu. */
+void tdm_cuda_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,
+                               int64_t B, int64_t S, int64_t H, int64_t hd);
+void tdm_cuda_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t B, int64_t S,
+                             int64_t r0, int64_t L, int64_t H, int64_t hd, float eps);
+void tdm_cuda_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, const float *shift,
+                                  const float *scale, int64_t mstride, int64_t B, int64_t S,
+                                  int64_t r0, int64_t L, int64_t D, float eps);
+void tdm_cuda_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const float *gate,
+                             int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L,
+                             int64_t D);
+void tdm_cuda_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
+                      int64_t rows, int64_t cols);
+
 #ifdef __cplusplus
 }
 #endif
