@@ -1,14 +1,18 @@
 /* bench_flux.c — times one FluxTransformer2DModel evaluation of a diffusers
  * folder on the CPU: tandem's side of bench/run_flux_cpu.sh. Not a test.
- * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS */
+ * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include "core/core.h"
 #include "core/rng.h"
 #include "models/flux.h"
+#ifdef TDM_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 static double now(void) {
     struct timespec ts;
@@ -17,8 +21,8 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N]\n", argv[0]);
         return 2;
     }
     int64_t gh = atoll(argv[2]), gw = atoll(argv[3]), T = atoll(argv[4]), N = gh * gw;
@@ -27,6 +31,18 @@ int main(int argc, char **argv) {
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     dev.cache_enabled = 1;
+    if (argc == 8 && !strncmp(argv[7], "cuda", 4)) {
+#ifdef TDM_HAVE_CUDA
+        if (tdm_cuda_device_init(&dev, argv[7][4] == ':' ? atoi(argv[7] + 5) : 0) != TDM_OK) {
+            fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
+            return 1;
+        }
+        dev.cache_enabled = 1;
+#else
+        fprintf(stderr, "bench_flux: built without CUDA\n");
+        return 1;
+#endif
+    }
     tdm_flux_t *m = NULL;
     double t0 = now();
     if (tdm_flux_load(&m, argv[1], "transformer", NULL, &dev) != TDM_OK) {
@@ -35,8 +51,11 @@ int main(int argc, char **argv) {
     }
     double load = now() - t0;
     const tdm_flux_info_t *fi = tdm_flux_info(m);
-    float *img = malloc(N * fi->in_channels * 4), *txt = malloc(T * fi->joint_attention_dim * 4);
-    float *pooled = malloc(fi->pooled_projection_dim * 4), *out = malloc(N * fi->in_channels * 4);
+    const int64_t ib = N * fi->in_channels * 4, tb = T * fi->joint_attention_dim * 4,
+                  pb = fi->pooled_projection_dim * 4;
+    float *img = malloc(ib), *txt = malloc(tb), *pooled = malloc(pb);
+    float *d_img = tdm_dev_alloc(&dev, ib, "img"), *d_txt = tdm_dev_alloc(&dev, tb, "txt");
+    float *d_pool = tdm_dev_alloc(&dev, pb, "pooled"), *d_out = tdm_dev_alloc(&dev, ib, "out");
     float *img_ids = calloc(N * 3, 4), *txt_ids = calloc(T * 3, 4);
     tdm_rng_t r;
     tdm_rng_seed(&r, 0);
@@ -48,12 +67,18 @@ int main(int argc, char **argv) {
             img_ids[(i * gw + j) * 3 + 1] = (float)i;
             img_ids[(i * gw + j) * 3 + 2] = (float)j;
         }
+    if (tdm_dev_upload(&dev, d_img, img, ib, "img") != TDM_OK || tdm_dev_upload(&dev, d_txt, txt, tb, "txt") != TDM_OK ||
+        tdm_dev_upload(&dev, d_pool, pooled, pb, "pooled") != TDM_OK) {
+        fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
+        return 1;
+    }
     float ts = 0.7f, g = 3.5f;
     double best = 1e30, sum = 0;
     for (int i = 0; i < iters; i++) {
         t0 = now();
-        if (tdm_flux_forward(m, img, 1, N, txt, T, pooled, &ts, fi->guidance_embeds ? &g : NULL, img_ids,
-                             txt_ids, out) != TDM_OK) {
+        if (tdm_flux_forward(m, d_img, 1, N, d_txt, T, d_pool, &ts, fi->guidance_embeds ? &g : NULL, img_ids,
+                             txt_ids, d_out) != TDM_OK ||
+            tdm_dev_download(&dev, img, d_out, 4, "out") != TDM_OK) {   /* waits for the device */
             fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
             return 1;
         }
@@ -63,10 +88,18 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"tandem\", \"load_s\": %.2f, \"step_s_best\": %.3f, \"step_s_mean\": %.3f, "
-           "\"peak_rss_mib\": %.1f}\n", load, best, sum / iters, ru.ru_maxrss / 1024.0);
+    printf("{\"impl\": \"tandem\", \"device\": \"%s\", \"load_s\": %.2f, \"step_s_best\": %.4f, "
+           "\"step_s_mean\": %.4f, \"peak_rss_mib\": %.1f, \"peak_tracked_mib\": %.1f}\n",
+           argc == 8 ? argv[7] : "cpu", load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
+    tdm_dev_free(&dev, d_img, ib);
+    tdm_dev_free(&dev, d_txt, tb);
+    tdm_dev_free(&dev, d_pool, pb);
+    tdm_dev_free(&dev, d_out, ib);
     tdm_flux_free(m);
     tdm_dev_trim(&dev);
-    free(img); free(txt); free(pooled); free(out); free(img_ids); free(txt_ids);
+#ifdef TDM_HAVE_CUDA
+    if (dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&dev);
+#endif
+    free(img); free(txt); free(pooled); free(img_ids); free(txt_ids);
     return 0;
 }
