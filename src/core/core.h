@@ -88,6 +88,11 @@ typedef struct tdm_device {
     int      ncache;
     void    *cache_p[TDM_DEV_CACHE_SLOTS];
     int64_t  cache_n[TDM_DEV_CACHE_SLOTS];
+    /* Storage/compute precision of the heavy ops on this device: TDM_F32
+     * (default, the reference), or TDM_F16 / TDM_BF16 on CUDA devices, where
+     * GEMM weights are stored in that type and GEMMs and attention run on
+     * tensor cores with float32 accumulation. Set before loading models. */
+    tdm_dtype gemm_dtype;
     const tdm_device_ops_t *ops;   /* NULL: host memory */
     void    *impl;                 /* backend state (stream, BLAS handle, ...) */
 } tdm_device_t;
