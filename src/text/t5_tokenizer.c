@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/config.h"
 #include "io/folder.h"
 
 #define T5_DEFAULT_MAX_LENGTH 512
@@ -279,29 +280,11 @@ static int t5_file_exists(const char *path) {
  * absent and optional. */
 static tdm_status t5_read_json(const char *path, int optional, cJSON **root) {
     *root = NULL;
-    if (optional) {
-        FILE *f = fopen(path, "rb");
-        if (!f && errno == ENOENT) return TDM_OK;
-        if (f) fclose(f);
-    }
-    char *text = NULL;
-    int64_t len = 0;
-    tdm_status st = tdm_file_read(path, T5_MAX_FILE_BYTES, &text, &len);
-    if (st != TDM_OK) return st;
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(text, (size_t)len, &end, 0);
-    if (!j) {
-        long off = end ? (long)(end - text) : -1;
-        free(text);
-        return tdm_errorf(TDM_ERR_FORMAT, "%s: malformed JSON near byte %ld", path, off);
-    }
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return tdm_errorf(TDM_ERR_FORMAT, "%s: expected a JSON object", path);
-    }
-    *root = j;
-    return TDM_OK;
+    if (optional && !tdm_file_exists(path)) return TDM_OK;
+    tdm_json_t j;
+    tdm_status st = tdm_json_load(&j, path);
+    if (st == TDM_OK) *root = j.root;   /* the caller owns the tree */
+    return st;
 }
 
 /* ---- UTF-8 ------------------------------------------------------------- */
