@@ -1,6 +1,7 @@
 /* bench_unet.c — times one UNet2DConditionModel evaluation of a diffusers
  * folder: tandem's side of bench/run_cpu.sh and bench/run_gpu.sh. Not a test.
- * usage: bench_unet ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS [cpu|cuda:N] */
+ * usage: bench_unet ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS [cpu|cuda:N [DTYPE]]
+ * DTYPE (fp32 default, fp16, bf16; CUDA only): the device's GEMM precision. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +22,15 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8 && argc != 9) {
-        fprintf(stderr, "usage: %s ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS [cpu|cuda:N]\n", argv[0]);
+    if (argc < 8 || argc > 10) {
+        fprintf(stderr, "usage: %s ROOT LATENT_H LATENT_W BATCH TOKENS ITERS THREADS "
+                "[cpu|cuda:N [fp32|fp16|bf16]]\n", argv[0]);
+        return 2;
+    }
+    const char *dtname = argc == 10 ? argv[9] : "fp32";
+    tdm_dtype gemm_dtype = !strcmp(dtname, "fp16") ? TDM_F16 : !strcmp(dtname, "bf16") ? TDM_BF16 : TDM_F32;
+    if (gemm_dtype == TDM_F32 && strcmp(dtname, "fp32") != 0) {
+        fprintf(stderr, "bench_unet: dtype %s: expected fp32, fp16 or bf16\n", dtname);
         return 2;
     }
     int64_t H = atoll(argv[2]), W = atoll(argv[3]), B = atoll(argv[4]), T = atoll(argv[5]);
@@ -31,17 +39,22 @@ int main(int argc, char **argv) {
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     dev.cache_enabled = 1;
-    if (argc == 9 && !strncmp(argv[8], "cuda", 4)) {
+    if (argc >= 9 && !strncmp(argv[8], "cuda", 4)) {
 #ifdef TDM_HAVE_CUDA
         if (tdm_cuda_device_init(&dev, argv[8][4] == ':' ? atoi(argv[8] + 5) : 0) != TDM_OK) {
             fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
             return 1;
         }
         dev.cache_enabled = 1;
+        dev.gemm_dtype = gemm_dtype;   /* before loading: GEMM weights are stored in it */
 #else
         fprintf(stderr, "bench_unet: built without CUDA\n");
         return 1;
 #endif
+    }
+    if (dev.kind != TDM_DEV_CUDA && gemm_dtype != TDM_F32) {
+        fprintf(stderr, "bench_unet: dtype %s: the CPU backend computes in fp32\n", dtname);
+        return 2;
     }
     tdm_unet_t *u = NULL;
     double t0 = now();
@@ -78,9 +91,9 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"tandem\", \"load_s\": %.3f, \"step_s_best\": %.4f, \"step_s_mean\": %.4f, "
+    printf("{\"impl\": \"tandem\", \"dtype\": \"%s\", \"load_s\": %.3f, \"step_s_best\": %.4f, \"step_s_mean\": %.4f, "
            "\"peak_rss_mib\": %.1f, \"peak_tracked_mib\": %.1f}\n",
-           load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
+           dtname, load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
     tdm_dev_free(&dev, x, nx * 4);
     tdm_dev_free(&dev, ctx, nc * 4);
     tdm_dev_free(&dev, out, nx * 4);

@@ -12,6 +12,7 @@ ITERS=${ITERS:-20}
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 cmake --build build-gpu -j "$(nproc)" --target bench_unet >/dev/null
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-./build-gpu/bench_unet "$DIR" 64 64 2 77 "$ITERS" "$(nproc)" cuda:0
+./build-gpu/bench_unet "$DIR" 64 64 2 77 "$ITERS" "$(nproc)" cuda:0 fp32
+./build-gpu/bench_unet "$DIR" 64 64 2 77 "$ITERS" "$(nproc)" cuda:0 fp16
 $PY bench/ref_gpu.py unet "$DIR" fp32 "$ITERS"
 $PY bench/ref_gpu.py unet "$DIR" fp16 "$ITERS"

@@ -2,7 +2,8 @@
 # On the GPU machine (device tool): unpack the carried build dependencies (.deps, made by
 # dev/make_gpu_deps.sh from this
 # project's Debian packages: OpenBLAS, cJSON, libpng) and the diffusers wheel (.whl), build with
-# CUDA, run the `cuda`-labelled tests, then (BENCH=1) the GPU UNet benchmark. Logs go to $OUT.
+# CUDA, run the `cuda`-labelled tests (extra ctest flags in CTEST_ARGS, e.g. -V), then (BENCH=1)
+# the GPU UNet benchmark. Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -17,7 +18,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/cmake.log" 2>&1 \
   || { tail -20 "$OUT/cmake.log"; exit 1; }
 cmake --build build-gpu -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
-(cd build-gpu && ctest -L cuda --output-on-failure -j 4) 2>&1 | tee "$OUT/ctest.log" | tail -25
+(cd build-gpu && ctest -L cuda --output-on-failure -j 4 ${CTEST_ARGS:-}) 2>&1 | tee "$OUT/ctest.log" | tail -25
 if [ -n "${VERBOSE_TEST:-}" ]; then ./build-gpu/$VERBOSE_TEST 2>&1 | tail -40 | tee "$OUT/$VERBOSE_TEST.log"; fi
 if [ "${BENCH_FLUX:-0}" = 1 ]; then bash bench/run_flux_gpu.sh 2>&1 | grep -v Warning | tee "$OUT/bench_flux.log"; fi
 if [ "${BENCH:-0}" = 1 ]; then

@@ -56,6 +56,13 @@ typedef struct {
     const char *scheduler;     /* diffusers class name overriding the folder's, or NULL */
     const char *variant;       /* weight variant such as "fp16", or NULL */
     int         keep_resident; /* 1: keep each stage's components loaded after it ends */
+    /* Precision of the GEMMs (Linear and Conv weights, stored in it, with
+     * float32 accumulation): "fp32", "fp16" or "bf16"; NULL = the device's
+     * default: fp32 on the CPU (the only one it computes in), on CUDA fp16
+     * for Stable Diffusion and bf16 for FLUX (one dtype for all components
+     * of the pipeline). Everything else (norms, activations, latents,
+     * scheduler) stays float32. */
+    const char *dtype;
 } tdm_pipeline_params_t;
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p);

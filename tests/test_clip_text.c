@@ -105,18 +105,27 @@ TEST(test_gelu_eos) { golden_case("gelu_eos", 3); }
 TEST(test_tanh_gelu_no_eos) { golden_case("tanh_noeos", 2); }
 
 #ifdef TDM_HAVE_CUDA
-#define CUDA_TOL 1e-4   /* the project bound for the CUDA path */
+/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
+ * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
+ * Conv weights stored in it, GEMM activations rounded to it, float32
+ * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
+ * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
+ * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
+static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
 
 /* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
  * from the host, hidden / pooled / clip_skip=1 outputs allocated there,
  * downloaded and compared with transformers. */
-static void golden_cuda(int index, const char *name) {
+static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     char path[1024];
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     tdm_status st = tdm_cuda_device_init(&dev, index);
     CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (st != TDM_OK) return;
+    dev.gemm_dtype = dt;
+    const double tol = cuda_tol(dt);
+    printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
     tdm_clip_text_t *m = NULL;
     tdm_safetensors_t *ex = NULL;
     float *hid = NULL, *pool = NULL, *dhid = NULL, *dpool = NULL;
@@ -171,7 +180,7 @@ static void golden_cuda(int index, const char *name) {
         double ep = test_rel_err(pool, ref_p, (long)(B * D));
         printf("  %s on cuda:%d: last_hidden rel err %.3g, pooled rel err %.3g\n", name, index,
                eh, ep);
-        CHECK_MSG(eh <= CUDA_TOL && ep <= CUDA_TOL, "%s on cuda: hidden %g pooled %g", name, eh,
+        CHECK_MSG(eh <= tol && ep <= tol, "%s on cuda: hidden %g pooled %g", name, eh,
                   ep);
     }
     CHECK_MSG(dev.cur_bytes == before, "%s: forward left %lld bytes on cuda", name,
@@ -183,7 +192,7 @@ static void golden_cuda(int index, const char *name) {
     if (st == TDM_OK) {
         double e = test_rel_err(hid, ref_s, (long)(B * T * D));
         printf("  %s on cuda:%d: clip_skip=1 rel err %.3g\n", name, index, e);
-        CHECK_MSG(e <= CUDA_TOL, "%s on cuda: clip_skip=1 rel err %g", name, e);
+        CHECK_MSG(e <= tol, "%s on cuda: clip_skip=1 rel err %g", name, e);
     }
     CHECK_MSG(dev.cur_bytes == before, "%s: forward_skip left %lld bytes on cuda", name,
               (long long)(dev.cur_bytes - before));
@@ -206,9 +215,15 @@ TEST(test_cuda_golden) {
         printf("  skipped: no CUDA device\n");
         return;
     }
-    golden_cuda(0, "quick_eos2");
-    golden_cuda(0, "gelu_eos");
-    golden_cuda(0, "tanh_noeos");
+    golden_cuda(0, "quick_eos2", TDM_F32);
+    golden_cuda(0, "quick_eos2", TDM_F16);
+    golden_cuda(0, "quick_eos2", TDM_BF16);
+    golden_cuda(0, "gelu_eos", TDM_F32);
+    golden_cuda(0, "gelu_eos", TDM_F16);
+    golden_cuda(0, "gelu_eos", TDM_BF16);
+    golden_cuda(0, "tanh_noeos", TDM_F32);
+    golden_cuda(0, "tanh_noeos", TDM_F16);
+    golden_cuda(0, "tanh_noeos", TDM_BF16);
 #else
     printf("  skipped: built without CUDA\n");
 #endif

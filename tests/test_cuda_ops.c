@@ -1,13 +1,20 @@
 /* test_cuda_ops.c — every CUDA op (tdm_op_* on a CUDA device) against the CPU
  * reference (tdm_cpu_*) on random inputs of several shapes, odd sizes
  * included. Normalized error max|gpu - cpu| / max|cpu| <= 1e-5 (1e-4 for the
- * GEMM-based ops: linear, gemm, conv, attention); NaN/Inf fail. Also checks
+ * GEMM-based ops: linear, gemm, conv, attention); NaN/Inf fail. The half
+ * GEMM path (device gemm_dtype F16/BF16, weights stored in that type) is
+ * checked twice per case: against the float32 reference on the unrounded
+ * data, normalized error <= 2e-3 (F16) / 1e-2 (BF16) — what rounding both
+ * operands costs — and against the float32 reference on operands rounded to
+ * the half type, <= 1e-4 — i.e. the rounding is to nearest even and the
+ * accumulation is float32. Also checks
  * the device's error handling (a failed launch is reported by the next sync,
  * an impossible allocation says how much memory is free). Without a CUDA
  * build or device it prints "SKIP: no CUDA device" and passes. */
 // label: cuda
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend/cpu/ops.h"
 #include "backend/ops.h"
@@ -166,6 +173,153 @@ TEST(test_conv2d) {
     conv_case(1, 3, 5, 5, 2, 1, 1, 2, 0, 0, 0, 0, 0);    /* 1×1 stride 2: im2col path */
     conv_case(1, 16, 33, 31, 8, 3, 3, 1, 1, 1, 1, 1, 1);
     conv_case(1, 64, 300, 300, 4, 3, 3, 1, 1, 1, 1, 1, 1);   /* two im2col tiles */
+}
+
+/* ---- half-precision GEMM path ---------------------------------------------------------
+ * g_dev.gemm_dtype set to F16/BF16 for the op call only; weights uploaded in
+ * that type (as tdm_st_set_load_gemm_weight stores them). */
+#define TOL_HALF_F16 2e-3
+#define TOL_HALF_BF16 1e-2
+
+static float round_half(float v, tdm_dtype dt) {
+    return dt == TDM_F16 ? tdm_f16_to_f32(tdm_f32_to_f16(v)) : tdm_bf16_to_f32(tdm_f32_to_bf16(v));
+}
+
+/* A copy of h (n floats) with every element rounded to dt. */
+static float *hround(const float *h, int64_t n, tdm_dtype dt) {
+    float *r = hzero(n);
+    for (int64_t i = 0; i < n; i++) r[i] = round_half(h[i], dt);
+    return r;
+}
+
+/* A device copy of h (n floats) stored as dt (2 bytes an element). */
+static float *up_half(const float *h, int64_t n, tdm_dtype dt) {
+    uint16_t *t = malloc((size_t)(n > 0 ? n : 1) * 2);
+    for (int64_t i = 0; i < n; i++) t[i] = dt == TDM_F16 ? tdm_f32_to_f16(h[i]) : tdm_f32_to_bf16(h[i]);
+    void *p = tdm_dev_alloc(&g_dev, n * 2, "test half buffer");
+    CHECK_MSG(p != NULL, "alloc: %s", tdm_last_error());
+    if (p && tdm_dev_upload(&g_dev, p, t, n * 2, "test upload") != TDM_OK)
+        CHECK_MSG(0, "upload: %s", tdm_last_error());
+    free(t);
+    return p;
+}
+
+/* Downloads d (n floats), compares with ref (float32 math on the unrounded
+ * data, tolerance tol) and with rref (on operands rounded to the half type,
+ * TOL_GEMM); frees d. */
+static void check_half(const char *what, float *d, const float *ref, const float *rref, int64_t n,
+                       double tol) {
+    float *h = hzero(n);
+    tdm_status st = tdm_dev_download(&g_dev, h, d, n * (int64_t)sizeof(float), what);
+    CHECK_MSG(st == TDM_OK, "%s: download failed: %s", what, tdm_last_error());
+    if (st == TDM_OK) {
+        double e = test_rel_err(h, ref, (long)n), er = test_rel_err(h, rref, (long)n);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(h[i])) bad++;
+        CHECK_MSG(bad == 0, "%s: %d NaN/Inf values", what, bad);
+        CHECK_MSG(e <= tol, "%s: rel err vs fp32 %.3g > %.1g", what, e, tol);
+        CHECK_MSG(er <= TOL_GEMM, "%s: rel err vs rounded-operand fp32 %.3g > %.1g", what, er,
+                  TOL_GEMM);
+        if (getenv("TDM_TEST_VERBOSE"))
+            printf("  %s: rel err %.3g (vs rounded operands %.3g)\n", what, e, er);
+    }
+    free(h);
+    dfree(d, n);
+}
+
+static void linear_half_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int bias) {
+    char nm[80];
+    snprintf(nm, sizeof nm, "linear %s %lldx%lldx%lld%s", tdm_dtype_name(dt), (long long)M,
+             (long long)K, (long long)N, bias ? " +b" : "");
+    float *x = hrand(M * K, 1), *W = hrand(N * K, 1), *b = bias ? hrand(N, 1) : NULL;
+    float *xr = hround(x, M * K, dt), *Wr = hround(W, N * K, dt);
+    float *y = hzero(M * N), *yr = hzero(M * N);
+    tdm_cpu_linear(y, x, W, b, M, K, N);
+    tdm_cpu_linear(yr, xr, Wr, b, M, K, N);
+    float *dx = up(x, M * K), *dW = up_half(W, N * K, dt), *db = bias ? up(b, N) : NULL;
+    float *dy = dzero(M * N);
+    g_dev.gemm_dtype = dt;
+    tdm_op_linear(&g_dev, dy, dx, dW, db, M, K, N);
+    g_dev.gemm_dtype = TDM_F32;
+    check_half(nm, dy, y, yr, M * N, dt == TDM_F16 ? TOL_HALF_F16 : TOL_HALF_BF16);
+    dfree(dx, M * K); tdm_dev_free(&g_dev, dW, N * K * 2); if (db) dfree(db, N);
+    free(x); free(W); free(b); free(xr); free(Wr); free(y); free(yr);
+}
+
+static void gemm_half_case(tdm_dtype dt, int tA, int tB, int64_t M, int64_t N, int64_t K,
+                           float alpha, float beta, int pad) {
+    char nm[96];
+    snprintf(nm, sizeof nm, "gemm %s tA=%d tB=%d %lldx%lldx%lld pad %d", tdm_dtype_name(dt), tA,
+             tB, (long long)M, (long long)N, (long long)K, pad);
+    int64_t ar = tA ? K : M, ac = tA ? M : K, br = tB ? N : K, bc = tB ? K : N;
+    int64_t lda = ac + pad, ldb = bc + pad, ldc = N + pad;
+    float *A = hrand(ar * lda, 1), *B = hrand(br * ldb, 1), *C = hrand(M * ldc, 1);
+    float *Ar = hround(A, ar * lda, dt), *Br = hround(B, br * ldb, dt), *Cr = hzero(M * ldc);
+    memcpy(Cr, C, (size_t)(M * ldc) * sizeof(float));
+    float *dA = up(A, ar * lda), *dB = up_half(B, br * ldb, dt), *dC = up(C, M * ldc);
+    tdm_cpu_gemm(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    tdm_cpu_gemm(tA, tB, M, N, K, alpha, Ar, lda, Br, ldb, beta, Cr, ldc);
+    g_dev.gemm_dtype = dt;
+    tdm_op_gemm(&g_dev, tA, tB, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
+    g_dev.gemm_dtype = TDM_F32;
+    check_half(nm, dC, C, Cr, M * ldc, dt == TDM_F16 ? TOL_HALF_F16 : TOL_HALF_BF16);
+    dfree(dA, ar * lda); tdm_dev_free(&g_dev, dB, br * ldb * 2);
+    free(A); free(B); free(C); free(Ar); free(Br); free(Cr);
+}
+
+static void conv_half_case(tdm_dtype dt, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                           int64_t Cout, int64_t k, int64_t s, int64_t pt, int64_t pb, int64_t pl,
+                           int64_t pr) {
+    char nm[128];
+    snprintf(nm, sizeof nm, "conv %s B%lld Cin%lld %lldx%lld Cout%lld k%lld s%lld p%lld%lld%lld%lld",
+             tdm_dtype_name(dt), (long long)B, (long long)Cin, (long long)H, (long long)W,
+             (long long)Cout, (long long)k, (long long)s, (long long)pt, (long long)pb,
+             (long long)pl, (long long)pr);
+    int64_t Ho = (H + pt + pb - k) / s + 1, Wo = (W + pl + pr - k) / s + 1;
+    int64_t nx = B * Cin * H * W, nw = Cout * Cin * k * k, ny = B * Cout * Ho * Wo;
+    float *x = hrand(nx, 1), *w = hrand(nw, 0.5f), *b = hrand(Cout, 1);
+    float *xr = hround(x, nx, dt), *wr = hround(w, nw, dt);
+    float *y = hzero(ny), *yr = hzero(ny);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, k, k, s, pt, pb, pl, pr);
+    float *scr = ns ? hzero(ns) : NULL;
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr);
+    tdm_cpu_conv2d_pad4(yr, xr, wr, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr);
+    free(scr);
+    g_dev.gemm_dtype = dt;
+    int64_t dns = tdm_op_conv2d_pad4_scratch(&g_dev, Cin, H, W, k, k, s, pt, pb, pl, pr);
+    float *dx = up(x, nx), *dw = up_half(w, nw, dt), *db = up(b, Cout), *dy = dzero(ny);
+    float *dscr = dns ? dzero(dns) : NULL;
+    tdm_op_conv2d_pad4(&g_dev, dy, dx, dw, db, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, dscr);
+    g_dev.gemm_dtype = TDM_F32;
+    check_half(nm, dy, y, yr, ny, dt == TDM_F16 ? TOL_HALF_F16 : TOL_HALF_BF16);
+    dfree(dx, nx); tdm_dev_free(&g_dev, dw, nw * 2); dfree(db, Cout);
+    if (dscr) dfree(dscr, dns);
+    free(x); free(w); free(b); free(xr); free(wr); free(y); free(yr);
+}
+
+TEST(test_half_gemm) {
+    const tdm_dtype dts[2] = {TDM_F16, TDM_BF16};
+    for (int i = 0; i < 2; i++) {
+        tdm_dtype dt = dts[i];
+        linear_half_case(dt, 5, 7, 3, 1);              /* odd sizes: no tensor-core alignment */
+        linear_half_case(dt, 13, 33, 17, 0);
+        linear_half_case(dt, 257, 320, 640, 1);
+        linear_half_case(dt, 4096, 320, 320, 0);       /* SD attention projection */
+        linear_half_case(dt, 77, 768, 1280, 1);        /* cross-attention k/v */
+        for (int tA = 0; tA < 2; tA++)
+            for (int tB = 0; tB < 2; tB++) {
+                gemm_half_case(dt, tA, tB, 6, 5, 9, 0.5f, 2.0f, 0);
+                gemm_half_case(dt, tA, tB, 130, 70, 300, -1.5f, 1.0f, 1);   /* strided A */
+            }
+        gemm_half_case(dt, 0, 1, 300, 512, 128, 1.0f, 1.0f, 0);   /* the FLUX MLP call shape */
+        conv_half_case(dt, 2, 3, 9, 7, 5, 3, 1, 1, 1, 1, 1);
+        conv_half_case(dt, 2, 8, 5, 5, 4, 1, 1, 0, 0, 0, 0);      /* 1×1: batched GEMM */
+        conv_half_case(dt, 2, 3, 8, 7, 5, 3, 2, 0, 1, 0, 1);      /* VAE downsample padding */
+        conv_half_case(dt, 1, 3, 5, 5, 2, 1, 2, 0, 0, 0, 0);      /* 1×1 stride 2: im2col */
+        conv_half_case(dt, 2, 320, 64, 64, 320, 3, 1, 1, 1, 1, 1); /* SD UNet level 0 */
+        conv_half_case(dt, 1, 64, 300, 300, 4, 3, 1, 1, 1, 1, 1); /* two im2col tiles */
+    }
 }
 
 /* ---- normalization ------------------------------------------------------------------ */
@@ -347,6 +501,56 @@ TEST(test_attention) {
     attention_case(1, 40, 33, 1, 256, 0);       /* largest head dim */
     attention_case(1, 5, 0, 2, 8, 0);           /* no keys: o = 0 */
     attention_case(1, 4096, 4096, 1, 40, 0);    /* SD 512² self-attention, one head */
+}
+
+/* Tensor-core attention (attention_tc.cu): the device's gemm_dtype F16 / BF16
+ * routes tdm_cuda_attention to FP16/BF16 operands with FP32 accumulation and
+ * softmax. Output poisoned with NaN first, so an unwritten element fails. */
+static void attention_tc_case(tdm_dtype dt, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                              int64_t D, int causal) {
+    char nm[112];
+    snprintf(nm, sizeof nm, "attention %s B%lld Tq%lld Tk%lld H%lld D%lld causal%d",
+             dt == TDM_BF16 ? "bf16" : "f16", (long long)B, (long long)Tq, (long long)Tk,
+             (long long)H, (long long)D, causal);
+    int64_t nq = B * Tq * H * D, nk = B * Tk * H * D;
+    float *q = hrand(nq, 2), *k = hrand(nk, 2), *v = hrand(nk, 1), *o = hzero(nq);
+    float *poison = malloc((size_t)nq * sizeof(float));
+    for (int64_t i = 0; i < nq; i++) poison[i] = NAN;
+    float scale = 1.0f / sqrtf((float)D);
+    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+    float *dq = up(q, nq), *dk = up(k, nk), *dv = up(v, nk), *dout = up(poison, nq);
+    g_dev.gemm_dtype = dt;
+    tdm_op_attention(&g_dev, dout, dq, dk, dv, B, Tq, Tk, H, D, scale, causal);
+    g_dev.gemm_dtype = TDM_F32;
+    {   /* the error, printed for the record */
+        float *h = hzero(nq);
+        if (tdm_dev_download(&g_dev, h, dout, nq * (int64_t)sizeof(float), nm) == TDM_OK)
+            printf("  %s: rel err %.3g\n", nm, test_rel_err(h, o, (long)nq));
+        free(h);
+    }
+    check_dev(nm, dout, o, nq, dt == TDM_BF16 ? 2e-2 : 5e-3);
+    dfree(dq, nq); dfree(dk, nk); dfree(dv, nk);
+    free(q); free(k); free(v); free(o); free(poison);
+}
+
+TEST(test_attention_tc) {
+    for (int i = 0; i < 2; i++) {
+        tdm_dtype dt = i ? TDM_BF16 : TDM_F16;
+        attention_tc_case(dt, 2, 77, 77, 8, 40, 1);       /* CLIP text: causal, D 40 */
+        attention_tc_case(dt, 2, 1000, 1000, 8, 40, 0);   /* SD self-attention, T % 64 != 0 */
+        attention_tc_case(dt, 2, 4096, 77, 8, 40, 0);     /* SD cross-attention */
+        attention_tc_case(dt, 1, 300, 300, 4, 64, 1);
+        attention_tc_case(dt, 2, 256, 77, 5, 80, 0);
+        attention_tc_case(dt, 1, 33, 257, 2, 80, 0);
+        attention_tc_case(dt, 1, 200, 130, 2, 160, 0);
+        attention_tc_case(dt, 2, 129, 129, 2, 128, 1);    /* FLUX head dim, causal */
+        attention_tc_case(dt, 1, 1024, 1024, 3, 128, 0);
+        attention_tc_case(dt, 1, 1, 5, 1, 13, 0);         /* odd head dim, one query */
+        attention_tc_case(dt, 1, 7, 3, 2, 1, 1);          /* Tq > Tk, causal */
+        attention_tc_case(dt, 1, 100, 70, 2, 100, 1);     /* D 100 → 128, Tq > Tk causal */
+        attention_tc_case(dt, 1, 40, 33, 1, 256, 0);      /* largest head dim */
+        attention_tc_case(dt, 1, 5, 0, 2, 8, 0);          /* no keys: o = 0 */
+    }
 }
 
 /* ---- layout ------------------------------------------------------------------------------- */
@@ -657,6 +861,7 @@ int main(void) {
     RUN(test_linear);
     RUN(test_gemm);
     RUN(test_conv2d);
+    RUN(test_half_gemm);
     RUN(test_group_norm);
     RUN(test_layer_norm);
     RUN(test_activations);
@@ -664,6 +869,7 @@ int main(void) {
     RUN(test_elementwise);
     RUN(test_add_channel_bias);
     RUN(test_attention);
+    RUN(test_attention_tc);
     RUN(test_transpose);
     RUN(test_upsample_resize_concat);
     RUN(test_gather_rows);

@@ -104,7 +104,16 @@ static float *dev_copy(tdm_device_t *dev, const float *h, int64_t n, const char 
 /* Fixture `name` on CUDA device `index`: weights loaded onto the GPU, img,
  * txt and pooled uploaded, timestep, guidance and ids passed from the host,
  * the output downloaded and compared with diffusers. */
-static void run_golden_cuda(int index, const char *name, const char *variant) {
+/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
+ * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
+ * Conv weights stored in it, GEMM activations rounded to it, float32
+ * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
+ * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
+ * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
+static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
+
+static void run_golden_cuda(int index, const char *name, const char *variant,
+                            tdm_dtype dt) {
     char root[1024], io[1100];
     tdm_device_t dev;
     tdm_flux_t *m = NULL;
@@ -115,6 +124,8 @@ static void run_golden_cuda(int index, const char *name, const char *variant) {
     tdm_status s = tdm_cuda_device_init(&dev, index);
     CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (s != TDM_OK) return;
+    dev.gemm_dtype = dt;
+    printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
     snprintf(root, sizeof(root), "%s/%s", FIX, name);
     snprintf(io, sizeof(io), "%s/io.safetensors", root);
 
@@ -157,7 +168,8 @@ static void run_golden_cuda(int index, const char *name, const char *variant) {
         printf("  %s on cuda:%d: B=%lld N=%lld T=%lld: rel err %.3g, activation peak %.1f "
                "KiB\n", name, index, (long long)B, (long long)N, (long long)T, err,
                (double)(dev.peak_bytes - io_bytes) / 1024.0);
-        CHECK_MSG(err <= 1e-4, "%s on cuda: rel err %.3g", name, err);
+        CHECK_MSG(err <= cuda_tol(dt), "%s on cuda (%s): rel err %.3g", name,
+                  tdm_dtype_name(dt), err);
     }
     CHECK_MSG(dev.cur_bytes == io_bytes, "activations leaked on cuda: %lld bytes",
               (long long)(dev.cur_bytes - io_bytes));
@@ -182,9 +194,15 @@ TEST(flux_cuda_golden) {
         printf("  skipped: no CUDA device\n");
         return;
     }
-    run_golden_cuda(0, "dev", NULL);
-    run_golden_cuda(0, "schnell", NULL);
-    run_golden_cuda(0, "bf16", "bf16");
+    run_golden_cuda(0, "dev", NULL, TDM_F32);
+    run_golden_cuda(0, "dev", NULL, TDM_F16);
+    run_golden_cuda(0, "dev", NULL, TDM_BF16);
+    run_golden_cuda(0, "schnell", NULL, TDM_F32);
+    run_golden_cuda(0, "schnell", NULL, TDM_F16);
+    run_golden_cuda(0, "schnell", NULL, TDM_BF16);
+    run_golden_cuda(0, "bf16", "bf16", TDM_F32);
+    run_golden_cuda(0, "bf16", "bf16", TDM_F16);
+    run_golden_cuda(0, "bf16", "bf16", TDM_BF16);
 #else
     printf("  skipped: built without CUDA\n");
 #endif

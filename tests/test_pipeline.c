@@ -1,7 +1,12 @@
 /* test_pipeline.c — end-to-end golden test: every case in
  * tests/fixtures/pipelines/cases.json (written by tools/ref/make_pipelines.py
  * from diffusers) is generated through the public API and compared with
- * diffusers' final latents (relative error <= 1e-4) and PNG pixels (±1). */
+ * diffusers' final latents (relative error <= 1e-4) and PNG pixels (±1), on
+ * the CPU and, with a GPU, on cuda:0 in fp32; then once more on cuda:0 in the
+ * device's default half precision (SD fp16, FLUX bf16: Linear/Conv weights
+ * and GEMM operands rounded, float32 accumulation) against the same float32
+ * references with looser bounds: latents rel err <= 2e-2, pixels within 24
+ * (measured on an H100: worst 4.8e-3 and 9, both FLUX bf16). */
 // label: golden;cuda
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -16,10 +21,13 @@
 #include "test.h"
 
 
-static double worst_lat = 0;
-static int worst_px = 0;
+static double worst_lat = 0, worst_lat_half = 0;
+static int worst_px = 0, worst_px_half = 0;
 
 static const char *g_device = "cpu";
+static const char *g_dtype = "fp32";   /* NULL: the device's default */
+#define HALF_LAT_TOL 2e-2
+#define HALF_PX_TOL 24
 
 static void run_case(const char *dir, const cJSON *c) {
     const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
@@ -43,6 +51,10 @@ static void run_case(const char *dir, const cJSON *c) {
     if (override && cJSON_IsString(sched)) pp.scheduler = sched->valuestring;
     pp.keep_resident = 1;
     pp.device = g_device;
+    pp.dtype = g_dtype;
+    const int half = g_dtype == NULL || strcmp(g_dtype, "fp32") != 0;
+    const double lat_tol = half ? HALF_LAT_TOL : 1e-4;
+    const int px_tol = half ? HALF_PX_TOL : 1;
     tdm_pipeline_t *pipe = NULL;
     snprintf(path, sizeof path, "%s/%s", dir, pipe_name);
     tdm_status st = tdm_pipeline_open(&pipe, path, &pp);
@@ -101,8 +113,12 @@ static void run_case(const char *dir, const cJSON *c) {
         CHECK_MSG(st == TDM_OK, "%s[%d]: %s", name, i, tdm_last_error());
         if (st != TDM_OK) break;
         double e = test_rel_err(lat, (const float *)lt->data + i * item, (long)item);
-        CHECK_MSG(e <= 1e-4, "%s[%d]: latents rel err %.3g", name, i, e);
-        if (!(e <= worst_lat)) worst_lat = e;
+        CHECK_MSG(e <= lat_tol, "%s[%d]: latents rel err %.3g", name, i, e);
+        if (half) {
+            if (!(e <= worst_lat_half)) worst_lat_half = e;
+        } else if (!(e <= worst_lat)) {
+            worst_lat = e;
+        }
         uint8_t *ref = NULL;
         int rw = 0, rh = 0;
         snprintf(path, sizeof path, "%s/%s", dir, cJSON_GetArrayItem(images, i)->valuestring);
@@ -114,8 +130,11 @@ static void run_case(const char *dir, const cJSON *c) {
                 if (d > maxd) maxd = d;
                 ndiff += d != 0;
             }
-            CHECK_MSG(maxd <= 1, "%s[%d]: pixels differ by up to %d (%d values differ)", name, i, maxd, ndiff);
-            if (maxd > worst_px) worst_px = maxd;
+            CHECK_MSG(maxd <= px_tol, "%s[%d]: pixels differ by up to %d (%d values differ)", name, i, maxd, ndiff);
+            if (half && maxd > worst_px_half) worst_px_half = maxd;
+            if (!half && maxd > worst_px) worst_px = maxd;
+            if (half) printf("    %s[%d] half: latents rel err %.3g, pixels differ by up to %d\n",
+                             name, i, e, maxd);
         } else {
             CHECK_MSG(0, "%s[%d]: reference image %dx%d, want %dx%d", name, i, rw, rh, W, H);
         }
@@ -166,7 +185,7 @@ static void oneshot_matches(const char *dir, const cJSON *c) {
     tdm_pipeline_close(pipe);
 }
 
-static void run_file(const char *dir) {
+static void run_file(const char *dir, int oneshot) {
     char path[1024];
     snprintf(path, sizeof path, "%s/cases.json", dir);
     tdm_json_t j;
@@ -177,14 +196,15 @@ static void run_file(const char *dir) {
     CHECK(cJSON_GetArraySize(arr) >= 8);
     const cJSON *c;
     cJSON_ArrayForEach(c, arr) run_case(dir, c);
-    oneshot_matches(dir, cJSON_GetArrayItem(arr, 0));
+    if (oneshot) oneshot_matches(dir, cJSON_GetArrayItem(arr, 0));
     tdm_json_free(&j);
 }
 
-TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines"); }
-TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines"); }
+TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines", 1); }
+TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
 
-/* The SD and FLUX cases again with every stage's model on cuda:0 (same tolerances). */
+/* The SD and FLUX cases again with every stage's model on cuda:0: in fp32
+ * (same tolerances), then in the default half precision (see the top). */
 TEST(cases_cuda) {
 #ifdef TDM_HAVE_CUDA
     if (tdm_cuda_device_count() == 0) {
@@ -192,15 +212,54 @@ TEST(cases_cuda) {
         return;
     }
     g_device = "cuda:0";
-    run_file(TDM_FIXTURES "/pipelines");
-    run_file(TDM_FIXTURES "/flux_pipelines");
+    run_file(TDM_FIXTURES "/pipelines", 1);
+    run_file(TDM_FIXTURES "/flux_pipelines", 1);
+    g_dtype = NULL;
+    run_file(TDM_FIXTURES "/pipelines", 0);
+    run_file(TDM_FIXTURES "/flux_pipelines", 0);
+    g_dtype = "fp32";
     g_device = "cpu";
+    printf("  half precision on cuda: worst latents rel err %.3g, worst pixel diff %d\n",
+           worst_lat_half, worst_px_half);
 #else
     printf("  skipped: built without CUDA\n");
 #endif
 }
 
+/* --dtype: only fp32 on the CPU; unknown names rejected. */
+TEST(dtype_errors) {
+    char path[1024];
+    tdm_json_t j;
+    snprintf(path, sizeof path, "%s/cases.json", TDM_FIXTURES "/pipelines");
+    if (tdm_json_load(&j, path) != TDM_OK) { CHECK_MSG(0, "%s", tdm_last_error()); return; }
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j.root, "cases"), 0);
+    snprintf(path, sizeof path, "%s/%s", TDM_FIXTURES "/pipelines",
+             cJSON_GetObjectItem(c, "pipeline")->valuestring);
+    tdm_json_free(&j);
+    static const struct { const char *dt; tdm_status st; const char *msg; } cases[] = {
+        {"fp16", TDM_ERR_INVALID_ARG, "the CPU backend computes in fp32"},
+        {"bf16", TDM_ERR_INVALID_ARG, "the CPU backend computes in fp32"},
+        {"fp8", TDM_ERR_INVALID_ARG, "expected fp32, fp16 or bf16"},
+        {"fp32", TDM_OK, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tdm_pipeline_params_t pp;
+        tdm_pipeline_params_init(&pp);
+        pp.dtype = cases[i].dt;
+        tdm_pipeline_t *pipe = NULL;
+        tdm_status st = tdm_pipeline_open(&pipe, path, &pp);
+        CHECK_MSG(st == cases[i].st, "--dtype %s: status %d, want %d", cases[i].dt, (int)st,
+                  (int)cases[i].st);
+        if (cases[i].msg)
+            CHECK_MSG(strstr(tdm_last_error(), cases[i].msg) != NULL, "--dtype %s: message \"%s\"",
+                      cases[i].dt, tdm_last_error());
+        CHECK(st != TDM_OK || pipe != NULL);
+        tdm_pipeline_close(pipe);
+    }
+}
+
 int main(void) {
+    RUN(dtype_errors);
     RUN(sd_cases);
     RUN(flux_cases);
     RUN(cases_cuda);

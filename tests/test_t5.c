@@ -115,18 +115,27 @@ TEST(test_gated_gelu_inner_ne_dmodel_fp16) { golden_case("gg_fp16", 3, 48); }
 TEST(test_relu_embed_tokens_only) { golden_case("relu_embed", 2, 16); }
 
 #ifdef TDM_HAVE_CUDA
-#define CUDA_TOL 1e-4   /* the project bound for the CUDA path */
+/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
+ * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
+ * Conv weights stored in it, GEMM activations rounded to it, float32
+ * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
+ * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
+ * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
+static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
 
 /* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
  * from the host, hidden allocated there, downloaded and compared with
  * transformers for T = 7 and 64 (whole batch and each row alone). */
-static void golden_cuda(int index, const char *name) {
+static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     char path[1024];
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     tdm_status st = tdm_cuda_device_init(&dev, index);
     CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (st != TDM_OK) return;
+    dev.gemm_dtype = dt;
+    const double tol = cuda_tol(dt);
+    printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
     tdm_t5_t *m = NULL;
     tdm_safetensors_t *ex = NULL;
     snprintf(path, sizeof path, "%s/%s", FIX, name);
@@ -166,7 +175,7 @@ static void golden_cuda(int index, const char *name) {
                 double e = test_rel_err(got, want, (long)n);
                 printf("  %s T=%lld on cuda:%d: last_hidden_state rel err %.3g\n", name,
                        (long long)T, index, e);
-                CHECK_MSG(e <= CUDA_TOL, "%s: T=%lld on cuda rel err %.3g", name, (long long)T,
+                CHECK_MSG(e <= tol, "%s: T=%lld on cuda rel err %.3g", name, (long long)T,
                           e);
             }
             /* each row alone gives the values it has inside the batch */
@@ -177,7 +186,7 @@ static void golden_cuda(int index, const char *name) {
                           tdm_last_error());
                 if (st != TDM_OK) break;
                 double e = test_rel_err(got, want + b * T * D, (long)(T * D));
-                CHECK_MSG(e <= CUDA_TOL, "%s: T=%lld row %lld alone on cuda rel err %.3g", name,
+                CHECK_MSG(e <= tol, "%s: T=%lld row %lld alone on cuda rel err %.3g", name,
                           (long long)T, (long long)b, e);
             }
             CHECK_MSG(dev.cur_bytes == before, "%s: forward left %lld bytes on cuda", name,
@@ -204,9 +213,15 @@ TEST(test_cuda_golden) {
         printf("  skipped: no CUDA device\n");
         return;
     }
-    golden_cuda(0, "gg_sharded");
-    golden_cuda(0, "gg_fp16");
-    golden_cuda(0, "relu_embed");
+    golden_cuda(0, "gg_sharded", TDM_F32);
+    golden_cuda(0, "gg_sharded", TDM_F16);
+    golden_cuda(0, "gg_sharded", TDM_BF16);
+    golden_cuda(0, "gg_fp16", TDM_F32);
+    golden_cuda(0, "gg_fp16", TDM_F16);
+    golden_cuda(0, "gg_fp16", TDM_BF16);
+    golden_cuda(0, "relu_embed", TDM_F32);
+    golden_cuda(0, "relu_embed", TDM_F16);
+    golden_cuda(0, "relu_embed", TDM_BF16);
 #else
     printf("  skipped: built without CUDA\n");
 #endif

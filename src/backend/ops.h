@@ -9,6 +9,18 @@
 
 #include "core/core.h"
 
+/* GEMM weights and dev->gemm_dtype. On a host device every operand is
+ * float32, whatever gemm_dtype says. On a CUDA device whose gemm_dtype is
+ * TDM_F16 or TDM_BF16, the WEIGHT operand of the three GEMM ops below —
+ * `W` of tdm_op_linear, `w` of tdm_op_conv2d / tdm_op_conv2d_pad4 and `B` of
+ * tdm_op_gemm — points to gemm_dtype elements on that device (a tensor made
+ * by tdm_st_set_load_gemm_weight, passed as tdm_f32(t)), with the same
+ * shape and leading dimension as the float32 weight it replaces; every
+ * other operand (x, A, biases, outputs, scratch) stays float32. The
+ * activation is rounded to gemm_dtype and the product accumulates in
+ * float32. So these operands must be model weights: a product of two
+ * activations (attention scores and the like) never goes through these ops
+ * on such a device (tdm_op_attention* does those). */
 void tdm_op_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
                    int64_t M, int64_t K, int64_t N);
 void tdm_op_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,

@@ -350,8 +350,10 @@ static void shape_str(char *buf, size_t cap, int nd, const int64_t *sh) {
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
+/* Loads `name` as a new tensor of dtype `to` (F32, or F16/BF16 rounded to
+ * nearest even from the float32 value) on `dev`. */
 static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_t *dev, int ndim,
-                          const int64_t *shape, tdm_tensor_t **out, int optional) {
+                          const int64_t *shape, tdm_tensor_t **out, int optional, tdm_dtype to) {
     *out = NULL;
     const tdm_st_tensor_t *t = tdm_st_set_find(set, name);
     if (!t) {
@@ -373,16 +375,22 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
         return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" has dtype BOOL, expected a float dtype",
                           t->file, name);
     tdm_tensor_t *r = NULL;
-    tdm_status st = tdm_tensor_create(&r, dev, TDM_F32, t->ndim, t->shape, name);
+    tdm_status st = tdm_tensor_create(&r, dev, to, t->ndim, t->shape, name);
     if (st != TDM_OK) return st;
+    const int64_t n = tdm_tensor_numel(r);
     /* tdm_convert_to_f32 reads elements with memcpy: the data section need
      * not be aligned (any header length is legal). */
-    if (tdm_dev_is_host(dev)) {
-        st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, tdm_tensor_numel(r));
-    } else {   /* convert on the host, then copy to the device */
-        float *tmp = malloc((size_t)r->nbytes + 4);
-        st = tmp ? tdm_convert_to_f32(tmp, t->data, t->dtype, tdm_tensor_numel(r))
+    if (tdm_dev_is_host(dev) && to == TDM_F32) {
+        st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, n);
+    } else {   /* convert on the host (to float32, then to `to`), then copy to the device */
+        float *tmp = malloc((size_t)n * sizeof(float) + 4);
+        st = tmp ? tdm_convert_to_f32(tmp, t->data, t->dtype, n)
                  : tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
+        if (st == TDM_OK && to != TDM_F32) {   /* narrow in place: element i ends before 4i */
+            uint16_t *h = (uint16_t *)(void *)tmp;
+            for (int64_t i = 0; i < n; i++)
+                h[i] = to == TDM_F16 ? tdm_f32_to_f16(tmp[i]) : tdm_f32_to_bf16(tmp[i]);
+        }
         if (st == TDM_OK) st = tdm_dev_upload(dev, r->data, tmp, r->nbytes, name);
         free(tmp);
     }
@@ -400,12 +408,23 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
 
 tdm_status tdm_st_set_load_f32(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
                                int ndim, const int64_t *shape, tdm_tensor_t **out) {
-    return st_load(set, name, dev, ndim, shape, out, 0);
+    return st_load(set, name, dev, ndim, shape, out, 0, TDM_F32);
 }
 
 tdm_status tdm_st_set_load_f32_opt(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
                                    int ndim, const int64_t *shape, tdm_tensor_t **out) {
-    return st_load(set, name, dev, ndim, shape, out, 1);
+    return st_load(set, name, dev, ndim, shape, out, 1, TDM_F32);
+}
+
+tdm_dtype tdm_st_gemm_weight_dtype(const tdm_device_t *dev) {
+    if (tdm_dev_is_host(dev)) return TDM_F32;
+    return dev->gemm_dtype == TDM_F16 || dev->gemm_dtype == TDM_BF16 ? dev->gemm_dtype : TDM_F32;
+}
+
+tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name,
+                                       tdm_device_t *dev, int ndim, const int64_t *shape,
+                                       tdm_tensor_t **out) {
+    return st_load(set, name, dev, ndim, shape, out, 0, tdm_st_gemm_weight_dtype(dev));
 }
 
 /* ---- writer ------------------------------------------------------------- */

@@ -57,6 +57,23 @@ tdm_status tdm_st_set_load_f32(const tdm_st_set_t *set, const char *name, tdm_de
 tdm_status tdm_st_set_load_f32_opt(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
                                    int ndim, const int64_t *shape, tdm_tensor_t **out);
 
+/* The dtype GEMM weights are stored in on `dev`: its gemm_dtype (F16 or BF16)
+ * on a non-host device, TDM_F32 otherwise (host devices always compute in
+ * float32, whatever gemm_dtype says). */
+tdm_dtype tdm_st_gemm_weight_dtype(const tdm_device_t *dev);
+
+/* Loads a weight that only ever feeds a GEMM (a Linear weight (out, in) or a
+ * Conv weight (out, in, kh, kw) — never a bias, norm, embedding/gather table
+ * or position table): with the same checks and errors as
+ * tdm_st_set_load_f32, but stored in tdm_st_gemm_weight_dtype(dev), each
+ * element converted to float32 and then rounded to nearest even. (*out)->dtype
+ * says what is stored; tdm_f32(*out) is then the `W` pointer that
+ * tdm_op_linear / conv2d / gemm take (see backend/ops.h). On host devices
+ * it is exactly tdm_st_set_load_f32. OUT: *out. */
+tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name,
+                                       tdm_device_t *dev, int ndim, const int64_t *shape,
+                                       tdm_tensor_t **out);
+
 /* Writes a safetensors file of float32 tensors atomically (temporary name,
  * then rename). names[i], shapes[i] (ndims[i] dims), data[i]; metadata is
  * `nmeta` key/value pairs (may be 0). */

@@ -43,11 +43,15 @@ struct tdm_clip_text {
 
 /* ---- loading ----------------------------------------------------------------- */
 
+/* Loads prefix+name as float32, or (gemm = 1, a Linear weight) in the
+ * device's GEMM dtype (see tdm_st_set_load_gemm_weight). */
 static tdm_status load_t(const tdm_st_set_t *set, tdm_device_t *dev, const char *prefix,
-                         const char *name, int ndim, int64_t d0, int64_t d1, tdm_tensor_t **out) {
+                         const char *name, int ndim, int64_t d0, int64_t d1, tdm_tensor_t **out,
+                         int gemm) {
     char full[256];
     int64_t shape[2] = {d0, d1};
     snprintf(full, sizeof full, "%s%s", prefix, name);
+    if (gemm) return tdm_st_set_load_gemm_weight(set, full, dev, ndim, shape, out);
     return tdm_st_set_load_f32(set, full, dev, ndim, shape, out);
 }
 
@@ -127,9 +131,9 @@ tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const cha
                           ? "text_model."
                           : "";
     int64_t D = m->D, I = m->I;
-    TDM_TRY(load_t(set, dev, pre, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb));
+    TDM_TRY(load_t(set, dev, pre, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb, 0));
     TDM_TRY(load_t(set, dev, pre, "embeddings.position_embedding.weight", 2, m->max_pos, D,
-                   &m->pos_emb));
+                   &m->pos_emb, 0));
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
     if (!m->layers) {
         st = tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
@@ -142,7 +146,7 @@ tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const cha
     do {                                                                                 \
         char nm_[224];                                                                   \
         snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
-        TDM_TRY(load_t(set, dev, pre, nm_, nd, a, b, &y->field));                        \
+        TDM_TRY(load_t(set, dev, pre, nm_, nd, a, b, &y->field, (nd) == 2)); /* Linear */ \
     } while (0)
         snprintf(p, sizeof p, "encoder.layers.%lld.", (long long)l);
         LT(ln1_w, "layer_norm1.weight", 1, D, 0);
@@ -163,8 +167,8 @@ tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const cha
         LT(fc2_b, "mlp.fc2.bias", 1, D, 0);
 #undef LT
     }
-    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.weight", 1, D, 0, &m->fln_w));
-    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.bias", 1, D, 0, &m->fln_b));
+    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
+    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.bias", 1, D, 0, &m->fln_b, 0));
     tdm_st_set_close(set);
     *out = m;
     return TDM_OK;

@@ -148,9 +148,11 @@ typedef struct {
     const tdm_st_set_t *set;
 } flux_loader_t;
 
-/* Loads "<prefix>.<suffix>" with shape (d0[, d1]) into *dst. */
-static tdm_status ld(flux_loader_t *L, const float **dst, const char *prefix, const char *suffix,
-                     int ndim, int64_t d0, int64_t d1) {
+/* Loads "<prefix>.<suffix>" with shape (d0[, d1]) into *dst; a GEMM weight
+ * (gemm = 1: a Linear weight) in the device's GEMM dtype, see
+ * tdm_st_set_load_gemm_weight. */
+static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix,
+                         const char *suffix, int ndim, int64_t d0, int64_t d1, int gemm) {
     tdm_status st;
     tdm_flux_t *m = L->m;
     char name[256];
@@ -166,11 +168,19 @@ static tdm_status ld(flux_loader_t *L, const float **dst, const char *prefix, co
         m->tensors = p;
         m->cap_tensors = cap;
     }
-    if ((st = tdm_st_set_load_f32(L->set, name, m->dev, ndim, shape, &t)) != TDM_OK) return st;
+    st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, m->dev, ndim, shape, &t)
+              : tdm_st_set_load_f32(L->set, name, m->dev, ndim, shape, &t);
+    if (st != TDM_OK) return st;
     m->tensors[m->ntensors++] = t;
     m->info.param_bytes += t->nbytes;
     *dst = tdm_f32(t);
     return TDM_OK;
+}
+
+/* A float32 tensor (bias, norm weight). */
+static tdm_status ld(flux_loader_t *L, const float **dst, const char *prefix, const char *suffix,
+                     int ndim, int64_t d0, int64_t d1) {
+    return ld_any(L, dst, prefix, suffix, ndim, d0, d1, 0);
 }
 
 /* Loads the Linear "<prefix>.<suffix>.{weight (out, in), bias (out)}". */
@@ -181,7 +191,7 @@ static tdm_status ld_lin(flux_loader_t *L, flux_lin_t *l, const char *prefix, co
     int len = snprintf(p, sizeof(p), "%s%s%s", prefix, *prefix ? "." : "", suffix);
     if (len < 0 || (size_t)len >= sizeof(p))
         return tdm_errorf(TDM_ERR_INTERNAL, "flux: tensor name too long: %s.%s", prefix, suffix);
-    if ((st = ld(L, &l->w, p, "weight", 2, out, in)) != TDM_OK) return st;
+    if ((st = ld_any(L, &l->w, p, "weight", 2, out, in, 1)) != TDM_OK) return st;
     return ld(L, &l->b, p, "bias", 1, out, 0);
 }
 

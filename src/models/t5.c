@@ -65,9 +65,12 @@ int64_t tdm_t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_dis
 
 /* ---- loading ----------------------------------------------------------------- */
 
+/* Loads `name` as float32, or (gemm = 1, a Linear weight) in the device's
+ * GEMM dtype (see tdm_st_set_load_gemm_weight). */
 static tdm_status load_t(const tdm_st_set_t *set, tdm_device_t *dev, const char *name, int ndim,
-                         int64_t d0, int64_t d1, tdm_tensor_t **out) {
+                         int64_t d0, int64_t d1, tdm_tensor_t **out, int gemm) {
     int64_t shape[2] = {d0, d1};
+    if (gemm) return tdm_st_set_load_gemm_weight(set, name, dev, ndim, shape, out);
     return tdm_st_set_load_f32(set, name, dev, ndim, shape, out);
 }
 
@@ -185,9 +188,9 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
      * only encoder.embed_tokens.weight */
     const char *emb = tdm_st_set_find(set, "shared.weight") ? "shared.weight"
                                                             : "encoder.embed_tokens.weight";
-    TDM_TRY(load_t(set, dev, emb, 2, m->vocab, D, &m->emb));
+    TDM_TRY(load_t(set, dev, emb, 2, m->vocab, D, &m->emb, 0));
     TDM_TRY(load_t(set, dev, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                   2, m->nbuckets, m->H, &m->rel_bias));
+                   2, m->nbuckets, m->H, &m->rel_bias, 0));
     m->blocks = calloc((size_t)m->L, sizeof *m->blocks);
     if (!m->blocks) {
         st = tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
@@ -200,7 +203,7 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
     do {                                                                                 \
         char nm_[192];                                                                   \
         snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
-        TDM_TRY(load_t(set, dev, nm_, nd, a, b, &y->field));                             \
+        TDM_TRY(load_t(set, dev, nm_, nd, a, b, &y->field, (nd) == 2)); /* 2 dims: Linear */ \
     } while (0)
         snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
         LT(ln0_w, "0.layer_norm.weight", 1, D, 0);
@@ -218,7 +221,7 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
         LT(wo_w, "1.DenseReluDense.wo.weight", 2, D, F);
 #undef LT
     }
-    TDM_TRY(load_t(set, dev, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w));
+    TDM_TRY(load_t(set, dev, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
     tdm_st_set_close(set);
     *out = m;
     return TDM_OK;

@@ -263,7 +263,10 @@ typedef struct {
     const char         *cfg_path;
 } unet_loader_t;
 
-/* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst. */
+/* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst. Every
+ * tensor of 2+ dims in this model is a Linear or Conv weight feeding only a
+ * GEMM: those are stored in the device's GEMM dtype (see
+ * tdm_st_set_load_gemm_weight); biases and norms (1 dim) stay float32. */
 static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, const char *suffix,
                      int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     tdm_status st;
@@ -281,7 +284,9 @@ static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, co
         u->tensors = p;
         u->cap_tensors = cap;
     }
-    if ((st = tdm_st_set_load_f32(L->set, name, u->dev, ndim, shape, &t)) != TDM_OK) return st;
+    st = ndim >= 2 ? tdm_st_set_load_gemm_weight(L->set, name, u->dev, ndim, shape, &t)
+                   : tdm_st_set_load_f32(L->set, name, u->dev, ndim, shape, &t);
+    if (st != TDM_OK) return st;
     u->tensors[u->ntensors++] = t;
     u->info.param_bytes += t->nbytes;
     *dst = tdm_f32(t);

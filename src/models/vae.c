@@ -212,6 +212,9 @@ static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int6
     va_end(ap);
     if (len < 0 || (size_t)len >= sizeof name)
         return tdm_errorf(TDM_ERR_INTERNAL, "tensor name too long: %s", name);
+    /* every tensor of 2+ dims here is a Conv or Linear weight feeding only a
+     * GEMM: stored in the device's GEMM dtype; biases and norms stay float32 */
+    if (ndim >= 2) return tdm_st_set_load_gemm_weight(L->set, name, L->dev, ndim, shape, out);
     return tdm_st_set_load_f32(L->set, name, L->dev, ndim, shape, out);
 }
 

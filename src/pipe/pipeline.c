@@ -154,6 +154,17 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
                           "(rebuild with the CUDA toolkit installed)", p->device);
 #endif
     }
+    int dt = -1;   /* -1: the default for the device and pipeline kind */
+    if (p->dtype) {
+        if (!strcmp(p->dtype, "fp32")) dt = TDM_F32;
+        else if (!strcmp(p->dtype, "fp16")) dt = TDM_F16;
+        else if (!strcmp(p->dtype, "bf16")) dt = TDM_BF16;
+        else return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16 or bf16",
+                               p->dtype);
+        if (dt != TDM_F32 && cuda_index < 0)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: the CPU backend computes in fp32 "
+                              "(fp16/bf16 weights are converted at load)", p->dtype);
+    }
     if (p->variant && strlen(p->variant) >= 64)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--variant %s: too long", p->variant);
     tdm_pipeline_t *pipe = calloc(1, sizeof *pipe);
@@ -192,6 +203,10 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
         goto fail;
     }
     tdm_json_free(&j);
+    /* set before any weight loads: GEMM weights are stored in this dtype */
+    if (pipe->dev.kind == TDM_DEV_CUDA)
+        pipe->dev.gemm_dtype = dt >= 0 ? (tdm_dtype)dt
+                               : pipe->info.kind == TDM_PIPE_FLUX ? TDM_BF16 : TDM_F16;
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));

@@ -9,10 +9,17 @@
  * scores key j against the warp's 4 rows (K rows padded to D+1 floats, so the
  * 32 lanes hit 32 banks), the warp updates the running max / sum with shuffle
  * reductions, then every lane accumulates its own output dims (d = lane +
- * 32·i) over the tile's 32 keys. Plain FP32 FMAs; no tensor cores. */
+ * 32·i) over the tile's 32 keys. Plain FP32 FMAs; no tensor cores. When the
+ * device's gemm_dtype is F16/BF16, tdm_cuda_attention hands the call to the
+ * tensor-core kernel of attention_tc.cu instead. */
 #include <math.h>
 
 #include "backend/cuda/cuda_common.cuh"
+
+/* attention_tc.cu: 1 when it took the call (F16/BF16 tensor cores). */
+extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, float *o, const float *q, const float *k,
+                                     const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                     int64_t D, float scale, int causal);
 
 #define ATT_WARPS 8
 #define ATT_ROWS 4                          /* query rows per warp */
@@ -172,6 +179,9 @@ extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, co
         TDM_CUDA_CHECK(cudaMemsetAsync(o, 0, (size_t)(B * Tq * H * D) * sizeof(float), c->stream));
         return;
     }
+    if ((d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16) &&
+        tdm_cuda_attention_tc(d, o, q, k, v, B, Tq, Tk, H, D, scale, causal))
+        return;   /* tensor cores (attention_tc.cu) */
     if (D > ATT_DMAX || (Tq + ATT_BQ - 1) / ATT_BQ > 0x7fffffff) {
         tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "attention_kernel", __FILE__, __LINE__,
                       "head dim above 256 or too many query rows");

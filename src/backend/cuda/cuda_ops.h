@@ -18,6 +18,11 @@ void tdm_cuda_device_free(tdm_device_t *d);
 /* Number of CUDA devices (0 when there is no driver or GPU). */
 int tdm_cuda_device_count(void);
 
+/* linear / gemm / conv2d: with d->gemm_dtype F16 or BF16, W (linear), B
+ * (gemm) and w (conv) are weights stored in that type (backend/ops.h has
+ * the contract); the float32 activation is rounded into the device's staging
+ * buffer (tdm_cuda_stage, not counted in cur_bytes) and cuBLAS runs on
+ * tensor cores with float32 accumulation and output. */
 void tdm_cuda_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
                      int64_t M, int64_t K, int64_t N);
 void tdm_cuda_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,

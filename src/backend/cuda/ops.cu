@@ -1,9 +1,14 @@
 /* ops.cu — CUDA launchers and kernels of the float32 ops (GEMM, convolution,
  * normalization, activations, element-wise, layout), each with exactly the
- * semantics of its CPU reference in backend/cpu/ops.c. Attention lives in
- * attention.cu. Every launcher queues on the device's stream and returns at
- * once; a failure is kept on the device (see device.cu) and reported by the
- * next sync / download. All index arithmetic is 64-bit. */
+ * semantics of its CPU reference in backend/cpu/ops.c. On a device whose
+ * gemm_dtype is F16/BF16, linear / conv / gemm take their weight in that type
+ * (see backend/ops.h) and run on tensor cores with float32 accumulation and
+ * output. Attention lives in attention.cu. Every launcher queues on the
+ * device's stream and returns at once; a failure is kept on the device (see
+ * device.cu) and reported by the next sync / download. All index arithmetic
+ * is 64-bit. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <math.h>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -23,10 +28,104 @@ static void gemm_rm(tdm_device_t *d, tdm_cuda_impl_t *c, int transA, int transB,
 fail:;
 }
 
+/* ---- half-precision GEMM ------------------------------------------------------
+ * With d->gemm_dtype F16 or BF16 the weight operand is stored in that type;
+ * the float32 activation operand is rounded (to nearest even) into the same
+ * type in the device's staging buffer (see tdm_cuda_stage), and cuBLAS
+ * multiplies on tensor cores with float32 accumulation (CUBLAS_COMPUTE_32F)
+ * into the float32 output. */
+static int gemm_is_half(const tdm_device_t *d) {
+    return d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16;
+}
+
+static cudaDataType gemm_cuda_type(const tdm_device_t *d) {
+    return d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+__device__ static inline void to_half(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ static inline void to_half(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* y (rows, cols), compact = x (rows, cols) with leading dimension ldx, rounded. */
+template <typename T>
+__global__ void cast_rows_kernel(T *y, const float *x, int64_t rows, int64_t cols, int64_t ldx) {
+    int64_t n = rows * cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        to_half(&y[i], x[(i / cols) * ldx + i % cols]);
+}
+
+/* y (4·n4) = x (4·n4), rounded; x 16-byte and y 8-byte aligned. */
+template <typename T>
+__global__ void cast_vec4_kernel(T *y, const float *x, int64_t n4) {
+    struct __align__(8) quad { T v[4]; };
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float4 f = reinterpret_cast<const float4 *>(x)[i];
+        quad q;
+        to_half(&q.v[0], f.x);
+        to_half(&q.v[1], f.y);
+        to_half(&q.v[2], f.z);
+        to_half(&q.v[3], f.w);
+        reinterpret_cast<quad *>(y)[i] = q;
+    }
+}
+
+/* The (rows, cols) float32 matrix x (leading dimension ldx) rounded to
+ * d->gemm_dtype into the staging buffer, compact (leading dimension cols).
+ * NULL after recording a failure. */
+static const void *stage_half(tdm_device_t *d, tdm_cuda_impl_t *c, const float *x, int64_t rows,
+                              int64_t cols, int64_t ldx) {
+    int64_t n = rows * cols;
+    void *h = tdm_cuda_stage(d, n * 2 > 0 ? n * 2 : 2);
+    if (!h) return NULL;
+    if (n <= 0) return h;
+    if (ldx == cols && n % 4 == 0 && ((uintptr_t)x & 15) == 0) {
+        if (d->gemm_dtype == TDM_BF16)
+            cast_vec4_kernel<<<tdm_cuda_blocks(n / 4, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                               c->stream>>>((__nv_bfloat16 *)h, x, n / 4);
+        else
+            cast_vec4_kernel<<<tdm_cuda_blocks(n / 4, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                               c->stream>>>((__half *)h, x, n / 4);
+        TDM_CUDA_LAUNCHED("cast_vec4_kernel");
+    } else {
+        if (d->gemm_dtype == TDM_BF16)
+            cast_rows_kernel<<<tdm_cuda_blocks(n, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                               c->stream>>>((__nv_bfloat16 *)h, x, rows, cols, ldx);
+        else
+            cast_rows_kernel<<<tdm_cuda_blocks(n, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                               c->stream>>>((__half *)h, x, rows, cols, ldx);
+        TDM_CUDA_LAUNCHED("cast_rows_kernel");
+    }
+    return h;
+fail:
+    return NULL;
+}
+
+/* gemm_rm with A and B both in d->gemm_dtype. */
+static void gemm_rm_half(tdm_device_t *d, tdm_cuda_impl_t *c, int transA, int transB, int64_t M,
+                         int64_t N, int64_t K, float alpha, const void *A, int64_t lda,
+                         const void *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    cudaDataType t = gemm_cuda_type(d);
+    if (M <= 0 || N <= 0) return;
+    TDM_CUBLAS_CHECK(cublasGemmEx_64(c->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, t, ldb,
+                                     A, t, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
+fail:;
+}
+
 extern "C" void tdm_cuda_gemm(tdm_device_t *d, int transA, int transB, int64_t M, int64_t N,
                               int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                               int64_t ldb, float beta, float *C, int64_t ldc) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (gemm_is_half(d)) {   /* B is the weight, in gemm_dtype; A is rounded to match */
+        if (M <= 0 || N <= 0) return;
+        int64_t ar = transA ? K : M, ac = transA ? M : K;   /* A as stored: (ar, ac), ld lda */
+        const void *Ah = stage_half(d, c, A, ar, ac, lda);
+        if (!Ah) return;
+        gemm_rm_half(d, c, transA, transB, M, N, K, alpha, Ah, ac, B, ldb, beta, C, ldc);
+        return;
+    }
     gemm_rm(d, c, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -48,6 +147,12 @@ extern "C" void tdm_cuda_linear(tdm_device_t *d, float *y, const float *x, const
         TDM_CUDA_LAUNCHED("fill_rows_kernel");
     }
     /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
+    if (gemm_is_half(d)) {
+        const void *xh = stage_half(d, c, x, M, K, K);
+        if (!xh) return;
+        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, y, N);
+        return;
+    }
     gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
 fail:;
 }
@@ -90,9 +195,13 @@ extern "C" int64_t tdm_cuda_conv2d_scratch(tdm_device_t *d, int64_t Cin, int64_t
     return tdm_cuda_conv2d_pad4_scratch(d, Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
 }
 
+__device__ static inline void to_half(float *p, float v) { *p = v; }
+
 /* col (K, rows·Wo): the patches of x (Cin, H, W) under output rows
- * [oy0, oy0 + rows); taps in the padding are 0. One thread per element. */
-__global__ void im2col_kernel(float *col, const float *x, int64_t Cin, int64_t H, int64_t W,
+ * [oy0, oy0 + rows); taps in the padding are 0. One thread per element.
+ * T = float, or the half type of a half GEMM (rounded to nearest even). */
+template <typename T>
+__global__ void im2col_kernel(T *col, const float *x, int64_t Cin, int64_t H, int64_t W,
                               int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pl,
                               int64_t Wo, int64_t oy0, int64_t rows) {
     int64_t N = rows * Wo, n = Cin * kh * kw * N;
@@ -102,7 +211,8 @@ __global__ void im2col_kernel(float *col, const float *x, int64_t Cin, int64_t H
         int64_t ch = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
         int64_t t = p / Wo, ox = p % Wo;
         int64_t iy = (oy0 + t) * stride - pt + i, ix = ox * stride - pl + j;
-        col[e] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(ch * H + iy) * W + ix] : 0.0f;
+        to_half(&col[e], (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(ch * H + iy) * W + ix]
+                                                                   : 0.0f);
     }
 }
 
@@ -134,6 +244,16 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) {
         /* per image: y_n (Cout, P) = w (Cout, Cin) · x_n (Cin, P) [+ y_n];
          * column-major: y_n^T (P, Cout) = x_n^T (P, Cin) · w^T (Cin, Cout) */
+        if (gemm_is_half(d)) {
+            cudaDataType t = gemm_cuda_type(d);
+            const void *xh = stage_half(d, c, x, B, Cin * P, Cin * P);
+            if (!xh) return;
+            TDM_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
+                c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout, Cin, &alpha, xh, t, P, Cin * P, w, t,
+                Cin, 0, &beta, y, CUDA_R_32F, P, Cout * P, B, CUBLAS_COMPUTE_32F,
+                CUBLAS_GEMM_DEFAULT));
+            return;
+        }
         TDM_CUBLAS_CHECK(cublasSgemmStridedBatched_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout,
                                                       Cin, &alpha, x, P, Cin * P, w, Cin, 0,
                                                       &beta, y, P, Cout * P, B));
@@ -144,12 +264,24 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
         float *yn = y + n * Cout * P;
         for (int64_t oy0 = 0; oy0 < Ho; oy0 += rows) {
             int64_t nr = Ho - oy0 < rows ? Ho - oy0 : rows, N = nr * Wo;
-            im2col_kernel<<<tdm_cuda_blocks(K * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
-                            c->stream>>>(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0,
-                                         nr);
+            unsigned nb = tdm_cuda_blocks(K * N, TDM_CUDA_THREADS);
+            /* y[:, tile] (Cout, N), row stride P = w (Cout, K) · col (K, N) [+ y];
+             * a half col takes the first half of the float32-sized scratch */
+            if (d->gemm_dtype == TDM_BF16)
+                im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
+                    (__nv_bfloat16 *)scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
+            else if (d->gemm_dtype == TDM_F16)
+                im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
+                    (__half *)scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
+            else
+                im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
+                    scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
             TDM_CUDA_LAUNCHED("im2col_kernel");
-            /* y[:, tile] (Cout, N), row stride P = w (Cout, K) · col (K, N) [+ y] */
-            gemm_rm(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo, P);
+            if (gemm_is_half(d))
+                gemm_rm_half(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo,
+                             P);
+            else
+                gemm_rm(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo, P);
         }
     }
 fail:;
