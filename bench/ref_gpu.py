@@ -3,6 +3,8 @@
   ref_gpu.py build DIR            save an SD1.5-architecture UNet with random weights (float32)
   ref_gpu.py unet DIR DTYPE ITERS time one UNet step, 512x512, CFG batch 2, on cuda:0
                                   (DTYPE fp32 with TF32 off, or fp16), SDPA attention
+  ref_gpu.py pipe DIR STEPS       time a full fp16 image (text encoder, STEPS PNDM steps, VAE
+                                  decode), 512x512, on cuda:0, after one warm-up image
 """
 import json, sys
 
@@ -50,8 +52,25 @@ def step(d, dtype, iters):
                       "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}))
 
 
+def pipe(d, steps):
+    import time
+    from diffusers import StableDiffusionPipeline
+    p = StableDiffusionPipeline.from_pretrained(d, torch_dtype=torch.float16).to("cuda")
+    p.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(0)
+    p("warm-up", num_inference_steps=2, generator=g)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    p("a photograph of an astronaut riding a horse", num_inference_steps=steps, generator=g)
+    torch.cuda.synchronize()
+    print(json.dumps({"impl": "diffusers", "dtype": "fp16", "image_s": round(time.perf_counter() - t0, 3),
+                      "steps": steps, "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(sys.argv[2])
+    elif sys.argv[1] == "pipe":
+        pipe(sys.argv[2], int(sys.argv[3]))
     else:
         step(sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -21,6 +21,7 @@ cmake --build build-gpu -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "erro
 (cd build-gpu && ctest -L cuda --output-on-failure -j 4 ${CTEST_ARGS:-}) 2>&1 | tee "$OUT/ctest.log" | tail -25
 if [ -n "${VERBOSE_TEST:-}" ]; then ./build-gpu/$VERBOSE_TEST 2>&1 | tail -40 | tee "$OUT/$VERBOSE_TEST.log"; fi
 if [ "${BENCH_FLUX:-0}" = 1 ]; then bash bench/run_flux_gpu.sh 2>&1 | grep -v Warning | tee "$OUT/bench_flux.log"; fi
+if [ "${BENCH_FULL:-0}" = 1 ]; then bash bench/run_gpu_full.sh 2>&1 | grep -v Warning | tee "$OUT/bench_full.log"; fi
 if [ "${BENCH:-0}" = 1 ]; then
   cmake --build build-gpu -j "$(nproc)" --target bench_unet >/dev/null 2>&1
   ITERS=${ITERS:-10} bash bench/run_gpu.sh 2>&1 | grep -v Warning | tee "$OUT/bench.log"
