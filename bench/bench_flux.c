@@ -1,6 +1,6 @@
 /* bench_flux.c — times one FluxTransformer2DModel evaluation of a diffusers
  * folder on the CPU: tandem's side of bench/run_flux_cpu.sh. Not a test.
- * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N] */
+ * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N [fp32|fp16|bf16]] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,7 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7 && argc != 8) {
+    if (argc < 7 || argc > 9) {
         fprintf(stderr, "usage: %s ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N]\n", argv[0]);
         return 2;
     }
@@ -31,13 +31,15 @@ int main(int argc, char **argv) {
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     dev.cache_enabled = 1;
-    if (argc == 8 && !strncmp(argv[7], "cuda", 4)) {
+    const char *dtname = argc == 9 ? argv[8] : "fp32";
+    if (argc >= 8 && !strncmp(argv[7], "cuda", 4)) {
 #ifdef TDM_HAVE_CUDA
         if (tdm_cuda_device_init(&dev, argv[7][4] == ':' ? atoi(argv[7] + 5) : 0) != TDM_OK) {
             fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
             return 1;
         }
         dev.cache_enabled = 1;
+        dev.gemm_dtype = !strcmp(dtname, "fp16") ? TDM_F16 : !strcmp(dtname, "bf16") ? TDM_BF16 : TDM_F32;
 #else
         fprintf(stderr, "bench_flux: built without CUDA\n");
         return 1;
@@ -88,9 +90,9 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"tandem\", \"device\": \"%s\", \"load_s\": %.2f, \"step_s_best\": %.4f, "
+    printf("{\"impl\": \"tandem\", \"dtype\": \"%s\", \"device\": \"%s\", \"load_s\": %.2f, \"step_s_best\": %.4f, "
            "\"step_s_mean\": %.4f, \"peak_rss_mib\": %.1f, \"peak_tracked_mib\": %.1f}\n",
-           argc == 8 ? argv[7] : "cpu", load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
+           dtname, argc >= 8 ? argv[7] : "cpu", load, best, sum / iters, ru.ru_maxrss / 1024.0, dev.peak_bytes / 1048576.0);
     tdm_dev_free(&dev, d_img, ib);
     tdm_dev_free(&dev, d_txt, tb);
     tdm_dev_free(&dev, d_pool, pb);

@@ -12,6 +12,7 @@ DIR=${DIR:-/tmp/tdm-gpu-flux-${DOUBLE}x${SINGLE}}
 ITERS=${ITERS:-5}
 [ -f "$DIR/transformer/config.json" ] || $PY bench/ref_flux_cpu.py build "$DIR" "$DOUBLE" "$SINGLE"
 cmake --build build-gpu -j "$(nproc)" --target bench_flux >/dev/null
-./build-gpu/bench_flux "$DIR" 64 64 512 "$ITERS" "$(nproc)" cuda:0
+./build-gpu/bench_flux "$DIR" 64 64 512 "$ITERS" "$(nproc)" cuda:0 fp32
+./build-gpu/bench_flux "$DIR" 64 64 512 "$ITERS" "$(nproc)" cuda:0 bf16
 $PY bench/ref_flux_gpu.py step "$DIR" 64 64 512 fp32 "$ITERS"
 $PY bench/ref_flux_gpu.py step "$DIR" 64 64 512 bf16 "$ITERS"
