@@ -501,6 +501,8 @@ TEST(test_attention) {
     attention_case(1, 40, 33, 1, 256, 0);       /* largest head dim */
     attention_case(1, 5, 0, 2, 8, 0);           /* no keys: o = 0 */
     attention_case(1, 4096, 4096, 1, 40, 0);    /* SD 512² self-attention, one head */
+    attention_case(1, 4096, 4096, 1, 512, 0);   /* the VAE mid-block: one 512-wide head */
+    attention_case(2, 300, 70, 2, 320, 1);      /* wide heads, causal, Tq > Tk */
 }
 
 /* Tensor-core attention (attention_tc.cu): the device's gemm_dtype F16 / BF16
@@ -536,6 +538,7 @@ static void attention_tc_case(tdm_dtype dt, int64_t B, int64_t Tq, int64_t Tk, i
 TEST(test_attention_tc) {
     for (int i = 0; i < 2; i++) {
         tdm_dtype dt = i ? TDM_BF16 : TDM_F16;
+        attention_tc_case(dt, 1, 1024, 1024, 1, 512, 0);  /* D > 256: the fp32 wide-head path */
         attention_tc_case(dt, 2, 77, 77, 8, 40, 1);       /* CLIP text: causal, D 40 */
         attention_tc_case(dt, 2, 1000, 1000, 8, 40, 0);   /* SD self-attention, T % 64 != 0 */
         attention_tc_case(dt, 2, 4096, 77, 8, 40, 0);     /* SD cross-attention */

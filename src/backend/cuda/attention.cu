@@ -168,6 +168,81 @@ static cudaError_t launch_attention(cudaStream_t st, float *o, const float *q, c
     return cudaSuccess;
 }
 
+/* Row softmax of S (m, Tk) in place; with causal, row i (query q0 + i) sees
+ * keys j <= q0 + i, the rest become 0, as the CPU reference. */
+__global__ void softmax_rows_kernel(float *S, int64_t m, int64_t Tk, int64_t q0, int causal) {
+    __shared__ float red[32];
+    const int64_t row = blockIdx.x;
+    if (row >= m) return;
+    float *x = S + row * Tk;
+    const int64_t lim = causal ? (q0 + row + 1 < Tk ? q0 + row + 1 : Tk) : Tk;
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < lim; j += blockDim.x) mx = fmaxf(mx, x[j]);
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : -INFINITY;
+        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+        if (threadIdx.x == 0) red[0] = v;
+    }
+    __syncthreads();
+    mx = red[0];
+    __syncthreads();
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) {
+        const float e = (j < lim && mx != -INFINITY) ? expf(x[j] - mx) : 0.0f;
+        x[j] = e;
+        sum += e;
+    }
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    __shared__ double dred[32];
+    if ((threadIdx.x & 31) == 0) dred[threadIdx.x >> 5] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) t += dred[w];
+        dred[0] = t;
+    }
+    __syncthreads();
+    const float inv = dred[0] > 0 ? (float)(1.0 / dred[0]) : 0.0f;
+    for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) x[j] *= inv;
+}
+
+/* Head dims above the flash kernels' 256 (the VAE's single 512-wide head):
+ * per (batch, head) and block of query rows, S = scale Q K^T with cuBLAS,
+ * a row softmax, then O = P V, in fp32 with the score block in staging
+ * memory (at most ~64 MiB). */
+static void attention_wide_head(tdm_device_t *d, float *o, const float *q, const float *k,
+                                const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                int64_t D, float scale, int causal) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    const int64_t HD = H * D;
+    int64_t TQ = ((int64_t)16 << 20) / Tk;
+    if (TQ < 1) TQ = 1;
+    if (TQ > Tq) TQ = Tq;
+    float *S = (float *)tdm_cuda_stage(d, TQ * Tk * (int64_t)sizeof(float));
+    const float one = 1.0f, zero = 0.0f;
+    if (!S) return;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t q0 = 0; q0 < Tq; q0 += TQ) {
+                const int64_t m = Tq - q0 < TQ ? Tq - q0 : TQ;
+                const float *qb = q + (b * Tq + q0) * HD + h * D;
+                const float *kb = k + b * Tk * HD + h * D, *vb = v + b * Tk * HD + h * D;
+                float *ob = o + (b * Tq + q0) * HD + h * D;
+                /* column-major view: S^T (Tk x m) = K (Tk x D) Q^T (D x m) */
+                TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Tk, m, D, &scale,
+                                                kb, HD, qb, HD, &zero, S, Tk));
+                softmax_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(S, m, Tk, q0, causal);
+                TDM_CUDA_LAUNCHED("softmax_rows_kernel");
+                /* O^T (D x m) = V^T (D x Tk) P^T (Tk x m) */
+                TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, D, m, Tk, &one,
+                                                vb, HD, S, Tk, &zero, ob, HD));
+            }
+fail:;
+}
+
 extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, const float *k,
                                    const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                                    int64_t D, float scale, int causal) {
@@ -182,9 +257,13 @@ extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, co
     if ((d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16) &&
         tdm_cuda_attention_tc(d, o, q, k, v, B, Tq, Tk, H, D, scale, causal))
         return;   /* tensor cores (attention_tc.cu) */
-    if (D > ATT_DMAX || (Tq + ATT_BQ - 1) / ATT_BQ > 0x7fffffff) {
+    if (D > ATT_DMAX) {
+        attention_wide_head(d, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        return;
+    }
+    if ((Tq + ATT_BQ - 1) / ATT_BQ > 0x7fffffff) {
         tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "attention_kernel", __FILE__, __LINE__,
-                      "head dim above 256 or too many query rows");
+                      "too many query rows");
         return;
     }
     switch ((D + 31) / 32) {
