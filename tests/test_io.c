@@ -463,6 +463,30 @@ TEST(test_st_unaligned_data) {
     tdm_st_set_close(set);
 }
 
+/* tdm_convert_to_half narrows any source dtype exactly as the scalar
+ * tdm_f32_to_f16/bf16 of its float32 value, across thread chunks. */
+TEST(test_convert_to_half) {
+    const int64_t n = 200003;   /* several 4096-element chunks and a ragged tail */
+    float *f = malloc((size_t)n * sizeof *f);
+    uint16_t *h16 = malloc((size_t)n * 2), *hb = malloc((size_t)n * 2), *src16 = malloc((size_t)n * 2),
+             *out = malloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) f[i] = (float)((i * 2654435761u) % 100000) * 1e-3f - 50.0f + 1e-7f * (float)i;
+    f[0] = INFINITY; f[1] = -0.0f; f[2] = NAN; f[3] = 65520.0f; f[4] = 5.96e-8f;
+    for (int64_t i = 0; i < n; i++) { h16[i] = tdm_f32_to_f16(f[i]); hb[i] = tdm_f32_to_bf16(f[i]); }
+    CHECK(tdm_convert_to_half(out, f, TDM_F32, n, TDM_F16) == TDM_OK);
+    CHECK(!memcmp(out, h16, (size_t)n * 2));
+    CHECK(tdm_convert_to_half(out, f, TDM_F32, n, TDM_BF16) == TDM_OK);
+    CHECK(!memcmp(out, hb, (size_t)n * 2));
+    /* bf16 source → f16: through the exact float32 value */
+    memcpy(src16, hb, (size_t)n * 2);
+    CHECK(tdm_convert_to_half(out, src16, TDM_BF16, n, TDM_F16) == TDM_OK);
+    int ok = 1;
+    for (int64_t i = 0; i < n && ok; i++) ok = out[i] == tdm_f32_to_f16(tdm_bf16_to_f32(src16[i]));
+    CHECK(ok);
+    CHECK(tdm_convert_to_half(out, f, TDM_F32, n, TDM_F32) != TDM_OK);
+    free(f); free(h16); free(hb); free(src16); free(out);
+}
+
 TEST(test_st_half_conversion) {
     static const struct { uint16_t bits; float want; } f16[] = {
         {0x0000, 0.0f},
@@ -1121,6 +1145,7 @@ int main(void) {
     RUN(test_st_valid_dtypes);
     RUN(test_st_unaligned_data);
     RUN(test_st_half_conversion);
+    RUN(test_convert_to_half);
     RUN(test_st_reference_files);
     RUN(test_st_sharded);
     RUN(test_st_write_roundtrip);

@@ -153,6 +153,29 @@ tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t 
     return TDM_OK;
 }
 
+tdm_status tdm_convert_to_half(uint16_t *dst, const void *src, tdm_dtype t, int64_t n, tdm_dtype to) {
+    if (to != TDM_F16 && to != TDM_BF16)
+        return tdm_errorf(TDM_ERR_INTERNAL, "cannot narrow to dtype %d", (int)to);
+    const size_t es = tdm_dtype_size(t);
+    const unsigned char *s8 = (const unsigned char *)src;
+    enum { CHUNK = 4096 };
+    tdm_status st = TDM_OK;
+    /* float32 in chunks on the stack, then narrowed: threads never overlap */
+#pragma omp parallel for if (n > 65536)
+    for (int64_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
+        float f[CHUNK];
+        const int64_t i0 = c * CHUNK, m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        if (tdm_convert_to_f32(f, s8 + (size_t)i0 * es, t, m) != TDM_OK) {
+#pragma omp critical
+            st = TDM_ERR_INTERNAL;
+            continue;
+        }
+        for (int64_t i = 0; i < m; i++)
+            dst[i0 + i] = to == TDM_F16 ? tdm_f32_to_f16(f[i]) : tdm_f32_to_bf16(f[i]);
+    }
+    return st == TDM_OK ? TDM_OK : tdm_errorf(TDM_ERR_INTERNAL, "cannot convert dtype %d", (int)t);
+}
+
 /* ---- devices ---------------------------------------------------------- */
 
 void tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index) {

@@ -50,6 +50,9 @@ uint16_t tdm_f32_to_bf16(float f);            /* round to nearest even */
 
 /* Convert n elements of `src` (any float or integer dtype) to float32. */
 tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t n);
+/* Convert n elements of `src` (any dtype tdm_convert_to_f32 takes) to `to`
+ * (TDM_F16 or TDM_BF16, round to nearest even, via float32), threaded. */
+tdm_status tdm_convert_to_half(uint16_t *dst, const void *src, tdm_dtype t, int64_t n, tdm_dtype to);
 
 /* ---- devices ----------------------------------------------------------
  * A device is where tensors live and what their bytes are counted

@@ -382,15 +382,13 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
      * not be aligned (any header length is legal). */
     if (tdm_dev_is_host(dev) && to == TDM_F32) {
         st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, n);
-    } else {   /* convert on the host (to float32, then to `to`), then copy to the device */
-        float *tmp = malloc((size_t)n * sizeof(float) + 4);
-        st = tmp ? tdm_convert_to_f32(tmp, t->data, t->dtype, n)
-                 : tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
-        if (st == TDM_OK && to != TDM_F32) {   /* narrow in place: element i ends before 4i */
-            uint16_t *h = (uint16_t *)(void *)tmp;
-            for (int64_t i = 0; i < n; i++)
-                h[i] = to == TDM_F16 ? tdm_f32_to_f16(tmp[i]) : tdm_f32_to_bf16(tmp[i]);
-        }
+    } else if (t->dtype == to) {   /* stored as wanted (fp16/bf16 checkpoints): copy as is */
+        st = tdm_dev_upload(dev, r->data, t->data, r->nbytes, name);
+    } else {   /* convert on the host, threaded, then copy to the device */
+        void *tmp = malloc((size_t)r->nbytes + 4);
+        if (!tmp) st = tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
+        else if (to == TDM_F32) st = tdm_convert_to_f32(tmp, t->data, t->dtype, n);
+        else st = tdm_convert_to_half(tmp, t->data, t->dtype, n, to);
         if (st == TDM_OK) st = tdm_dev_upload(dev, r->data, tmp, r->nbytes, name);
         free(tmp);
     }
