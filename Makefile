@@ -4,7 +4,7 @@ BUILD       ?= build
 BUILD_ASAN  ?= build-asan
 BUILD_CUDA  ?= build-cuda
 JOBS        ?= $(shell nproc)
-DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev python3 python3-pip
+DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev libopenmpi-dev openmpi-bin python3 python3-pip
 FUZZ_SECONDS ?= 60
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_MODEL  := tests/fixtures/pipelines/sd15-tiny
@@ -45,7 +45,7 @@ test-asan: deps vocab
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTDM_SANITIZE=ON >/dev/null
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --output-on-failure -j $(JOBS)
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ctest --output-on-failure -j $(JOBS)
 
 # The `cuda` tier: every CUDA op and model against the CPU reference. Needs
 # nvcc to build and a GPU to run (without one each test prints SKIP).

@@ -16,14 +16,22 @@
 
 #define MAX_PROMPTS 100000
 
+/* The process group of this run (NULL until joined): errors name the rank
+ * and host when there are several, and end the whole job. */
+static tdm_dist_t *g_dist;
+
 static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die(int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fputs("tandem: error: ", stderr);
+    if (g_dist && tdm_dist_size(g_dist) > 1)
+        fprintf(stderr, "rank %d (%s): ", tdm_dist_rank(g_dist), tdm_dist_host(g_dist));
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    fflush(stderr);
     va_end(ap);
+    if (g_dist && tdm_dist_size(g_dist) > 1) tdm_dist_abort(g_dist, code);
     exit(code);
 }
 
@@ -58,6 +66,8 @@ typedef struct {
     int          keep_resident;
     const char  *embeddings;
     const char  *latents;
+    int          dynamic;       /* --schedule dynamic */
+    int          resume;
 } args_t;
 
 static void usage(FILE *f) {
@@ -73,6 +83,7 @@ static void usage(FILE *f) {
           "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
           "  tandem decode   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
           "                  --out FILE.png\n"
+          "  tandem launch   -n N [--gpus LIST] -- generate ... [--schedule static|dynamic] [--resume]\n"
           "  tandem --version\n"
           "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
           "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
@@ -145,7 +156,7 @@ static void args_free(args_t *a) {
 static const char *GEN_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt --seed --steps "
                                "--guidance --width --height --max-sequence-length --scheduler "
                                "--num-images-per-prompt --output-type --out --threads --variant --device "
-                               "--dtype --embeddings --quiet --report-memory --keep-resident ";
+                               "--dtype --embeddings --quiet --report-memory --keep-resident --schedule --resume ";
 static const char *ENC_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt "
                                "--max-sequence-length --out --threads --variant --device --dtype --quiet "
                                "--report-memory ";
@@ -171,6 +182,7 @@ static void parse_args(args_t *a, const char *cmd, int argc, char **argv) {
         if (!strcmp(f, "--quiet")) { a->quiet = 1; continue; }
         if (!strcmp(f, "--report-memory")) { a->report_memory = 1; continue; }
         if (!strcmp(f, "--keep-resident")) { a->keep_resident = 1; continue; }
+        if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
         if (i + 1 >= argc) die(2, "%s: missing value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
@@ -204,6 +216,11 @@ static void parse_args(args_t *a, const char *cmd, int argc, char **argv) {
         else if (!strcmp(f, "--device")) a->device = v;
         else if (!strcmp(f, "--embeddings")) a->embeddings = v;
         else if (!strcmp(f, "--latents")) a->latents = v;
+        else if (!strcmp(f, "--schedule")) {
+            if (!strcmp(v, "static")) a->dynamic = 0;
+            else if (!strcmp(v, "dynamic")) a->dynamic = 1;
+            else die(2, "--schedule %s: expected static or dynamic", v);
+        }
         else if (!strcmp(f, "--dtype")) {
             if (strcmp(v, "fp32") != 0 && strcmp(v, "fp16") != 0 && strcmp(v, "bf16") != 0)
                 die(2, "--dtype %s: expected fp32, fp16 or bf16", v);
@@ -304,10 +321,10 @@ static void stage_memory(tdm_pipeline_t *pipe, const args_t *a, tdm_stage stage)
                 peak / 1048576.0);
 }
 
-/* Rewrites OUT/manifest.jsonl atomically from the lines so far. */
-static void write_manifest(const char *out, char **lines, int64_t n) {
+/* Rewrites OUT/<name> atomically from the lines so far (NULL lines skipped). */
+static void write_manifest_named(const char *out, const char *name, char **lines, int64_t n) {
     char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/manifest.jsonl", out);
+    snprintf(path, sizeof path, "%s/%s", out, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) die(1, "%s: cannot write: %s", tmp, strerror(errno));
@@ -318,6 +335,11 @@ static void write_manifest(const char *out, char **lines, int64_t n) {
         unlink(tmp);
         die(1, "%s: cannot write: %s", path, strerror(errno));
     }
+}
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 static int64_t shape_numel(const int64_t *shape, int nd) {
@@ -389,6 +411,61 @@ static int cmd_decode(int argc, char **argv) {
 
 /* ---- tandem generate ------------------------------------------------------------- */
 
+/* One image's manifest record. */
+static char *manifest_line(const args_t *a, const tdm_pipeline_info_t *info, int64_t i, const char *file,
+                           const char *prompt, int row, uint64_t seed, int steps, float guidance, int W,
+                           int H, double secs, int rank) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "index", (double)i);
+    cJSON_AddStringToObject(o, "file", file);
+    cJSON_AddStringToObject(o, "prompt", prompt ? prompt : "");
+    if (a->nprompts_2) cJSON_AddStringToObject(o, "prompt_2", a->prompts_2[row]);
+    cJSON_AddStringToObject(o, "negative_prompt", a->negative ? a->negative : "");
+    cJSON_AddNumberToObject(o, "seed", (double)seed);
+    cJSON_AddNumberToObject(o, "steps", steps);
+    cJSON_AddNumberToObject(o, "guidance", guidance);
+    cJSON_AddNumberToObject(o, "width", W);
+    cJSON_AddNumberToObject(o, "height", H);
+    if (info->kind == TDM_PIPE_FLUX)
+        cJSON_AddNumberToObject(o, "max_sequence_length", a->max_seq ? a->max_seq : info->default_max_sequence_length);
+    cJSON_AddStringToObject(o, "scheduler", info->scheduler);
+    cJSON_AddStringToObject(o, "model", a->model);
+    cJSON_AddStringToObject(o, "output_type", a->latent_out ? "latent" : "png");
+    cJSON_AddNumberToObject(o, "seconds", round(secs * 1000) / 1000);
+    cJSON_AddNumberToObject(o, "rank", rank);
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!line) die(1, "out of memory");
+    return line;
+}
+
+/* Adds every line of `path` (a JSONL manifest) whose image file exists to
+ * by_index (index → line, owned). */
+static void merge_manifest_file(const char *out, const char *path, char **by_index, int64_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *ix = o ? cJSON_GetObjectItem(o, "index") : NULL;
+        const cJSON *fl = o ? cJSON_GetObjectItem(o, "file") : NULL;
+        char fp[4200];
+        struct stat sb;
+        if (cJSON_IsNumber(ix) && cJSON_IsString(fl) && ix->valuedouble >= 0 && ix->valuedouble < (double)n &&
+            (size_t)snprintf(fp, sizeof fp, "%s/%s", out, fl->valuestring) < sizeof fp && stat(fp, &sb) == 0) {
+            int64_t i = (int64_t)ix->valuedouble;
+            free(by_index[i]);
+            by_index[i] = strdup(line);
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+}
+
 static int cmd_generate(int argc, char **argv) {
     args_t a;
     parse_args(&a, "generate", argc, argv);
@@ -396,6 +473,23 @@ static int cmd_generate(int argc, char **argv) {
     if (a.embeddings && (a.nprompts || a.nprompts_2 || a.negative))
         die(2, "--embeddings: give either prompts or an embeddings file, not both");
     if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
+
+    /* the process group: one process, or a rank of mpirun / srun / tandem launch */
+    if (tdm_dist_init(&g_dist) != TDM_OK) die_status();
+    const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
+    char devbuf[32];
+    if (size > 1) {
+        if (!a.threads) {   /* each rank gets its share of this host's cores */
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            a.threads = (int)(cores / tdm_dist_local_size(g_dist));
+            if (a.threads < 1) a.threads = 1;
+        }
+        if (a.device && !strcmp(a.device, "cuda")) {   /* rank r uses GPU local_rank mod visible GPUs */
+            int n = tdm_cuda_devices();
+            snprintf(devbuf, sizeof devbuf, "cuda:%d", n > 0 ? tdm_dist_local_rank(g_dist) % n : 0);
+            a.device = devbuf;
+        }
+    }
     tdm_pipeline_t *pipe = open_pipeline(&a);
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);
@@ -420,18 +514,56 @@ static int cmd_generate(int argc, char **argv) {
     }
     const int nprompts = tdm_embeddings_count(emb);
     const int64_t nimages = (int64_t)nprompts * a.per_prompt, item = shape_numel(shape, nd);
-    float *lat = malloc((size_t)(nimages * item) * sizeof *lat);
-    double *secs = calloc((size_t)nimages, sizeof *secs);
-    char **lines = calloc((size_t)nimages + 1, sizeof *lines);
-    uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)W * H * 3);
-    if (!lat || !secs || !lines || (!a.latent_out && !rgb)) die(1, "out of memory for %lld images", (long long)nimages);
 
-    char params[8192];
-    progress_t pr = {.quiet = a.quiet, .tty = isatty(2), .nimages = (int)nimages};
+    /* this rank's share: a contiguous block (accelerate's split) or, with
+     * --schedule dynamic, the next index of a shared counter as it finishes */
+    int64_t begin = 0, end = 0;
+    tdm_split_between_processes(nimages, rank, size, &begin, &end);
+    if (a.dynamic && tdm_dist_counter_open(g_dist) != TDM_OK) die_status();
+    int64_t *mine = NULL, nmine = 0, capmine = 0;
+    float *lat = NULL;
+    double *secs = NULL;
+    char **lines = NULL;
+    int64_t nlines = 0;
+    uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)W * H * 3);
+    if (!a.latent_out && !rgb) die(1, "out of memory");
+    char params[8192], partname[64];
+    /* records go to a per-rank part file (merged by rank 0 at the end) when
+     * several ranks write or an earlier run is resumed */
+    const int parts = size > 1 || a.resume;
+    snprintf(partname, sizeof partname, parts ? "manifest.rank%d.jsonl" : "manifest.jsonl", rank);
+    progress_t pr = {.quiet = a.quiet || rank != 0, .tty = isatty(2), .nimages = (int)nimages};
     double job_t0 = now();
+    int64_t cursor = begin;
     for (int pass = 0; pass < (a.latent_out ? 1 : 2); pass++) {
-        /* pass 0: stage 2 (denoiser only) for every image; pass 1: stage 3 (VAE only) */
-        for (int64_t i = 0; i < nimages; i++) {
+        /* pass 0: stage 2 (denoiser only) for every image of this rank; pass 1: stage 3 (VAE only) */
+        for (int64_t k = 0;; k++) {
+            int64_t i;
+            if (pass == 1) {
+                if (k >= nmine) break;
+                i = mine[k];
+            } else {
+                if (a.dynamic) {
+                    if (tdm_dist_counter_next(g_dist, &i) != TDM_OK) die_status();
+                } else {
+                    i = cursor++;
+                }
+                if (i >= (a.dynamic ? nimages : end)) break;
+                char fp[4200];
+                snprintf(fp, sizeof fp, "%s/%06lld.%s", a.out, (long long)i, a.latent_out ? "safetensors" : "png");
+                if (a.resume && file_exists(fp)) continue;   /* made by an earlier run */
+                if (nmine == capmine) {
+                    capmine = capmine ? 2 * capmine : 16;
+                    mine = realloc(mine, (size_t)capmine * sizeof *mine);
+                    lat = realloc(lat, (size_t)(capmine * item) * sizeof *lat);
+                    secs = realloc(secs, (size_t)capmine * sizeof *secs);
+                    lines = realloc(lines, (size_t)capmine * sizeof *lines);
+                    if (!mine || !lat || !secs || !lines) die(1, "out of memory");
+                }
+                mine[nmine] = i;
+                secs[nmine] = 0;
+                k = nmine++;
+            }
             const int row = (int)(i / a.per_prompt);
             const char *prompt = tdm_embeddings_prompt(emb, row);
             tdm_generate_params_t gp;
@@ -445,10 +577,10 @@ static int cmd_generate(int argc, char **argv) {
             gp.user = &pr;
             pr.image = (int)i;
             pr.t0 = now();
-            float *li = lat + i * item;
+            float *li = lat + k * item;
             if (pass == 0 && tdm_pipeline_denoise(pipe, emb, row, &gp, li) != TDM_OK) die_status();
             if (pass == 1 && tdm_pipeline_decode(pipe, li, W, H, rgb) != TDM_OK) die_status();
-            secs[i] += now() - pr.t0;
+            secs[k] += now() - pr.t0;
             if (pass == 0 && !a.latent_out) continue;   /* written after decoding */
             char file[64], path[4200];
             snprintf(file, sizeof file, "%06lld.%s", (long long)i, a.latent_out ? "safetensors" : "png");
@@ -461,44 +593,143 @@ static int cmd_generate(int argc, char **argv) {
             tdm_status wst = a.latent_out ? tdm_latents_save(pipe, path, li, W, H, params)
                                           : tdm_image_save_png(path, rgb, W, H, params);
             if (wst != TDM_OK) die_status();
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "index", (double)i);
-            cJSON_AddStringToObject(o, "file", file);
-            cJSON_AddStringToObject(o, "prompt", prompt ? prompt : "");
-            if (a.nprompts_2) cJSON_AddStringToObject(o, "prompt_2", a.prompts_2[row]);
-            cJSON_AddStringToObject(o, "negative_prompt", a.negative ? a.negative : "");
-            cJSON_AddNumberToObject(o, "seed", (double)gp.seed);
-            cJSON_AddNumberToObject(o, "steps", steps);
-            cJSON_AddNumberToObject(o, "guidance", guidance);
-            cJSON_AddNumberToObject(o, "width", W);
-            cJSON_AddNumberToObject(o, "height", H);
-            if (info.kind == TDM_PIPE_FLUX)
-                cJSON_AddNumberToObject(o, "max_sequence_length", a.max_seq ? a.max_seq : info.default_max_sequence_length);
-            cJSON_AddStringToObject(o, "scheduler", info.scheduler);
-            cJSON_AddStringToObject(o, "model", a.model);
-            cJSON_AddStringToObject(o, "output_type", a.latent_out ? "latent" : "png");
-            cJSON_AddNumberToObject(o, "seconds", round(secs[i] * 1000) / 1000);
-            cJSON_AddNumberToObject(o, "rank", 0);
-            lines[i] = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
-            if (!lines[i]) die(1, "out of memory");
-            write_manifest(a.out, lines, i + 1);
+            lines[nlines++] = manifest_line(&a, &info, i, file, prompt, row, gp.seed, steps, guidance, W, H,
+                                            secs[k], rank);
+            write_manifest_named(a.out, partname, lines, nlines);
         }
         stage_memory(pipe, &a, pass == 0 ? TDM_STAGE_DENOISE : TDM_STAGE_DECODE);
     }
+    if (a.dynamic && tdm_dist_counter_close(g_dist) != TDM_OK) die_status();
     double total = now() - job_t0;
-    if (!a.quiet)
-        fprintf(stderr, "tandem: %lld image%s in %.2fs (%.3f images/s) -> %s\n", (long long)nimages,
-                nimages == 1 ? "" : "s", total, nimages / (total > 0 ? total : 1e-9), a.out);
-    for (int64_t i = 0; i < nimages; i++) cJSON_free(lines[i]);
+
+    /* rank 0 gathers every rank's records into manifest.jsonl, in index order */
+    char **all = NULL;
+    int nall = 0;
+    if (tdm_dist_gather_strings(g_dist, lines, (int)nlines, &all, &nall) != TDM_OK) die_status();
+    char stat_line[256];
+    snprintf(stat_line, sizeof stat_line, "%d %s %lld %.3f", rank, tdm_dist_host(g_dist), (long long)nlines, total);
+    char *stat_rec[] = {stat_line};
+    char **stats = NULL;
+    int nstats = 0;
+    if (tdm_dist_gather_strings(g_dist, stat_rec, 1, &stats, &nstats) != TDM_OK) die_status();
+    if (rank == 0 && parts) {
+        char **by_index = calloc((size_t)nimages + 1, sizeof *by_index);
+        char path[4200];
+        if (!by_index) die(1, "out of memory");
+        if (a.resume) {   /* keep what earlier runs made */
+            snprintf(path, sizeof path, "%s/manifest.jsonl", a.out);
+            merge_manifest_file(a.out, path, by_index, nimages);
+            for (int r = 0; r < 4096; r++) {
+                snprintf(path, sizeof path, "%s/manifest.rank%d.jsonl", a.out, r);
+                merge_manifest_file(a.out, path, by_index, nimages);
+            }
+        }
+        for (int j = 0; j < nall; j++) {
+            cJSON *o = cJSON_Parse(all[j]);
+            const cJSON *ix = o ? cJSON_GetObjectItem(o, "index") : NULL;
+            if (cJSON_IsNumber(ix) && ix->valuedouble >= 0 && ix->valuedouble < (double)nimages) {
+                int64_t i = (int64_t)ix->valuedouble;
+                free(by_index[i]);
+                by_index[i] = strdup(all[j]);
+            }
+            cJSON_Delete(o);
+        }
+        write_manifest_named(a.out, "manifest.jsonl", by_index, nimages);
+        for (int r = 0; r < size || r < 4096; r++) {   /* part files are merged now */
+            snprintf(path, sizeof path, "%s/manifest.rank%d.jsonl", a.out, r);
+            if (unlink(path) != 0 && r >= size) break;
+        }
+        for (int64_t i = 0; i < nimages; i++) free(by_index[i]);
+        free(by_index);
+    }
+    if (rank == 0 && !a.quiet) {
+        int64_t made = 0;
+        for (int j = 0; j < nstats; j++) {
+            int r = 0;
+            long long cnt = 0;
+            double t = 0;
+            char host[128] = "";
+            if (sscanf(stats[j], "%d %127s %lld %lf", &r, host, &cnt, &t) == 4) {
+                made += cnt;
+                if (size > 1)
+                    fprintf(stderr, "tandem: rank %d (%s): %lld image%s in %.2fs (%.3f images/s)\n", r, host, cnt,
+                            cnt == 1 ? "" : "s", t, cnt / (t > 0 ? t : 1e-9));
+            }
+        }
+        fprintf(stderr, "tandem: %lld image%s in %.2fs (%.3f images/s) -> %s\n", (long long)made,
+                made == 1 ? "" : "s", total, made / (total > 0 ? total : 1e-9), a.out);
+    }
+    for (int j = 0; j < nall; j++) free(all[j]);
+    free(all);
+    for (int j = 0; j < nstats; j++) free(stats[j]);
+    free(stats);
+    for (int64_t i = 0; i < nlines; i++) cJSON_free(lines[i]);
     free(lines);
     free(secs);
     free(lat);
+    free(mine);
     free(rgb);
     tdm_embeddings_free(emb);
     tdm_pipeline_close(pipe);
     args_free(&a);
+    tdm_dist_free(g_dist);
+    g_dist = NULL;
     return 0;
+}
+
+/* tandem launch -n N [--gpus LIST] -- generate ...: runs N ranks of this
+ * binary through Open MPI's mpirun (the process engine), forwarding the
+ * environment tandem reads. */
+static int cmd_launch(int argc, char **argv) {
+    long n = 0;
+    const char *gpus = NULL;
+    int i = 0;
+    for (; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--np")) {
+            if (i + 1 >= argc) die(2, "%s: missing value", argv[i]);
+            n = parse_int("-n", argv[++i], 1, 100000);
+        } else if (!strcmp(argv[i], "--gpus")) {
+            if (i + 1 >= argc) die(2, "--gpus: missing value");
+            gpus = argv[++i];
+            for (const char *c = gpus; *c; c++)
+                if (!(*c >= '0' && *c <= '9') && *c != ',') die(2, "--gpus %s: expected a list like 0,1,2", gpus);
+        } else {
+            die(2, "launch: unknown flag %s (usage: tandem launch -n N [--gpus LIST] -- generate ...)", argv[i]);
+        }
+    }
+    if (n < 1) die(2, "launch: -n N is required");
+    if (i >= argc - 1 || strcmp(argv[i + 1], "generate"))
+        die(2, "launch: expected -- generate ... after the launch flags");
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) die(1, "launch: cannot find this program's path");
+    self[sl] = 0;
+    char np[32], gpu_env[512];
+    snprintf(np, sizeof np, "%ld", n);
+    const char **mv = calloc((size_t)(argc + 64), sizeof *mv);
+    if (!mv) die(1, "out of memory");
+    int k = 0;
+    mv[k++] = "mpirun";
+    mv[k++] = "-n";
+    mv[k++] = np;
+    mv[k++] = "--oversubscribe";          /* more ranks than cores is fine on small CPU boxes */
+    mv[k++] = "--bind-to";
+    mv[k++] = "none";                      /* ranks share cores/GPUs as tandem assigns them */
+    if (geteuid() == 0) mv[k++] = "--allow-run-as-root";
+    static const char *fwd[] = {"HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "TANDEM_LOG", "OMP_WAIT_POLICY",
+                                "OPENBLAS_CORETYPE", "LD_LIBRARY_PATH", "PATH"};
+    for (size_t f = 0; f < sizeof fwd / sizeof fwd[0]; f++)
+        if (getenv(fwd[f])) { mv[k++] = "-x"; mv[k++] = fwd[f]; }
+    if (gpus) {
+        snprintf(gpu_env, sizeof gpu_env, "CUDA_VISIBLE_DEVICES=%s", gpus);
+        mv[k++] = "-x";
+        mv[k++] = gpu_env;
+    }
+    mv[k++] = self;
+    for (int j = i + 1; j < argc; j++) mv[k++] = argv[j];
+    mv[k] = NULL;
+    execvp("mpirun", (char *const *)mv);
+    die(1, "launch: cannot run mpirun: %s (install Open MPI: apt-get install openmpi-bin)", strerror(errno));
 }
 
 int main(int argc, char **argv) {
@@ -514,5 +745,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 2, argv + 2);
     if (!strcmp(argv[1], "decode")) return cmd_decode(argc - 2, argv + 2);
-    die(2, "unknown command \"%s\" (commands: generate, encode, decode)", argv[1]);
+    if (!strcmp(argv[1], "launch")) return cmd_launch(argc - 2, argv + 2);
+    die(2, "unknown command \"%s\" (commands: generate, encode, decode, launch)", argv[1]);
 }

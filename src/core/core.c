@@ -338,7 +338,9 @@ extern void openblas_set_num_threads(int);
 void tdm_set_num_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    /* GEMMs are split into fixed blocks over the OpenMP threads (cpu/ops.c),
+     * each block one single-threaded OpenBLAS call */
+    openblas_set_num_threads(1);
 }
 
 int tdm_get_num_threads(void) { return omp_get_max_threads(); }

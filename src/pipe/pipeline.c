@@ -669,3 +669,11 @@ fail:
     tdm_embeddings_free(emb);
     return st;
 }
+
+int tdm_cuda_devices(void) {
+#ifdef TDM_HAVE_CUDA
+    return tdm_cuda_device_count();
+#else
+    return 0;
+#endif
+}

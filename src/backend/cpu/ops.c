@@ -22,6 +22,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 /* Below this many elements a loop runs on one thread. */
@@ -32,19 +33,35 @@
 
 /* ---- GEMM ------------------------------------------------------------------ */
 
-/* cblas takes int sizes; rows beyond INT_MAX are done in chunks (M only; a
- * single N, K or leading dimension past INT_MAX is not supported). */
+/* GEMMs run as a fixed grid of GEMM_MC x GEMM_NC blocks of C, each one
+ * single-threaded OpenBLAS call, spread over the OpenMP threads. The grid
+ * does not depend on the thread count, so every element of C is computed by
+ * the same kernel code whatever the number of threads: results are
+ * bit-identical for 1, 2 or 16 threads (and so for any number of ranks
+ * sharing a machine's cores), which OpenBLAS's own threading does not give. */
+#define GEMM_MC 256
+#define GEMM_NC 256
+
+static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+
 void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                   float beta, float *C, int64_t ldc) {
-    const int64_t chunk = INT_MAX / 2;
-    for (int64_t m0 = 0; m0 < M; m0 += chunk) {
-        int64_t m = M - m0 < chunk ? M - m0 : chunk;
-        /* row m0 of op(A): A + m0*lda (no trans) or A + m0 (trans) */
+    if (M <= 0 || N <= 0) return;
+    pthread_once(&g_blas_once, blas_single_thread);
+    const int64_t mb = (M + GEMM_MC - 1) / GEMM_MC, nb = (N + GEMM_NC - 1) / GEMM_NC;
+#pragma omp parallel for schedule(dynamic) if (mb * nb > 1 && M * N * K > TDM_OMP_MIN)
+    for (int64_t blk = 0; blk < mb * nb; blk++) {
+        const int64_t m0 = (blk / nb) * GEMM_MC, n0 = (blk % nb) * GEMM_NC;
+        const int64_t m = M - m0 < GEMM_MC ? M - m0 : GEMM_MC, n = N - n0 < GEMM_NC ? N - n0 : GEMM_NC;
+        /* row m0 of op(A): A + m0*lda (no trans) or A + m0 (trans); column n0
+         * of op(B): B + n0 (no trans) or B + n0*ldb (trans) */
         const float *Am = transA ? A + m0 : A + m0 * lda;
+        const float *Bn = transB ? B + n0 * ldb : B + n0;
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans, (int)m, (int)N, (int)K, alpha, Am,
-                    (int)lda, B, (int)ldb, beta, C + m0 * ldc, (int)ldc);
+                    transB ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)K, alpha, Am,
+                    (int)lda, Bn, (int)ldb, beta, C + m0 * ldc + n0, (int)ldc);
     }
 }
 
@@ -190,8 +207,6 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
         return;
     }
     int64_t rows = conv_tile_rows(K, Ho, Wo);
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     for (int64_t n = 0; n < B; n++) {
         const float *xn = x + n * Cin * H * W;
         float *yn = y + n * Cout * P;
@@ -199,22 +214,15 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
             int64_t nr = Ho - oy0 < rows ? Ho - oy0 : rows, N = nr * Wo;
             float *yt = yn + oy0 * Wo;              /* (Cout, N), row stride P */
 #pragma omp parallel if (K * N > TDM_OMP_MIN)
-            {
-                im2col_rows(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
-                int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-                int64_t c0 = N * t / T, c1 = N * (t + 1) / T;
-                if (c1 > c0) {
-                    if (b)
-                        for (int64_t co = 0; co < Cout; co++)
-                            for (int64_t p = c0; p < c1; p++) yt[co * P + p] = b[co];
-                    /* yt[:, c0:c1] (Cout, c1-c0) = w (Cout, K) · tile[:, c0:c1] [+ yt] */
-                    tdm_cpu_gemm(0, 0, Cout, c1 - c0, K, 1.0f, w, K, scratch + c0, N,
-                                 b ? 1.0f : 0.0f, yt + c0, P);
-                }
-            }
+            im2col_rows(scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
+            if (b)
+#pragma omp parallel for if (Cout * N > TDM_OMP_MIN)
+                for (int64_t co = 0; co < Cout; co++)
+                    for (int64_t p = 0; p < N; p++) yt[co * P + p] = b[co];
+            /* yt (Cout, N) = w (Cout, K) · tile (K, N) [+ yt] */
+            tdm_cpu_gemm(0, 0, Cout, N, K, 1.0f, w, K, scratch, N, b ? 1.0f : 0.0f, yt, P);
         }
     }
-    openblas_set_num_threads(blas_threads);
 }
 
 void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,

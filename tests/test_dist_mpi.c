@@ -1,0 +1,286 @@
+// label: dist
+/* test_dist_mpi.c — the MPI process group under mpirun with 1, 2 and 3
+ * ranks. Started plainly (as ctest does), it runs itself as
+ *   mpirun --allow-run-as-root --oversubscribe -np P <self> --child P
+ * and checks each job's exit status; in --child mode every rank runs the
+ * collective checks (rank/size/local rank, split coverage, the shared
+ * counter, gather order, allreduce) and exits nonzero on a failure, which
+ * makes mpirun's status nonzero. Skips (and passes) when the build has no
+ * MPI or mpirun is not on PATH. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "dist/dist.h"
+#include "test.h"
+
+#ifdef TDM_HAVE_MPI
+
+static tdm_dist_t *g_d;
+static int g_expect_size;
+
+static void free_strings(char **s, int n) {
+    for (int i = 0; i < n; i++) free(s[i]);
+    free(s);
+}
+
+TEST(child_rank_size) {
+    int rank = tdm_dist_rank(g_d), size = tdm_dist_size(g_d);
+    int lr = tdm_dist_local_rank(g_d), ls = tdm_dist_local_size(g_d);
+    CHECK_MSG(size == g_expect_size, "size %d, launched with %d", size, g_expect_size);
+    CHECK_MSG(rank >= 0 && rank < size, "rank %d of %d", rank, size);
+    CHECK_MSG(lr >= 0 && lr < ls && ls <= size, "rank %d: local %d of %d (size %d)", rank, lr, ls, size);
+    /* every rank a different number; their sum is 0+1+...+size-1 */
+    double v[2] = { rank, 1 };
+    CHECK(tdm_dist_allreduce_sum(g_d, v, 2) == TDM_OK);
+    CHECK_MSG(v[0] == size * (size - 1) / 2.0 && v[1] == size, "rank sum %g, count %g", v[0], v[1]);
+
+    /* per host: local ranks are 0..k-1 once each and local_size == k */
+    char rec[320];
+    snprintf(rec, sizeof rec, "%d %d %s", lr, ls, tdm_dist_host(g_d));
+    char *recs[] = { rec };
+    char **all = NULL;
+    int nall = 0;
+    CHECK_MSG(tdm_dist_gather_strings(g_d, recs, 1, &all, &nall) == TDM_OK, "%s", tdm_last_error());
+    if (rank == 0) {
+        CHECK_MSG(nall == size, "gathered %d records from %d ranks", nall, size);
+        for (int i = 0; i < nall; i++) {
+            int li, si, off = 0, seen = 0;
+            CHECK(sscanf(all[i], "%d %d %n", &li, &si, &off) == 2);
+            const char *host = all[i] + off;
+            int used[64] = { 0 };
+            for (int j = 0; j < nall; j++) {
+                int lj, sj, offj = 0;
+                if (sscanf(all[j], "%d %d %n", &lj, &sj, &offj) != 2 || strcmp(all[j] + offj, host)) continue;
+                seen++;
+                CHECK_MSG(sj == si, "host %s: local sizes %d and %d", host, si, sj);
+                if (lj >= 0 && lj < 64) used[lj]++;
+            }
+            CHECK_MSG(seen == si, "host %s: %d ranks, local_size %d", host, seen, si);
+            for (int k = 0; k < seen && k < 64; k++)
+                CHECK_MSG(used[k] == 1, "host %s: local rank %d appears %d times", host, k, used[k]);
+        }
+    } else {
+        CHECK(all == NULL && nall == 0);
+    }
+    free_strings(all, nall);
+}
+
+TEST(child_split_covers_once) {
+    /* each index of [0, n) is in exactly one rank's block (allreduce of hits) */
+    int rank = tdm_dist_rank(g_d), size = tdm_dist_size(g_d);
+    for (int64_t n = 0; n <= 20; n++) {
+        double hits[21] = { 0 };
+        int64_t b, e, pad;
+        tdm_split_between_processes_padded(n, rank, size, &b, &e, &pad);
+        for (int64_t i = b; i < e; i++)
+            if (i >= 0 && i < 21) hits[i] += 1;
+        CHECK(tdm_dist_allreduce_sum(g_d, hits, 21) == TDM_OK);
+        for (int64_t i = 0; i < 21; i++)
+            CHECK_MSG(hits[i] == (i < n ? 1 : 0), "n %lld size %d: index %lld covered %g times",
+                      (long long)n, size, (long long)i, hits[i]);
+        double lens[2] = { (double)(e - b), (double)pad };
+        CHECK(tdm_dist_allreduce_sum(g_d, lens, 2) == TDM_OK);
+        CHECK_MSG(lens[0] == (double)n, "n %lld: block lengths sum to %g", (long long)n, lens[0]);
+        if (size > 1)
+            CHECK_MSG(lens[1] == (double)size * (double)((n + size - 1) / size),
+                      "n %lld: padded lengths sum to %g", (long long)n, lens[1]);
+    }
+}
+
+TEST(child_counter_hands_out_each_once) {
+    enum { K = 200 };
+    int rank = tdm_dist_rank(g_d), size = tdm_dist_size(g_d);
+    for (int round = 0; round < 2; round++) {   /* reopening starts from 0 again */
+        CHECK_MSG(tdm_dist_counter_open(g_d) == TDM_OK, "%s", tdm_last_error());
+        char buf[K][24];
+        char *mine[K];
+        int nmine = 0;
+        for (;;) {
+            int64_t v = -1;
+            tdm_status st = tdm_dist_counter_next(g_d, &v);
+            CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
+            if (st != TDM_OK || v >= K || v < 0 || nmine >= K) break;
+            snprintf(buf[nmine], sizeof buf[nmine], "%lld", (long long)v);
+            mine[nmine] = buf[nmine];
+            nmine++;
+            if ((v + rank) % 7 == 0) usleep(200);   /* let other ranks interleave */
+        }
+        CHECK_MSG(tdm_dist_counter_close(g_d) == TDM_OK, "%s", tdm_last_error());
+        char **all = NULL;
+        int nall = 0;
+        CHECK_MSG(tdm_dist_gather_strings(g_d, mine, nmine, &all, &nall) == TDM_OK, "%s",
+                  tdm_last_error());
+        if (rank == 0) {
+            int seen[K] = { 0 };
+            CHECK_MSG(nall == K, "round %d, %d ranks: %d values handed out, want %d", round, size, nall, K);
+            for (int i = 0; i < nall; i++) {
+                long long v = atoll(all[i]);
+                CHECK_MSG(v >= 0 && v < K, "value %lld out of range", v);
+                if (v >= 0 && v < K) seen[v]++;
+            }
+            for (int v = 0; v < K; v++) CHECK_MSG(seen[v] == 1, "value %d handed out %d times", v, seen[v]);
+        }
+        free_strings(all, nall);
+    }
+}
+
+TEST(child_gather_order) {
+    /* rank r sends r + 1 records "r.i" (rank 1's second one empty); rank 0
+     * gets rank 0's, then rank 1's, ... */
+    int rank = tdm_dist_rank(g_d), size = tdm_dist_size(g_d);
+    char buf[8][32];
+    char *recs[8];
+    int n = rank + 1 < 8 ? rank + 1 : 8;
+    for (int i = 0; i < n; i++) {
+        if (rank == 1 && i == 1) buf[i][0] = '\0';
+        else snprintf(buf[i], sizeof buf[i], "%d.%d", rank, i);
+        recs[i] = buf[i];
+    }
+    char **all = NULL;
+    int nall = -1;
+    CHECK_MSG(tdm_dist_gather_strings(g_d, recs, n, &all, &nall) == TDM_OK, "%s", tdm_last_error());
+    if (rank == 0) {
+        int k = 0;
+        for (int r = 0; r < size; r++) {
+            int nr = r + 1 < 8 ? r + 1 : 8;
+            for (int i = 0; i < nr; i++, k++) {
+                char want[32];
+                if (r == 1 && i == 1) want[0] = '\0';
+                else snprintf(want, sizeof want, "%d.%d", r, i);
+                CHECK_MSG(k < nall && strcmp(all[k], want) == 0, "record %d: '%s' want '%s'", k,
+                          k < nall ? all[k] : "(missing)", want);
+            }
+        }
+        CHECK_MSG(nall == k, "gathered %d records, want %d", nall, k);
+    } else {
+        CHECK(all == NULL && nall == 0);
+    }
+    free_strings(all, nall > 0 ? nall : 0);
+    /* a rank with no records */
+    CHECK(tdm_dist_gather_strings(g_d, recs, rank == 0 ? 1 : 0, &all, &nall) == TDM_OK);
+    if (rank == 0) CHECK(nall == 1 && strcmp(all[0], "0.0") == 0);
+    free_strings(all, nall);
+}
+
+TEST(child_allreduce_barrier) {
+    int rank = tdm_dist_rank(g_d), size = tdm_dist_size(g_d);
+    double v[3] = { rank, 0.5, (double)rank * rank };
+    CHECK(tdm_dist_allreduce_sum(g_d, v, 3) == TDM_OK);
+    double s1 = 0, s2 = 0;
+    for (int r = 0; r < size; r++) s1 += r, s2 += (double)r * r;
+    CHECK_MSG(v[0] == s1 && v[1] == 0.5 * size && v[2] == s2, "got %g %g %g", v[0], v[1], v[2]);
+    CHECK(tdm_dist_allreduce_sum(g_d, v, 0) == TDM_OK);
+    CHECK(tdm_dist_barrier(g_d) == TDM_OK);
+}
+
+static int child_main(int expect_size) {
+    g_expect_size = expect_size;
+    if (tdm_dist_init(&g_d) != TDM_OK) {
+        printf("tdm_dist_init: %s\n", tdm_last_error());
+        return EXIT_FAILURE;
+    }
+    int rank = tdm_dist_rank(g_d);
+    RUN(child_rank_size);
+    RUN(child_split_covers_once);
+    RUN(child_counter_hands_out_each_once);
+    RUN(child_gather_order);
+    RUN(child_allreduce_barrier);
+    printf("rank %d of %d: ", rank, tdm_dist_size(g_d));
+    int rc = test_summary();
+    tdm_dist_free(g_d);
+    return rc;
+}
+
+/* Rank 1 aborts while rank 0 waits in a barrier: the whole job must end. */
+static int child_abort(void) {
+    if (tdm_dist_init(&g_d) != TDM_OK) return EXIT_FAILURE;
+    if (tdm_dist_rank(g_d) == 1) tdm_dist_abort(g_d, 7);
+    tdm_dist_barrier(g_d);
+    tdm_dist_free(g_d);
+    return EXIT_SUCCESS;   /* reached only if the abort did not end the job */
+}
+
+static char g_self[PATH_MAX];
+
+/* Appends `opt` to the environment variable `var` (':'-separated options)
+ * unless `key` is already in it. */
+static void add_san_option(const char *var, const char *key, const char *opt) {
+    const char *old = getenv(var);
+    char buf[PATH_MAX + 512];
+    if (old && strstr(old, key)) return;
+    snprintf(buf, sizeof buf, "%s%s%s", old && *old ? old : "", old && *old ? ":" : "", opt);
+    setenv(var, buf, 1);
+}
+
+/* In sanitizer builds the ranks' LeakSanitizer would report what Open MPI
+ * keeps from MPI_Init; tests/lsan.supp names those libraries, and full
+ * stacks are needed to see their frames. No effect in other builds. */
+static void setup_sanitizer_env(void) {
+    add_san_option("ASAN_OPTIONS", "fast_unwind_on_malloc", "fast_unwind_on_malloc=0");
+    add_san_option("LSAN_OPTIONS", "suppressions", "suppressions=" TDM_FIXTURES "/../lsan.supp");
+}
+
+/* Runs `mpirun ... -np np <self> args` (under a time limit); its exit code,
+ * or -1 when it did not exit normally. */
+static int run_mpi(int np, const char *args) {
+    char cmd[PATH_MAX + 256];
+    snprintf(cmd, sizeof cmd,
+             "timeout 120 mpirun --allow-run-as-root --oversubscribe -np %d '%s' %s", np, g_self, args);
+    printf("  $ %s\n", cmd);
+    fflush(stdout);
+    int rc = system(cmd);
+    fflush(stdout);
+    if (rc == -1 || !WIFEXITED(rc)) return -1;
+    return WEXITSTATUS(rc);
+}
+
+TEST(mpirun_1_2_3_ranks) {
+    for (int np = 1; np <= 3; np++) {
+        char args[32];
+        snprintf(args, sizeof args, "--child %d", np);
+        int rc = run_mpi(np, args);
+        CHECK_MSG(rc == 0, "mpirun -np %d: exit code %d", np, rc);
+    }
+}
+
+TEST(mpirun_abort_ends_job) {
+    int rc = run_mpi(2, "--abort");
+    CHECK_MSG(rc != 0 && rc != 124, "mpirun -np 2 with rank 1 aborting: exit code %d "
+              "(want nonzero, and not the time limit's 124)", rc);
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "--child") == 0) return child_main(atoi(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "--abort") == 0) return child_abort();
+    if (getenv("OMPI_COMM_WORLD_SIZE")) {
+        printf("test_dist_mpi: started by mpirun without --child; nothing to do\n");
+        return EXIT_FAILURE;
+    }
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        printf("SKIP test_dist_mpi: mpirun not found on PATH\n");
+        return test_summary();
+    }
+    ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
+    if (len <= 0) snprintf(g_self, sizeof g_self, "%s", argv[0]);
+    else g_self[len] = '\0';
+    if (strchr(g_self, '\'')) {
+        printf("SKIP test_dist_mpi: the test's path contains a quote: %s\n", g_self);
+        return test_summary();
+    }
+    setup_sanitizer_env();
+    RUN(mpirun_1_2_3_ranks);
+    RUN(mpirun_abort_ends_job);
+    return test_summary();
+}
+
+#else /* !TDM_HAVE_MPI */
+
+int main(void) {
+    printf("SKIP test_dist_mpi: this build has no MPI (libopenmpi-dev not found at configure time)\n");
+    (void)test_cur_failed;
+    return test_summary();
+}
+
+#endif

@@ -1,0 +1,200 @@
+/* test_launch.c — data-parallel runs through `tandem launch` (Open MPI):
+ * the same files for 1, 2 and 3 ranks and for both schedules, uneven
+ * splits, --resume, and a killed rank ending the job with kept outputs.
+ * Skips (passing) when the build has no MPI or mpirun is missing. */
+// label: dist
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/png.h"
+#include "test.h"
+
+static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
+static char tmpdir[256];
+static char errtext[16384];
+
+static int sh(const char *fmt, ...) {
+    char cmd[8192], errf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
+    char full[9000];
+    snprintf(full, sizeof full, "(%s) > /dev/null 2> '%s'", cmd, errf);
+    int rc = system(full);
+    errtext[0] = 0;
+    FILE *f = fopen(errf, "r");
+    if (f) {
+        size_t n = fread(errtext, 1, sizeof errtext - 1, f);
+        errtext[n] = 0;
+        fclose(f);
+    }
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static int exists(const char *fmt, ...) {
+    char p[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p, sizeof p, fmt, ap);
+    va_end(ap);
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+static int same_pixels(const char *a, const char *b) {
+    uint8_t *x = NULL, *y = NULL;
+    int wa, ha, wb, hb;
+    int ok = tdm_png_read(a, &x, &wa, &ha) == TDM_OK && tdm_png_read(b, &y, &wb, &hb) == TDM_OK &&
+             wa == wb && ha == hb && !memcmp(x, y, (size_t)wa * ha * 3);
+    free(x);
+    free(y);
+    return ok;
+}
+
+/* manifest lines without the per-run fields (seconds, rank) */
+static int manifest_norm(const char *dir, char *out, size_t cap) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "sed -e 's/\"seconds\":[0-9.e+-]*,//' -e 's/\"rank\":[0-9]*//' '%s/manifest.jsonl'", dir);
+    FILE *p = popen(cmd, "r");
+    if (!p) return 0;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    pclose(p);
+    return (int)n;
+}
+
+static const char *JOB = "--prompt 'a red fox' --prompt 'a lighthouse' --prompt 'a bowl of ramen' "
+                         "--prompt 'a mountain lake' --prompt 'a city at night' --steps 2 --seed 3 --quiet";
+
+static void run_ranks(int n, const char *extra, const char *tag, int nimg_prompts) {
+    (void)nimg_prompts;
+    int rc;
+    if (n == 0)
+        rc = sh("'%s' generate --model '%s' %s %s --out '%s/%s'", TDM_TANDEM_BIN, PIPE, JOB, extra, tmpdir, tag);
+    else
+        rc = sh("'%s' launch -n %d -- generate --model '%s' %s %s --out '%s/%s'", TDM_TANDEM_BIN, n, PIPE, JOB,
+                extra, tmpdir, tag);
+    CHECK_MSG(rc == 0, "%s: rc %d: %s", tag, rc, errtext);
+}
+
+static void same_outputs(const char *a, const char *b, int nimages) {
+    char pa[1024], pb[1024];
+    for (int i = 0; i < nimages; i++) {
+        snprintf(pa, sizeof pa, "%s/%s/%06d.png", tmpdir, a, i);
+        snprintf(pb, sizeof pb, "%s/%s/%06d.png", tmpdir, b, i);
+        CHECK_MSG(same_pixels(pa, pb), "%s vs %s: image %d differs or is missing", a, b, i);
+    }
+    CHECK_MSG(!exists("%s/%s/%06d.png", tmpdir, b, nimages), "%s: extra image", b);
+    static char ma[65536], mb[65536];
+    snprintf(pa, sizeof pa, "%s/%s", tmpdir, a);
+    snprintf(pb, sizeof pb, "%s/%s", tmpdir, b);
+    CHECK(manifest_norm(pa, ma, sizeof ma) > 0 && manifest_norm(pb, mb, sizeof mb) > 0);
+    CHECK_MSG(!strcmp(ma, mb), "%s vs %s: manifests differ:\n%s\n---\n%s", a, b, ma, mb);
+    CHECK_MSG(!exists("%s/%s/manifest.rank0.jsonl", tmpdir, b), "%s: part files left", b);
+}
+
+TEST(same_files_any_rank_count) {
+    run_ranks(0, "", "one", 5);
+    run_ranks(1, "", "l1", 5);
+    run_ranks(2, "", "l2", 5);           /* 5 over 2: 3 + 2 */
+    run_ranks(3, "", "l3", 5);           /* 5 over 3: 2 + 2 + 1 */
+    run_ranks(2, "--schedule dynamic", "d2", 5);
+    run_ranks(3, "--schedule dynamic --num-images-per-prompt 1", "d3", 5);
+    same_outputs("one", "l1", 5);
+    same_outputs("one", "l2", 5);
+    same_outputs("one", "l3", 5);
+    same_outputs("one", "d2", 5);
+    same_outputs("one", "d3", 5);
+}
+
+TEST(fewer_images_than_ranks) {
+    int rc = sh("'%s' launch -n 3 -- generate --model '%s' --prompt 'a cat' --steps 2 --seed 9 --quiet --out '%s/few'",
+                TDM_TANDEM_BIN, PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    rc = sh("'%s' generate --model '%s' --prompt 'a cat' --steps 2 --seed 9 --quiet --out '%s/few1'",
+            TDM_TANDEM_BIN, PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/few/000000.png", tmpdir);
+    snprintf(b, sizeof b, "%s/few1/000000.png", tmpdir);
+    CHECK(same_pixels(a, b));
+    CHECK(!exists("%s/few/000001.png", tmpdir));
+}
+
+TEST(resume_fills_the_gaps) {
+    run_ranks(2, "", "res", 5);
+    CHECK(sh("rm -f '%s/res/000001.png' '%s/res/000004.png'", tmpdir, tmpdir) == 0);
+    char keep[1024];
+    snprintf(keep, sizeof keep, "%s/res/000000.png", tmpdir);
+    struct stat before, after;
+    CHECK(stat(keep, &before) == 0);
+    run_ranks(3, "--resume", "res", 5);
+    CHECK(stat(keep, &after) == 0);
+    CHECK_MSG(before.st_mtim.tv_sec == after.st_mtim.tv_sec && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec,
+              "an existing image was made again");
+    same_outputs("one", "res", 5);
+    /* all done: nothing left for any rank (N = 0 per rank) */
+    run_ranks(2, "--resume", "res", 5);
+    same_outputs("one", "res", 5);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+TEST(killed_rank_ends_the_job) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/killed", tmpdir);
+    /* many images, written as each finishes (latents), so the job is still
+     * running when a rank dies */
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "'%s' launch -n 2 -- generate --model '%s' --prompt a --prompt b --prompt c --prompt d "
+             "--num-images-per-prompt 8 --steps 50 --output-type latent --quiet --out '%s'",
+             TDM_TANDEM_BIN, PIPE, out);
+    char script[8192];
+    /* wait for the first image, kill one rank (a "tandem" process, not mpirun) */
+    snprintf(script, sizeof script,
+             "(%s) & job=$!; for i in $(seq 1 600); do [ -e '%s/000000.safetensors' ] && break; sleep 0.05; done; "
+             "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && victim=$p && break; done; "
+             "[ -n \"$victim\" ] && kill -9 $victim; wait $job",
+             cmd, out, out);
+    double t0 = now();
+    int rc = sh("%s", script);
+    double dt = now() - t0;
+    CHECK_MSG(rc != 0, "the job exited 0 after a rank was killed: %s", errtext);
+    CHECK_MSG(dt < 120, "the job took %.1fs to end", dt);
+    CHECK_MSG(exists("%s/000000.safetensors", out), "finished output lost");
+    CHECK_MSG(!exists("%s/000031.safetensors", out) || !exists("%s/000015.safetensors", out),
+              "the job ran to the end: was a rank killed?");
+    CHECK_MSG(strstr(errtext, "rank") != NULL || strstr(errtext, "signal") != NULL || strstr(errtext, "exited") != NULL,
+              "no word of the failed rank: %s", errtext);
+}
+
+int main(void) {
+#ifndef TDM_HAVE_MPI
+    printf("SKIP: built without MPI\n0 passed, 0 failed\n");
+    return 0;
+#endif
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        printf("SKIP: mpirun not found\n0 passed, 0 failed\n");
+        return 0;
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    RUN(same_files_any_rank_count);
+    RUN(fewer_images_than_ranks);
+    RUN(resume_fills_the_gaps);
+    RUN(killed_rank_ends_the_job);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) return 1;
+    return test_summary();
+}
