@@ -187,6 +187,13 @@ int main(void) {
         printf("SKIP: mpirun not found\n0 passed, 0 failed\n");
         return 0;
     }
+    /* Under ASan, Open MPI's dlopened components leak at exit in frames no
+     * suppression can name ("<unknown module>"): leak checking stays on for
+     * the single-process CLI tests (which never start MPI), off for ranks. */
+    char asan[1024];
+    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+             getenv("ASAN_OPTIONS") ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     RUN(same_files_any_rank_count);
