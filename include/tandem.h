@@ -161,6 +161,10 @@ tdm_status tdm_pipeline_latent_shape(const tdm_pipeline_t *pipe, int width, int 
 tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
                                 const tdm_generate_params_t *p, float *latents);
 
+/* Loads `stage`'s components now (freeing the other stages' unless
+ * keep_resident), so that timing of the stage's work excludes loading. */
+tdm_status tdm_pipeline_load_stage(tdm_pipeline_t *pipe, tdm_stage stage);
+
 /* Frees every loaded component now (the next stage loads what it needs). */
 void tdm_pipeline_release(tdm_pipeline_t *pipe);
 

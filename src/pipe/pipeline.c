@@ -47,6 +47,11 @@ static void free_components(tdm_pipeline_t *pipe) {
     tdm_dev_trim(&pipe->dev);
 }
 
+tdm_status tdm_pipeline_load_stage(tdm_pipeline_t *pipe, tdm_stage stage) {
+    if ((unsigned)stage > TDM_STAGE_DECODE) return tdm_errorf(TDM_ERR_INVALID_ARG, "no stage %d", (int)stage);
+    return tdm_pipe_enter(pipe, (int)stage);
+}
+
 void tdm_pipeline_release(tdm_pipeline_t *pipe) {
     if (pipe) free_components(pipe);
 }
