@@ -105,13 +105,6 @@ TEST(test_gelu_eos) { golden_case("gelu_eos", 3); }
 TEST(test_tanh_gelu_no_eos) { golden_case("tanh_noeos", 2); }
 
 #ifdef TDM_HAVE_CUDA
-/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
- * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
- * Conv weights stored in it, GEMM activations rounded to it, float32
- * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
- * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
- * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
-static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
 
 /* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
  * from the host, hidden / pooled / clip_skip=1 outputs allocated there,
@@ -124,7 +117,7 @@ static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;
-    const double tol = cuda_tol(dt);
+    const double tol = test_cuda_tol(dt);
     printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
     tdm_clip_text_t *m = NULL;
     tdm_safetensors_t *ex = NULL;

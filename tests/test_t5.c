@@ -115,13 +115,6 @@ TEST(test_gated_gelu_inner_ne_dmodel_fp16) { golden_case("gg_fp16", 3, 48); }
 TEST(test_relu_embed_tokens_only) { golden_case("relu_embed", 2, 16); }
 
 #ifdef TDM_HAVE_CUDA
-/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
- * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
- * Conv weights stored in it, GEMM activations rounded to it, float32
- * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
- * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
- * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
-static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
 
 /* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
  * from the host, hidden allocated there, downloaded and compared with
@@ -134,7 +127,7 @@ static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;
-    const double tol = cuda_tol(dt);
+    const double tol = test_cuda_tol(dt);
     printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
     tdm_t5_t *m = NULL;
     tdm_safetensors_t *ex = NULL;

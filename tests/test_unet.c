@@ -77,14 +77,6 @@ TEST(unet_misc_odd_size) { run_golden("misc", NULL); }
 /* Fixture `name` on CUDA device `index`: weights loaded onto the GPU, x and
  * ctx uploaded, timesteps passed from the host, the output downloaded and
  * compared with diffusers as on the CPU. */
-/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
- * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
- * Conv weights stored in it, GEMM activations rounded to it, float32
- * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
- * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
- * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
-static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
-
 static void run_golden_cuda(int index, const char *name, const char *variant,
                             tdm_dtype dt) {
     char root[1024], io[1100];
@@ -140,7 +132,7 @@ static void run_golden_cuda(int index, const char *name, const char *variant,
         printf("  %s on cuda:%d: B=%lld %lldx%lld T=%lld rel err %.3g, activation peak "
                "%.1f KiB\n", name, index, (long long)B, (long long)H, (long long)W,
                (long long)T, err, (double)(dev.peak_bytes - io_bytes) / 1024.0);
-        CHECK_MSG(err <= cuda_tol(dt), "%s on cuda (%s): rel err %.3g", name,
+        CHECK_MSG(err <= test_cuda_tol(dt), "%s on cuda (%s): rel err %.3g", name,
                   tdm_dtype_name(dt), err);
     }
     CHECK_MSG(dev.cur_bytes == io_bytes, "activations leaked on cuda: %lld bytes",

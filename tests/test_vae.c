@@ -129,13 +129,6 @@ TEST(test_vae_flux16) { golden("flux", 16, 4, 0.1159); }
 TEST(test_vae_f32_weights) { golden("f32", 4, 2, 0.0); }
 
 #ifdef TDM_HAVE_CUDA
-/* Bounds against the float32 reference on cuda: 1e-4 on the float32 path
- * (the project bound); with the device's gemm_dtype F16 / BF16 (Linear and
- * Conv weights stored in it, GEMM activations rounded to it, float32
- * accumulation; everything else float32) 5e-3 / 3e-2: about 3x the worst
- * error measured over the UNet, VAE, CLIP, T5 and FLUX fixtures on an H100
- * (F16 1.4e-3, BF16 1.05e-2, both the UNet sd2 fixture). */
-static double cuda_tol(tdm_dtype dt) { return dt == TDM_F32 ? 1e-4 : dt == TDM_F16 ? 5e-3 : 3e-2; }
 
 /* Uploads host floats (n) into a new buffer on dev; NULL on failure. */
 static float *dev_upload_new(tdm_device_t *dev, const float *h, int64_t n, const char *what) {
@@ -160,7 +153,7 @@ static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;
-    const double tol = cuda_tol(dt);
+    const double tol = test_cuda_tol(dt);
     printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
     tdm_vae_t *v = NULL;
     tdm_safetensors_t *io = NULL;
