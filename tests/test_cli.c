@@ -8,8 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "io/png.h"
 #include "test.h"
+#include "test_files.h"
 
 static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
 static char tmpdir[256];
@@ -36,15 +36,6 @@ static int run(const char *fmt, ...) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
-static int exists(const char *fmt, ...) {
-    char p[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p, sizeof p, fmt, ap);
-    va_end(ap);
-    struct stat sb;
-    return stat(p, &sb) == 0;
-}
 
 /* A failure: nonzero exit, exactly one line starting "tandem: error: "
  * that contains `needle`. */
@@ -201,15 +192,6 @@ static int same_tensor_data(const char *a, const char *b) {
     return same;
 }
 
-static int same_pixels(const char *a, const char *b) {
-    uint8_t *x = NULL, *y = NULL;
-    int wa, ha, wb, hb;
-    int ok = tdm_png_read(a, &x, &wa, &ha) == TDM_OK && tdm_png_read(b, &y, &wb, &hb) == TDM_OK &&
-             wa == wb && ha == hb && !memcmp(x, y, (size_t)wa * ha * 3);
-    free(x);
-    free(y);
-    return ok;
-}
 
 /* encode → generate --embeddings → decode equals one-shot generate, bit for bit. */
 static void staged_equals_oneshot(const char *pipe, const char *extra, const char *enc_extra, const char *tag) {

@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "io/png.h"
 #include "test.h"
+#include "test_files.h"
 
 static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
 static char tmpdir[256];
@@ -36,25 +36,7 @@ static int sh(const char *fmt, ...) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
-static int exists(const char *fmt, ...) {
-    char p[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p, sizeof p, fmt, ap);
-    va_end(ap);
-    struct stat sb;
-    return stat(p, &sb) == 0;
-}
 
-static int same_pixels(const char *a, const char *b) {
-    uint8_t *x = NULL, *y = NULL;
-    int wa, ha, wb, hb;
-    int ok = tdm_png_read(a, &x, &wa, &ha) == TDM_OK && tdm_png_read(b, &y, &wb, &hb) == TDM_OK &&
-             wa == wb && ha == hb && !memcmp(x, y, (size_t)wa * ha * 3);
-    free(x);
-    free(y);
-    return ok;
-}
 
 /* manifest lines without the per-run fields (seconds, rank) */
 static int manifest_norm(const char *dir, char *out, size_t cap) {
