@@ -77,6 +77,19 @@ void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes);
         }                                                                          \
     } while (0)
 
+/* Sum of v over the block (blockDim.x a multiple of 32, <= 1024); every
+ * thread gets the result. `sh` holds 32 doubles. */
+static __device__ __forceinline__ double tdm_block_sum(double v, double *sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();   /* sh may still be read from a previous call */
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 /* Threads per block of the element-wise kernels. */
 #define TDM_CUDA_THREADS 256
 

@@ -302,18 +302,6 @@ extern "C" void tdm_cuda_conv2d(tdm_device_t *d, float *y, const float *x, const
  * elements before it writes any, so y may alias x. */
 #define TDM_NORM_THREADS 512
 
-/* Sum of v over the block (blockDim.x a multiple of 32, <= 1024); every
- * thread gets the result. `sh` holds 32 doubles. */
-__device__ static double block_sum(double v, double *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    __syncthreads();   /* sh may still be read from a previous call */
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* x, y (B, C, S); block bg = b·G + g normalizes channels [g·cg, (g+1)·cg). */
 __global__ void group_norm_kernel(float *y, const float *x, const float *gamma,
@@ -325,13 +313,13 @@ __global__ void group_norm_kernel(float *y, const float *x, const float *gamma,
     float *ys = y + bg * n;
     double s = 0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xs[i];
-    double mean = block_sum(s, sh) / (double)n;
+    double mean = tdm_block_sum(s, sh) / (double)n;
     double q = 0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         double dv = xs[i] - mean;
         q += dv * dv;
     }
-    double var = block_sum(q, sh) / (double)n;
+    double var = tdm_block_sum(q, sh) / (double)n;
     float rstd = (float)(1.0 / sqrt(var + (double)eps));
     float meanf = (float)mean;
     __syncthreads();   /* every thread has read x before any writes y */
@@ -368,13 +356,13 @@ __global__ void layer_norm_kernel(float *y, const float *x, const float *gamma,
     float *yr = y + (int64_t)blockIdx.x * D;
     double s = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i];
-    double mean = block_sum(s, sh) / (double)D;
+    double mean = tdm_block_sum(s, sh) / (double)D;
     double q = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
         double dv = xr[i] - mean;
         q += dv * dv;
     }
-    float rstd = (float)(1.0 / sqrt(block_sum(q, sh) / (double)D + (double)eps));
+    float rstd = (float)(1.0 / sqrt(tdm_block_sum(q, sh) / (double)D + (double)eps));
     float meanf = (float)mean;
     __syncthreads();
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {

@@ -82,18 +82,6 @@ fail:;
 
 /* ---- AdaLN modulation ---------------------------------------------------------- */
 
-/* Sum of v over the block (blockDim.x a multiple of 32, <= 1024); every
- * thread gets the result. `sh` holds 32 doubles. */
-__device__ static double flux_block_sum(double v, double *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    __syncthreads();   /* sh may still be read from a previous call */
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* One block per segment row row0 + blockIdx.x of the B·L rows: the two-pass
  * LayerNorm statistics in double (as tdm_cpu_layer_norm), then
@@ -110,13 +98,13 @@ __global__ void layer_norm_modulate_kernel(float *y, const float *x, const float
     const float *sft = shift + b * mstride, *scl = scale + b * mstride;
     double s = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xr[i];
-    double mean = flux_block_sum(s, sh) / (double)D;
+    double mean = tdm_block_sum(s, sh) / (double)D;
     double q = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
         double dv = xr[i] - mean;
         q += dv * dv;
     }
-    float rstd = (float)(1.0 / sqrt(flux_block_sum(q, sh) / (double)D + (double)eps));
+    float rstd = (float)(1.0 / sqrt(tdm_block_sum(q, sh) / (double)D + (double)eps));
     float meanf = (float)mean;
     __syncthreads();
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {

@@ -20,18 +20,6 @@
  * element is read and written by the same thread afterwards, so y may alias
  * x. */
 
-/* Sum of v over the block (blockDim.x a multiple of 32, <= 1024); every
- * thread gets the result. `sh` holds 32 doubles. */
-__device__ static double t5_block_sum(double v, double *sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    __syncthreads();   /* sh may still be read from a previous call */
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    v = lane < nw ? sh[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* x, y (rows, D): block r normalizes row r. */
 static __global__ void rms_norm_kernel(float *y, const float *x, const float *w, int64_t D,
@@ -41,7 +29,7 @@ static __global__ void rms_norm_kernel(float *y, const float *x, const float *w,
     float *yr = y + (int64_t)blockIdx.x * D;
     double ss = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
-    float var = (float)(t5_block_sum(ss, sh) / (double)D);
+    float var = (float)(tdm_block_sum(ss, sh) / (double)D);
     float inv = 1.0f / sqrtf(var + eps);
     __syncthreads();
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
