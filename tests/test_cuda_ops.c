@@ -247,6 +247,51 @@ static void linear_half_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int 
     free(x); free(W); free(b); free(xr); free(Wr); free(y); free(yr);
 }
 
+/* Linear + tanh GELU into a wider matrix (ldy = N + pad): the columns past N
+ * start as random values on both sides and must come back untouched. dt
+ * F32 is the float32 path, F16/BF16 the tensor-core path (cuBLASLt epilogue). */
+static void linear_gelu_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int64_t pad,
+                             int bias) {
+    char nm[96];
+    int64_t ldy = N + pad;
+    snprintf(nm, sizeof nm, "linear_gelu %s %lldx%lldx%lld ldy %lld%s", tdm_dtype_name(dt),
+             (long long)M, (long long)K, (long long)N, (long long)ldy, bias ? " +b" : "");
+    float *x = hrand(M * K, 1), *W = hrand(N * K, 1), *b = bias ? hrand(N, 1) : NULL;
+    float *y = hrand(M * ldy, 1), *yr = hzero(M * ldy);
+    memcpy(yr, y, (size_t)(M * ldy) * sizeof(float));
+    float *dy = up(y, M * ldy), *dx = up(x, M * K), *db = bias ? up(b, N) : NULL;
+    if (dt == TDM_F32) {
+        float *dW = up(W, N * K);
+        tdm_cpu_linear_gelu(y, ldy, x, W, b, M, K, N);
+        tdm_op_linear_gelu(&g_dev, dy, ldy, dx, dW, db, M, K, N);
+        check_dev(nm, dy, y, M * ldy, TOL_GEMM);
+        dfree(dW, N * K);
+    } else {
+        float *xr = hround(x, M * K, dt), *Wr = hround(W, N * K, dt);
+        float *dW = up_half(W, N * K, dt);
+        tdm_cpu_linear_gelu(y, ldy, x, W, b, M, K, N);
+        tdm_cpu_linear_gelu(yr, ldy, xr, Wr, b, M, K, N);
+        g_dev.gemm_dtype = dt;
+        tdm_op_linear_gelu(&g_dev, dy, ldy, dx, dW, db, M, K, N);
+        g_dev.gemm_dtype = TDM_F32;
+        check_half(nm, dy, y, yr, M * ldy, dt == TDM_F16 ? TOL_HALF_F16 : TOL_HALF_BF16);
+        tdm_dev_free(&g_dev, dW, N * K * 2);
+        free(xr); free(Wr);
+    }
+    dfree(dx, M * K); dfree(dy, M * ldy); if (db) dfree(db, N);
+    free(x); free(W); free(b); free(y); free(yr);
+}
+
+TEST(test_linear_gelu) {
+    const tdm_dtype dts[3] = {TDM_F32, TDM_F16, TDM_BF16};
+    for (int i = 0; i < 3; i++) {
+        linear_gelu_case(dts[i], 5, 7, 3, 0, 1);          /* odd sizes */
+        linear_gelu_case(dts[i], 33, 64, 96, 0, 0);
+        linear_gelu_case(dts[i], 300, 128, 512, 128, 1);  /* the FLUX single-block MLP shape */
+        linear_gelu_case(dts[i], 1, 96, 384, 0, 1);       /* one row */
+    }
+}
+
 static void gemm_half_case(tdm_dtype dt, int tA, int tB, int64_t M, int64_t N, int64_t K,
                            float alpha, float beta, int pad) {
     char nm[96];
@@ -319,6 +364,8 @@ TEST(test_half_gemm) {
         conv_half_case(dt, 1, 3, 5, 5, 2, 1, 2, 0, 0, 0, 0);      /* 1×1 stride 2: im2col */
         conv_half_case(dt, 2, 320, 64, 64, 320, 3, 1, 1, 1, 1, 1); /* SD UNet level 0 */
         conv_half_case(dt, 1, 64, 300, 300, 4, 3, 1, 1, 1, 1, 1); /* two im2col tiles */
+        conv_half_case(dt, 2, 64, 32, 32, 64, 3, 2, 1, 1, 1, 1);   /* SD downsample: 8-wide im2col, stride 2 */
+        conv_half_case(dt, 1, 16, 64, 64, 16, 3, 2, 0, 1, 0, 1);   /* VAE downsample, 8-wide */
     }
 }
 
@@ -349,6 +396,7 @@ TEST(test_group_norm) {
     group_norm_case(1, 12, 1000, 3, 1, 0, 0);
     group_norm_case(3, 6, 1, 6, 0, 1, 0);
     group_norm_case(1, 128, 256 * 256, 32, 1, 1, 1);
+    group_norm_case(2, 320, 64 * 64, 32, 1, 1, 0);   /* SD 64x64: the sliced path */
 }
 
 static void layer_norm_case(int64_t rows, int64_t D, int affine, int alias) {
@@ -553,6 +601,19 @@ TEST(test_attention_tc) {
         attention_tc_case(dt, 1, 100, 70, 2, 100, 1);     /* D 100 → 128, Tq > Tk causal */
         attention_tc_case(dt, 1, 40, 33, 1, 256, 0);      /* largest head dim */
         attention_tc_case(dt, 1, 5, 0, 2, 8, 0);          /* no keys: o = 0 */
+        /* query counts no multiple of the 128-row block (padding, tail and
+         * causal masks of tc2_attention_kernel; TDM_ATTN_TC=1: the 64-row one) */
+        attention_tc_case(dt, 2, 77, 77, 4, 128, 0);      /* FLUX head dim, Tq 77 */
+        attention_tc_case(dt, 1, 200, 200, 3, 128, 1);
+        attention_tc_case(dt, 1, 200, 200, 2, 40, 1);     /* D 40 → 48 */
+        attention_tc_case(dt, 1, 200, 333, 3, 64, 0);
+        attention_tc_case(dt, 1, 200, 200, 2, 80, 1);
+        attention_tc_case(dt, 1, 130, 130, 2, 24, 1);     /* D 24 → 32 */
+        attention_tc_case(dt, 1, 300, 300, 2, 96, 0);     /* DP 96: Q from shared memory */
+        attention_tc_case(dt, 1, 77, 300, 2, 64, 1);      /* causal, Tq < Tk */
+        attention_tc_case(dt, 1, 4097, 150, 2, 64, 1);    /* causal, Tq > Tk */
+        attention_tc_case(dt, 1, 4097, 4097, 1, 128, 1);  /* 32·128 + 1 rows */
+        attention_tc_case(dt, 1, 4097, 4097, 1, 40, 0);
     }
 }
 
@@ -866,6 +927,7 @@ int main(void) {
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_half_gemm);
+    RUN(test_linear_gelu);
     RUN(test_group_norm);
     RUN(test_layer_norm);
     RUN(test_activations);

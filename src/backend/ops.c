@@ -5,13 +5,22 @@
 #include "backend/cpu/ops.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
+
+/* Queues `call` on a CUDA device inside a profile bracket named `name`
+ * (a no-op bracket unless TDM_PROFILE=1; see backend/cuda/profile.cu). */
+#define PROFILED(dev, name, call)         \
+    do {                                  \
+        tdm_cuda_prof_begin(dev);         \
+        call;                             \
+        tdm_cuda_prof_end(dev, name);     \
+    } while (0)
 #endif
 
 
 void tdm_op_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b, int64_t M, int64_t K, int64_t N) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_linear(dev, y, x, W, b, M, K, N);
+        PROFILED(dev, "linear", tdm_cuda_linear(dev, y, x, W, b, M, K, N));
         return;
     }
 #endif
@@ -19,10 +28,21 @@ void tdm_op_linear(tdm_device_t *dev, float *y, const float *x, const float *W, 
     tdm_cpu_linear(y, x, W, b, M, K, N);
 }
 
+void tdm_op_linear_gelu(tdm_device_t *dev, float *y, int64_t ldy, const float *x, const float *W, const float *b, int64_t M, int64_t K, int64_t N) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "linear_gelu", tdm_cuda_linear_gelu(dev, y, ldy, x, W, b, M, K, N));
+        return;
+    }
+#endif
+    (void)dev;
+    tdm_cpu_linear_gelu(y, ldy, x, W, b, M, K, N);
+}
+
 void tdm_op_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_gemm(dev, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        PROFILED(dev, "gemm", tdm_cuda_gemm(dev, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
         return;
     }
 #endif
@@ -41,7 +61,7 @@ int64_t tdm_op_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t
 void tdm_op_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_conv2d(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, scratch);
+        PROFILED(dev, "conv2d", tdm_cuda_conv2d(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, scratch));
         return;
     }
 #endif
@@ -60,7 +80,7 @@ int64_t tdm_op_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, in
 void tdm_op_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_conv2d_pad4(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pt, pb, pl, pr, scratch);
+        PROFILED(dev, "conv2d_pad4", tdm_cuda_conv2d_pad4(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pt, pb, pl, pr, scratch));
         return;
     }
 #endif
@@ -71,7 +91,7 @@ void tdm_op_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float
 void tdm_op_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps, int silu) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_group_norm(dev, y, x, gamma, beta, B, C, S, G, eps, silu);
+        PROFILED(dev, "group_norm", tdm_cuda_group_norm(dev, y, x, gamma, beta, B, C, S, G, eps, silu));
         return;
     }
 #endif
@@ -82,7 +102,7 @@ void tdm_op_group_norm(tdm_device_t *dev, float *y, const float *x, const float 
 void tdm_op_layer_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta, int64_t rows, int64_t D, float eps) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_layer_norm(dev, y, x, gamma, beta, rows, D, eps);
+        PROFILED(dev, "layer_norm", tdm_cuda_layer_norm(dev, y, x, gamma, beta, rows, D, eps));
         return;
     }
 #endif
@@ -93,7 +113,7 @@ void tdm_op_layer_norm(tdm_device_t *dev, float *y, const float *x, const float 
 void tdm_op_silu(tdm_device_t *dev, float *x, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_silu(dev, x, n);
+        PROFILED(dev, "silu", tdm_cuda_silu(dev, x, n));
         return;
     }
 #endif
@@ -104,7 +124,7 @@ void tdm_op_silu(tdm_device_t *dev, float *x, int64_t n) {
 void tdm_op_gelu(tdm_device_t *dev, float *x, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_gelu(dev, x, n);
+        PROFILED(dev, "gelu", tdm_cuda_gelu(dev, x, n));
         return;
     }
 #endif
@@ -115,7 +135,7 @@ void tdm_op_gelu(tdm_device_t *dev, float *x, int64_t n) {
 void tdm_op_gelu_tanh(tdm_device_t *dev, float *x, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_gelu_tanh(dev, x, n);
+        PROFILED(dev, "gelu_tanh", tdm_cuda_gelu_tanh(dev, x, n));
         return;
     }
 #endif
@@ -126,7 +146,7 @@ void tdm_op_gelu_tanh(tdm_device_t *dev, float *x, int64_t n) {
 void tdm_op_quick_gelu(tdm_device_t *dev, float *x, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_quick_gelu(dev, x, n);
+        PROFILED(dev, "quick_gelu", tdm_cuda_quick_gelu(dev, x, n));
         return;
     }
 #endif
@@ -137,7 +157,7 @@ void tdm_op_quick_gelu(tdm_device_t *dev, float *x, int64_t n) {
 void tdm_op_geglu(tdm_device_t *dev, float *y, const float *h, int64_t rows, int64_t F) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_geglu(dev, y, h, rows, F);
+        PROFILED(dev, "geglu", tdm_cuda_geglu(dev, y, h, rows, F));
         return;
     }
 #endif
@@ -148,7 +168,7 @@ void tdm_op_geglu(tdm_device_t *dev, float *y, const float *h, int64_t rows, int
 void tdm_op_add(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_add(dev, y, a, b, n);
+        PROFILED(dev, "add", tdm_cuda_add(dev, y, a, b, n));
         return;
     }
 #endif
@@ -159,7 +179,7 @@ void tdm_op_add(tdm_device_t *dev, float *y, const float *a, const float *b, int
 void tdm_op_add_channel_bias(tdm_device_t *dev, float *x, const float *v, int64_t B, int64_t C, int64_t S) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_add_channel_bias(dev, x, v, B, C, S);
+        PROFILED(dev, "add_channel_bias", tdm_cuda_add_channel_bias(dev, x, v, B, C, S));
         return;
     }
 #endif
@@ -170,7 +190,7 @@ void tdm_op_add_channel_bias(tdm_device_t *dev, float *x, const float *v, int64_
 void tdm_op_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_scale(dev, y, a, s, n);
+        PROFILED(dev, "scale", tdm_cuda_scale(dev, y, a, s, n));
         return;
     }
 #endif
@@ -181,7 +201,7 @@ void tdm_op_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t 
 void tdm_op_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, float scale, int causal) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_attention(dev, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        PROFILED(dev, "attention", tdm_cuda_attention(dev, o, q, k, v, B, Tq, Tk, H, D, scale, causal));
         return;
     }
 #endif
@@ -192,7 +212,7 @@ void tdm_op_attention(tdm_device_t *dev, float *o, const float *q, const float *
 void tdm_op_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t S) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_transpose_cs(dev, y, x, B, C, S);
+        PROFILED(dev, "transpose_cs", tdm_cuda_transpose_cs(dev, y, x, B, C, S));
         return;
     }
 #endif
@@ -203,7 +223,7 @@ void tdm_op_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B,
 void tdm_op_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t S, int64_t C) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_transpose_sc(dev, y, x, B, S, C);
+        PROFILED(dev, "transpose_sc", tdm_cuda_transpose_sc(dev, y, x, B, S, C));
         return;
     }
 #endif
@@ -214,7 +234,7 @@ void tdm_op_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B,
 void tdm_op_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_upsample_nearest2x(dev, y, x, B, C, H, W);
+        PROFILED(dev, "upsample_nearest2x", tdm_cuda_upsample_nearest2x(dev, y, x, B, C, H, W));
         return;
     }
 #endif
@@ -225,7 +245,7 @@ void tdm_op_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int6
 void tdm_op_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca, const float *b, int64_t Cb, int64_t B, int64_t S) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_concat_channels(dev, y, a, Ca, b, Cb, B, S);
+        PROFILED(dev, "concat_channels", tdm_cuda_concat_channels(dev, y, a, Ca, b, Cb, B, S));
         return;
     }
 #endif
@@ -236,7 +256,7 @@ void tdm_op_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t
 void tdm_op_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_resize_nearest(dev, y, x, B, C, H, W, Ho, Wo);
+        PROFILED(dev, "resize_nearest", tdm_cuda_resize_nearest(dev, y, x, B, C, H, W, Ho, Wo));
         return;
     }
 #endif
@@ -247,7 +267,7 @@ void tdm_op_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t 
 void tdm_op_gather_rows(tdm_device_t *dev, float *y, const float *table, const int32_t *idx, int64_t n, int64_t D) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_gather_rows(dev, y, table, idx, n, D);
+        PROFILED(dev, "gather_rows", tdm_cuda_gather_rows(dev, y, table, idx, n, D));
         return;
     }
 #endif
@@ -258,7 +278,7 @@ void tdm_op_gather_rows(tdm_device_t *dev, float *y, const float *table, const i
 void tdm_op_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_clamp(dev, y, a, lo, hi, n);
+        PROFILED(dev, "clamp", tdm_cuda_clamp(dev, y, a, lo, hi, n));
         return;
     }
 #endif
@@ -269,7 +289,7 @@ void tdm_op_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float h
 void tdm_op_rms_norm(tdm_device_t *dev, float *y, const float *x, const float *w, int64_t rows, int64_t D, float eps) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_rms_norm(dev, y, x, w, rows, D, eps);
+        PROFILED(dev, "rms_norm", tdm_cuda_rms_norm(dev, y, x, w, rows, D, eps));
         return;
     }
 #endif
@@ -280,7 +300,7 @@ void tdm_op_rms_norm(tdm_device_t *dev, float *y, const float *x, const float *w
 void tdm_op_relu(tdm_device_t *dev, float *x, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_relu(dev, x, n);
+        PROFILED(dev, "relu", tdm_cuda_relu(dev, x, n));
         return;
     }
 #endif
@@ -291,7 +311,7 @@ void tdm_op_relu(tdm_device_t *dev, float *x, int64_t n) {
 void tdm_op_mul(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_mul(dev, y, a, b, n);
+        PROFILED(dev, "mul", tdm_cuda_mul(dev, y, a, b, n));
         return;
     }
 #endif
@@ -310,7 +330,7 @@ int64_t tdm_op_attention_bias_scratch(tdm_device_t *dev, int64_t T) {
 void tdm_op_attention_bias(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v, const float *tab, float *s, int64_t B, int64_t T, int64_t H, int64_t D) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_attention_bias(dev, o, q, k, v, tab, s, B, T, H, D);
+        PROFILED(dev, "attention_bias", tdm_cuda_attention_bias(dev, o, q, k, v, tab, s, B, T, H, D));
         return;
     }
 #endif
@@ -322,7 +342,7 @@ void tdm_op_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, con
                              int64_t B, int64_t S, int64_t H, int64_t hd) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_rope_interleaved(dev, x, cosb, sinb, B, S, H, hd);
+        PROFILED(dev, "rope_interleaved", tdm_cuda_rope_interleaved(dev, x, cosb, sinb, B, S, H, hd));
         return;
     }
 #endif
@@ -334,7 +354,7 @@ void tdm_op_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t 
                            int64_t r0, int64_t L, int64_t H, int64_t hd, float eps) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_rms_norm_heads(dev, x, w, B, S, r0, L, H, hd, eps);
+        PROFILED(dev, "rms_norm_heads", tdm_cuda_rms_norm_heads(dev, x, w, B, S, r0, L, H, hd, eps));
         return;
     }
 #endif
@@ -347,7 +367,7 @@ void tdm_op_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, con
                                 int64_t r0, int64_t L, int64_t D, float eps) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_layer_norm_modulate(dev, y, x, shift, scale, mstride, B, S, r0, L, D, eps);
+        PROFILED(dev, "layer_norm_modulate", tdm_cuda_layer_norm_modulate(dev, y, x, shift, scale, mstride, B, S, r0, L, D, eps));
         return;
     }
 #endif
@@ -360,7 +380,7 @@ void tdm_op_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const fl
                            int64_t D) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_gated_add_rows(dev, x, y, gate, mstride, B, S, r0, L, D);
+        PROFILED(dev, "gated_add_rows", tdm_cuda_gated_add_rows(dev, x, y, gate, mstride, B, S, r0, L, D));
         return;
     }
 #endif
@@ -372,7 +392,7 @@ void tdm_op_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, in
                     int64_t rows, int64_t cols) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        tdm_cuda_copy_2d(dev, y, ldy, x, ldx, rows, cols);
+        PROFILED(dev, "copy_2d", tdm_cuda_copy_2d(dev, y, ldy, x, ldx, rows, cols));
         return;
     }
 #endif

@@ -23,6 +23,11 @@
  * on such a device (tdm_op_attention* does those). */
 void tdm_op_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
                    int64_t M, int64_t K, int64_t N);
+/* y (M, N; rows ldy >= N apart) = gelu_tanh(x · W^T [+ b]): Linear + tanh
+ * GELU in one op (on CUDA one cuBLASLt kernel with the epilogue). W is a GEMM
+ * weight as for tdm_op_linear. */
+void tdm_op_linear_gelu(tdm_device_t *dev, float *y, int64_t ldy, const float *x, const float *W,
+                        const float *b, int64_t M, int64_t K, int64_t N);
 void tdm_op_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                  float *C, int64_t ldc);

@@ -284,6 +284,7 @@ void tdm_dev_trim(tdm_device_t *d) {
         else free(d->cache_p[i]);
     }
     d->ncache = 0;
+    if (d->ops && d->ops->trim) d->ops->trim(d);
 }
 
 /* ---- tensors ------------------------------------------------------------ */

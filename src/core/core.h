@@ -75,6 +75,7 @@ typedef struct tdm_device_ops {
     int   (*download)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
     int   (*copy)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
     int   (*sync)(struct tdm_device *d);
+    void  (*trim)(struct tdm_device *d);   /* returns pooled memory; may be NULL */
 } tdm_device_ops_t;
 
 typedef struct tdm_device {

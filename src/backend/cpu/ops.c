@@ -318,6 +318,20 @@ void tdm_cpu_gelu_tanh(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = gelu_tanh(x[i]);
 }
 
+void tdm_cpu_linear_gelu(float *y, int64_t ldy, const float *x, const float *W, const float *b,
+                         int64_t M, int64_t K, int64_t N) {
+    if (M <= 0 || N <= 0) return;
+    if (b) tdm_cpu_copy_2d(y, ldy, b, 0, M, N);
+    tdm_cpu_gemm(0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, ldy);
+    if (ldy == N) {
+        tdm_cpu_gelu_tanh(y, M * N);
+        return;
+    }
+#pragma omp parallel for if (M * N > TDM_OMP_MIN)
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t j = 0; j < N; j++) y[r * ldy + j] = gelu_tanh(y[r * ldy + j]);
+}
+
 void tdm_cpu_quick_gelu(float *x, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));

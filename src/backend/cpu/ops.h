@@ -13,6 +13,12 @@
 void tdm_cpu_linear(float *y, const float *x, const float *W, const float *b,
                     int64_t M, int64_t K, int64_t N);
 
+/* y[M,N] (rows ldy >= N apart) = gelu_tanh(x[M,K] · W[N,K]^T (+ b[N])): a
+ * Linear followed by the tanh-approximated GELU (diffusers' "gelu-approximate"
+ * feed-forward), written into a wider matrix when ldy > N. */
+void tdm_cpu_linear_gelu(float *y, int64_t ldy, const float *x, const float *W, const float *b,
+                         int64_t M, int64_t K, int64_t N);
+
 /* C[M,N] = alpha · op(A) · op(B) + beta · C, row-major, lda/ldb/ldc as in BLAS. */
 void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,

@@ -21,10 +21,27 @@ typedef struct tdm_cuda_impl {
      * freed and reported by every later sync / download. */
     tdm_status     err_status;
     char           err_msg[512];
-    /* Device staging buffer for host-side index arrays (gather_rows); grown
-     * on demand, not counted in tdm_device_t.cur_bytes. */
+    /* Device staging buffer for host-side index arrays (gather_rows) and the
+     * source chunks of converting uploads (upload.cu); grown on demand, not
+     * counted in tdm_device_t.cur_bytes. */
     void          *stage;
     int64_t        stage_bytes;
+    void          *prof;       /* op profile (profile.cu), NULL unless TDM_PROFILE=1 */
+    void          *lt;         /* cuBLASLt handle, workspace and plans (gemm_lt.cu) */
+    /* Pinned host ring of the staged uploads (upload.cu): up_pin[i] holds
+     * up_bytes (TDM_CUDA_UPLOAD_CHUNK once allocated, 0 before); the next
+     * staged bytes go at offset up_fill of buffer up_cur; up_done[i] is
+     * recorded on `stream` after each copy that reads up_pin[i], so a buffer
+     * is written again only once those copies are done. up_pageable: pinned
+     * memory could not be had, so uploads copy from pageable memory. The ring
+     * is allocated by the first large upload and freed by
+     * tdm_cuda_upload_release; not counted in tdm_device_t.cur_bytes. */
+    void          *up_pin[TDM_CUDA_UPLOAD_NBUF];
+    cudaEvent_t    up_done[TDM_CUDA_UPLOAD_NBUF];
+    int64_t        up_bytes;
+    int64_t        up_fill;
+    int            up_cur;
+    int            up_pageable;
 } tdm_cuda_impl_t;
 
 /* Formats the failure of `call` at file:line as the last error; keeps it on
@@ -38,6 +55,22 @@ tdm_cuda_impl_t *tdm_cuda_ctx(tdm_device_t *d);
 /* At least `bytes` of device staging memory on d (stream-ordered reuse), or
  * NULL after recording the failure. */
 void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes);
+
+/* cuBLASLt linear with the bias (and GELU-tanh when `gelu`) in the
+ * epilogue (gemm_lt.cu): y (M, N; rows ldy apart) = act(xh (M, K) · W^T
+ * [+ b]), xh and W in d->gemm_dtype. Returns 0 without queueing anything
+ * when cuBLASLt has no plan for the shape. */
+extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, float *y, int64_t ldy, const void *xh,
+                                  const void *W, const float *b, int64_t M, int64_t K, int64_t N,
+                                  int gelu);
+/* Releases the cuBLASLt state of c (device free). */
+extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c);
+
+/* Frees the pinned upload ring of c after waiting for c->stream; the next
+ * large upload allocates it again. The GPU of c must be current
+ * (cudaSetDevice); tdm_cuda_device_free calls it before destroying the
+ * stream. A no-op when no ring is allocated or c is NULL. */
+void tdm_cuda_upload_release(tdm_cuda_impl_t *c);
 
 /* Checks a CUDA runtime call; on failure records it (tdm_cuda_fail) and
  * jumps to `fail`. Needs `tdm_device_t *d` in scope. */

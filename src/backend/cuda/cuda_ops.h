@@ -18,6 +18,17 @@ void tdm_cuda_device_free(tdm_device_t *d);
 /* Number of CUDA devices (0 when there is no driver or GPU). */
 int tdm_cuda_device_count(void);
 
+/* Op-level GPU profile (profile.cu), active when TDM_PROFILE=1 was set at
+ * device init; otherwise every call is a no-op. begin/end bracket the work
+ * queued in between under `name` (a string literal; brackets may nest).
+ * report prints the totals since the last report to stderr and resets
+ * them; device free reports what is left. */
+void tdm_cuda_prof_init(tdm_device_t *d);
+void tdm_cuda_prof_begin(tdm_device_t *d);
+void tdm_cuda_prof_end(tdm_device_t *d, const char *name);
+void tdm_cuda_prof_report(tdm_device_t *d, const char *title);
+void tdm_cuda_prof_free(tdm_device_t *d);
+
 /* linear / gemm / conv2d: with d->gemm_dtype F16 or BF16, W (linear), B
  * (gemm) and w (conv) are weights stored in that type (backend/ops.h has
  * the contract); the float32 activation is rounded into the device's staging
@@ -25,6 +36,8 @@ int tdm_cuda_device_count(void);
  * tensor cores with float32 accumulation and output. */
 void tdm_cuda_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
                      int64_t M, int64_t K, int64_t N);
+void tdm_cuda_linear_gelu(tdm_device_t *dev, float *y, int64_t ldy, const float *x,
+                          const float *W, const float *b, int64_t M, int64_t K, int64_t N);
 void tdm_cuda_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
                    float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                    float beta, float *C, int64_t ldc);
@@ -96,6 +109,35 @@ void tdm_cuda_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const 
                              int64_t D);
 void tdm_cuda_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
                       int64_t rows, int64_t cols);
+
+/* Host→device uploads of whole buffers (weights), in upload.cu. Large copies
+ * go through a ring of TDM_CUDA_UPLOAD_NBUF pinned host buffers of
+ * TDM_CUDA_UPLOAD_CHUNK bytes each (the device's, allocated on first use,
+ * 64 MiB of page-locked host memory): the host copies the next piece into one
+ * buffer while the DMA of the previous piece runs from another. */
+#define TDM_CUDA_UPLOAD_NBUF  4
+#define TDM_CUDA_UPLOAD_CHUNK (16LL << 20)
+
+/* Copies `bytes` from host `src` (any memory, e.g. a file mapping; any
+ * alignment) to device `dst` on d's stream. src may be reused or unmapped as
+ * soon as this returns; the last piece may still be in flight on the stream,
+ * so later work on the stream (and every sync / download) sees dst complete.
+ * Copies under 1 MiB made before the ring exists go straight from pageable
+ * memory (cudaMemcpyAsync + stream sync); without pinned memory every copy
+ * does. Returns 1, or 0 with the failure as the last error (a device failure
+ * is also kept on the device; an earlier kept failure is reported too). */
+int tdm_cuda_upload_staged(tdm_device_t *d, void *dst, const void *src, int64_t bytes);
+
+/* Uploads n elements of host `src` stored as `from` into device `dst` as
+ * `to` (each of TDM_F32, TDM_F16, TDM_BF16): the source bytes are staged as
+ * by tdm_cuda_upload_staged into the device's staging buffer (tdm_cuda_stage)
+ * and converted there, bit for bit as the host does (tdm_f16_to_f32,
+ * tdm_bf16_to_f32, then tdm_f32_to_f16 / tdm_f32_to_bf16 with round to
+ * nearest even; F16↔BF16 go through float32). from == to is a plain staged
+ * copy. Same lifetime and return contract as tdm_cuda_upload_staged; another
+ * dtype is TDM_ERR_INVALID_ARG (not kept on the device). */
+int tdm_cuda_upload_convert(tdm_device_t *d, void *dst, tdm_dtype to, const void *src,
+                            tdm_dtype from, int64_t n);
 
 #ifdef __cplusplus
 }

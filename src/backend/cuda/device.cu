@@ -54,10 +54,17 @@ int tdm_cuda_device_count(void) {
 
 /* ---- tdm_device_ops_t ----------------------------------------------------- */
 
+/* Device memory comes from the GPU's stream-ordered memory pool
+ * (cudaMallocAsync on the device's stream). The pool keeps what is freed
+ * (release threshold: unlimited) and hands it out again, so after the first
+ * denoising step no allocation reaches the driver and no free waits for the
+ * GPU: the pool is the device's arena, grown to the working set once and
+ * returned to the driver only by tdm_dev_trim (between stages). Frees are
+ * ordered after every op queued before them on the same stream. */
 static void *cuda_alloc(tdm_device_t *d, int64_t bytes) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, (size_t)bytes);
+    cudaError_t e = cudaMallocAsync(&p, (size_t)bytes, c->stream);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         size_t fr = 0, tot = 0;
@@ -69,26 +76,34 @@ static void *cuda_alloc(tdm_device_t *d, int64_t bytes) {
         } else {
             (void)cudaGetLastError();
             tdm_errorf(e == cudaErrorMemoryAllocation ? TDM_ERR_NOMEM : TDM_ERR_INTERNAL,
-                       "cuda:%d: cudaMalloc of %lld bytes failed: %s", d->index, (long long)bytes,
-                       cudaGetErrorString(e));
+                       "cuda:%d: cudaMallocAsync of %lld bytes failed: %s", d->index,
+                       (long long)bytes, cudaGetErrorString(e));
         }
         return NULL;
     }
     TDM_CUDA_CHECK(cudaMemsetAsync(p, 0, (size_t)bytes, c->stream));
     return p;
 fail:
-    cudaFree(p);
+    cudaFreeAsync(p, c->stream);
     return NULL;
 }
 
 static void cuda_free(tdm_device_t *d, void *p) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     if (!p) return;
-    /* ops queued on the stream may still use p */
+    /* stream-ordered: the block is reused only by work queued after this */
+    TDM_CUDA_CHECK(cudaFreeAsync(p, c->stream));
+fail:;
+}
+
+/* Gives the pool's unused memory back to the driver (tdm_dev_trim). */
+static void cuda_trim(tdm_device_t *d) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    cudaMemPool_t pool;
     TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
-fail:
-    /* freed even after a failed sync; the failure is kept on the device */
-    (void)cudaFree(p);
+    TDM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, d->index));
+    TDM_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+fail:;
 }
 
 static int cuda_zero(tdm_device_t *d, void *p, int64_t bytes) {
@@ -99,14 +114,10 @@ fail:
     return 0;
 }
 
+/* Through the pinned staging ring (upload.cu): src may be reused as soon as
+ * this returns; later work on the stream sees the finished copy. */
 static int cuda_upload(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
-    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
-    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyHostToDevice, c->stream));
-    /* the caller may reuse src as soon as this returns */
-    TDM_CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    return report_kept(d);
-fail:
-    return 0;
+    return tdm_cuda_upload_staged(d, dst, src, bytes);
 }
 
 static int cuda_download(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
@@ -137,7 +148,7 @@ fail:
 }
 
 static const tdm_device_ops_t g_cuda_ops = {
-    cuda_alloc, cuda_free, cuda_zero, cuda_upload, cuda_download, cuda_copy, cuda_sync,
+    cuda_alloc, cuda_free, cuda_zero, cuda_upload, cuda_download, cuda_copy, cuda_sync, cuda_trim,
 };
 
 void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes) {
@@ -170,11 +181,18 @@ tdm_status tdm_cuda_device_init(tdm_device_t *d, int index) {
     d->impl = c;
     TDM_CUDA_CHECK(cudaSetDevice(index));
     TDM_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    {   /* the pool keeps freed memory for reuse (see cuda_alloc) */
+        cudaMemPool_t pool;
+        uint64_t keep = UINT64_MAX;
+        TDM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, index));
+        TDM_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    }
     TDM_CUBLAS_CHECK(cublasCreate(&c->blas));
     TDM_CUBLAS_CHECK(cublasSetStream(c->blas, c->stream));
     /* float32 correctness path: plain FP32 FMA GEMMs, no TF32 tensor cores */
     TDM_CUBLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
     d->ops = &g_cuda_ops;
+    tdm_cuda_prof_init(d);
     return TDM_OK;
 fail:
     st = c->err_status != TDM_OK ? c->err_status : TDM_ERR_INTERNAL;
@@ -194,9 +212,16 @@ void tdm_cuda_device_free(tdm_device_t *d) {
     tdm_cuda_impl_t *c = impl_of(d);
     cudaSetDevice(d->index);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    tdm_cuda_upload_release(c);
+    tdm_cuda_prof_free(d);
+    tdm_cuda_lt_free(c);
     if (c->stage) cudaFree(c->stage);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
+    {
+        cudaMemPool_t pool;
+        if (cudaDeviceGetDefaultMemPool(&pool, d->index) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
+    }
     (void)cudaGetLastError();
     free(c);
     d->impl = NULL;

@@ -79,6 +79,7 @@ static const void *stage_half(tdm_device_t *d, tdm_cuda_impl_t *c, const float *
     void *h = tdm_cuda_stage(d, n * 2 > 0 ? n * 2 : 2);
     if (!h) return NULL;
     if (n <= 0) return h;
+    tdm_cuda_prof_begin(d);
     if (ldx == cols && n % 4 == 0 && ((uintptr_t)x & 15) == 0) {
         if (d->gemm_dtype == TDM_BF16)
             cast_vec4_kernel<<<tdm_cuda_blocks(n / 4, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
@@ -96,8 +97,10 @@ static const void *stage_half(tdm_device_t *d, tdm_cuda_impl_t *c, const float *
                                c->stream>>>((__half *)h, x, rows, cols, ldx);
         TDM_CUDA_LAUNCHED("cast_rows_kernel");
     }
+    tdm_cuda_prof_end(d, "cast to half");
     return h;
 fail:
+    tdm_cuda_prof_end(d, "cast to half");
     return NULL;
 }
 
@@ -141,9 +144,23 @@ extern "C" void tdm_cuda_linear(tdm_device_t *d, float *y, const float *x, const
                                 const float *b, int64_t M, int64_t K, int64_t N) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     if (M <= 0 || N <= 0) return;
+    if (gemm_is_half(d) && K > 0) {   /* bias in the GEMM epilogue when cuBLASLt can */
+        const void *xh = stage_half(d, c, x, M, K, K);
+        if (!xh) return;
+        if (tdm_cuda_linear_lt(d, y, N, xh, W, b, M, K, N, 0)) return;
+        if (b) {
+            fill_rows_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                               c->stream>>>(y, b, M, N);
+            TDM_CUDA_LAUNCHED("fill_rows_kernel");
+        }
+        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, y, N);
+        return;
+    }
     if (b) {
+        tdm_cuda_prof_begin(d);
         fill_rows_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
                            c->stream>>>(y, b, M, N);
+        tdm_cuda_prof_end(d, "bias fill");
         TDM_CUDA_LAUNCHED("fill_rows_kernel");
     }
     /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
@@ -198,21 +215,49 @@ extern "C" int64_t tdm_cuda_conv2d_scratch(tdm_device_t *d, int64_t Cin, int64_t
 __device__ static inline void to_half(float *p, float v) { *p = v; }
 
 /* col (K, rows·Wo): the patches of x (Cin, H, W) under output rows
- * [oy0, oy0 + rows); taps in the padding are 0. One thread per element.
- * T = float, or the half type of a half GEMM (rounded to nearest even). */
+ * [oy0, oy0 + rows); taps in the padding are 0. Grid: blockIdx.y is the
+ * column-matrix row r = (ch, i, j), so the tap is decoded once per block;
+ * threads of a block take consecutive output positions of that row
+ * (coalesced writes, mostly coalesced reads) with 32-bit index math (a tile
+ * holds at most TDM_CUDA_CONV_TILE_BYTES / 4 elements). T = float, or the
+ * half type of a half GEMM (rounded to nearest even). */
 template <typename T>
-__global__ void im2col_kernel(T *col, const float *x, int64_t Cin, int64_t H, int64_t W,
-                              int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pl,
-                              int64_t Wo, int64_t oy0, int64_t rows) {
-    int64_t N = rows * Wo, n = Cin * kh * kw * N;
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
-         e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t r = e / N, p = e % N;
-        int64_t ch = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
-        int64_t t = p / Wo, ox = p % Wo;
-        int64_t iy = (oy0 + t) * stride - pt + i, ix = ox * stride - pl + j;
-        to_half(&col[e], (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(ch * H + iy) * W + ix]
-                                                                   : 0.0f);
+__global__ void im2col_kernel(T *col, const float *x, int r0, int H, int W, int kh, int kw,
+                              int stride, int pt, int pl, int Wo, int oy0, int N) {
+    const int r = r0 + (int)blockIdx.y, ch = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+    const float *xc = x + (int64_t)ch * H * W;
+    T *cr = col + (int64_t)r * N;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < N; p += gridDim.x * blockDim.x) {
+        int t = p / Wo, ox = p - t * Wo;
+        int iy = (oy0 + t) * stride - pt + i, ix = ox * stride - pl + j;
+        to_half(&cr[p], (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xc[iy * W + ix] : 0.0f);
+    }
+}
+
+/* im2col_kernel for a half column matrix with N % 8 == 0: each thread makes 8
+ * consecutive positions of its row and stores them as one 16-byte word (the
+ * scalar kernel's 2-byte stores and per-element division dominated the conv
+ * time of the SD UNet). */
+template <typename T>
+__global__ void im2col8_kernel(T *col, const float *x, int r0, int H, int W, int kh, int kw,
+                               int stride, int pt, int pl, int Wo, int oy0, int N) {
+    struct __align__(16) oct { T v[8]; };
+    const int r = r0 + (int)blockIdx.y, ch = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
+    const float *xc = x + (int64_t)ch * H * W;
+    oct *cr = reinterpret_cast<oct *>(col + (int64_t)r * N);
+    for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < N / 8; q += gridDim.x * blockDim.x) {
+        int p = q * 8, t = p / Wo, ox = p - t * Wo;
+        oct o;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            int iy = (oy0 + t) * stride - pt + i, ix = ox * stride - pl + j;
+            to_half(&o.v[k], (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xc[iy * W + ix] : 0.0f);
+            if (++ox == Wo) {
+                ox = 0;
+                t++;
+            }
+        }
+        cr[q] = o;
     }
 }
 
@@ -237,8 +282,10 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     int64_t rows = conv_tile_rows(K, Ho, Wo);
     if (B <= 0 || Cout <= 0 || P <= 0) return;
     if (b) {
+        tdm_cuda_prof_begin(d);
         fill_channels_kernel<<<tdm_cuda_blocks(B * Cout * P, TDM_CUDA_THREADS), TDM_CUDA_THREADS,
                                0, c->stream>>>(y, b, B, Cout, P);
+        tdm_cuda_prof_end(d, "bias fill");
         TDM_CUDA_LAUNCHED("fill_channels_kernel");
     }
     if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) {
@@ -264,18 +311,34 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
         float *yn = y + n * Cout * P;
         for (int64_t oy0 = 0; oy0 < Ho; oy0 += rows) {
             int64_t nr = Ho - oy0 < rows ? Ho - oy0 : rows, N = nr * Wo;
-            unsigned nb = tdm_cuda_blocks(K * N, TDM_CUDA_THREADS);
-            /* y[:, tile] (Cout, N), row stride P = w (Cout, K) · col (K, N) [+ y];
-             * a half col takes the first half of the float32-sized scratch */
-            if (d->gemm_dtype == TDM_BF16)
-                im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
-                    (__nv_bfloat16 *)scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
-            else if (d->gemm_dtype == TDM_F16)
-                im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
-                    (__half *)scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
-            else
-                im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
-                    scratch, xn, Cin, H, W, kh, kw, stride, pt, pl, Wo, oy0, nr);
+            unsigned nbx = (unsigned)((N + TDM_CUDA_THREADS - 1) / TDM_CUDA_THREADS);
+            tdm_cuda_prof_begin(d);
+            for (int64_t r0 = 0; r0 < K; r0 += 65535) {   /* gridDim.y <= 65535 */
+                dim3 nb(nbx > 64 ? 64 : nbx, (unsigned)(K - r0 < 65535 ? K - r0 : 65535));
+                const int vec = N % 8 == 0 && ((uintptr_t)scratch & 15) == 0;
+                dim3 nb8((unsigned)((N / 8 + TDM_CUDA_THREADS - 1) / TDM_CUDA_THREADS), nb.y);
+                if (vec && d->gemm_dtype == TDM_BF16)
+                    im2col8_kernel<<<nb8, TDM_CUDA_THREADS, 0, c->stream>>>(
+                        (__nv_bfloat16 *)scratch, xn, (int)r0, (int)H, (int)W, (int)kh, (int)kw,
+                        (int)stride, (int)pt, (int)pl, (int)Wo, (int)oy0, (int)N);
+                else if (vec && d->gemm_dtype == TDM_F16)
+                    im2col8_kernel<<<nb8, TDM_CUDA_THREADS, 0, c->stream>>>(
+                        (__half *)scratch, xn, (int)r0, (int)H, (int)W, (int)kh, (int)kw,
+                        (int)stride, (int)pt, (int)pl, (int)Wo, (int)oy0, (int)N);
+                else if (d->gemm_dtype == TDM_BF16)
+                    im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
+                        (__nv_bfloat16 *)scratch, xn, (int)r0, (int)H, (int)W, (int)kh, (int)kw,
+                        (int)stride, (int)pt, (int)pl, (int)Wo, (int)oy0, (int)N);
+                else if (d->gemm_dtype == TDM_F16)
+                    im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
+                        (__half *)scratch, xn, (int)r0, (int)H, (int)W, (int)kh, (int)kw,
+                        (int)stride, (int)pt, (int)pl, (int)Wo, (int)oy0, (int)N);
+                else
+                    im2col_kernel<<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
+                        scratch, xn, (int)r0, (int)H, (int)W, (int)kh, (int)kw, (int)stride,
+                        (int)pt, (int)pl, (int)Wo, (int)oy0, (int)N);
+            }
+            tdm_cuda_prof_end(d, "im2col");
             TDM_CUDA_LAUNCHED("im2col_kernel");
             if (gemm_is_half(d))
                 gemm_rm_half(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo,
@@ -332,6 +395,55 @@ __global__ void group_norm_kernel(float *y, const float *x, const float *gamma,
     }
 }
 
+/* Group norm over few, large groups (SD's 32 groups × batch 2 = 64 blocks
+ * would leave half of an H100 idle): each group is cut into P slices, one
+ * block per (group, slice), in three launches — slice sums (double), slice
+ * sums of squared deviations from the group mean, then the affine pass. A
+ * group's statistics add its P partials in slice order, so the result does
+ * not depend on scheduling. part holds 2·BG·P doubles. */
+__global__ void gn_sum_kernel(double *part, const float *x, int64_t n, int P, int pass) {
+    __shared__ double sh[32];
+    const int64_t bg = blockIdx.y, p = blockIdx.x;
+    const int64_t len = (n + P - 1) / P, lo = p * len, hi = lo + len < n ? lo + len : n;
+    const float *xs = x + bg * n;
+    double mean = 0;
+    if (pass) {
+        for (int i = 0; i < P; i++) mean += part[bg * P + i];
+        mean /= (double)n;
+    }
+    double s = 0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        double v = xs[i];
+        s += pass ? (v - mean) * (v - mean) : v;
+    }
+    s = tdm_block_sum(s, sh);
+    if (threadIdx.x == 0) part[(int64_t)pass * gridDim.y * P + bg * P + p] = s;
+}
+
+__global__ void gn_apply_kernel(float *y, const float *x, const double *part, const float *gamma,
+                                const float *beta, int64_t G, int64_t cg, int64_t S, int P,
+                                float eps, int silu) {
+    const int64_t bg = blockIdx.y, g = bg % G, n = cg * S;
+    const int64_t len = (n + P - 1) / P, lo = (int64_t)blockIdx.x * len;
+    const int64_t hi = lo + len < n ? lo + len : n;
+    double sum = 0, sq = 0;
+    for (int i = 0; i < P; i++) {
+        sum += part[bg * P + i];
+        sq += part[(int64_t)gridDim.y * P + bg * P + i];
+    }
+    const double mean = sum / (double)n;
+    const float rstd = (float)(1.0 / sqrt(sq / (double)n + (double)eps)), meanf = (float)mean;
+    const float *xs = x + bg * n;
+    float *ys = y + bg * n;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        int64_t ch = g * cg + i / S;
+        float ga = gamma ? gamma[ch] : 1.0f, be = beta ? beta[ch] : 0.0f;
+        float v = (xs[i] - meanf) * (rstd * ga) + be;
+        if (silu) v = v / (1.0f + expf(-v));
+        ys[i] = v;
+    }
+}
+
 extern "C" void tdm_cuda_group_norm(tdm_device_t *d, float *y, const float *x, const float *gamma,
                                     const float *beta, int64_t B, int64_t C, int64_t S, int64_t G,
                                     float eps, int silu) {
@@ -341,6 +453,25 @@ extern "C" void tdm_cuda_group_norm(tdm_device_t *d, float *y, const float *x, c
         tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "group_norm_kernel", __FILE__, __LINE__,
                       "more than 2^31-1 groups");
         return;
+    }
+    {
+        const int64_t n = C / G * S;
+        /* slices of >= 8K elements, enough blocks for ~4 per SM */
+        int64_t P = (528 + B * G - 1) / (B * G);
+        if (P > n / 8192) P = n / 8192;
+        if (P > 1 && B * G <= 65535) {
+            double *part = (double *)tdm_cuda_stage(d, 2 * B * G * P * (int64_t)sizeof(double));
+            if (!part) return;
+            dim3 grid((unsigned)P, (unsigned)(B * G));
+            gn_sum_kernel<<<grid, 256, 0, c->stream>>>(part, x, n, (int)P, 0);
+            TDM_CUDA_LAUNCHED("gn_sum_kernel");
+            gn_sum_kernel<<<grid, 256, 0, c->stream>>>(part, x, n, (int)P, 1);
+            TDM_CUDA_LAUNCHED("gn_sum_kernel");
+            gn_apply_kernel<<<grid, 256, 0, c->stream>>>(y, x, part, gamma, beta, G, C / G, S,
+                                                          (int)P, eps, silu);
+            TDM_CUDA_LAUNCHED("gn_apply_kernel");
+            return;
+        }
     }
     group_norm_kernel<<<(unsigned)(B * G), TDM_NORM_THREADS, 0, c->stream>>>(
         y, x, gamma, beta, G, C / G, S, eps, silu);
@@ -407,6 +538,34 @@ __global__ void silu_kernel(float *x, int64_t n) {
 }
 __global__ void gelu_kernel(float *x, int64_t n) { GRID_STRIDE(i, n) x[i] = gelu_erf(x[i]); }
 __global__ void gelu_tanh_kernel(float *x, int64_t n) { GRID_STRIDE(i, n) x[i] = gelu_tanh(x[i]); }
+/* y (M, N; rows ldy apart) = gelu_tanh(y [+ b]) */
+__global__ void bias_gelu_kernel(float *y, int64_t ldy, const float *b, int64_t M, int64_t N) {
+    GRID_STRIDE(i, M * N) {
+        int64_t r = i / N, j = i % N;
+        float v = y[r * ldy + j] + (b ? b[j] : 0.0f);
+        y[r * ldy + j] = gelu_tanh(v);
+    }
+}
+
+extern "C" void tdm_cuda_linear_gelu(tdm_device_t *d, float *y, int64_t ldy, const float *x,
+                                     const float *W, const float *b, int64_t M, int64_t K,
+                                     int64_t N) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (M <= 0 || N <= 0) return;
+    if (gemm_is_half(d) && K > 0) {   /* one cuBLASLt kernel when it has a plan */
+        const void *xh = stage_half(d, c, x, M, K, K);
+        if (!xh) return;
+        if (tdm_cuda_linear_lt(d, y, ldy, xh, W, b, M, K, N, 1)) return;
+        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, 0.0f, y, ldy);
+    } else {
+        gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, 0.0f, y, ldy);
+    }
+    bias_gelu_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                       c->stream>>>(y, ldy, b, M, N);
+    TDM_CUDA_LAUNCHED("bias_gelu_kernel");
+fail:;
+}
+
 __global__ void quick_gelu_kernel(float *x, int64_t n) {
     GRID_STRIDE(i, n) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
 }

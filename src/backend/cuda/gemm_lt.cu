@@ -1,0 +1,170 @@
+/* gemm_lt.cu — the half-precision linear layer through cuBLASLt, with the
+ * bias (and the GELU of a feed-forward) applied in the GEMM's epilogue, so a
+ * biased linear is one kernel that writes its output once, instead of a
+ * bias-fill pass plus a GEMM that reads the output back (beta = 1).
+ *
+ * cuBLASLt wants a descriptor, three layouts and an algorithm per problem
+ * shape; finding the algorithm (the heuristic query) costs tens of
+ * microseconds of host time, as much as a small GEMM runs, so each device
+ * keeps the plans of the shapes it has seen (a denoiser has a few dozen)
+ * and a repeated shape costs one attribute write and the launch. */
+#include <cublasLt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+#define LT_PLANS 256
+#define LT_WORKSPACE ((size_t)32 << 20)
+
+typedef struct {
+    int64_t M, K, N, ldy;
+    int epi, dtype;
+    uint32_t align;                  /* pointer alignment the algorithm may assume */
+    int ok;                          /* 0: cuBLASLt has no algorithm; use the fallback */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+typedef struct tdm_cuda_lt {
+    cublasLtHandle_t h;
+    void *ws;
+    lt_plan plan[LT_PLANS];
+    int nplan;
+} tdm_cuda_lt;
+
+static void plan_destroy(lt_plan *p) {
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    memset(p, 0, sizeof *p);
+}
+
+extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c) {
+    tdm_cuda_lt *lt = c ? (tdm_cuda_lt *)c->lt : NULL;
+    if (!lt) return;
+    for (int i = 0; i < lt->nplan; i++) plan_destroy(&lt->plan[i]);
+    if (lt->ws) cudaFree(lt->ws);
+    if (lt->h) cublasLtDestroy(lt->h);
+    free(lt);
+    c->lt = NULL;
+}
+
+/* The plan of (M, K, N, epilogue) for y (M, N) = x (M, K) · W^T (W (N, K))
+ * in d->gemm_dtype, made on first use; NULL when no plan can be had (the
+ * caller falls back to cublasGemmEx). Row-major y is column-major y^T
+ * (N, M): D = op(A) · B with A = W read column-major (K, N) transposed and
+ * B = x read column-major (K, M); the bias runs along D's rows (N). */
+static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t K, int64_t N,
+                         int64_t ldy, cublasLtEpilogue_t epi, uint32_t al) {
+    tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
+    int dt = (int)d->gemm_dtype;
+    if (!lt) {
+        lt = (tdm_cuda_lt *)calloc(1, sizeof *lt);
+        if (!lt) return NULL;
+        if (cublasLtCreate(&lt->h) != CUBLAS_STATUS_SUCCESS ||
+            cudaMalloc(&lt->ws, LT_WORKSPACE) != cudaSuccess) {
+            (void)cudaGetLastError();
+            if (lt->h) cublasLtDestroy(lt->h);
+            free(lt);
+            return NULL;
+        }
+        c->lt = lt;
+    }
+    for (int i = 0; i < lt->nplan; i++) {
+        lt_plan *p = &lt->plan[i];
+        if (p->M == M && p->K == K && p->N == N && p->ldy == ldy && p->epi == (int)epi &&
+            p->dtype == dt && p->align == al)
+            return p->ok ? p : NULL;
+    }
+    if (lt->nplan == LT_PLANS) return NULL;   /* more shapes than a model has: fall back */
+    lt_plan *p = &lt->plan[lt->nplan++];
+    memset(p, 0, sizeof *p);
+    p->M = M;
+    p->K = K;
+    p->N = N;
+    p->ldy = ldy;
+    p->epi = (int)epi;
+    p->dtype = dt;
+    p->align = al;
+    cudaDataType t = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    size_t ws = LT_WORKSPACE;
+    if (cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
+        cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
+        cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
+        cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, (uint64_t)N, (uint64_t)M, ldy) ||
+        cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof ws) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al,
+                                             sizeof al) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al,
+                                             sizeof al) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al,
+                                             sizeof al) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
+                                             sizeof al) ||
+        cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &res,
+                                       &found) ||
+        found < 1) {
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        plan_destroy(p);
+        p->M = M;   /* remembered as "no plan" so the query is not repeated */
+        p->K = K;
+        p->N = N;
+        p->ldy = ldy;
+        p->epi = (int)epi;
+        p->dtype = dt;
+        p->align = al;
+        return NULL;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    p->algo = res.algo;
+    p->ok = 1;
+    return p;
+}
+
+/* Largest power of two (at most 256) dividing the address. */
+static uint32_t align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
+/* y (M, N; rows ldy apart) = act(xh (M, K) · W^T [+ b]) with xh and W in
+ * d->gemm_dtype, b and y float32; act = cuBLASLt's GELU epilogue (the tanh
+ * approximation) when `gelu`, else none. Returns 0 (nothing queued, no
+ * error) when cuBLASLt has no plan for the shape, so the caller runs its
+ * fallback; 1 otherwise (a failure of the launch is kept on the device). */
+extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, float *y, int64_t ldy, const void *xh,
+                                  const void *W, const float *b, int64_t M, int64_t K, int64_t N,
+                                  int gelu) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    const float one = 1.0f, zero = 0.0f;
+    cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                  : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+    uint32_t al = align_of(y), aw = align_of(W), ax = align_of(xh);
+    if (aw < al) al = aw;
+    if (ax < al) al = ax;
+    if (b && align_of(b) < 16) return 0;
+    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al);
+    if (!p) return 0;
+    if (b) TDM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                           &b, sizeof b));
+    TDM_CUBLAS_CHECK(cublasLtMatmul(((tdm_cuda_lt *)c->lt)->h, p->op, &one, W, p->la, xh, p->lb,
+                                    &zero, y, p->ld, y, p->ld, &p->algo,
+                                    ((tdm_cuda_lt *)c->lt)->ws, LT_WORKSPACE, c->stream));
+    return 1;
+fail:
+    return 1;
+}
