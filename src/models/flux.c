@@ -63,6 +63,12 @@ struct tdm_flux {
     flux_lin_t proj_out;                       /* (out_channels, D) */
     flux_double_t *dbl;                        /* num_layers */
     flux_single_t *sgl;                        /* num_single_layers */
+    /* RoPE tables cos | sin (2, S, hd) on the device for the ids of the last
+     * forward (a denoising loop passes the same ids every step): rebuilt on
+     * the host only when T, N or an id changes. */
+    float  *rope;
+    float  *rope_ids;                          /* host copy: txt (T, 3) then img (N, 3) */
+    int64_t rope_T, rope_N;
     /* ownership of the loaded tensors */
     tdm_tensor_t **tensors;
     int64_t ntensors, cap_tensors;
@@ -319,6 +325,8 @@ fail:
 
 void tdm_flux_free(tdm_flux_t *m) {
     if (!m) return;
+    if (m->rope) tdm_dev_free(m->dev, m->rope, 2 * (m->rope_T + m->rope_N) * m->hd * (int64_t)sizeof(float));
+    free(m->rope_ids);
     for (int64_t i = 0; i < m->ntensors; i++) tdm_tensor_free(m->tensors[i]);
     free(m->tensors);
     free(m->dbl);
@@ -424,6 +432,18 @@ static void seg_linear(tdm_device_t *dev, float *y, const float *x, const flux_l
         tdm_op_linear(dev, y + (b * S + r0) * Nout, x + (b * S + r0) * K, l->w, l->b, L, K, Nout);
 }
 
+/* seg_linear followed by the tanh GELU, in one op. */
+static void seg_linear_gelu(tdm_device_t *dev, float *y, const float *x, const flux_lin_t *l,
+                            int64_t B, int64_t S, int64_t r0, int64_t L, int64_t K, int64_t Nout) {
+    if (L == S) {
+        tdm_op_linear_gelu(dev, y, Nout, x, l->w, l->b, B * S, K, Nout);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        tdm_op_linear_gelu(dev, y + (b * S + r0) * Nout, Nout, x + (b * S + r0) * K, l->w, l->b,
+                           L, K, Nout);
+}
+
 /* Joint attention over all S rows: RoPE on q, k, then softmax(q kᵀ/√hd) v → o. */
 static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S) {
     tdm_device_t *dev = m->dev;
@@ -467,9 +487,8 @@ static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t 
                                FLUX_LN_EPS);
     tdm_op_layer_norm_modulate(dev, w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N, D,
                                FLUX_LN_EPS);
-    seg_linear(dev, w->h, w->nx, &d->cff1, B, S, 0, T, D, 4 * D);
-    seg_linear(dev, w->h, w->nx, &d->ff1, B, S, T, N, D, 4 * D);
-    tdm_op_gelu_tanh(dev, w->h, B * S * 4 * D);
+    seg_linear_gelu(dev, w->h, w->nx, &d->cff1, B, S, 0, T, D, 4 * D);
+    seg_linear_gelu(dev, w->h, w->nx, &d->ff1, B, S, T, N, D, 4 * D);
     seg_linear(dev, w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
     seg_linear(dev, w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
     tdm_op_gated_add_rows(dev, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
@@ -486,10 +505,8 @@ static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t 
     tdm_op_linear(dev, mod, w->semb, s->mod.w, s->mod.b, B, D, ms);
     tdm_op_layer_norm_modulate(dev, w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D, FLUX_LN_EPS);
 
-    /* MLP branch straight into columns [D, 5D) of h (B*S, 5D): bias rows, then += nx·Wᵀ */
-    tdm_op_copy_2d(dev, w->h + D, 5 * D, s->mlp.b, 0, rows, 4 * D);
-    tdm_op_gemm(dev, 0, 1, rows, 4 * D, D, 1.0f, w->nx, D, s->mlp.w, D, 1.0f, w->h + D, 5 * D);
-    tdm_op_gelu_tanh(dev, w->h, rows * 5 * D);   /* columns [0, D) are overwritten below */
+    /* MLP branch straight into columns [D, 5D) of h (B*S, 5D) */
+    tdm_op_linear_gelu(dev, w->h + D, 5 * D, w->nx, s->mlp.w, s->mlp.b, rows, D, 4 * D);
 
     /* attention branch into columns [0, D) */
     tdm_op_linear(dev, w->q, w->nx, s->q.w, s->q.b, rows, D, D);
@@ -502,6 +519,43 @@ static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t 
 
     tdm_op_linear(dev, w->y, w->h, s->out.w, s->out.b, rows, 5 * D, D);
     tdm_op_gated_add_rows(dev, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
+}
+
+/* m->rope holds the tables of cat(txt_ids, img_ids): reused when the ids
+ * equal the last call's, else made in `host` (2·S·hd floats) and uploaded. */
+static tdm_status rope_cached(tdm_flux_t *m, const float *txt_ids, int64_t T,
+                              const float *img_ids, int64_t N, float *host) {
+    const int64_t S = T + N, hd = m->hd, bytes = 2 * S * hd * (int64_t)sizeof(float);
+    if (m->rope && m->rope_T == T && m->rope_N == N &&
+        (T == 0 || !memcmp(m->rope_ids, txt_ids, (size_t)(T * 3) * sizeof(float))) &&
+        !memcmp(m->rope_ids + T * 3, img_ids, (size_t)(N * 3) * sizeof(float)))
+        return TDM_OK;
+    if (m->rope) tdm_dev_free(m->dev, m->rope, 2 * (m->rope_T + m->rope_N) * hd * (int64_t)sizeof(float));
+    free(m->rope_ids);
+    m->rope_T = m->rope_N = 0;
+    m->rope_ids = malloc((size_t)(S * 3) * sizeof(float));
+    m->rope = tdm_dev_alloc(m->dev, bytes, "flux RoPE tables");
+    if (!m->rope_ids || !m->rope) {
+        free(m->rope_ids);
+        m->rope_ids = NULL;
+        if (m->rope) tdm_dev_free(m->dev, m->rope, bytes);
+        m->rope = NULL;
+        return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for the RoPE tables (%lld bytes)",
+                          (long long)bytes);
+    }
+    if (T) memcpy(m->rope_ids, txt_ids, (size_t)(T * 3) * sizeof(float));
+    memcpy(m->rope_ids + T * 3, img_ids, (size_t)(N * 3) * sizeof(float));
+    rope_tables(host, host + S * hd, txt_ids, T, m->info.axes_dims_rope, hd);
+    rope_tables(host + T * hd, host + S * hd + T * hd, img_ids, N, m->info.axes_dims_rope, hd);
+    tdm_status st = tdm_dev_upload(m->dev, m->rope, host, bytes, "flux RoPE tables");
+    if (st != TDM_OK) {
+        tdm_dev_free(m->dev, m->rope, bytes);
+        m->rope = NULL;
+        return st;
+    }
+    m->rope_T = T;
+    m->rope_N = N;
+    return TDM_OK;
 }
 
 /* dst (B, D) = TimestepEmbedding(Timesteps(v * 1000)): linear_1, SiLU, linear_2.
@@ -590,11 +644,9 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     }
 
     /* RoPE over ids = cat(txt_ids, img_ids), made on the host from the host ids */
-    rope_tables(host, host + S * hd, txt_ids, T, m->info.axes_dims_rope, hd);
-    rope_tables(host + T * hd, host + S * hd + T * hd, img_ids, N, m->info.axes_dims_rope, hd);
-    TDM_TRY(tdm_dev_upload(dev, w.cosb, host, S * hd * (int64_t)sizeof(float), "flux RoPE cos"));
-    TDM_TRY(tdm_dev_upload(dev, w.sinb, host + S * hd, S * hd * (int64_t)sizeof(float),
-                           "flux RoPE sin"));
+    TDM_TRY(rope_cached(m, txt_ids, T, img_ids, N, host));
+    w.cosb = m->rope;
+    w.sinb = m->rope + S * hd;
 
     for (int64_t i = 0; i < m->info.num_layers; i++) double_block(m, &m->dbl[i], &w, B, T, N);
     for (int64_t i = 0; i < m->info.num_single_layers; i++) single_block(m, &m->sgl[i], &w, B, S);
