@@ -78,7 +78,10 @@ int main(int argc, char **argv) {
     }
     for (int b = 0; b < B; b++) ts[b] = 981;
     double best = 1e30, sum = 0;
-    for (int i = 0; i < iters; i++) {
+    for (int i = -1; i < iters; i++) {   /* i = -1: warm-up, not timed */
+#ifdef TDM_HAVE_CUDA
+        if (i == 0) tdm_cuda_prof_report(&dev, "(load and warm-up)");   /* TDM_PROFILE=1 only */
+#endif
         t0 = now();
         if (tdm_unet_forward(u, x, B, H, W, ts, ctx, T, out) != TDM_OK ||
             tdm_dev_download(&dev, hx, out, 4, "out") != TDM_OK) {   /* waits for the device */
@@ -86,9 +89,13 @@ int main(int argc, char **argv) {
             return 1;
         }
         double dt = now() - t0;
+        if (i < 0) continue;
         sum += dt;
         if (dt < best) best = dt;
     }
+#ifdef TDM_HAVE_CUDA
+    tdm_cuda_prof_report(&dev, "(timed steps)");
+#endif
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"impl\": \"tandem\", \"dtype\": \"%s\", \"load_s\": %.3f, \"step_s_best\": %.4f, \"step_s_mean\": %.4f, "

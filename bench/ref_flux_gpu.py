@@ -1,48 +1,59 @@
-"""PyTorch/diffusers side of the FLUX GPU benchmark (bench/run_flux_gpu.sh); not a test.
+"""PyTorch/diffusers side of the FLUX GPU benchmarks (bench/run_flux_gpu.sh, run_flux_full_gpu.sh);
+not a test.
 
-  ref_flux_gpu.py step DIR GRID_H GRID_W TXT DTYPE ITERS   one transformer forward on cuda:0,
-      DTYPE fp32 (TF32 off) or bf16; the folder is made by ref_flux_cpu.py build.
+  ref_flux_gpu.py build DIR DOUBLE SINGLE   DIR/transformer: FluxTransformer2DModel at FLUX.1-dev's
+      width (24 heads x 128, T5 4096, CLIP 768, guidance embedding) with DOUBLE + SINGLE blocks
+      (19 + 38: the full 11.9 B-parameter model), diffusers' own random init (nn.Linear's uniform,
+      std ~ 0.58/sqrt(fan_in): activations stay finite) done on the GPU in bf16, saved as bf16
+      safetensors shards (~24 GB for the full model)
+  ref_flux_gpu.py step DIR GRID_H GRID_W TXT DTYPE ITERS   one transformer forward, batch 1, eager,
+      DTYPE fp32 (TF32 off) or bf16, the inputs of bench_flux.c; peak GPU memory counts the
+      resident weights. Folders from ref_flux_cpu.py build (float32) work too.
+TINY=1 / REF_DEVICE=cpu: see ref_common.py.
 """
-import json, sys
+import sys
 
 import torch
+
+from ref_common import DEVICE, DTYPES, TINY, bench_input, building, exact_fp32, load, report, time_calls
+
+
+def build(d, double, single):
+    from diffusers import FluxTransformer2DModel
+    torch.manual_seed(0)
+    width = dict(num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32) if TINY else \
+        dict(num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768)
+    with building(torch.bfloat16):
+        m = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=double, num_single_layers=single,
+                                   attention_head_dim=128, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+                                   **width)
+    m.save_pretrained(f"{d}/transformer", safe_serialization=True, max_shard_size="10GB")
 
 
 def step(d, gh, gw, txt, dtype, iters):
     from diffusers import FluxTransformer2DModel
-    torch.backends.cuda.matmul.allow_tf32 = False
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    m = FluxTransformer2DModel.from_pretrained(d, subfolder="transformer", torch_dtype=dt).to("cuda").eval()
-    g = torch.Generator().manual_seed(0)
-    n = gh * gw
-    img = torch.randn(1, n, 64, generator=g).to("cuda", dt)
-    enc = torch.randn(1, txt, 4096, generator=g).to("cuda", dt)
-    pooled = torch.randn(1, 768, generator=g).to("cuda", dt)
+    exact_fp32()
+    dt = DTYPES[dtype]
+    m, load_s = load(lambda: FluxTransformer2DModel.from_pretrained(d, subfolder="transformer", torch_dtype=dt))
+    cfg, n = m.config, gh * gw
+    img = bench_input((1, n, cfg.in_channels), 2).to(DEVICE, dt)
+    enc = bench_input((1, txt, cfg.joint_attention_dim), 3).to(DEVICE, dt)
+    pooled = bench_input((1, cfg.pooled_projection_dim), 4).to(DEVICE, dt)
     img_ids = torch.zeros(n, 3)
     img_ids[:, 1] = torch.arange(gh).repeat_interleave(gw)
     img_ids[:, 2] = torch.arange(gw).repeat(gh)
-    img_ids, txt_ids = img_ids.cuda(), torch.zeros(txt, 3).cuda()
     kw = dict(hidden_states=img, encoder_hidden_states=enc, pooled_projections=pooled,
-              timestep=torch.tensor([0.7], device="cuda", dtype=dt), img_ids=img_ids, txt_ids=txt_ids,
-              guidance=torch.tensor([3.5], device="cuda", dtype=dt), return_dict=False)
-    with torch.inference_mode():
-        for _ in range(2):
-            m(**kw)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(iters):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            m(**kw)
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-    times.sort()
-    print(json.dumps({"impl": "diffusers", "dtype": dtype, "torch": torch.__version__,
-                      "gpu": torch.cuda.get_device_name(0), "step_ms_median": round(times[len(times) // 2], 2),
-                      "step_ms_best": round(times[0], 2),
-                      "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}))
+              timestep=torch.tensor([0.7], device=DEVICE, dtype=dt), img_ids=img_ids.to(DEVICE),
+              txt_ids=torch.zeros(txt, 3, device=DEVICE), return_dict=False)
+    if cfg.guidance_embeds:
+        kw["guidance"] = torch.tensor([3.5], device=DEVICE, dtype=dt)
+    times, out, weights = time_calls(lambda: m(**kw)[0], iters)
+    report("diffusers", "flux_transformer", dtype, times, out, weights, load_s, batch=1, img_tokens=n,
+           txt_tokens=txt, blocks=[cfg.num_layers, cfg.num_single_layers])
 
 
 if __name__ == "__main__":
-    step(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]))
+    if sys.argv[1] == "build":
+        build(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        step(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]))
