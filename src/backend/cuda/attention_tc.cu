@@ -7,27 +7,50 @@
  * Two launches:
  *  1. tc_convert: q, k and v (float32, tokens-major) → half/bf16 copies in
  *     the device's staging buffer, head-major (B·H, Tp, DP): DP = D rounded
- *     up to the kernel's padded head dim (a multiple of 16), Tp = T rounded up
- *     to 64; the padding is zeros. One pass over the inputs; afterwards every
- *     tile of the attention kernel is a contiguous, aligned 64 × DP block.
- *  2. tc_attention_kernel (flash style, FlashAttention-2 layout): a block of
- *     4 warps takes 64 query rows of one (batch, head), 16 rows per warp.
- *     Key/value tiles of 64 rows stream through shared memory with cp.async,
- *     two stages deep (the next tile loads while this one is computed).
- *     S = Q K^T per warp with mma.sync m16n8k16 (fragments via ldmatrix),
- *     kept in registers; online softmax in float32 (scores scaled to log2
- *     units, exp2; causal / tail mask only on the tiles that need it); P is
- *     rounded to half/bf16 in registers — the S accumulator layout is the A-operand
- *     layout of the next mma — and O += P V with V fragments through
- *     ldmatrix.trans. O stays in float32 registers; the row sums are reduced
- *     across the quad once at the end. */
+ *     up to the kernel's padded head dim (a multiple of 16); Tp = T rounded
+ *     up to the attention kernel's query block (BQ: 128 or 64) for q, to 64
+ *     for k and v; the padding is zeros. One launch (grid z = q, k, v), one
+ *     pass over the inputs; afterwards every tile of the attention kernel is
+ *     a contiguous, aligned rows × DP block.
+ *  2. the attention kernel, flash style (FlashAttention-2 layout): a block
+ *     of 4 warps takes BQ query rows of one (batch, head). Key/value tiles
+ *     of 64 rows stream through shared memory with cp.async, two stages deep
+ *     (the next tile loads while this one is computed). S = Q K^T per warp
+ *     with mma.sync m16n8k16 (fragments via ldmatrix), kept in registers;
+ *     online softmax in float32 (scores in log2 units, exp2; causal / tail
+ *     mask only on the tiles that need it); P is rounded to half/bf16 in
+ *     registers — the S accumulator layout is the A-operand layout of the
+ *     next mma — and O += P V with V fragments through ldmatrix.trans. O
+ *     stays in float32 registers; the row sums are reduced across the quad
+ *     once at the end. Grid: heavy (causal) query blocks first.
+ *     Two kernels:
+ *     - tc2_attention_kernel (the default for padded head dims DP ≤ 128):
+ *       BQ = 128, 32 query rows per warp as two m16 row tiles, so every K
+ *       and V fragment read from shared memory feeds two mma (half the
+ *       shared-memory traffic per flop of the 16-row kernel). Q fragments
+ *       are loaded into registers once for DP ≤ 80; at DP = 128 they would
+ *       not fit next to the O and S accumulators (O 128 + S 64 + Q 64 = 256
+ *       registers; at DP = 96 they spilled), so there Q stays in shared
+ *       memory and is re-read per tile.
+ *       One barrier per key tile; a warp skips the tiles that the causal
+ *       mask hides from all of its 32 rows. The max is taken on the raw
+ *       scores and scaled afterwards (needs scale > 0; exact, as rounding
+ *       is monotonic), p = exp2(fma(s, scale·log2e, -m)).
+ *     - tc_attention_kernel (DP 160 / 192 / 256, Tq ≤ 64, scale ≤ 0, and on
+ *       request): BQ = 64, 16 query rows per warp, Q re-read from shared
+ *       memory per tile, two barriers per tile.
+ *     TDM_ATTN_TC=1 in the environment (read once per process) selects the
+ *     16-row kernel for every head dim, to compare the two in one build. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_common.cuh"
 
-#define TC_BQ 64        /* query rows per block (16 per warp) */
+#define TC_BQ 64        /* query rows per block of tc_attention_kernel (16 per warp) */
+#define TC2_BQ 128      /* query rows per block of tc2_attention_kernel (32 per warp) */
 #define TC_BK 64        /* keys per tile */
 #define TC_WARPS 4
 #define TC_THREADS (TC_WARPS * 32)
@@ -35,38 +58,64 @@
 
 /* ---- conversion ------------------------------------------------------------------ */
 
+/* two floats → packed half2/bf162, each rounded to nearest even, lo in the
+ * low 16 bits: one cvt instruction */
 template <bool BF>
-__device__ __forceinline__ unsigned short tc_bits(float x) {
-    if (BF) return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-    return __half_as_ushort(__float2half_rn(x));
+__device__ __forceinline__ unsigned tc_pack(float lo, float hi) {
+    unsigned r;
+    if (BF)
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    else
+        asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
 }
 
-/* dst (BH, Tp, DP) halves from src (B, T, H·D) floats; zero padding. One
- * thread writes 8 halves (16 bytes). */
+/* One tensor of a conversion: dst (BH, Tp, DP) halves from src (B, T, H·D)
+ * floats. vec: src is 16-byte aligned and D % 4 == 0, so full 8-float
+ * chunks load as two float4. */
+struct TcConvJob {
+    uint4 *dst;
+    const float *src;
+    int64_t T, Tp;
+    int vec;
+};
+struct TcConvArgs {
+    TcConvJob job[3];
+    int64_t H;
+    int D, DP;
+};
+
+/* Grid (x: chunks of one head, y: b·H + h, z: tensor); one thread writes 8
+ * halves (16 bytes) per step, zeros past T and D. Expects Tp · DP / 8 < 2^31
+ * (tdm_cuda_attention_tc checks). */
 template <bool BF>
-__global__ void tc_convert(uint4 *dst, const float *src, int64_t BH, int64_t H, int64_t T,
-                           int64_t Tp, int D, int DP) {
-    const int c8n = DP / 8;
-    const int64_t n = BH * Tp * c8n;
-    const int64_t HD = H * D;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        int c8 = (int)(i % c8n);
-        int64_t r = i / c8n;
-        int64_t t = r % Tp, bh = r / Tp;
-        int64_t b = bh / H, h = bh % H;
-        unsigned short e[8];
-        const float *s = src + (b * T + t) * HD + h * D;
+__global__ void tc_convert(TcConvArgs a) {
+    const TcConvJob &jb = blockIdx.z == 0 ? a.job[0] : blockIdx.z == 1 ? a.job[1] : a.job[2];
+    const unsigned c8n = (unsigned)a.DP / 8;
+    const int D = a.D;
+    const int64_t bh = blockIdx.y, b = bh / a.H, h = bh % a.H, HD = a.H * D;
+    const int T = (int)jb.T;
+    const unsigned n = (unsigned)(jb.Tp * c8n);
+    uint4 *dst = jb.dst + bh * n;
+    const float *src = jb.src + b * jb.T * HD + h * D;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const int t = (int)(i / c8n), d0 = (int)(i - t * c8n) * 8;
+        float f[8];
+        if (t < T && d0 + 8 <= D && jb.vec) {
+            const float4 *s4 = (const float4 *)(src + (int64_t)t * HD + d0);
+            float4 x = __ldg(s4), y = __ldg(s4 + 1);
+            f[0] = x.x; f[1] = x.y; f[2] = x.z; f[3] = x.w;
+            f[4] = y.x; f[5] = y.y; f[6] = y.z; f[7] = y.w;
+        } else {
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int d = c8 * 8 + j;
-            e[j] = tc_bits<BF>(t < T && d < D ? s[d] : 0.0f);
+            for (int j = 0; j < 8; j++)
+                f[j] = t < T && d0 + j < D ? __ldg(src + (int64_t)t * HD + d0 + j) : 0.0f;
         }
         uint4 w;
-        w.x = (unsigned)e[0] | ((unsigned)e[1] << 16);
-        w.y = (unsigned)e[2] | ((unsigned)e[3] << 16);
-        w.z = (unsigned)e[4] | ((unsigned)e[5] << 16);
-        w.w = (unsigned)e[6] | ((unsigned)e[7] << 16);
+        w.x = tc_pack<BF>(f[0], f[1]);
+        w.y = tc_pack<BF>(f[2], f[3]);
+        w.z = tc_pack<BF>(f[4], f[5]);
+        w.w = tc_pack<BF>(f[6], f[7]);
         dst[i] = w;
     }
 }
@@ -75,6 +124,10 @@ __global__ void tc_convert(uint4 *dst, const float *src, int64_t BH, int64_t H, 
 
 __device__ __forceinline__ void tc_cp16(void *smem, const void *gmem) {
     unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
+}
+/* the same with a shared-window address */
+__device__ __forceinline__ void tc_cp16s(unsigned sa, const void *gmem) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
 }
 __device__ __forceinline__ void tc_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -97,6 +150,17 @@ __device__ __forceinline__ void tc_ldm_x4_t(unsigned &r0, unsigned &r1, unsigned
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(sa));
 }
+/* the same two with a shared-window address, into r[0..3] */
+__device__ __forceinline__ void tc_ldsm(unsigned *r, unsigned sa) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(sa));
+}
+__device__ __forceinline__ void tc_ldsm_t(unsigned *r, unsigned sa) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(sa));
+}
 
 /* c += a · b, m16n8k16, row-major A, column-major B, float32 accumulators */
 template <bool BF>
@@ -114,19 +178,13 @@ __device__ __forceinline__ void tc_mma(float *c, unsigned a0, unsigned a1, unsig
             : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-/* two floats → packed half2/bf162, lo in the low 16 bits */
-template <bool BF>
-__device__ __forceinline__ unsigned tc_pack(float lo, float hi) {
-    return (unsigned)tc_bits<BF>(lo) | ((unsigned)tc_bits<BF>(hi) << 16);
-}
-
 __device__ __forceinline__ float tc_exp2(float x) {   /* 2^x; -inf → 0 */
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
 
-/* ---- attention kernel ------------------------------------------------------------ */
+/* ---- tc_attention_kernel: 16 query rows per warp ------------------------------------------------------------ */
 
 static size_t tc_smem_bytes(int DP) {
     /* Q (BQ rows) + 2 stages × (K, V) (BK rows each), rows of DP + PAD halves */
@@ -316,6 +374,309 @@ static cudaError_t tc_launch(cudaStream_t st, float *o, const unsigned short *qh
     return cudaGetLastError();
 }
 
+/* ---- tc2_attention_kernel: 32 query rows per warp -------------------------------- */
+
+static size_t tc2_smem_bytes(int DP) {
+    /* Q (128 rows) + 2 stages × (K, V) (64 rows each), rows of DP + PAD halves:
+     * 384 · (DP + 8) · 2 bytes, 104448 at DP = 128 (two blocks per SM fit) */
+    return (size_t)(TC2_BQ + 4 * TC_BK) * (DP + TC_PAD) * 2;
+}
+
+/* Copies rows [0, ROWS) of a (·, DP) half matrix starting at g into smem rows
+ * of DP + PAD halves at shared-window address s, with cp.async: ROWS · DP / 8
+ * chunks of 16 bytes, the same number per thread. */
+template <int DP, int ROWS>
+__device__ __forceinline__ void tc2_load(unsigned s, const unsigned short *g) {
+    constexpr int C8 = DP / 8, N = ROWS * C8 / TC_THREADS;
+    static_assert(ROWS * C8 % TC_THREADS == 0, "whole chunks per thread");
+    static_assert(TC_PAD == 8, "smem row = C8 + 1 chunks");
+    /* chunk e = row r · C8 + column c: global g + 8e halves (rows are dense),
+     * smem s + 16 (e + r) bytes (rows of C8 + 1 chunks) */
+    unsigned tid = threadIdx.x;
+    /* C8 not a divisor of THREADS (DP 48, 80, 96): e / C8 is no affine
+     * function of i, so there are N separate smem offsets; the thread index
+     * read again here (volatile) makes the compiler rebuild them per tile
+     * instead of keeping them live across the key loop (they spilled) */
+    if (TC_THREADS % C8 != 0) asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(tid));
+    const unsigned short *gt = g + tid * 8;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        const unsigned e = tid + i * TC_THREADS;
+        tc_cp16s(s + (e + e / C8) * 16, gt + i * TC_THREADS * 8);
+    }
+}
+
+/* Register cap per padded head dim (__maxnreg__; 255 = none). The kernels
+ * sit at the 255-register limit (O: DP registers, S: 64, Q fragments in
+ * registers: DP / 2), and what
+ * ptxas does there is brittle: at DP = 128, uncapped, it hoists enough K
+ * fragment loads to spill the row sums (4 LDL + 4 STL per key tile); capped at
+ * 232 it spills nothing (CUDA 13.0). Two blocks of 128 threads per SM need
+ * ≤ 256 registers each. Recheck with -Xptxas -v (spill stores / loads 0)
+ * after any change to the kernel. */
+template <int DP>
+struct Tc2Regs {
+    static constexpr int max = DP == 128 ? 232 : 255;
+};
+
+/* Fragment layouts (m16n8k16, g = lane / 4, t4 = lane % 4):
+ *   A (16×16, row-major): a0 (row g, k 2t4..+1), a1 (row g+8, k 2t4..),
+ *     a2 (row g, k 8+2t4..), a3 (row g+8, k 8+2t4..);
+ *   B (16×8, k × n): b0 (k 2t4..+1, n g), b1 (k 8+2t4.., n g);
+ *   C (16×8): c0, c1 (row g, n 2t4, 2t4+1), c2, c3 (row g+8, same n).
+ * ldmatrix.x4: lanes 8i..8i+7 give the row addresses of 8×8 matrix i
+ * (mi = lane / 8, row mr = lane % 8); register i receives matrix i, lane
+ * holding (row g, cols 2t4, 2t4+1) — or with .trans (rows 2t4, 2t4+1, col g).
+ *   Q (A of S = Q K^T): matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7),
+ *     (rows 0-7, k 8-15), (rows 8-15, k 8-15) → row (mi & 1)·8 + mr, col
+ *     (mi >> 1)·8: registers a0..a3.
+ *   K (B of S; K is stored key-major, which is the B "col" layout): for the
+ *     16 keys of a key pair np, matrices (keys 0-7, d 0-7), (keys 0-7, d 8-15),
+ *     (keys 8-15, d 0-7), (keys 8-15, d 8-15) → row (mi >> 1)·8 + mr, col
+ *     (mi & 1)·8: b0, b1 of key tile 2np, b0, b1 of key tile 2np + 1.
+ *   P (A of O += P V) from the S accumulators: keys 16kk..16kk+15 are S key
+ *     tiles 2kk (c0..c3 → a0, a1) and 2kk + 1 (→ a2, a3).
+ *   V (B of P V, k = key, n = d; stored key-major, so .trans): matrices
+ *     (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15,
+ *     d 8-15) → row (mi & 1)·8 + mr, col (mi >> 1)·8: b0, b1 of d tile 2dp,
+ *     b0, b1 of d tile 2dp + 1.
+ * Warp w owns block rows 32w..32w+31, row tile mt = rows 32w + 16mt + 0..15;
+ * a thread holds rows g and g + 8 (r = 0, 1) of each row tile.
+ * QREG: Q fragments in registers for the whole kernel (DP ≤ 80). */
+
+template <int DP, bool BF, bool QREG>
+__global__ void __maxnreg__(Tc2Regs<DP>::max)
+tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh,
+                     const unsigned short *vh, int H, int Tq, int Tk, int64_t Tqp,
+                     int64_t Tkp, int D, float scale_log2, int causal, int ovec) {
+    constexpr int LD = DP + TC_PAD, LDB = LD * 2;   /* smem row: halves, bytes */
+    constexpr int NDT = DP / 8;      /* 8-wide output column tiles */
+    constexpr int NKC = DP / 16;     /* 16-deep chunks of the head dim */
+    constexpr int NKT = TC_BK / 8;   /* 8-wide key tiles of S */
+    constexpr unsigned STAGE = 2 * TC_BK * LDB;   /* bytes of one K + V stage */
+    extern __shared__ __align__(16) unsigned short tc_smem[];
+    const unsigned sQ = (unsigned)__cvta_generic_to_shared(tc_smem);
+    const unsigned sK0 = sQ + TC2_BQ * LDB;       /* stage s: K at sK0 + s·STAGE, V + BK rows */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int mi = lane >> 3, mr = lane & 7;      /* ldmatrix: matrix, row */
+
+    const int64_t bh = blockIdx.y;
+    /* heavy (causal) blocks first */
+    const int i0 = (int)(gridDim.x - 1 - blockIdx.x) * TC2_BQ;
+    const unsigned short *qg = qh + (bh * Tqp + i0) * DP;
+    const unsigned short *kg = kh + bh * Tkp * DP;
+    const unsigned short *vg = vh + bh * Tkp * DP;
+
+    const int kend = causal ? (i0 + TC2_BQ < Tk ? i0 + TC2_BQ : Tk) : Tk;
+    const int ntiles = (kend + TC_BK - 1) / TC_BK;
+
+    tc2_load<DP, TC2_BQ>(sQ, qg);
+    if (ntiles > 0) {
+        tc2_load<DP, TC_BK>(sK0, kg);
+        tc2_load<DP, TC_BK>(sK0 + TC_BK * LDB, vg);
+    }
+    tc_commit();
+
+    const int qr0 = warp * 32;   /* this warp's first row in the block */
+    /* per-lane ldmatrix addresses; tile offsets are added as constants */
+    const unsigned qaddr = sQ + ((qr0 + (mi & 1) * 8 + mr) * LD + (mi >> 1) * 8) * 2;
+    const unsigned koff = (((mi >> 1) * 8 + mr) * LD + (mi & 1) * 8) * 2;
+    const unsigned voff = TC_BK * LDB + (((mi & 1) * 8 + mr) * LD + (mi >> 1) * 8) * 2;
+
+    unsigned qf[2][QREG ? NKC : 1][4];
+    if (QREG) {
+        tc_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int kc = 0; kc < (QREG ? NKC : 1); kc++)
+                tc_ldsm(qf[mt][kc], qaddr + mt * 16 * LDB + kc * 32);
+    }
+
+    float acc[2][NDT][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int i = 0; i < NDT; i++) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.0f;
+    /* running max (log2 units) and sum of rows (mt, r) */
+    float mrow[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
+    float lrow[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+
+    for (int t = 0; t < ntiles; t++) {
+        /* tile t has landed (this thread's copies; the barrier: everyone's),
+         * and every warp is done with tile t - 1, whose stage is refilled next */
+        tc_wait<0>();
+        __syncthreads();
+        if (t + 1 < ntiles) {
+            const unsigned sn = sK0 + ((t + 1) & 1) * STAGE;
+            /* (b, h) from a volatile read: the tile pointers are rebuilt here
+             * rather than kept live across the loop */
+            unsigned by;
+            asm volatile("mov.u32 %0, %%ctaid.y;\n" : "=r"(by));
+            const int64_t off = ((int64_t)by * Tkp + (int64_t)(t + 1) * TC_BK) * DP;
+            tc2_load<DP, TC_BK>(sn, kh + off);
+            tc2_load<DP, TC_BK>(sn + TC_BK * LDB, vh + off);
+            tc_commit();
+        }
+        const int j0 = t * TC_BK;
+        /* causal: the tile's keys all come after this warp's last row */
+        if (causal && j0 > i0 + qr0 + 31) continue;
+        const unsigned sKV = sK0 + (t & 1) * STAGE;
+
+        /* S = Q K^T for the warp's 32 rows × 64 keys (raw scores) */
+        float s[2][NKT][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int i = 0; i < NKT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < NKC; kc++) {
+            unsigned a[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                if (QREG) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) a[mt][e] = qf[mt][QREG ? kc : 0][e];
+                } else {
+                    tc_ldsm(a[mt], qaddr + mt * 16 * LDB + kc * 32);
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < NKT / 2; np++) {
+                unsigned bk[4];
+                tc_ldsm(bk, sKV + koff + np * 16 * LDB + kc * 32);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    tc_mma<BF>(s[mt][2 * np], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bk[0], bk[1]);
+                    tc_mma<BF>(s[mt][2 * np + 1], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bk[2], bk[3]);
+                }
+            }
+        }
+
+        /* mask: keys past Tk, and (causal) keys after the query row */
+        const bool need_mask = j0 + TC_BK > Tk || (causal && j0 + TC_BK - 1 > i0 + qr0);
+        if (need_mask) {
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int nt = 0; nt < NKT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int j = j0 + nt * 8 + 2 * t4 + (e & 1);
+                        const int qi = i0 + qr0 + mt * 16 + g + (e >> 1) * 8;
+                        if (j >= Tk || (causal && j > qi)) s[mt][nt][e] = -INFINITY;
+                    }
+        }
+
+        /* online softmax of rows (mt, r); scale > 0, so max(s · c) = max(s) · c */
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < NKT; nt++)
+                    mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mnew = fmaxf(mrow[mt][r], mx * scale_log2);
+                const float muse = mnew == -INFINITY ? 0.0f : mnew;
+                const float alpha = tc_exp2(mrow[mt][r] - muse);
+                mrow[mt][r] = mnew;
+                float ps = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NKT; nt++) {
+                    const float p0 = tc_exp2(fmaf(s[mt][nt][2 * r], scale_log2, -muse));
+                    const float p1 = tc_exp2(fmaf(s[mt][nt][2 * r + 1], scale_log2, -muse));
+                    s[mt][nt][2 * r] = p0;
+                    s[mt][nt][2 * r + 1] = p1;
+                    ps += p0 + p1;
+                }
+                lrow[mt][r] = lrow[mt][r] * alpha + ps;
+#pragma unroll
+                for (int i = 0; i < NDT; i++) {
+                    acc[mt][i][2 * r] *= alpha;
+                    acc[mt][i][2 * r + 1] *= alpha;
+                }
+            }
+
+        /* O += P V: P from the S registers, V^T fragments via ldmatrix.trans */
+#pragma unroll
+        for (int kk = 0; kk < TC_BK / 16; kk++) {
+            unsigned pa[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                pa[mt][0] = tc_pack<BF>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][1] = tc_pack<BF>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][2] = tc_pack<BF>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][3] = tc_pack<BF>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int dp = 0; dp < NKC; dp++) {
+                unsigned bv[4];
+                tc_ldsm_t(bv, sKV + voff + kk * 16 * LDB + dp * 32);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    tc_mma<BF>(acc[mt][2 * dp], pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3], bv[0], bv[1]);
+                    tc_mma<BF>(acc[mt][2 * dp + 1], pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3], bv[2], bv[3]);
+                }
+            }
+        }
+    }
+
+    /* row sums across the quad, normalize, store float32 (b, h computed only
+     * here: nothing but the accumulators lives across the loop) */
+    const int b = (int)blockIdx.y / H, h = (int)blockIdx.y % H;
+    const int64_t HD = (int64_t)H * D;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float l = lrow[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const int qi = i0 + qr0 + mt * 16 + g + r * 8;
+            if (qi >= Tq) continue;
+            float *orow = o + ((int64_t)b * Tq + qi) * HD + (int64_t)h * D;
+#pragma unroll
+            for (int i = 0; i < NDT; i++) {
+                const int d = i * 8 + 2 * t4;
+                if (ovec) {   /* D even, o 8-byte aligned: d < D ⇔ d + 1 < D */
+                    if (d < D)
+                        *(float2 *)(orow + d) = make_float2(acc[mt][i][2 * r] * inv, acc[mt][i][2 * r + 1] * inv);
+                } else {
+                    if (d < D) orow[d] = acc[mt][i][2 * r] * inv;
+                    if (d + 1 < D) orow[d + 1] = acc[mt][i][2 * r + 1] * inv;
+                }
+            }
+        }
+}
+
+template <int DP, bool BF>
+static cudaError_t tc2_launch(cudaStream_t st, float *o, const unsigned short *qh,
+                              const unsigned short *kh, const unsigned short *vh, int64_t B,
+                              int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp, int64_t Tkp, int D,
+                              float scale_log2, int causal) {
+    constexpr bool QREG = DP <= 80;   /* DP 96 with Q in registers spilled */
+    const size_t smem = tc2_smem_bytes(DP);
+    cudaError_t e = cudaFuncSetAttribute(tc2_attention_kernel<DP, BF, QREG>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    /* two blocks per SM at DP = 128 need 2 · 102 KB of the shared/L1 carveout */
+    e = cudaFuncSetAttribute(tc2_attention_kernel<DP, BF, QREG>,
+                             cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return e;
+    const int ovec = D % 2 == 0 && ((uintptr_t)o & 7) == 0;
+    dim3 grid((unsigned)(Tqp / TC2_BQ), (unsigned)(B * H));
+    tc2_attention_kernel<DP, BF, QREG><<<grid, TC_THREADS, smem, st>>>(
+        o, qh, kh, vh, (int)H, (int)Tq, (int)Tk, Tqp, Tkp, D, scale_log2, causal, ovec);
+    return cudaGetLastError();
+}
+
 /* The padded head dim the kernel is instantiated for: D rounded up to 16, then
  * to the next of 16, 32, 48, 64, 80, 96, 128, 160, 192, 256. */
 static int tc_padded_dim(int64_t D) {
@@ -346,6 +707,29 @@ static tc_launch_fn tc_pick(int DP) {
     }
 }
 
+template <bool BF>
+static tc_launch_fn tc2_pick(int DP) {
+    switch (DP) {
+    case 16: return tc2_launch<16, BF>;
+    case 32: return tc2_launch<32, BF>;
+    case 48: return tc2_launch<48, BF>;
+    case 64: return tc2_launch<64, BF>;
+    case 80: return tc2_launch<80, BF>;
+    case 96: return tc2_launch<96, BF>;
+    case 128: return tc2_launch<128, BF>;
+    default: return NULL;
+    }
+}
+
+/* TDM_ATTN_TC=1: the 16-row kernel for every head dim (read once). */
+static bool tc_force_old(void) {
+    static const bool v = [] {
+        const char *e = getenv("TDM_ATTN_TC");
+        return e != NULL && strcmp(e, "1") == 0;
+    }();
+    return v;
+}
+
 /* Returns 1 when it handled the call (launched, or recorded a failure on d),
  * 0 when the shape is outside what it supports (the caller runs FP32).
  * Expects B, Tq, Tk, H, D > 0. */
@@ -355,35 +739,52 @@ extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, float *o, const float *q, 
     const bool bf = d->gemm_dtype == TDM_BF16;
     const int DP = tc_padded_dim(D);
     const int64_t BH = B * H;
-    const int64_t Tqp = (Tq + TC_BQ - 1) / TC_BQ * TC_BQ, Tkp = (Tk + TC_BK - 1) / TC_BK * TC_BK;
-    if (DP == 0 || BH > 65535 || Tqp / TC_BQ > 0x7fffffff) return 0;
+    const float scale_log2 = scale * 1.4426950408889634f;
+    /* the 32-row kernel: DP ≤ 128, scale > 0 (its max is taken before scaling),
+     * more query rows than one 64-row block (else half its rows would be
+     * padding), token counts within int */
+    const bool two = DP != 0 && DP <= 128 && scale_log2 > 0.0f && !tc_force_old() &&
+                     Tq > TC_BQ && Tq <= 0x7fffffffLL - TC2_BQ && Tk <= 0x7fffffffLL - TC_BK;
+    const int64_t BQ = two ? TC2_BQ : TC_BQ;
+    const int64_t Tqp = (Tq + BQ - 1) / BQ * BQ, Tkp = (Tk + TC_BK - 1) / TC_BK * TC_BK;
+    if (DP == 0 || BH > 65535 || Tqp / BQ > 0x7fffffff) return 0;
+    if (Tqp * (DP / 8) > 0x7fffffffLL || Tkp * (DP / 8) > 0x7fffffffLL) return 0;   /* tc_convert */
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     const int64_t nq = BH * Tqp * DP, nk = BH * Tkp * DP;   /* halves */
     unsigned short *qh = (unsigned short *)tdm_cuda_stage(d, (nq + 2 * nk) * 2);
     if (!qh) return 1;   /* the failure is recorded */
     unsigned short *kh = qh + nq, *vh = kh + nk;
     {
+        TcConvArgs a;
         const float *src[3] = {q, k, v};
         unsigned short *dst[3] = {qh, kh, vh};
         const int64_t T[3] = {Tq, Tk, Tk}, Tp[3] = {Tqp, Tkp, Tkp};
         for (int i = 0; i < 3; i++) {
-            int64_t n8 = BH * Tp[i] * (DP / 8);
-            unsigned nb = tdm_cuda_blocks(n8, TDM_CUDA_THREADS);
-            if (bf)
-                tc_convert<true><<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
-                    (uint4 *)dst[i], src[i], BH, H, T[i], Tp[i], (int)D, DP);
-            else
-                tc_convert<false><<<nb, TDM_CUDA_THREADS, 0, c->stream>>>(
-                    (uint4 *)dst[i], src[i], BH, H, T[i], Tp[i], (int)D, DP);
-            TDM_CUDA_LAUNCHED("tc_convert");
+            a.job[i].dst = (uint4 *)dst[i];
+            a.job[i].src = src[i];
+            a.job[i].T = T[i];
+            a.job[i].Tp = Tp[i];
+            a.job[i].vec = D % 4 == 0 && ((uintptr_t)src[i] & 15) == 0;
         }
+        a.H = H;
+        a.D = (int)D;
+        a.DP = DP;
+        const int64_t n8 = (Tqp > Tkp ? Tqp : Tkp) * (DP / 8);   /* chunks of one head */
+        int64_t nbx = (n8 + TDM_CUDA_THREADS - 1) / TDM_CUDA_THREADS;
+        if (nbx > 65535) nbx = 65535;   /* the loop strides over the rest */
+        dim3 grid((unsigned)nbx, (unsigned)BH, 3);
+        if (bf)
+            tc_convert<true><<<grid, TDM_CUDA_THREADS, 0, c->stream>>>(a);
+        else
+            tc_convert<false><<<grid, TDM_CUDA_THREADS, 0, c->stream>>>(a);
+        TDM_CUDA_LAUNCHED("tc_convert");
     }
     {
-        tc_launch_fn fn = bf ? tc_pick<true>(DP) : tc_pick<false>(DP);
-        const float scale_log2 = scale * 1.4426950408889634f;
+        tc_launch_fn fn = two ? (bf ? tc2_pick<true>(DP) : tc2_pick<false>(DP))
+                              : (bf ? tc_pick<true>(DP) : tc_pick<false>(DP));
         TDM_CUDA_CHECK(fn(c->stream, o, qh, kh, vh, B, H, Tq, Tk, Tqp, Tkp, (int)D, scale_log2,
                           causal));
-        TDM_CUDA_LAUNCHED("tc_attention_kernel");
+        TDM_CUDA_LAUNCHED("tc_attention_kernel / tc2_attention_kernel");
     }
 fail:
     return 1;
