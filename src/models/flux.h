@@ -1,7 +1,8 @@
 /* flux.h — the diffusers FluxTransformer2DModel (FLUX.1 dev / schnell) on
  * any device (CPU, or CUDA where built): config parsing, weight loading (single file, variant or
  * sharded index) with every tensor's shape checked against the config, and a
- * float32 forward pass that reproduces diffusers 0.42.
+ * forward pass with float32 activations (Linear weights in the device's
+ * gemm_dtype: float32, or fp16/bf16 on CUDA) that reproduces diffusers 0.42.
  *
  * Covered: the double-stream blocks (FluxTransformerBlock: AdaLayerNormZero
  * on both streams, joint attention over [text, image] with per-head RMSNorm
@@ -26,12 +27,13 @@ typedef struct {
     int64_t pooled_projection_dim;          /* width of pooled_projections (CLIP) */
     int64_t axes_dims_rope[3];              /* RoPE dims per id axis, sum = head dim */
     int     guidance_embeds;                /* 1: FLUX.1-dev style guidance input */
-    int64_t param_bytes;                    /* float32 bytes of all loaded weights */
+    int64_t param_bytes;                    /* device bytes of all loaded weights */
 } tdm_flux_info_t;
 
 /* Loads the transformer of a diffusers folder: reads root/sub/config.json and
  * the weights found by tdm_folder_weights(root, sub, variant) — one file or a
- * *.safetensors.index.json with its shards; F16/BF16 converted to float32 —
+ * *.safetensors.index.json with its shards; converted to float32, Linear
+ * weights to the device's gemm_dtype —
  * onto `dev` (counted there). Every tensor's shape is checked against the
  * config; a missing or wrong-shaped tensor is TDM_ERR_MODEL naming the tensor
  * and file. Unsupported config values give TDM_ERR_UNSUPPORTED naming the key

@@ -1,6 +1,7 @@
 /* t5.h — the T5 encoder (transformers T5EncoderModel) that FLUX.1 folders
- * ship as text_encoder_2, float32 on any device (CPU or CUDA): config,
- * weights, forward.
+ * ship as text_encoder_2, on any device (CPU or CUDA): config, weights,
+ * forward. Activations are float32; Linear weights are float32, or the
+ * device's gemm_dtype (fp16/bf16 on CUDA, see backend/ops.h).
  * Encoder only (no decoder, no LM head) and no attention mask: FluxPipeline
  * calls text_encoder_2(input_ids)[0]. Not a tokenizer (src/text/). */
 #ifndef TDM_T5_H
@@ -25,7 +26,8 @@ typedef struct tdm_t5 tdm_t5_t;
  * transformers. ACT must be relu, gelu (erf), gelu_new, gelu_pytorch_tanh,
  * silu or swish; anything else is TDM_ERR_UNSUPPORTED naming the key.
  *
- * Tensors (F32/F16/BF16, converted to float32 on `dev`; every shape checked
+ * Tensors (F32/F16/BF16, converted on `dev` to float32, Linear weights to the
+ * device's gemm_dtype; every shape checked
  * against the config, errors name the tensor and the file):
  *   shared.weight or encoder.embed_tokens.weight (vocab, d_model) — tied;
  *     shared.weight is used when both are present

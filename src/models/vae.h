@@ -1,6 +1,7 @@
 /* vae.h — diffusers AutoencoderKL (Stable Diffusion 1.x/2.x VAE, and the
- * 16-channel, quant-conv-free variant FLUX uses) in float32 on the device it
- * is loaded onto (CPU or CUDA): config parsing, weight loading with shape checks, encoder and decoder
+ * 16-channel, quant-conv-free variant FLUX uses) with float32 activations on
+ * the device it is loaded onto (CPU or CUDA; conv weights in the device's
+ * gemm_dtype, see backend/ops.h): config parsing, weight loading with shape checks, encoder and decoder
  * forward passes, and the image post-processing of diffusers'
  * VaeImageProcessor. Not here: tiling, slicing, latent scaling (the caller
  * divides by scaling_factor and adds shift_factor, as the pipelines do). */
@@ -21,7 +22,8 @@ typedef struct {
 
 /* Loads the AutoencoderKL in root/sub (sub is usually "vae"): sub/config.json
  * and the weights found by tdm_folder_weights(root, sub, variant). Every tensor
- * is loaded as float32 onto `dev` (F16/BF16 converted) with its shape checked.
+ * is loaded onto `dev` as float32 (conv/linear weights: the device's
+ * gemm_dtype; F16/BF16/F32 converted as needed) with its shape checked.
  * Unknown config keys and unsupported values (block types, act_fn, ...) give
  * TDM_ERR_UNSUPPORTED naming the key; a missing or misshapen tensor gives
  * TDM_ERR_MODEL naming it. Attention weights saved under the deprecated names
