@@ -730,6 +730,46 @@ static void attention_bias_case(int64_t B, int64_t T, int64_t H, int64_t D) {
     free(q); free(k); free(v); free(tab); free(o); free(s);
 }
 
+/* The same on the tensor cores: gemm_dtype F16 / BF16 routes tdm_cuda_attention_bias
+ * to attention_tc.cu (half operands, FP32 softmax, the bias added to the raw
+ * scores). Tolerances as attention_tc_case; output poisoned with NaN first. The
+ * reference without the bias must be far off, so the bias is known to count. */
+static void attention_bias_tc_case(tdm_dtype dt, int64_t B, int64_t T, int64_t H, int64_t D) {
+    char nm[112];
+    snprintf(nm, sizeof nm, "attention_bias %s B%lld T%lld H%lld D%lld",
+             dt == TDM_BF16 ? "bf16" : "f16", (long long)B, (long long)T, (long long)H,
+             (long long)D);
+    const double tol = dt == TDM_BF16 ? 2e-2 : 5e-3;
+    int64_t n = B * T * H * D, nt = H * (2 * T - 1);
+    float *q = hrand(n, 1), *k = hrand(n, 1), *v = hrand(n, 1), *tab = hrand(nt, 5);
+    float *o = hzero(n), *o0 = hzero(n), *tab0 = hzero(nt);
+    float *s = hzero(tdm_cpu_attention_bias_scratch(T));
+    float *poison = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) poison[i] = NAN;
+    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+    tdm_cpu_attention_bias(o0, q, k, v, tab0, s, B, T, H, D);
+    if (T > 1) {   /* one key: softmax weight 1 whatever the bias */
+        double eb = test_rel_err(o0, o, (long)n);
+        CHECK_MSG(eb > 4 * tol, "%s: the bias changes the output by only %.3g", nm, eb);
+    }
+    int64_t ns = tdm_op_attention_bias_scratch(&g_dev, T);
+    float *dq = up(q, n), *dk = up(k, n), *dv = up(v, n), *dtab = up(tab, nt), *dout = up(poison, n);
+    float *ds = ns > 0 ? dzero(ns) : NULL;
+    g_dev.gemm_dtype = dt;
+    tdm_op_attention_bias(&g_dev, dout, dq, dk, dv, dtab, ds, B, T, H, D);
+    g_dev.gemm_dtype = TDM_F32;
+    {   /* the error, printed for the record */
+        float *h = hzero(n);
+        if (tdm_dev_download(&g_dev, h, dout, n * (int64_t)sizeof(float), nm) == TDM_OK)
+            printf("  %s: rel err %.3g\n", nm, test_rel_err(h, o, (long)n));
+        free(h);
+    }
+    check_dev(nm, dout, o, n, tol);
+    if (ds) dfree(ds, ns);
+    dfree(dq, n); dfree(dk, n); dfree(dv, n); dfree(dtab, nt);
+    free(q); free(k); free(v); free(tab); free(tab0); free(o); free(o0); free(s); free(poison);
+}
+
 TEST(test_t5_ops) {
     rms_norm_case(7, 33, 1, 0);
     rms_norm_case(5, 4096, 1, 1);     /* T5-XXL width, in place */
@@ -763,6 +803,20 @@ TEST(test_t5_ops) {
     attention_bias_case(1, 512, 4, 64);    /* FLUX max_sequence_length, T5-XXL head dim */
     attention_bias_case(1, 33, 2, 256);    /* largest head dim */
     attention_bias_case(1, 5, 1, 1);
+    /* tensor cores: T ≤ 64 runs tc_attention_kernel, longer tc2_attention_kernel
+     * (TDM_ATTN_TC=1: tc_attention_kernel for all) */
+    for (int i = 0; i < 2; i++) {
+        tdm_dtype dt = i ? TDM_BF16 : TDM_F16;
+        attention_bias_tc_case(dt, 1, 1, 2, 64);     /* one token */
+        attention_bias_tc_case(dt, 2, 7, 3, 64);
+        attention_bias_tc_case(dt, 2, 77, 4, 64);    /* CLIP-length prompt, partial tiles */
+        attention_bias_tc_case(dt, 1, 130, 3, 64);   /* two 128-row blocks, 2 valid rows in the last */
+        attention_bias_tc_case(dt, 1, 512, 4, 64);   /* FLUX max_sequence_length, T5-XXL head dim */
+        attention_bias_tc_case(dt, 2, 512, 2, 64);
+        attention_bias_tc_case(dt, 1, 200, 2, 40);   /* DP 48 */
+        attention_bias_tc_case(dt, 1, 300, 2, 128);  /* DP 128: Q from shared memory */
+        attention_bias_tc_case(dt, 1, 33, 2, 256);   /* largest head dim */
+    }
 }
 
 /* ---- device behaviour --------------------------------------------------------------------- */

@@ -40,7 +40,12 @@
  *       request): BQ = 64, 16 query rows per warp, Q re-read from shared
  *       memory per tile, two barriers per tile.
  *     TDM_ATTN_TC=1 in the environment (read once per process) selects the
- *     16-row kernel for every head dim, to compare the two in one build. */
+ *     16-row kernel for every head dim, to compare the two in one build.
+ *  Both kernels also take T5's relative position bias (template flag BIAS,
+ *  tdm_cuda_attention_tc_bias, called by tdm_cuda_attention_bias): Tq = Tk =
+ *  T, tab[h·(2T-1) + j - i + T - 1] added to the raw score q·k (before the
+ *  scale) by starting the S accumulators from it (__ldg, L1-resident table).
+ *  Without BIAS the kernels are unchanged (same PTX, bar one unused param). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
@@ -203,11 +208,15 @@ __device__ __forceinline__ void tc_load_tile(unsigned short *s, const unsigned s
     }
 }
 
-template <int DP, bool BF>
+/* BIAS: bias_tab (H, 2T - 1) float32, T = Tq = Tk, adds tab[h·(2T-1) + j - i
+ * + T - 1] to the raw score (q·k units, before the scale) of query i, key j:
+ * the S accumulators start from the bias instead of 0. Without BIAS the
+ * argument is unused (and the kernel the same as before it existed). */
+template <int DP, bool BF, bool BIAS>
 __global__ void __launch_bounds__(TC_THREADS)
 tc_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh,
                     const unsigned short *vh, int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp,
-                    int64_t Tkp, int D, float scale_log2, int causal) {
+                    int64_t Tkp, int D, float scale_log2, int causal, const float *bias_tab) {
     constexpr int LD = DP + TC_PAD;
     constexpr int NDT = DP / 8;      /* 8-wide output column tiles */
     constexpr int NKT = TC_BK / 8;   /* 8-wide key tiles of S */
@@ -258,10 +267,38 @@ tc_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh
         const unsigned short *Vs = Ks + TC_BK * LD;
         const int64_t j0 = (int64_t)t * TC_BK;
 
-        /* S = Q K^T for the warp's 16 rows × 64 keys */
+        /* S = Q K^T (+ bias) for the warp's 16 rows × 64 keys */
         float s[NKT][4];
+        if (BIAS) {
+            /* element (nt, e): row i0 + qr0 + g + (e >> 1)·8, key j0 + nt·8 + 2t4 + (e & 1);
+             * tab index rel0 + nt·8 + (e & 1) - (e >> 1)·8. Rows / keys past T
+             * (padding) read nothing: 0 (the keys are masked below, the rows
+             * never stored). */
+            const int64_t nrel = 2 * Tk - 1;
+            const float *th = bias_tab + h * nrel;
+            const int64_t rel0 = j0 - (i0 + qr0) + 2 * t4 - g + Tk - 1;
+            if (j0 + TC_BK <= Tk && i0 + qr0 + 16 <= Tq) {
+                const float *tp = th + rel0;
 #pragma unroll
-        for (int i = 0; i < NKT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+                for (int nt = 0; nt < NKT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) s[nt][e] = __ldg(tp + nt * 8 + (e & 1) - (e >> 1) * 8);
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < NKT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int64_t j = j0 + nt * 8 + 2 * t4 + (e & 1);
+                        const int64_t qi = i0 + qr0 + g + (e >> 1) * 8;
+                        s[nt][e] = j < Tk && qi < Tq
+                                       ? __ldg(th + rel0 + nt * 8 + (e & 1) - (e >> 1) * 8)
+                                       : 0.0f;
+                    }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NKT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        }
 #pragma unroll
         for (int kc = 0; kc < DP / 16; kc++) {
             unsigned a0, a1, a2, a3;
@@ -275,7 +312,7 @@ tc_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh
             }
         }
 
-        /* scores in log2 units; mask: keys past Tk, and (causal) keys after the query */
+        /* scores (+ bias) in log2 units; mask: keys past Tk, and (causal) keys after the query */
 #pragma unroll
         for (int nt = 0; nt < NKT; nt++)
 #pragma unroll
@@ -359,18 +396,18 @@ tc_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh
     }
 }
 
-template <int DP, bool BF>
+template <int DP, bool BF, bool BIAS>
 static cudaError_t tc_launch(cudaStream_t st, float *o, const unsigned short *qh,
                              const unsigned short *kh, const unsigned short *vh, int64_t B,
                              int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp, int64_t Tkp, int D,
-                             float scale_log2, int causal) {
+                             float scale_log2, int causal, const float *bias_tab) {
     size_t smem = tc_smem_bytes(DP);
-    cudaError_t e = cudaFuncSetAttribute(tc_attention_kernel<DP, BF>,
+    cudaError_t e = cudaFuncSetAttribute(tc_attention_kernel<DP, BF, BIAS>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)(Tqp / TC_BQ), (unsigned)(B * H));
-    tc_attention_kernel<DP, BF><<<grid, TC_THREADS, smem, st>>>(o, qh, kh, vh, H, Tq, Tk, Tqp,
-                                                                Tkp, D, scale_log2, causal);
+    tc_attention_kernel<DP, BF, BIAS><<<grid, TC_THREADS, smem, st>>>(
+        o, qh, kh, vh, H, Tq, Tk, Tqp, Tkp, D, scale_log2, causal, bias_tab);
     return cudaGetLastError();
 }
 
@@ -442,13 +479,17 @@ struct Tc2Regs {
  *     b0, b1 of d tile 2dp + 1.
  * Warp w owns block rows 32w..32w+31, row tile mt = rows 32w + 16mt + 0..15;
  * a thread holds rows g and g + 8 (r = 0, 1) of each row tile.
- * QREG: Q fragments in registers for the whole kernel (DP ≤ 80). */
+ * QREG: Q fragments in registers for the whole kernel (DP ≤ 80).
+ * BIAS: as in tc_attention_kernel (bias_tab (H, 2T - 1), T = Tq = Tk, added to
+ * the raw scores: the S accumulators start from it, so the max below is
+ * taken over q·k + bias). */
 
-template <int DP, bool BF, bool QREG>
+template <int DP, bool BF, bool QREG, bool BIAS>
 __global__ void __maxnreg__(Tc2Regs<DP>::max)
 tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh,
                      const unsigned short *vh, int H, int Tq, int Tk, int64_t Tqp,
-                     int64_t Tkp, int D, float scale_log2, int causal, int ovec) {
+                     int64_t Tkp, int D, float scale_log2, int causal, int ovec,
+                     const float *bias_tab) {
     constexpr int LD = DP + TC_PAD, LDB = LD * 2;   /* smem row: halves, bytes */
     constexpr int NDT = DP / 8;      /* 8-wide output column tiles */
     constexpr int NKC = DP / 16;     /* 16-deep chunks of the head dim */
@@ -525,12 +566,48 @@ tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *k
         if (causal && j0 > i0 + qr0 + 31) continue;
         const unsigned sKV = sK0 + (t & 1) * STAGE;
 
-        /* S = Q K^T for the warp's 32 rows × 64 keys (raw scores) */
+        /* S = Q K^T (+ bias) for the warp's 32 rows × 64 keys (raw scores) */
         float s[2][NKT][4];
+        if (BIAS) {
+            /* element (mt, nt, e): row i0 + qr0 + mt·16 + g + (e >> 1)·8, key
+             * j0 + nt·8 + 2t4 + (e & 1); tab index rel0 + nt·8 + (e & 1) - mt·16
+             * - (e >> 1)·8. Rows / keys past T (padding) read nothing: 0 (the
+             * keys are masked below, the rows never stored). (b, h) again from
+             * a volatile read, as above. */
+            unsigned by;
+            asm volatile("mov.u32 %0, %%ctaid.y;\n" : "=r"(by));
+            const int h = (int)by % H;
+            const float *th = bias_tab + (int64_t)h * (2 * Tk - 1);
+            const int rel0 = j0 - (i0 + qr0) + 2 * t4 - g + Tk - 1;
+            if (j0 + TC_BK <= Tk && i0 + qr0 + 32 <= Tq) {
+                const float *tp = th + rel0;
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++)
+                for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-            for (int i = 0; i < NKT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+                    for (int nt = 0; nt < NKT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            s[mt][nt][e] = __ldg(tp + nt * 8 + (e & 1) - mt * 16 - (e >> 1) * 8);
+            } else {
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < NKT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int j = j0 + nt * 8 + 2 * t4 + (e & 1);
+                            const int qi = i0 + qr0 + mt * 16 + g + (e >> 1) * 8;
+                            s[mt][nt][e] = j < Tk && qi < Tq
+                                               ? __ldg(th + rel0 + nt * 8 + (e & 1) - mt * 16 - (e >> 1) * 8)
+                                               : 0.0f;
+                        }
+            }
+        } else {
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int i = 0; i < NKT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+        }
 #pragma unroll
         for (int kc = 0; kc < NKC; kc++) {
             unsigned a[2][4];
@@ -570,7 +647,8 @@ tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *k
                     }
         }
 
-        /* online softmax of rows (mt, r); scale > 0, so max(s · c) = max(s) · c */
+        /* online softmax of rows (mt, r) (s: q·k [+ bias]); scale > 0, so
+         * max(s · c) = max(s) · c */
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
 #pragma unroll
@@ -655,25 +733,26 @@ tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *k
         }
 }
 
-template <int DP, bool BF>
+template <int DP, bool BF, bool BIAS>
 static cudaError_t tc2_launch(cudaStream_t st, float *o, const unsigned short *qh,
                               const unsigned short *kh, const unsigned short *vh, int64_t B,
                               int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp, int64_t Tkp, int D,
-                              float scale_log2, int causal) {
-    constexpr bool QREG = DP <= 80;   /* DP 96 with Q in registers spilled */
+                              float scale_log2, int causal, const float *bias_tab) {
+    /* DP 96 with Q in registers spilled, and DP 80 with the bias */
+    constexpr bool QREG = DP <= (BIAS ? 64 : 80);
     const size_t smem = tc2_smem_bytes(DP);
-    cudaError_t e = cudaFuncSetAttribute(tc2_attention_kernel<DP, BF, QREG>,
+    cudaError_t e = cudaFuncSetAttribute(tc2_attention_kernel<DP, BF, QREG, BIAS>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     /* two blocks per SM at DP = 128 need 2 · 102 KB of the shared/L1 carveout */
-    e = cudaFuncSetAttribute(tc2_attention_kernel<DP, BF, QREG>,
+    e = cudaFuncSetAttribute(tc2_attention_kernel<DP, BF, QREG, BIAS>,
                              cudaFuncAttributePreferredSharedMemoryCarveout,
                              cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     const int ovec = D % 2 == 0 && ((uintptr_t)o & 7) == 0;
     dim3 grid((unsigned)(Tqp / TC2_BQ), (unsigned)(B * H));
-    tc2_attention_kernel<DP, BF, QREG><<<grid, TC_THREADS, smem, st>>>(
-        o, qh, kh, vh, (int)H, (int)Tq, (int)Tk, Tqp, Tkp, D, scale_log2, causal, ovec);
+    tc2_attention_kernel<DP, BF, QREG, BIAS><<<grid, TC_THREADS, smem, st>>>(
+        o, qh, kh, vh, (int)H, (int)Tq, (int)Tk, Tqp, Tkp, D, scale_log2, causal, ovec, bias_tab);
     return cudaGetLastError();
 }
 
@@ -688,35 +767,36 @@ static int tc_padded_dim(int64_t D) {
 
 typedef cudaError_t (*tc_launch_fn)(cudaStream_t, float *, const unsigned short *,
                                     const unsigned short *, const unsigned short *, int64_t,
-                                    int64_t, int64_t, int64_t, int64_t, int64_t, int, float, int);
+                                    int64_t, int64_t, int64_t, int64_t, int64_t, int, float, int,
+                                    const float *);
 
-template <bool BF>
+template <bool BF, bool BIAS>
 static tc_launch_fn tc_pick(int DP) {
     switch (DP) {
-    case 16: return tc_launch<16, BF>;
-    case 32: return tc_launch<32, BF>;
-    case 48: return tc_launch<48, BF>;
-    case 64: return tc_launch<64, BF>;
-    case 80: return tc_launch<80, BF>;
-    case 96: return tc_launch<96, BF>;
-    case 128: return tc_launch<128, BF>;
-    case 160: return tc_launch<160, BF>;
-    case 192: return tc_launch<192, BF>;
-    case 256: return tc_launch<256, BF>;
+    case 16: return tc_launch<16, BF, BIAS>;
+    case 32: return tc_launch<32, BF, BIAS>;
+    case 48: return tc_launch<48, BF, BIAS>;
+    case 64: return tc_launch<64, BF, BIAS>;
+    case 80: return tc_launch<80, BF, BIAS>;
+    case 96: return tc_launch<96, BF, BIAS>;
+    case 128: return tc_launch<128, BF, BIAS>;
+    case 160: return tc_launch<160, BF, BIAS>;
+    case 192: return tc_launch<192, BF, BIAS>;
+    case 256: return tc_launch<256, BF, BIAS>;
     default: return NULL;
     }
 }
 
-template <bool BF>
+template <bool BF, bool BIAS>
 static tc_launch_fn tc2_pick(int DP) {
     switch (DP) {
-    case 16: return tc2_launch<16, BF>;
-    case 32: return tc2_launch<32, BF>;
-    case 48: return tc2_launch<48, BF>;
-    case 64: return tc2_launch<64, BF>;
-    case 80: return tc2_launch<80, BF>;
-    case 96: return tc2_launch<96, BF>;
-    case 128: return tc2_launch<128, BF>;
+    case 16: return tc2_launch<16, BF, BIAS>;
+    case 32: return tc2_launch<32, BF, BIAS>;
+    case 48: return tc2_launch<48, BF, BIAS>;
+    case 64: return tc2_launch<64, BF, BIAS>;
+    case 80: return tc2_launch<80, BF, BIAS>;
+    case 96: return tc2_launch<96, BF, BIAS>;
+    case 128: return tc2_launch<128, BF, BIAS>;
     default: return NULL;
     }
 }
@@ -732,10 +812,10 @@ static bool tc_force_old(void) {
 
 /* Returns 1 when it handled the call (launched, or recorded a failure on d),
  * 0 when the shape is outside what it supports (the caller runs FP32).
- * Expects B, Tq, Tk, H, D > 0. */
-extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, float *o, const float *q, const float *k,
-                                     const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
-                                     int64_t D, float scale, int causal) {
+ * Expects B, Tq, Tk, H, D > 0; with bias_tab, Tq = Tk. */
+static int tc_attention_run(tdm_device_t *d, float *o, const float *q, const float *k,
+                            const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                            int64_t D, float scale, int causal, const float *bias_tab) {
     const bool bf = d->gemm_dtype == TDM_BF16;
     const int DP = tc_padded_dim(D);
     const int64_t BH = B * H;
@@ -780,12 +860,37 @@ extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, float *o, const float *q, 
         TDM_CUDA_LAUNCHED("tc_convert");
     }
     {
-        tc_launch_fn fn = two ? (bf ? tc2_pick<true>(DP) : tc2_pick<false>(DP))
-                              : (bf ? tc_pick<true>(DP) : tc_pick<false>(DP));
+        tc_launch_fn fn;
+        if (bias_tab)
+            fn = two ? (bf ? tc2_pick<true, true>(DP) : tc2_pick<false, true>(DP))
+                     : (bf ? tc_pick<true, true>(DP) : tc_pick<false, true>(DP));
+        else
+            fn = two ? (bf ? tc2_pick<true, false>(DP) : tc2_pick<false, false>(DP))
+                     : (bf ? tc_pick<true, false>(DP) : tc_pick<false, false>(DP));
         TDM_CUDA_CHECK(fn(c->stream, o, qh, kh, vh, B, H, Tq, Tk, Tqp, Tkp, (int)D, scale_log2,
-                          causal));
+                          causal, bias_tab));
         TDM_CUDA_LAUNCHED("tc_attention_kernel / tc2_attention_kernel");
     }
 fail:
     return 1;
+}
+
+extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, float *o, const float *q, const float *k,
+                                     const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                     int64_t D, float scale, int causal) {
+    return tc_attention_run(d, o, q, k, v, B, Tq, Tk, H, D, scale, causal, NULL);
+}
+
+/* Attention with the relative position bias of tdm_cuda_attention_bias (tab
+ * (H, 2T - 1) float32 on the device, tab[h·(2T-1) + j - i + T - 1] added to
+ * the score q_i·k_j before the scale), no mask, Tq = Tk = T. Returns 0 (nothing
+ * queued) when gemm_dtype is not F16 / BF16 or the shape is unsupported. */
+extern "C" int tdm_cuda_attention_tc_bias(tdm_device_t *d, float *o, const float *q,
+                                          const float *k, const float *v, const float *tab,
+                                          int64_t B, int64_t T, int64_t H, int64_t D,
+                                          float scale) {
+    if (d->gemm_dtype != TDM_F16 && d->gemm_dtype != TDM_BF16) return 0;
+    if (!tab || B <= 0 || T <= 0 || H <= 0 || D <= 0) return 0;
+    if (T > (1LL << 29) || H * (2 * T - 1) > 0x7fffffffLL) return 0;   /* int tab indices */
+    return tc_attention_run(d, o, q, k, v, B, T, T, H, D, scale, 0, tab);
 }

@@ -95,6 +95,13 @@ int64_t tdm_cuda_attention_bias_scratch(tdm_device_t *dev, int64_t T);
 void tdm_cuda_attention_bias(tdm_device_t *dev, float *o, const float *q, const float *k,
                              const float *v, const float *tab, float *s, int64_t B, int64_t T,
                              int64_t H, int64_t D);
+/* The same on the tensor cores (attention_tc.cu; F16 / BF16 operands, FP32
+ * softmax), score = (q·k + bias) · scale: 1 when it took the call (launched,
+ * or recorded a failure on dev), 0 when gemm_dtype is not F16 / BF16 or the
+ * shape is unsupported (nothing queued; the caller runs the FP32 kernel). */
+int tdm_cuda_attention_tc_bias(tdm_device_t *dev, float *o, const float *q, const float *k,
+                               const float *v, const float *tab, int64_t B, int64_t T, int64_t H,
+                               int64_t D, float scale);
 
 /* Transformer row ops (FLUX), in ops_flux.cu. */
 void tdm_cuda_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,

@@ -79,6 +79,9 @@ fail:;
 }
 
 /* ---- attention with a relative position bias ----------------------------------
+ * With gemm_dtype F16 / BF16, tdm_cuda_attention_bias hands the call to the
+ * tensor-core kernels of attention_tc.cu (tdm_cuda_attention_tc_bias); what
+ * follows is the FP32 path.
  * The flash-style kernel of attention.cu (one pass over the keys, online
  * softmax, no T × T score matrix, no scratch) with scale 1, no mask, Tq = Tk
  * = T, and the bias tab[h·(2T-1) + j - i + T - 1] added to each score.
@@ -249,6 +252,10 @@ extern "C" void tdm_cuda_attention_bias(tdm_device_t *d, float *o, const float *
                       const float *, int64_t, int64_t, int64_t, int64_t) = NULL;
     (void)s;   /* no scratch: the scores never leave registers */
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    /* F16 / BF16 gemm_dtype: the tensor-core flash kernel (attention_tc.cu) */
+    if ((d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16) &&
+        tdm_cuda_attention_tc_bias(d, o, q, k, v, tab, B, T, H, D, 1.0f))
+        return;
     if (D > ATB_DMAX || (T + ATB_BQ - 1) / ATB_BQ > 0x7fffffff) {
         tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "attention_bias_kernel", __FILE__, __LINE__,
                       "head dim above 256 or too many tokens");
