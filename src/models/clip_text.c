@@ -3,7 +3,9 @@
  * self-attention and an MLP (quick_gelu / gelu / tanh gelu), final
  * LayerNorm, EOS pooling. Every step on activations or weights is a tdm_op_*
  * on the model's device; only the token ids (host memory) are read here.
- * Not a tokenizer and not the projection head. */
+ * The same walk over the tensors that loads them also lists them for the
+ * placement planner (tdm_clip_text_plist). Not a tokenizer; the projection
+ * head is listed, never loaded. */
 #include "models/clip_text.h"
 
 #include <math.h>
@@ -14,6 +16,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/ptree.h"
 
 typedef enum {
     CLIP_ACT_QUICK_GELU = 0,
@@ -32,6 +35,8 @@ typedef struct {
 
 struct tdm_clip_text {
     int64_t vocab, D, I, L, heads, max_pos, eos;
+    int64_t proj;               /* projection_dim (CLIPTextModelWithProjection only) */
+    int     with_proj;          /* architectures[0] is CLIPTextModelWithProjection */
     float eps;
     clip_act act;
     tdm_device_t *dev;
@@ -43,16 +48,26 @@ struct tdm_clip_text {
 
 /* ---- loading ----------------------------------------------------------------- */
 
-/* Loads prefix+name as float32, or (gemm = 1, a Linear weight) in the
- * device's GEMM dtype (see tdm_st_set_load_gemm_weight). */
-static tdm_status load_t(const tdm_st_set_t *set, tdm_device_t *dev, const char *prefix,
-                         const char *name, int ndim, int64_t d0, int64_t d1, tdm_tensor_t **out,
-                         int gemm) {
+/* Where tensors go: loaded from `set` onto `dev`, or (pl != NULL, a
+ * parameter list) only named and sized. `pre` prefixes every name. */
+typedef struct {
+    const tdm_st_set_t *set;
+    tdm_device_t       *dev;
+    const char         *pre;
+    tdm_plist_t        *pl;
+} clip_loader;
+
+/* Loads pre+name as float32, or (gemm = 1, a Linear weight) in the device's
+ * GEMM dtype (see tdm_st_set_load_gemm_weight); in list mode appends it to
+ * L->pl instead. */
+static tdm_status load_t(const clip_loader *L, const char *name, int ndim, int64_t d0,
+                         int64_t d1, tdm_tensor_t **out, int gemm) {
     char full[256];
     int64_t shape[2] = {d0, d1};
-    snprintf(full, sizeof full, "%s%s", prefix, name);
-    if (gemm) return tdm_st_set_load_gemm_weight(set, full, dev, ndim, shape, out);
-    return tdm_st_set_load_f32(set, full, dev, ndim, shape, out);
+    snprintf(full, sizeof full, "%s%s", L->pre, name);
+    if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", full);
+    if (gemm) return tdm_st_set_load_gemm_weight(L->set, full, L->dev, ndim, shape, out);
+    return tdm_st_set_load_f32(L->set, full, L->dev, ndim, shape, out);
 }
 
 static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
@@ -71,6 +86,12 @@ static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
     TDM_TRY(tdm_json_int(&j, "eos_token_id", 49407, &m->eos));
     TDM_TRY(tdm_json_float(&j, "layer_norm_eps", 1e-5, &eps));
     TDM_TRY(tdm_json_str(&j, "hidden_act", "quick_gelu", act, sizeof act));
+    TDM_TRY(tdm_json_int(&j, "projection_dim", 512, &m->proj));
+    {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(j.root, "architectures");
+        const cJSON *a0 = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, 0) : NULL;
+        m->with_proj = cJSON_IsString(a0) && !strcmp(a0->valuestring, "CLIPTextModelWithProjection");
+    }
     m->eps = (float)eps;
     if (!strcmp(act, "quick_gelu")) m->act = CLIP_ACT_QUICK_GELU;
     else if (!strcmp(act, "gelu")) m->act = CLIP_ACT_GELU;
@@ -94,6 +115,11 @@ static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
                             chk[i].k, (long long)chk[i].v, (long long)chk[i].hi);
             goto fail;
         }
+    if (m->with_proj && (m->proj < 1 || m->proj > lim)) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: projection_dim = %lld is out of range [1, %lld]", path,
+                        (long long)m->proj, (long long)lim);
+        goto fail;
+    }
     if (m->D % m->heads != 0) {
         st = tdm_errorf(TDM_ERR_MODEL,
                         "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", path,
@@ -106,6 +132,53 @@ static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
     }
 fail:
     tdm_json_free(&j);
+    return st;
+}
+
+/* Loads (or, in list mode, lists) every parameter of CLIPTextModel in
+ * registration order: embeddings, encoder layers, final_layer_norm. In list
+ * mode the no-split modules (CLIPTextEmbeddings, CLIPEncoderLayer) are
+ * recorded too. Allocates m->layers. */
+static tdm_status load_tensors(tdm_clip_text_t *m, const clip_loader *L) {
+    tdm_status st = TDM_OK;
+    const int64_t D = m->D, I = m->I;
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%sembeddings", L->pre));
+    TDM_TRY(load_t(L, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb, 0));
+    TDM_TRY(load_t(L, "embeddings.position_embedding.weight", 2, m->max_pos, D, &m->pos_emb, 0));
+    m->layers = calloc((size_t)m->L, sizeof *m->layers);
+    if (!m->layers) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
+    for (int64_t l = 0; l < m->L; l++) {
+        clip_layer *y = &m->layers[l];
+        char p[160];
+#define LT(field, name, nd, a, b)                                                       \
+    do {                                                                                \
+        char nm_[224];                                                                  \
+        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                     \
+        TDM_TRY(load_t(L, nm_, nd, a, b, &y->field, (nd) == 2)); /* 2 dims: Linear */   \
+    } while (0)
+        snprintf(p, sizeof p, "encoder.layers.%lld.", (long long)l);
+        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%sencoder.layers.%lld", L->pre, (long long)l));
+        LT(k_w, "self_attn.k_proj.weight", 2, D, D);
+        LT(k_b, "self_attn.k_proj.bias", 1, D, 0);
+        LT(v_w, "self_attn.v_proj.weight", 2, D, D);
+        LT(v_b, "self_attn.v_proj.bias", 1, D, 0);
+        LT(q_w, "self_attn.q_proj.weight", 2, D, D);
+        LT(q_b, "self_attn.q_proj.bias", 1, D, 0);
+        LT(o_w, "self_attn.out_proj.weight", 2, D, D);
+        LT(o_b, "self_attn.out_proj.bias", 1, D, 0);
+        LT(ln1_w, "layer_norm1.weight", 1, D, 0);
+        LT(ln1_b, "layer_norm1.bias", 1, D, 0);
+        LT(fc1_w, "mlp.fc1.weight", 2, I, D);
+        LT(fc1_b, "mlp.fc1.bias", 1, I, 0);
+        LT(fc2_w, "mlp.fc2.weight", 2, D, I);
+        LT(fc2_b, "mlp.fc2.bias", 1, D, 0);
+        LT(ln2_w, "layer_norm2.weight", 1, D, 0);
+        LT(ln2_b, "layer_norm2.bias", 1, D, 0);
+#undef LT
+    }
+    TDM_TRY(load_t(L, "final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
+    TDM_TRY(load_t(L, "final_layer_norm.bias", 1, D, 0, &m->fln_b, 0));
+fail:
     return st;
 }
 
@@ -127,48 +200,9 @@ tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const cha
     TDM_TRY(tdm_st_set_open(&set, path));
 
     /* transformers 4.x checkpoints prefix every name with "text_model." */
-    const char *pre = tdm_st_set_find(set, "text_model.embeddings.token_embedding.weight")
-                          ? "text_model."
-                          : "";
-    int64_t D = m->D, I = m->I;
-    TDM_TRY(load_t(set, dev, pre, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb, 0));
-    TDM_TRY(load_t(set, dev, pre, "embeddings.position_embedding.weight", 2, m->max_pos, D,
-                   &m->pos_emb, 0));
-    m->layers = calloc((size_t)m->L, sizeof *m->layers);
-    if (!m->layers) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
-        goto fail;
-    }
-    for (int64_t l = 0; l < m->L; l++) {
-        clip_layer *y = &m->layers[l];
-        char p[160];
-#define LT(field, name, nd, a, b)                                                        \
-    do {                                                                                 \
-        char nm_[224];                                                                   \
-        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
-        TDM_TRY(load_t(set, dev, pre, nm_, nd, a, b, &y->field, (nd) == 2)); /* Linear */ \
-    } while (0)
-        snprintf(p, sizeof p, "encoder.layers.%lld.", (long long)l);
-        LT(ln1_w, "layer_norm1.weight", 1, D, 0);
-        LT(ln1_b, "layer_norm1.bias", 1, D, 0);
-        LT(q_w, "self_attn.q_proj.weight", 2, D, D);
-        LT(q_b, "self_attn.q_proj.bias", 1, D, 0);
-        LT(k_w, "self_attn.k_proj.weight", 2, D, D);
-        LT(k_b, "self_attn.k_proj.bias", 1, D, 0);
-        LT(v_w, "self_attn.v_proj.weight", 2, D, D);
-        LT(v_b, "self_attn.v_proj.bias", 1, D, 0);
-        LT(o_w, "self_attn.out_proj.weight", 2, D, D);
-        LT(o_b, "self_attn.out_proj.bias", 1, D, 0);
-        LT(ln2_w, "layer_norm2.weight", 1, D, 0);
-        LT(ln2_b, "layer_norm2.bias", 1, D, 0);
-        LT(fc1_w, "mlp.fc1.weight", 2, I, D);
-        LT(fc1_b, "mlp.fc1.bias", 1, I, 0);
-        LT(fc2_w, "mlp.fc2.weight", 2, D, I);
-        LT(fc2_b, "mlp.fc2.bias", 1, D, 0);
-#undef LT
-    }
-    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
-    TDM_TRY(load_t(set, dev, pre, "final_layer_norm.bias", 1, D, 0, &m->fln_b, 0));
+    clip_loader L = {set, dev, "", NULL};
+    if (tdm_st_set_find(set, "text_model.embeddings.token_embedding.weight")) L.pre = "text_model.";
+    TDM_TRY(load_tensors(m, &L));
     tdm_st_set_close(set);
     *out = m;
     return TDM_OK;
@@ -195,6 +229,35 @@ void tdm_clip_text_free(tdm_clip_text_t *m) {
     tdm_tensor_free(m->fln_w);
     tdm_tensor_free(m->fln_b);
     free(m);
+}
+
+tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_clip_text_t *m = NULL;
+    if (!config_path || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: config path and list are required");
+    tdm_plist_init(out, dt);
+    m = calloc(1, sizeof *m);
+    if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
+    TDM_TRY(read_config(m, config_path));
+    /* CLIPTextModelWithProjection holds the CLIPTextModel as text_model */
+    clip_loader L = {NULL, NULL, m->with_proj ? "text_model." : "", out};
+    TDM_TRY(load_tensors(m, &L));
+    if (m->with_proj) {
+        int64_t wp[2] = {m->proj, m->D};   /* Linear(hidden_size, projection_dim, bias=False) */
+        TDM_TRY(tdm_plist_add(out, 0, TDM_F32, 2, wp, "text_projection.weight"));
+    }
+    {   /* buffer of CLIPTextEmbeddings: arange(max_position_embeddings) */
+        int64_t ps[2] = {1, m->max_pos};
+        TDM_TRY(tdm_plist_add(out, 1, TDM_I64, 2, ps, "%sembeddings.position_ids", L.pre));
+    }
+    tdm_clip_text_free(m);
+    return TDM_OK;
+fail:
+    tdm_clip_text_free(m);
+    tdm_plist_free(out);
+    tdm_plist_init(out, dt);
+    return st;
 }
 
 int64_t tdm_clip_text_hidden_size(const tdm_clip_text_t *m) { return m->D; }

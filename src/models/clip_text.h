@@ -7,6 +7,7 @@
 #define TDM_CLIP_TEXT_H
 
 #include "core/core.h"
+#include "place/ptree.h"
 
 typedef struct tdm_clip_text tdm_clip_text_t;
 
@@ -25,6 +26,20 @@ tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const cha
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_clip_text_free(tdm_clip_text_t *m);
+
+/* The parameter list (place/ptree.h) of the module that config.json at
+ * `config_path` describes, from the config alone (no weights read), checked
+ * as tdm_clip_text_load checks it: transformers 5 CLIPTextModel's
+ * parameters in registration order, floating ones as `dt`, then the int64
+ * buffer embeddings.position_ids (1, max_position_embeddings); no-split
+ * modules "embeddings" and "encoder.layers.{i}"; no ties. When
+ * architectures[0] is CLIPTextModelWithProjection, every name gets the
+ * "text_model." prefix and text_projection.weight (projection_dim,
+ * hidden_size) follows the text model's parameters (the loader does not
+ * read it, but PyTorch allocates it). OUT: *out, initialized here (any
+ * previous content is not freed), freed with tdm_plist_free; left empty on
+ * error. */
+tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* Config values: hidden_size (D), max_position_embeddings (longest T),
  * num_hidden_layers. */

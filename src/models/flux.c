@@ -2,7 +2,8 @@
  * validation, weight loading with shape checks, and the float32 forward pass:
  * time/guidance/pooled-text embedding, x/context embedders, RoPE tables from
  * the position ids, double-stream blocks, single-stream blocks, the final
- * AdaLayerNormContinuous and proj_out.
+ * AdaLayerNormContinuous and proj_out. The loader, run without weights,
+ * also lists the parameters for the placement planner (tdm_flux_plist).
  *
  * Activations use one layout throughout: the joint sequence (B, S, width)
  * with S = T + N, text rows first ([txt, img], as diffusers concatenates for
@@ -19,6 +20,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/ptree.h"
 #include "models/flux.h"
 
 #define FLUX_TIME_DIM 256          /* Timesteps(num_channels=256) */
@@ -149,14 +151,17 @@ fail:
 
 /* ---- loading ------------------------------------------------------------------ */
 
+/* Where tensors go: loaded from `set` onto the model's device, or (pl !=
+ * NULL, a parameter list) only named and sized. */
 typedef struct {
     tdm_flux_t         *m;
     const tdm_st_set_t *set;
+    tdm_plist_t        *pl;
 } flux_loader_t;
 
 /* Loads "<prefix>.<suffix>" with shape (d0[, d1]) into *dst; a GEMM weight
  * (gemm = 1: a Linear weight) in the device's GEMM dtype, see
- * tdm_st_set_load_gemm_weight. */
+ * tdm_st_set_load_gemm_weight. In list mode appends it to L->pl instead. */
 static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix,
                          const char *suffix, int ndim, int64_t d0, int64_t d1, int gemm) {
     tdm_status st;
@@ -167,6 +172,7 @@ static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix
     int len = snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", suffix);
     if (len < 0 || (size_t)len >= sizeof(name))
         return tdm_errorf(TDM_ERR_INTERNAL, "flux: tensor name too long: %s.%s", prefix, suffix);
+    if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
     if (m->ntensors == m->cap_tensors) {
         int64_t cap = m->cap_tensors ? 2 * m->cap_tensors : 256;
         tdm_tensor_t **p = realloc(m->tensors, (size_t)cap * sizeof(*p));
@@ -206,19 +212,20 @@ static tdm_status load_double(flux_loader_t *L, flux_double_t *d, int64_t i) {
     int64_t D = L->m->D, hd = L->m->hd;
     char p[128];
     snprintf(p, sizeof(p), "transformer_blocks.%lld", (long long)i);
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%s", p));   /* FluxTransformerBlock */
     TDM_TRY(ld_lin(L, &d->mod, p, "norm1.linear", 6 * D, D));
     TDM_TRY(ld_lin(L, &d->mod_ctx, p, "norm1_context.linear", 6 * D, D));
+    TDM_TRY(ld(L, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
+    TDM_TRY(ld(L, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
     TDM_TRY(ld_lin(L, &d->q, p, "attn.to_q", D, D));
     TDM_TRY(ld_lin(L, &d->k, p, "attn.to_k", D, D));
     TDM_TRY(ld_lin(L, &d->v, p, "attn.to_v", D, D));
-    TDM_TRY(ld(L, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
-    TDM_TRY(ld(L, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(L, &d->out, p, "attn.to_out.0", D, D));
+    TDM_TRY(ld(L, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
+    TDM_TRY(ld(L, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
     TDM_TRY(ld_lin(L, &d->aq, p, "attn.add_q_proj", D, D));
     TDM_TRY(ld_lin(L, &d->ak, p, "attn.add_k_proj", D, D));
     TDM_TRY(ld_lin(L, &d->av, p, "attn.add_v_proj", D, D));
-    TDM_TRY(ld(L, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
-    TDM_TRY(ld(L, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(L, &d->out, p, "attn.to_out.0", D, D));
     TDM_TRY(ld_lin(L, &d->add_out, p, "attn.to_add_out", D, D));
     TDM_TRY(ld_lin(L, &d->ff1, p, "ff.net.0.proj", 4 * D, D));
     TDM_TRY(ld_lin(L, &d->ff2, p, "ff.net.2", D, 4 * D));
@@ -233,14 +240,15 @@ static tdm_status load_single(flux_loader_t *L, flux_single_t *s, int64_t i) {
     int64_t D = L->m->D, hd = L->m->hd;
     char p[128];
     snprintf(p, sizeof(p), "single_transformer_blocks.%lld", (long long)i);
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%s", p));   /* FluxSingleTransformerBlock */
     TDM_TRY(ld_lin(L, &s->mod, p, "norm.linear", 3 * D, D));
+    TDM_TRY(ld_lin(L, &s->mlp, p, "proj_mlp", 4 * D, D));
+    TDM_TRY(ld_lin(L, &s->out, p, "proj_out", D, 5 * D));
+    TDM_TRY(ld(L, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
+    TDM_TRY(ld(L, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
     TDM_TRY(ld_lin(L, &s->q, p, "attn.to_q", D, D));
     TDM_TRY(ld_lin(L, &s->k, p, "attn.to_k", D, D));
     TDM_TRY(ld_lin(L, &s->v, p, "attn.to_v", D, D));
-    TDM_TRY(ld(L, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
-    TDM_TRY(ld(L, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(L, &s->mlp, p, "proj_mlp", 4 * D, D));
-    TDM_TRY(ld_lin(L, &s->out, p, "proj_out", D, 5 * D));
 fail:
     return st;
 }
@@ -251,8 +259,8 @@ static tdm_status load_model(flux_loader_t *L) {
     const tdm_flux_info_t *c = &m->info;
     int64_t D = m->D;
     const char *te = "time_text_embed";
-    TDM_TRY(ld_lin(L, &m->x_emb, "", "x_embedder", D, c->in_channels));
-    TDM_TRY(ld_lin(L, &m->ctx_emb, "", "context_embedder", D, c->joint_attention_dim));
+    /* registration order of FluxTransformer2DModel (the parameter list
+     * depends on it; loading does not) */
     TDM_TRY(ld_lin(L, &m->t1, te, "timestep_embedder.linear_1", D, FLUX_TIME_DIM));
     TDM_TRY(ld_lin(L, &m->t2, te, "timestep_embedder.linear_2", D, D));
     if (c->guidance_embeds) {
@@ -261,11 +269,44 @@ static tdm_status load_model(flux_loader_t *L) {
     }
     TDM_TRY(ld_lin(L, &m->p1, te, "text_embedder.linear_1", D, c->pooled_projection_dim));
     TDM_TRY(ld_lin(L, &m->p2, te, "text_embedder.linear_2", D, D));
+    TDM_TRY(ld_lin(L, &m->ctx_emb, "", "context_embedder", D, c->joint_attention_dim));
+    TDM_TRY(ld_lin(L, &m->x_emb, "", "x_embedder", D, c->in_channels));
     for (int64_t i = 0; i < c->num_layers; i++) TDM_TRY(load_double(L, &m->dbl[i], i));
     for (int64_t i = 0; i < c->num_single_layers; i++) TDM_TRY(load_single(L, &m->sgl[i], i));
     TDM_TRY(ld_lin(L, &m->norm_out, "", "norm_out.linear", 2 * D, D));
     TDM_TRY(ld_lin(L, &m->proj_out, "", "proj_out", c->out_channels, D));
 fail:
+    return st;
+}
+
+/* A model of config `c` on `dev` with its block arrays and no weights.
+ * OUT: *out, freed with tdm_flux_free. */
+static tdm_status model_new(tdm_flux_t **out, const tdm_flux_info_t *c, tdm_device_t *dev) {
+    tdm_status st = TDM_OK;
+    tdm_flux_t *m = calloc(1, sizeof(*m));
+    *out = NULL;
+    if (!m) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory");
+    m->dev = dev;
+    m->info = *c;
+    m->info.param_bytes = 0;
+    m->hd = c->attention_head_dim;
+    m->H = c->num_attention_heads;
+    m->D = m->hd * m->H;
+    if (c->num_layers > 0 && !(m->dbl = calloc((size_t)c->num_layers, sizeof(*m->dbl)))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld blocks",
+                        (long long)c->num_layers);
+        goto fail;
+    }
+    if (c->num_single_layers > 0 &&
+        !(m->sgl = calloc((size_t)c->num_single_layers, sizeof(*m->sgl)))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld single blocks",
+                        (long long)c->num_single_layers);
+        goto fail;
+    }
+    *out = m;
+    return TDM_OK;
+fail:
+    tdm_flux_free(m);
     return st;
 }
 
@@ -289,27 +330,9 @@ tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
     TDM_TRY(tdm_folder_weights(root, sub, variant, wpath, sizeof(wpath)));
     TDM_TRY(tdm_st_set_open(&set, wpath));
 
-    m = calloc(1, sizeof(*m));
-    if (!m) { st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory"); goto fail; }
-    m->dev = dev;
-    m->info = c;
-    m->info.param_bytes = 0;
-    m->hd = c.attention_head_dim;
-    m->H = c.num_attention_heads;
-    m->D = m->hd * m->H;
-    if (c.num_layers > 0 && !(m->dbl = calloc((size_t)c.num_layers, sizeof(*m->dbl)))) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld blocks",
-                        (long long)c.num_layers);
-        goto fail;
-    }
-    if (c.num_single_layers > 0 &&
-        !(m->sgl = calloc((size_t)c.num_single_layers, sizeof(*m->sgl)))) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld single blocks",
-                        (long long)c.num_single_layers);
-        goto fail;
-    }
+    TDM_TRY(model_new(&m, &c, dev));
     {
-        flux_loader_t L = {m, set};
+        flux_loader_t L = {m, set, NULL};
         TDM_TRY(load_model(&L));
     }
     tdm_st_set_close(set);
@@ -332,6 +355,32 @@ void tdm_flux_free(tdm_flux_t *m) {
     free(m->dbl);
     free(m->sgl);
     free(m);
+}
+
+tdm_status tdm_flux_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_flux_t *m = NULL;
+    tdm_flux_info_t c;
+    if (!config_path || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_plist: config path and list are required");
+    tdm_plist_init(out, dt);
+    TDM_TRY(tdm_json_load(&j, config_path));
+    TDM_TRY(cfg_parse(&j, &c));
+    TDM_TRY(model_new(&m, &c, NULL));
+    {
+        flux_loader_t L = {m, NULL, out};
+        TDM_TRY(load_model(&L));
+    }
+    tdm_flux_free(m);
+    tdm_json_free(&j);
+    return TDM_OK;
+fail:
+    tdm_flux_free(m);
+    tdm_json_free(&j);
+    tdm_plist_free(out);
+    tdm_plist_init(out, dt);
+    return st;
 }
 
 const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m) { return m ? &m->info : NULL; }

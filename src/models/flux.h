@@ -16,6 +16,7 @@
 #define TDM_FLUX_H
 
 #include "core/core.h"
+#include "place/ptree.h"
 
 typedef struct tdm_flux tdm_flux_t;
 
@@ -43,6 +44,17 @@ tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_flux_free(tdm_flux_t *m);
+
+/* The parameter list (place/ptree.h) of the FluxTransformer2DModel that
+ * config.json at `config_path` describes, from the config alone (no weights
+ * read), checked as tdm_flux_load checks it: diffusers 0.42 registration
+ * order (time_text_embed with guidance_embedder only when guidance_embeds,
+ * context_embedder, x_embedder, transformer_blocks, single_transformer_blocks,
+ * norm_out, proj_out), floating tensors as `dt`; no buffers, no ties.
+ * No-split modules: "transformer_blocks.{i}" then
+ * "single_transformer_blocks.{i}". OUT: *out, initialized here (any previous
+ * content is not freed), freed with tdm_plist_free; left empty on error. */
+tdm_status tdm_flux_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* The model's sizes; valid until tdm_flux_free. NULL for NULL. */
 const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m);

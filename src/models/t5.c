@@ -4,7 +4,9 @@
  * (gated) feed-forward, final RMS norm. The FLUX.1 text_encoder_2. Every
  * step on activations or weights is a tdm_op_* on the model's device; only
  * the token ids and the relative position buckets (host memory) are handled
- * here. Not the decoder and not a tokenizer. */
+ * here. The same walk over the blocks that loads them also lists them for
+ * the placement planner (tdm_t5_plist). Not the decoder and not a
+ * tokenizer. */
 #include "models/t5.h"
 
 #include <math.h>
@@ -15,6 +17,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/ptree.h"
 
 typedef enum {
     T5_ACT_RELU = 0,
@@ -65,13 +68,23 @@ int64_t tdm_t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_dis
 
 /* ---- loading ----------------------------------------------------------------- */
 
+/* Where tensors go: loaded from `set` onto `dev`, or (pl != NULL, a
+ * parameter list) only named and sized. */
+typedef struct {
+    const tdm_st_set_t *set;
+    tdm_device_t       *dev;
+    tdm_plist_t        *pl;
+} t5_loader;
+
 /* Loads `name` as float32, or (gemm = 1, a Linear weight) in the device's
- * GEMM dtype (see tdm_st_set_load_gemm_weight). */
-static tdm_status load_t(const tdm_st_set_t *set, tdm_device_t *dev, const char *name, int ndim,
-                         int64_t d0, int64_t d1, tdm_tensor_t **out, int gemm) {
+ * GEMM dtype (see tdm_st_set_load_gemm_weight); in list mode appends it to
+ * L->pl instead. */
+static tdm_status load_t(const t5_loader *L, const char *name, int ndim, int64_t d0, int64_t d1,
+                         tdm_tensor_t **out, int gemm) {
     int64_t shape[2] = {d0, d1};
-    if (gemm) return tdm_st_set_load_gemm_weight(set, name, dev, ndim, shape, out);
-    return tdm_st_set_load_f32(set, name, dev, ndim, shape, out);
+    if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
+    if (gemm) return tdm_st_set_load_gemm_weight(L->set, name, L->dev, ndim, shape, out);
+    return tdm_st_set_load_f32(L->set, name, L->dev, ndim, shape, out);
 }
 
 static tdm_status parse_act(const char *name, const char *path, const char *key, t5_act *out) {
@@ -165,6 +178,48 @@ fail:
     return st;
 }
 
+/* Loads (or, in list mode, lists) the encoder blocks and the final norm in
+ * registration order; block 0 alone holds the relative position bias (after
+ * its o projection, as T5Attention registers it). In list mode the no-split
+ * modules (T5Block) are recorded too. Allocates m->blocks. */
+static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
+    tdm_status st = TDM_OK;
+    const int64_t D = m->D, HK = m->H * m->dkv, F = m->F;
+    m->blocks = calloc((size_t)m->L, sizeof *m->blocks);
+    if (!m->blocks) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
+    for (int64_t l = 0; l < m->L; l++) {
+        t5_block *y = &m->blocks[l];
+        char p[96];
+#define LT(field, name, nd, a, b)                                                        \
+    do {                                                                                 \
+        char nm_[192];                                                                   \
+        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
+        TDM_TRY(load_t(L, nm_, nd, a, b, &(field), (nd) == 2)); /* 2 dims: Linear */     \
+    } while (0)
+        snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
+        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "encoder.block.%lld", (long long)l));
+        LT(y->q_w, "0.SelfAttention.q.weight", 2, HK, D);
+        LT(y->k_w, "0.SelfAttention.k.weight", 2, HK, D);
+        LT(y->v_w, "0.SelfAttention.v.weight", 2, HK, D);
+        LT(y->o_w, "0.SelfAttention.o.weight", 2, D, HK);
+        if (l == 0)   /* shared by every block */
+            LT(m->rel_bias, "0.SelfAttention.relative_attention_bias.weight", 2, m->nbuckets, m->H);
+        LT(y->ln0_w, "0.layer_norm.weight", 1, D, 0);
+        if (m->gated) {
+            LT(y->wi0_w, "1.DenseReluDense.wi_0.weight", 2, F, D);
+            LT(y->wi1_w, "1.DenseReluDense.wi_1.weight", 2, F, D);
+        } else {
+            LT(y->wi0_w, "1.DenseReluDense.wi.weight", 2, F, D);
+        }
+        LT(y->wo_w, "1.DenseReluDense.wo.weight", 2, D, F);
+        LT(y->ln1_w, "1.layer_norm.weight", 1, D, 0);
+#undef LT
+    }
+    TDM_TRY(load_t(L, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
+fail:
+    return st;
+}
+
 tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const char *variant,
                        tdm_device_t *dev) {
     tdm_status st = TDM_OK;
@@ -183,45 +238,13 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
     TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
     TDM_TRY(tdm_st_set_open(&set, path));
 
-    const int64_t D = m->D, HK = m->H * m->dkv, F = m->F;
     /* tied embedding: T5EncoderModel saves shared.weight; some exports keep
      * only encoder.embed_tokens.weight */
     const char *emb = tdm_st_set_find(set, "shared.weight") ? "shared.weight"
                                                             : "encoder.embed_tokens.weight";
-    TDM_TRY(load_t(set, dev, emb, 2, m->vocab, D, &m->emb, 0));
-    TDM_TRY(load_t(set, dev, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                   2, m->nbuckets, m->H, &m->rel_bias, 0));
-    m->blocks = calloc((size_t)m->L, sizeof *m->blocks);
-    if (!m->blocks) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
-        goto fail;
-    }
-    for (int64_t l = 0; l < m->L; l++) {
-        t5_block *y = &m->blocks[l];
-        char p[96];
-#define LT(field, name, nd, a, b)                                                        \
-    do {                                                                                 \
-        char nm_[192];                                                                   \
-        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
-        TDM_TRY(load_t(set, dev, nm_, nd, a, b, &y->field, (nd) == 2)); /* 2 dims: Linear */ \
-    } while (0)
-        snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
-        LT(ln0_w, "0.layer_norm.weight", 1, D, 0);
-        LT(q_w, "0.SelfAttention.q.weight", 2, HK, D);
-        LT(k_w, "0.SelfAttention.k.weight", 2, HK, D);
-        LT(v_w, "0.SelfAttention.v.weight", 2, HK, D);
-        LT(o_w, "0.SelfAttention.o.weight", 2, D, HK);
-        LT(ln1_w, "1.layer_norm.weight", 1, D, 0);
-        if (m->gated) {
-            LT(wi0_w, "1.DenseReluDense.wi_0.weight", 2, F, D);
-            LT(wi1_w, "1.DenseReluDense.wi_1.weight", 2, F, D);
-        } else {
-            LT(wi0_w, "1.DenseReluDense.wi.weight", 2, F, D);
-        }
-        LT(wo_w, "1.DenseReluDense.wo.weight", 2, D, F);
-#undef LT
-    }
-    TDM_TRY(load_t(set, dev, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
+    t5_loader L = {set, dev, NULL};
+    TDM_TRY(load_t(&L, emb, 2, m->vocab, m->D, &m->emb, 0));
+    TDM_TRY(load_blocks(m, &L));
     tdm_st_set_close(set);
     *out = m;
     return TDM_OK;
@@ -246,6 +269,30 @@ void tdm_t5_free(tdm_t5_t *m) {
     tdm_tensor_free(m->rel_bias);
     tdm_tensor_free(m->fln_w);
     free(m);
+}
+
+tdm_status tdm_t5_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_t5_t *m = NULL;
+    if (!config_path || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: config path and list are required");
+    tdm_plist_init(out, dt);
+    m = calloc(1, sizeof *m);
+    if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
+    TDM_TRY(read_config(m, config_path));
+    t5_loader L = {NULL, NULL, out};
+    /* T5EncoderModel registers shared, then T5Stack's own embed_tokens: two
+     * tensors (see tdm_t5_plist in t5.h for when from_pretrained ties them) */
+    TDM_TRY(load_t(&L, "shared.weight", 2, m->vocab, m->D, NULL, 0));
+    TDM_TRY(load_t(&L, "encoder.embed_tokens.weight", 2, m->vocab, m->D, NULL, 0));
+    TDM_TRY(load_blocks(m, &L));
+    tdm_t5_free(m);
+    return TDM_OK;
+fail:
+    tdm_t5_free(m);
+    tdm_plist_free(out);
+    tdm_plist_init(out, dt);
+    return st;
 }
 
 int64_t tdm_t5_d_model(const tdm_t5_t *m) { return m->D; }

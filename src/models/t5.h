@@ -8,6 +8,7 @@
 #define TDM_T5_H
 
 #include "core/core.h"
+#include "place/ptree.h"
 
 typedef struct tdm_t5 tdm_t5_t;
 
@@ -47,6 +48,20 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_t5_free(tdm_t5_t *m);
+
+/* The parameter list (place/ptree.h) of the T5EncoderModel that config.json
+ * at `config_path` describes, from the config alone (no weights read),
+ * checked as tdm_t5_load checks it; floating tensors as `dt`, in
+ * transformers 5 registration order: shared.weight,
+ * encoder.embed_tokens.weight (T5Stack's own Embedding: the constructed
+ * module holds two tensors and no tie; from_pretrained ties them only when
+ * tie_word_embeddings is true, so the list is an upper bound there), the
+ * blocks (relative_attention_bias in block 0 only; wi_0/wi_1 or wi as the
+ * config gates), encoder.final_layer_norm.weight. No buffers. No-split
+ * modules: "encoder.block.{i}" (T5Block). OUT: *out, initialized here (any
+ * previous content is not freed), freed with tdm_plist_free; left empty on
+ * error. */
+tdm_status tdm_t5_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* Config values: d_model (the width of the output rows), num_layers,
  * vocab_size. */

@@ -12,6 +12,7 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "models/unet2d_internal.h"
+#include "place/ptree.h"
 
 #define UNET_MAX_BLOCKS 8
 
@@ -255,18 +256,26 @@ fail:
     return st;
 }
 
-/* ---- loading -------------------------------------------------------------- */
+/* ---- loading -------------------------------------------------------------- *
+ * One walk over the model (load_model) serves two sinks: loading the
+ * weights from `set`, or, when `pl` is set, listing every parameter with its
+ * shape (and the no-split modules) without touching any file. The walk
+ * follows the registration order of diffusers' modules (a block's attentions
+ * before its resnets, the up blocks before the mid block), which is the
+ * order of named_parameters(). */
 
 typedef struct {
     tdm_unet_t         *u;
     const tdm_st_set_t *set;
     const char         *cfg_path;
+    tdm_plist_t        *pl;       /* list instead of load when not NULL */
 } unet_loader_t;
 
-/* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst. Every
- * tensor of 2+ dims in this model is a Linear or Conv weight feeding only a
- * GEMM: those are stored in the device's GEMM dtype (see
- * tdm_st_set_load_gemm_weight); biases and norms (1 dim) stay float32. */
+/* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst (or, when
+ * listing, appends it to L->pl and sets *dst to NULL). Every tensor of 2+
+ * dims in this model is a Linear or Conv weight feeding only a GEMM: those
+ * are stored in the device's GEMM dtype (see tdm_st_set_load_gemm_weight);
+ * biases and norms (1 dim) stay float32. */
 static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, const char *suffix,
                      int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     tdm_status st;
@@ -277,6 +286,10 @@ static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, co
     int len = snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", suffix);
     if (len < 0 || (size_t)len >= sizeof(name))
         return tdm_errorf(TDM_ERR_INTERNAL, "unet: tensor name too long: %s.%s", prefix, suffix);
+    if (L->pl) {
+        *dst = NULL;
+        return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
+    }
     if (u->ntensors == u->cap_tensors) {
         int64_t cap = u->cap_tensors ? 2 * u->cap_tensors : 256;
         tdm_tensor_t **p = realloc(u->tensors, (size_t)cap * sizeof(*p));
@@ -300,9 +313,16 @@ static tdm_status check_groups(const unet_loader_t *L, int64_t C, int64_t G, con
     return TDM_OK;
 }
 
+/* When listing: records module `p` as a no-split unit (its class is in
+ * UNet2DConditionModel._no_split_modules). */
+static tdm_status nosplit(unet_loader_t *L, const char *p) {
+    return L->pl ? tdm_plist_nosplit(L->pl, "%s", p) : TDM_OK;
+}
+
 static tdm_status load_resnet(unet_loader_t *L, unet_resnet_t *r, const char *p, int64_t cin,
                               int64_t cout, int64_t temb, const unet_cfg_t *c, double scale) {
     tdm_status st = TDM_OK;
+    TDM_TRY(nosplit(L, p));   /* ResnetBlock2D */
     r->cin = cin;
     r->cout = cout;
     r->groups = c->groups;
@@ -370,6 +390,7 @@ static tdm_status load_transformer(unet_loader_t *L, unet_transformer_t *t, cons
         unet_tblock_t *b = &t->blocks[i];
         snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
         char qa[300];
+        TDM_TRY(nosplit(L, q));   /* BasicTransformerBlock */
         TDM_TRY(ld(L, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
         TDM_TRY(ld(L, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
         snprintf(qa, sizeof(qa), "%s.attn1", q);
@@ -423,30 +444,20 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         int64_t cin = i == 0 ? C0 : c->block_out[i - 1], cout = c->block_out[i];
         int64_t nl = c->layers[i];
         TDM_TRY(block_alloc(b, nl, c->down_cross[i] ? nl : 0, cout));
-        for (int64_t j = 0; j < nl; j++) {
-            snprintf(p, sizeof(p), "down_blocks.%d.resnets.%lld", i, (long long)j);
-            TDM_TRY(load_resnet(L, &b->res[j], p, j == 0 ? cin : cout, cout, Td, c, 1.0));
-            if (!b->cross) continue;
+        for (int64_t j = 0; j < b->nattn; j++) {
             snprintf(p, sizeof(p), "down_blocks.%d.attentions.%lld", i, (long long)j);
             TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[i], c->tlayers[i],
                                      c->only_cross[i], c));
+        }
+        for (int64_t j = 0; j < nl; j++) {
+            snprintf(p, sizeof(p), "down_blocks.%d.resnets.%lld", i, (long long)j);
+            TDM_TRY(load_resnet(L, &b->res[j], p, j == 0 ? cin : cout, cout, Td, c, 1.0));
         }
         if (i < n - 1) {
             snprintf(p, sizeof(p), "down_blocks.%d.downsamplers.0.conv", i);
             TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
             TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
         }
-    }
-
-    {   /* UNetMidBlock2DCrossAttn: resnet, (attention, resnet) x 1 */
-        int64_t Cm = c->block_out[n - 1];
-        TDM_TRY(block_alloc(&u->mid, 2, 1, Cm));
-        TDM_TRY(load_resnet(L, &u->mid.res[0], "mid_block.resnets.0", Cm, Cm, Td, c,
-                            c->mid_scale));
-        TDM_TRY(load_transformer(L, &u->mid.attn[0], "mid_block.attentions.0", Cm,
-                                 c->heads[n - 1], c->tlayers[n - 1], 0, c));
-        TDM_TRY(load_resnet(L, &u->mid.res[1], "mid_block.resnets.1", Cm, Cm, Td, c,
-                            c->mid_scale));
     }
 
     for (int i = 0; i < n; i++) {   /* up block i mirrors down block n-1-i */
@@ -457,20 +468,34 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         int64_t cin = c->block_out[r > 0 ? r - 1 : 0];
         int64_t nl = c->layers[r] + 1;
         TDM_TRY(block_alloc(b, nl, c->up_cross[i] ? nl : 0, cout));
+        snprintf(p, sizeof(p), "up_blocks.%d", i);
+        TDM_TRY(nosplit(L, p));   /* CrossAttnUpBlock2D, UpBlock2D */
+        for (int64_t j = 0; j < b->nattn; j++) {
+            snprintf(p, sizeof(p), "up_blocks.%d.attentions.%lld", i, (long long)j);
+            TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[r], c->tlayers[r],
+                                     c->only_cross[r], c));
+        }
         for (int64_t j = 0; j < nl; j++) {
             int64_t skip = j == nl - 1 ? cin : cout, rin = j == 0 ? prev : cout;
             snprintf(p, sizeof(p), "up_blocks.%d.resnets.%lld", i, (long long)j);
             TDM_TRY(load_resnet(L, &b->res[j], p, rin + skip, cout, Td, c, 1.0));
-            if (!b->cross) continue;
-            snprintf(p, sizeof(p), "up_blocks.%d.attentions.%lld", i, (long long)j);
-            TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[r], c->tlayers[r],
-                                     c->only_cross[r], c));
         }
         if (i < n - 1) {
             snprintf(p, sizeof(p), "up_blocks.%d.upsamplers.0.conv", i);
             TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
             TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
         }
+    }
+
+    {   /* UNetMidBlock2DCrossAttn: resnet, (attention, resnet) x 1 */
+        int64_t Cm = c->block_out[n - 1];
+        TDM_TRY(block_alloc(&u->mid, 2, 1, Cm));
+        TDM_TRY(load_transformer(L, &u->mid.attn[0], "mid_block.attentions.0", Cm,
+                                 c->heads[n - 1], c->tlayers[n - 1], 0, c));
+        TDM_TRY(load_resnet(L, &u->mid.res[0], "mid_block.resnets.0", Cm, Cm, Td, c,
+                            c->mid_scale));
+        TDM_TRY(load_resnet(L, &u->mid.res[1], "mid_block.resnets.1", Cm, Cm, Td, c,
+                            c->mid_scale));
     }
 
     TDM_TRY(check_groups(L, C0, c->groups, "conv_norm_out"));
@@ -519,7 +544,7 @@ tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
     u->info.num_downsamplers = c.n - 1;
     u->info.time_embed_dim = 4 * c.block_out[0];
     {
-        unet_loader_t L = {u, set, j.path};
+        unet_loader_t L = {u, set, j.path, NULL};
         TDM_TRY(load_model(&L, &c));
     }
     tdm_st_set_close(set);
@@ -529,6 +554,29 @@ tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
 fail:
     tdm_unet_free(u);
     tdm_st_set_close(set);
+    tdm_json_free(&j);
+    return st;
+}
+
+tdm_status tdm_unet_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_unet_t *u = NULL;
+    unet_cfg_t c;
+    tdm_plist_init(out, dt);
+    if (!config_path)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_plist: config_path is required");
+    TDM_TRY(tdm_json_load(&j, config_path));
+    TDM_TRY(cfg_parse(&j, &c));
+    u = calloc(1, sizeof(*u));   /* holds the block tables of the walk; no weights */
+    if (!u) { st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory"); goto fail; }
+    {
+        unet_loader_t L = {u, NULL, j.path, out};
+        TDM_TRY(load_model(&L, &c));
+    }
+fail:
+    if (st != TDM_OK) tdm_plist_free(out);
+    tdm_unet_free(u);
     tdm_json_free(&j);
     return st;
 }

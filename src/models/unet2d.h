@@ -13,6 +13,7 @@
 #define TDM_UNET2D_H
 
 #include "core/core.h"
+#include "place/ptree.h"
 
 typedef struct tdm_unet tdm_unet_t;
 
@@ -38,6 +39,15 @@ tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_unet_free(tdm_unet_t *u);
+
+/* The parameter list (place/ptree.h) of the UNet2DConditionModel that the
+ * config.json at config_path describes, read with the same parsing and
+ * checks as tdm_unet_load but no weights: every parameter by its diffusers
+ * name in named_parameters() order (the model has no buffers), floating as
+ * `dt`, and the no-split modules (BasicTransformerBlock, ResnetBlock2D and
+ * the up blocks) in named_modules() order. OUT: *out, initialised here and
+ * freed by the caller with tdm_plist_free; left empty on error. */
+tdm_status tdm_unet_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* The model's sizes; valid until tdm_unet_free. */
 const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u);

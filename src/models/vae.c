@@ -21,6 +21,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/ptree.h"
 
 #define VAE_MAX_LEVELS 8
 #define VAE_MAX_LPB    64
@@ -194,11 +195,19 @@ fail:
     return st;
 }
 
-/* ---- weights ------------------------------------------------------------- */
+/* ---- weights -------------------------------------------------------------
+ * One walk over the model (vae_load_weights) serves two sinks: loading the
+ * weights from `set` onto `dev`, or, when `pl` is set, listing every
+ * parameter with its shape (and the no-split modules) without touching any
+ * file. The walk follows the registration order of diffusers' modules
+ * (encoder, decoder with its up blocks before its mid block, quant_conv,
+ * post_quant_conv; a mid block's attention before its resnets), which is
+ * the order of named_parameters(). */
 
 typedef struct {
     const tdm_st_set_t *set;
     tdm_device_t *dev;
+    tdm_plist_t *pl;         /* list instead of load when not NULL */
 } loader_t;
 
 static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int64_t *shape,
@@ -212,6 +221,10 @@ static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int6
     va_end(ap);
     if (len < 0 || (size_t)len >= sizeof name)
         return tdm_errorf(TDM_ERR_INTERNAL, "tensor name too long: %s", name);
+    if (L->pl) {
+        *out = NULL;
+        return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
+    }
     /* every tensor of 2+ dims here is a Conv or Linear weight feeding only a
      * GEMM: stored in the device's GEMM dtype; biases and norms stay float32 */
     if (ndim >= 2) return tdm_st_set_load_gemm_weight(L->set, name, L->dev, ndim, shape, out);
@@ -254,6 +267,7 @@ static tdm_status ld_resnet(const loader_t *L, resnet_t *r, const char *pfx, int
     r->cin = cin;
     r->cout = cout;
     r->has_sc = cin != cout;
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%s", pfx));   /* ResnetBlock2D */
 #define SUB(s) pjoin(p, sizeof p, pfx, s)
     TDM_TRY(ld_norm(L, &r->n1, SUB("norm1"), cin));
     TDM_TRY(ld_conv(L, &r->c1, SUB("conv1"), cin, cout, 3));
@@ -273,7 +287,7 @@ static tdm_status ld_attn_linear(const loader_t *L, tdm_tensor_t **w, tdm_tensor
     int64_t ws[2] = {c, c};
     char n[256];
     snprintf(n, sizeof n, "%s.%s.weight", pfx, name);
-    if (!tdm_st_set_find(L->set, n)) {
+    if (L->set && !tdm_st_set_find(L->set, n)) {
         snprintf(n, sizeof n, "%s.%s.weight", pfx, old);
         if (tdm_st_set_find(L->set, n)) name = old;
     }
@@ -286,10 +300,6 @@ fail:
 static tdm_status ld_mid(const loader_t *L, mid_t *m, const char *pfx, int64_t c, int attn) {
     tdm_status st;
     char p[200], a[200];
-    snprintf(p, sizeof p, "%s.resnets.0", pfx);
-    TDM_TRY(ld_resnet(L, &m->r0, p, c, c));
-    snprintf(p, sizeof p, "%s.resnets.1", pfx);
-    TDM_TRY(ld_resnet(L, &m->r1, p, c, c));
     m->has_attn = attn;
     if (attn) {
         attn_t *t = &m->at;
@@ -301,6 +311,10 @@ static tdm_status ld_mid(const loader_t *L, mid_t *m, const char *pfx, int64_t c
         TDM_TRY(ld_attn_linear(L, &t->wv, &t->bv, a, "to_v", "value", c));
         TDM_TRY(ld_attn_linear(L, &t->wo, &t->bo, a, "to_out.0", "proj_attn", c));
     }
+    snprintf(p, sizeof p, "%s.resnets.0", pfx);
+    TDM_TRY(ld_resnet(L, &m->r0, p, c, c));
+    snprintf(p, sizeof p, "%s.resnets.1", pfx);
+    TDM_TRY(ld_resnet(L, &m->r1, p, c, c));
 fail:
     return st;
 }
@@ -342,20 +356,21 @@ static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
     TDM_TRY(ld_mid(L, &v->e_mid, "encoder.mid_block", ch[nl - 1], v->mid_attn));
     TDM_TRY(ld_norm(L, &v->e_nout, "encoder.conv_norm_out", ch[nl - 1]));
     TDM_TRY(ld_conv(L, &v->e_out, "encoder.conv_out", ch[nl - 1], 2 * lat, 3));
-    if (v->use_qc) TDM_TRY(ld_conv(L, &v->qc, "quant_conv", 2 * lat, 2 * lat, 1));
-    if (v->use_pqc) TDM_TRY(ld_conv(L, &v->pqc, "post_quant_conv", lat, lat, 1));
 
     /* decoder */
     TDM_TRY(ld_conv(L, &v->d_in, "decoder.conv_in", lat, ch[nl - 1], 3));
-    TDM_TRY(ld_mid(L, &v->d_mid, "decoder.mid_block", ch[nl - 1], v->mid_attn));
     for (int i = 0; i < nl; i++) {
         int64_t cin = ch[nl - 1 - (i > 0 ? i - 1 : 0)], cout = ch[nl - 1 - i];
         snprintf(p, sizeof p, "decoder.up_blocks.%d", i);
         TDM_TRY(ld_level(L, &v->d_lev[i], p, (int)v->lpb + 1, cin, cout, i < nl - 1,
                          "upsamplers"));
     }
+    TDM_TRY(ld_mid(L, &v->d_mid, "decoder.mid_block", ch[nl - 1], v->mid_attn));
     TDM_TRY(ld_norm(L, &v->d_nout, "decoder.conv_norm_out", ch[0]));
     TDM_TRY(ld_conv(L, &v->d_out, "decoder.conv_out", ch[0], v->info.out_channels, 3));
+
+    if (v->use_qc) TDM_TRY(ld_conv(L, &v->qc, "quant_conv", 2 * lat, 2 * lat, 1));
+    if (v->use_pqc) TDM_TRY(ld_conv(L, &v->pqc, "post_quant_conv", lat, lat, 1));
 fail:
     return st;
 }
@@ -373,13 +388,29 @@ tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, cons
     TDM_TRY(vae_parse_config(v, path));
     TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
     TDM_TRY(tdm_st_set_open(&set, path));
-    loader_t L = {set, dev};
+    loader_t L = {set, dev, NULL};
     TDM_TRY(vae_load_weights(v, &L));
     tdm_st_set_close(set);
     *out = v;
     return TDM_OK;
 fail:
     tdm_st_set_close(set);
+    tdm_vae_free(v);
+    return st;
+}
+
+tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_plist_init(out, dt);
+    if (!config_path)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_vae_plist: config_path is required");
+    tdm_vae_t *v = calloc(1, sizeof *v);   /* holds the walk's level tables; no weights */
+    if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory listing the VAE");
+    TDM_TRY(vae_parse_config(v, config_path));
+    loader_t L = {NULL, NULL, out};
+    TDM_TRY(vae_load_weights(v, &L));
+fail:
+    if (st != TDM_OK) tdm_plist_free(out);
     tdm_vae_free(v);
     return st;
 }

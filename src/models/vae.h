@@ -9,6 +9,7 @@
 #define TDM_MODELS_VAE_H
 
 #include "core/core.h"
+#include "place/ptree.h"
 
 typedef struct tdm_vae tdm_vae_t;
 
@@ -34,6 +35,15 @@ tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, cons
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_vae_free(tdm_vae_t *v);
+
+/* The parameter list (place/ptree.h) of the AutoencoderKL that the
+ * config.json at config_path describes, read with the same parsing and
+ * checks as tdm_vae_load but no weights: every parameter by its diffusers
+ * name in named_parameters() order (the model has no buffers), floating as
+ * `dt`, and the no-split modules (the ResnetBlock2Ds) in named_modules()
+ * order. OUT: *out, initialised here and freed by the caller with
+ * tdm_plist_free; left empty on error. */
+tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* The configuration summary (owned by v). */
 const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v);
