@@ -260,6 +260,29 @@ void tdm_dist_abort(tdm_dist_t *d, int code);
 /* Number of CUDA devices visible to this process (0 without CUDA). */
 int tdm_cuda_devices(void);
 
+/* ---- placement plan ---------------------------------------------------
+ * Where each model component (or each block of a split component) of a
+ * folder would go under per-device memory budgets, computed from the config
+ * files alone (no weights read): `tandem plan`. device_map is a comma list
+ * of a pipeline-level STRATEGY (whole components over the GPUs; default
+ * "balanced") and/or COMPONENT=STRATEGY items (that component split
+ * block-wise, like from_pretrained(device_map=...)); strategies are "auto"
+ * (= "balanced"), "balanced_low_0", "sequential". max_memory is required,
+ * e.g. "0=16GiB,1=16GiB,cpu=64GiB,disk=200GB". dtype "fp32"|"fp16"|"bf16"
+ * (NULL: fp16 for Stable Diffusion, bf16 for FLUX); only = comma list of
+ * components (NULL: all). OUT: *json, one JSON object {"strategy",
+ * "max_memory", "device_map", "bytes"} (free() it). */
+typedef struct {
+    const char *model;
+    const char *only;
+    const char *device_map;
+    const char *max_memory;
+    const char *dtype;
+} tdm_plan_params_t;
+
+void       tdm_plan_params_init(tdm_plan_params_t *p);
+tdm_status tdm_plan(const tdm_plan_params_t *p, char **json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -96,10 +96,14 @@ static int64_t ptree_check_case(const char *fixtures, const char *case_name, ptr
         int64_t nn = cJSON_GetArraySize(ns);
         CHECK_MSG(l.nnosplit == nn, "%s: %lld no-split modules, PyTorch has %lld", case_name,
                   (long long)l.nnosplit, (long long)nn);
+        const cJSON *nc = cJSON_GetObjectItem(j, "nosplit_class");
         for (int64_t i = 0; i < nn && i < l.nnosplit; i++)
-            if (strcmp(l.nosplit[i], cJSON_GetArrayItem(ns, (int)i)->valuestring)) {
-                CHECK_MSG(0, "%s: no-split %lld is %s, PyTorch has %s", case_name, (long long)i,
-                          l.nosplit[i], cJSON_GetArrayItem(ns, (int)i)->valuestring);
+            if (strcmp(l.nosplit[i], cJSON_GetArrayItem(ns, (int)i)->valuestring) ||
+                strcmp(l.nosplit_class[i], cJSON_GetArrayItem(nc, (int)i)->valuestring)) {
+                CHECK_MSG(0, "%s: no-split %lld is %s (%s), PyTorch has %s (%s)", case_name,
+                          (long long)i, l.nosplit[i], l.nosplit_class[i],
+                          cJSON_GetArrayItem(ns, (int)i)->valuestring,
+                          cJSON_GetArrayItem(nc, (int)i)->valuestring);
                 break;
             }
         const cJSON *ti = cJSON_GetObjectItem(j, "tied");

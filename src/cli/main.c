@@ -84,6 +84,9 @@ static void usage(FILE *f) {
           "  tandem decode   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
           "                  --out FILE.png\n"
           "  tandem launch   -n N [--gpus LIST] -- generate ... [--schedule static|dynamic] [--resume]\n"
+          "  tandem plan     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
+          "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
+          "                  [--dtype fp32|fp16|bf16]   (placement as JSON; reads configs only)\n"
           "  tandem --version\n"
           "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
           "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
@@ -737,6 +740,42 @@ static int cmd_launch(int argc, char **argv) {
     die(1, "launch: cannot run mpirun: %s (install Open MPI: apt-get install openmpi-bin)", strerror(errno));
 }
 
+/* tandem plan: the placement of a folder's components under memory budgets,
+ * as one JSON object on stdout; reads config files only. */
+static int cmd_plan(int argc, char **argv) {
+    tdm_plan_params_t p;
+    tdm_plan_params_init(&p);
+    char dmap[1024] = "";
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
+        if (strcmp(f, "--model") && strcmp(f, "--only") && strcmp(f, "--device-map") &&
+            strcmp(f, "--max-memory") && strcmp(f, "--dtype"))
+            die(2, "%s: unknown flag for tandem plan (see tandem --help)", f);
+        if (i + 1 >= argc) die(2, "%s: missing value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model")) p.model = v;
+        else if (!strcmp(f, "--only")) p.only = v;
+        else if (!strcmp(f, "--max-memory")) p.max_memory = v;
+        else if (!strcmp(f, "--dtype")) {
+            if (strcmp(v, "fp32") != 0 && strcmp(v, "fp16") != 0 && strcmp(v, "bf16") != 0)
+                die(2, "--dtype %s: expected fp32, fp16 or bf16", v);
+            p.dtype = v;
+        } else {   /* --device-map, repeatable: joined with commas */
+            size_t n = strlen(dmap);
+            if (n + strlen(v) + 2 > sizeof dmap) die(2, "--device-map: too long");
+            snprintf(dmap + n, sizeof dmap - n, "%s%s", n ? "," : "", v);
+        }
+    }
+    if (!p.model) die(2, "--model: required");
+    p.device_map = dmap[0] ? dmap : NULL;
+    char *json = NULL;
+    if (tdm_plan(&p, &json) != TDM_OK) die_status();
+    fputs(json, stdout);
+    free(json);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     /* OpenMP and OpenBLAS run separate thread pools; idle OpenMP workers
      * spinning steal the cores OpenBLAS needs (measured ~10% of a UNet
@@ -751,5 +790,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 2, argv + 2);
     if (!strcmp(argv[1], "decode")) return cmd_decode(argc - 2, argv + 2);
     if (!strcmp(argv[1], "launch")) return cmd_launch(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);
     die(2, "unknown command \"%s\" (commands: generate, encode, decode, launch)", argv[1]);
 }

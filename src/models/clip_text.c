@@ -142,7 +142,7 @@ fail:
 static tdm_status load_tensors(tdm_clip_text_t *m, const clip_loader *L) {
     tdm_status st = TDM_OK;
     const int64_t D = m->D, I = m->I;
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%sembeddings", L->pre));
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "CLIPTextEmbeddings", "%sembeddings", L->pre));
     TDM_TRY(load_t(L, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb, 0));
     TDM_TRY(load_t(L, "embeddings.position_embedding.weight", 2, m->max_pos, D, &m->pos_emb, 0));
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
@@ -157,7 +157,7 @@ static tdm_status load_tensors(tdm_clip_text_t *m, const clip_loader *L) {
         TDM_TRY(load_t(L, nm_, nd, a, b, &y->field, (nd) == 2)); /* 2 dims: Linear */   \
     } while (0)
         snprintf(p, sizeof p, "encoder.layers.%lld.", (long long)l);
-        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%sencoder.layers.%lld", L->pre, (long long)l));
+        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "CLIPEncoderLayer", "%sencoder.layers.%lld", L->pre, (long long)l));
         LT(k_w, "self_attn.k_proj.weight", 2, D, D);
         LT(k_b, "self_attn.k_proj.bias", 1, D, 0);
         LT(v_w, "self_attn.v_proj.weight", 2, D, D);

@@ -212,7 +212,7 @@ static tdm_status load_double(flux_loader_t *L, flux_double_t *d, int64_t i) {
     int64_t D = L->m->D, hd = L->m->hd;
     char p[128];
     snprintf(p, sizeof(p), "transformer_blocks.%lld", (long long)i);
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%s", p));   /* FluxTransformerBlock */
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "FluxTransformerBlock", "%s", p));
     TDM_TRY(ld_lin(L, &d->mod, p, "norm1.linear", 6 * D, D));
     TDM_TRY(ld_lin(L, &d->mod_ctx, p, "norm1_context.linear", 6 * D, D));
     TDM_TRY(ld(L, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
@@ -240,7 +240,7 @@ static tdm_status load_single(flux_loader_t *L, flux_single_t *s, int64_t i) {
     int64_t D = L->m->D, hd = L->m->hd;
     char p[128];
     snprintf(p, sizeof(p), "single_transformer_blocks.%lld", (long long)i);
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%s", p));   /* FluxSingleTransformerBlock */
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "FluxSingleTransformerBlock", "%s", p));
     TDM_TRY(ld_lin(L, &s->mod, p, "norm.linear", 3 * D, D));
     TDM_TRY(ld_lin(L, &s->mlp, p, "proj_mlp", 4 * D, D));
     TDM_TRY(ld_lin(L, &s->out, p, "proj_out", D, 5 * D));

@@ -197,7 +197,7 @@ static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
         TDM_TRY(load_t(L, nm_, nd, a, b, &(field), (nd) == 2)); /* 2 dims: Linear */     \
     } while (0)
         snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
-        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "encoder.block.%lld", (long long)l));
+        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "T5Block", "encoder.block.%lld", (long long)l));
         LT(y->q_w, "0.SelfAttention.q.weight", 2, HK, D);
         LT(y->k_w, "0.SelfAttention.k.weight", 2, HK, D);
         LT(y->v_w, "0.SelfAttention.v.weight", 2, HK, D);

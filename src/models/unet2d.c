@@ -315,14 +315,14 @@ static tdm_status check_groups(const unet_loader_t *L, int64_t C, int64_t G, con
 
 /* When listing: records module `p` as a no-split unit (its class is in
  * UNet2DConditionModel._no_split_modules). */
-static tdm_status nosplit(unet_loader_t *L, const char *p) {
-    return L->pl ? tdm_plist_nosplit(L->pl, "%s", p) : TDM_OK;
+static tdm_status nosplit(unet_loader_t *L, const char *cls, const char *p) {
+    return L->pl ? tdm_plist_nosplit(L->pl, cls, "%s", p) : TDM_OK;
 }
 
 static tdm_status load_resnet(unet_loader_t *L, unet_resnet_t *r, const char *p, int64_t cin,
                               int64_t cout, int64_t temb, const unet_cfg_t *c, double scale) {
     tdm_status st = TDM_OK;
-    TDM_TRY(nosplit(L, p));   /* ResnetBlock2D */
+    TDM_TRY(nosplit(L, "ResnetBlock2D", p));
     r->cin = cin;
     r->cout = cout;
     r->groups = c->groups;
@@ -390,7 +390,7 @@ static tdm_status load_transformer(unet_loader_t *L, unet_transformer_t *t, cons
         unet_tblock_t *b = &t->blocks[i];
         snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
         char qa[300];
-        TDM_TRY(nosplit(L, q));   /* BasicTransformerBlock */
+        TDM_TRY(nosplit(L, "BasicTransformerBlock", q));
         TDM_TRY(ld(L, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
         TDM_TRY(ld(L, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
         snprintf(qa, sizeof(qa), "%s.attn1", q);
@@ -469,7 +469,7 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         int64_t nl = c->layers[r] + 1;
         TDM_TRY(block_alloc(b, nl, c->up_cross[i] ? nl : 0, cout));
         snprintf(p, sizeof(p), "up_blocks.%d", i);
-        TDM_TRY(nosplit(L, p));   /* CrossAttnUpBlock2D, UpBlock2D */
+        TDM_TRY(nosplit(L, c->up_cross[i] ? "CrossAttnUpBlock2D" : "UpBlock2D", p));
         for (int64_t j = 0; j < b->nattn; j++) {
             snprintf(p, sizeof(p), "up_blocks.%d.attentions.%lld", i, (long long)j);
             TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[r], c->tlayers[r],

@@ -267,7 +267,7 @@ static tdm_status ld_resnet(const loader_t *L, resnet_t *r, const char *pfx, int
     r->cin = cin;
     r->cout = cout;
     r->has_sc = cin != cout;
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "%s", pfx));   /* ResnetBlock2D */
+    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "ResnetBlock2D", "%s", pfx));
 #define SUB(s) pjoin(p, sizeof p, pfx, s)
     TDM_TRY(ld_norm(L, &r->n1, SUB("norm1"), cin));
     TDM_TRY(ld_conv(L, &r->c1, SUB("conv1"), cin, cout, 3));

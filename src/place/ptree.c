@@ -21,6 +21,7 @@ void tdm_plist_free(tdm_plist_t *l) {
     for (int64_t i = 0; i < l->n; i++) free(l->e[i].name);
     free(l->e);
     free_strs(l->nosplit, l->nnosplit);
+    free_strs(l->nosplit_class, l->nnosplit);
     free_strs(l->tied, l->ntied);
     memset(l, 0, sizeof *l);
 }
@@ -72,15 +73,26 @@ tdm_status tdm_plist_add(tdm_plist_t *l, int is_buffer, tdm_dtype own, int ndim,
     return TDM_OK;
 }
 
-tdm_status tdm_plist_nosplit(tdm_plist_t *l, const char *fmt, ...) {
-    if (!grow((void **)&l->nosplit, l->nnosplit, &l->capnosplit, sizeof *l->nosplit))
+tdm_status tdm_plist_nosplit(tdm_plist_t *l, const char *cls, const char *fmt, ...) {
+    int64_t cap = l->capnosplit;
+    if (!grow((void **)&l->nosplit, l->nnosplit, &cap, sizeof *l->nosplit))
         return tdm_errorf(TDM_ERR_NOMEM, "parameter list: out of memory");
+    cap = l->capnosplit;
+    if (!grow((void **)&l->nosplit_class, l->nnosplit, &cap, sizeof *l->nosplit_class))
+        return tdm_errorf(TDM_ERR_NOMEM, "parameter list: out of memory");
+    l->capnosplit = cap;
     va_list ap;
     va_start(ap, fmt);
     char *s = vfmt(fmt, ap);
     va_end(ap);
-    if (!s) return tdm_errorf(TDM_ERR_NOMEM, "parameter list: out of memory");
-    l->nosplit[l->nnosplit++] = s;
+    char *c = strdup(cls);
+    if (!s || !c) {
+        free(s);
+        free(c);
+        return tdm_errorf(TDM_ERR_NOMEM, "parameter list: out of memory");
+    }
+    l->nosplit[l->nnosplit] = s;
+    l->nosplit_class[l->nnosplit++] = c;
     return TDM_OK;
 }
 

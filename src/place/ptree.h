@@ -29,8 +29,11 @@ typedef struct {
     tdm_pentry_t *e;
     int64_t       n, cap;
     /* Module paths ("transformer_blocks.0", ...) whose class is a no-split
-     * unit, in registration order. */
+     * unit, in registration order, and that class ("FluxTransformerBlock"):
+     * the balanced strategies size their margin from the first module of
+     * each no-split class, as accelerate does. */
     char        **nosplit;
+    char        **nosplit_class;
     int64_t       nnosplit, capnosplit;
     /* Tied groups: names of parameters sharing one tensor. The list above
      * holds only the first name of a group; tied[i] lists the others'
@@ -51,9 +54,10 @@ void       tdm_plist_free(tdm_plist_t *l);
 tdm_status tdm_plist_add(tdm_plist_t *l, int is_buffer, tdm_dtype own, int ndim,
                          const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-/* Records the module at `path` (printf-style) as a no-split unit. */
-tdm_status tdm_plist_nosplit(tdm_plist_t *l, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Records the module at `path` (printf-style), of PyTorch class `cls`, as a
+ * no-split unit. */
+tdm_status tdm_plist_nosplit(tdm_plist_t *l, const char *cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Records that `other` is tied to the already-added parameter `first`. */
 tdm_status tdm_plist_tie(tdm_plist_t *l, const char *first, const char *other);
 /* Bytes of entry i (numel × element size; bool counts 1/8 byte, rounded

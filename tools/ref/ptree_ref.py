@@ -4,7 +4,8 @@ For each model config (the tiny fixture configs under tests/fixtures and the rea
 SD2 / FLUX.1-dev / T5-XXL / CLIP-L configs written below), builds the diffusers / transformers
 class on the meta device (no weights) and writes tests/fixtures/ptree/<case>.json:
   {"class": ..., "config": {...}, "params": [[name, [shape], dtype, is_buffer], ...],
-   "nosplit": [module paths whose class is in _no_split_modules], "tied": ["first=other", ...]}
+   "nosplit": [module paths whose class is in _no_split_modules], "nosplit_class": [their classes],
+   "tied": ["first=other", ...]}
 params is named_parameters() then named_buffers(), in registration order, tied parameters once.
 
 usage: /opt/refenv/bin/python tools/ref/ptree_ref.py     (rewrites tests/fixtures/ptree/)
@@ -77,6 +78,7 @@ def dump(name, cls_name, cfg, config_path=None):
     params += [[n, list(b.shape), str(b.dtype).replace("torch.", ""), 1] for n, b in m.named_buffers()]
     nosplit_cls = set(getattr(m, "_no_split_modules", None) or [])
     nosplit = [n for n, mod in m.named_modules() if n and type(mod).__name__ in nosplit_cls]
+    nosplit_class = [type(mod).__name__ for n, mod in m.named_modules() if n and type(mod).__name__ in nosplit_cls]
     tied = []
     seen = {}
     for n, p in m.named_parameters(remove_duplicate=False):
@@ -84,7 +86,7 @@ def dump(name, cls_name, cfg, config_path=None):
             tied.append(f"{seen[id(p)]}={n}")
         seen.setdefault(id(p), n)
     out = {"class": cls_name, "config_path": config_path, "config": None if config_path else cfg,
-           "no_split_classes": sorted(nosplit_cls), "params": params, "nosplit": nosplit, "tied": tied}
+           "no_split_classes": sorted(nosplit_cls), "params": params, "nosplit": nosplit, "nosplit_class": nosplit_class, "tied": tied}
     with open(os.path.join(OUT, name + ".json"), "w") as f:
         json.dump(out, f, separators=(",", ":"))
     print(f"{name}: {cls_name}, {len(params)} tensors, {len(nosplit)} no-split, {len(tied)} tied")

@@ -1,0 +1,338 @@
+/* pipe_plan.c — placement of a whole pipeline folder (tdm_plan, `tandem
+ * plan`): which device each component, or each block of a split component,
+ * goes to, from the config files alone.
+ *
+ * Two levels, as in the diffusers guide:
+ *  - model level, "COMPONENT=STRATEGY": that component's blocks are planned
+ *    over the budgets by place.h (accelerate's infer_auto_device_map with
+ *    its bugs fixed), like AutoModel.from_pretrained(device_map="auto");
+ *  - pipeline level, a plain STRATEGY (default "balanced"): whole
+ *    components, largest first, over the GPUs as diffusers'
+ *    device_map="balanced" does (GPU ids sorted by budget, visited in the
+ *    zig-zag order ids + reversed ids), improved: a component that does not
+ *    fit the GPU whose turn it is tries every other GPU before anything
+ *    else; one that fits no single GPU is split block-wise over what the
+ *    GPUs (then host RAM, then disk) have left instead of being
+ *    CPU-offloaded whole; no component is ever dropped from the map.
+ *    "sequential" gives each component the first GPU (by id) with room;
+ *    "balanced_low_0" takes the lowest GPU id only when no other fits.
+ * Components with a model-level strategy are planned first, over the full
+ * budgets; the others then share what is left. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/config.h"
+#include "io/folder.h"
+#include "models/clip_text.h"
+#include "models/flux.h"
+#include "models/t5.h"
+#include "models/unet2d.h"
+#include "models/vae.h"
+#include "place/place.h"
+#include "tandem.h"
+
+#define MAX_COMPONENTS 16
+
+typedef struct {
+    char        name[64];
+    char        cls[64];
+    tdm_plist_t pl;
+    int64_t     bytes;
+    int         strategy;        /* model-level strategy, or -1 */
+    int         dev;             /* whole-component device, or TDM_PLACE_DISK - 1 when split */
+    tdm_place_map_t map;         /* the split plan */
+    int         planned;
+} comp_t;
+
+void tdm_plan_params_init(tdm_plan_params_t *p) { memset(p, 0, sizeof *p); }
+
+typedef tdm_status (*plist_fn)(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
+
+static plist_fn builder_of(const char *cls) {
+    if (!strcmp(cls, "UNet2DConditionModel")) return tdm_unet_plist;
+    if (!strcmp(cls, "AutoencoderKL")) return tdm_vae_plist;
+    if (!strcmp(cls, "CLIPTextModel") || !strcmp(cls, "CLIPTextModelWithProjection"))
+        return tdm_clip_text_plist;
+    if (!strcmp(cls, "T5EncoderModel")) return tdm_t5_plist;
+    if (!strcmp(cls, "FluxTransformer2DModel")) return tdm_flux_plist;
+    return NULL;
+}
+
+static const char *strategy_name(int s) {
+    return s == TDM_PLACE_SEQUENTIAL ? "sequential"
+           : s == TDM_PLACE_BALANCED_LOW_0 ? "balanced_low_0" : "balanced";
+}
+
+static int listed(const char *csv, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = csv; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+/* Index of device `dev` in mm, or -1. */
+static int mm_index(const tdm_max_memory_t *mm, int dev) {
+    for (int i = 0; i < mm->n; i++)
+        if (mm->dev[i] == dev) return i;
+    return -1;
+}
+
+static void dev_key(char *buf, size_t cap, int dev) {
+    if (dev == TDM_PLACE_CPU) snprintf(buf, cap, "cpu");
+    else if (dev == TDM_PLACE_DISK) snprintf(buf, cap, "disk");
+    else snprintf(buf, cap, "%d", dev);
+}
+
+static void json_dev(FILE *f, int dev) {
+    if (dev >= 0) fprintf(f, "%d", dev);
+    else fprintf(f, "\"%s\"", dev == TDM_PLACE_CPU ? "cpu" : "disk");
+}
+
+/* The GPUs' visiting order for whole components (indexes into rem), fixed
+ * once as diffusers does: "sequential" ids ascending; otherwise ids sorted by
+ * budget, largest first (stable), then the zig-zag ids + reversed ids. */
+static int gpu_cycle(const tdm_max_memory_t *rem, int strategy, int *cyc) {
+    int ids[TDM_PLACE_MAX_DEVICES], n = 0, nc = 0;
+    for (int i = 0; i < rem->n; i++)
+        if (rem->dev[i] >= 0) ids[n++] = i;
+    if (strategy == TDM_PLACE_SEQUENTIAL) {
+        memcpy(cyc, ids, (size_t)n * sizeof *ids);
+        return n;
+    }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && rem->bytes[ids[j]] > rem->bytes[ids[j - 1]]; j--) {
+            int t = ids[j];
+            ids[j] = ids[j - 1];
+            ids[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) cyc[nc++] = ids[i];
+    for (int i = n - 1; i >= 0; i--) cyc[nc++] = ids[i];
+    return nc;
+}
+
+/* The GPU (index into rem) for a whole component of `need` bytes, or -1.
+ * The GPU whose turn it is (cyc[*k]) takes it if it has room, and the turn
+ * moves on; otherwise every other GPU is tried in cycle order (the turn
+ * stays). "sequential": the first GPU with room. "balanced_low_0": the
+ * lowest GPU id only when no other GPU has room. */
+static int pick_gpu(const tdm_max_memory_t *rem, int strategy, const int *cyc, int nc,
+                    int64_t need, int *k) {
+    if (nc == 0) return -1;
+    int lowest = -1;
+    if (strategy == TDM_PLACE_BALANCED_LOW_0 && nc > 2)
+        for (int t = 0; t < nc; t++)
+            if (lowest < 0 || rem->dev[cyc[t]] < rem->dev[lowest]) lowest = cyc[t];
+    for (int pass = 0; pass < 2; pass++)
+        for (int t = 0; t < nc; t++) {
+            int i = cyc[(*k + t) % nc];
+            if ((pass == 0) == (i == lowest)) continue;   /* pass 0: all but lowest; pass 1: lowest */
+            if (rem->bytes[i] < need) continue;
+            if (t == 0 && strategy != TDM_PLACE_SEQUENTIAL) (*k)++;
+            return i;
+        }
+    return -1;
+}
+
+/* Plans component c block-wise over rem, then takes its use off rem. */
+static tdm_status plan_split(comp_t *c, tdm_max_memory_t *rem, int strategy) {
+    tdm_status st = tdm_place_plan(&c->pl, rem, (tdm_place_strategy)strategy, 0, &c->map);
+    if (st != TDM_OK)
+        return tdm_errorf(st, "%s (%s): %s", c->name, strategy_name(strategy), tdm_last_error());
+    for (int i = 0; i < c->map.ndev; i++) {
+        int j = mm_index(rem, c->map.dev[i]);
+        if (j >= 0) rem->bytes[j] -= c->map.used[i];
+    }
+    c->dev = TDM_PLACE_DISK - 1;
+    c->planned = 1;
+    return TDM_OK;
+}
+
+static tdm_status write_json(char **json, int pipe_strategy, const tdm_max_memory_t *mm,
+                             comp_t *cs, int nc) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
+    char key[32];
+    int64_t used[TDM_PLACE_MAX_DEVICES] = {0};
+    fprintf(f, "{\"strategy\": \"%s\", \"max_memory\": {", strategy_name(pipe_strategy));
+    for (int i = 0; i < mm->n; i++) {
+        dev_key(key, sizeof key, mm->dev[i]);
+        fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)mm->bytes[i]);
+    }
+    fprintf(f, "}, \"device_map\": {");
+    int first = 1;
+    for (int c = 0; c < nc; c++) {
+        if (cs[c].dev >= TDM_PLACE_DISK) {   /* whole */
+            fprintf(f, "%s\"%s\": ", first ? "" : ", ", cs[c].name);
+            json_dev(f, cs[c].dev);
+            first = 0;
+            int j = mm_index(mm, cs[c].dev);
+            if (j >= 0) used[j] += cs[c].bytes;
+            continue;
+        }
+        const tdm_place_map_t *m = &cs[c].map;
+        for (int64_t e = 0; e < m->n; e++) {
+            fprintf(f, "%s\"%s%s%s\": ", first ? "" : ", ", cs[c].name, m->e[e].name[0] ? "." : "",
+                    m->e[e].name);
+            json_dev(f, m->e[e].dev);
+            first = 0;
+        }
+        for (int i = 0; i < m->ndev; i++) {
+            int j = mm_index(mm, m->dev[i]);
+            if (j >= 0) used[j] += m->used[i];
+        }
+    }
+    fprintf(f, "}, \"bytes\": {");
+    for (int i = 0; i < mm->n; i++) {
+        dev_key(key, sizeof key, mm->dev[i]);
+        fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)used[i]);
+    }
+    fprintf(f, "}}\n");
+    if (fclose(f) != 0 || !buf) {
+        free(buf);
+        return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
+    }
+    *json = buf;
+    return TDM_OK;
+}
+
+tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
+    tdm_status st = TDM_OK;
+    char root[4096], path[4096];
+    tdm_json_t j = {0};
+    comp_t *cs = calloc(MAX_COMPONENTS, sizeof *cs);
+    int nc = 0, pipe_strategy = TDM_PLACE_BALANCED;
+    tdm_max_memory_t mm, rem;
+    *json = NULL;
+    if (!cs) return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
+    if (!p->model) { st = tdm_errorf(TDM_ERR_INVALID_ARG, "plan: --model is required"); goto done; }
+    if (!p->max_memory || !*p->max_memory) {
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory is required for plan (e.g. "
+                        "0=16GiB,1=16GiB,cpu=64GiB): budgets are never guessed from free memory");
+        goto done;
+    }
+    if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) goto done;   /* names the flag */
+    TDM_TRY(tdm_folder_resolve(p->model, root, sizeof root));
+    TDM_TRY(tdm_path_join(path, sizeof path, root, NULL, "model_index.json"));
+    TDM_TRY(tdm_json_load(&j, path));
+    char pcls[128];
+    TDM_TRY(tdm_json_str(&j, "_class_name", "", pcls, sizeof pcls));
+    tdm_dtype dt = !strcmp(pcls, "FluxPipeline") ? TDM_BF16 : TDM_F16;
+    if (p->dtype) {
+        if (!strcmp(p->dtype, "fp32")) dt = TDM_F32;
+        else if (!strcmp(p->dtype, "fp16")) dt = TDM_F16;
+        else if (!strcmp(p->dtype, "bf16")) dt = TDM_BF16;
+        else {
+            st = tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16 or bf16", p->dtype);
+            goto done;
+        }
+    }
+    /* components: model_index.json entries ["library", "Class"] with a planner builder */
+    for (const cJSON *it = j.root->child; it; it = it->next) {
+        const cJSON *cl = cJSON_GetArrayItem(it, 1);
+        if (!cJSON_IsArray(it) || !cJSON_IsString(cl) || !builder_of(cl->valuestring)) continue;
+        if (p->only && !listed(p->only, it->string)) continue;
+        if (nc == MAX_COMPONENTS) break;
+        comp_t *c = &cs[nc++];
+        snprintf(c->name, sizeof c->name, "%s", it->string);
+        snprintf(c->cls, sizeof c->cls, "%s", cl->valuestring);
+        c->strategy = -1;
+        c->dev = TDM_PLACE_DISK - 1;
+    }
+    for (const char *q = p->only; q && *q;) {   /* every --only name must be a component */
+        const char *e = strchr(q, ',');
+        char nm[64];
+        snprintf(nm, sizeof nm, "%.*s", (int)(e ? e - q : (long)strlen(q)), q);
+        int found = 0;
+        for (int i = 0; i < nc; i++) found |= !strcmp(cs[i].name, nm);
+        if (!found) {
+            st = tdm_errorf(TDM_ERR_INVALID_ARG, "--only %s: %s has no such model component", nm,
+                            path);
+            goto done;
+        }
+        q = e ? e + 1 : NULL;
+    }
+    /* --device-map: STRATEGY and/or COMPONENT=STRATEGY items */
+    for (const char *q = p->device_map; q && *q;) {
+        const char *e = strchr(q, ',');
+        char item[128];
+        snprintf(item, sizeof item, "%.*s", (int)(e ? e - q : (long)strlen(q)), q);
+        char *eq = strchr(item, '=');
+        tdm_place_strategy s;
+        if ((st = tdm_place_strategy_parse(eq ? eq + 1 : item, &s)) != TDM_OK) {
+            st = tdm_errorf(st, "--device-map %s: %s", item, tdm_last_error());
+            goto done;
+        }
+        if (!eq) {
+            pipe_strategy = (int)s;
+        } else {
+            *eq = 0;
+            int found = 0;
+            for (int i = 0; i < nc; i++)
+                if (!strcmp(cs[i].name, item)) { cs[i].strategy = (int)s; found = 1; }
+            if (!found) {
+                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s=...: no model component %s "
+                                "in %s%s", item, item, path, p->only ? " (after --only)" : "");
+                goto done;
+            }
+        }
+        q = e ? e + 1 : NULL;
+    }
+    for (int i = 0; i < nc; i++) {
+        comp_t *c = &cs[i];
+        char sub[128];
+        snprintf(sub, sizeof sub, "%s", c->name);
+        TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+        TDM_TRY(builder_of(c->cls)(path, dt, &c->pl));
+        for (int64_t k = 0; k < c->pl.n; k++) c->bytes += tdm_pentry_bytes(&c->pl.e[k]);
+    }
+    rem = mm;
+    for (int i = 0; i < nc; i++)   /* model level first, over the full budgets */
+        if (cs[i].strategy >= 0) TDM_TRY(plan_split(&cs[i], &rem, cs[i].strategy));
+    /* pipeline level: the rest, largest first (stable) */
+    int order[MAX_COMPONENTS], no = 0;
+    for (int i = 0; i < nc; i++)
+        if (!cs[i].planned) order[no++] = i;
+    for (int a = 1; a < no; a++)
+        for (int b = a; b > 0 && cs[order[b]].bytes > cs[order[b - 1]].bytes; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    int k = 0, cyc[2 * TDM_PLACE_MAX_DEVICES];
+    int ncyc = gpu_cycle(&rem, pipe_strategy, cyc);
+    for (int a = 0; a < no; a++) {
+        comp_t *c = &cs[order[a]];
+        int g = pick_gpu(&rem, pipe_strategy, cyc, ncyc, c->bytes, &k);
+        int has_gpu = 0;
+        for (int i = 0; i < rem.n; i++) has_gpu |= rem.dev[i] >= 0;
+        if (g < 0 && !has_gpu) {   /* no GPU budgets: whole on the host if it fits */
+            int h = mm_index(&rem, TDM_PLACE_CPU);
+            if (h >= 0 && rem.bytes[h] >= c->bytes) g = h;
+        }
+        if (g >= 0) {
+            c->dev = rem.dev[g];
+            rem.bytes[g] -= c->bytes;
+            c->planned = 1;
+            continue;
+        }
+        TDM_TRY(plan_split(c, &rem, pipe_strategy == TDM_PLACE_SEQUENTIAL ? TDM_PLACE_SEQUENTIAL
+                                                                        : TDM_PLACE_BALANCED));
+    }
+    st = write_json(json, pipe_strategy, &mm, cs, nc);
+done:
+fail:
+    tdm_json_free(&j);
+    for (int i = 0; i < nc; i++) {
+        tdm_plist_free(&cs[i].pl);
+        if (cs[i].map.e) tdm_place_map_free(&cs[i].map);
+    }
+    free(cs);
+    return st;
+}

@@ -1,0 +1,114 @@
+/* place.h — the placement planner: a model's parameter list (ptree.h) and
+ * per-device memory budgets in, a device map out (module path -> GPU id,
+ * "cpu" or "disk"), shaped like accelerate's hf_device_map. A pure library:
+ * no devices, no weights, no I/O except the JSON printer.
+ *
+ * It reproduces accelerate's get_balanced_memory + infer_auto_device_map
+ * (offload_buffers=False, fallback_allocation=False, clean_result=True) as
+ * diffusers' from_pretrained(device_map=...) runs them. With
+ * TDM_PLACE_ACCELERATE_COMPAT it is exact, bugs included; by default it
+ * applies the fixes of spec (h): balanced_low_0 keyed by GPU id (#4297),
+ * "disk" allowed with balanced (#3480), zero-budget GPUs are no devices
+ * (#1933), the max_layer reserve only when something is offloaded (#3041),
+ * tied groups matched on dot boundaries, and no implicit unlimited disk:
+ * a plan that needs more than the budgets is an error.
+ *
+ * The module tree is built from the dotted tensor names: a tensor's module is
+ * its name minus the last component; children in first-appearance order. A
+ * module holding no tensor is invisible (accelerate lists such modules —
+ * activations, FluxPosEmbed — in its map; their weights are nothing). */
+#ifndef TDM_PLACE_H
+#define TDM_PLACE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/core.h"
+#include "place/ptree.h"
+
+/* Device ids in budgets and maps: GPU ids are >= 0. */
+#define TDM_PLACE_CPU  (-1)
+#define TDM_PLACE_DISK (-2)
+#define TDM_PLACE_MAX_DEVICES 66          /* 64 GPUs + cpu + disk */
+
+/* Parses a size: a non-negative integer (bytes), or a number (decimal
+ * fraction and exponent allowed, spaces allowed: "1.5GB", "16 GB") with a
+ * unit, case-insensitive: KiB MiB GiB TiB (2^10..2^40) or KB MB GB TB
+ * (10^3..10^12), truncated to whole bytes as accelerate's
+ * convert_file_size_to_int does. A unit ending in a lower-case 'b'
+ * ("16gb", "16Gb", "16Mb", "16Gib") is rejected: accelerate reads some of
+ * those as bits; write GB or GiB for bytes. Rejects empty, negative, unknown
+ * units ("16G"), inf/nan and values past INT64_MAX. OUT: *bytes. */
+tdm_status tdm_size_parse(const char *s, int64_t *bytes);
+
+typedef struct {
+    int     n;
+    int     dev[TDM_PLACE_MAX_DEVICES];       /* GPU id, TDM_PLACE_CPU or TDM_PLACE_DISK */
+    int64_t bytes[TDM_PLACE_MAX_DEVICES];
+} tdm_max_memory_t;
+
+/* Parses "0=16GiB,1=16GiB,cpu=64GiB,disk=1TB": keys are GPU ids
+ * (non-negative integers), "cpu", "disk"; values as tdm_size_parse. Errors
+ * name the bad key or value; a repeated key is an error. The result is in
+ * accelerate's order: GPU ids ascending, then cpu, then disk. OUT: *mm. */
+tdm_status tdm_max_memory_parse(const char *s, tdm_max_memory_t *mm);
+/* Adds or replaces one budget, keeping accelerate's order. */
+tdm_status tdm_max_memory_set(tdm_max_memory_t *mm, int dev, int64_t bytes);
+
+typedef enum {
+    TDM_PLACE_SEQUENTIAL = 0,     /* fill GPU 0, then GPU 1, ..., cpu, disk */
+    TDM_PLACE_BALANCED,           /* "auto" / "balanced": even share per GPU */
+    TDM_PLACE_BALANCED_LOW_0      /* balanced, with the first GPU as light as possible */
+} tdm_place_strategy;
+
+/* "sequential", "auto", "balanced", "balanced_low_0" -> strategy. */
+tdm_status tdm_place_strategy_parse(const char *s, tdm_place_strategy *out);
+
+#define TDM_PLACE_ACCELERATE_COMPAT 1u   /* exact accelerate 1.15, bugs included */
+
+typedef struct {
+    char *name;   /* module or tensor path; "" = the whole model */
+    int   dev;
+} tdm_place_entry_t;
+
+typedef struct {
+    tdm_place_entry_t *e;                  /* cleaned map, in placement order */
+    int64_t            n;
+    int                ndev;               /* the devices planned over, in order */
+    int                dev[TDM_PLACE_MAX_DEVICES];
+    int64_t            budget[TDM_PLACE_MAX_DEVICES];  /* after balancing; -1 = unlimited disk */
+    int64_t            used[TDM_PLACE_MAX_DEVICES];    /* bytes of tensors placed there */
+    int64_t            reserve;            /* max_layer reserve applied on the main devices (0 if none) */
+    int64_t            total;              /* bytes of the whole model */
+} tdm_place_map_t;
+
+/* Plans where every tensor of `pl` goes under budgets `mm` (see the file
+ * comment for the rules; `flags` = 0 or TDM_PLACE_ACCELERATE_COMPAT).
+ * `nosplit_class` (may be NULL) gives the class name of each pl->nosplit
+ * path; the balanced strategies size their margin from the first module of
+ * each no-split class, as accelerate does. With NULL, paths that differ only
+ * in their numeric components count as one class (an approximation).
+ * Errors: invalid budgets; in compat mode the errors accelerate raises
+ * (balanced with a "disk" key; balanced_low_0 on GPU ids that are not
+ * 0..n-1); by default, a plan needing more than the budgets, with a message
+ * naming the piece that did not fit and each device's use and budget.
+ * OUT: *out (free with tdm_place_map_free; zeroed on failure). */
+tdm_status tdm_place_plan_ex(const tdm_plist_t *pl, const char *const *nosplit_class,
+                             const tdm_max_memory_t *mm, tdm_place_strategy strategy,
+                             unsigned flags, tdm_place_map_t *out);
+/* tdm_place_plan_ex with the classes the parameter list records
+ * (pl->nosplit_class). */
+tdm_status tdm_place_plan(const tdm_plist_t *pl, const tdm_max_memory_t *mm,
+                          tdm_place_strategy strategy, unsigned flags, tdm_place_map_t *out);
+void       tdm_place_map_free(tdm_place_map_t *m);
+
+/* The device of tensor `name` under map m (longest matching prefix), or
+ * TDM_PLACE_DISK - 1 when the map does not cover it. */
+int        tdm_place_map_lookup(const tdm_place_map_t *m, const char *name);
+
+/* Writes the map as one JSON object, e.g. {"transformer_blocks.0": 0,
+ * "norm_out": "cpu"}; with `prefix` (may be NULL) keys become
+ * "prefix.key", and the whole-model key "" becomes "prefix". */
+tdm_status tdm_place_map_json(const tdm_place_map_t *m, const char *prefix, FILE *f);
+
+#endif

@@ -1,0 +1,268 @@
+/* test_plan.c — tdm_plan (`tandem plan`): pipeline-level placement of the
+ * real FLUX.1-dev and SD1.5 component configs (config files only, written
+ * from tests/fixtures/ptree), against the diffusers examples of the spec
+ * (shared/spec/accelerate-semantics.md (g)) with tandem's fixes, and the
+ * errors of bad budgets and impossible plans. */
+#include <cjson/cJSON.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tandem.h"
+#include "test.h"
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static void spill(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    CHECK_MSG(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static char g_flux[256], g_sd[256];
+
+/* Writes dir/sub/config.json from the "config" of ptree fixture `fix`. */
+static void write_config(const char *dir, const char *sub, const char *fix, const char *cls) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ptree/%s.json", TDM_FIXTURES, fix);
+    char *text = slurp(path);
+    CHECK_MSG(text != NULL, "cannot read %s", path);
+    if (!text) return;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cJSON *cfg = cJSON_DetachItemFromObject(j, "config");
+    cJSON_AddStringToObject(cfg, "_class_name", cls);
+    char *out = cJSON_PrintUnformatted(cfg);
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, sub);
+    spill(path, out);
+    cJSON_free(out);
+    cJSON_Delete(cfg);
+    cJSON_Delete(j);
+}
+
+static void make_folders(void) {
+    snprintf(g_flux, sizeof g_flux, "/tmp/tdm_plan_flux_%d", (int)getpid());
+    snprintf(g_sd, sizeof g_sd, "/tmp/tdm_plan_sd_%d", (int)getpid());
+    mkdir(g_flux, 0755);
+    mkdir(g_sd, 0755);
+    char path[1024];
+    const char *fi = "{\"_class_name\": \"FluxPipeline\", \"scheduler\": [\"diffusers\", "
+                     "\"FlowMatchEulerDiscreteScheduler\"], \"text_encoder\": [\"transformers\", "
+                     "\"CLIPTextModel\"], \"text_encoder_2\": [\"transformers\", \"T5EncoderModel\"], "
+                     "\"tokenizer\": [\"transformers\", \"CLIPTokenizer\"], \"tokenizer_2\": "
+                     "[\"transformers\", \"T5TokenizerFast\"], \"transformer\": [\"diffusers\", "
+                     "\"FluxTransformer2DModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"]}";
+    snprintf(path, sizeof path, "%s/model_index.json", g_flux);
+    spill(path, fi);
+    write_config(g_flux, "transformer", "flux_dev", "FluxTransformer2DModel");
+    write_config(g_flux, "text_encoder_2", "t5_xxl", "T5EncoderModel");
+    write_config(g_flux, "text_encoder", "clip_l", "CLIPTextModel");
+    write_config(g_flux, "vae", "flux_vae", "AutoencoderKL");
+    const char *si = "{\"_class_name\": \"StableDiffusionPipeline\", \"safety_checker\": [null, null], "
+                     "\"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"unet\": "
+                     "[\"diffusers\", \"UNet2DConditionModel\"], \"vae\": [\"diffusers\", "
+                     "\"AutoencoderKL\"]}";
+    snprintf(path, sizeof path, "%s/model_index.json", g_sd);
+    spill(path, si);
+    write_config(g_sd, "unet", "sd15_unet", "UNet2DConditionModel");
+    write_config(g_sd, "text_encoder", "clip_l", "CLIPTextModel");
+    write_config(g_sd, "vae", "sd_vae", "AutoencoderKL");
+}
+
+/* Runs tdm_plan; returns the parsed JSON (NULL on error, message kept). */
+static cJSON *plan(const char *model, const char *mm, const char *dmap, const char *only,
+                   const char *dtype) {
+    tdm_plan_params_t p;
+    tdm_plan_params_init(&p);
+    p.model = model;
+    p.max_memory = mm;
+    p.device_map = dmap;
+    p.only = only;
+    p.dtype = dtype;
+    char *json = NULL;
+    if (tdm_plan(&p, &json) != TDM_OK) return NULL;
+    cJSON *j = cJSON_Parse(json);
+    CHECK_MSG(j != NULL, "not JSON: %s", json);
+    free(json);
+    return j;
+}
+
+/* The device of module `name` under the map (the key equal to it or the
+ * longest key that is a dotted prefix of it, as a collapsed map reads): a
+ * GPU id, -1 cpu, -2 disk, -3 not covered. */
+static int dev_of(const cJSON *j, const char *name) {
+    const cJSON *best = NULL;
+    size_t bl = 0;
+    for (const cJSON *e = cJSON_GetObjectItem(j, "device_map")->child; e; e = e->next) {
+        size_t l = strlen(e->string);
+        if (strncmp(name, e->string, l) == 0 && (name[l] == 0 || name[l] == '.') && l >= bl) {
+            best = e;
+            bl = l;
+        }
+    }
+    if (!best) return -3;
+    if (cJSON_IsNumber(best)) return best->valueint;
+    return !strcmp(best->valuestring, "cpu") ? -1 : -2;
+}
+
+static int64_t bytes_of(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "bytes"), key);
+    return v ? (int64_t)v->valuedouble : -1;
+}
+
+/* Every device's bytes within its budget, and the bytes add up to `total`. */
+static void check_budgets(const cJSON *j, int64_t total) {
+    const cJSON *mm = cJSON_GetObjectItem(j, "max_memory");
+    int64_t sum = 0;
+    for (const cJSON *d = mm->child; d; d = d->next) {
+        int64_t b = bytes_of(j, d->string);
+        CHECK_MSG(b >= 0 && b <= (int64_t)d->valuedouble, "device %s: %lld bytes, budget %.0f",
+                  d->string, (long long)b, d->valuedouble);
+        sum += b;
+    }
+    CHECK_MSG(sum == total, "placed %lld bytes, the components have %lld", (long long)sum,
+              (long long)total);
+}
+
+/* Bytes of the FLUX.1-dev components in bf16 (test_ptree checks the counts). */
+#define FLUX_TR 23802816640LL
+#define FLUX_T5 9787813888LL
+#define FLUX_CLIP 246121576LL
+#define FLUX_VAE 167639366LL
+
+TEST(plan_flux_three_gpus) {
+    /* spec (g): 3 x 40 GB -> {transformer: 0, text_encoder_2: 1, text_encoder: 2, vae: 2},
+     * the same as diffusers (nothing is too big for its GPU) */
+    cJSON *j = plan(g_flux, "0=40GB,1=40GB,2=40GB", "balanced", NULL, NULL);
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    CHECK(dev_of(j, "transformer") == 0);
+    CHECK(dev_of(j, "text_encoder_2") == 1);
+    CHECK(dev_of(j, "text_encoder") == 2);
+    CHECK(dev_of(j, "vae") == 2);
+    CHECK(bytes_of(j, "0") == FLUX_TR);
+    check_budgets(j, FLUX_TR + FLUX_T5 + FLUX_CLIP + FLUX_VAE);
+    cJSON_Delete(j);
+}
+
+TEST(plan_flux_two_22gb_gpus) {
+    /* spec (g): diffusers puts the 23.8 GB transformer whole on the CPU (streamed to GPU 0 per
+     * layer, black-forest-labs/flux #92). tandem splits it over both GPUs instead, then places
+     * T5 on the GPU with room (GPU 0's turn, but GPU 1 has more left), CLIP on GPU 0 (its turn),
+     * the VAE on GPU 1 (the next turn): nothing on the CPU. */
+    cJSON *j = plan(g_flux, "0=22GB,1=22GB,cpu=64GB", NULL, NULL, "bf16");
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    const cJSON *dm = cJSON_GetObjectItem(j, "device_map");
+    int n0 = 0, n1 = 0, other = 0;
+    for (const cJSON *e = dm->child; e; e = e->next) {
+        if (strncmp(e->string, "transformer.", 12) != 0) continue;
+        if (cJSON_IsNumber(e) && e->valueint == 0) n0++;
+        else if (cJSON_IsNumber(e) && e->valueint == 1) n1++;
+        else other++;
+    }
+    CHECK_MSG(n0 > 0 && n1 > 0 && other == 0, "transformer split: %d on 0, %d on 1, %d elsewhere",
+              n0, n1, other);
+    CHECK(dev_of(j, "transformer.transformer_blocks.0") == 0);
+    CHECK(dev_of(j, "text_encoder_2") == 1);
+    CHECK(dev_of(j, "text_encoder") == 0);
+    CHECK(dev_of(j, "vae") == 1);
+    CHECK(bytes_of(j, "cpu") == 0);
+    check_budgets(j, FLUX_TR + FLUX_T5 + FLUX_CLIP + FLUX_VAE);
+    cJSON_Delete(j);
+}
+
+TEST(plan_flux_text_encoders_only) {
+    /* the guide's text-encoder stage on 2 x 16 GB: {text_encoder_2: 0, text_encoder: 1} */
+    cJSON *j = plan(g_flux, "0=16GB,1=16GB", "auto", "text_encoder,text_encoder_2", NULL);
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    CHECK(dev_of(j, "text_encoder_2") == 0);
+    CHECK(dev_of(j, "text_encoder") == 1);
+    CHECK(dev_of(j, "transformer") == -3);
+    CHECK(dev_of(j, "vae") == -3);
+    check_budgets(j, FLUX_T5 + FLUX_CLIP);
+    cJSON_Delete(j);
+}
+
+TEST(plan_flux_transformer_auto_with_offload) {
+    /* model level, as AutoModel.from_pretrained(device_map="auto") in the guide: one 8 GiB GPU
+     * and host RAM; the first blocks on GPU 0, the rest on the CPU, nothing on disk. */
+    cJSON *j = plan(g_flux, "0=8GiB,cpu=64GiB", "transformer=auto", "transformer", NULL);
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    CHECK(dev_of(j, "transformer.transformer_blocks.0") == 0);
+    CHECK(dev_of(j, "transformer.single_transformer_blocks.37") == -1);
+    int64_t b0 = bytes_of(j, "0");
+    CHECK_MSG(b0 > 0 && b0 <= 8LL << 30, "GPU 0 holds %lld bytes", (long long)b0);
+    check_budgets(j, FLUX_TR);
+    cJSON_Delete(j);
+}
+
+TEST(plan_sd_sequential_one_gpu) {
+    /* SD1.5 in fp16 fits one 4 GB GPU whole: every component on GPU 0 */
+    cJSON *j = plan(g_sd, "0=4GB,cpu=16GB", "sequential", NULL, "fp16");
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    CHECK(dev_of(j, "unet") == 0);
+    CHECK(dev_of(j, "text_encoder") == 0);
+    CHECK(dev_of(j, "vae") == 0);
+    CHECK(bytes_of(j, "cpu") == 0);
+    cJSON_Delete(j);
+}
+
+TEST(plan_errors) {
+    cJSON *j = plan(g_flux, NULL, NULL, NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "--max-memory") != NULL, "%s", tdm_last_error());
+    j = plan(g_flux, "0=16gb", NULL, NULL, NULL);   /* bits in accelerate: refused */
+    CHECK(j == NULL);
+    printf("  error as expected: %s\n", tdm_last_error());
+    CHECK_MSG(strstr(tdm_last_error(), "--max-memory") && strstr(tdm_last_error(), "16gb"), "%s",
+              tdm_last_error());
+    j = plan(g_flux, "0=16GB", NULL, "unet", NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "--only unet") != NULL, "%s", tdm_last_error());
+    j = plan(g_flux, "0=16GB", "vae=fastest", NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "--device-map vae=fastest") != NULL, "%s", tdm_last_error());
+    j = plan(g_flux, "0=16GB", "unet=auto", NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "no model component unet") != NULL, "%s", tdm_last_error());
+    /* 2 x 10 GB and 10 GB of host RAM cannot hold 34 GB of FLUX: the component that no longer
+     * fits, need vs budget per device, and the flags that help */
+    j = plan(g_flux, "0=10GB,1=10GB,cpu=10GB", NULL, NULL, NULL);
+    CHECK(j == NULL);
+    printf("  error as expected: %s\n", tdm_last_error());
+    CHECK_MSG(strstr(tdm_last_error(), "text_encoder_2") && strstr(tdm_last_error(), "GPU 0") &&
+              strstr(tdm_last_error(), "cpu") && strstr(tdm_last_error(), "disk="),
+              "%s", tdm_last_error());
+}
+
+int main(void) {
+    make_folders();
+    RUN(plan_flux_three_gpus);
+    RUN(plan_flux_two_22gb_gpus);
+    RUN(plan_flux_text_encoders_only);
+    RUN(plan_flux_transformer_auto_with_offload);
+    RUN(plan_sd_sequential_one_gpu);
+    RUN(plan_errors);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", g_flux, g_sd);
+    if (system(cmd) != 0) printf("  (could not remove the temp folders)\n");
+    return test_summary();
+}
