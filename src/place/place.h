@@ -71,7 +71,7 @@ typedef struct {
     int   dev;
 } tdm_place_entry_t;
 
-typedef struct {
+typedef struct tdm_place_map {
     tdm_place_entry_t *e;                  /* cleaned map, in placement order */
     int64_t            n;
     int                ndev;               /* the devices planned over, in order */
