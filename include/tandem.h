@@ -63,6 +63,18 @@ typedef struct {
      * of the pipeline). Everything else (norms, activations, latents,
      * scheduler) stays float32. */
     const char *dtype;
+    /* Split execution of the FLUX transformer (issue: model sharding): with
+     * device_map "transformer=STRATEGY" ("auto", "balanced",
+     * "balanced_low_0", "sequential") its blocks are planned over the
+     * max_memory budgets ("0=16GiB,1=16GiB,cpu=64GiB,disk=100GB", required)
+     * and loaded there; "cpu" blocks stay in host RAM and "disk" ones in the
+     * files, each brought to GPU 0 while it runs. devices "cpu:0,cpu:1,..."
+     * makes virtual CPU devices stand for GPUs 0, 1, ... (required for now:
+     * running a split over CUDA GPUs is not implemented yet). The images are
+     * identical to a one-device run. All NULL: no split. */
+    const char *devices;
+    const char *device_map;
+    const char *max_memory;
 } tdm_pipeline_params_t;
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p);

@@ -271,6 +271,60 @@ TEST(flux_errors) {
     CHECK(!exists("%s/fx.png", tmpdir));
 }
 
+/* 1 if two files have the same bytes. */
+static int same_file(const char *a, const char *b) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+/* The FLUX transformer split over two virtual devices (standing for GPUs 0
+ * and 1) with the last blocks offloaded to host RAM or disk gives the
+ * one-device image and latents, byte for byte; bad split flags fail with
+ * one line. */
+TEST(flux_split) {
+    char flux[512], a[1024], b[1024];
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
+    const char *common = "--prompt 'a red cube' --steps 2 --width 64 --height 64 --seed 3 --quiet";
+    int rc = run("generate --model '%s' %s --out '%s/one'", flux, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' %s --output-type latent --out '%s/one-l'", flux, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    /* budgets: the first puts the last blocks in host RAM, the second on disk (see tandem plan) */
+    const char *maps[2][2] = {{"sequential", "0=200KB,1=100KB,cpu=300KB,disk=1GB"},
+                              {"auto", "0=150KB,1=150KB,disk=1GB"}};
+    for (int i = 0; i < 2; i++) {
+        rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map transformer=%s "
+                 "--max-memory %s --out '%s/split%d'", flux, common, maps[i][0], maps[i][1], tmpdir, i);
+        CHECK_MSG(rc == 0, "%s", errtext);
+        snprintf(a, sizeof a, "%s/one/000000.png", tmpdir);
+        snprintf(b, sizeof b, "%s/split%d/000000.png", tmpdir, i);
+        CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
+        rc = run("generate --model '%s' %s --output-type latent --devices cpu:0,cpu:1 --device-map "
+                 "transformer=%s --max-memory %s --out '%s/split%d-l'", flux, common, maps[i][0],
+                 maps[i][1], tmpdir, i);
+        CHECK_MSG(rc == 0, "%s", errtext);
+        snprintf(a, sizeof a, "%s/one-l/000000.safetensors", tmpdir);
+        snprintf(b, sizeof b, "%s/split%d-l/000000.safetensors", tmpdir, i);
+        CHECK_MSG(same_file(a, b), "%s differs from %s", b, a);
+    }
+    expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map transformer=auto "
+                     "--out '%s/e1'", flux, common, tmpdir), "--max-memory");
+    expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:2 --device-map transformer=auto "
+                     "--max-memory 0=1MB --out '%s/e1'", flux, common, tmpdir), "--devices cpu:0,cpu:2");
+    expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map transformer=auto "
+                     "--max-memory 0=1MB,2=1MB --out '%s/e1'", flux, common, tmpdir), "GPU 2 has no device");
+    expect_error(run("generate --model '%s' %s --devices cpu:0 --out '%s/e1'", flux, common, tmpdir),
+                 "--devices needs --device-map");
+    expect_error(run("generate --model '%s' %s --device-map vae=auto --max-memory 0=1MB --devices cpu:0 "
+                     "--out '%s/e1'", flux, common, tmpdir), "transformer=STRATEGY");
+    expect_error(run("generate --model '%s' --prompt x --device-map transformer=auto --max-memory 0=1MB "
+                     "--devices cpu:0 --out '%s/e1'", PIPE, tmpdir), "no transformer");
+    expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map transformer=auto "
+                     "--max-memory 0=10KB,1=10KB --out '%s/e1'", flux, common, tmpdir), "--device-map transformer");
+    CHECK(!exists("%s/e1", tmpdir));
+}
+
 TEST(staged_errors) {
     /* embeddings whose width does not fit the denoiser */
     char other[512];
@@ -310,6 +364,7 @@ int main(void) {
     RUN(staged_errors);
     RUN(staged_flux);
     RUN(flux_errors);
+    RUN(flux_split);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;

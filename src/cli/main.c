@@ -67,6 +67,10 @@ typedef struct {
     const char  *embeddings;
     const char  *latents;
     int          dynamic;       /* --schedule dynamic */
+    int          print_map;     /* --print-device-map */
+    const char  *devices;       /* --devices cpu:0,cpu:1 */
+    char         device_map[512];   /* --device-map items, comma-joined */
+    const char  *max_memory;
     int          resume;
 } args_t;
 
@@ -79,6 +83,9 @@ static void usage(FILE *f) {
           "                  [--output-type png|latent] [--out DIR] [--embeddings FILE]\n"
           "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
           "                  [--threads N] [--keep-resident] [--report-memory] [--quiet]\n"
+          "                  [--device-map transformer=STRATEGY --max-memory 0=..,1=..,cpu=..,disk=..\n"
+          "                   --devices cpu:0,cpu:1,... [--print-device-map]]   (split the FLUX transformer;\n"
+          "                   virtual devices)\n"
           "  tandem encode   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
           "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
           "  tandem decode   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
@@ -159,7 +166,8 @@ static void args_free(args_t *a) {
 static const char *GEN_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt --seed --steps "
                                "--guidance --width --height --max-sequence-length --scheduler "
                                "--num-images-per-prompt --output-type --out --threads --variant --device "
-                               "--dtype --embeddings --quiet --report-memory --keep-resident --schedule --resume ";
+                               "--dtype --embeddings --quiet --report-memory --keep-resident --schedule --resume "
+                               "--devices --device-map --max-memory --print-device-map ";
 static const char *ENC_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt "
                                "--max-sequence-length --out --threads --variant --device --dtype --quiet "
                                "--report-memory ";
@@ -186,6 +194,7 @@ static void parse_args(args_t *a, const char *cmd, int argc, char **argv) {
         if (!strcmp(f, "--report-memory")) { a->report_memory = 1; continue; }
         if (!strcmp(f, "--keep-resident")) { a->keep_resident = 1; continue; }
         if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
+        if (!strcmp(f, "--print-device-map")) { a->print_map = 1; continue; }
         if (i + 1 >= argc) die(2, "%s: missing value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
@@ -218,6 +227,13 @@ static void parse_args(args_t *a, const char *cmd, int argc, char **argv) {
         else if (!strcmp(f, "--variant")) a->variant = v;
         else if (!strcmp(f, "--device")) a->device = v;
         else if (!strcmp(f, "--embeddings")) a->embeddings = v;
+        else if (!strcmp(f, "--devices")) a->devices = v;
+        else if (!strcmp(f, "--max-memory")) a->max_memory = v;
+        else if (!strcmp(f, "--device-map")) {
+            size_t n = strlen(a->device_map);
+            if (n + strlen(v) + 2 > sizeof a->device_map) die(2, "--device-map: too long");
+            snprintf(a->device_map + n, sizeof a->device_map - n, "%s%s", n ? "," : "", v);
+        }
         else if (!strcmp(f, "--latents")) a->latents = v;
         else if (!strcmp(f, "--schedule")) {
             if (!strcmp(v, "static")) a->dynamic = 0;
@@ -254,6 +270,9 @@ static tdm_pipeline_t *open_pipeline(const args_t *a) {
     pp.variant = a->variant;
     pp.dtype = a->dtype;
     pp.keep_resident = a->keep_resident;
+    pp.devices = a->devices;
+    pp.device_map = a->device_map[0] ? a->device_map : NULL;
+    pp.max_memory = a->max_memory;
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a->model, &pp) != TDM_OK) die_status();
     return pipe;
@@ -476,6 +495,21 @@ static int cmd_generate(int argc, char **argv) {
     if (a.embeddings && (a.nprompts || a.nprompts_2 || a.negative))
         die(2, "--embeddings: give either prompts or an embeddings file, not both");
     if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
+    if (a.print_map) {   /* the plan the run will execute, as tandem plan prints it */
+        if (!a.device_map[0]) die(2, "--print-device-map needs --device-map");
+        tdm_plan_params_t pp;
+        tdm_plan_params_init(&pp);
+        pp.model = a.model;
+        pp.only = "transformer";
+        pp.device_map = a.device_map;
+        pp.max_memory = a.max_memory;
+        pp.dtype = a.device && !strncmp(a.device, "cuda", 4) ? a.dtype : "fp32";
+        char *json = NULL;
+        if (tdm_plan(&pp, &json) != TDM_OK) die_status();
+        fputs(json, stdout);
+        fflush(stdout);
+        free(json);
+    }
 
     /* the process group: one process, or a rank of mpirun / srun / tandem launch */
     if (tdm_dist_init(&g_dist) != TDM_OK) die_status();

@@ -11,11 +11,14 @@
 #include "models/t5.h"
 #include "models/unet2d.h"
 #include "models/vae.h"
+#include "place/place.h"
 #include "sched/sched.h"
 #include "text/clip_tokenizer.h"
 #include "text/t5_tokenizer.h"
 
 enum { TDM_STAGE_NONE = -1 };
+
+#define TDM_PIPE_MAX_VDEV 16   /* virtual devices of --devices */
 
 struct tdm_pipeline {
     char                root[TDM_PATH_MAX];
@@ -41,6 +44,15 @@ struct tdm_pipeline {
     tdm_flux_t         *flux;
     tdm_vae_t          *vae;
     tdm_sched_t        *sched;             /* small: loaded at open, kept */
+    /* split execution of the transformer (tdm_pipeline_params_t.device_map):
+     * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
+     * weights offloaded to "cpu" */
+    int                 split;             /* 1: plan + placed load of the transformer */
+    tdm_place_strategy  split_strategy;
+    tdm_max_memory_t    split_mm;
+    int                 nvdev;             /* GPUs stood for, incl. GPU 0 */
+    tdm_device_t        vdev[TDM_PIPE_MAX_VDEV];
+    tdm_device_t        host;
 };
 
 struct tdm_embeddings {

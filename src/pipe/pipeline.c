@@ -139,6 +139,59 @@ fail:
     return st;
 }
 
+/* --devices / --device-map / --max-memory: checks them and sets up the
+ * virtual devices of a split transformer (see tdm_pipeline_params_t). */
+static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *p,
+                              int cuda_index) {
+    if (!p->device_map) {
+        if (p->devices || p->max_memory)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "%s needs --device-map "
+                              "(e.g. --device-map transformer=auto)",
+                              p->devices ? "--devices" : "--max-memory");
+        return TDM_OK;
+    }
+    const char *eq = strchr(p->device_map, '=');
+    if (!eq || strncmp(p->device_map, "transformer=", 12) != 0 || strchr(eq, ','))
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: generate runs one split so far, "
+                          "transformer=STRATEGY (FLUX); `tandem plan` shows any other placement",
+                          p->device_map);
+    if (pipe->info.kind != TDM_PIPE_FLUX)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: %s has no transformer (splitting "
+                          "a UNet is not implemented yet)", p->device_map, pipe->class_name);
+    tdm_status st = tdm_place_strategy_parse(eq + 1, &pipe->split_strategy);
+    if (st != TDM_OK) return tdm_errorf(st, "--device-map %s: %s", p->device_map, tdm_last_error());
+    if (!p->max_memory)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s needs --max-memory (e.g. "
+                          "0=16GiB,1=16GiB,cpu=64GiB)", p->device_map);
+    if ((st = tdm_max_memory_parse(p->max_memory, &pipe->split_mm)) != TDM_OK) return st;
+    if (cuda_index >= 0 || !p->devices)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: running a split over CUDA GPUs is "
+                          "not implemented yet; give --devices cpu:0,cpu:1,... (virtual devices) "
+                          "or see the placement with `tandem plan`", p->device_map);
+    /* "cpu:0,cpu:1,...": virtual device g stands for GPU g */
+    int n = 0;
+    for (const char *q = p->devices; q && *q; n++) {
+        char *end;
+        if (strncmp(q, "cpu:", 4) != 0 || strtol(q + 4, &end, 10) != n || end == q + 4 ||
+            (*end && *end != ','))
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: expected cpu:0,cpu:1,... (the "
+                              "virtual devices standing for GPUs 0, 1, ... in order)", p->devices);
+        if (n == TDM_PIPE_MAX_VDEV)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: at most %d", p->devices,
+                              TDM_PIPE_MAX_VDEV);
+        q = *end ? end + 1 : end;
+    }
+    for (int i = 0; i < pipe->split_mm.n; i++)
+        if (pipe->split_mm.dev[i] >= n)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d has no device "
+                              "(--devices %s)", p->max_memory, pipe->split_mm.dev[i], p->devices);
+    pipe->nvdev = n;
+    for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
+    tdm_device_init(&pipe->host, TDM_DEV_CPU, n);
+    pipe->split = 1;
+    return TDM_OK;
+}
+
 tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
                              const tdm_pipeline_params_t *p) {
     tdm_pipeline_params_t defaults;
@@ -208,6 +261,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
         goto fail;
     }
     tdm_json_free(&j);
+    TDM_TRY(split_setup(pipe, p, cuda_index));
     /* set before any weight loads: GEMM weights are stored in this dtype */
     if (pipe->dev.kind == TDM_DEV_CUDA)
         pipe->dev.gemm_dtype = dt >= 0 ? (tdm_dtype)dt
@@ -248,6 +302,35 @@ int64_t tdm_pipeline_stage_peak(const tdm_pipeline_t *pipe, tdm_stage stage) {
 
 void tdm_pipe_stage_done(tdm_pipeline_t *pipe, int stage) {
     if (pipe->dev.peak_bytes > pipe->stage_peak[stage]) pipe->stage_peak[stage] = pipe->dev.peak_bytes;
+}
+
+/* The transformer planned over the split budgets (float32: CPU devices hold
+ * float32 weights) and loaded with that placement. */
+static tdm_status load_flux_split(tdm_pipeline_t *pipe, const char *var) {
+    char path[TDM_PATH_MAX];
+    tdm_plist_t pl;
+    tdm_place_map_t map;
+    tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+    tdm_status st;
+    memset(&map, 0, sizeof map);
+    tdm_plist_init(&pl, TDM_F32);
+    TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "transformer", "config.json"));
+    TDM_TRY(tdm_flux_plist(path, TDM_F32, &pl));
+    st = tdm_place_plan(&pl, &pipe->split_mm, pipe->split_strategy, 0, &map);
+    if (st != TDM_OK) {
+        st = tdm_errorf(st, "--device-map transformer: %s", tdm_last_error());
+        goto fail;
+    }
+    gpu[0] = &pipe->dev;
+    for (int g = 1; g < pipe->nvdev; g++) gpu[g] = &pipe->vdev[g];
+    {
+        tdm_flux_placement_t place = {&map, gpu, pipe->nvdev, &pipe->host, &pipe->dev};
+        st = tdm_flux_load_placed(&pipe->flux, pipe->root, "transformer", var, &place);
+    }
+fail:
+    if (map.e) tdm_place_map_free(&map);
+    tdm_plist_free(&pl);
+    return st;
 }
 
 /* ---- stage residency ------------------------------------------------------ */
@@ -311,6 +394,7 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
     } else if (stage == TDM_STAGE_DENOISE) {
         if (flux) {
             TDM_TRY(need_component(pipe, "transformer", "denoise"));
+            if (!pipe->flux && pipe->split) TDM_TRY(load_flux_split(pipe, var));
             if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, &pipe->dev));
         } else {
             TDM_TRY(need_component(pipe, "unet", "denoise"));
