@@ -63,15 +63,17 @@ typedef struct {
      * of the pipeline). Everything else (norms, activations, latents,
      * scheduler) stays float32. */
     const char *dtype;
-    /* Split execution of the FLUX transformer (issue: model sharding): with
-     * device_map "transformer=STRATEGY" ("auto", "balanced",
-     * "balanced_low_0", "sequential") its blocks are planned over the
-     * max_memory budgets ("0=16GiB,1=16GiB,cpu=64GiB,disk=100GB", required)
-     * and loaded there; "cpu" blocks stay in host RAM and "disk" ones in the
-     * files, each brought to GPU 0 while it runs. devices "cpu:0,cpu:1,..."
-     * makes virtual CPU devices stand for GPUs 0, 1, ... (required for now:
-     * running a split over CUDA GPUs is not implemented yet). The images are
-     * identical to a one-device run. All NULL: no split. */
+    /* Placement over several devices (issue: model sharding). device_map is
+     * what tdm_plan / `tandem plan` takes (a pipeline-level STRATEGY and/or
+     * COMPONENT=STRATEGY items; max_memory "0=16GiB,1=16GiB,cpu=64GiB,
+     * disk=100GB" is required) and the run executes that plan: whole
+     * components on their devices, and a split FLUX transformer block-wise
+     * ("cpu" blocks kept in host RAM and "disk" ones in the files, each
+     * brought to GPU 0 while it runs). A plan that splits another component
+     * is refused for now. devices "cpu:0,cpu:1,..." makes virtual CPU devices
+     * stand for GPUs 0, 1, ... — required for now: running a device map over
+     * CUDA GPUs is not implemented yet. The images are identical to a
+     * one-device run. All NULL: one device. */
     const char *devices;
     const char *device_map;
     const char *max_memory;

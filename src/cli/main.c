@@ -495,15 +495,14 @@ static int cmd_generate(int argc, char **argv) {
     if (a.embeddings && (a.nprompts || a.nprompts_2 || a.negative))
         die(2, "--embeddings: give either prompts or an embeddings file, not both");
     if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
-    if (a.print_map) {   /* the plan the run will execute, as tandem plan prints it */
+    if (a.print_map) {   /* the plan the run executes, as tandem plan prints it */
         if (!a.device_map[0]) die(2, "--print-device-map needs --device-map");
         tdm_plan_params_t pp;
         tdm_plan_params_init(&pp);
         pp.model = a.model;
-        pp.only = "transformer";
         pp.device_map = a.device_map;
         pp.max_memory = a.max_memory;
-        pp.dtype = a.device && !strncmp(a.device, "cuda", 4) ? a.dtype : "fp32";
+        pp.dtype = "fp32";   /* what the (virtual CPU) devices hold */
         char *json = NULL;
         if (tdm_plan(&pp, &json) != TDM_OK) die_status();
         fputs(json, stdout);

@@ -12,14 +12,14 @@
 tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
                            tdm_embeddings_t *e) {
     tdm_status st = TDM_OK;
-    tdm_device_t *dev = &pipe->dev;
+    tdm_device_t *dev = pipe->dev_text, *dev2 = pipe->dev_text2;   /* CLIP, T5 */
     const int Lc = tdm_clip_tok_max_length(pipe->tok);
     const int64_t Dc = tdm_clip_text_hidden_size(pipe->text);
     const int64_t hid_b = (int64_t)Lc * Dc * 4, pool_b = e->Dp * 4, t5_b = (int64_t)L * e->D * 4;
     int32_t *ids = malloc((size_t)(Lc > L ? Lc : L) * sizeof *ids);
     float *d_hid = tdm_dev_alloc(dev, hid_b, "CLIP hidden states");
     float *d_pool = tdm_dev_alloc(dev, pool_b, "pooled prompt embeddings");
-    float *d_t5 = tdm_dev_alloc(dev, t5_b, "T5 prompt embeddings");
+    float *d_t5 = tdm_dev_alloc(dev2, t5_b, "T5 prompt embeddings");
     if (!ids) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (!d_hid || !d_pool || !d_t5) { st = TDM_ERR_NOMEM; goto fail; }
     if (Lc > tdm_clip_text_max_positions(pipe->text)) {
@@ -36,11 +36,11 @@ tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, i
         const char *t5p = p->prompts_2 ? p->prompts_2[i] : p->prompts[i];
         TDM_TRY(tdm_t5_tok_encode(pipe->tok2, t5p, ids, L));
         TDM_TRY(tdm_t5_forward(pipe->text2, ids, 1, L, d_t5));
-        TDM_TRY(tdm_dev_download(dev, e->pos + (int64_t)i * L * e->D, d_t5, t5_b, "T5 prompt embeddings"));
+        TDM_TRY(tdm_dev_download(dev2, e->pos + (int64_t)i * L * e->D, d_t5, t5_b, "T5 prompt embeddings"));
     }
     /* text_ids: zeros (L, 3) — already zeroed by tdm_pipe_emb_alloc */
 fail:
-    tdm_dev_free(dev, d_t5, t5_b);
+    tdm_dev_free(dev2, d_t5, t5_b);
     tdm_dev_free(dev, d_pool, pool_b);
     tdm_dev_free(dev, d_hid, hid_b);
     free(ids);
@@ -87,7 +87,7 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
                           "(joint_attention_dim %lld, pooled_projection_dim %lld)", (long long)e->D,
                           (long long)e->Dp, (long long)fi->joint_attention_dim,
                           (long long)fi->pooled_projection_dim);
-    tdm_device_t *dev = &pipe->dev;
+    tdm_device_t *dev = pipe->dev_den;
     tdm_status st = TDM_OK;
     /* host: noise, img_ids, the transformer output (the scheduler runs on the
      * host); device: latents, text states, pooled, output */

@@ -53,6 +53,9 @@ struct tdm_pipeline {
     int                 nvdev;             /* GPUs stood for, incl. GPU 0 */
     tdm_device_t        vdev[TDM_PIPE_MAX_VDEV];
     tdm_device_t        host;
+    /* the device of each component (pipeline-level --device-map); `dev`
+     * unless placed elsewhere */
+    tdm_device_t       *dev_text, *dev_text2, *dev_den, *dev_vae;
 };
 
 struct tdm_embeddings {

@@ -13,12 +13,13 @@
 static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, float *emb) {
     const int64_t bytes = (int64_t)L * tdm_clip_text_hidden_size(pipe->text) * 4;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
-    float *d = tdm_dev_alloc(&pipe->dev, bytes, "prompt embeddings");
+    tdm_device_t *dev = pipe->dev_text;
+    float *d = tdm_dev_alloc(dev, bytes, "prompt embeddings");
     tdm_status st = ids && d ? TDM_OK : tdm_errorf(TDM_ERR_NOMEM, "out of memory for prompt embeddings");
     if (st == TDM_OK) st = tdm_clip_tok_encode(pipe->tok, text, ids, L);
     if (st == TDM_OK) st = tdm_clip_text_forward(pipe->text, ids, 1, L, d, NULL);
-    if (st == TDM_OK) st = tdm_dev_download(&pipe->dev, emb, d, bytes, "prompt embeddings");
-    tdm_dev_free(&pipe->dev, d, bytes);
+    if (st == TDM_OK) st = tdm_dev_download(dev, emb, d, bytes, "prompt embeddings");
+    tdm_dev_free(dev, d, bytes);
     free(ids);
     return st;
 }
@@ -54,7 +55,7 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
     const int64_t h = height / info->vae_scale_factor, w = width / info->vae_scale_factor;
     const int64_t item = C * h * w;
     const int nb = cfg ? 2 : 1;
-    tdm_device_t *dev = &pipe->dev;
+    tdm_device_t *dev = pipe->dev_den;
     tdm_status st = TDM_OK;
     /* host: latents, the UNet input and its output (scheduler and CFG run
      * on the host); device: the same UNet input/output and the context */

@@ -139,35 +139,34 @@ fail:
     return st;
 }
 
-/* --devices / --device-map / --max-memory: checks them and sets up the
- * virtual devices of a split transformer (see tdm_pipeline_params_t). */
+/* The device standing for placement `v` (a GPU id number or "cpu"). */
+static tdm_device_t *placed_dev(tdm_pipeline_t *pipe, const cJSON *v) {
+    if (cJSON_IsNumber(v)) return v->valueint == 0 ? &pipe->dev : &pipe->vdev[v->valueint];
+    return &pipe->host;   /* "cpu": whole in host RAM, run there (virtual devices only) */
+}
+
+/* --devices / --device-map / --max-memory: checks them, sets up the virtual
+ * devices and executes the plan `tandem plan` prints for the same flags
+ * (tdm_plan): whole components go to their devices, a split transformer is
+ * loaded block-wise at the denoise stage (see tdm_pipeline_params_t). */
 static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *p,
                               int cuda_index) {
+    tdm_status st = TDM_OK;
     if (!p->device_map) {
         if (p->devices || p->max_memory)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "%s needs --device-map "
-                              "(e.g. --device-map transformer=auto)",
+                              "(e.g. --device-map balanced or transformer=auto)",
                               p->devices ? "--devices" : "--max-memory");
         return TDM_OK;
     }
-    const char *eq = strchr(p->device_map, '=');
-    if (!eq || strncmp(p->device_map, "transformer=", 12) != 0 || strchr(eq, ','))
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: generate runs one split so far, "
-                          "transformer=STRATEGY (FLUX); `tandem plan` shows any other placement",
-                          p->device_map);
-    if (pipe->info.kind != TDM_PIPE_FLUX)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: %s has no transformer (splitting "
-                          "a UNet is not implemented yet)", p->device_map, pipe->class_name);
-    tdm_status st = tdm_place_strategy_parse(eq + 1, &pipe->split_strategy);
-    if (st != TDM_OK) return tdm_errorf(st, "--device-map %s: %s", p->device_map, tdm_last_error());
     if (!p->max_memory)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s needs --max-memory (e.g. "
                           "0=16GiB,1=16GiB,cpu=64GiB)", p->device_map);
     if ((st = tdm_max_memory_parse(p->max_memory, &pipe->split_mm)) != TDM_OK) return st;
     if (cuda_index >= 0 || !p->devices)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: running a split over CUDA GPUs is "
-                          "not implemented yet; give --devices cpu:0,cpu:1,... (virtual devices) "
-                          "or see the placement with `tandem plan`", p->device_map);
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: running a device map over CUDA "
+                          "GPUs is not implemented yet; give --devices cpu:0,cpu:1,... (virtual "
+                          "devices) or see the placement with `tandem plan`", p->device_map);
     /* "cpu:0,cpu:1,...": virtual device g stands for GPU g */
     int n = 0;
     for (const char *q = p->devices; q && *q; n++) {
@@ -188,8 +187,60 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
     pipe->nvdev = n;
     for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
     tdm_device_init(&pipe->host, TDM_DEV_CPU, n);
-    pipe->split = 1;
-    return TDM_OK;
+    /* the plan, exactly as `tandem plan` makes it (float32: CPU devices hold float32) */
+    tdm_plan_params_t pp;
+    tdm_plan_params_init(&pp);
+    pp.model = pipe->root;
+    pp.device_map = p->device_map;
+    pp.max_memory = p->max_memory;
+    pp.dtype = "fp32";
+    char *json = NULL;
+    if ((st = tdm_plan(&pp, &json)) != TDM_OK) return st;
+    cJSON *j = cJSON_Parse(json);
+    free(json);
+    const cJSON *dm = j ? cJSON_GetObjectItem(j, "device_map") : NULL;
+    if (!dm) {
+        cJSON_Delete(j);
+        return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
+    }
+    /* which strategy splits the transformer: its own item, else the pipeline's */
+    pipe->split_strategy = TDM_PLACE_BALANCED;
+    for (const char *q = p->device_map; q && *q;) {
+        const char *e = strchr(q, ',');
+        char item[128];
+        snprintf(item, sizeof item, "%.*s", (int)(e ? e - q : (long)strlen(q)), q);
+        tdm_place_strategy s;
+        if (!strncmp(item, "transformer=", 12)) {
+            if (tdm_place_strategy_parse(item + 12, &s) == TDM_OK) pipe->split_strategy = s;
+            break;
+        }
+        if (!strchr(item, '=') && tdm_place_strategy_parse(item, &s) == TDM_OK)
+            pipe->split_strategy = s == TDM_PLACE_SEQUENTIAL ? s : TDM_PLACE_BALANCED;
+        q = e ? e + 1 : NULL;
+    }
+    for (const cJSON *e = dm->child; e && st == TDM_OK; e = e->next) {
+        const char *dot = strchr(e->string, '.');
+        size_t len = dot ? (size_t)(dot - e->string) : strlen(e->string);
+        char comp[64];
+        snprintf(comp, sizeof comp, "%.*s", (int)len, e->string);
+        tdm_device_t **slot = !strcmp(comp, "text_encoder") ? &pipe->dev_text
+                            : !strcmp(comp, "text_encoder_2") ? &pipe->dev_text2
+                            : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
+                            : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
+        if (!slot) continue;
+        if (!dot) {
+            *slot = placed_dev(pipe, e);
+        } else if (!strcmp(comp, "transformer")) {
+            pipe->split = 1;   /* planned again and loaded block-wise at the denoise stage */
+        } else {
+            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
+                            "devices, which generate cannot run yet (only the FLUX transformer); "
+                            "raise --max-memory so it fits one device (see `tandem plan`)",
+                            p->device_map, comp);
+        }
+    }
+    cJSON_Delete(j);
+    return st;
 }
 
 tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
@@ -229,6 +280,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     if (!pipe) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
     pipe->dev.cache_enabled = 1;
+    pipe->dev_text = pipe->dev_text2 = pipe->dev_den = pipe->dev_vae = &pipe->dev;
 #ifdef TDM_HAVE_CUDA
     if (cuda_index >= 0) {
         int n = tdm_cuda_device_count();
@@ -364,7 +416,7 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
             TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer", NULL));
             TDM_TRY(tdm_clip_tok_load(&pipe->tok, path));
         }
-        if (!pipe->text) TDM_TRY(tdm_clip_text_load(&pipe->text, pipe->root, "text_encoder", var, &pipe->dev));
+        if (!pipe->text) TDM_TRY(tdm_clip_text_load(&pipe->text, pipe->root, "text_encoder", var, pipe->dev_text));
         if (flux) {
             TDM_TRY(need_component(pipe, "tokenizer_2", "encode"));
             TDM_TRY(need_component(pipe, "text_encoder_2", "encode"));
@@ -372,7 +424,7 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
                 TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer_2", NULL));
                 TDM_TRY(tdm_t5_tok_load(&pipe->tok2, path));
             }
-            if (!pipe->text2) TDM_TRY(tdm_t5_load(&pipe->text2, pipe->root, "text_encoder_2", var, &pipe->dev));
+            if (!pipe->text2) TDM_TRY(tdm_t5_load(&pipe->text2, pipe->root, "text_encoder_2", var, pipe->dev_text2));
             if (tdm_t5_d_model(pipe->text2) != pipe->ctx_dim) {
                 st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder_2 d_model %lld does not match the transformer's "
                                 "joint_attention_dim %lld", pipe->root, (long long)tdm_t5_d_model(pipe->text2),
@@ -395,10 +447,10 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
         if (flux) {
             TDM_TRY(need_component(pipe, "transformer", "denoise"));
             if (!pipe->flux && pipe->split) TDM_TRY(load_flux_split(pipe, var));
-            if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, &pipe->dev));
+            if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, pipe->dev_den));
         } else {
             TDM_TRY(need_component(pipe, "unet", "denoise"));
-            if (!pipe->unet) TDM_TRY(tdm_unet_load(&pipe->unet, pipe->root, "unet", var, &pipe->dev));
+            if (!pipe->unet) TDM_TRY(tdm_unet_load(&pipe->unet, pipe->root, "unet", var, pipe->dev_den));
             if (tdm_unet_info(pipe->unet)->in_channels != pipe->info.latent_channels) {
                 st = tdm_errorf(TDM_ERR_MODEL, "%s: unet in_channels %lld does not match vae latent_channels %d",
                                 pipe->root, (long long)tdm_unet_info(pipe->unet)->in_channels,
@@ -408,7 +460,7 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
         }
     } else if (stage == TDM_STAGE_DECODE) {
         TDM_TRY(need_component(pipe, "vae", "decode"));
-        if (!pipe->vae) TDM_TRY(tdm_vae_load(&pipe->vae, pipe->root, "vae", var, &pipe->dev));
+        if (!pipe->vae) TDM_TRY(tdm_vae_load(&pipe->vae, pipe->root, "vae", var, pipe->dev_vae));
     }
     pipe->stage = stage;
     return TDM_OK;
@@ -709,22 +761,22 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     ib = vi->out_channels * (int64_t)height * width * 4;
     z = malloc((size_t)zb);
     img = malloc((size_t)ib);
-    dz = tdm_dev_alloc(&pipe->dev, zb, "vae input");
-    dimg = tdm_dev_alloc(&pipe->dev, ib, "decoded image");
+    dz = tdm_dev_alloc(pipe->dev_vae, zb, "vae input");
+    dimg = tdm_dev_alloc(pipe->dev_vae, ib, "decoded image");
     if (!z || !img || !dz || !dimg) { st = z && img ? TDM_ERR_NOMEM : tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (pipe->info.kind == TDM_PIPE_FLUX) tdm_flux_unpack(latents, C, h, w, z);
     else memcpy(z, latents, (size_t)zb);
     /* latents / scaling_factor + shift_factor, in float32 as torch */
     const float sf = (float)vi->scaling_factor, sh = (float)vi->shift_factor;
     for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
-    TDM_TRY(tdm_dev_upload(&pipe->dev, dz, z, zb, "vae input"));
+    TDM_TRY(tdm_dev_upload(pipe->dev_vae, dz, z, zb, "vae input"));
     TDM_TRY(tdm_vae_decode(pipe->vae, dz, 1, h, w, dimg));
-    TDM_TRY(tdm_dev_download(&pipe->dev, img, dimg, ib, "decoded image"));
+    TDM_TRY(tdm_dev_download(pipe->dev_vae, img, dimg, ib, "decoded image"));
     tdm_vae_to_rgb8(img, 1, height, width, rgb);
     tdm_pipe_stage_done(pipe, TDM_STAGE_DECODE);
 fail:
-    tdm_dev_free(&pipe->dev, dimg, ib);
-    tdm_dev_free(&pipe->dev, dz, zb);
+    tdm_dev_free(pipe->dev_vae, dimg, ib);
+    tdm_dev_free(pipe->dev_vae, dz, zb);
     free(img);
     free(z);
     return st;
