@@ -40,6 +40,20 @@ static int test_npass, test_nfail, test_cur_failed;
         }                                                                      \
     } while (0)
 
+/* The whole file at `path` as a NUL-terminated string (malloc'd), or NULL. */
+static inline char *test_slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
 /* Max |a-b| / max(|b|) over n floats: the normalized error used by the
  * golden tests. */
 static inline double test_rel_err(const float *a, const float *b, long n) {

@@ -28,19 +28,6 @@ static int have_vocab(void) {
            stat(VOCAB_DIR "/trunc/vocab.json", &sb) == 0;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static void write_file(const char *dir, const char *name, const char *text) {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", dir, name);
@@ -105,7 +92,7 @@ static int run_variant(const cJSON *cases, const char *key, const char *dir, int
 }
 
 TEST(golden_full_vocab) {
-    char *text = slurp(CASES_JSON);
+    char *text = test_slurp(CASES_JSON);
     CHECK_MSG(text != NULL, "cannot read %s", CASES_JSON);
     if (!text) return;
     cJSON *root = cJSON_Parse(text);
@@ -121,7 +108,7 @@ TEST(golden_full_vocab) {
 }
 
 static cJSON *load_cases(void) {
-    char *text = slurp(CASES_JSON);
+    char *text = test_slurp(CASES_JSON);
     CHECK_MSG(text != NULL, "cannot read %s", CASES_JSON);
     if (!text) return NULL;
     cJSON *root = cJSON_Parse(text);
@@ -158,7 +145,7 @@ TEST(golden_json_only) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/json-str-merges", tmpdir);
     mkdir(dir, 0700);
-    char *text = slurp(JSON_ONLY_DIR "/tokenizer.json");
+    char *text = test_slurp(JSON_ONLY_DIR "/tokenizer.json");
     cJSON *tj = text ? cJSON_Parse(text) : NULL;
     free(text);
     cJSON *merges = cJSON_GetObjectItem(cJSON_GetObjectItem(tj, "model"), "merges");
@@ -175,7 +162,7 @@ TEST(golden_json_only) {
     CHECK(tj != NULL);
     if (!tj) { cJSON_Delete(root); return; }
     write_json(dir, "tokenizer.json", tj);
-    text = slurp(JSON_ONLY_DIR "/tokenizer_config.json");
+    text = test_slurp(JSON_ONLY_DIR "/tokenizer_config.json");
     if (text) write_file(dir, "tokenizer_config.json", text);
     free(text);
     run_variant(cases, "trunc", dir, 0);
@@ -189,7 +176,7 @@ TEST(golden_full_vocab_json) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/json-full", tmpdir);
     mkdir(dir, 0700);
-    char *vtext = slurp(VOCAB_DIR "/vocab.json"), *mtext = slurp(VOCAB_DIR "/merges.txt");
+    char *vtext = test_slurp(VOCAB_DIR "/vocab.json"), *mtext = test_slurp(VOCAB_DIR "/merges.txt");
     cJSON *vocab = vtext ? cJSON_Parse(vtext) : NULL;
     CHECK(vocab != NULL && mtext != NULL);
     cJSON *tj = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(tj, "model");

@@ -11,23 +11,10 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static cJSON *load_json(const char *rel) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", TDM_FIXTURES, rel);
-    char *s = slurp(path);
+    char *s = test_slurp(path);
     if (!s) { printf("  cannot read %s\n", path); return NULL; }
     cJSON *j = cJSON_Parse(s);
     free(s);

@@ -10,19 +10,6 @@
 #include "tandem.h"
 #include "test.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static void spill(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     CHECK_MSG(f != NULL, "cannot write %s", path);
@@ -37,7 +24,7 @@ static char g_flux[256], g_sd[256];
 static void write_config(const char *dir, const char *sub, const char *fix, const char *cls) {
     char path[1024];
     snprintf(path, sizeof path, "%s/ptree/%s.json", TDM_FIXTURES, fix);
-    char *text = slurp(path);
+    char *text = test_slurp(path);
     CHECK_MSG(text != NULL, "cannot read %s", path);
     if (!text) return;
     cJSON *j = cJSON_Parse(text);

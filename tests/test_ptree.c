@@ -75,7 +75,7 @@ TEST(flux_cases) {
 static int write_embedded_config(const char *case_name, char *dir, char *cfg, size_t cap) {
     char path[1024];
     snprintf(path, sizeof path, "%s/ptree/%s.json", TDM_FIXTURES, case_name);
-    char *text = ptree_slurp(path);
+    char *text = test_slurp(path);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     char *c = j ? cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "config")) : NULL;

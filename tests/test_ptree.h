@@ -18,19 +18,6 @@
  * `config_path`, floating tensors as `dt`. */
 typedef tdm_status (*ptree_builder_fn)(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
-static char *ptree_slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static tdm_dtype ptree_dtype(const char *torch_name) {
     if (!strcmp(torch_name, "int64")) return TDM_I64;
     if (!strcmp(torch_name, "int32")) return TDM_I32;
@@ -43,7 +30,7 @@ static tdm_dtype ptree_dtype(const char *torch_name) {
 static int64_t ptree_check_case(const char *fixtures, const char *case_name, ptree_builder_fn build) {
     char path[1024], cfg[1024];
     snprintf(path, sizeof path, "%s/ptree/%s.json", fixtures, case_name);
-    char *text = ptree_slurp(path);
+    char *text = test_slurp(path);
     CHECK_MSG(text != NULL, "cannot read %s", path);
     if (!text) return 0;
     cJSON *j = cJSON_Parse(text);

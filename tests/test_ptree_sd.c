@@ -54,7 +54,7 @@ TEST(ptree_vae) { check_cases(vae_cases, tdm_vae_plist); }
 static void real_size(const char *case_name, ptree_builder_fn build, int64_t want_numel) {
     char path[1024], dir[] = "/tmp/tdm_ptree_sd_XXXXXX", cfg[1100];
     snprintf(path, sizeof path, "%s/ptree/%s.json", TDM_FIXTURES, case_name);
-    char *text = ptree_slurp(path);
+    char *text = test_slurp(path);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     CHECK_MSG(j != NULL, "cannot read %s", path);

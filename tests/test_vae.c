@@ -278,19 +278,6 @@ static int write_text(const char *path, const char *text) {
     return fclose(f) == 0;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 /* Makes tmpdir/<case>/vae with the sd fixture's config (or `config`) and its
  * weights as float32, minus tensor `drop`, with tensor names rewritten by
  * `rename` (from, to pairs applied as substring replacement) and tensor
@@ -303,7 +290,7 @@ static int make_case(char *root, size_t cap, const char *cs, const char *config,
     snprintf(sub, sizeof sub, "%s/vae", root);
     mkdir(root, 0755);
     mkdir(sub, 0755);
-    char *cfg = config ? NULL : read_text(FIX "/sd/vae/config.json");
+    char *cfg = config ? NULL : test_slurp(FIX "/sd/vae/config.json");
     snprintf(path, sizeof path, "%s/config.json", sub);
     int ok = write_text(path, config ? config : cfg);
     free(cfg);

@@ -34,12 +34,15 @@ typedef struct tdm_cuda_lt {
     int nplan;
 } tdm_cuda_lt;
 
+/* Releases p's cuBLASLt objects; its key (shape, epilogue, ...) stays. */
 static void plan_destroy(lt_plan *p) {
     if (p->op) cublasLtMatmulDescDestroy(p->op);
     if (p->la) cublasLtMatrixLayoutDestroy(p->la);
     if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
     if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
-    memset(p, 0, sizeof *p);
+    p->op = NULL;
+    p->la = p->lb = p->ld = NULL;
+    p->ok = 0;
 }
 
 extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c) {
@@ -117,14 +120,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                                        &found) ||
         found < 1) {
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
-        plan_destroy(p);
-        p->M = M;   /* remembered as "no plan" so the query is not repeated */
-        p->K = K;
-        p->N = N;
-        p->ldy = ldy;
-        p->epi = (int)epi;
-        p->dtype = dt;
-        p->align = al;
+        plan_destroy(p);   /* the key stays: remembered as "no plan", not queried again */
         return NULL;
     }
     cublasLtMatmulPreferenceDestroy(pref);
