@@ -72,8 +72,10 @@ typedef struct {
      * brought to GPU 0 while it runs). A plan that splits another component
      * is refused for now. devices "cpu:0,cpu:1,..." makes virtual CPU devices
      * stand for GPUs 0, 1, ... — required for now: running a device map over
-     * CUDA GPUs is not implemented yet. The images are identical to a
-     * one-device run. All NULL: one device. */
+     * CUDA GPUs is not implemented yet. Each stage's components are planned
+     * on their own (only they are ever loaded together), or all together
+     * with keep_resident. The images are identical to a one-device run.
+     * All NULL: one device. */
     const char *devices;
     const char *device_map;
     const char *max_memory;
@@ -295,6 +297,12 @@ typedef struct {
 } tdm_plan_params_t;
 
 void       tdm_plan_params_init(tdm_plan_params_t *p);
+/* The components the stages of an opened pipeline load, as comma lists for
+ * tdm_plan_params_t.only: 3 lists (encode, denoise, decode), or with
+ * `together` (keep_resident: everything stays loaded) 1 list, NULL = all.
+ * A run with a device map plans each list separately. Returns the count. */
+int        tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
+                                         const char **out);
 tdm_status tdm_plan(const tdm_plan_params_t *p, char **json);
 
 #ifdef __cplusplus

@@ -347,6 +347,29 @@ TEST(pipeline_balanced) {
     }
 }
 
+/* Staged residency: each stage's components are planned on their own (only
+ * they are loaded together), so 2 x 700 KB runs the tiny FLUX pipeline whose
+ * components need 1.6 MB together: same image as one device. With
+ * --keep-resident everything stays loaded and the same budgets are refused
+ * (need vs budget in one line). */
+TEST(staged_plans) {
+    char flux[512], a[1024], b[1024];
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
+    const char *common = "--prompt 'a blue sphere' --steps 2 --width 64 --height 64 --seed 9 --quiet";
+    int rc = run("generate --model '%s' %s --out '%s/st-one'", flux, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map balanced "
+             "--max-memory 0=700KB,1=700KB --out '%s/st-two'", flux, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(a, sizeof a, "%s/st-one/000000.png", tmpdir);
+    snprintf(b, sizeof b, "%s/st-two/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
+    expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map balanced "
+                     "--max-memory 0=700KB,1=700KB --keep-resident --out '%s/st-e'", flux, common,
+                     tmpdir), "max memory too small");
+    CHECK(!exists("%s/st-e", tmpdir));
+}
+
 TEST(staged_errors) {
     /* embeddings whose width does not fit the denoiser */
     char other[512];
@@ -388,6 +411,7 @@ int main(void) {
     RUN(flux_errors);
     RUN(flux_split);
     RUN(pipeline_balanced);
+    RUN(staged_plans);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;

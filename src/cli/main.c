@@ -495,20 +495,6 @@ static int cmd_generate(int argc, char **argv) {
     if (a.embeddings && (a.nprompts || a.nprompts_2 || a.negative))
         die(2, "--embeddings: give either prompts or an embeddings file, not both");
     if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
-    if (a.print_map) {   /* the plan the run executes, as tandem plan prints it */
-        if (!a.device_map[0]) die(2, "--print-device-map needs --device-map");
-        tdm_plan_params_t pp;
-        tdm_plan_params_init(&pp);
-        pp.model = a.model;
-        pp.device_map = a.device_map;
-        pp.max_memory = a.max_memory;
-        pp.dtype = "fp32";   /* what the (virtual CPU) devices hold */
-        char *json = NULL;
-        if (tdm_plan(&pp, &json) != TDM_OK) die_status();
-        fputs(json, stdout);
-        fflush(stdout);
-        free(json);
-    }
 
     /* the process group: one process, or a rank of mpirun / srun / tandem launch */
     if (tdm_dist_init(&g_dist) != TDM_OK) die_status();
@@ -527,6 +513,25 @@ static int cmd_generate(int argc, char **argv) {
         }
     }
     tdm_pipeline_t *pipe = open_pipeline(&a);
+    if (a.print_map && rank == 0) {   /* the plans the run executes, one per stage, as tandem plan prints them */
+        if (!a.device_map[0]) die(2, "--print-device-map needs --device-map");
+        const char *only[3];
+        int n = tdm_pipeline_stage_components(pipe, a.keep_resident, only);
+        for (int k = 0; k < n; k++) {
+            tdm_plan_params_t pp;
+            tdm_plan_params_init(&pp);
+            pp.model = a.model;
+            pp.only = only[k];
+            pp.device_map = a.device_map;
+            pp.max_memory = a.max_memory;
+            pp.dtype = "fp32";   /* what the (virtual CPU) devices hold */
+            char *json = NULL;
+            if (tdm_plan(&pp, &json) != TDM_OK) die_status();
+            fputs(json, stdout);
+            free(json);
+        }
+        fflush(stdout);
+    }
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);
     const int W = a.width ? a.width : info.default_width, H = a.height ? a.height : info.default_height;

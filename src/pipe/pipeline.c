@@ -145,6 +145,66 @@ static tdm_device_t *placed_dev(tdm_pipeline_t *pipe, const cJSON *v) {
     return &pipe->host;   /* "cpu": whole in host RAM, run there (virtual devices only) */
 }
 
+int tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
+                                  const char **out) {
+    int flux = pipe->info.kind == TDM_PIPE_FLUX;
+    if (together) {
+        out[0] = NULL;   /* all */
+        return 1;
+    }
+    out[0] = flux ? "text_encoder,text_encoder_2" : "text_encoder";
+    out[1] = flux ? "transformer" : "unet";
+    out[2] = "vae";
+    return 3;
+}
+
+/* Plans components `only` (NULL: all) as `tandem plan` does (float32: CPU
+ * devices hold float32) and sends each to its device; a split transformer is
+ * planned again and loaded block-wise at the denoise stage. */
+static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *p,
+                             const char *only) {
+    tdm_status st = TDM_OK;
+    tdm_plan_params_t pp;
+    tdm_plan_params_init(&pp);
+    pp.model = pipe->root;
+    pp.only = only;
+    pp.device_map = p->device_map;
+    pp.max_memory = p->max_memory;
+    pp.dtype = "fp32";
+    char *json = NULL;
+    if ((st = tdm_plan(&pp, &json)) != TDM_OK) return st;
+    cJSON *j = cJSON_Parse(json);
+    free(json);
+    const cJSON *dm = j ? cJSON_GetObjectItem(j, "device_map") : NULL;
+    if (!dm) {
+        cJSON_Delete(j);
+        return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
+    }
+    for (const cJSON *e = dm->child; e && st == TDM_OK; e = e->next) {
+        const char *dot = strchr(e->string, '.');
+        size_t len = dot ? (size_t)(dot - e->string) : strlen(e->string);
+        char comp[64];
+        snprintf(comp, sizeof comp, "%.*s", (int)len, e->string);
+        tdm_device_t **slot = !strcmp(comp, "text_encoder") ? &pipe->dev_text
+                            : !strcmp(comp, "text_encoder_2") ? &pipe->dev_text2
+                            : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
+                            : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
+        if (!slot) continue;
+        if (!dot) {
+            *slot = placed_dev(pipe, e);
+        } else if (!strcmp(comp, "transformer")) {
+            pipe->split = 1;
+        } else {
+            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
+                            "devices, which generate cannot run yet (only the FLUX transformer); "
+                            "raise --max-memory so it fits one device (see `tandem plan`)",
+                            p->device_map, comp);
+        }
+    }
+    cJSON_Delete(j);
+    return st;
+}
+
 /* --devices / --device-map / --max-memory: checks them, sets up the virtual
  * devices and executes the plan `tandem plan` prints for the same flags
  * (tdm_plan): whole components go to their devices, a split transformer is
@@ -187,22 +247,6 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
     pipe->nvdev = n;
     for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
     tdm_device_init(&pipe->host, TDM_DEV_CPU, n);
-    /* the plan, exactly as `tandem plan` makes it (float32: CPU devices hold float32) */
-    tdm_plan_params_t pp;
-    tdm_plan_params_init(&pp);
-    pp.model = pipe->root;
-    pp.device_map = p->device_map;
-    pp.max_memory = p->max_memory;
-    pp.dtype = "fp32";
-    char *json = NULL;
-    if ((st = tdm_plan(&pp, &json)) != TDM_OK) return st;
-    cJSON *j = cJSON_Parse(json);
-    free(json);
-    const cJSON *dm = j ? cJSON_GetObjectItem(j, "device_map") : NULL;
-    if (!dm) {
-        cJSON_Delete(j);
-        return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
-    }
     /* which strategy splits the transformer: its own item, else the pipeline's */
     pipe->split_strategy = TDM_PLACE_BALANCED;
     for (const char *q = p->device_map; q && *q;) {
@@ -218,28 +262,11 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
             pipe->split_strategy = s == TDM_PLACE_SEQUENTIAL ? s : TDM_PLACE_BALANCED;
         q = e ? e + 1 : NULL;
     }
-    for (const cJSON *e = dm->child; e && st == TDM_OK; e = e->next) {
-        const char *dot = strchr(e->string, '.');
-        size_t len = dot ? (size_t)(dot - e->string) : strlen(e->string);
-        char comp[64];
-        snprintf(comp, sizeof comp, "%.*s", (int)len, e->string);
-        tdm_device_t **slot = !strcmp(comp, "text_encoder") ? &pipe->dev_text
-                            : !strcmp(comp, "text_encoder_2") ? &pipe->dev_text2
-                            : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
-                            : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
-        if (!slot) continue;
-        if (!dot) {
-            *slot = placed_dev(pipe, e);
-        } else if (!strcmp(comp, "transformer")) {
-            pipe->split = 1;   /* planned again and loaded block-wise at the denoise stage */
-        } else {
-            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
-                            "devices, which generate cannot run yet (only the FLUX transformer); "
-                            "raise --max-memory so it fits one device (see `tandem plan`)",
-                            p->device_map, comp);
-        }
-    }
-    cJSON_Delete(j);
+    /* one plan per stage (only that stage's components are ever loaded together), or
+     * one for everything with keep_resident; each as `tandem plan --only ...` makes it */
+    const char *stages[3];
+    int nst = tdm_pipeline_stage_components(pipe, p->keep_resident, stages);
+    for (int k = 0; k < nst && st == TDM_OK; k++) st = apply_plan(pipe, p, stages[k]);
     return st;
 }
 

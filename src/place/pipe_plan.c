@@ -59,6 +59,13 @@ static plist_fn builder_of(const char *cls) {
     return NULL;
 }
 
+/* 1 if model_index.json (root) has a model component `name` the planner knows. */
+static int in_folder(const cJSON *root, const char *name) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    const cJSON *cl = it ? cJSON_GetArrayItem(it, 1) : NULL;
+    return cJSON_IsString(cl) && builder_of(cl->valuestring) != NULL;
+}
+
 static const char *strategy_name(int s) {
     return s == TDM_PLACE_SEQUENTIAL ? "sequential"
            : s == TDM_PLACE_BALANCED_LOW_0 ? "balanced_low_0" : "balanced";
@@ -276,11 +283,11 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
             int found = 0;
             for (int i = 0; i < nc; i++)
                 if (!strcmp(cs[i].name, item)) { cs[i].strategy = (int)s; found = 1; }
-            if (!found) {
+            if (!found && !in_folder(j.root, item)) {
                 st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s=...: no model component %s "
-                                "in %s%s", item, item, path, p->only ? " (after --only)" : "");
+                                "in %s", item, item, path);
                 goto done;
-            }
+            }   /* a component left out by --only: its item does not apply */
         }
         q = e ? e + 1 : NULL;
     }
