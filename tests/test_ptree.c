@@ -142,6 +142,9 @@ TEST(bad_configs) {
         {tdm_t5_plist, "{\"num_layers\": 0}", TDM_ERR_MODEL},
         {tdm_flux_plist, "{\"patch_size\": 2}", TDM_ERR_UNSUPPORTED},
         {tdm_flux_plist, "{\"attention_head_dim\": 64}", TDM_ERR_MODEL},
+        /* a config describing a runaway model is refused, not planned for minutes */
+        {tdm_flux_plist, "{\"num_layers\": 3000000}", TDM_ERR_MODEL},
+        {tdm_t5_plist, "{\"d_model\": 4611686018427387904, \"d_kv\": 4}", TDM_ERR_MODEL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         FILE *f = fopen(cfg, "w");

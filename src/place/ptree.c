@@ -56,6 +56,18 @@ tdm_status tdm_plist_add(tdm_plist_t *l, int is_buffer, tdm_dtype own, int ndim,
                          const int64_t *shape, const char *fmt, ...) {
     if (ndim < 0 || ndim > TDM_PTREE_MAX_DIMS)
         return tdm_errorf(TDM_ERR_INTERNAL, "parameter list: %d dims", ndim);
+    if (l->n >= TDM_PLIST_MAX_ENTRIES)
+        return tdm_errorf(TDM_ERR_MODEL, "parameter list: more than %d tensors: the config "
+                          "describes a model too large to plan", TDM_PLIST_MAX_ENTRIES);
+    int64_t numel = 1, bytes;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0 || !tdm_mul_ok(numel, shape[i], &numel))
+            return tdm_errorf(TDM_ERR_MODEL, "parameter list: a tensor of shape dimension %lld "
+                              "is out of range", (long long)shape[i]);
+    if (!tdm_mul_ok(numel, 8, &bytes) || bytes > TDM_PLIST_MAX_BYTES ||
+        l->bytes > TDM_PLIST_MAX_BYTES - bytes)
+        return tdm_errorf(TDM_ERR_MODEL, "parameter list: the config describes more than %lld "
+                          "bytes of weights", (long long)TDM_PLIST_MAX_BYTES);
     if (!grow((void **)&l->e, l->n, &l->cap, sizeof *l->e))
         return tdm_errorf(TDM_ERR_NOMEM, "parameter list: out of memory");
     va_list ap;
@@ -70,6 +82,7 @@ tdm_status tdm_plist_add(tdm_plist_t *l, int is_buffer, tdm_dtype own, int ndim,
     for (int i = 0; i < ndim; i++) e->shape[i] = shape[i];
     e->dtype = is_float(own) ? l->dtype : own;
     e->is_buffer = is_buffer;
+    l->bytes += tdm_pentry_bytes(e);
     return TDM_OK;
 }
 

@@ -44,7 +44,13 @@ typedef struct {
      * them as: the file's dtype when known, else the float dtype the caller
      * asked for); integer buffers keep their own dtype. */
     tdm_dtype     dtype;
+    int64_t       bytes;                 /* sum of tdm_pentry_bytes over e */
 } tdm_plist_t;
+
+/* Bounds of a parameter list (a config describing more is refused, so a
+ * corrupt or hostile config.json cannot make `tandem plan` run away). */
+#define TDM_PLIST_MAX_ENTRIES (1 << 20)
+#define TDM_PLIST_MAX_BYTES   ((int64_t)1 << 56)
 
 void       tdm_plist_init(tdm_plist_t *l, tdm_dtype float_dtype);
 void       tdm_plist_free(tdm_plist_t *l);
