@@ -17,6 +17,7 @@
 
 #include "io/safetensors.h"
 #include "models/flux.h"
+#include "place/offload.h"
 #include "place/place.h"
 #include "test.h"
 #ifdef TDM_HAVE_CUDA
@@ -148,7 +149,7 @@ static void run_placed(const char *strategy, const char *budgets) {
            (long long)want[0], (long long)want[1], (long long)want[2], (long long)want[3]);
     CHECK_MSG(want[0] > 0 && want[1] > 0 && want[2] + want[3] > 0,
               "the budgets should use both GPUs and offload some blocks");
-    tdm_flux_placement_t place = {&map, gpus, 2, &host, &gpu0};
+    tdm_placement_t place = {&map, gpus, 2, &host, &gpu0};
     s = tdm_flux_load(&a, root, "transformer", NULL, &one);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &place);
@@ -215,7 +216,7 @@ TEST(flux_placed_errors) {
     /* a map over GPUs 0 and 1 run with a device for GPU 0 only */
     CHECK(tdm_max_memory_parse("0=100KB,1=1MB", &mm) == TDM_OK);
     CHECK(tdm_place_plan(&pl, &mm, TDM_PLACE_SEQUENTIAL, 0, &map) == TDM_OK);
-    tdm_flux_placement_t place = {&map, gpus, 1, &host, &gpu0};
+    tdm_placement_t place = {&map, gpus, 1, &host, &gpu0};
     tdm_status s = tdm_flux_load_placed(&m, root, "transformer", NULL, &place);
     printf("  error as expected: %s\n", tdm_last_error());
     CHECK(s == TDM_ERR_INVALID_ARG && m == NULL);

@@ -20,6 +20,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/offload.h"
 #include "place/place.h"
 #include "place/ptree.h"
 #include "models/flux.h"
@@ -55,17 +56,6 @@ typedef struct {
     flux_lin_t   out;                          /* proj_out (D, 5D) */
 } flux_single_t;
 
-/* One offloaded weight of a split placement. */
-typedef struct {
-    const float **slot;      /* the model's pointer to it */
-    tdm_tensor_t *host;      /* its copy in host RAM ("cpu"), or NULL ("disk") */
-    tdm_tensor_t *tmp;       /* its copy on the execution device while in use */
-    char          name[160];
-    int           ndim, gemm;
-    int64_t       shape[2];
-    int64_t       blk;
-} flux_off_t;
-
 struct tdm_flux {
     tdm_flux_info_t info;
     tdm_device_t   *dev;
@@ -84,12 +74,9 @@ struct tdm_flux {
     float  *rope_ids;                          /* host copy: txt (T, 3) then img (N, 3) */
     int64_t rope_T, rope_N;
     /* Split placement (tdm_flux_load_placed): the offloaded weights, each
-     * brought to `dev` for its block (blk: double block i = i, single block
-     * i = num_layers + i, -1 = top level, for the whole forward). `set`
-     * stays open while any weight is on "disk". */
-    flux_off_t *off;
-    int64_t     noff, cap_off;
-    tdm_st_set_t *set;
+     * brought to `dev` for its block (double block i = i, single block
+     * i = num_layers + i, -1 = top level, for the whole forward). */
+    tdm_offload_t off;
     /* ownership of the loaded tensors */
     tdm_tensor_t **tensors;
     int64_t ntensors, cap_tensors;
@@ -176,7 +163,7 @@ typedef struct {
     tdm_flux_t                 *m;
     const tdm_st_set_t         *set;
     tdm_plist_t                *pl;
-    const tdm_flux_placement_t *place;   /* NULL: everything on m->dev */
+    const tdm_placement_t      *place;   /* NULL: everything on m->dev */
 } flux_loader_t;
 
 /* The block a tensor belongs to (see tdm_flux_t.off), from its name. */
@@ -185,29 +172,6 @@ static int64_t block_of(const tdm_flux_t *m, const char *name) {
     if (sscanf(name, "transformer_blocks.%lld.", &i) == 1) return i;
     if (sscanf(name, "single_transformer_blocks.%lld.", &i) == 1) return m->info.num_layers + i;
     return -1;
-}
-
-/* Records an offloaded weight (host copy `t`, or NULL for disk). */
-static tdm_status add_off(tdm_flux_t *m, const float **slot, tdm_tensor_t *t, const char *name,
-                          int ndim, const int64_t *shape, int gemm) {
-    if (m->noff == m->cap_off) {
-        int64_t cap = m->cap_off ? 2 * m->cap_off : 64;
-        flux_off_t *p = realloc(m->off, (size_t)cap * sizeof(*p));
-        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for the offload list");
-        m->off = p;
-        m->cap_off = cap;
-    }
-    flux_off_t *o = &m->off[m->noff++];
-    memset(o, 0, sizeof *o);
-    o->slot = slot;
-    o->host = t;
-    snprintf(o->name, sizeof o->name, "%s", name);
-    o->ndim = ndim;
-    o->gemm = gemm;
-    o->shape[0] = shape[0];
-    o->shape[1] = shape[1];
-    o->blk = block_of(m, name);
-    return TDM_OK;
 }
 
 /* Loads "<prefix>.<suffix>" with shape (d0[, d1]) into *dst; a GEMM weight
@@ -232,31 +196,22 @@ static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix
         m->cap_tensors = cap;
     }
     tdm_device_t *dev = m->dev;
-    int where = 0;   /* 0 resident, 1 host RAM, 2 disk */
+    int where = TDM_PLACED_RESIDENT;
     if (L->place) {
-        int d = tdm_place_map_lookup(L->place->map, name);
-        if (d >= 0 && d < L->place->ngpu && L->place->gpu[d]) dev = L->place->gpu[d];
-        else if (d == TDM_PLACE_CPU) dev = L->place->host, where = 1;
-        else if (d == TDM_PLACE_DISK) where = 2;
-        else if (d >= 0)
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "flux: the device map puts tensor \"%s\" on "
-                              "GPU %d, which has no device here (%d given)", name, d,
-                              L->place->ngpu);
-        else
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "flux: the device map does not cover tensor "
-                              "\"%s\"", name);
-    }
-    if (where == 2) {   /* read from the file each time its block runs */
-        *dst = NULL;
-        return add_off(m, dst, NULL, name, ndim, shape, gemm);
+        if ((st = tdm_placement_where(L->place, "flux", name, &dev, &where)) != TDM_OK) return st;
+        if (where == TDM_PLACED_DISK)   /* read from the file each time its block runs */
+            return tdm_offload_add(&m->off, (void *)dst, 0, NULL, name, ndim, shape, gemm,
+                                   block_of(m, name));
     }
     st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, &t)
               : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, &t);
     if (st != TDM_OK) return st;
     m->tensors[m->ntensors++] = t;
     m->info.param_bytes += t->nbytes;
-    *dst = where == 1 ? NULL : tdm_f32(t);
-    if (where == 1) return add_off(m, dst, t, name, ndim, shape, gemm);
+    *dst = tdm_f32(t);
+    if (where == TDM_PLACED_HOST)
+        return tdm_offload_add(&m->off, (void *)dst, 0, t, name, ndim, shape, gemm,
+                               block_of(m, name));
     return TDM_OK;
 }
 
@@ -383,7 +338,7 @@ fail:
 
 static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
                            const char *variant, tdm_device_t *dev,
-                           const tdm_flux_placement_t *place) {
+                           const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_st_set_t *set = NULL;
@@ -407,10 +362,8 @@ static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
         flux_loader_t L = {m, set, NULL, place};
         TDM_TRY(load_model(&L));
     }
-    int disk = 0;
-    for (int64_t i = 0; i < m->noff; i++) disk |= m->off[i].host == NULL;
-    if (disk) m->set = set;   /* disk-offloaded weights are read from it on use */
-    else tdm_st_set_close(set);
+    if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
+        tdm_st_set_close(set);
     tdm_json_free(&j);
     *out = m;
     return TDM_OK;
@@ -427,17 +380,9 @@ tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
 }
 
 tdm_status tdm_flux_load_placed(tdm_flux_t **out, const char *root, const char *sub,
-                                const char *variant, const tdm_flux_placement_t *pl) {
-    if (!pl || !pl->map || !pl->main || !pl->host)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_load_placed: map, main and host are required");
-    if (!tdm_dev_is_host(pl->main) || !tdm_dev_is_host(pl->host))
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "flux: running a split device map on CUDA devices is "
-                          "not implemented yet (tandem plan shows the map; run on one GPU)");
-    for (int i = 0; i < pl->ngpu; i++)
-        if (pl->gpu[i] && !tdm_dev_is_host(pl->gpu[i]))
-            return tdm_errorf(TDM_ERR_UNSUPPORTED, "flux: running a split device map on CUDA "
-                              "devices is not implemented yet (tandem plan shows the map; run on "
-                              "one GPU)");
+                                const char *variant, const tdm_placement_t *pl) {
+    tdm_status st = tdm_placement_check(pl, "flux");
+    if (st != TDM_OK) return st;
     return load_any(out, root, sub, variant, pl->main, pl);
 }
 
@@ -445,9 +390,7 @@ void tdm_flux_free(tdm_flux_t *m) {
     if (!m) return;
     if (m->rope) tdm_dev_free(m->dev, m->rope, 2 * (m->rope_T + m->rope_N) * m->hd * (int64_t)sizeof(float));
     free(m->rope_ids);
-    for (int64_t i = 0; i < m->noff; i++) tdm_tensor_free(m->off[i].tmp);
-    free(m->off);
-    tdm_st_set_close(m->set);
+    tdm_offload_free(&m->off);
     for (int64_t i = 0; i < m->ntensors; i++) tdm_tensor_free(m->tensors[i]);
     free(m->tensors);
     free(m->dbl);
@@ -668,40 +611,6 @@ static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t 
     tdm_op_gated_add_rows(dev, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
 }
 
-/* Brings the offloaded weights of block `blk` to the execution device (the
- * model's device): copied from host RAM, or read (and converted) from the
- * file for "disk". stream_out drops them. No-ops without offloaded weights. */
-static tdm_status stream_in(tdm_flux_t *m, int64_t blk) {
-    for (int64_t i = 0; i < m->noff; i++) {
-        flux_off_t *o = &m->off[i];
-        if (o->blk != blk) continue;
-        tdm_status st;
-        if (o->host) {
-            st = tdm_tensor_create(&o->tmp, m->dev, o->host->dtype, o->host->ndim, o->host->shape,
-                                   o->name);
-            if (st == TDM_OK)
-                st = tdm_dev_upload(m->dev, o->tmp->data, o->host->data, o->host->nbytes, o->name);
-        } else {
-            st = o->gemm ? tdm_st_set_load_gemm_weight(m->set, o->name, m->dev, o->ndim, o->shape,
-                                                       &o->tmp)
-                         : tdm_st_set_load_f32(m->set, o->name, m->dev, o->ndim, o->shape, &o->tmp);
-        }
-        if (st != TDM_OK) return st;
-        *o->slot = tdm_f32(o->tmp);
-    }
-    return TDM_OK;
-}
-
-static void stream_out(tdm_flux_t *m, int64_t blk) {
-    for (int64_t i = 0; i < m->noff; i++) {
-        flux_off_t *o = &m->off[i];
-        if (o->blk != blk || !o->tmp) continue;
-        tdm_tensor_free(o->tmp);
-        o->tmp = NULL;
-        *o->slot = NULL;
-    }
-}
-
 /* m->rope holds the tables of cat(txt_ids, img_ids): reused when the ids
  * equal the last call's, else made in `host` (2·S·hd floats) and uploaded. */
 static tdm_status rope_cached(tdm_flux_t *m, const float *txt_ids, int64_t T,
@@ -803,7 +712,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     if (!base) { st = TDM_ERR_NOMEM; goto fail; }
     ws_layout(&w, base, B, S, D, hd);
 
-    TDM_TRY(stream_in(m, -1));   /* offloaded top-level weights, for the whole call */
+    TDM_TRY(tdm_offload_in(&m->off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
     /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
     TDM_TRY(time_embedder(m, &w, timestep, B, &m->t1, &m->t2, w.temb, host));
     if (guidance) {
@@ -831,14 +740,14 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     w.sinb = m->rope + S * hd;
 
     for (int64_t i = 0; i < m->info.num_layers; i++) {
-        TDM_TRY(stream_in(m, i));
+        TDM_TRY(tdm_offload_in(&m->off, m->dev, i));
         double_block(m, &m->dbl[i], &w, B, T, N);
-        stream_out(m, i);
+        tdm_offload_out(&m->off, i);
     }
     for (int64_t i = 0; i < m->info.num_single_layers; i++) {
-        TDM_TRY(stream_in(m, m->info.num_layers + i));
+        TDM_TRY(tdm_offload_in(&m->off, m->dev, m->info.num_layers + i));
         single_block(m, &m->sgl[i], &w, B, S);
-        stream_out(m, m->info.num_layers + i);
+        tdm_offload_out(&m->off, m->info.num_layers + i);
     }
 
     /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
@@ -850,8 +759,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
                       m->proj_out.b, N, D, Cout);
 
 fail:
-    for (int64_t i = 0; i < m->noff; i++)   /* whatever is still brought in */
-        if (m->off[i].tmp) stream_out(m, m->off[i].blk);
+    tdm_offload_out_all(&m->off);   /* whatever is still brought in */
     if (base) tdm_dev_free(dev, base, nws * (int64_t)sizeof(float));
     free(host);
     return st;

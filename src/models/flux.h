@@ -42,30 +42,18 @@ typedef struct {
 tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
                          const char *variant, tdm_device_t *dev);
 
-/* Where the tensors of a split transformer live (place.h's device map):
- * each tensor's module path is looked up in `map`; GPU id g means device
- * gpu[g] (g < ngpu), "cpu" means offloaded to `host` (host RAM, counted
- * there), "disk" means left in the safetensors files. Offloaded weights are
- * brought to the main device just before their block runs and dropped
- * after it (the top-level ones for the whole forward); activations live on
- * the main device. Results are bit-identical to a one-device load. For now
- * every device must be a host (CPU or virtual CPU) device: running a split
- * map over CUDA GPUs (peer copies, prefetch) is not implemented. */
-struct tdm_place_map;
-typedef struct {
-    const struct tdm_place_map *map;
-    tdm_device_t              **gpu;
-    int                         ngpu;
-    tdm_device_t               *host;
-    tdm_device_t               *main;
-} tdm_flux_placement_t;
-
+/* A split transformer (place/offload.h): each tensor where the device map
+ * puts it, "cpu" weights in host RAM and "disk" ones left in the files, each
+ * brought to the main device just before its block runs (the top-level ones
+ * for the whole forward); activations live on the main device. Results are
+ * bit-identical to a one-device load. */
+struct tdm_placement;
 /* tdm_flux_load with the tensors placed by `pl` (see above); the model's
  * device (activations, execution of offloaded blocks) is pl->main. Errors:
  * a tensor the map does not cover, a GPU id without a device, a CUDA device.
  * OUT: *out, freed with tdm_flux_free. */
 tdm_status tdm_flux_load_placed(tdm_flux_t **out, const char *root, const char *sub,
-                                const char *variant, const tdm_flux_placement_t *pl);
+                                const char *variant, const struct tdm_placement *pl);
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_flux_free(tdm_flux_t *m);

@@ -403,7 +403,7 @@ static tdm_status load_flux_split(tdm_pipeline_t *pipe, const char *var) {
     gpu[0] = &pipe->dev;
     for (int g = 1; g < pipe->nvdev; g++) gpu[g] = &pipe->vdev[g];
     {
-        tdm_flux_placement_t place = {&map, gpu, pipe->nvdev, &pipe->host, &pipe->dev};
+        tdm_placement_t place = {&map, gpu, pipe->nvdev, &pipe->host, &pipe->dev};
         st = tdm_flux_load_placed(&pipe->flux, pipe->root, "transformer", var, &place);
     }
 fail:

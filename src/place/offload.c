@@ -1,0 +1,137 @@
+/* offload.c — running a model split by a device map (offload.h). */
+#include "place/offload.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "place/place.h"
+
+/* Points the model's field at t (NULL clears it), through its own pointer
+ * type (float * or tdm_tensor_t *). */
+static void set_slot(const tdm_offload_entry_t *e, tdm_tensor_t *t) {
+    if (e->tensor_slot) {
+        memcpy(e->slot, &t, sizeof t);
+    } else {
+        float *f = t ? tdm_f32(t) : NULL;
+        memcpy(e->slot, &f, sizeof f);
+    }
+}
+
+tdm_status tdm_placement_check(const tdm_placement_t *pl, const char *what) {
+    if (!pl || !pl->map || !pl->main || !pl->host)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: a placement needs a map, a main and a host "
+                          "device", what);
+    int host_only = tdm_dev_is_host(pl->main) && tdm_dev_is_host(pl->host);
+    for (int i = 0; i < pl->ngpu; i++) host_only &= !pl->gpu[i] || tdm_dev_is_host(pl->gpu[i]);
+    if (!host_only)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: running a split device map on CUDA devices is "
+                          "not implemented yet (tandem plan shows the map; run on one GPU)", what);
+    return TDM_OK;
+}
+
+tdm_status tdm_placement_where(const tdm_placement_t *pl, const char *what, const char *name,
+                               tdm_device_t **dev, int *where) {
+    int d = tdm_place_map_lookup(pl->map, name);
+    *dev = NULL;
+    if (d >= 0 && d < pl->ngpu && pl->gpu[d]) {
+        *dev = pl->gpu[d];
+        *where = TDM_PLACED_RESIDENT;
+    } else if (d == TDM_PLACE_CPU) {
+        *dev = pl->host;
+        *where = TDM_PLACED_HOST;
+    } else if (d == TDM_PLACE_DISK) {
+        *where = TDM_PLACED_DISK;
+    } else if (d >= 0) {
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: the device map puts tensor \"%s\" on GPU %d, "
+                          "which has no device here (%d given)", what, name, d, pl->ngpu);
+    } else {
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: the device map does not cover tensor \"%s\"",
+                          what, name);
+    }
+    return TDM_OK;
+}
+
+tdm_status tdm_offload_add(tdm_offload_t *o, void *slot, int tensor_slot, tdm_tensor_t *host,
+                           const char *name, int ndim, const int64_t *shape, int gemm,
+                           int64_t blk) {
+    if (ndim < 1 || ndim > 2)
+        return tdm_errorf(TDM_ERR_INTERNAL, "offload: tensor \"%s\" has %d dims", name, ndim);
+    if (o->n == o->cap) {
+        int64_t cap = o->cap ? 2 * o->cap : 64;
+        tdm_offload_entry_t *p = realloc(o->e, (size_t)cap * sizeof(*p));
+        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "offload: out of memory for the offload list");
+        o->e = p;
+        o->cap = cap;
+    }
+    tdm_offload_entry_t *e = &o->e[o->n++];
+    memset(e, 0, sizeof *e);
+    e->slot = slot;
+    e->tensor_slot = tensor_slot;
+    e->host = host;
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->ndim = ndim;
+    e->gemm = gemm;
+    e->shape[0] = shape[0];
+    e->shape[1] = ndim > 1 ? shape[1] : 0;
+    e->blk = blk;
+    set_slot(e, NULL);
+    return TDM_OK;
+}
+
+int tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set) {
+    for (int64_t i = 0; i < o->n; i++)
+        if (!o->e[i].host) {
+            o->set = set;
+            return 1;
+        }
+    return 0;
+}
+
+tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
+    for (int64_t i = 0; i < o->n; i++) {
+        tdm_offload_entry_t *e = &o->e[i];
+        if (e->blk != blk || e->tmp) continue;
+        tdm_status st;
+        if (e->host) {   /* host RAM → the execution device */
+            st = tdm_tensor_create(&e->tmp, exec, e->host->dtype, e->host->ndim, e->host->shape,
+                                   e->name);
+            if (st == TDM_OK)
+                st = tdm_dev_upload(exec, e->tmp->data, e->host->data, e->host->nbytes, e->name);
+        } else {         /* the file → the execution device, converted as at load */
+            st = e->gemm ? tdm_st_set_load_gemm_weight(o->set, e->name, exec, e->ndim, e->shape,
+                                                       &e->tmp)
+                         : tdm_st_set_load_f32(o->set, e->name, exec, e->ndim, e->shape, &e->tmp);
+        }
+        if (st != TDM_OK) {
+            tdm_tensor_free(e->tmp);
+            e->tmp = NULL;
+            return st;
+        }
+        set_slot(e, e->tmp);
+    }
+    return TDM_OK;
+}
+
+void tdm_offload_out(tdm_offload_t *o, int64_t blk) {
+    for (int64_t i = 0; i < o->n; i++) {
+        tdm_offload_entry_t *e = &o->e[i];
+        if (e->blk != blk || !e->tmp) continue;
+        tdm_tensor_free(e->tmp);
+        e->tmp = NULL;
+        set_slot(e, NULL);
+    }
+}
+
+void tdm_offload_out_all(tdm_offload_t *o) {
+    for (int64_t i = 0; i < o->n; i++)
+        if (o->e[i].tmp) tdm_offload_out(o, o->e[i].blk);
+}
+
+void tdm_offload_free(tdm_offload_t *o) {
+    if (!o) return;
+    for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].tmp);
+    free(o->e);
+    tdm_st_set_close(o->set);
+    memset(o, 0, sizeof *o);
+}

@@ -1,0 +1,80 @@
+/* offload.h — running a model whose tensors a device map (place.h) spreads
+ * over devices, host RAM and disk: where each tensor is loaded, and the
+ * offloaded ones brought to the execution device while their block runs.
+ *
+ * A model loader asks tdm_placement_where for each tensor: resident tensors
+ * are loaded onto their device as usual; "cpu" ones onto the host device and
+ * recorded here; "disk" ones only recorded (read from the safetensors file on
+ * use, so nothing is copied to disk). Each record knows the model's pointer
+ * to the tensor (a float * or a tdm_tensor_t * field) and the block it
+ * belongs to; before block b runs, tdm_offload_in(b) copies (or reads and
+ * converts) its records onto the execution device and points the fields at
+ * the copies; tdm_offload_out(b) frees them and clears the fields. Block -1
+ * is the model's top level, brought in for a whole forward. The copies are
+ * exactly what a one-device load makes, so results are bit-identical. */
+#ifndef TDM_OFFLOAD_H
+#define TDM_OFFLOAD_H
+
+#include "core/core.h"
+#include "io/safetensors.h"
+
+struct tdm_place_map;
+
+/* A device map and the devices it names: GPU id g is gpu[g] (g < ngpu),
+ * "cpu" is `host`, and `main` runs every offloaded block. */
+typedef struct tdm_placement {
+    const struct tdm_place_map *map;
+    tdm_device_t              **gpu;
+    int                         ngpu;
+    tdm_device_t               *host;
+    tdm_device_t               *main;
+} tdm_placement_t;
+
+enum { TDM_PLACED_RESIDENT = 0, TDM_PLACED_HOST = 1, TDM_PLACED_DISK = 2 };
+
+/* Checks pl (map, main and host given; for now every device a host device:
+ * running a split over CUDA GPUs is not implemented). `what` names the
+ * model in messages. */
+tdm_status tdm_placement_check(const tdm_placement_t *pl, const char *what);
+/* Where tensor `name` goes: *where one of TDM_PLACED_*, *dev the device to
+ * load it onto (NULL for disk). Errors name the tensor: not covered by the
+ * map, or on a GPU id without a device. */
+tdm_status tdm_placement_where(const tdm_placement_t *pl, const char *what, const char *name,
+                               tdm_device_t **dev, int *where);
+
+typedef struct {
+    void         *slot;          /* address of the model's field (a float * or a tdm_tensor_t *) */
+    int           tensor_slot;   /* 1: *slot is a tdm_tensor_t *, 0: a float * */
+    tdm_tensor_t *host;          /* the copy in host RAM, or NULL ("disk") */
+    tdm_tensor_t *tmp;           /* the copy on the execution device while in use */
+    char          name[192];
+    int           ndim, gemm;    /* gemm: a Linear/Conv weight (the device's GEMM dtype) */
+    int64_t       shape[2];
+    int64_t       blk;
+} tdm_offload_entry_t;
+
+typedef struct {
+    tdm_offload_entry_t *e;
+    int64_t              n, cap;
+    tdm_st_set_t        *set;    /* kept open while any entry is on disk (tdm_offload_keep_set) */
+} tdm_offload_t;
+
+/* Records one offloaded tensor (host copy `host`, or NULL for disk); the
+ * field *slot is cleared until the tensor is brought in. */
+tdm_status tdm_offload_add(tdm_offload_t *o, void *slot, int tensor_slot, tdm_tensor_t *host,
+                           const char *name, int ndim, const int64_t *shape, int gemm,
+                           int64_t blk);
+/* Takes ownership of `set` when an entry needs the files (returns 1), else
+ * returns 0 and the caller closes it. */
+int        tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set);
+/* Brings block blk's entries onto `exec` (see above). */
+tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk);
+/* Drops block blk's copies (no-op for entries not brought in). */
+void       tdm_offload_out(tdm_offload_t *o, int64_t blk);
+/* Drops every copy still brought in (after a failed forward). */
+void       tdm_offload_out_all(tdm_offload_t *o);
+/* Frees the copies, the records and the kept file set (the host copies
+ * belong to the model). */
+void       tdm_offload_free(tdm_offload_t *o);
+
+#endif
