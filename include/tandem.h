@@ -67,7 +67,8 @@ typedef struct {
      * what tdm_plan / `tandem plan` takes (a pipeline-level STRATEGY and/or
      * COMPONENT=STRATEGY items; max_memory "0=16GiB,1=16GiB,cpu=64GiB,
      * disk=100GB" is required) and the run executes that plan: whole
-     * components on their devices, and a split FLUX transformer block-wise
+     * components on their devices, and a split FLUX transformer or T5
+     * encoder block-wise
      * ("cpu" blocks kept in host RAM and "disk" ones in the files, each
      * brought to GPU 0 while it runs). A plan that splits another component
      * is refused for now. devices "cpu:0,cpu:1,..." makes virtual CPU devices

@@ -364,6 +364,13 @@ TEST(staged_plans) {
     snprintf(a, sizeof a, "%s/st-one/000000.png", tmpdir);
     snprintf(b, sizeof b, "%s/st-two/000000.png", tmpdir);
     CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
+    /* 2 x 580 KB: the encode stage splits T5 (shared embedding on GPU 0, the encoder
+     * blocks on GPU 1; see tandem plan --only text_encoder,text_encoder_2) */
+    rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map balanced "
+             "--max-memory 0=580KB,1=580KB --out '%s/st-t5'", flux, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(b, sizeof b, "%s/st-t5/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
     expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map balanced "
                      "--max-memory 0=700KB,1=700KB --keep-resident --out '%s/st-e'", flux, common,
                      tmpdir), "max memory too small");

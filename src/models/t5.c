@@ -17,6 +17,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/offload.h"
 #include "place/ptree.h"
 
 typedef enum {
@@ -45,6 +46,10 @@ struct tdm_t5 {
     tdm_tensor_t *rel_bias;   /* (nbuckets, H), block 0's, shared by all blocks */
     tdm_tensor_t *fln_w;      /* (D) */
     t5_block *blocks;         /* L */
+    /* split placement (tdm_t5_load_placed): offloaded weights, brought to
+     * `dev` for their block (-1: embedding, position bias and final norm,
+     * for the whole forward); owns their host copies */
+    tdm_offload_t off;
 };
 
 /* ---- relative position buckets ---------------------------------------------- */
@@ -71,10 +76,21 @@ int64_t tdm_t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_dis
 /* Where tensors go: loaded from `set` onto `dev`, or (pl != NULL, a
  * parameter list) only named and sized. */
 typedef struct {
-    const tdm_st_set_t *set;
-    tdm_device_t       *dev;
-    tdm_plist_t        *pl;
+    const tdm_st_set_t    *set;
+    tdm_device_t          *dev;
+    tdm_plist_t           *pl;
+    tdm_t5_t              *m;
+    const tdm_placement_t *place;   /* NULL: everything on dev */
 } t5_loader;
+
+/* The block a tensor belongs to (see tdm_t5_t.off); the relative position
+ * bias, stored in block 0, serves every block. */
+static int64_t t5_block_of(const char *name) {
+    long long i;
+    if (strstr(name, "relative_attention_bias")) return -1;
+    if (sscanf(name, "encoder.block.%lld.", &i) == 1) return i;
+    return -1;
+}
 
 /* Loads `name` as float32, or (gemm = 1, a Linear weight) in the device's
  * GEMM dtype (see tdm_st_set_load_gemm_weight); in list mode appends it to
@@ -83,8 +99,22 @@ static tdm_status load_t(const t5_loader *L, const char *name, int ndim, int64_t
                          tdm_tensor_t **out, int gemm) {
     int64_t shape[2] = {d0, d1};
     if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
-    if (gemm) return tdm_st_set_load_gemm_weight(L->set, name, L->dev, ndim, shape, out);
-    return tdm_st_set_load_f32(L->set, name, L->dev, ndim, shape, out);
+    tdm_device_t *dev = L->dev;
+    int where = TDM_PLACED_RESIDENT;
+    tdm_status st;
+    if (L->place) {
+        if ((st = tdm_placement_where(L->place, "t5", name, &dev, &where)) != TDM_OK) return st;
+        if (where == TDM_PLACED_DISK)   /* read from the file each time its block runs */
+            return tdm_offload_add(&L->m->off, (void *)out, 1, NULL, name, ndim, shape, gemm,
+                                   t5_block_of(name));
+    }
+    st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, out)
+              : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, out);
+    if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
+    tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
+    st = tdm_offload_add(&L->m->off, (void *)out, 1, t, name, ndim, shape, gemm, t5_block_of(name));
+    if (st != TDM_OK) tdm_tensor_free(t);
+    return st;
 }
 
 static tdm_status parse_act(const char *name, const char *path, const char *key, t5_act *out) {
@@ -220,8 +250,8 @@ fail:
     return st;
 }
 
-tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const char *variant,
-                       tdm_device_t *dev) {
+static tdm_status load_any(tdm_t5_t **out, const char *root, const char *sub,
+                           const char *variant, tdm_device_t *dev, const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_t5_t *m = NULL;
     tdm_st_set_t *set = NULL;
@@ -233,6 +263,7 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     m->dev = dev;
+    m->off.owns_host = 1;
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(read_config(m, path));
     TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
@@ -242,10 +273,11 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
      * only encoder.embed_tokens.weight */
     const char *emb = tdm_st_set_find(set, "shared.weight") ? "shared.weight"
                                                             : "encoder.embed_tokens.weight";
-    t5_loader L = {set, dev, NULL};
+    t5_loader L = {set, dev, NULL, m, place};
     TDM_TRY(load_t(&L, emb, 2, m->vocab, m->D, &m->emb, 0));
     TDM_TRY(load_blocks(m, &L));
-    tdm_st_set_close(set);
+    if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
+        tdm_st_set_close(set);
     *out = m;
     return TDM_OK;
 fail:
@@ -254,8 +286,21 @@ fail:
     return st;
 }
 
+tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const char *variant,
+                       tdm_device_t *dev) {
+    return load_any(out, root, sub, variant, dev, NULL);
+}
+
+tdm_status tdm_t5_load_placed(tdm_t5_t **out, const char *root, const char *sub,
+                              const char *variant, const tdm_placement_t *pl) {
+    tdm_status st = tdm_placement_check(pl, "t5");
+    if (st != TDM_OK) return st;
+    return load_any(out, root, sub, variant, pl->main, pl);
+}
+
 void tdm_t5_free(tdm_t5_t *m) {
     if (!m) return;
+    tdm_offload_free(&m->off);   /* first: clears the fields of offloaded weights */
     if (m->blocks) {
         for (int64_t l = 0; l < m->L; l++) {
             t5_block *y = &m->blocks[l];
@@ -280,7 +325,7 @@ tdm_status tdm_t5_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out)
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     TDM_TRY(read_config(m, config_path));
-    t5_loader L = {NULL, NULL, out};
+    t5_loader L = {NULL, NULL, out, NULL, NULL};
     /* T5EncoderModel registers shared, then T5Stack's own embed_tokens: two
      * tensors (see tdm_t5_plist in t5.h for when from_pretrained ties them) */
     TDM_TRY(load_t(&L, "shared.weight", 2, m->vocab, m->D, NULL, 0));
@@ -354,6 +399,8 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
     float *tab = s + ns;       /* (H, 2T-1) position bias per relative position */
     float *rt = tab + H * R;   /* (2T-1, H) rows of rel_bias per relative position */
 
+    tdm_status st = tdm_offload_in(&m->off, dev, -1);   /* offloaded top-level weights */
+    if (st != TDM_OK) goto done;
     /* x[b, t] = emb[ids[b, t]] (ids checked above) */
     tdm_op_gather_rows(dev, x, tdm_f32(m->emb), ids, N, D);
 
@@ -366,6 +413,7 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
 
     for (int64_t l = 0; l < m->L; l++) {
         const t5_block *y = &m->blocks[l];
+        if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
         /* self-attention block */
         tdm_op_rms_norm(dev, h, x, tdm_f32(y->ln0_w), N, D, m->eps);
         tdm_op_linear(dev, q, h, tdm_f32(y->q_w), NULL, N, D, HK);
@@ -389,9 +437,12 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
         }
         tdm_op_linear(dev, h, f0, tdm_f32(y->wo_w), NULL, N, F, D);
         tdm_op_add(dev, x, x, h, N * D);
+        tdm_offload_out(&m->off, l);
     }
     tdm_op_rms_norm(dev, hidden, x, tdm_f32(m->fln_w), N, D, m->eps);
+done:
+    tdm_offload_out_all(&m->off);
     tdm_dev_free(dev, arena, bytes);
     free(buckets);
-    return TDM_OK;
+    return st;
 }

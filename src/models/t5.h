@@ -46,6 +46,13 @@ typedef struct tdm_t5 tdm_t5_t;
 tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const char *variant,
                        tdm_device_t *dev);
 
+/* tdm_t5_load with the tensors where a device map puts them (see
+ * place/offload.h): "cpu" weights in host RAM and "disk" ones in the files,
+ * each brought to pl->main while its block runs; bit-identical results. */
+struct tdm_placement;
+tdm_status tdm_t5_load_placed(tdm_t5_t **out, const char *root, const char *sub,
+                              const char *variant, const struct tdm_placement *pl);
+
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_t5_free(tdm_t5_t *m);
 

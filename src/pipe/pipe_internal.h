@@ -48,9 +48,10 @@ struct tdm_pipeline {
     /* split execution of the transformer (tdm_pipeline_params_t.device_map):
      * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
      * weights offloaded to "cpu" */
-    int                 split;             /* 1: plan + placed load of the transformer */
-    tdm_place_strategy  split_strategy;
     tdm_max_memory_t    split_mm;
+    /* the plan's maps of the components it splits (names without the
+     * component prefix), loaded block-wise at their stage; n == 0: not split */
+    tdm_place_map_t     map_den, map_text2;
     int                 nvdev;             /* GPUs stood for, incl. GPU 0 */
     tdm_device_t        vdev[TDM_PIPE_MAX_VDEV];
     tdm_device_t        host;

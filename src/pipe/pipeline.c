@@ -63,6 +63,8 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (pipe->dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->dev);
 #endif
     tdm_sched_free(pipe->sched);
+    if (pipe->map_den.e) tdm_place_map_free(&pipe->map_den);
+    if (pipe->map_text2.e) tdm_place_map_free(&pipe->map_text2);
     free(pipe);
 }
 
@@ -190,13 +192,28 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
                             : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
                             : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
         if (!slot) continue;
+        tdm_place_map_t *sm = !strcmp(comp, "transformer") ? &pipe->map_den
+                            : !strcmp(comp, "text_encoder_2") ? &pipe->map_text2 : NULL;
         if (!dot) {
             *slot = placed_dev(pipe, e);
-        } else if (!strcmp(comp, "transformer")) {
-            pipe->split = 1;
+        } else if (sm) {   /* split: its entries make the map the loader follows */
+            tdm_place_entry_t *ne = realloc(sm->e, (size_t)(sm->n + 1) * sizeof *ne);
+            char *nm = strdup(dot + 1);
+            if (!ne || !nm) {
+                free(nm);
+                if (ne) sm->e = ne;
+                st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            sm->e = ne;
+            sm->e[sm->n].name = nm;
+            sm->e[sm->n].dev = cJSON_IsNumber(e) ? e->valueint
+                               : !strcmp(e->valuestring, "cpu") ? TDM_PLACE_CPU : TDM_PLACE_DISK;
+            sm->n++;
         } else {
             st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
-                            "devices, which generate cannot run yet (only the FLUX transformer); "
+                            "devices, which generate cannot run yet (only the FLUX transformer and "
+                            "T5); "
                             "raise --max-memory so it fits one device (see `tandem plan`)",
                             p->device_map, comp);
         }
@@ -247,21 +264,6 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
     pipe->nvdev = n;
     for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
     tdm_device_init(&pipe->host, TDM_DEV_CPU, n);
-    /* which strategy splits the transformer: its own item, else the pipeline's */
-    pipe->split_strategy = TDM_PLACE_BALANCED;
-    for (const char *q = p->device_map; q && *q;) {
-        const char *e = strchr(q, ',');
-        char item[128];
-        snprintf(item, sizeof item, "%.*s", (int)(e ? e - q : (long)strlen(q)), q);
-        tdm_place_strategy s;
-        if (!strncmp(item, "transformer=", 12)) {
-            if (tdm_place_strategy_parse(item + 12, &s) == TDM_OK) pipe->split_strategy = s;
-            break;
-        }
-        if (!strchr(item, '=') && tdm_place_strategy_parse(item, &s) == TDM_OK)
-            pipe->split_strategy = s == TDM_PLACE_SEQUENTIAL ? s : TDM_PLACE_BALANCED;
-        q = e ? e + 1 : NULL;
-    }
     /* one plan per stage (only that stage's components are ever loaded together), or
      * one for everything with keep_resident; each as `tandem plan --only ...` makes it */
     const char *stages[3];
@@ -383,33 +385,14 @@ void tdm_pipe_stage_done(tdm_pipeline_t *pipe, int stage) {
     if (pipe->dev.peak_bytes > pipe->stage_peak[stage]) pipe->stage_peak[stage] = pipe->dev.peak_bytes;
 }
 
-/* The transformer planned over the split budgets (float32: CPU devices hold
- * float32 weights) and loaded with that placement. */
-static tdm_status load_flux_split(tdm_pipeline_t *pipe, const char *var) {
-    char path[TDM_PATH_MAX];
-    tdm_plist_t pl;
-    tdm_place_map_t map;
-    tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
-    tdm_status st;
-    memset(&map, 0, sizeof map);
-    tdm_plist_init(&pl, TDM_F32);
-    TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "transformer", "config.json"));
-    TDM_TRY(tdm_flux_plist(path, TDM_F32, &pl));
-    st = tdm_place_plan(&pl, &pipe->split_mm, pipe->split_strategy, 0, &map);
-    if (st != TDM_OK) {
-        st = tdm_errorf(st, "--device-map transformer: %s", tdm_last_error());
-        goto fail;
-    }
+/* The placement of a split component: its map from the plan, the virtual
+ * devices standing for the GPUs, host RAM, GPU 0 running offloaded blocks. */
+static tdm_placement_t placement(tdm_pipeline_t *pipe, const tdm_place_map_t *map,
+                                 tdm_device_t **gpu) {
     gpu[0] = &pipe->dev;
     for (int g = 1; g < pipe->nvdev; g++) gpu[g] = &pipe->vdev[g];
-    {
-        tdm_placement_t place = {&map, gpu, pipe->nvdev, &pipe->host, &pipe->dev};
-        st = tdm_flux_load_placed(&pipe->flux, pipe->root, "transformer", var, &place);
-    }
-fail:
-    if (map.e) tdm_place_map_free(&map);
-    tdm_plist_free(&pl);
-    return st;
+    tdm_placement_t p = {map, gpu, pipe->nvdev, &pipe->host, &pipe->dev};
+    return p;
 }
 
 /* ---- stage residency ------------------------------------------------------ */
@@ -451,6 +434,11 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
                 TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer_2", NULL));
                 TDM_TRY(tdm_t5_tok_load(&pipe->tok2, path));
             }
+            if (!pipe->text2 && pipe->map_text2.n) {
+                tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+                tdm_placement_t pl = placement(pipe, &pipe->map_text2, gpu);
+                TDM_TRY(tdm_t5_load_placed(&pipe->text2, pipe->root, "text_encoder_2", var, &pl));
+            }
             if (!pipe->text2) TDM_TRY(tdm_t5_load(&pipe->text2, pipe->root, "text_encoder_2", var, pipe->dev_text2));
             if (tdm_t5_d_model(pipe->text2) != pipe->ctx_dim) {
                 st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder_2 d_model %lld does not match the transformer's "
@@ -473,7 +461,11 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
     } else if (stage == TDM_STAGE_DENOISE) {
         if (flux) {
             TDM_TRY(need_component(pipe, "transformer", "denoise"));
-            if (!pipe->flux && pipe->split) TDM_TRY(load_flux_split(pipe, var));
+            if (!pipe->flux && pipe->map_den.n) {
+                tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+                tdm_placement_t pl = placement(pipe, &pipe->map_den, gpu);
+                TDM_TRY(tdm_flux_load_placed(&pipe->flux, pipe->root, "transformer", var, &pl));
+            }
             if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, pipe->dev_den));
         } else {
             TDM_TRY(need_component(pipe, "unet", "denoise"));

@@ -130,7 +130,9 @@ void tdm_offload_out_all(tdm_offload_t *o) {
 
 void tdm_offload_free(tdm_offload_t *o) {
     if (!o) return;
-    for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].tmp);
+    tdm_offload_out_all(o);   /* frees the copies and clears the fields */
+    if (o->owns_host)
+        for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].host);
     free(o->e);
     tdm_st_set_close(o->set);
     memset(o, 0, sizeof *o);

@@ -57,6 +57,7 @@ typedef struct {
     tdm_offload_entry_t *e;
     int64_t              n, cap;
     tdm_st_set_t        *set;    /* kept open while any entry is on disk (tdm_offload_keep_set) */
+    int                  owns_host;   /* 1: tdm_offload_free frees the host copies too */
 } tdm_offload_t;
 
 /* Records one offloaded tensor (host copy `host`, or NULL for disk); the
@@ -73,8 +74,8 @@ tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk);
 void       tdm_offload_out(tdm_offload_t *o, int64_t blk);
 /* Drops every copy still brought in (after a failed forward). */
 void       tdm_offload_out_all(tdm_offload_t *o);
-/* Frees the copies, the records and the kept file set (the host copies
- * belong to the model). */
+/* Frees the copies, the records, the kept file set and, with owns_host, the
+ * host copies (else they belong to the model). */
 void       tdm_offload_free(tdm_offload_t *o);
 
 #endif
