@@ -118,6 +118,13 @@ void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *
 /* Peak bytes while `stage` ran (its components plus its work memory, after
  * the previous stage's components were freed); 0 if it has not run. */
 int64_t tdm_pipeline_stage_peak(const tdm_pipeline_t *pipe, tdm_stage stage);
+/* With a device map over virtual devices (tdm_pipeline_params_t.devices):
+ * the number of extra devices (virtual GPUs 1.. and host RAM), else 0; and
+ * for extra device i its name ("cpu:1", ..., "host"), bytes now and peak
+ * since open. */
+int  tdm_pipeline_extra_devices(const tdm_pipeline_t *pipe);
+void tdm_pipeline_extra_memory(const tdm_pipeline_t *pipe, int i, char *name, size_t cap,
+                               int64_t *current, int64_t *peak);
 
 /* ---- stage 1: encode ------------------------------------------------------ */
 

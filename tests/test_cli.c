@@ -296,8 +296,15 @@ TEST(flux_split) {
     const char *maps[2][2] = {{"sequential", "0=200KB,1=3MB"}, {"auto", "0=1MB,1=1MB"}};
     for (int i = 0; i < 2; i++) {
         rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map transformer=%s "
-                 "--max-memory %s --out '%s/split%d'", flux, common, maps[i][0], maps[i][1], tmpdir, i);
+                 "--max-memory %s --report-memory --out '%s/split%d'", flux, common, maps[i][0],
+                 maps[i][1], tmpdir, i);
         CHECK_MSG(rc == 0, "%s", errtext);
+        /* virtual GPU 1 was used (its peak counts activations too: budgets cover weights,
+         * as accelerate's max_memory does); nothing was offloaded to host RAM */
+        const char *m1 = strstr(errtext, "memory: cpu:1 peak ");
+        long long peak1 = m1 ? atoll(m1 + 19) : -1;
+        CHECK_MSG(peak1 > 0, "cpu:1 peak %lld: %s", peak1, errtext);
+        CHECK_MSG(strstr(errtext, "memory: host peak 0 bytes") != NULL, "%s", errtext);
         snprintf(a, sizeof a, "%s/one/000000.png", tmpdir);
         snprintf(b, sizeof b, "%s/split%d/000000.png", tmpdir, i);
         CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);

@@ -646,6 +646,16 @@ static int cmd_generate(int argc, char **argv) {
         stage_memory(pipe, &a, pass == 0 ? TDM_STAGE_DENOISE : TDM_STAGE_DECODE);
     }
     if (a.dynamic && tdm_dist_counter_close(g_dist) != TDM_OK) die_status();
+    if (a.report_memory) {   /* the other (virtual) devices of a device map */
+        int nx = tdm_pipeline_extra_devices(pipe);
+        for (int i = 0; i < nx; i++) {
+            char nm[32];
+            int64_t cur, peak;
+            tdm_pipeline_extra_memory(pipe, i, nm, sizeof nm, &cur, &peak);
+            fprintf(stderr, "tandem: memory: %s peak %lld bytes (%.1f MiB)\n", nm, (long long)peak,
+                    peak / 1048576.0);
+        }
+    }
     double total = now() - job_t0;
 
     /* rank 0 gathers every rank's records into manifest.jsonl, in index order */

@@ -381,6 +381,19 @@ int64_t tdm_pipeline_stage_peak(const tdm_pipeline_t *pipe, tdm_stage stage) {
     return (unsigned)stage < 3 ? pipe->stage_peak[stage] : 0;
 }
 
+int tdm_pipeline_extra_devices(const tdm_pipeline_t *pipe) {
+    return pipe->nvdev > 0 ? pipe->nvdev : 0;   /* GPUs 1..nvdev-1, then host */
+}
+
+void tdm_pipeline_extra_memory(const tdm_pipeline_t *pipe, int i, char *name, size_t cap,
+                               int64_t *current, int64_t *peak) {
+    const tdm_device_t *d = i + 1 < pipe->nvdev ? &pipe->vdev[i + 1] : &pipe->host;
+    if (i + 1 < pipe->nvdev) snprintf(name, cap, "cpu:%d", i + 1);
+    else snprintf(name, cap, "host");
+    *current = d->cur_bytes;
+    *peak = d->peak_bytes;
+}
+
 void tdm_pipe_stage_done(tdm_pipeline_t *pipe, int stage) {
     if (pipe->dev.peak_bytes > pipe->stage_peak[stage]) pipe->stage_peak[stage] = pipe->dev.peak_bytes;
 }
