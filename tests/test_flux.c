@@ -17,9 +17,8 @@
 
 #include "io/safetensors.h"
 #include "models/flux.h"
-#include "place/offload.h"
-#include "place/place.h"
 #include "test.h"
+#include "test_placed.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -118,82 +117,59 @@ TEST(flux_dev_sharded_guidance) { run_golden("dev", NULL); }
  * output is bit-identical to the one-device load, twice in a row. */
 static void run_placed(const char *strategy, const char *budgets) {
     char root[1024], io[1100], cfg[1100];
-    tdm_device_t one, gpu0, gpu1, host;
-    tdm_device_t *gpus[2] = {&gpu0, &gpu1};
+    placed_t t;
     tdm_flux_t *a = NULL, *b = NULL;
     tdm_safetensors_t *st = NULL;
-    tdm_plist_t pl;
-    tdm_place_map_t map;
-    tdm_max_memory_t mm;
-    tdm_place_strategy strat;
     float *oa = NULL, *ob = NULL;
-    memset(&map, 0, sizeof map);
-    tdm_plist_init(&pl, TDM_F32);
-    tdm_device_init(&one, TDM_DEV_CPU, 0);
-    tdm_device_init(&gpu0, TDM_DEV_CPU, 0);
-    tdm_device_init(&gpu1, TDM_DEV_CPU, 1);
-    tdm_device_init(&host, TDM_DEV_CPU, 2);
     snprintf(root, sizeof(root), "%s/dev", FIX);
     snprintf(io, sizeof(io), "%s/io.safetensors", root);
     snprintf(cfg, sizeof(cfg), "%s/transformer/config.json", root);
-    CHECK(tdm_place_strategy_parse(strategy, &strat) == TDM_OK);
-    CHECK(tdm_max_memory_parse(budgets, &mm) == TDM_OK);
-    tdm_status s = tdm_flux_plist(cfg, TDM_F32, &pl);   /* CPU devices hold float32 */
-    if (s == TDM_OK) s = tdm_place_plan(&pl, &mm, strat, 0, &map);
-    CHECK_MSG(s == TDM_OK, "plan: %s", tdm_last_error());
-    if (s != TDM_OK) goto done;
-    int64_t want[4] = {0, 0, 0, 0};   /* gpu0, gpu1, cpu, disk */
-    for (int i = 0; i < map.ndev; i++)
-        want[map.dev[i] >= 0 ? map.dev[i] : map.dev[i] == TDM_PLACE_CPU ? 2 : 3] = map.used[i];
-    printf("  %s %s: GPU0 %lld, GPU1 %lld, cpu %lld, disk %lld bytes\n", strategy, budgets,
-           (long long)want[0], (long long)want[1], (long long)want[2], (long long)want[3]);
-    CHECK_MSG(want[0] > 0 && want[1] > 0 && want[2] + want[3] > 0,
+    if (!placed_setup(&t, tdm_flux_plist, cfg, strategy, budgets)) goto done;
+    CHECK_MSG(t.planned[0] > 0 && t.planned[1] > 0 && t.planned[2] + t.planned[3] > 0,
               "the budgets should use both GPUs and offload some blocks");
-    tdm_placement_t place = {&map, gpus, 2, &host, &gpu0};
-    s = tdm_flux_load(&a, root, "transformer", NULL, &one);
+    tdm_status s = tdm_flux_load(&a, root, "transformer", NULL, &t.one);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
-    if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &place);
+    if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &t.place);
     CHECK_MSG(s == TDM_OK, "placed load: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    CHECK_MSG(gpu0.cur_bytes == want[0] && gpu1.cur_bytes == want[1] && host.cur_bytes == want[2],
-              "held: GPU0 %lld, GPU1 %lld, host %lld", (long long)gpu0.cur_bytes,
-              (long long)gpu1.cur_bytes, (long long)host.cur_bytes);
+    CHECK_MSG(t.gpu0.cur_bytes == t.planned[0] && t.gpu1.cur_bytes == t.planned[1] &&
+              t.host.cur_bytes == t.planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
+              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
+              (long long)t.host.cur_bytes);
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
     int64_t si[TDM_MAX_DIMS], stx[TDM_MAX_DIMS], so[TDM_MAX_DIMS];
     const float *img = io_get(st, "img", si), *txt = io_get(st, "txt", stx);
-    const float *pooled = io_get(st, "pooled", NULL), *t = io_get(st, "timestep", NULL);
+    const float *pooled = io_get(st, "pooled", NULL), *tt = io_get(st, "timestep", NULL);
     const float *g = io_get(st, "guidance", NULL), *iid = io_get(st, "img_ids", NULL);
     const float *tid = io_get(st, "txt_ids", NULL), *ref = io_get(st, "out", so);
-    CHECK(img && txt && pooled && t && g && iid && tid && ref);
-    if (!(img && txt && pooled && t && g && iid && tid && ref)) goto done;
+    CHECK(img && txt && pooled && tt && g && iid && tid && ref);
+    if (!(img && txt && pooled && tt && g && iid && tid && ref)) goto done;
     int64_t B = si[0], N = si[1], T = stx[1], nout = so[0] * so[1] * so[2];
     oa = malloc((size_t)nout * sizeof(float));
     ob = malloc((size_t)nout * sizeof(float));
-    CHECK(tdm_flux_forward(a, img, B, N, txt, T, pooled, t, g, iid, tid, oa) == TDM_OK);
-    int64_t held0 = gpu0.cur_bytes, peak0 = gpu0.peak_bytes;
+    CHECK(tdm_flux_forward(a, img, B, N, txt, T, pooled, tt, g, iid, tid, oa) == TDM_OK);
+    int64_t held0 = t.gpu0.cur_bytes, peak0 = t.gpu0.peak_bytes;
     for (int rep = 0; rep < 2; rep++) {
-        s = tdm_flux_forward(b, img, B, N, txt, T, pooled, t, g, iid, tid, ob);
+        s = tdm_flux_forward(b, img, B, N, txt, T, pooled, tt, g, iid, tid, ob);
         CHECK_MSG(s == TDM_OK, "placed forward: %s", tdm_last_error());
         CHECK(s == TDM_OK && !memcmp(oa, ob, (size_t)nout * sizeof(float)));
     }
     /* streamed weights are gone again (only the RoPE cache stays); while
      * they were in use they counted on the main device */
     int64_t rope = 2 * (T + N) * tdm_flux_info(b)->attention_head_dim * (int64_t)sizeof(float);
-    CHECK_MSG(gpu0.cur_bytes == held0 + rope, "GPU0 holds %lld bytes after the forward, %lld before",
-              (long long)gpu0.cur_bytes, (long long)held0);
-    CHECK(gpu0.peak_bytes > peak0);
-    CHECK(gpu1.cur_bytes == want[1] && host.cur_bytes == want[2]);
+    CHECK_MSG(t.gpu0.cur_bytes == held0 + rope, "GPU0 holds %lld bytes after the forward, %lld "
+              "before", (long long)t.gpu0.cur_bytes, (long long)held0);
+    CHECK(t.gpu0.peak_bytes > peak0);
+    CHECK(t.gpu1.cur_bytes == t.planned[1] && t.host.cur_bytes == t.planned[2]);
 done:
     free(oa);
     free(ob);
     tdm_safetensors_close(st);
     tdm_flux_free(a);
     tdm_flux_free(b);
-    CHECK(gpu0.cur_bytes == 0 && gpu1.cur_bytes == 0 && host.cur_bytes == 0);
-    if (map.e) tdm_place_map_free(&map);
-    tdm_plist_free(&pl);
+    placed_done(&t);
 }
 
 TEST(flux_placed_sequential) { run_placed("sequential", "0=250KB,1=160KB,cpu=240KB,disk=1GB"); }

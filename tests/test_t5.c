@@ -17,9 +17,8 @@
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "models/t5.h"
-#include "place/offload.h"
-#include "place/place.h"
 #include "test.h"
+#include "test_placed.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -116,48 +115,30 @@ static void golden_case(const char *name, int64_t want_layers, int64_t want_d) {
  * to the one-device load. */
 static void placed_case(const char *budgets, int want_host, int want_disk) {
     char root[1024], cfg[1100];
-    tdm_device_t one, gpu0, gpu1, host;
-    tdm_device_t *gpus[2] = {&gpu0, &gpu1};
+    placed_t t;
     tdm_t5_t *a = NULL, *b = NULL;
     tdm_safetensors_t *ex = NULL;
-    tdm_plist_t pl;
-    tdm_place_map_t map;
-    tdm_max_memory_t mm;
     float *oa = NULL, *ob = NULL;
-    memset(&map, 0, sizeof map);
-    tdm_plist_init(&pl, TDM_F32);
-    tdm_device_init(&one, TDM_DEV_CPU, 0);
-    tdm_device_init(&gpu0, TDM_DEV_CPU, 0);
-    tdm_device_init(&gpu1, TDM_DEV_CPU, 1);
-    tdm_device_init(&host, TDM_DEV_CPU, 2);
     snprintf(root, sizeof root, "%s/gg_sharded", FIX);
     snprintf(cfg, sizeof cfg, "%s/text_encoder_2/config.json", root);
-    CHECK(tdm_max_memory_parse(budgets, &mm) == TDM_OK);
-    tdm_status st = tdm_t5_plist(cfg, TDM_F32, &pl);
-    if (st == TDM_OK) st = tdm_place_plan(&pl, &mm, TDM_PLACE_SEQUENTIAL, 0, &map);
-    CHECK_MSG(st == TDM_OK, "plan: %s", tdm_last_error());
-    if (st != TDM_OK) goto done;
-    int64_t planned[4] = {0, 0, 0, 0};   /* gpu0, gpu1, cpu, disk */
-    for (int i = 0; i < map.ndev; i++)
-        planned[map.dev[i] >= 0 ? map.dev[i] : map.dev[i] == TDM_PLACE_CPU ? 2 : 3] = map.used[i];
-    CHECK_MSG((planned[2] > 0) == want_host && (planned[3] > 0) == want_disk && planned[0] > 0,
-              "%s: planned GPU0 %lld, GPU1 %lld, cpu %lld, disk %lld", budgets,
-              (long long)planned[0], (long long)planned[1], (long long)planned[2],
-              (long long)planned[3]);
-    tdm_placement_t place = {&map, gpus, 2, &host, &gpu0};
-    CHECK((st = tdm_t5_load(&a, root, "text_encoder_2", NULL, &one)) == TDM_OK);
-    if (st == TDM_OK) st = tdm_t5_load_placed(&b, root, "text_encoder_2", NULL, &place);
+    if (!placed_setup(&t, tdm_t5_plist, cfg, "sequential", budgets)) goto done;
+    CHECK_MSG((t.planned[2] > 0) == want_host && (t.planned[3] > 0) == want_disk &&
+              t.planned[0] > 0, "%s: not the placement this case is about", budgets);
+    tdm_status st;
+    CHECK((st = tdm_t5_load(&a, root, "text_encoder_2", NULL, &t.one)) == TDM_OK);
+    if (st == TDM_OK) st = tdm_t5_load_placed(&b, root, "text_encoder_2", NULL, &t.place);
     CHECK_MSG(st == TDM_OK, "placed load: %s", tdm_last_error());
     if (st != TDM_OK) goto done;
     /* what is held: within each budget, and all of it except what stays on disk */
-    for (int i = 0; i < mm.n; i++) {
-        int64_t held = mm.dev[i] == 0 ? gpu0.cur_bytes : mm.dev[i] == 1 ? gpu1.cur_bytes
-                     : mm.dev[i] == TDM_PLACE_CPU ? host.cur_bytes : 0;
-        CHECK_MSG(held <= mm.bytes[i], "%s: device %d holds %lld bytes", budgets, mm.dev[i],
+    for (int i = 0; i < t.mm.n; i++) {
+        int d = t.mm.dev[i];
+        int64_t held = d == 0 ? t.gpu0.cur_bytes : d == 1 ? t.gpu1.cur_bytes
+                     : d == TDM_PLACE_CPU ? t.host.cur_bytes : 0;
+        CHECK_MSG(held <= t.mm.bytes[i], "%s: device %d holds %lld bytes", budgets, d,
                   (long long)held);
     }
-    int64_t held = gpu0.cur_bytes + gpu1.cur_bytes + host.cur_bytes;
-    CHECK(want_disk ? held < one.cur_bytes : held == one.cur_bytes);
+    int64_t held = t.gpu0.cur_bytes + t.gpu1.cur_bytes + t.host.cur_bytes;
+    CHECK(want_disk ? held < t.one.cur_bytes : held == t.one.cur_bytes);
     st = tdm_safetensors_open(&ex, TDM_FIXTURES "/t5/gg_sharded/expected.safetensors");
     CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
     const tdm_st_tensor_t *ids = st == TDM_OK ? tdm_safetensors_find(ex, "ids_t64") : NULL;
@@ -169,13 +150,13 @@ static void placed_case(const char *budgets, int want_host, int want_disk) {
     oa = malloc((size_t)n * sizeof *oa);
     ob = malloc((size_t)n * sizeof *ob);
     CHECK(tdm_t5_forward(a, idv, B, T, oa) == TDM_OK);
-    int64_t g0 = gpu0.cur_bytes;
+    int64_t g0 = t.gpu0.cur_bytes;
     for (int rep = 0; rep < 2; rep++) {
         st = tdm_t5_forward(b, idv, B, T, ob);
         CHECK_MSG(st == TDM_OK, "placed forward: %s", tdm_last_error());
         CHECK(st == TDM_OK && !memcmp(oa, ob, (size_t)n * sizeof *oa));
     }
-    CHECK(gpu0.cur_bytes == g0);   /* streamed copies dropped */
+    CHECK(t.gpu0.cur_bytes == g0);   /* streamed copies dropped */
     free(idv);
 done:
     free(oa);
@@ -183,9 +164,7 @@ done:
     tdm_safetensors_close(ex);
     tdm_t5_free(a);
     tdm_t5_free(b);
-    CHECK(gpu0.cur_bytes == 0 && gpu1.cur_bytes == 0 && host.cur_bytes == 0);
-    if (map.e) tdm_place_map_free(&map);
-    tdm_plist_free(&pl);
+    placed_done(&t);
 }
 
 TEST(test_placed_two_gpus) { placed_case("0=550KB,1=300KB,cpu=100KB,disk=1GB", 0, 0); }
