@@ -173,6 +173,22 @@ TEST(plan_flux_two_22gb_gpus) {
     cJSON_Delete(j);
 }
 
+TEST(plan_flux_nothing_dropped) {
+    /* spec (h) #14: when two components fit no GPU, diffusers keeps only the last one in its
+     * map and the others run unhooked on the CPU. Here both the transformer and T5 are split
+     * over what the GPUs have, then host RAM; every component is in the map. */
+    cJSON *j = plan(g_flux, "0=5GB,1=5GB,cpu=64GB", "balanced", NULL, NULL);
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    const char *comps[4] = {"transformer.transformer_blocks.0", "text_encoder_2.encoder.block.0",
+                            "text_encoder", "vae"};
+    for (int i = 0; i < 4; i++) CHECK_MSG(dev_of(j, comps[i]) != -3, "%s is not placed", comps[i]);
+    CHECK(dev_of(j, "transformer.transformer_blocks.0") == 0);
+    CHECK(bytes_of(j, "0") > 0 && bytes_of(j, "1") > 0 && bytes_of(j, "cpu") > 0);
+    check_budgets(j, FLUX_TR + FLUX_T5 + FLUX_CLIP + FLUX_VAE);
+    cJSON_Delete(j);
+}
+
 TEST(plan_flux_text_encoders_only) {
     /* the guide's text-encoder stage on 2 x 16 GB: {text_encoder_2: 0, text_encoder: 1} */
     cJSON *j = plan(g_flux, "0=16GB,1=16GB", "auto", "text_encoder,text_encoder_2", NULL);
@@ -244,6 +260,7 @@ int main(void) {
     make_folders();
     RUN(plan_flux_three_gpus);
     RUN(plan_flux_two_22gb_gpus);
+    RUN(plan_flux_nothing_dropped);
     RUN(plan_flux_text_encoders_only);
     RUN(plan_flux_transformer_auto_with_offload);
     RUN(plan_sd_sequential_one_gpu);
