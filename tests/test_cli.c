@@ -384,6 +384,26 @@ TEST(staged_plans) {
     CHECK(!exists("%s/st-e", tmpdir));
 }
 
+/* A plan whose host-RAM part (virtual devices and cpu) exceeds what the machine has is refused
+ * before anything loads: a FLUX transformer config of 1000 real-width double blocks (1.36 TB in
+ * float32) with a 100 TB cpu budget. */
+TEST(host_ram_check) {
+    char flux[512], cmd[2048], cfg[1024];
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/huge' && cp -r '%s' '%s/huge'", tmpdir, flux, tmpdir);
+    CHECK(system(cmd) == 0);
+    snprintf(cfg, sizeof cfg, "%s/huge/transformer/config.json", tmpdir);
+    write_file(cfg, "{\"_class_name\": \"FluxTransformer2DModel\", \"attention_head_dim\": 128, "
+                    "\"axes_dims_rope\": [16, 56, 56], \"guidance_embeds\": true, \"in_channels\": 64, "
+                    "\"joint_attention_dim\": 4096, \"num_attention_heads\": 24, \"num_layers\": 1000, "
+                    "\"num_single_layers\": 0, \"patch_size\": 1, \"pooled_projection_dim\": 32}");
+    expect_error(run("generate --model '%s/huge' --prompt x --steps 1 --width 64 --height 64 "
+                     "--devices cpu:0 --device-map balanced --max-memory 0=1GB,cpu=100TB --out '%s/h1'",
+                     tmpdir, tmpdir), "bytes in host RAM");
+    CHECK_MSG(strstr(errtext, "are available") != NULL, "%s", errtext);
+    CHECK(!exists("%s/h1", tmpdir));
+}
+
 TEST(staged_errors) {
     /* embeddings whose width does not fit the denoiser */
     char other[512];
@@ -426,6 +446,7 @@ int main(void) {
     RUN(flux_split);
     RUN(pipeline_balanced);
     RUN(staged_plans);
+    RUN(host_ram_check);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;

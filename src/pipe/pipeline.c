@@ -160,6 +160,18 @@ int tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
     return 3;
 }
 
+/* MemAvailable of /proc/meminfo in bytes, or -1 when unknown. */
+static int64_t host_ram_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kb = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : (int64_t)kb * 1024;
+}
+
 /* Plans components `only` (NULL: all) as `tandem plan` does (float32: CPU
  * devices hold float32) and sends each to its device; a split transformer is
  * planned again and loaded block-wise at the denoise stage. */
@@ -181,6 +193,18 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
     if (!dm) {
         cJSON_Delete(j);
         return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
+    }
+    {   /* everything but "disk" lives in host RAM here (virtual devices and cpu) */
+        int64_t need = 0, avail = host_ram_available();
+        for (const cJSON *b = cJSON_GetObjectItem(j, "bytes")->child; b; b = b->next)
+            if (strcmp(b->string, "disk") != 0) need += (int64_t)b->valuedouble;
+        if (avail >= 0 && need > avail) {
+            cJSON_Delete(j);
+            return tdm_errorf(TDM_ERR_NOMEM, "--device-map: the plan%s%s keeps %lld bytes in host "
+                              "RAM (the virtual devices and cpu) but %lld are available; lower "
+                              "--max-memory or add disk=", only ? " of " : "", only ? only : "",
+                              (long long)need, (long long)avail);
+        }
     }
     for (const cJSON *e = dm->child; e && st == TDM_OK; e = e->next) {
         const char *dot = strchr(e->string, '.');
