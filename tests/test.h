@@ -54,6 +54,18 @@ static inline char *test_slurp(const char *path) {
     return s;
 }
 
+/* Writes `text` to the file at `path` (replacing it); a failure is a failed check. */
+static inline void test_spill(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        printf("  cannot write %s\n", path);
+        test_cur_failed = 1;
+        return;
+    }
+    fputs(text, f);
+    fclose(f);
+}
+
 /* Max |a-b| / max(|b|) over n floats: the normalized error used by the
  * golden tests. */
 static inline double test_rel_err(const float *a, const float *b, long n) {

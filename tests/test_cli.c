@@ -55,14 +55,6 @@ static void copy_pipe(const char *name) {
     CHECK(system(cmd) == 0);
 }
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 TEST(flags_rejected) {
     expect_error(run("generate --model '%s' --prompt x --width 60 --out '%s/o1'", PIPE, tmpdir), "--width 60");
     expect_error(run("generate --model '%s' --prompt x --height 33 --out '%s/o1'", PIPE, tmpdir), "--height 33");
@@ -83,7 +75,7 @@ TEST(flags_rejected) {
 TEST(unwritable_output) {
     char f[512];
     snprintf(f, sizeof f, "%s/plainfile", tmpdir);
-    write_file(f, "x");
+    test_spill(f, "x");
     expect_error(run("generate --model '%s' --prompt x --steps 1 --out '%s/sub'", PIPE, f), "--out");
 }
 
@@ -91,13 +83,13 @@ TEST(bad_model_folders) {
     char p[512];
     copy_pipe("badclass");
     snprintf(p, sizeof p, "%s/badclass/model_index.json", tmpdir);
-    write_file(p, "{\"_class_name\": \"KandinskyPipeline\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]}");
+    test_spill(p, "{\"_class_name\": \"KandinskyPipeline\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]}");
     expect_error(run("generate --model '%s/badclass' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
                  "KandinskyPipeline");
 
     copy_pipe("badjson");
     snprintf(p, sizeof p, "%s/badjson/unet/config.json", tmpdir);
-    write_file(p, "{\"in_channels\": 4,, }");
+    test_spill(p, "{\"in_channels\": 4,, }");
     expect_error(run("generate --model '%s/badjson' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
                  "unet/config.json");
 
@@ -109,7 +101,7 @@ TEST(bad_model_folders) {
 
     copy_pipe("empty");
     snprintf(p, sizeof p, "%s/empty/vae/diffusion_pytorch_model.safetensors", tmpdir);
-    write_file(p, "");
+    test_spill(p, "");
     expect_error(run("generate --model '%s/empty' --prompt x --steps 1 --out '%s/o2'", tmpdir, tmpdir),
                  "vae/diffusion_pytorch_model.safetensors");
 
@@ -147,7 +139,7 @@ TEST(generate_png_and_latents) {
     CHECK(lines == 4);
 
     snprintf(p, sizeof p, "%s/prompts.txt", tmpdir);
-    write_file(p, "first prompt\r\n\nsecond prompt\n");
+    test_spill(p, "first prompt\r\n\nsecond prompt\n");
     rc = run("generate --model '%s' --prompts-file '%s' --steps 1 --quiet --out '%s/pf'", PIPE, p, tmpdir);
     CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
     CHECK(exists("%s/pf/000001.png", tmpdir) && !exists("%s/pf/000002.png", tmpdir));
@@ -393,7 +385,7 @@ TEST(host_ram_check) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s/huge' && cp -r '%s' '%s/huge'", tmpdir, flux, tmpdir);
     CHECK(system(cmd) == 0);
     snprintf(cfg, sizeof cfg, "%s/huge/transformer/config.json", tmpdir);
-    write_file(cfg, "{\"_class_name\": \"FluxTransformer2DModel\", \"attention_head_dim\": 128, "
+    test_spill(cfg, "{\"_class_name\": \"FluxTransformer2DModel\", \"attention_head_dim\": 128, "
                     "\"axes_dims_rope\": [16, 56, 56], \"guidance_embeds\": true, \"in_channels\": 64, "
                     "\"joint_attention_dim\": 4096, \"num_attention_heads\": 24, \"num_layers\": 1000, "
                     "\"num_single_layers\": 0, \"patch_size\": 1, \"pooled_projection_dim\": 32}");

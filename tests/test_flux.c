@@ -33,6 +33,27 @@ static const float *io_get(const tdm_safetensors_t *st, const char *name, int64_
     return t->data;
 }
 
+/* The inputs and the expected output of a fixture's io.safetensors. */
+typedef struct {
+    const float *img, *txt, *pooled, *t, *g, *iid, *tid, *ref;   /* g: NULL without guidance */
+    int64_t si[TDM_MAX_DIMS], stx[TDM_MAX_DIMS], sp[TDM_MAX_DIMS], so[TDM_MAX_DIMS];
+} flux_io_t;
+
+/* Fills io from st; 1 when every tensor but the optional guidance is there. */
+static int flux_io(const tdm_safetensors_t *st, flux_io_t *io) {
+    io->img = io_get(st, "img", io->si);
+    io->txt = io_get(st, "txt", io->stx);
+    io->pooled = io_get(st, "pooled", io->sp);
+    io->t = io_get(st, "timestep", NULL);
+    io->g = io_get(st, "guidance", NULL);
+    io->iid = io_get(st, "img_ids", NULL);
+    io->tid = io_get(st, "txt_ids", NULL);
+    io->ref = io_get(st, "out", io->so);
+    int ok = io->img && io->txt && io->pooled && io->t && io->iid && io->tid && io->ref;
+    CHECK(ok);
+    return ok;
+}
+
 /* Runs fixture `name` (weights variant `variant`) and compares with diffusers. */
 static void run_golden(const char *name, const char *variant) {
     char root[1024], io[1100];
@@ -53,24 +74,20 @@ static void run_golden(const char *name, const char *variant) {
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    int64_t si[TDM_MAX_DIMS], stx[TDM_MAX_DIMS], so[TDM_MAX_DIMS];
-    const float *img = io_get(st, "img", si), *txt = io_get(st, "txt", stx);
-    const float *pooled = io_get(st, "pooled", NULL), *t = io_get(st, "timestep", NULL);
-    const float *g = io_get(st, "guidance", NULL), *iid = io_get(st, "img_ids", NULL);
-    const float *tid = io_get(st, "txt_ids", NULL), *ref = io_get(st, "out", so);
-    CHECK(img && txt && pooled && t && iid && tid && ref);
-    if (!(img && txt && pooled && t && iid && tid && ref)) goto done;
+    flux_io_t x;
+    if (!flux_io(st, &x)) goto done;
+    const float *t = x.t, *g = x.g;
     CHECK((g != NULL) == (info->guidance_embeds != 0));
-    int64_t B = si[0], N = si[1], T = stx[1], nout = so[0] * so[1] * so[2];
-    CHECK(si[2] == info->in_channels);
-    CHECK(so[2] == info->out_channels);
-    CHECK(stx[2] == info->joint_attention_dim);
+    int64_t B = x.si[0], N = x.si[1], T = x.stx[1], nout = x.so[0] * x.so[1] * x.so[2];
+    CHECK(x.si[2] == info->in_channels);
+    CHECK(x.so[2] == info->out_channels);
+    CHECK(x.stx[2] == info->joint_attention_dim);
     out = malloc((size_t)nout * sizeof(float));
-    s = tdm_flux_forward(m, img, B, N, txt, T, pooled, t, g, iid, tid, out);
+    s = tdm_flux_forward(m, x.img, B, N, x.txt, T, x.pooled, t, g, x.iid, x.tid, out);
     CHECK_MSG(s == TDM_OK, "%s: forward: %s", name, tdm_last_error());
     if (s == TDM_OK) {
-        double err = test_rel_err(out, ref, (long)nout), mx = 0;
-        for (int64_t i = 0; i < nout; i++) mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
+        double err = test_rel_err(out, x.ref, (long)nout), mx = 0;
+        for (int64_t i = 0; i < nout; i++) mx = fabs(x.ref[i]) > mx ? fabs(x.ref[i]) : mx;
         printf("  %s: B=%lld N=%lld T=%lld D=%lld layers %lld+%lld: rel err %.3g "
                "(|ref| max %.3f), activation peak %.1f KiB\n", name, (long long)B, (long long)N,
                (long long)T, (long long)(info->attention_head_dim * info->num_attention_heads),
@@ -84,14 +101,14 @@ static void run_golden(const char *name, const char *variant) {
         float *ids = malloc((size_t)N * 3 * sizeof(float));
         CHECK(out2 && ids);
         if (out2 && ids) {
-            memcpy(ids, iid, (size_t)N * 3 * sizeof(float));
-            CHECK(tdm_flux_forward(m, img, B, N, txt, T, pooled, t, g, ids, tid, out2) == TDM_OK);
+            memcpy(ids, x.iid, (size_t)N * 3 * sizeof(float));
+            CHECK(tdm_flux_forward(m, x.img, B, N, x.txt, T, x.pooled, t, g, ids, x.tid, out2) == TDM_OK);
             CHECK(!memcmp(out, out2, (size_t)nout * sizeof(float)));
             ids[N * 3 - 1] += 1.0f;
-            CHECK(tdm_flux_forward(m, img, B, N, txt, T, pooled, t, g, ids, tid, out2) == TDM_OK);
+            CHECK(tdm_flux_forward(m, x.img, B, N, x.txt, T, x.pooled, t, g, ids, x.tid, out2) == TDM_OK);
             CHECK(memcmp(out, out2, (size_t)nout * sizeof(float)) != 0);
             ids[N * 3 - 1] -= 1.0f;
-            CHECK(tdm_flux_forward(m, img, B, N, txt, T, pooled, t, g, ids, tid, out2) == TDM_OK);
+            CHECK(tdm_flux_forward(m, x.img, B, N, x.txt, T, x.pooled, t, g, ids, x.tid, out2) == TDM_OK);
             CHECK(!memcmp(out, out2, (size_t)nout * sizeof(float)));
         }
         free(out2);
@@ -139,20 +156,17 @@ static void run_placed(const char *strategy, const char *budgets) {
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    int64_t si[TDM_MAX_DIMS], stx[TDM_MAX_DIMS], so[TDM_MAX_DIMS];
-    const float *img = io_get(st, "img", si), *txt = io_get(st, "txt", stx);
-    const float *pooled = io_get(st, "pooled", NULL), *tt = io_get(st, "timestep", NULL);
-    const float *g = io_get(st, "guidance", NULL), *iid = io_get(st, "img_ids", NULL);
-    const float *tid = io_get(st, "txt_ids", NULL), *ref = io_get(st, "out", so);
-    CHECK(img && txt && pooled && tt && g && iid && tid && ref);
-    if (!(img && txt && pooled && tt && g && iid && tid && ref)) goto done;
-    int64_t B = si[0], N = si[1], T = stx[1], nout = so[0] * so[1] * so[2];
+    flux_io_t x;
+    if (!flux_io(st, &x)) goto done;
+    const float *tt = x.t, *g = x.g;
+    CHECK(g != NULL);
+    int64_t B = x.si[0], N = x.si[1], T = x.stx[1], nout = x.so[0] * x.so[1] * x.so[2];
     oa = malloc((size_t)nout * sizeof(float));
     ob = malloc((size_t)nout * sizeof(float));
-    CHECK(tdm_flux_forward(a, img, B, N, txt, T, pooled, tt, g, iid, tid, oa) == TDM_OK);
+    CHECK(tdm_flux_forward(a, x.img, B, N, x.txt, T, x.pooled, tt, g, x.iid, x.tid, oa) == TDM_OK);
     int64_t held0 = t.gpu0.cur_bytes, peak0 = t.gpu0.peak_bytes;
     for (int rep = 0; rep < 2; rep++) {
-        s = tdm_flux_forward(b, img, B, N, txt, T, pooled, tt, g, iid, tid, ob);
+        s = tdm_flux_forward(b, x.img, B, N, x.txt, T, x.pooled, tt, g, x.iid, x.tid, ob);
         CHECK_MSG(s == TDM_OK, "placed forward: %s", tdm_last_error());
         CHECK(s == TDM_OK && !memcmp(oa, ob, (size_t)nout * sizeof(float)));
     }
@@ -245,34 +259,29 @@ static void run_golden_cuda(int index, const char *name, const char *variant,
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    int64_t si[TDM_MAX_DIMS], stx[TDM_MAX_DIMS], so[TDM_MAX_DIMS];
-    const float *img = io_get(st, "img", si), *txt = io_get(st, "txt", stx);
-    int64_t sp[TDM_MAX_DIMS];
-    const float *pooled = io_get(st, "pooled", sp), *t = io_get(st, "timestep", NULL);
-    const float *g = io_get(st, "guidance", NULL), *iid = io_get(st, "img_ids", NULL);
-    const float *tid = io_get(st, "txt_ids", NULL), *ref = io_get(st, "out", so);
-    CHECK(img && txt && pooled && t && iid && tid && ref);
-    if (!(img && txt && pooled && t && iid && tid && ref)) goto done;
-    int64_t B = si[0], N = si[1], T = stx[1];
-    nimg = B * N * si[2];
-    ntxt = B * T * stx[2];
-    npool = sp[0] * sp[1];
-    nout = so[0] * so[1] * so[2];
-    dimg = dev_copy(&dev, img, nimg, "test img");
-    dtxt = dev_copy(&dev, txt, ntxt, "test txt");
-    dpool = dev_copy(&dev, pooled, npool, "test pooled");
+    flux_io_t x;
+    if (!flux_io(st, &x)) goto done;
+    const float *t = x.t, *g = x.g;
+    int64_t B = x.si[0], N = x.si[1], T = x.stx[1];
+    nimg = B * N * x.si[2];
+    ntxt = B * T * x.stx[2];
+    npool = x.sp[0] * x.sp[1];
+    nout = x.so[0] * x.so[1] * x.so[2];
+    dimg = dev_copy(&dev, x.img, nimg, "test img");
+    dtxt = dev_copy(&dev, x.txt, ntxt, "test txt");
+    dpool = dev_copy(&dev, x.pooled, npool, "test pooled");
     dout = tdm_dev_alloc(&dev, nout * (int64_t)sizeof(float), "test out");
     out = malloc((size_t)nout * sizeof(float));
     CHECK_MSG(dimg && dtxt && dpool && dout && out, "%s", tdm_last_error());
     if (!(dimg && dtxt && dpool && dout && out)) goto done;
     io_bytes = dev.cur_bytes;
-    s = tdm_flux_forward(m, dimg, B, N, dtxt, T, dpool, t, g, iid, tid, dout);
+    s = tdm_flux_forward(m, dimg, B, N, dtxt, T, dpool, t, g, x.iid, x.tid, dout);
     CHECK_MSG(s == TDM_OK, "%s: forward on cuda: %s", name, tdm_last_error());
     if (s == TDM_OK) s = tdm_dev_download(&dev, out, dout, nout * (int64_t)sizeof(float),
                                           "test out");
     CHECK_MSG(s == TDM_OK, "%s: download: %s", name, tdm_last_error());
     if (s == TDM_OK) {
-        double err = test_rel_err(out, ref, (long)nout);
+        double err = test_rel_err(out, x.ref, (long)nout);
         printf("  %s on cuda:%d: B=%lld N=%lld T=%lld: rel err %.3g, activation peak %.1f "
                "KiB\n", name, index, (long long)B, (long long)N, (long long)T, err,
                (double)(dev.peak_bytes - io_bytes) / 1024.0);

@@ -10,14 +10,6 @@
 #include "tandem.h"
 #include "test.h"
 
-static void spill(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    CHECK_MSG(f != NULL, "cannot write %s", path);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 static char g_flux[256], g_sd[256];
 
 /* Writes dir/sub/config.json from the "config" of ptree fixture `fix`. */
@@ -35,7 +27,7 @@ static void write_config(const char *dir, const char *sub, const char *fix, cons
     snprintf(path, sizeof path, "%s/%s", dir, sub);
     mkdir(path, 0755);
     snprintf(path, sizeof path, "%s/%s/config.json", dir, sub);
-    spill(path, out);
+    test_spill(path, out);
     cJSON_free(out);
     cJSON_Delete(cfg);
     cJSON_Delete(j);
@@ -54,7 +46,7 @@ static void make_folders(void) {
                      "[\"transformers\", \"T5TokenizerFast\"], \"transformer\": [\"diffusers\", "
                      "\"FluxTransformer2DModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"]}";
     snprintf(path, sizeof path, "%s/model_index.json", g_flux);
-    spill(path, fi);
+    test_spill(path, fi);
     write_config(g_flux, "transformer", "flux_dev", "FluxTransformer2DModel");
     write_config(g_flux, "text_encoder_2", "t5_xxl", "T5EncoderModel");
     write_config(g_flux, "text_encoder", "clip_l", "CLIPTextModel");
@@ -64,7 +56,7 @@ static void make_folders(void) {
                      "[\"diffusers\", \"UNet2DConditionModel\"], \"vae\": [\"diffusers\", "
                      "\"AutoencoderKL\"]}";
     snprintf(path, sizeof path, "%s/model_index.json", g_sd);
-    spill(path, si);
+    test_spill(path, si);
     write_config(g_sd, "unet", "sd15_unet", "UNet2DConditionModel");
     write_config(g_sd, "text_encoder", "clip_l", "CLIPTextModel");
     write_config(g_sd, "vae", "sd_vae", "AutoencoderKL");

@@ -147,11 +147,7 @@ TEST(bad_configs) {
         {tdm_t5_plist, "{\"d_model\": 4611686018427387904, \"d_kv\": 4}", TDM_ERR_MODEL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        FILE *f = fopen(cfg, "w");
-        CHECK(f != NULL);
-        if (!f) break;
-        fputs(cases[i].json, f);
-        fclose(f);
+        test_spill(cfg, cases[i].json);
         tdm_plist_t l;
         tdm_plist_init(&l, TDM_BF16);
         tdm_status st = cases[i].build(cfg, TDM_BF16, &l);

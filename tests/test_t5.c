@@ -376,11 +376,7 @@ TEST(test_bad_config) {
     snprintf(cfg, sizeof cfg, "%s/config.json", sub);
     CHECK(mkdir(sub, 0700) == 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        FILE *f = fopen(cfg, "w");
-        CHECK(f != NULL);
-        if (!f) break;
-        fputs(cases[i].json, f);
-        fclose(f);
+        test_spill(cfg, cases[i].json);
         tdm_device_t dev;
         tdm_device_init(&dev, TDM_DEV_CPU, 0);
         tdm_t5_t *m = NULL;

@@ -71,14 +71,21 @@ static const char *strategy_name(int s) {
            : s == TDM_PLACE_BALANCED_LOW_0 ? "balanced_low_0" : "balanced";
 }
 
+/* The next item of the comma list at *q into buf (cap bytes); advances *q.
+ * 0 at the end of the list. */
+static int next_item(const char **q, char *buf, size_t cap) {
+    if (!*q || !**q) return 0;
+    const char *e = strchr(*q, ',');
+    size_t len = e ? (size_t)(e - *q) : strlen(*q);
+    snprintf(buf, cap, "%.*s", (int)len, *q);
+    *q = e ? e + 1 : *q + len;
+    return 1;
+}
+
 static int listed(const char *csv, const char *name) {
-    size_t n = strlen(name);
-    for (const char *p = csv; p && *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n)) return 1;
-        p = e ? e + 1 : NULL;
-    }
+    char item[128];
+    while (next_item(&csv, item, sizeof item))
+        if (!strcmp(item, name)) return 1;
     return 0;
 }
 
@@ -252,10 +259,8 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
         c->strategy = -1;
         c->dev = TDM_PLACE_DISK - 1;
     }
-    for (const char *q = p->only; q && *q;) {   /* every --only name must be a component */
-        const char *e = strchr(q, ',');
-        char nm[64];
-        snprintf(nm, sizeof nm, "%.*s", (int)(e ? e - q : (long)strlen(q)), q);
+    char nm[128];
+    for (const char *q = p->only; next_item(&q, nm, sizeof nm);) {   /* each must be a component */
         int found = 0;
         for (int i = 0; i < nc; i++) found |= !strcmp(cs[i].name, nm);
         if (!found) {
@@ -263,13 +268,10 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
                             path);
             goto done;
         }
-        q = e ? e + 1 : NULL;
     }
     /* --device-map: STRATEGY and/or COMPONENT=STRATEGY items */
-    for (const char *q = p->device_map; q && *q;) {
-        const char *e = strchr(q, ',');
-        char item[128];
-        snprintf(item, sizeof item, "%.*s", (int)(e ? e - q : (long)strlen(q)), q);
+    char item[128];
+    for (const char *q = p->device_map; next_item(&q, item, sizeof item);) {
         char *eq = strchr(item, '=');
         tdm_place_strategy s;
         if ((st = tdm_place_strategy_parse(eq ? eq + 1 : item, &s)) != TDM_OK) {
@@ -289,7 +291,6 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
                 goto done;
             }   /* a component left out by --only: its item does not apply */
         }
-        q = e ? e + 1 : NULL;
     }
     for (int i = 0; i < nc; i++) {
         comp_t *c = &cs[i];
@@ -297,7 +298,7 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
         snprintf(sub, sizeof sub, "%s", c->name);
         TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
         TDM_TRY(builder_of(c->cls)(path, dt, &c->pl));
-        for (int64_t k = 0; k < c->pl.n; k++) c->bytes += tdm_pentry_bytes(&c->pl.e[k]);
+        c->bytes = c->pl.bytes;
     }
     rem = mm;
     for (int i = 0; i < nc; i++)   /* model level first, over the full budgets */

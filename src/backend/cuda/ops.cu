@@ -143,18 +143,12 @@ __global__ void fill_rows_kernel(float *y, const float *b, int64_t M, int64_t N)
 extern "C" void tdm_cuda_linear(tdm_device_t *d, float *y, const float *x, const float *W,
                                 const float *b, int64_t M, int64_t K, int64_t N) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    const void *xh = NULL;
     if (M <= 0 || N <= 0) return;
-    if (gemm_is_half(d) && K > 0) {   /* bias in the GEMM epilogue when cuBLASLt can */
-        const void *xh = stage_half(d, c, x, M, K, K);
-        if (!xh) return;
-        if (tdm_cuda_linear_lt(d, y, N, xh, W, b, M, K, N, 0)) return;
-        if (b) {
-            fill_rows_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
-                               c->stream>>>(y, b, M, N);
-            TDM_CUDA_LAUNCHED("fill_rows_kernel");
-        }
-        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, y, N);
-        return;
+    if (gemm_is_half(d)) {
+        if (!(xh = stage_half(d, c, x, M, K, K))) return;
+        /* one cuBLASLt kernel with the bias in its epilogue, when it has a plan */
+        if (K > 0 && tdm_cuda_linear_lt(d, y, N, xh, W, b, M, K, N, 0)) return;
     }
     if (b) {
         tdm_cuda_prof_begin(d);
@@ -164,13 +158,8 @@ extern "C" void tdm_cuda_linear(tdm_device_t *d, float *y, const float *x, const
         TDM_CUDA_LAUNCHED("fill_rows_kernel");
     }
     /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
-    if (gemm_is_half(d)) {
-        const void *xh = stage_half(d, c, x, M, K, K);
-        if (!xh) return;
-        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, y, N);
-        return;
-    }
-    gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+    if (xh) gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, y, N);
+    else gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
 fail:;
 }
 
@@ -551,15 +540,15 @@ extern "C" void tdm_cuda_linear_gelu(tdm_device_t *d, float *y, int64_t ldy, con
                                      const float *W, const float *b, int64_t M, int64_t K,
                                      int64_t N) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    const void *xh = NULL;
     if (M <= 0 || N <= 0) return;
-    if (gemm_is_half(d) && K > 0) {   /* one cuBLASLt kernel when it has a plan */
-        const void *xh = stage_half(d, c, x, M, K, K);
-        if (!xh) return;
-        if (tdm_cuda_linear_lt(d, y, ldy, xh, W, b, M, K, N, 1)) return;
-        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, 0.0f, y, ldy);
-    } else {
-        gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, 0.0f, y, ldy);
+    if (gemm_is_half(d)) {
+        if (!(xh = stage_half(d, c, x, M, K, K))) return;
+        /* one cuBLASLt kernel with bias + GELU in its epilogue, when it has a plan */
+        if (K > 0 && tdm_cuda_linear_lt(d, y, ldy, xh, W, b, M, K, N, 1)) return;
     }
+    if (xh) gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, 0.0f, y, ldy);
+    else gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, 0.0f, y, ldy);
     bias_gelu_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
                        c->stream>>>(y, ldy, b, M, N);
     TDM_CUDA_LAUNCHED("bias_gelu_kernel");
