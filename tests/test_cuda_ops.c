@@ -881,7 +881,7 @@ static void rope_case(int64_t B, int64_t S, int64_t H, int64_t hd) {
     float *x = hrand(n, 3), *cs = hrand(S * hd, 1), *sn = hrand(S * hd, 1);
     float *dx = up(x, n), *dc = up(cs, S * hd), *ds = up(sn, S * hd);
     tdm_cpu_rope_interleaved(x, cs, sn, B, S, H, hd);
-    tdm_op_rope_interleaved(&g_dev, dx, dc, ds, B, S, H, hd);
+    tdm_op_rope_interleaved(&g_dev, TDM_F32, dx, dc, ds, B, S, H, hd);
     check_dev(nm, dx, x, n, TOL);
     dfree(dc, S * hd);
     dfree(ds, S * hd);
@@ -897,7 +897,7 @@ static void rms_heads_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t 
     float *x = hrand(n, 4), *w = hrand(hd, 2);
     float *dx = up(x, n), *dw = up(w, hd);
     tdm_cpu_rms_norm_heads(x, w, B, S, r0, L, H, hd, 1e-6f);
-    tdm_op_rms_norm_heads(&g_dev, dx, dw, B, S, r0, L, H, hd, 1e-6f);
+    tdm_op_rms_norm_heads(&g_dev, TDM_F32, dx, dw, B, S, r0, L, H, hd, 1e-6f);
     check_dev(nm, dx, x, n, TOL);
     dfree(dw, hd);
     free(x); free(w);
@@ -914,7 +914,7 @@ static void ln_mod_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D, 
     float *dx = up(x, n), *dy = alias ? dx : up(y, n), *dm = up(mod, nm_);
     float *hy = alias ? x : y;
     tdm_cpu_layer_norm_modulate(hy, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
-    tdm_op_layer_norm_modulate(&g_dev, dy, dx, dm + 3 * D, dm + 4 * D, ms, B, S, r0, L, D,
+    tdm_op_layer_norm_modulate(&g_dev, TDM_F32, dy, dx, dm + 3 * D, dm + 4 * D, ms, B, S, r0, L, D,
                                1e-6f);
     check_dev(nm, dy, hy, n, TOL);
     if (!alias) dfree(dx, n);
@@ -930,7 +930,7 @@ static void gated_add_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t 
     float *x = hrand(n, 3), *y = hrand(n, 3), *mod = hrand(nm_, 2);
     float *dx = up(x, n), *dy = up(y, n), *dm = up(mod, nm_);
     tdm_cpu_gated_add_rows(x, y, mod + 2 * D, ms, B, S, r0, L, D);
-    tdm_op_gated_add_rows(&g_dev, dx, dy, dm + 2 * D, ms, B, S, r0, L, D);
+    tdm_op_gated_add_rows(&g_dev, TDM_F32, dx, dy, dm + 2 * D, ms, B, S, r0, L, D);
     check_dev(nm, dx, x, n, TOL);
     dfree(dy, n);
     dfree(dm, nm_);
@@ -946,7 +946,7 @@ static void copy_2d_case(int64_t rows, int64_t cols, int64_t ldy, int64_t off, i
     float *y = hrand(n, 1), *x = hrand(nx, 1);
     float *dy = up(y, n), *dx = up(x, nx);
     tdm_cpu_copy_2d(y + off, ldy, x, ldx, rows, cols);
-    tdm_op_copy_2d(&g_dev, dy + off, ldy, dx, ldx, rows, cols);
+    tdm_op_copy_2d(&g_dev, TDM_F32, dy + off, ldy, dx, ldx, rows, cols);
     check_dev(nm, dy, y, n, TOL);
     dfree(dx, nx);
     free(x); free(y);
@@ -966,6 +966,234 @@ TEST(test_flux_row_ops) {
     copy_2d_case(13, 40, 50, 10, 0);
     copy_2d_case(13, 10, 50, 0, 10);
     copy_2d_case(1, 1000, 1000, 0, 0);
+}
+
+/* ---- half-precision activations ----------------------------------------------------------
+ * The ops whose activation operands are typed by `at` (backend/ops.h), run
+ * with at = F16 / BF16 on a device of that gemm_dtype: inputs rounded to the
+ * type on both sides, so the reference is the float32 CPU op on the same
+ * values and the only extra error is the rounding of the stored output: at
+ * most a step of the type relative to the largest output (2^-7 for BF16,
+ * 2^-10 for F16; GEMM-based ops add TOL_GEMM, attention its own tolerance). */
+
+/* n random floats in [-a, a), each rounded to dt. */
+static float *hrand_r(int64_t n, float a, tdm_dtype dt) {
+    float *t = hrand(n, a), *r = hround(t, n, dt);
+    free(t);
+    return r;
+}
+
+static double act_tol(tdm_dtype dt) { return dt == TDM_BF16 ? 0x1p-7 : 0x1p-10; }
+
+/* Downloads d (n elements of dt), compares with ref; frees d. */
+static void check_act(const char *what, void *d, tdm_dtype dt, const float *ref, int64_t n,
+                      double tol) {
+    uint16_t *t = malloc((size_t)(n > 0 ? n : 1) * 2);
+    float *h = hzero(n);
+    tdm_status st = tdm_dev_download(&g_dev, t, d, n * 2, what);
+    CHECK_MSG(st == TDM_OK, "%s: download failed: %s", what, tdm_last_error());
+    if (st == TDM_OK) {
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] = dt == TDM_F16 ? tdm_f16_to_f32(t[i]) : tdm_bf16_to_f32(t[i]);
+            if (!isfinite(h[i])) bad++;
+        }
+        double e = test_rel_err(h, ref, (long)n);
+        CHECK_MSG(bad == 0, "%s: %d NaN/Inf values", what, bad);
+        CHECK_MSG(e <= tol, "%s: rel err %.3g > %.3g", what, e, tol);
+        if (getenv("TDM_TEST_VERBOSE")) printf("  %s: rel err %.3g\n", what, e);
+    }
+    free(t);
+    free(h);
+    tdm_dev_free(&g_dev, d, n * 2);
+}
+
+/* x (M, K) half → y (M, N; rows ldy apart) half or float32, [+ b], [GELU];
+ * y's other columns start random and must stay. */
+static void linear_act_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int64_t ldy, int bias,
+                            int gelu, int yhalf) {
+    char nm[112];
+    snprintf(nm, sizeof nm, "linear_ex %s→%s %lldx%lldx%lld ldy %lld%s%s", tdm_dtype_name(dt),
+             yhalf ? tdm_dtype_name(dt) : "F32", (long long)M, (long long)K, (long long)N,
+             (long long)ldy, bias ? " +b" : "", gelu ? " gelu" : "");
+    float *x = hrand(M * K, 1), *W = hrand(N * K, 1), *b = bias ? hrand(N, 1) : NULL;
+    float *xr = hround(x, M * K, dt), *Wr = hround(W, N * K, dt);
+    float *y = hrand_r(M * ldy, 1, dt);
+    float *dx = up_half(xr, M * K, dt), *dW = up_half(Wr, N * K, dt), *db = bias ? up(b, N) : NULL;
+    void *dy = yhalf ? (void *)up_half(y, M * ldy, dt) : (void *)up(y, M * ldy);
+    if (gelu) tdm_cpu_linear_gelu(y, ldy, xr, Wr, b, M, K, N);
+    else {
+        float *t = hzero(M * N);
+        tdm_cpu_linear(t, xr, Wr, b, M, K, N);
+        for (int64_t r = 0; r < M; r++) memcpy(y + r * ldy, t + r * N, (size_t)N * sizeof(float));
+        free(t);
+    }
+    g_dev.gemm_dtype = dt;
+    tdm_op_linear_ex(&g_dev, dy, yhalf ? dt : TDM_F32, ldy, dx, dt, (const float *)dW, db, M, K,
+                     N, gelu);
+    g_dev.gemm_dtype = TDM_F32;
+    if (yhalf) check_act(nm, dy, dt, y, M * ldy, act_tol(dt) + TOL_GEMM);
+    else check_dev(nm, dy, y, M * ldy, TOL_GEMM);
+    tdm_dev_free(&g_dev, dx, M * K * 2); tdm_dev_free(&g_dev, dW, N * K * 2);
+    if (db) dfree(db, N);
+    free(x); free(W); free(b); free(xr); free(Wr); free(y);
+}
+
+/* RMSNorm of q rows [0, split) with w0, [split, S) with w1, then RoPE. */
+static void qk_norm_rope_case(tdm_dtype dt, int64_t B, int64_t S, int64_t split, int64_t H,
+                              int64_t hd) {
+    char nm[112];
+    int64_t n = B * S * H * hd;
+    snprintf(nm, sizeof nm, "qk_norm_rope %s B=%lld S=%lld split=%lld H=%lld hd=%lld",
+             tdm_dtype_name(dt), (long long)B, (long long)S, (long long)split, (long long)H,
+             (long long)hd);
+    float *x = hrand_r(n, 4, dt), *w0 = hrand(hd, 2), *w1 = hrand(hd, 2);
+    float *cs = hrand(S * hd, 1), *sn = hrand(S * hd, 1);
+    float *dx = up_half(x, n, dt), *dw0 = up(w0, hd), *dw1 = up(w1, hd);
+    float *dc = up(cs, S * hd), *ds = up(sn, S * hd);
+    if (split > 0) tdm_cpu_rms_norm_heads(x, w0, B, S, 0, split, H, hd, 1e-6f);
+    if (split < S) tdm_cpu_rms_norm_heads(x, w1, B, S, split, S - split, H, hd, 1e-6f);
+    tdm_cpu_rope_interleaved(x, cs, sn, B, S, H, hd);
+    g_dev.gemm_dtype = dt;
+    tdm_op_qk_norm_rope(&g_dev, dt, dx, dw0, dw1, split, dc, ds, B, S, H, hd, 1e-6f);
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, dx, dt, x, n, act_tol(dt));
+    dfree(dw0, hd); dfree(dw1, hd); dfree(dc, S * hd); dfree(ds, S * hd);
+    free(x); free(w0); free(w1); free(cs); free(sn);
+}
+
+/* The float32 path of the fused op against the two separate CPU ops. */
+static void qk_norm_rope_f32_case(int64_t B, int64_t S, int64_t split, int64_t H, int64_t hd) {
+    char nm[112];
+    int64_t n = B * S * H * hd;
+    snprintf(nm, sizeof nm, "qk_norm_rope F32 B=%lld S=%lld split=%lld H=%lld hd=%lld",
+             (long long)B, (long long)S, (long long)split, (long long)H, (long long)hd);
+    float *x = hrand(n, 4), *w0 = hrand(hd, 2), *w1 = hrand(hd, 2);
+    float *cs = hrand(S * hd, 1), *sn = hrand(S * hd, 1);
+    float *dx = up(x, n), *dw0 = up(w0, hd), *dw1 = up(w1, hd);
+    float *dc = up(cs, S * hd), *ds = up(sn, S * hd);
+    if (split > 0) tdm_cpu_rms_norm_heads(x, w0, B, S, 0, split, H, hd, 1e-6f);
+    if (split < S) tdm_cpu_rms_norm_heads(x, w1, B, S, split, S - split, H, hd, 1e-6f);
+    tdm_cpu_rope_interleaved(x, cs, sn, B, S, H, hd);
+    tdm_op_qk_norm_rope(&g_dev, TDM_F32, dx, dw0, dw1, split, dc, ds, B, S, H, hd, 1e-6f);
+    check_dev(nm, dx, x, n, TOL);
+    dfree(dw0, hd); dfree(dw1, hd); dfree(dc, S * hd); dfree(ds, S * hd);
+    free(x); free(w0); free(w1); free(cs); free(sn);
+}
+
+static void ln_mod_act_case(tdm_dtype dt, int64_t B, int64_t S, int64_t r0, int64_t L,
+                            int64_t D) {
+    char nm[112];
+    int64_t n = B * S * D, ms = 6 * D, nm_ = B * ms;
+    snprintf(nm, sizeof nm, "layer_norm_modulate %s B=%lld S=%lld rows [%lld,+%lld) D=%lld",
+             tdm_dtype_name(dt), (long long)B, (long long)S, (long long)r0, (long long)L,
+             (long long)D);
+    float *x = hrand(n, 5), *y = hrand_r(n, 1, dt), *mod = hrand(nm_, 1);
+    float *dx = up(x, n), *dy = up_half(y, n, dt), *dm = up(mod, nm_);
+    tdm_cpu_layer_norm_modulate(y, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
+    g_dev.gemm_dtype = dt;
+    tdm_op_layer_norm_modulate(&g_dev, dt, dy, dx, dm + 3 * D, dm + 4 * D, ms, B, S, r0, L, D,
+                               1e-6f);
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, dy, dt, y, n, act_tol(dt));
+    dfree(dx, n); dfree(dm, nm_);
+    free(x); free(y); free(mod);
+}
+
+static void gated_add_act_case(tdm_dtype dt, int64_t B, int64_t S, int64_t r0, int64_t L,
+                               int64_t D) {
+    char nm[112];
+    int64_t n = B * S * D, ms = 3 * D, nm_ = B * ms;
+    snprintf(nm, sizeof nm, "gated_add_rows %s B=%lld S=%lld rows [%lld,+%lld) D=%lld",
+             tdm_dtype_name(dt), (long long)B, (long long)S, (long long)r0, (long long)L,
+             (long long)D);
+    float *x = hrand(n, 3), *y = hrand_r(n, 3, dt), *mod = hrand(nm_, 2);
+    float *dx = up(x, n), *dy = up_half(y, n, dt), *dm = up(mod, nm_);
+    tdm_cpu_gated_add_rows(x, y, mod + 2 * D, ms, B, S, r0, L, D);
+    g_dev.gemm_dtype = dt;
+    tdm_op_gated_add_rows(&g_dev, dt, dx, dy, dm + 2 * D, ms, B, S, r0, L, D);
+    g_dev.gemm_dtype = TDM_F32;
+    check_dev(nm, dx, x, n, TOL);
+    tdm_dev_free(&g_dev, dy, n * 2); dfree(dm, nm_);
+    free(x); free(y); free(mod);
+}
+
+/* copy_2d and cast of half elements: exact. */
+static void copy_cast_act_case(tdm_dtype dt, int64_t rows, int64_t cols, int64_t ldy) {
+    char nm[112];
+    int64_t n = rows * ldy;
+    snprintf(nm, sizeof nm, "copy_2d + cast %s rows=%lld cols=%lld ldy=%lld",
+             tdm_dtype_name(dt), (long long)rows, (long long)cols, (long long)ldy);
+    float *y = hrand_r(n, 1, dt), *x = hrand(rows * cols, 1);
+    float *xr = hround(x, rows * cols, dt);
+    float *dy = up_half(y, n, dt), *dx = up(x, rows * cols);
+    void *dxh = tdm_dev_alloc(&g_dev, rows * cols * 2, "test half buffer");
+    CHECK(dxh != NULL);
+    tdm_cpu_copy_2d(y, ldy, xr, cols, rows, cols);
+    g_dev.gemm_dtype = dt;
+    tdm_op_cast(&g_dev, dxh, dt, dx, TDM_F32, rows * cols);        /* rounds as the host */
+    tdm_op_copy_2d(&g_dev, dt, dy, ldy, dxh, cols, rows, cols);
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, dy, dt, y, n, 0.0);
+    {   /* and back: half → float32 is exact */
+        float *df = dzero(rows * cols);
+        tdm_op_cast(&g_dev, df, TDM_F32, dxh, dt, rows * cols);
+        check_dev(nm, df, xr, rows * cols, 0.0);
+    }
+    tdm_dev_free(&g_dev, dxh, rows * cols * 2); dfree(dx, rows * cols);
+    free(x); free(xr); free(y);
+}
+
+/* Attention with q, k, v, o all of type dt. */
+static void attention_act_case(tdm_dtype dt, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                               int64_t D, int causal) {
+    char nm[112];
+    snprintf(nm, sizeof nm, "attention_t %s B%lld Tq%lld Tk%lld H%lld D%lld causal%d",
+             tdm_dtype_name(dt), (long long)B, (long long)Tq, (long long)Tk, (long long)H,
+             (long long)D, causal);
+    int64_t nq = B * Tq * H * D, nk = B * Tk * H * D;
+    float *q = hrand_r(nq, 2, dt), *k = hrand_r(nk, 2, dt);
+    float *v = hrand_r(nk, 1, dt), *o = hzero(nq);
+    float scale = 1.0f / sqrtf((float)D);
+    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+    float *dq = up_half(q, nq, dt), *dk = up_half(k, nk, dt), *dv = up_half(v, nk, dt);
+    float *dout = up_half(o, nq, dt);
+    tdm_dev_upload(&g_dev, dout, (uint16_t[]){0x7fc0}, 2, "poison");   /* first element NaN */
+    g_dev.gemm_dtype = dt;
+    tdm_op_attention_t(&g_dev, dt, dout, dq, dk, dv, B, Tq, Tk, H, D, scale, causal);
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, dout, dt, o, nq, (dt == TDM_BF16 ? 2e-2 : 5e-3) + act_tol(dt));
+    tdm_dev_free(&g_dev, dq, nq * 2); tdm_dev_free(&g_dev, dk, nk * 2);
+    tdm_dev_free(&g_dev, dv, nk * 2);
+    free(q); free(k); free(v); free(o);
+}
+
+TEST(test_half_activations) {
+    qk_norm_rope_f32_case(2, 9, 3, 3, 40);
+    qk_norm_rope_f32_case(1, 100, 0, 24, 128);
+    for (int i = 0; i < 2; i++) {
+        tdm_dtype dt = i ? TDM_BF16 : TDM_F16;
+        linear_act_case(dt, 300, 128, 256, 256, 1, 0, 1);
+        linear_act_case(dt, 77, 96, 64, 64, 0, 0, 1);
+        linear_act_case(dt, 300, 128, 512, 640, 1, 1, 1);   /* FLUX MLP into the concat buffer */
+        linear_act_case(dt, 13, 33, 17, 21, 1, 0, 1);       /* odd: the fallback epilogue */
+        linear_act_case(dt, 5, 7, 3, 3, 1, 1, 1);
+        linear_act_case(dt, 300, 128, 64, 64, 1, 0, 0);     /* half in, float32 out */
+        qk_norm_rope_case(dt, 2, 9, 3, 3, 40);
+        qk_norm_rope_case(dt, 1, 300, 0, 24, 128);
+        qk_norm_rope_case(dt, 2, 50, 50, 4, 128);
+        ln_mod_act_case(dt, 2, 11, 4, 7, 300);
+        ln_mod_act_case(dt, 1, 50, 0, 50, 3072);
+        gated_add_act_case(dt, 2, 11, 0, 4, 300);
+        gated_add_act_case(dt, 1, 37, 0, 37, 1000);
+        copy_cast_act_case(dt, 13, 40, 50);
+        copy_cast_act_case(dt, 1, 1001, 1001);
+        attention_act_case(dt, 1, 300, 300, 4, 128, 0);   /* the 32-row kernel */
+        attention_act_case(dt, 2, 77, 77, 4, 128, 0);
+        attention_act_case(dt, 1, 40, 33, 2, 40, 1);      /* the 16-row kernel */
+        attention_act_case(dt, 1, 5, 7, 1, 13, 0);        /* odd head dim: unaligned stores */
+        attention_act_case(dt, 1, 64, 64, 1, 300, 0);     /* D > 256: the float32 fallback */
+    }
 }
 
 /* Every test starts from the same random stream, so its inputs do not depend
@@ -998,6 +1226,7 @@ int main(void) {
     RUN_SEEDED(test_add_channel_bias);
     RUN_SEEDED(test_attention);
     RUN_SEEDED(test_attention_tc);
+    RUN_SEEDED(test_half_activations);
     RUN_SEEDED(test_transpose);
     RUN_SEEDED(test_upsample_resize_concat);
     RUN_SEEDED(test_gather_rows);

@@ -2,6 +2,9 @@
  * builds, to the CUDA launchers, by the kind of the device. */
 #include "backend/ops.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend/cpu/ops.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
@@ -338,64 +341,149 @@ void tdm_op_attention_bias(tdm_device_t *dev, float *o, const float *q, const fl
     tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
 }
 
-void tdm_op_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,
-                             int64_t B, int64_t S, int64_t H, int64_t hd) {
+/* A host device computes in float32 only; another `at` there is a bug in the
+ * calling model, not bad input. */
+static void host_f32(tdm_dtype at, const char *op) {
+    if (at == TDM_F32) return;
+    tdm_log(TDM_LOG_ERROR, "%s: activation dtype %s on a host device (float32 only)", op,
+            tdm_dtype_name(at));
+    abort();
+}
+
+tdm_dtype tdm_op_act_dtype(const tdm_device_t *dev) {
+    static int f32 = -1;
+    if (tdm_dev_is_host(dev) || (dev->gemm_dtype != TDM_F16 && dev->gemm_dtype != TDM_BF16))
+        return TDM_F32;
+    if (f32 < 0) {
+        const char *e = getenv("TDM_ACT_F32");
+        f32 = e && !strcmp(e, "1");
+    }
+    return f32 ? TDM_F32 : dev->gemm_dtype;
+}
+
+void tdm_op_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
+                      tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K,
+                      int64_t N, int gelu) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        PROFILED(dev, "rope_interleaved", tdm_cuda_rope_interleaved(dev, x, cosb, sinb, B, S, H, hd));
+        PROFILED(dev, gelu ? "linear_gelu" : "linear",
+                 tdm_cuda_linear_ex(dev, y, yt, ldy, x, xt, W, b, M, K, N, gelu));
         return;
     }
 #endif
-    (void)dev;
+    host_f32(xt, "linear");
+    host_f32(yt, "linear");
+    if (gelu) {
+        tdm_cpu_linear_gelu(y, ldy, x, W, b, M, K, N);
+        return;
+    }
+    if (ldy != N) {
+        tdm_log(TDM_LOG_ERROR, "linear: ldy %lld != N %lld on a host device", (long long)ldy,
+                (long long)N);
+        abort();
+    }
+    tdm_cpu_linear(y, x, W, b, M, K, N);
+}
+
+void tdm_op_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dtype xt,
+                 int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "cast", tdm_cuda_cast(dev, y, yt, x, xt, n));
+        return;
+    }
+#endif
+    host_f32(xt, "cast");
+    host_f32(yt, "cast");
+    if (y != x && n > 0) memmove(y, x, (size_t)n * sizeof(float));
+}
+
+void tdm_op_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
+                        const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                        float scale, int causal) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "attention", tdm_cuda_attention_t(dev, at, o, q, k, v, B, Tq, Tk, H, D, scale, causal));
+        return;
+    }
+#endif
+    host_f32(at, "attention");
+    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+}
+
+void tdm_op_rope_interleaved(tdm_device_t *dev, tdm_dtype at, void *x, const float *cosb,
+                             const float *sinb, int64_t B, int64_t S, int64_t H, int64_t hd) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "rope_interleaved", tdm_cuda_rope_interleaved(dev, at, x, cosb, sinb, B, S, H, hd));
+        return;
+    }
+#endif
+    host_f32(at, "rope_interleaved");
     tdm_cpu_rope_interleaved(x, cosb, sinb, B, S, H, hd);
 }
 
-void tdm_op_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t B, int64_t S,
-                           int64_t r0, int64_t L, int64_t H, int64_t hd, float eps) {
+void tdm_op_rms_norm_heads(tdm_device_t *dev, tdm_dtype at, void *x, const float *w, int64_t B,
+                           int64_t S, int64_t r0, int64_t L, int64_t H, int64_t hd, float eps) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        PROFILED(dev, "rms_norm_heads", tdm_cuda_rms_norm_heads(dev, x, w, B, S, r0, L, H, hd, eps));
+        PROFILED(dev, "rms_norm_heads", tdm_cuda_rms_norm_heads(dev, at, x, w, B, S, r0, L, H, hd, eps));
         return;
     }
 #endif
-    (void)dev;
+    host_f32(at, "rms_norm_heads");
     tdm_cpu_rms_norm_heads(x, w, B, S, r0, L, H, hd, eps);
 }
 
-void tdm_op_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, const float *shift,
-                                const float *scale, int64_t mstride, int64_t B, int64_t S,
-                                int64_t r0, int64_t L, int64_t D, float eps) {
+void tdm_op_qk_norm_rope(tdm_device_t *dev, tdm_dtype at, void *x, const float *w0,
+                         const float *w1, int64_t split, const float *cosb, const float *sinb,
+                         int64_t B, int64_t S, int64_t H, int64_t hd, float eps) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        PROFILED(dev, "layer_norm_modulate", tdm_cuda_layer_norm_modulate(dev, y, x, shift, scale, mstride, B, S, r0, L, D, eps));
+        PROFILED(dev, "qk_norm_rope", tdm_cuda_qk_norm_rope(dev, at, x, w0, w1, split, cosb, sinb, B, S, H, hd, eps));
         return;
     }
 #endif
-    (void)dev;
+    host_f32(at, "qk_norm_rope");
+    if (split > 0) tdm_cpu_rms_norm_heads(x, w0, B, S, 0, split, H, hd, eps);
+    if (split < S) tdm_cpu_rms_norm_heads(x, w1, B, S, split, S - split, H, hd, eps);
+    tdm_cpu_rope_interleaved(x, cosb, sinb, B, S, H, hd);
+}
+
+void tdm_op_layer_norm_modulate(tdm_device_t *dev, tdm_dtype at, void *y, const float *x,
+                                const float *shift, const float *scale, int64_t mstride,
+                                int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D, float eps) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "layer_norm_modulate", tdm_cuda_layer_norm_modulate(dev, at, y, x, shift, scale, mstride, B, S, r0, L, D, eps));
+        return;
+    }
+#endif
+    host_f32(at, "layer_norm_modulate");
     tdm_cpu_layer_norm_modulate(y, x, shift, scale, mstride, B, S, r0, L, D, eps);
 }
 
-void tdm_op_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const float *gate,
-                           int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L,
-                           int64_t D) {
+void tdm_op_gated_add_rows(tdm_device_t *dev, tdm_dtype at, float *x, const void *y,
+                           const float *gate, int64_t mstride, int64_t B, int64_t S, int64_t r0,
+                           int64_t L, int64_t D) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        PROFILED(dev, "gated_add_rows", tdm_cuda_gated_add_rows(dev, x, y, gate, mstride, B, S, r0, L, D));
+        PROFILED(dev, "gated_add_rows", tdm_cuda_gated_add_rows(dev, at, x, y, gate, mstride, B, S, r0, L, D));
         return;
     }
 #endif
-    (void)dev;
+    host_f32(at, "gated_add_rows");
     tdm_cpu_gated_add_rows(x, y, gate, mstride, B, S, r0, L, D);
 }
 
-void tdm_op_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
-                    int64_t rows, int64_t cols) {
+void tdm_op_copy_2d(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const void *x,
+                    int64_t ldx, int64_t rows, int64_t cols) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) {
-        PROFILED(dev, "copy_2d", tdm_cuda_copy_2d(dev, y, ldy, x, ldx, rows, cols));
+        PROFILED(dev, "copy_2d", tdm_cuda_copy_2d(dev, at, y, ldy, x, ldx, rows, cols));
         return;
     }
 #endif
-    (void)dev;
+    host_f32(at, "copy_2d");
     tdm_cpu_copy_2d(y, ldy, x, ldx, rows, cols);
 }

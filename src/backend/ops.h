@@ -86,19 +86,60 @@ void tdm_op_attention_bias(tdm_device_t *dev, float *o, const float *q, const fl
                            const float *v, const float *tab, float *s, int64_t B, int64_t T,
                            int64_t H, int64_t D);
 
+/* ---- activation dtype ------------------------------------------------------
+ * Ops whose activation operands are `void *` take a tdm_dtype `at` naming
+ * their element type: TDM_F32 always works; on a CUDA device whose
+ * gemm_dtype is F16 / BF16, `at` may be that type, and those operands then
+ * hold half elements (read into float32, rounded once on store). On a host
+ * device `at` must be TDM_F32. Operands typed `float *` (parameters,
+ * modulation vectors, residual streams) are float32 everywhere. A model
+ * picks its activation type with tdm_op_act_dtype and sizes its buffers with
+ * tdm_dtype_size of it. */
+
+/* The activation type models should use on dev: its gemm_dtype on a CUDA
+ * device whose gemm_dtype is F16 / BF16 (unless TDM_ACT_F32=1 is set, an A/B
+ * switch), TDM_F32 otherwise. */
+tdm_dtype tdm_op_act_dtype(const tdm_device_t *dev);
+/* p advanced by n elements of type at. */
+static inline void *tdm_act_at(const void *p, tdm_dtype at, int64_t n) {
+    return (char *)p + n * (int64_t)tdm_dtype_size(at);
+}
+
+/* y (M, N; rows ldy apart, type yt) = act(x (M, K), type xt · W^T [+ b]),
+ * act = tanh GELU when gelu; W a GEMM weight as for tdm_op_linear, b
+ * float32. On a host device xt = yt = TDM_F32 and, without gelu, ldy = N. */
+void tdm_op_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
+                      tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K,
+                      int64_t N, int gelu);
+/* y (n, type yt) = x (n, type xt), rounded to nearest even where it narrows. */
+void tdm_op_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dtype xt,
+                 int64_t n);
+/* tdm_op_attention with q, k, v, o of type at. */
+void tdm_op_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
+                        const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                        float scale, int causal);
+
 /* Transformer row ops (FLUX): see tdm_cpu_rope_interleaved and the others in
- * backend/cpu/ops.h. */
-void tdm_op_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,
-                             int64_t B, int64_t S, int64_t H, int64_t hd);
-void tdm_op_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t B, int64_t S,
-                           int64_t r0, int64_t L, int64_t H, int64_t hd, float eps);
-void tdm_op_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, const float *shift,
-                                const float *scale, int64_t mstride, int64_t B, int64_t S,
-                                int64_t r0, int64_t L, int64_t D, float eps);
-void tdm_op_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const float *gate,
-                           int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L,
-                           int64_t D);
-void tdm_op_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
-                    int64_t rows, int64_t cols);
+ * backend/cpu/ops.h; x of RoPE and the head norms, y of the modulation and
+ * of the gated residual, and both operands of the copy are of type at. */
+void tdm_op_rope_interleaved(tdm_device_t *dev, tdm_dtype at, void *x, const float *cosb,
+                             const float *sinb, int64_t B, int64_t S, int64_t H, int64_t hd);
+void tdm_op_rms_norm_heads(tdm_device_t *dev, tdm_dtype at, void *x, const float *w, int64_t B,
+                           int64_t S, int64_t r0, int64_t L, int64_t H, int64_t hd, float eps);
+/* Per-head RMSNorm of all S rows of x (B, S, H·hd), rows [0, split) with
+ * weight w0 and [split, S) with w1, then the interleaved RoPE with cosb / sinb
+ * (S, hd): the same as two tdm_op_rms_norm_heads and tdm_op_rope_interleaved
+ * (on CUDA one pass, the normalized value kept in float32). hd even. */
+void tdm_op_qk_norm_rope(tdm_device_t *dev, tdm_dtype at, void *x, const float *w0,
+                         const float *w1, int64_t split, const float *cosb, const float *sinb,
+                         int64_t B, int64_t S, int64_t H, int64_t hd, float eps);
+void tdm_op_layer_norm_modulate(tdm_device_t *dev, tdm_dtype at, void *y, const float *x,
+                                const float *shift, const float *scale, int64_t mstride,
+                                int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D, float eps);
+void tdm_op_gated_add_rows(tdm_device_t *dev, tdm_dtype at, float *x, const void *y,
+                           const float *gate, int64_t mstride, int64_t B, int64_t S, int64_t r0,
+                           int64_t L, int64_t D);
+void tdm_op_copy_2d(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const void *x,
+                    int64_t ldx, int64_t rows, int64_t cols);
 
 #endif

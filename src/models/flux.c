@@ -476,33 +476,39 @@ static void rope_tables(float *cosb, float *sinb, const float *ids, int64_t S,
 
 /* ---- forward ------------------------------------------------------------------ */
 
-/* The forward pass's activations, carved from one device allocation. */
+/* The forward pass's activations, carved from one device allocation. The
+ * residual stream x, the modulation chunks and the embeddings are float32;
+ * the GEMM inputs and outputs (nx, q, k, v, o, y, h) are of type `at`
+ * (tdm_op_act_dtype: bf16 / fp16 on a half-precision GPU, float32 on the
+ * CPU), so the GEMMs read and write them without a cast pass. */
 typedef struct {
+    tdm_dtype at;
     float *tproj, *th, *temb, *tmp, *semb;         /* embeddings: (B,256), (B,D) x4 */
-    float *cosb, *sinb;                            /* RoPE tables (S, hd) */
-    float *x, *nx, *q, *k, *v, *o, *y;             /* (B, S, D) */
-    float *h;                                      /* (B, S, 5D): FF hidden / [attn, mlp] */
+    const float *cosb, *sinb;                      /* RoPE tables (S, hd) */
+    float *x;                                      /* residual stream (B, S, D) */
+    void *nx, *q, *k, *v, *o, *y;                  /* (B, S, D), type at */
+    void *h;                                       /* (B, S, 5D): FF hidden / [attn, mlp] */
     float *mod;                                    /* (2, B, 6D) modulation chunks */
 } flux_ws_t;
 
-/* Sizes (or, with base != NULL, places) the workspace; returns its floats or
- * -1 on overflow. Every part starts on a 16-float (64-byte) boundary. */
-static int64_t ws_layout(flux_ws_t *w, float *base, int64_t B, int64_t S, int64_t D,
-                         int64_t hd) {
-    int64_t off = 0, BSD, BD, Shd, B6D;
+/* Sizes (or, with base != NULL, places) the workspace; returns its bytes or
+ * -1 on overflow. Every part starts on a 64-byte boundary. */
+static int64_t ws_layout(flux_ws_t *w, char *base, int64_t B, int64_t S, int64_t D) {
+    int64_t off = 0, BSD, BD, B6D;
+    int64_t fs = (int64_t)sizeof(float), as = (int64_t)tdm_dtype_size(w->at);
     if (!tdm_mul_ok(B, S, &BSD) || !tdm_mul_ok(BSD, D, &BSD) || BSD > INT64_MAX / 64 ||
-        !tdm_mul_ok(B, D, &BD) || BD > INT64_MAX / 64 || !tdm_mul_ok(S, hd, &Shd) ||
-        Shd > INT64_MAX / 64 || B > INT64_MAX / (4 * FLUX_TIME_DIM))
+        !tdm_mul_ok(B, D, &BD) || BD > INT64_MAX / 64 || B > INT64_MAX / (4 * FLUX_TIME_DIM))
         return -1;
     B6D = 6 * BD;
-    struct { float **p; int64_t n; } parts[] = {
-        {&w->tproj, B * FLUX_TIME_DIM}, {&w->th, BD}, {&w->temb, BD}, {&w->tmp, BD},
-        {&w->semb, BD}, {&w->cosb, Shd}, {&w->sinb, Shd},
-        {&w->x, BSD}, {&w->nx, BSD}, {&w->q, BSD}, {&w->k, BSD}, {&w->v, BSD}, {&w->o, BSD},
-        {&w->y, BSD}, {&w->h, 5 * BSD}, {&w->mod, 2 * B6D},
+    struct { void **p; int64_t bytes; } parts[] = {
+        {(void **)&w->tproj, B * FLUX_TIME_DIM * fs}, {(void **)&w->th, BD * fs},
+        {(void **)&w->temb, BD * fs}, {(void **)&w->tmp, BD * fs}, {(void **)&w->semb, BD * fs},
+        {(void **)&w->x, BSD * fs}, {&w->nx, BSD * as}, {&w->q, BSD * as}, {&w->k, BSD * as},
+        {&w->v, BSD * as}, {&w->o, BSD * as}, {&w->y, BSD * as}, {&w->h, 5 * BSD * as},
+        {(void **)&w->mod, 2 * B6D * fs},
     };
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-        int64_t n = (parts[i].n + 15) / 16 * 16;
+        int64_t n = (parts[i].bytes + 63) / 64 * 64;
         if (base) *parts[i].p = base + off;
         if (n > INT64_MAX / 4 - off) return -1;
         off += n;
@@ -511,78 +517,80 @@ static int64_t ws_layout(flux_ws_t *w, float *base, int64_t B, int64_t S, int64_
 }
 
 /* y = Linear(x) on segment rows [r0, r0+L) of every batch element:
- * x (B, S, K), y (B, S, Nout). */
-static void seg_linear(tdm_device_t *dev, float *y, const float *x, const flux_lin_t *l,
-                       int64_t B, int64_t S, int64_t r0, int64_t L, int64_t K, int64_t Nout) {
+ * x (B, S, K), y (B, S, Nout; rows ldy apart), both of type at; tanh GELU
+ * after it when gelu. */
+static void seg_linear_ex(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const void *x,
+                          const flux_lin_t *l, int64_t B, int64_t S, int64_t r0, int64_t L,
+                          int64_t K, int64_t Nout, int gelu) {
     if (L == S) {
-        tdm_op_linear(dev, y, x, l->w, l->b, B * S, K, Nout);
+        tdm_op_linear_ex(dev, y, at, ldy, x, at, l->w, l->b, B * S, K, Nout, gelu);
         return;
     }
     for (int64_t b = 0; b < B; b++)
-        tdm_op_linear(dev, y + (b * S + r0) * Nout, x + (b * S + r0) * K, l->w, l->b, L, K, Nout);
+        tdm_op_linear_ex(dev, tdm_act_at(y, at, (b * S + r0) * ldy), at, ldy,
+                         tdm_act_at(x, at, (b * S + r0) * K), at, l->w, l->b, L, K, Nout, gelu);
 }
 
-/* seg_linear followed by the tanh GELU, in one op. */
-static void seg_linear_gelu(tdm_device_t *dev, float *y, const float *x, const flux_lin_t *l,
-                            int64_t B, int64_t S, int64_t r0, int64_t L, int64_t K, int64_t Nout) {
-    if (L == S) {
-        tdm_op_linear_gelu(dev, y, Nout, x, l->w, l->b, B * S, K, Nout);
-        return;
-    }
-    for (int64_t b = 0; b < B; b++)
-        tdm_op_linear_gelu(dev, y + (b * S + r0) * Nout, Nout, x + (b * S + r0) * K, l->w, l->b,
-                           L, K, Nout);
+static void seg_linear(tdm_device_t *dev, tdm_dtype at, void *y, const void *x,
+                       const flux_lin_t *l, int64_t B, int64_t S, int64_t r0, int64_t L,
+                       int64_t K, int64_t Nout) {
+    seg_linear_ex(dev, at, y, Nout, x, l, B, S, r0, L, K, Nout, 0);
 }
 
-/* Joint attention over all S rows: RoPE on q, k, then softmax(q kᵀ/√hd) v → o. */
-static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S) {
+/* Joint attention over all S rows: per-head RMSNorm of q and k (rows before
+ * `split` with the text weights wq0 / wk0, the rest with wq1 / wk1) and RoPE,
+ * then softmax(q kᵀ/√hd) v → o. */
+static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S,
+                            int64_t split, const float *wq0, const float *wq1, const float *wk0,
+                            const float *wk1) {
     tdm_device_t *dev = m->dev;
-    tdm_op_rope_interleaved(dev, w->q, w->cosb, w->sinb, B, S, m->H, m->hd);
-    tdm_op_rope_interleaved(dev, w->k, w->cosb, w->sinb, B, S, m->H, m->hd);
-    tdm_op_attention(dev, w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
-                     (float)(1.0 / sqrt((double)m->hd)), 0);
+    tdm_op_qk_norm_rope(dev, w->at, w->q, wq0, wq1, split, w->cosb, w->sinb, B, S, m->H, m->hd,
+                        FLUX_RMS_EPS);
+    tdm_op_qk_norm_rope(dev, w->at, w->k, wk0, wk1, split, w->cosb, w->sinb, B, S, m->H, m->hd,
+                        FLUX_RMS_EPS);
+    tdm_op_attention_t(dev, w->at, w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
+                       (float)(1.0 / sqrt((double)m->hd)), 0);
 }
 
 /* FluxTransformerBlock on w->x (B, S, D): text rows [0, T), image rows [T, S). */
 static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t *w, int64_t B,
                          int64_t T, int64_t N) {
     tdm_device_t *dev = m->dev;
-    int64_t D = m->D, S = T + N, H = m->H, hd = m->hd, ms = 6 * D;
+    tdm_dtype at = w->at;
+    int64_t D = m->D, S = T + N, ms = 6 * D;
     float *modi = w->mod, *modt = w->mod + B * ms;
     /* chunks of 6: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
     tdm_op_linear(dev, modi, w->semb, d->mod.w, d->mod.b, B, D, ms);
     tdm_op_linear(dev, modt, w->semb, d->mod_ctx.w, d->mod_ctx.b, B, D, ms);
 
     /* attention: text takes the add_* projections, image the to_* ones */
-    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modt, modt + D, ms, B, S, 0, T, D, FLUX_LN_EPS);
-    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modi, modi + D, ms, B, S, T, N, D, FLUX_LN_EPS);
-    seg_linear(dev, w->q, w->nx, &d->aq, B, S, 0, T, D, D);
-    seg_linear(dev, w->k, w->nx, &d->ak, B, S, 0, T, D, D);
-    seg_linear(dev, w->v, w->nx, &d->av, B, S, 0, T, D, D);
-    seg_linear(dev, w->q, w->nx, &d->q, B, S, T, N, D, D);
-    seg_linear(dev, w->k, w->nx, &d->k, B, S, T, N, D, D);
-    seg_linear(dev, w->v, w->nx, &d->v, B, S, T, N, D, D);
-    tdm_op_rms_norm_heads(dev, w->q, d->naq, B, S, 0, T, H, hd, FLUX_RMS_EPS);
-    tdm_op_rms_norm_heads(dev, w->k, d->nak, B, S, 0, T, H, hd, FLUX_RMS_EPS);
-    tdm_op_rms_norm_heads(dev, w->q, d->nq, B, S, T, N, H, hd, FLUX_RMS_EPS);
-    tdm_op_rms_norm_heads(dev, w->k, d->nk, B, S, T, N, H, hd, FLUX_RMS_EPS);
-    joint_attention(m, w, B, S);
-    seg_linear(dev, w->y, w->o, &d->add_out, B, S, 0, T, D, D);
-    seg_linear(dev, w->y, w->o, &d->out, B, S, T, N, D, D);
-    tdm_op_gated_add_rows(dev, w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
-    tdm_op_gated_add_rows(dev, w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
+    tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modt, modt + D, ms, B, S, 0, T, D,
+                               FLUX_LN_EPS);
+    tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modi, modi + D, ms, B, S, T, N, D,
+                               FLUX_LN_EPS);
+    seg_linear(dev, at, w->q, w->nx, &d->aq, B, S, 0, T, D, D);
+    seg_linear(dev, at, w->k, w->nx, &d->ak, B, S, 0, T, D, D);
+    seg_linear(dev, at, w->v, w->nx, &d->av, B, S, 0, T, D, D);
+    seg_linear(dev, at, w->q, w->nx, &d->q, B, S, T, N, D, D);
+    seg_linear(dev, at, w->k, w->nx, &d->k, B, S, T, N, D, D);
+    seg_linear(dev, at, w->v, w->nx, &d->v, B, S, T, N, D, D);
+    joint_attention(m, w, B, S, T, d->naq, d->nq, d->nak, d->nk);
+    seg_linear(dev, at, w->y, w->o, &d->add_out, B, S, 0, T, D, D);
+    seg_linear(dev, at, w->y, w->o, &d->out, B, S, T, N, D, D);
+    tdm_op_gated_add_rows(dev, at, w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
+    tdm_op_gated_add_rows(dev, at, w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
 
     /* feed-forwards: ff_context on text, ff on image, GELU (tanh) */
-    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modt + 3 * D, modt + 4 * D, ms, B, S, 0, T, D,
-                               FLUX_LN_EPS);
-    tdm_op_layer_norm_modulate(dev, w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N, D,
-                               FLUX_LN_EPS);
-    seg_linear_gelu(dev, w->h, w->nx, &d->cff1, B, S, 0, T, D, 4 * D);
-    seg_linear_gelu(dev, w->h, w->nx, &d->ff1, B, S, T, N, D, 4 * D);
-    seg_linear(dev, w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
-    seg_linear(dev, w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
-    tdm_op_gated_add_rows(dev, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
-    tdm_op_gated_add_rows(dev, w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
+    tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modt + 3 * D, modt + 4 * D, ms, B, S, 0, T,
+                               D, FLUX_LN_EPS);
+    tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N,
+                               D, FLUX_LN_EPS);
+    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->cff1, B, S, 0, T, D, 4 * D, 1);
+    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->ff1, B, S, T, N, D, 4 * D, 1);
+    seg_linear(dev, at, w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
+    seg_linear(dev, at, w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
+    tdm_op_gated_add_rows(dev, at, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
+    tdm_op_gated_add_rows(dev, at, w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
 }
 
 /* FluxSingleTransformerBlock on all S rows of w->x (B, S, D):
@@ -590,25 +598,26 @@ static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t 
 static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t *w, int64_t B,
                          int64_t S) {
     tdm_device_t *dev = m->dev;
-    int64_t D = m->D, H = m->H, hd = m->hd, ms = 3 * D, rows = B * S;
+    tdm_dtype at = w->at;
+    int64_t D = m->D, ms = 3 * D, rows = B * S;
     float *mod = w->mod;   /* shift, scale, gate */
     tdm_op_linear(dev, mod, w->semb, s->mod.w, s->mod.b, B, D, ms);
-    tdm_op_layer_norm_modulate(dev, w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D, FLUX_LN_EPS);
+    tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D,
+                               FLUX_LN_EPS);
 
     /* MLP branch straight into columns [D, 5D) of h (B*S, 5D) */
-    tdm_op_linear_gelu(dev, w->h + D, 5 * D, w->nx, s->mlp.w, s->mlp.b, rows, D, 4 * D);
+    tdm_op_linear_ex(dev, tdm_act_at(w->h, at, D), at, 5 * D, w->nx, at, s->mlp.w, s->mlp.b, rows,
+                     D, 4 * D, 1);
 
     /* attention branch into columns [0, D) */
-    tdm_op_linear(dev, w->q, w->nx, s->q.w, s->q.b, rows, D, D);
-    tdm_op_linear(dev, w->k, w->nx, s->k.w, s->k.b, rows, D, D);
-    tdm_op_linear(dev, w->v, w->nx, s->v.w, s->v.b, rows, D, D);
-    tdm_op_rms_norm_heads(dev, w->q, s->nq, B, S, 0, S, H, hd, FLUX_RMS_EPS);
-    tdm_op_rms_norm_heads(dev, w->k, s->nk, B, S, 0, S, H, hd, FLUX_RMS_EPS);
-    joint_attention(m, w, B, S);
-    tdm_op_copy_2d(dev, w->h, 5 * D, w->o, D, rows, D);
+    seg_linear(dev, at, w->q, w->nx, &s->q, B, S, 0, S, D, D);
+    seg_linear(dev, at, w->k, w->nx, &s->k, B, S, 0, S, D, D);
+    seg_linear(dev, at, w->v, w->nx, &s->v, B, S, 0, S, D, D);
+    joint_attention(m, w, B, S, 0, s->nq, s->nq, s->nk, s->nk);
+    tdm_op_copy_2d(dev, at, w->h, 5 * D, w->o, D, rows, D);
 
-    tdm_op_linear(dev, w->y, w->h, s->out.w, s->out.b, rows, 5 * D, D);
-    tdm_op_gated_add_rows(dev, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
+    seg_linear(dev, at, w->y, w->h, &s->out, B, S, 0, S, 5 * D, D);
+    tdm_op_gated_add_rows(dev, at, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
 }
 
 /* m->rope holds the tables of cat(txt_ids, img_ids): reused when the ids
@@ -674,7 +683,8 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     tdm_status st = TDM_OK;
     tdm_device_t *dev;
     flux_ws_t w;
-    float *base = NULL, *host = NULL;
+    char *base = NULL;
+    float *host = NULL;
     int64_t nws, nhost, S, D, C, Cout, J, P, hd;
     if (!m || !img || !txt || !pooled || !timestep || !img_ids || !txt_ids || !out)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: NULL argument");
@@ -698,19 +708,20 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     Cout = m->info.out_channels;
     J = m->info.joint_attention_dim;
     P = m->info.pooled_projection_dim;
-    nws = ws_layout(&w, NULL, B, S, D, hd);
-    if (nws < 0)
+    w.at = tdm_op_act_dtype(dev);
+    nws = ws_layout(&w, NULL, B, S, D);
+    if (nws < 0 || S > INT64_MAX / 64 / hd)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld is too "
                           "large", (long long)B, (long long)N, (long long)T);
     /* host staging for the sinusoid (B, 256) and the RoPE tables 2 x (S, hd);
-     * ws_layout has bounded both products */
+     * both products are bounded above */
     nhost = 2 * S * hd > B * FLUX_TIME_DIM ? 2 * S * hd : B * FLUX_TIME_DIM;
     host = malloc((size_t)nhost * sizeof(float));
     if (!host) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld host floats",
                                  (long long)nhost);
-    base = tdm_dev_alloc(dev, nws * (int64_t)sizeof(float), "flux activations");
+    base = tdm_dev_alloc(dev, nws, "flux activations");
     if (!base) { st = TDM_ERR_NOMEM; goto fail; }
-    ws_layout(&w, base, B, S, D, hd);
+    ws_layout(&w, base, B, S, D);
 
     TDM_TRY(tdm_offload_in(&m->off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
     /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
@@ -724,7 +735,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     tdm_op_linear(dev, w.tmp, w.th, m->p2.w, m->p2.b, B, D, D);
     tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     /* every AdaLN linear sees SiLU(temb) */
-    tdm_op_copy_2d(dev, w.semb, 0, w.temb, 0, 1, B * D);
+    tdm_op_copy_2d(dev, TDM_F32, w.semb, 0, w.temb, 0, 1, B * D);
     tdm_op_silu(dev, w.semb, B * D);
 
     /* x = [context_embedder(txt), x_embedder(img)] per batch element */
@@ -752,15 +763,16 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
 
     /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
     tdm_op_linear(dev, w.mod, w.semb, m->norm_out.w, m->norm_out.b, B, D, 2 * D);
-    tdm_op_layer_norm_modulate(dev, w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D,
+    tdm_op_layer_norm_modulate(dev, w.at, w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D,
                                FLUX_LN_EPS);
     for (int64_t b = 0; b < B; b++)
-        tdm_op_linear(dev, out + b * N * Cout, w.nx + (b * S + T) * D, m->proj_out.w,
-                      m->proj_out.b, N, D, Cout);
+        tdm_op_linear_ex(dev, out + b * N * Cout, TDM_F32, Cout,
+                         tdm_act_at(w.nx, w.at, (b * S + T) * D), w.at, m->proj_out.w,
+                         m->proj_out.b, N, D, Cout, 0);
 
 fail:
     tdm_offload_out_all(&m->off);   /* whatever is still brought in */
-    if (base) tdm_dev_free(dev, base, nws * (int64_t)sizeof(float));
+    if (base) tdm_dev_free(dev, base, nws);
     free(host);
     return st;
 }

@@ -75,12 +75,24 @@ __device__ __forceinline__ unsigned tc_pack(float lo, float hi) {
     return r;
 }
 
+/* o[idx] = v as float32, or (ohalf) rounded to the kernel's half type. */
+template <bool BF>
+__device__ __forceinline__ void tc_store(void *o, int64_t idx, float v, int ohalf) {
+    if (!ohalf)
+        ((float *)o)[idx] = v;
+    else if (BF)
+        ((__nv_bfloat16 *)o)[idx] = __float2bfloat16_rn(v);
+    else
+        ((__half *)o)[idx] = __float2half_rn(v);
+}
+
 /* One tensor of a conversion: dst (BH, Tp, DP) halves from src (B, T, H·D)
- * floats. vec: src is 16-byte aligned and D % 4 == 0, so full 8-float
- * chunks load as two float4. */
+ * floats, or (TcConvArgs.ihalf) halves of the kernel's type. vec: src is
+ * 16-byte aligned and D % 4 == 0 (floats: full 8-float chunks load as two
+ * float4) or D % 8 == 0 (halves: one uint4). */
 struct TcConvJob {
     uint4 *dst;
-    const float *src;
+    const void *src;
     int64_t T, Tp;
     int vec;
 };
@@ -88,6 +100,7 @@ struct TcConvArgs {
     TcConvJob job[3];
     int64_t H;
     int D, DP;
+    int ihalf;
 };
 
 /* Grid (x: chunks of one head, y: b·H + h, z: tensor); one thread writes 8
@@ -102,7 +115,30 @@ __global__ void tc_convert(TcConvArgs a) {
     const int T = (int)jb.T;
     const unsigned n = (unsigned)(jb.Tp * c8n);
     uint4 *dst = jb.dst + bh * n;
-    const float *src = jb.src + b * jb.T * HD + h * D;
+    const int64_t off = b * jb.T * HD + h * D;
+    if (a.ihalf) {   /* a copy into the padded layout, zeros past T and D */
+        const unsigned short *src = (const unsigned short *)jb.src + off;
+        for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n;
+             i += gridDim.x * blockDim.x) {
+            const int t = (int)(i / c8n), d0 = (int)(i - t * c8n) * 8;
+            if (t < T && d0 + 8 <= D && jb.vec) {
+                dst[i] = __ldg((const uint4 *)(src + (int64_t)t * HD + d0));
+            } else {
+                unsigned short u[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    u[j] = t < T && d0 + j < D ? src[(int64_t)t * HD + d0 + j] : (unsigned short)0;
+                uint4 w;
+                w.x = u[0] | (unsigned)u[1] << 16;
+                w.y = u[2] | (unsigned)u[3] << 16;
+                w.z = u[4] | (unsigned)u[5] << 16;
+                w.w = u[6] | (unsigned)u[7] << 16;
+                dst[i] = w;
+            }
+        }
+        return;
+    }
+    const float *src = (const float *)jb.src + off;
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const int t = (int)(i / c8n), d0 = (int)(i - t * c8n) * 8;
         float f[8];
@@ -214,7 +250,7 @@ __device__ __forceinline__ void tc_load_tile(unsigned short *s, const unsigned s
  * argument is unused (and the kernel the same as before it existed). */
 template <int DP, bool BF, bool BIAS>
 __global__ void __launch_bounds__(TC_THREADS)
-tc_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh,
+tc_attention_kernel(void *o, int ohalf, const unsigned short *qh, const unsigned short *kh,
                     const unsigned short *vh, int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp,
                     int64_t Tkp, int D, float scale_log2, int causal, const float *bias_tab) {
     constexpr int LD = DP + TC_PAD;
@@ -386,18 +422,18 @@ tc_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh
         float inv = l > 0.0f ? 1.0f / l : 0.0f;
         int64_t qi = i0 + qr0 + g + r * 8;
         if (qi >= Tq) continue;
-        float *orow = o + (b * Tq + qi) * HD + h * D;
+        const int64_t orow = (b * Tq + qi) * HD + h * D;
 #pragma unroll
         for (int i = 0; i < NDT; i++) {
             int d = i * 8 + 2 * t4;
-            if (d < D) orow[d] = acc[i][2 * r] * inv;
-            if (d + 1 < D) orow[d + 1] = acc[i][2 * r + 1] * inv;
+            if (d < D) tc_store<BF>(o, orow + d, acc[i][2 * r] * inv, ohalf);
+            if (d + 1 < D) tc_store<BF>(o, orow + d + 1, acc[i][2 * r + 1] * inv, ohalf);
         }
     }
 }
 
 template <int DP, bool BF, bool BIAS>
-static cudaError_t tc_launch(cudaStream_t st, float *o, const unsigned short *qh,
+static cudaError_t tc_launch(cudaStream_t st, void *o, int ohalf, const unsigned short *qh,
                              const unsigned short *kh, const unsigned short *vh, int64_t B,
                              int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp, int64_t Tkp, int D,
                              float scale_log2, int causal, const float *bias_tab) {
@@ -407,7 +443,7 @@ static cudaError_t tc_launch(cudaStream_t st, float *o, const unsigned short *qh
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)(Tqp / TC_BQ), (unsigned)(B * H));
     tc_attention_kernel<DP, BF, BIAS><<<grid, TC_THREADS, smem, st>>>(
-        o, qh, kh, vh, H, Tq, Tk, Tqp, Tkp, D, scale_log2, causal, bias_tab);
+        o, ohalf, qh, kh, vh, H, Tq, Tk, Tqp, Tkp, D, scale_log2, causal, bias_tab);
     return cudaGetLastError();
 }
 
@@ -486,7 +522,7 @@ struct Tc2Regs {
 
 template <int DP, bool BF, bool QREG, bool BIAS>
 __global__ void __maxnreg__(Tc2Regs<DP>::max)
-tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *kh,
+tc2_attention_kernel(void *o, int ohalf, const unsigned short *qh, const unsigned short *kh,
                      const unsigned short *vh, int H, int Tq, int Tk, int64_t Tqp,
                      int64_t Tkp, int D, float scale_log2, int causal, int ovec,
                      const float *bias_tab) {
@@ -718,23 +754,28 @@ tc2_attention_kernel(float *o, const unsigned short *qh, const unsigned short *k
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
             const int qi = i0 + qr0 + mt * 16 + g + r * 8;
             if (qi >= Tq) continue;
-            float *orow = o + ((int64_t)b * Tq + qi) * HD + (int64_t)h * D;
+            const int64_t orow = ((int64_t)b * Tq + qi) * HD + (int64_t)h * D;
 #pragma unroll
             for (int i = 0; i < NDT; i++) {
                 const int d = i * 8 + 2 * t4;
-                if (ovec) {   /* D even, o 8-byte aligned: d < D ⇔ d + 1 < D */
-                    if (d < D)
-                        *(float2 *)(orow + d) = make_float2(acc[mt][i][2 * r] * inv, acc[mt][i][2 * r + 1] * inv);
+                const float v0 = acc[mt][i][2 * r] * inv, v1 = acc[mt][i][2 * r + 1] * inv;
+                if (ovec) {   /* D even, o 8-byte (halves: 4-byte) aligned: d < D ⇔ d + 1 < D */
+                    if (d < D) {
+                        if (ohalf)
+                            *(unsigned *)((unsigned short *)o + orow + d) = tc_pack<BF>(v0, v1);
+                        else
+                            *(float2 *)((float *)o + orow + d) = make_float2(v0, v1);
+                    }
                 } else {
-                    if (d < D) orow[d] = acc[mt][i][2 * r] * inv;
-                    if (d + 1 < D) orow[d + 1] = acc[mt][i][2 * r + 1] * inv;
+                    if (d < D) tc_store<BF>(o, orow + d, v0, ohalf);
+                    if (d + 1 < D) tc_store<BF>(o, orow + d + 1, v1, ohalf);
                 }
             }
         }
 }
 
 template <int DP, bool BF, bool BIAS>
-static cudaError_t tc2_launch(cudaStream_t st, float *o, const unsigned short *qh,
+static cudaError_t tc2_launch(cudaStream_t st, void *o, int ohalf, const unsigned short *qh,
                               const unsigned short *kh, const unsigned short *vh, int64_t B,
                               int64_t H, int64_t Tq, int64_t Tk, int64_t Tqp, int64_t Tkp, int D,
                               float scale_log2, int causal, const float *bias_tab) {
@@ -749,10 +790,10 @@ static cudaError_t tc2_launch(cudaStream_t st, float *o, const unsigned short *q
                              cudaFuncAttributePreferredSharedMemoryCarveout,
                              cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
-    const int ovec = D % 2 == 0 && ((uintptr_t)o & 7) == 0;
+    const int ovec = D % 2 == 0 && ((uintptr_t)o & (ohalf ? 3 : 7)) == 0;
     dim3 grid((unsigned)(Tqp / TC2_BQ), (unsigned)(B * H));
     tc2_attention_kernel<DP, BF, QREG, BIAS><<<grid, TC_THREADS, smem, st>>>(
-        o, qh, kh, vh, (int)H, (int)Tq, (int)Tk, Tqp, Tkp, D, scale_log2, causal, ovec, bias_tab);
+        o, ohalf, qh, kh, vh, (int)H, (int)Tq, (int)Tk, Tqp, Tkp, D, scale_log2, causal, ovec, bias_tab);
     return cudaGetLastError();
 }
 
@@ -765,7 +806,7 @@ static int tc_padded_dim(int64_t D) {
     return 0;
 }
 
-typedef cudaError_t (*tc_launch_fn)(cudaStream_t, float *, const unsigned short *,
+typedef cudaError_t (*tc_launch_fn)(cudaStream_t, void *, int, const unsigned short *,
                                     const unsigned short *, const unsigned short *, int64_t,
                                     int64_t, int64_t, int64_t, int64_t, int64_t, int, float, int,
                                     const float *);
@@ -813,8 +854,8 @@ static bool tc_force_old(void) {
 /* Returns 1 when it handled the call (launched, or recorded a failure on d),
  * 0 when the shape is outside what it supports (the caller runs FP32).
  * Expects B, Tq, Tk, H, D > 0; with bias_tab, Tq = Tk. */
-static int tc_attention_run(tdm_device_t *d, float *o, const float *q, const float *k,
-                            const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+static int tc_attention_run(tdm_device_t *d, void *o, const void *q, const void *k,
+                            const void *v, int ihalf, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                             int64_t D, float scale, int causal, const float *bias_tab) {
     const bool bf = d->gemm_dtype == TDM_BF16;
     const int DP = tc_padded_dim(D);
@@ -836,7 +877,7 @@ static int tc_attention_run(tdm_device_t *d, float *o, const float *q, const flo
     unsigned short *kh = qh + nq, *vh = kh + nk;
     {
         TcConvArgs a;
-        const float *src[3] = {q, k, v};
+        const void *src[3] = {q, k, v};
         unsigned short *dst[3] = {qh, kh, vh};
         const int64_t T[3] = {Tq, Tk, Tk}, Tp[3] = {Tqp, Tkp, Tkp};
         for (int i = 0; i < 3; i++) {
@@ -844,11 +885,12 @@ static int tc_attention_run(tdm_device_t *d, float *o, const float *q, const flo
             a.job[i].src = src[i];
             a.job[i].T = T[i];
             a.job[i].Tp = Tp[i];
-            a.job[i].vec = D % 4 == 0 && ((uintptr_t)src[i] & 15) == 0;
+            a.job[i].vec = D % (ihalf ? 8 : 4) == 0 && ((uintptr_t)src[i] & 15) == 0;
         }
         a.H = H;
         a.D = (int)D;
         a.DP = DP;
+        a.ihalf = ihalf;
         const int64_t n8 = (Tqp > Tkp ? Tqp : Tkp) * (DP / 8);   /* chunks of one head */
         int64_t nbx = (n8 + TDM_CUDA_THREADS - 1) / TDM_CUDA_THREADS;
         if (nbx > 65535) nbx = 65535;   /* the loop strides over the rest */
@@ -867,7 +909,7 @@ static int tc_attention_run(tdm_device_t *d, float *o, const float *q, const flo
         else
             fn = two ? (bf ? tc2_pick<true, false>(DP) : tc2_pick<false, false>(DP))
                      : (bf ? tc_pick<true, false>(DP) : tc_pick<false, false>(DP));
-        TDM_CUDA_CHECK(fn(c->stream, o, qh, kh, vh, B, H, Tq, Tk, Tqp, Tkp, (int)D, scale_log2,
+        TDM_CUDA_CHECK(fn(c->stream, o, ihalf, qh, kh, vh, B, H, Tq, Tk, Tqp, Tkp, (int)D, scale_log2,
                           causal, bias_tab));
         TDM_CUDA_LAUNCHED("tc_attention_kernel / tc2_attention_kernel");
     }
@@ -875,10 +917,10 @@ fail:
     return 1;
 }
 
-extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, float *o, const float *q, const float *k,
-                                     const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
-                                     int64_t D, float scale, int causal) {
-    return tc_attention_run(d, o, q, k, v, B, Tq, Tk, H, D, scale, causal, NULL);
+extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, void *o, const void *q, const void *k,
+                                     const void *v, int ihalf, int64_t B, int64_t Tq, int64_t Tk,
+                                     int64_t H, int64_t D, float scale, int causal) {
+    return tc_attention_run(d, o, q, k, v, ihalf, B, Tq, Tk, H, D, scale, causal, NULL);
 }
 
 /* Attention with the relative position bias of tdm_cuda_attention_bias (tab
@@ -892,5 +934,5 @@ extern "C" int tdm_cuda_attention_tc_bias(tdm_device_t *d, float *o, const float
     if (d->gemm_dtype != TDM_F16 && d->gemm_dtype != TDM_BF16) return 0;
     if (!tab || B <= 0 || T <= 0 || H <= 0 || D <= 0) return 0;
     if (T > (1LL << 29) || H * (2 * T - 1) > 0x7fffffffLL) return 0;   /* int tab indices */
-    return tc_attention_run(d, o, q, k, v, B, T, T, H, D, scale, 0, tab);
+    return tc_attention_run(d, o, q, k, v, 0, B, T, T, H, D, scale, 0, tab);
 }

@@ -5,6 +5,8 @@
 #define TDM_CUDA_COMMON_CUH
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -58,11 +60,12 @@ void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes);
 
 /* cuBLASLt linear with the bias (and GELU-tanh when `gelu`) in the
  * epilogue (gemm_lt.cu): y (M, N; rows ldy apart) = act(xh (M, K) · W^T
- * [+ b]), xh and W in d->gemm_dtype. Returns 0 without queueing anything
- * when cuBLASLt has no plan for the shape. */
-extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, float *y, int64_t ldy, const void *xh,
-                                  const void *W, const float *b, int64_t M, int64_t K, int64_t N,
-                                  int gelu);
+ * [+ b]), xh and W in d->gemm_dtype, b float32, y float32 or, with yhalf,
+ * d->gemm_dtype. Returns 0 without queueing anything when cuBLASLt has no
+ * plan for the shape. */
+extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
+                                  const void *xh, const void *W, const float *b, int64_t M,
+                                  int64_t K, int64_t N, int gelu);
 /* Releases the cuBLASLt state of c (device free). */
 extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c);
 
@@ -122,6 +125,31 @@ static __device__ __forceinline__ double tdm_block_sum(double v, double *sh) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+
+/* Activation elements of type float, __half or __nv_bfloat16: loaded as
+ * float32, stored rounded to nearest even. */
+static __device__ __forceinline__ float tdm_ld(const float *p) { return *p; }
+static __device__ __forceinline__ float tdm_ld(const __half *p) { return __half2float(*p); }
+static __device__ __forceinline__ float tdm_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ void tdm_st(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void tdm_st(__half *p, float v) { *p = __float2half_rn(v); }
+static __device__ __forceinline__ void tdm_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+/* Runs `...` (a kernel launch naming T) with T the element type of dtype
+ * dt: __half for TDM_F16, __nv_bfloat16 for TDM_BF16, float otherwise. */
+#define TDM_ACT_DISPATCH(dt, T, ...)                                               \
+    do {                                                                           \
+        if ((dt) == TDM_F16) {                                                     \
+            typedef __half T;                                                      \
+            __VA_ARGS__;                                                           \
+        } else if ((dt) == TDM_BF16) {                                             \
+            typedef __nv_bfloat16 T;                                               \
+            __VA_ARGS__;                                                           \
+        } else {                                                                   \
+            typedef float T;                                                       \
+            __VA_ARGS__;                                                           \
+        }                                                                          \
+    } while (0)
 
 /* Threads per block of the element-wise kernels. */
 #define TDM_CUDA_THREADS 256

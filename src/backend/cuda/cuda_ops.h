@@ -38,6 +38,18 @@ void tdm_cuda_linear(tdm_device_t *dev, float *y, const float *x, const float *W
                      int64_t M, int64_t K, int64_t N);
 void tdm_cuda_linear_gelu(tdm_device_t *dev, float *y, int64_t ldy, const float *x,
                           const float *W, const float *b, int64_t M, int64_t K, int64_t N);
+/* The general linear: y (M, N; rows ldy apart, of type yt) = act(x (M, K),
+ * of type xt · W^T [+ b]), act = tanh GELU when gelu. xt and yt are TDM_F32
+ * or, on a device whose gemm_dtype is F16 / BF16, that type (a half x goes
+ * to the GEMM as it is; a half y is rounded once from the float32 sum of
+ * product and bias). b stays float32. */
+void tdm_cuda_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
+                        tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K,
+                        int64_t N, int gelu);
+/* y (n, type yt) = x (n, type xt), each of TDM_F32 / TDM_F16 / TDM_BF16,
+ * rounded to nearest even where it narrows. */
+void tdm_cuda_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dtype xt,
+                   int64_t n);
 void tdm_cuda_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
                    float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                    float beta, float *C, int64_t ldc);
@@ -70,6 +82,11 @@ void tdm_cuda_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_
 void tdm_cuda_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v,
                         int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D, float scale,
                         int causal);
+/* The same with q, k, v and o of type at (TDM_F32, or the device's half
+ * gemm_dtype). */
+void tdm_cuda_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
+                          const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                          float scale, int causal);
 void tdm_cuda_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
                            int64_t S);
 void tdm_cuda_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t S,
@@ -103,19 +120,25 @@ int tdm_cuda_attention_tc_bias(tdm_device_t *dev, float *o, const float *q, cons
                                const float *v, const float *tab, int64_t B, int64_t T, int64_t H,
                                int64_t D, float scale);
 
-/* Transformer row ops (FLUX), in ops_flux.cu. */
-void tdm_cuda_rope_interleaved(tdm_device_t *dev, float *x, const float *cosb, const float *sinb,
-                               int64_t B, int64_t S, int64_t H, int64_t hd);
-void tdm_cuda_rms_norm_heads(tdm_device_t *dev, float *x, const float *w, int64_t B, int64_t S,
-                             int64_t r0, int64_t L, int64_t H, int64_t hd, float eps);
-void tdm_cuda_layer_norm_modulate(tdm_device_t *dev, float *y, const float *x, const float *shift,
-                                  const float *scale, int64_t mstride, int64_t B, int64_t S,
-                                  int64_t r0, int64_t L, int64_t D, float eps);
-void tdm_cuda_gated_add_rows(tdm_device_t *dev, float *x, const float *y, const float *gate,
-                             int64_t mstride, int64_t B, int64_t S, int64_t r0, int64_t L,
-                             int64_t D);
-void tdm_cuda_copy_2d(tdm_device_t *dev, float *y, int64_t ldy, const float *x, int64_t ldx,
-                      int64_t rows, int64_t cols);
+/* Transformer row ops (FLUX), in ops_flux.cu. The activation operands
+ * (void *) are of type `at`: TDM_F32, or on a device whose gemm_dtype is F16
+ * / BF16, that type; see backend/ops.h. */
+void tdm_cuda_rope_interleaved(tdm_device_t *dev, tdm_dtype at, void *x, const float *cosb,
+                               const float *sinb, int64_t B, int64_t S, int64_t H, int64_t hd);
+void tdm_cuda_rms_norm_heads(tdm_device_t *dev, tdm_dtype at, void *x, const float *w, int64_t B,
+                             int64_t S, int64_t r0, int64_t L, int64_t H, int64_t hd, float eps);
+void tdm_cuda_qk_norm_rope(tdm_device_t *dev, tdm_dtype at, void *x, const float *w0,
+                           const float *w1, int64_t split, const float *cosb, const float *sinb,
+                           int64_t B, int64_t S, int64_t H, int64_t hd, float eps);
+void tdm_cuda_layer_norm_modulate(tdm_device_t *dev, tdm_dtype at, void *y, const float *x,
+                                  const float *shift, const float *scale, int64_t mstride,
+                                  int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D,
+                                  float eps);
+void tdm_cuda_gated_add_rows(tdm_device_t *dev, tdm_dtype at, float *x, const void *y,
+                             const float *gate, int64_t mstride, int64_t B, int64_t S, int64_t r0,
+                             int64_t L, int64_t D);
+void tdm_cuda_copy_2d(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const void *x,
+                      int64_t ldx, int64_t rows, int64_t cols);
 
 /* Host→device uploads of whole buffers (weights), in upload.cu. Large copies
  * go through a ring of TDM_CUDA_UPLOAD_NBUF pinned host buffers of

@@ -19,7 +19,7 @@
 
 typedef struct {
     int64_t M, K, N, ldy;
-    int epi, dtype;
+    int epi, dtype, ytype;           /* ytype: TDM_F32 or the GEMM dtype */
     uint32_t align;                  /* pointer alignment the algorithm may assume */
     int ok;                          /* 0: cuBLASLt has no algorithm; use the fallback */
     cublasLtMatmulDesc_t op;
@@ -61,9 +61,9 @@ extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c) {
  * (N, M): D = op(A) · B with A = W read column-major (K, N) transposed and
  * B = x read column-major (K, M); the bias runs along D's rows (N). */
 static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t K, int64_t N,
-                         int64_t ldy, cublasLtEpilogue_t epi, uint32_t al) {
+                         int64_t ldy, cublasLtEpilogue_t epi, uint32_t al, int yhalf) {
     tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
-    int dt = (int)d->gemm_dtype;
+    int dt = (int)d->gemm_dtype, yt = yhalf ? dt : (int)TDM_F32;
     if (!lt) {
         lt = (tdm_cuda_lt *)calloc(1, sizeof *lt);
         if (!lt) return NULL;
@@ -79,7 +79,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     for (int i = 0; i < lt->nplan; i++) {
         lt_plan *p = &lt->plan[i];
         if (p->M == M && p->K == K && p->N == N && p->ldy == ldy && p->epi == (int)epi &&
-            p->dtype == dt && p->align == al)
+            p->dtype == dt && p->ytype == yt && p->align == al)
             return p->ok ? p : NULL;
     }
     if (lt->nplan == LT_PLANS) return NULL;   /* more shapes than a model has: fall back */
@@ -91,8 +91,12 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     p->ldy = ldy;
     p->epi = (int)epi;
     p->dtype = dt;
+    p->ytype = yt;
     p->align = al;
     cudaDataType t = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    cudaDataType ty = yhalf ? t : CUDA_R_32F;
+    /* the bias stays float32 (the epilogue adds it in float32 before rounding) */
+    int32_t bias_t = CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
@@ -102,9 +106,11 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
+        (yhalf && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                 &bias_t, sizeof bias_t)) ||
         cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
         cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
-        cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_32F, (uint64_t)N, (uint64_t)M, ldy) ||
+        cublasLtMatrixLayoutCreate(&p->ld, ty, (uint64_t)N, (uint64_t)M, ldy) ||
         cublasLtMatmulPreferenceCreate(&pref) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws) ||
@@ -138,13 +144,13 @@ static uint32_t align_of(const void *p) {
 }
 
 /* y (M, N; rows ldy apart) = act(xh (M, K) · W^T [+ b]) with xh and W in
- * d->gemm_dtype, b and y float32; act = cuBLASLt's GELU epilogue (the tanh
+ * d->gemm_dtype, b float32, y float32 or (yhalf) d->gemm_dtype; act = cuBLASLt's GELU epilogue (the tanh
  * approximation) when `gelu`, else none. Returns 0 (nothing queued, no
  * error) when cuBLASLt has no plan for the shape, so the caller runs its
  * fallback; 1 otherwise (a failure of the launch is kept on the device). */
-extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, float *y, int64_t ldy, const void *xh,
-                                  const void *W, const float *b, int64_t M, int64_t K, int64_t N,
-                                  int gelu) {
+extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
+                                  const void *xh, const void *W, const float *b, int64_t M,
+                                  int64_t K, int64_t N, int gelu) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     const float one = 1.0f, zero = 0.0f;
     cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
@@ -153,7 +159,7 @@ extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, float *y, int64_t ldy, const 
     if (aw < al) al = aw;
     if (ax < al) al = ax;
     if (b && align_of(b) < 16) return 0;
-    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al);
+    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf);
     if (!p) return 0;
     if (b) TDM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                            &b, sizeof b));

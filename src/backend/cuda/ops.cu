@@ -132,35 +132,17 @@ extern "C" void tdm_cuda_gemm(tdm_device_t *d, int transA, int transB, int64_t M
     gemm_rm(d, c, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* y (M, N): each row a copy of b (N). */
-__global__ void fill_rows_kernel(float *y, const float *b, int64_t M, int64_t N) {
+/* y (M, N; rows ldy apart): each row a copy of b (N). */
+__global__ void fill_rows_kernel(float *y, int64_t ldy, const float *b, int64_t M, int64_t N) {
     int64_t n = M * N;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = b[i % N];
+        y[(i / N) * ldy + i % N] = b[i % N];
 }
 
 extern "C" void tdm_cuda_linear(tdm_device_t *d, float *y, const float *x, const float *W,
                                 const float *b, int64_t M, int64_t K, int64_t N) {
-    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
-    const void *xh = NULL;
-    if (M <= 0 || N <= 0) return;
-    if (gemm_is_half(d)) {
-        if (!(xh = stage_half(d, c, x, M, K, K))) return;
-        /* one cuBLASLt kernel with the bias in its epilogue, when it has a plan */
-        if (K > 0 && tdm_cuda_linear_lt(d, y, N, xh, W, b, M, K, N, 0)) return;
-    }
-    if (b) {
-        tdm_cuda_prof_begin(d);
-        fill_rows_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
-                           c->stream>>>(y, b, M, N);
-        tdm_cuda_prof_end(d, "bias fill");
-        TDM_CUDA_LAUNCHED("fill_rows_kernel");
-    }
-    /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
-    if (xh) gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, y, N);
-    else gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
-fail:;
+    tdm_cuda_linear_ex(d, y, TDM_F32, N, x, TDM_F32, W, b, M, K, N, 0);
 }
 
 /* ---- convolution -----------------------------------------------------------
@@ -539,19 +521,93 @@ __global__ void bias_gelu_kernel(float *y, int64_t ldy, const float *b, int64_t 
 extern "C" void tdm_cuda_linear_gelu(tdm_device_t *d, float *y, int64_t ldy, const float *x,
                                      const float *W, const float *b, int64_t M, int64_t K,
                                      int64_t N) {
+    tdm_cuda_linear_ex(d, y, TDM_F32, ldy, x, TDM_F32, W, b, M, K, N, 1);
+}
+
+/* y (M, N; rows ldy apart, type T) = act(t (M, N; rows ldt apart) [+ b]),
+ * act = tanh GELU when gelu; the fallback epilogue of a half-output linear. */
+template <typename T>
+__global__ void bias_act_kernel(T *y, int64_t ldy, const float *t, int64_t ldt, const float *b,
+                                int64_t M, int64_t N, int gelu) {
+    GRID_STRIDE(i, M * N) {
+        int64_t r = i / N, j = i % N;
+        float v = t[r * ldt + j] + (b ? b[j] : 0.0f);
+        to_half(&y[r * ldy + j], gelu ? gelu_tanh(v) : v);
+    }
+}
+
+extern "C" void tdm_cuda_linear_ex(tdm_device_t *d, void *y, tdm_dtype yt, int64_t ldy,
+                                   const void *x, tdm_dtype xt, const float *W, const float *b,
+                                   int64_t M, int64_t K, int64_t N, int gelu) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     const void *xh = NULL;
+    float *tmp = NULL;
+    int yhalf = yt != TDM_F32;
     if (M <= 0 || N <= 0) return;
-    if (gemm_is_half(d)) {
-        if (!(xh = stage_half(d, c, x, M, K, K))) return;
-        /* one cuBLASLt kernel with bias + GELU in its epilogue, when it has a plan */
-        if (K > 0 && tdm_cuda_linear_lt(d, y, ldy, xh, W, b, M, K, N, 1)) return;
+    if ((xt != TDM_F32 || yhalf) && (!gemm_is_half(d) || (xt != TDM_F32 && xt != d->gemm_dtype) ||
+                                     (yhalf && yt != d->gemm_dtype))) {
+        tdm_cuda_fail(d, TDM_ERR_INVALID_ARG, "tdm_cuda_linear_ex", __FILE__, __LINE__,
+                      "activation dtype differs from the device's GEMM dtype");
+        return;
     }
-    if (xh) gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, 0.0f, y, ldy);
-    else gemm_rm(d, c, 0, 1, M, N, K, 1.0f, x, K, W, K, 0.0f, y, ldy);
-    bias_gelu_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
-                       c->stream>>>(y, ldy, b, M, N);
-    TDM_CUDA_LAUNCHED("bias_gelu_kernel");
+    if (gemm_is_half(d)) {
+        xh = xt == TDM_F32 ? stage_half(d, c, (const float *)x, M, K, K) : x;
+        if (!xh) return;
+        /* one cuBLASLt kernel with bias [+ GELU] in its epilogue, when it has a plan */
+        if (K > 0 && tdm_cuda_linear_lt(d, y, yhalf, ldy, xh, W, b, M, K, N, gelu)) return;
+    }
+    if (yhalf) {   /* float32 product into a temporary, then bias/act and the rounding */
+        tmp = (float *)tdm_dev_alloc(d, M * N * (int64_t)sizeof(float), "linear output");
+        if (!tmp) {
+            tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
+            return;
+        }
+        gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, 0.0f, tmp, N);
+        if (d->gemm_dtype == TDM_BF16)
+            bias_act_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                              c->stream>>>((__nv_bfloat16 *)y, ldy, tmp, N, b, M, N, gelu);
+        else
+            bias_act_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                              c->stream>>>((__half *)y, ldy, tmp, N, b, M, N, gelu);
+        TDM_CUDA_LAUNCHED("bias_act_kernel");
+        goto fail;
+    }
+    if (gelu) {
+        if (xh) gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, 0.0f, (float *)y, ldy);
+        else gemm_rm(d, c, 0, 1, M, N, K, 1.0f, (const float *)x, K, W, K, 0.0f, (float *)y, ldy);
+        bias_gelu_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                           c->stream>>>((float *)y, ldy, b, M, N);
+        TDM_CUDA_LAUNCHED("bias_gelu_kernel");
+        goto fail;
+    }
+    if (b) {
+        tdm_cuda_prof_begin(d);
+        fill_rows_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                           c->stream>>>((float *)y, ldy, b, M, N);
+        tdm_cuda_prof_end(d, "bias fill");
+        TDM_CUDA_LAUNCHED("fill_rows_kernel");
+    }
+    /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
+    if (xh) gemm_rm_half(d, c, 0, 1, M, N, K, 1.0f, xh, K, W, K, b ? 1.0f : 0.0f, (float *)y, ldy);
+    else gemm_rm(d, c, 0, 1, M, N, K, 1.0f, (const float *)x, K, W, K, b ? 1.0f : 0.0f, (float *)y,
+                 ldy);
+fail:
+    if (tmp) tdm_dev_free(d, tmp, M * N * (int64_t)sizeof(float));
+}
+
+template <typename Y, typename X>
+__global__ void cast_kernel(Y *y, const X *x, int64_t n) {
+    GRID_STRIDE(i, n) tdm_st(y + i, tdm_ld(x + i));
+}
+
+extern "C" void tdm_cuda_cast(tdm_device_t *d, void *y, tdm_dtype yt, const void *x,
+                              tdm_dtype xt, int64_t n) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (n <= 0) return;
+    TDM_ACT_DISPATCH(yt, Y, TDM_ACT_DISPATCH(xt, X,
+        cast_kernel<Y, X><<<tdm_cuda_blocks(n, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                            c->stream>>>((Y *)y, (const X *)x, n)));
+    TDM_CUDA_LAUNCHED("cast_kernel");
 fail:;
 }
 
