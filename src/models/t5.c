@@ -220,12 +220,14 @@ static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
     for (int64_t l = 0; l < m->L; l++) {
         t5_block *y = &m->blocks[l];
         char p[96];
-#define LT(field, name, nd, a, b)                                                        \
+/* gemm: a Linear weight (stored in the GEMM dtype); everything else float32 */
+#define LTG(field, name, nd, a, b, gemm)                                                 \
     do {                                                                                 \
         char nm_[192];                                                                   \
         snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
-        TDM_TRY(load_t(L, nm_, nd, a, b, &(field), (nd) == 2)); /* 2 dims: Linear */     \
+        TDM_TRY(load_t(L, nm_, nd, a, b, &(field), gemm));                               \
     } while (0)
+#define LT(field, name, nd, a, b) LTG(field, name, nd, a, b, (nd) == 2)
         snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
         if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "T5Block", "encoder.block.%lld", (long long)l));
         LT(y->q_w, "0.SelfAttention.q.weight", 2, HK, D);
@@ -233,7 +235,9 @@ static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
         LT(y->v_w, "0.SelfAttention.v.weight", 2, HK, D);
         LT(y->o_w, "0.SelfAttention.o.weight", 2, D, HK);
         if (l == 0)   /* shared by every block */
-            LT(m->rel_bias, "0.SelfAttention.relative_attention_bias.weight", 2, m->nbuckets, m->H);
+            /* an embedding table (rows gathered in float32), not a Linear */
+            LTG(m->rel_bias, "0.SelfAttention.relative_attention_bias.weight", 2, m->nbuckets,
+                m->H, 0);
         LT(y->ln0_w, "0.layer_norm.weight", 1, D, 0);
         if (m->gated) {
             LT(y->wi0_w, "1.DenseReluDense.wi_0.weight", 2, F, D);
@@ -244,6 +248,7 @@ static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
         LT(y->wo_w, "1.DenseReluDense.wo.weight", 2, D, F);
         LT(y->ln1_w, "1.layer_norm.weight", 1, D, 0);
 #undef LT
+#undef LTG
     }
     TDM_TRY(load_t(L, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
 fail:
