@@ -1018,13 +1018,16 @@ static void linear_act_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int64
              (long long)ldy, bias ? " +b" : "", gelu ? " gelu" : "");
     float *x = hrand(M * K, 1), *W = hrand(N * K, 1), *b = bias ? hrand(N, 1) : NULL;
     float *xr = hround(x, M * K, dt), *Wr = hround(W, N * K, dt);
+    /* with a half output the bias is rounded to the type first (backend/ops.h) */
+    float *br = b ? hround(b, N, dt) : NULL;   /* float32 output: overwritten with b below */
     float *y = hrand_r(M * ldy, 1, dt);
     float *dx = up_half(xr, M * K, dt), *dW = up_half(Wr, N * K, dt), *db = bias ? up(b, N) : NULL;
     void *dy = yhalf ? (void *)up_half(y, M * ldy, dt) : (void *)up(y, M * ldy);
-    if (gelu) tdm_cpu_linear_gelu(y, ldy, xr, Wr, b, M, K, N);
+    if (br && !yhalf) memcpy(br, b, (size_t)N * sizeof(float));
+    if (gelu) tdm_cpu_linear_gelu(y, ldy, xr, Wr, br, M, K, N);
     else {
         float *t = hzero(M * N);
-        tdm_cpu_linear(t, xr, Wr, b, M, K, N);
+        tdm_cpu_linear(t, xr, Wr, br, M, K, N);
         for (int64_t r = 0; r < M; r++) memcpy(y + r * ldy, t + r * N, (size_t)N * sizeof(float));
         free(t);
     }
@@ -1036,7 +1039,7 @@ static void linear_act_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int64
     else check_dev(nm, dy, y, M * ldy, TOL_GEMM);
     tdm_dev_free(&g_dev, dx, M * K * 2); tdm_dev_free(&g_dev, dW, N * K * 2);
     if (db) dfree(db, N);
-    free(x); free(W); free(b); free(xr); free(Wr); free(y);
+    free(x); free(W); free(b); free(br); free(xr); free(Wr); free(y);
 }
 
 /* RMSNorm of q rows [0, split) with w0, [split, S) with w1, then RoPE. */

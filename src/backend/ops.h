@@ -107,7 +107,8 @@ static inline void *tdm_act_at(const void *p, tdm_dtype at, int64_t n) {
 
 /* y (M, N; rows ldy apart, type yt) = act(x (M, K), type xt · W^T [+ b]),
  * act = tanh GELU when gelu; W a GEMM weight as for tdm_op_linear, b
- * float32. On a host device xt = yt = TDM_F32 and, without gelu, ldy = N. */
+ * float32 (rounded to yt first when yt is a half type). On a host device
+ * xt = yt = TDM_F32 and, without gelu, ldy = N. */
 void tdm_op_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
                       tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K,
                       int64_t N, int gelu);

@@ -60,8 +60,8 @@ void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes);
 
 /* cuBLASLt linear with the bias (and GELU-tanh when `gelu`) in the
  * epilogue (gemm_lt.cu): y (M, N; rows ldy apart) = act(xh (M, K) · W^T
- * [+ b]), xh and W in d->gemm_dtype, b float32, y float32 or, with yhalf,
- * d->gemm_dtype. Returns 0 without queueing anything when cuBLASLt has no
+ * [+ b]), xh and W in d->gemm_dtype, y float32 (yhalf 0) or d->gemm_dtype
+ * (yhalf 1: b float32; yhalf 2: b in d->gemm_dtype too). Returns 0 without queueing anything when cuBLASLt has no
  * plan for the shape. */
 extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
                                   const void *xh, const void *W, const float *b, int64_t M,

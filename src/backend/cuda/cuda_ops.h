@@ -42,7 +42,9 @@ void tdm_cuda_linear_gelu(tdm_device_t *dev, float *y, int64_t ldy, const float 
  * of type xt · W^T [+ b]), act = tanh GELU when gelu. xt and yt are TDM_F32
  * or, on a device whose gemm_dtype is F16 / BF16, that type (a half x goes
  * to the GEMM as it is; a half y is rounded once from the float32 sum of
- * product and bias). b stays float32. */
+ * product and bias). b is float32; with a half y it is first rounded to
+ * that type (lossless for checkpoints stored in it), which is what
+ * cuBLASLt's fast half-output kernels take. */
 void tdm_cuda_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
                         tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K,
                         int64_t N, int gelu);

@@ -19,7 +19,7 @@
 
 typedef struct {
     int64_t M, K, N, ldy;
-    int epi, dtype, ytype;           /* ytype: TDM_F32 or the GEMM dtype */
+    int epi, dtype, ytype;           /* ytype: the yhalf of tdm_cuda_linear_lt */
     uint32_t align;                  /* pointer alignment the algorithm may assume */
     int ok;                          /* 0: cuBLASLt has no algorithm; use the fallback */
     cublasLtMatmulDesc_t op;
@@ -63,7 +63,7 @@ extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c) {
 static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t K, int64_t N,
                          int64_t ldy, cublasLtEpilogue_t epi, uint32_t al, int yhalf) {
     tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
-    int dt = (int)d->gemm_dtype, yt = yhalf ? dt : (int)TDM_F32;
+    int dt = (int)d->gemm_dtype, yt = yhalf;
     if (!lt) {
         lt = (tdm_cuda_lt *)calloc(1, sizeof *lt);
         if (!lt) return NULL;
@@ -106,7 +106,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
-        (yhalf && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+        (yhalf == 1 && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                  &bias_t, sizeof bias_t)) ||
         cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
         cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
