@@ -1171,6 +1171,72 @@ static void attention_act_case(tdm_dtype dt, int64_t B, int64_t Tq, int64_t Tk, 
     free(q); free(k); free(v); free(o);
 }
 
+/* T5's typed ops: RMS norm (float32 x → half y), product, activations (in
+ * place) and the biased attention, all with half activations. */
+static void t5_act_case(tdm_dtype dt, int64_t rows, int64_t D) {
+    char nm[112];
+    int64_t n = rows * D;
+    snprintf(nm, sizeof nm, "rms_norm_t %s rows=%lld D=%lld", tdm_dtype_name(dt),
+             (long long)rows, (long long)D);
+    float *x = hrand(n, 3), *w = hrand(D, 2), *y = hzero(n);
+    float *dx = up(x, n), *dw = up(w, D), *dy = up_half(y, n, dt);
+    tdm_cpu_rms_norm(y, x, w, rows, D, 1e-6f);
+    g_dev.gemm_dtype = dt;
+    tdm_op_rms_norm_t(&g_dev, dt, dy, dx, dw, rows, D, 1e-6f);
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, dy, dt, y, n, act_tol(dt));
+    dfree(dx, n); dfree(dw, D);
+    free(x); free(w); free(y);
+    /* y = a · b, then each activation in place */
+    float *a = hrand_r(n, 4, dt), *b = hrand_r(n, 4, dt), *r = hzero(n);
+    float *da = up_half(a, n, dt), *db = up_half(b, n, dt);
+    tdm_cpu_mul(r, a, b, n);
+    snprintf(nm, sizeof nm, "mul_t %s n=%lld", tdm_dtype_name(dt), (long long)n);
+    g_dev.gemm_dtype = dt;
+    tdm_op_mul_t(&g_dev, dt, da, da, db, n);   /* y aliases a */
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, da, dt, r, n, act_tol(dt));
+    static const char *names[] = {"relu", "gelu", "gelu_tanh", "silu"};
+    for (int f = 0; f < 4; f++) {
+        memcpy(r, b, (size_t)n * sizeof(float));
+        switch (f) {
+        case 0: tdm_cpu_relu(r, n); break;
+        case 1: tdm_cpu_gelu(r, n); break;
+        case 2: tdm_cpu_gelu_tanh(r, n); break;
+        default: tdm_cpu_silu(r, n); break;
+        }
+        void *dr = up_half(b, n, dt);
+        snprintf(nm, sizeof nm, "act_t %s %s n=%lld", names[f], tdm_dtype_name(dt), (long long)n);
+        g_dev.gemm_dtype = dt;
+        tdm_op_act_t(&g_dev, dt, (tdm_act_fn)f, dr, n);
+        g_dev.gemm_dtype = TDM_F32;
+        check_act(nm, dr, dt, r, n, act_tol(dt));
+    }
+    tdm_dev_free(&g_dev, db, n * 2);
+    free(a); free(b); free(r);
+}
+
+static void attention_bias_act_case(tdm_dtype dt, int64_t B, int64_t T, int64_t H, int64_t D) {
+    char nm[112];
+    snprintf(nm, sizeof nm, "attention_bias_t %s B%lld T%lld H%lld D%lld", tdm_dtype_name(dt),
+             (long long)B, (long long)T, (long long)H, (long long)D);
+    int64_t n = B * T * H * D, nt = H * (2 * T - 1);
+    float *q = hrand_r(n, 1, dt), *k = hrand_r(n, 1, dt), *v = hrand_r(n, 1, dt);
+    float *tab = hrand(nt, 5), *o = hzero(n);
+    float *s = hzero(tdm_cpu_attention_bias_scratch(T));
+    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+    float *dq = up_half(q, n, dt), *dk = up_half(k, n, dt), *dv = up_half(v, n, dt);
+    float *dtab = up(tab, nt), *dout = up_half(o, n, dt);
+    tdm_dev_upload(&g_dev, dout, (uint16_t[]){0x7fc0}, 2, "poison");   /* first element NaN */
+    g_dev.gemm_dtype = dt;
+    tdm_op_attention_bias_t(&g_dev, dt, dout, dq, dk, dv, dtab, NULL, B, T, H, D);
+    g_dev.gemm_dtype = TDM_F32;
+    check_act(nm, dout, dt, o, n, (dt == TDM_BF16 ? 2e-2 : 5e-3) + act_tol(dt));
+    tdm_dev_free(&g_dev, dq, n * 2); tdm_dev_free(&g_dev, dk, n * 2);
+    tdm_dev_free(&g_dev, dv, n * 2); dfree(dtab, nt);
+    free(q); free(k); free(v); free(tab); free(o); free(s);
+}
+
 TEST(test_half_activations) {
     qk_norm_rope_f32_case(2, 9, 3, 3, 40);
     qk_norm_rope_f32_case(1, 100, 0, 24, 128);
@@ -1196,6 +1262,11 @@ TEST(test_half_activations) {
         attention_act_case(dt, 1, 40, 33, 2, 40, 1);      /* the 16-row kernel */
         attention_act_case(dt, 1, 5, 7, 1, 13, 0);        /* odd head dim: unaligned stores */
         attention_act_case(dt, 1, 64, 64, 1, 300, 0);     /* D > 256: the float32 fallback */
+        t5_act_case(dt, 7, 33);
+        t5_act_case(dt, 64, 4096);                        /* T5-XXL width */
+        attention_bias_act_case(dt, 2, 7, 3, 64);         /* the 16-row kernel */
+        attention_bias_act_case(dt, 1, 512, 4, 64);       /* FLUX's 512 tokens */
+        attention_bias_act_case(dt, 1, 2, 66000, 8);      /* B·H > 65535: the float32 fallback */
     }
 }
 

@@ -411,6 +411,59 @@ void tdm_op_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
     tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
 }
 
+void tdm_op_rms_norm_t(tdm_device_t *dev, tdm_dtype at, void *y, const float *x, const float *w,
+                       int64_t rows, int64_t D, float eps) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "rms_norm", tdm_cuda_rms_norm_t(dev, at, y, x, w, rows, D, eps));
+        return;
+    }
+#endif
+    host_f32(at, "rms_norm");
+    tdm_cpu_rms_norm(y, x, w, rows, D, eps);
+}
+
+void tdm_op_mul_t(tdm_device_t *dev, tdm_dtype at, void *y, const void *a, const void *b,
+                  int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "mul", tdm_cuda_mul_t(dev, at, y, a, b, n));
+        return;
+    }
+#endif
+    host_f32(at, "mul");
+    tdm_cpu_mul(y, a, b, n);
+}
+
+void tdm_op_attention_bias_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
+                             const void *k, const void *v, const float *tab, float *s, int64_t B,
+                             int64_t T, int64_t H, int64_t D) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "attention_bias", tdm_cuda_attention_bias_t(dev, at, o, q, k, v, tab, B, T, H, D));
+        return;
+    }
+#endif
+    host_f32(at, "attention_bias");
+    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+}
+
+void tdm_op_act_t(tdm_device_t *dev, tdm_dtype at, tdm_act_fn fn, void *x, int64_t n) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        PROFILED(dev, "activation", tdm_cuda_act_t(dev, at, (int)fn, x, n));
+        return;
+    }
+#endif
+    host_f32(at, "activation");
+    switch (fn) {
+    case TDM_FN_RELU: tdm_cpu_relu(x, n); break;
+    case TDM_FN_GELU: tdm_cpu_gelu(x, n); break;
+    case TDM_FN_GELU_TANH: tdm_cpu_gelu_tanh(x, n); break;
+    case TDM_FN_SILU: tdm_cpu_silu(x, n); break;
+    }
+}
+
 void tdm_op_rope_interleaved(tdm_device_t *dev, tdm_dtype at, void *x, const float *cosb,
                              const float *sinb, int64_t B, int64_t S, int64_t H, int64_t hd) {
 #ifdef TDM_HAVE_CUDA

@@ -120,6 +120,20 @@ void tdm_op_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
                         const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                         float scale, int causal);
 
+/* Typed T5 ops: y of the RMS norm (x, w float32), the three operands of the
+ * product, q, k, v and o of the biased attention, x of the activation are of
+ * type at. */
+typedef enum { TDM_FN_RELU = 0, TDM_FN_GELU, TDM_FN_GELU_TANH, TDM_FN_SILU } tdm_act_fn;
+void tdm_op_rms_norm_t(tdm_device_t *dev, tdm_dtype at, void *y, const float *x, const float *w,
+                       int64_t rows, int64_t D, float eps);
+void tdm_op_mul_t(tdm_device_t *dev, tdm_dtype at, void *y, const void *a, const void *b,
+                  int64_t n);
+/* s: tdm_op_attention_bias_scratch floats (host devices), NULL on CUDA. */
+void tdm_op_attention_bias_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
+                             const void *k, const void *v, const float *tab, float *s, int64_t B,
+                             int64_t T, int64_t H, int64_t D);
+void tdm_op_act_t(tdm_device_t *dev, tdm_dtype at, tdm_act_fn fn, void *x, int64_t n);
+
 /* Transformer row ops (FLUX): see tdm_cpu_rope_interleaved and the others in
  * backend/cpu/ops.h; x of RoPE and the head norms, y of the modulation and
  * of the gated residual, and both operands of the copy are of type at. */

@@ -374,17 +374,25 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
 
     tdm_device_t *dev = m->dev;
     const int64_t D = m->D, H = m->H, dk = m->dkv, HK = H * dk, F = m->F, R = 2 * T - 1;
-    int64_t N, per_row, nfl, ns, ntab;
-    /* x, h (N, D); q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated;
-     * s: the attention scratch of this device (T·T on the CPU, none on CUDA);
-     * tab (H, 2T-1) and its transpose rt (2T-1, H) */
-    per_row = 2 * D + 4 * HK + (m->gated ? 2 : 1) * F;
+    /* activation type of the GEMM inputs / outputs (bf16 / fp16 on a half GPU) */
+    const tdm_dtype at = tdm_op_act_dtype(dev);
+    const int64_t as = (int64_t)tdm_dtype_size(at);
+    static const tdm_act_fn fns[] = {
+        [T5_ACT_RELU] = TDM_FN_RELU, [T5_ACT_GELU] = TDM_FN_GELU,
+        [T5_ACT_GELU_TANH] = TDM_FN_GELU_TANH, [T5_ACT_SILU] = TDM_FN_SILU,
+    };
+    int64_t N, nfl, nact, ns, ntab, off_act;
+    /* float32: x, hy (N, D); s: the attention scratch of this device (T·T on the
+     * CPU, none on CUDA); tab (H, 2T-1) and its transpose rt (2T-1, H).
+     * Type at: hn (N, D); q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated. */
     ns = tdm_op_attention_bias_scratch(dev, T);
-    if (!tdm_mul_ok(B, T, &N) || !tdm_mul_ok(N, per_row, &nfl) || !tdm_mul_ok(H, 2 * R, &ntab) ||
-        nfl > INT64_MAX / 4 - ns - ntab ||
-        !tdm_mul_ok(nfl + ns + ntab, (int64_t)sizeof(float), &bytes))
+    if (!tdm_mul_ok(B, T, &N) || !tdm_mul_ok(N, 2 * D, &nfl) || !tdm_mul_ok(H, 2 * R, &ntab) ||
+        !tdm_mul_ok(N, D + 4 * HK + (m->gated ? 2 : 1) * F, &nact) ||
+        nfl > INT64_MAX / 8 - ns - ntab || nact > INT64_MAX / 8 - (nfl + ns + ntab))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: batch %lld x %lld tokens is too large",
                           (long long)B, (long long)T);
+    off_act = ((nfl + ns + ntab) * (int64_t)sizeof(float) + 63) / 64 * 64;
+    bytes = off_act + nact * as;
     buckets = malloc((size_t)R * sizeof *buckets);
     if (!buckets) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     arena = tdm_dev_alloc(dev, bytes, "t5 activations");
@@ -393,16 +401,17 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
         return TDM_ERR_NOMEM;   /* message set by tdm_dev_alloc */
     }
     float *x = arena;          /* (N, D) residual stream */
-    float *h = x + N * D;      /* (N, D) normalized / block output */
-    float *q = h + N * D;      /* (B, T, H*dk) */
-    float *k = q + N * HK;
-    float *v = k + N * HK;
-    float *a = v + N * HK;     /* (N, HK) attention output */
-    float *f0 = a + N * HK;    /* (N, F) */
-    float *f1 = f0 + N * F;    /* (N, F) gated branch (gated only) */
-    float *s = f1 + (m->gated ? N * F : 0);   /* attention scratch (ns floats) */
+    float *hy = x + N * D;     /* (N, D) block output */
+    float *s = hy + N * D;     /* attention scratch (ns floats) */
     float *tab = s + ns;       /* (H, 2T-1) position bias per relative position */
     float *rt = tab + H * R;   /* (2T-1, H) rows of rel_bias per relative position */
+    void *hn = (char *)arena + off_act;          /* (N, D) normalized */
+    void *q = tdm_act_at(hn, at, N * D);         /* (B, T, H*dk) */
+    void *k = tdm_act_at(q, at, N * HK);
+    void *v = tdm_act_at(k, at, N * HK);
+    void *a = tdm_act_at(v, at, N * HK);         /* (N, HK) attention output */
+    void *f0 = tdm_act_at(a, at, N * HK);        /* (N, F) */
+    void *f1 = tdm_act_at(f0, at, N * F);        /* (N, F) gated branch (gated only) */
 
     tdm_status st = tdm_offload_in(&m->off, dev, -1);   /* offloaded top-level weights */
     if (st != TDM_OK) goto done;
@@ -420,28 +429,25 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
         const t5_block *y = &m->blocks[l];
         if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
         /* self-attention block */
-        tdm_op_rms_norm(dev, h, x, tdm_f32(y->ln0_w), N, D, m->eps);
-        tdm_op_linear(dev, q, h, tdm_f32(y->q_w), NULL, N, D, HK);
-        tdm_op_linear(dev, k, h, tdm_f32(y->k_w), NULL, N, D, HK);
-        tdm_op_linear(dev, v, h, tdm_f32(y->v_w), NULL, N, D, HK);
-        tdm_op_attention_bias(dev, a, q, k, v, tab, s, B, T, H, dk);
-        tdm_op_linear(dev, h, a, tdm_f32(y->o_w), NULL, N, HK, D);
-        tdm_op_add(dev, x, x, h, N * D);
-        /* feed-forward block: wo(act(wi_0 h) * wi_1 h) or wo(act(wi h)) */
-        tdm_op_rms_norm(dev, h, x, tdm_f32(y->ln1_w), N, D, m->eps);
-        tdm_op_linear(dev, f0, h, tdm_f32(y->wi0_w), NULL, N, D, F);
-        switch (m->act) {
-        case T5_ACT_RELU: tdm_op_relu(dev, f0, N * F); break;
-        case T5_ACT_GELU: tdm_op_gelu(dev, f0, N * F); break;
-        case T5_ACT_GELU_TANH: tdm_op_gelu_tanh(dev, f0, N * F); break;
-        case T5_ACT_SILU: tdm_op_silu(dev, f0, N * F); break;
-        }
+        tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln0_w), N, D, m->eps);
+        tdm_op_linear_ex(dev, q, at, HK, hn, at, tdm_f32(y->q_w), NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, k, at, HK, hn, at, tdm_f32(y->k_w), NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, v, at, HK, hn, at, tdm_f32(y->v_w), NULL, N, D, HK, 0);
+        tdm_op_attention_bias_t(dev, at, a, q, k, v, tab, s, B, T, H, dk);
+        tdm_op_linear_ex(dev, hy, TDM_F32, D, a, at, tdm_f32(y->o_w), NULL, N, HK, D, 0);
+        tdm_op_add(dev, x, x, hy, N * D);
+        /* feed-forward block: wo(act(wi_0 h) * wi_1 h) or wo(act(wi h)); the tanh
+         * GELU (gated-gelu, FLUX's T5) runs in the GEMM's epilogue */
+        tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln1_w), N, D, m->eps);
+        tdm_op_linear_ex(dev, f0, at, F, hn, at, tdm_f32(y->wi0_w), NULL, N, D, F,
+                         m->act == T5_ACT_GELU_TANH);
+        if (m->act != T5_ACT_GELU_TANH) tdm_op_act_t(dev, at, fns[m->act], f0, N * F);
         if (m->gated) {
-            tdm_op_linear(dev, f1, h, tdm_f32(y->wi1_w), NULL, N, D, F);
-            tdm_op_mul(dev, f0, f0, f1, N * F);
+            tdm_op_linear_ex(dev, f1, at, F, hn, at, tdm_f32(y->wi1_w), NULL, N, D, F, 0);
+            tdm_op_mul_t(dev, at, f0, f0, f1, N * F);
         }
-        tdm_op_linear(dev, h, f0, tdm_f32(y->wo_w), NULL, N, F, D);
-        tdm_op_add(dev, x, x, h, N * D);
+        tdm_op_linear_ex(dev, hy, TDM_F32, D, f0, at, tdm_f32(y->wo_w), NULL, N, F, D, 0);
+        tdm_op_add(dev, x, x, hy, N * D);
         tdm_offload_out(&m->off, l);
     }
     tdm_op_rms_norm(dev, hidden, x, tdm_f32(m->fln_w), N, D, m->eps);

@@ -927,12 +927,12 @@ extern "C" int tdm_cuda_attention_tc(tdm_device_t *d, void *o, const void *q, co
  * (H, 2T - 1) float32 on the device, tab[h·(2T-1) + j - i + T - 1] added to
  * the score q_i·k_j before the scale), no mask, Tq = Tk = T. Returns 0 (nothing
  * queued) when gemm_dtype is not F16 / BF16 or the shape is unsupported. */
-extern "C" int tdm_cuda_attention_tc_bias(tdm_device_t *d, float *o, const float *q,
-                                          const float *k, const float *v, const float *tab,
-                                          int64_t B, int64_t T, int64_t H, int64_t D,
-                                          float scale) {
+extern "C" int tdm_cuda_attention_tc_bias(tdm_device_t *d, void *o, const void *q,
+                                          const void *k, const void *v, int ihalf,
+                                          const float *tab, int64_t B, int64_t T, int64_t H,
+                                          int64_t D, float scale) {
     if (d->gemm_dtype != TDM_F16 && d->gemm_dtype != TDM_BF16) return 0;
     if (!tab || B <= 0 || T <= 0 || H <= 0 || D <= 0) return 0;
     if (T > (1LL << 29) || H * (2 * T - 1) > 0x7fffffffLL) return 0;   /* int tab indices */
-    return tc_attention_run(d, o, q, k, v, 0, B, T, T, H, D, scale, 0, tab);
+    return tc_attention_run(d, o, q, k, v, ihalf, B, T, T, H, D, scale, 0, tab);
 }

@@ -118,9 +118,20 @@ void tdm_cuda_attention_bias(tdm_device_t *dev, float *o, const float *q, const 
  * softmax), score = (q·k + bias) · scale: 1 when it took the call (launched,
  * or recorded a failure on dev), 0 when gemm_dtype is not F16 / BF16 or the
  * shape is unsupported (nothing queued; the caller runs the FP32 kernel). */
-int tdm_cuda_attention_tc_bias(tdm_device_t *dev, float *o, const float *q, const float *k,
-                               const float *v, const float *tab, int64_t B, int64_t T, int64_t H,
-                               int64_t D, float scale);
+int tdm_cuda_attention_tc_bias(tdm_device_t *dev, void *o, const void *q, const void *k,
+                               const void *v, int ihalf, const float *tab, int64_t B, int64_t T,
+                               int64_t H, int64_t D, float scale);
+/* Typed T5 ops: the operands named void * are of type at (TDM_F32 or the
+ * device's half gemm_dtype); x and w of the norm are float32. */
+void tdm_cuda_rms_norm_t(tdm_device_t *dev, tdm_dtype at, void *y, const float *x, const float *w,
+                         int64_t rows, int64_t D, float eps);
+void tdm_cuda_mul_t(tdm_device_t *dev, tdm_dtype at, void *y, const void *a, const void *b,
+                    int64_t n);
+void tdm_cuda_attention_bias_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
+                               const void *k, const void *v, const float *tab, int64_t B,
+                               int64_t T, int64_t H, int64_t D);
+/* x (n, type at) = f(x), f: 0 ReLU, 1 GELU (erf), 2 GELU (tanh), 3 SiLU. */
+void tdm_cuda_act_t(tdm_device_t *dev, tdm_dtype at, int fn, void *x, int64_t n);
 
 /* Transformer row ops (FLUX), in ops_flux.cu. The activation operands
  * (void *) are of type `at`: TDM_F32, or on a device whose gemm_dtype is F16

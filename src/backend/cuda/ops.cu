@@ -626,6 +626,30 @@ extern "C" void tdm_cuda_cast(tdm_device_t *d, void *y, tdm_dtype yt, const void
 fail:;
 }
 
+template <typename T>
+__global__ void act_kernel(T *x, int fn, int64_t n) {
+    GRID_STRIDE(i, n) {
+        float v = tdm_ld(x + i);
+        switch (fn) {
+        case 0: v = v > 0.0f ? v : 0.0f; break;   /* NaN becomes 0, as the CPU op */
+        case 1: v = gelu_erf(v); break;
+        case 2: v = gelu_tanh(v); break;
+        default: v = v / (1.0f + expf(-v)); break;
+        }
+        tdm_st(x + i, v);
+    }
+}
+
+extern "C" void tdm_cuda_act_t(tdm_device_t *d, tdm_dtype at, int fn, void *x, int64_t n) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    if (n <= 0) return;
+    TDM_ACT_DISPATCH(at, T,
+        act_kernel<T><<<tdm_cuda_blocks(n, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0, c->stream>>>(
+            (T *)x, fn, n));
+    TDM_CUDA_LAUNCHED("act_kernel");
+fail:;
+}
+
 __global__ void quick_gelu_kernel(float *x, int64_t n) {
     GRID_STRIDE(i, n) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
 }

@@ -22,32 +22,39 @@
 
 
 /* x, y (rows, D): block r normalizes row r. */
-static __global__ void rms_norm_kernel(float *y, const float *x, const float *w, int64_t D,
+template <typename Y>
+static __global__ void rms_norm_kernel(Y *y, const float *x, const float *w, int64_t D,
                                        float eps) {
     __shared__ double sh[32];
     const float *xr = x + (int64_t)blockIdx.x * D;
-    float *yr = y + (int64_t)blockIdx.x * D;
+    Y *yr = y + (int64_t)blockIdx.x * D;
     double ss = 0;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
     float var = (float)(tdm_block_sum(ss, sh) / (double)D);
     float inv = 1.0f / sqrtf(var + eps);
     __syncthreads();
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-        yr[i] = (w ? w[i] : 1.0f) * (xr[i] * inv);
+        tdm_st(yr + i, (w ? w[i] : 1.0f) * (xr[i] * inv));
 }
 
-extern "C" void tdm_cuda_rms_norm(tdm_device_t *d, float *y, const float *x, const float *w,
-                                  int64_t rows, int64_t D, float eps) {
+extern "C" void tdm_cuda_rms_norm_t(tdm_device_t *d, tdm_dtype at, void *y, const float *x,
+                                    const float *w, int64_t rows, int64_t D, float eps) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     if (rows <= 0 || D <= 0) return;
     for (int64_t r0 = 0; r0 < rows; r0 += 0x7fffffff) {   /* grid.x limit */
         int64_t nr = rows - r0 < 0x7fffffff ? rows - r0 : 0x7fffffff;
         int threads = D >= 1024 ? 256 : D >= 256 ? 128 : 64;
-        rms_norm_kernel<<<(unsigned)nr, threads, 0, c->stream>>>(y + r0 * D, x + r0 * D, w, D,
-                                                                 eps);
+        TDM_ACT_DISPATCH(at, Y,
+            rms_norm_kernel<Y><<<(unsigned)nr, threads, 0, c->stream>>>((Y *)y + r0 * D,
+                                                                        x + r0 * D, w, D, eps));
         TDM_CUDA_LAUNCHED("rms_norm_kernel");
     }
 fail:;
+}
+
+extern "C" void tdm_cuda_rms_norm(tdm_device_t *d, float *y, const float *x, const float *w,
+                                  int64_t rows, int64_t D, float eps) {
+    tdm_cuda_rms_norm_t(d, TDM_F32, y, x, w, rows, D, eps);
 }
 
 /* ---- element-wise ------------------------------------------------------------ */
@@ -56,8 +63,9 @@ static __global__ void relu_kernel(float *x, int64_t n) {
     GRID_STRIDE(i, n) x[i] = x[i] > 0.0f ? x[i] : 0.0f;   /* NaN becomes 0, as the CPU op */
 }
 
-static __global__ void mul_kernel(float *y, const float *a, const float *b, int64_t n) {
-    GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+template <typename T>
+static __global__ void mul_kernel(T *y, const T *a, const T *b, int64_t n) {
+    GRID_STRIDE(i, n) tdm_st(y + i, tdm_ld(a + i) * tdm_ld(b + i));
 }
 
 extern "C" void tdm_cuda_relu(tdm_device_t *d, float *x, int64_t n) {
@@ -68,14 +76,20 @@ extern "C" void tdm_cuda_relu(tdm_device_t *d, float *x, int64_t n) {
 fail:;
 }
 
-extern "C" void tdm_cuda_mul(tdm_device_t *d, float *y, const float *a, const float *b,
-                             int64_t n) {
+extern "C" void tdm_cuda_mul_t(tdm_device_t *d, tdm_dtype at, void *y, const void *a,
+                               const void *b, int64_t n) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     if (n <= 0) return;
-    mul_kernel<<<tdm_cuda_blocks(n, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0, c->stream>>>(y, a, b,
-                                                                                         n);
+    TDM_ACT_DISPATCH(at, T,
+        mul_kernel<T><<<tdm_cuda_blocks(n, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0, c->stream>>>(
+            (T *)y, (const T *)a, (const T *)b, n));
     TDM_CUDA_LAUNCHED("mul_kernel");
 fail:;
+}
+
+extern "C" void tdm_cuda_mul(tdm_device_t *d, float *y, const float *a, const float *b,
+                             int64_t n) {
+    tdm_cuda_mul_t(d, TDM_F32, y, a, b, n);
 }
 
 /* ---- attention with a relative position bias ----------------------------------
@@ -254,7 +268,7 @@ extern "C" void tdm_cuda_attention_bias(tdm_device_t *d, float *o, const float *
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     /* F16 / BF16 gemm_dtype: the tensor-core flash kernel (attention_tc.cu) */
     if ((d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16) &&
-        tdm_cuda_attention_tc_bias(d, o, q, k, v, tab, B, T, H, D, 1.0f))
+        tdm_cuda_attention_tc_bias(d, o, q, k, v, 0, tab, B, T, H, D, 1.0f))
         return;
     if (D > ATB_DMAX || (T + ATB_BQ - 1) / ATB_BQ > 0x7fffffff) {
         tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "attention_bias_kernel", __FILE__, __LINE__,
@@ -274,4 +288,35 @@ extern "C" void tdm_cuda_attention_bias(tdm_device_t *d, float *o, const float *
     TDM_CUDA_CHECK(fn(c->stream, o, q, k, v, tab, B, T, H, D));
     TDM_CUDA_LAUNCHED("attention_bias_kernel");
 fail:;
+}
+
+extern "C" void tdm_cuda_attention_bias_t(tdm_device_t *d, tdm_dtype at, void *o, const void *q,
+                                          const void *k, const void *v, const float *tab,
+                                          int64_t B, int64_t T, int64_t H, int64_t D) {
+    float *f = NULL;
+    int64_t n = B * T * H * D, bytes = 4 * n * (int64_t)sizeof(float);
+    if (at == TDM_F32) {
+        tdm_cuda_attention_bias(d, (float *)o, (const float *)q, (const float *)k,
+                                (const float *)v, tab, NULL, B, T, H, D);
+        return;
+    }
+    if (at != d->gemm_dtype) {
+        tdm_cuda_fail(d, TDM_ERR_INVALID_ARG, "tdm_cuda_attention_bias_t", __FILE__, __LINE__,
+                      "activation dtype differs from the device's GEMM dtype");
+        return;
+    }
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    if (tdm_cuda_attention_tc_bias(d, o, q, k, v, 1, tab, B, T, H, D, 1.0f)) return;
+    /* a shape the tensor-core kernels do not take: through float32 copies */
+    f = (float *)tdm_dev_alloc(d, bytes, "attention float32 copies");
+    if (!f) {
+        tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
+        return;
+    }
+    tdm_cuda_cast(d, f, TDM_F32, q, at, n);
+    tdm_cuda_cast(d, f + n, TDM_F32, k, at, n);
+    tdm_cuda_cast(d, f + 2 * n, TDM_F32, v, at, n);
+    tdm_cuda_attention_bias(d, f + 3 * n, f, f + n, f + 2 * n, tab, NULL, B, T, H, D);
+    tdm_cuda_cast(d, o, at, f + 3 * n, TDM_F32, n);
+    tdm_dev_free(d, f, bytes);
 }
