@@ -7,7 +7,13 @@
  * shape; finding the algorithm (the heuristic query) costs tens of
  * microseconds of host time, as much as a small GEMM runs, so each device
  * keeps the plans of the shapes it has seen (a denoiser has a few dozen)
- * and a repeated shape costs one attribute write and the launch. */
+ * and a repeated shape costs one attribute write and the launch.
+ *
+ * The heuristic's first answer is not always the fastest kernel: for M = 512
+ * rows with a bf16 output (T5-XXL) it was ~25 % slower than the float32-output
+ * one. So a new shape times the heuristic's top LT_CANDIDATES algorithms on
+ * its first call (three runs each, CUDA events, on the call's own operands)
+ * and keeps the fastest; TDM_LT_TUNE=0 keeps the heuristic's first. */
 #include <cublasLt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +21,7 @@
 #include "backend/cuda/cuda_common.cuh"
 
 #define LT_PLANS 256
+#define LT_CANDIDATES 8   /* algorithms timed per new shape (see plan_tune) */
 #define LT_WORKSPACE ((size_t)32 << 20)
 
 typedef struct {
@@ -60,8 +67,63 @@ extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c) {
  * caller falls back to cublasGemmEx). Row-major y is column-major y^T
  * (N, M): D = op(A) · B with A = W read column-major (K, N) transposed and
  * B = x read column-major (K, M); the bias runs along D's rows (N). */
+/* The operands of the call that creates a plan, for timing its candidates. */
+typedef struct {
+    void *y;
+    const void *xh, *W, *b;
+} lt_args;
+
+static int lt_tune_enabled(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("TDM_LT_TUNE");
+        v = !(e && !strcmp(e, "0"));
+    }
+    return v;
+}
+
+/* Index of the fastest of the n candidate algorithms of p on the operands a
+ * (three runs each after one warm-up); 0 when timing is not possible. Waits
+ * for the stream: only a plan's first call pays this. */
+static int plan_tune(tdm_cuda_impl_t *c, lt_plan *p, const cublasLtMatmulHeuristicResult_t *res,
+                     int n, const lt_args *a) {
+    tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
+    const float one = 1.0f, zero = 0.0f;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int best = 0;
+    float best_ms = 0;
+    if (n < 2 || cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        goto done;
+    if (a->b && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a->b,
+                                               sizeof a->b))
+        goto done;
+    for (int i = 0; i < n; i++) {
+        float ms = 0;
+        int ok = 1;
+        for (int r = 0; r < 4 && ok; r++) {
+            if (r == 1) cudaEventRecord(e0, c->stream);
+            ok = cublasLtMatmul(lt->h, p->op, &one, a->W, p->la, a->xh, p->lb, &zero, a->y, p->ld,
+                                a->y, p->ld, &res[i].algo, lt->ws, LT_WORKSPACE,
+                                c->stream) == CUBLAS_STATUS_SUCCESS;
+        }
+        cudaEventRecord(e1, c->stream);
+        if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+            ok = 0;
+        if (ok && (best_ms == 0 || ms < best_ms)) {
+            best_ms = ms;
+            best = i;
+        }
+    }
+done:
+    (void)cudaGetLastError();   /* a failed candidate leaves nothing behind */
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    return best;
+}
+
 static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t K, int64_t N,
-                         int64_t ldy, cublasLtEpilogue_t epi, uint32_t al, int yhalf) {
+                         int64_t ldy, cublasLtEpilogue_t epi, uint32_t al, int yhalf,
+                         const lt_args *args) {
     tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
     int dt = (int)d->gemm_dtype, yt = yhalf;
     if (!lt) {
@@ -99,7 +161,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     int32_t bias_t = CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
     int found = 0;
     size_t ws = LT_WORKSPACE;
     if (cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
@@ -122,15 +184,15 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                                              sizeof al) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
                                              sizeof al) ||
-        cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &res,
-                                       &found) ||
+        cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, p->lb, p->ld, p->ld, pref,
+                                       lt_tune_enabled() ? LT_CANDIDATES : 1, res, &found) ||
         found < 1) {
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
         plan_destroy(p);   /* the key stays: remembered as "no plan", not queried again */
         return NULL;
     }
     cublasLtMatmulPreferenceDestroy(pref);
-    p->algo = res.algo;
+    p->algo = res[plan_tune(c, p, res, found, args)].algo;
     p->ok = 1;
     return p;
 }
@@ -159,7 +221,8 @@ extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t l
     if (aw < al) al = aw;
     if (ax < al) al = ax;
     if (b && align_of(b) < 16) return 0;
-    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf);
+    lt_args args = {y, xh, W, b};
+    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf, &args);
     if (!p) return 0;
     if (b) TDM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                            &b, sizeof b));
