@@ -374,25 +374,31 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
 
     tdm_device_t *dev = m->dev;
     const int64_t D = m->D, H = m->H, dk = m->dkv, HK = H * dk, F = m->F, R = 2 * T - 1;
-    /* activation type of the GEMM inputs / outputs (bf16 / fp16 on a half GPU) */
-    const tdm_dtype at = tdm_op_act_dtype(dev);
-    const int64_t as = (int64_t)tdm_dtype_size(at);
+    /* The normalized rows hn, input of five of the seven GEMMs, are stored in the
+     * activation type (bf16 / fp16 on a half GPU: no cast pass before those GEMMs);
+     * the GEMM outputs stay float32 (ft): at M = 512 rows cuBLASLt's bf16-output
+     * kernels measured slower than its float32-output ones (T5-XXL on H200: 11.7 vs
+     * 10.7 ms a forward with every activation in bf16). */
+    const tdm_dtype at = tdm_op_act_dtype(dev), ft = TDM_F32;
+    const int64_t as = (int64_t)tdm_dtype_size(at), fs = (int64_t)tdm_dtype_size(ft);
     static const tdm_act_fn fns[] = {
         [T5_ACT_RELU] = TDM_FN_RELU, [T5_ACT_GELU] = TDM_FN_GELU,
         [T5_ACT_GELU_TANH] = TDM_FN_GELU_TANH, [T5_ACT_SILU] = TDM_FN_SILU,
     };
-    int64_t N, nfl, nact, ns, ntab, off_act;
+    int64_t N, nfl, nft, ns, ntab, off_ft, off_at;
     /* float32: x, hy (N, D); s: the attention scratch of this device (T·T on the
      * CPU, none on CUDA); tab (H, 2T-1) and its transpose rt (2T-1, H).
-     * Type at: hn (N, D); q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated. */
+     * Type ft: q, k, v, a (N, HK); f0 (N, F), f1 (N, F) when gated. Type at: hn (N, D). */
     ns = tdm_op_attention_bias_scratch(dev, T);
     if (!tdm_mul_ok(B, T, &N) || !tdm_mul_ok(N, 2 * D, &nfl) || !tdm_mul_ok(H, 2 * R, &ntab) ||
-        !tdm_mul_ok(N, D + 4 * HK + (m->gated ? 2 : 1) * F, &nact) ||
-        nfl > INT64_MAX / 8 - ns - ntab || nact > INT64_MAX / 8 - (nfl + ns + ntab))
+        !tdm_mul_ok(N, 4 * HK + (m->gated ? 2 : 1) * F, &nft) ||
+        nfl > INT64_MAX / 16 - ns - ntab || nft > INT64_MAX / 16 - (nfl + ns + ntab) ||
+        N * D > INT64_MAX / 16 - (nfl + ns + ntab + nft))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: batch %lld x %lld tokens is too large",
                           (long long)B, (long long)T);
-    off_act = ((nfl + ns + ntab) * (int64_t)sizeof(float) + 63) / 64 * 64;
-    bytes = off_act + nact * as;
+    off_ft = ((nfl + ns + ntab) * (int64_t)sizeof(float) + 63) / 64 * 64;
+    off_at = (off_ft + nft * fs + 63) / 64 * 64;
+    bytes = off_at + N * D * as;
     buckets = malloc((size_t)R * sizeof *buckets);
     if (!buckets) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     arena = tdm_dev_alloc(dev, bytes, "t5 activations");
@@ -405,13 +411,13 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
     float *s = hy + N * D;     /* attention scratch (ns floats) */
     float *tab = s + ns;       /* (H, 2T-1) position bias per relative position */
     float *rt = tab + H * R;   /* (2T-1, H) rows of rel_bias per relative position */
-    void *hn = (char *)arena + off_act;          /* (N, D) normalized */
-    void *q = tdm_act_at(hn, at, N * D);         /* (B, T, H*dk) */
-    void *k = tdm_act_at(q, at, N * HK);
-    void *v = tdm_act_at(k, at, N * HK);
-    void *a = tdm_act_at(v, at, N * HK);         /* (N, HK) attention output */
-    void *f0 = tdm_act_at(a, at, N * HK);        /* (N, F) */
-    void *f1 = tdm_act_at(f0, at, N * F);        /* (N, F) gated branch (gated only) */
+    void *q = (char *)arena + off_ft;            /* (B, T, H*dk) */
+    void *k = tdm_act_at(q, ft, N * HK);
+    void *v = tdm_act_at(k, ft, N * HK);
+    void *a = tdm_act_at(v, ft, N * HK);         /* (N, HK) attention output */
+    void *f0 = tdm_act_at(a, ft, N * HK);        /* (N, F) */
+    void *f1 = tdm_act_at(f0, ft, N * F);        /* (N, F) gated branch (gated only) */
+    void *hn = (char *)arena + off_at;           /* (N, D) normalized */
 
     tdm_status st = tdm_offload_in(&m->off, dev, -1);   /* offloaded top-level weights */
     if (st != TDM_OK) goto done;
@@ -430,23 +436,23 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
         if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
         /* self-attention block */
         tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln0_w), N, D, m->eps);
-        tdm_op_linear_ex(dev, q, at, HK, hn, at, tdm_f32(y->q_w), NULL, N, D, HK, 0);
-        tdm_op_linear_ex(dev, k, at, HK, hn, at, tdm_f32(y->k_w), NULL, N, D, HK, 0);
-        tdm_op_linear_ex(dev, v, at, HK, hn, at, tdm_f32(y->v_w), NULL, N, D, HK, 0);
-        tdm_op_attention_bias_t(dev, at, a, q, k, v, tab, s, B, T, H, dk);
-        tdm_op_linear_ex(dev, hy, TDM_F32, D, a, at, tdm_f32(y->o_w), NULL, N, HK, D, 0);
+        tdm_op_linear_ex(dev, q, ft, HK, hn, at, tdm_f32(y->q_w), NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, k, ft, HK, hn, at, tdm_f32(y->k_w), NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, v, ft, HK, hn, at, tdm_f32(y->v_w), NULL, N, D, HK, 0);
+        tdm_op_attention_bias_t(dev, ft, a, q, k, v, tab, s, B, T, H, dk);
+        tdm_op_linear_ex(dev, hy, TDM_F32, D, a, ft, tdm_f32(y->o_w), NULL, N, HK, D, 0);
         tdm_op_add(dev, x, x, hy, N * D);
         /* feed-forward block: wo(act(wi_0 h) * wi_1 h) or wo(act(wi h)); the tanh
          * GELU (gated-gelu, FLUX's T5) runs in the GEMM's epilogue */
         tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln1_w), N, D, m->eps);
-        tdm_op_linear_ex(dev, f0, at, F, hn, at, tdm_f32(y->wi0_w), NULL, N, D, F,
+        tdm_op_linear_ex(dev, f0, ft, F, hn, at, tdm_f32(y->wi0_w), NULL, N, D, F,
                          m->act == T5_ACT_GELU_TANH);
-        if (m->act != T5_ACT_GELU_TANH) tdm_op_act_t(dev, at, fns[m->act], f0, N * F);
+        if (m->act != T5_ACT_GELU_TANH) tdm_op_act_t(dev, ft, fns[m->act], f0, N * F);
         if (m->gated) {
-            tdm_op_linear_ex(dev, f1, at, F, hn, at, tdm_f32(y->wi1_w), NULL, N, D, F, 0);
-            tdm_op_mul_t(dev, at, f0, f0, f1, N * F);
+            tdm_op_linear_ex(dev, f1, ft, F, hn, at, tdm_f32(y->wi1_w), NULL, N, D, F, 0);
+            tdm_op_mul_t(dev, ft, f0, f0, f1, N * F);
         }
-        tdm_op_linear_ex(dev, hy, TDM_F32, D, f0, at, tdm_f32(y->wo_w), NULL, N, F, D, 0);
+        tdm_op_linear_ex(dev, hy, TDM_F32, D, f0, ft, tdm_f32(y->wo_w), NULL, N, F, D, 0);
         tdm_op_add(dev, x, x, hy, N * D);
         tdm_offload_out(&m->off, l);
     }
