@@ -284,31 +284,18 @@ fail:;
 extern "C" void tdm_cuda_attention_t(tdm_device_t *d, tdm_dtype at, void *o, const void *q,
                                      const void *k, const void *v, int64_t B, int64_t Tq,
                                      int64_t Tk, int64_t H, int64_t D, float scale, int causal) {
-    float *f = NULL;
     int64_t nq = B * Tq * H * D, nk = B * Tk * H * D, bytes = 0;
+    float *f;
     if (at == TDM_F32) {
         tdm_cuda_attention(d, (float *)o, (const float *)q, (const float *)k, (const float *)v, B,
                            Tq, Tk, H, D, scale, causal);
         return;
     }
-    if (at != d->gemm_dtype) {
-        tdm_cuda_fail(d, TDM_ERR_INVALID_ARG, "tdm_cuda_attention_t", __FILE__, __LINE__,
-                      "activation dtype differs from the device's GEMM dtype");
-        return;
-    }
+    if (!tdm_cuda_act_ok(d, at, "tdm_cuda_attention_t")) return;
     if (B <= 0 || Tq <= 0 || H <= 0 || D <= 0) return;
     if (Tk > 0 && tdm_cuda_attention_tc(d, o, q, k, v, 1, B, Tq, Tk, H, D, scale, causal)) return;
-    /* a shape the tensor-core kernels do not take: float32 copies through the
-     * float32 kernels */
-    bytes = (2 * nq + 2 * nk) * (int64_t)sizeof(float);
-    f = (float *)tdm_dev_alloc(d, bytes, "attention float32 copies");
-    if (!f) {
-        tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
-        return;
-    }
-    tdm_cuda_cast(d, f, TDM_F32, q, at, nq);
-    tdm_cuda_cast(d, f + nq, TDM_F32, k, at, nk);
-    tdm_cuda_cast(d, f + nq + nk, TDM_F32, v, at, nk);
+    /* a shape the tensor-core kernels do not take: through float32 copies */
+    if (!(f = tdm_cuda_qkv_f32(d, at, q, k, v, nq, nk, &bytes))) return;
     tdm_cuda_attention(d, f + nq + 2 * nk, f, f + nq, f + nq + nk, B, Tq, Tk, H, D, scale, causal);
     tdm_cuda_cast(d, o, at, f + nq + 2 * nk, TDM_F32, nq);
     tdm_dev_free(d, f, bytes);

@@ -69,6 +69,17 @@ extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t l
 /* Releases the cuBLASLt state of c (device free). */
 extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c);
 
+/* 1 when at is TDM_F32 or d's half gemm_dtype; else records a failure of
+ * `op` and returns 0. */
+int tdm_cuda_act_ok(tdm_device_t *d, tdm_dtype at, const char *op);
+
+/* The float32 fallback of a half-typed attention: one device buffer of
+ * 2·nq + 2·nk floats (*bytes bytes) holding q (nq elements), k and v (nk
+ * each) converted from type at, then room for the float32 output (nq).
+ * NULL after recording a failure. */
+float *tdm_cuda_qkv_f32(tdm_device_t *d, tdm_dtype at, const void *q, const void *k,
+                        const void *v, int64_t nq, int64_t nk, int64_t *bytes);
+
 /* Frees the pinned upload ring of c after waiting for c->stream; the next
  * large upload allocates it again. The GPU of c must be current
  * (cudaSetDevice); tdm_cuda_device_free calls it before destroying the

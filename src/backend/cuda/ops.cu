@@ -626,6 +626,27 @@ extern "C" void tdm_cuda_cast(tdm_device_t *d, void *y, tdm_dtype yt, const void
 fail:;
 }
 
+int tdm_cuda_act_ok(tdm_device_t *d, tdm_dtype at, const char *op) {
+    if (at == TDM_F32 || at == d->gemm_dtype) return 1;
+    tdm_cuda_fail(d, TDM_ERR_INVALID_ARG, op, __FILE__, __LINE__,
+                  "activation dtype differs from the device's GEMM dtype");
+    return 0;
+}
+
+float *tdm_cuda_qkv_f32(tdm_device_t *d, tdm_dtype at, const void *q, const void *k,
+                        const void *v, int64_t nq, int64_t nk, int64_t *bytes) {
+    *bytes = (2 * nq + 2 * nk) * (int64_t)sizeof(float);
+    float *f = (float *)tdm_dev_alloc(d, *bytes, "attention float32 copies");
+    if (!f) {
+        tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
+        return NULL;
+    }
+    tdm_cuda_cast(d, f, TDM_F32, q, at, nq);
+    tdm_cuda_cast(d, f + nq, TDM_F32, k, at, nk);
+    tdm_cuda_cast(d, f + nq + nk, TDM_F32, v, at, nk);
+    return f;
+}
+
 template <typename T>
 __global__ void act_kernel(T *x, int fn, int64_t n) {
     GRID_STRIDE(i, n) {

@@ -293,29 +293,18 @@ fail:;
 extern "C" void tdm_cuda_attention_bias_t(tdm_device_t *d, tdm_dtype at, void *o, const void *q,
                                           const void *k, const void *v, const float *tab,
                                           int64_t B, int64_t T, int64_t H, int64_t D) {
-    float *f = NULL;
-    int64_t n = B * T * H * D, bytes = 4 * n * (int64_t)sizeof(float);
+    int64_t n = B * T * H * D, bytes = 0;
+    float *f;
     if (at == TDM_F32) {
         tdm_cuda_attention_bias(d, (float *)o, (const float *)q, (const float *)k,
                                 (const float *)v, tab, NULL, B, T, H, D);
         return;
     }
-    if (at != d->gemm_dtype) {
-        tdm_cuda_fail(d, TDM_ERR_INVALID_ARG, "tdm_cuda_attention_bias_t", __FILE__, __LINE__,
-                      "activation dtype differs from the device's GEMM dtype");
-        return;
-    }
+    if (!tdm_cuda_act_ok(d, at, "tdm_cuda_attention_bias_t")) return;
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     if (tdm_cuda_attention_tc_bias(d, o, q, k, v, 1, tab, B, T, H, D, 1.0f)) return;
     /* a shape the tensor-core kernels do not take: through float32 copies */
-    f = (float *)tdm_dev_alloc(d, bytes, "attention float32 copies");
-    if (!f) {
-        tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
-        return;
-    }
-    tdm_cuda_cast(d, f, TDM_F32, q, at, n);
-    tdm_cuda_cast(d, f + n, TDM_F32, k, at, n);
-    tdm_cuda_cast(d, f + 2 * n, TDM_F32, v, at, n);
+    if (!(f = tdm_cuda_qkv_f32(d, at, q, k, v, n, n, &bytes))) return;
     tdm_cuda_attention_bias(d, f + 3 * n, f, f + n, f + 2 * n, tab, NULL, B, T, H, D);
     tdm_cuda_cast(d, o, at, f + 3 * n, TDM_F32, n);
     tdm_dev_free(d, f, bytes);
