@@ -169,8 +169,11 @@ static cudaError_t launch_attention(cudaStream_t st, float *o, const float *q, c
 }
 
 /* Row softmax of S (m, Tk) in place; with causal, row i (query q0 + i) sees
- * keys j <= q0 + i, the rest become 0, as the CPU reference. */
-__global__ void softmax_rows_kernel(float *S, int64_t m, int64_t Tk, int64_t q0, int causal) {
+ * keys j <= q0 + i, the rest become 0, as the CPU reference. With P, the
+ * probabilities are also stored there (m, Tk; type T), rounded. */
+template <typename T>
+__global__ void softmax_rows_kernel(float *S, T *P, int64_t m, int64_t Tk, int64_t q0,
+                                    int causal) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
     if (row >= m) return;
@@ -206,41 +209,94 @@ __global__ void softmax_rows_kernel(float *S, int64_t m, int64_t Tk, int64_t q0,
     }
     __syncthreads();
     const float inv = dred[0] > 0 ? (float)(1.0 / dred[0]) : 0.0f;
-    for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) x[j] *= inv;
+    if (P) {
+        T *p = P + row * Tk;
+        for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) tdm_st(p + j, x[j] * inv);
+    } else {
+        for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) x[j] *= inv;
+    }
 }
 
 /* Head dims above the flash kernels' 256 (the VAE's single 512-wide head):
  * per (batch, head) and block of query rows, S = scale Q K^T with cuBLAS,
- * a row softmax, then O = P V, in fp32 with the score block in staging
- * memory (at most ~64 MiB). */
-static void attention_wide_head(tdm_device_t *d, float *o, const float *q, const float *k,
-                                const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
-                                int64_t D, float scale, int causal) {
+ * a row softmax, then O = P V, with the score block in staging memory (at
+ * most ~64 MiB). q, k, v, o are of type at. On a device whose gemm_dtype is
+ * F16 / BF16 both products run on the tensor cores (operands in that type —
+ * float32 inputs are rounded into a copy first — the scores and softmax in
+ * float32, P rounded to the type, float32 accumulation; the VAE's 16 384-token
+ * attention: 13 ms of float32 SGEMM before); otherwise in float32. */
+static void attention_wide_head(tdm_device_t *d, tdm_dtype at, void *o, const void *q,
+                                const void *k, const void *v, int64_t B, int64_t Tq, int64_t Tk,
+                                int64_t H, int64_t D, float scale, int causal) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
-    const int64_t HD = H * D;
-    int64_t TQ = ((int64_t)16 << 20) / Tk;
+    const int64_t HD = H * D, nq = B * Tq * HD, nk = B * Tk * HD;
+    const int half = d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16;
+    const cudaDataType ht = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    const cudaDataType ot = at == TDM_F32 ? CUDA_R_32F : ht;
+    const int64_t es = (int64_t)tdm_dtype_size(at), hs = 2;
+    int64_t TQ = ((int64_t)16 << 20) / Tk, cbytes = 0, pbytes = 0;
+    void *cp = NULL, *P = NULL;   /* half copies of float32 q, k, v; the probabilities */
+    const char *qh = (const char *)q, *kh = (const char *)k, *vh = (const char *)v;
     if (TQ < 1) TQ = 1;
     if (TQ > Tq) TQ = Tq;
     float *S = (float *)tdm_cuda_stage(d, TQ * Tk * (int64_t)sizeof(float));
     const float one = 1.0f, zero = 0.0f;
     if (!S) return;
+    if (half) {
+        pbytes = TQ * Tk * hs;
+        if (!(P = tdm_dev_alloc(d, pbytes, "attention probabilities"))) goto nomem;
+        if (at == TDM_F32) {
+            cbytes = (nq + 2 * nk) * hs;
+            if (!(cp = tdm_dev_alloc(d, cbytes, "attention half copies"))) goto nomem;
+            tdm_cuda_cast(d, cp, d->gemm_dtype, q, TDM_F32, nq);
+            tdm_cuda_cast(d, (char *)cp + nq * hs, d->gemm_dtype, k, TDM_F32, nk);
+            tdm_cuda_cast(d, (char *)cp + (nq + nk) * hs, d->gemm_dtype, v, TDM_F32, nk);
+            qh = (const char *)cp;
+            kh = qh + nq * hs;
+            vh = kh + nk * hs;
+        }
+    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t q0 = 0; q0 < Tq; q0 += TQ) {
                 const int64_t m = Tq - q0 < TQ ? Tq - q0 : TQ;
-                const float *qb = q + (b * Tq + q0) * HD + h * D;
-                const float *kb = k + b * Tk * HD + h * D, *vb = v + b * Tk * HD + h * D;
-                float *ob = o + (b * Tq + q0) * HD + h * D;
-                /* column-major view: S^T (Tk x m) = K (Tk x D) Q^T (D x m) */
-                TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Tk, m, D, &scale,
-                                                kb, HD, qb, HD, &zero, S, Tk));
-                softmax_rows_kernel<<<(unsigned)m, 256, 0, c->stream>>>(S, m, Tk, q0, causal);
+                const int64_t qo = (b * Tq + q0) * HD + h * D, ko = b * Tk * HD + h * D;
+                char *ob = (char *)o + qo * es;
+                if (!half) {
+                    const float *qb = (const float *)q + qo, *kb = (const float *)k + ko;
+                    const float *vb = (const float *)v + ko;
+                    /* column-major view: S^T (Tk x m) = K (Tk x D) Q^T (D x m) */
+                    TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Tk, m, D,
+                                                    &scale, kb, HD, qb, HD, &zero, S, Tk));
+                    softmax_rows_kernel<float><<<(unsigned)m, 256, 0, c->stream>>>(
+                        S, NULL, m, Tk, q0, causal);
+                    TDM_CUDA_LAUNCHED("softmax_rows_kernel");
+                    /* O^T (D x m) = V^T (D x Tk) P^T (Tk x m) */
+                    TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, D, m, Tk,
+                                                    &one, vb, HD, S, Tk, &zero, (float *)ob, HD));
+                    continue;
+                }
+                TDM_CUBLAS_CHECK(cublasGemmEx_64(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Tk, m, D,
+                                                 &scale, kh + ko * hs, ht, HD, qh + qo * hs, ht,
+                                                 HD, &zero, S, CUDA_R_32F, Tk, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT));
+                if (d->gemm_dtype == TDM_BF16)
+                    softmax_rows_kernel<__nv_bfloat16><<<(unsigned)m, 256, 0, c->stream>>>(
+                        S, (__nv_bfloat16 *)P, m, Tk, q0, causal);
+                else
+                    softmax_rows_kernel<__half><<<(unsigned)m, 256, 0, c->stream>>>(
+                        S, (__half *)P, m, Tk, q0, causal);
                 TDM_CUDA_LAUNCHED("softmax_rows_kernel");
-                /* O^T (D x m) = V^T (D x Tk) P^T (Tk x m) */
-                TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, D, m, Tk, &one,
-                                                vb, HD, S, Tk, &zero, ob, HD));
+                TDM_CUBLAS_CHECK(cublasGemmEx_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, D, m, Tk, &one,
+                                                 vh + ko * hs, ht, HD, P, ht, Tk, &zero, ob, ot,
+                                                 HD, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
             }
-fail:;
+    goto fail;
+nomem:
+    tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
+fail:
+    if (P) tdm_dev_free(d, P, pbytes);     /* stream-ordered: after the last GEMM */
+    if (cp) tdm_dev_free(d, cp, cbytes);
 }
 
 extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, const float *k,
@@ -258,7 +314,7 @@ extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, co
         tdm_cuda_attention_tc(d, o, q, k, v, 0, B, Tq, Tk, H, D, scale, causal))
         return;   /* tensor cores (attention_tc.cu) */
     if (D > ATT_DMAX) {
-        attention_wide_head(d, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        attention_wide_head(d, TDM_F32, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
         return;
     }
     if ((Tq + ATT_BQ - 1) / ATT_BQ > 0x7fffffff) {
@@ -294,7 +350,11 @@ extern "C" void tdm_cuda_attention_t(tdm_device_t *d, tdm_dtype at, void *o, con
     if (!tdm_cuda_act_ok(d, at, "tdm_cuda_attention_t")) return;
     if (B <= 0 || Tq <= 0 || H <= 0 || D <= 0) return;
     if (Tk > 0 && tdm_cuda_attention_tc(d, o, q, k, v, 1, B, Tq, Tk, H, D, scale, causal)) return;
-    /* a shape the tensor-core kernels do not take: through float32 copies */
+    if (Tk > 0 && D > ATT_DMAX) {   /* the wide-head path takes half operands as they are */
+        attention_wide_head(d, at, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        return;
+    }
+    /* another shape the tensor-core kernels do not take: through float32 copies */
     if (!(f = tdm_cuda_qkv_f32(d, at, q, k, v, nq, nk, &bytes))) return;
     tdm_cuda_attention(d, f + nq + 2 * nk, f, f + nq, f + nq + nk, B, Tq, Tk, H, D, scale, causal);
     tdm_cuda_cast(d, o, at, f + nq + 2 * nk, TDM_F32, nq);
