@@ -66,12 +66,6 @@ void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes);
 extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
                                   const void *xh, const void *W, const float *b, int64_t M,
                                   int64_t K, int64_t N, int gelu);
-/* Row-major y (M, N; rows ldy apart, float32) = W (M, K) · X (K, N; rows ldb
- * apart) [+ b per row], W and X in d->gemm_dtype, through cuBLASLt with the
- * bias in the epilogue (gemm_lt.cu). 0 when there is no plan (nothing queued). */
-extern "C" int tdm_cuda_gemm_rm_lt(tdm_device_t *d, float *y, int64_t ldy, const void *W,
-                                   const void *X, int64_t ldb, const float *b, int64_t M,
-                                   int64_t K, int64_t N);
 /* Releases the cuBLASLt state of c (device free). */
 extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c);
 

@@ -25,8 +25,7 @@
 #define LT_WORKSPACE ((size_t)32 << 20)
 
 typedef struct {
-    int64_t M, K, N, ldy, ldb;
-    int rowm;                        /* 1: the row-major product of tdm_cuda_gemm_rm_lt */
+    int64_t M, K, N, ldy;
     int epi, dtype, ytype;           /* ytype: the yhalf of tdm_cuda_linear_lt */
     uint32_t align;                  /* pointer alignment the algorithm may assume */
     int ok;                          /* 0: cuBLASLt has no algorithm; use the fallback */
@@ -124,7 +123,7 @@ done:
 
 static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t K, int64_t N,
                          int64_t ldy, cublasLtEpilogue_t epi, uint32_t al, int yhalf,
-                         const lt_args *args, int rowm, int64_t ldb) {
+                         const lt_args *args) {
     tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
     int dt = (int)d->gemm_dtype, yt = yhalf;
     if (!lt) {
@@ -142,8 +141,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     for (int i = 0; i < lt->nplan; i++) {
         lt_plan *p = &lt->plan[i];
         if (p->M == M && p->K == K && p->N == N && p->ldy == ldy && p->epi == (int)epi &&
-            p->dtype == dt && p->ytype == yt && p->align == al && p->rowm == rowm &&
-            p->ldb == ldb)
+            p->dtype == dt && p->ytype == yt && p->align == al)
             return p->ok ? p : NULL;
     }
     if (lt->nplan == LT_PLANS) return NULL;   /* more shapes than a model has: fall back */
@@ -157,14 +155,11 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     p->dtype = dt;
     p->ytype = yt;
     p->align = al;
-    p->rowm = rowm;
-    p->ldb = ldb;
     cudaDataType t = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     cudaDataType ty = yhalf ? t : CUDA_R_32F;
     /* the bias stays float32 (the epilogue adds it in float32 before rounding) */
     int32_t bias_t = CUDA_R_32F;
-    cublasOperation_t ta = rowm ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    cublasLtOrder_t row = CUBLASLT_ORDER_ROW;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
     int found = 0;
@@ -175,18 +170,9 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
         (yhalf == 1 && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                  &bias_t, sizeof bias_t)) ||
-        (!rowm && (cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
-                   cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
-                   cublasLtMatrixLayoutCreate(&p->ld, ty, (uint64_t)N, (uint64_t)M, ldy))) ||
-        (rowm && (cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)M, (uint64_t)K, K) ||
-                  cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)N, ldb) ||
-                  cublasLtMatrixLayoutCreate(&p->ld, ty, (uint64_t)M, (uint64_t)N, ldy) ||
-                  cublasLtMatrixLayoutSetAttribute(p->la, CUBLASLT_MATRIX_LAYOUT_ORDER, &row,
-                                                   sizeof row) ||
-                  cublasLtMatrixLayoutSetAttribute(p->lb, CUBLASLT_MATRIX_LAYOUT_ORDER, &row,
-                                                   sizeof row) ||
-                  cublasLtMatrixLayoutSetAttribute(p->ld, CUBLASLT_MATRIX_LAYOUT_ORDER, &row,
-                                                   sizeof row))) ||
+        cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
+        cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
+        cublasLtMatrixLayoutCreate(&p->ld, ty, (uint64_t)N, (uint64_t)M, ldy) ||
         cublasLtMatmulPreferenceCreate(&pref) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws) ||
@@ -236,40 +222,11 @@ extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t l
     if (ax < al) al = ax;
     if (b && align_of(b) < 16) return 0;
     lt_args args = {y, xh, W, b};
-    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf, &args, 0, K);
+    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf, &args);
     if (!p) return 0;
     if (b) TDM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                            &b, sizeof b));
     TDM_CUBLAS_CHECK(cublasLtMatmul(((tdm_cuda_lt *)c->lt)->h, p->op, &one, W, p->la, xh, p->lb,
-                                    &zero, y, p->ld, y, p->ld, &p->algo,
-                                    ((tdm_cuda_lt *)c->lt)->ws, LT_WORKSPACE, c->stream));
-    return 1;
-fail:
-    return 1;
-}
-
-/* Row-major y (M, N; rows ldy apart, float32) = W (M, K; compact) · X (K, N;
- * rows ldb apart) + b[row] — a convolution's tile, the bias per output
- * channel in the epilogue (the column-major formulation of
- * tdm_cuda_linear_lt would put it per pixel). W and X in d->gemm_dtype.
- * Returns 0 (nothing queued) when cuBLASLt has no plan. */
-extern "C" int tdm_cuda_gemm_rm_lt(tdm_device_t *d, float *y, int64_t ldy, const void *W,
-                                   const void *X, int64_t ldb, const float *b, int64_t M,
-                                   int64_t K, int64_t N) {
-    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
-    const float one = 1.0f, zero = 0.0f;
-    cublasLtEpilogue_t epi = b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    uint32_t al = align_of(y), aw = align_of(W), ax = align_of(X);
-    if (aw < al) al = aw;
-    if (ax < al) al = ax;
-    if (b && align_of(b) < 16) return 0;
-    if (M <= 0 || N <= 0 || K <= 0) return 0;
-    lt_args args = {y, X, W, b};
-    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, 0, &args, 1, ldb);
-    if (!p) return 0;
-    if (b) TDM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                           &b, sizeof b));
-    TDM_CUBLAS_CHECK(cublasLtMatmul(((tdm_cuda_lt *)c->lt)->h, p->op, &one, W, p->la, X, p->lb,
                                     &zero, y, p->ld, y, p->ld, &p->algo,
                                     ((tdm_cuda_lt *)c->lt)->ws, LT_WORKSPACE, c->stream));
     return 1;

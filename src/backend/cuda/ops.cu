@@ -240,32 +240,6 @@ __global__ void fill_channels_kernel(float *y, const float *b, int64_t B, int64_
         y[i] = b[(i / S) % C];
 }
 
-/* y (M, N; rows ldy apart): row r filled with b[r]. */
-__global__ void fill_tile_kernel(float *y, int64_t ldy, const float *b, int64_t M, int64_t N) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M * N;
-         i += (int64_t)gridDim.x * blockDim.x)
-        y[(i / N) * ldy + i % N] = b[i / N];
-}
-
-/* One half-precision convolution GEMM: y (M = Cout, N; rows ldy apart) =
- * w (M, K) · X (K, N; rows ldb apart) + b per row — the bias in cuBLASLt's
- * epilogue when it has a plan (no bias-fill pass: 11 of the FLUX VAE's 92 ms),
- * else a fill of the tile and a GEMM that adds to it. */
-static void conv_gemm_half(tdm_device_t *d, tdm_cuda_impl_t *c, float *y, int64_t ldy,
-                           const void *w, const void *X, int64_t ldb, const float *b, int64_t M,
-                           int64_t K, int64_t N) {
-    if (tdm_cuda_gemm_rm_lt(d, y, ldy, w, X, ldb, b, M, K, N)) return;
-    if (b) {
-        tdm_cuda_prof_begin(d);
-        fill_tile_kernel<<<tdm_cuda_blocks(M * N, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
-                           c->stream>>>(y, ldy, b, M, N);
-        tdm_cuda_prof_end(d, "bias fill");
-        TDM_CUDA_LAUNCHED("fill_tile_kernel");
-    }
-    gemm_rm_half(d, c, 0, 0, M, N, K, 1.0f, w, K, X, ldb, b ? 1.0f : 0.0f, y, ldy);
-fail:;
-}
-
 extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, const float *w,
                                      const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
                                      int64_t Cout, int64_t kh, int64_t kw, int64_t stride,
@@ -278,7 +252,7 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     const float alpha = 1.0f, beta = b ? 1.0f : 0.0f;
     int64_t rows = conv_tile_rows(K, Ho, Wo);
     if (B <= 0 || Cout <= 0 || P <= 0) return;
-    if (b && !gemm_is_half(d)) {   /* float32: the GEMMs add to a bias-filled output */
+    if (b) {
         tdm_cuda_prof_begin(d);
         fill_channels_kernel<<<tdm_cuda_blocks(B * Cout * P, TDM_CUDA_THREADS), TDM_CUDA_THREADS,
                                0, c->stream>>>(y, b, B, Cout, P);
@@ -289,11 +263,13 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
         /* per image: y_n (Cout, P) = w (Cout, Cin) · x_n (Cin, P) [+ y_n];
          * column-major: y_n^T (P, Cout) = x_n^T (P, Cin) · w^T (Cin, Cout) */
         if (gemm_is_half(d)) {
-            const char *xh = (const char *)stage_half(d, c, x, B, Cin * P, Cin * P);
+            cudaDataType t = gemm_cuda_type(d);
+            const void *xh = stage_half(d, c, x, B, Cin * P, Cin * P);
             if (!xh) return;
-            for (int64_t n = 0; n < B; n++)
-                conv_gemm_half(d, c, y + n * Cout * P, P, w, xh + n * Cin * P * 2, P, b, Cout,
-                               Cin, P);
+            TDM_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
+                c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout, Cin, &alpha, xh, t, P, Cin * P, w, t,
+                Cin, 0, &beta, y, CUDA_R_32F, P, Cout * P, B, CUBLAS_COMPUTE_32F,
+                CUBLAS_GEMM_DEFAULT));
             return;
         }
         TDM_CUBLAS_CHECK(cublasSgemmStridedBatched_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout,
@@ -336,7 +312,8 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
             tdm_cuda_prof_end(d, "im2col");
             TDM_CUDA_LAUNCHED("im2col_kernel");
             if (gemm_is_half(d))
-                conv_gemm_half(d, c, yn + oy0 * Wo, P, w, scratch, N, b, Cout, K, N);
+                gemm_rm_half(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo,
+                             P);
             else
                 gemm_rm(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo, P);
         }
