@@ -166,16 +166,25 @@ static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo) {
     return rows;
 }
 
+/* Rows of the column matrix: the K taps; on a half device also two rows of
+ * ones, which multiply the bias (split into a high and a low half, so the sum
+ * is float32-exact to ~2^-16) held in two extra weight columns
+ * (conv_weight_aug_kernel), and zero rows up to a multiple of 8 (aligned
+ * rows): the bias is added inside the GEMM, with no bias-fill pass over the
+ * output (11 of the FLUX VAE decode's 92 ms) and no GEMM reading it back. */
+static int64_t conv_krows(const tdm_device_t *d, int64_t K) {
+    return gemm_is_half(d) ? (K + 2 + 7) / 8 * 8 : K;
+}
+
 extern "C" int64_t tdm_cuda_conv2d_pad4_scratch(tdm_device_t *d, int64_t Cin, int64_t H,
                                                 int64_t W, int64_t kh, int64_t kw, int64_t stride,
                                                 int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-    (void)d;
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
-    int64_t K = Cin * kh * kw;
+    int64_t K = Cin * kh * kw, Kp = conv_krows(d, K);
     if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) return 0;
     if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
-    return K * conv_tile_rows(K, Ho, Wo) * Wo;
+    return Kp * conv_tile_rows(Kp, Ho, Wo) * Wo;
 }
 
 extern "C" int64_t tdm_cuda_conv2d_scratch(tdm_device_t *d, int64_t Cin, int64_t H, int64_t W,
@@ -232,6 +241,32 @@ __global__ void im2col8_kernel(T *col, const float *x, int r0, int H, int W, int
     }
 }
 
+/* wa (Cout, Kp) = [w (Cout, K) | hi(b) | lo(b) | 0 ...]: hi = b rounded to T,
+ * lo = (b - hi) rounded to T. */
+template <typename T>
+__global__ void conv_weight_aug_kernel(T *wa, const T *w, const float *b, int64_t Cout, int64_t K,
+                                       int64_t Kp) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < Cout * Kp;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / Kp, j = i % Kp;
+        T hi;
+        tdm_st(&hi, b[r]);
+        if (j < K) wa[i] = w[r * K + j];
+        else if (j == K) wa[i] = hi;
+        else tdm_st(&wa[i], j == K + 1 ? b[r] - tdm_ld(&hi) : 0.0f);
+    }
+}
+
+/* Rows [K, Kp) of the column matrix col (Kp, N): two rows of ones, then zeros. */
+template <typename T>
+__global__ void conv_ones_rows_kernel(T *col, int64_t K, int64_t Kp, int64_t N) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (Kp - K) * N;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = K + i / N;
+        tdm_st(&col[r * N + i % N], r < K + 2 ? 1.0f : 0.0f);
+    }
+}
+
 /* y (B, C, S) filled with b[c]. */
 __global__ void fill_channels_kernel(float *y, const float *b, int64_t B, int64_t C, int64_t S) {
     int64_t n = B * C * S;
@@ -248,18 +283,38 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
-    int64_t K = Cin * kh * kw, P = Ho * Wo;
-    const float alpha = 1.0f, beta = b ? 1.0f : 0.0f;
-    int64_t rows = conv_tile_rows(K, Ho, Wo);
+    int64_t K = Cin * kh * kw, P = Ho * Wo, Kp = conv_krows(d, K);
+    const int direct = conv_is_direct(kh, kw, stride, pt, pb, pl, pr);
+    /* half im2col convs take the bias inside the GEMM (conv_krows); the rest
+     * add to an output pre-filled with it */
+    const int aug = b && gemm_is_half(d) && !direct;
+    const float alpha = 1.0f, beta = b && !aug ? 1.0f : 0.0f;
+    int64_t rows = conv_tile_rows(Kp, Ho, Wo), wabytes = aug ? Cout * Kp * 2 : 0;
+    void *wa = NULL;
     if (B <= 0 || Cout <= 0 || P <= 0) return;
-    if (b) {
+    if (aug) {
+        if (!(wa = tdm_dev_alloc(d, wabytes, "conv weight with bias"))) {
+            tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
+            return;
+        }
+        if (d->gemm_dtype == TDM_BF16)
+            conv_weight_aug_kernel<<<tdm_cuda_blocks(Cout * Kp, TDM_CUDA_THREADS), TDM_CUDA_THREADS,
+                                     0, c->stream>>>((__nv_bfloat16 *)wa,
+                                                     (const __nv_bfloat16 *)w, b, Cout, K, Kp);
+        else
+            conv_weight_aug_kernel<<<tdm_cuda_blocks(Cout * Kp, TDM_CUDA_THREADS), TDM_CUDA_THREADS,
+                                     0, c->stream>>>((__half *)wa, (const __half *)w, b, Cout, K,
+                                                     Kp);
+        TDM_CUDA_LAUNCHED("conv_weight_aug_kernel");
+    }
+    if (b && !aug) {
         tdm_cuda_prof_begin(d);
         fill_channels_kernel<<<tdm_cuda_blocks(B * Cout * P, TDM_CUDA_THREADS), TDM_CUDA_THREADS,
                                0, c->stream>>>(y, b, B, Cout, P);
         tdm_cuda_prof_end(d, "bias fill");
         TDM_CUDA_LAUNCHED("fill_channels_kernel");
     }
-    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr)) {
+    if (direct) {
         /* per image: y_n (Cout, P) = w (Cout, Cin) · x_n (Cin, P) [+ y_n];
          * column-major: y_n^T (P, Cout) = x_n^T (P, Cin) · w^T (Cin, Cout) */
         if (gemm_is_half(d)) {
@@ -309,16 +364,28 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
                         scratch, xn, (int)r0, (int)H, (int)W, (int)kh, (int)kw, (int)stride,
                         (int)pt, (int)pl, (int)Wo, (int)oy0, (int)N);
             }
+            if (aug && d->gemm_dtype == TDM_BF16)
+                conv_ones_rows_kernel<<<tdm_cuda_blocks((Kp - K) * N, TDM_CUDA_THREADS),
+                                        TDM_CUDA_THREADS, 0, c->stream>>>(
+                    (__nv_bfloat16 *)scratch, K, Kp, N);
+            else if (aug)
+                conv_ones_rows_kernel<<<tdm_cuda_blocks((Kp - K) * N, TDM_CUDA_THREADS),
+                                        TDM_CUDA_THREADS, 0, c->stream>>>((__half *)scratch, K,
+                                                                          Kp, N);
             tdm_cuda_prof_end(d, "im2col");
             TDM_CUDA_LAUNCHED("im2col_kernel");
-            if (gemm_is_half(d))
+            if (aug)
+                gemm_rm_half(d, c, 0, 0, Cout, N, Kp, 1.0f, wa, Kp, scratch, N, 0.0f,
+                             yn + oy0 * Wo, P);
+            else if (gemm_is_half(d))
                 gemm_rm_half(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo,
                              P);
             else
                 gemm_rm(d, c, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, beta, yn + oy0 * Wo, P);
         }
     }
-fail:;
+fail:
+    if (wa) tdm_dev_free(d, wa, wabytes);   /* stream-ordered: after the GEMMs */
 }
 
 extern "C" void tdm_cuda_conv2d(tdm_device_t *d, float *y, const float *x, const float *w,
