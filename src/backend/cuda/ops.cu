@@ -287,7 +287,11 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     const int direct = conv_is_direct(kh, kw, stride, pt, pb, pl, pr);
     /* half im2col convs take the bias inside the GEMM (conv_krows); the rest
      * add to an output pre-filled with it */
-    const int aug = b && gemm_is_half(d) && !direct;
+    /* ... when that is cheaper: the augmented weight is a copy of w per call, the
+     * bias fill a pass over the output plus the GEMM reading it back; the SD
+     * UNet's 8x8 and 16x16 levels have 30 MB weights and sub-MB outputs
+     * (aug everywhere: UNet step 15.4 -> 17.9 ms), the VAE the opposite */
+    const int aug = b && gemm_is_half(d) && !direct && B * P * 2 > Kp;
     const float alpha = 1.0f, beta = b && !aug ? 1.0f : 0.0f;
     int64_t rows = conv_tile_rows(Kp, Ho, Wo), wabytes = aug ? Cout * Kp * 2 : 0;
     void *wa = NULL;
