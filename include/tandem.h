@@ -286,14 +286,20 @@ int tdm_cuda_devices(void);
 
 /* ---- placement plan ---------------------------------------------------
  * Where each model component (or each block of a split component) of a
- * folder would go under per-device memory budgets, computed from the config
- * files alone (no weights read): `tandem plan`. device_map is a comma list
+ * folder would go under per-device memory budgets: `tandem plan`. Sizes come
+ * from the config files; where a component's folder also holds its
+ * safetensors weights (the files the loaders open, `variant` as for
+ * tdm_pipeline_params_t), their headers are read (never the tensor data):
+ * every parameter must be there with the config's shape (else an error
+ * naming the component, tensor and file), and with dtype NULL each floating
+ * tensor counts in its file's dtype. device_map is a comma list
  * of a pipeline-level STRATEGY (whole components over the GPUs; default
  * "balanced") and/or COMPONENT=STRATEGY items (that component split
  * block-wise, like from_pretrained(device_map=...)); strategies are "auto"
  * (= "balanced"), "balanced_low_0", "sequential". max_memory is required,
  * e.g. "0=16GiB,1=16GiB,cpu=64GiB,disk=200GB". dtype "fp32"|"fp16"|"bf16"
- * (NULL: fp16 for Stable Diffusion, bf16 for FLUX); only = comma list of
+ * for every floating tensor (NULL: the weight files' dtypes, or without
+ * weights fp16 for Stable Diffusion, bf16 for FLUX); only = comma list of
  * components (NULL: all). OUT: *json, one JSON object {"strategy",
  * "max_memory", "device_map", "bytes"} (free() it). */
 typedef struct {
@@ -302,6 +308,7 @@ typedef struct {
     const char *device_map;
     const char *max_memory;
     const char *dtype;
+    const char *variant;       /* weight variant such as "fp16", or NULL */
 } tdm_plan_params_t;
 
 void       tdm_plan_params_init(tdm_plan_params_t *p);

@@ -890,9 +890,17 @@ TEST(test_folder_weights) {
               P("m1/nosuch"), "fp16", NULL);
     CHECK_ERR(tdm_folder_weights(P("m1"), "old", NULL, out, sizeof out), TDM_ERR_MODEL,
               P("m1/old"), ".bin", NULL);
+    /* the optional search: same files, "" (no error) when there are none */
+    CHECK(tdm_folder_weights_opt(P("m1"), "unet", "fp16", out, sizeof out) == TDM_OK &&
+          !strcmp(out, P("m1/unet/diffusion_pytorch_model.fp16.safetensors")));
+    CHECK(tdm_folder_weights_opt(P("m1"), "big", NULL, out, sizeof out) == TDM_OK &&
+          !strcmp(out, P("m1/big/diffusion_pytorch_model.safetensors.index.json")));
+    CHECK(tdm_folder_weights_opt(P("m1"), "old", NULL, out, sizeof out) == TDM_OK && !out[0]);
+    CHECK(tdm_folder_weights_opt(P("m1"), "nosuch", "fp16", out, sizeof out) == TDM_OK && !out[0]);
     /* output that does not fit */
     char tiny[8];
     CHECK(tdm_folder_weights(P("m1"), "unet", NULL, tiny, sizeof tiny) != TDM_OK);
+    CHECK(tdm_folder_weights_opt(P("m1"), "nosuch", NULL, tiny, sizeof tiny) != TDM_OK);
     CHECK(tdm_path_join(out, sizeof out, "a", "b", "c") == TDM_OK && !strcmp(out, "a/b/c"));
     CHECK(tdm_path_join(out, sizeof out, "a", NULL, "c") == TDM_OK && !strcmp(out, "a/c"));
     CHECK(tdm_path_join(tiny, sizeof tiny, "abcd", "efgh", "ijkl") != TDM_OK);

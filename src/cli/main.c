@@ -93,7 +93,8 @@ static void usage(FILE *f) {
           "  tandem launch   -n N [--gpus LIST] -- generate ... [--schedule static|dynamic] [--resume]\n"
           "  tandem plan     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
           "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
-          "                  [--dtype fp32|fp16|bf16]   (placement as JSON; reads configs only)\n"
+          "                  [--dtype fp32|fp16|bf16] [--variant NAME]   (placement as JSON from\n"
+          "                  the configs and, where present, the safetensors headers)\n"
           "  tandem --version\n"
           "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
           "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
@@ -525,6 +526,7 @@ static int cmd_generate(int argc, char **argv) {
             pp.device_map = a.device_map;
             pp.max_memory = a.max_memory;
             pp.dtype = "fp32";   /* what the (virtual CPU) devices hold */
+            pp.variant = a.variant;
             char *json = NULL;
             if (tdm_plan(&pp, &json) != TDM_OK) die_status();
             fputs(json, stdout);
@@ -789,7 +791,7 @@ static int cmd_launch(int argc, char **argv) {
 }
 
 /* tandem plan: the placement of a folder's components under memory budgets,
- * as one JSON object on stdout; reads config files only. */
+ * as one JSON object on stdout; reads config files and safetensors headers. */
 static int cmd_plan(int argc, char **argv) {
     tdm_plan_params_t p;
     tdm_plan_params_init(&p);
@@ -798,13 +800,14 @@ static int cmd_plan(int argc, char **argv) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
         if (strcmp(f, "--model") && strcmp(f, "--only") && strcmp(f, "--device-map") &&
-            strcmp(f, "--max-memory") && strcmp(f, "--dtype"))
+            strcmp(f, "--max-memory") && strcmp(f, "--dtype") && strcmp(f, "--variant"))
             die(2, "%s: unknown flag for tandem plan (see tandem --help)", f);
         if (i + 1 >= argc) die(2, "%s: missing value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) p.model = v;
         else if (!strcmp(f, "--only")) p.only = v;
         else if (!strcmp(f, "--max-memory")) p.max_memory = v;
+        else if (!strcmp(f, "--variant")) p.variant = v;
         else if (!strcmp(f, "--dtype")) {
             if (strcmp(v, "fp32") != 0 && strcmp(v, "fp16") != 0 && strcmp(v, "bf16") != 0)
                 die(2, "--dtype %s: expected fp32, fp16 or bf16", v);

@@ -137,11 +137,15 @@ tdm_status tdm_folder_resolve(const char *model, char *out, size_t cap) {
     return TDM_OK;
 }
 
-tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *variant, char *out,
-                              size_t cap) {
+/* The weight search of tdm_folder_weights: *found = 1 with the path in out,
+ * or 0 with the names tried in `tried`. Errors only when a path does not fit. */
+static tdm_status find_weights(const char *dir, const char *sub, const char *variant, char *out,
+                               size_t cap, int *found, char *tried, size_t tcap) {
     static const char *stems[] = {"diffusion_pytorch_model", "model"};
-    char name[256], tried[1024] = "";
+    char name[256];
     size_t tl = 0;
+    *found = 0;
+    tried[0] = 0;
     for (int pass = (variant && *variant) ? 0 : 1; pass < 2; pass++) {
         for (int s = 0; s < 2; s++) {
             for (int idx = 0; idx < 2; idx++) {
@@ -152,12 +156,24 @@ tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *vari
                     snprintf(name, sizeof name, "%s.safetensors%s", stems[s], idx ? ".index.json" : "");
                 tdm_status st = tdm_path_join(out, cap, dir, sub, name);
                 if (st != TDM_OK) return st;
-                if (tdm_file_exists(out)) return TDM_OK;
-                if (tl < sizeof tried)
-                    tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? ", " : "", name);
+                if (tdm_file_exists(out)) {
+                    *found = 1;
+                    return TDM_OK;
+                }
+                if (tl < tcap)
+                    tl += (size_t)snprintf(tried + tl, tcap - tl, "%s%s", tl ? ", " : "", name);
             }
         }
     }
+    return TDM_OK;
+}
+
+tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *variant, char *out,
+                              size_t cap) {
+    char tried[1024];
+    int found;
+    tdm_status st = find_weights(dir, sub, variant, out, cap, &found, tried, sizeof tried);
+    if (st != TDM_OK || found) return st;
     char folder[TDM_PATH_MAX];
     tdm_path_join(folder, sizeof folder, dir, sub, NULL);
     char bin[TDM_PATH_MAX];
@@ -167,4 +183,13 @@ tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *vari
     has_bin |= tdm_file_exists(bin);
     return tdm_errorf(TDM_ERR_MODEL, "%s: no weights found (tried %s)%s", folder, tried,
                       has_bin ? "; .bin (pickle) weights are not read, convert them to safetensors" : "");
+}
+
+tdm_status tdm_folder_weights_opt(const char *dir, const char *sub, const char *variant, char *out,
+                                  size_t cap) {
+    char tried[1024];
+    int found;
+    tdm_status st = find_weights(dir, sub, variant, out, cap, &found, tried, sizeof tried);
+    if (st == TDM_OK && !found) out[0] = 0;
+    return st;
 }

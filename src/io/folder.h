@@ -22,6 +22,11 @@ tdm_status tdm_folder_resolve(const char *model, char *out, size_t cap);
  * names the folder and the names tried (and notes .bin files are not read). */
 tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *variant,
                               char *out, size_t cap);
+/* Same search for weights that may be absent (a folder of configs only):
+ * out = "" when none of the names exists, no error. Errors only when a path
+ * does not fit in out. */
+tdm_status tdm_folder_weights_opt(const char *dir, const char *sub, const char *variant,
+                                  char *out, size_t cap);
 
 /* Joins dir/sub/file into out; error if it does not fit. */
 tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub,

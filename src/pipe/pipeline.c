@@ -185,6 +185,7 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
     pp.device_map = p->device_map;
     pp.max_memory = p->max_memory;
     pp.dtype = "fp32";
+    pp.variant = pipe->variant[0] ? pipe->variant : NULL;   /* the files the loaders open */
     char *json = NULL;
     if ((st = tdm_plan(&pp, &json)) != TDM_OK) return st;
     cJSON *j = cJSON_Parse(json);

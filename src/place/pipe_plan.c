@@ -1,6 +1,9 @@
 /* pipe_plan.c — placement of a whole pipeline folder (tdm_plan, `tandem
  * plan`): which device each component, or each block of a split component,
- * goes to, from the config files alone.
+ * goes to, from the config files alone or, where a component's folder holds
+ * its safetensors weights, from their headers too (shapes checked against
+ * the config, sizes in the files' dtypes unless --dtype is given). No tensor
+ * data is read.
  *
  * Two levels, as in the diffusers guide:
  *  - model level, "COMPONENT=STRATEGY": that component's blocks are planned
@@ -24,6 +27,7 @@
 
 #include "io/config.h"
 #include "io/folder.h"
+#include "io/safetensors.h"
 #include "models/clip_text.h"
 #include "models/flux.h"
 #include "models/t5.h"
@@ -57,6 +61,104 @@ static plist_fn builder_of(const char *cls) {
     if (!strcmp(cls, "T5EncoderModel")) return tdm_t5_plist;
     if (!strcmp(cls, "FluxTransformer2DModel")) return tdm_flux_plist;
     return NULL;
+}
+
+/* Other spellings of a list name that the loaders accept in a checkpoint,
+ * tried when the name itself is absent: the first occurrence of `from` is
+ * replaced by `to` ("" from: `to` is prepended). transformers 4.x saves
+ * CLIPTextModel under "text_model." (clip_text.c reads both); diffusers'
+ * deprecated VAE attention names, which it still converts on load (vae.c
+ * reads both); T5EncoderModel's embedding, saved under either of its two
+ * names (t5.c reads whichever is there for both). */
+static const struct {
+    const char *cls, *from, *to;
+} spellings[] = {
+    {"CLIPTextModel", "", "text_model."},
+    {"CLIPTextModelWithProjection", "", "text_model."},
+    {"AutoencoderKL", ".to_q.", ".query."},
+    {"AutoencoderKL", ".to_k.", ".key."},
+    {"AutoencoderKL", ".to_v.", ".value."},
+    {"AutoencoderKL", ".to_out.0.", ".proj_attn."},
+    {"T5EncoderModel", "shared.weight", "encoder.embed_tokens.weight"},
+    {"T5EncoderModel", "encoder.embed_tokens.weight", "shared.weight"},
+};
+
+/* Tensor `name` of a `cls` component in set, under its own name or another
+ * spelling (the one found is left in buf), or NULL. */
+static const tdm_st_tensor_t *find_spelled(const tdm_st_set_t *set, const char *cls,
+                                           const char *name, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s", name);
+    const tdm_st_tensor_t *t = tdm_st_set_find(set, name);
+    for (size_t i = 0; !t && i < sizeof spellings / sizeof spellings[0]; i++) {
+        const char *at = strcmp(spellings[i].cls, cls) ? NULL : strstr(name, spellings[i].from);
+        if (!at) continue;
+        if ((size_t)snprintf(buf, cap, "%.*s%s%s", (int)(at - name), name, spellings[i].to,
+                             at + strlen(spellings[i].from)) < cap)
+            t = tdm_st_set_find(set, buf);
+    }
+    if (!t) snprintf(buf, cap, "%s", name);
+    return t;
+}
+
+static void shape_str(char *buf, size_t cap, int nd, const int64_t *sh) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < nd && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)sh[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+static int is_float(tdm_dtype t) {
+    return t == TDM_F32 || t == TDM_F16 || t == TDM_BF16 || t == TDM_F64;
+}
+
+/* Checks entry e of component `comp` against its tensor t in the weight
+ * files `files` (t NULL: absent) and takes the file's dtype for a floating
+ * entry unless keep_dtype. A buffer may be absent: non-persistent buffers
+ * (CLIP's position_ids) are not saved; it keeps the list's size. */
+static tdm_status weigh_entry(tdm_pentry_t *e, const tdm_st_tensor_t *t, const char *fname,
+                              const char *comp, const char *files, int keep_dtype) {
+    char want[160], got[160];
+    shape_str(want, sizeof want, e->ndim, e->shape);
+    if (!t) {
+        if (e->is_buffer) return TDM_OK;
+        return tdm_errorf(TDM_ERR_MODEL, "plan: %s: tensor %s: config says %s, missing from %s",
+                          comp, fname, want, files);
+    }
+    int same = t->ndim == e->ndim;
+    for (int d = 0; same && d < e->ndim; d++) same = t->shape[d] == e->shape[d];
+    if (!same) {
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        return tdm_errorf(TDM_ERR_MODEL, "plan: %s: tensor %s: config says %s, %s has %s", comp,
+                          fname, want, t->file, got);
+    }
+    if (!keep_dtype && is_float(e->dtype)) e->dtype = t->dtype;
+    return TDM_OK;
+}
+
+/* Component c against its weight files, when its folder has them (the
+ * files the loaders open: tdm_folder_weights with `variant`): every list
+ * entry checked by weigh_entry, the list's bytes summed again. Only the
+ * safetensors headers are read. Without weights the list stays as the
+ * config made it. The new sum stays below 2^59: the list's was at most
+ * TDM_PLIST_MAX_BYTES with floating entries of 2 or 4 bytes, and a file
+ * dtype has at most 8. */
+static tdm_status weigh(comp_t *c, const char *root, const char *variant, int keep_dtype) {
+    char files[TDM_PATH_MAX], fname[512];
+    tdm_st_set_t *set = NULL;
+    tdm_status st = tdm_folder_weights_opt(root, c->name, variant, files, sizeof files);
+    if (st != TDM_OK || !files[0]) return st;
+    if ((st = tdm_st_set_open(&set, files)) != TDM_OK)
+        return tdm_errorf(st, "plan: %s: %s", c->name, tdm_last_error());
+    tdm_plist_t *l = &c->pl;
+    l->bytes = 0;
+    for (int64_t i = 0; i < l->n && st == TDM_OK; i++) {
+        tdm_pentry_t *e = &l->e[i];
+        const tdm_st_tensor_t *t = find_spelled(set, c->cls, e->name, fname, sizeof fname);
+        st = weigh_entry(e, t, fname, c->name, files, keep_dtype);
+        l->bytes += tdm_pentry_bytes(e);
+    }
+    tdm_st_set_close(set);
+    return st;
 }
 
 /* 1 if model_index.json (root) has a model component `name` the planner knows. */
@@ -298,6 +400,7 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
         snprintf(sub, sizeof sub, "%s", c->name);
         TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
         TDM_TRY(builder_of(c->cls)(path, dt, &c->pl));
+        TDM_TRY(weigh(c, root, p->variant, p->dtype != NULL));
         c->bytes = c->pl.bytes;
     }
     rem = mm;

@@ -6,7 +6,8 @@
  * name), with its shape and dtype, plus the module classes the planner must
  * never split ("no-split" units: _no_split_modules of the PyTorch class) and
  * the tied-parameter groups. Made from config.json alone (no weights), so
- * `tandem plan` works on a folder of configs. The planner (place.h) builds
+ * `tandem plan` works on a folder of configs (and checks it against the
+ * weight files' headers where there are some). The planner (place.h) builds
  * the module tree from these names. */
 #ifndef TDM_PTREE_H
 #define TDM_PTREE_H
@@ -40,9 +41,10 @@ typedef struct {
      * names, "first=other" (e.g. "shared.weight=encoder.embed_tokens.weight"). */
     char        **tied;
     int64_t       ntied, captied;
-    /* Floating parameters are entered as `dtype` (what the model would load
-     * them as: the file's dtype when known, else the float dtype the caller
-     * asked for); integer buffers keep their own dtype. */
+    /* Floating parameters are entered as `dtype` (the float dtype the
+     * caller asked for); integer buffers keep their own dtype. tdm_plan then
+     * sets a floating entry's dtype to its weight file's, where the folder
+     * has weights and no --dtype was given. */
     tdm_dtype     dtype;
     int64_t       bytes;                 /* sum of tdm_pentry_bytes over e */
 } tdm_plist_t;
