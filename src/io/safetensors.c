@@ -436,6 +436,12 @@ tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name
     return st_load(set, name, dev, ndim, shape, out, 0, tdm_st_gemm_weight_dtype(dev));
 }
 
+tdm_status tdm_st_set_load_gemm_host_copy(const tdm_st_set_t *set, const char *name,
+                                          tdm_device_t *host, const tdm_device_t *exec, int ndim,
+                                          const int64_t *shape, tdm_tensor_t **out) {
+    return st_load(set, name, host, ndim, shape, out, 0, tdm_st_gemm_weight_dtype(exec));
+}
+
 /* ---- writer ------------------------------------------------------------- */
 
 tdm_status tdm_safetensors_write_f32(const char *path, int n, const char *const *names,

@@ -74,6 +74,15 @@ tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name
                                        tdm_device_t *dev, int ndim, const int64_t *shape,
                                        tdm_tensor_t **out);
 
+/* The host copy of a GEMM weight that a split model keeps in host RAM and
+ * streams to the device `exec` block by block: stored in
+ * tdm_st_gemm_weight_dtype(exec) (bf16 / fp16 for a half GPU: half the host
+ * RAM and the bytes to move, and uploaded as it is), on the host device
+ * `host`. Never computed on where it lies. Checks as tdm_st_set_load_f32. */
+tdm_status tdm_st_set_load_gemm_host_copy(const tdm_st_set_t *set, const char *name,
+                                          tdm_device_t *host, const tdm_device_t *exec, int ndim,
+                                          const int64_t *shape, tdm_tensor_t **out);
+
 /* Writes a safetensors file of float32 tensors atomically (temporary name,
  * then rename). names[i], shapes[i] (ndims[i] dims), data[i]; metadata is
  * `nmeta` key/value pairs (may be 0). */

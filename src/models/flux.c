@@ -203,8 +203,11 @@ static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix
             return tdm_offload_add(&m->off, (void *)dst, 0, NULL, name, ndim, shape, gemm,
                                    block_of(m, name));
     }
-    st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, &t)
-              : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, &t);
+    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
+        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, &t);
+    else
+        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, &t)
+                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, &t);
     if (st != TDM_OK) return st;
     m->tensors[m->ntensors++] = t;
     m->info.param_bytes += t->nbytes;

@@ -108,8 +108,11 @@ static tdm_status load_t(const t5_loader *L, const char *name, int ndim, int64_t
             return tdm_offload_add(&L->m->off, (void *)out, 1, NULL, name, ndim, shape, gemm,
                                    t5_block_of(name));
     }
-    st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, out)
-              : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, out);
+    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
+        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, out);
+    else
+        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, out)
+                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, out);
     if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
     tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
     st = tdm_offload_add(&L->m->off, (void *)out, 1, t, name, ndim, shape, gemm, t5_block_of(name));

@@ -22,11 +22,16 @@ tdm_status tdm_placement_check(const tdm_placement_t *pl, const char *what) {
     if (!pl || !pl->map || !pl->main || !pl->host)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: a placement needs a map, a main and a host "
                           "device", what);
+    /* virtual CPU devices, or one GPU (the main device) with host RAM and disk:
+     * blocks on GPU 0 stay there, the others are streamed to it */
     int host_only = tdm_dev_is_host(pl->main) && tdm_dev_is_host(pl->host);
     for (int i = 0; i < pl->ngpu; i++) host_only &= !pl->gpu[i] || tdm_dev_is_host(pl->gpu[i]);
-    if (!host_only)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: running a split device map on CUDA devices is "
-                          "not implemented yet (tandem plan shows the map; run on one GPU)", what);
+    int one_gpu = !tdm_dev_is_host(pl->main) && tdm_dev_is_host(pl->host) && pl->ngpu == 1 &&
+                  pl->gpu[0] == pl->main;
+    if (!host_only && !one_gpu)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: running a device map over several CUDA GPUs "
+                          "is not implemented yet (tandem plan shows the map; one GPU with "
+                          "cpu= and disk= offload runs)", what);
     return TDM_OK;
 }
 
