@@ -281,7 +281,7 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
                               "on the CPU; with --device %s the map's GPU 0 is that GPU",
                               p->devices, p->device);
         for (int i = 0; i < pipe->split_mm.n; i++)
-            if (pipe->split_mm.dev[i] != 0)
+            if (pipe->split_mm.dev[i] > 0)   /* cpu and disk are negative */
                 return tdm_errorf(TDM_ERR_UNSUPPORTED, "--max-memory %s: GPU %d: running a device "
                                   "map over several CUDA GPUs is not implemented yet; one GPU with "
                                   "cpu= and disk= offload runs (see `tandem plan`)", p->max_memory,
