@@ -307,6 +307,112 @@ done:
 }
 #endif
 
+#ifdef TDM_HAVE_CUDA
+/* The dev fixture on cuda:0 (bf16) split by the planner over GPU 0, host RAM
+ * and disk: GPU 0's blocks resident, the others streamed to the GPU while
+ * their block runs (host copies kept in bf16, disk ones read from the file);
+ * the output equals the all-on-GPU load bit for bit, twice in a row, and the
+ * streamed weights leave the GPU again. */
+static void run_offload_cuda(void) {
+    char root[1024], io[1100], cfg[1100];
+    tdm_device_t dev, host;
+    tdm_device_t *gpus[1] = {&dev};
+    tdm_plist_t pl;
+    tdm_place_map_t map;
+    tdm_max_memory_t mm;
+    tdm_flux_t *a = NULL, *b = NULL;
+    tdm_safetensors_t *st = NULL;
+    float *dimg = NULL, *dtxt = NULL, *dpool = NULL, *dout = NULL, *oa = NULL, *ob = NULL;
+    int64_t nimg = 0, ntxt = 0, npool = 0, nout = 0, planned[3] = {0, 0, 0};
+    memset(&map, 0, sizeof map);
+    tdm_plist_init(&pl, TDM_BF16);
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_device_init(&host, TDM_DEV_CPU, 1);
+    if (tdm_cuda_device_init(&dev, 0) != TDM_OK) { CHECK_MSG(0, "%s", tdm_last_error()); return; }
+    dev.gemm_dtype = TDM_BF16;
+    snprintf(root, sizeof(root), "%s/dev", FIX);
+    snprintf(io, sizeof(io), "%s/io.safetensors", root);
+    snprintf(cfg, sizeof(cfg), "%s/transformer/config.json", root);
+    tdm_status s = tdm_flux_plist(cfg, TDM_BF16, &pl);
+    if (s == TDM_OK) s = tdm_max_memory_parse("0=120KB,cpu=120KB,disk=1GB", &mm);
+    if (s == TDM_OK) s = tdm_place_plan(&pl, &mm, TDM_PLACE_SEQUENTIAL, 0, &map);
+    CHECK_MSG(s == TDM_OK, "plan: %s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    for (int i = 0; i < map.ndev; i++)
+        planned[map.dev[i] == 0 ? 0 : map.dev[i] == TDM_PLACE_CPU ? 1 : 2] = map.used[i];
+    printf("  offload on cuda:0: GPU0 %lld, cpu %lld, disk %lld bytes\n", (long long)planned[0],
+           (long long)planned[1], (long long)planned[2]);
+    CHECK_MSG(planned[0] > 0 && planned[1] > 0 && planned[2] > 0, "the budgets should use all three");
+    tdm_placement_t place = {&map, gpus, 1, &host, &dev};
+    s = tdm_flux_load(&a, root, "transformer", NULL, &dev);
+    if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &place);
+    CHECK_MSG(s == TDM_OK, "load: %s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    CHECK_MSG(host.cur_bytes > 0, "nothing kept in host RAM");
+    s = tdm_safetensors_open(&st, io);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    flux_io_t x;
+    if (!flux_io(st, &x)) goto done;
+    int64_t B = x.si[0], N = x.si[1], T = x.stx[1];
+    nimg = B * N * x.si[2];
+    ntxt = B * T * x.stx[2];
+    npool = x.sp[0] * x.sp[1];
+    nout = x.so[0] * x.so[1] * x.so[2];
+    dimg = dev_copy(&dev, x.img, nimg, "test img");
+    dtxt = dev_copy(&dev, x.txt, ntxt, "test txt");
+    dpool = dev_copy(&dev, x.pooled, npool, "test pooled");
+    dout = tdm_dev_alloc(&dev, nout * (int64_t)sizeof(float), "test out");
+    oa = malloc((size_t)nout * sizeof(float));
+    ob = malloc((size_t)nout * sizeof(float));
+    if (!(dimg && dtxt && dpool && dout && oa && ob)) { CHECK(0); goto done; }
+    s = tdm_flux_forward(a, dimg, B, N, dtxt, T, dpool, x.t, x.g, x.iid, x.tid, dout);
+    if (s == TDM_OK) s = tdm_dev_download(&dev, oa, dout, nout * (int64_t)sizeof(float), "out");
+    CHECK_MSG(s == TDM_OK, "forward: %s", tdm_last_error());
+    int64_t held = dev.cur_bytes;
+    for (int rep = 0; rep < 2 && s == TDM_OK; rep++) {
+        s = tdm_flux_forward(b, dimg, B, N, dtxt, T, dpool, x.t, x.g, x.iid, x.tid, dout);
+        if (s == TDM_OK) s = tdm_dev_download(&dev, ob, dout, nout * (int64_t)sizeof(float), "out");
+        CHECK_MSG(s == TDM_OK, "offloaded forward: %s", tdm_last_error());
+        CHECK_MSG(s == TDM_OK && !memcmp(oa, ob, (size_t)nout * sizeof(float)),
+                  "offloaded output differs (rel err %.3g)", test_rel_err(ob, oa, (long)nout));
+    }
+    {   /* what stays on the GPU after the offloaded forwards: b's RoPE cache */
+        int64_t rope = 2 * (T + N) * tdm_flux_info(b)->attention_head_dim * (int64_t)sizeof(float);
+        CHECK_MSG(dev.cur_bytes == held + rope, "GPU holds %lld bytes, %lld expected",
+                  (long long)dev.cur_bytes, (long long)(held + rope));
+    }
+done:
+    if (dimg) tdm_dev_free(&dev, dimg, nimg * (int64_t)sizeof(float));
+    if (dtxt) tdm_dev_free(&dev, dtxt, ntxt * (int64_t)sizeof(float));
+    if (dpool) tdm_dev_free(&dev, dpool, npool * (int64_t)sizeof(float));
+    if (dout) tdm_dev_free(&dev, dout, nout * (int64_t)sizeof(float));
+    free(oa);
+    free(ob);
+    tdm_safetensors_close(st);
+    tdm_flux_free(a);
+    tdm_flux_free(b);
+    CHECK_MSG(dev.cur_bytes == 0 && host.cur_bytes == 0, "left: cuda %lld, host %lld",
+              (long long)dev.cur_bytes, (long long)host.cur_bytes);
+    if (map.e) tdm_place_map_free(&map);
+    tdm_plist_free(&pl);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+}
+#endif
+
+TEST(flux_cuda_offload) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    run_offload_cuda();
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
+
 /* The three fixtures on cuda:0 when this is a CUDA build with a GPU. */
 TEST(flux_cuda_golden) {
 #ifdef TDM_HAVE_CUDA
@@ -530,6 +636,7 @@ int main(void) {
     RUN(flux_placed_sequential);
     RUN(flux_placed_balanced);
     RUN(flux_placed_errors);
+    RUN(flux_cuda_offload);
     RUN(flux_schnell);
     RUN(flux_bf16_variant);
     RUN(flux_cuda_golden);
