@@ -328,6 +328,35 @@ TEST(flux_split) {
 
 /* Pipeline-level placement (whole components over two virtual GPUs, as
  * diffusers' device_map="balanced") gives the one-device image, SD and FLUX. */
+/* The SD UNet split block-wise over two virtual GPUs and host RAM, then disk
+ * (CLIP and the VAE whole on GPU 0): the same pixels and latents as one device. */
+TEST(unet_split) {
+    char a[1024], b[1024];
+    const char *common = "--prompt 'a red cube' --steps 3 --seed 5 --quiet";
+    int rc = run("generate --model '%s' %s --out '%s/us-one'", PIPE, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' %s --output-type latent --out '%s/us-one-l'", PIPE, common,
+             tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    const char *mm[2] = {"0=450KB,1=300KB,cpu=700KB,disk=1GB", "0=450KB,1=300KB,cpu=50KB,disk=1GB"};
+    for (int i = 0; i < 2; i++) {
+        rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map unet=sequential "
+                 "--max-memory %s --report-memory --out '%s/us%d'", PIPE, common, mm[i], tmpdir, i);
+        CHECK_MSG(rc == 0, "%s", errtext);
+        const char *m1 = strstr(errtext, "memory: cpu:1 peak ");
+        CHECK_MSG(m1 && atoll(m1 + 19) > 0, "virtual GPU 1 unused: %s", errtext);
+        snprintf(a, sizeof a, "%s/us-one/000000.png", tmpdir);
+        snprintf(b, sizeof b, "%s/us%d/000000.png", tmpdir, i);
+        CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
+        rc = run("generate --model '%s' %s --output-type latent --devices cpu:0,cpu:1 --device-map "
+                 "unet=sequential --max-memory %s --out '%s/us%d-l'", PIPE, common, mm[i], tmpdir, i);
+        CHECK_MSG(rc == 0, "%s", errtext);
+        snprintf(a, sizeof a, "%s/us-one-l/000000.safetensors", tmpdir);
+        snprintf(b, sizeof b, "%s/us%d-l/000000.safetensors", tmpdir, i);
+        CHECK_MSG(same_file(a, b), "%s differs from %s", b, a);
+    }
+}
+
 TEST(pipeline_balanced) {
     char flux[512], a[1024], b[1024];
     snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
@@ -438,6 +467,7 @@ int main(void) {
     RUN(staged_flux);
     RUN(flux_errors);
     RUN(flux_split);
+    RUN(unet_split);
     RUN(pipeline_balanced);
     RUN(staged_plans);
     RUN(host_ram_check);

@@ -15,6 +15,7 @@
 #include "io/safetensors.h"
 #include "models/unet2d.h"
 #include "test.h"
+#include "test_placed.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -70,6 +71,70 @@ done:
 }
 
 TEST(unet_sd15_fp16_variant) { run_golden("sd15", "fp16"); }
+
+/* The sd15 fixture split by the planner over two virtual devices standing for
+ * GPUs 0 and 1 and host RAM or disk (the second up block, a no-split
+ * CrossAttnUpBlock2D, lands on the host in one case and on disk in the other):
+ * each device holds the bytes the plan gives it, offloaded weights are on the
+ * main device only while their unit runs, and the output is bit-identical to
+ * the one-device load, twice in a row. */
+static void run_placed(const char *strategy, const char *budgets) {
+    char root[1024], io[1100], cfg[1100];
+    placed_t t;
+    tdm_unet_t *a = NULL, *b = NULL;
+    tdm_safetensors_t *st = NULL;
+    float *oa = NULL, *ob = NULL;
+    snprintf(root, sizeof(root), "%s/sd15", FIX);
+    snprintf(io, sizeof(io), "%s/io.safetensors", root);
+    snprintf(cfg, sizeof(cfg), "%s/unet/config.json", root);
+    if (!placed_setup(&t, tdm_unet_plist, cfg, strategy, budgets)) goto done;
+    CHECK_MSG(t.planned[0] > 0 && t.planned[1] > 0 && t.planned[2] + t.planned[3] > 0,
+              "the budgets should use both GPUs and offload some units");
+    tdm_status s = tdm_unet_load(&a, root, "unet", "fp16", &t.one);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s == TDM_OK) s = tdm_unet_load_placed(&b, root, "unet", "fp16", &t.place);
+    CHECK_MSG(s == TDM_OK, "placed load: %s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    CHECK_MSG(t.gpu0.cur_bytes == t.planned[0] && t.gpu1.cur_bytes == t.planned[1] &&
+              t.host.cur_bytes == t.planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
+              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
+              (long long)t.host.cur_bytes);
+    s = tdm_safetensors_open(&st, io);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    const tdm_st_tensor_t *x = tdm_safetensors_find(st, "x"), *tt = tdm_safetensors_find(st, "t");
+    const tdm_st_tensor_t *ctx = tdm_safetensors_find(st, "ctx");
+    const tdm_st_tensor_t *ref = tdm_safetensors_find(st, "out");
+    CHECK(x && tt && ctx && ref);
+    if (!(x && tt && ctx && ref)) goto done;
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3], T = ctx->shape[1];
+    int64_t nout = ref->nbytes / 4;
+    oa = malloc((size_t)nout * sizeof(float));
+    ob = malloc((size_t)nout * sizeof(float));
+    CHECK(tdm_unet_forward(a, x->data, B, H, W, tt->data, ctx->data, T, oa) == TDM_OK);
+    int64_t held0 = t.gpu0.cur_bytes, peak0 = t.gpu0.peak_bytes;
+    for (int rep = 0; rep < 2; rep++) {
+        s = tdm_unet_forward(b, x->data, B, H, W, tt->data, ctx->data, T, ob);
+        CHECK_MSG(s == TDM_OK, "placed forward: %s", tdm_last_error());
+        CHECK(s == TDM_OK && !memcmp(oa, ob, (size_t)nout * sizeof(float)));
+    }
+    /* streamed weights are gone again; while in use they counted on the main device */
+    CHECK_MSG(t.gpu0.cur_bytes == held0, "GPU0 holds %lld bytes after the forward, %lld before",
+              (long long)t.gpu0.cur_bytes, (long long)held0);
+    CHECK(t.gpu0.peak_bytes > peak0);
+    CHECK(t.gpu1.cur_bytes == t.planned[1] && t.host.cur_bytes == t.planned[2]);
+done:
+    free(oa);
+    free(ob);
+    tdm_safetensors_close(st);
+    tdm_unet_free(a);
+    tdm_unet_free(b);
+    placed_done(&t);
+}
+
+TEST(unet_placed_host) { run_placed("sequential", "0=200KB,1=150KB,cpu=450KB,disk=1GB"); }
+TEST(unet_placed_disk) { run_placed("sequential", "0=200KB,1=150KB,cpu=100KB,disk=1GB"); }
+TEST(unet_placed_balanced) { run_placed("balanced", "0=200KB,1=150KB,cpu=450KB,disk=1GB"); }
 TEST(unet_sd2_linear_proj) { run_golden("sd2", NULL); }
 TEST(unet_misc_odd_size) { run_golden("misc", NULL); }
 
@@ -326,6 +391,9 @@ TEST(unet_forward_bad_args) {
 
 int main(void) {
     RUN(unet_sd15_fp16_variant);
+    RUN(unet_placed_host);
+    RUN(unet_placed_disk);
+    RUN(unet_placed_balanced);
     RUN(unet_sd2_linear_proj);
     RUN(unet_misc_odd_size);
     RUN(unet_cuda_golden);

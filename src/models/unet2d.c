@@ -265,11 +265,34 @@ fail:
  * order of named_parameters(). */
 
 typedef struct {
-    tdm_unet_t         *u;
-    const tdm_st_set_t *set;
-    const char         *cfg_path;
-    tdm_plist_t        *pl;       /* list instead of load when not NULL */
+    tdm_unet_t              *u;
+    const tdm_st_set_t      *set;
+    const char              *cfg_path;
+    tdm_plist_t             *pl;       /* list instead of load when not NULL */
+    const tdm_placement_t   *place;    /* NULL: everything on u->dev */
 } unet_loader_t;
+
+/* The streaming unit of a tensor of a split UNet: each resnet, each
+ * transformer (attentions.j) and each down/upsampler of a block — the
+ * no-split modules of diffusers' UNet2DConditionModel — numbered
+ * ((part · 64 + block) · 4 + kind) · 64 + index, part 0 down, 1 mid, 2 up,
+ * kind 0 resnets, 1 attentions, 2 down/upsamplers; -1 for the top-level
+ * tensors (conv_in, time_embedding, conv_norm_out, conv_out). */
+static int64_t unet_unit(int part, int64_t block, int kind, int64_t idx) {
+    return ((part * 64 + block) * 4 + kind) * 64 + idx;
+}
+
+static int64_t unet_unit_of(const char *name) {
+    long long b = 0, j = 0;
+    int part, n = 0;
+    char kind[16];
+    if (sscanf(name, "down_blocks.%lld.%15[a-z].%lld.%n", &b, kind, &j, &n) == 3 && n) part = 0;
+    else if (sscanf(name, "up_blocks.%lld.%15[a-z].%lld.%n", &b, kind, &j, &n) == 3 && n) part = 2;
+    else if (sscanf(name, "mid_block.%15[a-z].%lld.%n", kind, &j, &n) == 2 && n) part = 1;
+    else return -1;
+    int k = !strcmp(kind, "resnets") ? 0 : !strcmp(kind, "attentions") ? 1 : 2;
+    return unet_unit(part, b, k, k == 2 ? 0 : j);
+}
 
 /* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst (or, when
  * listing, appends it to L->pl and sets *dst to NULL). Every tensor of 2+
@@ -297,12 +320,26 @@ static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, co
         u->tensors = p;
         u->cap_tensors = cap;
     }
-    st = ndim >= 2 ? tdm_st_set_load_gemm_weight(L->set, name, u->dev, ndim, shape, &t)
-                   : tdm_st_set_load_f32(L->set, name, u->dev, ndim, shape, &t);
+    tdm_device_t *dev = u->dev;
+    int where = TDM_PLACED_RESIDENT, gemm = ndim >= 2;
+    if (L->place) {
+        if ((st = tdm_placement_where(L->place, "unet", name, &dev, &where)) != TDM_OK) return st;
+        if (where == TDM_PLACED_DISK)   /* read from the file each time its unit runs */
+            return tdm_offload_add(&u->off, (void *)dst, 0, NULL, name, ndim, shape, gemm,
+                                   unet_unit_of(name));
+    }
+    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
+        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, &t);
+    else
+        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, &t)
+                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, &t);
     if (st != TDM_OK) return st;
     u->tensors[u->ntensors++] = t;
     u->info.param_bytes += t->nbytes;
     *dst = tdm_f32(t);
+    if (where == TDM_PLACED_HOST)
+        return tdm_offload_add(&u->off, (void *)dst, 0, t, name, ndim, shape, gemm,
+                               unet_unit_of(name));
     return TDM_OK;
 }
 
@@ -455,6 +492,7 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         }
         if (i < n - 1) {
             snprintf(p, sizeof(p), "down_blocks.%d.downsamplers.0.conv", i);
+            b->has_samp = 1;
             TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
             TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
         }
@@ -482,6 +520,7 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         }
         if (i < n - 1) {
             snprintf(p, sizeof(p), "up_blocks.%d.upsamplers.0.conv", i);
+            b->has_samp = 1;
             TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
             TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
         }
@@ -507,8 +546,9 @@ fail:
     return st;
 }
 
-tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
-                         const char *variant, tdm_device_t *dev) {
+static tdm_status load_any(tdm_unet_t **out, const char *root, const char *sub,
+                           const char *variant, tdm_device_t *dev,
+                           const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_st_set_t *set = NULL;
@@ -544,10 +584,11 @@ tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
     u->info.num_downsamplers = c.n - 1;
     u->info.time_embed_dim = 4 * c.block_out[0];
     {
-        unet_loader_t L = {u, set, j.path, NULL};
+        unet_loader_t L = {u, set, j.path, NULL, place};
         TDM_TRY(load_model(&L, &c));
     }
-    tdm_st_set_close(set);
+    if (!tdm_offload_keep_set(&u->off, set))   /* kept: disk-offloaded weights are read on use */
+        tdm_st_set_close(set);
     tdm_json_free(&j);
     *out = u;
     return TDM_OK;
@@ -556,6 +597,18 @@ fail:
     tdm_st_set_close(set);
     tdm_json_free(&j);
     return st;
+}
+
+tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
+                         const char *variant, tdm_device_t *dev) {
+    return load_any(out, root, sub, variant, dev, NULL);
+}
+
+tdm_status tdm_unet_load_placed(tdm_unet_t **out, const char *root, const char *sub,
+                                const char *variant, const tdm_placement_t *pl) {
+    tdm_status st = tdm_placement_check(pl, "unet");
+    if (st != TDM_OK) return st;
+    return load_any(out, root, sub, variant, pl->main, pl);
 }
 
 tdm_status tdm_unet_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
@@ -571,7 +624,7 @@ tdm_status tdm_unet_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *ou
     u = calloc(1, sizeof(*u));   /* holds the block tables of the walk; no weights */
     if (!u) { st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory"); goto fail; }
     {
-        unet_loader_t L = {u, NULL, j.path, out};
+        unet_loader_t L = {u, NULL, j.path, out, NULL};
         TDM_TRY(load_model(&L, &c));
     }
 fail:
@@ -590,6 +643,7 @@ static void block_free(unet_block_t *b) {
 
 void tdm_unet_free(tdm_unet_t *u) {
     if (!u) return;
+    tdm_offload_free(&u->off);
     for (int64_t i = 0; i < u->ntensors; i++) tdm_tensor_free(u->tensors[i]);
     free(u->tensors);
     for (int i = 0; i < UNET_MAX_BLOCKS; i++) {
@@ -638,19 +692,26 @@ static void act_push(unet_act_t *a, unet_skip_t *skips, int64_t *ns) {
     a->cur.n = 0;
 }
 
-static tdm_status run_block_layer(tdm_unet_t *u, const unet_block_t *b, int64_t j, unet_act_t *a,
-                                  int64_t B, const float *temb, const float *ctx, int64_t T) {
+/* Layer j of block bi of `part` (0 down, 1 mid, 2 up): its resnet, then its
+ * transformer; offloaded weights of each are brought in just for it. */
+static tdm_status run_block_layer(tdm_unet_t *u, const unet_block_t *b, int part, int64_t bi,
+                                  int64_t j, unet_act_t *a, int64_t B, const float *temb,
+                                  const float *ctx, int64_t T) {
     tdm_status st = TDM_OK;
     unet_buf_t nb = {0};
     const unet_resnet_t *r = &b->res[j];
     if (r->cin != a->C)
         return tdm_errorf(TDM_ERR_INTERNAL, "unet: resnet expects %lld channels, got %lld",
                           (long long)r->cin, (long long)a->C);
+    TDM_TRY(tdm_offload_in(&u->off, u->dev, unet_unit(part, bi, 0, j)));
     TDM_TRY(unet_resnet_forward(u->dev, r, a->hp, B, a->H, a->W, temb, u->info.time_embed_dim,
                                 &nb));
+    tdm_offload_out(&u->off, unet_unit(part, bi, 0, j));
     act_set(u->dev, a, nb, r->cout, a->H, a->W);
     if (b->cross && j < b->nattn) {
+        TDM_TRY(tdm_offload_in(&u->off, u->dev, unet_unit(part, bi, 1, j)));
         TDM_TRY(unet_transformer_forward(u->dev, &b->attn[j], a->hp, B, a->H, a->W, ctx, T, &nb));
+        tdm_offload_out(&u->off, unet_unit(part, bi, 1, j));
         act_set(u->dev, a, nb, a->C, a->H, a->W);
     }
 fail:
@@ -686,7 +747,7 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
                               "T=%lld is too large", (long long)B, (long long)H, (long long)W,
                               (long long)T);
     }
-    for (int64_t i = 0; i < n; i++) nskips += u->down[i].nres + (u->down[i].samp_w ? 1 : 0);
+    for (int64_t i = 0; i < n; i++) nskips += u->down[i].nres + u->down[i].has_samp;
     skips = calloc((size_t)nskips, sizeof(*skips));
     if (!skips) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the skip table");
 
@@ -699,6 +760,7 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
         goto fail;
     }
     unet_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
+    TDM_TRY(tdm_offload_in(&u->off, dev, -1));   /* offloaded top-level weights, for the whole call */
     TDM_TRY(unet_buf_new(dev, &emb, B * C0, "unet timestep embedding"));
     TDM_TRY(tdm_dev_upload(dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
                            "unet timestep embedding"));
@@ -732,21 +794,23 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     for (int64_t i = 0; i < n; i++) {
         const unet_block_t *b = &u->down[i];
         for (int64_t j = 0; j < b->nres; j++) {
-            TDM_TRY(run_block_layer(u, b, j, &a, B, temb.p, ctx, T));
+            TDM_TRY(run_block_layer(u, b, 0, i, j, &a, B, temb.p, ctx, T));
             act_push(&a, skips, &ns);
         }
-        if (b->samp_w) {
+        if (b->has_samp) {   /* samp_w may be offloaded (NULL) until brought in */
             int64_t Ho, Wo;
+            TDM_TRY(tdm_offload_in(&u->off, dev, unet_unit(0, i, 2, 0)));
             TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 2,
                               u->down_pad ? u->down_pad : -1, &nb, &Ho, &Wo));
+            tdm_offload_out(&u->off, unet_unit(0, i, 2, 0));
             act_set(dev, &a, nb, b->cout, Ho, Wo);
             act_push(&a, skips, &ns);
         }
     }
 
     /* mid block */
-    TDM_TRY(run_block_layer(u, &u->mid, 0, &a, B, temb.p, ctx, T));
-    TDM_TRY(run_block_layer(u, &u->mid, 1, &a, B, temb.p, ctx, T));
+    TDM_TRY(run_block_layer(u, &u->mid, 1, 0, 0, &a, B, temb.p, ctx, T));
+    TDM_TRY(run_block_layer(u, &u->mid, 1, 0, 1, &a, B, temb.p, ctx, T));
 
     /* up blocks: each resnet takes cat([h, newest skip], dim=1) */
     for (int64_t i = 0; i < n; i++) {
@@ -765,17 +829,19 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
             act_set(dev, &a, nb, a.C + s->C, a.H, a.W);
             unet_buf_free(dev, &s->buf);
             ns--;
-            TDM_TRY(run_block_layer(u, b, j, &a, B, temb.p, ctx, T));
+            TDM_TRY(run_block_layer(u, b, 2, i, j, &a, B, temb.p, ctx, T));
         }
-        if (b->samp_w) {
+        if (b->has_samp) {   /* samp_w may be offloaded (NULL) until brought in */
             /* diffusers forwards upsample_size = the next skip's size when H or W
              * is not a multiple of 2^num_upsamplers; otherwise that size is 2x. */
             int64_t Ht = ns > 0 ? skips[ns - 1].H : 2 * a.H, Wt = ns > 0 ? skips[ns - 1].W : 2 * a.W;
             TDM_TRY(unet_buf_new(dev, &nb, B * a.C * Ht * Wt, "unet upsample"));
             unet_resize_nearest(dev, nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
             act_set(dev, &a, nb, a.C, Ht, Wt);
+            TDM_TRY(tdm_offload_in(&u->off, dev, unet_unit(2, i, 2, 0)));
             TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 1, 1,
                               &nb, NULL, NULL));
+            tdm_offload_out(&u->off, unet_unit(2, i, 2, 0));
             act_set(dev, &a, nb, b->cout, a.H, a.W);
         }
     }
@@ -793,6 +859,7 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     TDM_TRY(unet_conv_to(dev, a.hp, B, C0, H, W, u->conv_out_w, u->conv_out_b,
                          u->info.out_channels, 3, 1, 1, out));
 fail:
+    tdm_offload_out_all(&u->off);   /* whatever is still brought in */
     free(emb_host);
     unet_buf_free(dev, &emb);
     unet_buf_free(dev, &t1);

@@ -36,6 +36,14 @@ typedef struct {
  * variant may be NULL. OUT: *out, freed with tdm_unet_free. */
 tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
                          const char *variant, tdm_device_t *dev);
+/* tdm_unet_load with the tensors placed by a device map (place/offload.h),
+ * as tdm_flux_load_placed: tensors on a GPU stay there, those in host RAM or
+ * on disk are brought to pl->main (the model's device) one no-split unit at a
+ * time (each resnet, transformer and sampler; the top-level tensors for the
+ * whole forward). Results are bit-identical to a one-device load. */
+struct tdm_placement;
+tdm_status tdm_unet_load_placed(tdm_unet_t **out, const char *root, const char *sub,
+                                const char *variant, const struct tdm_placement *pl);
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_unet_free(tdm_unet_t *u);

@@ -7,6 +7,7 @@
 #define TDM_UNET2D_INTERNAL_H
 
 #include "models/unet2d.h"
+#include "place/offload.h"
 
 /* ResnetBlock2D (time_embedding_norm "default", pre-norm, SiLU). */
 typedef struct {
@@ -53,6 +54,8 @@ typedef struct {
     unet_resnet_t      *res;
     unet_transformer_t *attn;
     const float *samp_w, *samp_b;            /* downsampler/upsampler conv, NULL if none */
+    int          has_samp;                   /* 1 when the block has one (samp_w may be
+                                              * NULL while offloaded) */
     int64_t cout;
 } unet_block_t;
 
@@ -77,6 +80,9 @@ struct tdm_unet {
     /* ownership of the loaded tensors */
     tdm_tensor_t **tensors;
     int64_t ntensors, cap_tensors;
+    /* tensors of a split load kept in host RAM or on disk, brought to `dev`
+     * one unit at a time (unet_unit_of ids; -1: the top-level ones) */
+    tdm_offload_t off;
 };
 
 /* ---- activation buffers (counted on the device) ---------------------- */

@@ -217,7 +217,7 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
                             : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
                             : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
         if (!slot) continue;
-        tdm_place_map_t *sm = !strcmp(comp, "transformer") ? &pipe->map_den
+        tdm_place_map_t *sm = !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->map_den
                             : !strcmp(comp, "text_encoder_2") ? &pipe->map_text2 : NULL;
         if (!dot) {
             *slot = placed_dev(pipe, e);
@@ -237,8 +237,8 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
             sm->n++;
         } else {
             st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
-                            "devices, which generate cannot run yet (only the FLUX transformer and "
-                            "T5); "
+                            "devices, which generate cannot run yet (only the FLUX transformer, "
+                            "the UNet and T5); "
                             "raise --max-memory so it fits one device (see `tandem plan`)",
                             p->device_map, comp);
         }
@@ -507,6 +507,11 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
             if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, pipe->dev_den));
         } else {
             TDM_TRY(need_component(pipe, "unet", "denoise"));
+            if (!pipe->unet && pipe->map_den.n) {
+                tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+                tdm_placement_t pl = placement(pipe, &pipe->map_den, gpu);
+                TDM_TRY(tdm_unet_load_placed(&pipe->unet, pipe->root, "unet", var, &pl));
+            }
             if (!pipe->unet) TDM_TRY(tdm_unet_load(&pipe->unet, pipe->root, "unet", var, pipe->dev_den));
             if (tdm_unet_info(pipe->unet)->in_channels != pipe->info.latent_channels) {
                 st = tdm_errorf(TDM_ERR_MODEL, "%s: unet in_channels %lld does not match vae latent_channels %d",

@@ -60,7 +60,7 @@ tdm_status tdm_placement_where(const tdm_placement_t *pl, const char *what, cons
 tdm_status tdm_offload_add(tdm_offload_t *o, void *slot, int tensor_slot, tdm_tensor_t *host,
                            const char *name, int ndim, const int64_t *shape, int gemm,
                            int64_t blk) {
-    if (ndim < 1 || ndim > 2)
+    if (ndim < 1 || ndim > 4)
         return tdm_errorf(TDM_ERR_INTERNAL, "offload: tensor \"%s\" has %d dims", name, ndim);
     if (o->n == o->cap) {
         int64_t cap = o->cap ? 2 * o->cap : 64;
@@ -77,8 +77,7 @@ tdm_status tdm_offload_add(tdm_offload_t *o, void *slot, int tensor_slot, tdm_te
     snprintf(e->name, sizeof e->name, "%s", name);
     e->ndim = ndim;
     e->gemm = gemm;
-    e->shape[0] = shape[0];
-    e->shape[1] = ndim > 1 ? shape[1] : 0;
+    for (int d = 0; d < 4; d++) e->shape[d] = d < ndim ? shape[d] : 0;
     e->blk = blk;
     set_slot(e, NULL);
     return TDM_OK;

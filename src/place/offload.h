@@ -49,7 +49,7 @@ typedef struct {
     tdm_tensor_t *tmp;           /* the copy on the execution device while in use */
     char          name[192];
     int           ndim, gemm;    /* gemm: a Linear/Conv weight (the device's GEMM dtype) */
-    int64_t       shape[2];
+    int64_t       shape[4];      /* ndim 1..4 (Linear, Conv weights) */
     int64_t       blk;
 } tdm_offload_entry_t;
 
