@@ -329,7 +329,8 @@ TEST(flux_split) {
 /* Pipeline-level placement (whole components over two virtual GPUs, as
  * diffusers' device_map="balanced") gives the one-device image, SD and FLUX. */
 /* The SD UNet split block-wise over two virtual GPUs and host RAM, then disk
- * (CLIP and the VAE whole on GPU 0): the same pixels and latents as one device. */
+ * (CLIP and the VAE whole on GPU 0), then CLIP split too: the same pixels and
+ * latents as one device. */
 TEST(unet_split) {
     char a[1024], b[1024];
     const char *common = "--prompt 'a red cube' --steps 3 --seed 5 --quiet";
@@ -338,10 +339,14 @@ TEST(unet_split) {
     rc = run("generate --model '%s' %s --output-type latent --out '%s/us-one-l'", PIPE, common,
              tmpdir);
     CHECK_MSG(rc == 0, "%s", errtext);
-    const char *mm[2] = {"0=450KB,1=300KB,cpu=700KB,disk=1GB", "0=450KB,1=300KB,cpu=50KB,disk=1GB"};
-    for (int i = 0; i < 2; i++) {
-        rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map unet=sequential "
-                 "--max-memory %s --report-memory --out '%s/us%d'", PIPE, common, mm[i], tmpdir, i);
+    const char *mm[3] = {"0=450KB,1=300KB,cpu=700KB,disk=1GB", "0=450KB,1=300KB,cpu=50KB,disk=1GB",
+                         "0=350KB,1=300KB,cpu=700KB,disk=1GB"};
+    const char *maps[3] = {"unet=sequential", "unet=sequential",
+                           "unet=sequential --device-map text_encoder=sequential"};
+    for (int i = 0; i < 3; i++) {
+        rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map %s "
+                 "--max-memory %s --report-memory --out '%s/us%d'", PIPE, common, maps[i], mm[i],
+                 tmpdir, i);
         CHECK_MSG(rc == 0, "%s", errtext);
         const char *m1 = strstr(errtext, "memory: cpu:1 peak ");
         CHECK_MSG(m1 && atoll(m1 + 19) > 0, "virtual GPU 1 unused: %s", errtext);
@@ -349,7 +354,7 @@ TEST(unet_split) {
         snprintf(b, sizeof b, "%s/us%d/000000.png", tmpdir, i);
         CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
         rc = run("generate --model '%s' %s --output-type latent --devices cpu:0,cpu:1 --device-map "
-                 "unet=sequential --max-memory %s --out '%s/us%d-l'", PIPE, common, mm[i], tmpdir, i);
+                 "%s --max-memory %s --out '%s/us%d-l'", PIPE, common, maps[i], mm[i], tmpdir, i);
         CHECK_MSG(rc == 0, "%s", errtext);
         snprintf(a, sizeof a, "%s/us-one-l/000000.safetensors", tmpdir);
         snprintf(b, sizeof b, "%s/us%d-l/000000.safetensors", tmpdir, i);

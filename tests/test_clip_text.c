@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "models/clip_text.h"
 #include "test.h"
+#include "test_placed.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -101,6 +102,78 @@ done:
 }
 
 TEST(test_quick_gelu_eos2_prefixed) { golden_case("quick_eos2", 2); }
+
+/* Fixture `name` split by the planner under `budgets` (virtual devices for
+ * GPUs 0 and 1, host RAM, disk): each device holds the bytes the plan gives
+ * it, and hidden states, pooled output and the skip-1 hidden state equal the
+ * one-device load bit for bit, twice in a row; streamed layers leave again. */
+static void placed_case(const char *name, const char *budgets, int want_gpu1) {
+    char path[1024], cfg[1100];
+    placed_t t;
+    tdm_clip_text_t *a = NULL, *b = NULL;
+    tdm_safetensors_t *ex = NULL;
+    float *h1 = NULL, *h2 = NULL, *p1 = NULL, *p2 = NULL;
+    snprintf(path, sizeof path, "%s/%s", FIX, name);
+    snprintf(cfg, sizeof cfg, "%s/text_encoder/config.json", path);
+    if (!placed_setup(&t, tdm_clip_text_plist, cfg, "sequential", budgets)) goto done;
+    CHECK_MSG(t.planned[0] > 0 && (!want_gpu1 || t.planned[1] > 0) &&
+              t.planned[2] + t.planned[3] > 0, "%s: the budgets should offload some layers", name);
+    tdm_status st = tdm_clip_text_load(&a, path, "text_encoder", NULL, &t.one);
+    if (st == TDM_OK) st = tdm_clip_text_load_placed(&b, path, "text_encoder", NULL, &t.place);
+    CHECK_MSG(st == TDM_OK, "%s: load: %s", name, tdm_last_error());
+    if (st != TDM_OK) goto done;
+    /* the plan counts the position_ids buffer, which the model does not hold */
+    int64_t want[3] = {t.planned[0], t.planned[1], t.planned[2]};
+    for (int64_t i = 0; i < t.pl.n; i++) {
+        if (!t.pl.e[i].is_buffer) continue;
+        int d = tdm_place_map_lookup(&t.map, t.pl.e[i].name);
+        int k = d == 0 ? 0 : d == 1 ? 1 : d == TDM_PLACE_CPU ? 2 : -1;
+        if (k >= 0) want[k] -= tdm_pentry_bytes(&t.pl.e[i]);
+    }
+    CHECK_MSG(t.gpu0.cur_bytes == want[0] && t.gpu1.cur_bytes == want[1] &&
+              t.host.cur_bytes == want[2], "%s held: GPU0 %lld, GPU1 %lld, host %lld", name,
+              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
+              (long long)t.host.cur_bytes);
+    snprintf(path, sizeof path, "%s/%s/expected.safetensors", FIX, name);
+    st = tdm_safetensors_open(&ex, path);
+    CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
+    const tdm_st_tensor_t *ids = st == TDM_OK ? tdm_safetensors_find(ex, "ids") : NULL;
+    if (!ids) { CHECK(0); goto done; }
+    int64_t B = ids->shape[0], T = ids->shape[1], D = tdm_clip_text_hidden_size(a);
+    h1 = calloc((size_t)(B * T * D), 4);
+    h2 = calloc((size_t)(B * T * D), 4);
+    p1 = calloc((size_t)(B * D), 4);
+    p2 = calloc((size_t)(B * D), 4);
+    CHECK(tdm_clip_text_forward(a, ids->data, B, T, h1, p1) == TDM_OK);
+    int64_t held0 = t.gpu0.cur_bytes;
+    for (int rep = 0; rep < 2; rep++) {
+        st = tdm_clip_text_forward(b, ids->data, B, T, h2, p2);
+        CHECK_MSG(st == TDM_OK, "%s: placed forward: %s", name, tdm_last_error());
+        CHECK(!memcmp(h1, h2, (size_t)(B * T * D) * 4) && !memcmp(p1, p2, (size_t)(B * D) * 4));
+    }
+    CHECK(tdm_clip_text_forward_skip(a, ids->data, B, T, 1, h1, NULL) == TDM_OK);
+    CHECK(tdm_clip_text_forward_skip(b, ids->data, B, T, 1, h2, NULL) == TDM_OK);
+    CHECK(!memcmp(h1, h2, (size_t)(B * T * D) * 4));
+    CHECK_MSG(t.gpu0.cur_bytes == held0, "%s: GPU0 holds %lld bytes, %lld before", name,
+              (long long)t.gpu0.cur_bytes, (long long)held0);
+    CHECK(t.gpu1.cur_bytes == want[1] && t.host.cur_bytes == want[2]);
+done:
+    free(h1);
+    free(h2);
+    free(p1);
+    free(p2);
+    tdm_safetensors_close(ex);
+    tdm_clip_text_free(a);
+    tdm_clip_text_free(b);
+    placed_done(&t);
+}
+
+TEST(test_placed) {
+    placed_case("gelu_eos", "0=200KB,1=100KB,cpu=150KB,disk=1GB", 1);    /* layer on the host */
+    placed_case("gelu_eos", "0=200KB,1=100KB,cpu=100KB,disk=1GB", 1);    /* on disk */
+    placed_case("quick_eos2", "0=170KB,1=10KB,cpu=100KB,disk=1GB", 0);   /* text_model. names */
+    placed_case("quick_eos2", "0=170KB,1=10KB,cpu=10KB,disk=1GB", 0);
+}
 TEST(test_gelu_eos) { golden_case("gelu_eos", 3); }
 TEST(test_tanh_gelu_no_eos) { golden_case("tanh_noeos", 2); }
 
@@ -263,6 +336,7 @@ int main(void) {
     RUN(test_quick_gelu_eos2_prefixed);
     RUN(test_gelu_eos);
     RUN(test_tanh_gelu_no_eos);
+    RUN(test_placed);
     RUN(test_cuda_golden);
     RUN(test_bad_shape);
     RUN(test_missing_folder);

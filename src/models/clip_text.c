@@ -16,6 +16,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/offload.h"
 #include "place/ptree.h"
 
 typedef enum {
@@ -44,6 +45,9 @@ struct tdm_clip_text {
     tdm_tensor_t *pos_emb;      /* (max_pos, D) */
     tdm_tensor_t *fln_w, *fln_b;/* (D) */
     clip_layer *layers;         /* L */
+    /* tensors of a split load kept in host RAM or on disk, brought to `dev`
+     * one encoder layer at a time (-1: the embeddings and final norm) */
+    tdm_offload_t off;
 };
 
 /* ---- loading ----------------------------------------------------------------- */
@@ -51,11 +55,21 @@ struct tdm_clip_text {
 /* Where tensors go: loaded from `set` onto `dev`, or (pl != NULL, a
  * parameter list) only named and sized. `pre` prefixes every name. */
 typedef struct {
-    const tdm_st_set_t *set;
-    tdm_device_t       *dev;
-    const char         *pre;
-    tdm_plist_t        *pl;
+    const tdm_st_set_t    *set;
+    tdm_device_t          *dev;
+    const char            *pre;
+    tdm_plist_t           *pl;
+    tdm_clip_text_t       *m;
+    const tdm_placement_t *place;   /* NULL: everything on dev */
 } clip_loader;
+
+/* The encoder layer a tensor belongs to (its streaming unit), -1 for the
+ * embeddings and the final norm. */
+static int64_t clip_layer_of(const char *name) {
+    long long l;
+    const char *p = strstr(name, "encoder.layers.");
+    return p && sscanf(p, "encoder.layers.%lld.", &l) == 1 ? l : -1;
+}
 
 /* Loads pre+name as float32, or (gemm = 1, a Linear weight) in the device's
  * GEMM dtype (see tdm_st_set_load_gemm_weight); in list mode appends it to
@@ -66,8 +80,29 @@ static tdm_status load_t(const clip_loader *L, const char *name, int ndim, int64
     int64_t shape[2] = {d0, d1};
     snprintf(full, sizeof full, "%s%s", L->pre, name);
     if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", full);
-    if (gemm) return tdm_st_set_load_gemm_weight(L->set, full, L->dev, ndim, shape, out);
-    return tdm_st_set_load_f32(L->set, full, L->dev, ndim, shape, out);
+    tdm_device_t *dev = L->dev;
+    int where = TDM_PLACED_RESIDENT;
+    tdm_status st;
+    if (L->place) {   /* the map names tensors as the parameter list does (tdm_clip_text_plist) */
+        char mname[256];
+        snprintf(mname, sizeof mname, "%s%s", L->m->with_proj ? "text_model." : "", name);
+        if ((st = tdm_placement_where(L->place, "clip_text", mname, &dev, &where)) != TDM_OK)
+            return st;
+        if (where == TDM_PLACED_DISK)   /* read from the file each time its layer runs */
+            return tdm_offload_add(&L->m->off, (void *)out, 1, NULL, full, ndim, shape, gemm,
+                                   clip_layer_of(name));
+    }
+    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
+        st = tdm_st_set_load_gemm_host_copy(L->set, full, dev, L->place->main, ndim, shape, out);
+    else
+        st = gemm ? tdm_st_set_load_gemm_weight(L->set, full, dev, ndim, shape, out)
+                  : tdm_st_set_load_f32(L->set, full, dev, ndim, shape, out);
+    if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
+    tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
+    st = tdm_offload_add(&L->m->off, (void *)out, 1, t, full, ndim, shape, gemm,
+                         clip_layer_of(name));
+    if (st != TDM_OK) tdm_tensor_free(t);
+    return st;
 }
 
 static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
@@ -182,8 +217,9 @@ fail:
     return st;
 }
 
-tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
-                              const char *variant, tdm_device_t *dev) {
+static tdm_status load_any(tdm_clip_text_t **out, const char *root, const char *sub,
+                           const char *variant, tdm_device_t *dev,
+                           const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_clip_text_t *m = NULL;
     tdm_st_set_t *set = NULL;
@@ -194,16 +230,18 @@ tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const cha
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     m->dev = dev;
+    m->off.owns_host = 1;   /* host copies leave the layer fields once listed */
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(read_config(m, path));
     TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
     TDM_TRY(tdm_st_set_open(&set, path));
 
     /* transformers 4.x checkpoints prefix every name with "text_model." */
-    clip_loader L = {set, dev, "", NULL};
+    clip_loader L = {set, dev, "", NULL, m, place};
     if (tdm_st_set_find(set, "text_model.embeddings.token_embedding.weight")) L.pre = "text_model.";
     TDM_TRY(load_tensors(m, &L));
-    tdm_st_set_close(set);
+    if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
+        tdm_st_set_close(set);
     *out = m;
     return TDM_OK;
 fail:
@@ -212,8 +250,21 @@ fail:
     return st;
 }
 
+tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
+                              const char *variant, tdm_device_t *dev) {
+    return load_any(out, root, sub, variant, dev, NULL);
+}
+
+tdm_status tdm_clip_text_load_placed(tdm_clip_text_t **out, const char *root, const char *sub,
+                                     const char *variant, const tdm_placement_t *pl) {
+    tdm_status st = tdm_placement_check(pl, "clip_text");
+    if (st != TDM_OK) return st;
+    return load_any(out, root, sub, variant, pl->main, pl);
+}
+
 void tdm_clip_text_free(tdm_clip_text_t *m) {
     if (!m) return;
+    tdm_offload_free(&m->off);   /* host copies and the kept file set */
     if (m->layers) {
         for (int64_t l = 0; l < m->L; l++) {
             clip_layer *y = &m->layers[l];
@@ -241,7 +292,7 @@ tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     TDM_TRY(read_config(m, config_path));
     /* CLIPTextModelWithProjection holds the CLIPTextModel as text_model */
-    clip_loader L = {NULL, NULL, m->with_proj ? "text_model." : "", out};
+    clip_loader L = {NULL, NULL, m->with_proj ? "text_model." : "", out, m, NULL};
     TDM_TRY(load_tensors(m, &L));
     if (m->with_proj) {
         int64_t wp[2] = {m->proj, m->D};   /* Linear(hidden_size, projection_dim, bias=False) */
@@ -321,6 +372,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     float *a = v + N * D;      /* (N, D) attention output */
     float *f = a + N * D;      /* (N, I) MLP hidden */
 
+    if ((st = tdm_offload_in(&m->off, dev, -1)) != TDM_OK) goto done;   /* top-level weights */
     /* embeddings: x[b, t] = tok_emb[ids[b, t]] + pos_emb[t] (ids checked above) */
     tdm_op_gather_rows(dev, x, tdm_f32(m->tok_emb), ids, N, D);
     for (int64_t b = 0; b < B; b++)
@@ -329,6 +381,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     const float scale = 1.0f / sqrtf((float)hd);   /* head_dim ** -0.5 */
     for (int64_t l = 0; l < m->L - skip; l++) {
         const clip_layer *y = &m->layers[l];
+        if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
         /* self-attention block */
         tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
         tdm_op_linear(dev, q, h, tdm_f32(y->q_w), tdm_f32(y->q_b), N, D, D);
@@ -347,6 +400,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         }
         tdm_op_linear(dev, h, f, tdm_f32(y->fc2_w), tdm_f32(y->fc2_b), N, I, D);
         tdm_op_add(dev, x, x, h, N * D);
+        tdm_offload_out(&m->off, l);
     }
     tdm_op_layer_norm(dev, hidden, x, tdm_f32(m->fln_w), tdm_f32(m->fln_b), N, D, m->eps);
 
@@ -365,6 +419,8 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         }
         tdm_op_gather_rows(dev, pooled, hidden, rows, B, D);
     }
+done:
+    tdm_offload_out_all(&m->off);   /* whatever is still brought in */
     tdm_dev_free(dev, arena, bytes);
     free(rows);
     return st;

@@ -23,6 +23,13 @@ typedef struct tdm_clip_text tdm_clip_text_t;
  * tdm_clip_text_free. */
 tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
                               const char *variant, tdm_device_t *dev);
+/* tdm_clip_text_load with the tensors placed by a device map (place/offload.h),
+ * as tdm_t5_load_placed: tensors on a GPU stay there, those in host RAM or on
+ * disk are brought to pl->main one encoder layer at a time (the embeddings
+ * and final norm for the whole forward). Bit-identical to a one-device load. */
+struct tdm_placement;
+tdm_status tdm_clip_text_load_placed(tdm_clip_text_t **out, const char *root, const char *sub,
+                                     const char *variant, const struct tdm_placement *pl);
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_clip_text_free(tdm_clip_text_t *m);

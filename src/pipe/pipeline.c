@@ -65,6 +65,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     tdm_sched_free(pipe->sched);
     if (pipe->map_den.e) tdm_place_map_free(&pipe->map_den);
     if (pipe->map_text2.e) tdm_place_map_free(&pipe->map_text2);
+    if (pipe->map_text.e) tdm_place_map_free(&pipe->map_text);
     free(pipe);
 }
 
@@ -218,7 +219,8 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
                             : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
         if (!slot) continue;
         tdm_place_map_t *sm = !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->map_den
-                            : !strcmp(comp, "text_encoder_2") ? &pipe->map_text2 : NULL;
+                            : !strcmp(comp, "text_encoder_2") ? &pipe->map_text2
+                            : !strcmp(comp, "text_encoder") ? &pipe->map_text : NULL;
         if (!dot) {
             *slot = placed_dev(pipe, e);
         } else if (sm) {   /* split: its entries make the map the loader follows */
@@ -238,7 +240,7 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
         } else {
             st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
                             "devices, which generate cannot run yet (only the FLUX transformer, "
-                            "the UNet and T5); "
+                            "the UNet, CLIP and T5); "
                             "raise --max-memory so it fits one device (see `tandem plan`)",
                             p->device_map, comp);
         }
@@ -463,6 +465,11 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
         if (!pipe->tok) {
             TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer", NULL));
             TDM_TRY(tdm_clip_tok_load(&pipe->tok, path));
+        }
+        if (!pipe->text && pipe->map_text.n) {
+            tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+            tdm_placement_t pl = placement(pipe, &pipe->map_text, gpu);
+            TDM_TRY(tdm_clip_text_load_placed(&pipe->text, pipe->root, "text_encoder", var, &pl));
         }
         if (!pipe->text) TDM_TRY(tdm_clip_text_load(&pipe->text, pipe->root, "text_encoder", var, pipe->dev_text));
         if (flux) {
