@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "models/vae.h"
 #include "test.h"
+#include "test_placed.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -125,6 +126,65 @@ done:
 }
 
 TEST(test_vae_sd) { golden("sd", 4, 2, 0.0); }
+
+/* The sd fixture split by the planner over two virtual GPUs, host RAM and disk
+ * (the encoder mostly on the GPUs, the decoder on the host and disk): each
+ * device holds the bytes the plan gives it; decode and encode equal the
+ * one-device load bit for bit, twice; streamed units leave the main device. */
+TEST(test_vae_placed) {
+    char root[512], io_path[512], cfg[600];
+    placed_t t;
+    tdm_vae_t *a = NULL, *b = NULL;
+    tdm_safetensors_t *io = NULL;
+    float *z = NULL, *x = NULL, *i1 = NULL, *i2 = NULL, *m1 = NULL, *m2 = NULL;
+    snprintf(root, sizeof root, FIX "/sd");
+    snprintf(io_path, sizeof io_path, FIX "/sd/io.safetensors");
+    snprintf(cfg, sizeof cfg, "%s/vae/config.json", root);
+    if (!placed_setup(&t, tdm_vae_plist, cfg, "sequential", "0=300KB,1=300KB,cpu=200KB,disk=1GB"))
+        goto done;
+    CHECK(t.planned[0] > 0 && t.planned[1] > 0 && t.planned[2] > 0 && t.planned[3] > 0);
+    tdm_status st = tdm_vae_load(&a, root, "vae", NULL, &t.one);
+    if (st == TDM_OK) st = tdm_vae_load_placed(&b, root, "vae", NULL, &t.place);
+    CHECK_MSG(st == TDM_OK, "load: %s", tdm_last_error());
+    if (st != TDM_OK) goto done;
+    CHECK_MSG(t.gpu0.cur_bytes == t.planned[0] && t.gpu1.cur_bytes == t.planned[1] &&
+              t.host.cur_bytes == t.planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
+              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
+              (long long)t.host.cur_bytes);
+    CHECK(tdm_safetensors_open(&io, io_path) == TDM_OK);
+    if (!io) goto done;
+    int64_t zs[4], xs[4], n, ni, nm;
+    z = io_f32(io, "dec_z", zs, &n);
+    x = io_f32(io, "enc_img", xs, &n);
+    float *ref = io_f32(io, "dec_img", NULL, &ni), *rm = io_f32(io, "enc_mean", NULL, &nm);
+    free(ref);
+    free(rm);
+    if (!z || !x) { CHECK(0); goto done; }
+    i1 = malloc((size_t)ni * sizeof(float));
+    i2 = malloc((size_t)ni * sizeof(float));
+    m1 = malloc((size_t)nm * sizeof(float));
+    m2 = malloc((size_t)nm * sizeof(float));
+    CHECK(tdm_vae_decode(a, z, zs[0], zs[2], zs[3], i1) == TDM_OK);
+    CHECK(tdm_vae_encode(a, x, xs[0], xs[2], xs[3], m1, NULL) == TDM_OK);
+    int64_t held0 = t.gpu0.cur_bytes;
+    for (int rep = 0; rep < 2; rep++) {
+        st = tdm_vae_decode(b, z, zs[0], zs[2], zs[3], i2);
+        CHECK_MSG(st == TDM_OK, "placed decode: %s", tdm_last_error());
+        CHECK(st == TDM_OK && !memcmp(i1, i2, (size_t)ni * sizeof(float)));
+        st = tdm_vae_encode(b, x, xs[0], xs[2], xs[3], m2, NULL);
+        CHECK_MSG(st == TDM_OK, "placed encode: %s", tdm_last_error());
+        CHECK(st == TDM_OK && !memcmp(m1, m2, (size_t)nm * sizeof(float)));
+    }
+    CHECK_MSG(t.gpu0.cur_bytes == held0, "GPU0 holds %lld bytes, %lld before",
+              (long long)t.gpu0.cur_bytes, (long long)held0);
+    CHECK(t.gpu1.cur_bytes == t.planned[1] && t.host.cur_bytes == t.planned[2]);
+done:
+    free(z); free(x); free(i1); free(i2); free(m1); free(m2);
+    tdm_safetensors_close(io);
+    tdm_vae_free(a);
+    tdm_vae_free(b);
+    placed_done(&t);
+}
 TEST(test_vae_flux16) { golden("flux", 16, 4, 0.1159); }
 TEST(test_vae_f32_weights) { golden("f32", 4, 2, 0.0); }
 
@@ -438,6 +498,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_test_vae_XXXXXX");
     if (!mkdtemp(tmpdir)) { printf("cannot make a temporary folder\n"); return EXIT_FAILURE; }
     RUN(test_vae_sd);
+    RUN(test_vae_placed);
     RUN(test_vae_flux16);
     RUN(test_vae_f32_weights);
     RUN(test_vae_cuda_golden);

@@ -21,6 +21,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "place/offload.h"
 #include "place/ptree.h"
 
 #define VAE_MAX_LEVELS 8
@@ -83,6 +84,9 @@ struct tdm_vae {
     mid_t d_mid;
     level_t d_lev[VAE_MAX_LEVELS];
     norm_t d_nout;
+    /* tensors of a split load kept in host RAM or on disk, brought to `dev`
+     * one unit (vae_unit_of) at a time; -1: the top-level convs and norms */
+    tdm_offload_t off;
 };
 
 /* ---- config ------------------------------------------------------------- */
@@ -208,7 +212,50 @@ typedef struct {
     const tdm_st_set_t *set;
     tdm_device_t *dev;
     tdm_plist_t *pl;         /* list instead of load when not NULL */
+    tdm_vae_t *v;
+    const tdm_placement_t *place;   /* NULL: everything on dev */
 } loader_t;
+
+/* Streaming units of a split VAE: each resnet and each sampler of a level
+ * and each mid block (a no-split unit of the plan), numbered
+ * part · 4096 + level · 64 + index (index 63: the sampler; part 1 decoder up
+ * blocks, 2 encoder down blocks, 3 decoder mid block, 4 encoder mid block);
+ * -1 for the top-level convs and norms. */
+#define VAE_UNIT_SAMPLER 63
+static int64_t vae_unit(int part, int64_t level, int64_t idx) {
+    return part * 4096 + level * 64 + idx;
+}
+
+static int64_t vae_unit_of(const char *name) {
+    int i = 0, j = 0, n = 0;
+    if (!strncmp(name, "decoder.mid_block.", 18)) return vae_unit(3, 0, 0);
+    if (!strncmp(name, "encoder.mid_block.", 18)) return vae_unit(4, 0, 0);
+    if (sscanf(name, "decoder.up_blocks.%d.resnets.%d.%n", &i, &j, &n) == 2 && n)
+        return vae_unit(1, i, j);
+    if (sscanf(name, "decoder.up_blocks.%d.upsamplers.%n", &i, &n) == 1 && n)
+        return vae_unit(1, i, VAE_UNIT_SAMPLER);
+    if (sscanf(name, "encoder.down_blocks.%d.resnets.%d.%n", &i, &j, &n) == 2 && n)
+        return vae_unit(2, i, j);
+    if (sscanf(name, "encoder.down_blocks.%d.downsamplers.%n", &i, &n) == 1 && n)
+        return vae_unit(2, i, VAE_UNIT_SAMPLER);
+    return -1;
+}
+
+/* The name a device map uses for tensor `name`: diffusers' current attention
+ * names for the deprecated ones a checkpoint may hold (query, key, value,
+ * proj_attn). */
+static void vae_map_name(char *out, size_t cap, const char *name) {
+    static const char *const from[] = {".query.", ".key.", ".value.", ".proj_attn."};
+    static const char *const to[] = {".to_q.", ".to_k.", ".to_v.", ".to_out.0."};
+    snprintf(out, cap, "%s", name);
+    for (int i = 0; i < 4; i++) {
+        const char *at = strstr(name, from[i]);
+        if (at) {
+            snprintf(out, cap, "%.*s%s%s", (int)(at - name), name, to[i], at + strlen(from[i]));
+            return;
+        }
+    }
+}
 
 static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int64_t *shape,
                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -227,8 +274,29 @@ static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int6
     }
     /* every tensor of 2+ dims here is a Conv or Linear weight feeding only a
      * GEMM: stored in the device's GEMM dtype; biases and norms stay float32 */
-    if (ndim >= 2) return tdm_st_set_load_gemm_weight(L->set, name, L->dev, ndim, shape, out);
-    return tdm_st_set_load_f32(L->set, name, L->dev, ndim, shape, out);
+    const int gemm = ndim >= 2;
+    tdm_device_t *dev = L->dev;
+    int where = TDM_PLACED_RESIDENT;
+    tdm_status st;
+    if (L->place) {
+        char mname[256];
+        vae_map_name(mname, sizeof mname, name);
+        if ((st = tdm_placement_where(L->place, "vae", mname, &dev, &where)) != TDM_OK) return st;
+        if (where == TDM_PLACED_DISK)   /* read from the file each time its unit runs */
+            return tdm_offload_add(&L->v->off, (void *)out, 1, NULL, name, ndim, shape, gemm,
+                                   vae_unit_of(name));
+    }
+    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
+        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, out);
+    else
+        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, out)
+                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, out);
+    if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
+    tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
+    st = tdm_offload_add(&L->v->off, (void *)out, 1, t, name, ndim, shape, gemm,
+                         vae_unit_of(name));
+    if (st != TDM_OK) tdm_tensor_free(t);
+    return st;
 }
 
 /* buf = a "." b; a name that does not fit becomes "" (then a missing tensor). */
@@ -375,8 +443,9 @@ fail:
     return st;
 }
 
-tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
-                        tdm_device_t *dev) {
+static tdm_status load_any(tdm_vae_t **out, const char *root, const char *sub,
+                           const char *variant, tdm_device_t *dev,
+                           const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_st_set_t *set = NULL;
     char path[TDM_PATH_MAX];
@@ -384,13 +453,15 @@ tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, cons
     tdm_vae_t *v = calloc(1, sizeof *v);
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory loading the VAE");
     v->dev = dev;
+    v->off.owns_host = 1;   /* host copies leave the weight fields once listed */
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(vae_parse_config(v, path));
     TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
     TDM_TRY(tdm_st_set_open(&set, path));
-    loader_t L = {set, dev, NULL};
+    loader_t L = {set, dev, NULL, v, place};
     TDM_TRY(vae_load_weights(v, &L));
-    tdm_st_set_close(set);
+    if (!tdm_offload_keep_set(&v->off, set))   /* kept: disk-offloaded weights are read on use */
+        tdm_st_set_close(set);
     *out = v;
     return TDM_OK;
 fail:
@@ -407,7 +478,7 @@ tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out
     tdm_vae_t *v = calloc(1, sizeof *v);   /* holds the walk's level tables; no weights */
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory listing the VAE");
     TDM_TRY(vae_parse_config(v, config_path));
-    loader_t L = {NULL, NULL, out};
+    loader_t L = {NULL, NULL, out, v, NULL};
     TDM_TRY(vae_load_weights(v, &L));
 fail:
     if (st != TDM_OK) tdm_plist_free(out);
@@ -442,8 +513,21 @@ static void free_level(level_t *lv) {
     free_conv(&lv->samp);
 }
 
+tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
+                        tdm_device_t *dev) {
+    return load_any(out, root, sub, variant, dev, NULL);
+}
+
+tdm_status tdm_vae_load_placed(tdm_vae_t **out, const char *root, const char *sub,
+                               const char *variant, const tdm_placement_t *pl) {
+    tdm_status st = tdm_placement_check(pl, "vae");
+    if (st != TDM_OK) return st;
+    return load_any(out, root, sub, variant, pl->main, pl);
+}
+
 void tdm_vae_free(tdm_vae_t *v) {
     if (!v) return;
+    tdm_offload_free(&v->off);   /* host copies and the kept file set */
     free_conv(&v->e_in);
     free_conv(&v->e_out);
     for (int i = 0; i < VAE_MAX_LEVELS; i++) {
@@ -475,7 +559,17 @@ typedef struct {
     float *a, *t1, *t2;      /* activation buffers, need_act floats each */
     float *q, *k, *v;        /* attention buffers, need_att floats each */
     float *scratch;
+    tdm_offload_t *off;      /* the model's streamed units (real runs) */
+    tdm_status st;           /* first failure of a unit's streaming; the rest is skipped */
 } run_t;
+
+/* Brings unit `id`'s offloaded weights to the device (real runs), and back. */
+static void unit_in(run_t *r, int64_t id) {
+    if (!r->dry && r->st == TDM_OK) r->st = tdm_offload_in(r->off, r->dev, id);
+}
+static void unit_out(run_t *r, int64_t id) {
+    if (!r->dry) tdm_offload_out(r->off, id);
+}
 
 static void need(int64_t *slot, int64_t n) { if (n > *slot) *slot = n; }
 
@@ -487,6 +581,7 @@ static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_
                      int64_t W, int down) {
     int64_t pt = down ? 0 : c->k / 2, pb = down ? 1 : c->k / 2;
     int64_t stride = down ? 2 : 1;
+    if (r->st != TDM_OK) return;
     if (r->dry) {
         int64_t Ho = (H + pt + pb - c->k) / stride + 1, Wo = (W + pt + pb - c->k) / stride + 1;
         need(&r->need_scratch, tdm_op_conv2d_pad4_scratch(r->dev, c->cin, H, W, c->k, c->k,
@@ -501,6 +596,7 @@ static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_
 
 static void run_norm(run_t *r, const norm_t *n, float *y, const float *x, int64_t B, int64_t S,
                      int64_t G, int silu) {
+    if (r->st != TDM_OK) return;
     if (r->dry) { need(&r->need_act, B * n->c * S); return; }
     tdm_op_group_norm(r->dev, y, x, tdm_f32(n->g), tdm_f32(n->b), B, n->c, S, G, VAE_EPS, silu);
 }
@@ -510,12 +606,13 @@ static void run_norm(run_t *r, const norm_t *n, float *y, const float *x, int64_
 static void run_resnet(run_t *r, const resnet_t *rn, int64_t B, int64_t H, int64_t W,
                        int64_t G) {
     int64_t S = H * W;
+    if (r->st != TDM_OK) return;
     run_norm(r, &rn->n1, r->t1, r->a, B, S, G, 1);
     run_conv(r, &rn->c1, r->t2, r->t1, B, H, W, 0);
     run_norm(r, &rn->n2, r->t2, r->t2, B, S, G, 1);
     run_conv(r, &rn->c2, r->t1, r->t2, B, H, W, 0);
     if (rn->has_sc) run_conv(r, &rn->sc, r->t2, r->a, B, H, W, 0);
-    if (r->dry) return;
+    if (r->dry || r->st != TDM_OK) return;
     tdm_op_add(r->dev, r->a, rn->has_sc ? r->t2 : r->a, r->t1, B * rn->cout * S);
 }
 
@@ -523,6 +620,7 @@ static void run_resnet(run_t *r, const resnet_t *rn, int64_t B, int64_t H, int64
  * r->a (B, c, S) += to_out(attn(to_q(n), to_k(n), to_v(n))), n = norm(x)ᵀ. */
 static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G) {
     int64_t c = at->c;
+    if (r->st != TDM_OK) return;
     if (r->dry) {
         need(&r->need_act, B * c * S);
         need(&r->need_att, B * c * S);
@@ -541,10 +639,14 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G
     tdm_op_add(d, r->a, r->a, r->t2, B * c * S);
 }
 
-static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t G) {
+/* The mid block (one streaming unit, `id`). */
+static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t G,
+                    int64_t id) {
+    unit_in(r, id);
     run_resnet(r, &m->r0, B, H, W, G);
     if (m->has_attn) run_attn(r, &m->at, B, H * W, G);
     run_resnet(r, &m->r1, B, H, W, G);
+    unit_out(r, id);
 }
 
 /* Decoder: z (B, L, h, w) → img (B, out, h*s, w*s). */
@@ -557,17 +659,23 @@ static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, 
         x = r->t2;
     }
     run_conv(r, &v->d_in, r->a, x, B, H, W, 0);
-    run_mid(r, &v->d_mid, B, H, W, G);
+    run_mid(r, &v->d_mid, B, H, W, G, vae_unit(3, 0, 0));
     for (int i = 0; i < v->nlev; i++) {
         const level_t *lv = &v->d_lev[i];
-        for (int j = 0; j < lv->nres; j++) run_resnet(r, &lv->res[j], B, H, W, G);
+        for (int j = 0; j < lv->nres; j++) {
+            unit_in(r, vae_unit(1, i, j));
+            run_resnet(r, &lv->res[j], B, H, W, G);
+            unit_out(r, vae_unit(1, i, j));
+        }
         if (lv->has_samp) {
             int64_t C = lv->samp.cin;
             if (r->dry) need(&r->need_act, B * C * 4 * H * W);
-            else tdm_op_upsample_nearest2x(r->dev, r->t1, r->a, B, C, H, W);
+            else if (r->st == TDM_OK) tdm_op_upsample_nearest2x(r->dev, r->t1, r->a, B, C, H, W);
             H *= 2;
             W *= 2;
+            unit_in(r, vae_unit(1, i, VAE_UNIT_SAMPLER));
             run_conv(r, &lv->samp, r->a, r->t1, B, H, W, 0);
+            unit_out(r, vae_unit(1, i, VAE_UNIT_SAMPLER));
         }
     }
     run_norm(r, &v->d_nout, r->t1, r->a, B, H * W, G, 1);
@@ -582,15 +690,21 @@ static const float *run_encode(run_t *r, const tdm_vae_t *v, const float *img, i
     run_conv(r, &v->e_in, r->a, img, B, H, W, 0);
     for (int i = 0; i < v->nlev; i++) {
         const level_t *lv = &v->e_lev[i];
-        for (int j = 0; j < lv->nres; j++) run_resnet(r, &lv->res[j], B, H, W, G);
+        for (int j = 0; j < lv->nres; j++) {
+            unit_in(r, vae_unit(2, i, j));
+            run_resnet(r, &lv->res[j], B, H, W, G);
+            unit_out(r, vae_unit(2, i, j));
+        }
         if (lv->has_samp) {
+            unit_in(r, vae_unit(2, i, VAE_UNIT_SAMPLER));
             run_conv(r, &lv->samp, r->t1, r->a, B, H, W, 1);
+            unit_out(r, vae_unit(2, i, VAE_UNIT_SAMPLER));
             swap_a_t1(r);
             H = (H - 2) / 2 + 1;
             W = (W - 2) / 2 + 1;
         }
     }
-    run_mid(r, &v->e_mid, B, H, W, G);
+    run_mid(r, &v->e_mid, B, H, W, G, vae_unit(4, 0, 0));
     run_norm(r, &v->e_nout, r->t1, r->a, B, H * W, G, 1);
     run_conv(r, &v->e_out, r->t2, r->t1, B, H, W, 0);
     if (!v->use_qc) return r->t2;
@@ -646,15 +760,18 @@ static tdm_status check_dims(const char *what, int64_t B, int64_t C, int64_t H, 
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img) {
     tdm_status st;
-    run_t r = {.dev = v->dev, .dry = 1};
+    run_t r = {.dev = v->dev, .dry = 1, .off = &v->off};
     int64_t cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w,
                        v->info.scale_factor));
     run_decode(&r, v, z, B, h, w, img);
     TDM_TRY(run_alloc(&r, v->dev));
+    TDM_TRY(tdm_offload_in(&v->off, v->dev, -1));   /* offloaded top-level weights */
     run_decode(&r, v, z, B, h, w, img);
+    st = r.st;
 fail:
+    tdm_offload_out_all(&v->off);   /* whatever is still brought in */
     run_free(&r, v->dev);
     return st;
 }
@@ -662,7 +779,7 @@ fail:
 tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
                           float *mean, float *logvar) {
     tdm_status st;
-    run_t r = {.dev = v->dev, .dry = 1};
+    run_t r = {.dev = v->dev, .dry = 1, .off = &v->off};
     int64_t s = v->info.scale_factor, L = v->info.latent_channels, cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE encode", B, cmax + v->info.in_channels + 2 * L, H, W, 1));
@@ -673,7 +790,9 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
     }
     run_encode(&r, v, img, B, H, W);
     TDM_TRY(run_alloc(&r, v->dev));
+    TDM_TRY(tdm_offload_in(&v->off, v->dev, -1));   /* offloaded top-level weights */
     const float *mom = run_encode(&r, v, img, B, H, W);   /* (B, 2L, h, w) */
+    TDM_TRY(r.st);
     int64_t S = (H / s) * (W / s);
     for (int64_t b = 0; b < B; b++) {
         const float *m = mom + b * 2 * L * S, *lv = m + L * S;
@@ -681,6 +800,7 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
         if (logvar) tdm_op_clamp(v->dev, logvar + b * L * S, lv, -30.0f, 20.0f, L * S);
     }
 fail:
+    tdm_offload_out_all(&v->off);   /* whatever is still brought in */
     run_free(&r, v->dev);
     return st;
 }

@@ -32,6 +32,14 @@ typedef struct {
  * OUT: *out, freed with tdm_vae_free. */
 tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
                         tdm_device_t *dev);
+/* tdm_vae_load with the tensors placed by a device map (place/offload.h):
+ * tensors on a GPU stay there, those in host RAM or on disk are brought to
+ * pl->main one unit at a time (each resnet, each sampler, each mid block; the
+ * top-level convs and norms for the whole call). Bit-identical to a
+ * one-device load. */
+struct tdm_placement;
+tdm_status tdm_vae_load_placed(tdm_vae_t **out, const char *root, const char *sub,
+                               const char *variant, const struct tdm_placement *pl);
 
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_vae_free(tdm_vae_t *v);

@@ -51,7 +51,7 @@ struct tdm_pipeline {
     tdm_max_memory_t    split_mm;
     /* the plan's maps of the components it splits (names without the
      * component prefix), loaded block-wise at their stage; n == 0: not split */
-    tdm_place_map_t     map_den, map_text, map_text2;
+    tdm_place_map_t     map_den, map_text, map_text2, map_vae;
     int                 nvdev;             /* GPUs stood for, incl. GPU 0 */
     tdm_device_t        vdev[TDM_PIPE_MAX_VDEV];
     tdm_device_t        host;

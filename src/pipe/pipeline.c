@@ -66,6 +66,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (pipe->map_den.e) tdm_place_map_free(&pipe->map_den);
     if (pipe->map_text2.e) tdm_place_map_free(&pipe->map_text2);
     if (pipe->map_text.e) tdm_place_map_free(&pipe->map_text);
+    if (pipe->map_vae.e) tdm_place_map_free(&pipe->map_vae);
     free(pipe);
 }
 
@@ -218,12 +219,13 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
                             : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
                             : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
         if (!slot) continue;
-        tdm_place_map_t *sm = !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->map_den
-                            : !strcmp(comp, "text_encoder_2") ? &pipe->map_text2
-                            : !strcmp(comp, "text_encoder") ? &pipe->map_text : NULL;
+        /* every component the pipeline loads can run split (its loader takes the map) */
+        tdm_place_map_t *sm = slot == &pipe->dev_den ? &pipe->map_den
+                            : slot == &pipe->dev_text2 ? &pipe->map_text2
+                            : slot == &pipe->dev_text ? &pipe->map_text : &pipe->map_vae;
         if (!dot) {
             *slot = placed_dev(pipe, e);
-        } else if (sm) {   /* split: its entries make the map the loader follows */
+        } else {   /* split: its entries make the map the loader follows */
             tdm_place_entry_t *ne = realloc(sm->e, (size_t)(sm->n + 1) * sizeof *ne);
             char *nm = strdup(dot + 1);
             if (!ne || !nm) {
@@ -237,12 +239,6 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
             sm->e[sm->n].dev = cJSON_IsNumber(e) ? e->valueint
                                : !strcmp(e->valuestring, "cpu") ? TDM_PLACE_CPU : TDM_PLACE_DISK;
             sm->n++;
-        } else {
-            st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: the plan splits %s over "
-                            "devices, which generate cannot run yet (only the FLUX transformer, "
-                            "the UNet, CLIP and T5); "
-                            "raise --max-memory so it fits one device (see `tandem plan`)",
-                            p->device_map, comp);
         }
     }
     cJSON_Delete(j);
@@ -529,6 +525,11 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
         }
     } else if (stage == TDM_STAGE_DECODE) {
         TDM_TRY(need_component(pipe, "vae", "decode"));
+        if (!pipe->vae && pipe->map_vae.n) {
+            tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+            tdm_placement_t pl = placement(pipe, &pipe->map_vae, gpu);
+            TDM_TRY(tdm_vae_load_placed(&pipe->vae, pipe->root, "vae", var, &pl));
+        }
         if (!pipe->vae) TDM_TRY(tdm_vae_load(&pipe->vae, pipe->root, "vae", var, pipe->dev_vae));
     }
     pipe->stage = stage;
