@@ -149,10 +149,7 @@ static void run_placed(const char *strategy, const char *budgets) {
     if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &t.place);
     CHECK_MSG(s == TDM_OK, "placed load: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    CHECK_MSG(t.gpu0.cur_bytes == t.planned[0] && t.gpu1.cur_bytes == t.planned[1] &&
-              t.host.cur_bytes == t.planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
-              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
-              (long long)t.host.cur_bytes);
+    placed_check_held(&t);
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
@@ -173,10 +170,7 @@ static void run_placed(const char *strategy, const char *budgets) {
     /* streamed weights are gone again (only the RoPE cache stays); while
      * they were in use they counted on the main device */
     int64_t rope = 2 * (T + N) * tdm_flux_info(b)->attention_head_dim * (int64_t)sizeof(float);
-    CHECK_MSG(t.gpu0.cur_bytes == held0 + rope, "GPU0 holds %lld bytes after the forward, %lld "
-              "before", (long long)t.gpu0.cur_bytes, (long long)held0);
-    CHECK(t.gpu0.peak_bytes > peak0);
-    CHECK(t.gpu1.cur_bytes == t.planned[1] && t.host.cur_bytes == t.planned[2]);
+    placed_check_after(&t, held0, rope, peak0);
 done:
     free(oa);
     free(ob);

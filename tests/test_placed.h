@@ -52,6 +52,24 @@ static int placed_setup(placed_t *t, placed_plist_fn plist, const char *cfg,
     return 1;
 }
 
+/* After a placed load: each device holds exactly what the plan gives it. */
+static inline void placed_check_held(const placed_t *t) {
+    CHECK_MSG(t->gpu0.cur_bytes == t->planned[0] && t->gpu1.cur_bytes == t->planned[1] &&
+              t->host.cur_bytes == t->planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
+              (long long)t->gpu0.cur_bytes, (long long)t->gpu1.cur_bytes,
+              (long long)t->host.cur_bytes);
+}
+
+/* After placed forwards: streamed weights left the main device again (it
+ * holds held0 + extra, e.g. a cache the forward keeps), they counted there
+ * while in use (peak above peak0), and the other devices are untouched. */
+static inline void placed_check_after(const placed_t *t, int64_t held0, int64_t extra, int64_t peak0) {
+    CHECK_MSG(t->gpu0.cur_bytes == held0 + extra, "GPU0 holds %lld bytes after the forward, "
+              "%lld expected", (long long)t->gpu0.cur_bytes, (long long)(held0 + extra));
+    CHECK(t->gpu0.peak_bytes > peak0);
+    CHECK(t->gpu1.cur_bytes == t->planned[1] && t->host.cur_bytes == t->planned[2]);
+}
+
 /* Frees the plan; every device must be empty by then. */
 static void placed_done(placed_t *t) {
     CHECK(t->one.cur_bytes == 0 && t->gpu0.cur_bytes == 0 && t->gpu1.cur_bytes == 0 &&

@@ -95,10 +95,7 @@ static void run_placed(const char *strategy, const char *budgets) {
     if (s == TDM_OK) s = tdm_unet_load_placed(&b, root, "unet", "fp16", &t.place);
     CHECK_MSG(s == TDM_OK, "placed load: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    CHECK_MSG(t.gpu0.cur_bytes == t.planned[0] && t.gpu1.cur_bytes == t.planned[1] &&
-              t.host.cur_bytes == t.planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
-              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
-              (long long)t.host.cur_bytes);
+    placed_check_held(&t);
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
@@ -119,10 +116,7 @@ static void run_placed(const char *strategy, const char *budgets) {
         CHECK(s == TDM_OK && !memcmp(oa, ob, (size_t)nout * sizeof(float)));
     }
     /* streamed weights are gone again; while in use they counted on the main device */
-    CHECK_MSG(t.gpu0.cur_bytes == held0, "GPU0 holds %lld bytes after the forward, %lld before",
-              (long long)t.gpu0.cur_bytes, (long long)held0);
-    CHECK(t.gpu0.peak_bytes > peak0);
-    CHECK(t.gpu1.cur_bytes == t.planned[1] && t.host.cur_bytes == t.planned[2]);
+    placed_check_after(&t, held0, 0, peak0);
 done:
     free(oa);
     free(ob);

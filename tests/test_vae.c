@@ -147,10 +147,7 @@ TEST(test_vae_placed) {
     if (st == TDM_OK) st = tdm_vae_load_placed(&b, root, "vae", NULL, &t.place);
     CHECK_MSG(st == TDM_OK, "load: %s", tdm_last_error());
     if (st != TDM_OK) goto done;
-    CHECK_MSG(t.gpu0.cur_bytes == t.planned[0] && t.gpu1.cur_bytes == t.planned[1] &&
-              t.host.cur_bytes == t.planned[2], "held: GPU0 %lld, GPU1 %lld, host %lld",
-              (long long)t.gpu0.cur_bytes, (long long)t.gpu1.cur_bytes,
-              (long long)t.host.cur_bytes);
+    placed_check_held(&t);
     CHECK(tdm_safetensors_open(&io, io_path) == TDM_OK);
     if (!io) goto done;
     int64_t zs[4], xs[4], n, ni, nm;
@@ -166,7 +163,7 @@ TEST(test_vae_placed) {
     m2 = malloc((size_t)nm * sizeof(float));
     CHECK(tdm_vae_decode(a, z, zs[0], zs[2], zs[3], i1) == TDM_OK);
     CHECK(tdm_vae_encode(a, x, xs[0], xs[2], xs[3], m1, NULL) == TDM_OK);
-    int64_t held0 = t.gpu0.cur_bytes;
+    int64_t held0 = t.gpu0.cur_bytes, peak0 = t.gpu0.peak_bytes;
     for (int rep = 0; rep < 2; rep++) {
         st = tdm_vae_decode(b, z, zs[0], zs[2], zs[3], i2);
         CHECK_MSG(st == TDM_OK, "placed decode: %s", tdm_last_error());
@@ -175,9 +172,7 @@ TEST(test_vae_placed) {
         CHECK_MSG(st == TDM_OK, "placed encode: %s", tdm_last_error());
         CHECK(st == TDM_OK && !memcmp(m1, m2, (size_t)nm * sizeof(float)));
     }
-    CHECK_MSG(t.gpu0.cur_bytes == held0, "GPU0 holds %lld bytes, %lld before",
-              (long long)t.gpu0.cur_bytes, (long long)held0);
-    CHECK(t.gpu1.cur_bytes == t.planned[1] && t.host.cur_bytes == t.planned[2]);
+    placed_check_after(&t, held0, 0, peak0);
 done:
     free(z); free(x); free(i1); free(i2); free(m1); free(m2);
     tdm_safetensors_close(io);

@@ -80,29 +80,12 @@ static tdm_status load_t(const clip_loader *L, const char *name, int ndim, int64
     int64_t shape[2] = {d0, d1};
     snprintf(full, sizeof full, "%s%s", L->pre, name);
     if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", full);
-    tdm_device_t *dev = L->dev;
-    int where = TDM_PLACED_RESIDENT;
-    tdm_status st;
-    if (L->place) {   /* the map names tensors as the parameter list does (tdm_clip_text_plist) */
-        char mname[256];
-        snprintf(mname, sizeof mname, "%s%s", L->m->with_proj ? "text_model." : "", name);
-        if ((st = tdm_placement_where(L->place, "clip_text", mname, &dev, &where)) != TDM_OK)
-            return st;
-        if (where == TDM_PLACED_DISK)   /* read from the file each time its layer runs */
-            return tdm_offload_add(&L->m->off, (void *)out, 1, NULL, full, ndim, shape, gemm,
-                                   clip_layer_of(name));
-    }
-    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
-        st = tdm_st_set_load_gemm_host_copy(L->set, full, dev, L->place->main, ndim, shape, out);
-    else
-        st = gemm ? tdm_st_set_load_gemm_weight(L->set, full, dev, ndim, shape, out)
-                  : tdm_st_set_load_f32(L->set, full, dev, ndim, shape, out);
-    if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
-    tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
-    st = tdm_offload_add(&L->m->off, (void *)out, 1, t, full, ndim, shape, gemm,
-                         clip_layer_of(name));
-    if (st != TDM_OK) tdm_tensor_free(t);
-    return st;
+    /* the map names tensors as the parameter list does (tdm_clip_text_plist) */
+    char mname[256];
+    tdm_tensor_t *t;
+    snprintf(mname, sizeof mname, "%s%s", L->m->with_proj ? "text_model." : "", name);
+    return tdm_offload_load(&L->m->off, L->place, L->set, L->dev, "clip_text", full, mname, ndim,
+                            shape, gemm, (void *)out, 1, clip_layer_of(name), &t);
 }
 
 static tdm_status read_config(tdm_clip_text_t *m, const char *path) {

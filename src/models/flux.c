@@ -195,26 +195,11 @@ static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix
         m->tensors = p;
         m->cap_tensors = cap;
     }
-    tdm_device_t *dev = m->dev;
-    int where = TDM_PLACED_RESIDENT;
-    if (L->place) {
-        if ((st = tdm_placement_where(L->place, "flux", name, &dev, &where)) != TDM_OK) return st;
-        if (where == TDM_PLACED_DISK)   /* read from the file each time its block runs */
-            return tdm_offload_add(&m->off, (void *)dst, 0, NULL, name, ndim, shape, gemm,
-                                   block_of(m, name));
-    }
-    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
-        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, &t);
-    else
-        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, &t)
-                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, &t);
-    if (st != TDM_OK) return st;
-    m->tensors[m->ntensors++] = t;
+    st = tdm_offload_load(&m->off, L->place, L->set, m->dev, "flux", name, NULL, ndim, shape,
+                          gemm, (void *)dst, 0, block_of(m, name), &t);
+    if (st != TDM_OK || !t) return st;   /* t NULL: on disk, read when its block runs */
+    m->tensors[m->ntensors++] = t;       /* resident, or the host copy */
     m->info.param_bytes += t->nbytes;
-    *dst = tdm_f32(t);
-    if (where == TDM_PLACED_HOST)
-        return tdm_offload_add(&m->off, (void *)dst, 0, t, name, ndim, shape, gemm,
-                               block_of(m, name));
     return TDM_OK;
 }
 

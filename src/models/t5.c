@@ -99,25 +99,9 @@ static tdm_status load_t(const t5_loader *L, const char *name, int ndim, int64_t
                          tdm_tensor_t **out, int gemm) {
     int64_t shape[2] = {d0, d1};
     if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
-    tdm_device_t *dev = L->dev;
-    int where = TDM_PLACED_RESIDENT;
-    tdm_status st;
-    if (L->place) {
-        if ((st = tdm_placement_where(L->place, "t5", name, &dev, &where)) != TDM_OK) return st;
-        if (where == TDM_PLACED_DISK)   /* read from the file each time its block runs */
-            return tdm_offload_add(&L->m->off, (void *)out, 1, NULL, name, ndim, shape, gemm,
-                                   t5_block_of(name));
-    }
-    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
-        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, out);
-    else
-        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, out)
-                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, out);
-    if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
-    tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
-    st = tdm_offload_add(&L->m->off, (void *)out, 1, t, name, ndim, shape, gemm, t5_block_of(name));
-    if (st != TDM_OK) tdm_tensor_free(t);
-    return st;
+    tdm_tensor_t *t;
+    return tdm_offload_load(&L->m->off, L->place, L->set, L->dev, "t5", name, NULL, ndim, shape,
+                            gemm, (void *)out, 1, t5_block_of(name), &t);
 }
 
 static tdm_status parse_act(const char *name, const char *path, const char *key, t5_act *out) {

@@ -320,26 +320,11 @@ static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, co
         u->tensors = p;
         u->cap_tensors = cap;
     }
-    tdm_device_t *dev = u->dev;
-    int where = TDM_PLACED_RESIDENT, gemm = ndim >= 2;
-    if (L->place) {
-        if ((st = tdm_placement_where(L->place, "unet", name, &dev, &where)) != TDM_OK) return st;
-        if (where == TDM_PLACED_DISK)   /* read from the file each time its unit runs */
-            return tdm_offload_add(&u->off, (void *)dst, 0, NULL, name, ndim, shape, gemm,
-                                   unet_unit_of(name));
-    }
-    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
-        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, &t);
-    else
-        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, &t)
-                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, &t);
-    if (st != TDM_OK) return st;
-    u->tensors[u->ntensors++] = t;
+    st = tdm_offload_load(&u->off, L->place, L->set, u->dev, "unet", name, NULL, ndim, shape,
+                          ndim >= 2, (void *)dst, 0, unet_unit_of(name), &t);
+    if (st != TDM_OK || !t) return st;   /* t NULL: on disk, read when its unit runs */
+    u->tensors[u->ntensors++] = t;       /* resident, or the host copy */
     u->info.param_bytes += t->nbytes;
-    *dst = tdm_f32(t);
-    if (where == TDM_PLACED_HOST)
-        return tdm_offload_add(&u->off, (void *)dst, 0, t, name, ndim, shape, gemm,
-                               unet_unit_of(name));
     return TDM_OK;
 }
 

@@ -274,29 +274,11 @@ static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int6
     }
     /* every tensor of 2+ dims here is a Conv or Linear weight feeding only a
      * GEMM: stored in the device's GEMM dtype; biases and norms stay float32 */
-    const int gemm = ndim >= 2;
-    tdm_device_t *dev = L->dev;
-    int where = TDM_PLACED_RESIDENT;
-    tdm_status st;
-    if (L->place) {
-        char mname[256];
-        vae_map_name(mname, sizeof mname, name);
-        if ((st = tdm_placement_where(L->place, "vae", mname, &dev, &where)) != TDM_OK) return st;
-        if (where == TDM_PLACED_DISK)   /* read from the file each time its unit runs */
-            return tdm_offload_add(&L->v->off, (void *)out, 1, NULL, name, ndim, shape, gemm,
-                                   vae_unit_of(name));
-    }
-    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
-        st = tdm_st_set_load_gemm_host_copy(L->set, name, dev, L->place->main, ndim, shape, out);
-    else
-        st = gemm ? tdm_st_set_load_gemm_weight(L->set, name, dev, ndim, shape, out)
-                  : tdm_st_set_load_f32(L->set, name, dev, ndim, shape, out);
-    if (st != TDM_OK || where != TDM_PLACED_HOST) return st;
-    tdm_tensor_t *t = *out;   /* host copy, owned by the offload list from here */
-    st = tdm_offload_add(&L->v->off, (void *)out, 1, t, name, ndim, shape, gemm,
-                         vae_unit_of(name));
-    if (st != TDM_OK) tdm_tensor_free(t);
-    return st;
+    char mname[256];
+    tdm_tensor_t *t;
+    vae_map_name(mname, sizeof mname, name);
+    return tdm_offload_load(&L->v->off, L->place, L->set, L->dev, "vae", name, mname, ndim, shape,
+                            ndim >= 2, (void *)out, 1, vae_unit_of(name), &t);
 }
 
 /* buf = a "." b; a name that does not fit becomes "" (then a missing tensor). */

@@ -83,6 +83,38 @@ tdm_status tdm_offload_add(tdm_offload_t *o, void *slot, int tensor_slot, tdm_te
     return TDM_OK;
 }
 
+tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const tdm_st_set_t *set,
+                            tdm_device_t *dev, const char *what, const char *name,
+                            const char *map_name, int ndim, const int64_t *shape, int gemm,
+                            void *slot, int tensor_slot, int64_t blk, tdm_tensor_t **out) {
+    int where = TDM_PLACED_RESIDENT;
+    tdm_status st;
+    *out = NULL;
+    if (pl) {
+        if ((st = tdm_placement_where(pl, what, map_name ? map_name : name, &dev, &where)) != TDM_OK)
+            return st;
+        if (where == TDM_PLACED_DISK)   /* read from the file each time its block runs */
+            return tdm_offload_add(o, slot, tensor_slot, NULL, name, ndim, shape, gemm, blk);
+    }
+    if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
+        st = tdm_st_set_load_gemm_host_copy(set, name, dev, pl->main, ndim, shape, out);
+    else
+        st = gemm ? tdm_st_set_load_gemm_weight(set, name, dev, ndim, shape, out)
+                  : tdm_st_set_load_f32(set, name, dev, ndim, shape, out);
+    if (st != TDM_OK) return st;
+    if (where != TDM_PLACED_HOST) {   /* resident: the field points at it */
+        tdm_offload_entry_t e = {.slot = slot, .tensor_slot = tensor_slot};
+        set_slot(&e, *out);
+        return TDM_OK;
+    }
+    st = tdm_offload_add(o, slot, tensor_slot, *out, name, ndim, shape, gemm, blk);
+    if (st != TDM_OK) {
+        tdm_tensor_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 int tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set) {
     for (int64_t i = 0; i < o->n; i++)
         if (!o->e[i].host) {

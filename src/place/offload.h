@@ -65,6 +65,18 @@ typedef struct {
 tdm_status tdm_offload_add(tdm_offload_t *o, void *slot, int tensor_slot, tdm_tensor_t *host,
                            const char *name, int ndim, const int64_t *shape, int gemm,
                            int64_t blk);
+/* One tensor of a model loader: `name` read from `set` (gemm: a Linear/Conv
+ * weight, stored in the GEMM dtype) as the placement puts it — pl NULL or
+ * resident: onto `dev` or the map's device, *out the tensor; "cpu": a host
+ * copy (in the execution device's GEMM dtype), recorded for streaming, *out
+ * the copy; "disk": only recorded, *out NULL. `map_name` is the name the map
+ * uses (NULL: `name`), `what` names the model in errors, slot / tensor_slot /
+ * blk as for tdm_offload_add: the field points at a resident tensor and is
+ * cleared for offloaded ones. */
+tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const tdm_st_set_t *set,
+                            tdm_device_t *dev, const char *what, const char *name,
+                            const char *map_name, int ndim, const int64_t *shape, int gemm,
+                            void *slot, int tensor_slot, int64_t blk, tdm_tensor_t **out);
 /* Takes ownership of `set` when an entry needs the files (returns 1), else
  * returns 0 and the caller closes it. */
 int        tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set);
