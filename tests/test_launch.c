@@ -94,6 +94,17 @@ TEST(same_files_any_rank_count) {
     same_outputs("one", "d3", 5);
 }
 
+/* Data parallelism combined with sharding: every rank runs the UNet split over
+ * its own two virtual GPUs and host RAM (each rank plans for its own device
+ * set); the images and manifest are those of one unsplit process. */
+TEST(ranks_with_split_models) {
+    const char *split = "--devices cpu:0,cpu:1 --device-map unet=sequential "
+                        "--max-memory 0=450KB,1=300KB,cpu=700KB,disk=1GB";
+    run_ranks(0, "", "s-one", 5);
+    run_ranks(2, split, "s2", 5);
+    same_outputs("s-one", "s2", 5);
+}
+
 TEST(fewer_images_than_ranks) {
     int rc = sh("'%s' launch -n 3 -- generate --model '%s' --prompt 'a cat' --steps 2 --seed 9 --quiet --out '%s/few'",
                 TDM_TANDEM_BIN, PIPE, tmpdir);
@@ -179,6 +190,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     RUN(same_files_any_rank_count);
+    RUN(ranks_with_split_models);
     RUN(fewer_images_than_ranks);
     RUN(resume_fills_the_gaps);
     RUN(killed_rank_ends_the_job);
