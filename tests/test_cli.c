@@ -24,16 +24,8 @@ static int run(const char *fmt, ...) {
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
     snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
-    snprintf(cmd, sizeof cmd, "\"%s\" %s > /dev/null 2> \"%s\"", TDM_TANDEM_BIN, args, errf);
-    int rc = system(cmd);
-    errtext[0] = 0;
-    FILE *f = fopen(errf, "r");
-    if (f) {
-        size_t n = fread(errtext, 1, sizeof errtext - 1, f);
-        errtext[n] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+    snprintf(cmd, sizeof cmd, "\"%s\" %s", TDM_TANDEM_BIN, args);
+    return sh_capture(cmd, errf, errtext, sizeof errtext);
 }
 
 

@@ -1,13 +1,32 @@
 /* test_files.h — file helpers shared by the tests that drive the `tandem`
- * binary (test_cli, test_launch): existence with a formatted path, and PNG
- * pixel equality. Include after test.h. */
+ * binary (test_cli, test_launch): a shell command with its stderr captured,
+ * existence with a formatted path, and PNG pixel equality. Include after
+ * test.h. */
 #ifndef TDM_TEST_FILES_H
 #define TDM_TEST_FILES_H
 
 #include <stdarg.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "io/png.h"
+
+/* Runs `cmd` through the shell, stdout discarded and stderr written to the
+ * file errf and read back into err (cap bytes, NUL-terminated); returns the
+ * exit code (128 when the command did not exit normally). */
+static int sh_capture(const char *cmd, const char *errf, char *err, size_t cap) {
+    char full[9000];
+    snprintf(full, sizeof full, "(%s) > /dev/null 2> '%s'", cmd, errf);
+    int rc = system(full);
+    err[0] = 0;
+    FILE *f = fopen(errf, "r");
+    if (f) {
+        size_t n = fread(err, 1, cap - 1, f);
+        err[n] = 0;
+        fclose(f);
+    }
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
 
 /* 1 if the path formatted from fmt exists. */
 static int exists(const char *fmt, ...) {

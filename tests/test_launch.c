@@ -23,17 +23,7 @@ static int sh(const char *fmt, ...) {
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
     snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
-    char full[9000];
-    snprintf(full, sizeof full, "(%s) > /dev/null 2> '%s'", cmd, errf);
-    int rc = system(full);
-    errtext[0] = 0;
-    FILE *f = fopen(errf, "r");
-    if (f) {
-        size_t n = fread(errtext, 1, sizeof errtext - 1, f);
-        errtext[n] = 0;
-        fclose(f);
-    }
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+    return sh_capture(cmd, errf, errtext, sizeof errtext);
 }
 
 
