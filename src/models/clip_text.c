@@ -52,14 +52,14 @@ struct tdm_clip_text {
 
 /* ---- loading ----------------------------------------------------------------- */
 
-/* Where tensors go: loaded from `set` onto `dev`, or (pl != NULL, a
+/* Where tensors go: loaded from `set` onto the model's device (as a device map
+ * places them, with `place`), or (pl != NULL, a
  * parameter list) only named and sized. `pre` prefixes every name. */
 typedef struct {
     const tdm_st_set_t    *set;
-    tdm_device_t          *dev;
     const char            *pre;
     tdm_plist_t           *pl;
-    tdm_clip_text_t       *m;
+    tdm_clip_text_t       *m;       /* loading onto m->dev */
     const tdm_placement_t *place;   /* NULL: everything on dev */
 } clip_loader;
 
@@ -84,7 +84,7 @@ static tdm_status load_t(const clip_loader *L, const char *name, int ndim, int64
     char mname[256];
     tdm_tensor_t *t;
     snprintf(mname, sizeof mname, "%s%s", L->m->with_proj ? "text_model." : "", name);
-    return tdm_offload_load(&L->m->off, L->place, L->set, L->dev, "clip_text", full, mname, ndim,
+    return tdm_offload_load(&L->m->off, L->place, L->set, L->m->dev, "clip_text", full, mname, ndim,
                             shape, gemm, (void *)out, 1, clip_layer_of(name), &t);
 }
 
@@ -220,7 +220,7 @@ static tdm_status load_any(tdm_clip_text_t **out, const char *root, const char *
     TDM_TRY(tdm_st_set_open(&set, path));
 
     /* transformers 4.x checkpoints prefix every name with "text_model." */
-    clip_loader L = {set, dev, "", NULL, m, place};
+    clip_loader L = {set, "", NULL, m, place};
     if (tdm_st_set_find(set, "text_model.embeddings.token_embedding.weight")) L.pre = "text_model.";
     TDM_TRY(load_tensors(m, &L));
     if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
@@ -275,7 +275,7 @@ tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     TDM_TRY(read_config(m, config_path));
     /* CLIPTextModelWithProjection holds the CLIPTextModel as text_model */
-    clip_loader L = {NULL, NULL, m->with_proj ? "text_model." : "", out, m, NULL};
+    clip_loader L = {NULL, m->with_proj ? "text_model." : "", out, m, NULL};
     TDM_TRY(load_tensors(m, &L));
     if (m->with_proj) {
         int64_t wp[2] = {m->proj, m->D};   /* Linear(hidden_size, projection_dim, bias=False) */

@@ -73,13 +73,13 @@ int64_t tdm_t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_dis
 
 /* ---- loading ----------------------------------------------------------------- */
 
-/* Where tensors go: loaded from `set` onto `dev`, or (pl != NULL, a
+/* Where tensors go: loaded from `set` onto the model's device (as a device map
+ * places them, with `place`), or (pl != NULL, a
  * parameter list) only named and sized. */
 typedef struct {
     const tdm_st_set_t    *set;
-    tdm_device_t          *dev;
     tdm_plist_t           *pl;
-    tdm_t5_t              *m;
+    tdm_t5_t              *m;       /* loading onto m->dev (NULL when listing) */
     const tdm_placement_t *place;   /* NULL: everything on dev */
 } t5_loader;
 
@@ -100,7 +100,7 @@ static tdm_status load_t(const t5_loader *L, const char *name, int ndim, int64_t
     int64_t shape[2] = {d0, d1};
     if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
     tdm_tensor_t *t;
-    return tdm_offload_load(&L->m->off, L->place, L->set, L->dev, "t5", name, NULL, ndim, shape,
+    return tdm_offload_load(&L->m->off, L->place, L->set, L->m->dev, "t5", name, NULL, ndim, shape,
                             gemm, (void *)out, 1, t5_block_of(name), &t);
 }
 
@@ -265,7 +265,7 @@ static tdm_status load_any(tdm_t5_t **out, const char *root, const char *sub,
      * only encoder.embed_tokens.weight */
     const char *emb = tdm_st_set_find(set, "shared.weight") ? "shared.weight"
                                                             : "encoder.embed_tokens.weight";
-    t5_loader L = {set, dev, NULL, m, place};
+    t5_loader L = {set, NULL, m, place};
     TDM_TRY(load_t(&L, emb, 2, m->vocab, m->D, &m->emb, 0));
     TDM_TRY(load_blocks(m, &L));
     if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
@@ -317,7 +317,7 @@ tdm_status tdm_t5_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out)
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     TDM_TRY(read_config(m, config_path));
-    t5_loader L = {NULL, NULL, out, NULL, NULL};
+    t5_loader L = {NULL, out, NULL, NULL};
     /* T5EncoderModel registers shared, then T5Stack's own embed_tokens: two
      * tensors (see tdm_t5_plist in t5.h for when from_pretrained ties them) */
     TDM_TRY(load_t(&L, "shared.weight", 2, m->vocab, m->D, NULL, 0));

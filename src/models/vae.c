@@ -210,9 +210,8 @@ fail:
 
 typedef struct {
     const tdm_st_set_t *set;
-    tdm_device_t *dev;
     tdm_plist_t *pl;         /* list instead of load when not NULL */
-    tdm_vae_t *v;
+    tdm_vae_t *v;            /* loading onto v->dev */
     const tdm_placement_t *place;   /* NULL: everything on dev */
 } loader_t;
 
@@ -277,7 +276,7 @@ static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int6
     char mname[256];
     tdm_tensor_t *t;
     vae_map_name(mname, sizeof mname, name);
-    return tdm_offload_load(&L->v->off, L->place, L->set, L->dev, "vae", name, mname, ndim, shape,
+    return tdm_offload_load(&L->v->off, L->place, L->set, L->v->dev, "vae", name, mname, ndim, shape,
                             ndim >= 2, (void *)out, 1, vae_unit_of(name), &t);
 }
 
@@ -440,7 +439,7 @@ static tdm_status load_any(tdm_vae_t **out, const char *root, const char *sub,
     TDM_TRY(vae_parse_config(v, path));
     TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
     TDM_TRY(tdm_st_set_open(&set, path));
-    loader_t L = {set, dev, NULL, v, place};
+    loader_t L = {set, NULL, v, place};
     TDM_TRY(vae_load_weights(v, &L));
     if (!tdm_offload_keep_set(&v->off, set))   /* kept: disk-offloaded weights are read on use */
         tdm_st_set_close(set);
@@ -460,7 +459,7 @@ tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out
     tdm_vae_t *v = calloc(1, sizeof *v);   /* holds the walk's level tables; no weights */
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory listing the VAE");
     TDM_TRY(vae_parse_config(v, config_path));
-    loader_t L = {NULL, NULL, out, v, NULL};
+    loader_t L = {NULL, out, v, NULL};
     TDM_TRY(vae_load_weights(v, &L));
 fail:
     if (st != TDM_OK) tdm_plist_free(out);
