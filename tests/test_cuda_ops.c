@@ -369,6 +369,28 @@ TEST(test_half_gemm) {
     }
 }
 
+/* The implicit-GEMM 3×3 convolution (conv_igemm.cu), forced on for every
+ * shape it takes, then off: both paths against the references. Shapes: the
+ * row tile's tail (Cout 320, 40), column tails with an odd pixel count and
+ * columns straddling two images, stride 2, the VAE encoder's one-sided
+ * padding; the 1024-channel case has K = 9216 (288 steps). */
+TEST(test_conv_igemm) {
+    const tdm_dtype dts[2] = {TDM_F16, TDM_BF16};
+    for (int mode = 2; mode >= 0; mode -= 2) {
+        int old = tdm_cuda_conv_igemm_set(mode);
+        for (int i = 0; i < 2; i++) {
+            tdm_dtype dt = dts[i];
+            conv_half_case(dt, 2, 320, 64, 64, 320, 3, 1, 1, 1, 1, 1);   /* SD level 0 */
+            conv_half_case(dt, 3, 64, 13, 11, 40, 3, 1, 1, 1, 1, 1);     /* P odd, tails */
+            conv_half_case(dt, 2, 32, 33, 31, 130, 3, 2, 1, 1, 1, 1);    /* stride 2 */
+            conv_half_case(dt, 1, 32, 17, 17, 64, 3, 2, 0, 1, 0, 1);     /* VAE downsample */
+            conv_half_case(dt, 1, 1024, 9, 7, 136, 3, 1, 1, 1, 1, 1);
+            conv_half_case(dt, 1, 128, 128, 128, 128, 3, 1, 1, 1, 1, 1); /* VAE level */
+        }
+        tdm_cuda_conv_igemm_set(old);
+    }
+}
+
 /* ---- normalization ------------------------------------------------------------------ */
 
 static void group_norm_case(int64_t B, int64_t C, int64_t S, int64_t G, int silu, int affine,
@@ -1275,6 +1297,7 @@ int main(void) {
     RUN_SEEDED(test_gemm);
     RUN_SEEDED(test_conv2d);
     RUN_SEEDED(test_half_gemm);
+    RUN_SEEDED(test_conv_igemm);
     RUN_SEEDED(test_linear_gelu);
     RUN_SEEDED(test_group_norm);
     RUN_SEEDED(test_layer_norm);

@@ -67,6 +67,22 @@ void tdm_cuda_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const flo
                           const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
                           int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pt,
                           int64_t pb, int64_t pl, int64_t pr, float *scratch);
+/* 3×3 convolution as an implicit GEMM on the tensor cores (conv_igemm.cu),
+ * same contract as tdm_cuda_conv2d_pad4 without the scratch: w (Cout, Cin·9)
+ * in dev->gemm_dtype (F16/BF16), x and y float32. _use says whether it takes
+ * this shape (1) or the im2col path should (0): half device, 3×3, Cin % 32
+ * == 0, w 16-byte aligned, 32-bit index ranges, and (by default) a grid of
+ * at least one block per SM — TDM_CONV_IGEMM=0 / 2 in the environment turns
+ * it off / on for every shape it can take; tdm_cuda_conv_igemm_set(mode)
+ * overrides that (-1: back to the environment) and returns the old mode. */
+int tdm_cuda_conv_igemm_use(tdm_device_t *dev, const void *w, int64_t B, int64_t Cin, int64_t H,
+                            int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t Ho,
+                            int64_t Wo);
+void tdm_cuda_conv_igemm(tdm_device_t *dev, float *y, const float *x, const void *w,
+                         const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                         int64_t Cout, int64_t Ho, int64_t Wo, int64_t stride, int64_t pt,
+                         int64_t pl);
+int tdm_cuda_conv_igemm_set(int mode);
 void tdm_cuda_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma,
                          const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps,
                          int silu);

@@ -296,6 +296,10 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     int64_t rows = conv_tile_rows(Kp, Ho, Wo), wabytes = aug ? Cout * Kp * 2 : 0;
     void *wa = NULL;
     if (B <= 0 || Cout <= 0 || P <= 0) return;
+    if (!direct && tdm_cuda_conv_igemm_use(d, w, B, Cin, H, W, Cout, kh, kw, Ho, Wo)) {
+        tdm_cuda_conv_igemm(d, y, x, w, b, B, Cin, H, W, Cout, Ho, Wo, stride, pt, pl);
+        return;
+    }
     if (aug) {
         if (!(wa = tdm_dev_alloc(d, wabytes, "conv weight with bias"))) {
             tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
