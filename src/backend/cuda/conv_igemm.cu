@@ -2,28 +2,27 @@
  * (FP16 / BF16 operands, FP32 accumulation), used by tdm_cuda_conv2d_pad4 on
  * a half device in place of im2col + cuBLAS where it pays (conv_igemm_use).
  *
- * The GEMM is the im2col one: y_n (Cout, P) = w (Cout, K = Cin·9) · col_n
- * (K, P) + b, with the batch folded into the columns (N = B·P), but the
- * column matrix is never written: each block gathers its (32 × 128) tile of
- * it straight from x (float32, NCHW), rounds it to half and stores it in
- * shared memory. Tap order is the weight's (k = ci·9 + ky·3 + kx), so the
- * weight is read as it is stored, no reordered copy.
- *
- * Block: 256 threads, a 128 (Cout) × 128 (columns) output tile, K in steps
- * of 32, two shared-memory stages. The weight tile comes in with cp.async;
- * the column tile is loaded into registers while the previous tile is being
- * multiplied and stored after it (one barrier per step). Each thread gathers
- * two adjacent columns (a packed 32-bit store: a warp writes 32 consecutive
- * words) for 8 of the 32 rows; per column it keeps the offset of its top-left
- * tap and a 9-bit mask of the taps inside the image (the padding reads 0).
- * Warps: 2 × 4, each 64 × 32 outputs = 4 × 4 mma.sync m16n8k16 per 16 of K,
- * A fragments via ldmatrix, B via ldmatrix.trans from the (k, column)
- * row-major tile. Rows of 40 / 136 halves keep both ldmatrix patterns free of
- * bank conflicts. Epilogue: + b[co] in float32, stores to y (B, Cout, P).
- *
- * Needs Cin % 32 == 0 (K a multiple of the step, weight rows 16-byte
- * aligned) and a 16-byte aligned weight; Cout and N may be anything (the
- * last row tile reads clamped weight rows and stores nothing for them). */
+ * The GEMM is y_n (Cout, P) = w (Cout, K = 9·Cin) · col_n (K, P) + b, with
+ * the batch folded into the columns (N = B·P) and the column matrix never
+ * written. Three launches:
+ *  1. x (B, Cin, H, W) float32 → xt (B, H, W, Cin) half, channels last (a
+ *     tiled transpose through shared memory): for one tap, 32 consecutive
+ *     channels of one pixel are 64 contiguous bytes, four 16-byte copies.
+ *  2. w (Cout, Cin, 3, 3) → wt (Cout, 9, Cin): K in (tap, channel) order, so
+ *     a step of 32 channels of one tap is contiguous in both operands.
+ *  3. the GEMM: block = 256 threads, 128 output channels × 128 columns, K in
+ *     steps of 32 (one tap, 32 channels; Cin % 32 == 0), three cp.async
+ *     stages in dynamic shared memory. Both tiles are (rows, 32) half with
+ *     rows of 40 halves (conflict-free ldmatrix): the weight tile by output
+ *     channel, the column tile by column. A column whose tap falls in the
+ *     padding copies 0 bytes (cp.async zero fill). Each thread keeps, for
+ *     the one column it loads, the offset of its top-left tap and a 9-bit
+ *     mask of the taps inside the image. Warps: 2 × 4, each 64 × 32 outputs
+ *     = 4 × 4 mma.sync m16n8k16 per 16 of K, fragments via ldmatrix (the
+ *     column tile is the mma's column-major B as stored). Epilogue: + b[co]
+ *     in float32, stores to y (B, Cout, P).
+ * Needs Cin % 32 == 0; Cout and N may be anything (the last row tile reads
+ * clamped weight rows and stores nothing for them). */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdlib.h>
@@ -33,73 +32,72 @@
 
 #define CI_BM 128        /* output channels per block */
 #define CI_BN 128        /* output columns (batch × pixels) per block */
-#define CI_BK 32         /* K per step */
+#define CI_STAGES 3
 #define CI_THREADS 256
-#define CI_LDA (CI_BK + 8)   /* halves per shared row of the weight tile */
-#define CI_LDB (CI_BN + 8)   /* halves per shared row of the column tile */
+/* shared memory of a block with steps of BK channels: rows of BK + 8 halves */
+#define CI_SMEM(BK) (CI_STAGES * (CI_BM + CI_BN) * ((BK) + 8) * 2)
 
 struct CiArgs {
     float *y;
-    const float *x;
-    const void *w;
+    const unsigned short *xt;   /* (B, H, W, Cin) half */
+    const unsigned short *wt;   /* (Cout, 9, Cin) half */
     const float *b;
     int Cin, H, W, Cout, Wo, stride, pt, pl, K, P, N;
 };
 
-template <bool BF>
+/* 16-byte cp.async, or 16 zero bytes when !ok (src-size 0: nothing read) */
+__device__ __forceinline__ void ci_cp16z(unsigned sa, const void *g, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+
+template <bool BF, int CI_BK>
 __global__ void __launch_bounds__(CI_THREADS, 2) conv3x3_igemm_kernel(CiArgs a) {
-    __shared__ __align__(16) unsigned short As[2][CI_BM * CI_LDA];
-    __shared__ __align__(16) unsigned short Bs[2][CI_BK * CI_LDB];
+    constexpr int CI_LD = CI_BK + 8, CH = CI_BK / 8;   /* 16-byte chunks per row */
+    extern __shared__ __align__(16) unsigned short ci_smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int m0 = blockIdx.y * CI_BM, n0 = blockIdx.x * CI_BN;
     const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
-    const int pp = tid & 63, kr = tid >> 6;   /* gather: columns 2pp, 2pp+1; rows kr + 4j */
-    const int HW = a.H * a.W;
-    const unsigned short *w = (const unsigned short *)a.w;
+    const unsigned sbase = (unsigned)__cvta_generic_to_shared(ci_smem);
+    /* stage s: weight tile at sbase + s·STAGE, column tile after it */
+    constexpr unsigned STAGE = (CI_BM + CI_BN) * CI_LD * 2, BOFF = CI_BM * CI_LD * 2;
 
-    int64_t base[2];
-    unsigned mask[2];
-#pragma unroll
-    for (int c = 0; c < 2; c++) {
-        int p = n0 + 2 * pp + c;
-        base[c] = 0;
-        mask[c] = 0;
+    /* the column this thread loads: row tid/2 of the column tile, 16-byte
+     * chunks [(tid%2)·CH/2, (tid%2 + 1)·CH/2) of its BK channels */
+    const int bc = tid >> 1, bq = (tid & 1) * (CH / 2);
+    int64_t bpix = 0;   /* offset in xt of (img, iy0, ix0) */
+    unsigned mask = 0;
+    {
+        int p = n0 + bc;
         if (p < a.N) {
             int img = p / a.P, pix = p - img * a.P, oy = pix / a.Wo, ox = pix - oy * a.Wo;
             int iy = oy * a.stride - a.pt, ix = ox * a.stride - a.pl;
-            base[c] = (int64_t)img * a.Cin * HW + (int64_t)iy * a.W + ix;
+            bpix = (((int64_t)img * a.H + iy) * a.W + ix) * a.Cin;
 #pragma unroll
             for (int ky = 0; ky < 3; ky++)
 #pragma unroll
                 for (int kx = 0; kx < 3; kx++)
                     if ((unsigned)(iy + ky) < (unsigned)a.H && (unsigned)(ix + kx) < (unsigned)a.W)
-                        mask[c] |= 1u << (ky * 3 + kx);
+                        mask |= 1u << (ky * 3 + kx);
         }
     }
-
-    float g[16];
-    auto gather = [&](int k0) {
+    const int csteps = a.Cin / CI_BK;
+    auto load = [&](int step, int slot) {
+        const int t = step / csteps, ci0 = (step - t * csteps) * CI_BK, ky = t / 3;
+        const unsigned sa = sbase + slot * STAGE;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int k = k0 + kr + 4 * j, ci = k / 9, t = k - ci * 9, ky = t / 3;
-            int64_t off = (int64_t)ci * HW + ky * a.W + (t - ky * 3);
-            g[2 * j] = (mask[0] >> t & 1) ? __ldg(a.x + base[0] + off) : 0.0f;
-            g[2 * j + 1] = (mask[1] >> t & 1) ? __ldg(a.x + base[1] + off) : 0.0f;
-        }
-    };
-    auto put = [&](int buf) {
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            *(unsigned *)&Bs[buf][(kr + 4 * j) * CI_LDB + 2 * pp] = tc_pack<BF>(g[2 * j], g[2 * j + 1]);
-    };
-    auto load_w = [&](int k0, int buf) {
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            int c = tid + i * CI_THREADS, r = c >> 2, col = (c & 3) * 8;
+        for (int i = 0; i < CI_BM * CH / CI_THREADS; i++) {   /* weights: 128 rows × CH chunks */
+            int c = tid + i * CI_THREADS, r = c / CH, col = (c % CH) * 8;
             int row = m0 + r < a.Cout ? m0 + r : a.Cout - 1;
-            tc_cp16(&As[buf][r * CI_LDA + col], w + (int64_t)row * a.K + k0 + col);
+            tc_cp16s(sa + (r * CI_LD + col) * 2, a.wt + (int64_t)row * a.K + step * CI_BK + col);
         }
-        tc_commit();
+        const bool ok = mask >> t & 1;
+        const unsigned short *src =
+            ok ? a.xt + bpix + ((int64_t)ky * a.W + (t - ky * 3)) * a.Cin + ci0 : a.xt;
+#pragma unroll
+        for (int i = 0; i < CH / 2; i++)
+            ci_cp16z(sa + BOFF + (bc * CI_LD + (bq + i) * 8) * 2, src + (ok ? (bq + i) * 8 : 0), ok);
     };
 
     float acc[4][4][4];
@@ -111,28 +109,27 @@ __global__ void __launch_bounds__(CI_THREADS, 2) conv3x3_igemm_kernel(CiArgs a) 
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
     const int T = a.K / CI_BK;
-    load_w(0, 0);
-    gather(0);
-    put(0);
+#pragma unroll
+    for (int s = 0; s < CI_STAGES - 1; s++) {
+        if (s < T) load(s, s);
+        tc_commit();
+    }
     for (int t = 0; t < T; t++) {
-        const int buf = t & 1;
-        tc_wait<0>();
-        __syncthreads();
-        if (t + 1 < T) {
-            load_w((t + 1) * CI_BK, buf ^ 1);
-            gather((t + 1) * CI_BK);
-        }
-        const unsigned sa = (unsigned)__cvta_generic_to_shared(As[buf]);
-        const unsigned sb = (unsigned)__cvta_generic_to_shared(Bs[buf]);
+        tc_wait<CI_STAGES - 2>();
+        __syncthreads();   /* stage t landed; every warp is done with stage t - 1 */
+        if (t + CI_STAGES - 1 < T) load(t + CI_STAGES - 1, (t + CI_STAGES - 1) % CI_STAGES);
+        tc_commit();
+        const unsigned sa = sbase + (t % CI_STAGES) * STAGE, sb = sa + BOFF;
 #pragma unroll
         for (int ks = 0; ks < CI_BK; ks += 16) {
             unsigned af[4][4], bf[2][4];
 #pragma unroll
             for (int mi = 0; mi < 4; mi++)
-                tc_ldsm(af[mi], sa + ((wm + mi * 16 + (lane & 15)) * CI_LDA + ks + (lane >> 4) * 8) * 2);
+                tc_ldsm(af[mi], sa + ((wm + mi * 16 + (lane & 15)) * CI_LD + ks + (lane >> 4) * 8) * 2);
 #pragma unroll
             for (int nj = 0; nj < 2; nj++)
-                tc_ldsm_t(bf[nj], sb + ((ks + (lane & 15)) * CI_LDB + wn + nj * 16 + (lane >> 4) * 8) * 2);
+                tc_ldsm(bf[nj], sb + ((wn + nj * 16 + (lane & 7) + ((lane >> 4) << 3)) * CI_LD + ks +
+                                      ((lane >> 3) & 1) * 8) * 2);
 #pragma unroll
             for (int mi = 0; mi < 4; mi++)
 #pragma unroll
@@ -140,7 +137,6 @@ __global__ void __launch_bounds__(CI_THREADS, 2) conv3x3_igemm_kernel(CiArgs a) 
                     tc_mma<BF>(acc[mi][ni], af[mi][0], af[mi][1], af[mi][2], af[mi][3],
                                bf[ni >> 1][(ni & 1) * 2], bf[ni >> 1][(ni & 1) * 2 + 1]);
         }
-        if (t + 1 < T) put(buf ^ 1);
     }
 
 #pragma unroll
@@ -162,8 +158,40 @@ __global__ void __launch_bounds__(CI_THREADS, 2) conv3x3_igemm_kernel(CiArgs a) 
         }
 }
 
+/* xt (B, S, C) = x (B, C, S) rounded to T: 32 × 32 tiles through shared
+ * memory, block (32, 8), grid (S/32, C/32, B) rounded up. */
+template <typename T>
+__global__ void ci_to_nhwc_kernel(T *xt, const float *x, int C, int S) {
+    __shared__ float tile[32][33];
+    const int s0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+    const float *xb = x + (int64_t)blockIdx.z * C * S;
+    T *yb = xt + (int64_t)blockIdx.z * C * S;
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        int c = c0 + i, s = s0 + threadIdx.x;
+        if (c < C && s < S) tile[i][threadIdx.x] = xb[(int64_t)c * S + s];
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        int s = s0 + i, c = c0 + threadIdx.x;
+        if (c < C && s < S) tdm_st(&yb[(int64_t)s * C + c], tile[threadIdx.x][i]);
+    }
+}
+
+/* wt (Cout, 9, Cin) = w (Cout, Cin, 9), 16-bit elements */
+__global__ void ci_weight_kernel(unsigned short *wt, const unsigned short *w, int64_t Cout,
+                                 int Cin) {
+    const int64_t n = Cout * 9 * Cin;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t co = i / (9 * Cin);
+        int r = (int)(i - co * 9 * Cin), t = r / Cin, ci = r - t * Cin;
+        wt[i] = w[co * 9 * Cin + ci * 9 + t];
+    }
+}
+
 /* TDM_CONV_IGEMM (read once): 0 never, 2 whenever the shape allows, else
- * (1, the default) when the grid fills the GPU; tdm_cuda_conv_igemm_set
+ * (1, the default) when the grid is at least four blocks per SM;
+ * tdm_cuda_conv_igemm_set
  * overrides it (tests). */
 static int g_ci_mode = -1;
 
@@ -194,7 +222,30 @@ extern "C" int tdm_cuda_conv_igemm_use(tdm_device_t *d, const void *w, int64_t B
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         return 0;
     int64_t blocks = (B * Ho * Wo + CI_BN - 1) / CI_BN * ((Cout + CI_BM - 1) / CI_BM);
-    return blocks >= sms;
+    /* below ~4 waves the im2col path (cuBLAS, split-K) wins: SD1.5's 64² level
+     * (192 blocks) measured 2× slower here; the FLUX VAE's levels (≥ 512
+     * blocks) faster (bench/KERNEL_NOTES.md) */
+    return blocks >= 4 * (int64_t)sms;
+}
+
+/* K step: 64 channels where Cin allows (fewer barriers and fragment loads
+ * per mma), else 32; TDM_CONV_IGEMM_BK=32 (read once) keeps 32. */
+static int ci_bk(int64_t Cin) {
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("TDM_CONV_IGEMM_BK");
+        env = e && *e ? atoi(e) : 64;
+    }
+    return env == 64 && Cin % 64 == 0 ? 64 : 32;
+}
+
+template <bool BF, int BK>
+static cudaError_t ci_launch(dim3 grid, cudaStream_t st, const CiArgs &a) {
+    cudaError_t e = cudaFuncSetAttribute(conv3x3_igemm_kernel<BF, BK>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, CI_SMEM(BK));
+    if (e != cudaSuccess) return e;
+    conv3x3_igemm_kernel<BF, BK><<<grid, CI_THREADS, CI_SMEM(BK), st>>>(a);
+    return cudaGetLastError();
 }
 
 extern "C" void tdm_cuda_conv_igemm(tdm_device_t *d, float *y, const float *x, const void *w,
@@ -202,10 +253,34 @@ extern "C" void tdm_cuda_conv_igemm(tdm_device_t *d, float *y, const float *x, c
                                     int64_t Cout, int64_t Ho, int64_t Wo, int64_t stride,
                                     int64_t pt, int64_t pl) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    const int bf = d->gemm_dtype == TDM_BF16;
+    const int64_t xbytes = B * Cin * H * W * 2, wbytes = Cout * Cin * 9 * 2;
+    unsigned short *xt = (unsigned short *)tdm_dev_alloc(d, xbytes, "channels-last conv input");
+    unsigned short *wt = xt ? (unsigned short *)tdm_dev_alloc(d, wbytes, "tap-major conv weight")
+                            : NULL;
     CiArgs a;
+    if (!xt || !wt) {
+        tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__, tdm_last_error());
+        goto fail;
+    }
+    tdm_cuda_prof_begin(d);
+    {
+        dim3 tg((unsigned)((H * W + 31) / 32), (unsigned)((Cin + 31) / 32), (unsigned)B);
+        if (bf)
+            ci_to_nhwc_kernel<<<tg, dim3(32, 8), 0, c->stream>>>((__nv_bfloat16 *)xt, x, (int)Cin,
+                                                                 (int)(H * W));
+        else
+            ci_to_nhwc_kernel<<<tg, dim3(32, 8), 0, c->stream>>>((__half *)xt, x, (int)Cin,
+                                                                 (int)(H * W));
+        TDM_CUDA_LAUNCHED("ci_to_nhwc_kernel");
+        ci_weight_kernel<<<tdm_cuda_blocks(Cout * Cin * 9, TDM_CUDA_THREADS), TDM_CUDA_THREADS, 0,
+                           c->stream>>>(wt, (const unsigned short *)w, Cout, (int)Cin);
+        TDM_CUDA_LAUNCHED("ci_weight_kernel");
+    }
+    tdm_cuda_prof_end(d, "conv igemm layout");
     a.y = y;
-    a.x = x;
-    a.w = w;
+    a.xt = xt;
+    a.wt = wt;
     a.b = b;
     a.Cin = (int)Cin;
     a.H = (int)H;
@@ -218,14 +293,22 @@ extern "C" void tdm_cuda_conv_igemm(tdm_device_t *d, float *y, const float *x, c
     a.K = (int)(Cin * 9);
     a.P = (int)(Ho * Wo);
     a.N = (int)(B * Ho * Wo);
-    dim3 grid((unsigned)((a.N + CI_BN - 1) / CI_BN), (unsigned)((Cout + CI_BM - 1) / CI_BM));
-    tdm_cuda_prof_begin(d);
-    if (d->gemm_dtype == TDM_BF16)
-        conv3x3_igemm_kernel<true><<<grid, CI_THREADS, 0, c->stream>>>(a);
-    else
-        conv3x3_igemm_kernel<false><<<grid, CI_THREADS, 0, c->stream>>>(a);
-    tdm_cuda_prof_end(d, "conv igemm");
-    TDM_CUDA_LAUNCHED("conv3x3_igemm_kernel");
-fail:
-    return;
+    {
+        dim3 grid((unsigned)((a.N + CI_BN - 1) / CI_BN), (unsigned)((Cout + CI_BM - 1) / CI_BM));
+        const int bk = ci_bk(Cin);
+        tdm_cuda_prof_begin(d);
+        if (bf && bk == 64)
+            TDM_CUDA_CHECK((ci_launch<true, 64>(grid, c->stream, a)));
+        else if (bf)
+            TDM_CUDA_CHECK((ci_launch<true, 32>(grid, c->stream, a)));
+        else if (bk == 64)
+            TDM_CUDA_CHECK((ci_launch<false, 64>(grid, c->stream, a)));
+        else
+            TDM_CUDA_CHECK((ci_launch<false, 32>(grid, c->stream, a)));
+        tdm_cuda_prof_end(d, "conv igemm");
+        TDM_CUDA_LAUNCHED("conv3x3_igemm_kernel");
+    }
+fail:   /* stream-ordered frees: after the kernels */
+    if (wt) tdm_dev_free(d, wt, wbytes);
+    if (xt) tdm_dev_free(d, xt, xbytes);
 }

@@ -72,7 +72,7 @@ void tdm_cuda_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const flo
  * in dev->gemm_dtype (F16/BF16), x and y float32. _use says whether it takes
  * this shape (1) or the im2col path should (0): half device, 3×3, Cin % 32
  * == 0, w 16-byte aligned, 32-bit index ranges, and (by default) a grid of
- * at least one block per SM — TDM_CONV_IGEMM=0 / 2 in the environment turns
+ * at least four blocks per SM — TDM_CONV_IGEMM=0 / 2 in the environment turns
  * it off / on for every shape it can take; tdm_cuda_conv_igemm_set(mode)
  * overrides that (-1: back to the environment) and returns the old mode. */
 int tdm_cuda_conv_igemm_use(tdm_device_t *dev, const void *w, int64_t B, int64_t Cin, int64_t H,
