@@ -419,6 +419,8 @@ TEST(test_group_norm) {
     group_norm_case(3, 6, 1, 6, 0, 1, 0);
     group_norm_case(1, 128, 256 * 256, 32, 1, 1, 1);
     group_norm_case(2, 320, 64 * 64, 32, 1, 1, 0);   /* SD 64x64: the sliced path */
+    group_norm_case(1, 64, 8191, 8, 1, 1, 0);        /* large groups, S % 4 != 0: one block */
+    group_norm_case(2, 256, 128 * 128, 32, 0, 1, 1); /* sliced, in place */
 }
 
 static void layer_norm_case(int64_t rows, int64_t D, int affine, int alias) {
