@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/ops.h"
 #include "io/safetensors.h"
 #include "models/unet2d.h"
 #include "test.h"
@@ -207,7 +208,101 @@ done:
     tdm_dev_trim(&dev);
     tdm_cuda_device_free(&dev);
 }
+/* CUDA graphs (tdm_unet_forward's graph path): four calls with new inputs
+ * and timesteps each time into the same buffers — the first eager, the
+ * second captured, the others replayed — give bit for bit what eager calls
+ * give (forced eager by alternating the output buffer), so a replay reads
+ * the new x and the new timestep embedding; the graph keeps only its
+ * embedding buffer on the device. */
+static void run_graph_cuda(tdm_dtype dt) {
+    char root[1024], io[1100];
+    tdm_device_t dev;
+    tdm_unet_t *u = NULL;
+    tdm_safetensors_t *st = NULL;
+    float *dx = NULL, *dctx = NULL, *dout[2] = {NULL, NULL}, *xs = NULL, *eager = NULL, *got = NULL;
+    int64_t nx = 0, nctx = 0, nout = 0;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    if (tdm_cuda_device_init(&dev, 0) != TDM_OK) {
+        CHECK_MSG(0, "cuda:0: %s", tdm_last_error());
+        return;
+    }
+    dev.gemm_dtype = dt;
+    snprintf(root, sizeof(root), "%s/sd15", FIX);
+    snprintf(io, sizeof(io), "%s/io.safetensors", root);
+    tdm_status s = tdm_unet_load(&u, root, "unet", "fp16", &dev);
+    CHECK_MSG(s == TDM_OK, "load on cuda: %s", tdm_last_error());
+    if (s == TDM_OK) s = tdm_safetensors_open(&st, io);
+    CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
+    if (s != TDM_OK) goto done;
+    const tdm_st_tensor_t *x = tdm_safetensors_find(st, "x"), *ctx = tdm_safetensors_find(st, "ctx");
+    const tdm_st_tensor_t *ref = tdm_safetensors_find(st, "out");
+    CHECK(x && ctx && ref);
+    if (!(x && ctx && ref)) goto done;
+    const int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3], T = ctx->shape[1];
+    nx = x->nbytes / 4;
+    nctx = ctx->nbytes / 4;
+    nout = ref->nbytes / 4;
+    dx = tdm_dev_alloc(&dev, nx * 4, "test x");
+    dctx = tdm_dev_alloc(&dev, nctx * 4, "test ctx");
+    dout[0] = tdm_dev_alloc(&dev, nout * 4, "test out");
+    dout[1] = tdm_dev_alloc(&dev, nout * 4, "test out");
+    xs = malloc((size_t)nx * 4);
+    eager = malloc((size_t)(4 * nout) * 4);
+    got = malloc((size_t)nout * 4);
+    CHECK(dx && dctx && dout[0] && dout[1] && xs && eager && got);
+    if (!(dx && dctx && dout[0] && dout[1] && xs && eager && got)) goto done;
+    CHECK(tdm_dev_upload(&dev, dctx, ctx->data, nctx * 4, "test ctx") == TDM_OK);
+    const int64_t io_bytes = dev.cur_bytes;
+    for (int pass = 0; pass < 2; pass++)       /* 0: eager references, 1: graph */
+        for (int k = 0; k < 4; k++) {
+            float ts[8];
+            const float *x0 = (const float *)x->data;
+            for (int64_t i = 0; i < nx; i++) xs[i] = x0[i] * (1.0f + 0.25f * (float)k);
+            for (int64_t b = 0; b < B && b < 8; b++) ts[b] = 901.0f - 97.0f * (float)k + (float)b;
+            float *o = pass == 0 ? dout[k & 1] : dout[0];
+            s = tdm_dev_upload(&dev, dx, xs, nx * 4, "test x");
+            if (s == TDM_OK) s = tdm_unet_forward(u, dx, B, H, W, ts, dctx, T, o);
+            if (s == TDM_OK) s = tdm_dev_download(&dev, pass == 0 ? eager + k * nout : got, o,
+                                                  nout * 4, "test out");
+            CHECK_MSG(s == TDM_OK, "graph pass %d call %d: %s", pass, k, tdm_last_error());
+            if (s != TDM_OK) goto done;
+            if (pass == 1)
+                CHECK_MSG(!memcmp(got, eager + k * nout, (size_t)nout * 4),
+                          "%s: graph call %d differs from the eager call", tdm_dtype_name(dt), k);
+        }
+    if (tdm_op_graph_ok(&dev))
+        CHECK_MSG(tdm_unet_graph_bytes(u) > 0, "no graph after four calls");
+    CHECK_MSG(dev.cur_bytes == io_bytes + tdm_unet_graph_bytes(u),
+              "graph calls leaked %lld bytes",
+              (long long)(dev.cur_bytes - io_bytes - tdm_unet_graph_bytes(u)));
+done:
+    if (dx) tdm_dev_free(&dev, dx, nx * 4);
+    if (dctx) tdm_dev_free(&dev, dctx, nctx * 4);
+    for (int i = 0; i < 2; i++)
+        if (dout[i]) tdm_dev_free(&dev, dout[i], nout * 4);
+    free(xs);
+    free(eager);
+    free(got);
+    tdm_safetensors_close(st);
+    tdm_unet_free(u);
+    CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on cuda", (long long)dev.cur_bytes);
+    tdm_dev_trim(&dev);
+    tdm_cuda_device_free(&dev);
+}
 #endif
+
+TEST(unet_cuda_graph) {
+#ifdef TDM_HAVE_CUDA
+    if (tdm_cuda_device_count() < 1) {
+        printf("  skipped: no CUDA device\n");
+        return;
+    }
+    run_graph_cuda(TDM_F16);
+    run_graph_cuda(TDM_F32);
+#else
+    printf("  skipped: built without CUDA\n");
+#endif
+}
 
 /* The three fixtures on cuda:0 when this is a CUDA build with a GPU. */
 TEST(unet_cuda_golden) {
@@ -391,6 +486,7 @@ int main(void) {
     RUN(unet_sd2_linear_proj);
     RUN(unet_misc_odd_size);
     RUN(unet_cuda_golden);
+    RUN(unet_cuda_graph);
     RUN(unet_missing_tensor);
     RUN(unet_wrong_shape);
     RUN(unet_unsupported_config);

@@ -540,3 +540,50 @@ void tdm_op_copy_2d(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const
     host_f32(at, "copy_2d");
     tdm_cpu_copy_2d(y, ldy, x, ldx, rows, cols);
 }
+
+int tdm_op_graph_ok(tdm_device_t *dev) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) return tdm_cuda_graph_ok(dev);
+#endif
+    (void)dev;
+    return 0;
+}
+
+tdm_status tdm_op_graph_begin(tdm_device_t *dev) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev))
+        return tdm_cuda_graph_begin(dev) ? TDM_OK : TDM_ERR_INTERNAL;
+#endif
+    (void)dev;
+    return tdm_errorf(TDM_ERR_UNSUPPORTED, "graphs need a CUDA device");
+}
+
+tdm_status tdm_op_graph_end(tdm_device_t *dev, void **graph) {
+    *graph = NULL;
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) {
+        *graph = tdm_cuda_graph_end(dev);
+        return *graph ? TDM_OK : TDM_ERR_INTERNAL;
+    }
+#endif
+    (void)dev;
+    return tdm_errorf(TDM_ERR_UNSUPPORTED, "graphs need a CUDA device");
+}
+
+tdm_status tdm_op_graph_launch(tdm_device_t *dev, void *graph) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev))
+        return tdm_cuda_graph_launch(dev, graph) ? TDM_OK : TDM_ERR_INTERNAL;
+#endif
+    (void)dev;
+    (void)graph;
+    return tdm_errorf(TDM_ERR_UNSUPPORTED, "graphs need a CUDA device");
+}
+
+void tdm_op_graph_free(tdm_device_t *dev, void *graph) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) tdm_cuda_graph_free(dev, graph);
+#endif
+    (void)dev;
+    (void)graph;
+}

@@ -157,4 +157,18 @@ void tdm_op_gated_add_rows(tdm_device_t *dev, tdm_dtype at, float *x, const void
 void tdm_op_copy_2d(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const void *x,
                     int64_t ldx, int64_t rows, int64_t cols);
 
+/* Graphs: a model replays a captured forward pass with one launch. _ok: the
+ * device can (CUDA, not TDM_CUDA_GRAPH=0, not profiling; 0 on host devices).
+ * _begin starts capturing dev's queue: the ops that follow are recorded, not
+ * run, and must not read host memory or wait for the device (no uploads,
+ * downloads or syncs; allocations are fine). _end stops and returns the
+ * graph through *graph. _launch runs it again: the same ops on the same
+ * pointers, reading whatever those buffers hold then. _free releases it
+ * (waits for dev). Failures return TDM_ERR_INTERNAL with the last error set. */
+int        tdm_op_graph_ok(tdm_device_t *dev);
+tdm_status tdm_op_graph_begin(tdm_device_t *dev);
+tdm_status tdm_op_graph_end(tdm_device_t *dev, void **graph);
+tdm_status tdm_op_graph_launch(tdm_device_t *dev, void *graph);
+void       tdm_op_graph_free(tdm_device_t *dev, void *graph);
+
 #endif

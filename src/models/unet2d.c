@@ -628,6 +628,8 @@ static void block_free(unet_block_t *b) {
 
 void tdm_unet_free(tdm_unet_t *u) {
     if (!u) return;
+    tdm_op_graph_free(u->dev, u->graph);
+    if (u->g_emb) tdm_dev_free(u->dev, u->g_emb, u->g_emb_n * (int64_t)sizeof(float));
     tdm_offload_free(&u->off);
     for (int64_t i = 0; i < u->ntensors; i++) tdm_tensor_free(u->tensors[i]);
     free(u->tensors);
@@ -640,6 +642,10 @@ void tdm_unet_free(tdm_unet_t *u) {
 }
 
 const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u) { return u ? &u->info : NULL; }
+
+int64_t tdm_unet_graph_bytes(const tdm_unet_t *u) {
+    return u && u->g_emb ? u->g_emb_n * (int64_t)sizeof(float) : 0;
+}
 
 /* ---- forward ---------------------------------------------------------------- */
 
@@ -703,59 +709,33 @@ fail:
     return st;
 }
 
-tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
-                            const float *timesteps, const float *ctx, int64_t T, float *out) {
+/* The forward pass from the device-side sinusoidal timestep embedding emb
+ * (B × C0 floats) on: only device work (no host reads, no syncs), so a CUDA
+ * graph can capture it — except a split model's weight streaming and the
+ * center_input constant (unet_graph_usable keeps those eager). */
+static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
+                                   int64_t W, const float *emb, const float *ctx, int64_t T,
+                                   float *out) {
     tdm_status st = TDM_OK;
-    tdm_device_t *dev;
-    unet_buf_t emb = {0}, t1 = {0}, temb = {0}, xin = {0}, nb = {0};
-    float *emb_host = NULL;
+    tdm_device_t *dev = u->dev;
+    unet_buf_t t1 = {0}, temb = {0}, xin = {0}, nb = {0};
     unet_skip_t *skips = NULL;
     unet_act_t a = {{0}, NULL, 0, 0, 0};
-    int64_t ns = 0, nskips = 1, n, C0, Td, chk;
-    if (!u || !x || !timesteps || !ctx || !out)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: NULL argument");
-    if (B < 1 || H < 1 || W < 1 || T < 1)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld T=%lld "
-                          "must be >= 1", (long long)B, (long long)H, (long long)W, (long long)T);
-    dev = u->dev;
-    n = u->nblocks;
-    C0 = u->block_out[0];
-    Td = u->info.time_embed_dim;
-    {   /* every activation is at most B * H * W * 16 * (largest channel count) floats */
-        int64_t cmax = C0;
-        for (int64_t i = 0; i < n; i++)
-            if (u->block_out[i] > cmax) cmax = u->block_out[i];
-        if (!tdm_mul_ok(B, H, &chk) || !tdm_mul_ok(chk, W, &chk) || !tdm_mul_ok(chk, cmax, &chk) ||
-            !tdm_mul_ok(chk, 64, &chk) || !tdm_mul_ok(B * cmax, T, &chk) ||
-            !tdm_mul_ok(chk, 16, &chk))
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld "
-                              "T=%lld is too large", (long long)B, (long long)H, (long long)W,
-                              (long long)T);
-    }
+    int64_t ns = 0, nskips = 1, n = u->nblocks, C0 = u->block_out[0];
+    int64_t Td = u->info.time_embed_dim;
     for (int64_t i = 0; i < n; i++) nskips += u->down[i].nres + u->down[i].has_samp;
     skips = calloc((size_t)nskips, sizeof(*skips));
     if (!skips) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the skip table");
 
-    /* time embedding: temb = SiLU(linear_2(SiLU(linear_1(sinusoid(t))))); the outer
-     * SiLU is the one every resnet applies before time_emb_proj. The sinusoid
-     * (B x C0 floats) is computed on the host from the host timesteps. */
-    emb_host = malloc((size_t)(B * C0) * sizeof(float));
-    if (!emb_host) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the timestep embedding");
-        goto fail;
-    }
-    unet_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
+    /* time embedding: temb = SiLU(linear_2(SiLU(linear_1(emb)))); the outer
+     * SiLU is the one every resnet applies before time_emb_proj */
     TDM_TRY(tdm_offload_in(&u->off, dev, -1));   /* offloaded top-level weights, for the whole call */
-    TDM_TRY(unet_buf_new(dev, &emb, B * C0, "unet timestep embedding"));
-    TDM_TRY(tdm_dev_upload(dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
-                           "unet timestep embedding"));
     TDM_TRY(unet_buf_new(dev, &t1, B * Td, "unet time embedding"));
-    tdm_op_linear(dev, t1.p, emb.p, u->t1_w, u->t1_b, B, C0, Td);
+    tdm_op_linear(dev, t1.p, emb, u->t1_w, u->t1_b, B, C0, Td);
     tdm_op_silu(dev, t1.p, B * Td);
     TDM_TRY(unet_buf_new(dev, &temb, B * Td, "unet time embedding"));
     tdm_op_linear(dev, temb.p, t1.p, u->t2_w, u->t2_b, B, Td, Td);
     tdm_op_silu(dev, temb.p, B * Td);
-    unet_buf_free(dev, &emb);
     unet_buf_free(dev, &t1);
 
     /* conv_in (optionally on 2x - 1: x * 2, then -1 added as the one
@@ -845,8 +825,6 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
                          u->info.out_channels, 3, 1, 1, out));
 fail:
     tdm_offload_out_all(&u->off);   /* whatever is still brought in */
-    free(emb_host);
-    unet_buf_free(dev, &emb);
     unet_buf_free(dev, &t1);
     unet_buf_free(dev, &temb);
     unet_buf_free(dev, &xin);
@@ -854,5 +832,123 @@ fail:
     if (skips)
         for (int64_t i = 0; i < nskips; i++) unet_buf_free(dev, &skips[i].buf);
     free(skips);
+    return st;
+}
+
+/* CUDA graphs: on a device that has them, for a model without streamed
+ * weights or the center_input constant (both upload from the host). */
+static int unet_graph_usable(const tdm_unet_t *u) {
+    return u->off.n == 0 && !u->center_input && tdm_op_graph_ok(u->dev);
+}
+
+/* The forward pass through a CUDA graph. A call whose pointers and sizes
+ * differ from the previous call's runs eagerly (and drops the graph): the
+ * eager run creates the cuBLASLt plans and grows the staging buffers that a
+ * capture may not create. The next call with the same arguments is captured
+ * and replayed; later ones only replay. Before each replay the new timestep
+ * embedding is uploaded into g_emb, which the graph reads. */
+static tdm_status unet_forward_graphed(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
+                                       int64_t W, const float *emb_host, const float *ctx,
+                                       int64_t T, float *out) {
+    tdm_status st = TDM_OK, se;
+    tdm_device_t *dev = u->dev;
+    const int64_t n = B * u->block_out[0], bytes = n * (int64_t)sizeof(float);
+    const int same = u->g_state && u->g_x == x && u->g_ctx == ctx && u->g_out == out &&
+                     u->g_B == B && u->g_H == H && u->g_W == W && u->g_T == T;
+    void *g = NULL;
+    if (!same) {
+        unet_buf_t emb = {0};
+        tdm_op_graph_free(dev, u->graph);
+        u->graph = NULL;
+        u->g_state = 0;
+        TDM_TRY(unet_buf_new(dev, &emb, n, "unet timestep embedding"));
+        st = tdm_dev_upload(dev, emb.p, emb_host, bytes, "unet timestep embedding");
+        if (st == TDM_OK) st = unet_forward_dev(u, x, B, H, W, emb.p, ctx, T, out);
+        unet_buf_free(dev, &emb);
+        if (st != TDM_OK) return st;
+        u->g_x = x;
+        u->g_ctx = ctx;
+        u->g_out = out;
+        u->g_B = B;
+        u->g_H = H;
+        u->g_W = W;
+        u->g_T = T;
+        u->g_state = 1;
+        return TDM_OK;
+    }
+    if (u->g_emb && u->g_emb_n != n) {
+        tdm_dev_free(dev, u->g_emb, u->g_emb_n * (int64_t)sizeof(float));
+        u->g_emb = NULL;
+    }
+    if (!u->g_emb) {
+        if (!(u->g_emb = tdm_dev_alloc(dev, bytes, "unet graph timestep embedding")))
+            return TDM_ERR_NOMEM;
+        u->g_emb_n = n;
+    }
+    TDM_TRY(tdm_dev_upload(dev, u->g_emb, emb_host, bytes, "unet timestep embedding"));
+    if (u->g_state == 1) {
+        TDM_TRY(tdm_op_graph_begin(dev));
+        st = unet_forward_dev(u, x, B, H, W, u->g_emb, ctx, T, out);
+        se = tdm_op_graph_end(dev, &g);   /* ends the capture whatever happened */
+        if (st == TDM_OK) st = se;
+        if (st != TDM_OK) {
+            tdm_op_graph_free(dev, g);
+            u->g_state = 0;
+            return st;
+        }
+        u->graph = g;
+        u->g_state = 2;
+        /* the eager call's working set stays in the stream pool; the graph
+         * has its own memory now */
+        tdm_dev_trim(dev);
+    }
+    return tdm_op_graph_launch(dev, u->graph);
+fail:
+    return st;
+}
+
+tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
+                            const float *timesteps, const float *ctx, int64_t T, float *out) {
+    tdm_status st = TDM_OK;
+    tdm_device_t *dev;
+    unet_buf_t emb = {0};
+    float *emb_host = NULL;
+    int64_t n, C0, chk;
+    if (!u || !x || !timesteps || !ctx || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: NULL argument");
+    if (B < 1 || H < 1 || W < 1 || T < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld T=%lld "
+                          "must be >= 1", (long long)B, (long long)H, (long long)W, (long long)T);
+    dev = u->dev;
+    n = u->nblocks;
+    C0 = u->block_out[0];
+    {   /* every activation is at most B * H * W * 16 * (largest channel count) floats */
+        int64_t cmax = C0;
+        for (int64_t i = 0; i < n; i++)
+            if (u->block_out[i] > cmax) cmax = u->block_out[i];
+        if (!tdm_mul_ok(B, H, &chk) || !tdm_mul_ok(chk, W, &chk) || !tdm_mul_ok(chk, cmax, &chk) ||
+            !tdm_mul_ok(chk, 64, &chk) || !tdm_mul_ok(B * cmax, T, &chk) ||
+            !tdm_mul_ok(chk, 16, &chk))
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld "
+                              "T=%lld is too large", (long long)B, (long long)H, (long long)W,
+                              (long long)T);
+    }
+    /* the sinusoid (B x C0 floats) is computed on the host from the host
+     * timesteps */
+    emb_host = malloc((size_t)(B * C0) * sizeof(float));
+    if (!emb_host) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the timestep embedding");
+    unet_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
+    if (unet_graph_usable(u)) {
+        st = unet_forward_graphed(u, x, B, H, W, emb_host, ctx, T, out);
+        free(emb_host);
+        return st;
+    }
+    TDM_TRY(unet_buf_new(dev, &emb, B * C0, "unet timestep embedding"));
+    TDM_TRY(tdm_dev_upload(dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
+                           "unet timestep embedding"));
+    st = unet_forward_dev(u, x, B, H, W, emb.p, ctx, T, out);
+fail:
+    unet_buf_free(dev, &emb);
+    free(emb_host);
     return st;
 }

@@ -59,6 +59,9 @@ tdm_status tdm_unet_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *ou
 
 /* The model's sizes; valid until tdm_unet_free. */
 const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u);
+/* Device bytes the model keeps between forward calls for its CUDA graph
+ * (the timestep embedding the graph reads; 0 without a graph). */
+int64_t tdm_unet_graph_bytes(const tdm_unet_t *u);
 
 /* One UNet evaluation, as UNet2DConditionModel.forward(x, t, ctx).sample:
  *   x         (B, in_channels, H, W)        on the model's device
@@ -72,7 +75,10 @@ const tdm_unet_info_t *tdm_unet_info(const tdm_unet_t *u);
  * when they are not multiples of 2^num_downsamplers the upsamplers are sized
  * from the skip connections, as diffusers forwards upsample_size.
  * Activations are allocated from the model's device (counted there) and
- * freed before return. */
+ * freed before return. On a CUDA device (unless TDM_CUDA_GRAPH=0 or the
+ * model is split) the second consecutive call with the same x, ctx, out and
+ * sizes is captured as a CUDA graph and every later such call replays it
+ * with one launch; the graph keeps tdm_unet_graph_bytes on the device. */
 tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
                             const float *timesteps, const float *ctx, int64_t T, float *out);
 

@@ -83,6 +83,16 @@ void tdm_cuda_conv_igemm(tdm_device_t *dev, float *y, const float *x, const void
                          int64_t Cout, int64_t Ho, int64_t Wo, int64_t stride, int64_t pt,
                          int64_t pl);
 int tdm_cuda_conv_igemm_set(int mode);
+/* CUDA graphs of dev's stream (graph.cu; backend/ops.h tdm_op_graph_*).
+ * _ok: graphs are allowed (not TDM_CUDA_GRAPH=0, not profiling). _begin
+ * starts capturing (1; 0 after recording a failure); _end stops and
+ * instantiates (the graph, or NULL after recording a failure); _launch
+ * queues a replay; _free waits for the stream and destroys the graph. */
+int   tdm_cuda_graph_ok(tdm_device_t *dev);
+int   tdm_cuda_graph_begin(tdm_device_t *dev);
+void *tdm_cuda_graph_end(tdm_device_t *dev);
+int   tdm_cuda_graph_launch(tdm_device_t *dev, void *graph);
+void  tdm_cuda_graph_free(tdm_device_t *dev, void *graph);
 void tdm_cuda_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma,
                          const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps,
                          int silu);
