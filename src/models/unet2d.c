@@ -887,8 +887,14 @@ static tdm_status unet_forward_graphed(tdm_unet_t *u, const float *x, int64_t B,
     }
     TDM_TRY(tdm_dev_upload(dev, u->g_emb, emb_host, bytes, "unet timestep embedding"));
     if (u->g_state == 1) {
+        /* the device's reuse cache would hand the capture blocks allocated
+         * outside it (and keep the graph's): off while capturing, so every
+         * block the graph uses is its own */
+        const int cache = dev->cache_enabled;
         TDM_TRY(tdm_op_graph_begin(dev));
+        dev->cache_enabled = 0;
         st = unet_forward_dev(u, x, B, H, W, u->g_emb, ctx, T, out);
+        dev->cache_enabled = cache;
         se = tdm_op_graph_end(dev, &g);   /* ends the capture whatever happened */
         if (st == TDM_OK) st = se;
         if (st != TDM_OK) {
