@@ -525,7 +525,11 @@ static int cmd_generate(int argc, char **argv) {
             pp.only = only[k];
             pp.device_map = a.device_map;
             pp.max_memory = a.max_memory;
-            pp.dtype = "fp32";   /* what the (virtual CPU) devices hold; GPU maps are refused */
+            /* what the devices hold: float32 on virtual CPU devices, the GEMM dtype on a GPU */
+            tdm_pipeline_info_t pi;
+            tdm_pipeline_info(pipe, &pi);
+            pp.dtype = !a.device || strncmp(a.device, "cuda", 4) ? "fp32"
+                     : a.dtype ? a.dtype : pi.kind == TDM_PIPE_FLUX ? "bf16" : "fp16";
             pp.variant = a.variant;
             char *json = NULL;
             if (tdm_plan(&pp, &json) != TDM_OK) die_status();

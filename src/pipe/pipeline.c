@@ -186,7 +186,11 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
     pp.only = only;
     pp.device_map = p->device_map;
     pp.max_memory = p->max_memory;
-    pp.dtype = "fp32";
+    /* sizes as the devices hold them: float32 on virtual CPU devices, the GEMM
+     * dtype on a GPU (non-GEMM tensors stay float32 there: a little more) */
+    const int cuda = pipe->dev.kind == TDM_DEV_CUDA;
+    pp.dtype = !cuda ? "fp32" : pipe->dev.gemm_dtype == TDM_BF16 ? "bf16"
+             : pipe->dev.gemm_dtype == TDM_F16 ? "fp16" : "fp32";
     pp.variant = pipe->variant[0] ? pipe->variant : NULL;   /* the files the loaders open */
     char *json = NULL;
     if ((st = tdm_plan(&pp, &json)) != TDM_OK) return st;
@@ -197,10 +201,11 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
         cJSON_Delete(j);
         return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
     }
-    {   /* everything but "disk" lives in host RAM here (virtual devices and cpu) */
+    {   /* host RAM holds "cpu", and on virtual devices the GPUs' parts too */
         int64_t need = 0, avail = host_ram_available();
         for (const cJSON *b = cJSON_GetObjectItem(j, "bytes")->child; b; b = b->next)
-            if (strcmp(b->string, "disk") != 0) need += (int64_t)b->valuedouble;
+            if (!strcmp(b->string, "cpu") || (!cuda && strcmp(b->string, "disk") != 0))
+                need += (int64_t)b->valuedouble;
         if (avail >= 0 && need > avail) {
             cJSON_Delete(j);
             return tdm_errorf(TDM_ERR_NOMEM, "--device-map: the plan%s%s keeps %lld bytes in host "
@@ -223,11 +228,15 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
         tdm_place_map_t *sm = slot == &pipe->dev_den ? &pipe->map_den
                             : slot == &pipe->dev_text2 ? &pipe->map_text2
                             : slot == &pipe->dev_text ? &pipe->map_text : &pipe->map_vae;
-        if (!dot) {
+        /* with --device cuda a whole component the plan leaves in host RAM or on
+         * disk still runs on the GPU, every block streamed to it as it runs (a
+         * map with one entry covering all of it), never on the CPU */
+        const int streamed = !dot && cuda && !cJSON_IsNumber(e);
+        if (!dot && !streamed) {
             *slot = placed_dev(pipe, e);
         } else {   /* split: its entries make the map the loader follows */
             tdm_place_entry_t *ne = realloc(sm->e, (size_t)(sm->n + 1) * sizeof *ne);
-            char *nm = strdup(dot + 1);
+            char *nm = strdup(dot ? dot + 1 : "");
             if (!ne || !nm) {
                 free(nm);
                 if (ne) sm->e = ne;
@@ -263,30 +272,44 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s needs --max-memory (e.g. "
                           "0=16GiB,1=16GiB,cpu=64GiB)", p->device_map);
     if ((st = tdm_max_memory_parse(p->max_memory, &pipe->split_mm)) != TDM_OK) return st;
-    if (cuda_index >= 0 || !p->devices)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device-map %s: running a device map over CUDA "
-                          "GPUs is not implemented yet; give --devices cpu:0,cpu:1,... (virtual "
-                          "devices) or see the placement with `tandem plan`", p->device_map);
-    /* "cpu:0,cpu:1,...": virtual device g stands for GPU g */
-    int n = 0;
-    for (const char *q = p->devices; q && *q; n++) {
-        char *end;
-        if (strncmp(q, "cpu:", 4) != 0 || strtol(q + 4, &end, 10) != n || end == q + 4 ||
-            (*end && *end != ','))
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: expected cpu:0,cpu:1,... (the "
-                              "virtual devices standing for GPUs 0, 1, ... in order)", p->devices);
-        if (n == TDM_PIPE_MAX_VDEV)
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: at most %d", p->devices,
-                              TDM_PIPE_MAX_VDEV);
-        q = *end ? end + 1 : end;
+    if (cuda_index >= 0) {   /* one GPU (the map's GPU 0) with host RAM and disk offload */
+        if (p->devices)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: virtual devices stand for GPUs "
+                              "on the CPU; with --device %s the map's GPU 0 is that GPU",
+                              p->devices, p->device);
+        for (int i = 0; i < pipe->split_mm.n; i++)
+            if (pipe->split_mm.dev[i] > 0)   /* cpu and disk are negative */
+                return tdm_errorf(TDM_ERR_UNSUPPORTED, "--max-memory %s: GPU %d: running a device "
+                                  "map over several CUDA GPUs is not implemented yet; one GPU with "
+                                  "cpu= and disk= offload runs (see `tandem plan`)", p->max_memory,
+                                  pipe->split_mm.dev[i]);
+        pipe->nvdev = 1;
+    } else {
+        if (!p->devices)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: give --devices cpu:0,cpu:1,... "
+                              "(virtual devices) or --device cuda:N, or see the placement with "
+                              "`tandem plan`", p->device_map);
+        /* "cpu:0,cpu:1,...": virtual device g stands for GPU g */
+        int n = 0;
+        for (const char *q = p->devices; q && *q; n++) {
+            char *end;
+            if (strncmp(q, "cpu:", 4) != 0 || strtol(q + 4, &end, 10) != n || end == q + 4 ||
+                (*end && *end != ','))
+                return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: expected cpu:0,cpu:1,... (the "
+                                  "virtual devices standing for GPUs 0, 1, ... in order)", p->devices);
+            if (n == TDM_PIPE_MAX_VDEV)
+                return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: at most %d", p->devices,
+                                  TDM_PIPE_MAX_VDEV);
+            q = *end ? end + 1 : end;
+        }
+        for (int i = 0; i < pipe->split_mm.n; i++)
+            if (pipe->split_mm.dev[i] >= n)
+                return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d has no device "
+                                  "(--devices %s)", p->max_memory, pipe->split_mm.dev[i], p->devices);
+        pipe->nvdev = n;
+        for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
     }
-    for (int i = 0; i < pipe->split_mm.n; i++)
-        if (pipe->split_mm.dev[i] >= n)
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d has no device "
-                              "(--devices %s)", p->max_memory, pipe->split_mm.dev[i], p->devices);
-    pipe->nvdev = n;
-    for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
-    tdm_device_init(&pipe->host, TDM_DEV_CPU, n);
+    tdm_device_init(&pipe->host, TDM_DEV_CPU, pipe->nvdev);
     /* one plan per stage (only that stage's components are ever loaded together), or
      * one for everything with keep_resident; each as `tandem plan --only ...` makes it */
     const char *stages[3];
@@ -365,11 +388,11 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
         goto fail;
     }
     tdm_json_free(&j);
-    TDM_TRY(split_setup(pipe, p, cuda_index));
-    /* set before any weight loads: GEMM weights are stored in this dtype */
+    /* set before any weight loads and plans: GEMM weights are stored in this dtype */
     if (pipe->dev.kind == TDM_DEV_CUDA)
         pipe->dev.gemm_dtype = dt >= 0 ? (tdm_dtype)dt
                                : pipe->info.kind == TDM_PIPE_FLUX ? TDM_BF16 : TDM_F16;
+    TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
