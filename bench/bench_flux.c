@@ -1,9 +1,44 @@
 /* bench_flux.c — times one FluxTransformer2DModel evaluation of a diffusers
  * folder, batch 1: tandem's side of bench/run_flux_cpu.sh, run_flux_gpu.sh and
  * run_flux_full_gpu.sh (reference: bench/ref_flux_gpu.py, same inputs). Not a test.
- * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N [fp32|fp16|bf16]] */
+ * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N [fp32|fp16|bf16]]
+ * With MAX_MEMORY=0=8GiB,cpu=100GiB (and STRATEGY=sequential|auto|balanced_low_0, default
+ * auto) in the environment the transformer is loaded split as `generate --device-map
+ * transformer=STRATEGY --max-memory ...` loads it on one GPU: the plan's GPU-0 blocks resident,
+ * the others kept in host RAM (page-locked) or on disk and streamed in as they run
+ * (bench/run_offload_gpu.sh). */
 #include "bench_util.h"
 #include "models/flux.h"
+#include "place/offload.h"
+#include "place/place.h"
+
+/* tdm_flux_load_placed with the plan of MAX_MEMORY / STRATEGY, GPU 0 = dev */
+static tdm_status load_split(tdm_flux_t **m, const char *root, tdm_device_t *dev,
+                             tdm_device_t *host, tdm_place_map_t *map, const char *mmstr) {
+    char cfg[4096];
+    tdm_plist_t pl;
+    tdm_max_memory_t mm;
+    tdm_place_strategy strat = TDM_PLACE_BALANCED;
+    const char *sname = getenv("STRATEGY");
+    tdm_device_t *gpus[1] = {dev};
+    snprintf(cfg, sizeof cfg, "%s/transformer/config.json", root);
+    tdm_plist_init(&pl, dev->gemm_dtype);
+    tdm_status st = tdm_flux_plist(cfg, dev->gemm_dtype, &pl);
+    if (st == TDM_OK && sname) st = tdm_place_strategy_parse(sname, &strat);
+    if (st == TDM_OK) st = tdm_max_memory_parse(mmstr, &mm);
+    if (st == TDM_OK) st = tdm_place_plan(&pl, &mm, strat, 0, map);
+    if (st == TDM_OK) {
+        int64_t used[3] = {0, 0, 0};
+        for (int i = 0; i < map->ndev; i++)
+            used[map->dev[i] == 0 ? 0 : map->dev[i] == TDM_PLACE_CPU ? 1 : 2] = map->used[i];
+        fprintf(stderr, "bench_flux: plan: GPU0 %.2f GiB, cpu %.2f GiB, disk %.2f GiB\n",
+                used[0] / 1073741824.0, used[1] / 1073741824.0, used[2] / 1073741824.0);
+        tdm_placement_t place = {map, gpus, 1, host, dev};
+        st = tdm_flux_load_placed(m, root, "transformer", NULL, &place);
+    }
+    tdm_plist_free(&pl);
+    return st;
+}
 
 typedef struct {
     tdm_flux_t *m;
@@ -35,7 +70,13 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     flux_call_t c = {.N = N, .T = T, .ts = 0.7f, .guidance = 3.5f};
     double t0 = bench_now();
-    if (tdm_flux_load(&c.m, argv[1], "transformer", NULL, &b.dev) != TDM_OK) {
+    const char *mmstr = getenv("MAX_MEMORY");
+    tdm_device_t host;
+    tdm_place_map_t map;
+    memset(&map, 0, sizeof map);
+    tdm_device_init(&host, TDM_DEV_CPU, 1);
+    if (mmstr ? load_split(&c.m, argv[1], &b.dev, &host, &map, mmstr) != TDM_OK
+              : tdm_flux_load(&c.m, argv[1], "transformer", NULL, &b.dev) != TDM_OK) {
         fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
         return 1;
     }
@@ -80,6 +121,7 @@ int main(int argc, char **argv) {
     tdm_dev_free(&b.dev, d_pool, np * 4);
     tdm_dev_free(&b.dev, c.out, no * 4);
     tdm_flux_free(c.m);
+    if (map.e) tdm_place_map_free(&map);
     bench_dev_close(&b);
     free(img); free(txt); free(pooled); free(img_ids); free(txt_ids);
     return 0;

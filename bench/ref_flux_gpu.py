@@ -9,6 +9,11 @@ not a test.
   ref_flux_gpu.py step DIR GRID_H GRID_W TXT DTYPE ITERS   one transformer forward, batch 1, eager,
       DTYPE fp32 (TF32 off) or bf16, the inputs of bench_flux.c; peak GPU memory counts the
       resident weights. Folders from ref_flux_cpu.py build (float32) work too.
+  ref_flux_gpu.py offload DIR GRID_H GRID_W TXT MAX_MEMORY ITERS   the same forward in bf16 with
+      the model loaded by accelerate through diffusers' from_pretrained(device_map="auto",
+      max_memory=...) (MAX_MEMORY as tandem's flag, e.g. 0=8GiB,cpu=100GiB): the blocks that do
+      not fit GPU 0 stay in host RAM and accelerate's hooks move them to the GPU per call
+      (bench/run_offload_gpu.sh)
 TINY=1 / REF_DEVICE=cpu: see ref_common.py.
 """
 import sys
@@ -35,6 +40,21 @@ def step(d, gh, gw, txt, dtype, iters):
     exact_fp32()
     dt = DTYPES[dtype]
     m, load_s = load(lambda: FluxTransformer2DModel.from_pretrained(d, subfolder="transformer", torch_dtype=dt))
+    run(m, gh, gw, txt, dtype, dt, iters, load_s)
+
+
+def offload(d, gh, gw, txt, max_memory, iters):
+    from diffusers import FluxTransformer2DModel
+    mm = {}
+    for item in max_memory.split(","):
+        k, v = item.split("=")
+        mm[int(k) if k.isdigit() else k] = v
+    m, load_s = load(lambda: FluxTransformer2DModel.from_pretrained(
+        d, subfolder="transformer", torch_dtype=torch.bfloat16, device_map="auto", max_memory=mm))
+    run(m, gh, gw, txt, "bf16", torch.bfloat16, iters, load_s, max_memory=max_memory)
+
+
+def run(m, gh, gw, txt, dtype, dt, iters, load_s, **extra):
     cfg, n = m.config, gh * gw
     img = bench_input((1, n, cfg.in_channels), 2).to(DEVICE, dt)
     enc = bench_input((1, txt, cfg.joint_attention_dim), 3).to(DEVICE, dt)
@@ -49,11 +69,13 @@ def step(d, gh, gw, txt, dtype, iters):
         kw["guidance"] = torch.tensor([3.5], device=DEVICE, dtype=dt)
     times, out, weights = time_calls(lambda: m(**kw)[0], iters)
     report("diffusers", "flux_transformer", dtype, times, out, weights, load_s, batch=1, img_tokens=n,
-           txt_tokens=txt, blocks=[cfg.num_layers, cfg.num_single_layers])
+           txt_tokens=txt, blocks=[cfg.num_layers, cfg.num_single_layers], **extra)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "offload":
+        offload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]))
     else:
         step(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]))

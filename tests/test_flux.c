@@ -307,7 +307,7 @@ done:
  * their block runs (host copies kept in bf16, disk ones read from the file);
  * the output equals the all-on-GPU load bit for bit, twice in a row, and the
  * streamed weights leave the GPU again. */
-static void run_offload_cuda(void) {
+static void run_offload_cuda(int64_t pin_min) {
     char root[1024], io[1100], cfg[1100];
     tdm_device_t dev, host;
     tdm_device_t *gpus[1] = {&dev};
@@ -334,12 +334,16 @@ static void run_offload_cuda(void) {
     if (s != TDM_OK) goto done;
     for (int i = 0; i < map.ndev; i++)
         planned[map.dev[i] == 0 ? 0 : map.dev[i] == TDM_PLACE_CPU ? 1 : 2] = map.used[i];
-    printf("  offload on cuda:0: GPU0 %lld, cpu %lld, disk %lld bytes\n", (long long)planned[0],
-           (long long)planned[1], (long long)planned[2]);
+    printf("  offload on cuda:0 (host copies of >= %lld bytes pinned): GPU0 %lld, cpu %lld, disk "
+           "%lld bytes\n", (long long)pin_min, (long long)planned[0], (long long)planned[1],
+           (long long)planned[2]);
     CHECK_MSG(planned[0] > 0 && planned[1] > 0 && planned[2] > 0, "the budgets should use all three");
     tdm_placement_t place = {&map, gpus, 1, &host, &dev};
+    const int64_t pin_old = tdm_offload_pin_min;
+    tdm_offload_pin_min = pin_min;
     s = tdm_flux_load(&a, root, "transformer", NULL, &dev);
     if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &place);
+    tdm_offload_pin_min = pin_old;
     CHECK_MSG(s == TDM_OK, "load: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
     CHECK_MSG(host.cur_bytes > 0, "nothing kept in host RAM");
@@ -401,7 +405,8 @@ TEST(flux_cuda_offload) {
         printf("  skipped: no CUDA device\n");
         return;
     }
-    run_offload_cuda();
+    run_offload_cuda(TDM_OFFLOAD_PIN_MIN);   /* the fixture's copies: staged uploads */
+    run_offload_cuda(0);                     /* pinned: DMA on the side queue, prefetched */
 #else
     printf("  skipped: built without CUDA\n");
 #endif

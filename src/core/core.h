@@ -76,6 +76,19 @@ typedef struct tdm_device_ops {
     int   (*copy)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
     int   (*sync)(struct tdm_device *d);
     void  (*trim)(struct tdm_device *d);   /* returns pooled memory; may be NULL */
+    /* Side copy queue (weight streaming overlapped with compute; each may be
+     * NULL). pin: page-lock host memory for direct DMA (1 done, 0 not: the
+     * caller keeps using upload); unpin undoes it. copy_begin: copies queued
+     * after it start once the work queued so far (allocations included) is
+     * done. upload_async: queue a copy from pinned host memory, which must
+     * stay unchanged until copy_wait. copy_end: mark the copies queued so
+     * far; copy_wait: work queued after it starts once they are done. */
+    int   (*pin)(struct tdm_device *d, void *host, int64_t bytes);
+    void  (*unpin)(struct tdm_device *d, void *host);
+    int   (*copy_begin)(struct tdm_device *d);
+    int   (*upload_async)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
+    int   (*copy_end)(struct tdm_device *d);
+    int   (*copy_wait)(struct tdm_device *d);
 } tdm_device_ops_t;
 
 typedef struct tdm_device {

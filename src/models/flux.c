@@ -738,15 +738,16 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     w.cosb = m->rope;
     w.sinb = m->rope + S * hd;
 
-    for (int64_t i = 0; i < m->info.num_layers; i++) {
+    /* blocks in order (unit ids 0 .. nl + ns - 1): each one's offloaded
+     * weights are brought in, and the next one's copies are queued to run
+     * while this one computes */
+    const int64_t nl = m->info.num_layers, nunits = nl + m->info.num_single_layers;
+    for (int64_t i = 0; i < nunits; i++) {
         TDM_TRY(tdm_offload_in(&m->off, m->dev, i));
-        double_block(m, &m->dbl[i], &w, B, T, N);
+        if (i + 1 < nunits) TDM_TRY(tdm_offload_prefetch(&m->off, m->dev, i + 1));
+        if (i < nl) double_block(m, &m->dbl[i], &w, B, T, N);
+        else single_block(m, &m->sgl[i - nl], &w, B, S);
         tdm_offload_out(&m->off, i);
-    }
-    for (int64_t i = 0; i < m->info.num_single_layers; i++) {
-        TDM_TRY(tdm_offload_in(&m->off, m->dev, m->info.num_layers + i));
-        single_block(m, &m->sgl[i], &w, B, S);
-        tdm_offload_out(&m->off, m->info.num_layers + i);
     }
 
     /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */

@@ -7,6 +7,8 @@
 
 #include "place/place.h"
 
+int64_t tdm_offload_pin_min = TDM_OFFLOAD_PIN_MIN;
+
 /* Points the model's field at t (NULL clears it), through its own pointer
  * type (float * or tdm_tensor_t *). */
 static void set_slot(const tdm_offload_entry_t *e, tdm_tensor_t *t) {
@@ -111,8 +113,16 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
     if (st != TDM_OK) {
         tdm_tensor_free(*out);
         *out = NULL;
+        return st;
     }
-    return st;
+    /* page-lock large host copies for the GPU's DMA (malloc serves them from
+     * their own mappings, so no two share a page); small ones and a refusal
+     * keep the staged upload */
+    tdm_device_t *x = pl->main;
+    if (x->ops && x->ops->pin && (*out)->nbytes >= tdm_offload_pin_min &&
+        x->ops->pin(x, (*out)->data, (*out)->nbytes))
+        o->e[o->n - 1].pin_dev = x;
+    return TDM_OK;
 }
 
 int tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set) {
@@ -124,11 +134,65 @@ int tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set) {
     return 0;
 }
 
+/* 1 if e's copy can go by DMA on exec's side queue */
+static int dma_ok(const tdm_offload_entry_t *e, const tdm_device_t *exec) {
+    return e->host && e->pin_dev == exec && exec->ops && exec->ops->copy_begin &&
+           exec->ops->upload_async && exec->ops->copy_end && exec->ops->copy_wait;
+}
+
+/* Allocates block blk's DMA-able copies on exec and queues their uploads on
+ * the side queue after everything queued so far (the allocations included). */
+static tdm_status queue_dma(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
+    int64_t n = 0;
+    tdm_status st = TDM_OK;
+    for (int64_t i = 0; i < o->n && st == TDM_OK; i++) {
+        tdm_offload_entry_t *e = &o->e[i];
+        if (e->blk != blk || e->tmp || !dma_ok(e, exec)) continue;
+        st = tdm_tensor_create(&e->tmp, exec, e->host->dtype, e->host->ndim, e->host->shape,
+                               e->name);
+        if (st == TDM_OK) {
+            e->pending = 1;
+            n++;
+        }
+    }
+    if (st != TDM_OK || n == 0) return st;
+    if (!exec->ops->copy_begin(exec)) goto fail;
+    for (int64_t i = 0; i < o->n; i++) {
+        tdm_offload_entry_t *e = &o->e[i];
+        if (e->blk == blk && e->pending && e->tmp &&
+            !exec->ops->upload_async(exec, e->tmp->data, e->host->data, e->host->nbytes))
+            goto fail;
+    }
+    if (!exec->ops->copy_end(exec)) goto fail;
+    return TDM_OK;
+fail:
+    return tdm_errorf(TDM_ERR_INTERNAL, "offload: queueing block %lld's copies to device %d "
+                      "failed: %s", (long long)blk, exec->index, tdm_last_error());
+}
+
+tdm_status tdm_offload_prefetch(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
+    if (!exec || !exec->ops || !exec->ops->copy_begin) return TDM_OK;
+    return queue_dma(o, exec, blk);
+}
+
 tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
+    tdm_status st = queue_dma(o, exec, blk);   /* pinned copies not prefetched */
+    int waited = 0;
+    for (int64_t i = 0; i < o->n && st == TDM_OK; i++) {
+        tdm_offload_entry_t *e = &o->e[i];
+        if (e->blk != blk || !e->pending) continue;
+        if (!waited && !exec->ops->copy_wait(exec))
+            return tdm_errorf(TDM_ERR_INTERNAL, "offload: waiting for block %lld's copies on "
+                              "device %d failed: %s", (long long)blk, exec->index,
+                              tdm_last_error());
+        waited = 1;
+        e->pending = 0;
+        set_slot(e, e->tmp);
+    }
+    if (st != TDM_OK) return st;
     for (int64_t i = 0; i < o->n; i++) {
         tdm_offload_entry_t *e = &o->e[i];
         if (e->blk != blk || e->tmp) continue;
-        tdm_status st;
         if (e->host) {   /* host RAM → the execution device */
             st = tdm_tensor_create(&e->tmp, exec, e->host->dtype, e->host->ndim, e->host->shape,
                                    e->name);
@@ -153,6 +217,11 @@ void tdm_offload_out(tdm_offload_t *o, int64_t blk) {
     for (int64_t i = 0; i < o->n; i++) {
         tdm_offload_entry_t *e = &o->e[i];
         if (e->blk != blk || !e->tmp) continue;
+        if (e->pending) {   /* prefetched, never brought in: the free waits for the copy */
+            tdm_device_t *x = e->tmp->dev;
+            if (x && x->ops && x->ops->copy_wait) (void)x->ops->copy_wait(x);
+            e->pending = 0;
+        }
         tdm_tensor_free(e->tmp);
         e->tmp = NULL;
         set_slot(e, NULL);
@@ -167,6 +236,10 @@ void tdm_offload_out_all(tdm_offload_t *o) {
 void tdm_offload_free(tdm_offload_t *o) {
     if (!o) return;
     tdm_offload_out_all(o);   /* frees the copies and clears the fields */
+    for (int64_t i = 0; i < o->n; i++) {
+        tdm_offload_entry_t *e = &o->e[i];
+        if (e->pin_dev && e->host) e->pin_dev->ops->unpin(e->pin_dev, e->host->data);
+    }
     if (o->owns_host)
         for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].host);
     free(o->e);

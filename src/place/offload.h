@@ -18,6 +18,11 @@
 #include "core/core.h"
 #include "io/safetensors.h"
 
+/* Host copies of at least tdm_offload_pin_min bytes (default
+ * TDM_OFFLOAD_PIN_MIN; tests lower it) are page-locked for DMA at load. */
+#define TDM_OFFLOAD_PIN_MIN ((int64_t)1 << 20)
+extern int64_t tdm_offload_pin_min;
+
 struct tdm_place_map;
 
 /* A device map and the devices it names: GPU id g is gpu[g] (g < ngpu),
@@ -51,6 +56,10 @@ typedef struct {
     int           ndim, gemm;    /* gemm: a Linear/Conv weight (the device's GEMM dtype) */
     int64_t       shape[4];      /* ndim 1..4 (Linear, Conv weights) */
     int64_t       blk;
+    /* the execution device whose pin op page-locked `host` (copies go by
+     * DMA on its side queue; unpinned by tdm_offload_free), or NULL */
+    tdm_device_t *pin_dev;
+    int           pending;       /* tmp's copy queued (prefetch), the field not set yet */
 } tdm_offload_entry_t;
 
 typedef struct {
@@ -80,8 +89,16 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
 /* Takes ownership of `set` when an entry needs the files (returns 1), else
  * returns 0 and the caller closes it. */
 int        tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set);
-/* Brings block blk's entries onto `exec` (see above). */
+/* Brings block blk's entries onto `exec` (see above). Pinned host copies go
+ * by DMA on exec's side copy queue, and the work queued after this waits
+ * for them (not the host). */
 tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk);
+/* Starts block blk's pinned host copies early: allocated on exec now, their
+ * DMA queued on exec's side queue, so it runs while the work queued next
+ * (the current block) computes; tdm_offload_in(blk) then only orders the
+ * block's work after the copies. Disk entries and unpinned copies wait for
+ * tdm_offload_in. A no-op on devices without a side queue (host devices). */
+tdm_status tdm_offload_prefetch(tdm_offload_t *o, tdm_device_t *exec, int64_t blk);
 /* Drops block blk's copies (no-op for entries not brought in). */
 void       tdm_offload_out(tdm_offload_t *o, int64_t blk);
 /* Drops every copy still brought in (after a failed forward). */

@@ -18,6 +18,11 @@ extern "C" {
 /* State of one CUDA device (tdm_device_t.impl). */
 typedef struct tdm_cuda_impl {
     cudaStream_t   stream;     /* every op and copy of the device is queued here */
+    /* the side copy queue (tdm_device_ops_t copy_*): weight uploads that
+     * overlap the compute on `stream`; cs_ready is recorded on `stream` by
+     * copy_begin, cs_done on `cstream` by copy_end */
+    cudaStream_t   cstream;
+    cudaEvent_t    cs_ready, cs_done;
     cublasHandle_t blas;       /* bound to `stream`, CUBLAS_DEFAULT_MATH (no TF32) */
     /* The first failure of an op (ops return void): kept until the device is
      * freed and reported by every later sync / download. */

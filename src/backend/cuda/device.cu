@@ -147,8 +147,59 @@ fail:
     return 0;
 }
 
+/* Page-locks host memory already allocated (cudaHostRegister); 0 when the
+ * driver refuses (the caller then uploads through the staging ring). */
+static int cuda_pin(tdm_device_t *d, void *host, int64_t bytes) {
+    (void)tdm_cuda_ctx(d);
+    if (cudaHostRegister(host, (size_t)bytes, cudaHostRegisterPortable) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return 1;
+}
+
+static void cuda_unpin(tdm_device_t *d, void *host) {
+    (void)tdm_cuda_ctx(d);
+    if (cudaHostUnregister(host) != cudaSuccess) (void)cudaGetLastError();
+}
+
+static int cuda_copy_begin(tdm_device_t *d) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaEventRecord(c->cs_ready, c->stream));
+    TDM_CUDA_CHECK(cudaStreamWaitEvent(c->cstream, c->cs_ready, 0));
+    return 1;
+fail:
+    return 0;
+}
+
+static int cuda_upload_async(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyHostToDevice, c->cstream));
+    return 1;
+fail:
+    return 0;
+}
+
+static int cuda_copy_end(tdm_device_t *d) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaEventRecord(c->cs_done, c->cstream));
+    return 1;
+fail:
+    return 0;
+}
+
+static int cuda_copy_wait(tdm_device_t *d) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    TDM_CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->cs_done, 0));
+    return 1;
+fail:
+    return 0;
+}
+
 static const tdm_device_ops_t g_cuda_ops = {
-    cuda_alloc, cuda_free, cuda_zero, cuda_upload, cuda_download, cuda_copy, cuda_sync, cuda_trim,
+    cuda_alloc,  cuda_free,       cuda_zero,         cuda_upload,   cuda_download,
+    cuda_copy,   cuda_sync,       cuda_trim,         cuda_pin,      cuda_unpin,
+    cuda_copy_begin, cuda_upload_async, cuda_copy_end, cuda_copy_wait,
 };
 
 void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes) {
@@ -181,6 +232,9 @@ tdm_status tdm_cuda_device_init(tdm_device_t *d, int index) {
     d->impl = c;
     TDM_CUDA_CHECK(cudaSetDevice(index));
     TDM_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    TDM_CUDA_CHECK(cudaStreamCreateWithFlags(&c->cstream, cudaStreamNonBlocking));
+    TDM_CUDA_CHECK(cudaEventCreateWithFlags(&c->cs_ready, cudaEventDisableTiming));
+    TDM_CUDA_CHECK(cudaEventCreateWithFlags(&c->cs_done, cudaEventDisableTiming));
     {   /* the pool keeps freed memory for reuse (see cuda_alloc) */
         cudaMemPool_t pool;
         uint64_t keep = UINT64_MAX;
@@ -200,6 +254,9 @@ fail:
         char msg[sizeof c->err_msg];
         memcpy(msg, c->err_msg, sizeof msg);
         if (c->blas) cublasDestroy(c->blas);
+        if (c->cs_done) cudaEventDestroy(c->cs_done);
+        if (c->cs_ready) cudaEventDestroy(c->cs_ready);
+        if (c->cstream) cudaStreamDestroy(c->cstream);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
         d->impl = NULL;
@@ -217,6 +274,10 @@ void tdm_cuda_device_free(tdm_device_t *d) {
     tdm_cuda_lt_free(c);
     if (c->stage) cudaFree(c->stage);
     if (c->blas) cublasDestroy(c->blas);
+    if (c->cstream) cudaStreamSynchronize(c->cstream);
+    if (c->cs_done) cudaEventDestroy(c->cs_done);
+    if (c->cs_ready) cudaEventDestroy(c->cs_ready);
+    if (c->cstream) cudaStreamDestroy(c->cstream);
     if (c->stream) cudaStreamDestroy(c->stream);
     {
         cudaMemPool_t pool;
