@@ -12,28 +12,51 @@
 #include "place/offload.h"
 #include "place/place.h"
 
-/* tdm_flux_load_placed with the plan of MAX_MEMORY / STRATEGY, GPU 0 = dev */
+#define MAX_GPUS 8
+
+/* tdm_flux_load_placed with the plan of MAX_MEMORY / STRATEGY, GPU 0 = dev,
+ * GPU g = cuda:g (initialized into gpu[g]; *ngpu of them incl. GPU 0) */
 static tdm_status load_split(tdm_flux_t **m, const char *root, tdm_device_t *dev,
-                             tdm_device_t *host, tdm_place_map_t *map, const char *mmstr) {
+                             tdm_device_t *host, tdm_device_t *gpu, int *ngpu,
+                             tdm_place_map_t *map, const char *mmstr) {
     char cfg[4096];
     tdm_plist_t pl;
     tdm_max_memory_t mm;
     tdm_place_strategy strat = TDM_PLACE_BALANCED;
     const char *sname = getenv("STRATEGY");
-    tdm_device_t *gpus[1] = {dev};
+    tdm_device_t *gpus[MAX_GPUS] = {dev};
     snprintf(cfg, sizeof cfg, "%s/transformer/config.json", root);
     tdm_plist_init(&pl, dev->gemm_dtype);
     tdm_status st = tdm_flux_plist(cfg, dev->gemm_dtype, &pl);
     if (st == TDM_OK && sname) st = tdm_place_strategy_parse(sname, &strat);
     if (st == TDM_OK) st = tdm_max_memory_parse(mmstr, &mm);
+    *ngpu = 1;
+    for (int i = 0; st == TDM_OK && i < mm.n; i++)
+        if (mm.dev[i] + 1 > *ngpu) *ngpu = mm.dev[i] + 1;
+    if (st == TDM_OK && *ngpu > MAX_GPUS)
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "MAX_MEMORY: at most %d GPUs", MAX_GPUS);
+    for (int g = 1; st == TDM_OK && g < *ngpu; g++) {
+#ifdef TDM_HAVE_CUDA
+        tdm_device_init(&gpu[g], TDM_DEV_CPU, g);
+        st = tdm_cuda_device_init(&gpu[g], g);
+        gpu[g].gemm_dtype = dev->gemm_dtype;
+        gpus[g] = &gpu[g];
+#else
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "MAX_MEMORY: GPU %d needs a CUDA build", g);
+#endif
+    }
     if (st == TDM_OK) st = tdm_place_plan(&pl, &mm, strat, 0, map);
     if (st == TDM_OK) {
-        int64_t used[3] = {0, 0, 0};
-        for (int i = 0; i < map->ndev; i++)
-            used[map->dev[i] == 0 ? 0 : map->dev[i] == TDM_PLACE_CPU ? 1 : 2] = map->used[i];
-        fprintf(stderr, "bench_flux: plan: GPU0 %.2f GiB, cpu %.2f GiB, disk %.2f GiB\n",
-                used[0] / 1073741824.0, used[1] / 1073741824.0, used[2] / 1073741824.0);
-        tdm_placement_t place = {map, gpus, 1, host, dev};
+        int64_t used[MAX_GPUS + 2] = {0};
+        for (int i = 0; i < map->ndev; i++) {
+            int d = map->dev[i];
+            used[d >= 0 ? d : d == TDM_PLACE_CPU ? MAX_GPUS : MAX_GPUS + 1] = map->used[i];
+        }
+        fprintf(stderr, "bench_flux: plan:");
+        for (int g = 0; g < *ngpu; g++) fprintf(stderr, " GPU%d %.2f GiB,", g, used[g] / 1073741824.0);
+        fprintf(stderr, " cpu %.2f GiB, disk %.2f GiB\n", used[MAX_GPUS] / 1073741824.0,
+                used[MAX_GPUS + 1] / 1073741824.0);
+        tdm_placement_t place = {map, gpus, *ngpu, host, dev};
         st = tdm_flux_load_placed(m, root, "transformer", NULL, &place);
     }
     tdm_plist_free(&pl);
@@ -71,11 +94,12 @@ int main(int argc, char **argv) {
     flux_call_t c = {.N = N, .T = T, .ts = 0.7f, .guidance = 3.5f};
     double t0 = bench_now();
     const char *mmstr = getenv("MAX_MEMORY");
-    tdm_device_t host;
+    tdm_device_t host, gpu[MAX_GPUS];
+    int ngpu = 1;
     tdm_place_map_t map;
     memset(&map, 0, sizeof map);
     tdm_device_init(&host, TDM_DEV_CPU, 1);
-    if (mmstr ? load_split(&c.m, argv[1], &b.dev, &host, &map, mmstr) != TDM_OK
+    if (mmstr ? load_split(&c.m, argv[1], &b.dev, &host, gpu, &ngpu, &map, mmstr) != TDM_OK
               : tdm_flux_load(&c.m, argv[1], "transformer", NULL, &b.dev) != TDM_OK) {
         fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
         return 1;
@@ -122,6 +146,9 @@ int main(int argc, char **argv) {
     tdm_dev_free(&b.dev, c.out, no * 4);
     tdm_flux_free(c.m);
     if (map.e) tdm_place_map_free(&map);
+#ifdef TDM_HAVE_CUDA
+    for (int g = 1; g < ngpu; g++) tdm_cuda_device_free(&gpu[g]);
+#endif
     bench_dev_close(&b);
     free(img); free(txt); free(pooled); free(img_ids); free(txt_ids);
     return 0;

@@ -307,10 +307,10 @@ done:
  * their block runs (host copies kept in bf16, disk ones read from the file);
  * the output equals the all-on-GPU load bit for bit, twice in a row, and the
  * streamed weights leave the GPU again. */
-static void run_offload_cuda(int64_t pin_min) {
+static void run_offload_cuda(int64_t pin_min, int ngpu) {
     char root[1024], io[1100], cfg[1100];
-    tdm_device_t dev, host;
-    tdm_device_t *gpus[1] = {&dev};
+    tdm_device_t dev, host, dev1;
+    tdm_device_t *gpus[2] = {&dev, &dev1};
     tdm_plist_t pl;
     tdm_place_map_t map;
     tdm_max_memory_t mm;
@@ -322,23 +322,42 @@ static void run_offload_cuda(int64_t pin_min) {
     tdm_plist_init(&pl, TDM_BF16);
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     tdm_device_init(&host, TDM_DEV_CPU, 1);
+    tdm_device_init(&dev1, TDM_DEV_CPU, 2);
     if (tdm_cuda_device_init(&dev, 0) != TDM_OK) { CHECK_MSG(0, "%s", tdm_last_error()); return; }
     dev.gemm_dtype = TDM_BF16;
+    if (ngpu > 1) {
+        if (tdm_cuda_device_init(&dev1, 1) != TDM_OK) {
+            CHECK_MSG(0, "%s", tdm_last_error());
+            tdm_cuda_device_free(&dev);
+            return;
+        }
+        dev1.gemm_dtype = TDM_BF16;
+    }
     snprintf(root, sizeof(root), "%s/dev", FIX);
     snprintf(io, sizeof(io), "%s/io.safetensors", root);
     snprintf(cfg, sizeof(cfg), "%s/transformer/config.json", root);
     tdm_status s = tdm_flux_plist(cfg, TDM_BF16, &pl);
-    if (s == TDM_OK) s = tdm_max_memory_parse("0=120KB,cpu=120KB,disk=1GB", &mm);
+    if (s == TDM_OK)
+        s = tdm_max_memory_parse(ngpu > 1 ? "0=100KB,1=50KB,cpu=60KB,disk=1GB"
+                                          : "0=120KB,cpu=120KB,disk=1GB", &mm);
     if (s == TDM_OK) s = tdm_place_plan(&pl, &mm, TDM_PLACE_SEQUENTIAL, 0, &map);
     CHECK_MSG(s == TDM_OK, "plan: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    for (int i = 0; i < map.ndev; i++)
-        planned[map.dev[i] == 0 ? 0 : map.dev[i] == TDM_PLACE_CPU ? 1 : 2] = map.used[i];
-    printf("  offload on cuda:0 (host copies of >= %lld bytes pinned): GPU0 %lld, cpu %lld, disk "
-           "%lld bytes\n", (long long)pin_min, (long long)planned[0], (long long)planned[1],
-           (long long)planned[2]);
-    CHECK_MSG(planned[0] > 0 && planned[1] > 0 && planned[2] > 0, "the budgets should use all three");
-    tdm_placement_t place = {&map, gpus, 1, &host, &dev};
+    int64_t on1 = 0;
+    for (int i = 0; i < map.ndev; i++) {
+        if (map.dev[i] == 1) on1 = map.used[i];
+        else planned[map.dev[i] == 0 ? 0 : map.dev[i] == TDM_PLACE_CPU ? 1 : 2] = map.used[i];
+    }
+    printf("  offload on cuda:0 (host copies of >= %lld bytes pinned): GPU0 %lld, GPU1 %lld, cpu "
+           "%lld, disk %lld bytes\n", (long long)pin_min, (long long)planned[0], (long long)on1,
+           (long long)planned[1], (long long)planned[2]);
+    if (ngpu > 1)   /* both GPUs, then disk (this fixture's last unit outgrows cpu=) */
+        CHECK_MSG(planned[0] > 0 && on1 > 0 && planned[2] > 0, "the budgets should use GPU 0, "
+                  "GPU 1 and disk");
+    else
+        CHECK_MSG(planned[0] > 0 && planned[1] > 0 && planned[2] > 0,
+                  "the budgets should use all three");
+    tdm_placement_t place = {&map, gpus, ngpu, &host, &dev};
     const int64_t pin_old = tdm_offload_pin_min;
     tdm_offload_pin_min = pin_min;
     s = tdm_flux_load(&a, root, "transformer", NULL, &dev);
@@ -346,7 +365,10 @@ static void run_offload_cuda(int64_t pin_min) {
     tdm_offload_pin_min = pin_old;
     CHECK_MSG(s == TDM_OK, "load: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
-    CHECK_MSG(host.cur_bytes > 0, "nothing kept in host RAM");
+    if (ngpu == 1) CHECK_MSG(host.cur_bytes > 0, "nothing kept in host RAM");
+    else   /* bf16 GEMM weights, float32 norms and biases: at least the plan's bytes */
+        CHECK_MSG(dev1.cur_bytes >= on1, "GPU 1 holds %lld bytes, the plan %lld",
+                  (long long)dev1.cur_bytes, (long long)on1);
     s = tdm_safetensors_open(&st, io);
     CHECK_MSG(s == TDM_OK, "%s", tdm_last_error());
     if (s != TDM_OK) goto done;
@@ -396,6 +418,10 @@ done:
     tdm_plist_free(&pl);
     tdm_dev_trim(&dev);
     tdm_cuda_device_free(&dev);
+    if (ngpu > 1) {
+        CHECK_MSG(dev1.cur_bytes == 0, "%lld bytes left on cuda:1", (long long)dev1.cur_bytes);
+        tdm_cuda_device_free(&dev1);
+    }
 }
 #endif
 
@@ -405,8 +431,12 @@ TEST(flux_cuda_offload) {
         printf("  skipped: no CUDA device\n");
         return;
     }
-    run_offload_cuda(TDM_OFFLOAD_PIN_MIN);   /* the fixture's copies: staged uploads */
-    run_offload_cuda(0);                     /* pinned: DMA on the side queue, prefetched */
+    run_offload_cuda(TDM_OFFLOAD_PIN_MIN, 1);   /* the fixture's copies: staged uploads */
+    run_offload_cuda(0, 1);                     /* pinned: DMA on the side queue, prefetched */
+    if (tdm_cuda_device_count() >= 2)
+        run_offload_cuda(0, 2);   /* blocks resident on GPU 1 copied to GPU 0 as they run */
+    else
+        printf("  two-GPU offload skipped: one CUDA device\n");
 #else
     printf("  skipped: built without CUDA\n");
 #endif

@@ -80,8 +80,8 @@ typedef struct tdm_device_ops {
      * NULL). pin: page-lock host memory for direct DMA (1 done, 0 not: the
      * caller keeps using upload); unpin undoes it. copy_begin: copies queued
      * after it start once the work queued so far (allocations included) is
-     * done. upload_async: queue a copy from pinned host memory, which must
-     * stay unchanged until copy_wait. copy_end: mark the copies queued so
+     * done. upload_async: queue a copy from pinned host memory (or a peer's
+     * device memory, see peer), which must stay unchanged until copy_wait. copy_end: mark the copies queued so
      * far; copy_wait: work queued after it starts once they are done. */
     int   (*pin)(struct tdm_device *d, void *host, int64_t bytes);
     void  (*unpin)(struct tdm_device *d, void *host);
@@ -89,6 +89,9 @@ typedef struct tdm_device_ops {
     int   (*upload_async)(struct tdm_device *d, void *dst, const void *src, int64_t bytes);
     int   (*copy_end)(struct tdm_device *d);
     int   (*copy_wait)(struct tdm_device *d);
+    /* peer: upload_async may also copy from `other`'s memory (another GPU),
+     * directly where the link allows; 1 done, 0 not possible */
+    int   (*peer)(struct tdm_device *d, struct tdm_device *other);
 } tdm_device_ops_t;
 
 typedef struct tdm_device {

@@ -60,6 +60,8 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (!pipe) return;
     free_components(pipe);
 #ifdef TDM_HAVE_CUDA
+    for (int g = 1; g < pipe->nvdev; g++)   /* the map's other GPUs */
+        if (pipe->vdev[g].kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->vdev[g]);
     if (pipe->dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->dev);
 #endif
     tdm_sched_free(pipe->sched);
@@ -272,18 +274,38 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s needs --max-memory (e.g. "
                           "0=16GiB,1=16GiB,cpu=64GiB)", p->device_map);
     if ((st = tdm_max_memory_parse(p->max_memory, &pipe->split_mm)) != TDM_OK) return st;
-    if (cuda_index >= 0) {   /* one GPU (the map's GPU 0) with host RAM and disk offload */
+    if (cuda_index >= 0) {   /* GPUs: the map's GPU g is cuda:g; GPU 0 runs split models */
         if (p->devices)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: virtual devices stand for GPUs "
-                              "on the CPU; with --device %s the map's GPU 0 is that GPU",
+                              "on the CPU; with --device %s the map's GPU ids are CUDA devices",
                               p->devices, p->device);
-        for (int i = 0; i < pipe->split_mm.n; i++)
-            if (pipe->split_mm.dev[i] > 0)   /* cpu and disk are negative */
-                return tdm_errorf(TDM_ERR_UNSUPPORTED, "--max-memory %s: GPU %d: running a device "
-                                  "map over several CUDA GPUs is not implemented yet; one GPU with "
-                                  "cpu= and disk= offload runs (see `tandem plan`)", p->max_memory,
-                                  pipe->split_mm.dev[i]);
+        int n = 1;
+        for (int i = 0; i < pipe->split_mm.n; i++)   /* cpu and disk are negative */
+            if (pipe->split_mm.dev[i] + 1 > n) n = pipe->split_mm.dev[i] + 1;
+        if (n > 1) {
+#ifdef TDM_HAVE_CUDA
+            const int count = tdm_cuda_device_count();
+#else
+            const int count = 0;
+#endif
+            if (cuda_index != 0)
+                return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s with --max-memory %s: a map "
+                                  "over several GPUs runs on GPU 0 (give --device cuda:0; the "
+                                  "map's GPU ids are CUDA devices)", p->device, p->max_memory);
+            if (n > count || n > TDM_PIPE_MAX_VDEV)
+                return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d: %d CUDA "
+                                  "device(s) here", p->max_memory, n - 1, count);
+        }
         pipe->nvdev = 1;
+#ifdef TDM_HAVE_CUDA
+        for (int g = 1; g < n; g++) {
+            tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
+            if ((st = tdm_cuda_device_init(&pipe->vdev[g], g)) != TDM_OK) return st;
+            pipe->vdev[g].gemm_dtype = pipe->dev.gemm_dtype;
+            pipe->vdev[g].cache_enabled = 1;
+            pipe->nvdev = g + 1;
+        }
+#endif
     } else {
         if (!p->devices)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: give --devices cpu:0,cpu:1,... "

@@ -28,12 +28,13 @@ tdm_status tdm_placement_check(const tdm_placement_t *pl, const char *what) {
      * blocks on GPU 0 stay there, the others are streamed to it */
     int host_only = tdm_dev_is_host(pl->main) && tdm_dev_is_host(pl->host);
     for (int i = 0; i < pl->ngpu; i++) host_only &= !pl->gpu[i] || tdm_dev_is_host(pl->gpu[i]);
-    int one_gpu = !tdm_dev_is_host(pl->main) && tdm_dev_is_host(pl->host) && pl->ngpu == 1 &&
-                  pl->gpu[0] == pl->main;
-    if (!host_only && !one_gpu)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: running a device map over several CUDA GPUs "
-                          "is not implemented yet (tandem plan shows the map; one GPU with "
-                          "cpu= and disk= offload runs)", what);
+    /* GPUs: GPU 0 runs the model, the others' blocks are copied to it */
+    int gpus = !tdm_dev_is_host(pl->main) && tdm_dev_is_host(pl->host) && pl->ngpu >= 1 &&
+               pl->gpu[0] == pl->main;
+    for (int i = 1; gpus && i < pl->ngpu; i++) gpus &= !pl->gpu[i] || !tdm_dev_is_host(pl->gpu[i]);
+    if (!host_only && !gpus)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: a placement mixes virtual CPU devices and "
+                          "GPUs, or GPU 0 is not the device that runs the model", what);
     return TDM_OK;
 }
 
@@ -104,7 +105,13 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
         st = gemm ? tdm_st_set_load_gemm_weight(set, name, dev, ndim, shape, out)
                   : tdm_st_set_load_f32(set, name, dev, ndim, shape, out);
     if (st != TDM_OK) return st;
-    if (where != TDM_PLACED_HOST) {   /* resident: the field points at it */
+    /* resident on another GPU than the one that runs the model: kept there and
+     * copied to the running GPU over the GPUs' link as its block runs (a peer
+     * copy on the side queue, prefetched like host RAM) */
+    tdm_device_t *x = pl ? pl->main : NULL;
+    const int peer = where == TDM_PLACED_RESIDENT && x && dev != x && !tdm_dev_is_host(dev) &&
+                     !tdm_dev_is_host(x);
+    if (where != TDM_PLACED_HOST && !peer) {   /* resident: the field points at it */
         tdm_offload_entry_t e = {.slot = slot, .tensor_slot = tensor_slot};
         set_slot(&e, *out);
         return TDM_OK;
@@ -115,13 +122,20 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
         *out = NULL;
         return st;
     }
+    tdm_offload_entry_t *e = &o->e[o->n - 1];
+    if (peer) {
+        if (x->ops->peer) (void)x->ops->peer(x, dev);   /* direct when the link allows */
+        e->dma_dev = x;
+        return TDM_OK;
+    }
     /* page-lock large host copies for the GPU's DMA (malloc serves them from
      * their own mappings, so no two share a page); small ones and a refusal
      * keep the staged upload */
-    tdm_device_t *x = pl->main;
     if (x->ops && x->ops->pin && (*out)->nbytes >= tdm_offload_pin_min &&
-        x->ops->pin(x, (*out)->data, (*out)->nbytes))
-        o->e[o->n - 1].pin_dev = x;
+        x->ops->pin(x, (*out)->data, (*out)->nbytes)) {
+        e->dma_dev = x;
+        e->pinned = 1;
+    }
     return TDM_OK;
 }
 
@@ -136,7 +150,7 @@ int tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set) {
 
 /* 1 if e's copy can go by DMA on exec's side queue */
 static int dma_ok(const tdm_offload_entry_t *e, const tdm_device_t *exec) {
-    return e->host && e->pin_dev == exec && exec->ops && exec->ops->copy_begin &&
+    return e->host && e->dma_dev == exec && exec->ops && exec->ops->copy_begin &&
            exec->ops->upload_async && exec->ops->copy_end && exec->ops->copy_wait;
 }
 
@@ -238,7 +252,7 @@ void tdm_offload_free(tdm_offload_t *o) {
     tdm_offload_out_all(o);   /* frees the copies and clears the fields */
     for (int64_t i = 0; i < o->n; i++) {
         tdm_offload_entry_t *e = &o->e[i];
-        if (e->pin_dev && e->host) e->pin_dev->ops->unpin(e->pin_dev, e->host->data);
+        if (e->pinned && e->host) e->dma_dev->ops->unpin(e->dma_dev, e->host->data);
     }
     if (o->owns_host)
         for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].host);

@@ -37,8 +37,9 @@ typedef struct tdm_placement {
 
 enum { TDM_PLACED_RESIDENT = 0, TDM_PLACED_HOST = 1, TDM_PLACED_DISK = 2 };
 
-/* Checks pl (map, main and host given; for now every device a host device:
- * running a split over CUDA GPUs is not implemented). `what` names the
+/* Checks pl (map, main and host given): either every device a host device
+ * (virtual devices), or GPUs with GPU 0 the main device (blocks resident on
+ * another GPU are copied to GPU 0 as they run) and host RAM. `what` names the
  * model in messages. */
 tdm_status tdm_placement_check(const tdm_placement_t *pl, const char *what);
 /* Where tensor `name` goes: *where one of TDM_PLACED_*, *dev the device to
@@ -50,15 +51,17 @@ tdm_status tdm_placement_where(const tdm_placement_t *pl, const char *what, cons
 typedef struct {
     void         *slot;          /* address of the model's field (a float * or a tdm_tensor_t *) */
     int           tensor_slot;   /* 1: *slot is a tdm_tensor_t *, 0: a float * */
-    tdm_tensor_t *host;          /* the copy in host RAM, or NULL ("disk") */
+    tdm_tensor_t *host;          /* the copy in host RAM (or on a peer GPU), or NULL ("disk") */
     tdm_tensor_t *tmp;           /* the copy on the execution device while in use */
     char          name[192];
     int           ndim, gemm;    /* gemm: a Linear/Conv weight (the device's GEMM dtype) */
     int64_t       shape[4];      /* ndim 1..4 (Linear, Conv weights) */
     int64_t       blk;
-    /* the execution device whose pin op page-locked `host` (copies go by
-     * DMA on its side queue; unpinned by tdm_offload_free), or NULL */
-    tdm_device_t *pin_dev;
+    /* the execution device whose side queue copies `host` by DMA: page-locked
+     * host RAM (pinned: unpinned by tdm_offload_free), or a tensor resident on
+     * another GPU (a peer); NULL: staged uploads */
+    tdm_device_t *dma_dev;
+    int           pinned;
     int           pending;       /* tmp's copy queued (prefetch), the field not set yet */
 } tdm_offload_entry_t;
 

@@ -174,7 +174,8 @@ fail:
 
 static int cuda_upload_async(tdm_device_t *d, void *dst, const void *src, int64_t bytes) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
-    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyHostToDevice, c->cstream));
+    /* pinned host memory or another GPU's (unified addressing tells which) */
+    TDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDefault, c->cstream));
     return 1;
 fail:
     return 0;
@@ -196,10 +197,30 @@ fail:
     return 0;
 }
 
+/* Lets d's copies read other's memory directly (peer access over NVLink or
+ * PCIe); without it, cudaMemcpy between GPUs goes through host memory. */
+static int cuda_peer(tdm_device_t *d, tdm_device_t *other) {
+    int can = 0;
+    if (!other || other->kind != TDM_DEV_CUDA || !other->impl) return 0;
+    if (other->index == d->index) return 1;
+    (void)tdm_cuda_ctx(d);
+    if (cudaDeviceCanAccessPeer(&can, d->index, other->index) != cudaSuccess || !can) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    cudaError_t e = cudaDeviceEnablePeerAccess(other->index, 0);
+    if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    (void)cudaGetLastError();
+    return 1;
+}
+
 static const tdm_device_ops_t g_cuda_ops = {
     cuda_alloc,  cuda_free,       cuda_zero,         cuda_upload,   cuda_download,
     cuda_copy,   cuda_sync,       cuda_trim,         cuda_pin,      cuda_unpin,
-    cuda_copy_begin, cuda_upload_async, cuda_copy_end, cuda_copy_wait,
+    cuda_copy_begin, cuda_upload_async, cuda_copy_end, cuda_copy_wait, cuda_peer,
 };
 
 void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes) {
