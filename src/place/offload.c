@@ -124,7 +124,15 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
     }
     tdm_offload_entry_t *e = &o->e[o->n - 1];
     if (peer) {
-        if (x->ops->peer) (void)x->ops->peer(x, dev);   /* direct when the link allows */
+        if (!x->ops->peer || !x->ops->peer(x, dev)) {
+            o->n--;   /* the record goes; the caller gets no tensor */
+            tdm_tensor_free(*out);
+            *out = NULL;
+            return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: the device map puts tensor \"%s\" on GPU "
+                              "%d, which GPU %d cannot read directly (no peer access between "
+                              "them); give GPU %d's share to cpu= instead", what, name,
+                              dev->index, x->index, dev->index);
+        }
         e->dma_dev = x;
         return TDM_OK;
     }

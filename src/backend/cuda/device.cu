@@ -214,6 +214,20 @@ static int cuda_peer(tdm_device_t *d, tdm_device_t *other) {
         return 0;
     }
     (void)cudaGetLastError();
+    {   /* other's memory comes from its stream-ordered pool, which peers may
+         * read only when the pool grants them access */
+        cudaMemPool_t pool;
+        cudaMemAccessDesc desc;
+        memset(&desc, 0, sizeof desc);
+        desc.location.type = cudaMemLocationTypeDevice;
+        desc.location.id = d->index;
+        desc.flags = cudaMemAccessFlagsProtReadWrite;
+        if (cudaDeviceGetDefaultMemPool(&pool, other->index) != cudaSuccess ||
+            cudaMemPoolSetAccess(pool, &desc, 1) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+    }
     return 1;
 }
 
