@@ -365,6 +365,9 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     for (int64_t l = 0; l < m->L - skip; l++) {
         const clip_layer *y = &m->layers[l];
         if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
+        /* the next layer's offloaded weights copy while this one computes */
+        if (l + 1 < m->L - skip && (st = tdm_offload_prefetch(&m->off, dev, l + 1)) != TDM_OK)
+            goto done;
         /* self-attention block */
         tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
         tdm_op_linear(dev, q, h, tdm_f32(y->q_w), tdm_f32(y->q_b), N, D, D);

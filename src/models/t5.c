@@ -421,6 +421,8 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
     for (int64_t l = 0; l < m->L; l++) {
         const t5_block *y = &m->blocks[l];
         if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
+        /* the next block's offloaded weights copy while this one computes */
+        if (l + 1 < m->L && (st = tdm_offload_prefetch(&m->off, dev, l + 1)) != TDM_OK) goto done;
         /* self-attention block */
         tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln0_w), N, D, m->eps);
         tdm_op_linear_ex(dev, q, ft, HK, hn, at, tdm_f32(y->q_w), NULL, N, D, HK, 0);
