@@ -67,16 +67,18 @@ typedef struct {
      * what tdm_plan / `tandem plan` takes (a pipeline-level STRATEGY and/or
      * COMPONENT=STRATEGY items; max_memory "0=16GiB,1=16GiB,cpu=64GiB,
      * disk=100GB" is required) and the run executes that plan: whole
-     * components on their devices, and a split FLUX transformer or T5
-     * encoder block-wise
-     * ("cpu" blocks kept in host RAM and "disk" ones in the files, each
-     * brought to GPU 0 while it runs). A plan that splits another component
-     * is refused for now. devices "cpu:0,cpu:1,..." makes virtual CPU devices
-     * stand for GPUs 0, 1, ... — required for now: running a device map over
-     * CUDA GPUs is not implemented yet. Each stage's components are planned
-     * on their own (only they are ever loaded together), or all together
-     * with keep_resident. The images are identical to a one-device run.
-     * All NULL: one device. */
+     * components on their devices, split ones (any component) block-wise —
+     * "cpu" blocks kept in host RAM and "disk" ones in the files, each brought
+     * to GPU 0 while it runs (on CUDA: page-locked, copied on a side stream
+     * while the previous block computes). On CUDA (device "cuda:0") the map's
+     * GPU ids are CUDA devices: a split component runs on GPU 0 with the other
+     * GPUs' blocks copied to it over peer access; a whole component left in
+     * host RAM or on disk is streamed to GPU 0 the same way. devices
+     * "cpu:0,cpu:1,..." instead makes virtual CPU devices stand for GPUs 0,
+     * 1, ... (no CUDA needed). Each stage's components are planned on their
+     * own (only they are ever loaded together), or all together with
+     * keep_resident. The images are identical to a one-device run. All NULL:
+     * one device. */
     const char *devices;
     const char *device_map;
     const char *max_memory;
