@@ -82,6 +82,9 @@ typedef struct {
     const char *devices;
     const char *device_map;
     const char *max_memory;
+    /* GPUs this process may use for its map (cuda:N .. cuda:N+gpus-1; the
+     * CLI's --gpus-per-rank): a map naming more is refused. 0: no limit. */
+    int gpus;
 } tdm_pipeline_params_t;
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p);

@@ -308,6 +308,13 @@ TEST(flux_split) {
                      "--max-memory 0=1MB,2=1MB --out '%s/e1'", flux, common, tmpdir), "GPU 2 has no device");
     expect_error(run("generate --model '%s' %s --devices cpu:0 --out '%s/e1'", flux, common, tmpdir),
                  "--devices needs --device-map");
+    /* --gpus-per-rank: GPUs of each rank's own, so only with --device cuda, and only as many
+     * as there are (64 exceed any machine this runs on) */
+    expect_error(run("generate --model '%s' %s --gpus-per-rank 2 --out '%s/e1'", flux, common, tmpdir),
+                 "needs --device cuda");
+    expect_error(run("generate --model '%s' %s --device cuda --gpus-per-rank 64 --device-map "
+                     "transformer=auto --max-memory 0=1MB --out '%s/e1'", flux, common, tmpdir),
+                 "--gpus-per-rank 64 needs GPUs 0..63");
     /* the VAE split over both GPUs (the rest whole on GPU 1): the same image */
     rc = run("generate --model '%s' %s --device-map vae=sequential --max-memory 0=100KB,1=10MB "
              "--devices cpu:0,cpu:1 --out '%s/vae-split'", flux, common, tmpdir);

@@ -264,9 +264,10 @@ TEST(device_map_cuda) {
         return;
     }
     const char *path = TDM_FIXTURES "/flux_pipelines/flux-dev-tiny";
-    static const struct { const char *devices, *map, *mm, *msg; } bad[] = {
-        {NULL, "transformer=auto", "0=1MB,99=1MB", "GPU 99"},
-        {"cpu:0,cpu:1", "transformer=auto", "0=1MB,1=1MB", "virtual devices stand for GPUs"},
+    static const struct { const char *devices, *map, *mm, *msg; int gpus; } bad[] = {
+        {NULL, "transformer=auto", "0=1MB,99=1MB", "GPU 99", 0},
+        {"cpu:0,cpu:1", "transformer=auto", "0=1MB,1=1MB", "virtual devices stand for GPUs", 0},
+        {NULL, "transformer=auto", "0=1MB,1=1MB", "this rank has 1 GPU(s)", 1},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tdm_pipeline_params_t pp;
@@ -275,6 +276,7 @@ TEST(device_map_cuda) {
         pp.device_map = bad[i].map;
         pp.devices = bad[i].devices;
         pp.max_memory = bad[i].mm;
+        pp.gpus = bad[i].gpus;
         tdm_pipeline_t *pipe = NULL;
         CHECK(tdm_pipeline_open(&pipe, path, &pp) != TDM_OK);
         CHECK_MSG(strstr(tdm_last_error(), bad[i].msg) != NULL, "message: %s", tdm_last_error());

@@ -71,6 +71,7 @@ typedef struct {
     const char  *devices;       /* --devices cpu:0,cpu:1 */
     char         device_map[512];   /* --device-map items, comma-joined */
     const char  *max_memory;
+    int          gpus_per_rank; /* --gpus-per-rank K (0: not given) */
     int          resume;
 } args_t;
 
@@ -84,8 +85,10 @@ static void usage(FILE *f) {
           "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
           "                  [--threads N] [--keep-resident] [--report-memory] [--quiet]\n"
           "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
-          "                   --devices cpu:0,cpu:1,... [--print-device-map]]   (run a `tandem plan`\n"
-          "                   placement on virtual devices standing for GPUs)\n"
+          "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
+          "                   (run a `tandem plan` placement: on the GPUs from --device cuda:N on —\n"
+          "                   with --device cuda each rank takes K GPUs of its own — or on virtual\n"
+          "                   devices standing for GPUs)\n"
           "  tandem encode   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
           "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
           "  tandem decode   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
@@ -168,7 +171,7 @@ static const char *GEN_FLAGS = " --model --prompt --prompts-file --prompt-2 --ne
                                "--guidance --width --height --max-sequence-length --scheduler "
                                "--num-images-per-prompt --output-type --out --threads --variant --device "
                                "--dtype --embeddings --quiet --report-memory --keep-resident --schedule --resume "
-                               "--devices --device-map --max-memory --print-device-map ";
+                               "--devices --device-map --max-memory --gpus-per-rank --print-device-map ";
 static const char *ENC_FLAGS = " --model --prompt --prompts-file --prompt-2 --negative-prompt "
                                "--max-sequence-length --out --threads --variant --device --dtype --quiet "
                                "--report-memory ";
@@ -230,6 +233,7 @@ static void parse_args(args_t *a, const char *cmd, int argc, char **argv) {
         else if (!strcmp(f, "--embeddings")) a->embeddings = v;
         else if (!strcmp(f, "--devices")) a->devices = v;
         else if (!strcmp(f, "--max-memory")) a->max_memory = v;
+        else if (!strcmp(f, "--gpus-per-rank")) a->gpus_per_rank = (int)parse_int(f, v, 1, 64);
         else if (!strcmp(f, "--device-map")) {
             size_t n = strlen(a->device_map);
             if (n + strlen(v) + 2 > sizeof a->device_map) die(2, "--device-map: too long");
@@ -266,6 +270,7 @@ static tdm_pipeline_t *open_pipeline(const args_t *a) {
     tdm_pipeline_params_t pp;
     tdm_pipeline_params_init(&pp);
     if (a->device) pp.device = a->device;
+    pp.gpus = a->gpus_per_rank;
     pp.num_threads = a->threads;
     pp.scheduler = a->scheduler;
     pp.variant = a->variant;
@@ -507,11 +512,23 @@ static int cmd_generate(int argc, char **argv) {
             a.threads = (int)(cores / tdm_dist_local_size(g_dist));
             if (a.threads < 1) a.threads = 1;
         }
-        if (a.device && !strcmp(a.device, "cuda")) {   /* rank r uses GPU local_rank mod visible GPUs */
+        if (a.device && !strcmp(a.device, "cuda") && !a.gpus_per_rank) {
+            /* rank r uses GPU local_rank mod visible GPUs */
             int n = tdm_cuda_devices();
             snprintf(devbuf, sizeof devbuf, "cuda:%d", n > 0 ? tdm_dist_local_rank(g_dist) % n : 0);
             a.device = devbuf;
         }
+    }
+    if (a.gpus_per_rank) {   /* rank r: GPUs r·K .. r·K + K - 1 of this host, its map's 0 .. K-1 */
+        const int k = a.gpus_per_rank, lr = size > 1 ? tdm_dist_local_rank(g_dist) : 0;
+        const int n = tdm_cuda_devices();
+        if (!a.device || strcmp(a.device, "cuda") != 0)
+            die(2, "--gpus-per-rank %d needs --device cuda (each rank picks its own GPUs)", k);
+        if ((lr + 1) * k > n)
+            die(2, "rank %d: --gpus-per-rank %d needs GPUs %d..%d, %d visible", rank, k, lr * k,
+                (lr + 1) * k - 1, n);
+        snprintf(devbuf, sizeof devbuf, "cuda:%d", lr * k);
+        a.device = devbuf;
     }
     tdm_pipeline_t *pipe = open_pipeline(&a);
     if (a.print_map && rank == 0) {   /* the plans the run executes, one per stage, as tandem plan prints them */

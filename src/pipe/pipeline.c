@@ -274,7 +274,7 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s needs --max-memory (e.g. "
                           "0=16GiB,1=16GiB,cpu=64GiB)", p->device_map);
     if ((st = tdm_max_memory_parse(p->max_memory, &pipe->split_mm)) != TDM_OK) return st;
-    if (cuda_index >= 0) {   /* GPUs: the map's GPU g is cuda:g; GPU 0 runs split models */
+    if (cuda_index >= 0) {   /* GPUs: the map's GPU g is cuda:(N + g) for --device cuda:N */
         if (p->devices)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--devices %s: virtual devices stand for GPUs "
                               "on the CPU; with --device %s the map's GPU ids are CUDA devices",
@@ -282,25 +282,26 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
         int n = 1;
         for (int i = 0; i < pipe->split_mm.n; i++)   /* cpu and disk are negative */
             if (pipe->split_mm.dev[i] + 1 > n) n = pipe->split_mm.dev[i] + 1;
+        if (p->gpus > 0 && n > p->gpus)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d, but this rank has "
+                              "%d GPU(s) (--gpus-per-rank): its map names GPUs 0..%d",
+                              p->max_memory, n - 1, p->gpus, p->gpus - 1);
         if (n > 1) {
 #ifdef TDM_HAVE_CUDA
             const int count = tdm_cuda_device_count();
 #else
             const int count = 0;
 #endif
-            if (cuda_index != 0)
-                return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s with --max-memory %s: a map "
-                                  "over several GPUs runs on GPU 0 (give --device cuda:0; the "
-                                  "map's GPU ids are CUDA devices)", p->device, p->max_memory);
-            if (n > count || n > TDM_PIPE_MAX_VDEV)
-                return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d: %d CUDA "
-                                  "device(s) here", p->max_memory, n - 1, count);
+            if (cuda_index + n > count || n > TDM_PIPE_MAX_VDEV)
+                return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d is cuda:%d with "
+                                  "--device %s; %d CUDA device(s) here", p->max_memory, n - 1,
+                                  cuda_index + n - 1, p->device, count);
         }
         pipe->nvdev = 1;
 #ifdef TDM_HAVE_CUDA
         for (int g = 1; g < n; g++) {
             tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
-            if ((st = tdm_cuda_device_init(&pipe->vdev[g], g)) != TDM_OK) return st;
+            if ((st = tdm_cuda_device_init(&pipe->vdev[g], cuda_index + g)) != TDM_OK) return st;
             pipe->vdev[g].gemm_dtype = pipe->dev.gemm_dtype;
             pipe->vdev[g].cache_enabled = 1;
             pipe->nvdev = g + 1;
