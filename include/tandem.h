@@ -123,11 +123,13 @@ void tdm_pipeline_memory(const tdm_pipeline_t *pipe, int64_t *current, int64_t *
 /* Peak bytes while `stage` ran (its components plus its work memory, after
  * the previous stage's components were freed); 0 if it has not run. */
 int64_t tdm_pipeline_stage_peak(const tdm_pipeline_t *pipe, tdm_stage stage);
-/* With a device map over virtual devices (tdm_pipeline_params_t.devices):
- * the number of extra devices (virtual GPUs 1.. and host RAM), else 0; and
- * for extra device i its name ("cpu:1", ..., "host"), bytes now and peak
- * since open. */
+/* With a device map: the number of extra devices (the map's GPUs 1.., virtual
+ * or CUDA, then host RAM), else 0; and for extra device i its name ("cpu:1"
+ * or "cuda:1", ..., "host"), bytes now and peak since open. */
 int  tdm_pipeline_extra_devices(const tdm_pipeline_t *pipe);
+/* Peak bytes on extra device i (a GPU of the map, not host RAM) while
+ * `stage` ran; 0 otherwise. */
+int64_t tdm_pipeline_stage_peak_extra(const tdm_pipeline_t *pipe, tdm_stage stage, int i);
 void tdm_pipeline_extra_memory(const tdm_pipeline_t *pipe, int i, char *name, size_t cap,
                                int64_t *current, int64_t *peak);
 

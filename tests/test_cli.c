@@ -288,6 +288,10 @@ TEST(flux_split) {
         const char *m1 = strstr(errtext, "memory: cpu:1 peak ");
         long long peak1 = m1 ? atoll(m1 + 19) : -1;
         CHECK_MSG(peak1 > 0, "cpu:1 peak %lld: %s", peak1, errtext);
+        /* and per stage: the split transformer holds blocks on GPU 1 while it denoises */
+        const char *dn = "memory: denoise stage peak on cpu:1 ", *d1 = strstr(errtext, dn);
+        long long dpeak1 = d1 ? atoll(d1 + strlen(dn)) : -1;
+        CHECK_MSG(dpeak1 > 0 && dpeak1 <= peak1, "denoise peak on cpu:1 %lld: %s", dpeak1, errtext);
         CHECK_MSG(strstr(errtext, "memory: host peak 0 bytes") != NULL, "%s", errtext);
         snprintf(a, sizeof a, "%s/one/000000.png", tmpdir);
         snprintf(b, sizeof b, "%s/split%d/000000.png", tmpdir, i);

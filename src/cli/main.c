@@ -344,9 +344,18 @@ static void on_step(void *user, int step, int total) {
 static void stage_memory(tdm_pipeline_t *pipe, const args_t *a, tdm_stage stage) {
     static const char *names[] = {"encode", "denoise", "decode"};
     int64_t peak = tdm_pipeline_stage_peak(pipe, stage);
-    if (a->report_memory)
-        fprintf(stderr, "tandem: memory: %s stage peak %lld bytes (%.1f MiB)\n", names[stage], (long long)peak,
-                peak / 1048576.0);
+    if (!a->report_memory) return;
+    fprintf(stderr, "tandem: memory: %s stage peak %lld bytes (%.1f MiB)\n", names[stage], (long long)peak,
+            peak / 1048576.0);
+    const int nx = tdm_pipeline_extra_devices(pipe);
+    for (int i = 0; i + 1 < nx; i++) {   /* the map's other GPUs (the last extra is host RAM) */
+        char nm[32];
+        int64_t cur, all;
+        tdm_pipeline_extra_memory(pipe, i, nm, sizeof nm, &cur, &all);
+        int64_t p = tdm_pipeline_stage_peak_extra(pipe, stage, i);
+        fprintf(stderr, "tandem: memory: %s stage peak on %s %lld bytes (%.1f MiB)\n", names[stage], nm,
+                (long long)p, p / 1048576.0);
+    }
 }
 
 /* Rewrites OUT/<name> atomically from the lines so far (NULL lines skipped). */

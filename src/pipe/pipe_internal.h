@@ -31,6 +31,9 @@ struct tdm_pipeline {
     int                 stage;             /* stage whose components are loaded */
     int64_t             stage_peak[3];     /* per-stage peak bytes */
     int64_t             total_peak;        /* peak since open */
+    /* the same for the map's other devices (vdev[g], g >= 1) */
+    int64_t             vstage_peak[TDM_PIPE_MAX_VDEV][3];
+    int64_t             vtotal_peak[TDM_PIPE_MAX_VDEV];
     /* facts read from configs at open (no weights) */
     double              vae_scaling_factor, vae_shift_factor;
     int64_t             denoiser_in_channels;  /* unet in_channels / flux in_channels */

@@ -457,14 +457,25 @@ int tdm_pipeline_extra_devices(const tdm_pipeline_t *pipe) {
 void tdm_pipeline_extra_memory(const tdm_pipeline_t *pipe, int i, char *name, size_t cap,
                                int64_t *current, int64_t *peak) {
     const tdm_device_t *d = i + 1 < pipe->nvdev ? &pipe->vdev[i + 1] : &pipe->host;
-    if (i + 1 < pipe->nvdev) snprintf(name, cap, "cpu:%d", i + 1);
-    else snprintf(name, cap, "host");
+    if (i + 1 < pipe->nvdev)
+        snprintf(name, cap, "%s:%d", d->kind == TDM_DEV_CUDA ? "cuda" : "cpu", d->index);
+    else
+        snprintf(name, cap, "host");
     *current = d->cur_bytes;
     *peak = d->peak_bytes;
+    if (i + 1 < pipe->nvdev && pipe->vtotal_peak[i + 1] > *peak) *peak = pipe->vtotal_peak[i + 1];
 }
 
 void tdm_pipe_stage_done(tdm_pipeline_t *pipe, int stage) {
     if (pipe->dev.peak_bytes > pipe->stage_peak[stage]) pipe->stage_peak[stage] = pipe->dev.peak_bytes;
+    for (int g = 1; g < pipe->nvdev; g++)
+        if (pipe->vdev[g].peak_bytes > pipe->vstage_peak[g][stage])
+            pipe->vstage_peak[g][stage] = pipe->vdev[g].peak_bytes;
+}
+
+int64_t tdm_pipeline_stage_peak_extra(const tdm_pipeline_t *pipe, tdm_stage stage, int i) {
+    return (unsigned)stage < 3 && i >= 0 && i + 1 < pipe->nvdev ? pipe->vstage_peak[i + 1][stage]
+                                                                 : 0;
 }
 
 /* The placement of a split component: its map from the plan, the virtual
@@ -500,6 +511,11 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
     /* a new stage's peak starts from what is left after the switch */
     if (pipe->dev.peak_bytes > pipe->total_peak) pipe->total_peak = pipe->dev.peak_bytes;
     pipe->dev.peak_bytes = pipe->dev.cur_bytes;
+    for (int g = 1; g < pipe->nvdev; g++) {
+        tdm_device_t *v = &pipe->vdev[g];
+        if (v->peak_bytes > pipe->vtotal_peak[g]) pipe->vtotal_peak[g] = v->peak_bytes;
+        v->peak_bytes = v->cur_bytes;
+    }
     pipe->stage = TDM_STAGE_NONE;
     if (stage == TDM_STAGE_ENCODE) {
         TDM_TRY(need_component(pipe, "tokenizer", "encode"));
