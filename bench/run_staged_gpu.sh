@@ -34,11 +34,15 @@ m.save_pretrained(f"{sys.argv[1]}/text_encoder", safe_serialization=True)
 PY
   $PY bench/ref_vae_gpu.py build "$D"
 fi
-"$B/tandem" generate --model "$D" --device cuda:0 --device-map balanced --max-memory "$MM" \
-  --print-device-map --prompt x --quiet --out /tmp/tdm-staged-map 2>&1 | head -c 0 || true
 t0=$(date +%s.%N)
 "$B/tandem" generate --model "$D" --device cuda:0 --device-map balanced --max-memory "$MM" \
   --prompt "a red cube on a table" --steps "$STEPS" --width 1024 --height 1024 --seed 0 \
-  --report-memory --quiet --out /tmp/tdm-staged-out
+  --print-device-map --report-memory --quiet --out /tmp/tdm-staged-out | python3 -c "
+import json, sys
+for line in sys.stdin:   # each stage's plan: component -> devices
+    j = json.loads(line); c = {}
+    for k, v in j['device_map'].items(): c.setdefault(k.split('.')[0], set()).add(str(v))
+    print(json.dumps({'plan_bytes': j['bytes'], 'components': {k: sorted(v) for k, v in c.items()}}))
+"
 t1=$(date +%s.%N)
 python3 -c "import json; m = json.loads(open('/tmp/tdm-staged-out/manifest.jsonl').readline()); print(json.dumps({'impl': 'tandem', 'what': 'flux_staged_2gpu', 'max_memory': '$MM', 'steps': $STEPS, 'image_s': m['seconds'], 'wall_s': round($t1 - $t0, 2)}))"
