@@ -39,8 +39,10 @@ t0=$(date +%s.%N)
   --prompt "a red cube on a table" --steps "$STEPS" --width 1024 --height 1024 --seed 0 \
   --print-device-map --report-memory --quiet --out /tmp/tdm-staged-out | python3 -c "
 import json, sys
-for line in sys.stdin:   # each stage's plan: component -> devices
-    j = json.loads(line); c = {}
+s, i, dec = sys.stdin.read(), 0, json.JSONDecoder()
+while i < len(s):   # each stage's plan: component -> devices
+    if s[i].isspace(): i += 1; continue
+    j, i = dec.raw_decode(s, i); c = {}
     for k, v in j['device_map'].items(): c.setdefault(k.split('.')[0], set()).add(str(v))
     print(json.dumps({'plan_bytes': j['bytes'], 'components': {k: sorted(v) for k, v in c.items()}}))
 "
