@@ -835,6 +835,21 @@ fail:
     return st;
 }
 
+/* The eager forward pass: the host sinusoid emb_host (B × C0) uploaded into a
+ * buffer of this call, then unet_forward_dev. */
+static tdm_status unet_forward_eager(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
+                                     int64_t W, const float *emb_host, const float *ctx,
+                                     int64_t T, float *out) {
+    unet_buf_t emb = {0};
+    tdm_status st = unet_buf_new(u->dev, &emb, B * u->block_out[0], "unet timestep embedding");
+    if (st == TDM_OK)
+        st = tdm_dev_upload(u->dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
+                            "unet timestep embedding");
+    if (st == TDM_OK) st = unet_forward_dev(u, x, B, H, W, emb.p, ctx, T, out);
+    unet_buf_free(u->dev, &emb);
+    return st;
+}
+
 /* CUDA graphs: on a device that has them, for a model without streamed
  * weights or the center_input constant (both upload from the host). */
 static int unet_graph_usable(const tdm_unet_t *u) {
@@ -853,26 +868,17 @@ static tdm_status unet_forward_graphed(tdm_unet_t *u, const float *x, int64_t B,
     tdm_status st = TDM_OK, se;
     tdm_device_t *dev = u->dev;
     const int64_t n = B * u->block_out[0], bytes = n * (int64_t)sizeof(float);
-    const int same = u->g_state && u->g_x == x && u->g_ctx == ctx && u->g_out == out &&
-                     u->g_B == B && u->g_H == H && u->g_W == W && u->g_T == T;
+    const struct unet_gkey key = {x, ctx, out, B, H, W, T};
+    const int same = u->g_state && key.x == u->gkey.x && key.ctx == u->gkey.ctx &&
+                     key.out == u->gkey.out && key.B == u->gkey.B && key.H == u->gkey.H &&
+                     key.W == u->gkey.W && key.T == u->gkey.T;
     void *g = NULL;
     if (!same) {
-        unet_buf_t emb = {0};
         tdm_op_graph_free(dev, u->graph);
         u->graph = NULL;
         u->g_state = 0;
-        TDM_TRY(unet_buf_new(dev, &emb, n, "unet timestep embedding"));
-        st = tdm_dev_upload(dev, emb.p, emb_host, bytes, "unet timestep embedding");
-        if (st == TDM_OK) st = unet_forward_dev(u, x, B, H, W, emb.p, ctx, T, out);
-        unet_buf_free(dev, &emb);
-        if (st != TDM_OK) return st;
-        u->g_x = x;
-        u->g_ctx = ctx;
-        u->g_out = out;
-        u->g_B = B;
-        u->g_H = H;
-        u->g_W = W;
-        u->g_T = T;
+        if ((st = unet_forward_eager(u, x, B, H, W, emb_host, ctx, T, out)) != TDM_OK) return st;
+        u->gkey = key;
         u->g_state = 1;
         return TDM_OK;
     }
@@ -915,9 +921,7 @@ fail:
 
 tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
                             const float *timesteps, const float *ctx, int64_t T, float *out) {
-    tdm_status st = TDM_OK;
-    tdm_device_t *dev;
-    unet_buf_t emb = {0};
+    tdm_status st;
     float *emb_host = NULL;
     int64_t n, C0, chk;
     if (!u || !x || !timesteps || !ctx || !out)
@@ -925,7 +929,6 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     if (B < 1 || H < 1 || W < 1 || T < 1)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld T=%lld "
                           "must be >= 1", (long long)B, (long long)H, (long long)W, (long long)T);
-    dev = u->dev;
     n = u->nblocks;
     C0 = u->block_out[0];
     {   /* every activation is at most B * H * W * 16 * (largest channel count) floats */
@@ -944,17 +947,8 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     emb_host = malloc((size_t)(B * C0) * sizeof(float));
     if (!emb_host) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the timestep embedding");
     unet_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
-    if (unet_graph_usable(u)) {
-        st = unet_forward_graphed(u, x, B, H, W, emb_host, ctx, T, out);
-        free(emb_host);
-        return st;
-    }
-    TDM_TRY(unet_buf_new(dev, &emb, B * C0, "unet timestep embedding"));
-    TDM_TRY(tdm_dev_upload(dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
-                           "unet timestep embedding"));
-    st = unet_forward_dev(u, x, B, H, W, emb.p, ctx, T, out);
-fail:
-    unet_buf_free(dev, &emb);
+    st = unet_graph_usable(u) ? unet_forward_graphed(u, x, B, H, W, emb_host, ctx, T, out)
+                              : unet_forward_eager(u, x, B, H, W, emb_host, ctx, T, out);
     free(emb_host);
     return st;
 }

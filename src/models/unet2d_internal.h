@@ -84,15 +84,13 @@ struct tdm_unet {
      * one unit at a time (unet_unit_of ids; -1: the top-level ones) */
     tdm_offload_t off;
     /* CUDA graph of the forward pass (tdm_op_graph_*; unet2d.c,
-     * unet_forward_graphed): g_state 1 after an eager call with the key
-     * (g_x, g_ctx, g_out, g_B, g_H, g_W, g_T), 2 once `graph` holds the
+     * unet_forward_graphed): g_state 1 after an eager call with the
+     * arguments `gkey`, 2 once `graph` holds the
      * capture of that call; g_emb (g_B × C0 floats, counted on dev) is the
      * timestep embedding the graph reads, uploaded before each replay. */
     void        *graph;
     int          g_state;
-    const float *g_x, *g_ctx;
-    float       *g_out;
-    int64_t      g_B, g_H, g_W, g_T;
+    struct unet_gkey { const float *x, *ctx; float *out; int64_t B, H, W, T; } gkey;
     float       *g_emb;
     int64_t      g_emb_n;
 };
