@@ -140,10 +140,8 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
      * their own mappings, so no two share a page); small ones and a refusal
      * keep the staged upload */
     if (x->ops && x->ops->pin && (*out)->nbytes >= tdm_offload_pin_min &&
-        x->ops->pin(x, (*out)->data, (*out)->nbytes)) {
+        x->ops->pin(x, (*out)->data, (*out)->nbytes))
         e->dma_dev = x;
-        e->pinned = 1;
-    }
     return TDM_OK;
 }
 
@@ -260,7 +258,8 @@ void tdm_offload_free(tdm_offload_t *o) {
     tdm_offload_out_all(o);   /* frees the copies and clears the fields */
     for (int64_t i = 0; i < o->n; i++) {
         tdm_offload_entry_t *e = &o->e[i];
-        if (e->pinned && e->host) e->dma_dev->ops->unpin(e->dma_dev, e->host->data);
+        if (e->dma_dev && e->host && tdm_dev_is_host(e->host->dev))   /* page-locked */
+            e->dma_dev->ops->unpin(e->dma_dev, e->host->data);
     }
     if (o->owns_host)
         for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].host);

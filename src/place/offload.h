@@ -58,10 +58,9 @@ typedef struct {
     int64_t       shape[4];      /* ndim 1..4 (Linear, Conv weights) */
     int64_t       blk;
     /* the execution device whose side queue copies `host` by DMA: page-locked
-     * host RAM (pinned: unpinned by tdm_offload_free), or a tensor resident on
-     * another GPU (a peer); NULL: staged uploads */
+     * host RAM (a host device's tensor: unpinned by tdm_offload_free), or a
+     * tensor resident on another GPU (a peer); NULL: staged uploads */
     tdm_device_t *dma_dev;
-    int           pinned;
     int           pending;       /* tmp's copy queued (prefetch), the field not set yet */
 } tdm_offload_entry_t;
 
