@@ -10,42 +10,7 @@
 
 #include "test.h"
 #include "test_files.h"
-
-static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
-static char tmpdir[256];
-static char errtext[8192];
-
-/* Runs `tandem <args>` (args already shell-quoted); returns the exit code
- * and leaves stderr in errtext. */
-static int run(const char *fmt, ...) {
-    char args[4096], cmd[8192], errf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", TDM_TANDEM_BIN, args);
-    return sh_capture(cmd, errf, errtext, sizeof errtext);
-}
-
-
-/* A failure: nonzero exit, exactly one line starting "tandem: error: "
- * that contains `needle`. */
-static void expect_error(int rc, const char *needle) {
-    CHECK_MSG(rc != 0, "exit code 0, stderr: %s", errtext);
-    CHECK_MSG(!strncmp(errtext, "tandem: error: ", 15), "stderr: %s", errtext);
-    CHECK_MSG(strstr(errtext, needle) != NULL, "wanted \"%s\" in: %s", needle, errtext);
-    int lines = 0;
-    for (const char *p = errtext; *p; p++) lines += *p == '\n';
-    CHECK_MSG(lines == 1, "%d lines: %s", lines, errtext);
-}
-
-/* Copies the tiny pipeline into tmpdir/name for corruption tests. */
-static void copy_pipe(const char *name) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s/%s' && cp -r '%s' '%s/%s'", tmpdir, name, PIPE, tmpdir, name);
-    CHECK(system(cmd) == 0);
-}
+#include "test_cli.h"
 
 TEST(flags_rejected) {
     expect_error(run("generate --model '%s' --prompt x --width 60 --out '%s/o1'", PIPE, tmpdir), "--width 60");
@@ -468,8 +433,7 @@ TEST(staged_errors) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_cli_XXXXXX");
-    if (!mkdtemp(tmpdir)) return 1;
+    if (!cli_setup()) return 1;
     RUN(flags_rejected);
     RUN(unwritable_output);
     RUN(bad_model_folders);
@@ -483,8 +447,6 @@ int main(void) {
     RUN(pipeline_balanced);
     RUN(staged_plans);
     RUN(host_ram_check);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) return 1;
+    if (!cli_teardown()) return 1;
     return test_summary();
 }
