@@ -26,10 +26,10 @@ typedef struct {
     const char  *cmd;
     const char  *model;
     const char **prompts;
-    int          nprompts;
+    int          nprompts, cap_prompts;
     int          first_owned;   /* prompts[first_owned..] were read from --prompts-file */
     const char **prompts_2;
-    int          nprompts_2;
+    int          nprompts_2, cap_prompts_2;
     const char  *prompts_file;
     const char  *negative;
     uint64_t     seed;
@@ -55,18 +55,58 @@ typedef struct {
     const char  *devices;       /* --devices cpu:0,cpu:1 */
     char         device_map[512];   /* --device-map items, comma-joined */
     const char  *max_memory;
+    const char  *only;          /* plan --only COMPONENT,... */
     int          gpus_per_rank; /* --gpus-per-rank K (0: not given) */
     int          resume;
 } args_t;
 
-/* The usage text of all commands (main.c). */
-void usage(FILE *f);
+/* The commands, in the order of main.c's command table. */
+typedef enum { CLI_GENERATE, CLI_ENCODE, CLI_DECODE, CLI_LAUNCH, CLI_PLAN, CLI_NCMDS } cli_cmd;
 
+/* ---- main.c: the command table and its usage texts ---- */
+/* The overview: every command with its one-line summary. */
+void usage(FILE *f);
+/* The usage of command `cmd` (a cli_cmd). */
+void cli_command_usage(int cmd, FILE *f);
+
+/* ---- args.c: flags, parsed without exiting or printing ---- */
+/* cli_parse_* return 0 on success, CLI_PARSE_HELP when --help/-h was
+ * given, or the exit code (2: usage error, 1: other) with a one-line
+ * message in err (without the "tandem: error: " prefix). */
+#define CLI_PARSE_HELP (-1)
+/* The cli_cmd of a command name, or -1. */
+int cli_cmd_index(const char *name);
+/* Parses the flags of generate/encode/decode/plan (`cmd`) into a, reads
+ * --prompts-file and checks the prompts. Call args_free(a) after it,
+ * whatever it returns. */
+int cli_parse_args(args_t *a, const char *cmd, int argc, char **argv, char *err, size_t cap);
+/* The steps of cli_parse_args: the flags alone (no file read), then the
+ * prompts file (a regular file of UTF-8 lines without NUL bytes; blank
+ * lines skipped), then the prompt checks (UTF-8, --prompt-2 count). */
+int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err, size_t cap);
+int cli_read_prompts_file(args_t *a, char *err, size_t cap);
+int cli_check_prompts(const args_t *a, char *err, size_t cap);
+void args_free(args_t *a);
+/* An integer flag value in [lo, hi] written as plain decimal digits. */
+int cli_parse_long(const char *flag, const char *v, long lo, long hi, long *out, char *err, size_t cap);
+/* --seed: plain decimal digits in 0..2^64-1 (torch's manual_seed range). */
+int cli_parse_seed(const char *v, uint64_t *out, char *err, size_t cap);
+/* The message for a flag `cmd` does not take, with the nearest valid flag
+ * when one is close ("did you mean --prompt?"). */
+void cli_unknown_flag_msg(int cmd, const char *flag, char *err, size_t cap);
+/* The flag of `cmd` nearest to `flag` when it is close enough to be a typo, else NULL. */
+const char *cli_suggest_flag(int cmd, const char *flag);
+/* Damerau (optimal string alignment) edit distance. */
+int cli_edit_distance(const char *a, const char *b);
+
+/* ---- common.c: the exiting forms ---- */
 /* An integer flag value in [lo, hi], else a usage error naming the flag. */
 long parse_int(const char *flag, const char *v, long lo, long hi);
-/* Parses the flags of generate/encode/decode (`cmd`) into a; exits on bad input. */
+/* cli_parse_args for the command `cmd`: prints its usage and exits 0 on
+ * --help, exits with the one-line error on bad input. */
 void parse_args(args_t *a, const char *cmd, int argc, char **argv);
-void args_free(args_t *a);
+/* Exits with the unknown-flag error of `cmd` (a cli_cmd). */
+void die_unknown_flag(int cmd, const char *flag) __attribute__((noreturn));
 /* Opens the pipeline of --model with the device/placement flags. */
 tdm_pipeline_t *open_pipeline(const args_t *a);
 /* Creates `dir` (and parents) and checks a file can be created in it. */

@@ -20,6 +20,10 @@ int cmd_launch(int argc, char **argv) {
     const char *gpus = NULL;
     int i = 0;
     for (; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            cli_command_usage(CLI_LAUNCH, stdout);
+            exit(0);
+        }
         if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--np")) {
             if (i + 1 >= argc) die(2, "%s: missing value", argv[i]);
             n = parse_int("-n", argv[++i], 1, 100000);
@@ -29,7 +33,7 @@ int cmd_launch(int argc, char **argv) {
             for (const char *c = gpus; *c; c++)
                 if (!(*c >= '0' && *c <= '9') && *c != ',') die(2, "--gpus %s: expected a list like 0,1,2", gpus);
         } else {
-            die(2, "launch: unknown flag %s (usage: tandem launch -n N [--gpus LIST] -- generate ...)", argv[i]);
+            die_unknown_flag(CLI_LAUNCH, argv[i]);
         }
     }
     if (n < 1) die(2, "launch: -n N is required");

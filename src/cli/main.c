@@ -1,6 +1,7 @@
-/* main.c — the `tandem` command: usage text and dispatch to the
- * subcommands (generate.c, stages.c, launch.c, plan.c). The CLI is the
- * only place that prints to stdout and exits. */
+/* main.c — the `tandem` command: the command table (name, function,
+ * one-line summary, usage), help and dispatch to the subcommands
+ * (generate.c, stages.c, launch.c, plan.c). The CLI is the only place that
+ * prints to stdout and exits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,36 +9,85 @@
 
 #include "cli.h"
 
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+    const char *usage;   /* "  tandem NAME" is printed before it */
+} cli_command_t;
+
+/* Indexed by cli_cmd. */
+static const cli_command_t k_commands[CLI_NCMDS] = {
+    [CLI_GENERATE] = {"generate", cmd_generate, "prompts -> images (or latents), one process or a rank of a job",
+        " --model DIR|ORG/NAME [--prompt TEXT]... [--prompts-file FILE]\n"
+        "                  [--prompt-2 TEXT]... [--negative-prompt TEXT] [--seed N] [--steps N]\n"
+        "                  [--guidance G] [--width W] [--height H] [--max-sequence-length N]\n"
+        "                  [--scheduler NAME] [--num-images-per-prompt N]\n"
+        "                  [--output-type png|latent] [--out DIR] [--embeddings FILE]\n"
+        "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
+        "                  [--threads N] [--keep-resident] [--report-memory] [--quiet]\n"
+        "                  [--schedule static|dynamic] [--resume]\n"
+        "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
+        "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
+        "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
+        "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
+        "Stages load only their components: text encoders, then the denoiser, then the VAE.\n"
+        "--seed: 0..18446744073709551615 (decimal digits). --scheduler: a diffusers class name\n"
+        "(any case) or a short name: euler, euler_a, ddim, pndm, dpmpp_2m (Stable Diffusion),\n"
+        "flow_euler (FLUX); the folder's scheduler config is kept. --prompts-file: one prompt a line.\n"
+        "--dtype is the GEMM precision (Linear/Conv weights; float32 accumulation): fp32 on cpu;\n"
+        "on cuda the default is fp16 for Stable Diffusion and bf16 for FLUX.\n"
+        "A device map runs a `tandem plan` placement: on the GPUs from --device cuda:N on (with\n"
+        "--device cuda each rank takes K GPUs of its own) or on virtual devices standing for GPUs.\n"},
+    [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
+        "   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
+        "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
+        "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
+        "                  [--threads N] [--report-memory] [--quiet]\n"
+        "The file's metadata names the pipeline; `tandem generate --embeddings FILE` takes it\n"
+        "with a model of the same pipeline class.\n"},
+    [CLI_DECODE] = {"decode", cmd_decode, "latents file -> PNG (VAE only)",
+        "   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
+        "                  --out FILE.png [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
+        "                  [--variant NAME] [--threads N] [--report-memory] [--quiet]\n"
+        "Missing folders of --out are created.\n"},
+    [CLI_LAUNCH] = {"launch", cmd_launch, "run generate as N ranks through Open MPI (data parallel)",
+        "   -n N [--gpus LIST] -- generate ... [--schedule static|dynamic] [--resume]\n"
+        "Ranks split the images (static blocks or, with --schedule dynamic, a shared counter);\n"
+        "the output does not depend on N.\n"},
+    [CLI_PLAN] = {"plan", cmd_plan, "placement of a model over devices as JSON (no weights loaded)",
+        "     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
+        "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
+        "                  [--dtype fp32|fp16|bf16] [--variant NAME]\n"
+        "STRATEGY is auto (= balanced), balanced, balanced_low_0 or sequential; each component at\n"
+        "most once. Reads the configs and, where present, the safetensors headers.\n"},
+};
+
+void cli_command_usage(int cmd, FILE *f) {
+    if (cmd < 0 || cmd >= CLI_NCMDS) { usage(f); return; }
+    fprintf(f, "usage:\n  tandem %s%s", k_commands[cmd].name, k_commands[cmd].usage);
+}
+
 void usage(FILE *f) {
-    fputs("usage:\n"
-          "  tandem generate --model DIR|ORG/NAME [--prompt TEXT]... [--prompts-file FILE]\n"
-          "                  [--prompt-2 TEXT]... [--negative-prompt TEXT] [--seed N] [--steps N]\n"
-          "                  [--guidance G] [--width W] [--height H] [--max-sequence-length N]\n"
-          "                  [--scheduler CLASSNAME] [--num-images-per-prompt N]\n"
-          "                  [--output-type png|latent] [--out DIR] [--embeddings FILE]\n"
-          "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
-          "                  [--threads N] [--keep-resident] [--report-memory] [--quiet]\n"
-          "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
-          "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
-          "                   (run a `tandem plan` placement: on the GPUs from --device cuda:N on —\n"
-          "                   with --device cuda each rank takes K GPUs of its own — or on virtual\n"
-          "                   devices standing for GPUs)\n"
-          "  tandem encode   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
-          "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
-          "  tandem decode   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
-          "                  --out FILE.png\n"
-          "  tandem launch   -n N [--gpus LIST] -- generate ... [--schedule static|dynamic] [--resume]\n"
-          "  tandem plan     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
-          "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
-          "                  [--dtype fp32|fp16|bf16] [--variant NAME]   (placement as JSON from\n"
-          "                  the configs and, where present, the safetensors headers)\n"
-          "  tandem --version\n"
-          "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
-          "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
-          "Stages load only their components: text encoders, then the denoiser, then the VAE.\n"
-          "--dtype is the GEMM precision (Linear/Conv weights; float32 accumulation): fp32 on cpu;\n"
-          "on cuda the default is fp16 for Stable Diffusion and bf16 for FLUX.\n",
-          f);
+    fputs("usage: tandem COMMAND [FLAGS]\n\ncommands:\n", f);
+    for (int c = 0; c < CLI_NCMDS; c++) fprintf(f, "  %-9s %s\n", k_commands[c].name, k_commands[c].summary);
+    fputs("\n  tandem COMMAND --help   (or tandem help COMMAND): that command's flags\n"
+          "  tandem --version\n", f);
+}
+
+/* Exits with the unknown-command error, listing every command. */
+static void __attribute__((noreturn)) unknown_command(const char *name) {
+    char list[256] = "";
+    const char *near = NULL;
+    int bd = 3;
+    for (int c = 0; c < CLI_NCMDS; c++) {
+        size_t n = strlen(list);
+        snprintf(list + n, sizeof list - n, "%s%s", c ? ", " : "", k_commands[c].name);
+        int d = cli_edit_distance(name, k_commands[c].name);
+        if (d < bd) { bd = d; near = k_commands[c].name; }
+    }
+    if (near) die(2, "unknown command \"%.200s\" (did you mean %s? commands: %s)", name, near, list);
+    die(2, "unknown command \"%.200s\" (commands: %s)", name, list);
 }
 
 int main(int argc, char **argv) {
@@ -48,12 +98,17 @@ int main(int argc, char **argv) {
     if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
         execv("/proc/self/exe", argv);   /* returns only on failure: go on as is */
     if (argc < 2) { usage(stderr); return 2; }
-    if (!strcmp(argv[1], "--version")) { printf("tandem %s\n", TANDEM_VERSION); return 0; }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "encode")) return cmd_encode(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "decode")) return cmd_decode(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "launch")) return cmd_launch(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "plan")) return cmd_plan(argc - 2, argv + 2);
-    die(2, "unknown command \"%s\" (commands: generate, encode, decode, launch)", argv[1]);
+    const char *c = argv[1];
+    if (!strcmp(c, "--version")) { printf("tandem %s\n", TANDEM_VERSION); return 0; }
+    if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {
+        if (argc < 3 || strcmp(c, "help")) { usage(stdout); return 0; }
+        if (argc > 3) die(2, "help: takes one command (tandem help COMMAND)");
+        int k = cli_cmd_index(argv[2]);
+        if (k < 0) unknown_command(argv[2]);
+        cli_command_usage(k, stdout);
+        return 0;
+    }
+    int k = cli_cmd_index(c);
+    if (k < 0) unknown_command(c);
+    return k_commands[k].fn(argc - 2, argv + 2);
 }

@@ -15,36 +15,20 @@
 /* tandem plan: the placement of a folder's components under memory budgets,
  * as one JSON object on stdout; reads config files and safetensors headers. */
 int cmd_plan(int argc, char **argv) {
+    args_t a;
+    parse_args(&a, "plan", argc, argv);
     tdm_plan_params_t p;
     tdm_plan_params_init(&p);
-    char dmap[1024] = "";
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { usage(stdout); exit(0); }
-        if (strcmp(f, "--model") && strcmp(f, "--only") && strcmp(f, "--device-map") &&
-            strcmp(f, "--max-memory") && strcmp(f, "--dtype") && strcmp(f, "--variant"))
-            die(2, "%s: unknown flag for tandem plan (see tandem --help)", f);
-        if (i + 1 >= argc) die(2, "%s: missing value", f);
-        const char *v = argv[++i];
-        if (!strcmp(f, "--model")) p.model = v;
-        else if (!strcmp(f, "--only")) p.only = v;
-        else if (!strcmp(f, "--max-memory")) p.max_memory = v;
-        else if (!strcmp(f, "--variant")) p.variant = v;
-        else if (!strcmp(f, "--dtype")) {
-            if (strcmp(v, "fp32") != 0 && strcmp(v, "fp16") != 0 && strcmp(v, "bf16") != 0)
-                die(2, "--dtype %s: expected fp32, fp16 or bf16", v);
-            p.dtype = v;
-        } else {   /* --device-map, repeatable: joined with commas */
-            size_t n = strlen(dmap);
-            if (n + strlen(v) + 2 > sizeof dmap) die(2, "--device-map: too long");
-            snprintf(dmap + n, sizeof dmap - n, "%s%s", n ? "," : "", v);
-        }
-    }
-    if (!p.model) die(2, "--model: required");
-    p.device_map = dmap[0] ? dmap : NULL;
+    p.model = a.model;
+    p.only = a.only;
+    p.max_memory = a.max_memory;
+    p.variant = a.variant;
+    p.dtype = a.dtype;
+    p.device_map = a.device_map[0] ? a.device_map : NULL;
     char *json = NULL;
     if (tdm_plan(&p, &json) != TDM_OK) die_status();
     fputs(json, stdout);
     free(json);
+    args_free(&a);
     return 0;
 }
