@@ -53,7 +53,10 @@ typedef struct tdm_pipeline tdm_pipeline_t;
 typedef struct {
     const char *device;        /* "cpu" (default) */
     int         num_threads;   /* 0 = all cores */
-    const char *scheduler;     /* diffusers class name overriding the folder's, or NULL */
+    /* overrides the folder's scheduler class, keeping its config (NULL: the
+     * folder's): a diffusers class name in any case, or a short name — euler,
+     * euler_a, ddim, pndm, dpmpp_2m (Stable Diffusion), flow_euler (FLUX) */
+    const char *scheduler;
     const char *variant;       /* weight variant such as "fp16", or NULL */
     int         keep_resident; /* 1: keep each stage's components loaded after it ends */
     /* Precision of the GEMMs (Linear and Conv weights, stored in it, with

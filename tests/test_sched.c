@@ -388,6 +388,42 @@ TEST(flow_misuse) {
     tdm_sched_free(s);
 }
 
+/* User names for --scheduler: class names in any case and the short names,
+ * resolved to the canonical diffusers class; the lists per family. */
+TEST(name_resolution) {
+    static const char *cases[][2] = {
+        {"euler", "EulerDiscreteScheduler"},           {"EULER_A", "EulerAncestralDiscreteScheduler"},
+        {"ddim", "DDIMScheduler"},                     {"pndm", "PNDMScheduler"},
+        {"dpmpp_2m", "DPMSolverMultistepScheduler"},   {"flow_euler", "FlowMatchEulerDiscreteScheduler"},
+        {"eulerdiscretescheduler", "EulerDiscreteScheduler"}, {"DDIMScheduler", "DDIMScheduler"},
+        {"flowmatcheulerdiscretescheduler", "FlowMatchEulerDiscreteScheduler"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *r = tdm_sched_resolve(cases[i][0]);
+        CHECK_MSG(r && !strcmp(r, cases[i][1]), "%s -> %s, want %s", cases[i][0], r ? r : "NULL", cases[i][1]);
+    }
+    CHECK(tdm_sched_resolve("Foo") == NULL);
+    CHECK(tdm_sched_resolve("euler ") == NULL);
+    CHECK(tdm_sched_resolve("") == NULL);
+    CHECK(tdm_sched_resolve(NULL) == NULL);
+    CHECK(tdm_sched_class_is_flow("FlowMatchEulerDiscreteScheduler"));
+    CHECK(!tdm_sched_class_is_flow("EulerDiscreteScheduler"));
+    char buf[512];
+    tdm_sched_list(1, buf, sizeof buf);
+    CHECK_MSG(!strcmp(buf, "FlowMatchEulerDiscreteScheduler (flow_euler)"), "flow list: %s", buf);
+    tdm_sched_list(0, buf, sizeof buf);
+    CHECK_MSG(strstr(buf, "PNDMScheduler (pndm)") && strstr(buf, "DPMSolverMultistepScheduler (dpmpp_2m)") &&
+                  !strstr(buf, "FlowMatch"), "noise list: %s", buf);
+    tdm_sched_list(0, buf, 8);   /* truncates, stays terminated */
+    CHECK(strlen(buf) < 8);
+    /* the resolved name creates the scheduler, which reports the canonical class */
+    tdm_sched_t *s = NULL;
+    CHECK(tdm_sched_create(&s, TDM_FIXTURES "/pipelines/sd15-tiny/scheduler/scheduler_config.json",
+                           tdm_sched_resolve("euler_a")) == TDM_OK);
+    if (s) CHECK(!strcmp(tdm_sched_class(s), "EulerAncestralDiscreteScheduler"));
+    tdm_sched_free(s);
+}
+
 int main(void) {
     RUN(golden_trajectories);
     RUN(unknown_class);
@@ -395,5 +431,6 @@ int main(void) {
     RUN(unsupported_values);
     RUN(misuse);
     RUN(flow_misuse);
+    RUN(name_resolution);
     return test_summary();
 }

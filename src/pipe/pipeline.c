@@ -419,16 +419,26 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
-    TDM_TRY(tdm_sched_create(&pipe->sched, path, p->scheduler));
-    if (pipe->info.kind == TDM_PIPE_FLUX && !tdm_sched_is_flow(pipe->sched)) {
-        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--scheduler %s: FLUX needs a flow-matching scheduler "
-                        "(FlowMatchEulerDiscreteScheduler)", tdm_sched_class(pipe->sched));
-        goto fail;
-    }
-    if (pipe->info.kind == TDM_PIPE_SD && tdm_sched_is_flow(pipe->sched)) {
-        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--scheduler %s: Stable Diffusion pipelines need a noise "
-                        "scheduler, not a flow-matching one", tdm_sched_class(pipe->sched));
-        goto fail;
+    {   /* --scheduler: a name valid for this pipeline, kept as its diffusers class name */
+        const int flux = pipe->info.kind == TDM_PIPE_FLUX;
+        const char *cls = p->scheduler ? tdm_sched_resolve(p->scheduler) : NULL;
+        char list[512];
+        tdm_sched_list(flux, list, sizeof list);
+        if (p->scheduler && (!cls || tdm_sched_class_is_flow(cls) != flux)) {
+            if (!cls)
+                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--scheduler %.200s: unknown scheduler; %s takes %s",
+                                p->scheduler, pipe->class_name, list);
+            else
+                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--scheduler %.200s: %s does not run %s; it takes %s",
+                                p->scheduler, pipe->class_name, cls, list);
+            goto fail;
+        }
+        TDM_TRY(tdm_sched_create(&pipe->sched, path, cls));
+        if (tdm_sched_is_flow(pipe->sched) != flux) {   /* the folder's own class */
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: %s does not run %s (it takes %s; choose one with "
+                            "--scheduler)", path, pipe->class_name, tdm_sched_class(pipe->sched), list);
+            goto fail;
+        }
     }
     pipe->info.scheduler = tdm_sched_class(pipe->sched);
     *out = pipe;

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "io/config.h"
 
@@ -23,6 +24,33 @@ static const char *const k_class_names[TDM_SCHED_KIND_COUNT] = {
     "PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, "                               \
     "EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler, "                       \
     "FlowMatchEulerDiscreteScheduler"
+
+/* Short names, as the common UIs call the samplers (index: tdm_sched_kind). */
+static const char *const k_short_names[TDM_SCHED_KIND_COUNT] = {
+    "pndm", "ddim", "euler", "euler_a", "dpmpp_2m", "flow_euler",
+};
+
+const char *tdm_sched_resolve(const char *name) {
+    if (!name) return NULL;
+    for (int k = 0; k < TDM_SCHED_KIND_COUNT; k++)
+        if (!strcasecmp(name, k_class_names[k]) || !strcasecmp(name, k_short_names[k]))
+            return k_class_names[k];
+    return NULL;
+}
+
+int tdm_sched_class_is_flow(const char *class_name) {
+    return class_name && !strcmp(class_name, k_class_names[TDM_SCHED_FLOW]);
+}
+
+void tdm_sched_list(int flow, char *buf, size_t cap) {
+    size_t n = 0;
+    if (cap) buf[0] = 0;
+    for (int k = 0; k < TDM_SCHED_KIND_COUNT; k++) {
+        if ((k == TDM_SCHED_FLOW) != (flow != 0) || n >= cap) continue;
+        int w = snprintf(buf + n, cap - n, "%s%s (%s)", n ? ", " : "", k_class_names[k], k_short_names[k]);
+        if (w > 0) n += (size_t)w;
+    }
+}
 
 /* ---- numpy / torch arithmetic ---------------------------------------- */
 

@@ -50,6 +50,20 @@ typedef struct tdm_sched tdm_sched_t;
  * naming key and value). OUT: *out, freed with tdm_sched_free. */
 tdm_status tdm_sched_create(tdm_sched_t **out, const char *config_path, const char *class_name);
 
+/* The diffusers class name a user's scheduler name stands for: a class
+ * name in any case ("eulerdiscretescheduler") or a short name — pndm, ddim,
+ * euler, euler_a (EulerAncestralDiscreteScheduler), dpmpp_2m
+ * (DPMSolverMultistepScheduler), flow_euler (FlowMatchEulerDiscreteScheduler).
+ * Returns a static string, or NULL for an unknown name (or NULL). */
+const char *tdm_sched_resolve(const char *name);
+
+/* 1 if `class_name` (canonical) is the flow-matching scheduler FLUX uses. */
+int tdm_sched_class_is_flow(const char *class_name);
+
+/* Writes "Class (short), ..." for the flow-matching schedulers (flow != 0)
+ * or the noise schedulers (flow == 0) into buf (cap bytes, NUL-terminated). */
+void tdm_sched_list(int flow, char *buf, size_t cap);
+
 /* Frees the scheduler and its state; NULL is a no-op. */
 void tdm_sched_free(tdm_sched_t *s);
 
