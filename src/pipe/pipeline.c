@@ -792,6 +792,21 @@ tdm_status tdm_embeddings_load(tdm_pipeline_t *pipe, const char *path, tdm_embed
     *out = NULL;
     const int flux = pipe->info.kind == TDM_PIPE_FLUX;
     TDM_TRY(tdm_safetensors_open(&f, path));
+    {   /* made for this pipeline class? tandem encode names it; diffusers tensors tell by pooled_prompt_embeds */
+        const char *made = tdm_safetensors_meta(f, "pipeline");
+        const int pooled = tdm_safetensors_find(f, "pooled_prompt_embeds") != NULL;
+        if (made && strcmp(made, pipe->class_name) != 0) {
+            st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: embeddings were made for %.100s, this model is %s", path,
+                            made, pipe->class_name);
+            goto fail;
+        }
+        if (!made && pooled != flux) {
+            st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: embeddings %s pooled_prompt_embeds, so were made for %s; "
+                            "this model is %s", path, pooled ? "have" : "lack",
+                            pooled ? "FluxPipeline" : "StableDiffusionPipeline", pipe->class_name);
+            goto fail;
+        }
+    }
     const tdm_st_tensor_t *pe = tdm_safetensors_find(f, "prompt_embeds");
     if (!pe) { st = tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"prompt_embeds\"", path); goto fail; }
     if (pe->ndim != 3 || pe->shape[0] < 1 || pe->shape[1] < 1 || pe->shape[0] > 1000000) {
