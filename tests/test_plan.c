@@ -238,6 +238,19 @@ TEST(plan_errors) {
     j = plan(g_flux, "0=16GB", "unet=auto", NULL, NULL);
     CHECK(j == NULL);
     CHECK_MSG(strstr(tdm_last_error(), "no model component unet") != NULL, "%s", tdm_last_error());
+    /* a component (or the pipeline's strategy) twice, as one flag or joined from several */
+    j = plan(g_sd, "0=16GB", "unet=balanced,unet=sequential", NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "component unet is given twice") != NULL, "%s", tdm_last_error());
+    j = plan(g_sd, "0=16GB", "unet=auto,vae=auto,unet=auto", NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "component unet is given twice") != NULL, "%s", tdm_last_error());
+    j = plan(g_sd, "0=16GB", "auto,sequential", NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "two strategies") != NULL, "%s", tdm_last_error());
+    j = plan(g_sd, "0=16GB", "auto,unet=sequential,vae=auto", NULL, NULL);   /* distinct: fine */
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    cJSON_Delete(j);
     /* 2 x 10 GB and 10 GB of host RAM cannot hold 34 GB of FLUX: the component that no longer
      * fits, need vs budget per device, and the flags that help */
     j = plan(g_flux, "0=10GB,1=10GB,cpu=10GB", NULL, NULL, NULL);

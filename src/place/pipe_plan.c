@@ -376,6 +376,23 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
     for (const char *q = p->device_map; next_item(&q, item, sizeof item);) {
         char *eq = strchr(item, '=');
         tdm_place_strategy s;
+        {   /* each component (and the pipeline's STRATEGY) at most once, over all --device-map flags */
+            const size_t kl = eq ? (size_t)(eq - item) : 0;
+            char other[128];
+            for (const char *r = p->device_map; next_item(&r, other, sizeof other) && r != q;) {
+                const char *oe = strchr(other, '=');
+                const size_t ol = oe ? (size_t)(oe - other) : 0;
+                if (!eq != !oe || kl != ol || strncmp(item, other, kl) != 0) continue;
+                if (eq)
+                    st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: component %.*s is given twice "
+                                    "(%s and %s)", p->device_map, (int)kl, item, other, item);
+                else
+                    st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: two strategies for the "
+                                    "pipeline (%s and %s); give one, and COMPONENT=STRATEGY for the others",
+                                    p->device_map, other, item);
+                goto done;
+            }
+        }
         if ((st = tdm_place_strategy_parse(eq ? eq + 1 : item, &s)) != TDM_OK) {
             st = tdm_errorf(st, "--device-map %s: %s", item, tdm_last_error());
             goto done;
