@@ -193,3 +193,20 @@ tdm_status tdm_folder_weights_opt(const char *dir, const char *sub, const char *
     if (st == TDM_OK && !found) out[0] = 0;
     return st;
 }
+
+int tdm_folder_variant_fallback(const char *dir, const char *sub, const char *variant, char *wanted,
+                                size_t wcap, char *used, size_t ucap) {
+    char path[TDM_PATH_MAX], tried[1024];
+    int found = 0;
+    if (!variant || !*variant) return 0;
+    if (find_weights(dir, sub, variant, path, sizeof path, &found, tried, sizeof tried) != TDM_OK || !found)
+        return 0;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strstr(base, ".safetensors") == NULL || strchr(base, '.') != strstr(base, ".safetensors"))
+        return 0;   /* a variant file (stem.V.safetensors...) was found */
+    const char *ext = strstr(base, ".safetensors");
+    snprintf(wanted, wcap, "%.*s.%s%s", (int)(ext - base), base, variant, ext);
+    snprintf(used, ucap, "%s", base);
+    return 1;
+}

@@ -28,6 +28,14 @@ tdm_status tdm_folder_weights(const char *dir, const char *sub, const char *vari
 tdm_status tdm_folder_weights_opt(const char *dir, const char *sub, const char *variant,
                                   char *out, size_t cap);
 
+/* 1 when `variant` is given, component `sub` has no weights of that variant
+ * and the search of tdm_folder_weights falls back to the plain ones: the
+ * variant name that was missing (e.g. diffusion_pytorch_model.fp16.safetensors)
+ * goes to wanted and the file used to used (names, not paths). Else 0 (no
+ * variant asked, the variant file exists, or no weights at all). */
+int tdm_folder_variant_fallback(const char *dir, const char *sub, const char *variant, char *wanted,
+                                size_t wcap, char *used, size_t ucap);
+
 /* Joins dir/sub/file into out; error if it does not fit. */
 tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub,
                          const char *file);

@@ -418,6 +418,16 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
+    if (pipe->variant[0]) {   /* diffusers refuses a missing variant; we warn and load the plain weights */
+        static const char *sd[] = {"text_encoder", "unet", "vae", NULL};
+        static const char *fx[] = {"text_encoder", "text_encoder_2", "transformer", "vae", NULL};
+        for (const char **c = pipe->info.kind == TDM_PIPE_FLUX ? fx : sd; *c; c++) {
+            char wanted[256], used[256];
+            if (tdm_folder_variant_fallback(pipe->root, *c, pipe->variant, wanted, sizeof wanted, used,
+                                            sizeof used))
+                tdm_log(TDM_LOG_WARN, "%s: no %s; using %s", *c, wanted, used);
+        }
+    }
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
     {   /* --scheduler: a name valid for this pipeline, kept as its diffusers class name */
         const int flux = pipe->info.kind == TDM_PIPE_FLUX;
