@@ -111,6 +111,8 @@ void die_unknown_flag(int cmd, const char *flag) __attribute__((noreturn));
 tdm_pipeline_t *open_pipeline(const args_t *a);
 /* Creates `dir` (and parents) and checks a file can be created in it. */
 void prepare_out_dir(const char *dir);
+/* Creates the missing folders above the file `path` (of flag `flag`). */
+void prepare_out_parent(const char *flag, const char *path);
 /* Seconds on the monotonic clock. */
 double now(void);
 /* Prints the peak of a stage that has run (with --report-memory). */

@@ -113,6 +113,26 @@ void prepare_out_dir(const char *dir) {
     unlink(buf);
 }
 
+void prepare_out_parent(const char *flag, const char *path) {
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) die(2, "%s %s: path too long", flag, path);
+    strcpy(buf, path);
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf) return;   /* in the current folder, or in / */
+    *slash = 0;
+    for (char *p = buf + 1;; p++) {
+        const int end = *p == 0;
+        if (*p != '/' && !end) continue;
+        *p = 0;
+        struct stat sb;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            die(1, "%s %s: cannot create %s: %s", flag, path, buf, strerror(errno));
+        if (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode)) die(1, "%s %s: %s is not a directory", flag, path, buf);
+        if (end) break;
+        *p = '/';
+    }
+}
+
 double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -27,6 +27,7 @@ int cmd_encode(int argc, char **argv) {
     if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
     stage_memory(pipe, &a, TDM_STAGE_ENCODE);
     const char *meta[] = {"model", a.model, "pipeline", info.class_name};
+    prepare_out_parent("--out", a.out);
     if (tdm_embeddings_save(emb, a.out, 2, meta) != TDM_OK) die_status();
     if (!a.quiet) fprintf(stderr, "tandem: %d prompt embedding%s -> %s\n", a.nprompts, a.nprompts == 1 ? "" : "s", a.out);
     tdm_embeddings_free(emb);
@@ -51,6 +52,7 @@ int cmd_decode(int argc, char **argv) {
     if (!rgb) die(1, "out of memory");
     if (tdm_pipeline_decode(pipe, lat, W, H, rgb) != TDM_OK) die_status();
     stage_memory(pipe, &a, TDM_STAGE_DECODE);
+    prepare_out_parent("--out", a.out);
     if (tdm_image_save_png(a.out, rgb, W, H, params) != TDM_OK) die_status();
     if (!a.quiet) fprintf(stderr, "tandem: decoded %s -> %s (%dx%d)\n", a.latents, a.out, W, H);
     free(lat);
