@@ -208,9 +208,10 @@ TEST(flux_errors) {
     CHECK(system(cmd) == 0);
     expect_error(run("encode --model '%s/fbad' --prompt x --out '%s/fe.safetensors'", tmpdir, tmpdir),
                  "text_encoder_2");
-    /* embeddings from an SD pipeline do not fit the FLUX transformer */
+    /* embeddings from an SD pipeline are refused by a FLUX model, naming both */
     expect_error(run("generate --model '%s' --embeddings '%s/emb-sd2.safetensors' --width 64 --height 64 "
-                     "--out '%s/f2'", flux, tmpdir, tmpdir), "prompt_embeds width");
+                     "--out '%s/f2'", flux, tmpdir, tmpdir),
+                 "embeddings were made for StableDiffusionPipeline, this model is FluxPipeline");
     /* FLUX latents of the wrong size for --width/--height */
     int rc = run("generate --model '%s' --prompt x --steps 1 --width 64 --height 64 --max-sequence-length 8 "
                  "--output-type latent --quiet --out '%s/fl'", flux, tmpdir);
