@@ -310,8 +310,13 @@ int tdm_cuda_devices(void);
  * e.g. "0=16GiB,1=16GiB,cpu=64GiB,disk=200GB". dtype "fp32"|"fp16"|"bf16"
  * for every floating tensor (NULL: the weight files' dtypes, or without
  * weights fp16 for Stable Diffusion, bf16 for FLUX); only = comma list of
- * components (NULL: all). OUT: *json, one JSON object {"strategy",
- * "max_memory", "device_map", "bytes"} (free() it). */
+ * components (NULL: all). As accelerate, budgets without "disk" get an
+ * unlimited disk (weights streamed from the mmapped safetensors, nothing
+ * written), shown in the JSON as "max_memory": {..., "disk": "unlimited"};
+ * a plan fails for room only against an explicit disk= cap. The
+ * AutoencoderKL is planned as the decode stage runs it: decoder and
+ * post_quant_conv (no tandem command runs its encoder). OUT: *json, one JSON
+ * object {"strategy", "max_memory", "device_map", "bytes"} (free() it). */
 typedef struct {
     const char *model;
     const char *only;

@@ -295,7 +295,8 @@ TEST(flux_split) {
     expect_error(run("generate --model '%s' --prompt x --device-map transformer=auto --max-memory 0=1MB "
                      "--devices cpu:0 --out '%s/e1'", PIPE, tmpdir), "no model component transformer");
     expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map transformer=auto "
-                     "--max-memory 0=10KB,1=10KB --out '%s/e1'", flux, common, tmpdir), "max memory too small");
+                     "--max-memory 0=10KB,1=10KB,disk=10KB --out '%s/e1'", flux, common, tmpdir),
+                 "disk=10000 bytes cap is too small");
     CHECK(!exists("%s/e1", tmpdir));
 }
 
@@ -356,8 +357,8 @@ TEST(pipeline_balanced) {
 /* Staged residency: each stage's components are planned on their own (only
  * they are loaded together), so 2 x 700 KB runs the tiny FLUX pipeline whose
  * components need 1.6 MB together: same image as one device. With
- * --keep-resident everything stays loaded and the same budgets are refused
- * (need vs budget in one line). */
+ * --keep-resident everything stays loaded and the same budgets, capped by
+ * an explicit disk=, are refused (need vs budget in one line). */
 TEST(staged_plans) {
     char flux[512], a[1024], b[1024];
     snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
@@ -378,8 +379,8 @@ TEST(staged_plans) {
     snprintf(b, sizeof b, "%s/st-t5/000000.png", tmpdir);
     CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
     expect_error(run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map balanced "
-                     "--max-memory 0=700KB,1=700KB --keep-resident --out '%s/st-e'", flux, common,
-                     tmpdir), "max memory too small");
+                     "--max-memory 0=700KB,1=700KB,disk=1KB --keep-resident --out '%s/st-e'", flux,
+                     common, tmpdir), "max memory too small");
     CHECK(!exists("%s/st-e", tmpdir));
 }
 

@@ -350,7 +350,8 @@ TEST(fix_low_zero_by_id) {
     /* tandem: low GPU = 0, the other = 2 keeps 300 (last GPU); GPU 0 gets
      * max(0, 400 - 300) = 100: a on GPU 0, b c d on GPU 2. */
     CHECK(tdm_place_plan(&l, &mm, TDM_PLACE_BALANCED_LOW_0, 0, &m) == TDM_OK);
-    CHECK(m.ndev == 2 && m.budget[0] == 100 && m.budget[1] == 300 && m.used[0] == 100 && m.used[1] == 300);
+    CHECK(m.ndev == 3 && m.budget[0] == 100 && m.budget[1] == 300 && m.used[0] == 100 && m.used[1] == 300);
+    CHECK(m.dev[2] == TDM_PLACE_DISK && m.budget[2] == -1 && m.used[2] == 0);   /* implicit, unused */
     tdm_place_map_free(&m);
     tdm_plist_free(&l);
     CHECK(plan_is("0=300,2=300", TDM_PLACE_BALANCED_LOW_0, 0, "{\"a\": 0, \"b\": 2, \"c\": 2, \"d\": 2}"));
@@ -399,17 +400,34 @@ TEST(impossible_plan) {
     /* accelerate sends the rest to an implicit unlimited disk */
     CHECK(plan_is("0=250", TDM_PLACE_SEQUENTIAL, TDM_PLACE_ACCELERATE_COMPAT,
                   "{\"a\": 0, \"b\": \"disk\", \"c\": \"disk\", \"d\": \"disk\"}"));
-    /* tandem: 400 bytes do not fit in 250 and there is no cpu or disk budget */
+    /* tandem too: the first pass (a b on GPU 0, c d on disk) offloads, so the
+     * reserve applies and the plan is accelerate's; the map says the disk
+     * was implicit (unlimited) */
+    CHECK(plan_is("0=250", TDM_PLACE_SEQUENTIAL, 0,
+                  "{\"a\": 0, \"b\": \"disk\", \"c\": \"disk\", \"d\": \"disk\"}"));
+    CHECK(tdm_place_plan(&l, &mm, TDM_PLACE_SEQUENTIAL, 0, &m) == TDM_OK);
+    CHECK(m.disk_implicit == 1 && m.ndev == 2 && m.dev[1] == TDM_PLACE_DISK && m.budget[1] == -1 &&
+          m.used[1] == 300);
+    tdm_place_map_free(&m);
+    /* only an explicit disk= cap can be too small: 400 bytes in 250 + 100
+     * (a b on GPU 0, c on disk, no room for d) */
+    tdm_max_memory_parse("0=250,disk=100", &mm);
     tdm_status st = tdm_place_plan(&l, &mm, TDM_PLACE_SEQUENTIAL, 0, &m);
     CHECK(st == TDM_ERR_NOMEM);
-    CHECK_MSG(strstr(tdm_last_error(), "'c' needs 100 bytes") && strstr(tdm_last_error(), "200 bytes are left") &&
-                  strstr(tdm_last_error(), "GPU 0: 200 of 250 bytes"),
+    CHECK_MSG(strstr(tdm_last_error(), "'d' needs 100 bytes") && strstr(tdm_last_error(), "100 bytes are left") &&
+                  strstr(tdm_last_error(), "GPU 0: 200 of 250 bytes; disk: 100 of 100 bytes") &&
+                  strstr(tdm_last_error(), "disk=100 bytes cap is too small"),
               "%s", tdm_last_error());
     CHECK(m.n == 0 && m.e == NULL);
     /* a no-split unit bigger than every budget */
     tdm_max_memory_parse("0=99,cpu=99,disk=99", &mm);
     CHECK(tdm_place_plan(&l, &mm, TDM_PLACE_SEQUENTIAL, 0, &m) == TDM_ERR_NOMEM &&
-          strstr(tdm_last_error(), "'a' needs 100") && strstr(tdm_last_error(), "disk: 0 of 99"));
+          strstr(tdm_last_error(), "'a' needs 100") && strstr(tdm_last_error(), "disk: 0 of 99") &&
+          strstr(tdm_last_error(), "disk=99 bytes cap"));
+    /* an explicit disk budget is no implicit disk */
+    tdm_max_memory_parse("0=250,disk=1000", &mm);
+    CHECK(tdm_place_plan(&l, &mm, TDM_PLACE_SEQUENTIAL, 0, &m) == TDM_OK && m.disk_implicit == 0);
+    tdm_place_map_free(&m);
     tdm_plist_free(&l);
 }
 

@@ -109,8 +109,9 @@ static void check_budgets(const cJSON *j, int64_t total) {
     int64_t sum = 0;
     for (const cJSON *d = mm->child; d; d = d->next) {
         int64_t b = bytes_of(j, d->string);
-        CHECK_MSG(b >= 0 && b <= (int64_t)d->valuedouble, "device %s: %lld bytes, budget %.0f",
-                  d->string, (long long)b, d->valuedouble);
+        const int unlimited = cJSON_IsString(d) && !strcmp(d->valuestring, "unlimited");
+        CHECK_MSG(b >= 0 && (unlimited || b <= (int64_t)d->valuedouble),
+                  "device %s: %lld bytes, budget %.0f", d->string, (long long)b, d->valuedouble);
         sum += b;
     }
     CHECK_MSG(sum == total, "placed %lld bytes, the components have %lld", (long long)sum,
@@ -251,14 +252,36 @@ TEST(plan_errors) {
     j = plan(g_sd, "0=16GB", "auto,unet=sequential,vae=auto", NULL, NULL);   /* distinct: fine */
     CHECK_MSG(j != NULL, "%s", tdm_last_error());
     cJSON_Delete(j);
-    /* 2 x 10 GB and 10 GB of host RAM cannot hold 34 GB of FLUX: the component that no longer
-     * fits, need vs budget per device, and the flags that help */
-    j = plan(g_flux, "0=10GB,1=10GB,cpu=10GB", NULL, NULL, NULL);
+    /* 2 x 10 GB, 10 GB of host RAM and 1 GB of disk cannot hold 34 GB of FLUX: the component
+     * that no longer fits, need vs budget per device, and the disk= cap at fault */
+    j = plan(g_flux, "0=10GB,1=10GB,cpu=10GB,disk=1GB", NULL, NULL, NULL);
     CHECK(j == NULL);
     printf("  error as expected: %s\n", tdm_last_error());
     CHECK_MSG(strstr(tdm_last_error(), "text_encoder_2") && strstr(tdm_last_error(), "GPU 0") &&
-              strstr(tdm_last_error(), "cpu") && strstr(tdm_last_error(), "disk="),
+              strstr(tdm_last_error(), "cpu") && strstr(tdm_last_error(), "disk=1000000000 bytes cap"),
               "%s", tdm_last_error());
+}
+
+/* Budgets without "disk" get an unlimited one, as accelerate's
+ * infer_auto_device_map appends it: 2 x 10 GB and 10 GB of host RAM plan
+ * FLUX (34 GB) with the overflow on disk, and the JSON says the disk was
+ * implicit. Every byte is placed, none over a budget. */
+TEST(plan_implicit_disk) {
+    cJSON *j = plan(g_flux, "0=10GB,1=10GB,cpu=10GB", NULL, NULL, NULL);
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    const cJSON *d = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "max_memory"), "disk");
+    CHECK_MSG(cJSON_IsString(d) && !strcmp(d->valuestring, "unlimited"), "max_memory.disk missing");
+    CHECK(bytes_of(j, "disk") > 0);
+    check_budgets(j, FLUX_TR + FLUX_T5 + FLUX_CLIP + FLUX_VAE);
+    cJSON_Delete(j);
+    /* an explicit disk= is printed as given */
+    j = plan(g_flux, "0=10GB,1=10GB,cpu=10GB,disk=1TB", NULL, NULL, NULL);
+    CHECK_MSG(j != NULL, "%s", tdm_last_error());
+    if (!j) return;
+    d = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "max_memory"), "disk");
+    CHECK(cJSON_IsNumber(d) && d->valuedouble == 1e12);
+    cJSON_Delete(j);
 }
 
 int main(void) {
@@ -270,6 +293,7 @@ int main(void) {
     RUN(plan_flux_transformer_auto_with_offload);
     RUN(plan_sd_sequential_one_gpu);
     RUN(plan_errors);
+    RUN(plan_implicit_disk);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s %s", g_flux, g_sd);
     if (system(cmd) != 0) printf("  (could not remove the temp folders)\n");

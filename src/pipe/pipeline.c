@@ -212,7 +212,8 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
             cJSON_Delete(j);
             return tdm_errorf(TDM_ERR_NOMEM, "--device-map: the plan%s%s keeps %lld bytes in host "
                               "RAM (the virtual devices and cpu) but %lld are available; lower "
-                              "--max-memory or add disk=", only ? " of " : "", only ? only : "",
+                              "--max-memory (what fits nowhere else streams from disk)",
+                              only ? " of " : "", only ? only : "",
                               (long long)need, (long long)avail);
         }
     }
@@ -233,7 +234,9 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
         /* with --device cuda a whole component the plan leaves in host RAM or on
          * disk still runs on the GPU, every block streamed to it as it runs (a
          * map with one entry covering all of it), never on the CPU */
-        const int streamed = !dot && cuda && !cJSON_IsNumber(e);
+        /* a whole component on "disk" streams from its files on any device */
+        const int streamed = !dot && !cJSON_IsNumber(e) &&
+                             (cuda || !strcmp(e->valuestring, "disk"));
         if (!dot && !streamed) {
             *slot = placed_dev(pipe, e);
         } else {   /* split: its entries make the map the loader follows */

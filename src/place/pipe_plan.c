@@ -276,10 +276,23 @@ static tdm_status write_json(char **json, int pipe_strategy, const tdm_max_memor
     if (!f) return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
     char key[32];
     int64_t used[TDM_PLACE_MAX_DEVICES] = {0};
+    /* budgets without "disk" plan over an unlimited one (place.h), shown as
+     * "disk": "unlimited" and counted in "bytes" like the others */
+    tdm_max_memory_t all = *mm;
+    const int disk_implicit = mm_index(mm, TDM_PLACE_DISK) < 0;
+    if (disk_implicit && tdm_max_memory_set(&all, TDM_PLACE_DISK, 0) != TDM_OK) {
+        fclose(f);
+        free(buf);
+        return TDM_ERR_INVALID_ARG;   /* message set */
+    }
+    mm = &all;
     fprintf(f, "{\"strategy\": \"%s\", \"max_memory\": {", strategy_name(pipe_strategy));
     for (int i = 0; i < mm->n; i++) {
         dev_key(key, sizeof key, mm->dev[i]);
-        fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)mm->bytes[i]);
+        if (disk_implicit && mm->dev[i] == TDM_PLACE_DISK)
+            fprintf(f, "%s\"%s\": \"unlimited\"", i ? ", " : "", key);
+        else
+            fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)mm->bytes[i]);
     }
     fprintf(f, "}, \"device_map\": {");
     int first = 1;

@@ -735,11 +735,14 @@ static tdm_status infer(plan_t *p, const devs_t *D, int reserve, int64_t *reserv
             for (int d = 0; d < D->ndev && o < (int)sizeof msg - 128; d++)
                 o += snprintf(msg + o, sizeof msg - (size_t)o, "%s%s: %lld of %lld bytes", d ? "; " : "",
                               dev_name(D->dev[d], b, sizeof b), (long long)used[d], (long long)D->cap[d]);
+            /* only a "disk" budget given explicitly ends the device list with a cap */
             st = tdm_errorf(TDM_ERR_NOMEM,
                             "max memory too small: '%s' needs %lld bytes and %lld bytes are left to "
-                            "place, but no device has room (%s%s); raise a budget or add cpu=/disk=",
+                            "place, but no device has room (%s%s); the disk=%lld bytes cap is too "
+                            "small: raise it, or leave disk= out for an unlimited disk",
                             nd->name[0] ? nd->name : "(model)", (long long)size_t_, (long long)left,
-                            D->ndev ? msg : "no devices", *reserved ? ", including the largest-layer reserve" : "");
+                            D->ndev ? msg : "no devices", *reserved ? ", including the largest-layer reserve" : "",
+                            (long long)(D->ndev ? D->cap[D->ndev - 1] : 0));
             goto fail;
         }
         int64_t cap = D->cap[cur], res = 0;
@@ -878,7 +881,9 @@ tdm_status tdm_place_plan_ex(const tdm_plist_t *pl, const char *const *nosplit_c
         D.dev[D.ndev] = mm.dev[i];
         D.cap[D.ndev++] = compat && mm.dev[i] == TDM_PLACE_DISK ? -1 : mm.bytes[i];
     }
-    if (compat && mm_index(&mm, TDM_PLACE_DISK) < 0) {
+    /* as accelerate: without a "disk" budget, an unlimited disk ends the list */
+    const int disk_implicit = mm_index(&mm, TDM_PLACE_DISK) < 0;
+    if (disk_implicit) {
         D.dev[D.ndev] = TDM_PLACE_DISK;
         D.cap[D.ndev++] = -1;
     }
@@ -916,6 +921,7 @@ tdm_status tdm_place_plan_ex(const tdm_plist_t *pl, const char *const *nosplit_c
         out->budget[d] = D.cap[d];
     }
     out->reserve = reserved;
+    out->disk_implicit = disk_implicit;
     out->total = t.n[0].size;
     /* bytes per device: each tensor goes where its nearest mapped ancestor goes */
     for (int64_t i = 1; i < t.nn; i++) {

@@ -10,8 +10,10 @@
  * applies the fixes of spec (h): balanced_low_0 keyed by GPU id (#4297),
  * "disk" allowed with balanced (#3480), zero-budget GPUs are no devices
  * (#1933), the max_layer reserve only when something is offloaded (#3041),
- * tied groups matched on dot boundaries, and no implicit unlimited disk:
- * a plan that needs more than the budgets is an error.
+ * and tied groups matched on dot boundaries. As in accelerate, budgets
+ * without a "disk" key get an unlimited disk after the others (tandem's
+ * disk offload reads the mmapped safetensors: nothing is written), so only
+ * an explicit disk= cap can make a plan fail for room.
  *
  * The module tree is built from the dotted tensor names: a tensor's module is
  * its name minus the last component; children in first-appearance order. A
@@ -77,6 +79,7 @@ typedef struct tdm_place_map {
     int                ndev;               /* the devices planned over, in order */
     int                dev[TDM_PLACE_MAX_DEVICES];
     int64_t            budget[TDM_PLACE_MAX_DEVICES];  /* after balancing; -1 = unlimited disk */
+    int                disk_implicit;      /* 1: the budgets had no "disk"; an unlimited one was added */
     int64_t            used[TDM_PLACE_MAX_DEVICES];    /* bytes of tensors placed there */
     int64_t            reserve;            /* max_layer reserve applied on the main devices (0 if none) */
     int64_t            total;              /* bytes of the whole model */
@@ -90,8 +93,9 @@ typedef struct tdm_place_map {
  * in their numeric components count as one class (an approximation).
  * Errors: invalid budgets; in compat mode the errors accelerate raises
  * (balanced with a "disk" key; balanced_low_0 on GPU ids that are not
- * 0..n-1); by default, a plan needing more than the budgets, with a message
- * naming the piece that did not fit and each device's use and budget.
+ * 0..n-1); by default, a plan needing more than the budgets (possible only
+ * with an explicit "disk" budget), with a message naming the piece that did
+ * not fit, each device's use and budget, and the disk= cap.
  * OUT: *out (free with tdm_place_map_free; zeroed on failure). */
 tdm_status tdm_place_plan_ex(const tdm_plist_t *pl, const char *const *nosplit_class,
                              const tdm_max_memory_t *mm, tdm_place_strategy strategy,

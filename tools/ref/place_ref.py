@@ -9,8 +9,7 @@ clean_result=True), exactly as diffusers' ModelMixin.from_pretrained calls them,
   fixed                 what tandem's default planner must give (the spec's fixes, emulated here
                         with accelerate's own functions; see fixed_plan below), or an error
   bugs                  which spec bugs this case triggers (#7 low_zero by position, #8 disk
-                        with balanced, #9 zero-budget GPU, #10 max_layer reserve without offload,
-                        implicit_disk: overflow to a disk the user gave no budget for)
+                        with balanced, #9 zero-budget GPU, #10 max_layer reserve without offload)
 
 Module trees:
   (a) small synthetic nn.Module trees (tests/fixtures/place/synthetic.json holds their
@@ -140,7 +139,8 @@ def fixed_plan(model, nosplit, mm, strategy):
     - "disk" takes no part in balancing (#8);
     - plan first with no max_layer reserve; keep that plan if it puts nothing on cpu/disk, else
       plan again with the reserve on the main devices (#10);
-    - nothing goes to a disk the user gave no budget for: that plan is an error (implicit_disk)."""
+    - as accelerate, a max_memory without "disk" gets an unlimited one (infer_auto_device_map
+      appends it), so what fits nowhere else overflows to disk."""
     gpus = sorted(k for k in mm if isinstance(k, int) and mm[k] > 0)
     if strategy == "sequential":
         bal = {k: mm[k] for k in gpus}
@@ -162,8 +162,6 @@ def fixed_plan(model, nosplit, mm, strategy):
         dm = dict(infer_auto_device_map(model, max_memory=dict(inf), no_split_module_classes=nosplit, dtype=DT))
         passes = 2
     balanced = [[key_out(k), int(bal[k])] for k in gpus + [k for k in ("cpu", "disk") if k in bal]]
-    if "disk" in dm.values() and "disk" not in mm:
-        return balanced, None, "no room: overflow to a disk without a budget", passes
     return balanced, dict(sorted(dm.items())), None, passes
 
 
@@ -179,8 +177,6 @@ def bugs_of(mm, strategy, acc, fixed, fixed_passes, acc_err):
         b.append("zero_budget_gpu_1933")
     if fixed is not None and acc is not None and fixed_passes == 1 and fixed != acc:
         b.append("max_layer_reserve_3041")
-    if fixed is None and acc is not None and "disk" in acc.values() and "disk" not in mm:
-        b.append("implicit_disk")
     return b
 
 
