@@ -922,6 +922,65 @@ static void env_restore(env_save_t *e) {
     free(e->old);
 }
 
+/* Files of a model folder that are not regular files are named for what
+ * they are, through every reader (JSON configs, whole-file reads,
+ * safetensors, the weight search), and a FIFO never blocks: alarm() turns
+ * a hang into a failure. */
+TEST(test_not_regular_files) {
+    mkdir_p(P("nr/vae/diffusion_pytorch_model.safetensors"));   /* a folder under a weight name */
+    mkdir_p(P("nr/unet"));
+    mkdir_p(P("nr/te"));
+    mkdir_p(P("nr/dz"));
+    CHECK(mkfifo(P("nr/fifo.json"), 0644) == 0);
+    CHECK(symlink(P("nr/loop"), P("nr/loop")) == 0);
+    CHECK(symlink(P("nr/unet/diffusion_pytorch_model.safetensors"),
+                  P("nr/unet/diffusion_pytorch_model.safetensors")) == 0);
+    CHECK(mkfifo(P("nr/te/model.safetensors"), 0644) == 0);
+    CHECK(symlink("/dev/zero", P("nr/dz/model.safetensors")) == 0);
+    CHECK(symlink(P("nr/nowhere"), P("nr/dangling")) == 0);
+    write_text(P("nr/ok.json"), "{\"a\": 1}");
+    alarm(20);
+    int present = -1, fd = -1;
+    CHECK(tdm_file_probe(P("nr/ok.json"), &present) == TDM_OK && present == 1);
+    CHECK(tdm_file_probe(P("nr/missing"), &present) == TDM_OK && present == 0);
+    CHECK(tdm_file_probe(P("nr/dangling"), &present) == TDM_OK && present == 0);
+    CHECK(tdm_file_probe(P("nr/missing/x"), &present) == TDM_OK && present == 0);
+    CHECK_ERR(tdm_file_probe(P("nr/fifo.json"), &present), TDM_ERR_IO, "fifo.json: is a FIFO, not a regular file",
+              NULL, NULL);
+    CHECK_ERR(tdm_file_probe(P("nr/loop"), &present), TDM_ERR_IO, "loop: symlink loop", NULL, NULL);
+    CHECK_ERR(tdm_file_probe(P("nr/unet"), &present), TDM_ERR_IO, "unet: is a directory", NULL, NULL);
+    CHECK(tdm_file_open(P("nr/ok.json"), &fd) == TDM_OK && fd >= 0);
+    if (fd >= 0) close(fd);
+    CHECK_ERR(tdm_file_open(P("nr/fifo.json"), &fd), TDM_ERR_IO, "fifo.json: is a FIFO, not a regular file",
+              NULL, NULL);
+    CHECK(fd == -1);
+    CHECK_ERR(tdm_file_open(P("nr/loop"), &fd), TDM_ERR_IO, "loop: symlink loop", NULL, NULL);
+    CHECK_ERR(tdm_file_open("/dev/zero", &fd), TDM_ERR_IO, "/dev/zero: is a character device", NULL, NULL);
+    CHECK_ERR(tdm_file_open(P("nr/missing"), &fd), TDM_ERR_IO, "missing: cannot open", NULL, NULL);
+    /* the readers */
+    tdm_json_t j;
+    CHECK_ERR(tdm_json_load(&j, P("nr/fifo.json")), TDM_ERR_IO, "is a FIFO, not a regular file", NULL, NULL);
+    CHECK_ERR(tdm_json_load(&j, P("nr/unet")), TDM_ERR_IO, "unet: is a directory", NULL, NULL);
+    char *buf = NULL;
+    int64_t len = 0;
+    CHECK_ERR(tdm_file_read(P("nr/fifo.json"), 1024, &buf, &len), TDM_ERR_IO, "is a FIFO", NULL, NULL);
+    CHECK_ERR(tdm_file_read("/dev/zero", 1024, &buf, &len), TDM_ERR_IO, "is a character device", NULL, NULL);
+    tdm_safetensors_t *st = NULL;
+    CHECK_ERR(tdm_safetensors_open(&st, P("nr/te/model.safetensors")), TDM_ERR_IO, "is a FIFO", NULL, NULL);
+    CHECK_ERR(tdm_safetensors_open(&st, P("nr/loop")), TDM_ERR_IO, "symlink loop", NULL, NULL);
+    /* the weight search names the file instead of "no weights found" */
+    char out[TDM_PATH_MAX];
+    CHECK_ERR(tdm_folder_weights(P("nr"), "vae", NULL, out, sizeof out), TDM_ERR_IO,
+              "vae/diffusion_pytorch_model.safetensors: is a directory", NULL, NULL);
+    CHECK_ERR(tdm_folder_weights(P("nr"), "unet", NULL, out, sizeof out), TDM_ERR_IO,
+              "unet/diffusion_pytorch_model.safetensors: symlink loop", NULL, NULL);
+    CHECK_ERR(tdm_folder_weights_opt(P("nr"), "te", NULL, out, sizeof out), TDM_ERR_IO,
+              "te/model.safetensors: is a FIFO", NULL, NULL);
+    CHECK_ERR(tdm_folder_weights(P("nr"), "dz", NULL, out, sizeof out), TDM_ERR_IO,
+              "dz/model.safetensors: is a character device", NULL, NULL);
+    alarm(0);
+}
+
 TEST(test_folder_resolve) {
     env_save_t saved[4];
     const char *vars[4] = {"HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME"};
@@ -1159,6 +1218,7 @@ int main(void) {
     RUN(test_st_write_roundtrip);
     RUN(test_json);
     RUN(test_folder_weights);
+    RUN(test_not_regular_files);
     RUN(test_folder_resolve);
     RUN(test_png);
     rm_rf(g_dir);

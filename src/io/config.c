@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "io/folder.h"
 
 #define TDM_JSON_MAX_BYTES (64 << 20)
 
@@ -40,8 +43,14 @@ tdm_status tdm_json_parse(tdm_json_t *j, const char *text, size_t len, const cha
 
 tdm_status tdm_json_load(tdm_json_t *j, const char *path) {
     memset(j, 0, sizeof *j);
-    FILE *f = fopen(path, "rb");
-    if (!f) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
+    tdm_status ost = tdm_file_open(path, &fd);   /* a regular file only: a FIFO never blocks */
+    if (ost != TDM_OK) return ost;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
     char *buf = NULL;
     size_t len = 0, cap = 0;
     tdm_status st = TDM_OK;

@@ -5,21 +5,81 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int tdm_file_exists(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* What a non-regular file is, for "PATH: <kind>". */
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m)    ? "is a directory"
+           : S_ISFIFO(m) ? "is a FIFO, not a regular file"
+           : S_ISCHR(m)  ? "is a character device, not a regular file"
+           : S_ISBLK(m)  ? "is a block device, not a regular file"
+           : S_ISSOCK(m) ? "is a socket, not a regular file"
+                         : "is not a regular file";
+}
+
+tdm_status tdm_file_probe(const char *path, int *present) {
+    struct stat sb;
+    *present = 0;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return TDM_OK;
+        if (errno == ELOOP) return tdm_errorf(TDM_ERR_IO, "%s: symlink loop", path);
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) return tdm_errorf(TDM_ERR_IO, "%s: %s", path, file_kind(sb.st_mode));
+    *present = 1;
+    return TDM_OK;
+}
+
+tdm_status tdm_file_open(const char *path, int *fd) {
+    struct stat sb;
+    *fd = -1;
+    int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (f < 0) {
+        int e = errno;
+        if (e == ELOOP) return tdm_errorf(TDM_ERR_IO, "%s: symlink loop", path);
+        if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))   /* a socket: ENXIO */
+            return tdm_errorf(TDM_ERR_IO, "%s: %s", path, file_kind(sb.st_mode));
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        return tdm_errorf(TDM_ERR_IO, "%s: %s", path, file_kind(sb.st_mode));
+    }
+    int fl = fcntl(f, F_GETFL);
+    if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(f);
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+    }
+    *fd = f;
+    return TDM_OK;
+}
+
 tdm_status tdm_file_read(const char *path, int64_t max_bytes, char **out, int64_t *len) {
     *out = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    tdm_status st = TDM_OK;
+    int fd;
+    tdm_status st = tdm_file_open(path, &fd);
+    if (st != TDM_OK) return st;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
     char *buf = NULL;
     long sz = -1;
     if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
@@ -69,8 +129,13 @@ tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub
 
 /* Reads the first line of a small text file (refs/main) into out. */
 static int read_ref(const char *path, char *out, size_t cap) {
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
+    int fd;
+    if (tdm_file_open(path, &fd) != TDM_OK) return 0;   /* not a regular file: no ref */
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return 0;
+    }
     int ok = fgets(out, (int)cap, f) != NULL;
     fclose(f);
     if (!ok) return 0;
@@ -156,10 +221,8 @@ static tdm_status find_weights(const char *dir, const char *sub, const char *var
                     snprintf(name, sizeof name, "%s.safetensors%s", stems[s], idx ? ".index.json" : "");
                 tdm_status st = tdm_path_join(out, cap, dir, sub, name);
                 if (st != TDM_OK) return st;
-                if (tdm_file_exists(out)) {
-                    *found = 1;
-                    return TDM_OK;
-                }
+                /* a FIFO, directory, device or link loop under a weight name is an error */
+                if ((st = tdm_file_probe(out, found)) != TDM_OK || *found) return st;
                 if (tl < tcap)
                     tl += (size_t)snprintf(tried + tl, tcap - tl, "%s%s", tl ? ", " : "", name);
             }

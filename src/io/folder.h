@@ -41,8 +41,27 @@ tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub
                          const char *file);
 int tdm_file_exists(const char *path);
 
-/* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd
- * buffer. OUT: *buf (free()), *len. Errors name the file. */
+/* Every file tandem reads from a model folder goes through these two, so a
+ * FIFO, a device, a directory or a symlink loop where a file should be is
+ * named as such (one line, the path first: "PATH: is a FIFO, not a regular
+ * file", "PATH: is a directory", "PATH: symlink loop", "PATH: is a
+ * character device, not a regular file") and never blocks or reads
+ * forever. Symlinks to regular files are followed. */
+
+/* Whether `path` is a regular file: *present = 1; nothing there (no such
+ * file, a dangling link, a missing folder on the way): *present = 0 and
+ * TDM_OK; anything else there: the error above (TDM_ERR_IO). Opens
+ * nothing. */
+tdm_status tdm_file_probe(const char *path, int *present);
+/* Opens `path` for reading, only if it is a regular file: the descriptor is
+ * opened non-blocking (a FIFO cannot stall the open), checked with fstat,
+ * then set blocking. Errors as above, or "PATH: cannot open: REASON".
+ * OUT: *fd (close() it). */
+tdm_status tdm_file_open(const char *path, int *fd);
+
+/* Reads a whole regular file (tdm_file_open; at most max_bytes) into a
+ * NUL-terminated malloc'd buffer. OUT: *buf (free()), *len. Errors name
+ * the file. */
 tdm_status tdm_file_read(const char *path, int64_t max_bytes, char **buf, int64_t *len);
 
 #endif

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "io/config.h"
+#include "io/folder.h"
 #ifdef TDM_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -204,16 +205,13 @@ fail:
 
 tdm_status tdm_safetensors_open(tdm_safetensors_t **out, const char *path) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return tdm_errorf(TDM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
+    tdm_status ost = tdm_file_open(path, &fd);   /* a regular file, or an error naming what it is */
+    if (ost != TDM_OK) return ost;
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         close(fd);
         return tdm_errorf(TDM_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return tdm_errorf(TDM_ERR_IO, "%s: not a regular file", path);
     }
     size_t len = (size_t)sb.st_size;
     if (len < 8) {

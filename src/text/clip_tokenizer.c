@@ -97,7 +97,11 @@ static uint64_t clip_mix(uint64_t x) {
  * absent and optional. */
 static tdm_status clip_read_json(const char *path, int optional, cJSON **root) {
     *root = NULL;
-    if (optional && !tdm_file_exists(path)) return TDM_OK;
+    if (optional) {   /* absent: nothing to read; a FIFO, folder, ... there: named */
+        int present;
+        tdm_status pst = tdm_file_probe(path, &present);
+        if (pst != TDM_OK || !present) return pst;
+    }
     tdm_json_t j;
     tdm_status st = tdm_json_load(&j, path);
     if (st == TDM_OK) *root = j.root;   /* the caller owns the tree */

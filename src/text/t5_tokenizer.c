@@ -269,18 +269,16 @@ static uint64_t t5_hash(const char *s, int64_t n) {
 }
 
 
-static int t5_file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    fclose(f);
-    return 1;
-}
 
 /* Parses a JSON object file. *root = NULL (and TDM_OK) if the file is
  * absent and optional. */
 static tdm_status t5_read_json(const char *path, int optional, cJSON **root) {
     *root = NULL;
-    if (optional && !tdm_file_exists(path)) return TDM_OK;
+    if (optional) {   /* absent: nothing to read; a FIFO, folder, ... there: named */
+        int present;
+        tdm_status pst = tdm_file_probe(path, &present);
+        if (pst != TDM_OK || !present) return pst;
+    }
     tdm_json_t j;
     tdm_status st = tdm_json_load(&j, path);
     if (st == TDM_OK) *root = j.root;   /* the caller owns the tree */
@@ -1185,9 +1183,12 @@ tdm_status tdm_t5_tok_load(tdm_t5_tok_t **out, const char *dir) {
     if (cJSON_IsNumber(ml) && ml->valuedouble >= 1 && ml->valuedouble <= INT_MAX)
         t->max_length = (int)ml->valuedouble;
 
-    if (t5_file_exists(tj)) {
+    int has_tj, has_sp = 0;
+    TDM_TRY(tdm_file_probe(tj, &has_tj));   /* a FIFO or folder there is named, never opened */
+    if (!has_tj) TDM_TRY(tdm_file_probe(sp, &has_sp));
+    if (has_tj) {
         TDM_TRY(t5_load_tokenizer_json(t, tj));
-    } else if (t5_file_exists(sp)) {
+    } else if (has_sp) {
         int64_t extra = T5_DEFAULT_EXTRA_IDS;
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(cfg, "extra_ids");
         if (x && !cJSON_IsNull(x)) {
