@@ -145,11 +145,41 @@ TEST(not_regular_files) {
     CHECK(!exists("%s/nr-o/000000.png", tmpdir));
 }
 
+/* A model_index.json whose component names leave the folder ("../x",
+ * "/abs", "a/b", "", "..") is refused by plan and generate with one line
+ * naming model_index.json and the key; the file outside is never read (a
+ * FIFO there would hang a reader: the timeout turns that into a failure). */
+TEST(component_names_stay_inside) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/outside' && rm -f '%s/outside/config.json' && "
+             "mkfifo '%s/outside/config.json'", tmpdir, tmpdir, tmpdir);
+    CHECK(system(cmd) == 0);
+    static const char *keys[] = {"../outside", "/etc", "unet/..", "", "..", "."};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        copy_pipe("cn");
+        char idx[1024], json[1024];
+        snprintf(idx, sizeof idx, "%s/cn/model_index.json", tmpdir);
+        snprintf(json, sizeof json, "{\"_class_name\": \"StableDiffusionPipeline\", \"%s\": [\"diffusers\", "
+                 "\"UNet2DConditionModel\"], \"unet\": [\"diffusers\", \"UNet2DConditionModel\"], "
+                 "\"vae\": [\"diffusers\", \"AutoencoderKL\"], \"text_encoder\": [\"transformers\", "
+                 "\"CLIPTextModel\"], \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"]}", keys[i]);
+        test_spill(idx, json);
+        char want[256];
+        snprintf(want, sizeof want, "model_index.json: component name \"%s\"", keys[i]);
+        expect_error(run_t("plan --model '%s/cn' --max-memory 0=1GB", tmpdir), want);
+        expect_error(run_t("plan --model '%s/cn' --only unet --max-memory 0=1GB", tmpdir), want);
+        expect_error(run_t("generate --model '%s/cn' --prompt x --steps 1 --out '%s/cn-o'", tmpdir, tmpdir),
+                     want);
+    }
+    CHECK(!exists("%s/cn-o/000000.png", tmpdir));
+}
+
 int main(void) {
     if (!cli_setup()) return 1;
     snprintf(FLUX, sizeof FLUX, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
     RUN(implicit_disk_runs);
     RUN(not_regular_files);
+    RUN(component_names_stay_inside);
     if (!cli_teardown()) return 1;
     return test_summary();
 }

@@ -981,6 +981,37 @@ TEST(test_not_regular_files) {
     alarm(0);
 }
 
+/* model_index.json component names must be folders inside the model
+ * folder: one error naming the file and the key. */
+TEST(test_component_names) {
+    static const struct { const char *json, *want; } bad[] = {
+        {"{\"../unet\": [\"diffusers\", \"UNet2DConditionModel\"]}", "\"../unet\" contains a path separator"},
+        {"{\"..\": [\"diffusers\", \"UNet2DConditionModel\"]}", "\"..\" names no folder"},
+        {"{\".\": [\"diffusers\", \"UNet2DConditionModel\"]}", "\".\" names no folder"},
+        {"{\"\": [\"diffusers\", \"UNet2DConditionModel\"]}", "\"\" is empty"},
+        {"{\"/etc\": [\"diffusers\", \"UNet2DConditionModel\"]}", "\"/etc\" is an absolute path"},
+        {"{\"a/b\": [\"diffusers\", \"AutoencoderKL\"]}", "\"a/b\" contains a path separator"},
+        {"{\"a\\\\b\": [null, null]}", "contains a path separator"},
+        {"{\"a\\nb\": [\"x\", \"y\"]}", "contains a control character"},
+        {"{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\": [\"x\", \"y\"]}",
+         "longer than 63 bytes"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tdm_json_t j;
+        CHECK(tdm_json_parse(&j, bad[i].json, strlen(bad[i].json), "M/model_index.json") == TDM_OK);
+        CHECK_ERR(tdm_folder_components_check(j.root, "M/model_index.json"), TDM_ERR_MODEL,
+                  "M/model_index.json: component name", bad[i].want, NULL);
+        tdm_json_free(&j);
+    }
+    /* real names, and keys that are no components (not arrays), pass */
+    const char *ok = "{\"_class_name\": \"X\", \"../x\": \"not a component\", \"unet\": [\"diffusers\", "
+                     "\"UNet2DConditionModel\"], \"text_encoder_2\": [null, null], \"safety.checker\": [\"a\", \"b\"]}";
+    tdm_json_t j;
+    CHECK(tdm_json_parse(&j, ok, strlen(ok), "M/model_index.json") == TDM_OK);
+    CHECK_MSG(tdm_folder_components_check(j.root, "M/model_index.json") == TDM_OK, "%s", tdm_last_error());
+    tdm_json_free(&j);
+}
+
 TEST(test_folder_resolve) {
     env_save_t saved[4];
     const char *vars[4] = {"HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME"};
@@ -1219,6 +1250,7 @@ int main(void) {
     RUN(test_json);
     RUN(test_folder_weights);
     RUN(test_not_regular_files);
+    RUN(test_component_names);
     RUN(test_folder_resolve);
     RUN(test_png);
     rm_rf(g_dir);

@@ -284,6 +284,27 @@ TEST(plan_implicit_disk) {
     cJSON_Delete(j);
 }
 
+/* A model_index.json component named "../<folder>" (that folder holding a
+ * valid config) is refused, naming the file and the key, instead of being
+ * planned from outside the model folder. */
+TEST(plan_component_outside_folder) {
+    char dir[300], path[400], cmd[800];
+    snprintf(dir, sizeof dir, "%s_esc", g_sd);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/model_index.json", dir);
+    char json[600];
+    snprintf(json, sizeof json, "{\"_class_name\": \"StableDiffusionPipeline\", \"../%s\": "
+             "[\"diffusers\", \"UNet2DConditionModel\"]}", strrchr(g_sd, '/') + 1);
+    test_spill(path, json);
+    cJSON *j = plan(dir, "0=100GB", NULL, NULL, NULL);
+    CHECK(j == NULL);
+    CHECK_MSG(strstr(tdm_last_error(), "model_index.json: component name \"../") &&
+                  strstr(tdm_last_error(), "path separator"), "%s", tdm_last_error());
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
     make_folders();
     RUN(plan_flux_three_gpus);
@@ -294,6 +315,7 @@ int main(void) {
     RUN(plan_sd_sequential_one_gpu);
     RUN(plan_errors);
     RUN(plan_implicit_disk);
+    RUN(plan_component_outside_folder);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s %s", g_flux, g_sd);
     if (system(cmd) != 0) printf("  (could not remove the temp folders)\n");

@@ -3,6 +3,8 @@
  * variants and sharded indexes. */
 #include "io/folder.h"
 
+#include <cjson/cJSON.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -107,6 +109,27 @@ fail:
     free(buf);
     fclose(f);
     return st;
+}
+
+tdm_status tdm_folder_components_check(const struct cJSON *index, const char *index_path) {
+    for (const cJSON *it = index ? index->child : NULL; it; it = it->next) {
+        if (!cJSON_IsArray(it)) continue;   /* "_class_name", "_diffusers_version", ... */
+        const char *k = it->string ? it->string : "";
+        const char *why = NULL;
+        size_t n = strlen(k);
+        if (n == 0) why = "is empty";
+        else if (!strcmp(k, ".") || !strcmp(k, "..")) why = "names no folder inside the model folder";
+        else if (k[0] == '/') why = "is an absolute path";
+        else if (strchr(k, '/') || strchr(k, '\\')) why = "contains a path separator";
+        else if (n > TDM_COMPONENT_NAME_MAX) why = "is longer than 63 bytes";
+        for (size_t i = 0; !why && i < n; i++)
+            if ((unsigned char)k[i] < 0x20 || k[i] == 0x7f) why = "contains a control character";
+        if (why)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: component name \"%.80s%s\" %s (it must be a "
+                              "folder inside the model folder)", index_path, k, n > 80 ? "..." : "",
+                              why);
+    }
+    return TDM_OK;
 }
 
 static int dir_exists(const char *path) {

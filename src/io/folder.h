@@ -36,6 +36,17 @@ tdm_status tdm_folder_weights_opt(const char *dir, const char *sub, const char *
 int tdm_folder_variant_fallback(const char *dir, const char *sub, const char *variant, char *wanted,
                                 size_t wcap, char *used, size_t ucap);
 
+/* Longest component name of a model folder (a folder name, bytes). */
+#define TDM_COMPONENT_NAME_MAX 63
+
+/* Checks every component of a parsed model_index.json (`index`: each key
+ * whose value is an array, ["library", "Class"]): its name is a folder
+ * inside the model folder — not empty, not "." or "..", no '/' or '\',
+ * not absolute, no control characters, at most TDM_COMPONENT_NAME_MAX
+ * bytes. The error names model_index.json and the key. */
+struct cJSON;
+tdm_status tdm_folder_components_check(const struct cJSON *index, const char *index_path);
+
 /* Joins dir/sub/file into out; error if it does not fit. */
 tdm_status tdm_path_join(char *out, size_t cap, const char *dir, const char *sub,
                          const char *file);

@@ -402,6 +402,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     TDM_TRY(tdm_folder_resolve(model, pipe->root, sizeof pipe->root));
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, NULL, "model_index.json"));
     TDM_TRY(tdm_json_load(&j, path));
+    TDM_TRY(tdm_folder_components_check(j.root, path));
     TDM_TRY(tdm_json_str(&j, "_class_name", "", pipe->class_name, sizeof pipe->class_name));
     if (!strcmp(pipe->class_name, "StableDiffusionPipeline")) {
         pipe->info.kind = TDM_PIPE_SD;

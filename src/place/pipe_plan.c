@@ -350,6 +350,7 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
     TDM_TRY(tdm_folder_resolve(p->model, root, sizeof root));
     TDM_TRY(tdm_path_join(path, sizeof path, root, NULL, "model_index.json"));
     TDM_TRY(tdm_json_load(&j, path));
+    TDM_TRY(tdm_folder_components_check(j.root, path));   /* no name leaves the folder */
     char pcls[128];
     TDM_TRY(tdm_json_str(&j, "_class_name", "", pcls, sizeof pcls));
     tdm_dtype dt = !strcmp(pcls, "FluxPipeline") ? TDM_BF16 : TDM_F16;
