@@ -174,12 +174,42 @@ TEST(component_names_stay_inside) {
     CHECK(!exists("%s/cn-o/000000.png", tmpdir));
 }
 
+/* The decode stage plans and loads only what decode runs (the VAE decoder
+ * and post_quant_conv): the printed decode plan and `tandem plan --only
+ * vae` have no vae.encoder or vae.quant_conv entry, so a small GPU 0 holds
+ * decoder blocks, and the image is the one-device one. */
+TEST(decode_plans_decoder_only) {
+    const char *common = "--prompt 'a red cube' --steps 2 --seed 5 --quiet";
+    int rc = run("generate --model '%s' %s --out '%s/dd-one'", PIPE, common, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' %s --devices cpu:0,cpu:1 --device-map vae=sequential --max-memory "
+             "0=60KB,1=10MB --print-device-map --out '%s/dd' > '%s/dd.json'", PIPE, common, tmpdir, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    char *plan = slurp_tmp("dd.json");
+    CHECK_MSG(strstr(plan, "\"vae.decoder.conv_in\": 0") && !strstr(plan, "vae.encoder") &&
+                  !strstr(plan, "vae.quant_conv") && strstr(plan, "vae.post_quant_conv"),
+              "decode plan: %s", plan);
+    free(plan);
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/dd-one/000000.png", tmpdir);
+    snprintf(b, sizeof b, "%s/dd/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "%s differs from %s", b, a);
+    rc = run("plan --model '%s' --only vae --device-map vae=sequential --max-memory 0=60KB,1=10MB "
+             "> '%s/dd-plan.json'", PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    plan = slurp_tmp("dd-plan.json");
+    CHECK_MSG(strstr(plan, "\"vae.decoder.conv_in\": 0") && !strstr(plan, "vae.encoder") &&
+                  !strstr(plan, "vae.quant_conv"), "plan --only vae: %s", plan);
+    free(plan);
+}
+
 int main(void) {
     if (!cli_setup()) return 1;
     snprintf(FLUX, sizeof FLUX, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
     RUN(implicit_disk_runs);
     RUN(not_regular_files);
     RUN(component_names_stay_inside);
+    RUN(decode_plans_decoder_only);
     if (!cli_teardown()) return 1;
     return test_summary();
 }

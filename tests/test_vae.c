@@ -180,6 +180,72 @@ done:
     tdm_vae_free(b);
     placed_done(&t);
 }
+/* The decode path alone (what the decode stage loads): its parameter list
+ * is the whole list's decoder.* and post_quant_conv.* entries in order; a
+ * load onto one device holds only those bytes and decodes bit for bit as
+ * the whole VAE; a placed load under a plan of that list (which covers no
+ * encoder tensor) does too; encode is refused, naming the reason. */
+TEST(test_vae_decoder_only) {
+    char root[512], io_path[512], cfg[600];
+    placed_t t;
+    tdm_plist_t all, dec;
+    tdm_vae_t *a = NULL, *b = NULL, *c = NULL;
+    tdm_safetensors_t *io = NULL;
+    float *z = NULL, *i1 = NULL, *i2 = NULL;
+    snprintf(root, sizeof root, FIX "/sd");
+    snprintf(io_path, sizeof io_path, FIX "/sd/io.safetensors");
+    snprintf(cfg, sizeof cfg, "%s/vae/config.json", root);
+    CHECK(tdm_vae_plist(cfg, TDM_F32, &all) == TDM_OK);
+    CHECK(tdm_vae_decoder_plist(cfg, TDM_F32, &dec) == TDM_OK);
+    int64_t k = 0, dec_bytes = 0;
+    for (int64_t i = 0; i < all.n; i++) {
+        const char *nm = all.e[i].name;
+        if (strncmp(nm, "decoder.", 8) && strncmp(nm, "post_quant_conv.", 16)) continue;
+        CHECK_MSG(k < dec.n && !strcmp(dec.e[k].name, nm), "decoder list entry %lld: %s, expected %s",
+                  (long long)k, k < dec.n ? dec.e[k].name : "(end)", nm);
+        dec_bytes += tdm_pentry_bytes(&all.e[i]);
+        k++;
+    }
+    CHECK(k == dec.n && dec.bytes == dec_bytes && dec.bytes < all.bytes);
+    tdm_plist_free(&all);
+    tdm_plist_free(&dec);
+    if (!placed_setup(&t, tdm_vae_decoder_plist, cfg, "sequential", "0=250KB,1=150KB,cpu=200KB,disk=1GB"))
+        goto done;
+    CHECK(t.planned[0] > 0 && t.planned[1] > 0 && t.planned[2] > 0 && t.planned[3] > 0);
+    tdm_status st = tdm_vae_load(&a, root, "vae", NULL, &t.one);
+    int64_t whole = t.one.cur_bytes;
+    if (st == TDM_OK) st = tdm_vae_load_decoder(&b, root, "vae", NULL, NULL, &t.place);
+    if (st == TDM_OK) st = tdm_vae_load_decoder(&c, root, "vae", NULL, &t.one, NULL);
+    CHECK_MSG(st == TDM_OK, "load: %s", tdm_last_error());
+    if (st != TDM_OK) goto done;
+    CHECK_MSG(t.one.cur_bytes - whole == dec_bytes, "decoder-only load holds %lld bytes, expected %lld",
+              (long long)(t.one.cur_bytes - whole), (long long)dec_bytes);
+    placed_check_held(&t);
+    CHECK(tdm_safetensors_open(&io, io_path) == TDM_OK);
+    if (!io) goto done;
+    int64_t zs[4], n, ni;
+    z = io_f32(io, "dec_z", zs, &n);
+    free(io_f32(io, "dec_img", NULL, &ni));
+    if (!z) { CHECK(0); goto done; }
+    i1 = malloc((size_t)ni * sizeof(float));
+    i2 = malloc((size_t)ni * sizeof(float));
+    CHECK(tdm_vae_decode(a, z, zs[0], zs[2], zs[3], i1) == TDM_OK);
+    for (int rep = 0; rep < 2; rep++) {
+        tdm_vae_t *m = rep ? c : b;
+        st = tdm_vae_decode(m, z, zs[0], zs[2], zs[3], i2);
+        CHECK_MSG(st == TDM_OK, "decoder-only decode: %s", tdm_last_error());
+        CHECK(st == TDM_OK && !memcmp(i1, i2, (size_t)ni * sizeof(float)));
+    }
+    CHECK(tdm_vae_encode(c, i1, 1, 8, 8, i2, NULL) == TDM_ERR_INVALID_ARG &&
+          strstr(tdm_last_error(), "decoding only"));
+done:
+    free(z); free(i1); free(i2);
+    tdm_safetensors_close(io);
+    tdm_vae_free(a);
+    tdm_vae_free(b);
+    tdm_vae_free(c);
+    placed_done(&t);
+}
 TEST(test_vae_flux16) { golden("flux", 16, 4, 0.1159); }
 TEST(test_vae_f32_weights) { golden("f32", 4, 2, 0.0); }
 
@@ -494,6 +560,7 @@ int main(void) {
     if (!mkdtemp(tmpdir)) { printf("cannot make a temporary folder\n"); return EXIT_FAILURE; }
     RUN(test_vae_sd);
     RUN(test_vae_placed);
+    RUN(test_vae_decoder_only);
     RUN(test_vae_flux16);
     RUN(test_vae_f32_weights);
     RUN(test_vae_cuda_golden);

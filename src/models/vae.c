@@ -73,6 +73,7 @@ struct tdm_vae {
     int64_t ch[VAE_MAX_LEVELS];
     int64_t lpb, groups;
     int mid_attn, use_qc, use_pqc;
+    int decoder_only;        /* encoder and quant_conv not loaded (tdm_vae_load_decoder) */
     /* encoder */
     conv_t e_in, e_out;
     level_t e_lev[VAE_MAX_LEVELS];
@@ -388,14 +389,12 @@ fail:
     return st;
 }
 
-static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
+static tdm_status ld_encoder(tdm_vae_t *v, const loader_t *L) {
     tdm_status st;
     char p[200];
     const int64_t *ch = v->ch;
     int nl = v->nlev;
     int64_t lat = v->info.latent_channels;
-
-    /* encoder */
     TDM_TRY(ld_conv(L, &v->e_in, "encoder.conv_in", v->info.in_channels, ch[0], 3));
     for (int i = 0; i < nl; i++) {
         snprintf(p, sizeof p, "encoder.down_blocks.%d", i);
@@ -405,7 +404,18 @@ static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
     TDM_TRY(ld_mid(L, &v->e_mid, "encoder.mid_block", ch[nl - 1], v->mid_attn));
     TDM_TRY(ld_norm(L, &v->e_nout, "encoder.conv_norm_out", ch[nl - 1]));
     TDM_TRY(ld_conv(L, &v->e_out, "encoder.conv_out", ch[nl - 1], 2 * lat, 3));
+fail:
+    return st;
+}
 
+static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
+    tdm_status st;
+    char p[200];
+    const int64_t *ch = v->ch;
+    int nl = v->nlev;
+    int64_t lat = v->info.latent_channels;
+
+    if (!v->decoder_only) TDM_TRY(ld_encoder(v, L));
     /* decoder */
     TDM_TRY(ld_conv(L, &v->d_in, "decoder.conv_in", lat, ch[nl - 1], 3));
     for (int i = 0; i < nl; i++) {
@@ -418,7 +428,7 @@ static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
     TDM_TRY(ld_norm(L, &v->d_nout, "decoder.conv_norm_out", ch[0]));
     TDM_TRY(ld_conv(L, &v->d_out, "decoder.conv_out", ch[0], v->info.out_channels, 3));
 
-    if (v->use_qc) TDM_TRY(ld_conv(L, &v->qc, "quant_conv", 2 * lat, 2 * lat, 1));
+    if (v->use_qc && !v->decoder_only) TDM_TRY(ld_conv(L, &v->qc, "quant_conv", 2 * lat, 2 * lat, 1));
     if (v->use_pqc) TDM_TRY(ld_conv(L, &v->pqc, "post_quant_conv", lat, lat, 1));
 fail:
     return st;
@@ -426,7 +436,7 @@ fail:
 
 static tdm_status load_any(tdm_vae_t **out, const char *root, const char *sub,
                            const char *variant, tdm_device_t *dev,
-                           const tdm_placement_t *place) {
+                           const tdm_placement_t *place, int decoder_only) {
     tdm_status st = TDM_OK;
     tdm_st_set_t *set = NULL;
     char path[TDM_PATH_MAX];
@@ -434,6 +444,7 @@ static tdm_status load_any(tdm_vae_t **out, const char *root, const char *sub,
     tdm_vae_t *v = calloc(1, sizeof *v);
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory loading the VAE");
     v->dev = dev;
+    v->decoder_only = decoder_only;
     v->off.owns_host = 1;   /* host copies leave the weight fields once listed */
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(vae_parse_config(v, path));
@@ -451,7 +462,8 @@ fail:
     return st;
 }
 
-tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+static tdm_status plist_any(const char *config_path, tdm_dtype dt, tdm_plist_t *out,
+                            int decoder_only) {
     tdm_status st = TDM_OK;
     tdm_plist_init(out, dt);
     if (!config_path)
@@ -459,12 +471,21 @@ tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out
     tdm_vae_t *v = calloc(1, sizeof *v);   /* holds the walk's level tables; no weights */
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory listing the VAE");
     TDM_TRY(vae_parse_config(v, config_path));
+    v->decoder_only = decoder_only;
     loader_t L = {NULL, out, v, NULL};
     TDM_TRY(vae_load_weights(v, &L));
 fail:
     if (st != TDM_OK) tdm_plist_free(out);
     tdm_vae_free(v);
     return st;
+}
+
+tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    return plist_any(config_path, dt, out, 0);
+}
+
+tdm_status tdm_vae_decoder_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    return plist_any(config_path, dt, out, 1);
 }
 
 static void free_conv(conv_t *c) { tdm_tensor_free(c->w); tdm_tensor_free(c->b); }
@@ -496,14 +517,25 @@ static void free_level(level_t *lv) {
 
 tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
                         tdm_device_t *dev) {
-    return load_any(out, root, sub, variant, dev, NULL);
+    return load_any(out, root, sub, variant, dev, NULL, 0);
 }
 
 tdm_status tdm_vae_load_placed(tdm_vae_t **out, const char *root, const char *sub,
                                const char *variant, const tdm_placement_t *pl) {
     tdm_status st = tdm_placement_check(pl, "vae");
     if (st != TDM_OK) return st;
-    return load_any(out, root, sub, variant, pl->main, pl);
+    return load_any(out, root, sub, variant, pl->main, pl, 0);
+}
+
+tdm_status tdm_vae_load_decoder(tdm_vae_t **out, const char *root, const char *sub,
+                                const char *variant, tdm_device_t *dev,
+                                const tdm_placement_t *pl) {
+    if (pl) {
+        tdm_status st = tdm_placement_check(pl, "vae");
+        if (st != TDM_OK) return st;
+        dev = pl->main;
+    }
+    return load_any(out, root, sub, variant, dev, pl, 1);
 }
 
 void tdm_vae_free(tdm_vae_t *v) {
@@ -763,6 +795,9 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
     run_t r = {.dev = v->dev, .dry = 1, .off = &v->off};
     int64_t s = v->info.scale_factor, L = v->info.latent_channels, cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
+    if (v->decoder_only)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "VAE encode: this VAE was loaded for decoding only "
+                          "(no encoder weights)");
     TDM_TRY(check_dims("VAE encode", B, cmax + v->info.in_channels + 2 * L, H, W, 1));
     if (H < s || W < s) {
         st = tdm_errorf(TDM_ERR_INVALID_ARG, "VAE encode: image %lldx%lld is smaller than the "

@@ -41,6 +41,16 @@ struct tdm_placement;
 tdm_status tdm_vae_load_placed(tdm_vae_t **out, const char *root, const char *sub,
                                const char *variant, const struct tdm_placement *pl);
 
+/* The decode path only (what txt2img's decode stage runs, as diffusers'
+ * AutoencoderKL.decode): the decoder and post_quant_conv; the encoder and
+ * quant_conv are neither read nor allocated, and tdm_vae_encode refuses.
+ * pl NULL: every tensor onto `dev` (as tdm_vae_load); else placed by the
+ * map (as tdm_vae_load_placed; `dev` unused), which needs to cover only
+ * those tensors. */
+tdm_status tdm_vae_load_decoder(tdm_vae_t **out, const char *root, const char *sub,
+                                const char *variant, tdm_device_t *dev,
+                                const struct tdm_placement *pl);
+
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_vae_free(tdm_vae_t *v);
 
@@ -52,6 +62,10 @@ void tdm_vae_free(tdm_vae_t *v);
  * order. OUT: *out, initialised here and freed by the caller with
  * tdm_plist_free; left empty on error. */
 tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
+/* tdm_vae_plist of the decode path only (decoder.*, then post_quant_conv.*,
+ * in named_parameters() order): what tdm_vae_load_decoder loads and what a
+ * plan of the decode stage places. */
+tdm_status tdm_vae_decoder_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* The configuration summary (owned by v). */
 const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v);

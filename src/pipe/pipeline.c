@@ -611,12 +611,14 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
         }
     } else if (stage == TDM_STAGE_DECODE) {
         TDM_TRY(need_component(pipe, "vae", "decode"));
+        /* the decode path only: the encoder is never run (and never planned) */
         if (!pipe->vae && pipe->map_vae.n) {
             tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
             tdm_placement_t pl = placement(pipe, &pipe->map_vae, gpu);
-            TDM_TRY(tdm_vae_load_placed(&pipe->vae, pipe->root, "vae", var, &pl));
+            TDM_TRY(tdm_vae_load_decoder(&pipe->vae, pipe->root, "vae", var, NULL, &pl));
         }
-        if (!pipe->vae) TDM_TRY(tdm_vae_load(&pipe->vae, pipe->root, "vae", var, pipe->dev_vae));
+        if (!pipe->vae)
+            TDM_TRY(tdm_vae_load_decoder(&pipe->vae, pipe->root, "vae", var, pipe->dev_vae, NULL));
     }
     pipe->stage = stage;
     return TDM_OK;

@@ -55,7 +55,7 @@ typedef tdm_status (*plist_fn)(const char *config_path, tdm_dtype dt, tdm_plist_
 
 static plist_fn builder_of(const char *cls) {
     if (!strcmp(cls, "UNet2DConditionModel")) return tdm_unet_plist;
-    if (!strcmp(cls, "AutoencoderKL")) return tdm_vae_plist;
+    if (!strcmp(cls, "AutoencoderKL")) return tdm_vae_decoder_plist;   /* what decode runs */
     if (!strcmp(cls, "CLIPTextModel") || !strcmp(cls, "CLIPTextModelWithProjection"))
         return tdm_clip_text_plist;
     if (!strcmp(cls, "T5EncoderModel")) return tdm_t5_plist;
