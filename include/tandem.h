@@ -231,6 +231,17 @@ tdm_status tdm_latents_save(const tdm_pipeline_t *pipe, const char *path, const 
 tdm_status tdm_latents_load(const tdm_pipeline_t *pipe, const char *path, int *width, int *height,
                             float **latents, char **parameters);
 
+/* Writes `len` bytes as the whole new content of `path` atomically: a
+ * temporary file with a unique name in path's folder, created exclusively
+ * (never through an existing file or symlink), fsync'd, then renamed over
+ * `path`. On failure `path` is untouched and nothing is left behind. The
+ * PNG, latents and embeddings writers above work the same way. */
+tdm_status tdm_file_write_atomic(const char *path, const void *data, size_t len);
+
+/* Appends `len` bytes to `path` in one write and fsyncs it; creates the file
+ * when missing, refuses a symlink or non-regular file at `path`. */
+tdm_status tdm_file_append_sync(const char *path, const void *data, size_t len);
+
 /* ---- one-shot --------------------------------------------------------------- */
 
 /* encode → denoise → decode for one prompt. latents and rgb may be NULL

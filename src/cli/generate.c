@@ -34,18 +34,22 @@ static void on_step(void *user, int step, int total) {
 
 /* Rewrites OUT/<name> atomically from the lines so far (NULL lines skipped). */
 static void write_manifest_named(const char *out, const char *name, char **lines, int64_t n) {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/%s", out, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) die(1, "%s: cannot write: %s", tmp, strerror(errno));
-    int ok = 1;
-    for (int64_t i = 0; i < n && ok; i++) ok = !lines[i] || (fputs(lines[i], f) >= 0 && fputc('\n', f) != EOF);
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        die(1, "%s: cannot write: %s", path, strerror(errno));
-    }
+    size_t len = 0;
+    for (int64_t i = 0; i < n; i++) len += lines[i] ? strlen(lines[i]) + 1 : 0;
+    char *buf = malloc(len + 1), *p = buf;
+    char *path = malloc(strlen(out) + strlen(name) + 2);
+    if (!buf || !path) die(1, "out of memory");
+    for (int64_t i = 0; i < n; i++)
+        if (lines[i]) {
+            size_t k = strlen(lines[i]);
+            memcpy(p, lines[i], k);
+            p[k] = '\n';
+            p += k + 1;
+        }
+    sprintf(path, "%s/%s", out, name);
+    if (tdm_file_write_atomic(path, buf, len) != TDM_OK) die_status();
+    free(buf);
+    free(path);
 }
 
 

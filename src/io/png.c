@@ -1,10 +1,12 @@
 /* png.c — PNG output (8-bit RGB, tEXt/iTXt chunks) through libpng, written
- * atomically: the image goes to a temporary file made with mkstemp in the
- * destination folder, which is renamed over `path` only once it is complete;
- * on any failure the temporary file is removed and `path` is untouched.
+ * atomically through io/atomic (an exclusive temporary file in the
+ * destination folder, renamed over `path` once complete; on any failure
+ * `path` is untouched).
  * Also a reader for tests (any PNG converted to 8-bit RGB). This is not an
  * image library: no other formats, no colour management. */
 #include "io/png.h"
+
+#include "io/atomic.h"
 
 #include <errno.h>
 #include <png.h>
@@ -94,11 +96,8 @@ static int is_ascii(const char *s) {
 tdm_status tdm_png_write(const char *path, const uint8_t *rgb, int w, int h,
                          int ntext, const char *const *text_kv) {
     tdm_status st = TDM_OK;
-    char *tmp = NULL;
+    tdm_atomic_file_t *af = NULL;
     png_textp text = NULL;
-    FILE *f = NULL;
-    int fd = -1;
-    int tmp_made = 0;
 
     if (!path || !*path) return tdm_errorf(TDM_ERR_INVALID_ARG, "png: empty output path");
     if (!rgb) return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: no pixel data", path);
@@ -135,68 +134,21 @@ tdm_status tdm_png_write(const char *path, const uint8_t *rgb, int w, int h,
         }
     }
 
-    /* Temporary file next to the destination so rename is atomic. */
-    size_t plen = strlen(path);
-    tmp = malloc(plen + 16);
-    if (!tmp) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        int err = errno;
-        const char *slash = strrchr(path, '/');
-        if (slash == path)
-            st = tdm_errorf(TDM_ERR_IO, "cannot write '%s': cannot create a file in folder '/': %s",
-                            path, strerror(err));
-        else if (slash)
-            st = tdm_errorf(TDM_ERR_IO, "cannot write '%s': cannot create a file in folder '%.*s': %s",
-                            path, (int)(slash - path), path, strerror(err));
-        else
-            st = tdm_errorf(TDM_ERR_IO, "cannot write '%s': cannot create a file in the current folder: %s",
-                            path, strerror(err));
-        goto fail;
-    }
-    tmp_made = 1;
-    /* mkstemp makes the file 0600; give the image ordinary permissions. */
-    (void)fchmod(fd, 0644);
-    f = fdopen(fd, "wb");
-    if (!f) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: cannot open temporary file '%s': %s", path, tmp,
-                        strerror(errno));
-        goto fail;
-    }
-    fd = -1;   /* owned by f now */
-
+    TDM_TRY(tdm_atomic_open(&af, path));
     png_err_t e = {{0}};
-    if (png_encode(f, rgb, w, h, text, ntext, &e) != 0) {
-        st = tdm_errorf(ferror(f) ? TDM_ERR_IO : TDM_ERR_INTERNAL, "%s: writing PNG failed: %s",
-                        path, e.msg);
+    if (png_encode(tdm_atomic_stream(af), rgb, w, h, text, ntext, &e) != 0) {
+        st = tdm_errorf(ferror(tdm_atomic_stream(af)) ? TDM_ERR_IO : TDM_ERR_INTERNAL,
+                        "%s: writing PNG failed: %s", path, e.msg);
         goto fail;
     }
-    if (fflush(f) != 0 || ferror(f)) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    int rc = fclose(f);
-    f = NULL;
-    if (rc != 0) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        st = tdm_errorf(TDM_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path,
-                        strerror(errno));
-        goto fail;
-    }
-    free(tmp);
+    st = tdm_atomic_commit(af);
+    af = NULL;
+    if (st != TDM_OK) goto fail;
     free(text);
     return TDM_OK;
 
 fail:
-    if (f) fclose(f);
-    if (fd >= 0) close(fd);
-    if (tmp_made) unlink(tmp);
-    free(tmp);
+    tdm_atomic_abort(af);
     free(text);
     return st;
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/atomic.h"
 #include "io/config.h"
 #include "io/folder.h"
 #ifdef TDM_HAVE_CUDA
@@ -447,8 +448,8 @@ tdm_status tdm_safetensors_write_f32(const char *path, int n, const char *const 
                                      const float *const *data, int nmeta,
                                      const char *const *meta_kv) {
     tdm_status st = TDM_OK;
-    char *hdr_txt = NULL, *tmp = NULL;
-    FILE *f = NULL;
+    char *hdr_txt = NULL;
+    tdm_atomic_file_t *af = NULL;
     int64_t *sizes = NULL;
     cJSON *hdr = cJSON_CreateObject();
     sizes = calloc((size_t)n + 1, sizeof *sizes);
@@ -475,38 +476,19 @@ tdm_status tdm_safetensors_write_f32(const char *path, int n, const char *const 
     hdr_txt = cJSON_PrintUnformatted(hdr);
     if (!hdr_txt) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
     size_t hl = strlen(hdr_txt), padded = (hl + 7) & ~(size_t)7;
-    size_t plen = strlen(path);
-    tmp = malloc(plen + 16);
-    if (!tmp) { st = tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); goto fail; }
-    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto fail;
-    }
-    (void)fchmod(fd, 0644);   /* mkstemp creates 0600; outputs are ordinary files */
-    f = fdopen(fd, "wb");
-    if (!f) { close(fd); st = tdm_errorf(TDM_ERR_IO, "%s: cannot write: %s", path, strerror(errno)); goto fail; }
+    TDM_TRY(tdm_atomic_open(&af, path));
+    FILE *f = tdm_atomic_stream(af);
     uint8_t le[8];
     for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hdr_txt, 1, hl, f) == hl;
     for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
     for (int i = 0; ok && i < n; i++)
         ok = sizes[i] == 0 || fwrite(data[i], 1, (size_t)sizes[i], f) == (size_t)sizes[i];
-    if (fclose(f) != 0) ok = 0;
-    f = NULL;
     if (!ok) { st = tdm_errorf(TDM_ERR_IO, "%s: write failed: %s", path, strerror(errno)); goto fail; }
-    if (rename(tmp, path) != 0) {
-        st = tdm_errorf(TDM_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-        goto fail;
-    }
-    free(tmp);
-    tmp = NULL;
+    st = tdm_atomic_commit(af);
+    af = NULL;
 fail:
-    if (f) fclose(f);
-    if (tmp) { unlink(tmp); free(tmp); }
+    tdm_atomic_abort(af);
     free(hdr_txt);
     free(sizes);
     cJSON_Delete(hdr);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/atomic.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "pipe/pipe_internal.h"
@@ -14,6 +15,14 @@ tdm_status tdm_image_save_png(const char *path, const uint8_t *rgb, int width, i
                               const char *parameters) {
     const char *kv[] = {"parameters", parameters ? parameters : ""};
     return tdm_png_write(path, rgb, width, height, parameters ? 1 : 0, kv);
+}
+
+tdm_status tdm_file_write_atomic(const char *path, const void *data, size_t len) {
+    return tdm_atomic_write(path, data, len);
+}
+
+tdm_status tdm_file_append_sync(const char *path, const void *data, size_t len) {
+    return tdm_append_sync(path, data, len);
 }
 
 tdm_status tdm_latents_save(const tdm_pipeline_t *pipe, const char *path, const float *latents,
