@@ -55,6 +55,7 @@ static const cli_flag_t k_flags[] = {
     {"--keep-resident", 0, GEN},
     {"--schedule", 1, GEN},
     {"--resume", 0, GEN},
+    {"--overwrite", 0, GEN},
     {"--devices", 1, GEN},
     {"--device-map", 1, GEN | PLAN},
     {"--max-memory", 1, GEN | PLAN},
@@ -284,6 +285,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         if (!strcmp(f, "--quiet")) { a->quiet = 1; continue; }
         if (!strcmp(f, "--report-memory")) { a->report_memory = 1; continue; }
         if (!strcmp(f, "--keep-resident")) { a->keep_resident = 1; continue; }
+        if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
         if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
         if (!strcmp(f, "--print-device-map")) { a->print_map = 1; continue; }
         if (i + 1 >= argc) FAIL(2, "%s: missing value", f);

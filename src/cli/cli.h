@@ -58,6 +58,7 @@ typedef struct {
     const char  *only;          /* plan --only COMPONENT,... */
     int          gpus_per_rank; /* --gpus-per-rank K (0: not given) */
     int          resume;
+    int          overwrite;     /* --overwrite: replace the outputs of an earlier job in --out */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */
@@ -122,6 +123,45 @@ int64_t shape_numel(const int64_t *shape, int nd);
 /* The encode parameters of the prompts in a (the negative prompt only for SD with guidance). */
 void fill_encode_params(const args_t *a, const tdm_pipeline_info_t *info, tdm_encode_params_t *ep,
                         int with_negative);
+
+/* ---- the --out folder of generate (outdir.c) ---- */
+
+/* Hidden entries of --out: the lock file of the job writing there, and the
+ * folder of denoised latents waiting for the VAE (NNNNNN.safetensors). */
+#define OUT_LOCK_NAME   ".tandem.lock"
+#define OUT_LATENTS_DIR ".tandem-latents"
+
+typedef struct {
+    const char *dir;           /* --out */
+    int         rank;
+    int         lock_fd;       /* rank 0: holds the folder's lock; -1 elsewhere */
+    char       *latents_dir;   /* OUT/.tandem-latents */
+    char       *part;          /* OUT/manifest.rank<R>.jsonl: this rank's lines */
+} outdir_t;
+
+/* A malloc'd formatted string (exits on out of memory). */
+char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Collective. Rank 0 creates --out, takes its lock (a second job fails with
+ * one line naming the folder), refuses outputs of an earlier job unless
+ * --overwrite (removes them) or --resume (keeps them), and makes the hidden
+ * latents folder; every rank returns after that (barrier). */
+void outdir_open(outdir_t *o, const args_t *a, tdm_dist_t *dist);
+void outdir_close(outdir_t *o);
+/* Output names of image `index` (malloc'd): "NNNNNN.png|safetensors", the
+ * same under --out, and the hidden latents file. */
+char *outdir_file(const outdir_t *o, int64_t index, int latent);
+char *outdir_path(const outdir_t *o, int64_t index, int latent);
+char *outdir_latent_path(const outdir_t *o, int64_t index);
+/* Appends one manifest line (no newline) to this rank's part file, fsync'd. */
+void outdir_append(const outdir_t *o, const char *line);
+/* rec[i] = 1 when manifest.jsonl or a part file has a line for image i < n
+ * (malloc'd, n bytes). */
+uint8_t *outdir_recorded(const outdir_t *o, int64_t n);
+/* Rank 0, once at the end: manifest.jsonl = the lines of manifest.jsonl,
+ * the part files and `lines` (a later source replaces an earlier one), one
+ * per image whose output exists, in index order; then removes the part
+ * files and the hidden latents folder when it is empty. */
+void outdir_merge(const outdir_t *o, int64_t n, int latent, char *const *lines, int nlines);
 
 int cmd_generate(int argc, char **argv);
 int cmd_encode(int argc, char **argv);

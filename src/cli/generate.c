@@ -32,40 +32,27 @@ static void on_step(void *user, int step, int total) {
 
 
 
-/* Rewrites OUT/<name> atomically from the lines so far (NULL lines skipped). */
-static void write_manifest_named(const char *out, const char *name, char **lines, int64_t n) {
-    size_t len = 0;
-    for (int64_t i = 0; i < n; i++) len += lines[i] ? strlen(lines[i]) + 1 : 0;
-    char *buf = malloc(len + 1), *p = buf;
-    char *path = malloc(strlen(out) + strlen(name) + 2);
-    if (!buf || !path) die(1, "out of memory");
-    for (int64_t i = 0; i < n; i++)
-        if (lines[i]) {
-            size_t k = strlen(lines[i]);
-            memcpy(p, lines[i], k);
-            p[k] = '\n';
-            p += k + 1;
-        }
-    sprintf(path, "%s/%s", out, name);
-    if (tdm_file_write_atomic(path, buf, len) != TDM_OK) die_status();
-    free(buf);
-    free(path);
-}
-
-
 /* ---- tandem generate ------------------------------------------------------------- */
 
-/* One image's manifest record. */
+/* Version of the manifest line schema (README "Manifest"). */
+#define MANIFEST_VERSION 1
+
+/* One image's manifest record (schema version MANIFEST_VERSION): integers
+ * that may pass 2^53 (seed, index) are written as exact decimal tokens. */
 static char *manifest_line(const args_t *a, const tdm_pipeline_info_t *info, int64_t i, const char *file,
                            const char *prompt, int row, uint64_t seed, int steps, float guidance, int W,
                            int H, double secs, int rank) {
+    char num[32];
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "index", (double)i);
+    cJSON_AddNumberToObject(o, "version", MANIFEST_VERSION);
+    snprintf(num, sizeof num, "%lld", (long long)i);
+    cJSON_AddRawToObject(o, "index", num);
     cJSON_AddStringToObject(o, "file", file);
     cJSON_AddStringToObject(o, "prompt", prompt ? prompt : "");
     if (a->nprompts_2) cJSON_AddStringToObject(o, "prompt_2", a->prompts_2[row]);
     cJSON_AddStringToObject(o, "negative_prompt", a->negative ? a->negative : "");
-    cJSON_AddNumberToObject(o, "seed", (double)seed);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)seed);
+    cJSON_AddRawToObject(o, "seed", num);
     cJSON_AddNumberToObject(o, "steps", steps);
     cJSON_AddNumberToObject(o, "guidance", guidance);
     cJSON_AddNumberToObject(o, "width", W);
@@ -83,31 +70,36 @@ static char *manifest_line(const args_t *a, const tdm_pipeline_info_t *info, int
     return line;
 }
 
-/* Adds every line of `path` (a JSONL manifest) whose image file exists to
- * by_index (index → line, owned). */
-static void merge_manifest_file(const char *out, const char *path, char **by_index, int64_t n) {
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap, f)) > 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *ix = o ? cJSON_GetObjectItem(o, "index") : NULL;
-        const cJSON *fl = o ? cJSON_GetObjectItem(o, "file") : NULL;
-        char fp[4200];
-        struct stat sb;
-        if (cJSON_IsNumber(ix) && cJSON_IsString(fl) && ix->valuedouble >= 0 && ix->valuedouble < (double)n &&
-            (size_t)snprintf(fp, sizeof fp, "%s/%s", out, fl->valuestring) < sizeof fp && stat(fp, &sb) == 0) {
-            int64_t i = (int64_t)ix->valuedouble;
-            free(by_index[i]);
-            by_index[i] = strdup(line);
-        }
-        cJSON_Delete(o);
-    }
-    free(line);
-    fclose(f);
+/* The A1111 "parameters" text of one image (malloc'd, whole: no length
+ * limit). The "Negative prompt:" line only when there is one, as A1111. */
+static char *parameters_text(const args_t *a, const tdm_pipeline_info_t *info, const char *prompt, int steps,
+                             float guidance, uint64_t seed, int W, int H) {
+    const int neg = a->negative && a->negative[0];
+    return str_printf("%s\n%s%s%sSteps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s, "
+                      "Version: tandem %s",
+                      prompt ? prompt : "", neg ? "Negative prompt: " : "", neg ? a->negative : "", neg ? "\n" : "",
+                      steps, info->scheduler, guidance, (unsigned long long)seed, W, H, a->model, TANDEM_VERSION);
+}
+
+/* Image i uses seed+i: the job's last seed must not pass 2^64-1. */
+static void check_seed_range(uint64_t seed, int64_t nimages) {
+    if (nimages > 0 && (uint64_t)(nimages - 1) > UINT64_MAX - seed)
+        die(2, "--seed %llu: %lld images need seeds up to --seed + %lld, past 2^64-1 (the largest --seed for "
+            "%lld images is %llu)", (unsigned long long)seed, (long long)nimages, (long long)(nimages - 1),
+            (long long)nimages, (unsigned long long)(UINT64_MAX - (uint64_t)(nimages - 1)));
+}
+
+/* 1 when the hidden latents file `path` holds this image (readable, the
+ * right shape, and made with the same parameters text). */
+static int latent_ready(tdm_pipeline_t *pipe, const char *path, int W, int H, const char *params) {
+    if (!file_exists(path)) return 0;
+    int w = W, h = H;
+    float *lat = NULL;
+    char *stored = NULL;
+    int ok = tdm_latents_load(pipe, path, &w, &h, &lat, &stored) == TDM_OK && stored && !strcmp(stored, params);
+    free(lat);
+    free(stored);
+    return ok;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -180,7 +172,9 @@ int cmd_generate(int argc, char **argv) {
     int nd;
     if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) die_status();
     if (info.kind == TDM_PIPE_FLUX && a.max_seq > 512) die(2, "--max-sequence-length %d: must be at most 512", a.max_seq);
-    prepare_out_dir(a.out);
+    if (!a.embeddings) check_seed_range(a.seed, (int64_t)a.nprompts * a.per_prompt);
+    outdir_t od;
+    outdir_open(&od, &a, g_dist);
 
     /* stage 1: prompt embeddings (text encoders only), or read them */
     tdm_embeddings_t *emb = NULL;
@@ -194,6 +188,10 @@ int cmd_generate(int argc, char **argv) {
     }
     const int nprompts = tdm_embeddings_count(emb);
     const int64_t nimages = (int64_t)nprompts * a.per_prompt, item = shape_numel(shape, nd);
+    check_seed_range(a.seed, nimages);
+    /* --resume: the images that have a manifest line; an output on disk
+     * without one is made again (same seed, same bytes) and gets its line */
+    uint8_t *recorded = a.resume ? outdir_recorded(&od, nimages) : NULL;
 
     /* this rank's share: a contiguous block (accelerate's split) or, with
      * --schedule dynamic, the next index of a shared counter as it finishes */
@@ -201,17 +199,12 @@ int cmd_generate(int argc, char **argv) {
     tdm_split_between_processes(nimages, rank, size, &begin, &end);
     if (a.dynamic && tdm_dist_counter_open(g_dist) != TDM_OK) die_status();
     int64_t *mine = NULL, nmine = 0, capmine = 0;
-    float *lat = NULL;
     double *secs = NULL;
     char **lines = NULL;
-    int64_t nlines = 0;
+    int64_t nlines = 0, caplines = 0;
+    float *lat = malloc((size_t)item * sizeof *lat);
     uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)W * H * 3);
-    if (!a.latent_out && !rgb) die(1, "out of memory");
-    char params[8192], partname[64];
-    /* records go to a per-rank part file (merged by rank 0 at the end) when
-     * several ranks write or an earlier run is resumed */
-    const int parts = size > 1 || a.resume;
-    snprintf(partname, sizeof partname, parts ? "manifest.rank%d.jsonl" : "manifest.jsonl", rank);
+    if (!lat || (!a.latent_out && !rgb)) die(1, "out of memory");
     progress_t pr = {.quiet = a.quiet || rank != 0, .tty = isatty(2), .nimages = (int)nimages};
     /* load the denoiser before the clock starts: images/s and per-image
      * seconds measure generation, not model loading */
@@ -221,7 +214,9 @@ int cmd_generate(int argc, char **argv) {
     double job_t0 = now();
     int64_t cursor = begin;
     for (int pass = 0; pass < (a.latent_out ? 1 : 2); pass++) {
-        /* pass 0: stage 2 (denoiser only) for every image of this rank; pass 1: stage 3 (VAE only) */
+        /* pass 0: stage 2 (denoiser only) for every image of this rank, each
+         * latent persisted under OUT/.tandem-latents as soon as it is done;
+         * pass 1: stage 3 (VAE only) from those files */
         for (int64_t k = 0;; k++) {
             int64_t i;
             if (pass == 1) {
@@ -234,20 +229,6 @@ int cmd_generate(int argc, char **argv) {
                     i = cursor++;
                 }
                 if (i >= (a.dynamic ? nimages : end)) break;
-                char fp[4200];
-                snprintf(fp, sizeof fp, "%s/%06lld.%s", a.out, (long long)i, a.latent_out ? "safetensors" : "png");
-                if (a.resume && file_exists(fp)) continue;   /* made by an earlier run */
-                if (nmine == capmine) {
-                    capmine = capmine ? 2 * capmine : 16;
-                    mine = realloc(mine, (size_t)capmine * sizeof *mine);
-                    lat = realloc(lat, (size_t)(capmine * item) * sizeof *lat);
-                    secs = realloc(secs, (size_t)capmine * sizeof *secs);
-                    lines = realloc(lines, (size_t)capmine * sizeof *lines);
-                    if (!mine || !lat || !secs || !lines) die(1, "out of memory");
-                }
-                mine[nmine] = i;
-                secs[nmine] = 0;
-                k = nmine++;
             }
             const int row = (int)(i / a.per_prompt);
             const char *prompt = tdm_embeddings_prompt(emb, row);
@@ -261,26 +242,54 @@ int cmd_generate(int argc, char **argv) {
             gp.on_step = on_step;
             gp.user = &pr;
             pr.image = (int)i;
-            pr.t0 = now();
-            float *li = lat + k * item;
-            if (pass == 0 && tdm_pipeline_denoise(pipe, emb, row, &gp, li) != TDM_OK) die_status();
-            if (pass == 1 && tdm_pipeline_decode(pipe, li, W, H, rgb) != TDM_OK) die_status();
-            secs[k] += now() - pr.t0;
-            if (pass == 0 && !a.latent_out) continue;   /* written after decoding */
-            char file[64], path[4200];
-            snprintf(file, sizeof file, "%06lld.%s", (long long)i, a.latent_out ? "safetensors" : "png");
-            snprintf(path, sizeof path, "%s/%s", a.out, file);
-            snprintf(params, sizeof params,
-                     "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, "
-                     "Size: %dx%d, Model: %s, Version: tandem %s",
-                     prompt ? prompt : "", a.negative ? a.negative : "", steps, info.scheduler, guidance,
-                     (unsigned long long)gp.seed, W, H, a.model, TANDEM_VERSION);
-            tdm_status wst = a.latent_out ? tdm_latents_save(pipe, path, li, W, H, params)
-                                          : tdm_image_save_png(path, rgb, W, H, params);
-            if (wst != TDM_OK) die_status();
-            lines[nlines++] = manifest_line(&a, &info, i, file, prompt, row, gp.seed, steps, guidance, W, H,
-                                            secs[k], rank);
-            write_manifest_named(a.out, partname, lines, nlines);
+            char *params = parameters_text(&a, &info, prompt, steps, guidance, gp.seed, W, H);
+            char *file = outdir_file(&od, i, a.latent_out), *path = outdir_path(&od, i, a.latent_out);
+            char *hidden = a.latent_out ? NULL : outdir_latent_path(&od, i);
+            double t = 0;
+            if (pass == 0) {
+                if (a.resume && recorded[i] && file_exists(path)) goto next;   /* made by an earlier run */
+                if (!a.resume || a.latent_out || !latent_ready(pipe, hidden, W, H, params)) {
+                    pr.t0 = now();
+                    if (tdm_pipeline_denoise(pipe, emb, row, &gp, lat) != TDM_OK) die_status();
+                    t = now() - pr.t0;
+                    if (!a.latent_out && tdm_latents_save(pipe, hidden, lat, W, H, params) != TDM_OK) die_status();
+                }   /* else denoised by an earlier run: only the VAE is left */
+                if (!a.latent_out) {   /* decoded and written in pass 1 */
+                    if (nmine == capmine) {
+                        capmine = capmine ? 2 * capmine : 16;
+                        mine = realloc(mine, (size_t)capmine * sizeof *mine);
+                        secs = realloc(secs, (size_t)capmine * sizeof *secs);
+                        if (!mine || !secs) die(1, "out of memory");
+                    }
+                    mine[nmine] = i;
+                    secs[nmine++] = t;
+                    goto next;
+                }
+                if (tdm_latents_save(pipe, path, lat, W, H, params) != TDM_OK) die_status();
+            } else {
+                int w = W, h = H;
+                float *dl = NULL;
+                if (tdm_latents_load(pipe, hidden, &w, &h, &dl, NULL) != TDM_OK) die_status();
+                pr.t0 = now();
+                if (tdm_pipeline_decode(pipe, dl, W, H, rgb) != TDM_OK) die_status();
+                t = secs[k] + now() - pr.t0;
+                free(dl);
+                if (tdm_image_save_png(path, rgb, W, H, params) != TDM_OK) die_status();
+            }
+            if (nlines == caplines) {
+                caplines = caplines ? 2 * caplines : 16;
+                lines = realloc(lines, (size_t)caplines * sizeof *lines);
+                if (!lines) die(1, "out of memory");
+            }
+            lines[nlines] = manifest_line(&a, &info, i, file, prompt, row, gp.seed, steps, guidance, W, H, t, rank);
+            outdir_append(&od, lines[nlines++]);
+            if (hidden && unlink(hidden) != 0 && errno != ENOENT)
+                die(1, "%s: cannot remove: %s", hidden, strerror(errno));
+        next:
+            free(params);
+            free(file);
+            free(path);
+            free(hidden);
         }
         stage_memory(pipe, &a, pass == 0 ? TDM_STAGE_DENOISE : TDM_STAGE_DECODE);
     }
@@ -307,36 +316,7 @@ int cmd_generate(int argc, char **argv) {
     char **stats = NULL;
     int nstats = 0;
     if (tdm_dist_gather_strings(g_dist, stat_rec, 1, &stats, &nstats) != TDM_OK) die_status();
-    if (rank == 0 && parts) {
-        char **by_index = calloc((size_t)nimages + 1, sizeof *by_index);
-        char path[4200];
-        if (!by_index) die(1, "out of memory");
-        if (a.resume) {   /* keep what earlier runs made */
-            snprintf(path, sizeof path, "%s/manifest.jsonl", a.out);
-            merge_manifest_file(a.out, path, by_index, nimages);
-            for (int r = 0; r < 4096; r++) {
-                snprintf(path, sizeof path, "%s/manifest.rank%d.jsonl", a.out, r);
-                merge_manifest_file(a.out, path, by_index, nimages);
-            }
-        }
-        for (int j = 0; j < nall; j++) {
-            cJSON *o = cJSON_Parse(all[j]);
-            const cJSON *ix = o ? cJSON_GetObjectItem(o, "index") : NULL;
-            if (cJSON_IsNumber(ix) && ix->valuedouble >= 0 && ix->valuedouble < (double)nimages) {
-                int64_t i = (int64_t)ix->valuedouble;
-                free(by_index[i]);
-                by_index[i] = strdup(all[j]);
-            }
-            cJSON_Delete(o);
-        }
-        write_manifest_named(a.out, "manifest.jsonl", by_index, nimages);
-        for (int r = 0; r < size || r < 4096; r++) {   /* part files are merged now */
-            snprintf(path, sizeof path, "%s/manifest.rank%d.jsonl", a.out, r);
-            if (unlink(path) != 0 && r >= size) break;
-        }
-        for (int64_t i = 0; i < nimages; i++) free(by_index[i]);
-        free(by_index);
-    }
+    if (rank == 0) outdir_merge(&od, nimages, a.latent_out, all, nall);
     if (rank == 0 && !a.quiet) {
         int64_t made = 0;
         for (int j = 0; j < nstats; j++) {
@@ -364,6 +344,8 @@ int cmd_generate(int argc, char **argv) {
     free(lat);
     free(mine);
     free(rgb);
+    free(recorded);
+    outdir_close(&od);
     tdm_embeddings_free(emb);
     tdm_pipeline_close(pipe);
     args_free(&a);
