@@ -3,7 +3,10 @@
  * splits, --resume, and a killed rank ending the job with kept outputs.
  * Skips (passing) when the build has no MPI or mpirun is missing. */
 // label: dist
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -161,6 +164,56 @@ TEST(killed_rank_ends_the_job) {
               "no word of the failed rank: %s", errtext);
 }
 
+/* A folder locked by another job: the launched job fails naming it, and
+ * writes nothing; the ranks of one job share the lock (the runs above). */
+TEST(locked_folder_refused) {
+    char out[512], lock[600];
+    snprintf(out, sizeof out, "%s/locked", tmpdir);
+    snprintf(lock, sizeof lock, "%s/.tandem.lock", out);
+    CHECK(mkdir(out, 0777) == 0);
+    int fd = open(lock, O_RDWR | O_CREAT, 0666);
+    CHECK(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+    int rc = sh("'%s' launch -n 2 -- generate --model '%s' --prompt a --prompt b --steps 2 --quiet --out '%s'",
+                TDM_TANDEM_BIN, PIPE, out);
+    CHECK_MSG(rc != 0, "a second job ran in a locked folder");
+    CHECK_MSG(strstr(errtext, "tandem: error: ") && strstr(errtext, "another tandem job") && strstr(errtext, out),
+              "%s", errtext);
+    CHECK(!exists("%s/000000.png", out) && !exists("%s/000001.png", out));
+    close(fd);
+}
+
+/* A job killed while denoising (2 ranks) keeps each rank's finished
+ * latents; --resume with 3 ranks decodes them and makes the rest: the same
+ * files as one uninterrupted process. */
+TEST(killed_while_denoising_resumes) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/kd", tmpdir);
+    const char *job = "--prompt 'a red fox' --prompt 'a lighthouse' --prompt 'a bowl of ramen' "
+                      "--prompt 'a mountain lake' --prompt 'a city at night' --seed 3 --quiet";
+    /* the reference: JOB's prompts and seed with the same steps */
+    int rc = sh("'%s' generate --model '%s' %s --steps 40 --out '%s/kd-one'", TDM_TANDEM_BIN, PIPE, job, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    char script[8192];
+    snprintf(script, sizeof script,
+             "('%s' launch -n 2 -- generate --model '%s' %s --steps 40 --out '%s') & job=$!; "
+             "for i in $(seq 1 6000); do [ -e '%s/.tandem-latents/000000.safetensors' ] && "
+             "[ -e '%s/.tandem-latents/000003.safetensors' ] && break; sleep 0.01; done; "
+             "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && victim=$p && break; done; "
+             "[ -n \"$victim\" ] && kill -9 $victim; wait $job",
+             TDM_TANDEM_BIN, PIPE, job, out, out, out, out);
+    rc = sh("%s", script);
+    CHECK_MSG(rc != 0, "the job was not killed: %s", errtext);
+    CHECK_MSG(exists("%s/.tandem-latents/000000.safetensors", out) || exists("%s/000000.png", out),
+              "rank 0's denoised latent was lost");
+    CHECK_MSG(exists("%s/.tandem-latents/000003.safetensors", out) || exists("%s/000003.png", out),
+              "rank 1's denoised latent was lost");
+    rc = sh("'%s' launch -n 3 -- generate --model '%s' %s --steps 40 --resume --out '%s'", TDM_TANDEM_BIN, PIPE, job,
+            out);
+    CHECK_MSG(rc == 0, "resume: rc %d: %s", rc, errtext);
+    same_outputs("kd-one", "kd", 5);
+    CHECK(!exists("%s/.tandem-latents", out));
+}
+
 int main(void) {
 #ifndef TDM_HAVE_MPI
     printf("SKIP: built without MPI\n0 passed, 0 failed\n");
@@ -184,6 +237,8 @@ int main(void) {
     RUN(fewer_images_than_ranks);
     RUN(resume_fills_the_gaps);
     RUN(killed_rank_ends_the_job);
+    RUN(locked_folder_refused);
+    RUN(killed_while_denoising_resumes);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;
