@@ -477,7 +477,9 @@ TEST(resume_restores_lost_lines) {
     char *ref = manifest_norm(out);
     CHECK(system(pathf("cp '%s/000001.png' '%s'", out, keep)) == 0);
     CHECK(system(pathf("cd '%s' && grep -v '\"index\":[12],' manifest.jsonl > m && mv m manifest.jsonl && "
-                       "printf '{\"version\":1,\"index\":2,\"fi' > manifest.rank0.jsonl", out)) == 0);
+                       "printf '{\"version\":1,\"index\":2,\"fi' > manifest.rank0.jsonl && "
+                       "echo x > .000002.png.tmp-0123456789ab && mkdir .tandem-latents && echo x > .tandem-latents/.000001.safetensors.tmp-00000000000a",
+                       out)) == 0);
     CHECK(count_lines(pathf("%s/manifest.jsonl", out)) == 1);
     struct stat before, after;
     CHECK(stat(pathf("%s/000000.png", out), &before) == 0);
@@ -489,6 +491,8 @@ TEST(resume_restores_lost_lines) {
     free(ref);
     free(got);
     CHECK(same_pixels(keep, pathf("%s/000001.png", out)));
+    CHECK_MSG(count_names(out, ".tmp-") == 0, "a killed run's temporary file is left");
+    CHECK(!exists("%s/.tandem-latents", out));
     CHECK(stat(pathf("%s/000000.png", out), &after) == 0);
     CHECK_MSG(before.st_mtim.tv_sec == after.st_mtim.tv_sec && before.st_mtim.tv_nsec == after.st_mtim.tv_nsec,
               "an image with its line was made again");

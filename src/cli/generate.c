@@ -247,7 +247,10 @@ int cmd_generate(int argc, char **argv) {
             char *hidden = a.latent_out ? NULL : outdir_latent_path(&od, i);
             double t = 0;
             if (pass == 0) {
-                if (a.resume && recorded[i] && file_exists(path)) goto next;   /* made by an earlier run */
+                if (a.resume && recorded[i] && file_exists(path)) {   /* made by an earlier run */
+                    if (hidden) unlink(hidden);   /* killed before it removed the latent */
+                    goto next;
+                }
                 if (!a.resume || a.latent_out || !latent_ready(pipe, hidden, W, H, params)) {
                     pr.t0 = now();
                     if (tdm_pipeline_denoise(pipe, emb, row, &gp, lat) != TDM_OK) die_status();

@@ -47,6 +47,32 @@ static int is_part_name(const char *name) {
     return d > 13 && !strcmp(name + d, ".jsonl");
 }
 
+/* 1 if `name` is the temporary file of an output or manifest that a killed
+ * run left behind: ".<name>.tmp-<12 hex digits>" (io/atomic's names). */
+static int is_temp_name(const char *name) {
+    const char *t = name[0] == '.' ? strstr(name, ".tmp-") : NULL;
+    if (!t || strlen(t) != 17 || strspn(t + 5, "0123456789abcdef") != 12) return 0;
+    char base[256];
+    size_t n = (size_t)(t - name) - 1;
+    if (n == 0 || n >= sizeof base) return 0;
+    memcpy(base, name + 1, n);
+    base[n] = 0;
+    return !strcmp(base, "manifest.jsonl") || is_output_name(base);
+}
+
+/* Removes the temporary files killed runs left in `dir`. */
+static void remove_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (is_temp_name(e->d_name)) {
+            char *p = str_printf("%s/%s", dir, e->d_name);
+            unlink(p);
+            free(p);
+        }
+    if (d) closedir(d);
+}
+
 /* The first name (in byte order) of a file of an earlier job in `dir`
  * (malloc'd), or NULL. */
 static char *first_output(const char *dir) {
@@ -82,10 +108,12 @@ static char *first_output(const char *dir) {
  * latents, manifests and the hidden latents folder. Other files stay. */
 static void remove_outputs(const char *dir) {
     char *sub = str_printf("%s/%s", dir, OUT_LATENTS_DIR);
+    remove_temps(sub);
+    remove_temps(dir);
     DIR *d = opendir(sub);
     struct dirent *e;
     while (d && (e = readdir(d)))
-        if (is_output_name(e->d_name) || strstr(e->d_name, ".tmp-")) {
+        if (is_output_name(e->d_name)) {
             char *p = str_printf("%s/%s", sub, e->d_name);
             if (unlink(p) != 0 && errno != ENOENT) die(1, "--overwrite: cannot remove %s: %s", p, strerror(errno));
             free(p);
@@ -322,5 +350,7 @@ void outdir_merge(const outdir_t *o, int64_t n, int latent, char *const *lines, 
             free(path);
         }
     if (d) closedir(d);
+    remove_temps(o->dir);   /* of killed runs: every rank of this one is done */
+    remove_temps(o->latents_dir);
     rmdir(o->latents_dir);   /* when empty: every denoised latent was decoded */
 }
