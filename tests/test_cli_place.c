@@ -138,7 +138,7 @@ TEST(not_regular_files) {
         plant("nr-w", "vae/diffusion_pytorch_model.safetensors", w[i].make);
         char want[256];
         snprintf(want, sizeof want, "vae/diffusion_pytorch_model.safetensors: %s", w[i].want);
-        expect_error(run_t("generate --model '%s/nr-w' --prompt x --steps 1 --out '%s/nr-o'", tmpdir, tmpdir),
+        expect_error(run_t("generate --model '%s/nr-w' --prompt x --steps 1 --overwrite --out '%s/nr-o'", tmpdir, tmpdir),
                      want);
         expect_error(run_t("plan --model '%s/nr-w' --max-memory 0=1GB", tmpdir), want);
     }
