@@ -389,6 +389,65 @@ static const char *TINY_ADDED =
     "[{\"id\": 8, \"content\": \"<|startoftext|>\", \"normalized\": true, \"special\": true}, "
     "{\"id\": 9, \"content\": \"<|endoftext|>\", \"normalized\": true, \"special\": true}]";
 
+/* Ids must be 0..n-1, each once; an id of 2^31-1 once overflowed the
+ * next-added-id counter. Each error names the file and the token. */
+TEST(vocab_ids) {
+    static const struct { const char *vocab; const char *tok; } bad[] = {
+        {"{\"a\":0,\"b\":1,\"c\":2147483647}", "\"c\""},    /* far past the end */
+        {"{\"a\":0,\"b\":1,\"c\":3}", "\"c\""},             /* a gap */
+        {"{\"a\":0,\"b\":1,\"c\":1}", "\"c\""},             /* shared id */
+        {"{\"a\":0,\"b\":1,\"c\":2.5}", "\"c\""},           /* not an integer */
+        {"{\"a\":0,\"b\":1,\"c\":1e300}", "\"c\""},
+        {"{\"a\":0,\"a\":1}", "\"a\""},                       /* key repeated: last id 1 of 1 token */
+    };
+    char dir[300];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/ids-%zu", tmpdir, i);
+        make_tiny(dir, bad[i].vocab, "#version: 0.2\n");
+        expect_load_error(dir, TDM_ERR_FORMAT, "vocab.json");
+        CHECK_MSG(strstr(tdm_last_error(), bad[i].tok) != NULL, "case %zu: \"%s\" does not name %s", i,
+                  tdm_last_error(), bad[i].tok);
+    }
+    /* the same in tokenizer.json's model.vocab */
+    snprintf(dir, sizeof dir, "%s/ids-json", tmpdir);
+    mkdir(dir, 0700);
+    write_file(dir, "tokenizer.json",
+               "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 2147483647}, \"merges\": []}}");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+    CHECK(strstr(tdm_last_error(), "model.vocab") && strstr(tdm_last_error(), "\"b\""));
+    /* an added token outside the vocabulary may not take a vocabulary id, nor
+     * another added token's */
+    snprintf(dir, sizeof dir, "%s/ids-added", tmpdir);
+    write_tiny_json(dir, "BPE", "[]", "[{\"id\": 3, \"content\": \"<x>\"}]");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+    CHECK(strstr(tdm_last_error(), "\"<x>\"") && strstr(tdm_last_error(), "\"a</w>\""));
+    write_tiny_json(dir, "BPE", "[]", "[{\"id\": 12, \"content\": \"<x>\"}, {\"id\": 12, \"content\": \"<y>\"}]");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+    CHECK(strstr(tdm_last_error(), "\"<y>\"") != NULL);
+    write_tiny_json(dir, "BPE", "[]", "[{\"id\": 2147483647, \"content\": \"<x>\"}]");
+    expect_load_error(dir, TDM_ERR_FORMAT, "tokenizer.json");
+    /* a valid added id past the vocabulary loads */
+    write_tiny_json(dir, "BPE", "[]", "[{\"id\": 10, \"content\": \"<x>\"}]");
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (t) CHECK(tdm_clip_tok_vocab_size(t) == 11);
+    tdm_clip_tok_free(t);
+    /* malformed merges.txt lines name the line */
+    static const char *merges[] = {"#version: 0.2\na b\na\n", "#version: 0.2\na \n", "#version: 0.2\n b\n",
+                                   "#version: 0.2\na\tb\n", "#version: 0.2\na b \n"};
+    for (size_t i = 0; i < sizeof merges / sizeof merges[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/merges-%zu", tmpdir, i);
+        make_tiny(dir, TINY_VOCAB, merges[i]);
+        expect_load_error(dir, TDM_ERR_FORMAT, "merges.txt");
+        CHECK_MSG(strstr(tdm_last_error(), "line ") != NULL, "case %zu: %s", i, tdm_last_error());
+    }
+    /* CRLF line ends are fine */
+    snprintf(dir, sizeof dir, "%s/merges-crlf", tmpdir);
+    make_tiny(dir, TINY_VOCAB, "#version: 0.2\r\na b\r\nab c</w>\r\n");
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    tdm_clip_tok_free(t);
+}
+
 TEST(tokenizer_json_tiny) {
     char dir[300];
     static const char *merge_forms[2] = {"[\"a b\", \"ab c</w>\"]", "[[\"a\", \"b\"], [\"ab\", \"c</w>\"]]"};
@@ -567,6 +626,7 @@ int main(void) {
     RUN(bad_files);
     RUN(tokenizer_json_tiny);
     RUN(tokenizer_json_errors);
+    RUN(vocab_ids);
     RUN(special_token_config);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

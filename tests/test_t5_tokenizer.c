@@ -276,6 +276,47 @@ TEST(error_added_token_options) {
     rm_dir(d);
 }
 
+/* Ids from tokenizer.json are checked before use: an unk_id or added-token
+ * id that is no int (1e300 was cast unchecked), an added token on another
+ * piece's id or on another added token's, a non-finite score. */
+TEST(error_ids) {
+    static const struct { const char *json; const char *what; } bad[] = {
+        {"{\"model\":{\"type\":\"Unigram\",\"unk_id\":1e300,\"vocab\":[[\"<unk>\",0]]}}", "unk_id"},
+        {"{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0]]},"
+         "\"added_tokens\":[{\"id\":1e300,\"content\":\"<x>\"}]}", "\"id\""},
+        {"{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0]]},"
+         "\"added_tokens\":[{\"id\":2147483647,\"content\":\"<x>\"}]}", "\"id\""},
+        {"{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0],[\"a\",-1]]},"
+         "\"added_tokens\":[{\"id\":1,\"content\":\"<x>\"}]}", "piece \"a\""},
+        {"{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0]]},"
+         "\"added_tokens\":[{\"id\":5,\"content\":\"<x>\"},{\"id\":5,\"content\":\"<y>\"}]}", "\"<y>\""},
+        {"{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0],[\"a\",-1e999]]}}", "piece 1"},
+    };
+    char d[300];
+    sub(d, sizeof d, "ids");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(d, "tokenizer.json", bad[i].json);
+        tdm_t5_tok_t *t = (tdm_t5_tok_t *)&t;
+        tdm_status st = tdm_t5_tok_load(&t, d);
+        CHECK_MSG(st != TDM_OK && strstr(tdm_last_error(), "tokenizer.json") &&
+                      strstr(tdm_last_error(), bad[i].what) && !strchr(tdm_last_error(), '\n'),
+                  "case %zu: status %d, \"%s\"", i, (int)st, tdm_last_error());
+        CHECK(t == NULL);
+    }
+    /* added_tokens_decoder ids in tokenizer_config.json */
+    write_file(d, "tokenizer.json", "{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0]]}}");
+    write_file(d, "tokenizer_config.json", "{\"added_tokens_decoder\": {\"99999999999\": {\"content\": \"<x>\"}}}");
+    tdm_t5_tok_t *t = NULL;
+    tdm_status st = tdm_t5_tok_load(&t, d);
+    CHECK_MSG(st == TDM_ERR_FORMAT && strstr(tdm_last_error(), "tokenizer_config.json") &&
+                  strstr(tdm_last_error(), "<x>"), "status %d, \"%s\"", (int)st, tdm_last_error());
+    write_file(d, "tokenizer_config.json", "{\"added_tokens_decoder\": {\"0\": {\"content\": \"<x>\"}}}");
+    st = tdm_t5_tok_load(&t, d);
+    CHECK_MSG(st == TDM_ERR_FORMAT && strstr(tdm_last_error(), "<unk>"), "status %d, \"%s\"", (int)st,
+              tdm_last_error());
+    rm_dir(d);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_t5tok_%d", (int)getpid());
     mkdir(tmpdir, 0700);
@@ -288,6 +329,7 @@ int main(void) {
     RUN(error_missing_files);
     RUN(error_bad_spiece);
     RUN(error_added_token_options);
+    RUN(error_ids);
     rmdir(tmpdir);
     return test_summary();
 }

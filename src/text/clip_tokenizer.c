@@ -305,6 +305,37 @@ static int64_t clip_pow2_at_least(int64_t n) {
     return c;
 }
 
+/* The ids of the n vocabulary entries must be 0..n-1, each once (a dense
+ * {token: id} map, as every CLIP vocabulary is): an id past the end or a
+ * shared one would make an id that is no row of the embedding, or two
+ * tokens that decode alike. */
+static tdm_status clip_vocab_check_ids(const tdm_clip_tok_t *t, const char *path, const char *where) {
+    int64_t n = t->nvocab;
+    int64_t *owner = malloc((size_t)n * sizeof *owner);
+    if (!owner) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path);
+    for (int64_t i = 0; i < n; i++) owner[i] = -1;
+    tdm_status st = TDM_OK;
+    for (int64_t e = 0; e < n; e++) {
+        const clip_vent_t *v = &t->vent[e];
+        int vl = v->len > 40 ? 40 : (int)v->len;
+        if (v->id >= n) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: %stoken \"%.*s\" has id %ld, outside [0, %lld] (%lld tokens)",
+                            path, where, vl, t->pool + v->off, (long)v->id, (long long)(n - 1), (long long)n);
+            break;
+        }
+        if (owner[v->id] >= 0) {
+            const clip_vent_t *o = &t->vent[owner[v->id]];
+            int ol = o->len > 40 ? 40 : (int)o->len;
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: %stoken \"%.*s\" has id %ld, already the id of token \"%.*s\"", path,
+                            where, vl, t->pool + v->off, (long)v->id, ol, t->pool + o->off);
+            break;
+        }
+        owner[v->id] = e;
+    }
+    free(owner);
+    return st;
+}
+
 /* Builds the vocabulary from a {token: id} JSON object (vocab.json's root
  * or tokenizer.json's model.vocab); `where` prefixes error messages after
  * the path ("" or "model.vocab: "). */
@@ -354,10 +385,10 @@ static tdm_status clip_vocab_build(tdm_clip_tok_t *t, const cJSON *root, const c
         memcpy(t->pool + t->pool_len, e->string, (size_t)len);
         t->pool_len += len;
         t->vslot[i] = t->nvocab++;
-        if (id >= t->next_added_id) t->next_added_id = id + 1;
     }
+    TDM_TRY(clip_vocab_check_ids(t, path, where));
     t->vocab_size = t->nvocab;
-    if (t->next_added_id < t->nvocab) t->next_added_id = (int32_t)t->nvocab;
+    t->next_added_id = (int32_t)t->nvocab;
 fail:
     return st;
 }
@@ -554,6 +585,24 @@ static tdm_status clip_add_token(tdm_clip_tok_t *t, const char *content, int nor
     clip_added_t *grown = realloc(t->added, (size_t)(t->nadded + 1) * sizeof *grown);
     if (!grown) { free(cps); return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path); }
     t->added = grown;
+    if (vid < 0 && fixed_id >= 0) {
+        /* a token outside the vocabulary needs an id of its own */
+        const char *other = NULL;
+        int olen = 0;
+        for (int64_t e = 0; e < t->nvocab && !other; e++)
+            if (t->vent[e].id == fixed_id) { other = t->pool + t->vent[e].off; olen = t->vent[e].len; }
+        if (other) {
+            free(cps);
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: added token \"%.40s\" has id %ld, which the vocabulary gives "
+                              "to \"%.*s\"", path, content, (long)fixed_id, olen > 40 ? 40 : olen, other);
+        }
+        for (int i = 0; i < t->nadded; i++)
+            if (t->added[i].id == fixed_id) {
+                free(cps);
+                return tdm_errorf(TDM_ERR_FORMAT, "%s: added token \"%.40s\" has id %ld, already the id of "
+                                  "another added token", path, content, (long)fixed_id);
+            }
+    }
     if (vid < 0) {
         vid = fixed_id >= 0 ? fixed_id : t->next_added_id;
         if (vid >= t->next_added_id) {

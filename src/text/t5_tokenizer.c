@@ -423,8 +423,9 @@ static tdm_status t5_vocab_index(tdm_t5_tok_t *t, const char *file) {
         int64_t bad = t5_utf8_check((const unsigned char *)s, e->len);
         if (bad >= 0)
             return tdm_errorf(TDM_ERR_FORMAT, "%s: piece %lld is not valid UTF-8", file, (long long)id);
-        if (e->score != e->score)
-            return tdm_errorf(TDM_ERR_FORMAT, "%s: piece %lld has a NaN score", file, (long long)id);
+        if (!isfinite(e->score))
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: piece %lld has the score %g (want a finite number)", file,
+                              (long long)id, e->score);
         if (e->score < t->min_score) t->min_score = e->score;
         if (e->len > t->max_piece_len) t->max_piece_len = e->len;
         for (uint64_t i = t5_hash(s, e->len) & mask;; i = (i + 1) & mask) {
@@ -450,12 +451,25 @@ static tdm_status t5_vocab_index(tdm_t5_tok_t *t, const char *file) {
 static tdm_status t5_added_add(tdm_t5_tok_t *t, const char *s, int64_t id, const char *file) {
     int64_t n = (int64_t)strlen(s);
     if (n == 0) return tdm_errorf(TDM_ERR_FORMAT, "%s: an added token is empty", file);
-    if (id < 0 || id > INT32_MAX)
-        return tdm_errorf(TDM_ERR_FORMAT, "%s: added token \"%s\" has id %lld", file, s, (long long)id);
+    if (id < 0 || id >= INT32_MAX)
+        return tdm_errorf(TDM_ERR_FORMAT, "%s: added token \"%.40s\" has id %lld, outside [0, %d]", file, s,
+                          (long long)id, INT32_MAX - 1);
     if (t5_utf8_check((const unsigned char *)s, n) >= 0)
         return tdm_errorf(TDM_ERR_FORMAT, "%s: an added token is not valid UTF-8", file);
     for (int i = 0; i < t->nadded; i++)
         if (t->added[i].len == n && memcmp(t->pool + t->added[i].off, s, (size_t)n) == 0) return TDM_OK;
+    /* an id is one token's: a piece's only with that piece's text, and one added token's */
+    if (id < t->npieces) {
+        const t5_piece_t *p = &t->pieces[id];
+        if (p->len != n || memcmp(t->pool + p->off, s, (size_t)n) != 0)
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: added token \"%.40s\" has id %lld, which is piece \"%.*s\"",
+                              file, s, (long long)id, p->len > 40 ? 40 : (int)p->len, t->pool + p->off);
+    }
+    for (int i = 0; i < t->nadded; i++)
+        if (t->added[i].id == id)
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: added token \"%.40s\" has id %lld, already the id of added token \"%.*s\"",
+                              file, s, (long long)id, t->added[i].len > 40 ? 40 : (int)t->added[i].len,
+                              t->pool + t->added[i].off);
     if (t->nadded == t->added_cap) {
         int cap = t->added_cap ? t->added_cap * 2 : 16;
         t5_added_t *p = realloc(t->added, (size_t)cap * sizeof *p);
@@ -925,7 +939,8 @@ static tdm_status t5_load_tokenizer_json(tdm_t5_tok_t *t, const char *path) {
         idx++;
     }
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_id");
-    if (!cJSON_IsNumber(unk) || unk->valuedouble != (double)(int32_t)unk->valuedouble) {
+    if (!cJSON_IsNumber(unk) || !(unk->valuedouble >= INT32_MIN && unk->valuedouble <= INT32_MAX) ||
+        unk->valuedouble != (double)(int32_t)unk->valuedouble) {
         st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: model has no integer \"unk_id\"", path);
         goto fail;
     }
@@ -966,8 +981,10 @@ static tdm_status t5_load_tokenizer_json(tdm_t5_tok_t *t, const char *path) {
     }
     cJSON_ArrayForEach(e, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (!cJSON_IsNumber(id)) {
-            st = tdm_errorf(TDM_ERR_FORMAT, "%s: an added token has no numeric \"id\"", path);
+        if (!cJSON_IsNumber(id) || !(id->valuedouble >= 0 && id->valuedouble < INT32_MAX) ||
+            id->valuedouble != (double)(int64_t)id->valuedouble) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: an added token has no integer \"id\" in [0, %d]", path,
+                            INT32_MAX - 1);
             goto fail;
         }
         TDM_TRY(t5_added_from_json(t, e, (int64_t)id->valuedouble, path));
