@@ -175,6 +175,36 @@ static const bad_case_t bad_cases[] = {
      {"__metadata__", NULL}},
     {"metadata value not string", "{\"__metadata__\":{\"format\":1}}", 0,
      {"__metadata__", "format"}},
+    /* the header is a JSON object from its first byte, then spaces only */
+    {"trailing garbage", "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}x", 1,
+     {"after the JSON object", NULL}},
+    {"trailing object", "{}{\"w\":1}", 0, {"after the JSON object", NULL}},
+    {"trailing newline", "{} \n", 0, {"after the JSON object", NULL}},
+    {"leading space", " {}", 0, {"'{'", NULL}},
+    {"raw control char", "{\"w\x01\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+     {"control", NULL}},
+    {"invalid utf-8 name", "{\"w\xff\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+     {"UTF-8", NULL}},
+    {"overlong utf-8 name", "{\"w\xc0\xaf\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+     {"UTF-8", NULL}},
+    /* data ranges tile the data section: no shared bytes, no gap, no tail */
+    {"same range",
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+     "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, {"\"a\" and \"b\"", "share"}},
+    {"overlapping ranges",
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+     "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}", 6, {"[2, 4)", "share"}},
+    {"nested range",
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]},"
+     "\"z\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[4,4]}}", 8, {"share", NULL}},
+    {"gap between ranges",
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+     "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[8,12]}}", 12, {"[4, 8)", "no tensor"}},
+    {"gap at start", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}", 8,
+     {"[0, 4)", NULL}},
+    {"bytes after last tensor", "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 8,
+     {"4 bytes after", "\"a\""}},
+    {"data without tensors", "{\"__metadata__\":{\"a\":\"b\"}}", 3, {"3 bytes", NULL}},
     {"second bad entry",
      "{\"ok\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
      "\"bad\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1, {"\"bad\"", NULL}},
@@ -245,6 +275,43 @@ TEST(test_st_bad_lengths) {
         st = tdm_safetensors_open(&s, P("lie.safetensors"));
         CHECK_MSG(st == TDM_ERR_FORMAT && s == NULL, "open, header length %llu: status %s",
                   (unsigned long long)lies[i], tdm_status_name(st));
+        free(img);
+    }
+}
+
+/* A NUL (or other control byte) in the header, which cJSON skips as
+ * whitespace, is refused wherever it is: before the closing brace, between
+ * tokens, in the padding. */
+TEST(test_st_header_nul) {
+    static const char hdr[] = "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+    const size_t hn = sizeof hdr - 1;
+    const size_t at[] = {hn - 1, hn - 2, 5, 1, hn, hn + 3};   /* byte positions for the NUL */
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        size_t hl = hn + 8, len = 8 + hl + 1;
+        uint8_t *img = malloc(len);
+        for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+        memset(img + 8, ' ', hl);
+        /* insert the NUL at at[k], shifting the rest of the header right */
+        size_t p = at[k];
+        if (p < hn) {
+            memcpy(img + 8, hdr, p);
+            img[8 + p] = 0;
+            memcpy(img + 8 + p + 1, hdr + p, hn - p);
+        } else {
+            memcpy(img + 8, hdr, hn);
+            img[8 + p] = 0;
+        }
+        img[8 + hl] = 7;   /* the one data byte */
+        tdm_safetensors_t *s = NULL;
+        tdm_status st = tdm_safetensors_parse(&s, img, len, "nul.safetensors");
+        CHECK_MSG(st == TDM_ERR_FORMAT && s == NULL && has("nul.safetensors") && has("NUL"),
+                  "NUL at %zu: status %s (%s)", p, tdm_status_name(st), tdm_last_error());
+        tdm_safetensors_close(s);
+        /* the same image with a space instead of the NUL loads */
+        img[8 + p] = ' ';
+        st = tdm_safetensors_parse(&s, img, len, "nul.safetensors");
+        CHECK_MSG(st == TDM_OK, "space at %zu: %s (%s)", p, tdm_status_name(st), tdm_last_error());
+        tdm_safetensors_close(s);
         free(img);
     }
 }
@@ -1238,6 +1305,7 @@ int main(void) {
         return EXIT_FAILURE;
     }
     RUN(test_st_bad_headers);
+    RUN(test_st_header_nul);
     RUN(test_st_bad_lengths);
     RUN(test_st_truncation_and_flips);
     RUN(test_st_valid_dtypes);

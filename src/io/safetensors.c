@@ -123,6 +123,81 @@ static int st_cmp_name(const void *a, const void *b) {
     return strcmp(((const tdm_st_tensor_t *)a)->name, ((const tdm_st_tensor_t *)b)->name);
 }
 
+/* Orders tensors by their data range [begin, end). */
+static int st_cmp_range(const void *a, const void *b) {
+    const tdm_st_tensor_t *x = *(const tdm_st_tensor_t *const *)a, *y = *(const tdm_st_tensor_t *const *)b;
+    if (x->data != y->data) return (const uint8_t *)x->data < (const uint8_t *)y->data ? -1 : 1;
+    return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
+}
+
+/* The header's bytes, as the format has them: a JSON object from the first
+ * byte, then only spaces (0x20) up to the header length; no raw control
+ * characters (cJSON would take a NUL as whitespace) and valid UTF-8.
+ * Returns 1 when they are well-formed; else 0 with *why set. `end` is where
+ * cJSON stopped parsing the object. */
+static int st_header_bytes_ok(const uint8_t *h, size_t hl, const uint8_t *end, const char **why) {
+    if (h[0] != '{') { *why = "does not begin with '{'"; return 0; }
+    for (size_t i = 0; i < hl;) {
+        uint8_t c = h[i];
+        if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            *why = c == 0 ? "holds a NUL byte" : "holds a raw control character";
+            return 0;
+        }
+        if (c < 0x80) { i++; continue; }
+        size_t k = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+        if (k == 0 || c > 0xF4 || i + k > hl) { *why = "is not valid UTF-8"; return 0; }
+        uint32_t cp = c & (k == 2 ? 0x1F : k == 3 ? 0x0F : 0x07);
+        for (size_t j = 1; j < k; j++) {
+            if ((h[i + j] & 0xC0) != 0x80) { *why = "is not valid UTF-8"; return 0; }
+            cp = (cp << 6) | (h[i + j] & 0x3F);
+        }
+        if ((k == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (k == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+            *why = "is not valid UTF-8";
+            return 0;
+        }
+        i += k;
+    }
+    for (const uint8_t *p = end; p < h + hl; p++)
+        if (*p != ' ') { *why = "has bytes other than spaces after the JSON object"; return 0; }
+    return 1;
+}
+
+/* The tensors' data ranges must tile the data section: sorted by offset,
+ * each begins where the previous one ends, the first at 0 and the last at
+ * the section's end (as the reference implementation checks). Two tensors
+ * sharing bytes, bytes that belong to no tensor and a data section longer
+ * than its tensors are errors. */
+static tdm_status st_check_ranges(const tdm_safetensors_t *s, const uint8_t *data, int64_t data_len) {
+    if (s->n == 0) {
+        if (data_len != 0)
+            return tdm_errorf(TDM_ERR_FORMAT, "%s: %lld bytes of data after a header with no tensors", s->path,
+                              (long long)data_len);
+        return TDM_OK;
+    }
+    const tdm_st_tensor_t **by = malloc((size_t)s->n * sizeof *by);
+    if (!by) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", s->path);
+    for (int i = 0; i < s->n; i++) by[i] = &s->tensors[i];
+    qsort(by, (size_t)s->n, sizeof *by, st_cmp_range);
+    tdm_status st = TDM_OK;
+    int64_t pos = 0;
+    for (int i = 0; i < s->n && st == TDM_OK; i++) {
+        int64_t b = (const uint8_t *)by[i]->data - data, e = b + by[i]->nbytes;
+        if (b < pos)
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: tensors \"%s\" and \"%s\" share bytes [%lld, %lld) of the data "
+                            "section", s->path, by[i - 1]->name, by[i]->name, (long long)b,
+                            (long long)(e < pos ? e : pos));
+        else if (b > pos)
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: bytes [%lld, %lld) of the data section belong to no tensor "
+                            "(the next is \"%s\")", s->path, (long long)pos, (long long)b, by[i]->name);
+        pos = e;
+    }
+    if (st == TDM_OK && pos != data_len)
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: the data section has %lld bytes after its last tensor \"%s\"", s->path,
+                        (long long)(data_len - pos), by[s->n - 1]->name);
+    free(by);
+    return st;
+}
+
 tdm_status tdm_safetensors_parse(tdm_safetensors_t **out, const uint8_t *buf, size_t len,
                                  const char *name) {
     tdm_status st = TDM_OK;
@@ -147,9 +222,14 @@ tdm_status tdm_safetensors_parse(tdm_safetensors_t **out, const uint8_t *buf, si
         goto fail;
     }
     if (hl < 2) { st = tdm_errorf(TDM_ERR_FORMAT, "%s: empty header", f); goto fail; }
-    hdr = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hl);
+    const char *hend = NULL, *why = NULL;
+    hdr = cJSON_ParseWithLengthOpts((const char *)buf + 8, (size_t)hl, &hend, 0);
     if (!hdr || !cJSON_IsObject(hdr)) {
         st = tdm_errorf(TDM_ERR_FORMAT, "%s: header is not a JSON object", f);
+        goto fail;
+    }
+    if (!st_header_bytes_ok(buf + 8, (size_t)hl, (const uint8_t *)hend, &why)) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: the %llu-byte header %s", f, (unsigned long long)hl, why);
         goto fail;
     }
     const uint8_t *data = buf + 8 + hl;
@@ -189,6 +269,7 @@ tdm_status tdm_safetensors_parse(tdm_safetensors_t **out, const uint8_t *buf, si
         s->n++;
         TDM_TRY(st_parse_entry(s, e, t, data, data_len));
     }
+    TDM_TRY(st_check_ranges(s, data, data_len));
     qsort(s->tensors, (size_t)s->n, sizeof *s->tensors, st_cmp_name);
     for (int i = 1; i < s->n; i++)
         if (!strcmp(s->tensors[i].name, s->tensors[i - 1].name)) {

@@ -19,10 +19,13 @@ typedef struct {
 typedef struct tdm_safetensors tdm_safetensors_t;   /* one mapped file */
 
 /* Maps and validates `path`: 8-byte little-endian header length within
- * the file, JSON header, known dtypes, shapes with <= TDM_MAX_DIMS dims,
- * offsets [begin, end) inside the data section, end - begin ==
- * numel * dtype size (overflow-checked). OUT: *st. Errors name the file
- * and the tensor. */
+ * the file, JSON header (an object from its first byte, valid UTF-8 without
+ * raw control characters, then only spaces 0x20 up to the header length),
+ * known dtypes, shapes with <= TDM_MAX_DIMS dims, offsets [begin, end)
+ * inside the data section, end - begin == numel * dtype size
+ * (overflow-checked), and the tensors' ranges tiling the data section
+ * without overlap, gap or trailing bytes (as the reference loader).
+ * OUT: *st. Errors name the file and the tensor. */
 tdm_status tdm_safetensors_open(tdm_safetensors_t **st, const char *path);
 void       tdm_safetensors_close(tdm_safetensors_t *st);
 int        tdm_safetensors_count(const tdm_safetensors_t *st);
