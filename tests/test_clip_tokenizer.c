@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -609,6 +610,301 @@ TEST(special_token_config) {
     tdm_clip_tok_free(t);
 }
 
+/* ---- BPE against a plain reference ------------------------------------- */
+
+/* The textbook BPE the tokenizer once ran (quadratic in the word length):
+ * a word's symbols as strings; repeatedly merge the adjacent pair of lowest
+ * merge rank, leftmost first. Vocabulary and merges sit in sorted arrays. */
+typedef struct { char *key; int32_t val; } ref_ent_t;
+typedef struct {
+    ref_ent_t *vocab, *merges;   /* token -> id; "a b" -> rank */
+    int64_t nvocab, nmerges;
+} ref_bpe_t;
+
+static int ref_cmp(const void *a, const void *b) {
+    return strcmp(((const ref_ent_t *)a)->key, ((const ref_ent_t *)b)->key);
+}
+
+static int32_t ref_get(const ref_ent_t *a, int64_t n, const char *key) {
+    ref_ent_t k = {(char *)key, 0};
+    const ref_ent_t *r = bsearch(&k, a, (size_t)n, sizeof k, ref_cmp);
+    return r ? r->val : -1;
+}
+
+static void ref_add_merge(ref_bpe_t *r, const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *k = malloc(la + lb + 2);
+    memcpy(k, a, la);
+    k[la] = ' ';
+    memcpy(k + la + 1, b, lb + 1);
+    r->merges[r->nmerges].key = k;
+    r->merges[r->nmerges].val = (int32_t)r->nmerges;
+    r->nmerges++;
+}
+
+/* Loads vocab.json + merges.txt, or tokenizer.json, of `dir`. Returns 0 when
+ * neither can be read. Merges are unique in the fixtures, so a sorted array
+ * of "a b" keys gives each its rank. */
+static int ref_load(ref_bpe_t *r, const char *dir) {
+    char p[600];
+    memset(r, 0, sizeof *r);
+    snprintf(p, sizeof p, "%s/vocab.json", dir);
+    char *vtext = test_slurp(p);
+    cJSON *vocab = NULL, *tj = NULL;
+    const cJSON *mlist = NULL;
+    char *mtext = NULL;
+    if (vtext) {
+        vocab = cJSON_Parse(vtext);
+        snprintf(p, sizeof p, "%s/merges.txt", dir);
+        mtext = test_slurp(p);
+    } else {
+        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+        char *text = test_slurp(p);
+        tj = text ? cJSON_Parse(text) : NULL;
+        free(text);
+        const cJSON *model = cJSON_GetObjectItem(tj, "model");
+        mlist = cJSON_GetObjectItem(model, "merges");
+        vocab = cJSON_Duplicate(cJSON_GetObjectItem(model, "vocab"), 1);
+    }
+    free(vtext);
+    if (!vocab || (!mtext && !mlist)) { cJSON_Delete(vocab); cJSON_Delete(tj); free(mtext); return 0; }
+    r->vocab = malloc((size_t)cJSON_GetArraySize(vocab) * sizeof *r->vocab);
+    for (const cJSON *e = vocab->child; e; e = e->next) {
+        r->vocab[r->nvocab].key = strdup(e->string);
+        r->vocab[r->nvocab++].val = e->valueint;
+    }
+    int64_t cap = mlist ? cJSON_GetArraySize(mlist) : 1;
+    if (mtext) for (char *c = mtext; *c; c++) cap += *c == '\n';
+    r->merges = malloc((size_t)cap * sizeof *r->merges);
+    if (mtext) {
+        for (char *line = strtok(mtext, "\n"); line; line = strtok(NULL, "\n")) {
+            if (strncmp(line, "#version", 8) == 0) continue;
+            char *sp = strchr(line, ' ');
+            *sp = 0;
+            ref_add_merge(r, line, sp + 1);
+        }
+    } else {
+        for (const cJSON *m = mlist->child; m; m = m->next) {
+            if (cJSON_IsArray(m)) {
+                ref_add_merge(r, m->child->valuestring, m->child->next->valuestring);
+            } else {
+                char *line = strdup(m->valuestring), *sp = strchr(line, ' ');
+                *sp = 0;
+                ref_add_merge(r, line, sp + 1);
+                free(line);
+            }
+        }
+    }
+    qsort(r->vocab, (size_t)r->nvocab, sizeof *r->vocab, ref_cmp);
+    qsort(r->merges, (size_t)r->nmerges, sizeof *r->merges, ref_cmp);
+    cJSON_Delete(vocab);
+    cJSON_Delete(tj);
+    free(mtext);
+    return 1;
+}
+
+static void ref_free(ref_bpe_t *r) {
+    for (int64_t i = 0; i < r->nvocab; i++) free(r->vocab[i].key);
+    for (int64_t i = 0; i < r->nmerges; i++) free(r->merges[i].key);
+    free(r->vocab);
+    free(r->merges);
+}
+
+/* Ids of one word of printable ASCII (each byte is its own GPT-2 symbol),
+ * appended to ids[*n..cap). */
+static void ref_word(const ref_bpe_t *r, const char *w, int32_t *ids, int *n, int cap) {
+    int m = (int)strlen(w);
+    char **sym = malloc((size_t)m * sizeof *sym);
+    for (int i = 0; i < m; i++) {
+        sym[i] = malloc(8);
+        snprintf(sym[i], 8, "%c%s", w[i], i == m - 1 ? "</w>" : "");
+    }
+    char key[1024];
+    for (;;) {
+        int best = -1;
+        int32_t br = INT32_MAX;
+        for (int i = 0; i + 1 < m; i++) {
+            snprintf(key, sizeof key, "%s %s", sym[i], sym[i + 1]);
+            int32_t rk = ref_get(r->merges, r->nmerges, key);
+            if (rk >= 0 && rk < br) { br = rk; best = i; }
+        }
+        if (best < 0) break;
+        size_t la = strlen(sym[best]), lb = strlen(sym[best + 1]);
+        char *j = malloc(la + lb + 1);
+        memcpy(j, sym[best], la);
+        memcpy(j + la, sym[best + 1], lb + 1);
+        free(sym[best]);
+        free(sym[best + 1]);
+        sym[best] = j;
+        memmove(sym + best + 1, sym + best + 2, (size_t)(m - best - 2) * sizeof *sym);
+        m--;
+    }
+    for (int i = 0; i < m; i++) {
+        if (*n < cap) ids[(*n)++] = ref_get(r->vocab, r->nvocab, sym[i]);
+        free(sym[i]);
+    }
+    free(sym);
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    return *s;
+}
+
+/* A random word: random letters, a run of one letter (ties between equal
+ * pairs), a concatenation of vocabulary tokens (long merge chains), or
+ * punctuation (CLIP's [^\s\p{L}\p{N}]+ class; no ' < | >, which start
+ * contractions and special tokens, and no "!", the SD2 pad token). */
+static void rand_word(const ref_bpe_t *r, uint64_t *rs, char *w, int maxlen) {
+    static const char punct[] = "#$%&()*+,-./:;=?@[]^_`{}~\"\\";
+    int len = 1 + (int)(rng_next(rs) % (uint64_t)maxlen), kind = (int)(rng_next(rs) % 4), n = 0;
+    if (kind == 0) {
+        while (n < len) w[n++] = (char)('a' + rng_next(rs) % (1 + rng_next(rs) % 26));
+    } else if (kind == 1) {
+        char c = (char)('a' + rng_next(rs) % 26);
+        while (n < len) w[n++] = c;
+    } else if (kind == 2) {
+        while (n < len) {
+            const char *tok = r->vocab[rng_next(rs) % (uint64_t)r->nvocab].key;
+            int ok = 1;
+            size_t k = 0;
+            for (; tok[k] && ok; k++) ok = tok[k] >= 'a' && tok[k] <= 'z';
+            if (!ok && strcmp(tok + k - 1, "</w>") != 0) continue;
+            for (size_t i = 0; tok[i] >= 'a' && tok[i] <= 'z' && n < len; i++) w[n++] = tok[i];
+        }
+    } else {
+        while (n < len) w[n++] = punct[rng_next(rs) % (sizeof punct - 1)];
+    }
+    w[n] = 0;
+}
+
+/* The heap BPE gives the reference's ids on random words, alone and as a
+ * prompt of many words cut at L - 2 tokens. */
+static void bpe_differential(const char *dir, int nwords) {
+    ref_bpe_t r;
+    CHECK_MSG(ref_load(&r, dir), "cannot read the vocabulary of %s", dir);
+    if (!r.nvocab) return;
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) { ref_free(&r); return; }
+    int32_t bos = tdm_clip_tok_bos_id(t), eos = tdm_clip_tok_eos_id(t), pad = tdm_clip_tok_pad_id(t);
+    uint64_t rs = 0x9E3779B97F4A7C15ull;
+    enum { L = 160, MAXW = 120 };
+    int32_t got[L], want[L];
+    char w[MAXW + 8], prompt[24 * (MAXW + 1) + 1];
+    int bad = 0;
+    for (int k = 0; k < nwords && bad < 5; k++) {
+        rand_word(&r, &rs, w, k % 10 == 0 ? MAXW : 24);
+        int n = 1;
+        want[0] = bos;
+        ref_word(&r, w, want, &n, L - 1);
+        want[n++] = eos;
+        while (n < L) want[n++] = pad;
+        CHECK(tdm_clip_tok_encode(t, w, got, L) == TDM_OK);
+        if (memcmp(got, want, sizeof got) != 0) {
+            int i = 0;
+            while (got[i] == want[i]) i++;
+            printf("  %s: \"%s\": id[%d] = %d, reference %d\n", dir, w, i, got[i], want[i]);
+            bad++;
+        }
+    }
+    /* prompts of 1..24 words at L = 77: truncation to 75 tokens, then EOS, then pad */
+    for (int k = 0; k < nwords / 8 && bad < 5; k++) {
+        int nw = 1 + (int)(rng_next(&rs) % 24), n = 1, pl = 0;
+        want[0] = bos;
+        for (int i = 0; i < nw; i++) {
+            rand_word(&r, &rs, w, 16);
+            ref_word(&r, w, want, &n, 76);
+            pl += snprintf(prompt + pl, sizeof prompt - (size_t)pl, "%s%s", i ? " " : "", w);
+        }
+        want[n++] = eos;
+        while (n < 77) want[n++] = pad;
+        CHECK(tdm_clip_tok_encode(t, prompt, got, 77) == TDM_OK);
+        if (memcmp(got, want, 77 * sizeof *got) != 0) {
+            int i = 0;
+            while (got[i] == want[i]) i++;
+            printf("  %s: prompt \"%.60s...\": id[%d] = %d, reference %d\n", dir, prompt, i, got[i], want[i]);
+            bad++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%s: %d encodings differ from the reference BPE", dir, bad);
+    tdm_clip_tok_free(t);
+    ref_free(&r);
+}
+
+TEST(bpe_vs_reference_full_vocab) { bpe_differential(VOCAB_DIR, 2000); }
+TEST(bpe_vs_reference_json_only) { bpe_differential(JSON_ONLY_DIR, 2000); }
+
+/* A 1 MB prompt, one word or many, tokenizes in well under a second (the
+ * bound is generous for sanitizer builds); it took minutes when BPE was
+ * quadratic in the word length. CPU time, so a loaded machine does not
+ * fail the test. */
+static double cpu_seconds(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+TEST(long_prompts_fast) {
+    const char *dir = have_vocab() ? VOCAB_DIR : JSON_ONLY_DIR;
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    const size_t n = 1 << 20;
+    char *s = malloc(n + 1);
+    int32_t ids[77];
+    for (int mode = 0; mode < 4; mode++) {
+        for (size_t i = 0; i < n; i++) {
+            char c = (char)('a' + (i * 7 + i / 3) % 26);
+            s[i] = mode == 0 ? c : mode == 1 ? 'a' : mode == 2 ? (i % 6 == 5 ? ' ' : c) : "!?.,"[i % 4];
+        }
+        s[n] = 0;
+        double t0 = cpu_seconds();
+        tdm_status st = tdm_clip_tok_encode(t, s, ids, 77);
+        double dt = cpu_seconds() - t0;
+        static const char *what[4] = {"one word of mixed letters", "one word of 'a'", "many words",
+                                      "one word of punctuation"};
+        CHECK_MSG(st == TDM_OK, "%s: %s", what[mode], tdm_last_error());
+        CHECK_MSG(dt < 5.0, "1 MB prompt, %s: %.2f s of CPU time", what[mode], dt);
+        CHECK(ids[0] == tdm_clip_tok_bos_id(t) && ids[76] == tdm_clip_tok_eos_id(t));
+    }
+    /* the same beginning as a short prompt with the same first 75 tokens */
+    for (size_t i = 0; i < n; i++) s[i] = i % 6 == 5 ? ' ' : (char)('a' + (i * 7 + i / 3) % 26);
+    int32_t short_ids[77];
+    s[600] = 0;
+    CHECK(tdm_clip_tok_encode(t, s, short_ids, 77) == TDM_OK);
+    s[600] = 'x';
+    s[n] = 0;
+    for (size_t i = 600; i < n; i++) s[i] = i % 6 == 5 ? ' ' : (char)('a' + (i * 7 + i / 3) % 26);
+    CHECK(tdm_clip_tok_encode(t, s, ids, 77) == TDM_OK);
+    CHECK(memcmp(ids, short_ids, sizeof ids) == 0);
+    free(s);
+    tdm_clip_tok_free(t);
+}
+
+/* A long run of combining marks in descending class order (each once moved
+ * past every mark before it) normalizes in linear time, and in the right
+ * order: U+0316 (class 220) sorts before U+0301 (230). */
+TEST(combining_marks_fast) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/tiny-marks", tmpdir);
+    make_tiny(dir, TINY_VOCAB, TINY_MERGES);
+    tdm_clip_tok_t *t = NULL;
+    CHECK_MSG(tdm_clip_tok_load(&t, dir) == TDM_OK, "%s", tdm_last_error());
+    if (!t) return;
+    const size_t k = 200000;
+    char *s = malloc(4 * k + 8);
+    size_t n = 0;
+    s[n++] = 'b';
+    for (size_t i = 0; i < k; i++) { s[n++] = (char)0xCC; s[n++] = (char)0x81; }
+    for (size_t i = 0; i < k; i++) { s[n++] = (char)0xCC; s[n++] = (char)0x96; }
+    s[n] = 0;
+    int32_t ids[8];
+    double t0 = cpu_seconds();
+    CHECK(tdm_clip_tok_encode(t, s, ids, 8) == TDM_OK);
+    double dt = cpu_seconds() - t0;
+    CHECK_MSG(dt < 5.0, "%zu combining marks: %.2f s of CPU time", 2 * k, dt);
+    CHECK(ids[1] == 4);   /* "b</w>" (marks are no letters), then the marks' bytes (unk) */
+    free(s);
+    tdm_clip_tok_free(t);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_test_clip_tok_XXXXXX");
     if (!mkdtemp(tmpdir)) { printf("cannot create a temporary folder\n"); return EXIT_FAILURE; }
@@ -616,8 +912,9 @@ int main(void) {
         RUN(golden_full_vocab);
         RUN(golden_full_vocab_json);
         RUN(accessors_full_vocab);
+        RUN(bpe_vs_reference_full_vocab);
     } else {
-        printf("SKIP golden_full_vocab, golden_full_vocab_json, accessors_full_vocab: %s is missing; "
+        printf("SKIP golden_full_vocab, golden_full_vocab_json, accessors_full_vocab, bpe_vs_reference_full_vocab: %s is missing; "
                "run tools/fetch_clip_vocab.sh\n", VOCAB_DIR);
     }
     RUN(golden_json_only);
@@ -628,6 +925,9 @@ int main(void) {
     RUN(tokenizer_json_errors);
     RUN(vocab_ids);
     RUN(special_token_config);
+    RUN(bpe_vs_reference_json_only);
+    RUN(long_prompts_fast);
+    RUN(combining_marks_fast);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);

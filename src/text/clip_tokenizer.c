@@ -15,6 +15,9 @@
  *      "</w>" on the last one): repeatedly merge the adjacent pair of lowest
  *      merge rank, leftmost first;
  *   6. BOS + ids truncated to L-2 + EOS, padded to L with the pad id.
+ * BPE runs over a linked list of symbols with a heap of candidate merges,
+ * O(n log n) in the word length, and stops at the first word that finds the
+ * L-2 token budget full: later words cannot change the ids kept.
  * Unicode classes, lower-casing and NFC data come from clip_unicode_tables.h.
  * The vocabulary and merges come from vocab.json + merges.txt or, when those
  * are absent (folders saved by transformers 5), from tokenizer.json's BPE
@@ -229,18 +232,40 @@ static uint32_t clip_compose(uint32_t a, uint32_t b) {
     return 0;
 }
 
-/* NFC of in[0..n) into out (room for 4n); returns the output length. */
-static int64_t clip_nfc(const uint32_t *in, int64_t n, uint32_t *out) {
+/* Stable sort of the non-starters out[a..b) by canonical combining class:
+ * insertion for short runs, counting sort (classes are < 256) through
+ * `tmp` (room for b - a) for long ones, so a run of a million marks costs
+ * linear time. */
+static void clip_sort_marks(uint32_t *out, int64_t a, int64_t b, uint32_t *tmp) {
+    if (b - a <= 16) {
+        for (int64_t i = a + 1; i < b; i++) {
+            uint32_t c = out[i];
+            int cc = clip_ccc(c);
+            int64_t j = i;
+            while (j > a && clip_ccc(out[j - 1]) > cc) { out[j] = out[j - 1]; j--; }
+            out[j] = c;
+        }
+        return;
+    }
+    int64_t at[257] = {0};
+    for (int64_t i = a; i < b; i++) at[clip_ccc(out[i]) + 1]++;
+    for (int k = 1; k <= 256; k++) at[k] += at[k - 1];
+    for (int64_t i = a; i < b; i++) tmp[at[clip_ccc(out[i])]++] = out[i];
+    memcpy(out + a, tmp, (size_t)(b - a) * sizeof *out);
+}
+
+/* NFC of in[0..n) into out (room for 4n), with `tmp` (room for 4n) as
+ * scratch; returns the output length. */
+static int64_t clip_nfc(const uint32_t *in, int64_t n, uint32_t *out, uint32_t *tmp) {
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++) m += clip_decompose(in[i], out + m);
     /* canonical ordering: stable sort of each run of non-starters */
-    for (int64_t i = 1; i < m; i++) {
-        int cc = clip_ccc(out[i]);
-        if (cc == 0) continue;
-        uint32_t c = out[i];
-        int64_t j = i;
-        while (j > 0 && clip_ccc(out[j - 1]) > cc) { out[j] = out[j - 1]; j--; }
-        out[j] = c;
+    for (int64_t i = 0; i < m;) {
+        if (clip_ccc(out[i]) == 0) { i++; continue; }
+        int64_t j = i + 1;
+        while (j < m && clip_ccc(out[j]) != 0) j++;
+        clip_sort_marks(out, i, j, tmp);
+        i = j;
     }
     if (m == 0) return 0;
     /* canonical composition */
@@ -844,13 +869,23 @@ int64_t tdm_clip_tok_vocab_size(const tdm_clip_tok_t *t) { return t->vocab_size;
 
 /* ---- encoding ------------------------------------------------------------ */
 
+/* A candidate merge in the BPE heap: the pair starting at symbol `pos`
+ * (an index into the word's bytes) whose merge has rank `rank`. */
+typedef struct {
+    int32_t rank;
+    int64_t pos;
+} clip_cand_t;
+
 typedef struct {
     const tdm_clip_tok_t *t;
     int32_t *out;         /* token ids, room for cap */
     int64_t  n, cap;
-    unsigned char *bytes; /* word scratch: UTF-8 bytes */
-    int32_t *sym;         /* word scratch: symbol ids */
-    int32_t *rank;        /* word scratch: rank of (sym[i], sym[i+1]) */
+    /* word scratch, room for wcap bytes of one word */
+    int64_t  wcap;
+    unsigned char *bytes; /* UTF-8 bytes */
+    int32_t *sym;         /* symbol starting at byte i; -1 once merged into its left neighbour */
+    int64_t *next, *prev; /* live neighbours in the symbol list, -1 at the ends */
+    clip_cand_t *heap;    /* min-heap by (rank, pos); room for 2 wcap */
 } clip_enc_t;
 
 static int clip_full(const clip_enc_t *e) { return e->n >= e->cap; }
@@ -859,9 +894,86 @@ static void clip_emit(clip_enc_t *e, int32_t id) {
     if (e->n < e->cap) e->out[e->n++] = id;
 }
 
-/* BPE of one pre-tokenized word. */
+static void clip_enc_free(clip_enc_t *e) {
+    free(e->bytes);
+    free(e->sym);
+    free(e->next);
+    free(e->prev);
+    free(e->heap);
+}
+
+/* Makes the word scratch hold nb bytes. */
+static tdm_status clip_enc_reserve(clip_enc_t *e, int64_t nb) {
+    if (nb <= e->wcap) return TDM_OK;
+    int64_t cap = e->wcap * 2 > nb ? e->wcap * 2 : nb;
+    if (cap < 64) cap = 64;
+    if ((uint64_t)cap > SIZE_MAX / (2 * sizeof *e->heap))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip tokenizer: a %lld-byte word is too long", (long long)nb);
+    clip_enc_free(e);
+    e->bytes = malloc((size_t)cap);
+    e->sym = malloc((size_t)cap * sizeof *e->sym);
+    e->next = malloc((size_t)cap * sizeof *e->next);
+    e->prev = malloc((size_t)cap * sizeof *e->prev);
+    e->heap = malloc((size_t)cap * 2 * sizeof *e->heap);
+    if (!e->bytes || !e->sym || !e->next || !e->prev || !e->heap) {
+        clip_enc_free(e);
+        e->bytes = NULL; e->sym = NULL; e->next = NULL; e->prev = NULL; e->heap = NULL;
+        e->wcap = 0;
+        return tdm_errorf(TDM_ERR_NOMEM, "clip tokenizer: out of memory for a %lld-byte word", (long long)nb);
+    }
+    e->wcap = cap;
+    return TDM_OK;
+}
+
+static int clip_cand_less(clip_cand_t a, clip_cand_t b) {
+    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
+}
+
+static void clip_heap_push(clip_cand_t *h, int64_t *n, clip_cand_t c) {
+    int64_t i = (*n)++;
+    while (i > 0) {
+        int64_t up = (i - 1) / 2;
+        if (!clip_cand_less(c, h[up])) break;
+        h[i] = h[up];
+        i = up;
+    }
+    h[i] = c;
+}
+
+static clip_cand_t clip_heap_pop(clip_cand_t *h, int64_t *n) {
+    clip_cand_t top = h[0], last = h[--(*n)];
+    int64_t i = 0;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && clip_cand_less(h[c + 1], h[c])) c++;
+        if (!clip_cand_less(h[c], last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n > 0) h[i] = last;
+    return top;
+}
+
+/* Pushes the pair starting at symbol i when it has a merge. */
+static void clip_push_pair(clip_enc_t *e, int64_t *nh, int64_t i) {
+    int64_t j = e->next[i];
+    int32_t rank, id;
+    if (j >= 0 && clip_merge_get(e->t, e->sym[i], e->sym[j], &rank, &id))
+        clip_heap_push(e->heap, nh, (clip_cand_t){rank, i});
+}
+
+/* BPE of one pre-tokenized word: repeatedly merges the adjacent pair of
+ * lowest rank, leftmost first. The symbols form a linked list and every
+ * adjacent pair with a merge sits in a min-heap keyed by (rank, position);
+ * an entry whose pair has changed since it was pushed is skipped when
+ * popped. Each merge pushes at most two entries, so a word of n bytes costs
+ * O(n log n). A word met once the token budget is full is skipped. */
 static tdm_status clip_bpe_word(clip_enc_t *e, const uint32_t *w, int64_t n) {
     const tdm_clip_tok_t *t = e->t;
+    if (clip_full(e) || n == 0) return TDM_OK;
+    tdm_status st = clip_enc_reserve(e, 4 * n);
+    if (st != TDM_OK) return st;
     int64_t nb = 0;
     for (int64_t i = 0; i < n; i++) nb += clip_utf8_put(w[i], e->bytes + nb);
     for (int64_t i = 0; i < nb; i++) {
@@ -872,30 +984,25 @@ static tdm_status clip_bpe_word(clip_enc_t *e, const uint32_t *w, int64_t n) {
                               "clip tokenizer: byte 0x%02x has no symbol in the vocabulary and no unk token",
                               e->bytes[i]);
         e->sym[i] = id;
+        e->prev[i] = i - 1;
+        e->next[i] = i + 1 < nb ? i + 1 : -1;
     }
-    int32_t mid = 0;
-    for (int64_t i = 0; i + 1 < nb; i++)
-        if (!clip_merge_get(t, e->sym[i], e->sym[i + 1], &e->rank[i], &mid)) e->rank[i] = INT32_MAX;
-    int64_t m = nb;
-    for (;;) {
-        int64_t best = -1;
-        int32_t br = INT32_MAX;
-        for (int64_t i = 0; i + 1 < m; i++)
-            if (e->rank[i] < br) { br = e->rank[i]; best = i; }
-        if (best < 0) break;
-        int32_t r;
-        clip_merge_get(t, e->sym[best], e->sym[best + 1], &r, &mid);
-        e->sym[best] = mid;
-        memmove(e->sym + best + 1, e->sym + best + 2, (size_t)(m - best - 2) * sizeof *e->sym);
-        if (m - best - 3 > 0)
-            memmove(e->rank + best + 1, e->rank + best + 2, (size_t)(m - best - 3) * sizeof *e->rank);
-        m--;
-        if (best > 0 && !clip_merge_get(t, e->sym[best - 1], e->sym[best], &e->rank[best - 1], &r))
-            e->rank[best - 1] = INT32_MAX;
-        if (best + 1 < m && !clip_merge_get(t, e->sym[best], e->sym[best + 1], &e->rank[best], &r))
-            e->rank[best] = INT32_MAX;
+    int64_t nh = 0;
+    for (int64_t i = 0; i + 1 < nb; i++) clip_push_pair(e, &nh, i);
+    while (nh > 0) {
+        clip_cand_t c = clip_heap_pop(e->heap, &nh);
+        int64_t i = c.pos, j;
+        int32_t rank, mid;
+        if (e->sym[i] < 0 || (j = e->next[i]) < 0) continue;          /* merged away */
+        if (!clip_merge_get(t, e->sym[i], e->sym[j], &rank, &mid) || rank != c.rank) continue;  /* stale */
+        e->sym[i] = mid;
+        e->sym[j] = -1;
+        e->next[i] = e->next[j];
+        if (e->next[j] >= 0) e->prev[e->next[j]] = i;
+        if (e->prev[i] >= 0) clip_push_pair(e, &nh, e->prev[i]);
+        clip_push_pair(e, &nh, i);
     }
-    for (int64_t i = 0; i < m; i++) clip_emit(e, e->sym[i]);
+    for (int64_t i = 0; i >= 0 && !clip_full(e); i = e->next[i]) clip_emit(e, e->sym[i]);
     return TDM_OK;
 }
 
@@ -960,7 +1067,7 @@ static int64_t clip_find_added(const tdm_clip_tok_t *t, const uint32_t *s, int64
  * pre-tokenizes the rest. nfc has room for 4n, low for 8n. */
 static tdm_status clip_segment(clip_enc_t *e, const uint32_t *s, int64_t n, uint32_t *nfc,
                                uint32_t *low) {
-    int64_t m = clip_lower(nfc, clip_nfc(s, n, nfc), low);
+    int64_t m = clip_lower(nfc, clip_nfc(s, n, nfc, low), low);
     int64_t p = 0;
     while (p < m && !clip_full(e)) {
         int64_t len = 0;
@@ -988,10 +1095,7 @@ tdm_status tdm_clip_tok_encode(const tdm_clip_tok_t *t, const char *utf8, int32_
     cps = malloc((size_t)(nb + 1) * sizeof *cps);
     nfc = malloc((size_t)(4 * nb + 4) * sizeof *nfc);
     low = malloc((size_t)(8 * nb + 8) * sizeof *low);
-    e.bytes = malloc((size_t)(32 * nb + 32));
-    e.sym = malloc((size_t)(32 * nb + 32) * sizeof *e.sym);
-    e.rank = malloc((size_t)(32 * nb + 32) * sizeof *e.rank);
-    if (!cps || !nfc || !low || !e.bytes || !e.sym || !e.rank) {
+    if (!cps || !nfc || !low) {
         st = tdm_errorf(TDM_ERR_NOMEM, "clip tokenizer: out of memory for %lld bytes of text", (long long)nb);
         goto fail;
     }
@@ -1021,8 +1125,6 @@ fail:
     free(cps);
     free(nfc);
     free(low);
-    free(e.bytes);
-    free(e.sym);
-    free(e.rank);
+    clip_enc_free(&e);
     return st;
 }
