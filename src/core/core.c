@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* ---- errors ---------------------------------------------------------- */
 
@@ -184,6 +185,12 @@ void tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index) {
     d->index = index;
 }
 
+int64_t tdm_host_memory_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0 || pages > INT64_MAX / psz) return 0;
+    return (int64_t)pages * psz;
+}
+
 void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
     if (bytes < 0 || (uint64_t)bytes > SIZE_MAX - 64) {
         tdm_errorf(TDM_ERR_NOMEM, "%s: invalid size %lld bytes", what, (long long)bytes);
@@ -226,6 +233,12 @@ void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
             return NULL;
         }
     } else {
+        const int64_t mem = tdm_host_memory_bytes();
+        if (mem > 0 && bytes > mem) {
+            tdm_errorf(TDM_ERR_NOMEM, "%s: needs %.1f GiB, more than this machine's %.1f GiB of memory", what,
+                       (double)bytes / (1 << 30), (double)mem / (1 << 30));
+            return NULL;
+        }
         p = aligned_alloc(64, sz ? sz : 64);
         if (!p) {
             tdm_errorf(TDM_ERR_NOMEM, "%s: out of host memory allocating %lld bytes", what,

@@ -123,6 +123,10 @@ void        tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index);
  * Returns NULL and sets the last error (naming `what`) on failure. */
 void       *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what);
 void        tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes);
+/* Bytes of physical memory of this machine (0 when unknown). A host
+ * allocation larger than this fails with a message saying both sizes,
+ * before the allocator is asked. */
+int64_t     tdm_host_memory_bytes(void);
 /* Returns every cached block to the OS (no-op without a cache). */
 void        tdm_dev_trim(tdm_device_t *d);
 /* Host ↔ device transfers; plain memcpy for host devices. Errors name `what`. */

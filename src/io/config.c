@@ -107,6 +107,19 @@ tdm_status tdm_json_int(const tdm_json_t *j, const char *key, int64_t def, int64
     return TDM_OK;
 }
 
+tdm_status tdm_json_range_error(const tdm_json_t *j, const char *key, int64_t v, int64_t lo, int64_t hi) {
+    return tdm_errorf(TDM_ERR_MODEL, "%s: %s %lld is out of range [%lld, %lld]", j->path, key, (long long)v,
+                      (long long)lo, (long long)hi);
+}
+
+tdm_status tdm_json_int_range(const tdm_json_t *j, const char *key, int64_t def, int64_t lo, int64_t hi,
+                              int64_t *out) {
+    tdm_status st = tdm_json_int(j, key, def, out);
+    if (st != TDM_OK) return st;
+    if (*out < lo || *out > hi) return tdm_json_range_error(j, key, *out, lo, hi);
+    return TDM_OK;
+}
+
 tdm_status tdm_json_float(const tdm_json_t *j, const char *key, double def, double *out) {
     const cJSON *v = get(j, key);
     *out = def;

@@ -31,6 +31,19 @@ tdm_status tdm_json_str(const tdm_json_t *j, const char *key, const char *def, c
  * scalar_ok); *n receives the count, at most cap. Absent → *n = 0. */
 tdm_status tdm_json_int_array(const tdm_json_t *j, const char *key, int scalar_ok,
                               int64_t *out, int cap, int *n);
+/* Largest config sample_size (a latent side; 16x SDXL's 128) and largest
+ * image side in pixels (the CLI's --width/--height bound). */
+#define TDM_MAX_SAMPLE_SIZE 2048
+#define TDM_MAX_IMAGE_SIDE  16384
+
+/* Config sizes are bounded so that every product of them fits 64 bits and
+ * an absurd value is named instead of ending in an allocator failure. The
+ * error for a value `v` of `key` outside [lo, hi]: TDM_ERR_MODEL,
+ * "<file>: <key> <v> is out of range [lo, hi]". */
+tdm_status tdm_json_range_error(const tdm_json_t *j, const char *key, int64_t v, int64_t lo, int64_t hi);
+/* tdm_json_int, then the value must lie in [lo, hi] (the default too). */
+tdm_status tdm_json_int_range(const tdm_json_t *j, const char *key, int64_t def, int64_t lo, int64_t hi,
+                              int64_t *out);
 /* String array; each string copied into out[i] (each `cap` bytes). */
 tdm_status tdm_json_str_array(const tdm_json_t *j, const char *key, char (*out)[64], int cap,
                               int *n);

@@ -120,22 +120,22 @@ static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
                         "gelu_pytorch_tanh)", path, act);
         goto fail;
     }
-    /* sizes that bound every later computation */
-    const int64_t lim = (int64_t)1 << 24;
+    /* sizes that bound every later computation: 10-100x those of CLIP-L and
+     * OpenCLIP bigG (hidden 1280, 5120 wide MLP, 32 layers, 20 heads, 77
+     * positions, 49408 tokens) */
+    const int64_t dim = (int64_t)1 << 16;
     struct { const char *k; int64_t v, hi; } chk[] = {
-        {"vocab_size", m->vocab, (int64_t)1 << 26}, {"hidden_size", m->D, lim},
-        {"intermediate_size", m->I, lim},           {"num_hidden_layers", m->L, 4096},
-        {"num_attention_heads", m->heads, 4096},    {"max_position_embeddings", m->max_pos, lim},
+        {"vocab_size", m->vocab, (int64_t)1 << 22}, {"hidden_size", m->D, dim},
+        {"intermediate_size", m->I, 4 * dim},       {"num_hidden_layers", m->L, 1024},
+        {"num_attention_heads", m->heads, 1024},    {"max_position_embeddings", m->max_pos, dim},
     };
     for (size_t i = 0; i < sizeof chk / sizeof chk[0]; i++)
         if (chk[i].v < 1 || chk[i].v > chk[i].hi) {
-            st = tdm_errorf(TDM_ERR_MODEL, "%s: %s = %lld is out of range [1, %lld]", path,
-                            chk[i].k, (long long)chk[i].v, (long long)chk[i].hi);
+            st = tdm_json_range_error(&j, chk[i].k, chk[i].v, 1, chk[i].hi);
             goto fail;
         }
-    if (m->with_proj && (m->proj < 1 || m->proj > lim)) {
-        st = tdm_errorf(TDM_ERR_MODEL, "%s: projection_dim = %lld is out of range [1, %lld]", path,
-                        (long long)m->proj, (long long)lim);
+    if (m->with_proj && (m->proj < 1 || m->proj > dim)) {
+        st = tdm_json_range_error(&j, "projection_dim", m->proj, 1, dim);
         goto fail;
     }
     if (m->D % m->heads != 0) {

@@ -94,14 +94,12 @@ static tdm_status cfg_unsupported(const tdm_json_t *j, const char *key, const ch
     return st;
 }
 
-/* Integer key (default def) that must be >= lo. */
-static tdm_status cfg_int_min(const tdm_json_t *j, const char *key, int64_t def, int64_t lo,
-                              int64_t *out) {
-    tdm_status st = tdm_json_int(j, key, def, out);
-    if (st != TDM_OK) return st;
-    if (*out < lo) return cfg_unsupported(j, key, lo == 0 ? "must be >= 0" : "must be >= 1");
-    return TDM_OK;
-}
+/* Bounds of config sizes, 10-100x those of FLUX.1 (19 + 38 blocks, 24
+ * heads of 128, joint 4096, pooled 768, 64 input channels). */
+#define FLUX_MAX_LAYERS   1024
+#define FLUX_MAX_HEADS    1024
+#define FLUX_MAX_DIM      65536
+#define FLUX_MAX_CHANNELS 4096
 
 static tdm_status cfg_parse(const tdm_json_t *j, tdm_flux_info_t *c) {
     tdm_status st = TDM_OK;
@@ -113,15 +111,15 @@ static tdm_status cfg_parse(const tdm_json_t *j, tdm_flux_info_t *c) {
     if (strcmp(cls, "FluxTransformer2DModel") != 0) return cfg_unsupported(j, "_class_name", NULL);
     TDM_TRY(tdm_json_int(j, "patch_size", 1, &patch));
     if (patch != 1) return cfg_unsupported(j, "patch_size", "only 1 (FLUX.1) is supported");
-    TDM_TRY(cfg_int_min(j, "in_channels", 64, 1, &c->in_channels));
-    TDM_TRY(cfg_int_min(j, "out_channels", 0, 0, &c->out_channels));   /* null → in_channels */
+    TDM_TRY(tdm_json_int_range(j, "in_channels", 64, 1, FLUX_MAX_CHANNELS, &c->in_channels));
+    TDM_TRY(tdm_json_int_range(j, "out_channels", 0, 0, FLUX_MAX_CHANNELS, &c->out_channels));   /* null → in_channels */
     if (c->out_channels == 0) c->out_channels = c->in_channels;
-    TDM_TRY(cfg_int_min(j, "num_layers", 19, 0, &c->num_layers));
-    TDM_TRY(cfg_int_min(j, "num_single_layers", 38, 0, &c->num_single_layers));
-    TDM_TRY(cfg_int_min(j, "attention_head_dim", 128, 1, &c->attention_head_dim));
-    TDM_TRY(cfg_int_min(j, "num_attention_heads", 24, 1, &c->num_attention_heads));
-    TDM_TRY(cfg_int_min(j, "joint_attention_dim", 4096, 1, &c->joint_attention_dim));
-    TDM_TRY(cfg_int_min(j, "pooled_projection_dim", 768, 1, &c->pooled_projection_dim));
+    TDM_TRY(tdm_json_int_range(j, "num_layers", 19, 0, FLUX_MAX_LAYERS, &c->num_layers));
+    TDM_TRY(tdm_json_int_range(j, "num_single_layers", 38, 0, FLUX_MAX_LAYERS, &c->num_single_layers));
+    TDM_TRY(tdm_json_int_range(j, "attention_head_dim", 128, 1, FLUX_MAX_DIM, &c->attention_head_dim));
+    TDM_TRY(tdm_json_int_range(j, "num_attention_heads", 24, 1, FLUX_MAX_HEADS, &c->num_attention_heads));
+    TDM_TRY(tdm_json_int_range(j, "joint_attention_dim", 4096, 1, FLUX_MAX_DIM, &c->joint_attention_dim));
+    TDM_TRY(tdm_json_int_range(j, "pooled_projection_dim", 768, 1, FLUX_MAX_DIM, &c->pooled_projection_dim));
     TDM_TRY(tdm_json_bool(j, "guidance_embeds", 0, &c->guidance_embeds));
     {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, "axes_dims_rope");
@@ -147,9 +145,11 @@ static tdm_status cfg_parse(const tdm_json_t *j, tdm_flux_info_t *c) {
                           n == 0 ? " (absent: default [16, 56, 56])" : "", (long long)sum,
                           (long long)c->attention_head_dim);
     {   /* inner dim and the 5x-wide single-block proj_out must fit comfortably */
-        int64_t D;
-        if (!tdm_mul_ok(c->attention_head_dim, c->num_attention_heads, &D) || D > (1 << 24))
-            return cfg_unsupported(j, "num_attention_heads", "inner dimension too large");
+        const int64_t D = c->attention_head_dim * c->num_attention_heads;   /* both bounded above */
+        if (D > FLUX_MAX_DIM)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: num_attention_heads %lld x attention_head_dim %lld = %lld is "
+                              "out of range [1, %d]", j->path, (long long)c->num_attention_heads,
+                              (long long)c->attention_head_dim, (long long)D, FLUX_MAX_DIM);
     }
 fail:
     return st;

@@ -15,6 +15,13 @@
 #include "place/ptree.h"
 
 #define UNET_MAX_BLOCKS 8
+/* Bounds of config sizes, 10-100x those of SD 1.x/2.x/XL (channels up to
+ * 1280, 2 layers per block, 10 transformer layers, head dims up to 64,
+ * cross-attention 2048, 4 or 9 input channels). */
+#define UNET_MAX_CHANNELS    65536
+#define UNET_MAX_IO_CHANNELS 1024
+#define UNET_MAX_LAYERS      64
+#define UNET_MAX_DIM         4096
 
 /* ---- config -------------------------------------------------------------- */
 
@@ -83,7 +90,7 @@ static tdm_status cfg_need_int(const tdm_json_t *j, const char *key, int64_t wan
 }
 
 /* An int or a per-block list of n ints (a scalar is repeated). */
-static tdm_status cfg_per_block(const tdm_json_t *j, const char *key, int64_t def, int n,
+static tdm_status cfg_per_block(const tdm_json_t *j, const char *key, int64_t def, int64_t hi, int n,
                                 int64_t *out) {
     tdm_status st;
     const cJSON *v = cfg_item(j, key);
@@ -104,7 +111,7 @@ static tdm_status cfg_per_block(const tdm_json_t *j, const char *key, int64_t de
                           j->path, key, cnt, n);
     }
     for (int i = 0; i < n; i++)
-        if (out[i] < 1) return cfg_unsupported(j, key, "values must be >= 1");
+        if (out[i] < 1 || out[i] > hi) return tdm_json_range_error(j, key, out[i], 1, hi);
     return TDM_OK;
 }
 
@@ -154,7 +161,8 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
         memcpy(c->block_out, def_out, sizeof(def_out));
     }
     for (int i = 0; i < c->n; i++)
-        if (c->block_out[i] < 1) return cfg_unsupported(j, "block_out_channels", NULL);
+        if (c->block_out[i] < 1 || c->block_out[i] > UNET_MAX_CHANNELS)
+            return tdm_json_range_error(j, "block_out_channels", c->block_out[i], 1, UNET_MAX_CHANNELS);
     if (cfg_item(j, "down_block_types")) {
         {
             const cJSON *v = cfg_item(j, "down_block_types");
@@ -197,12 +205,12 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
                                "up_block_types[%d]=\"%s\"", j->path, i, types[i]);
     }
 
-    TDM_TRY(cfg_per_block(j, "layers_per_block", 2, c->n, c->layers));
-    TDM_TRY(cfg_per_block(j, "attention_head_dim", 8, c->n, c->heads));
-    TDM_TRY(cfg_per_block(j, "transformer_layers_per_block", 1, c->n, c->tlayers));
+    TDM_TRY(cfg_per_block(j, "layers_per_block", 2, UNET_MAX_LAYERS, c->n, c->layers));
+    TDM_TRY(cfg_per_block(j, "attention_head_dim", 8, UNET_MAX_DIM, c->n, c->heads));
+    TDM_TRY(cfg_per_block(j, "transformer_layers_per_block", 1, UNET_MAX_LAYERS, c->n, c->tlayers));
     {
         int64_t cd[UNET_MAX_BLOCKS];
-        TDM_TRY(cfg_per_block(j, "cross_attention_dim", 1280, c->n, cd));
+        TDM_TRY(cfg_per_block(j, "cross_attention_dim", 1280, UNET_MAX_CHANNELS, c->n, cd));
         for (int i = 1; i < c->n; i++)
             if (cd[i] != cd[0])
                 return cfg_unsupported(j, "cross_attention_dim", "per-block values must agree");
@@ -228,18 +236,18 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
             for (int i = 0; i < c->n; i++) c->only_cross[i] = b;
         }
     }
-    TDM_TRY(tdm_json_int(j, "in_channels", 4, &c->in_ch));
-    TDM_TRY(tdm_json_int(j, "out_channels", 4, &c->out_ch));
-    if (c->in_ch < 1) return cfg_unsupported(j, "in_channels", NULL);
-    if (c->out_ch < 1) return cfg_unsupported(j, "out_channels", NULL);
+    TDM_TRY(tdm_json_int_range(j, "in_channels", 4, 1, UNET_MAX_IO_CHANNELS, &c->in_ch));
+    TDM_TRY(tdm_json_int_range(j, "out_channels", 4, 1, UNET_MAX_IO_CHANNELS, &c->out_ch));
     {
         int64_t ss[2] = {0, 0};
         int nss = 0;
         TDM_TRY(tdm_json_int_array(j, "sample_size", 1, ss, 2, &nss));
+        for (int i = 0; i < nss; i++)
+            if (ss[i] < 1 || ss[i] > TDM_MAX_SAMPLE_SIZE)
+                return tdm_json_range_error(j, "sample_size", ss[i], 1, TDM_MAX_SAMPLE_SIZE);
         c->sample_size = nss ? ss[0] : 0;
     }
-    TDM_TRY(tdm_json_int(j, "norm_num_groups", 32, &c->groups));
-    if (c->groups < 1) return cfg_unsupported(j, "norm_num_groups", NULL);
+    TDM_TRY(tdm_json_int_range(j, "norm_num_groups", 32, 1, UNET_MAX_CHANNELS, &c->groups));
     TDM_TRY(tdm_json_float(j, "norm_eps", 1e-5, &c->eps));
     TDM_TRY(tdm_json_float(j, "mid_block_scale_factor", 1.0, &c->mid_scale));
     if (!(c->mid_scale != 0.0)) return cfg_unsupported(j, "mid_block_scale_factor", NULL);

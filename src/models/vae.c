@@ -26,6 +26,10 @@
 
 #define VAE_MAX_LEVELS 8
 #define VAE_MAX_LPB    64
+/* Bounds of config sizes, 10-100x those of the SD/FLUX VAEs (4 levels of
+ * 128..512 channels, 3 image and 4 or 16 latent channels). */
+#define VAE_MAX_CHANNELS    65536
+#define VAE_MAX_IO_CHANNELS 1024
 #define VAE_EPS        1e-6f
 
 /* ---- parameters -------------------------------------------------------- */
@@ -127,17 +131,22 @@ static tdm_status vae_parse_config(tdm_vae_t *v, const char *path) {
     }
 
     tdm_vae_info_t *in = &v->info;
-    TDM_TRY(tdm_json_int(&j, "in_channels", 3, &in->in_channels));
-    TDM_TRY(tdm_json_int(&j, "out_channels", 3, &in->out_channels));
-    TDM_TRY(tdm_json_int(&j, "latent_channels", 4, &in->latent_channels));
-    TDM_TRY(tdm_json_int(&j, "layers_per_block", 1, &v->lpb));
-    TDM_TRY(tdm_json_int(&j, "norm_num_groups", 32, &v->groups));
+    TDM_TRY(tdm_json_int_range(&j, "in_channels", 3, 1, VAE_MAX_IO_CHANNELS, &in->in_channels));
+    TDM_TRY(tdm_json_int_range(&j, "out_channels", 3, 1, VAE_MAX_IO_CHANNELS, &in->out_channels));
+    TDM_TRY(tdm_json_int_range(&j, "latent_channels", 4, 1, VAE_MAX_IO_CHANNELS, &in->latent_channels));
+    TDM_TRY(tdm_json_int_range(&j, "layers_per_block", 1, 1, VAE_MAX_LPB, &v->lpb));
+    TDM_TRY(tdm_json_int_range(&j, "norm_num_groups", 32, 1, VAE_MAX_CHANNELS, &v->groups));
     TDM_TRY(tdm_json_float(&j, "scaling_factor", 0.18215, &in->scaling_factor));
     TDM_TRY(tdm_json_float(&j, "shift_factor", 0.0, &in->shift_factor));
     TDM_TRY(tdm_json_bool(&j, "use_quant_conv", 1, &v->use_qc));
     TDM_TRY(tdm_json_bool(&j, "use_post_quant_conv", 1, &v->use_pqc));
     TDM_TRY(tdm_json_bool(&j, "mid_block_add_attention", 1, &v->mid_attn));
     TDM_TRY(tdm_json_int_array(&j, "sample_size", 1, ss, 2, &n));
+    for (int i = 0; i < n; i++)
+        if (ss[i] < 1 || ss[i] > TDM_MAX_IMAGE_SIDE) {
+            st = tdm_json_range_error(&j, "sample_size", ss[i], 1, TDM_MAX_IMAGE_SIDE);
+            goto fail;
+        }
     in->sample_size = n > 0 ? ss[0] : 32;
 
     TDM_TRY(tdm_json_str(&j, "act_fn", "silu", s, sizeof s));
@@ -147,6 +156,14 @@ static tdm_status vae_parse_config(tdm_vae_t *v, const char *path) {
         goto fail;
     }
 
+    {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(j.root, "block_out_channels");
+        if (cJSON_IsArray(b) && cJSON_GetArraySize(b) > VAE_MAX_LEVELS) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels has %d levels, out of range [1, %d]", path,
+                            cJSON_GetArraySize(b), VAE_MAX_LEVELS);
+            goto fail;
+        }
+    }
     TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 1, v->ch, VAE_MAX_LEVELS, &n));
     if (n == 0) { v->ch[0] = 64; n = 1; }
     v->nlev = n;
@@ -177,18 +194,13 @@ static tdm_status vae_parse_config(tdm_vae_t *v, const char *path) {
             goto fail;
         }
 
-    if (in->in_channels < 1 || in->out_channels < 1 || in->latent_channels < 1) {
-        st = tdm_errorf(TDM_ERR_MODEL, "%s: in_channels, out_channels and latent_channels must "
-                        "be positive", path);
-        goto fail;
-    }
-    if (v->lpb < 1 || v->lpb > VAE_MAX_LPB) {
-        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: layers_per_block %lld is not supported (1..%d)",
-                        path, (long long)v->lpb, VAE_MAX_LPB);
-        goto fail;
-    }
     for (int i = 0; i < n; i++)
-        if (v->ch[i] < 1 || v->groups < 1 || v->ch[i] % v->groups) {
+        if (v->ch[i] < 1 || v->ch[i] > VAE_MAX_CHANNELS) {
+            st = tdm_json_range_error(&j, "block_out_channels", v->ch[i], 1, VAE_MAX_CHANNELS);
+            goto fail;
+        }
+    for (int i = 0; i < n; i++)
+        if (v->ch[i] % v->groups) {
             st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels[%d] = %lld is not a positive "
                             "multiple of norm_num_groups %lld", path, i, (long long)v->ch[i],
                             (long long)v->groups);
@@ -770,6 +782,28 @@ static tdm_status check_dims(const char *what, int64_t B, int64_t C, int64_t H, 
     return TDM_OK;
 }
 
+/* Before allocating: the work buffers the dry run counted must fit the
+ * device (its cap, or for the host its physical memory); the error says
+ * how much an image of this size needs. */
+static tdm_status vae_fits(const run_t *r, const tdm_device_t *dev, const char *what, int64_t B, int64_t H,
+                           int64_t W) {
+    int64_t act, att, scr, total;
+    if (!tdm_mul_ok(r->need_act, 12, &act) || !tdm_mul_ok(r->need_att, 12, &att) ||
+        !tdm_mul_ok(r->need_scratch, 4, &scr) || act > INT64_MAX - att - scr)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: work buffers for %lld image(s) of %lldx%lld overflow", what,
+                          (long long)B, (long long)W, (long long)H);
+    total = act + att + scr;
+    int64_t have = dev && dev->cap_bytes > 0 ? dev->cap_bytes - dev->cur_bytes
+                   : tdm_dev_is_host(dev)     ? tdm_host_memory_bytes()
+                                              : 0;
+    if (have > 0 && total > have)
+        return tdm_errorf(TDM_ERR_NOMEM, "%s: %lld image(s) of %lldx%lld need %.2f GiB of work buffers, more than "
+                          "the %.2f GiB %s", what, (long long)B, (long long)W, (long long)H,
+                          (double)total / (1 << 30), (double)have / (1 << 30),
+                          dev && dev->cap_bytes > 0 ? "left under the device's cap" : "of memory of this machine");
+    return TDM_OK;
+}
+
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img) {
     tdm_status st;
@@ -779,6 +813,7 @@ tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, in
     TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w,
                        v->info.scale_factor));
     run_decode(&r, v, z, B, h, w, img);
+    TDM_TRY(vae_fits(&r, v->dev, "VAE decode", B, h * v->info.scale_factor, w * v->info.scale_factor));
     TDM_TRY(run_alloc(&r, v->dev));
     TDM_TRY(tdm_offload_in(&v->off, v->dev, -1));   /* offloaded top-level weights */
     run_decode(&r, v, z, B, h, w, img);
@@ -805,6 +840,7 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
         goto fail;
     }
     run_encode(&r, v, img, B, H, W);
+    TDM_TRY(vae_fits(&r, v->dev, "VAE encode", B, H, W));
     TDM_TRY(run_alloc(&r, v->dev));
     TDM_TRY(tdm_offload_in(&v->off, v->dev, -1));   /* offloaded top-level weights */
     const float *mom = run_encode(&r, v, img, B, H, W);   /* (B, 2L, h, w) */

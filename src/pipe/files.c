@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "io/atomic.h"
+#include "io/config.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "pipe/pipe_internal.h"
@@ -64,9 +65,22 @@ tdm_status tdm_latents_load(const tdm_pipeline_t *pipe, const char *path, int *w
         if (!W) W = mw;
         if (!H) H = mh;
     }
-    if (pipe->info.kind == TDM_PIPE_SD && t->ndim == 4) {   /* SD latents carry the size */
-        if (!W) W = (int)(t->shape[3] * pipe->info.vae_scale_factor);
-        if (!H) H = (int)(t->shape[2] * pipe->info.vae_scale_factor);
+    if (pipe->info.kind == TDM_PIPE_SD && t->ndim == 4 && (!W || !H)) {   /* SD latents carry the size */
+        const int64_t f = pipe->info.vae_scale_factor, lim = TDM_MAX_IMAGE_SIDE / f;
+        if (t->shape[2] < 1 || t->shape[3] < 1 || t->shape[2] > lim || t->shape[3] > lim) {
+            st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: latents of %lldx%lld make a %lldx%lld image (x the VAE's "
+                            "scale factor %lld); each side must be in [1, %lld]", path, (long long)t->shape[3],
+                            (long long)t->shape[2], (long long)(t->shape[3] * f), (long long)(t->shape[2] * f),
+                            (long long)f, (long long)lim);
+            goto fail;
+        }
+        if (!W) W = (int)(t->shape[3] * f);
+        if (!H) H = (int)(t->shape[2] * f);
+    }
+    if (mw < 0 || mh < 0 || mw > TDM_MAX_IMAGE_SIDE || mh > TDM_MAX_IMAGE_SIDE) {
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: metadata size \"%s\" is out of range [1, %d] per side", path,
+                        size, TDM_MAX_IMAGE_SIDE);
+        goto fail;
     }
     if (W <= 0 || H <= 0) {
         st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: --width/--height are required (the file has no size metadata)", path);
@@ -74,15 +88,24 @@ tdm_status tdm_latents_load(const tdm_pipeline_t *pipe, const char *path, int *w
     }
     int64_t shape[4];
     int nd;
-    TDM_TRY(tdm_pipeline_latent_shape(pipe, W, H, shape, &nd));
+    if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) {
+        if (*width && *height) {   /* both given as flags: the flags' message */
+            st = tdm_pipeline_latent_shape(pipe, W, H, shape, &nd);
+            goto fail;
+        }
+        const int f = pipe->info.vae_scale_factor, m = pipe->info.size_multiple > f ? pipe->info.size_multiple : f;
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: the image size %dx%d read from the file is not a positive "
+                        "multiple of %d", path, W, H, m);
+        goto fail;
+    }
     int same = t->ndim == nd;
     for (int i = 0; same && i < nd; i++) same = t->shape[i] == shape[i];
     if (!same) {
         char got[128], want[128];
         dims_str(got, sizeof got, t->ndim, t->shape);
         dims_str(want, sizeof want, nd, shape);
-        st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: latents [%s] do not fit --width %d --height %d (expected [%s])",
-                        path, got, W, H, want);
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: latents [%s] do not fit %s %d %s %d (expected [%s])", path, got,
+                        *width ? "--width" : "a width of", W, *height ? "--height" : "a height of", H, want);
         goto fail;
     }
     int64_t n = 1;

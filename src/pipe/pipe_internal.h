@@ -39,6 +39,7 @@ struct tdm_pipeline {
     int64_t             denoiser_in_channels;  /* unet in_channels / flux in_channels */
     int64_t             ctx_dim;               /* cross_attention_dim / joint_attention_dim */
     int64_t             pooled_dim;            /* FLUX pooled_projection_dim */
+    char                size_src[1100];        /* where the default width/height come from */
     /* components, loaded per stage */
     tdm_clip_tok_t     *tok;
     tdm_clip_text_t    *text;

@@ -89,11 +89,11 @@ static tdm_status read_configs(tdm_pipeline_t *pipe) {
     int64_t lc;
     TDM_TRY(load_config(pipe, "vae", &j));
     TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 0, blocks, 16, &nb));
-    TDM_TRY(tdm_json_int(&j, "latent_channels", 4, &lc));
+    TDM_TRY(tdm_json_int_range(&j, "latent_channels", 4, 1, 1024, &lc));
     TDM_TRY(tdm_json_float(&j, "scaling_factor", 0.18215, &pipe->vae_scaling_factor));
     TDM_TRY(tdm_json_float(&j, "shift_factor", 0.0, &pipe->vae_shift_factor));
-    if (nb < 1 || lc < 1) {
-        st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels and latent_channels must be set", j.path);
+    if (nb < 1 || nb > 8) {   /* the VAE's levels (see vae.c) */
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels has %d levels, out of range [1, 8]", j.path, nb);
         goto fail;
     }
     tdm_json_free(&j);
@@ -102,14 +102,27 @@ static tdm_status read_configs(tdm_pipeline_t *pipe) {
     if (pipe->info.kind == TDM_PIPE_SD) {
         int64_t ss = 64, in = 4, cad = 768;
         TDM_TRY(load_config(pipe, "unet", &j));
-        TDM_TRY(tdm_json_int(&j, "in_channels", 4, &in));
-        TDM_TRY(tdm_json_int(&j, "cross_attention_dim", 1280, &cad));
+        TDM_TRY(tdm_json_int_range(&j, "in_channels", 4, 1, 1024, &in));
+        TDM_TRY(tdm_json_int_range(&j, "cross_attention_dim", 1280, 1, 65536, &cad));
         int n = 0;
         TDM_TRY(tdm_json_int_array(&j, "sample_size", 1, blocks, 2, &n));
         if (n > 0) ss = blocks[0];
+        if (ss < 1 || ss > TDM_MAX_SAMPLE_SIZE) {
+            st = tdm_json_range_error(&j, "sample_size", ss, 1, TDM_MAX_SAMPLE_SIZE);
+            goto fail;
+        }
+        /* the default size, in 64 bits: sample_size x the VAE's scale factor */
+        const int64_t side = ss * pipe->info.vae_scale_factor;
+        if (side > TDM_MAX_IMAGE_SIDE) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: sample_size %lld x the VAE's scale factor %d = a default image "
+                            "side of %lld, out of range [8, %d]", j.path, (long long)ss,
+                            pipe->info.vae_scale_factor, (long long)side, TDM_MAX_IMAGE_SIDE);
+            goto fail;
+        }
+        snprintf(pipe->size_src, sizeof pipe->size_src, "%s sample_size %lld", j.path, (long long)ss);
         pipe->denoiser_in_channels = in;
         pipe->ctx_dim = cad;
-        pipe->info.default_width = pipe->info.default_height = (int)(ss * pipe->info.vae_scale_factor);
+        pipe->info.default_width = pipe->info.default_height = (int)side;
         pipe->info.size_multiple = 8;
         pipe->info.default_steps = 50;
         pipe->info.default_guidance = 7.5f;
@@ -119,9 +132,9 @@ static tdm_status read_configs(tdm_pipeline_t *pipe) {
         int64_t in = 64, jad = 4096, ppd = 768;
         int ge = 0;
         TDM_TRY(load_config(pipe, "transformer", &j));
-        TDM_TRY(tdm_json_int(&j, "in_channels", 64, &in));
-        TDM_TRY(tdm_json_int(&j, "joint_attention_dim", 4096, &jad));
-        TDM_TRY(tdm_json_int(&j, "pooled_projection_dim", 768, &ppd));
+        TDM_TRY(tdm_json_int_range(&j, "in_channels", 64, 1, 4096, &in));
+        TDM_TRY(tdm_json_int_range(&j, "joint_attention_dim", 4096, 1, 65536, &jad));
+        TDM_TRY(tdm_json_int_range(&j, "pooled_projection_dim", 768, 1, 65536, &ppd));
         TDM_TRY(tdm_json_bool(&j, "guidance_embeds", 0, &ge));
         if (in != 4 * lc) {
             st = tdm_errorf(TDM_ERR_MODEL, "%s: in_channels %lld is not 4 x the VAE's latent_channels %lld",
@@ -133,6 +146,7 @@ static tdm_status read_configs(tdm_pipeline_t *pipe) {
         pipe->pooled_dim = ppd;
         /* FluxPipeline: default_sample_size 128 → 128 * vae_scale_factor */
         pipe->info.default_width = pipe->info.default_height = 128 * pipe->info.vae_scale_factor;
+        snprintf(pipe->size_src, sizeof pipe->size_src, "FluxPipeline's default_sample_size 128");
         pipe->info.size_multiple = 2 * pipe->info.vae_scale_factor;
         pipe->info.uses_guidance = ge;
         /* dev (guidance-distilled) vs schnell (timestep-distilled) defaults */
@@ -897,7 +911,13 @@ static tdm_status resolve_size(const tdm_pipeline_t *pipe, const tdm_generate_pa
     int nd;
     *w = p->width > 0 ? p->width : pipe->info.default_width;
     *h = p->height > 0 ? p->height : pipe->info.default_height;
-    return tdm_pipeline_latent_shape(pipe, *w, *h, shape, &nd);
+    tdm_status st = tdm_pipeline_latent_shape(pipe, *w, *h, shape, &nd);
+    if (st != TDM_OK && (p->width <= 0 || p->height <= 0)) {   /* a default is at fault: name its source */
+        const int f = pipe->info.vae_scale_factor, m = pipe->info.size_multiple > f ? pipe->info.size_multiple : f;
+        return tdm_errorf(TDM_ERR_MODEL, "the default size %dx%d (%s x the VAE's scale factor %d) is not a "
+                          "positive multiple of %d; pass --width and --height", *w, *h, pipe->size_src, f, m);
+    }
+    return st;
 }
 
 tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
