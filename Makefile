@@ -1,5 +1,8 @@
 # Front end for the CMake build. `make demo` and `make test` install the
-# Debian packages they need (when missing), build, and run.
+# Debian packages they need (when missing), build, and run. `make demo`
+# builds only the tandem binary; `make test` builds everything.
+# CUDA=1 builds the CUDA backend, CUDA=0 does not; by default it is built
+# when nvcc is found and `nvidia-smi -L` lists a GPU (CMake's TDM_CUDA=AUTO).
 BUILD       ?= build
 BUILD_ASAN  ?= build-asan
 BUILD_CUDA  ?= build-cuda
@@ -9,8 +12,11 @@ FUZZ_SECONDS ?= 60
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_MODEL  := tests/fixtures/pipelines/sd15-tiny
 DEMO_OUT    ?= out/demo
+PREFIX      ?= /usr/local
+CUDA        ?=
+TDM_CUDA    := $(if $(filter 1 ON on yes,$(CUDA)),ON,$(if $(filter 0 OFF off no,$(CUDA)),OFF,AUTO))
 
-.PHONY: all deps build demo test test-asan test-cuda fuzz vocab bench clean
+.PHONY: all deps configure build demo install test test-asan test-cuda fuzz vocab bench clean
 
 all: build
 
@@ -23,20 +29,35 @@ deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+# Configures $(BUILD), showing only tandem's own lines (CUDA, MPI on/off).
+configure: deps
+	@out=$$(cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=$(TDM_CUDA) 2>&1) || \
+	  { echo "$$out"; exit 1; }; echo "$$out" | grep '^-- tandem:' || true
+
+build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+demo: configure
+	cmake --build $(BUILD) -j $(JOBS) --target tandem_cli
 	./$(BUILD)/tandem generate --model $(DEMO_MODEL) \
 	  --prompt "a watercolor painting of a lighthouse at dawn" \
 	  --prompt "a red fox in fresh snow" --steps 20 --seed 7 --out $(DEMO_OUT)
 	@echo "images and manifest in $(DEMO_OUT)/"
 
+# bin/tandem, lib/libtandem.{a,so}, include/tandem.h, lib/pkgconfig/tandem.pc
+# and lib/cmake/tandem/ under PREFIX.
+install: configure
+	cmake --build $(BUILD) -j $(JOBS) --target tandem_cli tandem tandem_shared
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
 # The real CLIP vocabulary for the tokenizer parity test (from the
-# open_clip_torch wheel on PyPI; not committed).
+# open_clip_torch wheel on PyPI; not committed). Offline, the note below is
+# printed and ctest reports test_clip_tokenizer_full_vocab as skipped.
 vocab:
-	@[ -f tests/fixtures/clip-vocab/vocab.json ] || bash tools/fetch_clip_vocab.sh
+	@[ -f tests/fixtures/clip-vocab/vocab.json ] || { \
+	  echo "fetching the CLIP vocabulary from PyPI (open_clip_torch wheel) for the tokenizer test"; \
+	  bash tools/fetch_clip_vocab.sh || \
+	  echo "note: could not fetch the CLIP vocabulary (offline?); test_clip_tokenizer_full_vocab will be skipped"; }
 
 test: build vocab
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -48,7 +69,7 @@ test-asan: deps vocab
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ctest --output-on-failure -j $(JOBS)
 
 # The `cuda` tier: every CUDA op and model against the CPU reference. Needs
-# nvcc to build and a GPU to run (without one each test prints SKIP).
+# nvcc to build and a GPU to run (without one ctest reports them skipped).
 test-cuda: deps
 	cmake -S . -B $(BUILD_CUDA) -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=ON >/dev/null
 	cmake --build $(BUILD_CUDA) -j $(JOBS)

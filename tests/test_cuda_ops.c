@@ -10,7 +10,7 @@
  * accumulation is float32. Also checks
  * the device's error handling (a failed launch is reported by the next sync,
  * an impossible allocation says how much memory is free). Without a CUDA
- * build or device it prints "SKIP: no CUDA device" and passes. */
+ * build or device it prints "SKIP: no CUDA device" and exits 77 (skipped). */
 // label: cuda
 #include <math.h>
 #include <stdint.h>
@@ -1288,8 +1288,7 @@ TEST(test_half_activations) {
 
 int main(void) {
     if (tdm_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA device\n");
-        return test_summary();
+        return test_skip("no CUDA device");
     }
     if (tdm_cuda_device_init(&g_dev, 0) != TDM_OK) {
         printf("cuda:0: %s\n", tdm_last_error());
@@ -1326,8 +1325,8 @@ int main(void) {
 
 int main(void) {
     (void)test_cur_failed;
-    printf("SKIP: no CUDA device (built without CUDA)\n");
-    return test_summary();
+    (void)test_summary;
+    return test_skip("built without CUDA (configure with -DTDM_CUDA=ON)");
 }
 
 #endif

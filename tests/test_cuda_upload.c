@@ -9,7 +9,7 @@
  * every one of the 2^32 F32 patterns (to F16 and BF16) is checked too. A run
  * of back-to-back uploads of mixed sizes whose host sources are overwritten
  * as soon as each call returns checks the pinned ring's reuse. Without a
- * CUDA build or device it prints "SKIP: no CUDA device" and passes. */
+ * CUDA build or device it prints "SKIP: no CUDA device" and exits 77 (skipped). */
 // label: cuda
 #include <stdint.h>
 #include <string.h>
@@ -325,8 +325,7 @@ TEST(test_bad_dtype) {
 
 int main(void) {
     if (tdm_cuda_device_count() <= 0) {
-        printf("SKIP: no CUDA device\n");
-        return test_summary();
+        return test_skip("no CUDA device");
     }
     if (tdm_cuda_device_init(&g_dev, 0) != TDM_OK) {
         printf("cuda:0: %s\n", tdm_last_error());
@@ -346,8 +345,8 @@ int main(void) {
 
 int main(void) {
     (void)test_cur_failed;
-    printf("SKIP: no CUDA device (built without CUDA)\n");
-    return test_summary();
+    (void)test_summary;
+    return test_skip("built without CUDA (configure with -DTDM_CUDA=ON)");
 }
 
 #endif

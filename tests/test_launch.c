@@ -1,7 +1,7 @@
 /* test_launch.c — data-parallel runs through `tandem launch` (Open MPI):
  * the same files for 1, 2 and 3 ranks and for both schedules, uneven
  * splits, --resume, and a killed rank ending the job with kept outputs.
- * Skips (passing) when the build has no MPI or mpirun is missing. */
+ * Skipped (exit 77) when the build has no MPI or mpirun is missing. */
 // label: dist
 #include <fcntl.h>
 #include <signal.h>
@@ -216,13 +216,9 @@ TEST(killed_while_denoising_resumes) {
 
 int main(void) {
 #ifndef TDM_HAVE_MPI
-    printf("SKIP: built without MPI\n0 passed, 0 failed\n");
-    return 0;
+    return test_skip("built without MPI (libopenmpi-dev not found at configure time)");
 #endif
-    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
-        printf("SKIP: mpirun not found\n0 passed, 0 failed\n");
-        return 0;
-    }
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) return test_skip("mpirun not found on PATH");
     /* Under ASan, Open MPI's dlopened components leak at exit in frames no
      * suppression can name ("<unknown module>"): leak checking stays on for
      * the single-process CLI tests (which never start MPI), off for ranks. */

@@ -10,7 +10,7 @@ out="$root/tests/fixtures"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-python3 -m pip download open_clip_torch --no-deps --only-binary=:all: -d "$tmp" -q
+python3 -m pip download open_clip_torch --no-deps --only-binary=:all: -d "$tmp" -q --retries 1 --timeout 20
 whl=$(ls "$tmp"/open_clip_torch-*.whl | head -n 1)
 python3 - "$whl" "$tmp/bpe_simple_vocab_16e6.txt" <<'PY'
 import gzip, sys, zipfile
