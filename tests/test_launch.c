@@ -3,7 +3,9 @@
  * splits, --resume, and a killed rank ending the job with kept outputs.
  * Skipped (exit 77) when the build has no MPI or mpirun is missing. */
 // label: dist
+#define _GNU_SOURCE
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/file.h>
@@ -46,14 +48,23 @@ static int manifest_norm(const char *dir, char *out, size_t cap) {
 static const char *JOB = "--prompt 'a red fox' --prompt 'a lighthouse' --prompt 'a bowl of ramen' "
                          "--prompt 'a mountain lake' --prompt 'a city at night' --steps 2 --seed 3 --quiet";
 
+/* CPUs of this host as tandem launch counts them: more ranks need --oversubscribe */
+static long cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+static const char *over(int n) { return n > cpus() ? "--oversubscribe" : ""; }
+
 static void run_ranks(int n, const char *extra, const char *tag, int nimg_prompts) {
     (void)nimg_prompts;
     int rc;
     if (n == 0)
         rc = sh("'%s' generate --model '%s' %s %s --out '%s/%s'", TDM_TANDEM_BIN, PIPE, JOB, extra, tmpdir, tag);
     else
-        rc = sh("'%s' launch -n %d -- generate --model '%s' %s %s --out '%s/%s'", TDM_TANDEM_BIN, n, PIPE, JOB,
-                extra, tmpdir, tag);
+        rc = sh("'%s' launch %s -n %d -- generate --model '%s' %s %s --out '%s/%s'", TDM_TANDEM_BIN, over(n), n,
+                PIPE, JOB, extra, tmpdir, tag);
     CHECK_MSG(rc == 0, "%s: rc %d: %s", tag, rc, errtext);
 }
 
@@ -99,8 +110,8 @@ TEST(ranks_with_split_models) {
 }
 
 TEST(fewer_images_than_ranks) {
-    int rc = sh("'%s' launch -n 3 -- generate --model '%s' --prompt 'a cat' --steps 2 --seed 9 --quiet --out '%s/few'",
-                TDM_TANDEM_BIN, PIPE, tmpdir);
+    int rc = sh("'%s' launch %s -n 3 -- generate --model '%s' --prompt 'a cat' --steps 2 --seed 9 --quiet "
+                "--out '%s/few'", TDM_TANDEM_BIN, over(3), PIPE, tmpdir);
     CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
     rc = sh("'%s' generate --model '%s' --prompt 'a cat' --steps 2 --seed 9 --quiet --out '%s/few1'",
             TDM_TANDEM_BIN, PIPE, tmpdir);
@@ -142,14 +153,15 @@ TEST(killed_rank_ends_the_job) {
      * running when a rank dies */
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
-             "'%s' launch -n 2 -- generate --model '%s' --prompt a --prompt b --prompt c --prompt d "
+             "'%s' launch -n 2 %s -- generate --model '%s' --prompt a --prompt b --prompt c --prompt d "
              "--num-images-per-prompt 8 --steps 50 --output-type latent --quiet --out '%s'",
-             TDM_TANDEM_BIN, PIPE, out);
+             TDM_TANDEM_BIN, over(2), PIPE, out);
     char script[8192];
     /* wait for the first image, kill one rank (a "tandem" process, not mpirun) */
     snprintf(script, sizeof script,
              "(%s) & job=$!; for i in $(seq 1 600); do [ -e '%s/000000.safetensors' ] && break; sleep 0.05; done; "
-             "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && victim=$p && break; done; "
+             "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && "
+             "! ps -o args= -p $p | grep -q ' launch ' && victim=$p && break; done; "
              "[ -n \"$victim\" ] && kill -9 $victim; wait $job",
              cmd, out, out);
     double t0 = now();
@@ -198,7 +210,8 @@ TEST(killed_while_denoising_resumes) {
              "('%s' launch -n 2 -- generate --model '%s' %s --steps 40 --out '%s') & job=$!; "
              "for i in $(seq 1 6000); do [ -e '%s/.tandem-latents/000000.safetensors' ] && "
              "[ -e '%s/.tandem-latents/000003.safetensors' ] && break; sleep 0.01; done; "
-             "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && victim=$p && break; done; "
+             "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && "
+             "! ps -o args= -p $p | grep -q ' launch ' && victim=$p && break; done; "
              "[ -n \"$victim\" ] && kill -9 $victim; wait $job",
              TDM_TANDEM_BIN, PIPE, job, out, out, out, out);
     rc = sh("%s", script);
@@ -207,11 +220,132 @@ TEST(killed_while_denoising_resumes) {
               "rank 0's denoised latent was lost");
     CHECK_MSG(exists("%s/.tandem-latents/000003.safetensors", out) || exists("%s/000003.png", out),
               "rank 1's denoised latent was lost");
-    rc = sh("'%s' launch -n 3 -- generate --model '%s' %s --steps 40 --resume --out '%s'", TDM_TANDEM_BIN, PIPE, job,
-            out);
+    rc = sh("'%s' launch -n 3 %s -- generate --model '%s' %s --steps 40 --resume --out '%s'", TDM_TANDEM_BIN,
+            over(3), PIPE, job, out);
     CHECK_MSG(rc == 0, "resume: rc %d: %s", rc, errtext);
     same_outputs("kd-one", "kd", 5);
     CHECK(!exists("%s/.tandem-latents", out));
+
+/* A failure as the user sees it: nonzero exit, exactly one stderr line,
+ * starting "tandem: error: " and holding `needle`. */
+static void one_error_line(int rc, const char *needle) {
+    CHECK_MSG(rc != 0, "exit code 0, stderr: %s", errtext);
+    CHECK_MSG(!strncmp(errtext, "tandem: error: ", 15), "stderr: %s", errtext);
+    CHECK_MSG(strstr(errtext, needle) != NULL, "wanted \"%s\" in: %s", needle, errtext);
+    int lines = 0;
+    for (const char *p = errtext; *p; p++) lines += *p == '\n';
+    CHECK_MSG(lines == 1, "%d lines: %s", lines, errtext);
+}
+
+/* More ranks than CPUs (or than --gpus lists) is refused before mpirun
+ * starts, naming the limit and --oversubscribe. */
+TEST(too_many_ranks_refused) {
+    double t0 = now();
+    int rc = sh("'%s' launch -n %ld -- generate --model '%s' --prompt a --out '%s/many'", TDM_TANDEM_BIN,
+                cpus() + 1, PIPE, tmpdir);
+    one_error_line(rc, "--oversubscribe");
+    char want[64];
+    snprintf(want, sizeof want, "the %ld CPUs", cpus());
+    CHECK_MSG(strstr(errtext, want) != NULL, "wanted \"%s\" in: %s", want, errtext);
+    rc = sh("'%s' launch -n 1000 -- generate --model '%s' --prompt a --out '%s/many'", TDM_TANDEM_BIN, PIPE, tmpdir);
+    one_error_line(rc, "--oversubscribe");
+    if (cpus() >= 2) {
+        rc = sh("'%s' launch --gpus 0 -n 2 -- generate --model '%s' --prompt a --out '%s/many'", TDM_TANDEM_BIN,
+                PIPE, tmpdir);
+        one_error_line(rc, "--oversubscribe");
+        CHECK_MSG(strstr(errtext, "--gpus 0") != NULL, "%s", errtext);
+    }
+    CHECK_MSG(now() - t0 < 10, "refusing took %.1fs", now() - t0);
+    CHECK(!exists("%s/many", tmpdir));
+}
+
+/* A failed launch shows one line: the failing rank's (or the launcher's own
+ * check), not Open MPI's MPI_ABORT banner nor every rank's copy. */
+TEST(failed_launch_one_line) {
+    int rc = sh("'%s' launch -n 2 -- generate --model '%s/no-such-model' --prompt a --steps 2 --out '%s/f1'",
+                TDM_TANDEM_BIN, tmpdir, tmpdir);
+    one_error_line(rc, "--model");
+    /* a failure inside the ranks: --out under a regular file */
+    CHECK(sh("touch '%s/plainfile'", tmpdir) == 0);
+    rc = sh("'%s' launch -n 2 -- generate --model '%s' --prompt a --steps 2 --quiet --out '%s/plainfile/out'",
+            TDM_TANDEM_BIN, PIPE, tmpdir);
+    one_error_line(rc, "--out");
+    CHECK_MSG(!strncmp(errtext, "tandem: error: rank ", 20), "not a rank's line: %s", errtext);
+    CHECK_MSG(!strstr(errtext, "MPI_ABORT"), "%s", errtext);
+}
+
+/* A failing job of many ranks ends in bounded time with one line. */
+TEST(big_failing_job_ends_quickly) {
+    double t0 = now();
+    int rc = sh("'%s' launch --oversubscribe -n 8 -- generate --model '%s/no-such-model' --prompt a --out '%s/b1'",
+                TDM_TANDEM_BIN, tmpdir, tmpdir);
+    double dt = now() - t0;
+    one_error_line(rc, "--model");
+    CHECK_MSG(dt < 30, "bad --model with 8 ranks took %.1fs", dt);
+    t0 = now();
+    rc = sh("'%s' launch --oversubscribe -n 8 -- generate --model '%s' --prompt a --steps 2 --quiet "
+            "--out '%s/plainfile/out'", TDM_TANDEM_BIN, PIPE, tmpdir);
+    dt = now() - t0;
+    one_error_line(rc, "--out");
+    CHECK_MSG(dt < 30, "a rank error with 8 ranks took %.1fs to end the job", dt);
+}
+
+/* With a stand-in mpirun: launch passes --oversubscribe only when given it,
+ * and when mpirun does not end the job after a rank's error (and ignores
+ * SIGTERM), launch ends it and everything below it within seconds. */
+TEST(stuck_mpirun_is_ended) {
+    char bin[512], script[2048];
+    snprintf(bin, sizeof bin, "%s/fakebin", tmpdir);
+    CHECK(sh("mkdir -p '%s'", bin) == 0);
+    snprintf(script, sizeof script,
+             "#!/bin/sh\n"
+             "echo \"$*\" > '%s/args.txt'\n"
+             "[ \"$TDM_FAKE\" = ok ] && exit 0\n"
+             "trap '' TERM INT\n"
+             "sleep 300 &\n"
+             "echo $! > '%s/child.pid'\n"
+             "echo 'tandem: error: rank 0 (h): first' >&2\n"
+             "echo '--------------------------------------------------------------------------' >&2\n"
+             "echo 'MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD' >&2\n"
+             "echo '--------------------------------------------------------------------------' >&2\n"
+             "echo '[h:123] 1 more process has sent help message help-mpi-api.txt / mpi-abort' >&2\n"
+             "echo 'tandem: error: rank 1 (h): second' >&2\n"
+             "wait\n",
+             tmpdir, tmpdir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/mpirun", bin);
+    test_spill(path, script);
+    CHECK(chmod(path, 0755) == 0);
+    const char *gen = "-- generate --model";
+    int rc = sh("TDM_FAKE=ok PATH='%s':\"$PATH\" '%s' launch -n 1 %s '%s' --prompt a", bin, TDM_TANDEM_BIN, gen, PIPE);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    char *args = NULL;
+    snprintf(path, sizeof path, "%s/args.txt", tmpdir);
+    CHECK((args = test_slurp(path)) != NULL);
+    CHECK_MSG(args && !strstr(args, "--oversubscribe"), "mpirun got: %s", args);
+    free(args);
+    rc = sh("TDM_FAKE=ok PATH='%s':\"$PATH\" '%s' launch --oversubscribe -n 1 %s '%s' --prompt a", bin,
+            TDM_TANDEM_BIN, gen, PIPE);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    CHECK((args = test_slurp(path)) != NULL);
+    CHECK_MSG(args && strstr(args, "--oversubscribe"), "mpirun got: %s", args);
+    free(args);
+
+    double t0 = now();
+    rc = sh("PATH='%s':\"$PATH\" '%s' launch -n 2 %s '%s' --prompt a", bin, TDM_TANDEM_BIN, gen, PIPE);
+    double dt = now() - t0;
+    one_error_line(rc, "rank 0 (h): first");
+    CHECK_MSG(dt < 20, "the stuck job took %.1fs to end", dt);
+    snprintf(path, sizeof path, "%s/child.pid", tmpdir);
+    char *pid = test_slurp(path);
+    CHECK(pid != NULL);
+    if (pid) {
+        usleep(200 * 1000);
+        int alive = kill(atoi(pid), 0) == 0;
+        CHECK_MSG(!alive, "a process of the stuck job (pid %d) is still running", atoi(pid));
+        if (alive) kill(atoi(pid), SIGKILL);
+    }
+    free(pid);
 }
 
 int main(void) {
@@ -235,6 +369,10 @@ int main(void) {
     RUN(killed_rank_ends_the_job);
     RUN(locked_folder_refused);
     RUN(killed_while_denoising_resumes);
+    RUN(too_many_ranks_refused);
+    RUN(failed_launch_one_line);
+    RUN(big_failing_job_ends_quickly);
+    RUN(stuck_mpirun_is_ended);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) return 1;

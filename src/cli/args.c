@@ -65,6 +65,7 @@ static const cli_flag_t k_flags[] = {
     {"-n", 1, LAUNCH},
     {"--np", 1, LAUNCH},
     {"--gpus", 1, LAUNCH},
+    {"--oversubscribe", 0, LAUNCH},
     {"--help", 0, ALL},
     {"-h", 0, ALL},
 };

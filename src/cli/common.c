@@ -17,14 +17,36 @@
 tdm_dist_t *g_dist;
 
 void die(int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("tandem: error: ", stderr);
+    /* the line goes out in one write, so the lines of ranks failing at once
+     * (merged by mpirun) do not interleave */
+    char head[320];
+    head[0] = 0;
     if (g_dist && tdm_dist_size(g_dist) > 1)
-        fprintf(stderr, "rank %d (%s): ", tdm_dist_rank(g_dist), tdm_dist_host(g_dist));
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    fflush(stderr);
+        snprintf(head, sizeof head, "rank %d (%s): ", tdm_dist_rank(g_dist), tdm_dist_host(g_dist));
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    size_t hl = strlen(head), cap = 15 + hl + (n > 0 ? (size_t)n : 0) + 2;
+    char *line = malloc(cap);
+    fflush(stdout);
+    if (line) {
+        memcpy(line, "tandem: error: ", 15);
+        memcpy(line + 15, head, hl);
+        vsnprintf(line + 15 + hl, cap - 15 - hl, fmt, ap2);
+        size_t len = strlen(line);
+        line[len++] = '\n';
+        for (size_t off = 0; off < len;) {
+            ssize_t w = write(STDERR_FILENO, line + off, len - off);
+            if (w <= 0 && errno == EINTR) continue;
+            if (w <= 0) break;
+            off += (size_t)w;
+        }
+        free(line);
+    } else {
+        fputs("tandem: error: out of memory\n", stderr);
+    }
+    va_end(ap2);
     va_end(ap);
     if (g_dist && tdm_dist_size(g_dist) > 1) tdm_dist_abort(g_dist, code);
     exit(code);
