@@ -353,7 +353,8 @@ int cmd_launch(int argc, char **argv) {
 
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
     if (stopping && !flt->errors) {
-        fprintf(stderr, "tandem: error: launch: stopped by signal %d; the job's ranks were ended\n", (int)g_signal);
+        fprintf(stderr, "tandem: error: launch: stopped by signal %d (%s); the job's ranks were ended\n",
+                (int)g_signal, strsignal((int)g_signal));
         code = 128 + (int)g_signal;
     } else if (stopping) {
         code = 1;   /* a rank failed and mpirun had to be killed */
