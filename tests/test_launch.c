@@ -225,6 +225,7 @@ TEST(killed_while_denoising_resumes) {
     CHECK_MSG(rc == 0, "resume: rc %d: %s", rc, errtext);
     same_outputs("kd-one", "kd", 5);
     CHECK(!exists("%s/.tandem-latents", out));
+}
 
 /* A failure as the user sees it: nonzero exit, exactly one stderr line,
  * starting "tandem: error: " and holding `needle`. */

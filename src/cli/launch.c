@@ -208,8 +208,6 @@ static void filter_feed(filter_t *f, const char *buf, size_t n) {
 
 /* ---- tandem launch -------------------------------------------------------------- */
 
-static const char *USAGE = "usage: tandem launch -n N [--gpus LIST] [--oversubscribe] -- generate ...";
-
 /* tandem launch -n N [--gpus LIST] [--oversubscribe] -- generate ...: runs N
  * ranks of this binary through mpirun, forwarding the environment tandem
  * reads; exits with the job's status (the failing rank's code when mpirun

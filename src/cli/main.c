@@ -54,9 +54,11 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--variant NAME] [--threads N] [--report-memory] [--quiet]\n"
         "Missing folders of --out are created.\n"},
     [CLI_LAUNCH] = {"launch", cmd_launch, "run generate as N ranks through Open MPI (data parallel)",
-        "   -n N [--gpus LIST] -- generate ... [--schedule static|dynamic] [--resume]\n"
+        "   -n N [--gpus LIST] [--oversubscribe] -- generate ... [--schedule static|dynamic]\n"
+        "                  [--resume]\n"
         "Ranks split the images (static blocks or, with --schedule dynamic, a shared counter);\n"
-        "the output does not depend on N.\n"},
+        "the output does not depend on N. At most one rank per CPU of this host (or per GPU of\n"
+        "--gpus) unless --oversubscribe. A failing rank's error line ends the whole job.\n"},
     [CLI_PLAN] = {"plan", cmd_plan, "placement of a model over devices as JSON (no weights loaded)",
         "     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
         "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
