@@ -16,7 +16,7 @@ PREFIX      ?= /usr/local
 CUDA        ?=
 TDM_CUDA    := $(if $(filter 1 ON on yes,$(CUDA)),ON,$(if $(filter 0 OFF off no,$(CUDA)),OFF,AUTO))
 
-.PHONY: all deps configure build demo install test test-asan test-cuda fuzz vocab bench clean
+.PHONY: all deps configure build build-cuda demo install test test-asan test-cuda fuzz vocab bench clean
 
 all: build
 
@@ -41,7 +41,7 @@ demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target tandem_cli
 	./$(BUILD)/tandem generate --model $(DEMO_MODEL) \
 	  --prompt "a watercolor painting of a lighthouse at dawn" \
-	  --prompt "a red fox in fresh snow" --steps 20 --seed 7 --out $(DEMO_OUT)
+	  --prompt "a red fox in fresh snow" --steps 20 --seed 7 --overwrite --out $(DEMO_OUT)
 	@echo "images and manifest in $(DEMO_OUT)/"
 
 # bin/tandem, lib/libtandem.{a,so}, include/tandem.h, lib/pkgconfig/tandem.pc
@@ -70,9 +70,13 @@ test-asan: deps vocab
 
 # The `cuda` tier: every CUDA op and model against the CPU reference. Needs
 # nvcc to build and a GPU to run (without one ctest reports them skipped).
-test-cuda: deps
+# build-cuda compiles everything with the CUDA backend (no GPU needed; CI
+# runs it where nvcc exists); test-cuda also runs the cuda tier.
+build-cuda: deps
 	cmake -S . -B $(BUILD_CUDA) -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=ON >/dev/null
 	cmake --build $(BUILD_CUDA) -j $(JOBS)
+
+test-cuda: build-cuda
 	cd $(BUILD_CUDA) && ctest -L cuda --output-on-failure
 
 fuzz: deps
