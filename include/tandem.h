@@ -199,6 +199,28 @@ tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *em
  * keep_resident), so that timing of the stage's work excludes loading. */
 tdm_status tdm_pipeline_load_stage(tdm_pipeline_t *pipe, tdm_stage stage);
 
+/* Working memory, in bytes, that `stage` (TDM_STAGE_DENOISE or
+ * TDM_STAGE_DECODE) needs on its device for one image of p's width x height
+ * (0: the pipeline default) with p's guidance (SD: CFG batch 2 when > 1) and
+ * `tokens` prompt tokens (0: default_max_sequence_length): the model's
+ * activations, attention and convolution scratch as its forward allocates
+ * them, plus the stage's latents / image buffers — not the weights. Reads
+ * configs only; no weights are loaded. OUT: *bytes (INT64_MAX: too large to
+ * count). */
+tdm_status tdm_pipeline_work_bytes(tdm_pipeline_t *pipe, tdm_stage stage,
+                                   const tdm_generate_params_t *p, int tokens, int64_t *bytes);
+/* Refuses an image whose denoise stage (and, when decode != 0, decode stage)
+ * needs more working memory (tdm_pipeline_work_bytes) than its device has
+ * available now: host devices the host's available RAM (MemAvailable), CUDA
+ * devices the GPU's free memory, capped devices what is left under the cap.
+ * No margin: refused only when the estimate exceeds what is available.
+ * TDM_ERR_NOMEM with one line naming the --width/--height flags (or the
+ * config key of the default size), the component, GiB needed and available.
+ * tdm_pipeline_denoise makes the same check for its stage once the
+ * denoiser's weights are resident; call this first to fail before loading. */
+tdm_status tdm_pipeline_check_memory(tdm_pipeline_t *pipe, const tdm_generate_params_t *p,
+                                     int tokens, int decode);
+
 /* Frees every loaded component now (the next stage loads what it needs). */
 void tdm_pipeline_release(tdm_pipeline_t *pipe);
 

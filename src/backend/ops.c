@@ -398,6 +398,31 @@ void tdm_op_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dt
     if (y != x && n > 0) memmove(y, x, (size_t)n * sizeof(float));
 }
 
+int64_t tdm_op_attention_scratch_bytes(tdm_device_t *dev, tdm_dtype at, int64_t B, int64_t Tq,
+                                       int64_t Tk, int64_t H, int64_t D) {
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) return tdm_cuda_attention_scratch_bytes(dev, at, B, Tq, Tk, H, D);
+#endif
+    (void)dev; (void)at; (void)B; (void)Tq; (void)H; (void)D;
+    return tdm_cpu_attention_scratch_bytes(Tk);
+}
+
+int64_t tdm_op_mem_available(tdm_device_t *dev) {
+    int64_t have;
+#ifdef TDM_HAVE_CUDA
+    if (!tdm_dev_is_host(dev)) have = tdm_cuda_mem_free(dev);
+    else
+#endif
+    have = tdm_host_memory_available();
+    if (dev && have >= 0)   /* freed blocks the device's reuse cache keeps are this process's */
+        for (int i = 0; i < dev->ncache; i++) have += dev->cache_n[i];
+    if (dev && dev->cap_bytes > 0) {
+        const int64_t left = dev->cap_bytes > dev->cur_bytes ? dev->cap_bytes - dev->cur_bytes : 0;
+        if (have < 0 || left < have) have = left;
+    }
+    return have;
+}
+
 void tdm_op_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
                         const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                         float scale, int causal) {

@@ -115,6 +115,18 @@ void tdm_op_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, con
 /* y (n, type yt) = x (n, type xt), rounded to nearest even where it narrows. */
 void tdm_op_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dtype xt,
                  int64_t n);
+/* Bytes tdm_op_attention_t (and tdm_op_attention, at = TDM_F32) takes for
+ * itself beyond its operands for these sizes on dev: on a host device the
+ * per-thread score tiles of the CPU kernel, on CUDA an upper bound of its
+ * staging and copies. Saturates at INT64_MAX. */
+int64_t tdm_op_attention_scratch_bytes(tdm_device_t *dev, tdm_dtype at, int64_t B, int64_t Tq,
+                                       int64_t Tk, int64_t H, int64_t D);
+/* Bytes a new allocation on dev can take now: on a host device the host's
+ * available memory (tdm_host_memory_available), on CUDA the GPU's free
+ * memory (plus what its pool holds unused); with a cap (cap_bytes > 0) at
+ * most what is left under it. -1 when unknown. */
+int64_t tdm_op_mem_available(tdm_device_t *dev);
+
 /* tdm_op_attention with q, k, v, o of type at. */
 void tdm_op_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
                         const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,

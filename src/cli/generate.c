@@ -172,6 +172,16 @@ int cmd_generate(int argc, char **argv) {
     int nd;
     if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) die_status();
     if (info.kind == TDM_PIPE_FLUX && a.max_seq > 512) die(2, "--max-sequence-length %d: must be at most 512", a.max_seq);
+    {   /* an image whose working memory cannot fit fails now, before any model loads */
+        tdm_generate_params_t cp;
+        tdm_generate_params_init(&cp);
+        cp.width = a.width;
+        cp.height = a.height;
+        cp.guidance = guidance;
+        if (tdm_pipeline_check_memory(pipe, &cp, info.kind == TDM_PIPE_FLUX ? a.max_seq : 0,
+                                      !a.latent_out) != TDM_OK)
+            die_status();
+    }
     if (!a.embeddings) check_seed_range(a.seed, (int64_t)a.nprompts * a.per_prompt);
     outdir_t od;
     outdir_open(&od, &a, g_dist);

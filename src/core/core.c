@@ -191,6 +191,21 @@ int64_t tdm_host_memory_bytes(void) {
     return (int64_t)pages * psz;
 }
 
+int64_t tdm_host_memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kb = -1;
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+        fclose(f);
+    }
+    if (kb >= 0 && kb <= INT64_MAX / 1024) return (int64_t)kb * 1024;
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);   /* free pages only */
+    if (pages <= 0 || psz <= 0 || pages > INT64_MAX / psz) return -1;
+    return (int64_t)pages * psz;
+}
+
 void *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what) {
     if (bytes < 0 || (uint64_t)bytes > SIZE_MAX - 64) {
         tdm_errorf(TDM_ERR_NOMEM, "%s: invalid size %lld bytes", what, (long long)bytes);

@@ -127,6 +127,10 @@ void        tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes);
  * allocation larger than this fails with a message saying both sizes,
  * before the allocator is asked. */
 int64_t     tdm_host_memory_bytes(void);
+/* Bytes of host memory available to a new allocation now: MemAvailable of
+ * /proc/meminfo (free plus reclaimable cache), else the free pages of
+ * sysconf(_SC_AVPHYS_PAGES); -1 when unknown. */
+int64_t     tdm_host_memory_available(void);
 /* Returns every cached block to the OS (no-op without a cache). */
 void        tdm_dev_trim(tdm_device_t *d);
 /* Host ↔ device transfers; plain memcpy for host devices. Errors name `what`. */

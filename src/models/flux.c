@@ -765,3 +765,46 @@ fail:
     free(host);
     return st;
 }
+
+/* ---- working memory ---------------------------------------------------------- */
+
+/* What tdm_flux_forward(B, N, T) holds for the model described by `c` on dev:
+ * the workspace (ws_layout, the same function that sizes the forward's one
+ * allocation), the RoPE tables it keeps, the attention kernel's scratch and,
+ * on a host device, the host staging buffer. Saturates at INT64_MAX. */
+static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int64_t B, int64_t N,
+                               int64_t T) {
+    flux_ws_t w;
+    const int64_t hd = c->attention_head_dim, H = c->num_attention_heads, D = hd * H;
+    int64_t S, nws, rope, att, nhost, total;
+    if (N > INT64_MAX / 2 - T) return INT64_MAX;
+    S = T + N;
+    if (S > INT64_MAX / 64 / hd) return INT64_MAX;
+    w.at = tdm_op_act_dtype(dev);
+    if ((nws = ws_layout(&w, NULL, B, S, D)) < 0) return INT64_MAX;
+    rope = 2 * S * hd * (int64_t)sizeof(float);
+    att = tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, H, hd);
+    nhost = 2 * S * hd > B * FLUX_TIME_DIM ? 2 * S * hd : B * FLUX_TIME_DIM;
+    total = nws;
+    total = total > INT64_MAX - rope ? INT64_MAX : total + rope;
+    total = total > INT64_MAX - att ? INT64_MAX : total + att;
+    if (tdm_dev_is_host(dev)) total = total > INT64_MAX - 4 * nhost ? INT64_MAX : total + 4 * nhost;
+    return total;
+}
+
+tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
+                               int64_t T, int64_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_flux_info_t c;
+    *out = 0;
+    if (!config_path || !dev || B < 1 || N < 1 || T < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_work_bytes: config, device, B >= 1, "
+                          "N >= 1 and T >= 0 are required");
+    TDM_TRY(tdm_json_load(&j, config_path));
+    TDM_TRY(cfg_parse(&j, &c));
+    *out = flux_work_total(&c, dev, B, N, T);
+fail:
+    tdm_json_free(&j);
+    return st;
+}

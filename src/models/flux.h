@@ -99,4 +99,15 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
                             const float *timestep, const float *guidance,
                             const float *img_ids, const float *txt_ids, float *out);
 
+/* The working memory of one tdm_flux_forward(B, N, T) of the transformer
+ * that the config.json at config_path describes (read and checked as
+ * tdm_flux_load does, no weights) on `dev`: the activation workspace (sized
+ * by the same layout function as the forward's allocation, in the device's
+ * activation dtype), the RoPE tables the model keeps, the attention kernel's
+ * own scratch and, on a host device, the host staging buffer — weights and
+ * the caller's buffers not included. Bytes, saturating at INT64_MAX.
+ * OUT: *out. */
+tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
+                               int64_t T, int64_t *out);
+
 #endif

@@ -960,3 +960,238 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     free(emb_host);
     return st;
 }
+
+/* ---- working memory ----------------------------------------------------------
+ * unet_forward_dev's allocations replayed without memory: every unet_buf_new
+ * of the forward (and of unet2d_blocks.c) is a take of the same size here and
+ * every free a give, in the same order, so `peak` is the high-water mark of
+ * what one forward call holds on the device; attention kernels' own scratch
+ * (tdm_op_attention_scratch_bytes) is added at the moment it exists. Sizes
+ * saturate at INT64_MAX. Keep in step with the forward functions. */
+typedef struct {
+    tdm_device_t *dev;
+    int64_t cur, peak;
+} unet_wk_t;
+
+static int64_t wk_mul(int64_t a, int64_t b) {
+    int64_t r;
+    return tdm_mul_ok(a, b, &r) ? r : INT64_MAX;
+}
+
+static int64_t wk_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
+/* n floats taken; returns n (to give back later). */
+static int64_t wk_take(unet_wk_t *k, int64_t n) {
+    k->cur = wk_add(k->cur, wk_mul(n, (int64_t)sizeof(float)));
+    if (k->cur > k->peak) k->peak = k->cur;
+    return n;
+}
+
+static void wk_give(unet_wk_t *k, int64_t n) {
+    if (k->cur < INT64_MAX) k->cur -= wk_mul(n, (int64_t)sizeof(float));
+}
+
+/* bytes held only for a moment (kernel scratch) on top of what is held */
+static void wk_peek(unet_wk_t *k, int64_t bytes) {
+    int64_t t = wk_add(k->cur, bytes);
+    if (t > k->peak) k->peak = t;
+}
+
+/* conv_run: scratch, then (when `out` is 0) the output buffer; returns the
+ * output floats (0 when written to the caller's buffer). */
+static int64_t wk_conv(unet_wk_t *k, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                       int64_t ks, int64_t stride, int64_t pad, int out, int64_t *Ho, int64_t *Wo) {
+    int64_t pt = pad, pb = pad, pl = pad, pr = pad, y = 0;
+    if (pad < 0) { pt = 0; pb = 1; pl = 0; pr = 1; }
+    const int64_t ho = (H + pt + pb - ks) / stride + 1, wo = (W + pl + pr - ks) / stride + 1;
+    const int64_t ns = wk_take(k, tdm_op_conv2d_pad4_scratch(k->dev, Cin, H, W, ks, ks, stride,
+                                                              pt, pb, pl, pr));
+    if (!out) y = wk_take(k, wk_mul(B * Cout, wk_mul(ho, wo)));
+    wk_give(k, ns);
+    if (Ho) *Ho = ho;
+    if (Wo) *Wo = wo;
+    return y;
+}
+
+/* unet_resnet_forward; returns its output floats (held). */
+static int64_t wk_resnet(unet_wk_t *k, const unet_resnet_t *r, int64_t B, int64_t H, int64_t W) {
+    const int64_t S = wk_mul(H, W);
+    const int64_t t = wk_take(k, wk_mul(B * r->cin, S));
+    const int64_t h = wk_conv(k, B, r->cin, H, W, r->cout, 3, 1, 1, 0, NULL, NULL);
+    wk_give(k, t);
+    const int64_t tp = wk_take(k, B * r->cout);
+    const int64_t y = wk_conv(k, B, r->cout, H, W, r->cout, 3, 1, 1, 0, NULL, NULL);
+    const int64_t sc = r->cin != r->cout ? wk_conv(k, B, r->cin, H, W, r->cout, 1, 1, 0, 0, NULL, NULL)
+                                         : 0;
+    wk_give(k, h);
+    wk_give(k, tp);
+    wk_give(k, sc);
+    return y;
+}
+
+/* attn_forward */
+static void wk_attn(unet_wk_t *k, const unet_attn_t *a, int64_t B, int64_t S, int64_t dim,
+                    int64_t inner, int64_t heads, int64_t T) {
+    const int64_t Tk = a->cross ? T : S;
+    const int64_t q = wk_take(k, wk_mul(B * S, inner)), kk = wk_take(k, wk_mul(B * Tk, inner));
+    const int64_t v = wk_take(k, wk_mul(B * Tk, inner)), o = wk_take(k, wk_mul(B * S, inner));
+    const int64_t p = wk_take(k, wk_mul(B * S, dim));
+    wk_peek(k, tdm_op_attention_scratch_bytes(k->dev, TDM_F32, B, S, Tk, heads, inner / heads));
+    wk_give(k, q);
+    wk_give(k, kk);
+    wk_give(k, v);
+    wk_give(k, o);
+    wk_give(k, p);
+}
+
+/* unet_transformer_forward; returns its output floats (held). */
+static int64_t wk_transformer(unet_wk_t *k, const unet_transformer_t *t, int64_t B, int64_t H,
+                              int64_t W, int64_t T) {
+    const int64_t S = wk_mul(H, W), C = t->C, in = t->inner, rows = wk_mul(B, S), F = 4 * in;
+    int64_t nrm = wk_take(k, wk_mul(B * C, S)), a, y;
+    const int64_t tok = wk_take(k, wk_mul(rows, in));
+    a = !t->linear ? wk_conv(k, B, C, H, W, in, 1, 1, 0, 0, NULL, NULL) : wk_take(k, wk_mul(rows, C));
+    wk_give(k, a);
+    wk_give(k, nrm);
+    for (int64_t i = 0; i < t->depth; i++) {   /* tblock_forward */
+        const unet_tblock_t *tb = &t->blocks[i];
+        nrm = wk_take(k, wk_mul(rows, in));
+        wk_attn(k, &tb->attn1, B, S, in, in, t->heads, T);
+        wk_attn(k, &tb->attn2, B, S, in, in, t->heads, T);
+        const int64_t h = wk_take(k, wk_mul(rows, 2 * F)), g = wk_take(k, wk_mul(rows, F));
+        wk_give(k, h);
+        const int64_t f = wk_take(k, wk_mul(rows, in));
+        wk_give(k, nrm);
+        wk_give(k, g);
+        wk_give(k, f);
+    }
+    if (!t->linear) {
+        a = wk_take(k, wk_mul(rows, in));
+        y = wk_conv(k, B, in, H, W, C, 1, 1, 0, 0, NULL, NULL);
+    } else {
+        a = wk_take(k, wk_mul(rows, C));
+        y = wk_take(k, wk_mul(rows, C));
+    }
+    wk_give(k, a);
+    wk_give(k, tok);
+    return y;
+}
+
+/* run_block_layer: the running activation `cur` is replaced by the resnet's
+ * output, then by the transformer's. */
+static void wk_layer(unet_wk_t *k, const unet_block_t *b, int64_t j, int64_t *cur, int64_t B,
+                     int64_t H, int64_t W, int64_t T) {
+    int64_t nb = wk_resnet(k, &b->res[j], B, H, W);
+    wk_give(k, *cur);
+    *cur = nb;
+    if (b->cross && j < b->nattn) {
+        nb = wk_transformer(k, &b->attn[j], B, H, W, T);
+        wk_give(k, *cur);
+        *cur = nb;
+    }
+}
+
+/* The peak of unet_forward_eager(B, H, W, T) on u->dev, in bytes. */
+static int64_t unet_work_walk(const tdm_unet_t *u, int64_t B, int64_t H, int64_t W, int64_t T) {
+    unet_wk_t k = {u->dev, 0, 0};
+    const int64_t n = u->nblocks, C0 = u->block_out[0], Td = u->info.time_embed_dim;
+    int64_t (*sk)[3], nsk = 1, ns = 0, cur, xin = 0, Ha = H, Wa = W;   /* skips: floats, H, W */
+    for (int64_t i = 0; i < n; i++) nsk += u->down[i].nres + u->down[i].has_samp;
+    if (!(sk = calloc((size_t)nsk, sizeof *sk))) return INT64_MAX;
+    wk_take(&k, B * C0);                                 /* timestep embedding */
+    const int64_t t1 = wk_take(&k, B * Td);
+    wk_take(&k, B * Td);                                 /* temb, held to the end */
+    wk_give(&k, t1);
+    if (u->center_input) xin = wk_take(&k, wk_add(wk_mul(B * u->info.in_channels, wk_mul(H, W)), 1));
+    cur = wk_conv(&k, B, u->info.in_channels, H, W, C0, 3, 1, 1, 0, NULL, NULL);
+    wk_give(&k, xin);
+#define PUSH()                                                             \
+    do {                                                                   \
+        sk[ns][0] = cur; sk[ns][1] = Ha; sk[ns][2] = Wa; ns++;             \
+        cur = 0;                                                           \
+    } while (0)
+    PUSH();
+    for (int64_t i = 0; i < n; i++) {
+        const unet_block_t *b = &u->down[i];
+        for (int64_t j = 0; j < b->nres; j++) {
+            wk_layer(&k, b, j, &cur, B, Ha, Wa, T);
+            PUSH();
+        }
+        if (b->has_samp) {
+            int64_t Ho, Wo;
+            cur = wk_conv(&k, B, b->cout, Ha, Wa, b->cout, 3, 2, u->down_pad ? u->down_pad : -1, 0,
+                          &Ho, &Wo);
+            Ha = Ho;
+            Wa = Wo;
+            PUSH();
+        }
+    }
+#undef PUSH
+    wk_layer(&k, &u->mid, 0, &cur, B, Ha, Wa, T);
+    wk_layer(&k, &u->mid, 1, &cur, B, Ha, Wa, T);
+    int64_t C = u->mid.cout;
+    for (int64_t i = 0; i < n; i++) {
+        const unet_block_t *b = &u->up[i];
+        for (int64_t j = 0; j < b->nres && ns > 0; j++) {
+            const int64_t nb = wk_take(&k, wk_mul(B * b->res[j].cin, wk_mul(Ha, Wa)));
+            wk_give(&k, cur);
+            cur = nb;
+            wk_give(&k, sk[--ns][0]);
+            wk_layer(&k, b, j, &cur, B, Ha, Wa, T);
+            C = b->cout;
+        }
+        if (b->has_samp) {
+            const int64_t Ht = ns > 0 ? sk[ns - 1][1] : 2 * Ha, Wt = ns > 0 ? sk[ns - 1][2] : 2 * Wa;
+            int64_t nb = wk_take(&k, wk_mul(B * C, wk_mul(Ht, Wt)));
+            wk_give(&k, cur);
+            cur = nb;
+            Ha = Ht;
+            Wa = Wt;
+            nb = wk_conv(&k, B, C, Ha, Wa, b->cout, 3, 1, 1, 0, NULL, NULL);
+            wk_give(&k, cur);
+            cur = nb;
+        }
+    }
+    const int64_t nb = wk_take(&k, wk_mul(B * C0, wk_mul(H, W)));   /* norm_out */
+    wk_give(&k, cur);
+    (void)nb;
+    wk_conv(&k, B, C0, H, W, u->info.out_channels, 3, 1, 1, 1, NULL, NULL);
+    free(sk);
+    return k.peak;
+}
+
+tdm_status tdm_unet_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t H,
+                               int64_t W, int64_t T, int64_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    tdm_plist_t pl;
+    tdm_unet_t *u = NULL;
+    unet_cfg_t c;
+    *out = 0;
+    tdm_plist_init(&pl, TDM_F32);
+    if (!config_path || !dev || B < 1 || H < 1 || W < 1 || T < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_work_bytes: config, device and sizes >= 1 "
+                          "are required");
+    TDM_TRY(tdm_json_load(&j, config_path));
+    TDM_TRY(cfg_parse(&j, &c));
+    u = calloc(1, sizeof(*u));   /* the block tables of the walk; no weights */
+    if (!u) { st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory"); goto fail; }
+    u->dev = dev;
+    u->nblocks = c.n;
+    memcpy(u->block_out, c.block_out, sizeof(c.block_out));
+    u->center_input = c.center;
+    u->down_pad = c.down_pad;
+    u->info.in_channels = c.in_ch;
+    u->info.out_channels = c.out_ch;
+    u->info.time_embed_dim = 4 * c.block_out[0];
+    {
+        unet_loader_t L = {u, NULL, j.path, &pl, NULL};   /* listing: fills the tables only */
+        TDM_TRY(load_model(&L, &c));
+    }
+    *out = unet_work_walk(u, B, H, W, T);
+fail:
+    tdm_plist_free(&pl);
+    tdm_unet_free(u);
+    tdm_json_free(&j);
+    return st;
+}

@@ -82,4 +82,15 @@ int64_t tdm_unet_graph_bytes(const tdm_unet_t *u);
 tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
                             const float *timesteps, const float *ctx, int64_t T, float *out);
 
+/* The working memory of one tdm_unet_forward(B, H, W, T) of the UNet that
+ * the config.json at config_path describes (read and checked as
+ * tdm_unet_load does, no weights) on `dev`: the high-water mark of the
+ * activations, convolution scratch and attention buffers the forward
+ * allocates there, plus the attention kernel's own scratch (on a host device
+ * the per-thread score tiles) — weights and the caller's x, ctx and out not
+ * included. Bytes, saturating at INT64_MAX; the CUDA-graph path (which keeps
+ * a copy of the same working set) is not included. OUT: *out. */
+tdm_status tdm_unet_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t H,
+                               int64_t W, int64_t T, int64_t *out);
+
 #endif

@@ -581,6 +581,7 @@ typedef struct {
     tdm_device_t *dev;       /* where the weights and buffers live */
     int dry;
     int64_t need_act, need_att, need_scratch;
+    int64_t need_kernel;     /* bytes the attention kernel takes for itself */
     float *a, *t1, *t2;      /* activation buffers, need_act floats each */
     float *q, *k, *v;        /* attention buffers, need_att floats each */
     float *scratch;
@@ -649,6 +650,7 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G
     if (r->dry) {
         need(&r->need_act, B * c * S);
         need(&r->need_att, B * c * S);
+        need(&r->need_kernel, tdm_op_attention_scratch_bytes(r->dev, TDM_F32, B, S, S, 1, c));
         return;
     }
     tdm_device_t *d = r->dev;
@@ -782,17 +784,27 @@ static tdm_status check_dims(const char *what, int64_t B, int64_t C, int64_t H, 
     return TDM_OK;
 }
 
+/* Bytes of the work buffers a dry run counted (run_alloc's three activation
+ * and three attention buffers, the im2col scratch) and of the attention
+ * kernel's own scratch; -1 on overflow. */
+static int64_t run_bytes(const run_t *r) {
+    int64_t act, att, scr;
+    if (!tdm_mul_ok(r->need_act, 12, &act) || !tdm_mul_ok(r->need_att, 12, &att) ||
+        !tdm_mul_ok(r->need_scratch, 4, &scr) || act > INT64_MAX - att - scr ||
+        act + att + scr > INT64_MAX - r->need_kernel)
+        return -1;
+    return act + att + scr + r->need_kernel;
+}
+
 /* Before allocating: the work buffers the dry run counted must fit the
  * device (its cap, or for the host its physical memory); the error says
  * how much an image of this size needs. */
 static tdm_status vae_fits(const run_t *r, const tdm_device_t *dev, const char *what, int64_t B, int64_t H,
                            int64_t W) {
-    int64_t act, att, scr, total;
-    if (!tdm_mul_ok(r->need_act, 12, &act) || !tdm_mul_ok(r->need_att, 12, &att) ||
-        !tdm_mul_ok(r->need_scratch, 4, &scr) || act > INT64_MAX - att - scr)
+    const int64_t total = run_bytes(r);
+    if (total < 0)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: work buffers for %lld image(s) of %lldx%lld overflow", what,
                           (long long)B, (long long)W, (long long)H);
-    total = act + att + scr;
     int64_t have = dev && dev->cap_bytes > 0 ? dev->cap_bytes - dev->cur_bytes
                    : tdm_dev_is_host(dev)     ? tdm_host_memory_bytes()
                                               : 0;
@@ -873,4 +885,33 @@ void tdm_vae_to_rgb8(const float *img, int64_t B, int64_t H, int64_t W, uint8_t 
                 o[i * 3] = u == u ? (uint8_t)nearbyintf(u) : 0;   /* round half to even */
             }
         }
+}
+
+tdm_status tdm_vae_decode_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B,
+                                     int64_t h, int64_t w, int64_t *out) {
+    tdm_status st = TDM_OK;
+    tdm_plist_t pl;
+    tdm_vae_t *v = NULL;
+    run_t r = {.dev = dev, .dry = 1};
+    int64_t cmax = 0;
+    *out = 0;
+    tdm_plist_init(&pl, TDM_F32);
+    if (!config_path || !dev)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_vae_decode_work_bytes: config and device are required");
+    if (!(v = calloc(1, sizeof *v))) return tdm_errorf(TDM_ERR_NOMEM, "out of memory sizing the VAE");
+    TDM_TRY(vae_parse_config(v, config_path));
+    v->decoder_only = 1;
+    {
+        loader_t L = {NULL, &pl, v, NULL};   /* listing: fills the level tables only */
+        TDM_TRY(vae_load_weights(v, &L));
+    }
+    for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
+    TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w, v->info.scale_factor));
+    run_decode(&r, v, NULL, B, h, w, NULL);
+    *out = run_bytes(&r);
+    if (*out < 0) *out = INT64_MAX;
+fail:
+    tdm_plist_free(&pl);
+    tdm_vae_free(v);
+    return st;
 }

@@ -80,6 +80,13 @@ const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v);
  * device for the duration of the call and given back before it returns. */
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img);
+/* The working memory of tdm_vae_decode(B, h, w) for the VAE that the
+ * config.json at config_path describes (read and checked as the loaders do,
+ * no weights) on `dev`: the work buffers the decode allocates (sized by the
+ * same dry run) and the attention kernel's own scratch — weights, z and img
+ * not included. Bytes; an error when the sizes overflow. OUT: *out. */
+tdm_status tdm_vae_decode_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B,
+                                     int64_t h, int64_t w, int64_t *out);
 
 /* Encodes img (B, in_channels, H, W), values in [-1, 1], through the encoder
  * and quant_conv (when present) into the mean and logvar (B, latent_channels,

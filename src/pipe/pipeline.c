@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "pipe/pipe_internal.h"
@@ -178,18 +179,6 @@ int tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
     return 3;
 }
 
-/* MemAvailable of /proc/meminfo in bytes, or -1 when unknown. */
-static int64_t host_ram_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    long long kb = -1;
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return kb < 0 ? -1 : (int64_t)kb * 1024;
-}
-
 /* Plans components `only` (NULL: all) as `tandem plan` does (float32: CPU
  * devices hold float32) and sends each to its device; a split transformer is
  * planned again and loaded block-wise at the denoise stage. */
@@ -218,7 +207,7 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
         return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
     }
     {   /* host RAM holds "cpu", and on virtual devices the GPUs' parts too */
-        int64_t need = 0, avail = host_ram_available();
+        int64_t need = 0, avail = tdm_host_memory_available();
         for (const cJSON *b = cJSON_GetObjectItem(j, "bytes")->child; b; b = b->next)
             if (!strcmp(b->string, "cpu") || (!cuda && strcmp(b->string, "disk") != 0))
                 need += (int64_t)b->valuedouble;
@@ -920,6 +909,131 @@ static tdm_status resolve_size(const tdm_pipeline_t *pipe, const tdm_generate_pa
     return st;
 }
 
+/* ---- working memory ---------------------------------------------------------- */
+
+static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
+static int64_t sat_mul(int64_t a, int64_t b) {
+    int64_t r;
+    return tdm_mul_ok(a, b, &r) ? r : INT64_MAX;
+}
+
+/* Working memory of one image of w x h at `stage` on its device, T prompt
+ * tokens, CFG batch nb (SD): the model's forward (tdm_unet_work_bytes,
+ * tdm_flux_work_bytes, tdm_vae_decode_work_bytes) plus the stage's own
+ * buffers as tdm_sd_denoise / tdm_flux_denoise / tdm_pipeline_decode
+ * allocate them (on a host device also their host copies and the caller's
+ * latents or image). */
+static tdm_status work_bytes(tdm_pipeline_t *pipe, tdm_stage stage, int w, int h, int nb,
+                             int64_t T, tdm_device_t **devp, int64_t *out) {
+    tdm_status st;
+    char cfg[TDM_PATH_MAX];
+    const tdm_pipeline_info_t *in = &pipe->info;
+    const int64_t f = in->vae_scale_factor, C = in->latent_channels, hl = h / f, wl = w / f;
+    const int64_t item = C * hl * wl;   /* latent floats, bounded by the size checks */
+    tdm_device_t *dev = stage == TDM_STAGE_DECODE ? pipe->dev_vae : pipe->dev_den;
+    const int host = tdm_dev_is_host(dev);
+    int64_t model = 0, own = 0, hostside = 0;
+    *devp = dev;
+    *out = 0;
+    if (stage == TDM_STAGE_DECODE) {
+        TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "vae", "config.json"));
+        TDM_TRY(tdm_vae_decode_work_bytes(cfg, dev, 1, hl, wl, &model));
+        const int64_t ib = sat_mul(3 * (int64_t)w, 4 * (int64_t)h);   /* RGB float32 */
+        own = sat_add(item * 4, ib);                                  /* dz, dimg */
+        hostside = sat_add(sat_add(item * 4, ib), sat_mul(3 * (int64_t)w, h));   /* z, img, rgb */
+    } else if (in->kind == TDM_PIPE_FLUX) {
+        const int64_t N = (hl / 2) * (wl / 2);
+        TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "transformer", "config.json"));
+        TDM_TRY(tdm_flux_work_bytes(cfg, dev, 1, N, T, &model));
+        own = sat_add(2 * item * 4, (T * pipe->ctx_dim + pipe->pooled_dim) * 4);   /* lat, pred, txt, pool */
+        hostside = sat_add(4 * item * 4, N * 3 * 4);   /* noise, pred, latents, ids */
+    } else {
+        TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "unet", "config.json"));
+        TDM_TRY(tdm_unet_work_bytes(cfg, dev, nb, hl, wl, T, &model));
+        own = sat_add(2 * nb * item * 4, nb * T * pipe->ctx_dim * 4);   /* in, pred, ctx */
+        hostside = (2 * nb + 1) * item * 4;                              /* in, pred, latents */
+    }
+    *out = sat_add(model, own);
+    if (host) *out = sat_add(*out, hostside);
+fail:
+    return st;
+}
+
+/* Prompt tokens the denoiser sees when the embeddings are not known yet. */
+static int64_t default_tokens(const tdm_pipeline_t *pipe) {
+    return pipe->info.default_max_sequence_length > 0 ? pipe->info.default_max_sequence_length : 77;
+}
+
+tdm_status tdm_pipeline_work_bytes(tdm_pipeline_t *pipe, tdm_stage stage,
+                                   const tdm_generate_params_t *p, int tokens, int64_t *bytes) {
+    tdm_status st;
+    tdm_device_t *dev;
+    int w, h;
+    if (!pipe || !p || !bytes || (stage != TDM_STAGE_DENOISE && stage != TDM_STAGE_DECODE))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_pipeline_work_bytes: pipeline, params and the "
+                          "denoise or decode stage are required");
+    if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
+    const float g = isnan(p->guidance) ? pipe->info.default_guidance : p->guidance;
+    const int nb = pipe->info.kind == TDM_PIPE_SD && g > 1.0f ? 2 : 1;
+    return work_bytes(pipe, stage, w, h, nb, tokens > 0 ? tokens : default_tokens(pipe), &dev,
+                      bytes);
+}
+
+/* The device as the user names it. */
+static void dev_name(const tdm_device_t *d, char *buf, size_t cap) {
+    if (!tdm_dev_is_host(d)) snprintf(buf, cap, "cuda:%d", d->index);
+    else if (d->cap_bytes > 0) snprintf(buf, cap, "cpu:%d (under its --max-memory cap)", d->index);
+    else snprintf(buf, cap, "cpu");
+}
+
+/* Refuses `stage` of one w x h image when its working memory exceeds what
+ * its device has available now (tdm_op_mem_available; unknown: no check).
+ * The rule has no margin: an estimate above the available memory is refused,
+ * anything at or below it runs. */
+static tdm_status check_stage(tdm_pipeline_t *pipe, tdm_stage stage, const tdm_generate_params_t *p,
+                              int w, int h, int64_t T) {
+    tdm_status st;
+    tdm_device_t *dev;
+    int64_t need, have;
+    const float g = isnan(p->guidance) ? pipe->info.default_guidance : p->guidance;
+    const int nb = pipe->info.kind == TDM_PIPE_SD && g > 1.0f ? 2 : 1;
+    if ((st = work_bytes(pipe, stage, w, h, nb, T, &dev, &need)) != TDM_OK) return st;
+    if ((have = tdm_op_mem_available(dev)) < 0 || need <= have) return TDM_OK;
+    char size[1300], dn[64];
+    const int f = pipe->info.vae_scale_factor;
+    if (p->width > 0 && p->height > 0)
+        snprintf(size, sizeof size, "--width %d --height %d", w, h);
+    else if (p->width > 0 || p->height > 0)
+        snprintf(size, sizeof size, "--%s %d with the default %s %d (%s x the VAE's scale factor %d)",
+                 p->width > 0 ? "width" : "height", p->width > 0 ? w : h,
+                 p->width > 0 ? "height" : "width", p->width > 0 ? h : w, pipe->size_src, f);
+    else
+        snprintf(size, sizeof size, "the default size %dx%d (%s x the VAE's scale factor %d)", w, h,
+                 pipe->size_src, f);
+    dev_name(dev, dn, sizeof dn);
+    const char *who = stage == TDM_STAGE_DECODE ? "the VAE decoder"
+                    : pipe->info.kind == TDM_PIPE_FLUX ? "the transformer" : "the UNet";
+    if (need == INT64_MAX)
+        return tdm_errorf(TDM_ERR_NOMEM, "%s: %s needs more working memory for this image than "
+                          "can be counted (%s has %.1f GiB available); use a smaller size", size,
+                          who, dn, (double)have / (1 << 30));
+    return tdm_errorf(TDM_ERR_NOMEM, "%s: %s needs %.1f GiB of working memory for this image (%s "
+                      "has %.1f GiB available); use a smaller size", size, who,
+                      (double)need / (1 << 30), dn, (double)have / (1 << 30));
+}
+
+tdm_status tdm_pipeline_check_memory(tdm_pipeline_t *pipe, const tdm_generate_params_t *p,
+                                     int tokens, int decode) {
+    tdm_status st;
+    int w, h;
+    if (!pipe || !p) return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_pipeline_check_memory: NULL argument");
+    if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
+    const int64_t T = tokens > 0 ? tokens : default_tokens(pipe);
+    if ((st = check_stage(pipe, TDM_STAGE_DENOISE, p, w, h, T)) != TDM_OK) return st;
+    return decode ? check_stage(pipe, TDM_STAGE_DECODE, p, w, h, T) : TDM_OK;
+}
+
 tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *emb, int index,
                                 const tdm_generate_params_t *p, float *latents) {
     tdm_status st;
@@ -932,6 +1046,8 @@ tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *em
     if (p->steps < 0) return tdm_errorf(TDM_ERR_INVALID_ARG, "--steps %d: must be at least 1", p->steps);
     if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
     if ((st = tdm_pipe_enter(pipe, TDM_STAGE_DENOISE)) != TDM_OK) return st;
+    /* the weights are resident now: what is left must hold the working set */
+    if ((st = check_stage(pipe, TDM_STAGE_DENOISE, p, w, h, emb->L)) != TDM_OK) return st;
     st = pipe->info.kind == TDM_PIPE_FLUX ? tdm_flux_denoise(pipe, emb, index, p, w, h, latents)
                                           : tdm_sd_denoise(pipe, emb, index, p, w, h, latents);
     tdm_pipe_stage_done(pipe, TDM_STAGE_DENOISE);

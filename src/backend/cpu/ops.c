@@ -458,6 +458,14 @@ void tdm_cpu_attention_ref(float *o, const float *q, const float *k, const float
     }
 }
 
+int64_t tdm_cpu_attention_scratch_bytes(int64_t Tk) {
+    const int64_t tile = (int64_t)TDM_ATTN_TILE * (int64_t)sizeof(float);
+    int64_t nt = omp_get_max_threads();
+    if (Tk <= 0) return 0;
+    if (nt < 1) nt = 1;
+    return Tk > INT64_MAX / tile / nt ? INT64_MAX : Tk * tile * nt;
+}
+
 void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                        float scale, int causal) {

@@ -95,6 +95,10 @@ void tdm_cpu_softmax(float *x, int64_t rows, int64_t n);
 void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                        float scale, int causal);
+/* Bytes of score tiles tdm_cpu_attention takes from malloc for Tk keys with
+ * the current OpenMP thread count (one tile per thread; not counted on any
+ * device). */
+int64_t tdm_cpu_attention_scratch_bytes(int64_t Tk);
 /* Same result without BLAS and without any allocation (dot products in
  * double, two passes over the keys per query): slow, the readable spec. */
 void tdm_cpu_attention_ref(float *o, const float *q, const float *k, const float *v,

@@ -337,6 +337,34 @@ extern "C" void tdm_cuda_attention(tdm_device_t *d, float *o, const float *q, co
 fail:;
 }
 
+extern "C" int64_t tdm_cuda_attention_scratch_bytes(tdm_device_t *d, tdm_dtype at, int64_t B,
+                                                    int64_t Tq, int64_t Tk, int64_t H,
+                                                    int64_t D) {
+    const int half = d->gemm_dtype == TDM_F16 || d->gemm_dtype == TDM_BF16;
+    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0 || D <= 0) return 0;
+    if (Tq > INT64_MAX / 64 / B / H / (D + 32) || Tk > INT64_MAX / 64 / B / H / (D + 32))
+        return INT64_MAX;
+    const int64_t nq = B * Tq * H * D, nk = B * Tk * H * D;
+    int64_t n = 0;
+    if (half && D <= ATT_DMAX) {
+        /* tensor-core path: half copies of q, k, v in the staging buffer, head
+         * dim padded (to at most D + 32) and tokens to the 128 / 64-row tiles */
+        const int64_t DP = (D + 31) / 32 * 32;
+        n = (B * H * (Tq + 128) * DP + 2 * B * H * (Tk + 64) * DP) * 2;
+        if (at != TDM_F32) n += (2 * nq + 2 * nk) * 4;   /* float32 copies when it declines */
+    } else if (D > ATT_DMAX) {
+        /* wide head: a score block of at most max(16 MiB of rows, one row) */
+        int64_t TQ = ((int64_t)16 << 20) / Tk;
+        if (TQ < 1) TQ = 1;
+        if (TQ > Tq) TQ = Tq;
+        n = TQ * Tk * 4;
+        if (half) n += TQ * Tk * 2 + (at == TDM_F32 ? (nq + 2 * nk) * 2 : 0);
+    } else if (at != TDM_F32) {
+        n = (2 * nq + 2 * nk) * 4;
+    }
+    return n;
+}
+
 extern "C" void tdm_cuda_attention_t(tdm_device_t *d, tdm_dtype at, void *o, const void *q,
                                      const void *k, const void *v, int64_t B, int64_t Tq,
                                      int64_t Tk, int64_t H, int64_t D, float scale, int causal) {

@@ -17,6 +17,9 @@ tdm_status tdm_cuda_device_init(tdm_device_t *d, int index);
 void tdm_cuda_device_free(tdm_device_t *d);
 /* Number of CUDA devices (0 when there is no driver or GPU). */
 int tdm_cuda_device_count(void);
+/* Free bytes of d's GPU (cudaMemGetInfo) plus what its memory pool holds
+ * unused (handed out again before the driver is asked); -1 on error. */
+int64_t tdm_cuda_mem_free(tdm_device_t *d);
 
 /* Op-level GPU profile (profile.cu), active when TDM_PROFILE=1 was set at
  * device init; otherwise every call is a no-op. begin/end bracket the work
@@ -112,6 +115,11 @@ void tdm_cuda_attention(tdm_device_t *dev, float *o, const float *q, const float
                         int causal);
 /* The same with q, k, v and o of type at (TDM_F32, or the device's half
  * gemm_dtype). */
+/* Upper bound of the bytes tdm_cuda_attention_t takes beyond its operands
+ * for these sizes on d (staging buffer of the tensor-core path, score block,
+ * probability and conversion copies). */
+int64_t tdm_cuda_attention_scratch_bytes(tdm_device_t *d, tdm_dtype at, int64_t B, int64_t Tq,
+                                         int64_t Tk, int64_t H, int64_t D);
 void tdm_cuda_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
                           const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                           float scale, int causal);

@@ -96,6 +96,23 @@ static void cuda_free(tdm_device_t *d, void *p) {
 fail:;
 }
 
+extern "C" int64_t tdm_cuda_mem_free(tdm_device_t *d) {
+    size_t fr = 0, tot = 0, reserved = 0, used = 0;
+    cudaMemPool_t pool;
+    if (cudaSetDevice(d->index) != cudaSuccess || cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    /* memory the pool keeps after frees is free to this process */
+    if (cudaDeviceGetDefaultMemPool(&pool, d->index) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) == cudaSuccess &&
+        reserved > used)
+        fr += reserved - used;
+    (void)cudaGetLastError();
+    return (int64_t)fr;
+}
+
 /* Gives the pool's unused memory back to the driver (tdm_dev_trim). */
 static void cuda_trim(tdm_device_t *d) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
