@@ -191,6 +191,28 @@ int64_t tdm_host_memory_bytes(void) {
     return (int64_t)pages * psz;
 }
 
+int tdm_utf8_valid(const char *s, size_t *bad) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (p[i]) {
+        unsigned c = p[i];
+        int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+        if (n < 0 || (n == 1 && c < 0xc2) || (n == 3 && c > 0xf4)) { *bad = i; return 0; }
+        for (int k = 1; k <= n; k++)
+            if ((p[i + k] & 0xc0) != 0x80) { *bad = i; return 0; }
+        if (n == 2) {
+            unsigned cp = ((c & 0xf) << 12) | ((p[i + 1] & 0x3f) << 6);
+            if (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)) { *bad = i; return 0; }
+        }
+        if (n == 3) {
+            unsigned cp = ((c & 7) << 18) | ((p[i + 1] & 0x3f) << 12);
+            if (cp < 0x10000 || cp > 0x10ffff) { *bad = i; return 0; }
+        }
+        i += (size_t)n + 1;
+    }
+    return 1;
+}
+
 int64_t tdm_host_memory_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];

@@ -780,15 +780,63 @@ done:
 }
 
 /* Reads a JSON string array from metadata into out[0..n) (missing → NULLs). */
-static void meta_strings(const tdm_safetensors_t *f, const char *key, char **out, int n) {
-    const char *s = tdm_safetensors_meta(f, key);
-    cJSON *a = s ? cJSON_Parse(s) : NULL;
-    if (cJSON_IsArray(a) && cJSON_GetArraySize(a) == n)
-        for (int i = 0; i < n; i++) {
-            const cJSON *v = cJSON_GetArrayItem(a, i);
-            if (cJSON_IsString(v)) out[i] = strdup(v->valuestring);
+/* In the JSON text s of an array of strings: the index of the first string
+ * holding the escape \u0000 (a NUL, which ends the decoded string early),
+ * or -1. */
+static int json_nul_string(const char *s) {
+    int idx = -1, in = 0;
+    for (const char *p = s; *p; p++) {
+        if (!in) {
+            if (*p == '"') { in = 1; idx++; }
+        } else if (*p == '\\') {
+            if (!strncmp(p + 1, "u0000", 5)) return idx;
+            if (p[1]) p++;   /* the escaped character */
+        } else if (*p == '"') {
+            in = 0;
         }
+    }
+    return -1;
+}
+
+/* Metadata `key` of embeddings file `path`: when present, a JSON array of n
+ * strings (the prompts, in order), each valid UTF-8 without NUL, copied to
+ * out[0..n); absent: out untouched (prompts unknown). Anything else is an
+ * error naming the file, the key and, for a bad string, its index. */
+static tdm_status meta_strings(const tdm_safetensors_t *f, const char *path, const char *key,
+                               char **out, int n) {
+    tdm_status st = TDM_OK;
+    const char *s = tdm_safetensors_meta(f, key);
+    size_t bad;
+    if (!s) return TDM_OK;
+    cJSON *a = cJSON_Parse(s);
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: metadata \"%s\" is not a JSON array of %d strings "
+                        "(one per prompt, valid UTF-8)", path, key, n);
+        goto fail;
+    }
+    const int nul = json_nul_string(s);
+    if (nul >= 0) {
+        st = tdm_errorf(TDM_ERR_FORMAT, "%s: metadata \"%s\" prompt %d holds a NUL character (\\u0000)",
+                        path, key, nul);
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetArrayItem(a, i);
+        if (!cJSON_IsString(v)) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: metadata \"%s\" prompt %d is not a string", path,
+                            key, i);
+            goto fail;
+        }
+        if (!tdm_utf8_valid(v->valuestring, &bad)) {
+            st = tdm_errorf(TDM_ERR_FORMAT, "%s: metadata \"%s\" prompt %d is not valid UTF-8 (byte "
+                            "%zu)", path, key, i, bad);
+            goto fail;
+        }
+        if (!(out[i] = strdup(v->valuestring))) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    }
+fail:
     cJSON_Delete(a);
+    return st;
 }
 
 static tdm_status read_tensor(const tdm_safetensors_t *f, const char *path, const char *name, int ndim,
@@ -854,9 +902,9 @@ tdm_status tdm_embeddings_load(tdm_pipeline_t *pipe, const char *path, tdm_embed
         int64_t sp[2] = {n, pipe->pooled_dim}, si[2] = {L, 3};
         TDM_TRY(read_tensor(f, path, "pooled_prompt_embeds", 2, sp, e->pooled));
         TDM_TRY(read_tensor(f, path, "text_ids", 2, si, e->text_ids));
-        meta_strings(f, "prompts_2", e->prompts_2, n);
+        TDM_TRY(meta_strings(f, path, "prompts_2", e->prompts_2, n));
     }
-    meta_strings(f, "prompts", e->prompts, n);
+    TDM_TRY(meta_strings(f, path, "prompts", e->prompts, n));
     const char *neg = tdm_safetensors_meta(f, "negative_prompt");
     if (neg && !(e->negative = strdup(neg))) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     tdm_safetensors_close(f);
