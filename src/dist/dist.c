@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dist/comm.h"
-
 struct tdm_dist {
     tdm_comm_t *world;
 };
@@ -94,6 +92,7 @@ int tdm_dist_size(const tdm_dist_t *d) { return d ? d->world->size : 1; }
 int tdm_dist_local_rank(const tdm_dist_t *d) { return d ? d->world->local_rank : 0; }
 int tdm_dist_local_size(const tdm_dist_t *d) { return d ? d->world->local_size : 1; }
 const char *tdm_dist_host(const tdm_dist_t *d) { return d ? d->world->host : "localhost"; }
+tdm_comm_t *tdm_dist_world(tdm_dist_t *d) { return d ? d->world : NULL; }
 
 /* ---- shared counter ------------------------------------------------------ */
 

@@ -1,9 +1,15 @@
 /* dist.h — the process-group layer (data parallelism). Its API is public
  * and documented in include/tandem.h; this header is the internal include
- * point for src/dist. */
+ * point for src/dist and gives layers above (pipe) the world communicator
+ * to split into groups. */
 #ifndef TDM_DIST_H
 #define TDM_DIST_H
 
 #include "core/core.h"
+#include "dist/comm.h"
+
+/* The communicator of all ranks of d (owned by d; valid until
+ * tdm_dist_free). NULL for NULL. */
+tdm_comm_t *tdm_dist_world(tdm_dist_t *d);
 
 #endif
