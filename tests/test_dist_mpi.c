@@ -4,8 +4,10 @@
  *   mpirun --allow-run-as-root --oversubscribe -np P <self> --child P
  * and checks each job's exit status; in --child mode every rank runs the
  * collective checks (rank/size/local rank, split coverage, the shared
- * counter, gather order, allreduce) and exits nonzero on a failure, which
- * makes mpirun's status nonzero. Skipped (exit 77) when the build has no
+ * counter, gather order, allreduce, and every communicator op: broadcast,
+ * allreduce sum/max, allgather(v), all_to_all, send/recv and sendrecv
+ * rings, split into even/odd groups with collectives inside them) and exits
+ * nonzero on a failure, which makes mpirun's status nonzero. Skipped (exit 77) when the build has no
  * MPI or mpirun is not on PATH. */
 #include <limits.h>
 #include <stdint.h>
@@ -175,6 +177,194 @@ TEST(child_allreduce_barrier) {
     CHECK(tdm_dist_barrier(g_d) == TDM_OK);
 }
 
+/* ---- the communicator (comm.h) ------------------------------------------ */
+
+TEST(child_comm_broadcast) {
+    tdm_comm_t *c = tdm_dist_world(g_d);
+    int rank = tdm_comm_rank(c), size = tdm_comm_size(c);
+    CHECK(c && strcmp(c->ops->name, "mpi") == 0);
+    for (int root = 0; root < size; root++) {
+        int32_t v[3] = { rank, rank * 10, -rank };
+        float f[2] = { (float)rank + 0.5f, -1 };
+        uint16_t h[1] = { (uint16_t)(rank + 100) };   /* a 16-bit dtype travels as bits */
+        CHECK(tdm_comm_broadcast(c, v, 3, TDM_I32, root, NULL) == TDM_OK);
+        CHECK(tdm_comm_broadcast(c, f, 2, TDM_F32, root, NULL) == TDM_OK);
+        CHECK(tdm_comm_broadcast(c, h, 1, TDM_BF16, root, NULL) == TDM_OK);
+        CHECK_MSG(v[0] == root && v[1] == root * 10 && v[2] == -root, "rank %d root %d: got %d %d %d",
+                  rank, root, v[0], v[1], v[2]);
+        CHECK_MSG(f[0] == (float)root + 0.5f && f[1] == -1, "rank %d root %d: F32 %g", rank, root, f[0]);
+        CHECK_MSG(h[0] == root + 100, "rank %d root %d: BF16 bits %u", rank, root, h[0]);
+    }
+    int32_t v[1] = { 0 };
+    CHECK(tdm_comm_broadcast(c, v, 1, TDM_I32, size, NULL) == TDM_ERR_INVALID_ARG);
+    char want[64];
+    snprintf(want, sizeof want, "on rank %d", tdm_dist_rank(g_d));
+    CHECK_MSG(strstr(tdm_last_error(), want) != NULL, "error names no rank: %s", tdm_last_error());
+}
+
+TEST(child_comm_allreduce) {
+    tdm_comm_t *c = tdm_dist_world(g_d);
+    int rank = tdm_comm_rank(c), size = tdm_comm_size(c);
+    float f[2] = { (float)rank, 0.25f }, fo[2];
+    double g[2] = { (double)rank * 1e10, -(double)rank }, go[2];
+    int32_t i[2] = { rank + 1, -rank }, io[2];
+    int64_t l[2] = { (int64_t)rank << 40, 1 }, lo[2];
+    int64_t s = (int64_t)size * (size - 1) / 2;
+    CHECK(tdm_comm_allreduce(c, f, fo, 2, TDM_F32, TDM_REDUCE_SUM, NULL) == TDM_OK);
+    CHECK_MSG(fo[0] == (float)s && fo[1] == 0.25f * size, "F32 sum %g %g", fo[0], fo[1]);
+    CHECK(tdm_comm_allreduce(c, f, fo, 2, TDM_F32, TDM_REDUCE_MAX, NULL) == TDM_OK);
+    CHECK_MSG(fo[0] == (float)(size - 1) && fo[1] == 0.25f, "F32 max %g %g", fo[0], fo[1]);
+    CHECK(tdm_comm_allreduce(c, g, go, 2, TDM_F64, TDM_REDUCE_SUM, NULL) == TDM_OK);
+    CHECK_MSG(go[0] == (double)s * 1e10 && go[1] == -(double)s, "F64 sum %g %g", go[0], go[1]);
+    CHECK(tdm_comm_allreduce(c, g, go, 2, TDM_F64, TDM_REDUCE_MAX, NULL) == TDM_OK);
+    CHECK_MSG(go[0] == (double)(size - 1) * 1e10 && go[1] == 0, "F64 max %g %g", go[0], go[1]);
+    CHECK(tdm_comm_allreduce(c, i, io, 2, TDM_I32, TDM_REDUCE_SUM, NULL) == TDM_OK);
+    CHECK_MSG(io[0] == s + size && io[1] == -s, "I32 sum %d %d", io[0], io[1]);
+    CHECK(tdm_comm_allreduce(c, i, io, 2, TDM_I32, TDM_REDUCE_MAX, NULL) == TDM_OK);
+    CHECK_MSG(io[0] == size && io[1] == 0, "I32 max %d %d", io[0], io[1]);
+    CHECK(tdm_comm_allreduce(c, l, lo, 2, TDM_I64, TDM_REDUCE_SUM, NULL) == TDM_OK);
+    CHECK_MSG(lo[0] == s << 40 && lo[1] == size, "I64 sum %lld %lld", (long long)lo[0], (long long)lo[1]);
+    CHECK(tdm_comm_allreduce(c, l, l, 2, TDM_I64, TDM_REDUCE_MAX, NULL) == TDM_OK);   /* in place */
+    CHECK_MSG(l[0] == (int64_t)(size - 1) << 40 && l[1] == 1, "I64 max %lld %lld", (long long)l[0],
+              (long long)l[1]);
+    int dummy_stream;
+    CHECK(tdm_comm_allreduce(c, f, f, 2, TDM_F32, TDM_REDUCE_SUM, &dummy_stream) == TDM_ERR_UNSUPPORTED);
+}
+
+TEST(child_comm_allgather_all_to_all) {
+    tdm_comm_t *c = tdm_dist_world(g_d);
+    int rank = tdm_comm_rank(c), size = tdm_comm_size(c);
+    enum { MAXR = 16 };
+    if (size > MAXR) return;
+    int64_t mine[2] = { rank * 10, rank * 10 + 1 }, all[2 * MAXR];
+    CHECK(tdm_comm_allgather(c, mine, all, 2, TDM_I64, NULL) == TDM_OK);
+    for (int r = 0; r < size; r++)
+        CHECK_MSG(all[2 * r] == r * 10 && all[2 * r + 1] == r * 10 + 1, "rank %d: block %d is %lld %lld",
+                  rank, r, (long long)all[2 * r], (long long)all[2 * r + 1]);
+
+    /* rank r sends r + 1 bytes 'a'+r, placed with a one-byte gap after each */
+    int64_t counts[MAXR], displs[MAXR], off = 0;
+    for (int r = 0; r < size; r++) counts[r] = r + 1, displs[r] = off, off += r + 2;
+    uint8_t send[MAXR], recv[MAXR * (MAXR + 2)];
+    memset(send, 'a' + rank, sizeof send);
+    memset(recv, '.', sizeof recv);
+    CHECK(tdm_comm_allgatherv(c, send, rank + 1, recv, counts, displs, TDM_U8, NULL) == TDM_OK);
+    char want[MAXR * (MAXR + 2) + 1];
+    int k = 0;
+    for (int r = 0; r < size; r++) {
+        for (int j = 0; j <= r; j++) want[k++] = (char)('a' + r);
+        want[k++] = '.';
+    }
+    CHECK_MSG(memcmp(recv, want, (size_t)k) == 0, "rank %d: allgatherv gave %.*s want %.*s", rank, k,
+              (const char *)recv, k, want);
+
+    /* block j of rank i's send goes to rank j: recv block i = i*100 + rank */
+    int32_t a2a_s[2 * MAXR], a2a_r[2 * MAXR];
+    for (int j = 0; j < size; j++) a2a_s[2 * j] = rank * 100 + j, a2a_s[2 * j + 1] = -(rank * 100 + j);
+    CHECK(tdm_comm_all_to_all(c, a2a_s, a2a_r, 2, TDM_I32, NULL) == TDM_OK);
+    for (int i = 0; i < size; i++)
+        CHECK_MSG(a2a_r[2 * i] == i * 100 + rank && a2a_r[2 * i + 1] == -(i * 100 + rank),
+                  "rank %d: all_to_all block %d is %d %d", rank, i, a2a_r[2 * i], a2a_r[2 * i + 1]);
+}
+
+TEST(child_comm_send_recv_ring) {
+    tdm_comm_t *c = tdm_dist_world(g_d);
+    int rank = tdm_comm_rank(c), size = tdm_comm_size(c);
+    int right = (rank + 1) % size, left = (rank + size - 1) % size;
+    /* sendrecv: each rank passes its token right, size times: every token
+     * comes back home, having been seen by each rank once */
+    int64_t tok[2] = { rank, 0 }, in[2];
+    for (int step = 0; step < size; step++) {
+        CHECK(tdm_comm_sendrecv(c, tok, right, in, left, 2, TDM_I64, 3, NULL) == TDM_OK);
+        tok[0] = in[0], tok[1] = in[1] + 1;
+    }
+    CHECK_MSG(tok[0] == rank && tok[1] == size, "rank %d: token %lld back after %lld hops", rank,
+              (long long)tok[0], (long long)tok[1]);
+    /* plain send/recv: even ranks send first, odd ones receive first, so
+     * no cycle waits */
+    if (size > 1) {
+        double out[3] = { rank, rank * 2.0, -1 }, got[3] = { 0, 0, 0 };
+        if (rank % 2 == 0) {
+            CHECK(tdm_comm_send(c, out, 3, TDM_F64, right, 5, NULL) == TDM_OK);
+            CHECK(tdm_comm_recv(c, got, 3, TDM_F64, left, 5, NULL) == TDM_OK);
+        } else {
+            CHECK(tdm_comm_recv(c, got, 3, TDM_F64, left, 5, NULL) == TDM_OK);
+            CHECK(tdm_comm_send(c, out, 3, TDM_F64, right, 5, NULL) == TDM_OK);
+        }
+        CHECK_MSG(got[0] == left && got[1] == left * 2.0 && got[2] == -1, "rank %d: got %g %g %g from %d",
+                  rank, got[0], got[1], got[2], left);
+    }
+}
+
+TEST(child_comm_split_groups) {
+    tdm_comm_t *c = tdm_dist_world(g_d), *g = NULL, *h = NULL;
+    int rank = tdm_comm_rank(c), size = tdm_comm_size(c);
+    /* even and odd ranks, ordered by descending world rank (key = -rank) */
+    CHECK_MSG(tdm_comm_split(c, rank % 2, -rank, &g) == TDM_OK && g, "%s", tdm_last_error());
+    if (!g) return;
+    int gsize = 0, grank = 0, gsum = 0, gmax = -1;
+    for (int r = 0; r < size; r++)
+        if (r % 2 == rank % 2) {
+            gsize++;
+            gsum += r;
+            if (r > gmax) gmax = r;
+            if (r > rank) grank++;
+        }
+    CHECK_MSG(tdm_comm_size(g) == gsize && tdm_comm_rank(g) == grank, "rank %d: group rank %d of %d, "
+              "want %d of %d", rank, tdm_comm_rank(g), tdm_comm_size(g), grank, gsize);
+    CHECK(g->world_rank == rank && strcmp(g->host, c->host) == 0);
+    CHECK(g->local_rank >= 0 && g->local_rank < g->local_size && g->local_size <= gsize);
+    int32_t v[1] = { rank };
+    CHECK(tdm_comm_allreduce(g, v, v, 1, TDM_I32, TDM_REDUCE_SUM, NULL) == TDM_OK);
+    CHECK_MSG(v[0] == gsum, "rank %d: group sum %d want %d", rank, v[0], gsum);
+    int32_t b[1] = { rank };
+    CHECK(tdm_comm_broadcast(g, b, 1, TDM_I32, 0, NULL) == TDM_OK);   /* group rank 0: the highest */
+    CHECK_MSG(b[0] == gmax, "rank %d: group broadcast %d want %d", rank, b[0], gmax);
+    int32_t ranks[16];
+    if (gsize <= 16) {
+        CHECK(tdm_comm_allgather(g, v, ranks, 1, TDM_I32, NULL) == TDM_OK);   /* v = gsum everywhere */
+        int32_t me[1] = { rank };
+        CHECK(tdm_comm_allgather(g, me, ranks, 1, TDM_I32, NULL) == TDM_OK);
+        for (int i = 0; i < gsize; i++)
+            CHECK_MSG(ranks[i] == gmax - 2 * i, "rank %d: group member %d is world rank %d", rank, i,
+                      ranks[i]);
+    }
+    /* a ring inside the group */
+    int64_t tok = rank, in = -1;
+    CHECK(tdm_comm_sendrecv(g, &tok, (tdm_comm_rank(g) + 1) % gsize, &in,
+                            (tdm_comm_rank(g) + gsize - 1) % gsize, 1, TDM_I64, 0, NULL) == TDM_OK);
+    /* group rank - 1 is world rank + 2; group rank 0's left is the group's
+     * last rank, the lowest world rank of this parity */
+    int64_t want_left = grank == 0 ? rank % 2 : rank + 2;
+    CHECK_MSG(in == want_left, "rank %d: group ring gave %lld want %lld", rank, (long long)in,
+              (long long)want_left);
+    /* each group has its own counter: values 0..K-1 once per group */
+    enum { K = 40 };
+    CHECK(tdm_comm_counter_open(g) == TDM_OK);
+    int64_t taken = 0, vsum = 0;
+    for (;;) {
+        int64_t x = -1;
+        if (tdm_comm_counter_next(g, &x) != TDM_OK || x < 0 || x >= K) break;
+        taken++, vsum += x;
+        if ((x + rank) % 5 == 0) usleep(100);
+    }
+    CHECK(tdm_comm_counter_close(g) == TDM_OK);
+    int64_t tv[2] = { taken, vsum };
+    CHECK(tdm_comm_allreduce(g, tv, tv, 2, TDM_I64, TDM_REDUCE_SUM, NULL) == TDM_OK);
+    CHECK_MSG(tv[0] == K && tv[1] == K * (K - 1) / 2, "rank %d: group counter handed out %lld values "
+              "summing to %lld", rank, (long long)tv[0], (long long)tv[1]);
+    /* the last rank in no group (color < 0): the others form one */
+    int out_of = size > 1 && rank == size - 1;
+    CHECK(tdm_comm_split(c, out_of ? -1 : 0, rank, &h) == TDM_OK);
+    CHECK_MSG(out_of ? h == NULL : (h && tdm_comm_size(h) == (size > 1 ? size - 1 : 1) &&
+                                    tdm_comm_rank(h) == rank),
+              "rank %d: split with color -1 on the last rank", rank);
+    if (h) CHECK(tdm_comm_barrier(h) == TDM_OK);
+    tdm_comm_free(h);
+    tdm_comm_free(g);
+    CHECK(tdm_comm_barrier(c) == TDM_OK);   /* the world still works */
+}
+
 static int child_main(int expect_size) {
     g_expect_size = expect_size;
     if (tdm_dist_init(&g_d) != TDM_OK) {
@@ -187,6 +377,11 @@ static int child_main(int expect_size) {
     RUN(child_counter_hands_out_each_once);
     RUN(child_gather_order);
     RUN(child_allreduce_barrier);
+    RUN(child_comm_broadcast);
+    RUN(child_comm_allreduce);
+    RUN(child_comm_allgather_all_to_all);
+    RUN(child_comm_send_recv_ring);
+    RUN(child_comm_split_groups);
     printf("rank %d of %d: ", rank, tdm_dist_size(g_d));
     int rc = test_summary();
     tdm_dist_free(g_d);
