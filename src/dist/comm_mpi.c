@@ -175,7 +175,8 @@ fail:
 }
 
 /* A tdm_comm over `comm` (which it then owns): errors return, rank, size,
- * ranks on this host. OUT: *out. */
+ * ranks on this host. world_rank names this process in errors; -1: comm is
+ * the world, so its own rank once known (0 before). OUT: *out. */
 static tdm_status mpi_wrap(MPI_Comm comm, int mpi_started, int world_rank, tdm_comm_t **out) {
     tdm_status st = TDM_OK;
     MPI_Comm local = MPI_COMM_NULL;
@@ -189,9 +190,11 @@ static tdm_status mpi_wrap(MPI_Comm comm, int mpi_started, int world_rank, tdm_c
     }
     c->ops = &mpi_ops, c->ctx = m;
     m->comm = comm, m->win = MPI_WIN_NULL, m->mpi_started = mpi_started;
-    c->rank = 0, c->size = 1, c->local_rank = 0, c->local_size = 1, c->world_rank = world_rank;
+    c->rank = 0, c->size = 1, c->local_rank = 0, c->local_size = 1;
+    c->world_rank = world_rank < 0 ? 0 : world_rank;
     TDM_MPI_CHECK(c, MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
     TDM_MPI_CHECK(c, MPI_Comm_rank(comm, &c->rank));
+    if (world_rank < 0) c->world_rank = c->rank;
     TDM_MPI_CHECK(c, MPI_Comm_size(comm, &c->size));
     TDM_MPI_CHECK(c, MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local));
     TDM_MPI_CHECK(c, MPI_Comm_rank(local, &c->local_rank));
@@ -354,8 +357,7 @@ tdm_status tdm_comm_mpi_create(tdm_comm_t **out) {
         goto fail;
     }
     started_owned = 0;   /* from here on, freeing the communicator finalizes */
-    TDM_TRY(mpi_wrap(world, started, 0, &c));
-    c->world_rank = c->rank;
+    TDM_TRY(mpi_wrap(world, started, -1, &c));
 
     if (gethostname(host, sizeof host - 1) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';

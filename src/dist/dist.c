@@ -39,7 +39,10 @@ void tdm_split_between_processes(int64_t n, int rank, int size, int64_t *begin, 
 
 /* ---- MPI detection ------------------------------------------------------ */
 
-/* Whether an MPI launcher started this process. */
+/* Whether an MPI launcher started this process. This environment read is
+ * the one left in src/dist: tdm_dist_init's public signature takes no
+ * parameters to carry the CLI's answer; it moves to src/cli when a
+ * params struct for tdm_dist_init comes (issue 13, item 5). */
 static int launched_by_mpi(void) {
     static const char *const vars[] = {
         "OMPI_COMM_WORLD_SIZE",   /* Open MPI mpirun */
@@ -53,7 +56,6 @@ static int launched_by_mpi(void) {
     }
     return 0;
 }
-
 
 /* ---- group ------------------------------------------------------------- */
 
