@@ -9,7 +9,7 @@
  * (bench/run_offload_gpu.sh). */
 #include "bench_util.h"
 #include "models/flux.h"
-#include "place/offload.h"
+#include "nn/offload.h"
 #include "place/place.h"
 
 #define MAX_GPUS 8

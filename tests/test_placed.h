@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "place/offload.h"
+#include "nn/offload.h"
 #include "place/place.h"
 
 typedef struct {

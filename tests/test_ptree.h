@@ -1,4 +1,4 @@
-/* test_ptree.h — checks a model's parameter list (src/place/ptree.h) against
+/* test_ptree.h — checks a model's parameter list (src/nn/ptree.h) against
  * the one PyTorch builds: tests/fixtures/ptree/<case>.json, written by
  * tools/ref/ptree_ref.py from diffusers / transformers on the meta device.
  * Names, order, shapes, buffer flags, integer dtypes, no-split module paths
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 /* A builder: the parameter list of the model whose config.json is at
  * `config_path`, floating tensors as `dt`. */

@@ -7,7 +7,7 @@
 #define TDM_CLIP_TEXT_H
 
 #include "core/core.h"
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 typedef struct tdm_clip_text tdm_clip_text_t;
 
@@ -23,7 +23,7 @@ typedef struct tdm_clip_text tdm_clip_text_t;
  * tdm_clip_text_free. */
 tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
                               const char *variant, tdm_device_t *dev);
-/* tdm_clip_text_load with the tensors placed by a device map (place/offload.h),
+/* tdm_clip_text_load with the tensors placed by a device map (nn/offload.h),
  * as tdm_t5_load_placed: tensors on a GPU stay there, those in host RAM or on
  * disk are brought to pl->main one encoder layer at a time (the embeddings
  * and final norm for the whole forward). Bit-identical to a one-device load. */
@@ -34,7 +34,7 @@ tdm_status tdm_clip_text_load_placed(tdm_clip_text_t **out, const char *root, co
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_clip_text_free(tdm_clip_text_t *m);
 
-/* The parameter list (place/ptree.h) of the module that config.json at
+/* The parameter list (nn/ptree.h) of the module that config.json at
  * `config_path` describes, from the config alone (no weights read), checked
  * as tdm_clip_text_load checks it: transformers 5 CLIPTextModel's
  * parameters in registration order, floating ones as `dt`, then the int64

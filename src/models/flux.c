@@ -20,10 +20,9 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
-#include "place/offload.h"
-#include "place/place.h"
-#include "place/ptree.h"
 #include "models/flux.h"
+#include "nn/offload.h"
+#include "nn/ptree.h"
 
 #define FLUX_TIME_DIM 256          /* Timesteps(num_channels=256) */
 #define FLUX_LN_EPS 1e-6f          /* every LayerNorm of the model */

@@ -16,7 +16,7 @@
 #define TDM_FLUX_H
 
 #include "core/core.h"
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 typedef struct tdm_flux tdm_flux_t;
 
@@ -42,7 +42,7 @@ typedef struct {
 tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
                          const char *variant, tdm_device_t *dev);
 
-/* A split transformer (place/offload.h): each tensor where the device map
+/* A split transformer (nn/offload.h): each tensor where the device map
  * puts it, "cpu" weights in host RAM and "disk" ones left in the files, each
  * brought to the main device just before its block runs (the top-level ones
  * for the whole forward); activations live on the main device. Results are
@@ -58,7 +58,7 @@ tdm_status tdm_flux_load_placed(tdm_flux_t **out, const char *root, const char *
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_flux_free(tdm_flux_t *m);
 
-/* The parameter list (place/ptree.h) of the FluxTransformer2DModel that
+/* The parameter list (nn/ptree.h) of the FluxTransformer2DModel that
  * config.json at `config_path` describes, from the config alone (no weights
  * read), checked as tdm_flux_load checks it: diffusers 0.42 registration
  * order (time_text_embed with guidance_embedder only when guidance_embeds,

@@ -17,8 +17,8 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
-#include "place/offload.h"
-#include "place/ptree.h"
+#include "nn/offload.h"
+#include "nn/ptree.h"
 
 typedef enum {
     T5_ACT_RELU = 0,

@@ -8,7 +8,7 @@
 #define TDM_T5_H
 
 #include "core/core.h"
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 typedef struct tdm_t5 tdm_t5_t;
 
@@ -47,7 +47,7 @@ tdm_status tdm_t5_load(tdm_t5_t **out, const char *root, const char *sub, const 
                        tdm_device_t *dev);
 
 /* tdm_t5_load with the tensors where a device map puts them (see
- * place/offload.h): "cpu" weights in host RAM and "disk" ones in the files,
+ * nn/offload.h): "cpu" weights in host RAM and "disk" ones in the files,
  * each brought to pl->main while its block runs; bit-identical results. */
 struct tdm_placement;
 tdm_status tdm_t5_load_placed(tdm_t5_t **out, const char *root, const char *sub,
@@ -56,7 +56,7 @@ tdm_status tdm_t5_load_placed(tdm_t5_t **out, const char *root, const char *sub,
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_t5_free(tdm_t5_t *m);
 
-/* The parameter list (place/ptree.h) of the T5EncoderModel that config.json
+/* The parameter list (nn/ptree.h) of the T5EncoderModel that config.json
  * at `config_path` describes, from the config alone (no weights read),
  * checked as tdm_t5_load checks it; floating tensors as `dt`, in
  * transformers 5 registration order: shared.weight,

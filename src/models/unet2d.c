@@ -12,7 +12,7 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "models/unet2d_internal.h"
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 #define UNET_MAX_BLOCKS 8
 /* Bounds of config sizes, 10-100x those of SD 1.x/2.x/XL (channels up to

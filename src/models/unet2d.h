@@ -13,7 +13,7 @@
 #define TDM_UNET2D_H
 
 #include "core/core.h"
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 typedef struct tdm_unet tdm_unet_t;
 
@@ -36,7 +36,7 @@ typedef struct {
  * variant may be NULL. OUT: *out, freed with tdm_unet_free. */
 tdm_status tdm_unet_load(tdm_unet_t **out, const char *root, const char *sub,
                          const char *variant, tdm_device_t *dev);
-/* tdm_unet_load with the tensors placed by a device map (place/offload.h),
+/* tdm_unet_load with the tensors placed by a device map (nn/offload.h),
  * as tdm_flux_load_placed: tensors on a GPU stay there, those in host RAM or
  * on disk are brought to pl->main (the model's device) one no-split unit at a
  * time (each resnet, transformer and sampler; the top-level tensors for the
@@ -48,7 +48,7 @@ tdm_status tdm_unet_load_placed(tdm_unet_t **out, const char *root, const char *
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_unet_free(tdm_unet_t *u);
 
-/* The parameter list (place/ptree.h) of the UNet2DConditionModel that the
+/* The parameter list (nn/ptree.h) of the UNet2DConditionModel that the
  * config.json at config_path describes, read with the same parsing and
  * checks as tdm_unet_load but no weights: every parameter by its diffusers
  * name in named_parameters() order (the model has no buffers), floating as

@@ -7,7 +7,7 @@
 #define TDM_UNET2D_INTERNAL_H
 
 #include "models/unet2d.h"
-#include "place/offload.h"
+#include "nn/offload.h"
 
 /* ResnetBlock2D (time_embedding_norm "default", pre-norm, SiLU). */
 typedef struct {

@@ -21,8 +21,8 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
-#include "place/offload.h"
-#include "place/ptree.h"
+#include "nn/offload.h"
+#include "nn/ptree.h"
 
 #define VAE_MAX_LEVELS 8
 #define VAE_MAX_LPB    64

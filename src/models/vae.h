@@ -9,7 +9,7 @@
 #define TDM_MODELS_VAE_H
 
 #include "core/core.h"
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 typedef struct tdm_vae tdm_vae_t;
 
@@ -32,7 +32,7 @@ typedef struct {
  * OUT: *out, freed with tdm_vae_free. */
 tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
                         tdm_device_t *dev);
-/* tdm_vae_load with the tensors placed by a device map (place/offload.h):
+/* tdm_vae_load with the tensors placed by a device map (nn/offload.h):
  * tensors on a GPU stay there, those in host RAM or on disk are brought to
  * pl->main one unit at a time (each resnet, each sampler, each mid block; the
  * top-level convs and norms for the whole call). Bit-identical to a
@@ -54,7 +54,7 @@ tdm_status tdm_vae_load_decoder(tdm_vae_t **out, const char *root, const char *s
 /* Frees the model and its weights; NULL is a no-op. */
 void tdm_vae_free(tdm_vae_t *v);
 
-/* The parameter list (place/ptree.h) of the AutoencoderKL that the
+/* The parameter list (nn/ptree.h) of the AutoencoderKL that the
  * config.json at config_path describes, read with the same parsing and
  * checks as tdm_vae_load but no weights: every parameter by its diffusers
  * name in named_parameters() order (the model has no buffers), floating as

@@ -11,7 +11,7 @@
 #include "models/t5.h"
 #include "models/unet2d.h"
 #include "models/vae.h"
-#include "place/offload.h"
+#include "nn/offload.h"
 #include "place/place.h"
 #include "sched/sched.h"
 #include "text/clip_tokenizer.h"

@@ -953,30 +953,6 @@ tdm_status tdm_place_plan(const tdm_plist_t *pl, const tdm_max_memory_t *mm,
     return tdm_place_plan_ex(pl, (const char *const *)pl->nosplit_class, mm, strategy, flags, out);
 }
 
-void tdm_place_map_free(tdm_place_map_t *m) {
-    if (!m) return;
-    for (int64_t i = 0; i < m->n; i++) free(m->e[i].name);
-    free(m->e);
-    memset(m, 0, sizeof *m);
-}
-
-int tdm_place_map_lookup(const tdm_place_map_t *m, const char *name) {
-    int best = TDM_PLACE_DISK - 1;
-    size_t bl = 0;
-    int found = 0;
-    for (int64_t i = 0; i < m->n; i++) {
-        const char *k = m->e[i].name;
-        size_t l = strlen(k);
-        int match = l == 0 || (!strncmp(name, k, l) && (name[l] == 0 || name[l] == '.'));
-        if (match && (!found || l > bl)) {
-            best = m->e[i].dev;
-            bl = l;
-            found = 1;
-        }
-    }
-    return best;
-}
-
 static void json_str(FILE *f, const char *a, const char *b) {
     fputc('"', f);
     for (int part = 0; part < 2; part++) {

@@ -1,5 +1,5 @@
-/* place.h — the placement planner: a model's parameter list (ptree.h) and
- * per-device memory budgets in, a device map out (module path -> GPU id,
+/* place.h — the placement planner: a model's parameter list (nn/ptree.h) and
+ * per-device memory budgets in, a device map (nn/devmap.h) out (module path -> GPU id,
  * "cpu" or "disk"), shaped like accelerate's hf_device_map. A pure library:
  * no devices, no weights, no I/O except the JSON printer.
  *
@@ -26,12 +26,8 @@
 #include <stdio.h>
 
 #include "core/core.h"
-#include "place/ptree.h"
-
-/* Device ids in budgets and maps: GPU ids are >= 0. */
-#define TDM_PLACE_CPU  (-1)
-#define TDM_PLACE_DISK (-2)
-#define TDM_PLACE_MAX_DEVICES 66          /* 64 GPUs + cpu + disk */
+#include "nn/devmap.h"
+#include "nn/ptree.h"
 
 /* Parses a size: a non-negative integer (bytes), or a number (decimal
  * fraction and exponent allowed, spaces allowed: "1.5GB", "16 GB") with a
@@ -68,23 +64,6 @@ tdm_status tdm_place_strategy_parse(const char *s, tdm_place_strategy *out);
 
 #define TDM_PLACE_ACCELERATE_COMPAT 1u   /* exact accelerate 1.15, bugs included */
 
-typedef struct {
-    char *name;   /* module or tensor path; "" = the whole model */
-    int   dev;
-} tdm_place_entry_t;
-
-typedef struct tdm_place_map {
-    tdm_place_entry_t *e;                  /* cleaned map, in placement order */
-    int64_t            n;
-    int                ndev;               /* the devices planned over, in order */
-    int                dev[TDM_PLACE_MAX_DEVICES];
-    int64_t            budget[TDM_PLACE_MAX_DEVICES];  /* after balancing; -1 = unlimited disk */
-    int                disk_implicit;      /* 1: the budgets had no "disk"; an unlimited one was added */
-    int64_t            used[TDM_PLACE_MAX_DEVICES];    /* bytes of tensors placed there */
-    int64_t            reserve;            /* max_layer reserve applied on the main devices (0 if none) */
-    int64_t            total;              /* bytes of the whole model */
-} tdm_place_map_t;
-
 /* Plans where every tensor of `pl` goes under budgets `mm` (see the file
  * comment for the rules; `flags` = 0 or TDM_PLACE_ACCELERATE_COMPAT).
  * `nosplit_class` (may be NULL) gives the class name of each pl->nosplit
@@ -104,12 +83,6 @@ tdm_status tdm_place_plan_ex(const tdm_plist_t *pl, const char *const *nosplit_c
  * (pl->nosplit_class). */
 tdm_status tdm_place_plan(const tdm_plist_t *pl, const tdm_max_memory_t *mm,
                           tdm_place_strategy strategy, unsigned flags, tdm_place_map_t *out);
-void       tdm_place_map_free(tdm_place_map_t *m);
-
-/* The device of tensor `name` under map m (longest matching prefix), or
- * TDM_PLACE_DISK - 1 when the map does not cover it. */
-int        tdm_place_map_lookup(const tdm_place_map_t *m, const char *name);
-
 /* Writes the map as one JSON object, e.g. {"transformer_blocks.0": 0,
  * "norm_out": "cpu"}; with `prefix` (may be NULL) keys become
  * "prefix.key", and the whole-model key "" becomes "prefix". */

@@ -1,11 +1,11 @@
 /* offload.c — running a model split by a device map (offload.h). */
-#include "place/offload.h"
+#include "nn/offload.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "place/place.h"
+#include "nn/devmap.h"
 
 int64_t tdm_offload_pin_min = TDM_OFFLOAD_PIN_MIN;
 

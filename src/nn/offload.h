@@ -1,4 +1,4 @@
-/* offload.h — running a model whose tensors a device map (place.h) spreads
+/* offload.h — running a model whose tensors a device map (devmap.h) spreads
  * over devices, host RAM and disk: where each tensor is loaded, and the
  * offloaded ones brought to the execution device while their block runs.
  *

@@ -1,5 +1,5 @@
 /* ptree.c — the parameter list (ptree.h). */
-#include "place/ptree.h"
+#include "nn/ptree.h"
 
 #include <stdarg.h>
 #include <stdio.h>

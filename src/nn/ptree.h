@@ -7,7 +7,7 @@
  * never split ("no-split" units: _no_split_modules of the PyTorch class) and
  * the tied-parameter groups. Made from config.json alone (no weights), so
  * `tandem plan` works on a folder of configs (and checks it against the
- * weight files' headers where there are some). The planner (place.h) builds
+ * weight files' headers where there are some). The planner (place/place.h) builds
  * the module tree from these names. */
 #ifndef TDM_PTREE_H
 #define TDM_PTREE_H
