@@ -92,6 +92,12 @@ typedef struct tdm_device_ops {
     /* peer: upload_async may also copy from `other`'s memory (another GPU),
      * directly where the link allows; 1 done, 0 not possible */
     int   (*peer)(struct tdm_device *d, struct tdm_device *other);
+    /* upload_convert: n elements of host `src` stored as `from` into device
+     * `dst` as `to` (each TDM_F32, TDM_F16 or TDM_BF16), converted on the
+     * device bit for bit as the host conversion; `src` may be reused once it
+     * returns. May be NULL (the caller converts on the host and uploads). */
+    int   (*upload_convert)(struct tdm_device *d, void *dst, tdm_dtype to, const void *src,
+                            tdm_dtype from, int64_t n);
 } tdm_device_ops_t;
 
 typedef struct tdm_device {

@@ -17,9 +17,6 @@
 #include "io/atomic.h"
 #include "io/config.h"
 #include "io/folder.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define TDM_ST_MAX_HEADER (100LL << 20)   /* 100 MiB, as the reference loader */
 
@@ -467,14 +464,13 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
         st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, n);
     } else if (t->dtype == to) {   /* stored as wanted (fp16/bf16 checkpoints): copy as is */
         st = tdm_dev_upload(dev, r->data, t->data, r->nbytes, name);
-#ifdef TDM_HAVE_CUDA
-    } else if (dev->kind == TDM_DEV_CUDA &&
+    } else if (!tdm_dev_is_host(dev) && dev->ops->upload_convert &&
                (t->dtype == TDM_F32 || t->dtype == TDM_F16 || t->dtype == TDM_BF16)) {
-        /* the file's bytes go up as they are and the GPU converts them */
-        if (!tdm_cuda_upload_convert(dev, r->data, to, t->data, t->dtype, n))
-            st = tdm_errorf(TDM_ERR_INTERNAL, "%s: tensor \"%s\": upload to cuda:%d failed: %s",
-                            t->file, name, dev->index, tdm_last_error());
-#endif
+        /* the file's bytes go up as they are and the device converts them */
+        if (!dev->ops->upload_convert(dev, r->data, to, t->data, t->dtype, n))
+            st = tdm_errorf(TDM_ERR_INTERNAL, "%s: tensor \"%s\": upload to %s:%d failed: %s",
+                            t->file, name, dev->kind == TDM_DEV_CUDA ? "cuda" : "cpu",
+                            dev->index, tdm_last_error());
     } else {   /* convert on the host, threaded, then copy to the device */
         void *tmp = malloc((size_t)r->nbytes + 4);
         if (!tmp) st = tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);

@@ -252,6 +252,7 @@ static const tdm_device_ops_t g_cuda_ops = {
     cuda_alloc,  cuda_free,       cuda_zero,         cuda_upload,   cuda_download,
     cuda_copy,   cuda_sync,       cuda_trim,         cuda_pin,      cuda_unpin,
     cuda_copy_begin, cuda_upload_async, cuda_copy_end, cuda_copy_wait, cuda_peer,
+    tdm_cuda_upload_convert,
 };
 
 void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes) {
