@@ -16,7 +16,7 @@ PREFIX      ?= /usr/local
 CUDA        ?=
 TDM_CUDA    := $(if $(filter 1 ON on yes,$(CUDA)),ON,$(if $(filter 0 OFF off no,$(CUDA)),OFF,AUTO))
 
-.PHONY: all deps configure build build-cuda demo install test test-asan test-cuda fuzz vocab bench clean
+.PHONY: all deps configure build build-cuda demo install check-layers test test-asan test-cuda fuzz vocab bench clean
 
 all: build
 
@@ -59,7 +59,11 @@ vocab:
 	  bash tools/fetch_clip_vocab.sh || \
 	  echo "note: could not fetch the CLIP vocabulary (offline?); test_clip_tokenizer_full_vocab will be skipped"; }
 
-test: build vocab
+# Includes in src/ go down the layers of DESIGN.md only (no build needed).
+check-layers: deps
+	python3 tools/check_layers.py
+
+test: check-layers build vocab
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-asan: deps vocab
