@@ -1,6 +1,7 @@
-/* generate.c — `tandem generate`: the job list (prompts × images, seed+i),
- * this rank's share, the staged denoise → decode loop, output files, the
- * manifest and progress. */
+/* generate.c — `tandem generate`: this rank's device, the printed plans, the
+ * job (prompts × images, seed+i) and this rank's share of it, the denoise
+ * pass (latents persisted) and the decode pass, output files, the manifest
+ * merge, stats and progress. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -102,6 +103,381 @@ static int latent_ready(tdm_pipeline_t *pipe, const char *path, int W, int H, co
     return ok;
 }
 
+/* ---- rank → device and the plans ------------------------------------------------ */
+
+/* This rank's threads and device. With several ranks each takes its share of
+ * this host's cores (unless --threads) and, with --device cuda, GPU
+ * local_rank mod the visible GPUs; --gpus-per-rank K gives rank r the GPUs
+ * r·K .. r·K + K - 1 of this host, its map's 0 .. K-1. a->device may end up
+ * pointing into devbuf. */
+static void map_rank_device(args_t *a, int rank, int size, char *devbuf, size_t cap) {
+    if (size > 1) {
+        if (!a->threads) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            a->threads = (int)(cores / tdm_dist_local_size(g_dist));
+            if (a->threads < 1) a->threads = 1;
+        }
+        if (a->device && !strcmp(a->device, "cuda") && !a->gpus_per_rank) {
+            int n = tdm_cuda_devices();
+            snprintf(devbuf, cap, "cuda:%d", n > 0 ? tdm_dist_local_rank(g_dist) % n : 0);
+            a->device = devbuf;
+        }
+    }
+    if (a->gpus_per_rank) {
+        const int k = a->gpus_per_rank, lr = size > 1 ? tdm_dist_local_rank(g_dist) : 0;
+        const int n = tdm_cuda_devices();
+        if (!a->device || strcmp(a->device, "cuda") != 0)
+            die(2, "--gpus-per-rank %d needs --device cuda (each rank picks its own GPUs)", k);
+        if ((lr + 1) * k > n)
+            die(2, "rank %d: --gpus-per-rank %d needs GPUs %d..%d, %d visible", rank, k, lr * k,
+                (lr + 1) * k - 1, n);
+        snprintf(devbuf, cap, "cuda:%d", lr * k);
+        a->device = devbuf;
+    }
+}
+
+/* --print-device-map: the plans the run executes, one per stage, on stdout as
+ * `tandem plan` prints them. */
+static void print_plans(tdm_pipeline_t *pipe, const args_t *a) {
+    if (!a->device_map[0]) die(2, "--print-device-map needs --device-map");
+    const char *only[3];
+    int n = tdm_pipeline_stage_components(pipe, a->keep_resident, only);
+    for (int k = 0; k < n; k++) {
+        tdm_plan_params_t pp;
+        tdm_plan_params_init(&pp);
+        pp.model = a->model;
+        pp.only = only[k];
+        pp.device_map = a->device_map;
+        pp.max_memory = a->max_memory;
+        /* what the devices hold: float32 on virtual CPU devices, the GEMM dtype on a GPU */
+        tdm_pipeline_info_t pi;
+        tdm_pipeline_info(pipe, &pi);
+        pp.dtype = !a->device || strncmp(a->device, "cuda", 4) ? "fp32"
+                 : a->dtype ? a->dtype : pi.kind == TDM_PIPE_FLUX ? "bf16" : "fp16";
+        pp.variant = a->variant;
+        char *json = NULL;
+        if (tdm_plan(&pp, &json) != TDM_OK) die_status();
+        fputs(json, stdout);
+        free(json);
+    }
+    fflush(stdout);
+}
+
+/* ---- the job --------------------------------------------------------------------- */
+
+/* What every image of the job shares, the flags resolved against the
+ * pipeline's defaults. */
+typedef struct {
+    const args_t        *a;
+    tdm_pipeline_info_t  info;
+    int                  W, H, steps;
+    float                guidance;
+    int64_t              item;      /* floats in one latent */
+    int64_t              nimages;   /* prompts × images per prompt, once the embeddings are known */
+} job_t;
+
+/* Resolves size, steps and guidance and checks the flags that need the
+ * pipeline (the seed range again once the prompts are counted). */
+static void job_resolve(job_t *j, tdm_pipeline_t *pipe, const args_t *a) {
+    memset(j, 0, sizeof *j);
+    j->a = a;
+    tdm_pipeline_info(pipe, &j->info);
+    j->W = a->width ? a->width : j->info.default_width;
+    j->H = a->height ? a->height : j->info.default_height;
+    j->steps = a->steps ? a->steps : j->info.default_steps;
+    j->guidance = isnan(a->guidance) ? j->info.default_guidance : a->guidance;
+    int64_t shape[4];
+    int nd;
+    if (tdm_pipeline_latent_shape(pipe, j->W, j->H, shape, &nd) != TDM_OK) die_status();
+    j->item = shape_numel(shape, nd);
+    if (j->info.kind == TDM_PIPE_FLUX && a->max_seq > 512)
+        die(2, "--max-sequence-length %d: must be at most 512", a->max_seq);
+    /* an image whose working memory cannot fit fails now, before any model loads */
+    tdm_generate_params_t cp;
+    tdm_generate_params_init(&cp);
+    cp.width = a->width;
+    cp.height = a->height;
+    cp.guidance = j->guidance;
+    if (tdm_pipeline_check_memory(pipe, &cp, j->info.kind == TDM_PIPE_FLUX ? a->max_seq : 0, !a->latent_out) !=
+        TDM_OK)
+        die_status();
+    if (!a->embeddings) check_seed_range(a->seed, (int64_t)a->nprompts * a->per_prompt);
+}
+
+/* Stage 1: the prompt embeddings (text encoders only), or --embeddings read. */
+static tdm_embeddings_t *job_embeddings(tdm_pipeline_t *pipe, const job_t *j) {
+    const args_t *a = j->a;
+    tdm_embeddings_t *emb = NULL;
+    if (a->embeddings) {
+        if (tdm_embeddings_load(pipe, a->embeddings, &emb) != TDM_OK) die_status();
+    } else {
+        tdm_encode_params_t ep;
+        fill_encode_params(a, &j->info, &ep, j->guidance > 1.0f);
+        if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
+        stage_memory(pipe, a, TDM_STAGE_ENCODE);
+    }
+    return emb;
+}
+
+/* This rank's share of the job's images: a contiguous block (accelerate's
+ * split) or, with --schedule dynamic, the next index of a shared counter as
+ * it finishes. */
+typedef struct {
+    int     dynamic;
+    int64_t next, end;   /* static: the block's next and end indices */
+    int64_t nimages;
+} share_t;
+
+/* Collective with --schedule dynamic (opens the shared counter). */
+static void share_open(share_t *s, int dynamic, int64_t nimages, int rank, int size) {
+    s->dynamic = dynamic;
+    s->nimages = nimages;
+    tdm_split_between_processes(nimages, rank, size, &s->next, &s->end);
+    if (dynamic && tdm_dist_counter_open(g_dist) != TDM_OK) die_status();
+}
+
+/* 1 with the next image index of this rank in *i, 0 when the share is done. */
+static int share_next(share_t *s, int64_t *i) {
+    if (s->dynamic) {
+        if (tdm_dist_counter_next(g_dist, i) != TDM_OK) die_status();
+    } else {
+        *i = s->next++;
+    }
+    return *i < (s->dynamic ? s->nimages : s->end);
+}
+
+static void share_close(share_t *s) {
+    if (s->dynamic && tdm_dist_counter_close(g_dist) != TDM_OK) die_status();
+}
+
+/* ---- the passes ------------------------------------------------------------------ */
+
+/* This rank's generation: its buffers, the images waiting for the VAE and
+ * its manifest lines. */
+typedef struct {
+    const job_t      *job;
+    tdm_pipeline_t   *pipe;
+    tdm_embeddings_t *emb;
+    const outdir_t   *od;
+    int               rank;
+    uint8_t          *recorded;   /* --resume: 1 for images with a manifest line; else NULL (owned) */
+    float            *lat;        /* one latent, job->item floats */
+    uint8_t          *rgb;        /* one image, W·H·3 (PNG output only) */
+    int64_t          *pending;    /* denoised, waiting for the decode pass ... */
+    double           *secs;       /* ... with their denoise seconds */
+    int64_t           npending, cappending;
+    char            **lines;      /* this rank's manifest lines (cJSON-allocated) */
+    int64_t           nlines, caplines;
+    progress_t        pr;
+} run_t;
+
+/* Takes ownership of `recorded`. */
+static void run_open(run_t *r, const job_t *j, tdm_pipeline_t *pipe, tdm_embeddings_t *emb, const outdir_t *od,
+                     int rank, uint8_t *recorded) {
+    const args_t *a = j->a;
+    memset(r, 0, sizeof *r);
+    r->job = j;
+    r->pipe = pipe;
+    r->emb = emb;
+    r->od = od;
+    r->rank = rank;
+    r->recorded = recorded;
+    r->lat = malloc((size_t)j->item * sizeof *r->lat);
+    r->rgb = a->latent_out ? NULL : malloc((size_t)j->W * j->H * 3);
+    if (!r->lat || (!a->latent_out && !r->rgb)) die(1, "out of memory");
+    r->pr = (progress_t){.quiet = a->quiet || rank != 0, .tty = isatty(2), .nimages = (int)j->nimages};
+}
+
+static void run_close(run_t *r) {
+    for (int64_t i = 0; i < r->nlines; i++) cJSON_free(r->lines[i]);
+    free(r->lines);
+    free(r->secs);
+    free(r->lat);
+    free(r->pending);
+    free(r->rgb);
+    free(r->recorded);
+}
+
+/* Image i of the job: its prompt, generation parameters and file names. */
+typedef struct {
+    int64_t               i;
+    int                   row;      /* its prompt's row in the embeddings */
+    const char           *prompt;
+    tdm_generate_params_t gp;
+    char                 *params;   /* the A1111 parameters text */
+    char                 *file, *path;
+    char                 *hidden;   /* its latent under OUT/.tandem-latents (PNG output only) */
+} image_t;
+
+static void image_open(image_t *im, run_t *r, int64_t i) {
+    const job_t *j = r->job;
+    const args_t *a = j->a;
+    im->i = i;
+    im->row = (int)(i / a->per_prompt);
+    im->prompt = tdm_embeddings_prompt(r->emb, im->row);
+    tdm_generate_params_init(&im->gp);
+    im->gp.seed = a->seed + (uint64_t)i;
+    im->gp.steps = j->steps;
+    im->gp.guidance = j->guidance;
+    im->gp.width = j->W;
+    im->gp.height = j->H;
+    im->gp.on_step = on_step;
+    im->gp.user = &r->pr;
+    r->pr.image = (int)i;
+    im->params = parameters_text(a, &j->info, im->prompt, j->steps, j->guidance, im->gp.seed, j->W, j->H);
+    im->file = outdir_file(r->od, i, a->latent_out);
+    im->path = outdir_path(r->od, i, a->latent_out);
+    im->hidden = a->latent_out ? NULL : outdir_latent_path(r->od, i);
+}
+
+static void image_close(image_t *im) {
+    free(im->params);
+    free(im->file);
+    free(im->path);
+    free(im->hidden);
+}
+
+/* Records a finished image: its manifest line, kept for the merge and
+ * appended to this rank's part file; then removes its hidden latent. */
+static void write_record(run_t *r, const image_t *im, double secs) {
+    const job_t *j = r->job;
+    if (r->nlines == r->caplines) {
+        r->caplines = r->caplines ? 2 * r->caplines : 16;
+        r->lines = realloc(r->lines, (size_t)r->caplines * sizeof *r->lines);
+        if (!r->lines) die(1, "out of memory");
+    }
+    char *line = manifest_line(j->a, &j->info, im->i, im->file, im->prompt, im->row, im->gp.seed, j->steps,
+                               j->guidance, j->W, j->H, secs, r->rank);
+    r->lines[r->nlines++] = line;
+    outdir_append(r->od, line);
+    if (im->hidden && unlink(im->hidden) != 0 && errno != ENOENT)
+        die(1, "%s: cannot remove: %s", im->hidden, strerror(errno));
+}
+
+/* Image im of the denoise pass: skipped when an earlier run (--resume) made
+ * it; denoised unless its latent was persisted by an earlier run; then
+ * written (--output-type latent) or left for the decode pass. */
+static void denoise_image(run_t *r, const image_t *im) {
+    const job_t *j = r->job;
+    const args_t *a = j->a;
+    if (a->resume && r->recorded[im->i] && file_exists(im->path)) {
+        if (im->hidden) unlink(im->hidden);   /* killed before it removed the latent */
+        return;
+    }
+    double t = 0;
+    if (!a->resume || a->latent_out || !latent_ready(r->pipe, im->hidden, j->W, j->H, im->params)) {
+        r->pr.t0 = now();
+        if (tdm_pipeline_denoise(r->pipe, r->emb, im->row, &im->gp, r->lat) != TDM_OK) die_status();
+        t = now() - r->pr.t0;
+        if (!a->latent_out && tdm_latents_save(r->pipe, im->hidden, r->lat, j->W, j->H, im->params) != TDM_OK)
+            die_status();
+    }
+    if (!a->latent_out) {
+        if (r->npending == r->cappending) {
+            r->cappending = r->cappending ? 2 * r->cappending : 16;
+            r->pending = realloc(r->pending, (size_t)r->cappending * sizeof *r->pending);
+            r->secs = realloc(r->secs, (size_t)r->cappending * sizeof *r->secs);
+            if (!r->pending || !r->secs) die(1, "out of memory");
+        }
+        r->pending[r->npending] = im->i;
+        r->secs[r->npending++] = t;
+        return;
+    }
+    if (tdm_latents_save(r->pipe, im->path, r->lat, j->W, j->H, im->params) != TDM_OK) die_status();
+    write_record(r, im, t);
+}
+
+/* Stage 2 (the denoiser only) over this rank's share, each latent persisted
+ * under OUT/.tandem-latents as soon as it is done (PNG output) or written. */
+static void denoise_pass(run_t *r, share_t *s) {
+    int64_t i;
+    while (share_next(s, &i)) {
+        image_t im;
+        image_open(&im, r, i);
+        denoise_image(r, &im);
+        image_close(&im);
+    }
+    stage_memory(r->pipe, r->job->a, TDM_STAGE_DENOISE);
+}
+
+/* Stage 3 (the VAE only) for the images the denoise pass left, from their
+ * persisted latents; writes the PNGs. */
+static void decode_pass(run_t *r) {
+    const job_t *j = r->job;
+    for (int64_t k = 0; k < r->npending; k++) {
+        image_t im;
+        image_open(&im, r, r->pending[k]);
+        int w = j->W, h = j->H;
+        float *dl = NULL;
+        if (tdm_latents_load(r->pipe, im.hidden, &w, &h, &dl, NULL) != TDM_OK) die_status();
+        r->pr.t0 = now();
+        if (tdm_pipeline_decode(r->pipe, dl, j->W, j->H, r->rgb) != TDM_OK) die_status();
+        const double t = r->secs[k] + now() - r->pr.t0;
+        free(dl);
+        if (tdm_image_save_png(im.path, r->rgb, j->W, j->H, im.params) != TDM_OK) die_status();
+        write_record(r, &im, t);
+        image_close(&im);
+    }
+    stage_memory(r->pipe, j->a, TDM_STAGE_DECODE);
+}
+
+/* ---- manifest and stats ---------------------------------------------------------- */
+
+/* --report-memory: the peaks of the other (virtual) devices of a device map. */
+static void report_extra_memory(tdm_pipeline_t *pipe) {
+    int nx = tdm_pipeline_extra_devices(pipe);
+    for (int i = 0; i < nx; i++) {
+        char nm[32];
+        int64_t cur, peak;
+        tdm_pipeline_extra_memory(pipe, i, nm, sizeof nm, &cur, &peak);
+        fprintf(stderr, "tandem: memory: %s peak %lld bytes (%.1f MiB)\n", nm, (long long)peak, peak / 1048576.0);
+    }
+}
+
+/* Rank 0: each rank's images/s (when there are several) and the job's. */
+static void print_stats(char *const *stats, int nstats, int size, double total, double load_s, const char *out) {
+    int64_t made = 0;
+    for (int j = 0; j < nstats; j++) {
+        int r = 0;
+        long long cnt = 0;
+        double t = 0;
+        char host[128] = "";
+        if (sscanf(stats[j], "%d %127s %lld %lf", &r, host, &cnt, &t) == 4) {
+            made += cnt;
+            if (size > 1)
+                fprintf(stderr, "tandem: rank %d (%s): %lld image%s in %.2fs (%.3f images/s)\n", r, host, cnt,
+                        cnt == 1 ? "" : "s", t, cnt / (t > 0 ? t : 1e-9));
+        }
+    }
+    fprintf(stderr, "tandem: %lld image%s in %.2fs (%.3f images/s) -> %s (denoiser load %.2fs)\n",
+            (long long)made, made == 1 ? "" : "s", total, made / (total > 0 ? total : 1e-9), out, load_s);
+}
+
+/* Collective: rank 0 gathers every rank's manifest lines into
+ * manifest.jsonl, in index order, and every rank's count and seconds for the
+ * stats it prints. */
+static void merge_manifests(const run_t *r, int size, double total, double load_s) {
+    const args_t *a = r->job->a;
+    char **all = NULL;
+    int nall = 0;
+    if (tdm_dist_gather_strings(g_dist, r->lines, (int)r->nlines, &all, &nall) != TDM_OK) die_status();
+    char stat_line[256];
+    snprintf(stat_line, sizeof stat_line, "%d %s %lld %.3f", r->rank, tdm_dist_host(g_dist), (long long)r->nlines,
+             total);
+    char *stat_rec[] = {stat_line};
+    char **stats = NULL;
+    int nstats = 0;
+    if (tdm_dist_gather_strings(g_dist, stat_rec, 1, &stats, &nstats) != TDM_OK) die_status();
+    if (r->rank == 0) outdir_merge(r->od, r->job->nimages, a->latent_out, all, nall);
+    if (r->rank == 0 && !a->quiet) print_stats(stats, nstats, size, total, load_s, a->out);
+    for (int j = 0; j < nall; j++) free(all[j]);
+    free(all);
+    for (int j = 0; j < nstats; j++) free(stats[j]);
+    free(stats);
+}
+
+/* ---- tandem generate --------------------------------------------------------------- */
+
 int cmd_generate(int argc, char **argv) {
     args_t a;
     parse_args(&a, "generate", argc, argv);
@@ -114,250 +490,38 @@ int cmd_generate(int argc, char **argv) {
     if (tdm_dist_init(&g_dist) != TDM_OK) die_status();
     const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
     char devbuf[32];
-    if (size > 1) {
-        if (!a.threads) {   /* each rank gets its share of this host's cores */
-            long cores = sysconf(_SC_NPROCESSORS_ONLN);
-            a.threads = (int)(cores / tdm_dist_local_size(g_dist));
-            if (a.threads < 1) a.threads = 1;
-        }
-        if (a.device && !strcmp(a.device, "cuda") && !a.gpus_per_rank) {
-            /* rank r uses GPU local_rank mod visible GPUs */
-            int n = tdm_cuda_devices();
-            snprintf(devbuf, sizeof devbuf, "cuda:%d", n > 0 ? tdm_dist_local_rank(g_dist) % n : 0);
-            a.device = devbuf;
-        }
-    }
-    if (a.gpus_per_rank) {   /* rank r: GPUs r·K .. r·K + K - 1 of this host, its map's 0 .. K-1 */
-        const int k = a.gpus_per_rank, lr = size > 1 ? tdm_dist_local_rank(g_dist) : 0;
-        const int n = tdm_cuda_devices();
-        if (!a.device || strcmp(a.device, "cuda") != 0)
-            die(2, "--gpus-per-rank %d needs --device cuda (each rank picks its own GPUs)", k);
-        if ((lr + 1) * k > n)
-            die(2, "rank %d: --gpus-per-rank %d needs GPUs %d..%d, %d visible", rank, k, lr * k,
-                (lr + 1) * k - 1, n);
-        snprintf(devbuf, sizeof devbuf, "cuda:%d", lr * k);
-        a.device = devbuf;
-    }
+    map_rank_device(&a, rank, size, devbuf, sizeof devbuf);
     tdm_pipeline_t *pipe = open_pipeline(&a);
-    if (a.print_map && rank == 0) {   /* the plans the run executes, one per stage, as tandem plan prints them */
-        if (!a.device_map[0]) die(2, "--print-device-map needs --device-map");
-        const char *only[3];
-        int n = tdm_pipeline_stage_components(pipe, a.keep_resident, only);
-        for (int k = 0; k < n; k++) {
-            tdm_plan_params_t pp;
-            tdm_plan_params_init(&pp);
-            pp.model = a.model;
-            pp.only = only[k];
-            pp.device_map = a.device_map;
-            pp.max_memory = a.max_memory;
-            /* what the devices hold: float32 on virtual CPU devices, the GEMM dtype on a GPU */
-            tdm_pipeline_info_t pi;
-            tdm_pipeline_info(pipe, &pi);
-            pp.dtype = !a.device || strncmp(a.device, "cuda", 4) ? "fp32"
-                     : a.dtype ? a.dtype : pi.kind == TDM_PIPE_FLUX ? "bf16" : "fp16";
-            pp.variant = a.variant;
-            char *json = NULL;
-            if (tdm_plan(&pp, &json) != TDM_OK) die_status();
-            fputs(json, stdout);
-            free(json);
-        }
-        fflush(stdout);
-    }
-    tdm_pipeline_info_t info;
-    tdm_pipeline_info(pipe, &info);
-    const int W = a.width ? a.width : info.default_width, H = a.height ? a.height : info.default_height;
-    const int steps = a.steps ? a.steps : info.default_steps;
-    const float guidance = isnan(a.guidance) ? info.default_guidance : a.guidance;
-    int64_t shape[4];
-    int nd;
-    if (tdm_pipeline_latent_shape(pipe, W, H, shape, &nd) != TDM_OK) die_status();
-    if (info.kind == TDM_PIPE_FLUX && a.max_seq > 512) die(2, "--max-sequence-length %d: must be at most 512", a.max_seq);
-    {   /* an image whose working memory cannot fit fails now, before any model loads */
-        tdm_generate_params_t cp;
-        tdm_generate_params_init(&cp);
-        cp.width = a.width;
-        cp.height = a.height;
-        cp.guidance = guidance;
-        if (tdm_pipeline_check_memory(pipe, &cp, info.kind == TDM_PIPE_FLUX ? a.max_seq : 0,
-                                      !a.latent_out) != TDM_OK)
-            die_status();
-    }
-    if (!a.embeddings) check_seed_range(a.seed, (int64_t)a.nprompts * a.per_prompt);
+    if (a.print_map && rank == 0) print_plans(pipe, &a);
+    job_t job;
+    job_resolve(&job, pipe, &a);
     outdir_t od;
     outdir_open(&od, &a, g_dist);
 
-    /* stage 1: prompt embeddings (text encoders only), or read them */
-    tdm_embeddings_t *emb = NULL;
-    if (a.embeddings) {
-        if (tdm_embeddings_load(pipe, a.embeddings, &emb) != TDM_OK) die_status();
-    } else {
-        tdm_encode_params_t ep;
-        fill_encode_params(&a, &info, &ep, guidance > 1.0f);
-        if (tdm_pipeline_encode(pipe, &ep, &emb) != TDM_OK) die_status();
-        stage_memory(pipe, &a, TDM_STAGE_ENCODE);
-    }
-    const int nprompts = tdm_embeddings_count(emb);
-    const int64_t nimages = (int64_t)nprompts * a.per_prompt, item = shape_numel(shape, nd);
-    check_seed_range(a.seed, nimages);
+    tdm_embeddings_t *emb = job_embeddings(pipe, &job);
+    job.nimages = (int64_t)tdm_embeddings_count(emb) * a.per_prompt;
+    check_seed_range(a.seed, job.nimages);
     /* --resume: the images that have a manifest line; an output on disk
      * without one is made again (same seed, same bytes) and gets its line */
-    uint8_t *recorded = a.resume ? outdir_recorded(&od, nimages) : NULL;
+    uint8_t *recorded = a.resume ? outdir_recorded(&od, job.nimages) : NULL;
+    share_t share;
+    share_open(&share, a.dynamic, job.nimages, rank, size);
+    run_t run;
+    run_open(&run, &job, pipe, emb, &od, rank, recorded);
 
-    /* this rank's share: a contiguous block (accelerate's split) or, with
-     * --schedule dynamic, the next index of a shared counter as it finishes */
-    int64_t begin = 0, end = 0;
-    tdm_split_between_processes(nimages, rank, size, &begin, &end);
-    if (a.dynamic && tdm_dist_counter_open(g_dist) != TDM_OK) die_status();
-    int64_t *mine = NULL, nmine = 0, capmine = 0;
-    double *secs = NULL;
-    char **lines = NULL;
-    int64_t nlines = 0, caplines = 0;
-    float *lat = malloc((size_t)item * sizeof *lat);
-    uint8_t *rgb = a.latent_out ? NULL : malloc((size_t)W * H * 3);
-    if (!lat || (!a.latent_out && !rgb)) die(1, "out of memory");
-    progress_t pr = {.quiet = a.quiet || rank != 0, .tty = isatty(2), .nimages = (int)nimages};
     /* load the denoiser before the clock starts: images/s and per-image
      * seconds measure generation, not model loading */
-    double load_t0 = now();
+    const double load_t0 = now();
     if (tdm_pipeline_load_stage(pipe, TDM_STAGE_DENOISE) != TDM_OK) die_status();
-    const double load_s = now() - load_t0;
-    double job_t0 = now();
-    int64_t cursor = begin;
-    for (int pass = 0; pass < (a.latent_out ? 1 : 2); pass++) {
-        /* pass 0: stage 2 (denoiser only) for every image of this rank, each
-         * latent persisted under OUT/.tandem-latents as soon as it is done;
-         * pass 1: stage 3 (VAE only) from those files */
-        for (int64_t k = 0;; k++) {
-            int64_t i;
-            if (pass == 1) {
-                if (k >= nmine) break;
-                i = mine[k];
-            } else {
-                if (a.dynamic) {
-                    if (tdm_dist_counter_next(g_dist, &i) != TDM_OK) die_status();
-                } else {
-                    i = cursor++;
-                }
-                if (i >= (a.dynamic ? nimages : end)) break;
-            }
-            const int row = (int)(i / a.per_prompt);
-            const char *prompt = tdm_embeddings_prompt(emb, row);
-            tdm_generate_params_t gp;
-            tdm_generate_params_init(&gp);
-            gp.seed = a.seed + (uint64_t)i;
-            gp.steps = steps;
-            gp.guidance = guidance;
-            gp.width = W;
-            gp.height = H;
-            gp.on_step = on_step;
-            gp.user = &pr;
-            pr.image = (int)i;
-            char *params = parameters_text(&a, &info, prompt, steps, guidance, gp.seed, W, H);
-            char *file = outdir_file(&od, i, a.latent_out), *path = outdir_path(&od, i, a.latent_out);
-            char *hidden = a.latent_out ? NULL : outdir_latent_path(&od, i);
-            double t = 0;
-            if (pass == 0) {
-                if (a.resume && recorded[i] && file_exists(path)) {   /* made by an earlier run */
-                    if (hidden) unlink(hidden);   /* killed before it removed the latent */
-                    goto next;
-                }
-                if (!a.resume || a.latent_out || !latent_ready(pipe, hidden, W, H, params)) {
-                    pr.t0 = now();
-                    if (tdm_pipeline_denoise(pipe, emb, row, &gp, lat) != TDM_OK) die_status();
-                    t = now() - pr.t0;
-                    if (!a.latent_out && tdm_latents_save(pipe, hidden, lat, W, H, params) != TDM_OK) die_status();
-                }   /* else denoised by an earlier run: only the VAE is left */
-                if (!a.latent_out) {   /* decoded and written in pass 1 */
-                    if (nmine == capmine) {
-                        capmine = capmine ? 2 * capmine : 16;
-                        mine = realloc(mine, (size_t)capmine * sizeof *mine);
-                        secs = realloc(secs, (size_t)capmine * sizeof *secs);
-                        if (!mine || !secs) die(1, "out of memory");
-                    }
-                    mine[nmine] = i;
-                    secs[nmine++] = t;
-                    goto next;
-                }
-                if (tdm_latents_save(pipe, path, lat, W, H, params) != TDM_OK) die_status();
-            } else {
-                int w = W, h = H;
-                float *dl = NULL;
-                if (tdm_latents_load(pipe, hidden, &w, &h, &dl, NULL) != TDM_OK) die_status();
-                pr.t0 = now();
-                if (tdm_pipeline_decode(pipe, dl, W, H, rgb) != TDM_OK) die_status();
-                t = secs[k] + now() - pr.t0;
-                free(dl);
-                if (tdm_image_save_png(path, rgb, W, H, params) != TDM_OK) die_status();
-            }
-            if (nlines == caplines) {
-                caplines = caplines ? 2 * caplines : 16;
-                lines = realloc(lines, (size_t)caplines * sizeof *lines);
-                if (!lines) die(1, "out of memory");
-            }
-            lines[nlines] = manifest_line(&a, &info, i, file, prompt, row, gp.seed, steps, guidance, W, H, t, rank);
-            outdir_append(&od, lines[nlines++]);
-            if (hidden && unlink(hidden) != 0 && errno != ENOENT)
-                die(1, "%s: cannot remove: %s", hidden, strerror(errno));
-        next:
-            free(params);
-            free(file);
-            free(path);
-            free(hidden);
-        }
-        stage_memory(pipe, &a, pass == 0 ? TDM_STAGE_DENOISE : TDM_STAGE_DECODE);
-    }
-    if (a.dynamic && tdm_dist_counter_close(g_dist) != TDM_OK) die_status();
-    if (a.report_memory) {   /* the other (virtual) devices of a device map */
-        int nx = tdm_pipeline_extra_devices(pipe);
-        for (int i = 0; i < nx; i++) {
-            char nm[32];
-            int64_t cur, peak;
-            tdm_pipeline_extra_memory(pipe, i, nm, sizeof nm, &cur, &peak);
-            fprintf(stderr, "tandem: memory: %s peak %lld bytes (%.1f MiB)\n", nm, (long long)peak,
-                    peak / 1048576.0);
-        }
-    }
-    double total = now() - job_t0;
+    const double load_s = now() - load_t0, job_t0 = now();
+    denoise_pass(&run, &share);
+    if (!a.latent_out) decode_pass(&run);
+    share_close(&share);
+    if (a.report_memory) report_extra_memory(pipe);
+    const double total = now() - job_t0;
+    merge_manifests(&run, size, total, load_s);
 
-    /* rank 0 gathers every rank's records into manifest.jsonl, in index order */
-    char **all = NULL;
-    int nall = 0;
-    if (tdm_dist_gather_strings(g_dist, lines, (int)nlines, &all, &nall) != TDM_OK) die_status();
-    char stat_line[256];
-    snprintf(stat_line, sizeof stat_line, "%d %s %lld %.3f", rank, tdm_dist_host(g_dist), (long long)nlines, total);
-    char *stat_rec[] = {stat_line};
-    char **stats = NULL;
-    int nstats = 0;
-    if (tdm_dist_gather_strings(g_dist, stat_rec, 1, &stats, &nstats) != TDM_OK) die_status();
-    if (rank == 0) outdir_merge(&od, nimages, a.latent_out, all, nall);
-    if (rank == 0 && !a.quiet) {
-        int64_t made = 0;
-        for (int j = 0; j < nstats; j++) {
-            int r = 0;
-            long long cnt = 0;
-            double t = 0;
-            char host[128] = "";
-            if (sscanf(stats[j], "%d %127s %lld %lf", &r, host, &cnt, &t) == 4) {
-                made += cnt;
-                if (size > 1)
-                    fprintf(stderr, "tandem: rank %d (%s): %lld image%s in %.2fs (%.3f images/s)\n", r, host, cnt,
-                            cnt == 1 ? "" : "s", t, cnt / (t > 0 ? t : 1e-9));
-            }
-        }
-        fprintf(stderr, "tandem: %lld image%s in %.2fs (%.3f images/s) -> %s (denoiser load %.2fs)\n",
-                (long long)made, made == 1 ? "" : "s", total, made / (total > 0 ? total : 1e-9), a.out, load_s);
-    }
-    for (int j = 0; j < nall; j++) free(all[j]);
-    free(all);
-    for (int j = 0; j < nstats; j++) free(stats[j]);
-    free(stats);
-    for (int64_t i = 0; i < nlines; i++) cJSON_free(lines[i]);
-    free(lines);
-    free(secs);
-    free(lat);
-    free(mine);
-    free(rgb);
-    free(recorded);
+    run_close(&run);
     outdir_close(&od);
     tdm_embeddings_free(emb);
     tdm_pipeline_close(pipe);
