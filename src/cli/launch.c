@@ -207,15 +207,21 @@ static void filter_feed(filter_t *f, const char *buf, size_t n) {
 }
 
 /* ---- tandem launch -------------------------------------------------------------- */
+/* The launch flags and what they make of the mpirun command line. */
+typedef struct {
+    long        n;               /* -n: ranks */
+    const char *gpus;            /* --gpus LIST, or NULL */
+    int         oversubscribe;
+    int         sep;             /* argv index of "--" (argv[sep + 1] is "generate") */
+    char        self[4096];      /* this program's path */
+    char        np[32];          /* n as text */
+    char        gpu_env[512];    /* CUDA_VISIBLE_DEVICES=LIST */
+} launch_t;
 
-/* tandem launch -n N [--gpus LIST] [--oversubscribe] -- generate ...: runs N
- * ranks of this binary through mpirun, forwarding the environment tandem
- * reads; exits with the job's status (the failing rank's code when mpirun
- * reports it, 1 when the job had to be killed). */
-int cmd_launch(int argc, char **argv) {
-    long n = 0;
-    const char *gpus = NULL;
-    int oversubscribe = 0;
+/* Parses the flags before "--" and checks the rank count against this
+ * host's CPUs and the --gpus list. */
+static void launch_parse(launch_t *l, int argc, char **argv) {
+    memset(l, 0, sizeof *l);
     int i = 0;
     for (; i < argc && strcmp(argv[i], "--"); i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -224,46 +230,50 @@ int cmd_launch(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--np")) {
             if (i + 1 >= argc) die(2, "%s: missing value", argv[i]);
-            n = parse_int("-n", argv[++i], 1, 100000);
+            l->n = parse_int("-n", argv[++i], 1, 100000);
         } else if (!strcmp(argv[i], "--gpus")) {
             if (i + 1 >= argc) die(2, "--gpus: missing value");
-            gpus = argv[++i];
-            for (const char *c = gpus; *c; c++)
-                if (!(*c >= '0' && *c <= '9') && *c != ',') die(2, "--gpus %s: expected a list like 0,1,2", gpus);
-            if (count_list(gpus) == 0) die(2, "--gpus %s: expected a list like 0,1,2", gpus);
+            l->gpus = argv[++i];
+            for (const char *c = l->gpus; *c; c++)
+                if (!(*c >= '0' && *c <= '9') && *c != ',')
+                    die(2, "--gpus %s: expected a list like 0,1,2", l->gpus);
+            if (count_list(l->gpus) == 0) die(2, "--gpus %s: expected a list like 0,1,2", l->gpus);
         } else if (!strcmp(argv[i], "--oversubscribe")) {
-            oversubscribe = 1;
+            l->oversubscribe = 1;
         } else {
             die_unknown_flag(CLI_LAUNCH, argv[i]);
         }
     }
-    if (n < 1) die(2, "launch: -n N is required");
+    l->sep = i;
+    if (l->n < 1) die(2, "launch: -n N is required");
     if (i >= argc - 1 || strcmp(argv[i + 1], "generate"))
         die(2, "launch: expected -- generate ... after the launch flags");
     /* one rank per CPU (each gets its share of the cores), or per listed GPU */
-    const long cpus = host_cpus(), ngpus = gpus ? count_list(gpus) : 0;
-    if (!oversubscribe && gpus && n > ngpus && ngpus <= cpus)
+    const long cpus = host_cpus(), ngpus = l->gpus ? count_list(l->gpus) : 0;
+    if (!l->oversubscribe && l->gpus && l->n > ngpus && ngpus <= cpus)
         die(2, "launch -n %ld: more ranks than the %ld GPU(s) of --gpus %s; give --oversubscribe to run "
-            "several ranks per GPU", n, ngpus, gpus);
-    if (!oversubscribe && n > cpus)
+            "several ranks per GPU", l->n, ngpus, l->gpus);
+    if (!l->oversubscribe && l->n > cpus)
         die(2, "launch -n %ld: more ranks than the %ld CPUs of this host; give --oversubscribe to run "
-            "them anyway", n, cpus);
-    preflight(argc - i - 2, argv + i + 2);
+            "them anyway", l->n, cpus);
+}
 
-    char self[4096];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+/* The mpirun command line (malloc'd, NULL-terminated; its strings point into
+ * l and argv): N ranks of this program with the generate arguments after
+ * "--", the environment tandem reads forwarded. */
+static const char **mpirun_argv(launch_t *l, int argc, char **argv) {
+    ssize_t sl = readlink("/proc/self/exe", l->self, sizeof l->self - 1);
     if (sl <= 0) die(1, "launch: cannot find this program's path");
-    self[sl] = 0;
-    char np[32], gpu_env[512];
-    snprintf(np, sizeof np, "%ld", n);
+    l->self[sl] = 0;
+    snprintf(l->np, sizeof l->np, "%ld", l->n);
     const char **mv = calloc((size_t)(argc + 64), sizeof *mv);
     if (!mv) die(1, "out of memory");
     int k = 0;
     mv[k++] = "mpirun";
     mv[k++] = "-n";
-    mv[k++] = np;
+    mv[k++] = l->np;
     mv[k++] = "--use-hwthread-cpus";       /* slots = CPUs, as counted above */
-    if (oversubscribe) mv[k++] = "--oversubscribe";
+    if (l->oversubscribe) mv[k++] = "--oversubscribe";
     mv[k++] = "--bind-to";
     mv[k++] = "none";                      /* ranks share cores/GPUs as tandem assigns them */
     if (geteuid() == 0) mv[k++] = "--allow-run-as-root";
@@ -271,15 +281,21 @@ int cmd_launch(int argc, char **argv) {
                                 "OPENBLAS_CORETYPE", "LD_LIBRARY_PATH", "PATH"};
     for (size_t f = 0; f < sizeof fwd / sizeof fwd[0]; f++)
         if (getenv(fwd[f])) { mv[k++] = "-x"; mv[k++] = fwd[f]; }
-    if (gpus) {
-        snprintf(gpu_env, sizeof gpu_env, "CUDA_VISIBLE_DEVICES=%s", gpus);
+    if (l->gpus) {
+        snprintf(l->gpu_env, sizeof l->gpu_env, "CUDA_VISIBLE_DEVICES=%s", l->gpus);
         mv[k++] = "-x";
-        mv[k++] = gpu_env;
+        mv[k++] = l->gpu_env;
     }
-    mv[k++] = self;
-    for (int j = i + 1; j < argc; j++) mv[k++] = argv[j];
+    mv[k++] = l->self;
+    for (int j = l->sep + 1; j < argc; j++) mv[k++] = argv[j];
     mv[k] = NULL;
+    return mv;
+}
 
+/* Starts mpirun (command line mv) with its stderr into a pipe whose read end
+ * goes to *errfd; makes this process the subreaper of the ranks and catches
+ * SIGINT/SIGTERM/SIGHUP. */
+static pid_t mpirun_spawn(const char **mv, int *errfd) {
     /* ranks that outlive mpirun become our children, so they can be found and ended */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     struct sigaction sa;
@@ -301,32 +317,39 @@ int cmd_launch(int argc, char **argv) {
                 "apt-get install openmpi-bin)\n", strerror(errno));
         _exit(1);
     }
-    free(mv);
     close(fds[1]);
+    *errfd = fds[0];
+    return pid;
+}
 
-    filter_t *flt = calloc(1, sizeof *flt);
-    if (!flt) die(1, "out of memory");
-    int status = 0, exited = 0, eof = 0, stopping = 0;
+/* Filters mpirun's stderr (errfd, closed here) through flt until mpirun has
+ * exited and the pipe is drained; ends the job when a rank failed and
+ * mpirun did not end it within GRACE_S, or on a signal (*stopping: 0, or 1
+ * after SIGTERM, 2 after SIGKILL); then kills whatever is left below this
+ * process. Returns mpirun's wait status. */
+static int mpirun_supervise(pid_t pid, int errfd, filter_t *flt, int *stopping) {
+    int status = 0, exited = 0, eof = 0;
     double t_error = 0, t_term = 0, t_exit = 0;
     char buf[4096];
+    *stopping = 0;
     for (;;) {
         const double t = now();
-        if (!stopping && (g_signal || (flt->errors && t - t_error > GRACE_S))) {
-            stopping = 1;   /* mpirun did not end the job (or we were told to stop): end it */
+        if (!*stopping && (g_signal || (flt->errors && t - t_error > GRACE_S))) {
+            *stopping = 1;   /* mpirun did not end the job (or we were told to stop): end it */
             t_term = t;
             kill(pid, SIGTERM);
         }
-        if (stopping == 1 && t - t_term > KILL_S) {
-            stopping = 2;
+        if (*stopping == 1 && t - t_term > KILL_S) {
+            *stopping = 2;
             kill(pid, SIGKILL);
             signal_descendants(SIGKILL);
         }
         if (exited && (eof || t - t_exit > 1.0)) break;
-        struct pollfd p = {.fd = fds[0], .events = POLLIN};
+        struct pollfd p = {.fd = errfd, .events = POLLIN};
         int pr = eof ? 0 : poll(&p, 1, 100);
         if (eof) usleep(100 * 1000);
         if (pr > 0) {
-            ssize_t r = read(fds[0], buf, sizeof buf);
+            ssize_t r = read(errfd, buf, sizeof buf);
             if (r > 0) {
                 const int before = flt->errors;
                 filter_feed(flt, buf, (size_t)r);
@@ -340,7 +363,7 @@ int cmd_launch(int argc, char **argv) {
             t_exit = now();
         }
     }
-    close(fds[0]);
+    close(errfd);
     if (flt->len) {   /* a last line without its newline */
         flt->line[flt->len] = 0;
         filter_line(flt, flt->line);
@@ -348,7 +371,12 @@ int cmd_launch(int argc, char **argv) {
     /* nothing of the job may outlive it (ranks mpirun lost track of) */
     if (signal_descendants(SIGKILL) > 0) usleep(100 * 1000);
     while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    return status;
+}
 
+/* The exit code of the job from mpirun's wait status, printing the one
+ * error line when no rank printed one. */
+static int job_exit_code(int status, int stopping, const filter_t *flt) {
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
     if (stopping && !flt->errors) {
         fprintf(stderr, "tandem: error: launch: stopped by signal %d (%s); the job's ranks were ended\n",
@@ -362,6 +390,27 @@ int cmd_launch(int argc, char **argv) {
     } else if (code == 0 && flt->errors) {
         code = 1;
     }
+    return code;
+}
+
+/* tandem launch -n N [--gpus LIST] [--oversubscribe] -- generate ...: runs N
+ * ranks of this binary through mpirun, forwarding the environment tandem
+ * reads; exits with the job's status (the failing rank's code when mpirun
+ * reports it, 1 when the job had to be killed). */
+int cmd_launch(int argc, char **argv) {
+    launch_t l;
+    launch_parse(&l, argc, argv);
+    preflight(argc - l.sep - 2, argv + l.sep + 2);
+    const char **mv = mpirun_argv(&l, argc, argv);
+    int errfd = -1;
+    const pid_t pid = mpirun_spawn(mv, &errfd);
+    free(mv);
+
+    filter_t *flt = calloc(1, sizeof *flt);
+    if (!flt) die(1, "out of memory");
+    int stopping = 0;
+    const int status = mpirun_supervise(pid, errfd, flt, &stopping);
+    const int code = job_exit_code(status, stopping, flt);
     free(flt);
     return code;
 }
