@@ -1,6 +1,6 @@
 /* tandem.h — the public C API of tandem, a text-to-image diffusion engine
- * that runs Hugging Face diffusers model folders (Stable Diffusion 1.x/2.x)
- * natively.
+ * that runs Hugging Face diffusers model folders (Stable Diffusion 1.x/2.x,
+ * FLUX.1 dev and schnell) natively, on the CPU or a CUDA GPU.
  *
  * Conventions: opaque handles; `*_params_init()` fills defaults; every
  * fallible call returns tdm_status and keeps a message for tdm_last_error()
@@ -51,7 +51,7 @@ const char *tdm_status_name(tdm_status st);
 typedef struct tdm_pipeline tdm_pipeline_t;
 
 typedef struct {
-    const char *device;        /* "cpu" (default) */
+    const char *device;        /* "cpu" (default), "cuda" (= "cuda:0") or "cuda:N" */
     int         num_threads;   /* 0 = all cores */
     /* overrides the folder's scheduler class, keeping its config (NULL: the
      * folder's): a diffusers class name in any case, or a short name — euler,
@@ -66,7 +66,7 @@ typedef struct {
      * of the pipeline). Everything else (norms, activations, latents,
      * scheduler) stays float32. */
     const char *dtype;
-    /* Placement over several devices (issue: model sharding). device_map is
+    /* Placement over several devices (model sharding). device_map is
      * what tdm_plan / `tandem plan` takes (a pipeline-level STRATEGY and/or
      * COMPONENT=STRATEGY items; max_memory "0=16GiB,1=16GiB,cpu=64GiB,
      * disk=100GB" is required) and the run executes that plan: whole

@@ -56,8 +56,10 @@ tdm_status tdm_convert_to_half(uint16_t *dst, const void *src, tdm_dtype t, int6
 
 /* ---- devices ----------------------------------------------------------
  * A device is where tensors live and what their bytes are counted
- * against. Only CPU devices exist in this build; several logical CPU
- * devices (cpu:0, cpu:1, ...) may exist, each with its own counters. */
+ * against: host memory (TDM_DEV_CPU, ops == NULL), or a GPU (TDM_DEV_CUDA)
+ * whose memory functions its backend provides through ops. Several logical
+ * CPU devices (cpu:0, cpu:1, ...) may exist, each with its own counters
+ * (they stand in for GPUs in device maps). */
 typedef enum { TDM_DEV_CPU = 0, TDM_DEV_CUDA = 1 } tdm_device_kind;
 
 #define TDM_DEV_CACHE_SLOTS 64

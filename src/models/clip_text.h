@@ -1,6 +1,7 @@
 /* clip_text.h — the CLIP text encoder (transformers CLIPTextModel) of Stable
- * Diffusion 1.x/2.x folders, float32 on the device it is loaded onto (CPU or
- * CUDA): config, weights, forward.
+ * Diffusion 1.x/2.x folders on the device it is loaded onto (CPU or CUDA;
+ * float32 activations, Linear weights in the device's gemm_dtype): config,
+ * weights, forward.
  * Not a tokenizer (src/text/) and not the projection head
  * (CLIPTextModelWithProjection's text_projection is not read). */
 #ifndef TDM_CLIP_TEXT_H
@@ -18,8 +19,8 @@ typedef struct tdm_clip_text tdm_clip_text_t;
  * "text_model." prefix (transformers 4.x checkpoints) or without it
  * (transformers 5). Every tensor's shape is checked against the config; the
  * error names the tensor and the file. hidden_act must be quick_gelu, gelu,
- * gelu_new or gelu_pytorch_tanh. Weights are converted to float32 tensors on
- * `dev` (F16/BF16 files are accepted). OUT: *out, freed with
+ * gelu_new or gelu_pytorch_tanh. Weights are loaded onto `dev` (F32/F16/BF16
+ * files): Linear weights in dev->gemm_dtype, the others in float32. OUT: *out, freed with
  * tdm_clip_text_free. */
 tdm_status tdm_clip_text_load(tdm_clip_text_t **out, const char *root, const char *sub,
                               const char *variant, tdm_device_t *dev);

@@ -1,8 +1,9 @@
 /* unet2d.h — the diffusers UNet2DConditionModel of Stable Diffusion 1.x/2.x
  * on any device (CPU or CUDA, through backend/ops.h): config parsing (the
  * SD1.x/2.x family only), weight loading with every tensor's shape checked
- * against the config, and a float32 forward pass that reproduces diffusers
- * 0.42.
+ * against the config, and a forward pass with float32 activations (Linear
+ * and Conv weights in the device's gemm_dtype: float32, or fp16/bf16 on
+ * CUDA, with float32 accumulation) that reproduces diffusers 0.42.
  *
  * Supported blocks: CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn,
  * CrossAttnUpBlock2D, UpBlock2D. Not supported (TDM_ERR_UNSUPPORTED naming the
@@ -24,12 +25,14 @@ typedef struct {
     int64_t num_blocks;            /* len(block_out_channels) */
     int64_t num_downsamplers;      /* num_blocks - 1 */
     int64_t time_embed_dim;        /* 4 * block_out_channels[0] */
-    int64_t param_bytes;           /* float32 bytes of all loaded weights */
+    int64_t param_bytes;           /* bytes of the loaded weights as stored (resident or host
+                                    * copies; tensors left on disk not counted) */
 } tdm_unet_info_t;
 
 /* Loads the UNet of a diffusers folder: reads root/sub/config.json and the
  * weights found by tdm_folder_weights(root, sub, variant) (a file or a
- * sharded index; F16/BF16 converted to float32) onto `dev` (counted).
+ * sharded index; F32/F16/BF16) onto `dev` (counted): Linear and Conv
+ * weights in dev->gemm_dtype, biases and norms in float32.
  * Every tensor's shape is checked against the config; a missing or
  * wrong-shaped tensor is an error naming the tensor and file. Unsupported
  * config values give TDM_ERR_UNSUPPORTED naming the key and value.
