@@ -38,7 +38,7 @@ static tdm_status load_split(tdm_flux_t **m, const char *root, tdm_device_t *dev
     for (int g = 1; st == TDM_OK && g < *ngpu; g++) {
 #ifdef TDM_HAVE_CUDA
         tdm_device_init(&gpu[g], TDM_DEV_CPU, g);
-        st = tdm_cuda_device_init(&gpu[g], g);
+        st = tdm_cuda_device_init(&gpu[g], g, &dev->opts);
         gpu[g].gemm_dtype = dev->gemm_dtype;
         gpus[g] = &gpu[g];
 #else
@@ -99,6 +99,7 @@ int main(int argc, char **argv) {
     tdm_place_map_t map;
     memset(&map, 0, sizeof map);
     tdm_device_init(&host, TDM_DEV_CPU, 1);
+    host.opts = b.dev.opts;
     if (mmstr ? load_split(&c.m, argv[1], &b.dev, &host, gpu, &ngpu, &map, mmstr) != TDM_OK
               : tdm_flux_load(&c.m, argv[1], "transformer", NULL, &b.dev) != TDM_OK) {
         fprintf(stderr, "bench_flux: %s\n", tdm_last_error());

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "core/core.h"
 #include "io/config.h"
 #include "io/folder.h"
@@ -206,11 +207,16 @@ int main(int argc, char **argv) {
 
     /* (b) tandem's loader onto the device */
     tdm_device_t dev;
+    tdm_backend_params_t opts;
+    tdm_backend_params_init(&opts);
+    cli_env_log_level();
+    cli_env_backend(&opts);
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    dev.opts = opts;
     dev.cache_enabled = 1;
     if (!strncmp(devname, "cuda", 4)) {
 #ifdef TDM_HAVE_CUDA
-        if (tdm_cuda_device_init(&dev, devname[4] == ':' ? atoi(devname + 5) : 0) != TDM_OK) {
+        if (tdm_cuda_device_init(&dev, devname[4] == ':' ? atoi(devname + 5) : 0, &opts) != TDM_OK) {
             fprintf(stderr, "bench_load: %s\n", tdm_last_error());
             return 1;
         }

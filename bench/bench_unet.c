@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "cli.h"
 #include "core/core.h"
 #include "core/rng.h"
 #include "models/unet2d.h"
@@ -37,11 +38,16 @@ int main(int argc, char **argv) {
     int iters = atoi(argv[6]);
     tdm_set_num_threads(atoi(argv[7]));
     tdm_device_t dev;
+    tdm_backend_params_t opts;
+    tdm_backend_params_init(&opts);
+    cli_env_log_level();
+    cli_env_backend(&opts);
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    dev.opts = opts;
     dev.cache_enabled = 1;
     if (argc >= 9 && !strncmp(argv[8], "cuda", 4)) {
 #ifdef TDM_HAVE_CUDA
-        if (tdm_cuda_device_init(&dev, argv[8][4] == ':' ? atoi(argv[8] + 5) : 0) != TDM_OK) {
+        if (tdm_cuda_device_init(&dev, argv[8][4] == ':' ? atoi(argv[8] + 5) : 0, &opts) != TDM_OK) {
             fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
             return 1;
         }

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "cli.h"
 #include "core/core.h"
 #ifdef TDM_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -59,11 +60,16 @@ static inline int bench_dev_open(bench_dev_t *b, const char *prog, const char *n
         fprintf(stderr, "%s: dtype %s: expected fp32, fp16 or bf16\n", prog, dtype);
         return 2;
     }
+    tdm_backend_params_t opts;
+    tdm_backend_params_init(&opts);
+    cli_env_log_level();
+    cli_env_backend(&opts);
     tdm_device_init(&b->dev, TDM_DEV_CPU, 0);
+    b->dev.opts = opts;
     b->dev.cache_enabled = 1;
     if (!strncmp(name, "cuda", 4)) {
 #ifdef TDM_HAVE_CUDA
-        if (tdm_cuda_device_init(&b->dev, name[4] == ':' ? atoi(name + 5) : 0) != TDM_OK) {
+        if (tdm_cuda_device_init(&b->dev, name[4] == ':' ? atoi(name + 5) : 0, &opts) != TDM_OK) {
             fprintf(stderr, "%s: %s\n", prog, tdm_last_error());
             return 1;
         }

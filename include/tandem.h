@@ -35,6 +35,47 @@ const char *tdm_last_error(void);
 /* A short name for a status code ("ok", "io", ...). */
 const char *tdm_status_name(tdm_status st);
 
+/* ---- logging -----------------------------------------------------------
+ * The library logs to stderr ("tandem: LEVEL: ...") messages at or above
+ * the level set here; TDM_LOG_WARN until changed. */
+typedef enum { TDM_LOG_ERROR = 0, TDM_LOG_WARN, TDM_LOG_INFO, TDM_LOG_DEBUG } tdm_log_level;
+
+void tdm_log_set_level(tdm_log_level lv);
+
+/* ---- backend switches ----------------------------------------------------
+ * Tuning and diagnostic switches of a device's backend, carried on each
+ * device a pipeline opens. The defaults (tdm_backend_params_init) are what
+ * the engine is tuned for; the CLI maps the TDM_* environment variables
+ * named below onto these fields. */
+typedef struct {
+    /* 1: activations stay float32 on fp16/bf16 CUDA devices (TDM_ACT_F32=1) */
+    int act_f32;
+    /* 1: cuBLASLt times the candidate algorithms of each new GEMM shape and
+     * keeps the fastest, instead of its first heuristic (TDM_LT_TUNE=1) */
+    int lt_tune;
+    /* 1: the 16-row flash-attention kernel for every head dim (TDM_ATTN_TC=1) */
+    int attn_tc_16row;
+    /* implicit-GEMM 3x3 convolution on fp16/bf16 CUDA devices: 0 never, 2
+     * whenever the shape allows, else (1, the default) when the grid is at
+     * least four blocks per SM (TDM_CONV_IGEMM) */
+    int conv_igemm;
+    /* its K step: 64 (default) where Cin allows, any other value 32
+     * (TDM_CONV_IGEMM_BK) */
+    int conv_igemm_bk;
+    /* 1 (default): models replay captured CUDA graphs (TDM_CUDA_GRAPH=0: off) */
+    int cuda_graph;
+    /* 1: per-op CUDA timings, reported to stderr (TDM_PROFILE) */
+    int profile;
+    /* CPU convolution: bytes of one im2col column tile (0: the default,
+     * 32 MiB) */
+    size_t conv_tile_bytes;
+    /* host copies of offloaded blocks of at least this many bytes are
+     * page-locked for the GPU's DMA (default 1 MiB) */
+    int64_t pin_min_bytes;
+} tdm_backend_params_t;
+
+void tdm_backend_params_init(tdm_backend_params_t *p);
+
 /* ---- pipelines ---------------------------------------------------------
  *
  * A pipeline is a diffusers folder (StableDiffusionPipeline or FluxPipeline)
@@ -88,6 +129,8 @@ typedef struct {
     /* GPUs this process may use for its map (cuda:N .. cuda:N+gpus-1; the
      * CLI's --gpus-per-rank): a map naming more is refused. 0: no limit. */
     int gpus;
+    /* switches of every device the pipeline opens (tdm_backend_params_init) */
+    tdm_backend_params_t backend;
 } tdm_pipeline_params_t;
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p);

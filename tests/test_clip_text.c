@@ -186,7 +186,7 @@ static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     char path[1024];
     tdm_device_t dev;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status st = tdm_cuda_device_init(&dev, index);
+    tdm_status st = tdm_cuda_device_init(&dev, index, NULL);
     CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;

@@ -144,9 +144,9 @@ static void conv_case(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout
     int64_t nx = B * Cin * H * W, nw = Cout * Cin * kh * kw, ny = B * Cout * Ho * Wo;
     float *x = hrand(nx, 1), *w = hrand(nw, 0.5f), *b = bias ? hrand(Cout, 1) : NULL;
     float *y = hzero(ny);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr, 0);
     float *scr = ns ? hzero(ns) : NULL;
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scr);
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scr, 0);
     free(scr);
     int sym = pt == pb && pt == pl && pt == pr;
     int64_t dns = tdm_op_conv2d_pad4_scratch(&g_dev, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
@@ -326,10 +326,10 @@ static void conv_half_case(tdm_dtype dt, int64_t B, int64_t Cin, int64_t H, int6
     float *x = hrand(nx, 1), *w = hrand(nw, 0.5f), *b = hrand(Cout, 1);
     float *xr = hround(x, nx, dt), *wr = hround(w, nw, dt);
     float *y = hzero(ny), *yr = hzero(ny);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, k, k, s, pt, pb, pl, pr);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, k, k, s, pt, pb, pl, pr, 0);
     float *scr = ns ? hzero(ns) : NULL;
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr);
-    tdm_cpu_conv2d_pad4(yr, xr, wr, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr);
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr, 0);
+    tdm_cpu_conv2d_pad4(yr, xr, wr, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr, 0);
     free(scr);
     g_dev.gemm_dtype = dt;
     int64_t dns = tdm_op_conv2d_pad4_scratch(&g_dev, Cin, H, W, k, k, s, pt, pb, pl, pr);
@@ -377,7 +377,8 @@ TEST(test_half_gemm) {
 TEST(test_conv_igemm) {
     const tdm_dtype dts[2] = {TDM_F16, TDM_BF16};
     for (int mode = 2; mode >= 0; mode -= 2) {
-        int old = tdm_cuda_conv_igemm_set(mode);
+        const int old = g_dev.opts.conv_igemm;
+        g_dev.opts.conv_igemm = mode;
         for (int i = 0; i < 2; i++) {
             tdm_dtype dt = dts[i];
             conv_half_case(dt, 2, 320, 64, 64, 320, 3, 1, 1, 1, 1, 1);   /* SD level 0 */
@@ -387,7 +388,7 @@ TEST(test_conv_igemm) {
             conv_half_case(dt, 1, 1024, 9, 7, 136, 3, 1, 1, 1, 1, 1);
             conv_half_case(dt, 1, 128, 128, 128, 128, 3, 1, 1, 1, 1, 1); /* VAE level */
         }
-        tdm_cuda_conv_igemm_set(old);
+        g_dev.opts.conv_igemm = old;
     }
 }
 
@@ -626,7 +627,7 @@ TEST(test_attention_tc) {
         attention_tc_case(dt, 1, 40, 33, 1, 256, 0);      /* largest head dim */
         attention_tc_case(dt, 1, 5, 0, 2, 8, 0);          /* no keys: o = 0 */
         /* query counts no multiple of the 128-row block (padding, tail and
-         * causal masks of tc2_attention_kernel; TDM_ATTN_TC=1: the 64-row one) */
+         * causal masks of tc2_attention_kernel; opts.attn_tc_16row: the 64-row one) */
         attention_tc_case(dt, 2, 77, 77, 4, 128, 0);      /* FLUX head dim, Tq 77 */
         attention_tc_case(dt, 1, 200, 200, 3, 128, 1);
         attention_tc_case(dt, 1, 200, 200, 2, 40, 1);     /* D 40 → 48 */
@@ -828,7 +829,7 @@ TEST(test_t5_ops) {
     attention_bias_case(1, 33, 2, 256);    /* largest head dim */
     attention_bias_case(1, 5, 1, 1);
     /* tensor cores: T ≤ 64 runs tc_attention_kernel, longer tc2_attention_kernel
-     * (TDM_ATTN_TC=1: tc_attention_kernel for all) */
+     * (opts.attn_tc_16row: tc_attention_kernel for all) */
     for (int i = 0; i < 2; i++) {
         tdm_dtype dt = i ? TDM_BF16 : TDM_F16;
         attention_bias_tc_case(dt, 1, 1, 2, 64);     /* one token */
@@ -875,7 +876,7 @@ TEST(test_device_memory) {
 TEST(test_error_kept) {
     /* a second handle on the same GPU, so the kept failure stays off g_dev */
     tdm_device_t d2;
-    CHECK(tdm_cuda_device_init(&d2, 0) == TDM_OK);
+    CHECK(tdm_cuda_device_init(&d2, 0, NULL) == TDM_OK);
     float *o = tdm_dev_alloc(&d2, 4096, "o");
     CHECK(o != NULL);
     /* T5's biased attention has no path for head dims above 256 */
@@ -890,7 +891,7 @@ TEST(test_error_kept) {
               tdm_last_error());
     tdm_dev_free(&d2, o, 4096);
     tdm_cuda_device_free(&d2);
-    CHECK(tdm_cuda_device_init(&d2, tdm_cuda_device_count()) != TDM_OK);   /* no such device */
+    CHECK(tdm_cuda_device_init(&d2, tdm_cuda_device_count(), NULL) != TDM_OK);   /* no such device */
     CHECK_MSG(strstr(tdm_last_error(), "no such CUDA device") != NULL, "message: %s",
               tdm_last_error());
 }
@@ -1290,7 +1291,7 @@ int main(void) {
     if (tdm_cuda_device_count() <= 0) {
         return test_skip("no CUDA device");
     }
-    if (tdm_cuda_device_init(&g_dev, 0) != TDM_OK) {
+    if (tdm_cuda_device_init(&g_dev, 0, NULL) != TDM_OK) {
         printf("cuda:0: %s\n", tdm_last_error());
         return EXIT_FAILURE;
     }

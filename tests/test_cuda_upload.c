@@ -290,7 +290,7 @@ TEST(test_ring_reuse) {
  * then small ones through the ring; device free releases it all. */
 TEST(test_fresh_device) {
     tdm_device_t d2;
-    CHECK(tdm_cuda_device_init(&d2, 0) == TDM_OK);
+    CHECK(tdm_cuda_device_init(&d2, 0, NULL) == TDM_OK);
     const int64_t sizes[4] = {12, 3 << 20, 5, 100000};
     for (int k = 0; k < 4; k++) {
         uint8_t *h = malloc((size_t)sizes[k]), *g = malloc((size_t)sizes[k]);
@@ -327,7 +327,7 @@ int main(void) {
     if (tdm_cuda_device_count() <= 0) {
         return test_skip("no CUDA device");
     }
-    if (tdm_cuda_device_init(&g_dev, 0) != TDM_OK) {
+    if (tdm_cuda_device_init(&g_dev, 0, NULL) != TDM_OK) {
         printf("cuda:0: %s\n", tdm_last_error());
         return EXIT_FAILURE;
     }

@@ -237,7 +237,7 @@ static void run_golden_cuda(int index, const char *name, const char *variant,
     float *out = NULL, *dimg = NULL, *dtxt = NULL, *dpool = NULL, *dout = NULL;
     int64_t nimg = 0, ntxt = 0, npool = 0, nout = 0, io_bytes = 0;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status s = tdm_cuda_device_init(&dev, index);
+    tdm_status s = tdm_cuda_device_init(&dev, index, NULL);
     CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (s != TDM_OK) return;
     dev.gemm_dtype = dt;
@@ -323,10 +323,10 @@ static void run_offload_cuda(int64_t pin_min, int ngpu) {
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
     tdm_device_init(&host, TDM_DEV_CPU, 1);
     tdm_device_init(&dev1, TDM_DEV_CPU, 2);
-    if (tdm_cuda_device_init(&dev, 0) != TDM_OK) { CHECK_MSG(0, "%s", tdm_last_error()); return; }
+    if (tdm_cuda_device_init(&dev, 0, NULL) != TDM_OK) { CHECK_MSG(0, "%s", tdm_last_error()); return; }
     dev.gemm_dtype = TDM_BF16;
     if (ngpu > 1) {
-        if (tdm_cuda_device_init(&dev1, 1) != TDM_OK) {
+        if (tdm_cuda_device_init(&dev1, 1, NULL) != TDM_OK) {
             CHECK_MSG(0, "%s", tdm_last_error());
             tdm_cuda_device_free(&dev);
             return;
@@ -358,11 +358,9 @@ static void run_offload_cuda(int64_t pin_min, int ngpu) {
         CHECK_MSG(planned[0] > 0 && planned[1] > 0 && planned[2] > 0,
                   "the budgets should use all three");
     tdm_placement_t place = {&map, gpus, ngpu, &host, &dev};
-    const int64_t pin_old = tdm_offload_pin_min;
-    tdm_offload_pin_min = pin_min;
+    dev.opts.pin_min_bytes = dev1.opts.pin_min_bytes = pin_min;
     s = tdm_flux_load(&a, root, "transformer", NULL, &dev);
     if (s == TDM_OK) s = tdm_flux_load_placed(&b, root, "transformer", NULL, &place);
-    tdm_offload_pin_min = pin_old;
     CHECK_MSG(s == TDM_OK, "load: %s", tdm_last_error());
     if (s != TDM_OK) goto done;
     if (ngpu == 1) CHECK_MSG(host.cur_bytes > 0, "nothing kept in host RAM");

@@ -99,16 +99,16 @@ static void conv_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t 
     }
     snprintf(nm, sizeof nm, "%s.y", c);
     float *ref = fx(nm, B * Cout * Ho * Wo), *y = zalloc(B * Cout * Ho * Wo);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr, 0);
     float *scratch = ns ? zalloc(ns) : NULL;
     if (x && w && ref && (b || !bias)) {
         int sym = pt == pb && pt == pl && pt == pr;
         if (sym) {
-            CHECK(tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, s, pt) == ns);
-            tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, scratch);
+            CHECK(tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, s, pt, 0) == ns);
+            tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, scratch, 0);
         } else {
             tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr,
-                                scratch);
+                                scratch, 0);
         }
         check_close(c, y, ref, B * Cout * Ho * Wo);
     }
@@ -161,7 +161,7 @@ static void fill_rand(float *p, int64_t n, uint32_t seed) {
  * be exactly that tile). */
 static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t W,
                        int64_t Cout, int64_t kh, int64_t kw, int64_t s, int64_t pt, int64_t pb,
-                       int64_t pl, int64_t pr, int64_t rows) {
+                       int64_t pl, int64_t pr, int64_t rows, size_t tile) {
     int64_t Ho = (H + pt + pb - kh) / s + 1, Wo = (W + pl + pr - kw) / s + 1;
     int64_t K = Cin * kh * kw, ny = B * Cout * Ho * Wo;
     float *x = zalloc(B * Cin * H * W), *w = zalloc(Cout * K), *b = zalloc(Cout);
@@ -169,12 +169,12 @@ static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t
     fill_rand(x, B * Cin * H * W, 1u);
     fill_rand(w, Cout * K, 2u);
     fill_rand(b, Cout, 3u);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr, tile);
     CHECK_MSG(ns == K * rows * Wo, "%s: scratch %lld floats, expected %lld (%lld rows of %lld)",
               c, (long long)ns, (long long)(K * rows * Wo), (long long)rows, (long long)Ho);
     CHECK_MSG(ns <= K * Ho * Wo, "%s: scratch larger than the full im2col", c);
     float *scratch = zalloc(ns);
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scratch);
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scratch, tile);
     conv_naive(ref, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pl, Ho, Wo);
     double e = test_rel_err(y, ref, (long)ny);
     printf("  %s: %lld of %lld output rows per tile, rel err %.3g\n", c, (long long)rows,
@@ -187,29 +187,26 @@ static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t
  * one row per tile, strided and asymmetric padding, batch > 1, and one conv
  * whose full im2col really exceeds the default cap. */
 TEST(test_conv2d_tiled) {
-    size_t cap = tdm_cpu_conv_tile_bytes();
+    const size_t cap = TDM_CONV_TILE_BYTES_DEFAULT;
     /* 64 ch × 9 × 128² floats = 36 MiB of im2col > the 32 MiB default cap */
     int64_t K = 64 * 9, Wo = 128, rows = (int64_t)(cap / 4) / (K * Wo);
     if (rows > 128) rows = 128;
     if (rows < 1) rows = 1;
     CHECK_MSG(rows < 128, "the default tile cap (%zu bytes) no longer tiles the big case", cap);
-    tiled_case("tiled_default_cap", 1, 64, 128, 128, 4, 3, 3, 1, 1, 1, 1, 1, rows);
+    tiled_case("tiled_default_cap", 1, 64, 128, 128, 4, 3, 3, 1, 1, 1, 1, 1, rows, 0);
+    tiled_case("tiled_default_cap_explicit", 1, 64, 128, 128, 4, 3, 3, 1, 1, 1, 1, 1, rows, cap);
 
     /* 6 rows of 16 ch × 9 × 40 floats: 37 rows → 6 full tiles + 1 row, threaded */
-    tdm_cpu_set_conv_tile_bytes((size_t)(16 * 9 * 40 * 6) * 4 + 100);
-    tiled_case("tiled_remainder", 2, 16, 37, 40, 7, 3, 3, 1, 1, 1, 1, 1, 6);
+    tiled_case("tiled_remainder", 2, 16, 37, 40, 7, 3, 3, 1, 1, 1, 1, 1, 6,
+               (size_t)(16 * 9 * 40 * 6) * 4 + 100);
     /* stride 2, pad (0,1,0,1): Ho = Wo = 20, 3 rows per tile */
-    tdm_cpu_set_conv_tile_bytes((size_t)(16 * 9 * 20 * 3) * 4);
-    tiled_case("tiled_s2_pad4", 1, 16, 40, 39, 5, 3, 3, 2, 0, 1, 0, 1, 3);
+    tiled_case("tiled_s2_pad4", 1, 16, 40, 39, 5, 3, 3, 2, 0, 1, 0, 1, 3,
+               (size_t)(16 * 9 * 20 * 3) * 4);
     /* a cap below one row: one row per tile, 3×2 kernel, 1×1 stride 2 */
-    tdm_cpu_set_conv_tile_bytes(64);
-    tiled_case("tiled_one_row", 2, 3, 9, 11, 4, 3, 2, 1, 1, 1, 0, 0, 1);
-    tiled_case("tiled_1x1_s2", 1, 5, 9, 9, 3, 1, 1, 2, 0, 0, 0, 0, 1);
+    tiled_case("tiled_one_row", 2, 3, 9, 11, 4, 3, 2, 1, 1, 1, 0, 0, 1, 64);
+    tiled_case("tiled_1x1_s2", 1, 5, 9, 9, 3, 1, 1, 2, 0, 0, 0, 0, 1, 64);
     /* a cap above the full im2col: one tile, scratch = the full size */
-    tdm_cpu_set_conv_tile_bytes((size_t)1 << 40);
-    tiled_case("tiled_one_tile", 1, 4, 10, 12, 3, 3, 3, 1, 1, 1, 1, 1, 10);
-    tdm_cpu_set_conv_tile_bytes(0);
-    CHECK_MSG(tdm_cpu_conv_tile_bytes() == cap, "0 does not restore the default tile cap");
+    tiled_case("tiled_one_tile", 1, 4, 10, 12, 3, 3, 3, 1, 1, 1, 1, 1, 10, (size_t)1 << 40);
 }
 
 static void gn_case(const char *c, const char *fix, int64_t B, int64_t C, int64_t S, int64_t G,

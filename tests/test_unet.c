@@ -146,7 +146,7 @@ static void run_golden_cuda(int index, const char *name, const char *variant,
     float *out = NULL, *dx = NULL, *dctx = NULL, *dout = NULL;
     int64_t nx = 0, nctx = 0, nout = 0, wbytes = 0;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status s = tdm_cuda_device_init(&dev, index);
+    tdm_status s = tdm_cuda_device_init(&dev, index, NULL);
     CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
     if (s != TDM_OK) return;
     dev.gemm_dtype = dt;
@@ -222,7 +222,7 @@ static void run_graph_cuda(tdm_dtype dt) {
     float *dx = NULL, *dctx = NULL, *dout[2] = {NULL, NULL}, *xs = NULL, *eager = NULL, *got = NULL;
     int64_t nx = 0, nctx = 0, nout = 0;
     tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    if (tdm_cuda_device_init(&dev, 0) != TDM_OK) {
+    if (tdm_cuda_device_init(&dev, 0, NULL) != TDM_OK) {
         CHECK_MSG(0, "cuda:0: %s", tdm_last_error());
         return;
     }

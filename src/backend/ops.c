@@ -10,7 +10,7 @@
 #include "backend/cuda/cuda_ops.h"
 
 /* Queues `call` on a CUDA device inside a profile bracket named `name`
- * (a no-op bracket unless TDM_PROFILE=1; see backend/cuda/profile.cu). */
+ * (a no-op bracket unless the device's opts.profile; see backend/cuda/profile.cu). */
 #define PROFILED(dev, name, call)         \
     do {                                  \
         tdm_cuda_prof_begin(dev);         \
@@ -57,8 +57,7 @@ int64_t tdm_op_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) return tdm_cuda_conv2d_scratch(dev, Cin, H, W, kh, kw, stride, pad);
 #endif
-    (void)dev;
-    return tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, stride, pad);
+    return tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, stride, pad, dev ? dev->opts.conv_tile_bytes : 0);
 }
 
 void tdm_op_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch) {
@@ -68,16 +67,16 @@ void tdm_op_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, 
         return;
     }
 #endif
-    (void)dev;
-    tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, scratch);
+    tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, scratch,
+                   dev ? dev->opts.conv_tile_bytes : 0);
 }
 
 int64_t tdm_op_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
 #ifdef TDM_HAVE_CUDA
     if (!tdm_dev_is_host(dev)) return tdm_cuda_conv2d_pad4_scratch(dev, Cin, H, W, kh, kw, stride, pt, pb, pl, pr);
 #endif
-    (void)dev;
-    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pt, pb, pl, pr);
+    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pt, pb, pl, pr,
+                                       dev ? dev->opts.conv_tile_bytes : 0);
 }
 
 void tdm_op_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch) {
@@ -87,8 +86,8 @@ void tdm_op_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float
         return;
     }
 #endif
-    (void)dev;
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pt, pb, pl, pr, scratch);
+    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pt, pb, pl, pr, scratch,
+                        dev ? dev->opts.conv_tile_bytes : 0);
 }
 
 void tdm_op_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps, int silu) {
@@ -351,14 +350,9 @@ static void host_f32(tdm_dtype at, const char *op) {
 }
 
 tdm_dtype tdm_op_act_dtype(const tdm_device_t *dev) {
-    static int f32 = -1;
     if (tdm_dev_is_host(dev) || (dev->gemm_dtype != TDM_F16 && dev->gemm_dtype != TDM_BF16))
         return TDM_F32;
-    if (f32 < 0) {
-        const char *e = getenv("TDM_ACT_F32");
-        f32 = e && !strcmp(e, "1");
-    }
-    return f32 ? TDM_F32 : dev->gemm_dtype;
+    return dev->opts.act_f32 ? TDM_F32 : dev->gemm_dtype;
 }
 
 void tdm_op_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,

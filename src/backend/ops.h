@@ -97,8 +97,8 @@ void tdm_op_attention_bias(tdm_device_t *dev, float *o, const float *q, const fl
  * tdm_dtype_size of it. */
 
 /* The activation type models should use on dev: its gemm_dtype on a CUDA
- * device whose gemm_dtype is F16 / BF16 (unless TDM_ACT_F32=1 is set, an A/B
- * switch), TDM_F32 otherwise. */
+ * device whose gemm_dtype is F16 / BF16 (unless its opts.act_f32 is set, an
+ * A/B switch), TDM_F32 otherwise. */
 tdm_dtype tdm_op_act_dtype(const tdm_device_t *dev);
 /* p advanced by n elements of type at. */
 static inline void *tdm_act_at(const void *p, tdm_dtype at, int64_t n) {
@@ -170,7 +170,7 @@ void tdm_op_copy_2d(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const
                     int64_t ldx, int64_t rows, int64_t cols);
 
 /* Graphs: a model replays a captured forward pass with one launch. _ok: the
- * device can (CUDA, not TDM_CUDA_GRAPH=0, not profiling; 0 on host devices).
+ * device can (CUDA, opts.cuda_graph, not profiling; 0 on host devices).
  * _begin starts capturing dev's queue: the ops that follow are recorded, not
  * run, and must not read host memory or wait for the device (no uploads,
  * downloads or syncs; allocations are fine). _end stops and returns the

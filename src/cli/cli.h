@@ -110,6 +110,10 @@ void parse_args(args_t *a, const char *cmd, int argc, char **argv);
 void die_unknown_flag(int cmd, const char *flag) __attribute__((noreturn));
 /* Opens the pipeline of --model with the device/placement flags. */
 tdm_pipeline_t *open_pipeline(const args_t *a);
+/* env.c: TANDEM_LOG → tdm_log_set_level; the TDM_* switches → *b (fields
+ * whose variable is unset keep their value). */
+void cli_env_log_level(void);
+void cli_env_backend(tdm_backend_params_t *b);
 /* Creates `dir` (and parents) and checks a file can be created in it. */
 void prepare_out_dir(const char *dir);
 /* Creates the missing folders above the file `path` (of flag `flag`). */

@@ -101,6 +101,7 @@ int main(int argc, char **argv) {
      * re-execute once when the user has not chosen a policy. */
     if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
         execv("/proc/self/exe", argv);   /* returns only on failure: go on as is */
+    cli_env_log_level();
     if (argc < 2) { usage(stderr); return 2; }
     const char *c = argv[1];
     if (!strcmp(c, "--version")) { printf("tandem %s\n", TANDEM_VERSION); return 0; }

@@ -43,18 +43,17 @@ const char *tdm_status_name(tdm_status st) {
 
 /* ---- logging --------------------------------------------------------- */
 
-static int tdm_log_threshold(void) {
-    const char *e = getenv("TANDEM_LOG");
-    if (!e) return TDM_LOG_WARN;
-    if (!strcasecmp(e, "error")) return TDM_LOG_ERROR;
-    if (!strcasecmp(e, "info")) return TDM_LOG_INFO;
-    if (!strcasecmp(e, "debug")) return TDM_LOG_DEBUG;
-    return TDM_LOG_WARN;
+/* The one process-wide setting of the library: where messages go is stderr
+ * for every handle, so how many of them go is one value too. */
+static _Atomic int tdm_log_threshold = TDM_LOG_WARN;
+
+void tdm_log_set_level(tdm_log_level lv) {
+    tdm_log_threshold = lv < TDM_LOG_ERROR ? TDM_LOG_ERROR : lv > TDM_LOG_DEBUG ? TDM_LOG_DEBUG : lv;
 }
 
 void tdm_log(tdm_log_level lv, const char *fmt, ...) {
     static const char *names[] = {"error", "warning", "info", "debug"};
-    if ((int)lv > tdm_log_threshold()) return;
+    if ((int)lv > tdm_log_threshold) return;
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "tandem: %s: ", names[lv]);
@@ -179,10 +178,20 @@ tdm_status tdm_convert_to_half(uint16_t *dst, const void *src, tdm_dtype t, int6
 
 /* ---- devices ---------------------------------------------------------- */
 
+void tdm_backend_params_init(tdm_backend_params_t *p) {
+    memset(p, 0, sizeof *p);
+    p->conv_igemm = 1;
+    p->conv_igemm_bk = 64;
+    p->cuda_graph = 1;
+    p->conv_tile_bytes = TDM_CONV_TILE_BYTES_DEFAULT;
+    p->pin_min_bytes = TDM_OFFLOAD_PIN_MIN;
+}
+
 void tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index) {
     memset(d, 0, sizeof *d);
     d->kind = kind;
     d->index = index;
+    tdm_backend_params_init(&d->opts);
 }
 
 int64_t tdm_host_memory_bytes(void) {

@@ -121,11 +121,19 @@ typedef struct tdm_device {
      * GEMM weights are stored in that type and GEMMs and attention run on
      * tensor cores with float32 accumulation. Set before loading models. */
     tdm_dtype gemm_dtype;
+    tdm_backend_params_t opts;     /* backend switches; tdm_device_init: defaults */
     const tdm_device_ops_t *ops;   /* NULL: host memory */
     void    *impl;                 /* backend state (stream, BLAS handle, ...) */
 } tdm_device_t;
 
-/* Process-independent default CPU device for code without a context. */
+/* Defaults of tdm_backend_params_t: the CPU convolution's im2col tile and
+ * the smallest host copy of an offloaded block that is page-locked. */
+#define TDM_CONV_TILE_BYTES_DEFAULT ((size_t)32 << 20)
+#define TDM_OFFLOAD_PIN_MIN ((int64_t)1 << 20)
+
+/* Resets *d to a host device of that kind and index: nothing counted, no
+ * cache, float32 GEMMs and the default backend switches
+ * (tdm_backend_params_init); a backend's init fills in the rest. */
 void        tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index);
 /* Allocates `bytes` (64-byte aligned, zero-filled) counted against `d`.
  * Returns NULL and sets the last error (naming `what`) on failure. */
@@ -173,9 +181,8 @@ int64_t    tdm_tensor_numel(const tdm_tensor_t *t);
 static inline float *tdm_f32(const tdm_tensor_t *t) { return (float *)t->data; }
 
 /* ---- logging --------------------------------------------------------- */
-typedef enum { TDM_LOG_ERROR = 0, TDM_LOG_WARN, TDM_LOG_INFO, TDM_LOG_DEBUG } tdm_log_level;
 /* Writes "tandem: <level>: msg" to stderr when level <= the level set by
- * TANDEM_LOG (error|warn|info|debug; default warn). */
+ * tdm_log_set_level (default warn). */
 void tdm_log(tdm_log_level lv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- threads --------------------------------------------------------- */

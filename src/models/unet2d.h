@@ -78,7 +78,7 @@ int64_t tdm_unet_graph_bytes(const tdm_unet_t *u);
  * when they are not multiples of 2^num_downsamplers the upsamplers are sized
  * from the skip connections, as diffusers forwards upsample_size.
  * Activations are allocated from the model's device (counted there) and
- * freed before return. On a CUDA device (unless TDM_CUDA_GRAPH=0 or the
+ * freed before return. On a CUDA device (unless dev->opts.cuda_graph is 0 or the
  * model is split) the second consecutive call with the same x, ctx, out and
  * sizes is captured as a CUDA graph and every later such call replays it
  * with one launch; the graph keeps tdm_unet_graph_bytes on the device. */

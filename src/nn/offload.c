@@ -7,8 +7,6 @@
 
 #include "nn/devmap.h"
 
-int64_t tdm_offload_pin_min = TDM_OFFLOAD_PIN_MIN;
-
 /* Points the model's field at t (NULL clears it), through its own pointer
  * type (float * or tdm_tensor_t *). */
 static void set_slot(const tdm_offload_entry_t *e, tdm_tensor_t *t) {
@@ -139,7 +137,7 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
     /* page-lock large host copies for the GPU's DMA (malloc serves them from
      * their own mappings, so no two share a page); small ones and a refusal
      * keep the staged upload */
-    if (x->ops && x->ops->pin && (*out)->nbytes >= tdm_offload_pin_min &&
+    if (x->ops && x->ops->pin && (*out)->nbytes >= x->opts.pin_min_bytes &&
         x->ops->pin(x, (*out)->data, (*out)->nbytes))
         e->dma_dev = x;
     return TDM_OK;

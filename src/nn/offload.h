@@ -18,10 +18,8 @@
 #include "core/core.h"
 #include "io/safetensors.h"
 
-/* Host copies of at least tdm_offload_pin_min bytes (default
- * TDM_OFFLOAD_PIN_MIN; tests lower it) are page-locked for DMA at load. */
-#define TDM_OFFLOAD_PIN_MIN ((int64_t)1 << 20)
-extern int64_t tdm_offload_pin_min;
+/* Host copies of at least the running device's opts.pin_min_bytes (default
+ * TDM_OFFLOAD_PIN_MIN) are page-locked for DMA at load. */
 
 struct tdm_place_map;
 

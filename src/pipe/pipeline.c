@@ -20,6 +20,7 @@
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p) {
     memset(p, 0, sizeof *p);
     p->device = "cpu";
+    tdm_backend_params_init(&p->backend);
 }
 
 void tdm_generate_params_init(tdm_generate_params_t *p) {
@@ -307,7 +308,7 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
 #ifdef TDM_HAVE_CUDA
         for (int g = 1; g < n; g++) {
             tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
-            if ((st = tdm_cuda_device_init(&pipe->vdev[g], cuda_index + g)) != TDM_OK) return st;
+            if ((st = tdm_cuda_device_init(&pipe->vdev[g], cuda_index + g, &p->backend)) != TDM_OK) return st;
             pipe->vdev[g].gemm_dtype = pipe->dev.gemm_dtype;
             pipe->vdev[g].cache_enabled = 1;
             pipe->nvdev = g + 1;
@@ -336,9 +337,13 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
                 return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d has no device "
                                   "(--devices %s)", p->max_memory, pipe->split_mm.dev[i], p->devices);
         pipe->nvdev = n;
-        for (int g = 1; g < n; g++) tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
+        for (int g = 1; g < n; g++) {
+            tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
+            pipe->vdev[g].opts = p->backend;
+        }
     }
     tdm_device_init(&pipe->host, TDM_DEV_CPU, pipe->nvdev);
+    pipe->host.opts = p->backend;
     /* one plan per stage (only that stage's components are ever loaded together), or
      * one for everything with keep_resident; each as `tandem plan --only ...` makes it */
     const char *stages[3];
@@ -383,6 +388,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     tdm_pipeline_t *pipe = calloc(1, sizeof *pipe);
     if (!pipe) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
+    pipe->dev.opts = p->backend;
     pipe->dev.cache_enabled = 1;
     pipe->dev_text = pipe->dev_text2 = pipe->dev_den = pipe->dev_vae = &pipe->dev;
 #ifdef TDM_HAVE_CUDA
@@ -393,7 +399,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: no such CUDA device (%d found)",
                               p->device, n);
         }
-        st = tdm_cuda_device_init(&pipe->dev, cuda_index);
+        st = tdm_cuda_device_init(&pipe->dev, cuda_index, &p->backend);
         if (st != TDM_OK) { free(pipe); return st; }
         pipe->dev.cache_enabled = 1;
     }

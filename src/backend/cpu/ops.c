@@ -16,6 +16,7 @@
  * x·sigmoid(1.702x), softmax with max subtraction. Reductions accumulate in
  * double where it is cheap. */
 #include "backend/cpu/ops.h"
+#include "core/core.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -93,24 +94,16 @@ void tdm_cpu_linear(float *y, const float *x, const float *W, const float *b,
  * im2col + GEMM, tiled over output rows so the column buffer stays bounded:
  * a tile of `rows` output rows is the (K = Cin*kh*kw, rows*Wo) matrix of the
  * input patches under those rows, and y[:, tile] = w (Cout, K) · tile. The
- * tile holds as many whole output rows as fit g_conv_tile_bytes (at least
+ * tile holds as many whole output rows as fit `tile_bytes` (at least
  * one), so the scratch is min(full im2col, about the cap). The same rule sizes
  * the scratch (tdm_cpu_conv2d*_scratch) and cuts the tiles, so a caller that
  * allocates what the _scratch function returns always has enough. */
 
-/* 32 MiB: a 512-channel 3×3 conv at 64² gets 28-row tiles (1792 GEMM
- * columns, ~900 per thread at 2 threads). At 2 threads, caps of 8-64 MiB
- * measured within noise of each other on the SD VAE decoder convs; much
- * smaller tiles make each thread's GEMM too narrow. */
-#define TDM_CONV_TILE_BYTES_DEFAULT ((size_t)32 << 20)
-
-static size_t g_conv_tile_bytes = TDM_CONV_TILE_BYTES_DEFAULT;
-
-void tdm_cpu_set_conv_tile_bytes(size_t bytes) {
-    g_conv_tile_bytes = bytes ? bytes : TDM_CONV_TILE_BYTES_DEFAULT;
-}
-
-size_t tdm_cpu_conv_tile_bytes(void) { return g_conv_tile_bytes; }
+/* The default cap, TDM_CONV_TILE_BYTES_DEFAULT (32 MiB): a 512-channel 3×3
+ * conv at 64² gets 28-row tiles (1792 GEMM columns, ~900 per thread at 2
+ * threads). At 2 threads, caps of 8-64 MiB measured within noise of each
+ * other on the SD VAE decoder convs; much smaller tiles make each thread's
+ * GEMM too narrow. */
 
 static int conv_is_direct(int64_t kh, int64_t kw, int64_t stride, int64_t pt, int64_t pb,
                           int64_t pl, int64_t pr) {
@@ -118,8 +111,8 @@ static int conv_is_direct(int64_t kh, int64_t kw, int64_t stride, int64_t pt, in
 }
 
 /* Output rows per column tile: as many as fit the cap, at least 1, at most Ho. */
-static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo) {
-    int64_t cap = (int64_t)(g_conv_tile_bytes / sizeof(float));
+static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo, size_t tile_bytes) {
+    int64_t cap = (int64_t)((tile_bytes ? tile_bytes : TDM_CONV_TILE_BYTES_DEFAULT) / sizeof(float));
     int64_t row = K * Wo;                           /* floats per output row */
     int64_t rows = row > 0 ? cap / row : Ho;
     if (rows < 1) rows = 1;
@@ -128,20 +121,20 @@ static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo) {
 }
 
 int64_t tdm_cpu_conv2d_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                               int64_t stride, int64_t pad) {
-    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
+                               int64_t stride, int64_t pad, size_t tile_bytes) {
+    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pad, pad, pad, pad, tile_bytes);
 }
 
 int64_t tdm_cpu_conv2d_pad4_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
                                     int64_t stride, int64_t pt, int64_t pb, int64_t pl,
-                                    int64_t pr) {
+                                    int64_t pr, size_t tile_bytes) {
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
     int64_t K = Cin * kh * kw;
     if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr))
         return 0;                                   /* 1×1: the input is the column matrix */
     if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
-    return K * conv_tile_rows(K, Ho, Wo) * Wo;
+    return K * conv_tile_rows(K, Ho, Wo, tile_bytes) * Wo;
 }
 
 /* col (Cin*kh*kw, rows*Wo): the patches under output rows [oy0, oy0+rows) of
@@ -191,7 +184,8 @@ static void im2col_rows(float *col, const float *x, int64_t Cin, int64_t H, int6
 void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
                          int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                          int64_t kh, int64_t kw, int64_t stride,
-                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch) {
+                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch,
+                         size_t tile_bytes) {
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
     int64_t K = Cin * kh * kw, P = Ho * Wo;
@@ -206,7 +200,7 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
         }
         return;
     }
-    int64_t rows = conv_tile_rows(K, Ho, Wo);
+    int64_t rows = conv_tile_rows(K, Ho, Wo, tile_bytes);
     for (int64_t n = 0; n < B; n++) {
         const float *xn = x + n * Cin * H * W;
         float *yn = y + n * Cout * P;
@@ -227,9 +221,10 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
 
 void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
                     int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
-                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch) {
+                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch,
+                    size_t tile_bytes) {
     tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, pad, pad, pad,
-                        scratch);
+                        scratch, tile_bytes);
 }
 
 /* ---- normalization ---------------------------------------------------------- */

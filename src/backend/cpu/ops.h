@@ -28,32 +28,29 @@ void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
  * x (B, Cin, H, W), w (Cout, Cin, kh, kw), b (Cout) or NULL,
  * y (B, Cout, Ho, Wo) with Ho = (H + 2*pad - kh)/stride + 1.
  * `scratch` holds at least tdm_cpu_conv2d_scratch(...) floats: one im2col
- * tile of whole output rows, min(Cin*kh*kw*Ho*Wo, about the tile cap) floats
- * (at least one output row, Cin*kh*kw*Wo, when a row alone is larger). */
+ * tile of whole output rows, min(Cin*kh*kw*Ho*Wo, about tile_bytes) floats
+ * (at least one output row, Cin*kh*kw*Wo, when a row alone is larger).
+ * tile_bytes is the im2col tile cap (0: TDM_CONV_TILE_BYTES_DEFAULT; a
+ * device's opts.conv_tile_bytes); pass the conv the value its scratch was
+ * sized with. Results do not depend on it beyond float rounding of the GEMM. */
 int64_t tdm_cpu_conv2d_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                               int64_t stride, int64_t pad);
+                               int64_t stride, int64_t pad, size_t tile_bytes);
 void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
                     int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
-                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch);
+                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch,
+                    size_t tile_bytes);
 /* Same with asymmetric padding (top, bottom, left, right), for the VAE
  * encoder's downsample (pad right/bottom by 1, then stride 2, pad 0).
  * `scratch` holds at least tdm_cpu_conv2d_pad4_scratch(...) floats. A 1×1,
  * stride 1, unpadded conv needs no scratch (0 floats; scratch may be NULL). */
 int64_t tdm_cpu_conv2d_pad4_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
                                     int64_t stride, int64_t pt, int64_t pb, int64_t pl,
-                                    int64_t pr);
+                                    int64_t pr, size_t tile_bytes);
 void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
                          int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                          int64_t kh, int64_t kw, int64_t stride,
-                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch);
-
-/* The im2col tile cap of the convolutions, in bytes (default 32 MiB; 0
- * restores the default). It sizes both the _scratch functions and the tiles,
- * so set it before sizing any conv scratch and never between sizing and the
- * conv that uses it; it is process-wide and not synchronized. Results do not
- * depend on it beyond float rounding of the GEMM. For tests and tuning. */
-void tdm_cpu_set_conv_tile_bytes(size_t bytes);
-size_t tdm_cpu_conv_tile_bytes(void);
+                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch,
+                         size_t tile_bytes);
 
 /* GroupNorm over x (B, C, S) with G groups, affine gamma/beta (C);
  * y may alias x. If silu != 0, applies SiLU after the affine. */

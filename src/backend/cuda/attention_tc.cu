@@ -39,7 +39,7 @@
  *     - tc_attention_kernel (DP 160 / 192 / 256, Tq ≤ 64, scale ≤ 0, and on
  *       request): BQ = 64, 16 query rows per warp, Q re-read from shared
  *       memory per tile, two barriers per tile.
- *     TDM_ATTN_TC=1 in the environment (read once per process) selects the
+ *     The device's opts.attn_tc_16row selects the
  *     16-row kernel for every head dim, to compare the two in one build.
  *  Both kernels also take T5's relative position bias (template flag BIAS,
  *  tdm_cuda_attention_tc_bias, called by tdm_cuda_attention_bias): Tq = Tk =
@@ -773,15 +773,6 @@ static tc_launch_fn tc2_pick(int DP) {
     }
 }
 
-/* TDM_ATTN_TC=1: the 16-row kernel for every head dim (read once). */
-static bool tc_force_old(void) {
-    static const bool v = [] {
-        const char *e = getenv("TDM_ATTN_TC");
-        return e != NULL && strcmp(e, "1") == 0;
-    }();
-    return v;
-}
-
 /* Returns 1 when it handled the call (launched, or recorded a failure on d),
  * 0 when the shape is outside what it supports (the caller runs FP32).
  * Expects B, Tq, Tk, H, D > 0; with bias_tab, Tq = Tk. */
@@ -795,7 +786,7 @@ static int tc_attention_run(tdm_device_t *d, void *o, const void *q, const void 
     /* the 32-row kernel: DP ≤ 128, scale > 0 (its max is taken before scaling),
      * more query rows than one 64-row block (else half its rows would be
      * padding), token counts within int */
-    const bool two = DP != 0 && DP <= 128 && scale_log2 > 0.0f && !tc_force_old() &&
+    const bool two = DP != 0 && DP <= 128 && scale_log2 > 0.0f && !d->opts.attn_tc_16row &&
                      Tq > TC_BQ && Tq <= 0x7fffffffLL - TC2_BQ && Tk <= 0x7fffffffLL - TC_BK;
     const int64_t BQ = two ? TC2_BQ : TC_BQ;
     const int64_t Tqp = (Tq + BQ - 1) / BQ * BQ, Tkp = (Tk + TC_BK - 1) / TC_BK * TC_BK;

@@ -189,30 +189,12 @@ __global__ void ci_weight_kernel(unsigned short *wt, const unsigned short *w, in
     }
 }
 
-/* TDM_CONV_IGEMM (read once): 0 never, 2 whenever the shape allows, else
- * (1, the default) when the grid is at least four blocks per SM;
- * tdm_cuda_conv_igemm_set
- * overrides it (tests). */
-static int g_ci_mode = -1;
-
-extern "C" int tdm_cuda_conv_igemm_set(int mode) {
-    int old = g_ci_mode;
-    g_ci_mode = mode;
-    return old;
-}
-
-static int ci_mode(void) {
-    if (g_ci_mode < 0) {
-        const char *e = getenv("TDM_CONV_IGEMM");
-        g_ci_mode = e && *e ? atoi(e) : 1;
-    }
-    return g_ci_mode;
-}
-
+/* d->opts.conv_igemm: 0 never, 2 whenever the shape allows, else (1, the
+ * default) when the grid is at least four blocks per SM. */
 extern "C" int tdm_cuda_conv_igemm_use(tdm_device_t *d, const void *w, int64_t B, int64_t Cin,
                                        int64_t H, int64_t W, int64_t Cout, int64_t kh, int64_t kw,
                                        int64_t Ho, int64_t Wo) {
-    int mode = ci_mode();
+    int mode = d->opts.conv_igemm;
     if (mode == 0 || (d->gemm_dtype != TDM_F16 && d->gemm_dtype != TDM_BF16)) return 0;
     if (kh != 3 || kw != 3 || Cin % 32 != 0 || ((uintptr_t)w & 15) != 0) return 0;
     if (B * Ho * Wo >= INT32_MAX || Cin * H * W >= INT32_MAX || Cin * 9 >= INT32_MAX) return 0;
@@ -229,14 +211,9 @@ extern "C" int tdm_cuda_conv_igemm_use(tdm_device_t *d, const void *w, int64_t B
 }
 
 /* K step: 64 channels where Cin allows (fewer barriers and fragment loads
- * per mma), else 32; TDM_CONV_IGEMM_BK=32 (read once) keeps 32. */
-static int ci_bk(int64_t Cin) {
-    static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("TDM_CONV_IGEMM_BK");
-        env = e && *e ? atoi(e) : 64;
-    }
-    return env == 64 && Cin % 64 == 0 ? 64 : 32;
+ * per mma), else 32; opts.conv_igemm_bk other than 64 keeps 32. */
+static int ci_bk(const tdm_device_t *d, int64_t Cin) {
+    return d->opts.conv_igemm_bk == 64 && Cin % 64 == 0 ? 64 : 32;
 }
 
 template <bool BF, int BK>
@@ -295,7 +272,7 @@ extern "C" void tdm_cuda_conv_igemm(tdm_device_t *d, float *y, const float *x, c
     a.N = (int)(B * Ho * Wo);
     {
         dim3 grid((unsigned)((a.N + CI_BN - 1) / CI_BN), (unsigned)((Cout + CI_BM - 1) / CI_BM));
-        const int bk = ci_bk(Cin);
+        const int bk = ci_bk(d, Cin);
         tdm_cuda_prof_begin(d);
         if (bf && bk == 64)
             TDM_CUDA_CHECK((ci_launch<true, 64>(grid, c->stream, a)));

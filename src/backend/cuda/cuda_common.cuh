@@ -33,7 +33,7 @@ typedef struct tdm_cuda_impl {
      * counted in tdm_device_t.cur_bytes. */
     void          *stage;
     int64_t        stage_bytes;
-    void          *prof;       /* op profile (profile.cu), NULL unless TDM_PROFILE=1 */
+    void          *prof;       /* op profile (profile.cu), NULL unless d->opts.profile */
     void          *lt;         /* cuBLASLt handle, workspace and plans (gemm_lt.cu) */
     /* Pinned host ring of the staged uploads (upload.cu): up_pin[i] holds
      * up_bytes (TDM_CUDA_UPLOAD_CHUNK once allocated, 0 before); the next

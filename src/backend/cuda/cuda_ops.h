@@ -11,8 +11,9 @@ extern "C" {
 #endif
 
 /* Makes `d` CUDA device `index` (cudaSetDevice, a stream, a cuBLAS handle,
- * d->ops). Errors when no such device exists. */
-tdm_status tdm_cuda_device_init(tdm_device_t *d, int index);
+ * d->ops) with the backend switches `opts` (copied; NULL: the defaults of
+ * tdm_backend_params_init). Errors when no such device exists. */
+tdm_status tdm_cuda_device_init(tdm_device_t *d, int index, const tdm_backend_params_t *opts);
 /* Releases what tdm_cuda_device_init made (after tdm_dev_trim). */
 void tdm_cuda_device_free(tdm_device_t *d);
 /* Number of CUDA devices (0 when there is no driver or GPU). */
@@ -21,7 +22,7 @@ int tdm_cuda_device_count(void);
  * unused (handed out again before the driver is asked); -1 on error. */
 int64_t tdm_cuda_mem_free(tdm_device_t *d);
 
-/* Op-level GPU profile (profile.cu), active when TDM_PROFILE=1 was set at
+/* Op-level GPU profile (profile.cu), active when d->opts.profile was set at
  * device init; otherwise every call is a no-op. begin/end bracket the work
  * queued in between under `name` (a string literal; brackets may nest).
  * report prints the totals since the last report to stderr and resets
@@ -75,9 +76,8 @@ void tdm_cuda_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const flo
  * in dev->gemm_dtype (F16/BF16), x and y float32. _use says whether it takes
  * this shape (1) or the im2col path should (0): half device, 3×3, Cin % 32
  * == 0, w 16-byte aligned, 32-bit index ranges, and (by default) a grid of
- * at least four blocks per SM — TDM_CONV_IGEMM=0 / 2 in the environment turns
- * it off / on for every shape it can take; tdm_cuda_conv_igemm_set(mode)
- * overrides that (-1: back to the environment) and returns the old mode. */
+ * at least four blocks per SM — dev->opts.conv_igemm 0 / 2 turns it off / on
+ * for every shape it can take. */
 int tdm_cuda_conv_igemm_use(tdm_device_t *dev, const void *w, int64_t B, int64_t Cin, int64_t H,
                             int64_t W, int64_t Cout, int64_t kh, int64_t kw, int64_t Ho,
                             int64_t Wo);
@@ -85,9 +85,8 @@ void tdm_cuda_conv_igemm(tdm_device_t *dev, float *y, const float *x, const void
                          const float *b, int64_t B, int64_t Cin, int64_t H, int64_t W,
                          int64_t Cout, int64_t Ho, int64_t Wo, int64_t stride, int64_t pt,
                          int64_t pl);
-int tdm_cuda_conv_igemm_set(int mode);
 /* CUDA graphs of dev's stream (graph.cu; backend/ops.h tdm_op_graph_*).
- * _ok: graphs are allowed (not TDM_CUDA_GRAPH=0, not profiling). _begin
+ * _ok: graphs are allowed (dev->opts.cuda_graph, not profiling). _begin
  * starts capturing (1; 0 after recording a failure); _end stops and
  * instantiates (the graph, or NULL after recording a failure); _launch
  * queues a replay; _free waits for the stream and destroys the graph. */

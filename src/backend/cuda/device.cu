@@ -273,7 +273,7 @@ fail:
 
 /* ---- init / free ------------------------------------------------------------ */
 
-tdm_status tdm_cuda_device_init(tdm_device_t *d, int index) {
+tdm_status tdm_cuda_device_init(tdm_device_t *d, int index, const tdm_backend_params_t *opts) {
     tdm_status st = TDM_OK;
     int n = tdm_cuda_device_count();
     if (index < 0 || index >= n)
@@ -282,6 +282,7 @@ tdm_status tdm_cuda_device_init(tdm_device_t *d, int index) {
     tdm_cuda_impl_t *c = (tdm_cuda_impl_t *)calloc(1, sizeof *c);
     if (!c) return tdm_errorf(TDM_ERR_NOMEM, "cuda:%d: out of host memory", index);
     tdm_device_init(d, TDM_DEV_CUDA, index);
+    if (opts) d->opts = *opts;
     d->impl = c;
     TDM_CUDA_CHECK(cudaSetDevice(index));
     TDM_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));

@@ -11,7 +11,7 @@
  *
  * The heuristic's first answer is not always the fastest kernel: for M = 512
  * rows with a bf16 output (T5-XXL) it was ~25 % slower than the float32-output
- * one. With TDM_LT_TUNE=1 a new shape times the heuristic's top
+ * one. With d->opts.lt_tune a new shape times the heuristic's top
  * LT_CANDIDATES algorithms on its first call (three runs each, CUDA events,
  * on the call's own operands) and keeps the fastest; by default the
  * heuristic's first is kept: the timing found ≤ 1 % (FLUX, T5) and cost a
@@ -74,15 +74,6 @@ typedef struct {
     void *y;
     const void *xh, *W, *b;
 } lt_args;
-
-static int lt_tune_enabled(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("TDM_LT_TUNE");
-        v = e && !strcmp(e, "1");
-    }
-    return v;
-}
 
 /* Index of the fastest of the n candidate algorithms of p on the operands a
  * (three runs each after one warm-up); 0 when timing is not possible. Waits
@@ -187,7 +178,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
                                              sizeof al) ||
         cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, p->lb, p->ld, p->ld, pref,
-                                       lt_tune_enabled() ? LT_CANDIDATES : 1, res, &found) ||
+                                       d->opts.lt_tune ? LT_CANDIDATES : 1, res, &found) ||
         found < 1) {
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
         plan_destroy(p);   /* the key stays: remembered as "no plan", not queried again */

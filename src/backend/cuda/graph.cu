@@ -12,13 +12,8 @@
 #include "backend/cuda/cuda_common.cuh"
 
 extern "C" int tdm_cuda_graph_ok(tdm_device_t *d) {
-    static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("TDM_CUDA_GRAPH");
-        env = !(e && !strcmp(e, "0"));
-    }
     /* profiling brackets every op with events and reads them back */
-    return env && d && d->impl && !tdm_cuda_ctx(d)->prof;
+    return d && d->opts.cuda_graph && d->impl && !tdm_cuda_ctx(d)->prof;
 }
 
 extern "C" int tdm_cuda_graph_begin(tdm_device_t *d) {

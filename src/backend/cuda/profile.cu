@@ -1,5 +1,5 @@
 /* profile.cu — an op-level GPU profile of a CUDA device, on when the
- * environment has TDM_PROFILE=1 at device init (there is no Nsight Systems
+ * device's opts.profile is set at device init (there is no Nsight Systems
  * on our GPU machines, and this names tandem's own ops rather than kernels).
  *
  * Every tdm_op_* dispatched to the device is bracketed by two CUDA events
@@ -40,8 +40,7 @@ static tdm_cuda_prof_t *prof_of(tdm_device_t *d) {
 }
 
 extern "C" void tdm_cuda_prof_init(tdm_device_t *d) {
-    const char *e = getenv("TDM_PROFILE");
-    if (!e || !*e || !strcmp(e, "0")) return;
+    if (!d->opts.profile) return;
     tdm_cuda_prof_t *p = (tdm_cuda_prof_t *)calloc(1, sizeof *p);
     if (!p) return;
     for (int i = 0; i < PROF_BATCH; i++) {
