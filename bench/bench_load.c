@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "bench_env.h"
 #include "core/core.h"
 #include "io/config.h"
 #include "io/folder.h"

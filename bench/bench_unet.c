@@ -8,7 +8,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "cli.h"
+#include "bench_env.h"
 #include "core/core.h"
 #include "core/rng.h"
 #include "models/unet2d.h"

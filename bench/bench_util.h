@@ -15,7 +15,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "cli.h"
+#include "bench_env.h"
 #include "core/core.h"
 #ifdef TDM_HAVE_CUDA
 #include <cuda_runtime_api.h>
