@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "backend/cpu/ops.h"
+#include "backend/ops.h"
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "test.h"
@@ -186,6 +187,27 @@ static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t
 /* The im2col is tiled over output rows (ops.c): tiles that do not divide Ho,
  * one row per tile, strided and asymmetric padding, batch > 1, and one conv
  * whose full im2col really exceeds the default cap. */
+/* The backend switches travel on the device: its conv tile cap sizes the
+ * scratch tdm_op_conv2d*_scratch returns; a fresh device has the defaults. */
+TEST(test_device_opts) {
+    tdm_backend_params_t def;
+    tdm_backend_params_init(&def);
+    CHECK(def.conv_igemm == 1 && def.conv_igemm_bk == 64 && def.cuda_graph == 1);
+    CHECK(!def.act_f32 && !def.lt_tune && !def.attn_tc_16row && !def.profile);
+    CHECK(def.conv_tile_bytes == TDM_CONV_TILE_BYTES_DEFAULT);
+    CHECK(def.pin_min_bytes == TDM_OFFLOAD_PIN_MIN);
+    tdm_device_t d;
+    tdm_device_init(&d, TDM_DEV_CPU, 0);
+    CHECK(!memcmp(&d.opts, &def, sizeof def));
+    CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) ==
+          tdm_cpu_conv2d_pad4_scratch(64, 128, 128, 3, 3, 1, 1, 1, 1, 1, 0));
+    d.opts.conv_tile_bytes = 64;   /* below one row: one row per tile */
+    CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) == 64 * 9 * 128);
+    CHECK(tdm_op_conv2d_scratch(&d, 64, 128, 128, 3, 3, 1, 1) == 64 * 9 * 128);
+    d.opts.act_f32 = 1;
+    CHECK(tdm_op_act_dtype(&d) == TDM_F32);
+}
+
 TEST(test_conv2d_tiled) {
     const size_t cap = TDM_CONV_TILE_BYTES_DEFAULT;
     /* 64 ch × 9 × 128² floats = 36 MiB of im2col > the 32 MiB default cap */
@@ -389,6 +411,7 @@ int main(void) {
     RUN(test_linear);
     RUN(test_gemm);
     RUN(test_conv2d);
+    RUN(test_device_opts);
     RUN(test_conv2d_tiled);
     RUN(test_group_norm);
     RUN(test_layer_norm);
