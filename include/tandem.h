@@ -158,6 +158,9 @@ typedef struct {
     float       default_guidance; /* SD 7.5; FLUX dev 3.5, schnell 0 */
     int         default_max_sequence_length; /* FLUX dev 512, schnell 256; SD 77 */
     int         uses_guidance;    /* SD: CFG when guidance > 1; FLUX: guidance embedding present */
+    /* the GEMM dtype in use, "fp32", "fp16" or "bf16": tdm_pipeline_params_t.dtype,
+     * or its default for the device and pipeline kind */
+    const char *dtype;
 } tdm_pipeline_info_t;
 
 void tdm_pipeline_info(const tdm_pipeline_t *pipe, tdm_pipeline_info_t *info);
@@ -410,6 +413,12 @@ void       tdm_plan_params_init(tdm_plan_params_t *p);
 int        tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
                                          const char **out);
 tdm_status tdm_plan(const tdm_plan_params_t *p, char **json);
+/* The plan an opened pipeline executes for list k of
+ * tdm_pipeline_stage_components (k in [0, count)), as tdm_plan prints it for
+ * the same flags, the components' folder and the pipeline's dtype
+ * (tdm_pipeline_info_t.dtype). Without a device map: an error.
+ * OUT: *json (free() it). */
+tdm_status tdm_pipeline_device_map(const tdm_pipeline_t *pipe, int k, char **json);
 
 #ifdef __cplusplus
 }

@@ -143,20 +143,8 @@ static void print_plans(tdm_pipeline_t *pipe, const args_t *a) {
     const char *only[3];
     int n = tdm_pipeline_stage_components(pipe, a->keep_resident, only);
     for (int k = 0; k < n; k++) {
-        tdm_plan_params_t pp;
-        tdm_plan_params_init(&pp);
-        pp.model = a->model;
-        pp.only = only[k];
-        pp.device_map = a->device_map;
-        pp.max_memory = a->max_memory;
-        /* what the devices hold: float32 on virtual CPU devices, the GEMM dtype on a GPU */
-        tdm_pipeline_info_t pi;
-        tdm_pipeline_info(pipe, &pi);
-        pp.dtype = !a->device || strncmp(a->device, "cuda", 4) ? "fp32"
-                 : a->dtype ? a->dtype : pi.kind == TDM_PIPE_FLUX ? "bf16" : "fp16";
-        pp.variant = a->variant;
         char *json = NULL;
-        if (tdm_plan(&pp, &json) != TDM_OK) die_status();
+        if (tdm_pipeline_device_map(pipe, k, &json) != TDM_OK) die_status();
         fputs(json, stdout);
         free(json);
     }

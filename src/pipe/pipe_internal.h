@@ -12,6 +12,7 @@
 #include "models/unet2d.h"
 #include "models/vae.h"
 #include "nn/offload.h"
+#include "place/pipe_plan.h"
 #include "place/place.h"
 #include "sched/sched.h"
 #include "text/clip_tokenizer.h"
@@ -62,6 +63,9 @@ struct tdm_pipeline {
     /* the device of each component (pipeline-level --device-map); `dev`
      * unless placed elsewhere */
     tdm_device_t       *dev_text, *dev_text2, *dev_den, *dev_vae;
+    /* the plans executed, one per stage (one with keep_resident) */
+    tdm_pipe_plan_t     plans[3];
+    int                 nplans;
 };
 
 struct tdm_embeddings {

@@ -71,6 +71,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (pipe->map_text2.e) tdm_place_map_free(&pipe->map_text2);
     if (pipe->map_text.e) tdm_place_map_free(&pipe->map_text);
     if (pipe->map_vae.e) tdm_place_map_free(&pipe->map_vae);
+    for (int k = 0; k < pipe->nplans; k++) tdm_pipe_plan_free(&pipe->plans[k]);
     free(pipe);
 }
 
@@ -161,9 +162,9 @@ fail:
     return st;
 }
 
-/* The device standing for placement `v` (a GPU id number or "cpu"). */
-static tdm_device_t *placed_dev(tdm_pipeline_t *pipe, const cJSON *v) {
-    if (cJSON_IsNumber(v)) return v->valueint == 0 ? &pipe->dev : &pipe->vdev[v->valueint];
+/* The device standing for whole-component placement `dev` (a GPU id or "cpu"). */
+static tdm_device_t *placed_dev(tdm_pipeline_t *pipe, int dev) {
+    if (dev >= 0) return dev == 0 ? &pipe->dev : &pipe->vdev[dev];
     return &pipe->host;   /* "cpu": whole in host RAM, run there (virtual devices only) */
 }
 
@@ -180,87 +181,93 @@ int tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
     return 3;
 }
 
+/* Sends component `comp` to its device, or adds entry (name, dev) of its
+ * map: `name` is "" for the whole component. */
+static tdm_status place_entry(tdm_pipeline_t *pipe, const char *comp, const char *name, int dev) {
+    const int cuda = pipe->dev.kind == TDM_DEV_CUDA;
+    tdm_device_t **slot = !strcmp(comp, "text_encoder") ? &pipe->dev_text
+                        : !strcmp(comp, "text_encoder_2") ? &pipe->dev_text2
+                        : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
+                        : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
+    if (!slot) return TDM_OK;
+    /* every component the pipeline loads can run split (its loader takes the map) */
+    tdm_place_map_t *sm = slot == &pipe->dev_den ? &pipe->map_den
+                        : slot == &pipe->dev_text2 ? &pipe->map_text2
+                        : slot == &pipe->dev_text ? &pipe->map_text : &pipe->map_vae;
+    /* with --device cuda a whole component the plan leaves in host RAM or on
+     * disk still runs on the GPU, every block streamed to it as it runs (a
+     * map with one entry covering all of it), never on the CPU */
+    /* a whole component on "disk" streams from its files on any device */
+    const int whole = !name[0];
+    const int streamed = whole && dev < 0 && (cuda || dev == TDM_PLACE_DISK);
+    if (whole && !streamed) {
+        *slot = placed_dev(pipe, dev);
+        return TDM_OK;
+    }
+    /* split: its entries make the map the loader follows */
+    tdm_place_entry_t *ne = realloc(sm->e, (size_t)(sm->n + 1) * sizeof *ne);
+    char *nm = strdup(name);
+    if (!ne || !nm) {
+        free(nm);
+        if (ne) sm->e = ne;
+        return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    }
+    sm->e = ne;
+    sm->e[sm->n].name = nm;
+    sm->e[sm->n].dev = dev;
+    sm->n++;
+    return TDM_OK;
+}
+
 /* Plans components `only` (NULL: all) as `tandem plan` does (float32: CPU
- * devices hold float32) and sends each to its device; a split transformer is
- * planned again and loaded block-wise at the denoise stage. */
+ * devices hold float32) and sends each to its device; a split component is
+ * loaded block-wise at its stage. The plan is kept for
+ * tdm_pipeline_device_map. */
 static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *p,
                              const char *only) {
     tdm_status st = TDM_OK;
-    tdm_plan_params_t pp;
-    tdm_plan_params_init(&pp);
-    pp.model = pipe->root;
-    pp.only = only;
-    pp.device_map = p->device_map;
-    pp.max_memory = p->max_memory;
     /* sizes as the devices hold them: float32 on virtual CPU devices, the GEMM
      * dtype on a GPU (non-GEMM tensors stay float32 there: a little more) */
     const int cuda = pipe->dev.kind == TDM_DEV_CUDA;
-    pp.dtype = !cuda ? "fp32" : pipe->dev.gemm_dtype == TDM_BF16 ? "bf16"
-             : pipe->dev.gemm_dtype == TDM_F16 ? "fp16" : "fp32";
-    pp.variant = pipe->variant[0] ? pipe->variant : NULL;   /* the files the loaders open */
-    char *json = NULL;
-    if ((st = tdm_plan(&pp, &json)) != TDM_OK) return st;
-    cJSON *j = cJSON_Parse(json);
-    free(json);
-    const cJSON *dm = j ? cJSON_GetObjectItem(j, "device_map") : NULL;
-    if (!dm) {
-        cJSON_Delete(j);
-        return tdm_errorf(TDM_ERR_INTERNAL, "--device-map: unreadable plan");
-    }
+    tdm_pipe_plan_req_t r = {pipe->root, only, p->device_map, &pipe->split_mm,
+                             cuda ? (int)pipe->dev.gemm_dtype : (int)TDM_F32,
+                             pipe->variant[0] ? pipe->variant : NULL};   /* the files the loaders open */
+    tdm_pipe_plan_t *plan = &pipe->plans[pipe->nplans];
+    if ((st = tdm_pipe_plan_make(&r, plan)) != TDM_OK) return st;
+    pipe->nplans++;
     {   /* host RAM holds "cpu", and on virtual devices the GPUs' parts too */
-        int64_t need = 0, avail = tdm_host_memory_available();
-        for (const cJSON *b = cJSON_GetObjectItem(j, "bytes")->child; b; b = b->next)
-            if (!strcmp(b->string, "cpu") || (!cuda && strcmp(b->string, "disk") != 0))
-                need += (int64_t)b->valuedouble;
-        if (avail >= 0 && need > avail) {
-            cJSON_Delete(j);
+        tdm_max_memory_t all;
+        int64_t used[TDM_PLACE_MAX_DEVICES], need = 0, avail = tdm_host_memory_available();
+        int disk_implicit;
+        if ((st = tdm_pipe_plan_used(plan, &all, &disk_implicit, used)) != TDM_OK) return st;
+        for (int i = 0; i < all.n; i++)
+            if (all.dev[i] == TDM_PLACE_CPU || (!cuda && all.dev[i] != TDM_PLACE_DISK))
+                need += used[i];
+        if (avail >= 0 && need > avail)
             return tdm_errorf(TDM_ERR_NOMEM, "--device-map: the plan%s%s keeps %lld bytes in host "
                               "RAM (the virtual devices and cpu) but %lld are available; lower "
                               "--max-memory (what fits nowhere else streams from disk)",
                               only ? " of " : "", only ? only : "",
                               (long long)need, (long long)avail);
-        }
     }
-    for (const cJSON *e = dm->child; e && st == TDM_OK; e = e->next) {
-        const char *dot = strchr(e->string, '.');
-        size_t len = dot ? (size_t)(dot - e->string) : strlen(e->string);
-        char comp[64];
-        snprintf(comp, sizeof comp, "%.*s", (int)len, e->string);
-        tdm_device_t **slot = !strcmp(comp, "text_encoder") ? &pipe->dev_text
-                            : !strcmp(comp, "text_encoder_2") ? &pipe->dev_text2
-                            : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
-                            : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
-        if (!slot) continue;
-        /* every component the pipeline loads can run split (its loader takes the map) */
-        tdm_place_map_t *sm = slot == &pipe->dev_den ? &pipe->map_den
-                            : slot == &pipe->dev_text2 ? &pipe->map_text2
-                            : slot == &pipe->dev_text ? &pipe->map_text : &pipe->map_vae;
-        /* with --device cuda a whole component the plan leaves in host RAM or on
-         * disk still runs on the GPU, every block streamed to it as it runs (a
-         * map with one entry covering all of it), never on the CPU */
-        /* a whole component on "disk" streams from its files on any device */
-        const int streamed = !dot && !cJSON_IsNumber(e) &&
-                             (cuda || !strcmp(e->valuestring, "disk"));
-        if (!dot && !streamed) {
-            *slot = placed_dev(pipe, e);
-        } else {   /* split: its entries make the map the loader follows */
-            tdm_place_entry_t *ne = realloc(sm->e, (size_t)(sm->n + 1) * sizeof *ne);
-            char *nm = strdup(dot ? dot + 1 : "");
-            if (!ne || !nm) {
-                free(nm);
-                if (ne) sm->e = ne;
-                st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
-                break;
-            }
-            sm->e = ne;
-            sm->e[sm->n].name = nm;
-            sm->e[sm->n].dev = cJSON_IsNumber(e) ? e->valueint
-                               : !strcmp(e->valuestring, "cpu") ? TDM_PLACE_CPU : TDM_PLACE_DISK;
-            sm->n++;
+    for (int c = 0; c < plan->nc && st == TDM_OK; c++) {
+        const tdm_pipe_plan_comp_t *pc = &plan->c[c];
+        if (pc->dev >= TDM_PLACE_DISK) {
+            st = place_entry(pipe, pc->name, "", pc->dev);
+            continue;
         }
+        for (int64_t e = 0; e < pc->map.n && st == TDM_OK; e++)
+            st = place_entry(pipe, pc->name, pc->map.e[e].name, pc->map.e[e].dev);
     }
-    cJSON_Delete(j);
     return st;
+}
+
+tdm_status tdm_pipeline_device_map(const tdm_pipeline_t *pipe, int k, char **json) {
+    *json = NULL;
+    if (k < 0 || k >= pipe->nplans)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "no device map %d (the pipeline has %d)", k,
+                          pipe->nplans);
+    return tdm_pipe_plan_json(&pipe->plans[k], json);
 }
 
 /* --devices / --device-map / --max-memory: checks them, sets up the virtual
@@ -372,13 +379,9 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
                           "(rebuild with the CUDA toolkit installed)", p->device);
 #endif
     }
-    int dt = -1;   /* -1: the default for the device and pipeline kind */
+    tdm_dtype dt = TDM_F32;
     if (p->dtype) {
-        if (!strcmp(p->dtype, "fp32")) dt = TDM_F32;
-        else if (!strcmp(p->dtype, "fp16")) dt = TDM_F16;
-        else if (!strcmp(p->dtype, "bf16")) dt = TDM_BF16;
-        else return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16 or bf16",
-                               p->dtype);
+        if ((st = tdm_dtype_parse(p->dtype, &dt)) != TDM_OK) return st;
         if (dt != TDM_F32 && cuda_index < 0)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: the CPU backend computes in fp32 "
                               "(fp16/bf16 weights are converted at load)", p->dtype);
@@ -425,9 +428,9 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     }
     tdm_json_free(&j);
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */
-    if (pipe->dev.kind == TDM_DEV_CUDA)
-        pipe->dev.gemm_dtype = dt >= 0 ? (tdm_dtype)dt
-                               : pipe->info.kind == TDM_PIPE_FLUX ? TDM_BF16 : TDM_F16;
+    if (!p->dtype) dt = tdm_dtype_default(pipe->info.kind == TDM_PIPE_FLUX, cuda_index >= 0);
+    if (pipe->dev.kind == TDM_DEV_CUDA) pipe->dev.gemm_dtype = dt;
+    pipe->info.dtype = tdm_dtype_flag(dt);
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));

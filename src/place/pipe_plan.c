@@ -33,6 +33,7 @@
 #include "models/t5.h"
 #include "models/unet2d.h"
 #include "models/vae.h"
+#include "place/pipe_plan.h"
 #include "place/place.h"
 #include "tandem.h"
 
@@ -268,58 +269,71 @@ static tdm_status plan_split(comp_t *c, tdm_max_memory_t *rem, int strategy) {
     return TDM_OK;
 }
 
-static tdm_status write_json(char **json, int pipe_strategy, const tdm_max_memory_t *mm,
-                             comp_t *cs, int nc) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
-    char key[32];
-    int64_t used[TDM_PLACE_MAX_DEVICES] = {0};
+tdm_status tdm_pipe_plan_used(const tdm_pipe_plan_t *p, tdm_max_memory_t *all, int *disk_implicit,
+                              int64_t used[TDM_PLACE_MAX_DEVICES]) {
     /* budgets without "disk" plan over an unlimited one (place.h), shown as
      * "disk": "unlimited" and counted in "bytes" like the others */
-    tdm_max_memory_t all = *mm;
-    const int disk_implicit = mm_index(mm, TDM_PLACE_DISK) < 0;
-    if (disk_implicit && tdm_max_memory_set(&all, TDM_PLACE_DISK, 0) != TDM_OK) {
-        fclose(f);
-        free(buf);
+    *all = p->mm;
+    *disk_implicit = mm_index(&p->mm, TDM_PLACE_DISK) < 0;
+    if (*disk_implicit && tdm_max_memory_set(all, TDM_PLACE_DISK, 0) != TDM_OK)
         return TDM_ERR_INVALID_ARG;   /* message set */
+    for (int i = 0; i < TDM_PLACE_MAX_DEVICES; i++) used[i] = 0;
+    for (int c = 0; c < p->nc; c++) {
+        const tdm_pipe_plan_comp_t *pc = &p->c[c];
+        if (pc->dev >= TDM_PLACE_DISK) {   /* whole */
+            int j = mm_index(all, pc->dev);
+            if (j >= 0) used[j] += pc->bytes;
+            continue;
+        }
+        for (int i = 0; i < pc->map.ndev; i++) {
+            int j = mm_index(all, pc->map.dev[i]);
+            if (j >= 0) used[j] += pc->map.used[i];
+        }
     }
-    mm = &all;
-    fprintf(f, "{\"strategy\": \"%s\", \"max_memory\": {", strategy_name(pipe_strategy));
-    for (int i = 0; i < mm->n; i++) {
-        dev_key(key, sizeof key, mm->dev[i]);
-        if (disk_implicit && mm->dev[i] == TDM_PLACE_DISK)
+    return TDM_OK;
+}
+
+tdm_status tdm_pipe_plan_json(const tdm_pipe_plan_t *p, char **json) {
+    char *buf = NULL;
+    size_t len = 0;
+    char key[32];
+    int64_t used[TDM_PLACE_MAX_DEVICES];
+    tdm_max_memory_t all;
+    int disk_implicit;
+    *json = NULL;
+    tdm_status st = tdm_pipe_plan_used(p, &all, &disk_implicit, used);
+    if (st != TDM_OK) return st;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
+    fprintf(f, "{\"strategy\": \"%s\", \"max_memory\": {", strategy_name(p->strategy));
+    for (int i = 0; i < all.n; i++) {
+        dev_key(key, sizeof key, all.dev[i]);
+        if (disk_implicit && all.dev[i] == TDM_PLACE_DISK)
             fprintf(f, "%s\"%s\": \"unlimited\"", i ? ", " : "", key);
         else
-            fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)mm->bytes[i]);
+            fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)all.bytes[i]);
     }
     fprintf(f, "}, \"device_map\": {");
     int first = 1;
-    for (int c = 0; c < nc; c++) {
-        if (cs[c].dev >= TDM_PLACE_DISK) {   /* whole */
-            fprintf(f, "%s\"%s\": ", first ? "" : ", ", cs[c].name);
-            json_dev(f, cs[c].dev);
+    for (int c = 0; c < p->nc; c++) {
+        const tdm_pipe_plan_comp_t *pc = &p->c[c];
+        if (pc->dev >= TDM_PLACE_DISK) {   /* whole */
+            fprintf(f, "%s\"%s\": ", first ? "" : ", ", pc->name);
+            json_dev(f, pc->dev);
             first = 0;
-            int j = mm_index(mm, cs[c].dev);
-            if (j >= 0) used[j] += cs[c].bytes;
             continue;
         }
-        const tdm_place_map_t *m = &cs[c].map;
+        const tdm_place_map_t *m = &pc->map;
         for (int64_t e = 0; e < m->n; e++) {
-            fprintf(f, "%s\"%s%s%s\": ", first ? "" : ", ", cs[c].name, m->e[e].name[0] ? "." : "",
+            fprintf(f, "%s\"%s%s%s\": ", first ? "" : ", ", pc->name, m->e[e].name[0] ? "." : "",
                     m->e[e].name);
             json_dev(f, m->e[e].dev);
             first = 0;
         }
-        for (int i = 0; i < m->ndev; i++) {
-            int j = mm_index(mm, m->dev[i]);
-            if (j >= 0) used[j] += m->used[i];
-        }
     }
     fprintf(f, "}, \"bytes\": {");
-    for (int i = 0; i < mm->n; i++) {
-        dev_key(key, sizeof key, mm->dev[i]);
+    for (int i = 0; i < all.n; i++) {
+        dev_key(key, sizeof key, all.dev[i]);
         fprintf(f, "%s\"%s\": %lld", i ? ", " : "", key, (long long)used[i]);
     }
     fprintf(f, "}}\n");
@@ -331,38 +345,68 @@ static tdm_status write_json(char **json, int pipe_strategy, const tdm_max_memor
     return TDM_OK;
 }
 
+void tdm_pipe_plan_free(tdm_pipe_plan_t *p) {
+    if (!p) return;
+    for (int i = 0; i < p->nc; i++)
+        if (p->c[i].map.e) tdm_place_map_free(&p->c[i].map);
+    free(p->c);
+    memset(p, 0, sizeof *p);
+}
+
+tdm_status tdm_dtype_parse(const char *s, tdm_dtype *out) {
+    if (!strcmp(s, "fp32")) *out = TDM_F32;
+    else if (!strcmp(s, "fp16")) *out = TDM_F16;
+    else if (!strcmp(s, "bf16")) *out = TDM_BF16;
+    else return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16 or bf16", s);
+    return TDM_OK;
+}
+
+const char *tdm_dtype_flag(tdm_dtype t) {
+    return t == TDM_BF16 ? "bf16" : t == TDM_F16 ? "fp16" : "fp32";
+}
+
+tdm_dtype tdm_dtype_default(int flux, int gpu) {
+    return !gpu ? TDM_F32 : flux ? TDM_BF16 : TDM_F16;
+}
+
 tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
+    tdm_status st;
+    tdm_max_memory_t mm;
+    tdm_pipe_plan_t plan;
+    char root[4096];
+    tdm_dtype dt = TDM_F32;
+    *json = NULL;
+    if (!p->model) return tdm_errorf(TDM_ERR_INVALID_ARG, "plan: --model is required");
+    if (!p->max_memory || !*p->max_memory)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory is required for plan (e.g. "
+                          "0=16GiB,1=16GiB,cpu=64GiB): budgets are never guessed from free memory");
+    if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) return st;   /* names the flag */
+    if ((st = tdm_folder_resolve(p->model, root, sizeof root)) != TDM_OK) return st;
+    if (p->dtype && (st = tdm_dtype_parse(p->dtype, &dt)) != TDM_OK) return st;
+    tdm_pipe_plan_req_t r = {root, p->only, p->device_map, &mm, p->dtype ? (int)dt : -1, p->variant};
+    if ((st = tdm_pipe_plan_make(&r, &plan)) != TDM_OK) return st;
+    st = tdm_pipe_plan_json(&plan, json);
+    tdm_pipe_plan_free(&plan);
+    return st;
+}
+
+tdm_status tdm_pipe_plan_make(const tdm_pipe_plan_req_t *p, tdm_pipe_plan_t *out) {
     tdm_status st = TDM_OK;
-    char root[4096], path[4096];
+    const char *root = p->root;
+    char path[4096];
     tdm_json_t j = {0};
     comp_t *cs = calloc(MAX_COMPONENTS, sizeof *cs);
     int nc = 0, pipe_strategy = TDM_PLACE_BALANCED;
-    tdm_max_memory_t mm, rem;
-    *json = NULL;
+    tdm_max_memory_t rem;
+    memset(out, 0, sizeof *out);
     if (!cs) return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
-    if (!p->model) { st = tdm_errorf(TDM_ERR_INVALID_ARG, "plan: --model is required"); goto done; }
-    if (!p->max_memory || !*p->max_memory) {
-        st = tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory is required for plan (e.g. "
-                        "0=16GiB,1=16GiB,cpu=64GiB): budgets are never guessed from free memory");
-        goto done;
-    }
-    if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) goto done;   /* names the flag */
-    TDM_TRY(tdm_folder_resolve(p->model, root, sizeof root));
     TDM_TRY(tdm_path_join(path, sizeof path, root, NULL, "model_index.json"));
     TDM_TRY(tdm_json_load(&j, path));
     TDM_TRY(tdm_folder_components_check(j.root, path));   /* no name leaves the folder */
     char pcls[128];
     TDM_TRY(tdm_json_str(&j, "_class_name", "", pcls, sizeof pcls));
-    tdm_dtype dt = !strcmp(pcls, "FluxPipeline") ? TDM_BF16 : TDM_F16;
-    if (p->dtype) {
-        if (!strcmp(p->dtype, "fp32")) dt = TDM_F32;
-        else if (!strcmp(p->dtype, "fp16")) dt = TDM_F16;
-        else if (!strcmp(p->dtype, "bf16")) dt = TDM_BF16;
-        else {
-            st = tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16 or bf16", p->dtype);
-            goto done;
-        }
-    }
+    const tdm_dtype dt = p->dtype >= 0 ? (tdm_dtype)p->dtype
+                                       : tdm_dtype_default(!strcmp(pcls, "FluxPipeline"), 1);
     /* components: model_index.json entries ["library", "Class"] with a planner builder */
     for (const cJSON *it = j.root->child; it; it = it->next) {
         const cJSON *cl = cJSON_GetArrayItem(it, 1);
@@ -431,10 +475,10 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
         snprintf(sub, sizeof sub, "%s", c->name);
         TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
         TDM_TRY(builder_of(c->cls)(path, dt, &c->pl));
-        TDM_TRY(weigh(c, root, p->variant, p->dtype != NULL));
+        TDM_TRY(weigh(c, root, p->variant, p->dtype >= 0));
         c->bytes = c->pl.bytes;
     }
-    rem = mm;
+    rem = *p->mm;
     for (int i = 0; i < nc; i++)   /* model level first, over the full budgets */
         if (cs[i].strategy >= 0) TDM_TRY(plan_split(&cs[i], &rem, cs[i].strategy));
     /* pipeline level: the rest, largest first (stable) */
@@ -467,7 +511,22 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
         TDM_TRY(plan_split(c, &rem, pipe_strategy == TDM_PLACE_SEQUENTIAL ? TDM_PLACE_SEQUENTIAL
                                                                         : TDM_PLACE_BALANCED));
     }
-    st = write_json(json, pipe_strategy, &mm, cs, nc);
+    /* the result: each component's name, device, bytes and map (moved) */
+    if (!(out->c = calloc((size_t)(nc ? nc : 1), sizeof *out->c))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
+        goto done;
+    }
+    out->strategy = pipe_strategy;
+    out->mm = *p->mm;
+    out->nc = nc;
+    for (int i = 0; i < nc; i++) {
+        tdm_pipe_plan_comp_t *oc = &out->c[i];
+        snprintf(oc->name, sizeof oc->name, "%s", cs[i].name);
+        oc->dev = cs[i].dev;
+        oc->bytes = cs[i].bytes;
+        oc->map = cs[i].map;
+        memset(&cs[i].map, 0, sizeof cs[i].map);
+    }
 done:
 fail:
     tdm_json_free(&j);
