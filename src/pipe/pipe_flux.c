@@ -12,9 +12,9 @@
 tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
                            tdm_embeddings_t *e) {
     tdm_status st = TDM_OK;
-    tdm_device_t *dev = pipe->dev_text, *dev2 = pipe->dev_text2;   /* CLIP, T5 */
-    const int Lc = tdm_clip_tok_max_length(pipe->tok);
-    const int64_t Dc = tdm_clip_text_hidden_size(pipe->text);
+    tdm_device_t *dev = pipe->comp[TDM_COMP_TEXT].dev, *dev2 = pipe->comp[TDM_COMP_TEXT2].dev;   /* CLIP, T5 */
+    const int Lc = tdm_clip_tok_max_length(pipe->comp[TDM_COMP_TOK].h.clip_tok);
+    const int64_t Dc = tdm_clip_text_hidden_size(pipe->comp[TDM_COMP_TEXT].h.clip);
     const int64_t hid_b = (int64_t)Lc * Dc * 4, pool_b = e->Dp * 4, t5_b = (int64_t)L * e->D * 4;
     int32_t *ids = malloc((size_t)(Lc > L ? Lc : L) * sizeof *ids);
     float *d_hid = tdm_dev_alloc(dev, hid_b, "CLIP hidden states");
@@ -22,20 +22,20 @@ tdm_status tdm_flux_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, i
     float *d_t5 = tdm_dev_alloc(dev2, t5_b, "T5 prompt embeddings");
     if (!ids) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (!d_hid || !d_pool || !d_t5) { st = TDM_ERR_NOMEM; goto fail; }
-    if (Lc > tdm_clip_text_max_positions(pipe->text)) {
+    if (Lc > tdm_clip_text_max_positions(pipe->comp[TDM_COMP_TEXT].h.clip)) {
         st = tdm_errorf(TDM_ERR_MODEL, "%s: tokenizer model_max_length %d exceeds the text encoder's %lld positions",
-                        pipe->root, Lc, (long long)tdm_clip_text_max_positions(pipe->text));
+                        pipe->root, Lc, (long long)tdm_clip_text_max_positions(pipe->comp[TDM_COMP_TEXT].h.clip));
         goto fail;
     }
     for (int i = 0; i < p->n; i++) {
         /* pooled_prompt_embeds: CLIP pooler_output of `prompt` */
-        TDM_TRY(tdm_clip_tok_encode(pipe->tok, p->prompts[i], ids, Lc));
-        TDM_TRY(tdm_clip_text_forward(pipe->text, ids, 1, Lc, d_hid, d_pool));
+        TDM_TRY(tdm_clip_tok_encode(pipe->comp[TDM_COMP_TOK].h.clip_tok, p->prompts[i], ids, Lc));
+        TDM_TRY(tdm_clip_text_forward(pipe->comp[TDM_COMP_TEXT].h.clip, ids, 1, Lc, d_hid, d_pool));
         TDM_TRY(tdm_dev_download(dev, e->pooled + i * e->Dp, d_pool, pool_b, "pooled prompt embeddings"));
         /* prompt_embeds: T5 last_hidden_state of `prompt_2` (default: prompt) */
         const char *t5p = p->prompts_2 ? p->prompts_2[i] : p->prompts[i];
-        TDM_TRY(tdm_t5_tok_encode(pipe->tok2, t5p, ids, L));
-        TDM_TRY(tdm_t5_forward(pipe->text2, ids, 1, L, d_t5));
+        TDM_TRY(tdm_t5_tok_encode(pipe->comp[TDM_COMP_TOK2].h.t5_tok, t5p, ids, L));
+        TDM_TRY(tdm_t5_forward(pipe->comp[TDM_COMP_TEXT2].h.t5, ids, 1, L, d_t5));
         TDM_TRY(tdm_dev_download(dev2, e->pos + (int64_t)i * L * e->D, d_t5, t5_b, "T5 prompt embeddings"));
     }
     /* text_ids: zeros (L, 3) — already zeroed by tdm_pipe_emb_alloc */
@@ -75,7 +75,7 @@ void tdm_flux_unpack(const float *packed, int64_t C, int64_t h, int64_t w, float
 tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int index,
                             const tdm_generate_params_t *p, int width, int height, float *latents) {
     const tdm_pipeline_info_t *info = &pipe->info;
-    const tdm_flux_info_t *fi = tdm_flux_info(pipe->flux);
+    const tdm_flux_info_t *fi = tdm_flux_info(pipe->comp[TDM_COMP_DEN].h.flux);
     const int steps = p->steps > 0 ? p->steps : info->default_steps;
     const float g = isnan(p->guidance) ? info->default_guidance : p->guidance;
     const int64_t C = fi->in_channels / 4;
@@ -87,7 +87,7 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
                           "(joint_attention_dim %lld, pooled_projection_dim %lld)", (long long)e->D,
                           (long long)e->Dp, (long long)fi->joint_attention_dim,
                           (long long)fi->pooled_projection_dim);
-    tdm_device_t *dev = pipe->dev_den;
+    tdm_device_t *dev = pipe->comp[TDM_COMP_DEN].dev;
     tdm_status st = TDM_OK;
     /* host: noise, img_ids, the transformer output (the scheduler runs on the
      * host); device: latents, text states, pooled, output */
@@ -126,7 +126,7 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
     for (int i = 0; i < n; i++) {
         const float t = tdm_sched_timestep(pipe->sched, i) / 1000.0f;
         TDM_TRY(tdm_dev_upload(dev, d_lat, latents, pb, "latents"));
-        TDM_TRY(tdm_flux_forward(pipe->flux, d_lat, 1, N, d_txt, L, d_pool, &t,
+        TDM_TRY(tdm_flux_forward(pipe->comp[TDM_COMP_DEN].h.flux, d_lat, 1, N, d_txt, L, d_pool, &t,
                                  fi->guidance_embeds ? &gv : NULL, ids, e->text_ids, d_pred));
         TDM_TRY(tdm_dev_download(dev, pred, d_pred, pb, "transformer output"));
         TDM_TRY(tdm_sched_step(pipe->sched, i, pred, latents, 1, item, NULL));

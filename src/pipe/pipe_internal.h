@@ -22,6 +22,44 @@ enum { TDM_STAGE_NONE = -1 };
 
 #define TDM_PIPE_MAX_VDEV 16   /* virtual devices of --devices */
 
+/* The slots of the component table (tdm_pipeline_t.comp), in load order. */
+typedef enum {
+    TDM_COMP_TOK = 0,   /* CLIP tokenizer */
+    TDM_COMP_TEXT,      /* CLIP text encoder */
+    TDM_COMP_TOK2,      /* FLUX: T5 tokenizer */
+    TDM_COMP_TEXT2,     /* FLUX: T5 encoder */
+    TDM_COMP_DEN,       /* denoiser: UNet (SD) or transformer (FLUX) */
+    TDM_COMP_VAE,       /* VAE decoder */
+    TDM_COMP_COUNT
+} tdm_pipe_slot;
+
+/* What a component is, which says how it loads and frees. */
+typedef enum {
+    TDM_KIND_CLIP_TOK, TDM_KIND_T5_TOK, TDM_KIND_CLIP_TEXT, TDM_KIND_T5, TDM_KIND_UNET,
+    TDM_KIND_FLUX, TDM_KIND_VAE_DECODER
+} tdm_pipe_kind_t;
+
+/* One component of the pipeline: its folder, kind and stage, its handle
+ * while loaded, and where it runs: whole on `dev`, or split by `map` (n > 0,
+ * names without the component prefix) over the devices of the plan. */
+typedef struct {
+    const char     *name;    /* folder in the pipeline, e.g. "text_encoder"; NULL: slot unused */
+    tdm_pipe_kind_t kind;
+    int             stage;   /* TDM_STAGE_ENCODE, _DENOISE or _DECODE */
+    union {
+        void            *any;
+        tdm_clip_tok_t  *clip_tok;
+        tdm_t5_tok_t    *t5_tok;
+        tdm_clip_text_t *clip;
+        tdm_t5_t        *t5;
+        tdm_unet_t      *unet;
+        tdm_flux_t      *flux;
+        tdm_vae_t       *vae;
+    } h;                     /* NULL while not loaded */
+    tdm_place_map_t map;
+    tdm_device_t   *dev;
+} tdm_pipe_comp_t;
+
 struct tdm_pipeline {
     char                root[TDM_PATH_MAX];
     char                class_name[128];
@@ -42,27 +80,15 @@ struct tdm_pipeline {
     int64_t             pooled_dim;            /* FLUX pooled_projection_dim */
     char                size_src[1100];        /* where the default width/height come from */
     /* components, loaded per stage */
-    tdm_clip_tok_t     *tok;
-    tdm_clip_text_t    *text;
-    tdm_t5_tok_t       *tok2;
-    tdm_t5_t           *text2;
-    tdm_unet_t         *unet;
-    tdm_flux_t         *flux;
-    tdm_vae_t          *vae;
+    tdm_pipe_comp_t     comp[TDM_COMP_COUNT];
     tdm_sched_t        *sched;             /* small: loaded at open, kept */
     /* split execution of the transformer (tdm_pipeline_params_t.device_map):
      * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
      * weights offloaded to "cpu" */
     tdm_max_memory_t    split_mm;
-    /* the plan's maps of the components it splits (names without the
-     * component prefix), loaded block-wise at their stage; n == 0: not split */
-    tdm_place_map_t     map_den, map_text, map_text2, map_vae;
     int                 nvdev;             /* GPUs stood for, incl. GPU 0 */
     tdm_device_t        vdev[TDM_PIPE_MAX_VDEV];
     tdm_device_t        host;
-    /* the device of each component (pipeline-level --device-map); `dev`
-     * unless placed elsewhere */
-    tdm_device_t       *dev_text, *dev_text2, *dev_den, *dev_vae;
     /* the plans executed, one per stage (one with keep_resident) */
     tdm_pipe_plan_t     plans[3];
     int                 nplans;

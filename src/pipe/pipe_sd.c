@@ -11,13 +11,13 @@
 
 /* last_hidden_state of one text into host memory: (1, L, D). */
 static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, float *emb) {
-    const int64_t bytes = (int64_t)L * tdm_clip_text_hidden_size(pipe->text) * 4;
+    const int64_t bytes = (int64_t)L * tdm_clip_text_hidden_size(pipe->comp[TDM_COMP_TEXT].h.clip) * 4;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
-    tdm_device_t *dev = pipe->dev_text;
+    tdm_device_t *dev = pipe->comp[TDM_COMP_TEXT].dev;
     float *d = tdm_dev_alloc(dev, bytes, "prompt embeddings");
     tdm_status st = ids && d ? TDM_OK : tdm_errorf(TDM_ERR_NOMEM, "out of memory for prompt embeddings");
-    if (st == TDM_OK) st = tdm_clip_tok_encode(pipe->tok, text, ids, L);
-    if (st == TDM_OK) st = tdm_clip_text_forward(pipe->text, ids, 1, L, d, NULL);
+    if (st == TDM_OK) st = tdm_clip_tok_encode(pipe->comp[TDM_COMP_TOK].h.clip_tok, text, ids, L);
+    if (st == TDM_OK) st = tdm_clip_text_forward(pipe->comp[TDM_COMP_TEXT].h.clip, ids, 1, L, d, NULL);
     if (st == TDM_OK) st = tdm_dev_download(dev, emb, d, bytes, "prompt embeddings");
     tdm_dev_free(dev, d, bytes);
     free(ids);
@@ -27,9 +27,9 @@ static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, 
 tdm_status tdm_sd_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, tdm_embeddings_t *e) {
     tdm_status st = TDM_OK;
     const int L = (int)e->L;
-    if (L > tdm_clip_text_max_positions(pipe->text))
+    if (L > tdm_clip_text_max_positions(pipe->comp[TDM_COMP_TEXT].h.clip))
         return tdm_errorf(TDM_ERR_MODEL, "%s: tokenizer model_max_length %d exceeds the text encoder's %lld positions",
-                          pipe->root, L, (long long)tdm_clip_text_max_positions(pipe->text));
+                          pipe->root, L, (long long)tdm_clip_text_max_positions(pipe->comp[TDM_COMP_TEXT].h.clip));
     const int64_t row = e->L * e->D;
     for (int i = 0; i < p->n; i++) {
         if ((st = sd_encode_text(pipe, p->prompts[i], L, e->pos + i * row)) != TDM_OK) return st;
@@ -55,7 +55,7 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
     const int64_t h = height / info->vae_scale_factor, w = width / info->vae_scale_factor;
     const int64_t item = C * h * w;
     const int nb = cfg ? 2 : 1;
-    tdm_device_t *dev = pipe->dev_den;
+    tdm_device_t *dev = pipe->comp[TDM_COMP_DEN].dev;
     tdm_status st = TDM_OK;
     /* host: latents, the UNet input and its output (scheduler and CFG run
      * on the host); device: the same UNet input/output and the context */
@@ -93,7 +93,7 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
         }
         tdm_sched_scale_model_input(pipe->sched, in, nb * item, i);
         TDM_TRY(tdm_dev_upload(dev, d_in, in, in_b, "unet input"));
-        TDM_TRY(tdm_unet_forward(pipe->unet, d_in, nb, h, w, tt, d_ctx, L, d_pred));
+        TDM_TRY(tdm_unet_forward(pipe->comp[TDM_COMP_DEN].h.unet, d_in, nb, h, w, tt, d_ctx, L, d_pred));
         TDM_TRY(tdm_dev_download(dev, pred, d_pred, in_b, "unet output"));
         if (cfg) {   /* uncond + g * (text - uncond) */
             for (int64_t k = 0; k < item; k++) pred[k] = pred[k] + g * (pred[item + k] - pred[k]);

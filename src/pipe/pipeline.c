@@ -30,21 +30,49 @@ void tdm_generate_params_init(tdm_generate_params_t *p) {
 
 void tdm_encode_params_init(tdm_encode_params_t *p) { memset(p, 0, sizeof *p); }
 
+/* The component table of a pipeline kind: folder, kind, stage per slot. */
+static void comp_table(tdm_pipeline_t *pipe) {
+    static const struct {
+        const char *name;
+        tdm_pipe_kind_t kind;
+        int stage;
+    } sd[TDM_COMP_COUNT] = {
+        [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
+        [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
+        [TDM_COMP_DEN] = {"unet", TDM_KIND_UNET, TDM_STAGE_DENOISE},
+        [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE},
+    }, flux[TDM_COMP_COUNT] = {
+        [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
+        [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
+        [TDM_COMP_TOK2] = {"tokenizer_2", TDM_KIND_T5_TOK, TDM_STAGE_ENCODE},
+        [TDM_COMP_TEXT2] = {"text_encoder_2", TDM_KIND_T5, TDM_STAGE_ENCODE},
+        [TDM_COMP_DEN] = {"transformer", TDM_KIND_FLUX, TDM_STAGE_DENOISE},
+        [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE},
+    };
+    for (int i = 0; i < TDM_COMP_COUNT; i++) {
+        tdm_pipe_comp_t *c = &pipe->comp[i];
+        c->name = pipe->info.kind == TDM_PIPE_FLUX ? flux[i].name : sd[i].name;
+        c->kind = pipe->info.kind == TDM_PIPE_FLUX ? flux[i].kind : sd[i].kind;
+        c->stage = pipe->info.kind == TDM_PIPE_FLUX ? flux[i].stage : sd[i].stage;
+    }
+}
+
+/* Frees component c's handle (not loaded: a no-op). */
+static void comp_free(tdm_pipe_comp_t *c) {
+    switch (c->kind) {
+    case TDM_KIND_CLIP_TOK: tdm_clip_tok_free(c->h.clip_tok); break;
+    case TDM_KIND_T5_TOK: tdm_t5_tok_free(c->h.t5_tok); break;
+    case TDM_KIND_CLIP_TEXT: tdm_clip_text_free(c->h.clip); break;
+    case TDM_KIND_T5: tdm_t5_free(c->h.t5); break;
+    case TDM_KIND_UNET: tdm_unet_free(c->h.unet); break;
+    case TDM_KIND_FLUX: tdm_flux_free(c->h.flux); break;
+    case TDM_KIND_VAE_DECODER: tdm_vae_free(c->h.vae); break;
+    }
+    c->h.any = NULL;
+}
+
 static void free_components(tdm_pipeline_t *pipe) {
-    tdm_clip_tok_free(pipe->tok);
-    tdm_clip_text_free(pipe->text);
-    tdm_t5_tok_free(pipe->tok2);
-    tdm_t5_free(pipe->text2);
-    tdm_unet_free(pipe->unet);
-    tdm_flux_free(pipe->flux);
-    tdm_vae_free(pipe->vae);
-    pipe->tok = NULL;
-    pipe->text = NULL;
-    pipe->tok2 = NULL;
-    pipe->text2 = NULL;
-    pipe->unet = NULL;
-    pipe->flux = NULL;
-    pipe->vae = NULL;
+    for (int i = 0; i < TDM_COMP_COUNT; i++) comp_free(&pipe->comp[i]);
     pipe->stage = TDM_STAGE_NONE;
     tdm_dev_trim(&pipe->dev);
 }
@@ -67,10 +95,8 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (pipe->dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->dev);
 #endif
     tdm_sched_free(pipe->sched);
-    if (pipe->map_den.e) tdm_place_map_free(&pipe->map_den);
-    if (pipe->map_text2.e) tdm_place_map_free(&pipe->map_text2);
-    if (pipe->map_text.e) tdm_place_map_free(&pipe->map_text);
-    if (pipe->map_vae.e) tdm_place_map_free(&pipe->map_vae);
+    for (int i = 0; i < TDM_COMP_COUNT; i++)
+        if (pipe->comp[i].map.e) tdm_place_map_free(&pipe->comp[i].map);
     for (int k = 0; k < pipe->nplans; k++) tdm_pipe_plan_free(&pipe->plans[k]);
     free(pipe);
 }
@@ -185,15 +211,12 @@ int tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
  * map: `name` is "" for the whole component. */
 static tdm_status place_entry(tdm_pipeline_t *pipe, const char *comp, const char *name, int dev) {
     const int cuda = pipe->dev.kind == TDM_DEV_CUDA;
-    tdm_device_t **slot = !strcmp(comp, "text_encoder") ? &pipe->dev_text
-                        : !strcmp(comp, "text_encoder_2") ? &pipe->dev_text2
-                        : !strcmp(comp, "transformer") || !strcmp(comp, "unet") ? &pipe->dev_den
-                        : !strcmp(comp, "vae") ? &pipe->dev_vae : NULL;
-    if (!slot) return TDM_OK;
+    tdm_pipe_comp_t *c = NULL;
+    for (int i = 0; i < TDM_COMP_COUNT && !c; i++)
+        if (pipe->comp[i].name && !strcmp(pipe->comp[i].name, comp)) c = &pipe->comp[i];
+    if (!c) return TDM_OK;
     /* every component the pipeline loads can run split (its loader takes the map) */
-    tdm_place_map_t *sm = slot == &pipe->dev_den ? &pipe->map_den
-                        : slot == &pipe->dev_text2 ? &pipe->map_text2
-                        : slot == &pipe->dev_text ? &pipe->map_text : &pipe->map_vae;
+    tdm_place_map_t *sm = &c->map;
     /* with --device cuda a whole component the plan leaves in host RAM or on
      * disk still runs on the GPU, every block streamed to it as it runs (a
      * map with one entry covering all of it), never on the CPU */
@@ -201,7 +224,7 @@ static tdm_status place_entry(tdm_pipeline_t *pipe, const char *comp, const char
     const int whole = !name[0];
     const int streamed = whole && dev < 0 && (cuda || dev == TDM_PLACE_DISK);
     if (whole && !streamed) {
-        *slot = placed_dev(pipe, dev);
+        c->dev = placed_dev(pipe, dev);
         return TDM_OK;
     }
     /* split: its entries make the map the loader follows */
@@ -393,7 +416,6 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
     pipe->dev.opts = p->backend;
     pipe->dev.cache_enabled = 1;
-    pipe->dev_text = pipe->dev_text2 = pipe->dev_den = pipe->dev_vae = &pipe->dev;
 #ifdef TDM_HAVE_CUDA
     if (cuda_index >= 0) {
         int n = tdm_cuda_device_count();
@@ -427,6 +449,8 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
         goto fail;
     }
     tdm_json_free(&j);
+    comp_table(pipe);
+    for (int i = 0; i < TDM_COMP_COUNT; i++) pipe->comp[i].dev = &pipe->dev;
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */
     if (!p->dtype) dt = tdm_dtype_default(pipe->info.kind == TDM_PIPE_FLUX, cuda_index >= 0);
     if (pipe->dev.kind == TDM_DEV_CUDA) pipe->dev.gemm_dtype = dt;
@@ -435,13 +459,13 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
     if (pipe->variant[0]) {   /* diffusers refuses a missing variant; we warn and load the plain weights */
-        static const char *sd[] = {"text_encoder", "unet", "vae", NULL};
-        static const char *fx[] = {"text_encoder", "text_encoder_2", "transformer", "vae", NULL};
-        for (const char **c = pipe->info.kind == TDM_PIPE_FLUX ? fx : sd; *c; c++) {
+        for (int i = 0; i < TDM_COMP_COUNT; i++) {
+            const tdm_pipe_comp_t *c = &pipe->comp[i];
             char wanted[256], used[256];
-            if (tdm_folder_variant_fallback(pipe->root, *c, pipe->variant, wanted, sizeof wanted, used,
-                                            sizeof used))
-                tdm_log(TDM_LOG_WARN, "%s: no %s; using %s", *c, wanted, used);
+            if (!c->name || c->kind == TDM_KIND_CLIP_TOK || c->kind == TDM_KIND_T5_TOK) continue;
+            if (tdm_folder_variant_fallback(pipe->root, c->name, pipe->variant, wanted, sizeof wanted,
+                                            used, sizeof used))
+                tdm_log(TDM_LOG_WARN, "%s: no %s; using %s", c->name, wanted, used);
         }
     }
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
@@ -537,11 +561,70 @@ static tdm_status need_component(const tdm_pipeline_t *pipe, const char *sub, co
     return TDM_OK;
 }
 
-tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
-    tdm_status st = TDM_OK;
+/* Loads component c (whole on c->dev, or split by c->map). */
+static tdm_status comp_load(tdm_pipeline_t *pipe, tdm_pipe_comp_t *c) {
     char path[TDM_PATH_MAX];
-    const char *var = pipe->variant[0] ? pipe->variant : NULL;
-    const int flux = pipe->info.kind == TDM_PIPE_FLUX;
+    tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
+    const char *var = pipe->variant[0] ? pipe->variant : NULL, *root = pipe->root;
+    const tdm_placement_t pl = placement(pipe, &c->map, gpu);
+    const tdm_placement_t *split = c->map.n ? &pl : NULL;
+    tdm_status st = TDM_OK;
+    switch (c->kind) {
+    case TDM_KIND_CLIP_TOK:
+    case TDM_KIND_T5_TOK:
+        if ((st = tdm_path_join(path, sizeof path, root, c->name, NULL)) != TDM_OK) return st;
+        return c->kind == TDM_KIND_CLIP_TOK ? tdm_clip_tok_load(&c->h.clip_tok, path)
+                                            : tdm_t5_tok_load(&c->h.t5_tok, path);
+    case TDM_KIND_CLIP_TEXT:
+        return split ? tdm_clip_text_load_placed(&c->h.clip, root, c->name, var, split)
+                     : tdm_clip_text_load(&c->h.clip, root, c->name, var, c->dev);
+    case TDM_KIND_T5:
+        return split ? tdm_t5_load_placed(&c->h.t5, root, c->name, var, split)
+                     : tdm_t5_load(&c->h.t5, root, c->name, var, c->dev);
+    case TDM_KIND_UNET:
+        return split ? tdm_unet_load_placed(&c->h.unet, root, c->name, var, split)
+                     : tdm_unet_load(&c->h.unet, root, c->name, var, c->dev);
+    case TDM_KIND_FLUX:
+        return split ? tdm_flux_load_placed(&c->h.flux, root, c->name, var, split)
+                     : tdm_flux_load(&c->h.flux, root, c->name, var, c->dev);
+    case TDM_KIND_VAE_DECODER:   /* the decode path only: the encoder is never run (or planned) */
+        return tdm_vae_load_decoder(&c->h.vae, root, c->name, var, split ? NULL : c->dev, split);
+    }
+    return st;
+}
+
+/* The components of `stage` agree with the configs read at open. */
+static tdm_status check_loaded(const tdm_pipeline_t *pipe, int stage) {
+    const tdm_pipe_comp_t *cp = pipe->comp;
+    if (stage == TDM_STAGE_ENCODE && pipe->info.kind == TDM_PIPE_FLUX) {
+        if (tdm_t5_d_model(cp[TDM_COMP_TEXT2].h.t5) != pipe->ctx_dim)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder_2 d_model %lld does not match the "
+                              "transformer's joint_attention_dim %lld", pipe->root,
+                              (long long)tdm_t5_d_model(cp[TDM_COMP_TEXT2].h.t5), (long long)pipe->ctx_dim);
+        if (tdm_clip_text_hidden_size(cp[TDM_COMP_TEXT].h.clip) != pipe->pooled_dim)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the "
+                              "transformer's pooled_projection_dim %lld", pipe->root,
+                              (long long)tdm_clip_text_hidden_size(cp[TDM_COMP_TEXT].h.clip),
+                              (long long)pipe->pooled_dim);
+    } else if (stage == TDM_STAGE_ENCODE) {
+        if (tdm_clip_text_hidden_size(cp[TDM_COMP_TEXT].h.clip) != pipe->ctx_dim)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the "
+                              "unet's cross_attention_dim %lld", pipe->root,
+                              (long long)tdm_clip_text_hidden_size(cp[TDM_COMP_TEXT].h.clip),
+                              (long long)pipe->ctx_dim);
+    } else if (stage == TDM_STAGE_DENOISE && pipe->info.kind == TDM_PIPE_SD) {
+        const tdm_unet_info_t *ui = tdm_unet_info(cp[TDM_COMP_DEN].h.unet);
+        if (ui->in_channels != pipe->info.latent_channels)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: unet in_channels %lld does not match vae "
+                              "latent_channels %d", pipe->root, (long long)ui->in_channels,
+                              pipe->info.latent_channels);
+    }
+    return TDM_OK;
+}
+
+tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
+    static const char *const stage_name[] = {"encode", "denoise", "decode"};
+    tdm_status st = TDM_OK;
     if (pipe->stage == stage) return TDM_OK;
     if (!pipe->keep_resident) free_components(pipe);
     /* a new stage's peak starts from what is left after the switch */
@@ -553,85 +636,15 @@ tdm_status tdm_pipe_enter(tdm_pipeline_t *pipe, int stage) {
         v->peak_bytes = v->cur_bytes;
     }
     pipe->stage = TDM_STAGE_NONE;
-    if (stage == TDM_STAGE_ENCODE) {
-        TDM_TRY(need_component(pipe, "tokenizer", "encode"));
-        TDM_TRY(need_component(pipe, "text_encoder", "encode"));
-        if (!pipe->tok) {
-            TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer", NULL));
-            TDM_TRY(tdm_clip_tok_load(&pipe->tok, path));
-        }
-        if (!pipe->text && pipe->map_text.n) {
-            tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
-            tdm_placement_t pl = placement(pipe, &pipe->map_text, gpu);
-            TDM_TRY(tdm_clip_text_load_placed(&pipe->text, pipe->root, "text_encoder", var, &pl));
-        }
-        if (!pipe->text) TDM_TRY(tdm_clip_text_load(&pipe->text, pipe->root, "text_encoder", var, pipe->dev_text));
-        if (flux) {
-            TDM_TRY(need_component(pipe, "tokenizer_2", "encode"));
-            TDM_TRY(need_component(pipe, "text_encoder_2", "encode"));
-            if (!pipe->tok2) {
-                TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "tokenizer_2", NULL));
-                TDM_TRY(tdm_t5_tok_load(&pipe->tok2, path));
-            }
-            if (!pipe->text2 && pipe->map_text2.n) {
-                tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
-                tdm_placement_t pl = placement(pipe, &pipe->map_text2, gpu);
-                TDM_TRY(tdm_t5_load_placed(&pipe->text2, pipe->root, "text_encoder_2", var, &pl));
-            }
-            if (!pipe->text2) TDM_TRY(tdm_t5_load(&pipe->text2, pipe->root, "text_encoder_2", var, pipe->dev_text2));
-            if (tdm_t5_d_model(pipe->text2) != pipe->ctx_dim) {
-                st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder_2 d_model %lld does not match the transformer's "
-                                "joint_attention_dim %lld", pipe->root, (long long)tdm_t5_d_model(pipe->text2),
-                                (long long)pipe->ctx_dim);
-                goto fail;
-            }
-            if (tdm_clip_text_hidden_size(pipe->text) != pipe->pooled_dim) {
-                st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the transformer's "
-                                "pooled_projection_dim %lld", pipe->root,
-                                (long long)tdm_clip_text_hidden_size(pipe->text), (long long)pipe->pooled_dim);
-                goto fail;
-            }
-        } else if (tdm_clip_text_hidden_size(pipe->text) != pipe->ctx_dim) {
-            st = tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the unet's "
-                            "cross_attention_dim %lld", pipe->root,
-                            (long long)tdm_clip_text_hidden_size(pipe->text), (long long)pipe->ctx_dim);
-            goto fail;
-        }
-    } else if (stage == TDM_STAGE_DENOISE) {
-        if (flux) {
-            TDM_TRY(need_component(pipe, "transformer", "denoise"));
-            if (!pipe->flux && pipe->map_den.n) {
-                tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
-                tdm_placement_t pl = placement(pipe, &pipe->map_den, gpu);
-                TDM_TRY(tdm_flux_load_placed(&pipe->flux, pipe->root, "transformer", var, &pl));
-            }
-            if (!pipe->flux) TDM_TRY(tdm_flux_load(&pipe->flux, pipe->root, "transformer", var, pipe->dev_den));
-        } else {
-            TDM_TRY(need_component(pipe, "unet", "denoise"));
-            if (!pipe->unet && pipe->map_den.n) {
-                tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
-                tdm_placement_t pl = placement(pipe, &pipe->map_den, gpu);
-                TDM_TRY(tdm_unet_load_placed(&pipe->unet, pipe->root, "unet", var, &pl));
-            }
-            if (!pipe->unet) TDM_TRY(tdm_unet_load(&pipe->unet, pipe->root, "unet", var, pipe->dev_den));
-            if (tdm_unet_info(pipe->unet)->in_channels != pipe->info.latent_channels) {
-                st = tdm_errorf(TDM_ERR_MODEL, "%s: unet in_channels %lld does not match vae latent_channels %d",
-                                pipe->root, (long long)tdm_unet_info(pipe->unet)->in_channels,
-                                pipe->info.latent_channels);
-                goto fail;
-            }
-        }
-    } else if (stage == TDM_STAGE_DECODE) {
-        TDM_TRY(need_component(pipe, "vae", "decode"));
-        /* the decode path only: the encoder is never run (and never planned) */
-        if (!pipe->vae && pipe->map_vae.n) {
-            tdm_device_t *gpu[TDM_PIPE_MAX_VDEV];
-            tdm_placement_t pl = placement(pipe, &pipe->map_vae, gpu);
-            TDM_TRY(tdm_vae_load_decoder(&pipe->vae, pipe->root, "vae", var, NULL, &pl));
-        }
-        if (!pipe->vae)
-            TDM_TRY(tdm_vae_load_decoder(&pipe->vae, pipe->root, "vae", var, pipe->dev_vae, NULL));
+    /* the stage's folders first: a missing one fails before anything loads */
+    for (int i = 0; i < TDM_COMP_COUNT; i++)
+        if (pipe->comp[i].name && pipe->comp[i].stage == stage)
+            TDM_TRY(need_component(pipe, pipe->comp[i].name, stage_name[stage]));
+    for (int i = 0; i < TDM_COMP_COUNT; i++) {
+        tdm_pipe_comp_t *c = &pipe->comp[i];
+        if (c->name && c->stage == stage && !c->h.any) TDM_TRY(comp_load(pipe, c));
     }
+    TDM_TRY(check_loaded(pipe, stage));
     pipe->stage = stage;
     return TDM_OK;
 fail:
@@ -720,7 +733,7 @@ tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *
         TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_FLUX, p->n, L, pipe->ctx_dim, pipe->pooled_dim, 0));
         TDM_TRY(tdm_flux_encode(pipe, p, L, e));
     } else {
-        L = tdm_clip_tok_max_length(pipe->tok);
+        L = tdm_clip_tok_max_length(pipe->comp[TDM_COMP_TOK].h.clip_tok);
         TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_SD, p->n, L, pipe->ctx_dim, 0, p->with_negative));
         TDM_TRY(tdm_sd_encode(pipe, p, e));
         if (p->with_negative && !(e->negative = strdup(p->negative_prompt ? p->negative_prompt : ""))) {
@@ -988,7 +1001,7 @@ static tdm_status work_bytes(tdm_pipeline_t *pipe, tdm_stage stage, int w, int h
     const tdm_pipeline_info_t *in = &pipe->info;
     const int64_t f = in->vae_scale_factor, C = in->latent_channels, hl = h / f, wl = w / f;
     const int64_t item = C * hl * wl;   /* latent floats, bounded by the size checks */
-    tdm_device_t *dev = stage == TDM_STAGE_DECODE ? pipe->dev_vae : pipe->dev_den;
+    tdm_device_t *dev = stage == TDM_STAGE_DECODE ? pipe->comp[TDM_COMP_VAE].dev : pipe->comp[TDM_COMP_DEN].dev;
     const int host = tdm_dev_is_host(dev);
     int64_t model = 0, own = 0, hostside = 0;
     *devp = dev;
@@ -1120,29 +1133,29 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     int64_t zb = 0, ib = 0;
     TDM_TRY(tdm_pipeline_latent_shape(pipe, width, height, shape, &nd));
     TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_DECODE));
-    const tdm_vae_info_t *vi = tdm_vae_info(pipe->vae);
+    const tdm_vae_info_t *vi = tdm_vae_info(pipe->comp[TDM_COMP_VAE].h.vae);
     const int64_t f = pipe->info.vae_scale_factor, C = pipe->info.latent_channels;
     const int64_t h = height / f, w = width / f, item = C * h * w;
     zb = item * 4;
     ib = vi->out_channels * (int64_t)height * width * 4;
     z = malloc((size_t)zb);
     img = malloc((size_t)ib);
-    dz = tdm_dev_alloc(pipe->dev_vae, zb, "vae input");
-    dimg = tdm_dev_alloc(pipe->dev_vae, ib, "decoded image");
+    dz = tdm_dev_alloc(pipe->comp[TDM_COMP_VAE].dev, zb, "vae input");
+    dimg = tdm_dev_alloc(pipe->comp[TDM_COMP_VAE].dev, ib, "decoded image");
     if (!z || !img || !dz || !dimg) { st = z && img ? TDM_ERR_NOMEM : tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (pipe->info.kind == TDM_PIPE_FLUX) tdm_flux_unpack(latents, C, h, w, z);
     else memcpy(z, latents, (size_t)zb);
     /* latents / scaling_factor + shift_factor, in float32 as torch */
     const float sf = (float)vi->scaling_factor, sh = (float)vi->shift_factor;
     for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
-    TDM_TRY(tdm_dev_upload(pipe->dev_vae, dz, z, zb, "vae input"));
-    TDM_TRY(tdm_vae_decode(pipe->vae, dz, 1, h, w, dimg));
-    TDM_TRY(tdm_dev_download(pipe->dev_vae, img, dimg, ib, "decoded image"));
+    TDM_TRY(tdm_dev_upload(pipe->comp[TDM_COMP_VAE].dev, dz, z, zb, "vae input"));
+    TDM_TRY(tdm_vae_decode(pipe->comp[TDM_COMP_VAE].h.vae, dz, 1, h, w, dimg));
+    TDM_TRY(tdm_dev_download(pipe->comp[TDM_COMP_VAE].dev, img, dimg, ib, "decoded image"));
     tdm_vae_to_rgb8(img, 1, height, width, rgb);
     tdm_pipe_stage_done(pipe, TDM_STAGE_DECODE);
 fail:
-    tdm_dev_free(pipe->dev_vae, dimg, ib);
-    tdm_dev_free(pipe->dev_vae, dz, zb);
+    tdm_dev_free(pipe->comp[TDM_COMP_VAE].dev, dimg, ib);
+    tdm_dev_free(pipe->comp[TDM_COMP_VAE].dev, dz, zb);
     free(img);
     free(z);
     return st;
