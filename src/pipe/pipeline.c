@@ -30,30 +30,31 @@ void tdm_generate_params_init(tdm_generate_params_t *p) {
 
 void tdm_encode_params_init(tdm_encode_params_t *p) { memset(p, 0, sizeof *p); }
 
-/* The component table of a pipeline kind: folder, kind, stage per slot. */
+/* The component table of each pipeline kind: folder, kind, stage per slot. */
 static void comp_table(tdm_pipeline_t *pipe) {
     static const struct {
         const char *name;
         tdm_pipe_kind_t kind;
         int stage;
-    } sd[TDM_COMP_COUNT] = {
-        [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
-        [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
-        [TDM_COMP_DEN] = {"unet", TDM_KIND_UNET, TDM_STAGE_DENOISE},
-        [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE},
-    }, flux[TDM_COMP_COUNT] = {
-        [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
-        [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
-        [TDM_COMP_TOK2] = {"tokenizer_2", TDM_KIND_T5_TOK, TDM_STAGE_ENCODE},
-        [TDM_COMP_TEXT2] = {"text_encoder_2", TDM_KIND_T5, TDM_STAGE_ENCODE},
-        [TDM_COMP_DEN] = {"transformer", TDM_KIND_FLUX, TDM_STAGE_DENOISE},
-        [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE},
+    } tab[2][TDM_COMP_COUNT] = {
+        [TDM_PIPE_SD] = {
+            [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
+            [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
+            [TDM_COMP_DEN] = {"unet", TDM_KIND_UNET, TDM_STAGE_DENOISE},
+            [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE}},
+        [TDM_PIPE_FLUX] = {
+            [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
+            [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
+            [TDM_COMP_TOK2] = {"tokenizer_2", TDM_KIND_T5_TOK, TDM_STAGE_ENCODE},
+            [TDM_COMP_TEXT2] = {"text_encoder_2", TDM_KIND_T5, TDM_STAGE_ENCODE},
+            [TDM_COMP_DEN] = {"transformer", TDM_KIND_FLUX, TDM_STAGE_DENOISE},
+            [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE}},
     };
     for (int i = 0; i < TDM_COMP_COUNT; i++) {
-        tdm_pipe_comp_t *c = &pipe->comp[i];
-        c->name = pipe->info.kind == TDM_PIPE_FLUX ? flux[i].name : sd[i].name;
-        c->kind = pipe->info.kind == TDM_PIPE_FLUX ? flux[i].kind : sd[i].kind;
-        c->stage = pipe->info.kind == TDM_PIPE_FLUX ? flux[i].stage : sd[i].stage;
+        pipe->comp[i].name = tab[pipe->info.kind][i].name;
+        pipe->comp[i].kind = tab[pipe->info.kind][i].kind;
+        pipe->comp[i].stage = tab[pipe->info.kind][i].stage;
+        pipe->comp[i].dev = &pipe->dev;
     }
 }
 
@@ -450,7 +451,6 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     }
     tdm_json_free(&j);
     comp_table(pipe);
-    for (int i = 0; i < TDM_COMP_COUNT; i++) pipe->comp[i].dev = &pipe->dev;
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */
     if (!p->dtype) dt = tdm_dtype_default(pipe->info.kind == TDM_PIPE_FLUX, cuda_index >= 0);
     if (pipe->dev.kind == TDM_DEV_CUDA) pipe->dev.gemm_dtype = dt;
