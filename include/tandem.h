@@ -34,6 +34,10 @@ typedef enum {
 const char *tdm_last_error(void);
 /* A short name for a status code ("ok", "io", ...). */
 const char *tdm_status_name(tdm_status st);
+/* 1 when the NUL-terminated s is valid UTF-8 (no overlong forms, surrogates
+ * or code points above U+10FFFF); else 0 with *bad = the offending byte's
+ * offset. Everything tandem stores (PNG text, manifests, metadata) passes it. */
+int tdm_utf8_valid(const char *s, size_t *bad);
 
 /* ---- logging -----------------------------------------------------------
  * The library logs to stderr ("tandem: LEVEL: ...") messages at or above

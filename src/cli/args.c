@@ -167,28 +167,6 @@ int cli_parse_seed(const char *v, uint64_t *out, char *err, size_t cap) {
     return 0;
 }
 
-static int utf8_valid(const char *s, size_t *bad) {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (p[i]) {
-        unsigned c = p[i];
-        int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
-        if (n < 0 || (n == 1 && c < 0xc2) || (n == 3 && c > 0xf4)) { *bad = i; return 0; }
-        for (int k = 1; k <= n; k++)
-            if ((p[i + k] & 0xc0) != 0x80) { *bad = i; return 0; }
-        if (n == 2) {
-            unsigned cp = ((c & 0xf) << 12) | ((p[i + 1] & 0x3f) << 6);
-            if (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)) { *bad = i; return 0; }
-        }
-        if (n == 3) {
-            unsigned cp = ((c & 7) << 18) | ((p[i + 1] & 0x3f) << 12);
-            if (cp < 0x10000 || cp > 0x10ffff) { *bad = i; return 0; }
-        }
-        i += (size_t)n + 1;
-    }
-    return 1;
-}
-
 /* Appends p to a growing list (at most MAX_PROMPTS). */
 static int add_prompt(const char ***list, int *n, int *capn, const char *p, const char *flag, char *err,
                       size_t cap) {
@@ -235,7 +213,7 @@ int cli_read_prompts_file(args_t *a, char *err, size_t cap) {
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
         if (n == 0) continue;
         size_t bad;
-        if (!utf8_valid(line, &bad)) {
+        if (!tdm_utf8_valid(line, &bad)) {
             rc = fail(err, cap, 2, "--prompts-file %.1000s: line %ld: invalid UTF-8 at byte %zu", path, lineno,
                       bad);
             break;
@@ -351,10 +329,10 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
 int cli_check_prompts(const args_t *a, char *err, size_t cap) {
     size_t bad;
     for (int i = 0; i < a->first_owned; i++)
-        if (!utf8_valid(a->prompts[i], &bad)) FAIL(2, "--prompt %d: invalid UTF-8 at byte %zu", i + 1, bad);
+        if (!tdm_utf8_valid(a->prompts[i], &bad)) FAIL(2, "--prompt %d: invalid UTF-8 at byte %zu", i + 1, bad);
     for (int i = 0; i < a->nprompts_2; i++)
-        if (!utf8_valid(a->prompts_2[i], &bad)) FAIL(2, "--prompt-2 %d: invalid UTF-8 at byte %zu", i + 1, bad);
-    if (a->negative && !utf8_valid(a->negative, &bad)) FAIL(2, "--negative-prompt: invalid UTF-8 at byte %zu", bad);
+        if (!tdm_utf8_valid(a->prompts_2[i], &bad)) FAIL(2, "--prompt-2 %d: invalid UTF-8 at byte %zu", i + 1, bad);
+    if (a->negative && !tdm_utf8_valid(a->negative, &bad)) FAIL(2, "--negative-prompt: invalid UTF-8 at byte %zu", bad);
     if (a->nprompts_2 && a->nprompts_2 != a->nprompts)
         FAIL(2, "--prompt-2: given %d times for %d prompts (give it once per --prompt)", a->nprompts_2,
              a->nprompts);

@@ -139,10 +139,6 @@ void        tdm_device_init(tdm_device_t *d, tdm_device_kind kind, int index);
  * Returns NULL and sets the last error (naming `what`) on failure. */
 void       *tdm_dev_alloc(tdm_device_t *d, int64_t bytes, const char *what);
 void        tdm_dev_free(tdm_device_t *d, void *p, int64_t bytes);
-/* 1 when the NUL-terminated s is valid UTF-8 (no overlong forms, surrogates
- * or code points above U+10FFFF); else 0 with *bad = the offending byte's
- * offset. */
-int         tdm_utf8_valid(const char *s, size_t *bad);
 /* Bytes of physical memory of this machine (0 when unknown). A host
  * allocation larger than this fails with a message saying both sizes,
  * before the allocator is asked. */
