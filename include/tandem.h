@@ -329,10 +329,24 @@ tdm_status tdm_pipeline_generate(tdm_pipeline_t *pipe, const char *prompt,
 
 typedef struct tdm_dist tdm_dist_t;
 
-/* Joins the process group: MPI when this process runs under an MPI launcher
- * (OMPI_COMM_WORLD_SIZE / PMI_SIZE / PMIX_RANK in the environment) and the
- * build has MPI, else a single-process group (rank 0 of 1). OUT: *d. */
-tdm_status tdm_dist_init(tdm_dist_t **d);
+/* How the process group is formed. The library reads no environment: the
+ * caller says how this process was started (the CLI fills these fields from
+ * the launcher's variables, cli_env_dist in src/cli/env.c). */
+typedef struct {
+    /* 1: an MPI launcher (mpirun, srun, tandem launch) started this process
+     * (the CLI: OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK or
+     * MV2_COMM_WORLD_SIZE set and non-empty). 0 (default): not launched. */
+    int mpi_launched;
+} tdm_dist_params_t;
+
+void tdm_dist_params_init(tdm_dist_params_t *p);
+
+/* Joins the process group: MPI when p->mpi_launched is set (or MPI is
+ * already initialized by the program) and the build has MPI, else a
+ * single-process group (rank 0 of 1). A launched process in a build without
+ * MPI logs a warning and runs as rank 0 of 1. p NULL: the defaults.
+ * OUT: *d. */
+tdm_status tdm_dist_init(tdm_dist_t **d, const tdm_dist_params_t *p);
 /* Leaves the group (MPI_Finalize when MPI was started); NULL is a no-op. */
 void tdm_dist_free(tdm_dist_t *d);
 

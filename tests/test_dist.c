@@ -106,7 +106,10 @@ TEST(split_exhaustive) {
 
 TEST(single_process_group) {
     tdm_dist_t *d = NULL;
-    tdm_status st = tdm_dist_init(&d);
+    tdm_dist_params_t p;
+    tdm_dist_params_init(&p);
+    CHECK(p.mpi_launched == 0);
+    tdm_status st = tdm_dist_init(&d, &p);
     CHECK_MSG(st == TDM_OK && d, "init: %s", tdm_last_error());
     if (!d) return;
     CHECK(tdm_dist_rank(d) == 0 && tdm_dist_size(d) == 1);
@@ -308,6 +311,26 @@ TEST(mpi_comm_absent_says_so) {
     CHECK(!tdm_comm_mpi_running());
 }
 
+TEST(dist_params_null_and_launched) {
+    tdm_dist_t *d = NULL;
+    CHECK(tdm_dist_init(NULL, NULL) == TDM_ERR_INVALID_ARG);
+    /* NULL params: the defaults, one process */
+    CHECK_MSG(tdm_dist_init(&d, NULL) == TDM_OK && d, "init: %s", tdm_last_error());
+    CHECK(tdm_dist_size(d) == 1 && tdm_dist_rank(d) == 0);
+    tdm_dist_free(d);
+    d = NULL;
+    /* launched, in a build without MPI: a warning and rank 0 of 1 (with MPI
+     * it would start a singleton MPI job, which test_dist_mpi covers) */
+    if (tdm_comm_mpi_built()) return;
+    tdm_dist_params_t p;
+    tdm_dist_params_init(&p);
+    p.mpi_launched = 1;
+    CHECK_MSG(tdm_dist_init(&d, &p) == TDM_OK && d, "init: %s", tdm_last_error());
+    CHECK(tdm_dist_size(d) == 1 && tdm_dist_rank(d) == 0);
+    CHECK(d && strcmp(tdm_dist_world(d)->ops->name, "single") == 0);
+    tdm_dist_free(d);
+}
+
 int main(void) {
     RUN(split_17_over_8);
     RUN(split_3_over_2);
@@ -316,6 +339,7 @@ int main(void) {
     RUN(split_one_process);
     RUN(split_exhaustive);
     RUN(single_process_group);
+    RUN(dist_params_null_and_launched);
     RUN(single_comm_identity);
     RUN(single_comm_broadcast_allreduce);
     RUN(single_comm_gathers_all_to_all);

@@ -365,9 +365,17 @@ TEST(child_comm_split_groups) {
     CHECK(tdm_comm_barrier(c) == TDM_OK);   /* the world still works */
 }
 
+/* The children are ranks mpirun started (run_mpi): they say so. */
+static tdm_status child_dist_init(tdm_dist_t **d) {
+    tdm_dist_params_t p;
+    tdm_dist_params_init(&p);
+    p.mpi_launched = 1;
+    return tdm_dist_init(d, &p);
+}
+
 static int child_main(int expect_size) {
     g_expect_size = expect_size;
-    if (tdm_dist_init(&g_d) != TDM_OK) {
+    if (child_dist_init(&g_d) != TDM_OK) {
         printf("tdm_dist_init: %s\n", tdm_last_error());
         return EXIT_FAILURE;
     }
@@ -390,7 +398,7 @@ static int child_main(int expect_size) {
 
 /* Rank 1 aborts while rank 0 waits in a barrier: the whole job must end. */
 static int child_abort(void) {
-    if (tdm_dist_init(&g_d) != TDM_OK) return EXIT_FAILURE;
+    if (child_dist_init(&g_d) != TDM_OK) return EXIT_FAILURE;
     if (tdm_dist_rank(g_d) == 1) tdm_dist_abort(g_d, 7);
     tdm_dist_barrier(g_d);
     tdm_dist_free(g_d);

@@ -111,9 +111,11 @@ void die_unknown_flag(int cmd, const char *flag) __attribute__((noreturn));
 /* Opens the pipeline of --model with the device/placement flags. */
 tdm_pipeline_t *open_pipeline(const args_t *a);
 /* env.c: TANDEM_LOG → tdm_log_set_level; the TDM_* switches → *b (fields
- * whose variable is unset keep their value). */
+ * whose variable is unset keep their value); an MPI launcher's variables →
+ * d->mpi_launched = 1 (unset: d keeps its value). */
 void cli_env_log_level(void);
 void cli_env_backend(tdm_backend_params_t *b);
+void cli_env_dist(tdm_dist_params_t *d);
 /* Creates `dir` (and parents) and checks a file can be created in it. */
 void prepare_out_dir(const char *dir);
 /* Creates the missing folders above the file `path` (of flag `flag`). */

@@ -11,6 +11,9 @@
  *   TDM_CUDA_GRAPH=0       no CUDA graph replay
  *   TDM_PROFILE=1          per-op CUDA timings to stderr
  *
+ * and, set by MPI launchers, OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK and
+ * MV2_COMM_WORLD_SIZE (any of them: this process is a rank of an MPI job).
+ *
  * The bench programs link this file too, so they take the same variables. */
 #include <stdlib.h>
 #include <string.h>
@@ -50,4 +53,17 @@ void cli_env_backend(tdm_backend_params_t *b) {
     if (e && !strcmp(e, "0")) b->cuda_graph = 0;
     e = getenv("TDM_PROFILE");
     if (e && *e && strcmp(e, "0") != 0) b->profile = 1;
+}
+
+void cli_env_dist(tdm_dist_params_t *d) {
+    static const char *const vars[] = {
+        "OMPI_COMM_WORLD_SIZE",   /* Open MPI mpirun */
+        "PMI_SIZE",               /* MPICH/Hydra, Intel MPI, srun --mpi=pmi2 */
+        "PMIX_RANK",              /* PMIx launchers (srun --mpi=pmix, prterun) */
+        "MV2_COMM_WORLD_SIZE",    /* MVAPICH2 */
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *e = getenv(vars[i]);
+        if (e && *e) d->mpi_launched = 1;
+    }
 }

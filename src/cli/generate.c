@@ -475,7 +475,10 @@ int cmd_generate(int argc, char **argv) {
     if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
 
     /* the process group: one process, or a rank of mpirun / srun / tandem launch */
-    if (tdm_dist_init(&g_dist) != TDM_OK) die_status();
+    tdm_dist_params_t dp;
+    tdm_dist_params_init(&dp);
+    cli_env_dist(&dp);
+    if (tdm_dist_init(&g_dist, &dp) != TDM_OK) die_status();
     const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
     char devbuf[32];
     map_rank_device(&a, rank, size, devbuf, sizeof devbuf);

@@ -1,7 +1,7 @@
 /* dist.c — the public process group (tdm_dist_*, include/tandem.h) over a
- * world communicator (comm.h): MPI when the process was started by an MPI
- * launcher (or MPI is already running) and the build has MPI, else the
- * single-process communicator. Also accelerate's split arithmetic.
+ * world communicator (comm.h): MPI when the caller says an MPI launcher
+ * started the process (or MPI is already running) and the build has MPI,
+ * else the single-process communicator. Also accelerate's split arithmetic.
  * Not a tensor transport, and it starts no processes itself. */
 #include "dist/dist.h"
 
@@ -37,38 +37,24 @@ void tdm_split_between_processes(int64_t n, int rank, int size, int64_t *begin, 
     tdm_split_between_processes_padded(n, rank, size, begin, end, NULL);
 }
 
-/* ---- MPI detection ------------------------------------------------------ */
-
-/* Whether an MPI launcher started this process. This environment read is
- * the one left in src/dist: tdm_dist_init's public signature takes no
- * parameters to carry the CLI's answer; it moves to src/cli when a
- * params struct for tdm_dist_init comes (issue 13, item 5). */
-static int launched_by_mpi(void) {
-    static const char *const vars[] = {
-        "OMPI_COMM_WORLD_SIZE",   /* Open MPI mpirun */
-        "PMI_SIZE",               /* MPICH/Hydra, Intel MPI, srun --mpi=pmi2 */
-        "PMIX_RANK",              /* PMIx launchers (srun --mpi=pmix, prterun) */
-        "MV2_COMM_WORLD_SIZE",    /* MVAPICH2 */
-    };
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) return 1;
-    }
-    return 0;
-}
-
 /* ---- group ------------------------------------------------------------- */
 
-tdm_status tdm_dist_init(tdm_dist_t **out) {
+void tdm_dist_params_init(tdm_dist_params_t *p) {
+    if (p) memset(p, 0, sizeof *p);   /* not launched */
+}
+
+tdm_status tdm_dist_init(tdm_dist_t **out, const tdm_dist_params_t *p) {
     tdm_status st = TDM_OK;
     tdm_dist_t *d = NULL;
+    tdm_dist_params_t defaults;
     if (!out) return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_init: NULL output pointer");
     *out = NULL;
+    if (!p) { tdm_dist_params_init(&defaults); p = &defaults; }
     d = calloc(1, sizeof *d);
     if (!d) return tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_init: out of memory");
     /* MPI already running (the embedding program started it) counts as an
      * MPI launch too. */
-    if (launched_by_mpi() || tdm_comm_mpi_running()) {
+    if (p->mpi_launched || tdm_comm_mpi_running()) {
         if (tdm_comm_mpi_built())
             TDM_TRY(tdm_comm_mpi_create(&d->world));
         else
