@@ -153,6 +153,13 @@ TEST(single_process_group) {
     CHECK(st == TDM_OK && nall == 0);
     free(all);
     CHECK(tdm_dist_gather_strings(d, recs, -1, &all, &nall) == TDM_ERR_INVALID_ARG);
+    /* a NULL record fails the call with its index, and hands out nothing */
+    char *holed[] = { a, NULL, c };
+    nall = -1;
+    st = tdm_dist_gather_strings(d, holed, 3, &all, &nall);
+    CHECK_MSG(st == TDM_ERR_INVALID_ARG && strstr(tdm_last_error(), "record 1 is NULL"),
+              "gather with a NULL record: status %d, %s", (int)st, tdm_last_error());
+    CHECK(all == NULL && nall == 0);
 
     double x[3] = { 1.5, -2, 0 };
     CHECK(tdm_dist_allreduce_sum(d, x, 3) == TDM_OK);

@@ -137,105 +137,155 @@ static tdm_status any_failed(tdm_comm_t *c, int bad, int64_t *who) {
     return tdm_comm_allreduce(c, who, who, 1, TDM_I64, TDM_REDUCE_MAX, NULL);
 }
 
+/* Packs recs[0..n) back to back, each with its NUL, into a new *send of
+ * *bytes bytes (NULL when n == 0). Local: a failure is returned for the
+ * caller to announce in the exchange, so no rank is left waiting. */
+static tdm_status pack_records(const tdm_comm_t *c, char *const *recs, int n, char **send,
+                               int64_t *bytes) {
+    int64_t total = 0, off = 0;
+    *send = NULL;
+    *bytes = 0;
+    for (int i = 0; i < n; i++) {
+        if (!recs[i])
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_gather_strings: record %d is NULL", i);
+        total += (int64_t)strlen(recs[i]) + 1;
+        if (total > INT_MAX)
+            return tdm_errorf(TDM_ERR_INVALID_ARG,
+                              "tdm_dist_gather_strings: rank %d's records exceed %d bytes",
+                              c->rank, INT_MAX);
+    }
+    if (total > 0) {
+        *send = malloc((size_t)total);
+        if (!*send) return tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_gather_strings: out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(recs[i]) + 1;
+        memcpy(*send + off, recs[i], len);
+        off += (int64_t)len;
+    }
+    *bytes = total;
+    return TDM_OK;
+}
+
+/* Where every rank's records lie in the gathered buffer. */
+typedef struct {
+    int64_t *metas;    // (size, 2): each rank's record count and bytes
+    int64_t *counts;   // (size,): each rank's bytes
+    int64_t *displs;   // (size,): where each rank's bytes start
+    int64_t  total;    // bytes of all ranks
+    int64_t  total_n;  // records of all ranks
+} gather_layout_t;
+
+static void gather_layout_free(gather_layout_t *g) {
+    free(g->metas), free(g->counts), free(g->displs);
+    g->metas = g->counts = g->displs = NULL;
+}
+
+/* Collective: every rank learns every rank's (records, bytes) and so the
+ * layout *g (freed with gather_layout_free, also on failure). `local` is
+ * this rank's pack result; a failure on any rank fails the call on all of
+ * them (the failing rank returns its own error). */
+static tdm_status exchange_layout(tdm_comm_t *c, tdm_status local, int n, int64_t bytes,
+                                  gather_layout_t *g) {
+    tdm_status st = TDM_OK;
+    int64_t who = 0, meta[2];
+    g->metas = malloc(sizeof(int64_t) * 2 * (size_t)c->size);
+    g->counts = malloc(sizeof(int64_t) * (size_t)c->size);
+    g->displs = malloc(sizeof(int64_t) * (size_t)c->size);
+    g->total = g->total_n = 0;
+    TDM_TRY(any_failed(c, !g->metas || !g->counts || !g->displs, &who));
+    if (who)
+        return tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_gather_strings: out of memory on rank %d",
+                          (int)who - 1);
+    /* bytes == -1 marks a rank that could not pack its records */
+    meta[0] = local == TDM_OK ? n : 0;
+    meta[1] = local == TDM_OK ? bytes : -1;
+    TDM_TRY(tdm_comm_allgather(c, meta, g->metas, 2, TDM_I64, NULL));
+    for (int r = 0; r < c->size; r++) {
+        if (g->metas[2 * r + 1] < 0)
+            return local != TDM_OK ? local
+                                   : tdm_errorf(TDM_ERR_INTERNAL, "tdm_dist_gather_strings: rank "
+                                                "%d could not pack its records", r);
+        g->counts[r] = g->metas[2 * r + 1];
+        g->displs[r] = g->total;
+        g->total += g->counts[r];
+        g->total_n += g->metas[2 * r];
+    }
+    if (g->total > INT_MAX || g->total_n > INT_MAX)
+        return tdm_errorf(TDM_ERR_INVALID_ARG,
+                          "tdm_dist_gather_strings: the gathered records exceed %d bytes", INT_MAX);
+    return TDM_OK;
+fail:
+    return st;
+}
+
+/* Collective: every rank's packed bytes into a new *recv on every rank,
+ * laid out as g says; rank 0 also gets *res, room for every record
+ * (zeroed). On failure (any rank's) both are NULL. */
+static tdm_status exchange_records(tdm_comm_t *c, const char *send, int64_t bytes,
+                                   const gather_layout_t *g, char **recv, char ***res) {
+    tdm_status st = TDM_OK;
+    int64_t who = 0;
+    *recv = malloc(g->total > 0 ? (size_t)g->total : 1);
+    *res = c->rank == 0 ? calloc(g->total_n > 0 ? (size_t)g->total_n : 1, sizeof **res) : NULL;
+    TDM_TRY(any_failed(c, !*recv || (c->rank == 0 && !*res), &who));
+    if (who) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_gather_strings: out of memory on rank %d",
+                        (int)who - 1);
+        goto fail;
+    }
+    TDM_TRY(tdm_comm_allgatherv(c, send, bytes, *recv, g->counts, g->displs, TDM_U8, NULL));
+    return TDM_OK;
+fail:
+    free(*recv), free(*res);
+    *recv = NULL, *res = NULL;
+    return st;
+}
+
+/* Rank 0: splits the gathered bytes into res[0..g->total_n), rank after
+ * rank. *nres: the entries of res that may hold records (free_records'
+ * count), also on failure. */
+static tdm_status unpack_gathered(const char *recv, const gather_layout_t *g, int size,
+                                  char **res, int64_t *nres) {
+    *nres = 0;
+    for (int r = 0; r < size; r++) {
+        int ok = unpack_records(recv + g->displs[r], g->counts[r], g->metas[2 * r], res + *nres);
+        *nres += g->metas[2 * r];
+        if (!ok)
+            return tdm_errorf(TDM_ERR_INTERNAL,
+                              "tdm_dist_gather_strings: rank %d's records arrived malformed", r);
+    }
+    return TDM_OK;
+}
+
 tdm_status tdm_dist_gather_strings(tdm_dist_t *d, char *const *recs, int n, char ***all,
                                    int *nall) {
     tdm_status st = TDM_OK, local = TDM_OK;
     tdm_comm_t *c = NULL;
+    gather_layout_t g = { 0 };
     char **res = NULL, *send = NULL, *recv = NULL;
-    int64_t *metas = NULL, *counts = NULL, *displs = NULL, bytes = 0, total = 0, total_n = 0,
-            nres = 0, who = 0, meta[2];
+    int64_t bytes = 0, nres = 0;
     if (!d || !all || !nall || n < 0 || (n > 0 && !recs))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_gather_strings: bad arguments (n = %d)", n);
     c = d->world;
     *all = NULL;
     *nall = 0;
 
-    /* Pack this rank's records. bytes == -1 marks a local failure; the rank
-     * still takes part in every collective so no rank is left waiting. */
-    for (int i = 0; i < n; i++) {
-        if (!recs[i]) {
-            local = tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_gather_strings: record %d is NULL", i);
-            break;
-        }
-        bytes += (int64_t)strlen(recs[i]) + 1;
-        if (bytes > INT_MAX) {
-            local = tdm_errorf(TDM_ERR_INVALID_ARG,
-                               "tdm_dist_gather_strings: rank %d's records exceed %d bytes",
-                               c->rank, INT_MAX);
-            break;
-        }
-    }
-    if (local == TDM_OK && bytes > 0) {
-        send = malloc((size_t)bytes);
-        if (!send) local = tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_gather_strings: out of memory");
-    }
-    if (local == TDM_OK) {
-        int64_t off = 0;
-        for (int i = 0; i < n; i++) {
-            size_t len = strlen(recs[i]) + 1;
-            memcpy(send + off, recs[i], len);
-            off += (int64_t)len;
-        }
-    }
-
-    /* Every rank learns every rank's (records, bytes) and takes the same
-     * branch after each step, so a failure on any rank ends the call on all
-     * of them. */
-    metas = malloc(sizeof(int64_t) * 2 * (size_t)c->size);
-    counts = malloc(sizeof(int64_t) * (size_t)c->size);
-    displs = malloc(sizeof(int64_t) * (size_t)c->size);
-    TDM_TRY(any_failed(c, !metas || !counts || !displs, &who));
-    if (who) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_gather_strings: out of memory on rank %d",
-                        (int)who - 1);
-        goto fail;
-    }
-    meta[0] = local == TDM_OK ? n : 0;
-    meta[1] = local == TDM_OK ? bytes : -1;
-    TDM_TRY(tdm_comm_allgather(c, meta, metas, 2, TDM_I64, NULL));
-    for (int r = 0; r < c->size; r++) {
-        if (metas[2 * r + 1] < 0) {
-            st = local != TDM_OK ? local
-                                 : tdm_errorf(TDM_ERR_INTERNAL, "tdm_dist_gather_strings: rank "
-                                              "%d could not pack its records", r);
-            goto fail;
-        }
-        counts[r] = metas[2 * r + 1];
-        displs[r] = total;
-        total += counts[r];
-        total_n += metas[2 * r];
-    }
-    if (total > INT_MAX || total_n > INT_MAX) {
-        st = tdm_errorf(TDM_ERR_INVALID_ARG,
-                        "tdm_dist_gather_strings: the gathered records exceed %d bytes", INT_MAX);
-        goto fail;
-    }
-    recv = malloc(total > 0 ? (size_t)total : 1);
-    if (c->rank == 0) res = calloc(total_n > 0 ? (size_t)total_n : 1, sizeof *res);
-    TDM_TRY(any_failed(c, !recv || (c->rank == 0 && !res), &who));
-    if (who) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "tdm_dist_gather_strings: out of memory on rank %d",
-                        (int)who - 1);
-        goto fail;
-    }
-    TDM_TRY(tdm_comm_allgatherv(c, send, bytes, recv, counts, displs, TDM_U8, NULL));
+    /* A rank that fails to pack still takes part in every collective, and
+     * every rank takes the same branch after each, so a failure on any rank
+     * ends the call on all of them. */
+    local = pack_records(c, recs, n, &send, &bytes);
+    TDM_TRY(exchange_layout(c, local, n, bytes, &g));
+    TDM_TRY(exchange_records(c, send, bytes, &g, &recv, &res));
     if (c->rank == 0) {
-        for (int r = 0; r < c->size; r++) {
-            int ok = unpack_records(recv + displs[r], counts[r], metas[2 * r], res + nres);
-            nres += metas[2 * r];   /* res[..nres) may hold records unpacked so far */
-            if (!ok) {
-                st = tdm_errorf(TDM_ERR_INTERNAL,
-                                "tdm_dist_gather_strings: rank %d's records arrived malformed", r);
-                goto fail;
-            }
-        }
+        TDM_TRY(unpack_gathered(recv, &g, c->size, res, &nres));
         *all = res;
         *nall = (int)nres;
+        res = NULL, nres = 0;   /* the caller's now */
     }
-    free(metas), free(counts), free(displs), free(recv), free(send);
-    return TDM_OK;
 fail:
-    free(metas), free(counts), free(displs), free(recv), free(send);
+    gather_layout_free(&g);
+    free(recv), free(send);
     free_records(res, nres);
     return st;
 }
