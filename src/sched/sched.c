@@ -306,10 +306,11 @@ fail:
     return st;
 }
 
-static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *class_name) {
+/* The scheduler class: class_name when given, else the config's
+ * "_class_name"; sets s->kind. */
+static tdm_status resolve_class(tdm_sched_t *s, const tdm_json_t *j, const char *class_name) {
     tdm_status st = TDM_OK;
-    char cls[128], buf[64];
-    float *betas = NULL, *tmp = NULL;
+    char cls[128];
     if (class_name) {
         if (strlen(class_name) >= sizeof cls)
             return tdm_errorf(TDM_ERR_UNSUPPORTED, "scheduler class \"%.64s...\" is not supported (supported: %s)", class_name, SUPPORTED_LIST);
@@ -327,20 +328,18 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
     if (s->kind == TDM_SCHED_KIND_COUNT)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: scheduler class \"%s\" is not supported (supported: %s)",
                           s->path, cls, SUPPORTED_LIST);
-    tdm_sched_kind kind = s->kind;
-    if (kind == TDM_SCHED_FLOW) return parse_flow_config(s, j);
-    int is_alpha = kind == TDM_SCHED_PNDM || kind == TDM_SCHED_DDIM;
+fail:
+    return st;
+}
 
-    /* common keys */
-    int64_t N;
-    double beta_start, beta_end;
-    TDM_TRY(tdm_json_int(j, "num_train_timesteps", 1000, &N));
-    if (N < 2 || N > 100000)
-        return tdm_errorf(TDM_ERR_MODEL, "%s: num_train_timesteps %lld is out of range [2, 100000]",
-                          s->path, (long long)N);
-    s->num_train_timesteps = N;
-    TDM_TRY(tdm_json_float(j, "beta_start", 0.0001, &beta_start));
-    TDM_TRY(tdm_json_float(j, "beta_end", 0.02, &beta_end));
+/* beta_start/beta_end and beta_schedule (trained_betas, when present and
+ * not null, wins over beta_schedule). */
+static tdm_status parse_beta_keys(tdm_sched_t *s, const tdm_json_t *j, double *beta_start,
+                                  double *beta_end) {
+    tdm_status st = TDM_OK;
+    char buf[64];
+    TDM_TRY(tdm_json_float(j, "beta_start", 0.0001, beta_start));
+    TDM_TRY(tdm_json_float(j, "beta_end", 0.02, beta_end));
     TDM_TRY(tdm_json_str(j, "beta_schedule", "linear", buf, sizeof buf));
     if (cJSON_GetObjectItemCaseSensitive(j->root, "trained_betas") &&
         !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j->root, "trained_betas")))
@@ -349,7 +348,17 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
     else if (!strcmp(buf, "scaled_linear")) s->beta_schedule = TDM_BETAS_SCALED_LINEAR;
     else if (!strcmp(buf, "squaredcos_cap_v2")) s->beta_schedule = TDM_BETAS_SQUAREDCOS;
     else return unsupported(s, "beta_schedule", buf, "linear, scaled_linear, squaredcos_cap_v2");
+fail:
+    return st;
+}
 
+/* timestep_spacing (default "leading" for PNDM and DDIM, else "linspace")
+ * and steps_offset in [0, N). */
+static tdm_status parse_spacing_keys(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    int64_t N = s->num_train_timesteps;
+    int is_alpha = s->kind == TDM_SCHED_PNDM || s->kind == TDM_SCHED_DDIM;
+    char buf[64];
     TDM_TRY(tdm_json_str(j, "timestep_spacing", is_alpha ? "leading" : "linspace", buf, sizeof buf));
     if (!strcmp(buf, "linspace")) s->spacing = TDM_SPACING_LINSPACE;
     else if (!strcmp(buf, "leading")) s->spacing = TDM_SPACING_LEADING;
@@ -359,7 +368,16 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
     if (s->steps_offset < 0 || s->steps_offset >= N)
         return tdm_errorf(TDM_ERR_MODEL, "%s: steps_offset %lld is out of range [0, %lld)",
                           s->path, (long long)s->steps_offset, (long long)N);
+fail:
+    return st;
+}
 
+/* prediction_type: "sample" is not offered by PNDM and Euler ancestral;
+ * "original_sample" is Euler's alias of "sample". */
+static tdm_status parse_prediction_type(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    tdm_sched_kind kind = s->kind;
+    char buf[64];
     TDM_TRY(tdm_json_str(j, "prediction_type", "epsilon", buf, sizeof buf));
     if (!strcmp(buf, "epsilon")) s->pred = TDM_PRED_EPSILON;
     else if (!strcmp(buf, "v_prediction")) s->pred = TDM_PRED_V;
@@ -371,11 +389,76 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
                            (kind == TDM_SCHED_PNDM || kind == TDM_SCHED_EULER_A)
                                ? "epsilon, v_prediction"
                                : "epsilon, v_prediction, sample");
+fail:
+    return st;
+}
 
-    if (kind != TDM_SCHED_PNDM) TDM_TRY(tdm_json_bool(j, "rescale_betas_zero_snr", 0, &s->rescale_zero_snr));
+/* The sigma-shape keys Euler and DPM-Solver++ share: use_karras_sigmas
+ * and final_sigmas_type; exponential and beta sigmas are refused. */
+static tdm_status parse_sigma_shape_keys(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    char buf[64];
+    TDM_TRY(tdm_json_bool(j, "use_karras_sigmas", 0, &s->use_karras));
+    TDM_TRY(unsupported_true(s, j, "use_exponential_sigmas"));
+    TDM_TRY(unsupported_true(s, j, "use_beta_sigmas"));
+    TDM_TRY(tdm_json_str(j, "final_sigmas_type", "zero", buf, sizeof buf));
+    if (!strcmp(buf, "sigma_min")) s->final_sigma_min = 1;
+    else if (strcmp(buf, "zero")) return unsupported(s, "final_sigmas_type", buf, "zero, sigma_min");
+fail:
+    return st;
+}
 
-    /* per-class keys */
-    if (is_alpha) {
+/* EulerDiscreteScheduler keys: linear interpolation only; discrete or
+ * continuous timesteps (continuous not with v_prediction). */
+static tdm_status parse_euler_keys(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    char buf[64];
+    TDM_TRY(tdm_json_str(j, "interpolation_type", "linear", buf, sizeof buf));
+    if (strcmp(buf, "linear")) return unsupported(s, "interpolation_type", buf, "linear");
+    TDM_TRY(tdm_json_str(j, "timestep_type", "discrete", buf, sizeof buf));
+    if (strcmp(buf, "discrete") && strcmp(buf, "continuous"))
+        return unsupported(s, "timestep_type", buf, "discrete");
+    if (!strcmp(buf, "continuous") && s->pred == TDM_PRED_V)
+        return unsupported(s, "timestep_type", buf, "discrete (continuous with v_prediction is not)");
+fail:
+    return st;
+}
+
+/* DPMSolverMultistepScheduler keys: solver order 1-3, dpmsolver++ (or
+ * deis, which diffusers maps to it), midpoint or heun solver. */
+static tdm_status parse_dpm_keys(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    int64_t order;
+    char buf[64];
+    TDM_TRY(tdm_json_int(j, "solver_order", 2, &order));
+    if (order < 1 || order > 3)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: solver_order %lld is not supported (1, 2 or 3)",
+                          s->path, (long long)order);
+    s->solver_order = (int)order;
+    TDM_TRY(tdm_json_str(j, "algorithm_type", "dpmsolver++", buf, sizeof buf));
+    if (strcmp(buf, "dpmsolver++") && strcmp(buf, "deis"))   /* diffusers maps deis to dpmsolver++ */
+        return unsupported(s, "algorithm_type", buf, "dpmsolver++");
+    TDM_TRY(tdm_json_str(j, "solver_type", "midpoint", buf, sizeof buf));
+    if (!strcmp(buf, "heun")) s->solver_heun = 1;
+    else if (strcmp(buf, "midpoint") && strcmp(buf, "logrho") && strcmp(buf, "bh1") && strcmp(buf, "bh2"))
+        return unsupported(s, "solver_type", buf, "midpoint, heun");
+    TDM_TRY(tdm_json_bool(j, "lower_order_final", 1, &s->lower_order_final));
+    TDM_TRY(tdm_json_bool(j, "euler_at_final", 0, &s->euler_at_final));
+    TDM_TRY(tdm_json_float(j, "lambda_min_clipped", -INFINITY, &s->lambda_min_clipped));
+    TDM_TRY(unsupported_true(s, j, "use_lu_lambdas"));
+    TDM_TRY(unsupported_true(s, j, "use_flow_sigmas"));
+    TDM_TRY(tdm_json_str(j, "variance_type", "", buf, sizeof buf));
+    if (buf[0]) return unsupported(s, "variance_type", buf, "null");
+fail:
+    return st;
+}
+
+/* The keys only some classes read, in a fixed order (the first bad key is
+ * the one reported). */
+static tdm_status parse_class_keys(tdm_sched_t *s, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    tdm_sched_kind kind = s->kind;
+    if (kind == TDM_SCHED_PNDM || kind == TDM_SCHED_DDIM) {
         TDM_TRY(tdm_json_bool(j, "set_alpha_to_one", kind == TDM_SCHED_DDIM, &s->set_alpha_to_one));
     }
     if (kind == TDM_SCHED_PNDM) TDM_TRY(tdm_json_bool(j, "skip_prk_steps", 0, &s->skip_prk_steps));
@@ -384,50 +467,23 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
         TDM_TRY(tdm_json_float(j, "clip_sample_range", 1.0, &s->clip_sample_range));
     }
     if (kind == TDM_SCHED_DDIM || kind == TDM_SCHED_DPM) TDM_TRY(unsupported_true(s, j, "thresholding"));
-    if (kind == TDM_SCHED_EULER || kind == TDM_SCHED_DPM) {
-        TDM_TRY(tdm_json_bool(j, "use_karras_sigmas", 0, &s->use_karras));
-        TDM_TRY(unsupported_true(s, j, "use_exponential_sigmas"));
-        TDM_TRY(unsupported_true(s, j, "use_beta_sigmas"));
-        TDM_TRY(tdm_json_str(j, "final_sigmas_type", "zero", buf, sizeof buf));
-        if (!strcmp(buf, "sigma_min")) s->final_sigma_min = 1;
-        else if (strcmp(buf, "zero")) return unsupported(s, "final_sigmas_type", buf, "zero, sigma_min");
-    }
+    if (kind == TDM_SCHED_EULER || kind == TDM_SCHED_DPM) TDM_TRY(parse_sigma_shape_keys(s, j));
     TDM_TRY(parse_sigma_range(s, j));
-    if (kind == TDM_SCHED_EULER) {
-        TDM_TRY(tdm_json_str(j, "interpolation_type", "linear", buf, sizeof buf));
-        if (strcmp(buf, "linear")) return unsupported(s, "interpolation_type", buf, "linear");
-        TDM_TRY(tdm_json_str(j, "timestep_type", "discrete", buf, sizeof buf));
-        if (strcmp(buf, "discrete") && strcmp(buf, "continuous"))
-            return unsupported(s, "timestep_type", buf, "discrete");
-        if (!strcmp(buf, "continuous") && s->pred == TDM_PRED_V)
-            return unsupported(s, "timestep_type", buf, "discrete (continuous with v_prediction is not)");
-    }
-    if (kind == TDM_SCHED_DPM) {
-        int64_t order;
-        TDM_TRY(tdm_json_int(j, "solver_order", 2, &order));
-        if (order < 1 || order > 3)
-            return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: solver_order %lld is not supported (1, 2 or 3)",
-                              s->path, (long long)order);
-        s->solver_order = (int)order;
-        TDM_TRY(tdm_json_str(j, "algorithm_type", "dpmsolver++", buf, sizeof buf));
-        if (strcmp(buf, "dpmsolver++") && strcmp(buf, "deis"))   /* diffusers maps deis to dpmsolver++ */
-            return unsupported(s, "algorithm_type", buf, "dpmsolver++");
-        TDM_TRY(tdm_json_str(j, "solver_type", "midpoint", buf, sizeof buf));
-        if (!strcmp(buf, "heun")) s->solver_heun = 1;
-        else if (strcmp(buf, "midpoint") && strcmp(buf, "logrho") && strcmp(buf, "bh1") && strcmp(buf, "bh2"))
-            return unsupported(s, "solver_type", buf, "midpoint, heun");
-        TDM_TRY(tdm_json_bool(j, "lower_order_final", 1, &s->lower_order_final));
-        TDM_TRY(tdm_json_bool(j, "euler_at_final", 0, &s->euler_at_final));
-        TDM_TRY(tdm_json_float(j, "lambda_min_clipped", -INFINITY, &s->lambda_min_clipped));
-        TDM_TRY(unsupported_true(s, j, "use_lu_lambdas"));
-        TDM_TRY(unsupported_true(s, j, "use_flow_sigmas"));
-        TDM_TRY(tdm_json_str(j, "variance_type", "", buf, sizeof buf));
-        if (buf[0]) return unsupported(s, "variance_type", buf, "null");
-    }
+    if (kind == TDM_SCHED_EULER) TDM_TRY(parse_euler_keys(s, j));
+    if (kind == TDM_SCHED_DPM) TDM_TRY(parse_dpm_keys(s, j));
+fail:
+    return st;
+}
 
-    /* training tables */
-    betas = malloc((size_t)N * sizeof *betas);
-    tmp = malloc((size_t)N * sizeof *tmp);
+/* The training tables: alphas_cumprod[N] and train_sigmas[N] (owned by s,
+ * freed with it) and final_alpha_cumprod, from the betas of the config.
+ * The scratch row is zeroed so that the compiler, which cannot see N >= 2,
+ * does not take it as read before written. */
+static tdm_status build_training_tables(tdm_sched_t *s, const tdm_json_t *j, int64_t N,
+                                        double beta_start, double beta_end) {
+    tdm_status st = TDM_OK;
+    float *betas = malloc((size_t)N * sizeof *betas);
+    float *tmp = calloc((size_t)N, sizeof *tmp);
     s->alphas_cumprod = malloc((size_t)N * sizeof(float));
     s->train_sigmas = malloc((size_t)N * sizeof(float));
     if (!betas || !tmp || !s->alphas_cumprod || !s->train_sigmas) {
@@ -437,18 +493,40 @@ static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *
     TDM_TRY(load_betas(s, j, beta_start, beta_end, betas));
     if (s->rescale_zero_snr) rescale_zero_terminal_snr(betas, N, tmp);
     cumprod_alphas(betas, N, s->alphas_cumprod);
-    if (s->rescale_zero_snr && kind != TDM_SCHED_DDIM) s->alphas_cumprod[N - 1] = 0x1p-24f;
+    if (s->rescale_zero_snr && s->kind != TDM_SCHED_DDIM) s->alphas_cumprod[N - 1] = 0x1p-24f;
     s->final_alpha_cumprod = s->set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
     for (int64_t k = 0; k < N; k++) {
         float ac = s->alphas_cumprod[k];
         s->train_sigmas[k] = sqrtf((1.0f - ac) / ac);
     }
-    free(betas);
-    free(tmp);
-    return TDM_OK;
 fail:
     free(betas);
     free(tmp);
+    return st;
+}
+
+/* Reads a scheduler config into s: the class, then the keys every
+ * non-flow class shares, then the per-class keys (the first bad key is the
+ * one reported), then the training tables. */
+static tdm_status parse_config(tdm_sched_t *s, const tdm_json_t *j, const char *class_name) {
+    tdm_status st = TDM_OK;
+    int64_t N;
+    double beta_start, beta_end;
+    TDM_TRY(resolve_class(s, j, class_name));
+    if (s->kind == TDM_SCHED_FLOW) return parse_flow_config(s, j);
+    TDM_TRY(tdm_json_int(j, "num_train_timesteps", 1000, &N));
+    if (N < 2 || N > 100000)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: num_train_timesteps %lld is out of range [2, 100000]",
+                          s->path, (long long)N);
+    s->num_train_timesteps = N;
+    TDM_TRY(parse_beta_keys(s, j, &beta_start, &beta_end));
+    TDM_TRY(parse_spacing_keys(s, j));
+    TDM_TRY(parse_prediction_type(s, j));
+    if (s->kind != TDM_SCHED_PNDM)
+        TDM_TRY(tdm_json_bool(j, "rescale_betas_zero_snr", 0, &s->rescale_zero_snr));
+    TDM_TRY(parse_class_keys(s, j));
+    TDM_TRY(build_training_tables(s, j, N, beta_start, beta_end));
+fail:
     return st;
 }
 
