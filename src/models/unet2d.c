@@ -115,7 +115,8 @@ static tdm_status cfg_per_block(const tdm_json_t *j, const char *key, int64_t de
     return TDM_OK;
 }
 
-static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
+/* The keys that must hold their one supported value (or be absent). */
+static tdm_status cfg_check_fixed_keys(const tdm_json_t *j) {
     tdm_status st = TDM_OK;
     static const char *const k_class[] = {"UNet2DConditionModel", NULL};
     static const char *const k_act[] = {"silu", "swish", NULL};
@@ -128,11 +129,6 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
         "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds", "time_embedding_dim",
         "time_embedding_act_fn", "timestep_post_act", "reverse_transformer_layers_per_block",
         NULL};
-    static const int64_t def_out[4] = {320, 640, 1280, 1280};
-    char types[UNET_MAX_BLOCKS][64];
-    int nt = 0;
-    memset(c, 0, sizeof(*c));
-
     TDM_TRY(cfg_need_str(j, "_class_name", k_class));
     TDM_TRY(cfg_need_str(j, "act_fn", k_act));
     TDM_TRY(cfg_need_str(j, "mid_block_type", k_mid));
@@ -148,13 +144,18 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
     TDM_TRY(cfg_need_false(j, "class_embeddings_concat"));
     TDM_TRY(cfg_need_int(j, "conv_in_kernel", 3));
     TDM_TRY(cfg_need_int(j, "conv_out_kernel", 3));
+fail:
+    return st;
+}
 
-    /* blocks */
-    {
-        const cJSON *v = cfg_item(j, "block_out_channels");
-        if (v && cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
-            return cfg_unsupported(j, "block_out_channels", "more than 8 blocks");
-    }
+/* block_out_channels: 1 .. 8 blocks of 1 .. UNET_MAX_CHANNELS (default
+ * 320, 640, 1280, 1280); sets c->n and c->block_out. */
+static tdm_status cfg_block_out(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    static const int64_t def_out[4] = {320, 640, 1280, 1280};
+    const cJSON *v = cfg_item(j, "block_out_channels");
+    if (v && cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
+        return cfg_unsupported(j, "block_out_channels", "more than 8 blocks");
     TDM_TRY(tdm_json_int_array(j, "block_out_channels", 0, c->block_out, UNET_MAX_BLOCKS, &c->n));
     if (c->n == 0) {
         c->n = 4;
@@ -163,90 +164,118 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
     for (int i = 0; i < c->n; i++)
         if (c->block_out[i] < 1 || c->block_out[i] > UNET_MAX_CHANNELS)
             return tdm_json_range_error(j, "block_out_channels", c->block_out[i], 1, UNET_MAX_CHANNELS);
-    if (cfg_item(j, "down_block_types")) {
-        {
-            const cJSON *v = cfg_item(j, "down_block_types");
-            if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
-                return cfg_unsupported(j, "down_block_types", "more than 8 blocks");
-        }
-        TDM_TRY(tdm_json_str_array(j, "down_block_types", types, UNET_MAX_BLOCKS, &nt));
-    } else {
-        nt = 4;
-        for (int i = 0; i < 4; i++)
-            strcpy(types[i], i < 3 ? "CrossAttnDownBlock2D" : "DownBlock2D");
-    }
-    if (nt != c->n)
-        return tdm_errorf(TDM_ERR_MODEL, "%s: down_block_types has %d entries, "
-                          "block_out_channels %d", j->path, nt, c->n);
-    for (int i = 0; i < nt; i++) {
-        if (strcmp(types[i], "CrossAttnDownBlock2D") == 0) c->down_cross[i] = 1;
-        else if (strcmp(types[i], "DownBlock2D") == 0) c->down_cross[i] = 0;
-        else return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported UNet config "
-                               "down_block_types[%d]=\"%s\"", j->path, i, types[i]);
-    }
-    if (cfg_item(j, "up_block_types")) {
-        {
-            const cJSON *v = cfg_item(j, "up_block_types");
-            if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
-                return cfg_unsupported(j, "up_block_types", "more than 8 blocks");
-        }
-        TDM_TRY(tdm_json_str_array(j, "up_block_types", types, UNET_MAX_BLOCKS, &nt));
-    } else {
-        nt = 4;
-        for (int i = 0; i < 4; i++) strcpy(types[i], i == 0 ? "UpBlock2D" : "CrossAttnUpBlock2D");
-    }
-    if (nt != c->n)
-        return tdm_errorf(TDM_ERR_MODEL, "%s: up_block_types has %d entries, "
-                          "block_out_channels %d", j->path, nt, c->n);
-    for (int i = 0; i < nt; i++) {
-        if (strcmp(types[i], "CrossAttnUpBlock2D") == 0) c->up_cross[i] = 1;
-        else if (strcmp(types[i], "UpBlock2D") == 0) c->up_cross[i] = 0;
-        else return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported UNet config "
-                               "up_block_types[%d]=\"%s\"", j->path, i, types[i]);
-    }
+fail:
+    return st;
+}
 
+/* down_block_types or up_block_types (`key`): n entries (the four of
+ * `def` when absent), each `cross_type` (is_cross[i] = 1) or `plain_type`
+ * (is_cross[i] = 0). */
+static tdm_status cfg_block_types(const tdm_json_t *j, const char *key, const char *const def[4],
+                                  const char *cross_type, const char *plain_type, int n,
+                                  int *is_cross) {
+    tdm_status st = TDM_OK;
+    char types[UNET_MAX_BLOCKS][64];
+    int nt = 0;
+    if (cfg_item(j, key)) {
+        const cJSON *v = cfg_item(j, key);
+        if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > UNET_MAX_BLOCKS)
+            return cfg_unsupported(j, key, "more than 8 blocks");
+        TDM_TRY(tdm_json_str_array(j, key, types, UNET_MAX_BLOCKS, &nt));
+    } else {
+        nt = 4;
+        for (int i = 0; i < 4; i++) strcpy(types[i], def[i]);
+    }
+    if (nt != n)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: %s has %d entries, "
+                          "block_out_channels %d", j->path, key, nt, n);
+    for (int i = 0; i < nt; i++) {
+        if (strcmp(types[i], cross_type) == 0) is_cross[i] = 1;
+        else if (strcmp(types[i], plain_type) == 0) is_cross[i] = 0;
+        else return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: unsupported UNet config "
+                               "%s[%d]=\"%s\"", j->path, key, i, types[i]);
+    }
+fail:
+    return st;
+}
+
+/* cross_attention_dim: an int or a per-block list whose values agree. */
+static tdm_status cfg_cross_dim(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    int64_t cd[UNET_MAX_BLOCKS];
+    TDM_TRY(cfg_per_block(j, "cross_attention_dim", 1280, UNET_MAX_CHANNELS, c->n, cd));
+    for (int i = 1; i < c->n; i++)
+        if (cd[i] != cd[0])
+            return cfg_unsupported(j, "cross_attention_dim", "per-block values must agree");
+    c->cross_dim = cd[0];
+fail:
+    return st;
+}
+
+/* only_cross_attention: a bool for every block or a per-block list of bools. */
+static tdm_status cfg_only_cross(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    const cJSON *v = cfg_item(j, "only_cross_attention");
+    if (v && cJSON_IsArray(v)) {
+        int i = 0;
+        const cJSON *e;
+        if (cJSON_GetArraySize(v) != c->n)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: only_cross_attention has %d entries but "
+                              "there are %d blocks", j->path, cJSON_GetArraySize(v), c->n);
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsBool(e))
+                return tdm_errorf(TDM_ERR_FORMAT, "%s: only_cross_attention[%d] must be a "
+                                  "boolean", j->path, i);
+            c->only_cross[i++] = cJSON_IsTrue(e);
+        }
+    } else {
+        int b;
+        TDM_TRY(tdm_json_bool(j, "only_cross_attention", 0, &b));
+        for (int i = 0; i < c->n; i++) c->only_cross[i] = b;
+    }
+fail:
+    return st;
+}
+
+/* sample_size: an int or a list of up to two (the first is kept; 0 when
+ * absent). */
+static tdm_status cfg_sample_size(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    int64_t ss[2] = {0, 0};
+    int nss = 0;
+    TDM_TRY(tdm_json_int_array(j, "sample_size", 1, ss, 2, &nss));
+    for (int i = 0; i < nss; i++)
+        if (ss[i] < 1 || ss[i] > TDM_MAX_SAMPLE_SIZE)
+            return tdm_json_range_error(j, "sample_size", ss[i], 1, TDM_MAX_SAMPLE_SIZE);
+    c->sample_size = nss ? ss[0] : 0;
+fail:
+    return st;
+}
+
+/* Reads a UNet2DConditionModel config.json into c; the first unsupported
+ * or out-of-range key, in a fixed order, is the one reported. */
+static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    static const char *const k_down_def[4] = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                              "CrossAttnDownBlock2D", "DownBlock2D"};
+    static const char *const k_up_def[4] = {"UpBlock2D", "CrossAttnUpBlock2D",
+                                            "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+    memset(c, 0, sizeof(*c));
+
+    TDM_TRY(cfg_check_fixed_keys(j));
+    TDM_TRY(cfg_block_out(j, c));
+    TDM_TRY(cfg_block_types(j, "down_block_types", k_down_def, "CrossAttnDownBlock2D",
+                            "DownBlock2D", c->n, c->down_cross));
+    TDM_TRY(cfg_block_types(j, "up_block_types", k_up_def, "CrossAttnUpBlock2D", "UpBlock2D",
+                            c->n, c->up_cross));
     TDM_TRY(cfg_per_block(j, "layers_per_block", 2, UNET_MAX_LAYERS, c->n, c->layers));
     TDM_TRY(cfg_per_block(j, "attention_head_dim", 8, UNET_MAX_DIM, c->n, c->heads));
     TDM_TRY(cfg_per_block(j, "transformer_layers_per_block", 1, UNET_MAX_LAYERS, c->n, c->tlayers));
-    {
-        int64_t cd[UNET_MAX_BLOCKS];
-        TDM_TRY(cfg_per_block(j, "cross_attention_dim", 1280, UNET_MAX_CHANNELS, c->n, cd));
-        for (int i = 1; i < c->n; i++)
-            if (cd[i] != cd[0])
-                return cfg_unsupported(j, "cross_attention_dim", "per-block values must agree");
-        c->cross_dim = cd[0];
-    }
-    {
-        const cJSON *v = cfg_item(j, "only_cross_attention");
-        if (v && cJSON_IsArray(v)) {
-            int i = 0;
-            const cJSON *e;
-            if (cJSON_GetArraySize(v) != c->n)
-                return tdm_errorf(TDM_ERR_MODEL, "%s: only_cross_attention has %d entries but "
-                                  "there are %d blocks", j->path, cJSON_GetArraySize(v), c->n);
-            cJSON_ArrayForEach(e, v) {
-                if (!cJSON_IsBool(e))
-                    return tdm_errorf(TDM_ERR_FORMAT, "%s: only_cross_attention[%d] must be a "
-                                      "boolean", j->path, i);
-                c->only_cross[i++] = cJSON_IsTrue(e);
-            }
-        } else {
-            int b;
-            TDM_TRY(tdm_json_bool(j, "only_cross_attention", 0, &b));
-            for (int i = 0; i < c->n; i++) c->only_cross[i] = b;
-        }
-    }
+    TDM_TRY(cfg_cross_dim(j, c));
+    TDM_TRY(cfg_only_cross(j, c));
     TDM_TRY(tdm_json_int_range(j, "in_channels", 4, 1, UNET_MAX_IO_CHANNELS, &c->in_ch));
     TDM_TRY(tdm_json_int_range(j, "out_channels", 4, 1, UNET_MAX_IO_CHANNELS, &c->out_ch));
-    {
-        int64_t ss[2] = {0, 0};
-        int nss = 0;
-        TDM_TRY(tdm_json_int_array(j, "sample_size", 1, ss, 2, &nss));
-        for (int i = 0; i < nss; i++)
-            if (ss[i] < 1 || ss[i] > TDM_MAX_SAMPLE_SIZE)
-                return tdm_json_range_error(j, "sample_size", ss[i], 1, TDM_MAX_SAMPLE_SIZE);
-        c->sample_size = nss ? ss[0] : 0;
-    }
+    TDM_TRY(cfg_sample_size(j, c));
     TDM_TRY(tdm_json_int_range(j, "norm_num_groups", 32, 1, UNET_MAX_CHANNELS, &c->groups));
     TDM_TRY(tdm_json_float(j, "norm_eps", 1e-5, &c->eps));
     TDM_TRY(tdm_json_float(j, "mid_block_scale_factor", 1.0, &c->mid_scale));
