@@ -663,6 +663,132 @@ static const char *dev_name(int dev, char *buf, size_t cap) {
     return buf;
 }
 
+/* Resets every node to unplaced and queues the root's pieces (its direct
+ * buffers last in both modes); p->max_size over the whole queue. 0: out of
+ * memory. */
+static int start_queue(plan_t *p) {
+    tree_t *t = p->t;
+    for (int64_t i = 0; i < t->nn; i++) t->n[i].dev = NODEV;
+    p->map.n = p->q.n = 0;
+    if (!pieces(p, 0, &p->q)) return 0;
+    if (p->compat) {            /* the root's queue has its direct buffers last, in both modes */
+        const node_t *r = &t->n[0];
+        for (int64_t i = 0; i < r->bufs.n; i++) if (!iv_push(&p->q, r->bufs.v[i])) return 0;
+    }
+    return max_layer(p, 0);
+}
+
+/* Drops the largest layers that are `id` or under it (it leaves the queue);
+ * when none is left, the largest layer of the remaining modules. 0: out of
+ * memory. */
+static int drop_max_names_under(plan_t *p, int64_t id) {
+    int64_t w = 0;
+    for (int64_t i = 0; i < p->max_names.n; i++)
+        if (!is_self_or_under(p->t, id, p->max_names.v[i])) p->max_names.v[w++] = p->max_names.v[i];
+    p->max_names.n = w;
+    return w > 0 || max_layer(p, 1);
+}
+
+/* tp = the tied parameters outside `name`, of groups with members both
+ * inside and outside it. 0: out of memory. */
+static int outside_tied(const plan_t *p, const char *name, ivec_t *tp) {
+    const tree_t *t = p->t;
+    tp->n = 0;
+    for (int64_t g = 0; g < t->groups.n; g++) {
+        const int64_t *m = t->gmem.v + t->groups.v[g];
+        int any = 0, all = 1;
+        for (const int64_t *k = m; *k >= 0; k++) {
+            int in = inside(p, name, t->n[*k].name);
+            any |= in;
+            all &= in;
+        }
+        if (!any || all) continue;
+        for (const int64_t *k = m; *k >= 0; k++)
+            if (!inside(p, name, t->n[*k].name) && !iv_push(tp, *k)) return 0;
+    }
+    return 1;
+}
+
+/* owners = the queued modules that hold the tied parameters tp (pulled
+ * along with `name`); *need = size plus what they add. A tied parameter
+ * whose module is placed already adds nothing (accelerate fails there: an
+ * error in compat mode). */
+static tdm_status tied_owners(const plan_t *p, const char *name, const ivec_t *tp, int64_t size,
+                              ivec_t *owners, int64_t *need) {
+    const tree_t *t = p->t;
+    *need = size;
+    owners->n = 0;
+    for (int64_t i = 0; i < tp->n; i++) {
+        const char *tn = t->n[tp->v[i]].name;
+        int64_t o = -1;
+        for (int64_t j = 0; j < p->q.n && o < 0; j++) {
+            const char *qn = t->n[p->q.v[j]].name;
+            size_t l = strlen(qn);
+            if (!strncmp(tn, qn, l) && tn[l] == '.') o = p->q.v[j];
+        }
+        if (o < 0) {
+            if (p->compat)
+                return tdm_errorf(TDM_ERR_INVALID_ARG,
+                                  "planner: accelerate fails (IndexError) on '%s', tied to '%s' "
+                                  "whose module is already placed", name, tn);
+            continue;          /* its module is placed already: nothing to pull along */
+        }
+        if (!iv_push(owners, o)) return tdm_errorf(TDM_ERR_NOMEM, "planner: out of memory");
+        *need += t->n[o].size - t->n[tp->v[i]].size;
+    }
+    return TDM_OK;
+}
+
+/* The error when every device is full: what each holds, and what is left. */
+static tdm_status no_room_error(const plan_t *p, const devs_t *D, const node_t *nd, int64_t size,
+                                int64_t need, const int64_t *used, int64_t reserved) {
+    const tree_t *t = p->t;
+    char msg[2048], b[32];
+    int o = 0;
+    int64_t left = size;
+    for (int64_t j = 0; j < p->q.n; j++) left += t->n[p->q.v[j]].size;
+    for (int d = 0; d < D->ndev && o < (int)sizeof msg - 128; d++)
+        o += snprintf(msg + o, sizeof msg - (size_t)o, "%s%s: %lld of %lld bytes", d ? "; " : "",
+                      dev_name(D->dev[d], b, sizeof b), (long long)used[d], (long long)D->cap[d]);
+    /* only a "disk" budget given explicitly ends the device list with a cap */
+    return tdm_errorf(TDM_ERR_NOMEM,
+                      "max memory too small: '%s' needs %lld bytes and %lld bytes are left to "
+                      "place, but no device has room (%s%s); the disk=%lld bytes cap is too "
+                      "small: raise it, or leave disk= out for an unlimited disk",
+                      nd->name[0] ? nd->name : "(model)", (long long)need, (long long)left,
+                      D->ndev ? msg : "no devices", reserved ? ", including the largest-layer reserve" : "",
+                      (long long)(D->ndev ? D->cap[D->ndev - 1] : 0));
+}
+
+/* Places `id` and the tied modules it pulls along (taken off the queue)
+ * on dev. */
+static void place_with_owners(plan_t *p, int64_t id, const ivec_t *owners, int dev) {
+    place(p, id, dev);
+    for (int64_t i = 0; i < owners->n; i++) {
+        for (int64_t j = 0; j < p->q.n; j++)
+            if (p->q.v[j] == owners->v[i]) { iv_remove(&p->q, j); break; }
+        place(p, owners->v[i], dev);
+    }
+}
+
+/* Replaces the first splittable tied owner in the queue by its pieces and
+ * puts `id` back in front. 1: split, 0: none splittable, -1: out of
+ * memory. */
+static int split_tied_owner(plan_t *p, int64_t id, const ivec_t *owners, ivec_t *kids) {
+    for (int64_t i = 0; i < owners->n; i++) {
+        const node_t *o = &p->t->n[owners->v[i]];
+        if (o->mods.n == 0 || o->nosplit) continue;
+        if (!pieces(p, owners->v[i], kids)) return -1;
+        int64_t j = 0;
+        while (p->q.v[j] != owners->v[i]) j++;
+        iv_remove(&p->q, j);
+        if (!iv_insert(&p->q, j, kids->v, kids->n) || !iv_insert(&p->q, 0, &id, 1)) return -1;
+        if (!max_layer(p, 1)) return -1;
+        return 1;
+    }
+    return 0;
+}
+
 /* One greedy pass. reserve: keep max_layer free on the main devices. On
  * success p->map holds the placed nodes (node.dev set). *reserved = the
  * largest reserve applied. */
@@ -673,76 +799,17 @@ static tdm_status infer(plan_t *p, const devs_t *D, int reserve, int64_t *reserv
     int64_t used[TDM_PLACE_MAX_DEVICES] = {0};
     int cur = 0;
     *reserved = 0;
-    for (int64_t i = 0; i < t->nn; i++) t->n[i].dev = NODEV;
-    p->map.n = p->q.n = 0;
-    if (!pieces(p, 0, &p->q)) goto nomem;
-    if (p->compat) {            /* the root's queue has its direct buffers last, in both modes */
-        const node_t *r = &t->n[0];
-        for (int64_t i = 0; i < r->bufs.n; i++) if (!iv_push(&p->q, r->bufs.v[i])) goto nomem;
-    }
-    if (!max_layer(p, 0)) goto nomem;
+    if (!start_queue(p)) goto nomem;
     while (p->q.n) {
         int64_t id = p->q.v[0];
         iv_remove(&p->q, 0);
         const node_t *nd = &t->n[id];
-        int64_t w = 0;
-        for (int64_t i = 0; i < p->max_names.n; i++)
-            if (!is_self_or_under(t, id, p->max_names.v[i])) p->max_names.v[w++] = p->max_names.v[i];
-        p->max_names.n = w;
-        if (w == 0 && !max_layer(p, 1)) goto nomem;
-        int64_t size = nd->size;
-        /* tied parameters outside this entry, of groups with members both in and out */
-        tp.n = 0;
-        for (int64_t g = 0; g < t->groups.n; g++) {
-            const int64_t *m = t->gmem.v + t->groups.v[g];
-            int any = 0, all = 1;
-            for (const int64_t *k = m; *k >= 0; k++) {
-                int in = inside(p, nd->name, t->n[*k].name);
-                any |= in;
-                all &= in;
-            }
-            if (!any || all) continue;
-            for (const int64_t *k = m; *k >= 0; k++)
-                if (!inside(p, nd->name, t->n[*k].name) && !iv_push(&tp, *k)) goto nomem;
-        }
-        int64_t size_t_ = size;
-        owners.n = 0;
-        for (int64_t i = 0; i < tp.n; i++) {
-            const char *tn = t->n[tp.v[i]].name;
-            int64_t o = -1;
-            for (int64_t j = 0; j < p->q.n && o < 0; j++) {
-                const char *qn = t->n[p->q.v[j]].name;
-                size_t l = strlen(qn);
-                if (!strncmp(tn, qn, l) && tn[l] == '.') o = p->q.v[j];
-            }
-            if (o < 0) {
-                if (p->compat) {
-                    st = tdm_errorf(TDM_ERR_INVALID_ARG,
-                                    "planner: accelerate fails (IndexError) on '%s', tied to '%s' "
-                                    "whose module is already placed", nd->name, tn);
-                    goto fail;
-                }
-                continue;          /* its module is placed already: nothing to pull along */
-            }
-            if (!iv_push(&owners, o)) goto nomem;
-            size_t_ += t->n[o].size - t->n[tp.v[i]].size;
-        }
+        if (!drop_max_names_under(p, id)) goto nomem;
+        int64_t size = nd->size, need;
+        if (!outside_tied(p, nd->name, &tp)) goto nomem;
+        TDM_TRY(tied_owners(p, nd->name, &tp, size, &owners, &need));
         if (cur >= D->ndev) {
-            char msg[2048], b[32];
-            int o = 0;
-            int64_t left = size;
-            for (int64_t j = 0; j < p->q.n; j++) left += t->n[p->q.v[j]].size;
-            for (int d = 0; d < D->ndev && o < (int)sizeof msg - 128; d++)
-                o += snprintf(msg + o, sizeof msg - (size_t)o, "%s%s: %lld of %lld bytes", d ? "; " : "",
-                              dev_name(D->dev[d], b, sizeof b), (long long)used[d], (long long)D->cap[d]);
-            /* only a "disk" budget given explicitly ends the device list with a cap */
-            st = tdm_errorf(TDM_ERR_NOMEM,
-                            "max memory too small: '%s' needs %lld bytes and %lld bytes are left to "
-                            "place, but no device has room (%s%s); the disk=%lld bytes cap is too "
-                            "small: raise it, or leave disk= out for an unlimited disk",
-                            nd->name[0] ? nd->name : "(model)", (long long)size_t_, (long long)left,
-                            D->ndev ? msg : "no devices", *reserved ? ", including the largest-layer reserve" : "",
-                            (long long)(D->ndev ? D->cap[D->ndev - 1] : 0));
+            st = no_room_error(p, D, nd, size, need, used, *reserved);
             goto fail;
         }
         int64_t cap = D->cap[cur], res = 0;
@@ -750,29 +817,14 @@ static tdm_status infer(plan_t *p, const devs_t *D, int reserve, int64_t *reserv
             res = p->max_size;
             if (cap >= 0) cap -= res;
         }
-        if (D->cap[cur] < 0 || used[cur] + size_t_ <= cap) {
-            used[cur] += size_t_;
-            place(p, id, D->dev[cur]);
-            for (int64_t i = 0; i < owners.n; i++) {
-                for (int64_t j = 0; j < p->q.n; j++)
-                    if (p->q.v[j] == owners.v[i]) { iv_remove(&p->q, j); break; }
-                place(p, owners.v[i], D->dev[cur]);
-            }
+        if (D->cap[cur] < 0 || used[cur] + need <= cap) {
+            used[cur] += need;
+            place_with_owners(p, id, &owners, D->dev[cur]);
             continue;
         }
         if (tp.n > 0 && used[cur] + size <= cap) {      /* split a tied module instead */
-            int split = 0;
-            for (int64_t i = 0; i < owners.n && !split; i++) {
-                const node_t *o = &t->n[owners.v[i]];
-                if (o->mods.n == 0 || o->nosplit) continue;
-                if (!pieces(p, owners.v[i], &kids)) goto nomem;
-                int64_t j = 0;
-                while (p->q.v[j] != owners.v[i]) j++;
-                iv_remove(&p->q, j);
-                if (!iv_insert(&p->q, j, kids.v, kids.n) || !iv_insert(&p->q, 0, &id, 1)) goto nomem;
-                if (!max_layer(p, 1)) goto nomem;
-                split = 1;
-            }
+            int split = split_tied_owner(p, id, &owners, &kids);
+            if (split < 0) goto nomem;
             if (split) continue;
         }
         if (used[cur] + size >= cap && !nd->tensor && nd->mods.n > 0 && !nd->nosplit) {
