@@ -390,6 +390,173 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
     return st;
 }
 
+/* The components of model_index.json: entries ["library", "Class"] with a
+ * planner builder, those of `only` when given, at most MAX_COMPONENTS. */
+static int collect_components(const cJSON *index, const char *only, comp_t *cs) {
+    int nc = 0;
+    for (const cJSON *it = index->child; it; it = it->next) {
+        const cJSON *cl = cJSON_GetArrayItem(it, 1);
+        if (!cJSON_IsArray(it) || !cJSON_IsString(cl) || !builder_of(cl->valuestring)) continue;
+        if (only && !listed(only, it->string)) continue;
+        if (nc == MAX_COMPONENTS) break;
+        comp_t *c = &cs[nc++];
+        snprintf(c->name, sizeof c->name, "%s", it->string);
+        snprintf(c->cls, sizeof c->cls, "%s", cl->valuestring);
+        c->strategy = -1;
+        c->dev = TDM_PLACE_DISK - 1;
+    }
+    return nc;
+}
+
+/* Each --only item must be a collected component (index_path names the
+ * model_index.json in the message). */
+static tdm_status check_only(const char *only, const comp_t *cs, int nc, const char *index_path) {
+    char nm[128];
+    for (const char *q = only; next_item(&q, nm, sizeof nm);) {
+        int found = 0;
+        for (int i = 0; i < nc; i++) found |= !strcmp(cs[i].name, nm);
+        if (!found)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--only %s: %s has no such model component", nm,
+                              index_path);
+    }
+    return TDM_OK;
+}
+
+/* The --device-map item `item` (its '=' at eq, or NULL), read up to q: an
+ * error when an earlier item gives the same component, or, for a bare
+ * STRATEGY, the pipeline's strategy, again. */
+static tdm_status device_map_repeated(const char *device_map, const char *q, const char *item,
+                                      const char *eq) {
+    const size_t kl = eq ? (size_t)(eq - item) : 0;
+    char other[128];
+    for (const char *r = device_map; next_item(&r, other, sizeof other) && r != q;) {
+        const char *oe = strchr(other, '=');
+        const size_t ol = oe ? (size_t)(oe - other) : 0;
+        if (!eq != !oe || kl != ol || strncmp(item, other, kl) != 0) continue;
+        if (eq)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: component %.*s is given twice "
+                              "(%s and %s)", device_map, (int)kl, item, other, item);
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: two strategies for the "
+                          "pipeline (%s and %s); give one, and COMPONENT=STRATEGY for the others",
+                          device_map, other, item);
+    }
+    return TDM_OK;
+}
+
+/* --device-map: STRATEGY (*pipe_strategy) and/or COMPONENT=STRATEGY items
+ * (cs[i].strategy); a component of the folder left out by --only is
+ * ignored, one not in the folder is an error. */
+static tdm_status apply_device_map(const char *device_map, const cJSON *index,
+                                   const char *index_path, comp_t *cs, int nc, int *pipe_strategy) {
+    tdm_status st;
+    char item[128];
+    for (const char *q = device_map; next_item(&q, item, sizeof item);) {
+        char *eq = strchr(item, '=');
+        tdm_place_strategy s;
+        /* each component (and the pipeline's STRATEGY) at most once, over all --device-map flags */
+        if ((st = device_map_repeated(device_map, q, item, eq)) != TDM_OK) return st;
+        if ((st = tdm_place_strategy_parse(eq ? eq + 1 : item, &s)) != TDM_OK)
+            return tdm_errorf(st, "--device-map %s: %s", item, tdm_last_error());
+        if (!eq) {
+            *pipe_strategy = (int)s;
+            continue;
+        }
+        *eq = 0;
+        int found = 0;
+        for (int i = 0; i < nc; i++)
+            if (!strcmp(cs[i].name, item)) { cs[i].strategy = (int)s; found = 1; }
+        if (!found && !in_folder(index, item))
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s=...: no model component %s "
+                              "in %s", item, item, index_path);
+        /* a component left out by --only: its item does not apply */
+    }
+    return TDM_OK;
+}
+
+/* Each component's parameter list (from <root>/<name>/config.json in dtype
+ * dt) and its weights' bytes. */
+static tdm_status build_plists(comp_t *cs, int nc, const char *root, const char *variant,
+                               tdm_dtype dt, int keep_dtype) {
+    tdm_status st = TDM_OK;
+    char path[4096];
+    for (int i = 0; i < nc; i++) {
+        comp_t *c = &cs[i];
+        char sub[128];
+        snprintf(sub, sizeof sub, "%s", c->name);
+        TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+        TDM_TRY(builder_of(c->cls)(path, dt, &c->pl));
+        TDM_TRY(weigh(c, root, variant, keep_dtype));
+        c->bytes = c->pl.bytes;
+    }
+fail:
+    return st;
+}
+
+/* order[] = the components not planned yet, largest first (stable);
+ * returns how many. */
+static int unplanned_by_size(const comp_t *cs, int nc, int *order) {
+    int no = 0;
+    for (int i = 0; i < nc; i++)
+        if (!cs[i].planned) order[no++] = i;
+    for (int a = 1; a < no; a++)
+        for (int b = a; b > 0 && cs[order[b]].bytes > cs[order[b - 1]].bytes; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    return no;
+}
+
+/* Pipeline level: each component of order[] whole on a GPU picked by the
+ * strategy (or, with no GPU budgets, on the host when it fits), else split
+ * block-wise over what is left. */
+static tdm_status plan_pipeline_level(comp_t *cs, const int *order, int no, tdm_max_memory_t *rem,
+                                      int pipe_strategy) {
+    tdm_status st = TDM_OK;
+    int k = 0, cyc[2 * TDM_PLACE_MAX_DEVICES];
+    int ncyc = gpu_cycle(rem, pipe_strategy, cyc);
+    for (int a = 0; a < no; a++) {
+        comp_t *c = &cs[order[a]];
+        int g = pick_gpu(rem, pipe_strategy, cyc, ncyc, c->bytes, &k);
+        int has_gpu = 0;
+        for (int i = 0; i < rem->n; i++) has_gpu |= rem->dev[i] >= 0;
+        if (g < 0 && !has_gpu) {   /* no GPU budgets: whole on the host if it fits */
+            int h = mm_index(rem, TDM_PLACE_CPU);
+            if (h >= 0 && rem->bytes[h] >= c->bytes) g = h;
+        }
+        if (g >= 0) {
+            c->dev = rem->dev[g];
+            rem->bytes[g] -= c->bytes;
+            c->planned = 1;
+            continue;
+        }
+        TDM_TRY(plan_split(c, rem, pipe_strategy == TDM_PLACE_SEQUENTIAL ? TDM_PLACE_SEQUENTIAL
+                                                                        : TDM_PLACE_BALANCED));
+    }
+fail:
+    return st;
+}
+
+/* The result: each component's name, device, bytes and map (moved out of
+ * cs). */
+static tdm_status take_result(tdm_pipe_plan_t *out, comp_t *cs, int nc, int pipe_strategy,
+                              const tdm_max_memory_t *mm) {
+    if (!(out->c = calloc((size_t)(nc ? nc : 1), sizeof *out->c)))
+        return tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
+    out->strategy = pipe_strategy;
+    out->mm = *mm;
+    out->nc = nc;
+    for (int i = 0; i < nc; i++) {
+        tdm_pipe_plan_comp_t *oc = &out->c[i];
+        snprintf(oc->name, sizeof oc->name, "%s", cs[i].name);
+        oc->dev = cs[i].dev;
+        oc->bytes = cs[i].bytes;
+        oc->map = cs[i].map;
+        memset(&cs[i].map, 0, sizeof cs[i].map);
+    }
+    return TDM_OK;
+}
+
 tdm_status tdm_pipe_plan_make(const tdm_pipe_plan_req_t *p, tdm_pipe_plan_t *out) {
     tdm_status st = TDM_OK;
     const char *root = p->root;
@@ -407,127 +574,17 @@ tdm_status tdm_pipe_plan_make(const tdm_pipe_plan_req_t *p, tdm_pipe_plan_t *out
     TDM_TRY(tdm_json_str(&j, "_class_name", "", pcls, sizeof pcls));
     const tdm_dtype dt = p->dtype >= 0 ? (tdm_dtype)p->dtype
                                        : tdm_dtype_default(!strcmp(pcls, "FluxPipeline"), 1);
-    /* components: model_index.json entries ["library", "Class"] with a planner builder */
-    for (const cJSON *it = j.root->child; it; it = it->next) {
-        const cJSON *cl = cJSON_GetArrayItem(it, 1);
-        if (!cJSON_IsArray(it) || !cJSON_IsString(cl) || !builder_of(cl->valuestring)) continue;
-        if (p->only && !listed(p->only, it->string)) continue;
-        if (nc == MAX_COMPONENTS) break;
-        comp_t *c = &cs[nc++];
-        snprintf(c->name, sizeof c->name, "%s", it->string);
-        snprintf(c->cls, sizeof c->cls, "%s", cl->valuestring);
-        c->strategy = -1;
-        c->dev = TDM_PLACE_DISK - 1;
-    }
-    char nm[128];
-    for (const char *q = p->only; next_item(&q, nm, sizeof nm);) {   /* each must be a component */
-        int found = 0;
-        for (int i = 0; i < nc; i++) found |= !strcmp(cs[i].name, nm);
-        if (!found) {
-            st = tdm_errorf(TDM_ERR_INVALID_ARG, "--only %s: %s has no such model component", nm,
-                            path);
-            goto done;
-        }
-    }
-    /* --device-map: STRATEGY and/or COMPONENT=STRATEGY items */
-    char item[128];
-    for (const char *q = p->device_map; next_item(&q, item, sizeof item);) {
-        char *eq = strchr(item, '=');
-        tdm_place_strategy s;
-        {   /* each component (and the pipeline's STRATEGY) at most once, over all --device-map flags */
-            const size_t kl = eq ? (size_t)(eq - item) : 0;
-            char other[128];
-            for (const char *r = p->device_map; next_item(&r, other, sizeof other) && r != q;) {
-                const char *oe = strchr(other, '=');
-                const size_t ol = oe ? (size_t)(oe - other) : 0;
-                if (!eq != !oe || kl != ol || strncmp(item, other, kl) != 0) continue;
-                if (eq)
-                    st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: component %.*s is given twice "
-                                    "(%s and %s)", p->device_map, (int)kl, item, other, item);
-                else
-                    st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: two strategies for the "
-                                    "pipeline (%s and %s); give one, and COMPONENT=STRATEGY for the others",
-                                    p->device_map, other, item);
-                goto done;
-            }
-        }
-        if ((st = tdm_place_strategy_parse(eq ? eq + 1 : item, &s)) != TDM_OK) {
-            st = tdm_errorf(st, "--device-map %s: %s", item, tdm_last_error());
-            goto done;
-        }
-        if (!eq) {
-            pipe_strategy = (int)s;
-        } else {
-            *eq = 0;
-            int found = 0;
-            for (int i = 0; i < nc; i++)
-                if (!strcmp(cs[i].name, item)) { cs[i].strategy = (int)s; found = 1; }
-            if (!found && !in_folder(j.root, item)) {
-                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s=...: no model component %s "
-                                "in %s", item, item, path);
-                goto done;
-            }   /* a component left out by --only: its item does not apply */
-        }
-    }
-    for (int i = 0; i < nc; i++) {
-        comp_t *c = &cs[i];
-        char sub[128];
-        snprintf(sub, sizeof sub, "%s", c->name);
-        TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
-        TDM_TRY(builder_of(c->cls)(path, dt, &c->pl));
-        TDM_TRY(weigh(c, root, p->variant, p->dtype >= 0));
-        c->bytes = c->pl.bytes;
-    }
+    nc = collect_components(j.root, p->only, cs);
+    TDM_TRY(check_only(p->only, cs, nc, path));
+    TDM_TRY(apply_device_map(p->device_map, j.root, path, cs, nc, &pipe_strategy));
+    TDM_TRY(build_plists(cs, nc, root, p->variant, dt, p->dtype >= 0));
     rem = *p->mm;
     for (int i = 0; i < nc; i++)   /* model level first, over the full budgets */
         if (cs[i].strategy >= 0) TDM_TRY(plan_split(&cs[i], &rem, cs[i].strategy));
-    /* pipeline level: the rest, largest first (stable) */
-    int order[MAX_COMPONENTS], no = 0;
-    for (int i = 0; i < nc; i++)
-        if (!cs[i].planned) order[no++] = i;
-    for (int a = 1; a < no; a++)
-        for (int b = a; b > 0 && cs[order[b]].bytes > cs[order[b - 1]].bytes; b--) {
-            int t = order[b];
-            order[b] = order[b - 1];
-            order[b - 1] = t;
-        }
-    int k = 0, cyc[2 * TDM_PLACE_MAX_DEVICES];
-    int ncyc = gpu_cycle(&rem, pipe_strategy, cyc);
-    for (int a = 0; a < no; a++) {
-        comp_t *c = &cs[order[a]];
-        int g = pick_gpu(&rem, pipe_strategy, cyc, ncyc, c->bytes, &k);
-        int has_gpu = 0;
-        for (int i = 0; i < rem.n; i++) has_gpu |= rem.dev[i] >= 0;
-        if (g < 0 && !has_gpu) {   /* no GPU budgets: whole on the host if it fits */
-            int h = mm_index(&rem, TDM_PLACE_CPU);
-            if (h >= 0 && rem.bytes[h] >= c->bytes) g = h;
-        }
-        if (g >= 0) {
-            c->dev = rem.dev[g];
-            rem.bytes[g] -= c->bytes;
-            c->planned = 1;
-            continue;
-        }
-        TDM_TRY(plan_split(c, &rem, pipe_strategy == TDM_PLACE_SEQUENTIAL ? TDM_PLACE_SEQUENTIAL
-                                                                        : TDM_PLACE_BALANCED));
-    }
-    /* the result: each component's name, device, bytes and map (moved) */
-    if (!(out->c = calloc((size_t)(nc ? nc : 1), sizeof *out->c))) {
-        st = tdm_errorf(TDM_ERR_NOMEM, "plan: out of memory");
-        goto done;
-    }
-    out->strategy = pipe_strategy;
-    out->mm = *p->mm;
-    out->nc = nc;
-    for (int i = 0; i < nc; i++) {
-        tdm_pipe_plan_comp_t *oc = &out->c[i];
-        snprintf(oc->name, sizeof oc->name, "%s", cs[i].name);
-        oc->dev = cs[i].dev;
-        oc->bytes = cs[i].bytes;
-        oc->map = cs[i].map;
-        memset(&cs[i].map, 0, sizeof cs[i].map);
-    }
-done:
+    int order[MAX_COMPONENTS];
+    int no = unplanned_by_size(cs, nc, order);
+    TDM_TRY(plan_pipeline_level(cs, order, no, &rem, pipe_strategy));
+    TDM_TRY(take_result(out, cs, nc, pipe_strategy, p->mm));
 fail:
     tdm_json_free(&j);
     for (int i = 0; i < nc; i++) {
