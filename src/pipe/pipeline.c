@@ -383,35 +383,40 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
     return st;
 }
 
-tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
-                             const tdm_pipeline_params_t *p) {
-    tdm_pipeline_params_t defaults;
-    tdm_status st;
-    tdm_json_t j = {0};
-    char path[TDM_PATH_MAX];
-    *out = NULL;
-    if (!p) { tdm_pipeline_params_init(&defaults); p = &defaults; }
-    int cuda_index = -1;
+/* --device: NULL, cpu or cpu:N give *cuda_index = -1; cuda gives 0,
+ * cuda:N gives N (an error in a CPU-only build). */
+static tdm_status parse_device(const tdm_pipeline_params_t *p, int *cuda_index) {
+    *cuda_index = -1;
     if (p->device && strcmp(p->device, "cpu") != 0 && strncmp(p->device, "cpu:", 4) != 0) {
         char *end = NULL;
-        if (!strcmp(p->device, "cuda")) cuda_index = 0;
-        else if (!strncmp(p->device, "cuda:", 5)) cuda_index = (int)strtol(p->device + 5, &end, 10);
-        if (cuda_index < 0 || (end && (*end || end == p->device + 5)))
+        if (!strcmp(p->device, "cuda")) *cuda_index = 0;
+        else if (!strncmp(p->device, "cuda:", 5)) *cuda_index = (int)strtol(p->device + 5, &end, 10);
+        if (*cuda_index < 0 || (end && (*end || end == p->device + 5)))
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: expected cpu or cuda:N", p->device);
 #ifndef TDM_HAVE_CUDA
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: this build has only the CPU backend "
                           "(rebuild with the CUDA toolkit installed)", p->device);
 #endif
     }
-    tdm_dtype dt = TDM_F32;
-    if (p->dtype) {
-        if ((st = tdm_dtype_parse(p->dtype, &dt)) != TDM_OK) return st;
-        if (dt != TDM_F32 && cuda_index < 0)
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: the CPU backend computes in fp32 "
-                              "(fp16/bf16 weights are converted at load)", p->dtype);
-    }
-    if (p->variant && strlen(p->variant) >= 64)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "--variant %s: too long", p->variant);
+    return TDM_OK;
+}
+
+/* --dtype (left at *dt when not given): fp16/bf16 need a CUDA device. */
+static tdm_status parse_dtype(const tdm_pipeline_params_t *p, int cuda_index, tdm_dtype *dt) {
+    tdm_status st;
+    if (!p->dtype) return TDM_OK;
+    if ((st = tdm_dtype_parse(p->dtype, dt)) != TDM_OK) return st;
+    if (*dt != TDM_F32 && cuda_index < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: the CPU backend computes in fp32 "
+                          "(fp16/bf16 weights are converted at load)", p->dtype);
+    return TDM_OK;
+}
+
+/* A zeroed pipeline with its main device: the CPU, or cuda:cuda_index when
+ * cuda_index >= 0. OUT: *out (freed here on failure). */
+static tdm_status pipeline_alloc(const tdm_pipeline_params_t *p, int cuda_index,
+                                 tdm_pipeline_t **out) {
+    *out = NULL;
     tdm_pipeline_t *pipe = calloc(1, sizeof *pipe);
     if (!pipe) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
@@ -425,16 +430,21 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: no such CUDA device (%d found)",
                               p->device, n);
         }
-        st = tdm_cuda_device_init(&pipe->dev, cuda_index, &p->backend);
+        tdm_status st = tdm_cuda_device_init(&pipe->dev, cuda_index, &p->backend);
         if (st != TDM_OK) { free(pipe); return st; }
         pipe->dev.cache_enabled = 1;
     }
 #endif
-    pipe->stage = TDM_STAGE_NONE;
-    pipe->keep_resident = p->keep_resident;
-    if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);
-    if (p->num_threads > 0) tdm_set_num_threads(p->num_threads);
-    TDM_TRY(tdm_folder_resolve(model, pipe->root, sizeof pipe->root));
+    *out = pipe;
+    return TDM_OK;
+}
+
+/* <root>/model_index.json: its components stay in the folder, and its
+ * _class_name (pipe->class_name) sets pipe->info.kind. */
+static tdm_status read_model_index(tdm_pipeline_t *pipe) {
+    tdm_status st = TDM_OK;
+    tdm_json_t j = {0};
+    char path[TDM_PATH_MAX];
     TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, NULL, "model_index.json"));
     TDM_TRY(tdm_json_load(&j, path));
     TDM_TRY(tdm_folder_components_check(j.root, path));
@@ -449,7 +459,71 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
                         "FluxPipeline)", path, pipe->class_name);
         goto fail;
     }
+fail:
     tdm_json_free(&j);
+    return st;
+}
+
+/* With --variant: a warning for each component whose variant weights are
+ * missing (diffusers refuses; the plain weights are loaded). */
+static void warn_missing_variants(const tdm_pipeline_t *pipe) {
+    if (!pipe->variant[0]) return;
+    for (int i = 0; i < TDM_COMP_COUNT; i++) {
+        const tdm_pipe_comp_t *c = &pipe->comp[i];
+        char wanted[256], used[256];
+        if (!c->name || c->kind == TDM_KIND_CLIP_TOK || c->kind == TDM_KIND_T5_TOK) continue;
+        if (tdm_folder_variant_fallback(pipe->root, c->name, pipe->variant, wanted, sizeof wanted,
+                                        used, sizeof used))
+            tdm_log(TDM_LOG_WARN, "%s: no %s; using %s", c->name, wanted, used);
+    }
+}
+
+/* The scheduler: --scheduler (a name valid for this pipeline, kept as its
+ * diffusers class name) or the folder's own class, which must suit the
+ * pipeline; configured from scheduler/scheduler_config.json. */
+static tdm_status open_scheduler(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *p) {
+    tdm_status st = TDM_OK;
+    char path[TDM_PATH_MAX];
+    TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
+    const int flux = pipe->info.kind == TDM_PIPE_FLUX;
+    const char *cls = p->scheduler ? tdm_sched_resolve(p->scheduler) : NULL;
+    char list[512];
+    tdm_sched_list(flux, list, sizeof list);
+    if (p->scheduler && (!cls || tdm_sched_class_is_flow(cls) != flux)) {
+        if (!cls)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--scheduler %.200s: unknown scheduler; %s takes %s",
+                              p->scheduler, pipe->class_name, list);
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--scheduler %.200s: %s does not run %s; it takes %s",
+                          p->scheduler, pipe->class_name, cls, list);
+    }
+    TDM_TRY(tdm_sched_create(&pipe->sched, path, cls));
+    if (tdm_sched_is_flow(pipe->sched) != flux)   /* the folder's own class */
+        return tdm_errorf(TDM_ERR_MODEL, "%s: %s does not run %s (it takes %s; choose one with "
+                          "--scheduler)", path, pipe->class_name, tdm_sched_class(pipe->sched), list);
+fail:
+    return st;
+}
+
+tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
+                             const tdm_pipeline_params_t *p) {
+    tdm_pipeline_params_t defaults;
+    tdm_status st;
+    tdm_pipeline_t *pipe = NULL;
+    int cuda_index;
+    tdm_dtype dt = TDM_F32;
+    *out = NULL;
+    if (!p) { tdm_pipeline_params_init(&defaults); p = &defaults; }
+    if ((st = parse_device(p, &cuda_index)) != TDM_OK) return st;
+    if ((st = parse_dtype(p, cuda_index, &dt)) != TDM_OK) return st;
+    if (p->variant && strlen(p->variant) >= 64)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--variant %s: too long", p->variant);
+    if ((st = pipeline_alloc(p, cuda_index, &pipe)) != TDM_OK) return st;
+    pipe->stage = TDM_STAGE_NONE;
+    pipe->keep_resident = p->keep_resident;
+    if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);
+    if (p->num_threads > 0) tdm_set_num_threads(p->num_threads);
+    TDM_TRY(tdm_folder_resolve(model, pipe->root, sizeof pipe->root));
+    TDM_TRY(read_model_index(pipe));
     comp_table(pipe);
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */
     if (!p->dtype) dt = tdm_dtype_default(pipe->info.kind == TDM_PIPE_FLUX, cuda_index >= 0);
@@ -458,43 +532,12 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
-    if (pipe->variant[0]) {   /* diffusers refuses a missing variant; we warn and load the plain weights */
-        for (int i = 0; i < TDM_COMP_COUNT; i++) {
-            const tdm_pipe_comp_t *c = &pipe->comp[i];
-            char wanted[256], used[256];
-            if (!c->name || c->kind == TDM_KIND_CLIP_TOK || c->kind == TDM_KIND_T5_TOK) continue;
-            if (tdm_folder_variant_fallback(pipe->root, c->name, pipe->variant, wanted, sizeof wanted,
-                                            used, sizeof used))
-                tdm_log(TDM_LOG_WARN, "%s: no %s; using %s", c->name, wanted, used);
-        }
-    }
-    TDM_TRY(tdm_path_join(path, sizeof path, pipe->root, "scheduler", "scheduler_config.json"));
-    {   /* --scheduler: a name valid for this pipeline, kept as its diffusers class name */
-        const int flux = pipe->info.kind == TDM_PIPE_FLUX;
-        const char *cls = p->scheduler ? tdm_sched_resolve(p->scheduler) : NULL;
-        char list[512];
-        tdm_sched_list(flux, list, sizeof list);
-        if (p->scheduler && (!cls || tdm_sched_class_is_flow(cls) != flux)) {
-            if (!cls)
-                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--scheduler %.200s: unknown scheduler; %s takes %s",
-                                p->scheduler, pipe->class_name, list);
-            else
-                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--scheduler %.200s: %s does not run %s; it takes %s",
-                                p->scheduler, pipe->class_name, cls, list);
-            goto fail;
-        }
-        TDM_TRY(tdm_sched_create(&pipe->sched, path, cls));
-        if (tdm_sched_is_flow(pipe->sched) != flux) {   /* the folder's own class */
-            st = tdm_errorf(TDM_ERR_MODEL, "%s: %s does not run %s (it takes %s; choose one with "
-                            "--scheduler)", path, pipe->class_name, tdm_sched_class(pipe->sched), list);
-            goto fail;
-        }
-    }
+    warn_missing_variants(pipe);
+    TDM_TRY(open_scheduler(pipe, p));
     pipe->info.scheduler = tdm_sched_class(pipe->sched);
     *out = pipe;
     return TDM_OK;
 fail:
-    tdm_json_free(&j);
     tdm_pipeline_close(pipe);
     return st;
 }
