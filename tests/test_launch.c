@@ -275,6 +275,28 @@ TEST(failed_launch_one_line) {
     CHECK_MSG(!strstr(errtext, "MPI_ABORT"), "%s", errtext);
 }
 
+/* Warnings of a launched job: each rank's whole lines (one write a line, so
+ * lines of two ranks never run into each other), and none from the
+ * launcher's own check of the model: a missing --variant gives one warning
+ * per component per rank. */
+TEST(launch_warnings_whole_lines) {
+    int rc = sh("'%s' launch -n 2 -- generate --model '%s' --prompt a --prompt b --steps 1 --variant fp99 "
+                "--quiet --out '%s/w1'", TDM_TANDEM_BIN, PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "rc %d: %s", rc, errtext);
+    int lines = 0, unet = 0;
+    for (const char *p = errtext; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        CHECK_MSG(n > 17 && !strncmp(p, "tandem: warning: ", 17) && !memmem(p + 17, n - 17, "tandem:", 7),
+                  "line %d: %.*s", lines + 1, (int)n, p);
+        static const char want[] = "unet: no diffusion_pytorch_model.fp99.safetensors";
+        unet += memmem(p, n, want, sizeof want - 1) != NULL;
+        lines++;
+        p += n + (e != NULL);
+    }
+    CHECK_MSG(lines == 6 && unet == 2, "%d lines, %d about the unet (want 6 and 2): %s", lines, unet, errtext);
+}
+
 /* A failing job of many ranks ends in bounded time with one line. */
 TEST(big_failing_job_ends_quickly) {
     double t0 = now();
@@ -372,6 +394,7 @@ int main(void) {
     RUN(killed_while_denoising_resumes);
     RUN(too_many_ranks_refused);
     RUN(failed_launch_one_line);
+    RUN(launch_warnings_whole_lines);
     RUN(big_failing_job_ends_quickly);
     RUN(stuck_mpirun_is_ended);
     char cmd[512];

@@ -63,6 +63,7 @@ static long count_list(const char *list) {
 static void preflight(int argc, char **argv) {
     args_t a;
     parse_args(&a, "generate", argc, argv);
+    tdm_log_set_level(TDM_LOG_ERROR);   /* the ranks give the model's warnings; errors come back as die_status */
     tdm_pipeline_params_t pp;
     tdm_pipeline_params_init(&pp);
     pp.scheduler = a.scheduler;

@@ -54,12 +54,28 @@ void tdm_log_set_level(tdm_log_level lv) {
 void tdm_log(tdm_log_level lv, const char *fmt, ...) {
     static const char *names[] = {"error", "warning", "info", "debug"};
     if ((int)lv > tdm_log_threshold) return;
-    va_list ap;
+    /* the whole line in one write, so lines of processes sharing stderr (the
+     * ranks of a job) do not interleave */
+    char small[512], *line = small;
+    const int pre = snprintf(small, sizeof small, "tandem: %s: ", names[lv]);
+    va_list ap, ap2;
     va_start(ap, fmt);
-    fprintf(stderr, "tandem: %s: ", names[lv]);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    va_copy(ap2, ap);
+    const int n = vsnprintf(small + pre, sizeof small - (size_t)pre, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (size_t)pre + (size_t)n + 2 > sizeof small && (line = malloc((size_t)pre + (size_t)n + 2))) {
+        memcpy(line, small, (size_t)pre);
+        vsnprintf(line + pre, (size_t)n + 1, fmt, ap2);
+    } else if (!line) {
+        line = small;   /* out of memory: the cut line */
+    }
+    va_end(ap2);
+    size_t len = strlen(line);
+    if (line != small || len + 1 < sizeof small) line[len++] = '\n';
+    else line[len - 1] = '\n';
+    fwrite(line, 1, len, stderr);
+    fflush(stderr);
+    if (line != small) free(line);
 }
 
 /* ---- dtypes ---------------------------------------------------------- */
