@@ -5,6 +5,7 @@
 #ifndef TDM_TEST_CLI_H
 #define TDM_TEST_CLI_H
 
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -13,19 +14,34 @@ static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
 static char tmpdir[256];
 static char errtext[8192];
 
-/* Runs `tandem <args>` (args already shell-quoted); returns the exit code
- * and leaves stderr in errtext. */
-__attribute__((unused)) static int run(const char *fmt, ...) {
+/* Runs `PREFIX tandem <args>` (args already shell-quoted; prefix "" or
+ * e.g. "timeout 30"); returns the exit code and leaves stderr in errtext. */
+static int run_v(const char *prefix, const char *fmt, va_list ap) {
     char args[4096], cmd[8192], errf[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
     snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
-    snprintf(cmd, sizeof cmd, "\"%s\" %s", TDM_TANDEM_BIN, args);
+    snprintf(cmd, sizeof cmd, "%s \"%s\" %s", prefix, TDM_TANDEM_BIN, args);
     return sh_capture(cmd, errf, errtext, sizeof errtext);
 }
 
+/* Runs `tandem <args>`. */
+__attribute__((unused, format(printf, 1, 2))) static int run(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = run_v("", fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Runs `timeout 30 tandem <args>`: a command that would hang ends with 124
+ * and no error line, so the check fails instead of the suite stalling. */
+__attribute__((unused, format(printf, 1, 2))) static int run_t(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = run_v("timeout 30", fmt, ap);
+    va_end(ap);
+    return rc;
+}
 
 /* A failure: nonzero exit, exactly one line starting "tandem: error: "
  * that contains `needle`. */
@@ -43,6 +59,23 @@ __attribute__((unused)) static void copy_pipe(const char *name) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s/%s' && cp -r '%s' '%s/%s'", tmpdir, name, PIPE, tmpdir, name);
     CHECK(system(cmd) == 0);
+}
+
+/* Replaces `key` of tmpdir/name/sub/config.json with the JSON `value`. */
+__attribute__((unused)) static void set_key(const char *name, const char *sub, const char *key, const char *value) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s/%s/config.json", tmpdir, name, sub);
+    char *text = test_slurp(path);
+    cJSON *root = text ? cJSON_Parse(text) : NULL, *v = cJSON_Parse(value);
+    free(text);
+    CHECK_MSG(root && v, "%s / %s", path, value);
+    if (!root || !v) { cJSON_Delete(root); cJSON_Delete(v); return; }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, key);
+    cJSON_AddItemToObject(root, key, v);
+    char *out = cJSON_Print(root);
+    test_spill(path, out);
+    free(out);
+    cJSON_Delete(root);
 }
 
 /* Makes the scratch folder tmpdir (0 on failure). */

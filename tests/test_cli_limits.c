@@ -15,23 +15,6 @@
 #include "test_cli.h"
 #include "io/safetensors.h"
 
-/* Replaces `key` of tmpdir/name/sub/config.json with the JSON `value`. */
-static void set_key(const char *name, const char *sub, const char *key, const char *value) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s/%s/config.json", tmpdir, name, sub);
-    char *text = test_slurp(path);
-    cJSON *root = text ? cJSON_Parse(text) : NULL, *v = cJSON_Parse(value);
-    free(text);
-    CHECK_MSG(root && v, "%s / %s", path, value);
-    if (!root || !v) { cJSON_Delete(root); cJSON_Delete(v); return; }
-    cJSON_DeleteItemFromObjectCaseSensitive(root, key);
-    cJSON_AddItemToObject(root, key, v);
-    char *out = cJSON_Print(root);
-    test_spill(path, out);
-    free(out);
-    cJSON_Delete(root);
-}
-
 /* No "--width"/"--height" in the message: no such flag was given. */
 static void no_flag(void) {
     CHECK_MSG(!strstr(errtext, "--width") && !strstr(errtext, "--height"), "names a flag: %s", errtext);

@@ -72,23 +72,6 @@ TEST(sd_image_too_big) { refused_fast(PIPE, too_big(PIPE, 16384), "the UNet"); }
  * not fit a 24 GB machine (the VAE decoder needs 58 GiB). */
 TEST(flux_image_too_big) { refused_fast(FLUX, too_big(FLUX, 16384), "the VAE decoder"); }
 
-/* Replaces `key` of tmpdir/name/sub/config.json with the JSON `value`. */
-static void set_key(const char *name, const char *sub, const char *key, const char *value) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s/%s/config.json", tmpdir, name, sub);
-    char *text = test_slurp(path);
-    cJSON *root = text ? cJSON_Parse(text) : NULL, *v = cJSON_Parse(value);
-    free(text);
-    CHECK_MSG(root && v, "%s / %s", path, value);
-    if (!root || !v) { cJSON_Delete(root); cJSON_Delete(v); return; }
-    cJSON_DeleteItemFromObjectCaseSensitive(root, key);
-    cJSON_AddItemToObject(root, key, v);
-    char *out = cJSON_Print(root);
-    test_spill(path, out);
-    free(out);
-    cJSON_Delete(root);
-}
-
 /* The default size comes from the configs: the message names them, no flag. */
 TEST(default_size_too_big) {
     char path[1024];

@@ -89,19 +89,6 @@ TEST(implicit_disk_runs) {
                      PIPE), "disk=0 bytes cap is too small");
 }
 
-/* Runs `timeout 30 tandem <args>`: a command that would hang ends with 124
- * and no error line, so the check fails instead of the suite stalling. */
-static int run_t(const char *fmt, ...) {
-    char args[4096], cmd[8192], errf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
-    snprintf(cmd, sizeof cmd, "timeout 30 \"%s\" %s", TDM_TANDEM_BIN, args);
-    return sh_capture(cmd, errf, errtext, sizeof errtext);
-}
-
 /* Replaces tmpdir/name/rel by what `make` (a shell command on $F) makes. */
 static void plant(const char *name, const char *rel, const char *make) {
     char cmd[2048];
