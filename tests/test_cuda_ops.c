@@ -89,7 +89,7 @@ static void linear_case(int64_t M, int64_t K, int64_t N, int bias) {
              bias ? " +b" : "");
     float *x = hrand(M * K, 1), *W = hrand(N * K, 1), *b = bias ? hrand(N, 1) : NULL;
     float *y = hzero(M * N);
-    tdm_cpu_linear(y, x, W, b, M, K, N);
+    tdm_cpu_linear(NULL, y, x, W, b, M, K, N);
     float *dx = up(x, M * K), *dW = up(W, N * K), *db = bias ? up(b, N) : NULL, *dy = dzero(M * N);
     tdm_op_linear(&g_dev, dy, dx, dW, db, M, K, N);
     check_dev(nm, dy, y, M * N, TOL_GEMM);
@@ -114,7 +114,7 @@ static void gemm_case(int tA, int tB, int64_t M, int64_t N, int64_t K, float alp
     int64_t lda = ac + pad, ldb = bc + pad, ldc = N + pad;
     float *A = hrand(ar * lda, 1), *B = hrand(br * ldb, 1), *C = hrand(M * ldc, 1);
     float *dA = up(A, ar * lda), *dB = up(B, br * ldb), *dC = up(C, M * ldc);
-    tdm_cpu_gemm(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    tdm_cpu_gemm(NULL, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     tdm_op_gemm(&g_dev, tA, tB, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
     check_dev(nm, dC, C, M * ldc, TOL_GEMM);
     dfree(dA, ar * lda); dfree(dB, br * ldb);
@@ -144,9 +144,9 @@ static void conv_case(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout
     int64_t nx = B * Cin * H * W, nw = Cout * Cin * kh * kw, ny = B * Cout * Ho * Wo;
     float *x = hrand(nx, 1), *w = hrand(nw, 0.5f), *b = bias ? hrand(Cout, 1) : NULL;
     float *y = hzero(ny);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr, 0);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(NULL, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
     float *scr = ns ? hzero(ns) : NULL;
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scr, 0);
+    tdm_cpu_conv2d_pad4(NULL, y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scr);
     free(scr);
     int sym = pt == pb && pt == pl && pt == pr;
     int64_t dns = tdm_op_conv2d_pad4_scratch(&g_dev, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
@@ -235,8 +235,8 @@ static void linear_half_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int 
     float *x = hrand(M * K, 1), *W = hrand(N * K, 1), *b = bias ? hrand(N, 1) : NULL;
     float *xr = hround(x, M * K, dt), *Wr = hround(W, N * K, dt);
     float *y = hzero(M * N), *yr = hzero(M * N);
-    tdm_cpu_linear(y, x, W, b, M, K, N);
-    tdm_cpu_linear(yr, xr, Wr, b, M, K, N);
+    tdm_cpu_linear(NULL, y, x, W, b, M, K, N);
+    tdm_cpu_linear(NULL, yr, xr, Wr, b, M, K, N);
     float *dx = up(x, M * K), *dW = up_half(W, N * K, dt), *db = bias ? up(b, N) : NULL;
     float *dy = dzero(M * N);
     g_dev.gemm_dtype = dt;
@@ -262,15 +262,15 @@ static void linear_gelu_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int6
     float *dy = up(y, M * ldy), *dx = up(x, M * K), *db = bias ? up(b, N) : NULL;
     if (dt == TDM_F32) {
         float *dW = up(W, N * K);
-        tdm_cpu_linear_gelu(y, ldy, x, W, b, M, K, N);
+        tdm_cpu_linear_gelu(NULL, y, ldy, x, W, b, M, K, N);
         tdm_op_linear_gelu(&g_dev, dy, ldy, dx, dW, db, M, K, N);
         check_dev(nm, dy, y, M * ldy, TOL_GEMM);
         dfree(dW, N * K);
     } else {
         float *xr = hround(x, M * K, dt), *Wr = hround(W, N * K, dt);
         float *dW = up_half(W, N * K, dt);
-        tdm_cpu_linear_gelu(y, ldy, x, W, b, M, K, N);
-        tdm_cpu_linear_gelu(yr, ldy, xr, Wr, b, M, K, N);
+        tdm_cpu_linear_gelu(NULL, y, ldy, x, W, b, M, K, N);
+        tdm_cpu_linear_gelu(NULL, yr, ldy, xr, Wr, b, M, K, N);
         g_dev.gemm_dtype = dt;
         tdm_op_linear_gelu(&g_dev, dy, ldy, dx, dW, db, M, K, N);
         g_dev.gemm_dtype = TDM_F32;
@@ -303,8 +303,8 @@ static void gemm_half_case(tdm_dtype dt, int tA, int tB, int64_t M, int64_t N, i
     float *Ar = hround(A, ar * lda, dt), *Br = hround(B, br * ldb, dt), *Cr = hzero(M * ldc);
     memcpy(Cr, C, (size_t)(M * ldc) * sizeof(float));
     float *dA = up(A, ar * lda), *dB = up_half(B, br * ldb, dt), *dC = up(C, M * ldc);
-    tdm_cpu_gemm(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    tdm_cpu_gemm(tA, tB, M, N, K, alpha, Ar, lda, Br, ldb, beta, Cr, ldc);
+    tdm_cpu_gemm(NULL, tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    tdm_cpu_gemm(NULL, tA, tB, M, N, K, alpha, Ar, lda, Br, ldb, beta, Cr, ldc);
     g_dev.gemm_dtype = dt;
     tdm_op_gemm(&g_dev, tA, tB, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
     g_dev.gemm_dtype = TDM_F32;
@@ -326,10 +326,10 @@ static void conv_half_case(tdm_dtype dt, int64_t B, int64_t Cin, int64_t H, int6
     float *x = hrand(nx, 1), *w = hrand(nw, 0.5f), *b = hrand(Cout, 1);
     float *xr = hround(x, nx, dt), *wr = hround(w, nw, dt);
     float *y = hzero(ny), *yr = hzero(ny);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, k, k, s, pt, pb, pl, pr, 0);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(NULL, Cin, H, W, k, k, s, pt, pb, pl, pr);
     float *scr = ns ? hzero(ns) : NULL;
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr, 0);
-    tdm_cpu_conv2d_pad4(yr, xr, wr, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr, 0);
+    tdm_cpu_conv2d_pad4(NULL, y, x, w, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr);
+    tdm_cpu_conv2d_pad4(NULL, yr, xr, wr, b, B, Cin, H, W, Cout, k, k, s, pt, pb, pl, pr, scr);
     free(scr);
     g_dev.gemm_dtype = dt;
     int64_t dns = tdm_op_conv2d_pad4_scratch(&g_dev, Cin, H, W, k, k, s, pt, pb, pl, pr);
@@ -403,7 +403,7 @@ static void group_norm_case(int64_t B, int64_t C, int64_t S, int64_t G, int silu
     float *x = hrand(n, 2), *ga = affine ? hrand(C, 1) : NULL, *be = affine ? hrand(C, 1) : NULL;
     for (int64_t i = 0; i < n; i++) x[i] += 0.7f;   /* a nonzero mean */
     float *y = hzero(n);
-    tdm_cpu_group_norm(y, x, ga, be, B, C, S, G, 1e-6f, silu);
+    tdm_cpu_group_norm(NULL, y, x, ga, be, B, C, S, G, 1e-6f, silu);
     float *dx = up(x, n), *dga = affine ? up(ga, C) : NULL, *dbe = affine ? up(be, C) : NULL;
     float *dy = alias ? dx : dzero(n);
     tdm_op_group_norm(&g_dev, dy, dx, dga, dbe, B, C, S, G, 1e-6f, silu);
@@ -432,7 +432,7 @@ static void layer_norm_case(int64_t rows, int64_t D, int affine, int alias) {
     float *x = hrand(n, 3), *ga = affine ? hrand(D, 1) : NULL, *be = affine ? hrand(D, 1) : NULL;
     for (int64_t i = 0; i < n; i++) x[i] -= 1.3f;
     float *y = hzero(n);
-    tdm_cpu_layer_norm(y, x, ga, be, rows, D, 1e-5f);
+    tdm_cpu_layer_norm(NULL, y, x, ga, be, rows, D, 1e-5f);
     float *dx = up(x, n), *dga = affine ? up(ga, D) : NULL, *dbe = affine ? up(be, D) : NULL;
     float *dy = alias ? dx : dzero(n);
     tdm_op_layer_norm(&g_dev, dy, dx, dga, dbe, rows, D, 1e-5f);
@@ -452,7 +452,7 @@ TEST(test_layer_norm) {
 
 /* ---- activations and element-wise ------------------------------------------------------ */
 
-typedef void (*cpu_act_fn)(float *, int64_t);
+typedef void (*cpu_act_fn)(tdm_device_t *, float *, int64_t);
 typedef void (*op_act_fn)(tdm_device_t *, float *, int64_t);
 
 static void act_case(const char *name, cpu_act_fn cf, op_act_fn of, int64_t n) {
@@ -460,7 +460,7 @@ static void act_case(const char *name, cpu_act_fn cf, op_act_fn of, int64_t n) {
     snprintf(nm, sizeof nm, "%s n=%lld", name, (long long)n);
     float *x = hrand(n, 6);
     float *dx = up(x, n);
-    cf(x, n);
+    cf(NULL, x, n);
     of(&g_dev, dx, n);
     check_dev(nm, dx, x, n, TOL);
     free(x);
@@ -480,7 +480,7 @@ static void geglu_case(int64_t rows, int64_t F) {
     char nm[64];
     snprintf(nm, sizeof nm, "geglu %lldx%lld", (long long)rows, (long long)F);
     float *h = hrand(rows * 2 * F, 4), *y = hzero(rows * F);
-    tdm_cpu_geglu(y, h, rows, F);
+    tdm_cpu_geglu(NULL, y, h, rows, F);
     float *dh = up(h, rows * 2 * F), *dy = dzero(rows * F);
     tdm_op_geglu(&g_dev, dy, dh, rows, F);
     check_dev(nm, dy, y, rows * F, TOL);
@@ -500,18 +500,18 @@ TEST(test_elementwise) {
         int64_t n = ns[k];
         float *a = hrand(n, 5), *b = hrand(n, 5), *y = hzero(n);
         float *da = up(a, n), *db = up(b, n), *dy = dzero(n);
-        tdm_cpu_add(y, a, b, n);
+        tdm_cpu_add(NULL, y, a, b, n);
         tdm_op_add(&g_dev, dy, da, db, n);
         check_dev("add", dy, y, n, TOL);
-        tdm_cpu_add(y, a, b, n);
+        tdm_cpu_add(NULL, y, a, b, n);
         tdm_op_add(&g_dev, da, da, db, n);      /* y aliases a */
         check_dev("add alias", da, y, n, TOL);
         da = up(a, n);
-        tdm_cpu_scale(y, a, -0.37f, n);
+        tdm_cpu_scale(NULL, y, a, -0.37f, n);
         tdm_op_scale(&g_dev, db, da, -0.37f, n);
         check_dev("scale", db, y, n, TOL);
         db = up(b, n);
-        tdm_cpu_clamp(y, a, -1.5f, 2.0f, n);
+        tdm_cpu_clamp(NULL, y, a, -1.5f, 2.0f, n);
         tdm_op_clamp(&g_dev, da, da, -1.5f, 2.0f, n);   /* in place */
         check_dev("clamp", da, y, n, TOL);
         dfree(db, n);
@@ -530,7 +530,7 @@ static void channel_bias_case(int64_t B, int64_t C, int64_t S) {
     int64_t n = B * C * S;
     float *x = hrand(n, 2), *v = hrand(B * C, 2);
     float *dx = up(x, n), *dv = up(v, B * C);
-    tdm_cpu_add_channel_bias(x, v, B, C, S);
+    tdm_cpu_add_channel_bias(NULL, x, v, B, C, S);
     tdm_op_add_channel_bias(&g_dev, dx, dv, B, C, S);
     check_dev("add_channel_bias", dx, x, n, TOL);
     dfree(dv, B * C);
@@ -552,7 +552,7 @@ static void attention_case(int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t
     int64_t nq = B * Tq * H * D, nk = B * Tk * H * D;
     float *q = hrand(nq, 2), *k = hrand(nk, 2), *v = hrand(nk, 1), *o = hzero(nq);
     float scale = 1.0f / sqrtf((float)D);
-    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+    tdm_cpu_attention(NULL, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
     float *dq = up(q, nq), *dk = up(k, nk), *dv = up(v, nk), *dout = dzero(nq);
     tdm_op_attention(&g_dev, dout, dq, dk, dv, B, Tq, Tk, H, D, scale, causal);
     check_dev(nm, dout, o, nq, TOL_GEMM);
@@ -592,7 +592,7 @@ static void attention_tc_case(tdm_dtype dt, int64_t B, int64_t Tq, int64_t Tk, i
     float *poison = malloc((size_t)nq * sizeof(float));
     for (int64_t i = 0; i < nq; i++) poison[i] = NAN;
     float scale = 1.0f / sqrtf((float)D);
-    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+    tdm_cpu_attention(NULL, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
     float *dq = up(q, nq), *dk = up(k, nk), *dv = up(v, nk), *dout = up(poison, nq);
     g_dev.gemm_dtype = dt;
     tdm_op_attention(&g_dev, dout, dq, dk, dv, B, Tq, Tk, H, D, scale, causal);
@@ -647,8 +647,8 @@ TEST(test_attention_tc) {
 static void transpose_case(int64_t B, int64_t C, int64_t S) {
     int64_t n = B * C * S;
     float *x = hrand(n, 1), *y = hzero(n), *y2 = hzero(n);
-    tdm_cpu_transpose_cs(y, x, B, C, S);
-    tdm_cpu_transpose_sc(y2, y, B, S, C);
+    tdm_cpu_transpose_cs(NULL, y, x, B, C, S);
+    tdm_cpu_transpose_sc(NULL, y2, y, B, S, C);
     float *dx = up(x, n), *dy = dzero(n), *dy2 = dzero(n);
     tdm_op_transpose_cs(&g_dev, dy, dx, B, C, S);
     tdm_op_transpose_sc(&g_dev, dy2, dy, B, S, C);
@@ -670,7 +670,7 @@ TEST(test_upsample_resize_concat) {
     int64_t n = B * C * H * W, n4 = 4 * n;
     float *x = hrand(n, 1), *y = hzero(n4);
     float *dx = up(x, n), *dy = dzero(n4);
-    tdm_cpu_upsample_nearest2x(y, x, B, C, H, W);
+    tdm_cpu_upsample_nearest2x(NULL, y, x, B, C, H, W);
     tdm_op_upsample_nearest2x(&g_dev, dy, dx, B, C, H, W);
     check_dev("upsample_nearest2x", dy, y, n4, 0);
     free(y);
@@ -681,7 +681,7 @@ TEST(test_upsample_resize_concat) {
         snprintf(nm, sizeof nm, "resize_nearest %lldx%lld", (long long)Ho, (long long)Wo);
         y = hzero(m);
         dy = dzero(m);
-        tdm_cpu_resize_nearest(y, x, B, C, H, W, Ho, Wo);
+        tdm_cpu_resize_nearest(NULL, y, x, B, C, H, W, Ho, Wo);
         tdm_op_resize_nearest(&g_dev, dy, dx, B, C, H, W, Ho, Wo);
         check_dev(nm, dy, y, m, 0);
         free(y);
@@ -689,7 +689,7 @@ TEST(test_upsample_resize_concat) {
     int64_t Cb = 4, S = H * W, nb = B * Cb * S, nc = n + nb;
     float *b = hrand(nb, 1), *cat = hzero(nc);
     float *db = up(b, nb), *dcat = dzero(nc);
-    tdm_cpu_concat_channels(cat, x, C, b, Cb, B, S);
+    tdm_cpu_concat_channels(NULL, cat, x, C, b, Cb, B, S);
     tdm_op_concat_channels(&g_dev, dcat, dx, C, db, Cb, B, S);
     check_dev("concat_channels", dcat, cat, nc, 0);
     dfree(dx, n); dfree(db, nb);
@@ -703,7 +703,7 @@ TEST(test_gather_rows) {
     for (int i = 0; i < n; i++) idx[i] = (int32_t)((i * 7 + 3) % rows);
     idx[5] = 0;
     idx[6] = (int32_t)(rows - 1);
-    tdm_cpu_gather_rows(y, table, idx, n, D);
+    tdm_cpu_gather_rows(NULL, y, table, idx, n, D);
     float *dt = up(table, rows * D), *dy = dzero(n * D);
     tdm_op_gather_rows(&g_dev, dy, dt, idx, n, D);
     for (int i = 0; i < n; i++) idx[i] = -1;   /* the caller may reuse idx at once */
@@ -712,7 +712,7 @@ TEST(test_gather_rows) {
     int32_t idx2[300];
     for (int i = 0; i < 300; i++) idx2[i] = (int32_t)((i * 13) % rows);
     float *y2 = hzero(300 * D), *dy2 = dzero(300 * D);
-    tdm_cpu_gather_rows(y2, table, idx2, 300, D);
+    tdm_cpu_gather_rows(NULL, y2, table, idx2, 300, D);
     tdm_op_gather_rows(&g_dev, dy2, dt, idx2, 300, D);
     check_dev("gather_rows 300", dy2, y2, 300 * D, 0);
     dfree(dt, rows * D);
@@ -726,7 +726,7 @@ static void rms_norm_case(int64_t rows, int64_t D, int with_w, int alias) {
     snprintf(nm, sizeof nm, "rms_norm %lldx%lld w%d alias%d", (long long)rows, (long long)D,
              with_w, alias);
     float *x = hrand(rows * D, 3), *w = hrand(D, 2), *y = hzero(rows * D);
-    tdm_cpu_rms_norm(y, x, with_w ? w : NULL, rows, D, 1e-6f);
+    tdm_cpu_rms_norm(NULL, y, x, with_w ? w : NULL, rows, D, 1e-6f);
     float *dx = up(x, rows * D), *dw = up(w, D), *dy = alias ? dx : dzero(rows * D);
     tdm_op_rms_norm(&g_dev, dy, dx, with_w ? dw : NULL, rows, D, 1e-6f);
     check_dev(nm, dy, y, rows * D, TOL);
@@ -743,8 +743,8 @@ static void attention_bias_case(int64_t B, int64_t T, int64_t H, int64_t D) {
              (long long)H, (long long)D);
     int64_t n = B * T * H * D, nt = H * (2 * T - 1);
     float *q = hrand(n, 1), *k = hrand(n, 1), *v = hrand(n, 1), *tab = hrand(nt, 8);
-    float *o = hzero(n), *s = hzero(tdm_cpu_attention_bias_scratch(T));
-    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+    float *o = hzero(n), *s = hzero(tdm_cpu_attention_bias_scratch(NULL, T));
+    tdm_cpu_attention_bias(NULL, o, q, k, v, tab, s, B, T, H, D);
     int64_t ns = tdm_op_attention_bias_scratch(&g_dev, T);
     float *dq = up(q, n), *dk = up(k, n), *dv = up(v, n), *dt = up(tab, nt), *dout = dzero(n);
     float *ds = ns > 0 ? dzero(ns) : NULL;
@@ -768,11 +768,11 @@ static void attention_bias_tc_case(tdm_dtype dt, int64_t B, int64_t T, int64_t H
     int64_t n = B * T * H * D, nt = H * (2 * T - 1);
     float *q = hrand(n, 1), *k = hrand(n, 1), *v = hrand(n, 1), *tab = hrand(nt, 5);
     float *o = hzero(n), *o0 = hzero(n), *tab0 = hzero(nt);
-    float *s = hzero(tdm_cpu_attention_bias_scratch(T));
+    float *s = hzero(tdm_cpu_attention_bias_scratch(NULL, T));
     float *poison = malloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) poison[i] = NAN;
-    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
-    tdm_cpu_attention_bias(o0, q, k, v, tab0, s, B, T, H, D);
+    tdm_cpu_attention_bias(NULL, o, q, k, v, tab, s, B, T, H, D);
+    tdm_cpu_attention_bias(NULL, o0, q, k, v, tab0, s, B, T, H, D);
     if (T > 1) {   /* one key: softmax weight 1 whatever the bias */
         double eb = test_rel_err(o0, o, (long)n);
         CHECK_MSG(eb > 4 * tol, "%s: the bias changes the output by only %.3g", nm, eb);
@@ -806,7 +806,7 @@ TEST(test_t5_ops) {
         int64_t n = ns[i];
         float *a = hrand(n, 5), *b = hrand(n, 5), *y = hzero(n);
         float *da = up(a, n), *db = up(b, n), *dy = dzero(n);
-        tdm_cpu_mul(y, a, b, n);
+        tdm_cpu_mul(NULL, y, a, b, n);
         tdm_op_mul(&g_dev, dy, da, db, n);
         check_dev("mul", dy, y, n, TOL);
         tdm_op_mul(&g_dev, da, da, db, n);   /* y aliases a */
@@ -905,7 +905,7 @@ static void rope_case(int64_t B, int64_t S, int64_t H, int64_t hd) {
              (long long)S, (long long)H, (long long)hd);
     float *x = hrand(n, 3), *cs = hrand(S * hd, 1), *sn = hrand(S * hd, 1);
     float *dx = up(x, n), *dc = up(cs, S * hd), *ds = up(sn, S * hd);
-    tdm_cpu_rope_interleaved(x, cs, sn, B, S, H, hd);
+    tdm_cpu_rope_interleaved(NULL, TDM_F32, x, cs, sn, B, S, H, hd);
     tdm_op_rope_interleaved(&g_dev, TDM_F32, dx, dc, ds, B, S, H, hd);
     check_dev(nm, dx, x, n, TOL);
     dfree(dc, S * hd);
@@ -921,7 +921,7 @@ static void rms_heads_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t 
              (long long)hd);
     float *x = hrand(n, 4), *w = hrand(hd, 2);
     float *dx = up(x, n), *dw = up(w, hd);
-    tdm_cpu_rms_norm_heads(x, w, B, S, r0, L, H, hd, 1e-6f);
+    tdm_cpu_rms_norm_heads(NULL, TDM_F32, x, w, B, S, r0, L, H, hd, 1e-6f);
     tdm_op_rms_norm_heads(&g_dev, TDM_F32, dx, dw, B, S, r0, L, H, hd, 1e-6f);
     check_dev(nm, dx, x, n, TOL);
     dfree(dw, hd);
@@ -938,7 +938,7 @@ static void ln_mod_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D, 
     float *x = hrand(n, 5), *y = hrand(n, 1), *mod = hrand(nm_, 1);
     float *dx = up(x, n), *dy = alias ? dx : up(y, n), *dm = up(mod, nm_);
     float *hy = alias ? x : y;
-    tdm_cpu_layer_norm_modulate(hy, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
+    tdm_cpu_layer_norm_modulate(NULL, TDM_F32, hy, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
     tdm_op_layer_norm_modulate(&g_dev, TDM_F32, dy, dx, dm + 3 * D, dm + 4 * D, ms, B, S, r0, L, D,
                                1e-6f);
     check_dev(nm, dy, hy, n, TOL);
@@ -954,7 +954,7 @@ static void gated_add_case(int64_t B, int64_t S, int64_t r0, int64_t L, int64_t 
              (long long)B, (long long)S, (long long)r0, (long long)L, (long long)D);
     float *x = hrand(n, 3), *y = hrand(n, 3), *mod = hrand(nm_, 2);
     float *dx = up(x, n), *dy = up(y, n), *dm = up(mod, nm_);
-    tdm_cpu_gated_add_rows(x, y, mod + 2 * D, ms, B, S, r0, L, D);
+    tdm_cpu_gated_add_rows(NULL, TDM_F32, x, y, mod + 2 * D, ms, B, S, r0, L, D);
     tdm_op_gated_add_rows(&g_dev, TDM_F32, dx, dy, dm + 2 * D, ms, B, S, r0, L, D);
     check_dev(nm, dx, x, n, TOL);
     dfree(dy, n);
@@ -970,7 +970,7 @@ static void copy_2d_case(int64_t rows, int64_t cols, int64_t ldy, int64_t off, i
              (long long)cols, (long long)ldy, (long long)ldx);
     float *y = hrand(n, 1), *x = hrand(nx, 1);
     float *dy = up(y, n), *dx = up(x, nx);
-    tdm_cpu_copy_2d(y + off, ldy, x, ldx, rows, cols);
+    tdm_cpu_copy_2d(NULL, TDM_F32, y + off, ldy, x, ldx, rows, cols);
     tdm_op_copy_2d(&g_dev, TDM_F32, dy + off, ldy, dx, ldx, rows, cols);
     check_dev(nm, dy, y, n, TOL);
     dfree(dx, nx);
@@ -1049,10 +1049,10 @@ static void linear_act_case(tdm_dtype dt, int64_t M, int64_t K, int64_t N, int64
     float *dx = up_half(xr, M * K, dt), *dW = up_half(Wr, N * K, dt), *db = bias ? up(b, N) : NULL;
     void *dy = yhalf ? (void *)up_half(y, M * ldy, dt) : (void *)up(y, M * ldy);
     if (br && !yhalf) memcpy(br, b, (size_t)N * sizeof(float));
-    if (gelu) tdm_cpu_linear_gelu(y, ldy, xr, Wr, br, M, K, N);
+    if (gelu) tdm_cpu_linear_gelu(NULL, y, ldy, xr, Wr, br, M, K, N);
     else {
         float *t = hzero(M * N);
-        tdm_cpu_linear(t, xr, Wr, br, M, K, N);
+        tdm_cpu_linear(NULL, t, xr, Wr, br, M, K, N);
         for (int64_t r = 0; r < M; r++) memcpy(y + r * ldy, t + r * N, (size_t)N * sizeof(float));
         free(t);
     }
@@ -1081,9 +1081,9 @@ static void qk_norm_rope_case(tdm_dtype dt, int64_t B, int64_t S, int64_t split,
     float *cs = hrand(S * hd, 1), *sn = hrand(S * hd, 1);
     float *dx = half ? up_half(x, n, dt) : up(x, n), *dw0 = up(w0, hd), *dw1 = up(w1, hd);
     float *dc = up(cs, S * hd), *ds = up(sn, S * hd);
-    if (split > 0) tdm_cpu_rms_norm_heads(x, w0, B, S, 0, split, H, hd, 1e-6f);
-    if (split < S) tdm_cpu_rms_norm_heads(x, w1, B, S, split, S - split, H, hd, 1e-6f);
-    tdm_cpu_rope_interleaved(x, cs, sn, B, S, H, hd);
+    if (split > 0) tdm_cpu_rms_norm_heads(NULL, TDM_F32, x, w0, B, S, 0, split, H, hd, 1e-6f);
+    if (split < S) tdm_cpu_rms_norm_heads(NULL, TDM_F32, x, w1, B, S, split, S - split, H, hd, 1e-6f);
+    tdm_cpu_rope_interleaved(NULL, TDM_F32, x, cs, sn, B, S, H, hd);
     g_dev.gemm_dtype = half ? dt : TDM_F32;
     tdm_op_qk_norm_rope(&g_dev, dt, dx, dw0, dw1, split, dc, ds, B, S, H, hd, 1e-6f);
     g_dev.gemm_dtype = TDM_F32;
@@ -1102,7 +1102,7 @@ static void ln_mod_act_case(tdm_dtype dt, int64_t B, int64_t S, int64_t r0, int6
              (long long)D);
     float *x = hrand(n, 5), *y = hrand_r(n, 1, dt), *mod = hrand(nm_, 1);
     float *dx = up(x, n), *dy = up_half(y, n, dt), *dm = up(mod, nm_);
-    tdm_cpu_layer_norm_modulate(y, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
+    tdm_cpu_layer_norm_modulate(NULL, TDM_F32, y, x, mod + 3 * D, mod + 4 * D, ms, B, S, r0, L, D, 1e-6f);
     g_dev.gemm_dtype = dt;
     tdm_op_layer_norm_modulate(&g_dev, dt, dy, dx, dm + 3 * D, dm + 4 * D, ms, B, S, r0, L, D,
                                1e-6f);
@@ -1121,7 +1121,7 @@ static void gated_add_act_case(tdm_dtype dt, int64_t B, int64_t S, int64_t r0, i
              (long long)D);
     float *x = hrand(n, 3), *y = hrand_r(n, 3, dt), *mod = hrand(nm_, 2);
     float *dx = up(x, n), *dy = up_half(y, n, dt), *dm = up(mod, nm_);
-    tdm_cpu_gated_add_rows(x, y, mod + 2 * D, ms, B, S, r0, L, D);
+    tdm_cpu_gated_add_rows(NULL, TDM_F32, x, y, mod + 2 * D, ms, B, S, r0, L, D);
     g_dev.gemm_dtype = dt;
     tdm_op_gated_add_rows(&g_dev, dt, dx, dy, dm + 2 * D, ms, B, S, r0, L, D);
     g_dev.gemm_dtype = TDM_F32;
@@ -1141,7 +1141,7 @@ static void copy_cast_act_case(tdm_dtype dt, int64_t rows, int64_t cols, int64_t
     float *dy = up_half(y, n, dt), *dx = up(x, rows * cols);
     void *dxh = tdm_dev_alloc(&g_dev, rows * cols * 2, "test half buffer");
     CHECK(dxh != NULL);
-    tdm_cpu_copy_2d(y, ldy, xr, cols, rows, cols);
+    tdm_cpu_copy_2d(NULL, TDM_F32, y, ldy, xr, cols, rows, cols);
     g_dev.gemm_dtype = dt;
     tdm_op_cast(&g_dev, dxh, dt, dx, TDM_F32, rows * cols);        /* rounds as the host */
     tdm_op_copy_2d(&g_dev, dt, dy, ldy, dxh, cols, rows, cols);
@@ -1167,7 +1167,7 @@ static void attention_act_case(tdm_dtype dt, int64_t B, int64_t Tq, int64_t Tk, 
     float *q = hrand_r(nq, 2, dt), *k = hrand_r(nk, 2, dt);
     float *v = hrand_r(nk, 1, dt), *o = hzero(nq);
     float scale = 1.0f / sqrtf((float)D);
-    tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+    tdm_cpu_attention(NULL, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
     float *dq = up_half(q, nq, dt), *dk = up_half(k, nk, dt), *dv = up_half(v, nk, dt);
     float *dout = up_half(o, nq, dt);
     tdm_dev_upload(&g_dev, dout, (uint16_t[]){0x7fc0}, 2, "poison");   /* first element NaN */
@@ -1189,7 +1189,7 @@ static void t5_act_case(tdm_dtype dt, int64_t rows, int64_t D) {
              (long long)rows, (long long)D);
     float *x = hrand(n, 3), *w = hrand(D, 2), *y = hzero(n);
     float *dx = up(x, n), *dw = up(w, D), *dy = up_half(y, n, dt);
-    tdm_cpu_rms_norm(y, x, w, rows, D, 1e-6f);
+    tdm_cpu_rms_norm(NULL, y, x, w, rows, D, 1e-6f);
     g_dev.gemm_dtype = dt;
     tdm_op_rms_norm_t(&g_dev, dt, dy, dx, dw, rows, D, 1e-6f);
     g_dev.gemm_dtype = TDM_F32;
@@ -1199,7 +1199,7 @@ static void t5_act_case(tdm_dtype dt, int64_t rows, int64_t D) {
     /* y = a · b, then each activation in place */
     float *a = hrand_r(n, 4, dt), *b = hrand_r(n, 4, dt), *r = hzero(n);
     float *da = up_half(a, n, dt), *db = up_half(b, n, dt);
-    tdm_cpu_mul(r, a, b, n);
+    tdm_cpu_mul(NULL, r, a, b, n);
     snprintf(nm, sizeof nm, "mul_t %s n=%lld", tdm_dtype_name(dt), (long long)n);
     g_dev.gemm_dtype = dt;
     tdm_op_mul_t(&g_dev, dt, da, da, db, n);   /* y aliases a */
@@ -1209,10 +1209,10 @@ static void t5_act_case(tdm_dtype dt, int64_t rows, int64_t D) {
     for (int f = 0; f < 4; f++) {
         memcpy(r, b, (size_t)n * sizeof(float));
         switch (f) {
-        case 0: tdm_cpu_relu(r, n); break;
-        case 1: tdm_cpu_gelu(r, n); break;
-        case 2: tdm_cpu_gelu_tanh(r, n); break;
-        default: tdm_cpu_silu(r, n); break;
+        case 0: tdm_cpu_relu(NULL, r, n); break;
+        case 1: tdm_cpu_gelu(NULL, r, n); break;
+        case 2: tdm_cpu_gelu_tanh(NULL, r, n); break;
+        default: tdm_cpu_silu(NULL, r, n); break;
         }
         void *dr = up_half(b, n, dt);
         snprintf(nm, sizeof nm, "act_t %s %s n=%lld", names[f], tdm_dtype_name(dt), (long long)n);
@@ -1232,8 +1232,8 @@ static void attention_bias_act_case(tdm_dtype dt, int64_t B, int64_t T, int64_t 
     int64_t n = B * T * H * D, nt = H * (2 * T - 1);
     float *q = hrand_r(n, 1, dt), *k = hrand_r(n, 1, dt), *v = hrand_r(n, 1, dt);
     float *tab = hrand(nt, 5), *o = hzero(n);
-    float *s = hzero(tdm_cpu_attention_bias_scratch(T));
-    tdm_cpu_attention_bias(o, q, k, v, tab, s, B, T, H, D);
+    float *s = hzero(tdm_cpu_attention_bias_scratch(NULL, T));
+    tdm_cpu_attention_bias(NULL, o, q, k, v, tab, s, B, T, H, D);
     float *dq = up_half(q, n, dt), *dk = up_half(k, n, dt), *dv = up_half(v, n, dt);
     float *dtab = up(tab, nt), *dout = up_half(o, n, dt);
     tdm_dev_upload(&g_dev, dout, (uint16_t[]){0x7fc0}, 2, "poison");   /* first element NaN */

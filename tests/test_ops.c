@@ -52,7 +52,7 @@ static void linear_case(const char *c, int64_t M, int64_t K, int64_t N, int bias
     snprintf(nm, sizeof nm, "%s.y", c);
     float *ref = fx(nm, M * N), *y = zalloc(M * N);
     if (x && W && ref && (b || !bias)) {
-        tdm_cpu_linear(y, x, W, b, M, K, N);
+        tdm_cpu_linear(NULL, y, x, W, b, M, K, N);
         check_close(c, y, ref, M * N);
     }
     free(x); free(W); free(b); free(ref); free(y);
@@ -70,7 +70,7 @@ TEST(test_gemm) {
     float *ref = fx("gemm_tt.y", M * N);
     if (A && B && C && ref) {
         /* op(A) = A^T (A stored (K, M)), op(B) = B^T (B stored (N, K)) */
-        tdm_cpu_gemm(1, 1, M, N, K, 0.5f, A, M, B, K, 2.0f, C, N);
+        tdm_cpu_gemm(NULL, 1, 1, M, N, K, 0.5f, A, M, B, K, 2.0f, C, N);
         check_close("gemm_tt", C, ref, M * N);
     }
     free(A); free(B); free(C); free(ref);
@@ -78,7 +78,7 @@ TEST(test_gemm) {
     C = zalloc(M * N);
     for (int64_t i = 0; i < M * N; i++) C[i] = NAN;   /* beta 0 must ignore C */
     if (A && B && ref) {
-        tdm_cpu_gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        tdm_cpu_gemm(NULL, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
         check_close("gemm_nn", C, ref, M * N);
     }
     free(A); free(B); free(C); free(ref);
@@ -100,16 +100,16 @@ static void conv_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t 
     }
     snprintf(nm, sizeof nm, "%s.y", c);
     float *ref = fx(nm, B * Cout * Ho * Wo), *y = zalloc(B * Cout * Ho * Wo);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr, 0);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(NULL, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
     float *scratch = ns ? zalloc(ns) : NULL;
     if (x && w && ref && (b || !bias)) {
         int sym = pt == pb && pt == pl && pt == pr;
         if (sym) {
-            CHECK(tdm_cpu_conv2d_scratch(Cin, H, W, kh, kw, s, pt, 0) == ns);
-            tdm_cpu_conv2d(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, scratch, 0);
+            CHECK(tdm_cpu_conv2d_scratch(NULL, Cin, H, W, kh, kw, s, pt) == ns);
+            tdm_cpu_conv2d(NULL, y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, scratch);
         } else {
-            tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr,
-                                scratch, 0);
+            tdm_cpu_conv2d_pad4(NULL, y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr,
+                                scratch);
         }
         check_close(c, y, ref, B * Cout * Ho * Wo);
     }
@@ -170,12 +170,15 @@ static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t
     fill_rand(x, B * Cin * H * W, 1u);
     fill_rand(w, Cout * K, 2u);
     fill_rand(b, Cout, 3u);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, s, pt, pb, pl, pr, tile);
+    tdm_device_t d;   /* a host device whose opts carry the tile cap */
+    tdm_device_init(&d, TDM_DEV_CPU, 0);
+    d.opts.conv_tile_bytes = tile;
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(&d, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
     CHECK_MSG(ns == K * rows * Wo, "%s: scratch %lld floats, expected %lld (%lld rows of %lld)",
               c, (long long)ns, (long long)(K * rows * Wo), (long long)rows, (long long)Ho);
     CHECK_MSG(ns <= K * Ho * Wo, "%s: scratch larger than the full im2col", c);
     float *scratch = zalloc(ns);
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scratch, tile);
+    tdm_cpu_conv2d_pad4(&d, y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr, scratch);
     conv_naive(ref, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pl, Ho, Wo);
     double e = test_rel_err(y, ref, (long)ny);
     printf("  %s: %lld of %lld output rows per tile, rel err %.3g\n", c, (long long)rows,
@@ -200,7 +203,7 @@ TEST(test_device_opts) {
     tdm_device_init(&d, TDM_DEV_CPU, 0);
     CHECK(!memcmp(&d.opts, &def, sizeof def));
     CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) ==
-          tdm_cpu_conv2d_pad4_scratch(64, 128, 128, 3, 3, 1, 1, 1, 1, 1, 0));
+          tdm_cpu_conv2d_pad4_scratch(NULL, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1));
     d.opts.conv_tile_bytes = 64;   /* below one row: one row per tile */
     CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) == 64 * 9 * 128);
     CHECK(tdm_op_conv2d_scratch(&d, 64, 128, 128, 3, 3, 1, 1) == 64 * 9 * 128);
@@ -243,9 +246,9 @@ static void gn_case(const char *c, const char *fix, int64_t B, int64_t C, int64_
     snprintf(nm, sizeof nm, "%s.y", fix);
     float *ref = fx(nm, B * C * S), *y = zalloc(B * C * S);
     if (x && g && b && ref) {
-        tdm_cpu_group_norm(y, x, g, b, B, C, S, G, eps, silu);
+        tdm_cpu_group_norm(NULL, y, x, g, b, B, C, S, G, eps, silu);
         check_close(fix, y, ref, B * C * S);
-        tdm_cpu_group_norm(x, x, g, b, B, C, S, G, eps, silu);   /* in place */
+        tdm_cpu_group_norm(NULL, x, x, g, b, B, C, S, G, eps, silu);   /* in place */
         check_close("group_norm in place", x, ref, B * C * S);
     }
     free(x); free(g); free(b); free(ref); free(y);
@@ -262,9 +265,9 @@ TEST(test_layer_norm) {
     float *x = fx("layer_norm.x", R * D), *g = fx("layer_norm.g", D), *b = fx("layer_norm.b", D);
     float *ref = fx("layer_norm.y", R * D), *y = zalloc(R * D);
     if (x && g && b && ref) {
-        tdm_cpu_layer_norm(y, x, g, b, R, D, 1e-5f);
+        tdm_cpu_layer_norm(NULL, y, x, g, b, R, D, 1e-5f);
         check_close("layer_norm", y, ref, R * D);
-        tdm_cpu_layer_norm(x, x, g, b, R, D, 1e-5f);
+        tdm_cpu_layer_norm(NULL, x, x, g, b, R, D, 1e-5f);
         check_close("layer_norm in place", x, ref, R * D);
     }
     free(x); free(g); free(b); free(ref); free(y);
@@ -273,12 +276,12 @@ TEST(test_layer_norm) {
 TEST(test_activations) {
     int64_t n = 1001;
     const char *names[4] = {"act.silu", "act.gelu", "act.gelu_tanh", "act.quick_gelu"};
-    void (*fns[4])(float *, int64_t) = {tdm_cpu_silu, tdm_cpu_gelu, tdm_cpu_gelu_tanh,
+    void (*fns[4])(tdm_device_t *, float *, int64_t) = {tdm_cpu_silu, tdm_cpu_gelu, tdm_cpu_gelu_tanh,
                                         tdm_cpu_quick_gelu};
     for (int i = 0; i < 4; i++) {
         float *x = fx("act.x", n), *ref = fx(names[i], n);
         if (x && ref) {
-            fns[i](x, n);
+            fns[i](NULL, x, n);
             check_close(names[i], x, ref, n);
         }
         free(x); free(ref);
@@ -286,7 +289,7 @@ TEST(test_activations) {
     int64_t R = 3, F = 17;
     float *h = fx("geglu.h", R * 2 * F), *ref = fx("geglu.y", R * F), *y = zalloc(R * F);
     if (h && ref) {
-        tdm_cpu_geglu(y, h, R, F);
+        tdm_cpu_geglu(NULL, y, h, R, F);
         check_close("geglu", y, ref, R * F);
     }
     free(h); free(ref); free(y);
@@ -314,7 +317,7 @@ static void attn_case(const char *c, int64_t B, int64_t Tq, int64_t Tk, int64_t 
     float *ref = fx(nm, B * Tq * H * D), *o = zalloc(B * Tq * H * D);
     if (q && k && v && ref) {
         float scale = 1.0f / sqrtf((float)D);
-        tdm_cpu_attention(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
+        tdm_cpu_attention(NULL, o, q, k, v, B, Tq, Tk, H, D, scale, causal);
         check_close(c, o, ref, B * Tq * H * D);
         memset(o, 0, (size_t)(B * Tq * H * D) * sizeof(float));
         tdm_cpu_attention_ref(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
@@ -337,7 +340,7 @@ TEST(test_upsample) {
     float *x = fx("upsample.x", B * C * H * W), *ref = fx("upsample.y", B * C * 4 * H * W);
     float *y = zalloc(B * C * 4 * H * W);
     if (x && ref) {
-        tdm_cpu_upsample_nearest2x(y, x, B, C, H, W);
+        tdm_cpu_upsample_nearest2x(NULL, y, x, B, C, H, W);
         check_close("upsample", y, ref, B * C * 4 * H * W);
     }
     free(x); free(ref); free(y);
@@ -349,23 +352,23 @@ TEST(test_layout_elementwise) {
     float *x = zalloc(n), *t = zalloc(n), *u = zalloc(n), *v = zalloc(B * C);
     for (int64_t i = 0; i < n; i++) x[i] = (float)i * 0.5f - 7.0f;
     for (int64_t i = 0; i < B * C; i++) v[i] = (float)i + 0.25f;
-    tdm_cpu_transpose_cs(t, x, B, C, S);
+    tdm_cpu_transpose_cs(NULL, t, x, B, C, S);
     int ok = 1;
     for (int64_t b = 0; b < B; b++)
         for (int64_t c = 0; c < C; c++)
             for (int64_t s = 0; s < S; s++)
                 ok &= t[(b * S + s) * C + c] == x[(b * C + c) * S + s];
     CHECK_MSG(ok, "transpose_cs");
-    tdm_cpu_transpose_sc(u, t, B, S, C);
+    tdm_cpu_transpose_sc(NULL, u, t, B, S, C);
     CHECK_MSG(memcmp(u, x, (size_t)n * sizeof(float)) == 0, "transpose_sc round trip");
 
-    tdm_cpu_add(u, x, x, n);
+    tdm_cpu_add(NULL, u, x, x, n);
     ok = 1;
     for (int64_t i = 0; i < n; i++) ok &= u[i] == 2 * x[i];
     CHECK_MSG(ok, "add");
-    tdm_cpu_scale(u, u, 0.5f, n);
+    tdm_cpu_scale(NULL, u, u, 0.5f, n);
     CHECK_MSG(memcmp(u, x, (size_t)n * sizeof(float)) == 0, "scale in place");
-    tdm_cpu_add_channel_bias(u, v, B, C, S);
+    tdm_cpu_add_channel_bias(NULL, u, v, B, C, S);
     ok = 1;
     for (int64_t i = 0; i < n; i++) ok &= u[i] == x[i] + v[i / S];
     CHECK_MSG(ok, "add_channel_bias");
@@ -374,7 +377,7 @@ TEST(test_layout_elementwise) {
     float *a = zalloc(B * 2 * S), *bb = zalloc(B * 3 * S);
     for (int64_t i = 0; i < B * 2 * S; i++) a[i] = (float)i;
     for (int64_t i = 0; i < B * 3 * S; i++) bb[i] = -(float)i - 1;
-    tdm_cpu_concat_channels(u, a, 2, bb, 3, B, S);
+    tdm_cpu_concat_channels(NULL, u, a, 2, bb, 3, B, S);
     ok = 1;
     for (int64_t b = 0; b < B; b++)
         for (int64_t c = 0; c < 5; c++)
@@ -398,7 +401,7 @@ TEST(test_threaded_paths) {
         r = r * 1664525u + 1013904223u; v[i] = (float)(r >> 8) / 16777216.0f - 0.5f;
     }
     for (int causal = 0; causal < 2; causal++) {
-        tdm_cpu_attention(o1, q, k, v, B, T, T, H, D, 0.25f, causal);
+        tdm_cpu_attention(NULL, o1, q, k, v, B, T, T, H, D, 0.25f, causal);
         tdm_cpu_attention_ref(o2, q, k, v, B, T, T, H, D, 0.25f, causal);
         check_close(causal ? "attention causal vs ref" : "attention vs ref", o1, o2, n);
     }

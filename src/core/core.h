@@ -65,6 +65,7 @@ typedef enum { TDM_DEV_CPU = 0, TDM_DEV_CUDA = 1 } tdm_device_kind;
 #define TDM_DEV_CACHE_SLOTS 64
 
 struct tdm_device;
+struct tdm_backend;
 
 /* Memory functions of a non-host device (implemented by its backend, e.g.
  * CUDA). A device with ops == NULL is host memory. Each returns nonzero on
@@ -123,6 +124,7 @@ typedef struct tdm_device {
     tdm_dtype gemm_dtype;
     tdm_backend_params_t opts;     /* backend switches; tdm_device_init: defaults */
     const tdm_device_ops_t *ops;   /* NULL: host memory */
+    const struct tdm_backend *backend;   /* its ops and lifecycle (backend/ops.h); NULL: CPU */
     void    *impl;                 /* backend state (stream, BLAS handle, ...) */
 } tdm_device_t;
 

@@ -13,9 +13,6 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "pipe/pipe_internal.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 void tdm_pipeline_params_init(tdm_pipeline_params_t *p) {
     memset(p, 0, sizeof *p);
@@ -90,11 +87,8 @@ void tdm_pipeline_release(tdm_pipeline_t *pipe) {
 void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     if (!pipe) return;
     free_components(pipe);
-#ifdef TDM_HAVE_CUDA
-    for (int g = 1; g < pipe->nvdev; g++)   /* the map's other GPUs */
-        if (pipe->vdev[g].kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->vdev[g]);
-    if (pipe->dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&pipe->dev);
-#endif
+    for (int g = 1; g < pipe->nvdev; g++) tdm_backend_device_close(&pipe->vdev[g]);
+    tdm_backend_device_close(&pipe->dev);
     tdm_sched_free(pipe->sched);
     for (int i = 0; i < TDM_COMP_COUNT; i++)
         if (pipe->comp[i].map.e) tdm_place_map_free(&pipe->comp[i].map);
@@ -325,26 +319,21 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
                               "%d GPU(s) (--gpus-per-rank): its map names GPUs 0..%d",
                               p->max_memory, n - 1, p->gpus, p->gpus - 1);
         if (n > 1) {
-#ifdef TDM_HAVE_CUDA
-            const int count = tdm_cuda_device_count();
-#else
-            const int count = 0;
-#endif
+            const int count = tdm_backend_device_count("cuda");
             if (cuda_index + n > count || n > TDM_PIPE_MAX_VDEV)
                 return tdm_errorf(TDM_ERR_INVALID_ARG, "--max-memory %s: GPU %d is cuda:%d with "
                                   "--device %s; %d CUDA device(s) here", p->max_memory, n - 1,
                                   cuda_index + n - 1, p->device, count);
         }
         pipe->nvdev = 1;
-#ifdef TDM_HAVE_CUDA
         for (int g = 1; g < n; g++) {
-            tdm_device_init(&pipe->vdev[g], TDM_DEV_CPU, g);
-            if ((st = tdm_cuda_device_init(&pipe->vdev[g], cuda_index + g, &p->backend)) != TDM_OK) return st;
+            char name[32];
+            snprintf(name, sizeof name, "cuda:%d", cuda_index + g);
+            if ((st = tdm_backend_device_open(&pipe->vdev[g], name, &p->backend)) != TDM_OK) return st;
             pipe->vdev[g].gemm_dtype = pipe->dev.gemm_dtype;
             pipe->vdev[g].cache_enabled = 1;
             pipe->nvdev = g + 1;
         }
-#endif
     } else {
         if (!p->devices)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device-map %s: give --devices cpu:0,cpu:1,... "
@@ -393,10 +382,9 @@ static tdm_status parse_device(const tdm_pipeline_params_t *p, int *cuda_index) 
         else if (!strncmp(p->device, "cuda:", 5)) *cuda_index = (int)strtol(p->device + 5, &end, 10);
         if (*cuda_index < 0 || (end && (*end || end == p->device + 5)))
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: expected cpu or cuda:N", p->device);
-#ifndef TDM_HAVE_CUDA
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: this build has only the CPU backend "
-                          "(rebuild with the CUDA toolkit installed)", p->device);
-#endif
+        if (!tdm_backend_find("cuda"))
+            return tdm_errorf(TDM_ERR_UNSUPPORTED, "--device %s: this build has only the CPU "
+                              "backend (rebuild with the CUDA toolkit installed)", p->device);
     }
     return TDM_OK;
 }
@@ -422,19 +410,17 @@ static tdm_status pipeline_alloc(const tdm_pipeline_params_t *p, int cuda_index,
     tdm_device_init(&pipe->dev, TDM_DEV_CPU, 0);
     pipe->dev.opts = p->backend;
     pipe->dev.cache_enabled = 1;
-#ifdef TDM_HAVE_CUDA
     if (cuda_index >= 0) {
-        int n = tdm_cuda_device_count();
+        int n = tdm_backend_device_count("cuda");
         if (cuda_index >= n) {
             free(pipe);
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--device %s: no such CUDA device (%d found)",
                               p->device, n);
         }
-        tdm_status st = tdm_cuda_device_init(&pipe->dev, cuda_index, &p->backend);
+        tdm_status st = tdm_backend_device_open(&pipe->dev, p->device, &p->backend);
         if (st != TDM_OK) { free(pipe); return st; }
         pipe->dev.cache_enabled = 1;
     }
-#endif
     *out = pipe;
     return TDM_OK;
 }
@@ -1233,10 +1219,4 @@ fail:
     return st;
 }
 
-int tdm_cuda_devices(void) {
-#ifdef TDM_HAVE_CUDA
-    return tdm_cuda_device_count();
-#else
-    return 0;
-#endif
-}
+int tdm_cuda_devices(void) { return tdm_backend_device_count("cuda"); }

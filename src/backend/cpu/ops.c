@@ -32,6 +32,17 @@
 /* Query rows per attention tile: the score tile is TILE × Tk floats per thread. */
 #define TDM_ATTN_TILE 64
 
+/* p, as float32: the CPU computes in float32 only; another activation type
+ * `at` here is a bug in the calling model, not bad input. */
+static float *host_f32(tdm_dtype at, const char *op, const void *p) {
+    if (at != TDM_F32) {
+        tdm_log(TDM_LOG_ERROR, "%s: activation dtype %s on a host device (float32 only)", op,
+                tdm_dtype_name(at));
+        abort();
+    }
+    return (float *)p;
+}
+
 /* ---- GEMM ------------------------------------------------------------------ */
 
 /* GEMMs run as a fixed grid of GEMM_MC x GEMM_NC blocks of C, each one
@@ -46,7 +57,7 @@
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 static void blas_single_thread(void) { openblas_set_num_threads(1); }
 
-void tdm_cpu_gemm(int transA, int transB, int64_t M, int64_t N, int64_t K,
+void tdm_cpu_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                   float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
@@ -82,19 +93,19 @@ static void fill_rows(float *y, const float *b, int64_t M, int64_t N) {
     }
 }
 
-void tdm_cpu_linear(float *y, const float *x, const float *W, const float *b,
+void tdm_cpu_linear(tdm_device_t *dev, float *y, const float *x, const float *W, const float *b,
                     int64_t M, int64_t K, int64_t N) {
     if (M <= 0 || N <= 0) return;
     if (b) fill_rows(y, b, M, N);
     /* y (M,N) = x (M,K) · W^T (K,N) [+ y] */
-    tdm_cpu_gemm(0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+    tdm_cpu_gemm(dev, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
 }
 
 /* ---- convolution ------------------------------------------------------------
  * im2col + GEMM, tiled over output rows so the column buffer stays bounded:
  * a tile of `rows` output rows is the (K = Cin*kh*kw, rows*Wo) matrix of the
  * input patches under those rows, and y[:, tile] = w (Cout, K) · tile. The
- * tile holds as many whole output rows as fit `tile_bytes` (at least
+ * tile holds as many whole output rows as fit the device's opts.conv_tile_bytes (at least
  * one), so the scratch is min(full im2col, about the cap). The same rule sizes
  * the scratch (tdm_cpu_conv2d*_scratch) and cuts the tiles, so a caller that
  * allocates what the _scratch function returns always has enough. */
@@ -111,7 +122,8 @@ static int conv_is_direct(int64_t kh, int64_t kw, int64_t stride, int64_t pt, in
 }
 
 /* Output rows per column tile: as many as fit the cap, at least 1, at most Ho. */
-static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo, size_t tile_bytes) {
+static int64_t conv_tile_rows(const tdm_device_t *dev, int64_t K, int64_t Ho, int64_t Wo) {
+    const size_t tile_bytes = dev ? dev->opts.conv_tile_bytes : 0;
     int64_t cap = (int64_t)((tile_bytes ? tile_bytes : TDM_CONV_TILE_BYTES_DEFAULT) / sizeof(float));
     int64_t row = K * Wo;                           /* floats per output row */
     int64_t rows = row > 0 ? cap / row : Ho;
@@ -120,21 +132,21 @@ static int64_t conv_tile_rows(int64_t K, int64_t Ho, int64_t Wo, size_t tile_byt
     return rows;
 }
 
-int64_t tdm_cpu_conv2d_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                               int64_t stride, int64_t pad, size_t tile_bytes) {
-    return tdm_cpu_conv2d_pad4_scratch(Cin, H, W, kh, kw, stride, pad, pad, pad, pad, tile_bytes);
+int64_t tdm_cpu_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                               int64_t stride, int64_t pad) {
+    return tdm_cpu_conv2d_pad4_scratch(dev, Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
 }
 
-int64_t tdm_cpu_conv2d_pad4_scratch(int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
+int64_t tdm_cpu_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
                                     int64_t stride, int64_t pt, int64_t pb, int64_t pl,
-                                    int64_t pr, size_t tile_bytes) {
+                                    int64_t pr) {
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
     int64_t K = Cin * kh * kw;
     if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr))
         return 0;                                   /* 1×1: the input is the column matrix */
     if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
-    return K * conv_tile_rows(K, Ho, Wo, tile_bytes) * Wo;
+    return K * conv_tile_rows(dev, K, Ho, Wo) * Wo;
 }
 
 /* col (Cin*kh*kw, rows*Wo): the patches under output rows [oy0, oy0+rows) of
@@ -181,11 +193,10 @@ static void im2col_rows(float *col, const float *x, int64_t Cin, int64_t H, int6
  * is held at one thread for the whole conv, so the OpenMP and OpenBLAS pools
  * never alternate tile by tile (each pool's idle threads spin-wait and would
  * steal the other's cores). */
-void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *b,
+void tdm_cpu_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
                          int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                          int64_t kh, int64_t kw, int64_t stride,
-                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch,
-                         size_t tile_bytes) {
+                         int64_t pt, int64_t pb, int64_t pl, int64_t pr, float *scratch) {
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
     int64_t Wo = (W + pl + pr - kw) / stride + 1;
     int64_t K = Cin * kh * kw, P = Ho * Wo;
@@ -196,11 +207,11 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
             float *yn = y + n * Cout * P;
             if (b) fill_channels(yn, b, Cout, P);
             /* yn (Cout, P) = w (Cout, Cin) · xn (Cin, P) [+ yn] */
-            tdm_cpu_gemm(0, 0, Cout, P, Cin, 1.0f, w, Cin, xn, P, b ? 1.0f : 0.0f, yn, P);
+            tdm_cpu_gemm(dev, 0, 0, Cout, P, Cin, 1.0f, w, Cin, xn, P, b ? 1.0f : 0.0f, yn, P);
         }
         return;
     }
-    int64_t rows = conv_tile_rows(K, Ho, Wo, tile_bytes);
+    int64_t rows = conv_tile_rows(dev, K, Ho, Wo);
     for (int64_t n = 0; n < B; n++) {
         const float *xn = x + n * Cin * H * W;
         float *yn = y + n * Cout * P;
@@ -214,22 +225,21 @@ void tdm_cpu_conv2d_pad4(float *y, const float *x, const float *w, const float *
                 for (int64_t co = 0; co < Cout; co++)
                     for (int64_t p = 0; p < N; p++) yt[co * P + p] = b[co];
             /* yt (Cout, N) = w (Cout, K) · tile (K, N) [+ yt] */
-            tdm_cpu_gemm(0, 0, Cout, N, K, 1.0f, w, K, scratch, N, b ? 1.0f : 0.0f, yt, P);
+            tdm_cpu_gemm(dev, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, b ? 1.0f : 0.0f, yt, P);
         }
     }
 }
 
-void tdm_cpu_conv2d(float *y, const float *x, const float *w, const float *b,
+void tdm_cpu_conv2d(tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
                     int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
-                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch,
-                    size_t tile_bytes) {
-    tdm_cpu_conv2d_pad4(y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, pad, pad, pad,
-                        scratch, tile_bytes);
+                    int64_t kh, int64_t kw, int64_t stride, int64_t pad, float *scratch) {
+    tdm_cpu_conv2d_pad4(dev, y, x, w, b, B, Cin, H, W, Cout, kh, kw, stride, pad, pad, pad, pad,
+                        scratch);
 }
 
 /* ---- normalization ---------------------------------------------------------- */
 
-void tdm_cpu_group_norm(float *y, const float *x, const float *gamma, const float *beta,
+void tdm_cpu_group_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta,
                         int64_t B, int64_t C, int64_t S, int64_t G, float eps, int silu) {
     int64_t cg = C / G;            /* channels per group */
     int64_t n = cg * S;            /* elements per group, contiguous */
@@ -264,7 +274,7 @@ void tdm_cpu_group_norm(float *y, const float *x, const float *gamma, const floa
     }
 }
 
-void tdm_cpu_layer_norm(float *y, const float *x, const float *gamma, const float *beta,
+void tdm_cpu_layer_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta,
                         int64_t rows, int64_t D, float eps) {
 #pragma omp parallel for if (rows * D > TDM_OMP_MIN)
     for (int64_t r = 0; r < rows; r++) {
@@ -298,28 +308,28 @@ static inline float gelu_tanh(float v) {
     return 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
 }
 
-void tdm_cpu_silu(float *x, int64_t n) {
+void tdm_cpu_silu(tdm_device_t *dev, float *x, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
-void tdm_cpu_gelu(float *x, int64_t n) {
+void tdm_cpu_gelu(tdm_device_t *dev, float *x, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = gelu_erf(x[i]);
 }
 
-void tdm_cpu_gelu_tanh(float *x, int64_t n) {
+void tdm_cpu_gelu_tanh(tdm_device_t *dev, float *x, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = gelu_tanh(x[i]);
 }
 
-void tdm_cpu_linear_gelu(float *y, int64_t ldy, const float *x, const float *W, const float *b,
+void tdm_cpu_linear_gelu(tdm_device_t *dev, float *y, int64_t ldy, const float *x, const float *W, const float *b,
                          int64_t M, int64_t K, int64_t N) {
     if (M <= 0 || N <= 0) return;
-    if (b) tdm_cpu_copy_2d(y, ldy, b, 0, M, N);
-    tdm_cpu_gemm(0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, ldy);
+    if (b) tdm_cpu_copy_2d(dev, TDM_F32, y, ldy, b, 0, M, N);
+    tdm_cpu_gemm(dev, 0, 1, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, ldy);
     if (ldy == N) {
-        tdm_cpu_gelu_tanh(y, M * N);
+        tdm_cpu_gelu_tanh(dev, y, M * N);
         return;
     }
 #pragma omp parallel for if (M * N > TDM_OMP_MIN)
@@ -327,12 +337,12 @@ void tdm_cpu_linear_gelu(float *y, int64_t ldy, const float *x, const float *W, 
         for (int64_t j = 0; j < N; j++) y[r * ldy + j] = gelu_tanh(y[r * ldy + j]);
 }
 
-void tdm_cpu_quick_gelu(float *x, int64_t n) {
+void tdm_cpu_quick_gelu(tdm_device_t *dev, float *x, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
 }
 
-void tdm_cpu_geglu(float *y, const float *h, int64_t rows, int64_t F) {
+void tdm_cpu_geglu(tdm_device_t *dev, float *y, const float *h, int64_t rows, int64_t F) {
 #pragma omp parallel for if (rows * F > TDM_OMP_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *a = h + r * 2 * F, *g = a + F;
@@ -343,12 +353,12 @@ void tdm_cpu_geglu(float *y, const float *h, int64_t rows, int64_t F) {
 
 /* ---- element-wise ----------------------------------------------------------- */
 
-void tdm_cpu_add(float *y, const float *a, const float *b, int64_t n) {
+void tdm_cpu_add(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-void tdm_cpu_add_channel_bias(float *x, const float *v, int64_t B, int64_t C, int64_t S) {
+void tdm_cpu_add_channel_bias(tdm_device_t *dev, float *x, const float *v, int64_t B, int64_t C, int64_t S) {
 #pragma omp parallel for if (B * C * S > TDM_OMP_MIN)
     for (int64_t bc = 0; bc < B * C; bc++) {
         float a = v[bc];
@@ -357,7 +367,7 @@ void tdm_cpu_add_channel_bias(float *x, const float *v, int64_t B, int64_t C, in
     }
 }
 
-void tdm_cpu_scale(float *y, const float *a, float s, int64_t n) {
+void tdm_cpu_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = a[i] * s;
 }
@@ -453,7 +463,8 @@ void tdm_cpu_attention_ref(float *o, const float *q, const float *k, const float
     }
 }
 
-int64_t tdm_cpu_attention_scratch_bytes(int64_t Tk) {
+int64_t tdm_cpu_attention_scratch_bytes(tdm_device_t *dev, tdm_dtype at, int64_t B, int64_t Tq,
+                                        int64_t Tk, int64_t H, int64_t D) {
     const int64_t tile = (int64_t)TDM_ATTN_TILE * (int64_t)sizeof(float);
     int64_t nt = omp_get_max_threads();
     if (Tk <= 0) return 0;
@@ -461,7 +472,7 @@ int64_t tdm_cpu_attention_scratch_bytes(int64_t Tk) {
     return Tk > INT64_MAX / tile / nt ? INT64_MAX : Tk * tile * nt;
 }
 
-void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
+void tdm_cpu_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                        float scale, int causal) {
     int64_t HD = H * D;
@@ -513,7 +524,7 @@ void tdm_cpu_attention(float *o, const float *q, const float *k, const float *v,
 
 #define TDM_TBLK 32
 
-void tdm_cpu_transpose_cs(float *y, const float *x, int64_t B, int64_t C, int64_t S) {
+void tdm_cpu_transpose_cs(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t S) {
     /* x (B, C, S) → y (B, S, C) */
     int64_t nc = (C + TDM_TBLK - 1) / TDM_TBLK, ns = (S + TDM_TBLK - 1) / TDM_TBLK;
 #pragma omp parallel for collapse(3) if (B * C * S > TDM_OMP_MIN)
@@ -529,12 +540,12 @@ void tdm_cpu_transpose_cs(float *y, const float *x, int64_t B, int64_t C, int64_
             }
 }
 
-void tdm_cpu_transpose_sc(float *y, const float *x, int64_t B, int64_t S, int64_t C) {
+void tdm_cpu_transpose_sc(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t S, int64_t C) {
     /* x (B, S, C) → y (B, C, S): the same transpose with the roles swapped */
-    tdm_cpu_transpose_cs(y, x, B, S, C);
+    tdm_cpu_transpose_cs(dev, y, x, B, S, C);
 }
 
-void tdm_cpu_upsample_nearest2x(float *y, const float *x, int64_t B, int64_t C,
+void tdm_cpu_upsample_nearest2x(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
                                 int64_t H, int64_t W) {
 #pragma omp parallel for if (B * C * H * W > TDM_OMP_MIN / 4)
     for (int64_t bc = 0; bc < B * C; bc++) {
@@ -554,7 +565,7 @@ static int64_t nearest_src(int64_t i, int64_t in, int64_t out, float scale) {
     return s > in - 1 ? in - 1 : s;
 }
 
-void tdm_cpu_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int64_t H,
+void tdm_cpu_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C, int64_t H,
                             int64_t W, int64_t Ho, int64_t Wo) {
     float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
 #pragma omp parallel for if (B * C * Ho * Wo > TDM_OMP_MIN)
@@ -568,7 +579,7 @@ void tdm_cpu_resize_nearest(float *y, const float *x, int64_t B, int64_t C, int6
     }
 }
 
-void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *b, int64_t Cb,
+void tdm_cpu_concat_channels(tdm_device_t *dev, float *y, const float *a, int64_t Ca, const float *b, int64_t Cb,
                              int64_t B, int64_t S) {
 #pragma omp parallel for if (B * (Ca + Cb) * S > TDM_OMP_MIN)
     for (int64_t n = 0; n < B; n++) {
@@ -578,14 +589,14 @@ void tdm_cpu_concat_channels(float *y, const float *a, int64_t Ca, const float *
     }
 }
 
-void tdm_cpu_gather_rows(float *y, const float *table, const int32_t *idx, int64_t n,
+void tdm_cpu_gather_rows(tdm_device_t *dev, float *y, const float *table, const int32_t *idx, int64_t n,
                          int64_t D) {
 #pragma omp parallel for if (n * D > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++)
         memcpy(y + i * D, table + (int64_t)idx[i] * D, (size_t)D * sizeof(float));
 }
 
-void tdm_cpu_clamp(float *y, const float *a, float lo, float hi, int64_t n) {
+void tdm_cpu_clamp(tdm_device_t *dev, float *y, const float *a, float lo, float hi, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) {
         float x = a[i];                           /* NaN fails both tests: kept */
@@ -595,7 +606,7 @@ void tdm_cpu_clamp(float *y, const float *a, float lo, float hi, int64_t n) {
 
 /* ---- T5 encoder ops --------------------------------------------------------- */
 
-void tdm_cpu_rms_norm(float *y, const float *x, const float *w, int64_t rows, int64_t D,
+void tdm_cpu_rms_norm(tdm_device_t *dev, float *y, const float *x, const float *w, int64_t rows, int64_t D,
                       float eps) {
 #pragma omp parallel for if (rows * D > TDM_OMP_MIN)
     for (int64_t r = 0; r < rows; r++) {
@@ -609,19 +620,19 @@ void tdm_cpu_rms_norm(float *y, const float *x, const float *w, int64_t rows, in
     }
 }
 
-void tdm_cpu_relu(float *x, int64_t n) {
+void tdm_cpu_relu(tdm_device_t *dev, float *x, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-void tdm_cpu_mul(float *y, const float *a, const float *b, int64_t n) {
+void tdm_cpu_mul(tdm_device_t *dev, float *y, const float *a, const float *b, int64_t n) {
 #pragma omp parallel for if (n > TDM_OMP_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
 }
 
-int64_t tdm_cpu_attention_bias_scratch(int64_t T) { return T > 0 ? T * T : 0; }
+int64_t tdm_cpu_attention_bias_scratch(tdm_device_t *dev, int64_t T) { return T > 0 ? T * T : 0; }
 
-void tdm_cpu_attention_bias(float *o, const float *q, const float *k, const float *v,
+void tdm_cpu_attention_bias(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v,
                             const float *tab, float *s, int64_t B, int64_t T, int64_t H,
                             int64_t D) {
     const int64_t HD = H * D;
@@ -660,8 +671,9 @@ void tdm_cpu_attention_bias(float *o, const float *q, const float *k, const floa
 
 /* ---- transformer row ops (FLUX) --------------------------------------------- */
 
-void tdm_cpu_rope_interleaved(float *x, const float *cosb, const float *sinb, int64_t B,
-                              int64_t S, int64_t H, int64_t hd) {
+void tdm_cpu_rope_interleaved(tdm_device_t *dev, tdm_dtype at, void *xv, const float *cosb,
+                              const float *sinb, int64_t B, int64_t S, int64_t H, int64_t hd) {
+    float *x = host_f32(at, "rope_interleaved", xv);
 #pragma omp parallel for collapse(2) if (B * S * H * hd > TDM_OMP_MIN)
     for (int64_t b = 0; b < B; b++)
         for (int64_t s = 0; s < S; s++) {
@@ -680,8 +692,9 @@ void tdm_cpu_rope_interleaved(float *x, const float *cosb, const float *sinb, in
         }
 }
 
-void tdm_cpu_rms_norm_heads(float *x, const float *w, int64_t B, int64_t S, int64_t r0,
-                            int64_t L, int64_t H, int64_t hd, float eps) {
+void tdm_cpu_rms_norm_heads(tdm_device_t *dev, tdm_dtype at, void *xv, const float *w, int64_t B,
+                            int64_t S, int64_t r0, int64_t L, int64_t H, int64_t hd, float eps) {
+    float *x = host_f32(at, "rms_norm_heads", xv);
 #pragma omp parallel for collapse(2) if (B * L * H * hd > TDM_OMP_MIN)
     for (int64_t b = 0; b < B; b++)
         for (int64_t r = 0; r < L; r++) {
@@ -696,13 +709,15 @@ void tdm_cpu_rms_norm_heads(float *x, const float *w, int64_t B, int64_t S, int6
         }
 }
 
-void tdm_cpu_layer_norm_modulate(float *y, const float *x, const float *shift,
-                                 const float *scale, int64_t mstride, int64_t B, int64_t S,
-                                 int64_t r0, int64_t L, int64_t D, float eps) {
+void tdm_cpu_layer_norm_modulate(tdm_device_t *dev, tdm_dtype at, void *yv, const float *x,
+                                 const float *shift, const float *scale, int64_t mstride,
+                                 int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D,
+                                 float eps) {
+    float *y = host_f32(at, "layer_norm_modulate", yv);
     for (int64_t b = 0; b < B; b++) {
         float *yb = y + (b * S + r0) * D;
         const float *sh = shift + b * mstride, *sc = scale + b * mstride;
-        tdm_cpu_layer_norm(yb, x + (b * S + r0) * D, NULL, NULL, L, D, eps);
+        tdm_cpu_layer_norm(dev, yb, x + (b * S + r0) * D, NULL, NULL, L, D, eps);
 #pragma omp parallel for if (L * D > TDM_OMP_MIN)
         for (int64_t r = 0; r < L; r++) {
             float *v = yb + r * D;
@@ -711,8 +726,10 @@ void tdm_cpu_layer_norm_modulate(float *y, const float *x, const float *shift,
     }
 }
 
-void tdm_cpu_gated_add_rows(float *x, const float *y, const float *gate, int64_t mstride,
-                            int64_t B, int64_t S, int64_t r0, int64_t L, int64_t D) {
+void tdm_cpu_gated_add_rows(tdm_device_t *dev, tdm_dtype at, float *x, const void *yv,
+                            const float *gate, int64_t mstride, int64_t B, int64_t S, int64_t r0,
+                            int64_t L, int64_t D) {
+    const float *y = host_f32(at, "gated_add_rows", yv);
     for (int64_t b = 0; b < B; b++) {
         const float *g = gate + b * mstride;
 #pragma omp parallel for if (L * D > TDM_OMP_MIN)
@@ -724,10 +741,126 @@ void tdm_cpu_gated_add_rows(float *x, const float *y, const float *gate, int64_t
     }
 }
 
-void tdm_cpu_copy_2d(float *y, int64_t ldy, const float *x, int64_t ldx, int64_t rows,
-                     int64_t cols) {
+void tdm_cpu_copy_2d(tdm_device_t *dev, tdm_dtype at, void *yv, int64_t ldy, const void *xv,
+                     int64_t ldx, int64_t rows, int64_t cols) {
+    float *y = host_f32(at, "copy_2d", yv);
+    const float *x = xv;
     if (cols <= 0) return;
 #pragma omp parallel for if (rows * cols > TDM_OMP_MIN)
     for (int64_t r = 0; r < rows; r++)
         memcpy(y + r * ldy, x + r * ldx, (size_t)cols * sizeof(float));
 }
+
+/* ---- typed ops: float32 only on the CPU ------------------------------------- */
+
+void tdm_cpu_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
+                       tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K,
+                       int64_t N, int gelu) {
+    float *y32 = host_f32(yt, "linear", y);
+    const float *x32 = host_f32(xt, "linear", x);
+    if (gelu) {
+        tdm_cpu_linear_gelu(dev, y32, ldy, x32, W, b, M, K, N);
+        return;
+    }
+    if (ldy != N) {
+        tdm_log(TDM_LOG_ERROR, "linear: ldy %lld != N %lld on a host device", (long long)ldy,
+                (long long)N);
+        abort();
+    }
+    tdm_cpu_linear(dev, y32, x32, W, b, M, K, N);
+}
+
+void tdm_cpu_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dtype xt,
+                  int64_t n) {
+    host_f32(xt, "cast", x);
+    host_f32(yt, "cast", y);
+    if (y != x && n > 0) memmove(y, x, (size_t)n * sizeof(float));
+}
+
+void tdm_cpu_rms_norm_t(tdm_device_t *dev, tdm_dtype at, void *y, const float *x, const float *w,
+                        int64_t rows, int64_t D, float eps) {
+    tdm_cpu_rms_norm(dev, host_f32(at, "rms_norm", y), x, w, rows, D, eps);
+}
+
+void tdm_cpu_act_t(tdm_device_t *dev, tdm_dtype at, tdm_act_fn fn, void *x, int64_t n) {
+    float *x32 = host_f32(at, "activation", x);
+    switch (fn) {
+    case TDM_FN_RELU: tdm_cpu_relu(dev, x32, n); break;
+    case TDM_FN_GELU: tdm_cpu_gelu(dev, x32, n); break;
+    case TDM_FN_GELU_TANH: tdm_cpu_gelu_tanh(dev, x32, n); break;
+    case TDM_FN_SILU: tdm_cpu_silu(dev, x32, n); break;
+    }
+}
+
+void tdm_cpu_mul_t(tdm_device_t *dev, tdm_dtype at, void *y, const void *a, const void *b,
+                   int64_t n) {
+    tdm_cpu_mul(dev, host_f32(at, "mul", y), a, b, n);
+}
+
+void tdm_cpu_attention_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q, const void *k,
+                         const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                         float scale, int causal) {
+    tdm_cpu_attention(dev, host_f32(at, "attention", o), q, k, v, B, Tq, Tk, H, D, scale, causal);
+}
+
+void tdm_cpu_attention_bias_t(tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
+                              const void *k, const void *v, const float *tab, float *s, int64_t B,
+                              int64_t T, int64_t H, int64_t D) {
+    tdm_cpu_attention_bias(dev, host_f32(at, "attention_bias", o), q, k, v, tab, s, B, T, H, D);
+}
+
+void tdm_cpu_qk_norm_rope(tdm_device_t *dev, tdm_dtype at, void *x, const float *w0,
+                          const float *w1, int64_t split, const float *cosb, const float *sinb,
+                          int64_t B, int64_t S, int64_t H, int64_t hd, float eps) {
+    host_f32(at, "qk_norm_rope", x);
+    if (split > 0) tdm_cpu_rms_norm_heads(dev, at, x, w0, B, S, 0, split, H, hd, eps);
+    if (split < S) tdm_cpu_rms_norm_heads(dev, at, x, w1, B, S, split, S - split, H, hd, eps);
+    tdm_cpu_rope_interleaved(dev, at, x, cosb, sinb, B, S, H, hd);
+}
+
+/* ---- graphs: none on the CPU ------------------------------------------------ */
+
+int tdm_cpu_graph_ok(tdm_device_t *dev) { return 0; }
+
+tdm_status tdm_cpu_graph_begin(tdm_device_t *dev) {
+    return tdm_errorf(TDM_ERR_UNSUPPORTED, "graphs need a CUDA device");
+}
+
+tdm_status tdm_cpu_graph_end(tdm_device_t *dev, void **graph) {
+    *graph = NULL;
+    return tdm_cpu_graph_begin(dev);
+}
+
+tdm_status tdm_cpu_graph_launch(tdm_device_t *dev, void *graph) {
+    return tdm_cpu_graph_begin(dev);
+}
+
+void tdm_cpu_graph_free(tdm_device_t *dev, void *graph) {}
+
+/* ---- the CPU backend -------------------------------------------------------- */
+
+static int cpu_device_count(void) { return 1; }
+
+static tdm_status cpu_device_init(tdm_device_t *d, int index, const tdm_backend_params_t *p) {
+    tdm_device_init(d, TDM_DEV_CPU, index);
+    if (p) d->opts = *p;
+    return TDM_OK;
+}
+
+static int64_t cpu_mem_free(tdm_device_t *d) { return tdm_host_memory_available(); }
+
+const tdm_backend_t tdm_backend_cpu = {
+    .name = "cpu",
+    .kind = TDM_DEV_CPU,
+    .device_count = cpu_device_count,
+    .device_init = cpu_device_init,
+    .device_free = NULL,
+    .mem_free = cpu_mem_free,
+    .ops = {
+#define TDM_OP(name, params, args) .name = tdm_cpu_##name,
+#define TDM_OPV(type, name, params, args) .name = tdm_cpu_##name,
+#include "backend/ops_list.h"
+#undef TDM_OP
+#undef TDM_OPV
+    },
+};

@@ -300,6 +300,7 @@ tdm_status tdm_cuda_device_init(tdm_device_t *d, int index, const tdm_backend_pa
     /* float32 correctness path: plain FP32 FMA GEMMs, no TF32 tensor cores */
     TDM_CUBLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
     d->ops = &g_cuda_ops;
+    d->backend = &tdm_backend_cuda;
     tdm_cuda_prof_init(d);
     return TDM_OK;
 fail:
@@ -341,4 +342,5 @@ void tdm_cuda_device_free(tdm_device_t *d) {
     free(c);
     d->impl = NULL;
     d->ops = NULL;
+    d->backend = NULL;
 }

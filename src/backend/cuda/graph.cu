@@ -1,4 +1,4 @@
-/* graph.cu — CUDA graphs of a device's stream (backend/ops.h tdm_op_graph_*):
+/* graph.cu — CUDA graphs of a device's stream (the graph ops of backend/ops_list.h):
  * a model captures one forward pass after an eager warm-up of the same
  * shapes and pointers, then replays it with one launch (no per-op host
  * launch cost: the SD1.5 UNet step issues ~1 000 kernels). Stream-ordered
@@ -16,33 +16,35 @@ extern "C" int tdm_cuda_graph_ok(tdm_device_t *d) {
     return d && d->opts.cuda_graph && d->impl && !tdm_cuda_ctx(d)->prof;
 }
 
-extern "C" int tdm_cuda_graph_begin(tdm_device_t *d) {
+extern "C" tdm_status tdm_cuda_graph_begin(tdm_device_t *d) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     TDM_CUDA_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
-    return 1;
+    return TDM_OK;
 fail:
-    return 0;
+    return TDM_ERR_INTERNAL;
 }
 
-extern "C" void *tdm_cuda_graph_end(tdm_device_t *d) {
+extern "C" tdm_status tdm_cuda_graph_end(tdm_device_t *d, void **graph) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     cudaGraph_t g = NULL;
     cudaGraphExec_t ex = NULL;
+    *graph = NULL;
     TDM_CUDA_CHECK(cudaStreamEndCapture(c->stream, &g));
     TDM_CUDA_CHECK(cudaGraphInstantiate(&ex, g, 0));
     cudaGraphDestroy(g);
-    return (void *)ex;
+    *graph = (void *)ex;
+    return TDM_OK;
 fail:
     if (g) cudaGraphDestroy(g);
-    return NULL;
+    return TDM_ERR_INTERNAL;
 }
 
-extern "C" int tdm_cuda_graph_launch(tdm_device_t *d, void *graph) {
+extern "C" tdm_status tdm_cuda_graph_launch(tdm_device_t *d, void *graph) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     TDM_CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
-    return 1;
+    return TDM_OK;
 fail:
-    return 0;
+    return TDM_ERR_INTERNAL;
 }
 
 extern "C" void tdm_cuda_graph_free(tdm_device_t *d, void *graph) {

@@ -753,7 +753,7 @@ __global__ void act_kernel(T *x, int fn, int64_t n) {
     }
 }
 
-extern "C" void tdm_cuda_act_t(tdm_device_t *d, tdm_dtype at, int fn, void *x, int64_t n) {
+extern "C" void tdm_cuda_act_t(tdm_device_t *d, tdm_dtype at, tdm_act_fn fn, void *x, int64_t n) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     if (n <= 0) return;
     TDM_ACT_DISPATCH(at, T,

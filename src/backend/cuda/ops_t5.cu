@@ -292,7 +292,7 @@ fail:;
 
 extern "C" void tdm_cuda_attention_bias_t(tdm_device_t *d, tdm_dtype at, void *o, const void *q,
                                           const void *k, const void *v, const float *tab,
-                                          int64_t B, int64_t T, int64_t H, int64_t D) {
+                                          float *s, int64_t B, int64_t T, int64_t H, int64_t D) {
     int64_t n = B * T * H * D, bytes = 0;
     float *f;
     if (at == TDM_F32) {
