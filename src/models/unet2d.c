@@ -3,7 +3,6 @@
  * wires conv_in, the time embedding, down blocks (with their skip
  * connections), the mid block, up blocks and the output head. The blocks
  * themselves (ResNet, Transformer2D, resamplers) live in unet2d_blocks.c. */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +37,7 @@ typedef struct {
     int64_t groups, down_pad;
     double  eps, mid_scale, freq_shift;
     int     flip, center, linear;
+    const char *path;                           /* the config file, for messages */
 } unet_cfg_t;
 
 static const cJSON *cfg_item(const tdm_json_t *j, const char *key) {
@@ -261,6 +261,7 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
     static const char *const k_up_def[4] = {"UpBlock2D", "CrossAttnUpBlock2D",
                                             "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
     memset(c, 0, sizeof(*c));
+    c->path = j->path;
 
     TDM_TRY(cfg_check_fixed_keys(j));
     TDM_TRY(cfg_block_out(j, c));
@@ -294,20 +295,12 @@ fail:
 }
 
 /* ---- loading -------------------------------------------------------------- *
- * One walk over the model (load_model) serves two sinks: loading the
- * weights from `set`, or, when `pl` is set, listing every parameter with its
- * shape (and the no-split modules) without touching any file. The walk
- * follows the registration order of diffusers' modules (a block's attentions
- * before its resnets, the up blocks before the mid block), which is the
- * order of named_parameters(). */
-
-typedef struct {
-    tdm_unet_t              *u;
-    const tdm_st_set_t      *set;
-    const char              *cfg_path;
-    tdm_plist_t             *pl;       /* list instead of load when not NULL */
-    const tdm_placement_t   *place;    /* NULL: everything on u->dev */
-} unet_loader_t;
+ * One walk over the model (load_model) binds every tensor through u->w
+ * (nn/weights.h), which loads it from the weight files or, in list mode,
+ * lists it with its shape (and the no-split modules) without touching any
+ * file. The walk follows the registration order of diffusers' modules (a
+ * block's attentions before its resnets, the up blocks before the mid
+ * block), which is the order of named_parameters(). */
 
 /* The streaming unit of a tensor of a split UNet: each resnet, each
  * transformer (attentions.j) and each down/upsampler of a block — the
@@ -319,7 +312,8 @@ static int64_t unet_unit(int part, int64_t block, int kind, int64_t idx) {
     return ((part * 64 + block) * 4 + kind) * 64 + idx;
 }
 
-static int64_t unet_unit_of(const char *name) {
+static int64_t unet_unit_of(const void *ctx, const char *name) {
+    (void)ctx;
     long long b = 0, j = 0;
     int part, n = 0;
     char kind[16];
@@ -331,104 +325,75 @@ static int64_t unet_unit_of(const char *name) {
     return unet_unit(part, b, k, k == 2 ? 0 : j);
 }
 
-/* Loads "<prefix>.<suffix>" with shape (d0..d[ndim-1]) into *dst (or, when
- * listing, appends it to L->pl and sets *dst to NULL). Every tensor of 2+
- * dims in this model is a Linear or Conv weight feeding only a GEMM: those
- * are stored in the device's GEMM dtype (see tdm_st_set_load_gemm_weight);
- * biases and norms (1 dim) stay float32. */
-static tdm_status ld(unet_loader_t *L, const float **dst, const char *prefix, const char *suffix,
+/* Binds "<prefix>.<suffix>" (the suffix alone when prefix is "") with
+ * shape (d0..d[ndim-1]) to *dst. Every tensor of 2+ dims in this model is a
+ * Linear or Conv weight feeding only a GEMM: those are stored in the
+ * device's GEMM dtype; biases and norms (1 dim) stay float32. */
+static tdm_status ld(tdm_unet_t *u, const float **dst, const char *prefix, const char *suffix,
                      int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    tdm_status st;
-    tdm_unet_t *u = L->u;
-    char name[256];
-    int64_t shape[4] = {d0, d1, d2, d3};
-    tdm_tensor_t *t = NULL;
-    int len = snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", suffix);
-    if (len < 0 || (size_t)len >= sizeof(name))
-        return tdm_errorf(TDM_ERR_INTERNAL, "unet: tensor name too long: %s.%s", prefix, suffix);
-    if (L->pl) {
-        *dst = NULL;
-        return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
-    }
-    if (u->ntensors == u->cap_tensors) {
-        int64_t cap = u->cap_tensors ? 2 * u->cap_tensors : 256;
-        tdm_tensor_t **p = realloc(u->tensors, (size_t)cap * sizeof(*p));
-        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the tensor list");
-        u->tensors = p;
-        u->cap_tensors = cap;
-    }
-    st = tdm_offload_load(&u->off, L->place, L->set, u->dev, "unet", name, NULL, ndim, shape,
-                          ndim >= 2, (void *)dst, 0, unet_unit_of(name), &t);
-    if (st != TDM_OK || !t) return st;   /* t NULL: on disk, read when its unit runs */
-    u->tensors[u->ntensors++] = t;       /* resident, or the host copy */
-    u->info.param_bytes += t->nbytes;
-    return TDM_OK;
+    const int64_t shape[4] = {d0, d1, d2, d3};
+    return tdm_weights_bind(&u->w, dst, ndim >= 2, ndim, shape, "%s%s%s", prefix,
+                            *prefix ? "." : "", suffix);
 }
 
-static tdm_status check_groups(const unet_loader_t *L, int64_t C, int64_t G, const char *where) {
+static tdm_status check_groups(const unet_cfg_t *c, int64_t C, int64_t G, const char *where) {
     if (C % G != 0)
         return tdm_errorf(TDM_ERR_MODEL, "%s: norm_num_groups=%lld does not divide the %lld "
-                          "channels of %s", L->cfg_path, (long long)G, (long long)C, where);
+                          "channels of %s", c->path, (long long)G, (long long)C, where);
     return TDM_OK;
 }
 
-/* When listing: records module `p` as a no-split unit (its class is in
- * UNet2DConditionModel._no_split_modules). */
-static tdm_status nosplit(unet_loader_t *L, const char *cls, const char *p) {
-    return L->pl ? tdm_plist_nosplit(L->pl, cls, "%s", p) : TDM_OK;
-}
-
-static tdm_status load_resnet(unet_loader_t *L, unet_resnet_t *r, const char *p, int64_t cin,
+static tdm_status load_resnet(tdm_unet_t *u, unet_resnet_t *r, const char *p, int64_t cin,
                               int64_t cout, int64_t temb, const unet_cfg_t *c, double scale) {
     tdm_status st = TDM_OK;
-    TDM_TRY(nosplit(L, "ResnetBlock2D", p));
+    TDM_TRY(tdm_weights_nosplit(&u->w, "ResnetBlock2D", "%s", p));
     r->cin = cin;
     r->cout = cout;
     r->groups = c->groups;
     r->eps = (float)c->eps;
     r->out_scale = (float)scale;
-    TDM_TRY(check_groups(L, cin, c->groups, p));
-    TDM_TRY(check_groups(L, cout, c->groups, p));
-    TDM_TRY(ld(L, &r->norm1_w, p, "norm1.weight", 1, cin, 0, 0, 0));
-    TDM_TRY(ld(L, &r->norm1_b, p, "norm1.bias", 1, cin, 0, 0, 0));
-    TDM_TRY(ld(L, &r->conv1_w, p, "conv1.weight", 4, cout, cin, 3, 3));
-    TDM_TRY(ld(L, &r->conv1_b, p, "conv1.bias", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(L, &r->temb_w, p, "time_emb_proj.weight", 2, cout, temb, 0, 0));
-    TDM_TRY(ld(L, &r->temb_b, p, "time_emb_proj.bias", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(L, &r->norm2_w, p, "norm2.weight", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(L, &r->norm2_b, p, "norm2.bias", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(L, &r->conv2_w, p, "conv2.weight", 4, cout, cout, 3, 3));
-    TDM_TRY(ld(L, &r->conv2_b, p, "conv2.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(check_groups(c, cin, c->groups, p));
+    TDM_TRY(check_groups(c, cout, c->groups, p));
+    TDM_TRY(ld(u, &r->norm1_w, p, "norm1.weight", 1, cin, 0, 0, 0));
+    TDM_TRY(ld(u, &r->norm1_b, p, "norm1.bias", 1, cin, 0, 0, 0));
+    TDM_TRY(ld(u, &r->conv1_w, p, "conv1.weight", 4, cout, cin, 3, 3));
+    TDM_TRY(ld(u, &r->conv1_b, p, "conv1.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(u, &r->temb_w, p, "time_emb_proj.weight", 2, cout, temb, 0, 0));
+    TDM_TRY(ld(u, &r->temb_b, p, "time_emb_proj.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(u, &r->norm2_w, p, "norm2.weight", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(u, &r->norm2_b, p, "norm2.bias", 1, cout, 0, 0, 0));
+    TDM_TRY(ld(u, &r->conv2_w, p, "conv2.weight", 4, cout, cout, 3, 3));
+    TDM_TRY(ld(u, &r->conv2_b, p, "conv2.bias", 1, cout, 0, 0, 0));
     if (cin != cout) {
-        TDM_TRY(ld(L, &r->short_w, p, "conv_shortcut.weight", 4, cout, cin, 1, 1));
-        TDM_TRY(ld(L, &r->short_b, p, "conv_shortcut.bias", 1, cout, 0, 0, 0));
+        TDM_TRY(ld(u, &r->short_w, p, "conv_shortcut.weight", 4, cout, cin, 1, 1));
+        TDM_TRY(ld(u, &r->short_b, p, "conv_shortcut.bias", 1, cout, 0, 0, 0));
     }
 fail:
     return st;
 }
 
-static tdm_status load_attn(unet_loader_t *L, unet_attn_t *a, const char *p, int64_t dim,
+static tdm_status load_attn(tdm_unet_t *u, unet_attn_t *a, const char *p, int64_t dim,
                             int64_t kv_dim, int cross) {
     tdm_status st = TDM_OK;
     a->kv_dim = kv_dim;
     a->cross = cross;
-    TDM_TRY(ld(L, &a->q_w, p, "to_q.weight", 2, dim, dim, 0, 0));
-    TDM_TRY(ld(L, &a->k_w, p, "to_k.weight", 2, dim, kv_dim, 0, 0));
-    TDM_TRY(ld(L, &a->v_w, p, "to_v.weight", 2, dim, kv_dim, 0, 0));
-    TDM_TRY(ld(L, &a->o_w, p, "to_out.0.weight", 2, dim, dim, 0, 0));
-    TDM_TRY(ld(L, &a->o_b, p, "to_out.0.bias", 1, dim, 0, 0, 0));
+    TDM_TRY(ld(u, &a->q_w, p, "to_q.weight", 2, dim, dim, 0, 0));
+    TDM_TRY(ld(u, &a->k_w, p, "to_k.weight", 2, dim, kv_dim, 0, 0));
+    TDM_TRY(ld(u, &a->v_w, p, "to_v.weight", 2, dim, kv_dim, 0, 0));
+    TDM_TRY(ld(u, &a->o_w, p, "to_out.0.weight", 2, dim, dim, 0, 0));
+    TDM_TRY(ld(u, &a->o_b, p, "to_out.0.bias", 1, dim, 0, 0, 0));
 fail:
     return st;
 }
 
-static tdm_status load_transformer(unet_loader_t *L, unet_transformer_t *t, const char *p,
+static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const char *p,
                                    int64_t C, int64_t heads, int64_t depth, int only_cross,
                                    const unet_cfg_t *c) {
     tdm_status st = TDM_OK;
     char q[256];
     if (heads < 1 || C / heads < 1)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: attention_head_dim=%lld heads does not fit "
-                          "the %lld channels of %s", L->cfg_path, (long long)heads,
+                          "the %lld channels of %s", c->path, (long long)heads,
                           (long long)C, p);
     t->C = C;
     t->heads = heads;
@@ -437,36 +402,36 @@ static tdm_status load_transformer(unet_loader_t *L, unet_transformer_t *t, cons
     t->depth = depth;
     t->groups = c->groups;
     t->linear = c->linear;
-    TDM_TRY(check_groups(L, C, c->groups, p));
+    TDM_TRY(check_groups(c, C, c->groups, p));
     t->blocks = calloc((size_t)depth, sizeof(*t->blocks));
     if (!t->blocks) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for %s", p);
     int64_t in = t->inner, k1 = c->linear ? 0 : 1;
-    TDM_TRY(ld(L, &t->norm_w, p, "norm.weight", 1, C, 0, 0, 0));
-    TDM_TRY(ld(L, &t->norm_b, p, "norm.bias", 1, C, 0, 0, 0));
-    TDM_TRY(ld(L, &t->pin_w, p, "proj_in.weight", k1 ? 4 : 2, in, C, 1, 1));
-    TDM_TRY(ld(L, &t->pin_b, p, "proj_in.bias", 1, in, 0, 0, 0));
+    TDM_TRY(ld(u, &t->norm_w, p, "norm.weight", 1, C, 0, 0, 0));
+    TDM_TRY(ld(u, &t->norm_b, p, "norm.bias", 1, C, 0, 0, 0));
+    TDM_TRY(ld(u, &t->pin_w, p, "proj_in.weight", k1 ? 4 : 2, in, C, 1, 1));
+    TDM_TRY(ld(u, &t->pin_b, p, "proj_in.bias", 1, in, 0, 0, 0));
     for (int64_t i = 0; i < depth; i++) {
         unet_tblock_t *b = &t->blocks[i];
         snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
         char qa[300];
-        TDM_TRY(nosplit(L, "BasicTransformerBlock", q));
-        TDM_TRY(ld(L, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
-        TDM_TRY(ld(L, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
+        TDM_TRY(tdm_weights_nosplit(&u->w, "BasicTransformerBlock", "%s", q));
+        TDM_TRY(ld(u, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
+        TDM_TRY(ld(u, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
         snprintf(qa, sizeof(qa), "%s.attn1", q);
-        TDM_TRY(load_attn(L, &b->attn1, qa, in, only_cross ? c->cross_dim : in, only_cross));
-        TDM_TRY(ld(L, &b->n2_w, q, "norm2.weight", 1, in, 0, 0, 0));
-        TDM_TRY(ld(L, &b->n2_b, q, "norm2.bias", 1, in, 0, 0, 0));
+        TDM_TRY(load_attn(u, &b->attn1, qa, in, only_cross ? c->cross_dim : in, only_cross));
+        TDM_TRY(ld(u, &b->n2_w, q, "norm2.weight", 1, in, 0, 0, 0));
+        TDM_TRY(ld(u, &b->n2_b, q, "norm2.bias", 1, in, 0, 0, 0));
         snprintf(qa, sizeof(qa), "%s.attn2", q);
-        TDM_TRY(load_attn(L, &b->attn2, qa, in, c->cross_dim, 1));
-        TDM_TRY(ld(L, &b->n3_w, q, "norm3.weight", 1, in, 0, 0, 0));
-        TDM_TRY(ld(L, &b->n3_b, q, "norm3.bias", 1, in, 0, 0, 0));
-        TDM_TRY(ld(L, &b->ff1_w, q, "ff.net.0.proj.weight", 2, 8 * in, in, 0, 0));
-        TDM_TRY(ld(L, &b->ff1_b, q, "ff.net.0.proj.bias", 1, 8 * in, 0, 0, 0));
-        TDM_TRY(ld(L, &b->ff2_w, q, "ff.net.2.weight", 2, in, 4 * in, 0, 0));
-        TDM_TRY(ld(L, &b->ff2_b, q, "ff.net.2.bias", 1, in, 0, 0, 0));
+        TDM_TRY(load_attn(u, &b->attn2, qa, in, c->cross_dim, 1));
+        TDM_TRY(ld(u, &b->n3_w, q, "norm3.weight", 1, in, 0, 0, 0));
+        TDM_TRY(ld(u, &b->n3_b, q, "norm3.bias", 1, in, 0, 0, 0));
+        TDM_TRY(ld(u, &b->ff1_w, q, "ff.net.0.proj.weight", 2, 8 * in, in, 0, 0));
+        TDM_TRY(ld(u, &b->ff1_b, q, "ff.net.0.proj.bias", 1, 8 * in, 0, 0, 0));
+        TDM_TRY(ld(u, &b->ff2_w, q, "ff.net.2.weight", 2, in, 4 * in, 0, 0));
+        TDM_TRY(ld(u, &b->ff2_b, q, "ff.net.2.bias", 1, in, 0, 0, 0));
     }
-    TDM_TRY(ld(L, &t->pout_w, p, "proj_out.weight", k1 ? 4 : 2, C, in, 1, 1));
-    TDM_TRY(ld(L, &t->pout_b, p, "proj_out.bias", 1, C, 0, 0, 0));
+    TDM_TRY(ld(u, &t->pout_w, p, "proj_out.weight", k1 ? 4 : 2, C, in, 1, 1));
+    TDM_TRY(ld(u, &t->pout_b, p, "proj_out.bias", 1, C, 0, 0, 0));
 fail:
     return st;
 }
@@ -484,19 +449,18 @@ static tdm_status block_alloc(unet_block_t *b, int64_t nres, int64_t nattn, int6
     return TDM_OK;
 }
 
-static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
+static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
     tdm_status st = TDM_OK;
-    tdm_unet_t *u = L->u;
     int n = c->n;
     int64_t C0 = c->block_out[0], Td = 4 * C0;
     char p[256];
 
-    TDM_TRY(ld(L, &u->conv_in_w, "", "conv_in.weight", 4, C0, c->in_ch, 3, 3));
-    TDM_TRY(ld(L, &u->conv_in_b, "", "conv_in.bias", 1, C0, 0, 0, 0));
-    TDM_TRY(ld(L, &u->t1_w, "", "time_embedding.linear_1.weight", 2, Td, C0, 0, 0));
-    TDM_TRY(ld(L, &u->t1_b, "", "time_embedding.linear_1.bias", 1, Td, 0, 0, 0));
-    TDM_TRY(ld(L, &u->t2_w, "", "time_embedding.linear_2.weight", 2, Td, Td, 0, 0));
-    TDM_TRY(ld(L, &u->t2_b, "", "time_embedding.linear_2.bias", 1, Td, 0, 0, 0));
+    TDM_TRY(ld(u, &u->conv_in_w, "", "conv_in.weight", 4, C0, c->in_ch, 3, 3));
+    TDM_TRY(ld(u, &u->conv_in_b, "", "conv_in.bias", 1, C0, 0, 0, 0));
+    TDM_TRY(ld(u, &u->t1_w, "", "time_embedding.linear_1.weight", 2, Td, C0, 0, 0));
+    TDM_TRY(ld(u, &u->t1_b, "", "time_embedding.linear_1.bias", 1, Td, 0, 0, 0));
+    TDM_TRY(ld(u, &u->t2_w, "", "time_embedding.linear_2.weight", 2, Td, Td, 0, 0));
+    TDM_TRY(ld(u, &u->t2_b, "", "time_embedding.linear_2.bias", 1, Td, 0, 0, 0));
 
     for (int i = 0; i < n; i++) {
         unet_block_t *b = &u->down[i];
@@ -505,18 +469,18 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         TDM_TRY(block_alloc(b, nl, c->down_cross[i] ? nl : 0, cout));
         for (int64_t j = 0; j < b->nattn; j++) {
             snprintf(p, sizeof(p), "down_blocks.%d.attentions.%lld", i, (long long)j);
-            TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[i], c->tlayers[i],
+            TDM_TRY(load_transformer(u, &b->attn[j], p, cout, c->heads[i], c->tlayers[i],
                                      c->only_cross[i], c));
         }
         for (int64_t j = 0; j < nl; j++) {
             snprintf(p, sizeof(p), "down_blocks.%d.resnets.%lld", i, (long long)j);
-            TDM_TRY(load_resnet(L, &b->res[j], p, j == 0 ? cin : cout, cout, Td, c, 1.0));
+            TDM_TRY(load_resnet(u, &b->res[j], p, j == 0 ? cin : cout, cout, Td, c, 1.0));
         }
         if (i < n - 1) {
             snprintf(p, sizeof(p), "down_blocks.%d.downsamplers.0.conv", i);
             b->has_samp = 1;
-            TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
-            TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
+            TDM_TRY(ld(u, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
+            TDM_TRY(ld(u, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
         }
     }
 
@@ -529,41 +493,42 @@ static tdm_status load_model(unet_loader_t *L, const unet_cfg_t *c) {
         int64_t nl = c->layers[r] + 1;
         TDM_TRY(block_alloc(b, nl, c->up_cross[i] ? nl : 0, cout));
         snprintf(p, sizeof(p), "up_blocks.%d", i);
-        TDM_TRY(nosplit(L, c->up_cross[i] ? "CrossAttnUpBlock2D" : "UpBlock2D", p));
+        TDM_TRY(tdm_weights_nosplit(&u->w, c->up_cross[i] ? "CrossAttnUpBlock2D" : "UpBlock2D",
+                                    "%s", p));
         for (int64_t j = 0; j < b->nattn; j++) {
             snprintf(p, sizeof(p), "up_blocks.%d.attentions.%lld", i, (long long)j);
-            TDM_TRY(load_transformer(L, &b->attn[j], p, cout, c->heads[r], c->tlayers[r],
+            TDM_TRY(load_transformer(u, &b->attn[j], p, cout, c->heads[r], c->tlayers[r],
                                      c->only_cross[r], c));
         }
         for (int64_t j = 0; j < nl; j++) {
             int64_t skip = j == nl - 1 ? cin : cout, rin = j == 0 ? prev : cout;
             snprintf(p, sizeof(p), "up_blocks.%d.resnets.%lld", i, (long long)j);
-            TDM_TRY(load_resnet(L, &b->res[j], p, rin + skip, cout, Td, c, 1.0));
+            TDM_TRY(load_resnet(u, &b->res[j], p, rin + skip, cout, Td, c, 1.0));
         }
         if (i < n - 1) {
             snprintf(p, sizeof(p), "up_blocks.%d.upsamplers.0.conv", i);
             b->has_samp = 1;
-            TDM_TRY(ld(L, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
-            TDM_TRY(ld(L, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
+            TDM_TRY(ld(u, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
+            TDM_TRY(ld(u, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
         }
     }
 
     {   /* UNetMidBlock2DCrossAttn: resnet, (attention, resnet) x 1 */
         int64_t Cm = c->block_out[n - 1];
         TDM_TRY(block_alloc(&u->mid, 2, 1, Cm));
-        TDM_TRY(load_transformer(L, &u->mid.attn[0], "mid_block.attentions.0", Cm,
+        TDM_TRY(load_transformer(u, &u->mid.attn[0], "mid_block.attentions.0", Cm,
                                  c->heads[n - 1], c->tlayers[n - 1], 0, c));
-        TDM_TRY(load_resnet(L, &u->mid.res[0], "mid_block.resnets.0", Cm, Cm, Td, c,
+        TDM_TRY(load_resnet(u, &u->mid.res[0], "mid_block.resnets.0", Cm, Cm, Td, c,
                             c->mid_scale));
-        TDM_TRY(load_resnet(L, &u->mid.res[1], "mid_block.resnets.1", Cm, Cm, Td, c,
+        TDM_TRY(load_resnet(u, &u->mid.res[1], "mid_block.resnets.1", Cm, Cm, Td, c,
                             c->mid_scale));
     }
 
-    TDM_TRY(check_groups(L, C0, c->groups, "conv_norm_out"));
-    TDM_TRY(ld(L, &u->norm_out_w, "", "conv_norm_out.weight", 1, C0, 0, 0, 0));
-    TDM_TRY(ld(L, &u->norm_out_b, "", "conv_norm_out.bias", 1, C0, 0, 0, 0));
-    TDM_TRY(ld(L, &u->conv_out_w, "", "conv_out.weight", 4, c->out_ch, C0, 3, 3));
-    TDM_TRY(ld(L, &u->conv_out_b, "", "conv_out.bias", 1, c->out_ch, 0, 0, 0));
+    TDM_TRY(check_groups(c, C0, c->groups, "conv_norm_out"));
+    TDM_TRY(ld(u, &u->norm_out_w, "", "conv_norm_out.weight", 1, C0, 0, 0, 0));
+    TDM_TRY(ld(u, &u->norm_out_b, "", "conv_norm_out.bias", 1, C0, 0, 0, 0));
+    TDM_TRY(ld(u, &u->conv_out_w, "", "conv_out.weight", 4, c->out_ch, C0, 3, 3));
+    TDM_TRY(ld(u, &u->conv_out_b, "", "conv_out.bias", 1, c->out_ch, 0, 0, 0));
 fail:
     return st;
 }
@@ -573,10 +538,9 @@ static tdm_status load_any(tdm_unet_t **out, const char *root, const char *sub,
                            const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
-    tdm_st_set_t *set = NULL;
     tdm_unet_t *u = NULL;
     unet_cfg_t c;
-    char path[TDM_PATH_MAX], wpath[TDM_PATH_MAX];
+    char path[TDM_PATH_MAX];
     *out = NULL;
     if (!root || !sub || !dev)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_load: root, sub and dev are required");
@@ -584,11 +548,11 @@ static tdm_status load_any(tdm_unet_t **out, const char *root, const char *sub,
     TDM_TRY(tdm_path_join(path, sizeof(path), root, sub, "config.json"));
     TDM_TRY(tdm_json_load(&j, path));
     TDM_TRY(cfg_parse(&j, &c));
-    TDM_TRY(tdm_folder_weights(root, sub, variant, wpath, sizeof(wpath)));
-    TDM_TRY(tdm_st_set_open(&set, wpath));
-
     u = calloc(1, sizeof(*u));
     if (!u) { st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory"); goto fail; }
+    tdm_weights_init(&u->w, "unet", dev, place);
+    u->w.unit_of = unet_unit_of;
+    TDM_TRY(tdm_weights_open(&u->w, root, sub, variant));
     u->dev = dev;
     u->nblocks = c.n;
     memcpy(u->block_out, c.block_out, sizeof(c.block_out));
@@ -605,18 +569,14 @@ static tdm_status load_any(tdm_unet_t **out, const char *root, const char *sub,
     u->info.num_blocks = c.n;
     u->info.num_downsamplers = c.n - 1;
     u->info.time_embed_dim = 4 * c.block_out[0];
-    {
-        unet_loader_t L = {u, set, j.path, NULL, place};
-        TDM_TRY(load_model(&L, &c));
-    }
-    if (!tdm_offload_keep_set(&u->off, set))   /* kept: disk-offloaded weights are read on use */
-        tdm_st_set_close(set);
+    TDM_TRY(load_model(u, &c));
+    tdm_weights_finish(&u->w);
+    u->info.param_bytes = u->w.bytes;
     tdm_json_free(&j);
     *out = u;
     return TDM_OK;
 fail:
     tdm_unet_free(u);
-    tdm_st_set_close(set);
     tdm_json_free(&j);
     return st;
 }
@@ -645,10 +605,8 @@ tdm_status tdm_unet_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *ou
     TDM_TRY(cfg_parse(&j, &c));
     u = calloc(1, sizeof(*u));   /* holds the block tables of the walk; no weights */
     if (!u) { st = tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory"); goto fail; }
-    {
-        unet_loader_t L = {u, NULL, j.path, out, NULL};
-        TDM_TRY(load_model(&L, &c));
-    }
+    tdm_weights_init_list(&u->w, "unet", out);
+    TDM_TRY(load_model(u, &c));
 fail:
     if (st != TDM_OK) tdm_plist_free(out);
     tdm_unet_free(u);
@@ -667,9 +625,7 @@ void tdm_unet_free(tdm_unet_t *u) {
     if (!u) return;
     tdm_op_graph_free(u->dev, u->graph);
     if (u->g_emb) tdm_dev_free(u->dev, u->g_emb, u->g_emb_n * (int64_t)sizeof(float));
-    tdm_offload_free(&u->off);
-    for (int64_t i = 0; i < u->ntensors; i++) tdm_tensor_free(u->tensors[i]);
-    free(u->tensors);
+    tdm_weights_free(&u->w);
     for (int i = 0; i < UNET_MAX_BLOCKS; i++) {
         block_free(&u->down[i]);
         block_free(&u->up[i]);
@@ -731,15 +687,15 @@ static tdm_status run_block_layer(tdm_unet_t *u, const unet_block_t *b, int part
     if (r->cin != a->C)
         return tdm_errorf(TDM_ERR_INTERNAL, "unet: resnet expects %lld channels, got %lld",
                           (long long)r->cin, (long long)a->C);
-    TDM_TRY(tdm_offload_in(&u->off, u->dev, unet_unit(part, bi, 0, j)));
+    TDM_TRY(tdm_offload_in(&u->w.off, u->dev, unet_unit(part, bi, 0, j)));
     TDM_TRY(unet_resnet_forward(u->dev, r, a->hp, B, a->H, a->W, temb, u->info.time_embed_dim,
                                 &nb));
-    tdm_offload_out(&u->off, unet_unit(part, bi, 0, j));
+    tdm_offload_out(&u->w.off, unet_unit(part, bi, 0, j));
     act_set(u->dev, a, nb, r->cout, a->H, a->W);
     if (b->cross && j < b->nattn) {
-        TDM_TRY(tdm_offload_in(&u->off, u->dev, unet_unit(part, bi, 1, j)));
+        TDM_TRY(tdm_offload_in(&u->w.off, u->dev, unet_unit(part, bi, 1, j)));
         TDM_TRY(unet_transformer_forward(u->dev, &b->attn[j], a->hp, B, a->H, a->W, ctx, T, &nb));
-        tdm_offload_out(&u->off, unet_unit(part, bi, 1, j));
+        tdm_offload_out(&u->w.off, unet_unit(part, bi, 1, j));
         act_set(u->dev, a, nb, a->C, a->H, a->W);
     }
 fail:
@@ -766,7 +722,7 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
 
     /* time embedding: temb = SiLU(linear_2(SiLU(linear_1(emb)))); the outer
      * SiLU is the one every resnet applies before time_emb_proj */
-    TDM_TRY(tdm_offload_in(&u->off, dev, -1));   /* offloaded top-level weights, for the whole call */
+    TDM_TRY(tdm_offload_in(&u->w.off, dev, -1));   /* offloaded top-level weights, for the whole call */
     TDM_TRY(unet_buf_new(dev, &t1, B * Td, "unet time embedding"));
     tdm_op_linear(dev, t1.p, emb, u->t1_w, u->t1_b, B, C0, Td);
     tdm_op_silu(dev, t1.p, B * Td);
@@ -801,10 +757,10 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
         }
         if (b->has_samp) {   /* samp_w may be offloaded (NULL) until brought in */
             int64_t Ho, Wo;
-            TDM_TRY(tdm_offload_in(&u->off, dev, unet_unit(0, i, 2, 0)));
+            TDM_TRY(tdm_offload_in(&u->w.off, dev, unet_unit(0, i, 2, 0)));
             TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 2,
                               u->down_pad ? u->down_pad : -1, &nb, &Ho, &Wo));
-            tdm_offload_out(&u->off, unet_unit(0, i, 2, 0));
+            tdm_offload_out(&u->w.off, unet_unit(0, i, 2, 0));
             act_set(dev, &a, nb, b->cout, Ho, Wo);
             act_push(&a, skips, &ns);
         }
@@ -840,10 +796,10 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
             TDM_TRY(unet_buf_new(dev, &nb, B * a.C * Ht * Wt, "unet upsample"));
             unet_resize_nearest(dev, nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
             act_set(dev, &a, nb, a.C, Ht, Wt);
-            TDM_TRY(tdm_offload_in(&u->off, dev, unet_unit(2, i, 2, 0)));
+            TDM_TRY(tdm_offload_in(&u->w.off, dev, unet_unit(2, i, 2, 0)));
             TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 1, 1,
                               &nb, NULL, NULL));
-            tdm_offload_out(&u->off, unet_unit(2, i, 2, 0));
+            tdm_offload_out(&u->w.off, unet_unit(2, i, 2, 0));
             act_set(dev, &a, nb, b->cout, a.H, a.W);
         }
     }
@@ -861,7 +817,7 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
     TDM_TRY(unet_conv_to(dev, a.hp, B, C0, H, W, u->conv_out_w, u->conv_out_b,
                          u->info.out_channels, 3, 1, 1, out));
 fail:
-    tdm_offload_out_all(&u->off);   /* whatever is still brought in */
+    tdm_offload_out_all(&u->w.off);   /* whatever is still brought in */
     unet_buf_free(dev, &t1);
     unet_buf_free(dev, &temb);
     unet_buf_free(dev, &xin);
@@ -890,7 +846,7 @@ static tdm_status unet_forward_eager(tdm_unet_t *u, const float *x, int64_t B, i
 /* CUDA graphs: on a device that has them, for a model without streamed
  * weights or the center_input constant (both upload from the host). */
 static int unet_graph_usable(const tdm_unet_t *u) {
-    return u->off.n == 0 && !u->center_input && tdm_op_graph_ok(u->dev);
+    return u->w.off.n == 0 && !u->center_input && tdm_op_graph_ok(u->dev);
 }
 
 /* The forward pass through a CUDA graph. A call whose pointers and sizes
@@ -1213,10 +1169,8 @@ tdm_status tdm_unet_work_bytes(const char *config_path, tdm_device_t *dev, int64
     u->info.in_channels = c.in_ch;
     u->info.out_channels = c.out_ch;
     u->info.time_embed_dim = 4 * c.block_out[0];
-    {
-        unet_loader_t L = {u, NULL, j.path, &pl, NULL};   /* listing: fills the tables only */
-        TDM_TRY(load_model(&L, &c));
-    }
+    tdm_weights_init_list(&u->w, "unet", &pl);   /* listing: fills the tables only */
+    TDM_TRY(load_model(u, &c));
     *out = unet_work_walk(u, B, H, W, T);
 fail:
     tdm_plist_free(&pl);

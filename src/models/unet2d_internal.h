@@ -7,7 +7,7 @@
 #define TDM_UNET2D_INTERNAL_H
 
 #include "models/unet2d.h"
-#include "nn/offload.h"
+#include "nn/weights.h"
 
 /* ResnetBlock2D (time_embedding_norm "default", pre-norm, SiLU). */
 typedef struct {
@@ -77,12 +77,10 @@ struct tdm_unet {
     unet_block_t down[8], mid, up[8];
     const float *norm_out_w, *norm_out_b;    /* (C0) */
     const float *conv_out_w, *conv_out_b;    /* (out, C0, 3, 3) */
-    /* ownership of the loaded tensors */
-    tdm_tensor_t **tensors;
-    int64_t ntensors, cap_tensors;
-    /* tensors of a split load kept in host RAM or on disk, brought to `dev`
-     * one unit at a time (unet_unit_of ids; -1: the top-level ones) */
-    tdm_offload_t off;
+    /* the loaded tensors; w.off: those of a split load kept in host RAM or
+     * on disk, brought to `dev` one unit at a time (unet_unit_of ids; -1:
+     * the top-level ones) */
+    tdm_weights_t w;
     /* CUDA graph of the forward pass (tdm_op_graph_*; unet2d.c,
      * unet_forward_graphed): g_state 1 after an eager call with the
      * arguments `gkey`, 2 once `graph` holds the
