@@ -21,8 +21,8 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "models/flux.h"
-#include "nn/offload.h"
 #include "nn/ptree.h"
+#include "nn/weights.h"
 
 #define FLUX_TIME_DIM 256          /* Timesteps(num_channels=256) */
 #define FLUX_LN_EPS 1e-6f          /* every LayerNorm of the model */
@@ -74,11 +74,9 @@ struct tdm_flux {
     int64_t rope_T, rope_N;
     /* Split placement (tdm_flux_load_placed): the offloaded weights, each
      * brought to `dev` for its block (double block i = i, single block
-     * i = num_layers + i, -1 = top level, for the whole forward). */
-    tdm_offload_t off;
-    /* ownership of the loaded tensors */
-    tdm_tensor_t **tensors;
-    int64_t ntensors, cap_tensors;
+     * i = num_layers + i, -1 = top level, for the whole forward) in w.off;
+     * w owns every loaded tensor. */
+    tdm_weights_t w;
 };
 
 /* ---- config ------------------------------------------------------------------- */
@@ -156,138 +154,103 @@ fail:
 
 /* ---- loading ------------------------------------------------------------------ */
 
-/* Where tensors go: loaded from `set` onto the model's device, or (pl !=
- * NULL, a parameter list) only named and sized. */
-typedef struct {
-    tdm_flux_t                 *m;
-    const tdm_st_set_t         *set;
-    tdm_plist_t                *pl;
-    const tdm_placement_t      *place;   /* NULL: everything on m->dev */
-} flux_loader_t;
-
-/* The block a tensor belongs to (see tdm_flux_t.off), from its name. */
-static int64_t block_of(const tdm_flux_t *m, const char *name) {
+/* The block a tensor belongs to (see tdm_flux_t.w), from its name; ctx is
+ * the model. */
+static int64_t block_of(const void *ctx, const char *name) {
+    const tdm_flux_t *m = ctx;
     long long i;
     if (sscanf(name, "transformer_blocks.%lld.", &i) == 1) return i;
     if (sscanf(name, "single_transformer_blocks.%lld.", &i) == 1) return m->info.num_layers + i;
     return -1;
 }
 
-/* Loads "<prefix>.<suffix>" with shape (d0[, d1]) into *dst; a GEMM weight
- * (gemm = 1: a Linear weight) in the device's GEMM dtype, see
- * tdm_st_set_load_gemm_weight. In list mode appends it to L->pl instead. */
-static tdm_status ld_any(flux_loader_t *L, const float **dst, const char *prefix,
-                         const char *suffix, int ndim, int64_t d0, int64_t d1, int gemm) {
-    tdm_status st;
-    tdm_flux_t *m = L->m;
-    char name[256];
-    int64_t shape[2] = {d0, d1};
-    tdm_tensor_t *t = NULL;
-    int len = snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", suffix);
-    if (len < 0 || (size_t)len >= sizeof(name))
-        return tdm_errorf(TDM_ERR_INTERNAL, "flux: tensor name too long: %s.%s", prefix, suffix);
-    if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
-    if (m->ntensors == m->cap_tensors) {
-        int64_t cap = m->cap_tensors ? 2 * m->cap_tensors : 256;
-        tdm_tensor_t **p = realloc(m->tensors, (size_t)cap * sizeof(*p));
-        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for the tensor list");
-        m->tensors = p;
-        m->cap_tensors = cap;
-    }
-    st = tdm_offload_load(&m->off, L->place, L->set, m->dev, "flux", name, NULL, ndim, shape,
-                          gemm, (void *)dst, 0, block_of(m, name), &t);
-    if (st != TDM_OK || !t) return st;   /* t NULL: on disk, read when its block runs */
-    m->tensors[m->ntensors++] = t;       /* resident, or the host copy */
-    m->info.param_bytes += t->nbytes;
-    return TDM_OK;
-}
-
-/* A float32 tensor (bias, norm weight). */
-static tdm_status ld(flux_loader_t *L, const float **dst, const char *prefix, const char *suffix,
+/* Binds the float32 tensor (bias, norm weight) "<prefix>.<suffix>" (the
+ * suffix alone when prefix is "") with shape (d0[, d1]) to *dst. */
+static tdm_status ld(tdm_flux_t *m, const float **dst, const char *prefix, const char *suffix,
                      int ndim, int64_t d0, int64_t d1) {
-    return ld_any(L, dst, prefix, suffix, ndim, d0, d1, 0);
+    const int64_t shape[2] = {d0, d1};
+    return tdm_weights_bind(&m->w, dst, 0, ndim, shape, "%s%s%s", prefix, *prefix ? "." : "",
+                            suffix);
 }
 
-/* Loads the Linear "<prefix>.<suffix>.{weight (out, in), bias (out)}". */
-static tdm_status ld_lin(flux_loader_t *L, flux_lin_t *l, const char *prefix, const char *suffix,
+/* Binds the Linear "<prefix>.<suffix>.{weight (out, in), bias (out)}"; the
+ * weight feeds only a GEMM (stored in the device's GEMM dtype). */
+static tdm_status ld_lin(tdm_flux_t *m, flux_lin_t *l, const char *prefix, const char *suffix,
                          int64_t out, int64_t in) {
-    tdm_status st;
-    char p[256];
-    int len = snprintf(p, sizeof(p), "%s%s%s", prefix, *prefix ? "." : "", suffix);
-    if (len < 0 || (size_t)len >= sizeof(p))
-        return tdm_errorf(TDM_ERR_INTERNAL, "flux: tensor name too long: %s.%s", prefix, suffix);
-    if ((st = ld_any(L, &l->w, p, "weight", 2, out, in, 1)) != TDM_OK) return st;
-    return ld(L, &l->b, p, "bias", 1, out, 0);
+    const int64_t ws[2] = {out, in};
+    const char *dot = *prefix ? "." : "";
+    tdm_status st = tdm_weights_bind(&m->w, &l->w, 1, 2, ws, "%s%s%s.weight", prefix, dot, suffix);
+    if (st != TDM_OK) return st;
+    return tdm_weights_bind(&m->w, &l->b, 0, 1, &out, "%s%s%s.bias", prefix, dot, suffix);
 }
 
-static tdm_status load_double(flux_loader_t *L, flux_double_t *d, int64_t i) {
+static tdm_status load_double(tdm_flux_t *m, flux_double_t *d, int64_t i) {
     tdm_status st = TDM_OK;
-    int64_t D = L->m->D, hd = L->m->hd;
+    int64_t D = m->D, hd = m->hd;
     char p[128];
     snprintf(p, sizeof(p), "transformer_blocks.%lld", (long long)i);
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "FluxTransformerBlock", "%s", p));
-    TDM_TRY(ld_lin(L, &d->mod, p, "norm1.linear", 6 * D, D));
-    TDM_TRY(ld_lin(L, &d->mod_ctx, p, "norm1_context.linear", 6 * D, D));
-    TDM_TRY(ld(L, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
-    TDM_TRY(ld(L, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(L, &d->q, p, "attn.to_q", D, D));
-    TDM_TRY(ld_lin(L, &d->k, p, "attn.to_k", D, D));
-    TDM_TRY(ld_lin(L, &d->v, p, "attn.to_v", D, D));
-    TDM_TRY(ld_lin(L, &d->out, p, "attn.to_out.0", D, D));
-    TDM_TRY(ld(L, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
-    TDM_TRY(ld(L, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(L, &d->aq, p, "attn.add_q_proj", D, D));
-    TDM_TRY(ld_lin(L, &d->ak, p, "attn.add_k_proj", D, D));
-    TDM_TRY(ld_lin(L, &d->av, p, "attn.add_v_proj", D, D));
-    TDM_TRY(ld_lin(L, &d->add_out, p, "attn.to_add_out", D, D));
-    TDM_TRY(ld_lin(L, &d->ff1, p, "ff.net.0.proj", 4 * D, D));
-    TDM_TRY(ld_lin(L, &d->ff2, p, "ff.net.2", D, 4 * D));
-    TDM_TRY(ld_lin(L, &d->cff1, p, "ff_context.net.0.proj", 4 * D, D));
-    TDM_TRY(ld_lin(L, &d->cff2, p, "ff_context.net.2", D, 4 * D));
+    TDM_TRY(tdm_weights_nosplit(&m->w, "FluxTransformerBlock", "%s", p));
+    TDM_TRY(ld_lin(m, &d->mod, p, "norm1.linear", 6 * D, D));
+    TDM_TRY(ld_lin(m, &d->mod_ctx, p, "norm1_context.linear", 6 * D, D));
+    TDM_TRY(ld(m, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
+    TDM_TRY(ld(m, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(m, &d->q, p, "attn.to_q", D, D));
+    TDM_TRY(ld_lin(m, &d->k, p, "attn.to_k", D, D));
+    TDM_TRY(ld_lin(m, &d->v, p, "attn.to_v", D, D));
+    TDM_TRY(ld_lin(m, &d->out, p, "attn.to_out.0", D, D));
+    TDM_TRY(ld(m, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
+    TDM_TRY(ld(m, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(m, &d->aq, p, "attn.add_q_proj", D, D));
+    TDM_TRY(ld_lin(m, &d->ak, p, "attn.add_k_proj", D, D));
+    TDM_TRY(ld_lin(m, &d->av, p, "attn.add_v_proj", D, D));
+    TDM_TRY(ld_lin(m, &d->add_out, p, "attn.to_add_out", D, D));
+    TDM_TRY(ld_lin(m, &d->ff1, p, "ff.net.0.proj", 4 * D, D));
+    TDM_TRY(ld_lin(m, &d->ff2, p, "ff.net.2", D, 4 * D));
+    TDM_TRY(ld_lin(m, &d->cff1, p, "ff_context.net.0.proj", 4 * D, D));
+    TDM_TRY(ld_lin(m, &d->cff2, p, "ff_context.net.2", D, 4 * D));
 fail:
     return st;
 }
 
-static tdm_status load_single(flux_loader_t *L, flux_single_t *s, int64_t i) {
+static tdm_status load_single(tdm_flux_t *m, flux_single_t *s, int64_t i) {
     tdm_status st = TDM_OK;
-    int64_t D = L->m->D, hd = L->m->hd;
+    int64_t D = m->D, hd = m->hd;
     char p[128];
     snprintf(p, sizeof(p), "single_transformer_blocks.%lld", (long long)i);
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "FluxSingleTransformerBlock", "%s", p));
-    TDM_TRY(ld_lin(L, &s->mod, p, "norm.linear", 3 * D, D));
-    TDM_TRY(ld_lin(L, &s->mlp, p, "proj_mlp", 4 * D, D));
-    TDM_TRY(ld_lin(L, &s->out, p, "proj_out", D, 5 * D));
-    TDM_TRY(ld(L, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
-    TDM_TRY(ld(L, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(L, &s->q, p, "attn.to_q", D, D));
-    TDM_TRY(ld_lin(L, &s->k, p, "attn.to_k", D, D));
-    TDM_TRY(ld_lin(L, &s->v, p, "attn.to_v", D, D));
+    TDM_TRY(tdm_weights_nosplit(&m->w, "FluxSingleTransformerBlock", "%s", p));
+    TDM_TRY(ld_lin(m, &s->mod, p, "norm.linear", 3 * D, D));
+    TDM_TRY(ld_lin(m, &s->mlp, p, "proj_mlp", 4 * D, D));
+    TDM_TRY(ld_lin(m, &s->out, p, "proj_out", D, 5 * D));
+    TDM_TRY(ld(m, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
+    TDM_TRY(ld(m, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(ld_lin(m, &s->q, p, "attn.to_q", D, D));
+    TDM_TRY(ld_lin(m, &s->k, p, "attn.to_k", D, D));
+    TDM_TRY(ld_lin(m, &s->v, p, "attn.to_v", D, D));
 fail:
     return st;
 }
 
-static tdm_status load_model(flux_loader_t *L) {
+static tdm_status load_model(tdm_flux_t *m) {
     tdm_status st = TDM_OK;
-    tdm_flux_t *m = L->m;
     const tdm_flux_info_t *c = &m->info;
     int64_t D = m->D;
     const char *te = "time_text_embed";
     /* registration order of FluxTransformer2DModel (the parameter list
      * depends on it; loading does not) */
-    TDM_TRY(ld_lin(L, &m->t1, te, "timestep_embedder.linear_1", D, FLUX_TIME_DIM));
-    TDM_TRY(ld_lin(L, &m->t2, te, "timestep_embedder.linear_2", D, D));
+    TDM_TRY(ld_lin(m, &m->t1, te, "timestep_embedder.linear_1", D, FLUX_TIME_DIM));
+    TDM_TRY(ld_lin(m, &m->t2, te, "timestep_embedder.linear_2", D, D));
     if (c->guidance_embeds) {
-        TDM_TRY(ld_lin(L, &m->g1, te, "guidance_embedder.linear_1", D, FLUX_TIME_DIM));
-        TDM_TRY(ld_lin(L, &m->g2, te, "guidance_embedder.linear_2", D, D));
+        TDM_TRY(ld_lin(m, &m->g1, te, "guidance_embedder.linear_1", D, FLUX_TIME_DIM));
+        TDM_TRY(ld_lin(m, &m->g2, te, "guidance_embedder.linear_2", D, D));
     }
-    TDM_TRY(ld_lin(L, &m->p1, te, "text_embedder.linear_1", D, c->pooled_projection_dim));
-    TDM_TRY(ld_lin(L, &m->p2, te, "text_embedder.linear_2", D, D));
-    TDM_TRY(ld_lin(L, &m->ctx_emb, "", "context_embedder", D, c->joint_attention_dim));
-    TDM_TRY(ld_lin(L, &m->x_emb, "", "x_embedder", D, c->in_channels));
-    for (int64_t i = 0; i < c->num_layers; i++) TDM_TRY(load_double(L, &m->dbl[i], i));
-    for (int64_t i = 0; i < c->num_single_layers; i++) TDM_TRY(load_single(L, &m->sgl[i], i));
-    TDM_TRY(ld_lin(L, &m->norm_out, "", "norm_out.linear", 2 * D, D));
-    TDM_TRY(ld_lin(L, &m->proj_out, "", "proj_out", c->out_channels, D));
+    TDM_TRY(ld_lin(m, &m->p1, te, "text_embedder.linear_1", D, c->pooled_projection_dim));
+    TDM_TRY(ld_lin(m, &m->p2, te, "text_embedder.linear_2", D, D));
+    TDM_TRY(ld_lin(m, &m->ctx_emb, "", "context_embedder", D, c->joint_attention_dim));
+    TDM_TRY(ld_lin(m, &m->x_emb, "", "x_embedder", D, c->in_channels));
+    for (int64_t i = 0; i < c->num_layers; i++) TDM_TRY(load_double(m, &m->dbl[i], i));
+    for (int64_t i = 0; i < c->num_single_layers; i++) TDM_TRY(load_single(m, &m->sgl[i], i));
+    TDM_TRY(ld_lin(m, &m->norm_out, "", "norm_out.linear", 2 * D, D));
+    TDM_TRY(ld_lin(m, &m->proj_out, "", "proj_out", c->out_channels, D));
 fail:
     return st;
 }
@@ -328,10 +291,9 @@ static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
                            const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
-    tdm_st_set_t *set = NULL;
     tdm_flux_t *m = NULL;
     tdm_flux_info_t c;
-    char path[TDM_PATH_MAX], wpath[TDM_PATH_MAX];
+    char path[TDM_PATH_MAX];
     if (!out)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_load: out is required");
     *out = NULL;
@@ -341,22 +303,19 @@ static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
     TDM_TRY(tdm_path_join(path, sizeof(path), root, sub, "config.json"));
     TDM_TRY(tdm_json_load(&j, path));
     TDM_TRY(cfg_parse(&j, &c));
-    TDM_TRY(tdm_folder_weights(root, sub, variant, wpath, sizeof(wpath)));
-    TDM_TRY(tdm_st_set_open(&set, wpath));
-
     TDM_TRY(model_new(&m, &c, dev));
-    {
-        flux_loader_t L = {m, set, NULL, place};
-        TDM_TRY(load_model(&L));
-    }
-    if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
-        tdm_st_set_close(set);
+    tdm_weights_init(&m->w, "flux", dev, place);
+    m->w.unit_of = block_of;
+    m->w.ctx = m;
+    TDM_TRY(tdm_weights_open(&m->w, root, sub, variant));
+    TDM_TRY(load_model(m));
+    tdm_weights_finish(&m->w);
+    m->info.param_bytes = m->w.bytes;
     tdm_json_free(&j);
     *out = m;
     return TDM_OK;
 fail:
     tdm_flux_free(m);
-    tdm_st_set_close(set);
     tdm_json_free(&j);
     return st;
 }
@@ -377,9 +336,7 @@ void tdm_flux_free(tdm_flux_t *m) {
     if (!m) return;
     if (m->rope) tdm_dev_free(m->dev, m->rope, 2 * (m->rope_T + m->rope_N) * m->hd * (int64_t)sizeof(float));
     free(m->rope_ids);
-    tdm_offload_free(&m->off);
-    for (int64_t i = 0; i < m->ntensors; i++) tdm_tensor_free(m->tensors[i]);
-    free(m->tensors);
+    tdm_weights_free(&m->w);
     free(m->dbl);
     free(m->sgl);
     free(m);
@@ -396,10 +353,8 @@ tdm_status tdm_flux_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *ou
     TDM_TRY(tdm_json_load(&j, config_path));
     TDM_TRY(cfg_parse(&j, &c));
     TDM_TRY(model_new(&m, &c, NULL));
-    {
-        flux_loader_t L = {m, NULL, out, NULL};
-        TDM_TRY(load_model(&L));
-    }
+    tdm_weights_init_list(&m->w, "flux", out);
+    TDM_TRY(load_model(m));
     tdm_flux_free(m);
     tdm_json_free(&j);
     return TDM_OK;
@@ -710,7 +665,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     if (!base) { st = TDM_ERR_NOMEM; goto fail; }
     ws_layout(&w, base, B, S, D);
 
-    TDM_TRY(tdm_offload_in(&m->off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
+    TDM_TRY(tdm_offload_in(&m->w.off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
     /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
     TDM_TRY(time_embedder(m, &w, timestep, B, &m->t1, &m->t2, w.temb, host));
     if (guidance) {
@@ -742,11 +697,11 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
      * while this one computes */
     const int64_t nl = m->info.num_layers, nunits = nl + m->info.num_single_layers;
     for (int64_t i = 0; i < nunits; i++) {
-        TDM_TRY(tdm_offload_in(&m->off, m->dev, i));
-        if (i + 1 < nunits) TDM_TRY(tdm_offload_prefetch(&m->off, m->dev, i + 1));
+        TDM_TRY(tdm_offload_in(&m->w.off, m->dev, i));
+        if (i + 1 < nunits) TDM_TRY(tdm_offload_prefetch(&m->w.off, m->dev, i + 1));
         if (i < nl) double_block(m, &m->dbl[i], &w, B, T, N);
         else single_block(m, &m->sgl[i - nl], &w, B, S);
-        tdm_offload_out(&m->off, i);
+        tdm_offload_out(&m->w.off, i);
     }
 
     /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
@@ -759,7 +714,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
                          m->proj_out.b, N, D, Cout, 0);
 
 fail:
-    tdm_offload_out_all(&m->off);   /* whatever is still brought in */
+    tdm_offload_out_all(&m->w.off);   /* whatever is still brought in */
     if (base) tdm_dev_free(dev, base, nws);
     free(host);
     return st;
