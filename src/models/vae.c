@@ -13,7 +13,6 @@
 #include "models/vae.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,8 +20,8 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
-#include "nn/offload.h"
 #include "nn/ptree.h"
+#include "nn/weights.h"
 
 #define VAE_MAX_LEVELS 8
 #define VAE_MAX_LPB    64
@@ -89,9 +88,10 @@ struct tdm_vae {
     mid_t d_mid;
     level_t d_lev[VAE_MAX_LEVELS];
     norm_t d_nout;
-    /* tensors of a split load kept in host RAM or on disk, brought to `dev`
-     * one unit (vae_unit_of) at a time; -1: the top-level convs and norms */
-    tdm_offload_t off;
+    /* the loaded tensors; w.off: those of a split load kept in host RAM or
+     * on disk, brought to `dev` one unit (vae_unit_of) at a time; -1: the
+     * top-level convs and norms */
+    tdm_weights_t w;
 };
 
 /* ---- config ------------------------------------------------------------- */
@@ -213,20 +213,15 @@ fail:
 }
 
 /* ---- weights -------------------------------------------------------------
- * One walk over the model (vae_load_weights) serves two sinks: loading the
- * weights from `set` onto `dev`, or, when `pl` is set, listing every
- * parameter with its shape (and the no-split modules) without touching any
- * file. The walk follows the registration order of diffusers' modules
+ * One walk over the model (vae_load_weights) binds every tensor through
+ * v->w (nn/weights.h), which loads it from the weight files onto `dev` or, in
+ * list mode, lists it with its shape (and the no-split modules) without
+ * touching any file. Every tensor of 2+ dims here is a Conv or Linear weight
+ * feeding only a GEMM (stored in the device's GEMM dtype); biases and norms
+ * stay float32. The walk follows the registration order of diffusers' modules
  * (encoder, decoder with its up blocks before its mid block, quant_conv,
  * post_quant_conv; a mid block's attention before its resnets), which is
  * the order of named_parameters(). */
-
-typedef struct {
-    const tdm_st_set_t *set;
-    tdm_plist_t *pl;         /* list instead of load when not NULL */
-    tdm_vae_t *v;            /* loading onto v->dev */
-    const tdm_placement_t *place;   /* NULL: everything on dev */
-} loader_t;
 
 /* Streaming units of a split VAE: each resnet and each sampler of a level
  * and each mid block (a no-split unit of the plan), numbered
@@ -238,7 +233,8 @@ static int64_t vae_unit(int part, int64_t level, int64_t idx) {
     return part * 4096 + level * 64 + idx;
 }
 
-static int64_t vae_unit_of(const char *name) {
+static int64_t vae_unit_of(const void *ctx, const char *name) {
+    (void)ctx;
     int i = 0, j = 0, n = 0;
     if (!strncmp(name, "decoder.mid_block.", 18)) return vae_unit(3, 0, 0);
     if (!strncmp(name, "encoder.mid_block.", 18)) return vae_unit(4, 0, 0);
@@ -256,7 +252,8 @@ static int64_t vae_unit_of(const char *name) {
 /* The name a device map uses for tensor `name`: diffusers' current attention
  * names for the deprecated ones a checkpoint may hold (query, key, value,
  * proj_attn). */
-static void vae_map_name(char *out, size_t cap, const char *name) {
+static void vae_map_name(const void *ctx, char *out, size_t cap, const char *name) {
+    (void)ctx;
     static const char *const from[] = {".query.", ".key.", ".value.", ".proj_attn."};
     static const char *const to[] = {".to_q.", ".to_k.", ".to_v.", ".to_out.0."};
     snprintf(out, cap, "%s", name);
@@ -269,97 +266,67 @@ static void vae_map_name(char *out, size_t cap, const char *name) {
     }
 }
 
-static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int64_t *shape,
-                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static tdm_status ld(const loader_t *L, tdm_tensor_t **out, int ndim, const int64_t *shape,
-                     const char *fmt, ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    if (len < 0 || (size_t)len >= sizeof name)
-        return tdm_errorf(TDM_ERR_INTERNAL, "tensor name too long: %s", name);
-    if (L->pl) {
-        *out = NULL;
-        return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
-    }
-    /* every tensor of 2+ dims here is a Conv or Linear weight feeding only a
-     * GEMM: stored in the device's GEMM dtype; biases and norms stay float32 */
-    char mname[256];
-    tdm_tensor_t *t;
-    vae_map_name(mname, sizeof mname, name);
-    return tdm_offload_load(&L->v->off, L->place, L->set, L->v->dev, "vae", name, mname, ndim, shape,
-                            ndim >= 2, (void *)out, 1, vae_unit_of(name), &t);
-}
-
-/* buf = a "." b; a name that does not fit becomes "" (then a missing tensor). */
-static const char *pjoin(char *buf, size_t cap, const char *a, const char *b) {
-    int n = snprintf(buf, cap, "%s.%s", a, b);
-    if (n < 0 || (size_t)n >= cap) buf[0] = 0;
-    return buf;
-}
-
-static tdm_status ld_conv(const loader_t *L, conv_t *c, const char *pfx, int64_t cin,
-                          int64_t cout, int64_t k) {
+/* The Conv2d "<pfx>.<sub>" (sub alone when pfx is ""): weight (cout, cin,
+ * k, k), bias (cout). */
+static tdm_status ld_conv(tdm_vae_t *v, conv_t *c, const char *pfx, const char *sub,
+                          int64_t cin, int64_t cout, int64_t k) {
     tdm_status st;
     int64_t ws[4] = {cout, cin, k, k};
+    const char *dot = *pfx ? "." : "";
     c->cin = cin;
     c->cout = cout;
     c->k = k;
-    TDM_TRY(ld(L, &c->w, 4, ws, "%s.weight", pfx));
-    TDM_TRY(ld(L, &c->b, 1, &cout, "%s.bias", pfx));
+    TDM_TRY(tdm_weights_bind_tensor(&v->w, &c->w, 1, 4, ws, "%s%s%s.weight", pfx, dot, sub));
+    TDM_TRY(tdm_weights_bind_tensor(&v->w, &c->b, 0, 1, &cout, "%s%s%s.bias", pfx, dot, sub));
 fail:
     return st;
 }
 
-static tdm_status ld_norm(const loader_t *L, norm_t *n, const char *pfx, int64_t c) {
+/* The GroupNorm "<pfx>.<sub>": weight and bias (c). */
+static tdm_status ld_norm(tdm_vae_t *v, norm_t *n, const char *pfx, const char *sub, int64_t c) {
     tdm_status st;
     n->c = c;
-    TDM_TRY(ld(L, &n->g, 1, &c, "%s.weight", pfx));
-    TDM_TRY(ld(L, &n->b, 1, &c, "%s.bias", pfx));
+    TDM_TRY(tdm_weights_bind_tensor(&v->w, &n->g, 0, 1, &c, "%s.%s.weight", pfx, sub));
+    TDM_TRY(tdm_weights_bind_tensor(&v->w, &n->b, 0, 1, &c, "%s.%s.bias", pfx, sub));
 fail:
     return st;
 }
 
-static tdm_status ld_resnet(const loader_t *L, resnet_t *r, const char *pfx, int64_t cin,
+static tdm_status ld_resnet(tdm_vae_t *v, resnet_t *r, const char *pfx, int64_t cin,
                             int64_t cout) {
     tdm_status st;
-    char p[200];
     r->cin = cin;
     r->cout = cout;
     r->has_sc = cin != cout;
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "ResnetBlock2D", "%s", pfx));
-#define SUB(s) pjoin(p, sizeof p, pfx, s)
-    TDM_TRY(ld_norm(L, &r->n1, SUB("norm1"), cin));
-    TDM_TRY(ld_conv(L, &r->c1, SUB("conv1"), cin, cout, 3));
-    TDM_TRY(ld_norm(L, &r->n2, SUB("norm2"), cout));
-    TDM_TRY(ld_conv(L, &r->c2, SUB("conv2"), cout, cout, 3));
-    if (r->has_sc) TDM_TRY(ld_conv(L, &r->sc, SUB("conv_shortcut"), cin, cout, 1));
-#undef SUB
+    TDM_TRY(tdm_weights_nosplit(&v->w, "ResnetBlock2D", "%s", pfx));
+    TDM_TRY(ld_norm(v, &r->n1, pfx, "norm1", cin));
+    TDM_TRY(ld_conv(v, &r->c1, pfx, "conv1", cin, cout, 3));
+    TDM_TRY(ld_norm(v, &r->n2, pfx, "norm2", cout));
+    TDM_TRY(ld_conv(v, &r->c2, pfx, "conv2", cout, cout, 3));
+    if (r->has_sc) TDM_TRY(ld_conv(v, &r->sc, pfx, "conv_shortcut", cin, cout, 1));
 fail:
     return st;
 }
 
 /* A linear of the mid-block attention: the current name, or the deprecated
  * one diffusers still converts on load. */
-static tdm_status ld_attn_linear(const loader_t *L, tdm_tensor_t **w, tdm_tensor_t **b,
+static tdm_status ld_attn_linear(tdm_vae_t *v, tdm_tensor_t **w, tdm_tensor_t **b,
                                  const char *pfx, const char *name, const char *old, int64_t c) {
     tdm_status st;
     int64_t ws[2] = {c, c};
     char n[256];
     snprintf(n, sizeof n, "%s.%s.weight", pfx, name);
-    if (L->set && !tdm_st_set_find(L->set, n)) {
+    if (v->w.set && !tdm_st_set_find(v->w.set, n)) {
         snprintf(n, sizeof n, "%s.%s.weight", pfx, old);
-        if (tdm_st_set_find(L->set, n)) name = old;
+        if (tdm_st_set_find(v->w.set, n)) name = old;
     }
-    TDM_TRY(ld(L, w, 2, ws, "%s.%s.weight", pfx, name));
-    TDM_TRY(ld(L, b, 1, &c, "%s.%s.bias", pfx, name));
+    TDM_TRY(tdm_weights_bind_tensor(&v->w, w, 1, 2, ws, "%s.%s.weight", pfx, name));
+    TDM_TRY(tdm_weights_bind_tensor(&v->w, b, 0, 1, &c, "%s.%s.bias", pfx, name));
 fail:
     return st;
 }
 
-static tdm_status ld_mid(const loader_t *L, mid_t *m, const char *pfx, int64_t c, int attn) {
+static tdm_status ld_mid(tdm_vae_t *v, mid_t *m, const char *pfx, int64_t c, int attn) {
     tdm_status st;
     char p[200], a[200];
     m->has_attn = attn;
@@ -367,21 +334,21 @@ static tdm_status ld_mid(const loader_t *L, mid_t *m, const char *pfx, int64_t c
         attn_t *t = &m->at;
         t->c = c;
         snprintf(a, sizeof a, "%s.attentions.0", pfx);
-        TDM_TRY(ld_norm(L, &t->gn, pjoin(p, sizeof p, a, "group_norm"), c));
-        TDM_TRY(ld_attn_linear(L, &t->wq, &t->bq, a, "to_q", "query", c));
-        TDM_TRY(ld_attn_linear(L, &t->wk, &t->bk, a, "to_k", "key", c));
-        TDM_TRY(ld_attn_linear(L, &t->wv, &t->bv, a, "to_v", "value", c));
-        TDM_TRY(ld_attn_linear(L, &t->wo, &t->bo, a, "to_out.0", "proj_attn", c));
+        TDM_TRY(ld_norm(v, &t->gn, a, "group_norm", c));
+        TDM_TRY(ld_attn_linear(v, &t->wq, &t->bq, a, "to_q", "query", c));
+        TDM_TRY(ld_attn_linear(v, &t->wk, &t->bk, a, "to_k", "key", c));
+        TDM_TRY(ld_attn_linear(v, &t->wv, &t->bv, a, "to_v", "value", c));
+        TDM_TRY(ld_attn_linear(v, &t->wo, &t->bo, a, "to_out.0", "proj_attn", c));
     }
     snprintf(p, sizeof p, "%s.resnets.0", pfx);
-    TDM_TRY(ld_resnet(L, &m->r0, p, c, c));
+    TDM_TRY(ld_resnet(v, &m->r0, p, c, c));
     snprintf(p, sizeof p, "%s.resnets.1", pfx);
-    TDM_TRY(ld_resnet(L, &m->r1, p, c, c));
+    TDM_TRY(ld_resnet(v, &m->r1, p, c, c));
 fail:
     return st;
 }
 
-static tdm_status ld_level(const loader_t *L, level_t *lv, const char *pfx, int nres,
+static tdm_status ld_level(tdm_vae_t *v, level_t *lv, const char *pfx, int nres,
                            int64_t cin, int64_t cout, int samp, const char *samp_name) {
     tdm_status st;
     char p[200];
@@ -390,58 +357,59 @@ static tdm_status ld_level(const loader_t *L, level_t *lv, const char *pfx, int 
     lv->nres = nres;
     for (int j = 0; j < nres; j++) {
         snprintf(p, sizeof p, "%s.resnets.%d", pfx, j);
-        TDM_TRY(ld_resnet(L, &lv->res[j], p, j == 0 ? cin : cout, cout));
+        TDM_TRY(ld_resnet(v, &lv->res[j], p, j == 0 ? cin : cout, cout));
     }
     lv->has_samp = samp;
     if (samp) {
-        snprintf(p, sizeof p, "%s.%s.0.conv", pfx, samp_name);
-        TDM_TRY(ld_conv(L, &lv->samp, p, cout, cout, 3));
+        snprintf(p, sizeof p, "%s.%s.0", pfx, samp_name);
+        TDM_TRY(ld_conv(v, &lv->samp, p, "conv", cout, cout, 3));
     }
 fail:
     return st;
 }
 
-static tdm_status ld_encoder(tdm_vae_t *v, const loader_t *L) {
+static tdm_status ld_encoder(tdm_vae_t *v) {
     tdm_status st;
     char p[200];
     const int64_t *ch = v->ch;
     int nl = v->nlev;
     int64_t lat = v->info.latent_channels;
-    TDM_TRY(ld_conv(L, &v->e_in, "encoder.conv_in", v->info.in_channels, ch[0], 3));
+    TDM_TRY(ld_conv(v, &v->e_in, "encoder", "conv_in", v->info.in_channels, ch[0], 3));
     for (int i = 0; i < nl; i++) {
         snprintf(p, sizeof p, "encoder.down_blocks.%d", i);
-        TDM_TRY(ld_level(L, &v->e_lev[i], p, (int)v->lpb, i == 0 ? ch[0] : ch[i - 1], ch[i],
+        TDM_TRY(ld_level(v, &v->e_lev[i], p, (int)v->lpb, i == 0 ? ch[0] : ch[i - 1], ch[i],
                          i < nl - 1, "downsamplers"));
     }
-    TDM_TRY(ld_mid(L, &v->e_mid, "encoder.mid_block", ch[nl - 1], v->mid_attn));
-    TDM_TRY(ld_norm(L, &v->e_nout, "encoder.conv_norm_out", ch[nl - 1]));
-    TDM_TRY(ld_conv(L, &v->e_out, "encoder.conv_out", ch[nl - 1], 2 * lat, 3));
+    TDM_TRY(ld_mid(v, &v->e_mid, "encoder.mid_block", ch[nl - 1], v->mid_attn));
+    TDM_TRY(ld_norm(v, &v->e_nout, "encoder", "conv_norm_out", ch[nl - 1]));
+    TDM_TRY(ld_conv(v, &v->e_out, "encoder", "conv_out", ch[nl - 1], 2 * lat, 3));
 fail:
     return st;
 }
 
-static tdm_status vae_load_weights(tdm_vae_t *v, const loader_t *L) {
+static tdm_status vae_load_weights(tdm_vae_t *v) {
     tdm_status st;
     char p[200];
     const int64_t *ch = v->ch;
     int nl = v->nlev;
     int64_t lat = v->info.latent_channels;
 
-    if (!v->decoder_only) TDM_TRY(ld_encoder(v, L));
+    if (!v->decoder_only) TDM_TRY(ld_encoder(v));
     /* decoder */
-    TDM_TRY(ld_conv(L, &v->d_in, "decoder.conv_in", lat, ch[nl - 1], 3));
+    TDM_TRY(ld_conv(v, &v->d_in, "decoder", "conv_in", lat, ch[nl - 1], 3));
     for (int i = 0; i < nl; i++) {
         int64_t cin = ch[nl - 1 - (i > 0 ? i - 1 : 0)], cout = ch[nl - 1 - i];
         snprintf(p, sizeof p, "decoder.up_blocks.%d", i);
-        TDM_TRY(ld_level(L, &v->d_lev[i], p, (int)v->lpb + 1, cin, cout, i < nl - 1,
+        TDM_TRY(ld_level(v, &v->d_lev[i], p, (int)v->lpb + 1, cin, cout, i < nl - 1,
                          "upsamplers"));
     }
-    TDM_TRY(ld_mid(L, &v->d_mid, "decoder.mid_block", ch[nl - 1], v->mid_attn));
-    TDM_TRY(ld_norm(L, &v->d_nout, "decoder.conv_norm_out", ch[0]));
-    TDM_TRY(ld_conv(L, &v->d_out, "decoder.conv_out", ch[0], v->info.out_channels, 3));
+    TDM_TRY(ld_mid(v, &v->d_mid, "decoder.mid_block", ch[nl - 1], v->mid_attn));
+    TDM_TRY(ld_norm(v, &v->d_nout, "decoder", "conv_norm_out", ch[0]));
+    TDM_TRY(ld_conv(v, &v->d_out, "decoder", "conv_out", ch[0], v->info.out_channels, 3));
 
-    if (v->use_qc && !v->decoder_only) TDM_TRY(ld_conv(L, &v->qc, "quant_conv", 2 * lat, 2 * lat, 1));
-    if (v->use_pqc) TDM_TRY(ld_conv(L, &v->pqc, "post_quant_conv", lat, lat, 1));
+    if (v->use_qc && !v->decoder_only)
+        TDM_TRY(ld_conv(v, &v->qc, "", "quant_conv", 2 * lat, 2 * lat, 1));
+    if (v->use_pqc) TDM_TRY(ld_conv(v, &v->pqc, "", "post_quant_conv", lat, lat, 1));
 fail:
     return st;
 }
@@ -450,26 +418,23 @@ static tdm_status load_any(tdm_vae_t **out, const char *root, const char *sub,
                            const char *variant, tdm_device_t *dev,
                            const tdm_placement_t *place, int decoder_only) {
     tdm_status st = TDM_OK;
-    tdm_st_set_t *set = NULL;
     char path[TDM_PATH_MAX];
     *out = NULL;
     tdm_vae_t *v = calloc(1, sizeof *v);
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory loading the VAE");
     v->dev = dev;
     v->decoder_only = decoder_only;
-    v->off.owns_host = 1;   /* host copies leave the weight fields once listed */
+    tdm_weights_init(&v->w, "vae", dev, place);
+    v->w.unit_of = vae_unit_of;
+    v->w.map_name = vae_map_name;
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(vae_parse_config(v, path));
-    TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
-    TDM_TRY(tdm_st_set_open(&set, path));
-    loader_t L = {set, NULL, v, place};
-    TDM_TRY(vae_load_weights(v, &L));
-    if (!tdm_offload_keep_set(&v->off, set))   /* kept: disk-offloaded weights are read on use */
-        tdm_st_set_close(set);
+    TDM_TRY(tdm_weights_open(&v->w, root, sub, variant));
+    TDM_TRY(vae_load_weights(v));
+    tdm_weights_finish(&v->w);
     *out = v;
     return TDM_OK;
 fail:
-    tdm_st_set_close(set);
     tdm_vae_free(v);
     return st;
 }
@@ -484,8 +449,8 @@ static tdm_status plist_any(const char *config_path, tdm_dtype dt, tdm_plist_t *
     if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory listing the VAE");
     TDM_TRY(vae_parse_config(v, config_path));
     v->decoder_only = decoder_only;
-    loader_t L = {NULL, out, v, NULL};
-    TDM_TRY(vae_load_weights(v, &L));
+    tdm_weights_init_list(&v->w, "vae", out);
+    TDM_TRY(vae_load_weights(v));
 fail:
     if (st != TDM_OK) tdm_plist_free(out);
     tdm_vae_free(v);
@@ -498,33 +463,6 @@ tdm_status tdm_vae_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out
 
 tdm_status tdm_vae_decoder_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
     return plist_any(config_path, dt, out, 1);
-}
-
-static void free_conv(conv_t *c) { tdm_tensor_free(c->w); tdm_tensor_free(c->b); }
-static void free_norm(norm_t *n) { tdm_tensor_free(n->g); tdm_tensor_free(n->b); }
-
-static void free_resnet(resnet_t *r) {
-    free_norm(&r->n1);
-    free_conv(&r->c1);
-    free_norm(&r->n2);
-    free_conv(&r->c2);
-    free_conv(&r->sc);
-}
-
-static void free_mid(mid_t *m) {
-    free_resnet(&m->r0);
-    free_resnet(&m->r1);
-    attn_t *a = &m->at;
-    free_norm(&a->gn);
-    tdm_tensor_t *ts[8] = {a->wq, a->bq, a->wk, a->bk, a->wv, a->bv, a->wo, a->bo};
-    for (int i = 0; i < 8; i++) tdm_tensor_free(ts[i]);
-}
-
-static void free_level(level_t *lv) {
-    if (lv->res)
-        for (int j = 0; j < lv->nres; j++) free_resnet(&lv->res[j]);
-    free(lv->res);
-    free_conv(&lv->samp);
 }
 
 tdm_status tdm_vae_load(tdm_vae_t **out, const char *root, const char *sub, const char *variant,
@@ -552,21 +490,11 @@ tdm_status tdm_vae_load_decoder(tdm_vae_t **out, const char *root, const char *s
 
 void tdm_vae_free(tdm_vae_t *v) {
     if (!v) return;
-    tdm_offload_free(&v->off);   /* host copies and the kept file set */
-    free_conv(&v->e_in);
-    free_conv(&v->e_out);
+    tdm_weights_free(&v->w);   /* every loaded tensor, host copies and the kept files */
     for (int i = 0; i < VAE_MAX_LEVELS; i++) {
-        free_level(&v->e_lev[i]);
-        free_level(&v->d_lev[i]);
+        free(v->e_lev[i].res);
+        free(v->d_lev[i].res);
     }
-    free_mid(&v->e_mid);
-    free_norm(&v->e_nout);
-    free_conv(&v->qc);
-    free_conv(&v->pqc);
-    free_conv(&v->d_in);
-    free_conv(&v->d_out);
-    free_mid(&v->d_mid);
-    free_norm(&v->d_nout);
     free(v);
 }
 
@@ -819,7 +747,7 @@ static tdm_status vae_fits(const run_t *r, const tdm_device_t *dev, const char *
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img) {
     tdm_status st;
-    run_t r = {.dev = v->dev, .dry = 1, .off = &v->off};
+    run_t r = {.dev = v->dev, .dry = 1, .off = &v->w.off};
     int64_t cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w,
@@ -827,11 +755,11 @@ tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, in
     run_decode(&r, v, z, B, h, w, img);
     TDM_TRY(vae_fits(&r, v->dev, "VAE decode", B, h * v->info.scale_factor, w * v->info.scale_factor));
     TDM_TRY(run_alloc(&r, v->dev));
-    TDM_TRY(tdm_offload_in(&v->off, v->dev, -1));   /* offloaded top-level weights */
+    TDM_TRY(tdm_offload_in(&v->w.off, v->dev, -1));   /* offloaded top-level weights */
     run_decode(&r, v, z, B, h, w, img);
     st = r.st;
 fail:
-    tdm_offload_out_all(&v->off);   /* whatever is still brought in */
+    tdm_offload_out_all(&v->w.off);   /* whatever is still brought in */
     run_free(&r, v->dev);
     return st;
 }
@@ -839,7 +767,7 @@ fail:
 tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
                           float *mean, float *logvar) {
     tdm_status st;
-    run_t r = {.dev = v->dev, .dry = 1, .off = &v->off};
+    run_t r = {.dev = v->dev, .dry = 1, .off = &v->w.off};
     int64_t s = v->info.scale_factor, L = v->info.latent_channels, cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     if (v->decoder_only)
@@ -854,7 +782,7 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
     run_encode(&r, v, img, B, H, W);
     TDM_TRY(vae_fits(&r, v->dev, "VAE encode", B, H, W));
     TDM_TRY(run_alloc(&r, v->dev));
-    TDM_TRY(tdm_offload_in(&v->off, v->dev, -1));   /* offloaded top-level weights */
+    TDM_TRY(tdm_offload_in(&v->w.off, v->dev, -1));   /* offloaded top-level weights */
     const float *mom = run_encode(&r, v, img, B, H, W);   /* (B, 2L, h, w) */
     TDM_TRY(r.st);
     int64_t S = (H / s) * (W / s);
@@ -864,7 +792,7 @@ tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, 
         if (logvar) tdm_op_clamp(v->dev, logvar + b * L * S, lv, -30.0f, 20.0f, L * S);
     }
 fail:
-    tdm_offload_out_all(&v->off);   /* whatever is still brought in */
+    tdm_offload_out_all(&v->w.off);   /* whatever is still brought in */
     run_free(&r, v->dev);
     return st;
 }
@@ -901,10 +829,8 @@ tdm_status tdm_vae_decode_work_bytes(const char *config_path, tdm_device_t *dev,
     if (!(v = calloc(1, sizeof *v))) return tdm_errorf(TDM_ERR_NOMEM, "out of memory sizing the VAE");
     TDM_TRY(vae_parse_config(v, config_path));
     v->decoder_only = 1;
-    {
-        loader_t L = {NULL, &pl, v, NULL};   /* listing: fills the level tables only */
-        TDM_TRY(vae_load_weights(v, &L));
-    }
+    tdm_weights_init_list(&v->w, "vae", &pl);   /* listing: fills the level tables only */
+    TDM_TRY(vae_load_weights(v));
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w, v->info.scale_factor));
     run_decode(&r, v, NULL, B, h, w, NULL);
