@@ -16,8 +16,8 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
-#include "nn/offload.h"
 #include "nn/ptree.h"
+#include "nn/weights.h"
 
 typedef enum {
     CLIP_ACT_QUICK_GELU = 0,
@@ -45,47 +45,31 @@ struct tdm_clip_text {
     tdm_tensor_t *pos_emb;      /* (max_pos, D) */
     tdm_tensor_t *fln_w, *fln_b;/* (D) */
     clip_layer *layers;         /* L */
-    /* tensors of a split load kept in host RAM or on disk, brought to `dev`
-     * one encoder layer at a time (-1: the embeddings and final norm) */
-    tdm_offload_t off;
+    /* the loaded tensors; w.off: those of a split load kept in host RAM or
+     * on disk, brought to `dev` one encoder layer at a time (-1: the
+     * embeddings and final norm) */
+    tdm_weights_t w;
 };
 
 /* ---- loading ----------------------------------------------------------------- */
 
-/* Where tensors go: loaded from `set` onto the model's device (as a device map
- * places them, with `place`), or (pl != NULL, a
- * parameter list) only named and sized. `pre` prefixes every name. */
-typedef struct {
-    const tdm_st_set_t    *set;
-    const char            *pre;
-    tdm_plist_t           *pl;
-    tdm_clip_text_t       *m;       /* loading onto m->dev */
-    const tdm_placement_t *place;   /* NULL: everything on dev */
-} clip_loader;
-
 /* The encoder layer a tensor belongs to (its streaming unit), -1 for the
  * embeddings and the final norm. */
-static int64_t clip_layer_of(const char *name) {
+static int64_t clip_layer_of(const void *ctx, const char *name) {
+    (void)ctx;
     long long l;
     const char *p = strstr(name, "encoder.layers.");
     return p && sscanf(p, "encoder.layers.%lld.", &l) == 1 ? l : -1;
 }
 
-/* Loads pre+name as float32, or (gemm = 1, a Linear weight) in the device's
- * GEMM dtype (see tdm_st_set_load_gemm_weight); in list mode appends it to
- * L->pl instead. */
-static tdm_status load_t(const clip_loader *L, const char *name, int ndim, int64_t d0,
-                         int64_t d1, tdm_tensor_t **out, int gemm) {
-    char full[256];
-    int64_t shape[2] = {d0, d1};
-    snprintf(full, sizeof full, "%s%s", L->pre, name);
-    if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", full);
-    /* the map names tensors as the parameter list does (tdm_clip_text_plist) */
-    char mname[256];
-    tdm_tensor_t *t;
-    snprintf(mname, sizeof mname, "%s%s", L->m->with_proj ? "text_model." : "", name);
-    return tdm_offload_load(&L->m->off, L->place, L->set, L->m->dev, "clip_text", full, mname, ndim,
-                            shape, gemm, (void *)out, 1, clip_layer_of(name), &t);
+/* The name the device map uses for file tensor `name`: as the parameter
+ * list has it (tdm_clip_text_plist), "text_model." first exactly when the
+ * config is a CLIPTextModelWithProjection, whatever the file's names have;
+ * ctx is the model. */
+static void clip_map_name(const void *ctx, char *out, size_t cap, const char *name) {
+    const tdm_clip_text_t *m = ctx;
+    if (!strncmp(name, "text_model.", 11)) name += 11;
+    snprintf(out, cap, "%s%s", m->with_proj ? "text_model." : "", name);
 }
 
 static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
@@ -153,29 +137,29 @@ fail:
     return st;
 }
 
-/* Loads (or, in list mode, lists) every parameter of CLIPTextModel in
- * registration order: embeddings, encoder layers, final_layer_norm. In list
- * mode the no-split modules (CLIPTextEmbeddings, CLIPEncoderLayer) are
- * recorded too. Allocates m->layers. */
-static tdm_status load_tensors(tdm_clip_text_t *m, const clip_loader *L) {
+/* Binds (through m->w: loads or lists) every parameter of CLIPTextModel in
+ * registration order, each name prefixed with `pre`: embeddings, encoder
+ * layers, final_layer_norm; with the no-split modules (CLIPTextEmbeddings,
+ * CLIPEncoderLayer). A tensor of 2 dims in a layer is a Linear weight (GEMM
+ * dtype), everything else float32. Allocates m->layers. */
+static tdm_status load_tensors(tdm_clip_text_t *m, const char *pre) {
     tdm_status st = TDM_OK;
     const int64_t D = m->D, I = m->I;
-    if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "CLIPTextEmbeddings", "%sembeddings", L->pre));
-    TDM_TRY(load_t(L, "embeddings.token_embedding.weight", 2, m->vocab, D, &m->tok_emb, 0));
-    TDM_TRY(load_t(L, "embeddings.position_embedding.weight", 2, m->max_pos, D, &m->pos_emb, 0));
+    tdm_weights_t *w = &m->w;
+    TDM_TRY(tdm_weights_nosplit(w, "CLIPTextEmbeddings", "%sembeddings", pre));
+    TDM_TRY(tdm_weights_bind_tensor(w, &m->tok_emb, 0, 2, (int64_t[]){m->vocab, D},
+                                    "%sembeddings.token_embedding.weight", pre));
+    TDM_TRY(tdm_weights_bind_tensor(w, &m->pos_emb, 0, 2, (int64_t[]){m->max_pos, D},
+                                    "%sembeddings.position_embedding.weight", pre));
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
     if (!m->layers) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     for (int64_t l = 0; l < m->L; l++) {
         clip_layer *y = &m->layers[l];
-        char p[160];
-#define LT(field, name, nd, a, b)                                                       \
-    do {                                                                                \
-        char nm_[224];                                                                  \
-        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                     \
-        TDM_TRY(load_t(L, nm_, nd, a, b, &y->field, (nd) == 2)); /* 2 dims: Linear */   \
-    } while (0)
-        snprintf(p, sizeof p, "encoder.layers.%lld.", (long long)l);
-        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "CLIPEncoderLayer", "%sencoder.layers.%lld", L->pre, (long long)l));
+#define LT(field, name, nd, a, b)                                                            \
+    TDM_TRY(tdm_weights_bind_tensor(w, &y->field, (nd) == 2, nd, (int64_t[]){a, b},          \
+                                    "%sencoder.layers.%lld.%s", pre, (long long)l, name))
+        TDM_TRY(tdm_weights_nosplit(w, "CLIPEncoderLayer", "%sencoder.layers.%lld", pre,
+                                    (long long)l));
         LT(k_w, "self_attn.k_proj.weight", 2, D, D);
         LT(k_b, "self_attn.k_proj.bias", 1, D, 0);
         LT(v_w, "self_attn.v_proj.weight", 2, D, D);
@@ -194,8 +178,8 @@ static tdm_status load_tensors(tdm_clip_text_t *m, const clip_loader *L) {
         LT(ln2_b, "layer_norm2.bias", 1, D, 0);
 #undef LT
     }
-    TDM_TRY(load_t(L, "final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
-    TDM_TRY(load_t(L, "final_layer_norm.bias", 1, D, 0, &m->fln_b, 0));
+    TDM_TRY(tdm_weights_bind_tensor(w, &m->fln_w, 0, 1, &D, "%sfinal_layer_norm.weight", pre));
+    TDM_TRY(tdm_weights_bind_tensor(w, &m->fln_b, 0, 1, &D, "%sfinal_layer_norm.bias", pre));
 fail:
     return st;
 }
@@ -205,7 +189,6 @@ static tdm_status load_any(tdm_clip_text_t **out, const char *root, const char *
                            const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_clip_text_t *m = NULL;
-    tdm_st_set_t *set = NULL;
     char path[TDM_PATH_MAX];
     *out = NULL;
     if (!root || !sub || !dev)
@@ -213,22 +196,20 @@ static tdm_status load_any(tdm_clip_text_t **out, const char *root, const char *
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     m->dev = dev;
-    m->off.owns_host = 1;   /* host copies leave the layer fields once listed */
+    tdm_weights_init(&m->w, "clip_text", dev, place);
+    m->w.unit_of = clip_layer_of;
+    m->w.map_name = clip_map_name;
+    m->w.ctx = m;
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(read_config(m, path));
-    TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
-    TDM_TRY(tdm_st_set_open(&set, path));
-
+    TDM_TRY(tdm_weights_open(&m->w, root, sub, variant));
     /* transformers 4.x checkpoints prefix every name with "text_model." */
-    clip_loader L = {set, "", NULL, m, place};
-    if (tdm_st_set_find(set, "text_model.embeddings.token_embedding.weight")) L.pre = "text_model.";
-    TDM_TRY(load_tensors(m, &L));
-    if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
-        tdm_st_set_close(set);
+    const char *tok = "text_model.embeddings.token_embedding.weight";
+    TDM_TRY(load_tensors(m, tdm_st_set_find(m->w.set, tok) ? "text_model." : ""));
+    tdm_weights_finish(&m->w);
     *out = m;
     return TDM_OK;
 fail:
-    tdm_st_set_close(set);
     tdm_clip_text_free(m);
     return st;
 }
@@ -247,21 +228,8 @@ tdm_status tdm_clip_text_load_placed(tdm_clip_text_t **out, const char *root, co
 
 void tdm_clip_text_free(tdm_clip_text_t *m) {
     if (!m) return;
-    tdm_offload_free(&m->off);   /* host copies and the kept file set */
-    if (m->layers) {
-        for (int64_t l = 0; l < m->L; l++) {
-            clip_layer *y = &m->layers[l];
-            tdm_tensor_t *ts[] = {y->ln1_w, y->ln1_b, y->q_w, y->q_b, y->k_w, y->k_b,
-                                  y->v_w,   y->v_b,   y->o_w, y->o_b, y->ln2_w, y->ln2_b,
-                                  y->fc1_w, y->fc1_b, y->fc2_w, y->fc2_b};
-            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) tdm_tensor_free(ts[i]);
-        }
-        free(m->layers);
-    }
-    tdm_tensor_free(m->tok_emb);
-    tdm_tensor_free(m->pos_emb);
-    tdm_tensor_free(m->fln_w);
-    tdm_tensor_free(m->fln_b);
+    tdm_weights_free(&m->w);   /* every loaded tensor, host copies and the kept files */
+    free(m->layers);
     free(m);
 }
 
@@ -275,15 +243,16 @@ tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     TDM_TRY(read_config(m, config_path));
     /* CLIPTextModelWithProjection holds the CLIPTextModel as text_model */
-    clip_loader L = {NULL, m->with_proj ? "text_model." : "", out, m, NULL};
-    TDM_TRY(load_tensors(m, &L));
+    const char *pre = m->with_proj ? "text_model." : "";
+    tdm_weights_init_list(&m->w, "clip_text", out);
+    TDM_TRY(load_tensors(m, pre));
     if (m->with_proj) {
         int64_t wp[2] = {m->proj, m->D};   /* Linear(hidden_size, projection_dim, bias=False) */
         TDM_TRY(tdm_plist_add(out, 0, TDM_F32, 2, wp, "text_projection.weight"));
     }
     {   /* buffer of CLIPTextEmbeddings: arange(max_position_embeddings) */
         int64_t ps[2] = {1, m->max_pos};
-        TDM_TRY(tdm_plist_add(out, 1, TDM_I64, 2, ps, "%sembeddings.position_ids", L.pre));
+        TDM_TRY(tdm_plist_add(out, 1, TDM_I64, 2, ps, "%sembeddings.position_ids", pre));
     }
     tdm_clip_text_free(m);
     return TDM_OK;
@@ -355,7 +324,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     float *a = v + N * D;      /* (N, D) attention output */
     float *f = a + N * D;      /* (N, I) MLP hidden */
 
-    if ((st = tdm_offload_in(&m->off, dev, -1)) != TDM_OK) goto done;   /* top-level weights */
+    if ((st = tdm_offload_in(&m->w.off, dev, -1)) != TDM_OK) goto done;   /* top-level weights */
     /* embeddings: x[b, t] = tok_emb[ids[b, t]] + pos_emb[t] (ids checked above) */
     tdm_op_gather_rows(dev, x, tdm_f32(m->tok_emb), ids, N, D);
     for (int64_t b = 0; b < B; b++)
@@ -364,9 +333,9 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     const float scale = 1.0f / sqrtf((float)hd);   /* head_dim ** -0.5 */
     for (int64_t l = 0; l < m->L - skip; l++) {
         const clip_layer *y = &m->layers[l];
-        if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
+        if ((st = tdm_offload_in(&m->w.off, dev, l)) != TDM_OK) goto done;
         /* the next layer's offloaded weights copy while this one computes */
-        if (l + 1 < m->L - skip && (st = tdm_offload_prefetch(&m->off, dev, l + 1)) != TDM_OK)
+        if (l + 1 < m->L - skip && (st = tdm_offload_prefetch(&m->w.off, dev, l + 1)) != TDM_OK)
             goto done;
         /* self-attention block */
         tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
@@ -386,7 +355,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         }
         tdm_op_linear(dev, h, f, tdm_f32(y->fc2_w), tdm_f32(y->fc2_b), N, I, D);
         tdm_op_add(dev, x, x, h, N * D);
-        tdm_offload_out(&m->off, l);
+        tdm_offload_out(&m->w.off, l);
     }
     tdm_op_layer_norm(dev, hidden, x, tdm_f32(m->fln_w), tdm_f32(m->fln_b), N, D, m->eps);
 
@@ -406,7 +375,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         tdm_op_gather_rows(dev, pooled, hidden, rows, B, D);
     }
 done:
-    tdm_offload_out_all(&m->off);   /* whatever is still brought in */
+    tdm_offload_out_all(&m->w.off);   /* whatever is still brought in */
     tdm_dev_free(dev, arena, bytes);
     free(rows);
     return st;
