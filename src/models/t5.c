@@ -17,8 +17,8 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
-#include "nn/offload.h"
 #include "nn/ptree.h"
+#include "nn/weights.h"
 
 typedef enum {
     T5_ACT_RELU = 0,
@@ -46,10 +46,11 @@ struct tdm_t5 {
     tdm_tensor_t *rel_bias;   /* (nbuckets, H), block 0's, shared by all blocks */
     tdm_tensor_t *fln_w;      /* (D) */
     t5_block *blocks;         /* L */
-    /* split placement (tdm_t5_load_placed): offloaded weights, brought to
-     * `dev` for their block (-1: embedding, position bias and final norm,
-     * for the whole forward); owns their host copies */
-    tdm_offload_t off;
+    /* the loaded tensors; w.off, for a split placement
+     * (tdm_t5_load_placed): the offloaded ones, brought to `dev` for their
+     * block (-1: embedding, position bias and final norm, for the whole
+     * forward) */
+    tdm_weights_t w;
 };
 
 /* ---- relative position buckets ---------------------------------------------- */
@@ -73,35 +74,14 @@ int64_t tdm_t5_relative_bucket(int64_t rel, int64_t num_buckets, int64_t max_dis
 
 /* ---- loading ----------------------------------------------------------------- */
 
-/* Where tensors go: loaded from `set` onto the model's device (as a device map
- * places them, with `place`), or (pl != NULL, a
- * parameter list) only named and sized. */
-typedef struct {
-    const tdm_st_set_t    *set;
-    tdm_plist_t           *pl;
-    tdm_t5_t              *m;       /* loading onto m->dev (NULL when listing) */
-    const tdm_placement_t *place;   /* NULL: everything on dev */
-} t5_loader;
-
-/* The block a tensor belongs to (see tdm_t5_t.off); the relative position
+/* The block a tensor belongs to (see tdm_t5_t.w); the relative position
  * bias, stored in block 0, serves every block. */
-static int64_t t5_block_of(const char *name) {
+static int64_t t5_block_of(const void *ctx, const char *name) {
+    (void)ctx;
     long long i;
     if (strstr(name, "relative_attention_bias")) return -1;
     if (sscanf(name, "encoder.block.%lld.", &i) == 1) return i;
     return -1;
-}
-
-/* Loads `name` as float32, or (gemm = 1, a Linear weight) in the device's
- * GEMM dtype (see tdm_st_set_load_gemm_weight); in list mode appends it to
- * L->pl instead. */
-static tdm_status load_t(const t5_loader *L, const char *name, int ndim, int64_t d0, int64_t d1,
-                         tdm_tensor_t **out, int gemm) {
-    int64_t shape[2] = {d0, d1};
-    if (L->pl) return tdm_plist_add(L->pl, 0, TDM_F32, ndim, shape, "%s", name);
-    tdm_tensor_t *t;
-    return tdm_offload_load(&L->m->off, L->place, L->set, L->m->dev, "t5", name, NULL, ndim, shape,
-                            gemm, (void *)out, 1, t5_block_of(name), &t);
 }
 
 static tdm_status parse_act(const char *name, const char *path, const char *key, t5_act *out) {
@@ -194,28 +174,23 @@ fail:
     return st;
 }
 
-/* Loads (or, in list mode, lists) the encoder blocks and the final norm in
- * registration order; block 0 alone holds the relative position bias (after
- * its o projection, as T5Attention registers it). In list mode the no-split
- * modules (T5Block) are recorded too. Allocates m->blocks. */
-static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
+/* Binds (through m->w: loads or lists) the encoder blocks and the final
+ * norm in registration order; block 0 alone holds the relative position
+ * bias (after its o projection, as T5Attention registers it). With the
+ * no-split modules (T5Block). Allocates m->blocks. */
+static tdm_status load_blocks(tdm_t5_t *m) {
     tdm_status st = TDM_OK;
     const int64_t D = m->D, HK = m->H * m->dkv, F = m->F;
     m->blocks = calloc((size_t)m->L, sizeof *m->blocks);
     if (!m->blocks) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     for (int64_t l = 0; l < m->L; l++) {
         t5_block *y = &m->blocks[l];
-        char p[96];
 /* gemm: a Linear weight (stored in the GEMM dtype); everything else float32 */
 #define LTG(field, name, nd, a, b, gemm)                                                 \
-    do {                                                                                 \
-        char nm_[192];                                                                   \
-        snprintf(nm_, sizeof nm_, "%s%s", p, name);                                      \
-        TDM_TRY(load_t(L, nm_, nd, a, b, &(field), gemm));                               \
-    } while (0)
+    TDM_TRY(tdm_weights_bind_tensor(&m->w, &(field), gemm, nd, (int64_t[]){a, b},        \
+                                    "encoder.block.%lld.layer.%s", (long long)l, name))
 #define LT(field, name, nd, a, b) LTG(field, name, nd, a, b, (nd) == 2)
-        snprintf(p, sizeof p, "encoder.block.%lld.layer.", (long long)l);
-        if (L->pl) TDM_TRY(tdm_plist_nosplit(L->pl, "T5Block", "encoder.block.%lld", (long long)l));
+        TDM_TRY(tdm_weights_nosplit(&m->w, "T5Block", "encoder.block.%lld", (long long)l));
         LT(y->q_w, "0.SelfAttention.q.weight", 2, HK, D);
         LT(y->k_w, "0.SelfAttention.k.weight", 2, HK, D);
         LT(y->v_w, "0.SelfAttention.v.weight", 2, HK, D);
@@ -236,7 +211,7 @@ static tdm_status load_blocks(tdm_t5_t *m, const t5_loader *L) {
 #undef LT
 #undef LTG
     }
-    TDM_TRY(load_t(L, "encoder.final_layer_norm.weight", 1, D, 0, &m->fln_w, 0));
+    TDM_TRY(tdm_weights_bind_tensor(&m->w, &m->fln_w, 0, 1, &D, "encoder.final_layer_norm.weight"));
 fail:
     return st;
 }
@@ -245,7 +220,6 @@ static tdm_status load_any(tdm_t5_t **out, const char *root, const char *sub,
                            const char *variant, tdm_device_t *dev, const tdm_placement_t *place) {
     tdm_status st = TDM_OK;
     tdm_t5_t *m = NULL;
-    tdm_st_set_t *set = NULL;
     char path[TDM_PATH_MAX];
     if (!out) return tdm_errorf(TDM_ERR_INVALID_ARG, "t5: out is required");
     *out = NULL;
@@ -254,25 +228,22 @@ static tdm_status load_any(tdm_t5_t **out, const char *root, const char *sub,
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     m->dev = dev;
-    m->off.owns_host = 1;
+    tdm_weights_init(&m->w, "t5", dev, place);
+    m->w.unit_of = t5_block_of;
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(read_config(m, path));
-    TDM_TRY(tdm_folder_weights(root, sub, variant, path, sizeof path));
-    TDM_TRY(tdm_st_set_open(&set, path));
+    TDM_TRY(tdm_weights_open(&m->w, root, sub, variant));
 
     /* tied embedding: T5EncoderModel saves shared.weight; some exports keep
      * only encoder.embed_tokens.weight */
-    const char *emb = tdm_st_set_find(set, "shared.weight") ? "shared.weight"
-                                                            : "encoder.embed_tokens.weight";
-    t5_loader L = {set, NULL, m, place};
-    TDM_TRY(load_t(&L, emb, 2, m->vocab, m->D, &m->emb, 0));
-    TDM_TRY(load_blocks(m, &L));
-    if (!tdm_offload_keep_set(&m->off, set))   /* kept: disk-offloaded weights are read on use */
-        tdm_st_set_close(set);
+    const char *emb = tdm_st_set_find(m->w.set, "shared.weight") ? "shared.weight"
+                                                                 : "encoder.embed_tokens.weight";
+    TDM_TRY(tdm_weights_bind_tensor(&m->w, &m->emb, 0, 2, (int64_t[]){m->vocab, m->D}, "%s", emb));
+    TDM_TRY(load_blocks(m));
+    tdm_weights_finish(&m->w);
     *out = m;
     return TDM_OK;
 fail:
-    tdm_st_set_close(set);
     tdm_t5_free(m);
     return st;
 }
@@ -291,19 +262,8 @@ tdm_status tdm_t5_load_placed(tdm_t5_t **out, const char *root, const char *sub,
 
 void tdm_t5_free(tdm_t5_t *m) {
     if (!m) return;
-    tdm_offload_free(&m->off);   /* first: clears the fields of offloaded weights */
-    if (m->blocks) {
-        for (int64_t l = 0; l < m->L; l++) {
-            t5_block *y = &m->blocks[l];
-            tdm_tensor_t *ts[] = {y->ln0_w, y->q_w, y->k_w, y->v_w, y->o_w,
-                                  y->ln1_w, y->wi0_w, y->wi1_w, y->wo_w};
-            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) tdm_tensor_free(ts[i]);
-        }
-        free(m->blocks);
-    }
-    tdm_tensor_free(m->emb);
-    tdm_tensor_free(m->rel_bias);
-    tdm_tensor_free(m->fln_w);
+    tdm_weights_free(&m->w);   /* every loaded tensor, host copies and the kept files */
+    free(m->blocks);
     free(m);
 }
 
@@ -316,12 +276,13 @@ tdm_status tdm_t5_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out)
     m = calloc(1, sizeof *m);
     if (!m) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     TDM_TRY(read_config(m, config_path));
-    t5_loader L = {NULL, out, NULL, NULL};
+    tdm_weights_init_list(&m->w, "t5", out);
     /* T5EncoderModel registers shared, then T5Stack's own embed_tokens: two
      * tensors (see tdm_t5_plist in t5.h for when from_pretrained ties them) */
-    TDM_TRY(load_t(&L, "shared.weight", 2, m->vocab, m->D, NULL, 0));
-    TDM_TRY(load_t(&L, "encoder.embed_tokens.weight", 2, m->vocab, m->D, NULL, 0));
-    TDM_TRY(load_blocks(m, &L));
+    const int64_t es[2] = {m->vocab, m->D};
+    TDM_TRY(tdm_weights_bind_tensor(&m->w, NULL, 0, 2, es, "shared.weight"));
+    TDM_TRY(tdm_weights_bind_tensor(&m->w, NULL, 0, 2, es, "encoder.embed_tokens.weight"));
+    TDM_TRY(load_blocks(m));
     tdm_t5_free(m);
     return TDM_OK;
 fail:
@@ -405,7 +366,7 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
     void *f1 = tdm_act_at(f0, ft, N * F);        /* (N, F) gated branch (gated only) */
     void *hn = (char *)arena + off_at;           /* (N, D) normalized */
 
-    tdm_status st = tdm_offload_in(&m->off, dev, -1);   /* offloaded top-level weights */
+    tdm_status st = tdm_offload_in(&m->w.off, dev, -1);   /* offloaded top-level weights */
     if (st != TDM_OK) goto done;
     /* x[b, t] = emb[ids[b, t]] (ids checked above) */
     tdm_op_gather_rows(dev, x, tdm_f32(m->emb), ids, N, D);
@@ -419,9 +380,9 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
 
     for (int64_t l = 0; l < m->L; l++) {
         const t5_block *y = &m->blocks[l];
-        if ((st = tdm_offload_in(&m->off, dev, l)) != TDM_OK) goto done;
+        if ((st = tdm_offload_in(&m->w.off, dev, l)) != TDM_OK) goto done;
         /* the next block's offloaded weights copy while this one computes */
-        if (l + 1 < m->L && (st = tdm_offload_prefetch(&m->off, dev, l + 1)) != TDM_OK) goto done;
+        if (l + 1 < m->L && (st = tdm_offload_prefetch(&m->w.off, dev, l + 1)) != TDM_OK) goto done;
         /* self-attention block */
         tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln0_w), N, D, m->eps);
         tdm_op_linear_ex(dev, q, ft, HK, hn, at, tdm_f32(y->q_w), NULL, N, D, HK, 0);
@@ -442,11 +403,11 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
         }
         tdm_op_linear_ex(dev, hy, TDM_F32, D, f0, ft, tdm_f32(y->wo_w), NULL, N, F, D, 0);
         tdm_op_add(dev, x, x, hy, N * D);
-        tdm_offload_out(&m->off, l);
+        tdm_offload_out(&m->w.off, l);
     }
     tdm_op_rms_norm(dev, hidden, x, tdm_f32(m->fln_w), N, D, m->eps);
 done:
-    tdm_offload_out_all(&m->off);
+    tdm_offload_out_all(&m->w.off);
     tdm_dev_free(dev, arena, bytes);
     free(buckets);
     return st;
