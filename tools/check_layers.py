@@ -14,6 +14,11 @@ including file's own folder, else the public API under include/ (tandem.h),
 which every layer may include: it is a leaf (the check also fails if a public
 header includes anything under src/). System headers (<...>) are not checked.
 
+Also fails on two leaks the layers forbid: a CUDA preprocessor conditional
+(`#if... CUDA...`) outside src/backend/, and a getenv() call outside src/cli/
+and the Hugging Face cache resolution in src/io/folder.c (the library takes
+its configuration as parameters, not from the environment).
+
 Prints one line per violation, `file:line: from-layer -> to-layer (header)`,
 and exits 1 if there is any; exits 0 with a one-line summary otherwise.
 Usage: tools/check_layers.py [REPO_ROOT]   (default: the folder above tools/)
@@ -37,6 +42,9 @@ ALLOWED = {
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
+CUDA_COND = re.compile(r'^\s*#\s*(if|ifdef|ifndef|elif)\b.*CUDA')
+GETENV = re.compile(r'\bgetenv\s*\(')
+GETENV_OK = ("cli/", "io/folder.c")     # the CLI; the HF cache paths
 SOURCE_EXT = (".c", ".h", ".cu", ".cuh")
 
 
@@ -72,6 +80,12 @@ def main():
                 continue
             with open(path, encoding="utf-8", errors="replace") as f:
                 for ln, line in enumerate(f, 1):
+                    if frm != "backend" and CUDA_COND.match(line):
+                        bad.append(f"src/{rel}:{ln}: CUDA conditional outside src/backend/ "
+                                   f"(open devices by name and call tdm_op_*)")
+                    if GETENV.search(line) and not rel.startswith(GETENV_OK):
+                        bad.append(f"src/{rel}:{ln}: getenv outside src/cli/ (pass it as a "
+                                   f"parameter)")
                     m = INCLUDE.match(line)
                     if not m:
                         continue
