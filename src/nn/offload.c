@@ -193,7 +193,42 @@ tdm_status tdm_offload_prefetch(tdm_offload_t *o, tdm_device_t *exec, int64_t bl
     return queue_dma(o, exec, blk);
 }
 
+/* The block that followed blk the last time (-2: none known), after
+ * recording that blk follows the block brought in before it in this forward
+ * (block -1 starts a forward: nothing is recorded across two, and the block
+ * that ended the previous one has no successor). */
+static int64_t learn_order(tdm_offload_t *o, int64_t blk) {
+    int64_t nxt = -2, i;
+    if (blk == -1 && o->has_last)   /* the last forward ended with o->last: nothing follows it */
+        for (i = 0; i < o->nnext; i++)
+            if (o->from[i] == o->last) o->next[i] = -2;
+    if (blk != -1 && o->has_last) {
+        for (i = 0; i < o->nnext && o->from[i] != o->last; i++) {}
+        if (i == o->nnext && o->nnext == o->capnext) {   /* grow; on failure learn nothing */
+            int64_t cap = o->capnext ? 2 * o->capnext : 64;
+            int64_t *f = realloc(o->from, (size_t)cap * sizeof *f);
+            if (f) o->from = f;
+            int64_t *n = f ? realloc(o->next, (size_t)cap * sizeof *n) : NULL;
+            if (n) {
+                o->next = n;
+                o->capnext = cap;
+            }
+        }
+        if (i < o->capnext) {
+            o->from[i] = o->last;
+            o->next[i] = blk;
+            if (i == o->nnext) o->nnext++;
+        }
+    }
+    o->has_last = 1;
+    o->last = blk;
+    for (i = 0; i < o->nnext; i++)
+        if (o->from[i] == blk) nxt = o->next[i];
+    return nxt;
+}
+
 tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
+    const int64_t after = learn_order(o, blk);
     tdm_status st = queue_dma(o, exec, blk);   /* pinned copies not prefetched */
     int waited = 0;
     for (int64_t i = 0; i < o->n && st == TDM_OK; i++) {
@@ -228,6 +263,8 @@ tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
         }
         set_slot(e, e->tmp);
     }
+    if (after >= -1 && after != blk && tdm_offload_prefetch(o, exec, after) != TDM_OK)
+        tdm_offload_out(o, after);   /* no room now: that block comes in when it runs */
     return TDM_OK;
 }
 
@@ -262,6 +299,8 @@ void tdm_offload_free(tdm_offload_t *o) {
     if (o->owns_host)
         for (int64_t i = 0; i < o->n; i++) tdm_tensor_free(o->e[i].host);
     free(o->e);
+    free(o->from);
+    free(o->next);
     tdm_st_set_close(o->set);
     memset(o, 0, sizeof *o);
 }

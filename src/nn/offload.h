@@ -67,6 +67,12 @@ typedef struct {
     int64_t              n, cap;
     tdm_st_set_t        *set;    /* kept open while any entry is on disk (tdm_offload_keep_set) */
     int                  owns_host;   /* 1: tdm_offload_free frees the host copies too */
+    /* the order blocks were brought in: next[i] followed from[i] (learned
+     * within a forward, i.e. between two tdm_offload_in of block -1) */
+    int64_t             *from, *next;
+    int64_t              nnext, capnext;
+    int64_t              last;        /* the block brought in last, when has_last */
+    int                  has_last;
 } tdm_offload_t;
 
 /* Records one offloaded tensor (host copy `host`, or NULL for disk); the
@@ -91,7 +97,11 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
 int        tdm_offload_keep_set(tdm_offload_t *o, tdm_st_set_t *set);
 /* Brings block blk's entries onto `exec` (see above). Pinned host copies go
  * by DMA on exec's side copy queue, and the work queued after this waits
- * for them (not the host). */
+ * for them (not the host). Then prefetches (tdm_offload_prefetch) the block
+ * that followed blk the last time: every model that runs its blocks in the
+ * same order each call gets its next block's copies overlapped with the
+ * current block from the second call on. Block -1 starts a forward (the
+ * order is learned between two of them). */
 tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk);
 /* Starts block blk's pinned host copies early: allocated on exec now, their
  * DMA queued on exec's side queue, so it runs while the work queued next
