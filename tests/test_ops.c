@@ -408,6 +408,40 @@ TEST(test_threaded_paths) {
     free(q); free(k); free(v); free(o1); free(o2);
 }
 
+/* Devices are opened by name: cpu and cpu:N are host devices with the given
+ * switches, and an op on one reaches the CPU kernel; a kind this build lacks
+ * or a malformed name is refused naming it. */
+TEST(test_device_open) {
+    tdm_backend_params_t p;
+    tdm_backend_params_init(&p);
+    p.conv_tile_bytes = 4096;
+    tdm_device_t d;
+    CHECK(tdm_backend_find("cpu") == &tdm_backend_cpu && tdm_backend_device_count("cpu") == 1);
+    CHECK(tdm_backend_device_open(&d, "cpu", NULL) == TDM_OK);
+    CHECK(d.kind == TDM_DEV_CPU && d.index == 0 && tdm_dev_is_host(&d));
+    CHECK(d.opts.conv_tile_bytes == TDM_CONV_TILE_BYTES_DEFAULT);
+    tdm_backend_device_close(&d);
+    CHECK(tdm_backend_device_open(&d, "cpu:3", &p) == TDM_OK);
+    CHECK(d.index == 3 && d.opts.conv_tile_bytes == 4096);
+    float a[3] = {1, -2, 3}, b[3] = {4, 5, -6}, y[3];
+    tdm_op_add(&d, y, a, b, 3);
+    CHECK(y[0] == 5 && y[1] == 3 && y[2] == -3);
+    tdm_backend_device_close(&d);
+    static const char *const bad[] = {"", "gpu:0", "cpu:", "cpu:x", "cpu:-1", "cpu:1x",
+                                      "cuda:99999", "averyveryverylongname:0"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tdm_status st = tdm_backend_device_open(&d, bad[i], NULL);
+        CHECK_MSG(st == TDM_ERR_INVALID_ARG && strstr(tdm_last_error(), bad[i]),
+                  "\"%s\": status %d, %s", bad[i], (int)st, tdm_last_error());
+    }
+    if (!tdm_backend_find("cuda")) {   /* a CPU-only build says so */
+        tdm_status st = tdm_backend_device_open(&d, "cuda:0", NULL);
+        CHECK_MSG(st == TDM_ERR_UNSUPPORTED && strstr(tdm_last_error(), "only the CPU backend"),
+                  "cuda:0 in a CPU-only build: %s", tdm_last_error());
+        CHECK(tdm_backend_device_count("cuda") == 0);
+    }
+}
+
 int main(void) {
     tdm_status st = tdm_safetensors_open(&g_st, TDM_FIXTURES "/ops/ops.safetensors");
     if (st != TDM_OK) printf("cannot open fixtures: %s\n", tdm_last_error());
@@ -415,6 +449,7 @@ int main(void) {
     RUN(test_gemm);
     RUN(test_conv2d);
     RUN(test_device_opts);
+    RUN(test_device_open);
     RUN(test_conv2d_tiled);
     RUN(test_group_norm);
     RUN(test_layer_norm);
