@@ -71,7 +71,7 @@ tdm_dtype tdm_st_gemm_weight_dtype(const tdm_device_t *dev);
  * tdm_st_set_load_f32, but stored in tdm_st_gemm_weight_dtype(dev), each
  * element converted to float32 and then rounded to nearest even. (*out)->dtype
  * says what is stored; tdm_f32(*out) is then the `W` pointer that
- * tdm_op_linear / conv2d / gemm take (see backend/ops.h). On host devices
+ * tdm_op_linear / conv2d / gemm take (see backend/ops_list.h). On host devices
  * it is exactly tdm_st_set_load_f32. OUT: *out. */
 tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name,
                                        tdm_device_t *dev, int ndim, const int64_t *shape,

@@ -2,7 +2,7 @@
  * normalization, activations, element-wise, layout), each with exactly the
  * semantics of its CPU reference in backend/cpu/ops.c. On a device whose
  * gemm_dtype is F16/BF16, linear / conv / gemm take their weight in that type
- * (see backend/ops.h) and run on tensor cores with float32 accumulation and
+ * (see backend/ops_list.h) and run on tensor cores with float32 accumulation and
  * output. Attention lives in attention.cu. Every launcher queues on the
  * device's stream and returns at once; a failure is kept on the device (see
  * device.cu) and reported by the next sync / download. All index arithmetic
