@@ -343,31 +343,13 @@ static tdm_status check_groups(const unet_cfg_t *c, int64_t C, int64_t G, const 
     return TDM_OK;
 }
 
-static tdm_status load_resnet(tdm_unet_t *u, unet_resnet_t *r, const char *p, int64_t cin,
+static tdm_status load_resnet(tdm_unet_t *u, tdm_nn_resnet_t *r, const char *p, int64_t cin,
                               int64_t cout, int64_t temb, const unet_cfg_t *c, double scale) {
     tdm_status st = TDM_OK;
-    TDM_TRY(tdm_weights_nosplit(&u->w, "ResnetBlock2D", "%s", p));
-    r->cin = cin;
-    r->cout = cout;
-    r->groups = c->groups;
-    r->eps = (float)c->eps;
-    r->out_scale = (float)scale;
     TDM_TRY(check_groups(c, cin, c->groups, p));
     TDM_TRY(check_groups(c, cout, c->groups, p));
-    TDM_TRY(ld(u, &r->norm1_w, p, "norm1.weight", 1, cin, 0, 0, 0));
-    TDM_TRY(ld(u, &r->norm1_b, p, "norm1.bias", 1, cin, 0, 0, 0));
-    TDM_TRY(ld(u, &r->conv1_w, p, "conv1.weight", 4, cout, cin, 3, 3));
-    TDM_TRY(ld(u, &r->conv1_b, p, "conv1.bias", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(u, &r->temb_w, p, "time_emb_proj.weight", 2, cout, temb, 0, 0));
-    TDM_TRY(ld(u, &r->temb_b, p, "time_emb_proj.bias", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(u, &r->norm2_w, p, "norm2.weight", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(u, &r->norm2_b, p, "norm2.bias", 1, cout, 0, 0, 0));
-    TDM_TRY(ld(u, &r->conv2_w, p, "conv2.weight", 4, cout, cout, 3, 3));
-    TDM_TRY(ld(u, &r->conv2_b, p, "conv2.bias", 1, cout, 0, 0, 0));
-    if (cin != cout) {
-        TDM_TRY(ld(u, &r->short_w, p, "conv_shortcut.weight", 4, cout, cin, 1, 1));
-        TDM_TRY(ld(u, &r->short_b, p, "conv_shortcut.bias", 1, cout, 0, 0, 0));
-    }
+    TDM_TRY(tdm_nn_resnet_bind(&u->w, r, cin, cout, temb, c->groups, (float)c->eps,
+                               (float)scale, "%s", p));
 fail:
     return st;
 }
@@ -400,14 +382,12 @@ static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const c
     t->head_dim = C / heads;                 /* diffusers: out_channels // num_attention_heads */
     t->inner = heads * t->head_dim;
     t->depth = depth;
-    t->groups = c->groups;
     t->linear = c->linear;
     TDM_TRY(check_groups(c, C, c->groups, p));
     t->blocks = calloc((size_t)depth, sizeof(*t->blocks));
     if (!t->blocks) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for %s", p);
     int64_t in = t->inner, k1 = c->linear ? 0 : 1;
-    TDM_TRY(ld(u, &t->norm_w, p, "norm.weight", 1, C, 0, 0, 0));
-    TDM_TRY(ld(u, &t->norm_b, p, "norm.bias", 1, C, 0, 0, 0));
+    TDM_TRY(tdm_nn_group_norm_bind(&u->w, &t->norm, C, c->groups, 1e-6f, "%s.norm", p));
     TDM_TRY(ld(u, &t->pin_w, p, "proj_in.weight", k1 ? 4 : 2, in, C, 1, 1));
     TDM_TRY(ld(u, &t->pin_b, p, "proj_in.bias", 1, in, 0, 0, 0));
     for (int64_t i = 0; i < depth; i++) {
@@ -455,8 +435,7 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
     int64_t C0 = c->block_out[0], Td = 4 * C0;
     char p[256];
 
-    TDM_TRY(ld(u, &u->conv_in_w, "", "conv_in.weight", 4, C0, c->in_ch, 3, 3));
-    TDM_TRY(ld(u, &u->conv_in_b, "", "conv_in.bias", 1, C0, 0, 0, 0));
+    TDM_TRY(tdm_nn_conv_bind(&u->w, &u->conv_in, c->in_ch, C0, 3, "conv_in"));
     TDM_TRY(ld(u, &u->t1_w, "", "time_embedding.linear_1.weight", 2, Td, C0, 0, 0));
     TDM_TRY(ld(u, &u->t1_b, "", "time_embedding.linear_1.bias", 1, Td, 0, 0, 0));
     TDM_TRY(ld(u, &u->t2_w, "", "time_embedding.linear_2.weight", 2, Td, Td, 0, 0));
@@ -477,10 +456,9 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
             TDM_TRY(load_resnet(u, &b->res[j], p, j == 0 ? cin : cout, cout, Td, c, 1.0));
         }
         if (i < n - 1) {
-            snprintf(p, sizeof(p), "down_blocks.%d.downsamplers.0.conv", i);
             b->has_samp = 1;
-            TDM_TRY(ld(u, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
-            TDM_TRY(ld(u, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
+            TDM_TRY(tdm_nn_conv_bind(&u->w, &b->samp, cout, cout, 3,
+                                     "down_blocks.%d.downsamplers.0.conv", i));
         }
     }
 
@@ -506,10 +484,9 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
             TDM_TRY(load_resnet(u, &b->res[j], p, rin + skip, cout, Td, c, 1.0));
         }
         if (i < n - 1) {
-            snprintf(p, sizeof(p), "up_blocks.%d.upsamplers.0.conv", i);
             b->has_samp = 1;
-            TDM_TRY(ld(u, &b->samp_w, p, "weight", 4, cout, cout, 3, 3));
-            TDM_TRY(ld(u, &b->samp_b, p, "bias", 1, cout, 0, 0, 0));
+            TDM_TRY(tdm_nn_conv_bind(&u->w, &b->samp, cout, cout, 3,
+                                     "up_blocks.%d.upsamplers.0.conv", i));
         }
     }
 
@@ -525,10 +502,9 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
     }
 
     TDM_TRY(check_groups(c, C0, c->groups, "conv_norm_out"));
-    TDM_TRY(ld(u, &u->norm_out_w, "", "conv_norm_out.weight", 1, C0, 0, 0, 0));
-    TDM_TRY(ld(u, &u->norm_out_b, "", "conv_norm_out.bias", 1, C0, 0, 0, 0));
-    TDM_TRY(ld(u, &u->conv_out_w, "", "conv_out.weight", 4, c->out_ch, C0, 3, 3));
-    TDM_TRY(ld(u, &u->conv_out_b, "", "conv_out.bias", 1, c->out_ch, 0, 0, 0));
+    TDM_TRY(tdm_nn_group_norm_bind(&u->w, &u->norm_out, C0, c->groups, (float)c->eps,
+                                   "conv_norm_out"));
+    TDM_TRY(tdm_nn_conv_bind(&u->w, &u->conv_out, C0, c->out_ch, 3, "conv_out"));
 fail:
     return st;
 }
@@ -556,8 +532,6 @@ static tdm_status load_any(tdm_unet_t **out, const char *root, const char *sub,
     u->dev = dev;
     u->nblocks = c.n;
     memcpy(u->block_out, c.block_out, sizeof(c.block_out));
-    u->groups = c.groups;
-    u->eps = (float)c.eps;
     u->flip_sin_to_cos = c.flip;
     u->freq_shift = c.freq_shift;
     u->center_input = c.center;
@@ -683,13 +657,12 @@ static tdm_status run_block_layer(tdm_unet_t *u, const unet_block_t *b, int part
                                   const float *ctx, int64_t T) {
     tdm_status st = TDM_OK;
     unet_buf_t nb = {0};
-    const unet_resnet_t *r = &b->res[j];
+    const tdm_nn_resnet_t *r = &b->res[j];
     if (r->cin != a->C)
         return tdm_errorf(TDM_ERR_INTERNAL, "unet: resnet expects %lld channels, got %lld",
                           (long long)r->cin, (long long)a->C);
     TDM_TRY(tdm_offload_in(&u->w.off, u->dev, unet_unit(part, bi, 0, j)));
-    TDM_TRY(unet_resnet_forward(u->dev, r, a->hp, B, a->H, a->W, temb, u->info.time_embed_dim,
-                                &nb));
+    TDM_TRY(unet_resnet_forward(u->dev, r, a->hp, B, a->H, a->W, temb, &nb));
     tdm_offload_out(&u->w.off, unet_unit(part, bi, 0, j));
     act_set(u->dev, a, nb, r->cout, a->H, a->W);
     if (b->cross && j < b->nattn) {
@@ -742,8 +715,8 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
         tdm_op_scale(dev, xin.p, x, 2.0f, nx);
         tdm_op_add_channel_bias(dev, xin.p, xin.p + nx, 1, 1, nx);
     }
-    TDM_TRY(unet_conv(dev, xin.p ? xin.p : x, B, u->info.in_channels, H, W, u->conv_in_w,
-                      u->conv_in_b, C0, 3, 1, 1, &nb, NULL, NULL));
+    TDM_TRY(unet_conv(dev, &u->conv_in, xin.p ? xin.p : x, B, H, W, 1, 1, &nb, NULL, NULL,
+                      NULL));
     unet_buf_free(dev, &xin);
     act_set(dev, &a, nb, C0, H, W);
     act_push(&a, skips, &ns);
@@ -755,11 +728,11 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
             TDM_TRY(run_block_layer(u, b, 0, i, j, &a, B, temb.p, ctx, T));
             act_push(&a, skips, &ns);
         }
-        if (b->has_samp) {   /* samp_w may be offloaded (NULL) until brought in */
+        if (b->has_samp) {   /* samp.w may be offloaded (NULL) until brought in */
             int64_t Ho, Wo;
             TDM_TRY(tdm_offload_in(&u->w.off, dev, unet_unit(0, i, 2, 0)));
-            TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 2,
-                              u->down_pad ? u->down_pad : -1, &nb, &Ho, &Wo));
+            TDM_TRY(unet_conv(dev, &b->samp, a.hp, B, a.H, a.W, 2,
+                              u->down_pad ? u->down_pad : TDM_NN_PAD_DOWN, &nb, NULL, &Ho, &Wo));
             tdm_offload_out(&u->w.off, unet_unit(0, i, 2, 0));
             act_set(dev, &a, nb, b->cout, Ho, Wo);
             act_push(&a, skips, &ns);
@@ -789,16 +762,15 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
             ns--;
             TDM_TRY(run_block_layer(u, b, 2, i, j, &a, B, temb.p, ctx, T));
         }
-        if (b->has_samp) {   /* samp_w may be offloaded (NULL) until brought in */
+        if (b->has_samp) {   /* samp.w may be offloaded (NULL) until brought in */
             /* diffusers forwards upsample_size = the next skip's size when H or W
              * is not a multiple of 2^num_upsamplers; otherwise that size is 2x. */
             int64_t Ht = ns > 0 ? skips[ns - 1].H : 2 * a.H, Wt = ns > 0 ? skips[ns - 1].W : 2 * a.W;
             TDM_TRY(unet_buf_new(dev, &nb, B * a.C * Ht * Wt, "unet upsample"));
-            unet_resize_nearest(dev, nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
+            tdm_nn_upsample_nearest(dev, nb.p, a.hp, B, a.C, a.H, a.W, Ht, Wt);
             act_set(dev, &a, nb, a.C, Ht, Wt);
             TDM_TRY(tdm_offload_in(&u->w.off, dev, unet_unit(2, i, 2, 0)));
-            TDM_TRY(unet_conv(dev, a.hp, B, a.C, a.H, a.W, b->samp_w, b->samp_b, b->cout, 3, 1, 1,
-                              &nb, NULL, NULL));
+            TDM_TRY(unet_conv(dev, &b->samp, a.hp, B, a.H, a.W, 1, 1, &nb, NULL, NULL, NULL));
             tdm_offload_out(&u->w.off, unet_unit(2, i, 2, 0));
             act_set(dev, &a, nb, b->cout, a.H, a.W);
         }
@@ -811,11 +783,9 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
         goto fail;
     }
     TDM_TRY(unet_buf_new(dev, &nb, B * C0 * H * W, "unet norm_out"));
-    tdm_op_group_norm(dev, nb.p, a.hp, u->norm_out_w, u->norm_out_b, B, C0, H * W, u->groups,
-                      u->eps, 1);
+    tdm_nn_group_norm_forward(dev, &u->norm_out, nb.p, a.hp, B, H * W, 1);
     act_set(dev, &a, nb, C0, H, W);
-    TDM_TRY(unet_conv_to(dev, a.hp, B, C0, H, W, u->conv_out_w, u->conv_out_b,
-                         u->info.out_channels, 3, 1, 1, out));
+    TDM_TRY(unet_conv(dev, &u->conv_out, a.hp, B, H, W, 1, 1, NULL, out, NULL, NULL));
 fail:
     tdm_offload_out_all(&u->w.off);   /* whatever is still brought in */
     unet_buf_free(dev, &t1);
@@ -982,16 +952,14 @@ static void wk_peek(unet_wk_t *k, int64_t bytes) {
     if (t > k->peak) k->peak = t;
 }
 
-/* conv_run: scratch, then (when `out` is 0) the output buffer; returns the
+/* unet_conv: scratch, then (when `out` is 0) the output buffer; returns the
  * output floats (0 when written to the caller's buffer). */
-static int64_t wk_conv(unet_wk_t *k, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
-                       int64_t ks, int64_t stride, int64_t pad, int out, int64_t *Ho, int64_t *Wo) {
-    int64_t pt = pad, pb = pad, pl = pad, pr = pad, y = 0;
-    if (pad < 0) { pt = 0; pb = 1; pl = 0; pr = 1; }
-    const int64_t ho = (H + pt + pb - ks) / stride + 1, wo = (W + pl + pr - ks) / stride + 1;
-    const int64_t ns = wk_take(k, tdm_op_conv2d_pad4_scratch(k->dev, Cin, H, W, ks, ks, stride,
-                                                              pt, pb, pl, pr));
-    if (!out) y = wk_take(k, wk_mul(B * Cout, wk_mul(ho, wo)));
+static int64_t wk_conv(unet_wk_t *k, const tdm_nn_conv_t *c, int64_t B, int64_t H, int64_t W,
+                       int64_t stride, int64_t pad, int out, int64_t *Ho, int64_t *Wo) {
+    int64_t ho, wo, y = 0;
+    tdm_nn_conv_out_size(c, H, W, stride, pad, &ho, &wo);
+    const int64_t ns = wk_take(k, tdm_nn_conv_scratch(k->dev, c, H, W, stride, pad));
+    if (!out) y = wk_take(k, wk_mul(B * c->cout, wk_mul(ho, wo)));
     wk_give(k, ns);
     if (Ho) *Ho = ho;
     if (Wo) *Wo = wo;
@@ -999,18 +967,16 @@ static int64_t wk_conv(unet_wk_t *k, int64_t B, int64_t Cin, int64_t H, int64_t 
 }
 
 /* unet_resnet_forward; returns its output floats (held). */
-static int64_t wk_resnet(unet_wk_t *k, const unet_resnet_t *r, int64_t B, int64_t H, int64_t W) {
-    const int64_t S = wk_mul(H, W);
-    const int64_t t = wk_take(k, wk_mul(B * r->cin, S));
-    const int64_t h = wk_conv(k, B, r->cin, H, W, r->cout, 3, 1, 1, 0, NULL, NULL);
-    wk_give(k, t);
-    const int64_t tp = wk_take(k, B * r->cout);
-    const int64_t y = wk_conv(k, B, r->cout, H, W, r->cout, 3, 1, 1, 0, NULL, NULL);
-    const int64_t sc = r->cin != r->cout ? wk_conv(k, B, r->cin, H, W, r->cout, 1, 1, 0, 0, NULL, NULL)
-                                         : 0;
+static int64_t wk_resnet(unet_wk_t *k, const tdm_nn_resnet_t *r, int64_t B, int64_t H, int64_t W) {
+    tdm_nn_resnet_sizes_t n;
+    tdm_nn_resnet_sizes(k->dev, r, B, H, W, &n);
+    const int64_t y = wk_take(k, n.o), h = wk_take(k, n.h);
+    const int64_t t = wk_take(k, n.t > n.sc ? n.t : n.sc), tp = wk_take(k, n.tp);
+    const int64_t scr = wk_take(k, n.scratch > 0 ? n.scratch : 0);
     wk_give(k, h);
+    wk_give(k, t);
     wk_give(k, tp);
-    wk_give(k, sc);
+    wk_give(k, scr);
     return y;
 }
 
@@ -1035,7 +1001,8 @@ static int64_t wk_transformer(unet_wk_t *k, const unet_transformer_t *t, int64_t
     const int64_t S = wk_mul(H, W), C = t->C, in = t->inner, rows = wk_mul(B, S), F = 4 * in;
     int64_t nrm = wk_take(k, wk_mul(B * C, S)), a, y;
     const int64_t tok = wk_take(k, wk_mul(rows, in));
-    a = !t->linear ? wk_conv(k, B, C, H, W, in, 1, 1, 0, 0, NULL, NULL) : wk_take(k, wk_mul(rows, C));
+    const tdm_nn_conv_t pin = {NULL, NULL, C, in, 1}, pout = {NULL, NULL, in, C, 1};
+    a = !t->linear ? wk_conv(k, &pin, B, H, W, 1, 0, 0, NULL, NULL) : wk_take(k, wk_mul(rows, C));
     wk_give(k, a);
     wk_give(k, nrm);
     for (int64_t i = 0; i < t->depth; i++) {   /* tblock_forward */
@@ -1052,7 +1019,7 @@ static int64_t wk_transformer(unet_wk_t *k, const unet_transformer_t *t, int64_t
     }
     if (!t->linear) {
         a = wk_take(k, wk_mul(rows, in));
-        y = wk_conv(k, B, in, H, W, C, 1, 1, 0, 0, NULL, NULL);
+        y = wk_conv(k, &pout, B, H, W, 1, 0, 0, NULL, NULL);
     } else {
         a = wk_take(k, wk_mul(rows, C));
         y = wk_take(k, wk_mul(rows, C));
@@ -1088,7 +1055,7 @@ static int64_t unet_work_walk(const tdm_unet_t *u, int64_t B, int64_t H, int64_t
     wk_take(&k, B * Td);                                 /* temb, held to the end */
     wk_give(&k, t1);
     if (u->center_input) xin = wk_take(&k, wk_add(wk_mul(B * u->info.in_channels, wk_mul(H, W)), 1));
-    cur = wk_conv(&k, B, u->info.in_channels, H, W, C0, 3, 1, 1, 0, NULL, NULL);
+    cur = wk_conv(&k, &u->conv_in, B, H, W, 1, 1, 0, NULL, NULL);
     wk_give(&k, xin);
 #define PUSH()                                                             \
     do {                                                                   \
@@ -1104,7 +1071,7 @@ static int64_t unet_work_walk(const tdm_unet_t *u, int64_t B, int64_t H, int64_t
         }
         if (b->has_samp) {
             int64_t Ho, Wo;
-            cur = wk_conv(&k, B, b->cout, Ha, Wa, b->cout, 3, 2, u->down_pad ? u->down_pad : -1, 0,
+            cur = wk_conv(&k, &b->samp, B, Ha, Wa, 2, u->down_pad ? u->down_pad : TDM_NN_PAD_DOWN, 0,
                           &Ho, &Wo);
             Ha = Ho;
             Wa = Wo;
@@ -1132,7 +1099,7 @@ static int64_t unet_work_walk(const tdm_unet_t *u, int64_t B, int64_t H, int64_t
             cur = nb;
             Ha = Ht;
             Wa = Wt;
-            nb = wk_conv(&k, B, C, Ha, Wa, b->cout, 3, 1, 1, 0, NULL, NULL);
+            nb = wk_conv(&k, &b->samp, B, Ha, Wa, 1, 1, 0, NULL, NULL);
             wk_give(&k, cur);
             cur = nb;
         }
@@ -1140,7 +1107,7 @@ static int64_t unet_work_walk(const tdm_unet_t *u, int64_t B, int64_t H, int64_t
     const int64_t nb = wk_take(&k, wk_mul(B * C0, wk_mul(H, W)));   /* norm_out */
     wk_give(&k, cur);
     (void)nb;
-    wk_conv(&k, B, C0, H, W, u->info.out_channels, 3, 1, 1, 1, NULL, NULL);
+    wk_conv(&k, &u->conv_out, B, H, W, 1, 1, 1, NULL, NULL);
     free(sk);
     return k.peak;
 }

@@ -1,7 +1,7 @@
 /* unet2d_blocks.c — the building blocks of the SD UNet: sinusoidal timestep
- * embedding (host), ResnetBlock2D, Transformer2DModel with
- * BasicTransformerBlocks (self-attention, cross-attention, GEGLU
- * feed-forward), convolutions and nearest resizing, all through the
+ * embedding (host), the buffers of ResnetBlock2D (nn/resnet.h) and of
+ * convolutions (nn/conv.h), Transformer2DModel with BasicTransformerBlocks
+ * (self-attention, cross-attention, GEGLU feed-forward), all through the
  * device-dispatching ops (backend/ops.h) on the model's device. Each function
  * reads its inputs, writes a new device-counted buffer and frees its
  * temporaries; it does not know about block lists or skip connections
@@ -58,32 +58,27 @@ void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim,
     }
 }
 
-/* ---- convolution and resizing ------------------------------------------ */
+/* ---- convolution ------------------------------------------------------------ */
 
-/* The convolution of unet_conv / unet_conv_to: writes into `dst` when it is
- * not NULL, else into a new buffer *y. */
-static tdm_status conv_run(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
-                           int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
-                           int64_t stride, int64_t pad, unet_buf_t *y, float *dst, int64_t *Ho,
-                           int64_t *Wo) {
+tdm_status unet_conv(tdm_device_t *dev, const tdm_nn_conv_t *c, const float *x, int64_t B,
+                     int64_t H, int64_t W, int64_t stride, int64_t pad, unet_buf_t *y,
+                     float *dst, int64_t *Ho, int64_t *Wo) {
     tdm_status st = TDM_OK;
     unet_buf_t scr = {0};
-    int64_t pt = pad, pb = pad, pl = pad, pr = pad;
-    if (pad < 0) { pt = 0; pb = 1; pl = 0; pr = 1; }
-    int64_t ho = (H + pt + pb - k) / stride + 1, wo = (W + pl + pr - k) / stride + 1;
-    int64_t ny, ns;
-    if (ho < 1 || wo < 1 || H + pt + pb < k || W + pl + pr < k)
+    int64_t ho, wo, ny, ns;
+    if (!tdm_nn_conv_out_size(c, H, W, stride, pad, &ho, &wo))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "unet: a %lldx%lld input is too small for a "
-                          "%lldx%lld convolution", (long long)H, (long long)W, (long long)k,
-                          (long long)k);
+                          "%lldx%lld convolution", (long long)H, (long long)W, (long long)c->k,
+                          (long long)c->k);
     {
         int64_t kk, hw;   /* overflow check of the im2col size before asking for it */
-        if (!tdm_mul_ok(Cin, k * k, &kk) || !tdm_mul_ok(ho, wo, &hw) || !tdm_mul_ok(kk, hw, &ns))
+        if (!tdm_mul_ok(c->cin, c->k * c->k, &kk) || !tdm_mul_ok(ho, wo, &hw) ||
+            !tdm_mul_ok(kk, hw, &ns))
             return tdm_errorf(TDM_ERR_NOMEM, "unet: convolution scratch size overflow");
     }
-    ns = tdm_op_conv2d_pad4_scratch(dev, Cin, H, W, k, k, stride, pt, pb, pl, pr);
+    ns = tdm_nn_conv_scratch(dev, c, H, W, stride, pad);
     if (ns > 0) TDM_TRY(unet_buf_new(dev, &scr, ns, "unet conv scratch"));
-    if (!tdm_mul_ok(B * Cout, ho * wo, &ny)) {
+    if (!tdm_mul_ok(B * c->cout, ho * wo, &ny)) {
         st = tdm_errorf(TDM_ERR_NOMEM, "unet: convolution output size overflow");
         goto fail;
     }
@@ -91,7 +86,7 @@ static tdm_status conv_run(tdm_device_t *dev, const float *x, int64_t B, int64_t
         TDM_TRY(unet_buf_new(dev, y, ny, "unet activation"));
         dst = y->p;
     }
-    tdm_op_conv2d_pad4(dev, dst, x, w, b, B, Cin, H, W, Cout, k, k, stride, pt, pb, pl, pr, scr.p);
+    tdm_nn_conv_forward(dev, c, dst, x, B, H, W, stride, pad, scr.p);
     if (Ho) *Ho = ho;
     if (Wo) *Wo = wo;
 fail:
@@ -99,64 +94,32 @@ fail:
     return st;
 }
 
-tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
-                     int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
-                     int64_t stride, int64_t pad, unet_buf_t *y, int64_t *Ho, int64_t *Wo) {
-    return conv_run(dev, x, B, Cin, H, W, w, b, Cout, k, stride, pad, y, NULL, Ho, Wo);
-}
-
-tdm_status unet_conv_to(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
-                        int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
-                        int64_t stride, int64_t pad, float *y) {
-    if (!y) return tdm_errorf(TDM_ERR_INVALID_ARG, "unet: convolution output is NULL");
-    return conv_run(dev, x, B, Cin, H, W, w, b, Cout, k, stride, pad, NULL, y, NULL, NULL);
-}
-
-void unet_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
-                         int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
-    if (Ho == 2 * H && Wo == 2 * W)
-        tdm_op_upsample_nearest2x(dev, y, x, B, C, H, W);
-    else
-        tdm_op_resize_nearest(dev, y, x, B, C, H, W, Ho, Wo);
-}
-
-/* ---- ResnetBlock2D --------------------------------------------------------
- * h = conv1(SiLU(norm1(x))) + time_emb_proj(SiLU(temb))[:, :, None, None]
- * h = conv2(SiLU(norm2(h)))            (dropout is the identity in eval)
- * y = (shortcut(x) + h) / output_scale_factor */
-tdm_status unet_resnet_forward(tdm_device_t *dev, const unet_resnet_t *r, const float *x,
+/* ---- ResnetBlock2D: the buffers of tdm_nn_resnet_forward, taken for the
+ * block and given back after it (unet2d.c's wk_resnet mirrors this): the
+ * output, conv1's h, one buffer for norm1's t and the shortcut, the time
+ * projection and the conv scratch. */
+tdm_status unet_resnet_forward(tdm_device_t *dev, const tdm_nn_resnet_t *r, const float *x,
                                int64_t B, int64_t H, int64_t W, const float *temb_act,
-                               int64_t temb_dim, unet_buf_t *y) {
+                               unet_buf_t *y) {
     tdm_status st = TDM_OK;
-    unet_buf_t t = {0}, h = {0}, tp = {0}, sc = {0};
-    int64_t S = H * W;
+    unet_buf_t h = {0}, t = {0}, tp = {0}, scr = {0};
+    tdm_nn_resnet_sizes_t n;
+    tdm_nn_resnet_sizes(dev, r, B, H, W, &n);
     y->p = NULL;
-    TDM_TRY(unet_buf_new(dev, &t, B * r->cin * S, "unet resnet norm1"));
-    tdm_op_group_norm(dev, t.p, x, r->norm1_w, r->norm1_b, B, r->cin, S, r->groups, r->eps, 1);
-    TDM_TRY(unet_conv(dev, t.p, B, r->cin, H, W, r->conv1_w, r->conv1_b, r->cout, 3, 1, 1, &h,
-                      NULL, NULL));
-    unet_buf_free(dev, &t);
-    TDM_TRY(unet_buf_new(dev, &tp, B * r->cout, "unet resnet temb"));
-    tdm_op_linear(dev, tp.p, temb_act, r->temb_w, r->temb_b, B, temb_dim, r->cout);
-    tdm_op_add_channel_bias(dev, h.p, tp.p, B, r->cout, S);
-    tdm_op_group_norm(dev, h.p, h.p, r->norm2_w, r->norm2_b, B, r->cout, S, r->groups, r->eps, 1);
-    TDM_TRY(unet_conv(dev, h.p, B, r->cout, H, W, r->conv2_w, r->conv2_b, r->cout, 3, 1, 1, y,
-                      NULL, NULL));
-    if (r->short_w) {
-        TDM_TRY(unet_conv(dev, x, B, r->cin, H, W, r->short_w, r->short_b, r->cout, 1, 1, 0, &sc,
-                          NULL, NULL));
-        tdm_op_add(dev, y->p, sc.p, y->p, y->n);
-    } else {
-        tdm_op_add(dev, y->p, x, y->p, y->n);
-    }
-    /* division as a scale by the reciprocal: within an ulp of diffusers' division */
-    if (r->out_scale != 1.0f) tdm_op_scale(dev, y->p, y->p, 1.0f / r->out_scale, y->n);
+    TDM_TRY(unet_buf_new(dev, y, n.o, "unet activation"));
+    TDM_TRY(unet_buf_new(dev, &h, n.h, "unet resnet hidden"));
+    TDM_TRY(unet_buf_new(dev, &t, n.t > n.sc ? n.t : n.sc, "unet resnet norm1"));
+    TDM_TRY(unet_buf_new(dev, &tp, n.tp, "unet resnet temb"));
+    if (n.scratch > 0) TDM_TRY(unet_buf_new(dev, &scr, n.scratch, "unet conv scratch"));
+    const tdm_nn_resnet_buf_t b = {.t = t.p, .h = h.p, .o = y->p, .sc = t.p, .tp = tp.p,
+                                   .scratch = scr.p};
+    tdm_nn_resnet_forward(dev, r, y->p, x, temb_act, B, H, W, &b);
 fail:
     if (st != TDM_OK) unet_buf_free(dev, y);
-    unet_buf_free(dev, &t);
     unet_buf_free(dev, &h);
+    unet_buf_free(dev, &t);
     unet_buf_free(dev, &tp);
-    unet_buf_free(dev, &sc);
+    unet_buf_free(dev, &scr);
     return st;
 }
 
@@ -235,11 +198,11 @@ tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t 
     int64_t S = H * W, C = t->C, in = t->inner;
     y->p = NULL;
     TDM_TRY(unet_buf_new(dev, &nrm, B * C * S, "unet transformer groupnorm"));
-    tdm_op_group_norm(dev, nrm.p, x, t->norm_w, t->norm_b, B, C, S, t->groups, 1e-6f, 0);
+    tdm_nn_group_norm_forward(dev, &t->norm, nrm.p, x, B, S, 0);
     TDM_TRY(unet_buf_new(dev, &tok, B * S * in, "unet transformer tokens"));
     if (!t->linear) {
-        TDM_TRY(unet_conv(dev, nrm.p, B, C, H, W, t->pin_w, t->pin_b, in, 1, 1, 0, &a, NULL,
-                          NULL));
+        const tdm_nn_conv_t pin = {t->pin_w, t->pin_b, C, in, 1};
+        TDM_TRY(unet_conv(dev, &pin, nrm.p, B, H, W, 1, 0, &a, NULL, NULL, NULL));
         tdm_op_transpose_cs(dev, tok.p, a.p, B, in, S);           /* (B, in, S) → (B, S, in) */
     } else {
         TDM_TRY(unet_buf_new(dev, &a, B * S * C, "unet transformer permute"));
@@ -253,8 +216,8 @@ tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t 
     if (!t->linear) {
         TDM_TRY(unet_buf_new(dev, &a, B * in * S, "unet transformer permute"));
         tdm_op_transpose_sc(dev, a.p, tok.p, B, S, in);           /* (B, S, in) → (B, in, S) */
-        TDM_TRY(unet_conv(dev, a.p, B, in, H, W, t->pout_w, t->pout_b, C, 1, 1, 0, y, NULL,
-                          NULL));
+        const tdm_nn_conv_t pout = {t->pout_w, t->pout_b, in, C, 1};
+        TDM_TRY(unet_conv(dev, &pout, a.p, B, H, W, 1, 0, y, NULL, NULL, NULL));
     } else {
         TDM_TRY(unet_buf_new(dev, &a, B * S * C, "unet transformer proj_out"));
         tdm_op_linear(dev, a.p, tok.p, t->pout_w, t->pout_b, B * S, in, C);

@@ -7,19 +7,10 @@
 #define TDM_UNET2D_INTERNAL_H
 
 #include "models/unet2d.h"
+#include "nn/conv.h"
+#include "nn/norm.h"
+#include "nn/resnet.h"
 #include "nn/weights.h"
-
-/* ResnetBlock2D (time_embedding_norm "default", pre-norm, SiLU). */
-typedef struct {
-    int64_t cin, cout, groups;
-    float   eps, out_scale;                  /* output_scale_factor */
-    const float *norm1_w, *norm1_b;          /* (cin) */
-    const float *conv1_w, *conv1_b;          /* (cout, cin, 3, 3), (cout) */
-    const float *temb_w, *temb_b;            /* (cout, temb_dim), (cout) */
-    const float *norm2_w, *norm2_b;          /* (cout) */
-    const float *conv2_w, *conv2_b;          /* (cout, cout, 3, 3), (cout) */
-    const float *short_w, *short_b;          /* (cout, cin, 1, 1), (cout); NULL when cin == cout */
-} unet_resnet_t;
 
 /* Attention: to_q/to_k/to_v without bias, to_out.0 with bias. */
 typedef struct {
@@ -39,9 +30,9 @@ typedef struct {
 
 /* Transformer2DModel with continuous input. */
 typedef struct {
-    int64_t C, inner, heads, head_dim, depth, groups;
+    int64_t C, inner, heads, head_dim, depth;
     int     linear;                          /* use_linear_projection */
-    const float *norm_w, *norm_b;            /* (C) */
+    tdm_nn_group_norm_t norm;                /* (C), eps 1e-6 */
     const float *pin_w, *pin_b;              /* (inner, C[,1,1]), (inner) */
     const float *pout_w, *pout_b;            /* (C, inner[,1,1]), (C) */
     unet_tblock_t *blocks;                   /* depth */
@@ -51,10 +42,10 @@ typedef struct {
 typedef struct {
     int      cross;                          /* has attentions */
     int64_t  nres, nattn;
-    unet_resnet_t      *res;
+    tdm_nn_resnet_t    *res;
     unet_transformer_t *attn;
-    const float *samp_w, *samp_b;            /* downsampler/upsampler conv, NULL if none */
-    int          has_samp;                   /* 1 when the block has one (samp_w may be
+    tdm_nn_conv_t       samp;                /* downsampler/upsampler conv */
+    int                 has_samp;            /* 1 when the block has one (samp.w may be
                                               * NULL while offloaded) */
     int64_t cout;
 } unet_block_t;
@@ -65,18 +56,16 @@ struct tdm_unet {
     /* config */
     int64_t nblocks;
     int64_t block_out[8];
-    int64_t groups;
-    float   eps;
     int     flip_sin_to_cos;
     double  freq_shift;
     int     center_input;
     int64_t down_pad;                        /* downsample_padding */
     /* weights */
-    const float *conv_in_w, *conv_in_b;      /* (C0, in, 3, 3) */
+    tdm_nn_conv_t conv_in;                   /* in → C0, 3×3 */
     const float *t1_w, *t1_b, *t2_w, *t2_b;  /* time_embedding.linear_1/2 */
     unet_block_t down[8], mid, up[8];
-    const float *norm_out_w, *norm_out_b;    /* (C0) */
-    const float *conv_out_w, *conv_out_b;    /* (out, C0, 3, 3) */
+    tdm_nn_group_norm_t norm_out;            /* (C0) */
+    tdm_nn_conv_t conv_out;                  /* C0 → out, 3×3 */
     /* the loaded tensors; w.off: those of a split load kept in host RAM or
      * on disk, brought to `dev` one unit at a time (unet_unit_of ids; -1:
      * the top-level ones) */
@@ -106,30 +95,23 @@ void       unet_buf_free(tdm_device_t *dev, unet_buf_t *b);
 void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim, int flip,
                              double shift);
 
-/* y (B, cout, H, W) = resnet(x (B, cin, H, W), temb_act (B, temb_dim) = SiLU(temb)). */
-tdm_status unet_resnet_forward(tdm_device_t *dev, const unet_resnet_t *r, const float *x,
+/* y (B, cout, H, W) = resnet(x (B, cin, H, W), temb_act (B, temb_dim) = SiLU(temb)),
+ * y a new buffer; the block's temporaries are taken for it and freed. */
+tdm_status unet_resnet_forward(tdm_device_t *dev, const tdm_nn_resnet_t *r, const float *x,
                                int64_t B, int64_t H, int64_t W, const float *temb_act,
-                               int64_t temb_dim, unet_buf_t *y);
+                               unet_buf_t *y);
 
 /* y (B, C, H, W) = transformer(x (B, C, H, W), ctx (B, T, cross_attention_dim)). */
 tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t *t,
                                     const float *x, int64_t B, int64_t H, int64_t W,
                                     const float *ctx, int64_t T, unet_buf_t *y);
 
-/* y = conv2d(x) with a k×k kernel, stride, symmetric padding `pad`, or, when
- * pad < 0, the (0, 1, 0, 1) padding of Downsample2D with padding 0.
- * x (B, Cin, H, W) → y (B, Cout, Ho, Wo); *Ho, *Wo receive the output size. */
-tdm_status unet_conv(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
-                     int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
-                     int64_t stride, int64_t pad, unet_buf_t *y, int64_t *Ho, int64_t *Wo);
-/* Same, writing into the caller's y (B, Cout, Ho, Wo) on the device. */
-tdm_status unet_conv_to(tdm_device_t *dev, const float *x, int64_t B, int64_t Cin, int64_t H,
-                        int64_t W, const float *w, const float *b, int64_t Cout, int64_t k,
-                        int64_t stride, int64_t pad, float *y);
-
-/* Nearest-neighbour resize x (B, C, H, W) → y (B, C, Ho, Wo) with torch's
- * F.interpolate(size=(Ho, Wo), mode="nearest") index rule. */
-void unet_resize_nearest(tdm_device_t *dev, float *y, const float *x, int64_t B, int64_t C,
-                         int64_t H, int64_t W, int64_t Ho, int64_t Wo);
+/* y (B, cout, Ho, Wo) = conv c of x (B, cin, H, W) with `stride` and `pad`
+ * (symmetric, or TDM_NN_PAD_DOWN), written into `dst` when it is not NULL,
+ * else into a new buffer *y; the scratch is taken for the call. *Ho, *Wo
+ * (may be NULL) receive the output size. */
+tdm_status unet_conv(tdm_device_t *dev, const tdm_nn_conv_t *c, const float *x, int64_t B,
+                     int64_t H, int64_t W, int64_t stride, int64_t pad, unet_buf_t *y,
+                     float *dst, int64_t *Ho, int64_t *Wo);
 
 #endif

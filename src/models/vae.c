@@ -20,7 +20,10 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "nn/conv.h"
+#include "nn/norm.h"
 #include "nn/ptree.h"
+#include "nn/resnet.h"
 #include "nn/weights.h"
 
 #define VAE_MAX_LEVELS 8
@@ -33,22 +36,8 @@
 
 /* ---- parameters -------------------------------------------------------- */
 
-typedef struct {
-    tdm_tensor_t *w, *b;     /* (cout, cin, k, k), (cout) */
-    int64_t cin, cout, k;
-} conv_t;
-
-typedef struct {
-    tdm_tensor_t *g, *b;     /* (c), (c) */
-    int64_t c;
-} norm_t;
-
-typedef struct {
-    norm_t n1, n2;
-    conv_t c1, c2, sc;       /* sc: 1×1 shortcut when cin != cout */
-    int64_t cin, cout;
-    int has_sc;
-} resnet_t;
+typedef tdm_nn_conv_t conv_t;
+typedef tdm_nn_group_norm_t norm_t;
 
 typedef struct {
     norm_t gn;
@@ -57,13 +46,13 @@ typedef struct {
 } attn_t;
 
 typedef struct {
-    resnet_t r0, r1;
+    tdm_nn_resnet_t r0, r1;
     attn_t at;
     int has_attn;
 } mid_t;
 
 typedef struct {
-    resnet_t *res;           /* nres blocks */
+    tdm_nn_resnet_t *res;    /* nres blocks */
     int nres;
     conv_t samp;             /* down- or upsampler conv */
     int has_samp;
@@ -266,46 +255,21 @@ static void vae_map_name(const void *ctx, char *out, size_t cap, const char *nam
     }
 }
 
-/* The Conv2d "<pfx>.<sub>" (sub alone when pfx is ""): weight (cout, cin,
- * k, k), bias (cout). */
+/* The Conv2d "<pfx>.<sub>" (sub alone when pfx is ""). */
 static tdm_status ld_conv(tdm_vae_t *v, conv_t *c, const char *pfx, const char *sub,
                           int64_t cin, int64_t cout, int64_t k) {
-    tdm_status st;
-    int64_t ws[4] = {cout, cin, k, k};
-    const char *dot = *pfx ? "." : "";
-    c->cin = cin;
-    c->cout = cout;
-    c->k = k;
-    TDM_TRY(tdm_weights_bind_tensor(&v->w, &c->w, 1, 4, ws, "%s%s%s.weight", pfx, dot, sub));
-    TDM_TRY(tdm_weights_bind_tensor(&v->w, &c->b, 0, 1, &cout, "%s%s%s.bias", pfx, dot, sub));
-fail:
-    return st;
+    return tdm_nn_conv_bind(&v->w, c, cin, cout, k, "%s%s%s", pfx, *pfx ? "." : "", sub);
 }
 
-/* The GroupNorm "<pfx>.<sub>": weight and bias (c). */
+/* The GroupNorm "<pfx>.<sub>" (eps 1e-6, the config's groups). */
 static tdm_status ld_norm(tdm_vae_t *v, norm_t *n, const char *pfx, const char *sub, int64_t c) {
-    tdm_status st;
-    n->c = c;
-    TDM_TRY(tdm_weights_bind_tensor(&v->w, &n->g, 0, 1, &c, "%s.%s.weight", pfx, sub));
-    TDM_TRY(tdm_weights_bind_tensor(&v->w, &n->b, 0, 1, &c, "%s.%s.bias", pfx, sub));
-fail:
-    return st;
+    return tdm_nn_group_norm_bind(&v->w, n, c, v->groups, VAE_EPS, "%s.%s", pfx, sub);
 }
 
-static tdm_status ld_resnet(tdm_vae_t *v, resnet_t *r, const char *pfx, int64_t cin,
+/* A ResnetBlock2D without a time embedding, output_scale_factor 1. */
+static tdm_status ld_resnet(tdm_vae_t *v, tdm_nn_resnet_t *r, const char *pfx, int64_t cin,
                             int64_t cout) {
-    tdm_status st;
-    r->cin = cin;
-    r->cout = cout;
-    r->has_sc = cin != cout;
-    TDM_TRY(tdm_weights_nosplit(&v->w, "ResnetBlock2D", "%s", pfx));
-    TDM_TRY(ld_norm(v, &r->n1, pfx, "norm1", cin));
-    TDM_TRY(ld_conv(v, &r->c1, pfx, "conv1", cin, cout, 3));
-    TDM_TRY(ld_norm(v, &r->n2, pfx, "norm2", cout));
-    TDM_TRY(ld_conv(v, &r->c2, pfx, "conv2", cout, cout, 3));
-    if (r->has_sc) TDM_TRY(ld_conv(v, &r->sc, pfx, "conv_shortcut", cin, cout, 1));
-fail:
-    return st;
+    return tdm_nn_resnet_bind(&v->w, r, cin, cout, 0, v->groups, VAE_EPS, 1.0f, "%s", pfx);
 }
 
 /* A linear of the mid-block attention: the current name, or the deprecated
@@ -533,46 +497,46 @@ static void swap_a_t1(run_t *r) { float *t = r->a; r->a = r->t1; r->t1 = t; }
  * (Downsample2D with padding=0); else stride 1, pad k/2. */
 static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_t B, int64_t H,
                      int64_t W, int down) {
-    int64_t pt = down ? 0 : c->k / 2, pb = down ? 1 : c->k / 2;
-    int64_t stride = down ? 2 : 1;
+    const int64_t stride = down ? 2 : 1, pad = down ? TDM_NN_PAD_DOWN : c->k / 2;
+    int64_t Ho, Wo;
     if (r->st != TDM_OK) return;
     if (r->dry) {
-        int64_t Ho = (H + pt + pb - c->k) / stride + 1, Wo = (W + pt + pb - c->k) / stride + 1;
-        need(&r->need_scratch, tdm_op_conv2d_pad4_scratch(r->dev, c->cin, H, W, c->k, c->k,
-                                                          stride, pt, pb, pt, pb));
+        tdm_nn_conv_out_size(c, H, W, stride, pad, &Ho, &Wo);
+        need(&r->need_scratch, tdm_nn_conv_scratch(r->dev, c, H, W, stride, pad));
         need(&r->need_act, B * c->cin * H * W);
         need(&r->need_act, B * c->cout * Ho * Wo);
         return;
     }
-    tdm_op_conv2d_pad4(r->dev, y, x, tdm_f32(c->w), tdm_f32(c->b), B, c->cin, H, W, c->cout,
-                       c->k, c->k, stride, pt, pb, pt, pb, r->scratch);
+    tdm_nn_conv_forward(r->dev, c, y, x, B, H, W, stride, pad, r->scratch);
 }
 
 static void run_norm(run_t *r, const norm_t *n, float *y, const float *x, int64_t B, int64_t S,
-                     int64_t G, int silu) {
+                     int silu) {
     if (r->st != TDM_OK) return;
     if (r->dry) { need(&r->need_act, B * n->c * S); return; }
-    tdm_op_group_norm(r->dev, y, x, tdm_f32(n->g), tdm_f32(n->b), B, n->c, S, G, VAE_EPS, silu);
+    tdm_nn_group_norm_forward(r->dev, n, y, x, B, S, silu);
 }
 
-/* ResnetBlock2D, temb None, output_scale_factor 1: r->a (B, cin, H, W) →
- * r->a (B, cout, H, W) = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))). */
-static void run_resnet(run_t *r, const resnet_t *rn, int64_t B, int64_t H, int64_t W,
-                       int64_t G) {
-    int64_t S = H * W;
+/* ResnetBlock2D, temb None: r->a (B, cin, H, W) → r->a (B, cout, H, W), over
+ * t1 and t2 (norm1 and conv2 in t1, conv1 and the shortcut in t2). */
+static void run_resnet(run_t *r, const tdm_nn_resnet_t *rn, int64_t B, int64_t H, int64_t W) {
     if (r->st != TDM_OK) return;
-    run_norm(r, &rn->n1, r->t1, r->a, B, S, G, 1);
-    run_conv(r, &rn->c1, r->t2, r->t1, B, H, W, 0);
-    run_norm(r, &rn->n2, r->t2, r->t2, B, S, G, 1);
-    run_conv(r, &rn->c2, r->t1, r->t2, B, H, W, 0);
-    if (rn->has_sc) run_conv(r, &rn->sc, r->t2, r->a, B, H, W, 0);
-    if (r->dry || r->st != TDM_OK) return;
-    tdm_op_add(r->dev, r->a, rn->has_sc ? r->t2 : r->a, r->t1, B * rn->cout * S);
+    if (r->dry) {
+        tdm_nn_resnet_sizes_t n;
+        tdm_nn_resnet_sizes(r->dev, rn, B, H, W, &n);
+        need(&r->need_act, n.t);
+        need(&r->need_act, n.h);
+        need(&r->need_scratch, n.scratch);
+        return;
+    }
+    const tdm_nn_resnet_buf_t b = {.t = r->t1, .h = r->t2, .o = r->t1, .sc = r->t2,
+                                   .scratch = r->scratch};
+    tdm_nn_resnet_forward(r->dev, rn, r->a, r->a, NULL, B, H, W, &b);
 }
 
 /* Mid-block Attention (1 head of dim c, group norm, residual, rescale 1):
  * r->a (B, c, S) += to_out(attn(to_q(n), to_k(n), to_v(n))), n = norm(x)ᵀ. */
-static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G) {
+static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S) {
     int64_t c = at->c;
     if (r->st != TDM_OK) return;
     if (r->dry) {
@@ -582,8 +546,7 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G
         return;
     }
     tdm_device_t *d = r->dev;
-    tdm_op_group_norm(d, r->t1, r->a, tdm_f32(at->gn.g), tdm_f32(at->gn.b), B, c, S, G, VAE_EPS,
-                      0);
+    tdm_nn_group_norm_forward(d, &at->gn, r->t1, r->a, B, S, 0);
     tdm_op_transpose_cs(d, r->t2, r->t1, B, c, S);                  /* (B, S, c) */
     tdm_op_linear(d, r->q, r->t2, tdm_f32(at->wq), tdm_f32(at->bq), B * S, c, c);
     tdm_op_linear(d, r->k, r->t2, tdm_f32(at->wk), tdm_f32(at->bk), B * S, c, c);
@@ -595,37 +558,37 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S, int64_t G
 }
 
 /* The mid block (one streaming unit, `id`). */
-static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t G,
-                    int64_t id) {
+static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t id) {
     unit_in(r, id);
-    run_resnet(r, &m->r0, B, H, W, G);
-    if (m->has_attn) run_attn(r, &m->at, B, H * W, G);
-    run_resnet(r, &m->r1, B, H, W, G);
+    run_resnet(r, &m->r0, B, H, W);
+    if (m->has_attn) run_attn(r, &m->at, B, H * W);
+    run_resnet(r, &m->r1, B, H, W);
     unit_out(r, id);
 }
 
 /* Decoder: z (B, L, h, w) → img (B, out, h*s, w*s). */
 static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, int64_t h,
                        int64_t w, float *img) {
-    int64_t G = v->groups, H = h, W = w;
+    int64_t H = h, W = w;
     const float *x = z;
     if (v->use_pqc) {
         run_conv(r, &v->pqc, r->t2, z, B, H, W, 0);
         x = r->t2;
     }
     run_conv(r, &v->d_in, r->a, x, B, H, W, 0);
-    run_mid(r, &v->d_mid, B, H, W, G, vae_unit(3, 0, 0));
+    run_mid(r, &v->d_mid, B, H, W, vae_unit(3, 0, 0));
     for (int i = 0; i < v->nlev; i++) {
         const level_t *lv = &v->d_lev[i];
         for (int j = 0; j < lv->nres; j++) {
             unit_in(r, vae_unit(1, i, j));
-            run_resnet(r, &lv->res[j], B, H, W, G);
+            run_resnet(r, &lv->res[j], B, H, W);
             unit_out(r, vae_unit(1, i, j));
         }
         if (lv->has_samp) {
             int64_t C = lv->samp.cin;
             if (r->dry) need(&r->need_act, B * C * 4 * H * W);
-            else if (r->st == TDM_OK) tdm_op_upsample_nearest2x(r->dev, r->t1, r->a, B, C, H, W);
+            else if (r->st == TDM_OK)
+                tdm_nn_upsample_nearest(r->dev, r->t1, r->a, B, C, H, W, 2 * H, 2 * W);
             H *= 2;
             W *= 2;
             unit_in(r, vae_unit(1, i, VAE_UNIT_SAMPLER));
@@ -633,7 +596,7 @@ static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, 
             unit_out(r, vae_unit(1, i, VAE_UNIT_SAMPLER));
         }
     }
-    run_norm(r, &v->d_nout, r->t1, r->a, B, H * W, G, 1);
+    run_norm(r, &v->d_nout, r->t1, r->a, B, H * W, 1);
     run_conv(r, &v->d_out, img, r->t1, B, H, W, 0);
 }
 
@@ -641,13 +604,12 @@ static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, 
  * the buffer holding the moments (NULL in a dry run). */
 static const float *run_encode(run_t *r, const tdm_vae_t *v, const float *img, int64_t B,
                                int64_t H, int64_t W) {
-    int64_t G = v->groups;
     run_conv(r, &v->e_in, r->a, img, B, H, W, 0);
     for (int i = 0; i < v->nlev; i++) {
         const level_t *lv = &v->e_lev[i];
         for (int j = 0; j < lv->nres; j++) {
             unit_in(r, vae_unit(2, i, j));
-            run_resnet(r, &lv->res[j], B, H, W, G);
+            run_resnet(r, &lv->res[j], B, H, W);
             unit_out(r, vae_unit(2, i, j));
         }
         if (lv->has_samp) {
@@ -659,8 +621,8 @@ static const float *run_encode(run_t *r, const tdm_vae_t *v, const float *img, i
             W = (W - 2) / 2 + 1;
         }
     }
-    run_mid(r, &v->e_mid, B, H, W, G, vae_unit(4, 0, 0));
-    run_norm(r, &v->e_nout, r->t1, r->a, B, H * W, G, 1);
+    run_mid(r, &v->e_mid, B, H, W, vae_unit(4, 0, 0));
+    run_norm(r, &v->e_nout, r->t1, r->a, B, H * W, 1);
     run_conv(r, &v->e_out, r->t2, r->t1, B, H, W, 0);
     if (!v->use_qc) return r->t2;
     run_conv(r, &v->qc, r->t1, r->t2, B, H, W, 0);
