@@ -16,6 +16,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "nn/attention.h"
 #include "nn/ptree.h"
 #include "nn/weights.h"
 
@@ -27,8 +28,7 @@ typedef enum {
 
 typedef struct {
     tdm_tensor_t *ln1_w, *ln1_b;          /* (D) */
-    tdm_tensor_t *q_w, *k_w, *v_w, *o_w;  /* (D, D) */
-    tdm_tensor_t *q_b, *k_b, *v_b, *o_b;  /* (D) */
+    tdm_nn_attention_t attn;              /* self_attn: q/k/v/out_proj D → D with biases */
     tdm_tensor_t *ln2_w, *ln2_b;          /* (D) */
     tdm_tensor_t *fc1_w, *fc1_b;          /* (I, D), (I) */
     tdm_tensor_t *fc2_w, *fc2_b;          /* (D, I), (D) */
@@ -160,14 +160,15 @@ static tdm_status load_tensors(tdm_clip_text_t *m, const char *pre) {
                                     "%sencoder.layers.%lld.%s", pre, (long long)l, name))
         TDM_TRY(tdm_weights_nosplit(w, "CLIPEncoderLayer", "%sencoder.layers.%lld", pre,
                                     (long long)l));
-        LT(k_w, "self_attn.k_proj.weight", 2, D, D);
-        LT(k_b, "self_attn.k_proj.bias", 1, D, 0);
-        LT(v_w, "self_attn.v_proj.weight", 2, D, D);
-        LT(v_b, "self_attn.v_proj.bias", 1, D, 0);
-        LT(q_w, "self_attn.q_proj.weight", 2, D, D);
-        LT(q_b, "self_attn.q_proj.bias", 1, D, 0);
-        LT(o_w, "self_attn.out_proj.weight", 2, D, D);
-        LT(o_b, "self_attn.out_proj.bias", 1, D, 0);
+#define ATT(field, name)                                                                  \
+    TDM_TRY(tdm_nn_linear_bind(w, &y->attn.field, D, D, 1,                                 \
+                               "%sencoder.layers.%lld.self_attn.%s", pre, (long long)l, name))
+        y->attn.heads = m->heads;
+        ATT(k, "k_proj");   /* registration order: k, v, q, out */
+        ATT(v, "v_proj");
+        ATT(q, "q_proj");
+        ATT(o, "out_proj");
+#undef ATT
         LT(ln1_w, "layer_norm1.weight", 1, D, 0);
         LT(ln1_b, "layer_norm1.bias", 1, D, 0);
         LT(fc1_w, "mlp.fc1.weight", 2, I, D);
@@ -331,6 +332,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         tdm_op_add(dev, x + b * T * D, x + b * T * D, tdm_f32(m->pos_emb), T * D);
 
     const float scale = 1.0f / sqrtf((float)hd);   /* head_dim ** -0.5 */
+    const tdm_nn_attention_buf_t ab = {q, k, v, a};
     for (int64_t l = 0; l < m->L - skip; l++) {
         const clip_layer *y = &m->layers[l];
         if ((st = tdm_offload_in(&m->w.off, dev, l)) != TDM_OK) goto done;
@@ -339,11 +341,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
             goto done;
         /* self-attention block */
         tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
-        tdm_op_linear(dev, q, h, tdm_f32(y->q_w), tdm_f32(y->q_b), N, D, D);
-        tdm_op_linear(dev, k, h, tdm_f32(y->k_w), tdm_f32(y->k_b), N, D, D);
-        tdm_op_linear(dev, v, h, tdm_f32(y->v_w), tdm_f32(y->v_b), N, D, D);
-        tdm_op_attention(dev, a, q, k, v, B, T, T, H, hd, scale, 1);   /* causal */
-        tdm_op_linear(dev, h, a, tdm_f32(y->o_w), tdm_f32(y->o_b), N, D, D);
+        tdm_nn_attention_forward(dev, &y->attn, h, h, NULL, B, T, T, scale, 1, &ab);   /* causal */
         tdm_op_add(dev, x, x, h, N * D);
         /* MLP block */
         tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln2_w), tdm_f32(y->ln2_b), N, D, m->eps);

@@ -354,20 +354,6 @@ fail:
     return st;
 }
 
-static tdm_status load_attn(tdm_unet_t *u, unet_attn_t *a, const char *p, int64_t dim,
-                            int64_t kv_dim, int cross) {
-    tdm_status st = TDM_OK;
-    a->kv_dim = kv_dim;
-    a->cross = cross;
-    TDM_TRY(ld(u, &a->q_w, p, "to_q.weight", 2, dim, dim, 0, 0));
-    TDM_TRY(ld(u, &a->k_w, p, "to_k.weight", 2, dim, kv_dim, 0, 0));
-    TDM_TRY(ld(u, &a->v_w, p, "to_v.weight", 2, dim, kv_dim, 0, 0));
-    TDM_TRY(ld(u, &a->o_w, p, "to_out.0.weight", 2, dim, dim, 0, 0));
-    TDM_TRY(ld(u, &a->o_b, p, "to_out.0.bias", 1, dim, 0, 0, 0));
-fail:
-    return st;
-}
-
 static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const char *p,
                                    int64_t C, int64_t heads, int64_t depth, int only_cross,
                                    const unet_cfg_t *c) {
@@ -393,16 +379,16 @@ static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const c
     for (int64_t i = 0; i < depth; i++) {
         unet_tblock_t *b = &t->blocks[i];
         snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
-        char qa[300];
         TDM_TRY(tdm_weights_nosplit(&u->w, "BasicTransformerBlock", "%s", q));
         TDM_TRY(ld(u, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
         TDM_TRY(ld(u, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
-        snprintf(qa, sizeof(qa), "%s.attn1", q);
-        TDM_TRY(load_attn(u, &b->attn1, qa, in, only_cross ? c->cross_dim : in, only_cross));
+        b->attn1_cross = only_cross;
+        TDM_TRY(tdm_nn_attention_bind(&u->w, &b->attn1, in, only_cross ? c->cross_dim : in, in,
+                                      heads, 0, "%s.attn1", q));
         TDM_TRY(ld(u, &b->n2_w, q, "norm2.weight", 1, in, 0, 0, 0));
         TDM_TRY(ld(u, &b->n2_b, q, "norm2.bias", 1, in, 0, 0, 0));
-        snprintf(qa, sizeof(qa), "%s.attn2", q);
-        TDM_TRY(load_attn(u, &b->attn2, qa, in, c->cross_dim, 1));
+        TDM_TRY(tdm_nn_attention_bind(&u->w, &b->attn2, in, c->cross_dim, in, heads, 0,
+                                      "%s.attn2", q));
         TDM_TRY(ld(u, &b->n3_w, q, "norm3.weight", 1, in, 0, 0, 0));
         TDM_TRY(ld(u, &b->n3_b, q, "norm3.bias", 1, in, 0, 0, 0));
         TDM_TRY(ld(u, &b->ff1_w, q, "ff.net.0.proj.weight", 2, 8 * in, in, 0, 0));
@@ -980,14 +966,16 @@ static int64_t wk_resnet(unet_wk_t *k, const tdm_nn_resnet_t *r, int64_t B, int6
     return y;
 }
 
-/* attn_forward */
-static void wk_attn(unet_wk_t *k, const unet_attn_t *a, int64_t B, int64_t S, int64_t dim,
-                    int64_t inner, int64_t heads, int64_t T) {
-    const int64_t Tk = a->cross ? T : S;
-    const int64_t q = wk_take(k, wk_mul(B * S, inner)), kk = wk_take(k, wk_mul(B * Tk, inner));
-    const int64_t v = wk_take(k, wk_mul(B * Tk, inner)), o = wk_take(k, wk_mul(B * S, inner));
-    const int64_t p = wk_take(k, wk_mul(B * S, dim));
-    wk_peek(k, tdm_op_attention_scratch_bytes(k->dev, TDM_F32, B, S, Tk, heads, inner / heads));
+/* attn_forward (cross: keys and values from the T context tokens) */
+static void wk_attn(unet_wk_t *k, const tdm_nn_attention_t *a, int cross, int64_t B, int64_t S,
+                    int64_t T) {
+    const int64_t Tk = cross ? T : S;
+    tdm_nn_attention_sizes_t n;
+    tdm_nn_attention_sizes(a, B, S, Tk, &n);
+    const int64_t q = wk_take(k, n.q), kk = wk_take(k, n.kv), v = wk_take(k, n.kv);
+    const int64_t o = wk_take(k, n.o), p = wk_take(k, n.y);
+    wk_peek(k, tdm_op_attention_scratch_bytes(k->dev, TDM_F32, B, S, Tk, a->heads,
+                                              a->q.out / a->heads));
     wk_give(k, q);
     wk_give(k, kk);
     wk_give(k, v);
@@ -1008,8 +996,8 @@ static int64_t wk_transformer(unet_wk_t *k, const unet_transformer_t *t, int64_t
     for (int64_t i = 0; i < t->depth; i++) {   /* tblock_forward */
         const unet_tblock_t *tb = &t->blocks[i];
         nrm = wk_take(k, wk_mul(rows, in));
-        wk_attn(k, &tb->attn1, B, S, in, in, t->heads, T);
-        wk_attn(k, &tb->attn2, B, S, in, in, t->heads, T);
+        wk_attn(k, &tb->attn1, tb->attn1_cross, B, S, T);
+        wk_attn(k, &tb->attn2, 1, B, S, T);
         const int64_t h = wk_take(k, wk_mul(rows, 2 * F)), g = wk_take(k, wk_mul(rows, F));
         wk_give(k, h);
         const int64_t f = wk_take(k, wk_mul(rows, in));

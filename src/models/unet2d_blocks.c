@@ -124,28 +124,26 @@ fail:
 }
 
 /* ---- Attention ------------------------------------------------------------
- * tok (B, S, dim) += to_out(softmax(q k^T / sqrt(d)) v), q from nrm (B, S,
- * dim), k and v from nrm (self) or ctx (B, T, kv_dim) (cross). */
-static tdm_status attn_forward(tdm_device_t *dev, const unet_attn_t *a, float *tok,
-                               const float *nrm, int64_t B, int64_t S, int64_t dim,
-                               int64_t inner, int64_t heads, const float *ctx, int64_t T) {
+ * tok (B, S, dim) += attention a (nn/attention.h) of nrm (B, S, dim) and ctx
+ * (B, T, kv_dim), or self-attention when ctx is NULL, scale 1/sqrt(head_dim);
+ * its buffers are taken for the call. */
+static tdm_status attn_forward(tdm_device_t *dev, const tdm_nn_attention_t *a, float *tok,
+                               const float *nrm, int64_t B, int64_t S, const float *ctx,
+                               int64_t T) {
     tdm_status st = TDM_OK;
     unet_buf_t q = {0}, k = {0}, v = {0}, o = {0}, p = {0};
-    const float *kv = a->cross ? ctx : nrm;
-    int64_t Tk = a->cross ? T : S;
-    TDM_TRY(unet_buf_new(dev, &q, B * S * inner, "unet attention q"));
-    TDM_TRY(unet_buf_new(dev, &k, B * Tk * inner, "unet attention k"));
-    TDM_TRY(unet_buf_new(dev, &v, B * Tk * inner, "unet attention v"));
-    TDM_TRY(unet_buf_new(dev, &o, B * S * inner, "unet attention out"));
-    TDM_TRY(unet_buf_new(dev, &p, B * S * dim, "unet attention proj"));
-    tdm_op_linear(dev, q.p, nrm, a->q_w, NULL, B * S, dim, inner);
-    tdm_op_linear(dev, k.p, kv, a->k_w, NULL, B * Tk, a->kv_dim, inner);
-    tdm_op_linear(dev, v.p, kv, a->v_w, NULL, B * Tk, a->kv_dim, inner);
-    int64_t d = inner / heads;
-    tdm_op_attention(dev, o.p, q.p, k.p, v.p, B, S, Tk, heads, d,
-                     (float)(1.0 / sqrt((double)d)), 0);
-    tdm_op_linear(dev, p.p, o.p, a->o_w, a->o_b, B * S, inner, dim);
-    tdm_op_add(dev, tok, p.p, tok, B * S * dim);
+    tdm_nn_attention_sizes_t n;
+    const int64_t Tk = ctx ? T : S, d = a->q.out / a->heads;
+    tdm_nn_attention_sizes(a, B, S, Tk, &n);
+    TDM_TRY(unet_buf_new(dev, &q, n.q, "unet attention q"));
+    TDM_TRY(unet_buf_new(dev, &k, n.kv, "unet attention k"));
+    TDM_TRY(unet_buf_new(dev, &v, n.kv, "unet attention v"));
+    TDM_TRY(unet_buf_new(dev, &o, n.o, "unet attention out"));
+    TDM_TRY(unet_buf_new(dev, &p, n.y, "unet attention proj"));
+    const tdm_nn_attention_buf_t b = {q.p, k.p, v.p, o.p};
+    tdm_nn_attention_forward(dev, a, p.p, nrm, ctx, B, S, Tk, (float)(1.0 / sqrt((double)d)), 0,
+                             &b);
+    tdm_op_add(dev, tok, p.p, tok, n.y);
 fail:
     unet_buf_free(dev, &q);
     unet_buf_free(dev, &k);
@@ -159,16 +157,15 @@ fail:
  * tok += attn1(norm1(tok)); tok += attn2(norm2(tok), ctx);
  * tok += ff(norm3(tok)) with ff = Linear(4dim→dim)(GEGLU(Linear(dim→8dim))). */
 static tdm_status tblock_forward(tdm_device_t *dev, const unet_tblock_t *tb, float *tok,
-                                 int64_t B, int64_t S, int64_t dim, int64_t heads,
-                                 const float *ctx, int64_t T) {
+                                 int64_t B, int64_t S, int64_t dim, const float *ctx, int64_t T) {
     tdm_status st = TDM_OK;
     unet_buf_t nrm = {0}, h = {0}, g = {0}, f = {0};
     int64_t rows = B * S, F = 4 * dim;
     TDM_TRY(unet_buf_new(dev, &nrm, rows * dim, "unet transformer norm"));
     tdm_op_layer_norm(dev, nrm.p, tok, tb->n1_w, tb->n1_b, rows, dim, 1e-5f);
-    TDM_TRY(attn_forward(dev, &tb->attn1, tok, nrm.p, B, S, dim, dim, heads, ctx, T));
+    TDM_TRY(attn_forward(dev, &tb->attn1, tok, nrm.p, B, S, tb->attn1_cross ? ctx : NULL, T));
     tdm_op_layer_norm(dev, nrm.p, tok, tb->n2_w, tb->n2_b, rows, dim, 1e-5f);
-    TDM_TRY(attn_forward(dev, &tb->attn2, tok, nrm.p, B, S, dim, dim, heads, ctx, T));
+    TDM_TRY(attn_forward(dev, &tb->attn2, tok, nrm.p, B, S, ctx, T));
     tdm_op_layer_norm(dev, nrm.p, tok, tb->n3_w, tb->n3_b, rows, dim, 1e-5f);
     TDM_TRY(unet_buf_new(dev, &h, rows * 2 * F, "unet feed-forward proj"));
     tdm_op_linear(dev, h.p, nrm.p, tb->ff1_w, tb->ff1_b, rows, dim, 2 * F);
@@ -212,7 +209,7 @@ tdm_status unet_transformer_forward(tdm_device_t *dev, const unet_transformer_t 
     unet_buf_free(dev, &a);
     unet_buf_free(dev, &nrm);
     for (int64_t i = 0; i < t->depth; i++)
-        TDM_TRY(tblock_forward(dev, &t->blocks[i], tok.p, B, S, in, t->heads, ctx, T));
+        TDM_TRY(tblock_forward(dev, &t->blocks[i], tok.p, B, S, in, ctx, T));
     if (!t->linear) {
         TDM_TRY(unet_buf_new(dev, &a, B * in * S, "unet transformer permute"));
         tdm_op_transpose_sc(dev, a.p, tok.p, B, S, in);           /* (B, S, in) → (B, in, S) */

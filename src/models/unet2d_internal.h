@@ -7,23 +7,17 @@
 #define TDM_UNET2D_INTERNAL_H
 
 #include "models/unet2d.h"
+#include "nn/attention.h"
 #include "nn/conv.h"
 #include "nn/norm.h"
 #include "nn/resnet.h"
 #include "nn/weights.h"
 
-/* Attention: to_q/to_k/to_v without bias, to_out.0 with bias. */
-typedef struct {
-    const float *q_w, *k_w, *v_w;            /* (inner, dim), (inner, kv_dim) x2 */
-    const float *o_w, *o_b;                  /* (dim, inner), (dim) */
-    int64_t kv_dim;                          /* dim (self) or cross_attention_dim */
-    int     cross;                           /* keys/values from encoder_hidden_states */
-} unet_attn_t;
-
 /* BasicTransformerBlock (layer_norm, GEGLU feed-forward, 4x inner). */
 typedef struct {
     const float *n1_w, *n1_b, *n2_w, *n2_b, *n3_w, *n3_b;   /* (inner) */
-    unet_attn_t  attn1, attn2;
+    tdm_nn_attention_t attn1, attn2;         /* to_q/k/v without bias; attn2 cross */
+    int          attn1_cross;                /* only_cross_attention: attn1 reads ctx too */
     const float *ff1_w, *ff1_b;              /* (8*inner, inner), (8*inner) */
     const float *ff2_w, *ff2_b;              /* (inner, 4*inner), (inner) */
 } unet_tblock_t;

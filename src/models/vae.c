@@ -20,6 +20,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "nn/attention.h"
 #include "nn/conv.h"
 #include "nn/norm.h"
 #include "nn/ptree.h"
@@ -36,12 +37,9 @@
 
 /* ---- parameters -------------------------------------------------------- */
 
-typedef tdm_nn_conv_t conv_t;
-typedef tdm_nn_group_norm_t norm_t;
-
 typedef struct {
-    norm_t gn;
-    tdm_tensor_t *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;   /* (c, c), (c) */
+    tdm_nn_group_norm_t gn;
+    tdm_nn_attention_t at;   /* one head of c channels; every projection c → c with bias */
     int64_t c;
 } attn_t;
 
@@ -54,7 +52,7 @@ typedef struct {
 typedef struct {
     tdm_nn_resnet_t *res;    /* nres blocks */
     int nres;
-    conv_t samp;             /* down- or upsampler conv */
+    tdm_nn_conv_t samp;      /* down- or upsampler conv */
     int has_samp;
 } level_t;
 
@@ -67,16 +65,16 @@ struct tdm_vae {
     int mid_attn, use_qc, use_pqc;
     int decoder_only;        /* encoder and quant_conv not loaded (tdm_vae_load_decoder) */
     /* encoder */
-    conv_t e_in, e_out;
+    tdm_nn_conv_t e_in, e_out;
     level_t e_lev[VAE_MAX_LEVELS];
     mid_t e_mid;
-    norm_t e_nout;
-    conv_t qc, pqc;
+    tdm_nn_group_norm_t e_nout;
+    tdm_nn_conv_t qc, pqc;
     /* decoder; d_lev[i] runs i-th, at channels ch[nlev-1-i] */
-    conv_t d_in, d_out;
+    tdm_nn_conv_t d_in, d_out;
     mid_t d_mid;
     level_t d_lev[VAE_MAX_LEVELS];
-    norm_t d_nout;
+    tdm_nn_group_norm_t d_nout;
     /* the loaded tensors; w.off: those of a split load kept in host RAM or
      * on disk, brought to `dev` one unit (vae_unit_of) at a time; -1: the
      * top-level convs and norms */
@@ -255,14 +253,9 @@ static void vae_map_name(const void *ctx, char *out, size_t cap, const char *nam
     }
 }
 
-/* The Conv2d "<pfx>.<sub>" (sub alone when pfx is ""). */
-static tdm_status ld_conv(tdm_vae_t *v, conv_t *c, const char *pfx, const char *sub,
-                          int64_t cin, int64_t cout, int64_t k) {
-    return tdm_nn_conv_bind(&v->w, c, cin, cout, k, "%s%s%s", pfx, *pfx ? "." : "", sub);
-}
-
 /* The GroupNorm "<pfx>.<sub>" (eps 1e-6, the config's groups). */
-static tdm_status ld_norm(tdm_vae_t *v, norm_t *n, const char *pfx, const char *sub, int64_t c) {
+static tdm_status ld_norm(tdm_vae_t *v, tdm_nn_group_norm_t *n, const char *pfx, const char *sub,
+                          int64_t c) {
     return tdm_nn_group_norm_bind(&v->w, n, c, v->groups, VAE_EPS, "%s.%s", pfx, sub);
 }
 
@@ -274,20 +267,15 @@ static tdm_status ld_resnet(tdm_vae_t *v, tdm_nn_resnet_t *r, const char *pfx, i
 
 /* A linear of the mid-block attention: the current name, or the deprecated
  * one diffusers still converts on load. */
-static tdm_status ld_attn_linear(tdm_vae_t *v, tdm_tensor_t **w, tdm_tensor_t **b,
-                                 const char *pfx, const char *name, const char *old, int64_t c) {
-    tdm_status st;
-    int64_t ws[2] = {c, c};
+static tdm_status ld_attn_linear(tdm_vae_t *v, tdm_nn_linear_t *l, const char *pfx,
+                                 const char *name, const char *old, int64_t c) {
     char n[256];
     snprintf(n, sizeof n, "%s.%s.weight", pfx, name);
     if (v->w.set && !tdm_st_set_find(v->w.set, n)) {
         snprintf(n, sizeof n, "%s.%s.weight", pfx, old);
         if (tdm_st_set_find(v->w.set, n)) name = old;
     }
-    TDM_TRY(tdm_weights_bind_tensor(&v->w, w, 1, 2, ws, "%s.%s.weight", pfx, name));
-    TDM_TRY(tdm_weights_bind_tensor(&v->w, b, 0, 1, &c, "%s.%s.bias", pfx, name));
-fail:
-    return st;
+    return tdm_nn_linear_bind(&v->w, l, c, c, 1, "%s.%s", pfx, name);
 }
 
 static tdm_status ld_mid(tdm_vae_t *v, mid_t *m, const char *pfx, int64_t c, int attn) {
@@ -299,10 +287,11 @@ static tdm_status ld_mid(tdm_vae_t *v, mid_t *m, const char *pfx, int64_t c, int
         t->c = c;
         snprintf(a, sizeof a, "%s.attentions.0", pfx);
         TDM_TRY(ld_norm(v, &t->gn, a, "group_norm", c));
-        TDM_TRY(ld_attn_linear(v, &t->wq, &t->bq, a, "to_q", "query", c));
-        TDM_TRY(ld_attn_linear(v, &t->wk, &t->bk, a, "to_k", "key", c));
-        TDM_TRY(ld_attn_linear(v, &t->wv, &t->bv, a, "to_v", "value", c));
-        TDM_TRY(ld_attn_linear(v, &t->wo, &t->bo, a, "to_out.0", "proj_attn", c));
+        t->at.heads = 1;
+        TDM_TRY(ld_attn_linear(v, &t->at.q, a, "to_q", "query", c));
+        TDM_TRY(ld_attn_linear(v, &t->at.k, a, "to_k", "key", c));
+        TDM_TRY(ld_attn_linear(v, &t->at.v, a, "to_v", "value", c));
+        TDM_TRY(ld_attn_linear(v, &t->at.o, a, "to_out.0", "proj_attn", c));
     }
     snprintf(p, sizeof p, "%s.resnets.0", pfx);
     TDM_TRY(ld_resnet(v, &m->r0, p, c, c));
@@ -325,8 +314,7 @@ static tdm_status ld_level(tdm_vae_t *v, level_t *lv, const char *pfx, int nres,
     }
     lv->has_samp = samp;
     if (samp) {
-        snprintf(p, sizeof p, "%s.%s.0", pfx, samp_name);
-        TDM_TRY(ld_conv(v, &lv->samp, p, "conv", cout, cout, 3));
+        TDM_TRY(tdm_nn_conv_bind(&v->w, &lv->samp, cout, cout, 3, "%s.%s.0.conv", pfx, samp_name));
     }
 fail:
     return st;
@@ -338,7 +326,7 @@ static tdm_status ld_encoder(tdm_vae_t *v) {
     const int64_t *ch = v->ch;
     int nl = v->nlev;
     int64_t lat = v->info.latent_channels;
-    TDM_TRY(ld_conv(v, &v->e_in, "encoder", "conv_in", v->info.in_channels, ch[0], 3));
+    TDM_TRY(tdm_nn_conv_bind(&v->w, &v->e_in, v->info.in_channels, ch[0], 3, "encoder.conv_in"));
     for (int i = 0; i < nl; i++) {
         snprintf(p, sizeof p, "encoder.down_blocks.%d", i);
         TDM_TRY(ld_level(v, &v->e_lev[i], p, (int)v->lpb, i == 0 ? ch[0] : ch[i - 1], ch[i],
@@ -346,7 +334,7 @@ static tdm_status ld_encoder(tdm_vae_t *v) {
     }
     TDM_TRY(ld_mid(v, &v->e_mid, "encoder.mid_block", ch[nl - 1], v->mid_attn));
     TDM_TRY(ld_norm(v, &v->e_nout, "encoder", "conv_norm_out", ch[nl - 1]));
-    TDM_TRY(ld_conv(v, &v->e_out, "encoder", "conv_out", ch[nl - 1], 2 * lat, 3));
+    TDM_TRY(tdm_nn_conv_bind(&v->w, &v->e_out, ch[nl - 1], 2 * lat, 3, "encoder.conv_out"));
 fail:
     return st;
 }
@@ -360,7 +348,7 @@ static tdm_status vae_load_weights(tdm_vae_t *v) {
 
     if (!v->decoder_only) TDM_TRY(ld_encoder(v));
     /* decoder */
-    TDM_TRY(ld_conv(v, &v->d_in, "decoder", "conv_in", lat, ch[nl - 1], 3));
+    TDM_TRY(tdm_nn_conv_bind(&v->w, &v->d_in, lat, ch[nl - 1], 3, "decoder.conv_in"));
     for (int i = 0; i < nl; i++) {
         int64_t cin = ch[nl - 1 - (i > 0 ? i - 1 : 0)], cout = ch[nl - 1 - i];
         snprintf(p, sizeof p, "decoder.up_blocks.%d", i);
@@ -369,11 +357,12 @@ static tdm_status vae_load_weights(tdm_vae_t *v) {
     }
     TDM_TRY(ld_mid(v, &v->d_mid, "decoder.mid_block", ch[nl - 1], v->mid_attn));
     TDM_TRY(ld_norm(v, &v->d_nout, "decoder", "conv_norm_out", ch[0]));
-    TDM_TRY(ld_conv(v, &v->d_out, "decoder", "conv_out", ch[0], v->info.out_channels, 3));
+    TDM_TRY(tdm_nn_conv_bind(&v->w, &v->d_out, ch[0], v->info.out_channels, 3,
+                             "decoder.conv_out"));
 
     if (v->use_qc && !v->decoder_only)
-        TDM_TRY(ld_conv(v, &v->qc, "", "quant_conv", 2 * lat, 2 * lat, 1));
-    if (v->use_pqc) TDM_TRY(ld_conv(v, &v->pqc, "", "post_quant_conv", lat, lat, 1));
+        TDM_TRY(tdm_nn_conv_bind(&v->w, &v->qc, 2 * lat, 2 * lat, 1, "quant_conv"));
+    if (v->use_pqc) TDM_TRY(tdm_nn_conv_bind(&v->w, &v->pqc, lat, lat, 1, "post_quant_conv"));
 fail:
     return st;
 }
@@ -495,8 +484,8 @@ static void swap_a_t1(run_t *r) { float *t = r->a; r->a = r->t1; r->t1 = t; }
 
 /* y (B, cout, Ho, Wo) = conv(x (B, cin, H, W)); down: pad (0,1,0,1), stride 2, no pad
  * (Downsample2D with padding=0); else stride 1, pad k/2. */
-static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_t B, int64_t H,
-                     int64_t W, int down) {
+static void run_conv(run_t *r, const tdm_nn_conv_t *c, float *y, const float *x, int64_t B,
+                     int64_t H, int64_t W, int down) {
     const int64_t stride = down ? 2 : 1, pad = down ? TDM_NN_PAD_DOWN : c->k / 2;
     int64_t Ho, Wo;
     if (r->st != TDM_OK) return;
@@ -510,8 +499,8 @@ static void run_conv(run_t *r, const conv_t *c, float *y, const float *x, int64_
     tdm_nn_conv_forward(r->dev, c, y, x, B, H, W, stride, pad, r->scratch);
 }
 
-static void run_norm(run_t *r, const norm_t *n, float *y, const float *x, int64_t B, int64_t S,
-                     int silu) {
+static void run_norm(run_t *r, const tdm_nn_group_norm_t *n, float *y, const float *x,
+                     int64_t B, int64_t S, int silu) {
     if (r->st != TDM_OK) return;
     if (r->dry) { need(&r->need_act, B * n->c * S); return; }
     tdm_nn_group_norm_forward(r->dev, n, y, x, B, S, silu);
@@ -540,19 +529,21 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S) {
     int64_t c = at->c;
     if (r->st != TDM_OK) return;
     if (r->dry) {
+        tdm_nn_attention_sizes_t n;
+        tdm_nn_attention_sizes(&at->at, B, S, S, &n);
         need(&r->need_act, B * c * S);
-        need(&r->need_att, B * c * S);
+        need(&r->need_act, n.o);
+        need(&r->need_att, n.q);
+        need(&r->need_att, n.kv);
         need(&r->need_kernel, tdm_op_attention_scratch_bytes(r->dev, TDM_F32, B, S, S, 1, c));
         return;
     }
     tdm_device_t *d = r->dev;
+    const tdm_nn_attention_buf_t b = {.q = r->q, .k = r->k, .v = r->v, .o = r->t1};
     tdm_nn_group_norm_forward(d, &at->gn, r->t1, r->a, B, S, 0);
     tdm_op_transpose_cs(d, r->t2, r->t1, B, c, S);                  /* (B, S, c) */
-    tdm_op_linear(d, r->q, r->t2, tdm_f32(at->wq), tdm_f32(at->bq), B * S, c, c);
-    tdm_op_linear(d, r->k, r->t2, tdm_f32(at->wk), tdm_f32(at->bk), B * S, c, c);
-    tdm_op_linear(d, r->v, r->t2, tdm_f32(at->wv), tdm_f32(at->bv), B * S, c, c);
-    tdm_op_attention(d, r->t1, r->q, r->k, r->v, B, S, S, 1, c, (float)pow((double)c, -0.5), 0);
-    tdm_op_linear(d, r->q, r->t1, tdm_f32(at->wo), tdm_f32(at->bo), B * S, c, c);   /* (B, S, c) */
+    tdm_nn_attention_forward(d, &at->at, r->q, r->t2, NULL, B, S, S, (float)pow((double)c, -0.5),
+                             0, &b);                                /* (B, S, c) */
     tdm_op_transpose_sc(d, r->t2, r->q, B, S, c);                   /* (B, c, S) */
     tdm_op_add(d, r->a, r->a, r->t2, B * c * S);
 }
