@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU machine (run tool, carry .deps): build test_cuda_ops with CUDA, run it
+# On the GPU machine (run tool, carry .deps): build test_backend_ops with CUDA, run it
 # (prints the tensor-core attention errors) with the default kernels and again with
 # TDM_ATTN_TC=1 (the 64-row tc_attention_kernel for every head dim), then build + run
 # the stand-alone attention benchmark (dev/kernels/attention_bench.cu) for both
@@ -18,13 +18,13 @@ nvcc -O3 -std=c++17 -arch=sm_90 -DTDM_HAVE_CUDA -Isrc -Iinclude dev/kernels/atte
 bpid=$!
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/cmake.log" 2>&1 \
   || { tail -20 "$OUT/cmake.log"; exit 1; }
-cmake --build build-gpu -j "$(nproc)" --target test_cuda_ops > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
-echo "== test_cuda_ops"
-timeout 150 ./build-gpu/test_cuda_ops > "$OUT/test_cuda_ops.log" 2>&1; echo "rc=$?"
-grep -E "attention|fail|FAIL|passed" "$OUT/test_cuda_ops.log" | tail -70
-echo "== test_cuda_ops, TDM_ATTN_TC=1 (64-row kernel)"
-TDM_ATTN_TC=1 timeout 150 ./build-gpu/test_cuda_ops > "$OUT/test_cuda_ops_tc1.log" 2>&1; echo "rc=$?"
-grep -E "fail|FAIL|passed" "$OUT/test_cuda_ops_tc1.log" | tail -20
+cmake --build build-gpu -j "$(nproc)" --target test_backend_ops > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
+echo "== test_backend_ops cuda"
+timeout 150 ./build-gpu/test_backend_ops cuda > "$OUT/test_backend_ops.log" 2>&1; echo "rc=$?"
+grep -E "attention|fail|FAIL|passed" "$OUT/test_backend_ops.log" | tail -70
+echo "== test_backend_ops cuda, TDM_ATTN_TC=1 (64-row kernel)"
+TDM_ATTN_TC=1 timeout 150 ./build-gpu/test_backend_ops cuda > "$OUT/test_backend_ops_tc1.log" 2>&1; echo "rc=$?"
+grep -E "fail|FAIL|passed" "$OUT/test_backend_ops_tc1.log" | tail -20
 wait $bpid || { tail -20 "$OUT/bench_build.log"; exit 1; }
 echo "== attention_bench (default: tc2 for DP <= 128)"
 timeout 90 /tmp/attention_bench 2>&1 | tee "$OUT/bench.log"

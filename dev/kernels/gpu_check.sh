@@ -2,7 +2,7 @@
 # gpu_check.sh — builds the CUDA backend and runs the `cuda` tests on a GPU
 # machine. With OpenBLAS, cJSON and libpng present (pkg-config), the normal
 # CMake build + `ctest -L cuda`; otherwise a stand-alone build of
-# tests/test_cuda_ops.c with just core + ops (OpenBLAS if a libopenblas is
+# tests/test_backend_ops.c with just core + ops (OpenBLAS if a libopenblas is
 # found, else the naive cblas shim in dev/kernels/shim).
 # usage: dev/kernels/gpu_check.sh [BUILD_DIR (default build-gpu)]
 # env:   STANDALONE=1 forces the stand-alone build, SHIM=1 the naive cblas.
@@ -39,9 +39,9 @@ for f in src/backend/cuda/*.cu; do
     nvcc -O3 -std=c++17 -arch=sm_90 -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter \
         --Werror=all-warnings -Isrc -Iinclude -c "$f" -o "$build/$(echo "$f" | tr / _).o" || exit 1
 done
-for f in src/core/core.c src/backend/cpu/ops.c src/backend/ops.c tests/test_cuda_ops.c; do
+for f in src/core/core.c src/backend/cpu/ops.c src/backend/ops.c tests/test_backend_ops.c; do
     gcc $cflags -c "$f" -o "$build/$(echo "$f" | tr / _).o" || exit 1
 done
-g++ -fopenmp -o "$build/test_cuda_ops" "$build"/*.c.o "$build"/*.cu.o $blas \
+g++ -fopenmp -o "$build/test_backend_ops" "$build"/*.c.o "$build"/*.cu.o $blas \
     -L/usr/local/cuda/lib64 -lcublas -lcudart -lm || exit 1
-"$build/test_cuda_ops"
+"$build/test_backend_ops" cuda
