@@ -8,14 +8,12 @@
 // label: golden;cuda
 #include <stdint.h>
 
+#include "backend/ops.h"
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "models/clip_text.h"
 #include "test.h"
 #include "test_placed.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define TOL 1e-5
 #define FIX TDM_FIXTURES "/clip_text"
@@ -177,17 +175,16 @@ TEST(test_placed) {
 TEST(test_gelu_eos) { golden_case("gelu_eos", 3); }
 TEST(test_tanh_gelu_no_eos) { golden_case("tanh_noeos", 2); }
 
-#ifdef TDM_HAVE_CUDA
-
 /* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
  * from the host, hidden / pooled / clip_skip=1 outputs allocated there,
  * downloaded and compared with transformers. */
 static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     char path[1024];
     tdm_device_t dev;
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status st = tdm_cuda_device_init(&dev, index, NULL);
-    CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    char spec[32];
+    snprintf(spec, sizeof spec, "cuda:%d", index);
+    tdm_status st = tdm_backend_device_open(&dev, spec, NULL);
+    CHECK_MSG(st == TDM_OK, "%s: %s", spec, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;
     const double tol = test_cuda_tol(dt);
@@ -268,17 +265,15 @@ done:
     tdm_safetensors_close(ex);
     tdm_clip_text_free(m);
     CHECK_MSG(dev.cur_bytes == 0, "%s: %lld bytes left on cuda", name, (long long)dev.cur_bytes);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
     free(idv); free(hid); free(pool); free(ref_h); free(ref_p); free(ref_s);
 }
-#endif
 
 /* The golden cases on cuda:0 when this is a CUDA build with a GPU. */
 TEST(test_cuda_golden) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     golden_cuda(0, "quick_eos2", TDM_F32);
@@ -290,9 +285,6 @@ TEST(test_cuda_golden) {
     golden_cuda(0, "tanh_noeos", TDM_F32);
     golden_cuda(0, "tanh_noeos", TDM_F16);
     golden_cuda(0, "tanh_noeos", TDM_BF16);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 TEST(test_bad_shape) {

@@ -290,7 +290,10 @@ TEST(test_ring_reuse) {
  * then small ones through the ring; device free releases it all. */
 TEST(test_fresh_device) {
     tdm_device_t d2;
-    CHECK(tdm_cuda_device_init(&d2, 0, NULL) == TDM_OK);
+    if (tdm_backend_device_open(&d2, "cuda:0", NULL) != TDM_OK) {
+        CHECK_MSG(0, "cuda:0: %s", tdm_last_error());
+        return;
+    }
     const int64_t sizes[4] = {12, 3 << 20, 5, 100000};
     for (int k = 0; k < 4; k++) {
         uint8_t *h = malloc((size_t)sizes[k]), *g = malloc((size_t)sizes[k]);
@@ -308,8 +311,7 @@ TEST(test_fresh_device) {
         free(g);
     }
     CHECK(tdm_cuda_upload_staged(&d2, NULL, NULL, 0) == 1);   /* nothing to copy */
-    tdm_dev_trim(&d2);
-    tdm_cuda_device_free(&d2);
+    tdm_backend_device_close(&d2);
 }
 
 TEST(test_bad_dtype) {
@@ -324,10 +326,10 @@ TEST(test_bad_dtype) {
 }
 
 int main(void) {
-    if (tdm_cuda_device_count() <= 0) {
+    if (tdm_backend_device_count("cuda") <= 0) {
         return test_skip("no CUDA device");
     }
-    if (tdm_cuda_device_init(&g_dev, 0, NULL) != TDM_OK) {
+    if (tdm_backend_device_open(&g_dev, "cuda:0", NULL) != TDM_OK) {
         printf("cuda:0: %s\n", tdm_last_error());
         return EXIT_FAILURE;
     }
@@ -336,8 +338,7 @@ int main(void) {
     RUN(test_ring_reuse);
     RUN(test_bad_dtype);
     RUN(test_exhaustive);
-    tdm_dev_trim(&g_dev);
-    tdm_cuda_device_free(&g_dev);
+    tdm_backend_device_close(&g_dev);
     return test_summary();
 }
 

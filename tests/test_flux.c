@@ -15,13 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/ops.h"
 #include "io/safetensors.h"
 #include "models/flux.h"
 #include "test.h"
 #include "test_placed.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define FIX TDM_FIXTURES "/flux"
 
@@ -213,7 +211,6 @@ TEST(flux_placed_errors) {
 TEST(flux_schnell) { run_golden("schnell", NULL); }
 TEST(flux_bf16_variant) { run_golden("bf16", "bf16"); }
 
-#ifdef TDM_HAVE_CUDA
 /* Uploads n floats of host h into a new buffer on dev (NULL on failure). */
 static float *dev_copy(tdm_device_t *dev, const float *h, int64_t n, const char *what) {
     float *p = tdm_dev_alloc(dev, n * (int64_t)sizeof(float), what);
@@ -236,9 +233,10 @@ static void run_golden_cuda(int index, const char *name, const char *variant,
     tdm_safetensors_t *st = NULL;
     float *out = NULL, *dimg = NULL, *dtxt = NULL, *dpool = NULL, *dout = NULL;
     int64_t nimg = 0, ntxt = 0, npool = 0, nout = 0, io_bytes = 0;
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status s = tdm_cuda_device_init(&dev, index, NULL);
-    CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    char spec[32];
+    snprintf(spec, sizeof spec, "cuda:%d", index);
+    tdm_status s = tdm_backend_device_open(&dev, spec, NULL);
+    CHECK_MSG(s == TDM_OK, "%s: %s", spec, tdm_last_error());
     if (s != TDM_OK) return;
     dev.gemm_dtype = dt;
     printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
@@ -296,12 +294,9 @@ done:
     tdm_safetensors_close(st);
     tdm_flux_free(m);
     CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on cuda", (long long)dev.cur_bytes);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
 }
-#endif
 
-#ifdef TDM_HAVE_CUDA
 /* The dev fixture on cuda:0 (bf16) split by the planner over GPU 0, host RAM
  * and disk: GPU 0's blocks resident, the others streamed to the GPU while
  * their block runs (host copies kept in bf16, disk ones read from the file);
@@ -320,15 +315,17 @@ static void run_offload_cuda(int64_t pin_min, int ngpu) {
     int64_t nimg = 0, ntxt = 0, npool = 0, nout = 0, planned[3] = {0, 0, 0};
     memset(&map, 0, sizeof map);
     tdm_plist_init(&pl, TDM_BF16);
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
     tdm_device_init(&host, TDM_DEV_CPU, 1);
     tdm_device_init(&dev1, TDM_DEV_CPU, 2);
-    if (tdm_cuda_device_init(&dev, 0, NULL) != TDM_OK) { CHECK_MSG(0, "%s", tdm_last_error()); return; }
+    if (tdm_backend_device_open(&dev, "cuda:0", NULL) != TDM_OK) {
+        CHECK_MSG(0, "%s", tdm_last_error());
+        return;
+    }
     dev.gemm_dtype = TDM_BF16;
     if (ngpu > 1) {
-        if (tdm_cuda_device_init(&dev1, 1, NULL) != TDM_OK) {
+        if (tdm_backend_device_open(&dev1, "cuda:1", NULL) != TDM_OK) {
             CHECK_MSG(0, "%s", tdm_last_error());
-            tdm_cuda_device_free(&dev);
+            tdm_backend_device_close(&dev);
             return;
         }
         dev1.gemm_dtype = TDM_BF16;
@@ -414,37 +411,32 @@ done:
               (long long)dev.cur_bytes, (long long)host.cur_bytes);
     if (map.e) tdm_place_map_free(&map);
     tdm_plist_free(&pl);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
     if (ngpu > 1) {
         CHECK_MSG(dev1.cur_bytes == 0, "%lld bytes left on cuda:1", (long long)dev1.cur_bytes);
-        tdm_cuda_device_free(&dev1);
+        tdm_backend_device_close(&dev1);
     }
 }
-#endif
 
 TEST(flux_cuda_offload) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     run_offload_cuda(TDM_OFFLOAD_PIN_MIN, 1);   /* the fixture's copies: staged uploads */
     run_offload_cuda(0, 1);                     /* pinned: DMA on the side queue, prefetched */
-    if (tdm_cuda_device_count() >= 2)
+    if (tdm_backend_device_count("cuda") >= 2)
         run_offload_cuda(0, 2);   /* blocks resident on GPU 1 copied to GPU 0 as they run */
     else
         printf("  two-GPU offload skipped: one CUDA device\n");
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 /* The three fixtures on cuda:0 when this is a CUDA build with a GPU. */
 TEST(flux_cuda_golden) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     run_golden_cuda(0, "dev", NULL, TDM_F32);
@@ -456,9 +448,6 @@ TEST(flux_cuda_golden) {
     run_golden_cuda(0, "bf16", "bf16", TDM_F32);
     run_golden_cuda(0, "bf16", "bf16", TDM_F16);
     run_golden_cuda(0, "bf16", "bf16", TDM_BF16);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 TEST(flux_info) {

@@ -11,13 +11,11 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 
+#include "backend/ops.h"
 #include "io/config.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "tandem.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 #include "test.h"
 
 
@@ -206,9 +204,9 @@ TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
 /* The SD and FLUX cases again with every stage's model on cuda:0: in fp32
  * (same tolerances), then in the default half precision (see the top). */
 TEST(cases_cuda) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() == 0) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") == 0) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     g_device = "cuda:0";
@@ -221,12 +219,8 @@ TEST(cases_cuda) {
     g_device = "cpu";
     printf("  half precision on cuda: worst latents rel err %.3g, worst pixel diff %d\n",
            worst_lat_half, worst_px_half);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
-#ifdef TDM_HAVE_CUDA
 /* FLUX tiny on cuda:0 in one shot, with device map `map` and caps `mm` (NULL:
  * no map): latents (16 × 8 × 8) and pixels (64 × 64 RGB) into lat / rgb. */
 static tdm_status flux_cuda_run(const char *map, const char *mm, float *lat, uint8_t *rgb) {
@@ -248,7 +242,6 @@ static tdm_status flux_cuda_run(const char *map, const char *mm, float *lat, uin
     tdm_pipeline_close(pipe);
     return st;
 }
-#endif
 
 /* Device maps with --device cuda: one GPU with cpu= and disk= offload runs —
  * the transformer and the VAE split with their other blocks streamed from
@@ -258,9 +251,9 @@ static tdm_status flux_cuda_run(const char *map, const char *mm, float *lat, uin
  * flux_cuda_offload); maps needing more GPUs and --devices with a GPU are
  * refused in one line. */
 TEST(device_map_cuda) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() == 0) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") == 0) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     const char *path = TDM_FIXTURES "/flux_pipelines/flux-dev-tiny";
@@ -291,7 +284,7 @@ TEST(device_map_cuda) {
      * split ones run on GPU 0 with GPU 1's blocks copied over the link) */
     static const char *caps[3] = {"0=150KB,cpu=1GB", "0=150KB,cpu=120KB,disk=1GB",
                                   "0=150KB,1=300KB,cpu=1GB"};
-    const int ncaps = tdm_cuda_device_count() >= 2 ? 3 : 2;
+    const int ncaps = tdm_backend_device_count("cuda") >= 2 ? 3 : 2;
     for (int i = 0; i < ncaps && st == TDM_OK; i++) {
         memset(lat1, 0, sizeof lat1);
         memset(rgb1, 0, sizeof rgb1);
@@ -303,9 +296,6 @@ TEST(device_map_cuda) {
         CHECK_MSG(!memcmp(rgb0, rgb1, sizeof rgb0), "%s: pixels differ from the unsplit run",
                   caps[i]);
     }
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 TEST(dtype_errors) {

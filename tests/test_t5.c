@@ -14,14 +14,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/ops.h"
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "models/t5.h"
 #include "test.h"
 #include "test_placed.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define TOL 1e-5
 #define FIX TDM_FIXTURES "/t5"
@@ -178,17 +176,16 @@ TEST(test_gated_gelu_inner_ne_dmodel_fp16) { golden_case("gg_fp16", 3, 48); }
 /* relu (not gated, DenseReluDense.wi), only encoder.embed_tokens.weight stored */
 TEST(test_relu_embed_tokens_only) { golden_case("relu_embed", 2, 16); }
 
-#ifdef TDM_HAVE_CUDA
-
 /* Golden case `name` on CUDA device `index`: weights on the GPU, ids passed
  * from the host, hidden allocated there, downloaded and compared with
  * transformers for T = 7 and 64 (whole batch and each row alone). */
 static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     char path[1024];
     tdm_device_t dev;
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status st = tdm_cuda_device_init(&dev, index, NULL);
-    CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    char spec[32];
+    snprintf(spec, sizeof spec, "cuda:%d", index);
+    tdm_status st = tdm_backend_device_open(&dev, spec, NULL);
+    CHECK_MSG(st == TDM_OK, "%s: %s", spec, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;
     const double tol = test_cuda_tol(dt);
@@ -258,16 +255,14 @@ done:
     tdm_safetensors_close(ex);
     tdm_t5_free(m);
     CHECK_MSG(dev.cur_bytes == 0, "%s: %lld bytes left on cuda", name, (long long)dev.cur_bytes);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
 }
-#endif
 
 /* The golden cases on cuda:0 when this is a CUDA build with a GPU. */
 TEST(test_cuda_golden) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     golden_cuda(0, "gg_sharded", TDM_F32);
@@ -279,9 +274,6 @@ TEST(test_cuda_golden) {
     golden_cuda(0, "relu_embed", TDM_F32);
     golden_cuda(0, "relu_embed", TDM_F16);
     golden_cuda(0, "relu_embed", TDM_BF16);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 /* tdm_t5_relative_bucket equals transformers' _relative_position_bucket. */

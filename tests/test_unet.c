@@ -17,9 +17,6 @@
 #include "models/unet2d.h"
 #include "test.h"
 #include "test_placed.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define FIX TDM_FIXTURES "/unet"
 
@@ -133,7 +130,6 @@ TEST(unet_placed_balanced) { run_placed("balanced", "0=200KB,1=150KB,cpu=450KB,d
 TEST(unet_sd2_linear_proj) { run_golden("sd2", NULL); }
 TEST(unet_misc_odd_size) { run_golden("misc", NULL); }
 
-#ifdef TDM_HAVE_CUDA
 /* Fixture `name` on CUDA device `index`: weights loaded onto the GPU, x and
  * ctx uploaded, timesteps passed from the host, the output downloaded and
  * compared with diffusers as on the CPU. */
@@ -145,9 +141,10 @@ static void run_golden_cuda(int index, const char *name, const char *variant,
     tdm_safetensors_t *st = NULL;
     float *out = NULL, *dx = NULL, *dctx = NULL, *dout = NULL;
     int64_t nx = 0, nctx = 0, nout = 0, wbytes = 0;
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status s = tdm_cuda_device_init(&dev, index, NULL);
-    CHECK_MSG(s == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    char spec[32];
+    snprintf(spec, sizeof spec, "cuda:%d", index);
+    tdm_status s = tdm_backend_device_open(&dev, spec, NULL);
+    CHECK_MSG(s == TDM_OK, "%s: %s", spec, tdm_last_error());
     if (s != TDM_OK) return;
     dev.gemm_dtype = dt;
     printf("  %s on cuda:%d, GEMMs in %s:\n", name, index, tdm_dtype_name(dt));
@@ -205,8 +202,7 @@ done:
     tdm_safetensors_close(st);
     tdm_unet_free(u);
     CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on cuda", (long long)dev.cur_bytes);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
 }
 /* CUDA graphs (tdm_unet_forward's graph path): four calls with new inputs
  * and timesteps each time into the same buffers — the first eager, the
@@ -221,8 +217,7 @@ static void run_graph_cuda(tdm_dtype dt) {
     tdm_safetensors_t *st = NULL;
     float *dx = NULL, *dctx = NULL, *dout[2] = {NULL, NULL}, *xs = NULL, *eager = NULL, *got = NULL;
     int64_t nx = 0, nctx = 0, nout = 0;
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    if (tdm_cuda_device_init(&dev, 0, NULL) != TDM_OK) {
+    if (tdm_backend_device_open(&dev, "cuda:0", NULL) != TDM_OK) {
         CHECK_MSG(0, "cuda:0: %s", tdm_last_error());
         return;
     }
@@ -290,29 +285,24 @@ done:
     tdm_safetensors_close(st);
     tdm_unet_free(u);
     CHECK_MSG(dev.cur_bytes == 0, "%lld bytes left on cuda", (long long)dev.cur_bytes);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
 }
-#endif
 
 TEST(unet_cuda_graph) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     run_graph_cuda(TDM_F16);
     run_graph_cuda(TDM_F32);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 /* The three fixtures on cuda:0 when this is a CUDA build with a GPU. */
 TEST(unet_cuda_golden) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     run_golden_cuda(0, "sd15", "fp16", TDM_F32);
@@ -324,9 +314,6 @@ TEST(unet_cuda_golden) {
     run_golden_cuda(0, "misc", NULL, TDM_F32);
     run_golden_cuda(0, "misc", NULL, TDM_F16);
     run_golden_cuda(0, "misc", NULL, TDM_BF16);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 /* ---- error paths: a copy of the sd2 fixture with one thing changed ---- */

@@ -8,14 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/ops.h"
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "models/vae.h"
 #include "test.h"
 #include "test_placed.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define FIX TDM_FIXTURES "/vae"
 #define TOL 1e-5   /* measured ~1.5e-6; the project bound is 1e-4 */
@@ -249,8 +247,6 @@ done:
 TEST(test_vae_flux16) { golden("flux", 16, 4, 0.1159); }
 TEST(test_vae_f32_weights) { golden("f32", 4, 2, 0.0); }
 
-#ifdef TDM_HAVE_CUDA
-
 /* Uploads host floats (n) into a new buffer on dev; NULL on failure. */
 static float *dev_upload_new(tdm_device_t *dev, const float *h, int64_t n, const char *what) {
     float *d = tdm_dev_alloc(dev, n * 4, what);
@@ -269,9 +265,10 @@ static void golden_cuda(int index, const char *name, tdm_dtype dt) {
     snprintf(root, sizeof root, FIX "/%s", name);
     snprintf(io_path, sizeof io_path, FIX "/%s/io.safetensors", name);
     tdm_device_t dev;
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    tdm_status st = tdm_cuda_device_init(&dev, index, NULL);
-    CHECK_MSG(st == TDM_OK, "cuda:%d: %s", index, tdm_last_error());
+    char spec[32];
+    snprintf(spec, sizeof spec, "cuda:%d", index);
+    tdm_status st = tdm_backend_device_open(&dev, spec, NULL);
+    CHECK_MSG(st == TDM_OK, "%s: %s", spec, tdm_last_error());
     if (st != TDM_OK) return;
     dev.gemm_dtype = dt;
     const double tol = test_cuda_tol(dt);
@@ -348,17 +345,15 @@ done:
     tdm_vae_free(v);
     tdm_safetensors_close(io);
     CHECK_MSG(dev.cur_bytes == 0, "%s: %lld bytes left on cuda", name, (long long)dev.cur_bytes);
-    tdm_dev_trim(&dev);
-    tdm_cuda_device_free(&dev);
+    tdm_backend_device_close(&dev);
     free(z); free(ref); free(x); free(rm); free(rl); free(img); free(m); free(lv);
 }
-#endif
 
 /* The golden fixtures on cuda:0 when this is a CUDA build with a GPU. */
 TEST(test_vae_cuda_golden) {
-#ifdef TDM_HAVE_CUDA
-    if (tdm_cuda_device_count() < 1) {
-        printf("  skipped: no CUDA device\n");
+    if (tdm_backend_device_count("cuda") < 1) {
+        printf("  skipped: %s\n",
+               tdm_backend_find("cuda") ? "no CUDA device" : "built without CUDA");
         return;
     }
     golden_cuda(0, "sd", TDM_F32);
@@ -370,9 +365,6 @@ TEST(test_vae_cuda_golden) {
     golden_cuda(0, "f32", TDM_F32);
     golden_cuda(0, "f32", TDM_F16);
     golden_cuda(0, "f32", TDM_BF16);
-#else
-    printf("  skipped: built without CUDA\n");
-#endif
 }
 
 /* Post-processing: clamps, NaN, and round half to even (0.0 -> 127.5 -> 128). */
