@@ -36,14 +36,11 @@ static tdm_status load_split(tdm_flux_t **m, const char *root, tdm_device_t *dev
     if (st == TDM_OK && *ngpu > MAX_GPUS)
         st = tdm_errorf(TDM_ERR_INVALID_ARG, "MAX_MEMORY: at most %d GPUs", MAX_GPUS);
     for (int g = 1; st == TDM_OK && g < *ngpu; g++) {
-#ifdef TDM_HAVE_CUDA
-        tdm_device_init(&gpu[g], TDM_DEV_CPU, g);
-        st = tdm_cuda_device_init(&gpu[g], g, &dev->opts);
+        char spec[32];
+        snprintf(spec, sizeof spec, "cuda:%d", g);
+        st = tdm_backend_device_open(&gpu[g], spec, &dev->opts);
         gpu[g].gemm_dtype = dev->gemm_dtype;
         gpus[g] = &gpu[g];
-#else
-        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "MAX_MEMORY: GPU %d needs a CUDA build", g);
-#endif
     }
     if (st == TDM_OK) st = tdm_place_plan(&pl, &mm, strat, 0, map);
     if (st == TDM_OK) {
@@ -147,9 +144,7 @@ int main(int argc, char **argv) {
     tdm_dev_free(&b.dev, c.out, no * 4);
     tdm_flux_free(c.m);
     if (map.e) tdm_place_map_free(&map);
-#ifdef TDM_HAVE_CUDA
-    for (int g = 1; g < ngpu; g++) tdm_cuda_device_free(&gpu[g]);
-#endif
+    for (int g = 1; g < ngpu; g++) tdm_backend_device_close(&gpu[g]);
     bench_dev_close(&b);
     free(img); free(txt); free(pooled); free(img_ids); free(txt_ids);
     return 0;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/ops.h"
 #include "bench_env.h"
 #include "core/core.h"
 #include "io/config.h"
@@ -29,9 +30,6 @@
 #include "models/t5.h"
 #include "models/unet2d.h"
 #include "models/vae.h"
-#ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
-#endif
 
 #define MAX_FILES 256
 
@@ -211,25 +209,16 @@ int main(int argc, char **argv) {
     tdm_backend_params_init(&opts);
     cli_env_log_level();
     cli_env_backend(&opts);
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    dev.opts = opts;
-    dev.cache_enabled = 1;
-    if (!strncmp(devname, "cuda", 4)) {
-#ifdef TDM_HAVE_CUDA
-        if (tdm_cuda_device_init(&dev, devname[4] == ':' ? atoi(devname + 5) : 0, &opts) != TDM_OK) {
-            fprintf(stderr, "bench_load: %s\n", tdm_last_error());
-            return 1;
-        }
-        dev.cache_enabled = 1;
-        dev.gemm_dtype = gemm_dtype;   /* before loading: GEMM weights are stored in it */
-#else
-        fprintf(stderr, "bench_load: built without CUDA\n");
-        return 1;
-#endif
-    } else if (strcmp(devname, "cpu") != 0) {
+    if (strcmp(devname, "cpu") != 0 && strncmp(devname, "cuda", 4) != 0) {
         fprintf(stderr, "bench_load: device %s: expected cpu or cuda:N\n", devname);
         return 2;
     }
+    if (tdm_backend_device_open(&dev, devname, &opts) != TDM_OK) {
+        fprintf(stderr, "bench_load: %s\n", tdm_last_error());
+        return 1;
+    }
+    dev.cache_enabled = 1;
+    if (dev.kind == TDM_DEV_CUDA) dev.gemm_dtype = gemm_dtype;   /* before loading: GEMM weights */
     if (dev.kind != TDM_DEV_CUDA && gemm_dtype != TDM_F32) {
         fprintf(stderr, "bench_load: dtype %s: the CPU backend computes in fp32\n", dtname);
         return 2;
@@ -252,8 +241,6 @@ int main(int argc, char **argv) {
                dev.peak_bytes / 1048576.0, dt, file_bytes / dt / 1e9);
         fflush(stdout);
     }
-#ifdef TDM_HAVE_CUDA
-    if (dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&dev);
-#endif
+    tdm_backend_device_close(&dev);
     return 0;
 }

@@ -8,12 +8,13 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "backend/ops.h"
 #include "bench_env.h"
 #include "core/core.h"
 #include "core/rng.h"
 #include "models/unet2d.h"
 #ifdef TDM_HAVE_CUDA
-#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_ops.h"   /* tdm_cuda_prof_report */
 #endif
 
 static double now(void) {
@@ -42,22 +43,13 @@ int main(int argc, char **argv) {
     tdm_backend_params_init(&opts);
     cli_env_log_level();
     cli_env_backend(&opts);
-    tdm_device_init(&dev, TDM_DEV_CPU, 0);
-    dev.opts = opts;
-    dev.cache_enabled = 1;
-    if (argc >= 9 && !strncmp(argv[8], "cuda", 4)) {
-#ifdef TDM_HAVE_CUDA
-        if (tdm_cuda_device_init(&dev, argv[8][4] == ':' ? atoi(argv[8] + 5) : 0, &opts) != TDM_OK) {
-            fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
-            return 1;
-        }
-        dev.cache_enabled = 1;
-        dev.gemm_dtype = gemm_dtype;   /* before loading: GEMM weights are stored in it */
-#else
-        fprintf(stderr, "bench_unet: built without CUDA\n");
+    const int cuda = argc >= 9 && !strncmp(argv[8], "cuda", 4);
+    if (tdm_backend_device_open(&dev, cuda ? argv[8] : "cpu", &opts) != TDM_OK) {
+        fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
         return 1;
-#endif
     }
+    dev.cache_enabled = 1;
+    if (cuda) dev.gemm_dtype = gemm_dtype;   /* before loading: GEMM weights are stored in it */
     if (dev.kind != TDM_DEV_CUDA && gemm_dtype != TDM_F32) {
         fprintf(stderr, "bench_unet: dtype %s: the CPU backend computes in fp32\n", dtname);
         return 2;
@@ -111,10 +103,7 @@ int main(int argc, char **argv) {
     tdm_dev_free(&dev, ctx, nc * 4);
     tdm_dev_free(&dev, out, nx * 4);
     tdm_unet_free(u);
-    tdm_dev_trim(&dev);
-#ifdef TDM_HAVE_CUDA
-    if (dev.kind == TDM_DEV_CUDA) tdm_cuda_device_free(&dev);
-#endif
+    tdm_backend_device_close(&dev);
     free(hx); free(hctx); free(ts);
     return 0;
 }

@@ -15,9 +15,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "backend/ops.h"
 #include "bench_env.h"
 #include "core/core.h"
-#ifdef TDM_HAVE_CUDA
+#ifdef TDM_HAVE_CUDA   /* cudaMemGetInfo, tdm_cuda_prof_report: not backend interface */
 #include <cuda_runtime_api.h>
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -47,6 +48,8 @@ static inline int64_t bench_gpu_used(void) {
     return -1;
 }
 
+static inline int bench_is_cuda(const bench_dev_t *b) { return b->dev.kind == TDM_DEV_CUDA; }
+
 /* Makes b->dev the device `name` ("cpu", "cuda" or "cuda:N") with GEMM dtype
  * `dtype` ("fp32", "fp16", "bf16"; half types on CUDA only), the free-block
  * cache on. Returns 0, or the exit code after printing why (2: bad argument). */
@@ -64,44 +67,26 @@ static inline int bench_dev_open(bench_dev_t *b, const char *prog, const char *n
     tdm_backend_params_init(&opts);
     cli_env_log_level();
     cli_env_backend(&opts);
-    tdm_device_init(&b->dev, TDM_DEV_CPU, 0);
-    b->dev.opts = opts;
-    b->dev.cache_enabled = 1;
-    if (!strncmp(name, "cuda", 4)) {
-#ifdef TDM_HAVE_CUDA
-        if (tdm_cuda_device_init(&b->dev, name[4] == ':' ? atoi(name + 5) : 0, &opts) != TDM_OK) {
-            fprintf(stderr, "%s: %s\n", prog, tdm_last_error());
-            return 1;
-        }
-        b->dev.cache_enabled = 1;
-        b->dev.gemm_dtype = dt;   /* before loading: GEMM weights are stored in it */
-        b->gpu_base = bench_gpu_used();
-        return 0;
-#else
-        fprintf(stderr, "%s: built without CUDA\n", prog);
-        return 1;
-#endif
-    }
-    if (strcmp(name, "cpu") != 0) {
+    if (strcmp(name, "cpu") != 0 && strncmp(name, "cuda", 4) != 0) {
         fprintf(stderr, "%s: device %s: expected cpu or cuda:N\n", prog, name);
         return 2;
     }
-    if (dt != TDM_F32) {
+    if (!strcmp(name, "cpu") && dt != TDM_F32) {
         fprintf(stderr, "%s: dtype %s: the CPU backend computes in fp32\n", prog, dtype);
         return 2;
     }
+    if (tdm_backend_device_open(&b->dev, name, &opts) != TDM_OK) {
+        fprintf(stderr, "%s: %s\n", prog, tdm_last_error());
+        return 1;
+    }
+    b->dev.cache_enabled = 1;
+    b->dev.gemm_dtype = dt;   /* before loading: GEMM weights are stored in it */
+    if (bench_is_cuda(b)) b->gpu_base = bench_gpu_used();
     return 0;
 }
 
-static inline int bench_is_cuda(const bench_dev_t *b) { return b->dev.kind == TDM_DEV_CUDA; }
-
 /* Releases what bench_dev_open made (call after freeing the model). */
-static inline void bench_dev_close(bench_dev_t *b) {
-    tdm_dev_trim(&b->dev);
-#ifdef TDM_HAVE_CUDA
-    if (bench_is_cuda(b)) tdm_cuda_device_free(&b->dev);
-#endif
-}
+static inline void bench_dev_close(bench_dev_t *b) { tdm_backend_device_close(&b->dev); }
 
 /* Waits until every op queued on the device has finished; 0 and the last
  * error set when one of them failed. */
