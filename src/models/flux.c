@@ -21,6 +21,7 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "models/flux.h"
+#include "nn/linear.h"
 #include "nn/ptree.h"
 #include "nn/weights.h"
 
@@ -31,39 +32,34 @@
 
 /* ---- model structures ------------------------------------------------------- */
 
-typedef struct {
-    const float *w;                /* (out, in) */
-    const float *b;                /* (out) */
-} flux_lin_t;
-
 /* FluxTransformerBlock (double stream): image weights, then the text ones. */
 typedef struct {
-    flux_lin_t   mod, mod_ctx;                 /* norm1/norm1_context.linear (6D, D) */
-    flux_lin_t   q, k, v;                      /* attn.to_q/k/v (D, D) */
-    flux_lin_t   aq, ak, av;                   /* attn.add_q/k/v_proj (D, D) */
-    const float *nq, *nk, *naq, *nak;          /* attn.norm_q/k, norm_added_q/k (hd) */
-    flux_lin_t   out, add_out;                 /* attn.to_out.0, attn.to_add_out (D, D) */
-    flux_lin_t   ff1, ff2, cff1, cff2;         /* ff(_context).net.0.proj (4D, D), net.2 (D, 4D) */
+    tdm_nn_linear_t mod, mod_ctx;              /* norm1/norm1_context.linear (D → 6D) */
+    tdm_nn_linear_t q, k, v;                   /* attn.to_q/k/v (D → D) */
+    tdm_nn_linear_t aq, ak, av;                /* attn.add_q/k/v_proj (D → D) */
+    const float    *nq, *nk, *naq, *nak;       /* attn.norm_q/k, norm_added_q/k (hd) */
+    tdm_nn_linear_t out, add_out;              /* attn.to_out.0, attn.to_add_out (D → D) */
+    tdm_nn_linear_t ff1, ff2, cff1, cff2;      /* ff(_context).net.0.proj (D → 4D), net.2 */
 } flux_double_t;
 
 /* FluxSingleTransformerBlock. */
 typedef struct {
-    flux_lin_t   mod;                          /* norm.linear (3D, D) */
-    flux_lin_t   q, k, v;                      /* attn.to_q/k/v (D, D) */
-    const float *nq, *nk;                      /* attn.norm_q/k (hd) */
-    flux_lin_t   mlp;                          /* proj_mlp (4D, D) */
-    flux_lin_t   out;                          /* proj_out (D, 5D) */
+    tdm_nn_linear_t mod;                       /* norm.linear (D → 3D) */
+    tdm_nn_linear_t q, k, v;                   /* attn.to_q/k/v (D → D) */
+    const float    *nq, *nk;                   /* attn.norm_q/k (hd) */
+    tdm_nn_linear_t mlp;                       /* proj_mlp (D → 4D) */
+    tdm_nn_linear_t out;                       /* proj_out (5D → D) */
 } flux_single_t;
 
 struct tdm_flux {
     tdm_flux_info_t info;
     tdm_device_t   *dev;
     int64_t D, H, hd;                          /* inner dim, heads, head dim */
-    flux_lin_t x_emb, ctx_emb;                 /* (D, in), (D, joint) */
-    flux_lin_t t1, t2, g1, g2;                 /* timestep/guidance_embedder.linear_1/2 */
-    flux_lin_t p1, p2;                         /* text_embedder.linear_1/2 */
-    flux_lin_t norm_out;                       /* norm_out.linear (2D, D): scale, shift */
-    flux_lin_t proj_out;                       /* (out_channels, D) */
+    tdm_nn_linear_t x_emb, ctx_emb;            /* in → D, joint → D */
+    tdm_nn_linear_t t1, t2, g1, g2;            /* timestep/guidance_embedder.linear_1/2 */
+    tdm_nn_linear_t p1, p2;                    /* text_embedder.linear_1/2 */
+    tdm_nn_linear_t norm_out;                  /* norm_out.linear (D → 2D): scale, shift */
+    tdm_nn_linear_t proj_out;                  /* D → out_channels */
     flux_double_t *dbl;                        /* num_layers */
     flux_single_t *sgl;                        /* num_single_layers */
     /* RoPE tables cos | sin (2, S, hd) on the device for the ids of the last
@@ -173,41 +169,30 @@ static tdm_status ld(tdm_flux_t *m, const float **dst, const char *prefix, const
                             suffix);
 }
 
-/* Binds the Linear "<prefix>.<suffix>.{weight (out, in), bias (out)}"; the
- * weight feeds only a GEMM (stored in the device's GEMM dtype). */
-static tdm_status ld_lin(tdm_flux_t *m, flux_lin_t *l, const char *prefix, const char *suffix,
-                         int64_t out, int64_t in) {
-    const int64_t ws[2] = {out, in};
-    const char *dot = *prefix ? "." : "";
-    tdm_status st = tdm_weights_bind(&m->w, &l->w, 1, 2, ws, "%s%s%s.weight", prefix, dot, suffix);
-    if (st != TDM_OK) return st;
-    return tdm_weights_bind(&m->w, &l->b, 0, 1, &out, "%s%s%s.bias", prefix, dot, suffix);
-}
-
 static tdm_status load_double(tdm_flux_t *m, flux_double_t *d, int64_t i) {
     tdm_status st = TDM_OK;
     int64_t D = m->D, hd = m->hd;
     char p[128];
     snprintf(p, sizeof(p), "transformer_blocks.%lld", (long long)i);
     TDM_TRY(tdm_weights_nosplit(&m->w, "FluxTransformerBlock", "%s", p));
-    TDM_TRY(ld_lin(m, &d->mod, p, "norm1.linear", 6 * D, D));
-    TDM_TRY(ld_lin(m, &d->mod_ctx, p, "norm1_context.linear", 6 * D, D));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->mod, D, 6 * D, 1, "%s.norm1.linear", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->mod_ctx, D, 6 * D, 1, "%s.norm1_context.linear", p));
     TDM_TRY(ld(m, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
     TDM_TRY(ld(m, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(m, &d->q, p, "attn.to_q", D, D));
-    TDM_TRY(ld_lin(m, &d->k, p, "attn.to_k", D, D));
-    TDM_TRY(ld_lin(m, &d->v, p, "attn.to_v", D, D));
-    TDM_TRY(ld_lin(m, &d->out, p, "attn.to_out.0", D, D));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->q, D, D, 1, "%s.attn.to_q", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->k, D, D, 1, "%s.attn.to_k", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->v, D, D, 1, "%s.attn.to_v", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->out, D, D, 1, "%s.attn.to_out.0", p));
     TDM_TRY(ld(m, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
     TDM_TRY(ld(m, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(m, &d->aq, p, "attn.add_q_proj", D, D));
-    TDM_TRY(ld_lin(m, &d->ak, p, "attn.add_k_proj", D, D));
-    TDM_TRY(ld_lin(m, &d->av, p, "attn.add_v_proj", D, D));
-    TDM_TRY(ld_lin(m, &d->add_out, p, "attn.to_add_out", D, D));
-    TDM_TRY(ld_lin(m, &d->ff1, p, "ff.net.0.proj", 4 * D, D));
-    TDM_TRY(ld_lin(m, &d->ff2, p, "ff.net.2", D, 4 * D));
-    TDM_TRY(ld_lin(m, &d->cff1, p, "ff_context.net.0.proj", 4 * D, D));
-    TDM_TRY(ld_lin(m, &d->cff2, p, "ff_context.net.2", D, 4 * D));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->aq, D, D, 1, "%s.attn.add_q_proj", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ak, D, D, 1, "%s.attn.add_k_proj", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->av, D, D, 1, "%s.attn.add_v_proj", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->add_out, D, D, 1, "%s.attn.to_add_out", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ff1, D, 4 * D, 1, "%s.ff.net.0.proj", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ff2, 4 * D, D, 1, "%s.ff.net.2", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->cff1, D, 4 * D, 1, "%s.ff_context.net.0.proj", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->cff2, 4 * D, D, 1, "%s.ff_context.net.2", p));
 fail:
     return st;
 }
@@ -218,14 +203,14 @@ static tdm_status load_single(tdm_flux_t *m, flux_single_t *s, int64_t i) {
     char p[128];
     snprintf(p, sizeof(p), "single_transformer_blocks.%lld", (long long)i);
     TDM_TRY(tdm_weights_nosplit(&m->w, "FluxSingleTransformerBlock", "%s", p));
-    TDM_TRY(ld_lin(m, &s->mod, p, "norm.linear", 3 * D, D));
-    TDM_TRY(ld_lin(m, &s->mlp, p, "proj_mlp", 4 * D, D));
-    TDM_TRY(ld_lin(m, &s->out, p, "proj_out", D, 5 * D));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->mod, D, 3 * D, 1, "%s.norm.linear", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->mlp, D, 4 * D, 1, "%s.proj_mlp", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->out, 5 * D, D, 1, "%s.proj_out", p));
     TDM_TRY(ld(m, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
     TDM_TRY(ld(m, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
-    TDM_TRY(ld_lin(m, &s->q, p, "attn.to_q", D, D));
-    TDM_TRY(ld_lin(m, &s->k, p, "attn.to_k", D, D));
-    TDM_TRY(ld_lin(m, &s->v, p, "attn.to_v", D, D));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->q, D, D, 1, "%s.attn.to_q", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->k, D, D, 1, "%s.attn.to_k", p));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->v, D, D, 1, "%s.attn.to_v", p));
 fail:
     return st;
 }
@@ -234,23 +219,27 @@ static tdm_status load_model(tdm_flux_t *m) {
     tdm_status st = TDM_OK;
     const tdm_flux_info_t *c = &m->info;
     int64_t D = m->D;
-    const char *te = "time_text_embed";
     /* registration order of FluxTransformer2DModel (the parameter list
      * depends on it; loading does not) */
-    TDM_TRY(ld_lin(m, &m->t1, te, "timestep_embedder.linear_1", D, FLUX_TIME_DIM));
-    TDM_TRY(ld_lin(m, &m->t2, te, "timestep_embedder.linear_2", D, D));
+    const char *te = "time_text_embed";
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->t1, FLUX_TIME_DIM, D, 1, "%s.timestep_embedder.linear_1",
+                               te));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->t2, D, D, 1, "%s.timestep_embedder.linear_2", te));
     if (c->guidance_embeds) {
-        TDM_TRY(ld_lin(m, &m->g1, te, "guidance_embedder.linear_1", D, FLUX_TIME_DIM));
-        TDM_TRY(ld_lin(m, &m->g2, te, "guidance_embedder.linear_2", D, D));
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &m->g1, FLUX_TIME_DIM, D, 1,
+                                   "%s.guidance_embedder.linear_1", te));
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &m->g2, D, D, 1, "%s.guidance_embedder.linear_2", te));
     }
-    TDM_TRY(ld_lin(m, &m->p1, te, "text_embedder.linear_1", D, c->pooled_projection_dim));
-    TDM_TRY(ld_lin(m, &m->p2, te, "text_embedder.linear_2", D, D));
-    TDM_TRY(ld_lin(m, &m->ctx_emb, "", "context_embedder", D, c->joint_attention_dim));
-    TDM_TRY(ld_lin(m, &m->x_emb, "", "x_embedder", D, c->in_channels));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->p1, c->pooled_projection_dim, D, 1,
+                               "%s.text_embedder.linear_1", te));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->p2, D, D, 1, "%s.text_embedder.linear_2", te));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->ctx_emb, c->joint_attention_dim, D, 1,
+                               "context_embedder"));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->x_emb, c->in_channels, D, 1, "x_embedder"));
     for (int64_t i = 0; i < c->num_layers; i++) TDM_TRY(load_double(m, &m->dbl[i], i));
     for (int64_t i = 0; i < c->num_single_layers; i++) TDM_TRY(load_single(m, &m->sgl[i], i));
-    TDM_TRY(ld_lin(m, &m->norm_out, "", "norm_out.linear", 2 * D, D));
-    TDM_TRY(ld_lin(m, &m->proj_out, "", "proj_out", c->out_channels, D));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->norm_out, D, 2 * D, 1, "norm_out.linear"));
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->proj_out, D, c->out_channels, 1, "proj_out"));
 fail:
     return st;
 }
@@ -458,25 +447,25 @@ static int64_t ws_layout(flux_ws_t *w, char *base, int64_t B, int64_t S, int64_t
     return off;
 }
 
-/* y = Linear(x) on segment rows [r0, r0+L) of every batch element:
- * x (B, S, K), y (B, S, Nout; rows ldy apart), both of type at; tanh GELU
- * after it when gelu. */
+/* y = Linear l (K = l->in → l->out) on segment rows [r0, r0+L) of every
+ * batch element: x (B, S, K), y (B, S, ·; rows ldy apart), both of type at;
+ * tanh GELU after it when gelu. */
 static void seg_linear_ex(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy, const void *x,
-                          const flux_lin_t *l, int64_t B, int64_t S, int64_t r0, int64_t L,
-                          int64_t K, int64_t Nout, int gelu) {
+                          const tdm_nn_linear_t *l, int64_t B, int64_t S, int64_t r0, int64_t L,
+                          int gelu) {
+    const int64_t K = l->in;
     if (L == S) {
-        tdm_op_linear_ex(dev, y, at, ldy, x, at, l->w, l->b, B * S, K, Nout, gelu);
+        tdm_op_linear_ex(dev, y, at, ldy, x, at, l->w, l->b, B * S, K, l->out, gelu);
         return;
     }
     for (int64_t b = 0; b < B; b++)
         tdm_op_linear_ex(dev, tdm_act_at(y, at, (b * S + r0) * ldy), at, ldy,
-                         tdm_act_at(x, at, (b * S + r0) * K), at, l->w, l->b, L, K, Nout, gelu);
+                         tdm_act_at(x, at, (b * S + r0) * K), at, l->w, l->b, L, K, l->out, gelu);
 }
 
 static void seg_linear(tdm_device_t *dev, tdm_dtype at, void *y, const void *x,
-                       const flux_lin_t *l, int64_t B, int64_t S, int64_t r0, int64_t L,
-                       int64_t K, int64_t Nout) {
-    seg_linear_ex(dev, at, y, Nout, x, l, B, S, r0, L, K, Nout, 0);
+                       const tdm_nn_linear_t *l, int64_t B, int64_t S, int64_t r0, int64_t L) {
+    seg_linear_ex(dev, at, y, l->out, x, l, B, S, r0, L, 0);
 }
 
 /* Joint attention over all S rows: per-head RMSNorm of q and k (rows before
@@ -502,23 +491,23 @@ static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t 
     int64_t D = m->D, S = T + N, ms = 6 * D;
     float *modi = w->mod, *modt = w->mod + B * ms;
     /* chunks of 6: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
-    tdm_op_linear(dev, modi, w->semb, d->mod.w, d->mod.b, B, D, ms);
-    tdm_op_linear(dev, modt, w->semb, d->mod_ctx.w, d->mod_ctx.b, B, D, ms);
+    tdm_nn_linear_forward(dev, &d->mod, modi, w->semb, B);
+    tdm_nn_linear_forward(dev, &d->mod_ctx, modt, w->semb, B);
 
     /* attention: text takes the add_* projections, image the to_* ones */
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modt, modt + D, ms, B, S, 0, T, D,
                                FLUX_LN_EPS);
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modi, modi + D, ms, B, S, T, N, D,
                                FLUX_LN_EPS);
-    seg_linear(dev, at, w->q, w->nx, &d->aq, B, S, 0, T, D, D);
-    seg_linear(dev, at, w->k, w->nx, &d->ak, B, S, 0, T, D, D);
-    seg_linear(dev, at, w->v, w->nx, &d->av, B, S, 0, T, D, D);
-    seg_linear(dev, at, w->q, w->nx, &d->q, B, S, T, N, D, D);
-    seg_linear(dev, at, w->k, w->nx, &d->k, B, S, T, N, D, D);
-    seg_linear(dev, at, w->v, w->nx, &d->v, B, S, T, N, D, D);
+    seg_linear(dev, at, w->q, w->nx, &d->aq, B, S, 0, T);
+    seg_linear(dev, at, w->k, w->nx, &d->ak, B, S, 0, T);
+    seg_linear(dev, at, w->v, w->nx, &d->av, B, S, 0, T);
+    seg_linear(dev, at, w->q, w->nx, &d->q, B, S, T, N);
+    seg_linear(dev, at, w->k, w->nx, &d->k, B, S, T, N);
+    seg_linear(dev, at, w->v, w->nx, &d->v, B, S, T, N);
     joint_attention(m, w, B, S, T, d->naq, d->nq, d->nak, d->nk);
-    seg_linear(dev, at, w->y, w->o, &d->add_out, B, S, 0, T, D, D);
-    seg_linear(dev, at, w->y, w->o, &d->out, B, S, T, N, D, D);
+    seg_linear(dev, at, w->y, w->o, &d->add_out, B, S, 0, T);
+    seg_linear(dev, at, w->y, w->o, &d->out, B, S, T, N);
     tdm_op_gated_add_rows(dev, at, w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
     tdm_op_gated_add_rows(dev, at, w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
 
@@ -527,10 +516,10 @@ static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t 
                                D, FLUX_LN_EPS);
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N,
                                D, FLUX_LN_EPS);
-    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->cff1, B, S, 0, T, D, 4 * D, 1);
-    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->ff1, B, S, T, N, D, 4 * D, 1);
-    seg_linear(dev, at, w->y, w->h, &d->cff2, B, S, 0, T, 4 * D, D);
-    seg_linear(dev, at, w->y, w->h, &d->ff2, B, S, T, N, 4 * D, D);
+    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->cff1, B, S, 0, T, 1);
+    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->ff1, B, S, T, N, 1);
+    seg_linear(dev, at, w->y, w->h, &d->cff2, B, S, 0, T);
+    seg_linear(dev, at, w->y, w->h, &d->ff2, B, S, T, N);
     tdm_op_gated_add_rows(dev, at, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
     tdm_op_gated_add_rows(dev, at, w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
 }
@@ -543,22 +532,21 @@ static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t 
     tdm_dtype at = w->at;
     int64_t D = m->D, ms = 3 * D, rows = B * S;
     float *mod = w->mod;   /* shift, scale, gate */
-    tdm_op_linear(dev, mod, w->semb, s->mod.w, s->mod.b, B, D, ms);
+    tdm_nn_linear_forward(dev, &s->mod, mod, w->semb, B);
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D,
                                FLUX_LN_EPS);
 
     /* MLP branch straight into columns [D, 5D) of h (B*S, 5D) */
-    tdm_op_linear_ex(dev, tdm_act_at(w->h, at, D), at, 5 * D, w->nx, at, s->mlp.w, s->mlp.b, rows,
-                     D, 4 * D, 1);
+    seg_linear_ex(dev, at, tdm_act_at(w->h, at, D), 5 * D, w->nx, &s->mlp, B, S, 0, S, 1);
 
     /* attention branch into columns [0, D) */
-    seg_linear(dev, at, w->q, w->nx, &s->q, B, S, 0, S, D, D);
-    seg_linear(dev, at, w->k, w->nx, &s->k, B, S, 0, S, D, D);
-    seg_linear(dev, at, w->v, w->nx, &s->v, B, S, 0, S, D, D);
+    seg_linear(dev, at, w->q, w->nx, &s->q, B, S, 0, S);
+    seg_linear(dev, at, w->k, w->nx, &s->k, B, S, 0, S);
+    seg_linear(dev, at, w->v, w->nx, &s->v, B, S, 0, S);
     joint_attention(m, w, B, S, 0, s->nq, s->nq, s->nk, s->nk);
     tdm_op_copy_2d(dev, at, w->h, 5 * D, w->o, D, rows, D);
 
-    seg_linear(dev, at, w->y, w->h, &s->out, B, S, 0, S, 5 * D, D);
+    seg_linear(dev, at, w->y, w->h, &s->out, B, S, 0, S);
     tdm_op_gated_add_rows(dev, at, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
 }
 
@@ -603,7 +591,7 @@ static tdm_status rope_cached(tdm_flux_t *m, const float *txt_ids, int64_t T,
  * v (B) is host memory; the sinusoid is made in `host` (B * 256 floats) and
  * uploaded. */
 static tdm_status time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *v, int64_t B,
-                                const flux_lin_t *l1, const flux_lin_t *l2, float *dst,
+                                const tdm_nn_linear_t *l1, const tdm_nn_linear_t *l2, float *dst,
                                 float *host) {
     tdm_device_t *dev = m->dev;
     int64_t D = m->D;
@@ -612,9 +600,9 @@ static tdm_status time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *
     st = tdm_dev_upload(dev, w->tproj, host, B * FLUX_TIME_DIM * (int64_t)sizeof(float),
                         "flux timestep embedding");
     if (st != TDM_OK) return st;
-    tdm_op_linear(dev, w->th, w->tproj, l1->w, l1->b, B, FLUX_TIME_DIM, D);
+    tdm_nn_linear_forward(dev, l1, w->th, w->tproj, B);
     tdm_op_silu(dev, w->th, B * D);
-    tdm_op_linear(dev, dst, w->th, l2->w, l2->b, B, D, D);
+    tdm_nn_linear_forward(dev, l2, dst, w->th, B);
     return TDM_OK;
 }
 
@@ -627,7 +615,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     flux_ws_t w;
     char *base = NULL;
     float *host = NULL;
-    int64_t nws, nhost, S, D, C, Cout, J, P, hd;
+    int64_t nws, nhost, S, D, C, Cout, J, hd;
     if (!m || !img || !txt || !pooled || !timestep || !img_ids || !txt_ids || !out)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: NULL argument");
     if (m->info.guidance_embeds && !guidance)
@@ -649,7 +637,6 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     C = m->info.in_channels;
     Cout = m->info.out_channels;
     J = m->info.joint_attention_dim;
-    P = m->info.pooled_projection_dim;
     w.at = tdm_op_act_dtype(dev);
     nws = ws_layout(&w, NULL, B, S, D);
     if (nws < 0 || S > INT64_MAX / 64 / hd)
@@ -672,9 +659,9 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
         TDM_TRY(time_embedder(m, &w, guidance, B, &m->g1, &m->g2, w.tmp, host));
         tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     }
-    tdm_op_linear(dev, w.th, pooled, m->p1.w, m->p1.b, B, P, D);
+    tdm_nn_linear_forward(dev, &m->p1, w.th, pooled, B);
     tdm_op_silu(dev, w.th, B * D);
-    tdm_op_linear(dev, w.tmp, w.th, m->p2.w, m->p2.b, B, D, D);
+    tdm_nn_linear_forward(dev, &m->p2, w.tmp, w.th, B);
     tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     /* every AdaLN linear sees SiLU(temb) */
     tdm_op_copy_2d(dev, TDM_F32, w.semb, 0, w.temb, 0, 1, B * D);
@@ -682,9 +669,8 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
 
     /* x = [context_embedder(txt), x_embedder(img)] per batch element */
     for (int64_t b = 0; b < B; b++) {
-        tdm_op_linear(dev, w.x + b * S * D, txt + b * T * J, m->ctx_emb.w, m->ctx_emb.b, T, J, D);
-        tdm_op_linear(dev, w.x + (b * S + T) * D, img + b * N * C, m->x_emb.w, m->x_emb.b, N, C,
-                      D);
+        tdm_nn_linear_forward(dev, &m->ctx_emb, w.x + b * S * D, txt + b * T * J, T);
+        tdm_nn_linear_forward(dev, &m->x_emb, w.x + (b * S + T) * D, img + b * N * C, N);
     }
 
     /* RoPE over ids = cat(txt_ids, img_ids), made on the host from the host ids */
@@ -705,7 +691,7 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     }
 
     /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
-    tdm_op_linear(dev, w.mod, w.semb, m->norm_out.w, m->norm_out.b, B, D, 2 * D);
+    tdm_nn_linear_forward(dev, &m->norm_out, w.mod, w.semb, B);
     tdm_op_layer_norm_modulate(dev, w.at, w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D,
                                FLUX_LN_EPS);
     for (int64_t b = 0; b < B; b++)

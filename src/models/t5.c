@@ -17,6 +17,7 @@
 #include "io/config.h"
 #include "io/folder.h"
 #include "io/safetensors.h"
+#include "nn/linear.h"
 #include "nn/ptree.h"
 #include "nn/weights.h"
 
@@ -28,12 +29,12 @@ typedef enum {
 } t5_act;
 
 typedef struct {
-    tdm_tensor_t *ln0_w;                  /* (D) before attention */
-    tdm_tensor_t *q_w, *k_w, *v_w;        /* (HK, D) with HK = H * d_kv */
-    tdm_tensor_t *o_w;                    /* (D, HK) */
-    tdm_tensor_t *ln1_w;                  /* (D) before the feed-forward */
-    tdm_tensor_t *wi0_w, *wi1_w;          /* (F, D); wi1 NULL when not gated (wi0 = wi) */
-    tdm_tensor_t *wo_w;                   /* (D, F) */
+    tdm_tensor_t   *ln0_w;                /* (D) before attention */
+    tdm_nn_linear_t q, k, v;              /* D → HK with HK = H * d_kv, no biases */
+    tdm_nn_linear_t o;                    /* HK → D */
+    tdm_tensor_t   *ln1_w;                /* (D) before the feed-forward */
+    tdm_nn_linear_t wi0, wi1;             /* D → F; wi1 unbound when not gated (wi0 = wi) */
+    tdm_nn_linear_t wo;                   /* F → D */
 } t5_block;
 
 struct tdm_t5 {
@@ -185,31 +186,31 @@ static tdm_status load_blocks(tdm_t5_t *m) {
     if (!m->blocks) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     for (int64_t l = 0; l < m->L; l++) {
         t5_block *y = &m->blocks[l];
-/* gemm: a Linear weight (stored in the GEMM dtype); everything else float32 */
-#define LTG(field, name, nd, a, b, gemm)                                                 \
-    TDM_TRY(tdm_weights_bind_tensor(&m->w, &(field), gemm, nd, (int64_t[]){a, b},        \
+/* LT: a float32 tensor; LIN: a Linear without bias (its weight in the GEMM dtype) */
+#define LT(field, name, nd, a, b)                                                        \
+    TDM_TRY(tdm_weights_bind_tensor(&m->w, &(field), 0, nd, (int64_t[]){a, b},           \
                                     "encoder.block.%lld.layer.%s", (long long)l, name))
-#define LT(field, name, nd, a, b) LTG(field, name, nd, a, b, (nd) == 2)
+#define LIN(field, name, in, out)                                                        \
+    TDM_TRY(tdm_nn_linear_bind(&m->w, &y->field, in, out, 0, "encoder.block.%lld.layer.%s", \
+                               (long long)l, name))
         TDM_TRY(tdm_weights_nosplit(&m->w, "T5Block", "encoder.block.%lld", (long long)l));
-        LT(y->q_w, "0.SelfAttention.q.weight", 2, HK, D);
-        LT(y->k_w, "0.SelfAttention.k.weight", 2, HK, D);
-        LT(y->v_w, "0.SelfAttention.v.weight", 2, HK, D);
-        LT(y->o_w, "0.SelfAttention.o.weight", 2, D, HK);
-        if (l == 0)   /* shared by every block */
-            /* an embedding table (rows gathered in float32), not a Linear */
-            LTG(m->rel_bias, "0.SelfAttention.relative_attention_bias.weight", 2, m->nbuckets,
-                m->H, 0);
+        LIN(q, "0.SelfAttention.q", D, HK);
+        LIN(k, "0.SelfAttention.k", D, HK);
+        LIN(v, "0.SelfAttention.v", D, HK);
+        LIN(o, "0.SelfAttention.o", HK, D);
+        if (l == 0)   /* shared by every block; an embedding table (rows gathered), not a Linear */
+            LT(m->rel_bias, "0.SelfAttention.relative_attention_bias.weight", 2, m->nbuckets, m->H);
         LT(y->ln0_w, "0.layer_norm.weight", 1, D, 0);
         if (m->gated) {
-            LT(y->wi0_w, "1.DenseReluDense.wi_0.weight", 2, F, D);
-            LT(y->wi1_w, "1.DenseReluDense.wi_1.weight", 2, F, D);
+            LIN(wi0, "1.DenseReluDense.wi_0", D, F);
+            LIN(wi1, "1.DenseReluDense.wi_1", D, F);
         } else {
-            LT(y->wi0_w, "1.DenseReluDense.wi.weight", 2, F, D);
+            LIN(wi0, "1.DenseReluDense.wi", D, F);
         }
-        LT(y->wo_w, "1.DenseReluDense.wo.weight", 2, D, F);
+        LIN(wo, "1.DenseReluDense.wo", F, D);
         LT(y->ln1_w, "1.layer_norm.weight", 1, D, 0);
+#undef LIN
 #undef LT
-#undef LTG
     }
     TDM_TRY(tdm_weights_bind_tensor(&m->w, &m->fln_w, 0, 1, &D, "encoder.final_layer_norm.weight"));
 fail:
@@ -385,23 +386,23 @@ tdm_status tdm_t5_forward(tdm_t5_t *m, const int32_t *ids, int64_t B, int64_t T,
         if (l + 1 < m->L && (st = tdm_offload_prefetch(&m->w.off, dev, l + 1)) != TDM_OK) goto done;
         /* self-attention block */
         tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln0_w), N, D, m->eps);
-        tdm_op_linear_ex(dev, q, ft, HK, hn, at, tdm_f32(y->q_w), NULL, N, D, HK, 0);
-        tdm_op_linear_ex(dev, k, ft, HK, hn, at, tdm_f32(y->k_w), NULL, N, D, HK, 0);
-        tdm_op_linear_ex(dev, v, ft, HK, hn, at, tdm_f32(y->v_w), NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, q, ft, HK, hn, at, y->q.w, NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, k, ft, HK, hn, at, y->k.w, NULL, N, D, HK, 0);
+        tdm_op_linear_ex(dev, v, ft, HK, hn, at, y->v.w, NULL, N, D, HK, 0);
         tdm_op_attention_bias_t(dev, ft, a, q, k, v, tab, s, B, T, H, dk);
-        tdm_op_linear_ex(dev, hy, TDM_F32, D, a, ft, tdm_f32(y->o_w), NULL, N, HK, D, 0);
+        tdm_op_linear_ex(dev, hy, TDM_F32, D, a, ft, y->o.w, NULL, N, HK, D, 0);
         tdm_op_add(dev, x, x, hy, N * D);
         /* feed-forward block: wo(act(wi_0 h) * wi_1 h) or wo(act(wi h)); the tanh
          * GELU (gated-gelu, FLUX's T5) runs in the GEMM's epilogue */
         tdm_op_rms_norm_t(dev, at, hn, x, tdm_f32(y->ln1_w), N, D, m->eps);
-        tdm_op_linear_ex(dev, f0, ft, F, hn, at, tdm_f32(y->wi0_w), NULL, N, D, F,
+        tdm_op_linear_ex(dev, f0, ft, F, hn, at, y->wi0.w, NULL, N, D, F,
                          m->act == T5_ACT_GELU_TANH);
         if (m->act != T5_ACT_GELU_TANH) tdm_op_act_t(dev, ft, fns[m->act], f0, N * F);
         if (m->gated) {
-            tdm_op_linear_ex(dev, f1, ft, F, hn, at, tdm_f32(y->wi1_w), NULL, N, D, F, 0);
+            tdm_op_linear_ex(dev, f1, ft, F, hn, at, y->wi1.w, NULL, N, D, F, 0);
             tdm_op_mul_t(dev, ft, f0, f0, f1, N * F);
         }
-        tdm_op_linear_ex(dev, hy, TDM_F32, D, f0, ft, tdm_f32(y->wo_w), NULL, N, F, D, 0);
+        tdm_op_linear_ex(dev, hy, TDM_F32, D, f0, ft, y->wo.w, NULL, N, F, D, 0);
         tdm_op_add(dev, x, x, hy, N * D);
         tdm_offload_out(&m->w.off, l);
     }

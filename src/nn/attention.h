@@ -1,4 +1,4 @@
-/* attention.h — nn.Linear and multi-head attention with q/k/v projections
+/* attention.h — multi-head attention with q/k/v projections
  * (optional biases) and an output projection, bound by name and run over
  * caller-given buffers: diffusers' Attention (self or cross; the UNet's
  * attn1/attn2, the VAE mid block's single head) and CLIP's causal
@@ -10,20 +10,8 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "nn/linear.h"
 #include "nn/weights.h"
-
-typedef struct {
-    const float *w, *b;      /* (out, in) in the device's GEMM dtype, (out) or NULL */
-    int64_t in, out;
-} tdm_nn_linear_t;
-
-/* Binds "<prefix>.weight" (out, in; a GEMM weight) and, when bias != 0,
- * "<prefix>.bias" (out) through w, prefix printf-style. */
-tdm_status tdm_nn_linear_bind(tdm_weights_t *w, tdm_nn_linear_t *l, int64_t in, int64_t out,
-                              int bias, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-/* y (rows, out) = x (rows, in) Wᵀ + b; y must not overlap x. */
-void tdm_nn_linear_forward(tdm_device_t *dev, const tdm_nn_linear_t *l, float *y, const float *x,
-                           int64_t rows);
 
 typedef struct {
     tdm_nn_linear_t q, k, v;   /* dim → inner, kv_dim → inner, kv_dim → inner */
