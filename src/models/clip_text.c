@@ -17,21 +17,16 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "nn/attention.h"
+#include "nn/ffn.h"
+#include "nn/norm.h"
 #include "nn/ptree.h"
 #include "nn/weights.h"
 
-typedef enum {
-    CLIP_ACT_QUICK_GELU = 0,
-    CLIP_ACT_GELU,        /* erf */
-    CLIP_ACT_GELU_TANH    /* gelu_new, gelu_pytorch_tanh */
-} clip_act;
-
 typedef struct {
-    tdm_tensor_t *ln1_w, *ln1_b;          /* (D) */
+    tdm_nn_norm_t      ln1;               /* LayerNorm (D) */
     tdm_nn_attention_t attn;              /* self_attn: q/k/v/out_proj D → D with biases */
-    tdm_tensor_t *ln2_w, *ln2_b;          /* (D) */
-    tdm_tensor_t *fc1_w, *fc1_b;          /* (I, D), (I) */
-    tdm_tensor_t *fc2_w, *fc2_b;          /* (D, I), (D) */
+    tdm_nn_norm_t      ln2;               /* LayerNorm (D) */
+    tdm_nn_ffn_t       mlp;               /* fc1 D → I, the hidden_act, fc2 I → D */
 } clip_layer;
 
 struct tdm_clip_text {
@@ -39,11 +34,11 @@ struct tdm_clip_text {
     int64_t proj;               /* projection_dim (CLIPTextModelWithProjection only) */
     int     with_proj;          /* architectures[0] is CLIPTextModelWithProjection */
     float eps;
-    clip_act act;
+    tdm_nn_act_fn act;          /* hidden_act */
     tdm_device_t *dev;
     tdm_tensor_t *tok_emb;      /* (vocab, D) */
     tdm_tensor_t *pos_emb;      /* (max_pos, D) */
-    tdm_tensor_t *fln_w, *fln_b;/* (D) */
+    tdm_nn_norm_t fln;          /* final_layer_norm (D) */
     clip_layer *layers;         /* L */
     /* the loaded tensors; w.off: those of a split load kept in host RAM or
      * on disk, brought to `dev` one encoder layer at a time (-1: the
@@ -95,9 +90,9 @@ static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
         m->with_proj = cJSON_IsString(a0) && !strcmp(a0->valuestring, "CLIPTextModelWithProjection");
     }
     m->eps = (float)eps;
-    if (!strcmp(act, "quick_gelu")) m->act = CLIP_ACT_QUICK_GELU;
-    else if (!strcmp(act, "gelu")) m->act = CLIP_ACT_GELU;
-    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) m->act = CLIP_ACT_GELU_TANH;
+    if (!strcmp(act, "quick_gelu")) m->act = tdm_op_quick_gelu;
+    else if (!strcmp(act, "gelu")) m->act = tdm_op_gelu;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh")) m->act = tdm_op_gelu_tanh;
     else {
         st = tdm_errorf(TDM_ERR_UNSUPPORTED,
                         "%s: hidden_act \"%s\" is not supported (quick_gelu, gelu, gelu_new, "
@@ -155,32 +150,19 @@ static tdm_status load_tensors(tdm_clip_text_t *m, const char *pre) {
     if (!m->layers) return tdm_errorf(TDM_ERR_NOMEM, "clip_text: out of memory");
     for (int64_t l = 0; l < m->L; l++) {
         clip_layer *y = &m->layers[l];
-#define LT(field, name, nd, a, b)                                                            \
-    TDM_TRY(tdm_weights_bind_tensor(w, &y->field, (nd) == 2, nd, (int64_t[]){a, b},          \
-                                    "%sencoder.layers.%lld.%s", pre, (long long)l, name))
-        TDM_TRY(tdm_weights_nosplit(w, "CLIPEncoderLayer", "%sencoder.layers.%lld", pre,
-                                    (long long)l));
-#define ATT(field, name)                                                                  \
-    TDM_TRY(tdm_nn_linear_bind(w, &y->attn.field, D, D, 1,                                 \
-                               "%sencoder.layers.%lld.self_attn.%s", pre, (long long)l, name))
-        y->attn.heads = m->heads;
-        ATT(k, "k_proj");   /* registration order: k, v, q, out */
-        ATT(v, "v_proj");
-        ATT(q, "q_proj");
-        ATT(o, "out_proj");
-#undef ATT
-        LT(ln1_w, "layer_norm1.weight", 1, D, 0);
-        LT(ln1_b, "layer_norm1.bias", 1, D, 0);
-        LT(fc1_w, "mlp.fc1.weight", 2, I, D);
-        LT(fc1_b, "mlp.fc1.bias", 1, I, 0);
-        LT(fc2_w, "mlp.fc2.weight", 2, D, I);
-        LT(fc2_b, "mlp.fc2.bias", 1, D, 0);
-        LT(ln2_w, "layer_norm2.weight", 1, D, 0);
-        LT(ln2_b, "layer_norm2.bias", 1, D, 0);
-#undef LT
+        char p[128];
+        snprintf(p, sizeof p, "%sencoder.layers.%lld", pre, (long long)l);
+        TDM_TRY(tdm_weights_nosplit(w, "CLIPEncoderLayer", "%s", p));
+        y->attn.heads = m->heads;   /* registration order: k, v, q, out */
+        TDM_TRY(tdm_nn_linear_bind(w, &y->attn.k, D, D, 1, "%s.self_attn.k_proj", p));
+        TDM_TRY(tdm_nn_linear_bind(w, &y->attn.v, D, D, 1, "%s.self_attn.v_proj", p));
+        TDM_TRY(tdm_nn_linear_bind(w, &y->attn.q, D, D, 1, "%s.self_attn.q_proj", p));
+        TDM_TRY(tdm_nn_linear_bind(w, &y->attn.o, D, D, 1, "%s.self_attn.out_proj", p));
+        TDM_TRY(tdm_nn_norm_bind(w, &y->ln1, D, 0, m->eps, "%s.layer_norm1", p));
+        TDM_TRY(tdm_nn_ffn_bind(w, &y->mlp, D, I, D, m->act, "fc1", "fc2", "%s.mlp", p));
+        TDM_TRY(tdm_nn_norm_bind(w, &y->ln2, D, 0, m->eps, "%s.layer_norm2", p));
     }
-    TDM_TRY(tdm_weights_bind_tensor(w, &m->fln_w, 0, 1, &D, "%sfinal_layer_norm.weight", pre));
-    TDM_TRY(tdm_weights_bind_tensor(w, &m->fln_b, 0, 1, &D, "%sfinal_layer_norm.bias", pre));
+    TDM_TRY(tdm_nn_norm_bind(w, &m->fln, D, 0, m->eps, "%sfinal_layer_norm", pre));
 fail:
     return st;
 }
@@ -340,22 +322,16 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         if (l + 1 < m->L - skip && (st = tdm_offload_prefetch(&m->w.off, dev, l + 1)) != TDM_OK)
             goto done;
         /* self-attention block */
-        tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln1_w), tdm_f32(y->ln1_b), N, D, m->eps);
+        tdm_nn_layer_norm_forward(dev, &y->ln1, h, x, N);
         tdm_nn_attention_forward(dev, &y->attn, h, h, NULL, B, T, T, scale, 1, &ab);   /* causal */
         tdm_op_add(dev, x, x, h, N * D);
         /* MLP block */
-        tdm_op_layer_norm(dev, h, x, tdm_f32(y->ln2_w), tdm_f32(y->ln2_b), N, D, m->eps);
-        tdm_op_linear(dev, f, h, tdm_f32(y->fc1_w), tdm_f32(y->fc1_b), N, D, I);
-        switch (m->act) {
-        case CLIP_ACT_QUICK_GELU: tdm_op_quick_gelu(dev, f, N * I); break;
-        case CLIP_ACT_GELU: tdm_op_gelu(dev, f, N * I); break;
-        case CLIP_ACT_GELU_TANH: tdm_op_gelu_tanh(dev, f, N * I); break;
-        }
-        tdm_op_linear(dev, h, f, tdm_f32(y->fc2_w), tdm_f32(y->fc2_b), N, I, D);
+        tdm_nn_layer_norm_forward(dev, &y->ln2, h, x, N);
+        tdm_nn_ffn_forward(dev, &y->mlp, h, h, f, NULL, N);
         tdm_op_add(dev, x, x, h, N * D);
         tdm_offload_out(&m->w.off, l);
     }
-    tdm_op_layer_norm(dev, hidden, x, tdm_f32(m->fln_w), tdm_f32(m->fln_b), N, D, m->eps);
+    tdm_nn_layer_norm_forward(dev, &m->fln, hidden, x, N);
 
     if (pooled) {
         for (int64_t b = 0; b < B; b++) {

@@ -373,28 +373,23 @@ static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const c
     t->blocks = calloc((size_t)depth, sizeof(*t->blocks));
     if (!t->blocks) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for %s", p);
     int64_t in = t->inner, k1 = c->linear ? 0 : 1;
-    TDM_TRY(tdm_nn_group_norm_bind(&u->w, &t->norm, C, c->groups, 1e-6f, "%s.norm", p));
+    TDM_TRY(tdm_nn_norm_bind(&u->w, &t->norm, C, c->groups, 1e-6f, "%s.norm", p));
     TDM_TRY(ld(u, &t->pin_w, p, "proj_in.weight", k1 ? 4 : 2, in, C, 1, 1));
     TDM_TRY(ld(u, &t->pin_b, p, "proj_in.bias", 1, in, 0, 0, 0));
     for (int64_t i = 0; i < depth; i++) {
         unet_tblock_t *b = &t->blocks[i];
         snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
         TDM_TRY(tdm_weights_nosplit(&u->w, "BasicTransformerBlock", "%s", q));
-        TDM_TRY(ld(u, &b->n1_w, q, "norm1.weight", 1, in, 0, 0, 0));
-        TDM_TRY(ld(u, &b->n1_b, q, "norm1.bias", 1, in, 0, 0, 0));
+        TDM_TRY(tdm_nn_norm_bind(&u->w, &b->norm1, in, 0, 1e-5f, "%s.norm1", q));
         b->attn1_cross = only_cross;
         TDM_TRY(tdm_nn_attention_bind(&u->w, &b->attn1, in, only_cross ? c->cross_dim : in, in,
                                       heads, 0, "%s.attn1", q));
-        TDM_TRY(ld(u, &b->n2_w, q, "norm2.weight", 1, in, 0, 0, 0));
-        TDM_TRY(ld(u, &b->n2_b, q, "norm2.bias", 1, in, 0, 0, 0));
+        TDM_TRY(tdm_nn_norm_bind(&u->w, &b->norm2, in, 0, 1e-5f, "%s.norm2", q));
         TDM_TRY(tdm_nn_attention_bind(&u->w, &b->attn2, in, c->cross_dim, in, heads, 0,
                                       "%s.attn2", q));
-        TDM_TRY(ld(u, &b->n3_w, q, "norm3.weight", 1, in, 0, 0, 0));
-        TDM_TRY(ld(u, &b->n3_b, q, "norm3.bias", 1, in, 0, 0, 0));
-        TDM_TRY(ld(u, &b->ff1_w, q, "ff.net.0.proj.weight", 2, 8 * in, in, 0, 0));
-        TDM_TRY(ld(u, &b->ff1_b, q, "ff.net.0.proj.bias", 1, 8 * in, 0, 0, 0));
-        TDM_TRY(ld(u, &b->ff2_w, q, "ff.net.2.weight", 2, in, 4 * in, 0, 0));
-        TDM_TRY(ld(u, &b->ff2_b, q, "ff.net.2.bias", 1, in, 0, 0, 0));
+        TDM_TRY(tdm_nn_norm_bind(&u->w, &b->norm3, in, 0, 1e-5f, "%s.norm3", q));
+        TDM_TRY(tdm_nn_ffn_bind(&u->w, &b->ff, in, 4 * in, in, NULL /* GEGLU */, "net.0.proj",
+                                "net.2", "%s.ff", q));
     }
     TDM_TRY(ld(u, &t->pout_w, p, "proj_out.weight", k1 ? 4 : 2, C, in, 1, 1));
     TDM_TRY(ld(u, &t->pout_b, p, "proj_out.bias", 1, C, 0, 0, 0));
@@ -422,10 +417,8 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
     char p[256];
 
     TDM_TRY(tdm_nn_conv_bind(&u->w, &u->conv_in, c->in_ch, C0, 3, "conv_in"));
-    TDM_TRY(ld(u, &u->t1_w, "", "time_embedding.linear_1.weight", 2, Td, C0, 0, 0));
-    TDM_TRY(ld(u, &u->t1_b, "", "time_embedding.linear_1.bias", 1, Td, 0, 0, 0));
-    TDM_TRY(ld(u, &u->t2_w, "", "time_embedding.linear_2.weight", 2, Td, Td, 0, 0));
-    TDM_TRY(ld(u, &u->t2_b, "", "time_embedding.linear_2.bias", 1, Td, 0, 0, 0));
+    TDM_TRY(tdm_nn_ffn_bind(&u->w, &u->time_emb, C0, Td, Td, tdm_op_silu, "linear_1",
+                            "linear_2", "time_embedding"));
 
     for (int i = 0; i < n; i++) {
         unet_block_t *b = &u->down[i];
@@ -488,8 +481,7 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
     }
 
     TDM_TRY(check_groups(c, C0, c->groups, "conv_norm_out"));
-    TDM_TRY(tdm_nn_group_norm_bind(&u->w, &u->norm_out, C0, c->groups, (float)c->eps,
-                                   "conv_norm_out"));
+    TDM_TRY(tdm_nn_norm_bind(&u->w, &u->norm_out, C0, c->groups, (float)c->eps, "conv_norm_out"));
     TDM_TRY(tdm_nn_conv_bind(&u->w, &u->conv_out, C0, c->out_ch, 3, "conv_out"));
 fail:
     return st;
@@ -683,10 +675,8 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
      * SiLU is the one every resnet applies before time_emb_proj */
     TDM_TRY(tdm_offload_in(&u->w.off, dev, -1));   /* offloaded top-level weights, for the whole call */
     TDM_TRY(unet_buf_new(dev, &t1, B * Td, "unet time embedding"));
-    tdm_op_linear(dev, t1.p, emb, u->t1_w, u->t1_b, B, C0, Td);
-    tdm_op_silu(dev, t1.p, B * Td);
     TDM_TRY(unet_buf_new(dev, &temb, B * Td, "unet time embedding"));
-    tdm_op_linear(dev, temb.p, t1.p, u->t2_w, u->t2_b, B, Td, Td);
+    tdm_nn_ffn_forward(dev, &u->time_emb, temb.p, emb, t1.p, NULL, B);
     tdm_op_silu(dev, temb.p, B * Td);
     unet_buf_free(dev, &t1);
 
@@ -999,11 +989,9 @@ static int64_t wk_transformer(unet_wk_t *k, const unet_transformer_t *t, int64_t
         wk_attn(k, &tb->attn1, tb->attn1_cross, B, S, T);
         wk_attn(k, &tb->attn2, 1, B, S, T);
         const int64_t h = wk_take(k, wk_mul(rows, 2 * F)), g = wk_take(k, wk_mul(rows, F));
-        wk_give(k, h);
-        const int64_t f = wk_take(k, wk_mul(rows, in));
         wk_give(k, nrm);
+        wk_give(k, h);
         wk_give(k, g);
-        wk_give(k, f);
     }
     if (!t->linear) {
         a = wk_take(k, wk_mul(rows, in));

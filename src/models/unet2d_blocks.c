@@ -155,31 +155,26 @@ fail:
 
 /* BasicTransformerBlock on tok (B, S, dim), in place:
  * tok += attn1(norm1(tok)); tok += attn2(norm2(tok), ctx);
- * tok += ff(norm3(tok)) with ff = Linear(4dim→dim)(GEGLU(Linear(dim→8dim))). */
+ * tok += ff(norm3(tok)), ff's output written over its first projection h. */
 static tdm_status tblock_forward(tdm_device_t *dev, const unet_tblock_t *tb, float *tok,
                                  int64_t B, int64_t S, int64_t dim, const float *ctx, int64_t T) {
     tdm_status st = TDM_OK;
-    unet_buf_t nrm = {0}, h = {0}, g = {0}, f = {0};
-    int64_t rows = B * S, F = 4 * dim;
+    unet_buf_t nrm = {0}, h = {0}, g = {0};
+    const int64_t rows = B * S;
     TDM_TRY(unet_buf_new(dev, &nrm, rows * dim, "unet transformer norm"));
-    tdm_op_layer_norm(dev, nrm.p, tok, tb->n1_w, tb->n1_b, rows, dim, 1e-5f);
+    tdm_nn_layer_norm_forward(dev, &tb->norm1, nrm.p, tok, rows);
     TDM_TRY(attn_forward(dev, &tb->attn1, tok, nrm.p, B, S, tb->attn1_cross ? ctx : NULL, T));
-    tdm_op_layer_norm(dev, nrm.p, tok, tb->n2_w, tb->n2_b, rows, dim, 1e-5f);
+    tdm_nn_layer_norm_forward(dev, &tb->norm2, nrm.p, tok, rows);
     TDM_TRY(attn_forward(dev, &tb->attn2, tok, nrm.p, B, S, ctx, T));
-    tdm_op_layer_norm(dev, nrm.p, tok, tb->n3_w, tb->n3_b, rows, dim, 1e-5f);
-    TDM_TRY(unet_buf_new(dev, &h, rows * 2 * F, "unet feed-forward proj"));
-    tdm_op_linear(dev, h.p, nrm.p, tb->ff1_w, tb->ff1_b, rows, dim, 2 * F);
-    TDM_TRY(unet_buf_new(dev, &g, rows * F, "unet feed-forward geglu"));
-    tdm_op_geglu(dev, g.p, h.p, rows, F);
-    unet_buf_free(dev, &h);
-    TDM_TRY(unet_buf_new(dev, &f, rows * dim, "unet feed-forward out"));
-    tdm_op_linear(dev, f.p, g.p, tb->ff2_w, tb->ff2_b, rows, F, dim);
-    tdm_op_add(dev, tok, f.p, tok, rows * dim);
+    tdm_nn_layer_norm_forward(dev, &tb->norm3, nrm.p, tok, rows);
+    TDM_TRY(unet_buf_new(dev, &h, rows * tb->ff.in.out, "unet feed-forward proj"));
+    TDM_TRY(unet_buf_new(dev, &g, rows * tb->ff.out.in, "unet feed-forward geglu"));
+    tdm_nn_ffn_forward(dev, &tb->ff, h.p, nrm.p, h.p, g.p, rows);
+    tdm_op_add(dev, tok, h.p, tok, rows * dim);
 fail:
     unet_buf_free(dev, &nrm);
     unet_buf_free(dev, &h);
     unet_buf_free(dev, &g);
-    unet_buf_free(dev, &f);
     return st;
 }
 

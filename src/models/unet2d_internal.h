@@ -9,24 +9,24 @@
 #include "models/unet2d.h"
 #include "nn/attention.h"
 #include "nn/conv.h"
+#include "nn/ffn.h"
 #include "nn/norm.h"
 #include "nn/resnet.h"
 #include "nn/weights.h"
 
 /* BasicTransformerBlock (layer_norm, GEGLU feed-forward, 4x inner). */
 typedef struct {
-    const float *n1_w, *n1_b, *n2_w, *n2_b, *n3_w, *n3_b;   /* (inner) */
+    tdm_nn_norm_t      norm1, norm2, norm3;  /* LayerNorms (inner), eps 1e-5 */
     tdm_nn_attention_t attn1, attn2;         /* to_q/k/v without bias; attn2 cross */
-    int          attn1_cross;                /* only_cross_attention: attn1 reads ctx too */
-    const float *ff1_w, *ff1_b;              /* (8*inner, inner), (8*inner) */
-    const float *ff2_w, *ff2_b;              /* (inner, 4*inner), (inner) */
+    int                attn1_cross;          /* only_cross_attention: attn1 reads ctx too */
+    tdm_nn_ffn_t       ff;                   /* GEGLU, hidden 4 * inner */
 } unet_tblock_t;
 
 /* Transformer2DModel with continuous input. */
 typedef struct {
     int64_t C, inner, heads, head_dim, depth;
     int     linear;                          /* use_linear_projection */
-    tdm_nn_group_norm_t norm;                /* (C), eps 1e-6 */
+    tdm_nn_norm_t norm;                      /* GroupNorm (C), eps 1e-6 */
     const float *pin_w, *pin_b;              /* (inner, C[,1,1]), (inner) */
     const float *pout_w, *pout_b;            /* (C, inner[,1,1]), (C) */
     unet_tblock_t *blocks;                   /* depth */
@@ -56,9 +56,9 @@ struct tdm_unet {
     int64_t down_pad;                        /* downsample_padding */
     /* weights */
     tdm_nn_conv_t conv_in;                   /* in → C0, 3×3 */
-    const float *t1_w, *t1_b, *t2_w, *t2_b;  /* time_embedding.linear_1/2 */
+    tdm_nn_ffn_t  time_emb;                  /* time_embedding: C0 → 4 C0 → 4 C0, SiLU */
     unet_block_t down[8], mid, up[8];
-    tdm_nn_group_norm_t norm_out;            /* (C0) */
+    tdm_nn_norm_t norm_out;                  /* GroupNorm (C0) */
     tdm_nn_conv_t conv_out;                  /* C0 → out, 3×3 */
     /* the loaded tensors; w.off: those of a split load kept in host RAM or
      * on disk, brought to `dev` one unit at a time (unet_unit_of ids; -1:

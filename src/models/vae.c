@@ -38,7 +38,7 @@
 /* ---- parameters -------------------------------------------------------- */
 
 typedef struct {
-    tdm_nn_group_norm_t gn;
+    tdm_nn_norm_t gn;
     tdm_nn_attention_t at;   /* one head of c channels; every projection c → c with bias */
     int64_t c;
 } attn_t;
@@ -68,13 +68,13 @@ struct tdm_vae {
     tdm_nn_conv_t e_in, e_out;
     level_t e_lev[VAE_MAX_LEVELS];
     mid_t e_mid;
-    tdm_nn_group_norm_t e_nout;
+    tdm_nn_norm_t e_nout;
     tdm_nn_conv_t qc, pqc;
     /* decoder; d_lev[i] runs i-th, at channels ch[nlev-1-i] */
     tdm_nn_conv_t d_in, d_out;
     mid_t d_mid;
     level_t d_lev[VAE_MAX_LEVELS];
-    tdm_nn_group_norm_t d_nout;
+    tdm_nn_norm_t d_nout;
     /* the loaded tensors; w.off: those of a split load kept in host RAM or
      * on disk, brought to `dev` one unit (vae_unit_of) at a time; -1: the
      * top-level convs and norms */
@@ -254,9 +254,9 @@ static void vae_map_name(const void *ctx, char *out, size_t cap, const char *nam
 }
 
 /* The GroupNorm "<pfx>.<sub>" (eps 1e-6, the config's groups). */
-static tdm_status ld_norm(tdm_vae_t *v, tdm_nn_group_norm_t *n, const char *pfx, const char *sub,
+static tdm_status ld_norm(tdm_vae_t *v, tdm_nn_norm_t *n, const char *pfx, const char *sub,
                           int64_t c) {
-    return tdm_nn_group_norm_bind(&v->w, n, c, v->groups, VAE_EPS, "%s.%s", pfx, sub);
+    return tdm_nn_norm_bind(&v->w, n, c, v->groups, VAE_EPS, "%s.%s", pfx, sub);
 }
 
 /* A ResnetBlock2D without a time embedding, output_scale_factor 1. */
@@ -499,7 +499,7 @@ static void run_conv(run_t *r, const tdm_nn_conv_t *c, float *y, const float *x,
     tdm_nn_conv_forward(r->dev, c, y, x, B, H, W, stride, pad, r->scratch);
 }
 
-static void run_norm(run_t *r, const tdm_nn_group_norm_t *n, float *y, const float *x,
+static void run_norm(run_t *r, const tdm_nn_norm_t *n, float *y, const float *x,
                      int64_t B, int64_t S, int silu) {
     if (r->st != TDM_OK) return;
     if (r->dry) { need(&r->need_act, B * n->c * S); return; }

@@ -1,5 +1,5 @@
-/* norm.c — group norm (+SiLU) over caller-given buffers (norm.h), and the
- * prefix formatting the nn binders share (nn_internal.h). */
+/* norm.c — group norm (+SiLU) and layer norm over caller-given buffers
+ * (norm.h), and the prefix formatting the nn binders share (nn_internal.h). */
 #include "nn/norm.h"
 
 #include <stdio.h>
@@ -14,8 +14,8 @@ tdm_status tdm_nn_prefix(const tdm_weights_t *w, char *p, const char *fmt, va_li
     return TDM_OK;
 }
 
-tdm_status tdm_nn_group_norm_bind(tdm_weights_t *w, tdm_nn_group_norm_t *n, int64_t c,
-                                  int64_t groups, float eps, const char *fmt, ...) {
+tdm_status tdm_nn_norm_bind(tdm_weights_t *w, tdm_nn_norm_t *n, int64_t c, int64_t groups,
+                            float eps, const char *fmt, ...) {
     tdm_status st;
     char p[TDM_NN_PREFIX_MAX];
     va_list ap;
@@ -32,7 +32,12 @@ fail:
     return st;
 }
 
-void tdm_nn_group_norm_forward(tdm_device_t *dev, const tdm_nn_group_norm_t *n, float *y,
+void tdm_nn_group_norm_forward(tdm_device_t *dev, const tdm_nn_norm_t *n, float *y,
                                const float *x, int64_t B, int64_t S, int silu) {
     tdm_op_group_norm(dev, y, x, n->w, n->b, B, n->c, S, n->groups, n->eps, silu);
+}
+
+void tdm_nn_layer_norm_forward(tdm_device_t *dev, const tdm_nn_norm_t *n, float *y,
+                               const float *x, int64_t rows) {
+    tdm_op_layer_norm(dev, y, x, n->w, n->b, rows, n->c, n->eps);
 }

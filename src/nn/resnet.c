@@ -21,14 +21,14 @@ tdm_status tdm_nn_resnet_bind(tdm_weights_t *w, tdm_nn_resnet_t *r, int64_t cin,
     r->temb_dim = temb_dim;
     r->out_scale = out_scale;
     TDM_TRY(tdm_weights_nosplit(w, "ResnetBlock2D", "%s", p));
-    TDM_TRY(tdm_nn_group_norm_bind(w, &r->norm1, cin, groups, eps, "%s.norm1", p));
+    TDM_TRY(tdm_nn_norm_bind(w, &r->norm1, cin, groups, eps, "%s.norm1", p));
     TDM_TRY(tdm_nn_conv_bind(w, &r->conv1, cin, cout, 3, "%s.conv1", p));
     if (temb_dim > 0) {
         const int64_t ts[2] = {cout, temb_dim};
         TDM_TRY(tdm_weights_bind(w, &r->temb_w, 1, 2, ts, "%s.time_emb_proj.weight", p));
         TDM_TRY(tdm_weights_bind(w, &r->temb_b, 0, 1, &cout, "%s.time_emb_proj.bias", p));
     }
-    TDM_TRY(tdm_nn_group_norm_bind(w, &r->norm2, cout, groups, eps, "%s.norm2", p));
+    TDM_TRY(tdm_nn_norm_bind(w, &r->norm2, cout, groups, eps, "%s.norm2", p));
     TDM_TRY(tdm_nn_conv_bind(w, &r->conv2, cout, cout, 3, "%s.conv2", p));
     if (cin != cout) TDM_TRY(tdm_nn_conv_bind(w, &r->shortcut, cin, cout, 1, "%s.conv_shortcut", p));
 fail:

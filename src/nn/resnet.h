@@ -19,7 +19,7 @@
 #include "nn/weights.h"
 
 typedef struct {
-    tdm_nn_group_norm_t norm1, norm2;        /* (cin), (cout) */
+    tdm_nn_norm_t norm1, norm2;              /* (cin), (cout) */
     tdm_nn_conv_t conv1, conv2;              /* 3×3: cin → cout, cout → cout */
     tdm_nn_conv_t shortcut;                  /* 1×1 cin → cout; bound only when cin != cout */
     const float *temb_w, *temb_b;            /* (cout, temb_dim), (cout); temb_dim 0: none */
