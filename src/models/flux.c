@@ -21,6 +21,8 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "models/flux.h"
+#include "nn/embed.h"
+#include "nn/ffn.h"
 #include "nn/linear.h"
 #include "nn/ptree.h"
 #include "nn/weights.h"
@@ -56,8 +58,7 @@ struct tdm_flux {
     tdm_device_t   *dev;
     int64_t D, H, hd;                          /* inner dim, heads, head dim */
     tdm_nn_linear_t x_emb, ctx_emb;            /* in → D, joint → D */
-    tdm_nn_linear_t t1, t2, g1, g2;            /* timestep/guidance_embedder.linear_1/2 */
-    tdm_nn_linear_t p1, p2;                    /* text_embedder.linear_1/2 */
+    tdm_nn_ffn_t    temb, gemb, pemb;          /* timestep/guidance/text_embedder (SiLU) */
     tdm_nn_linear_t norm_out;                  /* norm_out.linear (D → 2D): scale, shift */
     tdm_nn_linear_t proj_out;                  /* D → out_channels */
     flux_double_t *dbl;                        /* num_layers */
@@ -221,18 +222,14 @@ static tdm_status load_model(tdm_flux_t *m) {
     int64_t D = m->D;
     /* registration order of FluxTransformer2DModel (the parameter list
      * depends on it; loading does not) */
-    const char *te = "time_text_embed";
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->t1, FLUX_TIME_DIM, D, 1, "%s.timestep_embedder.linear_1",
-                               te));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->t2, D, D, 1, "%s.timestep_embedder.linear_2", te));
-    if (c->guidance_embeds) {
-        TDM_TRY(tdm_nn_linear_bind(&m->w, &m->g1, FLUX_TIME_DIM, D, 1,
-                                   "%s.guidance_embedder.linear_1", te));
-        TDM_TRY(tdm_nn_linear_bind(&m->w, &m->g2, D, D, 1, "%s.guidance_embedder.linear_2", te));
-    }
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->p1, c->pooled_projection_dim, D, 1,
-                               "%s.text_embedder.linear_1", te));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &m->p2, D, D, 1, "%s.text_embedder.linear_2", te));
+    const char *te = "time_text_embed", *l1 = "linear_1", *l2 = "linear_2";
+    TDM_TRY(tdm_nn_ffn_bind(&m->w, &m->temb, FLUX_TIME_DIM, D, D, tdm_op_silu, l1, l2,
+                            "%s.timestep_embedder", te));
+    if (c->guidance_embeds)
+        TDM_TRY(tdm_nn_ffn_bind(&m->w, &m->gemb, FLUX_TIME_DIM, D, D, tdm_op_silu, l1, l2,
+                                "%s.guidance_embedder", te));
+    TDM_TRY(tdm_nn_ffn_bind(&m->w, &m->pemb, c->pooled_projection_dim, D, D, tdm_op_silu, l1, l2,
+                            "%s.text_embedder", te));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &m->ctx_emb, c->joint_attention_dim, D, 1,
                                "context_embedder"));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &m->x_emb, c->in_channels, D, 1, "x_embedder"));
@@ -358,27 +355,6 @@ fail:
 const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m) { return m ? &m->info : NULL; }
 
 /* ---- host-side tables ------------------------------------------------------- */
-
-/* Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) of v * 1000 in
- * float32 as diffusers' get_timestep_embedding: exponent_i = -ln(10000) * i /
- * half, freq = exp(exponent), arg = (v * 1000) * freq, emb = [cos(arg),
- * sin(arg)]. exp, sin and cos are evaluated in double and rounded (within an
- * ulp of torch). v (B) → emb (B, dim), dim even; host memory. */
-static void timestep_embed(float *emb, const float *v, int64_t B, int64_t dim) {
-    int64_t half = dim / 2;
-    float lnp = (float)(-log(10000.0));
-    for (int64_t n = 0; n < B; n++) {
-        float *e = emb + n * dim;
-        float t = v[n] * 1000.0f;
-        for (int64_t i = 0; i < half; i++) {
-            float ex = (lnp * (float)i) / (float)half;
-            float freq = (float)exp((double)ex);
-            float arg = t * freq;
-            e[i] = (float)cos((double)arg);
-            e[half + i] = (float)sin((double)arg);
-        }
-    }
-}
 
 /* FluxPosEmbed: for each position s of ids (S, 3) and axis a of dim d_a,
  * freq_j = 1 / theta^(2j / d_a) and angle = id[s][a] * freq_j in double;
@@ -587,23 +563,17 @@ static tdm_status rope_cached(tdm_flux_t *m, const float *txt_ids, int64_t T,
     return TDM_OK;
 }
 
-/* dst (B, D) = TimestepEmbedding(Timesteps(v * 1000)): linear_1, SiLU, linear_2.
- * v (B) is host memory; the sinusoid is made in `host` (B * 256 floats) and
- * uploaded. */
+/* dst (B, D) = TimestepEmbedding e of Timesteps(256, flip_sin_to_cos, shift 0)
+ * of v * 1000. v (B) is host memory; the sinusoid is made in `host` (B * 256
+ * floats) and uploaded. */
 static tdm_status time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *v, int64_t B,
-                                const tdm_nn_linear_t *l1, const tdm_nn_linear_t *l2, float *dst,
-                                float *host) {
-    tdm_device_t *dev = m->dev;
-    int64_t D = m->D;
-    tdm_status st;
-    timestep_embed(host, v, B, FLUX_TIME_DIM);
-    st = tdm_dev_upload(dev, w->tproj, host, B * FLUX_TIME_DIM * (int64_t)sizeof(float),
-                        "flux timestep embedding");
-    if (st != TDM_OK) return st;
-    tdm_nn_linear_forward(dev, l1, w->th, w->tproj, B);
-    tdm_op_silu(dev, w->th, B * D);
-    tdm_nn_linear_forward(dev, l2, dst, w->th, B);
-    return TDM_OK;
+                                const tdm_nn_ffn_t *e, float *dst, float *host) {
+    tdm_nn_timestep_embedding(host, v, B, FLUX_TIME_DIM, 1, 0.0, 1000.0f);
+    tdm_status st = tdm_dev_upload(m->dev, w->tproj, host,
+                                   B * FLUX_TIME_DIM * (int64_t)sizeof(float),
+                                   "flux timestep embedding");
+    if (st == TDM_OK) tdm_nn_ffn_forward(m->dev, e, dst, w->tproj, w->th, NULL, B);
+    return st;
 }
 
 tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
@@ -654,14 +624,12 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
 
     TDM_TRY(tdm_offload_in(&m->w.off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
     /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
-    TDM_TRY(time_embedder(m, &w, timestep, B, &m->t1, &m->t2, w.temb, host));
+    TDM_TRY(time_embedder(m, &w, timestep, B, &m->temb, w.temb, host));
     if (guidance) {
-        TDM_TRY(time_embedder(m, &w, guidance, B, &m->g1, &m->g2, w.tmp, host));
+        TDM_TRY(time_embedder(m, &w, guidance, B, &m->gemb, w.tmp, host));
         tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     }
-    tdm_nn_linear_forward(dev, &m->p1, w.th, pooled, B);
-    tdm_op_silu(dev, w.th, B * D);
-    tdm_nn_linear_forward(dev, &m->p2, w.tmp, w.th, B);
+    tdm_nn_ffn_forward(dev, &m->pemb, w.tmp, pooled, w.th, NULL, B);
     tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
     /* every AdaLN linear sees SiLU(temb) */
     tdm_op_copy_2d(dev, TDM_F32, w.semb, 0, w.temb, 0, 1, B * D);

@@ -11,6 +11,7 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "models/unet2d_internal.h"
+#include "nn/embed.h"
 #include "nn/ptree.h"
 
 #define UNET_MAX_BLOCKS 8
@@ -885,7 +886,8 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
      * timesteps */
     emb_host = malloc((size_t)(B * C0) * sizeof(float));
     if (!emb_host) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the timestep embedding");
-    unet_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift);
+    tdm_nn_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift,
+                              1.0f);
     st = unet_graph_usable(u) ? unet_forward_graphed(u, x, B, H, W, emb_host, ctx, T, out)
                               : unet_forward_eager(u, x, B, H, W, emb_host, ctx, T, out);
     free(emb_host);

@@ -1,7 +1,7 @@
-/* unet2d_blocks.c — the building blocks of the SD UNet: sinusoidal timestep
- * embedding (host), the buffers of ResnetBlock2D (nn/resnet.h) and of
- * convolutions (nn/conv.h), Transformer2DModel with BasicTransformerBlocks
- * (self-attention, cross-attention, GEGLU feed-forward), all through the
+/* unet2d_blocks.c — the building blocks of the SD UNet: the buffers of
+ * ResnetBlock2D (nn/resnet.h) and of convolutions (nn/conv.h),
+ * Transformer2DModel with BasicTransformerBlocks (self-attention,
+ * cross-attention, GEGLU feed-forward), all through the
  * device-dispatching ops (backend/ops.h) on the model's device. Each function
  * reads its inputs, writes a new device-counted buffer and frees its
  * temporaries; it does not know about block lists or skip connections
@@ -32,30 +32,6 @@ void unet_buf_free(tdm_device_t *dev, unet_buf_t *b) {
     tdm_dev_free(dev, b->p, b->n * (int64_t)sizeof(float));
     b->p = NULL;
     b->n = 0;
-}
-
-/* ---- timestep embedding -------------------------------------------------
- * As diffusers computes it in float32: exponent_i = -ln(10000) * i (float32),
- * divided by (half - shift); freq = exp(exponent); arg = t * freq; then
- * [sin, cos] (or [cos, sin] when flipped); odd dims get a zero pad. exp, sin
- * and cos are evaluated in double and rounded, i.e. within an ulp of torch. */
-void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim, int flip,
-                             double shift) {
-    int64_t half = dim / 2;
-    float lnp = (float)(-log(10000.0));
-    float div = (float)((double)half - shift);
-    for (int64_t n = 0; n < B; n++) {
-        float *e = emb + n * dim;
-        for (int64_t i = 0; i < half; i++) {
-            float ex = (lnp * (float)i) / div;
-            float freq = (float)exp((double)ex);
-            float arg = t[n] * freq;
-            float s = (float)sin((double)arg), c = (float)cos((double)arg);
-            e[i] = flip ? c : s;
-            e[half + i] = flip ? s : c;
-        }
-        if (dim % 2) e[dim - 1] = 0.0f;
-    }
 }
 
 /* ---- convolution ------------------------------------------------------------ */

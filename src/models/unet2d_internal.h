@@ -1,8 +1,7 @@
 /* unet2d_internal.h — structures and block-level forward functions shared by
  * unet2d.c (config, loading, the whole forward) and unet2d_blocks.c (ResNet,
- * Transformer2D, resamplers, time embedding). Not public API. Every weight
- * and activation pointer lives on the model's device; only the timestep
- * embedding works on host memory. */
+ * Transformer2D, convolution buffers). Not public API. Every weight and
+ * activation pointer lives on the model's device. */
 #ifndef TDM_UNET2D_INTERNAL_H
 #define TDM_UNET2D_INTERNAL_H
 
@@ -83,11 +82,6 @@ tdm_status unet_buf_new(tdm_device_t *dev, unet_buf_t *b, int64_t n, const char 
 void       unet_buf_free(tdm_device_t *dev, unet_buf_t *b);
 
 /* ---- blocks (unet2d_blocks.c); outputs are new buffers, inputs untouched */
-
-/* emb (B, dim) = diffusers get_timestep_embedding(t, dim, flip, shift), scale 1.
- * Host memory: t and emb are host arrays. */
-void unet_timestep_embedding(float *emb, const float *t, int64_t B, int64_t dim, int flip,
-                             double shift);
 
 /* y (B, cout, H, W) = resnet(x (B, cin, H, W), temb_act (B, temb_dim) = SiLU(temb)),
  * y a new buffer; the block's temporaries are taken for it and freed. */
