@@ -161,15 +161,6 @@ static int64_t block_of(const void *ctx, const char *name) {
     return -1;
 }
 
-/* Binds the float32 tensor (bias, norm weight) "<prefix>.<suffix>" (the
- * suffix alone when prefix is "") with shape (d0[, d1]) to *dst. */
-static tdm_status ld(tdm_flux_t *m, const float **dst, const char *prefix, const char *suffix,
-                     int ndim, int64_t d0, int64_t d1) {
-    const int64_t shape[2] = {d0, d1};
-    return tdm_weights_bind(&m->w, dst, 0, ndim, shape, "%s%s%s", prefix, *prefix ? "." : "",
-                            suffix);
-}
-
 static tdm_status load_double(tdm_flux_t *m, flux_double_t *d, int64_t i) {
     tdm_status st = TDM_OK;
     int64_t D = m->D, hd = m->hd;
@@ -178,14 +169,14 @@ static tdm_status load_double(tdm_flux_t *m, flux_double_t *d, int64_t i) {
     TDM_TRY(tdm_weights_nosplit(&m->w, "FluxTransformerBlock", "%s", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->mod, D, 6 * D, 1, "%s.norm1.linear", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->mod_ctx, D, 6 * D, 1, "%s.norm1_context.linear", p));
-    TDM_TRY(ld(m, &d->nq, p, "attn.norm_q.weight", 1, hd, 0));
-    TDM_TRY(ld(m, &d->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(tdm_weights_bind(&m->w, &d->nq, 0, 1, &hd, "%s.attn.norm_q.weight", p));
+    TDM_TRY(tdm_weights_bind(&m->w, &d->nk, 0, 1, &hd, "%s.attn.norm_k.weight", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->q, D, D, 1, "%s.attn.to_q", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->k, D, D, 1, "%s.attn.to_k", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->v, D, D, 1, "%s.attn.to_v", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->out, D, D, 1, "%s.attn.to_out.0", p));
-    TDM_TRY(ld(m, &d->naq, p, "attn.norm_added_q.weight", 1, hd, 0));
-    TDM_TRY(ld(m, &d->nak, p, "attn.norm_added_k.weight", 1, hd, 0));
+    TDM_TRY(tdm_weights_bind(&m->w, &d->naq, 0, 1, &hd, "%s.attn.norm_added_q.weight", p));
+    TDM_TRY(tdm_weights_bind(&m->w, &d->nak, 0, 1, &hd, "%s.attn.norm_added_k.weight", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->aq, D, D, 1, "%s.attn.add_q_proj", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ak, D, D, 1, "%s.attn.add_k_proj", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->av, D, D, 1, "%s.attn.add_v_proj", p));
@@ -207,8 +198,8 @@ static tdm_status load_single(tdm_flux_t *m, flux_single_t *s, int64_t i) {
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->mod, D, 3 * D, 1, "%s.norm.linear", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->mlp, D, 4 * D, 1, "%s.proj_mlp", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->out, 5 * D, D, 1, "%s.proj_out", p));
-    TDM_TRY(ld(m, &s->nq, p, "attn.norm_q.weight", 1, hd, 0));
-    TDM_TRY(ld(m, &s->nk, p, "attn.norm_k.weight", 1, hd, 0));
+    TDM_TRY(tdm_weights_bind(&m->w, &s->nq, 0, 1, &hd, "%s.attn.norm_q.weight", p));
+    TDM_TRY(tdm_weights_bind(&m->w, &s->nk, 0, 1, &hd, "%s.attn.norm_k.weight", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->q, D, D, 1, "%s.attn.to_q", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->k, D, D, 1, "%s.attn.to_k", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->v, D, D, 1, "%s.attn.to_v", p));

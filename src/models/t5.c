@@ -181,36 +181,30 @@ fail:
  * no-split modules (T5Block). Allocates m->blocks. */
 static tdm_status load_blocks(tdm_t5_t *m) {
     tdm_status st = TDM_OK;
-    const int64_t D = m->D, HK = m->H * m->dkv, F = m->F;
+    const int64_t D = m->D, HK = m->H * m->dkv, F = m->F, rb[2] = {m->nbuckets, m->H};
     m->blocks = calloc((size_t)m->L, sizeof *m->blocks);
     if (!m->blocks) return tdm_errorf(TDM_ERR_NOMEM, "t5: out of memory");
     for (int64_t l = 0; l < m->L; l++) {
         t5_block *y = &m->blocks[l];
-/* LT: a float32 tensor; LIN: a Linear without bias (its weight in the GEMM dtype) */
-#define LT(field, name, nd, a, b)                                                        \
-    TDM_TRY(tdm_weights_bind_tensor(&m->w, &(field), 0, nd, (int64_t[]){a, b},           \
-                                    "encoder.block.%lld.layer.%s", (long long)l, name))
-#define LIN(field, name, in, out)                                                        \
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &y->field, in, out, 0, "encoder.block.%lld.layer.%s", \
-                               (long long)l, name))
+        char p[64];   /* a Linear has no bias; the rest is float32 */
+        snprintf(p, sizeof p, "encoder.block.%lld.layer", (long long)l);
         TDM_TRY(tdm_weights_nosplit(&m->w, "T5Block", "encoder.block.%lld", (long long)l));
-        LIN(q, "0.SelfAttention.q", D, HK);
-        LIN(k, "0.SelfAttention.k", D, HK);
-        LIN(v, "0.SelfAttention.v", D, HK);
-        LIN(o, "0.SelfAttention.o", HK, D);
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &y->q, D, HK, 0, "%s.0.SelfAttention.q", p));
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &y->k, D, HK, 0, "%s.0.SelfAttention.k", p));
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &y->v, D, HK, 0, "%s.0.SelfAttention.v", p));
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &y->o, HK, D, 0, "%s.0.SelfAttention.o", p));
         if (l == 0)   /* shared by every block; an embedding table (rows gathered), not a Linear */
-            LT(m->rel_bias, "0.SelfAttention.relative_attention_bias.weight", 2, m->nbuckets, m->H);
-        LT(y->ln0_w, "0.layer_norm.weight", 1, D, 0);
+            TDM_TRY(tdm_weights_bind_tensor(&m->w, &m->rel_bias, 0, 2, rb, "%s.0.SelfAttention."
+                                            "relative_attention_bias.weight", p));
+        TDM_TRY(tdm_weights_bind_tensor(&m->w, &y->ln0_w, 0, 1, &D, "%s.0.layer_norm.weight", p));
         if (m->gated) {
-            LIN(wi0, "1.DenseReluDense.wi_0", D, F);
-            LIN(wi1, "1.DenseReluDense.wi_1", D, F);
+            TDM_TRY(tdm_nn_linear_bind(&m->w, &y->wi0, D, F, 0, "%s.1.DenseReluDense.wi_0", p));
+            TDM_TRY(tdm_nn_linear_bind(&m->w, &y->wi1, D, F, 0, "%s.1.DenseReluDense.wi_1", p));
         } else {
-            LIN(wi0, "1.DenseReluDense.wi", D, F);
+            TDM_TRY(tdm_nn_linear_bind(&m->w, &y->wi0, D, F, 0, "%s.1.DenseReluDense.wi", p));
         }
-        LIN(wo, "1.DenseReluDense.wo", F, D);
-        LT(y->ln1_w, "1.layer_norm.weight", 1, D, 0);
-#undef LIN
-#undef LT
+        TDM_TRY(tdm_nn_linear_bind(&m->w, &y->wo, F, D, 0, "%s.1.DenseReluDense.wo", p));
+        TDM_TRY(tdm_weights_bind_tensor(&m->w, &y->ln1_w, 0, 1, &D, "%s.1.layer_norm.weight", p));
     }
     TDM_TRY(tdm_weights_bind_tensor(&m->w, &m->fln_w, 0, 1, &D, "encoder.final_layer_norm.weight"));
 fail:

@@ -326,17 +326,6 @@ static int64_t unet_unit_of(const void *ctx, const char *name) {
     return unet_unit(part, b, k, k == 2 ? 0 : j);
 }
 
-/* Binds "<prefix>.<suffix>" (the suffix alone when prefix is "") with
- * shape (d0..d[ndim-1]) to *dst. Every tensor of 2+ dims in this model is a
- * Linear or Conv weight feeding only a GEMM: those are stored in the
- * device's GEMM dtype; biases and norms (1 dim) stay float32. */
-static tdm_status ld(tdm_unet_t *u, const float **dst, const char *prefix, const char *suffix,
-                     int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    const int64_t shape[4] = {d0, d1, d2, d3};
-    return tdm_weights_bind(&u->w, dst, ndim >= 2, ndim, shape, "%s%s%s", prefix,
-                            *prefix ? "." : "", suffix);
-}
-
 static tdm_status check_groups(const unet_cfg_t *c, int64_t C, int64_t G, const char *where) {
     if (C % G != 0)
         return tdm_errorf(TDM_ERR_MODEL, "%s: norm_num_groups=%lld does not divide the %lld "
@@ -375,8 +364,9 @@ static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const c
     if (!t->blocks) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for %s", p);
     int64_t in = t->inner, k1 = c->linear ? 0 : 1;
     TDM_TRY(tdm_nn_norm_bind(&u->w, &t->norm, C, c->groups, 1e-6f, "%s.norm", p));
-    TDM_TRY(ld(u, &t->pin_w, p, "proj_in.weight", k1 ? 4 : 2, in, C, 1, 1));
-    TDM_TRY(ld(u, &t->pin_b, p, "proj_in.bias", 1, in, 0, 0, 0));
+    const int64_t pin[4] = {in, C, 1, 1}, pout[4] = {C, in, 1, 1};   /* Linear or 1×1 conv */
+    TDM_TRY(tdm_weights_bind(&u->w, &t->pin_w, 1, k1 ? 4 : 2, pin, "%s.proj_in.weight", p));
+    TDM_TRY(tdm_weights_bind(&u->w, &t->pin_b, 0, 1, &in, "%s.proj_in.bias", p));
     for (int64_t i = 0; i < depth; i++) {
         unet_tblock_t *b = &t->blocks[i];
         snprintf(q, sizeof(q), "%s.transformer_blocks.%lld", p, (long long)i);
@@ -392,8 +382,8 @@ static tdm_status load_transformer(tdm_unet_t *u, unet_transformer_t *t, const c
         TDM_TRY(tdm_nn_ffn_bind(&u->w, &b->ff, in, 4 * in, in, NULL /* GEGLU */, "net.0.proj",
                                 "net.2", "%s.ff", q));
     }
-    TDM_TRY(ld(u, &t->pout_w, p, "proj_out.weight", k1 ? 4 : 2, C, in, 1, 1));
-    TDM_TRY(ld(u, &t->pout_b, p, "proj_out.bias", 1, C, 0, 0, 0));
+    TDM_TRY(tdm_weights_bind(&u->w, &t->pout_w, 1, k1 ? 4 : 2, pout, "%s.proj_out.weight", p));
+    TDM_TRY(tdm_weights_bind(&u->w, &t->pout_b, 0, 1, &C, "%s.proj_out.bias", p));
 fail:
     return st;
 }

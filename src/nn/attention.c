@@ -2,21 +2,15 @@
  * (attention.h). */
 #include "nn/attention.h"
 
-#include <stdarg.h>
-
 #include "backend/ops.h"
 #include "nn/nn_internal.h"
 
 tdm_status tdm_nn_attention_bind(tdm_weights_t *w, tdm_nn_attention_t *a, int64_t dim,
                                  int64_t kv_dim, int64_t inner, int64_t heads, int qkv_bias,
                                  const char *fmt, ...) {
-    tdm_status st;
+    tdm_status st = TDM_OK;
     char p[TDM_NN_PREFIX_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    st = tdm_nn_prefix(w, p, fmt, ap);
-    va_end(ap);
-    if (st != TDM_OK) return st;
+    TDM_NN_PREFIX(w, p, fmt);
     a->heads = heads;
     TDM_TRY(tdm_nn_linear_bind(w, &a->q, dim, inner, qkv_bias, "%s.to_q", p));
     TDM_TRY(tdm_nn_linear_bind(w, &a->k, kv_dim, inner, qkv_bias, "%s.to_k", p));

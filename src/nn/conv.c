@@ -1,7 +1,6 @@
 /* conv.c — nn.Conv2d and nearest upsampling over caller-given buffers (conv.h). */
 #include "nn/conv.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 
 #include "backend/ops.h"
@@ -9,13 +8,9 @@
 
 tdm_status tdm_nn_conv_bind(tdm_weights_t *w, tdm_nn_conv_t *c, int64_t cin, int64_t cout,
                             int64_t k, const char *fmt, ...) {
-    tdm_status st;
+    tdm_status st = TDM_OK;
     char p[TDM_NN_PREFIX_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    st = tdm_nn_prefix(w, p, fmt, ap);
-    va_end(ap);
-    if (st != TDM_OK) return st;
+    TDM_NN_PREFIX(w, p, fmt);
     const int64_t ws[4] = {cout, cin, k, k};
     c->cin = cin;
     c->cout = cout;

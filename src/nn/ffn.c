@@ -1,8 +1,6 @@
 /* ffn.c — two Linears around an activation (ffn.h). */
 #include "nn/ffn.h"
 
-#include <stdarg.h>
-
 #include "backend/ops.h"
 #include "nn/nn_internal.h"
 
@@ -10,13 +8,10 @@ tdm_status tdm_nn_ffn_bind(tdm_weights_t *w, tdm_nn_ffn_t *f, int64_t dim, int64
                            int64_t out_dim, tdm_nn_act_fn act, const char *in_name,
                            const char *out_name, const char *fmt, ...) {
     char p[TDM_NN_PREFIX_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    tdm_status st = tdm_nn_prefix(w, p, fmt, ap);
-    va_end(ap);
+    TDM_NN_PREFIX(w, p, fmt);
     f->act = act;
-    if (st == TDM_OK)
-        st = tdm_nn_linear_bind(w, &f->in, dim, act ? hidden : 2 * hidden, 1, "%s.%s", p, in_name);
+    tdm_status st = tdm_nn_linear_bind(w, &f->in, dim, act ? hidden : 2 * hidden, 1, "%s.%s", p,
+                                       in_name);
     if (st == TDM_OK) st = tdm_nn_linear_bind(w, &f->out, hidden, out_dim, 1, "%s.%s", p, out_name);
     return st;
 }

@@ -1,20 +1,14 @@
 /* linear.c — nn.Linear over caller-given buffers (linear.h). */
 #include "nn/linear.h"
 
-#include <stdarg.h>
-
 #include "backend/ops.h"
 #include "nn/nn_internal.h"
 
 tdm_status tdm_nn_linear_bind(tdm_weights_t *w, tdm_nn_linear_t *l, int64_t in, int64_t out,
                               int bias, const char *fmt, ...) {
-    tdm_status st;
+    tdm_status st = TDM_OK;
     char p[TDM_NN_PREFIX_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    st = tdm_nn_prefix(w, p, fmt, ap);
-    va_end(ap);
-    if (st != TDM_OK) return st;
+    TDM_NN_PREFIX(w, p, fmt);
     const int64_t ws[2] = {out, in};
     l->in = in;
     l->out = out;

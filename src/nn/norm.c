@@ -16,13 +16,9 @@ tdm_status tdm_nn_prefix(const tdm_weights_t *w, char *p, const char *fmt, va_li
 
 tdm_status tdm_nn_norm_bind(tdm_weights_t *w, tdm_nn_norm_t *n, int64_t c, int64_t groups,
                             float eps, const char *fmt, ...) {
-    tdm_status st;
+    tdm_status st = TDM_OK;
     char p[TDM_NN_PREFIX_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    st = tdm_nn_prefix(w, p, fmt, ap);
-    va_end(ap);
-    if (st != TDM_OK) return st;
+    TDM_NN_PREFIX(w, p, fmt);
     n->c = c;
     n->groups = groups;
     n->eps = eps;

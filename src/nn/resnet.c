@@ -1,21 +1,15 @@
 /* resnet.c — ResnetBlock2D over caller-given buffers (resnet.h). */
 #include "nn/resnet.h"
 
-#include <stdarg.h>
-
 #include "backend/ops.h"
 #include "nn/nn_internal.h"
 
 tdm_status tdm_nn_resnet_bind(tdm_weights_t *w, tdm_nn_resnet_t *r, int64_t cin, int64_t cout,
                               int64_t temb_dim, int64_t groups, float eps, float out_scale,
                               const char *fmt, ...) {
-    tdm_status st;
+    tdm_status st = TDM_OK;
     char p[TDM_NN_PREFIX_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    st = tdm_nn_prefix(w, p, fmt, ap);
-    va_end(ap);
-    if (st != TDM_OK) return st;
+    TDM_NN_PREFIX(w, p, fmt);
     r->cin = cin;
     r->cout = cout;
     r->temb_dim = temb_dim;
@@ -23,11 +17,8 @@ tdm_status tdm_nn_resnet_bind(tdm_weights_t *w, tdm_nn_resnet_t *r, int64_t cin,
     TDM_TRY(tdm_weights_nosplit(w, "ResnetBlock2D", "%s", p));
     TDM_TRY(tdm_nn_norm_bind(w, &r->norm1, cin, groups, eps, "%s.norm1", p));
     TDM_TRY(tdm_nn_conv_bind(w, &r->conv1, cin, cout, 3, "%s.conv1", p));
-    if (temb_dim > 0) {
-        const int64_t ts[2] = {cout, temb_dim};
-        TDM_TRY(tdm_weights_bind(w, &r->temb_w, 1, 2, ts, "%s.time_emb_proj.weight", p));
-        TDM_TRY(tdm_weights_bind(w, &r->temb_b, 0, 1, &cout, "%s.time_emb_proj.bias", p));
-    }
+    if (temb_dim > 0)
+        TDM_TRY(tdm_nn_linear_bind(w, &r->temb, temb_dim, cout, 1, "%s.time_emb_proj", p));
     TDM_TRY(tdm_nn_norm_bind(w, &r->norm2, cout, groups, eps, "%s.norm2", p));
     TDM_TRY(tdm_nn_conv_bind(w, &r->conv2, cout, cout, 3, "%s.conv2", p));
     if (cin != cout) TDM_TRY(tdm_nn_conv_bind(w, &r->shortcut, cin, cout, 1, "%s.conv_shortcut", p));
@@ -57,7 +48,7 @@ void tdm_nn_resnet_forward(tdm_device_t *dev, const tdm_nn_resnet_t *r, float *y
     tdm_nn_group_norm_forward(dev, &r->norm1, b->t, x, B, S, 1);
     tdm_nn_conv_forward(dev, &r->conv1, b->h, b->t, B, H, W, 1, 1, b->scratch);
     if (r->temb_dim > 0) {
-        tdm_op_linear(dev, b->tp, temb_act, r->temb_w, r->temb_b, B, r->temb_dim, r->cout);
+        tdm_nn_linear_forward(dev, &r->temb, b->tp, temb_act, B);
         tdm_op_add_channel_bias(dev, b->h, b->tp, B, r->cout, S);
     }
     tdm_nn_group_norm_forward(dev, &r->norm2, b->h, b->h, B, S, 1);

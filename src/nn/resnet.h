@@ -15,14 +15,15 @@
 
 #include "core/core.h"
 #include "nn/conv.h"
+#include "nn/linear.h"
 #include "nn/norm.h"
 #include "nn/weights.h"
 
 typedef struct {
-    tdm_nn_norm_t norm1, norm2;              /* (cin), (cout) */
-    tdm_nn_conv_t conv1, conv2;              /* 3×3: cin → cout, cout → cout */
-    tdm_nn_conv_t shortcut;                  /* 1×1 cin → cout; bound only when cin != cout */
-    const float *temb_w, *temb_b;            /* (cout, temb_dim), (cout); temb_dim 0: none */
+    tdm_nn_norm_t   norm1, norm2;            /* (cin), (cout) */
+    tdm_nn_conv_t   conv1, conv2;            /* 3×3: cin → cout, cout → cout */
+    tdm_nn_conv_t   shortcut;                /* 1×1 cin → cout; bound only when cin != cout */
+    tdm_nn_linear_t temb;                    /* time_emb_proj temb_dim → cout; temb_dim 0: none */
     int64_t cin, cout, temb_dim;
     float   out_scale;                       /* output_scale_factor */
 } tdm_nn_resnet_t;
