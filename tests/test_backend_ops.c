@@ -943,6 +943,29 @@ static void run_table(tdm_device_t *dev, const char *dname, int half) {
             if (g_cases[i].dts & (1u << k)) run_case(&g_cases[i], dev, dname, dts[k]);
 }
 
+/* The half attention rows again on `spec` opened with opts.attn_tc_16row
+ * (every head dim through the 16-row flash kernel instead of the 128-row
+ * one). */
+static void run_attention_16row(const char *spec) {
+    static const tdm_dtype dts[2] = {TDM_F16, TDM_BF16};
+    tdm_backend_params_t p;
+    tdm_device_t dev;
+    char name[48];
+    tdm_backend_params_init(&p);
+    p.attn_tc_16row = 1;
+    snprintf(name, sizeof name, "%s attn_tc_16row", spec);
+    if (tdm_backend_device_open(&dev, spec, &p) != TDM_OK) {
+        printf("FAIL %s: %s\n", name, tdm_last_error());
+        test_nfail++;
+        return;
+    }
+    for (size_t i = 0; i < sizeof g_cases / sizeof *g_cases; i++)
+        if (g_cases[i].op == &ATTENTION || g_cases[i].op == &ATTENTION_T)
+            for (int k = 0; k < 2; k++)
+                if (g_cases[i].dts & (k ? DBF : D16)) run_case(&g_cases[i], &dev, name, dts[k]);
+    tdm_backend_device_close(&dev);
+}
+
 /* ---- device behaviour (CUDA) ------------------------------------------------ */
 
 static tdm_device_t *g_cuda;   /* the CUDA device under test */
@@ -1055,6 +1078,7 @@ static int run_cuda(void) {
             continue;
         }
         run_table(&dev, spec, 1);
+        run_attention_16row(spec);
         g_cuda = &dev;
         RUN(test_device_memory);
         RUN(test_error_kept);
