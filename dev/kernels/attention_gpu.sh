@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# On the GPU machine (run tool, carry .deps): build test_backend_ops with CUDA, run it
-# (prints the tensor-core attention errors) with the default kernels and again with
-# TDM_ATTN_TC=1 (the 64-row tc_attention_kernel for every head dim; test_backend_ops runs its
-# attention rows with that switch too, as attn_tc_16row), then build + run
-# the stand-alone attention benchmark (dev/kernels/attention_bench.cu) for both
-# kernels, then (NCU=1) the conversion / attention-kernel split of the headline
+# On the GPU machine (run tool, carry .deps): build test_backend_ops with CUDA and run it
+# (prints the tensor-core attention errors; its attention rows run with the default kernels
+# and again with attn_tc_16row, the 64-row tc_attention_kernel for every head dim), then
+# build + run the stand-alone attention benchmark (dev/kernels/attention_bench.cu) for both
+# kernels (TDM_ATTN_TC=1 there selects the 64-row one), then (NCU=1) the conversion / attention-kernel split of the headline
 # shapes under ncu, then (CTEST=1) ctest -L cuda.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
