@@ -117,6 +117,11 @@ typedef struct {
     int (*fn)(const opctx *);
     int sub;
     tol_t tol;                   /* of its cases, unless a case has its own */
+    /* 1: errors are relative to the larger of the output's and the inputs'
+     * magnitudes. For activations x·Φ(x)-like, whose output cancels far below
+     * the input for x ≪ 0 (gelu(-3) ≈ -0.004): there float32 erf/exp give
+     * the output only to the input's precision, on every backend. */
+    int in_scale;
 } op_info;
 
 /* y (M, N) = x (M, K) · W (N, K)^T [+ b (N)] */
@@ -126,7 +131,7 @@ static int op_linear(const opctx *x) {
     return set(x->o, 4, out0(M * N, 0), arg(M * K, 1, A_ROUND), arg(N * K, 1, A_WEIGHT),
                opt(x->p[3], arg(N, 1, 0)));
 }
-static const op_info LINEAR = {"linear", "M K N bias", op_linear, 0, T_GEMM};
+static const op_info LINEAR = {"linear", "M K N bias", op_linear, 0, T_GEMM, 0};
 
 /* into y (M, ldy) whose other columns must stay */
 static int op_linear_gelu(const opctx *x) {
@@ -135,7 +140,7 @@ static int op_linear_gelu(const opctx *x) {
     return set(x->o, 4, arg(M * ldy, 1, A_OUT), arg(M * K, 1, A_ROUND), arg(N * K, 1, A_WEIGHT),
                opt(x->p[4], arg(N, 1, 0)));
 }
-static const op_info LINEAR_GELU = {"linear_gelu", "M K N ldy bias", op_linear_gelu, 0, T_GEMM};
+static const op_info LINEAR_GELU = {"linear_gelu", "M K N ldy bias", op_linear_gelu, 0, T_GEMM, 0};
 
 /* half x → half y (yhalf, the bias rounded to it first: backend/ops_list.h)
  * or float32 y; the reference on rounded W (and b) */
@@ -158,7 +163,7 @@ static int op_linear_ex(const opctx *x) {
                arg(N * K, 1, A_WEIGHT), opt(x->p[4], arg(N, 1, yhalf ? A_ROUND : 0)));
 }
 static const op_info LINEAR_EX = {"linear_ex", "M K N ldy bias gelu yhalf", op_linear_ex, 0,
-                                  {{NOCMP, NOCMP, NOCMP}, {NOCMP, 1e-4 + ACT16, 1e-4 + ACTBF}}};
+                                  {{NOCMP, NOCMP, NOCMP}, {NOCMP, 1e-4 + ACT16, 1e-4 + ACTBF}}, 0};
 static const tol_t TOL_LINEX_F32OUT = {{NOCMP, NOCMP, NOCMP}, {NOCMP, 1e-4, 1e-4}};
 
 /* C (M, N; ldc = N + pad) = alpha·op(A)·op(B) + beta·C, lda and ldb padded too */
@@ -172,7 +177,7 @@ static int op_gemm(const opctx *x) {
     return set(x->o, 3, arg(M * ldc, 1, A_OUT), arg((tA ? K : M) * lda, 1, A_ROUND),
                arg((tB ? N : K) * ldb, 1, A_WEIGHT));
 }
-static const op_info GEMM = {"gemm", "tA tB M N K pad", op_gemm, 0, T_GEMM};
+static const op_info GEMM = {"gemm", "tA tB M N K pad", op_gemm, 0, T_GEMM, 0};
 
 /* conv2d when the padding is the same on all sides, else conv2d_pad4 */
 static int op_conv(const opctx *x) {
@@ -193,7 +198,7 @@ static int op_conv(const opctx *x) {
                arg(ns, 0, A_SCRATCH));
 }
 static const op_info CONV = {"conv2d", "B Cin H W Cout kh kw s pt pb pl pr bias", op_conv, 0,
-                             T_GEMM};
+                             T_GEMM, 0};
 
 /* x with a nonzero mean; gamma, beta left out when not affine */
 static int op_group_norm(const opctx *x) {
@@ -206,7 +211,7 @@ static int op_group_norm(const opctx *x) {
                opt(x->p[5], arg(C, 1, 0)));
 }
 static const op_info GROUP_NORM = {"group_norm", "B C S G silu affine inplace", op_group_norm, 0,
-                                   T_ELEM};
+                                   T_ELEM, 0};
 
 static int op_layer_norm(const opctx *x) {
     const int64_t rows = x->p[0], D = x->p[1];
@@ -216,7 +221,7 @@ static int op_layer_norm(const opctx *x) {
                opt(x->p[2], arg(D, 1, 0)));
 }
 static const op_info LAYER_NORM = {"layer_norm", "rows D affine inplace", op_layer_norm, 0,
-                                   T_ELEM};
+                                   T_ELEM, 0};
 
 /* w left out: ones */
 static int op_rms_norm(const opctx *x) {
@@ -225,7 +230,7 @@ static int op_rms_norm(const opctx *x) {
     return set(x->o, 3, x->p[3] ? same(1, A_OUT) : out0(rows * D, 0), arg(rows * D, 3, 0),
                opt(x->p[2], arg(D, 2, 0)));
 }
-static const op_info RMS_NORM = {"rms_norm", "rows D w inplace", op_rms_norm, 0, T_ELEM};
+static const op_info RMS_NORM = {"rms_norm", "rows D w inplace", op_rms_norm, 0, T_ELEM, 0};
 
 /* float32 x → typed y */
 static int op_rms_norm_t(const opctx *x) {
@@ -233,7 +238,7 @@ static int op_rms_norm_t(const opctx *x) {
     if (x->a) tdm_op_rms_norm_t(x->dev, x->at, x->a[0], x->a[1], x->a[2], rows, D, 1e-6f);
     return set(x->o, 3, out0(rows * D, A_ACT), arg(rows * D, 3, 0), arg(D, 2, 0));
 }
-static const op_info RMS_NORM_T = {"rms_norm_t", "rows D", op_rms_norm_t, 0, T_ELEM};
+static const op_info RMS_NORM_T = {"rms_norm_t", "rows D", op_rms_norm_t, 0, T_ELEM, 0};
 
 /* in place on x (n) */
 static int op_unary(const opctx *x) {
@@ -242,28 +247,28 @@ static int op_unary(const opctx *x) {
     if (x->a) fn[x->sub](x->dev, x->a[0], x->p[0]);
     return set(x->o, 1, arg(x->p[0], 6, A_OUT | (x->p[1] ? A_SPECIAL : 0)));
 }
-static const op_info SILU = {"silu", "n special", op_unary, 0, T_ELEM};
-static const op_info GELU = {"gelu", "n special", op_unary, 1, T_ELEM};
-static const op_info GELU_TANH = {"gelu_tanh", "n special", op_unary, 2, T_ELEM};
-static const op_info QUICK_GELU = {"quick_gelu", "n special", op_unary, 3, T_ELEM};
-static const op_info RELU = {"relu", "n special", op_unary, 4, T_ELEM};
+static const op_info SILU = {"silu", "n special", op_unary, 0, T_ELEM, 1};
+static const op_info GELU = {"gelu", "n special", op_unary, 1, T_ELEM, 1};
+static const op_info GELU_TANH = {"gelu_tanh", "n special", op_unary, 2, T_ELEM, 1};
+static const op_info QUICK_GELU = {"quick_gelu", "n special", op_unary, 3, T_ELEM, 1};
+static const op_info RELU = {"relu", "n special", op_unary, 4, T_ELEM, 0};
 
 /* the typed activation sub (a tdm_act_fn) in place on x (n) */
 static int op_act_t(const opctx *x) {
     if (x->a) tdm_op_act_t(x->dev, x->at, (tdm_act_fn)x->sub, x->a[0], x->p[0]);
     return set(x->o, 1, arg(x->p[0], 4, A_OUT | A_ACT));
 }
-static const op_info ACT_RELU = {"act_t relu", "n", op_act_t, TDM_FN_RELU, T_ELEM};
-static const op_info ACT_GELU = {"act_t gelu", "n", op_act_t, TDM_FN_GELU, T_ELEM};
-static const op_info ACT_GELU_TANH = {"act_t gelu_tanh", "n", op_act_t, TDM_FN_GELU_TANH, T_ELEM};
-static const op_info ACT_SILU = {"act_t silu", "n", op_act_t, TDM_FN_SILU, T_ELEM};
+static const op_info ACT_RELU = {"act_t relu", "n", op_act_t, TDM_FN_RELU, T_ELEM, 0};
+static const op_info ACT_GELU = {"act_t gelu", "n", op_act_t, TDM_FN_GELU, T_ELEM, 1};
+static const op_info ACT_GELU_TANH = {"act_t gelu_tanh", "n", op_act_t, TDM_FN_GELU_TANH, T_ELEM, 1};
+static const op_info ACT_SILU = {"act_t silu", "n", op_act_t, TDM_FN_SILU, T_ELEM, 1};
 
 static int op_geglu(const opctx *x) {
     const int64_t rows = x->p[0], F = x->p[1];
     if (x->a) tdm_op_geglu(x->dev, x->a[0], x->a[1], rows, F);
     return set(x->o, 2, out0(rows * F, 0), arg(rows * 2 * F, 4, 0));
 }
-static const op_info GEGLU = {"geglu", "rows F", op_geglu, 0, T_ELEM};
+static const op_info GEGLU = {"geglu", "rows F", op_geglu, 0, T_ELEM, 1};
 
 /* y = a + b, a · b (float32) or typed a · b; alias 1: y is a, 2: y is b */
 static int op_binary(const opctx *x) {
@@ -275,9 +280,9 @@ static int op_binary(const opctx *x) {
     if (x->a && x->sub == 2) tdm_op_mul_t(x->dev, x->at, x->a[0], x->a[1], x->a[2], n);
     return set(x->o, 3, al ? same((int)al, A_OUT) : out0(n, t), arg(n, r, t), arg(n, r, t));
 }
-static const op_info ADD = {"add", "n alias", op_binary, 0, T_ELEM};
-static const op_info MUL = {"mul", "n alias", op_binary, 1, T_ELEM};
-static const op_info MUL_T = {"mul_t", "n alias", op_binary, 2, T_ELEM};
+static const op_info ADD = {"add", "n alias", op_binary, 0, T_ELEM, 0};
+static const op_info MUL = {"mul", "n alias", op_binary, 1, T_ELEM, 0};
+static const op_info MUL_T = {"mul_t", "n alias", op_binary, 2, T_ELEM, 0};
 
 /* y = a · -0.37 or clamp(a, -1.5, 2) */
 static int op_scale_clamp(const opctx *x) {
@@ -287,8 +292,8 @@ static int op_scale_clamp(const opctx *x) {
     return set(x->o, 2, x->p[1] ? same(1, A_OUT) : out0(n, 0),
                arg(n, 5, x->p[2] ? A_SPECIAL : 0));
 }
-static const op_info SCALE = {"scale", "n inplace special", op_scale_clamp, 0, T_ELEM};
-static const op_info CLAMP = {"clamp", "n inplace special", op_scale_clamp, 1, T_ELEM};
+static const op_info SCALE = {"scale", "n inplace special", op_scale_clamp, 0, T_ELEM, 0};
+static const op_info CLAMP = {"clamp", "n inplace special", op_scale_clamp, 1, T_ELEM, 0};
 
 static int op_add_channel_bias(const opctx *x) {
     const int64_t B = x->p[0], C = x->p[1], S = x->p[2];
@@ -296,7 +301,7 @@ static int op_add_channel_bias(const opctx *x) {
     return set(x->o, 2, arg(B * C * S, 2, A_OUT), arg(B * C, 2, 0));
 }
 static const op_info ADD_CHANNEL_BIAS = {"add_channel_bias", "B C S", op_add_channel_bias, 0,
-                                         T_ELEM};
+                                         T_ELEM, 0};
 
 /* float32 x cast to the typed xh (rounded as the host rounds), copied into y
  * (rows, ldy) and cast back into xf (exact): against the reference on x rounded */
@@ -310,7 +315,7 @@ static int op_cast_copy(const opctx *x) {
     return set(x->o, 4, arg(rows * ldy, 1, A_OUT | A_ACT), arg(n, 1, A_ROUND),
                arg(n, 0, A_ZERO | A_ACT), out0(n, 0));
 }
-static const op_info CAST_COPY = {"cast + copy_2d", "rows cols ldy", op_cast_copy, 0, T_CAST};
+static const op_info CAST_COPY = {"cast + copy_2d", "rows cols ldy", op_cast_copy, 0, T_CAST, 0};
 
 /* (B, C, S) → (B, S, C), and back */
 static int op_transpose(const opctx *x) {
@@ -319,8 +324,8 @@ static int op_transpose(const opctx *x) {
     if (x->a && x->sub == 1) tdm_op_transpose_sc(x->dev, x->a[0], x->a[1], B, n1, n2);
     return set(x->o, 2, out0(B * n1 * n2, 0), arg(B * n1 * n2, 1, 0));
 }
-static const op_info TRANSPOSE_CS = {"transpose_cs", "B C S", op_transpose, 0, T_EXACT};
-static const op_info TRANSPOSE_SC = {"transpose_sc", "B S C", op_transpose, 1, T_EXACT};
+static const op_info TRANSPOSE_CS = {"transpose_cs", "B C S", op_transpose, 0, T_EXACT, 0};
+static const op_info TRANSPOSE_SC = {"transpose_sc", "B S C", op_transpose, 1, T_EXACT, 0};
 
 /* nearest 2× (sub 0) or to Ho × Wo (sub 1) */
 static int op_resize(const opctx *x) {
@@ -330,15 +335,15 @@ static int op_resize(const opctx *x) {
     if (x->a && x->sub == 1) tdm_op_resize_nearest(x->dev, x->a[0], x->a[1], B, C, H, W, Ho, Wo);
     return set(x->o, 2, out0(B * C * Ho * Wo, 0), arg(B * C * H * W, 1, 0));
 }
-static const op_info UPSAMPLE = {"upsample_nearest2x", "B C H W", op_resize, 0, T_EXACT};
-static const op_info RESIZE = {"resize_nearest", "B C H W Ho Wo", op_resize, 1, T_EXACT};
+static const op_info UPSAMPLE = {"upsample_nearest2x", "B C H W", op_resize, 0, T_EXACT, 0};
+static const op_info RESIZE = {"resize_nearest", "B C H W Ho Wo", op_resize, 1, T_EXACT, 0};
 
 static int op_concat(const opctx *x) {
     const int64_t B = x->p[0], Ca = x->p[1], Cb = x->p[2], S = x->p[3];
     if (x->a) tdm_op_concat_channels(x->dev, x->a[0], x->a[1], Ca, x->a[2], Cb, B, S);
     return set(x->o, 3, out0(B * (Ca + Cb) * S, 0), arg(B * Ca * S, 1, 0), arg(B * Cb * S, 1, 0));
 }
-static const op_info CONCAT = {"concat_channels", "B Ca Cb S", op_concat, 0, T_EXACT};
+static const op_info CONCAT = {"concat_channels", "B Ca Cb S", op_concat, 0, T_EXACT, 0};
 
 /* n rows of a (rows, D) table; indices drawn with the first 0, the last rows - 1 */
 static int op_gather_rows(const opctx *x) {
@@ -346,7 +351,7 @@ static int op_gather_rows(const opctx *x) {
     if (x->a) tdm_op_gather_rows(x->dev, x->a[0], x->a[1], x->a[2], n, D);
     return set(x->o, 3, out0(n * D, 0), arg(rows * D, 1, 0), arg(n, (float)rows, A_IDX));
 }
-static const op_info GATHER = {"gather_rows", "rows D n", op_gather_rows, 0, T_EXACT};
+static const op_info GATHER = {"gather_rows", "rows D n", op_gather_rows, 0, T_EXACT, 0};
 
 /* cols columns into column off of y (rows, ldy); ldx = 0 broadcasts x (cols) */
 static int op_copy_2d(const opctx *x) {
@@ -356,7 +361,7 @@ static int op_copy_2d(const opctx *x) {
                        cols);
     return set(x->o, 2, arg(rows * ldy, 1, A_OUT | A_ACT), arg(ldx ? rows * ldx : cols, 1, A_ACT));
 }
-static const op_info COPY_2D = {"copy_2d", "rows cols ldy off ldx", op_copy_2d, 0, T_ELEM};
+static const op_info COPY_2D = {"copy_2d", "rows cols ldy off ldx", op_copy_2d, 0, T_ELEM, 0};
 
 /* float32 q, k, v (half runs: the tensor-core kernels, o poisoned with NaN)
  * or typed (sub 1); scale 1/sqrt(D) */
@@ -373,9 +378,9 @@ static int op_attention(const opctx *x) {
     return set(x->o, 4, arg(B * Tq * H * D, 0, A_OUT | t | (x->dt != TDM_F32 ? A_NAN : A_ZERO)),
                arg(B * Tq * H * D, 2, t), arg(B * Tk * H * D, 2, t), arg(B * Tk * H * D, 1, t));
 }
-static const op_info ATTENTION = {"attention", "B Tq Tk H D causal", op_attention, 0, T_ATTN};
+static const op_info ATTENTION = {"attention", "B Tq Tk H D causal", op_attention, 0, T_ATTN, 0};
 static const op_info ATTENTION_T = {"attention_t", "B Tq Tk H D causal", op_attention, 1,
-                                    T_ATTN_T};
+                                    T_ATTN_T, 0};
 
 /* T5's: q, k, v (B, T, H·D) and a bias table (H, 2T-1) of a wide range as
  * T5's learned biases have (8; in half runs 5), which must count (T > 1: with
@@ -392,9 +397,9 @@ static int op_attention_bias(const opctx *x) {
                arg(n, 1, t), arg(H * (2 * T - 1), half ? 5.0f : 8.0f, !t && T > 1 ? A_MATTERS : 0),
                arg(tdm_op_attention_bias_scratch(x->dev, T), 0, A_SCRATCH));
 }
-static const op_info ATTENTION_BIAS = {"attention_bias", "B T H D", op_attention_bias, 0, T_ATTN};
+static const op_info ATTENTION_BIAS = {"attention_bias", "B T H D", op_attention_bias, 0, T_ATTN, 0};
 static const op_info ATTENTION_BIAS_T = {"attention_bias_t", "B T H D", op_attention_bias, 1,
-                                         T_ATTN_T};
+                                         T_ATTN_T, 0};
 
 static int op_rope(const opctx *x) {
     const int64_t B = x->p[0], S = x->p[1], H = x->p[2], hd = x->p[3];
@@ -402,7 +407,7 @@ static int op_rope(const opctx *x) {
     return set(x->o, 3, arg(B * S * H * hd, 3, A_OUT | A_ACT), arg(S * hd, 1, 0),
                arg(S * hd, 1, 0));
 }
-static const op_info ROPE = {"rope_interleaved", "B S H hd", op_rope, 0, T_ELEM};
+static const op_info ROPE = {"rope_interleaved", "B S H hd", op_rope, 0, T_ELEM, 0};
 
 static int op_rms_norm_heads(const opctx *x) {
     const int64_t *p = x->p, B = p[0], S = p[1], H = p[4], hd = p[5];
@@ -411,7 +416,7 @@ static int op_rms_norm_heads(const opctx *x) {
     return set(x->o, 2, arg(B * S * H * hd, 4, A_OUT | A_ACT), arg(hd, 2, 0));
 }
 static const op_info RMS_NORM_HEADS = {"rms_norm_heads", "B S r0 L H hd", op_rms_norm_heads, 0,
-                                       T_ELEM};
+                                       T_ELEM, 0};
 
 static int op_qk_norm_rope(const opctx *x) {
     const int64_t B = x->p[0], S = x->p[1], H = x->p[3], hd = x->p[4];
@@ -422,7 +427,7 @@ static int op_qk_norm_rope(const opctx *x) {
     return set(x->o, 5, arg(B * S * H * hd, 4, A_OUT | A_ACT), arg(hd, 2, 0), arg(hd, 2, 0),
                arg(S * hd, 1, 0), arg(S * hd, 1, 0));
 }
-static const op_info QK_NORM_ROPE = {"qk_norm_rope", "B S split H hd", op_qk_norm_rope, 0, T_ELEM};
+static const op_info QK_NORM_ROPE = {"qk_norm_rope", "B S split H hd", op_qk_norm_rope, 0, T_ELEM, 0};
 
 /* y starts random (rows outside the segment must stay), or is x; shift and
  * scale at 3D and 4D of a (B, 6D) modulation */
@@ -437,7 +442,7 @@ static int op_layer_norm_modulate(const opctx *x) {
                arg(B * S * D, 5, 0), arg(B * 6 * D, 1, 0));
 }
 static const op_info LN_MODULATE = {"layer_norm_modulate", "B S r0 L D inplace",
-                                    op_layer_norm_modulate, 0, T_ELEM};
+                                    op_layer_norm_modulate, 0, T_ELEM, 0};
 
 /* float32 x += gate · typed y, the gate at 2D of a (B, 3D) modulation */
 static int op_gated_add_rows(const opctx *x) {
@@ -449,7 +454,7 @@ static int op_gated_add_rows(const opctx *x) {
     }
     return set(x->o, 3, arg(B * S * D, 3, A_OUT), arg(B * S * D, 3, A_ACT), arg(B * 3 * D, 2, 0));
 }
-static const op_info GATED_ADD = {"gated_add_rows", "B S r0 L D", op_gated_add_rows, 0, T_ELEM32};
+static const op_info GATED_ADD = {"gated_add_rows", "B S r0 L D", op_gated_add_rows, 0, T_ELEM32, 0};
 
 /* ---- the cases ----------------------------------------------------------------- */
 
@@ -757,11 +762,11 @@ static void free_ref(const run_t *r, void **buf) {
         if (!(r->ro[i].fl & (A_ALIAS | A_IDX))) free(buf[i]);
 }
 
-/* max |got - ref| / max |ref| over the elements whose reference is finite;
- * *bad counts those non-finite where the reference is finite, or unlike a
- * non-finite reference (NaN must be NaN, ±Inf the same). */
-static double rel_err(const float *got, const float *ref, int64_t n, int64_t *bad) {
-    double md = 0, mr = 0;
+/* max |got - ref| / max(max |ref|, floor) over the elements whose reference
+ * is finite; *bad counts those non-finite where the reference is finite, or
+ * unlike a non-finite reference (NaN must be NaN, ±Inf the same). */
+static double rel_err(const float *got, const float *ref, int64_t n, double floor, int64_t *bad) {
+    double md = 0, mr = floor;
     for (int64_t i = 0; i < n; i++) {
         if (!isfinite(ref[i]) || !isfinite(got[i])) {
             *bad += isfinite(ref[i]) ? 1 : isnan(ref[i]) ? !isnan(got[i]) : got[i] != ref[i];
@@ -775,9 +780,13 @@ static double rel_err(const float *got, const float *ref, int64_t n, int64_t *ba
 
 /* The largest error over r's outputs of got[] against ref[] (into *e; NaN kept). */
 static void worst(const run_t *r, void **got, void **ref, double *e, int64_t *bad) {
+    double in = 0;   /* the inputs' magnitude, for in_scale ops */
+    for (int i = 0; r->c->op->in_scale && i < r->n; i++)
+        for (int64_t j = 0; r->h[i] && j < r->o[i].n; j++)   /* drawn values: inputs */
+            if (isfinite(r->h[i][j])) in = fmax(in, fabs((double)r->h[i][j]));
     for (int i = 0; i < r->n; i++)
         if ((r->o[i].fl & A_OUT) && got[i]) {
-            const double ei = rel_err(got[i], ref[i], r->o[i].n, bad);
+            const double ei = rel_err(got[i], ref[i], r->o[i].n, in, bad);
             if (!(ei <= *e)) *e = ei;
         }
 }
