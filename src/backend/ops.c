@@ -35,6 +35,7 @@ tdm_status tdm_backend_device_open(tdm_device_t *d, const char *spec,
     long index = 0;
     const char *colon = spec ? strchr(spec, ':') : NULL;
     size_t n = colon ? (size_t)(colon - spec) : spec ? strlen(spec) : 0;
+    tdm_device_init(d, TDM_DEV_CPU, 0);   /* closing a device that failed to open is safe */
     if (!spec || n == 0 || n >= sizeof kind)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "device \"%s\": expected cpu, cpu:N or cuda:N",
                           spec ? spec : "");

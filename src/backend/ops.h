@@ -49,7 +49,8 @@ int        tdm_backend_device_count(const char *name);
  * logical CPU device N with its own counters, standing for GPU N in device
  * maps), "cuda" (= "cuda:0") or "cuda:N", with the switches p (NULL:
  * defaults). Errors name `spec`: an unknown kind, a bad index, a backend
- * this build lacks, a device that is not there. Close with
+ * this build lacks, a device that is not there (*d is then a plain host
+ * device, which tdm_backend_device_close takes). Close with
  * tdm_backend_device_close. */
 tdm_status tdm_backend_device_open(tdm_device_t *d, const char *spec,
                                    const tdm_backend_params_t *p);
