@@ -94,6 +94,7 @@ void tdm_backend_params_init(tdm_backend_params_t *p);
  * one-shot or one by one. */
 
 typedef struct tdm_pipeline tdm_pipeline_t;
+typedef struct tdm_dist tdm_dist_t;   /* a process group ("data-parallel process groups" below) */
 
 typedef struct {
     const char *device;        /* "cpu" (default), "cuda" (= "cuda:0") or "cuda:N" */
@@ -133,6 +134,19 @@ typedef struct {
     /* GPUs this process may use for its map (cuda:N .. cuda:N+gpus-1; the
      * CLI's --gpus-per-rank): a map naming more is refused. 0: no limit. */
     int gpus;
+    /* The process group whose --parallel groups the stages run over
+     * (tdm_dist_params_t.parallel); borrowed, it must outlive the pipeline.
+     * With cfg = 2, Stable Diffusion's denoise runs the UNet on one half of
+     * the guidance batch per rank (the image group's rank 0 the
+     * unconditional, rank 1 the conditional) and the ranks exchange their
+     * noise predictions each step; every rank of the image then holds the
+     * same latents, bit-identical to one process, and each calls denoise
+     * for the same image in the same order. Encoding runs on the image's
+     * rank 0 and is broadcast to the others. Refused at open: ulysses, ring
+     * or tp > 1 (not implemented yet) and cfg = 2 for FLUX (no guidance
+     * batch); refused at denoise: cfg = 2 with guidance <= 1. NULL
+     * (default): this process alone. */
+    tdm_dist_t *dist;
     /* switches of every device the pipeline opens (tdm_backend_params_init) */
     tdm_backend_params_t backend;
 } tdm_pipeline_params_t;
@@ -327,7 +341,7 @@ tdm_status tdm_pipeline_generate(tdm_pipeline_t *pipe, const char *prompt,
  * or srun. Image i of a job always uses seed+i, so outputs do not depend on
  * how many processes made them. */
 
-typedef struct tdm_dist tdm_dist_t;
+/* tdm_dist_t is declared with tdm_pipeline_t above. */
 
 /* How the process group is formed. The library reads no environment: the
  * caller says how this process was started (the CLI fills these fields from
@@ -337,6 +351,12 @@ typedef struct {
      * (the CLI: OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK or
      * MV2_COMM_WORLD_SIZE set and non-empty). 0 (default): not launched. */
     int mpi_launched;
+    /* Single-image parallelism, "ulysses=U,ring=R,tp=T,cfg=C" (any subset,
+     * any order; tdm_parallel_parse): the ranks split into groups of
+     * cfg·ring·ulysses·tp ranks, each group making one image at a time, and
+     * the world size divided by that is the data-parallel degree. NULL or
+     * "" (default): every rank makes its own images. */
+    const char *parallel;
 } tdm_dist_params_t;
 
 void tdm_dist_params_init(tdm_dist_params_t *p);
@@ -344,7 +364,9 @@ void tdm_dist_params_init(tdm_dist_params_t *p);
 /* Joins the process group: MPI when p->mpi_launched is set (or MPI is
  * already initialized by the program) and the build has MPI, else a
  * single-process group (rank 0 of 1). A launched process in a build without
- * MPI logs a warning and runs as rank 0 of 1. p NULL: the defaults.
+ * MPI logs a warning and runs as rank 0 of 1. Then splits the ranks as
+ * p->parallel says (collective; an invalid spec or one whose degrees do not
+ * divide the world size fails on every rank). p NULL: the defaults.
  * OUT: *d. */
 tdm_status tdm_dist_init(tdm_dist_t **d, const tdm_dist_params_t *p);
 /* Leaves the group (MPI_Finalize when MPI was started); NULL is a no-op. */
@@ -355,6 +377,38 @@ int         tdm_dist_size(const tdm_dist_t *d);
 int         tdm_dist_local_rank(const tdm_dist_t *d);   /* rank among the ranks of this host */
 int         tdm_dist_local_size(const tdm_dist_t *d);
 const char *tdm_dist_host(const tdm_dist_t *d);          /* this rank's host name */
+
+/* Degrees of parallelism over the ranks of a job. The world is the grid
+ * DP × CFG × ring × Ulysses × TP, laid out with TP innermost and DP
+ * outermost (xDiT's order):
+ *   rank = (((dp·cfg_degree + cfg)·ring_degree + ring)·ulysses_degree + ulysses)·tp_degree + tp
+ * so one image's ranks are consecutive. */
+typedef struct {
+    int dp;        /* images made at once: world size / (cfg·ring·ulysses·tp) */
+    int cfg;       /* 1, or 2: the two halves of classifier-free guidance on two ranks */
+    int ring;      /* ring attention (context parallelism over K/V shards) */
+    int ulysses;   /* Ulysses attention (context parallelism over heads) */
+    int tp;        /* tensor parallelism */
+} tdm_parallel_t;
+
+/* Parses "ulysses=U,ring=R,tp=T,cfg=C" (any subset, any order, each at most
+ * once; omitted degrees are 1; NULL or "" = all 1). world_size > 0: the
+ * degrees must divide it and out->dp = world_size / (cfg·ring·ulysses·tp);
+ * world_size <= 0: only the syntax is checked and out->dp = 1. "auto" is
+ * refused (TDM_ERR_UNSUPPORTED: not available yet). Errors name "--parallel",
+ * the degree and why. OUT: *out. */
+tdm_status tdm_parallel_parse(const char *spec, int world_size, tdm_parallel_t *out);
+
+/* The degrees this group was split into (*deg) and this rank's coordinates
+ * in the grid (*at: each field its index along that dimension); either may
+ * be NULL. Without a --parallel spec: dp = size, every other degree 1. */
+void tdm_dist_parallel(const tdm_dist_t *d, tdm_parallel_t *deg, tdm_parallel_t *at);
+/* This rank's rank among the ranks of its image (0 .. cfg·ring·ulysses·tp - 1);
+ * rank 0 of an image writes it. */
+int tdm_dist_image_rank(const tdm_dist_t *d);
+/* Collective over the ranks of this rank's image: rank 0 of the image's n
+ * values replace the others'. */
+tdm_status tdm_dist_image_broadcast_i64(tdm_dist_t *d, int64_t *v, int n);
 
 /* accelerate's PartialState.split_between_processes for n items:
  * contiguous blocks, the first n % size ranks one more, empty for ranks

@@ -6,7 +6,8 @@
  * collective checks (rank/size/local rank, split coverage, the shared
  * counter, gather order, allreduce, and every communicator op: broadcast,
  * allreduce sum/max, allgather(v), all_to_all, send/recv and sendrecv
- * rings, split into even/odd groups with collectives inside them) and exits
+ * rings, split into even/odd groups with collectives inside them; with
+ * --groups SPEC the --parallel groups of SPEC at 2 to 8 ranks) and exits
  * nonzero on a failure, which makes mpirun's status nonzero. Skipped (exit 77) when the build has no
  * MPI or mpirun is not on PATH. */
 #include <limits.h>
@@ -365,6 +366,98 @@ TEST(child_comm_split_groups) {
     CHECK(tdm_comm_barrier(c) == TDM_OK);   /* the world still works */
 }
 
+/* ---- the --parallel groups (groups.h) ------------------------------------ */
+
+/* The world ranks of this rank's group along `dim`, in group order, as the
+ * layout says (groups.h): the ranks whose coordinates differ from at's in
+ * that dimension only (the image group: the same dp coordinate), ordered by
+ * that coordinate (the image group: by rank). Returns how many. */
+static int expected_members(const tdm_parallel_t *deg, const tdm_parallel_t *at, int dim, int *out) {
+    int n = 0;
+    const int world = deg->dp * tdm_parallel_per_image(deg);
+    int lens[TDM_GROUP_COUNT] = {deg->dp, deg->cfg, deg->ring, deg->ulysses, deg->tp, 0};
+    if (dim == TDM_GROUP_IMAGE) {
+        for (int r = 0; r < world; r++) {
+            tdm_parallel_t c;
+            tdm_parallel_coords(deg, r, &c);
+            if (c.dp == at->dp) out[n++] = r;
+        }
+        return n;
+    }
+    for (int i = 0; i < lens[dim]; i++) {
+        tdm_parallel_t c = *at;
+        int *f[TDM_GROUP_COUNT - 1] = {&c.dp, &c.cfg, &c.ring, &c.ulysses, &c.tp};
+        *f[dim] = i;
+        out[n++] = tdm_parallel_rank(deg, &c);
+    }
+    return n;
+}
+
+static const char *k_dim_names[TDM_GROUP_COUNT] = {"dp", "cfg", "ring", "ulysses", "tp", "image"};
+
+/* The groups of g_d (made from --parallel `spec`): each group's size, this
+ * rank's place in it (its coordinate), and an allgather of world ranks in
+ * each that sees exactly the members the layout names, in order; a sum in
+ * each that adds exactly theirs. */
+TEST(child_parallel_groups) {
+    tdm_groups_t *g = tdm_dist_groups(g_d);
+    int rank = tdm_dist_rank(g_d), size = tdm_dist_size(g_d);
+    enum { MAXR = 64 };
+    CHECK(g != NULL && size <= MAXR);
+    if (!g || size > MAXR) return;
+    tdm_parallel_t want_at;
+    tdm_parallel_coords(&g->deg, rank, &want_at);
+    CHECK(g->deg.dp * tdm_parallel_per_image(&g->deg) == size);
+    CHECK(memcmp(&want_at, &g->at, sizeof want_at) == 0);
+    const int coord[TDM_GROUP_COUNT] = {g->at.dp, g->at.cfg, g->at.ring, g->at.ulysses, g->at.tp,
+                                        rank % tdm_parallel_per_image(&g->deg)};
+    for (int dim = 0; dim < TDM_GROUP_COUNT; dim++) {
+        int want[MAXR], got[MAXR];
+        const int n = expected_members(&g->deg, &g->at, dim, want);
+        tdm_comm_t *c = g->comm[dim];
+        CHECK_MSG(c && tdm_comm_size(c) == n && tdm_comm_rank(c) == coord[dim],
+                  "rank %d: %s group: rank %d of %d, want %d of %d", rank, k_dim_names[dim],
+                  tdm_comm_rank(c), tdm_comm_size(c), coord[dim], n);
+        if (!c || tdm_comm_size(c) != n) continue;
+        int32_t me = rank;
+        CHECK(tdm_comm_allgather(c, &me, got, 1, TDM_I32, NULL) == TDM_OK);
+        for (int i = 0; i < n; i++)
+            CHECK_MSG(got[i] == want[i], "rank %d: %s group member %d is world rank %d, want %d", rank,
+                      k_dim_names[dim], i, got[i], want[i]);
+        int64_t sum = 0, bits = (int64_t)1 << rank, wsum = 0, wbits = 0;
+        for (int i = 0; i < n; i++) wsum += want[i], wbits |= (int64_t)1 << want[i];
+        int64_t v[2] = {rank, bits};
+        CHECK(tdm_comm_allreduce(c, v, v, 2, TDM_I64, TDM_REDUCE_SUM, NULL) == TDM_OK);
+        sum = v[0];
+        CHECK_MSG(sum == wsum && v[1] == wbits, "rank %d: %s group sum %lld (members %llx), want %lld "
+                  "(%llx)", rank, k_dim_names[dim], (long long)sum, (long long)v[1], (long long)wsum,
+                  (long long)wbits);
+    }
+    /* the image broadcast: the image's rank 0 gives its world rank */
+    int64_t b = rank;
+    CHECK(tdm_dist_image_broadcast_i64(g_d, &b, 1) == TDM_OK);
+    CHECK_MSG(b == rank - rank % tdm_parallel_per_image(&g->deg), "rank %d: image broadcast %lld", rank,
+              (long long)b);
+    CHECK(tdm_dist_image_rank(g_d) == coord[TDM_GROUP_IMAGE]);
+}
+
+/* A child of `--groups SPEC`: the world split by SPEC, then the checks. */
+static int child_groups(const char *spec) {
+    tdm_dist_params_t p;
+    tdm_dist_params_init(&p);
+    p.mpi_launched = 1;
+    p.parallel = spec;
+    if (tdm_dist_init(&g_d, &p) != TDM_OK) {
+        printf("tdm_dist_init (--parallel %s): %s\n", spec, tdm_last_error());
+        return EXIT_FAILURE;
+    }
+    RUN(child_parallel_groups);
+    printf("rank %d of %d (--parallel %s): ", tdm_dist_rank(g_d), tdm_dist_size(g_d), spec);
+    int rc = test_summary();
+    tdm_dist_free(g_d);
+    return rc;
+}
+
 /* The children are ranks mpirun started (run_mpi): they say so. */
 static tdm_status child_dist_init(tdm_dist_t **d) {
     tdm_dist_params_t p;
@@ -448,6 +541,22 @@ TEST(mpirun_1_2_3_ranks) {
     }
 }
 
+TEST(mpirun_parallel_groups) {
+    static const struct { int np; const char *spec; } k[] = {
+        {2, "cfg=2"}, {4, "cfg=2"}, {4, "tp=2,ulysses=2"}, {6, "ring=3,cfg=2"},
+        {8, "cfg=2,ring=2,tp=2"}, {3, ""},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "--groups '%s'", k[i].spec);
+        int rc = run_mpi(k[i].np, args);
+        CHECK_MSG(rc == 0, "mpirun -np %d --parallel %s: exit code %d", k[i].np, k[i].spec, rc);
+    }
+    /* degrees that do not divide the world: every rank fails, the job ends */
+    int rc = run_mpi(3, "--groups cfg=2");
+    CHECK_MSG(rc != 0 && rc != 124, "mpirun -np 3 --parallel cfg=2: exit code %d (want a failure)", rc);
+}
+
 TEST(mpirun_abort_ends_job) {
     int rc = run_mpi(2, "--abort");
     CHECK_MSG(rc != 0 && rc != 124, "mpirun -np 2 with rank 1 aborting: exit code %d "
@@ -457,6 +566,7 @@ TEST(mpirun_abort_ends_job) {
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "--child") == 0) return child_main(atoi(argv[2]));
     if (argc >= 2 && strcmp(argv[1], "--abort") == 0) return child_abort();
+    if (argc >= 3 && strcmp(argv[1], "--groups") == 0) return child_groups(argv[2]);
     if (getenv("OMPI_COMM_WORLD_SIZE")) {
         printf("test_dist_mpi: started by mpirun without --child; nothing to do\n");
         return EXIT_FAILURE;
@@ -473,6 +583,7 @@ int main(int argc, char **argv) {
     }
     setup_sanitizer_env();
     RUN(mpirun_1_2_3_ranks);
+    RUN(mpirun_parallel_groups);
     RUN(mpirun_abort_ends_job);
     return test_summary();
 }

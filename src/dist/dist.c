@@ -4,13 +4,15 @@
  * else the single-process communicator. Also accelerate's split arithmetic.
  * Not a tensor transport, and it starts no processes itself. */
 #include "dist/dist.h"
+#include "dist/groups.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct tdm_dist {
-    tdm_comm_t *world;
+    tdm_comm_t   *world;
+    tdm_groups_t *groups;   /* the --parallel grid (all degrees 1 but dp without one) */
 };
 
 /* ---- split arithmetic (accelerate's split_between_processes) ----------- */
@@ -62,6 +64,10 @@ tdm_status tdm_dist_init(tdm_dist_t **out, const tdm_dist_params_t *p) {
                                   "every process runs as rank 0 of 1");
     }
     if (!d->world) TDM_TRY(tdm_comm_single_create(&d->world));
+    tdm_parallel_t deg;
+    /* the same spec on every rank: all fail here, or all split */
+    TDM_TRY(tdm_parallel_parse(p->parallel, d->world->size, &deg));
+    TDM_TRY(tdm_groups_create(d->world, &deg, &d->groups));
     *out = d;
     return TDM_OK;
 fail:
@@ -71,6 +77,7 @@ fail:
 
 void tdm_dist_free(tdm_dist_t *d) {
     if (!d) return;
+    tdm_groups_free(d->groups);
     tdm_comm_free(d->world);
     free(d);
 }
@@ -81,6 +88,24 @@ int tdm_dist_local_rank(const tdm_dist_t *d) { return d ? d->world->local_rank :
 int tdm_dist_local_size(const tdm_dist_t *d) { return d ? d->world->local_size : 1; }
 const char *tdm_dist_host(const tdm_dist_t *d) { return d ? d->world->host : "localhost"; }
 tdm_comm_t *tdm_dist_world(tdm_dist_t *d) { return d ? d->world : NULL; }
+tdm_groups_t *tdm_dist_groups(tdm_dist_t *d) { return d ? d->groups : NULL; }
+
+void tdm_dist_parallel(const tdm_dist_t *d, tdm_parallel_t *deg, tdm_parallel_t *at) {
+    static const tdm_parallel_t one = {.dp = 1, .cfg = 1, .ring = 1, .ulysses = 1, .tp = 1};
+    static const tdm_parallel_t zero = {0};
+    if (deg) *deg = d ? d->groups->deg : one;
+    if (at) *at = d ? d->groups->at : zero;
+}
+
+int tdm_dist_image_rank(const tdm_dist_t *d) {
+    return d ? tdm_comm_rank(d->groups->comm[TDM_GROUP_IMAGE]) : 0;
+}
+
+tdm_status tdm_dist_image_broadcast_i64(tdm_dist_t *d, int64_t *v, int n) {
+    if (!d || n < 0 || (n > 0 && !v))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_image_broadcast_i64: bad arguments (n = %d)", n);
+    return tdm_comm_broadcast(d->groups->comm[TDM_GROUP_IMAGE], v, n, TDM_I64, 0, NULL);
+}
 
 /* ---- shared counter ------------------------------------------------------ */
 
