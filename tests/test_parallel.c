@@ -61,7 +61,7 @@ TEST(parse_refuses) {
     parse_bad("ring=", 2, TDM_ERR_INVALID_ARG, "ring=", "integer >= 1");
     parse_bad("ring=-1", 2, TDM_ERR_INVALID_ARG, "ring=-1", "integer >= 1");
     parse_bad("ulysses=0", 2, TDM_ERR_INVALID_ARG, "ulysses=0", "integer >= 1");
-    parse_bad("cfg=3", 3, TDM_ERR_INVALID_ARG, "cfg=3", "must be 1 or 2");
+    parse_bad("cfg=3", 3, TDM_ERR_INVALID_ARG, "cfg=3: cfg must be 1 or 2", NULL);
     parse_bad("cfg", 2, TDM_ERR_INVALID_ARG, "is not KEY=N", NULL);
     parse_bad("cfg=2,", 2, TDM_ERR_INVALID_ARG, "trailing comma", NULL);
     parse_bad(",cfg=2", 2, TDM_ERR_INVALID_ARG, "empty item", NULL);

@@ -60,6 +60,7 @@ static const cli_flag_t k_flags[] = {
     {"--device-map", 1, GEN | PLAN},
     {"--max-memory", 1, GEN | PLAN},
     {"--gpus-per-rank", 1, GEN},
+    {"--parallel", 1, GEN},
     {"--print-device-map", 0, GEN},
     {"--only", 1, PLAN},
     {"-n", 1, LAUNCH},
@@ -303,6 +304,11 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--max-memory")) a->max_memory = v;
         else if (!strcmp(f, "--only")) a->only = v;
         else if (!strcmp(f, "--gpus-per-rank")) INT_FLAG(a->gpus_per_rank, 1, 64);
+        else if (!strcmp(f, "--parallel")) {   /* the syntax here; the world size at launch / init */
+            tdm_parallel_t deg;
+            if (tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
+            a->parallel = v;
+        }
         else if (!strcmp(f, "--device-map")) {   /* repeatable: items joined with commas */
             size_t n = strlen(a->device_map);
             if (n + strlen(v) + 2 > sizeof a->device_map) FAIL(2, "--device-map: too long");

@@ -59,6 +59,7 @@ typedef struct {
     int          gpus_per_rank; /* --gpus-per-rank K (0: not given) */
     int          resume;
     int          overwrite;     /* --overwrite: replace the outputs of an earlier job in --out */
+    const char  *parallel;      /* --parallel ulysses=U,ring=R,tp=T,cfg=C (syntax checked), or NULL */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */
@@ -108,8 +109,12 @@ long parse_int(const char *flag, const char *v, long lo, long hi);
 void parse_args(args_t *a, const char *cmd, int argc, char **argv);
 /* Exits with the unknown-flag error of `cmd` (a cli_cmd). */
 void die_unknown_flag(int cmd, const char *flag) __attribute__((noreturn));
-/* Opens the pipeline of --model with the device/placement flags. */
+/* Opens the pipeline of --model with the device/placement flags (and the
+ * --parallel groups of g_dist, when joined). */
 tdm_pipeline_t *open_pipeline(const args_t *a);
+/* --parallel against the pipeline and `guidance` (resolved): cfg=2 needs
+ * classifier-free guidance (> 1); exits with the one-line error. */
+void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float guidance);
 /* env.c: TANDEM_LOG → tdm_log_set_level; the TDM_* switches → *b (fields
  * whose variable is unset keep their value); an MPI launcher's variables →
  * d->mpi_launched = 1 (unset: d keeps its value). */

@@ -96,10 +96,17 @@ tdm_pipeline_t *open_pipeline(const args_t *a) {
     pp.devices = a->devices;
     pp.device_map = a->device_map[0] ? a->device_map : NULL;
     pp.max_memory = a->max_memory;
+    pp.dist = g_dist;
     cli_env_backend(&pp.backend);
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a->model, &pp) != TDM_OK) die_status();
     return pipe;
+}
+
+void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float guidance) {
+    if (deg->cfg == 2 && !(guidance > 1.0f))
+        die(2, "--parallel %s: cfg=2 needs classifier-free guidance, but --guidance %g is <= 1 (give "
+            "--guidance > 1, or drop cfg=2)", a->parallel, guidance);
 }
 
 /* The output folder this run created, removed at exit if still empty (a

@@ -174,6 +174,9 @@ static void job_resolve(job_t *j, tdm_pipeline_t *pipe, const args_t *a) {
     j->H = a->height ? a->height : j->info.default_height;
     j->steps = a->steps ? a->steps : j->info.default_steps;
     j->guidance = isnan(a->guidance) ? j->info.default_guidance : a->guidance;
+    tdm_parallel_t deg;
+    tdm_dist_parallel(g_dist, &deg, NULL);
+    check_parallel_guidance(a, &deg, j->guidance);
     int64_t shape[4];
     int nd;
     if (tdm_pipeline_latent_shape(pipe, j->W, j->H, shape, &nd) != TDM_OK) die_status();
@@ -207,27 +210,31 @@ static tdm_embeddings_t *job_embeddings(tdm_pipeline_t *pipe, const job_t *j) {
     return emb;
 }
 
-/* This rank's share of the job's images: a contiguous block (accelerate's
- * split) or, with --schedule dynamic, the next index of a shared counter as
- * it finishes. */
+/* This rank's share of the job's images: its image group's (DP rank
+ * dp_rank of dp_size) contiguous block (accelerate's split) or, with
+ * --schedule dynamic, the next index of a shared counter as the group
+ * finishes one. Every rank of an image group gets the same indices. */
 typedef struct {
     int     dynamic;
+    int     grouped;     /* more than one rank per image */
     int64_t next, end;   /* static: the block's next and end indices */
     int64_t nimages;
 } share_t;
 
 /* Collective with --schedule dynamic (opens the shared counter). */
-static void share_open(share_t *s, int dynamic, int64_t nimages, int rank, int size) {
+static void share_open(share_t *s, int dynamic, int64_t nimages, int dp_rank, int dp_size, int grouped) {
     s->dynamic = dynamic;
+    s->grouped = grouped;
     s->nimages = nimages;
-    tdm_split_between_processes(nimages, rank, size, &s->next, &s->end);
+    tdm_split_between_processes(nimages, dp_rank, dp_size, &s->next, &s->end);
     if (dynamic && tdm_dist_counter_open(g_dist) != TDM_OK) die_status();
 }
 
 /* 1 with the next image index of this rank in *i, 0 when the share is done. */
 static int share_next(share_t *s, int64_t *i) {
-    if (s->dynamic) {
-        if (tdm_dist_counter_next(g_dist, i) != TDM_OK) die_status();
+    if (s->dynamic) {   /* the image's first rank takes it for the group */
+        if (tdm_dist_image_rank(g_dist) == 0 && tdm_dist_counter_next(g_dist, i) != TDM_OK) die_status();
+        if (s->grouped && tdm_dist_image_broadcast_i64(g_dist, i, 1) != TDM_OK) die_status();
     } else {
         *i = s->next++;
     }
@@ -248,6 +255,8 @@ typedef struct {
     tdm_embeddings_t *emb;
     const outdir_t   *od;
     int               rank;
+    int               writer;     /* the image's first rank: decodes and writes (with --parallel) */
+    int               grouped;    /* more than one rank per image */
     uint8_t          *recorded;   /* --resume: 1 for images with a manifest line; else NULL (owned) */
     float            *lat;        /* one latent, job->item floats */
     uint8_t          *rgb;        /* one image, W·H·3 (PNG output only) */
@@ -269,6 +278,10 @@ static void run_open(run_t *r, const job_t *j, tdm_pipeline_t *pipe, tdm_embeddi
     r->emb = emb;
     r->od = od;
     r->rank = rank;
+    r->writer = tdm_dist_image_rank(g_dist) == 0;
+    tdm_parallel_t deg;
+    tdm_dist_parallel(g_dist, &deg, NULL);
+    r->grouped = deg.cfg * deg.ring * deg.ulysses * deg.tp > 1;
     r->recorded = recorded;
     r->lat = malloc((size_t)j->item * sizeof *r->lat);
     r->rgb = a->latent_out ? NULL : malloc((size_t)j->W * j->H * 3);
@@ -342,24 +355,46 @@ static void write_record(run_t *r, const image_t *im, double secs) {
         die(1, "%s: cannot remove: %s", im->hidden, strerror(errno));
 }
 
+/* Whether image im is skipped (made by an earlier run, --resume) and
+ * whether it must be denoised (its latent not persisted by an earlier run):
+ * the image's first rank decides for its group, so all ranks of an image
+ * take the same branch. */
+static void denoise_plan(run_t *r, const image_t *im, int *skip, int *redo) {
+    const job_t *j = r->job;
+    const args_t *a = j->a;
+    int64_t d[2] = {0, 1};
+    if (r->writer) {
+        d[0] = a->resume && r->recorded[im->i] && file_exists(im->path);
+        d[1] = !d[0] && (!a->resume || a->latent_out || !latent_ready(r->pipe, im->hidden, j->W, j->H, im->params));
+    }
+    if (r->grouped && tdm_dist_image_broadcast_i64(g_dist, d, 2) != TDM_OK) die_status();
+    *skip = (int)d[0];
+    *redo = (int)d[1];
+}
+
 /* Image im of the denoise pass: skipped when an earlier run (--resume) made
  * it; denoised unless its latent was persisted by an earlier run; then
- * written (--output-type latent) or left for the decode pass. */
+ * written (--output-type latent) or left for the decode pass. Only the
+ * image's first rank writes; the other ranks of its group denoise with it. */
 static void denoise_image(run_t *r, const image_t *im) {
     const job_t *j = r->job;
     const args_t *a = j->a;
-    if (a->resume && r->recorded[im->i] && file_exists(im->path)) {
-        if (im->hidden) unlink(im->hidden);   /* killed before it removed the latent */
+    int skip, redo;
+    denoise_plan(r, im, &skip, &redo);
+    if (skip) {
+        if (r->writer && im->hidden) unlink(im->hidden);   /* killed before it removed the latent */
         return;
     }
     double t = 0;
-    if (!a->resume || a->latent_out || !latent_ready(r->pipe, im->hidden, j->W, j->H, im->params)) {
+    if (redo) {
         r->pr.t0 = now();
         if (tdm_pipeline_denoise(r->pipe, r->emb, im->row, &im->gp, r->lat) != TDM_OK) die_status();
         t = now() - r->pr.t0;
-        if (!a->latent_out && tdm_latents_save(r->pipe, im->hidden, r->lat, j->W, j->H, im->params) != TDM_OK)
+        if (r->writer && !a->latent_out &&
+            tdm_latents_save(r->pipe, im->hidden, r->lat, j->W, j->H, im->params) != TDM_OK)
             die_status();
     }
+    if (!r->writer) return;
     if (!a->latent_out) {
         if (r->npending == r->cappending) {
             r->cappending = r->cappending ? 2 * r->cappending : 16;
@@ -478,8 +513,13 @@ int cmd_generate(int argc, char **argv) {
     tdm_dist_params_t dp;
     tdm_dist_params_init(&dp);
     cli_env_dist(&dp);
+    dp.parallel = a.parallel;
     if (tdm_dist_init(&g_dist, &dp) != TDM_OK) die_status();
     const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
+    /* --parallel: image groups of cfg·ring·ulysses·tp ranks split the job
+     * as data-parallel ranks (deg.dp of them) */
+    tdm_parallel_t deg, at;
+    tdm_dist_parallel(g_dist, &deg, &at);
     char devbuf[32];
     map_rank_device(&a, rank, size, devbuf, sizeof devbuf);
     tdm_pipeline_t *pipe = open_pipeline(&a);
@@ -496,7 +536,7 @@ int cmd_generate(int argc, char **argv) {
      * without one is made again (same seed, same bytes) and gets its line */
     uint8_t *recorded = a.resume ? outdir_recorded(&od, job.nimages) : NULL;
     share_t share;
-    share_open(&share, a.dynamic, job.nimages, rank, size);
+    share_open(&share, a.dynamic, job.nimages, at.dp, deg.dp, deg.dp != size);
     run_t run;
     run_open(&run, &job, pipe, emb, &od, rank, recorded);
 

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -59,8 +60,9 @@ static long count_list(const char *list) {
 }
 
 /* The generate flags and the model, checked as a rank would before it
- * starts work (device-specific checks stay with the ranks). */
-static void preflight(int argc, char **argv) {
+ * starts work (device-specific checks stay with the ranks); --parallel
+ * against the n ranks and the pipeline's guidance. */
+static void preflight(int argc, char **argv, int n) {
     args_t a;
     parse_args(&a, "generate", argc, argv);
     tdm_log_set_level(TDM_LOG_ERROR);   /* the ranks give the model's warnings; errors come back as die_status */
@@ -70,6 +72,11 @@ static void preflight(int argc, char **argv) {
     pp.variant = a.variant;
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a.model, &pp) != TDM_OK) die_status();
+    tdm_parallel_t deg;
+    if (tdm_parallel_parse(a.parallel, n, &deg) != TDM_OK) die(2, "%s", tdm_last_error());
+    tdm_pipeline_info_t info;
+    tdm_pipeline_info(pipe, &info);
+    check_parallel_guidance(&a, &deg, isnan(a.guidance) ? info.default_guidance : a.guidance);
     tdm_pipeline_close(pipe);
     args_free(&a);
 }
@@ -401,7 +408,7 @@ static int job_exit_code(int status, int stopping, const filter_t *flt) {
 int cmd_launch(int argc, char **argv) {
     launch_t l;
     launch_parse(&l, argc, argv);
-    preflight(argc - l.sep - 2, argv + l.sep + 2);
+    preflight(argc - l.sep - 2, argv + l.sep + 2, (int)l.n);
     const char **mv = mpirun_argv(&l, argc, argv);
     int errfd = -1;
     const pid_t pid = mpirun_spawn(mv, &errfd);

@@ -73,8 +73,8 @@ static tdm_status parse_item(const char *spec, const char *item, size_t len, tdm
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel %s: %s is given twice", spec,
                           k_dims[k].name);
     if (!strcmp(k_dims[k].name, "cfg") && x > 2)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel %s: cfg=%ld: must be 1 or 2 (classifier-"
-                          "free guidance has two halves, unconditional and conditional)", spec, x);
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel %s: cfg must be 1 or 2 (classifier-"
+                          "free guidance has two halves, unconditional and conditional)", spec);
     seen[k] = 1;
     *field(deg, k) = (int)x;
     return TDM_OK;

@@ -5,6 +5,7 @@
 #define TDM_PIPE_INTERNAL_H
 
 #include "core/core.h"
+#include "dist/dist.h"
 #include "io/folder.h"
 #include "models/clip_text.h"
 #include "models/flux.h"
@@ -82,6 +83,10 @@ struct tdm_pipeline {
     /* components, loaded per stage */
     tdm_pipe_comp_t     comp[TDM_COMP_COUNT];
     tdm_sched_t        *sched;             /* small: loaded at open, kept */
+    /* --parallel groups (tdm_pipeline_params_t.dist; borrowed): the CFG pair
+     * when cfg = 2, the ranks of one image when more than one; else NULL */
+    tdm_comm_t         *cfg_comm;
+    tdm_comm_t         *image_comm;
     /* split execution of the transformer (tdm_pipeline_params_t.device_map):
      * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
      * weights offloaded to "cpu" */

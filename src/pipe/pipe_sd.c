@@ -1,7 +1,9 @@
 /* pipe_sd.c — the Stable Diffusion 1.x/2.x stages, reproducing diffusers'
  * StableDiffusionPipeline: CLIP prompt encoding, and the scheduler loop over
  * the UNet with classifier-free guidance for one image (batch 1, CFG batch
- * 2), so an image never depends on which other images a process makes. */
+ * 2), so an image never depends on which other images a process makes.
+ * Under --parallel cfg=2 the guidance batch is split over a pair of ranks
+ * (pipe->cfg_comm), one UNet half each, predictions exchanged per step. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,23 @@ tdm_status tdm_sd_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, tdm
     return TDM_OK;
 }
 
+/* The UNet's context for prompt row `index`: the guidance batch
+ * [negative, positive] (as torch.cat([neg, pos])), its half `half` alone
+ * (0 negative, 1 positive) under cfg = 2, or the positive prompt without
+ * guidance. */
+static tdm_status upload_context(tdm_device_t *dev, const tdm_embeddings_t *e, int index, int cfg,
+                                 int half, float *d_ctx) {
+    const int64_t LD = e->L * e->D;
+    tdm_status st;
+    if (cfg && half < 0) {
+        if ((st = tdm_dev_upload(dev, d_ctx, e->neg + index * LD, LD * 4, "prompt embeddings")) != TDM_OK)
+            return st;
+        return tdm_dev_upload(dev, d_ctx + LD, e->pos + index * LD, LD * 4, "prompt embeddings");
+    }
+    const float *src = cfg && half == 0 ? e->neg : e->pos;
+    return tdm_dev_upload(dev, d_ctx, src + index * LD, LD * 4, "prompt embeddings");
+}
+
 tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int index,
                           const tdm_generate_params_t *p, int width, int height, float *latents) {
     const tdm_pipeline_info_t *info = &pipe->info;
@@ -51,30 +70,33 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
     if (cfg && !e->neg)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--guidance %g needs negative_prompt_embeds, which the "
                           "embeddings lack (encode them with guidance > 1)", g);
+    /* --parallel cfg=2: this rank runs half `half` of the guidance batch
+     * (0 unconditional, 1 conditional); the pair swaps noise predictions */
+    tdm_comm_t *pair = pipe->cfg_comm;
+    if (pair && !cfg)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel cfg=2 needs classifier-free guidance, but "
+                          "--guidance %g is <= 1 (give --guidance > 1, or drop cfg=2)", g);
+    const int half = pair ? tdm_comm_rank(pair) : -1;
     const int64_t L = e->L, D = e->D, C = info->latent_channels;
     const int64_t h = height / info->vae_scale_factor, w = width / info->vae_scale_factor;
     const int64_t item = C * h * w;
-    const int nb = cfg ? 2 : 1;
+    const int nb = cfg ? 2 : 1, nrun = pair ? 1 : nb;   /* guidance batch; the part run here */
     tdm_device_t *dev = pipe->comp[TDM_COMP_DEN].dev;
     tdm_status st = TDM_OK;
     /* host: latents, the UNet input and its output (scheduler and CFG run
-     * on the host); device: the same UNet input/output and the context */
+     * on the host; under cfg = 2 `in` also takes this rank's prediction
+     * before the exchange); device: the same UNet input/output and the
+     * context */
     float *in = NULL, *pred = NULL, *d_ctx = NULL, *d_in = NULL, *d_pred = NULL, tt[2];
-    const int64_t ctx_b = nb * L * D * 4, in_b = nb * item * 4;
+    const int64_t ctx_b = nrun * L * D * 4, in_b = nrun * item * 4;
     in = malloc((size_t)in_b);
-    pred = malloc((size_t)in_b);
+    pred = malloc((size_t)(nb * item * 4));
     d_ctx = tdm_dev_alloc(dev, ctx_b, "prompt embeddings");
     d_in = tdm_dev_alloc(dev, in_b, "unet input");
     d_pred = tdm_dev_alloc(dev, in_b, "unet output");
     if (!in || !pred) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (!d_ctx || !d_in || !d_pred) { st = TDM_ERR_NOMEM; goto fail; }
-    /* CFG batch is [negative, positive], as torch.cat([neg, pos]) */
-    if (cfg) {
-        TDM_TRY(tdm_dev_upload(dev, d_ctx, e->neg + index * L * D, L * D * 4, "prompt embeddings"));
-        TDM_TRY(tdm_dev_upload(dev, d_ctx + L * D, e->pos + index * L * D, L * D * 4, "prompt embeddings"));
-    } else {
-        TDM_TRY(tdm_dev_upload(dev, d_ctx, e->pos + index * L * D, L * D * 4, "prompt embeddings"));
-    }
+    TDM_TRY(upload_context(dev, e, index, cfg, half, d_ctx));
 
     /* initial noise: randn_tensor((1, C, h, w), generator) * init_noise_sigma */
     tdm_rng_t rng;
@@ -87,14 +109,19 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
     const int n = tdm_sched_len(pipe->sched);
     for (int i = 0; i < n; i++) {
         const float t = tdm_sched_timestep(pipe->sched, i);
-        for (int b = 0; b < nb; b++) {
+        for (int b = 0; b < nrun; b++) {
             memcpy(in + b * item, latents, (size_t)item * 4);
             tt[b] = t;
         }
-        tdm_sched_scale_model_input(pipe->sched, in, nb * item, i);
+        tdm_sched_scale_model_input(pipe->sched, in, nrun * item, i);
         TDM_TRY(tdm_dev_upload(dev, d_in, in, in_b, "unet input"));
-        TDM_TRY(tdm_unet_forward(pipe->comp[TDM_COMP_DEN].h.unet, d_in, nb, h, w, tt, d_ctx, L, d_pred));
-        TDM_TRY(tdm_dev_download(dev, pred, d_pred, in_b, "unet output"));
+        TDM_TRY(tdm_unet_forward(pipe->comp[TDM_COMP_DEN].h.unet, d_in, nrun, h, w, tt, d_ctx, L, d_pred));
+        if (pair) {   /* pred = [uncond, text], rank 0's half first */
+            TDM_TRY(tdm_dev_download(dev, in, d_pred, in_b, "unet output"));
+            TDM_TRY(tdm_comm_allgather(pair, in, pred, item, TDM_F32, NULL));
+        } else {
+            TDM_TRY(tdm_dev_download(dev, pred, d_pred, in_b, "unet output"));
+        }
         if (cfg) {   /* uncond + g * (text - uncond) */
             for (int64_t k = 0; k < item; k++) pred[k] = pred[k] + g * (pred[item + k] - pred[k]);
         }

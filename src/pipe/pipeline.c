@@ -490,6 +490,27 @@ fail:
     return st;
 }
 
+/* The --parallel groups of d that this pipeline runs: cfg = 2 on Stable
+ * Diffusion; the other modes are refused. */
+static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
+    tdm_groups_t *g = tdm_dist_groups(d);
+    if (!g) return TDM_OK;
+    const tdm_parallel_t *k = &g->deg;
+    const char *mode = k->ulysses > 1 ? "ulysses" : k->ring > 1 ? "ring" : k->tp > 1 ? "tp" : NULL;
+    if (mode)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel %s=%d: %s parallelism is not implemented "
+                          "yet (cfg=2 and data parallelism are)", mode,
+                          k->ulysses > 1 ? k->ulysses : k->ring > 1 ? k->ring : k->tp,
+                          k->ulysses > 1 ? "Ulysses (context)" : k->ring > 1 ? "ring (context)"
+                                                                            : "tensor");
+    if (k->cfg == 2 && pipe->info.kind != TDM_PIPE_SD)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel cfg=2: %s has no classifier-free guidance "
+                          "batch to split (its guidance is an embedding); use cfg=1", pipe->class_name);
+    if (k->cfg == 2) pipe->cfg_comm = g->comm[TDM_GROUP_CFG];
+    if (tdm_comm_size(g->comm[TDM_GROUP_IMAGE]) > 1) pipe->image_comm = g->comm[TDM_GROUP_IMAGE];
+    return TDM_OK;
+}
+
 tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
                              const tdm_pipeline_params_t *p) {
     tdm_pipeline_params_t defaults;
@@ -518,6 +539,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
+    TDM_TRY(attach_groups(pipe, p->dist));
     warn_missing_variants(pipe);
     TDM_TRY(open_scheduler(pipe, p));
     pipe->info.scheduler = tdm_sched_class(pipe->sched);
@@ -739,6 +761,75 @@ tdm_status tdm_pipe_emb_alloc(tdm_embeddings_t **out, tdm_pipeline_kind kind, in
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
+/* The embeddings of p made here with the text encoders (L: FLUX's T5
+ * tokens). OUT: *out. */
+static tdm_status encode_here(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
+                              tdm_embeddings_t **out) {
+    tdm_status st;
+    tdm_embeddings_t *e = NULL;
+    TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_ENCODE));
+    if (pipe->info.kind == TDM_PIPE_FLUX) {
+        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_FLUX, p->n, L, pipe->ctx_dim, pipe->pooled_dim, 0));
+        TDM_TRY(tdm_flux_encode(pipe, p, L, e));
+    } else {
+        L = tdm_clip_tok_max_length(pipe->comp[TDM_COMP_TOK].h.clip_tok);
+        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_SD, p->n, L, pipe->ctx_dim, 0, p->with_negative));
+        TDM_TRY(tdm_sd_encode(pipe, p, e));
+    }
+    tdm_pipe_stage_done(pipe, TDM_STAGE_ENCODE);
+    *out = e;
+    return TDM_OK;
+fail:
+    tdm_embeddings_free(e);
+    return st;
+}
+
+/* Collective over the image group (pipe->image_comm): its rank 0 encodes
+ * (the text encoders load there only) and broadcasts the embeddings, so
+ * every rank of the image holds the same bytes. A failure on any rank fails
+ * the call on all of them. OUT: *out. */
+static tdm_status encode_shared(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, int L,
+                                tdm_embeddings_t **out) {
+    tdm_comm_t *c = pipe->image_comm;
+    const int root = tdm_comm_rank(c) == 0, flux = pipe->info.kind == TDM_PIPE_FLUX;
+    tdm_embeddings_t *e = NULL;
+    tdm_status st = root ? encode_here(pipe, p, L, &e) : TDM_OK;
+    /* rank 0's outcome and token count, then whether every rank could
+     * allocate its copy */
+    int64_t head[2] = {st != TDM_OK, e ? e->L : 0}, bad = 0;
+    TDM_TRY(tdm_comm_broadcast(c, head, 2, TDM_I64, 0, NULL));
+    if (head[0]) {
+        if (root) return st;
+        return tdm_errorf(TDM_ERR_INTERNAL, "rank %d: the first rank of this image failed to encode "
+                          "the prompts", c->world_rank);
+    }
+    if (!root) {
+        st = tdm_pipe_emb_alloc(&e, pipe->info.kind, p->n, head[1], pipe->ctx_dim,
+                                flux ? pipe->pooled_dim : 0, !flux && p->with_negative);
+        bad = st != TDM_OK;
+    }
+    TDM_TRY(tdm_comm_allreduce(c, &bad, &bad, 1, TDM_I64, TDM_REDUCE_MAX, NULL));
+    if (bad) {
+        if (st == TDM_OK)
+            st = tdm_errorf(TDM_ERR_NOMEM, "rank %d: another rank of this image could not allocate "
+                            "the prompt embeddings", c->world_rank);
+        goto fail;
+    }
+    const int64_t row = e->n * e->L * e->D;
+    TDM_TRY(tdm_comm_broadcast(c, e->pos, row, TDM_F32, 0, NULL));
+    if (e->neg) TDM_TRY(tdm_comm_broadcast(c, e->neg, row, TDM_F32, 0, NULL));
+    if (e->pooled) TDM_TRY(tdm_comm_broadcast(c, e->pooled, e->n * e->Dp, TDM_F32, 0, NULL));
+    if (e->text_ids) TDM_TRY(tdm_comm_broadcast(c, e->text_ids, e->L * 3, TDM_F32, 0, NULL));
+    if (root)
+        tdm_log(TDM_LOG_INFO, "encode: rank %d encoded %d prompt(s) for the %d ranks of its image",
+                c->world_rank, p->n, tdm_comm_size(c));
+    *out = e;
+    return TDM_OK;
+fail:
+    tdm_embeddings_free(e);
+    return st;
+}
+
 tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p,
                                tdm_embeddings_t **out) {
     tdm_status st;
@@ -757,24 +848,15 @@ tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *
     } else if (p->prompts_2) {
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--prompt-2: only FLUX pipelines take a second prompt");
     }
-    TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_ENCODE));
-    if (flux) {
-        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_FLUX, p->n, L, pipe->ctx_dim, pipe->pooled_dim, 0));
-        TDM_TRY(tdm_flux_encode(pipe, p, L, e));
-    } else {
-        L = tdm_clip_tok_max_length(pipe->comp[TDM_COMP_TOK].h.clip_tok);
-        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_SD, p->n, L, pipe->ctx_dim, 0, p->with_negative));
-        TDM_TRY(tdm_sd_encode(pipe, p, e));
-        if (p->with_negative && !(e->negative = strdup(p->negative_prompt ? p->negative_prompt : ""))) {
-            st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
+    TDM_TRY(pipe->image_comm ? encode_shared(pipe, p, L, &e) : encode_here(pipe, p, L, &e));
+    if (!flux && p->with_negative && !(e->negative = strdup(p->negative_prompt ? p->negative_prompt : ""))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+        goto fail;
     }
     for (int i = 0; i < p->n; i++) {
         e->prompts[i] = dup_or_null(p->prompts[i]);
         if (flux) e->prompts_2[i] = dup_or_null(p->prompts_2 ? p->prompts_2[i] : p->prompts[i]);
     }
-    tdm_pipe_stage_done(pipe, TDM_STAGE_ENCODE);
     *out = e;
     return TDM_OK;
 fail:
@@ -1074,7 +1156,8 @@ tdm_status tdm_pipeline_work_bytes(tdm_pipeline_t *pipe, tdm_stage stage,
                           "denoise or decode stage are required");
     if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
     const float g = isnan(p->guidance) ? pipe->info.default_guidance : p->guidance;
-    const int nb = pipe->info.kind == TDM_PIPE_SD && g > 1.0f ? 2 : 1;
+    /* with cfg = 2 each rank runs one half of the guidance batch */
+    const int nb = pipe->info.kind == TDM_PIPE_SD && g > 1.0f && !pipe->cfg_comm ? 2 : 1;
     return work_bytes(pipe, stage, w, h, nb, tokens > 0 ? tokens : default_tokens(pipe), &dev,
                       bytes);
 }
@@ -1096,7 +1179,8 @@ static tdm_status check_stage(tdm_pipeline_t *pipe, tdm_stage stage, const tdm_g
     tdm_device_t *dev;
     int64_t need, have;
     const float g = isnan(p->guidance) ? pipe->info.default_guidance : p->guidance;
-    const int nb = pipe->info.kind == TDM_PIPE_SD && g > 1.0f ? 2 : 1;
+    /* with cfg = 2 each rank runs one half of the guidance batch */
+    const int nb = pipe->info.kind == TDM_PIPE_SD && g > 1.0f && !pipe->cfg_comm ? 2 : 1;
     if ((st = work_bytes(pipe, stage, w, h, nb, T, &dev, &need)) != TDM_OK) return st;
     if ((have = tdm_op_mem_available(dev)) < 0 || need <= have) return TDM_OK;
     char size[1300], dn[64];

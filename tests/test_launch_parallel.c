@@ -1,0 +1,193 @@
+/* test_launch_parallel.c — `tandem launch ... generate --parallel` on the
+ * tiny Stable Diffusion fixtures: cfg=2 (the guidance batch split over two
+ * ranks) gives PNG and latents files byte-identical to one process, with
+ * the text encoders run once per image group; DP × CFG (-n 4, cfg=2) makes
+ * the same set of images as a data-parallel job, each written once, with
+ * both schedules; bad specs, degrees that do not divide the ranks, cfg=2
+ * without guidance or on FLUX, and the modes not implemented yet each fail
+ * with one error line naming --parallel. Skipped (exit 77) without MPI or
+ * mpirun. */
+// label: dist
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "test_files.h"
+
+static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
+static char tmpdir[256];
+static char errtext[16384];
+
+static int sh(const char *fmt, ...) {
+    char cmd[8192], errf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(errf, sizeof errf, "%s/stderr.txt", tmpdir);
+    return sh_capture(cmd, errf, errtext, sizeof errtext);
+}
+
+static const char *JOB = "--prompt 'a red fox' --prompt 'a lighthouse' --prompt 'a bowl of ramen' "
+                         "--num-images-per-prompt 2 --steps 3 --seed 5 --quiet";
+enum { NIMG = 6 };
+
+static long cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+static const char *over(int n) { return n > cpus() ? "--oversubscribe" : ""; }
+
+/* generate (n == 0: one process; else launch -n n) of JOB plus `extra` into
+ * tmpdir/tag; with TANDEM_LOG=info when `log`. Returns the exit code. */
+static int run(int n, const char *extra, const char *tag, int log) {
+    const char *env = log ? "TANDEM_LOG=info " : "";
+    if (n == 0)
+        return sh("%s'%s' generate --model '%s' %s %s --out '%s/%s'", env, TDM_TANDEM_BIN, PIPE, JOB, extra,
+                  tmpdir, tag);
+    return sh("%s'%s' launch %s -n %d -- generate --model '%s' %s %s --out '%s/%s'", env, TDM_TANDEM_BIN,
+              over(n), n, PIPE, JOB, extra, tmpdir, tag);
+}
+
+/* 1 when both files exist and hold the same bytes. */
+static int same_bytes(const char *a, const char *b) {
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+/* The manifest lines without the per-run fields (seconds, rank). */
+static char *manifest_norm(const char *tag) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "sed -e 's/\"seconds\":[0-9.e+-]*,//' -e 's/\"rank\":[0-9]*//' '%s/%s/manifest.jsonl'",
+             tmpdir, tag);
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    static char buf[2][65536];
+    static int k;
+    char *out = buf[k++ & 1];
+    size_t n = fread(out, 1, sizeof buf[0] - 1, p);
+    out[n] = 0;
+    pclose(p);
+    return out;
+}
+
+/* tmpdir/a and tmpdir/b hold the same NIMG files (ext) byte for byte, the
+ * same manifest lines (one per image), and nothing else of the job's. */
+static void same_outputs(const char *a, const char *b, const char *ext) {
+    char pa[1024], pb[1024];
+    for (int i = 0; i < NIMG; i++) {
+        snprintf(pa, sizeof pa, "%s/%s/%06d.%s", tmpdir, a, i, ext);
+        snprintf(pb, sizeof pb, "%s/%s/%06d.%s", tmpdir, b, i, ext);
+        CHECK_MSG(same_bytes(pa, pb), "%s vs %s: %06d.%s differs or is missing%s", a, b, i, ext,
+                  strcmp(ext, "png") ? "" : same_pixels(pa, pb) ? " (same pixels)" : " (pixels differ)");
+    }
+    CHECK_MSG(!exists("%s/%s/%06d.%s", tmpdir, b, NIMG, ext), "%s: an extra image", b);
+    CHECK_MSG(!exists("%s/%s/manifest.rank1.jsonl", tmpdir, b), "%s: part files left", b);
+    CHECK_MSG(!exists("%s/%s/.tandem-latents", tmpdir, b), "%s: hidden latents left", b);
+    const char *ma = manifest_norm(a), *mb = manifest_norm(b);
+    int lines = 0;
+    for (const char *p = mb ? mb : ""; *p; p++) lines += *p == '\n';
+    CHECK_MSG(ma && mb && !strcmp(ma, mb), "%s vs %s: manifests differ:\n%s\n---\n%s", a, b, ma, mb);
+    CHECK_MSG(lines == NIMG, "%s: %d manifest lines for %d images", b, lines, NIMG);
+}
+
+/* How many times `needle` occurs in the captured stderr. */
+static int count_in_err(const char *needle) {
+    int n = 0;
+    for (const char *p = errtext; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+TEST(cfg2_identical_to_one_process) {
+    int rc = run(0, "", "one", 0);
+    CHECK_MSG(rc == 0, "one process: rc %d: %s", rc, errtext);
+    rc = run(2, "--parallel cfg=2", "cfg2", 1);
+    CHECK_MSG(rc == 0, "-n 2 cfg=2: rc %d: %s", rc, errtext);
+    same_outputs("one", "cfg2", "png");
+    /* the text encoders ran on the image group's first rank only */
+    CHECK_MSG(count_in_err("encoded 3 prompt(s) for the 2 ranks of its image") == 1 &&
+                  count_in_err("rank 0 encoded") == 1,
+              "want one encode, by rank 0: %s", errtext);
+    rc = run(0, "--output-type latent", "one-lat", 0);
+    CHECK_MSG(rc == 0, "one process, latents: rc %d: %s", rc, errtext);
+    rc = run(2, "--parallel cfg=2 --output-type latent", "cfg2-lat", 0);
+    CHECK_MSG(rc == 0, "-n 2 cfg=2, latents: rc %d: %s", rc, errtext);
+    same_outputs("one-lat", "cfg2-lat", "safetensors");
+}
+
+/* -n 4 with cfg=2: two image groups (DP 2) split the job as a 2-rank
+ * data-parallel job does; each image is written once. */
+TEST(dp2_cfg2_same_set_as_dp) {
+    int rc = run(2, "", "dp2", 0);
+    CHECK_MSG(rc == 0, "-n 2: rc %d: %s", rc, errtext);
+    rc = run(4, "--parallel cfg=2", "dp2cfg2", 1);
+    CHECK_MSG(rc == 0, "-n 4 cfg=2: rc %d: %s", rc, errtext);
+    same_outputs("dp2", "dp2cfg2", "png");
+    CHECK_MSG(count_in_err("encoded 3 prompt(s) for the 2 ranks of its image") == 2 &&
+                  count_in_err("rank 0 encoded") == 1 && count_in_err("rank 2 encoded") == 1,
+              "want one encode per group, by ranks 0 and 2: %s", errtext);
+    rc = run(4, "--parallel cfg=2 --schedule dynamic", "dyn", 0);
+    CHECK_MSG(rc == 0, "-n 4 cfg=2 dynamic: rc %d: %s", rc, errtext);
+    same_outputs("dp2", "dyn", "png");
+    /* --resume after two images went missing: made again, once */
+    CHECK(sh("rm -f '%s/dyn/000001.png' '%s/dyn/000004.png'", tmpdir, tmpdir) == 0);
+    rc = run(4, "--parallel cfg=2 --resume", "dyn", 0);
+    CHECK_MSG(rc == 0, "-n 4 cfg=2 --resume: rc %d: %s", rc, errtext);
+    same_outputs("dp2", "dyn", "png");
+}
+
+/* A failure as the user sees it: nonzero exit, exactly one stderr line,
+ * starting "tandem: error: " and holding --parallel and `needle`. */
+static void one_error_line(int rc, const char *needle) {
+    CHECK_MSG(rc != 0, "exit code 0, stderr: %s", errtext);
+    CHECK_MSG(!strncmp(errtext, "tandem: error: ", 15), "stderr: %s", errtext);
+    CHECK_MSG(strstr(errtext, "--parallel") && strstr(errtext, needle), "wanted \"%s\" in: %s", needle,
+              errtext);
+    int lines = 0;
+    for (const char *p = errtext; *p; p++) lines += *p == '\n';
+    CHECK_MSG(lines == 1, "%d lines: %s", lines, errtext);
+}
+
+TEST(errors_name_the_flag) {
+    one_error_line(run(2, "--parallel cfg=2,tp=2", "e1", 0), "does not divide the world size 2");
+    one_error_line(run(3, "--parallel cfg=2", "e2", 0), "does not divide the world size 3");
+    one_error_line(run(2, "--parallel pp=2", "e3", 0), "unknown degree \"pp\"");
+    one_error_line(run(0, "--parallel cfg=2,cfg=2", "e4", 0), "cfg is given twice");
+    one_error_line(run(2, "--parallel cfg=2 --guidance 1", "e5", 0), "needs classifier-free guidance");
+    one_error_line(run(2, "--parallel ulysses=2", "e6", 0), "not implemented yet");
+    one_error_line(run(2, "--parallel ring=2", "e7", 0), "not implemented yet");
+    one_error_line(run(2, "--parallel tp=2", "e8", 0), "not implemented yet");
+    one_error_line(run(2, "--parallel auto", "e9", 0), "not available yet");
+    one_error_line(run(0, "--parallel cfg=2", "e10", 0), "world size 1");
+    int rc = sh("'%s' launch %s -n 2 -- generate --model '%s/flux_pipelines/flux-dev-tiny' --prompt a "
+                "--steps 1 --quiet --parallel cfg=2 --out '%s/e11'", TDM_TANDEM_BIN, over(2), TDM_FIXTURES,
+                tmpdir);
+    one_error_line(rc, "no classifier-free guidance batch");
+    for (int k = 1; k <= 11; k++) CHECK_MSG(!exists("%s/e%d/000000.png", tmpdir, k), "e%d: an image", k);
+}
+
+int main(void) {
+#ifndef TDM_HAVE_MPI
+    return test_skip("built without MPI (libopenmpi-dev not found at configure time)");
+#endif
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) return test_skip("mpirun not found on PATH");
+    /* as test_launch: no leak checks in the MPI ranks under ASan */
+    char asan[1024];
+    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+             getenv("ASAN_OPTIONS") ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_par_XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    RUN(cfg2_identical_to_one_process);
+    RUN(dp2_cfg2_same_set_as_dp);
+    RUN(errors_name_the_flag);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
+    return test_summary();
+}
