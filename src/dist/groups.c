@@ -109,8 +109,9 @@ tdm_status tdm_parallel_parse(const char *spec, int world_size, tdm_parallel_t *
         if (world_size % per != 0)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel %s: the degrees multiply to %lld ranks "
                               "per image (cfg %d x ring %d x ulysses %d x tp %d), which does not "
-                              "divide the world size %d", spec, (long long)per, deg.cfg, deg.ring,
-                              deg.ulysses, deg.tp, world_size);
+                              "divide the world size %d%s", spec, (long long)per, deg.cfg, deg.ring,
+                              deg.ulysses, deg.tp, world_size,
+                              world_size == 1 ? " (run it under tandem launch -n N)" : "");
         deg.dp = world_size / (int)per;
     }
     *out = deg;
