@@ -66,18 +66,20 @@ static inline int uly_full(const uly_case_t *c, int seed, float **q, float **k, 
     return 1;
 }
 
-/* y (B, rows, H·D) = rank r's rows of x (B, S, H·D): its share of each
- * segment, in sequence order (nn/ulysses.h). */
-static inline void uly_rows_of(const tdm_nn_ulysses_shape_t *s, int r, int U, float *y,
-                               const float *x, int64_t rows) {
+/* y (B, rows, H·D) = rank r's rows of x (B, S, H·D), elements of es
+ * bytes: its share of each segment, in sequence order (nn/ulysses.h). */
+static inline void uly_rows_of(const tdm_nn_ulysses_shape_t *s, int r, int U, size_t es,
+                               void *yv, const void *xv, int64_t rows) {
     int64_t HD = s->H * s->D, S = uly_S(s);
+    char *y = yv;
+    const char *x = xv;
     for (int64_t b = 0; b < s->B; b++) {
         int64_t seg0 = 0, l = 0;
         for (int g = 0; g < s->nseg; g++) {
             int64_t begin, count;
             tdm_nn_ulysses_split(s->seg[g], r, U, &begin, &count);
-            memcpy(y + (b * rows + l) * HD, x + (b * S + seg0 + begin) * HD,
-                   (size_t)(count * HD) * sizeof(float));
+            memcpy(y + (size_t)((b * rows + l) * HD) * es, x + (size_t)((b * S + seg0 + begin) * HD) * es,
+                   (size_t)(count * HD) * es);
             l += count;
             seg0 += s->seg[g];
         }
@@ -103,10 +105,10 @@ static inline void uly_check_case(int ci, const uly_case_t *c, const tdm_nn_grou
     ws = malloc((size_t)n.ws_bytes + 1);
     CHECK(lq && lk && lv && lo && want && ws);
     if (!lq || !lk || !lv || !lo || !want || !ws) goto done;
-    uly_rows_of(s, r, U, lq, q, n.rows);
-    uly_rows_of(s, r, U, lk, k, n.rows);
-    uly_rows_of(s, r, U, lv, v, n.rows);
-    uly_rows_of(s, r, U, want, ref, n.rows);
+    uly_rows_of(s, r, U, sizeof(float), lq, q, n.rows);
+    uly_rows_of(s, r, U, sizeof(float), lk, k, n.rows);
+    uly_rows_of(s, r, U, sizeof(float), lv, v, n.rows);
+    uly_rows_of(s, r, U, sizeof(float), want, ref, n.rows);
     memset(lo, 0xff, lb);   /* NaNs: every element must be written */
     st = tdm_nn_ulysses_attention(NULL, g, TDM_F32, lo, lq, lk, lv, s, 1.0f / sqrtf((float)s->D),
                                   c->causal, ws, n.ws_bytes);
