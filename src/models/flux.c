@@ -11,7 +11,12 @@
  * ranges ("segments") with separate weights; a single block on all S rows.
  * Every step is a device op (backend/ops.h), so the model runs where its
  * weights were loaded; only the timestep sinusoid and the RoPE tables are
- * made on the host (from host timesteps and ids) and uploaded. */
+ * made on the host (from host timesteps and ids) and uploaded.
+ *
+ * Context parallelism (tdm_flux_forward_cp) runs the same code on a rank's
+ * rows: its share of the text rows then its share of the image rows stand
+ * for [txt, img], the RoPE tables are made for those rows, and only the
+ * joint attention (nn/ulysses.h) and the final gather see other ranks. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +30,7 @@
 #include "nn/ffn.h"
 #include "nn/linear.h"
 #include "nn/ptree.h"
+#include "nn/ulysses.h"
 #include "nn/weights.h"
 
 #define FLUX_TIME_DIM 256          /* Timesteps(num_channels=256) */
@@ -387,7 +393,19 @@ typedef struct {
     void *nx, *q, *k, *v, *o, *y;                  /* (B, S, D), type at */
     void *h;                                       /* (B, S, 5D): FF hidden / [attn, mlp] */
     float *mod;                                    /* (2, B, 6D) modulation chunks */
+    struct flux_cp *cp;                            /* context parallelism; NULL: one device */
 } flux_ws_t;
+
+/* Context parallelism (tdm_flux_forward_cp): this rank's rows, its Ulysses
+ * exchange and the parts of the workspace that only it uses. */
+typedef struct flux_cp {
+    const tdm_nn_group_t *g;                       /* U = g->size > 1 ranks */
+    tdm_nn_ulysses_shape_t shape;                  /* B, H, hd, segments {T, N} */
+    tdm_nn_ulysses_sizes_t n;                      /* this rank's shares (count[0] text rows) */
+    void *ws;                                      /* n.ws_bytes: the exchange's workspace */
+    float *out;                                    /* (B, count[1], out_channels) own image rows */
+    tdm_status st;                                 /* first failure of an exchange */
+} flux_cp_t;
 
 /* Sizes (or, with base != NULL, places) the workspace; returns its bytes or
  * -1 on overflow. Every part starts on a 64-byte boundary. */
@@ -437,7 +455,10 @@ static void seg_linear(tdm_device_t *dev, tdm_dtype at, void *y, const void *x,
 
 /* Joint attention over all S rows: per-head RMSNorm of q and k (rows before
  * `split` with the text weights wq0 / wk0, the rest with wq1 / wk1) and RoPE,
- * then softmax(q kᵀ/√hd) v → o. */
+ * then softmax(q kᵀ/√hd) v → o. Under context parallelism the S rows are
+ * this rank's share ([its text rows; its image rows]) and the attention runs
+ * over the whole sequence through the Ulysses exchange; a failure of it is
+ * kept in w->cp->st (and the later attentions skipped). */
 static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S,
                             int64_t split, const float *wq0, const float *wq1, const float *wk0,
                             const float *wk1) {
@@ -446,8 +467,15 @@ static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_
                         FLUX_RMS_EPS);
     tdm_op_qk_norm_rope(dev, w->at, w->k, wk0, wk1, split, w->cosb, w->sinb, B, S, m->H, m->hd,
                         FLUX_RMS_EPS);
-    tdm_op_attention_t(dev, w->at, w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
-                       (float)(1.0 / sqrt((double)m->hd)), 0);
+    if (!w->cp) {
+        tdm_op_attention_t(dev, w->at, w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
+                           (float)(1.0 / sqrt((double)m->hd)), 0);
+    } else if (w->cp->st == TDM_OK) {   /* S rows of this rank; the exchange sees all of them */
+        flux_cp_t *cp = w->cp;
+        cp->st = tdm_nn_ulysses_attention(dev, cp->g, w->at, w->o, w->q, w->k, w->v, &cp->shape,
+                                          (float)(1.0 / sqrt((double)m->hd)), 0, cp->ws,
+                                          cp->n.ws_bytes);
+    }
 }
 
 /* FluxTransformerBlock on w->x (B, S, D): text rows [0, T), image rows [T, S). */
@@ -567,143 +595,279 @@ static tdm_status time_embedder(const tdm_flux_t *m, flux_ws_t *w, const float *
     return st;
 }
 
-tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
-                            const float *txt, int64_t T, const float *pooled,
-                            const float *timestep, const float *guidance,
-                            const float *img_ids, const float *txt_ids, float *out) {
-    tdm_status st = TDM_OK;
-    tdm_device_t *dev;
-    flux_ws_t w;
-    char *base = NULL;
-    float *host = NULL;
-    int64_t nws, nhost, S, D, C, Cout, J, hd;
-    if (!m || !img || !txt || !pooled || !timestep || !img_ids || !txt_ids || !out)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: NULL argument");
-    if (m->info.guidance_embeds && !guidance)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: this transformer has "
-                          "guidance_embeds=true (FLUX.1-dev style) and needs a guidance value");
-    if (!m->info.guidance_embeds && guidance)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: guidance given but this "
-                          "transformer has guidance_embeds=false (no guidance embedder)");
-    if (B < 1 || N < 1 || T < 0)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld: need "
-                          "B >= 1, N >= 1, T >= 0", (long long)B, (long long)N, (long long)T);
-    if (N > INT64_MAX / 2 - T)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: N=%lld T=%lld too large",
-                          (long long)N, (long long)T);
-    dev = m->dev;
-    S = T + N;
-    D = m->D;
-    hd = m->hd;
-    C = m->info.in_channels;
-    Cout = m->info.out_channels;
-    J = m->info.joint_attention_dim;
-    w.at = tdm_op_act_dtype(dev);
-    nws = ws_layout(&w, NULL, B, S, D);
-    if (nws < 0 || S > INT64_MAX / 64 / hd)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld is too "
-                          "large", (long long)B, (long long)N, (long long)T);
-    /* host staging for the sinusoid (B, 256) and the RoPE tables 2 x (S, hd);
-     * both products are bounded above */
-    nhost = 2 * S * hd > B * FLUX_TIME_DIM ? 2 * S * hd : B * FLUX_TIME_DIM;
-    host = malloc((size_t)nhost * sizeof(float));
-    if (!host) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld host floats",
-                                 (long long)nhost);
-    base = tdm_dev_alloc(dev, nws, "flux activations");
-    if (!base) { st = TDM_ERR_NOMEM; goto fail; }
-    ws_layout(&w, base, B, S, D);
+/* One forward's inputs (as tdm_flux_forward documents them) and the rows it
+ * computes: its share [tb, tb + Tl) of the T text rows and [nb, nb + Nl) of
+ * the N image rows (all of them on one device). */
+typedef struct {
+    const float *img, *txt, *pooled, *timestep, *guidance, *img_ids, *txt_ids;
+    int64_t B, N, T;           /* batch, image and text rows of the whole sequence */
+    int64_t tb, Tl, nb, Nl;    /* this forward's rows */
+} flux_in_t;
 
-    TDM_TRY(tdm_offload_in(&m->w.off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
+/* The argument checks of the forward `fn`. */
+static tdm_status check_args(const tdm_flux_t *m, const flux_in_t *in, const float *out,
+                             const char *fn) {
+    if (!m || !in->img || !in->txt || !in->pooled || !in->timestep || !in->img_ids ||
+        !in->txt_ids || !out)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    if (m->info.guidance_embeds && !in->guidance)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: this transformer has "
+                          "guidance_embeds=true (FLUX.1-dev style) and needs a guidance value", fn);
+    if (!m->info.guidance_embeds && in->guidance)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: guidance given but this "
+                          "transformer has guidance_embeds=false (no guidance embedder)", fn);
+    if (in->B < 1 || in->N < 1 || in->T < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: B=%lld N=%lld T=%lld: need B >= 1, N >= 1, "
+                          "T >= 0", fn, (long long)in->B, (long long)in->N, (long long)in->T);
+    if (in->N > INT64_MAX / 2 - in->T)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: N=%lld T=%lld too large", fn,
+                          (long long)in->N, (long long)in->T);
+    return TDM_OK;
+}
+
+/* w->temb, w->semb = SiLU(temb) and w->x (B, Tl + Nl, D) = [context_embedder
+ * of the own text rows, x_embedder of the own image rows]. */
+static tdm_status embed(tdm_flux_t *m, flux_ws_t *w, const flux_in_t *in, float *host) {
+    tdm_status st = TDM_OK;
+    tdm_device_t *dev = m->dev;
+    const int64_t B = in->B, D = m->D, Sl = in->Tl + in->Nl, J = m->info.joint_attention_dim,
+                  C = m->info.in_channels;
     /* temb = timestep_embedder(t) [+ guidance_embedder(g)] + text_embedder(pooled) */
-    TDM_TRY(time_embedder(m, &w, timestep, B, &m->temb, w.temb, host));
-    if (guidance) {
-        TDM_TRY(time_embedder(m, &w, guidance, B, &m->gemb, w.tmp, host));
-        tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
+    TDM_TRY(time_embedder(m, w, in->timestep, B, &m->temb, w->temb, host));
+    if (in->guidance) {
+        TDM_TRY(time_embedder(m, w, in->guidance, B, &m->gemb, w->tmp, host));
+        tdm_op_add(dev, w->temb, w->temb, w->tmp, B * D);
     }
-    tdm_nn_ffn_forward(dev, &m->pemb, w.tmp, pooled, w.th, NULL, B);
-    tdm_op_add(dev, w.temb, w.temb, w.tmp, B * D);
+    tdm_nn_ffn_forward(dev, &m->pemb, w->tmp, in->pooled, w->th, NULL, B);
+    tdm_op_add(dev, w->temb, w->temb, w->tmp, B * D);
     /* every AdaLN linear sees SiLU(temb) */
-    tdm_op_copy_2d(dev, TDM_F32, w.semb, 0, w.temb, 0, 1, B * D);
-    tdm_op_silu(dev, w.semb, B * D);
+    tdm_op_copy_2d(dev, TDM_F32, w->semb, 0, w->temb, 0, 1, B * D);
+    tdm_op_silu(dev, w->semb, B * D);
 
     /* x = [context_embedder(txt), x_embedder(img)] per batch element */
     for (int64_t b = 0; b < B; b++) {
-        tdm_nn_linear_forward(dev, &m->ctx_emb, w.x + b * S * D, txt + b * T * J, T);
-        tdm_nn_linear_forward(dev, &m->x_emb, w.x + (b * S + T) * D, img + b * N * C, N);
+        tdm_nn_linear_forward(dev, &m->ctx_emb, w->x + b * Sl * D,
+                              in->txt + (b * in->T + in->tb) * J, in->Tl);
+        tdm_nn_linear_forward(dev, &m->x_emb, w->x + (b * Sl + in->Tl) * D,
+                              in->img + (b * in->N + in->nb) * C, in->Nl);
     }
+fail:
+    return st;
+}
 
-    /* RoPE over ids = cat(txt_ids, img_ids), made on the host from the host ids */
-    TDM_TRY(rope_cached(m, txt_ids, T, img_ids, N, host));
-    w.cosb = m->rope;
-    w.sinb = m->rope + S * hd;
-
-    /* blocks in order (unit ids 0 .. nl + ns - 1): each one's offloaded
-     * weights are brought in, and the next one's copies are queued to run
-     * while this one computes */
+/* The blocks in order (unit ids 0 .. nl + ns - 1) on w->x (B, T + N, D):
+ * each one's offloaded weights are brought in, and the next one's copies
+ * are queued to run while this one computes. */
+static tdm_status run_blocks(tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t T, int64_t N) {
+    tdm_status st = TDM_OK;
     const int64_t nl = m->info.num_layers, nunits = nl + m->info.num_single_layers;
     for (int64_t i = 0; i < nunits; i++) {
         TDM_TRY(tdm_offload_in(&m->w.off, m->dev, i));
         if (i + 1 < nunits) TDM_TRY(tdm_offload_prefetch(&m->w.off, m->dev, i + 1));
-        if (i < nl) double_block(m, &m->dbl[i], &w, B, T, N);
-        else single_block(m, &m->sgl[i - nl], &w, B, S);
+        if (i < nl) double_block(m, &m->dbl[i], w, B, T, N);
+        else single_block(m, &m->sgl[i - nl], w, B, T + N);
         tdm_offload_out(&m->w.off, i);
+        if (w->cp && w->cp->st != TDM_OK) return w->cp->st;
     }
+fail:
+    return st;
+}
 
-    /* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on image rows */
-    tdm_nn_linear_forward(dev, &m->norm_out, w.mod, w.semb, B);
-    tdm_op_layer_norm_modulate(dev, w.at, w.nx, w.x, w.mod + D, w.mod, 2 * D, B, S, T, N, D,
+/* norm_out (AdaLayerNormContinuous: chunks scale, shift) and proj_out on the
+ * image rows [T, T + N) of w->x (B, T + N, D) → dst (B, N, out_channels). */
+static void final_layer(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t T, int64_t N,
+                        float *dst) {
+    tdm_device_t *dev = m->dev;
+    const int64_t D = m->D, S = T + N, Cout = m->info.out_channels;
+    tdm_nn_linear_forward(dev, &m->norm_out, w->mod, w->semb, B);
+    tdm_op_layer_norm_modulate(dev, w->at, w->nx, w->x, w->mod + D, w->mod, 2 * D, B, S, T, N, D,
                                FLUX_LN_EPS);
     for (int64_t b = 0; b < B; b++)
-        tdm_op_linear_ex(dev, out + b * N * Cout, TDM_F32, Cout,
-                         tdm_act_at(w.nx, w.at, (b * S + T) * D), w.at, m->proj_out.w,
+        tdm_op_linear_ex(dev, dst + b * N * Cout, TDM_F32, Cout,
+                         tdm_act_at(w->nx, w->at, (b * S + T) * D), w->at, m->proj_out.w,
                          m->proj_out.b, N, D, Cout, 0);
+}
+
+/* The workspace parts only a context-parallel rank has (after ws_layout's):
+ * the Ulysses exchange's workspace and its own output rows (B, Nl, Cout).
+ * Sizes them (and, with base != NULL, places them); -1 on overflow. */
+static int64_t cp_layout(flux_cp_t *cp, char *base, int64_t B, int64_t Nl, int64_t Cout) {
+    int64_t a = (cp->n.ws_bytes + 63) / 64 * 64, o;
+    if (cp->n.ws_bytes > INT64_MAX / 4 || !tdm_mul_ok(B, Nl, &o) || !tdm_mul_ok(o, Cout, &o) ||
+        o > INT64_MAX / 64 || a > INT64_MAX / 4 - 4 * o - 64)
+        return -1;
+    if (base) {
+        cp->ws = base;
+        cp->out = (float *)(base + a);
+    }
+    return a + (4 * o + 63) / 64 * 64;
+}
+
+/* Every rank's image rows of cp->out (B, Nl, Cout) into out (B, N, Cout),
+ * one allgatherv per batch element. */
+static tdm_status cp_gather(const tdm_flux_t *m, const flux_cp_t *cp, const flux_in_t *in,
+                            float *out) {
+    tdm_status st = TDM_OK;
+    const int U = cp->g->size;
+    const int64_t Cout = m->info.out_channels;
+    int64_t *counts = malloc((size_t)U * 2 * sizeof(int64_t)), *displs = counts + U;
+    if (!counts) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %d ranks' counts", U);
+    for (int r = 0; r < U; r++) {
+        int64_t b0, c;
+        tdm_nn_ulysses_split(in->N, r, U, &b0, &c);
+        counts[r] = c * Cout;
+        displs[r] = b0 * Cout;
+    }
+    for (int64_t b = 0; b < in->B; b++)
+        TDM_TRY(tdm_nn_group_allgatherv(cp->g, m->dev, cp->out + b * in->Nl * Cout,
+                                        in->Nl * Cout, out + b * in->N * Cout, counts, displs,
+                                        TDM_F32));
+fail:
+    free(counts);
+    return st;
+}
+
+/* The forward of the rows `in` names (checked by check_args): one device
+ * when cp is NULL, else this rank of cp->g, whose image rows are gathered
+ * into out on every rank. */
+static tdm_status forward_rows(tdm_flux_t *m, flux_cp_t *cp, const flux_in_t *in, float *out) {
+    tdm_status st = TDM_OK;
+    tdm_device_t *dev = m->dev;
+    flux_ws_t w;
+    char *base = NULL;
+    float *host = NULL;
+    const int64_t B = in->B, S = in->T + in->N, Sl = in->Tl + in->Nl, D = m->D, hd = m->hd;
+    int64_t nws, ncp = 0, nhost;
+    w.at = tdm_op_act_dtype(dev);
+    w.cp = cp;
+    nws = ws_layout(&w, NULL, B, Sl, D);
+    if (cp && nws >= 0) ncp = cp_layout(cp, NULL, B, in->Nl, m->info.out_channels);
+    if (nws < 0 || ncp < 0 || ncp > INT64_MAX / 4 - nws || S > INT64_MAX / 64 / hd)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld is too "
+                          "large", (long long)B, (long long)in->N, (long long)in->T);
+    /* host staging for the sinusoid (B, 256) and the RoPE tables 2 x (Sl, hd);
+     * both products are bounded above */
+    nhost = 2 * Sl * hd > B * FLUX_TIME_DIM ? 2 * Sl * hd : B * FLUX_TIME_DIM;
+    host = malloc((size_t)nhost * sizeof(float));
+    if (!host) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld host floats",
+                                 (long long)nhost);
+    base = tdm_dev_alloc(dev, nws + ncp, "flux activations");
+    if (!base) { st = TDM_ERR_NOMEM; goto fail; }
+    ws_layout(&w, base, B, Sl, D);
+    if (cp) cp_layout(cp, base + nws, B, in->Nl, m->info.out_channels);
+
+    TDM_TRY(tdm_offload_in(&m->w.off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
+    TDM_TRY(embed(m, &w, in, host));
+    /* RoPE over the own rows of ids = cat(txt_ids, img_ids), made on the host */
+    TDM_TRY(rope_cached(m, in->txt_ids + in->tb * 3, in->Tl, in->img_ids + in->nb * 3, in->Nl,
+                        host));
+    w.cosb = m->rope;
+    w.sinb = m->rope + Sl * hd;
+    TDM_TRY(run_blocks(m, &w, B, in->Tl, in->Nl));
+    final_layer(m, &w, B, in->Tl, in->Nl, cp ? cp->out : out);
+    if (cp) TDM_TRY(cp_gather(m, cp, in, out));
 
 fail:
     tdm_offload_out_all(&m->w.off);   /* whatever is still brought in */
-    if (base) tdm_dev_free(dev, base, nws);
+    if (base) tdm_dev_free(dev, base, nws + ncp);
     free(host);
     return st;
 }
 
+tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t N,
+                            const float *txt, int64_t T, const float *pooled,
+                            const float *timestep, const float *guidance,
+                            const float *img_ids, const float *txt_ids, float *out) {
+    const flux_in_t in = { img, txt, pooled, timestep, guidance, img_ids, txt_ids,
+                           B, N, T, 0, T, 0, N };
+    tdm_status st = check_args(m, &in, out, "tdm_flux_forward");
+    return st != TDM_OK ? st : forward_rows(m, NULL, &in, out);
+}
+
+tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_nn_group_t *g, const float *img,
+                               int64_t B, int64_t N, const float *txt, int64_t T,
+                               const float *pooled, const float *timestep, const float *guidance,
+                               const float *img_ids, const float *txt_ids, float *out) {
+    flux_in_t in = { img, txt, pooled, timestep, guidance, img_ids, txt_ids,
+                     B, N, T, 0, T, 0, N };
+    flux_cp_t cp;
+    tdm_status st = check_args(m, &in, out, "tdm_flux_forward_cp");
+    if (st != TDM_OK) return st;
+    if (!g || g->size == 1) return forward_rows(m, NULL, &in, out);
+    if (g->size < 1 || g->rank < 0 || g->rank >= g->size)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: rank %d of a group of %d",
+                          g->rank, g->size);
+    if (N < g->size)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: %lld image rows over %d "
+                          "ranks: every rank needs at least one", (long long)N, g->size);
+    memset(&cp, 0, sizeof(cp));
+    cp.g = g;
+    cp.shape = (tdm_nn_ulysses_shape_t){ B, m->H, m->hd, 2, { T, N } };
+    st = tdm_nn_ulysses_sizes(&cp.shape, g->rank, g->size, tdm_op_act_dtype(m->dev), &cp.n);
+    if (st != TDM_OK) return st;
+    in.tb = cp.n.begin[0], in.Tl = cp.n.count[0];
+    in.nb = cp.n.begin[1], in.Nl = cp.n.count[1];
+    return forward_rows(m, &cp, &in, out);
+}
+
 /* ---- working memory ---------------------------------------------------------- */
 
-/* What tdm_flux_forward(B, N, T) holds for the model described by `c` on dev:
- * the workspace (ws_layout, the same function that sizes the forward's one
- * allocation), the RoPE tables it keeps, the attention kernel's scratch and,
- * on a host device, the host staging buffer. Saturates at INT64_MAX. */
+/* What rank 0 (the one with the most rows) of tdm_flux_forward_cp(B, N, T)
+ * over U ranks (U = 1: tdm_flux_forward) holds for the model described by
+ * `c` on dev: the workspace (ws_layout and cp_layout, the functions that
+ * size the forward's one allocation), the RoPE tables it keeps, the
+ * attention kernel's scratch and, on a host device, the host staging
+ * buffer. Saturates at INT64_MAX. */
 static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int64_t B, int64_t N,
-                               int64_t T) {
+                               int64_t T, int U) {
     flux_ws_t w;
     const int64_t hd = c->attention_head_dim, H = c->num_attention_heads, D = hd * H;
-    int64_t S, nws, rope, att, nhost, total;
+    int64_t S, Sl, Nl = N, heads = H, nws, ncp = 0, rope, att, nhost, total;
     if (N > INT64_MAX / 2 - T) return INT64_MAX;
     S = T + N;
+    Sl = S;
     if (S > INT64_MAX / 64 / hd) return INT64_MAX;
     w.at = tdm_op_act_dtype(dev);
-    if ((nws = ws_layout(&w, NULL, B, S, D)) < 0) return INT64_MAX;
-    rope = 2 * S * hd * (int64_t)sizeof(float);
-    att = tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, H, hd);
-    nhost = 2 * S * hd > B * FLUX_TIME_DIM ? 2 * S * hd : B * FLUX_TIME_DIM;
+    if (U > 1) {
+        flux_cp_t cp;
+        memset(&cp, 0, sizeof(cp));
+        cp.shape = (tdm_nn_ulysses_shape_t){ B, H, hd, 2, { T, N } };
+        if (tdm_nn_ulysses_sizes(&cp.shape, 0, U, w.at, &cp.n) != TDM_OK) return INT64_MAX;
+        Nl = cp.n.count[1];
+        Sl = cp.n.rows;
+        heads = cp.n.heads_local;
+        if ((ncp = cp_layout(&cp, NULL, B, Nl, c->out_channels)) < 0) return INT64_MAX;
+    }
+    if ((nws = ws_layout(&w, NULL, B, Sl, D)) < 0) return INT64_MAX;
+    rope = 2 * Sl * hd * (int64_t)sizeof(float);
+    att = tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, heads, hd);
+    nhost = 2 * Sl * hd > B * FLUX_TIME_DIM ? 2 * Sl * hd : B * FLUX_TIME_DIM;
     total = nws;
+    total = total > INT64_MAX - ncp ? INT64_MAX : total + ncp;
     total = total > INT64_MAX - rope ? INT64_MAX : total + rope;
     total = total > INT64_MAX - att ? INT64_MAX : total + att;
     if (tdm_dev_is_host(dev)) total = total > INT64_MAX - 4 * nhost ? INT64_MAX : total + 4 * nhost;
     return total;
 }
 
-tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
-                               int64_t T, int64_t *out) {
+tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                  int64_t N, int64_t T, int U, int64_t *out) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_flux_info_t c;
     *out = 0;
-    if (!config_path || !dev || B < 1 || N < 1 || T < 0)
+    if (!config_path || !dev || B < 1 || N < 1 || T < 0 || U < 1)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_work_bytes: config, device, B >= 1, "
-                          "N >= 1 and T >= 0 are required");
+                          "N >= 1, T >= 0 and U >= 1 are required");
     TDM_TRY(tdm_json_load(&j, config_path));
     TDM_TRY(cfg_parse(&j, &c));
-    *out = flux_work_total(&c, dev, B, N, T);
+    *out = flux_work_total(&c, dev, B, N, T, U);
 fail:
     tdm_json_free(&j);
     return st;
+}
+
+tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
+                               int64_t T, int64_t *out) {
+    return tdm_flux_work_bytes_cp(config_path, dev, B, N, T, 1, out);
 }

@@ -99,6 +99,27 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
                             const float *timestep, const float *guidance,
                             const float *img_ids, const float *txt_ids, float *out);
 
+/* Context parallelism (Ulysses): tdm_flux_forward on rank r of the U ranks
+ * of group g (nn/group.h; dist fills one from a communicator), each holding
+ * the same model on its own device. Collective: every rank of g calls it
+ * with the same arguments (inputs as tdm_flux_forward, whole: every rank
+ * reads only its rows of them). Rank r computes, through every block, only
+ * its share of the text rows and of the image rows (each segment split by
+ * tdm_nn_ulysses_split, nn/ulysses.h); the joint attention runs over the
+ * whole [text; image] sequence through tdm_nn_ulysses_attention (any T and
+ * N, heads padded when U does not divide them), and every rank's image rows
+ * of the output are gathered (allgatherv, one per batch element) so that
+ * out (B, N, out_channels) is whole on every rank. On the CPU, out is bit
+ * for bit tdm_flux_forward's whatever U. g NULL or of one rank: exactly
+ * tdm_flux_forward. Needs N >= U (every rank at least one image row).
+ * Working memory: tdm_flux_work_bytes_cp. A failed exchange is returned
+ * (the other ranks see theirs fail or wait, as the group's calls do). */
+struct tdm_nn_group;
+tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const struct tdm_nn_group *g, const float *img,
+                               int64_t B, int64_t N, const float *txt, int64_t T,
+                               const float *pooled, const float *timestep, const float *guidance,
+                               const float *img_ids, const float *txt_ids, float *out);
+
 /* The working memory of one tdm_flux_forward(B, N, T) of the transformer
  * that the config.json at config_path describes (read and checked as
  * tdm_flux_load does, no weights) on `dev`: the activation workspace (sized
@@ -109,5 +130,13 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
  * OUT: *out. */
 tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
                                int64_t T, int64_t *out);
+
+/* tdm_flux_work_bytes of one rank of tdm_flux_forward_cp over U ranks: the
+ * most any rank holds (rank 0's: its rows, the RoPE tables of its rows, the
+ * Ulysses exchange's workspace, its output rows, the attention kernel's
+ * scratch for heads_local heads over the whole sequence). U = 1 is
+ * tdm_flux_work_bytes. OUT: *out. */
+tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                  int64_t N, int64_t T, int U, int64_t *out);
 
 #endif
