@@ -10,15 +10,14 @@
  * --groups SPEC the --parallel groups of SPEC at 2 to 8 ranks) and exits
  * nonzero on a failure, which makes mpirun's status nonzero. Skipped (exit 77) when the build has no
  * MPI or mpirun is not on PATH. */
-#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include "dist/dist.h"
 #include "test.h"
 
 #ifdef TDM_HAVE_MPI
+
+#include "test_mpi.h"
 
 static tdm_dist_t *g_d;
 static int g_expect_size;
@@ -498,45 +497,11 @@ static int child_abort(void) {
     return EXIT_SUCCESS;   /* reached only if the abort did not end the job */
 }
 
-static char g_self[PATH_MAX];
-
-/* Appends `opt` to the environment variable `var` (':'-separated options)
- * unless `key` is already in it. */
-static void add_san_option(const char *var, const char *key, const char *opt) {
-    const char *old = getenv(var);
-    char buf[PATH_MAX + 512];
-    if (old && strstr(old, key)) return;
-    snprintf(buf, sizeof buf, "%s%s%s", old && *old ? old : "", old && *old ? ":" : "", opt);
-    setenv(var, buf, 1);
-}
-
-/* In sanitizer builds the ranks' LeakSanitizer would report what Open MPI
- * keeps from MPI_Init; tests/lsan.supp names those libraries, and full
- * stacks are needed to see their frames. No effect in other builds. */
-static void setup_sanitizer_env(void) {
-    add_san_option("ASAN_OPTIONS", "fast_unwind_on_malloc", "fast_unwind_on_malloc=0");
-    add_san_option("LSAN_OPTIONS", "suppressions", "suppressions=" TDM_FIXTURES "/../lsan.supp");
-}
-
-/* Runs `mpirun ... -np np <self> args` (under a time limit); its exit code,
- * or -1 when it did not exit normally. */
-static int run_mpi(int np, const char *args) {
-    char cmd[PATH_MAX + 256];
-    snprintf(cmd, sizeof cmd,
-             "timeout 120 mpirun --allow-run-as-root --oversubscribe -np %d '%s' %s", np, g_self, args);
-    printf("  $ %s\n", cmd);
-    fflush(stdout);
-    int rc = system(cmd);
-    fflush(stdout);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
-
 TEST(mpirun_1_2_3_ranks) {
     for (int np = 1; np <= 3; np++) {
         char args[32];
         snprintf(args, sizeof args, "--child %d", np);
-        int rc = run_mpi(np, args);
+        int rc = tmpi_run(np, args, 120);
         CHECK_MSG(rc == 0, "mpirun -np %d: exit code %d", np, rc);
     }
 }
@@ -549,16 +514,16 @@ TEST(mpirun_parallel_groups) {
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
         char args[64];
         snprintf(args, sizeof args, "--groups '%s'", k[i].spec);
-        int rc = run_mpi(k[i].np, args);
+        int rc = tmpi_run(k[i].np, args, 120);
         CHECK_MSG(rc == 0, "mpirun -np %d --parallel %s: exit code %d", k[i].np, k[i].spec, rc);
     }
     /* degrees that do not divide the world: every rank fails, the job ends */
-    int rc = run_mpi(3, "--groups cfg=2");
+    int rc = tmpi_run(3, "--groups cfg=2", 120);
     CHECK_MSG(rc != 0 && rc != 124, "mpirun -np 3 --parallel cfg=2: exit code %d (want a failure)", rc);
 }
 
 TEST(mpirun_abort_ends_job) {
-    int rc = run_mpi(2, "--abort");
+    int rc = tmpi_run(2, "--abort", 120);
     CHECK_MSG(rc != 0 && rc != 124, "mpirun -np 2 with rank 1 aborting: exit code %d "
               "(want nonzero, and not the time limit's 124)", rc);
 }
@@ -574,14 +539,7 @@ int main(int argc, char **argv) {
     if (system("command -v mpirun >/dev/null 2>&1") != 0) {
         return test_skip("test_dist_mpi: mpirun not found on PATH");
     }
-    ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
-    if (len <= 0) snprintf(g_self, sizeof g_self, "%s", argv[0]);
-    else g_self[len] = '\0';
-    if (strchr(g_self, '\'')) {
-        printf("the test's path contains a quote: %s\n", g_self);
-        return test_skip("test_dist_mpi: cannot quote the test's path for mpirun");
-    }
-    setup_sanitizer_env();
+    if (tmpi_init(argv[0]) != 0) return test_skip("test_dist_mpi: cannot quote the test's path for mpirun");
     RUN(mpirun_1_2_3_ranks);
     RUN(mpirun_parallel_groups);
     RUN(mpirun_abort_ends_job);

@@ -10,15 +10,14 @@
  * 2 ranks: padding; text and image lengths 3 does not divide). A rank with
  * a failed check exits nonzero, which makes mpirun's status nonzero.
  * Skipped (exit 77) when the build has no MPI or mpirun is not on PATH. */
-#include <limits.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "dist/nn_group.h"
 #include "test_flux_cp.h"
 
 #ifdef TDM_HAVE_MPI
+
+#include "test_mpi.h"
 
 static tdm_nn_group_t g_group;
 static const char *g_root;
@@ -69,19 +68,13 @@ static int child_main(const char *root) {
     return rc;
 }
 
-static char g_self[PATH_MAX];
 static char g_model[256];
 
 TEST(mpirun_2_3_ranks) {
     for (int np = 2; np <= 3; np++) {
-        char cmd[PATH_MAX + 512];
-        snprintf(cmd, sizeof cmd, "timeout 300 mpirun --allow-run-as-root --oversubscribe -np %d "
-                 "'%s' --child '%s'", np, g_self, g_model);
-        printf("  $ %s\n", cmd);
-        fflush(stdout);
-        int rc = system(cmd);
-        fflush(stdout);
-        rc = rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
+        char args[300];
+        snprintf(args, sizeof args, "--child '%s'", g_model);
+        int rc = tmpi_run(np, args, 300);
         CHECK_MSG(rc == 0, "mpirun -np %d: exit code %d", np, rc);
     }
 }
@@ -94,13 +87,7 @@ int main(int argc, char **argv) {
     }
     if (system("command -v mpirun >/dev/null 2>&1") != 0)
         return test_skip("test_flux_cp_mpi: mpirun not found on PATH");
-    ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
-    if (len <= 0) snprintf(g_self, sizeof g_self, "%s", argv[0]);
-    else g_self[len] = '\0';
-    if (strchr(g_self, '\''))
-        return test_skip("test_flux_cp_mpi: cannot quote the test's path for mpirun");
-    if (!getenv("LSAN_OPTIONS")) setenv("LSAN_OPTIONS", "suppressions=" TDM_FIXTURES "/../lsan.supp", 1);
-    if (!getenv("ASAN_OPTIONS")) setenv("ASAN_OPTIONS", "fast_unwind_on_malloc=0", 1);
+    if (tmpi_init(argv[0]) != 0) return test_skip("test_flux_cp_mpi: cannot quote the test's path for mpirun");
     snprintf(g_model, sizeof g_model, "/tmp/tdm_test_flux_cp_mpi_%d", (int)getpid());
     if (fcp_make_wide(g_model)) RUN(mpirun_2_3_ranks);
     fcp_remove_wide(g_model);

@@ -13,16 +13,15 @@
  * bit for bit. A rank with a failed
  * check exits nonzero, which makes mpirun's status nonzero. Skipped (exit
  * 77) when the build has no MPI or mpirun is not on PATH. */
-#include <limits.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "backend/ops.h"
 #include "dist/nn_group.h"
 #include "test_ulysses.h"
 
 #ifdef TDM_HAVE_MPI
+
+#include "test_mpi.h"
 
 static tdm_nn_group_t g_group;
 
@@ -125,26 +124,9 @@ static int child_cuda_main(const char *dt) {
     return rc;
 }
 
-static char g_self[PATH_MAX];
-
-/* `mpirun ... -np np <self> args` under a time limit: its exit code, or
- * -1 when it did not exit normally. */
-static int run_mpi(int np, const char *args) {
-    char cmd[PATH_MAX + 256];
-    snprintf(cmd, sizeof cmd,
-             "timeout 300 mpirun --allow-run-as-root --oversubscribe -np %d '%s' %s", np,
-             g_self, args);
-    printf("  $ %s\n", cmd);
-    fflush(stdout);
-    int rc = system(cmd);
-    fflush(stdout);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
-
 TEST(mpirun_2_3_4_5_ranks) {
     for (int np = 2; np <= 5; np++) {
-        int rc = run_mpi(np, "--child");
+        int rc = tmpi_run(np, "--child", 300);
         CHECK_MSG(rc == 0, "mpirun -np %d: exit code %d", np, rc);
     }
 }
@@ -157,7 +139,7 @@ TEST(mpirun_cuda_2_3_ranks) {
     }
     for (int np = 2; np <= 3; np++)
         for (int b = 0; b < 2; b++) {
-            int rc = run_mpi(np, b ? "--child-cuda bf16" : "--child-cuda f32");
+            int rc = tmpi_run(np, b ? "--child-cuda bf16" : "--child-cuda f32", 300);
             CHECK_MSG(rc == 0, "mpirun -np %d (CUDA, %s): exit code %d", np, b ? "bf16" : "f32", rc);
         }
 }
@@ -171,14 +153,7 @@ int main(int argc, char **argv) {
     }
     if (system("command -v mpirun >/dev/null 2>&1") != 0)
         return test_skip("test_ulysses_mpi: mpirun not found on PATH");
-    ssize_t len = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
-    if (len <= 0) snprintf(g_self, sizeof g_self, "%s", argv[0]);
-    else g_self[len] = '\0';
-    if (strchr(g_self, '\''))
-        return test_skip("test_ulysses_mpi: cannot quote the test's path for mpirun");
-    /* sanitizer builds: the suppressions test_dist_mpi.c sets, for Open MPI's leaks */
-    if (!getenv("LSAN_OPTIONS")) setenv("LSAN_OPTIONS", "suppressions=" TDM_FIXTURES "/../lsan.supp", 1);
-    if (!getenv("ASAN_OPTIONS")) setenv("ASAN_OPTIONS", "fast_unwind_on_malloc=0", 1);
+    if (tmpi_init(argv[0]) != 0) return test_skip("test_ulysses_mpi: cannot quote the test's path for mpirun");
     RUN(mpirun_2_3_4_5_ranks);
     RUN(mpirun_cuda_2_3_ranks);
     return test_summary();
