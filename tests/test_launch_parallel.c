@@ -4,8 +4,8 @@
  * the text encoders run once per image group; DP × CFG (-n 4, cfg=2) makes
  * the same set of images as a data-parallel job, each written once, with
  * both schedules; bad specs, degrees that do not divide the ranks, cfg=2
- * without guidance or on FLUX, and the modes not implemented yet each fail
- * with one error line naming --parallel. Skipped (exit 77) without MPI or
+ * without guidance or on FLUX, ulysses on Stable Diffusion and the modes
+ * not implemented yet each fail with one error line naming --parallel. Skipped (exit 77) without MPI or
  * mpirun. */
 // label: dist
 #define _GNU_SOURCE
@@ -159,7 +159,7 @@ TEST(errors_name_the_flag) {
     one_error_line(run(2, "--parallel pp=2", "e3", 0), "unknown degree \"pp\"");
     one_error_line(run(0, "--parallel cfg=2,cfg=2", "e4", 0), "cfg is given twice");
     one_error_line(run(2, "--parallel cfg=2 --guidance 1", "e5", 0), "needs classifier-free guidance");
-    one_error_line(run(2, "--parallel ulysses=2", "e6", 0), "not implemented yet");
+    one_error_line(run(2, "--parallel ulysses=2", "e6", 0), "for transformer pipelines (FLUX)");
     one_error_line(run(2, "--parallel ring=2", "e7", 0), "not implemented yet");
     one_error_line(run(2, "--parallel tp=2", "e8", 0), "not implemented yet");
     one_error_line(run(2, "--parallel auto", "e9", 0), "not available yet");

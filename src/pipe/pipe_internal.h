@@ -6,6 +6,7 @@
 
 #include "core/core.h"
 #include "dist/dist.h"
+#include "dist/nn_group.h"
 #include "io/folder.h"
 #include "models/clip_text.h"
 #include "models/flux.h"
@@ -87,6 +88,11 @@ struct tdm_pipeline {
      * when cfg = 2, the ranks of one image when more than one; else NULL */
     tdm_comm_t         *cfg_comm;
     tdm_comm_t         *image_comm;
+    /* --parallel ulysses=U > 1 (FLUX): the nn group over the Ulysses
+     * communicator that tdm_flux_forward_cp runs on (ulysses points at
+     * ulysses_group; owned, freed at close); else ulysses is NULL */
+    tdm_nn_group_t      ulysses_group;
+    const tdm_nn_group_t *ulysses;
     /* split execution of the transformer (tdm_pipeline_params_t.device_map):
      * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
      * weights offloaded to "cpu" */

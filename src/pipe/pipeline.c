@@ -90,6 +90,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     for (int g = 1; g < pipe->nvdev; g++) tdm_backend_device_close(&pipe->vdev[g]);
     tdm_backend_device_close(&pipe->dev);
     tdm_sched_free(pipe->sched);
+    tdm_dist_nn_group_free(&pipe->ulysses_group);
     for (int i = 0; i < TDM_COMP_COUNT; i++)
         if (pipe->comp[i].map.e) tdm_place_map_free(&pipe->comp[i].map);
     for (int k = 0; k < pipe->nplans; k++) tdm_pipe_plan_free(&pipe->plans[k]);
@@ -491,23 +492,31 @@ fail:
 }
 
 /* The --parallel groups of d that this pipeline runs: cfg = 2 on Stable
- * Diffusion; the other modes are refused. */
+ * Diffusion, ulysses = U on FLUX (the nn group over the Ulysses
+ * communicator, which is the image group while ring, tp and cfg are 1);
+ * the other modes are refused. */
 static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
     tdm_groups_t *g = tdm_dist_groups(d);
     if (!g) return TDM_OK;
     const tdm_parallel_t *k = &g->deg;
-    const char *mode = k->ulysses > 1 ? "ulysses" : k->ring > 1 ? "ring" : k->tp > 1 ? "tp" : NULL;
+    const char *mode = k->ring > 1 ? "ring" : k->tp > 1 ? "tp" : NULL;
     if (mode)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel %s=%d: %s parallelism is not implemented "
-                          "yet (cfg=2 and data parallelism are)", mode,
-                          k->ulysses > 1 ? k->ulysses : k->ring > 1 ? k->ring : k->tp,
-                          k->ulysses > 1 ? "Ulysses (context)" : k->ring > 1 ? "ring (context)"
-                                                                            : "tensor");
+                          "yet (ulysses on FLUX, cfg=2 on Stable Diffusion and data parallelism are)",
+                          mode, k->ring > 1 ? k->ring : k->tp, k->ring > 1 ? "ring (context)" : "tensor");
+    if (k->ulysses > 1 && pipe->info.kind != TDM_PIPE_FLUX)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel ulysses=%d: Ulysses (context) parallelism is "
+                          "for transformer pipelines (FLUX); %s runs a UNet", k->ulysses, pipe->class_name);
     if (k->cfg == 2 && pipe->info.kind != TDM_PIPE_SD)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel cfg=2: %s has no classifier-free guidance "
                           "batch to split (its guidance is an embedding); use cfg=1", pipe->class_name);
     if (k->cfg == 2) pipe->cfg_comm = g->comm[TDM_GROUP_CFG];
     if (tdm_comm_size(g->comm[TDM_GROUP_IMAGE]) > 1) pipe->image_comm = g->comm[TDM_GROUP_IMAGE];
+    if (k->ulysses > 1) {
+        tdm_status st = tdm_dist_nn_group_create(g->comm[TDM_GROUP_ULYSSES], &pipe->ulysses_group);
+        if (st != TDM_OK) return st;
+        pipe->ulysses = &pipe->ulysses_group;
+    }
     return TDM_OK;
 }
 
@@ -1126,7 +1135,8 @@ static tdm_status work_bytes(tdm_pipeline_t *pipe, tdm_stage stage, int w, int h
     } else if (in->kind == TDM_PIPE_FLUX) {
         const int64_t N = (hl / 2) * (wl / 2);
         TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "transformer", "config.json"));
-        TDM_TRY(tdm_flux_work_bytes(cfg, dev, 1, N, T, &model));
+        TDM_TRY(tdm_flux_work_bytes_cp(cfg, dev, 1, N, T, pipe->ulysses ? pipe->ulysses->size : 1,
+                                       &model));
         own = sat_add(2 * item * 4, (T * pipe->ctx_dim + pipe->pooled_dim) * 4);   /* lat, pred, txt, pool */
         hostside = sat_add(4 * item * 4, N * 3 * 4);   /* noise, pred, latents, ids */
     } else {
