@@ -157,6 +157,12 @@ static int is_mpi_note(const char *s) {
     return c && colon && colon < c && isdigit((unsigned char)c[-1]);
 }
 
+/* "[warn] ..." (the libevent inside Open MPI, e.g. "Epoll MOD(1) on fd 26
+ * failed" while a job with a failed rank is torn down) */
+static int is_libevent_note(const char *s) {
+    return !strncmp(s, "[warn] ", 7) || !strncmp(s, "[msg] ", 6) || !strncmp(s, "[debug] ", 8);
+}
+
 static void gist_add(filter_t *f, const char *s) {
     while (*s == ' ' || *s == '\t') s++;
     size_t len = strlen(f->gist);
@@ -197,7 +203,7 @@ static void filter_line(filter_t *f, char *s) {
         else if (!f->gist_done) gist_add(f, s);
         return;
     }
-    if (is_mpi_note(s)) return;
+    if (is_mpi_note(s) || is_libevent_note(s)) return;
     write_all(s, strlen(s));   /* the ranks' own output (sanitizer reports, ...) */
     write_all("\n", 1);
 }
