@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), after dev/gpu_run.sh has built build-gpu: the
+# one-GPU checks of single-image parallelism. Ranks share the one GPU through the
+# MPI communicator (device buffers staged through host memory):
+#   - SD --parallel cfg=2 (2 ranks) against one process, fp32 and fp16;
+#   - FLUX --parallel ulysses=2 and 3 against one process, fp32 and bf16;
+# each on the tiny fixtures, comparing the latents (--output-type latent) and the
+# PNGs byte for byte and, where they differ, printing the largest difference.
+# Then the dist-labelled tests (their CUDA parts run where a GPU is present).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+T=$PWD/build-gpu/tandem
+W=$(mktemp -d)
+SD=tests/fixtures/pipelines/sd15-tiny
+FLUX=tests/fixtures/flux_pipelines/flux-dev-tiny
+SDJOB="--prompt 'a red fox' --prompt 'a lighthouse' --steps 4 --seed 3 --width 64 --height 64 --quiet"
+FJOB="--prompt 'a red fox' --prompt 'a lighthouse' --steps 3 --seed 5 --width 64 --height 64 --max-sequence-length 32 --quiet"
+
+# compare DIR_A DIR_B LABEL: byte identity of every output, else the largest difference
+compare() {
+  local a=$1 b=$2 label=$3 same=1 n=0
+  for f in "$a"/*.png "$a"/*.safetensors "$a"/*.npy; do
+    [ -e "$f" ] || continue
+    n=$((n + 1))
+    cmp -s "$f" "$b/$(basename "$f")" || { same=0; echo "  $label: $(basename "$f") differs"; }
+  done
+  if [ "$n" = 0 ]; then echo "FAIL $label: no outputs"; return; fi
+  if [ "$same" = 1 ]; then echo "ok   $label: $n outputs byte-identical"; else echo "DIFF $label"; fi
+  python3 - "$a" "$b" <<'PY' 2>/dev/null
+import sys, glob, os, json, struct
+import numpy as np
+def load(p):
+    if p.endswith('.png'):
+        from PIL import Image; return np.asarray(Image.open(p)).astype(np.float64)
+    if p.endswith('.safetensors'):
+        b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+        for k, v in h.items():
+            if k == '__metadata__': continue
+            s, e = v['data_offsets']; dt = {'F32': np.float32, 'F16': np.float16, 'BF16': None}[v['dtype']]
+            return np.frombuffer(b[8 + n + s:8 + n + e], dtype=dt).astype(np.float64)
+    return np.load(p).astype(np.float64)
+a, b = sys.argv[1], sys.argv[2]
+for f in sorted(glob.glob(a + '/*')):
+    g = os.path.join(b, os.path.basename(f))
+    if not f.endswith(('.png', '.safetensors', '.npy')) or not os.path.exists(g): continue
+    x, y = load(f), load(g)
+    if x.shape != y.shape: print('   ', os.path.basename(f), 'shapes differ'); continue
+    d = np.abs(x - y).max(); r = d / max(np.abs(x).max(), 1e-30)
+    if d: print('    %s: max abs diff %.3g (rel %.3g)' % (os.path.basename(f), d, r))
+PY
+}
+
+run1() { eval "$T generate --device cuda $*"; }
+runN() { local n=$1; shift; eval "$T launch --oversubscribe -n $n -- generate --device cuda $*"; }
+
+for dt in fp32 fp16; do
+  for ot in latent png; do
+    run1 --model $SD $SDJOB --dtype $dt --output-type $ot --out $W/sd1_${dt}_$ot || echo "FAIL sd one process $dt $ot"
+    runN 2 --model $SD $SDJOB --dtype $dt --output-type $ot --parallel cfg=2 --out $W/sdc_${dt}_$ot \
+      || echo "FAIL sd cfg=2 $dt $ot"
+    compare $W/sd1_${dt}_$ot $W/sdc_${dt}_$ot "SD cfg=2 vs 1 process, $dt, $ot"
+  done
+done
+for dt in fp32 bf16; do
+  for ot in latent png; do
+    run1 --model $FLUX $FJOB --dtype $dt --output-type $ot --out $W/f1_${dt}_$ot || echo "FAIL flux one process $dt $ot"
+    for u in 2 3; do
+      runN $u --model $FLUX $FJOB --dtype $dt --output-type $ot --parallel ulysses=$u --out $W/fu${u}_${dt}_$ot \
+        || echo "FAIL flux ulysses=$u $dt $ot"
+      compare $W/f1_${dt}_$ot $W/fu${u}_${dt}_$ot "FLUX ulysses=$u vs 1 process, $dt, $ot"
+    done
+  done
+done
+ls $W/sd1_fp32_latent $W/f1_fp32_latent | head
+rm -rf "$W"
+(cd build-gpu && ctest -L dist --output-on-failure -j 2) 2>&1 | tee "$OUT/ctest_dist.log" | tail -15
