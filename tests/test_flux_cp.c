@@ -91,9 +91,8 @@ static void *t_rank_main(void *arg) {
 }
 
 /* U ranks (models r[i].m loaded) on io: every rank's output against
- * io->ref bit for bit when exact, else against rank 0's (the gather gives
- * all ranks the same rows). */
-static void run_ranks(trank_t *r, int U, const fcp_io_t *io, const char *fix, int exact) {
+ * io->ref (the one-device forward) bit for bit. */
+static void run_ranks(trank_t *r, int U, const fcp_io_t *io, const char *fix) {
     tgroup_t t;
     pthread_t th[MAXU];
     const int64_t nout = io->B * io->N * io->Cout;
@@ -111,12 +110,12 @@ static void run_ranks(trank_t *r, int U, const fcp_io_t *io, const char *fix, in
     }
     for (int i = 0; i < U; i++) pthread_join(th[i], NULL);
     for (int i = 0; i < U; i++) {
-        const float *want = exact ? io->ref : r[0].out;
+        const float *want = io->ref;
         CHECK_MSG(r[i].st == TDM_OK, "%s U %d rank %d: %s", fix, U, i, r[i].err);
         int64_t d = r[i].st == TDM_OK ? fcp_first_diff(r[i].out, want, nout) : -1;
         CHECK_MSG(d < 0, "%s B %lld T %lld N %lld U %d rank %d: out[%lld] = %.9g, %s %.9g "
                   "(%.3g apart)", fix, (long long)io->B, (long long)io->T, (long long)io->N, U,
-                  i, (long long)d, d < 0 ? 0.0 : r[i].out[d], exact ? "one device" : "rank 0",
+                  i, (long long)d, d < 0 ? 0.0 : r[i].out[d], "one device",
                   d < 0 ? 0.0 : want[d], d < 0 ? 0.0 : fabs(r[i].out[d] - want[d]));
     }
     for (int i = 0; i < U; i++) free(r[i].out);
@@ -128,7 +127,7 @@ static void run_ranks(trank_t *r, int U, const fcp_io_t *io, const char *fix, in
  * outputs checked as run_ranks says, and each rank's device memory (beyond
  * its weights) within tdm_flux_work_bytes_cp. */
 static void check_model(const char *root, const char *variant, const fcp_shape_t *shapes,
-                        int nshapes, int exact) {
+                        int nshapes) {
     char cfg[1100];
     tdm_device_t dev;
     tdm_flux_t *ref = NULL;
@@ -152,7 +151,7 @@ static void check_model(const char *root, const char *variant, const fcp_shape_t
             int64_t est = 0;
             if (fcp_io_make(ref, s, (uint32_t)(17 * si + U), &io)) {
                 for (int i = 0; i < U; i++) r[i].dev.peak_bytes = r[i].dev.cur_bytes;
-                run_ranks(r, U, &io, root, exact);
+                run_ranks(r, U, &io, root);
                 CHECK(tdm_flux_work_bytes_cp(cfg, &r[0].dev, s->B, s->N, s->T, U, &est) == TDM_OK);
                 for (int i = 0; i < U; i++) {
                     int64_t used = r[i].dev.peak_bytes - tdm_flux_info(r[i].m)->param_bytes;
@@ -172,18 +171,18 @@ static void check_model(const char *root, const char *variant, const fcp_shape_t
 TEST(threads_as_ranks_equal_one_device) {
     char root[256];
     snprintf(root, sizeof root, "/tmp/tdm_test_flux_cp_%d", (int)getpid());
-    if (fcp_make_wide(root)) check_model(root, NULL, fcp_wide_shapes, FCP_NWIDE, 1);
+    if (fcp_make_wide(root)) check_model(root, NULL, fcp_wide_shapes, FCP_NWIDE);
     fcp_remove_wide(root);
 }
 
-/* The tiny fixtures (ranks without text rows, 1-3 rows a segment): the
- * ranks run and agree with each other; their GEMMs are too small for
- * OpenBLAS to give row-count-independent bits (test_flux_cp.h). */
-TEST(threads_as_ranks_tiny_fixtures_agree) {
+/* The tiny fixtures (ranks without text rows, 1-3 rows a segment, 32-wide
+ * linears: the CPU GEMM's computed-in-order and padded paths): every
+ * rank's output is the one-device output byte for byte. */
+TEST(threads_as_ranks_tiny_fixtures_equal_one_device) {
     for (int f = 0; f < FCP_NFIX; f++) {
         char root[1024];
         snprintf(root, sizeof root, "%s/%s", FCP_FIX, fcp_fixtures[f].name);
-        check_model(root, fcp_fixtures[f].variant, fcp_shapes, FCP_NSHAPES, 0);
+        check_model(root, fcp_fixtures[f].variant, fcp_shapes, FCP_NSHAPES);
     }
 }
 
@@ -228,6 +227,6 @@ TEST(one_rank_and_errors) {
 int main(void) {
     RUN(one_rank_and_errors);
     RUN(threads_as_ranks_equal_one_device);
-    RUN(threads_as_ranks_tiny_fixtures_agree);
+    RUN(threads_as_ranks_tiny_fixtures_equal_one_device);
     return test_summary();
 }

@@ -22,17 +22,14 @@
 
 typedef struct { int64_t B, T, N; } fcp_shape_t;
 
-/* Why two kinds of model. Bit identity needs every per-row op to give a row
- * the same bits whatever rows share its call. The CPU GEMM (OpenBLAS,
- * single-threaded blocks) does so only above a size its kernels choose:
- * below it (one row, or few rows times a narrow output, as the tiny
- * fixtures' 32-wide linears over a rank's 1-3 rows) another kernel runs
- * and the last bits of a row change with the row count. FLUX.1's linears
- * (3072 wide, hundreds of rows per rank) are far above it. So the identity
- * test runs a random-weight model written here, 3 heads of 128 (inner 384,
+/* Two kinds of model. Bit identity needs every per-row op to give a row
+ * the same bits whatever rows share its call. The tiny fixtures' 32-wide
+ * linears over a rank's 1-3 rows take the CPU GEMM's small paths (computed
+ * in order, or padded to OpenBLAS's regular kernel: backend/cpu/ops.c);
+ * a random-weight model written here, 3 heads of 128 (inner 384,
  * out_channels 64), on sequences that give every rank at least 10 text rows
- * and 20 image rows per batch element at U <= 4; the tiny fixtures check
- * that the ranks agree with each other and run (see test_flux_cp.c). */
+ * and 20 image rows per batch element at U <= 4, takes its plain blocks, as
+ * FLUX.1's linears (3072 wide, hundreds of rows per rank) do. */
 #define FCP_WIDE_CONFIG                                                              \
     "{\"_class_name\": \"FluxTransformer2DModel\", \"attention_head_dim\": 128, "      \
     "\"axes_dims_rope\": [16, 56, 56], \"guidance_embeds\": true, \"in_channels\": 64, " \

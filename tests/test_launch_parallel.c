@@ -1,12 +1,15 @@
 /* test_launch_parallel.c — `tandem launch ... generate --parallel` on the
- * tiny Stable Diffusion fixtures: cfg=2 (the guidance batch split over two
+ * tiny fixtures. Stable Diffusion: cfg=2 (the guidance batch split over two
  * ranks) gives PNG and latents files byte-identical to one process, with
  * the text encoders run once per image group; DP × CFG (-n 4, cfg=2) makes
  * the same set of images as a data-parallel job, each written once, with
- * both schedules; bad specs, degrees that do not divide the ranks, cfg=2
- * without guidance or on FLUX, ulysses on Stable Diffusion and the modes
- * not implemented yet each fail with one error line naming --parallel. Skipped (exit 77) without MPI or
- * mpirun. */
+ * both schedules. FLUX.1-dev: ulysses=2 and 3 (3 does not divide the 2
+ * heads: the padding path; uneven text and image shares) give PNG and
+ * latents files byte-identical to one process, encoding once; DP × Ulysses
+ * (-n 4, ulysses=2) makes the data-parallel job's set. Bad specs, degrees
+ * that do not divide the ranks, cfg=2 without guidance or on FLUX, ulysses
+ * on Stable Diffusion and the modes not implemented yet each fail with one
+ * error line naming --parallel. Skipped (exit 77) without MPI or mpirun. */
 // label: dist
 #define _GNU_SOURCE
 #include <sched.h>
@@ -32,7 +35,10 @@ static int sh(const char *fmt, ...) {
 
 static const char *JOB = "--prompt 'a red fox' --prompt 'a lighthouse' --prompt 'a bowl of ramen' "
                          "--num-images-per-prompt 2 --steps 3 --seed 5 --quiet";
-enum { NIMG = 6 };
+static const char *FPIPE = TDM_FIXTURES "/flux_pipelines/flux-dev-tiny";
+static const char *FJOB = "--prompt 'a red fox' --prompt 'a lighthouse' --num-images-per-prompt 2 "
+                          "--steps 2 --seed 5 --width 64 --height 64 --max-sequence-length 32 --quiet";
+enum { NIMG = 6, FNIMG = 4 };
 
 static long cpus(void) {
     cpu_set_t set;
@@ -42,15 +48,22 @@ static long cpus(void) {
 
 static const char *over(int n) { return n > cpus() ? "--oversubscribe" : ""; }
 
-/* generate (n == 0: one process; else launch -n n) of JOB plus `extra` into
- * tmpdir/tag; with TANDEM_LOG=info when `log`. Returns the exit code. */
-static int run(int n, const char *extra, const char *tag, int log) {
+/* generate (n == 0: one process; else launch -n n) of `job` on `model`
+ * plus `extra` into tmpdir/tag; with TANDEM_LOG=info when `log`. Returns
+ * the exit code. */
+static int run_job(const char *model, const char *job, int n, const char *extra, const char *tag, int log) {
     const char *env = log ? "TANDEM_LOG=info " : "";
     if (n == 0)
-        return sh("%s'%s' generate --model '%s' %s %s --out '%s/%s'", env, TDM_TANDEM_BIN, PIPE, JOB, extra,
+        return sh("%s'%s' generate --model '%s' %s %s --out '%s/%s'", env, TDM_TANDEM_BIN, model, job, extra,
                   tmpdir, tag);
     return sh("%s'%s' launch %s -n %d -- generate --model '%s' %s %s --out '%s/%s'", env, TDM_TANDEM_BIN,
-              over(n), n, PIPE, JOB, extra, tmpdir, tag);
+              over(n), n, model, job, extra, tmpdir, tag);
+}
+
+/* the Stable Diffusion job, and the FLUX one */
+static int run(int n, const char *extra, const char *tag, int log) { return run_job(PIPE, JOB, n, extra, tag, log); }
+static int frun(int n, const char *extra, const char *tag, int log) {
+    return run_job(FPIPE, FJOB, n, extra, tag, log);
 }
 
 /* 1 when both files exist and hold the same bytes. */
@@ -76,25 +89,27 @@ static char *manifest_norm(const char *tag) {
     return out;
 }
 
-/* tmpdir/a and tmpdir/b hold the same NIMG files (ext) byte for byte, the
+/* tmpdir/a and tmpdir/b hold the same nimg files (ext) byte for byte, the
  * same manifest lines (one per image), and nothing else of the job's. */
-static void same_outputs(const char *a, const char *b, const char *ext) {
+static void same_n_outputs(const char *a, const char *b, const char *ext, int nimg) {
     char pa[1024], pb[1024];
-    for (int i = 0; i < NIMG; i++) {
+    for (int i = 0; i < nimg; i++) {
         snprintf(pa, sizeof pa, "%s/%s/%06d.%s", tmpdir, a, i, ext);
         snprintf(pb, sizeof pb, "%s/%s/%06d.%s", tmpdir, b, i, ext);
         CHECK_MSG(same_bytes(pa, pb), "%s vs %s: %06d.%s differs or is missing%s", a, b, i, ext,
                   strcmp(ext, "png") ? "" : same_pixels(pa, pb) ? " (same pixels)" : " (pixels differ)");
     }
-    CHECK_MSG(!exists("%s/%s/%06d.%s", tmpdir, b, NIMG, ext), "%s: an extra image", b);
+    CHECK_MSG(!exists("%s/%s/%06d.%s", tmpdir, b, nimg, ext), "%s: an extra image", b);
     CHECK_MSG(!exists("%s/%s/manifest.rank1.jsonl", tmpdir, b), "%s: part files left", b);
     CHECK_MSG(!exists("%s/%s/.tandem-latents", tmpdir, b), "%s: hidden latents left", b);
     const char *ma = manifest_norm(a), *mb = manifest_norm(b);
     int lines = 0;
     for (const char *p = mb ? mb : ""; *p; p++) lines += *p == '\n';
     CHECK_MSG(ma && mb && !strcmp(ma, mb), "%s vs %s: manifests differ:\n%s\n---\n%s", a, b, ma, mb);
-    CHECK_MSG(lines == NIMG, "%s: %d manifest lines for %d images", b, lines, NIMG);
+    CHECK_MSG(lines == nimg, "%s: %d manifest lines for %d images", b, lines, nimg);
 }
+
+static void same_outputs(const char *a, const char *b, const char *ext) { same_n_outputs(a, b, ext, NIMG); }
 
 /* How many times `needle` occurs in the captured stderr. */
 static int count_in_err(const char *needle) {
@@ -141,6 +156,45 @@ TEST(dp2_cfg2_same_set_as_dp) {
     same_outputs("dp2", "dyn", "png");
 }
 
+/* FLUX under Ulysses 2 and 3: PNGs and latents byte for byte those of one
+ * process (every per-row op, GEMMs included, gives a row the same bits
+ * whatever rows a rank holds), the text encoders run once, by rank 0. */
+TEST(ulysses2_and_3_identical_to_one_process) {
+    int rc = frun(0, "", "f-one", 0);
+    CHECK_MSG(rc == 0, "one process: rc %d: %s", rc, errtext);
+    rc = frun(0, "--output-type latent", "f-one-lat", 0);
+    CHECK_MSG(rc == 0, "one process, latents: rc %d: %s", rc, errtext);
+    for (int u = 2; u <= 3; u++) {
+        char par[64], tag[32], tagl[32], want[96];
+        snprintf(par, sizeof par, "--parallel ulysses=%d", u);
+        snprintf(tag, sizeof tag, "f-u%d", u);
+        snprintf(tagl, sizeof tagl, "f-u%d-lat", u);
+        rc = frun(u, par, tag, 1);
+        CHECK_MSG(rc == 0, "-n %d ulysses=%d: rc %d: %s", u, u, rc, errtext);
+        snprintf(want, sizeof want, "encoded 2 prompt(s) for the %d ranks of its image", u);
+        CHECK_MSG(count_in_err(want) == 1 && count_in_err("rank 0 encoded") == 1,
+                  "want one encode, by rank 0: %s", errtext);
+        same_n_outputs("f-one", tag, "png", FNIMG);
+        strcat(par, " --output-type latent");
+        rc = frun(u, par, tagl, 0);
+        CHECK_MSG(rc == 0, "-n %d ulysses=%d, latents: rc %d: %s", u, u, rc, errtext);
+        same_n_outputs("f-one-lat", tagl, "safetensors", FNIMG);
+    }
+}
+
+/* -n 4 with ulysses=2: two image groups (DP 2) split the job as a 2-rank
+ * data-parallel job does; each image is written once. */
+TEST(dp2_ulysses2_same_set_as_dp) {
+    int rc = frun(2, "", "f-dp2", 0);
+    CHECK_MSG(rc == 0, "-n 2: rc %d: %s", rc, errtext);
+    rc = frun(4, "--parallel ulysses=2", "f-dp2u2", 1);
+    CHECK_MSG(rc == 0, "-n 4 ulysses=2: rc %d: %s", rc, errtext);
+    same_n_outputs("f-dp2", "f-dp2u2", "png", FNIMG);
+    CHECK_MSG(count_in_err("encoded 2 prompt(s) for the 2 ranks of its image") == 2 &&
+                  count_in_err("rank 0 encoded") == 1 && count_in_err("rank 2 encoded") == 1,
+              "want one encode per group, by ranks 0 and 2: %s", errtext);
+}
+
 /* A failure as the user sees it: nonzero exit, exactly one stderr line,
  * starting "tandem: error: " and holding --parallel and `needle`. */
 static void one_error_line(int rc, const char *needle) {
@@ -168,7 +222,10 @@ TEST(errors_name_the_flag) {
                 "--steps 1 --quiet --parallel cfg=2 --out '%s/e11'", TDM_TANDEM_BIN, over(2), TDM_FIXTURES,
                 tmpdir);
     one_error_line(rc, "no classifier-free guidance batch");
-    for (int k = 1; k <= 11; k++) CHECK_MSG(!exists("%s/e%d/000000.png", tmpdir, k), "e%d: an image", k);
+    one_error_line(frun(3, "--parallel ulysses=2", "e12", 0), "does not divide the world size 3");
+    one_error_line(frun(2, "--parallel ulysses=2,ring=1,tp=2", "e13", 0), "does not divide the world size 2");
+    one_error_line(frun(4, "--parallel ulysses=2,ring=2", "e14", 0), "not implemented yet");
+    for (int k = 1; k <= 14; k++) CHECK_MSG(!exists("%s/e%d/000000.png", tmpdir, k), "e%d: an image", k);
 }
 
 int main(void) {
@@ -185,6 +242,8 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     RUN(cfg2_identical_to_one_process);
     RUN(dp2_cfg2_same_set_as_dp);
+    RUN(ulysses2_and_3_identical_to_one_process);
+    RUN(dp2_ulysses2_same_set_as_dp);
     RUN(errors_name_the_flag);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -84,6 +84,61 @@ TEST(test_gemm) {
     free(A); free(B); free(C); free(ref);
 }
 
+/* op(X) of shape (rows, cols) at (r, c), X stored transposed when t */
+static float at_op(const float *X, int t, int64_t ld, int64_t r, int64_t c) {
+    return t ? X[c * ld + r] : X[r * ld + c];
+}
+
+/* Row i of C must not depend on how many rows the call has (a rank of a
+ * context-parallel group computes a share of the rows): for shapes on each
+ * of tdm_cpu_gemm's paths (computed in order, padded to the regular OpenBLAS
+ * kernel, plain blocks, several column blocks), every transpose pair, and
+ * beta 0 and 1, the first m rows of an m-row call equal those rows of the
+ * 300-row call bit for bit; the 300-row result is within 1e-5 of a double
+ * reference. */
+TEST(test_gemm_rows_independent) {
+    const int64_t Mx = 300, shapes[][2] = {{8, 32}, {64, 512}, {40, 3000}, {300, 700}};
+    const int64_t ms[] = {1, 2, 3, 7, 17, 64, 100, 255, 256, 257, 299};
+    uint64_t seed = 7;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        const int64_t N = shapes[sh][0], K = shapes[sh][1];
+        float *A = zalloc(Mx * K), *B = zalloc(N * K), *C0 = zalloc(Mx * N), *Cf = zalloc(Mx * N),
+              *Cm = zalloc(Mx * N);
+        for (int64_t i = 0; i < Mx * K; i++) A[i] = (float)((seed = seed * 6364136223846793005ULL + 1) >> 40) / (1 << 24) - 0.5f;
+        for (int64_t i = 0; i < N * K; i++) B[i] = (float)((seed = seed * 6364136223846793005ULL + 1) >> 40) / (1 << 24) - 0.5f;
+        for (int64_t i = 0; i < Mx * N; i++) C0[i] = (float)(i % 13) - 6.0f;
+        for (int tA = 0; tA < 2; tA++)
+            for (int tB = 0; tB < 2; tB++)
+                for (int beta = 0; beta < 2; beta++) {
+                    const int64_t lda = tA ? Mx : K, ldb = tB ? K : N;
+                    memcpy(Cf, C0, (size_t)(Mx * N) * sizeof(float));
+                    tdm_cpu_gemm(NULL, tA, tB, Mx, N, K, 0.5f, A, lda, B, ldb, (float)beta, Cf, N);
+                    double worst = 0, scale = 1e-30;
+                    for (int64_t i = 0; i < Mx; i += 37)
+                        for (int64_t j = 0; j < N; j++) {
+                            double r = beta * (double)C0[i * N + j];
+                            for (int64_t k = 0; k < K; k++)
+                                r += 0.5 * (double)at_op(A, tA, lda, i, k) * (double)at_op(B, tB, ldb, k, j);
+                            worst = fmax(worst, fabs(r - Cf[i * N + j]));
+                            scale = fmax(scale, fabs(r));
+                        }
+                    CHECK_MSG(worst / scale <= TOL, "N %lld K %lld tA %d tB %d beta %d: rel err %.3g",
+                              (long long)N, (long long)K, tA, tB, beta, worst / scale);
+                    for (size_t q = 0; q < sizeof ms / sizeof ms[0]; q++) {
+                        const int64_t m = ms[q];
+                        memcpy(Cm, C0, (size_t)(Mx * N) * sizeof(float));
+                        tdm_cpu_gemm(NULL, tA, tB, m, N, K, 0.5f, A, lda, B, ldb, (float)beta, Cm, N);
+                        CHECK_MSG(!memcmp(Cm, Cf, (size_t)(m * N) * sizeof(float)),
+                                  "N %lld K %lld tA %d tB %d beta %d: %lld rows differ from the %lld-row call",
+                                  (long long)N, (long long)K, tA, tB, beta, (long long)m, (long long)Mx);
+                        CHECK_MSG(!memcmp(Cm + m * N, C0 + m * N, (size_t)((Mx - m) * N) * sizeof(float)),
+                                  "m %lld: rows past m written", (long long)m);
+                    }
+                }
+        free(A); free(B); free(C0); free(Cf); free(Cm);
+    }
+}
+
 static void conv_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
                       int64_t kh, int64_t kw, int64_t s, int64_t pt, int64_t pb, int64_t pl,
                       int64_t pr, int bias) {
@@ -447,6 +502,7 @@ int main(void) {
     if (st != TDM_OK) printf("cannot open fixtures: %s\n", tdm_last_error());
     RUN(test_linear);
     RUN(test_gemm);
+    RUN(test_gemm_rows_independent);
     RUN(test_conv2d);
     RUN(test_device_opts);
     RUN(test_device_open);

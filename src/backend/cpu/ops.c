@@ -2,8 +2,8 @@
  * every other backend is checked against. Not a tensor library: callers pass
  * raw buffers and sizes (see ops.h for every contract).
  *
- * Threading: GEMMs of linear / gemm / 1×1 conv are single OpenBLAS calls that
- * use OpenBLAS's own threads (set by tdm_set_num_threads). Element-wise, norm
+ * Threading: GEMMs (linear, gemm, the convolutions) are a fixed grid of
+ * single-threaded OpenBLAS calls over OpenMP threads (see tdm_cpu_gemm). Element-wise, norm
  * and softmax loops use `omp parallel for`. Attention (parallel over batch ×
  * head × query tile) and the im2col convolution (parallel over the columns of
  * each im2col tile) call BLAS from inside an OpenMP region; for that call
@@ -50,12 +50,87 @@ static float *host_f32(tdm_dtype at, const char *op, const void *p) {
  * does not depend on the thread count, so every element of C is computed by
  * the same kernel code whatever the number of threads: results are
  * bit-identical for 1, 2 or 16 threads (and so for any number of ranks
- * sharing a machine's cores), which OpenBLAS's own threading does not give. */
+ * sharing a machine's cores), which OpenBLAS's own threading does not give.
+ *
+ * A row of C also does not depend on how many rows come with it (a rank of
+ * a context-parallel group holds a share of the rows and must compute them
+ * as one device does). OpenBLAS picks its kernel by the size of the call:
+ * below about 10^6 multiply-adds some CPUs get a "small matrix" kernel (and
+ * row-major NN calls below 28·512² a "direct" one), and newer releases send
+ * a one-row call to GEMV, each summing in another order. So:
+ *  - a block whose column strip is small (n·K < GEMM_OWN_NK) is computed
+ *    here, every element summed over k in order (gemm_own);
+ *  - a block of fewer than GEMM_MIN_MNK multiply-adds runs with zero rows
+ *    appended up to that size (gemm_padded; the extra rows are dropped).
+ * Every OpenBLAS call then takes its regular blocked kernel, whose sum for
+ * an element runs over k in one order whatever the row count. */
 #define GEMM_MC 256
 #define GEMM_NC 256
+#define GEMM_MIN_MNK (INT64_C(1) << 23)
+#define GEMM_OWN_NK (INT64_C(1) << 14)
 
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 static void blas_single_thread(void) { openblas_set_num_threads(1); }
+
+/* C (m, n) = alpha·op(A)·op(B) + beta·C, each element summed over k in
+ * order; beta 0 does not read C. op(B) rows are contiguous when !transB, so
+ * that case runs k-outer over a row of accumulators (vectorised over j). */
+static void gemm_own(int transA, int transB, int64_t m, int64_t n, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc) {
+    float acc[GEMM_NC];
+    for (int64_t i = 0; i < m; i++) {
+        if (!transB) {
+            memset(acc, 0, (size_t)n * sizeof(float));
+            for (int64_t k = 0; k < K; k++) {
+                const float a = transA ? A[k * lda + i] : A[i * lda + k];
+                const float *b = B + k * ldb;
+                for (int64_t j = 0; j < n; j++) acc[j] += a * b[j];
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                float sum = 0.0f;
+                for (int64_t k = 0; k < K; k++)
+                    sum += (transA ? A[k * lda + i] : A[i * lda + k]) * B[j * ldb + k];
+                acc[j] = sum;
+            }
+        }
+        float *c = C + i * ldc;
+        for (int64_t j = 0; j < n; j++) c[j] = alpha * acc[j] + (beta != 0.0f ? beta * c[j] : 0.0f);
+    }
+}
+
+static void sgemm(int transA, int transB, int64_t m, int64_t n, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* The block as rows 0..m-1 of an OpenBLAS call of `mp` rows (the others
+ * zero): op(A) and C copied into scratch. Without memory for the scratch
+ * the block is computed by gemm_own: right, but not in the bits other row
+ * counts give. */
+static void gemm_padded(int transA, int transB, int64_t m, int64_t mp, int64_t n, int64_t K,
+                        float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                        float beta, float *C, int64_t ldc) {
+    float *a = calloc((size_t)(mp * K + mp * n), sizeof(float));
+    if (!a) {
+        gemm_own(transA, transB, m, n, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    float *c = a + mp * K;
+    for (int64_t i = 0; i < m; i++) {
+        if (transA)   /* op(A) = A^T: A is (K, rows), the copy (K, mp) */
+            for (int64_t k = 0; k < K; k++) a[k * mp + i] = A[k * lda + i];
+        else
+            memcpy(a + i * K, A + i * lda, (size_t)K * sizeof(float));
+        if (beta != 0.0f) memcpy(c + i * n, C + i * ldc, (size_t)n * sizeof(float));
+    }
+    sgemm(transA, transB, mp, n, K, alpha, a, transA ? mp : K, B, ldb, beta, c, n);
+    for (int64_t i = 0; i < m; i++) memcpy(C + i * ldc, c + i * n, (size_t)n * sizeof(float));
+    free(a);
+}
 
 void tdm_cpu_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -71,9 +146,14 @@ void tdm_cpu_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t 
          * of op(B): B + n0 (no trans) or B + n0*ldb (trans) */
         const float *Am = transA ? A + m0 : A + m0 * lda;
         const float *Bn = transB ? B + n0 * ldb : B + n0;
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)K, alpha, Am,
-                    (int)lda, Bn, (int)ldb, beta, C + m0 * ldc + n0, (int)ldc);
+        float *Cb = C + m0 * ldc + n0;
+        if (n * K < GEMM_OWN_NK)
+            gemm_own(transA, transB, m, n, K, alpha, Am, lda, Bn, ldb, beta, Cb, ldc);
+        else if (m * n * K < GEMM_MIN_MNK)
+            gemm_padded(transA, transB, m, (GEMM_MIN_MNK + n * K - 1) / (n * K), n, K, alpha, Am, lda, Bn,
+                        ldb, beta, Cb, ldc);
+        else
+            sgemm(transA, transB, m, n, K, alpha, Am, lda, Bn, ldb, beta, Cb, ldc);
     }
 }
 
