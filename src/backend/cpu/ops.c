@@ -63,7 +63,8 @@ static float *host_f32(tdm_dtype at, const char *op, const void *p) {
  *  - a block of fewer than GEMM_MIN_MNK multiply-adds runs with zero rows
  *    appended up to that size (gemm_padded; the extra rows are dropped).
  * Every OpenBLAS call then takes its regular blocked kernel, whose sum for
- * an element runs over k in one order whatever the row count. */
+ * an element runs over k in one order whatever the row count. The
+ * convolutions, whose GEMM rows are output channels, skip this. */
 #define GEMM_MC 256
 #define GEMM_NC 256
 #define GEMM_MIN_MNK (INT64_C(1) << 23)
@@ -132,9 +133,12 @@ static void gemm_padded(int transA, int transB, int64_t m, int64_t mp, int64_t n
     free(a);
 }
 
-void tdm_cpu_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
-                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                  float beta, float *C, int64_t ldc) {
+/* The GEMM over the block grid; `row_stable`: a row's bits independent of
+ * M (the small blocks as above), else every block a plain OpenBLAS call
+ * (the convolutions, whose rows are output channels, not tokens). */
+static void gemm_grid(int row_stable, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                      int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     pthread_once(&g_blas_once, blas_single_thread);
     const int64_t mb = (M + GEMM_MC - 1) / GEMM_MC, nb = (N + GEMM_NC - 1) / GEMM_NC;
@@ -147,14 +151,20 @@ void tdm_cpu_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t 
         const float *Am = transA ? A + m0 : A + m0 * lda;
         const float *Bn = transB ? B + n0 * ldb : B + n0;
         float *Cb = C + m0 * ldc + n0;
-        if (n * K < GEMM_OWN_NK)
+        if (row_stable && n * K < GEMM_OWN_NK)
             gemm_own(transA, transB, m, n, K, alpha, Am, lda, Bn, ldb, beta, Cb, ldc);
-        else if (m * n * K < GEMM_MIN_MNK)
+        else if (row_stable && m * n * K < GEMM_MIN_MNK)
             gemm_padded(transA, transB, m, (GEMM_MIN_MNK + n * K - 1) / (n * K), n, K, alpha, Am, lda, Bn,
                         ldb, beta, Cb, ldc);
         else
             sgemm(transA, transB, m, n, K, alpha, Am, lda, Bn, ldb, beta, Cb, ldc);
     }
+}
+
+void tdm_cpu_gemm(tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc) {
+    gemm_grid(1, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* y (C, S) filled with b[c] along each row c. */
@@ -287,7 +297,7 @@ void tdm_cpu_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const floa
             float *yn = y + n * Cout * P;
             if (b) fill_channels(yn, b, Cout, P);
             /* yn (Cout, P) = w (Cout, Cin) · xn (Cin, P) [+ yn] */
-            tdm_cpu_gemm(dev, 0, 0, Cout, P, Cin, 1.0f, w, Cin, xn, P, b ? 1.0f : 0.0f, yn, P);
+            gemm_grid(0, 0, 0, Cout, P, Cin, 1.0f, w, Cin, xn, P, b ? 1.0f : 0.0f, yn, P);
         }
         return;
     }
@@ -305,7 +315,7 @@ void tdm_cpu_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const floa
                 for (int64_t co = 0; co < Cout; co++)
                     for (int64_t p = 0; p < N; p++) yt[co * P + p] = b[co];
             /* yt (Cout, N) = w (Cout, K) · tile (K, N) [+ yt] */
-            tdm_cpu_gemm(dev, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, b ? 1.0f : 0.0f, yt, P);
+            gemm_grid(0, 0, 0, Cout, N, K, 1.0f, w, K, scratch, N, b ? 1.0f : 0.0f, yt, P);
         }
     }
 }
