@@ -29,6 +29,27 @@ TEST(child_cases_equal_one_device) {
     for (int i = 0; i < ULY_NCASES; i++) uly_check_case(i, &uly_cases[i], &g_group);
 }
 
+/* The group's sum and point-to-point calls (used by ring attention and the
+ * parallel VAE) on host buffers: a ring shift, a halo chain (the end ranks
+ * only send or only receive), an in-place sum. */
+TEST(child_sum_and_sendrecv) {
+    const int r = g_group.rank, U = g_group.size;
+    tdm_device_t host;
+    tdm_device_init(&host, TDM_DEV_CPU, 0);
+    float send[3] = { (float)r, 10.0f * r, 0.5f }, recv[3] = { -1, -1, -1 };
+    CHECK(tdm_nn_group_sendrecv(&g_group, &host, send, (r + 1) % U, recv, (r + U - 1) % U, 3, TDM_F32) == TDM_OK);
+    CHECK_MSG(recv[0] == (float)((r + U - 1) % U) && recv[1] == 10.0f * ((r + U - 1) % U), "ring: got %g %g",
+              recv[0], recv[1]);
+    recv[0] = -1;
+    CHECK(tdm_nn_group_sendrecv(&g_group, &host, send, r + 1 < U ? r + 1 : -1, recv, r > 0 ? r - 1 : -1, 1,
+                                TDM_F32) == TDM_OK);
+    CHECK_MSG(recv[0] == (r > 0 ? (float)(r - 1) : -1.0f), "chain: rank %d got %g", r, recv[0]);
+    CHECK(tdm_nn_group_allreduce_sum(&g_group, &host, send, send, 3, TDM_F32) == TDM_OK);
+    CHECK_MSG(send[0] == U * (U - 1) / 2.0f && send[2] == 0.5f * U, "sum: %g %g", send[0], send[2]);
+    CHECK(tdm_nn_group_sendrecv(&g_group, &host, send, U, recv, -1, 1, TDM_F32) == TDM_ERR_INVALID_ARG);
+    CHECK(tdm_nn_group_allreduce_sum(&g_group, &host, send, send, 1, TDM_BF16) == TDM_ERR_INVALID_ARG);
+}
+
 static int child_main(void) {
     tdm_comm_t *c = NULL;
     if (tdm_comm_mpi_create(&c) != TDM_OK || tdm_dist_nn_group_create(c, &g_group) != TDM_OK) {
@@ -37,6 +58,7 @@ static int child_main(void) {
         return EXIT_FAILURE;
     }
     RUN(child_cases_equal_one_device);
+    RUN(child_sum_and_sendrecv);
     printf("rank %d of %d: ", g_group.rank, g_group.size);
     int rc = test_summary();
     tdm_dist_nn_group_free(&g_group);

@@ -86,6 +86,44 @@ static tdm_status g_allgatherv(void *ctx, tdm_device_t *dev, const void *send, i
     return TDM_OK;
 }
 
+static tdm_status g_allreduce_sum(void *ctx, tdm_device_t *dev, const void *send, void *recv,
+                                  int64_t count, tdm_dtype dt) {
+    nn_group_ctx *x = ctx;
+    tdm_status st;
+    int64_t n = count * (int64_t)tdm_dtype_size(dt);
+    if (tdm_dev_is_host(dev)) return tdm_comm_allreduce(x->c, send, recv, count, dt, TDM_REDUCE_SUM, NULL);
+    if ((st = stage_reserve(x, 2 * n, "allreduce_sum")) != TDM_OK ||
+        (st = tdm_dev_download(dev, x->stage, send, n, "allreduce_sum send")) != TDM_OK ||
+        (st = tdm_comm_allreduce(x->c, x->stage, (char *)x->stage + n, count, dt, TDM_REDUCE_SUM, NULL)) != TDM_OK)
+        return st;
+    return tdm_dev_upload(dev, recv, (char *)x->stage + n, n, "allreduce_sum receive");
+}
+
+#define NN_SENDRECV_TAG 71
+
+/* Host buffers: both halves as one sendrecv, else the half there is (a
+ * chain of such calls cannot wait in a cycle: every receive is posted
+ * while its sender sends). */
+static tdm_status host_sendrecv(tdm_comm_t *c, const void *send, int to, void *recv, int from, int64_t count,
+                                tdm_dtype dt) {
+    if (to >= 0 && from >= 0) return tdm_comm_sendrecv(c, send, to, recv, from, count, dt, NN_SENDRECV_TAG, NULL);
+    if (to >= 0) return tdm_comm_send(c, send, count, dt, to, NN_SENDRECV_TAG, NULL);
+    if (from >= 0) return tdm_comm_recv(c, recv, count, dt, from, NN_SENDRECV_TAG, NULL);
+    return TDM_OK;
+}
+
+static tdm_status g_sendrecv(void *ctx, tdm_device_t *dev, const void *send, int to, void *recv, int from,
+                             int64_t count, tdm_dtype dt) {
+    nn_group_ctx *x = ctx;
+    tdm_status st;
+    int64_t n = count * (int64_t)tdm_dtype_size(dt);
+    if (tdm_dev_is_host(dev)) return host_sendrecv(x->c, send, to, recv, from, count, dt);
+    if ((st = stage_reserve(x, 2 * n, "sendrecv")) != TDM_OK) return st;
+    if (to >= 0 && (st = tdm_dev_download(dev, x->stage, send, n, "sendrecv send")) != TDM_OK) return st;
+    if ((st = host_sendrecv(x->c, x->stage, to, (char *)x->stage + n, from, count, dt)) != TDM_OK) return st;
+    return from >= 0 ? tdm_dev_upload(dev, recv, (char *)x->stage + n, n, "sendrecv receive") : TDM_OK;
+}
+
 tdm_status tdm_dist_nn_group_create(tdm_comm_t *c, tdm_nn_group_t *out) {
     if (!out) return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_nn_group_create: NULL group");
     memset(out, 0, sizeof *out);
@@ -101,6 +139,8 @@ tdm_status tdm_dist_nn_group_create(tdm_comm_t *c, tdm_nn_group_t *out) {
     out->all_to_all = g_all_to_all;
     out->allgather = g_allgather;
     out->allgatherv = g_allgatherv;
+    out->allreduce_sum = g_allreduce_sum;
+    out->sendrecv = g_sendrecv;
     return TDM_OK;
 }
 

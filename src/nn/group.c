@@ -36,6 +36,18 @@ static tdm_status single_allgatherv(void *ctx, tdm_device_t *dev, const void *se
                     "allgatherv");
 }
 
+static tdm_status single_allreduce_sum(void *ctx, tdm_device_t *dev, const void *send, void *recv,
+                                       int64_t count, tdm_dtype dt) {
+    return dev_copy(dev, recv, send, count * (int64_t)tdm_dtype_size(dt), "allreduce_sum");
+}
+
+/* to and from are 0 or -1 here: a message to itself arrives, else nothing */
+static tdm_status single_sendrecv(void *ctx, tdm_device_t *dev, const void *send, int to, void *recv,
+                                  int from, int64_t count, tdm_dtype dt) {
+    if (to < 0 || from < 0) return TDM_OK;
+    return dev_copy(dev, recv, send, count * (int64_t)tdm_dtype_size(dt), "sendrecv");
+}
+
 void tdm_nn_group_single(tdm_nn_group_t *g) {
     memset(g, 0, sizeof *g);
     g->rank = 0;
@@ -43,6 +55,8 @@ void tdm_nn_group_single(tdm_nn_group_t *g) {
     g->all_to_all = single_all_to_all;
     g->allgather = single_allgather;
     g->allgatherv = single_allgatherv;
+    g->allreduce_sum = single_allreduce_sum;
+    g->sendrecv = single_sendrecv;
 }
 
 static const tdm_nn_group_t *group_or_single(const tdm_nn_group_t *g, tdm_nn_group_t *one) {
@@ -119,4 +133,30 @@ tdm_status tdm_nn_group_allgatherv(const tdm_nn_group_t *g, tdm_device_t *dev, c
         return tdm_errorf(TDM_ERR_INVALID_ARG, "allgatherv on rank %d: NULL receive buffer",
                           g->rank);
     return g->allgatherv(g->ctx, dev, send, count, recv, counts, displs, dt);
+}
+
+tdm_status tdm_nn_group_allreduce_sum(const tdm_nn_group_t *g, tdm_device_t *dev, const void *send,
+                                      void *recv, int64_t count, tdm_dtype dt) {
+    tdm_nn_group_t one;
+    tdm_status st;
+    g = group_or_single(g, &one);
+    st = check_call(g, "allreduce_sum", count, dt, send && recv, 1);
+    if (st != TDM_OK) return st;
+    if (dt != TDM_F32)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "allreduce_sum on rank %d: %s elements (F32 only)", g->rank,
+                          tdm_dtype_name(dt));
+    return g->allreduce_sum(g->ctx, dev, send, recv, count, dt);
+}
+
+tdm_status tdm_nn_group_sendrecv(const tdm_nn_group_t *g, tdm_device_t *dev, const void *send, int to,
+                                 void *recv, int from, int64_t count, tdm_dtype dt) {
+    tdm_nn_group_t one;
+    tdm_status st;
+    g = group_or_single(g, &one);
+    st = check_call(g, "sendrecv", count, dt, (to < 0 || send) && (from < 0 || recv), 1);
+    if (st != TDM_OK) return st;
+    if (to < -1 || to >= g->size || from < -1 || from >= g->size)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "sendrecv on rank %d: peer %d / %d outside the group of %d "
+                          "(-1: none)", g->rank, to, from, g->size);
+    return g->sendrecv(g->ctx, dev, send, to, recv, from, count, dt);
 }

@@ -1,9 +1,10 @@
 /* group.h — the collectives nn blocks need from a group of ranks (context
- * parallelism: Ulysses attention), as a small table of function pointers.
+ * parallelism: Ulysses and ring attention, parallel VAE decode), as a small
+ * table of function pointers.
  * nn and models may not include src/dist, so dist fills this table from a
  * communicator (dist/nn_group.h, tdm_dist_nn_group_create); tests may fill
  * it with anything that keeps the contracts below. Not a communicator: no
- * point-to-point, no reductions, no splitting.
+ * splitting, no tags, one reduction (the sum).
  *
  * Buffers live on the device `dev` each call names: host memory for a host
  * device, device memory for a CUDA device (an implementation may stage
@@ -32,6 +33,16 @@ typedef struct tdm_nn_group {
     tdm_status (*allgatherv)(void *ctx, tdm_device_t *dev, const void *send, int64_t count,
                              void *recv, const int64_t *counts, const int64_t *displs,
                              tdm_dtype dt);
+    /* recv (count elements) = the element-wise sum over the ranks of their
+     * send; recv may be send. F32 only. */
+    tdm_status (*allreduce_sum)(void *ctx, tdm_device_t *dev, const void *send, void *recv,
+                                int64_t count, tdm_dtype dt);
+    /* Sends count elements to rank `to` while receiving count elements from
+     * rank `from` (a ring shift, a halo exchange); to or from -1 skips that
+     * half. Every rank's sends must be matched by its peers' receives in
+     * the same call. */
+    tdm_status (*sendrecv)(void *ctx, tdm_device_t *dev, const void *send, int to, void *recv,
+                           int from, int64_t count, tdm_dtype dt);
 } tdm_nn_group_t;
 
 /* Fills *g with the one-rank group (rank 0 of 1): every call copies send
@@ -48,5 +59,9 @@ tdm_status tdm_nn_group_allgather(const tdm_nn_group_t *g, tdm_device_t *dev, co
 tdm_status tdm_nn_group_allgatherv(const tdm_nn_group_t *g, tdm_device_t *dev, const void *send,
                                    int64_t count, void *recv, const int64_t *counts,
                                    const int64_t *displs, tdm_dtype dt);
+tdm_status tdm_nn_group_allreduce_sum(const tdm_nn_group_t *g, tdm_device_t *dev, const void *send,
+                                      void *recv, int64_t count, tdm_dtype dt);
+tdm_status tdm_nn_group_sendrecv(const tdm_nn_group_t *g, tdm_device_t *dev, const void *send, int to,
+                                 void *recv, int from, int64_t count, tdm_dtype dt);
 
 #endif
