@@ -382,6 +382,25 @@ static const op_info ATTENTION = {"attention", "B Tq Tk H D causal", op_attentio
 static const op_info ATTENTION_T = {"attention_t", "B Tq Tk H D causal", op_attention, 1,
                                     T_ATTN_T, 0};
 
+/* typed q, k, v; float32 o and lse, held values to merge into (acc) or not,
+ * set to NaN in half runs (every element must be written) */
+static int op_attention_lse(const opctx *x) {
+    const int64_t B = x->p[0], Tq = x->p[1], Tk = x->p[2], H = x->p[3], D = x->p[4];
+    const int acc = (int)x->p[5];
+    const float sc = 1.0f / sqrtf((float)D);
+    const unsigned fresh = x->dt != TDM_F32 ? A_NAN : A_ZERO;
+    void **a = x->a;
+    if (a)
+        tdm_op_attention_lse(x->dev, x->at, a[0], a[1], a[2], a[3], a[4], B, Tq, Tk, H, D, sc,
+                             acc);
+    return set(x->o, 5, arg(B * Tq * H * D, 1, A_OUT | (acc ? 0 : fresh)),
+               shifted(arg(B * H * Tq, 1, A_OUT | (acc ? 0 : fresh)), 3.0f),
+               arg(B * Tq * H * D, 2, A_ACT), arg(B * Tk * H * D, 2, A_ACT),
+               arg(B * Tk * H * D, 1, A_ACT));
+}
+static const op_info ATTENTION_LSE = {"attention_lse", "B Tq Tk H D acc", op_attention_lse, 0,
+                                      T_ATTN, 0};
+
 /* T5's: q, k, v (B, T, H·D) and a bias table (H, 2T-1) of a wide range as
  * T5's learned biases have (8; in half runs 5), which must count (T > 1: with
  * one key the softmax weight is 1 whatever the bias); float32 or typed (sub 1) */
@@ -617,6 +636,12 @@ static const op_case g_cases[] = {
     {&ATTENTION_T, {1, 40, 33, 2, 40, 1}, DH},       /* the 16-row kernel */
     {&ATTENTION_T, {1, 5, 7, 1, 13, 0}, DH},         /* odd head dim: unaligned stores */
     {&ATTENTION_T, {1, 64, 64, 1, 300, 0}, DH},      /* D > 256: the float32 fallback */
+    /* attention_lse: B Tq Tk H D acc (acc: merged into held o, lse) */
+    {&ATTENTION_LSE, {2, 77, 50, 3, 40, 0}, DALL}, {&ATTENTION_LSE, {2, 77, 50, 3, 40, 1}, DALL},
+    {&ATTENTION_LSE, {1, 33, 257, 2, 128, 1}, DALL}, {&ATTENTION_LSE, {1, 1, 5, 1, 13, 1}, DALL},
+    {&ATTENTION_LSE, {1, 5, 0, 2, 8, 0}, DALL},      /* no keys: o = 0, lse = -inf */
+    {&ATTENTION_LSE, {1, 5, 0, 2, 8, 1}, DALL},      /* no keys: nothing merged */
+    {&ATTENTION_LSE, {1, 70, 130, 2, 300, 1}, D32},  /* head dim above 256 */
     /* T5: B T H D; half: T ≤ 64 tc_attention_kernel, longer tc2_attention_kernel */
     {&ATTENTION_BIAS, {2, 7, 4, 8}, D32}, {&ATTENTION_BIAS, {2, 64, 4, 16}, D32},   /* fixtures */
     {&ATTENTION_BIAS, {1, 1, 2, 64}, DALL},          /* one token */
@@ -1048,6 +1073,64 @@ TEST(test_error_kept) {
     }
 }
 
+/* ---- attention_lse's math on the CPU ------------------------------------------ */
+
+/* attention_lse against first principles on the CPU: without acc its o is
+ * the attention op's bit for bit and its lse log Σ exp(scale q·k) (double
+ * reference) within 1e-6 relative; the keys split in three blocks merged in
+ * any order (acc) give the whole attention and lse within 1e-5. */
+TEST(test_attention_lse_cpu) {
+    enum { B = 2, Tq = 70, Tk = 45, H = 3, D = 24 };
+    const int64_t HD = H * D, nq = B * Tq * HD, nk = B * Tk * HD, nl = B * H * Tq;
+    const int64_t cut[4] = {0, 7, 30, Tk};   /* blocks [0,7), [7,30), [30,45) */
+    const float sc = 1.0f / sqrtf((float)D);
+    float *q = malloc((size_t)(nq * 4 + nk * 2 + nl * 2 + 2 * B * Tk * HD) * sizeof(float));
+    CHECK(q != NULL);
+    if (!q) return;
+    float *k = q + nq, *v = k + nk, *o = v + nk, *ref = o + nq, *om = ref + nq, *blk = om + nq;
+    float *lse = blk + 2 * B * Tk * HD, *lsem = lse + nl;
+    uint64_t seed = 12345;
+    for (int64_t i = 0; i < nq; i++) q[i] = 4 * urand(&seed) - 2;
+    for (int64_t i = 0; i < nk; i++) k[i] = 4 * urand(&seed) - 2, v[i] = 2 * urand(&seed) - 1;
+    tdm_op_attention(&g_ref, ref, q, k, v, B, Tq, Tk, H, D, sc, 0);
+    tdm_op_attention_lse(&g_ref, TDM_F32, o, lse, q, k, v, B, Tq, Tk, H, D, sc, 0);
+    CHECK_MSG(memcmp(o, ref, (size_t)nq * sizeof(float)) == 0, "acc 0: o differs from attention");
+    double lerr = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < Tq; i++) {
+                double mx = -INFINITY, sum = 0, s[Tk];
+                for (int64_t j = 0; j < Tk; j++) {
+                    s[j] = 0;
+                    for (int64_t d = 0; d < D; d++)
+                        s[j] += (double)q[(b * Tq + i) * HD + h * D + d] *
+                                k[(b * Tk + j) * HD + h * D + d];
+                    s[j] *= sc;
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int64_t j = 0; j < Tk; j++) sum += exp(s[j] - mx);
+                const double want = mx + log(sum), got = lse[(b * H + h) * Tq + i];
+                lerr = fmax(lerr, fabs(got - want) / fmax(fabs(want), 1.0));
+            }
+    CHECK_MSG(lerr <= 1e-6, "lse rel err %.3g", lerr);
+    /* blocks 2, 0, 1 merged (the order a ring rank sees them) */
+    static const int order[3] = {2, 0, 1};
+    for (int bi = 0; bi < 3; bi++) {
+        const int64_t j0 = cut[order[bi]], n = cut[order[bi] + 1] - j0;
+        for (int64_t b = 0; b < B; b++) {   /* the block as its own (B, n, HD) tensors */
+            memcpy(blk + b * n * HD, k + (b * Tk + j0) * HD, (size_t)(n * HD) * sizeof(float));
+            memcpy(blk + (B + b) * n * HD, v + (b * Tk + j0) * HD, (size_t)(n * HD) * sizeof(float));
+        }
+        tdm_op_attention_lse(&g_ref, TDM_F32, om, lsem, q, blk, blk + B * n * HD, B, Tq, n, H, D,
+                             sc, bi > 0);
+    }
+    const double oerr = test_rel_err(om, ref, (long)nq), merr = test_rel_err(lsem, lse, (long)nl);
+    printf("  attention_lse: lse %.3g, 3 merged blocks: o %.3g, lse %.3g (rel err)\n", lerr,
+           oerr, merr);
+    CHECK_MSG(oerr <= 1e-5 && merr <= 1e-5, "merged: o rel err %.3g, lse %.3g", oerr, merr);
+    free(q);
+}
+
 /* ---- the backends ------------------------------------------------------------ */
 
 /* The table on "cpu:1" with one-row im2col tiles. Returns 1 (it ran). */
@@ -1064,6 +1147,7 @@ static int run_cpu(void) {
     }
     run_table(&dev, "cpu:1", 0);
     tdm_backend_device_close(&dev);
+    RUN(test_attention_lse_cpu);
     return 1;
 }
 

@@ -197,6 +197,23 @@ TDM_OP(attention_t, (tdm_device_t *dev, tdm_dtype at, void *o, const void *q, co
                      const void *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                      float scale, int causal),
        (dev, at, o, q, k, v, B, Tq, Tk, H, D, scale, causal))
+/* Attention of q against one block of keys with each row's log-sum-exp, the
+ * piece ring attention merges (non-causal): q (B, Tq, H·D), k, v (B, Tk,
+ * H·D) of type at, scale as attention. With acc == 0: o (B, Tq, H·D) float32
+ * = softmax(q kᵀ · scale) v (the attention op's math) and lse (B, H, Tq)
+ * float32 = log Σ_j exp(scale · q·k_j); Tk = 0 gives o = 0, lse = -inf.
+ * With acc != 0, o and lse hold such a result for other keys and become the
+ * result over both key sets, merged in float32 with the block's own (o_b,
+ * l_b): m = max(lse, l_b), lse' = m + log(e^(lse-m) + e^(l_b-m)), o' = o ·
+ * e^(lse-lse') + o_b · e^(l_b-lse') (a row whose lse and l_b are both -inf
+ * keeps o = 0, lse = -inf; Tk = 0 changes nothing). Merging blocks in any
+ * order gives the whole attention within float rounding, not bit for bit.
+ * o and lse must not alias q, k or v. Its own scratch is at most
+ * attention_scratch_bytes(dev, at, B, Tq, Tk, H, D). */
+TDM_OP(attention_lse, (tdm_device_t *dev, tdm_dtype at, float *o, float *lse, const void *q,
+                       const void *k, const void *v, int64_t B, int64_t Tq, int64_t Tk,
+                       int64_t H, int64_t D, float scale, int acc),
+       (dev, at, o, lse, q, k, v, B, Tq, Tk, H, D, scale, acc))
 /* Bytes attention / attention_t take for themselves beyond their operands
  * for these sizes (the CPU's per-thread score tiles from malloc, an upper
  * bound of CUDA's staging and copies); saturates at INT64_MAX. */

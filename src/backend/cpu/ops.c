@@ -610,6 +610,141 @@ void tdm_cpu_attention(tdm_device_t *dev, float *o, const float *q, const float 
     if (failed) tdm_cpu_attention_ref(o, q, k, v, B, Tq, Tk, H, D, scale, causal);
 }
 
+/* ---- attention with log-sum-exp (ring attention's blocks) ------------------- */
+
+/* The merge weights of attention_lse's contract: *lse (the held result, -inf
+ * for none) becomes the log-sum-exp over both key sets, *wo is the held
+ * output's factor and *wb the block output's; in double, rounded once. */
+static void lse_merge(float *lse, float lb, int acc, float *wo, float *wb) {
+    const double L = acc ? (double)*lse : -INFINITY, l = lb;
+    const double m = L > l ? L : l;
+    if (m == -INFINITY) {   /* no key seen on either side */
+        *wo = 0.0f, *wb = 0.0f, *lse = -INFINITY;
+        return;
+    }
+    const double n = m + log(exp(L - m) + exp(l - m));
+    *wo = (float)exp(L - n);
+    *wb = (float)exp(l - n);
+    *lse = (float)n;
+}
+
+/* One query row of attention_lse without BLAS or allocation: dot products
+ * in double, three passes over the keys (max, sum, weighted values). */
+static void attention_lse_row(float *oi, float *lsei, const float *qi, const float *kb,
+                              const float *vb, int64_t Tk, int64_t HD, int64_t D, float scale,
+                              int acc) {
+    float mx = -INFINITY, wo, wb;
+    double sum = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t j = 0; j < Tk; j++) {
+            double s = 0;
+            for (int64_t d = 0; d < D; d++) s += (double)qi[d] * kb[j * HD + d];
+            const float sf = (float)s * scale;
+            if (pass == 0) mx = sf > mx ? sf : mx;
+            else if (mx != -INFINITY) sum += expf(sf - mx);
+        }
+    lse_merge(lsei, sum > 0 ? mx + logf((float)sum) : -INFINITY, acc, &wo, &wb);
+    for (int64_t d = 0; d < D; d++) oi[d] = acc ? oi[d] * wo : 0.0f;
+    if (wb == 0.0f) return;
+    const float f = (float)(wb / sum);
+    for (int64_t j = 0; j < Tk; j++) {
+        double s = 0;
+        for (int64_t d = 0; d < D; d++) s += (double)qi[d] * kb[j * HD + d];
+        const float p = expf((float)s * scale - mx) * f;
+        for (int64_t d = 0; d < D; d++) oi[d] += p * vb[j * HD + d];
+    }
+}
+
+static void attention_lse_ref(float *o, float *lse, const float *q, const float *k,
+                              const float *v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                              int64_t D, float scale, int acc) {
+    const int64_t HD = H * D;
+#pragma omp parallel for collapse(2) if (B * H * Tq * Tk * D > TDM_OMP_MIN)
+    for (int64_t bh = 0; bh < B * H; bh++)
+        for (int64_t i = 0; i < Tq; i++) {
+            const int64_t b = bh / H, h = bh % H;
+            attention_lse_row(o + (b * Tq + i) * HD + h * D, lse + bh * Tq + i,
+                              q + (b * Tq + i) * HD + h * D, k + b * Tk * HD + h * D,
+                              v + b * Tk * HD + h * D, Tk, HD, D, scale, acc);
+        }
+}
+
+/* Scores of one tile S (m, Tk) → exp(s - max) per row; each row's
+ * log-sum-exp merged into lse (stride 1 over the tile's rows), the row of S
+ * scaled to the block's merged weight and the held output row ot (ld HD)
+ * scaled to its own. Without acc this is softmax_row's arithmetic: the
+ * weights are e · (1 / sum), the output is the attention op's bit for bit. */
+static void lse_tile_rows(float *S, int64_t m, int64_t Tk, float *lse, float *ot, int64_t HD,
+                          int64_t D, int acc) {
+    for (int64_t r = 0; r < m; r++) {
+        float *x = S + r * Tk, mx = -INFINITY, sum = 0, wo, wb;
+        for (int64_t i = 0; i < Tk; i++) mx = x[i] > mx ? x[i] : mx;
+        if (mx != -INFINITY) {
+#pragma omp simd reduction(+ : sum)
+            for (int64_t i = 0; i < Tk; i++) {
+                const float e = x[i] == -INFINITY ? 0.0f : fast_expf(x[i] - mx);
+                x[i] = e;
+                sum += e;
+            }
+        }
+        lse_merge(lse + r, sum > 0 ? mx + logf(sum) : -INFINITY, acc, &wo, &wb);
+        const float inv = sum > 0 ? 1.0f / sum : 0.0f;
+        if (!acc) {
+            for (int64_t i = 0; i < Tk; i++) x[i] = mx == -INFINITY ? 0.0f : x[i] * inv;
+            continue;
+        }
+        for (int64_t i = 0; i < Tk; i++) x[i] = mx == -INFINITY ? 0.0f : x[i] * inv * wb;
+        for (int64_t d = 0; d < D; d++) ot[r * HD + d] *= wo;
+    }
+}
+
+void tdm_cpu_attention_lse(tdm_device_t *dev, tdm_dtype at, float *o, float *lse, const void *qv,
+                           const void *kv, const void *vv, int64_t B, int64_t Tq, int64_t Tk,
+                           int64_t H, int64_t D, float scale, int acc) {
+    const float *q = host_f32(at, "attention_lse", qv), *k = kv, *v = vv;
+    const int64_t HD = H * D, ntile = (Tq + TDM_ATTN_TILE - 1) / TDM_ATTN_TILE;
+    const int64_t ntask = B * H * ntile;
+    if (ntask <= 0 || D <= 0) return;
+    if (Tk <= 0) {   /* no keys: nothing to merge, or o = 0 and lse = -inf */
+        if (!acc) {
+            memset(o, 0, (size_t)(B * Tq * HD) * sizeof(float));
+            for (int64_t i = 0; i < B * H * Tq; i++) lse[i] = -INFINITY;
+        }
+        return;
+    }
+    /* every thread's score tile (tile, Tk) from one allocation made before
+     * any row is touched: with acc a half-done pass could not be redone */
+    const int nt = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    float *S0 = malloc((size_t)nt * TDM_ATTN_TILE * (size_t)Tk * sizeof(float));
+    if (!S0) {
+        attention_lse_ref(o, lse, q, k, v, B, Tq, Tk, H, D, scale, acc);
+        return;
+    }
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nt)
+    {
+        float *S = S0 + (size_t)omp_get_thread_num() * TDM_ATTN_TILE * (size_t)Tk;
+#pragma omp for schedule(dynamic)
+        for (int64_t t = 0; t < ntask; t++) {
+            int64_t b = t / (H * ntile), h = (t / ntile) % H, i0 = (t % ntile) * TDM_ATTN_TILE;
+            int64_t m = Tq - i0 < TDM_ATTN_TILE ? Tq - i0 : TDM_ATTN_TILE;
+            const float *qt = q + (b * Tq + i0) * HD + h * D;   /* (m, D), ld HD */
+            const float *kb = k + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
+            const float *vb = v + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
+            float *ot = o + (b * Tq + i0) * HD + h * D;         /* (m, D), ld HD */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)Tk, (int)D, scale,
+                        qt, (int)HD, kb, (int)HD, 0.0f, S, (int)Tk);
+            lse_tile_rows(S, m, Tk, lse + (b * H + h) * Tq + i0, ot, HD, D, acc);
+            /* ot (m, D) = S (m, Tk) · vb (Tk, D) [+ the held ot, scaled] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)Tk, 1.0f,
+                        S, (int)Tk, vb, (int)HD, acc ? 1.0f : 0.0f, ot, (int)HD);
+        }
+    }
+    openblas_set_num_threads(blas_threads);
+    free(S0);
+}
+
 /* ---- layout ----------------------------------------------------------------- */
 
 #define TDM_TBLK 32
