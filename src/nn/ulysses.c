@@ -198,15 +198,41 @@ static tdm_status zero_bytes(tdm_device_t *dev, void *p, int64_t bytes) {
     return TDM_OK;
 }
 
+/* The attention op on the full sequence: tdm_nn_ulysses_attention's inner. */
+typedef struct {
+    float scale;
+    int causal;
+} op_inner_t;
+
+static tdm_status op_inner(void *ctx, tdm_device_t *dev, tdm_dtype at, void *o, const void *q,
+                           const void *k, const void *v, int64_t B, int64_t S, int64_t heads,
+                           int64_t D) {
+    const op_inner_t *c = ctx;
+    if (S > 0) tdm_op_attention_t(dev, at, o, q, k, v, B, S, S, heads, D, c->scale, c->causal);
+    return TDM_OK;
+}
+
 tdm_status tdm_nn_ulysses_attention(tdm_device_t *dev, const tdm_nn_group_t *g, tdm_dtype at,
                                     void *o, const void *q, const void *k, const void *v,
                                     const tdm_nn_ulysses_shape_t *s, float scale, int causal,
                                     void *ws, int64_t ws_bytes) {
+    op_inner_t c = { scale, causal };
+    return tdm_nn_ulysses_attention_with(dev, g, at, o, q, k, v, s, op_inner, &c, ws, ws_bytes);
+}
+
+tdm_status tdm_nn_ulysses_attention_with(tdm_device_t *dev, const tdm_nn_group_t *g, tdm_dtype at,
+                                         void *o, const void *q, const void *k, const void *v,
+                                         const tdm_nn_ulysses_shape_t *s,
+                                         tdm_nn_ulysses_inner_fn inner, void *ctx, void *ws,
+                                         int64_t ws_bytes) {
     tdm_nn_group_t one;
     plan_t p;
-    tdm_status st;
+    tdm_status st, ist;
     if (!g) tdm_nn_group_single(&one), g = &one;
     if ((st = make_plan(s, g->rank, g->size, at, &p)) != TDM_OK) return st;
+    if (!inner)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "ulysses attention on rank %d: no attention",
+                          g->rank);
     if (ws_bytes < p.n.ws_bytes || !ws)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "ulysses attention on rank %d: workspace of %lld "
                           "bytes, needs %lld", g->rank, (long long)ws_bytes,
@@ -227,12 +253,12 @@ tdm_status tdm_nn_ulysses_attention(tdm_device_t *dev, const tdm_nn_group_t *g, 
     if ((st = tdm_nn_group_all_to_all(g, dev, part[P_SEND], part[P_RECV], 3 * p.block, at)) != TDM_OK)
         return st;
     unpack_qkv(dev, at, s, &p, U, part[P_RECV], f);
-    if (p.n.S > 0)
-        tdm_op_attention_t(dev, at, of, f[0], f[1], f[2], s->B, p.n.S, p.n.S, p.n.heads_local,
-                           s->D, scale, causal);
+    /* an inner failure still takes part in the exchange back, so that the
+     * group's ranks stay in step; it is returned afterwards */
+    ist = inner(ctx, dev, at, of, f[0], f[1], f[2], s->B, p.n.S, p.n.heads_local, s->D);
     pack_o(dev, at, s, &p, U, of, part[P_SEND]);
     if ((st = tdm_nn_group_all_to_all(g, dev, part[P_SEND], part[P_RECV], p.block, at)) != TDM_OK)
         return st;
     unpack_o(dev, at, s, &p, U, part[P_RECV], o);
-    return TDM_OK;
+    return ist;
 }

@@ -4,7 +4,8 @@
  * it runs the attention op on that, and a second all_to_all gives each rank
  * its own rows back with all heads. Not here: the projections, norms and
  * rotary embedding around it (they are per row: a rank runs them on its
- * rows), ring attention, allocation (the caller gives the workspace).
+ * rows), ring attention (nn/ring.h, which wraps this exchange for USP),
+ * allocation (the caller gives the workspace).
  *
  * Sequence and split. The sequence is nseg segments laid end to end (FLUX's
  * joint attention: [text; image], nseg = 2; a plain self-attention: one).
@@ -86,5 +87,25 @@ tdm_status tdm_nn_ulysses_attention(tdm_device_t *dev, const tdm_nn_group_t *g, 
                                     void *o, const void *q, const void *k, const void *v,
                                     const tdm_nn_ulysses_shape_t *s, float scale, int causal,
                                     void *ws, int64_t ws_bytes);
+
+/* The attention a Ulysses exchange runs between its two all_to_alls: o (B,
+ * S, heads·D) from the full-sequence q, k, v (B, S, heads·D) of this rank's
+ * heads (heads_local of them, padding heads zero), all of type at on dev; o
+ * overlaps none of them. tdm_nn_ulysses_attention runs the attention op;
+ * USP (nn/ring.h) runs ring attention over a second group here. */
+typedef tdm_status (*tdm_nn_ulysses_inner_fn)(void *ctx, tdm_device_t *dev, tdm_dtype at,
+                                              void *o, const void *q, const void *k,
+                                              const void *v, int64_t B, int64_t S,
+                                              int64_t heads, int64_t D);
+
+/* tdm_nn_ulysses_attention with `inner(ctx, ...)` in place of the attention
+ * op on the full sequence (scale and causal are then inner's business).
+ * Same contract otherwise; inner's error is returned after this rank has
+ * left the exchange (the group's other ranks block or fail in theirs). */
+tdm_status tdm_nn_ulysses_attention_with(tdm_device_t *dev, const tdm_nn_group_t *g, tdm_dtype at,
+                                         void *o, const void *q, const void *k, const void *v,
+                                         const tdm_nn_ulysses_shape_t *s,
+                                         tdm_nn_ulysses_inner_fn inner, void *ctx, void *ws,
+                                         int64_t ws_bytes);
 
 #endif
