@@ -16,7 +16,8 @@
  * Context parallelism (tdm_flux_forward_cp) runs the same code on a rank's
  * rows: its share of the text rows then its share of the image rows stand
  * for [txt, img], the RoPE tables are made for those rows, and only the
- * joint attention (nn/ulysses.h) and the final gather see other ranks. */
+ * joint attention (nn/ulysses.h, nn/ring.h) and the final gather see other
+ * ranks. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include "nn/ffn.h"
 #include "nn/linear.h"
 #include "nn/ptree.h"
+#include "nn/ring.h"
 #include "nn/ulysses.h"
 #include "nn/weights.h"
 
@@ -396,14 +398,18 @@ typedef struct {
     struct flux_cp *cp;                            /* context parallelism; NULL: one device */
 } flux_ws_t;
 
-/* Context parallelism (tdm_flux_forward_cp): this rank's rows, its Ulysses
- * exchange and the parts of the workspace that only it uses. */
+/* Context parallelism (tdm_flux_forward_cp): this rank's rows, its
+ * exchanges (Ulysses, ring or both) and the parts of the workspace that
+ * only it uses. */
 typedef struct flux_cp {
-    const tdm_nn_group_t *g;                       /* U = g->size > 1 ranks */
+    const tdm_nn_group_t *gu, *gr;                 /* Ulysses (U ranks), ring (R); NULL: one */
+    int u, U, r, R;                                /* this rank's place in the R × U grid */
     tdm_nn_ulysses_shape_t shape;                  /* B, H, hd, segments {T, N} */
-    tdm_nn_ulysses_sizes_t n;                      /* this rank's shares (count[0] text rows) */
+    tdm_nn_usp_sizes_t n;                          /* this rank's shares (count[0] text rows) */
     void *ws;                                      /* n.ws_bytes: the exchange's workspace */
     float *out;                                    /* (B, count[1], out_channels) own image rows */
+    float *slot;                                   /* (B, slot[1], out_channels): the ring
+                                                      slot's image rows (R, U > 1) */
     tdm_status st;                                 /* first failure of an exchange */
 } flux_cp_t;
 
@@ -457,8 +463,8 @@ static void seg_linear(tdm_device_t *dev, tdm_dtype at, void *y, const void *x,
  * `split` with the text weights wq0 / wk0, the rest with wq1 / wk1) and RoPE,
  * then softmax(q kᵀ/√hd) v → o. Under context parallelism the S rows are
  * this rank's share ([its text rows; its image rows]) and the attention runs
- * over the whole sequence through the Ulysses exchange; a failure of it is
- * kept in w->cp->st (and the later attentions skipped). */
+ * over the whole sequence through the Ulysses, ring or USP exchange; a
+ * failure of it is kept in w->cp->st (and the later attentions skipped). */
 static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S,
                             int64_t split, const float *wq0, const float *wq1, const float *wk0,
                             const float *wk1) {
@@ -472,9 +478,9 @@ static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_
                            (float)(1.0 / sqrt((double)m->hd)), 0);
     } else if (w->cp->st == TDM_OK) {   /* S rows of this rank; the exchange sees all of them */
         flux_cp_t *cp = w->cp;
-        cp->st = tdm_nn_ulysses_attention(dev, cp->g, w->at, w->o, w->q, w->k, w->v, &cp->shape,
-                                          (float)(1.0 / sqrt((double)m->hd)), 0, cp->ws,
-                                          cp->n.ws_bytes);
+        cp->st = tdm_nn_usp_attention(dev, cp->gu, cp->gr, w->at, w->o, w->q, w->k, w->v,
+                                      &cp->shape, (float)(1.0 / sqrt((double)m->hd)), cp->ws,
+                                      cp->n.ws_bytes);
     }
 }
 
@@ -689,42 +695,59 @@ static void final_layer(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t T,
 }
 
 /* The workspace parts only a context-parallel rank has (after ws_layout's):
- * the Ulysses exchange's workspace and its own output rows (B, Nl, Cout).
- * Sizes them (and, with base != NULL, places them); -1 on overflow. */
+ * the exchange's workspace, its own output rows (B, Nl, Cout) and, on a
+ * ring of Ulysses groups, its slot's output rows (B, slot[1], Cout). Sizes
+ * them (and, with base != NULL, places them); -1 on overflow. */
 static int64_t cp_layout(flux_cp_t *cp, char *base, int64_t B, int64_t Nl, int64_t Cout) {
-    int64_t a = (cp->n.ws_bytes + 63) / 64 * 64, o;
+    int64_t a = (cp->n.ws_bytes + 63) / 64 * 64, o, sl = 0;
     if (cp->n.ws_bytes > INT64_MAX / 4 || !tdm_mul_ok(B, Nl, &o) || !tdm_mul_ok(o, Cout, &o) ||
         o > INT64_MAX / 64 || a > INT64_MAX / 4 - 4 * o - 64)
+        return -1;
+    if (cp->R > 1 && cp->U > 1 &&
+        (!tdm_mul_ok(B, cp->n.slot[1], &sl) || !tdm_mul_ok(sl, Cout, &sl) || sl > INT64_MAX / 64 ||
+         a + (4 * o + 63) / 64 * 64 > INT64_MAX / 4 - 4 * sl - 64))
         return -1;
     if (base) {
         cp->ws = base;
         cp->out = (float *)(base + a);
+        cp->slot = sl ? (float *)(base + a + (4 * o + 63) / 64 * 64) : NULL;
     }
-    return a + (4 * o + 63) / 64 * 64;
+    return a + (4 * o + 63) / 64 * 64 + (4 * sl + 63) / 64 * 64;
 }
 
-/* Every rank's image rows of cp->out (B, Nl, Cout) into out (B, N, Cout),
- * one allgatherv per batch element. */
-static tdm_status cp_gather(const tdm_flux_t *m, const flux_cp_t *cp, const flux_in_t *in,
-                            float *out) {
+/* dst (B, L, Cout) = every rank's rows of the L rows split over g
+ * (tdm_nn_ulysses_split), rank i's from its src (B, count_i, Cout); one
+ * allgatherv per batch element. */
+static tdm_status gather_level(const tdm_flux_t *m, const tdm_nn_group_t *g, const float *src,
+                               float *dst, int64_t B, int64_t L, int64_t Cout) {
     tdm_status st = TDM_OK;
-    const int U = cp->g->size;
-    const int64_t Cout = m->info.out_channels;
-    int64_t *counts = malloc((size_t)U * 2 * sizeof(int64_t)), *displs = counts + U;
-    if (!counts) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %d ranks' counts", U);
-    for (int r = 0; r < U; r++) {
+    const int n = g->size;
+    int64_t *counts = malloc((size_t)n * 2 * sizeof(int64_t)), *displs = counts + n, own = 0;
+    if (!counts) return tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %d ranks' counts", n);
+    for (int r = 0; r < n; r++) {
         int64_t b0, c;
-        tdm_nn_ulysses_split(in->N, r, U, &b0, &c);
+        tdm_nn_ulysses_split(L, r, n, &b0, &c);
         counts[r] = c * Cout;
         displs[r] = b0 * Cout;
+        if (r == g->rank) own = c;
     }
-    for (int64_t b = 0; b < in->B; b++)
-        TDM_TRY(tdm_nn_group_allgatherv(cp->g, m->dev, cp->out + b * in->Nl * Cout,
-                                        in->Nl * Cout, out + b * in->N * Cout, counts, displs,
-                                        TDM_F32));
+    for (int64_t b = 0; b < B; b++)
+        TDM_TRY(tdm_nn_group_allgatherv(g, m->dev, src + b * own * Cout, own * Cout,
+                                        dst + b * L * Cout, counts, displs, TDM_F32));
 fail:
     free(counts);
     return st;
+}
+
+/* Every rank's image rows of cp->out (B, Nl, Cout) into out (B, N, Cout):
+ * over the Ulysses group into the ring slot's rows, then over the ring. */
+static tdm_status cp_gather(const tdm_flux_t *m, const flux_cp_t *cp, const flux_in_t *in,
+                            float *out) {
+    const int64_t Cout = m->info.out_channels;
+    if (cp->R == 1) return gather_level(m, cp->gu, cp->out, out, in->B, in->N, Cout);
+    if (cp->U == 1) return gather_level(m, cp->gr, cp->out, out, in->B, in->N, Cout);
+    tdm_status st = gather_level(m, cp->gu, cp->out, cp->slot, in->B, cp->n.slot[1], Cout);
+    return st != TDM_OK ? st : gather_level(m, cp->gr, cp->slot, out, in->B, in->N, Cout);
 }
 
 /* The forward of the rows `in` names (checked by check_args): one device
@@ -784,7 +807,15 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
     return st != TDM_OK ? st : forward_rows(m, NULL, &in, out);
 }
 
-tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_nn_group_t *g, const float *img,
+/* A group of the grid is well formed (NULL is one rank). */
+static tdm_status check_group(const tdm_nn_group_t *g, const char *name) {
+    if (g && (g->size < 1 || g->rank < 0 || g->rank >= g->size))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: rank %d of a %s group of %d",
+                          g->rank, name, g->size);
+    return TDM_OK;
+}
+
+tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_flux_cp_groups_t *g, const float *img,
                                int64_t B, int64_t N, const float *txt, int64_t T,
                                const float *pooled, const float *timestep, const float *guidance,
                                const float *img_ids, const float *txt_ids, float *out) {
@@ -793,17 +824,21 @@ tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_nn_group_t *g, const flo
     flux_cp_t cp;
     tdm_status st = check_args(m, &in, out, "tdm_flux_forward_cp");
     if (st != TDM_OK) return st;
-    if (!g || g->size == 1) return forward_rows(m, NULL, &in, out);
-    if (g->size < 1 || g->rank < 0 || g->rank >= g->size)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: rank %d of a group of %d",
-                          g->rank, g->size);
-    if (N < g->size)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: %lld image rows over %d "
-                          "ranks: every rank needs at least one", (long long)N, g->size);
     memset(&cp, 0, sizeof(cp));
-    cp.g = g;
+    cp.gu = g ? g->ulysses : NULL, cp.gr = g ? g->ring : NULL;
+    if ((st = check_group(cp.gu, "Ulysses")) != TDM_OK || (st = check_group(cp.gr, "ring")) != TDM_OK)
+        return st;
+    if (cp.gu && cp.gu->size == 1) cp.gu = NULL;
+    if (cp.gr && cp.gr->size == 1) cp.gr = NULL;
+    if (!cp.gu && !cp.gr) return forward_rows(m, NULL, &in, out);
+    cp.u = cp.gu ? cp.gu->rank : 0, cp.U = cp.gu ? cp.gu->size : 1;
+    cp.r = cp.gr ? cp.gr->rank : 0, cp.R = cp.gr ? cp.gr->size : 1;
+    if (N < (int64_t)cp.U * cp.R)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: %lld image rows over %d "
+                          "ranks (ring %d x ulysses %d): every rank needs at least one",
+                          (long long)N, cp.U * cp.R, cp.R, cp.U);
     cp.shape = (tdm_nn_ulysses_shape_t){ B, m->H, m->hd, 2, { T, N } };
-    st = tdm_nn_ulysses_sizes(&cp.shape, g->rank, g->size, tdm_op_act_dtype(m->dev), &cp.n);
+    st = tdm_nn_usp_sizes(&cp.shape, cp.r, cp.R, cp.u, cp.U, tdm_op_act_dtype(m->dev), &cp.n);
     if (st != TDM_OK) return st;
     in.tb = cp.n.begin[0], in.Tl = cp.n.count[0];
     in.nb = cp.n.begin[1], in.Nl = cp.n.count[1];
@@ -812,14 +847,16 @@ tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_nn_group_t *g, const flo
 
 /* ---- working memory ---------------------------------------------------------- */
 
-/* What rank 0 (the one with the most rows) of tdm_flux_forward_cp(B, N, T)
- * over U ranks (U = 1: tdm_flux_forward) holds for the model described by
- * `c` on dev: the workspace (ws_layout and cp_layout, the functions that
- * size the forward's one allocation), the RoPE tables it keeps, the
- * attention kernel's scratch and, on a host device, the host staging
- * buffer. Saturates at INT64_MAX. */
+/* What rank (0, 0) (the one with the most rows) of tdm_flux_forward_cp(B,
+ * N, T) over R ring slots of U Ulysses ranks (U = R = 1: tdm_flux_forward)
+ * holds for the model described by `c` on dev: the workspace (ws_layout
+ * and cp_layout, the functions that size the forward's one allocation), the
+ * RoPE tables it keeps, the attention kernel's scratch (the attention op
+ * over the whole sequence without a ring; with one, attention_lse of the
+ * slot's rows against one ring block) and, on a host device, the host
+ * staging buffer. Saturates at INT64_MAX. */
 static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int64_t B, int64_t N,
-                               int64_t T, int U) {
+                               int64_t T, int U, int R) {
     flux_ws_t w;
     const int64_t hd = c->attention_head_dim, H = c->num_attention_heads, D = hd * H;
     int64_t S, Sl, Nl = N, heads = H, nws, ncp = 0, rope, att, nhost, total;
@@ -828,19 +865,23 @@ static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int6
     Sl = S;
     if (S > INT64_MAX / 64 / hd) return INT64_MAX;
     w.at = tdm_op_act_dtype(dev);
-    if (U > 1) {
+    att = tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, heads, hd);
+    if (U > 1 || R > 1) {
         flux_cp_t cp;
         memset(&cp, 0, sizeof(cp));
+        cp.U = U, cp.R = R;
         cp.shape = (tdm_nn_ulysses_shape_t){ B, H, hd, 2, { T, N } };
-        if (tdm_nn_ulysses_sizes(&cp.shape, 0, U, w.at, &cp.n) != TDM_OK) return INT64_MAX;
+        if (tdm_nn_usp_sizes(&cp.shape, 0, R, 0, U, w.at, &cp.n) != TDM_OK) return INT64_MAX;
         Nl = cp.n.count[1];
         Sl = cp.n.rows;
         heads = cp.n.heads_local;
         if ((ncp = cp_layout(&cp, NULL, B, Nl, c->out_channels)) < 0) return INT64_MAX;
+        att = R > 1 ? tdm_op_attention_scratch_bytes(dev, w.at, B, cp.n.slot_rows,
+                                                     (T + R - 1) / R + (N + R - 1) / R, heads, hd)
+                    : tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, heads, hd);
     }
     if ((nws = ws_layout(&w, NULL, B, Sl, D)) < 0) return INT64_MAX;
     rope = 2 * Sl * hd * (int64_t)sizeof(float);
-    att = tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, heads, hd);
     nhost = 2 * Sl * hd > B * FLUX_TIME_DIM ? 2 * Sl * hd : B * FLUX_TIME_DIM;
     total = nws;
     total = total > INT64_MAX - ncp ? INT64_MAX : total + ncp;
@@ -851,17 +892,17 @@ static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int6
 }
 
 tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
-                                  int64_t N, int64_t T, int U, int64_t *out) {
+                                  int64_t N, int64_t T, int U, int R, int64_t *out) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_flux_info_t c;
     *out = 0;
-    if (!config_path || !dev || B < 1 || N < 1 || T < 0 || U < 1)
+    if (!config_path || !dev || B < 1 || N < 1 || T < 0 || U < 1 || R < 1)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_work_bytes: config, device, B >= 1, "
-                          "N >= 1, T >= 0 and U >= 1 are required");
+                          "N >= 1, T >= 0, U >= 1 and R >= 1 are required");
     TDM_TRY(tdm_json_load(&j, config_path));
     TDM_TRY(cfg_parse(&j, &c));
-    *out = flux_work_total(&c, dev, B, N, T, U);
+    *out = flux_work_total(&c, dev, B, N, T, U, R);
 fail:
     tdm_json_free(&j);
     return st;
@@ -869,5 +910,5 @@ fail:
 
 tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
                                int64_t T, int64_t *out) {
-    return tdm_flux_work_bytes_cp(config_path, dev, B, N, T, 1, out);
+    return tdm_flux_work_bytes_cp(config_path, dev, B, N, T, 1, 1, out);
 }

@@ -99,23 +99,38 @@ tdm_status tdm_flux_forward(tdm_flux_t *m, const float *img, int64_t B, int64_t 
                             const float *timestep, const float *guidance,
                             const float *img_ids, const float *txt_ids, float *out);
 
-/* Context parallelism (Ulysses): tdm_flux_forward on rank r of the U ranks
- * of group g (nn/group.h; dist fills one from a communicator), each holding
- * the same model on its own device. Collective: every rank of g calls it
- * with the same arguments (inputs as tdm_flux_forward, whole: every rank
- * reads only its rows of them). Rank r computes, through every block, only
- * its share of the text rows and of the image rows (each segment split by
- * tdm_nn_ulysses_split, nn/ulysses.h); the joint attention runs over the
- * whole [text; image] sequence through tdm_nn_ulysses_attention (any T and
- * N, heads padded when U does not divide them), and every rank's image rows
- * of the output are gathered (allgatherv, one per batch element) so that
- * out (B, N, out_channels) is whole on every rank. On the CPU, out is bit
- * for bit tdm_flux_forward's whatever U. g NULL or of one rank: exactly
- * tdm_flux_forward. Needs N >= U (every rank at least one image row).
- * Working memory: tdm_flux_work_bytes_cp. A failed exchange is returned
- * (the other ranks see theirs fail or wait, as the group's calls do). */
+/* The groups of one image's context parallelism (nn/group.h; dist fills
+ * them from communicators): a Ulysses group of U ranks inside each of R
+ * ring slots — rank (r, u) is rank u of its `ulysses` group (the ranks of
+ * its ring slot) and rank r of its `ring` group (the ranks of the same u in
+ * every slot). Either NULL or of one rank: that dimension is absent. */
 struct tdm_nn_group;
-tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const struct tdm_nn_group *g, const float *img,
+typedef struct {
+    const struct tdm_nn_group *ulysses;
+    const struct tdm_nn_group *ring;
+} tdm_flux_cp_groups_t;
+
+/* Context parallelism (Ulysses, ring, or both: USP): tdm_flux_forward on
+ * rank (r, u) of the R × U grid of g, each rank holding the same model on
+ * its own device. Collective: every rank of the grid calls it with the same
+ * arguments (inputs as tdm_flux_forward, whole: every rank reads only its
+ * rows of them). A rank computes, through every block, only its share of
+ * the text rows and of the image rows (each segment split by
+ * tdm_nn_usp_split, nn/ring.h: the Ulysses share u of the ring share r);
+ * the joint attention runs over the whole [text; image] sequence through
+ * tdm_nn_ulysses_attention (R = 1), tdm_nn_ring_attention (U = 1) or
+ * tdm_nn_usp_attention (any T and N, heads padded when U does not divide
+ * them), and every rank's image rows of the output are gathered (allgatherv
+ * over the Ulysses group into the slot's rows, then over the ring) so that
+ * out (B, N, out_channels) is whole on every rank. On the CPU, with R = 1
+ * out is bit for bit tdm_flux_forward's whatever U; with R > 1 it is within
+ * float tolerance of it (ring attention merges key blocks in another order:
+ * about 1e-6 relative), not bit-identical. g NULL, or both groups NULL or
+ * of one rank: exactly tdm_flux_forward. Needs N >= R·U (every rank at
+ * least one image row). Working memory: tdm_flux_work_bytes_cp. A failed
+ * exchange is returned (the other ranks see theirs fail or wait, as the
+ * group's calls do). */
+tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_flux_cp_groups_t *g, const float *img,
                                int64_t B, int64_t N, const float *txt, int64_t T,
                                const float *pooled, const float *timestep, const float *guidance,
                                const float *img_ids, const float *txt_ids, float *out);
@@ -131,12 +146,14 @@ tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const struct tdm_nn_group *g, cons
 tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,
                                int64_t T, int64_t *out);
 
-/* tdm_flux_work_bytes of one rank of tdm_flux_forward_cp over U ranks: the
- * most any rank holds (rank 0's: its rows, the RoPE tables of its rows, the
- * Ulysses exchange's workspace, its output rows, the attention kernel's
- * scratch for heads_local heads over the whole sequence). U = 1 is
- * tdm_flux_work_bytes. OUT: *out. */
+/* tdm_flux_work_bytes of one rank of tdm_flux_forward_cp over a ring of R
+ * slots of U Ulysses ranks: the most any rank holds (rank (0, 0)'s: its
+ * rows, the RoPE tables of its rows, the exchange's workspace
+ * (tdm_nn_usp_sizes), its output and slot rows, the attention kernel's
+ * scratch for heads_local heads over the whole sequence, or over the slot's
+ * rows against one ring block). U = R = 1 is tdm_flux_work_bytes. OUT:
+ * *out. */
 tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
-                                  int64_t N, int64_t T, int U, int64_t *out);
+                                  int64_t N, int64_t T, int U, int R, int64_t *out);
 
 #endif

@@ -1,9 +1,10 @@
 /* pipe_flux.c — the FLUX.1 stages, reproducing diffusers' FluxPipeline:
  * CLIP pooled + T5 prompt embeddings, 2x2 latent packing with img_ids, the
  * flow-matching loop with dynamic or static shift, and unpacking for the
- * VAE. One image per call. Under --parallel ulysses=U the transformer runs
- * context-parallel over pipe->ulysses (tdm_flux_forward_cp): every rank of
- * the group denoises the same image and holds the whole latents. */
+ * VAE. One image per call. Under --parallel ulysses=U and/or ring=R the
+ * transformer runs context-parallel over pipe->cp (tdm_flux_forward_cp):
+ * every rank of the image's R × U grid denoises the same image and holds
+ * the whole latents. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,10 +90,12 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
                           "(joint_attention_dim %lld, pooled_projection_dim %lld)", (long long)e->D,
                           (long long)e->Dp, (long long)fi->joint_attention_dim,
                           (long long)fi->pooled_projection_dim);
-    if (pipe->ulysses && N < pipe->ulysses->size)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel ulysses=%d: a %dx%d image has %lld latent "
-                          "tokens, fewer than the ranks that split them (one each at least); use a larger "
-                          "image or a smaller degree", pipe->ulysses->size, width, height, (long long)N);
+    if (pipe->cp_ranks > 1 && N < pipe->cp_ranks)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel ulysses=%d,ring=%d: a %dx%d image has %lld "
+                          "latent tokens, fewer than the ranks that split them (one each at least); use "
+                          "a larger image or a smaller degree",
+                          pipe->cp.ulysses ? pipe->cp.ulysses->size : 1,
+                          pipe->cp.ring ? pipe->cp.ring->size : 1, width, height, (long long)N);
     tdm_device_t *dev = pipe->comp[TDM_COMP_DEN].dev;
     tdm_status st = TDM_OK;
     /* host: noise, img_ids, the transformer output (the scheduler runs on the
@@ -132,9 +135,10 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
     for (int i = 0; i < n; i++) {
         const float t = tdm_sched_timestep(pipe->sched, i) / 1000.0f;
         TDM_TRY(tdm_dev_upload(dev, d_lat, latents, pb, "latents"));
-        /* every rank of a Ulysses group makes this call with the same inputs
-         * and gets the whole prediction (NULL group: tdm_flux_forward) */
-        TDM_TRY(tdm_flux_forward_cp(pipe->comp[TDM_COMP_DEN].h.flux, pipe->ulysses, d_lat, 1, N, d_txt,
+        /* every rank of the image's context-parallel grid makes this call
+         * with the same inputs and gets the whole prediction (no groups:
+         * tdm_flux_forward) */
+        TDM_TRY(tdm_flux_forward_cp(pipe->comp[TDM_COMP_DEN].h.flux, &pipe->cp, d_lat, 1, N, d_txt,
                                     L, d_pool, &t, fi->guidance_embeds ? &gv : NULL, ids, e->text_ids,
                                     d_pred));
         TDM_TRY(tdm_dev_download(dev, pred, d_pred, pb, "transformer output"));

@@ -88,11 +88,13 @@ struct tdm_pipeline {
      * when cfg = 2, the ranks of one image when more than one; else NULL */
     tdm_comm_t         *cfg_comm;
     tdm_comm_t         *image_comm;
-    /* --parallel ulysses=U > 1 (FLUX): the nn group over the Ulysses
-     * communicator that tdm_flux_forward_cp runs on (ulysses points at
-     * ulysses_group; owned, freed at close); else ulysses is NULL */
-    tdm_nn_group_t      ulysses_group;
-    const tdm_nn_group_t *ulysses;
+    /* --parallel ulysses=U, ring=R (FLUX): the nn groups over the Ulysses
+     * and ring communicators that tdm_flux_forward_cp runs on (owned, freed
+     * at close); cp.ulysses / cp.ring point at them where the degree is
+     * above 1, else are NULL; cp_ranks = U·R */
+    tdm_nn_group_t      ulysses_group, ring_group;
+    tdm_flux_cp_groups_t cp;
+    int                 cp_ranks;
     /* split execution of the transformer (tdm_pipeline_params_t.device_map):
      * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
      * weights offloaded to "cpu" */

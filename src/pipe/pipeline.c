@@ -91,6 +91,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     tdm_backend_device_close(&pipe->dev);
     tdm_sched_free(pipe->sched);
     tdm_dist_nn_group_free(&pipe->ulysses_group);
+    tdm_dist_nn_group_free(&pipe->ring_group);
     for (int i = 0; i < TDM_COMP_COUNT; i++)
         if (pipe->comp[i].map.e) tdm_place_map_free(&pipe->comp[i].map);
     for (int k = 0; k < pipe->nplans; k++) tdm_pipe_plan_free(&pipe->plans[k]);
@@ -515,8 +516,14 @@ static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
     if (k->ulysses > 1) {
         tdm_status st = tdm_dist_nn_group_create(g->comm[TDM_GROUP_ULYSSES], &pipe->ulysses_group);
         if (st != TDM_OK) return st;
-        pipe->ulysses = &pipe->ulysses_group;
+        pipe->cp.ulysses = &pipe->ulysses_group;
     }
+    if (k->ring > 1) {
+        tdm_status st = tdm_dist_nn_group_create(g->comm[TDM_GROUP_RING], &pipe->ring_group);
+        if (st != TDM_OK) return st;
+        pipe->cp.ring = &pipe->ring_group;
+    }
+    pipe->cp_ranks = k->ulysses * k->ring;
     return TDM_OK;
 }
 
@@ -1135,8 +1142,9 @@ static tdm_status work_bytes(tdm_pipeline_t *pipe, tdm_stage stage, int w, int h
     } else if (in->kind == TDM_PIPE_FLUX) {
         const int64_t N = (hl / 2) * (wl / 2);
         TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "transformer", "config.json"));
-        TDM_TRY(tdm_flux_work_bytes_cp(cfg, dev, 1, N, T, pipe->ulysses ? pipe->ulysses->size : 1,
-                                       &model));
+        TDM_TRY(tdm_flux_work_bytes_cp(cfg, dev, 1, N, T,
+                                       pipe->cp.ulysses ? pipe->cp.ulysses->size : 1,
+                                       pipe->cp.ring ? pipe->cp.ring->size : 1, &model));
         own = sat_add(2 * item * 4, (T * pipe->ctx_dim + pipe->pooled_dim) * 4);   /* lat, pred, txt, pool */
         hostside = sat_add(4 * item * 4, N * 3 * 4);   /* noise, pred, latents, ids */
     } else {
