@@ -142,10 +142,15 @@ typedef struct {
      * noise predictions each step; every rank of the image then holds the
      * same latents, bit-identical to one process, and each calls denoise
      * for the same image in the same order. Encoding runs on the image's
-     * rank 0 and is broadcast to the others. Refused at open: ulysses, ring
-     * or tp > 1 (not implemented yet) and cfg = 2 for FLUX (no guidance
-     * batch); refused at denoise: cfg = 2 with guidance <= 1. NULL
-     * (default): this process alone. */
+     * rank 0 and is broadcast to the others. ulysses = U and ring = R
+     * (FLUX): the transformer runs context-parallel over the image's R × U
+     * ranks (Ulysses all-to-all inside each ring slot, ring attention
+     * across the slots); Ulysses alone is bit-identical to one process,
+     * with a ring the latents are within float tolerance (about 1e-6
+     * relative), not bit-identical. Refused at open: tp > 1 (not
+     * implemented yet), ulysses or ring > 1 for Stable Diffusion, cfg = 2
+     * for FLUX (no guidance batch); refused at denoise: cfg = 2 with
+     * guidance <= 1. NULL (default): this process alone. */
     tdm_dist_t *dist;
     /* switches of every device the pipeline opens (tdm_backend_params_init) */
     tdm_backend_params_t backend;

@@ -6,16 +6,22 @@
  * both schedules. FLUX.1-dev: ulysses=2 and 3 (3 does not divide the 2
  * heads: the padding path; uneven text and image shares) give PNG and
  * latents files byte-identical to one process, encoding once; DP × Ulysses
- * (-n 4, ulysses=2) makes the data-parallel job's set. Bad specs, degrees
- * that do not divide the ranks, cfg=2 without guidance or on FLUX, ulysses
- * on Stable Diffusion and the modes not implemented yet each fail with one
- * error line naming --parallel. Skipped (exit 77) without MPI or mpirun. */
+ * (-n 4, ulysses=2) makes the data-parallel job's set. FLUX ring=2, ring=3
+ * and ulysses=2,ring=2 (USP): latents within 1e-5 relative of one process
+ * (ring attention merges key blocks in another order: float tolerance, not
+ * bits; the measured errors are printed); DP × ring (-n 4, ring=2) makes the
+ * same set of images as -n 2 (same files and manifest lines, latents within
+ * 1e-5). Bad specs, degrees that do not divide the ranks, cfg=2 without
+ * guidance or on FLUX, ulysses or ring on Stable Diffusion and tp (not
+ * implemented yet) each fail with one error line naming --parallel.
+ * Skipped (exit 77) without MPI or mpirun. */
 // label: dist
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdarg.h>
 #include <unistd.h>
 
+#include "io/safetensors.h"
 #include "test.h"
 #include "test_files.h"
 
@@ -195,6 +201,91 @@ TEST(dp2_ulysses2_same_set_as_dp) {
               "want one encode per group, by ranks 0 and 2: %s", errtext);
 }
 
+/* max |b - a| / max |a| of the tensor "latents" of two latents files; -1
+ * when either cannot be read or their shapes differ. */
+static double latents_err(const char *pa, const char *pb) {
+    tdm_safetensors_t *fa = NULL, *fb = NULL;
+    double err = -1;
+    if (tdm_safetensors_open(&fa, pa) == TDM_OK && tdm_safetensors_open(&fb, pb) == TDM_OK) {
+        const tdm_st_tensor_t *a = tdm_safetensors_find(fa, "latents");
+        const tdm_st_tensor_t *b = tdm_safetensors_find(fb, "latents");
+        if (a && b && a->dtype == TDM_F32 && b->dtype == TDM_F32 && a->nbytes == b->nbytes &&
+            a->ndim == b->ndim && !memcmp(a->shape, b->shape, sizeof a->shape))
+            err = test_rel_err(b->data, a->data, (long)(a->nbytes / 4));
+    }
+    tdm_safetensors_close(fa);
+    tdm_safetensors_close(fb);
+    return err;
+}
+
+/* tmpdir/b holds the nimg latents files of tmpdir/a, each within 1e-5
+ * relative, the same manifest lines and nothing else of the job's. Returns
+ * the largest error (printed by the caller). */
+static double close_latents(const char *a, const char *b, int nimg) {
+    char pa[1024], pb[1024];
+    double worst = 0;
+    for (int i = 0; i < nimg; i++) {
+        snprintf(pa, sizeof pa, "%s/%s/%06d.safetensors", tmpdir, a, i);
+        snprintf(pb, sizeof pb, "%s/%s/%06d.safetensors", tmpdir, b, i);
+        const double e = latents_err(pa, pb);
+        CHECK_MSG(e >= 0 && e <= 1e-5, "%s vs %s: %06d.safetensors %s (rel err %.3g)", a, b, i,
+                  e < 0 ? "missing, unreadable or of another shape" : "too far", e);
+        worst = e < 0 || e > worst ? (e < 0 ? 1.0 : e) : worst;
+    }
+    CHECK_MSG(!exists("%s/%s/%06d.safetensors", tmpdir, b, nimg), "%s: an extra image", b);
+    CHECK_MSG(!exists("%s/%s/manifest.rank1.jsonl", tmpdir, b), "%s: part files left", b);
+    const char *ma = manifest_norm(a), *mb = manifest_norm(b);
+    CHECK_MSG(ma && mb && !strcmp(ma, mb), "%s vs %s: manifests differ:\n%s\n---\n%s", a, b, ma, mb);
+    return worst;
+}
+
+/* FLUX under ring 2, ring 3 and USP (ulysses 2 × ring 2): latents within
+ * 1e-5 relative of one process, the text encoders run once, by rank 0. */
+TEST(ring_and_usp_latents_within_1e5_of_one_process) {
+    static const struct { int n; const char *par, *tag; } jobs[] = {
+        { 2, "--parallel ring=2", "f-r2-lat" }, { 3, "--parallel ring=3", "f-r3-lat" },
+        { 4, "--parallel ulysses=2,ring=2", "f-u2r2-lat" } };
+    int rc = exists("%s/f-one-lat/%06d.safetensors", tmpdir, FNIMG - 1) ? 0
+             : frun(0, "--output-type latent", "f-one-lat", 0);
+    CHECK_MSG(rc == 0, "one process, latents: rc %d: %s", rc, errtext);
+    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+        char extra[128], want[96];
+        snprintf(extra, sizeof extra, "%s --output-type latent", jobs[i].par);
+        rc = frun(jobs[i].n, extra, jobs[i].tag, 1);
+        CHECK_MSG(rc == 0, "-n %d %s: rc %d: %s", jobs[i].n, jobs[i].par, rc, errtext);
+        snprintf(want, sizeof want, "encoded 2 prompt(s) for the %d ranks of its image", jobs[i].n);
+        CHECK_MSG(count_in_err(want) == 1 && count_in_err("rank 0 encoded") == 1,
+                  "want one encode, by rank 0: %s", errtext);
+        const double e = close_latents("f-one-lat", jobs[i].tag, FNIMG);
+        printf("  -n %d %s: latents max rel err %.3g against one process\n", jobs[i].n,
+               jobs[i].par, e);
+    }
+}
+
+/* -n 4 with ring=2: two image groups (DP 2) make the set of images a 2-rank
+ * data-parallel job makes: the same PNG files and manifest lines, each
+ * written once, and latents within 1e-5. */
+TEST(dp2_ring2_same_set_as_dp) {
+    int rc = exists("%s/f-dp2/%06d.png", tmpdir, FNIMG - 1) ? 0 : frun(2, "", "f-dp2", 0);
+    CHECK_MSG(rc == 0, "-n 2: rc %d: %s", rc, errtext);
+    rc = frun(4, "--parallel ring=2", "f-dp2r2", 1);
+    CHECK_MSG(rc == 0, "-n 4 ring=2: rc %d: %s", rc, errtext);
+    CHECK_MSG(count_in_err("encoded 2 prompt(s) for the 2 ranks of its image") == 2 &&
+                  count_in_err("rank 0 encoded") == 1 && count_in_err("rank 2 encoded") == 1,
+              "want one encode per group, by ranks 0 and 2: %s", errtext);
+    for (int i = 0; i < FNIMG; i++)
+        CHECK_MSG(exists("%s/f-dp2r2/%06d.png", tmpdir, i), "f-dp2r2: %06d.png missing", i);
+    CHECK_MSG(!exists("%s/f-dp2r2/%06d.png", tmpdir, FNIMG), "f-dp2r2: an extra image");
+    const char *ma = manifest_norm("f-dp2"), *mb = manifest_norm("f-dp2r2");
+    CHECK_MSG(ma && mb && !strcmp(ma, mb), "manifests differ:\n%s\n---\n%s", ma, mb);
+    rc = frun(2, "--output-type latent", "f-dp2-lat", 0);
+    CHECK_MSG(rc == 0, "-n 2, latents: rc %d: %s", rc, errtext);
+    rc = frun(4, "--parallel ring=2 --output-type latent", "f-dp2r2-lat", 0);
+    CHECK_MSG(rc == 0, "-n 4 ring=2, latents: rc %d: %s", rc, errtext);
+    printf("  -n 4 ring=2 (DP 2): latents max rel err %.3g against -n 2\n",
+           close_latents("f-dp2-lat", "f-dp2r2-lat", FNIMG));
+}
+
 /* A failure as the user sees it: nonzero exit, exactly one stderr line,
  * starting "tandem: error: " and holding --parallel and `needle`. */
 static void one_error_line(int rc, const char *needle) {
@@ -214,7 +305,7 @@ TEST(errors_name_the_flag) {
     one_error_line(run(0, "--parallel cfg=2,cfg=2", "e4", 0), "cfg is given twice");
     one_error_line(run(2, "--parallel cfg=2 --guidance 1", "e5", 0), "needs classifier-free guidance");
     one_error_line(run(2, "--parallel ulysses=2", "e6", 0), "for transformer pipelines (FLUX)");
-    one_error_line(run(2, "--parallel ring=2", "e7", 0), "not implemented yet");
+    one_error_line(run(2, "--parallel ring=2", "e7", 0), "ring (context) parallelism is for transformer");
     one_error_line(run(2, "--parallel tp=2", "e8", 0), "not implemented yet");
     one_error_line(run(2, "--parallel auto", "e9", 0), "not available yet");
     one_error_line(run(0, "--parallel cfg=2", "e10", 0), "world size 1");
@@ -224,7 +315,7 @@ TEST(errors_name_the_flag) {
     one_error_line(rc, "no classifier-free guidance batch");
     one_error_line(frun(3, "--parallel ulysses=2", "e12", 0), "does not divide the world size 3");
     one_error_line(frun(2, "--parallel ulysses=2,ring=1,tp=2", "e13", 0), "does not divide the world size 2");
-    one_error_line(frun(4, "--parallel ulysses=2,ring=2", "e14", 0), "not implemented yet");
+    one_error_line(frun(2, "--parallel ring=3", "e14", 0), "does not divide the world size 2");
     for (int k = 1; k <= 14; k++) CHECK_MSG(!exists("%s/e%d/000000.png", tmpdir, k), "e%d: an image", k);
 }
 
@@ -244,6 +335,8 @@ int main(void) {
     RUN(dp2_cfg2_same_set_as_dp);
     RUN(ulysses2_and_3_identical_to_one_process);
     RUN(dp2_ulysses2_same_set_as_dp);
+    RUN(ring_and_usp_latents_within_1e5_of_one_process);
+    RUN(dp2_ring2_same_set_as_dp);
     RUN(errors_name_the_flag);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

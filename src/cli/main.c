@@ -44,8 +44,9 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "--device cuda each rank takes K GPUs of its own) or on virtual devices standing for GPUs.\n"
         "--parallel ulysses=U,ring=R,tp=T,cfg=C (under tandem launch): each image is made by\n"
         "C*R*U*T ranks and the ranks / that many images are made at once; cfg=2 splits Stable\n"
-        "Diffusion's guidance batch over two ranks (same bytes as one process). Ulysses, ring and\n"
-        "tp are not implemented yet.\n"},
+        "Diffusion's guidance batch over two ranks (same bytes as one process); ulysses=U and\n"
+        "ring=R split FLUX's token rows over U*R ranks (Ulysses: same bytes as one process; ring:\n"
+        "within float tolerance, not bit-identical). tp is not implemented yet.\n"},
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
         "   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
         "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"

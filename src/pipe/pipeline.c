@@ -493,21 +493,23 @@ fail:
 }
 
 /* The --parallel groups of d that this pipeline runs: cfg = 2 on Stable
- * Diffusion, ulysses = U on FLUX (the nn group over the Ulysses
- * communicator, which is the image group while ring, tp and cfg are 1);
- * the other modes are refused. */
+ * Diffusion, ulysses = U and ring = R on FLUX (the nn groups over the
+ * Ulysses and ring communicators: the transformer's context-parallel grid);
+ * tp is refused. */
 static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
     tdm_groups_t *g = tdm_dist_groups(d);
     if (!g) return TDM_OK;
     const tdm_parallel_t *k = &g->deg;
-    const char *mode = k->ring > 1 ? "ring" : k->tp > 1 ? "tp" : NULL;
-    if (mode)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel %s=%d: %s parallelism is not implemented "
-                          "yet (ulysses on FLUX, cfg=2 on Stable Diffusion and data parallelism are)",
-                          mode, k->ring > 1 ? k->ring : k->tp, k->ring > 1 ? "ring (context)" : "tensor");
+    if (k->tp > 1)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel tp=%d: tensor parallelism is not implemented "
+                          "yet (ulysses and ring on FLUX, cfg=2 on Stable Diffusion and data parallelism "
+                          "are)", k->tp);
     if (k->ulysses > 1 && pipe->info.kind != TDM_PIPE_FLUX)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel ulysses=%d: Ulysses (context) parallelism is "
                           "for transformer pipelines (FLUX); %s runs a UNet", k->ulysses, pipe->class_name);
+    if (k->ring > 1 && pipe->info.kind != TDM_PIPE_FLUX)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel ring=%d: ring (context) parallelism is for "
+                          "transformer pipelines (FLUX); %s runs a UNet", k->ring, pipe->class_name);
     if (k->cfg == 2 && pipe->info.kind != TDM_PIPE_SD)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel cfg=2: %s has no classifier-free guidance "
                           "batch to split (its guidance is an embedding); use cfg=1", pipe->class_name);
