@@ -4,6 +4,8 @@
 # MPI communicator (device buffers staged through host memory):
 #   - SD --parallel cfg=2 (2 ranks) against one process, fp32 and fp16;
 #   - FLUX --parallel ulysses=2 and 3 against one process, fp32 and bf16;
+#   - FLUX --parallel ring=2 and ulysses=2,ring=2 (within float tolerance: the
+#     largest difference is printed, bytes are not expected to match);
 # each on the tiny fixtures, comparing the latents (--output-type latent) and the
 # PNGs byte for byte and, where they differ, printing the largest difference.
 # Then the dist-labelled tests (their CUDA parts run where a GPU is present).
@@ -71,6 +73,15 @@ for dt in fp32 bf16; do
       runN $u --model $FLUX $FJOB --dtype $dt --output-type $ot --parallel ulysses=$u --out $W/fu${u}_${dt}_$ot \
         || echo "FAIL flux ulysses=$u $dt $ot"
       compare $W/f1_${dt}_$ot $W/fu${u}_${dt}_$ot "FLUX ulysses=$u vs 1 process, $dt, $ot"
+    done
+    # ring attention merges key blocks in another order: within float
+    # tolerance, not byte-identical (DIFF expected; read the max rel diff)
+    for job in 2:ring=2 4:ulysses=2,ring=2; do
+      n=${job%%:*} par=${job#*:}
+      tag=$(echo $par | tr ',=' '__')
+      runN $n --model $FLUX $FJOB --dtype $dt --output-type $ot --parallel $par --out $W/f${tag}_${dt}_$ot \
+        || echo "FAIL flux $par $dt $ot"
+      compare $W/f1_${dt}_$ot $W/f${tag}_${dt}_$ot "FLUX $par vs 1 process (tolerance), $dt, $ot"
     done
   done
 done
