@@ -40,8 +40,9 @@ static tdm_status make_plan(const tdm_nn_ulysses_shape_t *s, int rank, int R, td
     es = (int64_t)tdm_dtype_size(at);
     if (!tdm_mul_ok(s->H, s->D, &p->HD) || !tdm_mul_ok(s->B, u.rows_pad, &p->blk) ||
         !tdm_mul_ok(p->blk, p->HD, &p->blk) || !tdm_mul_ok(2 * es, p->blk, &buf) ||
-        buf > INT64_MAX / 8 || !tdm_mul_ok(s->B * s->H, u.rows, &lse) || lse > INT64_MAX / 64 ||
-        (at != TDM_F32 && (!tdm_mul_ok(s->B * u.rows, p->HD, &o32) || o32 > INT64_MAX / 64)))
+        buf > INT64_MAX / 8 || !tdm_mul_ok(s->B, s->H, &lse) || !tdm_mul_ok(lse, u.rows, &lse) ||
+        lse > INT64_MAX / 64 || !tdm_mul_ok(s->B, u.rows, &o32) ||
+        !tdm_mul_ok(o32, p->HD, &o32) || o32 > INT64_MAX / 64)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "ring attention: sizes overflow");
     p->off_buf[0] = 0;
     p->off_buf[1] = up(buf);
