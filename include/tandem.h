@@ -139,14 +139,21 @@ typedef struct {
      * With cfg = 2, Stable Diffusion's denoise runs the UNet on one half of
      * the guidance batch per rank (the image group's rank 0 the
      * unconditional, rank 1 the conditional) and the ranks exchange their
-     * noise predictions each step; every rank of the image then holds the
-     * same latents, bit-identical to one process, and each calls denoise
-     * for the same image in the same order. Encoding runs on the image's
-     * rank 0 and is broadcast to the others. Refused at open: ulysses, ring
-     * or tp > 1 (not implemented yet) and cfg = 2 for FLUX (no guidance
-     * batch); refused at denoise: cfg = 2 with guidance <= 1. NULL
-     * (default): this process alone. */
+     * noise predictions each step. With ulysses = U, FLUX's transformer
+     * runs context-parallel: each rank holds 1/U of the text and image
+     * tokens and the joint attention exchanges heads (all-to-all). Every
+     * rank of the image then holds the same latents, bit-identical to one
+     * process on the CPU, and each calls denoise for the same image in the
+     * same order. Encoding runs on the image's rank 0 and is broadcast to
+     * the others. Refused at open: ring or tp > 1 (not implemented yet),
+     * cfg = 2 for FLUX (no guidance batch), ulysses for Stable Diffusion;
+     * refused at denoise: cfg = 2 with guidance <= 1. NULL (default): this
+     * process alone. */
     tdm_dist_t *dist;
+    /* How the ranks of a group exchange device buffers: "auto" (NULL: NCCL
+     * when built and every rank of the group has a GPU of its own, else
+     * staged through host memory over MPI), "mpi" or "nccl". */
+    const char *comm;
     /* switches of every device the pipeline opens (tdm_backend_params_init) */
     tdm_backend_params_t backend;
 } tdm_pipeline_params_t;

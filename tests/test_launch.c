@@ -286,6 +286,30 @@ TEST(failed_launch_one_line) {
     CHECK_MSG(!strstr(errtext, "MPI_ABORT"), "%s", errtext);
 }
 
+/* --comm: mpi runs a Ulysses pair as auto does on the CPU (the same bytes);
+ * nccl is refused on CPU buffers with one line naming --comm; a bad value
+ * fails before any rank starts. */
+TEST(comm_flag) {
+    const char *job = "--prompt a --steps 2 --width 64 --height 64 --max-sequence-length 32 --parallel ulysses=2 "
+                      "--quiet --output-type latent";
+    const char *fl = TDM_FIXTURES "/flux_pipelines/flux-dev-tiny";
+    int rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --out '%s/c-auto'", TDM_TANDEM_BIN, over(2), fl,
+                job, tmpdir);
+    CHECK_MSG(rc == 0, "auto: rc %d: %s", rc, errtext);
+    rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --comm mpi --out '%s/c-mpi'", TDM_TANDEM_BIN, over(2),
+            fl, job, tmpdir);
+    CHECK_MSG(rc == 0, "mpi: rc %d: %s", rc, errtext);
+    CHECK_MSG(sh("cmp '%s/c-auto/000000.safetensors' '%s/c-mpi/000000.safetensors'", tmpdir, tmpdir) == 0,
+              "--comm mpi and auto differ");
+    rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --comm nccl --out '%s/c-nccl'", TDM_TANDEM_BIN,
+            over(2), fl, job, tmpdir);
+    one_error_line(rc, "--comm nccl");
+    rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --comm tcp --out '%s/c-bad'", TDM_TANDEM_BIN,
+            over(2), fl, job, tmpdir);
+    one_error_line(rc, "--comm tcp");
+    CHECK(!exists("%s/c-nccl/000000.safetensors", tmpdir) && !exists("%s/c-bad", tmpdir));
+}
+
 /* Warnings of a launched job: each rank's whole lines (one write a line, so
  * lines of two ranks never run into each other), and none from the
  * launcher's own check of the model: a missing --variant gives one warning
@@ -406,6 +430,7 @@ int main(void) {
     RUN(killed_while_denoising_resumes);
     RUN(too_many_ranks_refused);
     RUN(failed_launch_one_line);
+    RUN(comm_flag);
     RUN(launch_warnings_whole_lines);
     RUN(big_failing_job_ends_quickly);
     RUN(stuck_mpirun_is_ended);

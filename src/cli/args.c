@@ -61,6 +61,7 @@ static const cli_flag_t k_flags[] = {
     {"--max-memory", 1, GEN | PLAN},
     {"--gpus-per-rank", 1, GEN},
     {"--parallel", 1, GEN},
+    {"--comm", 1, GEN},
     {"--print-device-map", 0, GEN},
     {"--only", 1, PLAN},
     {"-n", 1, LAUNCH},
@@ -304,7 +305,11 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--max-memory")) a->max_memory = v;
         else if (!strcmp(f, "--only")) a->only = v;
         else if (!strcmp(f, "--gpus-per-rank")) INT_FLAG(a->gpus_per_rank, 1, 64);
-        else if (!strcmp(f, "--parallel")) {   /* the syntax here; the world size at launch / init */
+        else if (!strcmp(f, "--comm")) {
+            if (strcmp(v, "auto") && strcmp(v, "mpi") && strcmp(v, "nccl"))
+                FAIL(2, "--comm %.100s: expected auto, mpi or nccl", v);
+            a->comm = v;
+        } else if (!strcmp(f, "--parallel")) {   /* the syntax here; the world size at launch / init */
             tdm_parallel_t deg;
             if (tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
             a->parallel = v;

@@ -60,6 +60,7 @@ typedef struct {
     int          resume;
     int          overwrite;     /* --overwrite: replace the outputs of an earlier job in --out */
     const char  *parallel;      /* --parallel ulysses=U,ring=R,tp=T,cfg=C (syntax checked), or NULL */
+    const char  *comm;          /* --comm auto|mpi|nccl (checked), or NULL */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */

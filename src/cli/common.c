@@ -97,6 +97,7 @@ tdm_pipeline_t *open_pipeline(const args_t *a) {
     pp.device_map = a->device_map[0] ? a->device_map : NULL;
     pp.max_memory = a->max_memory;
     pp.dist = g_dist;
+    pp.comm = a->comm;
     cli_env_backend(&pp.backend);
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a->model, &pp) != TDM_OK) die_status();

@@ -29,7 +29,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--schedule static|dynamic] [--resume | --overwrite]\n"
         "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
         "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
-        "                  [--parallel cfg=2]\n"
+        "                  [--parallel cfg=2|ulysses=U] [--comm auto|mpi|nccl]\n"
         "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
         "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
         "Stages load only their components: text encoders, then the denoiser, then the VAE.\n"
@@ -44,8 +44,10 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "--device cuda each rank takes K GPUs of its own) or on virtual devices standing for GPUs.\n"
         "--parallel ulysses=U,ring=R,tp=T,cfg=C (under tandem launch): each image is made by\n"
         "C*R*U*T ranks and the ranks / that many images are made at once; cfg=2 splits Stable\n"
-        "Diffusion's guidance batch over two ranks (same bytes as one process). Ulysses, ring and\n"
-        "tp are not implemented yet.\n"},
+        "Diffusion's guidance batch over two ranks, ulysses=U FLUX's tokens over U ranks (both\n"
+        "the same bytes as one process on the CPU). Ring and tp are not implemented yet.\n"
+        "--comm: how a group's GPUs exchange data: nccl, mpi (staged through host memory) or auto\n"
+        "(nccl when built and each rank of the group has a GPU of its own).\n"},
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
         "   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
         "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"

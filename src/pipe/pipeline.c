@@ -495,9 +495,11 @@ fail:
  * Diffusion, ulysses = U on FLUX (the nn group over the Ulysses
  * communicator, which is the image group while ring, tp and cfg are 1);
  * the other modes are refused. */
-static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
+static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d, const char *comm) {
     tdm_groups_t *g = tdm_dist_groups(d);
-    if (!g) return TDM_OK;
+    tdm_nn_comm_mode cm;
+    tdm_status st = tdm_nn_comm_mode_parse(comm, &cm);
+    if (st != TDM_OK || !g) return st;
     const tdm_parallel_t *k = &g->deg;
     const char *mode = k->ring > 1 ? "ring" : k->tp > 1 ? "tp" : NULL;
     if (mode)
@@ -513,7 +515,7 @@ static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
     if (k->cfg == 2) pipe->cfg_comm = g->comm[TDM_GROUP_CFG];
     if (tdm_comm_size(g->comm[TDM_GROUP_IMAGE]) > 1) pipe->image_comm = g->comm[TDM_GROUP_IMAGE];
     if (k->ulysses > 1) {
-        tdm_status st = tdm_dist_nn_group_create(g->comm[TDM_GROUP_ULYSSES], &pipe->ulysses_group);
+        st = tdm_dist_nn_group_create_on(g->comm[TDM_GROUP_ULYSSES], &pipe->dev, cm, &pipe->ulysses_group);
         if (st != TDM_OK) return st;
         pipe->ulysses = &pipe->ulysses_group;
     }
@@ -548,7 +550,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
-    TDM_TRY(attach_groups(pipe, p->dist));
+    TDM_TRY(attach_groups(pipe, p->dist, p->comm));
     warn_missing_variants(pipe);
     TDM_TRY(open_scheduler(pipe, p));
     pipe->info.scheduler = tdm_sched_class(pipe->sched);
