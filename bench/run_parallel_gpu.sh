@@ -8,6 +8,10 @@
 # the same GPUs, for every U in $DEGREES that the GPUs allow (U = 1 is the one-GPU baseline). On a
 # machine with fewer GPUs than U, tandem's ranks share GPUs (a dry run: correctness and overheads,
 # not a speed-up) and diffusers is skipped (NCCL takes one rank per GPU). One JSON line per run.
+# SD=1 adds Stable Diffusion 1.5 (random weights, bench/ref_cpu.py build; needs the CLIP vocabulary
+# in tests/fixtures/clip-vocab), 512², SD_STEPS steps, fp16: one process on GPU 0 against
+# `launch -n 2 --gpus 0,1 -- generate --parallel cfg=2` (the guidance halves on two GPUs), the image's
+# seconds from the manifest (warm-up image first) and whether the PNGs are byte-identical.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_DISABLE_PROGRESS_BARS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -37,3 +41,20 @@ for U in $DEGREES; do
     echo "{\"impl\": \"diffusers\", \"skipped\": \"ulysses=$U needs $U GPUs, $NGPU present\"}"
   fi
 done
+if [ "${SD:-0}" = 1 ] && [ "$NGPU" -ge 2 ]; then
+  SDDIR=${SDDIR:-/tmp/tdm-gpu-sd15-full}
+  SD_STEPS=${SD_STEPS:-50}
+  [ -f "$SDDIR/model_index.json" ] || $PY bench/ref_cpu.py build "$SDDIR" tests/fixtures/clip-vocab
+  cp tests/fixtures/clip-vocab/vocab.json tests/fixtures/clip-vocab/merges.txt "$SDDIR/tokenizer/"
+  J="--prompt warm-up --prompt 'a photograph of an astronaut riding a horse' --steps $SD_STEPS --seed 0 --quiet --overwrite"
+  eval "$B/tandem generate --model $SDDIR --device cuda:0 $J --out /tmp/tdm-sd-one"
+  eval "$B/tandem launch -n 2 --gpus 0,1 -- generate --model $SDDIR --device cuda $J --parallel cfg=2 --out /tmp/tdm-sd-cfg"
+  $PY - <<'PY'
+import json
+def secs(d): return [json.loads(l)["seconds"] for l in open(d + "/manifest.jsonl")][1]
+one, cfg = secs("/tmp/tdm-sd-one"), secs("/tmp/tdm-sd-cfg")
+same = open("/tmp/tdm-sd-one/000001.png", "rb").read() == open("/tmp/tdm-sd-cfg/000001.png", "rb").read()
+print(json.dumps({"impl": "tandem", "what": "sd15_image_cfg_parallel", "one_gpu_s": one, "cfg2_s": cfg,
+                  "speedup": round(one / cfg, 3), "png_identical": same}))
+PY
+fi
