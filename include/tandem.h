@@ -485,6 +485,32 @@ typedef struct {
 } tdm_plan_params_t;
 
 void       tdm_plan_params_init(tdm_plan_params_t *p);
+
+/* `tandem plan --parallel auto`: every layout of `ranks` ranks (DP × CFG ×
+ * ring × Ulysses × TP) for the job's images of width × height on the
+ * model's denoiser, with the predicted time of a denoising step, the
+ * job's time a step and the memory of a rank (a cost model: see
+ * src/place/par_plan.h), the machine numbers (defaults for `device`:
+ * "cuda" an H100-class GPU with NCCL, "cpu" this host's cores), and the
+ * layout `generate --parallel` would be given: the one that finishes the
+ * job first within max_memory's GPU 0 budget (each rank's; NULL: the
+ * device default), among the modes the pipeline implements. width, height
+ * 0: the model's default size; images 0: 1; guidance > 1 (NAN: the
+ * pipeline's default) gives Stable Diffusion its CFG batch. OUT: *json (free() it). */
+typedef struct {
+    const char *model;
+    const char *device;       /* "cuda" (NULL) or "cpu" */
+    const char *dtype;        /* NULL: the device's default for the pipeline */
+    const char *max_memory;   /* "0=16GiB": a rank's budget, or NULL */
+    int ranks;
+    int64_t images;
+    int width, height;
+    int max_sequence_length;  /* FLUX text tokens (0: 512) */
+    float guidance;
+} tdm_parallel_plan_params_t;
+
+void       tdm_parallel_plan_params_init(tdm_parallel_plan_params_t *p);
+tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json);
 /* The components the stages of an opened pipeline load, as comma lists for
  * tdm_plan_params_t.only: 3 lists (encode, denoise, decode), or with
  * `together` (keep_resident: everything stays loaded) 1 list, NULL = all.

@@ -36,17 +36,17 @@ static const cli_flag_t k_flags[] = {
     {"--negative-prompt", 1, GEN | ENC},
     {"--seed", 1, GEN},
     {"--steps", 1, GEN},
-    {"--guidance", 1, GEN},
-    {"--width", 1, GEN | DEC},
-    {"--height", 1, GEN | DEC},
-    {"--max-sequence-length", 1, GEN | ENC},
+    {"--guidance", 1, GEN | PLAN},
+    {"--width", 1, GEN | DEC | PLAN},
+    {"--height", 1, GEN | DEC | PLAN},
+    {"--max-sequence-length", 1, GEN | ENC | PLAN},
     {"--scheduler", 1, GEN},
     {"--num-images-per-prompt", 1, GEN},
     {"--output-type", 1, GEN},
     {"--out", 1, GEN | ENC | DEC},
     {"--threads", 1, GEN | ENC | DEC},
     {"--variant", 1, GEN | ENC | DEC | PLAN},
-    {"--device", 1, GEN | ENC | DEC},
+    {"--device", 1, GEN | ENC | DEC | PLAN},
     {"--dtype", 1, GEN | ENC | DEC | PLAN},
     {"--embeddings", 1, GEN},
     {"--latents", 1, DEC},
@@ -60,7 +60,9 @@ static const cli_flag_t k_flags[] = {
     {"--device-map", 1, GEN | PLAN},
     {"--max-memory", 1, GEN | PLAN},
     {"--gpus-per-rank", 1, GEN},
-    {"--parallel", 1, GEN},
+    {"--parallel", 1, GEN | PLAN},
+    {"--ranks", 1, PLAN},
+    {"--images", 1, PLAN},
     {"--comm", 1, GEN},
     {"--print-device-map", 0, GEN},
     {"--only", 1, PLAN},
@@ -311,9 +313,12 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
             a->comm = v;
         } else if (!strcmp(f, "--parallel")) {   /* the syntax here; the world size at launch / init */
             tdm_parallel_t deg;
-            if (tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
+            if (c == CLI_PLAN && strcmp(v, "auto"))
+                FAIL(2, "--parallel %.100s: tandem plan takes --parallel auto (it predicts every layout)", v);
+            if (c != CLI_PLAN && tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
             a->parallel = v;
-        }
+        } else if (!strcmp(f, "--ranks")) INT_FLAG(a->ranks, 1, 65536);
+        else if (!strcmp(f, "--images")) INT_FLAG(a->images, 1, 100000000);
         else if (!strcmp(f, "--device-map")) {   /* repeatable: items joined with commas */
             size_t n = strlen(a->device_map);
             if (n + strlen(v) + 2 > sizeof a->device_map) FAIL(2, "--device-map: too long");

@@ -61,6 +61,7 @@ typedef struct {
     int          overwrite;     /* --overwrite: replace the outputs of an earlier job in --out */
     const char  *parallel;      /* --parallel ulysses=U,ring=R,tp=T,cfg=C (syntax checked), or NULL */
     const char  *comm;          /* --comm auto|mpi|nccl (checked), or NULL */
+    int          ranks, images; /* plan --parallel auto: --ranks N, --images N (0: not given) */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */

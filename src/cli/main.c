@@ -71,7 +71,13 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
         "                  [--dtype fp32|fp16|bf16] [--variant NAME]\n"
         "STRATEGY is auto (= balanced), balanced, balanced_low_0 or sequential; each component at\n"
-        "most once. Reads the configs and, where present, the safetensors headers.\n"},
+        "most once. Reads the configs and, where present, the safetensors headers.\n"
+        "  tandem plan --model DIR --parallel auto --ranks N [--images N] [--width W] [--height H]\n"
+        "                  [--guidance G] [--max-sequence-length N] [--device cuda|cpu]\n"
+        "                  [--dtype ...] [--max-memory 0=16GiB]\n"
+        "Every layout of N ranks (dp x cfg x ring x ulysses x tp) with its predicted step time,\n"
+        "the job's time a step and a rank's memory (a cost model with the device's default\n"
+        "numbers), and the layout that finishes the job first among those tandem runs.\n"},
 };
 
 void cli_command_usage(int cmd, FILE *f) {
