@@ -154,6 +154,15 @@ typedef struct {
      * when built and every rank of the group has a GPU of its own, else
      * staged through host memory over MPI), "mpi" or "nccl". */
     const char *comm;
+    /* With a --parallel image group of more than one rank (dist): 1 makes
+     * the VAE decode a collective of the image's ranks (the CLI's
+     * --parallel-vae): each decodes a band of the image's rows
+     * (tdm_vae_decode_cp), so each holds about its share of the decode's
+     * working memory, and the image equals the one-rank decode to float
+     * tolerance (PNG bytes within 1). Refused at open without such a group.
+     * 0 (default): tdm_pipeline_decode is the one-process decode, called by
+     * the image's first rank alone. */
+    int parallel_vae;
     /* switches of every device the pipeline opens (tdm_backend_params_init) */
     tdm_backend_params_t backend;
 } tdm_pipeline_params_t;
@@ -298,7 +307,10 @@ void tdm_pipeline_release(tdm_pipeline_t *pipe);
 /* ---- stage 3: decode ------------------------------------------------------ */
 
 /* Decodes one image's latents (latent_shape for width × height) with the VAE
- * only into width*height*3 bytes of RGB. */
+ * only into width*height*3 bytes of RGB. With parallel_vae (params above)
+ * a collective of the image's ranks: every rank calls it for the same image,
+ * the latents of the image's first rank are used (the others' are not read
+ * and may be NULL), and every rank gets the RGB. */
 tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
                                uint8_t *rgb);
 

@@ -29,7 +29,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--schedule static|dynamic] [--resume | --overwrite]\n"
         "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
         "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
-        "                  [--parallel cfg=2|ulysses=U] [--comm auto|mpi|nccl]\n"
+        "                  [--parallel cfg=2|ulysses=U [--parallel-vae]] [--comm auto|mpi|nccl]\n"
         "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
         "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
         "Stages load only their components: text encoders, then the denoiser, then the VAE.\n"
@@ -45,7 +45,10 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "--parallel ulysses=U,ring=R,tp=T,cfg=C (under tandem launch): each image is made by\n"
         "C*R*U*T ranks and the ranks / that many images are made at once; cfg=2 splits Stable\n"
         "Diffusion's guidance batch over two ranks, ulysses=U FLUX's tokens over U ranks (both\n"
-        "the same bytes as one process on the CPU). Ring and tp are not implemented yet.\n"
+        "the same bytes as one process on the CPU). Ring and tp are not implemented yet. The\n"
+        "image's first rank decodes and writes it; --parallel-vae makes all its ranks decode it\n"
+        "together instead, each a band of its rows (the VAE's working memory split between them;\n"
+        "pixels within 1 of one process).\n"
         "--comm: how a group's GPUs exchange data: nccl, mpi (staged through host memory) or auto\n"
         "(nccl when built and each rank of the group has a GPU of its own).\n"},
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
