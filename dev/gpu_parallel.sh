@@ -4,6 +4,8 @@
 # MPI communicator (device buffers staged through host memory):
 #   - SD --parallel cfg=2 (2 ranks) against one process, fp32 and fp16;
 #   - FLUX --parallel ulysses=2 and 3 against one process, fp32 and bf16;
+#   - --parallel-vae (the image's ranks decode it in row bands) with SD cfg=2 and
+#     FLUX ulysses=3, PNGs against one process (expected within 1 per channel);
 # each on the tiny fixtures, comparing the latents (--output-type latent) and the
 # PNGs byte for byte and, where they differ, printing the largest difference.
 # Then the dist-labelled tests (their CUDA parts run where a GPU is present).
@@ -73,6 +75,16 @@ for dt in fp32 bf16; do
       compare $W/f1_${dt}_$ot $W/fu${u}_${dt}_$ot "FLUX ulysses=$u vs 1 process, $dt, $ot"
     done
   done
+done
+for dt in fp32 fp16; do
+  runN 2 --model $SD $SDJOB --dtype $dt --parallel cfg=2 --parallel-vae --out $W/sdv_${dt} \
+    || echo "FAIL sd cfg=2 --parallel-vae $dt"
+  compare $W/sd1_${dt}_png $W/sdv_${dt} "SD cfg=2 --parallel-vae vs 1 process, $dt (within 1 expected)"
+done
+for dt in fp32 bf16; do
+  runN 3 --model $FLUX $FJOB --dtype $dt --parallel ulysses=3 --parallel-vae --out $W/fv_${dt} \
+    || echo "FAIL flux ulysses=3 --parallel-vae $dt"
+  compare $W/f1_${dt}_png $W/fv_${dt} "FLUX ulysses=3 --parallel-vae vs 1 process, $dt (within 1 expected)"
 done
 ls $W/sd1_fp32_latent $W/f1_fp32_latent | head
 rm -rf "$W"
