@@ -6,8 +6,12 @@
  * auto) in the environment the transformer is loaded split as `generate --device-map
  * transformer=STRATEGY --max-memory ...` loads it on one GPU: the plan's GPU-0 blocks resident,
  * the others kept in host RAM (page-locked) or on disk and streamed in as they run
- * (bench/run_offload_gpu.sh). */
+ * (bench/run_offload_gpu.sh).
+ * Started by mpirun with N > 1 ranks, the ranks form one Ulysses group (tdm_flux_forward_cp over
+ * dist's nn group on the MPI world; rank r on cuda:(r mod GPUs) when the device is cuda) and rank 0
+ * reports the step time (bench/run_parallel_gpu.sh). */
 #include "bench_util.h"
+#include "dist/nn_group.h"
 #include "models/flux.h"
 #include "nn/offload.h"
 #include "place/place.h"
@@ -67,13 +71,33 @@ typedef struct {
     int64_t N, T;
     float ts, guidance;
     float *out;                           /* device (1, N, out_channels) */
+    const tdm_nn_group_t *group;          /* the Ulysses group under mpirun, else NULL */
 } flux_call_t;
 
 static tdm_status flux_call(void *ctx) {
     flux_call_t *c = ctx;
-    return tdm_flux_forward(c->m, c->img, 1, c->N, c->txt, c->T, c->pooled, &c->ts,
-                            tdm_flux_info(c->m)->guidance_embeds ? &c->guidance : NULL, c->img_ids,
-                            c->txt_ids, c->out);
+    const tdm_flux_cp_groups_t g = { c->group, NULL };
+    return tdm_flux_forward_cp(c->m, &g, c->img, 1, c->N, c->txt, c->T, c->pooled, &c->ts,
+                               tdm_flux_info(c->m)->guidance_embeds ? &c->guidance : NULL, c->img_ids,
+                               c->txt_ids, c->out);
+}
+
+/* Under mpirun with more than one rank: the MPI world as an nn group in *g,
+ * and this rank's GPU in spec ("cuda" becomes cuda:(rank mod GPUs)).
+ * Returns 0, 1 on failure, or -1 when not started by mpirun. */
+static int mpi_group(tdm_comm_t **c, tdm_nn_group_t *g, const char *dev, char *spec, size_t cap) {
+    const char *ws = getenv("OMPI_COMM_WORLD_SIZE");
+    snprintf(spec, cap, "%s", dev);
+    if (!ws || atoi(ws) < 2) return -1;
+    if (tdm_comm_mpi_create(c) != TDM_OK || tdm_dist_nn_group_create(*c, g) != TDM_OK) {
+        fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
+        return 1;
+    }
+    if (!strncmp(dev, "cuda", 4)) {
+        const int n = tdm_backend_device_count("cuda");
+        snprintf(spec, cap, "cuda:%d", n > 0 ? g->rank % n : 0);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -85,10 +109,15 @@ int main(int argc, char **argv) {
     const int64_t gh = atoll(argv[2]), gw = atoll(argv[3]), T = atoll(argv[4]), N = gh * gw;
     const int iters = atoi(argv[5]);
     tdm_set_num_threads(atoi(argv[6]));
+    tdm_comm_t *comm = NULL;
+    tdm_nn_group_t group;
+    char spec[32];
+    const int grouped = mpi_group(&comm, &group, argc > 7 ? argv[7] : "cpu", spec, sizeof spec);
+    if (grouped > 0) return 1;
     bench_dev_t b;
-    int rc = bench_dev_open(&b, "bench_flux", argc > 7 ? argv[7] : "cpu", argc > 8 ? argv[8] : "fp32");
+    int rc = bench_dev_open(&b, "bench_flux", spec, argc > 8 ? argv[8] : "fp32");
     if (rc) return rc;
-    flux_call_t c = {.N = N, .T = T, .ts = 0.7f, .guidance = 3.5f};
+    flux_call_t c = {.N = N, .T = T, .ts = 0.7f, .guidance = 3.5f, .group = grouped == 0 ? &group : NULL};
     double t0 = bench_now();
     const char *mmstr = getenv("MAX_MEMORY");
     tdm_device_t host, gpu[MAX_GPUS];
@@ -133,11 +162,12 @@ int main(int argc, char **argv) {
     double best, mean;
     bench_summary_t s;
     if (bench_time(&b, flux_call, &c, iters, &best, &mean) || bench_summarize(&b, c.out, no, &s)) return 1;
-    char extra[160];
+    char extra[200];
     snprintf(extra, sizeof extra, "\"batch\": 1, \"img_tokens\": %lld, \"txt_tokens\": %lld, "
-             "\"blocks\": [%lld, %lld]", (long long)N, (long long)T, (long long)fi->num_layers,
-             (long long)fi->num_single_layers);
-    bench_report(&b, "flux_transformer", extra, load, iters, best, mean, &s);
+             "\"blocks\": [%lld, %lld], \"ranks\": %d, \"ulysses\": %d", (long long)N, (long long)T,
+             (long long)fi->num_layers, (long long)fi->num_single_layers, c.group ? c.group->size : 1,
+             c.group ? c.group->size : 1);
+    if (!c.group || c.group->rank == 0) bench_report(&b, "flux_transformer", extra, load, iters, best, mean, &s);
     tdm_dev_free(&b.dev, d_img, ni * 4);
     tdm_dev_free(&b.dev, d_txt, nt * 4);
     tdm_dev_free(&b.dev, d_pool, np * 4);
@@ -146,6 +176,8 @@ int main(int argc, char **argv) {
     if (map.e) tdm_place_map_free(&map);
     for (int g = 1; g < ngpu; g++) tdm_backend_device_close(&gpu[g]);
     bench_dev_close(&b);
+    if (c.group) tdm_dist_nn_group_free(&group);
+    tdm_comm_free(comm);
     free(img); free(txt); free(pooled); free(img_ids); free(txt_ids);
     return 0;
 }

@@ -14,6 +14,10 @@ not a test.
       max_memory=...) (MAX_MEMORY as tandem's flag, e.g. 0=8GiB,cpu=100GiB): the blocks that do
       not fit GPU 0 stay in host RAM and accelerate's hooks move them to the GPU per call
       (bench/run_offload_gpu.sh)
+  ref_flux_gpu.py cp DIR GRID_H GRID_W TXT DTYPE ITERS ULYSSES RING   under torchrun
+      --nproc_per_node=ULYSSES*RING: the step forward with diffusers' context parallelism
+      (transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree, ring_degree)),
+      NCCL, one GPU per rank); rank 0 reports (bench/run_parallel_gpu.sh)
 TINY=1 / REF_DEVICE=cpu: see ref_common.py.
 """
 import sys
@@ -57,7 +61,21 @@ def offload(d, gh, gw, txt, max_memory, iters):
     run(m, gh, gw, txt, "bf16", torch.bfloat16, iters, load_s, max_memory=max_memory)
 
 
-def run(m, gh, gw, txt, dtype, dt, iters, load_s, **extra):
+def cp(d, gh, gw, txt, dtype, iters, ulysses, ring):
+    import os
+    from diffusers import ContextParallelConfig, FluxTransformer2DModel
+    torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    torch.distributed.init_process_group(backend="nccl")
+    dt = DTYPES[dtype]
+    m, load_s = load(lambda: FluxTransformer2DModel.from_pretrained(d, subfolder="transformer", torch_dtype=dt))
+    m.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses, ring_degree=ring))
+    rank = torch.distributed.get_rank()
+    run(m, gh, gw, txt, dtype, dt, iters, load_s, quiet=rank != 0, ranks=ulysses * ring, ulysses=ulysses,
+        ring=ring)
+    torch.distributed.destroy_process_group()
+
+
+def run(m, gh, gw, txt, dtype, dt, iters, load_s, quiet=False, **extra):
     cfg, n = m.config, gh * gw
     img = bench_input((1, n, cfg.in_channels), 2).to(DEVICE, dt)
     enc = bench_input((1, txt, cfg.joint_attention_dim), 3).to(DEVICE, dt)
@@ -71,6 +89,8 @@ def run(m, gh, gw, txt, dtype, dt, iters, load_s, **extra):
     if cfg.guidance_embeds:
         kw["guidance"] = torch.tensor([3.5], device=DEVICE, dtype=dt)
     times, out, weights = time_calls(lambda: m(**kw)[0], iters)
+    if quiet:
+        return
     report("diffusers", "flux_transformer", dtype, times, out, weights, load_s, batch=1, img_tokens=n,
            txt_tokens=txt, blocks=[cfg.num_layers, cfg.num_single_layers], **extra)
 
@@ -80,5 +100,8 @@ if __name__ == "__main__":
         build(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "offload":
         offload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]))
+    elif sys.argv[1] == "cp":
+        cp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]),
+           int(sys.argv[8]), int(sys.argv[9]))
     else:
         step(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]))

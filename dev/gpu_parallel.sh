@@ -6,6 +6,8 @@
 #   - FLUX --parallel ulysses=2 and 3 against one process, fp32 and bf16;
 #   - FLUX --parallel ring=2 and ulysses=2,ring=2 (within float tolerance: the
 #     largest difference is printed, bytes are not expected to match);
+#   - --parallel-vae (the image's ranks decode it in row bands) with SD cfg=2 and
+#     FLUX ulysses=3, PNGs against one process (expected within 1 per channel);
 # each on the tiny fixtures, comparing the latents (--output-type latent) and the
 # PNGs byte for byte and, where they differ, printing the largest difference.
 # Then the dist-labelled tests (their CUDA parts run where a GPU is present).
@@ -84,6 +86,16 @@ for dt in fp32 bf16; do
       compare $W/f1_${dt}_$ot $W/f${tag}_${dt}_$ot "FLUX $par vs 1 process (tolerance), $dt, $ot"
     done
   done
+done
+for dt in fp32 fp16; do
+  runN 2 --model $SD $SDJOB --dtype $dt --parallel cfg=2 --parallel-vae --out $W/sdv_${dt} \
+    || echo "FAIL sd cfg=2 --parallel-vae $dt"
+  compare $W/sd1_${dt}_png $W/sdv_${dt} "SD cfg=2 --parallel-vae vs 1 process, $dt (within 1 expected)"
+done
+for dt in fp32 bf16; do
+  runN 3 --model $FLUX $FJOB --dtype $dt --parallel ulysses=3 --parallel-vae --out $W/fv_${dt} \
+    || echo "FAIL flux ulysses=3 --parallel-vae $dt"
+  compare $W/f1_${dt}_png $W/fv_${dt} "FLUX ulysses=3 --parallel-vae vs 1 process, $dt (within 1 expected)"
 done
 ls $W/sd1_fp32_latent $W/f1_fp32_latent | head
 rm -rf "$W"

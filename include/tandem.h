@@ -139,19 +139,33 @@ typedef struct {
      * With cfg = 2, Stable Diffusion's denoise runs the UNet on one half of
      * the guidance batch per rank (the image group's rank 0 the
      * unconditional, rank 1 the conditional) and the ranks exchange their
-     * noise predictions each step; every rank of the image then holds the
-     * same latents, bit-identical to one process, and each calls denoise
-     * for the same image in the same order. Encoding runs on the image's
-     * rank 0 and is broadcast to the others. ulysses = U and ring = R
-     * (FLUX): the transformer runs context-parallel over the image's R × U
-     * ranks (Ulysses all-to-all inside each ring slot, ring attention
-     * across the slots); Ulysses alone is bit-identical to one process,
-     * with a ring the latents are within float tolerance (about 1e-6
-     * relative), not bit-identical. Refused at open: tp > 1 (not
-     * implemented yet), ulysses or ring > 1 for Stable Diffusion, cfg = 2
-     * for FLUX (no guidance batch); refused at denoise: cfg = 2 with
-     * guidance <= 1. NULL (default): this process alone. */
+     * noise predictions each step. With ulysses = U and/or ring = R,
+     * FLUX's transformer runs context-parallel over the image's R × U
+     * ranks: each holds its share of the text and image tokens; Ulysses
+     * exchanges heads (all-to-all) inside each ring slot, ring attention
+     * passes K/V blocks across the slots. Every rank of the image then
+     * holds the same latents — bit-identical to one process on the CPU
+     * with Ulysses alone, within float tolerance (about 1e-6 relative,
+     * not bit-identical) with a ring — and each calls denoise for the same
+     * image in the same order. Encoding runs on the image's rank 0 and is
+     * broadcast to the others. Refused at open: tp > 1 (not implemented
+     * yet), cfg = 2 for FLUX (no guidance batch), ulysses or ring for
+     * Stable Diffusion; refused at denoise: cfg = 2 with guidance <= 1.
+     * NULL (default): this process alone. */
     tdm_dist_t *dist;
+    /* How the ranks of a group exchange device buffers: "auto" (NULL: NCCL
+     * when built and every rank of the group has a GPU of its own, else
+     * staged through host memory over MPI), "mpi" or "nccl". */
+    const char *comm;
+    /* With a --parallel image group of more than one rank (dist): 1 makes
+     * the VAE decode a collective of the image's ranks (the CLI's
+     * --parallel-vae): each decodes a band of the image's rows
+     * (tdm_vae_decode_cp), so each holds about its share of the decode's
+     * working memory, and the image equals the one-rank decode to float
+     * tolerance (PNG bytes within 1). Refused at open without such a group.
+     * 0 (default): tdm_pipeline_decode is the one-process decode, called by
+     * the image's first rank alone. */
+    int parallel_vae;
     /* switches of every device the pipeline opens (tdm_backend_params_init) */
     tdm_backend_params_t backend;
 } tdm_pipeline_params_t;
@@ -296,7 +310,10 @@ void tdm_pipeline_release(tdm_pipeline_t *pipe);
 /* ---- stage 3: decode ------------------------------------------------------ */
 
 /* Decodes one image's latents (latent_shape for width × height) with the VAE
- * only into width*height*3 bytes of RGB. */
+ * only into width*height*3 bytes of RGB. With parallel_vae (params above)
+ * a collective of the image's ranks: every rank calls it for the same image,
+ * the latents of the image's first rank are used (the others' are not read
+ * and may be NULL), and every rank gets the RGB. */
 tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
                                uint8_t *rgb);
 
@@ -483,6 +500,32 @@ typedef struct {
 } tdm_plan_params_t;
 
 void       tdm_plan_params_init(tdm_plan_params_t *p);
+
+/* `tandem plan --parallel auto`: every layout of `ranks` ranks (DP × CFG ×
+ * ring × Ulysses × TP) for the job's images of width × height on the
+ * model's denoiser, with the predicted time of a denoising step, the
+ * job's time a step and the memory of a rank (a cost model: see
+ * src/place/par_plan.h), the machine numbers (defaults for `device`:
+ * "cuda" an H100-class GPU with NCCL, "cpu" this host's cores), and the
+ * layout `generate --parallel` would be given: the one that finishes the
+ * job first within max_memory's GPU 0 budget (each rank's; NULL: the
+ * device default), among the modes the pipeline implements. width, height
+ * 0: the model's default size; images 0: 1; guidance > 1 (NAN: the
+ * pipeline's default) gives Stable Diffusion its CFG batch. OUT: *json (free() it). */
+typedef struct {
+    const char *model;
+    const char *device;       /* "cuda" (NULL) or "cpu" */
+    const char *dtype;        /* NULL: the device's default for the pipeline */
+    const char *max_memory;   /* "0=16GiB": a rank's budget, or NULL */
+    int ranks;
+    int64_t images;
+    int width, height;
+    int max_sequence_length;  /* FLUX text tokens (0: 512) */
+    float guidance;
+} tdm_parallel_plan_params_t;
+
+void       tdm_parallel_plan_params_init(tdm_parallel_plan_params_t *p);
+tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json);
 /* The components the stages of an opened pipeline load, as comma lists for
  * tdm_plan_params_t.only: 3 lists (encode, denoise, decode), or with
  * `together` (keep_resident: everything stays loaded) 1 list, NULL = all.

@@ -213,6 +213,35 @@ static int op_group_norm(const opctx *x) {
 static const op_info GROUP_NORM = {"group_norm", "B C S G silu affine inplace", op_group_norm, 0,
                                    T_ELEM, 0};
 
+/* Group norm in parts (the parallel VAE decode's row bands): x (P, C, S) as
+ * the bands of P ranks of one image (group g of the image: the P bands'
+ * groups g): group_norm_sums per band, sum_parts_f64 of the bands' sums, the
+ * deviations' sums the same way, group_norm_apply per band. The statistics
+ * ((P + 2)·G doubles) live in an F32 operand with room for twice that. */
+static int op_gn_parts(const opctx *x) {
+    const int64_t P = x->p[0], C = x->p[1], S = x->p[2], G = x->p[3];
+    if (x->a) {
+        double *part = (double *)x->a[4], *mean = part + P * G, *var = mean + G;
+        const float *in = x->a[1];
+        float *y = x->a[0];
+        const double count = (double)(C / G * S * P);
+        for (int64_t r = 0; r < P; r++)
+            tdm_op_group_norm_sums(x->dev, part + r * G, in + r * C * S, NULL, 1, C, S, G);
+        tdm_op_sum_parts_f64(x->dev, mean, part, P, G, count);
+        for (int64_t r = 0; r < P; r++)
+            tdm_op_group_norm_sums(x->dev, part + r * G, in + r * C * S, mean, 1, C, S, G);
+        tdm_op_sum_parts_f64(x->dev, var, part, P, G, count);
+        for (int64_t r = 0; r < P; r++)
+            tdm_op_group_norm_apply(x->dev, y + r * C * S, in + r * C * S, mean, var, x->a[2],
+                                    x->a[3], 1, C, S, G, 1e-6f, (int)x->p[4]);
+    }
+    return set(x->o, 5, out0(P * C * S, 0), shifted(arg(P * C * S, 2, 0), 0.7f),
+               opt(x->p[5], arg(C, 1, 0)), opt(x->p[5], arg(C, 1, 0)),
+               arg(4 * (P + 2) * G, 0, A_ZERO));
+}
+static const op_info GN_PARTS = {"group_norm_sums + sum_parts_f64 + group_norm_apply",
+                                 "P C S G silu affine", op_gn_parts, 0, T_ELEM, 0};
+
 static int op_layer_norm(const opctx *x) {
     const int64_t rows = x->p[0], D = x->p[1];
     if (x->a) tdm_op_layer_norm(x->dev, x->a[0], x->a[1], x->a[2], x->a[3], rows, D, 1e-5f);
@@ -556,6 +585,9 @@ static const op_case g_cases[] = {
     {&GROUP_NORM, {2, 320, 64 * 64, 32, 1, 1, 0}, D32},     /* SD 64x64: the sliced path */
     {&GROUP_NORM, {1, 64, 8191, 8, 1, 1, 0}, D32},          /* large groups, S % 4 != 0 */
     {&GROUP_NORM, {2, 256, 128 * 128, 32, 0, 1, 1}, D32},   /* sliced, in place */
+    {&GN_PARTS, {2, 64, 37, 32, 1, 1}, D32}, {&GN_PARTS, {3, 12, 1000, 3, 0, 0}, D32},
+    {&GN_PARTS, {1, 6, 1, 6, 1, 1}, D32},
+    {&GN_PARTS, {3, 128, 64 * 21, 32, 1, 1}, D32},            /* a VAE band of 3 ranks */
     {&LAYER_NORM, {7, 33, 1, 0}, D32}, {&LAYER_NORM, {5, 768, 1, 1}, D32},
     {&LAYER_NORM, {3, 3072, 0, 0}, D32}, {&LAYER_NORM, {1000, 1, 1, 0}, D32},
     {&LAYER_NORM, {77, 1280, 1, 0}, D32},

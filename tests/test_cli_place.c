@@ -89,6 +89,21 @@ TEST(implicit_disk_runs) {
                      PIPE), "disk=0 bytes cap is too small");
 }
 
+/* tandem plan --parallel auto prints the candidates and the choice; it
+ * needs --ranks; plan takes no hand-given degrees; --ranks without it fails. */
+TEST(plan_parallel_auto) {
+    int rc = run("plan --model '%s' --parallel auto --ranks 2 --device cpu > '%s/par.json'", PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    char *plan = slurp_tmp("par.json");
+    CHECK_MSG(plan && strstr(plan, "\"chosen\"") && strstr(plan, "\"layout\":\t\"dp=2\"") &&
+                  strstr(plan, "\"layout\":\t\"dp=1,cfg=2\"") && strstr(plan, "defaults for the CPU"),
+              "%s", plan);
+    free(plan);
+    expect_error(run("plan --model '%s' --parallel auto", PIPE), "--ranks");
+    expect_error(run("plan --model '%s' --parallel cfg=2 --ranks 2", PIPE), "takes --parallel auto");
+    expect_error(run("plan --model '%s' --ranks 2 --max-memory 0=1GB", PIPE), "--ranks and --images go with");
+}
+
 /* Replaces tmpdir/name/rel by what `make` (a shell command on $F) makes. */
 static void plant(const char *name, const char *rel, const char *make) {
     char cmd[2048];
@@ -197,6 +212,7 @@ int main(void) {
     RUN(not_regular_files);
     RUN(component_names_stay_inside);
     RUN(decode_plans_decoder_only);
+    RUN(plan_parallel_auto);
     if (!cli_teardown()) return 1;
     return test_summary();
 }

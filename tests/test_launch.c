@@ -146,18 +146,15 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-TEST(killed_rank_ends_the_job) {
-    char out[512];
-    snprintf(out, sizeof out, "%s/killed", tmpdir);
-    /* many images, written as each finishes (latents), so the job is still
-     * running when a rank dies */
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "'%s' launch -n 2 %s -- generate --model '%s' --prompt a --prompt b --prompt c --prompt d "
-             "--num-images-per-prompt 8 --steps 50 --output-type latent --quiet --out '%s'",
-             TDM_TANDEM_BIN, over(2), PIPE, out);
-    char script[8192];
-    /* wait for the first image, kill one rank (a "tandem" process, not mpirun) */
+/* Runs `launch -n n -- generate --model model job --out tmpdir/tag`, kills one
+ * rank (a "tandem" process, not mpirun) once the first image is written,
+ * and checks the job ends soon, nonzero, naming the failure, with the
+ * finished output kept and the job not run to the end (image `last`). */
+static void kill_one_rank(const char *tag, const char *model, int n, const char *job, int last) {
+    char out[512], cmd[4096], script[8192];
+    snprintf(out, sizeof out, "%s/%s", tmpdir, tag);
+    snprintf(cmd, sizeof cmd, "'%s' launch -n %d %s -- generate --model '%s' %s --output-type latent --quiet --out '%s'",
+             TDM_TANDEM_BIN, n, over(n), model, job, out);
     snprintf(script, sizeof script,
              "(%s) & job=$!; for i in $(seq 1 600); do [ -e '%s/000000.safetensors' ] && break; sleep 0.05; done; "
              "victim=''; for p in $(pgrep -f '%s'); do [ \"$(ps -o comm= -p $p)\" = tandem ] && "
@@ -167,13 +164,27 @@ TEST(killed_rank_ends_the_job) {
     double t0 = now();
     int rc = sh("%s", script);
     double dt = now() - t0;
-    CHECK_MSG(rc != 0, "the job exited 0 after a rank was killed: %s", errtext);
-    CHECK_MSG(dt < 120, "the job took %.1fs to end", dt);
-    CHECK_MSG(exists("%s/000000.safetensors", out), "finished output lost");
-    CHECK_MSG(!exists("%s/000031.safetensors", out) || !exists("%s/000015.safetensors", out),
-              "the job ran to the end: was a rank killed?");
+    CHECK_MSG(rc != 0, "%s: the job exited 0 after a rank was killed: %s", tag, errtext);
+    CHECK_MSG(dt < 120, "%s: the job took %.1fs to end", tag, dt);
+    CHECK_MSG(exists("%s/000000.safetensors", out), "%s: finished output lost", tag);
+    CHECK_MSG(!exists("%s/%06d.safetensors", out, last), "%s: the job ran to the end: was a rank killed?", tag);
     CHECK_MSG(strstr(errtext, "rank") != NULL || strstr(errtext, "signal") != NULL || strstr(errtext, "exited") != NULL,
-              "no word of the failed rank: %s", errtext);
+              "%s: no word of the failed rank: %s", tag, errtext);
+}
+
+/* many images, written as each finishes (latents), so the job is still
+ * running when a rank dies */
+TEST(killed_rank_ends_the_job) {
+    kill_one_rank("killed", PIPE, 2, "--prompt a --prompt b --prompt c --prompt d --num-images-per-prompt 8 --steps 50",
+                  31);
+}
+
+/* A rank of a Ulysses pair killed mid-image: its partner, waiting in the
+ * all-to-all, must not hang the job. */
+TEST(killed_ulysses_rank_ends_the_job) {
+    kill_one_rank("killed-uly", TDM_FIXTURES "/flux_pipelines/flux-dev-tiny", 2,
+                  "--prompt a --prompt b --num-images-per-prompt 16 --steps 40 --width 64 --height 64 "
+                  "--max-sequence-length 32 --parallel ulysses=2", 31);
 }
 
 /* A folder locked by another job: the launched job fails naming it, and
@@ -273,6 +284,30 @@ TEST(failed_launch_one_line) {
     one_error_line(rc, "--out");
     CHECK_MSG(!strncmp(errtext, "tandem: error: rank ", 20), "not a rank's line: %s", errtext);
     CHECK_MSG(!strstr(errtext, "MPI_ABORT"), "%s", errtext);
+}
+
+/* --comm: mpi runs a Ulysses pair as auto does on the CPU (the same bytes);
+ * nccl is refused on CPU buffers with one line naming --comm; a bad value
+ * fails before any rank starts. */
+TEST(comm_flag) {
+    const char *job = "--prompt a --steps 2 --width 64 --height 64 --max-sequence-length 32 --parallel ulysses=2 "
+                      "--quiet --output-type latent";
+    const char *fl = TDM_FIXTURES "/flux_pipelines/flux-dev-tiny";
+    int rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --out '%s/c-auto'", TDM_TANDEM_BIN, over(2), fl,
+                job, tmpdir);
+    CHECK_MSG(rc == 0, "auto: rc %d: %s", rc, errtext);
+    rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --comm mpi --out '%s/c-mpi'", TDM_TANDEM_BIN, over(2),
+            fl, job, tmpdir);
+    CHECK_MSG(rc == 0, "mpi: rc %d: %s", rc, errtext);
+    CHECK_MSG(sh("cmp '%s/c-auto/000000.safetensors' '%s/c-mpi/000000.safetensors'", tmpdir, tmpdir) == 0,
+              "--comm mpi and auto differ");
+    rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --comm nccl --out '%s/c-nccl'", TDM_TANDEM_BIN,
+            over(2), fl, job, tmpdir);
+    one_error_line(rc, "--comm nccl");
+    rc = sh("'%s' launch -n 2 %s -- generate --model '%s' %s --comm tcp --out '%s/c-bad'", TDM_TANDEM_BIN,
+            over(2), fl, job, tmpdir);
+    one_error_line(rc, "--comm tcp");
+    CHECK(!exists("%s/c-nccl/000000.safetensors", tmpdir) && !exists("%s/c-bad", tmpdir));
 }
 
 /* Warnings of a launched job: each rank's whole lines (one write a line, so
@@ -390,10 +425,12 @@ int main(void) {
     RUN(fewer_images_than_ranks);
     RUN(resume_fills_the_gaps);
     RUN(killed_rank_ends_the_job);
+    RUN(killed_ulysses_rank_ends_the_job);
     RUN(locked_folder_refused);
     RUN(killed_while_denoising_resumes);
     RUN(too_many_ranks_refused);
     RUN(failed_launch_one_line);
+    RUN(comm_flag);
     RUN(launch_warnings_whole_lines);
     RUN(big_failing_job_ends_quickly);
     RUN(stuck_mpirun_is_ended);

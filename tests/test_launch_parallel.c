@@ -11,10 +11,13 @@
  * (ring attention merges key blocks in another order: float tolerance, not
  * bits; the measured errors are printed); DP × ring (-n 4, ring=2) makes the
  * same set of images as -n 2 (same files and manifest lines, latents within
- * 1e-5). Bad specs, degrees that do not divide the ranks, cfg=2 without
- * guidance or on FLUX, ulysses or ring on Stable Diffusion and tp (not
- * implemented yet) each fail with one error line naming --parallel.
- * Skipped (exit 77) without MPI or mpirun. */
+ * 1e-5). --parallel-vae (SD cfg=2, FLUX ulysses=3: every rank of the image
+ * decodes a band) gives PNGs within 1 per channel of one process's, the
+ * same image set and manifest. Bad specs, degrees that do not divide the
+ * ranks, cfg=2 without guidance or on FLUX, ulysses or ring on Stable
+ * Diffusion, tp (not implemented yet) and --parallel-vae without an image
+ * group each fail with one error line naming the flag. Skipped (exit 77)
+ * without MPI or mpirun. */
 // label: dist
 #define _GNU_SOURCE
 #include <sched.h>
@@ -116,6 +119,47 @@ static void same_n_outputs(const char *a, const char *b, const char *ext, int ni
 }
 
 static void same_outputs(const char *a, const char *b, const char *ext) { same_n_outputs(a, b, ext, NIMG); }
+
+/* The largest difference of a channel of a pixel between PNGs a and b; -1
+ * when either cannot be read or their sizes differ. */
+static int max_pixel_diff(const char *a, const char *b) {
+    uint8_t *x = NULL, *y = NULL;
+    int wa, ha, wb, hb, d = -1;
+    if (tdm_png_read(a, &x, &wa, &ha) == TDM_OK && tdm_png_read(b, &y, &wb, &hb) == TDM_OK &&
+        wa == wb && ha == hb) {
+        d = 0;
+        for (size_t i = 0; i < (size_t)wa * ha * 3; i++) {
+            int e = abs((int)x[i] - (int)y[i]);
+            if (e > d) d = e;
+        }
+    }
+    free(x);
+    free(y);
+    return d;
+}
+
+/* tmpdir/a and tmpdir/b hold the same nimg PNGs up to 1 per channel (the
+ * measured largest difference printed), the same manifest lines and
+ * nothing else of the job's. */
+static void near_n_pngs(const char *a, const char *b, int nimg) {
+    char pa[1024], pb[1024];
+    int worst = 0;
+    for (int i = 0; i < nimg; i++) {
+        snprintf(pa, sizeof pa, "%s/%s/%06d.png", tmpdir, a, i);
+        snprintf(pb, sizeof pb, "%s/%s/%06d.png", tmpdir, b, i);
+        const int d = max_pixel_diff(pa, pb);
+        CHECK_MSG(d >= 0 && d <= 1, "%s vs %s: %06d.png: max channel difference %d (-1: missing "
+                  "or another size)", a, b, i, d);
+        if (d < 0 || worst < 0) worst = -1;
+        else if (d > worst) worst = d;
+    }
+    printf("  %s vs %s: %d PNGs, max channel difference %d\n", a, b, nimg, worst);
+    CHECK_MSG(!exists("%s/%s/%06d.png", tmpdir, b, nimg), "%s: an extra image", b);
+    CHECK_MSG(!exists("%s/%s/manifest.rank1.jsonl", tmpdir, b), "%s: part files left", b);
+    CHECK_MSG(!exists("%s/%s/.tandem-latents", tmpdir, b), "%s: hidden latents left", b);
+    const char *ma = manifest_norm(a), *mb = manifest_norm(b);
+    CHECK_MSG(ma && mb && !strcmp(ma, mb), "%s vs %s: manifests differ:\n%s\n---\n%s", a, b, ma, mb);
+}
 
 /* How many times `needle` occurs in the captured stderr. */
 static int count_in_err(const char *needle) {
@@ -286,6 +330,26 @@ TEST(dp2_ring2_same_set_as_dp) {
            close_latents("f-dp2-lat", "f-dp2r2-lat", FNIMG));
 }
 
+/* --parallel-vae: SD cfg=2 (2 ranks) and FLUX ulysses=3 (3 ranks, a
+ * latent height 3 does not divide) decode each image together (every rank
+ * logs its band), PNGs within 1 of one process's. */
+TEST(parallel_vae_within_one_of_one_process) {
+    int rc = exists("%s/one/000000.png", tmpdir) ? 0 : run(0, "", "one", 0);
+    CHECK_MSG(rc == 0, "one process: rc %d: %s", rc, errtext);
+    rc = run(2, "--parallel cfg=2 --parallel-vae", "pvae", 1);
+    CHECK_MSG(rc == 0, "-n 2 cfg=2 --parallel-vae: rc %d: %s", rc, errtext);
+    CHECK_MSG(count_in_err("decoded its band of the image with the 2 ranks") == 2 * NIMG,
+              "want %d band decodes: %s", 2 * NIMG, errtext);
+    near_n_pngs("one", "pvae", NIMG);
+    rc = exists("%s/f-one/000000.png", tmpdir) ? 0 : frun(0, "", "f-one", 0);
+    CHECK_MSG(rc == 0, "one process: rc %d: %s", rc, errtext);
+    rc = frun(3, "--parallel ulysses=3 --parallel-vae", "f-pvae", 1);
+    CHECK_MSG(rc == 0, "-n 3 ulysses=3 --parallel-vae: rc %d: %s", rc, errtext);
+    CHECK_MSG(count_in_err("decoded its band of the image with the 3 ranks") == 3 * FNIMG,
+              "want %d band decodes: %s", 3 * FNIMG, errtext);
+    near_n_pngs("f-one", "f-pvae", FNIMG);
+}
+
 /* A failure as the user sees it: nonzero exit, exactly one stderr line,
  * starting "tandem: error: " and holding --parallel and `needle`. */
 static void one_error_line(int rc, const char *needle) {
@@ -316,7 +380,9 @@ TEST(errors_name_the_flag) {
     one_error_line(frun(3, "--parallel ulysses=2", "e12", 0), "does not divide the world size 3");
     one_error_line(frun(2, "--parallel ulysses=2,ring=1,tp=2", "e13", 0), "does not divide the world size 2");
     one_error_line(frun(2, "--parallel ring=3", "e14", 0), "does not divide the world size 2");
-    for (int k = 1; k <= 14; k++) CHECK_MSG(!exists("%s/e%d/000000.png", tmpdir, k), "e%d: an image", k);
+    one_error_line(run(2, "--parallel-vae", "e15", 0), "--parallel-vae: each image has one rank");
+    one_error_line(run(0, "--parallel-vae", "e16", 0), "--parallel-vae: each image has one rank");
+    for (int k = 1; k <= 16; k++) CHECK_MSG(!exists("%s/e%d/000000.png", tmpdir, k), "e%d: an image", k);
 }
 
 int main(void) {
@@ -337,6 +403,7 @@ int main(void) {
     RUN(dp2_ulysses2_same_set_as_dp);
     RUN(ring_and_usp_latents_within_1e5_of_one_process);
     RUN(dp2_ring2_same_set_as_dp);
+    RUN(parallel_vae_within_one_of_one_process);
     RUN(errors_name_the_flag);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

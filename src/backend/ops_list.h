@@ -95,6 +95,29 @@ TDM_OP(group_norm, (tdm_device_t *dev, float *y, const float *x, const float *ga
                     const float *beta, int64_t B, int64_t C, int64_t S, int64_t G, float eps,
                     int silu),
        (dev, y, x, gamma, beta, B, C, S, G, eps, silu))
+/* Group norm in parts (row bands of an image over the ranks of a group:
+ * each holds some of the S positions of every channel; nn/band.h).
+ * group_norm_sums: part (B·G) = per group of x (B, C, S) the sum of its
+ * elements (mean NULL) or of their squared deviations (x - mean[b·G + g])²
+ * (mean (B·G)), in double, elements in order on the CPU as group_norm sums
+ * them. sum_parts_f64: y (n) = (x[0·n + i] + x[1·n + i] + ... + x[(parts-1)·n
+ * + i]) / div in double, parts in order. group_norm_apply: group_norm's
+ * normalisation and affine (then SiLU when silu != 0) of x (B, C, S) with the
+ * statistics given, mean and var (B·G, double): y = (x - (float)mean) ·
+ * ((float)(1 / sqrt(var + eps)) · gamma) + beta, the arithmetic group_norm
+ * does with its own; y may alias x. With one part (S the whole group)
+ * sums → sum_parts_f64 (div = C/G·S) → sums with the mean → sum_parts_f64 →
+ * apply gives group_norm's result on the CPU bit for bit. */
+TDM_OP(group_norm_sums, (tdm_device_t *dev, double *part, const float *x, const double *mean,
+                         int64_t B, int64_t C, int64_t S, int64_t G),
+       (dev, part, x, mean, B, C, S, G))
+TDM_OP(sum_parts_f64, (tdm_device_t *dev, double *y, const double *x, int64_t parts, int64_t n,
+                       double div),
+       (dev, y, x, parts, n, div))
+TDM_OP(group_norm_apply, (tdm_device_t *dev, float *y, const float *x, const double *mean,
+                          const double *var, const float *gamma, const float *beta, int64_t B,
+                          int64_t C, int64_t S, int64_t G, float eps, int silu),
+       (dev, y, x, mean, var, gamma, beta, B, C, S, G, eps, silu))
 /* LayerNorm over the last dim of x (rows, D); y may alias x. */
 TDM_OP(layer_norm, (tdm_device_t *dev, float *y, const float *x, const float *gamma,
                     const float *beta, int64_t rows, int64_t D, float eps),

@@ -36,17 +36,17 @@ static const cli_flag_t k_flags[] = {
     {"--negative-prompt", 1, GEN | ENC},
     {"--seed", 1, GEN},
     {"--steps", 1, GEN},
-    {"--guidance", 1, GEN},
-    {"--width", 1, GEN | DEC},
-    {"--height", 1, GEN | DEC},
-    {"--max-sequence-length", 1, GEN | ENC},
+    {"--guidance", 1, GEN | PLAN},
+    {"--width", 1, GEN | DEC | PLAN},
+    {"--height", 1, GEN | DEC | PLAN},
+    {"--max-sequence-length", 1, GEN | ENC | PLAN},
     {"--scheduler", 1, GEN},
     {"--num-images-per-prompt", 1, GEN},
     {"--output-type", 1, GEN},
     {"--out", 1, GEN | ENC | DEC},
     {"--threads", 1, GEN | ENC | DEC},
     {"--variant", 1, GEN | ENC | DEC | PLAN},
-    {"--device", 1, GEN | ENC | DEC},
+    {"--device", 1, GEN | ENC | DEC | PLAN},
     {"--dtype", 1, GEN | ENC | DEC | PLAN},
     {"--embeddings", 1, GEN},
     {"--latents", 1, DEC},
@@ -60,7 +60,11 @@ static const cli_flag_t k_flags[] = {
     {"--device-map", 1, GEN | PLAN},
     {"--max-memory", 1, GEN | PLAN},
     {"--gpus-per-rank", 1, GEN},
-    {"--parallel", 1, GEN},
+    {"--parallel", 1, GEN | PLAN},
+    {"--ranks", 1, PLAN},
+    {"--images", 1, PLAN},
+    {"--comm", 1, GEN},
+    {"--parallel-vae", 0, GEN},
     {"--print-device-map", 0, GEN},
     {"--only", 1, PLAN},
     {"-n", 1, LAUNCH},
@@ -268,6 +272,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
         if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
         if (!strcmp(f, "--print-device-map")) { a->print_map = 1; continue; }
+        if (!strcmp(f, "--parallel-vae")) { a->parallel_vae = 1; continue; }
         if (i + 1 >= argc) FAIL(2, "%s: missing value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
@@ -304,11 +309,18 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--max-memory")) a->max_memory = v;
         else if (!strcmp(f, "--only")) a->only = v;
         else if (!strcmp(f, "--gpus-per-rank")) INT_FLAG(a->gpus_per_rank, 1, 64);
-        else if (!strcmp(f, "--parallel")) {   /* the syntax here; the world size at launch / init */
+        else if (!strcmp(f, "--comm")) {
+            if (strcmp(v, "auto") && strcmp(v, "mpi") && strcmp(v, "nccl"))
+                FAIL(2, "--comm %.100s: expected auto, mpi or nccl", v);
+            a->comm = v;
+        } else if (!strcmp(f, "--parallel")) {   /* the syntax here; the world size at launch / init */
             tdm_parallel_t deg;
-            if (tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
+            if (c == CLI_PLAN && strcmp(v, "auto"))
+                FAIL(2, "--parallel %.100s: tandem plan takes --parallel auto (it predicts every layout)", v);
+            if (c != CLI_PLAN && tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
             a->parallel = v;
-        }
+        } else if (!strcmp(f, "--ranks")) INT_FLAG(a->ranks, 1, 65536);
+        else if (!strcmp(f, "--images")) INT_FLAG(a->images, 1, 100000000);
         else if (!strcmp(f, "--device-map")) {   /* repeatable: items joined with commas */
             size_t n = strlen(a->device_map);
             if (n + strlen(v) + 2 > sizeof a->device_map) FAIL(2, "--device-map: too long");

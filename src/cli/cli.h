@@ -60,6 +60,9 @@ typedef struct {
     int          resume;
     int          overwrite;     /* --overwrite: replace the outputs of an earlier job in --out */
     const char  *parallel;      /* --parallel ulysses=U,ring=R,tp=T,cfg=C (syntax checked), or NULL */
+    const char  *comm;          /* --comm auto|mpi|nccl (checked), or NULL */
+    int          ranks, images; /* plan --parallel auto: --ranks N, --images N (0: not given) */
+    int          parallel_vae;  /* --parallel-vae: the image's ranks decode it together */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */
@@ -115,6 +118,9 @@ tdm_pipeline_t *open_pipeline(const args_t *a);
 /* --parallel against the pipeline and `guidance` (resolved): cfg=2 needs
  * classifier-free guidance (> 1); exits with the one-line error. */
 void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float guidance);
+/* --parallel-vae needs images of more than one rank (deg); exits with the
+ * one-line error (the pipeline refuses it too, for API callers). */
+void check_parallel_vae(const args_t *a, const tdm_parallel_t *deg);
 /* env.c: TANDEM_LOG → tdm_log_set_level; the TDM_* switches → *b (fields
  * whose variable is unset keep their value); an MPI launcher's variables →
  * d->mpi_launched = 1 (unset: d keeps its value). */

@@ -97,6 +97,8 @@ tdm_pipeline_t *open_pipeline(const args_t *a) {
     pp.device_map = a->device_map[0] ? a->device_map : NULL;
     pp.max_memory = a->max_memory;
     pp.dist = g_dist;
+    pp.comm = a->comm;
+    pp.parallel_vae = a->parallel_vae;
     cli_env_backend(&pp.backend);
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a->model, &pp) != TDM_OK) die_status();
@@ -107,6 +109,12 @@ void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float g
     if (deg->cfg == 2 && !(guidance > 1.0f))
         die(2, "--parallel %s: cfg=2 needs classifier-free guidance, but --guidance %g is <= 1 (give "
             "--guidance > 1, or drop cfg=2)", a->parallel, guidance);
+}
+
+void check_parallel_vae(const args_t *a, const tdm_parallel_t *deg) {
+    if (a->parallel_vae && deg->cfg * deg->ring * deg->ulysses * deg->tp < 2)
+        die(2, "--parallel-vae: each image has one rank, so there is no group to share its VAE "
+            "decode (give --parallel cfg=2 or ulysses=U under tandem launch)");
 }
 
 /* The output folder this run created, removed at exit if still empty (a

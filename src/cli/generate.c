@@ -257,6 +257,7 @@ typedef struct {
     int               rank;
     int               writer;     /* the image's first rank: decodes and writes (with --parallel) */
     int               grouped;    /* more than one rank per image */
+    int               pvae;       /* --parallel-vae (PNG output): every rank of the image decodes */
     uint8_t          *recorded;   /* --resume: 1 for images with a manifest line; else NULL (owned) */
     float            *lat;        /* one latent, job->item floats */
     uint8_t          *rgb;        /* one image, W·H·3 (PNG output only) */
@@ -282,6 +283,7 @@ static void run_open(run_t *r, const job_t *j, tdm_pipeline_t *pipe, tdm_embeddi
     tdm_parallel_t deg;
     tdm_dist_parallel(g_dist, &deg, NULL);
     r->grouped = deg.cfg * deg.ring * deg.ulysses * deg.tp > 1;
+    r->pvae = a->parallel_vae && r->grouped && !a->latent_out;
     r->recorded = recorded;
     r->lat = malloc((size_t)j->item * sizeof *r->lat);
     r->rgb = a->latent_out ? NULL : malloc((size_t)j->W * j->H * 3);
@@ -375,7 +377,9 @@ static void denoise_plan(run_t *r, const image_t *im, int *skip, int *redo) {
 /* Image im of the denoise pass: skipped when an earlier run (--resume) made
  * it; denoised unless its latent was persisted by an earlier run; then
  * written (--output-type latent) or left for the decode pass. Only the
- * image's first rank writes; the other ranks of its group denoise with it. */
+ * image's first rank writes; the other ranks of its group denoise with it
+ * and, with --parallel-vae, list it for the decode pass too (the same
+ * images in the same order: the skip and redo decisions are the group's). */
 static void denoise_image(run_t *r, const image_t *im) {
     const job_t *j = r->job;
     const args_t *a = j->a;
@@ -394,7 +398,7 @@ static void denoise_image(run_t *r, const image_t *im) {
             tdm_latents_save(r->pipe, im->hidden, r->lat, j->W, j->H, im->params) != TDM_OK)
             die_status();
     }
-    if (!r->writer) return;
+    if (!r->writer && !r->pvae) return;
     if (!a->latent_out) {
         if (r->npending == r->cappending) {
             r->cappending = r->cappending ? 2 * r->cappending : 16;
@@ -424,7 +428,10 @@ static void denoise_pass(run_t *r, share_t *s) {
 }
 
 /* Stage 3 (the VAE only) for the images the denoise pass left, from their
- * persisted latents; writes the PNGs. */
+ * persisted latents; writes the PNGs. With --parallel-vae every rank of the
+ * image group runs it over the same list: the first rank reads the latent,
+ * the decode is the group's (tdm_pipeline_decode shares the latent), and
+ * the first rank writes. */
 static void decode_pass(run_t *r) {
     const job_t *j = r->job;
     for (int64_t k = 0; k < r->npending; k++) {
@@ -432,11 +439,15 @@ static void decode_pass(run_t *r) {
         image_open(&im, r, r->pending[k]);
         int w = j->W, h = j->H;
         float *dl = NULL;
-        if (tdm_latents_load(r->pipe, im.hidden, &w, &h, &dl, NULL) != TDM_OK) die_status();
+        if (r->writer && tdm_latents_load(r->pipe, im.hidden, &w, &h, &dl, NULL) != TDM_OK) die_status();
         r->pr.t0 = now();
         if (tdm_pipeline_decode(r->pipe, dl, j->W, j->H, r->rgb) != TDM_OK) die_status();
         const double t = r->secs[k] + now() - r->pr.t0;
         free(dl);
+        if (!r->writer) {
+            image_close(&im);
+            continue;
+        }
         if (tdm_image_save_png(im.path, r->rgb, j->W, j->H, im.params) != TDM_OK) die_status();
         write_record(r, &im, t);
         image_close(&im);
@@ -520,6 +531,7 @@ int cmd_generate(int argc, char **argv) {
      * as data-parallel ranks (deg.dp of them) */
     tdm_parallel_t deg, at;
     tdm_dist_parallel(g_dist, &deg, &at);
+    check_parallel_vae(&a, &deg);
     char devbuf[32];
     map_rank_device(&a, rank, size, devbuf, sizeof devbuf);
     tdm_pipeline_t *pipe = open_pipeline(&a);

@@ -77,6 +77,7 @@ static void preflight(int argc, char **argv, int n) {
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);
     check_parallel_guidance(&a, &deg, isnan(a.guidance) ? info.default_guidance : a.guidance);
+    check_parallel_vae(&a, &deg);
     tdm_pipeline_close(pipe);
     args_free(&a);
 }

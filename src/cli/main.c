@@ -29,7 +29,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--schedule static|dynamic] [--resume | --overwrite]\n"
         "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
         "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
-        "                  [--parallel cfg=2]\n"
+        "                  [--parallel cfg=2|ulysses=U [--parallel-vae]] [--comm auto|mpi|nccl]\n"
         "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
         "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
         "Stages load only their components: text encoders, then the denoiser, then the VAE.\n"
@@ -44,9 +44,15 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "--device cuda each rank takes K GPUs of its own) or on virtual devices standing for GPUs.\n"
         "--parallel ulysses=U,ring=R,tp=T,cfg=C (under tandem launch): each image is made by\n"
         "C*R*U*T ranks and the ranks / that many images are made at once; cfg=2 splits Stable\n"
-        "Diffusion's guidance batch over two ranks (same bytes as one process); ulysses=U and\n"
-        "ring=R split FLUX's token rows over U*R ranks (Ulysses: same bytes as one process; ring:\n"
-        "within float tolerance, not bit-identical). tp is not implemented yet.\n"},
+        "Diffusion's guidance batch over two ranks, ulysses=U FLUX's tokens over U ranks (both\n"
+        "the same bytes as one process on the CPU), ring=R FLUX's tokens over R ranks with ring\n"
+        "attention (within float tolerance of one process, not bit-identical); ulysses=U,ring=R\n"
+        "combines them over U*R ranks. tp is not implemented yet. The\n"
+        "image's first rank decodes and writes it; --parallel-vae makes all its ranks decode it\n"
+        "together instead, each a band of its rows (the VAE's working memory split between them;\n"
+        "pixels within 1 of one process).\n"
+        "--comm: how a group's GPUs exchange data: nccl, mpi (staged through host memory) or auto\n"
+        "(nccl when built and each rank of the group has a GPU of its own).\n"},
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
         "   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
         "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
@@ -70,7 +76,13 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
         "                  [--dtype fp32|fp16|bf16] [--variant NAME]\n"
         "STRATEGY is auto (= balanced), balanced, balanced_low_0 or sequential; each component at\n"
-        "most once. Reads the configs and, where present, the safetensors headers.\n"},
+        "most once. Reads the configs and, where present, the safetensors headers.\n"
+        "  tandem plan --model DIR --parallel auto --ranks N [--images N] [--width W] [--height H]\n"
+        "                  [--guidance G] [--max-sequence-length N] [--device cuda|cpu]\n"
+        "                  [--dtype ...] [--max-memory 0=16GiB]\n"
+        "Every layout of N ranks (dp x cfg x ring x ulysses x tp) with its predicted step time,\n"
+        "the job's time a step and a rank's memory (a cost model with the device's default\n"
+        "numbers), and the layout that finishes the job first among those tandem runs.\n"},
 };
 
 void cli_command_usage(int cmd, FILE *f) {

@@ -101,6 +101,9 @@ typedef struct tdm_device_ops {
      * returns. May be NULL (the caller converts on the host and uploads). */
     int   (*upload_convert)(struct tdm_device *d, void *dst, tdm_dtype to, const void *src,
                             tdm_dtype from, int64_t n);
+    /* The queue every op of d runs on (a cudaStream_t), for a communicator
+     * that enqueues on it (NCCL); may be NULL. */
+    void *(*stream)(struct tdm_device *d);
 } tdm_device_ops_t;
 
 typedef struct tdm_device {

@@ -4,7 +4,9 @@
  *   comm_single.c  one process (rank 0 of 1): every collective is a copy or
  *                  a no-op;
  *   comm_mpi.c     MPI (Open MPI, MPICH); the only file of src/dist that
- *                  names MPI.
+ *                  names MPI;
+ *   comm_nccl.c    NCCL: device buffers on a stream, bootstrapped over a
+ *                  host (MPI) communicator.
  * Not a launcher and not a schedule: dist.c builds the public tdm_dist_*
  * API on top of a world communicator.
  *
@@ -98,6 +100,15 @@ int tdm_comm_mpi_running(void);
  * tdm_comm_free of this communicator finalizes. TDM_ERR_UNSUPPORTED "not
  * built with MPI" in a build without MPI. OUT: *out. */
 tdm_status tdm_comm_mpi_create(tdm_comm_t **out);
+
+/* 1 when this build has NCCL. */
+int tdm_comm_nccl_built(void);
+/* An NCCL communicator over the ranks of `boot` (collective over boot:
+ * rank 0's NCCL id is broadcast on it), on the calling thread's current
+ * CUDA device; boot is borrowed (barrier, split and the counter run on it)
+ * and must outlive the result. Data calls need device buffers and a stream.
+ * TDM_ERR_UNSUPPORTED in a build without NCCL. OUT: *out. */
+tdm_status tdm_comm_nccl_create(tdm_comm_t *boot, tdm_comm_t **out);
 
 /* ---- calls (argument checks, then c->ops) ------------------------------- */
 

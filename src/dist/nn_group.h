@@ -17,6 +17,22 @@
  * backend gives no stream to hand it.) c is borrowed and must outlive the
  * group. Free with tdm_dist_nn_group_free. OUT: *out. */
 tdm_status tdm_dist_nn_group_create(tdm_comm_t *c, tdm_nn_group_t *out);
+
+/* How the group moves device buffers. AUTO: NCCL where the build has it,
+ * `dev` is a CUDA device and every rank of c has a GPU of its own (ranks
+ * sharing a GPU, as in one-GPU tests, stage through MPI); MPI: always
+ * staged through host memory; NCCL: NCCL or an error naming why not. */
+typedef enum { TDM_NN_COMM_AUTO = 0, TDM_NN_COMM_MPI, TDM_NN_COMM_NCCL } tdm_nn_comm_mode;
+
+/* "auto", "mpi" or "nccl" (NULL: auto); an error names --comm. */
+tdm_status tdm_nn_comm_mode_parse(const char *s, tdm_nn_comm_mode *out);
+
+/* As tdm_dist_nn_group_create, for buffers on `dev`; with NCCL chosen
+ * (see tdm_nn_comm_mode) the group makes an NCCL communicator over c's
+ * ranks (collective over c) and runs every call on device buffers on
+ * dev's stream, nothing staged. Host buffers still go to c. */
+tdm_status tdm_dist_nn_group_create_on(tdm_comm_t *c, tdm_device_t *dev, tdm_nn_comm_mode mode,
+                                       tdm_nn_group_t *out);
 /* Frees what create made (the staging buffer); *g becomes zero. NULL and a
  * zeroed group are no-ops. */
 void tdm_dist_nn_group_free(tdm_nn_group_t *g);

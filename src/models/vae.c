@@ -9,7 +9,14 @@
  * Forward passes run over three activation buffers of the largest
  * activation size plus three attention buffers and one im2col scratch. A
  * dry run of the same code (run_t.dry) sizes them first, so the shape logic
- * exists once. */
+ * exists once.
+ *
+ * The parallel decode (tdm_vae_decode_cp) runs the same code on a row band
+ * of every activation (nn/band.h): run_t.band set, the convolutions, norms
+ * and ResNet blocks go through the band functions (halo rows, statistics
+ * gathered over the group), the mid-block attention takes its queries from
+ * the band and its keys and values from the whole image (gathered), and the
+ * output bands are gathered into the whole image on every rank. */
 #include "models/vae.h"
 
 #include <math.h>
@@ -21,7 +28,9 @@
 #include "io/folder.h"
 #include "io/safetensors.h"
 #include "nn/attention.h"
+#include "nn/band.h"
 #include "nn/conv.h"
+#include "nn/group.h"
 #include "nn/norm.h"
 #include "nn/ptree.h"
 #include "nn/resnet.h"
@@ -467,7 +476,15 @@ typedef struct {
     float *q, *k, *v;        /* attention buffers, need_att floats each */
     float *scratch;
     tdm_offload_t *off;      /* the model's streamed units (real runs) */
-    tdm_status st;           /* first failure of a unit's streaming; the rest is skipped */
+    tdm_status st;           /* first failure of a unit's streaming or an exchange; the rest is skipped */
+    /* the parallel decode: this rank's band of the image at the current
+     * resolution (NULL: the whole image, one device), the group, and the
+     * band functions' buffers (need_ext, need_edge floats, need_stats doubles) */
+    tdm_nn_band_t *band;
+    const tdm_nn_group_t *g;
+    int64_t need_ext, need_edge, need_stats;
+    float *ext, *edge;
+    double *stats;
 } run_t;
 
 /* Brings unit `id`'s offloaded weights to the device (real runs), and back. */
@@ -482,6 +499,29 @@ static void need(int64_t *slot, int64_t n) { if (n > *slot) *slot = n; }
 
 static void swap_a_t1(run_t *r) { float *t = r->a; r->a = r->t1; r->t1 = t; }
 
+static tdm_nn_band_buf_t band_buf(const run_t *r) {
+    return (tdm_nn_band_buf_t){.ext = r->ext, .edge = r->edge, .scratch = r->scratch,
+                               .stats = r->stats};
+}
+
+/* Keeps the first failure of a band function; the rest of the run is skipped. */
+static void band_st(run_t *r, tdm_status st) { if (r->st == TDM_OK) r->st = st; }
+
+/* The band version of run_conv (stride 1, padding k/2) on r->band's rows. */
+static void run_band_conv(run_t *r, const tdm_nn_conv_t *c, float *y, const float *x, int64_t B) {
+    const tdm_nn_band_t *bd = r->band;
+    if (r->dry) {
+        need(&r->need_scratch, tdm_nn_band_conv_scratch(r->dev, bd, c));
+        need(&r->need_ext, tdm_nn_band_conv_ext(bd, c, B));
+        need(&r->need_edge, tdm_nn_band_conv_edge(bd, c, B));
+        need(&r->need_act, B * c->cin * bd->rows * bd->W);
+        need(&r->need_act, B * c->cout * bd->rows * bd->W);
+        return;
+    }
+    const tdm_nn_band_buf_t b = band_buf(r);
+    band_st(r, tdm_nn_band_conv_forward(r->dev, bd, c, y, x, B, &b));
+}
+
 /* y (B, cout, Ho, Wo) = conv(x (B, cin, H, W)); down: pad (0,1,0,1), stride 2, no pad
  * (Downsample2D with padding=0); else stride 1, pad k/2. */
 static void run_conv(run_t *r, const tdm_nn_conv_t *c, float *y, const float *x, int64_t B,
@@ -489,6 +529,10 @@ static void run_conv(run_t *r, const tdm_nn_conv_t *c, float *y, const float *x,
     const int64_t stride = down ? 2 : 1, pad = down ? TDM_NN_PAD_DOWN : c->k / 2;
     int64_t Ho, Wo;
     if (r->st != TDM_OK) return;
+    if (r->band && !down) {
+        run_band_conv(r, c, y, x, B);
+        return;
+    }
     if (r->dry) {
         tdm_nn_conv_out_size(c, H, W, stride, pad, &Ho, &Wo);
         need(&r->need_scratch, tdm_nn_conv_scratch(r->dev, c, H, W, stride, pad));
@@ -502,8 +546,13 @@ static void run_conv(run_t *r, const tdm_nn_conv_t *c, float *y, const float *x,
 static void run_norm(run_t *r, const tdm_nn_norm_t *n, float *y, const float *x,
                      int64_t B, int64_t S, int silu) {
     if (r->st != TDM_OK) return;
-    if (r->dry) { need(&r->need_act, B * n->c * S); return; }
-    tdm_nn_group_norm_forward(r->dev, n, y, x, B, S, silu);
+    if (r->dry) {
+        need(&r->need_act, B * n->c * S);
+        if (r->band) need(&r->need_stats, tdm_nn_band_norm_stats(r->band, n, B));
+        return;
+    }
+    if (r->band) band_st(r, tdm_nn_band_group_norm_forward(r->dev, r->band, n, y, x, B, silu, r->stats));
+    else tdm_nn_group_norm_forward(r->dev, n, y, x, B, S, silu);
 }
 
 /* ResnetBlock2D, temb None: r->a (B, cin, H, W) → r->a (B, cout, H, W), over
@@ -515,11 +564,20 @@ static void run_resnet(run_t *r, const tdm_nn_resnet_t *rn, int64_t B, int64_t H
         tdm_nn_resnet_sizes(r->dev, rn, B, H, W, &n);
         need(&r->need_act, n.t);
         need(&r->need_act, n.h);
-        need(&r->need_scratch, n.scratch);
+        if (r->band)
+            tdm_nn_band_resnet_sizes(r->dev, r->band, rn, B, &r->need_ext, &r->need_edge,
+                                     &r->need_scratch, &r->need_stats);
+        else
+            need(&r->need_scratch, n.scratch);
         return;
     }
     const tdm_nn_resnet_buf_t b = {.t = r->t1, .h = r->t2, .o = r->t1, .sc = r->t2,
                                    .scratch = r->scratch};
+    if (r->band) {
+        const tdm_nn_band_buf_t bb = band_buf(r);
+        band_st(r, tdm_nn_band_resnet_forward(r->dev, r->band, rn, r->a, r->a, B, &b, &bb));
+        return;
+    }
     tdm_nn_resnet_forward(r->dev, rn, r->a, r->a, NULL, B, H, W, &b);
 }
 
@@ -548,20 +606,75 @@ static void run_attn(run_t *r, const attn_t *at, int64_t B, int64_t S) {
     tdm_op_add(d, r->a, r->a, r->t2, B * c * S);
 }
 
+/* run_attn on r->band's rows: queries from the band's pixels, keys and
+ * values of the whole image (each rank projects its band, then they are
+ * gathered), so each query attends to every pixel as on one device. */
+static void run_band_attn(run_t *r, const attn_t *at, int64_t B) {
+    const tdm_nn_band_t *bd = r->band;
+    const int64_t c = at->c, Sl = bd->rows * bd->W, S = bd->H * bd->W;
+    if (r->st != TDM_OK) return;
+    if (r->dry) {
+        need(&r->need_act, B * c * Sl);
+        need(&r->need_att, B * S * c);   /* the whole k and v; q is the band's */
+        need(&r->need_stats, tdm_nn_band_norm_stats(bd, &at->gn, B));
+        need(&r->need_kernel, tdm_op_attention_scratch_bytes(r->dev, TDM_F32, B, Sl, S, 1, c));
+        return;
+    }
+    tdm_device_t *d = r->dev;
+    tdm_status st;
+    TDM_TRY(tdm_nn_band_group_norm_forward(d, bd, &at->gn, r->t1, r->a, B, 0, r->stats));
+    tdm_op_transpose_cs(d, r->t2, r->t1, B, c, Sl);                   /* (B, Sl, c) */
+    tdm_nn_linear_forward(d, &at->at.q, r->q, r->t2, B * Sl);
+    tdm_nn_linear_forward(d, &at->at.k, r->t1, r->t2, B * Sl);
+    TDM_TRY(tdm_nn_band_gather(d, bd, r->k, r->t1, B, 1, bd->W * c));   /* (B, S, c) */
+    tdm_nn_linear_forward(d, &at->at.v, r->t1, r->t2, B * Sl);
+    TDM_TRY(tdm_nn_band_gather(d, bd, r->v, r->t1, B, 1, bd->W * c));
+    tdm_op_attention(d, r->t1, r->q, r->k, r->v, B, Sl, S, 1, c, (float)pow((double)c, -0.5), 0);
+    tdm_nn_linear_forward(d, &at->at.o, r->q, r->t1, B * Sl);         /* (B, Sl, c) */
+    tdm_op_transpose_sc(d, r->t2, r->q, B, Sl, c);                    /* (B, c, Sl) */
+    tdm_op_add(d, r->a, r->a, r->t2, B * c * Sl);
+    return;
+fail:
+    band_st(r, st);
+}
+
 /* The mid block (one streaming unit, `id`). */
 static void run_mid(run_t *r, const mid_t *m, int64_t B, int64_t H, int64_t W, int64_t id) {
     unit_in(r, id);
     run_resnet(r, &m->r0, B, H, W);
-    if (m->has_attn) run_attn(r, &m->at, B, H * W);
+    if (m->has_attn && r->band) run_band_attn(r, &m->at, B);
+    else if (m->has_attn) run_attn(r, &m->at, B, H * W);
     run_resnet(r, &m->r1, B, H, W);
     unit_out(r, id);
 }
 
-/* Decoder: z (B, L, h, w) → img (B, out, h*s, w*s). */
+/* Parallel decode: this rank's band of z (B, L, h, w) into r->t1, the band
+ * set up for the latent; returns the band's rows. */
+static int64_t band_latent(run_t *r, const float *z, int64_t B, int64_t L, int64_t h, int64_t w) {
+    tdm_nn_band_init(r->band, r->g, h, w);
+    const int64_t rows = r->band->rows;
+    if (r->dry) need(&r->need_act, B * L * rows * w);
+    else tdm_op_copy_2d(r->dev, TDM_F32, r->t1, rows * w, z + r->band->r0 * w, h * w, B * L, rows * w);
+    return rows;
+}
+
+/* Parallel decode: the output bands (B, out, rows, W) in r->t2 gathered into
+ * img (B, out, H, W) on every rank. */
+static void band_output(run_t *r, int64_t B, int64_t C, float *img) {
+    if (r->st != TDM_OK || r->dry) return;
+    band_st(r, tdm_nn_band_gather(r->dev, r->band, img, r->t2, B, C, r->band->W));
+}
+
+/* Decoder: z (B, L, h, w) → img (B, out, h*s, w*s). With r->band: this
+ * rank's rows of every activation (H the band's rows). */
 static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, int64_t h,
                        int64_t w, float *img) {
     int64_t H = h, W = w;
     const float *x = z;
+    if (r->band) {
+        H = band_latent(r, z, B, v->info.latent_channels, h, w);
+        x = z = r->t1;
+    }
     if (v->use_pqc) {
         run_conv(r, &v->pqc, r->t2, z, B, H, W, 0);
         x = r->t2;
@@ -582,13 +695,15 @@ static void run_decode(run_t *r, const tdm_vae_t *v, const float *z, int64_t B, 
                 tdm_nn_upsample_nearest(r->dev, r->t1, r->a, B, C, H, W, 2 * H, 2 * W);
             H *= 2;
             W *= 2;
+            if (r->band) tdm_nn_band_scale2(r->band);
             unit_in(r, vae_unit(1, i, VAE_UNIT_SAMPLER));
             run_conv(r, &lv->samp, r->a, r->t1, B, H, W, 0);
             unit_out(r, vae_unit(1, i, VAE_UNIT_SAMPLER));
         }
     }
     run_norm(r, &v->d_nout, r->t1, r->a, B, H * W, 1);
-    run_conv(r, &v->d_out, img, r->t1, B, H, W, 0);
+    run_conv(r, &v->d_out, r->band ? r->t2 : img, r->t1, B, H, W, 0);
+    if (r->band) band_output(r, B, v->info.out_channels, img);
 }
 
 /* Encoder + quant_conv: img (B, in, H, W) → moments (B, 2L, H/s, W/s); returns
@@ -637,6 +752,14 @@ static tdm_status run_alloc(run_t *r, tdm_device_t *dev) {
         return TDM_ERR_NOMEM;
     if (scr > 0 && !(r->scratch = tdm_dev_alloc(dev, scr, "VAE im2col scratch")))
         return TDM_ERR_NOMEM;
+    /* the parallel decode's band buffers (sizes within the activations' bounds) */
+    if (r->need_ext > 0 && !(r->ext = tdm_dev_alloc(dev, r->need_ext * 4, "VAE halo band")))
+        return TDM_ERR_NOMEM;
+    if (r->need_edge > 0 && !(r->edge = tdm_dev_alloc(dev, r->need_edge * 4, "VAE halo rows")))
+        return TDM_ERR_NOMEM;
+    if (r->need_stats > 0 &&
+        !(r->stats = tdm_dev_alloc(dev, r->need_stats * 8, "VAE group-norm sums")))
+        return TDM_ERR_NOMEM;
     return TDM_OK;
 }
 
@@ -649,6 +772,9 @@ static void run_free(run_t *r, tdm_device_t *dev) {
     tdm_dev_free(dev, r->k, att);
     tdm_dev_free(dev, r->v, att);
     tdm_dev_free(dev, r->scratch, r->need_scratch * 4);
+    tdm_dev_free(dev, r->ext, r->need_ext * 4);
+    tdm_dev_free(dev, r->edge, r->need_edge * 4);
+    tdm_dev_free(dev, r->stats, r->need_stats * 8);
 }
 
 /* Checks B * C * H * W (and the same at the other end) fits the counters. */
@@ -666,15 +792,19 @@ static tdm_status check_dims(const char *what, int64_t B, int64_t C, int64_t H, 
 }
 
 /* Bytes of the work buffers a dry run counted (run_alloc's three activation
- * and three attention buffers, the im2col scratch) and of the attention
- * kernel's own scratch; -1 on overflow. */
+ * and three attention buffers, the im2col scratch, the band buffers of a
+ * parallel decode) and of the attention kernel's own scratch; -1 on
+ * overflow. */
 static int64_t run_bytes(const run_t *r) {
-    int64_t act, att, scr;
+    int64_t act, att, scr, band;
     if (!tdm_mul_ok(r->need_act, 12, &act) || !tdm_mul_ok(r->need_att, 12, &att) ||
         !tdm_mul_ok(r->need_scratch, 4, &scr) || act > INT64_MAX - att - scr ||
         act + att + scr > INT64_MAX - r->need_kernel)
         return -1;
-    return act + att + scr + r->need_kernel;
+    /* the band sizes are bounded by the activations' (check_dims) */
+    band = 4 * (r->need_ext + r->need_edge) + 8 * r->need_stats;
+    if (act + att + scr + r->need_kernel > INT64_MAX - band) return -1;
+    return act + att + scr + r->need_kernel + band;
 }
 
 /* Before allocating: the work buffers the dry run counted must fit the
@@ -697,10 +827,12 @@ static tdm_status vae_fits(const run_t *r, const tdm_device_t *dev, const char *
     return TDM_OK;
 }
 
-tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
-                          float *img) {
+/* tdm_vae_decode (g NULL) or tdm_vae_decode_cp's run on a group of 2+ ranks. */
+static tdm_status decode_any(tdm_vae_t *v, const tdm_nn_group_t *g, const float *z, int64_t B,
+                             int64_t h, int64_t w, float *img) {
     tdm_status st;
-    run_t r = {.dev = v->dev, .dry = 1, .off = &v->w.off};
+    tdm_nn_band_t band;
+    run_t r = {.dev = v->dev, .dry = 1, .off = &v->w.off, .g = g, .band = g ? &band : NULL};
     int64_t cmax = 0;
     for (int i = 0; i < v->nlev; i++) need(&cmax, v->ch[i]);
     TDM_TRY(check_dims("VAE decode", B, cmax + v->info.latent_channels, h, w,
@@ -715,6 +847,29 @@ fail:
     tdm_offload_out_all(&v->w.off);   /* whatever is still brought in */
     run_free(&r, v->dev);
     return st;
+}
+
+tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
+                          float *img) {
+    return decode_any(v, NULL, z, B, h, w, img);
+}
+
+/* The checks of a group and latent height for a decode over g (2+ ranks). */
+static tdm_status check_group(const tdm_nn_group_t *g, int64_t h, const char *fn) {
+    if (g->size < 1 || g->rank < 0 || g->rank >= g->size)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: rank %d of a group of %d", fn, g->rank,
+                          g->size);
+    if (h < g->size)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: a latent of %lld rows over %d ranks: every "
+                          "rank needs at least one row", fn, (long long)h, g->size);
+    return TDM_OK;
+}
+
+tdm_status tdm_vae_decode_cp(tdm_vae_t *v, const tdm_nn_group_t *g, const float *z, int64_t B,
+                             int64_t h, int64_t w, float *img) {
+    if (!g || g->size == 1) return tdm_vae_decode(v, z, B, h, w, img);
+    tdm_status st = check_group(g, h, "VAE decode");
+    return st != TDM_OK ? st : decode_any(v, g, z, B, h, w, img);
 }
 
 tdm_status tdm_vae_encode(tdm_vae_t *v, const float *img, int64_t B, int64_t H, int64_t W,
@@ -770,15 +925,24 @@ void tdm_vae_to_rgb8(const float *img, int64_t B, int64_t H, int64_t W, uint8_t 
 
 tdm_status tdm_vae_decode_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B,
                                      int64_t h, int64_t w, int64_t *out) {
+    return tdm_vae_decode_work_bytes_cp(config_path, dev, B, h, w, 1, out);
+}
+
+tdm_status tdm_vae_decode_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                        int64_t h, int64_t w, int ranks, int64_t *out) {
     tdm_status st = TDM_OK;
     tdm_plist_t pl;
     tdm_vae_t *v = NULL;
-    run_t r = {.dev = dev, .dry = 1};
+    tdm_nn_group_t g0 = {.rank = 0, .size = ranks};   /* sizes only: no call is made */
+    tdm_nn_band_t band;
+    run_t r = {.dev = dev, .dry = 1, .g = &g0, .band = ranks > 1 ? &band : NULL};
     int64_t cmax = 0;
     *out = 0;
     tdm_plist_init(&pl, TDM_F32);
-    if (!config_path || !dev)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_vae_decode_work_bytes: config and device are required");
+    if (!config_path || !dev || ranks < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_vae_decode_work_bytes: config, device and "
+                          "ranks >= 1 are required");
+    if (ranks > 1) TDM_TRY(check_group(&g0, h, "VAE decode"));
     if (!(v = calloc(1, sizeof *v))) return tdm_errorf(TDM_ERR_NOMEM, "out of memory sizing the VAE");
     TDM_TRY(vae_parse_config(v, config_path));
     v->decoder_only = 1;

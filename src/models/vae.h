@@ -80,6 +80,28 @@ const tdm_vae_info_t *tdm_vae_info(const tdm_vae_t *v);
  * device for the duration of the call and given back before it returns. */
 tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, int64_t w,
                           float *img);
+/* Parallel decode over the ranks of group g (nn/group.h; dist fills one
+ * from a communicator), each holding the same model on its own device.
+ * Collective: every rank of g calls it with the same arguments; z is the
+ * whole latent on every rank (memory of the model's device, as for
+ * tdm_vae_decode) and img (B, out_channels, h*scale, w*scale) is the whole
+ * image on every rank when it returns. Rank r decodes a band of latent rows
+ * (the split of nn/band.h: the first h mod n ranks one row more), scaled
+ * with each upsampling: its convolutions exchange one halo row with each
+ * neighbour, its group norms reduce their statistics over the group, the
+ * mid-block attention takes its queries from the band and its keys and
+ * values from the whole image (gathered); the output bands are gathered at
+ * the end. The image equals tdm_vae_decode's up to float summation order
+ * (of the group-norm statistics, in double, and of the GEMMs over shorter
+ * strips). Each rank's work buffers are about its share of the image's
+ * (tdm_vae_decode_work_bytes_cp). g NULL or of one rank: exactly
+ * tdm_vae_decode. Needs h >= the group's size (every rank one latent row).
+ * A failed exchange is returned (the other ranks see theirs fail or wait,
+ * as the group's calls do). */
+struct tdm_nn_group;
+tdm_status tdm_vae_decode_cp(tdm_vae_t *v, const struct tdm_nn_group *g, const float *z, int64_t B,
+                             int64_t h, int64_t w, float *img);
+
 /* The working memory of tdm_vae_decode(B, h, w) for the VAE that the
  * config.json at config_path describes (read and checked as the loaders do,
  * no weights) on `dev`: the work buffers the decode allocates (sized by the
@@ -87,6 +109,14 @@ tdm_status tdm_vae_decode(tdm_vae_t *v, const float *z, int64_t B, int64_t h, in
  * not included. Bytes; an error when the sizes overflow. OUT: *out. */
 tdm_status tdm_vae_decode_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B,
                                      int64_t h, int64_t w, int64_t *out);
+/* tdm_vae_decode_work_bytes of one rank of tdm_vae_decode_cp over `ranks`
+ * ranks: the most any rank holds (rank 0's, the largest band: its band of
+ * the activations, the halo and group-norm buffers, the whole keys and
+ * values of the mid-block attention). ranks = 1 is
+ * tdm_vae_decode_work_bytes. Errors as tdm_vae_decode_cp's for h < ranks.
+ * OUT: *out. */
+tdm_status tdm_vae_decode_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                        int64_t h, int64_t w, int ranks, int64_t *out);
 
 /* Encodes img (B, in_channels, H, W), values in [-1, 1], through the encoder
  * and quant_conv (when present) into the mean and logvar (B, latent_channels,

@@ -95,6 +95,10 @@ struct tdm_pipeline {
     tdm_nn_group_t      ulysses_group, ring_group;
     tdm_flux_cp_groups_t cp;
     int                 cp_ranks;
+    /* parallel_vae: the nn group over the image communicator that
+     * tdm_vae_decode_cp runs on (vae_group points at it; owned); else NULL */
+    tdm_nn_group_t      image_group;
+    const tdm_nn_group_t *vae_group;
     /* split execution of the transformer (tdm_pipeline_params_t.device_map):
      * `dev` stands for GPU 0, vdev[g] for GPU g >= 1, `host` holds the
      * weights offloaded to "cpu" */

@@ -92,6 +92,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     tdm_sched_free(pipe->sched);
     tdm_dist_nn_group_free(&pipe->ulysses_group);
     tdm_dist_nn_group_free(&pipe->ring_group);
+    tdm_dist_nn_group_free(&pipe->image_group);
     for (int i = 0; i < TDM_COMP_COUNT; i++)
         if (pipe->comp[i].map.e) tdm_place_map_free(&pipe->comp[i].map);
     for (int k = 0; k < pipe->nplans; k++) tdm_pipe_plan_free(&pipe->plans[k]);
@@ -494,10 +495,19 @@ fail:
 
 /* The --parallel groups of d that this pipeline runs: cfg = 2 on Stable
  * Diffusion, ulysses = U and ring = R on FLUX (the nn groups over the
- * Ulysses and ring communicators: the transformer's context-parallel grid);
- * tp is refused. */
-static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
+ * Ulysses and ring communicators: the transformer's context-parallel grid),
+ * and with parallel_vae the nn group over the image group; tp is refused,
+ * and parallel_vae without an image group of 2+ ranks. `comm` chooses how
+ * the groups move device buffers (tdm_nn_comm_mode). */
+static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d, const char *comm, int parallel_vae) {
     tdm_groups_t *g = tdm_dist_groups(d);
+    tdm_nn_comm_mode cm;
+    tdm_status st = tdm_nn_comm_mode_parse(comm, &cm);
+    if (st != TDM_OK) return st;
+    if (parallel_vae && (!g || tdm_comm_size(g->comm[TDM_GROUP_IMAGE]) < 2))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel-vae: each image has one rank, so there "
+                          "is no group to share its VAE decode (give --parallel cfg=2, ulysses=U or "
+                          "ring=R under tandem launch)");
     if (!g) return TDM_OK;
     const tdm_parallel_t *k = &g->deg;
     if (k->tp > 1)
@@ -516,16 +526,21 @@ static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d) {
     if (k->cfg == 2) pipe->cfg_comm = g->comm[TDM_GROUP_CFG];
     if (tdm_comm_size(g->comm[TDM_GROUP_IMAGE]) > 1) pipe->image_comm = g->comm[TDM_GROUP_IMAGE];
     if (k->ulysses > 1) {
-        tdm_status st = tdm_dist_nn_group_create(g->comm[TDM_GROUP_ULYSSES], &pipe->ulysses_group);
+        st = tdm_dist_nn_group_create_on(g->comm[TDM_GROUP_ULYSSES], &pipe->dev, cm, &pipe->ulysses_group);
         if (st != TDM_OK) return st;
         pipe->cp.ulysses = &pipe->ulysses_group;
     }
     if (k->ring > 1) {
-        tdm_status st = tdm_dist_nn_group_create(g->comm[TDM_GROUP_RING], &pipe->ring_group);
+        st = tdm_dist_nn_group_create_on(g->comm[TDM_GROUP_RING], &pipe->dev, cm, &pipe->ring_group);
         if (st != TDM_OK) return st;
         pipe->cp.ring = &pipe->ring_group;
     }
     pipe->cp_ranks = k->ulysses * k->ring;
+    if (parallel_vae) {
+        st = tdm_dist_nn_group_create_on(g->comm[TDM_GROUP_IMAGE], &pipe->dev, cm, &pipe->image_group);
+        if (st != TDM_OK) return st;
+        pipe->vae_group = &pipe->image_group;
+    }
     return TDM_OK;
 }
 
@@ -557,7 +572,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;
     TDM_TRY(read_configs(pipe));
-    TDM_TRY(attach_groups(pipe, p->dist));
+    TDM_TRY(attach_groups(pipe, p->dist, p->comm, p->parallel_vae));
     warn_missing_variants(pipe);
     TDM_TRY(open_scheduler(pipe, p));
     pipe->info.scheduler = tdm_sched_class(pipe->sched);
@@ -1137,7 +1152,8 @@ static tdm_status work_bytes(tdm_pipeline_t *pipe, tdm_stage stage, int w, int h
     *out = 0;
     if (stage == TDM_STAGE_DECODE) {
         TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "vae", "config.json"));
-        TDM_TRY(tdm_vae_decode_work_bytes(cfg, dev, 1, hl, wl, &model));
+        TDM_TRY(tdm_vae_decode_work_bytes_cp(cfg, dev, 1, hl, wl,
+                                             pipe->vae_group ? pipe->vae_group->size : 1, &model));
         const int64_t ib = sat_mul(3 * (int64_t)w, 4 * (int64_t)h);   /* RGB float32 */
         own = sat_add(item * 4, ib);                                  /* dz, dimg */
         hostside = sat_add(sat_add(item * 4, ib), sat_mul(3 * (int64_t)w, h));   /* z, img, rgb */
@@ -1257,18 +1273,48 @@ tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *em
     return st;
 }
 
+/* parallel_vae: the image's first rank's latents (item floats) into `own`
+ * on every rank of the image group (collective). A failure to allocate on
+ * any rank fails the call on all of them. OUT: *own (malloc'd). */
+static tdm_status share_latents(tdm_pipeline_t *pipe, const float *latents, int64_t item,
+                                float **own) {
+    tdm_status st = TDM_OK;
+    tdm_comm_t *c = pipe->image_comm;
+    const int root = tdm_comm_rank(c) == 0;
+    int64_t bad;
+    *own = malloc((size_t)item * sizeof(float));
+    bad = !*own || (root && !latents);
+    TDM_TRY(tdm_comm_allreduce(c, &bad, &bad, 1, TDM_I64, TDM_REDUCE_MAX, NULL));
+    if (bad) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "rank %d: --parallel-vae: a rank of this image could not "
+                        "allocate the latents (or the first rank has none)", c->world_rank);
+        goto fail;
+    }
+    if (root) memcpy(*own, latents, (size_t)item * sizeof(float));
+    TDM_TRY(tdm_comm_broadcast(c, *own, item, TDM_F32, 0, NULL));
+    return TDM_OK;
+fail:
+    free(*own);
+    *own = NULL;
+    return st;
+}
+
 tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int width, int height,
                                uint8_t *rgb) {
     tdm_status st;
     int64_t shape[4];
     int nd;
-    float *z = NULL, *img = NULL, *dz = NULL, *dimg = NULL;
+    float *z = NULL, *img = NULL, *dz = NULL, *dimg = NULL, *shared = NULL;
     int64_t zb = 0, ib = 0;
     TDM_TRY(tdm_pipeline_latent_shape(pipe, width, height, shape, &nd));
     TDM_TRY(tdm_pipe_enter(pipe, TDM_STAGE_DECODE));
     const tdm_vae_info_t *vi = tdm_vae_info(pipe->comp[TDM_COMP_VAE].h.vae);
     const int64_t f = pipe->info.vae_scale_factor, C = pipe->info.latent_channels;
     const int64_t h = height / f, w = width / f, item = C * h * w;
+    if (pipe->vae_group) {
+        TDM_TRY(share_latents(pipe, latents, item, &shared));
+        latents = shared;
+    }
     zb = item * 4;
     ib = vi->out_channels * (int64_t)height * width * 4;
     z = malloc((size_t)zb);
@@ -1282,7 +1328,10 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     const float sf = (float)vi->scaling_factor, sh = (float)vi->shift_factor;
     for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
     TDM_TRY(tdm_dev_upload(pipe->comp[TDM_COMP_VAE].dev, dz, z, zb, "vae input"));
-    TDM_TRY(tdm_vae_decode(pipe->comp[TDM_COMP_VAE].h.vae, dz, 1, h, w, dimg));
+    TDM_TRY(tdm_vae_decode_cp(pipe->comp[TDM_COMP_VAE].h.vae, pipe->vae_group, dz, 1, h, w, dimg));
+    if (pipe->vae_group)
+        tdm_log(TDM_LOG_INFO, "decode: rank %d decoded its band of the image with the %d ranks of "
+                "its image", pipe->image_comm->world_rank, pipe->vae_group->size);
     TDM_TRY(tdm_dev_download(pipe->comp[TDM_COMP_VAE].dev, img, dimg, ib, "decoded image"));
     tdm_vae_to_rgb8(img, 1, height, width, rgb);
     tdm_pipe_stage_done(pipe, TDM_STAGE_DECODE);
@@ -1291,6 +1340,7 @@ fail:
     tdm_dev_free(pipe->comp[TDM_COMP_VAE].dev, dz, zb);
     free(img);
     free(z);
+    free(shared);
     return st;
 }
 

@@ -364,6 +364,57 @@ void tdm_cpu_group_norm(tdm_device_t *dev, float *y, const float *x, const float
     }
 }
 
+void tdm_cpu_group_norm_sums(tdm_device_t *dev, double *part, const float *x, const double *mean,
+                             int64_t B, int64_t C, int64_t S, int64_t G) {
+    const int64_t n = C / G * S;   /* elements per group, contiguous */
+#pragma omp parallel for if (B * C * S > TDM_OMP_MIN)
+    for (int64_t bg = 0; bg < B * G; bg++) {
+        const float *xs = x + bg * n;
+        double s = 0;
+        if (!mean) {
+            for (int64_t i = 0; i < n; i++) s += xs[i];
+        } else {
+            const double m = mean[bg];
+            for (int64_t i = 0; i < n; i++) {
+                double d = xs[i] - m;
+                s += d * d;
+            }
+        }
+        part[bg] = s;
+    }
+}
+
+void tdm_cpu_sum_parts_f64(tdm_device_t *dev, double *y, const double *x, int64_t parts, int64_t n,
+                           double div) {
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int64_t r = 0; r < parts; r++) s += x[r * n + i];
+        y[i] = s / div;
+    }
+}
+
+void tdm_cpu_group_norm_apply(tdm_device_t *dev, float *y, const float *x, const double *mean,
+                              const double *var, const float *gamma, const float *beta, int64_t B,
+                              int64_t C, int64_t S, int64_t G, float eps, int silu) {
+    const int64_t cg = C / G, n = cg * S;
+#pragma omp parallel for if (B * C * S > TDM_OMP_MIN)
+    for (int64_t bg = 0; bg < B * G; bg++) {
+        const int64_t g = bg % G;
+        const float rstd = (float)(1.0 / sqrt(var[bg] + (double)eps)), meanf = (float)mean[bg];
+        for (int64_t c = 0; c < cg; c++) {
+            const int64_t ch = g * cg + c;
+            const float ga = gamma ? gamma[ch] : 1.0f, be = beta ? beta[ch] : 0.0f, a = rstd * ga;
+            const float *xc = x + bg * n + c * S;
+            float *yc = y + bg * n + c * S;
+            for (int64_t s = 0; s < S; s++) {
+                float v = (xc[s] - meanf) * a + be;
+                if (silu) v = v / (1.0f + expf(-v));
+                yc[s] = v;
+            }
+        }
+    }
+}
+
 void tdm_cpu_layer_norm(tdm_device_t *dev, float *y, const float *x, const float *gamma, const float *beta,
                         int64_t rows, int64_t D, float eps) {
 #pragma omp parallel for if (rows * D > TDM_OMP_MIN)

@@ -248,11 +248,13 @@ static int cuda_peer(tdm_device_t *d, tdm_device_t *other) {
     return 1;
 }
 
+static void *cuda_stream(tdm_device_t *d) { return (void *)tdm_cuda_ctx(d)->stream; }
+
 static const tdm_device_ops_t g_cuda_ops = {
     cuda_alloc,  cuda_free,       cuda_zero,         cuda_upload,   cuda_download,
     cuda_copy,   cuda_sync,       cuda_trim,         cuda_pin,      cuda_unpin,
     cuda_copy_begin, cuda_upload_async, cuda_copy_end, cuda_copy_wait, cuda_peer,
-    tdm_cuda_upload_convert,
+    tdm_cuda_upload_convert, cuda_stream,
 };
 
 void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes) {
