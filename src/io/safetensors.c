@@ -430,10 +430,10 @@ static void shape_str(char *buf, size_t cap, int nd, const int64_t *sh) {
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-/* Loads `name` as a new tensor of dtype `to` (F32, or F16/BF16 rounded to
- * nearest even from the float32 value) on `dev`. */
-static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_t *dev, int ndim,
-                          const int64_t *shape, tdm_tensor_t **out, int optional, tdm_dtype to) {
+/* Finds `name` in set and checks it against shape[0..ndim) (ndim 0: any
+ * shape) and for a float dtype. *t NULL without error: absent and optional. */
+static tdm_status st_find_checked(const tdm_st_set_t *set, const char *name, int ndim,
+                                  const int64_t *shape, int optional, const tdm_st_tensor_t **out) {
     *out = NULL;
     const tdm_st_tensor_t *t = tdm_st_set_find(set, name);
     if (!t) {
@@ -454,38 +454,119 @@ static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_
     if (t->dtype == TDM_BOOL)
         return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" has dtype BOOL, expected a float dtype",
                           t->file, name);
-    tdm_tensor_t *r = NULL;
-    tdm_status st = tdm_tensor_create(&r, dev, to, t->ndim, t->shape, name);
-    if (st != TDM_OK) return st;
+    *out = t;
+    return TDM_OK;
+}
+
+/* Fills r (on its device, of its dtype `to`) from the r->nbytes / size(to)
+ * elements of dtype `sdt` at src, converting as needed; t names the
+ * tensor in errors. */
+static tdm_status st_fill(tdm_tensor_t *r, const void *src, tdm_dtype sdt,
+                          const tdm_st_tensor_t *t, const char *name) {
+    tdm_device_t *dev = r->dev;
+    const tdm_dtype to = r->dtype;
     const int64_t n = tdm_tensor_numel(r);
+    tdm_status st = TDM_OK;
     /* tdm_convert_to_f32 reads elements with memcpy: the data section need
      * not be aligned (any header length is legal). */
     if (tdm_dev_is_host(dev) && to == TDM_F32) {
-        st = tdm_convert_to_f32(tdm_f32(r), t->data, t->dtype, n);
-    } else if (t->dtype == to) {   /* stored as wanted (fp16/bf16 checkpoints): copy as is */
-        st = tdm_dev_upload(dev, r->data, t->data, r->nbytes, name);
+        st = tdm_convert_to_f32(tdm_f32(r), src, sdt, n);
+    } else if (sdt == to) {   /* stored as wanted (fp16/bf16 checkpoints): copy as is */
+        st = tdm_dev_upload(dev, r->data, src, r->nbytes, name);
     } else if (!tdm_dev_is_host(dev) && dev->ops->upload_convert &&
-               (t->dtype == TDM_F32 || t->dtype == TDM_F16 || t->dtype == TDM_BF16)) {
+               (sdt == TDM_F32 || sdt == TDM_F16 || sdt == TDM_BF16)) {
         /* the file's bytes go up as they are and the device converts them */
-        if (!dev->ops->upload_convert(dev, r->data, to, t->data, t->dtype, n))
+        if (!dev->ops->upload_convert(dev, r->data, to, src, sdt, n))
             st = tdm_errorf(TDM_ERR_INTERNAL, "%s: tensor \"%s\": upload to %s:%d failed: %s",
                             t->file, name, dev->kind == TDM_DEV_CUDA ? "cuda" : "cpu",
                             dev->index, tdm_last_error());
     } else {   /* convert on the host, threaded, then copy to the device */
         void *tmp = malloc((size_t)r->nbytes + 4);
         if (!tmp) st = tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
-        else if (to == TDM_F32) st = tdm_convert_to_f32(tmp, t->data, t->dtype, n);
-        else st = tdm_convert_to_half(tmp, t->data, t->dtype, n, to);
+        else if (to == TDM_F32) st = tdm_convert_to_f32(tmp, src, sdt, n);
+        else st = tdm_convert_to_half(tmp, src, sdt, n, to);
         if (st == TDM_OK) st = tdm_dev_upload(dev, r->data, tmp, r->nbytes, name);
         free(tmp);
     }
-    /* The float32 copy is what stays: let the kernel drop the mapped source
-     * pages now, so loading never holds a model twice in resident memory.
-     * (Private read-only file pages are re-read if touched again.) */
+    return st;
+}
+
+/* The converted copy is what stays: let the kernel drop the mapped source
+ * pages [p, p + n) now, so loading never holds a model twice in resident
+ * memory. (Private read-only file pages are re-read if touched again.) */
+static void st_drop_pages(const void *p, int64_t n) {
     const long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t b = ((uintptr_t)t->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
-    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~((uintptr_t)pg - 1);
+    uintptr_t b = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t e = ((uintptr_t)p + (uintptr_t)n) & ~((uintptr_t)pg - 1);
     if (pg > 0 && e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
+/* Loads `name` as a new tensor of dtype `to` (F32, or F16/BF16 rounded to
+ * nearest even from the float32 value) on `dev`. */
+static tdm_status st_load(const tdm_st_set_t *set, const char *name, tdm_device_t *dev, int ndim,
+                          const int64_t *shape, tdm_tensor_t **out, int optional, tdm_dtype to) {
+    const tdm_st_tensor_t *t = NULL;
+    tdm_tensor_t *r = NULL;
+    *out = NULL;
+    tdm_status st = st_find_checked(set, name, ndim, shape, optional, &t);
+    if (st != TDM_OK || !t) return st;
+    st = tdm_tensor_create(&r, dev, to, t->ndim, t->shape, name);
+    if (st != TDM_OK) return st;
+    st = st_fill(r, t->data, t->dtype, t, name);
+    st_drop_pages(t->data, t->nbytes);
+    if (st != TDM_OK) { tdm_tensor_free(r); return st; }
+    *out = r;
+    return TDM_OK;
+}
+
+tdm_status tdm_st_set_load_slice(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
+                                 int gemm, int ndim, const int64_t *shape, int dim, int nr,
+                                 const int64_t *begin, const int64_t *count, tdm_tensor_t **out) {
+    const tdm_st_tensor_t *t = NULL;
+    tdm_tensor_t *r = NULL;
+    int64_t sh[TDM_MAX_DIMS], outer = 1, inner = 1, kept = 0;
+    char *tmp = NULL;
+    *out = NULL;
+    if (ndim < 1 || ndim > TDM_MAX_DIMS || dim < 0 || dim >= ndim || nr < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tensor \"%s\": slice of dim %d of %d with %d "
+                          "ranges", name, dim, ndim, nr);
+    tdm_status st = st_find_checked(set, name, ndim, shape, 0, &t);
+    if (st != TDM_OK) return st;
+    for (int i = 0; i < ndim; i++) {   /* the stored shape is validated: no overflow */
+        sh[i] = shape[i];
+        if (i < dim) outer *= shape[i];
+        if (i > dim) inner *= shape[i];
+    }
+    for (int i = 0; i < nr; i++) {
+        if (begin[i] < 0 || count[i] < 1 || begin[i] > shape[dim] - count[i])
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: tensor \"%s\": rows [%lld, %lld) of "
+                              "dimension %d (size %lld) do not exist", t->file, name,
+                              (long long)begin[i], (long long)(begin[i] + count[i]), dim,
+                              (long long)shape[dim]);
+        kept += count[i];
+    }
+    sh[dim] = kept;
+    st = tdm_tensor_create(&r, dev, gemm ? tdm_st_gemm_weight_dtype(dev) : TDM_F32, ndim, sh, name);
+    if (st != TDM_OK) return st;
+    const size_t es = tdm_dtype_size(t->dtype), row = (size_t)inner * es;
+    const char *src = (const char *)t->data + (size_t)begin[0] * row;
+    if (outer > 1 || nr > 1) {   /* gather the kept rows, in the file's dtype */
+        char *p = tmp = malloc((size_t)(outer * kept) * row + 1);
+        if (!tmp) {
+            tdm_tensor_free(r);
+            return tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
+        }
+        for (int64_t o = 0; o < outer; o++)
+            for (int i = 0; i < nr; i++) {
+                memcpy(p, (const char *)t->data + ((size_t)(o * shape[dim] + begin[i])) * row,
+                       (size_t)count[i] * row);
+                p += (size_t)count[i] * row;
+            }
+        src = tmp;
+    }
+    st = st_fill(r, src, t->dtype, t, name);
+    free(tmp);
+    if (outer == 1 && nr == 1) st_drop_pages(src, (int64_t)((size_t)count[0] * row));
     if (st != TDM_OK) { tdm_tensor_free(r); return st; }
     *out = r;
     return TDM_OK;

@@ -77,6 +77,18 @@ tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name
                                        tdm_device_t *dev, int ndim, const int64_t *shape,
                                        tdm_tensor_t **out);
 
+/* A part of tensor `name` (stored shape shape[0..ndim), checked as
+ * tdm_st_set_load_f32 checks it): along dimension `dim` the nr index ranges
+ * [begin[i], begin[i] + count[i]) one after another, every other dimension
+ * whole — a tensor of that shape with dimension dim of sum(count) on `dev`,
+ * float32 (gemm 0) or in tdm_st_gemm_weight_dtype(dev) (gemm 1, as
+ * tdm_st_set_load_gemm_weight). How a tensor-parallel rank loads its rows
+ * (dim 0) or columns (dim 1) of a Linear weight. A range outside the
+ * dimension is TDM_ERR_INVALID_ARG naming the tensor. OUT: *out. */
+tdm_status tdm_st_set_load_slice(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
+                                 int gemm, int ndim, const int64_t *shape, int dim, int nr,
+                                 const int64_t *begin, const int64_t *count, tdm_tensor_t **out);
+
 /* The host copy of a GEMM weight that a split model keeps in host RAM and
  * streams to the device `exec` block by block: stored in
  * tdm_st_gemm_weight_dtype(exec) (bf16 / fp16 for a half GPU: half the host

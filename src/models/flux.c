@@ -17,7 +17,15 @@
  * rows: its share of the text rows then its share of the image rows stand
  * for [txt, img], the RoPE tables are made for those rows, and only the
  * joint attention (nn/ulysses.h, nn/ring.h) and the final gather see other
- * ranks. */
+ * ranks.
+ *
+ * Tensor parallelism (tdm_flux_load_tp) is a property of the loaded model:
+ * a rank holds its heads' columns of q/k/v and of the MLPs' first linears
+ * and the matching input columns of the output projections (bind_col,
+ * bind_row), runs every block on its Hl heads and Dl-wide slices, and one
+ * allreduce per pair of output projections (tp_reduce) completes the
+ * residual update; embedders, norms, modulation and the final layer run
+ * whole on every rank. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +37,7 @@
 #include "models/flux.h"
 #include "nn/embed.h"
 #include "nn/ffn.h"
+#include "nn/group.h"
 #include "nn/linear.h"
 #include "nn/ptree.h"
 #include "nn/ring.h"
@@ -65,6 +74,10 @@ struct tdm_flux {
     tdm_flux_info_t info;
     tdm_device_t   *dev;
     int64_t D, H, hd;                          /* inner dim, heads, head dim */
+    /* Tensor parallelism (tdm_flux_load_tp): this rank's Hl = H / tp->size
+     * heads, Dl = Hl·hd wide; tp NULL (and Hl = H, Dl = D) on one device. */
+    const tdm_nn_group_t *tp;
+    int64_t Hl, Dl;
     tdm_nn_linear_t x_emb, ctx_emb;            /* in → D, joint → D */
     tdm_nn_ffn_t    temb, gemb, pemb;          /* timestep/guidance/text_embedder (SiLU) */
     tdm_nn_linear_t norm_out;                  /* norm_out.linear (D → 2D): scale, shift */
@@ -169,9 +182,53 @@ static int64_t block_of(const void *ctx, const char *name) {
     return -1;
 }
 
+/* A column-split Linear `p``sfx` (in → out): under tensor parallelism this
+ * rank's rows [r·out/T, (r+1)·out/T) of the weight and the bias (whole
+ * heads: out is a multiple of head dim · T); else the whole Linear. */
+static tdm_status bind_col(tdm_flux_t *m, tdm_nn_linear_t *l, int64_t in, int64_t out,
+                           const char *p, const char *sfx) {
+    tdm_status st = TDM_OK;
+    if (!m->tp) return tdm_nn_linear_bind(&m->w, l, in, out, 1, "%s%s", p, sfx);
+    const int64_t n = out / m->tp->size, b0 = m->tp->rank * n, ws[2] = {out, in};
+    l->in = in;
+    l->out = n;
+    TDM_TRY(tdm_weights_bind_slice(&m->w, &l->w, 1, 2, ws, 0, 1, &b0, &n, "%s%s.weight", p, sfx));
+    TDM_TRY(tdm_weights_bind_slice(&m->w, &l->b, 0, 1, &out, 0, 1, &b0, &n, "%s%s.bias", p, sfx));
+fail:
+    return st;
+}
+
+/* A row-split Linear `p``sfx` (sum(parts) → out) whose input is nparts
+ * column-split parts side by side: under tensor parallelism this rank's
+ * 1/T of each part's columns of the weight and, on rank 0 only, the bias
+ * (the ranks' products are summed, so it is added once); else the whole
+ * Linear. */
+static tdm_status bind_row(tdm_flux_t *m, tdm_nn_linear_t *l, int64_t out, int nparts,
+                           const int64_t *parts, const char *p, const char *sfx) {
+    tdm_status st = TDM_OK;
+    int64_t in = 0, off = 0, begin[2], count[2];
+    for (int i = 0; i < nparts; i++) in += parts[i];
+    if (!m->tp) return tdm_nn_linear_bind(&m->w, l, in, out, 1, "%s%s", p, sfx);
+    const int64_t ws[2] = {out, in};
+    l->in = 0;
+    l->out = out;
+    l->b = NULL;
+    for (int i = 0; i < nparts; i++) {
+        count[i] = parts[i] / m->tp->size;
+        begin[i] = off + m->tp->rank * count[i];
+        off += parts[i];
+        l->in += count[i];
+    }
+    TDM_TRY(tdm_weights_bind_slice(&m->w, &l->w, 1, 2, ws, 1, nparts, begin, count,
+                                   "%s%s.weight", p, sfx));
+    if (m->tp->rank == 0) TDM_TRY(tdm_weights_bind(&m->w, &l->b, 0, 1, &out, "%s%s.bias", p, sfx));
+fail:
+    return st;
+}
+
 static tdm_status load_double(tdm_flux_t *m, flux_double_t *d, int64_t i) {
     tdm_status st = TDM_OK;
-    int64_t D = m->D, hd = m->hd;
+    int64_t D = m->D, D4 = 4 * D, hd = m->hd;
     char p[128];
     snprintf(p, sizeof(p), "transformer_blocks.%lld", (long long)i);
     TDM_TRY(tdm_weights_nosplit(&m->w, "FluxTransformerBlock", "%s", p));
@@ -179,20 +236,20 @@ static tdm_status load_double(tdm_flux_t *m, flux_double_t *d, int64_t i) {
     TDM_TRY(tdm_nn_linear_bind(&m->w, &d->mod_ctx, D, 6 * D, 1, "%s.norm1_context.linear", p));
     TDM_TRY(tdm_weights_bind(&m->w, &d->nq, 0, 1, &hd, "%s.attn.norm_q.weight", p));
     TDM_TRY(tdm_weights_bind(&m->w, &d->nk, 0, 1, &hd, "%s.attn.norm_k.weight", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->q, D, D, 1, "%s.attn.to_q", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->k, D, D, 1, "%s.attn.to_k", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->v, D, D, 1, "%s.attn.to_v", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->out, D, D, 1, "%s.attn.to_out.0", p));
+    TDM_TRY(bind_col(m, &d->q, D, D, p, ".attn.to_q"));
+    TDM_TRY(bind_col(m, &d->k, D, D, p, ".attn.to_k"));
+    TDM_TRY(bind_col(m, &d->v, D, D, p, ".attn.to_v"));
+    TDM_TRY(bind_row(m, &d->out, D, 1, &D, p, ".attn.to_out.0"));
     TDM_TRY(tdm_weights_bind(&m->w, &d->naq, 0, 1, &hd, "%s.attn.norm_added_q.weight", p));
     TDM_TRY(tdm_weights_bind(&m->w, &d->nak, 0, 1, &hd, "%s.attn.norm_added_k.weight", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->aq, D, D, 1, "%s.attn.add_q_proj", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ak, D, D, 1, "%s.attn.add_k_proj", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->av, D, D, 1, "%s.attn.add_v_proj", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->add_out, D, D, 1, "%s.attn.to_add_out", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ff1, D, 4 * D, 1, "%s.ff.net.0.proj", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->ff2, 4 * D, D, 1, "%s.ff.net.2", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->cff1, D, 4 * D, 1, "%s.ff_context.net.0.proj", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &d->cff2, 4 * D, D, 1, "%s.ff_context.net.2", p));
+    TDM_TRY(bind_col(m, &d->aq, D, D, p, ".attn.add_q_proj"));
+    TDM_TRY(bind_col(m, &d->ak, D, D, p, ".attn.add_k_proj"));
+    TDM_TRY(bind_col(m, &d->av, D, D, p, ".attn.add_v_proj"));
+    TDM_TRY(bind_row(m, &d->add_out, D, 1, &D, p, ".attn.to_add_out"));
+    TDM_TRY(bind_col(m, &d->ff1, D, 4 * D, p, ".ff.net.0.proj"));
+    TDM_TRY(bind_row(m, &d->ff2, D, 1, &D4, p, ".ff.net.2"));
+    TDM_TRY(bind_col(m, &d->cff1, D, 4 * D, p, ".ff_context.net.0.proj"));
+    TDM_TRY(bind_row(m, &d->cff2, D, 1, &D4, p, ".ff_context.net.2"));
 fail:
     return st;
 }
@@ -200,17 +257,18 @@ fail:
 static tdm_status load_single(tdm_flux_t *m, flux_single_t *s, int64_t i) {
     tdm_status st = TDM_OK;
     int64_t D = m->D, hd = m->hd;
+    const int64_t parts[2] = {D, 4 * D};   /* proj_out's input: [attention, MLP] */
     char p[128];
     snprintf(p, sizeof(p), "single_transformer_blocks.%lld", (long long)i);
     TDM_TRY(tdm_weights_nosplit(&m->w, "FluxSingleTransformerBlock", "%s", p));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &s->mod, D, 3 * D, 1, "%s.norm.linear", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->mlp, D, 4 * D, 1, "%s.proj_mlp", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->out, 5 * D, D, 1, "%s.proj_out", p));
+    TDM_TRY(bind_col(m, &s->mlp, D, 4 * D, p, ".proj_mlp"));
+    TDM_TRY(bind_row(m, &s->out, D, 2, parts, p, ".proj_out"));
     TDM_TRY(tdm_weights_bind(&m->w, &s->nq, 0, 1, &hd, "%s.attn.norm_q.weight", p));
     TDM_TRY(tdm_weights_bind(&m->w, &s->nk, 0, 1, &hd, "%s.attn.norm_k.weight", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->q, D, D, 1, "%s.attn.to_q", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->k, D, D, 1, "%s.attn.to_k", p));
-    TDM_TRY(tdm_nn_linear_bind(&m->w, &s->v, D, D, 1, "%s.attn.to_v", p));
+    TDM_TRY(bind_col(m, &s->q, D, D, p, ".attn.to_q"));
+    TDM_TRY(bind_col(m, &s->k, D, D, p, ".attn.to_k"));
+    TDM_TRY(bind_col(m, &s->v, D, D, p, ".attn.to_v"));
 fail:
     return st;
 }
@@ -253,6 +311,8 @@ static tdm_status model_new(tdm_flux_t **out, const tdm_flux_info_t *c, tdm_devi
     m->hd = c->attention_head_dim;
     m->H = c->num_attention_heads;
     m->D = m->hd * m->H;
+    m->Hl = m->H;
+    m->Dl = m->D;
     if (c->num_layers > 0 && !(m->dbl = calloc((size_t)c->num_layers, sizeof(*m->dbl)))) {
         st = tdm_errorf(TDM_ERR_NOMEM, "flux: out of memory for %lld blocks",
                         (long long)c->num_layers);
@@ -271,9 +331,21 @@ fail:
     return st;
 }
 
+/* Whether T tensor-parallel ranks can split the model of config c (whole
+ * heads each, hence whole quarters of the MLP width too); fn names the
+ * caller in the error. */
+static tdm_status tp_check(const tdm_flux_info_t *c, int T, const char *fn) {
+    if (T < 1 || c->num_attention_heads % T != 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: tp=%d does not divide num_attention_heads=%lld "
+                          "(tensor parallelism splits whole heads, and the MLP width %lld with them)",
+                          fn, T, (long long)c->num_attention_heads,
+                          (long long)(4 * c->num_attention_heads * c->attention_head_dim));
+    return TDM_OK;
+}
+
 static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
                            const char *variant, tdm_device_t *dev,
-                           const tdm_placement_t *place) {
+                           const tdm_placement_t *place, const tdm_nn_group_t *tp) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_flux_t *m = NULL;
@@ -288,7 +360,13 @@ static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
     TDM_TRY(tdm_path_join(path, sizeof(path), root, sub, "config.json"));
     TDM_TRY(tdm_json_load(&j, path));
     TDM_TRY(cfg_parse(&j, &c));
+    if (tp && tp->size > 1) TDM_TRY(tp_check(&c, tp->size, "tdm_flux_load_tp"));
     TDM_TRY(model_new(&m, &c, dev));
+    if (tp && tp->size > 1) {
+        m->tp = tp;
+        m->Hl = m->H / tp->size;
+        m->Dl = m->Hl * m->hd;
+    }
     tdm_weights_init(&m->w, "flux", dev, place);
     m->w.unit_of = block_of;
     m->w.ctx = m;
@@ -307,14 +385,24 @@ fail:
 
 tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
                          const char *variant, tdm_device_t *dev) {
-    return load_any(out, root, sub, variant, dev, NULL);
+    return load_any(out, root, sub, variant, dev, NULL, NULL);
+}
+
+tdm_status tdm_flux_load_tp(tdm_flux_t **out, const char *root, const char *sub,
+                            const char *variant, tdm_device_t *dev, const tdm_nn_group_t *tp) {
+    if (tp && (tp->size < 1 || tp->rank < 0 || tp->rank >= tp->size)) {
+        if (out) *out = NULL;
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_load_tp: rank %d of a tp group of %d",
+                          tp->rank, tp->size);
+    }
+    return load_any(out, root, sub, variant, dev, NULL, tp);
 }
 
 tdm_status tdm_flux_load_placed(tdm_flux_t **out, const char *root, const char *sub,
                                 const char *variant, const tdm_placement_t *pl) {
     tdm_status st = tdm_placement_check(pl, "flux");
     if (st != TDM_OK) return st;
-    return load_any(out, root, sub, variant, pl->main, pl);
+    return load_any(out, root, sub, variant, pl->main, pl, NULL);
 }
 
 void tdm_flux_free(tdm_flux_t *m) {
@@ -396,6 +484,11 @@ typedef struct {
     void *h;                                       /* (B, S, 5D): FF hidden / [attn, mlp] */
     float *mod;                                    /* (2, B, 6D) modulation chunks */
     struct flux_cp *cp;                            /* context parallelism; NULL: one device */
+    /* Under tensor parallelism q, k, v, o hold this rank's Dl columns and h
+     * its 5·Dl, and y (an output projection's partial sum, summed over the
+     * TP ranks) is float32: yt = TDM_F32; else yt = at. */
+    tdm_dtype yt;
+    tdm_status tp_st;                              /* first failure of a TP allreduce */
 } flux_ws_t;
 
 /* Context parallelism (tdm_flux_forward_cp): this rank's rows, its
@@ -415,18 +508,20 @@ typedef struct flux_cp {
 
 /* Sizes (or, with base != NULL, places) the workspace; returns its bytes or
  * -1 on overflow. Every part starts on a 64-byte boundary. */
-static int64_t ws_layout(flux_ws_t *w, char *base, int64_t B, int64_t S, int64_t D) {
-    int64_t off = 0, BSD, BD, B6D;
-    int64_t fs = (int64_t)sizeof(float), as = (int64_t)tdm_dtype_size(w->at);
+static int64_t ws_layout(flux_ws_t *w, char *base, int64_t B, int64_t S, int64_t D, int64_t Dl) {
+    int64_t off = 0, BSD, BSDl, BD, B6D;
+    int64_t fs = (int64_t)sizeof(float), as = (int64_t)tdm_dtype_size(w->at),
+            ys = (int64_t)tdm_dtype_size(w->yt);
     if (!tdm_mul_ok(B, S, &BSD) || !tdm_mul_ok(BSD, D, &BSD) || BSD > INT64_MAX / 64 ||
         !tdm_mul_ok(B, D, &BD) || BD > INT64_MAX / 64 || B > INT64_MAX / (4 * FLUX_TIME_DIM))
         return -1;
     B6D = 6 * BD;
+    BSDl = BSD / D * Dl;   /* Dl <= D */
     struct { void **p; int64_t bytes; } parts[] = {
         {(void **)&w->tproj, B * FLUX_TIME_DIM * fs}, {(void **)&w->th, BD * fs},
         {(void **)&w->temb, BD * fs}, {(void **)&w->tmp, BD * fs}, {(void **)&w->semb, BD * fs},
-        {(void **)&w->x, BSD * fs}, {&w->nx, BSD * as}, {&w->q, BSD * as}, {&w->k, BSD * as},
-        {&w->v, BSD * as}, {&w->o, BSD * as}, {&w->y, BSD * as}, {&w->h, 5 * BSD * as},
+        {(void **)&w->x, BSD * fs}, {&w->nx, BSD * as}, {&w->q, BSDl * as}, {&w->k, BSDl * as},
+        {&w->v, BSDl * as}, {&w->o, BSDl * as}, {&w->y, BSD * ys}, {&w->h, 5 * BSDl * as},
         {(void **)&w->mod, 2 * B6D * fs},
     };
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
@@ -459,6 +554,31 @@ static void seg_linear(tdm_device_t *dev, tdm_dtype at, void *y, const void *x,
     seg_linear_ex(dev, at, y, l->out, x, l, B, S, r0, L, 0);
 }
 
+/* w->y (type w->yt) = output projection l on segment rows [r0, r0+L) of x
+ * (B, S, l->in; type at) of every batch element. Under tensor parallelism
+ * l is row-split and this is the rank's float32 partial sum (the bias on
+ * rank 0 only), which tp_reduce completes; else seg_linear into y. */
+static void seg_out(tdm_device_t *dev, const flux_ws_t *w, const void *x, const tdm_nn_linear_t *l,
+                    int64_t B, int64_t S, int64_t r0, int64_t L) {
+    const int64_t K = l->in, n = l->out;
+    if (L == S) {
+        tdm_op_linear_ex(dev, w->y, w->yt, n, x, w->at, l->w, l->b, B * S, K, n, 0);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++)
+        tdm_op_linear_ex(dev, tdm_act_at(w->y, w->yt, (b * S + r0) * n), w->yt, n,
+                         tdm_act_at(x, w->at, (b * S + r0) * K), w->at, l->w, l->b, L, K, n, 0);
+}
+
+/* Tensor parallelism: w->y (B, S, D; float32) = the sum over the TP ranks
+ * of their partial products — one allreduce for a block's pair of output
+ * projections (text and image rows together). Nothing on one device; a
+ * failure is kept in w->tp_st and the later reductions are skipped. */
+static void tp_reduce(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t S) {
+    if (!m->tp || w->tp_st != TDM_OK) return;
+    w->tp_st = tdm_nn_group_allreduce_sum(m->tp, m->dev, w->y, w->y, B * S * m->D, TDM_F32);
+}
+
 /* Joint attention over all S rows: per-head RMSNorm of q and k (rows before
  * `split` with the text weights wq0 / wk0, the rest with wq1 / wk1) and RoPE,
  * then softmax(q kᵀ/√hd) v → o. Under context parallelism the S rows are
@@ -469,12 +589,12 @@ static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_
                             int64_t split, const float *wq0, const float *wq1, const float *wk0,
                             const float *wk1) {
     tdm_device_t *dev = m->dev;
-    tdm_op_qk_norm_rope(dev, w->at, w->q, wq0, wq1, split, w->cosb, w->sinb, B, S, m->H, m->hd,
+    tdm_op_qk_norm_rope(dev, w->at, w->q, wq0, wq1, split, w->cosb, w->sinb, B, S, m->Hl, m->hd,
                         FLUX_RMS_EPS);
-    tdm_op_qk_norm_rope(dev, w->at, w->k, wk0, wk1, split, w->cosb, w->sinb, B, S, m->H, m->hd,
+    tdm_op_qk_norm_rope(dev, w->at, w->k, wk0, wk1, split, w->cosb, w->sinb, B, S, m->Hl, m->hd,
                         FLUX_RMS_EPS);
     if (!w->cp) {
-        tdm_op_attention_t(dev, w->at, w->o, w->q, w->k, w->v, B, S, S, m->H, m->hd,
+        tdm_op_attention_t(dev, w->at, w->o, w->q, w->k, w->v, B, S, S, m->Hl, m->hd,
                            (float)(1.0 / sqrt((double)m->hd)), 0);
     } else if (w->cp->st == TDM_OK) {   /* S rows of this rank; the exchange sees all of them */
         flux_cp_t *cp = w->cp;
@@ -484,12 +604,14 @@ static void joint_attention(const tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_
     }
 }
 
-/* FluxTransformerBlock on w->x (B, S, D): text rows [0, T), image rows [T, S). */
+/* FluxTransformerBlock on w->x (B, S, D): text rows [0, T), image rows [T, S).
+ * Under tensor parallelism this rank's heads and MLP columns (Dl, 4·Dl),
+ * each output projection pair summed over the ranks by tp_reduce. */
 static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t *w, int64_t B,
                          int64_t T, int64_t N) {
     tdm_device_t *dev = m->dev;
     tdm_dtype at = w->at;
-    int64_t D = m->D, S = T + N, ms = 6 * D;
+    int64_t D = m->D, Dl = m->Dl, S = T + N, ms = 6 * D;
     float *modi = w->mod, *modt = w->mod + B * ms;
     /* chunks of 6: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
     tdm_nn_linear_forward(dev, &d->mod, modi, w->semb, B);
@@ -507,48 +629,53 @@ static void double_block(const tdm_flux_t *m, const flux_double_t *d, flux_ws_t 
     seg_linear(dev, at, w->k, w->nx, &d->k, B, S, T, N);
     seg_linear(dev, at, w->v, w->nx, &d->v, B, S, T, N);
     joint_attention(m, w, B, S, T, d->naq, d->nq, d->nak, d->nk);
-    seg_linear(dev, at, w->y, w->o, &d->add_out, B, S, 0, T);
-    seg_linear(dev, at, w->y, w->o, &d->out, B, S, T, N);
-    tdm_op_gated_add_rows(dev, at, w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
-    tdm_op_gated_add_rows(dev, at, w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
+    seg_out(dev, w, w->o, &d->add_out, B, S, 0, T);
+    seg_out(dev, w, w->o, &d->out, B, S, T, N);
+    tp_reduce(m, w, B, S);
+    tdm_op_gated_add_rows(dev, w->yt, w->x, w->y, modt + 2 * D, ms, B, S, 0, T, D);
+    tdm_op_gated_add_rows(dev, w->yt, w->x, w->y, modi + 2 * D, ms, B, S, T, N, D);
 
     /* feed-forwards: ff_context on text, ff on image, GELU (tanh) */
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modt + 3 * D, modt + 4 * D, ms, B, S, 0, T,
                                D, FLUX_LN_EPS);
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, modi + 3 * D, modi + 4 * D, ms, B, S, T, N,
                                D, FLUX_LN_EPS);
-    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->cff1, B, S, 0, T, 1);
-    seg_linear_ex(dev, at, w->h, 4 * D, w->nx, &d->ff1, B, S, T, N, 1);
-    seg_linear(dev, at, w->y, w->h, &d->cff2, B, S, 0, T);
-    seg_linear(dev, at, w->y, w->h, &d->ff2, B, S, T, N);
-    tdm_op_gated_add_rows(dev, at, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
-    tdm_op_gated_add_rows(dev, at, w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
+    seg_linear_ex(dev, at, w->h, 4 * Dl, w->nx, &d->cff1, B, S, 0, T, 1);
+    seg_linear_ex(dev, at, w->h, 4 * Dl, w->nx, &d->ff1, B, S, T, N, 1);
+    seg_out(dev, w, w->h, &d->cff2, B, S, 0, T);
+    seg_out(dev, w, w->h, &d->ff2, B, S, T, N);
+    tp_reduce(m, w, B, S);
+    tdm_op_gated_add_rows(dev, w->yt, w->x, w->y, modt + 5 * D, ms, B, S, 0, T, D);
+    tdm_op_gated_add_rows(dev, w->yt, w->x, w->y, modi + 5 * D, ms, B, S, T, N, D);
 }
 
 /* FluxSingleTransformerBlock on all S rows of w->x (B, S, D):
- * x += gate * proj_out([attn(nx), gelu_tanh(proj_mlp(nx))]). */
+ * x += gate * proj_out([attn(nx), gelu_tanh(proj_mlp(nx))]). Under tensor
+ * parallelism h holds this rank's [Dl attention | 4·Dl MLP] columns and
+ * proj_out's partial sums are summed over the ranks by tp_reduce. */
 static void single_block(const tdm_flux_t *m, const flux_single_t *s, flux_ws_t *w, int64_t B,
                          int64_t S) {
     tdm_device_t *dev = m->dev;
     tdm_dtype at = w->at;
-    int64_t D = m->D, ms = 3 * D, rows = B * S;
+    int64_t D = m->D, Dl = m->Dl, ms = 3 * D, rows = B * S;
     float *mod = w->mod;   /* shift, scale, gate */
     tdm_nn_linear_forward(dev, &s->mod, mod, w->semb, B);
     tdm_op_layer_norm_modulate(dev, at, w->nx, w->x, mod, mod + D, ms, B, S, 0, S, D,
                                FLUX_LN_EPS);
 
-    /* MLP branch straight into columns [D, 5D) of h (B*S, 5D) */
-    seg_linear_ex(dev, at, tdm_act_at(w->h, at, D), 5 * D, w->nx, &s->mlp, B, S, 0, S, 1);
+    /* MLP branch straight into columns [Dl, 5Dl) of h (B*S, 5Dl) */
+    seg_linear_ex(dev, at, tdm_act_at(w->h, at, Dl), 5 * Dl, w->nx, &s->mlp, B, S, 0, S, 1);
 
-    /* attention branch into columns [0, D) */
+    /* attention branch into columns [0, Dl) */
     seg_linear(dev, at, w->q, w->nx, &s->q, B, S, 0, S);
     seg_linear(dev, at, w->k, w->nx, &s->k, B, S, 0, S);
     seg_linear(dev, at, w->v, w->nx, &s->v, B, S, 0, S);
     joint_attention(m, w, B, S, 0, s->nq, s->nq, s->nk, s->nk);
-    tdm_op_copy_2d(dev, at, w->h, 5 * D, w->o, D, rows, D);
+    tdm_op_copy_2d(dev, at, w->h, 5 * Dl, w->o, Dl, rows, Dl);
 
-    seg_linear(dev, at, w->y, w->h, &s->out, B, S, 0, S);
-    tdm_op_gated_add_rows(dev, at, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
+    seg_out(dev, w, w->h, &s->out, B, S, 0, S);
+    tp_reduce(m, w, B, S);
+    tdm_op_gated_add_rows(dev, w->yt, w->x, w->y, mod + 2 * D, ms, B, S, 0, S, D);
 }
 
 /* m->rope holds the tables of cat(txt_ids, img_ids): reused when the ids
@@ -674,6 +801,7 @@ static tdm_status run_blocks(tdm_flux_t *m, flux_ws_t *w, int64_t B, int64_t T, 
         else single_block(m, &m->sgl[i - nl], w, B, T + N);
         tdm_offload_out(&m->w.off, i);
         if (w->cp && w->cp->st != TDM_OK) return w->cp->st;
+        if (w->tp_st != TDM_OK) return w->tp_st;
     }
 fail:
     return st;
@@ -762,8 +890,10 @@ static tdm_status forward_rows(tdm_flux_t *m, flux_cp_t *cp, const flux_in_t *in
     const int64_t B = in->B, S = in->T + in->N, Sl = in->Tl + in->Nl, D = m->D, hd = m->hd;
     int64_t nws, ncp = 0, nhost;
     w.at = tdm_op_act_dtype(dev);
+    w.yt = m->tp ? TDM_F32 : w.at;
+    w.tp_st = TDM_OK;
     w.cp = cp;
-    nws = ws_layout(&w, NULL, B, Sl, D);
+    nws = ws_layout(&w, NULL, B, Sl, D, m->Dl);
     if (cp && nws >= 0) ncp = cp_layout(cp, NULL, B, in->Nl, m->info.out_channels);
     if (nws < 0 || ncp < 0 || ncp > INT64_MAX / 4 - nws || S > INT64_MAX / 64 / hd)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward: B=%lld N=%lld T=%lld is too "
@@ -776,7 +906,7 @@ static tdm_status forward_rows(tdm_flux_t *m, flux_cp_t *cp, const flux_in_t *in
                                  (long long)nhost);
     base = tdm_dev_alloc(dev, nws + ncp, "flux activations");
     if (!base) { st = TDM_ERR_NOMEM; goto fail; }
-    ws_layout(&w, base, B, Sl, D);
+    ws_layout(&w, base, B, Sl, D, m->Dl);
     if (cp) cp_layout(cp, base + nws, B, in->Nl, m->info.out_channels);
 
     TDM_TRY(tdm_offload_in(&m->w.off, m->dev, -1));   /* offloaded top-level weights, for the whole call */
@@ -837,7 +967,7 @@ tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_flux_cp_groups_t *g, con
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_forward_cp: %lld image rows over %d "
                           "ranks (ring %d x ulysses %d): every rank needs at least one",
                           (long long)N, cp.U * cp.R, cp.R, cp.U);
-    cp.shape = (tdm_nn_ulysses_shape_t){ B, m->H, m->hd, 2, { T, N } };
+    cp.shape = (tdm_nn_ulysses_shape_t){ B, m->Hl, m->hd, 2, { T, N } };
     st = tdm_nn_usp_sizes(&cp.shape, cp.r, cp.R, cp.u, cp.U, tdm_op_act_dtype(m->dev), &cp.n);
     if (st != TDM_OK) return st;
     in.tb = cp.n.begin[0], in.Tl = cp.n.count[0];
@@ -856,15 +986,16 @@ tdm_status tdm_flux_forward_cp(tdm_flux_t *m, const tdm_flux_cp_groups_t *g, con
  * slot's rows against one ring block) and, on a host device, the host
  * staging buffer. Saturates at INT64_MAX. */
 static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int64_t B, int64_t N,
-                               int64_t T, int U, int R) {
+                               int64_t T, int U, int R, int tp) {
     flux_ws_t w;
-    const int64_t hd = c->attention_head_dim, H = c->num_attention_heads, D = hd * H;
+    const int64_t hd = c->attention_head_dim, H = c->num_attention_heads / tp, D = hd * H * tp;
     int64_t S, Sl, Nl = N, heads = H, nws, ncp = 0, rope, att, nhost, total;
     if (N > INT64_MAX / 2 - T) return INT64_MAX;
     S = T + N;
     Sl = S;
     if (S > INT64_MAX / 64 / hd) return INT64_MAX;
     w.at = tdm_op_act_dtype(dev);
+    w.yt = tp > 1 ? TDM_F32 : w.at;
     att = tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, heads, hd);
     if (U > 1 || R > 1) {
         flux_cp_t cp;
@@ -880,7 +1011,7 @@ static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int6
                                                      (T + R - 1) / R + (N + R - 1) / R, heads, hd)
                     : tdm_op_attention_scratch_bytes(dev, w.at, B, S, S, heads, hd);
     }
-    if ((nws = ws_layout(&w, NULL, B, Sl, D)) < 0) return INT64_MAX;
+    if ((nws = ws_layout(&w, NULL, B, Sl, D, hd * H)) < 0) return INT64_MAX;
     rope = 2 * Sl * hd * (int64_t)sizeof(float);
     nhost = 2 * Sl * hd > B * FLUX_TIME_DIM ? 2 * Sl * hd : B * FLUX_TIME_DIM;
     total = nws;
@@ -891,21 +1022,34 @@ static int64_t flux_work_total(const tdm_flux_info_t *c, tdm_device_t *dev, int6
     return total;
 }
 
-tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
-                                  int64_t N, int64_t T, int U, int R, int64_t *out) {
+/* The working memory of a rank of an R × U context-parallel grid of a
+ * model over tp TP ranks (each 1 when absent). */
+static tdm_status work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N, int64_t T,
+                             int U, int R, int tp, const char *fn, int64_t *out) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_flux_info_t c;
     *out = 0;
-    if (!config_path || !dev || B < 1 || N < 1 || T < 0 || U < 1 || R < 1)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_work_bytes: config, device, B >= 1, "
-                          "N >= 1, T >= 0, U >= 1 and R >= 1 are required");
+    if (!config_path || !dev || B < 1 || N < 1 || T < 0 || U < 1 || R < 1 || tp < 1)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: config, device, B >= 1, N >= 1, T >= 0, U >= 1, "
+                          "R >= 1 and tp >= 1 are required", fn);
     TDM_TRY(tdm_json_load(&j, config_path));
     TDM_TRY(cfg_parse(&j, &c));
-    *out = flux_work_total(&c, dev, B, N, T, U, R);
+    TDM_TRY(tp_check(&c, tp, fn));
+    *out = flux_work_total(&c, dev, B, N, T, U, R, tp);
 fail:
     tdm_json_free(&j);
     return st;
+}
+
+tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                  int64_t N, int64_t T, int U, int R, int64_t *out) {
+    return work_bytes(config_path, dev, B, N, T, U, R, 1, "tdm_flux_work_bytes_cp", out);
+}
+
+tdm_status tdm_flux_work_bytes_tp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                  int64_t N, int64_t T, int U, int tp, int64_t *out) {
+    return work_bytes(config_path, dev, B, N, T, U, 1, tp, "tdm_flux_work_bytes_tp", out);
 }
 
 tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64_t B, int64_t N,

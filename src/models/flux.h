@@ -42,6 +42,38 @@ typedef struct {
 tdm_status tdm_flux_load(tdm_flux_t **out, const char *root, const char *sub,
                          const char *variant, tdm_device_t *dev);
 
+/* Tensor parallelism (FLUX issue 14 item 4): rank r of the T ranks of nn
+ * group `tp` (nn/group.h; dist fills one from the TP communicator) loads
+ * only its shard of every block:
+ *   - attention: to_q/k/v and add_q/k/v_proj column-split (rank r keeps
+ *     heads [r·H/T, (r+1)·H/T), whole heads), to_out.0 / to_add_out
+ *     row-split (their input columns of those heads);
+ *   - feed-forwards: net.0.proj column-split, net.2 row-split;
+ *   - single blocks: proj_mlp and to_q/k/v column-split, proj_out row-split
+ *     over both of its input parts ([attention D | MLP 4D]).
+ * A row-split Linear's bias is loaded on rank 0 only (added once). The
+ * embedders, the norms (q/k RMSNorm weights are per head-dim, the same for
+ * every head), the AdaLN modulation linears, norm_out and proj_out stay
+ * whole on every rank. So a rank holds about 1/T of the blocks' weights
+ * (param_bytes reports what it holds). T must divide num_attention_heads
+ * (and thereby the MLP width 4·D): else TDM_ERR_INVALID_ARG naming tp and
+ * the counts. The model keeps `tp` (borrowed: it must outlive the model).
+ * tdm_flux_forward and tdm_flux_forward_cp of such a model are collective
+ * over tp: every TP rank calls them with the same arguments, each block's
+ * pair of output projections is summed over the ranks by one allreduce_sum
+ * (float32 partial sums, whatever the activation dtype: they are computed
+ * in float32, so bf16/fp16 activations are not rounded before the sum) and
+ * every rank gets the whole output. The sums run in another order than on
+ * one device: the output is within float tolerance of tdm_flux_forward's,
+ * not bit-identical. Combined with tdm_flux_forward_cp (T × U): the Ulysses
+ * group's ranks share this rank's TP coordinate and exchange its H/T heads.
+ * tp NULL or of one rank: exactly tdm_flux_load. No device map (a split
+ * placement and TP do not combine). OUT: *out, freed with tdm_flux_free. */
+struct tdm_nn_group;
+tdm_status tdm_flux_load_tp(tdm_flux_t **out, const char *root, const char *sub,
+                            const char *variant, tdm_device_t *dev,
+                            const struct tdm_nn_group *tp);
+
 /* A split transformer (nn/offload.h): each tensor where the device map
  * puts it, "cpu" weights in host RAM and "disk" ones left in the files, each
  * brought to the main device just before its block runs (the top-level ones
@@ -111,8 +143,8 @@ typedef struct {
 } tdm_flux_cp_groups_t;
 
 /* Context parallelism (Ulysses, ring, or both: USP): tdm_flux_forward on
- * rank (r, u) of the R × U grid of g, each rank holding the same model on
- * its own device. Collective: every rank of the grid calls it with the same
+ * rank (r, u) of the R × U grid of g, each rank holding the same model (or
+ * the same TP shard, tdm_flux_load_tp) on its own device. Collective: every rank of the grid calls it with the same
  * arguments (inputs as tdm_flux_forward, whole: every rank reads only its
  * rows of them). A rank computes, through every block, only its share of
  * the text rows and of the image rows (each segment split by
@@ -155,5 +187,14 @@ tdm_status tdm_flux_work_bytes(const char *config_path, tdm_device_t *dev, int64
  * *out. */
 tdm_status tdm_flux_work_bytes_cp(const char *config_path, tdm_device_t *dev, int64_t B,
                                   int64_t N, int64_t T, int U, int R, int64_t *out);
+
+/* tdm_flux_work_bytes_cp of one rank of a model loaded with
+ * tdm_flux_load_tp over tp ranks: the attention and MLP activations hold
+ * its 1/tp of the heads and MLP columns, the output projections' partial
+ * sums are float32, the Ulysses exchange (U > 1) moves its heads. tp = 1 is
+ * tdm_flux_work_bytes_cp; a tp not dividing the heads is the error of
+ * tdm_flux_load_tp. OUT: *out. */
+tdm_status tdm_flux_work_bytes_tp(const char *config_path, tdm_device_t *dev, int64_t B,
+                                  int64_t N, int64_t T, int U, int tp, int64_t *out);
 
 #endif

@@ -85,6 +85,46 @@ tdm_status tdm_weights_bind_tensor(tdm_weights_t *w, tdm_tensor_t **slot, int ge
     return st;
 }
 
+tdm_status tdm_weights_bind_slice(tdm_weights_t *w, const float **slot, int gemm, int ndim,
+                                  const int64_t *shape, int dim, int nr, const int64_t *begin,
+                                  const int64_t *count, const char *fmt, ...) {
+    char name[TDM_WEIGHTS_NAME_MAX];
+    int64_t part[TDM_MAX_DIMS];
+    tdm_tensor_t *t = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (len < 0 || (size_t)len >= sizeof name)
+        return tdm_errorf(TDM_ERR_INTERNAL, "%s: tensor name too long: %s...", w->what, name);
+    if (ndim < 1 || ndim > TDM_MAX_DIMS || dim < 0 || dim >= ndim || nr < 1)
+        return tdm_errorf(TDM_ERR_INTERNAL, "%s: tensor \"%s\": bad slice", w->what, name);
+    if (w->list) {
+        memcpy(part, shape, (size_t)ndim * sizeof *part);
+        part[dim] = 0;
+        for (int i = 0; i < nr; i++) part[dim] += count[i];
+        if (slot) *slot = NULL;
+        return tdm_plist_add(w->list, 0, TDM_F32, ndim, part, "%s", name);
+    }
+    if (w->place)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: tensor \"%s\": a tensor-parallel shard cannot "
+                          "be placed by a device map", w->what, name);
+    if (w->nowned == w->capowned) {
+        int64_t cap = w->capowned ? 2 * w->capowned : 256;
+        tdm_tensor_t **p = realloc(w->owned, (size_t)cap * sizeof *p);
+        if (!p) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory for the tensor list", w->what);
+        w->owned = p;
+        w->capowned = cap;
+    }
+    tdm_status st = tdm_st_set_load_slice(w->set, name, w->dev, gemm, ndim, shape, dim, nr, begin,
+                                          count, &t);
+    if (st != TDM_OK) return st;
+    w->owned[w->nowned++] = t;
+    w->bytes += t->nbytes;
+    *slot = tdm_f32(t);
+    return TDM_OK;
+}
+
 tdm_status tdm_weights_nosplit(tdm_weights_t *w, const char *cls, const char *fmt, ...) {
     char path[TDM_WEIGHTS_NAME_MAX];
     va_list ap;

@@ -74,6 +74,17 @@ tdm_status tdm_weights_bind(tdm_weights_t *w, const float **slot, int gemm, int 
 tdm_status tdm_weights_bind_tensor(tdm_weights_t *w, tdm_tensor_t **slot, int gemm, int ndim,
                                    const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* Binds a part of tensor `fmt...` (stored shape shape[0..ndim)) to the
+ * float * field *slot: along dimension `dim` the nr index ranges
+ * [begin[i], begin[i] + count[i]) one after another (tdm_st_set_load_slice),
+ * every other dimension whole — a tensor-parallel rank's shard of a weight.
+ * gemm as tdm_weights_bind. Load mode: resident on w->dev (a device map is
+ * TDM_ERR_UNSUPPORTED naming the tensor: shards are not offloaded). List
+ * mode: appended with the part's shape. */
+tdm_status tdm_weights_bind_slice(tdm_weights_t *w, const float **slot, int gemm, int ndim,
+                                  const int64_t *shape, int dim, int nr, const int64_t *begin,
+                                  const int64_t *count, const char *fmt, ...)
+    __attribute__((format(printf, 10, 11)));
 /* List mode: records module `fmt...` of PyTorch class `cls` as a no-split
  * unit (tdm_plist_nosplit). Load mode: does nothing. */
 tdm_status tdm_weights_nosplit(tdm_weights_t *w, const char *cls, const char *fmt, ...)
