@@ -110,10 +110,10 @@ static inline int fcp_io_make(tdm_flux_t *m, const fcp_shape_t *s, uint32_t seed
     return st == TDM_OK;
 }
 
-/* Writes the wide model (FCP_WIDE_CONFIG, seeded weights scaled by
- * 1/sqrt(fan-in), RMSNorm weights near 1) to root/transformer. 0 on failure
- * (reported). */
-static inline int fcp_make_wide(const char *root) {
+/* Writes a random model of config.json text `config` (seeded weights
+ * scaled by 1/sqrt(fan-in), RMSNorm weights near 1) to root/transformer.
+ * 0 on failure (reported). */
+static inline int fcp_make_model(const char *root, const char *config) {
     char path[1200];
     tdm_plist_t pl;
     FILE *f;
@@ -122,7 +122,7 @@ static inline int fcp_make_wide(const char *root) {
     mkdir(root, 0755);
     mkdir(path, 0755);
     snprintf(path, sizeof path, "%s/transformer/config.json", root);
-    if (!(f = fopen(path, "w")) || fputs(FCP_WIDE_CONFIG, f) < 0 || fclose(f) != 0) {
+    if (!(f = fopen(path, "w")) || fputs(config, f) < 0 || fclose(f) != 0) {
         CHECK_MSG(0, "cannot write %s", path);
         return 0;
     }
@@ -157,7 +157,11 @@ static inline int fcp_make_wide(const char *root) {
     return ok;
 }
 
-/* Removes what fcp_make_wide wrote. */
+/* Writes the wide model (FCP_WIDE_CONFIG) to root/transformer. 0 on
+ * failure (reported). */
+static inline int fcp_make_wide(const char *root) { return fcp_make_model(root, FCP_WIDE_CONFIG); }
+
+/* Removes what fcp_make_wide or fcp_make_model wrote. */
 static inline void fcp_remove_wide(const char *root) {
     char p[1200];
     snprintf(p, sizeof p, "%s/transformer/config.json", root);
