@@ -2,9 +2,10 @@
  * CLIP pooled + T5 prompt embeddings, 2x2 latent packing with img_ids, the
  * flow-matching loop with dynamic or static shift, and unpacking for the
  * VAE. One image per call. Under --parallel ulysses=U and/or ring=R the
- * transformer runs context-parallel over pipe->cp (tdm_flux_forward_cp):
- * every rank of the image's R × U grid denoises the same image and holds
- * the whole latents. */
+ * transformer runs context-parallel over pipe->cp (tdm_flux_forward_cp),
+ * under tp=T tensor-parallel (loaded as pipe->tp's shard, tdm_flux_load_tp):
+ * every rank of the image group denoises the same image and holds the
+ * whole latents. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,7 +138,7 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
         TDM_TRY(tdm_dev_upload(dev, d_lat, latents, pb, "latents"));
         /* every rank of the image's context-parallel grid makes this call
          * with the same inputs and gets the whole prediction (no groups:
-         * tdm_flux_forward) */
+         * tdm_flux_forward; a TP shard sums its blocks over pipe->tp) */
         TDM_TRY(tdm_flux_forward_cp(pipe->comp[TDM_COMP_DEN].h.flux, &pipe->cp, d_lat, 1, N, d_txt,
                                     L, d_pool, &t, fi->guidance_embeds ? &gv : NULL, ids, e->text_ids,
                                     d_pred));

@@ -95,6 +95,11 @@ struct tdm_pipeline {
     tdm_nn_group_t      ulysses_group, ring_group;
     tdm_flux_cp_groups_t cp;
     int                 cp_ranks;
+    /* --parallel tp=T > 1 (FLUX): the nn group over the TP communicator
+     * that the transformer is loaded sharded over (tdm_flux_load_tp; tp
+     * points at tp_group; owned, freed at close); else tp is NULL */
+    tdm_nn_group_t      tp_group;
+    const tdm_nn_group_t *tp;
     /* parallel_vae: the nn group over the image communicator that
      * tdm_vae_decode_cp runs on (vae_group points at it; owned); else NULL */
     tdm_nn_group_t      image_group;

@@ -92,6 +92,7 @@ void tdm_pipeline_close(tdm_pipeline_t *pipe) {
     tdm_sched_free(pipe->sched);
     tdm_dist_nn_group_free(&pipe->ulysses_group);
     tdm_dist_nn_group_free(&pipe->ring_group);
+    tdm_dist_nn_group_free(&pipe->tp_group);
     tdm_dist_nn_group_free(&pipe->image_group);
     for (int i = 0; i < TDM_COMP_COUNT; i++)
         if (pipe->comp[i].map.e) tdm_place_map_free(&pipe->comp[i].map);
@@ -493,12 +494,32 @@ fail:
     return st;
 }
 
+/* --parallel tp=T on FLUX: T must divide the transformer's heads (whole
+ * heads a rank), checked at open so the error names the flag. */
+static tdm_status tp_heads_check(const tdm_pipeline_t *pipe, int tp) {
+    char path[TDM_PATH_MAX];
+    tdm_json_t j = {0};
+    int64_t H = 0;
+    tdm_status st = tdm_path_join(path, sizeof path, pipe->root, "transformer", "config.json");
+    if (st == TDM_OK) st = tdm_json_load(&j, path);
+    if (st == TDM_OK) st = tdm_json_int(&j, "num_attention_heads", 24, &H);
+    tdm_json_free(&j);
+    if (st == TDM_OK && (H < 1 || H % tp != 0))
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel tp=%d: tensor parallelism gives each rank "
+                        "whole attention heads, and %s has num_attention_heads=%lld; use a tp that "
+                        "divides it", tp, path, (long long)H);
+    return st;
+}
+
 /* The --parallel groups of d that this pipeline runs: cfg = 2 on Stable
  * Diffusion, ulysses = U and ring = R on FLUX (the nn groups over the
  * Ulysses and ring communicators: the transformer's context-parallel grid),
- * and with parallel_vae the nn group over the image group; tp is refused,
- * and parallel_vae without an image group of 2+ ranks. `comm` chooses how
- * the groups move device buffers (tdm_nn_comm_mode). */
+ * tp = T on FLUX (the nn group over the TP communicator the transformer is
+ * loaded sharded over; with Ulysses, not yet with ring), and with
+ * parallel_vae the nn group over the image group; refused: the other
+ * modes, tp with a device map of the transformer, and parallel_vae without
+ * an image group of 2+ ranks. `comm` chooses how the groups move device
+ * buffers (tdm_nn_comm_mode). */
 static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d, const char *comm, int parallel_vae) {
     tdm_groups_t *g = tdm_dist_groups(d);
     tdm_nn_comm_mode cm;
@@ -510,10 +531,16 @@ static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d, const char 
                           "ring=R under tandem launch)");
     if (!g) return TDM_OK;
     const tdm_parallel_t *k = &g->deg;
-    if (k->tp > 1)
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel tp=%d: tensor parallelism is not implemented "
-                          "yet (ulysses and ring on FLUX, cfg=2 on Stable Diffusion and data parallelism "
-                          "are)", k->tp);
+    if (k->tp > 1 && pipe->info.kind != TDM_PIPE_FLUX)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel tp=%d: tensor parallelism is for transformer "
+                          "pipelines (FLUX); %s runs a UNet", k->tp, pipe->class_name);
+    if (k->tp > 1 && k->ring > 1)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel tp=%d,ring=%d: tensor parallelism with ring "
+                          "attention is not implemented yet (tp with ulysses is)", k->tp, k->ring);
+    if (k->tp > 1 && pipe->comp[TDM_COMP_DEN].map.n > 0)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel tp=%d: the transformer's tensor-parallel "
+                          "shards cannot also be split by --device-map; drop one of them", k->tp);
+    if (k->tp > 1 && (st = tp_heads_check(pipe, k->tp)) != TDM_OK) return st;
     if (k->ulysses > 1 && pipe->info.kind != TDM_PIPE_FLUX)
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel ulysses=%d: Ulysses (context) parallelism is "
                           "for transformer pipelines (FLUX); %s runs a UNet", k->ulysses, pipe->class_name);
@@ -536,6 +563,11 @@ static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d, const char 
         pipe->cp.ring = &pipe->ring_group;
     }
     pipe->cp_ranks = k->ulysses * k->ring;
+    if (k->tp > 1) {
+        st = tdm_dist_nn_group_create_on(g->comm[TDM_GROUP_TP], &pipe->dev, cm, &pipe->tp_group);
+        if (st != TDM_OK) return st;
+        pipe->tp = &pipe->tp_group;
+    }
     if (parallel_vae) {
         st = tdm_dist_nn_group_create_on(g->comm[TDM_GROUP_IMAGE], &pipe->dev, cm, &pipe->image_group);
         if (st != TDM_OK) return st;
@@ -668,7 +700,8 @@ static tdm_status comp_load(tdm_pipeline_t *pipe, tdm_pipe_comp_t *c) {
     case TDM_KIND_UNET:
         return split ? tdm_unet_load_placed(&c->h.unet, root, c->name, var, split)
                      : tdm_unet_load(&c->h.unet, root, c->name, var, c->dev);
-    case TDM_KIND_FLUX:
+    case TDM_KIND_FLUX:   /* pipe->tp: this rank's shard (attach_groups refuses tp with a map) */
+        if (pipe->tp) return tdm_flux_load_tp(&c->h.flux, root, c->name, var, c->dev, pipe->tp);
         return split ? tdm_flux_load_placed(&c->h.flux, root, c->name, var, split)
                      : tdm_flux_load(&c->h.flux, root, c->name, var, c->dev);
     case TDM_KIND_VAE_DECODER:   /* the decode path only: the encoder is never run (or planned) */
@@ -1160,9 +1193,13 @@ static tdm_status work_bytes(tdm_pipeline_t *pipe, tdm_stage stage, int w, int h
     } else if (in->kind == TDM_PIPE_FLUX) {
         const int64_t N = (hl / 2) * (wl / 2);
         TDM_TRY(tdm_path_join(cfg, sizeof cfg, pipe->root, "transformer", "config.json"));
-        TDM_TRY(tdm_flux_work_bytes_cp(cfg, dev, 1, N, T,
-                                       pipe->cp.ulysses ? pipe->cp.ulysses->size : 1,
-                                       pipe->cp.ring ? pipe->cp.ring->size : 1, &model));
+        if (pipe->tp)
+            TDM_TRY(tdm_flux_work_bytes_tp(cfg, dev, 1, N, T, pipe->cp.ulysses ? pipe->cp.ulysses->size : 1,
+                                           pipe->tp->size, &model));
+        else
+            TDM_TRY(tdm_flux_work_bytes_cp(cfg, dev, 1, N, T,
+                                           pipe->cp.ulysses ? pipe->cp.ulysses->size : 1,
+                                           pipe->cp.ring ? pipe->cp.ring->size : 1, &model));
         own = sat_add(2 * item * 4, (T * pipe->ctx_dim + pipe->pooled_dim) * 4);   /* lat, pred, txt, pool */
         hostside = sat_add(4 * item * 4, N * 3 * 4);   /* noise, pred, latents, ids */
     } else {
