@@ -6,6 +6,9 @@
 #   - FLUX --parallel ulysses=2 and 3 against one process, fp32 and bf16;
 #   - FLUX --parallel ring=2 and ulysses=2,ring=2 (within float tolerance: the
 #     largest difference is printed, bytes are not expected to match);
+#   - FLUX --parallel tp=2 (2 ranks) and tp=2,ulysses=2 (4 ranks) against one
+#     process, fp32 and bf16 (tensor parallelism sums in another order: expected
+#     within float tolerance, not byte-identical; the relative error is printed);
 #   - --parallel-vae (the image's ranks decode it in row bands) with SD cfg=2 and
 #     FLUX ulysses=3, PNGs against one process (expected within 1 per channel);
 # each on the tiny fixtures, comparing the latents (--output-type latent) and the
@@ -76,9 +79,9 @@ for dt in fp32 bf16; do
         || echo "FAIL flux ulysses=$u $dt $ot"
       compare $W/f1_${dt}_$ot $W/fu${u}_${dt}_$ot "FLUX ulysses=$u vs 1 process, $dt, $ot"
     done
-    # ring attention merges key blocks in another order: within float
-    # tolerance, not byte-identical (DIFF expected; read the max rel diff)
-    for job in 2:ring=2 4:ulysses=2,ring=2; do
+    # ring attention and tensor parallelism sum in another order: within
+    # float tolerance, not byte-identical (DIFF expected; read the max rel diff)
+    for job in 2:ring=2 4:ulysses=2,ring=2 2:tp=2 4:tp=2,ulysses=2; do
       n=${job%%:*} par=${job#*:}
       tag=$(echo $par | tr ',=' '__')
       runN $n --model $FLUX $FJOB --dtype $dt --output-type $ot --parallel $par --out $W/f${tag}_${dt}_$ot \
