@@ -9,7 +9,7 @@
  * rank): every rank's output within max|a-b|/max|a| <= 1e-5 of
  * tdm_flux_forward (the measured error is printed); each rank's param_bytes
  * exactly its share (1/T of the split block tensors plus the replicated
- * parts), its device memory within tdm_flux_work_bytes_tp; a NULL and a
+ * parts; tdm_flux_plist_tp's bytes too), its device memory within tdm_flux_work_bytes_tp; a NULL and a
  * one-rank TP group give tdm_flux_load's model bit for bit; errors. The MPI
  * twin is test_flux_tp_mpi.c. */
 #include <pthread.h>
@@ -221,6 +221,9 @@ static void check_grid(const char *root, const char *variant, int T, int U,
         const int64_t want = ftp_param_bytes(cfg, T, t), got = tdm_flux_info(r[i].m)->param_bytes;
         CHECK_MSG(got == want, "%s TP %d rank %d: param_bytes %lld, its share is %lld", root, T,
                   t, (long long)got, (long long)want);
+        tdm_plist_t pl;   /* the planner's list of the rank's shard says the same */
+        CHECK(tdm_flux_plist_tp(cfg, TDM_F32, T, t, &pl) == TDM_OK && pl.bytes == want);
+        tdm_plist_free(&pl);
     }
     if (ok && U == 1 && T == 2)
         printf("  %s: one device %lld parameter bytes, each TP 2 rank %lld / %lld\n", root,

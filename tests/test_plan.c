@@ -325,8 +325,8 @@ static double num(const cJSON *e, const char *k) {
 }
 
 TEST(parallel_auto_flux_dev) {
-    /* one image on 4 GPUs: Ulysses 4, faster a step than one GPU; ring and
-     * tp predicted but not chosen (not implemented) */
+    /* one image on 4 GPUs: Ulysses 4, faster a step than one GPU (tp's
+     * allreduces cost more); ring predicted but not chosen (not implemented) */
     cJSON *j = par_plan(g_flux, 4, 1, 1024, NAN, NULL);
     CHECK_MSG(!strcmp(chosen(j), "dp=1,ulysses=4"), "chosen %s", chosen(j));
     const cJSON *u4 = cand(j, "dp=1,ulysses=4"), *d4 = cand(j, "dp=4"), *r4 = cand(j, "dp=1,ring=4");
@@ -342,11 +342,19 @@ TEST(parallel_auto_flux_dev) {
     j = par_plan(g_flux, 4, 64, 1024, NAN, NULL);
     CHECK_MSG(!strcmp(chosen(j), "dp=4"), "chosen %s", chosen(j));
     cJSON_Delete(j);
-    /* 16 GiB a GPU: the 23.8 GB of bf16 weights fit no layout tandem runs */
+    /* 16 GiB a GPU: the 23.8 GB of bf16 weights fit no GPU whole; tp=2 holds
+     * the 6.6 GB the ranks replicate (mostly AdaLN modulation) and half of
+     * the 17.2 GB they split, 15.2 GB a rank: it fits */
     j = par_plan(g_flux, 2, 1, 1024, NAN, "0=16GiB");
-    CHECK_MSG(!strcmp(chosen(j), "(none)"), "chosen %s", chosen(j));
-    const cJSON *u2 = cand(j, "dp=1,ulysses=2");
+    CHECK_MSG(!strcmp(chosen(j), "dp=1,tp=2"), "chosen %s", chosen(j));
+    const cJSON *u2 = cand(j, "dp=1,ulysses=2"), *t2 = cand(j, "dp=1,tp=2");
     CHECK(u2 && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(u2, "why_not")), "does not fit a rank's memory"));
+    CHECK_MSG(t2 && num(t2, "bytes_per_rank") > 15.19e9 && num(t2, "bytes_per_rank") < 16.0 * (1 << 30),
+              "tp=2: %.4g bytes a rank", num(t2, "bytes_per_rank"));
+    cJSON_Delete(j);
+    /* one such GPU: no layout fits */
+    j = par_plan(g_flux, 1, 1, 1024, NAN, "0=16GiB");
+    CHECK_MSG(!strcmp(chosen(j), "(none)"), "chosen %s", chosen(j));
     cJSON_Delete(j);
 }
 

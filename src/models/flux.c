@@ -416,16 +416,29 @@ void tdm_flux_free(tdm_flux_t *m) {
 }
 
 tdm_status tdm_flux_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out) {
+    return tdm_flux_plist_tp(config_path, dt, 1, 0, out);
+}
+
+tdm_status tdm_flux_plist_tp(const char *config_path, tdm_dtype dt, int tp, int rank,
+                             tdm_plist_t *out) {
     tdm_status st = TDM_OK;
     tdm_json_t j = {0};
     tdm_flux_t *m = NULL;
     tdm_flux_info_t c;
-    if (!config_path || !out)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_plist: config path and list are required");
+    tdm_nn_group_t g;   /* rank and size only: a list walk calls no collective */
+    if (!config_path || !out || tp < 1 || rank < 0 || rank >= tp)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_flux_plist: config path, list and rank %d of "
+                          "tp=%d >= 1 are required", rank, tp);
     tdm_plist_init(out, dt);
     TDM_TRY(tdm_json_load(&j, config_path));
     TDM_TRY(cfg_parse(&j, &c));
+    if (tp > 1) TDM_TRY(tp_check(&c, tp, "tdm_flux_plist_tp"));
     TDM_TRY(model_new(&m, &c, NULL));
+    if (tp > 1) {
+        memset(&g, 0, sizeof g);
+        g.rank = rank, g.size = tp;
+        m->tp = &g;
+    }
     tdm_weights_init_list(&m->w, "flux", out);
     TDM_TRY(load_model(m));
     tdm_flux_free(m);

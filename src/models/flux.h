@@ -101,6 +101,14 @@ void tdm_flux_free(tdm_flux_t *m);
  * content is not freed), freed with tdm_plist_free; left empty on error. */
 tdm_status tdm_flux_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
+/* tdm_flux_plist of what rank `rank` of `tp` tensor-parallel ranks holds
+ * (tdm_flux_load_tp): the split tensors with their shard's shape, a
+ * row-split bias on rank 0 only, the rest whole. tp = 1 is tdm_flux_plist;
+ * a tp not dividing the heads is tdm_flux_load_tp's error. OUT: *out, as
+ * tdm_flux_plist. */
+tdm_status tdm_flux_plist_tp(const char *config_path, tdm_dtype dt, int tp, int rank,
+                             tdm_plist_t *out);
+
 /* The model's sizes; valid until tdm_flux_free. NULL for NULL. */
 const tdm_flux_info_t *tdm_flux_info(const tdm_flux_t *m);
 

@@ -54,11 +54,16 @@ static tdm_status model_flux(const char *root, int width, int height, int64_t T,
     out->seq = S, out->width = D, out->heads = (int)H;
     out->attn_layers = (int)(L2 + L1), out->blocks = (int)(L2 + L1);
     out->act_size = dt == TDM_F32 ? 4 : 2;
-    out->modes = TDM_PAR_ULYSSES;
+    out->modes = TDM_PAR_ULYSSES | TDM_PAR_TP;
     tdm_plist_init(&pl, dt);
     if ((st = tdm_flux_plist(cfg, dt, &pl)) != TDM_OK) return st;
     out->weight_bytes = pl.bytes;
     tdm_plist_free(&pl);
+    if (H > 1) {   /* rank 0 of H ranks (H divides itself) holds the rest + split / H */
+        if ((st = tdm_flux_plist_tp(cfg, dt, (int)H, 0, &pl)) != TDM_OK) return st;
+        out->tp_bytes = (out->weight_bytes - pl.bytes) / (H - 1) * H;
+        tdm_plist_free(&pl);
+    }
     tdm_device_t host;
     tdm_device_init(&host, TDM_DEV_CPU, 0);
     for (int i = 0; i < 5 && st == TDM_OK; i++) {
@@ -147,7 +152,8 @@ static const char *mode_missing(const tdm_par_model_t *model, const tdm_parallel
     if (d->ring > 1 && !(model->modes & TDM_PAR_RING))
         return model->modes & TDM_PAR_ULYSSES ? "ring: runs, but not planned yet (untuned GPU kernel)"
                                               : "ring: not available for this model";
-    if (d->tp > 1 && !(model->modes & TDM_PAR_TP)) return "tp: not implemented yet";
+    if (d->tp > 1 && !(model->modes & TDM_PAR_TP)) return "tp: not available for this model";
+    if (d->tp > 1 && d->ring > 1) return "tp with ring: not implemented yet";
     if (d->tp > 1 && model->heads % d->tp) return "tp must divide the attention heads";
     if ((int64_t)d->ulysses * d->ring > model->seq) return "fewer tokens than ranks";
     return NULL;
@@ -176,7 +182,8 @@ static void predict(const tdm_par_model_t *model, const tdm_par_machine_t *m, td
     c->comm_s = comm;
     c->step_s = c->compute_s + comm;
     c->job_s = (double)((m->images + d->dp - 1) / d->dp) * c->step_s;
-    c->bytes = model->weight_bytes / d->tp + act_at(model, d->ulysses * d->ring) / d->cfg;   /* cfg: half the batch */
+    c->bytes = model->weight_bytes - model->tp_bytes + model->tp_bytes / d->tp +
+               act_at(model, d->ulysses * d->ring) / d->cfg;   /* cfg: half the batch */
     c->why_not = mode_missing(model, d);
     if (!c->why_not && m->mem_bytes > 0 && c->bytes > m->mem_bytes) c->why_not = "does not fit a rank's memory";
 }

@@ -16,8 +16,10 @@
  *   step    = compute + comm;
  *   job     = ceil(images / dp) · step (the images of a group run one after
  *             another);
- *   memory  = weights / T + activations of the rank's rows (the model's own
- *             workspace estimate at U·R row shares; halves with cfg = 2).
+ *   memory  = the weights a TP rank holds (the replicated ones whole, the
+ *             split ones / T) + activations of the rank's rows (the model's
+ *             own workspace estimate at U·R row shares, not reduced by TP;
+ *             halves with cfg = 2).
  * Candidates whose mode the pipeline does not implement, whose TP degree
  * does not divide the heads, or that do not fit are listed with the reason
  * and never chosen. The choice minimises the job time, then the step time,
@@ -39,6 +41,8 @@ typedef struct {
     double  gemm_flop;      /* GEMM flops of one step of one image (a CFG batch counted whole) */
     double  attn_flop;      /* attention flops (QKᵀ and PV) of that step */
     int64_t weight_bytes;   /* the denoiser's weights at the run's dtype */
+    int64_t tp_bytes;       /* the part of them TP splits: a TP rank holds weight_bytes -
+                             * tp_bytes + tp_bytes / T (0 without TP) */
     int64_t act_bytes[5];   /* its workspace with the rows split 1, 2, 4, 8, 16 ways (row shares) */
     int64_t seq;            /* attention sequence (FLUX: text + image tokens) */
     int64_t width;          /* hidden width: bytes a row = width · act_size */
