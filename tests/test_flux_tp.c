@@ -134,7 +134,8 @@ static void *t_rank_main(void *arg) {
     trank_t *me = arg;
     const fcp_io_t *io = me->io;
     pthread_mutex_lock(&g_big);
-    me->st = me->U > 1 ? tdm_flux_forward_cp(me->m, &me->ul, io->img, io->B, io->N, io->txt,
+    const tdm_flux_cp_groups_t cg = { &me->ul, NULL };
+    me->st = me->U > 1 ? tdm_flux_forward_cp(me->m, &cg, io->img, io->B, io->N, io->txt,
                                              io->T, io->pooled, io->t, io->g, io->iid, io->tid,
                                              me->out)
                        : tdm_flux_forward(me->m, io->img, io->B, io->N, io->txt, io->T,

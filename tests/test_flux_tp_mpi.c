@@ -45,7 +45,8 @@ TEST(child_within_tolerance) {
         if (fcp_io_make(ref, &fcp_wide_shapes[si], (uint32_t)(31 * si + 7), &io)) {
             const int64_t nout = io.B * io.N * io.Cout;
             float *out = fcp_alloc(nout);
-            tdm_status st = out ? tdm_flux_forward_cp(m, &g_ul, io.img, io.B, io.N, io.txt, io.T,
+            const tdm_flux_cp_groups_t cg = { &g_ul, NULL };
+            tdm_status st = out ? tdm_flux_forward_cp(m, &cg, io.img, io.B, io.N, io.txt, io.T,
                                                       io.pooled, io.t, io.g, io.iid, io.tid, out)
                                 : TDM_ERR_NOMEM;
             CHECK_MSG(st == TDM_OK, "rank %d: %s", g_rank, tdm_last_error());
