@@ -431,6 +431,11 @@ int tdm_dist_image_rank(const tdm_dist_t *d);
 /* Collective over the ranks of this rank's image: rank 0 of the image's n
  * values replace the others'. */
 tdm_status tdm_dist_image_broadcast_i64(tdm_dist_t *d, int64_t *v, int n);
+/* Collective over the world: replaces d's --parallel grid by the one of
+ * `spec` (as tdm_parallel_parse with the world size; the same on every
+ * rank), e.g. after choosing it with tdm_parallel_choose. Call before any
+ * pipeline uses d's groups. */
+tdm_status tdm_dist_set_parallel(tdm_dist_t *d, const char *spec);
 
 /* accelerate's PartialState.split_between_processes for n items:
  * contiguous blocks, the first n % size ranks one more, empty for ranks
@@ -526,6 +531,12 @@ typedef struct {
 
 void       tdm_parallel_plan_params_init(tdm_parallel_plan_params_t *p);
 tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json);
+/* The layout tdm_parallel_plan names, as a --parallel spec
+ * ("cfg=C,ring=R,ulysses=U,tp=T", for tdm_parallel_parse) in spec (cap
+ * bytes), and its predicted seconds a denoising step in *step_s (may be
+ * NULL). TDM_ERR_INVALID_ARG naming --parallel auto when no layout tandem
+ * runs fits. */
+tdm_status tdm_parallel_choose(const tdm_parallel_plan_params_t *p, char *spec, size_t cap, double *step_s);
 /* The components the stages of an opened pipeline load, as comma lists for
  * tdm_plan_params_t.only: 3 lists (encode, denoise, decode), or with
  * `together` (keep_resident: everything stays loaded) 1 list, NULL = all.

@@ -394,6 +394,24 @@ TEST(parallel_vae_within_one_of_one_process) {
     near_n_pngs("f-one", "f-pvae", FNIMG);
 }
 
+/* --parallel auto on 2 ranks: rank 0 picks a layout with the cost model
+ * (every layout tandem runs for Stable Diffusion, dp=2 or cfg=2, makes the
+ * bytes of one process), says which and what it predicted, then what it
+ * measured. */
+TEST(auto_layout_same_files) {
+    int rc = exists("%s/one/%06d.png", tmpdir, NIMG - 1) ? 0 : run(0, "", "one", 0);
+    CHECK_MSG(rc == 0, "one process: rc %d: %s", rc, errtext);
+    rc = run(2, "--parallel auto", "auto", 0);
+    CHECK_MSG(rc == 0, "-n 2 --parallel auto: rc %d: %s", rc, errtext);
+    same_outputs("one", "auto", "png");
+    /* one image, not quiet: the choice (cfg=2 halves a step) and both times */
+    rc = sh("'%s' launch %s -n 2 -- generate --model '%s' --prompt a --steps 2 --parallel auto --out "
+            "'%s/auto1'", TDM_TANDEM_BIN, over(2), PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "one image: rc %d: %s", rc, errtext);
+    CHECK_MSG(strstr(errtext, "--parallel auto: 2 ranks as cfg=2,ring=1,ulysses=1,tp=1 (predicted") &&
+                  strstr(errtext, "measured"), "%s", errtext);
+}
+
 /* A failure as the user sees it: nonzero exit, exactly one stderr line,
  * starting "tandem: error: " and holding --parallel and `needle`. */
 static void one_error_line(int rc, const char *needle) {
@@ -415,7 +433,7 @@ TEST(errors_name_the_flag) {
     one_error_line(run(2, "--parallel ulysses=2", "e6", 0), "for transformer pipelines (FLUX)");
     one_error_line(run(2, "--parallel ring=2", "e7", 0), "ring (context) parallelism is for transformer");
     one_error_line(run(2, "--parallel tp=2", "e8", 0), "tensor parallelism is for transformer pipelines");
-    one_error_line(run(2, "--parallel auto", "e9", 0), "not available yet");
+    one_error_line(run(2, "--parallel auto --max-memory 0=1KB", "e9", 0), "no layout of 2 ranks");
     one_error_line(run(0, "--parallel cfg=2", "e10", 0), "world size 1");
     int rc = sh("'%s' launch %s -n 2 -- generate --model '%s/flux_pipelines/flux-dev-tiny' --prompt a "
                 "--steps 1 --quiet --parallel cfg=2 --out '%s/e11'", TDM_TANDEM_BIN, over(2), TDM_FIXTURES,
@@ -452,6 +470,7 @@ int main(void) {
     RUN(tp2_and_tp2_ulysses2_within_tolerance);
     RUN(dp2_tp2_same_set_as_dp);
     RUN(parallel_vae_within_one_of_one_process);
+    RUN(auto_layout_same_files);
     RUN(errors_name_the_flag);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -53,7 +53,7 @@ static void parse_bad(const char *spec, int world, tdm_status want, const char *
 }
 
 TEST(parse_refuses) {
-    parse_bad("auto", 4, TDM_ERR_UNSUPPORTED, "auto", "not available yet");
+    parse_bad("auto", 4, TDM_ERR_UNSUPPORTED, "auto", "tdm_parallel_choose");
     parse_bad("pp=2", 2, TDM_ERR_INVALID_ARG, "unknown degree \"pp\"", "ulysses, ring, tp or cfg");
     parse_bad("cfg=2,cfg=2", 4, TDM_ERR_INVALID_ARG, "cfg is given twice", NULL);
     parse_bad("tp=x", 2, TDM_ERR_INVALID_ARG, "tp=x", "integer >= 1");

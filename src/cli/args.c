@@ -317,7 +317,8 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
             tdm_parallel_t deg;
             if (c == CLI_PLAN && strcmp(v, "auto"))
                 FAIL(2, "--parallel %.100s: tandem plan takes --parallel auto (it predicts every layout)", v);
-            if (c != CLI_PLAN && tdm_parallel_parse(v, 0, &deg) != TDM_OK) FAIL(2, "%s", tdm_last_error());
+            if (c != CLI_PLAN && strcmp(v, "auto") && tdm_parallel_parse(v, 0, &deg) != TDM_OK)
+                FAIL(2, "%s", tdm_last_error());
             a->parallel = v;
         } else if (!strcmp(f, "--ranks")) INT_FLAG(a->ranks, 1, 65536);
         else if (!strcmp(f, "--images")) INT_FLAG(a->images, 1, 100000000);

@@ -258,6 +258,8 @@ typedef struct {
     int               writer;     /* the image's first rank: decodes and writes (with --parallel) */
     int               grouped;    /* more than one rank per image */
     int               pvae;       /* --parallel-vae (PNG output): every rank of the image decodes */
+    double            denoise_s;  /* seconds in tdm_pipeline_denoise, over `denoised` images */
+    int64_t           denoised;
     uint8_t          *recorded;   /* --resume: 1 for images with a manifest line; else NULL (owned) */
     float            *lat;        /* one latent, job->item floats */
     uint8_t          *rgb;        /* one image, W·H·3 (PNG output only) */
@@ -394,6 +396,8 @@ static void denoise_image(run_t *r, const image_t *im) {
         r->pr.t0 = now();
         if (tdm_pipeline_denoise(r->pipe, r->emb, im->row, &im->gp, r->lat) != TDM_OK) die_status();
         t = now() - r->pr.t0;
+        r->denoise_s += t;
+        r->denoised++;
         if (r->writer && !a->latent_out &&
             tdm_latents_save(r->pipe, im->hidden, r->lat, j->W, j->H, im->params) != TDM_OK)
             die_status();
@@ -512,6 +516,41 @@ static void merge_manifests(const run_t *r, int size, double total, double load_
 
 /* ---- tandem generate --------------------------------------------------------------- */
 
+/* --parallel auto: rank 0 chooses the layout of the world's ranks for this
+ * job (tdm_parallel_choose: the cost model with the device's default
+ * numbers), every rank takes it from rank 0 and the world is split into
+ * its groups. Returns the predicted seconds a step; spec holds the layout. */
+static double choose_parallel(args_t *a, char *spec, size_t cap) {
+    double v[5] = {0}, step_s = 0;
+    if (tdm_dist_rank(g_dist) == 0) {
+        tdm_parallel_plan_params_t p;
+        tdm_parallel_plan_params_init(&p);
+        p.model = a->model;
+        p.device = a->device ? a->device : "cpu";
+        p.dtype = a->dtype;
+        p.max_memory = a->max_memory;
+        p.ranks = tdm_dist_size(g_dist);
+        p.images = a->embeddings ? 1 : (int64_t)a->nprompts * a->per_prompt;
+        p.width = a->width, p.height = a->height;
+        p.max_sequence_length = a->max_seq;
+        p.guidance = a->guidance;
+        tdm_parallel_t d;
+        if (tdm_parallel_choose(&p, spec, cap, &step_s) != TDM_OK ||
+            tdm_parallel_parse(spec, p.ranks, &d) != TDM_OK)
+            die_status();
+        v[0] = d.cfg, v[1] = d.ring, v[2] = d.ulysses, v[3] = d.tp, v[4] = step_s;
+    }
+    if (tdm_dist_allreduce_sum(g_dist, v, 5) != TDM_OK) die_status();   /* rank 0's values */
+    snprintf(spec, cap, "cfg=%d,ring=%d,ulysses=%d,tp=%d", (int)v[0], (int)v[1], (int)v[2], (int)v[3]);
+    if (tdm_dist_set_parallel(g_dist, spec) != TDM_OK) die_status();
+    if (tdm_dist_rank(g_dist) == 0 && !a->quiet)
+        fprintf(stderr, "tandem: --parallel auto: %d ranks as %s (predicted %.1f ms a step with default "
+                "machine numbers; `tandem plan --parallel auto --ranks %d` lists every layout)\n",
+                tdm_dist_size(g_dist), spec, v[4] * 1e3, tdm_dist_size(g_dist));
+    a->parallel = spec;
+    return v[4];
+}
+
 int cmd_generate(int argc, char **argv) {
     args_t a;
     parse_args(&a, "generate", argc, argv);
@@ -524,9 +563,12 @@ int cmd_generate(int argc, char **argv) {
     tdm_dist_params_t dp;
     tdm_dist_params_init(&dp);
     cli_env_dist(&dp);
-    dp.parallel = a.parallel;
+    const int autopar = a.parallel && !strcmp(a.parallel, "auto");
+    dp.parallel = autopar ? NULL : a.parallel;
     if (tdm_dist_init(&g_dist, &dp) != TDM_OK) die_status();
     const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
+    static char autospec[96];
+    const double predicted_s = autopar ? choose_parallel(&a, autospec, sizeof autospec) : 0;
     /* --parallel: image groups of cfg·ring·ulysses·tp ranks split the job
      * as data-parallel ranks (deg.dp of them) */
     tdm_parallel_t deg, at;
@@ -562,6 +604,10 @@ int cmd_generate(int argc, char **argv) {
     share_close(&share);
     if (a.report_memory) report_extra_memory(pipe);
     const double total = now() - job_t0;
+    if (autopar && rank == 0 && run.denoised > 0 && !a.quiet)
+        fprintf(stderr, "tandem: --parallel auto: %s predicted %.1f ms a step, measured %.1f ms (rank 0, "
+                "%lld image(s))\n", a.parallel, predicted_s * 1e3,
+                run.denoise_s / (double)run.denoised / job.steps * 1e3, (long long)run.denoised);
     merge_manifests(&run, size, total, load_s);
 
     run_close(&run);

@@ -73,6 +73,11 @@ static void preflight(int argc, char **argv, int n) {
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a.model, &pp) != TDM_OK) die_status();
     tdm_parallel_t deg;
+    if (a.parallel && !strcmp(a.parallel, "auto")) {   /* the ranks choose; the choice passes these checks */
+        tdm_pipeline_close(pipe);
+        args_free(&a);
+        return;
+    }
     if (tdm_parallel_parse(a.parallel, n, &deg) != TDM_OK) die(2, "%s", tdm_last_error());
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);

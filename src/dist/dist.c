@@ -75,6 +75,18 @@ fail:
     return st;
 }
 
+tdm_status tdm_dist_set_parallel(tdm_dist_t *d, const char *spec) {
+    tdm_parallel_t deg;
+    tdm_groups_t *g = NULL;
+    tdm_status st;
+    if (!d) return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_dist_set_parallel: NULL group");
+    if ((st = tdm_parallel_parse(spec, d->world->size, &deg)) != TDM_OK) return st;
+    if ((st = tdm_groups_create(d->world, &deg, &g)) != TDM_OK) return st;
+    tdm_groups_free(d->groups);
+    d->groups = g;
+    return TDM_OK;
+}
+
 void tdm_dist_free(tdm_dist_t *d) {
     if (!d) return;
     tdm_groups_free(d->groups);

@@ -87,9 +87,9 @@ tdm_status tdm_parallel_parse(const char *spec, int world_size, tdm_parallel_t *
     if (!out) return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_parallel_parse: NULL output");
     if (!spec) spec = "";
     if (!strcmp(spec, "auto"))
-        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel auto: choosing the layout at run time is "
-                          "not available yet; `tandem plan --parallel auto --ranks N` predicts every "
-                          "layout; give the degrees (ulysses=U,ring=R,tp=T,cfg=C)");
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--parallel auto: choose the degrees first "
+                          "(tdm_parallel_choose, as tandem generate does) and pass them "
+                          "(ulysses=U,ring=R,tp=T,cfg=C)");
     for (const char *p = spec; *p;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);

@@ -188,6 +188,10 @@ static void predict(const tdm_par_model_t *model, const tdm_par_machine_t *m, td
     if (!c->why_not && m->mem_bytes > 0 && c->bytes > m->mem_bytes) c->why_not = "does not fit a rank's memory";
 }
 
+/* How much slower a layout that gives one device's bits may be and still be
+ * chosen over a faster ring or tp one (those are within float tolerance). */
+#define EXACT_MARGIN 0.10
+
 /* usable first, then job time, step time, fewer ranks per image */
 static int cand_cmp(const void *pa, const void *pb) {
     const tdm_par_candidate_t *a = pa, *b = pb;
@@ -213,7 +217,14 @@ int tdm_par_candidates(const tdm_par_model_t *model, const tdm_par_machine_t *m,
                     predict(model, m, c);
                 }
     qsort(out, (size_t)*n, sizeof *out, cand_cmp);
-    return *n > 0 && !out[0].why_not ? 0 : -1;
+    if (*n == 0 || out[0].why_not) return -1;
+    /* the same bits as one device (dp, cfg, ulysses) unless ring or tp is
+     * more than EXACT_MARGIN faster, or nothing exact fits */
+    if (out[0].deg.ring > 1 || out[0].deg.tp > 1)
+        for (int i = 1; i < *n && !out[i].why_not; i++)
+            if (out[i].deg.ring == 1 && out[i].deg.tp == 1)
+                return out[i].job_s <= out[0].job_s * (1.0 + EXACT_MARGIN) ? i : 0;
+    return 0;
 }
 
 /* ---- report ------------------------------------------------------------- */
@@ -296,14 +307,15 @@ static tdm_status pipe_kind(const char *root, int *flux, int *size) {
     return st;
 }
 
-tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json) {
+/* The candidates of p (best first) into *c (malloc'd, *n of them); returns
+ * the chosen index or -1 in *chosen. */
+static tdm_status plan_candidates(const tdm_parallel_plan_params_t *p, tdm_par_model_t *model,
+                                  tdm_par_machine_t *m, tdm_par_candidate_t **c, int *n, int *chosen) {
     char root[4096];
     tdm_status st;
     tdm_dtype dt;
-    int flux = 0, size = 0, n = 0;
-    tdm_par_model_t model;
-    tdm_par_machine_t m;
-    *json = NULL;
+    int flux = 0, size = 0;
+    *c = NULL;
     if (!p->model) return tdm_errorf(TDM_ERR_INVALID_ARG, "plan: --model is required");
     if (p->ranks < 1) return tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel auto: --ranks N (the world size) is required");
     const int gpu = !p->device || !strncmp(p->device, "cuda", 4);
@@ -315,19 +327,48 @@ tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json) {
     if (p->dtype && (st = tdm_dtype_parse(p->dtype, &dt)) != TDM_OK) return st;
     const int cfg_batch = !flux && (isnan(p->guidance) || p->guidance > 1.0f) ? 2 : 1;
     if ((st = tdm_par_model_read(root, p->width ? p->width : size, p->height ? p->height : size,
-                                 p->max_sequence_length, cfg_batch, dt, &model)) != TDM_OK)
+                                 p->max_sequence_length, cfg_batch, dt, model)) != TDM_OK)
         return st;
-    tdm_par_machine_defaults(gpu ? "cuda" : "cpu", p->ranks, gpu ? 1 : p->ranks, p->images, &m);
+    tdm_par_machine_defaults(gpu ? "cuda" : "cpu", p->ranks, gpu ? 1 : p->ranks, p->images, m);
     if (p->max_memory) {
         tdm_max_memory_t mm;
         if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) return st;
         for (int i = 0; i < mm.n; i++)
-            if (mm.dev[i] == 0) m.mem_bytes = mm.bytes[i];
+            if (mm.dev[i] == 0) m->mem_bytes = mm.bytes[i];
     }
-    tdm_par_candidate_t *c = malloc(TDM_PAR_MAX_CANDIDATES * sizeof *c);
-    if (!c) return tdm_errorf(TDM_ERR_NOMEM, "--parallel auto: out of memory");
-    const int chosen = tdm_par_candidates(&model, &m, c, &n);
-    st = tdm_par_plan_json(&model, &m, c, n, chosen, json);
+    *c = malloc(TDM_PAR_MAX_CANDIDATES * sizeof **c);
+    if (!*c) return tdm_errorf(TDM_ERR_NOMEM, "--parallel auto: out of memory");
+    *chosen = tdm_par_candidates(model, m, *c, n);
+    return TDM_OK;
+}
+
+tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json) {
+    tdm_par_model_t model;
+    tdm_par_machine_t m;
+    tdm_par_candidate_t *c = NULL;
+    int n = 0, chosen = -1;
+    *json = NULL;
+    tdm_status st = plan_candidates(p, &model, &m, &c, &n, &chosen);
+    if (st == TDM_OK) st = tdm_par_plan_json(&model, &m, c, n, chosen, json);
+    free(c);
+    return st;
+}
+
+tdm_status tdm_parallel_choose(const tdm_parallel_plan_params_t *p, char *spec, size_t cap, double *step_s) {
+    tdm_par_model_t model;
+    tdm_par_machine_t m;
+    tdm_par_candidate_t *c = NULL;
+    int n = 0, chosen = -1;
+    tdm_status st = plan_candidates(p, &model, &m, &c, &n, &chosen);
+    if (st == TDM_OK && chosen < 0)
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "--parallel auto: no layout of %d ranks that tandem runs fits "
+                        "(first reason: %s); see tandem plan --parallel auto --ranks %d", p->ranks,
+                        n > 0 && c[0].why_not ? c[0].why_not : "none", p->ranks);
+    if (st == TDM_OK) {
+        const tdm_parallel_t *d = &c[chosen].deg;
+        snprintf(spec, cap, "cfg=%d,ring=%d,ulysses=%d,tp=%d", d->cfg, d->ring, d->ulysses, d->tp);
+        if (step_s) *step_s = c[chosen].step_s;
+    }
     free(c);
     return st;
 }
