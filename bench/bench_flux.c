@@ -7,10 +7,13 @@
  * transformer=STRATEGY --max-memory ...` loads it on one GPU: the plan's GPU-0 blocks resident,
  * the others kept in host RAM (page-locked) or on disk and streamed in as they run
  * (bench/run_offload_gpu.sh).
- * Started by mpirun with N > 1 ranks, the ranks form one Ulysses group (tdm_flux_forward_cp over
- * dist's nn group on the MPI world; rank r on cuda:(r mod GPUs) when the device is cuda) and rank 0
- * reports the step time (bench/run_parallel_gpu.sh). */
+ * Started by mpirun with N > 1 ranks, the ranks make one image with the layout of PARALLEL
+ * ("ulysses=U,ring=R,tp=T" multiplying to N; default ulysses=N): dist's process groups over the MPI
+ * world, nn groups over them (NCCL where each rank has its own GPU, else staged through MPI: COMM
+ * auto|mpi|nccl), the transformer loaded as its TP shard, tdm_flux_forward_cp; rank r on
+ * cuda:(r mod GPUs) when the device is cuda; rank 0 reports the step time (bench/run_parallel_gpu.sh). */
 #include "bench_util.h"
+#include "dist/groups.h"
 #include "dist/nn_group.h"
 #include "models/flux.h"
 #include "nn/offload.h"
@@ -71,33 +74,65 @@ typedef struct {
     int64_t N, T;
     float ts, guidance;
     float *out;                           /* device (1, N, out_channels) */
-    const tdm_nn_group_t *group;          /* the Ulysses group under mpirun, else NULL */
+    tdm_flux_cp_groups_t cp;              /* the Ulysses and ring groups under mpirun, else NULL */
 } flux_call_t;
 
 static tdm_status flux_call(void *ctx) {
     flux_call_t *c = ctx;
-    const tdm_flux_cp_groups_t g = { c->group, NULL };
-    return tdm_flux_forward_cp(c->m, &g, c->img, 1, c->N, c->txt, c->T, c->pooled, &c->ts,
+    return tdm_flux_forward_cp(c->m, &c->cp, c->img, 1, c->N, c->txt, c->T, c->pooled, &c->ts,
                                tdm_flux_info(c->m)->guidance_embeds ? &c->guidance : NULL, c->img_ids,
                                c->txt_ids, c->out);
 }
 
-/* Under mpirun with more than one rank: the MPI world as an nn group in *g,
- * and this rank's GPU in spec ("cuda" becomes cuda:(rank mod GPUs)).
- * Returns 0, 1 on failure, or -1 when not started by mpirun. */
-static int mpi_group(tdm_comm_t **c, tdm_nn_group_t *g, const char *dev, char *spec, size_t cap) {
-    const char *ws = getenv("OMPI_COMM_WORLD_SIZE");
+/* The ranks of one image under mpirun: the world, its process groups and
+ * nn groups over the Ulysses, ring and TP dimensions. */
+typedef struct {
+    tdm_comm_t *world;
+    tdm_groups_t *g;
+    tdm_nn_group_t nn[3];   /* ulysses, ring, tp */
+    tdm_parallel_t deg;
+    int rank;
+} par_t;
+
+/* Under mpirun with more than one rank: *p as PARALLEL says, and this
+ * rank's GPU in spec ("cuda" becomes cuda:(rank mod GPUs)). Returns 0, 1 on
+ * failure, or -1 when not started by mpirun. Nn groups are made once the
+ * device is open (par_nn). */
+static int par_open(par_t *p, const char *dev, char *spec, size_t cap) {
+    const char *ws = getenv("OMPI_COMM_WORLD_SIZE"), *layout = getenv("PARALLEL");
+    char def[32];
+    memset(p, 0, sizeof *p);
     snprintf(spec, cap, "%s", dev);
     if (!ws || atoi(ws) < 2) return -1;
-    if (tdm_comm_mpi_create(c) != TDM_OK || tdm_dist_nn_group_create(*c, g) != TDM_OK) {
+    snprintf(def, sizeof def, "ulysses=%d", atoi(ws));
+    if (tdm_comm_mpi_create(&p->world) != TDM_OK ||
+        tdm_parallel_parse(layout && *layout ? layout : def, p->world->size, &p->deg) != TDM_OK ||
+        (p->deg.dp != 1 && tdm_errorf(TDM_ERR_INVALID_ARG, "PARALLEL=%s: one image (dp 1) only", layout)) ||
+        tdm_groups_create(p->world, &p->deg, &p->g) != TDM_OK) {
         fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
         return 1;
     }
+    p->rank = p->world->rank;
     if (!strncmp(dev, "cuda", 4)) {
         const int n = tdm_backend_device_count("cuda");
-        snprintf(spec, cap, "cuda:%d", n > 0 ? g->rank % n : 0);
+        snprintf(spec, cap, "cuda:%d", n > 0 ? p->rank % n : 0);
     }
     return 0;
+}
+
+static tdm_status par_nn(par_t *p, tdm_device_t *dev) {
+    const int dims[3] = {TDM_GROUP_ULYSSES, TDM_GROUP_RING, TDM_GROUP_TP};
+    tdm_nn_comm_mode mode;
+    tdm_status st = tdm_nn_comm_mode_parse(getenv("COMM"), &mode);
+    for (int i = 0; i < 3 && st == TDM_OK; i++)
+        st = tdm_dist_nn_group_create_on(p->g->comm[dims[i]], dev, mode, &p->nn[i]);
+    return st;
+}
+
+static void par_close(par_t *p) {
+    for (int i = 0; i < 3; i++) tdm_dist_nn_group_free(&p->nn[i]);
+    tdm_groups_free(p->g);
+    tdm_comm_free(p->world);
 }
 
 int main(int argc, char **argv) {
@@ -109,15 +144,19 @@ int main(int argc, char **argv) {
     const int64_t gh = atoll(argv[2]), gw = atoll(argv[3]), T = atoll(argv[4]), N = gh * gw;
     const int iters = atoi(argv[5]);
     tdm_set_num_threads(atoi(argv[6]));
-    tdm_comm_t *comm = NULL;
-    tdm_nn_group_t group;
+    par_t par;
     char spec[32];
-    const int grouped = mpi_group(&comm, &group, argc > 7 ? argv[7] : "cpu", spec, sizeof spec);
-    if (grouped > 0) return 1;
+    const int pr = par_open(&par, argc > 7 ? argv[7] : "cpu", spec, sizeof spec), grouped = pr == 0;
+    if (pr > 0) return 1;
     bench_dev_t b;
     int rc = bench_dev_open(&b, "bench_flux", spec, argc > 8 ? argv[8] : "fp32");
     if (rc) return rc;
-    flux_call_t c = {.N = N, .T = T, .ts = 0.7f, .guidance = 3.5f, .group = grouped == 0 ? &group : NULL};
+    if (grouped && par_nn(&par, &b.dev) != TDM_OK) {
+        fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
+        return 1;
+    }
+    flux_call_t c = {.N = N, .T = T, .ts = 0.7f, .guidance = 3.5f};
+    if (grouped) c.cp = (tdm_flux_cp_groups_t){ &par.nn[0], &par.nn[1] };
     double t0 = bench_now();
     const char *mmstr = getenv("MAX_MEMORY");
     tdm_device_t host, gpu[MAX_GPUS];
@@ -127,7 +166,9 @@ int main(int argc, char **argv) {
     tdm_device_init(&host, TDM_DEV_CPU, 1);
     host.opts = b.dev.opts;
     if (mmstr ? load_split(&c.m, argv[1], &b.dev, &host, gpu, &ngpu, &map, mmstr) != TDM_OK
-              : tdm_flux_load(&c.m, argv[1], "transformer", NULL, &b.dev) != TDM_OK) {
+              : grouped && par.deg.tp > 1
+                    ? tdm_flux_load_tp(&c.m, argv[1], "transformer", NULL, &b.dev, &par.nn[2]) != TDM_OK
+                    : tdm_flux_load(&c.m, argv[1], "transformer", NULL, &b.dev) != TDM_OK) {
         fprintf(stderr, "bench_flux: %s\n", tdm_last_error());
         return 1;
     }
@@ -162,12 +203,12 @@ int main(int argc, char **argv) {
     double best, mean;
     bench_summary_t s;
     if (bench_time(&b, flux_call, &c, iters, &best, &mean) || bench_summarize(&b, c.out, no, &s)) return 1;
-    char extra[200];
+    char extra[256];
     snprintf(extra, sizeof extra, "\"batch\": 1, \"img_tokens\": %lld, \"txt_tokens\": %lld, "
-             "\"blocks\": [%lld, %lld], \"ranks\": %d, \"ulysses\": %d", (long long)N, (long long)T,
-             (long long)fi->num_layers, (long long)fi->num_single_layers, c.group ? c.group->size : 1,
-             c.group ? c.group->size : 1);
-    if (!c.group || c.group->rank == 0) bench_report(&b, "flux_transformer", extra, load, iters, best, mean, &s);
+             "\"blocks\": [%lld, %lld], \"ranks\": %d, \"ulysses\": %d, \"ring\": %d, \"tp\": %d", (long long)N, (long long)T,
+             (long long)fi->num_layers, (long long)fi->num_single_layers, grouped ? par.world->size : 1,
+             grouped ? par.deg.ulysses : 1, grouped ? par.deg.ring : 1, grouped ? par.deg.tp : 1);
+    if (!grouped || par.rank == 0) bench_report(&b, "flux_transformer", extra, load, iters, best, mean, &s);
     tdm_dev_free(&b.dev, d_img, ni * 4);
     tdm_dev_free(&b.dev, d_txt, nt * 4);
     tdm_dev_free(&b.dev, d_pool, np * 4);
@@ -176,8 +217,7 @@ int main(int argc, char **argv) {
     if (map.e) tdm_place_map_free(&map);
     for (int g = 1; g < ngpu; g++) tdm_backend_device_close(&gpu[g]);
     bench_dev_close(&b);
-    if (c.group) tdm_dist_nn_group_free(&group);
-    tdm_comm_free(comm);
+    if (grouped) par_close(&par);
     free(img); free(txt); free(pooled); free(img_ids); free(txt_ids);
     return 0;
 }

@@ -5,9 +5,12 @@
 # 512 text tokens, DTYPE (bf16): tandem with Ulysses over U ranks (bench_flux under mpirun, rank r
 # on GPU r mod GPUs, dist's nn group over MPI: exchanges staged through host memory until the NCCL
 # communicator lands), then diffusers' ContextParallelConfig(ulysses_degree=U) under torchrun on
-# the same GPUs, for every U in $DEGREES that the GPUs allow (U = 1 is the one-GPU baseline). On a
-# machine with fewer GPUs than U, tandem's ranks share GPUs (a dry run: correctness and overheads,
-# not a speed-up) and diffusers is skipped (NCCL takes one rank per GPU). One JSON line per run.
+# the same GPUs, for every U in $DEGREES that the GPUs allow (U = 1 is the one-GPU baseline); then
+# every layout in $LAYOUTS (PARALLEL for bench_flux: ring=R, tp=T, ulysses=U,ring=R (USP),
+# tp=T,ulysses=U) with diffusers' ContextParallelConfig(ulysses_degree, ring_degree) beside the
+# context-parallel ones. On a machine with fewer GPUs than ranks, tandem's ranks share GPUs (a dry
+# run: correctness and overheads, not a speed-up; COMM=mpi then) and diffusers is skipped (NCCL
+# takes one rank per GPU). One JSON line per run.
 # SD=1 adds Stable Diffusion 1.5 (random weights, bench/ref_cpu.py build; needs the CLIP vocabulary
 # in tests/fixtures/clip-vocab), 512², SD_STEPS steps, fp16: one process on GPU 0 against
 # `launch -n 2 --gpus 0,1 -- generate --parallel cfg=2` (the guidance halves on two GPUs), the image's
@@ -24,6 +27,7 @@ GRID=${GRID:-64}
 ITERS=${ITERS:-3}
 DTYPE=${DTYPE:-bf16}
 DEGREES=${DEGREES:-1 2 4}
+LAYOUTS=${LAYOUTS:-ring=2 tp=2 ring=4 tp=4 ulysses=2,ring=2 tp=2,ulysses=2}
 NGPU=$(nvidia-smi -L | wc -l)
 [ -d "$DIR" ] || { $PY bench/ref_flux_gpu.py build "$DIR.part" "$DOUBLE" "$SINGLE" && mv "$DIR.part" "$DIR"; }
 cmake --build "$B" -j "$(nproc)" --target bench_flux >/dev/null
@@ -39,6 +43,18 @@ for U in $DEGREES; do
     fi
   else
     echo "{\"impl\": \"diffusers\", \"skipped\": \"ulysses=$U needs $U GPUs, $NGPU present\"}"
+  fi
+done
+for L in $LAYOUTS; do
+  U=1 R=1 T=1
+  for kv in ${L//,/ }; do
+    case $kv in ulysses=*) U=${kv#*=} ;; ring=*) R=${kv#*=} ;; tp=*) T=${kv#*=} ;; esac
+  done
+  n=$((U * R * T))
+  PARALLEL=$L mpirun --oversubscribe --bind-to none -x PARALLEL -x COMM -np "$n" \
+    "$B/bench_flux" "$DIR" "$GRID" "$GRID" 512 "$ITERS" 4 cuda "$DTYPE" || echo "{\"impl\": \"tandem\", \"failed\": \"$L\"}"
+  if [ "$T" = 1 ] && [ "$n" -le "$NGPU" ]; then
+    torchrun --nproc_per_node="$n" bench/ref_flux_gpu.py cp "$DIR" "$GRID" "$GRID" 512 "$DTYPE" "$ITERS" "$U" "$R"
   fi
 done
 if [ "${SD:-0}" = 1 ] && [ "$NGPU" -ge 2 ]; then
