@@ -532,14 +532,8 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "--child") == 0) return child_main(atoi(argv[2]));
     if (argc >= 2 && strcmp(argv[1], "--abort") == 0) return child_abort();
     if (argc >= 3 && strcmp(argv[1], "--groups") == 0) return child_groups(argv[2]);
-    if (getenv("OMPI_COMM_WORLD_SIZE")) {
-        printf("test_dist_mpi: started by mpirun without --child; nothing to do\n");
-        return EXIT_FAILURE;
-    }
-    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
-        return test_skip("test_dist_mpi: mpirun not found on PATH");
-    }
-    if (tmpi_init(argv[0]) != 0) return test_skip("test_dist_mpi: cannot quote the test's path for mpirun");
+    const int pre = tmpi_parent("test_dist_mpi", argv[0]);
+    if (pre >= 0) return pre;
     RUN(mpirun_1_2_3_ranks);
     RUN(mpirun_parallel_groups);
     RUN(mpirun_abort_ends_job);

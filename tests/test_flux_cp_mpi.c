@@ -113,13 +113,8 @@ TEST(mpirun_ulysses_2_3_ring_2_3_usp_2x2) {
 int main(int argc, char **argv) {
     if (argc >= 5 && strcmp(argv[1], "--child") == 0)
         return child_main(argv[2], atoi(argv[3]), atoi(argv[4]));
-    if (getenv("OMPI_COMM_WORLD_SIZE")) {
-        printf("test_flux_cp_mpi: started by mpirun without --child; nothing to do\n");
-        return EXIT_FAILURE;
-    }
-    if (system("command -v mpirun >/dev/null 2>&1") != 0)
-        return test_skip("test_flux_cp_mpi: mpirun not found on PATH");
-    if (tmpi_init(argv[0]) != 0) return test_skip("test_flux_cp_mpi: cannot quote the test's path for mpirun");
+    const int pre = tmpi_parent("test_flux_cp_mpi", argv[0]);
+    if (pre >= 0) return pre;
     snprintf(g_model, sizeof g_model, "/tmp/tdm_test_flux_cp_mpi_%d", (int)getpid());
     if (fcp_make_wide(g_model)) RUN(mpirun_ulysses_2_3_ring_2_3_usp_2x2);
     fcp_remove_wide(g_model);

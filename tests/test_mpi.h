@@ -43,6 +43,27 @@ static int tmpi_init(const char *argv0) {
     return 0;
 }
 
+/* The parent side's start, before its mpirun cases: a process started by
+ * mpirun without --child is an error; no mpirun on PATH or a path that
+ * cannot be quoted is a skip; else tmpi_init. Returns -1 to go on, or the
+ * exit code for main. (Needs test.h's test_skip.) */
+static int tmpi_parent(const char *name, const char *argv0) {
+    char why[160];
+    if (getenv("OMPI_COMM_WORLD_SIZE")) {
+        printf("%s: started by mpirun without --child; nothing to do\n", name);
+        return EXIT_FAILURE;
+    }
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        snprintf(why, sizeof why, "%s: mpirun not found on PATH", name);
+        return test_skip(why);
+    }
+    if (tmpi_init(argv0) != 0) {
+        snprintf(why, sizeof why, "%s: cannot quote the test's path for mpirun", name);
+        return test_skip(why);
+    }
+    return -1;
+}
+
 /* Runs `mpirun ... -np np <self> args` under `timeout_s`: its exit code,
  * or -1 when it did not exit normally. */
 static int tmpi_run(int np, const char *args, int timeout_s) {

@@ -145,16 +145,12 @@ TEST(mpirun_one_rank_per_gpu) {
 
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "--child") == 0) return child_main();
-    if (getenv("OMPI_COMM_WORLD_SIZE")) {
-        printf("test_nccl_mpi: started by mpirun without --child; nothing to do\n");
-        return EXIT_FAILURE;
-    }
     if (!tdm_comm_nccl_built()) return test_skip("test_nccl_mpi: this build has no NCCL");
     g_np = tdm_backend_device_count("cuda");
     if (g_np < 2) return test_skip("test_nccl_mpi: needs two GPUs (NCCL takes one rank per GPU)");
     if (g_np > 4) g_np = 4;
-    if (system("command -v mpirun >/dev/null 2>&1") != 0) return test_skip("test_nccl_mpi: mpirun not found on PATH");
-    if (tmpi_init(argv[0]) != 0) return test_skip("test_nccl_mpi: cannot quote the test's path for mpirun");
+    const int pre = tmpi_parent("test_nccl_mpi", argv[0]);
+    if (pre >= 0) return pre;
     RUN(mpirun_one_rank_per_gpu);
     return test_summary();
 }

@@ -180,13 +180,8 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "--child") == 0) return child_grid(atoi(argv[2]), atoi(argv[3]), NULL);
     if (argc >= 5 && strcmp(argv[1], "--child-cuda") == 0)
         return child_grid(atoi(argv[2]), atoi(argv[3]), argv[4]);
-    if (getenv("OMPI_COMM_WORLD_SIZE")) {
-        printf("test_ring_mpi: started by mpirun without --child; nothing to do\n");
-        return EXIT_FAILURE;
-    }
-    if (system("command -v mpirun >/dev/null 2>&1") != 0)
-        return test_skip("test_ring_mpi: mpirun not found on PATH");
-    if (tmpi_init(argv[0]) != 0) return test_skip("test_ring_mpi: cannot quote the test's path for mpirun");
+    const int pre = tmpi_parent("test_ring_mpi", argv[0]);
+    if (pre >= 0) return pre;
     RUN(mpirun_ring_2_3_4_usp_2x2_dp_2);
     RUN(mpirun_cuda_ring_2_usp_2x2);
     return test_summary();

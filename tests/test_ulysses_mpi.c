@@ -169,13 +169,8 @@ TEST(mpirun_cuda_2_3_ranks) {
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "--child") == 0) return child_main();
     if (argc >= 3 && strcmp(argv[1], "--child-cuda") == 0) return child_cuda_main(argv[2]);
-    if (getenv("OMPI_COMM_WORLD_SIZE")) {
-        printf("test_ulysses_mpi: started by mpirun without --child; nothing to do\n");
-        return EXIT_FAILURE;
-    }
-    if (system("command -v mpirun >/dev/null 2>&1") != 0)
-        return test_skip("test_ulysses_mpi: mpirun not found on PATH");
-    if (tmpi_init(argv[0]) != 0) return test_skip("test_ulysses_mpi: cannot quote the test's path for mpirun");
+    const int pre = tmpi_parent("test_ulysses_mpi", argv[0]);
+    if (pre >= 0) return pre;
     RUN(mpirun_2_3_4_5_ranks);
     RUN(mpirun_cuda_2_3_ranks);
     return test_summary();
