@@ -410,6 +410,8 @@ TEST(auto_layout_same_files) {
     CHECK_MSG(rc == 0, "one image: rc %d: %s", rc, errtext);
     CHECK_MSG(strstr(errtext, "--parallel auto: 2 ranks as cfg=2,ring=1,ulysses=1,tp=1 (predicted") &&
                   strstr(errtext, "measured"), "%s", errtext);
+    /* the pair is one image group: no per-rank line for its second rank */
+    CHECK_MSG(!strstr(errtext, "rank 1 (") && !strstr(errtext, "ranks 0-1 ("), "%s", errtext);
 }
 
 /* A failure as the user sees it: nonzero exit, exactly one stderr line,

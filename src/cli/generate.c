@@ -480,10 +480,14 @@ static void print_stats(char *const *stats, int nstats, int size, double total, 
         long long cnt = 0;
         double t = 0;
         char host[128] = "";
-        if (sscanf(stats[j], "%d %127s %lld %lf", &r, host, &cnt, &t) == 4) {
+        int per = 1;   /* ranks of the image group whose first rank this is */
+        if (sscanf(stats[j], "%d %127s %lld %lf %d", &r, host, &cnt, &t, &per) == 5) {
             made += cnt;
-            if (size > 1)
-                fprintf(stderr, "tandem: rank %d (%s): %lld image%s in %.2fs (%.3f images/s)\n", r, host, cnt,
+            char who[64];
+            if (per > 1) snprintf(who, sizeof who, "ranks %d-%d", r, r + per - 1);
+            else snprintf(who, sizeof who, "rank %d", r);
+            if (size > per)
+                fprintf(stderr, "tandem: %s (%s): %lld image%s in %.2fs (%.3f images/s)\n", who, host, cnt,
                         cnt == 1 ? "" : "s", t, cnt / (t > 0 ? t : 1e-9));
         }
     }
@@ -499,13 +503,16 @@ static void merge_manifests(const run_t *r, int size, double total, double load_
     char **all = NULL;
     int nall = 0;
     if (tdm_dist_gather_strings(g_dist, r->lines, (int)r->nlines, &all, &nall) != TDM_OK) die_status();
+    /* one record per image group, from its first rank (the one that writes) */
+    tdm_parallel_t deg;
+    tdm_dist_parallel(g_dist, &deg, NULL);
     char stat_line[256];
-    snprintf(stat_line, sizeof stat_line, "%d %s %lld %.3f", r->rank, tdm_dist_host(g_dist), (long long)r->nlines,
-             total);
+    snprintf(stat_line, sizeof stat_line, "%d %s %lld %.3f %d", r->rank, tdm_dist_host(g_dist), (long long)r->nlines,
+             total, deg.cfg * deg.ring * deg.ulysses * deg.tp);
     char *stat_rec[] = {stat_line};
     char **stats = NULL;
     int nstats = 0;
-    if (tdm_dist_gather_strings(g_dist, stat_rec, 1, &stats, &nstats) != TDM_OK) die_status();
+    if (tdm_dist_gather_strings(g_dist, stat_rec, r->writer ? 1 : 0, &stats, &nstats) != TDM_OK) die_status();
     if (r->rank == 0) outdir_merge(r->od, r->job->nimages, a->latent_out, all, nall);
     if (r->rank == 0 && !a->quiet) print_stats(stats, nstats, size, total, load_s, a->out);
     for (int j = 0; j < nall; j++) free(all[j]);
