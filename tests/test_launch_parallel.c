@@ -343,6 +343,20 @@ TEST(dp2_ring2_same_set_as_dp) {
     near_n_latents("f-dp2-lat", "f-dp2r2-lat", FNIMG, 1e-5);
 }
 
+/* DP on top of the 2-D layouts: -n 8 as two image groups of USP 2 x 2 and
+ * of tp 2 x ulysses 2 make the latents of a 2-rank data-parallel job
+ * (within 1e-5), each image once, the same manifest. */
+TEST(dp2_over_usp_and_tp_ulysses) {
+    int rc = exists("%s/f-dp2-lat/%06d.safetensors", tmpdir, FNIMG - 1) ? 0 : frun(2, "--output-type latent", "f-dp2-lat", 0);
+    CHECK_MSG(rc == 0, "-n 2, latents: rc %d: %s", rc, errtext);
+    rc = frun(8, "--parallel ulysses=2,ring=2 --output-type latent", "f-dp2usp-lat", 0);
+    CHECK_MSG(rc == 0, "-n 8 ulysses=2,ring=2: rc %d: %s", rc, errtext);
+    near_n_latents("f-dp2-lat", "f-dp2usp-lat", FNIMG, 1e-5);
+    rc = frun(8, "--parallel tp=2,ulysses=2 --output-type latent", "f-dp2tpu-lat", 0);
+    CHECK_MSG(rc == 0, "-n 8 tp=2,ulysses=2: rc %d: %s", rc, errtext);
+    near_n_latents("f-dp2-lat", "f-dp2tpu-lat", FNIMG, 1e-5);
+}
+
 /* FLUX under tp=2 (2 ranks) and tp=2,ulysses=2 (4 ranks; one head a TP
  * rank, padded over the Ulysses pair): latents within relative error 1e-5
  * of one process's, the text encoders run once, by rank 0. */
@@ -471,6 +485,7 @@ int main(void) {
     RUN(dp2_ring2_same_set_as_dp);
     RUN(tp2_and_tp2_ulysses2_within_tolerance);
     RUN(dp2_tp2_same_set_as_dp);
+    RUN(dp2_over_usp_and_tp_ulysses);
     RUN(parallel_vae_within_one_of_one_process);
     RUN(auto_layout_same_files);
     RUN(errors_name_the_flag);
