@@ -23,6 +23,17 @@ tdm_status tdm_errorf(tdm_status st, const char *fmt, ...)
         if (st != TDM_OK) goto fail;                                           \
     } while (0)
 
+/* ---- hashing ----------------------------------------------------------- */
+/* 64-bit FNV-1a: TDM_FNV_INIT, then tdm_fnv_step per byte (tdm_fnv over a span). */
+#define TDM_FNV_INIT 1469598103934665603ull
+static inline uint64_t tdm_fnv_step(uint64_t h, unsigned char c) { return (h ^ c) * 1099511628211ull; }
+static inline uint64_t tdm_fnv(const void *p, size_t n) {
+    const unsigned char *s = p;
+    uint64_t h = TDM_FNV_INIT;
+    for (size_t i = 0; i < n; i++) h = tdm_fnv_step(h, s[i]);
+    return h;
+}
+
 /* ---- overflow-checked sizes ---------------------------------------- */
 /* *out = a * b; returns 0 on overflow (a, b >= 0). */
 static inline int tdm_mul_ok(int64_t a, int64_t b, int64_t *out) {

@@ -172,12 +172,7 @@ tdm_status tdm_nn_comm_mode_parse(const char *s, tdm_nn_comm_mode *out) {
     return TDM_OK;
 }
 
-/* FNV-1a of a host name */
-static int64_t host_hash(const char *h) {
-    uint64_t x = 1469598103934665603ULL;
-    for (; *h; h++) x = (x ^ (unsigned char)*h) * 1099511628211ULL;
-    return (int64_t)(x >> 1);
-}
+static int64_t host_hash(const char *h) { return (int64_t)(tdm_fnv(h, strlen(h)) >> 1); }
 
 /* Collective over c: *shared = 1 when two ranks of c use the same GPU of
  * one host (*a, *b: two such ranks), else 0. */

@@ -11,6 +11,19 @@
 
 #define TDM_JSON_MAX_BYTES (64 << 20)
 
+tdm_status tdm_json_load_tree(const char *path, int optional, cJSON **root) {
+    *root = NULL;
+    if (optional) {
+        int present;
+        tdm_status pst = tdm_file_probe(path, &present);
+        if (pst != TDM_OK || !present) return pst;
+    }
+    tdm_json_t j;
+    tdm_status st = tdm_json_load(&j, path);
+    if (st == TDM_OK) *root = j.root;
+    return st;
+}
+
 tdm_status tdm_json_parse(tdm_json_t *j, const char *text, size_t len, const char *name) {
     memset(j, 0, sizeof *j);
     snprintf(j->path, sizeof j->path, "%s", name ? name : "<json>");

@@ -15,6 +15,10 @@ typedef struct {
 /* Reads and parses `path` (must be a JSON object). Errors: missing file,
  * malformed JSON (with the byte offset), not an object. */
 tdm_status tdm_json_load(tdm_json_t *j, const char *path);
+/* tdm_json_load into a tree the caller owns (cJSON_Delete); with
+ * `optional`, an absent file gives *root = NULL and TDM_OK (anything else
+ * there — a FIFO, a folder — is an error naming it). */
+tdm_status tdm_json_load_tree(const char *path, int optional, cJSON **root);
 /* Parses JSON text (fuzz entry point). */
 tdm_status tdm_json_parse(tdm_json_t *j, const char *text, size_t len, const char *name);
 void       tdm_json_free(tdm_json_t *j);

@@ -238,11 +238,7 @@ typedef struct {
 
 #define NODEV INT32_MIN
 
-static uint64_t hash_str(const char *s, size_t len) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash_str(const char *s, size_t len) { return tdm_fnv(s, len); }
 
 static int64_t find_len(const tree_t *t, const char *s, size_t len) {
     if (!t->htcap) return -1;

@@ -82,12 +82,7 @@ struct tdm_clip_tok {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static uint64_t clip_hash(const void *p, int64_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
-    return h;
-}
+static uint64_t clip_hash(const void *p, int64_t n) { return tdm_fnv(p, (size_t)n); }
 
 static uint64_t clip_mix(uint64_t x) {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
@@ -95,21 +90,6 @@ static uint64_t clip_mix(uint64_t x) {
     return x;
 }
 
-
-/* Parses a JSON object file. *root = NULL (and TDM_OK) if the file is
- * absent and optional. */
-static tdm_status clip_read_json(const char *path, int optional, cJSON **root) {
-    *root = NULL;
-    if (optional) {   /* absent: nothing to read; a FIFO, folder, ... there: named */
-        int present;
-        tdm_status pst = tdm_file_probe(path, &present);
-        if (pst != TDM_OK || !present) return pst;
-    }
-    tdm_json_t j;
-    tdm_status st = tdm_json_load(&j, path);
-    if (st == TDM_OK) *root = j.root;   /* the caller owns the tree */
-    return st;
-}
 
 /* ---- UTF-8 ------------------------------------------------------------- */
 
@@ -420,7 +400,7 @@ fail:
 
 static tdm_status clip_load_vocab(tdm_clip_tok_t *t, const char *path) {
     cJSON *root = NULL;
-    tdm_status st = clip_read_json(path, 0, &root);
+    tdm_status st = tdm_json_load_tree(path, 0, &root);
     if (st != TDM_OK) return st;
     st = clip_vocab_build(t, root, path, "");
     cJSON_Delete(root);
@@ -700,11 +680,11 @@ static tdm_status clip_load_specials(tdm_clip_tok_t *t, const char *dir, const c
     tdm_status st = TDM_OK;
     snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
     snprintf(spath, sizeof spath, "%s/special_tokens_map.json", dir);
-    TDM_TRY(clip_read_json(cpath, 1, &cfg));
+    TDM_TRY(tdm_json_load_tree(cpath, 1, &cfg));
     const cJSON *atd = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "added_tokens_decoder") : NULL;
     if (atd && !cJSON_IsObject(atd)) atd = NULL;
     /* special_tokens_map.json is read only when the config has no added_tokens_decoder */
-    if (!atd) TDM_TRY(clip_read_json(spath, 1, &stm));
+    if (!atd) TDM_TRY(tdm_json_load_tree(spath, 1, &stm));
     const cJSON *jadded = NULL;  /* tokenizer.json's added tokens, in the same case */
     if (!atd && tj) {
         jadded = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
@@ -822,7 +802,7 @@ tdm_status tdm_clip_tok_load(tdm_clip_tok_t **out, const char *dir) {
     snprintf(mpath, sizeof mpath, "%s/merges.txt", dir);
     snprintf(jpath, sizeof jpath, "%s/tokenizer.json", dir);
     int have_v = clip_exists(vpath), have_m = clip_exists(mpath), have_j = clip_exists(jpath);
-    if (have_j) TDM_TRY(clip_read_json(jpath, 0, &tj));
+    if (have_j) TDM_TRY(tdm_json_load_tree(jpath, 0, &tj));
     if (have_v && have_m) {
         TDM_TRY(clip_load_vocab(t, vpath));
         TDM_TRY(clip_load_merges(t, mpath));

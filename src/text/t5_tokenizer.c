@@ -259,31 +259,9 @@ struct tdm_t5_tok {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static uint64_t t5_hash_step(uint64_t h, unsigned char c) { return (h ^ c) * 1099511628211ull; }
-#define T5_HASH_INIT 1469598103934665603ull
-
-static uint64_t t5_hash(const char *s, int64_t n) {
-    uint64_t h = T5_HASH_INIT;
-    for (int64_t i = 0; i < n; i++) h = t5_hash_step(h, (unsigned char)s[i]);
-    return h;
-}
+static uint64_t t5_hash(const char *s, int64_t n) { return tdm_fnv(s, (size_t)n); }
 
 
-
-/* Parses a JSON object file. *root = NULL (and TDM_OK) if the file is
- * absent and optional. */
-static tdm_status t5_read_json(const char *path, int optional, cJSON **root) {
-    *root = NULL;
-    if (optional) {   /* absent: nothing to read; a FIFO, folder, ... there: named */
-        int present;
-        tdm_status pst = tdm_file_probe(path, &present);
-        if (pst != TDM_OK || !present) return pst;
-    }
-    tdm_json_t j;
-    tdm_status st = tdm_json_load(&j, path);
-    if (st == TDM_OK) *root = j.root;   /* the caller owns the tree */
-    return st;
-}
 
 /* ---- UTF-8 ------------------------------------------------------------- */
 
@@ -725,11 +703,11 @@ static int t5_unigram(const tdm_t5_tok_t *t, const char *s, int64_t n, t5_lattic
         int mblen = t5_utf8_len((unsigned char)s[p]);
         double base = l->score[p];
         int single = 0;
-        uint64_t h = T5_HASH_INIT;
+        uint64_t h = TDM_FNV_INIT;
         int64_t lim = n - p < t->max_piece_len ? n - p : t->max_piece_len;
         for (int64_t e = 0; e < lim;) {
             int cl = t5_utf8_len((unsigned char)s[p + e]);
-            for (int j = 0; j < cl; j++) h = t5_hash_step(h, (unsigned char)s[p + e + j]);
+            for (int j = 0; j < cl; j++) h = tdm_fnv_step(h, (unsigned char)s[p + e + j]);
             e += cl;
             if (e > lim) break;
             int64_t id = t5_vocab_find_h(t, h, s + p, e);
@@ -905,7 +883,7 @@ static tdm_status t5_load_tokenizer_json(tdm_t5_tok_t *t, const char *path) {
     cJSON *root = NULL;
     unsigned char *cm = NULL;
     tdm_status st;
-    TDM_TRY(t5_read_json(path, 0, &root));
+    TDM_TRY(tdm_json_load_tree(path, 0, &root));
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) {
         st = tdm_errorf(TDM_ERR_FORMAT, "%s: no \"model\" object", path);
@@ -1192,8 +1170,8 @@ tdm_status tdm_t5_tok_load(tdm_t5_tok_t **out, const char *dir) {
     cJSON *cfg = NULL, *stm = NULL;
     tdm_t5_tok_t *t = calloc(1, sizeof *t);
     if (!t) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", dir);
-    TDM_TRY(t5_read_json(cfgp, 1, &cfg));
-    TDM_TRY(t5_read_json(stmp, 1, &stm));
+    TDM_TRY(tdm_json_load_tree(cfgp, 1, &cfg));
+    TDM_TRY(tdm_json_load_tree(stmp, 1, &stm));
 
     t->max_length = T5_DEFAULT_MAX_LENGTH;
     const cJSON *ml = cJSON_GetObjectItemCaseSensitive(cfg, "model_max_length");
