@@ -517,8 +517,15 @@ void       tdm_plan_params_init(tdm_plan_params_t *p);
  * device default), among the modes the pipeline implements. width, height
  * 0: the model's default size; images 0: 1; guidance > 1 (NAN: the
  * pipeline's default) gives Stable Diffusion its CFG batch. OUT: *json (free() it). */
+/* A machine's numbers for the --parallel cost model (tdm_parallel_probe). */
+typedef struct {
+    double gemm_flop_s, attn_flop_s;  /* a rank's sustained GEMM and attention throughput */
+    double link_bytes_s, latency_s;   /* a rank's all-to-all bandwidth, one call's latency (0: unknown) */
+} tdm_parallel_machine_t;
+
 typedef struct {
     const char *model;
+    const tdm_parallel_machine_t *machine;   /* measured numbers (NULL or 0 fields: the device's defaults) */
     const char *device;       /* "cuda" (NULL) or "cpu" */
     const char *dtype;        /* NULL: the device's default for the pipeline */
     const char *max_memory;   /* "0=16GiB": a rank's budget, or NULL */
@@ -537,6 +544,14 @@ tdm_status tdm_parallel_plan(const tdm_parallel_plan_params_t *p, char **json);
  * NULL). TDM_ERR_INVALID_ARG naming --parallel auto when no layout tandem
  * runs fits. */
 tdm_status tdm_parallel_choose(const tdm_parallel_plan_params_t *p, char *spec, size_t cap, double *step_s);
+/* Collective over d's world: every rank opens `device` ("cpu", "cuda:N")
+ * with `dtype` (NULL: fp32 on cpu, bf16 on cuda) and times a GEMM and an
+ * attention call on it (all ranks at once, as they will run; `threads` > 0:
+ * the CPU threads a rank will use), then an all-to-all over the world
+ * through the exchange `comm` ("auto" | "mpi" | "nccl", as --comm) picks;
+ * *out: the ranks' averages. Well under a second. */
+tdm_status tdm_parallel_probe(tdm_dist_t *d, const char *device, const char *dtype, const char *comm,
+                              int threads, tdm_parallel_machine_t *out);
 /* The components the stages of an opened pipeline load, as comma lists for
  * tdm_plan_params_t.only: 3 lists (encode, denoise, decode), or with
  * `together` (keep_resident: everything stays loaded) 1 list, NULL = all.

@@ -424,6 +424,20 @@ TEST(auto_layout_same_files) {
     CHECK_MSG(rc == 0, "one image: rc %d: %s", rc, errtext);
     CHECK_MSG(strstr(errtext, "--parallel auto: 2 ranks as cfg=2,ring=1,ulysses=1,tp=1 (predicted") &&
                   strstr(errtext, "measured"), "%s", errtext);
+    /* the probe's numbers were cached for this host and world size, and a
+     * second run takes them (no new probe: the same numbers), --reprobe too */
+    CHECK_MSG(system("ls \"$XDG_CACHE_HOME\"/tandem/probe-*-cpu-default-auto-n2.json >/dev/null 2>&1") == 0,
+              "no probe cache under %s/cache", tmpdir);
+    const char *m = strstr(errtext, "measured "), *e = m ? strstr(m, " a rank;") : NULL;
+    char first[256] = "";
+    if (m && e) snprintf(first, sizeof first, "%.*s", (int)(e - m), m);
+    rc = sh("'%s' launch %s -n 2 -- generate --model '%s' --prompt a --steps 2 --parallel auto --overwrite --out "
+            "'%s/auto1'", TDM_TANDEM_BIN, over(2), PIPE, tmpdir);
+    CHECK_MSG(rc == 0 && first[0] && strstr(errtext, first), "second run: not the cached numbers \"%s\": %s", first,
+              errtext);
+    rc = sh("'%s' launch %s -n 2 -- generate --model '%s' --prompt a --steps 2 --parallel auto --reprobe --overwrite "
+            "--out '%s/auto1'", TDM_TANDEM_BIN, over(2), PIPE, tmpdir);
+    CHECK_MSG(rc == 0 && strstr(errtext, "--parallel auto: 2 ranks as"), "--reprobe: rc %d: %s", rc, errtext);
     /* the pair is one image group: no per-rank line for its second rank */
     CHECK_MSG(!strstr(errtext, "rank 1 (") && !strstr(errtext, "ranks 0-1 ("), "%s", errtext);
 }
@@ -477,6 +491,9 @@ int main(void) {
     setenv("ASAN_OPTIONS", asan, 1);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_par_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
+    char cache[300];   /* --parallel auto's probe cache, not the user's */
+    snprintf(cache, sizeof cache, "%s/cache", tmpdir);
+    setenv("XDG_CACHE_HOME", cache, 1);
     RUN(cfg2_identical_to_one_process);
     RUN(dp2_cfg2_same_set_as_dp);
     RUN(ulysses2_and_3_identical_to_one_process);

@@ -66,6 +66,7 @@ static const cli_flag_t k_flags[] = {
     {"--comm", 1, GEN},
     {"--parallel-vae", 0, GEN},
     {"--print-device-map", 0, GEN},
+    {"--reprobe", 0, GEN},
     {"--only", 1, PLAN},
     {"-n", 1, LAUNCH},
     {"--np", 1, LAUNCH},
@@ -273,6 +274,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
         if (!strcmp(f, "--print-device-map")) { a->print_map = 1; continue; }
         if (!strcmp(f, "--parallel-vae")) { a->parallel_vae = 1; continue; }
+        if (!strcmp(f, "--reprobe")) { a->reprobe = 1; continue; }
         if (i + 1 >= argc) FAIL(2, "%s: missing value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;

@@ -52,6 +52,7 @@ typedef struct {
     const char  *latents;
     int          dynamic;       /* --schedule dynamic */
     int          print_map;     /* --print-device-map */
+    int          reprobe;       /* --reprobe: --parallel auto measures again, ignoring the cache */
     const char  *devices;       /* --devices cpu:0,cpu:1 */
     char         device_map[512];   /* --device-map items, comma-joined */
     const char  *max_memory;

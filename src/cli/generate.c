@@ -523,17 +523,93 @@ static void merge_manifests(const run_t *r, int size, double total, double load_
 
 /* ---- tandem generate --------------------------------------------------------------- */
 
-/* --parallel auto: rank 0 chooses the layout of the world's ranks for this
- * job (tdm_parallel_choose: the cost model with the device's default
- * numbers), every rank takes it from rank 0 and the world is split into
- * its groups. Returns the predicted seconds a step; spec holds the layout. */
+/* --parallel auto's probe cache: $XDG_CACHE_HOME/tandem (else
+ * ~/.cache/tandem)/probe-HOST-DEVICE-DTYPE-COMM-nRANKS.json, or "" when no
+ * home is known. */
+static void probe_cache_path(const args_t *a, char *path, size_t cap) {
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char dir[1024];
+    path[0] = 0;
+    if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/tandem", xdg);
+    else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/tandem", home);
+    else return;
+    snprintf(path, cap, "%s/probe-%s-%s-%s-%s-n%d.json", dir, tdm_dist_host(g_dist),
+             a->device && !strncmp(a->device, "cuda", 4) ? "cuda" : "cpu", a->dtype ? a->dtype : "default",
+             a->comm ? a->comm : "auto", tdm_dist_size(g_dist));
+    for (char *c = path + strlen(dir) + 1; *c; c++)
+        if (*c == '/') *c = '_';
+}
+
+/* Rank 0: the cached numbers into m; 1 when there were. */
+static int probe_cache_read(const char *path, tdm_parallel_machine_t *m) {
+    FILE *f = path[0] ? fopen(path, "rb") : NULL;
+    char buf[1024];
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    cJSON *j = n ? cJSON_Parse(buf) : NULL;
+    double *dst[4] = {&m->gemm_flop_s, &m->attn_flop_s, &m->link_bytes_s, &m->latency_s};
+    const char *key[4] = {"gemm_flop_s", "attn_flop_s", "link_bytes_s", "latency_s"};
+    int ok = j != NULL;
+    for (int i = 0; i < 4 && ok; i++) {
+        const cJSON *v = cJSON_GetObjectItem(j, key[i]);
+        ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && isfinite(v->valuedouble);
+        if (ok) *dst[i] = v->valuedouble;
+    }
+    cJSON_Delete(j);
+    return ok && m->gemm_flop_s > 0 && m->attn_flop_s > 0;
+}
+
+/* Rank 0: the numbers to the cache (a failure only warns: the run goes on). */
+static void probe_cache_write(const char *path, const tdm_parallel_machine_t *m) {
+    char dir[1024], text[512];
+    if (!path[0]) return;
+    snprintf(dir, sizeof dir, "%s", path);
+    *strrchr(dir, '/') = 0;
+    char *slash = strrchr(dir, '/');
+    if (slash) { *slash = 0; mkdir(dir, 0700); *slash = '/'; }   /* ~/.cache, then tandem */
+    mkdir(dir, 0700);
+    snprintf(text, sizeof text, "{\"gemm_flop_s\": %.6g, \"attn_flop_s\": %.6g, \"link_bytes_s\": %.6g, "
+             "\"latency_s\": %.6g}\n", m->gemm_flop_s, m->attn_flop_s, m->link_bytes_s, m->latency_s);
+    if (tdm_file_write_atomic(path, text, strlen(text)) != TDM_OK)
+        fprintf(stderr, "tandem: warning: --parallel auto: %s\n", tdm_last_error());
+}
+
+/* The machine numbers for --parallel auto: rank 0's cache for this host,
+ * device, dtype, exchange and world size, else (or with --reprobe) a probe
+ * of every rank (collective either way). */
+static void probe_machine(const args_t *a, tdm_parallel_machine_t *m) {
+    char path[2048];
+    double v[5] = {0};
+    memset(m, 0, sizeof *m);
+    if (tdm_dist_rank(g_dist) == 0) {
+        probe_cache_path(a, path, sizeof path);
+        if (!a->reprobe && probe_cache_read(path, m))
+            v[0] = 1, v[1] = m->gemm_flop_s, v[2] = m->attn_flop_s, v[3] = m->link_bytes_s, v[4] = m->latency_s;
+    }
+    if (tdm_dist_allreduce_sum(g_dist, v, 5) != TDM_OK) die_status();   /* rank 0's values */
+    if (v[0] > 0) {
+        m->gemm_flop_s = v[1], m->attn_flop_s = v[2], m->link_bytes_s = v[3], m->latency_s = v[4];
+        return;
+    }
+    if (tdm_parallel_probe(g_dist, a->device ? a->device : "cpu", a->dtype, a->comm, a->threads, m) != TDM_OK) die_status();
+    if (tdm_dist_rank(g_dist) == 0) probe_cache_write(path, m);
+}
+
+/* --parallel auto: the machine measured (probe_machine), rank 0 chooses the
+ * layout of the world's ranks for this job (tdm_parallel_choose: the cost
+ * model), every rank takes it from rank 0 and the world is split into its
+ * groups. Returns the predicted seconds a step; spec holds the layout. */
 static double choose_parallel(args_t *a, char *spec, size_t cap) {
     double v[5] = {0}, step_s = 0;
+    tdm_parallel_machine_t mach;
+    probe_machine(a, &mach);
     if (tdm_dist_rank(g_dist) == 0) {
         tdm_parallel_plan_params_t p;
         tdm_parallel_plan_params_init(&p);
         p.model = a->model;
-        p.device = a->device ? a->device : "cpu";
+        p.machine = &mach;
+        p.device = a->device && !strncmp(a->device, "cuda", 4) ? "cuda" : "cpu";
         p.dtype = a->dtype;
         p.max_memory = a->max_memory;
         p.ranks = tdm_dist_size(g_dist);
@@ -551,9 +627,10 @@ static double choose_parallel(args_t *a, char *spec, size_t cap) {
     snprintf(spec, cap, "cfg=%d,ring=%d,ulysses=%d,tp=%d", (int)v[0], (int)v[1], (int)v[2], (int)v[3]);
     if (tdm_dist_set_parallel(g_dist, spec) != TDM_OK) die_status();
     if (tdm_dist_rank(g_dist) == 0 && !a->quiet)
-        fprintf(stderr, "tandem: --parallel auto: %d ranks as %s (predicted %.1f ms a step with default "
-                "machine numbers; `tandem plan --parallel auto --ranks %d` lists every layout)\n",
-                tdm_dist_size(g_dist), spec, v[4] * 1e3, tdm_dist_size(g_dist));
+        fprintf(stderr, "tandem: --parallel auto: %d ranks as %s (predicted %.1f ms a step; measured "
+                "%.3g GFLOP/s GEMM, %.3g GFLOP/s attention, %.3g GB/s all-to-all a rank; `tandem plan "
+                "--parallel auto --ranks %d` lists every layout)\n", tdm_dist_size(g_dist), spec, v[4] * 1e3,
+                mach.gemm_flop_s / 1e9, mach.attn_flop_s / 1e9, mach.link_bytes_s / 1e9, tdm_dist_size(g_dist));
     a->parallel = spec;
     return v[4];
 }
@@ -574,6 +651,8 @@ int cmd_generate(int argc, char **argv) {
     dp.parallel = autopar ? NULL : a.parallel;
     if (tdm_dist_init(&g_dist, &dp) != TDM_OK) die_status();
     const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
+    char devbuf[32];
+    map_rank_device(&a, rank, size, devbuf, sizeof devbuf);   /* before the probe: each rank on its own device */
     static char autospec[96];
     const double predicted_s = autopar ? choose_parallel(&a, autospec, sizeof autospec) : 0;
     /* --parallel: image groups of cfg·ring·ulysses·tp ranks split the job
@@ -581,8 +660,6 @@ int cmd_generate(int argc, char **argv) {
     tdm_parallel_t deg, at;
     tdm_dist_parallel(g_dist, &deg, &at);
     check_parallel_vae(&a, &deg);
-    char devbuf[32];
-    map_rank_device(&a, rank, size, devbuf, sizeof devbuf);
     tdm_pipeline_t *pipe = open_pipeline(&a);
     if (a.print_map && rank == 0) print_plans(pipe, &a);
     job_t job;

@@ -30,7 +30,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
         "                   [--devices cpu:0,cpu:1,...] [--gpus-per-rank K] [--print-device-map]]\n"
         "                  [--parallel auto|cfg=2,ulysses=U,ring=R,tp=T [--parallel-vae]]\n"
-        "                  [--comm auto|mpi|nccl]\n"
+        "                  [--comm auto|mpi|nccl] [--reprobe]\n"
         "Image i of a job (prompts x images per prompt, prompt-major) uses seed+i and is written as\n"
         "OUT/%06d.png (or .safetensors with tensor \"latents\"); OUT/manifest.jsonl lists them.\n"
         "Stages load only their components: text encoders, then the denoiser, then the VAE.\n"
@@ -53,7 +53,9 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "image's first rank decodes and writes it; --parallel-vae makes all its ranks decode it\n"
         "together instead, each a band of its rows (the VAE's working memory split between them;\n"
         "pixels within 1 of one process).\n"
-        "--parallel auto: rank 0 chooses the layout with a cost model (see tandem plan --help).\n"
+        "--parallel auto: the ranks time a GEMM, an attention call and an all-to-all (cached per\n"
+        "host in ~/.cache/tandem; --reprobe measures again), then rank 0 chooses the layout with a\n"
+        "cost model (see tandem plan --help).\n"
         "--comm: how a group's GPUs exchange data: nccl, mpi (staged through host memory) or auto\n"
         "(nccl when built and each rank of the group has a GPU of its own).\n"},
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",

@@ -330,6 +330,14 @@ static tdm_status plan_candidates(const tdm_parallel_plan_params_t *p, tdm_par_m
                                  p->max_sequence_length, cfg_batch, dt, model)) != TDM_OK)
         return st;
     tdm_par_machine_defaults(gpu ? "cuda" : "cpu", p->ranks, gpu ? 1 : p->ranks, p->images, m);
+    if (p->machine) {   /* measured: each number that was */
+        const tdm_parallel_machine_t *x = p->machine;
+        if (x->gemm_flop_s > 0) m->gemm_flop_s = x->gemm_flop_s;
+        if (x->attn_flop_s > 0) m->attn_flop_s = x->attn_flop_s;
+        if (x->link_bytes_s > 0) m->link_bytes_s = x->link_bytes_s;
+        if (x->latency_s > 0) m->latency_s = x->latency_s;
+        m->source = "measured (probe)";
+    }
     if (p->max_memory) {
         tdm_max_memory_t mm;
         if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) return st;
