@@ -627,9 +627,10 @@ static double choose_parallel(args_t *a, char *spec, size_t cap) {
     snprintf(spec, cap, "cfg=%d,ring=%d,ulysses=%d,tp=%d", (int)v[0], (int)v[1], (int)v[2], (int)v[3]);
     if (tdm_dist_set_parallel(g_dist, spec) != TDM_OK) die_status();
     if (tdm_dist_rank(g_dist) == 0 && !a->quiet)
-        fprintf(stderr, "tandem: --parallel auto: %d ranks as %s (predicted %.1f ms a step; measured "
+        fprintf(stderr, "tandem: --parallel auto: %d rank%s as %s (predicted %.1f ms a step; measured "
                 "%.3g GFLOP/s GEMM, %.3g GFLOP/s attention, %.3g GB/s all-to-all a rank; `tandem plan "
-                "--parallel auto --ranks %d` lists every layout)\n", tdm_dist_size(g_dist), spec, v[4] * 1e3,
+                "--parallel auto --ranks %d` lists every layout)\n", tdm_dist_size(g_dist),
+                tdm_dist_size(g_dist) == 1 ? "" : "s", spec, v[4] * 1e3,
                 mach.gemm_flop_s / 1e9, mach.attn_flop_s / 1e9, mach.link_bytes_s / 1e9, tdm_dist_size(g_dist));
     a->parallel = spec;
     return v[4];
