@@ -28,7 +28,7 @@ tdm_status tdm_errorf(tdm_status st, const char *fmt, ...)
 #define TDM_FNV_INIT 1469598103934665603ull
 static inline uint64_t tdm_fnv_step(uint64_t h, unsigned char c) { return (h ^ c) * 1099511628211ull; }
 static inline uint64_t tdm_fnv(const void *p, size_t n) {
-    const unsigned char *s = p;
+    const unsigned char *s = (const unsigned char *)p;   /* (also compiled as C++ by nvcc) */
     uint64_t h = TDM_FNV_INIT;
     for (size_t i = 0; i < n; i++) h = tdm_fnv_step(h, s[i]);
     return h;
