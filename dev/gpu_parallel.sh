@@ -9,6 +9,7 @@
 #   - FLUX --parallel tp=2 (2 ranks) and tp=2,ulysses=2 (4 ranks) against one
 #     process, fp32 and bf16 (tensor parallelism sums in another order: expected
 #     within float tolerance, not byte-identical; the relative error is printed);
+#   - --parallel auto on 2 ranks (the probe's CUDA path and the choice);
 #   - --parallel-vae (the image's ranks decode it in row bands) with SD cfg=2 and
 #     FLUX ulysses=3, PNGs against one process (expected within 1 per channel);
 # each on the tiny fixtures, comparing the latents (--output-type latent) and the
@@ -100,6 +101,13 @@ for dt in fp32 bf16; do
     || echo "FAIL flux ulysses=3 --parallel-vae $dt"
   compare $W/f1_${dt}_png $W/fv_${dt} "FLUX ulysses=3 --parallel-vae vs 1 process, $dt (within 1 expected)"
 done
+# --parallel auto: the probe's CUDA path (GEMM, attention, the all-to-all of the exchange --comm
+# picks: staged MPI here, ranks sharing the GPU) and the choice, cached under $W
+(export XDG_CACHE_HOME=$W/cache; runN 2 --model $FLUX $FJOB --parallel auto --out $W/fauto 2>&1) \
+  | grep "parallel auto" || echo "FAIL flux --parallel auto"
+cat $W/cache/tandem/probe-*.json 2>/dev/null || echo "FAIL no probe cache"
 ls $W/sd1_fp32_latent $W/f1_fp32_latent | head
 rm -rf "$W"
 (cd build-gpu && ctest -L dist --output-on-failure -j 2) 2>&1 | tee "$OUT/ctest_dist.log" | tail -15
+# NCCL (one rank per GPU: skipped on a one-GPU machine; run it on a multi-GPU kind)
+(cd build-gpu && ctest -R test_nccl_mpi --output-on-failure) 2>&1 | tail -5
