@@ -613,6 +613,20 @@ int64_t tdm_cpu_attention_scratch_bytes(tdm_device_t *dev, tdm_dtype at, int64_t
     return Tk > INT64_MAX / tile / nt ? INT64_MAX : Tk * tile * nt;
 }
 
+/* Task t of the attention kernels (batch × head × query tile): its indices,
+ * rows, and the offsets of its q / o rows and of its head's k / v rows in
+ * the (B, T, H·D) buffers. */
+typedef struct { int64_t b, h, i0, m, q, kv; } attn_tile_t;
+
+static inline attn_tile_t attn_tile(int64_t t, int64_t ntile, int64_t Tq, int64_t Tk, int64_t H, int64_t D) {
+    attn_tile_t a;
+    a.b = t / (H * ntile), a.h = (t / ntile) % H, a.i0 = (t % ntile) * TDM_ATTN_TILE;
+    a.m = Tq - a.i0 < TDM_ATTN_TILE ? Tq - a.i0 : TDM_ATTN_TILE;
+    a.q = (a.b * Tq + a.i0) * H * D + a.h * D;
+    a.kv = a.b * Tk * H * D + a.h * D;
+    return a;
+}
+
 void tdm_cpu_attention(tdm_device_t *dev, float *o, const float *q, const float *k, const float *v,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
                        float scale, int causal) {
@@ -634,12 +648,10 @@ void tdm_cpu_attention(tdm_device_t *dev, float *o, const float *q, const float 
 #pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < ntask; t++) {
             if (!S) continue;
-            int64_t b = t / (H * ntile), h = (t / ntile) % H, i0 = (t % ntile) * TDM_ATTN_TILE;
-            int64_t m = Tq - i0 < TDM_ATTN_TILE ? Tq - i0 : TDM_ATTN_TILE;
-            const float *qt = q + (b * Tq + i0) * HD + h * D;   /* (m, D), ld HD */
-            const float *kb = k + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
-            const float *vb = v + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
-            float *ot = o + (b * Tq + i0) * HD + h * D;         /* (m, D), ld HD */
+            attn_tile_t a = attn_tile(t, ntile, Tq, Tk, H, D);
+            const int64_t i0 = a.i0, m = a.m;
+            const float *qt = q + a.q, *kb = k + a.kv, *vb = v + a.kv;   /* (m, D), (Tk, D), ld HD */
+            float *ot = o + a.q;                                        /* (m, D), ld HD */
             /* keys visible to any row of this tile */
             int64_t nk = causal ? (i0 + m < Tk ? i0 + m : Tk) : Tk;
             /* S (m, nk) = scale · qt · kb^T */
@@ -778,15 +790,13 @@ void tdm_cpu_attention_lse(tdm_device_t *dev, tdm_dtype at, float *o, float *lse
         float *S = S0 + (size_t)omp_get_thread_num() * TDM_ATTN_TILE * (size_t)Tk;
 #pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < ntask; t++) {
-            int64_t b = t / (H * ntile), h = (t / ntile) % H, i0 = (t % ntile) * TDM_ATTN_TILE;
-            int64_t m = Tq - i0 < TDM_ATTN_TILE ? Tq - i0 : TDM_ATTN_TILE;
-            const float *qt = q + (b * Tq + i0) * HD + h * D;   /* (m, D), ld HD */
-            const float *kb = k + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
-            const float *vb = v + b * Tk * HD + h * D;          /* (Tk, D), ld HD */
-            float *ot = o + (b * Tq + i0) * HD + h * D;         /* (m, D), ld HD */
+            attn_tile_t a = attn_tile(t, ntile, Tq, Tk, H, D);
+            const int64_t i0 = a.i0, m = a.m;
+            const float *qt = q + a.q, *kb = k + a.kv, *vb = v + a.kv;   /* (m, D), (Tk, D), ld HD */
+            float *ot = o + a.q;                                        /* (m, D), ld HD */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)Tk, (int)D, scale,
                         qt, (int)HD, kb, (int)HD, 0.0f, S, (int)Tk);
-            lse_tile_rows(S, m, Tk, lse + (b * H + h) * Tq + i0, ot, HD, D, acc);
+            lse_tile_rows(S, m, Tk, lse + (a.b * H + a.h) * Tq + i0, ot, HD, D, acc);
             /* ot (m, D) = S (m, Tk) · vb (Tk, D) [+ the held ot, scaled] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)D, (int)Tk, 1.0f,
                         S, (int)Tk, vb, (int)HD, acc ? 1.0f : 0.0f, ot, (int)HD);
