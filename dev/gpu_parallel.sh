@@ -103,7 +103,8 @@ for dt in fp32 bf16; do
 done
 # --parallel auto: the probe's CUDA path (GEMM, attention, the all-to-all of the exchange --comm
 # picks: staged MPI here, ranks sharing the GPU) and the choice, cached under $W
-(export XDG_CACHE_HOME=$W/cache; runN 2 --model $FLUX $FJOB --parallel auto --out $W/fauto 2>&1) \
+# (not --quiet: the choice and the predicted-vs-measured lines are what it checks)
+(export XDG_CACHE_HOME=$W/cache; runN 2 --model $FLUX ${FJOB/--quiet/} --parallel auto --out $W/fauto 2>&1) \
   | grep "parallel auto" || echo "FAIL flux --parallel auto"
 cat $W/cache/tandem/probe-*.json 2>/dev/null || echo "FAIL no probe cache"
 ls $W/sd1_fp32_latent $W/f1_fp32_latent | head

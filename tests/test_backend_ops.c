@@ -1105,6 +1105,153 @@ TEST(test_error_kept) {
     }
 }
 
+/* ---- rows independent of the call's row count (CUDA) --------------------------- */
+
+/* n float32 values uniform in [-1, 1) uploaded to dev in type dt (NULL: failure). */
+static void *rows_up(tdm_device_t *dev, const float *h, int64_t n, tdm_dtype dt) {
+    const int64_t bytes = n * (int64_t)tdm_dtype_size(dt);
+    void *d = tdm_dev_alloc(dev, bytes, "rows test"), *t = NULL;
+    tdm_status s = TDM_ERR_NOMEM;
+    if (d && dt == TDM_F32) s = tdm_dev_upload(dev, d, h, bytes, "rows test");
+    else if (d && (t = malloc((size_t)bytes)) && tdm_convert_to_half(t, h, TDM_F32, n, dt) == TDM_OK)
+        s = tdm_dev_upload(dev, d, t, bytes, "rows test");
+    free(t);
+    if (s != TDM_OK && d) {
+        tdm_dev_free(dev, d, bytes);
+        d = NULL;
+    }
+    CHECK_MSG(d != NULL, "upload: %s", tdm_last_error());
+    return d;
+}
+
+static float *rows_rand(int64_t n, uint64_t *seed) {
+    float *h = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; h && i < n; i++) h[i] = 2 * urand(seed) - 1;
+    return h;
+}
+
+/* A row of a linear's output has the same bits whatever rows the call holds
+ * (a Ulysses rank multiplies its share of the tokens, a CFG rank half the
+ * batch; DESIGN.md, same image at any degree): for the FLUX.1 shapes (x
+ * embedder, attention, QKV, MLP in and out, the single blocks' output, a
+ * modulation's one row) and a tiny one, in float32 and with F16 / BF16
+ * weights (float32 and typed activations, float32 and typed outputs, bias,
+ * GELU), the m-row call on rows [r0, r0 + m) copied to their own buffers
+ * equals those rows of the full call byte for byte. */
+TEST(test_linear_rows_independent) {
+    tdm_device_t *dev = g_cuda;
+    static const int64_t shapes[][3] = {   /* K, N, full M */
+        {32, 96, 83},      {64, 3072, 4608},    {3072, 3072, 4608}, {3072, 9216, 4096},
+        {3072, 12288, 4608}, {12288, 3072, 4096}, {15360, 3072, 4608}, {3072, 18432, 2}};
+    static const int64_t ms[] = {1, 2, 17, 256, 288, 1536, 2048, 2304, 4095};
+    static const tdm_dtype dts[3] = {TDM_F32, TDM_F16, TDM_BF16};
+    const tdm_dtype dt0 = dev->gemm_dtype;
+    uint64_t seed = 99;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        const int64_t K = shapes[sh][0], N = shapes[sh][1], Mf = shapes[sh][2];
+        float *hx = rows_rand(Mf * K, &seed), *hw = rows_rand(N * K, &seed), *hb = rows_rand(N, &seed);
+        unsigned char *full = malloc((size_t)(Mf * N) * 4), *part = malloc((size_t)(Mf * N) * 4);
+        CHECK(hx && hw && hb && full && part);
+        for (int k = 0; hx && hw && hb && full && part && k < 3; k++) {
+            dev->gemm_dtype = dts[k];
+            void *W = rows_up(dev, hw, N * K, dts[k]);
+            float *b = rows_up(dev, hb, N, TDM_F32);
+            /* variants: 0 plain, 1 bias, 2 bias + GELU, 3 typed x and y with bias */
+            for (int v = 0; W && b && v < (k ? 4 : 3); v++) {
+                const tdm_dtype xt = v == 3 ? dts[k] : TDM_F32, yt = xt;
+                const int64_t ys = (int64_t)tdm_dtype_size(yt);
+                void *x = rows_up(dev, hx, Mf * K, xt), *y = tdm_dev_alloc(dev, Mf * N * ys, "y");
+                if (!x || !y) {
+                    CHECK_MSG(0, "alloc: %s", tdm_last_error());
+                } else {
+                    tdm_op_linear_ex(dev, y, yt, N, x, xt, W, v ? b : NULL, Mf, K, N, v == 2);
+                    CHECK_MSG(tdm_dev_download(dev, full, y, Mf * N * ys, "y") == TDM_OK, "%s",
+                              tdm_last_error());
+                }
+                for (size_t q = 0; x && y && q < sizeof ms / sizeof *ms; q++) {
+                    const int64_t m = ms[q], r0 = (Mf - m) / 2;
+                    if (m >= Mf) continue;
+                    void *xs = rows_up(dev, hx + r0 * K, m * K, xt);
+                    void *ysd = tdm_dev_alloc(dev, m * N * ys, "y rows");
+                    if (xs && ysd) {
+                        tdm_op_linear_ex(dev, ysd, yt, N, xs, xt, W, v ? b : NULL, m, K, N, v == 2);
+                        CHECK(tdm_dev_download(dev, part, ysd, m * N * ys, "y rows") == TDM_OK);
+                        CHECK_MSG(!memcmp(part, full + r0 * N * ys, (size_t)(m * N * ys)),
+                                  "%s K %lld N %lld variant %d: rows [%lld, %lld) of %lld differ "
+                                  "from the full call's", tdm_dtype_name(dts[k]), (long long)K,
+                                  (long long)N, v, (long long)r0, (long long)(r0 + m), (long long)Mf);
+                    }
+                    if (xs) tdm_dev_free(dev, xs, m * K * (int64_t)tdm_dtype_size(xt));
+                    if (ysd) tdm_dev_free(dev, ysd, m * N * ys);
+                }
+                if (x) tdm_dev_free(dev, x, Mf * K * (int64_t)tdm_dtype_size(xt));
+                if (y) tdm_dev_free(dev, y, Mf * N * ys);
+            }
+            if (W) tdm_dev_free(dev, W, N * K * (int64_t)tdm_dtype_size(dts[k]));
+            if (b) tdm_dev_free(dev, b, N * 4);
+        }
+        dev->gemm_dtype = dt0;
+        free(hx); free(hw); free(hb); free(full); free(part);
+    }
+    CHECK(dev->ops->sync(dev) == 1);
+}
+
+/* An image's convolution has the same bits in a batch of one as in a batch
+ * of two (a CFG rank convolves one image of the guided pair): the SD1.5
+ * UNet's and VAE's shapes on each CUDA path (1x1 per image, im2col + cuBLAS
+ * with the bias filled or in the GEMM, the implicit-GEMM 3x3 kernel),
+ * float32 and F16 / BF16 weights. */
+TEST(test_conv_batch_independent) {
+    tdm_device_t *dev = g_cuda;
+    static const int64_t shapes[][5] = {   /* Cin, H (= W), Cout, k, stride */
+        {4, 64, 320, 3, 1},   {320, 64, 320, 3, 1}, {320, 64, 640, 1, 1}, {320, 64, 320, 3, 2},
+        {640, 32, 640, 3, 1}, {1280, 8, 1280, 3, 1}, {128, 128, 128, 3, 1}};
+    static const tdm_dtype dts[3] = {TDM_F32, TDM_F16, TDM_BF16};
+    const tdm_dtype dt0 = dev->gemm_dtype;
+    uint64_t seed = 5;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        const int64_t Cin = shapes[sh][0], H = shapes[sh][1], Cout = shapes[sh][2];
+        const int64_t kk = shapes[sh][3], st = shapes[sh][4], pad = kk / 2;
+        const int64_t Ho = (H + 2 * pad - kk) / st + 1, nx = Cin * H * H, ny = Cout * Ho * Ho;
+        float *hx = rows_rand(2 * nx, &seed), *hw = rows_rand(Cout * Cin * kk * kk, &seed);
+        float *hb = rows_rand(Cout, &seed), *y2 = malloc((size_t)(2 * ny) * 4),
+              *y1 = malloc((size_t)ny * 4);
+        CHECK(hx && hw && hb && y2 && y1);
+        for (int k = 0; hx && hw && hb && y2 && y1 && k < 3; k++) {
+            dev->gemm_dtype = dts[k];
+            const int64_t ns = tdm_op_conv2d_scratch(dev, Cin, H, H, kk, kk, st, pad);
+            void *w = rows_up(dev, hw, Cout * Cin * kk * kk, dts[k]);
+            float *b = rows_up(dev, hb, Cout, TDM_F32), *x2 = rows_up(dev, hx, 2 * nx, TDM_F32);
+            float *x1 = rows_up(dev, hx + nx, nx, TDM_F32);
+            float *d2 = tdm_dev_alloc(dev, 2 * ny * 4, "y2"), *d1 = tdm_dev_alloc(dev, ny * 4, "y1");
+            float *sc = ns ? tdm_dev_alloc(dev, ns * 4, "scratch") : NULL;
+            if (w && b && x2 && x1 && d2 && d1 && (sc || !ns)) {
+                tdm_op_conv2d(dev, d2, x2, w, b, 2, Cin, H, H, Cout, kk, kk, st, pad, sc);
+                tdm_op_conv2d(dev, d1, x1, w, b, 1, Cin, H, H, Cout, kk, kk, st, pad, sc);
+                CHECK(tdm_dev_download(dev, y2, d2, 2 * ny * 4, "y2") == TDM_OK);
+                CHECK(tdm_dev_download(dev, y1, d1, ny * 4, "y1") == TDM_OK);
+                CHECK_MSG(!memcmp(y1, y2 + ny, (size_t)ny * 4),
+                          "%s conv Cin %lld %lldx%lld Cout %lld k %lld s %lld: image 2 of a "
+                          "batch of two differs from the same image alone", tdm_dtype_name(dts[k]),
+                          (long long)Cin, (long long)H, (long long)H, (long long)Cout,
+                          (long long)kk, (long long)st);
+            } else {
+                CHECK_MSG(0, "alloc: %s", tdm_last_error());
+            }
+            if (w) tdm_dev_free(dev, w, Cout * Cin * kk * kk * (int64_t)tdm_dtype_size(dts[k]));
+            if (b) tdm_dev_free(dev, b, Cout * 4);
+            if (x2) tdm_dev_free(dev, x2, 2 * nx * 4);
+            if (x1) tdm_dev_free(dev, x1, nx * 4);
+            if (d2) tdm_dev_free(dev, d2, 2 * ny * 4);
+            if (d1) tdm_dev_free(dev, d1, ny * 4);
+            if (sc) tdm_dev_free(dev, sc, ns * 4);
+        }
+        dev->gemm_dtype = dt0;
+        free(hx); free(hw); free(hb); free(y2); free(y1);
+    }
+    CHECK(dev->ops->sync(dev) == 1);
+}
+
 /* ---- attention_lse's math on the CPU ------------------------------------------ */
 
 /* attention_lse against first principles on the CPU: without acc its o is
@@ -1207,6 +1354,8 @@ static int run_cuda(void) {
         g_cuda = &dev;
         RUN(test_device_memory);
         RUN(test_error_kept);
+        RUN(test_linear_rows_independent);
+        RUN(test_conv_batch_independent);
         g_cuda = NULL;
         tdm_backend_device_close(&dev);
     }

@@ -203,11 +203,14 @@ extern "C" int tdm_cuda_conv_igemm_use(tdm_device_t *d, const void *w, int64_t B
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         return 0;
-    int64_t blocks = (B * Ho * Wo + CI_BN - 1) / CI_BN * ((Cout + CI_BM - 1) / CI_BM);
+    int64_t blocks = (Ho * Wo + CI_BN - 1) / CI_BN * ((Cout + CI_BM - 1) / CI_BM);
     /* below ~4 waves the im2col path (cuBLAS, split-K) wins: SD1.5's 64² level
-     * (192 blocks) measured 2× slower here; the FLUX VAE's levels (≥ 512
-     * blocks) faster (bench/KERNEL_NOTES.md) */
-    return blocks >= 4 * (int64_t)sms;
+     * (192 blocks for its guided batch of two) measured 2× slower here; the FLUX VAE's
+     * levels (≥ 512 blocks) faster (bench/KERNEL_NOTES.md). Counted for a batch of
+     * two whatever B is, so the batch does not change an image's path (a CFG rank
+     * holds one image of the pair) */
+    (void)B;
+    return 2 * blocks >= 4 * (int64_t)sms;
 }
 
 /* K step: 64 channels where Cin allows (fewer barriers and fragment loads

@@ -15,7 +15,23 @@
  * LT_CANDIDATES algorithms on its first call (three runs each, CUDA events,
  * on the call's own operands) and keeps the fastest; by default the
  * heuristic's first is kept: the timing found ≤ 1 % (FLUX, T5) and cost a
- * one-image SD1.5 run 0.21 s of its 1.13 s (bench/KERNEL_NOTES.md). */
+ * one-image SD1.5 run 0.21 s of its 1.13 s (bench/KERNEL_NOTES.md).
+ *
+ * Row-count independence. A row of y must have the same bits whatever rows
+ * the call holds: a rank of a context-parallel group (Ulysses) multiplies its
+ * share of the tokens, a CFG rank one half of the guided batch, and their
+ * image must equal one device's. cuBLASLt's heuristic picks the kernel (tile,
+ * split-K) from M, and a split-K or another kernel sums a row's products in
+ * another order. So the algorithm of every plan is the heuristic's answer for
+ * the shape with LT_CANON_M rows — the same for every M of a (K, N, epilogue,
+ * types, alignment) — with split-K forced to one (each output element summed
+ * by one thread block, in K order), checked for the plan's own M. The large-M
+ * choice is what the big GEMMs of a denoiser want; a small M (a modulation's
+ * batch row, the 512 text tokens) pays for the wide tile (bench/RESULTS.md).
+ * lt_tune times candidates on the call's own M and gives this up.
+ *
+ * With d->gemm_dtype F32 the same plans run float32 operands (CUBLAS_COMPUTE_32F:
+ * no TF32), so the float32 linear is row-count independent too. */
 #include <cublasLt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +41,7 @@
 #define LT_PLANS 256
 #define LT_CANDIDATES 8   /* algorithms timed per new shape (see plan_tune) */
 #define LT_WORKSPACE ((size_t)32 << 20)
+#define LT_CANON_M 4096   /* the rows every plan's algorithm is chosen for */
 
 typedef struct {
     int64_t M, K, N, ldy;
@@ -40,7 +57,7 @@ typedef struct tdm_cuda_lt {
     cublasLtHandle_t h;
     void *ws;
     lt_plan plan[LT_PLANS];
-    int nplan;
+    int nplan, evict;   /* plans made; the slot a new plan takes once all are (round robin) */
 } tdm_cuda_lt;
 
 /* Releases p's cuBLASLt objects; its key (shape, epilogue, ...) stays. */
@@ -137,8 +154,17 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
             p->dtype == dt && p->ytype == yt && p->align == al)
             return p->ok ? p : NULL;
     }
-    if (lt->nplan == LT_PLANS) return NULL;   /* more shapes than a model has: fall back */
-    lt_plan *p = &lt->plan[lt->nplan++];
+    /* more shapes than a model has (many image sizes, row shares): the oldest plan
+     * makes room — remade when its shape comes back, with the same algorithm, since
+     * the choice depends on the shape alone (a fallback to cublasGemmEx would not) */
+    lt_plan *p;
+    if (lt->nplan < LT_PLANS) {
+        p = &lt->plan[lt->nplan++];
+    } else {
+        p = &lt->plan[lt->evict];
+        lt->evict = (lt->evict + 1) % LT_PLANS;
+        plan_destroy(p);
+    }
     memset(p, 0, sizeof *p);
     p->M = M;
     p->K = K;
@@ -148,14 +174,16 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     p->dtype = dt;
     p->ytype = yt;
     p->align = al;
-    cudaDataType t = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    cudaDataType t = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF
+                     : d->gemm_dtype == TDM_F16 ? CUDA_R_16F : CUDA_R_32F;
     cudaDataType ty = yhalf ? t : CUDA_R_32F;
     /* the bias stays float32 (the epilogue adds it in float32 before rounding) */
     int32_t bias_t = CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatrixLayout_t cb = NULL, cd = NULL;   /* B and D with LT_CANON_M rows */
     cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
-    int found = 0;
+    int found = 0, pick = -1;
     size_t ws = LT_WORKSPACE;
     if (cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
@@ -177,17 +205,45 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                                              sizeof al) ||
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al,
                                              sizeof al) ||
-        cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, p->lb, p->ld, p->ld, pref,
-                                       d->opts.lt_tune ? LT_CANDIDATES : 1, res, &found) ||
-        found < 1) {
-        if (pref) cublasLtMatmulPreferenceDestroy(pref);
-        plan_destroy(p);   /* the key stays: remembered as "no plan", not queried again */
-        return NULL;
+        cublasLtMatrixLayoutCreate(&cb, t, (uint64_t)K, LT_CANON_M, K) ||
+        cublasLtMatrixLayoutCreate(&cd, ty, (uint64_t)N, LT_CANON_M, ldy) ||
+        cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, d->opts.lt_tune ? p->lb : cb,
+                                       d->opts.lt_tune ? p->ld : cd, d->opts.lt_tune ? p->ld : cd,
+                                       pref, LT_CANDIDATES, res, &found) ||
+        found < 1)
+        goto none;
+    if (d->opts.lt_tune) {
+        pick = plan_tune(c, p, res, found, args);
+    } else {   /* the first candidate that runs this M without split-K */
+        const uint32_t one = 1;
+        const cublasLtReductionScheme_t red = CUBLASLT_REDUCTION_SCHEME_NONE;
+        for (int i = 0; i < found && pick < 0; i++) {
+            cublasLtMatmulHeuristicResult_t chk;
+            if (cublasLtMatmulAlgoConfigSetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+                                                     &one, sizeof one) ||
+                cublasLtMatmulAlgoConfigSetAttribute(&res[i].algo,
+                                                     CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red,
+                                                     sizeof red))
+                continue;
+            if (cublasLtMatmulAlgoCheck(lt->h, p->op, p->la, p->lb, p->ld, p->ld, &res[i].algo,
+                                        &chk) == CUBLAS_STATUS_SUCCESS &&
+                chk.workspaceSize <= LT_WORKSPACE)
+                pick = i;
+        }
+        if (pick < 0) goto none;
     }
     cublasLtMatmulPreferenceDestroy(pref);
-    p->algo = res[plan_tune(c, p, res, found, args)].algo;
+    cublasLtMatrixLayoutDestroy(cb);
+    cublasLtMatrixLayoutDestroy(cd);
+    p->algo = res[pick].algo;
     p->ok = 1;
     return p;
+none:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (cb) cublasLtMatrixLayoutDestroy(cb);
+    if (cd) cublasLtMatrixLayoutDestroy(cd);
+    plan_destroy(p);   /* the key stays: remembered as "no plan", not queried again */
+    return NULL;
 }
 
 /* Largest power of two (at most 256) dividing the address. */
@@ -199,7 +255,7 @@ static uint32_t align_of(const void *p) {
 }
 
 /* y (M, N; rows ldy apart) = act(xh (M, K) · W^T [+ b]) with xh and W in
- * d->gemm_dtype, b float32, y float32 or (yhalf) d->gemm_dtype; act = cuBLASLt's GELU epilogue (the tanh
+ * d->gemm_dtype (F32, F16 or BF16), b float32, y float32 or (yhalf) d->gemm_dtype; act = cuBLASLt's GELU epilogue (the tanh
  * approximation) when `gelu`, else none. Returns 0 (nothing queued, no
  * error) when cuBLASLt has no plan for the shape, so the caller runs its
  * fallback; 1 otherwise (a failure of the launch is kept on the device). */

@@ -291,7 +291,9 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
      * bias fill a pass over the output plus the GEMM reading it back; the SD
      * UNet's 8x8 and 16x16 levels have 30 MB weights and sub-MB outputs
      * (aug everywhere: UNet step 15.4 -> 17.9 ms), the VAE the opposite */
-    const int aug = b && gemm_is_half(d) && !direct && B * P * 2 > Kp;
+    /* per image (the rule for a guided batch of two), so a CFG rank's one image
+     * takes the path the two-image batch of one device takes */
+    const int aug = b && gemm_is_half(d) && !direct && P * 4 > Kp;
     const float alpha = 1.0f, beta = b && !aug ? 1.0f : 0.0f;
     int64_t rows = conv_tile_rows(Kp, Ho, Wo), wabytes = aug ? Cout * Kp * 2 : 0;
     void *wa = NULL;
@@ -325,19 +327,23 @@ extern "C" void tdm_cuda_conv2d_pad4(tdm_device_t *d, float *y, const float *x, 
     if (direct) {
         /* per image: y_n (Cout, P) = w (Cout, Cin) · x_n (Cin, P) [+ y_n];
          * column-major: y_n^T (P, Cout) = x_n^T (P, Cin) · w^T (Cin, Cout) */
+        /* one GEMM per image, not a strided batch: cuBLAS picks a batched
+         * kernel by the batch count, and an image's bits must not depend on it */
         if (gemm_is_half(d)) {
             cudaDataType t = gemm_cuda_type(d);
             const void *xh = stage_half(d, c, x, B, Cin * P, Cin * P);
             if (!xh) return;
-            TDM_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(
-                c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout, Cin, &alpha, xh, t, P, Cin * P, w, t,
-                Cin, 0, &beta, y, CUDA_R_32F, P, Cout * P, B, CUBLAS_COMPUTE_32F,
-                CUBLAS_GEMM_DEFAULT));
+            for (int64_t n = 0; n < B; n++)
+                TDM_CUBLAS_CHECK(cublasGemmEx_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout, Cin,
+                                                 &alpha, (const char *)xh + n * Cin * P * 2, t, P,
+                                                 w, t, Cin, &beta, y + n * Cout * P, CUDA_R_32F, P,
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
             return;
         }
-        TDM_CUBLAS_CHECK(cublasSgemmStridedBatched_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout,
-                                                      Cin, &alpha, x, P, Cin * P, w, Cin, 0,
-                                                      &beta, y, P, Cout * P, B));
+        for (int64_t n = 0; n < B; n++)
+            TDM_CUBLAS_CHECK(cublasSgemm_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, P, Cout, Cin, &alpha,
+                                            x + n * Cin * P, P, w, Cin, &beta, y + n * Cout * P,
+                                            P));
         return;
     }
     for (int64_t n = 0; n < B; n++) {
@@ -662,6 +668,8 @@ extern "C" void tdm_cuda_linear_ex(tdm_device_t *d, void *y, tdm_dtype yt, int64
             if (ok) return;
         }
         if (K > 0 && tdm_cuda_linear_lt(d, y, yhalf, ldy, xh, W, b, M, K, N, gelu)) return;
+    } else if (K > 0 && tdm_cuda_linear_lt(d, y, 0, ldy, x, W, b, M, K, N, gelu)) {
+        return;   /* float32 through cuBLASLt too: its plans are row-count independent */
     }
     if (yhalf) {   /* float32 product into a temporary, then bias/act and the rounding */
         tmp = (float *)tdm_dev_alloc(d, M * N * (int64_t)sizeof(float), "linear output");
