@@ -93,8 +93,8 @@ static float at_op(const float *X, int t, int64_t ld, int64_t r, int64_t c) {
  * context-parallel group computes a share of the rows): for shapes on each
  * of tdm_cpu_gemm's paths (computed in order, padded to the regular OpenBLAS
  * kernel, plain blocks, several column blocks), every transpose pair, and
- * beta 0 and 1, the first m rows of an m-row call equal those rows of the
- * 300-row call bit for bit; the 300-row result is within 1e-5 of a double
+ * beta 0 and 1, the first m rows of an m-row call, and m rows from the
+ * middle, equal those rows of the 300-row call bit for bit; the 300-row result is within 1e-5 of a double
  * reference. */
 TEST(test_gemm_rows_independent) {
     const int64_t Mx = 300, shapes[][2] = {{8, 32}, {64, 512}, {40, 3000}, {300, 700}};
@@ -133,6 +133,15 @@ TEST(test_gemm_rows_independent) {
                                   (long long)N, (long long)K, tA, tB, beta, (long long)m, (long long)Mx);
                         CHECK_MSG(!memcmp(Cm + m * N, C0 + m * N, (size_t)((Mx - m) * N) * sizeof(float)),
                                   "m %lld: rows past m written", (long long)m);
+                        /* a share from the middle (a rank's rows): rows r0.. of the call */
+                        const int64_t r0 = (Mx - m) / 2;
+                        memcpy(Cm, C0, (size_t)(Mx * N) * sizeof(float));
+                        tdm_cpu_gemm(NULL, tA, tB, m, N, K, 0.5f, tA ? A + r0 : A + r0 * lda, lda, B, ldb,
+                                     (float)beta, Cm + r0 * N, N);
+                        CHECK_MSG(!memcmp(Cm + r0 * N, Cf + r0 * N, (size_t)(m * N) * sizeof(float)),
+                                  "N %lld K %lld tA %d tB %d beta %d: rows [%lld, %lld) differ from the "
+                                  "%lld-row call's", (long long)N, (long long)K, tA, tB, beta,
+                                  (long long)r0, (long long)(r0 + m), (long long)Mx);
                     }
                 }
         free(A); free(B); free(C0); free(Cf); free(Cm);

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
+#include <strings.h>
 
 /* Below this many elements a loop runs on one thread. */
 #define TDM_OMP_MIN 32768
@@ -71,7 +72,27 @@ static float *host_f32(tdm_dtype at, const char *op, const void *p) {
 #define GEMM_OWN_NK (INT64_C(1) << 14)
 
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
-static void blas_single_thread(void) { openblas_set_num_threads(1); }
+/* 1: row-stable blocks run gemm_rs (set once with g_blas_once) */
+static int g_gemm_rs;
+
+/* OpenBLAS's kernels for these cores sum an element the same way wherever
+ * its row sits in the kernel's row group (measured with every x86 core
+ * OPENBLAS_CORETYPE selects on an AVX-512 machine: the Haswell / Zen AVX2
+ * kernels and the SSE ones do not), so the blocks above keep their bits
+ * there; elsewhere the row-stable blocks run gemm_rs (about 10 % slower than
+ * OpenBLAS on the AVX-512 dev machine, bench/RESULTS.md). */
+static int blas_rows_symmetric(void) {
+    static const char *ok[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    const char *core = openblas_get_corename();
+    for (size_t i = 0; core && i < sizeof ok / sizeof *ok; i++)
+        if (!strcasecmp(core, ok[i])) return 1;
+    return 0;
+}
+
+static void blas_single_thread(void) {
+    openblas_set_num_threads(1);
+    g_gemm_rs = !blas_rows_symmetric();
+}
 
 /* C (m, n) = alpha·op(A)·op(B) + beta·C, each element summed over k in
  * order; beta 0 does not read C. op(B) rows are contiguous when !transB, so
@@ -133,6 +154,83 @@ static void gemm_padded(int transA, int transB, int64_t m, int64_t mp, int64_t n
     free(a);
 }
 
+/* The row-stable kernel: C (m, n) = alpha·op(A)·op(B) + beta·C with every
+ * element summed over k in order by the same instructions wherever its row
+ * sits and however many rows come with it (OpenBLAS's kernels do not give
+ * that on every CPU: README). op(A) is packed in groups of RS_R rows (zero
+ * rows after m), op(B) in panels of RS_W columns (zero columns after n); a
+ * group × panel tile accumulates in vector registers, k outer — each lane one
+ * element — so the row count, the group and the position in it change no
+ * bit. Without memory for the packing the block is computed by gemm_own:
+ * right, but not in these bits. */
+#if defined(__AVX512F__)
+#define RS_W 32
+#else
+#define RS_W 16
+#endif
+#define RS_R 8
+#define RS_V (RS_W / 16)
+typedef float rs_vec __attribute__((vector_size(64)));
+
+static void *rs_alloc(int64_t floats) {
+    size_t bytes = ((size_t)floats * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+static void gemm_rs(int transA, int transB, int64_t m, int64_t n, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc) {
+    const int64_t groups = (m + RS_R - 1) / RS_R;
+    float *ap = rs_alloc(groups * RS_R * K), *bp = rs_alloc(K * RS_W);
+    if (!ap || !bp) {
+        free(ap);
+        free(bp);
+        gemm_own(transA, transB, m, n, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* loops in the order that reads the source contiguously */
+    for (int64_t g = 0; g < groups; g++)
+        for (int r = 0; r < RS_R; r++) {
+            const int64_t i = g * RS_R + r;
+            float *d = ap + g * K * RS_R + r;
+            if (i >= m)
+                for (int64_t k = 0; k < K; k++) d[k * RS_R] = 0.0f;
+            else if (transA)
+                for (int64_t k = 0; k < K; k++) d[k * RS_R] = A[k * lda + i];
+            else
+                for (int64_t k = 0; k < K; k++) d[k * RS_R] = A[i * lda + k];
+        }
+    for (int64_t j0 = 0; j0 < n; j0 += RS_W) {
+        const int64_t w = n - j0 < RS_W ? n - j0 : RS_W;
+        for (int64_t j = 0; j < RS_W; j++) {
+            float *d = bp + j;
+            if (j >= w)
+                for (int64_t k = 0; k < K; k++) d[k * RS_W] = 0.0f;
+            else if (transB)
+                for (int64_t k = 0; k < K; k++) d[k * RS_W] = B[(j0 + j) * ldb + k];
+            else
+                for (int64_t k = 0; k < K; k++) d[k * RS_W] = B[k * ldb + j0 + j];
+        }
+        for (int64_t g = 0; g < groups; g++) {
+            rs_vec acc[RS_R][RS_V] = {{{0}}};
+            const float *a = ap + g * K * RS_R;
+            for (int64_t k = 0; k < K; k++) {
+                rs_vec b[RS_V];
+                for (int v = 0; v < RS_V; v++) b[v] = *(const rs_vec *)(bp + k * RS_W + v * 16);
+                for (int r = 0; r < RS_R; r++)
+                    for (int v = 0; v < RS_V; v++) acc[r][v] += a[k * RS_R + r] * b[v];
+            }
+            for (int r = 0; r < RS_R && g * RS_R + r < m; r++) {
+                float *c = C + (g * RS_R + r) * ldc + j0;
+                const float *s = (const float *)acc[r];
+                for (int64_t j = 0; j < w; j++) c[j] = alpha * s[j] + (beta != 0.0f ? beta * c[j] : 0.0f);
+            }
+        }
+    }
+    free(ap);
+    free(bp);
+}
+
 /* The GEMM over the block grid; `row_stable`: a row's bits independent of
  * M (the small blocks as above), else every block a plain OpenBLAS call
  * (the convolutions, whose rows are output channels, not tokens). */
@@ -153,6 +251,8 @@ static void gemm_grid(int row_stable, int transA, int transB, int64_t M, int64_t
         float *Cb = C + m0 * ldc + n0;
         if (row_stable && n * K < GEMM_OWN_NK)
             gemm_own(transA, transB, m, n, K, alpha, Am, lda, Bn, ldb, beta, Cb, ldc);
+        else if (row_stable && g_gemm_rs)
+            gemm_rs(transA, transB, m, n, K, alpha, Am, lda, Bn, ldb, beta, Cb, ldc);
         else if (row_stable && m * n * K < GEMM_MIN_MNK)
             gemm_padded(transA, transB, m, (GEMM_MIN_MNK + n * K - 1) / (n * K), n, K, alpha, Am, lda, Bn,
                         ldb, beta, Cb, ldc);
