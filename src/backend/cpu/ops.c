@@ -79,7 +79,7 @@ static int g_gemm_rs;
  * its row sits in the kernel's row group (measured with every x86 core
  * OPENBLAS_CORETYPE selects on an AVX-512 machine: the Haswell / Zen AVX2
  * kernels and the SSE ones do not), so the blocks above keep their bits
- * there; elsewhere the row-stable blocks run gemm_rs (about 10 % slower than
+ * there; elsewhere the row-stable blocks run gemm_rs (10-15 % slower than
  * OpenBLAS on the AVX-512 dev machine, bench/RESULTS.md). */
 static int blas_rows_symmetric(void) {
     static const char *ok[] = {"skylakex", "cooperlake", "sapphirerapids"};
