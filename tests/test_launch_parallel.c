@@ -320,6 +320,13 @@ TEST(ring_and_usp_latents_within_1e5_of_one_process) {
     }
 }
 
+/* The latents of the 2-rank data-parallel job (f-dp2-lat), made by the first
+ * test that needs them; the exit code of that run (0 when already made). */
+static int dp2_latents(void) {
+    return exists("%s/f-dp2-lat/%06d.safetensors", tmpdir, FNIMG - 1)
+               ? 0 : frun(2, "--output-type latent", "f-dp2-lat", 0);
+}
+
 /* -n 4 with ring=2: two image groups (DP 2) make the set of images a 2-rank
  * data-parallel job makes: the same PNG files and manifest lines, each
  * written once, and latents within 1e-5. */
@@ -336,7 +343,7 @@ TEST(dp2_ring2_same_set_as_dp) {
     CHECK_MSG(!exists("%s/f-dp2r2/%06d.png", tmpdir, FNIMG), "f-dp2r2: an extra image");
     const char *ma = manifest_norm("f-dp2"), *mb = manifest_norm("f-dp2r2");
     CHECK_MSG(ma && mb && !strcmp(ma, mb), "manifests differ:\n%s\n---\n%s", ma, mb);
-    rc = exists("%s/f-dp2-lat/%06d.safetensors", tmpdir, FNIMG - 1) ? 0 : frun(2, "--output-type latent", "f-dp2-lat", 0);
+    rc = dp2_latents();
     CHECK_MSG(rc == 0, "-n 2, latents: rc %d: %s", rc, errtext);
     rc = frun(4, "--parallel ring=2 --output-type latent", "f-dp2r2-lat", 0);
     CHECK_MSG(rc == 0, "-n 4 ring=2, latents: rc %d: %s", rc, errtext);
@@ -347,7 +354,7 @@ TEST(dp2_ring2_same_set_as_dp) {
  * of tp 2 x ulysses 2 make the latents of a 2-rank data-parallel job
  * (within 1e-5), each image once, the same manifest. */
 TEST(dp2_over_usp_and_tp_ulysses) {
-    int rc = exists("%s/f-dp2-lat/%06d.safetensors", tmpdir, FNIMG - 1) ? 0 : frun(2, "--output-type latent", "f-dp2-lat", 0);
+    int rc = dp2_latents();
     CHECK_MSG(rc == 0, "-n 2, latents: rc %d: %s", rc, errtext);
     rc = frun(8, "--parallel ulysses=2,ring=2 --output-type latent", "f-dp2usp-lat", 0);
     CHECK_MSG(rc == 0, "-n 8 ulysses=2,ring=2: rc %d: %s", rc, errtext);
@@ -378,7 +385,7 @@ TEST(tp2_and_tp2_ulysses2_within_tolerance) {
 /* -n 4 with tp=2: two image groups (DP 2) make the set of a 2-rank
  * data-parallel job, each image once (latents within 1e-5 of its). */
 TEST(dp2_tp2_same_set_as_dp) {
-    int rc = exists("%s/f-dp2-lat/%06d.safetensors", tmpdir, FNIMG - 1) ? 0 : frun(2, "--output-type latent", "f-dp2-lat", 0);
+    int rc = dp2_latents();
     CHECK_MSG(rc == 0, "-n 2, latents: rc %d: %s", rc, errtext);
     rc = frun(4, "--parallel tp=2 --output-type latent", "f-dp2tp2-lat", 1);
     CHECK_MSG(rc == 0, "-n 4 tp=2, latents: rc %d: %s", rc, errtext);
