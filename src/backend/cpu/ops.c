@@ -163,14 +163,19 @@ static void gemm_padded(int transA, int transB, int64_t m, int64_t mp, int64_t n
  * element — so the row count, the group and the position in it change no
  * bit. Without memory for the packing the block is computed by gemm_own:
  * right, but not in these bits. */
+/* A tile is RS_R rows × RS_V vectors of RS_L floats: 16 accumulators of the
+ * 32 AVX-512 registers, 12 of the 16 AVX2 ones (with 16 the loop spilled
+ * them to the stack and ran 6× slower). */
 #if defined(__AVX512F__)
-#define RS_W 32
-#else
-#define RS_W 16
-#endif
+#define RS_L 16
 #define RS_R 8
-#define RS_V (RS_W / 16)
-typedef float rs_vec __attribute__((vector_size(64)));
+#else
+#define RS_L 8
+#define RS_R 6
+#endif
+#define RS_V 2
+#define RS_W (RS_V * RS_L)
+typedef float rs_vec __attribute__((vector_size(RS_L * 4)));
 
 static void *rs_alloc(int64_t floats) {
     size_t bytes = ((size_t)floats * sizeof(float) + 63) & ~(size_t)63;
@@ -216,7 +221,7 @@ static void gemm_rs(int transA, int transB, int64_t m, int64_t n, int64_t K, flo
             const float *a = ap + g * K * RS_R;
             for (int64_t k = 0; k < K; k++) {
                 rs_vec b[RS_V];
-                for (int v = 0; v < RS_V; v++) b[v] = *(const rs_vec *)(bp + k * RS_W + v * 16);
+                for (int v = 0; v < RS_V; v++) b[v] = *(const rs_vec *)(bp + k * RS_W + v * RS_L);
                 for (int r = 0; r < RS_R; r++)
                     for (int v = 0; v < RS_V; v++) acc[r][v] += a[k * RS_R + r] * b[v];
             }
@@ -615,8 +620,6 @@ void tdm_cpu_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t
 
 /* ---- softmax ---------------------------------------------------------------- */
 
-/* One row in place: max subtraction, exp, sum in double, multiply by 1/sum.
- * -INFINITY entries become 0; an all -INFINITY row becomes all 0. */
 /* exp(x) in float32 without libm calls, so the loops around it vectorize:
  * Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial,
  * within 2 ulp of expf over [-87.3, 88.7] (inputs are clamped to it). */
@@ -640,6 +643,66 @@ static inline float fast_expf(float x) {
     return p * scale;
 }
 
+/* fast_expf on a vector of TDM_VL lanes (TDM_VL * 4 bytes: a register), the
+ * same steps lane by lane. GCC left the scalar loop around fast_expf
+ * unvectorized (its clamps became branches): 5× slower on AVX2. */
+#if defined(__AVX512F__)
+#define TDM_VL 16
+#else
+#define TDM_VL 8
+#endif
+typedef float vf_t __attribute__((vector_size(TDM_VL * 4)));
+typedef float vfu_t __attribute__((vector_size(TDM_VL * 4), aligned(4)));   /* unaligned */
+typedef int32_t vi_t __attribute__((vector_size(TDM_VL * 4)));
+
+static inline vf_t vf_select(vi_t m, vf_t a, vf_t b) {   /* m ? a : b, m lanes all 0 or all 1 */
+    return (vf_t)(((vi_t)a & m) | ((vi_t)b & ~m));
+}
+
+static inline vf_t fast_expv(vf_t x) {
+    const vf_t lo = (vf_t){0} - 87.3f, hi = (vf_t){0} + 88.7f, c = (vf_t){0} + 12582912.0f;
+    x = vf_select(x < lo, lo, x);
+    x = vf_select(x > hi, hi, x);
+    const vf_t n = (x * 1.44269504088896341f + c) - c;
+    vf_t r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf_t p = (vf_t){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const vi_t bits = (__builtin_convertvector(n, vi_t) + 127) << 23;
+    return p * (vf_t)bits;
+}
+
+/* x[i] = exp(x[i] - mx) in place (-inf, masked, becomes exactly 0); returns
+ * the sum: TDM_VL lane sums over the whole vectors, added in lane order,
+ * then the tail in order — the same bits for a row wherever it lies.
+ * Softmax and attention_lse share it, so their weights agree bit for bit. */
+static float exp_sum_row(float *x, int64_t n, float mx) {
+    const vf_t vmx = (vf_t){0} + mx, ninf = (vf_t){0} - INFINITY;
+    vf_t acc = {0};
+    int64_t i = 0;
+    for (; i + TDM_VL <= n; i += TDM_VL) {
+        const vf_t v = *(const vfu_t *)(x + i);
+        const vf_t e = vf_select(v == ninf, (vf_t){0}, fast_expv(v - vmx));
+        *(vfu_t *)(x + i) = e;
+        acc += e;
+    }
+    float sum = 0;
+    for (int l = 0; l < TDM_VL; l++) sum += acc[l];
+    for (; i < n; i++) {
+        const float e = x[i] == -INFINITY ? 0.0f : fast_expf(x[i] - mx);
+        x[i] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+/* One row in place: max subtraction, exp, sum, multiply by 1/sum.
+ * -INFINITY entries become 0; an all -INFINITY row becomes all 0. */
 static void softmax_row(float *x, int64_t n) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
@@ -648,15 +711,7 @@ static void softmax_row(float *x, int64_t n) {
         memset(x, 0, (size_t)n * sizeof(float));
         return;
     }
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; i++) {
-        /* -inf (masked) stays exactly 0 */
-        const float e = x[i] == -INFINITY ? 0.0f : fast_expf(x[i] - mx);
-        x[i] = e;
-        sum += e;
-    }
-    const float inv = 1.0f / sum;
+    const float inv = 1.0f / exp_sum_row(x, n, mx);
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
@@ -842,14 +897,7 @@ static void lse_tile_rows(float *S, int64_t m, int64_t Tk, float *lse, float *ot
     for (int64_t r = 0; r < m; r++) {
         float *x = S + r * Tk, mx = -INFINITY, sum = 0, wo, wb;
         for (int64_t i = 0; i < Tk; i++) mx = x[i] > mx ? x[i] : mx;
-        if (mx != -INFINITY) {
-#pragma omp simd reduction(+ : sum)
-            for (int64_t i = 0; i < Tk; i++) {
-                const float e = x[i] == -INFINITY ? 0.0f : fast_expf(x[i] - mx);
-                x[i] = e;
-                sum += e;
-            }
-        }
+        if (mx != -INFINITY) sum = exp_sum_row(x, Tk, mx);
         lse_merge(lse + r, sum > 0 ? mx + logf(sum) : -INFINITY, acc, &wo, &wb);
         const float inv = sum > 0 ? 1.0f / sum : 0.0f;
         if (!acc) {
