@@ -73,6 +73,10 @@ typedef struct {
     /* CPU convolution: bytes of one im2col column tile (0: the default,
      * 32 MiB) */
     size_t conv_tile_bytes;
+    /* CPU convolution: 1 (default) 3x3 stride-1 convs of at least 64 2x2 output
+     * tiles per image run as Winograd F(2x2,3x3); 0 always im2col
+     * (TDM_CONV_WINOGRAD=0) */
+    int conv_winograd;
     /* host copies of offloaded blocks of at least this many bytes are
      * page-locked for the GPU's DMA (default 1 MiB) */
     int64_t pin_min_bytes;

@@ -185,9 +185,9 @@ static int op_conv(const opctx *x) {
     const int64_t kw = p[6], s = p[7], pt = p[8], pb = p[9], pl = p[10], pr = p[11];
     const int64_t Ho = (H + pt + pb - kh) / s + 1, Wo = (W + pl + pr - kw) / s + 1;
     const int sym = pt == pb && pt == pl && pt == pr;
-    const int64_t ns = tdm_op_conv2d_pad4_scratch(x->dev, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    const int64_t ns = tdm_op_conv2d_pad4_scratch(x->dev, Cin, Cout, H, W, kh, kw, s, pt, pb, pl, pr);
     void **a = x->a;
-    if (sym) CHECK(tdm_op_conv2d_scratch(x->dev, Cin, H, W, kh, kw, s, pt) == ns);
+    if (sym) CHECK(tdm_op_conv2d_scratch(x->dev, Cin, Cout, H, W, kh, kw, s, pt) == ns);
     if (a && sym)
         tdm_op_conv2d(x->dev, a[0], a[1], a[2], a[3], B, Cin, H, W, Cout, kh, kw, s, pt, a[4]);
     else if (a)
@@ -1219,7 +1219,7 @@ TEST(test_conv_batch_independent) {
         CHECK(hx && hw && hb && y2 && y1);
         for (int k = 0; hx && hw && hb && y2 && y1 && k < 3; k++) {
             dev->gemm_dtype = dts[k];
-            const int64_t ns = tdm_op_conv2d_scratch(dev, Cin, H, H, kk, kk, st, pad);
+            const int64_t ns = tdm_op_conv2d_scratch(dev, Cin, Cout, H, H, kk, kk, st, pad);
             void *w = rows_up(dev, hw, Cout * Cin * kk * kk, dts[k]);
             float *b = rows_up(dev, hb, Cout, TDM_F32), *x2 = rows_up(dev, hx, 2 * nx, TDM_F32);
             float *x1 = rows_up(dev, hx + nx, nx, TDM_F32);

@@ -4,6 +4,7 @@
  * here. Tolerance: normalized error (max |a-b| / max |ref|) <= 1e-5. */
 // label: golden
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 
 #include "backend/cpu/ops.h"
@@ -164,12 +165,12 @@ static void conv_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t 
     }
     snprintf(nm, sizeof nm, "%s.y", c);
     float *ref = fx(nm, B * Cout * Ho * Wo), *y = zalloc(B * Cout * Ho * Wo);
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(NULL, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(NULL, Cin, Cout, H, W, kh, kw, s, pt, pb, pl, pr);
     float *scratch = ns ? zalloc(ns) : NULL;
     if (x && w && ref && (b || !bias)) {
         int sym = pt == pb && pt == pl && pt == pr;
         if (sym) {
-            CHECK(tdm_cpu_conv2d_scratch(NULL, Cin, H, W, kh, kw, s, pt) == ns);
+            CHECK(tdm_cpu_conv2d_scratch(NULL, Cin, Cout, H, W, kh, kw, s, pt) == ns);
             tdm_cpu_conv2d(NULL, y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, scratch);
         } else {
             tdm_cpu_conv2d_pad4(NULL, y, x, w, b, B, Cin, H, W, Cout, kh, kw, s, pt, pb, pl, pr,
@@ -237,7 +238,8 @@ static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t
     tdm_device_t d;   /* a host device whose opts carry the tile cap */
     tdm_device_init(&d, TDM_DEV_CPU, 0);
     d.opts.conv_tile_bytes = tile;
-    int64_t ns = tdm_cpu_conv2d_pad4_scratch(&d, Cin, H, W, kh, kw, s, pt, pb, pl, pr);
+    d.opts.conv_winograd = 0;   /* the im2col tiles are what is tested here */
+    int64_t ns = tdm_cpu_conv2d_pad4_scratch(&d, Cin, Cout, H, W, kh, kw, s, pt, pb, pl, pr);
     CHECK_MSG(ns == K * rows * Wo, "%s: scratch %lld floats, expected %lld (%lld rows of %lld)",
               c, (long long)ns, (long long)(K * rows * Wo), (long long)rows, (long long)Ho);
     CHECK_MSG(ns <= K * Ho * Wo, "%s: scratch larger than the full im2col", c);
@@ -249,6 +251,60 @@ static void tiled_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t
            (long long)Ho, e);
     CHECK_MSG(e <= TOL, "%s: rel err %.3g > %.1g", c, e, TOL);
     free(x); free(w); free(b); free(y); free(ref); free(scratch);
+}
+
+/* The Winograd F(2x2,3x3) path (ops.c) against the double-precision direct
+ * conv: odd and even output sizes (partial last tile row / column),
+ * symmetric, asymmetric and no padding, with and without bias, one chunk of
+ * tiles or many (a small tile cap); then its bits: an image of a batch equals
+ * the image run alone, and 1 thread equals 2. */
+static void wino_case(const char *c, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout,
+                      int64_t pt, int64_t pb, int64_t pl, int64_t pr, int bias, size_t tile) {
+    const int64_t Ho = H + pt + pb - 2, Wo = W + pl + pr - 2, ny = B * Cout * Ho * Wo;
+    CHECK_MSG(((Ho + 1) / 2) * ((Wo + 1) / 2) >= 64, "%s: too few tiles for the Winograd path (ops.c: WINO_MIN_TILES)", c);
+    float *x = zalloc(B * Cin * H * W), *w = zalloc(Cout * Cin * 9), *b = bias ? zalloc(Cout) : NULL;
+    float *y = zalloc(ny), *ref = zalloc(ny), *y1 = zalloc(ny / B), *im = zalloc(ny);
+    fill_rand(x, B * Cin * H * W, 11u);
+    fill_rand(w, Cout * Cin * 9, 12u);
+    if (b) fill_rand(b, Cout, 13u);
+    tdm_device_t d;
+    tdm_device_init(&d, TDM_DEV_CPU, 0);
+    d.opts.conv_tile_bytes = tile;
+    const int64_t ns = tdm_cpu_conv2d_pad4_scratch(&d, Cin, Cout, H, W, 3, 3, 1, pt, pb, pl, pr);
+    d.opts.conv_winograd = 0;
+    const int64_t ni = tdm_cpu_conv2d_pad4_scratch(&d, Cin, Cout, H, W, 3, 3, 1, pt, pb, pl, pr);
+    d.opts.conv_winograd = 1;
+    /* exactly what the scratch function says (ASan in CI catches an overrun) */
+    float *scratch = zalloc(ns), *scratch_i = zalloc(ni);
+    tdm_cpu_conv2d_pad4(&d, y, x, w, b, B, Cin, H, W, Cout, 3, 3, 1, pt, pb, pl, pr, scratch);
+    conv_naive(ref, x, w, b, B, Cin, H, W, Cout, 3, 3, 1, pt, pl, Ho, Wo);
+    double e = test_rel_err(y, ref, (long)ny);
+    d.opts.conv_winograd = 0;
+    tdm_cpu_conv2d_pad4(&d, im, x, w, b, B, Cin, H, W, Cout, 3, 3, 1, pt, pb, pl, pr, scratch_i);
+    double ei = test_rel_err(im, ref, (long)ny);
+    printf("  %s: Winograd rel err %.3g (im2col %.3g)\n", c, e, ei);
+    CHECK_MSG(e <= TOL, "%s: rel err %.3g > %.1g", c, e, TOL);
+    CHECK_MSG(memcmp(y, im, (size_t)ny * sizeof(float)) != 0, "%s: the im2col path ran, not Winograd", c);
+    d.opts.conv_winograd = 1;
+    const int64_t last = (B - 1) * Cin * H * W;   /* the batch's last image alone */
+    tdm_cpu_conv2d_pad4(&d, y1, x + last, w, b, 1, Cin, H, W, Cout, 3, 3, 1, pt, pb, pl, pr, scratch);
+    CHECK_MSG(!memcmp(y1, y + (B - 1) * Cout * Ho * Wo, (size_t)(ny / B) * sizeof(float)),
+              "%s: image %lld of the batch differs from it run alone", c, (long long)(B - 1));
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    tdm_cpu_conv2d_pad4(&d, im, x, w, b, B, Cin, H, W, Cout, 3, 3, 1, pt, pb, pl, pr, scratch);
+    omp_set_num_threads(threads);
+    CHECK_MSG(!memcmp(y, im, (size_t)ny * sizeof(float)), "%s: 1 thread differs from %d", c, threads);
+    free(x); free(w); free(b); free(y); free(ref); free(y1); free(im); free(scratch); free(scratch_i);
+}
+
+TEST(test_conv2d_winograd) {
+    wino_case("wino_pad1", 2, 16, 32, 34, 12, 1, 1, 1, 1, 1, 0);
+    wino_case("wino_odd", 1, 8, 35, 37, 5, 1, 1, 1, 1, 0, 0);            /* Ho 35, Wo 37 */
+    wino_case("wino_pad4", 2, 6, 40, 33, 7, 0, 1, 1, 0, 1, 0);           /* Ho 39, Wo 32 */
+    wino_case("wino_nopad", 1, 4, 36, 36, 3, 0, 0, 0, 0, 1, 0);
+    wino_case("wino_chunks", 2, 16, 32, 32, 24, 1, 1, 1, 1, 1, (size_t)16 * 4 * (16 + 24) * 64);   /* 64-tile chunks */
+    wino_case("wino_one_tile", 1, 3, 32, 32, 2, 1, 1, 1, 1, 1, 16 * 4 * (3 + 2));   /* one tile a chunk */
 }
 
 /* The im2col is tiled over output rows (ops.c): tiles that do not divide Ho,
@@ -266,11 +322,11 @@ TEST(test_device_opts) {
     tdm_device_t d;
     tdm_device_init(&d, TDM_DEV_CPU, 0);
     CHECK(!memcmp(&d.opts, &def, sizeof def));
-    CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) ==
-          tdm_cpu_conv2d_pad4_scratch(NULL, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1));
+    CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) ==
+          tdm_cpu_conv2d_pad4_scratch(NULL, 64, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1));
     d.opts.conv_tile_bytes = 64;   /* below one row: one row per tile */
-    CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) == 64 * 9 * 128);
-    CHECK(tdm_op_conv2d_scratch(&d, 64, 128, 128, 3, 3, 1, 1) == 64 * 9 * 128);
+    CHECK(tdm_op_conv2d_pad4_scratch(&d, 64, 64, 128, 128, 3, 3, 1, 1, 1, 1, 1) == 64 * 9 * 128);
+    CHECK(tdm_op_conv2d_scratch(&d, 64, 64, 128, 128, 3, 3, 1, 1) == 64 * 9 * 128);
     d.opts.act_f32 = 1;
     CHECK(tdm_op_act_dtype(&d) == TDM_F32);
 }
@@ -516,6 +572,7 @@ int main(void) {
     RUN(test_device_opts);
     RUN(test_device_open);
     RUN(test_conv2d_tiled);
+    RUN(test_conv2d_winograd);
     RUN(test_group_norm);
     RUN(test_layer_norm);
     RUN(test_activations);

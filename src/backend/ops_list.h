@@ -65,11 +65,12 @@ TDM_OP(gemm, (tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, i
  * w (Cout, Cin, kh, kw), b (Cout) or NULL → y (B, Cout, Ho, Wo), Ho = (H +
  * 2·pad - kh) / stride + 1. `scratch` holds conv2d_scratch(...) floats (on
  * the CPU one im2col tile of whole output rows, about dev->opts.
- * conv_tile_bytes, at least one row; results do not depend on the tile
- * beyond float rounding of the GEMM). */
-TDM_OPV(int64_t, conv2d_scratch, (tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W,
-                                  int64_t kh, int64_t kw, int64_t stride, int64_t pad),
-        (dev, Cin, H, W, kh, kw, stride, pad))
+ * conv_tile_bytes, at least one row, or a Winograd 3×3 conv's transformed
+ * kernels and tile chunk; results do not depend on the tile beyond float
+ * rounding of the GEMM). */
+TDM_OPV(int64_t, conv2d_scratch, (tdm_device_t *dev, int64_t Cin, int64_t Cout, int64_t H,
+                                  int64_t W, int64_t kh, int64_t kw, int64_t stride, int64_t pad),
+        (dev, Cin, Cout, H, W, kh, kw, stride, pad))
 TDM_OP(conv2d, (tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
                 int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
                 int64_t kw, int64_t stride, int64_t pad, float *scratch),
@@ -77,10 +78,10 @@ TDM_OP(conv2d, (tdm_device_t *dev, float *y, const float *x, const float *w, con
 /* The same with padding top, bottom, left, right (the VAE encoder's
  * downsample pads right and bottom by 1). A 1×1, stride 1, unpadded conv
  * needs no scratch (0 floats; scratch may be NULL). */
-TDM_OPV(int64_t, conv2d_pad4_scratch, (tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W,
-                                       int64_t kh, int64_t kw, int64_t stride, int64_t pt,
-                                       int64_t pb, int64_t pl, int64_t pr),
-        (dev, Cin, H, W, kh, kw, stride, pt, pb, pl, pr))
+TDM_OPV(int64_t, conv2d_pad4_scratch, (tdm_device_t *dev, int64_t Cin, int64_t Cout, int64_t H,
+                                       int64_t W, int64_t kh, int64_t kw, int64_t stride,
+                                       int64_t pt, int64_t pb, int64_t pl, int64_t pr),
+        (dev, Cin, Cout, H, W, kh, kw, stride, pt, pb, pl, pr))
 TDM_OP(conv2d_pad4, (tdm_device_t *dev, float *y, const float *x, const float *w, const float *b,
                      int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t kh,
                      int64_t kw, int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr,

@@ -49,6 +49,7 @@ void cli_env_backend(tdm_backend_params_t *b) {
     b->attn_tc_16row = env_is_1("TDM_ATTN_TC");
     b->conv_igemm = env_int("TDM_CONV_IGEMM", b->conv_igemm);
     b->conv_igemm_bk = env_int("TDM_CONV_IGEMM_BK", b->conv_igemm_bk);
+    b->conv_winograd = env_int("TDM_CONV_WINOGRAD", b->conv_winograd);
     e = getenv("TDM_CUDA_GRAPH");
     if (e && !strcmp(e, "0")) b->cuda_graph = 0;
     e = getenv("TDM_PROFILE");

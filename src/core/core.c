@@ -200,6 +200,7 @@ void tdm_backend_params_init(tdm_backend_params_t *p) {
     p->conv_igemm_bk = 64;
     p->cuda_graph = 1;
     p->conv_tile_bytes = TDM_CONV_TILE_BYTES_DEFAULT;
+    p->conv_winograd = 1;
     p->pin_min_bytes = TDM_OFFLOAD_PIN_MIN;
 }
 

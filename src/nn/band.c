@@ -56,7 +56,7 @@ int64_t tdm_nn_band_conv_scratch(tdm_device_t *dev, const tdm_nn_band_t *b,
     if (!p) return tdm_nn_conv_scratch(dev, c, b->rows, b->W, 1, c->k / 2);
     /* the interior rank's case (rows + 2p rows, no row padding): the same
      * output rows and column matrix height as an edge rank's */
-    return tdm_op_conv2d_pad4_scratch(dev, c->cin, b->rows + 2 * p, b->W, c->k, c->k, 1, 0, 0,
+    return tdm_op_conv2d_pad4_scratch(dev, c->cin, c->cout, b->rows + 2 * p, b->W, c->k, c->k, 1, 0, 0,
                                       c->k / 2, c->k / 2);
 }
 

@@ -43,7 +43,7 @@ int64_t tdm_nn_conv_scratch(tdm_device_t *dev, const tdm_nn_conv_t *c, int64_t H
                             int64_t stride, int64_t pad) {
     int64_t p[4];
     pads(pad, p);
-    return tdm_op_conv2d_pad4_scratch(dev, c->cin, H, W, c->k, c->k, stride, p[0], p[1], p[2],
+    return tdm_op_conv2d_pad4_scratch(dev, c->cin, c->cout, H, W, c->k, c->k, stride, p[0], p[1], p[2],
                                       p[3]);
 }
 

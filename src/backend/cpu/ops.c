@@ -327,22 +327,6 @@ static int64_t conv_tile_rows(const tdm_device_t *dev, int64_t K, int64_t Ho, in
     return rows;
 }
 
-int64_t tdm_cpu_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                               int64_t stride, int64_t pad) {
-    return tdm_cpu_conv2d_pad4_scratch(dev, Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
-}
-
-int64_t tdm_cpu_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                                    int64_t stride, int64_t pt, int64_t pb, int64_t pl,
-                                    int64_t pr) {
-    int64_t Ho = (H + pt + pb - kh) / stride + 1;
-    int64_t Wo = (W + pl + pr - kw) / stride + 1;
-    int64_t K = Cin * kh * kw;
-    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr))
-        return 0;                                   /* 1×1: the input is the column matrix */
-    if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
-    return K * conv_tile_rows(dev, K, Ho, Wo) * Wo;
-}
 
 /* col (Cin*kh*kw, rows*Wo): the patches under output rows [oy0, oy0+rows) of
  * one image x (Cin, H, W); taps that fall in the padding are 0. An orphaned
@@ -382,6 +366,217 @@ static void im2col_rows(float *col, const float *x, int64_t Cin, int64_t H, int6
     }
 }
 
+/* ---- Winograd F(2×2, 3×3) ----------------------------------------------------
+ * A 3×3, stride-1 convolution as 16 GEMMs of 2.25× fewer multiply-adds than
+ * im2col's one (Lavin & Gray, 2015): every 2×2 block of outputs ("tile")
+ * comes from a 4×4 input patch d and the 3×3 kernel g as
+ *     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A,
+ * with Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; ½ ½ ½; ½ -½ ½;
+ * 0 0 1], Aᵀ = [1 1 1 0; 0 1 -1 -1]. The sum over input channels of the ⊙ is,
+ * for each of the 16 elements e of the 4×4 product, one GEMM
+ *     M_e (Cout, tiles) = U_e (Cout, Cin) · V_e (Cin, tiles).
+ * U (the kernels, transformed once per call), V (the patches) and M (the
+ * products) live in the caller's scratch (conv2d_pad4_scratch counts them,
+ * so the memory estimates hold); the tiles of one image run in equal chunks
+ * so V and M stay within about opts.conv_tile_bytes. Every step is a fixed
+ * function of the image, its tile chunk and the grid of gemm_grid, so the
+ * bits do not depend on the thread count or on the batch. The transforms add
+ * and halve in float32: the result is within float rounding of the direct
+ * sum (tests/test_ops.c compares it with the double-precision reference). */
+
+/* Tiles per image from which the Winograd path is taken (per image, so the
+ * path, and the bits, do not depend on the batch): the kernel transform
+ * (16·Cout·Cin floats written) must be small next to the GEMM work it saves
+ * (20·Cout·Cin multiply-adds per tile). Measured on 2 Zen 3 cores, SD's
+ * 1280-channel convs: 16×16 outputs (64 tiles) 1.26× faster than im2col,
+ * 8×8 (16 tiles) 0.57×. The transformed kernels must also fit 2 ×
+ * opts.conv_tile_bytes (conv2d_winograd), which leaves 1280 × 1280 to
+ * im2col at the default cap. */
+#define WINO_MIN_TILES 64
+/* Tiles (GEMM columns) per task of the 16 GEMMs. */
+#define WINO_NC 512
+
+/* Tiles per chunk of the Winograd path for this conv, 0 when it takes
+ * im2col: a 3×3 stride-1 conv of at least WINO_MIN_TILES tiles per image
+ * whose transformed kernels (16·Cout·Cin floats) fit 2 × opts.conv_tile_bytes.
+ * The chunks are equal (none smaller), V and M within about the cap. */
+static int64_t wino_chunk(const tdm_device_t *dev, int64_t kh, int64_t kw, int64_t stride,
+                          int64_t Cin, int64_t Cout, int64_t Ho, int64_t Wo) {
+    const size_t cap = dev && dev->opts.conv_tile_bytes ? dev->opts.conv_tile_bytes
+                                                        : TDM_CONV_TILE_BYTES_DEFAULT;
+    const int64_t T = ((Ho + 1) / 2) * ((Wo + 1) / 2);
+    if ((dev && !dev->opts.conv_winograd) || kh != 3 || kw != 3 || stride != 1 ||
+        T < WINO_MIN_TILES || (size_t)(16 * Cout * Cin) * sizeof(float) > 2 * cap)
+        return 0;
+    int64_t nt = (int64_t)(cap / (16 * sizeof(float) * (size_t)(Cin + Cout)));
+    if (nt < 1) nt = 1;
+    if (nt > T) nt = T;
+    return (T + (T + nt - 1) / nt - 1) / ((T + nt - 1) / nt);
+}
+
+/* U[e][co][ci] = (G g Gᵀ)[e] for g = w[co][ci] (3×3). */
+static void wino_kernels(float *U, const float *w, int64_t Cout, int64_t Cin) {
+    const int64_t n = Cout * Cin;
+#pragma omp parallel for if (n * 16 > TDM_OMP_MIN)
+    for (int64_t k = 0; k < n; k++) {
+        const float *g = w + k * 9;
+        float t[4][3], u[16];
+        for (int j = 0; j < 3; j++) {   /* t = G g: along the kernel's rows */
+            t[0][j] = g[j];
+            t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+            t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+            t[3][j] = g[6 + j];
+        }
+        for (int i = 0; i < 4; i++) {   /* u = t Gᵀ: along its columns */
+            u[i * 4 + 0] = t[i][0];
+            u[i * 4 + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+            u[i * 4 + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+            u[i * 4 + 3] = t[i][2];
+        }
+        for (int e = 0; e < 16; e++) U[e * n + k] = u[e];
+    }
+}
+
+/* V[e][ci][t - t0] = (Bᵀ d B)[e] for tiles t0 .. t0+nt-1 (row-major over the
+ * tw tiles of a row) of image x (Cin, H, W); the patch of tile (ty, tx) starts
+ * at input row 2ty - pt, column 2tx - pl, zeros outside. A tile row at a
+ * time: its four input rows are copied zero-padded into p (4 × (2tw + 2)),
+ * Bᵀ is applied down the columns into r, then B along each tile's four
+ * columns (the loops over positions and tiles vectorize). */
+static void wino_patches(float *V, const float *x, int64_t Cin, int64_t H, int64_t W, int64_t pt,
+                         int64_t pl, int64_t tw, int64_t t0, int64_t nt) {
+    const int64_t plane = Cin * nt, wp = 2 * tw + 2;
+    const int64_t ty0 = t0 / tw, ty1 = (t0 + nt - 1) / tw;
+#pragma omp parallel if (Cin * nt * 16 > TDM_OMP_MIN)
+    {
+        float *p = malloc((size_t)(8 * wp) * sizeof(float)), *r = p ? p + 4 * wp : NULL;
+#pragma omp for
+        for (int64_t ci = 0; ci < Cin; ci++) {
+            if (!p) continue;
+            const float *xc = x + ci * H * W;
+            for (int64_t ty = ty0; ty <= ty1; ty++) {
+                for (int i = 0; i < 4; i++) {   /* p[i][q] = x[2ty - pt + i][q - pl] or 0 */
+                    const int64_t iy = ty * 2 - pt + i;
+                    float *pi = p + i * wp;
+                    for (int64_t q = 0; q < wp; q++) {
+                        const int64_t ix = q - pl;
+                        pi[q] = iy >= 0 && iy < H && ix >= 0 && ix < W ? xc[iy * W + ix] : 0.0f;
+                    }
+                }
+                for (int64_t q = 0; q < wp; q++) {   /* r = Bᵀ p, column by column */
+                    const float p0 = p[q], p1 = p[wp + q], p2 = p[2 * wp + q], p3 = p[3 * wp + q];
+                    r[q] = p0 - p2;
+                    r[wp + q] = p1 + p2;
+                    r[2 * wp + q] = p2 - p1;
+                    r[3 * wp + q] = p1 - p3;
+                }
+                const int64_t a = ty == ty0 ? t0 % tw : 0;
+                const int64_t b = ty == ty1 ? (t0 + nt - 1) % tw + 1 : tw;
+                float *v = V + ci * nt + ty * tw - t0;   /* v[tx]: tile (ty, tx) */
+                for (int i = 0; i < 4; i++) {   /* (r B) per tile: columns 2tx .. 2tx+3 */
+                    const float *ri = r + i * wp;
+                    float *v0 = v + (i * 4) * plane, *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;
+                    for (int64_t tx = a; tx < b; tx++) {
+                        const float c0 = ri[2 * tx], c1 = ri[2 * tx + 1], c2 = ri[2 * tx + 2],
+                                    c3 = ri[2 * tx + 3];
+                        v0[tx] = c0 - c2;
+                        v1[tx] = c1 + c2;
+                        v2[tx] = c2 - c1;
+                        v3[tx] = c1 - c3;
+                    }
+                }
+            }
+        }
+        free(p);
+    }
+}
+
+/* y (Cout, Ho, Wo) of tiles t0 .. t0+nt-1 = Aᵀ m A (+ b[co]) from M[e][co][t - t0];
+ * the last tile row / column keeps only what lies inside Ho × Wo. A tile row
+ * at a time, each of the 16 planes read along the row. */
+static void wino_outputs(float *y, const float *M, const float *b, int64_t Cout, int64_t Ho,
+                         int64_t Wo, int64_t tw, int64_t t0, int64_t nt) {
+    const int64_t plane = Cout * nt;
+    const int64_t ty0 = t0 / tw, ty1 = (t0 + nt - 1) / tw;
+#pragma omp parallel for if (Cout * nt * 16 > TDM_OMP_MIN)
+    for (int64_t co = 0; co < Cout; co++) {
+        float *yc = y + co * Ho * Wo;
+        const float bias = b ? b[co] : 0.0f;
+        for (int64_t ty = ty0; ty <= ty1; ty++) {
+            const int64_t a = ty == ty0 ? t0 % tw : 0;
+            const int64_t e = ty == ty1 ? (t0 + nt - 1) % tw + 1 : tw;
+            const float *m = M + co * nt + ty * tw - t0;   /* m[k * plane + tx]: element k */
+            float *y0 = yc + ty * 2 * Wo, *y1 = ty * 2 + 1 < Ho ? y0 + Wo : NULL;
+            for (int64_t tx = a; tx < e; tx++) {
+                float s[2][4];
+                for (int j = 0; j < 4; j++) {   /* s = Aᵀ m */
+                    const float m0 = m[j * plane + tx], m1 = m[(4 + j) * plane + tx],
+                                m2 = m[(8 + j) * plane + tx], m3 = m[(12 + j) * plane + tx];
+                    s[0][j] = m0 + m1 + m2;
+                    s[1][j] = m1 - m2 - m3;
+                }
+                const int64_t ox = tx * 2;   /* (s A) + b */
+                y0[ox] = s[0][0] + s[0][1] + s[0][2] + bias;
+                if (ox + 1 < Wo) y0[ox + 1] = s[0][1] - s[0][2] - s[0][3] + bias;
+                if (y1) {
+                    y1[ox] = s[1][0] + s[1][1] + s[1][2] + bias;
+                    if (ox + 1 < Wo) y1[ox + 1] = s[1][1] - s[1][2] - s[1][3] + bias;
+                }
+            }
+        }
+    }
+}
+
+/* The Winograd convolution of all B images in chunks of nt tiles (wino_chunk);
+ * scratch: U, V and M, conv2d_pad4_scratch's floats. */
+static void conv2d_winograd(float *y, const float *x, const float *w, const float *b, int64_t B,
+                            int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t pt,
+                            int64_t pl, int64_t Ho, int64_t Wo, int64_t nt, float *scratch) {
+    const int64_t tw = (Wo + 1) / 2, T = ((Ho + 1) / 2) * tw;
+    float *U = scratch, *V = U + 16 * Cout * Cin, *M = V + 16 * Cin * nt;
+    wino_kernels(U, w, Cout, Cin);
+    for (int64_t n = 0; n < B; n++) {
+        const float *xn = x + n * Cin * H * W;
+        float *yn = y + n * Cout * Ho * Wo;
+        for (int64_t t0 = 0; t0 < T; t0 += nt) {
+            const int64_t c = T - t0 < nt ? T - t0 : nt;
+            wino_patches(V, xn, Cin, H, W, pt, pl, tw, t0, c);
+            /* M_e (Cout, c) = U_e (Cout, Cin) · V_e (Cin, c): 16 GEMMs in column
+             * pieces of WINO_NC tiles, each task one single-threaded OpenBLAS call
+             * (a fixed set of calls: the bits do not depend on the thread count) */
+            const int64_t np = (c + WINO_NC - 1) / WINO_NC;
+            pthread_once(&g_blas_once, blas_single_thread);
+#pragma omp parallel for schedule(dynamic)
+            for (int64_t task = 0; task < 16 * np; task++) {
+                const int64_t e = task / np, j0 = (task % np) * WINO_NC;
+                const int64_t nc = c - j0 < WINO_NC ? c - j0 : WINO_NC;
+                sgemm(0, 0, Cout, nc, Cin, 1.0f, U + e * Cout * Cin, Cin, V + e * Cin * c + j0, c,
+                      0.0f, M + e * Cout * c + j0, c);
+            }
+            wino_outputs(yn, M, b, Cout, Ho, Wo, tw, t0, c);
+        }
+    }
+}
+
+int64_t tdm_cpu_conv2d_scratch(tdm_device_t *dev, int64_t Cin, int64_t Cout, int64_t H, int64_t W,
+                               int64_t kh, int64_t kw, int64_t stride, int64_t pad) {
+    return tdm_cpu_conv2d_pad4_scratch(dev, Cin, Cout, H, W, kh, kw, stride, pad, pad, pad, pad);
+}
+
+int64_t tdm_cpu_conv2d_pad4_scratch(tdm_device_t *dev, int64_t Cin, int64_t Cout, int64_t H,
+                                    int64_t W, int64_t kh, int64_t kw, int64_t stride, int64_t pt,
+                                    int64_t pb, int64_t pl, int64_t pr) {
+    int64_t Ho = (H + pt + pb - kh) / stride + 1;
+    int64_t Wo = (W + pl + pr - kw) / stride + 1;
+    int64_t K = Cin * kh * kw;
+    if (conv_is_direct(kh, kw, stride, pt, pb, pl, pr))
+        return 0;                                   /* 1×1: the input is the column matrix */
+    if (Ho <= 0 || Wo <= 0 || K <= 0) return 0;
+    const int64_t nt = wino_chunk(dev, kh, kw, stride, Cin, Cout, Ho, Wo);
+    if (nt > 0) return 16 * (Cout * Cin + (Cin + Cout) * nt);
+    return K * conv_tile_rows(dev, K, Ho, Wo) * Wo;
+}
+
 /* Direct (1×1) convs are one GEMM on OpenBLAS's threads. Otherwise, per
  * tile, one OpenMP team fills the column tile and then each thread multiplies
  * its own slice of the tile's columns with a single-threaded GEMM: OpenBLAS
@@ -404,6 +599,11 @@ void tdm_cpu_conv2d_pad4(tdm_device_t *dev, float *y, const float *x, const floa
             /* yn (Cout, P) = w (Cout, Cin) · xn (Cin, P) [+ yn] */
             gemm_grid(0, 0, 0, Cout, P, Cin, 1.0f, w, Cin, xn, P, b ? 1.0f : 0.0f, yn, P);
         }
+        return;
+    }
+    const int64_t nt = wino_chunk(dev, kh, kw, stride, Cin, Cout, Ho, Wo);
+    if (nt > 0) {
+        conv2d_winograd(y, x, w, b, B, Cin, H, W, Cout, pt, pl, Ho, Wo, nt, scratch);
         return;
     }
     int64_t rows = conv_tile_rows(dev, K, Ho, Wo);

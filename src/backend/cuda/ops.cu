@@ -176,7 +176,7 @@ static int64_t conv_krows(const tdm_device_t *d, int64_t K) {
     return gemm_is_half(d) ? (K + 2 + 7) / 8 * 8 : K;
 }
 
-extern "C" int64_t tdm_cuda_conv2d_pad4_scratch(tdm_device_t *d, int64_t Cin, int64_t H,
+extern "C" int64_t tdm_cuda_conv2d_pad4_scratch(tdm_device_t *d, int64_t Cin, int64_t Cout, int64_t H,
                                                 int64_t W, int64_t kh, int64_t kw, int64_t stride,
                                                 int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
     int64_t Ho = (H + pt + pb - kh) / stride + 1;
@@ -187,9 +187,10 @@ extern "C" int64_t tdm_cuda_conv2d_pad4_scratch(tdm_device_t *d, int64_t Cin, in
     return Kp * conv_tile_rows(Kp, Ho, Wo) * Wo;
 }
 
-extern "C" int64_t tdm_cuda_conv2d_scratch(tdm_device_t *d, int64_t Cin, int64_t H, int64_t W,
-                                           int64_t kh, int64_t kw, int64_t stride, int64_t pad) {
-    return tdm_cuda_conv2d_pad4_scratch(d, Cin, H, W, kh, kw, stride, pad, pad, pad, pad);
+extern "C" int64_t tdm_cuda_conv2d_scratch(tdm_device_t *d, int64_t Cin, int64_t Cout, int64_t H,
+                                           int64_t W, int64_t kh, int64_t kw, int64_t stride,
+                                           int64_t pad) {
+    return tdm_cuda_conv2d_pad4_scratch(d, Cin, Cout, H, W, kh, kw, stride, pad, pad, pad, pad);
 }
 
 __device__ static inline void to_half(float *p, float v) { *p = v; }
