@@ -562,11 +562,13 @@ static int probe_cache_read(const char *path, tdm_parallel_machine_t *m) {
 
 /* Rank 0: the numbers to the cache (a failure only warns: the run goes on). */
 static void probe_cache_write(const char *path, const tdm_parallel_machine_t *m) {
-    char dir[1024], text[512];
-    if (!path[0]) return;
-    snprintf(dir, sizeof dir, "%s", path);
-    *strrchr(dir, '/') = 0;
+    char dir[2048], text[512];   /* dir: as large as the caller's path */
+    if (!path[0] || strlen(path) >= sizeof dir) return;
+    memcpy(dir, path, strlen(path) + 1);
     char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    *slash = 0;
+    slash = strrchr(dir, '/');
     if (slash) { *slash = 0; mkdir(dir, 0700); *slash = '/'; }   /* ~/.cache, then tandem */
     mkdir(dir, 0700);
     snprintf(text, sizeof text, "{\"gemm_flop_s\": %.6g, \"attn_flop_s\": %.6g, \"link_bytes_s\": %.6g, "
