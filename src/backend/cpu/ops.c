@@ -828,32 +828,7 @@ void tdm_cpu_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t
 
 /* ---- softmax ---------------------------------------------------------------- */
 
-/* exp(x) in float32 without libm calls, so the loops around it vectorize:
- * Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial,
- * within 2 ulp of expf over [-87.3, 88.7] (inputs are clamped to it). */
-static inline float fast_expf(float x) {
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.7f ? 88.7f : x;
-    /* round to nearest by the 1.5 * 2^23 trick (|x log2 e| < 2^22 here) */
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* fast_expf on a vector of TDM_VL lanes (TDM_VL * 4 bytes: a register), the
- * same steps lane by lane. GCC left the scalar loop around fast_expf
- * unvectorized (its clamps became branches): 5× slower on AVX2. */
+/* Vectors of TDM_VL floats, one register. */
 #if defined(__AVX512F__)
 #define TDM_VL 16
 #else
@@ -867,6 +842,11 @@ static inline vf_t vf_select(vi_t m, vf_t a, vf_t b) {   /* m ? a : b, m lanes a
     return (vf_t)(((vi_t)a & m) | ((vi_t)b & ~m));
 }
 
+/* exp(x) lane by lane in float32 without libm calls: Cephes-style range
+ * reduction x = n ln2 + r and a degree-6 polynomial, within 2 ulp of expf
+ * over [-87.3, 88.7] (inputs are clamped to it). Written on vectors: a
+ * scalar version in a loop was left unvectorized by GCC (its clamps became
+ * branches), 5× slower on AVX2. */
 static inline vf_t fast_expv(vf_t x) {
     const vf_t lo = (vf_t){0} - 87.3f, hi = (vf_t){0} + 88.7f, c = (vf_t){0} + 12582912.0f;
     x = vf_select(x < lo, lo, x);
@@ -901,10 +881,14 @@ static float exp_sum_row(float *x, int64_t n, float mx) {
     }
     float sum = 0;
     for (int l = 0; l < TDM_VL; l++) sum += acc[l];
-    for (; i < n; i++) {
-        const float e = x[i] == -INFINITY ? 0.0f : fast_expf(x[i] - mx);
-        x[i] = e;
-        sum += e;
+    if (i < n) {   /* the tail, in one vector padded with -inf */
+        vf_t v = ninf;
+        for (int64_t l = 0; i + l < n; l++) v[l] = x[i + l];
+        const vf_t e = vf_select(v == ninf, (vf_t){0}, fast_expv(v - vmx));
+        for (int64_t l = 0; i + l < n; l++) {
+            x[i + l] = e[l];
+            sum += e[l];
+        }
     }
     return sum;
 }
