@@ -33,6 +33,16 @@
 /* Query rows per attention tile: the score tile is TILE × Tk floats per thread. */
 #define TDM_ATTN_TILE 64
 
+/* Vectors of TDM_VL floats, one register. */
+#if defined(__AVX512F__)
+#define TDM_VL 16
+#else
+#define TDM_VL 8
+#endif
+typedef float vf_t __attribute__((vector_size(TDM_VL * 4)));
+typedef float vfu_t __attribute__((vector_size(TDM_VL * 4), aligned(4)));   /* unaligned */
+typedef int32_t vi_t __attribute__((vector_size(TDM_VL * 4)));
+
 /* p, as float32: the CPU computes in float32 only; another activation type
  * `at` here is a bug in the calling model, not bad input. */
 static float *host_f32(tdm_dtype at, const char *op, const void *p) {
@@ -171,19 +181,16 @@ static void gemm_padded(int transA, int transB, int64_t m, int64_t mp, int64_t n
  * element — so the row count, the group and the position in it change no
  * bit. Without memory for the packing the block is computed by gemm_own:
  * right, but not in these bits. */
-/* A tile is RS_R rows × RS_V vectors of RS_L floats: 16 accumulators of the
- * 32 AVX-512 registers, 12 of the 16 AVX2 ones (with 16 the loop spilled
- * them to the stack and ran 6× slower). */
-#if defined(__AVX512F__)
-#define RS_L 16
+/* A tile is RS_R rows × RS_V vectors: 16 accumulators of the 32 AVX-512
+ * registers, 12 of the 16 AVX2 ones (with 16 the loop spilled them to the
+ * stack and ran 6× slower). */
+#if TDM_VL == 16
 #define RS_R 8
 #else
-#define RS_L 8
 #define RS_R 6
 #endif
 #define RS_V 2
-#define RS_W (RS_V * RS_L)
-typedef float rs_vec __attribute__((vector_size(RS_L * 4)));
+#define RS_W (RS_V * TDM_VL)
 
 static void *rs_alloc(int64_t floats) {
     size_t bytes = ((size_t)floats * sizeof(float) + 63) & ~(size_t)63;
@@ -225,11 +232,11 @@ static void gemm_rs(int transA, int transB, int64_t m, int64_t n, int64_t K, flo
                 for (int64_t k = 0; k < K; k++) d[k * RS_W] = B[k * ldb + j0 + j];
         }
         for (int64_t g = 0; g < groups; g++) {
-            rs_vec acc[RS_R][RS_V] = {{{0}}};
+            vf_t acc[RS_R][RS_V] = {{{0}}};
             const float *a = ap + g * K * RS_R;
             for (int64_t k = 0; k < K; k++) {
-                rs_vec b[RS_V];
-                for (int v = 0; v < RS_V; v++) b[v] = *(const rs_vec *)(bp + k * RS_W + v * RS_L);
+                vf_t b[RS_V];
+                for (int v = 0; v < RS_V; v++) b[v] = *(const vf_t *)(bp + k * RS_W + v * TDM_VL);
                 for (int r = 0; r < RS_R; r++)
                     for (int v = 0; v < RS_V; v++) acc[r][v] += a[k * RS_R + r] * b[v];
             }
@@ -387,8 +394,8 @@ static void im2col_rows(float *col, const float *x, int64_t Cin, int64_t H, int6
  * products) live in the caller's scratch (conv2d_pad4_scratch counts them,
  * so the memory estimates hold); the tiles of one image run in equal chunks
  * so V and M stay within about opts.conv_tile_bytes. Every step is a fixed
- * function of the image, its tile chunk and the grid of gemm_grid, so the
- * bits do not depend on the thread count or on the batch. The transforms add
+ * function of the image, its tile chunk and a fixed list of GEMM calls, so
+ * the bits do not depend on the thread count or on the batch. The transforms add
  * and halve in float32: the result is within float rounding of the direct
  * sum (tests/test_ops.c compares it with the double-precision reference). */
 
@@ -398,8 +405,8 @@ static void im2col_rows(float *col, const float *x, int64_t Cin, int64_t H, int6
  * (20·Cout·Cin multiply-adds per tile). Measured on 2 Zen 3 cores, SD's
  * 1280-channel convs: 16×16 outputs (64 tiles) 1.26× faster than im2col,
  * 8×8 (16 tiles) 0.57×. The transformed kernels must also fit 2 ×
- * opts.conv_tile_bytes (conv2d_winograd), which leaves 1280 × 1280 to
- * im2col at the default cap. */
+ * opts.conv_tile_bytes (wino_chunk), which leaves 1280 × 1280 to im2col at
+ * the default cap. */
 #define WINO_MIN_TILES 64
 /* Tiles (GEMM columns) per task of the 16 GEMMs. */
 #define WINO_NC 512
@@ -420,6 +427,12 @@ static int64_t wino_chunk(const tdm_device_t *dev, int64_t kh, int64_t kw, int64
     if (nt < 1) nt = 1;
     if (nt > T) nt = T;
     return (T + (T + nt - 1) / nt - 1) / ((T + nt - 1) / nt);
+}
+
+/* The tiles [*a, *b) of tile row ty that lie in the chunk t0 .. t0+nt-1. */
+static void wino_row_span(int64_t ty, int64_t tw, int64_t t0, int64_t nt, int64_t *a, int64_t *b) {
+    *a = ty == t0 / tw ? t0 % tw : 0;
+    *b = ty == (t0 + nt - 1) / tw ? (t0 + nt - 1) % tw + 1 : tw;
 }
 
 /* U[e][co][ci] = (G g Gᵀ)[e] for g = w[co][ci] (3×3). */
@@ -447,55 +460,51 @@ static void wino_kernels(float *U, const float *w, int64_t Cout, int64_t Cin) {
 
 /* V[e][ci][t - t0] = (Bᵀ d B)[e] for tiles t0 .. t0+nt-1 (row-major over the
  * tw tiles of a row) of image x (Cin, H, W); the patch of tile (ty, tx) starts
- * at input row 2ty - pt, column 2tx - pl, zeros outside. A tile row at a
- * time: its four input rows are copied zero-padded into p (4 × (2tw + 2)),
- * Bᵀ is applied down the columns into r, then B along each tile's four
- * columns (the loops over positions and tiles vectorize). */
+ * at input row 2ty - pt, column 2tx - pl, zeros outside. WINO_SEG tiles of a
+ * row at a time: their four input rows are copied zero-padded into p, Bᵀ is
+ * applied down the columns into r, then B along each tile's four columns
+ * (the loops over positions and tiles vectorize). */
+#define WINO_SEG 64
 static void wino_patches(float *V, const float *x, int64_t Cin, int64_t H, int64_t W, int64_t pt,
                          int64_t pl, int64_t tw, int64_t t0, int64_t nt) {
-    const int64_t plane = Cin * nt, wp = 2 * tw + 2;
-    const int64_t ty0 = t0 / tw, ty1 = (t0 + nt - 1) / tw;
-#pragma omp parallel if (Cin * nt * 16 > TDM_OMP_MIN)
-    {
-        float *p = malloc((size_t)(8 * wp) * sizeof(float)), *r = p ? p + 4 * wp : NULL;
-#pragma omp for
-        for (int64_t ci = 0; ci < Cin; ci++) {
-            if (!p) continue;
-            const float *xc = x + ci * H * W;
-            for (int64_t ty = ty0; ty <= ty1; ty++) {
-                for (int i = 0; i < 4; i++) {   /* p[i][q] = x[2ty - pt + i][q - pl] or 0 */
+    const int64_t plane = Cin * nt, ty0 = t0 / tw, ty1 = (t0 + nt - 1) / tw;
+#pragma omp parallel for if (Cin * nt * 16 > TDM_OMP_MIN)
+    for (int64_t ci = 0; ci < Cin; ci++) {
+        const float *xc = x + ci * H * W;
+        float p[4][2 * WINO_SEG + 2], r[4][2 * WINO_SEG + 2];
+        for (int64_t ty = ty0; ty <= ty1; ty++) {
+            int64_t a, b;
+            wino_row_span(ty, tw, t0, nt, &a, &b);
+            float *v = V + ci * nt + ty * tw - t0;   /* v[tx]: tile (ty, tx) */
+            for (int64_t s0 = a; s0 < b; s0 += WINO_SEG) {
+                const int64_t len = b - s0 < WINO_SEG ? b - s0 : WINO_SEG, wp = 2 * len + 2;
+                for (int i = 0; i < 4; i++) {   /* p[i][q] = x[2ty - pt + i][2s0 + q - pl] or 0 */
                     const int64_t iy = ty * 2 - pt + i;
-                    float *pi = p + i * wp;
                     for (int64_t q = 0; q < wp; q++) {
-                        const int64_t ix = q - pl;
-                        pi[q] = iy >= 0 && iy < H && ix >= 0 && ix < W ? xc[iy * W + ix] : 0.0f;
+                        const int64_t ix = 2 * s0 + q - pl;
+                        p[i][q] = iy >= 0 && iy < H && ix >= 0 && ix < W ? xc[iy * W + ix] : 0.0f;
                     }
                 }
                 for (int64_t q = 0; q < wp; q++) {   /* r = Bᵀ p, column by column */
-                    const float p0 = p[q], p1 = p[wp + q], p2 = p[2 * wp + q], p3 = p[3 * wp + q];
-                    r[q] = p0 - p2;
-                    r[wp + q] = p1 + p2;
-                    r[2 * wp + q] = p2 - p1;
-                    r[3 * wp + q] = p1 - p3;
+                    r[0][q] = p[0][q] - p[2][q];
+                    r[1][q] = p[1][q] + p[2][q];
+                    r[2][q] = p[2][q] - p[1][q];
+                    r[3][q] = p[1][q] - p[3][q];
                 }
-                const int64_t a = ty == ty0 ? t0 % tw : 0;
-                const int64_t b = ty == ty1 ? (t0 + nt - 1) % tw + 1 : tw;
-                float *v = V + ci * nt + ty * tw - t0;   /* v[tx]: tile (ty, tx) */
-                for (int i = 0; i < 4; i++) {   /* (r B) per tile: columns 2tx .. 2tx+3 */
-                    const float *ri = r + i * wp;
-                    float *v0 = v + (i * 4) * plane, *v1 = v0 + plane, *v2 = v1 + plane, *v3 = v2 + plane;
-                    for (int64_t tx = a; tx < b; tx++) {
-                        const float c0 = ri[2 * tx], c1 = ri[2 * tx + 1], c2 = ri[2 * tx + 2],
-                                    c3 = ri[2 * tx + 3];
-                        v0[tx] = c0 - c2;
-                        v1[tx] = c1 + c2;
-                        v2[tx] = c2 - c1;
-                        v3[tx] = c1 - c3;
+                for (int i = 0; i < 4; i++) {   /* (r B) per tile: columns 2t .. 2t+3 */
+                    float *v0 = v + (i * 4) * plane + s0, *v1 = v0 + plane, *v2 = v1 + plane,
+                          *v3 = v2 + plane;
+                    for (int64_t t = 0; t < len; t++) {
+                        const float c0 = r[i][2 * t], c1 = r[i][2 * t + 1], c2 = r[i][2 * t + 2],
+                                    c3 = r[i][2 * t + 3];
+                        v0[t] = c0 - c2;
+                        v1[t] = c1 + c2;
+                        v2[t] = c2 - c1;
+                        v3[t] = c1 - c3;
                     }
                 }
             }
         }
-        free(p);
     }
 }
 
@@ -504,15 +513,14 @@ static void wino_patches(float *V, const float *x, int64_t Cin, int64_t H, int64
  * at a time, each of the 16 planes read along the row. */
 static void wino_outputs(float *y, const float *M, const float *b, int64_t Cout, int64_t Ho,
                          int64_t Wo, int64_t tw, int64_t t0, int64_t nt) {
-    const int64_t plane = Cout * nt;
-    const int64_t ty0 = t0 / tw, ty1 = (t0 + nt - 1) / tw;
+    const int64_t plane = Cout * nt, ty0 = t0 / tw, ty1 = (t0 + nt - 1) / tw;
 #pragma omp parallel for if (Cout * nt * 16 > TDM_OMP_MIN)
     for (int64_t co = 0; co < Cout; co++) {
         float *yc = y + co * Ho * Wo;
         const float bias = b ? b[co] : 0.0f;
         for (int64_t ty = ty0; ty <= ty1; ty++) {
-            const int64_t a = ty == ty0 ? t0 % tw : 0;
-            const int64_t e = ty == ty1 ? (t0 + nt - 1) % tw + 1 : tw;
+            int64_t a, e;
+            wino_row_span(ty, tw, t0, nt, &a, &e);
             const float *m = M + co * nt + ty * tw - t0;   /* m[k * plane + tx]: element k */
             float *y0 = yc + ty * 2 * Wo, *y1 = ty * 2 + 1 < Ho ? y0 + Wo : NULL;
             for (int64_t tx = a; tx < e; tx++) {
@@ -828,16 +836,6 @@ void tdm_cpu_scale(tdm_device_t *dev, float *y, const float *a, float s, int64_t
 
 /* ---- softmax ---------------------------------------------------------------- */
 
-/* Vectors of TDM_VL floats, one register. */
-#if defined(__AVX512F__)
-#define TDM_VL 16
-#else
-#define TDM_VL 8
-#endif
-typedef float vf_t __attribute__((vector_size(TDM_VL * 4)));
-typedef float vfu_t __attribute__((vector_size(TDM_VL * 4), aligned(4)));   /* unaligned */
-typedef int32_t vi_t __attribute__((vector_size(TDM_VL * 4)));
-
 static inline vf_t vf_select(vi_t m, vf_t a, vf_t b) {   /* m ? a : b, m lanes all 0 or all 1 */
     return (vf_t)(((vi_t)a & m) | ((vi_t)b & ~m));
 }
@@ -865,26 +863,30 @@ static inline vf_t fast_expv(vf_t x) {
     return p * (vf_t)bits;
 }
 
+/* exp(v - mx) per lane, 0 where v is -inf (masked). */
+static inline vf_t exp_masked(vf_t v, vf_t vmx) {
+    return vf_select(v == (vf_t){0} - INFINITY, (vf_t){0}, fast_expv(v - vmx));
+}
+
 /* x[i] = exp(x[i] - mx) in place (-inf, masked, becomes exactly 0); returns
  * the sum: TDM_VL lane sums over the whole vectors, added in lane order,
  * then the tail in order — the same bits for a row wherever it lies.
  * Softmax and attention_lse share it, so their weights agree bit for bit. */
 static float exp_sum_row(float *x, int64_t n, float mx) {
-    const vf_t vmx = (vf_t){0} + mx, ninf = (vf_t){0} - INFINITY;
+    const vf_t vmx = (vf_t){0} + mx;
     vf_t acc = {0};
     int64_t i = 0;
     for (; i + TDM_VL <= n; i += TDM_VL) {
-        const vf_t v = *(const vfu_t *)(x + i);
-        const vf_t e = vf_select(v == ninf, (vf_t){0}, fast_expv(v - vmx));
+        const vf_t e = exp_masked(*(const vfu_t *)(x + i), vmx);
         *(vfu_t *)(x + i) = e;
         acc += e;
     }
     float sum = 0;
     for (int l = 0; l < TDM_VL; l++) sum += acc[l];
     if (i < n) {   /* the tail, in one vector padded with -inf */
-        vf_t v = ninf;
+        vf_t v = (vf_t){0} - INFINITY;
         for (int64_t l = 0; i + l < n; l++) v[l] = x[i + l];
-        const vf_t e = vf_select(v == ninf, (vf_t){0}, fast_expv(v - vmx));
+        const vf_t e = exp_masked(v, vmx);
         for (int64_t l = 0; i + l < n; l++) {
             x[i + l] = e[l];
             sum += e[l];
