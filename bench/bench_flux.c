@@ -1,7 +1,9 @@
 /* bench_flux.c — times one FluxTransformer2DModel evaluation of a diffusers
  * folder, batch 1: tandem's side of bench/run_flux_cpu.sh, run_flux_gpu.sh and
  * run_flux_full_gpu.sh (reference: bench/ref_flux_gpu.py, same inputs). Not a test.
- * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N [fp32|fp16|bf16]]
+ * usage: bench_flux ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS [cpu|cuda:N [fp32|fp16|bf16|fp8]]
+ * SEED=S (default 0) draws other inputs; DUMP=FILE writes the output (float32, raw) for
+ * comparing dtypes (bench/run_flux_fp8_gpu.sh).
  * With MAX_MEMORY=0=8GiB,cpu=100GiB (and STRATEGY=sequential|auto|balanced_low_0, default
  * auto) in the environment the transformer is loaded split as `generate --device-map
  * transformer=STRATEGY --max-memory ...` loads it on one GPU: the plan's GPU-0 blocks resident,
@@ -33,8 +35,9 @@ static tdm_status load_split(tdm_flux_t **m, const char *root, tdm_device_t *dev
     const char *sname = getenv("STRATEGY");
     tdm_device_t *gpus[MAX_GPUS] = {dev};
     snprintf(cfg, sizeof cfg, "%s/transformer/config.json", root);
-    tdm_plist_init(&pl, dev->gemm_dtype);
-    tdm_status st = tdm_flux_plist(cfg, dev->gemm_dtype, &pl);
+    const tdm_dtype pdt = dev->fp8_linears ? TDM_F8E4M3 : dev->gemm_dtype;
+    tdm_plist_init(&pl, pdt);
+    tdm_status st = tdm_flux_plist(cfg, pdt, &pl);
     if (st == TDM_OK && sname) st = tdm_place_strategy_parse(sname, &strat);
     if (st == TDM_OK) st = tdm_max_memory_parse(mmstr, &mm);
     *ngpu = 1;
@@ -138,7 +141,7 @@ static void par_close(par_t *p) {
 int main(int argc, char **argv) {
     if (argc < 7 || argc > 9) {
         fprintf(stderr, "usage: %s ROOT IMG_TOKENS_H IMG_TOKENS_W TXT_TOKENS ITERS THREADS "
-                "[cpu|cuda:N [fp32|fp16|bf16]]\n", argv[0]);
+                "[cpu|cuda:N [fp32|fp16|bf16|fp8]]\n", argv[0]);
         return 2;
     }
     const int64_t gh = atoll(argv[2]), gw = atoll(argv[3]), T = atoll(argv[4]), N = gh * gw;
@@ -178,9 +181,10 @@ int main(int argc, char **argv) {
                   np = fi->pooled_projection_dim, no = N * fi->out_channels;
     float *img = malloc(ni * 4), *txt = malloc(nt * 4), *pooled = malloc(np * 4);
     float *img_ids = calloc(N * 3, 4), *txt_ids = calloc(T * 3, 4);
-    bench_input(img, ni, 2);
-    bench_input(txt, nt, 3);
-    bench_input(pooled, np, 4);
+    const int seed = getenv("SEED") ? 3 * atoi(getenv("SEED")) : 0;
+    bench_input(img, ni, 2 + seed);
+    bench_input(txt, nt, 3 + seed);
+    bench_input(pooled, np, 4 + seed);
     for (int64_t i = 0; i < gh; i++)
         for (int64_t j = 0; j < gw; j++) {
             img_ids[(i * gw + j) * 3 + 1] = (float)i;
@@ -209,6 +213,16 @@ int main(int argc, char **argv) {
              (long long)fi->num_layers, (long long)fi->num_single_layers, grouped ? par.world->size : 1,
              grouped ? par.deg.ulysses : 1, grouped ? par.deg.ring : 1, grouped ? par.deg.tp : 1);
     if (!grouped || par.rank == 0) bench_report(&b, "flux_transformer", extra, load, iters, best, mean, &s);
+    const char *dump = getenv("DUMP");
+    if (dump && (!grouped || par.rank == 0)) {
+        float *h = malloc((size_t)no * 4);
+        FILE *fo = fopen(dump, "wb");
+        if (!h || !fo || tdm_dev_download(&b.dev, h, c.out, no * 4, "out") != TDM_OK ||
+            fwrite(h, 4, (size_t)no, fo) != (size_t)no)
+            fprintf(stderr, "bench_flux: DUMP=%s failed\n", dump);
+        if (fo) fclose(fo);
+        free(h);
+    }
     tdm_dev_free(&b.dev, d_img, ni * 4);
     tdm_dev_free(&b.dev, d_txt, nt * 4);
     tdm_dev_free(&b.dev, d_pool, np * 4);

@@ -58,11 +58,15 @@ static inline int bench_dev_open(bench_dev_t *b, const char *prog, const char *n
     b->prog = prog;
     b->name = name;
     b->dtype = dtype;
-    tdm_dtype dt = !strcmp(dtype, "fp16") ? TDM_F16 : !strcmp(dtype, "bf16") ? TDM_BF16 : TDM_F32;
+    /* fp8: bf16 GEMMs and activations, the model's FP8 Linears (tdm_device_t.fp8_linears) */
+    const int fp8 = !strcmp(dtype, "fp8");
+    tdm_dtype dt = !strcmp(dtype, "fp16") ? TDM_F16
+                   : !strcmp(dtype, "bf16") || fp8 ? TDM_BF16 : TDM_F32;
     if (dt == TDM_F32 && strcmp(dtype, "fp32") != 0) {
-        fprintf(stderr, "%s: dtype %s: expected fp32, fp16 or bf16\n", prog, dtype);
+        fprintf(stderr, "%s: dtype %s: expected fp32, fp16, bf16 or fp8\n", prog, dtype);
         return 2;
     }
+    if (fp8 && !strcmp(name, "cpu")) dt = TDM_F32;   /* the CPU's FP8 reference */
     tdm_backend_params_t opts;
     tdm_backend_params_init(&opts);
     cli_env_log_level();
@@ -81,6 +85,7 @@ static inline int bench_dev_open(bench_dev_t *b, const char *prog, const char *n
     }
     b->dev.cache_enabled = 1;
     b->dev.gemm_dtype = dt;   /* before loading: GEMM weights are stored in it */
+    b->dev.fp8_linears = fp8;
     if (bench_is_cuda(b)) b->gpu_base = bench_gpu_used();
     return 0;
 }

@@ -1196,6 +1196,94 @@ TEST(test_linear_rows_independent) {
     CHECK(dev->ops->sync(dev) == 1);
 }
 
+/* The FP8 linear against the CPU spec on the same inputs: x's rows are
+ * quantized by the same rule on both (bit for bit), so what may differ is
+ * the float32 accumulation order and, for a bf16 output, its rounding; the
+ * FLUX.1 shapes (attention, MLP in/out with GELU into the wider concat
+ * buffer, the single blocks' output, a modulation's rows) and a tiny one,
+ * float32 and bf16 activations. A row has the same bits in any row count. */
+TEST(test_linear_f8) {
+    tdm_device_t *dev = g_cuda;
+    static const int64_t shapes[][4] = {   /* K, N, M, ldy (GELU when ldy > N) */
+        {32, 96, 83, 96},        {3072, 3072, 600, 3072}, {3072, 12288, 300, 15360},
+        {12288, 3072, 300, 3072}, {15360, 3072, 257, 3072}, {3072, 18432, 2, 18432}};
+    const tdm_dtype dt0 = dev->gemm_dtype;
+    uint64_t seed = 7;
+    dev->gemm_dtype = TDM_BF16;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        const int64_t K = shapes[sh][0], N = shapes[sh][1], M = shapes[sh][2], ldy = shapes[sh][3];
+        const int gelu = ldy > N;
+        float *hx = rows_rand(M * K, &seed), *hw = rows_rand(N * K, &seed), *hb = rows_rand(N, &seed);
+        uint8_t *W8 = calloc(1, (size_t)tdm_f8_bytes(N, K));
+        float *ref = calloc((size_t)(M * ldy), 4), *got = calloc((size_t)(M * ldy), 4);
+        void *raw = malloc((size_t)(M * ldy) * 4);
+        if (!hx || !hw || !hb || !W8 || !ref || !got || !raw) {
+            CHECK_MSG(0, "out of host memory");
+            goto next;
+        }
+        float *sw = (float *)(W8 + tdm_f8_scale_offset(N, K));
+        for (int64_t n = 0; n < N; n++) tdm_f8_quantize_row(W8 + n * K, &sw[n], hw + n * K, K);
+        void *dW = tdm_dev_alloc(dev, tdm_f8_bytes(N, K), "W8");
+        float *db = rows_up(dev, hb, N, TDM_F32);
+        CHECK(dW && tdm_dev_upload(dev, dW, W8, tdm_f8_bytes(N, K), "W8") == TDM_OK);
+        for (int v = 0; dW && db && v < 2; v++) {   /* 0: float32 x and y; 1: bf16 x and y */
+            const tdm_dtype at = v ? TDM_BF16 : TDM_F32;
+            const int64_t es = (int64_t)tdm_dtype_size(at);
+            /* the reference reads the values the device holds */
+            for (int64_t i = 0; v && i < M * K; i++) hx[i] = tdm_bf16_to_f32(tdm_f32_to_bf16(hx[i]));
+            memset(ref, 0, (size_t)(M * ldy) * 4);
+            tdm_op_linear_f8(&g_ref, ref, TDM_F32, ldy, hx, TDM_F32, W8, hb, M, K, N, gelu);
+            void *x = rows_up(dev, hx, M * K, at), *y = tdm_dev_alloc(dev, M * ldy * es, "y");
+            if (x && y) {
+                tdm_op_linear_f8(dev, y, at, ldy, x, at, dW, db, M, K, N, gelu);
+                CHECK_MSG(tdm_dev_download(dev, raw, y, M * ldy * es, "y") == TDM_OK, "%s",
+                          tdm_last_error());
+                CHECK(tdm_convert_to_f32(got, raw, at, M * ldy) == TDM_OK);
+                int64_t bad = 0;
+                double e = 0, mr = 1e-30;
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < N; n++) {
+                        const double r = ref[m * ldy + n], g = got[m * ldy + n];
+                        bad += !isfinite(g);
+                        e = fmax(e, fabs(g - r));
+                        mr = fmax(mr, fabs(r));
+                    }
+                const double tol = v ? 1e-4 + ACTBF : 1e-4;
+                CHECK_MSG(!bad && e / mr <= tol, "K %lld N %lld M %lld %s: rel err %.3g (tol %.3g), "
+                          "%lld non-finite", (long long)K, (long long)N, (long long)M,
+                          tdm_dtype_name(at), e / mr, tol, (long long)bad);
+                /* rows [r0, r0 + m) alone: the same bytes */
+                const int64_t m = M > 17 ? 17 : 1, r0 = (M - m) / 2;
+                void *xs = rows_up(dev, hx + r0 * K, m * K, at);
+                void *ys = tdm_dev_alloc(dev, m * ldy * es, "y rows");
+                unsigned char *part = malloc((size_t)(m * ldy * es));
+                if (xs && ys && part) {
+                    tdm_op_linear_f8(dev, ys, at, ldy, xs, at, dW, db, m, K, N, gelu);
+                    CHECK(tdm_dev_download(dev, part, ys, m * ldy * es, "y rows") == TDM_OK);
+                    int same = 1;
+                    for (int64_t i = 0; i < m; i++)
+                        same &= !memcmp(part + i * ldy * es, (char *)raw + (r0 + i) * ldy * es,
+                                        (size_t)(N * es));
+                    CHECK_MSG(same, "K %lld N %lld %s: rows [%lld, %lld) alone differ from the "
+                              "full call's", (long long)K, (long long)N, tdm_dtype_name(at),
+                              (long long)r0, (long long)(r0 + m));
+                }
+                free(part);
+                if (xs) tdm_dev_free(dev, xs, m * K * es);
+                if (ys) tdm_dev_free(dev, ys, m * ldy * es);
+            }
+            if (x) tdm_dev_free(dev, x, M * K * es);
+            if (y) tdm_dev_free(dev, y, M * ldy * es);
+        }
+        if (dW) tdm_dev_free(dev, dW, tdm_f8_bytes(N, K));
+        if (db) tdm_dev_free(dev, db, N * 4);
+    next:
+        free(hx); free(hw); free(hb); free(W8); free(ref); free(got); free(raw);
+    }
+    dev->gemm_dtype = dt0;
+    CHECK_MSG(dev->ops->sync(dev) == 1, "%s", tdm_last_error());
+}
+
 /* An image's convolution has the same bits in a batch of one as in a batch
  * of two (a CFG rank convolves one image of the guided pair): the SD1.5
  * UNet's and VAE's shapes on each CUDA path (1x1 per image, im2col + cuBLAS
@@ -1355,6 +1443,7 @@ static int run_cuda(void) {
         RUN(test_device_memory);
         RUN(test_error_kept);
         RUN(test_linear_rows_independent);
+        RUN(test_linear_f8);
         RUN(test_conv_batch_independent);
         g_cuda = NULL;
         tdm_backend_device_close(&dev);

@@ -221,12 +221,15 @@ TEST(cases_cuda) {
            worst_lat_half, worst_px_half);
 }
 
-/* FLUX tiny on cuda:0 in one shot, with device map `map` and caps `mm` (NULL:
- * no map): latents (16 × 8 × 8) and pixels (64 × 64 RGB) into lat / rgb. */
-static tdm_status flux_cuda_run(const char *map, const char *mm, float *lat, uint8_t *rgb) {
+/* FLUX tiny on `device` in `dtype` (NULL: the default) in one shot, with
+ * device map `map` and caps `mm` (NULL: no map): latents (16 × 8 × 8) and
+ * pixels (64 × 64 RGB) into lat / rgb. */
+static tdm_status flux_run(const char *device, const char *dtype, const char *map, const char *mm,
+                           float *lat, uint8_t *rgb) {
     tdm_pipeline_params_t pp;
     tdm_pipeline_params_init(&pp);
-    pp.device = "cuda:0";
+    pp.device = device;
+    pp.dtype = dtype;
     pp.device_map = map;
     pp.max_memory = mm;
     tdm_pipeline_t *pipe = NULL;
@@ -241,6 +244,42 @@ static tdm_status flux_cuda_run(const char *map, const char *mm, float *lat, uin
     st = tdm_pipeline_generate(pipe, "a red cube", NULL, &gp, lat, rgb);
     tdm_pipeline_close(pipe);
     return st;
+}
+
+static tdm_status flux_cuda_run(const char *map, const char *mm, float *lat, uint8_t *rgb) {
+    return flux_run("cuda:0", NULL, map, mm, lat, rgb);
+}
+
+/* --dtype fp8 (FLUX's block Linears in FP8 e4m3, row-scaled weights and
+ * tokens) against the float32 run, on the CPU (FP8 weights, the float32
+ * reference arithmetic) and, with a GPU, on cuda:0 (FP8 tensor cores, bf16
+ * activations). Its own tolerance, from the format's 3 mantissa bits: final
+ * latents rel err <= FP8_LAT_TOL, pixels PSNR >= FP8_PSNR dB (measured on the
+ * CPU: 1.05e-2 and 49.4 dB); it must differ from the float32 run (the FP8
+ * path ran). */
+#define FP8_LAT_TOL 3e-2
+#define FP8_PSNR 35.0
+TEST(flux_fp8) {
+    enum { NL = 16 * 8 * 8, NP = 64 * 64 * 3 };
+    static float l32[NL], l8[NL];
+    static uint8_t p32[NP], p8[NP];
+    const int cuda = tdm_backend_device_count("cuda") > 0;
+    CHECK_MSG(flux_run("cpu", "fp32", NULL, NULL, l32, p32) == TDM_OK, "%s", tdm_last_error());
+    for (int dev = 0; dev < 1 + cuda; dev++) {
+        const char *name = dev ? "cuda:0" : "cpu";
+        if (flux_run(name, "fp8", NULL, NULL, l8, p8) != TDM_OK) {
+            CHECK_MSG(0, "%s fp8: %s", name, tdm_last_error());
+            continue;
+        }
+        const double e = test_rel_err(l8, l32, NL);
+        double se = 0;
+        for (int i = 0; i < NP; i++) se += ((double)p8[i] - p32[i]) * ((double)p8[i] - p32[i]);
+        const double psnr = se > 0 ? 10 * log10(255.0 * 255.0 * NP / se) : INFINITY;
+        printf("  %s fp8 vs fp32: latents rel err %.3g, PSNR %.1f dB\n", name, e, psnr);
+        CHECK_MSG(e > 0 && e <= FP8_LAT_TOL, "%s fp8: latents rel err %.3g (tol %.3g; 0 means "
+                  "the FP8 path did not run)", name, e, FP8_LAT_TOL);
+        CHECK_MSG(psnr >= FP8_PSNR, "%s fp8: PSNR %.1f dB < %.1f", name, psnr, FP8_PSNR);
+    }
 }
 
 /* Device maps with --device cuda: one GPU with cpu= and disk= offload runs —
@@ -310,7 +349,8 @@ TEST(dtype_errors) {
     static const struct { const char *dt; tdm_status st; const char *msg; } cases[] = {
         {"fp16", TDM_ERR_INVALID_ARG, "the CPU backend computes in fp32"},
         {"bf16", TDM_ERR_INVALID_ARG, "the CPU backend computes in fp32"},
-        {"fp8", TDM_ERR_INVALID_ARG, "expected fp32, fp16 or bf16"},
+        {"fp8", TDM_ERR_UNSUPPORTED, "only FLUX pipelines have FP8 Linears"},
+        {"fp4", TDM_ERR_INVALID_ARG, "expected fp32, fp16, bf16 or fp8"},
         {"fp32", TDM_OK, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -333,6 +373,7 @@ int main(void) {
     RUN(dtype_errors);
     RUN(sd_cases);
     RUN(flux_cases);
+    RUN(flux_fp8);
     RUN(cases_cuda);
     RUN(device_map_cuda);
     printf("  worst latents rel err %.3g, worst pixel diff %d\n", worst_lat, worst_px);

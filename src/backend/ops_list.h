@@ -56,6 +56,18 @@ TDM_OP(linear_ex, (tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const 
                    tdm_dtype xt, const float *W, const float *b, int64_t M, int64_t K, int64_t N,
                    int gelu),
        (dev, y, yt, ldy, x, xt, W, b, M, K, N, gelu))
+/* The FP8 linear (--dtype fp8): y (M, N; rows ldy apart, type yt) = act(
+ * (Σ_k qx[m,k] · qw[n,k]) · sx[m] · sw[n] + b[n]), where W is a row-scaled
+ * FP8 matrix (N, K) (core.h's tdm_f8_*: a tensor of dtype TDM_F8E4M3; qw its
+ * codes, sw its row scales), qx, sx the row of x (M, K, type xt) quantized by
+ * tdm_f8_quantize_row's rule (per token), the products and sums in float32,
+ * act = tanh GELU when gelu. On a host device xt = yt = TDM_F32 (the spec:
+ * decoded codes through the float32 GEMM); on CUDA the FP8 tensor cores
+ * (compute capability 8.9 or newer) with per-row and per-channel scales. */
+TDM_OP(linear_f8, (tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
+                   tdm_dtype xt, const void *W, const float *b, int64_t M, int64_t K, int64_t N,
+                   int gelu),
+       (dev, y, yt, ldy, x, xt, W, b, M, K, N, gelu))
 /* C (M, N) = alpha · op(A) · op(B) + beta · C, row-major, lda/ldb/ldc as in BLAS. */
 TDM_OP(gemm, (tdm_device_t *dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
               float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

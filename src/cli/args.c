@@ -333,8 +333,9 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
             else if (!strcmp(v, "dynamic")) a->dynamic = 1;
             else FAIL(2, "--schedule %.100s: expected static or dynamic", v);
         } else if (!strcmp(f, "--dtype")) {
-            if (strcmp(v, "fp32") != 0 && strcmp(v, "fp16") != 0 && strcmp(v, "bf16") != 0)
-                FAIL(2, "--dtype %.100s: expected fp32, fp16 or bf16", v);
+            if (strcmp(v, "fp32") != 0 && strcmp(v, "fp16") != 0 && strcmp(v, "bf16") != 0 &&
+                strcmp(v, "fp8") != 0)
+                FAIL(2, "--dtype %.100s: expected fp32, fp16, bf16 or fp8", v);
             a->dtype = v;
         } else {
             FAIL(2, "internal: flag %s has no parse", f);

@@ -24,7 +24,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--guidance G] [--width W] [--height H] [--max-sequence-length N]\n"
         "                  [--scheduler NAME] [--num-images-per-prompt N]\n"
         "                  [--output-type png|latent] [--out DIR] [--embeddings FILE]\n"
-        "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
+        "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N] [--variant NAME]\n"
         "                  [--threads N] [--keep-resident] [--report-memory] [--quiet]\n"
         "                  [--schedule static|dynamic] [--resume | --overwrite]\n"
         "                  [[--device-map STRATEGY|COMPONENT=STRATEGY]... --max-memory 0=..,1=..,cpu=..\n"
@@ -40,7 +40,9 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "An --out folder holding an earlier job's outputs is refused unless --resume (make only the\n"
         "missing images) or --overwrite (delete that job's outputs first); one job per folder.\n"
         "--dtype is the GEMM precision (Linear/Conv weights; float32 accumulation): fp32 on cpu;\n"
-        "on cuda the default is fp16 for Stable Diffusion and bf16 for FLUX.\n"
+        "on cuda the default is fp16 for Stable Diffusion and bf16 for FLUX. fp8 (FLUX): the\n"
+        "transformer blocks' Linears in FP8 e4m3 with per-channel/per-token scales, the rest bf16\n"
+        "(cuda: Hopper or newer; cpu: the float32 reference of the same arithmetic).\n"
         "A device map runs a `tandem plan` placement: on the GPUs from --device cuda:N on (with\n"
         "--device cuda each rank takes K GPUs of its own) or on virtual devices standing for GPUs.\n"
         "--parallel ulysses=U,ring=R,tp=T,cfg=C (under tandem launch): each image is made by\n"
@@ -61,13 +63,13 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
         "   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
         "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
-        "                  [--dtype fp32|fp16|bf16] [--device cpu|cuda:N] [--variant NAME]\n"
+        "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N] [--variant NAME]\n"
         "                  [--threads N] [--report-memory] [--quiet]\n"
         "The file's metadata names the pipeline; `tandem generate --embeddings FILE` takes it\n"
         "with a model of the same pipeline class.\n"},
     [CLI_DECODE] = {"decode", cmd_decode, "latents file -> PNG (VAE only)",
         "   --model DIR --latents FILE.safetensors [--width W] [--height H]\n"
-        "                  --out FILE.png [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
+        "                  --out FILE.png [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N]\n"
         "                  [--variant NAME] [--threads N] [--report-memory] [--quiet]\n"
         "Missing folders of --out are created.\n"},
     [CLI_LAUNCH] = {"launch", cmd_launch, "run generate as N ranks through Open MPI (data parallel)",
@@ -79,7 +81,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
     [CLI_PLAN] = {"plan", cmd_plan, "placement of a model over devices as JSON (no weights loaded)",
         "     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
         "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
-        "                  [--dtype fp32|fp16|bf16] [--variant NAME]\n"
+        "                  [--dtype fp32|fp16|bf16|fp8] [--variant NAME]\n"
         "STRATEGY is auto (= balanced), balanced, balanced_low_0 or sequential; each component at\n"
         "most once. Reads the configs and, where present, the safetensors headers.\n"
         "  tandem plan --model DIR --parallel auto --ranks N [--images N] [--width W] [--height H]\n"

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -85,7 +86,7 @@ static const struct { const char *name; size_t size; } tdm_dtypes[TDM_DTYPE_COUN
     [TDM_F64] = {"F64", 8}, [TDM_I8] = {"I8", 1},     [TDM_U8] = {"U8", 1},
     [TDM_I16] = {"I16", 2}, [TDM_U16] = {"U16", 2},   [TDM_I32] = {"I32", 4},
     [TDM_U32] = {"U32", 4}, [TDM_I64] = {"I64", 8},   [TDM_U64] = {"U64", 8},
-    [TDM_BOOL] = {"BOOL", 1},
+    [TDM_BOOL] = {"BOOL", 1}, [TDM_F8E4M3] = {"F8_E4M3", 1},
 };
 
 size_t tdm_dtype_size(tdm_dtype t) {
@@ -138,6 +139,45 @@ uint16_t tdm_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+float tdm_e4m3_to_f32(uint8_t q) {
+    const int e = (q >> 3) & 15, m = q & 7;
+    float v;
+    if (e == 15 && m == 7) v = NAN;
+    else if (e == 0) v = (float)m * (1.0f / 512.0f);   /* subnormal: m · 2^-9 */
+    else v = u2f((uint32_t)(e + 120) << 23 | (uint32_t)m << 20);
+    return q & 0x80 ? -v : v;
+}
+
+uint8_t tdm_f32_to_e4m3(float f) {
+    const uint32_t u = f2u(f);
+    const uint8_t sign = (uint8_t)((u >> 24) & 0x80);
+    uint32_t au = u & 0x7fffffffu;
+    if (au > 0x7f800000u) return 0x7f;                  /* NaN */
+    if (au >= 0x43e00000u) return sign | 0x7e;          /* ≥ 448 (and inf): saturate */
+    if (au < 0x3c800000u) {                             /* below 2^-6: subnormal steps of 2^-9 */
+        /* |f| · 2^9 rounded to nearest even by the float adder (2^23 forces it);
+         * 8 steps is the smallest normal, whose code is 0x08 */
+        float r = u2f(au) * 512.0f + 8388608.0f;
+        return sign | (uint8_t)(f2u(r) - f2u(8388608.0f));
+    }
+    au += 0x7ffffu + ((au >> 20) & 1);                  /* round the mantissa to 3 bits */
+    uint32_t c = (au >> 20) - (120u << 3);
+    return sign | (uint8_t)(c > 0x7e ? 0x7e : c);
+}
+
+void tdm_f8_quantize_row(uint8_t *q, float *scale, const float *x, int64_t n) {
+    float amax = 0;
+    for (int64_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    if (!(amax > 0) || !isfinite(amax)) {   /* zero row (or inf/NaN: saturated codes) */
+        *scale = 1.0f;
+        for (int64_t i = 0; i < n; i++) q[i] = tdm_f32_to_e4m3(x[i]);
+        return;
+    }
+    const float inv = TDM_F8_MAX / amax;
+    *scale = amax / TDM_F8_MAX;
+    for (int64_t i = 0; i < n; i++) q[i] = tdm_f32_to_e4m3(x[i] * inv);
+}
+
 tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t n) {
     switch (t) {
     case TDM_F32: memcpy(dst, src, (size_t)n * 4); break;
@@ -163,6 +203,7 @@ tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t 
     case TDM_U32: CONV(uint32_t, (float)v);
     case TDM_I64: CONV(int64_t, (float)v);
     case TDM_U64: CONV(uint64_t, (float)v);
+    case TDM_F8E4M3: CONV(uint8_t, tdm_e4m3_to_f32(v));
 #undef CONV
     default: return tdm_errorf(TDM_ERR_INTERNAL, "cannot convert dtype %d to F32", (int)t);
     }
@@ -375,8 +416,13 @@ tdm_status tdm_tensor_create(tdm_tensor_t **out, tdm_device_t *dev, tdm_dtype dt
         if (!tdm_mul_ok(n, shape[i], &n))
             return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: element count overflows", what);
     int64_t bytes;
-    if (!tdm_mul_ok(n, (int64_t)tdm_dtype_size(dt), &bytes))
+    if (!tdm_mul_ok(n, (int64_t)tdm_dtype_size(dt), &bytes) || n > INT64_MAX / 8)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: byte size overflows", what);
+    if (dt == TDM_F8E4M3) {   /* row-scaled: the codes, then one scale per row (shape[0]) */
+        if (ndim < 1 || shape[0] < 1)
+            return tdm_errorf(TDM_ERR_INTERNAL, "%s: an FP8 tensor needs rows", what);
+        bytes = tdm_f8_bytes(shape[0], n / shape[0]);
+    }
     tdm_tensor_t *t = calloc(1, sizeof *t);
     if (!t) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", what);
     t->data = tdm_dev_alloc(dev, bytes, what);

@@ -48,6 +48,7 @@ typedef enum {
     TDM_F32 = 0, TDM_F16, TDM_BF16, TDM_F64,
     TDM_I8, TDM_U8, TDM_I16, TDM_U16, TDM_I32, TDM_U32, TDM_I64, TDM_U64,
     TDM_BOOL,
+    TDM_F8E4M3,   /* e4m3fn (OCP FP8): a weight of this type is stored row-scaled (tdm_f8_*) */
     TDM_DTYPE_COUNT
 } tdm_dtype;
 
@@ -58,6 +59,28 @@ float    tdm_f16_to_f32(uint16_t h);
 uint16_t tdm_f32_to_f16(float f);             /* round to nearest even */
 float    tdm_bf16_to_f32(uint16_t h);
 uint16_t tdm_f32_to_bf16(float f);            /* round to nearest even */
+
+/* FP8 e4m3fn (1 sign, 4 exponent bits of bias 7, 3 mantissa bits, no
+ * infinities, 0x7f/0xff NaN, largest finite 448), as the Hopper tensor cores
+ * read it. tdm_f32_to_e4m3 rounds to nearest even and saturates finite values
+ * to ±448 (NaN → 0x7f), bit for bit as CUDA's cvt.rn.satfinite.e4m3x2.f32. */
+float   tdm_e4m3_to_f32(uint8_t q);
+uint8_t tdm_f32_to_e4m3(float f);
+#define TDM_F8_MAX 448.0f
+/* A row-scaled FP8 matrix (rows, cols): the rows·cols e4m3 codes, then, at
+ * byte tdm_f8_scale_offset(rows, cols) (256-aligned), `rows` float32 scales;
+ * row r's value j is e4m3(q[r·cols + j]) · scale[r]. tdm_f8_bytes is the
+ * whole size. A row is quantized as scale = amax / 448 (amax the row's largest
+ * |x|; a zero row: scale 1), q = e4m3(x · (448 / amax)): the same rule and
+ * the same bits on every backend (tdm_f8_quantize_row). */
+static inline int64_t tdm_f8_scale_offset(int64_t rows, int64_t cols) {
+    return (rows * cols + 255) & ~(int64_t)255;
+}
+static inline int64_t tdm_f8_bytes(int64_t rows, int64_t cols) {
+    return tdm_f8_scale_offset(rows, cols) + rows * 4;
+}
+/* One row: q[0..n) and *scale from x[0..n) as above. */
+void tdm_f8_quantize_row(uint8_t *q, float *scale, const float *x, int64_t n);
 
 /* Convert n elements of `src` (any float or integer dtype) to float32. */
 tdm_status tdm_convert_to_f32(float *dst, const void *src, tdm_dtype t, int64_t n);
@@ -136,6 +159,11 @@ typedef struct tdm_device {
      * GEMM weights are stored in that type and GEMMs and attention run on
      * tensor cores with float32 accumulation. Set before loading models. */
     tdm_dtype gemm_dtype;
+    /* --dtype fp8: a model that supports it (FLUX's transformer blocks) loads
+     * its Linear weights as row-scaled FP8 and runs them through linear_f8;
+     * its other weights, and every other model, keep gemm_dtype. Set before
+     * loading models. */
+    int fp8_linears;
     tdm_backend_params_t opts;     /* backend switches; tdm_device_init: defaults */
     const tdm_device_ops_t *ops;   /* NULL: host memory */
     const struct tdm_backend *backend;   /* its ops and lifecycle (backend/ops.h); NULL: CPU */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -461,6 +462,41 @@ static tdm_status st_find_checked(const tdm_st_set_t *set, const char *name, int
 /* Fills r (on its device, of its dtype `to`) from the r->nbytes / size(to)
  * elements of dtype `sdt` at src, converting as needed; t names the
  * tensor in errors. */
+/* st_fill of a row-scaled FP8 tensor r (rows = shape[0]): each row
+ * converted to float32 and quantized (tdm_f8_quantize_row), threaded over
+ * rows, into r itself on the host or a host buffer uploaded whole. */
+static tdm_status st_fill_f8(tdm_tensor_t *r, const void *src, tdm_dtype sdt,
+                             const tdm_st_tensor_t *t, const char *name) {
+    const int64_t rows = r->shape[0], cols = tdm_tensor_numel(r) / rows;
+    const size_t es = tdm_dtype_size(sdt);
+    const int host = tdm_dev_is_host(r->dev);
+    uint8_t *q = host ? r->data : malloc((size_t)r->nbytes);
+    float *rowf = malloc((size_t)cols * sizeof(float) * (size_t)omp_get_max_threads() + 4);
+    tdm_status st = TDM_OK;
+    int bad = 0;
+    if (!q || !rowf) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "%s: tensor \"%s\": out of host memory", t->file, name);
+        goto done;
+    }
+    memset(q + rows * cols, 0, (size_t)(r->nbytes - rows * cols));   /* the padding too */
+    float *scale = (float *)(q + tdm_f8_scale_offset(rows, cols));
+#pragma omp parallel for schedule(dynamic, 16) reduction(| : bad)
+    for (int64_t i = 0; i < rows; i++) {
+        float *f = rowf + (size_t)omp_get_thread_num() * (size_t)cols;
+        if (tdm_convert_to_f32(f, (const char *)src + (size_t)(i * cols) * es, sdt, cols) != TDM_OK)
+            bad = 1;
+        else
+            tdm_f8_quantize_row(q + i * cols, &scale[i], f, cols);
+    }
+    if (bad) st = tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\": dtype %s cannot be quantized",
+                             t->file, name, tdm_dtype_name(sdt));
+    else if (!host) st = tdm_dev_upload(r->dev, r->data, q, r->nbytes, name);
+done:
+    if (!host) free(q);
+    free(rowf);
+    return st;
+}
+
 static tdm_status st_fill(tdm_tensor_t *r, const void *src, tdm_dtype sdt,
                           const tdm_st_tensor_t *t, const char *name) {
     tdm_device_t *dev = r->dev;
@@ -469,7 +505,9 @@ static tdm_status st_fill(tdm_tensor_t *r, const void *src, tdm_dtype sdt,
     tdm_status st = TDM_OK;
     /* tdm_convert_to_f32 reads elements with memcpy: the data section need
      * not be aligned (any header length is legal). */
-    if (tdm_dev_is_host(dev) && to == TDM_F32) {
+    if (to == TDM_F8E4M3) {   /* quantized row by row on the host, then copied */
+        st = st_fill_f8(r, src, sdt, t, name);
+    } else if (tdm_dev_is_host(dev) && to == TDM_F32) {
         st = tdm_convert_to_f32(tdm_f32(r), src, sdt, n);
     } else if (sdt == to) {   /* stored as wanted (fp16/bf16 checkpoints): copy as is */
         st = tdm_dev_upload(dev, r->data, src, r->nbytes, name);
@@ -546,7 +584,7 @@ tdm_status tdm_st_set_load_slice(const tdm_st_set_t *set, const char *name, tdm_
         kept += count[i];
     }
     sh[dim] = kept;
-    st = tdm_tensor_create(&r, dev, gemm ? tdm_st_gemm_weight_dtype(dev) : TDM_F32, ndim, sh, name);
+    st = tdm_tensor_create(&r, dev, tdm_st_weight_dtype(dev, gemm), ndim, sh, name);
     if (st != TDM_OK) return st;
     const size_t es = tdm_dtype_size(t->dtype), row = (size_t)inner * es;
     const char *src = (const char *)t->data + (size_t)begin[0] * row;
@@ -587,16 +625,20 @@ tdm_dtype tdm_st_gemm_weight_dtype(const tdm_device_t *dev) {
     return dev->gemm_dtype == TDM_F16 || dev->gemm_dtype == TDM_BF16 ? dev->gemm_dtype : TDM_F32;
 }
 
+tdm_dtype tdm_st_weight_dtype(const tdm_device_t *dev, int gemm) {
+    return gemm == 2 ? TDM_F8E4M3 : gemm ? tdm_st_gemm_weight_dtype(dev) : TDM_F32;
+}
+
 tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name,
-                                       tdm_device_t *dev, int ndim, const int64_t *shape,
-                                       tdm_tensor_t **out) {
-    return st_load(set, name, dev, ndim, shape, out, 0, tdm_st_gemm_weight_dtype(dev));
+                                       tdm_device_t *dev, int gemm, int ndim,
+                                       const int64_t *shape, tdm_tensor_t **out) {
+    return st_load(set, name, dev, ndim, shape, out, 0, tdm_st_weight_dtype(dev, gemm));
 }
 
 tdm_status tdm_st_set_load_gemm_host_copy(const tdm_st_set_t *set, const char *name,
-                                          tdm_device_t *host, const tdm_device_t *exec, int ndim,
-                                          const int64_t *shape, tdm_tensor_t **out) {
-    return st_load(set, name, host, ndim, shape, out, 0, tdm_st_gemm_weight_dtype(exec));
+                                          tdm_device_t *host, const tdm_device_t *exec, int gemm,
+                                          int ndim, const int64_t *shape, tdm_tensor_t **out) {
+    return st_load(set, name, host, ndim, shape, out, 0, tdm_st_weight_dtype(exec, gemm));
 }
 
 /* ---- writer ------------------------------------------------------------- */

@@ -64,6 +64,10 @@ tdm_status tdm_st_set_load_f32_opt(const tdm_st_set_t *set, const char *name, td
  * on a non-host device, TDM_F32 otherwise (host devices always compute in
  * float32, whatever gemm_dtype says). */
 tdm_dtype tdm_st_gemm_weight_dtype(const tdm_device_t *dev);
+/* What a weight of kind `gemm` (nn/weights.h: 0 float32, 1 a GEMM weight,
+ * 2 a row-scaled FP8 Linear weight) is stored as on dev: TDM_F32,
+ * tdm_st_gemm_weight_dtype(dev) or TDM_F8E4M3. */
+tdm_dtype tdm_st_weight_dtype(const tdm_device_t *dev, int gemm);
 
 /* Loads a weight that only ever feeds a GEMM (a Linear weight (out, in) or a
  * Conv weight (out, in, kh, kw) — never a bias, norm, embedding/gather table
@@ -72,17 +76,18 @@ tdm_dtype tdm_st_gemm_weight_dtype(const tdm_device_t *dev);
  * element converted to float32 and then rounded to nearest even. (*out)->dtype
  * says what is stored; tdm_f32(*out) is then the `W` pointer that
  * tdm_op_linear / conv2d / gemm take (see backend/ops_list.h). On host devices
- * it is exactly tdm_st_set_load_f32. OUT: *out. */
+ * it is exactly tdm_st_set_load_f32. With gemm 2 (TDM_WEIGHT_F8) a 2-D
+ * weight is stored as a row-scaled FP8 matrix instead (core.h's tdm_f8_*,
+ * quantized on the host from the float32 values), on any device. OUT: *out. */
 tdm_status tdm_st_set_load_gemm_weight(const tdm_st_set_t *set, const char *name,
-                                       tdm_device_t *dev, int ndim, const int64_t *shape,
-                                       tdm_tensor_t **out);
+                                       tdm_device_t *dev, int gemm, int ndim,
+                                       const int64_t *shape, tdm_tensor_t **out);
 
 /* A part of tensor `name` (stored shape shape[0..ndim), checked as
  * tdm_st_set_load_f32 checks it): along dimension `dim` the nr index ranges
  * [begin[i], begin[i] + count[i]) one after another, every other dimension
  * whole — a tensor of that shape with dimension dim of sum(count) on `dev`,
- * float32 (gemm 0) or in tdm_st_gemm_weight_dtype(dev) (gemm 1, as
- * tdm_st_set_load_gemm_weight). How a tensor-parallel rank loads its rows
+ * stored as tdm_st_weight_dtype(dev, gemm) says. How a tensor-parallel rank loads its rows
  * (dim 0) or columns (dim 1) of a Linear weight. A range outside the
  * dimension is TDM_ERR_INVALID_ARG naming the tensor. OUT: *out. */
 tdm_status tdm_st_set_load_slice(const tdm_st_set_t *set, const char *name, tdm_device_t *dev,
@@ -95,8 +100,8 @@ tdm_status tdm_st_set_load_slice(const tdm_st_set_t *set, const char *name, tdm_
  * RAM and the bytes to move, and uploaded as it is), on the host device
  * `host`. Never computed on where it lies. Checks as tdm_st_set_load_f32. */
 tdm_status tdm_st_set_load_gemm_host_copy(const tdm_st_set_t *set, const char *name,
-                                          tdm_device_t *host, const tdm_device_t *exec, int ndim,
-                                          const int64_t *shape, tdm_tensor_t **out);
+                                          tdm_device_t *host, const tdm_device_t *exec, int gemm,
+                                          int ndim, const int64_t *shape, tdm_tensor_t **out);
 
 /* Writes a safetensors file of float32 tensors atomically (temporary name,
  * then rename). names[i], shapes[i] (ndims[i] dims), data[i]; metadata is

@@ -77,6 +77,7 @@ struct tdm_flux {
     /* Tensor parallelism (tdm_flux_load_tp): this rank's Hl = H / tp->size
      * heads, Dl = Hl·hd wide; tp NULL (and Hl = H, Dl = D) on one device. */
     const tdm_nn_group_t *tp;
+    int f8;   /* the blocks' Linears are FP8 (--dtype fp8: tdm_device_t.fp8_linears) */
     int64_t Hl, Dl;
     tdm_nn_linear_t x_emb, ctx_emb;            /* in → D, joint → D */
     tdm_nn_ffn_t    temb, gemb, pemb;          /* timestep/guidance/text_embedder (SiLU) */
@@ -290,8 +291,13 @@ static tdm_status load_model(tdm_flux_t *m) {
     TDM_TRY(tdm_nn_linear_bind(&m->w, &m->ctx_emb, c->joint_attention_dim, D, 1,
                                "context_embedder"));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &m->x_emb, c->in_channels, D, 1, "x_embedder"));
+    /* --dtype fp8: the blocks' Linears (the bulk of the weights and of the
+     * FLOPs) as row-scaled FP8; the embedders, norm_out and proj_out, which
+     * touch the latents and the conditioning directly, stay in gemm_dtype */
+    m->w.f8 = m->f8;
     for (int64_t i = 0; i < c->num_layers; i++) TDM_TRY(load_double(m, &m->dbl[i], i));
     for (int64_t i = 0; i < c->num_single_layers; i++) TDM_TRY(load_single(m, &m->sgl[i], i));
+    m->w.f8 = 0;
     TDM_TRY(tdm_nn_linear_bind(&m->w, &m->norm_out, D, 2 * D, 1, "norm_out.linear"));
     TDM_TRY(tdm_nn_linear_bind(&m->w, &m->proj_out, D, c->out_channels, 1, "proj_out"));
 fail:
@@ -361,7 +367,14 @@ static tdm_status load_any(tdm_flux_t **out, const char *root, const char *sub,
     TDM_TRY(tdm_json_load(&j, path));
     TDM_TRY(cfg_parse(&j, &c));
     if (tp && tp->size > 1) TDM_TRY(tp_check(&c, tp->size, "tdm_flux_load_tp"));
+    if (tp && tp->size > 1 && dev->fp8_linears) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "flux: --dtype fp8 does not combine with tensor "
+                          "parallelism yet (tp=%d): a shard's FP8 row scales would differ from "
+                          "one device's; use bf16, or cfg/ulysses/ring parallelism", tp->size);
+        goto fail;
+    }
     TDM_TRY(model_new(&m, &c, dev));
+    m->f8 = dev->fp8_linears;
     if (tp && tp->size > 1) {
         m->tp = tp;
         m->Hl = m->H / tp->size;
@@ -434,6 +447,7 @@ tdm_status tdm_flux_plist_tp(const char *config_path, tdm_dtype dt, int tp, int 
     TDM_TRY(cfg_parse(&j, &c));
     if (tp > 1) TDM_TRY(tp_check(&c, tp, "tdm_flux_plist_tp"));
     TDM_TRY(model_new(&m, &c, NULL));
+    m->f8 = dt == TDM_F8E4M3;
     if (tp > 1) {
         memset(&g, 0, sizeof g);
         g.rank = rank, g.size = tp;
@@ -554,12 +568,12 @@ static void seg_linear_ex(tdm_device_t *dev, tdm_dtype at, void *y, int64_t ldy,
                           int gelu) {
     const int64_t K = l->in;
     if (L == S) {
-        tdm_op_linear_ex(dev, y, at, ldy, x, at, l->w, l->b, B * S, K, l->out, gelu);
+        tdm_nn_linear_forward_ex(dev, l, y, at, ldy, x, at, B * S, gelu);
         return;
     }
     for (int64_t b = 0; b < B; b++)
-        tdm_op_linear_ex(dev, tdm_act_at(y, at, (b * S + r0) * ldy), at, ldy,
-                         tdm_act_at(x, at, (b * S + r0) * K), at, l->w, l->b, L, K, l->out, gelu);
+        tdm_nn_linear_forward_ex(dev, l, tdm_act_at(y, at, (b * S + r0) * ldy), at, ldy,
+                                 tdm_act_at(x, at, (b * S + r0) * K), at, L, gelu);
 }
 
 static void seg_linear(tdm_device_t *dev, tdm_dtype at, void *y, const void *x,
@@ -575,12 +589,12 @@ static void seg_out(tdm_device_t *dev, const flux_ws_t *w, const void *x, const 
                     int64_t B, int64_t S, int64_t r0, int64_t L) {
     const int64_t K = l->in, n = l->out;
     if (L == S) {
-        tdm_op_linear_ex(dev, w->y, w->yt, n, x, w->at, l->w, l->b, B * S, K, n, 0);
+        tdm_nn_linear_forward_ex(dev, l, w->y, w->yt, n, x, w->at, B * S, 0);
         return;
     }
     for (int64_t b = 0; b < B; b++)
-        tdm_op_linear_ex(dev, tdm_act_at(w->y, w->yt, (b * S + r0) * n), w->yt, n,
-                         tdm_act_at(x, w->at, (b * S + r0) * K), w->at, l->w, l->b, L, K, n, 0);
+        tdm_nn_linear_forward_ex(dev, l, tdm_act_at(w->y, w->yt, (b * S + r0) * n), w->yt, n,
+                                 tdm_act_at(x, w->at, (b * S + r0) * K), w->at, L, 0);
 }
 
 /* Tensor parallelism: w->y (B, S, D; float32) = the sum over the TP ranks

@@ -98,9 +98,9 @@ tdm_status tdm_offload_load(tdm_offload_t *o, const tdm_placement_t *pl, const t
             return tdm_offload_add(o, slot, tensor_slot, NULL, name, ndim, shape, gemm, blk);
     }
     if (gemm && where == TDM_PLACED_HOST)   /* kept as the execution device wants it */
-        st = tdm_st_set_load_gemm_host_copy(set, name, dev, pl->main, ndim, shape, out);
+        st = tdm_st_set_load_gemm_host_copy(set, name, dev, pl->main, gemm, ndim, shape, out);
     else
-        st = gemm ? tdm_st_set_load_gemm_weight(set, name, dev, ndim, shape, out)
+        st = gemm ? tdm_st_set_load_gemm_weight(set, name, dev, gemm, ndim, shape, out)
                   : tdm_st_set_load_f32(set, name, dev, ndim, shape, out);
     if (st != TDM_OK) return st;
     /* resident on another GPU than the one that runs the model: kept there and
@@ -252,7 +252,7 @@ tdm_status tdm_offload_in(tdm_offload_t *o, tdm_device_t *exec, int64_t blk) {
             if (st == TDM_OK)
                 st = tdm_dev_upload(exec, e->tmp->data, e->host->data, e->host->nbytes, e->name);
         } else {         /* the file → the execution device, converted as at load */
-            st = e->gemm ? tdm_st_set_load_gemm_weight(o->set, e->name, exec, e->ndim, e->shape,
+            st = e->gemm ? tdm_st_set_load_gemm_weight(o->set, e->name, exec, e->gemm, e->ndim, e->shape,
                                                        &e->tmp)
                          : tdm_st_set_load_f32(o->set, e->name, exec, e->ndim, e->shape, &e->tmp);
         }

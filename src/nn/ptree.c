@@ -8,7 +8,9 @@
 
 void tdm_plist_init(tdm_plist_t *l, tdm_dtype float_dtype) {
     memset(l, 0, sizeof *l);
-    l->dtype = float_dtype;
+    /* a --dtype fp8 pipeline keeps its tensors in bf16 except the FP8
+     * Linears, which their model adds with their own dtype */
+    l->dtype = float_dtype == TDM_F8E4M3 ? TDM_BF16 : float_dtype;
 }
 
 static void free_strs(char **s, int64_t n) {
@@ -124,5 +126,7 @@ int64_t tdm_pentry_bytes(const tdm_pentry_t *e) {
     int64_t n = 1;
     for (int i = 0; i < e->ndim; i++) n *= e->shape[i];
     if (e->dtype == TDM_BOOL) return (n + 7) / 8;
+    if (e->dtype == TDM_F8E4M3 && e->ndim > 0 && e->shape[0] > 0)   /* codes + row scales */
+        return tdm_f8_bytes(e->shape[0], n / e->shape[0]);
     return n * (int64_t)tdm_dtype_size(e->dtype);
 }

@@ -64,7 +64,8 @@ static tdm_status bind(tdm_weights_t *w, void *slot, int tensor_slot, int gemm, 
         return tdm_errorf(TDM_ERR_INTERNAL, "%s: tensor name too long: %s...", w->what, name);
     if (!w->list) return load(w, slot, tensor_slot, gemm, ndim, shape, name);
     if (slot) memset(slot, 0, tensor_slot ? sizeof(tdm_tensor_t *) : sizeof(float *));
-    return tdm_plist_add(w->list, 0, TDM_F32, ndim, shape, "%s", name);
+    return tdm_plist_add(w->list, 0, gemm == TDM_WEIGHT_F8 ? TDM_F8E4M3 : TDM_F32, ndim, shape,
+                         "%s", name);
 }
 
 tdm_status tdm_weights_bind(tdm_weights_t *w, const float **slot, int gemm, int ndim,

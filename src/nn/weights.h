@@ -34,6 +34,9 @@ typedef struct tdm_weights {
     tdm_device_t          *dev;       /* load: the device of unplaced tensors */
     const tdm_placement_t *place;     /* load, during a walk: the device map (NULL: all on dev) */
     tdm_plist_t           *list;      /* list mode when not NULL (during a walk) */
+    /* set by the model around the layers it quantizes: Linear weights bound
+     * through tdm_nn_linear_bind load as row-scaled FP8 (TDM_WEIGHT_F8) */
+    int                    f8;
     tdm_st_set_t          *set;       /* load: the weight files, from tdm_weights_open to _finish */
     /* optional hooks, NULL for the default: every tensor in unit -1; map
      * names equal to the file names */
@@ -59,6 +62,14 @@ void       tdm_weights_init_list(tdm_weights_t *w, const char *what, tdm_plist_t
  * (tdm_folder_weights: the `variant` files first, may be NULL) as w->set. */
 tdm_status tdm_weights_open(tdm_weights_t *w, const char *root, const char *sub,
                             const char *variant);
+/* The `gemm` argument of the binds: 0 a float32 tensor, TDM_WEIGHT_GEMM a
+ * Linear/Conv weight feeding only a GEMM (the device's GEMM dtype),
+ * TDM_WEIGHT_F8 a 2-D Linear weight stored as a row-scaled FP8 matrix
+ * (core.h's tdm_f8_*; quantized from the file's values at load, on every
+ * device), for the op linear_f8. */
+#define TDM_WEIGHT_GEMM 1
+#define TDM_WEIGHT_F8 2
+
 /* Binds tensor `fmt...` of shape (shape[0..ndim-1], ndim 1..4) to the
  * model's field *slot, a float * (tdm_weights_bind) or a tdm_tensor_t *
  * (tdm_weights_bind_tensor). gemm: a Linear/Conv weight feeding only a GEMM,

@@ -252,7 +252,8 @@ static tdm_status apply_plan(tdm_pipeline_t *pipe, const tdm_pipeline_params_t *
      * dtype on a GPU (non-GEMM tensors stay float32 there: a little more) */
     const int cuda = pipe->dev.kind == TDM_DEV_CUDA;
     tdm_pipe_plan_req_t r = {pipe->root, only, p->device_map, &pipe->split_mm,
-                             cuda ? (int)pipe->dev.gemm_dtype : (int)TDM_F32,
+                             cuda ? (int)(pipe->dev.fp8_linears ? TDM_F8E4M3 : pipe->dev.gemm_dtype)
+                                  : (int)TDM_F32,
                              pipe->variant[0] ? pipe->variant : NULL};   /* the files the loaders open */
     tdm_pipe_plan_t *plan = &pipe->plans[pipe->nplans];
     if ((st = tdm_pipe_plan_make(&r, plan)) != TDM_OK) return st;
@@ -335,6 +336,7 @@ static tdm_status split_setup(tdm_pipeline_t *pipe, const tdm_pipeline_params_t 
             snprintf(name, sizeof name, "cuda:%d", cuda_index + g);
             if ((st = tdm_backend_device_open(&pipe->vdev[g], name, &p->backend)) != TDM_OK) return st;
             pipe->vdev[g].gemm_dtype = pipe->dev.gemm_dtype;
+            pipe->vdev[g].fp8_linears = pipe->dev.fp8_linears;
             pipe->vdev[g].cache_enabled = 1;
             pipe->nvdev = g + 1;
         }
@@ -393,12 +395,13 @@ static tdm_status parse_device(const tdm_pipeline_params_t *p, int *cuda_index) 
     return TDM_OK;
 }
 
-/* --dtype (left at *dt when not given): fp16/bf16 need a CUDA device. */
+/* --dtype (left at *dt when not given): fp16/bf16 need a CUDA device; fp8
+ * runs on the CPU too (FP8 weights, the float32 reference arithmetic). */
 static tdm_status parse_dtype(const tdm_pipeline_params_t *p, int cuda_index, tdm_dtype *dt) {
     tdm_status st;
     if (!p->dtype) return TDM_OK;
     if ((st = tdm_dtype_parse(p->dtype, dt)) != TDM_OK) return st;
-    if (*dt != TDM_F32 && cuda_index < 0)
+    if (*dt != TDM_F32 && *dt != TDM_F8E4M3 && cuda_index < 0)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: the CPU backend computes in fp32 "
                           "(fp16/bf16 weights are converted at load)", p->dtype);
     return TDM_OK;
@@ -599,7 +602,13 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     comp_table(pipe);
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */
     if (!p->dtype) dt = tdm_dtype_default(pipe->info.kind == TDM_PIPE_FLUX, cuda_index >= 0);
-    if (pipe->dev.kind == TDM_DEV_CUDA) pipe->dev.gemm_dtype = dt;
+    if (dt == TDM_F8E4M3 && pipe->info.kind != TDM_PIPE_FLUX) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "--dtype fp8: only FLUX pipelines have FP8 Linears "
+                        "so far (this is %s); use fp16 or bf16", pipe->class_name);
+        goto fail;
+    }
+    if (pipe->dev.kind == TDM_DEV_CUDA) pipe->dev.gemm_dtype = tdm_dtype_gemm(dt, 1);
+    pipe->dev.fp8_linears = dt == TDM_F8E4M3;
     pipe->info.dtype = tdm_dtype_flag(dt);
     TDM_TRY(split_setup(pipe, p, cuda_index));
     pipe->info.class_name = pipe->class_name;

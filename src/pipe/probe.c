@@ -122,7 +122,7 @@ tdm_status tdm_parallel_probe(tdm_dist_t *d, const char *device, const char *dty
     if (dtype && (st = tdm_dtype_parse(dtype, &dt)) != TDM_OK) return st;
     if (threads > 0) tdm_set_num_threads(threads);
     if ((st = tdm_backend_device_open(&dev, device ? device : "cpu", NULL)) != TDM_OK) return st;
-    if (dev.kind == TDM_DEV_CUDA) dev.gemm_dtype = dtype ? dt : TDM_BF16;
+    if (dev.kind == TDM_DEV_CUDA) dev.gemm_dtype = dtype ? tdm_dtype_gemm(dt, 1) : TDM_BF16;
     st = probe_compute(&dev, &v[0], &v[1]);
     /* every rank reaches the link probe, or the ones that failed abort the job (CLI) */
     if (st == TDM_OK) st = probe_link(tdm_dist_world(d), &dev, mode, &v[2], &v[3]);

@@ -357,12 +357,18 @@ tdm_status tdm_dtype_parse(const char *s, tdm_dtype *out) {
     if (!strcmp(s, "fp32")) *out = TDM_F32;
     else if (!strcmp(s, "fp16")) *out = TDM_F16;
     else if (!strcmp(s, "bf16")) *out = TDM_BF16;
-    else return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16 or bf16", s);
+    else if (!strcmp(s, "fp8")) *out = TDM_F8E4M3;
+    else return tdm_errorf(TDM_ERR_INVALID_ARG, "--dtype %s: expected fp32, fp16, bf16 or fp8", s);
     return TDM_OK;
 }
 
 const char *tdm_dtype_flag(tdm_dtype t) {
-    return t == TDM_BF16 ? "bf16" : t == TDM_F16 ? "fp16" : "fp32";
+    return t == TDM_BF16 ? "bf16" : t == TDM_F16 ? "fp16" : t == TDM_F8E4M3 ? "fp8" : "fp32";
+}
+
+tdm_dtype tdm_dtype_gemm(tdm_dtype t, int gpu) {
+    if (!gpu) return TDM_F32;
+    return t == TDM_F8E4M3 ? TDM_BF16 : t;
 }
 
 tdm_dtype tdm_dtype_default(int flux, int gpu) {

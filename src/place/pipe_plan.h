@@ -17,6 +17,10 @@ const char *tdm_dtype_flag(tdm_dtype t);
 /* The dtype a pipeline's GEMMs compute in when none is given: float32 on the
  * CPU; on a GPU bf16 for FLUX, fp16 for Stable Diffusion. */
 tdm_dtype  tdm_dtype_default(int flux, int gpu);
+/* The GEMM dtype of a device (tdm_device_t.gemm_dtype) for pipeline dtype t:
+ * TDM_F32 on the CPU, bf16 for fp8 (whose FP8 Linears are a model's own:
+ * tdm_device_t.fp8_linears), else t. */
+tdm_dtype  tdm_dtype_gemm(tdm_dtype t, int gpu);
 
 typedef struct {
     char            name[64];   /* model_index.json key, e.g. "text_encoder" */

@@ -1398,6 +1398,43 @@ void tdm_cpu_linear_ex(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, co
     tdm_cpu_linear(dev, y32, x32, W, b, M, K, N);
 }
 
+/* The spec of the FP8 linear: x's rows quantized (the rule every backend
+ * shares), codes of both operands decoded to float32 (exact), one float32
+ * GEMM, then the two scales, the bias and the activation per element. */
+void tdm_cpu_linear_f8(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,
+                       tdm_dtype xt, const void *W, const float *b, int64_t M, int64_t K,
+                       int64_t N, int gelu) {
+    float *y32 = host_f32(yt, "linear_f8", y);
+    const float *x32 = host_f32(xt, "linear_f8", x);
+    if (M <= 0 || N <= 0) return;
+    const uint8_t *qw = W;
+    const float *sw = (const float *)(qw + tdm_f8_scale_offset(N, K));
+    float *xd = malloc((size_t)(M * K + N * K + M + 1) * sizeof(float));
+    uint8_t *qx = malloc((size_t)(M * K + 1));
+    if (!xd || !qx) {
+        tdm_log(TDM_LOG_ERROR, "linear_f8: out of host memory for a (%lld, %lld) x (%lld, %lld) "
+                "product", (long long)M, (long long)K, (long long)N, (long long)K);
+        abort();
+    }
+    float *wd = xd + M * K, *sx = wd + N * K;
+#pragma omp parallel for if (M * K > TDM_OMP_MIN)
+    for (int64_t m = 0; m < M; m++) {
+        tdm_f8_quantize_row(qx + m * K, &sx[m], x32 + m * K, K);
+        for (int64_t k = 0; k < K; k++) xd[m * K + k] = tdm_e4m3_to_f32(qx[m * K + k]);
+    }
+#pragma omp parallel for if (N * K > TDM_OMP_MIN)
+    for (int64_t i = 0; i < N * K; i++) wd[i] = tdm_e4m3_to_f32(qw[i]);
+    tdm_cpu_gemm(dev, 0, 1, M, N, K, 1.0f, xd, K, wd, K, 0.0f, y32, ldy);
+#pragma omp parallel for if (M * N > TDM_OMP_MIN)
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float v = y32[m * ldy + n] * sx[m] * sw[n] + (b ? b[n] : 0.0f);
+            y32[m * ldy + n] = gelu ? gelu_tanh(v) : v;
+        }
+    free(qx);
+    free(xd);
+}
+
 void tdm_cpu_cast(tdm_device_t *dev, void *y, tdm_dtype yt, const void *x, tdm_dtype xt,
                   int64_t n) {
     host_f32(xt, "cast", x);

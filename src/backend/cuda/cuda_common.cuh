@@ -71,6 +71,14 @@ void *tdm_cuda_stage(tdm_device_t *d, int64_t bytes);
 extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
                                   const void *xh, const void *W, const float *b, int64_t M,
                                   int64_t K, int64_t N, int gelu);
+/* The same with FP8 operands (linear_f8.cu): x8 (M, K) and W8 (N, K) e4m3
+ * codes, sx (M) and sw (N) their float32 row scales, D = (x8 · W8^T) ·
+ * sx[m] · sw[n] [+ b] (b as for yhalf above). 0 without queueing anything
+ * when cuBLASLt has no FP8 plan (a GPU before compute capability 8.9). */
+extern "C" int tdm_cuda_linear_lt_f8(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
+                                     const void *x8, const float *sx, const void *W8,
+                                     const float *sw, const void *b, int64_t M, int64_t K,
+                                     int64_t N, int gelu);
 /* Releases the cuBLASLt state of c (device free). */
 extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c);
 

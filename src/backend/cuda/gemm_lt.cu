@@ -45,7 +45,8 @@
 
 typedef struct {
     int64_t M, K, N, ldy;
-    int epi, dtype, ytype;           /* ytype: the yhalf of tdm_cuda_linear_lt */
+    int epi, dtype, ytype;           /* ytype: the yhalf of tdm_cuda_linear_lt; dtype:
+                                        d->gemm_dtype, or TDM_F8E4M3 for the FP8 plans */
     uint32_t align;                  /* pointer alignment the algorithm may assume */
     int ok;                          /* 0: cuBLASLt has no algorithm; use the fallback */
     cublasLtMatmulDesc_t op;
@@ -90,7 +91,20 @@ extern "C" void tdm_cuda_lt_free(tdm_cuda_impl_t *c) {
 typedef struct {
     void *y;
     const void *xh, *W, *b;
+    const float *sw, *sx;   /* FP8 plans: W's row scales, xh's row scales */
 } lt_args;
+
+/* Points p's descriptor at the call's bias and (FP8) scale vectors. 0 on success. */
+static int plan_bind(lt_plan *p, const lt_args *a) {
+    if (a->b && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a->b,
+                                               sizeof a->b))
+        return 1;
+    if (p->dtype != TDM_F8E4M3) return 0;
+    return cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a->sw,
+                                          sizeof a->sw) ||
+           cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a->sx,
+                                          sizeof a->sx);
+}
 
 /* Index of the fastest of the n candidate algorithms of p on the operands a
  * (three runs each after one warm-up); 0 when timing is not possible. Waits
@@ -104,9 +118,7 @@ static int plan_tune(tdm_cuda_impl_t *c, lt_plan *p, const cublasLtMatmulHeurist
     float best_ms = 0;
     if (n < 2 || cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
         goto done;
-    if (a->b && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a->b,
-                                               sizeof a->b))
-        goto done;
+    if (plan_bind(p, a)) goto done;
     for (int i = 0; i < n; i++) {
         float ms = 0;
         int ok = 1;
@@ -135,7 +147,8 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                          int64_t ldy, cublasLtEpilogue_t epi, uint32_t al, int yhalf,
                          const lt_args *args) {
     tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
-    int dt = (int)d->gemm_dtype, yt = yhalf;
+    const int f8 = args->sw != NULL;
+    int dt = f8 ? (int)TDM_F8E4M3 : (int)d->gemm_dtype, yt = yhalf;
     if (!lt) {
         lt = (tdm_cuda_lt *)calloc(1, sizeof *lt);
         if (!lt) return NULL;
@@ -174,9 +187,12 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     p->dtype = dt;
     p->ytype = yt;
     p->align = al;
-    cudaDataType t = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF
-                     : d->gemm_dtype == TDM_F16 ? CUDA_R_16F : CUDA_R_32F;
-    cudaDataType ty = yhalf ? t : CUDA_R_32F;
+    cudaDataType th = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF
+                      : d->gemm_dtype == TDM_F16 ? CUDA_R_16F : CUDA_R_32F;
+    cudaDataType t = f8 ? CUDA_R_8F_E4M3 : th;
+    cudaDataType ty = yhalf ? th : CUDA_R_32F;
+    /* FP8: a scale per row of W (D's rows) and per row of x (D's columns) */
+    const int32_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     /* the bias stays float32 (the epilogue adds it in float32 before rounding) */
     int32_t bias_t = CUDA_R_32F;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -191,6 +207,12 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
         (yhalf == 1 && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                  &bias_t, sizeof bias_t)) ||
+        (f8 && yhalf == 2 && cublasLtMatmulDescSetAttribute(p->op,
+                                 CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &th, sizeof th)) ||
+        (f8 && (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer,
+                                               sizeof outer) ||
+                cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer,
+                                               sizeof outer))) ||
         cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
         cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
         cublasLtMatrixLayoutCreate(&p->ld, ty, (uint64_t)N, (uint64_t)M, ldy) ||
@@ -254,6 +276,29 @@ static uint32_t align_of(const void *p) {
     return al;
 }
 
+/* Queues p on the call's operands: 1, or 0 when there is no plan. */
+static int linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy, const lt_args *a,
+                     int64_t M, int64_t K, int64_t N, int gelu) {
+    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
+    const float one = 1.0f, zero = 0.0f;
+    const float *b = (const float *)a->b;
+    cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                  : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+    uint32_t al = align_of(y), aw = align_of(a->W), ax = align_of(a->xh);
+    if (aw < al) al = aw;
+    if (ax < al) al = ax;
+    if (b && align_of(b) < 16) return 0;
+    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf, a);
+    if (!p) return 0;
+    TDM_CUBLAS_CHECK(plan_bind(p, a) ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_SUCCESS);
+    TDM_CUBLAS_CHECK(cublasLtMatmul(((tdm_cuda_lt *)c->lt)->h, p->op, &one, a->W, p->la, a->xh,
+                                    p->lb, &zero, y, p->ld, y, p->ld, &p->algo,
+                                    ((tdm_cuda_lt *)c->lt)->ws, LT_WORKSPACE, c->stream));
+    return 1;
+fail:
+    return 1;
+}
+
 /* y (M, N; rows ldy apart) = act(xh (M, K) · W^T [+ b]) with xh and W in
  * d->gemm_dtype (F32, F16 or BF16), b float32, y float32 or (yhalf) d->gemm_dtype; act = cuBLASLt's GELU epilogue (the tanh
  * approximation) when `gelu`, else none. Returns 0 (nothing queued, no
@@ -262,23 +307,14 @@ static uint32_t align_of(const void *p) {
 extern "C" int tdm_cuda_linear_lt(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
                                   const void *xh, const void *W, const float *b, int64_t M,
                                   int64_t K, int64_t N, int gelu) {
-    tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
-    const float one = 1.0f, zero = 0.0f;
-    cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
-                                  : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
-    uint32_t al = align_of(y), aw = align_of(W), ax = align_of(xh);
-    if (aw < al) al = aw;
-    if (ax < al) al = ax;
-    if (b && align_of(b) < 16) return 0;
-    lt_args args = {y, xh, W, b};
-    lt_plan *p = plan_get(d, c, M, K, N, ldy, epi, al, yhalf, &args);
-    if (!p) return 0;
-    if (b) TDM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                           &b, sizeof b));
-    TDM_CUBLAS_CHECK(cublasLtMatmul(((tdm_cuda_lt *)c->lt)->h, p->op, &one, W, p->la, xh, p->lb,
-                                    &zero, y, p->ld, y, p->ld, &p->algo,
-                                    ((tdm_cuda_lt *)c->lt)->ws, LT_WORKSPACE, c->stream));
-    return 1;
-fail:
-    return 1;
+    lt_args a = {y, xh, W, b, NULL, NULL};
+    return linear_lt(d, y, yhalf, ldy, &a, M, K, N, gelu);
+}
+
+extern "C" int tdm_cuda_linear_lt_f8(tdm_device_t *d, void *y, int yhalf, int64_t ldy,
+                                     const void *x8, const float *sx, const void *W8,
+                                     const float *sw, const void *b, int64_t M, int64_t K,
+                                     int64_t N, int gelu) {
+    lt_args a = {y, x8, W8, b, sw, sx};
+    return linear_lt(d, y, yhalf, ldy, &a, M, K, N, gelu);
 }
