@@ -61,6 +61,7 @@ typedef struct {
     int ok;
 } plan_t;
 
+static cudaDataType g_dtype = CUDA_R_16BF;   /* D's type */
 static int make(plan_t *p, int fp8, int64_t M, int64_t K, int64_t N, cublasLtEpilogue_t epi,
                 int bias_bf16, int fast, const float *sa, const float *sb, const void *bias) {
     cudaDataType t = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
@@ -90,7 +91,7 @@ static int make(plan_t *p, int fp8, int64_t M, int64_t K, int64_t N, cublasLtEpi
     }
     cublasLtMatrixLayoutCreate(&p->la, t, K, N, K);
     cublasLtMatrixLayoutCreate(&p->lb, t, K, M, K);
-    cublasLtMatrixLayoutCreate(&p->ld, CUDA_R_16BF, N, M, N);
+    cublasLtMatrixLayoutCreate(&p->ld, g_dtype, N, M, N);
     cublasLtMatmulPreference_t pref;
     cublasLtMatmulPreferenceCreate(&pref);
     size_t ws = WSB;
@@ -232,12 +233,24 @@ int main(int argc, char **argv) {
         printf("%6lld %6lld | %9.3f %9.0f | %9.3f %9.0f %9.3f %9.0f\n", (long long)K,
                (long long)N, tb, fl / tb / 1e9, t8, fl / t8 / 1e9, tf, fl / tf / 1e9);
     }
-    /* fp32 bias with fp8 */
+    /* the bias and output types FP8 takes */
+    for (int o = 0; o < 2; o++)
+        for (int bb = 0; bb < 2; bb++)
+            for (int e = 0; e < 2; e++) {
+                plan_t p;
+                g_dtype = o ? CUDA_R_32F : CUDA_R_16BF;
+                int r = make(&p, 1, M, 3072, 3072, e ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS,
+                             bb, 0, sa, sb, bb ? (void *)biasb : (void *)biasf);
+                printf("fp8, %s out, %s bias%s: %s\n", o ? "f32" : "bf16", bb ? "bf16" : "f32",
+                       e ? " + gelu" : "", r ? "no plan" : "plan");
+            }
+    g_dtype = CUDA_R_32F;
     {
         plan_t p;
-        int r = make(&p, 1, M, 3072, 3072, CUBLASLT_EPILOGUE_BIAS, 0, 1, sa, sb, biasf);
-        printf("fp8 + float32 bias, bf16 out: %s\n", r ? "no plan" : "plan");
+        int r = make(&p, 1, 2, 3072, 18432, CUBLASLT_EPILOGUE_DEFAULT, 0, 0, sa, sb, NULL);
+        printf("fp8, f32 out, no bias, M = 2: %s\n", r ? "no plan" : "plan");
     }
+    g_dtype = CUDA_R_16BF;
     CK(cudaGetLastError());
     return 0;
 }

@@ -219,11 +219,61 @@ TEST(test_f8_load) {
     rmdir(dir);
 }
 
+/* An F8_E4M3 checkpoint tensor: read as float32 its codes' values; read as
+ * TDM_WEIGHT_F8 its codes as they are with scale 1 (no second rounding). */
+TEST(test_f8_checkpoint) {
+    char dir[] = "/tmp/tdm-test-fp8-XXXXXX", path[64];
+    if (!mkdtemp(dir)) {
+        CHECK_MSG(0, "mkdtemp failed");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/f8.safetensors", dir);
+    enum { N = 3, K = 16 };
+    uint8_t codes[N * K];
+    for (int i = 0; i < N * K; i++) {
+        codes[i] = (uint8_t)(i * 37 + 11);
+        if ((codes[i] & 0x7f) == 0x7f) codes[i] = 0x3c;   /* no NaN codes */
+    }
+    char hdr[128];
+    int hl = snprintf(hdr, sizeof hdr, "{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[%d,%d],"
+                      "\"data_offsets\":[0,%d]}}", N, K, N * K);
+    while (hl % 8) hdr[hl++] = ' ';
+    FILE *f = fopen(path, "wb");
+    uint8_t le[8] = {(uint8_t)hl};
+    CHECK(f && fwrite(le, 1, 8, f) == 8 && fwrite(hdr, 1, (size_t)hl, f) == (size_t)hl &&
+          fwrite(codes, 1, sizeof codes, f) == sizeof codes);
+    if (f) fclose(f);
+    tdm_st_set_t *set = NULL;
+    tdm_device_t dev;
+    tdm_device_init(&dev, TDM_DEV_CPU, 0);
+    tdm_tensor_t *a = NULL, *b = NULL;
+    const int64_t shape[2] = {N, K};
+    CHECK_MSG(tdm_st_set_open(&set, path) == TDM_OK, "%s", tdm_last_error());
+    if (set) {
+        CHECK(tdm_st_set_load_f32(set, "w", &dev, 2, shape, &a) == TDM_OK);
+        CHECK(tdm_st_set_load_gemm_weight(set, "w", &dev, TDM_WEIGHT_F8, 2, shape, &b) == TDM_OK);
+    }
+    for (int i = 0; a && i < N * K; i++)
+        CHECK_MSG((double)tdm_f32(a)[i] == ref_decode(codes[i]), "element %d: %g, want %g", i,
+                  tdm_f32(a)[i], ref_decode(codes[i]));
+    if (b) {
+        const float *s = (const float *)((uint8_t *)b->data + tdm_f8_scale_offset(N, K));
+        CHECK(!memcmp(b->data, codes, sizeof codes));
+        CHECK(s[0] == 1.0f && s[N - 1] == 1.0f);
+    }
+    tdm_tensor_free(a);
+    tdm_tensor_free(b);
+    tdm_st_set_close(set);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     RUN(test_e4m3_decode);
     RUN(test_e4m3_encode);
     RUN(test_f8_quantize_row);
     RUN(test_linear_f8_cpu);
     RUN(test_f8_load);
+    RUN(test_f8_checkpoint);
     return test_summary();
 }

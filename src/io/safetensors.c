@@ -35,7 +35,7 @@ static const struct { const char *name; tdm_dtype dt; } st_dtypes[] = {
     {"F32", TDM_F32}, {"F16", TDM_F16}, {"BF16", TDM_BF16}, {"F64", TDM_F64},
     {"I8", TDM_I8},   {"U8", TDM_U8},   {"I16", TDM_I16},   {"U16", TDM_U16},
     {"I32", TDM_I32}, {"U32", TDM_U32}, {"I64", TDM_I64},   {"U64", TDM_U64},
-    {"BOOL", TDM_BOOL},
+    {"BOOL", TDM_BOOL}, {"F8_E4M3", TDM_F8E4M3},
 };
 
 static int st_dtype_parse(const char *s, tdm_dtype *out) {
@@ -480,6 +480,11 @@ static tdm_status st_fill_f8(tdm_tensor_t *r, const void *src, tdm_dtype sdt,
     }
     memset(q + rows * cols, 0, (size_t)(r->nbytes - rows * cols));   /* the padding too */
     float *scale = (float *)(q + tdm_f8_scale_offset(rows, cols));
+    if (sdt == TDM_F8E4M3) {   /* an FP8 checkpoint: its codes as they are, scale 1 */
+        memcpy(q, src, (size_t)(rows * cols));
+        for (int64_t i = 0; i < rows; i++) scale[i] = 1.0f;
+        goto upload;
+    }
 #pragma omp parallel for schedule(dynamic, 16) reduction(| : bad)
     for (int64_t i = 0; i < rows; i++) {
         float *f = rowf + (size_t)omp_get_thread_num() * (size_t)cols;
@@ -488,9 +493,13 @@ static tdm_status st_fill_f8(tdm_tensor_t *r, const void *src, tdm_dtype sdt,
         else
             tdm_f8_quantize_row(q + i * cols, &scale[i], f, cols);
     }
-    if (bad) st = tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\": dtype %s cannot be quantized",
-                             t->file, name, tdm_dtype_name(sdt));
-    else if (!host) st = tdm_dev_upload(r->dev, r->data, q, r->nbytes, name);
+    if (bad) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\": dtype %s cannot be quantized",
+                        t->file, name, tdm_dtype_name(sdt));
+        goto done;
+    }
+upload:
+    if (!host) st = tdm_dev_upload(r->dev, r->data, q, r->nbytes, name);
 done:
     if (!host) free(q);
     free(rowf);
