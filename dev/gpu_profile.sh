@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine after dev/gpu_run.sh built build-gpu: op-level profiles (TDM_PROFILE=1,
 # see src/backend/cuda/profile.cu) of the SD1.5 UNet step (fp16), the FLUX 4+8-block step
-# (bf16) and the FLUX VAE decode at 1024² (bf16), plus their plain timings. Folders as
+# (bf16; FLUX_DTYPES="bf16 fp8" for both) and the FLUX VAE decode at 1024² (bf16), plus their plain timings. Folders as
 # bench/run_gpu.sh, bench/run_flux_gpu.sh and bench/run_t5_vae_gpu.sh build them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,10 @@ cmake --build build-gpu -j "$(nproc)" --target bench_unet bench_flux >/dev/null
 TDM_PROFILE=1 ./build-gpu/bench_unet "$SD" 64 64 2 77 1 "$(nproc)" cuda:0 fp16
 if [ "${PROFILE_FLUX:-1}" = 1 ]; then
   [ -f "$FX/transformer/config.json" ] || $PY bench/ref_flux_cpu.py build "$FX" 4 8
-  ./build-gpu/bench_flux "$FX" 64 64 512 "$ITERS" "$(nproc)" cuda:0 bf16
-  TDM_PROFILE=1 ./build-gpu/bench_flux "$FX" 64 64 512 1 "$(nproc)" cuda:0 bf16
+  for dt in ${FLUX_DTYPES:-bf16}; do   # e.g. FLUX_DTYPES="bf16 fp8"
+    ./build-gpu/bench_flux "$FX" 64 64 512 "$ITERS" "$(nproc)" cuda:0 "$dt"
+    TDM_PROFILE=1 ./build-gpu/bench_flux "$FX" 64 64 512 1 "$(nproc)" cuda:0 "$dt"
+  done
 fi
 if [ "${PROFILE_VAE:-1}" = 1 ]; then
   VAE=${VAE:-/tmp/tdm-gpu-flux-vae}
