@@ -45,8 +45,8 @@
 
 typedef struct {
     int64_t M, K, N, ldy;
-    int epi, dtype, ytype;           /* ytype: the yhalf of tdm_cuda_linear_lt; dtype:
-                                        d->gemm_dtype, or TDM_F8E4M3 for the FP8 plans */
+    int epi, dtype, ytype;           /* ytype: the yhalf of tdm_cuda_linear_lt */
+    int f8;                          /* FP8 operands (tdm_cuda_linear_lt_f8) */
     uint32_t align;                  /* pointer alignment the algorithm may assume */
     int ok;                          /* 0: cuBLASLt has no algorithm; use the fallback */
     cublasLtMatmulDesc_t op;
@@ -99,7 +99,7 @@ static int plan_bind(lt_plan *p, const lt_args *a) {
     if (a->b && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a->b,
                                                sizeof a->b))
         return 1;
-    if (p->dtype != TDM_F8E4M3) return 0;
+    if (!p->f8) return 0;
     return cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a->sw,
                                           sizeof a->sw) ||
            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a->sx,
@@ -148,7 +148,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                          const lt_args *args) {
     tdm_cuda_lt *lt = (tdm_cuda_lt *)c->lt;
     const int f8 = args->sw != NULL;
-    int dt = f8 ? (int)TDM_F8E4M3 : (int)d->gemm_dtype, yt = yhalf;
+    int dt = (int)d->gemm_dtype, yt = yhalf;
     if (!lt) {
         lt = (tdm_cuda_lt *)calloc(1, sizeof *lt);
         if (!lt) return NULL;
@@ -164,7 +164,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     for (int i = 0; i < lt->nplan; i++) {
         lt_plan *p = &lt->plan[i];
         if (p->M == M && p->K == K && p->N == N && p->ldy == ldy && p->epi == (int)epi &&
-            p->dtype == dt && p->ytype == yt && p->align == al)
+            p->dtype == dt && p->ytype == yt && p->f8 == f8 && p->align == al)
             return p->ok ? p : NULL;
     }
     /* more shapes than a model has (many image sizes, row shares): the oldest plan
@@ -186,6 +186,7 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     p->epi = (int)epi;
     p->dtype = dt;
     p->ytype = yt;
+    p->f8 = f8;
     p->align = al;
     cudaDataType th = d->gemm_dtype == TDM_BF16 ? CUDA_R_16BF
                       : d->gemm_dtype == TDM_F16 ? CUDA_R_16F : CUDA_R_32F;
