@@ -16,6 +16,8 @@
 #include "backend/ops.h"
 #include "core/core.h"
 #include "io/safetensors.h"
+#include "models/flux.h"
+#include "nn/ptree.h"
 #include "nn/weights.h"
 #include "test.h"
 
@@ -268,6 +270,35 @@ TEST(test_f8_checkpoint) {
     rmdir(dir);
 }
 
+/* The planner weighs a --dtype fp8 FLUX transformer as it loads it: the
+ * blocks' 2-D Linear weights at tdm_f8_bytes (codes + row scales), every
+ * other tensor as in bf16. */
+TEST(test_f8_plist) {
+    const char *cfg = TDM_FIXTURES "/flux_pipelines/flux-dev-tiny/transformer/config.json";
+    tdm_plist_t a, b;
+    tdm_plist_init(&a, TDM_BF16);
+    tdm_plist_init(&b, TDM_F8E4M3);
+    CHECK_MSG(tdm_flux_plist(cfg, TDM_BF16, &a) == TDM_OK, "%s", tdm_last_error());
+    CHECK_MSG(tdm_flux_plist(cfg, TDM_F8E4M3, &b) == TDM_OK, "%s", tdm_last_error());
+    CHECK(a.n == b.n && a.n > 0);
+    int nf8 = 0;
+    for (int64_t i = 0; i < a.n && i < b.n; i++) {
+        const tdm_pentry_t *x = &a.e[i], *y = &b.e[i];
+        const char *n = x->name;
+        const size_t len = strlen(n);
+        const int blk = !strncmp(n, "transformer_blocks.", 19) || !strncmp(n, "single_transformer_blocks.", 26);
+        const int lin = blk && x->ndim == 2 && len > 7 && !strcmp(n + len - 7, ".weight");
+        const int64_t want = lin ? tdm_f8_bytes(x->shape[0], x->shape[1]) : tdm_pentry_bytes(x);
+        nf8 += lin;
+        CHECK_MSG(!strcmp(n, y->name) && tdm_pentry_bytes(y) == want && (y->dtype == TDM_F8E4M3) == lin,
+                  "%s: %lld bytes as fp8 (dtype %s), want %lld", n, (long long)tdm_pentry_bytes(y),
+                  tdm_dtype_name(y->dtype), (long long)want);
+    }
+    CHECK(nf8 > 0);
+    tdm_plist_free(&a);
+    tdm_plist_free(&b);
+}
+
 int main(void) {
     RUN(test_e4m3_decode);
     RUN(test_e4m3_encode);
@@ -275,5 +306,6 @@ int main(void) {
     RUN(test_linear_f8_cpu);
     RUN(test_f8_load);
     RUN(test_f8_checkpoint);
+    RUN(test_f8_plist);
     return test_summary();
 }
