@@ -27,7 +27,8 @@ typedef enum {
     TDM_ERR_MODEL,         /* a model folder/config/tensor disagrees with what is expected */
     TDM_ERR_UNSUPPORTED,   /* a valid but unsupported configuration (e.g. unknown _class_name) */
     TDM_ERR_NOMEM,         /* an allocation failed or a memory cap was hit */
-    TDM_ERR_INTERNAL
+    TDM_ERR_INTERNAL,
+    TDM_ERR_CANCELLED      /* the caller's cancel callback stopped the work */
 } tdm_status;
 
 /* The message of the last failure on this thread ("" if none). */
@@ -199,7 +200,7 @@ typedef struct {
     float       default_guidance; /* SD 7.5; FLUX dev 3.5, schnell 0 */
     int         default_max_sequence_length; /* FLUX dev 512, schnell 256; SD 77 */
     int         uses_guidance;    /* SD: CFG when guidance > 1; FLUX: guidance embedding present */
-    /* the GEMM dtype in use, "fp32", "fp16" or "bf16": tdm_pipeline_params_t.dtype,
+    /* the GEMM dtype in use, "fp32", "fp16", "bf16" or "fp8": tdm_pipeline_params_t.dtype,
      * or its default for the device and pipeline kind */
     const char *dtype;
 } tdm_pipeline_info_t;
@@ -265,6 +266,9 @@ typedef struct {
     int         width, height;    /* 0 = pipeline default */
     /* Called after each denoising step (may be NULL). */
     void      (*on_step)(void *user, int step, int total);
+    /* Called before each denoising step (may be NULL): nonzero stops the
+     * image there with TDM_ERR_CANCELLED (a server's cancelled job). */
+    int       (*cancel)(void *user);
     void       *user;
 } tdm_generate_params_t;
 
@@ -328,6 +332,16 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
  * that name (the A1111 convention). */
 tdm_status tdm_image_save_png(const char *path, const uint8_t *rgb, int width, int height,
                               const char *parameters);
+/* The same PNG in memory: *png (malloc'd, *len bytes; free it). */
+tdm_status tdm_image_png(const uint8_t *rgb, int width, int height, const char *parameters,
+                         uint8_t **png, size_t *len);
+/* The A1111 "parameters" text of one image (malloc'd; NULL when out of
+ * memory): the prompt, a "Negative prompt:" line when `negative` is not
+ * empty, then "Steps: S, Sampler: SCHEDULER, CFG scale: G, Seed: N, Size:
+ * WxH, Model: MODEL, Version: tandem VERSION". */
+char *tdm_parameters_text(const char *prompt, const char *negative, int steps,
+                          const char *scheduler, float guidance, uint64_t seed, int width,
+                          int height, const char *model);
 
 /* Writes one image's latents (tdm_pipeline_latent_shape for width × height)
  * as a safetensors file holding tensor "latents", atomically, with the size

@@ -75,11 +75,9 @@ static char *manifest_line(const args_t *a, const tdm_pipeline_info_t *info, int
  * limit). The "Negative prompt:" line only when there is one, as A1111. */
 static char *parameters_text(const args_t *a, const tdm_pipeline_info_t *info, const char *prompt, int steps,
                              float guidance, uint64_t seed, int W, int H) {
-    const int neg = a->negative && a->negative[0];
-    return str_printf("%s\n%s%s%sSteps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %s, "
-                      "Version: tandem %s",
-                      prompt ? prompt : "", neg ? "Negative prompt: " : "", neg ? a->negative : "", neg ? "\n" : "",
-                      steps, info->scheduler, guidance, (unsigned long long)seed, W, H, a->model, TANDEM_VERSION);
+    char *s = tdm_parameters_text(prompt, a->negative, steps, info->scheduler, guidance, seed, W, H, a->model);
+    if (!s) die(1, "out of memory");
+    return s;
 }
 
 /* Image i uses seed+i: the job's last seed must not pass 2^64-1. */

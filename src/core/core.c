@@ -38,6 +38,7 @@ const char *tdm_status_name(tdm_status st) {
     case TDM_ERR_UNSUPPORTED: return "unsupported";
     case TDM_ERR_NOMEM: return "out of memory";
     case TDM_ERR_INTERNAL: return "internal";
+    case TDM_ERR_CANCELLED: return "cancelled";
     }
     return "unknown";
 }

@@ -90,9 +90,48 @@ static int is_ascii(const char *s) {
     return 1;
 }
 
-/* Writes an 8-bit RGB image atomically; see png.h. Values that are plain
- * ASCII go into tEXt chunks, others (UTF-8) into uncompressed iTXt chunks,
- * as PIL's PngInfo.add_text does. */
+/* Checks the size and builds the text chunks of an image called `what` in
+ * messages: *text (malloc'd, NULL for none) from the key/value pairs. Values
+ * that are plain ASCII go into tEXt chunks, others (UTF-8) into uncompressed
+ * iTXt chunks, as PIL's PngInfo.add_text does. */
+static tdm_status png_prepare(const char *what, const uint8_t *rgb, int w, int h, int ntext,
+                              const char *const *text_kv, png_textp *text) {
+    *text = NULL;
+    if (!rgb) return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: no pixel data", what);
+    int64_t bytes;
+    if (w <= 0 || h <= 0 || !tdm_mul_ok((int64_t)w, (int64_t)h, &bytes) ||
+        !tdm_mul_ok(bytes, 3, &bytes) || bytes > TDM_PNG_MAX_BYTES)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: invalid image size %dx%d", what, w, h);
+    if (ntext < 0 || (ntext > 0 && !text_kv))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: invalid text chunk list (%d)", what, ntext);
+    if (ntext == 0) return TDM_OK;
+    png_textp t = calloc((size_t)ntext, sizeof *t);
+    if (!t) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", what);
+    for (int i = 0; i < ntext; i++) {
+        const char *k = text_kv[2 * i], *v = text_kv[2 * i + 1];
+        if (!k || !png_key_ok(k)) {
+            free(t);
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: text chunk key '%s' is not a PNG keyword "
+                              "(1-79 printable Latin-1 bytes)", what, k ? k : "(null)");
+        }
+        if (!v) v = "";
+        t[i].key = (png_charp)k;
+        t[i].text = (png_charp)v;
+        if (is_ascii(v)) {
+            t[i].compression = PNG_TEXT_COMPRESSION_NONE;
+            t[i].text_length = strlen(v);
+        } else {
+            t[i].compression = PNG_ITXT_COMPRESSION_NONE;
+            t[i].itxt_length = strlen(v);
+            t[i].lang = (png_charp)"";
+            t[i].lang_key = (png_charp)"";
+        }
+    }
+    *text = t;
+    return TDM_OK;
+}
+
+/* Writes an 8-bit RGB image atomically; see png.h. */
 tdm_status tdm_png_write(const char *path, const uint8_t *rgb, int w, int h,
                          int ntext, const char *const *text_kv) {
     tdm_status st = TDM_OK;
@@ -100,40 +139,7 @@ tdm_status tdm_png_write(const char *path, const uint8_t *rgb, int w, int h,
     png_textp text = NULL;
 
     if (!path || !*path) return tdm_errorf(TDM_ERR_INVALID_ARG, "png: empty output path");
-    if (!rgb) return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: no pixel data", path);
-    int64_t bytes;
-    if (w <= 0 || h <= 0 || !tdm_mul_ok((int64_t)w, (int64_t)h, &bytes) ||
-        !tdm_mul_ok(bytes, 3, &bytes) || bytes > TDM_PNG_MAX_BYTES)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: invalid image size %dx%d", path, w, h);
-    if (ntext < 0 || (ntext > 0 && !text_kv))
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "%s: invalid text chunk list (%d)", path, ntext);
-
-    if (ntext > 0) {
-        text = calloc((size_t)ntext, sizeof *text);
-        if (!text) return tdm_errorf(TDM_ERR_NOMEM, "%s: out of memory", path);
-        for (int i = 0; i < ntext; i++) {
-            const char *k = text_kv[2 * i], *v = text_kv[2 * i + 1];
-            if (!k || !png_key_ok(k)) {
-                st = tdm_errorf(TDM_ERR_INVALID_ARG,
-                                "%s: text chunk key '%s' is not a PNG keyword (1-79 printable "
-                                "Latin-1 bytes)", path, k ? k : "(null)");
-                goto fail;
-            }
-            if (!v) v = "";
-            text[i].key = (png_charp)k;
-            text[i].text = (png_charp)v;
-            if (is_ascii(v)) {
-                text[i].compression = PNG_TEXT_COMPRESSION_NONE;
-                text[i].text_length = strlen(v);
-            } else {
-                text[i].compression = PNG_ITXT_COMPRESSION_NONE;
-                text[i].itxt_length = strlen(v);
-                text[i].lang = (png_charp)"";
-                text[i].lang_key = (png_charp)"";
-            }
-        }
-    }
-
+    TDM_TRY(png_prepare(path, rgb, w, h, ntext, text_kv, &text));
     TDM_TRY(tdm_atomic_open(&af, path));
     png_err_t e = {{0}};
     if (png_encode(tdm_atomic_stream(af), rgb, w, h, text, ntext, &e) != 0) {
@@ -149,6 +155,37 @@ tdm_status tdm_png_write(const char *path, const uint8_t *rgb, int w, int h,
 
 fail:
     tdm_atomic_abort(af);
+    free(text);
+    return st;
+}
+
+tdm_status tdm_png_encode(const uint8_t *rgb, int w, int h, int ntext,
+                          const char *const *text_kv, uint8_t **out, size_t *len) {
+    tdm_status st = TDM_OK;
+    png_textp text = NULL;
+    char *buf = NULL;
+    size_t n = 0;
+    *out = NULL;
+    *len = 0;
+    TDM_TRY(png_prepare("png (memory)", rgb, w, h, ntext, text_kv, &text));
+    FILE *f = open_memstream(&buf, &n);
+    if (!f) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "png (memory): %s", strerror(errno));
+        goto fail;
+    }
+    png_err_t e = {{0}};
+    const int bad = png_encode(f, rgb, w, h, text, ntext, &e) != 0;
+    if (fclose(f) != 0 || bad) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "png (memory): encoding failed: %s",
+                        bad ? e.msg : strerror(errno));
+        goto fail;
+    }
+    *out = (uint8_t *)buf;
+    *len = n;
+    free(text);
+    return TDM_OK;
+fail:
+    free(buf);
     free(text);
     return st;
 }

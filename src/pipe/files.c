@@ -18,6 +18,31 @@ tdm_status tdm_image_save_png(const char *path, const uint8_t *rgb, int width, i
     return tdm_png_write(path, rgb, width, height, parameters ? 1 : 0, kv);
 }
 
+tdm_status tdm_image_png(const uint8_t *rgb, int width, int height, const char *parameters,
+                         uint8_t **png, size_t *len) {
+    const char *kv[] = {"parameters", parameters ? parameters : ""};
+    return tdm_png_encode(rgb, width, height, parameters ? 1 : 0, kv, png, len);
+}
+
+char *tdm_parameters_text(const char *prompt, const char *negative, int steps,
+                          const char *scheduler, float guidance, uint64_t seed, int width,
+                          int height, const char *model) {
+    const int neg = negative && negative[0];
+    char *s = NULL;
+    for (int pass = 0, n = 0; pass < 2; pass++) {   /* measure, then write */
+        n = snprintf(s, s ? (size_t)n + 1 : 0, "%s\n%s%s%sSteps: %d, Sampler: %s, CFG scale: %g, "
+                     "Seed: %llu, Size: %dx%d, Model: %s, Version: tandem %s", prompt ? prompt : "",
+                     neg ? "Negative prompt: " : "", neg ? negative : "", neg ? "\n" : "", steps,
+                     scheduler ? scheduler : "", guidance, (unsigned long long)seed, width, height,
+                     model ? model : "", TANDEM_VERSION);
+        if (n < 0 || (!s && !(s = malloc((size_t)n + 1)))) {
+            free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
 tdm_status tdm_file_write_atomic(const char *path, const void *data, size_t len) {
     return tdm_atomic_write(path, data, len);
 }

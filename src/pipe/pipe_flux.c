@@ -134,6 +134,10 @@ tdm_status tdm_flux_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int
     const float gv = g;
     const int n = tdm_sched_len(pipe->sched);
     for (int i = 0; i < n; i++) {
+        if (p->cancel && p->cancel(p->user)) {
+            st = tdm_errorf(TDM_ERR_CANCELLED, "cancelled before denoising step %d of %d", i + 1, n);
+            goto fail;
+        }
         const float t = tdm_sched_timestep(pipe->sched, i) / 1000.0f;
         TDM_TRY(tdm_dev_upload(dev, d_lat, latents, pb, "latents"));
         /* every rank of the image's context-parallel grid makes this call

@@ -108,6 +108,10 @@ tdm_status tdm_sd_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *e, int i
 
     const int n = tdm_sched_len(pipe->sched);
     for (int i = 0; i < n; i++) {
+        if (p->cancel && p->cancel(p->user)) {
+            st = tdm_errorf(TDM_ERR_CANCELLED, "cancelled before denoising step %d of %d", i + 1, n);
+            goto fail;
+        }
         const float t = tdm_sched_timestep(pipe->sched, i);
         for (int b = 0; b < nrun; b++) {
             memcpy(in + b * item, latents, (size_t)item * 4);
