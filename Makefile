@@ -7,7 +7,7 @@ BUILD       ?= build
 BUILD_ASAN  ?= build-asan
 BUILD_CUDA  ?= build-cuda
 JOBS        ?= $(shell nproc)
-DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev libopenmpi-dev openmpi-bin python3 python3-pip
+DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev libmicrohttpd-dev libopenmpi-dev openmpi-bin python3 python3-pip
 FUZZ_SECONDS ?= 60
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_MODEL  := tests/fixtures/pipelines/sd15-tiny

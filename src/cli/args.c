@@ -18,7 +18,7 @@
 #include "cli.h"
 
 enum { GEN = 1u << CLI_GENERATE, ENC = 1u << CLI_ENCODE, DEC = 1u << CLI_DECODE, PLAN = 1u << CLI_PLAN,
-       LAUNCH = 1u << CLI_LAUNCH, ALL = GEN | ENC | DEC | PLAN | LAUNCH };
+       LAUNCH = 1u << CLI_LAUNCH, SRV = 1u << CLI_SERVE, ALL = GEN | ENC | DEC | PLAN | LAUNCH | SRV };
 
 typedef struct {
     const char *name;
@@ -29,37 +29,37 @@ typedef struct {
 /* Every flag of every command. A new flag is one row here and one case in
  * cli_parse_args (or in the command's own loop, for launch). */
 static const cli_flag_t k_flags[] = {
-    {"--model", 1, GEN | ENC | DEC | PLAN},
+    {"--model", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--prompt", 1, GEN | ENC},
     {"--prompts-file", 1, GEN | ENC},
     {"--prompt-2", 1, GEN | ENC},
-    {"--negative-prompt", 1, GEN | ENC},
-    {"--seed", 1, GEN},
-    {"--steps", 1, GEN},
-    {"--guidance", 1, GEN | PLAN},
-    {"--width", 1, GEN | DEC | PLAN},
-    {"--height", 1, GEN | DEC | PLAN},
+    {"--negative-prompt", 1, GEN | ENC | SRV},
+    {"--seed", 1, GEN | SRV},
+    {"--steps", 1, GEN | SRV},
+    {"--guidance", 1, GEN | PLAN | SRV},
+    {"--width", 1, GEN | DEC | PLAN | SRV},
+    {"--height", 1, GEN | DEC | PLAN | SRV},
     {"--max-sequence-length", 1, GEN | ENC | PLAN},
-    {"--scheduler", 1, GEN},
+    {"--scheduler", 1, GEN | SRV},
     {"--num-images-per-prompt", 1, GEN},
     {"--output-type", 1, GEN},
     {"--out", 1, GEN | ENC | DEC},
-    {"--threads", 1, GEN | ENC | DEC},
-    {"--variant", 1, GEN | ENC | DEC | PLAN},
-    {"--device", 1, GEN | ENC | DEC | PLAN},
-    {"--dtype", 1, GEN | ENC | DEC | PLAN},
+    {"--threads", 1, GEN | ENC | DEC | SRV},
+    {"--variant", 1, GEN | ENC | DEC | PLAN | SRV},
+    {"--device", 1, GEN | ENC | DEC | PLAN | SRV},
+    {"--dtype", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--embeddings", 1, GEN},
     {"--latents", 1, DEC},
-    {"--quiet", 0, GEN | ENC | DEC},
+    {"--quiet", 0, GEN | ENC | DEC | SRV},
     {"--report-memory", 0, GEN | ENC | DEC},
     {"--keep-resident", 0, GEN},
     {"--schedule", 1, GEN},
     {"--resume", 0, GEN},
     {"--overwrite", 0, GEN},
     {"--devices", 1, GEN},
-    {"--device-map", 1, GEN | PLAN},
-    {"--max-memory", 1, GEN | PLAN},
-    {"--gpus-per-rank", 1, GEN},
+    {"--device-map", 1, GEN | PLAN | SRV},
+    {"--max-memory", 1, GEN | PLAN | SRV},
+    {"--gpus-per-rank", 1, GEN | SRV},
     {"--parallel", 1, GEN | PLAN},
     {"--ranks", 1, PLAN},
     {"--images", 1, PLAN},
@@ -68,6 +68,15 @@ static const cli_flag_t k_flags[] = {
     {"--print-device-map", 0, GEN},
     {"--reprobe", 0, GEN},
     {"--only", 1, PLAN},
+    {"--host", 1, SRV},
+    {"--port", 1, SRV},
+    {"--token", 1, SRV},
+    {"--queue", 1, SRV},
+    {"--max-steps", 1, SRV},
+    {"--max-pixels", 1, SRV},
+    {"--max-images", 1, SRV},
+    {"--keep", 1, SRV},
+    {"--grace", 1, SRV},
     {"-n", 1, LAUNCH},
     {"--np", 1, LAUNCH},
     {"--gpus", 1, LAUNCH},
@@ -77,7 +86,24 @@ static const cli_flag_t k_flags[] = {
 };
 #define NFLAGS ((int)(sizeof k_flags / sizeof k_flags[0]))
 
-static const char *const k_cmd_names[CLI_NCMDS] = {"generate", "encode", "decode", "launch", "plan"};
+static const char *const k_cmd_names[CLI_NCMDS] = {"generate", "encode", "decode", "launch", "plan",
+                                                   "serve"};
+
+/* A duration: seconds as a number, or with a unit s, m, h ("90", "10m").
+ * 0 on success, else the one-line message. */
+static int parse_seconds(const char *flag, const char *v, double *out, char *err, size_t cap) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    const double unit = !*end ? 1 : !strcmp(end, "s") ? 1 : !strcmp(end, "m") ? 60
+                      : !strcmp(end, "h") ? 3600 : 0;
+    if (end == v || errno || !unit || !(x >= 0) || x * unit > 1e9) {
+        snprintf(err, cap, "%s %.100s: expected a duration such as 90, 30s, 10m or 2h", flag, v);
+        return 2;
+    }
+    *out = x * unit;
+    return 0;
+}
 
 int cli_cmd_index(const char *name) {
     for (int c = 0; c < CLI_NCMDS; c++)
@@ -249,6 +275,8 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
     a->cmd = cmd;
     a->guidance = NAN;
     a->per_prompt = 1;
+    a->port = a->queue = a->max_steps = a->max_images = -1;
+    a->keep = a->grace = -1;
     if (c < 0 || c == CLI_LAUNCH) FAIL(2, "internal: no flag parse for command %.60s", cmd);
     long x;
     int rc;
@@ -310,6 +338,20 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--devices")) a->devices = v;
         else if (!strcmp(f, "--max-memory")) a->max_memory = v;
         else if (!strcmp(f, "--only")) a->only = v;
+        else if (!strcmp(f, "--host")) a->host = v;
+        else if (!strcmp(f, "--token")) a->token = v;
+        else if (!strcmp(f, "--port")) INT_FLAG(a->port, 0, 65535);
+        else if (!strcmp(f, "--queue")) INT_FLAG(a->queue, 1, 100000);
+        else if (!strcmp(f, "--max-steps")) INT_FLAG(a->max_steps, 1, 1000);
+        else if (!strcmp(f, "--max-images")) INT_FLAG(a->max_images, 1, 1000);
+        else if (!strcmp(f, "--max-pixels")) {
+            if ((rc = cli_parse_long(f, v, 64, 1L << 40, &x, err, cap)) != 0) return rc;
+            a->max_pixels = x;
+        } else if (!strcmp(f, "--keep")) {
+            if ((rc = parse_seconds(f, v, &a->keep, err, cap)) != 0) return rc;
+        } else if (!strcmp(f, "--grace")) {
+            if ((rc = parse_seconds(f, v, &a->grace, err, cap)) != 0) return rc;
+        }
         else if (!strcmp(f, "--gpus-per-rank")) INT_FLAG(a->gpus_per_rank, 1, 64);
         else if (!strcmp(f, "--comm")) {
             if (strcmp(v, "auto") && strcmp(v, "mpi") && strcmp(v, "nccl"))

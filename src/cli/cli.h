@@ -64,10 +64,15 @@ typedef struct {
     const char  *comm;          /* --comm auto|mpi|nccl (checked), or NULL */
     int          ranks, images; /* plan --parallel auto: --ranks N, --images N (0: not given) */
     int          parallel_vae;  /* --parallel-vae: the image's ranks decode it together */
+    /* serve */
+    const char  *host, *token;  /* --host, --token */
+    int          port, queue, max_steps, max_images;   /* -1: not given */
+    int64_t      max_pixels;    /* 0: not given */
+    double       keep, grace;   /* seconds; -1: not given */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */
-typedef enum { CLI_GENERATE, CLI_ENCODE, CLI_DECODE, CLI_LAUNCH, CLI_PLAN, CLI_NCMDS } cli_cmd;
+typedef enum { CLI_GENERATE, CLI_ENCODE, CLI_DECODE, CLI_LAUNCH, CLI_PLAN, CLI_SERVE, CLI_NCMDS } cli_cmd;
 
 /* ---- main.c: the command table and its usage texts ---- */
 /* The overview: every command with its one-line summary. */
@@ -186,5 +191,6 @@ int cmd_encode(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_launch(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

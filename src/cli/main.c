@@ -90,6 +90,21 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "Every layout of N ranks (dp x cfg x ring x ulysses x tp) with its predicted step time,\n"
         "the job's time a step and a rank's memory (a cost model with the device's default\n"
         "numbers), and the layout that finishes the job first among those tandem runs.\n"},
+    [CLI_SERVE] = {"serve", cmd_serve, "an HTTP server over the resident model (jobs, OpenAI, A1111 APIs)",
+        "    --model DIR [--host 127.0.0.1] [--port 7860] [--token TOKEN] [--queue N]\n"
+        "                  [--max-steps N] [--max-pixels N] [--max-images N] [--keep 10m]\n"
+        "                  [--grace 30s] [--steps N] [--width W] [--height H] [--guidance G]\n"
+        "                  [--negative-prompt TEXT] [--seed N] [--scheduler NAME]\n"
+        "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N] [--variant NAME]\n"
+        "                  [--threads N] [--device-map ... --max-memory ...] [--quiet]\n"
+        "Loads every stage once and keeps it resident; one worker runs the jobs in order from a\n"
+        "queue of --queue (full: 429). Routes: POST /v1/jobs, GET /v1/jobs/ID (state, progress),\n"
+        "GET /v1/jobs/ID/events (server-sent progress), GET /v1/jobs/ID/images/K.png, DELETE\n"
+        "/v1/jobs/ID (cancel), POST /v1/images/generations (OpenAI), POST /sdapi/v1/txt2img and\n"
+        "GET /sdapi/v1/progress (A1111), GET /health, GET /metrics (Prometheus). Binds 127.0.0.1\n"
+        "unless --host; another address needs --token (Bearer, on every route but /health).\n"
+        "Image k of a request is `tandem generate`'s image of the same parameters with seed + k.\n"
+        "SIGTERM/SIGINT: stop accepting, finish the running job within --grace, exit 0.\n"},
 };
 
 void cli_command_usage(int cmd, FILE *f) {

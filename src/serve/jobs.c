@@ -1,0 +1,210 @@
+/* jobs.c — the server's job table and bounded queue (jobs.h). */
+#include "serve/jobs.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *job_state_name(job_state s) {
+    static const char *const names[JOB_NSTATES] = {"queued", "running", "done", "failed",
+                                                   "cancelled"};
+    return (unsigned)s < JOB_NSTATES ? names[s] : "?";
+}
+
+double jobs_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int jobs_init(jobs_t *q, int qmax, double keep) {
+    memset(q, 0, sizeof *q);
+    q->qmax = qmax;
+    q->keep = keep;
+    if (pthread_mutex_init(&q->mu, NULL)) return -1;
+    if (pthread_cond_init(&q->work, NULL)) return -1;
+    if (pthread_cond_init(&q->change, NULL)) return -1;
+    return 0;
+}
+
+static void job_free(job_t *j) {
+    if (!j) return;
+    free(j->req.prompt);
+    free(j->req.negative);
+    for (int k = 0; j->png && k < j->req.n; k++) free(j->png[k]);
+    for (int k = 0; j->params && k < j->req.n; k++) free(j->params[k]);
+    free(j->png);
+    free(j->png_len);
+    free(j->params);
+    free(j->error);
+    free(j);
+}
+
+void jobs_free(jobs_t *q) {
+    for (int i = 0; i < q->nall; i++) job_free(q->all[i]);
+    free(q->all);
+    pthread_cond_destroy(&q->work);
+    pthread_cond_destroy(&q->change);
+    pthread_mutex_destroy(&q->mu);
+    memset(q, 0, sizeof *q);
+}
+
+/* 32 hex digits from the kernel's random source (ids are not guessable:
+ * a job's images are its submitter's). 0 on success. */
+static int new_id(char id[33]) {
+    unsigned char b[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, b, sizeof b) : -1;
+    if (fd >= 0) close(fd);
+    if (n != (ssize_t)sizeof b) return -1;
+    for (int i = 0; i < 16; i++) snprintf(id + 2 * i, 3, "%02x", b[i]);
+    return 0;
+}
+
+int jobs_submit(jobs_t *q, job_req_t *req, job_t **out) {
+    job_t *j = calloc(1, sizeof *j);
+    int rc = -1;
+    *out = NULL;
+    if (j) {
+        j->req = *req;
+        memset(req, 0, sizeof *req);   /* owned by j now */
+        j->png = calloc((size_t)j->req.n, sizeof *j->png);
+        j->png_len = calloc((size_t)j->req.n, sizeof *j->png_len);
+        j->params = calloc((size_t)j->req.n, sizeof *j->params);
+    } else {
+        free(req->prompt);
+        free(req->negative);
+        memset(req, 0, sizeof *req);
+    }
+    if (!j || !j->png || !j->png_len || !j->params || new_id(j->id)) {
+        job_free(j);
+        return -1;
+    }
+    pthread_mutex_lock(&q->mu);
+    jobs_expire(q);
+    if (q->stopping) {
+        rc = -1;
+    } else if (q->qlen >= q->qmax) {
+        q->rejected++;
+        rc = 1;
+    } else if (q->nall == q->cap) {
+        int cap = q->cap ? 2 * q->cap : 64;
+        job_t **a = realloc(q->all, (size_t)cap * sizeof *a);
+        if (a) {
+            q->all = a;
+            q->cap = cap;
+        }
+    }
+    if (rc != 1 && !q->stopping && q->nall < q->cap) {
+        j->state = JOB_QUEUED;
+        j->t_submit = jobs_now();
+        q->all[q->nall++] = j;
+        if (q->tail) q->tail->next = j;
+        else q->head = j;
+        q->tail = j;
+        q->qlen++;
+        q->submitted++;
+        pthread_cond_signal(&q->work);
+        *out = j;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (rc != 0) job_free(j);
+    return rc;
+}
+
+job_t *jobs_find(jobs_t *q, const char *id) {
+    for (int i = 0; id && i < q->nall; i++)
+        if (!strcmp(q->all[i]->id, id)) return q->all[i];
+    return NULL;
+}
+
+/* Unlinks queued job j from the queue (q->mu held). */
+static void unqueue(jobs_t *q, job_t *j) {
+    job_t *prev = NULL;
+    for (job_t *c = q->head; c; prev = c, c = c->next)
+        if (c == j) {
+            if (prev) prev->next = c->next;
+            else q->head = c->next;
+            if (q->tail == c) q->tail = prev;
+            q->qlen--;
+            c->next = NULL;
+            return;
+        }
+}
+
+/* Ends j in state s (q->mu held). */
+static void end_locked(jobs_t *q, job_t *j, job_state s, const char *error) {
+    j->state = s;
+    j->t_end = jobs_now();
+    if (error && !j->error) j->error = strdup(error);
+    q->ended[s]++;
+    pthread_cond_broadcast(&q->change);
+}
+
+int jobs_cancel(jobs_t *q, const char *id) {
+    pthread_mutex_lock(&q->mu);
+    job_t *j = jobs_find(q, id);
+    int st = -1;
+    if (j) {
+        j->cancel = 1;
+        if (j->state == JOB_QUEUED) {
+            unqueue(q, j);
+            end_locked(q, j, JOB_CANCELLED, NULL);
+        }
+        st = (int)j->state;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return st;
+}
+
+job_t *jobs_take(jobs_t *q) {
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->stopping) pthread_cond_wait(&q->work, &q->mu);
+    job_t *j = q->head;
+    if (j) {
+        unqueue(q, j);
+        j->state = JOB_RUNNING;
+        j->t_start = jobs_now();
+        pthread_cond_broadcast(&q->change);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return j;
+}
+
+void jobs_end(jobs_t *q, job_t *j, job_state s, const char *error) {
+    pthread_mutex_lock(&q->mu);
+    q->busy_seconds += jobs_now() - j->t_start;
+    end_locked(q, j, s, error);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void jobs_expire(jobs_t *q) {
+    const double now = jobs_now();
+    int k = 0;
+    for (int i = 0; i < q->nall; i++) {
+        job_t *j = q->all[i];
+        if (j->state >= JOB_DONE && !j->refs && now - j->t_end > q->keep) job_free(j);
+        else q->all[k++] = j;
+    }
+    q->nall = k;
+}
+
+void jobs_stop(jobs_t *q, int cancel_running) {
+    pthread_mutex_lock(&q->mu);
+    q->stopping = 1;
+    while (q->head) {
+        job_t *j = q->head;
+        unqueue(q, j);
+        j->cancel = 1;
+        end_locked(q, j, JOB_CANCELLED, "the server is shutting down");
+    }
+    for (int i = 0; cancel_running && i < q->nall; i++)
+        if (q->all[i]->state == JOB_RUNNING) q->all[i]->cancel = 1;
+    pthread_cond_broadcast(&q->work);
+    pthread_cond_broadcast(&q->change);
+    pthread_mutex_unlock(&q->mu);
+}
