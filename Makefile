@@ -31,7 +31,7 @@ deps:
 
 # Configures $(BUILD), showing only tandem's own lines (CUDA, MPI on/off).
 configure: deps
-	@out=$$(cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=$(TDM_CUDA) 2>&1) || \
+	@out=$$(cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DTDM_CUDA=$(TDM_CUDA) -DTDM_SERVE=ON 2>&1) || \
 	  { echo "$$out"; exit 1; }; echo "$$out" | grep '^-- tandem:' || true
 
 build: configure
@@ -67,7 +67,7 @@ test: check-layers build vocab
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-asan: deps vocab
-	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTDM_SANITIZE=ON >/dev/null
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTDM_SANITIZE=ON -DTDM_SERVE=ON >/dev/null
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ctest --output-on-failure -j $(JOBS)

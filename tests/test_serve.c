@@ -435,6 +435,13 @@ TEST(token_and_host) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
+    char probe[1024], out[512] = "";
+    snprintf(probe, sizeof probe, "\"%s\" serve --model /nonexistent 2>&1", TDM_TANDEM_BIN);
+    FILE *pp = popen(probe, "r");
+    size_t pn = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
+    out[pn] = 0;
+    if (pp) pclose(pp);
+    if (strstr(out, "no HTTP server")) return test_skip("this build has no tandem serve (no libmicrohttpd)");
     if (!mkdtemp(g_tmp)) {
         printf("mkdtemp: %s\n", strerror(errno));
         return 1;

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "cli.h"
+
+#ifdef TDM_HAVE_SERVE
 #include "serve/serve.h"
 
 static volatile sig_atomic_t g_stop;
@@ -73,3 +75,14 @@ int cmd_serve(int argc, char **argv) {
     if (!a.quiet) fprintf(stderr, "tandem: stopped\n");
     return 0;
 }
+
+#else /* built without libmicrohttpd */
+
+int cmd_serve(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    die(1, "this build has no HTTP server: install libmicrohttpd (Debian: libmicrohttpd-dev) and "
+        "rebuild with -DTDM_SERVE=ON");
+}
+
+#endif
