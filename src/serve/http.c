@@ -25,6 +25,10 @@
 
 #define PROMPT_MAX (64 * 1024)
 
+/* src/serve/page.html, embedded by the build (CMakeLists.txt) */
+extern const unsigned char tdm_serve_page[];
+extern const unsigned long tdm_serve_page_len;
+
 void tdm_serve_params_init(tdm_serve_params_t *p) {
     memset(p, 0, sizeof *p);
     p->host = "127.0.0.1";
@@ -314,11 +318,14 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
         for (const job_t *x = s->q.head; x && x != j; x = x->next) pos++;
         cJSON_AddNumberToObject(o, "queue_position", pos);
     }
+    cJSON *params = cJSON_CreateArray();
     for (int k = 0; k < j->ndone; k++) {
         snprintf(url, sizeof url, "/v1/jobs/%s/images/%d.png", j->id, k);
         cJSON_AddItemToArray(imgs, cJSON_CreateString(url));
+        cJSON_AddItemToArray(params, cJSON_CreateString(j->params[k] ? j->params[k] : ""));
     }
     cJSON_AddItemToObject(o, "images", imgs);
+    cJSON_AddItemToObject(o, "parameters", params);
     if (j->error) cJSON_AddStringToObject(o, "error", j->error);
     return o;
 }
@@ -696,6 +703,16 @@ static enum MHD_Result dispatch(server_t *s, struct MHD_Connection *c, const cha
                                 const char *m, conn_t *k) {
     const int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST");
     if (!strcmp(url, "/health")) return get ? route_health(s, c) : send_error(c, 405, "use GET");
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {   /* static: its API calls carry the token */
+        if (!get) return send_error(c, 405, "use GET");
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            tdm_serve_page_len, (void *)tdm_serve_page, MHD_RESPMEM_PERSISTENT);
+        if (!r) return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     if (!authorized(s, c))
         return send_error(c, 401, "this server needs \"Authorization: Bearer TOKEN\"");
     if (!strcmp(url, "/metrics")) return get ? route_metrics(s, c) : send_error(c, 405, "use GET");
