@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,6 +434,131 @@ TEST(token_and_host) {
               "rc %d: %s", rc, out);
 }
 
+/* ---- load: 32 clients at once ------------------------------------------------ */
+
+enum { LOAD_CLIENTS = 32, LOAD_REQS = 10, LOAD_SEEDS = 8 };
+
+typedef struct {
+    const server_t *s;
+    uint8_t        *ref[LOAD_SEEDS];   /* the PNG of each seed, made one at a time first */
+    size_t          ref_len[LOAD_SEEDS];
+    int             ok, rejected, other, wrong;   /* under mu */
+    double          lat[LOAD_CLIENTS * LOAD_REQS];
+    int             nlat;
+    pthread_mutex_t mu;
+} load_t;
+
+typedef struct {
+    load_t  *L;
+    unsigned seed;
+} client_t;
+
+/* One synchronous txt2img of `seed`: 200 with the PNG (*png, *n), 429, or other. */
+static int txt2img(const server_t *s, int seed, uint8_t **png, size_t *n) {
+    char body[128];
+    resp_t r;
+    snprintf(body, sizeof body, "{\"prompt\":\"load\",\"seed\":%d,\"steps\":1}", seed);
+    *png = NULL;
+    if (http(s, "POST", "/sdapi/v1/txt2img", NULL, body, strlen(body), &r)) return -1;
+    const int st = r.status;
+    cJSON *o = st == 200 ? cJSON_Parse(r.body) : NULL;
+    const cJSON *img = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "images"), 0);
+    if (cJSON_IsString(img)) *png = unb64(img->valuestring, n);
+    cJSON_Delete(o);
+    resp_free(&r);
+    return st;
+}
+
+static double mono(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void *client(void *arg) {
+    client_t *c = arg;
+    load_t *L = c->L;
+    for (int i = 0; i < LOAD_REQS; i++) {
+        const int seed = (int)(rand_r(&c->seed) % LOAD_SEEDS);
+        const double t0 = mono();
+        for (;;) {   /* a 429 is retried after a pause, as Retry-After says */
+            uint8_t *png = NULL;
+            size_t n = 0;
+            const int st = txt2img(L->s, seed, &png, &n);
+            pthread_mutex_lock(&L->mu);
+            if (st == 429) L->rejected++;
+            else if (st != 200 || !png) L->other++;
+            else if (n != L->ref_len[seed] || memcmp(png, L->ref[seed], n)) L->wrong++;
+            else L->ok++;
+            if (st != 429) L->lat[L->nlat++] = mono() - t0;
+            pthread_mutex_unlock(&L->mu);
+            free(png);
+            if (st != 429) break;
+            usleep(50000);
+        }
+    }
+    return NULL;
+}
+
+static long rss_kib(pid_t pid) {
+    char path[64], line[256];
+    long kib = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kib = atol(line + 6);
+    if (f) fclose(f);
+    return kib;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* 32 clients x 10 synchronous requests (twice: warm-up, measured) against a queue of 8: every request
+ * answered 200 or 429 (429s retried until 200), each image the one of its
+ * own seed (no lost, duplicated or mixed-up job), the server's RSS flat
+ * after warm-up; p50/p99 latency and throughput printed. */
+TEST(load) {
+    server_t s;
+    const char *args[] = {"--queue", "8", "--keep", "0", NULL};
+    if (server_start(&s, args)) return;
+    static load_t L;
+    memset(&L, 0, sizeof L);
+    L.s = &s;
+    pthread_mutex_init(&L.mu, NULL);
+    for (int k = 0; k < LOAD_SEEDS; k++)
+        CHECK_MSG(txt2img(&s, k, &L.ref[k], &L.ref_len[k]) == 200 && L.ref[k], "seed %d", k);
+    pthread_t t[LOAD_CLIENTS];
+    client_t c[LOAD_CLIENTS];
+    long rss0 = -1;
+    const double t0 = mono();
+    for (int round = 0; round < 2; round++) {   /* round 0 warms up; round 1 is measured */
+        L.nlat = 0;
+        for (int i = 0; i < LOAD_CLIENTS; i++) {
+            c[i].L = &L;
+            c[i].seed = (unsigned)(i * 7919 + round);
+            pthread_create(&t[i], NULL, client, &c[i]);
+        }
+        for (int i = 0; i < LOAD_CLIENTS; i++) pthread_join(t[i], NULL);
+        if (round == 0) rss0 = rss_kib(s.pid);
+    }
+    const double wall = mono() - t0;
+    const long rss1 = rss_kib(s.pid);
+    qsort(L.lat, (size_t)L.nlat, sizeof *L.lat, cmp_double);
+    printf("  load: %d requests (%d answered 429 first), %.1f images/s, p50 %.3f s, p99 %.3f s, "
+           "RSS %ld -> %ld KiB\n", L.ok, L.rejected, L.ok / wall, L.lat[L.nlat / 2],
+           L.lat[(int)(L.nlat * 0.99)], rss0, rss1);
+    CHECK_MSG(L.ok == 2 * LOAD_CLIENTS * LOAD_REQS && !L.wrong && !L.other,
+              "%d ok, %d wrong images, %d other answers", L.ok, L.wrong, L.other);
+    CHECK_MSG(L.rejected > 0, "a queue of 8 under 32 clients never answered 429");
+    CHECK_MSG(rss0 > 0 && rss1 <= rss0 + rss0 / 20, "RSS grew from %ld to %ld KiB", rss0, rss1);
+    for (int k = 0; k < LOAD_SEEDS; k++) free(L.ref[k]);
+    pthread_mutex_destroy(&L.mu);
+    CHECK(server_stop(&s) == 0);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     char probe[1024], out[512] = "";
@@ -449,6 +575,7 @@ int main(void) {
     RUN(routes_and_images);
     RUN(cancel_queue_stop);
     RUN(token_and_host);
+    RUN(load);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0) printf("could not remove %s\n", g_tmp);
