@@ -21,6 +21,7 @@
 #include "test.h"
 
 static const char *MODEL = TDM_FIXTURES "/pipelines/sd15-tiny";
+static const char *g_src;   /* the client's source address (NULL: any) */
 static char g_tmp[] = "/tmp/tdm-test-serve-XXXXXX";
 
 typedef struct {
@@ -96,6 +97,14 @@ static int http(const server_t *s, const char *method, const char *path, const c
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     struct timeval tv = {120, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    if (g_src && fd >= 0) {   /* another loopback address: another client */
+        inet_pton(AF_INET, g_src, &src.sin_addr);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src)) {
+            close(fd);
+            return -1;
+        }
+    }
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
         if (fd >= 0) close(fd);
         return -1;
@@ -434,6 +443,41 @@ TEST(token_and_host) {
               "rc %d: %s", rc, out);
 }
 
+/* The worker's order: priority first, then the client served longest ago
+ * (127.0.0.2's one job before 127.0.0.1's earlier ones), then FIFO. */
+TEST(priority_and_fairness) {
+    server_t s;
+    const char *args[] = {"--queue", "64", "--steps", "60", NULL};
+    if (server_start(&s, args)) return;
+    char id[6][40];
+    static const char *const who[6] = {NULL, NULL, NULL, NULL, "127.0.0.2", NULL};
+    static const char *const body[6] = {
+        "{\"prompt\":\"L\",\"n\":4}", "{\"prompt\":\"a1\"}", "{\"prompt\":\"a2\"}",
+        "{\"prompt\":\"a3\"}", "{\"prompt\":\"b1\"}", "{\"prompt\":\"p\",\"priority\":5}"};
+    for (int i = 0; i < 6; i++) {
+        g_src = who[i];
+        cJSON *o = http_json(&s, "POST", "/v1/jobs", body[i], 202);
+        snprintf(id[i], sizeof id[i], "%s", jstr(o, "id"));
+        cJSON_Delete(o);
+        if (i == 0) usleep(200000);   /* L running */
+    }
+    g_src = NULL;
+    double order[6] = {0};
+    for (int i = 0; i < 6; i++) {
+        cJSON *o = wait_job(&s, id[i]);
+        const cJSON *r = cJSON_GetObjectItem(o, "run_order");
+        order[i] = cJSON_IsNumber(r) ? r->valuedouble : -1;
+        CHECK_MSG(!strcmp(jstr(o, "state"), "done"), "job %d: %s", i, jstr(o, "state"));
+        cJSON_Delete(o);
+    }
+    /* L, then p (priority 5), b1 (the other client), a1, a2, a3 */
+    CHECK_MSG(order[0] < order[5] && order[5] < order[4] && order[4] < order[1] &&
+              order[1] < order[2] && order[2] < order[3],
+              "run order L %g a1 %g a2 %g a3 %g b1 %g p %g", order[0], order[1], order[2],
+              order[3], order[4], order[5]);
+    CHECK(server_stop(&s) == 0);
+}
+
 /* ---- load: 32 clients at once ------------------------------------------------ */
 
 enum { LOAD_CLIENTS = 32, LOAD_REQS = 10, LOAD_SEEDS = 8 };
@@ -575,6 +619,7 @@ int main(void) {
     RUN(routes_and_images);
     RUN(cancel_queue_stop);
     RUN(token_and_host);
+    RUN(priority_and_fairness);
     RUN(load);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

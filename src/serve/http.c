@@ -173,6 +173,7 @@ static int get_str(const cJSON *o, const char *name, const char **v, char *msg, 
  * batch_size × n_iter). 0, or -1 with msg (a 400 answer). */
 static int parse_req(const server_t *s, const cJSON *o, const fields_t *f, int images,
                      job_req_t *r, char *msg, size_t cap) {
+    double prio = 0;
     const tdm_serve_params_t *p = s->p;
     const char *prompt = NULL, *neg = p->negative;
     double seed = (double)p->seed, steps = p->steps > 0 ? p->steps : s->info.default_steps;
@@ -189,7 +190,8 @@ static int parse_req(const server_t *s, const cJSON *o, const fields_t *f, int i
         if (k && strcmp(k, "prompt") && (!f->negative || strcmp(k, f->negative)) &&
             (!f->seed || strcmp(k, f->seed)) && (!f->steps || strcmp(k, f->steps)) &&
             (!f->guidance || strcmp(k, f->guidance)) && (!f->width || strcmp(k, f->width)) &&
-            (!f->height || strcmp(k, f->height)) && (!f->n || strcmp(k, f->n)))
+            (!f->height || strcmp(k, f->height)) && (!f->n || strcmp(k, f->n)) &&
+            strcmp(k, "priority"))
             tdm_log(TDM_LOG_DEBUG, "serve: field \"%.64s\" ignored", k);
     }
     if (get_str(o, f->prompt, &prompt, msg, cap) || get_str(o, f->negative, &neg, msg, cap))
@@ -220,7 +222,8 @@ static int parse_req(const server_t *s, const cJSON *o, const fields_t *f, int i
     }
     if (get_int(o, f->steps, 1, p->max_steps, &steps, msg, cap) ||
         get_int(o, f->width, 8, 16384, &w, msg, cap) || get_int(o, f->height, 8, 16384, &h, msg, cap) ||
-        get_int(o, f->n, 1, p->max_images, &n, msg, cap))
+        get_int(o, f->n, 1, p->max_images, &n, msg, cap) ||
+        get_int(o, "priority", -1000, 1000, &prio, msg, cap))
         return -1;
     if (images > 0) n = images;
     if (f == &F_OPENAI) {   /* "size": "WxH" */
@@ -265,12 +268,21 @@ static int parse_req(const server_t *s, const cJSON *o, const fields_t *f, int i
     r->height = (int)h;
     r->n = (int)n;
     r->guidance = (float)g;
+    r->priority = (int)prio;
     return 0;
 }
 
 /* Queues r; on failure answers (429 full, 503 stopping) and returns NULL. */
 static job_t *submit(server_t *s, struct MHD_Connection *c, job_req_t *r, enum MHD_Result *ret) {
     job_t *j = NULL;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->client, sizeof r->client);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
+                  sizeof r->client);
     const int rc = jobs_submit(&s->q, r, &j);
     if (rc == 1)
         *ret = send_error(c, 429, "the queue is full (%d jobs waiting): retry later", s->p->queue);
@@ -326,6 +338,7 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     }
     cJSON_AddItemToObject(o, "images", imgs);
     cJSON_AddItemToObject(o, "parameters", params);
+    if (j->order) cJSON_AddNumberToObject(o, "run_order", (double)j->order);
     if (j->error) cJSON_AddStringToObject(o, "error", j->error);
     return o;
 }

@@ -161,11 +161,41 @@ int jobs_cancel(jobs_t *q, const char *id) {
     return st;
 }
 
+/* When client c's job was last taken (0: never), q->mu held. */
+static uint64_t last_served(const jobs_t *q, const char *c) {
+    for (int i = 0; i < q->nserved; i++)
+        if (!strcmp(q->served[i].client, c)) return q->served[i].last;
+    return 0;
+}
+
+static void mark_served(jobs_t *q, const char *c) {
+    int k = 0;
+    for (; k < q->nserved && strcmp(q->served[k].client, c); k++) continue;
+    if (k == q->nserved) {
+        if (q->nserved < (int)(sizeof q->served / sizeof q->served[0])) {
+            q->nserved++;
+        } else {   /* full: the client served longest ago makes room */
+            k = 0;
+            for (int i = 1; i < q->nserved; i++)
+                if (q->served[i].last < q->served[k].last) k = i;
+        }
+        snprintf(q->served[k].client, sizeof q->served[k].client, "%s", c);
+    }
+    q->served[k].last = ++q->takes;
+}
+
 job_t *jobs_take(jobs_t *q) {
     pthread_mutex_lock(&q->mu);
     while (!q->head && !q->stopping) pthread_cond_wait(&q->work, &q->mu);
     job_t *j = q->head;
+    for (job_t *c = q->head ? q->head->next : NULL; c; c = c->next)   /* FIFO among equals */
+        if (c->req.priority > j->req.priority ||
+            (c->req.priority == j->req.priority &&
+             last_served(q, c->req.client) < last_served(q, j->req.client)))
+            j = c;
     if (j) {
+        mark_served(q, j->req.client);
+        j->order = q->takes;
         unqueue(q, j);
         j->state = JOB_RUNNING;
         j->t_start = jobs_now();

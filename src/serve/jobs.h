@@ -1,6 +1,7 @@
 /* jobs.h — the server's job table and bounded queue (internal to
- * src/serve/): jobs are submitted by HTTP handlers, taken FIFO by the worker,
- * observed (state, progress, images) and cancelled by id, and forgotten
+ * src/serve/): jobs are submitted by HTTP handlers, taken by the worker (the
+ * highest priority first, then the client served longest ago — round robin
+ * between clients when the queue is contended — then FIFO), observed (state, progress, images) and cancelled by id, and forgotten
  * `keep` seconds after they ended. One mutex guards everything; two condition
  * variables wake the worker (work) and waiters (any change). */
 #ifndef TDM_SERVE_JOBS_H
@@ -21,6 +22,8 @@ typedef struct {
     uint64_t seed;
     int      steps, width, height, n;
     float    guidance;
+    int      priority;     /* higher runs first (default 0) */
+    char     client[48];   /* who asked (the peer address): fairness between clients */
 } job_req_t;
 
 typedef struct job {
@@ -37,6 +40,7 @@ typedef struct job {
     char       *error;        /* JOB_FAILED: one line */
     double      t_submit, t_start, t_end;   /* seconds (monotonic) */
     int         refs;         /* handlers waiting on it (q->mu held): not expired meanwhile */
+    uint64_t    order;        /* 1 for the first job the worker took, 2 for the next, ...; 0: not yet */
     struct job *next;         /* queue link */
 } job_t;
 
@@ -53,6 +57,10 @@ typedef struct {
     uint64_t        submitted, rejected, ended[JOB_NSTATES], images, steps;
     double          step_seconds, busy_seconds;
     uint64_t        step_hist[8];   /* steps by duration: <= 0.01, 0.03, 0.1, 0.3, 1, 3, 10 s, more */
+    /* fairness: when each client's job was last taken (a take counter) */
+    struct { char client[48]; uint64_t last; } served[64];
+    int             nserved;
+    uint64_t        takes;
 } jobs_t;
 
 int  jobs_init(jobs_t *q, int qmax, double keep);
@@ -68,8 +76,9 @@ job_t *jobs_find(jobs_t *q, const char *id);
 /* Cancels job `id`: a queued job ends at once, a running one at its next
  * step. Returns its state after the call, or -1 when there is no such job. */
 int jobs_cancel(jobs_t *q, const char *id);
-/* The worker: waits for the next queued job and marks it running; NULL once
- * stopping and the queue is empty. */
+/* The worker: waits for the next queued job (priority, then the client
+ * served longest ago, then FIFO) and marks it running; NULL once stopping
+ * and the queue is empty. */
 job_t *jobs_take(jobs_t *q);
 /* The worker: the job ended in state s (error: a message for JOB_FAILED). */
 void jobs_end(jobs_t *q, job_t *j, job_state s, const char *error);
