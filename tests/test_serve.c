@@ -320,7 +320,8 @@ TEST(routes_and_images) {
 
     /* metrics count what happened */
     CHECK(http(&s, "GET", "/metrics", NULL, NULL, 0, &r) == 0 && r.status == 200);
-    CHECK_MSG(strstr(r.body, "tandem_images_total 5") && strstr(r.body, "tandem_step_seconds_count"),
+    CHECK_MSG(strstr(r.body, "tandem_images_total 5") && strstr(r.body, "tandem_step_seconds_count") &&
+              strstr(r.body, "tandem_device_memory_bytes{worker=\"0\",kind=\"peak\"}"),
               "metrics: %s", r.body);
     resp_free(&r);
 

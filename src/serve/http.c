@@ -49,7 +49,19 @@ typedef struct {
     tdm_pipeline_info_t info;
     jobs_t q;
     const char *worker_state;   /* "idle", "busy", "stopped" (q.mu) */
+    int64_t mem_now, mem_peak;  /* the pipeline's device memory after the last job (q.mu) */
 } server_t;
+
+/* Copies the pipeline's memory counters for /metrics (the worker thread,
+ * which alone touches the pipeline). */
+static void note_memory(server_t *s) {
+    int64_t cur = 0, peak = 0;
+    tdm_pipeline_memory(s->pipe, &cur, &peak);
+    pthread_mutex_lock(&s->q.mu);
+    s->mem_now = cur;
+    s->mem_peak = peak;
+    pthread_mutex_unlock(&s->q.mu);
+}
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -396,6 +408,11 @@ static enum MHD_Result route_metrics(server_t *s, struct MHD_Connection *c) {
     fprintf(f, "# HELP tandem_worker_busy_seconds_total Seconds the worker spent on jobs.\n"
                "# TYPE tandem_worker_busy_seconds_total counter\n"
                "tandem_worker_busy_seconds_total{worker=\"0\"} %.3f\n", s->q.busy_seconds);
+    fprintf(f, "# HELP tandem_device_memory_bytes The pipeline's device memory (weights and work), "
+               "after the last job.\n# TYPE tandem_device_memory_bytes gauge\n"
+               "tandem_device_memory_bytes{worker=\"0\",kind=\"current\"} %lld\n"
+               "tandem_device_memory_bytes{worker=\"0\",kind=\"peak\"} %lld\n",
+            (long long)s->mem_now, (long long)s->mem_peak);
     pthread_mutex_unlock(&s->q.mu);
     fclose(f);
     enum MHD_Result r = t ? send_text(c, 200, "text/plain; version=0.0.4", t)
@@ -893,11 +910,13 @@ static void run_job(server_t *s, job_t *j) {
 static void *worker(void *arg) {
     server_t *s = arg;
     job_t *j;
+    note_memory(s);
     while ((j = jobs_take(&s->q)) != NULL) {
         pthread_mutex_lock(&s->q.mu);
         s->worker_state = "busy";
         pthread_mutex_unlock(&s->q.mu);
         run_job(s, j);
+        note_memory(s);
         pthread_mutex_lock(&s->q.mu);
         s->worker_state = "idle";
         pthread_mutex_unlock(&s->q.mu);
