@@ -445,10 +445,18 @@ static cJSON *images_b64(const job_t *j) {
     return a;
 }
 
-/* Answers a synchronous request whose job j ended unsuccessfully (q.mu held). */
-static enum MHD_Result sync_failed(struct MHD_Connection *c, const job_t *j) {
-    if (j->state == JOB_CANCELLED) return send_error(c, 409, "job %s was cancelled", j->id);
-    return send_error(c, 500, "job %s failed: %s", j->id, j->error ? j->error : "unknown error");
+/* A synchronous request: queues r and waits for its end. Returns the job,
+ * done, with q.mu held; or NULL after answering (full queue, failed or
+ * cancelled job) with *ret the answer's result and q.mu not held. */
+static job_t *run_sync(server_t *s, struct MHD_Connection *c, job_req_t *r, enum MHD_Result *ret) {
+    job_t *j = submit(s, c, r, ret);
+    if (!j) return NULL;
+    wait_end(s, j);
+    if (j->state == JOB_DONE) return j;
+    if (j->state == JOB_CANCELLED) *ret = send_error(c, 409, "job %s was cancelled", j->id);
+    else *ret = send_error(c, 500, "job %s failed: %s", j->id, j->error ? j->error : "unknown error");
+    pthread_mutex_unlock(&s->q.mu);
+    return NULL;
 }
 
 static enum MHD_Result route_openai(server_t *s, struct MHD_Connection *c, const cJSON *body) {
@@ -461,14 +469,8 @@ static enum MHD_Result route_openai(server_t *s, struct MHD_Connection *c, const
         return send_error(c, 400, "\"response_format\" must be \"b64_json\" or \"url\"");
     const int url = fmt && cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "url");
     if (parse_req(s, body, &F_OPENAI, 0, &r, msg, sizeof msg)) return send_error(c, 400, "%s", msg);
-    job_t *j = submit(s, c, &r, &ret);
+    job_t *j = run_sync(s, c, &r, &ret);
     if (!j) return ret;
-    wait_end(s, j);
-    if (j->state != JOB_DONE) {
-        ret = sync_failed(c, j);
-        pthread_mutex_unlock(&s->q.mu);
-        return ret;
-    }
     cJSON *o = cJSON_CreateObject(), *data = cJSON_CreateArray();
     cJSON_AddNumberToObject(o, "created", (double)time(NULL));
     for (int k = 0; k < j->ndone; k++) {
@@ -508,14 +510,8 @@ static enum MHD_Result route_a1111(server_t *s, struct MHD_Connection *c, const 
     if (sm && cJSON_IsString(sm))
         tdm_log(TDM_LOG_INFO, "serve: sampler_name \"%.64s\" ignored: the model's scheduler (%s) runs",
                 sm->valuestring, s->info.scheduler);
-    job_t *j = submit(s, c, &r, &ret);
+    job_t *j = run_sync(s, c, &r, &ret);
     if (!j) return ret;
-    wait_end(s, j);
-    if (j->state != JOB_DONE) {
-        ret = sync_failed(c, j);
-        pthread_mutex_unlock(&s->q.mu);
-        return ret;
-    }
     cJSON *o = cJSON_CreateObject(), *info = cJSON_CreateObject(), *seeds = cJSON_CreateArray(),
           *texts = cJSON_CreateArray();
     cJSON_AddItemToObject(o, "images", images_b64(j));
