@@ -41,7 +41,7 @@ extern "C" void tdm_cuda_linear_f8(tdm_device_t *d, void *y, tdm_dtype yt, int64
                                    int64_t M, int64_t K, int64_t N, int gelu) {
     tdm_cuda_impl_t *c = tdm_cuda_ctx(d);
     const int yhalf = yt != TDM_F32;
-    void *bh = NULL;
+    void *bh = NULL, *tmp = NULL;
     if (M <= 0 || N <= 0) return;
     if (!tdm_cuda_act_ok(d, xt, "tdm_cuda_linear_f8") || !tdm_cuda_act_ok(d, yt, "tdm_cuda_linear_f8"))
         return;
@@ -73,11 +73,24 @@ extern "C" void tdm_cuda_linear_f8(tdm_device_t *d, void *y, tdm_dtype yt, int64
             tdm_cuda_cast(d, bh, yt, b, TDM_F32, N);
             bias = bh;
         }
-        if (!tdm_cuda_linear_lt_f8(d, y, yhalf ? 2 : 0, ldy, q, sx, W, sw, bias, M, K, N, gelu))
+        int ok = tdm_cuda_linear_lt_f8(d, y, yhalf ? 2 : 0, ldy, q, sx, W, sw, bias, M, K, N, gelu);
+        if (!ok && !yhalf && ldy == N && (d->gemm_dtype == TDM_BF16 || d->gemm_dtype == TDM_F16)) {
+            /* no float32-output FP8 kernel: a half output, then widened (the AdaLN
+             * modulation's few rows; the product still accumulates in float32) */
+            tmp = tdm_dev_alloc(d, M * N * 2 + (b ? N * 2 : 0), "fp8 linear output");
+            if (tmp) {
+                void *tb = b ? (char *)tmp + M * N * 2 : NULL;
+                if (b) tdm_cuda_cast(d, tb, d->gemm_dtype, b, TDM_F32, N);
+                ok = tdm_cuda_linear_lt_f8(d, tmp, 2, N, q, sx, W, sw, tb, M, K, N, gelu);
+                if (ok) tdm_cuda_cast(d, y, TDM_F32, tmp, d->gemm_dtype, M * N);
+            }
+        }
+        if (!ok)
             tdm_cuda_fail(d, TDM_ERR_UNSUPPORTED, "tdm_cuda_linear_f8", __FILE__, __LINE__,
                           "cuBLASLt has no FP8 GEMM for this shape on this GPU (FP8 needs "
                           "compute capability 8.9 or newer, K and N multiples of 16)");
     }
 fail:
     if (bh) tdm_dev_free(d, bh, N * 2);   /* stream-ordered: after the GEMM */
+    if (tmp) tdm_dev_free(d, tmp, M * N * 2 + (b ? N * 2 : 0));
 }
