@@ -479,6 +479,42 @@ TEST(priority_and_fairness) {
     CHECK(server_stop(&s) == 0);
 }
 
+/* Two workers (--device cpu,cpu: a resident pipeline each): queued jobs go to
+ * whichever is free, both serve, and every image is still `tandem generate`'s
+ * of its seed. */
+TEST(two_workers) {
+    server_t s;
+    const char *args[] = {"--device", "cpu,cpu", "--steps", "20", NULL};
+    if (server_start(&s, args)) return;
+    cJSON *o = http_json(&s, "GET", "/health", NULL, 200);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(o, "workers")) == 2);
+    cJSON_Delete(o);
+    enum { NJ = 6 };
+    char id[NJ][40], body[96];
+    for (int i = 0; i < NJ; i++) {
+        snprintf(body, sizeof body, "{\"prompt\":\"a red cube\",\"seed\":%d}", 10 + i);
+        o = http_json(&s, "POST", "/v1/jobs", body, 202);
+        snprintf(id[i], sizeof id[i], "%s", jstr(o, "id"));
+        cJSON_Delete(o);
+    }
+    int used[2] = {0, 0};
+    for (int i = 0; i < NJ; i++) {
+        o = wait_job(&s, id[i]);
+        const cJSON *w = cJSON_GetObjectItem(o, "worker");
+        CHECK_MSG(!strcmp(jstr(o, "state"), "done") && cJSON_IsNumber(w), "job %d: %s", i, jstr(o, "state"));
+        if (cJSON_IsNumber(w) && w->valueint >= 0 && w->valueint < 2) used[w->valueint]++;
+        cJSON_Delete(o);
+    }
+    CHECK_MSG(used[0] > 0 && used[1] > 0, "jobs per worker: %d, %d", used[0], used[1]);
+    cli_images("cli2", "--prompt 'a red cube' --seed 10 --steps 20 --num-images-per-prompt 6");
+    for (int i = 0; i < NJ; i++) {
+        char f[512];
+        snprintf(f, sizeof f, "%s/cli2/%06d.png", g_tmp, i);
+        same_png(&s, id[i], 0, f);
+    }
+    CHECK(server_stop(&s) == 0);
+}
+
 /* ---- load: 32 clients at once ------------------------------------------------ */
 
 enum { LOAD_CLIENTS = 32, LOAD_REQS = 10, LOAD_SEEDS = 8 };
@@ -621,6 +657,7 @@ int main(void) {
     RUN(cancel_queue_stop);
     RUN(token_and_host);
     RUN(priority_and_fairness);
+    RUN(two_workers);
     RUN(load);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

@@ -12,6 +12,8 @@
 #ifdef TDM_HAVE_SERVE
 #include "serve/serve.h"
 
+#define MAX_WORKERS 64
+
 static volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig) {
@@ -57,11 +59,27 @@ int cmd_serve(int argc, char **argv) {
         die(2, "--steps %d: above --max-steps %d", a.steps, sp.max_steps);
     if (tdm_serve_check(&sp) != TDM_OK) die(2, "%s", tdm_last_error());
     a.keep_resident = 1;   /* the point of a server: every stage stays loaded */
-    tdm_pipeline_t *pipe = open_pipeline(&a);
+    /* --device A,B,...: one worker (a resident pipeline) per device */
+    char devs[1024];
+    const char *dev[MAX_WORKERS];
+    int nw = 0;
+    snprintf(devs, sizeof devs, "%s", a.device ? a.device : "");
+    for (char *t = devs, *save = NULL; (t = strtok_r(t, ",", &save)) != NULL; t = NULL) {
+        if (nw == MAX_WORKERS) die(2, "--device: at most %d devices", MAX_WORKERS);
+        dev[nw++] = t;
+    }
+    if (nw == 0) dev[nw++] = NULL;   /* the default device */
+    tdm_pipeline_t *pipes[MAX_WORKERS];
     const double t0 = now();
-    for (int s = TDM_STAGE_ENCODE; s <= TDM_STAGE_DECODE; s++)
-        if (tdm_pipeline_load_stage(pipe, (tdm_stage)s) != TDM_OK) die_status();
-    if (!a.quiet) fprintf(stderr, "tandem: model loaded in %.2fs\n", now() - t0);
+    for (int i = 0; i < nw; i++) {
+        a.device = dev[i];
+        pipes[i] = open_pipeline(&a);
+        for (int s = TDM_STAGE_ENCODE; s <= TDM_STAGE_DECODE; s++)
+            if (tdm_pipeline_load_stage(pipes[i], (tdm_stage)s) != TDM_OK) die_status();
+    }
+    if (!a.quiet)
+        fprintf(stderr, "tandem: model loaded in %.2fs (%d worker%s)\n", now() - t0, nw, nw > 1 ? "s" : "");
+    sp.devices = dev;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -69,8 +87,8 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);   /* a client gone mid-answer is not the server's end */
     ready_t r = {&a, sp.host};
-    if (tdm_serve_run(pipe, &sp, &g_stop, on_ready, &r) != TDM_OK) die_status();
-    tdm_pipeline_close(pipe);
+    if (tdm_serve_run(pipes, nw, &sp, &g_stop, on_ready, &r) != TDM_OK) die_status();
+    for (int i = 0; i < nw; i++) tdm_pipeline_close(pipes[i]);
     args_free(&a);
     if (!a.quiet) fprintf(stderr, "tandem: stopped\n");
     return 0;

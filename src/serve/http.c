@@ -43,24 +43,37 @@ void tdm_serve_params_init(tdm_serve_params_t *p) {
     p->guidance = NAN;
 }
 
+struct server;
+
+/* A worker: one resident pipeline and the thread that runs jobs on it. */
 typedef struct {
-    const tdm_serve_params_t *p;
+    struct server  *s;
+    int             id;
     tdm_pipeline_t *pipe;
-    tdm_pipeline_info_t info;
+    pthread_t       thread;
+    int             started;
+    const char     *state;      /* "idle", "busy", "stopped" (q.mu) */
+    double          busy;       /* seconds on jobs (q.mu) */
+    int64_t         mem_now, mem_peak;   /* its device memory after its last job (q.mu) */
+} worker_t;
+
+typedef struct server {
+    const tdm_serve_params_t *p;
+    tdm_pipeline_info_t info;   /* of the first pipeline (all are the same model) */
     jobs_t q;
-    const char *worker_state;   /* "idle", "busy", "stopped" (q.mu) */
-    int64_t mem_now, mem_peak;  /* the pipeline's device memory after the last job (q.mu) */
+    worker_t *w;
+    int nw;
 } server_t;
 
-/* Copies the pipeline's memory counters for /metrics (the worker thread,
- * which alone touches the pipeline). */
-static void note_memory(server_t *s) {
+/* Copies a worker's memory counters for /metrics (on its thread, which alone
+ * touches its pipeline). */
+static void note_memory(worker_t *w) {
     int64_t cur = 0, peak = 0;
-    tdm_pipeline_memory(s->pipe, &cur, &peak);
-    pthread_mutex_lock(&s->q.mu);
-    s->mem_now = cur;
-    s->mem_peak = peak;
-    pthread_mutex_unlock(&s->q.mu);
+    tdm_pipeline_memory(w->pipe, &cur, &peak);
+    pthread_mutex_lock(&w->s->q.mu);
+    w->mem_now = cur;
+    w->mem_peak = peak;
+    pthread_mutex_unlock(&w->s->q.mu);
 }
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -351,6 +364,7 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     cJSON_AddItemToObject(o, "images", imgs);
     cJSON_AddItemToObject(o, "parameters", params);
     if (j->order) cJSON_AddNumberToObject(o, "run_order", (double)j->order);
+    if (j->worker >= 0) cJSON_AddNumberToObject(o, "worker", j->worker);
     if (j->error) cJSON_AddStringToObject(o, "error", j->error);
     return o;
 }
@@ -358,16 +372,20 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
 /* ---- routes --------------------------------------------------------------- */
 
 static enum MHD_Result route_health(server_t *s, struct MHD_Connection *c) {
-    cJSON *o = cJSON_CreateObject(), *w = cJSON_CreateArray(), *w0 = cJSON_CreateObject();
+    cJSON *o = cJSON_CreateObject(), *w = cJSON_CreateArray();
     pthread_mutex_lock(&s->q.mu);
     cJSON_AddStringToObject(o, "status", s->q.stopping ? "stopping" : "ok");
     cJSON_AddStringToObject(o, "model", s->p->model ? s->p->model : "");
     cJSON_AddStringToObject(o, "pipeline", s->info.class_name);
     cJSON_AddNumberToObject(o, "queue", s->q.qlen);
-    cJSON_AddNumberToObject(w0, "id", 0);
-    cJSON_AddStringToObject(w0, "state", s->worker_state);
+    for (int i = 0; i < s->nw; i++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "id", i);
+        cJSON_AddStringToObject(x, "device", s->p->devices && s->p->devices[i] ? s->p->devices[i] : "");
+        cJSON_AddStringToObject(x, "state", s->w[i].state);
+        cJSON_AddItemToArray(w, x);
+    }
     pthread_mutex_unlock(&s->q.mu);
-    cJSON_AddItemToArray(w, w0);
     cJSON_AddItemToObject(o, "workers", w);
     return send_json(c, 200, o);
 }
@@ -405,14 +423,16 @@ static enum MHD_Result route_metrics(server_t *s, struct MHD_Connection *c) {
     fprintf(f, "tandem_step_seconds_bucket{le=\"+Inf\"} %llu\ntandem_step_seconds_sum %.6f\n"
                "tandem_step_seconds_count %llu\n", (unsigned long long)cum, s->q.step_seconds,
             (unsigned long long)s->q.steps);
-    fprintf(f, "# HELP tandem_worker_busy_seconds_total Seconds the worker spent on jobs.\n"
-               "# TYPE tandem_worker_busy_seconds_total counter\n"
-               "tandem_worker_busy_seconds_total{worker=\"0\"} %.3f\n", s->q.busy_seconds);
-    fprintf(f, "# HELP tandem_device_memory_bytes The pipeline's device memory (weights and work), "
-               "after the last job.\n# TYPE tandem_device_memory_bytes gauge\n"
-               "tandem_device_memory_bytes{worker=\"0\",kind=\"current\"} %lld\n"
-               "tandem_device_memory_bytes{worker=\"0\",kind=\"peak\"} %lld\n",
-            (long long)s->mem_now, (long long)s->mem_peak);
+    fprintf(f, "# HELP tandem_worker_busy_seconds_total Seconds each worker spent on jobs.\n"
+               "# TYPE tandem_worker_busy_seconds_total counter\n");
+    for (int i = 0; i < s->nw; i++)
+        fprintf(f, "tandem_worker_busy_seconds_total{worker=\"%d\"} %.3f\n", i, s->w[i].busy);
+    fprintf(f, "# HELP tandem_device_memory_bytes Each worker's device memory (weights and work), "
+               "after its last job.\n# TYPE tandem_device_memory_bytes gauge\n");
+    for (int i = 0; i < s->nw; i++)
+        fprintf(f, "tandem_device_memory_bytes{worker=\"%d\",kind=\"current\"} %lld\n"
+                   "tandem_device_memory_bytes{worker=\"%d\",kind=\"peak\"} %lld\n",
+                i, (long long)s->w[i].mem_now, i, (long long)s->w[i].mem_peak);
     pthread_mutex_unlock(&s->q.mu);
     fclose(f);
     enum MHD_Result r = t ? send_text(c, 200, "text/plain; version=0.0.4", t)
@@ -847,7 +867,8 @@ static int on_cancel(void *user) {
 
 /* Makes job j's images one by one: image k is `tandem generate`'s image of
  * the same parameters with seed + k. */
-static void run_job(server_t *s, job_t *j) {
+static void run_job(worker_t *w, job_t *j) {
+    server_t *s = w->s;
     const job_req_t *q = &j->req;
     uint8_t *rgb = malloc((size_t)q->width * (size_t)q->height * 3);
     run_t r = {s, j, 0};
@@ -873,7 +894,7 @@ static void run_job(server_t *s, job_t *j) {
         j->step = 0;
         pthread_mutex_unlock(&s->q.mu);
         r.t_step = jobs_now();
-        tdm_status st = tdm_pipeline_generate(s->pipe, q->prompt, q->negative, &gp, NULL, rgb);
+        tdm_status st = tdm_pipeline_generate(w->pipe, q->prompt, q->negative, &gp, NULL, rgb);
         uint8_t *png = NULL;
         size_t len = 0;
         char *params = NULL;
@@ -904,21 +925,26 @@ static void run_job(server_t *s, job_t *j) {
 }
 
 static void *worker(void *arg) {
-    server_t *s = arg;
+    worker_t *w = arg;
+    server_t *s = w->s;
     job_t *j;
-    note_memory(s);
+    note_memory(w);
     while ((j = jobs_take(&s->q)) != NULL) {
         pthread_mutex_lock(&s->q.mu);
-        s->worker_state = "busy";
+        w->state = "busy";
+        j->worker = w->id;
         pthread_mutex_unlock(&s->q.mu);
-        run_job(s, j);
-        note_memory(s);
+        const double t0 = jobs_now();
+        run_job(w, j);
+        note_memory(w);
         pthread_mutex_lock(&s->q.mu);
-        s->worker_state = "idle";
+        w->busy += jobs_now() - t0;
+        w->state = "idle";
         pthread_mutex_unlock(&s->q.mu);
     }
     pthread_mutex_lock(&s->q.mu);
-    s->worker_state = "stopped";
+    w->state = "stopped";
+    pthread_cond_broadcast(&s->q.change);
     pthread_mutex_unlock(&s->q.mu);
     return NULL;
 }
@@ -950,7 +976,32 @@ tdm_status tdm_serve_check(const tdm_serve_params_t *p) {
     return TDM_OK;
 }
 
-tdm_status tdm_serve_run(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
+/* Stops the workers: queued jobs cancelled, the running ones given the
+ * grace period, then cancelled at their next step; joins the threads. */
+static void stop_workers(server_t *s, double grace) {
+    jobs_stop(&s->q, 0);
+    const double t0 = jobs_now();
+    pthread_mutex_lock(&s->q.mu);
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < s->nw; i++) running += s->w[i].started && strcmp(s->w[i].state, "stopped");
+        if (!running || jobs_now() - t0 >= grace) break;
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_nsec += 50 * 1000 * 1000;
+        if (t.tv_nsec >= 1000000000) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->q.change, &s->q.mu, &t);
+    }
+    pthread_mutex_unlock(&s->q.mu);
+    jobs_stop(&s->q, 1);
+    for (int i = 0; i < s->nw; i++)
+        if (s->w[i].started) pthread_join(s->w[i].thread, NULL);
+}
+
+tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_serve_params_t *p,
                          volatile sig_atomic_t *stop, void (*ready)(void *user, int port),
                          void *user) {
     server_t s;
@@ -963,6 +1014,8 @@ tdm_status tdm_serve_run(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
     const char *host = p->host ? p->host : "127.0.0.1";
     tdm_status st = tdm_serve_check(p);
     if (st != TDM_OK) return st;
+    if (npipes < 1 || !pipes)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "serve: no pipeline to serve");
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
     const char *h = !strcmp(host, "localhost") ? "127.0.0.1" : host;
@@ -970,64 +1023,62 @@ tdm_status tdm_serve_run(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)p->port);
         sa = (struct sockaddr *)&a4;
-    } else if (inet_pton(AF_INET6, h, &a6.sin6_addr) == 1) {
+    } else {   /* tdm_serve_check took it: IPv6 */
+        inet_pton(AF_INET6, h, &a6.sin6_addr);
         a6.sin6_family = AF_INET6;
         a6.sin6_port = htons((uint16_t)p->port);
         sa = (struct sockaddr *)&a6;
         flags |= MHD_USE_IPv6;
-    } else {
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "--host %s: expected an IPv4 or IPv6 address "
-                          "(e.g. 127.0.0.1, 0.0.0.0, ::1)", host);
     }
     s.p = p;
-    s.pipe = pipe;
-    s.worker_state = "idle";
-    tdm_pipeline_info(pipe, &s.info);
-    if (jobs_init(&s.q, p->queue, p->keep))
+    tdm_pipeline_info(pipes[0], &s.info);
+    if (!(s.w = calloc((size_t)npipes, sizeof *s.w)))
+        return tdm_errorf(TDM_ERR_NOMEM, "serve: out of memory");
+    s.nw = npipes;
+    if (jobs_init(&s.q, p->queue, p->keep)) {
+        free(s.w);
         return tdm_errorf(TDM_ERR_INTERNAL, "serve: cannot create the queue's locks");
-    pthread_t wt;
-    if (pthread_create(&wt, NULL, worker, &s)) {
-        jobs_free(&s.q);
-        return tdm_errorf(TDM_ERR_INTERNAL, "serve: cannot start the worker thread");
     }
-    struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)p->port, NULL, NULL, on_request, &s, MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(p->queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s, MHD_OPTION_END);
-    if (!d) {
-        const int e = errno;
-        jobs_stop(&s.q, 1);
-        pthread_join(wt, NULL);
-        jobs_free(&s.q);
-        return tdm_errorf(TDM_ERR_IO, "--host %s --port %d: cannot listen: %s", host, p->port,
-                          e ? strerror(e) : "libmicrohttpd refused");
+    for (int i = 0; i < npipes; i++) {
+        worker_t *w = &s.w[i];
+        w->s = &s;
+        w->id = i;
+        w->pipe = pipes[i];
+        w->state = "idle";
+        if (pthread_create(&w->thread, NULL, worker, w)) {
+            st = tdm_errorf(TDM_ERR_INTERNAL, "serve: cannot start worker thread %d", i);
+            break;
+        }
+        w->started = 1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    if (ready) ready(user, di ? (int)di->port : p->port);
-    while (!*stop) {
-        struct timespec t = {0, 50 * 1000 * 1000};
-        nanosleep(&t, NULL);
-        pthread_mutex_lock(&s.q.mu);
-        jobs_expire(&s.q);
-        pthread_mutex_unlock(&s.q.mu);
+    struct MHD_Daemon *d = NULL;
+    if (st == TDM_OK) {
+        d = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, &s,
+                             MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                             &s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)(p->queue + 64),
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s, MHD_OPTION_END);
+        if (!d) {
+            const int e = errno;
+            st = tdm_errorf(TDM_ERR_IO, "--host %s --port %d: cannot listen: %s", host, p->port,
+                            e ? strerror(e) : "libmicrohttpd refused");
+        }
     }
-    /* stop: queued jobs cancelled (their waiters answered), the running one
-     * given the grace period, then cancelled at its next step */
-    tdm_log(TDM_LOG_INFO, "serve: stopping");
-    jobs_stop(&s.q, 0);
-    const double t0 = jobs_now();
-    pthread_mutex_lock(&s.q.mu);
-    while (strcmp(s.worker_state, "stopped") && jobs_now() - t0 < p->grace) {
-        pthread_mutex_unlock(&s.q.mu);
-        struct timespec t = {0, 20 * 1000 * 1000};
-        nanosleep(&t, NULL);
-        pthread_mutex_lock(&s.q.mu);
+    if (st == TDM_OK) {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+        if (ready) ready(user, di ? (int)di->port : p->port);
+        while (!*stop) {
+            struct timespec t = {0, 50 * 1000 * 1000};
+            nanosleep(&t, NULL);
+            pthread_mutex_lock(&s.q.mu);
+            jobs_expire(&s.q);
+            pthread_mutex_unlock(&s.q.mu);
+        }
+        tdm_log(TDM_LOG_INFO, "serve: stopping");
     }
-    pthread_mutex_unlock(&s.q.mu);
-    jobs_stop(&s.q, 1);
-    pthread_join(wt, NULL);
-    MHD_stop_daemon(d);   /* after the worker: waiting requests have their answers */
+    stop_workers(&s, st == TDM_OK ? p->grace : 0);
+    if (d) MHD_stop_daemon(d);   /* after the workers: waiting requests have their answers */
     jobs_free(&s.q);
-    return TDM_OK;
+    free(s.w);
+    return st;
 }

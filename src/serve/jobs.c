@@ -70,6 +70,7 @@ int jobs_submit(jobs_t *q, job_req_t *req, job_t **out) {
     *out = NULL;
     if (j) {
         j->req = *req;
+        j->worker = -1;
         memset(req, 0, sizeof *req);   /* owned by j now */
         j->png = calloc((size_t)j->req.n, sizeof *j->png);
         j->png_len = calloc((size_t)j->req.n, sizeof *j->png_len);
@@ -207,7 +208,6 @@ job_t *jobs_take(jobs_t *q) {
 
 void jobs_end(jobs_t *q, job_t *j, job_state s, const char *error) {
     pthread_mutex_lock(&q->mu);
-    q->busy_seconds += jobs_now() - j->t_start;
     end_locked(q, j, s, error);
     pthread_mutex_unlock(&q->mu);
 }

@@ -40,7 +40,8 @@ typedef struct job {
     char       *error;        /* JOB_FAILED: one line */
     double      t_submit, t_start, t_end;   /* seconds (monotonic) */
     int         refs;         /* handlers waiting on it (q->mu held): not expired meanwhile */
-    uint64_t    order;        /* 1 for the first job the worker took, 2 for the next, ...; 0: not yet */
+    uint64_t    order;        /* 1 for the first job the workers took, 2 for the next, ...; 0: not yet */
+    int         worker;       /* the worker that runs / ran it (-1: none yet) */
     struct job *next;         /* queue link */
 } job_t;
 
@@ -55,7 +56,7 @@ typedef struct {
     int             stopping;   /* no new jobs; the worker ends once idle */
     /* counters for /metrics */
     uint64_t        submitted, rejected, ended[JOB_NSTATES], images, steps;
-    double          step_seconds, busy_seconds;
+    double          step_seconds;
     uint64_t        step_hist[8];   /* steps by duration: <= 0.01, 0.03, 0.1, 0.3, 1, 3, 10 s, more */
     /* fairness: when each client's job was last taken (a take counter) */
     struct { char client[48]; uint64_t last; } served[64];

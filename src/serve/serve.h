@@ -24,7 +24,8 @@ typedef struct {
     int         max_images;  /* images per request (default 16) */
     double      keep;        /* seconds an ended job's images stay (default 600) */
     size_t      max_body;    /* request body bytes at most (default 1 MiB) */
-    double      grace;       /* on stop: seconds the running job may finish (default 30) */
+    double      grace;       /* on stop: seconds the running jobs may finish (default 30) */
+    const char *const *devices;   /* each worker's device name, for /health (may be NULL) */
     /* what a request leaves out (0 / NULL / NAN: the pipeline's default) */
     const char *negative;
     int         steps, width, height;
@@ -38,13 +39,15 @@ void tdm_serve_params_init(tdm_serve_params_t *p);
  * flag fails before the weights load; tdm_serve_run makes them too. */
 tdm_status tdm_serve_check(const tdm_serve_params_t *p);
 
-/* Serves `pipe` (opened by the caller; every stage kept resident) until
+/* Serves the model of `pipes` — one worker thread per pipeline (each opened
+ * by the caller on its own device, every stage kept resident; the same
+ * model), which take the queued jobs as they come free — until
  * *stop becomes nonzero (a signal handler sets it), then stops accepting,
  * cancels queued jobs, lets the running one finish within p->grace seconds
  * (else cancels it at its next step) and returns TDM_OK. ready(user, port)
  * is called once the socket listens. Errors (bad address, port in use,
  * --host other than loopback without a token) name the flag. */
-tdm_status tdm_serve_run(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
+tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_serve_params_t *p,
                          volatile sig_atomic_t *stop, void (*ready)(void *user, int port),
                          void *user);
 
