@@ -98,13 +98,14 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N[,cuda:M...]]\n"
         "                  [--variant NAME] [--threads N] [--device-map ... --max-memory ...] [--quiet]\n"
         "Loads every stage once and keeps it resident; --device A,B,... makes one worker (pipeline)\n"
-        "per device, each taking the next job from a queue of --queue (full: 429). Routes: POST /v1/jobs, GET /v1/jobs/ID (state, progress),\n"
-        "GET /v1/jobs/ID/events (server-sent progress), GET /v1/jobs/ID/images/K.png, DELETE\n"
-        "/v1/jobs/ID (cancel), POST /v1/images/generations (OpenAI), POST /sdapi/v1/txt2img and\n"
-        "GET /sdapi/v1/progress (A1111), GET /health, GET /metrics (Prometheus). Binds 127.0.0.1\n"
-        "unless --host; another address needs --token (Bearer, on every route but /health).\n"
+        "per device, each taking the next job from a queue of --queue (full: 429).\n"
+        "Routes: POST /v1/jobs, GET /v1/jobs/ID (state, progress), GET /v1/jobs/ID/events\n"
+        "(server-sent progress), GET /v1/jobs/ID/images/K.png, DELETE /v1/jobs/ID (cancel),\n"
+        "POST /v1/images/generations (OpenAI), POST /sdapi/v1/txt2img and GET /sdapi/v1/progress\n"
+        "(A1111), GET /health, GET /metrics (Prometheus), GET / (a web page). Binds 127.0.0.1\n"
+        "unless --host; another address needs --token (Bearer, on every route but /health and /).\n"
         "Image k of a request is `tandem generate`'s image of the same parameters with seed + k.\n"
-        "SIGTERM/SIGINT: stop accepting, finish the running job within --grace, exit 0.\n"},
+        "SIGTERM/SIGINT: stop accepting, finish the running jobs within --grace, exit 0.\n"},
 };
 
 void cli_command_usage(int cmd, FILE *f) {
