@@ -267,7 +267,9 @@ typedef struct {
     /* Called after each denoising step (may be NULL). */
     void      (*on_step)(void *user, int step, int total);
     /* Called before each denoising step (may be NULL): nonzero stops the
-     * image there with TDM_ERR_CANCELLED (a server's cancelled job). */
+     * image there with TDM_ERR_CANCELLED (a server's cancelled job). One
+     * process per image only: the ranks of a --parallel group would have to
+     * stop at the same step, which this callback does not arrange. */
     int       (*cancel)(void *user);
     void       *user;
 } tdm_generate_params_t;
