@@ -21,27 +21,13 @@
 
 #include "core/core.h"
 #include "serve/jobs.h"
+#include "serve/request.h"
 #include "serve/serve.h"
-
-#define PROMPT_MAX (64 * 1024)
 
 /* src/serve/page.html, embedded by the build (CMakeLists.txt) */
 extern const unsigned char tdm_serve_page[];
 extern const unsigned long tdm_serve_page_len;
 
-void tdm_serve_params_init(tdm_serve_params_t *p) {
-    memset(p, 0, sizeof *p);
-    p->host = "127.0.0.1";
-    p->port = 7860;
-    p->queue = 16;
-    p->max_steps = 150;
-    p->max_pixels = 2048 * 2048;
-    p->max_images = 16;
-    p->keep = 600;
-    p->max_body = 1 << 20;
-    p->grace = 30;
-    p->guidance = NAN;
-}
 
 struct server;
 
@@ -146,156 +132,7 @@ static int authorized(const server_t *s, struct MHD_Connection *c) {
     return d == 0;
 }
 
-/* ---- requests -> jobs ----------------------------------------------------- */
-
-/* A request's fields: the names its API uses for each job parameter. */
-typedef struct {
-    const char *prompt, *negative, *seed, *steps, *guidance, *width, *height, *n;
-} fields_t;
-
-static const fields_t F_NATIVE = {"prompt", "negative_prompt", "seed", "steps", "guidance",
-                                  "width", "height", "n"};
-static const fields_t F_A1111 = {"prompt", "negative_prompt", "seed", "steps", "cfg_scale",
-                                 "width", "height", NULL};
-static const fields_t F_OPENAI = {"prompt", NULL, NULL, NULL, NULL, NULL, NULL, "n"};
-
-/* Integer field `name` of o into *v (absent: unchanged). Returns 0, or -1
- * with msg set (wrong type, not an integer, outside [lo, hi]). */
-static int get_int(const cJSON *o, const char *name, double lo, double hi, double *v, char *msg,
-                   size_t cap) {
-    const cJSON *x = name ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble)) {
-        snprintf(msg, cap, "\"%s\" must be an integer", name);
-        return -1;
-    }
-    if (!(x->valuedouble >= lo && x->valuedouble <= hi)) {
-        snprintf(msg, cap, "\"%s\" is %.17g: must be from %.17g to %.17g", name, x->valuedouble, lo,
-                 hi);
-        return -1;
-    }
-    *v = x->valuedouble;
-    return 0;
-}
-
-static int get_str(const cJSON *o, const char *name, const char **v, char *msg, size_t cap) {
-    const cJSON *x = name ? cJSON_GetObjectItemCaseSensitive(o, name) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsString(x)) {
-        snprintf(msg, cap, "\"%s\" must be a string", name);
-        return -1;
-    }
-    if (strlen(x->valuestring) > PROMPT_MAX) {
-        snprintf(msg, cap, "\"%s\" is longer than %d bytes", name, PROMPT_MAX);
-        return -1;
-    }
-    *v = x->valuestring;
-    return 0;
-}
-
-/* The job request of body o under the field names f, with the server's
- * defaults and limits; `images` (> 0) overrides the count field (A1111's
- * batch_size × n_iter). 0, or -1 with msg (a 400 answer). */
-static int parse_req(const server_t *s, const cJSON *o, const fields_t *f, int images,
-                     job_req_t *r, char *msg, size_t cap) {
-    double prio = 0;
-    const tdm_serve_params_t *p = s->p;
-    const char *prompt = NULL, *neg = p->negative;
-    double seed = (double)p->seed, steps = p->steps > 0 ? p->steps : s->info.default_steps;
-    double w = p->width > 0 ? p->width : s->info.default_width;
-    double h = p->height > 0 ? p->height : s->info.default_height, n = 1;
-    double g = isnan(p->guidance) ? s->info.default_guidance : p->guidance;
-    memset(r, 0, sizeof *r);
-    if (!cJSON_IsObject(o)) {
-        snprintf(msg, cap, "the body must be a JSON object");
-        return -1;
-    }
-    for (const cJSON *x = o->child; x; x = x->next) {   /* ignored, as A1111 does; logged */
-        const char *k = x->string;
-        if (k && strcmp(k, "prompt") && (!f->negative || strcmp(k, f->negative)) &&
-            (!f->seed || strcmp(k, f->seed)) && (!f->steps || strcmp(k, f->steps)) &&
-            (!f->guidance || strcmp(k, f->guidance)) && (!f->width || strcmp(k, f->width)) &&
-            (!f->height || strcmp(k, f->height)) && (!f->n || strcmp(k, f->n)) &&
-            strcmp(k, "priority"))
-            tdm_log(TDM_LOG_DEBUG, "serve: field \"%.64s\" ignored", k);
-    }
-    if (get_str(o, f->prompt, &prompt, msg, cap) || get_str(o, f->negative, &neg, msg, cap))
-        return -1;
-    if (!prompt) {
-        snprintf(msg, cap, "\"prompt\" (a string) is required");
-        return -1;
-    }
-    const cJSON *gx = f->guidance ? cJSON_GetObjectItemCaseSensitive(o, f->guidance) : NULL;
-    if (gx && !cJSON_IsNull(gx)) {
-        if (!cJSON_IsNumber(gx) || !(gx->valuedouble >= 0 && gx->valuedouble <= 100)) {
-            snprintf(msg, cap, "\"%s\" must be a number from 0 to 100", f->guidance);
-            return -1;
-        }
-        g = gx->valuedouble;
-    }
-    const cJSON *sx = f->seed ? cJSON_GetObjectItemCaseSensitive(o, f->seed) : NULL;
-    if (sx && cJSON_IsNumber(sx) && sx->valuedouble == -1) {   /* A1111: -1 = random */
-        unsigned char b[4] = {0};
-        FILE *u = fopen("/dev/urandom", "rb");
-        if (u) {
-            if (fread(b, 1, 4, u) != 4) memset(b, 0, 4);
-            fclose(u);
-        }
-        seed = (double)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
-    } else if (get_int(o, f->seed, 0, 9007199254740991.0, &seed, msg, cap)) {
-        return -1;
-    }
-    if (get_int(o, f->steps, 1, p->max_steps, &steps, msg, cap) ||
-        get_int(o, f->width, 8, 16384, &w, msg, cap) || get_int(o, f->height, 8, 16384, &h, msg, cap) ||
-        get_int(o, f->n, 1, p->max_images, &n, msg, cap) ||
-        get_int(o, "priority", -1000, 1000, &prio, msg, cap))
-        return -1;
-    if (images > 0) n = images;
-    if (f == &F_OPENAI) {   /* "size": "WxH" */
-        const cJSON *z = cJSON_GetObjectItemCaseSensitive(o, "size");
-        if (z && !cJSON_IsNull(z)) {
-            int a = 0, b = 0, end = 0;
-            if (!cJSON_IsString(z) || sscanf(z->valuestring, "%5dx%5d%n", &a, &b, &end) != 2 ||
-                z->valuestring[end] || a < 8 || b < 8) {
-                snprintf(msg, cap, "\"size\" must be \"WIDTHxHEIGHT\", e.g. \"512x512\"");
-                return -1;
-            }
-            w = a;
-            h = b;
-        }
-    }
-    const int m = s->info.size_multiple > 0 ? s->info.size_multiple : 8;
-    if ((int)w % m || (int)h % m) {
-        snprintf(msg, cap, "width %d and height %d must be multiples of %d for %s", (int)w, (int)h,
-                 m, s->info.class_name);
-        return -1;
-    }
-    if (w * h > (double)p->max_pixels) {
-        snprintf(msg, cap, "%dx%d is %.0f pixels, above this server's --max-pixels %lld", (int)w,
-                 (int)h, w * h, (long long)p->max_pixels);
-        return -1;
-    }
-    if (seed + n - 1 > 18446744073709551615.0) {
-        snprintf(msg, cap, "seed + n - 1 passes 2^64-1");
-        return -1;
-    }
-    r->prompt = strdup(prompt);
-    r->negative = neg ? strdup(neg) : NULL;
-    if (!r->prompt || (neg && !r->negative)) {
-        free(r->prompt);
-        free(r->negative);
-        snprintf(msg, cap, "out of memory");
-        return -1;
-    }
-    r->seed = (uint64_t)seed;
-    r->steps = (int)steps;
-    r->width = (int)w;
-    r->height = (int)h;
-    r->n = (int)n;
-    r->guidance = (float)g;
-    r->priority = (int)prio;
-    return 0;
-}
+/* ---- jobs ------------------------------------------------------------------ */
 
 /* Queues r; on failure answers (429 full, 503 stopping) and returns NULL. */
 static job_t *submit(server_t *s, struct MHD_Connection *c, job_req_t *r, enum MHD_Result *ret) {
@@ -445,7 +282,8 @@ static enum MHD_Result route_submit(server_t *s, struct MHD_Connection *c, const
     job_req_t r;
     char msg[256];
     enum MHD_Result ret = MHD_NO;
-    if (parse_req(s, body, &F_NATIVE, 0, &r, msg, sizeof msg)) return send_error(c, 400, "%s", msg);
+    if (serve_parse_request(s->p, &s->info, SERVE_API_JOBS, body, &r, NULL, msg, sizeof msg))
+        return send_error(c, 400, "%s", msg);
     job_t *j = submit(s, c, &r, &ret);
     if (!j) return ret;
     pthread_mutex_lock(&s->q.mu);
@@ -483,12 +321,9 @@ static enum MHD_Result route_openai(server_t *s, struct MHD_Connection *c, const
     job_req_t r;
     char msg[256];
     enum MHD_Result ret = MHD_NO;
-    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(body, "response_format");
-    if (fmt && !cJSON_IsNull(fmt) &&
-        (!cJSON_IsString(fmt) || (strcmp(fmt->valuestring, "b64_json") && strcmp(fmt->valuestring, "url"))))
-        return send_error(c, 400, "\"response_format\" must be \"b64_json\" or \"url\"");
-    const int url = fmt && cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "url");
-    if (parse_req(s, body, &F_OPENAI, 0, &r, msg, sizeof msg)) return send_error(c, 400, "%s", msg);
+    int url = 0;
+    if (serve_parse_request(s->p, &s->info, SERVE_API_OPENAI, body, &r, &url, msg, sizeof msg))
+        return send_error(c, 400, "%s", msg);
     job_t *j = run_sync(s, c, &r, &ret);
     if (!j) return ret;
     cJSON *o = cJSON_CreateObject(), *data = cJSON_CreateArray();
@@ -516,20 +351,8 @@ static enum MHD_Result route_a1111(server_t *s, struct MHD_Connection *c, const 
     job_req_t r;
     char msg[256];
     enum MHD_Result ret = MHD_NO;
-    double bs = 1, ni = 1;
-    if (cJSON_IsObject(body) &&
-        (get_int(body, "batch_size", 1, s->p->max_images, &bs, msg, sizeof msg) ||
-         get_int(body, "n_iter", 1, s->p->max_images, &ni, msg, sizeof msg)))
+    if (serve_parse_request(s->p, &s->info, SERVE_API_A1111, body, &r, NULL, msg, sizeof msg))
         return send_error(c, 400, "%s", msg);
-    if (bs * ni > s->p->max_images)
-        return send_error(c, 400, "batch_size x n_iter = %.0f images, above this server's limit "
-                          "of %d", bs * ni, s->p->max_images);
-    if (parse_req(s, body, &F_A1111, (int)(bs * ni), &r, msg, sizeof msg))
-        return send_error(c, 400, "%s", msg);
-    const cJSON *sm = cJSON_GetObjectItemCaseSensitive(body, "sampler_name");
-    if (sm && cJSON_IsString(sm))
-        tdm_log(TDM_LOG_INFO, "serve: sampler_name \"%.64s\" ignored: the model's scheduler (%s) runs",
-                sm->valuestring, s->info.scheduler);
     job_t *j = run_sync(s, c, &r, &ret);
     if (!j) return ret;
     cJSON *o = cJSON_CreateObject(), *info = cJSON_CreateObject(), *seeds = cJSON_CreateArray(),
