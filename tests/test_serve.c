@@ -515,6 +515,25 @@ TEST(two_workers) {
     CHECK(server_stop(&s) == 0);
 }
 
+/* --keep-mib 0: an ended job's images are dropped once no request is reading
+ * them — a synchronous request still gets its image, the job is gone after. */
+TEST(keep_bytes) {
+    server_t s;
+    const char *args[] = {"--keep-mib", "0", "--steps", "2", NULL};
+    if (server_start(&s, args)) return;
+    cJSON *o = http_json(&s, "POST", "/v1/images/generations",
+                         "{\"prompt\":\"x\",\"size\":\"64x64\",\"response_format\":\"url\"}", 200);
+    const char *url = jstr(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "data"), 0), "url");
+    CHECK_MSG(!strncmp(url, "/v1/jobs/", 9), "url %s", url);
+    usleep(300000);   /* the expiry tick */
+    resp_t r;
+    CHECK(http(&s, "GET", url, NULL, NULL, 0, &r) == 0);
+    CHECK_MSG(r.status == 404, "%s: %d after expiry", url, r.status);
+    resp_free(&r);
+    cJSON_Delete(o);
+    CHECK(server_stop(&s) == 0);
+}
+
 /* ---- load: 32 clients at once ------------------------------------------------ */
 
 enum { LOAD_CLIENTS = 32, LOAD_REQS = 10, LOAD_SEEDS = 8 };
@@ -658,6 +677,7 @@ int main(void) {
     RUN(token_and_host);
     RUN(priority_and_fairness);
     RUN(two_workers);
+    RUN(keep_bytes);
     RUN(load);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

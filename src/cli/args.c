@@ -76,6 +76,7 @@ static const cli_flag_t k_flags[] = {
     {"--max-pixels", 1, SRV},
     {"--max-images", 1, SRV},
     {"--keep", 1, SRV},
+    {"--keep-mib", 1, SRV},
     {"--grace", 1, SRV},
     {"-n", 1, LAUNCH},
     {"--np", 1, LAUNCH},
@@ -277,6 +278,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
     a->per_prompt = 1;
     a->port = a->queue = a->max_steps = a->max_images = -1;
     a->keep = a->grace = -1;
+    a->keep_mib = -1;
     if (c < 0 || c == CLI_LAUNCH) FAIL(2, "internal: no flag parse for command %.60s", cmd);
     long x;
     int rc;
@@ -347,6 +349,8 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--max-pixels")) {
             if ((rc = cli_parse_long(f, v, 64, 1L << 40, &x, err, cap)) != 0) return rc;
             a->max_pixels = x;
+        } else if (!strcmp(f, "--keep-mib")) {
+            INT_FLAG(a->keep_mib, 0, 1 << 30);
         } else if (!strcmp(f, "--keep")) {
             if ((rc = parse_seconds(f, v, &a->keep, err, cap)) != 0) return rc;
         } else if (!strcmp(f, "--grace")) {

@@ -66,7 +66,7 @@ typedef struct {
     int          parallel_vae;  /* --parallel-vae: the image's ranks decode it together */
     /* serve */
     const char  *host, *token;  /* --host, --token */
-    int          port, queue, max_steps, max_images;   /* -1: not given */
+    int          port, queue, max_steps, max_images, keep_mib;   /* -1: not given */
     int64_t      max_pixels;    /* 0: not given */
     double       keep, grace;   /* seconds; -1: not given */
 } args_t;

@@ -48,6 +48,7 @@ int cmd_serve(int argc, char **argv) {
     if (a.max_images > 0) sp.max_images = a.max_images;
     if (a.max_pixels > 0) sp.max_pixels = a.max_pixels;
     if (a.keep >= 0) sp.keep = a.keep;
+    if (a.keep_mib >= 0) sp.keep_bytes = (int64_t)a.keep_mib << 20;
     if (a.grace >= 0) sp.grace = a.grace;
     sp.negative = a.negative;
     sp.steps = a.steps;

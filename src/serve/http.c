@@ -858,7 +858,7 @@ tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_ser
     if (!(s.w = calloc((size_t)npipes, sizeof *s.w)))
         return tdm_errorf(TDM_ERR_NOMEM, "serve: out of memory");
     s.nw = npipes;
-    if (jobs_init(&s.q, p->queue, p->keep)) {
+    if (jobs_init(&s.q, p->queue, p->keep, p->keep_bytes)) {
         free(s.w);
         return tdm_errorf(TDM_ERR_INTERNAL, "serve: cannot create the queue's locks");
     }

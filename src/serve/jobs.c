@@ -20,10 +20,11 @@ double jobs_now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int jobs_init(jobs_t *q, int qmax, double keep) {
+int jobs_init(jobs_t *q, int qmax, double keep, int64_t keep_bytes) {
     memset(q, 0, sizeof *q);
     q->qmax = qmax;
     q->keep = keep;
+    q->keep_bytes = keep_bytes;
     if (pthread_mutex_init(&q->mu, NULL)) return -1;
     if (pthread_cond_init(&q->work, NULL)) return -1;
     if (pthread_cond_init(&q->change, NULL)) return -1;
@@ -212,15 +213,37 @@ void jobs_end(jobs_t *q, job_t *j, job_state s, const char *error) {
     pthread_mutex_unlock(&q->mu);
 }
 
+static int64_t job_bytes(const job_t *j) {
+    int64_t b = 0;
+    for (int k = 0; k < j->ndone; k++) b += (int64_t)j->png_len[k];
+    return b;
+}
+
 void jobs_expire(jobs_t *q) {
     const double now = jobs_now();
+    int64_t kept = 0;
     int k = 0;
     for (int i = 0; i < q->nall; i++) {
         job_t *j = q->all[i];
-        if (j->state >= JOB_DONE && !j->refs && now - j->t_end > q->keep) job_free(j);
-        else q->all[k++] = j;
+        if (j->state >= JOB_DONE && !j->refs && now - j->t_end > q->keep) {
+            job_free(j);
+            continue;
+        }
+        if (j->state >= JOB_DONE) kept += job_bytes(j);
+        q->all[k++] = j;
     }
     q->nall = k;
+    while (kept > q->keep_bytes) {   /* the oldest ended job not being read goes */
+        int old = -1;
+        for (int i = 0; i < q->nall; i++) {
+            const job_t *j = q->all[i];
+            if (j->state >= JOB_DONE && !j->refs && (old < 0 || j->t_end < q->all[old]->t_end)) old = i;
+        }
+        if (old < 0) break;
+        kept -= job_bytes(q->all[old]);
+        job_free(q->all[old]);
+        q->all[old] = q->all[--q->nall];
+    }
 }
 
 void jobs_stop(jobs_t *q, int cancel_running) {

@@ -53,6 +53,7 @@ typedef struct {
     job_t          *head, *tail;  /* the queue (JOB_QUEUED jobs, FIFO) */
     int             qlen, qmax;
     double          keep;       /* seconds an ended job stays */
+    int64_t         keep_bytes; /* at most this many bytes of ended jobs' images stay (oldest go first) */
     int             stopping;   /* no new jobs; the worker ends once idle */
     /* counters for /metrics */
     uint64_t        submitted, rejected, ended[JOB_NSTATES], images, steps;
@@ -64,7 +65,7 @@ typedef struct {
     uint64_t        takes;
 } jobs_t;
 
-int  jobs_init(jobs_t *q, int qmax, double keep);
+int  jobs_init(jobs_t *q, int qmax, double keep, int64_t keep_bytes);
 void jobs_free(jobs_t *q);
 double jobs_now(void);
 
@@ -83,7 +84,8 @@ int jobs_cancel(jobs_t *q, const char *id);
 job_t *jobs_take(jobs_t *q);
 /* The worker: the job ended in state s (error: a message for JOB_FAILED). */
 void jobs_end(jobs_t *q, job_t *j, job_state s, const char *error);
-/* Forgets ended jobs older than q->keep; call with q->mu held. */
+/* Forgets ended jobs older than q->keep, and the oldest ended ones while
+ * their images hold more than q->keep_bytes; call with q->mu held. */
 void jobs_expire(jobs_t *q);
 /* Stop: no new jobs; queued jobs are cancelled; the running one is asked to stop
  * when `cancel_running`. */

@@ -20,6 +20,7 @@ void tdm_serve_params_init(tdm_serve_params_t *p) {
     p->max_pixels = 2048 * 2048;
     p->max_images = 16;
     p->keep = 600;
+    p->keep_bytes = (int64_t)1 << 30;
     p->max_body = 1 << 20;
     p->grace = 30;
     p->guidance = NAN;

@@ -23,6 +23,7 @@ typedef struct {
     int64_t     max_pixels;  /* width × height at most (default 2048 × 2048) */
     int         max_images;  /* images per request (default 16) */
     double      keep;        /* seconds an ended job's images stay (default 600) */
+    int64_t     keep_bytes;  /* ...and at most this many bytes of them, oldest first (default 1 GiB) */
     size_t      max_body;    /* request body bytes at most (default 1 MiB) */
     double      grace;       /* on stop: seconds the running jobs may finish (default 30) */
     const char *const *devices;   /* each worker's device name, for /health (may be NULL) */
