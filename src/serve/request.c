@@ -67,6 +67,11 @@ static int get_str(const cJSON *o, const char *name, const char **v, char *msg, 
         snprintf(msg, cap, "\"%s\" is longer than %d bytes", name, PROMPT_MAX);
         return -1;
     }
+    size_t bad = 0;
+    if (!tdm_utf8_valid(x->valuestring, &bad)) {   /* raw bytes cJSON passes through */
+        snprintf(msg, cap, "\"%s\": invalid UTF-8 at byte %zu", name, bad);
+        return -1;
+    }
     *v = x->valuestring;
     return 0;
 }
