@@ -19,6 +19,18 @@ for n in openblas:openblas libcjson:cjson libpng:png16; do
   printf 'prefix=${pcfiledir}/..\nName: %s\nDescription: carried\nVersion: 0\nCflags: -I${prefix}/include\nLibs: -L${prefix}/lib -l%s\n' \
     "${n%%:*}" "${n##*:}" > "$t/.deps/pkgconfig/${n%%:*}.pc"
 done
+# MHD=1: also libmicrohttpd and the GnuTLS libraries it needs, so the GPU build has `tandem serve`
+# (TDM_SERVE=AUTO finds it) for bench/run_serve.sh (BENCH_SERVE=1)
+if [ "${MHD:-0}" = 1 ]; then
+  cp /usr/include/microhttpd.h "$t/.deps/include/"
+  for l in libmicrohttpd.so.12 libgnutls.so.30 libp11-kit.so.0 libidn2.so.0 libunistring.so.2 \
+           libtasn1.so.6 libnettle.so.8 libhogweed.so.6 libgmp.so.10 libffi.so.8; do
+    cp -L "$L/$l" "$t/.deps/lib/"
+  done
+  (cd "$t/.deps/lib" && ln -s libmicrohttpd.so.12 libmicrohttpd.so)
+  printf 'prefix=${pcfiledir}/..\nName: libmicrohttpd\nDescription: carried\nVersion: 0.9.75\nCflags: -I${prefix}/include\nLibs: -L${prefix}/lib -lmicrohttpd\n' \
+    > "$t/.deps/pkgconfig/libmicrohttpd.pc"
+fi
 mkdir -p .deps
 (cd "$t" && tar cJf "$OLDPWD/.deps/deps.tar.xz" .deps)
 rm -rf "$t"
