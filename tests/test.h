@@ -40,8 +40,9 @@ static int test_npass, test_nfail, test_cur_failed;
         }                                                                      \
     } while (0)
 
-/* The whole file at `path` as a NUL-terminated string (malloc'd), or NULL. */
-static inline char *test_slurp(const char *path) {
+/* The whole file at `path` as a NUL-terminated string (malloc'd), or NULL;
+ * its byte count (without the NUL) in *len when len is not NULL. */
+static inline char *test_slurp_len(const char *path, long *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -51,8 +52,11 @@ static inline char *test_slurp(const char *path) {
     if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
     if (s) s[n] = 0;
     fclose(f);
+    if (s && len) *len = n;
     return s;
 }
+
+static inline char *test_slurp(const char *path) { return test_slurp_len(path, NULL); }
 
 /* Writes `text` to the file at `path` (replacing it); a failure is a failed check. */
 static inline void test_spill(const char *path, const char *text) {

@@ -182,19 +182,6 @@ static cJSON *wait_job(const server_t *s, const char *id) {
     return NULL;
 }
 
-/* The bytes of file path (malloc'd), or NULL. */
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    *len = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    return b;
-}
-
 static const uint8_t *b64val(int c) {
     static uint8_t t[256];
     static int init;
@@ -238,13 +225,13 @@ static void cli_images(const char *name, const char *extra) {
 /* Image k of job id equals CLI image `file` byte for byte. */
 static void same_png(const server_t *s, const char *id, int k, const char *file) {
     char path[256];
-    size_t n = 0;
+    long n = 0;
     resp_t r;
     snprintf(path, sizeof path, "/v1/jobs/%s/images/%d.png", id, k);
     CHECK(http(s, "GET", path, NULL, NULL, 0, &r) == 0 && r.status == 200);
     CHECK(r.head && strstr(r.head, "image/png"));
-    char *want = slurp(file, &n);
-    CHECK_MSG(want && n == r.len && !memcmp(want, r.body, n), "%s (%zu bytes) differs from %s "
+    char *want = test_slurp_len(file, &n);
+    CHECK_MSG(want && (size_t)n == r.len && !memcmp(want, r.body, n), "%s (%zu bytes) differs from %s "
               "(%zu bytes)", path, r.len, file, n);
     free(want);
     resp_free(&r);
@@ -283,10 +270,11 @@ TEST(routes_and_images) {
     const cJSON *imgs = cJSON_GetObjectItem(o, "images");
     CHECK(cJSON_GetArraySize(imgs) == 2);
     for (int k = 0; k < 2 && cJSON_GetArraySize(imgs) == 2; k++) {
-        size_t n = 0, m = 0;
+        size_t n = 0;
+        long m = 0;
         uint8_t *png = unb64(cJSON_GetArrayItem(imgs, k)->valuestring, &n);
-        char *want = slurp(k ? f1 : f0, &m);
-        CHECK_MSG(want && n == m && !memcmp(png, want, n), "txt2img image %d differs from the CLI's", k);
+        char *want = test_slurp_len(k ? f1 : f0, &m);
+        CHECK_MSG(want && n == (size_t)m && !memcmp(png, want, n), "txt2img image %d differs from the CLI's", k);
         free(png);
         free(want);
     }

@@ -19,20 +19,6 @@
 
 static char tmpdir[256];
 
-static char *slurp(const char *path, long *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    if (len) *len = n;
-    return b;
-}
-
 static void write_bytes(const char *dir, const char *name, const char *data, long n) {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", dir, name);
@@ -50,7 +36,7 @@ static void copy_file(const char *name, const char *dir) {
     char src[512];
     snprintf(src, sizeof src, "%s/%s", TOK_DIR, name);
     long n = 0;
-    char *b = slurp(src, &n);
+    char *b = test_slurp_len(src, &n);
     if (!b) { printf("  cannot read %s\n", src); return; }
     write_bytes(dir, name, b, n);
     free(b);
@@ -75,7 +61,7 @@ static void sub(char *out, size_t cap, const char *name) {
 /* Checks every case at every length against one loaded tokenizer. */
 static void check_cases(const char *dir, const char *what) {
     long n = 0;
-    char *text = slurp(CASES_JSON, &n);
+    char *text = test_slurp_len(CASES_JSON, &n);
     CHECK_MSG(text != NULL, "cannot read %s", CASES_JSON);
     if (!text) return;
     cJSON *root = cJSON_ParseWithLength(text, (size_t)n);

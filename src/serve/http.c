@@ -7,7 +7,6 @@
  * server writes none. */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>

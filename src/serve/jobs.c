@@ -53,14 +53,18 @@ void jobs_free(jobs_t *q) {
     memset(q, 0, sizeof *q);
 }
 
+int jobs_random(void *buf, size_t n) {
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, buf, n) : -1;
+    if (fd >= 0) close(fd);
+    return got == (ssize_t)n ? 0 : -1;
+}
+
 /* 32 hex digits from the kernel's random source (ids are not guessable:
  * a job's images are its submitter's). 0 on success. */
 static int new_id(char id[33]) {
     unsigned char b[16];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, b, sizeof b) : -1;
-    if (fd >= 0) close(fd);
-    if (n != (ssize_t)sizeof b) return -1;
+    if (jobs_random(b, sizeof b)) return -1;
     for (int i = 0; i < 16; i++) snprintf(id + 2 * i, 3, "%02x", b[i]);
     return 0;
 }

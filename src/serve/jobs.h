@@ -66,6 +66,8 @@ typedef struct {
 } jobs_t;
 
 int  jobs_init(jobs_t *q, int qmax, double keep, int64_t keep_bytes);
+/* n bytes from the kernel's random source into buf; 0 on success. */
+int  jobs_random(void *buf, size_t n);
 void jobs_free(jobs_t *q);
 double jobs_now(void);
 

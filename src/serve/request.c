@@ -117,13 +117,9 @@ static int parse_req(const tdm_serve_params_t *p, const tdm_pipeline_info_t *inf
     }
     const cJSON *sx = f->seed ? cJSON_GetObjectItemCaseSensitive(o, f->seed) : NULL;
     if (sx && cJSON_IsNumber(sx) && sx->valuedouble == -1) {   /* A1111: -1 = random */
-        unsigned char b[4] = {0};
-        FILE *u = fopen("/dev/urandom", "rb");
-        if (u) {
-            if (fread(b, 1, 4, u) != 4) memset(b, 0, 4);
-            fclose(u);
-        }
-        seed = (double)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+        uint32_t r32 = 0;
+        if (jobs_random(&r32, sizeof r32)) r32 = 0;
+        seed = (double)r32;
     } else if (get_int(o, f->seed, 0, 9007199254740991.0, &seed, msg, cap)) {
         return -1;
     }
