@@ -644,7 +644,14 @@ TEST(load) {
     CHECK_MSG(L.ok == 2 * LOAD_CLIENTS * LOAD_REQS && !L.wrong && !L.other,
               "%d ok, %d wrong images, %d other answers", L.ok, L.wrong, L.other);
     CHECK_MSG(L.rejected > 0, "a queue of 8 under 32 clients never answered 429");
+#if defined(__SANITIZE_ADDRESS__)
+    /* AddressSanitizer's quarantine and per-thread records (a thread per
+     * connection) grow the server's RSS by themselves: the flat-RSS check runs
+     * in the plain build (make test); leaks are LeakSanitizer's here */
+    printf("  RSS check not run under AddressSanitizer (the plain build runs it)\n");
+#else
     CHECK_MSG(rss0 > 0 && rss1 <= rss0 + rss0 / 20, "RSS grew from %ld to %ld KiB", rss0, rss1);
+#endif
     for (int k = 0; k < LOAD_SEEDS; k++) free(L.ref[k]);
     pthread_mutex_destroy(&L.mu);
     CHECK(server_stop(&s) == 0);
