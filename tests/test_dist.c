@@ -273,7 +273,13 @@ TEST(single_comm_send_recv) {
     CHECK(tdm_comm_recv(c, got, 2, TDM_I32, 0, 1, NULL) == TDM_ERR_INVALID_ARG);   /* none left */
     CHECK(tdm_comm_send(c, m1, 2, TDM_I32, 1, 0, NULL) == TDM_ERR_INVALID_ARG);    /* no rank 1 */
     CHECK(tdm_comm_send(c, m1, 2, TDM_I32, 0, -1, NULL) == TDM_ERR_INVALID_ARG);   /* tag */
+    int ready = -1;   /* probe: a queued message of that tag, no other */
+    CHECK(tdm_comm_probe(c, 0, 9, &ready) == TDM_OK && ready == 0);
     CHECK(tdm_comm_send(c, m1, 2, TDM_I32, 0, 9, NULL) == TDM_OK);   /* left queued: freed */
+    CHECK(tdm_comm_probe(c, 0, 9, &ready) == TDM_OK && ready == 1);
+    CHECK(tdm_comm_probe(c, 0, 8, &ready) == TDM_OK && ready == 0);
+    CHECK(tdm_comm_probe(c, 1, 9, &ready) == TDM_ERR_INVALID_ARG);   /* no rank 1 */
+    CHECK(tdm_comm_probe(c, 0, -2, &ready) == TDM_ERR_INVALID_ARG);
 
     double x[2] = { 1, 2 }, y[2] = { 0, 0 };
     CHECK(tdm_comm_sendrecv(c, x, 0, y, 0, 2, TDM_F64, 0, NULL) == TDM_OK);

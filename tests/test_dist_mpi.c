@@ -293,6 +293,19 @@ TEST(child_comm_send_recv_ring) {
         }
         CHECK_MSG(got[0] == left && got[1] == left * 2.0 && got[2] == -1, "rank %d: got %g %g %g from %d",
                   rank, got[0], got[1], got[2], left);
+        /* probe: nothing from the left until it sends; then ready without
+         * receiving, and the message still arrives whole */
+        int ready = -1;
+        CHECK(tdm_comm_probe(c, left, 6, &ready) == TDM_OK && ready == 0);
+        CHECK(tdm_comm_barrier(c) == TDM_OK);
+        CHECK(tdm_comm_send(c, out, 3, TDM_F64, right, 6, NULL) == TDM_OK);   /* small: sent eagerly */
+        for (int i = 0; i < 10000 && ready != 1; i++) {
+            CHECK(tdm_comm_probe(c, left, 6, &ready) == TDM_OK);
+            if (!ready) usleep(1000);
+        }
+        CHECK_MSG(ready == 1, "rank %d: no message from %d in 10 s", rank, left);
+        CHECK(tdm_comm_probe(c, left, 7, &ready) == TDM_OK && ready == 0);   /* other tag */
+        CHECK(tdm_comm_recv(c, got, 3, TDM_F64, left, 6, NULL) == TDM_OK && got[0] == left);
     }
 }
 

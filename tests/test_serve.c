@@ -20,222 +20,7 @@
 
 #include "test.h"
 
-static const char *MODEL = TDM_FIXTURES "/pipelines/sd15-tiny";
-static const char *g_src;   /* the client's source address (NULL: any) */
-static char g_tmp[] = "/tmp/tdm-test-serve-XXXXXX";
-
-typedef struct {
-    pid_t pid;
-    int   port;
-} server_t;
-
-/* Starts `tandem serve --model MODEL --port 0 <args...>` (NULL-terminated)
- * and reads the port from its first stdout line. 0 on success. */
-static int server_start(server_t *s, const char *const *args) {
-    int fd[2];
-    const char *argv[40] = {TDM_TANDEM_BIN, "serve", "--model", MODEL, "--port", "0", "--quiet"};
-    int n = 7;
-    for (int i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    if (pipe(fd)) return -1;
-    s->pid = fork();
-    if (s->pid < 0) return -1;
-    if (s->pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execv(TDM_TANDEM_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    close(fd[1]);
-    char line[512];
-    size_t len = 0;
-    while (len + 1 < sizeof line) {   /* one line, byte by byte (the rest of stdout is unused) */
-        ssize_t r = read(fd[0], line + len, 1);
-        if (r <= 0 || line[len] == '\n') break;
-        len++;
-    }
-    line[len] = 0;
-    close(fd[0]);
-    const char *colon = strrchr(line, ':');
-    s->port = colon && strstr(line, "serving") ? atoi(colon + 1) : 0;
-    CHECK_MSG(s->port > 0, "no \"serving ... on http://HOST:PORT\" line: \"%s\"", line);
-    return s->port > 0 ? 0 : -1;
-}
-
-/* SIGTERM, then the exit code (-1 when it did not end within 60 s). */
-static int server_stop(server_t *s) {
-    int st = 0;
-    kill(s->pid, SIGTERM);
-    for (int i = 0; i < 600; i++) {
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-        usleep(100000);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &st, 0);
-    return -1;
-}
-
-typedef struct {
-    int    status;
-    char  *head, *body;   /* malloc'd, NUL-terminated */
-    size_t len;           /* body bytes */
-} resp_t;
-
-static void resp_free(resp_t *r) {
-    free(r->head);
-    free(r->body);
-    memset(r, 0, sizeof *r);
-}
-
-/* One request over a new connection (HTTP/1.0: the answer ends at EOF). */
-static int http(const server_t *s, const char *method, const char *path, const char *hdrs,
-                const char *body, size_t blen, resp_t *r) {
-    memset(r, 0, sizeof *r);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {120, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in src = {.sin_family = AF_INET};
-    if (g_src && fd >= 0) {   /* another loopback address: another client */
-        inet_pton(AF_INET, g_src, &src.sin_addr);
-        if (bind(fd, (struct sockaddr *)&src, sizeof src)) {
-            close(fd);
-            return -1;
-        }
-    }
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    char req[1024];
-    int hl = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%sContent-Length: %zu\r\n"
-                      "Content-Type: application/json\r\n\r\n", method, path, hdrs ? hdrs : "",
-                      body ? blen : 0);
-    if (write(fd, req, (size_t)hl) != hl) {
-        close(fd);
-        return -1;
-    }
-    for (size_t off = 0; body && off < blen;) {
-        ssize_t w = write(fd, body + off, blen - off);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (n + 4096 > cap) buf = realloc(buf, cap *= 2);
-        ssize_t k = read(fd, buf + n, cap - n - 1);
-        if (k <= 0) break;
-        n += (size_t)k;
-    }
-    close(fd);
-    buf[n] = 0;
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (!sep || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) {
-        free(buf);
-        return -1;
-    }
-    const size_t h = (size_t)(sep - buf);
-    r->head = strndup(buf, h);
-    r->len = n - h - 4;
-    r->body = malloc(r->len + 1);
-    memcpy(r->body, sep + 4, r->len);
-    r->body[r->len] = 0;
-    free(buf);
-    return 0;
-}
-
-static cJSON *http_json(const server_t *s, const char *method, const char *path, const char *body,
-                        int want) {
-    resp_t r;
-    cJSON *o = NULL;
-    if (http(s, method, path, NULL, body, body ? strlen(body) : 0, &r)) {
-        CHECK_MSG(0, "%s %s: no answer", method, path);
-        return NULL;
-    }
-    CHECK_MSG(r.status == want, "%s %s: status %d, want %d: %s", method, path, r.status, want, r.body);
-    o = cJSON_Parse(r.body);
-    CHECK_MSG(o != NULL, "%s %s: not JSON: %s", method, path, r.body);
-    resp_free(&r);
-    return o;
-}
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(x) ? x->valuestring : "";
-}
-
-/* Polls job id until it ends (60 s at most); its final JSON. */
-static cJSON *wait_job(const server_t *s, const char *id) {
-    char path[128];
-    snprintf(path, sizeof path, "/v1/jobs/%s", id);
-    for (int i = 0; i < 600; i++) {
-        cJSON *o = http_json(s, "GET", path, NULL, 200);
-        const char *st = jstr(o, "state");
-        if (!o || (strcmp(st, "queued") && strcmp(st, "running"))) return o;
-        cJSON_Delete(o);
-        usleep(100000);
-    }
-    CHECK_MSG(0, "job %s did not end in 60 s", id);
-    return NULL;
-}
-
-static const uint8_t *b64val(int c) {
-    static uint8_t t[256];
-    static int init;
-    if (!init) {
-        const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        memset(t, 255, sizeof t);
-        for (int i = 0; i < 64; i++) t[(unsigned char)a[i]] = (uint8_t)i;
-        init = 1;
-    }
-    return &t[(unsigned char)c];
-}
-
-/* Decoded base64 (malloc'd). */
-static uint8_t *unb64(const char *s, size_t *len) {
-    size_t n = strlen(s), k = 0;
-    uint8_t *o = malloc(n / 4 * 3 + 3);
-    uint32_t v = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n && s[i] != '='; i++) {
-        const uint8_t d = *b64val(s[i]);
-        if (d == 255) continue;
-        v = v << 6 | d;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            o[k++] = (uint8_t)(v >> bits);
-        }
-    }
-    *len = k;
-    return o;
-}
-
-/* `tandem generate` of the same request: OUT/000000.png ... in g_tmp/name. */
-static void cli_images(const char *name, const char *extra) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "\"%s\" generate --model \"%s\" --out \"%s/%s\" --quiet %s >/dev/null 2>&1",
-             TDM_TANDEM_BIN, MODEL, g_tmp, name, extra);
-    CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
-}
-
-/* Image k of job id equals CLI image `file` byte for byte. */
-static void same_png(const server_t *s, const char *id, int k, const char *file) {
-    char path[256];
-    long n = 0;
-    resp_t r;
-    snprintf(path, sizeof path, "/v1/jobs/%s/images/%d.png", id, k);
-    CHECK(http(s, "GET", path, NULL, NULL, 0, &r) == 0 && r.status == 200);
-    CHECK(r.head && strstr(r.head, "image/png"));
-    char *want = test_slurp_len(file, &n);
-    CHECK_MSG(want && (size_t)n == r.len && !memcmp(want, r.body, n), "%s (%zu bytes) differs from %s "
-              "(%zu bytes)", path, r.len, file, n);
-    free(want);
-    resp_free(&r);
-}
+#include "serve_client.h"
 
 TEST(routes_and_images) {
     server_t s;
@@ -471,8 +256,8 @@ TEST(priority_and_fairness) {
 }
 
 /* Two workers (--device cpu,cpu: a resident pipeline each): queued jobs go to
- * whichever is free, both serve, and every image is still `tandem generate`'s
- * of its seed. */
+ * whichever is free, both serve, the images of one request are shared, and
+ * every image is still `tandem generate`'s of its seed. */
 TEST(two_workers) {
     server_t s;
     const char *args[] = {"--device", "cpu,cpu", "--steps", "20", NULL};
@@ -502,6 +287,26 @@ TEST(two_workers) {
         char f[512];
         snprintf(f, sizeof f, "%s/cli2/%06d.png", g_tmp, i);
         same_png(&s, id[i], 0, f);
+    }
+    /* one request of 6 images: both workers make some, image k is still seed + k */
+    o = http_json(&s, "POST", "/v1/jobs", "{\"prompt\":\"a red cube\",\"seed\":10,\"n\":6}", 202);
+    char one[40];
+    snprintf(one, sizeof one, "%s", jstr(o, "id"));
+    cJSON_Delete(o);
+    o = wait_job(&s, one);
+    used[0] = used[1] = 0;
+    const cJSON *iw = cJSON_GetObjectItem(o, "image_workers");
+    for (int k = 0; k < NJ; k++) {
+        const cJSON *w = cJSON_GetArrayItem(iw, k);
+        if (cJSON_IsNumber(w) && w->valueint >= 0 && w->valueint < 2) used[w->valueint]++;
+    }
+    CHECK_MSG(!strcmp(jstr(o, "state"), "done") && used[0] > 0 && used[1] > 0 && used[0] + used[1] == NJ,
+              "%s; images per worker: %d, %d", jstr(o, "state"), used[0], used[1]);
+    cJSON_Delete(o);
+    for (int k = 0; k < NJ; k++) {
+        char f[512];
+        snprintf(f, sizeof f, "%s/cli2/%06d.png", g_tmp, k);
+        same_png(&s, one, k, f);
     }
     CHECK(server_stop(&s) == 0);
 }
@@ -560,11 +365,6 @@ static int txt2img(const server_t *s, int seed, uint8_t **png, size_t *n) {
     return st;
 }
 
-static double mono(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void *client(void *arg) {
     client_t *c = arg;

@@ -110,6 +110,11 @@ const char *cli_suggest_flag(int cmd, const char *flag);
 /* Damerau (optimal string alignment) edit distance. */
 int cli_edit_distance(const char *a, const char *b);
 
+/* This rank's threads and device (several ranks: a share of the host's
+ * cores, GPU local_rank mod the visible ones; --gpus-per-rank K: GPUs
+ * r·K .. r·K + K - 1). a->device may end up pointing into devbuf. */
+void map_rank_device(args_t *a, int rank, int size, char *devbuf, size_t cap);
+
 /* ---- common.c: the exiting forms ---- */
 /* An integer flag value in [lo, hi], else a usage error naming the flag. */
 long parse_int(const char *flag, const char *v, long lo, long hi);

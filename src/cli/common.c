@@ -105,6 +105,37 @@ tdm_pipeline_t *open_pipeline(const args_t *a) {
     return pipe;
 }
 
+/* This rank's threads and device. With several ranks each takes its share of
+ * this host's cores (unless --threads) and, with --device cuda, GPU
+ * local_rank mod the visible GPUs; --gpus-per-rank K gives rank r the GPUs
+ * r·K .. r·K + K - 1 of this host, its map's 0 .. K-1. a->device may end up
+ * pointing into devbuf. */
+void map_rank_device(args_t *a, int rank, int size, char *devbuf, size_t cap) {
+    if (size > 1) {
+        if (!a->threads) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            a->threads = (int)(cores / tdm_dist_local_size(g_dist));
+            if (a->threads < 1) a->threads = 1;
+        }
+        if (a->device && !strcmp(a->device, "cuda") && !a->gpus_per_rank) {
+            int n = tdm_cuda_devices();
+            snprintf(devbuf, cap, "cuda:%d", n > 0 ? tdm_dist_local_rank(g_dist) % n : 0);
+            a->device = devbuf;
+        }
+    }
+    if (a->gpus_per_rank) {
+        const int k = a->gpus_per_rank, lr = size > 1 ? tdm_dist_local_rank(g_dist) : 0;
+        const int n = tdm_cuda_devices();
+        if (!a->device || strcmp(a->device, "cuda") != 0)
+            die(2, "--gpus-per-rank %d needs --device cuda (each rank picks its own GPUs)", k);
+        if ((lr + 1) * k > n)
+            die(2, "rank %d: --gpus-per-rank %d needs GPUs %d..%d, %d visible", rank, k, lr * k,
+                (lr + 1) * k - 1, n);
+        snprintf(devbuf, cap, "cuda:%d", lr * k);
+        a->device = devbuf;
+    }
+}
+
 void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float guidance) {
     if (deg->cfg == 2 && !(guidance > 1.0f))
         die(2, "--parallel %s: cfg=2 needs classifier-free guidance, but --guidance %g is <= 1 (give "

@@ -62,9 +62,9 @@ static long count_list(const char *list) {
 /* The generate flags and the model, checked as a rank would before it
  * starts work (device-specific checks stay with the ranks); --parallel
  * against the n ranks and the pipeline's guidance. */
-static void preflight(int argc, char **argv, int n) {
+static void preflight(const char *cmd, int argc, char **argv, int n) {
     args_t a;
-    parse_args(&a, "generate", argc, argv);
+    parse_args(&a, cmd, argc, argv);
     tdm_log_set_level(TDM_LOG_ERROR);   /* the ranks give the model's warnings; errors come back as die_status */
     tdm_pipeline_params_t pp;
     tdm_pipeline_params_init(&pp);
@@ -73,7 +73,8 @@ static void preflight(int argc, char **argv, int n) {
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a.model, &pp) != TDM_OK) die_status();
     tdm_parallel_t deg;
-    if (a.parallel && !strcmp(a.parallel, "auto")) {   /* the ranks choose; the choice passes these checks */
+    if (!strcmp(cmd, "serve") || (a.parallel && !strcmp(a.parallel, "auto"))) {
+        /* serve checks its own flags; with auto the ranks choose, and the choice passes these checks */
         tdm_pipeline_close(pipe);
         args_free(&a);
         return;
@@ -209,7 +210,7 @@ static void filter_line(filter_t *f, char *s) {
         else if (!f->gist_done) gist_add(f, s);
         return;
     }
-    if (is_mpi_note(s) || is_libevent_note(s)) return;
+    if (is_mpi_note(s) || is_libevent_note(s) || !strncmp(s, "mpirun: Forwarding signal", 25)) return;
     write_all(s, strlen(s));   /* the ranks' own output (sanitizer reports, ...) */
     write_all("\n", 1);
 }
@@ -232,7 +233,9 @@ typedef struct {
     long        n;               /* -n: ranks */
     const char *gpus;            /* --gpus LIST, or NULL */
     int         oversubscribe;
-    int         sep;             /* argv index of "--" (argv[sep + 1] is "generate") */
+    int         sep;             /* argv index of "--" (argv[sep + 1] is "generate" or "serve") */
+    int         serve;           /* -- serve: a stop is SIGUSR1 to the ranks (rank 0 ends the server) */
+    double      stop_wait;       /* serve: seconds the ranks get to stop before SIGTERM (--grace + 10) */
     char        self[4096];      /* this program's path */
     char        np[32];          /* n as text */
     char        gpu_env[512];    /* CUDA_VISIBLE_DEVICES=LIST */
@@ -266,8 +269,12 @@ static void launch_parse(launch_t *l, int argc, char **argv) {
     }
     l->sep = i;
     if (l->n < 1) die(2, "launch: -n N is required");
-    if (i >= argc - 1 || strcmp(argv[i + 1], "generate"))
-        die(2, "launch: expected -- generate ... after the launch flags");
+    if (i >= argc - 1 || (strcmp(argv[i + 1], "generate") && strcmp(argv[i + 1], "serve")))
+        die(2, "launch: expected -- generate ... or -- serve ... after the launch flags");
+    l->serve = !strcmp(argv[i + 1], "serve");
+    l->stop_wait = 30 + 10;
+    for (int j = i + 2; l->serve && j + 1 < argc; j++)   /* serve checks the value itself */
+        if (!strcmp(argv[j], "--grace")) l->stop_wait = atof(argv[j + 1]) + 10;
     /* one rank per CPU (each gets its share of the cores), or per listed GPU */
     const long cpus = host_cpus(), ngpus = l->gpus ? count_list(l->gpus) : 0;
     if (!l->oversubscribe && l->gpus && l->n > ngpus && ngpus <= cpus)
@@ -331,6 +338,7 @@ static pid_t mpirun_spawn(const char **mv, int *errfd) {
     pid_t pid = fork();
     if (pid < 0) die(1, "launch: cannot start mpirun: %s", strerror(errno));
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);   /* launch killed (SIGKILL too): mpirun ends the job */
         dup2(fds[1], STDERR_FILENO);   /* dup2 clears close-on-exec on fd 2 */
         execvp("mpirun", (char *const *)mv);
         dprintf(STDERR_FILENO, "tandem: error: launch: cannot run mpirun: %s (install Open MPI: "
@@ -347,14 +355,19 @@ static pid_t mpirun_spawn(const char **mv, int *errfd) {
  * mpirun did not end it within GRACE_S, or on a signal (*stopping: 0, or 1
  * after SIGTERM, 2 after SIGKILL); then kills whatever is left below this
  * process. Returns mpirun's wait status. */
-static int mpirun_supervise(pid_t pid, int errfd, filter_t *flt, int *stopping) {
+static int mpirun_supervise(const launch_t *l, pid_t pid, int errfd, filter_t *flt, int *stopping) {
     int status = 0, exited = 0, eof = 0;
-    double t_error = 0, t_term = 0, t_exit = 0;
+    double t_error = 0, t_term = 0, t_exit = 0, t_usr = 0;
     char buf[4096];
     *stopping = 0;
     for (;;) {
         const double t = now();
-        if (!*stopping && (g_signal || (flt->errors && t - t_error > GRACE_S))) {
+        if (l->serve && g_signal && !t_usr && !flt->errors) {
+            t_usr = t;   /* mpirun forwards SIGUSR1 to every rank: rank 0 stops the server */
+            kill(pid, SIGUSR1);
+        }
+        if (!*stopping && ((g_signal && (!t_usr || t - t_usr > l->stop_wait)) ||
+                           (flt->errors && t - t_error > GRACE_S))) {
             *stopping = 1;   /* mpirun did not end the job (or we were told to stop): end it */
             t_term = t;
             kill(pid, SIGTERM);
@@ -420,7 +433,7 @@ static int job_exit_code(int status, int stopping, const filter_t *flt) {
 int cmd_launch(int argc, char **argv) {
     launch_t l;
     launch_parse(&l, argc, argv);
-    preflight(argc - l.sep - 2, argv + l.sep + 2, (int)l.n);
+    preflight(argv[l.sep + 1], argc - l.sep - 2, argv + l.sep + 2, (int)l.n);
     const char **mv = mpirun_argv(&l, argc, argv);
     int errfd = -1;
     const pid_t pid = mpirun_spawn(mv, &errfd);
@@ -429,7 +442,7 @@ int cmd_launch(int argc, char **argv) {
     filter_t *flt = calloc(1, sizeof *flt);
     if (!flt) die(1, "out of memory");
     int stopping = 0;
-    const int status = mpirun_supervise(pid, errfd, flt, &stopping);
+    const int status = mpirun_supervise(&l, pid, errfd, flt, &stopping);
     const int code = job_exit_code(status, stopping, flt);
     free(flt);
     return code;

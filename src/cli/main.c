@@ -72,12 +72,15 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  --out FILE.png [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N]\n"
         "                  [--variant NAME] [--threads N] [--report-memory] [--quiet]\n"
         "Missing folders of --out are created.\n"},
-    [CLI_LAUNCH] = {"launch", cmd_launch, "run generate as N ranks through Open MPI (data parallel)",
+    [CLI_LAUNCH] = {"launch", cmd_launch, "run generate or serve as N ranks through Open MPI",
         "   -n N [--gpus LIST] [--oversubscribe] -- generate ... [--schedule static|dynamic]\n"
         "                  [--resume]\n"
-        "Ranks split the images (static blocks or, with --schedule dynamic, a shared counter);\n"
-        "the output does not depend on N. At most one rank per CPU of this host (or per GPU of\n"
-        "--gpus) unless --oversubscribe. A failing rank's error line ends the whole job.\n"},
+        "  tandem launch -n N [--gpus LIST] [--oversubscribe] -- serve ...\n"
+        "generate: the ranks split the images (static blocks or, with --schedule dynamic, a shared\n"
+        "counter); the output does not depend on N. serve: every rank keeps the model on its GPU(s)\n"
+        "and makes images; rank 0 is also the HTTP front and the queue; a stop signal ends the\n"
+        "server gracefully (--grace). At most one rank per CPU of this host (or per GPU of --gpus)\n"
+        "unless --oversubscribe. A failing rank's error line ends the whole job.\n"},
     [CLI_PLAN] = {"plan", cmd_plan, "placement of a model over devices as JSON (no weights loaded)",
         "     --model DIR --max-memory 0=16GiB,1=16GiB,cpu=64GiB\n"
         "                  [--device-map STRATEGY|COMPONENT=STRATEGY]... [--only COMPONENT,...]\n"
@@ -99,14 +102,15 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N[,cuda:M...]]\n"
         "                  [--variant NAME] [--threads N] [--device-map ... --max-memory ...] [--quiet]\n"
         "Loads every stage once and keeps it resident; --device A,B,... makes one worker (pipeline)\n"
-        "per device, each taking the next job from a queue of --queue (full: 429).\n"
+        "per device, and under tandem launch every rank is one; each takes the next image from a\n"
+        "queue of --queue jobs (full: 429), so the images of one request share the workers.\n"
         "Routes: POST /v1/jobs, GET /v1/jobs/ID (state, progress), GET /v1/jobs/ID/events\n"
         "(server-sent progress), GET /v1/jobs/ID/images/K.png, DELETE /v1/jobs/ID (cancel),\n"
         "POST /v1/images/generations (OpenAI), POST /sdapi/v1/txt2img and GET /sdapi/v1/progress\n"
         "(A1111), GET /health, GET /metrics (Prometheus), GET / (a web page). Binds 127.0.0.1\n"
         "unless --host; another address needs --token (Bearer, on every route but /health and /).\n"
         "Image k of a request is `tandem generate`'s image of the same parameters with seed + k.\n"
-        "SIGTERM/SIGINT: stop accepting, finish the running jobs within --grace, exit 0.\n"},
+        "SIGTERM/SIGINT/SIGUSR1: stop accepting, finish the running images within --grace, exit 0.\n"},
 };
 
 void cli_command_usage(int cmd, FILE *f) {

@@ -1,7 +1,10 @@
 /* serve.c — `tandem serve`: opens the pipeline with every stage resident,
  * loads it once, then serves HTTP (src/serve/) until SIGTERM or SIGINT,
- * after which it stops accepting, lets the running job finish within
- * --grace and exits 0. The first line on stdout says where it listens. */
+ * after which it stops accepting, lets the running images finish within
+ * --grace and exits 0. The first line on stdout says where it listens.
+ * Under `tandem launch -n N -- serve` (or mpirun/srun) every rank loads the
+ * pipeline on its own device(s) and makes images; rank 0 is also the HTTP
+ * front and the queue. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +13,7 @@
 #include "cli.h"
 
 #ifdef TDM_HAVE_SERVE
+#include "dist/dist.h"
 #include "serve/serve.h"
 
 #define MAX_WORKERS 64
@@ -60,6 +64,21 @@ int cmd_serve(int argc, char **argv) {
         die(2, "--steps %d: above --max-steps %d", a.steps, sp.max_steps);
     if (tdm_serve_check(&sp) != TDM_OK) die(2, "%s", tdm_last_error());
     a.keep_resident = 1;   /* the point of a server: every stage stays loaded */
+    if (a.parallel)
+        die(2, "--parallel: tandem serve makes each image on one rank (its --gpus-per-rank GPUs); "
+            "groups of ranks per image are not served yet");
+    /* the ranks of a launch: each a worker, rank 0 the front too */
+    tdm_dist_params_t dp;
+    tdm_dist_params_init(&dp);
+    cli_env_dist(&dp);
+    if (tdm_dist_init(&g_dist, &dp) != TDM_OK) die_status();
+    const int rank = tdm_dist_rank(g_dist), size = tdm_dist_size(g_dist);
+    if (size > 1 && a.device && strchr(a.device, ','))
+        die(2, "--device %s: under tandem launch each rank serves one device (give --gpus to launch, "
+            "or --gpus-per-rank)", a.device);
+    char devbuf[32];
+    map_rank_device(&a, rank, size, devbuf, sizeof devbuf);
+    sp.comm = tdm_dist_world(g_dist);
     /* --device A,B,...: one worker (a resident pipeline) per device */
     char devs[1024];
     const char *dev[MAX_WORKERS];
@@ -69,7 +88,7 @@ int cmd_serve(int argc, char **argv) {
         if (nw == MAX_WORKERS) die(2, "--device: at most %d devices", MAX_WORKERS);
         dev[nw++] = t;
     }
-    if (nw == 0) dev[nw++] = NULL;   /* the default device */
+    if (nw == 0) dev[nw++] = "cpu";   /* the pipeline's default device */
     tdm_pipeline_t *pipes[MAX_WORKERS];
     const double t0 = now();
     for (int i = 0; i < nw; i++) {
@@ -78,20 +97,35 @@ int cmd_serve(int argc, char **argv) {
         for (int s = TDM_STAGE_ENCODE; s <= TDM_STAGE_DECODE; s++)
             if (tdm_pipeline_load_stage(pipes[i], (tdm_stage)s) != TDM_OK) die_status();
     }
-    if (!a.quiet)
-        fprintf(stderr, "tandem: model loaded in %.2fs (%d worker%s)\n", now() - t0, nw, nw > 1 ? "s" : "");
     sp.devices = dev;
-    struct sigaction sa;
+    struct sigaction sa;   /* a worker rank ignores them too: rank 0 tells it when to end */
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);   /* what tandem launch sends (mpirun forwards it to the ranks) */
     signal(SIGPIPE, SIG_IGN);   /* a client gone mid-answer is not the server's end */
+    if (rank > 0) {   /* a worker rank: makes what rank 0 hands it until rank 0 stops */
+        if (tdm_serve_worker(pipes[0], &sp) != TDM_OK) die_status();
+        tdm_pipeline_close(pipes[0]);
+        args_free(&a);
+        tdm_dist_free(g_dist);
+        g_dist = NULL;
+        return 0;
+    }
+    if (!a.quiet && size > 1)
+        fprintf(stderr, "tandem: model loaded in %.2fs on rank 0; %d workers (%d here, one on each of "
+                "the %d other rank%s)\n", now() - t0, nw + size - 1, nw, size - 1, size > 2 ? "s" : "");
+    else if (!a.quiet)
+        fprintf(stderr, "tandem: model loaded in %.2fs (%d worker%s)\n", now() - t0, nw, nw > 1 ? "s" : "");
     ready_t r = {&a, sp.host};
     if (tdm_serve_run(pipes, nw, &sp, &g_stop, on_ready, &r) != TDM_OK) die_status();
     for (int i = 0; i < nw; i++) tdm_pipeline_close(pipes[i]);
+    const int quiet = a.quiet;
     args_free(&a);
-    if (!a.quiet) fprintf(stderr, "tandem: stopped\n");
+    tdm_dist_free(g_dist);
+    g_dist = NULL;
+    if (!quiet) fprintf(stderr, "tandem: stopped\n");
     return 0;
 }
 

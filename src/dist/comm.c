@@ -142,6 +142,22 @@ tdm_status tdm_comm_recv(tdm_comm_t *c, void *buf, int64_t count, tdm_dtype dt, 
     return c->ops->recv(c, buf, count, dt, peer, tag, stream);
 }
 
+tdm_status tdm_comm_probe(tdm_comm_t *c, int peer, int tag, int *ready) {
+    tdm_status st;
+    COMM_CHECK(c, "tdm_comm_probe");
+    if (!ready)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_comm_probe on rank %d: ready is NULL", c->world_rank);
+    *ready = 0;
+    if ((st = check_rank(c, "tdm_comm_probe", "peer", peer)) != TDM_OK) return st;
+    if (tag < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_comm_probe on rank %d: negative tag %d",
+                          c->world_rank, tag);
+    if (!c->ops->probe)
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "tdm_comm_probe on rank %d: the %s communicator has "
+                          "no probe", c->world_rank, c->ops->name);
+    return c->ops->probe(c, peer, tag, ready);
+}
+
 tdm_status tdm_comm_sendrecv(tdm_comm_t *c, const void *send, int to, void *recv, int from,
                              int64_t count, tdm_dtype dt, int tag, void *stream) {
     tdm_status st;

@@ -68,6 +68,8 @@ typedef struct tdm_comm_ops {
     /* send to `to` and receive from `from` at once (a ring step) */
     tdm_status (*sendrecv)(tdm_comm_t *c, const void *send, int to, void *recv, int from,
                            int64_t count, tdm_dtype dt, int tag, void *stream);
+    /* *ready = 1 when a message from peer with tag waits to be received */
+    tdm_status (*probe)(tdm_comm_t *c, int peer, int tag, int *ready);
     /* MPI_Comm_split: *out = NULL for color < 0 */
     tdm_status (*split)(tdm_comm_t *c, int color, int key, tdm_comm_t **out);
     tdm_status (*counter_open)(tdm_comm_t *c);
@@ -137,6 +139,10 @@ tdm_status tdm_comm_recv(tdm_comm_t *c, void *buf, int64_t count, tdm_dtype dt, 
                          void *stream);
 tdm_status tdm_comm_sendrecv(tdm_comm_t *c, const void *send, int to, void *recv, int from,
                              int64_t count, tdm_dtype dt, int tag, void *stream);
+/* Does not wait: *ready = 1 when a message from peer with this tag can be
+ * received now (a recv would not block), else 0. Host messages only;
+ * TDM_ERR_UNSUPPORTED where the implementation has none (NCCL). */
+tdm_status tdm_comm_probe(tdm_comm_t *c, int peer, int tag, int *ready);
 /* Collective: ranks with the same color >= 0 form a new communicator,
  * ordered by key (ties by rank); color < 0 gives *out = NULL. Free every
  * sub-communicator before its parent. */

@@ -163,6 +163,15 @@ fail:
     return st;
 }
 
+static tdm_status mpi_probe(tdm_comm_t *c, int peer, int tag, int *ready) {
+    tdm_status st = TDM_OK;
+    int flag = 0;
+    TDM_MPI_CHECK(c, MPI_Iprobe(peer, tag, CTX(c)->comm, &flag, MPI_STATUS_IGNORE));
+    *ready = flag != 0;
+fail:
+    return st;
+}
+
 static tdm_status mpi_sendrecv(tdm_comm_t *c, const void *send, int to, void *recv, int from,
                                int64_t count, tdm_dtype dt, int tag, void *stream) {
     tdm_status st = TDM_OK;
@@ -307,6 +316,7 @@ static const tdm_comm_ops mpi_ops = {
     .send = mpi_send,
     .recv = mpi_recv,
     .sendrecv = mpi_sendrecv,
+    .probe = mpi_probe,
     .split = mpi_split,
     .counter_open = mpi_counter_open,
     .counter_next = mpi_counter_next,

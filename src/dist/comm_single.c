@@ -91,6 +91,16 @@ static tdm_status single_recv(tdm_comm_t *c, void *buf, int64_t count, tdm_dtype
                       "sent (one process: the receive would never complete)", tag);
 }
 
+static tdm_status single_probe(tdm_comm_t *c, int peer, int tag, int *ready) {
+    const single_ctx *s = c->ctx;
+    for (const single_msg *m = s->queue; m; m = m->next)
+        if (m->tag == tag) {
+            *ready = 1;
+            break;
+        }
+    return TDM_OK;
+}
+
 static tdm_status single_sendrecv(tdm_comm_t *c, const void *send, int to, void *recv, int from,
                                   int64_t count, tdm_dtype dt, int tag, void *stream) {
     copy(recv, send, nbytes(count, dt));
@@ -148,6 +158,7 @@ static const tdm_comm_ops single_ops = {
     .send = single_send,
     .recv = single_recv,
     .sendrecv = single_sendrecv,
+    .probe = single_probe,
     .split = single_split,
     .counter_open = single_counter_open,
     .counter_next = single_counter_next,

@@ -22,33 +22,12 @@
 #include "serve/jobs.h"
 #include "serve/request.h"
 #include "serve/serve.h"
+#include "serve/server.h"
 
 /* src/serve/page.html, embedded by the build (CMakeLists.txt) */
 extern const unsigned char tdm_serve_page[];
 extern const unsigned long tdm_serve_page_len;
 
-
-struct server;
-
-/* A worker: one resident pipeline and the thread that runs jobs on it. */
-typedef struct {
-    struct server  *s;
-    int             id;
-    tdm_pipeline_t *pipe;
-    pthread_t       thread;
-    int             started;
-    const char     *state;      /* "idle", "busy", "stopped" (q.mu) */
-    double          busy;       /* seconds on jobs (q.mu) */
-    int64_t         mem_now, mem_peak;   /* its device memory after its last job (q.mu) */
-} worker_t;
-
-typedef struct server {
-    const tdm_serve_params_t *p;
-    tdm_pipeline_info_t info;   /* of the first pipeline (all are the same model) */
-    jobs_t q;
-    worker_t *w;
-    int nw;
-} server_t;
 
 /* Copies a worker's memory counters for /metrics (on its thread, which alone
  * touches its pipeline). */
@@ -168,8 +147,9 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     cJSON_AddStringToObject(o, "state", job_state_name(j->state));
     cJSON_AddNumberToObject(o, "n", j->req.n);
     cJSON_AddNumberToObject(o, "images_done", j->ndone);
-    cJSON_AddNumberToObject(o, "image", j->image);
-    cJSON_AddNumberToObject(o, "step", j->step);
+    /* the first image not made yet, and its steps */
+    cJSON_AddNumberToObject(o, "image", j->ndone < j->req.n ? j->ndone : j->req.n - 1);
+    cJSON_AddNumberToObject(o, "step", j->ndone < j->req.n ? j->istep[j->ndone] : j->total);
     cJSON_AddNumberToObject(o, "steps", j->req.steps);
     if (j->total) cJSON_AddNumberToObject(o, "step_total", j->total);
     snprintf(num, sizeof num, "%llu", (unsigned long long)j->req.seed);
@@ -177,10 +157,8 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     cJSON_AddNumberToObject(o, "width", j->req.width);
     cJSON_AddNumberToObject(o, "height", j->req.height);
     cJSON_AddNumberToObject(o, "guidance", j->req.guidance);
-    const double per = j->total > j->req.steps ? j->total : j->req.steps;
-    const double total = (double)j->req.n * per;
-    const double done = j->state == JOB_DONE ? total
-                        : (double)j->ndone * per + (j->state == JOB_RUNNING ? j->step : 0);
+    double done, total;
+    jobs_progress(j, &done, &total);
     cJSON_AddNumberToObject(o, "progress", total > 0 ? done / total : 0);
     if (j->state == JOB_RUNNING && done > 0) {
         const double el = jobs_now() - j->t_start;
@@ -188,7 +166,7 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     }
     if (j->state == JOB_QUEUED) {
         int pos = 0;
-        for (const job_t *x = s->q.head; x && x != j; x = x->next) pos++;
+        for (const job_t *x = s->q.head; x && x != j; x = x->next) pos += x->state == JOB_QUEUED;
         cJSON_AddNumberToObject(o, "queue_position", pos);
     }
     cJSON *params = cJSON_CreateArray();
@@ -200,7 +178,12 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     cJSON_AddItemToObject(o, "images", imgs);
     cJSON_AddItemToObject(o, "parameters", params);
     if (j->order) cJSON_AddNumberToObject(o, "run_order", (double)j->order);
-    if (j->worker >= 0) cJSON_AddNumberToObject(o, "worker", j->worker);
+    if (j->worker >= 0) {
+        cJSON *iw = cJSON_CreateArray();   /* each image's worker (-1: not taken yet) */
+        cJSON_AddNumberToObject(o, "worker", j->worker);
+        for (int k = 0; k < j->req.n; k++) cJSON_AddItemToArray(iw, cJSON_CreateNumber(j->iworker[k]));
+        cJSON_AddItemToObject(o, "image_workers", iw);
+    }
     if (j->error) cJSON_AddStringToObject(o, "error", j->error);
     return o;
 }
@@ -217,7 +200,8 @@ static enum MHD_Result route_health(server_t *s, struct MHD_Connection *c) {
     for (int i = 0; i < s->nw; i++) {
         cJSON *x = cJSON_CreateObject();
         cJSON_AddNumberToObject(x, "id", i);
-        cJSON_AddStringToObject(x, "device", s->p->devices && s->p->devices[i] ? s->p->devices[i] : "");
+        cJSON_AddNumberToObject(x, "rank", s->w[i].rank);
+        cJSON_AddStringToObject(x, "device", s->w[i].device);
         cJSON_AddStringToObject(x, "state", s->w[i].state);
         cJSON_AddItemToArray(w, x);
     }
@@ -388,12 +372,12 @@ static enum MHD_Result route_progress(server_t *s, struct MHD_Connection *c) {
     for (int i = 0; i < s->q.nall; i++) {
         const job_t *j = s->q.all[i];
         if (j->state != JOB_RUNNING) continue;
-        const double per = j->total > j->req.steps ? j->total : j->req.steps;
-        const double total = (double)j->req.n * per, done = (double)j->ndone * per + j->step;
+        double done, total;
+        jobs_progress(j, &done, &total);
         prog = total > 0 ? done / total : 0;
         eta = done > 0 ? (jobs_now() - j->t_start) * (total - done) / done : 0;
-        step = j->step;
-        steps = (int)per;
+        step = j->ndone < j->req.n ? j->istep[j->ndone] : 0;
+        steps = j->total > j->req.steps ? j->total : j->req.steps;
         running = 1;
     }
     cJSON_AddNumberToObject(st, "job_count", s->q.qlen + running);
@@ -414,23 +398,21 @@ typedef struct {
     job_t    *j;        /* referenced (refs) until the stream is freed */
     char     *pending;  /* the event not yet sent in full */
     size_t    off;
-    int       sent_state, sent_step, sent_done, ended;
+    uint64_t  sent;     /* the job's version last sent (+ 1; 0: nothing sent) */
+    int       ended;
 } events_t;
 
 /* The next event of the stream (malloc'd), waiting for a change (q.mu held). */
 static char *next_event(events_t *e) {
     job_t *j = e->j;
-    while (!e->ended && (int)j->state == e->sent_state && j->step == e->sent_step &&
-           j->ndone == e->sent_done) {
+    while (!e->ended && e->sent == j->version + 1) {
         struct timespec t;
         clock_gettime(CLOCK_REALTIME, &t);
         t.tv_sec += 15;   /* a comment line keeps proxies from closing an idle stream */
         if (pthread_cond_timedwait(&e->s->q.change, &e->s->q.mu, &t) == ETIMEDOUT)
             return strdup(": keep-alive\n\n");
     }
-    e->sent_state = (int)j->state;
-    e->sent_step = j->step;
-    e->sent_done = j->ndone;
+    e->sent = j->version + 1;
     cJSON *o = job_json(e->s, j);
     char *js = cJSON_PrintUnformatted(o), *ev = NULL;
     cJSON_Delete(o);
@@ -481,7 +463,6 @@ static enum MHD_Result route_events(server_t *s, struct MHD_Connection *c, job_t
     if (!e) return send_error(c, 500, "out of memory");
     e->s = s;
     e->j = j;
-    e->sent_state = e->sent_step = e->sent_done = -1;
     j->refs++;   /* q.mu held by the caller */
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, events_read, e, events_free);
@@ -659,105 +640,66 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 typedef struct {
     server_t *s;
     job_t    *j;
+    int       k;
     double    t_step;
 } run_t;
 
 static void on_step(void *user, int step, int total) {
     run_t *r = user;
-    const double now = jobs_now(), dt = now - r->t_step;
-    static const double le[7] = {0.01, 0.03, 0.1, 0.3, 1, 3, 10};
-    int b = 0;
-    while (b < 7 && dt > le[b]) b++;
+    const double now = jobs_now();
+    jobs_step(&r->s->q, r->j, r->k, step, total, now - r->t_step);
     r->t_step = now;
-    pthread_mutex_lock(&r->s->q.mu);
-    r->j->step = step;
-    r->j->total = total;
-    r->s->q.steps++;
-    r->s->q.step_seconds += dt;
-    r->s->q.step_hist[b]++;
-    pthread_cond_broadcast(&r->s->q.change);
-    pthread_mutex_unlock(&r->s->q.mu);
 }
 
 static int on_cancel(void *user) {
     run_t *r = user;
-    pthread_mutex_lock(&r->s->q.mu);
-    const int c = r->j->cancel;
-    pthread_mutex_unlock(&r->s->q.mu);
-    return c;
+    return jobs_cancelled(&r->s->q, r->j);
 }
 
-/* Makes job j's images one by one: image k is `tandem generate`'s image of
- * the same parameters with seed + k. */
-static void run_job(worker_t *w, job_t *j) {
+/* Makes image k of job j: `tandem generate`'s image of the same parameters
+ * with seed + k. */
+static void run_image(worker_t *w, job_t *j, int k) {
     server_t *s = w->s;
     const job_req_t *q = &j->req;
-    uint8_t *rgb = malloc((size_t)q->width * (size_t)q->height * 3);
-    run_t r = {s, j, 0};
-    job_state end = JOB_DONE;
-    char err[512] = "";
-    if (!rgb) {
-        jobs_end(&s->q, j, JOB_FAILED, "out of memory for the image");
-        return;
-    }
-    for (int k = 0; k < q->n; k++) {
+    uint8_t *rgb = malloc((size_t)q->width * (size_t)q->height * 3), *png = NULL;
+    run_t r = {s, j, k, jobs_now()};
+    size_t len = 0;
+    char *params = NULL;
+    tdm_status st = TDM_ERR_NOMEM;
+    if (rgb) {
         tdm_generate_params_t gp;
-        tdm_generate_params_init(&gp);
-        gp.seed = q->seed + (uint64_t)k;
-        gp.steps = q->steps;
-        gp.guidance = q->guidance;
-        gp.width = q->width;
-        gp.height = q->height;
+        serve_generate_params(q, k, &gp);
         gp.on_step = on_step;
         gp.cancel = on_cancel;
         gp.user = &r;
-        pthread_mutex_lock(&s->q.mu);
-        j->image = k;
-        j->step = 0;
-        pthread_mutex_unlock(&s->q.mu);
-        r.t_step = jobs_now();
-        tdm_status st = tdm_pipeline_generate(w->pipe, q->prompt, q->negative, &gp, NULL, rgb);
-        uint8_t *png = NULL;
-        size_t len = 0;
-        char *params = NULL;
-        if (st == TDM_OK) {
-            params = tdm_parameters_text(q->prompt, q->negative, q->steps, s->info.scheduler,
-                                         q->guidance, gp.seed, q->width, q->height, s->p->model);
-            st = params ? tdm_image_png(rgb, q->width, q->height, params, &png, &len) : TDM_ERR_NOMEM;
-        }
-        if (st != TDM_OK) {
-            end = st == TDM_ERR_CANCELLED ? JOB_CANCELLED : JOB_FAILED;
-            snprintf(err, sizeof err, "%s", st == TDM_ERR_NOMEM && !params ? "out of memory"
-                                            : tdm_last_error());
-            free(params);
-            break;
-        }
-        pthread_mutex_lock(&s->q.mu);
-        j->png[k] = png;
-        j->png_len[k] = len;
-        j->params[k] = params;
-        j->ndone = k + 1;
-        s->q.images++;
-        pthread_cond_broadcast(&s->q.change);
-        pthread_mutex_unlock(&s->q.mu);
+        st = tdm_pipeline_generate(w->pipe, q->prompt, q->negative, &gp, NULL, rgb);
+        if (st == TDM_OK && !(params = serve_parameters_text(q, k, s->info.scheduler, s->p->model)))
+            st = TDM_ERR_NOMEM;
+        if (st == TDM_OK) st = tdm_image_png(rgb, q->width, q->height, params, &png, &len);
     }
     free(rgb);
-    if (end == JOB_FAILED) tdm_log(TDM_LOG_WARN, "serve: job %s failed: %s", j->id, err);
-    jobs_end(&s->q, j, end, end == JOB_FAILED ? err : NULL);
+    if (st == TDM_OK) {
+        jobs_image_end(&s->q, j, k, JOB_DONE, NULL, png, len, params);
+        return;
+    }
+    const char *err = st == TDM_ERR_NOMEM && (!rgb || !params) ? "out of memory" : tdm_last_error();
+    if (st != TDM_ERR_CANCELLED) tdm_log(TDM_LOG_WARN, "serve: job %s image %d failed: %s", j->id, k, err);
+    jobs_image_end(&s->q, j, k, st == TDM_ERR_CANCELLED ? JOB_CANCELLED : JOB_FAILED, err, png, len,
+                   params);
 }
 
 static void *worker(void *arg) {
     worker_t *w = arg;
     server_t *s = w->s;
     job_t *j;
+    int k;
     note_memory(w);
-    while ((j = jobs_take(&s->q)) != NULL) {
+    while ((j = jobs_take(&s->q, w->id, &k)) != NULL) {
         pthread_mutex_lock(&s->q.mu);
         w->state = "busy";
-        j->worker = w->id;
         pthread_mutex_unlock(&s->q.mu);
         const double t0 = jobs_now();
-        run_job(w, j);
+        run_image(w, j, k);
         note_memory(w);
         pthread_mutex_lock(&s->q.mu);
         w->busy += jobs_now() - t0;
@@ -798,27 +740,32 @@ tdm_status tdm_serve_check(const tdm_serve_params_t *p) {
     return TDM_OK;
 }
 
-/* Stops the workers: queued jobs cancelled, the running ones given the
- * grace period, then cancelled at their next step; joins the threads. */
-static void stop_workers(server_t *s, double grace) {
-    jobs_stop(&s->q, 0);
-    const double t0 = jobs_now();
+/* Local workers still on an image. */
+static int local_busy(server_t *s) {
+    int n = 0;
     pthread_mutex_lock(&s->q.mu);
-    for (;;) {
-        int running = 0;
-        for (int i = 0; i < s->nw; i++) running += s->w[i].started && strcmp(s->w[i].state, "stopped");
-        if (!running || jobs_now() - t0 >= grace) break;
-        struct timespec t;
-        clock_gettime(CLOCK_REALTIME, &t);
-        t.tv_nsec += 50 * 1000 * 1000;
-        if (t.tv_nsec >= 1000000000) {
-            t.tv_sec++;
-            t.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&s->q.change, &s->q.mu, &t);
-    }
+    for (int i = 0; i < s->nw; i++)
+        n += s->w[i].started && !s->w[i].rank && strcmp(s->w[i].state, "stopped");
     pthread_mutex_unlock(&s->q.mu);
-    jobs_stop(&s->q, 1);
+    return n;
+}
+
+static void nap(double seconds) {
+    struct timespec t = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+/* Stops the workers: queued jobs cancelled, the images in work given the
+ * grace period, then cancelled at their next step; the other ranks told to
+ * end; joins the threads. */
+static void stop_workers(server_t *s, double grace) {
+    for (int phase = 0; phase < 2; phase++) {
+        jobs_stop(&s->q, phase);
+        const double t0 = jobs_now();
+        while (local_busy(s) + remote_busy(s) && (phase || jobs_now() - t0 < grace))
+            if (!remote_poll(s)) nap(s->comm ? 0.001 : 0.02);
+    }
+    if (s->comm) remote_stop(s);
     for (int i = 0; i < s->nw; i++)
         if (s->w[i].started) pthread_join(s->w[i].thread, NULL);
 }
@@ -834,10 +781,29 @@ tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_ser
                      MHD_USE_ERROR_LOG | MHD_USE_ITC;
     memset(&s, 0, sizeof s);
     const char *host = p->host ? p->host : "127.0.0.1";
-    tdm_status st = tdm_serve_check(p);
-    if (st != TDM_OK) return st;
+    const int nranks = tdm_comm_size(p->comm);
     if (npipes < 1 || !pipes)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "serve: no pipeline to serve");
+    s.p = p;
+    s.comm = nranks > 1 ? p->comm : NULL;
+    tdm_pipeline_info(pipes[0], &s.info);
+    s.nw = npipes + nranks - 1;
+    if (!(s.w = calloc((size_t)s.nw, sizeof *s.w)) || jobs_init(&s.q, p->queue, p->keep, p->keep_bytes)) {
+        free(s.w);   /* the other ranks wait in their handshake: the launcher's abort ends them */
+        return tdm_errorf(TDM_ERR_NOMEM, "serve: out of memory");
+    }
+    for (int i = 0; i < s.nw; i++) {
+        worker_t *w = &s.w[i];
+        w->s = &s;
+        w->id = i;
+        w->state = "idle";
+        if (i < npipes) {
+            w->pipe = pipes[i];
+            snprintf(w->device, sizeof w->device, "%s", p->devices && p->devices[i] ? p->devices[i] : "");
+        }
+    }
+    tdm_status st = s.comm ? remote_start(&s, npipes) : TDM_OK;   /* collective: first */
+    if (st == TDM_OK) st = tdm_serve_check(p);
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
     const char *h = !strcmp(host, "localhost") ? "127.0.0.1" : host;
@@ -845,33 +811,19 @@ tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_ser
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)p->port);
         sa = (struct sockaddr *)&a4;
-    } else {   /* tdm_serve_check took it: IPv6 */
+    } else {   /* tdm_serve_check took it (or failed: sa is not used then) */
         inet_pton(AF_INET6, h, &a6.sin6_addr);
         a6.sin6_family = AF_INET6;
         a6.sin6_port = htons((uint16_t)p->port);
         sa = (struct sockaddr *)&a6;
         flags |= MHD_USE_IPv6;
     }
-    s.p = p;
-    tdm_pipeline_info(pipes[0], &s.info);
-    if (!(s.w = calloc((size_t)npipes, sizeof *s.w)))
-        return tdm_errorf(TDM_ERR_NOMEM, "serve: out of memory");
-    s.nw = npipes;
-    if (jobs_init(&s.q, p->queue, p->keep, p->keep_bytes)) {
-        free(s.w);
-        return tdm_errorf(TDM_ERR_INTERNAL, "serve: cannot create the queue's locks");
-    }
-    for (int i = 0; i < npipes; i++) {
-        worker_t *w = &s.w[i];
-        w->s = &s;
-        w->id = i;
-        w->pipe = pipes[i];
-        w->state = "idle";
-        if (pthread_create(&w->thread, NULL, worker, w)) {
+    for (int i = 0; st == TDM_OK && i < npipes; i++) {
+        if (pthread_create(&s.w[i].thread, NULL, worker, &s.w[i])) {
             st = tdm_errorf(TDM_ERR_INTERNAL, "serve: cannot start worker thread %d", i);
             break;
         }
-        w->started = 1;
+        s.w[i].started = 1;
     }
     struct MHD_Daemon *d = NULL;
     if (st == TDM_OK) {
@@ -889,18 +841,23 @@ tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_ser
     if (st == TDM_OK) {
         const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
         if (ready) ready(user, di ? (int)di->port : p->port);
+        double t_expire = 0;
         while (!*stop) {
-            struct timespec t = {0, 50 * 1000 * 1000};
-            nanosleep(&t, NULL);
-            pthread_mutex_lock(&s.q.mu);
-            jobs_expire(&s.q);
-            pthread_mutex_unlock(&s.q.mu);
+            const int moved = remote_poll(&s);
+            if (jobs_now() - t_expire > 0.05) {
+                pthread_mutex_lock(&s.q.mu);
+                jobs_expire(&s.q);
+                pthread_mutex_unlock(&s.q.mu);
+                t_expire = jobs_now();
+            }
+            if (!moved) nap(s.comm ? 0.001 : 0.05);
         }
         tdm_log(TDM_LOG_INFO, "serve: stopping");
     }
+    const tdm_status keep = st;   /* stopping keeps the first error */
     stop_workers(&s, st == TDM_OK ? p->grace : 0);
     if (d) MHD_stop_daemon(d);   /* after the workers: waiting requests have their answers */
     jobs_free(&s.q);
     free(s.w);
-    return st;
+    return keep;
 }

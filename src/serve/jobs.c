@@ -40,6 +40,8 @@ static void job_free(job_t *j) {
     free(j->png);
     free(j->png_len);
     free(j->params);
+    free(j->istep);
+    free(j->iworker);
     free(j->error);
     free(j);
 }
@@ -80,12 +82,15 @@ int jobs_submit(jobs_t *q, job_req_t *req, job_t **out) {
         j->png = calloc((size_t)j->req.n, sizeof *j->png);
         j->png_len = calloc((size_t)j->req.n, sizeof *j->png_len);
         j->params = calloc((size_t)j->req.n, sizeof *j->params);
+        j->istep = calloc((size_t)j->req.n, sizeof *j->istep);
+        if ((j->iworker = malloc((size_t)j->req.n * sizeof *j->iworker)))
+            for (int k = 0; k < j->req.n; k++) j->iworker[k] = -1;
     } else {
         free(req->prompt);
         free(req->negative);
         memset(req, 0, sizeof *req);
     }
-    if (!j || !j->png || !j->png_len || !j->params || new_id(j->id)) {
+    if (!j || !j->png || !j->png_len || !j->params || !j->istep || !j->iworker || new_id(j->id)) {
         job_free(j);
         return -1;
     }
@@ -136,7 +141,6 @@ static void unqueue(jobs_t *q, job_t *j) {
             if (prev) prev->next = c->next;
             else q->head = c->next;
             if (q->tail == c) q->tail = prev;
-            q->qlen--;
             c->next = NULL;
             return;
         }
@@ -148,6 +152,24 @@ static void end_locked(jobs_t *q, job_t *j, job_state s, const char *error) {
     j->t_end = jobs_now();
     if (error && !j->error) j->error = strdup(error);
     q->ended[s]++;
+    j->version++;
+    pthread_cond_broadcast(&q->change);
+}
+
+/* Stops handing out j's images; a job no worker is on ends now in state s,
+ * else the last image in work ends it (q->mu held). */
+static void halt_locked(jobs_t *q, job_t *j, job_state s, const char *error) {
+    if (j->state >= JOB_DONE) return;
+    j->cancel = 1;
+    if (!j->halt || (s == JOB_FAILED && j->halt != JOB_FAILED)) j->halt = s;
+    if (error && !j->error) j->error = strdup(error);
+    if (j->given < j->req.n) {
+        if (j->given == 0) q->qlen--;
+        unqueue(q, j);
+        j->given = j->req.n;
+    }
+    if (j->running == 0) end_locked(q, j, j->made == j->req.n ? JOB_DONE : j->halt, NULL);
+    j->version++;
     pthread_cond_broadcast(&q->change);
 }
 
@@ -156,11 +178,7 @@ int jobs_cancel(jobs_t *q, const char *id) {
     job_t *j = jobs_find(q, id);
     int st = -1;
     if (j) {
-        j->cancel = 1;
-        if (j->state == JOB_QUEUED) {
-            unqueue(q, j);
-            end_locked(q, j, JOB_CANCELLED, NULL);
-        }
+        halt_locked(q, j, JOB_CANCELLED, NULL);
         st = (int)j->state;
     }
     pthread_mutex_unlock(&q->mu);
@@ -190,36 +208,107 @@ static void mark_served(jobs_t *q, const char *c) {
     q->served[k].last = ++q->takes;
 }
 
-job_t *jobs_take(jobs_t *q) {
-    pthread_mutex_lock(&q->mu);
-    while (!q->head && !q->stopping) pthread_cond_wait(&q->work, &q->mu);
+/* The next image to make (q->mu held): see jobs_take. */
+static job_t *take_locked(jobs_t *q, int worker, int *image) {
     job_t *j = q->head;
     for (job_t *c = q->head ? q->head->next : NULL; c; c = c->next)   /* FIFO among equals */
         if (c->req.priority > j->req.priority ||
             (c->req.priority == j->req.priority &&
              last_served(q, c->req.client) < last_served(q, j->req.client)))
             j = c;
-    if (j) {
-        mark_served(q, j->req.client);
+    if (!j) return NULL;
+    mark_served(q, j->req.client);
+    const int k = j->given++;
+    if (j->given == j->req.n) unqueue(q, j);
+    if (q->head) pthread_cond_signal(&q->work);   /* more to take: the next idle worker */
+    if (k == 0) {
+        q->qlen--;
         j->order = q->takes;
-        unqueue(q, j);
         j->state = JOB_RUNNING;
         j->t_start = jobs_now();
-        pthread_cond_broadcast(&q->change);
+        j->worker = worker;
     }
+    j->iworker[k] = worker;
+    j->running++;
+    j->version++;
+    *image = k;
+    pthread_cond_broadcast(&q->change);
+    return j;
+}
+
+job_t *jobs_take(jobs_t *q, int worker, int *image) {
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->stopping) pthread_cond_wait(&q->work, &q->mu);
+    job_t *j = take_locked(q, worker, image);
     pthread_mutex_unlock(&q->mu);
     return j;
 }
 
-void jobs_end(jobs_t *q, job_t *j, job_state s, const char *error) {
+job_t *jobs_try_take(jobs_t *q, int worker, int *image) {
     pthread_mutex_lock(&q->mu);
-    end_locked(q, j, s, error);
+    job_t *j = take_locked(q, worker, image);
     pthread_mutex_unlock(&q->mu);
+    return j;
+}
+
+void jobs_step(jobs_t *q, job_t *j, int k, int step, int total, double dt) {
+    static const double le[7] = {0.01, 0.03, 0.1, 0.3, 1, 3, 10};
+    int b = 0;
+    while (b < 7 && dt > le[b]) b++;
+    pthread_mutex_lock(&q->mu);
+    j->istep[k] = step;
+    j->total = total;
+    j->version++;
+    q->steps++;
+    q->step_seconds += dt;
+    q->step_hist[b]++;
+    pthread_cond_broadcast(&q->change);
+    pthread_mutex_unlock(&q->mu);
+}
+
+int jobs_cancelled(jobs_t *q, job_t *j) {
+    pthread_mutex_lock(&q->mu);
+    const int c = j->cancel;
+    pthread_mutex_unlock(&q->mu);
+    return c;
+}
+
+void jobs_image_end(jobs_t *q, job_t *j, int k, job_state s, const char *error, uint8_t *png,
+                    size_t png_len, char *params) {
+    pthread_mutex_lock(&q->mu);
+    j->running--;
+    if (s == JOB_DONE) {
+        j->png[k] = png;
+        j->png_len[k] = png_len;
+        j->params[k] = params;
+        j->istep[k] = j->total > j->req.steps ? j->total : j->req.steps;
+        j->made++;
+        while (j->ndone < j->req.n && j->png[j->ndone]) j->ndone++;
+        q->images++;
+        j->version++;
+        if (j->made == j->req.n) end_locked(q, j, JOB_DONE, NULL);
+        else if (j->halt && j->running == 0) end_locked(q, j, j->halt, NULL);
+        pthread_cond_broadcast(&q->change);
+    } else {
+        free(png);
+        free(params);
+        halt_locked(q, j, s, error);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+void jobs_progress(const job_t *j, double *done, double *total) {
+    const double per = j->total > j->req.steps ? j->total : j->req.steps;
+    *total = (double)j->req.n * per;
+    *done = 0;
+    if (j->state == JOB_DONE) *done = *total;
+    else
+        for (int k = 0; k < j->req.n; k++) *done += j->istep[k];
 }
 
 static int64_t job_bytes(const job_t *j) {
     int64_t b = 0;
-    for (int k = 0; k < j->ndone; k++) b += (int64_t)j->png_len[k];
+    for (int k = 0; k < j->req.n; k++) b += j->png[k] ? (int64_t)j->png_len[k] : 0;
     return b;
 }
 
@@ -255,12 +344,10 @@ void jobs_stop(jobs_t *q, int cancel_running) {
     q->stopping = 1;
     while (q->head) {
         job_t *j = q->head;
-        unqueue(q, j);
-        j->cancel = 1;
-        end_locked(q, j, JOB_CANCELLED, "the server is shutting down");
+        halt_locked(q, j, JOB_CANCELLED, "the server is shutting down");   /* unqueues j */
     }
     for (int i = 0; cancel_running && i < q->nall; i++)
-        if (q->all[i]->state == JOB_RUNNING) q->all[i]->cancel = 1;
+        if (q->all[i]->state == JOB_RUNNING) halt_locked(q, q->all[i], JOB_CANCELLED, "the server is shutting down");
     pthread_cond_broadcast(&q->work);
     pthread_cond_broadcast(&q->change);
     pthread_mutex_unlock(&q->mu);

@@ -210,3 +210,17 @@ int serve_parse_request(const tdm_serve_params_t *p, const tdm_pipeline_info_t *
     }
     return parse_req(p, info, body, &F_NATIVE, 0, r, msg, cap);
 }
+
+void serve_generate_params(const job_req_t *r, int k, tdm_generate_params_t *gp) {
+    tdm_generate_params_init(gp);
+    gp->seed = r->seed + (uint64_t)k;
+    gp->steps = r->steps;
+    gp->guidance = r->guidance;
+    gp->width = r->width;
+    gp->height = r->height;
+}
+
+char *serve_parameters_text(const job_req_t *r, int k, const char *scheduler, const char *model) {
+    return tdm_parameters_text(r->prompt, r->negative, r->steps, scheduler, r->guidance,
+                               r->seed + (uint64_t)k, r->width, r->height, model);
+}

@@ -21,4 +21,10 @@ enum { SERVE_API_JOBS = 0, SERVE_API_OPENAI, SERVE_API_A1111 };
 int serve_parse_request(const tdm_serve_params_t *p, const tdm_pipeline_info_t *info, int api,
                         const cJSON *body, job_req_t *r, int *url, char *msg, size_t cap);
 
+/* Image k of job r as `tandem generate` makes it (seed + k): *gp from
+ * tdm_generate_params_init with r's values (callbacks left NULL). */
+void serve_generate_params(const job_req_t *r, int k, tdm_generate_params_t *gp);
+/* Image k's parameters text (malloc'd; NULL: out of memory). */
+char *serve_parameters_text(const job_req_t *r, int k, const char *scheduler, const char *model);
+
 #endif

@@ -27,6 +27,10 @@ typedef struct {
     size_t      max_body;    /* request body bytes at most (default 1 MiB) */
     double      grace;       /* on stop: seconds the running jobs may finish (default 30) */
     const char *const *devices;   /* each worker's device name, for /health (may be NULL) */
+    /* the ranks of `tandem launch -- serve`: the caller of tdm_serve_run is
+     * rank 0 (the front, and its pipelines workers); every other rank calls
+     * tdm_serve_worker and makes the images it is handed. NULL: this process. */
+    struct tdm_comm *comm;
     /* what a request leaves out (0 / NULL / NAN: the pipeline's default) */
     const char *negative;
     int         steps, width, height;
@@ -51,5 +55,12 @@ tdm_status tdm_serve_check(const tdm_serve_params_t *p);
 tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_serve_params_t *p,
                          volatile sig_atomic_t *stop, void (*ready)(void *user, int port),
                          void *user);
+
+/* A worker rank (rank > 0 of p->comm): makes the images rank 0's
+ * tdm_serve_run hands it on its resident pipeline, reporting every step
+ * (and stopping at the next one when the job is cancelled), until rank 0
+ * ends the server. p: the same parameters as rank 0's (model, comm,
+ * devices[0]: this rank's device for /health). */
+tdm_status tdm_serve_worker(tdm_pipeline_t *pipe, const tdm_serve_params_t *p);
 
 #endif
