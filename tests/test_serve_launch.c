@@ -125,6 +125,102 @@ TEST(cancel_across_ranks) {
     CHECK_MSG(mono() - t1 < 20, "stopping took %.1f s", mono() - t1);
 }
 
+/* kill -9 of a worker rank while it makes an image of a job: the image is
+ * made again by another worker (the same bytes as the CLI's), the other
+ * jobs finish, /health names the lost worker, the server goes on serving and
+ * ends with exit 0. */
+TEST(killed_rank_image_retried) {
+    server_t s;
+    const char *args[] = {"--steps", "10", "--width", "256", "--height", "256", NULL};
+    if (server_start_ranks(&s, 3, args)) return;
+    cJSON *o = http_json(&s, "GET", "/health", NULL, 200);
+    const cJSON *w1 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "workers"), 1);
+    const cJSON *pidj = cJSON_GetObjectItem(w1, "pid"), *rk = cJSON_GetObjectItem(w1, "rank");
+    const pid_t pid = cJSON_IsNumber(pidj) ? (pid_t)pidj->valuedouble : 0;
+    CHECK_MSG(pid > 0 && cJSON_IsNumber(rk) && rk->valueint == 1 && pid != s.pid, "worker 1: pid %d", (int)pid);
+    cJSON_Delete(o);
+    if (pid <= 0) {
+        server_stop(&s);
+        return;
+    }
+    char a[40], b[40], path[128];
+    o = http_json(&s, "POST", "/v1/jobs", "{\"prompt\":\"a blue cup\",\"n\":4,\"seed\":11}", 202);
+    snprintf(a, sizeof a, "%s", jstr(o, "id"));
+    cJSON_Delete(o);
+    o = http_json(&s, "POST", "/v1/jobs", "{\"prompt\":\"a green hat\",\"n\":2,\"seed\":3,\"steps\":4}", 202);
+    snprintf(b, sizeof b, "%s", jstr(o, "id"));
+    cJSON_Delete(o);
+    snprintf(path, sizeof path, "/v1/jobs/%s", a);
+    int on1 = 0;   /* worker 1 (rank 1) is making an image of job a, some steps in */
+    for (int i = 0; i < 600 && !on1; i++) {
+        o = http_json(&s, "GET", path, NULL, 200);
+        int w[4];
+        image_workers(o, w, 4);
+        const cJSON *p = cJSON_GetObjectItem(o, "progress");
+        for (int k = 0; k < 4; k++) on1 |= w[k] == 1;
+        on1 &= cJSON_IsNumber(p) && p->valuedouble > 0 && cJSON_GetObjectItem(o, "images_done")->valueint < 3;
+        cJSON_Delete(o);
+        if (!on1) usleep(20000);
+    }
+    CHECK_MSG(on1, "rank 1 never took an image of job %s", a);
+    CHECK(kill(pid, SIGKILL) == 0);
+    o = wait_job(&s, a);
+    CHECK_MSG(!strcmp(jstr(o, "state"), "done") && cJSON_GetObjectItem(o, "images_done")->valueint == 4,
+              "job a after the kill: %s (%s)", jstr(o, "state"), jstr(o, "error"));
+    cJSON_Delete(o);
+    o = wait_job(&s, b);
+    CHECK_MSG(!strcmp(jstr(o, "state"), "done"), "job b after the kill: %s", jstr(o, "state"));
+    cJSON_Delete(o);
+    o = http_json(&s, "GET", "/health", NULL, 200);
+    w1 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "workers"), 1);
+    CHECK_MSG(!strcmp(jstr(w1, "state"), "lost") && strstr(jstr(w1, "error"), "process ended"),
+              "worker 1: %s (%s)", jstr(w1, "state"), jstr(w1, "error"));
+    CHECK(!strcmp(jstr(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "workers"), 2), "state"), "idle"));
+    cJSON_Delete(o);
+    cli_images("cli3", "--prompt 'a blue cup' --seed 11 --steps 10 --width 256 --height 256 "
+               "--num-images-per-prompt 4");
+    for (int k = 0; k < 4; k++) {
+        char f[512];
+        snprintf(f, sizeof f, "%s/cli3/%06d.png", g_tmp, k);
+        same_png(&s, a, k, f);
+    }
+    o = http_json(&s, "POST", "/v1/jobs", "{\"prompt\":\"next\",\"n\":3,\"steps\":2,\"width\":64,\"height\":64}", 202);
+    snprintf(b, sizeof b, "%s", jstr(o, "id"));
+    cJSON_Delete(o);
+    o = wait_job(&s, b);
+    int w[3];
+    image_workers(o, w, 3);
+    CHECK_MSG(!strcmp(jstr(o, "state"), "done") && w[0] != 1 && w[1] != 1 && w[2] != 1,
+              "after the loss: %s, workers %d %d %d", jstr(o, "state"), w[0], w[1], w[2]);
+    cJSON_Delete(o);
+    CHECK_MSG(server_stop(&s) == 0, "exit code of launch after a lost rank and SIGTERM");
+}
+
+/* kill -9 of rank 0 (the front): the worker ranks notice and end, and
+ * launch exits nonzero within seconds — nothing is left running. */
+TEST(killed_front_ends_launch) {
+    server_t s;
+    if (server_start_ranks(&s, 2, NULL)) return;
+    cJSON *o = http_json(&s, "GET", "/health", NULL, 200);
+    const cJSON *pj = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "workers"), 0), "pid");
+    const pid_t front = cJSON_IsNumber(pj) ? (pid_t)pj->valuedouble : 0;
+    cJSON_Delete(o);
+    CHECK_MSG(front > 0 && front != s.pid, "rank 0 pid %d", (int)front);
+    if (front > 0) kill(front, SIGKILL);
+    int st = 0, ended = 0;
+    const double t0 = mono();
+    while (!ended && mono() - t0 < 30) {
+        ended = waitpid(s.pid, &st, WNOHANG) == s.pid;
+        if (!ended) usleep(100000);
+    }
+    CHECK_MSG(ended && WIFEXITED(st) && WEXITSTATUS(st) != 0, "launch %s (status %d) %.1f s after rank 0 died",
+              ended ? "exited" : "still running", st, mono() - t0);
+    if (!ended) {
+        kill(-s.pid, SIGKILL);
+        waitpid(s.pid, &st, 0);
+    }
+}
+
 /* A flag every rank refuses gives one error line and exit 2. */
 TEST(bad_flag_one_line) {
     char cmd[1024], err[4096];
@@ -169,6 +265,8 @@ int main(void) {
     }
     RUN(ranks_share_a_request);
     RUN(cancel_across_ranks);
+    RUN(killed_rank_image_retried);
+    RUN(killed_front_ends_launch);
     RUN(bad_flag_one_line);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

@@ -78,6 +78,7 @@ static const cli_flag_t k_flags[] = {
     {"--keep", 1, SRV},
     {"--keep-mib", 1, SRV},
     {"--grace", 1, SRV},
+    {"--rank-timeout", 1, SRV},
     {"-n", 1, LAUNCH},
     {"--np", 1, LAUNCH},
     {"--gpus", 1, LAUNCH},
@@ -277,7 +278,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
     a->guidance = NAN;
     a->per_prompt = 1;
     a->port = a->queue = a->max_steps = a->max_images = -1;
-    a->keep = a->grace = -1;
+    a->keep = a->grace = a->rank_timeout = -1;
     a->keep_mib = -1;
     if (c < 0 || c == CLI_LAUNCH) FAIL(2, "internal: no flag parse for command %.60s", cmd);
     long x;
@@ -355,6 +356,8 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
             if ((rc = parse_seconds(f, v, &a->keep, err, cap)) != 0) return rc;
         } else if (!strcmp(f, "--grace")) {
             if ((rc = parse_seconds(f, v, &a->grace, err, cap)) != 0) return rc;
+        } else if (!strcmp(f, "--rank-timeout")) {
+            if ((rc = parse_seconds(f, v, &a->rank_timeout, err, cap)) != 0) return rc;
         }
         else if (!strcmp(f, "--gpus-per-rank")) INT_FLAG(a->gpus_per_rank, 1, 64);
         else if (!strcmp(f, "--comm")) {

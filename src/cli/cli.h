@@ -68,7 +68,7 @@ typedef struct {
     const char  *host, *token;  /* --host, --token */
     int          port, queue, max_steps, max_images, keep_mib;   /* -1: not given */
     int64_t      max_pixels;    /* 0: not given */
-    double       keep, grace;   /* seconds; -1: not given */
+    double       keep, grace, rank_timeout;   /* seconds; -1: not given */
 } args_t;
 
 /* The commands, in the order of main.c's command table. */
@@ -196,6 +196,9 @@ int cmd_encode(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_launch(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+/* tandem launch -- serve: the serve flags checked once before any rank
+ * starts (exit 2 on a bad one; the build without a server says so). */
+void serve_preflight(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif

@@ -64,6 +64,7 @@ static long count_list(const char *list) {
  * against the n ranks and the pipeline's guidance. */
 static void preflight(const char *cmd, int argc, char **argv, int n) {
     args_t a;
+    if (!strcmp(cmd, "serve")) serve_preflight(argc, argv);
     parse_args(&a, cmd, argc, argv);
     tdm_log_set_level(TDM_LOG_ERROR);   /* the ranks give the model's warnings; errors come back as die_status */
     tdm_pipeline_params_t pp;
@@ -301,6 +302,7 @@ static const char **mpirun_argv(launch_t *l, int argc, char **argv) {
     mv[k++] = l->np;
     mv[k++] = "--use-hwthread-cpus";       /* slots = CPUs, as counted above */
     if (l->oversubscribe) mv[k++] = "--oversubscribe";
+    if (l->serve) mv[k++] = "--enable-recovery";   /* a lost worker rank does not end the server */
     mv[k++] = "--bind-to";
     mv[k++] = "none";                      /* ranks share cores/GPUs as tandem assigns them */
     if (geteuid() == 0) mv[k++] = "--allow-run-as-root";
@@ -363,8 +365,9 @@ static int mpirun_supervise(const launch_t *l, pid_t pid, int errfd, filter_t *f
     for (;;) {
         const double t = now();
         if (l->serve && g_signal && !t_usr && !flt->errors) {
-            t_usr = t;   /* mpirun forwards SIGUSR1 to every rank: rank 0 stops the server */
-            kill(pid, SIGUSR1);
+            t_usr = t;   /* rank 0 stops the server (and then the other ranks) */
+            kill(pid, SIGUSR1);   /* mpirun forwards it to every rank, */
+            signal_descendants(SIGUSR1);   /* but not always once a rank is gone: this host's directly */
         }
         if (!*stopping && ((g_signal && (!t_usr || t - t_usr > l->stop_wait)) ||
                            (flt->errors && t - t_error > GRACE_S))) {

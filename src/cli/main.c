@@ -96,8 +96,8 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
     [CLI_SERVE] = {"serve", cmd_serve, "an HTTP server over the resident model (jobs, OpenAI, A1111 APIs)",
         "    --model DIR [--host 127.0.0.1] [--port 7860] [--token TOKEN] [--queue N]\n"
         "                  [--max-steps N] [--max-pixels N] [--max-images N] [--keep 10m]\n"
-        "                  [--keep-mib 1024]\n"
-        "                  [--grace 30s] [--steps N] [--width W] [--height H] [--guidance G]\n"
+        "                  [--keep-mib 1024] [--grace 30s] [--rank-timeout 10m]\n"
+        "                  [--steps N] [--width W] [--height H] [--guidance G]\n"
         "                  [--negative-prompt TEXT] [--seed N] [--scheduler NAME]\n"
         "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N[,cuda:M...]]\n"
         "                  [--variant NAME] [--threads N] [--device-map ... --max-memory ...] [--quiet]\n"

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -38,9 +39,16 @@ static void on_ready(void *user, int port) {
     fflush(stdout);
 }
 
-int cmd_serve(int argc, char **argv) {
-    args_t a;
-    parse_args(&a, "serve", argc, argv);
+/* After a lost rank MPI_Finalize would wait for it: end here, exit 0 (with
+ * tandem launch's --enable-recovery, mpirun accepts it). */
+static void __attribute__((noreturn)) end_without_mpi(void) {
+    fflush(NULL);
+    _exit(0);
+}
+
+/* The server's parameters from the flags; a bad one exits 2. */
+static void serve_params(const args_t *ap, tdm_serve_params_t *out) {
+    const args_t a = *ap;
     tdm_serve_params_t sp;
     tdm_serve_params_init(&sp);
     sp.model = a.model;
@@ -54,6 +62,7 @@ int cmd_serve(int argc, char **argv) {
     if (a.keep >= 0) sp.keep = a.keep;
     if (a.keep_mib >= 0) sp.keep_bytes = (int64_t)a.keep_mib << 20;
     if (a.grace >= 0) sp.grace = a.grace;
+    if (a.rank_timeout > 0) sp.rank_timeout = a.rank_timeout;
     sp.negative = a.negative;
     sp.steps = a.steps;
     sp.width = a.width;
@@ -63,10 +72,26 @@ int cmd_serve(int argc, char **argv) {
     if (a.steps > sp.max_steps)
         die(2, "--steps %d: above --max-steps %d", a.steps, sp.max_steps);
     if (tdm_serve_check(&sp) != TDM_OK) die(2, "%s", tdm_last_error());
-    a.keep_resident = 1;   /* the point of a server: every stage stays loaded */
     if (a.parallel)
         die(2, "--parallel: tandem serve makes each image on one rank (its --gpus-per-rank GPUs); "
             "groups of ranks per image are not served yet");
+    *out = sp;
+}
+
+void serve_preflight(int argc, char **argv) {
+    args_t a;
+    tdm_serve_params_t sp;
+    parse_args(&a, "serve", argc, argv);
+    serve_params(&a, &sp);
+    args_free(&a);
+}
+
+int cmd_serve(int argc, char **argv) {
+    args_t a;
+    parse_args(&a, "serve", argc, argv);
+    tdm_serve_params_t sp;
+    serve_params(&a, &sp);
+    a.keep_resident = 1;   /* the point of a server: every stage stays loaded */
     /* the ranks of a launch: each a worker, rank 0 the front too */
     tdm_dist_params_t dp;
     tdm_dist_params_init(&dp);
@@ -105,8 +130,11 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);   /* what tandem launch sends (mpirun forwards it to the ranks) */
     signal(SIGPIPE, SIG_IGN);   /* a client gone mid-answer is not the server's end */
+    int lost = 0;
+    sp.ranks_lost = &lost;
     if (rank > 0) {   /* a worker rank: makes what rank 0 hands it until rank 0 stops */
         if (tdm_serve_worker(pipes[0], &sp) != TDM_OK) die_status();
+        if (lost) end_without_mpi();
         tdm_pipeline_close(pipes[0]);
         args_free(&a);
         tdm_dist_free(g_dist);
@@ -120,6 +148,10 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "tandem: model loaded in %.2fs (%d worker%s)\n", now() - t0, nw, nw > 1 ? "s" : "");
     ready_t r = {&a, sp.host};
     if (tdm_serve_run(pipes, nw, &sp, &g_stop, on_ready, &r) != TDM_OK) die_status();
+    if (lost) {
+        if (!a.quiet) fprintf(stderr, "tandem: stopped (with a worker rank lost)\n");
+        end_without_mpi();
+    }
     for (int i = 0; i < nw; i++) tdm_pipeline_close(pipes[i]);
     const int quiet = a.quiet;
     args_free(&a);
@@ -130,6 +162,8 @@ int cmd_serve(int argc, char **argv) {
 }
 
 #else /* built without libmicrohttpd */
+
+void serve_preflight(int argc, char **argv) { cmd_serve(argc, argv); }
 
 int cmd_serve(int argc, char **argv) {
     (void)argc;

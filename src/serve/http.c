@@ -203,6 +203,8 @@ static enum MHD_Result route_health(server_t *s, struct MHD_Connection *c) {
         cJSON_AddNumberToObject(x, "rank", s->w[i].rank);
         cJSON_AddStringToObject(x, "device", s->w[i].device);
         cJSON_AddStringToObject(x, "state", s->w[i].state);
+        cJSON_AddNumberToObject(x, "pid", (double)s->w[i].pid);
+        if (s->w[i].error[0]) cJSON_AddStringToObject(x, "error", s->w[i].error);
         cJSON_AddItemToArray(w, x);
     }
     pthread_mutex_unlock(&s->q.mu);
@@ -799,6 +801,7 @@ tdm_status tdm_serve_run(tdm_pipeline_t *const *pipes, int npipes, const tdm_ser
         w->state = "idle";
         if (i < npipes) {
             w->pipe = pipes[i];
+            w->pid = (int64_t)getpid();
             snprintf(w->device, sizeof w->device, "%s", p->devices && p->devices[i] ? p->devices[i] : "");
         }
     }

@@ -42,6 +42,7 @@ static void job_free(job_t *j) {
     free(j->params);
     free(j->istep);
     free(j->iworker);
+    free(j->iretry);
     free(j->error);
     free(j);
 }
@@ -83,6 +84,7 @@ int jobs_submit(jobs_t *q, job_req_t *req, job_t **out) {
         j->png_len = calloc((size_t)j->req.n, sizeof *j->png_len);
         j->params = calloc((size_t)j->req.n, sizeof *j->params);
         j->istep = calloc((size_t)j->req.n, sizeof *j->istep);
+        j->iretry = calloc((size_t)j->req.n, 1);
         if ((j->iworker = malloc((size_t)j->req.n * sizeof *j->iworker)))
             for (int k = 0; k < j->req.n; k++) j->iworker[k] = -1;
     } else {
@@ -90,7 +92,7 @@ int jobs_submit(jobs_t *q, job_req_t *req, job_t **out) {
         free(req->negative);
         memset(req, 0, sizeof *req);
     }
-    if (!j || !j->png || !j->png_len || !j->params || !j->istep || !j->iworker || new_id(j->id)) {
+    if (!j || !j->png || !j->png_len || !j->params || !j->istep || !j->iworker || !j->iretry || new_id(j->id)) {
         job_free(j);
         return -1;
     }
@@ -163,10 +165,11 @@ static void halt_locked(jobs_t *q, job_t *j, job_state s, const char *error) {
     j->cancel = 1;
     if (!j->halt || (s == JOB_FAILED && j->halt != JOB_FAILED)) j->halt = s;
     if (error && !j->error) j->error = strdup(error);
-    if (j->given < j->req.n) {
+    if (j->given < j->req.n || j->redo > 0) {
         if (j->given == 0) q->qlen--;
         unqueue(q, j);
         j->given = j->req.n;
+        j->redo = 0;
     }
     if (j->running == 0) end_locked(q, j, j->made == j->req.n ? JOB_DONE : j->halt, NULL);
     j->version++;
@@ -218,8 +221,14 @@ static job_t *take_locked(jobs_t *q, int worker, int *image) {
             j = c;
     if (!j) return NULL;
     mark_served(q, j->req.client);
-    const int k = j->given++;
-    if (j->given == j->req.n) unqueue(q, j);
+    int k = 0;
+    if (j->redo > 0) {   /* an image handed back first */
+        while (j->iworker[k] != -2) k++;
+        j->redo--;
+    } else {
+        k = j->given++;
+    }
+    if (j->given == j->req.n && j->redo == 0) unqueue(q, j);
     if (q->head) pthread_cond_signal(&q->work);   /* more to take: the next idle worker */
     if (k == 0) {
         q->qlen--;
@@ -294,6 +303,29 @@ void jobs_image_end(jobs_t *q, job_t *j, int k, job_state s, const char *error, 
         free(params);
         halt_locked(q, j, s, error);
     }
+    pthread_mutex_unlock(&q->mu);
+}
+
+void jobs_image_retry(jobs_t *q, job_t *j, int k, const char *error) {
+    pthread_mutex_lock(&q->mu);
+    if (j->iretry[k] || j->halt || q->stopping) {
+        pthread_mutex_unlock(&q->mu);
+        jobs_image_end(q, j, k, JOB_FAILED, error, NULL, 0, NULL);
+        return;
+    }
+    j->running--;
+    j->iretry[k] = 1;
+    j->iworker[k] = -2;
+    j->istep[k] = 0;
+    if (j->given == j->req.n && j->redo == 0) {   /* not queued: first in line again */
+        j->next = q->head;
+        q->head = j;
+        if (!q->tail) q->tail = j;
+    }
+    j->redo++;
+    j->version++;
+    pthread_cond_signal(&q->work);
+    pthread_cond_broadcast(&q->change);
     pthread_mutex_unlock(&q->mu);
 }
 

@@ -35,12 +35,14 @@ typedef struct job {
     int         cancel;       /* set by a cancel; the workers stop at their next step */
     int         total;        /* the scheduler's steps per image (PNDM: steps + 1); 0: unknown */
     /* the images are separate tasks, so the workers share a job's images */
-    int         given;        /* images handed to workers (the job stays queued while < n) */
+    int         given;        /* images handed to workers (queued while < n or redo > 0) */
     int         running;      /* images being made */
     int         made;         /* images made (in any order) */
     int         ndone;        /* images 0 .. ndone-1 are made (what the routes list) */
     int        *istep;        /* steps done of each image (a made one counts total) */
-    int        *iworker;      /* the worker of each image (-1: not taken yet) */
+    int        *iworker;      /* the worker of each image (-1: not taken yet, -2: to be made again) */
+    uint8_t    *iretry;       /* 1: the image was handed back once (its worker was lost) */
+    int         redo;         /* images handed back, waiting for a worker */
     job_state   halt;         /* JOB_FAILED / JOB_CANCELLED once an image ended so (0: none) */
     uint8_t   **png;          /* req.n PNGs (NULL until made) */
     size_t     *png_len;
@@ -107,6 +109,9 @@ int jobs_cancelled(jobs_t *q, job_t *j);
  * when its last image in work does: done when all are made. */
 void jobs_image_end(jobs_t *q, job_t *j, int k, job_state s, const char *error, uint8_t *png,
                     size_t png_len, char *params);
+/* A worker was lost while making image k of j: the image is queued again
+ * for another worker, once; a second loss fails the job with `error`. */
+void jobs_image_retry(jobs_t *q, job_t *j, int k, const char *error);
 /* The job's progress in steps: *done of *total (q->mu held). */
 void jobs_progress(const job_t *j, double *done, double *total);
 /* Forgets ended jobs older than q->keep, and the oldest ended ones while

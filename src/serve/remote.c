@@ -11,28 +11,50 @@
  *   rank 0 → r (TAG_DOWN): JOB  {1, k, seed, steps, width, height, guidance
  *                                bits, prompt bytes | (negative bytes + 1) << 32}
  *                               + prompt and negative (negative 0: none)
- *                          ACK  {2, cancel}      the answer to every STEP
- *                          STOP {3}              end tdm_serve_worker
- *   r → rank 0 (TAG_UP):   STEP {1, step, total} then waits for the ACK
+ *                          CANCEL {2}            stop the image at the next step
+ *                          STOP {3, lost}        end tdm_serve_worker (lost: a rank was)
+ *                          PING {4}              to an idle rank every PING_S seconds
+ *   r → rank 0 (TAG_UP):   STEP {1, step, total} (no answer: the rank checks for
+ *                               a CANCEL at each step without waiting)
  *                          DONE {2, png bytes, memory now, memory peak} + the PNG
  *                          FAIL {3, cancelled, memory now, memory peak, error bytes}
  *                               + the error line
  * Rank 0 talks MPI from its main thread only (the MPI library is started
  * for one thread); it polls (tdm_comm_probe) so an idle server sleeps, and
- * so do idle ranks. A rank that dies ends the launch (MPI aborts the job). */
+ * so do idle ranks.
+ *
+ * A lost rank: one on rank 0's host whose process is gone (its pid, from
+ * the handshake, checked twice a second), or one elsewhere silent for
+ * p->rank_timeout seconds on an image. Its image goes back to the queue for
+ * another worker (once), it gets no more, and /health says so. The job of
+ * ranks survives only where the MPI runtime lets it (tandem launch runs
+ * mpirun with --enable-recovery for serve; a bare mpirun ends the job).
+ * The other way round, a rank ends (with an error) once rank 0 is gone: its
+ * process, on the same host, or FRONT_S seconds without a message (rank 0
+ * pings idle ranks). Waits on rank 0 poll, so they can notice. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "serve/request.h"
 #include "serve/server.h"
 
 enum { TAG_DOWN = 7101, TAG_UP = 7102 };
-enum { D_JOB = 1, D_ACK, D_STOP };
+enum { D_JOB = 1, D_CANCEL, D_STOP, D_PING };
+#define PING_S  5.0    /* rank 0 → an idle rank */
+#define FRONT_S 60.0   /* a rank that hears nothing from rank 0 this long ends */
 enum { U_STEP = 1, U_DONE, U_FAIL };
-#define DEVICE_BYTES 64
+/* what each rank tells the others at the start (the handshake) */
+typedef struct {
+    char    device[64];
+    char    host[256];
+    int64_t pid;
+} hello_t;
 
 static tdm_status send_h(tdm_comm_t *c, int peer, int tag, const int64_t h[8]) {
     return tdm_comm_send(c, h, 8, TDM_I64, peer, tag, NULL);
@@ -65,23 +87,28 @@ static float bits_float(uint32_t u) {
 
 /* ---- the front (rank 0) --------------------------------------------------- */
 
-/* Every rank's device, gathered (the workers' half is in tdm_serve_worker). */
-static tdm_status exchange_devices(tdm_comm_t *c, const char *mine, char *all) {
-    char me[DEVICE_BYTES] = {0};
-    snprintf(me, sizeof me, "%s", mine ? mine : "");
-    return tdm_comm_allgather(c, me, all, DEVICE_BYTES, TDM_U8, NULL);
+/* Every rank's hello, gathered (the workers' half is in tdm_serve_worker). */
+static tdm_status exchange_hello(tdm_comm_t *c, const char *device, hello_t *all) {
+    hello_t me;
+    memset(&me, 0, sizeof me);
+    snprintf(me.device, sizeof me.device, "%s", device ? device : "");
+    snprintf(me.host, sizeof me.host, "%.255s", c->host);
+    me.pid = (int64_t)getpid();
+    return tdm_comm_allgather(c, &me, all, (int64_t)sizeof me, TDM_U8, NULL);
 }
 
 tdm_status remote_start(server_t *s, int first) {
     const int n = tdm_comm_size(s->comm);
-    char *all = calloc((size_t)n, DEVICE_BYTES);
+    hello_t *all = calloc((size_t)n, sizeof *all);
     if (!all) return tdm_errorf(TDM_ERR_NOMEM, "serve: out of memory");
-    tdm_status st = exchange_devices(s->comm, s->w[0].device, all);
+    tdm_status st = exchange_hello(s->comm, s->w[0].device, all);
     for (int r = 1; st == TDM_OK && r < n; r++) {
         worker_t *w = &s->w[first + r - 1];
+        all[r].device[sizeof all[r].device - 1] = all[r].host[sizeof all[r].host - 1] = 0;
         w->rank = r;
-        all[r * DEVICE_BYTES + DEVICE_BYTES - 1] = 0;
-        snprintf(w->device, sizeof w->device, "%s", all + r * DEVICE_BYTES);
+        w->pid = all[r].pid;
+        w->same_host = !strcmp(all[r].host, all[0].host);
+        snprintf(w->device, sizeof w->device, "%s", all[r].device);
     }
     free(all);
     return st;
@@ -93,16 +120,50 @@ int remote_busy(const server_t *s) {
     return n;
 }
 
-/* The rank of w could not be reached: its image fails, it takes no more. */
-static void lost(server_t *s, worker_t *w, const char *what) {
+/* w's rank is lost (why: one line): its image goes back to the queue (or
+ * fails, the second time), it gets no more. */
+static void lost(server_t *s, worker_t *w, const char *why) {
     char err[512];
-    snprintf(err, sizeof err, "rank %d (%s): %s", w->rank, what, tdm_last_error());
-    tdm_log(TDM_LOG_ERROR, "serve: %s", err);
-    if (w->j) jobs_image_end(&s->q, w->j, w->k, JOB_FAILED, err, NULL, 0, NULL);
+    snprintf(err, sizeof err, "worker %d (rank %d, %s) was lost: %s", w->id, w->rank, w->device, why);
+    tdm_log(TDM_LOG_WARN, "serve: %s", err);   /* a warning: tandem launch ends a job on an error line */
+    if (w->j) jobs_image_retry(&s->q, w->j, w->k, err);
     pthread_mutex_lock(&s->q.mu);
     w->j = NULL;
-    w->state = "stopped";
+    w->state = "lost";
+    snprintf(w->error, sizeof w->error, "%s", why);
     pthread_mutex_unlock(&s->q.mu);
+}
+
+/* A message call to w's rank failed (what: the call). */
+static void lost_comm(server_t *s, worker_t *w, const char *what) {
+    char why[400];
+    snprintf(why, sizeof why, "%s: %s", what, tdm_last_error());
+    lost(s, w, why);
+}
+
+/* 1 when process pid of this host is gone (or a zombie). */
+static int process_gone(int64_t pid) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');   /* the name may hold spaces and ')' */
+    return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* Whether w's rank still lives: its pid on this host (when `pids`: every
+ * half second), or its silence on an image elsewhere. */
+static void check_alive(server_t *s, worker_t *w, double now, int pids) {
+    if (w->same_host && w->pid > 0) {
+        if (pids && process_gone(w->pid)) lost(s, w, "its process ended");
+    } else if (w->j && now - w->t_step > s->p->rank_timeout) {
+        char why[128];
+        snprintf(why, sizeof why, "no word from it for %.0f s (--rank-timeout)", now - w->t_step);
+        lost(s, w, why);
+    }
 }
 
 /* Hands image k of j to w's rank. */
@@ -163,12 +224,12 @@ static int follow(server_t *s, worker_t *w) {
     while (w->j) {
         int64_t h[8];
         if (tdm_comm_probe(s->comm, w->rank, TAG_UP, &ready) != TDM_OK) {
-            lost(s, w, "probe");
+            lost_comm(s, w, "probe");
             break;
         }
         if (!ready) break;
         if (tdm_comm_recv(s->comm, h, 8, TDM_I64, w->rank, TAG_UP, NULL) != TDM_OK) {
-            lost(s, w, "receive");
+            lost_comm(s, w, "receive");
             break;
         }
         moved++;
@@ -176,13 +237,12 @@ static int follow(server_t *s, worker_t *w) {
             const double now = jobs_now();
             jobs_step(&s->q, w->j, w->k, (int)h[1], (int)h[2], now - w->t_step);
             w->t_step = now;
-            const int64_t ack[8] = {D_ACK, jobs_cancelled(&s->q, w->j)};
-            if (send_h(s->comm, w->rank, TAG_DOWN, ack) != TDM_OK) lost(s, w, "send");
         } else if (h[0] == U_DONE || h[0] == U_FAIL) {
-            if (finish(s, w, h) != TDM_OK) lost(s, w, "image");
+            if (finish(s, w, h) != TDM_OK) lost_comm(s, w, "image");
         } else {
-            tdm_errorf(TDM_ERR_INTERNAL, "unknown message %lld", (long long)h[0]);
-            lost(s, w, "protocol");
+            char why[64];
+            snprintf(why, sizeof why, "unknown message %lld", (long long)h[0]);
+            lost(s, w, why);
         }
     }
     return moved;
@@ -190,12 +250,22 @@ static int follow(server_t *s, worker_t *w) {
 
 int remote_poll(server_t *s) {
     int moved = 0;
+    const double now = jobs_now();
+    const int pids = now - s->t_alive >= 0.5;
+    if (pids) s->t_alive = now;
     for (int i = 0; s->comm && i < s->nw; i++) {
         worker_t *w = &s->w[i];
-        if (w->rank <= 0 || !strcmp(w->state, "stopped")) continue;
+        if (w->rank <= 0 || !strcmp(w->state, "stopped") || !strcmp(w->state, "lost")) continue;
+        check_alive(s, w, now, pids);
+        if (!strcmp(w->state, "lost")) continue;
         if (!w->j) {
             int k;
             job_t *j = jobs_try_take(&s->q, w->id, &k);
+            if (!j && now - w->t_step > PING_S) {   /* an idle rank knows rank 0 still lives */
+                const int64_t ping[8] = {D_PING};
+                w->t_step = now;
+                if (send_h(s->comm, w->rank, TAG_DOWN, ping) != TDM_OK) lost_comm(s, w, "send");
+            }
             if (!j) continue;
             pthread_mutex_lock(&s->q.mu);
             w->j = j;
@@ -203,23 +273,34 @@ int remote_poll(server_t *s) {
             w->state = "busy";
             pthread_mutex_unlock(&s->q.mu);
             w->t0 = w->t_step = jobs_now();
+            w->cancel_sent = 0;
             moved++;
             if (hand_out(s, w, j, k) != TDM_OK) {
-                lost(s, w, "send");
+                lost_comm(s, w, "send");
                 continue;
             }
         }
         moved += follow(s, w);
+        if (w->j && !w->cancel_sent && jobs_cancelled(&s->q, w->j)) {
+            const int64_t h[8] = {D_CANCEL};
+            w->cancel_sent = 1;
+            moved++;
+            if (send_h(s->comm, w->rank, TAG_DOWN, h) != TDM_OK) lost_comm(s, w, "send");
+        }
     }
     return moved;
 }
 
 void remote_stop(server_t *s) {
-    const int64_t h[8] = {D_STOP};
+    int lost = 0;
+    for (int i = 0; i < s->nw; i++) lost |= !strcmp(s->w[i].state, "lost");
+    if (s->p->ranks_lost) *s->p->ranks_lost = lost;
+    const int64_t h[8] = {D_STOP, lost};   /* lost: every rank ends without MPI's finalize */
     for (int i = 0; i < s->nw; i++) {
         worker_t *w = &s->w[i];
         if (w->rank <= 0) continue;
-        if (strcmp(w->state, "stopped") && send_h(s->comm, w->rank, TAG_DOWN, h) != TDM_OK)
+        if (!strcmp(w->state, "lost") || !strcmp(w->state, "stopped")) continue;
+        if (send_h(s->comm, w->rank, TAG_DOWN, h) != TDM_OK)
             tdm_log(TDM_LOG_ERROR, "serve: rank %d: %s", w->rank, tdm_last_error());
         pthread_mutex_lock(&s->q.mu);
         w->state = "stopped";
@@ -229,29 +310,61 @@ void remote_stop(server_t *s) {
 
 /* ---- a worker rank -------------------------------------------------------- */
 
+/* A worker rank's view of rank 0. */
+typedef struct {
+    int64_t pid;        /* rank 0's process, when same_host */
+    int     same_host;
+} front_t;
+
+/* Waits for rank 0's next message into h (polling: 1 to 10 ms apart), or
+ * fails once rank 0 is gone. */
+static tdm_status await_front(tdm_comm_t *c, front_t *f, int64_t h[8]) {
+    int ms = 1;
+    const double t0 = jobs_now();
+    for (double t_check = 0;;) {
+        int ready = 0;
+        const tdm_status st = tdm_comm_probe(c, 0, TAG_DOWN, &ready);
+        if (st != TDM_OK) return st;
+        const double now = jobs_now();
+        if (ready)
+            return tdm_comm_recv(c, h, 8, TDM_I64, 0, TAG_DOWN, NULL);
+        if (now - t_check > 0.5) {
+            t_check = now;
+            if ((f->same_host && process_gone(f->pid)) || now - t0 > FRONT_S)
+                return tdm_errorf(TDM_ERR_IO, "serve: rank %d: rank 0 (the server's front) is gone; "
+                                  "this worker ends", c->world_rank);
+        }
+        pause_ms(ms);
+        if (ms < 10) ms++;
+    }
+}
+
 typedef struct {
     tdm_comm_t *c;
-    int         cancel;   /* from rank 0's last ACK */
+    int         cancel;   /* rank 0 sent a CANCEL */
     tdm_status  st;       /* the first message that failed */
 } rank_run_t;
 
 static void rank_step(void *user, int step, int total) {
     rank_run_t *r = user;
-    int64_t h[8] = {U_STEP, step, total};
-    if (r->st != TDM_OK) return;
-    if ((r->st = send_h(r->c, 0, TAG_UP, h)) != TDM_OK ||
-        (r->st = tdm_comm_recv(r->c, h, 8, TDM_I64, 0, TAG_DOWN, NULL)) != TDM_OK)
-        return;
-    if (h[0] != D_ACK) {
-        r->st = tdm_errorf(TDM_ERR_INTERNAL, "serve: rank %d expected an ACK, got message %lld",
-                           r->c->world_rank, (long long)h[0]);
-        return;
-    }
-    r->cancel = h[1] != 0;
+    const int64_t h[8] = {U_STEP, step, total};
+    if (r->st == TDM_OK) r->st = send_h(r->c, 0, TAG_UP, h);
 }
 
+/* At each step: has rank 0 sent a CANCEL? (Nothing else comes during an
+ * image: pings go to idle ranks only.) */
 static int rank_cancel(void *user) {
-    const rank_run_t *r = user;
+    rank_run_t *r = user;
+    int ready = 0;
+    while (r->st == TDM_OK && !r->cancel && (r->st = tdm_comm_probe(r->c, 0, TAG_DOWN, &ready)) == TDM_OK &&
+           ready) {
+        int64_t h[8];
+        if ((r->st = tdm_comm_recv(r->c, h, 8, TDM_I64, 0, TAG_DOWN, NULL)) != TDM_OK) break;
+        if (h[0] == D_CANCEL) r->cancel = 1;
+        else if (h[0] != D_PING)
+            r->st = tdm_errorf(TDM_ERR_INTERNAL, "serve: rank %d got message %lld during an image",
+                               r->c->world_rank, (long long)h[0]);
+    }
     return r->cancel || r->st != TDM_OK;
 }
 
@@ -324,23 +437,21 @@ tdm_status tdm_serve_worker(tdm_pipeline_t *pipe, const tdm_serve_params_t *p) {
         return tdm_errorf(TDM_ERR_INVALID_ARG, "serve: tdm_serve_worker runs on ranks 1.. of a launch");
     tdm_pipeline_info_t info;
     tdm_pipeline_info(pipe, &info);
-    char *all = calloc((size_t)tdm_comm_size(c), DEVICE_BYTES);
+    hello_t *all = calloc((size_t)tdm_comm_size(c), sizeof *all);
     if (!all) return tdm_errorf(TDM_ERR_NOMEM, "serve: out of memory");
-    tdm_status st = exchange_devices(c, p->devices ? p->devices[0] : NULL, all);
+    tdm_status st = exchange_hello(c, p->devices ? p->devices[0] : NULL, all);
+    front_t f = {all[0].pid, 0};
+    all[0].host[sizeof all[0].host - 1] = 0;
+    f.same_host = !strcmp(all[0].host, all[c->rank].host);
     free(all);
-    int idle_ms = 1;
     while (st == TDM_OK) {
-        int ready = 0;
         int64_t h[8];
-        if ((st = tdm_comm_probe(c, 0, TAG_DOWN, &ready)) != TDM_OK) break;
-        if (!ready) {   /* idle: sleep a little longer each time, up to 10 ms */
-            pause_ms(idle_ms);
-            if (idle_ms < 10) idle_ms++;
-            continue;
+        if ((st = await_front(c, &f, h)) != TDM_OK) break;
+        if (h[0] == D_STOP) {
+            if (p->ranks_lost) *p->ranks_lost = h[1] != 0;
+            break;
         }
-        idle_ms = 1;
-        if ((st = tdm_comm_recv(c, h, 8, TDM_I64, 0, TAG_DOWN, NULL)) != TDM_OK) break;
-        if (h[0] == D_STOP) break;
+        if (h[0] == D_PING || h[0] == D_CANCEL) continue;   /* a cancel that came after the image ended */
         if (h[0] != D_JOB)
             return tdm_errorf(TDM_ERR_INTERNAL, "serve: rank %d got message %lld where a job was due",
                               c->world_rank, (long long)h[0]);

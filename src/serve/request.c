@@ -23,6 +23,7 @@ void tdm_serve_params_init(tdm_serve_params_t *p) {
     p->keep_bytes = (int64_t)1 << 30;
     p->max_body = 1 << 20;
     p->grace = 30;
+    p->rank_timeout = 600;
     p->guidance = NAN;
 }
 

@@ -26,11 +26,16 @@ typedef struct {
     int64_t     keep_bytes;  /* ...and at most this many bytes of them, oldest first (default 1 GiB) */
     size_t      max_body;    /* request body bytes at most (default 1 MiB) */
     double      grace;       /* on stop: seconds the running jobs may finish (default 30) */
+    double      rank_timeout;   /* a rank on another host silent this long on an image is lost (600) */
     const char *const *devices;   /* each worker's device name, for /health (may be NULL) */
     /* the ranks of `tandem launch -- serve`: the caller of tdm_serve_run is
      * rank 0 (the front, and its pipelines workers); every other rank calls
      * tdm_serve_worker and makes the images it is handed. NULL: this process. */
     struct tdm_comm *comm;
+    /* out (may be NULL): set by tdm_serve_run / tdm_serve_worker to 1 when a
+     * worker rank was lost — the MPI library then cannot end cleanly (its
+     * finalize waits for the lost rank), so the caller exits without it */
+    int *ranks_lost;
     /* what a request leaves out (0 / NULL / NAN: the pipeline's default) */
     const char *negative;
     int         steps, width, height;

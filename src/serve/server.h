@@ -24,13 +24,17 @@ typedef struct {
     tdm_pipeline_t *pipe;       /* rank 0 only */
     pthread_t       thread;
     int             started;
-    const char     *state;      /* "idle", "busy", "stopped" (q.mu) */
+    const char     *state;      /* "idle", "busy", "stopped", "lost" (q.mu) */
+    char            error[512]; /* "lost": why (q.mu) */
     double          busy;       /* seconds on images (q.mu) */
     int64_t         mem_now, mem_peak;   /* its device memory after its last image (q.mu) */
-    /* rank > 0: the image it makes (j NULL: none) */
+    /* rank > 0: the image it makes (j NULL: none), and its process */
     job_t          *j;
     int             k;
     double          t0, t_step;
+    int             cancel_sent;
+    int64_t         pid;
+    int             same_host;  /* on rank 0's host: its pid tells whether it lives */
 } worker_t;
 
 typedef struct server {
@@ -40,6 +44,7 @@ typedef struct server {
     worker_t *w;
     int nw;                     /* local workers first, then one per other rank */
     tdm_comm_t *comm;           /* p->comm: ranks 1.. are workers; NULL: none */
+    double t_alive;             /* when remote.c last checked the ranks' processes */
 } server_t;
 
 /* remote.c, on the front (rank 0; its main thread alone talks MPI) */
