@@ -243,4 +243,28 @@ static inline double mono(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* Before the tests: 77 (skip) when this build has no tandem serve, 1 when
+ * g_tmp cannot be made, else 0. */
+static inline int serve_test_setup(void) {
+    char probe[1024], out[512] = "";
+    snprintf(probe, sizeof probe, "\"%s\" serve --model /nonexistent 2>&1", TDM_TANDEM_BIN);
+    FILE *pp = popen(probe, "r");
+    size_t pn = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
+    out[pn] = 0;
+    if (pp) pclose(pp);
+    if (strstr(out, "no HTTP server")) return test_skip("this build has no tandem serve (no libmicrohttpd)");
+    if (!mkdtemp(g_tmp)) {
+        printf("mkdtemp: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/* After the tests: g_tmp removed. */
+static inline void serve_test_cleanup(void) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0) printf("could not remove %s\n", g_tmp);
+}
+
 #endif

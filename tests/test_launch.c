@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "test_launch.h"
 #include "test_files.h"
 
 static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
@@ -407,17 +408,8 @@ TEST(stuck_mpirun_is_ended) {
 }
 
 int main(void) {
-#ifndef TDM_HAVE_MPI
-    return test_skip("built without MPI (libopenmpi-dev not found at configure time)");
-#endif
-    if (system("command -v mpirun > /dev/null 2>&1") != 0) return test_skip("mpirun not found on PATH");
-    /* Under ASan, Open MPI's dlopened components leak at exit in frames no
-     * suppression can name ("<unknown module>"): leak checking stays on for
-     * the single-process CLI tests (which never start MPI), off for ranks. */
-    char asan[1024];
-    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
-             getenv("ASAN_OPTIONS") ? ":" : "");
-    setenv("ASAN_OPTIONS", asan, 1);
+    const int mpi = launch_test_setup();
+    if (mpi != 0) return mpi;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     RUN(same_files_any_rank_count);

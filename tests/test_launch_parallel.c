@@ -29,6 +29,7 @@
 
 #include "io/safetensors.h"
 #include "test.h"
+#include "test_launch.h"
 #include "test_files.h"
 
 static const char *PIPE = TDM_FIXTURES "/pipelines/sd15-tiny";
@@ -487,15 +488,8 @@ TEST(errors_name_the_flag) {
 }
 
 int main(void) {
-#ifndef TDM_HAVE_MPI
-    return test_skip("built without MPI (libopenmpi-dev not found at configure time)");
-#endif
-    if (system("command -v mpirun > /dev/null 2>&1") != 0) return test_skip("mpirun not found on PATH");
-    /* as test_launch: no leak checks in the MPI ranks under ASan */
-    char asan[1024];
-    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
-             getenv("ASAN_OPTIONS") ? ":" : "");
-    setenv("ASAN_OPTIONS", asan, 1);
+    const int mpi = launch_test_setup();
+    if (mpi != 0) return mpi;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/tdm_launch_par_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     char cache[300];   /* --parallel auto's probe cache, not the user's */

@@ -459,17 +459,8 @@ TEST(load) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
-    char probe[1024], out[512] = "";
-    snprintf(probe, sizeof probe, "\"%s\" serve --model /nonexistent 2>&1", TDM_TANDEM_BIN);
-    FILE *pp = popen(probe, "r");
-    size_t pn = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
-    out[pn] = 0;
-    if (pp) pclose(pp);
-    if (strstr(out, "no HTTP server")) return test_skip("this build has no tandem serve (no libmicrohttpd)");
-    if (!mkdtemp(g_tmp)) {
-        printf("mkdtemp: %s\n", strerror(errno));
-        return 1;
-    }
+    const int ready = serve_test_setup();
+    if (ready != 0) return ready;
     RUN(routes_and_images);
     RUN(cancel_queue_stop);
     RUN(token_and_host);
@@ -477,8 +468,6 @@ int main(void) {
     RUN(two_workers);
     RUN(keep_bytes);
     RUN(load);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) printf("could not remove %s\n", g_tmp);
+    serve_test_cleanup();
     return test_summary();
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "test_launch.h"
 
 #include "serve_client.h"
 
@@ -243,33 +244,15 @@ TEST(bad_flag_one_line) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
-#ifndef TDM_HAVE_MPI
-    return test_skip("built without MPI (libopenmpi-dev not found at configure time)");
-#endif
-    if (system("command -v mpirun > /dev/null 2>&1") != 0) return test_skip("mpirun not found on PATH");
-    char probe[1024], out[512] = "";
-    snprintf(probe, sizeof probe, "\"%s\" serve --model /nonexistent 2>&1", TDM_TANDEM_BIN);
-    FILE *pp = popen(probe, "r");
-    size_t pn = pp ? fread(out, 1, sizeof out - 1, pp) : 0;
-    out[pn] = 0;
-    if (pp) pclose(pp);
-    if (strstr(out, "no HTTP server")) return test_skip("this build has no tandem serve (no libmicrohttpd)");
-    /* Open MPI's components leak at exit under ASan (see test_launch.c) */
-    char asan[1024];
-    snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
-             getenv("ASAN_OPTIONS") ? ":" : "");
-    setenv("ASAN_OPTIONS", asan, 1);
-    if (!mkdtemp(g_tmp)) {
-        printf("mkdtemp: %s\n", strerror(errno));
-        return 1;
-    }
+    const int mpi = launch_test_setup();
+    if (mpi != 0) return mpi;
+    const int ready = serve_test_setup();
+    if (ready != 0) return ready;
     RUN(ranks_share_a_request);
     RUN(cancel_across_ranks);
     RUN(killed_rank_image_retried);
     RUN(killed_front_ends_launch);
     RUN(bad_flag_one_line);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) printf("could not remove %s\n", g_tmp);
+    serve_test_cleanup();
     return test_summary();
 }
