@@ -156,7 +156,8 @@ TEST(test_linear_f8_cpu) {
                         acc += (double)tdm_e4m3_to_f32(qx[k]) * tdm_e4m3_to_f32(W[n * K + k]);
                         fl += (double)x[m * K + k] * w[n * K + k];
                     }
-                    double r = acc * sx * sw[n] + b[n], f = fl + b[n];
+                    /* the spec's bias is rounded to bf16 (what cuBLASLt's FP8 GEMMs take) */
+                    double r = acc * sx * sw[n] + tdm_bf16_to_f32(tdm_f32_to_bf16(b[n])), f = fl + b[n];
                     if (gelu) r = gelu_tanh_d(r), f = gelu_tanh_d(f);
                     e = fmax(e, fabs(y[m * ld + n] - r));
                     mr = fmax(mr, fabs(r));

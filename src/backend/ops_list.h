@@ -57,11 +57,12 @@ TDM_OP(linear_ex, (tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const 
                    int gelu),
        (dev, y, yt, ldy, x, xt, W, b, M, K, N, gelu))
 /* The FP8 linear (--dtype fp8): y (M, N; rows ldy apart, type yt) = act(
- * (Σ_k qx[m,k] · qw[n,k]) · sx[m] · sw[n] + b[n]), where W is a row-scaled
+ * (Σ_k qx[m,k] · qw[n,k]) · sx[m] · sw[n] + bf16(b[n])), where W is a row-scaled
  * FP8 matrix (N, K) (core.h's tdm_f8_*: a tensor of dtype TDM_F8E4M3; qw its
  * codes, sw its row scales), qx, sx the row of x (M, K, type xt) quantized by
  * tdm_f8_quantize_row's rule (per token), the products and sums in float32,
- * act = tanh GELU when gelu. On a host device xt = yt = TDM_F32 (the spec:
+ * act = tanh GELU when gelu, the bias rounded to bfloat16 (what the FP8
+ * GEMMs of cuBLASLt take, whatever the output type). On a host device xt = yt = TDM_F32 (the spec:
  * decoded codes through the float32 GEMM); on CUDA the FP8 tensor cores
  * (compute capability 8.9 or newer) with per-row and per-channel scales. */
 TDM_OP(linear_f8, (tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, const void *x,

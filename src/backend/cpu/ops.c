@@ -1428,7 +1428,7 @@ void tdm_cpu_linear_f8(tdm_device_t *dev, void *y, tdm_dtype yt, int64_t ldy, co
 #pragma omp parallel for if (M * N > TDM_OMP_MIN)
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
-            float v = y32[m * ldy + n] * sx[m] * sw[n] + (b ? b[n] : 0.0f);
+            float v = y32[m * ldy + n] * sx[m] * sw[n] + (b ? tdm_bf16_to_f32(tdm_f32_to_bf16(b[n])) : 0.0f);
             y32[m * ldy + n] = gelu ? gelu_tanh(v) : v;
         }
     free(qx);

@@ -196,11 +196,13 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     const int32_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     /* the bias stays float32 (the epilogue adds it in float32 before rounding) */
     int32_t bias_t = CUDA_R_32F;
+    const int32_t bf = CUDA_R_16BF;   /* FP8: the only bias type with plans (either output) */
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatrixLayout_t cb = NULL, cd = NULL;   /* B and D with LT_CANON_M rows */
     cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
     int found = 0, pick = -1;
+    cublasStatus_t hs = CUBLAS_STATUS_SUCCESS;
     size_t ws = LT_WORKSPACE;
     if (cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
@@ -208,8 +210,8 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
         (yhalf == 1 && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                  &bias_t, sizeof bias_t)) ||
-        (f8 && yhalf == 2 && cublasLtMatmulDescSetAttribute(p->op,
-                                 CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &th, sizeof th)) ||
+        (f8 && cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bf,
+                                              sizeof bf)) ||
         (f8 && (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer,
                                                sizeof outer) ||
                 cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer,
@@ -230,9 +232,9 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                                              sizeof al) ||
         cublasLtMatrixLayoutCreate(&cb, t, (uint64_t)K, LT_CANON_M, K) ||
         cublasLtMatrixLayoutCreate(&cd, ty, (uint64_t)N, LT_CANON_M, ldy) ||
-        cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, d->opts.lt_tune ? p->lb : cb,
-                                       d->opts.lt_tune ? p->ld : cd, d->opts.lt_tune ? p->ld : cd,
-                                       pref, LT_CANDIDATES, res, &found) ||
+        (hs = cublasLtMatmulAlgoGetHeuristic(lt->h, p->op, p->la, d->opts.lt_tune ? p->lb : cb,
+                                             d->opts.lt_tune ? p->ld : cd, d->opts.lt_tune ? p->ld : cd,
+                                             pref, LT_CANDIDATES, res, &found)) ||
         found < 1)
         goto none;
     if (d->opts.lt_tune) {
@@ -262,6 +264,11 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
     p->ok = 1;
     return p;
 none:
+    if (f8)   /* FP8 has no fallback: say why there is no plan */
+        tdm_log(TDM_LOG_WARN, "cuBLASLt: no FP8 plan for M %lld K %lld N %lld ldy %lld epilogue %d, output %s, "
+                "alignment %u: heuristic status %d, %d candidate(s), %s", (long long)M, (long long)K,
+                (long long)N, (long long)ldy, (int)epi, yhalf ? "half" : "float32", al, (int)hs, found,
+                found > 0 ? "none runs without split-K at this M" : "none offered");
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (cb) cublasLtMatrixLayoutDestroy(cb);
     if (cd) cublasLtMatrixLayoutDestroy(cd);

@@ -61,27 +61,26 @@ extern "C" void tdm_cuda_linear_f8(tdm_device_t *d, void *y, tdm_dtype yt, int64
                                     q, sx, (const X *)x, K));
         tdm_cuda_prof_end(d, "fp8 quantize");
         TDM_CUDA_LAUNCHED("quant_rows_kernel");
-        /* a half output takes the bias in its own type (as linear_ex's does) */
+        /* the bias in bf16: cuBLASLt's FP8 GEMMs (sm_90, cuBLASLt 13.1) have no plan with
+         * a float32 bias for either output type */
         const void *bias = b;
-        if (yhalf && b) {
-            bh = tdm_dev_alloc(d, N * 2, "half bias");
+        if (b) {
+            bh = tdm_dev_alloc(d, N * 2, "bf16 bias");
             if (!bh) {
                 tdm_cuda_fail(d, TDM_ERR_NOMEM, "tdm_dev_alloc", __FILE__, __LINE__,
                               tdm_last_error());
                 return;
             }
-            tdm_cuda_cast(d, bh, yt, b, TDM_F32, N);
+            tdm_cuda_cast(d, bh, TDM_BF16, b, TDM_F32, N);
             bias = bh;
         }
         int ok = tdm_cuda_linear_lt_f8(d, y, yhalf ? 2 : 0, ldy, q, sx, W, sw, bias, M, K, N, gelu);
         if (!ok && !yhalf && ldy == N && (d->gemm_dtype == TDM_BF16 || d->gemm_dtype == TDM_F16)) {
             /* no float32-output FP8 kernel: a half output, then widened (the AdaLN
              * modulation's few rows; the product still accumulates in float32) */
-            tmp = tdm_dev_alloc(d, M * N * 2 + (b ? N * 2 : 0), "fp8 linear output");
+            tmp = tdm_dev_alloc(d, M * N * 2, "fp8 linear output");
             if (tmp) {
-                void *tb = b ? (char *)tmp + M * N * 2 : NULL;
-                if (b) tdm_cuda_cast(d, tb, d->gemm_dtype, b, TDM_F32, N);
-                ok = tdm_cuda_linear_lt_f8(d, tmp, 2, N, q, sx, W, sw, tb, M, K, N, gelu);
+                ok = tdm_cuda_linear_lt_f8(d, tmp, 2, N, q, sx, W, sw, bias, M, K, N, gelu);
                 if (ok) tdm_cuda_cast(d, y, TDM_F32, tmp, d->gemm_dtype, M * N);
             }
         }
@@ -92,5 +91,5 @@ extern "C" void tdm_cuda_linear_f8(tdm_device_t *d, void *y, tdm_dtype yt, int64
     }
 fail:
     if (bh) tdm_dev_free(d, bh, N * 2);   /* stream-ordered: after the GEMM */
-    if (tmp) tdm_dev_free(d, tmp, M * N * 2 + (b ? N * 2 : 0));
+    if (tmp) tdm_dev_free(d, tmp, M * N * 2);
 }
