@@ -165,20 +165,22 @@ static inline const char *jstr(const cJSON *o, const char *k) {
     return cJSON_IsString(x) ? x->valuestring : "";
 }
 
-/* Polls job id until it ends (60 s at most); its final JSON. */
-static inline cJSON *wait_job(const server_t *s, const char *id) {
+/* Polls job id until it ends (`seconds` at most); its final JSON. */
+static inline cJSON *wait_job_s(const server_t *s, const char *id, int seconds) {
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", id);
-    for (int i = 0; i < 600; i++) {
+    for (int i = 0; i < seconds * 10; i++) {
         cJSON *o = http_json(s, "GET", path, NULL, 200);
         const char *st = jstr(o, "state");
         if (!o || (strcmp(st, "queued") && strcmp(st, "running"))) return o;
         cJSON_Delete(o);
         usleep(100000);
     }
-    CHECK_MSG(0, "job %s did not end in 60 s", id);
+    CHECK_MSG(0, "job %s did not end in %d s", id, seconds);
     return NULL;
 }
+
+static inline cJSON *wait_job(const server_t *s, const char *id) { return wait_job_s(s, id, 60); }
 
 static inline const uint8_t *b64val(int c) {
     static uint8_t t[256];

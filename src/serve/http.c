@@ -179,10 +179,17 @@ static cJSON *job_json(const server_t *s, const job_t *j) {
     cJSON_AddItemToObject(o, "parameters", params);
     if (j->order) cJSON_AddNumberToObject(o, "run_order", (double)j->order);
     if (j->worker >= 0) {
-        cJSON *iw = cJSON_CreateArray();   /* each image's worker (-1: not taken yet) */
+        cJSON *iw = cJSON_CreateArray(), *is = cJSON_CreateArray();
+        int retried = 0;
         cJSON_AddNumberToObject(o, "worker", j->worker);
-        for (int k = 0; k < j->req.n; k++) cJSON_AddItemToArray(iw, cJSON_CreateNumber(j->iworker[k]));
+        for (int k = 0; k < j->req.n; k++) {   /* each image's worker (-1: not taken yet) and steps */
+            cJSON_AddItemToArray(iw, cJSON_CreateNumber(j->iworker[k]));
+            cJSON_AddItemToArray(is, cJSON_CreateNumber(j->istep[k]));
+            retried += j->iretry[k];
+        }
         cJSON_AddItemToObject(o, "image_workers", iw);
+        cJSON_AddItemToObject(o, "image_steps", is);
+        cJSON_AddNumberToObject(o, "images_retried", retried);   /* their worker was lost */
     }
     if (j->error) cJSON_AddStringToObject(o, "error", j->error);
     return o;

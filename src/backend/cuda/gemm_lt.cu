@@ -215,7 +215,8 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
         (f8 && (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer,
                                                sizeof outer) ||
                 cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer,
-                                               sizeof outer))) ||
+                                               sizeof outer) ||
+                plan_bind(p, args))) ||   /* outer-vector scales: their pointers before the query */
         cublasLtMatrixLayoutCreate(&p->la, t, (uint64_t)K, (uint64_t)N, K) ||
         cublasLtMatrixLayoutCreate(&p->lb, t, (uint64_t)K, (uint64_t)M, K) ||
         cublasLtMatrixLayoutCreate(&p->ld, ty, (uint64_t)N, (uint64_t)M, ldy) ||
