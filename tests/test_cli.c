@@ -64,6 +64,20 @@ TEST(bad_model_folders) {
                  "vae/diffusion_pytorch_model.safetensors");
     CHECK(exists("%s/o2v/.tandem-latents/000000.safetensors", tmpdir));
 
+    /* a file instead of a folder: a pickle is refused with how to convert it, a single
+     * .safetensors file with how to make a folder of it (nothing written) */
+    snprintf(p, sizeof p, "%s/model.ckpt", tmpdir);
+    test_spill(p, "not a pickle");
+    expect_error(run("generate --model '%s/model.ckpt' --prompt x --steps 1 --out '%s/o3'", tmpdir, tmpdir),
+                 "a pickle checkpoint; tandem reads only safetensors");
+    CHECK(strstr(errtext, "from_single_file") && strstr(errtext, "save_pretrained"));
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    test_spill(p, "{}");
+    expect_error(run("generate --model '%s/model.safetensors' --prompt x --steps 1 --out '%s/o3'", tmpdir,
+                     tmpdir), "single-file checkpoints are not read yet");
+    expect_error(run("plan --model '%s/model.safetensors' --max-memory 0=1GiB", tmpdir), "a file, not a model folder");
+    CHECK(!exists("%s/o3", tmpdir));
+
     /* a config that disagrees with the stored tensors */
     copy_pipe("shape");
     char cmd[1024];

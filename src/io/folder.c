@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -200,6 +201,24 @@ tdm_status tdm_folder_resolve(const char *model, char *out, size_t cap) {
         if ((size_t)snprintf(out, cap, "%s", model) >= cap)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--model %s: path too long", model);
         return TDM_OK;
+    }
+    struct stat st;
+    if (stat(model, &st) == 0 && !S_ISDIR(st.st_mode)) {   /* a file: say what to do with it */
+        const char *dot = strrchr(model, '.');
+        static const char *const pickles[] = {".ckpt", ".pt", ".pth", ".bin", ".pkl"};
+        for (size_t i = 0; dot && i < sizeof pickles / sizeof *pickles; i++)
+            if (!strcasecmp(dot, pickles[i]))
+                return tdm_errorf(TDM_ERR_UNSUPPORTED, "--model %s: a pickle checkpoint; tandem reads "
+                                  "only safetensors (loading a pickle can run code). Convert it once with "
+                                  "diffusers: python3 -c \"import diffusers as d; d.StableDiffusionPipeline."
+                                  "from_single_file('%s').save_pretrained('OUT_DIR')\" "
+                                  "(StableDiffusionXLPipeline or FluxPipeline for those models), then "
+                                  "--model OUT_DIR", model, model);
+        return tdm_errorf(TDM_ERR_UNSUPPORTED, "--model %s: a file, not a model folder; single-file "
+                          "checkpoints are not read yet. Convert it once with diffusers: python3 -c "
+                          "\"import diffusers as d; d.StableDiffusionPipeline.from_single_file('%s')"
+                          ".save_pretrained('OUT_DIR')\" (StableDiffusionXLPipeline or FluxPipeline for "
+                          "those models), then --model OUT_DIR", model, model);
     }
     const char *slash = strchr(model, '/');
     int looks_like_repo = slash && slash != model && slash[1] && !strchr(slash + 1, '/') &&
