@@ -1440,11 +1440,27 @@ static int run_cuda(void) {
         run_table(&dev, spec, 1);
         run_attention_16row(spec);
         g_cuda = &dev;
-        RUN(test_device_memory);
-        RUN(test_error_kept);
-        RUN(test_linear_rows_independent);
-        RUN(test_linear_f8);
-        RUN(test_conv_batch_independent);
+        /* a failed test may leave the device's error set (every later call on it
+         * fails): the next test gets a freshly opened device */
+#define RUN_FRESH(name)                                                                   \
+    do {                                                                                  \
+        RUN(name);                                                                        \
+        if (test_cur_failed) {                                                            \
+            tdm_backend_device_close(&dev);                                               \
+            if (tdm_backend_device_open(&dev, spec, NULL) != TDM_OK) {                    \
+                printf("FAIL %s reopened: %s\n", spec, tdm_last_error());                 \
+                test_nfail++;                                                             \
+                g_cuda = NULL;                                                            \
+                return 1;                                                                 \
+            }                                                                             \
+        }                                                                                 \
+    } while (0)
+        RUN_FRESH(test_device_memory);
+        RUN_FRESH(test_error_kept);
+        RUN_FRESH(test_linear_rows_independent);
+        RUN_FRESH(test_linear_f8);
+        RUN_FRESH(test_conv_batch_independent);
+#undef RUN_FRESH
         g_cuda = NULL;
         tdm_backend_device_close(&dev);
     }
