@@ -230,7 +230,7 @@ static job_t *take_locked(jobs_t *q, int worker, int *image) {
     }
     if (j->given == j->req.n && j->redo == 0) unqueue(q, j);
     if (q->head) pthread_cond_signal(&q->work);   /* more to take: the next idle worker */
-    if (k == 0) {
+    if (j->state == JOB_QUEUED) {   /* its first image (not image 0 made again) */
         q->qlen--;
         j->order = q->takes;
         j->state = JOB_RUNNING;
