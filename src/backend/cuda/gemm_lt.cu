@@ -249,8 +249,16 @@ static lt_plan *plan_get(tdm_device_t *d, tdm_cuda_impl_t *c, int64_t M, int64_t
                                                      &one, sizeof one) ||
                 cublasLtMatmulAlgoConfigSetAttribute(&res[i].algo,
                                                      CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red,
-                                                     sizeof red))
-                continue;
+                                                     sizeof red)) {
+                /* an algorithm without these knobs (maybe the FP8 kernels with outer-vector
+                 * scales): usable as it is when its own split-K is 1 */
+                uint32_t sk = 1;
+                size_t wr = 0;
+                if (cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+                                                         &sk, sizeof sk, &wr) == CUBLAS_STATUS_SUCCESS &&
+                    sk > 1)
+                    continue;
+            }
             if (cublasLtMatmulAlgoCheck(lt->h, p->op, p->la, p->lb, p->ld, p->ld, &res[i].algo,
                                         &chk) == CUBLAS_STATUS_SUCCESS &&
                 chk.workspaceSize <= LT_WORKSPACE)
