@@ -182,6 +182,12 @@ TEST(killed_rank_image_retried) {
               "worker 1: %s (%s)", jstr(w1, "state"), jstr(w1, "error"));
     CHECK(!strcmp(jstr(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "workers"), 2), "state"), "idle"));
     cJSON_Delete(o);
+    resp_t m;   /* what an alert would watch */
+    CHECK(http(&s, "GET", "/metrics", NULL, NULL, 0, &m) == 0 && m.status == 200);
+    CHECK_MSG(m.body && strstr(m.body, "tandem_worker_up{worker=\"1\",rank=\"1\"} 0\n") &&
+              strstr(m.body, "tandem_worker_up{worker=\"2\",rank=\"2\"} 1\n") &&
+              strstr(m.body, "tandem_worker_up{worker=\"0\",rank=\"0\"} 1\n"), "%s", m.body ? m.body : "");
+    resp_free(&m);
     cli_images("cli3", "--prompt 'a blue cup' --seed 11 --steps 10 --width 128 --height 128 "
                "--num-images-per-prompt 4");
     for (int k = 0; k < 4; k++) {

@@ -252,6 +252,11 @@ static enum MHD_Result route_metrics(server_t *s, struct MHD_Connection *c) {
     fprintf(f, "tandem_step_seconds_bucket{le=\"+Inf\"} %llu\ntandem_step_seconds_sum %.6f\n"
                "tandem_step_seconds_count %llu\n", (unsigned long long)cum, s->q.step_seconds,
             (unsigned long long)s->q.steps);
+    fprintf(f, "# HELP tandem_worker_up Whether each worker serves (0: lost, or stopped).\n"
+               "# TYPE tandem_worker_up gauge\n");
+    for (int i = 0; i < s->nw; i++)
+        fprintf(f, "tandem_worker_up{worker=\"%d\",rank=\"%d\"} %d\n", i, s->w[i].rank,
+                strcmp(s->w[i].state, "lost") && strcmp(s->w[i].state, "stopped"));
     fprintf(f, "# HELP tandem_worker_busy_seconds_total Seconds each worker spent on jobs.\n"
                "# TYPE tandem_worker_busy_seconds_total counter\n");
     for (int i = 0; i < s->nw; i++)
