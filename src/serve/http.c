@@ -256,7 +256,7 @@ static enum MHD_Result route_metrics(server_t *s, struct MHD_Connection *c) {
                "# TYPE tandem_worker_up gauge\n");
     for (int i = 0; i < s->nw; i++)
         fprintf(f, "tandem_worker_up{worker=\"%d\",rank=\"%d\"} %d\n", i, s->w[i].rank,
-                strcmp(s->w[i].state, "lost") && strcmp(s->w[i].state, "stopped"));
+                !worker_gone(&s->w[i]));
     fprintf(f, "# HELP tandem_worker_busy_seconds_total Seconds each worker spent on jobs.\n"
                "# TYPE tandem_worker_busy_seconds_total counter\n");
     for (int i = 0; i < s->nw; i++)
@@ -674,32 +674,19 @@ static int on_cancel(void *user) {
  * with seed + k. */
 static void run_image(worker_t *w, job_t *j, int k) {
     server_t *s = w->s;
-    const job_req_t *q = &j->req;
-    uint8_t *rgb = malloc((size_t)q->width * (size_t)q->height * 3), *png = NULL;
     run_t r = {s, j, k, jobs_now()};
-    size_t len = 0;
-    char *params = NULL;
-    tdm_status st = TDM_ERR_NOMEM;
-    if (rgb) {
-        tdm_generate_params_t gp;
-        serve_generate_params(q, k, &gp);
-        gp.on_step = on_step;
-        gp.cancel = on_cancel;
-        gp.user = &r;
-        st = tdm_pipeline_generate(w->pipe, q->prompt, q->negative, &gp, NULL, rgb);
-        if (st == TDM_OK && !(params = serve_parameters_text(q, k, s->info.scheduler, s->p->model)))
-            st = TDM_ERR_NOMEM;
-        if (st == TDM_OK) st = tdm_image_png(rgb, q->width, q->height, params, &png, &len);
-    }
-    free(rgb);
+    uint8_t *png;
+    size_t len;
+    char *params;
+    const char *err;
+    const tdm_status st = serve_make_image(w->pipe, &j->req, k, s->info.scheduler, s->p->model, on_step,
+                                           on_cancel, &r, &png, &len, &params, &err);
     if (st == TDM_OK) {
         jobs_image_end(&s->q, j, k, JOB_DONE, NULL, png, len, params);
         return;
     }
-    const char *err = st == TDM_ERR_NOMEM && (!rgb || !params) ? "out of memory" : tdm_last_error();
     if (st != TDM_ERR_CANCELLED) tdm_log(TDM_LOG_WARN, "serve: job %s image %d failed: %s", j->id, k, err);
-    jobs_image_end(&s->q, j, k, st == TDM_ERR_CANCELLED ? JOB_CANCELLED : JOB_FAILED, err, png, len,
-                   params);
+    jobs_image_end(&s->q, j, k, st == TDM_ERR_CANCELLED ? JOB_CANCELLED : JOB_FAILED, err, NULL, 0, NULL);
 }
 
 static void *worker(void *arg) {

@@ -255,9 +255,9 @@ int remote_poll(server_t *s) {
     if (pids) s->t_alive = now;
     for (int i = 0; s->comm && i < s->nw; i++) {
         worker_t *w = &s->w[i];
-        if (w->rank <= 0 || !strcmp(w->state, "stopped") || !strcmp(w->state, "lost")) continue;
+        if (w->rank <= 0 || worker_gone(w)) continue;
         check_alive(s, w, now, pids);
-        if (!strcmp(w->state, "lost")) continue;
+        if (worker_gone(w)) continue;
         if (!w->j) {
             int k;
             job_t *j = jobs_try_take(&s->q, w->id, &k);
@@ -299,7 +299,7 @@ void remote_stop(server_t *s) {
     for (int i = 0; i < s->nw; i++) {
         worker_t *w = &s->w[i];
         if (w->rank <= 0) continue;
-        if (!strcmp(w->state, "lost") || !strcmp(w->state, "stopped")) continue;
+        if (worker_gone(w)) continue;
         if (send_h(s->comm, w->rank, TAG_DOWN, h) != TDM_OK)
             tdm_log(TDM_LOG_ERROR, "serve: rank %d: %s", w->rank, tdm_last_error());
         pthread_mutex_lock(&s->q.mu);
@@ -384,9 +384,10 @@ static tdm_status rank_image(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
     q.n = k + 1;
     q.prompt = calloc((size_t)plen + 1, 1);
     q.negative = nlen >= 0 ? calloc((size_t)nlen + 1, 1) : NULL;
-    uint8_t *rgb = malloc((size_t)q.width * (size_t)q.height * 3), *png = NULL;
+    uint8_t *png = NULL;
     size_t len = 0;
     char *params = NULL;
+    const char *err = NULL;
     tdm_status st = TDM_OK;
     if (!q.prompt || (nlen >= 0 && !q.negative)) {   /* bytes of a request body: this rank is done for */
         st = tdm_errorf(TDM_ERR_NOMEM, "serve: rank %d: out of memory for a prompt", c->world_rank);
@@ -396,21 +397,11 @@ static tdm_status rank_image(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
         (nlen > 0 && (st = recv_bytes(c, 0, TAG_DOWN, q.negative, nlen)) != TDM_OK))
         goto out;   /* the channel is gone: nothing more can be sent */
     rank_run_t r = {c, 0, TDM_OK};
-    tdm_status gst = TDM_ERR_NOMEM;
-    if (rgb) {
-        tdm_generate_params_t gp;
-        serve_generate_params(&q, k, &gp);
-        gp.on_step = rank_step;
-        gp.cancel = rank_cancel;
-        gp.user = &r;
-        gst = tdm_pipeline_generate(pipe, q.prompt, q.negative, &gp, NULL, rgb);
-        if (r.st != TDM_OK) {
-            st = r.st;
-            goto out;
-        }
-        if (gst == TDM_OK && !(params = serve_parameters_text(&q, k, info->scheduler, p->model)))
-            gst = TDM_ERR_NOMEM;
-        if (gst == TDM_OK) gst = tdm_image_png(rgb, q.width, q.height, params, &png, &len);
+    const tdm_status gst = serve_make_image(pipe, &q, k, info->scheduler, p->model, rank_step, rank_cancel,
+                                            &r, &png, &len, &params, &err);
+    if (r.st != TDM_OK) {   /* a message to rank 0 failed */
+        st = r.st;
+        goto out;
     }
     int64_t mem[2] = {0, 0};
     tdm_pipeline_memory(pipe, &mem[0], &mem[1]);
@@ -418,14 +409,12 @@ static tdm_status rank_image(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
         const int64_t e[8] = {U_DONE, (int64_t)len, mem[0], mem[1]};
         if ((st = send_h(c, 0, TAG_UP, e)) == TDM_OK) st = send_bytes(c, 0, TAG_UP, png, (int64_t)len);
     } else {
-        const char *err = gst == TDM_ERR_NOMEM ? "out of memory" : tdm_last_error();
         const int64_t e[8] = {U_FAIL, gst == TDM_ERR_CANCELLED, mem[0], mem[1], (int64_t)strlen(err)};
         if ((st = send_h(c, 0, TAG_UP, e)) == TDM_OK) st = send_bytes(c, 0, TAG_UP, err, e[4]);
     }
 out:
     free(q.prompt);
     free(q.negative);
-    free(rgb);
     free(png);
     free(params);
     return st;

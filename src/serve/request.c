@@ -225,3 +225,34 @@ char *serve_parameters_text(const job_req_t *r, int k, const char *scheduler, co
     return tdm_parameters_text(r->prompt, r->negative, r->steps, scheduler, r->guidance,
                                r->seed + (uint64_t)k, r->width, r->height, model);
 }
+
+tdm_status serve_make_image(tdm_pipeline_t *pipe, const job_req_t *r, int k, const char *scheduler,
+                            const char *model, void (*on_step)(void *, int, int), int (*cancel)(void *),
+                            void *user, uint8_t **png, size_t *len, char **params, const char **err) {
+    uint8_t *rgb = malloc((size_t)r->width * (size_t)r->height * 3);
+    tdm_status st = TDM_ERR_NOMEM;
+    *png = NULL;
+    *len = 0;
+    *params = NULL;
+    *err = "out of memory";
+    if (rgb) {
+        tdm_generate_params_t gp;
+        serve_generate_params(r, k, &gp);
+        gp.on_step = on_step;
+        gp.cancel = cancel;
+        gp.user = user;
+        st = tdm_pipeline_generate(pipe, r->prompt, r->negative, &gp, NULL, rgb);
+        if (st != TDM_OK) *err = tdm_last_error();
+        else if (!(*params = serve_parameters_text(r, k, scheduler, model))) st = TDM_ERR_NOMEM;
+        else if ((st = tdm_image_png(rgb, r->width, r->height, *params, png, len)) != TDM_OK)
+            *err = tdm_last_error();
+    }
+    free(rgb);
+    if (st != TDM_OK) {
+        free(*png);
+        free(*params);
+        *png = NULL;
+        *params = NULL;
+    }
+    return st;
+}

@@ -26,5 +26,12 @@ int serve_parse_request(const tdm_serve_params_t *p, const tdm_pipeline_info_t *
 void serve_generate_params(const job_req_t *r, int k, tdm_generate_params_t *gp);
 /* Image k's parameters text (malloc'd; NULL: out of memory). */
 char *serve_parameters_text(const job_req_t *r, int k, const char *scheduler, const char *model);
+/* Makes image k of r on pipe — the same path for a worker thread and a
+ * worker rank: TDM_OK with *png (*len bytes) and its *params text
+ * (malloc'd, the caller's), or the status (TDM_ERR_CANCELLED when cancel
+ * said so) with *err one line. on_step / cancel / user: tdm_generate_params_t's. */
+tdm_status serve_make_image(tdm_pipeline_t *pipe, const job_req_t *r, int k, const char *scheduler,
+                            const char *model, void (*on_step)(void *, int, int), int (*cancel)(void *),
+                            void *user, uint8_t **png, size_t *len, char **params, const char **err);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "dist/comm.h"
 #include "serve/jobs.h"
@@ -36,6 +37,12 @@ typedef struct {
     int64_t         pid;
     int             same_host;  /* on rank 0's host: its pid tells whether it lives */
 } worker_t;
+
+/* 1 when w takes no more images ("lost" or "stopped"; read with q.mu held or
+ * on the thread that alone changes it). */
+static inline int worker_gone(const worker_t *w) {
+    return !strcmp(w->state, "lost") || !strcmp(w->state, "stopped");
+}
 
 typedef struct server {
     const tdm_serve_params_t *p;
