@@ -190,6 +190,7 @@ typedef enum { TDM_PIPE_SD = 0, TDM_PIPE_FLUX = 1 } tdm_pipeline_kind;
 typedef struct {
     tdm_pipeline_kind kind;
     const char *class_name;       /* model_index.json _class_name */
+    int         sdxl;             /* StableDiffusionXLPipeline (kind TDM_PIPE_SD) */
     const char *scheduler;        /* scheduler class in use */
     int         default_width;    /* SD: unet sample_size * vae scale; FLUX: 1024 */
     int         default_height;
@@ -197,7 +198,7 @@ typedef struct {
     int         vae_scale_factor; /* 2^(len(vae.block_out_channels)-1) */
     int         latent_channels;
     int         default_steps;    /* SD 50; FLUX dev 28, schnell 4 */
-    float       default_guidance; /* SD 7.5; FLUX dev 3.5, schnell 0 */
+    float       default_guidance; /* SD 7.5, SDXL 5; FLUX dev 3.5, schnell 0 */
     int         default_max_sequence_length; /* FLUX dev 512, schnell 256; SD 77 */
     int         uses_guidance;    /* SD: CFG when guidance > 1; FLUX: guidance embedding present */
     /* the GEMM dtype in use, "fp32", "fp16", "bf16" or "fp8": tdm_pipeline_params_t.dtype,
@@ -231,8 +232,11 @@ typedef struct tdm_embeddings tdm_embeddings_t;
 typedef struct {
     const char *const *prompts;    /* n UTF-8 prompts (CLIP prompt for FLUX) */
     int                n;
-    const char *const *prompts_2;  /* FLUX: n T5 prompts, NULL = prompts */
-    const char        *negative_prompt; /* SD: NULL = "" */
+    const char *const *prompts_2;  /* FLUX: n T5 prompts; SDXL: n prompts for text_encoder_2
+                                    * (NULL or "": the prompt) */
+    const char        *negative_prompt; /* SD: NULL = ""; SDXL: NULL = zeros when the
+                                         * pipeline has force_zeros_for_empty_prompt, else "" */
+    const char        *negative_prompt_2; /* SDXL: text_encoder_2's (NULL or "": negative_prompt) */
     int                with_negative;   /* SD: also encode the negative prompt (needed for CFG) */
     int                max_sequence_length; /* FLUX T5 tokens, 0 = pipeline default; <= 512 */
 } tdm_encode_params_t;
@@ -241,6 +245,8 @@ void tdm_encode_params_init(tdm_encode_params_t *p);
 
 /* Encodes prompts with the text encoders only. OUT: *emb (free with
  * tdm_embeddings_free). SD: prompt_embeds [n, 77, D] (+ negative_prompt_embeds);
+ * SDXL: the same with D the two encoders' penultimate widths side by side,
+ * and pooled_prompt_embeds [n, Dp] (+ negative_pooled_prompt_embeds);
  * FLUX: prompt_embeds [n, L, D] (T5), pooled_prompt_embeds [n, Dp] (CLIP),
  * text_ids [L, 3]. */
 tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p,
@@ -264,6 +270,15 @@ typedef struct {
     int         steps;            /* 0 = pipeline default */
     float       guidance;         /* NAN = pipeline default; SD: <= 1 disables CFG */
     int         width, height;    /* 0 = pipeline default */
+    /* SD/SDXL: guidance_rescale (0 = off), the rescale of the guided noise
+     * prediction to the conditional one's standard deviation (diffusers'
+     * rescale_noise_cfg) */
+    float       guidance_rescale;
+    /* SDXL micro-conditioning (the UNet's add_time_ids), in pixels:
+     * original_size and target_size (0 = the image's width/height), and
+     * crops_coords_top_left (default 0, 0) */
+    int         original_width, original_height, target_width, target_height;
+    int         crop_top, crop_left;
     /* Called after each denoising step (may be NULL). */
     void      (*on_step)(void *user, int step, int total);
     /* Called before each denoising step (may be NULL): nonzero stops the

@@ -27,6 +27,28 @@ static const char *g_dtype = "fp32";   /* NULL: the device's default */
 #define HALF_LAT_TOL 2e-2
 #define HALF_PX_TOL 24
 
+/* The case's guidance_rescale and SDXL micro-conditioning ((height, width)
+ * and (top, left) pairs as diffusers takes them; null: the defaults). */
+static void sdxl_params(const cJSON *c, tdm_generate_params_t *gp) {
+    const cJSON *r = cJSON_GetObjectItem(c, "guidance_rescale");
+    const cJSON *o = cJSON_GetObjectItem(c, "original_size");
+    const cJSON *t = cJSON_GetObjectItem(c, "target_size");
+    const cJSON *k = cJSON_GetObjectItem(c, "crops_coords_top_left");
+    if (cJSON_IsNumber(r)) gp->guidance_rescale = (float)r->valuedouble;
+    if (cJSON_IsArray(o)) {
+        gp->original_height = cJSON_GetArrayItem(o, 0)->valueint;
+        gp->original_width = cJSON_GetArrayItem(o, 1)->valueint;
+    }
+    if (cJSON_IsArray(t)) {
+        gp->target_height = cJSON_GetArrayItem(t, 0)->valueint;
+        gp->target_width = cJSON_GetArrayItem(t, 1)->valueint;
+    }
+    if (cJSON_IsArray(k)) {
+        gp->crop_top = cJSON_GetArrayItem(k, 0)->valueint;
+        gp->crop_left = cJSON_GetArrayItem(k, 1)->valueint;
+    }
+}
+
 static void run_case(const char *dir, const cJSON *c) {
     const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
     const char *pipe_name = cJSON_GetObjectItem(c, "pipeline")->valuestring;
@@ -35,6 +57,7 @@ static void run_case(const char *dir, const cJSON *c) {
     const cJSON *prompts = cJSON_GetObjectItem(c, "prompts");
     const cJSON *prompts2 = cJSON_GetObjectItem(c, "prompt_2");
     const cJSON *neg = cJSON_GetObjectItem(c, "negative_prompt");
+    const cJSON *neg2 = cJSON_GetObjectItem(c, "negative_prompt_2");
     const cJSON *seeds = cJSON_GetObjectItem(c, "seeds");
     const cJSON *images = cJSON_GetObjectItem(c, "images");
     const cJSON *msl = cJSON_GetObjectItem(c, "max_sequence_length");
@@ -77,8 +100,9 @@ static void run_case(const char *dir, const cJSON *c) {
     tdm_encode_params_init(&ep);
     ep.prompts = pv;
     ep.n = np;
-    ep.prompts_2 = info.kind == TDM_PIPE_FLUX ? p2v : NULL;
+    ep.prompts_2 = info.kind == TDM_PIPE_FLUX || info.sdxl ? p2v : NULL;
     ep.negative_prompt = cJSON_IsString(neg) ? neg->valuestring : NULL;
+    ep.negative_prompt_2 = cJSON_IsString(neg2) ? neg2->valuestring : NULL;
     ep.with_negative = info.kind == TDM_PIPE_SD && g > 1.0;
     ep.max_sequence_length = cJSON_IsNumber(msl) ? msl->valueint : 0;
     tdm_embeddings_t *emb = NULL;
@@ -106,6 +130,7 @@ static void run_case(const char *dir, const cJSON *c) {
         gp.guidance = (float)g;
         gp.width = W;
         gp.height = H;
+        sdxl_params(c, &gp);
         st = tdm_pipeline_denoise(pipe, emb, i / per, &gp, lat);
         if (st == TDM_OK) st = tdm_pipeline_decode(pipe, lat, W, H, rgb);
         CHECK_MSG(st == TDM_OK, "%s[%d]: %s", name, i, tdm_last_error());
@@ -200,6 +225,7 @@ static void run_file(const char *dir, int oneshot) {
 
 TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines", 1); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
+TEST(sdxl_cases) { run_file(TDM_FIXTURES "/sdxl_pipelines", 1); }
 
 /* The SD and FLUX cases again with every stage's model on cuda:0: in fp32
  * (same tolerances), then in the default half precision (see the top). */
@@ -373,6 +399,7 @@ int main(void) {
     RUN(dtype_errors);
     RUN(sd_cases);
     RUN(flux_cases);
+    RUN(sdxl_cases);
     RUN(flux_fp8);
     RUN(cases_cuda);
     RUN(device_map_cuda);

@@ -5,6 +5,7 @@
  * becomes a one-line message and an exit code for the caller, so the parse
  * can be fuzzed (fuzz/fuzz_cli_args.c). Not here: usage texts (main.c) and
  * what the commands do with the flags. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -34,6 +35,11 @@ static const cli_flag_t k_flags[] = {
     {"--prompts-file", 1, GEN | ENC},
     {"--prompt-2", 1, GEN | ENC},
     {"--negative-prompt", 1, GEN | ENC | SRV},
+    {"--negative-prompt-2", 1, GEN | ENC},
+    {"--guidance-rescale", 1, GEN},
+    {"--original-size", 1, GEN},
+    {"--target-size", 1, GEN},
+    {"--crops-coords-top-left", 1, GEN},
     {"--seed", 1, GEN | SRV},
     {"--steps", 1, GEN | SRV},
     {"--guidance", 1, GEN | PLAN | SRV},
@@ -316,6 +322,27 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
             if ((rc = add_prompt(&a->prompts_2, &a->nprompts_2, &a->cap_prompts_2, v, f, err, cap))) return rc;
         } else if (!strcmp(f, "--prompts-file")) a->prompts_file = v;
         else if (!strcmp(f, "--negative-prompt")) a->negative = v;
+        else if (!strcmp(f, "--negative-prompt-2")) a->negative_2 = v;
+        else if (!strcmp(f, "--guidance-rescale")) {
+            char *end;
+            a->guidance_rescale = strtof(v, &end);
+            if (end == v || *end || !(a->guidance_rescale >= 0.0f && a->guidance_rescale <= 1.0f))
+                FAIL(2, "--guidance-rescale %.100s: expected a number in [0, 1]", v);
+        } else if (!strcmp(f, "--original-size") || !strcmp(f, "--target-size") ||
+                   !strcmp(f, "--crops-coords-top-left")) {
+            const int crop = f[2] == 'c';
+            long p = 0, q = 0;
+            int n = 0;
+            /* WxH (sizes) or TOP,LEFT (the crop), plain decimal numbers */
+            if (sscanf(v, crop ? "%6ld,%6ld%n" : "%6ldx%6ld%n", &p, &q, &n) != 2 || v[n] ||
+                !isdigit((unsigned char)v[0]) || p < (crop ? 0 : 1) || q < (crop ? 0 : 1) ||
+                p > 65536 || q > 65536)
+                FAIL(2, "%s %.100s: expected %s", f, v,
+                     crop ? "TOP,LEFT in pixels (e.g. 0,0)" : "WIDTHxHEIGHT in pixels (e.g. 1024x1024)");
+            if (crop) { a->crop_top = (int)p; a->crop_left = (int)q; }
+            else if (f[2] == 'o') { a->orig_w = (int)p; a->orig_h = (int)q; }
+            else { a->target_w = (int)p; a->target_h = (int)q; }
+        }
         else if (!strcmp(f, "--seed")) {
             if ((rc = cli_parse_seed(v, &a->seed, err, cap))) return rc;
         } else if (!strcmp(f, "--steps")) INT_FLAG(a->steps, 1, 1000);
@@ -404,6 +431,8 @@ int cli_check_prompts(const args_t *a, char *err, size_t cap) {
     for (int i = 0; i < a->nprompts_2; i++)
         if (!tdm_utf8_valid(a->prompts_2[i], &bad)) FAIL(2, "--prompt-2 %d: invalid UTF-8 at byte %zu", i + 1, bad);
     if (a->negative && !tdm_utf8_valid(a->negative, &bad)) FAIL(2, "--negative-prompt: invalid UTF-8 at byte %zu", bad);
+    if (a->negative_2 && !tdm_utf8_valid(a->negative_2, &bad))
+        FAIL(2, "--negative-prompt-2: invalid UTF-8 at byte %zu", bad);
     if (a->nprompts_2 && a->nprompts_2 != a->nprompts)
         FAIL(2, "--prompt-2: given %d times for %d prompts (give it once per --prompt)", a->nprompts_2,
              a->nprompts);

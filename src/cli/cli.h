@@ -32,6 +32,11 @@ typedef struct {
     int          nprompts_2, cap_prompts_2;
     const char  *prompts_file;
     const char  *negative;
+    const char  *negative_2;    /* SDXL --negative-prompt-2 */
+    float        guidance_rescale;
+    /* SDXL micro-conditioning: --original-size, --target-size WxH and
+     * --crops-coords-top-left TOP,LEFT (0: not given) */
+    int          orig_w, orig_h, target_w, target_h, crop_top, crop_left;
     uint64_t     seed;
     int          steps;
     float        guidance;
@@ -129,6 +134,10 @@ tdm_pipeline_t *open_pipeline(const args_t *a);
 /* --parallel against the pipeline and `guidance` (resolved): cfg=2 needs
  * classifier-free guidance (> 1); exits with the one-line error. */
 void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float guidance);
+/* --guidance-rescale and SDXL's micro-conditioning flags into p; exits with
+ * the one-line error when `info`'s pipeline takes them not (info NULL: no
+ * check). */
+void cli_sd_params(const args_t *a, const tdm_pipeline_info_t *info, tdm_generate_params_t *p);
 /* --parallel-vae needs images of more than one rank (deg); exits with the
  * one-line error (the pipeline refuses it too, for API callers). */
 void check_parallel_vae(const args_t *a, const tdm_parallel_t *deg);

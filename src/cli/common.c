@@ -136,6 +136,25 @@ void map_rank_device(args_t *a, int rank, int size, char *devbuf, size_t cap) {
     }
 }
 
+void cli_sd_params(const args_t *a, const tdm_pipeline_info_t *info, tdm_generate_params_t *p) {
+    const int micro = a->orig_w || a->target_w || a->crop_top || a->crop_left;
+    if (info && micro && !info->sdxl)
+        die(2, "--original-size / --target-size / --crops-coords-top-left: only SDXL pipelines take "
+            "micro-conditioning (this is %s)", info->class_name);
+    if (info && a->guidance_rescale > 0.0f && info->kind != TDM_PIPE_SD)
+        die(2, "--guidance-rescale: %s has no classifier-free guidance to rescale", info->class_name);
+    if (info && a->negative_2 && !info->sdxl)
+        die(2, "--negative-prompt-2: only SDXL pipelines take a second negative prompt (this is %s)",
+            info->class_name);
+    p->guidance_rescale = a->guidance_rescale;
+    p->original_width = a->orig_w;
+    p->original_height = a->orig_h;
+    p->target_width = a->target_w;
+    p->target_height = a->target_h;
+    p->crop_top = a->crop_top;
+    p->crop_left = a->crop_left;
+}
+
 void check_parallel_guidance(const args_t *a, const tdm_parallel_t *deg, float guidance) {
     if (deg->cfg == 2 && !(guidance > 1.0f))
         die(2, "--parallel %s: cfg=2 needs classifier-free guidance, but --guidance %g is <= 1 (give "
@@ -245,6 +264,7 @@ void fill_encode_params(const args_t *a, const tdm_pipeline_info_t *info, tdm_en
     ep->n = a->nprompts;
     ep->prompts_2 = a->nprompts_2 ? a->prompts_2 : NULL;
     ep->negative_prompt = a->negative;
+    ep->negative_prompt_2 = a->negative_2;
     ep->with_negative = info->kind == TDM_PIPE_SD && with_negative;
     ep->max_sequence_length = a->max_seq;
 }

@@ -156,6 +156,7 @@ static void job_resolve(job_t *j, tdm_pipeline_t *pipe, const args_t *a) {
     cp.width = a->width;
     cp.height = a->height;
     cp.guidance = j->guidance;
+    cli_sd_params(a, &j->info, &cp);   /* flags the pipeline does not take fail here */
     if (tdm_pipeline_check_memory(pipe, &cp, j->info.kind == TDM_PIPE_FLUX ? a->max_seq : 0, !a->latent_out) !=
         TDM_OK)
         die_status();
@@ -293,6 +294,7 @@ static void image_open(image_t *im, run_t *r, int64_t i) {
     im->gp.guidance = j->guidance;
     im->gp.width = j->W;
     im->gp.height = j->H;
+    cli_sd_params(a, NULL, &im->gp);
     im->gp.on_step = on_step;
     im->gp.user = &r->pr;
     r->pr.image = (int)i;

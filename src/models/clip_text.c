@@ -4,8 +4,9 @@
  * LayerNorm, EOS pooling. Every step on activations or weights is a tdm_op_*
  * on the model's device; only the token ids (host memory) are read here.
  * The same walk over the tensors that loads them also lists them for the
- * placement planner (tdm_clip_text_plist). Not a tokenizer; the projection
- * head is listed, never loaded. */
+ * placement planner (tdm_clip_text_plist). Not a tokenizer. The projection
+ * head of CLIPTextModelWithProjection (SDXL's text_encoder_2) is loaded and
+ * applied to the pooled output by tdm_clip_text_forward_penultimate. */
 #include "models/clip_text.h"
 
 #include <math.h>
@@ -39,6 +40,7 @@ struct tdm_clip_text {
     tdm_tensor_t *tok_emb;      /* (vocab, D) */
     tdm_tensor_t *pos_emb;      /* (max_pos, D) */
     tdm_nn_norm_t fln;          /* final_layer_norm (D) */
+    tdm_nn_linear_t tproj;      /* text_projection D → proj, no bias (with_proj only) */
     clip_layer *layers;         /* L */
     /* the loaded tensors; w.off: those of a split load kept in host RAM or
      * on disk, brought to `dev` one encoder layer at a time (-1: the
@@ -64,7 +66,8 @@ static int64_t clip_layer_of(const void *ctx, const char *name) {
 static void clip_map_name(const void *ctx, char *out, size_t cap, const char *name) {
     const tdm_clip_text_t *m = ctx;
     if (!strncmp(name, "text_model.", 11)) name += 11;
-    snprintf(out, cap, "%s%s", m->with_proj ? "text_model." : "", name);
+    const int head = !strncmp(name, "text_projection.", 16);   /* outside text_model */
+    snprintf(out, cap, "%s%s", m->with_proj && !head ? "text_model." : "", name);
 }
 
 static tdm_status read_config(tdm_clip_text_t *m, const char *path) {
@@ -163,6 +166,8 @@ static tdm_status load_tensors(tdm_clip_text_t *m, const char *pre) {
         TDM_TRY(tdm_nn_norm_bind(w, &y->ln2, D, 0, m->eps, "%s.layer_norm2", p));
     }
     TDM_TRY(tdm_nn_norm_bind(w, &m->fln, D, 0, m->eps, "%sfinal_layer_norm", pre));
+    /* CLIPTextModelWithProjection: Linear(hidden_size, projection_dim, bias=False) */
+    if (m->with_proj) TDM_TRY(tdm_nn_linear_bind(w, &m->tproj, D, m->proj, 0, "text_projection"));
 fail:
     return st;
 }
@@ -229,10 +234,6 @@ tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_
     const char *pre = m->with_proj ? "text_model." : "";
     tdm_weights_init_list(&m->w, "clip_text", out);
     TDM_TRY(load_tensors(m, pre));
-    if (m->with_proj) {
-        int64_t wp[2] = {m->proj, m->D};   /* Linear(hidden_size, projection_dim, bias=False) */
-        TDM_TRY(tdm_plist_add(out, 0, TDM_F32, 2, wp, "text_projection.weight"));
-    }
     {   /* buffer of CLIPTextEmbeddings: arange(max_position_embeddings) */
         int64_t ps[2] = {1, m->max_pos};
         TDM_TRY(tdm_plist_add(out, 1, TDM_I64, 2, ps, "%sembeddings.position_ids", pre));
@@ -249,30 +250,46 @@ fail:
 int64_t tdm_clip_text_hidden_size(const tdm_clip_text_t *m) { return m->D; }
 int64_t tdm_clip_text_max_positions(const tdm_clip_text_t *m) { return m->max_pos; }
 int64_t tdm_clip_text_num_hidden_layers(const tdm_clip_text_t *m) { return m->L; }
+int64_t tdm_clip_text_projection_dim(const tdm_clip_text_t *m) { return m->with_proj ? m->proj : 0; }
 
 /* ---- forward ----------------------------------------------------------------- */
 
-tdm_status tdm_clip_text_forward(tdm_clip_text_t *m, const int32_t *ids, int64_t B, int64_t T,
-                                 float *hidden, float *pooled) {
-    return tdm_clip_text_forward_skip(m, ids, B, T, 0, hidden, pooled);
+/* The row of ids that transformers pools, per batch row: eos_token_id == 2
+ * (legacy configs) → the first argmax of the ids; otherwise the first
+ * position holding eos_token_id (0 when there is none). rows[b] = b·T + pos. */
+static void eos_rows(const tdm_clip_text_t *m, const int32_t *ids, int64_t B, int64_t T,
+                     int32_t *rows) {
+    for (int64_t b = 0; b < B; b++) {
+        const int32_t *row = ids + b * T;
+        int64_t pos = 0;
+        if (m->eos == 2) {
+            for (int64_t t = 1; t < T; t++)
+                if (row[t] > row[pos]) pos = t;
+        } else {
+            for (int64_t t = 0; t < T; t++)
+                if (row[t] == m->eos) { pos = t; break; }
+        }
+        rows[b] = (int32_t)(b * T + pos);   /* < N <= INT32_MAX */
+    }
 }
 
-tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
-                                      int64_t T, int64_t skip, float *hidden, float *pooled) {
+/* The forward pass behind both entry points. `hidden` receives the output
+ * of the first `stop` encoder layers, final-normalized when `norm`.
+ * `pooled` (or NULL) receives the EOS rows of the final-normalized output of
+ * the first `pool_at` layers (pool_at = stop with norm: the rows of
+ * `hidden`), projected by text_projection when `project`. */
+static tdm_status clip_forward(tdm_clip_text_t *m, const int32_t *ids, int64_t B, int64_t T,
+                               int64_t stop, int norm, float *hidden, int64_t pool_at,
+                               int project, float *pooled) {
     tdm_status st = TDM_OK;
     float *arena = NULL;
     int32_t *rows = NULL;
     int64_t bytes = 0;
-    if (!m || !ids || !hidden)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: model, ids and hidden are required");
     if (B < 1 || T < 1 || T > m->max_pos)
         return tdm_errorf(TDM_ERR_INVALID_ARG,
                           "clip_text: batch %lld x %lld tokens; need batch >= 1 and 1 <= tokens "
                           "<= max_position_embeddings %lld",
                           (long long)B, (long long)T, (long long)m->max_pos);
-    if (skip < 0 || skip >= m->L)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: clip skip %lld not in [0, %lld)",
-                          (long long)skip, (long long)m->L);
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
             int64_t id = ids[b * T + t];
@@ -284,12 +301,14 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         }
 
     const int64_t D = m->D, I = m->I, H = m->heads, hd = D / H;
+    const int64_t run = pooled && pool_at > stop ? pool_at : stop;   /* layers to run */
     tdm_device_t *dev = m->dev;
-    /* activations: x, h, q, k, v, a (N, D) and f (N, I); pooled rows are
-     * gathered by int32 row number, so N must fit one */
+    /* activations: x, h, q, k, v, a (N, D) and f (N, I), and the pooled rows
+     * before projection (B, D); pooled rows are gathered by int32 row number,
+     * so N must fit one */
     int64_t N, per_row = 6 * D + I, nfl;
     if (!tdm_mul_ok(B, T, &N) || N > INT32_MAX || !tdm_mul_ok(N, per_row, &nfl) ||
-        !tdm_mul_ok(nfl, (int64_t)sizeof(float), &bytes))
+        !tdm_mul_ok(nfl + B * D, (int64_t)sizeof(float), &bytes))
         return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: batch %lld x %lld tokens is too large",
                           (long long)B, (long long)T);
     if (pooled && !(rows = malloc((size_t)B * sizeof *rows)))
@@ -306,6 +325,7 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
     float *v = k + N * D;
     float *a = v + N * D;      /* (N, D) attention output */
     float *f = a + N * D;      /* (N, I) MLP hidden */
+    float *pr = f + N * I;     /* (B, D) pooled rows */
 
     if ((st = tdm_offload_in(&m->w.off, dev, -1)) != TDM_OK) goto done;   /* top-level weights */
     /* embeddings: x[b, t] = tok_emb[ids[b, t]] + pos_emb[t] (ids checked above) */
@@ -315,11 +335,11 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
 
     const float scale = 1.0f / sqrtf((float)hd);   /* head_dim ** -0.5 */
     const tdm_nn_attention_buf_t ab = {q, k, v, a};
-    for (int64_t l = 0; l < m->L - skip; l++) {
+    for (int64_t l = 0; l < run; l++) {
         const clip_layer *y = &m->layers[l];
         if ((st = tdm_offload_in(&m->w.off, dev, l)) != TDM_OK) goto done;
         /* the next layer's offloaded weights copy while this one computes */
-        if (l + 1 < m->L - skip && (st = tdm_offload_prefetch(&m->w.off, dev, l + 1)) != TDM_OK)
+        if (l + 1 < run && (st = tdm_offload_prefetch(&m->w.off, dev, l + 1)) != TDM_OK)
             goto done;
         /* self-attention block */
         tdm_nn_layer_norm_forward(dev, &y->ln1, h, x, N);
@@ -330,27 +350,56 @@ tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, in
         tdm_nn_ffn_forward(dev, &y->mlp, h, h, f, NULL, N);
         tdm_op_add(dev, x, x, h, N * D);
         tdm_offload_out(&m->w.off, l);
+        if (l + 1 == stop) {   /* hidden_states[stop] */
+            if (norm) tdm_nn_layer_norm_forward(dev, &m->fln, hidden, x, N);
+            else tdm_op_copy_2d(dev, TDM_F32, hidden, D, x, D, N, D);
+        }
     }
-    tdm_nn_layer_norm_forward(dev, &m->fln, hidden, x, N);
 
     if (pooled) {
-        for (int64_t b = 0; b < B; b++) {
-            const int32_t *row = ids + b * T;
-            int64_t pos = 0;
-            if (m->eos == 2) {          /* legacy configs: first argmax of the ids */
-                for (int64_t t = 1; t < T; t++)
-                    if (row[t] > row[pos]) pos = t;
-            } else {                    /* first EOS; 0 when absent (argmax of all-zero) */
-                for (int64_t t = 0; t < T; t++)
-                    if (row[t] == m->eos) { pos = t; break; }
-            }
-            rows[b] = (int32_t)(b * T + pos);   /* < N <= INT32_MAX */
+        const float *src = hidden;   /* the normalized rows of `hidden` */
+        if (!(norm && pool_at == stop)) {
+            tdm_nn_layer_norm_forward(dev, &m->fln, h, x, N);
+            src = h;
         }
-        tdm_op_gather_rows(dev, pooled, hidden, rows, B, D);
+        eos_rows(m, ids, B, T, rows);
+        tdm_op_gather_rows(dev, project ? pr : pooled, src, rows, B, D);
+        if (project) tdm_nn_linear_forward(dev, &m->tproj, pooled, pr, B);
     }
 done:
     tdm_offload_out_all(&m->w.off);   /* whatever is still brought in */
     tdm_dev_free(dev, arena, bytes);
     free(rows);
     return st;
+}
+
+tdm_status tdm_clip_text_forward(tdm_clip_text_t *m, const int32_t *ids, int64_t B, int64_t T,
+                                 float *hidden, float *pooled) {
+    return tdm_clip_text_forward_skip(m, ids, B, T, 0, hidden, pooled);
+}
+
+tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
+                                      int64_t T, int64_t skip, float *hidden, float *pooled) {
+    if (!m || !ids || !hidden)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: model, ids and hidden are required");
+    if (skip < 0 || skip >= m->L)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: clip skip %lld not in [0, %lld)",
+                          (long long)skip, (long long)m->L);
+    return clip_forward(m, ids, B, T, m->L - skip, 1, hidden, m->L - skip, 0, pooled);
+}
+
+tdm_status tdm_clip_text_forward_penultimate(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
+                                             int64_t T, int64_t skip, float *hidden,
+                                             float *text_embeds) {
+    if (!m || !ids || !hidden)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: model, ids and hidden are required");
+    if (skip < 0 || skip + 1 >= m->L)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "clip_text: hidden_states[-%lld] of %lld layers: "
+                          "clip skip %lld not in [0, %lld)", (long long)(skip + 2), (long long)m->L,
+                          (long long)skip, (long long)(m->L - 1));
+    if (text_embeds && !m->with_proj)
+        return tdm_errorf(TDM_ERR_MODEL, "clip_text: the pooled text embeddings need a "
+                          "CLIPTextModelWithProjection (its config's architectures[0]); this "
+                          "encoder has no text_projection");
+    return clip_forward(m, ids, B, T, m->L - 1 - skip, 0, hidden, m->L, 1, text_embeds);
 }

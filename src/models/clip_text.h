@@ -2,8 +2,8 @@
  * Diffusion 1.x/2.x folders on the device it is loaded onto (CPU or CUDA;
  * float32 activations, Linear weights in the device's gemm_dtype): config,
  * weights, forward.
- * Not a tokenizer (src/text/) and not the projection head
- * (CLIPTextModelWithProjection's text_projection is not read). */
+ * Not a tokenizer (src/text/). A CLIPTextModelWithProjection (SDXL's
+ * text_encoder_2) has its text_projection loaded too. */
 #ifndef TDM_CLIP_TEXT_H
 #define TDM_CLIP_TEXT_H
 
@@ -50,10 +50,12 @@ void tdm_clip_text_free(tdm_clip_text_t *m);
 tdm_status tdm_clip_text_plist(const char *config_path, tdm_dtype dt, tdm_plist_t *out);
 
 /* Config values: hidden_size (D), max_position_embeddings (longest T),
- * num_hidden_layers. */
+ * num_hidden_layers; projection_dim of a CLIPTextModelWithProjection (0
+ * for a CLIPTextModel). */
 int64_t tdm_clip_text_hidden_size(const tdm_clip_text_t *m);
 int64_t tdm_clip_text_max_positions(const tdm_clip_text_t *m);
 int64_t tdm_clip_text_num_hidden_layers(const tdm_clip_text_t *m);
+int64_t tdm_clip_text_projection_dim(const tdm_clip_text_t *m);
 
 /* ids (B, T), HOST memory on every device → hidden (B, T, D) and pooled,
  * memory of the model's device (host memory for a CPU device; on a CUDA
@@ -78,5 +80,17 @@ tdm_status tdm_clip_text_forward(tdm_clip_text_t *m, const int32_t *ids, int64_t
  * taken from this `hidden` by the same EOS rule. */
 tdm_status tdm_clip_text_forward_skip(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
                                       int64_t T, int64_t skip, float *hidden, float *pooled);
+
+/* As SDXL's encode_prompt uses a text encoder: hidden (B, T, D) =
+ * hidden_states[-(skip + 2)] — the output of encoder layer L - 1 - skip, not
+ * final-normalized (skip 0: the penultimate layer) — and, when text_embeds
+ * is not NULL, text_embeds (B, projection_dim) = the text_embeds output of
+ * CLIPTextModelWithProjection: text_projection of the pooled row (the EOS
+ * rule above) of the whole model's final-normalized output; an encoder
+ * without the projection is then an error. 0 <= skip < num_hidden_layers - 1.
+ * Memory and other errors as tdm_clip_text_forward. */
+tdm_status tdm_clip_text_forward_penultimate(tdm_clip_text_t *m, const int32_t *ids, int64_t B,
+                                             int64_t T, int64_t skip, float *hidden,
+                                             float *text_embeds);
 
 #endif

@@ -38,6 +38,7 @@ typedef struct {
     int64_t groups, down_pad;
     double  eps, mid_scale, freq_shift;
     int     flip, center, linear;
+    int64_t add_time_dim, add_in;               /* addition_embed_type "text_time"; 0: none */
     const char *path;                           /* the config file, for messages */
 } unet_cfg_t;
 
@@ -126,7 +127,7 @@ static tdm_status cfg_check_fixed_keys(const tdm_json_t *j) {
     static const char *const k_pos[] = {"positional", NULL};
     static const char *const k_no_null[] = {"norm_num_groups", "mid_block_type", NULL};
     static const char *const k_null[] = {
-        "num_attention_heads", "class_embed_type", "addition_embed_type", "encoder_hid_dim",
+        "num_attention_heads", "class_embed_type", "encoder_hid_dim",
         "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds", "time_embedding_dim",
         "time_embedding_act_fn", "timestep_post_act", "reverse_transformer_layers_per_block",
         NULL};
@@ -253,6 +254,32 @@ fail:
     return st;
 }
 
+/* addition_embed_type: absent/null, or "text_time" (SDXL's micro-conditioning:
+ * add_time_proj = Timesteps(addition_time_embed_dim) of each time id, and
+ * add_embedding = TimestepEmbedding(projection_class_embeddings_input_dim,
+ * time_embed_dim) of [text_embeds, those sinusoids]); both sizes required,
+ * as diffusers needs them. */
+static tdm_status cfg_addition(const tdm_json_t *j, unet_cfg_t *c) {
+    tdm_status st = TDM_OK;
+    const cJSON *v = cfg_item(j, "addition_embed_type");
+    if (!v || cJSON_IsNull(v)) return TDM_OK;
+    if (!cJSON_IsString(v) || strcmp(v->valuestring, "text_time") != 0)
+        return cfg_unsupported(j, "addition_embed_type", "only null and \"text_time\" are supported");
+    static const char *const need[] = {"addition_time_embed_dim",
+                                       "projection_class_embeddings_input_dim"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *n = cfg_item(j, need[i]);
+        if (!n || !cJSON_IsNumber(n))
+            return tdm_errorf(TDM_ERR_MODEL, "%s: addition_embed_type \"text_time\" needs %s (an "
+                              "integer)", j->path, need[i]);
+    }
+    TDM_TRY(tdm_json_int_range(j, "addition_time_embed_dim", 0, 1, UNET_MAX_DIM, &c->add_time_dim));
+    TDM_TRY(tdm_json_int_range(j, "projection_class_embeddings_input_dim", 0, 1, UNET_MAX_CHANNELS,
+                               &c->add_in));
+fail:
+    return st;
+}
+
 /* Reads a UNet2DConditionModel config.json into c; the first unsupported
  * or out-of-range key, in a fixed order, is the one reported. */
 static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
@@ -290,6 +317,7 @@ static tdm_status cfg_parse(const tdm_json_t *j, unet_cfg_t *c) {
     if (c->down_pad < 0 || c->down_pad > 1) return cfg_unsupported(j, "downsample_padding", NULL);
     if (c->block_out[0] < 2)
         return cfg_unsupported(j, "block_out_channels", "the time embedding needs >= 2 channels");
+    TDM_TRY(cfg_addition(j, c));
     /* upcast_attention only changes half-precision runs; dropout is off in eval. */
 fail:
     return st;
@@ -410,6 +438,11 @@ static tdm_status load_model(tdm_unet_t *u, const unet_cfg_t *c) {
     TDM_TRY(tdm_nn_conv_bind(&u->w, &u->conv_in, c->in_ch, C0, 3, "conv_in"));
     TDM_TRY(tdm_nn_ffn_bind(&u->w, &u->time_emb, C0, Td, Td, tdm_op_silu, "linear_1",
                             "linear_2", "time_embedding"));
+    u->add_in = c->add_in;
+    u->add_time_dim = c->add_time_dim;
+    if (c->add_in)
+        TDM_TRY(tdm_nn_ffn_bind(&u->w, &u->add_emb, c->add_in, Td, Td, tdm_op_silu, "linear_1",
+                                "linear_2", "add_embedding"));
 
     for (int i = 0; i < n; i++) {
         unet_block_t *b = &u->down[i];
@@ -512,6 +545,8 @@ static tdm_status load_any(tdm_unet_t **out, const char *root, const char *sub,
     u->info.num_blocks = c.n;
     u->info.num_downsamplers = c.n - 1;
     u->info.time_embed_dim = 4 * c.block_out[0];
+    u->info.add_time_dim = c.add_time_dim;
+    u->info.add_in = c.add_in;
     TDM_TRY(load_model(u, &c));
     tdm_weights_finish(&u->w);
     u->info.param_bytes = u->w.bytes;
@@ -668,6 +703,13 @@ static tdm_status unet_forward_dev(tdm_unet_t *u, const float *x, int64_t B, int
     TDM_TRY(unet_buf_new(dev, &t1, B * Td, "unet time embedding"));
     TDM_TRY(unet_buf_new(dev, &temb, B * Td, "unet time embedding"));
     tdm_nn_ffn_forward(dev, &u->time_emb, temb.p, emb, t1.p, NULL, B);
+    if (u->add_in) {   /* emb + add_embedding([text_embeds, time sinusoids]) (after emb) */
+        unet_buf_t aug = {0};
+        TDM_TRY(unet_buf_new(dev, &aug, B * Td, "unet added embedding"));
+        tdm_nn_ffn_forward(dev, &u->add_emb, aug.p, emb + B * C0, t1.p, NULL, B);
+        tdm_op_add(dev, temb.p, temb.p, aug.p, B * Td);
+        unet_buf_free(dev, &aug);
+    }
     tdm_op_silu(dev, temb.p, B * Td);
     unet_buf_free(dev, &t1);
 
@@ -771,7 +813,8 @@ static tdm_status unet_forward_eager(tdm_unet_t *u, const float *x, int64_t B, i
                                      int64_t W, const float *emb_host, const float *ctx,
                                      int64_t T, float *out) {
     unet_buf_t emb = {0};
-    tdm_status st = unet_buf_new(u->dev, &emb, B * u->block_out[0], "unet timestep embedding");
+    tdm_status st = unet_buf_new(u->dev, &emb, B * (u->block_out[0] + u->add_in),
+                                 "unet timestep embedding");
     if (st == TDM_OK)
         st = tdm_dev_upload(u->dev, emb.p, emb_host, emb.n * (int64_t)sizeof(float),
                             "unet timestep embedding");
@@ -797,7 +840,7 @@ static tdm_status unet_forward_graphed(tdm_unet_t *u, const float *x, int64_t B,
                                        int64_t T, float *out) {
     tdm_status st = TDM_OK, se;
     tdm_device_t *dev = u->dev;
-    const int64_t n = B * u->block_out[0], bytes = n * (int64_t)sizeof(float);
+    const int64_t n = B * (u->block_out[0] + u->add_in), bytes = n * (int64_t)sizeof(float);
     const struct unet_gkey key = {x, ctx, out, B, H, W, T};
     const int same = u->g_state && key.x == u->gkey.x && key.ctx == u->gkey.ctx &&
                      key.out == u->gkey.out && key.B == u->gkey.B && key.H == u->gkey.H &&
@@ -851,6 +894,12 @@ fail:
 
 tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
                             const float *timesteps, const float *ctx, int64_t T, float *out) {
+    return tdm_unet_forward_added(u, x, B, H, W, timesteps, ctx, T, NULL, out);
+}
+
+tdm_status tdm_unet_forward_added(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
+                                  const float *timesteps, const float *ctx, int64_t T,
+                                  const tdm_unet_added_t *add, float *out) {
     tdm_status st;
     float *emb_host = NULL;
     int64_t n, C0, chk;
@@ -859,6 +908,20 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
     if (B < 1 || H < 1 || W < 1 || T < 1)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld T=%lld "
                           "must be >= 1", (long long)B, (long long)H, (long long)W, (long long)T);
+    if (u->add_in && (!add || !add->text_embeds || !add->time_ids))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "unet: addition_embed_type \"text_time\" needs the "
+                          "pooled text embeddings and the time ids (an SDXL UNet)");
+    if (!u->add_in && add)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "unet: text_embeds and time_ids given, but the UNet "
+                          "has no addition_embed_type");
+    if (add && (add->text_dim < 0 || add->n_ids < 0 ||
+                add->text_dim + add->n_ids * u->add_time_dim != u->add_in))
+        return tdm_errorf(TDM_ERR_MODEL, "unet: the added embedding takes %lld values "
+                          "(projection_class_embeddings_input_dim), but %lld text embedding values "
+                          "+ %lld time ids x addition_time_embed_dim %lld = %lld were given",
+                          (long long)u->add_in, (long long)add->text_dim, (long long)add->n_ids,
+                          (long long)u->add_time_dim,
+                          (long long)(add->text_dim + add->n_ids * u->add_time_dim));
     n = u->nblocks;
     C0 = u->block_out[0];
     {   /* every activation is at most B * H * W * 16 * (largest channel count) floats */
@@ -867,17 +930,24 @@ tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H,
             if (u->block_out[i] > cmax) cmax = u->block_out[i];
         if (!tdm_mul_ok(B, H, &chk) || !tdm_mul_ok(chk, W, &chk) || !tdm_mul_ok(chk, cmax, &chk) ||
             !tdm_mul_ok(chk, 64, &chk) || !tdm_mul_ok(B * cmax, T, &chk) ||
-            !tdm_mul_ok(chk, 16, &chk))
+            !tdm_mul_ok(chk, 16, &chk) || !tdm_mul_ok(B, C0 + u->add_in, &chk))
             return tdm_errorf(TDM_ERR_INVALID_ARG, "tdm_unet_forward: B=%lld H=%lld W=%lld "
                               "T=%lld is too large", (long long)B, (long long)H, (long long)W,
                               (long long)T);
     }
     /* the sinusoid (B x C0 floats) is computed on the host from the host
-     * timesteps */
-    emb_host = malloc((size_t)(B * C0) * sizeof(float));
+     * timesteps; the added embedding's input (B x add_in) follows it: per
+     * row the text embeddings, then each time id's sinusoid */
+    emb_host = malloc((size_t)(B * (C0 + u->add_in)) * sizeof(float));
     if (!emb_host) return tdm_errorf(TDM_ERR_NOMEM, "unet: out of memory for the timestep embedding");
     tdm_nn_timestep_embedding(emb_host, timesteps, B, C0, u->flip_sin_to_cos, u->freq_shift,
                               1.0f);
+    for (int64_t b = 0; add && b < B; b++) {
+        float *row = emb_host + B * C0 + b * u->add_in;
+        memcpy(row, add->text_embeds + b * add->text_dim, (size_t)add->text_dim * sizeof(float));
+        tdm_nn_timestep_embedding(row + add->text_dim, add->time_ids + b * add->n_ids, add->n_ids,
+                                  u->add_time_dim, u->flip_sin_to_cos, u->freq_shift, 1.0f);
+    }
     st = unet_graph_usable(u) ? unet_forward_graphed(u, x, B, H, W, emb_host, ctx, T, out)
                               : unet_forward_eager(u, x, B, H, W, emb_host, ctx, T, out);
     free(emb_host);
@@ -1018,9 +1088,10 @@ static int64_t unet_work_walk(const tdm_unet_t *u, int64_t B, int64_t H, int64_t
     int64_t (*sk)[3], nsk = 1, ns = 0, cur, xin = 0, Ha = H, Wa = W;   /* skips: floats, H, W */
     for (int64_t i = 0; i < n; i++) nsk += u->down[i].nres + u->down[i].has_samp;
     if (!(sk = calloc((size_t)nsk, sizeof *sk))) return INT64_MAX;
-    wk_take(&k, B * C0);                                 /* timestep embedding */
+    wk_take(&k, B * (C0 + u->add_in));                   /* timestep (+ added) embedding */
     const int64_t t1 = wk_take(&k, B * Td);
     wk_take(&k, B * Td);                                 /* temb, held to the end */
+    if (u->add_in) wk_give(&k, wk_take(&k, B * Td));     /* the added embedding */
     wk_give(&k, t1);
     if (u->center_input) xin = wk_take(&k, wk_add(wk_mul(B * u->info.in_channels, wk_mul(H, W)), 1));
     cur = wk_conv(&k, &u->conv_in, B, H, W, 1, 1, 0, NULL, NULL);

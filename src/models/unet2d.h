@@ -6,8 +6,9 @@
  * CUDA, with float32 accumulation) that reproduces diffusers 0.42.
  *
  * Supported blocks: CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn,
- * CrossAttnUpBlock2D, UpBlock2D. Not supported (TDM_ERR_UNSUPPORTED naming the
- * key and value): class / addition embeddings, encoder_hid_dim projections,
+ * CrossAttnUpBlock2D, UpBlock2D; SDXL's addition_embed_type "text_time"
+ * (tdm_unet_forward_added). Not supported (TDM_ERR_UNSUPPORTED naming the
+ * key and value): class embeddings, other addition embeddings, encoder_hid_dim projections,
  * scale-shift resnets, dual cross attention, GLIGEN, non-positional time
  * embeddings, explicit num_attention_heads (diffusers rejects it too). */
 #ifndef TDM_UNET2D_H
@@ -25,6 +26,9 @@ typedef struct {
     int64_t num_blocks;            /* len(block_out_channels) */
     int64_t num_downsamplers;      /* num_blocks - 1 */
     int64_t time_embed_dim;        /* 4 * block_out_channels[0] */
+    int64_t add_time_dim;          /* addition_embed_type "text_time" (SDXL):
+                                    * addition_time_embed_dim; 0 without */
+    int64_t add_in;                /* projection_class_embeddings_input_dim; 0 without */
     int64_t param_bytes;           /* bytes of the loaded weights as stored (resident or host
                                     * copies; tensors left on disk not counted) */
 } tdm_unet_info_t;
@@ -84,6 +88,24 @@ int64_t tdm_unet_graph_bytes(const tdm_unet_t *u);
  * with one launch; the graph keeps tdm_unet_graph_bytes on the device. */
 tdm_status tdm_unet_forward(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
                             const float *timesteps, const float *ctx, int64_t T, float *out);
+
+/* SDXL's added conditions (UNet2DConditionModel added_cond_kwargs of
+ * addition_embed_type "text_time"), HOST arrays: text_embeds (B, text_dim),
+ * the pooled output of the last text encoder; time_ids (B, n_ids), e.g.
+ * original_size + crops_coords_top_left + target_size. text_dim + n_ids ·
+ * addition_time_embed_dim must be projection_class_embeddings_input_dim. */
+typedef struct {
+    const float *text_embeds;
+    int64_t      text_dim;
+    const float *time_ids;
+    int64_t      n_ids;
+} tdm_unet_added_t;
+
+/* tdm_unet_forward with the added conditions: `add` is required by (and only
+ * accepted for) a UNet whose info.add_in is nonzero; the error says which. */
+tdm_status tdm_unet_forward_added(tdm_unet_t *u, const float *x, int64_t B, int64_t H, int64_t W,
+                                  const float *timesteps, const float *ctx, int64_t T,
+                                  const tdm_unet_added_t *add, float *out);
 
 /* The working memory of one tdm_unet_forward(B, H, W, T) of the UNet that
  * the config.json at config_path describes (read and checked as

@@ -56,6 +56,11 @@ struct tdm_unet {
     /* weights */
     tdm_nn_conv_t conv_in;                   /* in → C0, 3×3 */
     tdm_nn_ffn_t  time_emb;                  /* time_embedding: C0 → 4 C0 → 4 C0, SiLU */
+    /* addition_embed_type "text_time" (SDXL): add_embedding: add_in → 4 C0 →
+     * 4 C0, SiLU, on [text_embeds, sinusoid(time_ids) of add_time_dim each];
+     * add_in = 0 without it */
+    tdm_nn_ffn_t  add_emb;
+    int64_t add_in, add_time_dim;
     unet_block_t down[8], mid, up[8];
     tdm_nn_norm_t norm_out;                  /* GroupNorm (C0) */
     tdm_nn_conv_t conv_out;                  /* C0 → out, 3×3 */
@@ -66,8 +71,9 @@ struct tdm_unet {
     /* CUDA graph of the forward pass (tdm_op_graph_*; unet2d.c,
      * unet_forward_graphed): g_state 1 after an eager call with the
      * arguments `gkey`, 2 once `graph` holds the
-     * capture of that call; g_emb (g_B × C0 floats, counted on dev) is the
-     * timestep embedding the graph reads, uploaded before each replay. */
+     * capture of that call; g_emb (g_emb_n floats, counted on dev) is the
+     * timestep embedding (B × C0) and the added embedding's input (B ×
+     * add_in) the graph reads, uploaded before each replay. */
     void        *graph;
     int          g_state;
     struct unet_gkey { const float *x, *ctx; float *out; int64_t B, H, W, T; } gkey;

@@ -28,8 +28,8 @@ enum { TDM_STAGE_NONE = -1 };
 typedef enum {
     TDM_COMP_TOK = 0,   /* CLIP tokenizer */
     TDM_COMP_TEXT,      /* CLIP text encoder */
-    TDM_COMP_TOK2,      /* FLUX: T5 tokenizer */
-    TDM_COMP_TEXT2,     /* FLUX: T5 encoder */
+    TDM_COMP_TOK2,      /* FLUX: T5 tokenizer; SDXL: CLIP tokenizer_2 */
+    TDM_COMP_TEXT2,     /* FLUX: T5 encoder; SDXL: CLIPTextModelWithProjection */
     TDM_COMP_DEN,       /* denoiser: UNet (SD) or transformer (FLUX) */
     TDM_COMP_VAE,       /* VAE decoder */
     TDM_COMP_COUNT
@@ -79,7 +79,10 @@ struct tdm_pipeline {
     double              vae_scaling_factor, vae_shift_factor;
     int64_t             denoiser_in_channels;  /* unet in_channels / flux in_channels */
     int64_t             ctx_dim;               /* cross_attention_dim / joint_attention_dim */
-    int64_t             pooled_dim;            /* FLUX pooled_projection_dim */
+    int64_t             pooled_dim;            /* FLUX pooled_projection_dim; SDXL
+                                                * text_encoder_2 projection_dim */
+    int                 force_zeros;           /* SDXL force_zeros_for_empty_prompt */
+    int                 no_text_encoder;       /* SDXL without text_encoder (refiner-like) */
     char                size_src[1100];        /* where the default width/height come from */
     /* components, loaded per stage */
     tdm_pipe_comp_t     comp[TDM_COMP_COUNT];
@@ -123,11 +126,13 @@ struct tdm_embeddings {
     int64_t  Dp;           /* FLUX pooled width */
     float   *pos;          /* (n, L, D) */
     float   *neg;          /* SD: (n, L, D) or NULL */
-    float   *pooled;       /* FLUX: (n, Dp) */
+    float   *pooled;       /* FLUX, SDXL: (n, Dp) */
+    float   *neg_pooled;   /* SDXL: (n, Dp) with neg, else NULL */
     float   *text_ids;     /* FLUX: (L, 3) */
     char   **prompts;      /* n strings (may hold NULLs) */
-    char   **prompts_2;    /* FLUX: n strings or NULL */
+    char   **prompts_2;    /* FLUX, SDXL: n strings or NULL */
     char    *negative;     /* SD negative prompt or NULL */
+    char    *negative_2;   /* SDXL negative_prompt_2 or NULL */
 };
 
 /* Makes `stage` the loaded one: frees the other stages' components (unless

@@ -33,7 +33,7 @@ static void comp_table(tdm_pipeline_t *pipe) {
         const char *name;
         tdm_pipe_kind_t kind;
         int stage;
-    } tab[2][TDM_COMP_COUNT] = {
+    } tab[3][TDM_COMP_COUNT] = {
         [TDM_PIPE_SD] = {
             [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
             [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
@@ -46,13 +46,23 @@ static void comp_table(tdm_pipeline_t *pipe) {
             [TDM_COMP_TEXT2] = {"text_encoder_2", TDM_KIND_T5, TDM_STAGE_ENCODE},
             [TDM_COMP_DEN] = {"transformer", TDM_KIND_FLUX, TDM_STAGE_DENOISE},
             [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE}},
+        [2] = {   /* StableDiffusionXLPipeline */
+            [TDM_COMP_TOK] = {"tokenizer", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
+            [TDM_COMP_TEXT] = {"text_encoder", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
+            [TDM_COMP_TOK2] = {"tokenizer_2", TDM_KIND_CLIP_TOK, TDM_STAGE_ENCODE},
+            [TDM_COMP_TEXT2] = {"text_encoder_2", TDM_KIND_CLIP_TEXT, TDM_STAGE_ENCODE},
+            [TDM_COMP_DEN] = {"unet", TDM_KIND_UNET, TDM_STAGE_DENOISE},
+            [TDM_COMP_VAE] = {"vae", TDM_KIND_VAE_DECODER, TDM_STAGE_DECODE}},
     };
+    const int t = pipe->info.sdxl ? 2 : (int)pipe->info.kind;
     for (int i = 0; i < TDM_COMP_COUNT; i++) {
-        pipe->comp[i].name = tab[pipe->info.kind][i].name;
-        pipe->comp[i].kind = tab[pipe->info.kind][i].kind;
-        pipe->comp[i].stage = tab[pipe->info.kind][i].stage;
+        pipe->comp[i].name = tab[t][i].name;
+        pipe->comp[i].kind = tab[t][i].kind;
+        pipe->comp[i].stage = tab[t][i].stage;
         pipe->comp[i].dev = &pipe->dev;
     }
+    if (pipe->no_text_encoder)   /* an SDXL folder with text_encoder null (as the refiner) */
+        pipe->comp[TDM_COMP_TOK].name = pipe->comp[TDM_COMP_TEXT].name = NULL;
 }
 
 /* Frees component c's handle (not loaded: a no-op). */
@@ -108,6 +118,40 @@ static tdm_status load_config(const tdm_pipeline_t *pipe, const char *sub, tdm_j
     return tdm_json_load(j, path);
 }
 
+/* SDXL's facts beside the SD ones (j: the UNet's config, loaded): the
+ * micro-conditioning the UNet takes must be what StableDiffusionXLPipeline
+ * passes — text_encoder_2's projection_dim pooled values and six time ids
+ * (original_size, crops_coords_top_left, target_size) of
+ * addition_time_embed_dim each — as diffusers checks in _get_add_time_ids. */
+static tdm_status read_sdxl_configs(tdm_pipeline_t *pipe, const tdm_json_t *j) {
+    tdm_status st = TDM_OK;
+    tdm_json_t t = {0};
+    char type[64];
+    int64_t atd = 0, pin = 0, proj = 512;
+    pipe->info.default_guidance = 5.0f;   /* StableDiffusionXLPipeline.__call__ */
+    TDM_TRY(tdm_json_str(j, "addition_embed_type", "", type, sizeof type));
+    if (strcmp(type, "text_time") != 0) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: StableDiffusionXLPipeline needs a UNet with "
+                        "addition_embed_type \"text_time\" (found \"%s\")", j->path, type);
+        goto fail;
+    }
+    TDM_TRY(tdm_json_int(j, "addition_time_embed_dim", 0, &atd));
+    TDM_TRY(tdm_json_int(j, "projection_class_embeddings_input_dim", 0, &pin));
+    TDM_TRY(load_config(pipe, "text_encoder_2", &t));
+    TDM_TRY(tdm_json_int_range(&t, "projection_dim", 512, 1, 65536, &proj));
+    pipe->pooled_dim = proj;
+    if (atd < 1 || pin != proj + 6 * atd) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: projection_class_embeddings_input_dim %lld is not "
+                        "text_encoder_2's projection_dim %lld + 6 time ids x addition_time_embed_dim "
+                        "%lld (= %lld), what StableDiffusionXLPipeline passes", j->path, (long long)pin,
+                        (long long)proj, (long long)atd, (long long)(proj + 6 * atd));
+        goto fail;
+    }
+fail:
+    tdm_json_free(&t);
+    return st;
+}
+
 /* Reads the facts the pipeline needs before any weights are loaded. */
 static tdm_status read_configs(tdm_pipeline_t *pipe) {
     tdm_json_t j = {0};
@@ -156,6 +200,7 @@ static tdm_status read_configs(tdm_pipeline_t *pipe) {
         pipe->info.default_guidance = 7.5f;
         pipe->info.default_max_sequence_length = 77;
         pipe->info.uses_guidance = 1;
+        if (pipe->info.sdxl) TDM_TRY(read_sdxl_configs(pipe, &j));
     } else {
         int64_t in = 64, jad = 4096, ppd = 768;
         int ge = 0;
@@ -200,7 +245,9 @@ int tdm_pipeline_stage_components(const tdm_pipeline_t *pipe, int together,
         out[0] = NULL;   /* all */
         return 1;
     }
-    out[0] = flux ? "text_encoder,text_encoder_2" : "text_encoder";
+    out[0] = flux || (pipe->info.sdxl && !pipe->no_text_encoder) ? "text_encoder,text_encoder_2"
+             : pipe->info.sdxl                                     ? "text_encoder_2"
+                                                                   : "text_encoder";
     out[1] = flux ? "transformer" : "unet";
     out[2] = "vae";
     return 3;
@@ -444,12 +491,26 @@ static tdm_status read_model_index(tdm_pipeline_t *pipe) {
     TDM_TRY(tdm_json_str(&j, "_class_name", "", pipe->class_name, sizeof pipe->class_name));
     if (!strcmp(pipe->class_name, "StableDiffusionPipeline")) {
         pipe->info.kind = TDM_PIPE_SD;
+    } else if (!strcmp(pipe->class_name, "StableDiffusionXLPipeline")) {
+        pipe->info.kind = TDM_PIPE_SD;
+        pipe->info.sdxl = 1;
+        /* a pipeline config (register_to_config), default True */
+        TDM_TRY(tdm_json_bool(&j, "force_zeros_for_empty_prompt", 1, &pipe->force_zeros));
+        /* text_encoder / tokenizer: [null, null] or absent when the folder has none */
+        const cJSON *te = cJSON_GetObjectItemCaseSensitive(j.root, "text_encoder");
+        const cJSON *te2 = cJSON_GetObjectItemCaseSensitive(j.root, "text_encoder_2");
+        pipe->no_text_encoder = !cJSON_IsArray(te) || cJSON_IsNull(cJSON_GetArrayItem(te, 0));
+        if (!cJSON_IsArray(te2) || cJSON_IsNull(cJSON_GetArrayItem(te2, 0))) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: StableDiffusionXLPipeline without text_encoder_2 "
+                            "(its pooled embeddings condition the UNet)", path);
+            goto fail;
+        }
     } else if (!strcmp(pipe->class_name, "FluxPipeline")) {
         pipe->info.kind = TDM_PIPE_FLUX;
     } else {
         st = tdm_errorf(TDM_ERR_UNSUPPORTED,
                         "%s: _class_name \"%s\" is not supported (supported: StableDiffusionPipeline, "
-                        "FluxPipeline)", path, pipe->class_name);
+                        "StableDiffusionXLPipeline, FluxPipeline)", path, pipe->class_name);
         goto fail;
     }
 fail:
@@ -732,6 +793,21 @@ static tdm_status check_loaded(const tdm_pipeline_t *pipe, int stage) {
                               "transformer's pooled_projection_dim %lld", pipe->root,
                               (long long)tdm_clip_text_hidden_size(cp[TDM_COMP_TEXT].h.clip),
                               (long long)pipe->pooled_dim);
+    } else if (stage == TDM_STAGE_ENCODE && pipe->info.sdxl) {
+        /* the penultimate states of both encoders side by side are the context */
+        const tdm_clip_text_t *t1 = cp[TDM_COMP_TEXT].h.clip, *t2 = cp[TDM_COMP_TEXT2].h.clip;
+        const int64_t d1 = t1 ? tdm_clip_text_hidden_size(t1) : 0, d2 = tdm_clip_text_hidden_size(t2);
+        if (d1 + d2 != pipe->ctx_dim)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: the text encoders' hidden sizes %lld + %lld do not "
+                              "add up to the unet's cross_attention_dim %lld", pipe->root,
+                              (long long)d1, (long long)d2, (long long)pipe->ctx_dim);
+        if (tdm_clip_text_projection_dim(t2) != pipe->pooled_dim)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder_2 is not a CLIPTextModelWithProjection "
+                              "(its config's architectures); SDXL needs its pooled text_embeds",
+                              pipe->root);
+        if (tdm_clip_text_num_hidden_layers(t2) < 2 || (t1 && tdm_clip_text_num_hidden_layers(t1) < 2))
+            return tdm_errorf(TDM_ERR_MODEL, "%s: SDXL takes the text encoders' penultimate layers; "
+                              "an encoder has fewer than 2 layers", pipe->root);
     } else if (stage == TDM_STAGE_ENCODE) {
         if (tdm_clip_text_hidden_size(cp[TDM_COMP_TEXT].h.clip) != pipe->ctx_dim)
             return tdm_errorf(TDM_ERR_MODEL, "%s: text_encoder hidden_size %lld does not match the "
@@ -789,9 +865,11 @@ void tdm_embeddings_free(tdm_embeddings_t *e) {
     free(e->prompts);
     free(e->prompts_2);
     free(e->negative);
+    free(e->negative_2);
     free(e->pos);
     free(e->neg);
     free(e->pooled);
+    free(e->neg_pooled);
     free(e->text_ids);
     free(e);
 }
@@ -820,12 +898,14 @@ tdm_status tdm_pipe_emb_alloc(tdm_embeddings_t **out, tdm_pipeline_kind kind, in
     e->pos = calloc((size_t)nld, sizeof *e->pos);
     int ok = e->prompts && e->pos;
     if (with_neg) ok = ok && (e->neg = calloc((size_t)nld, sizeof *e->neg));
-    if (kind == TDM_PIPE_FLUX) {
+    if (Dp > 0) {   /* FLUX, SDXL: pooled embeddings and second prompts */
         e->prompts_2 = calloc((size_t)n, sizeof *e->prompts_2);
         e->pooled = calloc((size_t)(n * Dp), sizeof *e->pooled);
-        e->text_ids = calloc((size_t)(L * 3), sizeof *e->text_ids);
-        ok = ok && e->prompts_2 && e->pooled && e->text_ids;
+        ok = ok && e->prompts_2 && e->pooled;
+        if (with_neg) ok = ok && (e->neg_pooled = calloc((size_t)(n * Dp), sizeof *e->neg_pooled));
     }
+    if (kind == TDM_PIPE_FLUX)
+        ok = ok && (e->text_ids = calloc((size_t)(L * 3), sizeof *e->text_ids));
     if (!ok) {
         tdm_embeddings_free(e);
         return tdm_errorf(TDM_ERR_NOMEM, "out of memory for %d prompt embeddings", n);
@@ -847,8 +927,13 @@ static tdm_status encode_here(tdm_pipeline_t *pipe, const tdm_encode_params_t *p
         TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_FLUX, p->n, L, pipe->ctx_dim, pipe->pooled_dim, 0));
         TDM_TRY(tdm_flux_encode(pipe, p, L, e));
     } else {
-        L = tdm_clip_tok_max_length(pipe->comp[TDM_COMP_TOK].h.clip_tok);
-        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_SD, p->n, L, pipe->ctx_dim, 0, p->with_negative));
+        /* SDXL without text_encoder: its second tokenizer's length */
+        const tdm_clip_tok_t *tok = pipe->comp[TDM_COMP_TOK].h.clip_tok
+                                        ? pipe->comp[TDM_COMP_TOK].h.clip_tok
+                                        : pipe->comp[TDM_COMP_TOK2].h.clip_tok;
+        L = tdm_clip_tok_max_length(tok);
+        TDM_TRY(tdm_pipe_emb_alloc(&e, TDM_PIPE_SD, p->n, L, pipe->ctx_dim,
+                                   pipe->info.sdxl ? pipe->pooled_dim : 0, p->with_negative));
         TDM_TRY(tdm_sd_encode(pipe, p, e));
     }
     tdm_pipe_stage_done(pipe, TDM_STAGE_ENCODE);
@@ -880,7 +965,8 @@ static tdm_status encode_shared(tdm_pipeline_t *pipe, const tdm_encode_params_t 
     }
     if (!root) {
         st = tdm_pipe_emb_alloc(&e, pipe->info.kind, p->n, head[1], pipe->ctx_dim,
-                                flux ? pipe->pooled_dim : 0, !flux && p->with_negative);
+                                flux || pipe->info.sdxl ? pipe->pooled_dim : 0,
+                                !flux && p->with_negative);
         bad = st != TDM_OK;
     }
     TDM_TRY(tdm_comm_allreduce(c, &bad, &bad, 1, TDM_I64, TDM_REDUCE_MAX, NULL));
@@ -894,6 +980,7 @@ static tdm_status encode_shared(tdm_pipeline_t *pipe, const tdm_encode_params_t 
     TDM_TRY(tdm_comm_broadcast(c, e->pos, row, TDM_F32, 0, NULL));
     if (e->neg) TDM_TRY(tdm_comm_broadcast(c, e->neg, row, TDM_F32, 0, NULL));
     if (e->pooled) TDM_TRY(tdm_comm_broadcast(c, e->pooled, e->n * e->Dp, TDM_F32, 0, NULL));
+    if (e->neg_pooled) TDM_TRY(tdm_comm_broadcast(c, e->neg_pooled, e->n * e->Dp, TDM_F32, 0, NULL));
     if (e->text_ids) TDM_TRY(tdm_comm_broadcast(c, e->text_ids, e->L * 3, TDM_F32, 0, NULL));
     if (root)
         tdm_log(TDM_LOG_INFO, "encode: rank %d encoded %d prompt(s) for the %d ranks of its image",
@@ -920,17 +1007,26 @@ tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *
         if (p->negative_prompt && *p->negative_prompt)
             return tdm_errorf(TDM_ERR_UNSUPPORTED, "--negative-prompt: FluxPipeline uses no negative prompt "
                               "(true CFG is not supported)");
-    } else if (p->prompts_2) {
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "--prompt-2: only FLUX pipelines take a second prompt");
+    } else if (!pipe->info.sdxl && p->prompts_2) {
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--prompt-2: only FLUX and SDXL pipelines take a second "
+                          "prompt");
+    } else if (!pipe->info.sdxl && p->negative_prompt_2) {
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--negative-prompt-2: only SDXL pipelines take a second "
+                          "negative prompt");
     }
     TDM_TRY(pipe->image_comm ? encode_shared(pipe, p, L, &e) : encode_here(pipe, p, L, &e));
-    if (!flux && p->with_negative && !(e->negative = strdup(p->negative_prompt ? p->negative_prompt : ""))) {
+    /* the negative prompts as encoded; SDXL keeps "none given" (zeros with
+     * force_zeros_for_empty_prompt) apart from "" */
+    if (!flux && p->with_negative &&
+        ((pipe->info.sdxl ? (p->negative_prompt && !(e->negative = strdup(p->negative_prompt)))
+                          : !(e->negative = strdup(p->negative_prompt ? p->negative_prompt : ""))) ||
+         (p->negative_prompt_2 && !(e->negative_2 = strdup(p->negative_prompt_2))))) {
         st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
         goto fail;
     }
     for (int i = 0; i < p->n; i++) {
         e->prompts[i] = dup_or_null(p->prompts[i]);
-        if (flux) e->prompts_2[i] = dup_or_null(p->prompts_2 ? p->prompts_2[i] : p->prompts[i]);
+        if (e->prompts_2) e->prompts_2[i] = dup_or_null(p->prompts_2 ? p->prompts_2[i] : p->prompts[i]);
     }
     *out = e;
     return TDM_OK;
@@ -949,19 +1045,20 @@ static char *json_strings(char *const *v, int n) {
 
 tdm_status tdm_embeddings_save(const tdm_embeddings_t *e, const char *path, int nmeta,
                                const char *const *meta_kv) {
-    const char *names[4];
-    int nd[4];
+    const char *names[5];
+    int nd[5];
     int64_t s0[3] = {e->n, e->L, e->D}, s1[3] = {e->n, e->L, e->D}, s2[2] = {e->n, e->Dp},
             s3[2] = {e->L, 3};
-    const int64_t *shapes[4];
-    const float *data[4];
+    const int64_t *shapes[5];
+    const float *data[5];
     int n = 0;
     names[n] = "prompt_embeds"; nd[n] = 3; shapes[n] = s0; data[n++] = e->pos;
     if (e->neg) { names[n] = "negative_prompt_embeds"; nd[n] = 3; shapes[n] = s1; data[n++] = e->neg; }
-    if (e->kind == TDM_PIPE_FLUX) {
-        names[n] = "pooled_prompt_embeds"; nd[n] = 2; shapes[n] = s2; data[n++] = e->pooled;
-        names[n] = "text_ids"; nd[n] = 2; shapes[n] = s3; data[n++] = e->text_ids;
+    if (e->pooled) { names[n] = "pooled_prompt_embeds"; nd[n] = 2; shapes[n] = s2; data[n++] = e->pooled; }
+    if (e->neg_pooled) {
+        names[n] = "negative_pooled_prompt_embeds"; nd[n] = 2; shapes[n] = s2; data[n++] = e->neg_pooled;
     }
+    if (e->text_ids) { names[n] = "text_ids"; nd[n] = 2; shapes[n] = s3; data[n++] = e->text_ids; }
     char *prompts = json_strings(e->prompts, e->n);
     char *prompts2 = e->prompts_2 ? json_strings(e->prompts_2, e->n) : NULL;
     char lbuf[32];
@@ -977,6 +1074,7 @@ tdm_status tdm_embeddings_save(const tdm_embeddings_t *e, const char *path, int 
     kv[m++] = "prompts"; kv[m++] = prompts;
     if (prompts2) { kv[m++] = "prompts_2"; kv[m++] = prompts2; }
     if (e->negative) { kv[m++] = "negative_prompt"; kv[m++] = e->negative; }
+    if (e->negative_2) { kv[m++] = "negative_prompt_2"; kv[m++] = e->negative_2; }
     kv[m++] = "max_sequence_length"; kv[m++] = lbuf;
     for (int i = 0; i < 2 * nmeta; i++) kv[m++] = meta_kv[i];
     st = tdm_safetensors_write_f32(path, n, names, nd, shapes, data, m / 2, kv);
@@ -1067,18 +1165,23 @@ tdm_status tdm_embeddings_load(tdm_pipeline_t *pipe, const char *path, tdm_embed
     *out = NULL;
     const int flux = pipe->info.kind == TDM_PIPE_FLUX;
     TDM_TRY(tdm_safetensors_open(&f, path));
-    {   /* made for this pipeline class? tandem encode names it; diffusers tensors tell by pooled_prompt_embeds */
+    const int xl = pipe->info.sdxl;
+    {   /* made for this pipeline class? tandem encode names it; diffusers tensors tell by
+         * pooled_prompt_embeds (FLUX and SDXL) and text_ids (FLUX) */
         const char *made = tdm_safetensors_meta(f, "pipeline");
         const int pooled = tdm_safetensors_find(f, "pooled_prompt_embeds") != NULL;
+        const int ids = tdm_safetensors_find(f, "text_ids") != NULL;
         if (made && strcmp(made, pipe->class_name) != 0) {
             st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: embeddings were made for %.100s, this model is %s", path,
                             made, pipe->class_name);
             goto fail;
         }
-        if (!made && pooled != flux) {
-            st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: embeddings %s pooled_prompt_embeds, so were made for %s; "
-                            "this model is %s", path, pooled ? "have" : "lack",
-                            pooled ? "FluxPipeline" : "StableDiffusionPipeline", pipe->class_name);
+        if (!made && (pooled != (flux || xl) || ids != flux)) {
+            const char *cls = ids ? "FluxPipeline" : pooled ? "StableDiffusionXLPipeline"
+                                                            : "StableDiffusionPipeline";
+            st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s: embeddings %s pooled_prompt_embeds%s, so were made "
+                            "for %s; this model is %s", path, pooled ? "have" : "lack",
+                            ids ? " and text_ids" : "", cls, pipe->class_name);
             goto fail;
         }
     }
@@ -1102,19 +1205,26 @@ tdm_status tdm_embeddings_load(tdm_pipeline_t *pipe, const char *path, tdm_embed
     int n = (int)pe->shape[0];
     int64_t L = pe->shape[1];
     int has_neg = !flux && tdm_safetensors_find(f, "negative_prompt_embeds") != NULL;
-    TDM_TRY(tdm_pipe_emb_alloc(&e, pipe->info.kind, n, L, pipe->ctx_dim, pipe->pooled_dim, has_neg));
+    TDM_TRY(tdm_pipe_emb_alloc(&e, pipe->info.kind, n, L, pipe->ctx_dim,
+                               flux || xl ? pipe->pooled_dim : 0, has_neg));
     int64_t s3[3] = {n, L, pipe->ctx_dim};
     TDM_TRY(read_tensor(f, path, "prompt_embeds", 3, s3, e->pos));
     if (has_neg) TDM_TRY(read_tensor(f, path, "negative_prompt_embeds", 3, s3, e->neg));
-    if (flux) {
+    if (flux || xl) {
         int64_t sp[2] = {n, pipe->pooled_dim}, si[2] = {L, 3};
         TDM_TRY(read_tensor(f, path, "pooled_prompt_embeds", 2, sp, e->pooled));
-        TDM_TRY(read_tensor(f, path, "text_ids", 2, si, e->text_ids));
+        if (e->neg_pooled)
+            TDM_TRY(read_tensor(f, path, "negative_pooled_prompt_embeds", 2, sp, e->neg_pooled));
+        if (flux) TDM_TRY(read_tensor(f, path, "text_ids", 2, si, e->text_ids));
         TDM_TRY(meta_strings(f, path, "prompts_2", e->prompts_2, n));
     }
     TDM_TRY(meta_strings(f, path, "prompts", e->prompts, n));
     const char *neg = tdm_safetensors_meta(f, "negative_prompt");
-    if (neg && !(e->negative = strdup(neg))) { st = tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
+    const char *neg2 = tdm_safetensors_meta(f, "negative_prompt_2");
+    if ((neg && !(e->negative = strdup(neg))) || (neg2 && !(e->negative_2 = strdup(neg2)))) {
+        st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     tdm_safetensors_close(f);
     *out = e;
     return TDM_OK;
@@ -1309,6 +1419,21 @@ tdm_status tdm_pipeline_denoise(tdm_pipeline_t *pipe, const tdm_embeddings_t *em
     if (emb->kind != pipe->info.kind)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "embeddings were made for another pipeline family");
     if (p->steps < 0) return tdm_errorf(TDM_ERR_INVALID_ARG, "--steps %d: must be at least 1", p->steps);
+    if (!(p->guidance_rescale >= 0.0f && p->guidance_rescale <= 1.0f))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--guidance-rescale %g: must be in [0, 1]",
+                          p->guidance_rescale);
+    if (p->guidance_rescale > 0.0f && pipe->info.kind != TDM_PIPE_SD)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--guidance-rescale: %s has no classifier-free guidance "
+                          "to rescale", pipe->class_name);
+    if (!pipe->info.sdxl && (p->original_width || p->original_height || p->target_width ||
+                             p->target_height || p->crop_top || p->crop_left))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--original-size / --target-size / "
+                          "--crops-coords-top-left: only SDXL pipelines take micro-conditioning (this "
+                          "is %s)", pipe->class_name);
+    if (p->original_width < 0 || p->original_height < 0 || p->target_width < 0 ||
+        p->target_height < 0 || p->crop_top < 0 || p->crop_left < 0)
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--original-size / --target-size / "
+                          "--crops-coords-top-left: sizes and offsets must not be negative");
     if ((st = resolve_size(pipe, p, &w, &h)) != TDM_OK) return st;
     if ((st = tdm_pipe_enter(pipe, TDM_STAGE_DENOISE)) != TDM_OK) return st;
     /* the weights are resident now: what is left must hold the working set */
