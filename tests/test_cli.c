@@ -190,6 +190,63 @@ static void staged_equals_oneshot(const char *pipe, const char *extra, const cha
 
 TEST(staged_sd) { staged_equals_oneshot(PIPE, "--guidance 5", "", "sd"); }
 
+/* SDXL through the binary: the staged flow with micro-conditioning and
+ * guidance_rescale equals one shot (both encoders, and text_encoder_2 alone);
+ * the xl_micro_cond golden case given as its CLI flags matches diffusers'
+ * PNG within 1; SDXL-only flags on an SD pipeline and bad values are one-line
+ * errors. */
+static int pixels_within(const char *a, const char *b, int tol) {
+    uint8_t *x = NULL, *y = NULL;
+    int wa, ha, wb, hb, ok = tdm_png_read(a, &x, &wa, &ha) == TDM_OK &&
+                             tdm_png_read(b, &y, &wb, &hb) == TDM_OK && wa == wb && ha == hb;
+    for (long k = 0; ok && k < (long)wa * ha * 3; k++) ok = abs((int)x[k] - (int)y[k]) <= tol;
+    free(x);
+    free(y);
+    return ok;
+}
+
+TEST(sdxl_cli) {
+    char xl[512], te2[512], exp[640];
+    snprintf(xl, sizeof xl, "%s/sdxl_pipelines/sdxl-tiny", TDM_FIXTURES);
+    snprintf(te2, sizeof te2, "%s/sdxl_pipelines/sdxl-tiny-te2", TDM_FIXTURES);
+    staged_equals_oneshot(xl, "--original-size 128x96 --crops-coords-top-left 4,8 --guidance-rescale 0.3",
+                          "", "sdxl");
+    staged_equals_oneshot(te2, "--guidance 3", "", "sdxl-te2");
+    /* diffusers' xl_micro_cond: original_size (128, 96), crop (8, 4), target_size (64, 48) */
+    int rc = run("generate --model '%s' --prompt 'a castle on a hill' --negative-prompt 'blurry, low quality' "
+                 "--seed 31 --steps 5 --guidance 5.0 --width 32 --height 64 --original-size 96x128 "
+                 "--target-size 48x64 --crops-coords-top-left 8,4 --quiet --out '%s/xl-micro'", xl, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(exp, sizeof exp, "%s/sdxl_pipelines/expected/sdxl-tiny/xl_micro_cond_0.png", TDM_FIXTURES);
+    char got[512];
+    snprintf(got, sizeof got, "%s/xl-micro/000000.png", tmpdir);
+    CHECK_MSG(pixels_within(exp, got, 1), "%s differs from diffusers' %s", got, exp);
+    /* diffusers' xl_prompt2_eulera: both second prompts */
+    rc = run("generate --model '%s' --prompt 'a bowl of fruit on a wooden table' --prompt-2 'an oil painting, "
+             "dark colours' --negative-prompt ugly --negative-prompt-2 'bright, flat' --seed 7 --steps 6 "
+             "--guidance 7.0 --scheduler EulerAncestralDiscreteScheduler --quiet --out '%s/xl-p2'", xl, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(exp, sizeof exp, "%s/sdxl_pipelines/expected/sdxl-tiny/xl_prompt2_eulera_0.png", TDM_FIXTURES);
+    snprintf(got, sizeof got, "%s/xl-p2/000000.png", tmpdir);
+    CHECK_MSG(pixels_within(exp, got, 1), "%s differs from diffusers' %s", got, exp);
+    expect_error(run("generate --model '%s' --prompt x --original-size 64x64 --quiet --out '%s/e1'", PIPE, tmpdir),
+                 "only SDXL pipelines take micro-conditioning");
+    expect_error(run("generate --model '%s' --prompt x --negative-prompt-2 y --quiet --out '%s/e2'", PIPE, tmpdir),
+                 "--negative-prompt-2");
+    expect_error(run("generate --model '%s' --prompt x --original-size 64 --out '%s/e3'", xl, tmpdir),
+                 "--original-size 64: expected WIDTHxHEIGHT");
+    expect_error(run("generate --model '%s' --prompt x --crops-coords-top-left -1,0 --out '%s/e4'", xl, tmpdir),
+                 "--crops-coords-top-left -1,0: expected TOP,LEFT");
+    expect_error(run("generate --model '%s' --prompt x --guidance-rescale 1.5 --out '%s/e5'", xl, tmpdir),
+                 "--guidance-rescale 1.5");
+    char flux[512];
+    snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-schnell-tiny", TDM_FIXTURES);
+    expect_error(run("generate --model '%s' --prompt x --guidance-rescale 0.5 --quiet --out '%s/e6'", flux, tmpdir),
+                 "--guidance-rescale: FluxPipeline has no classifier-free guidance");
+    struct stat sb;
+    CHECK_MSG(stat(tmpdir, &sb) == 0, "tmpdir");
+}
+
 TEST(staged_flux) {
     char flux[512];
     snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
@@ -459,6 +516,7 @@ int main(void) {
     RUN(staged_sd);
     RUN(staged_errors);
     RUN(staged_flux);
+    RUN(sdxl_cli);
     RUN(flux_errors);
     RUN(flux_split);
     RUN(unet_split);

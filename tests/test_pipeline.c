@@ -227,7 +227,7 @@ TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines", 1); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
 TEST(sdxl_cases) { run_file(TDM_FIXTURES "/sdxl_pipelines", 1); }
 
-/* The SD and FLUX cases again with every stage's model on cuda:0: in fp32
+/* The SD, FLUX and SDXL cases again with every stage's model on cuda:0: in fp32
  * (same tolerances), then in the default half precision (see the top). */
 TEST(cases_cuda) {
     if (tdm_backend_device_count("cuda") == 0) {
@@ -238,9 +238,11 @@ TEST(cases_cuda) {
     g_device = "cuda:0";
     run_file(TDM_FIXTURES "/pipelines", 1);
     run_file(TDM_FIXTURES "/flux_pipelines", 1);
+    run_file(TDM_FIXTURES "/sdxl_pipelines", 1);
     g_dtype = NULL;
     run_file(TDM_FIXTURES "/pipelines", 0);
     run_file(TDM_FIXTURES "/flux_pipelines", 0);
+    run_file(TDM_FIXTURES "/sdxl_pipelines", 0);   /* fp16; the VAE upcast (force_upcast) */
     g_dtype = "fp32";
     g_device = "cpu";
     printf("  half precision on cuda: worst latents rel err %.3g, worst pixel diff %d\n",

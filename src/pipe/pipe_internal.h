@@ -23,6 +23,7 @@
 enum { TDM_STAGE_NONE = -1 };
 
 #define TDM_PIPE_MAX_VDEV 16   /* virtual devices of --devices */
+#define TDM_PIPE_MAX_LATENT_CH 64   /* latents_mean / latents_std entries read */
 
 /* The slots of the component table (tdm_pipeline_t.comp), in load order. */
 typedef enum {
@@ -83,6 +84,11 @@ struct tdm_pipeline {
                                                 * text_encoder_2 projection_dim */
     int                 force_zeros;           /* SDXL force_zeros_for_empty_prompt */
     int                 no_text_encoder;       /* SDXL without text_encoder (refiner-like) */
+    /* SDXL: the VAE's latents_mean / latents_std (both given: decode takes
+     * latents · std / scaling_factor + mean per channel), and force_upcast
+     * (an fp16 run decodes with float32 weights, as diffusers upcasts) */
+    int                 vae_stats, vae_upcast;
+    float               vae_mean[TDM_PIPE_MAX_LATENT_CH], vae_std[TDM_PIPE_MAX_LATENT_CH];
     char                size_src[1100];        /* where the default width/height come from */
     /* components, loaded per stage */
     tdm_pipe_comp_t     comp[TDM_COMP_COUNT];

@@ -152,6 +152,41 @@ fail:
     return st;
 }
 
+/* The numbers of VAE config key `key` (absent or null: *n = 0). */
+static tdm_status json_floats(const tdm_json_t *j, const char *key, float *out, int cap, int *n) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j->root, key), *e;
+    *n = 0;
+    if (!v || cJSON_IsNull(v)) return TDM_OK;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > cap)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: %s must be a list of at most %d numbers", j->path, key, cap);
+    cJSON_ArrayForEach(e, v) {
+        if (!cJSON_IsNumber(e))
+            return tdm_errorf(TDM_ERR_MODEL, "%s: %s[%d] is not a number", j->path, key, *n);
+        out[(*n)++] = (float)e->valuedouble;
+    }
+    return TDM_OK;
+}
+
+/* SDXL's VAE facts (j: the VAE config, lc latent channels): latents_mean and
+ * latents_std (StableDiffusionXLPipeline uses them when both are set, one
+ * per latent channel) and force_upcast (AutoencoderKL's default true). */
+static tdm_status read_vae_stats(tdm_pipeline_t *pipe, const tdm_json_t *j, int64_t lc) {
+    tdm_status st = TDM_OK;
+    int nm = 0, ns = 0, up = 1;
+    TDM_TRY(json_floats(j, "latents_mean", pipe->vae_mean, TDM_PIPE_MAX_LATENT_CH, &nm));
+    TDM_TRY(json_floats(j, "latents_std", pipe->vae_std, TDM_PIPE_MAX_LATENT_CH, &ns));
+    TDM_TRY(tdm_json_bool(j, "force_upcast", 1, &up));
+    if (nm && ns) {
+        if (nm != lc || ns != lc)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: latents_mean has %d and latents_std %d values for %lld "
+                              "latent channels", j->path, nm, ns, (long long)lc);
+        pipe->vae_stats = 1;
+    }
+    pipe->vae_upcast = up && pipe->dev.gemm_dtype == TDM_F16;   /* bf16 is not upcast */
+fail:
+    return st;
+}
+
 /* Reads the facts the pipeline needs before any weights are loaded. */
 static tdm_status read_configs(tdm_pipeline_t *pipe) {
     tdm_json_t j = {0};
@@ -164,6 +199,7 @@ static tdm_status read_configs(tdm_pipeline_t *pipe) {
     TDM_TRY(tdm_json_int_range(&j, "latent_channels", 4, 1, 1024, &lc));
     TDM_TRY(tdm_json_float(&j, "scaling_factor", 0.18215, &pipe->vae_scaling_factor));
     TDM_TRY(tdm_json_float(&j, "shift_factor", 0.0, &pipe->vae_shift_factor));
+    if (pipe->info.sdxl) TDM_TRY(read_vae_stats(pipe, &j, lc));
     if (nb < 1 || nb > 8) {   /* the VAE's levels (see vae.c) */
         st = tdm_errorf(TDM_ERR_MODEL, "%s: block_out_channels has %d levels, out of range [1, 8]", j.path, nb);
         goto fail;
@@ -747,6 +783,20 @@ static tdm_status need_component(const tdm_pipeline_t *pipe, const char *sub, co
     return TDM_OK;
 }
 
+/* SDXL's force_upcast in an fp16 run: the VAE's device (and the main one,
+ * where a split VAE runs) take float32 GEMM weights while the VAE loads and
+ * decodes, as diffusers moves the VAE to float32. Returns the dtype to
+ * restore with vae_upcast_end. */
+static tdm_dtype vae_upcast_begin(tdm_pipeline_t *pipe, tdm_pipe_comp_t *c) {
+    const tdm_dtype keep = pipe->dev.gemm_dtype;
+    if (pipe->vae_upcast) c->dev->gemm_dtype = pipe->dev.gemm_dtype = TDM_F32;
+    return keep;
+}
+
+static void vae_upcast_end(tdm_pipeline_t *pipe, tdm_pipe_comp_t *c, tdm_dtype keep) {
+    if (pipe->vae_upcast) c->dev->gemm_dtype = pipe->dev.gemm_dtype = keep;
+}
+
 /* Loads component c (whole on c->dev, or split by c->map). */
 static tdm_status comp_load(tdm_pipeline_t *pipe, tdm_pipe_comp_t *c) {
     char path[TDM_PATH_MAX];
@@ -774,8 +824,12 @@ static tdm_status comp_load(tdm_pipeline_t *pipe, tdm_pipe_comp_t *c) {
         if (pipe->tp) return tdm_flux_load_tp(&c->h.flux, root, c->name, var, c->dev, pipe->tp);
         return split ? tdm_flux_load_placed(&c->h.flux, root, c->name, var, split)
                      : tdm_flux_load(&c->h.flux, root, c->name, var, c->dev);
-    case TDM_KIND_VAE_DECODER:   /* the decode path only: the encoder is never run (or planned) */
-        return tdm_vae_load_decoder(&c->h.vae, root, c->name, var, split ? NULL : c->dev, split);
+    case TDM_KIND_VAE_DECODER: {   /* the decode path only: the encoder is never run (or planned) */
+        const tdm_dtype keep = vae_upcast_begin(pipe, c);
+        st = tdm_vae_load_decoder(&c->h.vae, root, c->name, var, split ? NULL : c->dev, split);
+        vae_upcast_end(pipe, c, keep);
+        return st;
+    }
     }
     return st;
 }
@@ -1064,7 +1118,7 @@ tdm_status tdm_embeddings_save(const tdm_embeddings_t *e, const char *path, int 
     char lbuf[32];
     snprintf(lbuf, sizeof lbuf, "%lld", (long long)e->L);
     int m = 0;
-    const char **kv = calloc((size_t)(2 * nmeta + 10), sizeof *kv);
+    const char **kv = calloc((size_t)(2 * nmeta + 12), sizeof *kv);   /* the 6 pairs below */
     tdm_status st;
     if (!prompts || (e->prompts_2 && !prompts2) || !kv) {
         st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
@@ -1495,11 +1549,24 @@ tdm_status tdm_pipeline_decode(tdm_pipeline_t *pipe, const float *latents, int w
     if (!z || !img || !dz || !dimg) { st = z && img ? TDM_ERR_NOMEM : tdm_errorf(TDM_ERR_NOMEM, "out of memory"); goto fail; }
     if (pipe->info.kind == TDM_PIPE_FLUX) tdm_flux_unpack(latents, C, h, w, z);
     else memcpy(z, latents, (size_t)zb);
-    /* latents / scaling_factor + shift_factor, in float32 as torch */
+    /* latents / scaling_factor + shift_factor, in float32 as torch; SDXL with
+     * latents_mean / latents_std: latents · std / scaling_factor + mean */
     const float sf = (float)vi->scaling_factor, sh = (float)vi->shift_factor;
-    for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
+    if (pipe->vae_stats) {
+        for (int64_t k = 0; k < item; k++) {
+            const int64_t c = k / (h * w);
+            z[k] = z[k] * pipe->vae_std[c] / sf + pipe->vae_mean[c];
+        }
+    } else {
+        for (int64_t k = 0; k < item; k++) z[k] = z[k] / sf + sh;
+    }
     TDM_TRY(tdm_dev_upload(pipe->comp[TDM_COMP_VAE].dev, dz, z, zb, "vae input"));
-    TDM_TRY(tdm_vae_decode_cp(pipe->comp[TDM_COMP_VAE].h.vae, pipe->vae_group, dz, 1, h, w, dimg));
+    {
+        const tdm_dtype keep = vae_upcast_begin(pipe, &pipe->comp[TDM_COMP_VAE]);
+        st = tdm_vae_decode_cp(pipe->comp[TDM_COMP_VAE].h.vae, pipe->vae_group, dz, 1, h, w, dimg);
+        vae_upcast_end(pipe, &pipe->comp[TDM_COMP_VAE], keep);
+        if (st != TDM_OK) goto fail;
+    }
     if (pipe->vae_group)
         tdm_log(TDM_LOG_INFO, "decode: rank %d decoded its band of the image with the %d ranks of "
                 "its image", pipe->image_comm->world_rank, pipe->vae_group->size);

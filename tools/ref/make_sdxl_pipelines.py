@@ -104,7 +104,8 @@ PIPELINES = {
         scheduler=SDXL_SCHEDULER,
     ),
     # text_encoder_2 only (text_encoder and tokenizer null, as the refiner's folder), no zeros for
-    # an absent negative prompt, 4 VAE levels (scale 8), DPM++ 2M Karras in the folder.
+    # an absent negative prompt, 4 VAE levels (scale 8) with latents_mean / latents_std (as
+    # Playground v2.5's VAE: decode takes latents * std / scaling_factor + mean), DPM++ 2M Karras.
     "sdxl-tiny-te2": dict(
         force_zeros=False,
         tok2=dict(merges=1000, pad="!"),
@@ -122,7 +123,8 @@ PIPELINES = {
         vae=dict(sample_size=64, in_channels=3, out_channels=3, latent_channels=4,
                  block_out_channels=(8, 8, 8, 16), layers_per_block=1, norm_num_groups=4,
                  down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.13025,
+                 up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.5,
+                 latents_mean=(0.25, -0.5, 0.125, 0.0), latents_std=(1.5, 0.75, 2.0, 1.0),
                  force_upcast=True),
         scheduler=DPM_KARRAS_SCHEDULER,
     ),
