@@ -60,6 +60,15 @@ static char *manifest_line(const args_t *a, const tdm_pipeline_info_t *info, int
     cJSON_AddNumberToObject(o, "height", H);
     if (info->kind == TDM_PIPE_FLUX)
         cJSON_AddNumberToObject(o, "max_sequence_length", a->max_seq ? a->max_seq : info->default_max_sequence_length);
+    if (a->negative_2) cJSON_AddStringToObject(o, "negative_prompt_2", a->negative_2);
+    if (a->guidance_rescale > 0.0f) cJSON_AddNumberToObject(o, "guidance_rescale", a->guidance_rescale);
+    if (info->sdxl) {   /* the micro-conditioning as diffusers takes it: (height, width), (top, left) */
+        const int pairs[3][2] = {{a->orig_h ? a->orig_h : H, a->orig_w ? a->orig_w : W},
+                                 {a->crop_top, a->crop_left},
+                                 {a->target_h ? a->target_h : H, a->target_w ? a->target_w : W}};
+        const char *keys[3] = {"original_size", "crops_coords_top_left", "target_size"};
+        for (int k = 0; k < 3; k++) cJSON_AddItemToObject(o, keys[k], cJSON_CreateIntArray(pairs[k], 2));
+    }
     cJSON_AddStringToObject(o, "scheduler", info->scheduler);
     cJSON_AddStringToObject(o, "model", a->model);
     cJSON_AddStringToObject(o, "output_type", a->latent_out ? "latent" : "png");

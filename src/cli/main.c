@@ -20,8 +20,10 @@ typedef struct {
 static const cli_command_t k_commands[CLI_NCMDS] = {
     [CLI_GENERATE] = {"generate", cmd_generate, "prompts -> images (or latents), one process or a rank of a job",
         " --model DIR|ORG/NAME [--prompt TEXT]... [--prompts-file FILE]\n"
-        "                  [--prompt-2 TEXT]... [--negative-prompt TEXT] [--seed N] [--steps N]\n"
-        "                  [--guidance G] [--width W] [--height H] [--max-sequence-length N]\n"
+        "                  [--prompt-2 TEXT]... [--negative-prompt TEXT] [--negative-prompt-2 TEXT]\n"
+        "                  [--seed N] [--steps N] [--guidance G] [--guidance-rescale R]\n"
+        "                  [--width W] [--height H] [--max-sequence-length N]\n"
+        "                  [--original-size WxH] [--target-size WxH] [--crops-coords-top-left T,L]\n"
         "                  [--scheduler NAME] [--num-images-per-prompt N]\n"
         "                  [--output-type png|latent] [--out DIR] [--embeddings FILE]\n"
         "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N] [--variant NAME]\n"
@@ -37,6 +39,11 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "--seed: 0..18446744073709551615 (decimal digits). --scheduler: a diffusers class name\n"
         "(any case) or a short name: euler, euler_a, ddim, pndm, dpmpp_2m (Stable Diffusion),\n"
         "flow_euler (FLUX); the folder's scheduler config is kept. --prompts-file: one prompt a line.\n"
+        "SDXL: --prompt-2 / --negative-prompt-2 go to text_encoder_2 (default: the first ones); no\n"
+        "--negative-prompt gives zero negative embeddings when the folder has\n"
+        "force_zeros_for_empty_prompt; --original-size / --target-size (default: the image size) and\n"
+        "--crops-coords-top-left (default 0,0) are the UNet's micro-conditioning. --guidance-rescale\n"
+        "(Stable Diffusion and SDXL, 0..1) rescales the guided prediction (diffusers' guidance_rescale).\n"
         "An --out folder holding an earlier job's outputs is refused unless --resume (make only the\n"
         "missing images) or --overwrite (delete that job's outputs first); one job per folder.\n"
         "--dtype is the GEMM precision (Linear/Conv weights; float32 accumulation): fp32 on cpu;\n"
@@ -62,7 +69,8 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "(nccl when built and each rank of the group has a GPU of its own).\n"},
     [CLI_ENCODE] = {"encode", cmd_encode, "prompts -> embeddings file (text encoders only)",
         "   --model DIR [--prompt TEXT]... [--prompts-file FILE] [--prompt-2 TEXT]...\n"
-        "                  [--negative-prompt TEXT] [--max-sequence-length N] --out FILE.safetensors\n"
+        "                  [--negative-prompt TEXT] [--negative-prompt-2 TEXT] [--max-sequence-length N]\n"
+        "                  --out FILE.safetensors\n"
         "                  [--dtype fp32|fp16|bf16|fp8] [--device cpu|cuda:N] [--variant NAME]\n"
         "                  [--threads N] [--report-memory] [--quiet]\n"
         "The file's metadata names the pipeline; `tandem generate --embeddings FILE` takes it\n"
