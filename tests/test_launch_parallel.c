@@ -240,6 +240,20 @@ TEST(cfg2_identical_to_one_process) {
     same_outputs("one-lat", "cfg2-lat", "safetensors");
 }
 
+/* SDXL under cfg=2: each rank passes its half's pooled embeddings and time
+ * ids to the UNet; the latents and the guidance_rescale (computed from both
+ * halves after the exchange) are the bytes of one process. */
+TEST(sdxl_cfg2_identical_to_one_process) {
+    const char *xl = TDM_FIXTURES "/sdxl_pipelines/sdxl-tiny";
+    const char *job = "--prompt 'a red fox' --prompt 'a lighthouse' --steps 3 --seed 5 --original-size 96x32 "
+                      "--guidance-rescale 0.4 --quiet --output-type latent";
+    int rc = run_job(xl, job, 0, "", "xl-one", 0);
+    CHECK_MSG(rc == 0, "one process: rc %d: %s", rc, errtext);
+    rc = run_job(xl, job, 2, "--parallel cfg=2", "xl-cfg2", 0);
+    CHECK_MSG(rc == 0, "-n 2 cfg=2: rc %d: %s", rc, errtext);
+    same_n_outputs("xl-one", "xl-cfg2", "safetensors", 2);
+}
+
 /* -n 4 with cfg=2: two image groups (DP 2) split the job as a 2-rank
  * data-parallel job does; each image is written once. */
 TEST(dp2_cfg2_same_set_as_dp) {
@@ -497,6 +511,7 @@ int main(void) {
     setenv("XDG_CACHE_HOME", cache, 1);
     RUN(cfg2_identical_to_one_process);
     RUN(dp2_cfg2_same_set_as_dp);
+    RUN(sdxl_cfg2_identical_to_one_process);
     RUN(ulysses2_and_3_identical_to_one_process);
     RUN(dp2_ulysses2_same_set_as_dp);
     RUN(ring_and_usp_latents_within_1e5_of_one_process);
