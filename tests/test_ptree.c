@@ -31,6 +31,10 @@ static int64_t check_cases(const char *const *cases, int n, ptree_builder_fn bui
 TEST(clip_text_cases) {
     static const char *const cases[] = {
         "clip_l",
+        "clip_bigg",   /* SDXL's text_encoder_2: CLIPTextModelWithProjection */
+        "tiny_sdxl_pipelines_sdxl_tiny_text_encoder",
+        "tiny_sdxl_pipelines_sdxl_tiny_text_encoder_2",
+        "tiny_sdxl_pipelines_sdxl_tiny_te2_text_encoder_2",
         "tiny_clip_text_bad_shape_text_encoder",
         "tiny_clip_text_gelu_eos_text_encoder",
         "tiny_clip_text_quick_eos2_text_encoder",

@@ -14,6 +14,9 @@
 static const char *const unet_cases[] = {
     "sd15_unet",
     "sd2_unet",
+    "sdxl_unet",   /* text_time micro-conditioning: add_embedding */
+    "tiny_sdxl_pipelines_sdxl_tiny_unet",
+    "tiny_sdxl_pipelines_sdxl_tiny_te2_unet",
     "tiny_pipelines_sd15_tiny_unet",
     "tiny_pipelines_sd2_tiny_v_unet",
     "tiny_pipelines_sd_tiny_3level_unet",
@@ -28,6 +31,8 @@ static const char *const vae_cases[] = {
     "tiny_flux_pipelines_flux_dev_tiny_vae",
     "tiny_flux_pipelines_flux_schnell_tiny_vae",
     "tiny_pipelines_sd15_tiny_vae",
+    "tiny_sdxl_pipelines_sdxl_tiny_vae",
+    "tiny_sdxl_pipelines_sdxl_tiny_te2_vae",
     "tiny_pipelines_sd2_tiny_v_vae",
     "tiny_pipelines_sd_tiny_3level_vae",
     "tiny_vae_f32_vae",
@@ -96,6 +101,7 @@ static void real_size(const char *case_name, ptree_builder_fn build, int64_t wan
 TEST(ptree_sd_sizes) {
     real_size("sd15_unet", tdm_unet_plist, 859520964);
     real_size("sd2_unet", tdm_unet_plist, 0);
+    real_size("sdxl_unet", tdm_unet_plist, 2567463684);   /* SDXL base's 2.57 B */
     real_size("sd_vae", tdm_vae_plist, 0);
     real_size("flux_vae", tdm_vae_plist, 0);
 }

@@ -37,6 +37,19 @@ REAL = {
         patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
         num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
         axes_dims_rope=[16, 56, 56])),
+    # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json and text_encoder_2/config.json
+    "sdxl_unet": ("UNet2DConditionModel", dict(
+        sample_size=128, in_channels=4, out_channels=4,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], block_out_channels=[320, 640, 1280],
+        layers_per_block=2, cross_attention_dim=2048, attention_head_dim=[5, 10, 20],
+        transformer_layers_per_block=[1, 2, 10], use_linear_projection=True, addition_embed_type="text_time",
+        addition_embed_type_num_heads=64, addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)),
+    "clip_bigg": ("CLIPTextModelWithProjection", dict(
+        vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+        max_position_embeddings=77, hidden_act="gelu", projection_dim=1280, bos_token_id=0, eos_token_id=2,
+        architectures=["CLIPTextModelWithProjection"],
+        pad_token_id=1)),
     "clip_l": ("CLIPTextModel", dict(
         vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
         max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)),
