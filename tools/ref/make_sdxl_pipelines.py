@@ -246,14 +246,8 @@ def load_pipeline(folder, spec):
     return pipe
 
 
-def case_scheduler(pipe, base_config, case):
-    cls = SCHEDULERS[case["scheduler"]] if case["scheduler"] else SCHEDULERS[base_config["_class_name"]]
-    pipe.scheduler = cls.from_config(base_config)
-    return type(pipe.scheduler).__name__
-
-
-def case_seeds(case):
-    return [case["seed"] + i for i in range(len(case["prompts"]) * case["num_images_per_prompt"])]
+case_scheduler = mp.case_scheduler  # Cls.from_config(folder config), fresh per run
+case_seeds = mp.case_seeds
 
 
 def _as_list(v, n):
