@@ -109,6 +109,11 @@ typedef struct {
      * euler_a, ddim, pndm, dpmpp_2m (Stable Diffusion), flow_euler (FLUX) */
     const char *scheduler;
     const char *variant;       /* weight variant such as "fp16", or NULL */
+    /* With a single-file checkpoint as the model (an original-layout
+     * SD 1.x/2.x/XL .safetensors): the diffusers folder of the same
+     * architecture whose configs, tokenizers and scheduler it runs with (its
+     * weights, if any, are not read); NULL otherwise */
+    const char *config;
     int         keep_resident; /* 1: keep each stage's components loaded after it ends */
     /* Precision of the GEMMs (Linear and Conv weights, stored in it, with
      * float32 accumulation): "fp32", "fp16" or "bf16"; NULL = the device's

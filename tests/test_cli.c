@@ -74,7 +74,7 @@ TEST(bad_model_folders) {
     snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
     test_spill(p, "{}");
     expect_error(run("generate --model '%s/model.safetensors' --prompt x --steps 1 --out '%s/o3'", tmpdir,
-                     tmpdir), "single-file checkpoints are not read yet");
+                     tmpdir), "a single-file checkpoint needs --config DIR");
     expect_error(run("plan --model '%s/model.safetensors' --max-memory 0=1GiB", tmpdir), "a file, not a model folder");
     CHECK(!exists("%s/o3", tmpdir));
 
@@ -245,6 +245,48 @@ TEST(sdxl_cli) {
                  "--guidance-rescale: FluxPipeline has no classifier-free guidance");
     struct stat sb;
     CHECK_MSG(stat(tmpdir, &sb) == 0, "tmpdir");
+}
+
+/* Single-file checkpoints in the original layout (tools/ref/make_single_files.py,
+ * checked there with diffusers' own conversion): with --config the folder
+ * they were made from, the folder's images and latents exactly; bad
+ * combinations are one-line errors naming the flag, file or tensor. */
+TEST(single_file) {
+    char f15[512], fxl[512], d15[512], dxl[512], a[700], b[700];
+    snprintf(f15, sizeof f15, "%s/single_file/sd15-tiny.safetensors", TDM_FIXTURES);
+    snprintf(fxl, sizeof fxl, "%s/single_file/sdxl-tiny.safetensors", TDM_FIXTURES);
+    snprintf(d15, sizeof d15, "%s/pipelines/sd15-tiny", TDM_FIXTURES);
+    snprintf(dxl, sizeof dxl, "%s/sdxl_pipelines/sdxl-tiny", TDM_FIXTURES);
+    const char *job = "--prompt 'a red fox' --prompt 'a lighthouse' --negative-prompt dark --steps 3 --seed 4 --quiet";
+    int rc = run("generate --model '%s' %s --out '%s/sf-dir'", d15, job, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' --config '%s' %s --out '%s/sf-file'", f15, d15, job, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/sf-dir/%06d.png", tmpdir, i);
+        snprintf(b, sizeof b, "%s/sf-file/%06d.png", tmpdir, i);
+        CHECK_MSG(same_pixels(a, b), "sd15 single file: image %d differs from the folder's", i);
+    }
+    rc = run("generate --model '%s' %s --output-type latent --out '%s/sfx-dir'", dxl, job, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' --config '%s' %s --output-type latent --out '%s/sfx-file'", fxl, dxl, job, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/sfx-dir/%06d.safetensors", tmpdir, i);
+        snprintf(b, sizeof b, "%s/sfx-file/%06d.safetensors", tmpdir, i);
+        CHECK_MSG(same_tensor_data(a, b), "sdxl single file: latents %d differ from the folder's", i);
+    }
+    /* the staged commands take it too */
+    rc = run("encode --model '%s' --config '%s' --prompt x --quiet --out '%s/sf-emb.safetensors'", fxl, dxl, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e1'", fxl, d15, tmpdir),
+                 "conv_in.weight");
+    expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e2'", d15, d15, tmpdir),
+                 "--config");
+    snprintf(a, sizeof a, "%s/vae/diffusion_pytorch_model.safetensors", d15);
+    expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e3'", a, d15, tmpdir),
+                 "not a single-file Stable Diffusion");
+    expect_error(run("generate --model '%s' --prompt x --out '%s/sf-e4'", f15, tmpdir), "needs --config DIR");
 }
 
 TEST(staged_flux) {
@@ -517,6 +559,7 @@ int main(void) {
     RUN(staged_errors);
     RUN(staged_flux);
     RUN(sdxl_cli);
+    RUN(single_file);
     RUN(flux_errors);
     RUN(flux_split);
     RUN(unet_split);

@@ -52,6 +52,7 @@ static const cli_flag_t k_flags[] = {
     {"--out", 1, GEN | ENC | DEC},
     {"--threads", 1, GEN | ENC | DEC | SRV},
     {"--variant", 1, GEN | ENC | DEC | PLAN | SRV},
+    {"--config", 1, GEN | ENC | DEC | SRV},
     {"--device", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--dtype", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--embeddings", 1, GEN},
@@ -323,6 +324,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         } else if (!strcmp(f, "--prompts-file")) a->prompts_file = v;
         else if (!strcmp(f, "--negative-prompt")) a->negative = v;
         else if (!strcmp(f, "--negative-prompt-2")) a->negative_2 = v;
+        else if (!strcmp(f, "--config")) a->config = v;
         else if (!strcmp(f, "--guidance-rescale")) {
             char *end;
             a->guidance_rescale = strtof(v, &end);

@@ -49,6 +49,7 @@ typedef struct {
     int          quiet;
     int          threads;
     const char  *variant;
+    const char  *config;        /* --config DIR: the configs of a single-file --model */
     const char  *dtype;         /* --dtype, or NULL: the device's default */
     const char  *device;
     int          report_memory;

@@ -91,6 +91,7 @@ tdm_pipeline_t *open_pipeline(const args_t *a) {
     pp.num_threads = a->threads;
     pp.scheduler = a->scheduler;
     pp.variant = a->variant;
+    pp.config = a->config;
     pp.dtype = a->dtype;
     pp.keep_resident = a->keep_resident;
     pp.devices = a->devices;

@@ -71,6 +71,7 @@ static void preflight(const char *cmd, int argc, char **argv, int n) {
     tdm_pipeline_params_init(&pp);
     pp.scheduler = a.scheduler;
     pp.variant = a.variant;
+    pp.config = a.config;
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a.model, &pp) != TDM_OK) die_status();
     tdm_parallel_t deg;

@@ -331,14 +331,122 @@ struct tdm_st_set {
     char               *path;
     int                 nfiles;
     tdm_safetensors_t **files;
+    /* a renamed set (tdm_st_set_open_renamed): only the views are found by
+     * name; a view's data points into a file or into an owned copy */
+    int                 renamed;
+    tdm_st_tensor_t    *views;
+    int                 nviews, capviews;
+    void              **owned;
+    int                 nowned;
 };
 
 void tdm_st_set_close(tdm_st_set_t *set) {
     if (!set) return;
     for (int i = 0; i < set->nfiles; i++) tdm_safetensors_close(set->files[i]);
+    for (int i = 0; i < set->nviews; i++) free(set->views[i].name);
+    for (int i = 0; i < set->nowned; i++) free(set->owned[i]);
+    free(set->views);
+    free(set->owned);
     free(set->files);
     free(set->path);
     free(set);
+}
+
+tdm_status tdm_st_set_open_renamed(tdm_st_set_t **out, const char *path) {
+    tdm_status st = tdm_st_set_open(out, path);
+    if (st == TDM_OK) (*out)->renamed = 1;
+    return st;
+}
+
+int tdm_st_set_raw_count(const tdm_st_set_t *set) {
+    int n = 0;
+    for (int i = 0; i < set->nfiles; i++) n += tdm_safetensors_count(set->files[i]);
+    return n;
+}
+
+const tdm_st_tensor_t *tdm_st_set_raw_at(const tdm_st_set_t *set, int i) {
+    for (int f = 0; f < set->nfiles; f++) {
+        const int n = tdm_safetensors_count(set->files[f]);
+        if (i < n) return tdm_safetensors_at(set->files[f], i);
+        i -= n;
+    }
+    return NULL;
+}
+
+const tdm_st_tensor_t *tdm_st_set_raw_find(const tdm_st_set_t *set, const char *name) {
+    for (int i = 0; i < set->nfiles; i++) {
+        const tdm_st_tensor_t *t = tdm_safetensors_find(set->files[i], name);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+/* A new view slot named `name` (copied). OUT: *out. */
+static tdm_status view_new(tdm_st_set_t *set, const char *name, tdm_st_tensor_t **out) {
+    for (int i = 0; i < set->nviews; i++)
+        if (!strcmp(set->views[i].name, name))
+            return tdm_errorf(TDM_ERR_MODEL, "%s: two tensors of the file map to \"%s\"", set->path, name);
+    if (set->nviews == set->capviews) {
+        const int cap = set->capviews ? 2 * set->capviews : 256;
+        tdm_st_tensor_t *v = realloc(set->views, (size_t)cap * sizeof *v);
+        if (!v) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+        set->views = v;
+        set->capviews = cap;
+    }
+    tdm_st_tensor_t *v = &set->views[set->nviews];
+    memset(v, 0, sizeof *v);
+    if (!(v->name = strdup(name))) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    set->nviews++;
+    *out = v;
+    return TDM_OK;
+}
+
+tdm_status tdm_st_set_add_view(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src,
+                               int64_t row0, int64_t rows, int ndim, const int64_t *shape) {
+    const int64_t es = (int64_t)tdm_dtype_size(src->dtype);
+    int64_t row = 1, n = 1;
+    for (int d = 1; d < src->ndim; d++) row *= src->shape[d];
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    const int64_t have = src->ndim ? src->shape[0] : 1;
+    if (ndim < 1 || ndim > TDM_MAX_DIMS || row0 < 0 || rows < 1 || row0 + rows > have || n != rows * row)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" does not have the shape of %s", set->path,
+                          src->name, name);
+    tdm_st_tensor_t *v = NULL;
+    tdm_status st = view_new(set, name, &v);
+    if (st != TDM_OK) return st;
+    v->dtype = src->dtype;
+    v->ndim = ndim;
+    memcpy(v->shape, shape, (size_t)ndim * sizeof *shape);
+    v->data = (const uint8_t *)src->data + row0 * row * es;
+    v->nbytes = rows * row * es;
+    v->file = src->file;
+    return TDM_OK;
+}
+
+tdm_status tdm_st_set_add_transposed(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src) {
+    if (src->ndim != 2)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" is not a matrix", set->path, src->name);
+    const int64_t r = src->shape[0], c = src->shape[1], es = (int64_t)tdm_dtype_size(src->dtype);
+    void **ow = realloc(set->owned, (size_t)(set->nowned + 1) * sizeof *ow);
+    if (!ow) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    set->owned = ow;
+    uint8_t *d = malloc((size_t)(r * c * es));
+    if (!d) return tdm_errorf(TDM_ERR_NOMEM, "out of memory for \"%s\"", name);
+    set->owned[set->nowned++] = d;
+    const uint8_t *s = src->data;
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) memcpy(d + (j * r + i) * es, s + (i * c + j) * es, (size_t)es);
+    tdm_st_tensor_t *v = NULL;
+    tdm_status st = view_new(set, name, &v);
+    if (st != TDM_OK) return st;
+    v->dtype = src->dtype;
+    v->ndim = 2;
+    v->shape[0] = c;
+    v->shape[1] = r;
+    v->data = d;
+    v->nbytes = r * c * es;
+    v->file = src->file;
+    return TDM_OK;
 }
 
 static int ends_with(const char *s, const char *suf) {
@@ -417,6 +525,11 @@ fail:
 }
 
 const tdm_st_tensor_t *tdm_st_set_find(const tdm_st_set_t *set, const char *name) {
+    if (set->renamed) {
+        for (int i = 0; i < set->nviews; i++)
+            if (!strcmp(set->views[i].name, name)) return &set->views[i];
+        return NULL;
+    }
     for (int i = 0; i < set->nfiles; i++) {
         const tdm_st_tensor_t *t = tdm_safetensors_find(set->files[i], name);
         if (t) return t;

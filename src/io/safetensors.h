@@ -50,6 +50,24 @@ tdm_status tdm_st_set_open(tdm_st_set_t **set, const char *path);
 void       tdm_st_set_close(tdm_st_set_t *set);
 const tdm_st_tensor_t *tdm_st_set_find(const tdm_st_set_t *set, const char *name);
 
+/* Renamed sets: a checkpoint in another key layout (a single-file SD/SDXL
+ * checkpoint) seen under the names a model binds. tdm_st_set_open_renamed
+ * opens `path` as tdm_st_set_open does, but tdm_st_set_find (and every load)
+ * then finds only the views added to it; the file's own tensors are reached
+ * with the raw functions. */
+tdm_status tdm_st_set_open_renamed(tdm_st_set_t **set, const char *path);
+int        tdm_st_set_raw_count(const tdm_st_set_t *set);
+const tdm_st_tensor_t *tdm_st_set_raw_at(const tdm_st_set_t *set, int i);
+const tdm_st_tensor_t *tdm_st_set_raw_find(const tdm_st_set_t *set, const char *name);
+/* Adds view `name`: rows [row0, row0 + rows) of file tensor src (along its
+ * first dimension; the bytes stay in the mapping) with shape[0..ndim) (the
+ * same number of elements: a fused q/k/v weight's third, a 1x1 conv weight
+ * as a matrix). A second view of the same name is an error. */
+tdm_status tdm_st_set_add_view(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src,
+                               int64_t row0, int64_t rows, int ndim, const int64_t *shape);
+/* Adds view `name`: the transpose of matrix src, copied (owned by the set). */
+tdm_status tdm_st_set_add_transposed(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src);
+
 /* Loads tensor `name` as a new float32 tensor on `dev`, converting F16/BF16/
  * F64. If ndim > 0 the stored shape must equal shape[0..ndim) (error names
  * tensor, file, expected and found shapes); a missing tensor is an error

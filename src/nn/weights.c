@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "io/folder.h"
+#include "io/ldm.h"
 
 #define TDM_WEIGHTS_NAME_MAX 256
 
@@ -27,7 +28,10 @@ void tdm_weights_init_list(tdm_weights_t *w, const char *what, tdm_plist_t *list
 tdm_status tdm_weights_open(tdm_weights_t *w, const char *root, const char *sub,
                             const char *variant) {
     char path[TDM_PATH_MAX];
-    tdm_status st = tdm_folder_weights(root, sub, variant, path, sizeof path);
+    int single = 0;   /* a single-file checkpoint attached to root (io/ldm.h) */
+    tdm_status st = tdm_ldm_open(root, sub, &w->set, &single);
+    if (st != TDM_OK || single) return st;
+    st = tdm_folder_weights(root, sub, variant, path, sizeof path);
     if (st != TDM_OK) return st;
     return tdm_st_set_open(&w->set, path);
 }

@@ -84,6 +84,7 @@ struct tdm_pipeline {
                                                 * text_encoder_2 projection_dim */
     int                 force_zeros;           /* SDXL force_zeros_for_empty_prompt */
     int                 no_text_encoder;       /* SDXL without text_encoder (refiner-like) */
+    int                 single_file;           /* a single file attached to root (io/ldm.h) */
     /* SDXL: the VAE's latents_mean / latents_std (both given: decode takes
      * latents · std / scaling_factor + mean per channel), and force_upcast
      * (an fp16 run decodes with float32 weights, as diffusers upcasts) */

@@ -27,6 +27,7 @@
 
 #include "io/config.h"
 #include "io/folder.h"
+#include "io/ldm.h"
 #include "io/safetensors.h"
 #include "models/clip_text.h"
 #include "models/flux.h"
@@ -146,10 +147,17 @@ static tdm_status weigh_entry(tdm_pentry_t *e, const tdm_st_tensor_t *t, const c
 static tdm_status weigh(comp_t *c, const char *root, const char *variant, int keep_dtype) {
     char files[TDM_PATH_MAX], fname[512];
     tdm_st_set_t *set = NULL;
-    tdm_status st = tdm_folder_weights_opt(root, c->name, variant, files, sizeof files);
-    if (st != TDM_OK || !files[0]) return st;
-    if ((st = tdm_st_set_open(&set, files)) != TDM_OK)
-        return tdm_errorf(st, "plan: %s: %s", c->name, tdm_last_error());
+    int single = 0;   /* a single-file checkpoint attached to root: its renamed views */
+    tdm_status st = tdm_ldm_open(root, c->name, &set, &single);
+    if (st != TDM_OK) return tdm_errorf(st, "plan: %s: %s", c->name, tdm_last_error());
+    if (single) {
+        snprintf(files, sizeof files, "the single file");
+    } else {
+        st = tdm_folder_weights_opt(root, c->name, variant, files, sizeof files);
+        if (st != TDM_OK || !files[0]) return st;
+        if ((st = tdm_st_set_open(&set, files)) != TDM_OK)
+            return tdm_errorf(st, "plan: %s: %s", c->name, tdm_last_error());
+    }
     tdm_plist_t *l = &c->pl;
     l->bytes = 0;
     for (int64_t i = 0; i < l->n && st == TDM_OK; i++) {

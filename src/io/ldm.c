@@ -1,0 +1,374 @@
+/* ldm.c — single-file LDM-layout checkpoints seen under diffusers' names
+ * (ldm.h): the attach registry and, per component, the renaming of every
+ * file key with the component's prefix — the inverse of nothing, the same
+ * rules as diffusers' convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
+ * convert_ldm_clip_checkpoint and convert_open_clip_checkpoint. Keys a rule
+ * does not name are left out (a model binds only what it has). */
+#include "io/ldm.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/config.h"
+#include "io/folder.h"
+
+#define LDM_MAX_ATTACH 16
+#define LDM_NAME 512
+
+static struct {
+    char *root, *file;
+    int   refs;
+} g_att[LDM_MAX_ATTACH];
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const UNET_PRE = "model.diffusion_model.";
+static const char *const VAE_PRE[] = {"first_stage_model.", "vae."};
+static const char *const CLIP_PRE[] = {"cond_stage_model.transformer.", "conditioner.embedders.0.transformer."};
+/* OpenCLIP: text_encoder of SD 2.x; text_encoder_2 of SDXL base, then of the refiner */
+static const char *const OPEN_PRE_TE[] = {"cond_stage_model.model."};
+static const char *const OPEN_PRE_TE2[] = {"conditioner.embedders.1.model.", "conditioner.embedders.0.model."};
+
+static int starts(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
+
+/* The first of the n prefixes some key of the file starts with, or NULL. */
+static const char *find_prefix(const tdm_st_set_t *set, const char *const *pre, int n) {
+    const int nt = tdm_st_set_raw_count(set);
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < nt; i++)
+            if (starts(tdm_st_set_raw_at(set, i)->name, pre[k])) return pre[k];
+    return NULL;
+}
+
+tdm_status tdm_ldm_attach(const char *root, const char *file) {
+    tdm_status st = TDM_OK;
+    tdm_st_set_t *set = NULL;
+    TDM_TRY(tdm_st_set_open_renamed(&set, file));
+    if (!find_prefix(set, &UNET_PRE, 1)) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: no \"%s*\" tensors: not a single-file Stable Diffusion / SDXL "
+                        "checkpoint (FLUX files in the BFL layout are not read yet)", file, UNET_PRE);
+        goto fail;
+    }
+    pthread_mutex_lock(&g_lock);
+    int slot = -1;
+    for (int i = 0; i < LDM_MAX_ATTACH; i++) {
+        if (g_att[i].root && !strcmp(g_att[i].root, root)) {
+            if (strcmp(g_att[i].file, file) != 0)
+                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--config %s is already in use with %s in this process; "
+                                "give each single file its own config folder", root, g_att[i].file);
+            else
+                g_att[i].refs++;
+            slot = -2;
+            break;
+        }
+        if (!g_att[i].root && slot == -1) slot = i;
+    }
+    if (slot == -1) {
+        st = tdm_errorf(TDM_ERR_INVALID_ARG, "more than %d single-file checkpoints open at once", LDM_MAX_ATTACH);
+    } else if (slot >= 0) {
+        g_att[slot].root = strdup(root);
+        g_att[slot].file = strdup(file);
+        g_att[slot].refs = 1;
+        if (!g_att[slot].root || !g_att[slot].file) {
+            free(g_att[slot].root);
+            free(g_att[slot].file);
+            g_att[slot].root = g_att[slot].file = NULL;
+            st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+fail:
+    tdm_st_set_close(set);
+    return st;
+}
+
+void tdm_ldm_detach(const char *root) {
+    pthread_mutex_lock(&g_lock);
+    for (int i = 0; i < LDM_MAX_ATTACH; i++)
+        if (g_att[i].root && !strcmp(g_att[i].root, root) && --g_att[i].refs == 0) {
+            free(g_att[i].root);
+            free(g_att[i].file);
+            g_att[i].root = g_att[i].file = NULL;
+        }
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* ---- renaming ------------------------------------------------------------ */
+
+/* A view of all of tensor t under name `name`, matrices for 1x1 convs when
+ * `as_matrix` (the VAE attention of the original code). */
+static tdm_status view_whole(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *t, int as_matrix) {
+    int64_t shape[TDM_MAX_DIMS];
+    int nd = t->ndim;
+    memcpy(shape, t->shape, (size_t)nd * sizeof *shape);
+    if (as_matrix && nd > 2) {
+        for (int d = 2; d < nd; d++)
+            if (shape[d] != 1)
+                return tdm_errorf(TDM_ERR_MODEL, "%s: attention weight is not a 1x1 conv", t->name);
+        nd = 2;
+    }
+    if (nd == 0) { shape[0] = 1; nd = 1; }
+    return tdm_st_set_add_view(set, name, t, 0, t->ndim ? t->shape[0] : 1, nd, shape);
+}
+
+/* diffusers' ResnetBlock2D names of the original ResBlock ones at the start
+ * of `rest` (in_layers.0 → norm1, ...). */
+static void resnet_name(char *out, size_t cap, const char *pre, const char *rest) {
+    static const char *const m[][2] = {{"in_layers.0.", "norm1."},     {"in_layers.2.", "conv1."},
+                                       {"out_layers.0.", "norm2."},    {"out_layers.3.", "conv2."},
+                                       {"emb_layers.1.", "time_emb_proj."},
+                                       {"skip_connection.", "conv_shortcut."}};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (starts(rest, m[i][0])) {
+            snprintf(out, cap, "%s%s%s", pre, m[i][1], rest + strlen(m[i][0]));
+            return;
+        }
+    snprintf(out, cap, "%s%s", pre, rest);
+}
+
+/* UNet key k (without the prefix) → diffusers name in out ("" when none). */
+static void unet_name(char *out, size_t cap, const char *k, int64_t lpb) {
+    static const char *const top[][2] = {{"time_embed.0.", "time_embedding.linear_1."},
+                                         {"time_embed.2.", "time_embedding.linear_2."},
+                                         {"input_blocks.0.0.", "conv_in."},
+                                         {"out.0.", "conv_norm_out."},
+                                         {"out.2.", "conv_out."},
+                                         {"label_emb.0.0.", "add_embedding.linear_1."},
+                                         {"label_emb.0.2.", "add_embedding.linear_2."}};
+    char pre[96];
+    long long I = 0, S = 0;
+    int n = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if (starts(k, top[i][0])) {
+            snprintf(out, cap, "%s%s", top[i][1], k + strlen(top[i][0]));
+            return;
+        }
+    if (sscanf(k, "input_blocks.%lld.%lld.%n", &I, &S, &n) == 2 && n && I >= 1) {
+        const long long b = (I - 1) / (lpb + 1), j = (I - 1) % (lpb + 1);
+        const char *rest = k + n;
+        if (S == 0 && starts(rest, "op.")) {
+            snprintf(out, cap, "down_blocks.%lld.downsamplers.0.conv.%s", b, rest + 3);
+        } else if (S == 0) {
+            snprintf(pre, sizeof pre, "down_blocks.%lld.resnets.%lld.", b, j);
+            resnet_name(out, cap, pre, rest);
+        } else if (S == 1) {
+            snprintf(out, cap, "down_blocks.%lld.attentions.%lld.%s", b, j, rest);
+        }
+    } else if (sscanf(k, "middle_block.%lld.%n", &I, &n) == 1 && n) {
+        if (I % 2 == 0) {
+            snprintf(pre, sizeof pre, "mid_block.resnets.%lld.", I ? I - 1 : 0);
+            resnet_name(out, cap, pre, k + n);
+        } else {
+            snprintf(out, cap, "mid_block.attentions.%lld.%s", I - 1, k + n);
+        }
+    } else if (sscanf(k, "output_blocks.%lld.%lld.%n", &I, &S, &n) == 2 && n) {
+        const long long b = I / (lpb + 1), j = I % (lpb + 1);
+        const char *rest = k + n;
+        if (S == 0) {
+            snprintf(pre, sizeof pre, "up_blocks.%lld.resnets.%lld.", b, j);
+            resnet_name(out, cap, pre, rest);
+        } else if ((S == 1 || S == 2) && starts(rest, "conv.")) {
+            snprintf(out, cap, "up_blocks.%lld.upsamplers.0.conv.%s", b, rest + 5);
+        } else if (S == 1) {
+            snprintf(out, cap, "up_blocks.%lld.attentions.%lld.%s", b, j, rest);
+        }
+    }
+}
+
+/* A VAE resnet's name: pre + rest with nin_shortcut → conv_shortcut. */
+static void vae_res(char *out, size_t cap, const char *pre, const char *rest) {
+    if (starts(rest, "nin_shortcut.")) snprintf(out, cap, "%sconv_shortcut.%s", pre, rest + 13);
+    else snprintf(out, cap, "%s%s", pre, rest);
+}
+
+/* VAE key k (without the prefix) → diffusers name ("" when none); *attn set
+ * for the mid-block attention weights (1x1 convs in the file). */
+static void vae_name(char *out, size_t cap, const char *k, int64_t levels, int *attn) {
+    static const char *const att[][2] = {{"norm.", "group_norm."}, {"q.", "to_q."}, {"k.", "to_k."},
+                                         {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
+    char side[16], pre[96];
+    long long i = 0, j = 0;
+    int n = 0;
+    out[0] = 0;
+    *attn = 0;
+    if (sscanf(k, "%15[a-z].%n", side, &n) != 1 || !n || (strcmp(side, "encoder") && strcmp(side, "decoder"))) {
+        if (starts(k, "quant_conv.") || starts(k, "post_quant_conv.")) snprintf(out, cap, "%s", k);
+        return;
+    }
+    const char *r = k + n;
+    if (starts(r, "norm_out.")) {
+        snprintf(out, cap, "%s.conv_norm_out.%s", side, r + 9);
+        return;
+    }
+    if (starts(r, "conv_in.") || starts(r, "conv_out.")) {
+        snprintf(out, cap, "%s.%s", side, r);
+        return;
+    }
+    if (starts(r, "mid.attn_1.")) {
+        r += 11;
+        for (size_t a = 0; a < sizeof att / sizeof att[0]; a++)
+            if (starts(r, att[a][0])) {
+                snprintf(out, cap, "%s.mid_block.attentions.0.%s%s", side, att[a][1], r + strlen(att[a][0]));
+                *attn = 1;
+            }
+        return;
+    }
+    n = 0;
+    if (sscanf(r, "down.%lld.block.%lld.%n", &i, &j, &n) == 2 && n) {
+        snprintf(pre, sizeof pre, "%s.down_blocks.%lld.resnets.%lld.", side, i, j);
+        vae_res(out, cap, pre, r + n);
+        return;
+    }
+    n = 0;
+    if (sscanf(r, "down.%lld.downsample.conv.%n", &i, &n) == 1 && n) {
+        snprintf(out, cap, "%s.down_blocks.%lld.downsamplers.0.conv.%s", side, i, r + n);
+        return;
+    }
+    n = 0;
+    if (sscanf(r, "up.%lld.block.%lld.%n", &i, &j, &n) == 2 && n) {
+        snprintf(pre, sizeof pre, "%s.up_blocks.%lld.resnets.%lld.", side, (long long)levels - 1 - i, j);
+        vae_res(out, cap, pre, r + n);
+        return;
+    }
+    n = 0;
+    if (sscanf(r, "up.%lld.upsample.conv.%n", &i, &n) == 1 && n) {
+        snprintf(out, cap, "%s.up_blocks.%lld.upsamplers.0.conv.%s", side, (long long)levels - 1 - i, r + n);
+        return;
+    }
+    n = 0;
+    if (sscanf(r, "mid.block_%lld.%n", &i, &n) == 1 && n && i >= 1) {
+        snprintf(pre, sizeof pre, "%s.mid_block.resnets.%lld.", side, i - 1);
+        vae_res(out, cap, pre, r + n);
+    }
+}
+
+/* OpenCLIP key k (without the prefix) → views of the CLIPTextModel(WithProjection)
+ * tensors it holds. */
+static tdm_status open_clip_views(tdm_st_set_t *set, const char *k, const tdm_st_tensor_t *t) {
+    static const char *const top[][2] = {{"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+                                         {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
+                                         {"ln_final.weight", "text_model.final_layer_norm.weight"},
+                                         {"ln_final.bias", "text_model.final_layer_norm.bias"}};
+    static const char *const blk[][2] = {{"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."},
+                                         {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."},
+                                         {"attn.out_proj.", "self_attn.out_proj."}};
+    char name[LDM_NAME];
+    long long l = 0;
+    int n = 0;
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if (!strcmp(k, top[i][0])) return view_whole(set, top[i][1], t, 0);
+    if (!strcmp(k, "text_projection")) return tdm_st_set_add_transposed(set, "text_projection.weight", t);
+    if (sscanf(k, "transformer.resblocks.%lld.%n", &l, &n) != 1 || !n) return TDM_OK;
+    const char *r = k + n;
+    if (!strcmp(r, "attn.in_proj_weight") || !strcmp(r, "attn.in_proj_bias")) {
+        const int w = !strcmp(r, "attn.in_proj_weight");
+        if (t->ndim != (w ? 2 : 1) || t->shape[0] % 3)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: not a fused q/k/v %s", t->name, w ? "weight" : "bias");
+        const int64_t D = t->shape[0] / 3, shape[2] = {D, w ? t->shape[1] : 1};
+        static const char qkv[3] = {'q', 'k', 'v'};
+        for (int q = 0; q < 3; q++) {
+            snprintf(name, sizeof name, "text_model.encoder.layers.%lld.self_attn.%c_proj.%s", l, qkv[q],
+                     w ? "weight" : "bias");
+            tdm_status st = tdm_st_set_add_view(set, name, t, q * D, D, w ? 2 : 1, shape);
+            if (st != TDM_OK) return st;
+        }
+        return TDM_OK;
+    }
+    for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
+        if (starts(r, blk[i][0])) {
+            snprintf(name, sizeof name, "text_model.encoder.layers.%lld.%s%s", l, blk[i][1], r + strlen(blk[i][0]));
+            return view_whole(set, name, t, 0);
+        }
+    return TDM_OK;
+}
+
+typedef enum { L_UNET, L_VAE, L_CLIP, L_OPEN_CLIP } ldm_kind;
+
+/* Adds the views of component kind `kind` (file keys under `pre`). */
+static tdm_status add_views(tdm_st_set_t *set, ldm_kind kind, const char *pre, int64_t lpb, int64_t levels) {
+    const int nt = tdm_st_set_raw_count(set);
+    const size_t np = strlen(pre);
+    char name[LDM_NAME];
+    for (int i = 0; i < nt; i++) {
+        const tdm_st_tensor_t *t = tdm_st_set_raw_at(set, i);
+        if (strncmp(t->name, pre, np) != 0) continue;
+        const char *k = t->name + np;
+        int attn = 0;
+        tdm_status st = TDM_OK;
+        switch (kind) {
+        case L_UNET:
+            unet_name(name, sizeof name, k, lpb);
+            if (name[0]) st = view_whole(set, name, t, 0);
+            break;
+        case L_VAE:
+            vae_name(name, sizeof name, k, levels, &attn);
+            if (name[0]) st = view_whole(set, name, t, attn);
+            break;
+        case L_CLIP:   /* transformers' own names under the prefix */
+            if (starts(k, "text_model.")) st = view_whole(set, k, t, 0);
+            break;
+        case L_OPEN_CLIP:
+            st = open_clip_views(set, k, t);
+            break;
+        }
+        if (st != TDM_OK) return st;
+    }
+    return TDM_OK;
+}
+
+tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, int *attached) {
+    tdm_status st = TDM_OK;
+    char file[TDM_PATH_MAX], path[TDM_PATH_MAX];
+    tdm_st_set_t *set = NULL;
+    tdm_json_t j = {0};
+    *attached = 0;
+    file[0] = 0;
+    pthread_mutex_lock(&g_lock);
+    for (int i = 0; i < LDM_MAX_ATTACH; i++)
+        if (g_att[i].root && !strcmp(g_att[i].root, root)) snprintf(file, sizeof file, "%s", g_att[i].file);
+    pthread_mutex_unlock(&g_lock);
+    if (!file[0]) return TDM_OK;
+    *attached = 1;
+    TDM_TRY(tdm_st_set_open_renamed(&set, file));
+    TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+    TDM_TRY(tdm_json_load(&j, path));
+    const char *pre = NULL;
+    if (!strcmp(sub, "unet")) {
+        int64_t lpb = 2;
+        int64_t per[8];
+        int n = 0;
+        TDM_TRY(tdm_json_int_array(&j, "layers_per_block", 1, per, 8, &n));
+        if (n > 0) lpb = per[0];
+        for (int i = 1; i < n; i++)
+            if (per[i] != lpb) {
+                st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: per-block layers_per_block in a single file", path);
+                goto fail;
+            }
+        TDM_TRY(add_views(set, L_UNET, UNET_PRE, lpb, 0));
+        pre = UNET_PRE;
+    } else if (!strcmp(sub, "vae")) {
+        int64_t bo[16];
+        int n = 0;
+        TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 0, bo, 16, &n));
+        if ((pre = find_prefix(set, VAE_PRE, 2))) TDM_TRY(add_views(set, L_VAE, pre, 0, n));
+    } else if (!strcmp(sub, "text_encoder")) {
+        if ((pre = find_prefix(set, CLIP_PRE, 2))) TDM_TRY(add_views(set, L_CLIP, pre, 0, 0));
+        else if ((pre = find_prefix(set, OPEN_PRE_TE, 1))) TDM_TRY(add_views(set, L_OPEN_CLIP, pre, 0, 0));
+    } else if (!strcmp(sub, "text_encoder_2")) {
+        if ((pre = find_prefix(set, OPEN_PRE_TE2, 2))) TDM_TRY(add_views(set, L_OPEN_CLIP, pre, 0, 0));
+    }
+    if (!pre) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: holds no weights of component %s (in the original key layout)",
+                        file, sub);
+        goto fail;
+    }
+    tdm_json_free(&j);
+    *out = set;
+    return TDM_OK;
+fail:
+    tdm_json_free(&j);
+    tdm_st_set_close(set);
+    return st;
+}

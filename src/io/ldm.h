@@ -1,0 +1,35 @@
+/* ldm.h — single-file checkpoints in the original Stable Diffusion key
+ * layout (model.diffusion_model.*, first_stage_model.*, cond_stage_model.*,
+ * conditioner.embedders.*), as diffusers' from_single_file reads them: the
+ * file is attached to a diffusers folder that supplies the configs and
+ * tokenizers (its own weights, if any, are not read), and each component's
+ * weight set is the file's tensors renamed to diffusers' names at load —
+ * mmap'd views, no converted copy on disk (OpenCLIP's fused q/k/v split by
+ * rows, VAE attention 1x1 convs seen as matrices; only OpenCLIP's
+ * text_projection is copied, transposed).
+ *
+ * Components: unet (UNet2DConditionModel, SD 1.x/2.x/XL), vae
+ * (AutoencoderKL), text_encoder / text_encoder_2 (CLIPTextModel under
+ * cond_stage_model.transformer. or conditioner.embedders.0.transformer.;
+ * OpenCLIP under cond_stage_model.model. (SD 2.x) or
+ * conditioner.embedders.{1,0}.model. (SDXL base / refiner)). Not here: the
+ * BFL layout of FLUX files. */
+#ifndef TDM_LDM_H
+#define TDM_LDM_H
+
+#include "core/core.h"
+#include "io/safetensors.h"
+
+/* Attaches single file `file` to folder `root` (process-wide, counted: the
+ * same pair may be attached again, e.g. by a server's worker threads; another
+ * file on the same root is an error). The file must hold LDM UNet keys. */
+tdm_status tdm_ldm_attach(const char *root, const char *file);
+/* Drops one attach of root (no-op when none). */
+void       tdm_ldm_detach(const char *root);
+/* When `root` has a file attached: *set = the renamed set of component `sub`
+ * (its config read from root/sub/config.json), *attached = 1; else
+ * *attached = 0 and *set untouched. A component the file does not hold is
+ * an error naming the file and the component. */
+tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **set, int *attached);
+
+#endif
