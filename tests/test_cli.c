@@ -276,6 +276,18 @@ TEST(single_file) {
         snprintf(b, sizeof b, "%s/sfx-file/%06d.safetensors", tmpdir, i);
         CHECK_MSG(same_tensor_data(a, b), "sdxl single file: latents %d differ from the folder's", i);
     }
+    /* FLUX in the BFL layout (the transformer alone; encoders and VAE from the folder) */
+    char ffile[512], fdir[512];
+    snprintf(ffile, sizeof ffile, "%s/single_file/flux-dev-tiny.safetensors", TDM_FIXTURES);
+    snprintf(fdir, sizeof fdir, "%s/flux_pipelines/flux-dev-tiny", TDM_FIXTURES);
+    const char *fjob = "--prompt 'a red fox' --steps 2 --seed 4 --width 64 --height 64 --max-sequence-length 77 --quiet";
+    rc = run("generate --model '%s' %s --out '%s/sff-dir'", fdir, fjob, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("generate --model '%s' --config '%s' %s --out '%s/sff-file'", ffile, fdir, fjob, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(a, sizeof a, "%s/sff-dir/000000.png", tmpdir);
+    snprintf(b, sizeof b, "%s/sff-file/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "flux single file: the image differs from the folder's");
     /* the staged commands take it too */
     rc = run("encode --model '%s' --config '%s' --prompt x --quiet --out '%s/sf-emb.safetensors'", fxl, dxl, tmpdir);
     CHECK_MSG(rc == 0, "%s", errtext);

@@ -45,9 +45,10 @@ tdm_status tdm_ldm_attach(const char *root, const char *file) {
     tdm_status st = TDM_OK;
     tdm_st_set_t *set = NULL;
     TDM_TRY(tdm_st_set_open_renamed(&set, file));
-    if (!find_prefix(set, &UNET_PRE, 1)) {
-        st = tdm_errorf(TDM_ERR_MODEL, "%s: no \"%s*\" tensors: not a single-file Stable Diffusion / SDXL "
-                        "checkpoint (FLUX files in the BFL layout are not read yet)", file, UNET_PRE);
+    static const char *const known[] = {"model.diffusion_model.", "double_blocks."};
+    if (!find_prefix(set, known, 2)) {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: neither \"model.diffusion_model.*\" nor \"double_blocks.*\" "
+                        "tensors: not a single-file Stable Diffusion, SDXL or FLUX checkpoint", file);
         goto fail;
     }
     pthread_mutex_lock(&g_lock);
@@ -284,7 +285,92 @@ static tdm_status open_clip_views(tdm_st_set_t *set, const char *k, const tdm_st
     return TDM_OK;
 }
 
-typedef enum { L_UNET, L_VAE, L_CLIP, L_OPEN_CLIP } ldm_kind;
+/* Rows [r0, r0 + n) of fused tensor t as view `name` (a matrix's rows, a
+ * vector's entries). */
+static tdm_status view_rows(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *t, int64_t r0,
+                            int64_t n) {
+    const int64_t shape[2] = {n, t->ndim > 1 ? t->shape[1] : 1};
+    if (t->ndim < 1 || t->ndim > 2 || r0 + n > t->shape[0])
+        return tdm_errorf(TDM_ERR_MODEL, "%s: %lld rows, not the fused parts the config implies", t->name,
+                          t->ndim ? (long long)t->shape[0] : 0LL);
+    return tdm_st_set_add_view(set, name, t, r0, n, t->ndim, shape);
+}
+
+/* BFL FLUX key k (after the optional model.diffusion_model.) → views of the
+ * FluxTransformer2DModel tensors it holds (D = heads · head_dim). */
+static tdm_status flux_views(tdm_st_set_t *set, const char *k, const tdm_st_tensor_t *t, int64_t D) {
+    static const char *const top[][2] = {
+        {"time_in.in_layer.", "time_text_embed.timestep_embedder.linear_1."},
+        {"time_in.out_layer.", "time_text_embed.timestep_embedder.linear_2."},
+        {"vector_in.in_layer.", "time_text_embed.text_embedder.linear_1."},
+        {"vector_in.out_layer.", "time_text_embed.text_embedder.linear_2."},
+        {"guidance_in.in_layer.", "time_text_embed.guidance_embedder.linear_1."},
+        {"guidance_in.out_layer.", "time_text_embed.guidance_embedder.linear_2."},
+        {"txt_in.", "context_embedder."}, {"img_in.", "x_embedder."}, {"final_layer.linear.", "proj_out."}};
+    static const char *const dbl[][2] = {
+        {"img_mod.lin.", "norm1.linear."}, {"txt_mod.lin.", "norm1_context.linear."},
+        {"img_attn.norm.query_norm.scale", "attn.norm_q.weight"}, {"img_attn.norm.key_norm.scale", "attn.norm_k.weight"},
+        {"txt_attn.norm.query_norm.scale", "attn.norm_added_q.weight"},
+        {"txt_attn.norm.key_norm.scale", "attn.norm_added_k.weight"},
+        {"img_mlp.0.", "ff.net.0.proj."}, {"img_mlp.2.", "ff.net.2."}, {"txt_mlp.0.", "ff_context.net.0.proj."},
+        {"txt_mlp.2.", "ff_context.net.2."}, {"img_attn.proj.", "attn.to_out.0."}, {"txt_attn.proj.", "attn.to_add_out."}};
+    static const char *const sgl[][2] = {{"modulation.lin.", "norm.linear."}, {"norm.query_norm.scale", "attn.norm_q.weight"},
+                                         {"norm.key_norm.scale", "attn.norm_k.weight"}, {"linear2.", "proj_out."}};
+    char name[LDM_NAME];
+    long long i = 0;
+    int n = 0;
+    tdm_status st = TDM_OK;
+    for (size_t a = 0; a < sizeof top / sizeof top[0]; a++)
+        if (starts(k, top[a][0])) {
+            snprintf(name, sizeof name, "%s%s", top[a][1], k + strlen(top[a][0]));
+            return view_whole(set, name, t, 0);
+        }
+    if (starts(k, "final_layer.adaLN_modulation.1.")) {   /* shift, scale → diffusers' scale, shift */
+        snprintf(name, sizeof name, "norm_out.linear.%s", k + 31);
+        return tdm_st_set_add_halves_swapped(set, name, t);
+    }
+    if (sscanf(k, "double_blocks.%lld.%n", &i, &n) == 1 && n) {
+        const char *r = k + n;
+        const int img = starts(r, "img_attn.qkv."), txt = starts(r, "txt_attn.qkv.");
+        if (img || txt) {
+            static const char qkv[3] = {'q', 'k', 'v'};
+            for (int q = 0; q < 3 && st == TDM_OK; q++) {
+                if (img) snprintf(name, sizeof name, "transformer_blocks.%lld.attn.to_%c.%s", i, qkv[q], r + 13);
+                else snprintf(name, sizeof name, "transformer_blocks.%lld.attn.add_%c_proj.%s", i, qkv[q], r + 13);
+                st = view_rows(set, name, t, q * D, D);
+            }
+            return st;
+        }
+        for (size_t a = 0; a < sizeof dbl / sizeof dbl[0]; a++)
+            if (starts(r, dbl[a][0])) {
+                snprintf(name, sizeof name, "transformer_blocks.%lld.%s%s", i, dbl[a][1], r + strlen(dbl[a][0]));
+                return view_whole(set, name, t, 0);
+            }
+        return TDM_OK;
+    }
+    n = 0;
+    if (sscanf(k, "single_blocks.%lld.%n", &i, &n) == 1 && n) {
+        const char *r = k + n;
+        if (starts(r, "linear1.")) {   /* q, k, v, then the MLP input, fused */
+            static const char qkv[3] = {'q', 'k', 'v'};
+            for (int q = 0; q < 3 && st == TDM_OK; q++) {
+                snprintf(name, sizeof name, "single_transformer_blocks.%lld.attn.to_%c.%s", i, qkv[q], r + 8);
+                st = view_rows(set, name, t, q * D, D);
+            }
+            snprintf(name, sizeof name, "single_transformer_blocks.%lld.proj_mlp.%s", i, r + 8);
+            if (st == TDM_OK) st = view_rows(set, name, t, 3 * D, t->shape[0] - 3 * D);
+            return st;
+        }
+        for (size_t a = 0; a < sizeof sgl / sizeof sgl[0]; a++)
+            if (starts(r, sgl[a][0])) {
+                snprintf(name, sizeof name, "single_transformer_blocks.%lld.%s%s", i, sgl[a][1], r + strlen(sgl[a][0]));
+                return view_whole(set, name, t, 0);
+            }
+    }
+    return TDM_OK;
+}
+
+typedef enum { L_UNET, L_VAE, L_CLIP, L_OPEN_CLIP, L_FLUX } ldm_kind;
 
 /* Adds the views of component kind `kind` (file keys under `pre`). */
 static tdm_status add_views(tdm_st_set_t *set, ldm_kind kind, const char *pre, int64_t lpb, int64_t levels) {
@@ -311,6 +397,9 @@ static tdm_status add_views(tdm_st_set_t *set, ldm_kind kind, const char *pre, i
             break;
         case L_OPEN_CLIP:
             st = open_clip_views(set, k, t);
+            break;
+        case L_FLUX:   /* lpb: D */
+            st = flux_views(set, k, t, lpb);
             break;
         }
         if (st != TDM_OK) return st;
@@ -358,10 +447,26 @@ tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, i
         else if ((pre = find_prefix(set, OPEN_PRE_TE, 1))) TDM_TRY(add_views(set, L_OPEN_CLIP, pre, 0, 0));
     } else if (!strcmp(sub, "text_encoder_2")) {
         if ((pre = find_prefix(set, OPEN_PRE_TE2, 2))) TDM_TRY(add_views(set, L_OPEN_CLIP, pre, 0, 0));
+    } else if (!strcmp(sub, "transformer")) {   /* BFL FLUX: bare keys or under model.diffusion_model. */
+        int64_t heads = 24, hd = 128;
+        TDM_TRY(tdm_json_int(&j, "num_attention_heads", 24, &heads));
+        TDM_TRY(tdm_json_int(&j, "attention_head_dim", 128, &hd));
+        static const char *const fpre[] = {"model.diffusion_model.double_blocks.", "double_blocks."};
+        if ((pre = find_prefix(set, fpre, 2))) {
+            pre = pre == fpre[0] ? UNET_PRE : "";
+            TDM_TRY(add_views(set, L_FLUX, pre, heads * hd, 0));
+        }
     }
-    if (!pre) {
-        st = tdm_errorf(TDM_ERR_MODEL, "%s: holds no weights of component %s (in the original key layout)",
-                        file, sub);
+    if (!pre) {   /* the folder's own weights, when it has them (FLUX files hold the transformer alone) */
+        char w[TDM_PATH_MAX];
+        TDM_TRY(tdm_folder_weights_opt(root, sub, NULL, w, sizeof w));
+        if (w[0]) {
+            tdm_log(TDM_LOG_INFO, "%s: no %s weights in it; %s from %s", file, sub, sub, w);
+            *attached = 0;
+            goto fail;   /* not an error: the caller opens the folder's */
+        }
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: holds no weights of component %s (in the original key layout) "
+                        "and --config %s has none either", file, sub, root);
         goto fail;
     }
     tdm_json_free(&j);

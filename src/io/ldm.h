@@ -12,8 +12,12 @@
  * (AutoencoderKL), text_encoder / text_encoder_2 (CLIPTextModel under
  * cond_stage_model.transformer. or conditioner.embedders.0.transformer.;
  * OpenCLIP under cond_stage_model.model. (SD 2.x) or
- * conditioner.embedders.{1,0}.model. (SDXL base / refiner)). Not here: the
- * BFL layout of FLUX files. */
+ * conditioner.embedders.{1,0}.model. (SDXL base / refiner)); transformer
+ * (FluxTransformer2DModel from Black Forest Labs' layout, flux1-dev.safetensors:
+ * bare keys or under model.diffusion_model., fused q/k/v and linear1 split by
+ * rows, the final modulation's halves swapped into a copy). A component the
+ * file lacks comes from the folder's own weights when it has them. */
+
 #ifndef TDM_LDM_H
 #define TDM_LDM_H
 

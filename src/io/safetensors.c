@@ -423,16 +423,41 @@ tdm_status tdm_st_set_add_view(tdm_st_set_t *set, const char *name, const tdm_st
     return TDM_OK;
 }
 
+/* A new owned buffer of n bytes, kept until the set closes. OUT: *out. */
+static tdm_status owned_new(tdm_st_set_t *set, const char *name, int64_t n, uint8_t **out) {
+    void **ow = realloc(set->owned, (size_t)(set->nowned + 1) * sizeof *ow);
+    if (!ow) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
+    set->owned = ow;
+    if (!(*out = malloc((size_t)(n > 0 ? n : 1)))) return tdm_errorf(TDM_ERR_NOMEM, "out of memory for \"%s\"", name);
+    set->owned[set->nowned++] = *out;
+    return TDM_OK;
+}
+
+tdm_status tdm_st_set_add_halves_swapped(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src) {
+    if (src->ndim < 1 || src->shape[0] % 2)
+        return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" has no two halves", set->path, src->name);
+    uint8_t *d = NULL;
+    tdm_status st = owned_new(set, name, src->nbytes, &d);
+    if (st != TDM_OK) return st;
+    const int64_t h = src->nbytes / 2;
+    memcpy(d, (const uint8_t *)src->data + h, (size_t)h);
+    memcpy(d + h, src->data, (size_t)h);
+    tdm_st_tensor_t *v = NULL;
+    if ((st = view_new(set, name, &v)) != TDM_OK) return st;
+    char *own = v->name;   /* the view's own copy of its name */
+    *v = *src;
+    v->name = own;
+    v->data = d;
+    return TDM_OK;
+}
+
 tdm_status tdm_st_set_add_transposed(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src) {
     if (src->ndim != 2)
         return tdm_errorf(TDM_ERR_MODEL, "%s: tensor \"%s\" is not a matrix", set->path, src->name);
     const int64_t r = src->shape[0], c = src->shape[1], es = (int64_t)tdm_dtype_size(src->dtype);
-    void **ow = realloc(set->owned, (size_t)(set->nowned + 1) * sizeof *ow);
-    if (!ow) return tdm_errorf(TDM_ERR_NOMEM, "out of memory");
-    set->owned = ow;
-    uint8_t *d = malloc((size_t)(r * c * es));
-    if (!d) return tdm_errorf(TDM_ERR_NOMEM, "out of memory for \"%s\"", name);
-    set->owned[set->nowned++] = d;
+    uint8_t *d = NULL;
+    tdm_status st0 = owned_new(set, name, r * c * es, &d);
+    if (st0 != TDM_OK) return st0;
     const uint8_t *s = src->data;
     for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < c; j++) memcpy(d + (j * r + i) * es, s + (i * c + j) * es, (size_t)es);

@@ -67,6 +67,9 @@ tdm_status tdm_st_set_add_view(tdm_st_set_t *set, const char *name, const tdm_st
                                int64_t row0, int64_t rows, int ndim, const int64_t *shape);
 /* Adds view `name`: the transpose of matrix src, copied (owned by the set). */
 tdm_status tdm_st_set_add_transposed(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src);
+/* Adds view `name`: src with the two halves of its first dimension swapped,
+ * copied (BFL FLUX's final modulation: shift, scale → scale, shift). */
+tdm_status tdm_st_set_add_halves_swapped(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *src);
 
 /* Loads tensor `name` as a new float32 tensor on `dev`, converting F16/BF16/
  * F64. If ndim > 0 the stored shape must equal shape[0..ndim) (error names

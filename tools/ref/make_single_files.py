@@ -4,8 +4,11 @@
 Most checkpoints people download are one .safetensors file in the layout of the original
 Stable Diffusion code (model.diffusion_model.*, first_stage_model.*, cond_stage_model.* /
 conditioner.embedders.*), which diffusers reads with from_single_file. This writes such files for
-tests/fixtures/pipelines/sd15-tiny and tests/fixtures/sdxl_pipelines/sdxl-tiny into
-tests/fixtures/single_file/, and checks each with diffusers' own conversion code
+tests/fixtures/pipelines/sd15-tiny and tests/fixtures/sdxl_pipelines/sdxl-tiny, and the FLUX
+transformer of tests/fixtures/flux_pipelines/flux-dev-tiny in the BFL layout (flux1-dev.safetensors:
+the transformer alone), into tests/fixtures/single_file/, and checks each with diffusers' own
+conversion code (for FLUX convert_flux_transformer_checkpoint_to_diffusers, its hard-coded
+FLUX.1 width set to the tiny model's)
 (diffusers.loaders.single_file_utils: convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
 convert_ldm_clip_checkpoint, convert_open_clip_checkpoint): converted back, every tensor must equal
 the folder's, bit for bit. tandem then must give the folder's images from the file.
@@ -144,9 +147,12 @@ def open_clip_to_ldm(sd, prefix):
 
 def folder_sd(folder, sub):
     d = os.path.join(folder, sub)
-    f = [x for x in os.listdir(d) if x.endswith(".safetensors")]
-    assert len(f) == 1, d
-    return load_file(os.path.join(d, f[0])), json.load(open(os.path.join(d, "config.json")))
+    sd = {}
+    for x in sorted(os.listdir(d)):  # one file or the shards of an index
+        if x.endswith(".safetensors"):
+            sd.update(load_file(os.path.join(d, x)))
+    assert sd, d
+    return sd, json.load(open(os.path.join(d, "config.json")))
 
 
 def same(a, b, what):
@@ -191,9 +197,92 @@ def make(name, folder, sdxl):
           f"weights exactly")
 
 
+def flux_to_bfl(sd, cfg):
+    """FluxTransformer2DModel -> the BFL layout of flux1-dev.safetensors (q/k/v fused; a single
+    block's q/k/v and MLP input fused in linear1; final_layer.adaLN_modulation's halves swapped)."""
+    D = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    out = {}
+    ren = [("time_text_embed.timestep_embedder.linear_1.", "time_in.in_layer."),
+           ("time_text_embed.timestep_embedder.linear_2.", "time_in.out_layer."),
+           ("time_text_embed.text_embedder.linear_1.", "vector_in.in_layer."),
+           ("time_text_embed.text_embedder.linear_2.", "vector_in.out_layer."),
+           ("time_text_embed.guidance_embedder.linear_1.", "guidance_in.in_layer."),
+           ("time_text_embed.guidance_embedder.linear_2.", "guidance_in.out_layer."),
+           ("context_embedder.", "txt_in."), ("x_embedder.", "img_in."), ("proj_out.", "final_layer.linear.")]
+    dbl = [("norm1.linear.", "img_mod.lin."), ("norm1_context.linear.", "txt_mod.lin."),
+           ("attn.norm_q.weight", "img_attn.norm.query_norm.scale"), ("attn.norm_k.weight", "img_attn.norm.key_norm.scale"),
+           ("attn.norm_added_q.weight", "txt_attn.norm.query_norm.scale"),
+           ("attn.norm_added_k.weight", "txt_attn.norm.key_norm.scale"),
+           ("ff.net.0.proj.", "img_mlp.0."), ("ff.net.2.", "img_mlp.2."), ("ff_context.net.0.proj.", "txt_mlp.0."),
+           ("ff_context.net.2.", "txt_mlp.2."), ("attn.to_out.0.", "img_attn.proj."), ("attn.to_add_out.", "txt_attn.proj.")]
+    sgl = [("norm.linear.", "modulation.lin."), ("attn.norm_q.weight", "norm.query_norm.scale"),
+           ("attn.norm_k.weight", "norm.key_norm.scale"), ("proj_out.", "linear2.")]
+    for k, v in sd.items():
+        m = re.match(r"(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.*)", k)
+        if m:
+            blk, i, rest = m.group(1), int(m.group(2)), m.group(3)
+            if re.match(r"attn\.(to_[qkv]|add_[qkv]_proj)\.", rest) or rest.startswith("proj_mlp."):
+                continue  # fused below
+            table, pre = (dbl, f"double_blocks.{i}.") if blk == "transformer_blocks" else (sgl, f"single_blocks.{i}.")
+            for a, o in table:
+                if rest.startswith(a):
+                    out[pre + o + rest[len(a):]] = v
+                    break
+            else:
+                sys.exit(f"flux key {k}: no BFL name")
+            continue
+        if k.startswith("norm_out.linear."):
+            h = v.shape[0] // 2
+            out["final_layer.adaLN_modulation.1." + k.split(".")[-1]] = torch.cat([v[h:], v[:h]], 0)
+            continue
+        for a, o in ren:
+            if k.startswith(a):
+                out[o + k[len(a):]] = v
+                break
+        else:
+            sys.exit(f"flux key {k}: no BFL name")
+    nd = cfg["num_layers"]
+    for i in range(nd):
+        p = f"transformer_blocks.{i}.attn."
+        for w in ("weight", "bias"):
+            out[f"double_blocks.{i}.img_attn.qkv.{w}"] = torch.cat([sd[p + f"to_{x}.{w}"] for x in "qkv"], 0)
+            out[f"double_blocks.{i}.txt_attn.qkv.{w}"] = torch.cat([sd[p + f"add_{x}_proj.{w}"] for x in "qkv"], 0)
+    for i in range(cfg["num_single_layers"]):
+        p = f"single_transformer_blocks.{i}."
+        for w in ("weight", "bias"):
+            out[f"single_blocks.{i}.linear1.{w}"] = torch.cat(
+                [sd[p + f"attn.to_{x}.{w}"] for x in "qkv"] + [sd[p + f"proj_mlp.{w}"]], 0)
+    assert all(v.shape[0] % D == 0 or v.ndim == 1 for v in out.values())
+    return out
+
+
+def diffusers_flux_convert(ckpt, cfg):
+    """diffusers' convert_flux_transformer_checkpoint_to_diffusers, whose one hard-coded size
+    (inner_dim = 3072, FLUX.1's) is set to this config's."""
+    import inspect
+    src = inspect.getsource(sfu.convert_flux_transformer_checkpoint_to_diffusers)
+    D = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    assert src.count("inner_dim = 3072") == 1
+    src = src.replace("inner_dim = 3072", f"inner_dim = {D}")
+    ns = dict(vars(sfu))
+    exec(src, ns)
+    return ns["convert_flux_transformer_checkpoint_to_diffusers"](dict(ckpt))
+
+
+def make_flux(name, folder):
+    tr, cfg = folder_sd(folder, "transformer")
+    ckpt = flux_to_bfl(tr, cfg)
+    same(diffusers_flux_convert(ckpt, cfg), tr, f"{name} transformer")
+    out = os.path.join(FIX, "single_file", name + ".safetensors")
+    save_file({k: v.contiguous() for k, v in sorted(ckpt.items())}, out)
+    print(f"{out}: {len(ckpt)} tensors, {os.path.getsize(out) / 1e6:.2f} MB; diffusers reads back the folder's "
+          f"transformer exactly")
+
+
 def main():
     make("sd15-tiny", os.path.join(FIX, "pipelines", "sd15-tiny"), False)
     make("sdxl-tiny", os.path.join(FIX, "sdxl_pipelines", "sdxl-tiny"), True)
+    make_flux("flux-dev-tiny", os.path.join(FIX, "flux_pipelines", "flux-dev-tiny"))
 
 
 if __name__ == "__main__":
