@@ -110,9 +110,10 @@ typedef struct {
     const char *scheduler;
     const char *variant;       /* weight variant such as "fp16", or NULL */
     /* With a single-file checkpoint as the model (an original-layout
-     * SD 1.x/2.x/XL .safetensors): the diffusers folder of the same
-     * architecture whose configs, tokenizers and scheduler it runs with (its
-     * weights, if any, are not read); NULL otherwise */
+     * SD 1.x/2.x/XL .safetensors, or a BFL-layout FLUX transformer): the
+     * diffusers folder of the same architecture whose configs, tokenizers and
+     * scheduler it runs with (its weights only for the components the file
+     * lacks); NULL otherwise */
     const char *config;
     int         keep_resident; /* 1: keep each stage's components loaded after it ends */
     /* Precision of the GEMMs (Linear and Conv weights, stored in it, with

@@ -2,7 +2,7 @@
  * layout (model.diffusion_model.*, first_stage_model.*, cond_stage_model.*,
  * conditioner.embedders.*), as diffusers' from_single_file reads them: the
  * file is attached to a diffusers folder that supplies the configs and
- * tokenizers (its own weights, if any, are not read), and each component's
+ * tokenizers (its own weights only for components the file lacks), and each component's
  * weight set is the file's tensors renamed to diffusers' names at load —
  * mmap'd views, no converted copy on disk (OpenCLIP's fused q/k/v split by
  * rows, VAE attention 1x1 convs seen as matrices; only OpenCLIP's
