@@ -381,6 +381,12 @@ const tdm_st_tensor_t *tdm_st_set_raw_find(const tdm_st_set_t *set, const char *
     return NULL;
 }
 
+int tdm_st_set_view_count(const tdm_st_set_t *set) { return set->nviews; }
+
+const tdm_st_tensor_t *tdm_st_set_view_at(const tdm_st_set_t *set, int i) {
+    return i >= 0 && i < set->nviews ? &set->views[i] : NULL;
+}
+
 /* A new view slot named `name` (copied). OUT: *out. */
 static tdm_status view_new(tdm_st_set_t *set, const char *name, tdm_st_tensor_t **out) {
     for (int i = 0; i < set->nviews; i++)

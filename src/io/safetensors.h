@@ -59,6 +59,9 @@ tdm_status tdm_st_set_open_renamed(tdm_st_set_t **set, const char *path);
 int        tdm_st_set_raw_count(const tdm_st_set_t *set);
 const tdm_st_tensor_t *tdm_st_set_raw_at(const tdm_st_set_t *set, int i);
 const tdm_st_tensor_t *tdm_st_set_raw_find(const tdm_st_set_t *set, const char *name);
+/* The views of a renamed set, in the order added. */
+int        tdm_st_set_view_count(const tdm_st_set_t *set);
+const tdm_st_tensor_t *tdm_st_set_view_at(const tdm_st_set_t *set, int i);
 /* Adds view `name`: rows [row0, row0 + rows) of file tensor src (along its
  * first dimension; the bytes stay in the mapping) with shape[0..ndim) (the
  * same number of elements: a fused q/k/v weight's third, a 1x1 conv weight
