@@ -75,13 +75,24 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (int b = 0; b < B; b++) ts[b] = 981;
+    /* SDXL (addition_embed_type text_time): random pooled embeddings and the
+     * time ids of a square image of H·8 pixels, as the pipeline passes them */
+    float *ptext = NULL, tids[64 * 6];
+    tdm_unet_added_t add = {NULL, info->add_in - 6 * info->add_time_dim, tids, 6};
+    if (info->add_in) {
+        ptext = malloc((size_t)(B * add.text_dim) * 4);
+        tdm_rng_randn(&r, ptext, B * add.text_dim);
+        add.text_embeds = ptext;
+        for (int b = 0; b < B && b < 64; b++)
+            for (int k = 0; k < 6; k++) tids[b * 6 + k] = k == 2 || k == 3 ? 0.0f : (float)(H * 8);
+    }
     double best = 1e30, sum = 0;
     for (int i = -1; i < iters; i++) {   /* i = -1: warm-up, not timed */
 #ifdef TDM_HAVE_CUDA
         if (i == 0) tdm_cuda_prof_report(&dev, "(load and warm-up)");   /* TDM_PROFILE=1 only */
 #endif
         t0 = now();
-        if (tdm_unet_forward(u, x, B, H, W, ts, ctx, T, out) != TDM_OK ||
+        if (tdm_unet_forward_added(u, x, B, H, W, ts, ctx, T, info->add_in ? &add : NULL, out) != TDM_OK ||
             tdm_dev_download(&dev, hx, out, 4, "out") != TDM_OK) {   /* waits for the device */
             fprintf(stderr, "bench_unet: %s\n", tdm_last_error());
             return 1;
@@ -104,6 +115,6 @@ int main(int argc, char **argv) {
     tdm_dev_free(&dev, out, nx * 4);
     tdm_unet_free(u);
     tdm_backend_device_close(&dev);
-    free(hx); free(hctx); free(ts);
+    free(hx); free(hctx); free(ts); free(ptext);
     return 0;
 }

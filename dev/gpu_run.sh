@@ -7,7 +7,8 @@
 # 19+38 blocks, bf16), BENCH_T5VAE=1 (T5-XXL encoder, FLUX VAE decode), BENCH_FULL=1 (SD image),
 # BENCH_LOAD=1 (loading the SD UNet onto the GPU, bench/run_load_gpu.sh), BENCH_FP8=1 (FLUX.1-dev in
 # FP8 beside bf16 and diffusers, with the quality figures: bench/run_flux_fp8_gpu.sh), BENCH_SERVE=1
-# (images/s through tandem serve vs tandem generate, bench/run_serve.sh).
+# (images/s through tandem serve vs tandem generate, bench/run_serve.sh), BENCH_SDXL=1 (SDXL UNet
+# step 1024², fp16, vs diffusers: bench/run_sdxl_gpu.sh).
 # Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,7 @@ if [ "${BENCH_FLUX_FULL:-0}" = 1 ]; then bash bench/run_flux_full_gpu.sh 2>&1 | 
 if [ "${BENCH_SERVE:-0}" = 1 ]; then   # needs a build with tandem serve (libmicrohttpd there)
   BUILD=build-gpu bash bench/run_serve.sh 2>&1 | grep -v Warning | tee "$OUT/bench_serve.log"
 fi
+if [ "${BENCH_SDXL:-0}" = 1 ]; then bash bench/run_sdxl_gpu.sh 2>&1 | grep -v Warning | tee "$OUT/bench_sdxl.log"; fi
 if [ "${BENCH_FP8:-0}" = 1 ]; then bash bench/run_flux_fp8_gpu.sh 2>&1 | grep -v Warning | tee "$OUT/bench_fp8.log"; fi
 if [ "${BENCH_FULL:-0}" = 1 ]; then bash bench/run_gpu_full.sh 2>&1 | grep -v Warning | tee "$OUT/bench_full.log"; fi
 if [ "${BENCH:-0}" = 1 ]; then
