@@ -4,7 +4,8 @@
 Most checkpoints people download are one .safetensors file in the layout of the original
 Stable Diffusion code (model.diffusion_model.*, first_stage_model.*, cond_stage_model.* /
 conditioner.embedders.*), which diffusers reads with from_single_file. This writes such files for
-tests/fixtures/pipelines/sd15-tiny and tests/fixtures/sdxl_pipelines/sdxl-tiny, and the FLUX
+tests/fixtures/pipelines/sd15-tiny and sd2-tiny-v (OpenCLIP text encoder) and
+tests/fixtures/sdxl_pipelines/sdxl-tiny, and the FLUX
 transformer of tests/fixtures/flux_pipelines/flux-dev-tiny in the BFL layout (flux1-dev.safetensors:
 the transformer alone), into tests/fixtures/single_file/, and checks each with diffusers' own
 conversion code (for FLUX convert_flux_transformer_checkpoint_to_diffusers, its hard-coded
@@ -168,22 +169,35 @@ def strip_text_model(sd):
             for k, v in sd.items()}
 
 
-def make(name, folder, sdxl):
+def make(name, folder, sdxl, open_clip_te=False):
     ckpt = {}
     unet, ucfg = folder_sd(folder, "unet")
     vae, vcfg = folder_sd(folder, "vae")
     ckpt.update(unet_to_ldm(unet, ucfg))
     ckpt.update(vae_to_ldm(vae, vcfg))
-    te, _ = folder_sd(folder, "text_encoder")
-    clip_prefix = "conditioner.embedders.0.transformer." if sdxl else "cond_stage_model.transformer."
-    ckpt.update(clip_to_ldm(te, clip_prefix))
+    te, tcfg = folder_sd(folder, "text_encoder")
+    if open_clip_te:  # SD 2.x: OpenCLIP's layout, with its text_projection (diffusers splits q/k/v by its rows)
+        torch.manual_seed(5)
+        D = tcfg["hidden_size"]
+        te_ldm = open_clip_to_ldm(dict(te, **{"text_projection.weight": torch.randn(D, D)}), "cond_stage_model.model.")
+        ckpt.update(te_ldm)
+    else:
+        clip_prefix = "conditioner.embedders.0.transformer." if sdxl else "cond_stage_model.transformer."
+        ckpt.update(clip_to_ldm(te, clip_prefix))
     if sdxl:
         te2, _ = folder_sd(folder, "text_encoder_2")
         ckpt.update(open_clip_to_ldm(te2, "conditioner.embedders.1.model."))
     # what diffusers reads back from it, against the folder
     same(sfu.convert_ldm_unet_checkpoint(ckpt, ucfg), unet, f"{name} unet")
     same(sfu.convert_ldm_vae_checkpoint(ckpt, vcfg), vae, f"{name} vae")
-    same(strip_text_model(sfu.convert_ldm_clip_checkpoint(ckpt)), strip_text_model(te), f"{name} text_encoder")
+    if open_clip_te:
+        from transformers import CLIPTextConfig, CLIPTextModel
+        model1 = CLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(folder, "text_encoder")))
+        conv = sfu.convert_open_clip_checkpoint(model1, ckpt, prefix="cond_stage_model.model.")
+        conv.pop("text_projection.weight", None)  # SD 2.x: diffusers ignores it (a CLIPTextModel has none)
+        same(strip_text_model(conv), strip_text_model(te), f"{name} text_encoder")
+    else:
+        same(strip_text_model(sfu.convert_ldm_clip_checkpoint(ckpt)), strip_text_model(te), f"{name} text_encoder")
     if sdxl:
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection
         cfg2 = CLIPTextConfig.from_pretrained(os.path.join(folder, "text_encoder_2"))
@@ -281,6 +295,7 @@ def make_flux(name, folder):
 
 def main():
     make("sd15-tiny", os.path.join(FIX, "pipelines", "sd15-tiny"), False)
+    make("sd2-tiny-v", os.path.join(FIX, "pipelines", "sd2-tiny-v"), False, open_clip_te=True)
     make("sdxl-tiny", os.path.join(FIX, "sdxl_pipelines", "sdxl-tiny"), True)
     make_flux("flux-dev-tiny", os.path.join(FIX, "flux_pipelines", "flux-dev-tiny"))
 
