@@ -543,6 +543,7 @@ typedef struct {
     const char *max_memory;
     const char *dtype;
     const char *variant;       /* weight variant such as "fp16", or NULL */
+    const char *config;        /* a single-file model's diffusers folder (tdm_pipeline_params_t.config) */
 } tdm_plan_params_t;
 
 void       tdm_plan_params_init(tdm_plan_params_t *p);

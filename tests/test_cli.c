@@ -251,6 +251,8 @@ TEST(sdxl_cli) {
  * checked there with diffusers' own conversion): with --config the folder
  * they were made from, the folder's images and latents exactly; bad
  * combinations are one-line errors naming the flag, file or tensor. */
+static int same_file(const char *a, const char *b);
+
 TEST(single_file) {
     char f15[512], fxl[512], d15[512], dxl[512], a[700], b[700];
     snprintf(f15, sizeof f15, "%s/single_file/sd15-tiny.safetensors", TDM_FIXTURES);
@@ -308,6 +310,15 @@ TEST(single_file) {
     snprintf(a, sizeof a, "%s/sff-dir/000000.png", tmpdir);
     snprintf(b, sizeof b, "%s/sff-file/000000.png", tmpdir);
     CHECK_MSG(same_pixels(a, b), "flux single file: the image differs from the folder's");
+    /* tandem plan weighs the file's tensors as the folder's */
+    rc = run("plan --model '%s' --max-memory 0=1MB,cpu=1GB --device-map balanced > '%s/plan-dir.json'", dxl, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    rc = run("plan --model '%s' --config '%s' --max-memory 0=1MB,cpu=1GB --device-map balanced > '%s/plan-file.json'",
+             fxl, dxl, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(a, sizeof a, "%s/plan-dir.json", tmpdir);
+    snprintf(b, sizeof b, "%s/plan-file.json", tmpdir);
+    CHECK_MSG(same_file(a, b), "the single file's plan differs from the folder's");
     /* the staged commands take it too */
     rc = run("encode --model '%s' --config '%s' --prompt x --quiet --out '%s/sf-emb.safetensors'", fxl, dxl, tmpdir);
     CHECK_MSG(rc == 0, "%s", errtext);

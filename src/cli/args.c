@@ -52,7 +52,7 @@ static const cli_flag_t k_flags[] = {
     {"--out", 1, GEN | ENC | DEC},
     {"--threads", 1, GEN | ENC | DEC | SRV},
     {"--variant", 1, GEN | ENC | DEC | PLAN | SRV},
-    {"--config", 1, GEN | ENC | DEC | SRV},
+    {"--config", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--device", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--dtype", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--embeddings", 1, GEN},

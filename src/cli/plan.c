@@ -46,6 +46,7 @@ int cmd_plan(int argc, char **argv) {
     p.only = a.only;
     p.max_memory = a.max_memory;
     p.variant = a.variant;
+    p.config = a.config;
     p.dtype = a.dtype;
     p.device_map = a.device_map[0] ? a.device_map : NULL;
     char *json = NULL;

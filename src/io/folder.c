@@ -215,8 +215,8 @@ tdm_status tdm_folder_resolve(const char *model, char *out, size_t cap) {
                                   "(StableDiffusionXLPipeline or FluxPipeline for those models), then "
                                   "--model OUT_DIR", model, model);
         return tdm_errorf(TDM_ERR_UNSUPPORTED, "--model %s: a file, not a model folder; a single-file "
-                          "SD/SDXL .safetensors runs with --config DIR (generate, encode, decode, serve; "
-                          "not plan yet), other files converted once with diffusers: python3 -c "
+                          "SD/SDXL/FLUX .safetensors runs with --config DIR (a diffusers folder of the same "
+                          "architecture), other files converted once with diffusers: python3 -c "
                           "\"import diffusers as d; d.StableDiffusionPipeline.from_single_file('%s')"
                           ".save_pretrained('OUT_DIR')\" (StableDiffusionXLPipeline or FluxPipeline for "
                           "those models), then --model OUT_DIR", model, model);
