@@ -10,11 +10,13 @@
 // label: golden;cuda
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "backend/ops.h"
 #include "io/config.h"
 #include "io/png.h"
 #include "io/safetensors.h"
+#include "models/unet2d.h"
 #include "tandem.h"
 #include "test.h"
 
@@ -227,6 +229,105 @@ TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines", 1); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
 TEST(sdxl_cases) { run_file(TDM_FIXTURES "/sdxl_pipelines", 1); }
 
+/* SDXL stage by stage against diffusers (expected/<pipeline>/stages.safetensors
+ * of both SDXL fixtures): encode_prompt's four outputs with the first case's
+ * negative prompt and with none (zeros under force_zeros_for_empty_prompt,
+ * else the encoded ""), then the first UNet call on the CFG batch with the
+ * pooled embeddings and add_time_ids as its added conditions. */
+TEST(sdxl_stages) {
+    static const char *const pipes[2] = {"sdxl-tiny", "sdxl-tiny-te2"};
+    static const char *const prompt = "a photo of an astronaut riding a horse on mars", *neg = "blurry, low quality";
+    for (int pi = 0; pi < 2; pi++) {
+        char dir[512], path[700], tmp[] = "/tmp/tdm_sdxl_stages_XXXXXX";
+        snprintf(dir, sizeof dir, "%s/sdxl_pipelines/%s", TDM_FIXTURES, pipes[pi]);
+        snprintf(path, sizeof path, "%s/sdxl_pipelines/expected/%s/stages.safetensors", TDM_FIXTURES, pipes[pi]);
+        tdm_safetensors_t *ref = NULL, *got = NULL;
+        tdm_pipeline_t *pipe = NULL;
+        CHECK_MSG(tdm_safetensors_open(&ref, path) == TDM_OK, "%s", tdm_last_error());
+        CHECK_MSG(tdm_pipeline_open(&pipe, dir, NULL) == TDM_OK, "%s", tdm_last_error());
+        if (!ref || !pipe) goto next;
+        for (int with_neg = 1; with_neg >= 0; with_neg--) {
+            tdm_encode_params_t ep;
+            tdm_encode_params_init(&ep);
+            ep.prompts = &prompt;
+            ep.n = 1;
+            ep.negative_prompt = with_neg ? neg : NULL;
+            ep.with_negative = 1;
+            tdm_embeddings_t *e = NULL;
+            int fd = mkstemp(tmp);
+            CHECK(fd >= 0);
+            if (fd >= 0) close(fd);
+            CHECK_MSG(tdm_pipeline_encode(pipe, &ep, &e) == TDM_OK, "%s", tdm_last_error());
+            CHECK_MSG(e && tdm_embeddings_save(e, tmp, 0, NULL) == TDM_OK, "%s", tdm_last_error());
+            CHECK_MSG(tdm_safetensors_open(&got, tmp) == TDM_OK, "%s", tdm_last_error());
+            static const char *const names[4] = {"prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+                                                 "negative_pooled_prompt_embeds"};
+            for (int k = 0; got && k < 4; k++) {
+                char rn[64];
+                snprintf(rn, sizeof rn, "%s%s", k >= 2 && !with_neg ? "no_" : "", names[k]);
+                const tdm_st_tensor_t *g = tdm_safetensors_find(got, names[k]), *r = tdm_safetensors_find(ref, rn);
+                CHECK_MSG(g && r && g->nbytes == r->nbytes, "%s: %s missing or of another size", pipes[pi], rn);
+                if (!g || !r || g->nbytes != r->nbytes) continue;
+                const double e2 = test_rel_err((const float *)g->data, (const float *)r->data, (long)(g->nbytes / 4));
+                int zeros = 1;
+                for (int64_t i = 0; i < r->nbytes / 4; i++) zeros &= ((const float *)r->data)[i] == 0.0f;
+                if (zeros) {   /* force_zeros: exactly zero */
+                    CHECK_MSG(!memcmp(g->data, r->data, (size_t)r->nbytes), "%s: %s not all zeros", pipes[pi], rn);
+                } else {
+                    CHECK_MSG(e2 <= 1e-5, "%s: %s rel err %.3g", pipes[pi], rn, e2);
+                }
+            }
+            tdm_safetensors_close(got);
+            got = NULL;
+            tdm_embeddings_free(e);
+            unlink(tmp);
+            snprintf(tmp, sizeof tmp, "/tmp/tdm_sdxl_stages_XXXXXX");
+        }
+        {   /* the first UNet call of the first case */
+            tdm_device_t host;
+            tdm_device_init(&host, TDM_DEV_CPU, 0);
+            tdm_unet_t *u = NULL;
+            CHECK_MSG(tdm_unet_load(&u, dir, "unet", NULL, &host) == TDM_OK, "%s", tdm_last_error());
+            const tdm_st_tensor_t *x = tdm_safetensors_find(ref, "unet_input"), *o = tdm_safetensors_find(ref, "unet_output"),
+                                  *ts = tdm_safetensors_find(ref, "timesteps"), *ids = tdm_safetensors_find(ref, "add_time_ids"),
+                                  *pe = tdm_safetensors_find(ref, "prompt_embeds"),
+                                  *ne = tdm_safetensors_find(ref, "negative_prompt_embeds"),
+                                  *pp = tdm_safetensors_find(ref, "pooled_prompt_embeds"),
+                                  *np = tdm_safetensors_find(ref, "negative_pooled_prompt_embeds");
+            if (u && x && o && ts && ids && pe && ne && pp && np) {
+                const int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+                const int64_t T = pe->shape[1], D = pe->shape[2], Dp = pp->shape[1];
+                float *ctx = malloc((size_t)(2 * T * D) * 4), *txt = malloc((size_t)(2 * Dp) * 4), tid[12], tt[2];
+                float *out = malloc((size_t)(B * C * H * W) * 4);
+                memcpy(ctx, ne->data, (size_t)(T * D) * 4);
+                memcpy(ctx + T * D, pe->data, (size_t)(T * D) * 4);
+                memcpy(txt, np->data, (size_t)Dp * 4);
+                memcpy(txt + Dp, pp->data, (size_t)Dp * 4);
+                for (int b = 0; b < 2; b++) {
+                    memcpy(tid + 6 * b, ids->data, 6 * 4);
+                    tt[b] = ts->dtype == TDM_F32 ? ((const float *)ts->data)[0] : 0.0f;
+                }
+                const tdm_unet_added_t add = {txt, Dp, tid, 6};
+                CHECK_MSG(tdm_unet_forward_added(u, x->data, B, H, W, tt, ctx, T, &add, out) == TDM_OK, "%s",
+                          tdm_last_error());
+                const double er = test_rel_err(out, (const float *)o->data, (long)(B * C * H * W));
+                CHECK_MSG(er <= 1e-5, "%s: unet_output rel err %.3g", pipes[pi], er);
+                printf("  %s: embeddings and the first UNet call match diffusers (unet rel err %.2g)\n", pipes[pi], er);
+                free(ctx);
+                free(txt);
+                free(out);
+            } else {
+                CHECK_MSG(0, "%s: stage tensors missing", pipes[pi]);
+            }
+            tdm_unet_free(u);
+            tdm_backend_device_close(&host);
+        }
+    next:
+        tdm_pipeline_close(pipe);
+        tdm_safetensors_close(ref);
+    }
+}
+
 /* The SD, FLUX and SDXL cases again with every stage's model on cuda:0: in fp32
  * (same tolerances), then in the default half precision (see the top). */
 TEST(cases_cuda) {
@@ -402,6 +503,7 @@ int main(void) {
     RUN(sd_cases);
     RUN(flux_cases);
     RUN(sdxl_cases);
+    RUN(sdxl_stages);
     RUN(flux_fp8);
     RUN(cases_cuda);
     RUN(device_map_cuda);
