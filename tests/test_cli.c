@@ -74,8 +74,9 @@ TEST(bad_model_folders) {
     snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
     test_spill(p, "{}");
     expect_error(run("generate --model '%s/model.safetensors' --prompt x --steps 1 --out '%s/o3'", tmpdir,
-                     tmpdir), "a single-file checkpoint needs --config DIR");
-    expect_error(run("plan --model '%s/model.safetensors' --max-memory 0=1GiB", tmpdir), "a file, not a model folder");
+                     tmpdir), "model.safetensors: 2 bytes is too short for a safetensors file");
+    expect_error(run("plan --model '%s/model.safetensors' --max-memory 0=1GiB", tmpdir),
+                 "model.safetensors: 2 bytes is too short for a safetensors file");
     CHECK(!exists("%s/o3", tmpdir));
 
     /* a config that disagrees with the stored tensors */
@@ -329,7 +330,26 @@ TEST(single_file) {
     snprintf(a, sizeof a, "%s/vae/diffusion_pytorch_model.safetensors", d15);
     expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e3'", a, d15, tmpdir),
                  "not a single-file Stable Diffusion");
-    expect_error(run("generate --model '%s' --prompt x --out '%s/sf-e4'", f15, tmpdir), "needs --config DIR");
+    /* without --config, as diffusers: the family's base repo (SD 1.x: stable-diffusion-v1-5/...)
+     * from the Hugging Face cache — absent: one line saying how to get its configs; present
+     * (configs and tokenizer only, as from_single_file downloads them): the folder's image */
+    char hub[600], snap[900], cmd[3000];
+    snprintf(hub, sizeof hub, "%s/hub", tmpdir);
+    CHECK(setenv("HF_HUB_CACHE", hub, 1) == 0);
+    expect_error(run("generate --model '%s' --prompt x --out '%s/sf-e4'", f15, tmpdir),
+                 "stable-diffusion-v1-5/stable-diffusion-v1-5 in the Hugging Face cache");
+    snprintf(snap, sizeof snap, "%s/models--stable-diffusion-v1-5--stable-diffusion-v1-5/snapshots/0123abc", hub);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cd '%s' && find . \\( -name '*.json' -o -name '*.txt' \\) "
+             "-exec cp --parents {} '%s' \\;", snap, d15, snap);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+    rc = run("generate --model '%s' %s --out '%s/sf-hub'", f15, job, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(a, sizeof a, "%s/sf-dir/000000.png", tmpdir);
+    snprintf(b, sizeof b, "%s/sf-hub/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "sd15 single file with the cached configs: the image differs from the folder's");
+    expect_error(run("generate --model '%s' --prompt x --out '%s/sf-e5'", fxl, tmpdir),
+                 "stabilityai/stable-diffusion-xl-base-1.0 in the Hugging Face cache");
+    unsetenv("HF_HUB_CACHE");
 }
 
 TEST(staged_flux) {

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "io/config.h"
 #include "io/folder.h"
@@ -82,6 +83,86 @@ tdm_status tdm_ldm_attach(const char *root, const char *file) {
 fail:
     tdm_st_set_close(set);
     return st;
+}
+
+tdm_status tdm_ldm_default_config(const char *file, char *repo, size_t cap, char *family) {
+    tdm_status st = TDM_OK;
+    tdm_st_set_t *set = NULL;
+    const char *r = NULL, *fam = NULL, *no = NULL;
+    TDM_TRY(tdm_st_set_open_renamed(&set, file));
+    static const char *const flux_pre[] = {"model.diffusion_model.double_blocks.", "double_blocks."};
+    static const char *const xl2[] = {"conditioner.embedders.1.model."}, *const xl1[] = {"conditioner.embedders.0.model."};
+    static const char *const v2[] = {"cond_stage_model.model."};
+    const tdm_st_tensor_t *in0 = tdm_st_set_raw_find(set, "model.diffusion_model.input_blocks.0.0.weight");
+    if (find_prefix(set, flux_pre, 2)) {
+        const tdm_st_tensor_t *img = tdm_st_set_raw_find(set, "img_in.weight");
+        if (!img) img = tdm_st_set_raw_find(set, "model.diffusion_model.img_in.weight");
+        const int guided = tdm_st_set_raw_find(set, "guidance_in.in_layer.bias") ||
+                           tdm_st_set_raw_find(set, "model.diffusion_model.guidance_in.in_layer.bias");
+        if (guided && img && img->ndim == 2 && (img->shape[1] == 384 || img->shape[1] == 128))
+            no = img->shape[1] == 384 ? "FLUX.1 Fill" : "FLUX.1 Depth";
+        else if (guided) { r = "black-forest-labs/FLUX.1-dev"; fam = "FLUX.1-dev"; }
+        else { r = "black-forest-labs/FLUX.1-schnell"; fam = "FLUX.1-schnell"; }
+    } else if (in0 && in0->ndim == 4 && in0->shape[1] == 9) {
+        no = "an inpainting model (9 UNet input channels)";
+    } else if (tdm_st_set_raw_find(set, "edm_mean")) {
+        no = "Playground v2.5";
+    } else if (find_prefix(set, xl2, 1)) {
+        r = "stabilityai/stable-diffusion-xl-base-1.0";
+        fam = "SDXL base";
+    } else if (find_prefix(set, xl1, 1)) {
+        no = "the SDXL refiner (an img2img model)";
+    } else if (find_prefix(set, v2, 1)) {
+        r = "stabilityai/stable-diffusion-2-1";
+        fam = "SD 2.x";
+    } else if (find_prefix(set, &UNET_PRE, 1)) {
+        r = "stable-diffusion-v1-5/stable-diffusion-v1-5";
+        fam = "SD 1.x";
+    } else {
+        st = tdm_errorf(TDM_ERR_MODEL, "%s: no known key layout (neither Stable Diffusion's "
+                        "model.diffusion_model.* nor FLUX's double_blocks.*)", file);
+        goto fail;
+    }
+    if (no) {
+        st = tdm_errorf(TDM_ERR_UNSUPPORTED, "%s: %s, which tandem has no pipeline for", file, no);
+        goto fail;
+    }
+    snprintf(repo, cap, "%s", r);
+    snprintf(family, 32, "%s", fam);
+fail:
+    tdm_st_set_close(set);
+    return st;
+}
+
+tdm_status tdm_ldm_resolve(const char *model, const char *config, char *root, size_t cap, int *attached) {
+    struct stat sb;
+    const size_t n = model ? strlen(model) : 0;
+    *attached = 0;
+    const int file = model && stat(model, &sb) == 0 && S_ISREG(sb.st_mode) && n > 12 &&
+                     !strcmp(model + n - 12, ".safetensors");
+    if (!file) {
+        if (config)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--config %s: only with a single-file checkpoint as "
+                              "--model (a .safetensors file); --model %s is not one", config, model);
+        return tdm_folder_resolve(model, root, cap);
+    }
+    tdm_status st;
+    char repo[128], fam[32];
+    if (!config) {   /* as diffusers: the configs of the family's base repo, from the HF cache */
+        if ((st = tdm_ldm_default_config(model, repo, sizeof repo, fam)) != TDM_OK) return st;
+        if (tdm_folder_resolve(repo, root, cap) != TDM_OK)
+            return tdm_errorf(TDM_ERR_INVALID_ARG, "--model %s: a single-file %s checkpoint; its configs and "
+                              "tokenizers come from --config DIR (a diffusers folder of the same architecture) or "
+                              "from %s in the Hugging Face cache, which has no snapshot of it (download the "
+                              "configs once: huggingface-cli download %s --exclude '*.safetensors' '*.bin' "
+                              "'*.ckpt')", model, fam, repo, repo);
+        tdm_log(TDM_LOG_INFO, "%s: a single-file %s checkpoint; configs from %s (%s)", model, fam, repo, root);
+    } else if ((st = tdm_folder_resolve(config, root, cap)) != TDM_OK) {
+        return tdm_errorf(st, "--config: %s", tdm_last_error());
+    }
+    if ((st = tdm_ldm_attach(root, model)) != TDM_OK) return st;
+    *attached = 1;
+    return TDM_OK;
 }
 
 void tdm_ldm_detach(const char *root) {

@@ -28,6 +28,22 @@
  * same pair may be attached again, e.g. by a server's worker threads; another
  * file on the same root is an error). The file must hold LDM UNet keys. */
 tdm_status tdm_ldm_attach(const char *root, const char *file);
+/* The Hugging Face repo whose configs diffusers' from_single_file uses for
+ * `file` (its DIFFUSERS_DEFAULT_PIPELINE_PATHS), told by the file's keys:
+ * SD 1.x stable-diffusion-v1-5/stable-diffusion-v1-5, SD 2.x (OpenCLIP under
+ * cond_stage_model.model.) stabilityai/stable-diffusion-2-1, SDXL base
+ * stabilityai/stable-diffusion-xl-base-1.0, FLUX.1 black-forest-labs/FLUX.1-dev
+ * (with guidance_in) or -schnell. Families tandem has no pipeline for
+ * (inpainting, the SDXL refiner, Playground v2.5, FLUX Fill/Depth) are an
+ * error naming them. OUT: repo (cap bytes), family (a short name, >= 32 bytes). */
+tdm_status tdm_ldm_default_config(const char *file, char *repo, size_t cap, char *family);
+/* The folder a command reads for `model` into root (cap bytes): a folder
+ * or ORG/NAME (tdm_folder_resolve), or for a single-file checkpoint (a
+ * .safetensors file) `config` — or, without one, the default repo of the
+ * file's family from the Hugging Face cache — with the file attached to it
+ * (*attached = 1; detach with tdm_ldm_detach(root) when done). --config with
+ * a folder model is an error. */
+tdm_status tdm_ldm_resolve(const char *model, const char *config, char *root, size_t cap, int *attached);
 /* Drops one attach of root (no-op when none). */
 void       tdm_ldm_detach(const char *root);
 /* When `root` has a file attached: *set = the renamed set of component `sub`

@@ -678,31 +678,6 @@ static tdm_status attach_groups(tdm_pipeline_t *pipe, tdm_dist_t *d, const char 
     return TDM_OK;
 }
 
-/* The folder the pipeline reads: `model` itself, or with a single-file
- * checkpoint (a .safetensors file) the --config folder, the file attached to
- * it for the weights. */
-static tdm_status resolve_model(tdm_pipeline_t *pipe, const char *model, const char *config) {
-    struct stat sb;
-    const size_t n = model ? strlen(model) : 0;
-    const int file = model && stat(model, &sb) == 0 && S_ISREG(sb.st_mode) && n > 12 &&
-                     !strcmp(model + n - 12, ".safetensors");
-    if (!file) {
-        if (config)
-            return tdm_errorf(TDM_ERR_INVALID_ARG, "--config %s: only with a single-file checkpoint as "
-                              "--model (a .safetensors file); --model %s is a folder", config, model);
-        return tdm_folder_resolve(model, pipe->root, sizeof pipe->root);
-    }
-    if (!config)
-        return tdm_errorf(TDM_ERR_INVALID_ARG, "--model %s: a single-file checkpoint needs --config DIR, a "
-                          "diffusers folder of the same architecture (its configs, tokenizers and scheduler; "
-                          "its weights are not read), e.g. the base model's folder", model);
-    tdm_status st = tdm_folder_resolve(config, pipe->root, sizeof pipe->root);
-    if (st != TDM_OK) return tdm_errorf(st, "--config: %s", tdm_last_error());
-    if ((st = tdm_ldm_attach(pipe->root, model)) != TDM_OK) return st;
-    pipe->single_file = 1;
-    return TDM_OK;
-}
-
 tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
                              const tdm_pipeline_params_t *p) {
     tdm_pipeline_params_t defaults;
@@ -721,7 +696,7 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     pipe->keep_resident = p->keep_resident;
     if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);
     if (p->num_threads > 0) tdm_set_num_threads(p->num_threads);
-    TDM_TRY(resolve_model(pipe, model, p->config));
+    TDM_TRY(tdm_ldm_resolve(model, p->config, pipe->root, sizeof pipe->root, &pipe->single_file));
     TDM_TRY(read_model_index(pipe));
     comp_table(pipe);
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */

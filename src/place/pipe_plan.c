@@ -396,19 +396,14 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
                           "0=16GiB,1=16GiB,cpu=64GiB): budgets are never guessed from free memory");
     if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) return st;   /* names the flag */
     if (p->dtype && (st = tdm_dtype_parse(p->dtype, &dt)) != TDM_OK) return st;
-    if (p->config) {   /* a single-file model: the config folder, the file attached to it */
-        if ((st = tdm_folder_resolve(p->config, root, sizeof root)) != TDM_OK)
-            return tdm_errorf(st, "--config: %s", tdm_last_error());
-        if ((st = tdm_ldm_attach(root, p->model)) != TDM_OK) return st;
-    } else if ((st = tdm_folder_resolve(p->model, root, sizeof root)) != TDM_OK) {
-        return st;
-    }
+    int single = 0;   /* a single-file model: its config folder, the file attached to it */
+    if ((st = tdm_ldm_resolve(p->model, p->config, root, sizeof root, &single)) != TDM_OK) return st;
     tdm_pipe_plan_req_t r = {root, p->only, p->device_map, &mm, p->dtype ? (int)dt : -1, p->variant};
     if ((st = tdm_pipe_plan_make(&r, &plan)) == TDM_OK) {
         st = tdm_pipe_plan_json(&plan, json);
         tdm_pipe_plan_free(&plan);
     }
-    if (p->config) tdm_ldm_detach(root);
+    if (single) tdm_ldm_detach(root);
     return st;
 }
 
