@@ -326,6 +326,46 @@ static void vae_name(char *out, size_t cap, const char *k, int64_t levels, int *
     }
 }
 
+/* Rows [r0, r0 + n) of fused tensor t as view `name` (a matrix's rows, a
+ * vector's entries). */
+static tdm_status view_rows(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *t, int64_t r0,
+                            int64_t n) {
+    const int64_t shape[2] = {n, t->ndim > 1 ? t->shape[1] : 1};
+    if (t->ndim < 1 || t->ndim > 2 || r0 + n > t->shape[0])
+        return tdm_errorf(TDM_ERR_MODEL, "%s: %lld rows, not the fused parts the config implies", t->name,
+                          t->ndim ? (long long)t->shape[0] : 0LL);
+    return tdm_st_set_add_view(set, name, t, r0, n, t->ndim, shape);
+}
+
+/* When `r` starts with a `from` of table tab (n pairs {from, to}): the view
+ * pre + to + the rest of r of all of t, *hit = 1. */
+static tdm_status view_table(tdm_st_set_t *set, const tdm_st_tensor_t *t, const char *const (*tab)[2], size_t n,
+                             const char *pre, const char *r, int *hit) {
+    char name[LDM_NAME];
+    *hit = 0;
+    for (size_t i = 0; i < n; i++)
+        if (starts(r, tab[i][0])) {
+            *hit = 1;
+            snprintf(name, sizeof name, "%s%s%s", pre, tab[i][1], r + strlen(tab[i][0]));
+            return view_whole(set, name, t, 0);
+        }
+    return TDM_OK;
+}
+
+/* The three D-row thirds of a fused q/k/v tensor t as the views
+ * pre + letter + mid + post, letter q, k, v in turn. */
+static tdm_status view_qkv(tdm_st_set_t *set, const tdm_st_tensor_t *t, int64_t D, const char *pre,
+                           const char *mid, const char *post) {
+    static const char qkv[3] = {'q', 'k', 'v'};
+    char name[LDM_NAME];
+    tdm_status st = TDM_OK;
+    for (int q = 0; q < 3 && st == TDM_OK; q++) {
+        snprintf(name, sizeof name, "%s%c%s%s", pre, qkv[q], mid, post);
+        st = view_rows(set, name, t, q * D, D);
+    }
+    return st;
+}
+
 /* OpenCLIP key k (without the prefix) → views of the CLIPTextModel(WithProjection)
  * tensors it holds. */
 static tdm_status open_clip_views(tdm_st_set_t *set, const char *k, const tdm_st_tensor_t *t) {
@@ -336,45 +376,22 @@ static tdm_status open_clip_views(tdm_st_set_t *set, const char *k, const tdm_st
     static const char *const blk[][2] = {{"ln_1.", "layer_norm1."}, {"ln_2.", "layer_norm2."},
                                          {"mlp.c_fc.", "mlp.fc1."}, {"mlp.c_proj.", "mlp.fc2."},
                                          {"attn.out_proj.", "self_attn.out_proj."}};
-    char name[LDM_NAME];
+    char pre[96];
     long long l = 0;
-    int n = 0;
+    int n = 0, hit = 0;
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         if (!strcmp(k, top[i][0])) return view_whole(set, top[i][1], t, 0);
     if (!strcmp(k, "text_projection")) return tdm_st_set_add_transposed(set, "text_projection.weight", t);
     if (sscanf(k, "transformer.resblocks.%lld.%n", &l, &n) != 1 || !n) return TDM_OK;
     const char *r = k + n;
+    snprintf(pre, sizeof pre, "text_model.encoder.layers.%lld.", l);
     if (!strcmp(r, "attn.in_proj_weight") || !strcmp(r, "attn.in_proj_bias")) {
-        const int w = !strcmp(r, "attn.in_proj_weight");
-        if (t->ndim != (w ? 2 : 1) || t->shape[0] % 3)
-            return tdm_errorf(TDM_ERR_MODEL, "%s: not a fused q/k/v %s", t->name, w ? "weight" : "bias");
-        const int64_t D = t->shape[0] / 3, shape[2] = {D, w ? t->shape[1] : 1};
-        static const char qkv[3] = {'q', 'k', 'v'};
-        for (int q = 0; q < 3; q++) {
-            snprintf(name, sizeof name, "text_model.encoder.layers.%lld.self_attn.%c_proj.%s", l, qkv[q],
-                     w ? "weight" : "bias");
-            tdm_status st = tdm_st_set_add_view(set, name, t, q * D, D, w ? 2 : 1, shape);
-            if (st != TDM_OK) return st;
-        }
-        return TDM_OK;
+        if (t->ndim < 1 || t->shape[0] % 3)
+            return tdm_errorf(TDM_ERR_MODEL, "%s: not a fused q/k/v tensor", t->name);
+        strncat(pre, "self_attn.", sizeof pre - strlen(pre) - 1);
+        return view_qkv(set, t, t->shape[0] / 3, pre, "_proj.", r[13] == 'w' ? "weight" : "bias");
     }
-    for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
-        if (starts(r, blk[i][0])) {
-            snprintf(name, sizeof name, "text_model.encoder.layers.%lld.%s%s", l, blk[i][1], r + strlen(blk[i][0]));
-            return view_whole(set, name, t, 0);
-        }
-    return TDM_OK;
-}
-
-/* Rows [r0, r0 + n) of fused tensor t as view `name` (a matrix's rows, a
- * vector's entries). */
-static tdm_status view_rows(tdm_st_set_t *set, const char *name, const tdm_st_tensor_t *t, int64_t r0,
-                            int64_t n) {
-    const int64_t shape[2] = {n, t->ndim > 1 ? t->shape[1] : 1};
-    if (t->ndim < 1 || t->ndim > 2 || r0 + n > t->shape[0])
-        return tdm_errorf(TDM_ERR_MODEL, "%s: %lld rows, not the fused parts the config implies", t->name,
-                          t->ndim ? (long long)t->shape[0] : 0LL);
-    return tdm_st_set_add_view(set, name, t, r0, n, t->ndim, shape);
+    return view_table(set, t, blk, sizeof blk / sizeof blk[0], pre, r, &hit);
 }
 
 /* BFL FLUX key k (after the optional model.diffusion_model.) → views of the
@@ -397,56 +414,37 @@ static tdm_status flux_views(tdm_st_set_t *set, const char *k, const tdm_st_tens
         {"txt_mlp.2.", "ff_context.net.2."}, {"img_attn.proj.", "attn.to_out.0."}, {"txt_attn.proj.", "attn.to_add_out."}};
     static const char *const sgl[][2] = {{"modulation.lin.", "norm.linear."}, {"norm.query_norm.scale", "attn.norm_q.weight"},
                                          {"norm.key_norm.scale", "attn.norm_k.weight"}, {"linear2.", "proj_out."}};
-    char name[LDM_NAME];
+    char name[LDM_NAME], pre[96];
     long long i = 0;
-    int n = 0;
-    tdm_status st = TDM_OK;
-    for (size_t a = 0; a < sizeof top / sizeof top[0]; a++)
-        if (starts(k, top[a][0])) {
-            snprintf(name, sizeof name, "%s%s", top[a][1], k + strlen(top[a][0]));
-            return view_whole(set, name, t, 0);
-        }
+    int n = 0, hit = 0;
+    tdm_status st = view_table(set, t, top, sizeof top / sizeof top[0], "", k, &hit);
+    if (st != TDM_OK || hit) return st;
     if (starts(k, "final_layer.adaLN_modulation.1.")) {   /* shift, scale → diffusers' scale, shift */
         snprintf(name, sizeof name, "norm_out.linear.%s", k + 31);
         return tdm_st_set_add_halves_swapped(set, name, t);
     }
     if (sscanf(k, "double_blocks.%lld.%n", &i, &n) == 1 && n) {
         const char *r = k + n;
+        snprintf(pre, sizeof pre, "transformer_blocks.%lld.attn.", i);
         const int img = starts(r, "img_attn.qkv."), txt = starts(r, "txt_attn.qkv.");
-        if (img || txt) {
-            static const char qkv[3] = {'q', 'k', 'v'};
-            for (int q = 0; q < 3 && st == TDM_OK; q++) {
-                if (img) snprintf(name, sizeof name, "transformer_blocks.%lld.attn.to_%c.%s", i, qkv[q], r + 13);
-                else snprintf(name, sizeof name, "transformer_blocks.%lld.attn.add_%c_proj.%s", i, qkv[q], r + 13);
-                st = view_rows(set, name, t, q * D, D);
-            }
-            return st;
+        if (img || txt) {   /* attn.to_q. / attn.add_q_proj. ... */
+            strncat(pre, img ? "to_" : "add_", sizeof pre - strlen(pre) - 1);
+            return view_qkv(set, t, D, pre, img ? "." : "_proj.", r + 13);
         }
-        for (size_t a = 0; a < sizeof dbl / sizeof dbl[0]; a++)
-            if (starts(r, dbl[a][0])) {
-                snprintf(name, sizeof name, "transformer_blocks.%lld.%s%s", i, dbl[a][1], r + strlen(dbl[a][0]));
-                return view_whole(set, name, t, 0);
-            }
-        return TDM_OK;
+        snprintf(pre, sizeof pre, "transformer_blocks.%lld.", i);
+        return view_table(set, t, dbl, sizeof dbl / sizeof dbl[0], pre, r, &hit);
     }
     n = 0;
     if (sscanf(k, "single_blocks.%lld.%n", &i, &n) == 1 && n) {
         const char *r = k + n;
         if (starts(r, "linear1.")) {   /* q, k, v, then the MLP input, fused */
-            static const char qkv[3] = {'q', 'k', 'v'};
-            for (int q = 0; q < 3 && st == TDM_OK; q++) {
-                snprintf(name, sizeof name, "single_transformer_blocks.%lld.attn.to_%c.%s", i, qkv[q], r + 8);
-                st = view_rows(set, name, t, q * D, D);
-            }
+            snprintf(pre, sizeof pre, "single_transformer_blocks.%lld.attn.to_", i);
+            if ((st = view_qkv(set, t, D, pre, ".", r + 8)) != TDM_OK) return st;
             snprintf(name, sizeof name, "single_transformer_blocks.%lld.proj_mlp.%s", i, r + 8);
-            if (st == TDM_OK) st = view_rows(set, name, t, 3 * D, t->shape[0] - 3 * D);
-            return st;
+            return view_rows(set, name, t, 3 * D, t->shape[0] - 3 * D);
         }
-        for (size_t a = 0; a < sizeof sgl / sizeof sgl[0]; a++)
-            if (starts(r, sgl[a][0])) {
-                snprintf(name, sizeof name, "single_transformer_blocks.%lld.%s%s", i, sgl[a][1], r + strlen(sgl[a][0]));
-                return view_whole(set, name, t, 0);
-            }
+        snprintf(pre, sizeof pre, "single_transformer_blocks.%lld.", i);
+        return view_table(set, t, sgl, sizeof sgl / sizeof sgl[0], pre, r, &hit);
     }
     return TDM_OK;
 }
