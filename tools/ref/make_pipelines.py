@@ -362,6 +362,59 @@ def stages(pipe, base_config, case, final_latents):
     return {k: v.detach().contiguous() for k, v in t.items()}
 
 
+def tandem_argv(pname, case):
+    """The case as `tandem generate` flags (--model relative to cases.json's folder)."""
+    argv = ["generate", "--model", pname]
+    for pr in case["prompts"]:
+        argv += ["--prompt", pr]
+    if case["negative_prompt"] is not None:
+        argv += ["--negative-prompt", case["negative_prompt"]]
+    argv += ["--seed", str(case["seed"]), "--steps", str(case["steps"]),
+             "--guidance", repr(case["guidance_scale"]), "--width", str(case["width"]),
+             "--height", str(case["height"]),
+             "--num-images-per-prompt", str(case["num_images_per_prompt"])]
+    if case["scheduler"]:
+        argv += ["--scheduler", case["scheduler"]]
+    return argv
+
+
+def run_and_write(a, pname, case, pipe, built, base_config, run, argv):
+    """Runs `case` on the reloaded pipeline (latents and PNGs), writes them under a.out/expected/,
+    checks the in-memory pipeline against it unless a.no_verify, prints a summary line. Returns the
+    case's cases.json entry (tandem_argv from argv(pname, case)), the latents, the images and the
+    reload-vs-memory difference (None when not checked). Shared with make_sdxl_pipelines.py."""
+    lat = run(pipe, base_config, case, "latent")
+    imgs = run(pipe, base_config, case, "pil")
+    seeds = case_seeds(case)
+    assert lat.shape[0] == len(seeds) == len(imgs)
+    lat_file = f"expected/{pname}/{case['name']}.safetensors"
+    save_file({"latents": lat.contiguous()}, os.path.join(a.out, lat_file))
+    png_files = []
+    for i, im in enumerate(imgs):
+        f = f"expected/{pname}/{case['name']}_{i}.png"
+        im.save(os.path.join(a.out, f))
+        png_files.append(f)
+    diff = None
+    if not a.no_verify:
+        ref = run(built, base_config, case, "latent")
+        diff = float((ref - lat).abs().max())
+    sname = case_scheduler(pipe, base_config, case)
+    arr = np.stack([np.asarray(im) for im in imgs])
+    print(f"{pname:15s} {case['name']:24s} {sname:32s} latents {tuple(lat.shape)} "
+          f"absmax {float(lat.abs().max()):.3g} std {float(lat.std()):.3g} "
+          f"px [{arr.min()},{arr.max()}] mean {arr.mean():.1f}"
+          + ("" if diff is None else f"  reload-vs-memory maxdiff {diff:.3g}"))
+    entry = dict(case)
+    entry["scheduler"] = sname
+    entry["scheduler_override"] = case["scheduler"] is not None
+    entry["tandem_argv"] = argv(pname, case)
+    entry["seeds"] = seeds
+    entry["latents"] = lat_file
+    entry["latent_shape"] = list(lat.shape)
+    entry["images"] = png_files
+    return entry, lat, imgs, diff
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures", "pipelines"))
@@ -391,47 +444,8 @@ def main():
         os.makedirs(exp)
         pcases = [c for c in CASES if c["pipeline"] == pname]
         for ci, case in enumerate(pcases):
-            lat = run_case(pipe, base_config, case, "latent")
-            imgs = run_case(pipe, base_config, case, "pil")
-            seeds = case_seeds(case)
-            assert lat.shape[0] == len(seeds) == len(imgs)
-            lat_file = f"expected/{pname}/{case['name']}.safetensors"
-            save_file({"latents": lat.contiguous()}, os.path.join(a.out, lat_file))
-            png_files = []
-            for i, im in enumerate(imgs):
-                f = f"expected/{pname}/{case['name']}_{i}.png"
-                im.save(os.path.join(a.out, f))
-                png_files.append(f)
-            diff = None
-            if not a.no_verify:
-                ref = run_case(built, base_config, case, "latent")
-                diff = float((ref - lat).abs().max())
-                worst = max(worst, diff)
-            sname = case_scheduler(pipe, base_config, case)
-            arr = np.stack([np.asarray(im) for im in imgs])
-            print(f"{pname:15s} {case['name']:24s} {sname:32s} latents {tuple(lat.shape)} "
-                  f"absmax {float(lat.abs().max()):.3g} std {float(lat.std()):.3g} "
-                  f"px [{arr.min()},{arr.max()}] mean {arr.mean():.1f}"
-                  + ("" if diff is None else f"  reload-vs-memory maxdiff {diff:.3g}"))
-            entry = dict(case)
-            entry["scheduler"] = sname
-            entry["scheduler_override"] = case["scheduler"] is not None
-            argv = ["generate", "--model", pname]
-            for pr in case["prompts"]:
-                argv += ["--prompt", pr]
-            if case["negative_prompt"] is not None:
-                argv += ["--negative-prompt", case["negative_prompt"]]
-            argv += ["--seed", str(case["seed"]), "--steps", str(case["steps"]),
-                     "--guidance", repr(case["guidance_scale"]), "--width", str(case["width"]),
-                     "--height", str(case["height"]),
-                     "--num-images-per-prompt", str(case["num_images_per_prompt"])]
-            if case["scheduler"]:
-                argv += ["--scheduler", case["scheduler"]]
-            entry["tandem_argv"] = argv  # --model relative to cases.json's folder
-            entry["seeds"] = seeds
-            entry["latents"] = lat_file
-            entry["latent_shape"] = list(lat.shape)
-            entry["images"] = png_files
+            entry, lat, imgs, diff = run_and_write(a, pname, case, pipe, built, base_config, run_case, tandem_argv)
+            worst = max(worst, diff or 0.0)
             if ci == 0:
                 st = stages(pipe, base_config, case, lat)
                 sfile = f"expected/{pname}/stages.safetensors"

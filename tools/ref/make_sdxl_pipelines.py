@@ -372,35 +372,9 @@ def main():
         exp = os.path.join(exp_root, pname)
         os.makedirs(exp)
         for ci, case in enumerate(c for c in CASES if c["pipeline"] == pname):
-            lat = run_case(pipe, base_config, case, "latent")
-            imgs = run_case(pipe, base_config, case, "pil")
-            seeds = case_seeds(case)
-            assert lat.shape[0] == len(seeds) == len(imgs)
-            lat_file = f"expected/{pname}/{case['name']}.safetensors"
-            save_file({"latents": lat.contiguous()}, os.path.join(a.out, lat_file))
-            png_files = []
-            for i, im in enumerate(imgs):
-                f = f"expected/{pname}/{case['name']}_{i}.png"
-                im.save(os.path.join(a.out, f))
-                png_files.append(f)
-            diff = None
-            if not a.no_verify:
-                ref = run_case(built, base_config, case, "latent")
-                diff = float((ref - lat).abs().max())
-                worst = max(worst, diff)
-            sname = case_scheduler(pipe, base_config, case)
-            arr = np.stack([np.asarray(im) for im in imgs])
-            print(f"{pname:14s} {case['name']:20s} {sname:30s} latents {tuple(lat.shape)} "
-                  f"std {float(lat.std()):.3g} px [{arr.min()},{arr.max()}] mean {arr.mean():.1f}"
-                  + ("" if diff is None else f"  reload-vs-memory {diff:.3g}"))
-            entry = dict(case)
-            entry["scheduler"] = sname
-            entry["scheduler_override"] = case["scheduler"] is not None
-            entry["tandem_argv"] = tandem_argv(pname, case)
-            entry["seeds"] = seeds
-            entry["latents"] = lat_file
-            entry["latent_shape"] = list(lat.shape)
-            entry["images"] = png_files
+            entry, lat, imgs, diff = mp.run_and_write(a, pname, case, pipe, built, base_config, run_case,
+                                                      tandem_argv)
+            worst = max(worst, diff or 0.0)
             if ci == 0:
                 st = stages(pipe, base_config, case, lat)
                 sfile = f"expected/{pname}/stages.safetensors"
