@@ -81,10 +81,12 @@ TEST(ranks_share_a_request) {
  * ranks serve the next job. */
 TEST(cancel_across_ranks) {
     server_t s;
-    const char *args[] = {"--grace", "1", NULL};
+    /* long jobs of small steps: a step (the cancel's latency) stays short on a loaded 2-core
+     * machine under ASan, the job long */
+    const char *args[] = {"--grace", "1", "--max-steps", "600", NULL};
     if (server_start_ranks(&s, 2, args)) return;
     cJSON *o = http_json(&s, "POST", "/v1/jobs",
-                         "{\"prompt\":\"slow\",\"n\":2,\"steps\":150,\"width\":256,\"height\":256}", 202);
+                         "{\"prompt\":\"slow\",\"n\":2,\"steps\":600,\"width\":128,\"height\":128}", 202);
     char id[40], path[128];
     snprintf(id, sizeof id, "%s", jstr(o, "id"));
     cJSON_Delete(o);
@@ -118,7 +120,7 @@ TEST(cancel_across_ranks) {
     cJSON_Delete(o);
     /* SIGTERM with an image running on rank 1: --grace 1, then it is cancelled; exit 0 */
     o = http_json(&s, "POST", "/v1/jobs",
-                  "{\"prompt\":\"slow\",\"n\":2,\"steps\":150,\"width\":256,\"height\":256}", 202);
+                  "{\"prompt\":\"slow\",\"n\":2,\"steps\":600,\"width\":128,\"height\":128}", 202);
     cJSON_Delete(o);
     usleep(500000);
     const double t1 = mono();
