@@ -311,6 +311,38 @@ TEST(two_workers) {
     CHECK(server_stop(&s) == 0);
 }
 
+/* An SDXL server: the native API's guidance_rescale and micro-conditioning
+ * ([height, width], [top, left] as diffusers) give the CLI's image of the
+ * same flags, byte for byte; malformed or misplaced ones are 400s. */
+TEST(sdxl_extras) {
+    server_t s;
+    const char *xl = TDM_FIXTURES "/sdxl_pipelines/sdxl-tiny";
+    const char *args[] = {"--model", xl, NULL};
+    if (server_start(&s, args)) return;
+    cJSON *o = http_json(&s, "POST", "/v1/jobs",
+                         "{\"prompt\":\"a red fox\",\"seed\":3,\"steps\":3,\"guidance_rescale\":0.5,"
+                         "\"original_size\":[96,64],\"target_size\":[64,48],\"crops_coords_top_left\":[4,8]}", 202);
+    char id[40], cli[600], f[512];
+    snprintf(id, sizeof id, "%s", jstr(o, "id"));
+    cJSON_Delete(o);
+    o = wait_job(&s, id);
+    CHECK_MSG(!strcmp(jstr(o, "state"), "done"), "%s", jstr(o, "state"));
+    cJSON_Delete(o);
+    snprintf(cli, sizeof cli, "--model '%s' --prompt 'a red fox' --seed 3 --steps 3 --guidance-rescale 0.5 "
+             "--original-size 64x96 --target-size 48x64 --crops-coords-top-left 4,8", xl);
+    cli_images("xl", cli);
+    snprintf(f, sizeof f, "%s/xl/000000.png", g_tmp);
+    same_png(&s, id, 0, f);
+    static const char *const bad[] = {
+        "{\"prompt\":\"x\",\"guidance_rescale\":2}", "{\"prompt\":\"x\",\"original_size\":[64]}",
+        "{\"prompt\":\"x\",\"crops_coords_top_left\":[-1,0]}", "{\"prompt\":\"x\",\"target_size\":\"64x64\"}"};
+    for (int i = 0; i < 4; i++) {
+        o = http_json(&s, "POST", "/v1/jobs", bad[i], 400);
+        cJSON_Delete(o);
+    }
+    CHECK(server_stop(&s) == 0);
+}
+
 /* --keep-mib 0: an ended job's images are dropped once no request is reading
  * them — a synchronous request still gets its image, the job is gone after. */
 TEST(keep_bytes) {
@@ -466,6 +498,7 @@ int main(void) {
     RUN(token_and_host);
     RUN(priority_and_fairness);
     RUN(two_workers);
+    RUN(sdxl_extras);
     RUN(keep_bytes);
     RUN(load);
     serve_test_cleanup();

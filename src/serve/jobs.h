@@ -24,6 +24,9 @@ typedef struct {
     uint64_t seed;
     int      steps, width, height, n;
     float    guidance;
+    float    guidance_rescale;   /* SD/SDXL guidance_rescale (0: off) */
+    /* SDXL micro-conditioning in pixels (0: the defaults, as tdm_generate_params_t) */
+    int      orig_w, orig_h, tgt_w, tgt_h, crop_top, crop_left;
     int      priority;     /* higher runs first (default 0) */
     char     client[48];   /* who asked (the peer address): fairness between clients */
 } job_req_t;

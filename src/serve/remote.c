@@ -10,7 +10,9 @@
  * int64; a byte payload, when the header announces one, follows at once.
  *   rank 0 → r (TAG_DOWN): JOB  {1, k, seed, steps, width, height, guidance
  *                                bits, prompt bytes | (negative bytes + 1) << 32}
- *                               + prompt and negative (negative 0: none)
+ *                               + the extras {guidance_rescale bits, original
+ *                                 width, height, target width, height, crop top,
+ *                                 left, 0} + prompt and negative (negative 0: none)
  *                          CANCEL {2}            stop the image at the next step
  *                          STOP {3, lost}        end tdm_serve_worker (lost: a rank was)
  *                          PING {4}              to an idle rank every PING_S seconds
@@ -172,7 +174,11 @@ static tdm_status hand_out(server_t *s, worker_t *w, job_t *j, int k) {
     const int64_t plen = (int64_t)strlen(r->prompt), nlen = r->negative ? (int64_t)strlen(r->negative) : -1;
     const int64_t h[8] = {D_JOB, k, (int64_t)r->seed, r->steps, r->width, r->height,
                           float_bits(r->guidance), plen | ((nlen + 1) << 32)};
+    /* then the Stable Diffusion extras: guidance_rescale and SDXL's micro-conditioning */
+    const int64_t x[8] = {float_bits(r->guidance_rescale), r->orig_w, r->orig_h, r->tgt_w, r->tgt_h,
+                          r->crop_top, r->crop_left, 0};
     tdm_status st = send_h(s->comm, w->rank, TAG_DOWN, h);
+    if (st == TDM_OK) st = send_h(s->comm, w->rank, TAG_DOWN, x);
     if (st == TDM_OK) st = send_bytes(s->comm, w->rank, TAG_DOWN, r->prompt, plen);
     if (st == TDM_OK && nlen > 0) st = send_bytes(s->comm, w->rank, TAG_DOWN, r->negative, nlen);
     return st;
@@ -393,6 +399,15 @@ static tdm_status rank_image(tdm_pipeline_t *pipe, const tdm_serve_params_t *p,
         st = tdm_errorf(TDM_ERR_NOMEM, "serve: rank %d: out of memory for a prompt", c->world_rank);
         goto out;
     }
+    int64_t x[8];
+    if ((st = tdm_comm_recv(c, x, 8, TDM_I64, 0, TAG_DOWN, NULL)) != TDM_OK) goto out;
+    q.guidance_rescale = bits_float((uint32_t)x[0]);
+    q.orig_w = (int)x[1];
+    q.orig_h = (int)x[2];
+    q.tgt_w = (int)x[3];
+    q.tgt_h = (int)x[4];
+    q.crop_top = (int)x[5];
+    q.crop_left = (int)x[6];
     if ((st = recv_bytes(c, 0, TAG_DOWN, q.prompt, plen)) != TDM_OK ||
         (nlen > 0 && (st = recv_bytes(c, 0, TAG_DOWN, q.negative, nlen)) != TDM_OK))
         goto out;   /* the channel is gone: nothing more can be sent */

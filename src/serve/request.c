@@ -77,6 +77,57 @@ static int get_str(const cJSON *o, const char *name, const char **v, char *msg, 
     return 0;
 }
 
+/* A [first, second] pair of integers in [lo, 16384] (field `name`; absent or
+ * null: unchanged). 0, or -1 with msg. */
+static int get_pair(const cJSON *o, const char *name, int lo, int *a, int *b, char *msg, size_t cap) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!x || cJSON_IsNull(x)) return 0;
+    const cJSON *p = cJSON_IsArray(x) && cJSON_GetArraySize(x) == 2 ? cJSON_GetArrayItem(x, 0) : NULL;
+    const cJSON *q = p ? cJSON_GetArrayItem(x, 1) : NULL;
+    if (!p || !q || !cJSON_IsNumber(p) || !cJSON_IsNumber(q) || p->valuedouble != floor(p->valuedouble) ||
+        q->valuedouble != floor(q->valuedouble) || !(p->valuedouble >= lo && p->valuedouble <= 16384) ||
+        !(q->valuedouble >= lo && q->valuedouble <= 16384)) {
+        snprintf(msg, cap, "\"%s\" must be a list of two integers from %d to 16384", name, lo);
+        return -1;
+    }
+    *a = (int)p->valuedouble;
+    *b = (int)q->valuedouble;
+    return 0;
+}
+
+/* The native API's Stable Diffusion extras into r: "guidance_rescale"
+ * (0..1, SD and SDXL) and SDXL's micro-conditioning as diffusers takes it,
+ * "original_size" and "target_size" [height, width] and
+ * "crops_coords_top_left" [top, left]. 0, or -1 with msg. */
+static int parse_sd_extras(const cJSON *o, const tdm_pipeline_info_t *info, job_req_t *r, char *msg,
+                           size_t cap) {
+    const cJSON *gr = cJSON_GetObjectItemCaseSensitive(o, "guidance_rescale");
+    if (gr && !cJSON_IsNull(gr)) {
+        if (!cJSON_IsNumber(gr) || !(gr->valuedouble >= 0 && gr->valuedouble <= 1)) {
+            snprintf(msg, cap, "\"guidance_rescale\" must be a number from 0 to 1");
+            return -1;
+        }
+        if (info->kind != TDM_PIPE_SD && gr->valuedouble > 0) {
+            snprintf(msg, cap, "\"guidance_rescale\": %s has no classifier-free guidance to rescale",
+                     info->class_name);
+            return -1;
+        }
+        r->guidance_rescale = (float)gr->valuedouble;
+    }
+    static const char *const micro[3] = {"original_size", "target_size", "crops_coords_top_left"};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, micro[i]);
+        if (x && !cJSON_IsNull(x) && !info->sdxl) {
+            snprintf(msg, cap, "\"%s\": only SDXL pipelines take micro-conditioning (this is %s)", micro[i],
+                     info->class_name);
+            return -1;
+        }
+    }
+    return get_pair(o, micro[0], 1, &r->orig_h, &r->orig_w, msg, cap) ||
+           get_pair(o, micro[1], 1, &r->tgt_h, &r->tgt_w, msg, cap) ||
+           get_pair(o, micro[2], 0, &r->crop_top, &r->crop_left, msg, cap);
+}
+
 /* The job request of body o under the field names f, with the server's
  * defaults and limits; `images` (> 0) overrides the count field (A1111's
  * batch_size × n_iter). 0, or -1 with msg (a 400 answer). */
@@ -99,7 +150,8 @@ static int parse_req(const tdm_serve_params_t *p, const tdm_pipeline_info_t *inf
             (!f->seed || strcmp(k, f->seed)) && (!f->steps || strcmp(k, f->steps)) &&
             (!f->guidance || strcmp(k, f->guidance)) && (!f->width || strcmp(k, f->width)) &&
             (!f->height || strcmp(k, f->height)) && (!f->n || strcmp(k, f->n)) &&
-            strcmp(k, "priority"))
+            strcmp(k, "priority") && strcmp(k, "guidance_rescale") && strcmp(k, "original_size") &&
+            strcmp(k, "target_size") && strcmp(k, "crops_coords_top_left"))
             tdm_log(TDM_LOG_DEBUG, "serve: field \"%.64s\" ignored", k);
     }
     if (get_str(o, f->prompt, &prompt, msg, cap) || get_str(o, f->negative, &neg, msg, cap))
@@ -154,6 +206,7 @@ static int parse_req(const tdm_serve_params_t *p, const tdm_pipeline_info_t *inf
                  (int)h, w * h, (long long)p->max_pixels);
         return -1;
     }
+    if (f == &F_NATIVE && parse_sd_extras(o, info, r, msg, cap)) return -1;
     if (seed + n - 1 > 18446744073709551615.0) {
         snprintf(msg, cap, "seed + n - 1 passes 2^64-1");
         return -1;
@@ -219,6 +272,13 @@ void serve_generate_params(const job_req_t *r, int k, tdm_generate_params_t *gp)
     gp->guidance = r->guidance;
     gp->width = r->width;
     gp->height = r->height;
+    gp->guidance_rescale = r->guidance_rescale;
+    gp->original_width = r->orig_w;
+    gp->original_height = r->orig_h;
+    gp->target_width = r->tgt_w;
+    gp->target_height = r->tgt_h;
+    gp->crop_top = r->crop_top;
+    gp->crop_left = r->crop_left;
 }
 
 char *serve_parameters_text(const job_req_t *r, int k, const char *scheduler, const char *model) {
