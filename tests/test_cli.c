@@ -327,6 +327,25 @@ TEST(single_file) {
                  "conv_in.weight");
     expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e2'", d15, d15, tmpdir),
                  "--config");
+    {   /* a file whose conv_norm_out key is misspelled (same length: the header stays valid) */
+        long n = 0;
+        unsigned char *bytes = read_all(f15, &n);
+        const char *key = "model.diffusion_model.out.0.weight";
+        unsigned char *at = NULL;
+        for (long i = 0; bytes && !at && i + (long)strlen(key) <= n; i++)
+            if (!memcmp(bytes + i, key, strlen(key))) at = bytes + i;
+        CHECK(at != NULL);
+        if (at) {
+            at[strlen(key) - 1] = 'X';
+            snprintf(a, sizeof a, "%s/broken.safetensors", tmpdir);
+            FILE *fp = fopen(a, "wb");
+            CHECK(fp && fwrite(bytes, 1, (size_t)n, fp) == (size_t)n);
+            if (fp) fclose(fp);
+            expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e6'", a, d15, tmpdir),
+                         "missing tensor \"conv_norm_out.weight\" (diffusers' name");
+        }
+        free(bytes);
+    }
     snprintf(a, sizeof a, "%s/vae/diffusion_pytorch_model.safetensors", d15);
     expect_error(run("generate --model '%s' --config '%s' --prompt x --out '%s/sf-e3'", a, d15, tmpdir),
                  "not a single-file Stable Diffusion");

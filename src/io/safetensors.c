@@ -583,7 +583,8 @@ static tdm_status st_find_checked(const tdm_st_set_t *set, const char *name, int
     const tdm_st_tensor_t *t = tdm_st_set_find(set, name);
     if (!t) {
         if (optional) return TDM_OK;
-        return tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"%s\"", set->path, name);
+        return tdm_errorf(TDM_ERR_MODEL, "%s: missing tensor \"%s\"%s", set->path, name,
+                          set->renamed ? " (diffusers' name: no key of the file's original layout maps to it)" : "");
     }
     if (ndim > 0) {
         int same = t->ndim == ndim;
