@@ -245,6 +245,11 @@ typedef struct {
     const char        *negative_prompt_2; /* SDXL: text_encoder_2's (NULL or "": negative_prompt) */
     int                with_negative;   /* SD: also encode the negative prompt (needed for CFG) */
     int                max_sequence_length; /* FLUX T5 tokens, 0 = pipeline default; <= 512 */
+    /* SD, SDXL: diffusers' clip_skip — the prompts' embeddings from that many
+     * text-encoder layers before the last (SD: final-normalized
+     * hidden_states[-(clip_skip + 1)]; SDXL: hidden_states[-(clip_skip + 2)]);
+     * the negative prompts are encoded without it, as diffusers does. 0 = none */
+    int                clip_skip;
 } tdm_encode_params_t;
 
 void tdm_encode_params_init(tdm_encode_params_t *p);

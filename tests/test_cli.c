@@ -230,6 +230,17 @@ TEST(sdxl_cli) {
     snprintf(exp, sizeof exp, "%s/sdxl_pipelines/expected/sdxl-tiny/xl_prompt2_eulera_0.png", TDM_FIXTURES);
     snprintf(got, sizeof got, "%s/xl-p2/000000.png", tmpdir);
     CHECK_MSG(pixels_within(exp, got, 1), "%s differs from diffusers' %s", got, exp);
+    /* --clip-skip through the CLI: diffusers' sd15_skip1 (tests/fixtures/clip_skip) */
+    rc = run("generate --model '%s' --prompt 'a photo of an astronaut riding a horse on mars' --negative-prompt "
+             "blurry --seed 0 --steps 6 --guidance 7.5 --clip-skip 1 --quiet --out '%s/skip1'", PIPE, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(exp, sizeof exp, "%s/clip_skip/expected/sd15-tiny/sd15_skip1_0.png", TDM_FIXTURES);
+    snprintf(got, sizeof got, "%s/skip1/000000.png", tmpdir);
+    CHECK_MSG(pixels_within(exp, got, 1), "%s differs from diffusers' %s", got, exp);
+    expect_error(run("generate --model '%s' --prompt x --clip-skip 5 --quiet --out '%s/e7'", PIPE, tmpdir),
+                 "clip skip 5 not in [0, 2)");
+    expect_error(run("generate --model '%s' --embeddings x.safetensors --clip-skip 1 --out '%s/e8'", PIPE, tmpdir),
+                 "--clip-skip shapes the prompt embeddings");
     expect_error(run("generate --model '%s' --prompt x --original-size 64x64 --quiet --out '%s/e1'", PIPE, tmpdir),
                  "only SDXL pipelines take micro-conditioning");
     expect_error(run("generate --model '%s' --prompt x --negative-prompt-2 y --quiet --out '%s/e2'", PIPE, tmpdir),
@@ -244,6 +255,8 @@ TEST(sdxl_cli) {
     snprintf(flux, sizeof flux, "%s/flux_pipelines/flux-schnell-tiny", TDM_FIXTURES);
     expect_error(run("generate --model '%s' --prompt x --guidance-rescale 0.5 --quiet --out '%s/e6'", flux, tmpdir),
                  "--guidance-rescale: FluxPipeline has no classifier-free guidance");
+    expect_error(run("generate --model '%s' --prompt x --clip-skip 1 --quiet --out '%s/e9'", flux, tmpdir),
+                 "--clip-skip 1: FluxPipeline takes no clip_skip");
     struct stat sb;
     CHECK_MSG(stat(tmpdir, &sb) == 0, "tmpdir");
 }

@@ -107,6 +107,8 @@ static void run_case(const char *dir, const cJSON *c) {
     ep.negative_prompt_2 = cJSON_IsString(neg2) ? neg2->valuestring : NULL;
     ep.with_negative = info.kind == TDM_PIPE_SD && g > 1.0;
     ep.max_sequence_length = cJSON_IsNumber(msl) ? msl->valueint : 0;
+    const cJSON *cs = cJSON_GetObjectItem(c, "clip_skip");
+    ep.clip_skip = cJSON_IsNumber(cs) ? cs->valueint : 0;
     tdm_embeddings_t *emb = NULL;
     st = tdm_pipeline_encode(pipe, &ep, &emb);
     CHECK_MSG(st == TDM_OK, "%s: encode: %s", name, tdm_last_error());
@@ -210,7 +212,7 @@ static void oneshot_matches(const char *dir, const cJSON *c) {
     tdm_pipeline_close(pipe);
 }
 
-static void run_file(const char *dir, int oneshot) {
+static void run_file_min(const char *dir, int oneshot, int min_cases) {
     char path[1024];
     snprintf(path, sizeof path, "%s/cases.json", dir);
     tdm_json_t j;
@@ -218,14 +220,18 @@ static void run_file(const char *dir, int oneshot) {
     CHECK_MSG(st == TDM_OK, "%s", tdm_last_error());
     if (st != TDM_OK) return;
     const cJSON *arr = cJSON_GetObjectItem(j.root, "cases");
-    CHECK(cJSON_GetArraySize(arr) >= 8);
+    CHECK(cJSON_GetArraySize(arr) >= min_cases);
     const cJSON *c;
     cJSON_ArrayForEach(c, arr) run_case(dir, c);
     if (oneshot) oneshot_matches(dir, cJSON_GetArrayItem(arr, 0));
     tdm_json_free(&j);
 }
 
+static void run_file(const char *dir, int oneshot) { run_file_min(dir, oneshot, 8); }
+
 TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines", 1); }
+/* clip_skip on the SD pipelines (tests/fixtures/clip_skip, tools/ref/make_clip_skip.py) */
+TEST(clip_skip_cases) { run_file_min(TDM_FIXTURES "/clip_skip", 0, 3); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
 TEST(sdxl_cases) { run_file(TDM_FIXTURES "/sdxl_pipelines", 1); }
 
@@ -504,6 +510,7 @@ int main(void) {
     RUN(flux_cases);
     RUN(sdxl_cases);
     RUN(sdxl_stages);
+    RUN(clip_skip_cases);
     RUN(flux_fp8);
     RUN(cases_cuda);
     RUN(device_map_cuda);

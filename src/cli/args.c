@@ -37,6 +37,7 @@ static const cli_flag_t k_flags[] = {
     {"--negative-prompt", 1, GEN | ENC | SRV},
     {"--negative-prompt-2", 1, GEN | ENC},
     {"--guidance-rescale", 1, GEN},
+    {"--clip-skip", 1, GEN | ENC},
     {"--original-size", 1, GEN},
     {"--target-size", 1, GEN},
     {"--crops-coords-top-left", 1, GEN},
@@ -325,6 +326,7 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--negative-prompt")) a->negative = v;
         else if (!strcmp(f, "--negative-prompt-2")) a->negative_2 = v;
         else if (!strcmp(f, "--config")) a->config = v;
+        else if (!strcmp(f, "--clip-skip")) INT_FLAG(a->clip_skip, 0, 64);
         else if (!strcmp(f, "--guidance-rescale")) {
             char *end;
             a->guidance_rescale = strtof(v, &end);

@@ -34,6 +34,7 @@ typedef struct {
     const char  *negative;
     const char  *negative_2;    /* SDXL --negative-prompt-2 */
     float        guidance_rescale;
+    int          clip_skip;     /* --clip-skip N (SD, SDXL) */
     /* SDXL micro-conditioning: --original-size, --target-size WxH and
      * --crops-coords-top-left TOP,LEFT (0: not given) */
     int          orig_w, orig_h, target_w, target_h, crop_top, crop_left;

@@ -266,6 +266,7 @@ void fill_encode_params(const args_t *a, const tdm_pipeline_info_t *info, tdm_en
     ep->prompts_2 = a->nprompts_2 ? a->prompts_2 : NULL;
     ep->negative_prompt = a->negative;
     ep->negative_prompt_2 = a->negative_2;
+    ep->clip_skip = a->clip_skip;
     ep->with_negative = info->kind == TDM_PIPE_SD && with_negative;
     ep->max_sequence_length = a->max_seq;
 }

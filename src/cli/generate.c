@@ -62,6 +62,7 @@ static char *manifest_line(const args_t *a, const tdm_pipeline_info_t *info, int
         cJSON_AddNumberToObject(o, "max_sequence_length", a->max_seq ? a->max_seq : info->default_max_sequence_length);
     if (a->negative_2) cJSON_AddStringToObject(o, "negative_prompt_2", a->negative_2);
     if (a->guidance_rescale > 0.0f) cJSON_AddNumberToObject(o, "guidance_rescale", a->guidance_rescale);
+    if (a->clip_skip > 0) cJSON_AddNumberToObject(o, "clip_skip", a->clip_skip);
     if (info->sdxl) {   /* the micro-conditioning as diffusers takes it: (height, width), (top, left) */
         const int pairs[3][2] = {{a->orig_h ? a->orig_h : H, a->orig_w ? a->orig_w : W},
                                  {a->crop_top, a->crop_left},
@@ -622,6 +623,9 @@ int cmd_generate(int argc, char **argv) {
     if (!a.out) a.out = "out";
     if (a.embeddings && (a.nprompts || a.nprompts_2 || a.negative))
         die(2, "--embeddings: give either prompts or an embeddings file, not both");
+    if (a.embeddings && (a.negative_2 || a.clip_skip))
+        die(2, "--embeddings: %s shapes the prompt embeddings; give it to tandem encode",
+            a.clip_skip ? "--clip-skip" : "--negative-prompt-2");
     if (!a.embeddings && a.nprompts == 0) die(2, "--prompt: at least one prompt is required (or --prompts-file)");
 
     /* the process group: one process, or a rank of mpirun / srun / tandem launch */

@@ -21,7 +21,7 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
     [CLI_GENERATE] = {"generate", cmd_generate, "prompts -> images (or latents), one process or a rank of a job",
         " --model DIR|ORG/NAME [--prompt TEXT]... [--prompts-file FILE]\n"
         "                  [--prompt-2 TEXT]... [--negative-prompt TEXT] [--negative-prompt-2 TEXT]\n"
-        "                  [--seed N] [--steps N] [--guidance G] [--guidance-rescale R]\n"
+        "                  [--seed N] [--steps N] [--guidance G] [--guidance-rescale R] [--clip-skip N]\n"
         "                  [--width W] [--height H] [--max-sequence-length N]\n"
         "                  [--original-size WxH] [--target-size WxH] [--crops-coords-top-left T,L]\n"
         "                  [--scheduler NAME] [--num-images-per-prompt N]\n"
@@ -46,6 +46,8 @@ static const cli_command_t k_commands[CLI_NCMDS] = {
         "force_zeros_for_empty_prompt; --original-size / --target-size (default: the image size) and\n"
         "--crops-coords-top-left (default 0,0) are the UNet's micro-conditioning. --guidance-rescale\n"
         "(Stable Diffusion and SDXL, 0..1) rescales the guided prediction (diffusers' guidance_rescale).\n"
+        "--clip-skip N (Stable Diffusion and SDXL): the prompt embeddings from N text-encoder layers\n"
+        "before the last, as diffusers' clip_skip (negative prompts without it, as diffusers).\n"
         "An --out folder holding an earlier job's outputs is refused unless --resume (make only the\n"
         "missing images) or --overwrite (delete that job's outputs first); one job per folder.\n"
         "--dtype is the GEMM precision (Linear/Conv weights; float32 accumulation): fp32 on cpu;\n"

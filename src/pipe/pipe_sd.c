@@ -15,15 +15,16 @@
 #include "core/rng.h"
 #include "pipe/pipe_internal.h"
 
-/* last_hidden_state of one text into host memory: (1, L, D). */
-static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, float *emb) {
+/* last_hidden_state of one text into host memory: (1, L, D); with skip > 0
+ * the final-normalized output of the layer `skip` before the last. */
+static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, int skip, float *emb) {
     const int64_t bytes = (int64_t)L * tdm_clip_text_hidden_size(pipe->comp[TDM_COMP_TEXT].h.clip) * 4;
     int32_t *ids = malloc((size_t)L * sizeof *ids);
     tdm_device_t *dev = pipe->comp[TDM_COMP_TEXT].dev;
     float *d = tdm_dev_alloc(dev, bytes, "prompt embeddings");
     tdm_status st = ids && d ? TDM_OK : tdm_errorf(TDM_ERR_NOMEM, "out of memory for prompt embeddings");
     if (st == TDM_OK) st = tdm_clip_tok_encode(pipe->comp[TDM_COMP_TOK].h.clip_tok, text, ids, L);
-    if (st == TDM_OK) st = tdm_clip_text_forward(pipe->comp[TDM_COMP_TEXT].h.clip, ids, 1, L, d, NULL);
+    if (st == TDM_OK) st = tdm_clip_text_forward_skip(pipe->comp[TDM_COMP_TEXT].h.clip, ids, 1, L, skip, d, NULL);
     if (st == TDM_OK) st = tdm_dev_download(dev, emb, d, bytes, "prompt embeddings");
     tdm_dev_free(dev, d, bytes);
     free(ids);
@@ -33,7 +34,7 @@ static tdm_status sd_encode_text(tdm_pipeline_t *pipe, const char *text, int L, 
 /* hidden_states[-2] of one text through the CLIP encoder of slots (tok,
  * text) into columns [col, col + D) of host rows emb (L, ld); with pooled,
  * also its projected pooled output (text_embeds). */
-static tdm_status xl_encode_one(tdm_pipeline_t *pipe, int tok, int text, const char *s, int L,
+static tdm_status xl_encode_one(tdm_pipeline_t *pipe, int tok, int text, const char *s, int L, int skip,
                                 float *emb, int64_t ld, int64_t col, float *pooled) {
     tdm_clip_text_t *m = pipe->comp[text].h.clip;
     tdm_device_t *dev = pipe->comp[text].dev;
@@ -48,7 +49,7 @@ static tdm_status xl_encode_one(tdm_pipeline_t *pipe, int tok, int text, const c
                         pipe->comp[TDM_COMP_TOK].name, pipe->comp[TDM_COMP_TOK2].name);
     if (st == TDM_OK) st = tdm_clip_tok_encode(pipe->comp[tok].h.clip_tok, s, ids, L);
     if (st == TDM_OK)
-        st = tdm_clip_text_forward_penultimate(m, ids, 1, L, 0, d, pooled ? d + (int64_t)L * D : NULL);
+        st = tdm_clip_text_forward_penultimate(m, ids, 1, L, skip, d, pooled ? d + (int64_t)L * D : NULL);
     if (st == TDM_OK) st = tdm_dev_download(dev, h, d, bytes, "prompt embeddings");
     if (st == TDM_OK && pooled) st = tdm_dev_download(dev, pooled, d + (int64_t)L * D, pb, "pooled prompt embeddings");
     for (int64_t t = 0; st == TDM_OK && t < L; t++)
@@ -60,19 +61,19 @@ static tdm_status xl_encode_one(tdm_pipeline_t *pipe, int tok, int text, const c
 }
 
 /* SDXL's encode_prompt for one text pair: text1 through text_encoder (when
- * the folder has one) and text2 through text_encoder_2, their penultimate
- * states concatenated on the feature axis into emb (L, D), the pooled
- * text_embeds of text_encoder_2 into pooled (Dp). */
-static tdm_status xl_encode_text(tdm_pipeline_t *pipe, const char *text1, const char *text2, int L,
+ * the folder has one) and text2 through text_encoder_2, their
+ * hidden_states[-(skip + 2)] concatenated on the feature axis into emb (L,
+ * D), the pooled text_embeds of text_encoder_2 into pooled (Dp). */
+static tdm_status xl_encode_text(tdm_pipeline_t *pipe, const char *text1, const char *text2, int L, int skip,
                                  float *emb, float *pooled) {
     const tdm_pipe_comp_t *c = pipe->comp;
     int64_t col = 0;
     if (c[TDM_COMP_TEXT].name) {
-        tdm_status st = xl_encode_one(pipe, TDM_COMP_TOK, TDM_COMP_TEXT, text1, L, emb, pipe->ctx_dim, 0, NULL);
+        tdm_status st = xl_encode_one(pipe, TDM_COMP_TOK, TDM_COMP_TEXT, text1, L, skip, emb, pipe->ctx_dim, 0, NULL);
         if (st != TDM_OK) return st;
         col = tdm_clip_text_hidden_size(c[TDM_COMP_TEXT].h.clip);
     }
-    return xl_encode_one(pipe, TDM_COMP_TOK2, TDM_COMP_TEXT2, text2, L, emb, pipe->ctx_dim, col, pooled);
+    return xl_encode_one(pipe, TDM_COMP_TOK2, TDM_COMP_TEXT2, text2, L, skip, emb, pipe->ctx_dim, col, pooled);
 }
 
 /* diffusers' `a or b` for prompts: NULL and "" give b */
@@ -84,13 +85,14 @@ static tdm_status xl_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, 
     const int64_t row = e->L * e->D, Dp = e->Dp;
     for (int i = 0; i < p->n; i++) {
         const char *p2 = or_else(p->prompts_2 ? p->prompts_2[i] : NULL, p->prompts[i]);
-        if ((st = xl_encode_text(pipe, p->prompts[i], p2, L, e->pos + i * row, e->pooled + i * Dp)) != TDM_OK)
+        if ((st = xl_encode_text(pipe, p->prompts[i], p2, L, p->clip_skip, e->pos + i * row, e->pooled + i * Dp)) !=
+            TDM_OK)
             return st;
     }
     /* no negative prompt with force_zeros_for_empty_prompt: zeros (as allocated) */
     if (e->neg && !(p->negative_prompt == NULL && pipe->force_zeros)) {
         const char *n1 = p->negative_prompt ? p->negative_prompt : "";
-        if ((st = xl_encode_text(pipe, n1, or_else(p->negative_prompt_2, n1), L, e->neg, e->neg_pooled)) != TDM_OK)
+        if ((st = xl_encode_text(pipe, n1, or_else(p->negative_prompt_2, n1), L, 0, e->neg, e->neg_pooled)) != TDM_OK)
             return st;
         for (int i = 1; i < p->n; i++) {
             memcpy(e->neg + i * row, e->neg, (size_t)row * sizeof *e->neg);
@@ -109,10 +111,10 @@ tdm_status tdm_sd_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *p, tdm
                           pipe->root, L, (long long)tdm_clip_text_max_positions(pipe->comp[TDM_COMP_TEXT].h.clip));
     const int64_t row = e->L * e->D;
     for (int i = 0; i < p->n; i++) {
-        if ((st = sd_encode_text(pipe, p->prompts[i], L, e->pos + i * row)) != TDM_OK) return st;
+        if ((st = sd_encode_text(pipe, p->prompts[i], L, p->clip_skip, e->pos + i * row)) != TDM_OK) return st;
     }
     if (e->neg) {   /* one negative prompt for every row, as diffusers repeats it */
-        if ((st = sd_encode_text(pipe, p->negative_prompt ? p->negative_prompt : "", L, e->neg)) != TDM_OK)
+        if ((st = sd_encode_text(pipe, p->negative_prompt ? p->negative_prompt : "", L, 0, e->neg)) != TDM_OK)
             return st;
         for (int i = 1; i < p->n; i++) memcpy(e->neg + i * row, e->neg, (size_t)row * sizeof *e->neg);
     }

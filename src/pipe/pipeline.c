@@ -1066,10 +1066,13 @@ tdm_status tdm_pipeline_encode(tdm_pipeline_t *pipe, const tdm_encode_params_t *
     } else if (!pipe->info.sdxl && p->prompts_2) {
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--prompt-2: only FLUX and SDXL pipelines take a second "
                           "prompt");
-    } else if (!pipe->info.sdxl && p->negative_prompt_2) {
+    }
+    if (p->clip_skip < 0 || (flux && p->clip_skip > 0))
+        return tdm_errorf(TDM_ERR_INVALID_ARG, "--clip-skip %d: %s", p->clip_skip,
+                          flux ? "FluxPipeline takes no clip_skip" : "must not be negative");
+    if (!pipe->info.sdxl && p->negative_prompt_2)
         return tdm_errorf(TDM_ERR_INVALID_ARG, "--negative-prompt-2: only SDXL pipelines take a second "
                           "negative prompt");
-    }
     TDM_TRY(pipe->image_comm ? encode_shared(pipe, p, L, &e) : encode_here(pipe, p, L, &e));
     /* the negative prompts as encoded; SDXL keeps "none given" (zeros with
      * force_zeros_for_empty_prompt) apart from "" */

@@ -157,6 +157,10 @@ CASES = [
     dict(name="xl_dpm_nocfg", pipeline="sdxl-tiny", scheduler="DPMSolverMultistepScheduler",
          prompts=["a small house in the forest"], negative_prompt=None,
          seed=1000, num_images_per_prompt=2, steps=6, guidance_scale=1.0, width=64, height=64),
+    # clip_skip 1: the prompts' hidden_states[-3] of both encoders (the negative's stay [-2])
+    dict(name="xl_clip_skip", pipeline="sdxl-tiny", scheduler=None,
+         prompts=["a lighthouse on a cliff"], negative_prompt=NEG, clip_skip=1,
+         seed=17, num_images_per_prompt=1, steps=5, guidance_scale=5.0, width=64, height=64),
     dict(name="xl_empty_neg_pndm", pipeline="sdxl-tiny", scheduler="PNDMScheduler",
          prompts=["a white flower"], negative_prompt="",
          seed=11, num_images_per_prompt=1, steps=5, guidance_scale=5.0, width=64, height=64),
@@ -262,7 +266,7 @@ def call_kwargs(case):
               negative_prompt=_as_list(case["negative_prompt"], n),
               negative_prompt_2=_as_list(case.get("negative_prompt_2"), n),
               num_inference_steps=case["steps"], guidance_scale=case["guidance_scale"],
-              guidance_rescale=case.get("guidance_rescale", 0.0),
+              guidance_rescale=case.get("guidance_rescale", 0.0), clip_skip=case.get("clip_skip"),
               width=case["width"], height=case["height"],
               num_images_per_prompt=case["num_images_per_prompt"])
     for k in ("original_size", "crops_coords_top_left", "target_size"):
@@ -335,6 +339,8 @@ def tandem_argv(pname, case):
              "--height", str(case["height"]), "--num-images-per-prompt", str(case["num_images_per_prompt"])]
     if case.get("guidance_rescale"):
         argv += ["--guidance-rescale", repr(case["guidance_rescale"])]
+    if case.get("clip_skip"):
+        argv += ["--clip-skip", str(case["clip_skip"])]
     # diffusers' (height, width) pairs as tandem's WIDTHxHEIGHT; the crop as TOP,LEFT
     for k, flag in (("original_size", "--original-size"), ("target_size", "--target-size")):
         if case.get(k) is not None:
