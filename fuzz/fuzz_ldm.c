@@ -1,6 +1,7 @@
 /* fuzz_ldm.c — libFuzzer target for the single-file renaming (io/ldm.c): the
  * input is a whole .safetensors image, written to a file and attached to a
- * small config folder made once (unet, vae, both text encoders, a FLUX
+ * small config folder made once — as a single file, then as every
+ * component's own file — (unet, vae, both text encoders, a FLUX
  * transformer); every component's renamed set is opened and each view's
  * bytes read, so ASan/UBSan see any view that leaves its tensor or a name
  * the parsing mishandles. A view must keep the element count of its shape. */
@@ -44,26 +45,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int fd = open(g_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || write(fd, data, size) != (ssize_t)size) __builtin_trap();
     close(fd);
-    if (tdm_ldm_attach(g_dir, g_file) != TDM_OK) {
-        if (!tdm_last_error()[0]) __builtin_trap();   /* a refusal explains itself */
-        return 0;
-    }
     volatile uint8_t sink = 0;
-    for (size_t s = 0; s < sizeof subs / sizeof *subs; s++) {
-        tdm_st_set_t *set = NULL;
-        int attached = 0;
-        if (tdm_ldm_open(g_dir, subs[s], &set, &attached) != TDM_OK || !set) continue;
-        for (int i = 0; i < tdm_st_set_view_count(set); i++) {
-            const tdm_st_tensor_t *v = tdm_st_set_view_at(set, i);
-            int64_t numel = 1;
-            for (int d = 0; d < v->ndim; d++) numel *= v->shape[d];
-            if (numel * (int64_t)tdm_dtype_size(v->dtype) != v->nbytes) __builtin_trap();
-            if (tdm_st_set_find(set, v->name) != v) __builtin_trap();
-            for (int64_t k = 0; k < v->nbytes; k++) sink ^= ((const uint8_t *)v->data)[k];
+    /* pass 0: the input as a single file; pass 1: as every component's own file */
+    const char *const comps[3] = {g_file, g_file, g_file};
+    for (int pass = 0; pass < 2; pass++) {
+        if (tdm_ldm_attach(g_dir, pass ? NULL : g_file, pass ? comps : NULL) != TDM_OK) {
+            if (!tdm_last_error()[0]) __builtin_trap();   /* a refusal explains itself */
+            continue;
         }
-        tdm_st_set_close(set);
+        for (size_t s = 0; s < sizeof subs / sizeof *subs; s++) {
+            tdm_st_set_t *set = NULL;
+            int attached = 0;
+            if (tdm_ldm_open(g_dir, subs[s], &set, &attached) != TDM_OK || !set) continue;
+            for (int i = 0; i < tdm_st_set_view_count(set); i++) {
+                const tdm_st_tensor_t *v = tdm_st_set_view_at(set, i);
+                int64_t numel = 1;
+                for (int d = 0; d < v->ndim; d++) numel *= v->shape[d];
+                if (numel * (int64_t)tdm_dtype_size(v->dtype) != v->nbytes) __builtin_trap();
+                if (tdm_st_set_find(set, v->name) != v) __builtin_trap();
+                for (int64_t k = 0; k < v->nbytes; k++) sink ^= ((const uint8_t *)v->data)[k];
+            }
+            tdm_st_set_close(set);
+        }
+        tdm_ldm_detach(g_dir);
     }
-    tdm_ldm_detach(g_dir);
     (void)sink;
     return 0;
 }

@@ -115,6 +115,10 @@ typedef struct {
      * scheduler it runs with (its weights only for the components the file
      * lacks); NULL otherwise */
     const char *config;
+    /* A component's weights from a file of its own instead of the model's
+     * (NULL: none): diffusers'/transformers' names, an original-layout VAE
+     * (also FLUX's ae.safetensors) or an OpenCLIP text encoder */
+    const char *vae_file, *text_encoder_file, *text_encoder_2_file;
     int         keep_resident; /* 1: keep each stage's components loaded after it ends */
     /* Precision of the GEMMs (Linear and Conv weights, stored in it, with
      * float32 accumulation): "fp32", "fp16" or "bf16"; NULL = the device's
@@ -549,6 +553,7 @@ typedef struct {
     const char *dtype;
     const char *variant;       /* weight variant such as "fp16", or NULL */
     const char *config;        /* a single-file model's diffusers folder (tdm_pipeline_params_t.config) */
+    const char *vae_file, *text_encoder_file, *text_encoder_2_file;   /* as tdm_pipeline_params_t's */
 } tdm_plan_params_t;
 
 void       tdm_plan_params_init(tdm_plan_params_t *p);

@@ -324,6 +324,23 @@ TEST(single_file) {
     snprintf(a, sizeof a, "%s/sff-dir/000000.png", tmpdir);
     snprintf(b, sizeof b, "%s/sff-file/000000.png", tmpdir);
     CHECK_MSG(same_pixels(a, b), "flux single file: the image differs from the folder's");
+    /* components from files of their own: FLUX's VAE as a bare original-layout ae.safetensors, the
+     * encoders as transformers files (T5 sharded) — and a folder model with its VAE given apart */
+    char ae[512], te[600], te2[600];
+    snprintf(ae, sizeof ae, "%s/single_file/flux-dev-tiny-ae.safetensors", TDM_FIXTURES);
+    snprintf(te, sizeof te, "%s/text_encoder/model.safetensors", fdir);
+    snprintf(te2, sizeof te2, "%s/text_encoder_2/model.safetensors.index.json", fdir);
+    rc = run("generate --model '%s' --config '%s' --vae '%s' --text-encoder '%s' --text-encoder-2 '%s' %s "
+             "--out '%s/sff-parts'", ffile, fdir, ae, te, te2, fjob, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(b, sizeof b, "%s/sff-parts/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "flux single file with component files: the image differs from the folder's");
+    rc = run("generate --model '%s' --vae '%s' %s --out '%s/sff-vae'", fdir, ae, fjob, tmpdir);
+    CHECK_MSG(rc == 0, "%s", errtext);
+    snprintf(b, sizeof b, "%s/sff-vae/000000.png", tmpdir);
+    CHECK_MSG(same_pixels(a, b), "flux folder with --vae: the image differs from the folder's");
+    expect_error(run("generate --model '%s' --vae '%s/nope.safetensors' %s --out '%s/sff-e'", fdir, tmpdir, fjob,
+                     tmpdir), "nope.safetensors");
     /* tandem plan weighs the file's tensors as the folder's */
     rc = run("plan --model '%s' --max-memory 0=1MB,cpu=1GB --device-map balanced > '%s/plan-dir.json'", dxl, tmpdir);
     CHECK_MSG(rc == 0, "%s", errtext);

@@ -54,6 +54,9 @@ static const cli_flag_t k_flags[] = {
     {"--threads", 1, GEN | ENC | DEC | SRV},
     {"--variant", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--config", 1, GEN | ENC | DEC | PLAN | SRV},
+    {"--vae", 1, GEN | ENC | DEC | PLAN | SRV},
+    {"--text-encoder", 1, GEN | ENC | DEC | PLAN | SRV},
+    {"--text-encoder-2", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--device", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--dtype", 1, GEN | ENC | DEC | PLAN | SRV},
     {"--embeddings", 1, GEN},
@@ -326,6 +329,9 @@ int cli_parse_flags(args_t *a, const char *cmd, int argc, char **argv, char *err
         else if (!strcmp(f, "--negative-prompt")) a->negative = v;
         else if (!strcmp(f, "--negative-prompt-2")) a->negative_2 = v;
         else if (!strcmp(f, "--config")) a->config = v;
+        else if (!strcmp(f, "--vae")) a->vae_file = v;
+        else if (!strcmp(f, "--text-encoder")) a->te_file = v;
+        else if (!strcmp(f, "--text-encoder-2")) a->te2_file = v;
         else if (!strcmp(f, "--clip-skip")) INT_FLAG(a->clip_skip, 0, 64);
         else if (!strcmp(f, "--guidance-rescale")) {
             char *end;

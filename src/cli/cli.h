@@ -51,6 +51,7 @@ typedef struct {
     int          threads;
     const char  *variant;
     const char  *config;        /* --config DIR: the configs of a single-file --model */
+    const char  *vae_file, *te_file, *te2_file;   /* --vae, --text-encoder, --text-encoder-2 FILE */
     const char  *dtype;         /* --dtype, or NULL: the device's default */
     const char  *device;
     int          report_memory;

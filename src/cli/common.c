@@ -92,6 +92,9 @@ tdm_pipeline_t *open_pipeline(const args_t *a) {
     pp.scheduler = a->scheduler;
     pp.variant = a->variant;
     pp.config = a->config;
+    pp.vae_file = a->vae_file;
+    pp.text_encoder_file = a->te_file;
+    pp.text_encoder_2_file = a->te2_file;
     pp.dtype = a->dtype;
     pp.keep_resident = a->keep_resident;
     pp.devices = a->devices;

@@ -72,6 +72,9 @@ static void preflight(const char *cmd, int argc, char **argv, int n) {
     pp.scheduler = a.scheduler;
     pp.variant = a.variant;
     pp.config = a.config;
+    pp.vae_file = a.vae_file;
+    pp.text_encoder_file = a.te_file;
+    pp.text_encoder_2_file = a.te2_file;
     tdm_pipeline_t *pipe = NULL;
     if (tdm_pipeline_open(&pipe, a.model, &pp) != TDM_OK) die_status();
     tdm_parallel_t deg;

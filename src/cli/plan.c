@@ -47,6 +47,9 @@ int cmd_plan(int argc, char **argv) {
     p.max_memory = a.max_memory;
     p.variant = a.variant;
     p.config = a.config;
+    p.vae_file = a.vae_file;
+    p.text_encoder_file = a.te_file;
+    p.text_encoder_2_file = a.te2_file;
     p.dtype = a.dtype;
     p.device_map = a.device_map[0] ? a.device_map : NULL;
     char *json = NULL;

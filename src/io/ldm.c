@@ -17,11 +17,25 @@
 
 #define LDM_MAX_ATTACH 16
 #define LDM_NAME 512
+#define LDM_NCOMP 3
+
+/* the components a file of their own may replace (tdm_ldm_attach's comps) */
+static const char *const COMP_SUB[LDM_NCOMP] = {"vae", "text_encoder", "text_encoder_2"};
 
 static struct {
-    char *root, *file;
+    char *root, *file;          /* file: the single file, or NULL (component files only) */
+    char *comp[LDM_NCOMP];      /* a component's own file, or NULL */
     int   refs;
 } g_att[LDM_MAX_ATTACH];
+
+static int same_or_both_null(const char *a, const char *b) { return a && b ? !strcmp(a, b) : a == b; }
+
+static void entry_free(int i) {
+    free(g_att[i].root);
+    free(g_att[i].file);
+    for (int c = 0; c < LDM_NCOMP; c++) free(g_att[i].comp[c]);
+    memset(&g_att[i], 0, sizeof g_att[i]);
+}
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const UNET_PRE = "model.diffusion_model.";
@@ -42,23 +56,27 @@ static const char *find_prefix(const tdm_st_set_t *set, const char *const *pre, 
     return NULL;
 }
 
-tdm_status tdm_ldm_attach(const char *root, const char *file) {
+tdm_status tdm_ldm_attach(const char *root, const char *file, const char *const *comps) {
     tdm_status st = TDM_OK;
     tdm_st_set_t *set = NULL;
-    TDM_TRY(tdm_st_set_open_renamed(&set, file));
-    static const char *const known[] = {"model.diffusion_model.", "double_blocks."};
-    if (!find_prefix(set, known, 2)) {
-        st = tdm_errorf(TDM_ERR_MODEL, "%s: neither \"model.diffusion_model.*\" nor \"double_blocks.*\" "
-                        "tensors: not a single-file Stable Diffusion, SDXL or FLUX checkpoint", file);
-        goto fail;
+    if (file) {
+        TDM_TRY(tdm_st_set_open_renamed(&set, file));
+        static const char *const known[] = {"model.diffusion_model.", "double_blocks."};
+        if (!find_prefix(set, known, 2)) {
+            st = tdm_errorf(TDM_ERR_MODEL, "%s: neither \"model.diffusion_model.*\" nor \"double_blocks.*\" "
+                            "tensors: not a single-file Stable Diffusion, SDXL or FLUX checkpoint", file);
+            goto fail;
+        }
     }
     pthread_mutex_lock(&g_lock);
     int slot = -1;
     for (int i = 0; i < LDM_MAX_ATTACH; i++) {
         if (g_att[i].root && !strcmp(g_att[i].root, root)) {
-            if (strcmp(g_att[i].file, file) != 0)
-                st = tdm_errorf(TDM_ERR_INVALID_ARG, "--config %s is already in use with %s in this process; "
-                                "give each single file its own config folder", root, g_att[i].file);
+            int same = same_or_both_null(g_att[i].file, file);
+            for (int c = 0; c < LDM_NCOMP; c++) same &= same_or_both_null(g_att[i].comp[c], comps ? comps[c] : NULL);
+            if (!same)
+                st = tdm_errorf(TDM_ERR_INVALID_ARG, "%s is already in use with other weight files in this "
+                                "process; give each combination of files its own config folder", root);
             else
                 g_att[i].refs++;
             slot = -2;
@@ -69,13 +87,12 @@ tdm_status tdm_ldm_attach(const char *root, const char *file) {
     if (slot == -1) {
         st = tdm_errorf(TDM_ERR_INVALID_ARG, "more than %d single-file checkpoints open at once", LDM_MAX_ATTACH);
     } else if (slot >= 0) {
-        g_att[slot].root = strdup(root);
-        g_att[slot].file = strdup(file);
+        int ok = (g_att[slot].root = strdup(root)) != NULL && (!file || (g_att[slot].file = strdup(file)));
+        for (int c = 0; ok && comps && c < LDM_NCOMP; c++)
+            ok = !comps[c] || (g_att[slot].comp[c] = strdup(comps[c]));
         g_att[slot].refs = 1;
-        if (!g_att[slot].root || !g_att[slot].file) {
-            free(g_att[slot].root);
-            free(g_att[slot].file);
-            g_att[slot].root = g_att[slot].file = NULL;
+        if (!ok) {
+            entry_free(slot);
             st = tdm_errorf(TDM_ERR_NOMEM, "out of memory");
         }
     }
@@ -134,19 +151,25 @@ fail:
     return st;
 }
 
-tdm_status tdm_ldm_resolve(const char *model, const char *config, char *root, size_t cap, int *attached) {
+tdm_status tdm_ldm_resolve(const char *model, const char *config, const char *const *comps, char *root,
+                           size_t cap, int *attached) {
     struct stat sb;
     const size_t n = model ? strlen(model) : 0;
+    tdm_status st;
     *attached = 0;
     const int file = model && stat(model, &sb) == 0 && S_ISREG(sb.st_mode) && n > 12 &&
                      !strcmp(model + n - 12, ".safetensors");
+    int any = 0;
+    for (int c = 0; comps && c < LDM_NCOMP; c++) any |= comps[c] != NULL;
     if (!file) {
         if (config)
             return tdm_errorf(TDM_ERR_INVALID_ARG, "--config %s: only with a single-file checkpoint as "
                               "--model (a .safetensors file); --model %s is not one", config, model);
-        return tdm_folder_resolve(model, root, cap);
+        if ((st = tdm_folder_resolve(model, root, cap)) != TDM_OK || !any) return st;
+        if ((st = tdm_ldm_attach(root, NULL, comps)) != TDM_OK) return st;   /* the folder + component files */
+        *attached = 1;
+        return TDM_OK;
     }
-    tdm_status st;
     char repo[128], fam[32];
     if (!config) {   /* as diffusers: the configs of the family's base repo, from the HF cache */
         if ((st = tdm_ldm_default_config(model, repo, sizeof repo, fam)) != TDM_OK) return st;
@@ -160,7 +183,7 @@ tdm_status tdm_ldm_resolve(const char *model, const char *config, char *root, si
     } else if ((st = tdm_folder_resolve(config, root, cap)) != TDM_OK) {
         return tdm_errorf(st, "--config: %s", tdm_last_error());
     }
-    if ((st = tdm_ldm_attach(root, model)) != TDM_OK) return st;
+    if ((st = tdm_ldm_attach(root, model, comps)) != TDM_OK) return st;
     *attached = 1;
     return TDM_OK;
 }
@@ -168,11 +191,7 @@ tdm_status tdm_ldm_resolve(const char *model, const char *config, char *root, si
 void tdm_ldm_detach(const char *root) {
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < LDM_MAX_ATTACH; i++)
-        if (g_att[i].root && !strcmp(g_att[i].root, root) && --g_att[i].refs == 0) {
-            free(g_att[i].root);
-            free(g_att[i].file);
-            g_att[i].root = g_att[i].file = NULL;
-        }
+        if (g_att[i].root && !strcmp(g_att[i].root, root) && --g_att[i].refs == 0) entry_free(i);
     pthread_mutex_unlock(&g_lock);
 }
 
@@ -449,7 +468,7 @@ static tdm_status flux_views(tdm_st_set_t *set, const char *k, const tdm_st_tens
     return TDM_OK;
 }
 
-typedef enum { L_UNET, L_VAE, L_CLIP, L_OPEN_CLIP, L_FLUX } ldm_kind;
+typedef enum { L_UNET, L_VAE, L_CLIP, L_OPEN_CLIP, L_FLUX, L_SAME } ldm_kind;
 
 /* Adds the views of component kind `kind` (file keys under `pre`). */
 static tdm_status add_views(tdm_st_set_t *set, ldm_kind kind, const char *pre, int64_t lpb, int64_t levels) {
@@ -480,10 +499,50 @@ static tdm_status add_views(tdm_st_set_t *set, ldm_kind kind, const char *pre, i
         case L_FLUX:   /* lpb: D */
             st = flux_views(set, k, t, lpb);
             break;
+        case L_SAME:
+            st = view_whole(set, k, t, 0);
+            break;
         }
         if (st != TDM_OK) return st;
     }
     return TDM_OK;
+}
+
+/* Component `sub`'s own file (--vae / --text-encoder / --text-encoder-2):
+ * diffusers' or transformers' names as they are, or a VAE in the original
+ * layout (first_stage_model.* / vae.*, or bare encoder.down.* /
+ * decoder.up.* as FLUX's ae.safetensors), or an OpenCLIP text encoder. */
+static tdm_status component_file(const char *root, const char *sub, const char *file, tdm_st_set_t **out,
+                                 int *attached) {
+    tdm_status st = TDM_OK;
+    tdm_st_set_t *set = NULL;
+    tdm_json_t j = {0};
+    char path[TDM_PATH_MAX];
+    TDM_TRY(tdm_st_set_open_renamed(&set, file));
+    static const char *const ldm_vae[] = {"first_stage_model.", "vae.", "decoder.up.", "encoder.down."};
+    static const char *const open[] = {"cond_stage_model.model.", "conditioner.embedders.1.model.",
+                                       "conditioner.embedders.0.model.", "transformer.resblocks."};
+    const char *pre = NULL;
+    if (!strcmp(sub, "vae") && (pre = find_prefix(set, ldm_vae, 4))) {
+        int64_t bo[16];
+        int n = 0;
+        TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
+        TDM_TRY(tdm_json_load(&j, path));
+        TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 0, bo, 16, &n));
+        TDM_TRY(add_views(set, L_VAE, pre == ldm_vae[2] || pre == ldm_vae[3] ? "" : pre, 0, n));
+    } else if (strcmp(sub, "vae") && (pre = find_prefix(set, open, 4))) {
+        TDM_TRY(add_views(set, L_OPEN_CLIP, pre == open[3] ? "" : pre, 0, 0));
+    } else {   /* the names a model binds, as they are */
+        TDM_TRY(add_views(set, L_SAME, "", 0, 0));
+    }
+    tdm_json_free(&j);
+    *out = set;
+    *attached = 1;
+    return TDM_OK;
+fail:
+    tdm_json_free(&j);
+    tdm_st_set_close(set);
+    return st;
 }
 
 tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, int *attached) {
@@ -491,12 +550,18 @@ tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, i
     char file[TDM_PATH_MAX], path[TDM_PATH_MAX];
     tdm_st_set_t *set = NULL;
     tdm_json_t j = {0};
+    char own[TDM_PATH_MAX];
     *attached = 0;
-    file[0] = 0;
+    file[0] = own[0] = 0;
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < LDM_MAX_ATTACH; i++)
-        if (g_att[i].root && !strcmp(g_att[i].root, root)) snprintf(file, sizeof file, "%s", g_att[i].file);
+        if (g_att[i].root && !strcmp(g_att[i].root, root)) {
+            if (g_att[i].file) snprintf(file, sizeof file, "%s", g_att[i].file);
+            for (int c = 0; c < LDM_NCOMP; c++)
+                if (g_att[i].comp[c] && !strcmp(sub, COMP_SUB[c])) snprintf(own, sizeof own, "%s", g_att[i].comp[c]);
+        }
     pthread_mutex_unlock(&g_lock);
+    if (own[0]) return component_file(root, sub, own, out, attached);
     if (!file[0]) return TDM_OK;
     *attached = 1;
     TDM_TRY(tdm_st_set_open_renamed(&set, file));

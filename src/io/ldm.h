@@ -24,10 +24,14 @@
 #include "core/core.h"
 #include "io/safetensors.h"
 
-/* Attaches single file `file` to folder `root` (process-wide, counted: the
- * same pair may be attached again, e.g. by a server's worker threads; another
- * file on the same root is an error). The file must hold LDM UNet keys. */
-tdm_status tdm_ldm_attach(const char *root, const char *file);
+/* Attaches single file `file` (or NULL) and components' own files comps[3]
+ * (vae, text_encoder, text_encoder_2; NULL entries or comps NULL: none) to
+ * folder `root` (process-wide, counted: the same files may be attached again,
+ * e.g. by a server's worker threads; other files on the same root are an
+ * error). A single file must hold SD or FLUX keys. A component file holds
+ * diffusers'/transformers' names, an original-layout VAE (also bare, as
+ * FLUX's ae.safetensors) or an OpenCLIP text encoder. */
+tdm_status tdm_ldm_attach(const char *root, const char *file, const char *const *comps);
 /* The Hugging Face repo whose configs diffusers' from_single_file uses for
  * `file` (its DIFFUSERS_DEFAULT_PIPELINE_PATHS), told by the file's keys:
  * SD 1.x stable-diffusion-v1-5/stable-diffusion-v1-5, SD 2.x (OpenCLIP under
@@ -41,9 +45,11 @@ tdm_status tdm_ldm_default_config(const char *file, char *repo, size_t cap, char
  * or ORG/NAME (tdm_folder_resolve), or for a single-file checkpoint (a
  * .safetensors file) `config` — or, without one, the default repo of the
  * file's family from the Hugging Face cache — with the file attached to it
- * (*attached = 1; detach with tdm_ldm_detach(root) when done). --config with
- * a folder model is an error. */
-tdm_status tdm_ldm_resolve(const char *model, const char *config, char *root, size_t cap, int *attached);
+ * (*attached = 1; detach with tdm_ldm_detach(root) when done); comps (as
+ * tdm_ldm_attach's, for a folder model too) attached with it. --config with a
+ * folder model is an error. */
+tdm_status tdm_ldm_resolve(const char *model, const char *config, const char *const *comps, char *root,
+                           size_t cap, int *attached);
 /* Drops one attach of root (no-op when none). */
 void       tdm_ldm_detach(const char *root);
 /* When `root` has a file attached: *set = the renamed set of component `sub`

@@ -696,7 +696,10 @@ tdm_status tdm_pipeline_open(tdm_pipeline_t **out, const char *model,
     pipe->keep_resident = p->keep_resident;
     if (p->variant) snprintf(pipe->variant, sizeof pipe->variant, "%s", p->variant);
     if (p->num_threads > 0) tdm_set_num_threads(p->num_threads);
-    TDM_TRY(tdm_ldm_resolve(model, p->config, pipe->root, sizeof pipe->root, &pipe->single_file));
+    {
+        const char *comps[3] = {p->vae_file, p->text_encoder_file, p->text_encoder_2_file};
+        TDM_TRY(tdm_ldm_resolve(model, p->config, comps, pipe->root, sizeof pipe->root, &pipe->single_file));
+    }
     TDM_TRY(read_model_index(pipe));
     comp_table(pipe);
     /* set before any weight loads and plans: GEMM weights are stored in this dtype */

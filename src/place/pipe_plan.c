@@ -397,7 +397,8 @@ tdm_status tdm_plan(const tdm_plan_params_t *p, char **json) {
     if ((st = tdm_max_memory_parse(p->max_memory, &mm)) != TDM_OK) return st;   /* names the flag */
     if (p->dtype && (st = tdm_dtype_parse(p->dtype, &dt)) != TDM_OK) return st;
     int single = 0;   /* a single-file model: its config folder, the file attached to it */
-    if ((st = tdm_ldm_resolve(p->model, p->config, root, sizeof root, &single)) != TDM_OK) return st;
+    const char *comps[3] = {p->vae_file, p->text_encoder_file, p->text_encoder_2_file};
+    if ((st = tdm_ldm_resolve(p->model, p->config, comps, root, sizeof root, &single)) != TDM_OK) return st;
     tdm_pipe_plan_req_t r = {root, p->only, p->device_map, &mm, p->dtype ? (int)dt : -1, p->variant};
     if ((st = tdm_pipe_plan_make(&r, &plan)) == TDM_OK) {
         st = tdm_pipe_plan_json(&plan, json);

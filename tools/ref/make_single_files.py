@@ -293,11 +293,22 @@ def make_flux(name, folder):
           f"transformer exactly")
 
 
+def make_vae_file(name, folder):
+    """A VAE file of its own in the original layout without a prefix (FLUX's ae.safetensors)."""
+    vae, cfg = folder_sd(folder, "vae")
+    ckpt = {k[len("first_stage_model."):]: v for k, v in vae_to_ldm(vae, cfg).items()}
+    same(sfu.convert_ldm_vae_checkpoint(dict(ckpt), cfg), vae, f"{name} vae")
+    out = os.path.join(FIX, "single_file", name + ".safetensors")
+    save_file({k: v.contiguous() for k, v in sorted(ckpt.items())}, out)
+    print(f"{out}: {len(ckpt)} tensors; diffusers reads back the folder's VAE exactly")
+
+
 def main():
     make("sd15-tiny", os.path.join(FIX, "pipelines", "sd15-tiny"), False)
     make("sd2-tiny-v", os.path.join(FIX, "pipelines", "sd2-tiny-v"), False, open_clip_te=True)
     make("sdxl-tiny", os.path.join(FIX, "sdxl_pipelines", "sdxl-tiny"), True)
     make_flux("flux-dev-tiny", os.path.join(FIX, "flux_pipelines", "flux-dev-tiny"))
+    make_vae_file("flux-dev-tiny-ae", os.path.join(FIX, "flux_pipelines", "flux-dev-tiny"))
 
 
 if __name__ == "__main__":
