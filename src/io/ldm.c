@@ -39,7 +39,6 @@ static void entry_free(int i) {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const UNET_PRE = "model.diffusion_model.";
-static const char *const VAE_PRE[] = {"first_stage_model.", "vae."};
 static const char *const CLIP_PRE[] = {"cond_stage_model.transformer.", "conditioner.embedders.0.transformer."};
 /* OpenCLIP: text_encoder of SD 2.x; text_encoder_2 of SDXL base, then of the refiner */
 static const char *const OPEN_PRE_TE[] = {"cond_stage_model.model."};
@@ -508,41 +507,17 @@ static tdm_status add_views(tdm_st_set_t *set, ldm_kind kind, const char *pre, i
     return TDM_OK;
 }
 
-/* Component `sub`'s own file (--vae / --text-encoder / --text-encoder-2):
- * diffusers' or transformers' names as they are, or a VAE in the original
- * layout (first_stage_model.* / vae.*, or bare encoder.down.* /
- * decoder.up.* as FLUX's ae.safetensors), or an OpenCLIP text encoder. */
-static tdm_status component_file(const char *root, const char *sub, const char *file, tdm_st_set_t **out,
-                                 int *attached) {
-    tdm_status st = TDM_OK;
-    tdm_st_set_t *set = NULL;
-    tdm_json_t j = {0};
-    char path[TDM_PATH_MAX];
-    TDM_TRY(tdm_st_set_open_renamed(&set, file));
-    static const char *const ldm_vae[] = {"first_stage_model.", "vae.", "decoder.up.", "encoder.down."};
-    static const char *const open[] = {"cond_stage_model.model.", "conditioner.embedders.1.model.",
-                                       "conditioner.embedders.0.model.", "transformer.resblocks."};
-    const char *pre = NULL;
-    if (!strcmp(sub, "vae") && (pre = find_prefix(set, ldm_vae, 4))) {
-        int64_t bo[16];
-        int n = 0;
-        TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
-        TDM_TRY(tdm_json_load(&j, path));
-        TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 0, bo, 16, &n));
-        TDM_TRY(add_views(set, L_VAE, pre == ldm_vae[2] || pre == ldm_vae[3] ? "" : pre, 0, n));
-    } else if (strcmp(sub, "vae") && (pre = find_prefix(set, open, 4))) {
-        TDM_TRY(add_views(set, L_OPEN_CLIP, pre == open[3] ? "" : pre, 0, 0));
-    } else {   /* the names a model binds, as they are */
-        TDM_TRY(add_views(set, L_SAME, "", 0, 0));
-    }
-    tdm_json_free(&j);
-    *out = set;
-    *attached = 1;
-    return TDM_OK;
-fail:
-    tdm_json_free(&j);
-    tdm_st_set_close(set);
-    return st;
+/* The views of a VAE in the original layout: under first_stage_model. or
+ * vae. (a single file), or bare as FLUX's ae.safetensors; *pre NULL when
+ * the set holds none (j: the VAE's config). */
+static tdm_status vae_views(tdm_st_set_t *set, const tdm_json_t *j, const char **pre) {
+    static const char *const p[] = {"first_stage_model.", "vae.", "decoder.up.", "encoder.down."};
+    int64_t bo[16];
+    int n = 0;
+    tdm_status st = tdm_json_int_array(j, "block_out_channels", 0, bo, 16, &n);
+    if (st != TDM_OK || !(*pre = find_prefix(set, p, 4))) return st;
+    if (*pre == p[2] || *pre == p[3]) *pre = "";
+    return add_views(set, L_VAE, *pre, 0, n);
 }
 
 tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, int *attached) {
@@ -561,14 +536,19 @@ tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, i
                 if (g_att[i].comp[c] && !strcmp(sub, COMP_SUB[c])) snprintf(own, sizeof own, "%s", g_att[i].comp[c]);
         }
     pthread_mutex_unlock(&g_lock);
-    if (own[0]) return component_file(root, sub, own, out, attached);
-    if (!file[0]) return TDM_OK;
+    if (!own[0] && !file[0]) return TDM_OK;
     *attached = 1;
-    TDM_TRY(tdm_st_set_open_renamed(&set, file));
+    TDM_TRY(tdm_st_set_open_renamed(&set, own[0] ? own : file));
     TDM_TRY(tdm_path_join(path, sizeof path, root, sub, "config.json"));
     TDM_TRY(tdm_json_load(&j, path));
     const char *pre = NULL;
-    if (!strcmp(sub, "unet")) {
+    if (!strcmp(sub, "vae")) {
+        TDM_TRY(vae_views(set, &j, &pre));
+    } else if (own[0]) {   /* a text encoder's own file: OpenCLIP (also bare), else the names as they are */
+        static const char *const open[] = {"cond_stage_model.model.", "conditioner.embedders.1.model.",
+                                           "conditioner.embedders.0.model.", "transformer.resblocks."};
+        if ((pre = find_prefix(set, open, 4))) TDM_TRY(add_views(set, L_OPEN_CLIP, pre == open[3] ? "" : pre, 0, 0));
+    } else if (!strcmp(sub, "unet")) {
         int64_t lpb = 2;
         int64_t per[8];
         int n = 0;
@@ -581,11 +561,6 @@ tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, i
             }
         TDM_TRY(add_views(set, L_UNET, UNET_PRE, lpb, 0));
         pre = UNET_PRE;
-    } else if (!strcmp(sub, "vae")) {
-        int64_t bo[16];
-        int n = 0;
-        TDM_TRY(tdm_json_int_array(&j, "block_out_channels", 0, bo, 16, &n));
-        if ((pre = find_prefix(set, VAE_PRE, 2))) TDM_TRY(add_views(set, L_VAE, pre, 0, n));
     } else if (!strcmp(sub, "text_encoder")) {
         if ((pre = find_prefix(set, CLIP_PRE, 2))) TDM_TRY(add_views(set, L_CLIP, pre, 0, 0));
         else if ((pre = find_prefix(set, OPEN_PRE_TE, 1))) TDM_TRY(add_views(set, L_OPEN_CLIP, pre, 0, 0));
@@ -600,6 +575,10 @@ tdm_status tdm_ldm_open(const char *root, const char *sub, tdm_st_set_t **out, i
             pre = pre == fpre[0] ? UNET_PRE : "";
             TDM_TRY(add_views(set, L_FLUX, pre, heads * hd, 0));
         }
+    }
+    if (!pre && own[0]) {   /* a component's own file in the names its model binds */
+        TDM_TRY(add_views(set, L_SAME, "", 0, 0));
+        pre = "";
     }
     if (!pre) {   /* the folder's own weights, when it has them (FLUX files hold the transformer alone) */
         char w[TDM_PATH_MAX];
