@@ -10,7 +10,7 @@ JOBS        ?= $(shell nproc)
 DEB_PKGS    := cmake pkg-config libopenblas-dev libcjson-dev libpng-dev libmicrohttpd-dev libopenmpi-dev openmpi-bin python3 python3-pip
 FUZZ_SECONDS ?= 60
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEMO_MODEL  := tests/fixtures/pipelines/sd15-tiny
+DEMO_MODEL  ?= models/shapes-64
 DEMO_OUT    ?= out/demo
 PREFIX      ?= /usr/local
 CUDA        ?=
@@ -40,9 +40,12 @@ build: configure
 demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target tandem_cli
 	./$(BUILD)/tandem generate --model $(DEMO_MODEL) \
-	  --prompt "a watercolor painting of a lighthouse at dawn" \
-	  --prompt "a red fox in fresh snow" --steps 20 --seed 7 --overwrite --out $(DEMO_OUT)
-	@echo "images and manifest in $(DEMO_OUT)/"
+	  --prompt "a large red circle on a blue background" \
+	  --prompt "two small yellow stars at the top, green background" \
+	  --prompt "a white ring at the left, purple gradient background" \
+	  --prompt "a large black triangle on an orange background" \
+	  --steps 20 --guidance 3 --seed 7 --overwrite --out $(DEMO_OUT)
+	@echo "4 images (64x64, one per prompt) and manifest.jsonl in $(DEMO_OUT)/"
 
 # bin/tandem, lib/libtandem.{a,so}, include/tandem.h, lib/pkgconfig/tandem.pc
 # and lib/cmake/tandem/ under PREFIX.

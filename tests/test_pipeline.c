@@ -234,6 +234,8 @@ TEST(sd_cases) { run_file(TDM_FIXTURES "/pipelines", 1); }
 TEST(clip_skip_cases) { run_file_min(TDM_FIXTURES "/clip_skip", 0, 3); }
 TEST(flux_cases) { run_file(TDM_FIXTURES "/flux_pipelines", 1); }
 TEST(sdxl_cases) { run_file(TDM_FIXTURES "/sdxl_pipelines", 1); }
+/* the trained demo model, models/shapes-64 (tools/ref/make_demo_golden.py) */
+TEST(demo_cases) { run_file_min(TDM_FIXTURES "/demo", 1, 2); }
 
 /* SDXL stage by stage against diffusers (expected/<pipeline>/stages.safetensors
  * of both SDXL fixtures): encode_prompt's four outputs with the first case's
@@ -346,7 +348,9 @@ TEST(cases_cuda) {
     run_file(TDM_FIXTURES "/pipelines", 1);
     run_file(TDM_FIXTURES "/flux_pipelines", 1);
     run_file(TDM_FIXTURES "/sdxl_pipelines", 1);
+    run_file_min(TDM_FIXTURES "/demo", 1, 2);
     g_dtype = NULL;
+    run_file_min(TDM_FIXTURES "/demo", 0, 2);
     run_file(TDM_FIXTURES "/pipelines", 0);
     run_file(TDM_FIXTURES "/flux_pipelines", 0);
     run_file(TDM_FIXTURES "/sdxl_pipelines", 0);   /* fp16; the VAE upcast (force_upcast) */
@@ -509,6 +513,7 @@ int main(void) {
     RUN(sd_cases);
     RUN(flux_cases);
     RUN(sdxl_cases);
+    RUN(demo_cases);
     RUN(sdxl_stages);
     RUN(clip_skip_cases);
     RUN(flux_fp8);

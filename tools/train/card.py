@@ -54,7 +54,7 @@ def grid(out, folder, cols):
             for line in f:
                 r = json.loads(line)
                 prompts[os.path.basename(r.get("file", ""))] = r.get("prompt", "")
-    scale, cap = 3, 30
+    scale, cap = 2, 30
     tiles = [Image.open(os.path.join(folder, f)).convert("RGB") for f in files]
     tw, th = tiles[0].width * scale, tiles[0].height * scale
     cw = max(tw, 200)

@@ -262,8 +262,9 @@ def export(a):
         scheduler=PNDMScheduler.from_config(SCHEDULER_CONFIG),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe = pipe.to(torch.float16)
-    if os.path.exists(a.out):
-        shutil.rmtree(a.out)
+    for comp in ("text_encoder", "tokenizer", "unet", "vae", "scheduler"):  # the card stays
+        if os.path.exists(os.path.join(a.out, comp)):
+            shutil.rmtree(os.path.join(a.out, comp))
     pipe.save_pretrained(a.out, safe_serialization=True)
     shutil.rmtree(os.path.join(a.out, "tokenizer"))
     shutil.copytree(os.path.join(w, "tokenizer"), os.path.join(a.out, "tokenizer"))
