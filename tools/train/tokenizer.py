@@ -8,21 +8,12 @@ caption is one token per word and any other text still tokenizes byte by byte.
 """
 import json
 import os
+import sys
 
 from data import corpus_words
 
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
+from clip_vocab import bytes_to_unicode  # noqa: E402  (CLIP's byte -> unicode table)
 
 
 def learn_merges(words):
