@@ -69,6 +69,27 @@ def lr_at(step, total, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def set_lr(opt, lr):
+    for pg in opt.param_groups:
+        pg["lr"] = lr
+
+
+def next_logged_step(path):
+    """One past the last step logged in `path` (a resumed stage's log continues from there)."""
+    with open(path) as f:
+        return int(f.read().split("\n")[-2].split("\t")[0]) + 1
+
+
+def vae_batch(imgs, a, g):
+    """A random batch of scenes in [-1, 1]."""
+    idx = torch.randint(len(imgs), (a.vae_batch,), generator=g).numpy()
+    return to_tensor(imgs[idx]).to(a.device)
+
+
+def sample_posterior(post, g, device):
+    return post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
+
+
 def log_line(path, step, loss, t0):
     with open(path, "a") as f:
         f.write(f"{step}\t{loss:.6f}\t{time.time() - t0:.1f}\n")
@@ -81,8 +102,7 @@ def train_vae(a):
     offset = 0
     if a.vae_resume:  # a second run from the saved weights (fresh optimizer), its log appended
         vae = AutoencoderKL.from_pretrained(os.path.join(a.work, "vae")).to(a.device)
-        with open(logp) as f:
-            offset = int(f.read().split("\n")[-2].split("\t")[0]) + 1
+        offset = next_logged_step(logp)
     else:
         vae = AutoencoderKL(**VAE_CONFIG).to(a.device)
         open(logp, "w").close()
@@ -91,12 +111,10 @@ def train_vae(a):
     g = torch.Generator().manual_seed(11 + offset)
     t0, run = time.time(), 0.0
     for step in range(a.vae_steps):
-        for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, a.vae_steps, a.vae_lr, 100)
-        idx = torch.randint(len(imgs), (a.vae_batch,), generator=g).numpy()
-        x = to_tensor(imgs[idx]).to(a.device)
+        set_lr(opt, lr_at(step, a.vae_steps, a.vae_lr, 100))
+        x = vae_batch(imgs, a, g)
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(a.device)
+        z = sample_posterior(post, g, a.device)
         y = vae.decode(z).sample
         rec = F.mse_loss(y, x) + 0.5 * F.l1_loss(y, x)
         kl = post.kl().mean() / x[0].numel()
@@ -132,17 +150,13 @@ def train_decoder(a):
     opt = torch.optim.AdamW(params, lr=a.dec_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(14)
     logp = os.path.join(a.work, "vae_loss.tsv")
-    with open(logp) as f:
-        offset = int(f.read().split("\n")[-2].split("\t")[0]) + 1
+    offset = next_logged_step(logp)
     t0, run = time.time(), 0.0
     for step in range(a.dec_steps):
-        for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, a.dec_steps, a.dec_lr, 50)
-        idx = torch.randint(len(imgs), (a.vae_batch,), generator=g).numpy()
-        x = to_tensor(imgs[idx]).to(a.device)
+        set_lr(opt, lr_at(step, a.dec_steps, a.dec_lr, 50))
+        x = vae_batch(imgs, a, g)
         with torch.no_grad():
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(a.device)
+            z = sample_posterior(vae.encode(x).latent_dist, g, a.device)
         y = vae.decode(z).sample
         loss = F.mse_loss(y, x) + 0.5 * F.l1_loss(y, x)
         opt.zero_grad(set_to_none=True)
@@ -205,8 +219,7 @@ def train_unet(a):
     open(logp, "w").close()
     t0, run = time.time(), 0.0
     for step in range(a.unet_steps):
-        for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, a.unet_steps, a.unet_lr, 200)
+        set_lr(opt, lr_at(step, a.unet_steps, a.unet_lr, 200))
         idx = rng.integers(len(mean), size=a.unet_batch)
         caps = ["" if rng.random() < 0.1 else data.caption(attrs[i], rng) for i in idx]
         ids = tokz(caps, padding="max_length", max_length=MAX_LENGTH, truncation=True,
